@@ -1,0 +1,272 @@
+"""YAML configuration → validated settings.
+
+The file has four sections::
+
+    providers:            # where to send calls (OpenAI-compatible or Anthropic), which key variable
+      openai: {base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
+    models:               # the catalog; prices/context from genai-prices unless given here
+      gpt-4o-mini: {provider: openai, capabilities: [tools, json, vision]}
+    routes:               # name → candidates, strategy, target
+      default: {candidates: [gpt-4o-mini, gpt-4o], strategy: learned, router: router.safetensors}
+    agents:               # name → route or pinned model, rules, allow/deny lists
+      triage: {model: gpt-4o-mini}
+
+Errors name the file, the key path and what is wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ._catalog import CAPABILITIES, Capability, ModelSpec, lookup_catalog_price
+from ._exceptions import ConfigError
+
+__all__ = [
+    "AgentConfig",
+    "Config",
+    "ModelConfig",
+    "ProviderConfig",
+    "RouteConfig",
+    "RuleConfig",
+    "RuleMatch",
+    "StrategyName",
+    "load_config",
+    "parse_config",
+]
+
+StrategyName = Literal["fixed", "rules", "cheapest", "random", "learned"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(_Strict):
+    """An upstream endpoint and the environment variable that holds its key."""
+
+    kind: Literal["openai", "anthropic"] = "openai"
+    base_url: str
+    api_key_env: str | None = None
+
+
+class ModelConfig(_Strict):
+    """A model entry; any field left out comes from genai-prices."""
+
+    provider: str
+    model: str | None = Field(default=None, description="name sent upstream, when it differs from the key")
+    input_price: float | None = Field(default=None, ge=0)
+    output_price: float | None = Field(default=None, ge=0)
+    cached_input_price: float | None = Field(default=None, ge=0)
+    context_window: int | None = Field(default=None, gt=0)
+    capabilities: list[Capability] | None = None
+    ttft_ms: float | None = Field(default=None, ge=0)
+    output_tokens_per_s: float | None = Field(default=None, gt=0)
+
+
+class RuleMatch(_Strict):
+    """Conditions of one rule; every condition given must hold."""
+
+    agent: str | list[str] | None = None
+    task: str | list[str] | None = None
+    tags: list[str] | None = Field(default=None, description="any of these tags")
+    min_input_tokens: int | None = Field(default=None, ge=0)
+    max_input_tokens: int | None = Field(default=None, ge=0)
+    tools: bool | None = None
+    images: bool | None = None
+    code: bool | None = None
+
+
+class RuleConfig(_Strict):
+    """If the request matches, send it to `model`."""
+
+    match: RuleMatch = Field(default_factory=RuleMatch, alias="when")
+    model: str
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RouteConfig(_Strict):
+    """A named route: the candidates it may use and how it chooses between them."""
+
+    candidates: list[str] = Field(min_length=1)
+    strategy: StrategyName = "cheapest"
+    model: str | None = Field(default=None, description="the model for the fixed strategy")
+    rules: list[RuleConfig] = Field(default_factory=list)
+    default: str | None = Field(default=None, description="the rules strategy's model when no rule matches")
+    router: str | None = Field(default=None, description="trained router file for the learned strategy")
+    aliases: dict[str, str] = Field(default_factory=dict, description="trained model name → configured name")
+    target: str | None = Field(default=None, description="calibration target, e.g. quality=0.95")
+    knob: float | None = Field(default=None, description="override the router's calibrated knob")
+    fallbacks: list[str] = Field(default_factory=list)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_strategy_fields(self) -> RouteConfig:
+        if self.strategy == "fixed" and self.model is None:
+            raise ValueError("strategy 'fixed' needs 'model'")
+        if self.strategy == "learned" and self.router is None:
+            raise ValueError("strategy 'learned' needs 'router' (a file written by `switchman train`)")
+        if self.strategy == "rules" and not self.rules and self.default is None:
+            raise ValueError("strategy 'rules' needs 'rules' or 'default'")
+        return self
+
+
+class AgentConfig(_Strict):
+    """Per-agent policy: a route or a pinned model, rules, allow/deny lists."""
+
+    route: str | None = None
+    model: str | None = None
+    rules: list[RuleConfig] = Field(default_factory=list)
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _route_or_model(self) -> AgentConfig:
+        if self.route is not None and self.model is not None:
+            raise ValueError("give 'route' or 'model', not both")
+        return self
+
+
+class Config(_Strict):
+    """The whole validated configuration."""
+
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    default_route: str | None = None
+
+    @field_validator("models")
+    @classmethod
+    def _nonempty_names(cls, models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        for name in models:
+            if not name.strip():
+                raise ValueError("model names must not be empty")
+        return models
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        problems: list[str] = []
+        for name, model in self.models.items():
+            if self.providers and model.provider not in self.providers:
+                problems.append(f"models.{name}.provider: unknown provider {model.provider!r}")
+        known = set(self.models)
+        for route_name, route in self.routes.items():
+            where = f"routes.{route_name}"
+            for i, cand in enumerate(route.candidates):
+                if cand not in known:
+                    problems.append(f"{where}.candidates.{i}: unknown model {cand!r}")
+            for key, value in (("model", route.model), ("default", route.default)):
+                if value is not None and value not in route.candidates:
+                    problems.append(f"{where}.{key}: {value!r} is not one of the route's candidates")
+            for i, rule in enumerate(route.rules):
+                if rule.model not in route.candidates:
+                    problems.append(f"{where}.rules.{i}.model: {rule.model!r} is not one of the route's candidates")
+            for i, fb in enumerate(route.fallbacks):
+                if fb not in known:
+                    problems.append(f"{where}.fallbacks.{i}: unknown model {fb!r}")
+        for agent_name, agent in self.agents.items():
+            where = f"agents.{agent_name}"
+            if agent.route is not None and agent.route not in self.routes:
+                problems.append(f"{where}.route: unknown route {agent.route!r}")
+            if agent.model is not None and agent.model not in known:
+                problems.append(f"{where}.model: unknown model {agent.model!r}")
+            for i, rule in enumerate(agent.rules):
+                if rule.model not in known:
+                    problems.append(f"{where}.rules.{i}.model: unknown model {rule.model!r}")
+            for key, names in (("allow", agent.allow or []), ("deny", agent.deny)):
+                for i, n in enumerate(names):
+                    if n not in known:
+                        problems.append(f"{where}.{key}.{i}: unknown model {n!r}")
+        if self.default_route is not None and self.default_route not in self.routes:
+            problems.append(f"default_route: unknown route {self.default_route!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def default_route_name(self) -> str | None:
+        """The route `model="auto"` uses: `default_route`, else a route named 'default', else the first."""
+        if self.default_route:
+            return self.default_route
+        if "default" in self.routes:
+            return "default"
+        return next(iter(self.routes), None)
+
+    def model_specs(self, *, source: str = "<config>") -> dict[str, ModelSpec]:
+        """Resolve every model to a ModelSpec, filling gaps from genai-prices."""
+        return {name: resolve_model(name, cfg, source=source) for name, cfg in self.models.items()}
+
+
+def resolve_model(name: str, cfg: ModelConfig, *, source: str = "<config>") -> ModelSpec:
+    """One model's spec: config fields first, then genai-prices; no price from either is an error."""
+    upstream = cfg.model or name
+    known = lookup_catalog_price(upstream, cfg.provider)
+    input_price = cfg.input_price if cfg.input_price is not None else (known.input_price if known else None)
+    output_price = cfg.output_price if cfg.output_price is not None else (known.output_price if known else None)
+    if input_price is None or output_price is None:
+        raise ConfigError(
+            f"{source}: models.{name}: no price for model {upstream!r}: genai-prices does not know it; "
+            "set input_price and output_price (USD per 1M tokens)"
+        )
+    cached = cfg.cached_input_price
+    if cached is None and known is not None and cfg.input_price is None:
+        cached = known.cached_input_price
+    return ModelSpec(
+        name=name,
+        provider=cfg.provider,
+        input_price=input_price,
+        output_price=output_price,
+        cached_input_price=cached,
+        context_window=cfg.context_window or (known.context_window if known else None),
+        capabilities=frozenset(cfg.capabilities) if cfg.capabilities is not None else frozenset({"tools", "json"}),
+        ttft_ms=cfg.ttft_ms,
+        output_tokens_per_s=cfg.output_tokens_per_s,
+        upstream_model=cfg.model,
+    )
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "<root>"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, *, source: str = "<config>") -> Config:
+    """Validate an already-parsed mapping; errors name the source, key path and problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, not {type(data).__name__}")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    config.model_specs(source=source)  # fail now, naming the model, rather than at the first request
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML configuration file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(data, source=str(path))
+

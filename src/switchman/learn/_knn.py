@@ -1,0 +1,81 @@
+"""Non-parametric predictor: quality and output length from the nearest training prompts.
+
+Each model's prediction is a similarity-weighted mean over the k nearest training prompts that have
+an outcome for that model; where none has, the model's overall mean. Needs no training beyond
+storing the matrix, and explains itself (the neighbours are the evidence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["KNNPredictor"]
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+@dataclass
+class KNNPredictor:
+    """k-nearest-neighbour means of per-model quality and output tokens."""
+
+    k: int = 40
+    temperature: float = 0.05
+    name: str = "knn"
+    _x: np.ndarray | None = None
+    _quality: np.ndarray | None = None
+    _output_tokens: np.ndarray | None = None
+
+    def fit(self, x: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray) -> KNNPredictor:
+        """Store normalised features and the (n × m) outcome matrices (NaN = no outcome)."""
+        self._x = _normalise(np.asarray(x, dtype=np.float32))
+        self._quality = np.asarray(quality, dtype=np.float32)
+        self._output_tokens = np.asarray(output_tokens, dtype=np.float32)
+        return self
+
+    def _weighted_means(self, x: np.ndarray, values: np.ndarray) -> np.ndarray:
+        assert self._x is not None
+        sims = _normalise(np.asarray(x, dtype=np.float32)) @ self._x.T
+        k = min(self.k, sims.shape[1])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        weights = np.exp((top_sims - top_sims.max(axis=1, keepdims=True)) / self.temperature)
+        neigh = values[top]  # (n, k, m)
+        present = ~np.isnan(neigh)
+        w = weights[:, :, None] * present
+        totals = w.sum(axis=1)
+        sums = (np.where(present, neigh, 0.0) * w).sum(axis=1)
+        fallback = np.nanmean(values, axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = sums / totals
+        return np.where(totals > 0, means, fallback[None, :])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted quality, (n × m)."""
+        assert self._quality is not None, "fit() or from_arrays() first"
+        return self._weighted_means(x, self._quality)
+
+    def predict_output_tokens(self, x: np.ndarray) -> np.ndarray:
+        """Predicted output tokens, (n × m)."""
+        assert self._output_tokens is not None, "fit() or from_arrays() first"
+        return self._weighted_means(x, self._output_tokens)
+
+    def params(self) -> dict[str, Any]:
+        return {"k": self.k, "temperature": self.temperature}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        assert self._x is not None and self._quality is not None and self._output_tokens is not None
+        return {"knn.x": self._x.astype(np.float16), "knn.quality": self._quality, "knn.output_tokens": self._output_tokens}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> KNNPredictor:
+        predictor = cls(k=int(params["k"]), temperature=float(params["temperature"]))
+        predictor._x = arrays["knn.x"].astype(np.float32)
+        predictor._quality = arrays["knn.quality"].astype(np.float32)
+        predictor._output_tokens = arrays["knn.output_tokens"].astype(np.float32)
+        return predictor

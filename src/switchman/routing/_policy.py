@@ -1,0 +1,72 @@
+"""Policy filters that run before any strategy: allow/deny lists, capabilities, context window.
+
+A strategy only ever sees candidates that can serve the request, so no strategy can pick a model
+that lacks tools for a tool call or whose window the prompt overflows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from .._catalog import ModelSpec
+from .._exceptions import NoCapableModelError
+from ._request import RouteRequest
+
+__all__ = ["DEFAULT_OUTPUT_TOKENS", "PolicyResult", "filter_candidates"]
+
+#: Output tokens assumed when a request gives no max_tokens, for window checks and cost estimates.
+DEFAULT_OUTPUT_TOKENS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    """Candidates that may serve the request, and why the others may not."""
+
+    eligible: tuple[ModelSpec, ...]
+    excluded: tuple[tuple[str, str], ...]
+
+
+def _exclusion(
+    spec: ModelSpec, request: RouteRequest, allow: Collection[str] | None, deny: Collection[str]
+) -> str | None:
+    if allow is not None and spec.name not in allow:
+        return "not in the allow-list"
+    if spec.name in deny:
+        return "in the deny-list"
+    missing = request.needs - spec.capabilities
+    if missing:
+        return "lacks " + ", ".join(sorted(missing))
+    if spec.context_window is not None:
+        needed = request.input_tokens + (request.max_tokens or 0)
+        if needed > spec.context_window:
+            return f"needs {needed} tokens, context window is {spec.context_window}"
+    return None
+
+
+def filter_candidates(
+    request: RouteRequest,
+    candidates: Sequence[ModelSpec],
+    *,
+    allow: Collection[str] | None = None,
+    deny: Collection[str] = (),
+) -> PolicyResult:
+    """Keep the candidates that may and can serve the request; raise when none is left."""
+    eligible: list[ModelSpec] = []
+    excluded: list[tuple[str, str]] = []
+    for spec in candidates:
+        why = _exclusion(spec, request, allow, deny)
+        if why is None:
+            eligible.append(spec)
+        else:
+            excluded.append((spec.name, why))
+    if not eligible:
+        detail = "; ".join(f"{name}: {why}" for name, why in excluded) or "the route has no candidates"
+        raise NoCapableModelError(f"no candidate can serve this request ({detail})")
+    return PolicyResult(tuple(eligible), tuple(excluded))
+
+
+def estimated_cost(spec: ModelSpec, request: RouteRequest, output_tokens: float | None = None) -> float:
+    """USD cost of the request on `spec`, with output tokens predicted or assumed."""
+    out = output_tokens if output_tokens is not None else (request.max_tokens or DEFAULT_OUTPUT_TOKENS)
+    return spec.cost(request.input_tokens, out)

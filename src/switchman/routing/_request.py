@@ -1,0 +1,126 @@
+"""RouteRequest: what the decision core knows about one request.
+
+Built once per request from the OpenAI-style body (messages, tools, response_format, max_tokens)
+and the caller's context (agent, session, tags, task). Everything a strategy or policy reads is
+here, already derived, so the core never parses wire formats.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RouteRequest", "message_text"]
+
+# Per-message framing tokens in OpenAI chat formats, and the flat price of one image at low detail.
+_TOKENS_PER_MESSAGE = 4
+_TOKENS_PER_IMAGE = 85
+_CODE_PATTERN = re.compile(
+    r"```|^\s*(def |class |import |from \S+ import |function |const |let |#include|public static)|;\s*$",
+    re.MULTILINE,
+)
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text parts of one chat message (string content or a list of content parts)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part.get("text", "") for part in content if isinstance(part, Mapping) and part.get("type") == "text"
+        )
+    return ""
+
+
+def _count_images(messages: Sequence[Mapping[str, Any]]) -> int:
+    count = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            count += sum(
+                1 for p in content if isinstance(p, Mapping) and p.get("type") in ("image_url", "image", "input_image")
+            )
+    return count
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """One request as the router sees it."""
+
+    messages: tuple[Mapping[str, Any], ...] = ()
+    prompt: str = ""
+    input_tokens: int = 0
+    max_tokens: int | None = None
+    has_tools: bool = False
+    has_images: bool = False
+    has_code: bool = False
+    response_format: str | None = None
+    agent: str | None = None
+    session: str | None = None
+    tags: frozenset[str] = field(default_factory=frozenset)
+    task: str | None = None
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """Capabilities a model must have to serve this request."""
+        needs: set[str] = set()
+        if self.has_tools:
+            needs.add("tools")
+        if self.has_images:
+            needs.add("vision")
+        if self.response_format in ("json_object", "json_schema"):
+            needs.add("json")
+        return frozenset(needs)
+
+    @classmethod
+    def from_messages(
+        cls,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        count_tokens: Callable[[str], int],
+        tools: Sequence[Any] | None = None,
+        response_format: Mapping[str, Any] | str | None = None,
+        max_tokens: int | None = None,
+        agent: str | None = None,
+        session: str | None = None,
+        tags: Sequence[str] | frozenset[str] = (),
+        task: str | None = None,
+    ) -> RouteRequest:
+        """Derive everything the core needs from a chat request (pure: the token counter is given)."""
+        texts = [message_text(m) for m in messages]
+        images = _count_images(messages)
+        tool_tokens = sum(count_tokens(str(t)) for t in tools or ())
+        input_tokens = (
+            sum(count_tokens(t) for t in texts)
+            + _TOKENS_PER_MESSAGE * len(messages)
+            + _TOKENS_PER_IMAGE * images
+            + tool_tokens
+        )
+        user_texts = [t for m, t in zip(messages, texts, strict=True) if m.get("role") == "user" and t]
+        prompt = user_texts[-1] if user_texts else "\n".join(t for t in texts if t)
+        if isinstance(response_format, Mapping):
+            fmt: str | None = str(response_format.get("type")) if response_format.get("type") else None
+        else:
+            fmt = response_format
+        return cls(
+            messages=tuple(messages),
+            prompt=prompt,
+            input_tokens=input_tokens,
+            max_tokens=max_tokens,
+            has_tools=bool(tools),
+            has_images=images > 0,
+            has_code=any(_CODE_PATTERN.search(t) for t in texts),
+            response_format=fmt,
+            agent=agent,
+            session=session,
+            tags=frozenset(tags),
+            task=task,
+        )
+
+    @classmethod
+    def from_prompt(cls, prompt: str, *, count_tokens: Callable[[str], int], **context: Any) -> RouteRequest:
+        """A single-turn request (what offline evaluation routes)."""
+        return cls.from_messages([{"role": "user", "content": prompt}], count_tokens=count_tokens, **context)

@@ -1,0 +1,175 @@
+"""Routing strategies: one protocol, one method, pure.
+
+`decide(request, candidates, context) -> Decision`. Candidates have already passed the policy
+filters; the context carries everything from outside the core (a random draw, live latency), so a
+strategy reads no clock, network or database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .._catalog import ModelSpec
+from .._config import RuleConfig, RuleMatch
+from ._decision import CandidateScore, Decision
+from ._policy import estimated_cost
+from ._request import RouteRequest
+
+__all__ = [
+    "CheapestStrategy",
+    "DecisionContext",
+    "FixedStrategy",
+    "RandomStrategy",
+    "RulesStrategy",
+    "Strategy",
+    "rule_matches",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionContext:
+    """Inputs from outside the pure core."""
+
+    route: str | None = None
+    random_value: float = 0.5
+    ttft_ms: Mapping[str, float] = field(default_factory=dict)
+
+
+class Strategy(Protocol):
+    """Chooses one model among capable candidates."""
+
+    name: str
+
+    def decide(
+        self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext
+    ) -> Decision: ...
+
+
+def _by_cost(request: RouteRequest, candidates: Sequence[ModelSpec]) -> list[ModelSpec]:
+    """Cheapest first; ties go to the larger context window, then the name (deterministic)."""
+    return sorted(candidates, key=lambda s: (estimated_cost(s, request), -(s.context_window or 0), s.name))
+
+
+def _decision(
+    chosen: ModelSpec,
+    ranked: Sequence[ModelSpec],
+    request: RouteRequest,
+    *,
+    strategy: str,
+    reason: str,
+    context: DecisionContext,
+) -> Decision:
+    scores = tuple(CandidateScore(s.name, predicted_cost_usd=estimated_cost(s, request)) for s in ranked)
+    fallbacks = tuple(s.name for s in ranked if s.name != chosen.name)
+    return Decision(
+        model=chosen.name,
+        reason=reason,
+        strategy=strategy,
+        route=context.route,
+        candidates=scores,
+        fallbacks=fallbacks,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FixedStrategy:
+    """Always the same model (falls back to the cheapest capable one if it was filtered out)."""
+
+    model: str
+    name: str = "fixed"
+
+    def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
+        ranked = _by_cost(request, candidates)
+        chosen = next((s for s in ranked if s.name == self.model), None)
+        if chosen is None:
+            return _decision(
+                ranked[0], ranked, request, strategy=self.name, context=context,
+                reason=f"fixed model {self.model} cannot serve this request; cheapest capable candidate",
+            )
+        return _decision(chosen, ranked, request, strategy=self.name, reason=f"fixed: {self.model}", context=context)
+
+
+def _as_set(value: str | list[str] | None) -> set[str] | None:
+    if value is None:
+        return None
+    return {value} if isinstance(value, str) else set(value)
+
+
+def rule_matches(match: RuleMatch, request: RouteRequest) -> bool:
+    """Every condition the rule gives holds for the request."""
+    agents, tasks = _as_set(match.agent), _as_set(match.task)
+    checks = (
+        agents is None or request.agent in agents,
+        tasks is None or request.task in tasks,
+        match.tags is None or bool(request.tags.intersection(match.tags)),
+        match.min_input_tokens is None or request.input_tokens >= match.min_input_tokens,
+        match.max_input_tokens is None or request.input_tokens <= match.max_input_tokens,
+        match.tools is None or request.has_tools == match.tools,
+        match.images is None or request.has_images == match.images,
+        match.code is None or request.has_code == match.code,
+    )
+    return all(checks)
+
+
+def _describe(match: RuleMatch) -> str:
+    parts = [f"{k}={v}" for k, v in match.model_dump(exclude_none=True).items()]
+    return ", ".join(parts) or "always"
+
+
+@dataclass(frozen=True, slots=True)
+class RulesStrategy:
+    """First matching rule wins; then the default; then the cheapest capable candidate."""
+
+    rules: tuple[RuleConfig, ...]
+    default: str | None = None
+    name: str = "rules"
+
+    def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
+        ranked = _by_cost(request, candidates)
+        by_name = {s.name: s for s in ranked}
+        for i, rule in enumerate(self.rules):
+            if rule.model in by_name and rule_matches(rule.match, request):
+                return _decision(
+                    by_name[rule.model], ranked, request, strategy=self.name, context=context,
+                    reason=f"rule {i} ({_describe(rule.match)}) → {rule.model}",
+                )
+        if self.default is not None and self.default in by_name:
+            return _decision(
+                by_name[self.default], ranked, request, strategy=self.name, context=context,
+                reason=f"no rule matched; default {self.default}",
+            )
+        return _decision(
+            ranked[0], ranked, request, strategy=self.name, context=context,
+            reason="no rule matched and no usable default; cheapest capable candidate",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CheapestStrategy:
+    """The cheapest capable candidate for this request's tokens."""
+
+    name: str = "cheapest"
+
+    def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
+        ranked = _by_cost(request, candidates)
+        return _decision(
+            ranked[0], ranked, request, strategy=self.name, context=context,
+            reason=f"cheapest capable candidate (${estimated_cost(ranked[0], request):.6f} estimated)",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RandomStrategy:
+    """A uniform random candidate: the baseline every router must beat."""
+
+    name: str = "random"
+
+    def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
+        ranked = _by_cost(request, candidates)
+        index = min(int(context.random_value * len(ranked)), len(ranked) - 1)
+        return _decision(
+            ranked[index], ranked, request, strategy=self.name, context=context,
+            reason=f"random draw {context.random_value:.3f}",
+        )
