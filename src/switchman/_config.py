@@ -22,18 +22,23 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ._catalog import CAPABILITIES, Capability, ModelSpec, lookup_catalog_price
+from ._catalog import Capability, ModelSpec, lookup_catalog_price
 from ._exceptions import ConfigError
 
 __all__ = [
     "AgentConfig",
+    "BudgetConfig",
+    "CircuitBreaker",
     "Config",
     "ModelConfig",
     "ProviderConfig",
+    "Retries",
     "RouteConfig",
     "RuleConfig",
     "RuleMatch",
+    "ServerConfig",
     "StrategyName",
+    "Timeouts",
     "load_config",
     "parse_config",
 ]
@@ -53,6 +58,53 @@ class ProviderConfig(_Strict):
     api_key_env: str | None = None
 
 
+class Timeouts(_Strict):
+    """Seconds to wait: to connect, for the first byte of the answer, for the whole call."""
+
+    connect: float = Field(default=5.0, gt=0)
+    first_byte: float = Field(default=60.0, gt=0)
+    total: float = Field(default=600.0, gt=0)
+
+
+class Retries(_Strict):
+    """Retries of one model on 429/5xx/connection errors before moving to the next fallback."""
+
+    attempts: int = Field(default=2, ge=0)
+    backoff_s: float = Field(default=0.25, ge=0)
+    max_backoff_s: float = Field(default=4.0, ge=0)
+
+
+class CircuitBreaker(_Strict):
+    """A model that fails `failures` times in a row cools down, then takes one probe request."""
+
+    failures: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+
+
+class ServerConfig(_Strict):
+    """Gateway settings (`switchman serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=4_000_000, gt=0)
+    master_key_env: str = "SWITCHMAN_MASTER_KEY"
+    ledger_url: str | None = Field(default=None, description="sqlite:///path or postgresql://...; default: user data dir")
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retries: Retries = Field(default_factory=Retries)
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+
+
+class BudgetConfig(_Strict):
+    """A spending limit on one agent, virtual key or route."""
+
+    scope: Literal["agent", "key", "route"]
+    name: str
+    usd: float = Field(gt=0)
+    period: Literal["day", "month"] = "day"
+    on_exceed: Literal["reject", "downgrade"] = "reject"
+    downgrade_to: str | None = None
+
+
 class ModelConfig(_Strict):
     """A model entry; any field left out comes from genai-prices."""
 
@@ -65,6 +117,7 @@ class ModelConfig(_Strict):
     capabilities: list[Capability] | None = None
     ttft_ms: float | None = Field(default=None, ge=0)
     output_tokens_per_s: float | None = Field(default=None, gt=0)
+    timeouts: Timeouts | None = None
 
 
 class RuleMatch(_Strict):
@@ -102,6 +155,8 @@ class RouteConfig(_Strict):
     target: str | None = Field(default=None, description="calibration target, e.g. quality=0.95")
     knob: float | None = Field(default=None, description="override the router's calibrated knob")
     fallbacks: list[str] = Field(default_factory=list)
+    content_policy_fallback: str | None = None
+    max_ttft_ms: float | None = Field(default=None, gt=0)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -139,6 +194,8 @@ class Config(_Strict):
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     default_route: str | None = None
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    budgets: list[BudgetConfig] = Field(default_factory=list)
 
     @field_validator("models")
     @classmethod
@@ -182,6 +239,15 @@ class Config(_Strict):
                 for i, n in enumerate(names):
                     if n not in known:
                         problems.append(f"{where}.{key}.{i}: unknown model {n!r}")
+        for i, budget in enumerate(self.budgets):
+            if budget.downgrade_to is not None and budget.downgrade_to not in known:
+                problems.append(f"budgets.{i}.downgrade_to: unknown model {budget.downgrade_to!r}")
+            if budget.scope == "route" and budget.name not in self.routes:
+                problems.append(f"budgets.{i}.name: unknown route {budget.name!r}")
+        for route_name, route in self.routes.items():
+            cpf = route.content_policy_fallback
+            if cpf is not None and cpf not in known:
+                problems.append(f"routes.{route_name}.content_policy_fallback: unknown model {cpf!r}")
         if self.default_route is not None and self.default_route not in self.routes:
             problems.append(f"default_route: unknown route {self.default_route!r}")
         if problems:

@@ -1,1 +1,34 @@
-"""switchman.routing"""
+"""The pure decision core: requests, policy filters, strategies, decisions. No I/O."""
+
+from ._decision import CandidateScore, Decision
+from ._policy import PolicyResult, estimated_cost, filter_candidates
+from ._request import RouteRequest, message_text
+from ._select import SelectionRule, select
+from ._strategies import (
+    CheapestStrategy,
+    DecisionContext,
+    FixedStrategy,
+    RandomStrategy,
+    RulesStrategy,
+    Strategy,
+    rule_matches,
+)
+
+__all__ = [
+    "CandidateScore",
+    "CheapestStrategy",
+    "Decision",
+    "DecisionContext",
+    "FixedStrategy",
+    "PolicyResult",
+    "RandomStrategy",
+    "RouteRequest",
+    "RulesStrategy",
+    "SelectionRule",
+    "Strategy",
+    "estimated_cost",
+    "filter_candidates",
+    "message_text",
+    "rule_matches",
+    "select",
+]

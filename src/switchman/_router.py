@@ -1,0 +1,163 @@
+"""Router: the decision core assembled from a configuration, for in-process use.
+
+`Router.from_config(path).route(messages, agent=..., tags=...)` returns a Decision without any
+network call. The gateway holds one Router and calls the same method for every request.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._catalog import ModelSpec
+from ._config import Config, RouteConfig, load_config, parse_config
+from ._exceptions import ConfigError, UnknownModelError
+from ._tokens import count_tokens
+from .routing._decision import Decision
+from .routing._policy import filter_candidates
+from .routing._request import RouteRequest
+from .routing._strategies import (
+    CheapestStrategy,
+    DecisionContext,
+    FixedStrategy,
+    RandomStrategy,
+    RulesStrategy,
+    Strategy,
+    rule_matches,
+)
+
+__all__ = ["STRATEGIES", "Router", "build_strategy"]
+
+
+def _learned(route: RouteConfig, base_dir: Path) -> Strategy:
+    from .learn._artifact import TrainedRouter
+    from .learn._embedders import get_embedder
+    from .learn._strategy import LearnedStrategy
+
+    assert route.router is not None
+    path = Path(route.router)
+    if not path.is_absolute():
+        path = base_dir / path
+    trained = TrainedRouter.load(path)
+    if route.aliases:
+        trained = trained.with_aliases(route.aliases)
+    return LearnedStrategy(trained, get_embedder(trained.embedder), knob=route.knob)
+
+
+#: Strategy builders by name: the one place a strategy name becomes an object.
+STRATEGIES: dict[str, Callable[[RouteConfig, Path], Strategy]] = {
+    "fixed": lambda route, _: FixedStrategy(route.model or route.candidates[0]),
+    "rules": lambda route, _: RulesStrategy(tuple(route.rules), route.default),
+    "cheapest": lambda route, _: CheapestStrategy(),
+    "random": lambda route, _: RandomStrategy(),
+    "learned": _learned,
+}
+
+
+def build_strategy(route: RouteConfig, base_dir: Path) -> Strategy:
+    """The strategy a route configures (a learned one loads its router file and embedder)."""
+    return STRATEGIES[route.strategy](route, base_dir)
+
+
+class Router:
+    """Routes requests according to a configuration; pure decisions, no provider calls."""
+
+    def __init__(self, config: Config, *, base_dir: str | Path = ".", seed: int | None = None) -> None:
+        self.config = config
+        self.models: dict[str, ModelSpec] = config.model_specs()
+        self._base_dir = Path(base_dir)
+        self._strategies: dict[str, Strategy] = {}
+        self._random = random.Random(seed)
+
+    @classmethod
+    def from_config(cls, path: str | Path, **kwargs: Any) -> Router:
+        """Load a YAML configuration; relative router paths resolve against its folder."""
+        path = Path(path)
+        return cls(load_config(path), base_dir=path.parent, **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], **kwargs: Any) -> Router:
+        """Build from an in-memory mapping shaped like the YAML file."""
+        return cls(parse_config(dict(data)), **kwargs)
+
+    def strategy(self, route_name: str) -> Strategy:
+        """The route's strategy, built on first use and kept."""
+        if route_name not in self._strategies:
+            self._strategies[route_name] = build_strategy(self.config.routes[route_name], self._base_dir)
+        return self._strategies[route_name]
+
+    def warm_up(self) -> None:
+        """Build every route's strategy now (loads router files and embedders before traffic)."""
+        for name in self.config.routes:
+            self.strategy(name)
+
+    def request(self, messages: Sequence[Mapping[str, Any]], **context: Any) -> RouteRequest:
+        """Derive the RouteRequest for a chat request."""
+        return RouteRequest.from_messages(messages, count_tokens=count_tokens, **context)
+
+    def route(
+        self,
+        messages: Sequence[Mapping[str, Any]] | str,
+        *,
+        model: str = "auto",
+        agent: str | None = None,
+        session: str | None = None,
+        tags: Sequence[str] = (),
+        task: str | None = None,
+        tools: Sequence[Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+    ) -> Decision:
+        """Decide which model serves this request."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        request = self.request(
+            messages, agent=agent, session=session, tags=tags, task=task, tools=tools,
+            response_format=response_format, max_tokens=max_tokens,
+        )
+        return self.decide(request, model=model)
+
+    def decide(self, request: RouteRequest, *, model: str = "auto", random_value: float | None = None) -> Decision:
+        """The decision for an already-built request; `model` is auto, auto:<route> or a model name."""
+        draw = self._random.random() if random_value is None else random_value
+        if model in self.models:
+            return Decision(model=model, reason="model requested by name", strategy="fixed", fallbacks=())
+        agent = self.config.agents.get(request.agent) if request.agent else None
+        if model == "auto":
+            if agent is not None and agent.model is not None:
+                return Decision(model=agent.model, reason=f"agent {request.agent} is pinned to {agent.model}",
+                                strategy="fixed")
+            route_name = (agent.route if agent is not None and agent.route else None) or self.config.default_route_name
+        elif model.startswith("auto:"):
+            route_name = model.removeprefix("auto:")
+        else:
+            raise UnknownModelError(
+                f"unknown model {model!r}; use 'auto', 'auto:<route>' or one of: {', '.join(sorted(self.models))}"
+            )
+        if route_name is None:
+            raise ConfigError("no routes are configured; add one under 'routes'")
+        if route_name not in self.config.routes:
+            raise UnknownModelError(
+                f"unknown route {route_name!r}; configured routes: {', '.join(sorted(self.config.routes))}"
+            )
+        route = self.config.routes[route_name]
+        candidates = [self.models[name] for name in route.candidates]
+        allow = set(agent.allow) if agent is not None and agent.allow is not None else None
+        deny = set(agent.deny) if agent is not None else set()
+        policy = filter_candidates(request, candidates, allow=allow, deny=deny)
+        context = DecisionContext(route=route_name, random_value=draw)
+        if agent is not None:
+            eligible = {s.name for s in policy.eligible}
+            for i, rule in enumerate(agent.rules):
+                if rule.model in eligible and rule_matches(rule.match, request):
+                    rest = tuple(s.name for s in policy.eligible if s.name != rule.model)
+                    return Decision(model=rule.model, reason=f"agent {request.agent} rule {i}", strategy="rules",
+                                    route=route_name, fallbacks=rest, excluded=policy.excluded)
+        decision = self.strategy(route_name).decide(request, policy.eligible, context)
+        extra = tuple(f for f in route.fallbacks if f != decision.model and f not in decision.fallbacks)
+        return Decision(
+            model=decision.model, reason=decision.reason, strategy=decision.strategy, route=route_name,
+            candidates=decision.candidates, fallbacks=decision.fallbacks + extra, excluded=policy.excluded,
+        )
