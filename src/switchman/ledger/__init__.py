@@ -1,1 +1,37 @@
-"""switchman.ledger"""
+"""Spend records, budgets, virtual keys and metrics: the gateway's bookkeeping.
+
+    ledger = Ledger.from_url(None)          # $SWITCHMAN_LEDGER_URL, else SQLite in the user data dir
+    budgets = BudgetManager(config.budgets + keys.budgets(), ledger)
+    metrics = Metrics(ledger=ledger)
+
+SQLite (WAL) by default, Postgres by URL; writes happen off the request path in batches.
+"""
+
+from ._budget import BudgetLimitError, BudgetManager, Reservation
+from ._db import LEDGER_URL_ENV, resolve_url
+from ._keys import KEY_PREFIX, KeyInfo, KeyStore
+from ._ledger import Ledger
+from ._metrics import Metrics
+from ._period import parse_since, period_bounds
+from ._record import RECORD_STATUSES, LedgerRecord, LedgerStats, RecordStatus, SpendBy, SpendRow
+
+__all__ = [
+    "BudgetLimitError",
+    "BudgetManager",
+    "KEY_PREFIX",
+    "KeyInfo",
+    "KeyStore",
+    "LEDGER_URL_ENV",
+    "Ledger",
+    "LedgerRecord",
+    "LedgerStats",
+    "Metrics",
+    "RECORD_STATUSES",
+    "RecordStatus",
+    "Reservation",
+    "SpendBy",
+    "SpendRow",
+    "parse_since",
+    "period_bounds",
+    "resolve_url",
+]

@@ -1,0 +1,221 @@
+"""Spending limits per agent, virtual key and route, enforced before the upstream call.
+
+A request reserves its estimated cost in every budget that applies to it before it is sent;
+the check counts spend so far plus every outstanding reservation, under one lock, so concurrent
+requests cannot all pass a check that only one of them fits. When the answer arrives the
+reservation is settled with the actual cost (or released if the call failed before any cost).
+
+Spend so far is loaded from the ledger when the manager starts and kept in memory after that;
+periods are UTC calendar days and months, rolled over by the injected clock. Each gateway worker
+keeps its own counters, so with N workers a budget can be overspent by up to N-1 workers' share
+(run one worker, or one gateway per budget, where that matters).
+
+A budget whose `on_exceed` is "downgrade" does not reject: `reserve` returns a Reservation whose
+`downgrade_to` names the model to use instead, holding nothing; the caller reserves again with
+`model=` that model and its estimate. Requests already on a budget's `downgrade_to` model pass that
+budget (their spend still counts), so a downgraded agent keeps working on the cheaper model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from .._config import BudgetConfig
+from .._exceptions import BudgetExceededError
+from ._ledger import Ledger
+from ._period import period_bounds
+
+__all__ = ["BudgetLimitError", "BudgetManager", "Reservation"]
+
+logger = logging.getLogger("switchman.ledger")
+
+#: Slack for float rounding, so ten $0.10 requests fit a $1.00 budget.
+_EPSILON_USD = 1e-9
+
+
+class BudgetLimitError(BudgetExceededError):
+    """A budget would be exceeded; carries which budget and by how much (never a key or prompt)."""
+
+    def __init__(self, budget: BudgetConfig, *, spent_usd: float, reserved_usd: float, estimated_usd: float, resets_at: float) -> None:
+        self.budget = budget
+        self.scope = budget.scope
+        self.name = budget.name
+        self.limit_usd = budget.usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.estimated_usd = estimated_usd
+        self.resets_at = resets_at
+        resets = datetime.fromtimestamp(resets_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        super().__init__(
+            f"{budget.scope} budget {budget.name!r} exceeded: limit ${budget.usd:.4f} per {budget.period}, "
+            f"spent ${spent_usd:.4f}, reserved ${reserved_usd:.4f} by requests in flight, "
+            f"this request needs about ${estimated_usd:.4f}; the budget resets at {resets}"
+        )
+
+
+@dataclass(slots=True)
+class _BudgetState:
+    budget: BudgetConfig
+    start: float
+    end: float
+    spent: float = 0.0
+    reserved: float = 0.0
+
+    def roll(self, now: float) -> None:
+        if now >= self.end or now < self.start:
+            self.start, self.end = period_bounds(now, self.budget.period)
+            self.spent = 0.0
+
+
+class Reservation:
+    """An estimated cost held against budgets until `settle` (actual cost) or `release` (no cost)."""
+
+    __slots__ = ("_done", "_manager", "_states", "downgrade_to", "estimated_usd")
+
+    def __init__(
+        self,
+        manager: BudgetManager | None,
+        states: tuple[_BudgetState, ...],
+        estimated_usd: float,
+        downgrade_to: str | None = None,
+    ) -> None:
+        self._manager = manager
+        self._states = states
+        self.estimated_usd = estimated_usd
+        self.downgrade_to = downgrade_to
+        self._done = not states
+
+    @property
+    def budgets(self) -> tuple[BudgetConfig, ...]:
+        """The budgets this reservation is held against."""
+        return tuple(state.budget for state in self._states)
+
+    def settle(self, actual_usd: float) -> None:
+        """Replace the estimate with the actual cost (idempotent: a second call does nothing)."""
+        if self._manager is not None and not self._done:
+            self._manager._finish(self, actual_usd)
+
+    def release(self) -> None:
+        """Drop the reservation without charging anything (the call failed before any cost)."""
+        if self._manager is not None and not self._done:
+            self._manager._finish(self, 0.0)
+
+    def __repr__(self) -> str:
+        state = "done" if self._done else "held"
+        return f"<Reservation ${self.estimated_usd:.6f} {state} downgrade_to={self.downgrade_to!r}>"
+
+
+class BudgetManager:
+    """Checks and holds spend against the configured budgets; thread- and asyncio-safe (no awaits).
+
+        budgets = BudgetManager(config.budgets, ledger)
+        r = budgets.reserve(agent="triage", key_id=None, route="default", estimated_usd=0.002, model="gpt-4o")
+        if r.downgrade_to: ...reserve again with model=r.downgrade_to and its estimate...
+        r.settle(actual_usd)          # or r.release() when the call failed before any cost
+    """
+
+    def __init__(
+        self, budgets: Sequence[BudgetConfig], ledger: Ledger | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        now = clock()
+        self._states: dict[tuple[str, str], list[_BudgetState]] = {}
+        for budget in budgets:
+            start, end = period_bounds(now, budget.period)
+            self._states.setdefault((budget.scope, budget.name), []).append(_BudgetState(budget, start, end))
+        if ledger is not None and self._states:
+            self._load(ledger, now)
+
+    def _load(self, ledger: Ledger, now: float) -> None:
+        """Spend so far in each budget's current period, from the ledger."""
+        if ledger.stats.queued:
+            ledger.flush_sync(timeout=5.0)
+        periods = {(state.budget.scope, state.budget.period) for states in self._states.values() for state in states}
+        for scope, period in sorted(periods):
+            start, _ = period_bounds(now, period)
+            try:
+                spent = {row.group: row.cost_usd for row in ledger.query_spend(scope, since=start)}
+            except SQLAlchemyError as exc:
+                logger.warning("budgets start from zero: cannot read spend from the ledger (%s)", type(exc).__name__)
+                return
+            for (s, name), states in self._states.items():
+                for state in states:
+                    if s == scope and state.budget.period == period:
+                        state.spent = spent.get(name, 0.0)
+
+    def reserve(
+        self,
+        *,
+        agent: str | None,
+        key_id: str | None,
+        route: str | None,
+        estimated_usd: float,
+        model: str | None = None,
+    ) -> Reservation:
+        """Hold `estimated_usd` in every budget that applies, or raise/downgrade when one would overflow.
+
+        Raises BudgetLimitError (a BudgetExceededError) naming the budget; a "downgrade" budget
+        returns a Reservation with `downgrade_to` set and nothing held instead.
+        """
+        states: list[_BudgetState] = []
+        for scope, name in (("agent", agent), ("key", key_id), ("route", route)):
+            if name is not None:
+                states.extend(self._states.get((scope, name), ()))
+        if not states:
+            return Reservation(None, (), estimated_usd)
+        estimate = max(estimated_usd, 0.0)
+        with self._lock:
+            now = self._clock()
+            over: list[_BudgetState] = []
+            for state in states:
+                state.roll(now)
+                budget = state.budget
+                if budget.on_exceed == "downgrade" and model is not None and model == budget.downgrade_to:
+                    continue
+                if state.spent + state.reserved + estimate > budget.usd + _EPSILON_USD:
+                    over.append(state)
+            if over:
+                for state in over:
+                    if state.budget.on_exceed == "downgrade" and state.budget.downgrade_to is not None:
+                        return Reservation(None, (), estimated_usd, downgrade_to=state.budget.downgrade_to)
+                first = over[0]
+                raise BudgetLimitError(
+                    first.budget,
+                    spent_usd=first.spent,
+                    reserved_usd=first.reserved,
+                    estimated_usd=estimate,
+                    resets_at=first.end,
+                )
+            for state in states:
+                state.reserved += estimate
+            return Reservation(self, tuple(states), estimate)
+
+    def _finish(self, reservation: Reservation, actual_usd: float) -> None:
+        with self._lock:
+            if reservation._done:
+                return
+            reservation._done = True
+            now = self._clock()
+            for state in reservation._states:
+                state.reserved = max(state.reserved - reservation.estimated_usd, 0.0)
+                state.roll(now)
+                state.spent += max(actual_usd, 0.0)
+
+    def usage(self) -> list[tuple[BudgetConfig, float, float]]:
+        """(budget, spent, reserved) for every budget in its current period."""
+        with self._lock:
+            now = self._clock()
+            result = []
+            for states in self._states.values():
+                for state in states:
+                    state.roll(now)
+                    result.append((state.budget, state.spent, state.reserved))
+            return result

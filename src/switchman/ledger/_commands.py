@@ -1,0 +1,174 @@
+"""The `switchman spend` and `switchman keys create|list|revoke` commands, as plain functions.
+
+The CLI module wires them to Typer; each takes the ledger URL (None: $SWITCHMAN_LEDGER_URL, else
+the SQLite file in the user data directory) and prints with Rich. Errors print one line to stderr
+and exit with status 1.
+
+Virtual keys authenticate clients of the gateway. Separately, the gateway accepts a master key
+from the environment variable named by ``server.master_key_env`` (default
+``SWITCHMAN_MASTER_KEY``) for admin use; it is never stored in the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import cast
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from ._db import display_url, resolve_url
+from ._keys import KeyStore
+from ._ledger import Ledger
+from ._period import Period, parse_since
+from ._record import SpendBy, SpendRow
+
+__all__ = ["keys_create", "keys_list", "keys_revoke", "spend_command"]
+
+_BY = ("agent", "model", "key", "route")
+
+
+@contextmanager
+def _errors(console: Console | None, url: str) -> Iterator[None]:
+    """Turn a bad argument or an unreachable database into one line on stderr and exit status 1."""
+    console = console or Console(stderr=True)
+    try:
+        yield
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from None
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        console.print(f"[red]error:[/red] cannot read the ledger at {display_url(url)}: {reason}")
+        raise SystemExit(1) from None
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.4f}"
+
+
+def _saving(row: SpendRow) -> str:
+    pct = row.saving_pct
+    return "—" if pct is None else f"{pct:.1f}%"
+
+
+def spend_table(rows: list[SpendRow], *, by: str, since_text: str) -> Table:
+    """The spend report as a Rich table, with a total row."""
+    table = Table(title=f"Spend by {by} since {since_text}", show_footer=False)
+    table.add_column(by.capitalize())
+    for column in ("Requests", "Tokens in", "Tokens out", "Cost", "Baseline", "Saving"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row.group if row.group is not None else "(none)",
+            f"{row.requests:,}",
+            f"{row.input_tokens:,}",
+            f"{row.output_tokens:,}",
+            _usd(row.cost_usd),
+            _usd(row.baseline_cost_usd),
+            _saving(row),
+        )
+    total = SpendRow(
+        "Total",
+        sum(r.requests for r in rows),
+        sum(r.input_tokens for r in rows),
+        sum(r.output_tokens for r in rows),
+        sum(r.cost_usd for r in rows),
+        sum(r.baseline_cost_usd for r in rows),
+    )
+    table.add_section()
+    table.add_row(
+        "[bold]Total[/bold]",
+        f"{total.requests:,}",
+        f"{total.input_tokens:,}",
+        f"{total.output_tokens:,}",
+        _usd(total.cost_usd),
+        _usd(total.baseline_cost_usd),
+        _saving(total),
+    )
+    return table
+
+
+def spend_command(
+    by: str = "model", since: str = "7d", ledger_url: str | None = None, *, console: Console | None = None
+) -> None:
+    """Print spend per agent, model, key or route, and the saving against each route's priciest model."""
+    url = resolve_url(ledger_url)
+    with _errors(console, url):
+        if by not in _BY:
+            raise ValueError(f"cannot group spend by {by!r}: use one of {', '.join(_BY)}")
+        start = parse_since(since)
+        ledger = Ledger(url)
+        try:
+            rows = ledger.query_spend(cast(SpendBy, by), since=start)
+        finally:
+            ledger.close_sync()
+    console = console or Console()
+    console.print(spend_table(rows, by=by, since_text=start.strftime("%Y-%m-%d %H:%M UTC")))
+
+
+def keys_create(
+    name: str,
+    *,
+    budget_usd: float | None = None,
+    budget_period: str = "day",
+    ledger_url: str | None = None,
+    console: Console | None = None,
+) -> None:
+    """Create a virtual key and print its secret, once."""
+    url = resolve_url(ledger_url)
+    with _errors(console, url):
+        if budget_period not in ("day", "month"):
+            raise ValueError(f"unknown budget period {budget_period!r}: use 'day' or 'month'")
+        store = KeyStore(url)
+        try:
+            info, secret = store.create(name, budget_usd=budget_usd, budget_period=cast(Period, budget_period))
+        finally:
+            store.close()
+    console = console or Console()
+    budget = "" if info.budget_usd is None else f" with a budget of {_usd(info.budget_usd)} per {info.budget_period}"
+    console.print(f"Created key [bold]{info.id}[/bold] ({info.name}){budget}.")
+    console.print(secret, soft_wrap=True, highlight=False, markup=False)
+    console.print("[yellow]Store this secret now: it is not kept and cannot be shown again.[/yellow]")
+
+
+def keys_list(*, ledger_url: str | None = None, console: Console | None = None) -> None:
+    """Print every virtual key (never a secret)."""
+    url = resolve_url(ledger_url)
+    with _errors(console, url):
+        store = KeyStore(url)
+        try:
+            keys = store.list()
+        finally:
+            store.close()
+    console = console or Console()
+    table = Table(title="Virtual keys")
+    for column in ("Id", "Name", "Key", "Created", "Status", "Budget"):
+        table.add_column(column)
+    for info in keys:
+        table.add_row(
+            info.id,
+            info.name,
+            info.prefix,
+            info.created.strftime("%Y-%m-%d %H:%M UTC"),
+            "[red]revoked[/red]" if info.revoked else "[green]active[/green]",
+            "—" if info.budget_usd is None else f"{_usd(info.budget_usd)}/{info.budget_period}",
+        )
+    console.print(table)
+
+
+def keys_revoke(key_id: str, *, ledger_url: str | None = None, console: Console | None = None) -> None:
+    """Revoke a virtual key; exits with status 1 if no active key has that id."""
+    url = resolve_url(ledger_url)
+    with _errors(console, url):
+        store = KeyStore(url)
+        try:
+            revoked = store.revoke(key_id)
+        finally:
+            store.close()
+        if not revoked:
+            raise ValueError(f"no active key with id {key_id!r} (see `switchman keys list`)")
+    console = console or Console()
+    console.print(f"Revoked key [bold]{key_id}[/bold].")

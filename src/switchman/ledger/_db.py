@@ -1,0 +1,170 @@
+"""Where the ledger lives and what its tables look like.
+
+`resolve_url` is the one place the ledger reads the environment: an explicit URL wins, then
+``SWITCHMAN_LEDGER_URL``, then a SQLite file in the user's data directory
+(``$XDG_DATA_HOME/switchman/ledger.sqlite3``, else ``~/.local/share/switchman/ledger.sqlite3``).
+
+URLs: ``sqlite:///relative/path``, ``sqlite:////absolute/path`` (WAL mode, busy timeout) and
+``postgresql://user@host:port/db`` (driven by psycopg 3; ``postgres://`` is accepted too; a
+``?options=-csearch_path%3Dmyschema`` query puts the tables in another schema).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    make_url,
+)
+from sqlalchemy.engine import URL
+
+__all__ = [
+    "FEEDBACK",
+    "KEYS",
+    "LEDGER_URL_ENV",
+    "METADATA",
+    "REQUESTS",
+    "create_ledger_engine",
+    "default_sqlite_path",
+    "display_url",
+    "resolve_url",
+]
+
+LEDGER_URL_ENV = "SWITCHMAN_LEDGER_URL"
+SQLITE_BUSY_TIMEOUT_S = 2.0
+POSTGRES_CONNECT_TIMEOUT_S = 5
+
+METADATA = MetaData()
+
+REQUESTS = Table(
+    "switchman_requests",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("agent", Text),
+    Column("session", Text),
+    Column("key_id", String(64)),
+    Column("route", Text),
+    Column("model", Text),
+    Column("reason", Text),
+    Column("strategy", Text),
+    Column("candidates", JSON),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("tokens_estimated", Boolean, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("baseline_cost_usd", Float),
+    Column("latency_ms", Float, nullable=False),
+    Column("ttft_ms", Float),
+    Column("status", String(32), nullable=False),
+    Column("error", Text),
+    Column("fallback_chain", JSON),
+    Column("tags", JSON),
+    Index("ix_switchman_requests_time", "time"),
+    Index("ix_switchman_requests_request_id", "request_id"),
+)
+
+FEEDBACK = Table(
+    "switchman_feedback",
+    METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("comment", Text),
+    Index("ix_switchman_feedback_request_id", "request_id"),
+)
+
+KEYS = Table(
+    "switchman_keys",
+    METADATA,
+    Column("id", String(32), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("lookup", String(16), nullable=False),
+    Column("salt", String(64), nullable=False),
+    Column("hash", String(128), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("revoked", Float),
+    Column("budget_usd", Float),
+    Column("budget_period", String(16)),
+    Index("ix_switchman_keys_lookup", "lookup"),
+)
+
+
+def default_sqlite_path(environ: Mapping[str, str]) -> Path:
+    """The per-user ledger file, following the XDG base-directory convention."""
+    data_home = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "switchman" / "ledger.sqlite3"
+
+
+def resolve_url(url: str | None, *, environ: Mapping[str, str] | None = None) -> str:
+    """The ledger URL to use: `url`, else $SWITCHMAN_LEDGER_URL, else the user's SQLite file."""
+    if url:
+        return url
+    env = os.environ if environ is None else environ
+    if env.get(LEDGER_URL_ENV):
+        return env[LEDGER_URL_ENV]
+    return f"sqlite:///{default_sqlite_path(env)}"
+
+
+def _driver_url(url: str) -> URL:
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+pysqlite")
+    return parsed
+
+
+def display_url(url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    return _driver_url(url).render_as_string(hide_password=True)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    cursor.close()
+
+
+def create_ledger_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for a ledger URL; creates the SQLite file's folder. Does not connect."""
+    parsed = _driver_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if not database or database == ":memory:":
+            raise ValueError("the ledger needs a SQLite file, not an in-memory database: use sqlite:///path")
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed.set(database=str(Path(database).expanduser())),
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+        )
+        event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    if backend == "postgresql":
+        return create_engine(
+            parsed,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
+        )
+    raise ValueError(f"unsupported ledger URL {display_url(url)!r}: use sqlite:///path or postgresql://...")

@@ -1,0 +1,381 @@
+"""The spend ledger: one row per request, written off the request path in batches.
+
+`Ledger.record(rec)` appends to an in-memory queue and returns; it never blocks and never raises.
+A daemon writer thread wakes every `flush_interval` seconds (or as soon as `batch_size` rows are
+waiting) and inserts what is queued, one transaction per batch. A thread rather than an asyncio task
+so the same ledger serves the gateway's event loop, the synchronous SDK and plain scripts.
+
+When the database is down, locked or missing its table, the batch stays in memory and is retried
+with backoff (the table is recreated if it went away); the queue holds up to `max_queued` rows, and
+rows beyond that are counted in `stats.dropped` and logged. `close()` writes everything queued
+before it returns (or gives up after `timeout` seconds, logging how many rows were not written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
+
+from ._db import FEEDBACK, METADATA, REQUESTS, create_ledger_engine, display_url, resolve_url
+from ._record import LedgerRecord, LedgerStats, SpendBy, SpendRow
+
+__all__ = ["Ledger"]
+
+logger = logging.getLogger("switchman.ledger")
+
+_GROUP_COLUMNS = {"agent": REQUESTS.c.agent, "model": REQUESTS.c.model, "key": REQUESTS.c.key_id, "route": REQUESTS.c.route}
+_FIELDS = tuple(LedgerRecord.__dataclass_fields__)
+_TUPLE_FIELDS = ("candidates", "fallback_chain", "tags")
+
+
+def _row(rec: LedgerRecord) -> dict[str, Any]:
+    row = {name: getattr(rec, name) for name in _FIELDS}
+    for name in _TUPLE_FIELDS:
+        row[name] = list(row[name])
+    return row
+
+
+def _from_row(row: Any) -> LedgerRecord:
+    values = {name: getattr(row, name) for name in _FIELDS}
+    for name in _TUPLE_FIELDS:
+        values[name] = tuple(values[name] or ())
+    return LedgerRecord(**values)
+
+
+def _epoch(moment: datetime | float) -> float:
+    if isinstance(moment, datetime):
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return float(moment)
+
+
+class Ledger:
+    """Request records in SQLite or Postgres, written in batches by a background thread.
+
+        ledger = Ledger.from_url("sqlite:///ledger.sqlite3")
+        ledger.start_sync()            # or: await ledger.start()
+        ledger.record(LedgerRecord(model="gpt-4o-mini", cost_usd=0.0004))
+        ledger.close_sync()            # or: await ledger.close(); writes everything queued
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 0.05,
+        max_queued: int = 100_000,
+        max_retry_interval: float = 2.0,
+    ) -> None:
+        self.url = url
+        self._engine: Engine = create_ledger_engine(url)
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._max_queued = max_queued
+        self._max_retry_interval = max_retry_interval
+        self._queue: deque[LedgerRecord] = deque()
+        self._pending: list[LedgerRecord] = []
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._busy = False
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._abandon = False
+        self._closed = False
+        self._schema_ready = False
+        self._written = 0
+        self._dropped = 0
+        self._discarded = 0
+        self._write_errors = 0
+        self._outage_logged = False
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **options: Any) -> Ledger:
+        """A ledger at `url`; None means $SWITCHMAN_LEDGER_URL, else SQLite in the user data dir."""
+        return cls(resolve_url(url), **options)
+
+    def __repr__(self) -> str:
+        return f"Ledger({display_url(self.url)!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start_sync(self) -> None:
+        """Start the writer thread (idempotent). The database need not be reachable yet."""
+        with self._lock:
+            if self._thread is not None or self._closing:
+                return
+            self._thread = threading.Thread(target=self._run, name="switchman-ledger-writer", daemon=True)
+            self._thread.start()
+
+    async def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        self.start_sync()
+
+    def flush_sync(self, timeout: float | None = None) -> bool:
+        """Wait until every record queued so far is written; False if `timeout` passed first."""
+        self.start_sync()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._busy or self._queue or self._pending:
+                if self._thread is None or not self._thread.is_alive():
+                    return False
+                self._wake.set()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(0.1 if remaining is None else min(remaining, 0.1))
+        return True
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record queued so far is written; False if `timeout` passed first."""
+        return await asyncio.to_thread(self.flush_sync, timeout)
+
+    def close_sync(self, timeout: float | None = 30.0) -> None:
+        """Write everything queued, stop the writer and release connections.
+
+        If the database stays unreachable for `timeout` seconds, the rows still in memory are
+        logged as lost and the ledger closes anyway (None waits for as long as it takes).
+        """
+        with self._lock:
+            self._closing = True
+            thread = self._thread
+        if thread is None and (self._queue or self._pending):
+            thread = threading.Thread(target=self._run, name="switchman-ledger-writer", daemon=True)
+            self._thread = thread
+            thread.start()
+        if thread is not None:
+            self._wake.set()
+            thread.join(timeout)
+            if thread.is_alive():
+                self._abandon = True
+                self._wake.set()
+                thread.join(1.0)
+        self._closed = True
+        lost = len(self._queue) + len(self._pending)
+        if lost:
+            logger.error("ledger %s unreachable at shutdown: %d rows not written", display_url(self.url), lost)
+        self._engine.dispose()
+
+    async def close(self, timeout: float | None = 30.0) -> None:
+        """Write everything queued, stop the writer and release connections."""
+        await asyncio.to_thread(self.close_sync, timeout)
+
+    # -- the hot path ----------------------------------------------------------------------------
+
+    def record(self, rec: LedgerRecord) -> None:
+        """Queue one record for writing; never blocks, never raises."""
+        queue = self._queue
+        if len(queue) >= self._max_queued or self._closed:
+            self._drop()
+            return
+        queue.append(rec)
+        if self._thread is None:
+            self.start_sync()
+        if len(queue) >= self._batch_size:
+            self._wake.set()
+
+    def _drop(self) -> None:
+        with self._lock:
+            self._dropped += 1
+            first = self._dropped == 1
+        if first:
+            logger.error("ledger queue full (%d rows): dropping records until the database returns", self._max_queued)
+
+    @property
+    def stats(self) -> LedgerStats:
+        """A snapshot of the writer's counters."""
+        return LedgerStats(
+            queued=len(self._queue) + len(self._pending),
+            written=self._written,
+            dropped=self._dropped,
+            discarded=self._discarded,
+            write_errors=self._write_errors,
+        )
+
+    # -- the writer thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = self._flush_interval
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            ok = self._drain()
+            if ok:
+                delay = self._flush_interval
+            else:
+                delay = min(max(delay * 2, self._flush_interval), self._max_retry_interval)
+            if self._abandon or (self._closing and ok and not self._queue):
+                return
+
+    def _drain(self) -> bool:
+        """Write everything queued; False when the database failed (rows stay pending)."""
+        with self._idle:
+            self._busy = True
+        try:
+            while True:
+                if not self._pending:
+                    queue, pending = self._queue, self._pending
+                    while queue and len(pending) < self._batch_size:
+                        pending.append(queue.popleft())
+                if not self._pending:
+                    return True
+                if not self._write_batch(self._pending):
+                    return False
+                self._pending.clear()
+        finally:
+            with self._idle:
+                self._busy = False
+                self._idle.notify_all()
+
+    def _write_batch(self, batch: list[LedgerRecord]) -> bool:
+        try:
+            self._ensure_schema()
+            rows = [_row(rec) for rec in batch]
+            with self._engine.begin() as conn:
+                conn.execute(REQUESTS.insert(), rows)
+        except (AttributeError, TypeError, ValueError):
+            return self._write_one_by_one(batch)  # something that is not a LedgerRecord was queued
+        except SQLAlchemyError as exc:
+            return self._write_one_by_one(batch) if _is_bad_row(exc) else self._failed(exc)
+        except OSError as exc:
+            return self._failed(exc)
+        self._written += len(batch)
+        self._recovered()
+        return True
+
+    def _write_one_by_one(self, batch: list[LedgerRecord]) -> bool:
+        """A batch the database refused as invalid: keep the good rows, log and discard the bad."""
+        done = 0
+        try:
+            for rec in batch:
+                try:
+                    with self._engine.begin() as conn:
+                        conn.execute(REQUESTS.insert(), [_row(rec)])
+                except (AttributeError, TypeError, ValueError) as exc:
+                    self._discard(rec, exc)
+                except SQLAlchemyError as exc:
+                    if not _is_bad_row(exc):
+                        return self._failed(exc)
+                    self._discard(rec, exc)
+                else:
+                    self._written += 1
+                done += 1
+        except OSError as exc:
+            return self._failed(exc)
+        finally:
+            del batch[:done]  # never write a row twice when the retry comes
+        self._recovered()
+        return True
+
+    def _discard(self, rec: object, exc: BaseException) -> None:
+        self._discarded += 1
+        logger.error("ledger refused record %s: %s", getattr(rec, "request_id", "?"), exc)
+
+    def _recovered(self) -> None:
+        if self._outage_logged:
+            logger.warning("ledger %s is back: writing queued rows", display_url(self.url))
+            self._outage_logged = False
+
+    def _failed(self, exc: BaseException) -> bool:
+        self._write_errors += 1
+        self._schema_ready = False
+        if not self._outage_logged:
+            logger.warning(
+                "ledger %s unavailable (%s); %d rows kept in memory and retried",
+                display_url(self.url),
+                type(exc).__name__,
+                len(self._queue) + len(self._pending),
+            )
+            self._outage_logged = True
+        return False
+
+    def _ensure_schema(self) -> None:
+        if not self._schema_ready:
+            METADATA.create_all(self._engine, checkfirst=True)
+            self._schema_ready = True
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """Rows written so far (queued records not included)."""
+        self._ensure_schema()
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(REQUESTS)).scalar_one())
+
+    def records(self, *, since: datetime | float | None = None, limit: int | None = None) -> list[LedgerRecord]:
+        """Written records in time order, optionally from `since` on and at most `limit` of them."""
+        self._ensure_schema()
+        query = select(REQUESTS).order_by(REQUESTS.c.time, REQUESTS.c.id)
+        if since is not None:
+            query = query.where(REQUESTS.c.time >= _epoch(since))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._engine.connect() as conn:
+            return [_from_row(row) for row in conn.execute(query)]
+
+    def query_spend(
+        self, by: SpendBy = "model", since: datetime | float = 0.0, until: datetime | float | None = None
+    ) -> list[SpendRow]:
+        """Spend per agent, model, key or route from `since` on, most expensive first.
+
+        A record without a `baseline_cost_usd` counts at its own cost in the baseline.
+        """
+        if by not in _GROUP_COLUMNS:
+            raise ValueError(f"cannot group spend by {by!r}: use one of {', '.join(_GROUP_COLUMNS)}")
+        self._ensure_schema()
+        group = _GROUP_COLUMNS[by]
+        cost = func.coalesce(func.sum(REQUESTS.c.cost_usd), 0.0)
+        query = (
+            select(
+                group,
+                func.count(),
+                func.coalesce(func.sum(REQUESTS.c.input_tokens), 0),
+                func.coalesce(func.sum(REQUESTS.c.output_tokens), 0),
+                cost,
+                func.coalesce(func.sum(func.coalesce(REQUESTS.c.baseline_cost_usd, REQUESTS.c.cost_usd)), 0.0),
+            )
+            .where(REQUESTS.c.time >= _epoch(since))
+            .group_by(group)
+            .order_by(cost.desc(), group)
+        )
+        if until is not None:
+            query = query.where(REQUESTS.c.time < _epoch(until))
+        with self._engine.connect() as conn:
+            return [
+                SpendRow(name, int(n), int(tin), int(tout), float(usd), float(base))
+                for name, n, tin, tout, usd, base in conn.execute(query)
+            ]
+
+    def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
+        """Store a quality score (and optional comment) for an earlier request."""
+        self._ensure_schema()
+        with self._engine.begin() as conn:
+            conn.execute(
+                FEEDBACK.insert(), [{"time": time.time(), "request_id": request_id, "score": score, "comment": comment}]
+            )
+
+    def feedback(self, request_id: str) -> list[tuple[float, str | None]]:
+        """The (score, comment) pairs stored for a request, oldest first."""
+        self._ensure_schema()
+        query = (
+            select(FEEDBACK.c.score, FEEDBACK.c.comment)
+            .where(FEEDBACK.c.request_id == request_id)
+            .order_by(FEEDBACK.c.id)
+        )
+        with self._engine.connect() as conn:
+            return [(float(score), comment) for score, comment in conn.execute(query)]
+
+
+def _is_bad_row(exc: SQLAlchemyError) -> bool:
+    """The database (or the driver, before sending) refused a row's values, as opposed to failing."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)

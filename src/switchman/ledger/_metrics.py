@@ -1,0 +1,116 @@
+"""Prometheus metrics for the gateway, in a registry of their own (not the process-global one).
+
+Series (label values are model and route names from the configuration, statuses, fallback reasons
+and budget scopes; never a key, key id, key name, secret or prompt text)::
+
+    switchman_requests_total{model,route,status}
+    switchman_input_tokens_total{model}              switchman_output_tokens_total{model}
+    switchman_cost_usd_total{model,route}
+    switchman_request_latency_seconds{model}         histogram
+    switchman_ttft_seconds{model}                    histogram, streamed requests
+    switchman_fallbacks_total{from_model,to_model,reason}
+    switchman_budget_rejections_total{scope}
+    switchman_decision_seconds                       histogram, policy + strategy
+    switchman_ledger_queued_rows, switchman_ledger_{written,dropped,discarded}_rows_total,
+    switchman_ledger_write_errors_total              when a Ledger is attached
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from ._ledger import Ledger
+from ._record import LedgerRecord
+
+__all__ = ["Metrics"]
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+_NONE = "none"
+
+
+class _LedgerCollector(Collector):
+    """Reads the ledger writer's counters at scrape time."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._ledger.stats
+        yield GaugeMetricFamily("switchman_ledger_queued_rows", "Ledger rows waiting in memory", value=stats.queued)
+        for name, value, doc in (
+            ("written_rows", stats.written, "Ledger rows written"),
+            ("dropped_rows", stats.dropped, "Ledger rows dropped because the in-memory queue was full"),
+            ("discarded_rows", stats.discarded, "Ledger rows the database refused as invalid"),
+            ("write_errors", stats.write_errors, "Failed ledger writes (retried)"),
+        ):
+            yield CounterMetricFamily(f"switchman_ledger_{name}", doc, value=value)
+
+
+class Metrics:
+    """The gateway's counters and histograms; `render()` gives the /metrics body and content type."""
+
+    def __init__(self, *, ledger: Ledger | None = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._requests = Counter(
+            "switchman_requests", "Requests, by model, route and status", ["model", "route", "status"], registry=r
+        )
+        self._input_tokens = Counter("switchman_input_tokens", "Prompt tokens, by model", ["model"], registry=r)
+        self._output_tokens = Counter("switchman_output_tokens", "Completion tokens, by model", ["model"], registry=r)
+        self._cost = Counter("switchman_cost_usd", "Cost in USD, by model and route", ["model", "route"], registry=r)
+        self._latency = Histogram(
+            "switchman_request_latency_seconds", "Request latency, by model", ["model"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self._ttft = Histogram(
+            "switchman_ttft_seconds", "Time to first token, by model", ["model"], buckets=TTFT_BUCKETS, registry=r
+        )
+        self._fallbacks = Counter(
+            "switchman_fallbacks", "Moves to a fallback model", ["from_model", "to_model", "reason"], registry=r
+        )
+        self._budget_rejections = Counter(
+            "switchman_budget_rejections", "Requests refused by a budget, by scope", ["scope"], registry=r
+        )
+        self._decision = Histogram(
+            "switchman_decision_seconds", "Time to choose a model", buckets=DECISION_BUCKETS, registry=r
+        )
+        if ledger is not None:
+            r.register(_LedgerCollector(ledger))
+
+    def observe_request(self, rec: LedgerRecord) -> None:
+        """Count one finished request from its ledger record (its key id is not used)."""
+        model = rec.model or _NONE
+        route = rec.route or _NONE
+        self._requests.labels(model, route, rec.status).inc()
+        if rec.input_tokens > 0:
+            self._input_tokens.labels(model).inc(rec.input_tokens)
+        if rec.output_tokens > 0:
+            self._output_tokens.labels(model).inc(rec.output_tokens)
+        if rec.cost_usd > 0:
+            self._cost.labels(model, route).inc(rec.cost_usd)
+        if rec.model is not None:
+            self._latency.labels(model).observe(rec.latency_ms / 1000.0)
+            if rec.ttft_ms is not None:
+                self._ttft.labels(model).observe(rec.ttft_ms / 1000.0)
+
+    def observe_decision(self, seconds: float) -> None:
+        """Time spent in policy + strategy for one request."""
+        self._decision.observe(seconds)
+
+    def observe_fallback(self, from_model: str, to_model: str, reason: str) -> None:
+        """One move from a failing model to the next candidate."""
+        self._fallbacks.labels(from_model, to_model, reason).inc()
+
+    def observe_budget_rejection(self, scope: str) -> None:
+        """One request refused by a budget of this scope (agent, key or route)."""
+        self._budget_rejections.labels(scope).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,99 @@
+"""The values the ledger stores and reports: one row per request, one row per spend group."""
+
+from __future__ import annotations
+
+import time as _time
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["RECORD_STATUSES", "LedgerRecord", "LedgerStats", "RecordStatus", "SpendBy", "SpendRow"]
+
+RecordStatus = Literal["ok", "error", "stream_error", "client_disconnected", "rejected_budget", "bad_request"]
+RECORD_STATUSES: tuple[RecordStatus, ...] = (
+    "ok",
+    "error",
+    "stream_error",
+    "client_disconnected",
+    "rejected_budget",
+    "bad_request",
+)
+
+#: What `Ledger.query_spend` can group by.
+SpendBy = Literal["agent", "model", "key", "route"]
+
+
+def _new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerRecord:
+    """One request as the ledger keeps it; every field has a default so partial records are easy.
+
+    `cost_usd` is what the request cost on the model that answered; `baseline_cost_usd` is what the
+    same tokens would have cost on the route's most expensive candidate (the gateway fills it), so
+    `switchman spend` can report the saving. `tokens_estimated` marks token counts that the
+    upstream did not report and were counted locally.
+    """
+
+    time: float = field(default_factory=_time.time)
+    request_id: str = field(default_factory=_new_request_id)
+    agent: str | None = None
+    session: str | None = None
+    key_id: str | None = None
+    route: str | None = None
+    model: str | None = None
+    reason: str | None = None
+    strategy: str | None = None
+    candidates: tuple[str, ...] = ()
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tokens_estimated: bool = False
+    cost_usd: float = 0.0
+    baseline_cost_usd: float | None = None
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    status: str = "ok"
+    error: str | None = None
+    fallback_chain: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    """Spend of one group (an agent, model, key or route) over a time window."""
+
+    group: str | None
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    baseline_cost_usd: float
+
+    @property
+    def saving_usd(self) -> float:
+        """What routing saved against sending every request to its route's most expensive candidate."""
+        return self.baseline_cost_usd - self.cost_usd
+
+    @property
+    def saving_pct(self) -> float | None:
+        """The saving as a percentage of the baseline; None when the baseline is zero."""
+        if self.baseline_cost_usd <= 0:
+            return None
+        return 100.0 * self.saving_usd / self.baseline_cost_usd
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStats:
+    """Counters of the ledger's writer, for metrics and tests.
+
+    `dropped` counts records refused because the in-memory queue was full (or the ledger closed);
+    `discarded` counts records the database refused as invalid (written one by one, logged).
+    """
+
+    queued: int
+    written: int
+    dropped: int
+    discarded: int
+    write_errors: int
