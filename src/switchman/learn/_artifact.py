@@ -98,7 +98,7 @@ def _load_predictor(algorithm: str, arrays: dict[str, np.ndarray], params: dict[
     raise ArtifactError(f"unknown algorithm {algorithm!r} in router file")
 
 
-def _shared_knn(predictor: QualityPredictor) -> KNNPredictor | None:
+def shared_knn(predictor: QualityPredictor) -> KNNPredictor | None:
     """The kNN inside a predictor, which also predicts output lengths (stored once)."""
     if isinstance(predictor, KNNPredictor):
         return predictor
@@ -123,6 +123,7 @@ class TrainedRouter:
     knob: float = 0.0
     target: str | None = None
     aliases: dict[str, str] = field(default_factory=dict)
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -158,7 +159,7 @@ class TrainedRouter:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = dict(self.predictor.arrays())
-        shared_lengths = self.lengths is _shared_knn(self.predictor)
+        shared_lengths = self.lengths is shared_knn(self.predictor)
         if not shared_lengths:
             arrays.update({f"lengths.{k}": v for k, v in self.lengths.arrays().items()})
         meta = {
@@ -176,6 +177,7 @@ class TrainedRouter:
             "knob": self.knob,
             "target": self.target,
             "aliases": self.aliases,
+            "prices": {m: list(p) for m, p in self.prices.items()},
             "summary": self.summary,
         }
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path),
@@ -208,7 +210,7 @@ class TrainedRouter:
             )
         try:
             predictor = _load_predictor(meta["algorithm"], arrays, meta["params"])
-            lengths = _shared_knn(predictor)
+            lengths = shared_knn(predictor)
             if meta["length_params"] != "predictor" or lengths is None:
                 length_arrays = {k.removeprefix("lengths."): v for k, v in arrays.items() if k.startswith("lengths.")}
                 lengths = KNNPredictor.from_arrays(length_arrays, meta["length_params"])
@@ -227,5 +229,6 @@ class TrainedRouter:
             knob=float(meta["knob"]),
             target=meta.get("target"),
             aliases=dict(meta.get("aliases") or {}),
+            prices={m: (float(p[0]), float(p[1])) for m, p in (meta.get("prices") or {}).items()},
             summary=dict(meta.get("summary") or {}),
         )

@@ -1,0 +1,147 @@
+"""The `switchman` command line: a thin Typer layer over functions that do the work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._exceptions import SwitchmanError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="switchman: send each LLM call to the cheapest model that still does the job.")
+console = Console()
+err_console = Console(stderr=True)
+
+DataOpt = Annotated[list[Path], typer.Option("--data", help="outcome data folder (repeatable)")]
+ModelsOpt = Annotated[Optional[str], typer.Option("--models", help="comma-separated models to keep")]
+AliasOpt = Annotated[Optional[list[str]], typer.Option("--alias", help="name=canonical (repeatable)")]
+TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", help="quality=0.95 | cost=0.50 | share:MODEL=0.2")]
+
+
+def _split_models(models: str | None) -> list[str]:
+    return [m.strip() for m in models.split(",") if m.strip()] if models else []
+
+
+def _fail(exc: SwitchmanError) -> None:
+    err_console.print(f"[red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def models(config: Annotated[Optional[Path], typer.Option(help="configuration file")] = None) -> None:
+    """Print the model catalog the configuration resolves to."""
+    from ._config import load_config
+
+    try:
+        specs = load_config(config).model_specs(source=str(config)) if config else _default_specs()
+    except SwitchmanError as exc:
+        _fail(exc)
+        return
+    table = Table(title="models")
+    for col in ("name", "provider", "in $/1M", "out $/1M", "cached $/1M", "context", "capabilities"):
+        table.add_column(col, justify="right" if "$" in col or col == "context" else "left")
+    for spec in specs.values():
+        table.add_row(spec.name, spec.provider, f"{spec.input_price:g}", f"{spec.output_price:g}",
+                      "—" if spec.cached_input_price is None else f"{spec.cached_input_price:g}",
+                      "—" if spec.context_window is None else f"{spec.context_window:,}",
+                      ", ".join(sorted(spec.capabilities)))
+    console.print(table)
+
+
+def _default_specs() -> dict:
+    from .gateway._defaults import default_config
+
+    return default_config().model_specs()
+
+
+@app.command()
+def route(
+    prompt: Annotated[str, typer.Argument(help="the user message to route")],
+    config: Annotated[Path, typer.Option(help="configuration file")],
+    model: str = "auto",
+    agent: Optional[str] = None,
+    tags: Optional[str] = None,
+    task: Optional[str] = None,
+) -> None:
+    """Show the decision for one prompt (no provider call)."""
+    import json
+
+    from ._router import Router
+
+    try:
+        decision = Router.from_config(config).route(prompt, model=model, agent=agent, tags=_split_models(tags), task=task)
+    except SwitchmanError as exc:
+        _fail(exc)
+        return
+    console.print_json(json.dumps(decision.to_dict()))
+
+
+@app.command()
+def train(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="router file to write (.safetensors)")],
+    split: Annotated[Optional[str], typer.Option(help="train on this split ('' for all rows)")] = "train",
+    task: Annotated[Optional[str], typer.Option(help="keep prompts of this task")] = None,
+    models: ModelsOpt = None,
+    alias: AliasOpt = None,
+    algorithm: Annotated[str, typer.Option(help="knn | mf | ensemble")] = "knn",
+    embedder: Annotated[str, typer.Option(help="prompt embedder")] = "wordllama-256",
+    target: TargetOpt = None,
+    use_task: Annotated[bool, typer.Option("--use-task/--no-task", help="task column as a feature")] = False,
+    focus: Annotated[str, typer.Option(help="full | last_block")] = "full",
+    rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = "tradeoff",
+    folds: int = 5,
+    seed: int = 0,
+) -> None:
+    """Train and calibrate a learned router on outcome data."""
+    from ._offline import train_command
+
+    try:
+        train_command(data=data, out=out, split=split or None, task=task, models=_split_models(models),
+                      aliases=alias or [], algorithm=algorithm, embedder=embedder,
+                      targets=target or ["quality=0.95"], use_task=use_task, focus=focus, rule=rule,
+                      folds=folds, seed=seed, console=console)
+    except SwitchmanError as exc:
+        _fail(exc)
+
+
+@app.command("eval")
+def eval_(
+    data: DataOpt,
+    router: Annotated[Optional[list[Path]], typer.Option("--router", help="trained router file (repeatable)")] = None,
+    strategy: Annotated[Optional[list[str]], typer.Option(
+        "--strategy", help="learned | cheapest | random | fixed:MODEL (repeatable)")] = None,
+    split: Annotated[Optional[str], typer.Option(help="evaluate on this split (default: test; with --cv: all)")] = None,
+    cv: Annotated[Optional[int], typer.Option("--cv", help="K-fold cross-validation within the data")] = None,
+    task: Optional[str] = None,
+    models: ModelsOpt = None,
+    alias: AliasOpt = None,
+    target: TargetOpt = None,
+    algorithm: str = "knn",
+    embedder: str = "wordllama-256",
+    use_task: Annotated[bool, typer.Option("--use-task/--no-task")] = False,
+    focus: str = "full",
+    rule: str = "tradeoff",
+    seed: int = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="write the frontier plot (PNG)")] = None,
+) -> None:
+    """Evaluate routers and baselines: quality, cost, frontier, AIQ, savings, APGR/CPT."""
+    from ._offline import eval_command
+
+    try:
+        eval_command(data=data, routers=router or [], strategies=strategy or [], split=split if split is not None else (None if cv else "test"), cv=cv,
+                     task=task, models=_split_models(models), aliases=alias or [],
+                     targets=target or ["quality=0.95"], algorithm=algorithm, embedder=embedder,
+                     use_task=use_task, focus=focus, rule=rule, seed=seed, json_path=json_out, plot_path=plot,
+                     console=console)
+    except SwitchmanError as exc:
+        _fail(exc)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()

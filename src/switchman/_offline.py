@@ -1,0 +1,223 @@
+"""`switchman train` and `switchman eval`: outcome data in, a router file or a report out."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ._catalog import lookup_catalog_price
+from ._exceptions import ConfigError
+from .evaluate._datasets import OutcomeTable, concat_tables, load_outcomes
+from .evaluate._report import RouterPredictions, baselines, evaluate_predictions, reference_points, summary_rows
+from .evaluate._run import cross_validate, predict_with_router, strategy_choices, train_and_predict
+from .evaluate._metrics import evaluate_choices
+from .learn._artifact import TrainedRouter
+from .learn._calibrate import parse_target
+from .learn._train import TrainSettings, train_router
+
+__all__ = ["eval_command", "load_data", "parse_aliases", "train_command"]
+
+
+def _catalog_price(model: str) -> tuple[float, float] | None:
+    found = lookup_catalog_price(model)
+    return (found.input_price, found.output_price) if found else None
+
+
+def parse_aliases(pairs: Sequence[str]) -> dict[str, str]:
+    """`a=b` pairs → {a: b}."""
+    aliases: dict[str, str] = {}
+    for pair in pairs:
+        left, sep, right = pair.partition("=")
+        if not sep or not left.strip() or not right.strip():
+            raise ConfigError(f"bad --alias {pair!r}: use name=canonical")
+        aliases[left.strip()] = right.strip()
+    return aliases
+
+
+def load_data(
+    dirs: Sequence[Path],
+    *,
+    split: str | None = None,
+    task: str | None = None,
+    models: Sequence[str] = (),
+    aliases: dict[str, str] | None = None,
+) -> OutcomeTable:
+    """Read, merge and filter outcome tables as the command line asks."""
+    if not dirs:
+        raise ConfigError("give at least one --data DIR")
+    tables = [load_outcomes(d, price_of=_catalog_price) for d in dirs]
+    if aliases:
+        tables = [t.rename_models({a: b for a, b in aliases.items() if a in t.models}) for t in tables]
+    table = concat_tables(tables) if len(tables) > 1 else tables[0]
+    if task:
+        table = table.where_task(task)
+    if models:
+        table = table.select_models(list(models))
+    if split:
+        table = table.where_split(split)
+    return table
+
+
+def _settings(
+    *, embedder: str, algorithm: str, targets: Sequence[str], use_task: bool, focus: str, rule: str, folds: int, seed: int
+) -> TrainSettings:
+    return TrainSettings(
+        embedder=embedder, algorithm=algorithm, targets=tuple(parse_target(t) for t in targets) or TrainSettings().targets,
+        use_task=use_task, focus=focus, rule=rule, folds=folds, seed=seed,  # type: ignore[arg-type]
+    )
+
+
+def train_command(
+    *,
+    data: Sequence[Path],
+    out: Path,
+    split: str | None = "train",
+    task: str | None = None,
+    models: Sequence[str] = (),
+    aliases: Sequence[str] = (),
+    algorithm: str = "knn",
+    embedder: str = "wordllama-256",
+    targets: Sequence[str] = ("quality=0.95",),
+    use_task: bool = False,
+    focus: str = "full",
+    rule: str = "tradeoff",
+    folds: int = 5,
+    seed: int = 0,
+    console: Console | None = None,
+) -> TrainedRouter:
+    """Train, calibrate and save a router file; print its training summary."""
+    console = console or Console()
+    settings = _settings(embedder=embedder, algorithm=algorithm, targets=targets, use_task=use_task, focus=focus,
+                         rule=rule, folds=folds, seed=seed)
+    with console.status("loading data"):
+        table = load_data(data, split=split, task=task, models=models, aliases=parse_aliases(aliases))
+    with console.status("training") as status:
+        trained = train_router(table, settings, source=[str(d) for d in data],
+                               progress=lambda msg: status.update(msg))
+    trained.save(out)
+    cal = trained.summary["calibration"]
+    console.print(
+        f"[bold]{out}[/]: {trained.algorithm} router over {len(trained.models)} models, "
+        f"{trained.summary['n_prompts']} prompts, trained in {trained.summary['train_seconds']:.1f}s"
+    )
+    met = "[green]met[/]" if cal["met"] else "[red]not reachable; closest point kept[/]"
+    console.print(
+        f"calibration ({', '.join(cal['targets'])}; {settings.folds}-fold, training data only): knob {cal['knob']:.4g} → "
+        f"{cal['rel_quality']:.1%} of {trained.summary['best_model']}'s quality at ${cal['cost_per_1k']:.4f}/1k — {met}"
+    )
+    return trained
+
+
+def _fmt(value: Any, pct: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.1%}" if pct else f"{value:.4f}"
+
+
+def _print_report(report: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"{report['n_prompts']} prompts; best single model {report['best_model']}")
+    table.add_column("router / baseline", no_wrap=True)
+    for col in ("quality", "$/1k", "rel quality", "rel cost", "AIQ", "saved @95%", "saved @100%"):
+        table.add_column(col, justify="right")
+    for name, entry in summary_rows(report):
+        table.add_row(
+            name, _fmt(entry["quality"]), _fmt(entry["cost_per_1k"]), _fmt(entry["rel_quality"], True),
+            _fmt(entry["rel_cost"], True), _fmt(entry.get("aiq")), _fmt(entry.get("savings_at_95"), True),
+            _fmt(entry.get("savings_at_100"), True),
+        )
+    for name in ("single_model_hull", "random_mix"):
+        entry = report["baselines"][name]
+        table.add_row(f"baseline: {name}", "", "", "", "", _fmt(entry["aiq"]), _fmt(entry["savings_at_95"], True),
+                      _fmt(entry["savings_at_100"], True))
+    console.print(table)
+    for name, entry in report["routers"].items():
+        if entry.get("apgr") is not None:
+            console.print(f"{name}: APGR {entry['apgr']:.3f}, CPT(50%) {_fmt(entry['cpt50'], True)}, "
+                          f"CPT(80%) {_fmt(entry['cpt80'], True)}")
+
+
+def eval_command(
+    *,
+    data: Sequence[Path],
+    routers: Sequence[Path] = (),
+    strategies: Sequence[str] = (),
+    split: str | None = "test",
+    cv: int | None = None,
+    task: str | None = None,
+    models: Sequence[str] = (),
+    aliases: Sequence[str] = (),
+    targets: Sequence[str] = ("quality=0.95",),
+    algorithm: str = "knn",
+    embedder: str = "wordllama-256",
+    use_task: bool = False,
+    focus: str = "full",
+    rule: str = "tradeoff",
+    seed: int = 0,
+    json_path: Path | None = None,
+    plot_path: Path | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Evaluate routers and strategies against baselines; print a table, write JSON and a plot."""
+    console = console or Console()
+    if not routers and not strategies:
+        raise ConfigError("give --router FILE or --strategy NAME (learned, cheapest, random, fixed:MODEL)")
+    alias_map = parse_aliases(aliases)
+    settings = _settings(embedder=embedder, algorithm=algorithm, targets=targets, use_task=use_task, focus=focus,
+                         rule=rule, folds=5, seed=seed)
+    with console.status("loading data"):
+        everything = load_data(data, task=task, models=models)
+    evaluation = (everything.where_split(split) if split else everything).complete()
+    if len(evaluation) == 0:
+        raise ConfigError("no prompts to evaluate after filtering (every model must have answered a prompt)")
+    ref = reference_points(evaluation)
+    predictions: list[RouterPredictions] = []
+    with console.status("evaluating") as status:
+        for path in routers:
+            trained = TrainedRouter.load(path)
+            trained_aliases = {a: b for a, b in alias_map.items() if a in trained.models}
+            if trained_aliases:
+                trained = trained.with_aliases(trained_aliases)
+            predictions.append(predict_with_router(trained, evaluation, name=Path(path).stem))
+        simple: dict[str, Any] = {}
+        for name in strategies:
+            if name == "learned":
+                if cv:
+                    predictions.append(cross_validate(evaluation, settings, cv, name=f"learned-cv{cv}",
+                                                      progress=lambda m: status.update(f"learned: {m}")))
+                else:
+                    train = everything.where_split("train")
+                    pred, _ = train_and_predict(train, evaluation, settings, name="learned",
+                                                progress=lambda m: status.update(f"learned: {m}"))
+                    predictions.append(pred)
+            else:
+                choice = strategy_choices(name, evaluation, seed=seed)
+                cost, quality = evaluate_choices(choice, evaluation.quality, evaluation.cost_usd)
+                simple[name] = {"quality": quality, "cost_per_1k": cost, "rel_quality": quality / ref.best_quality,
+                                "rel_cost": cost / ref.best_cost}
+    report: dict[str, Any] = {
+        "n_prompts": len(evaluation),
+        "best_model": ref.best_model,
+        "most_expensive_model": ref.priciest_model,
+        "split": split,
+        "cv": cv,
+        "routers": {p.name: evaluate_predictions(p, evaluation, ref) for p in predictions},
+        "baselines": baselines(evaluation, ref, seed=seed),
+    }
+    for name, entry in simple.items():
+        report["routers"][name] = {**entry, "aiq": None, "savings_at_95": None, "savings_at_100": None,
+                                   "calibrated": None, "apgr": None, "cpt50": None, "cpt80": None, "frontier": []}
+    _print_report(report, console)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2))
+    if plot_path is not None:
+        from .evaluate._plot import plot_report
+
+        plot_report(report, plot_path)
+    return report
