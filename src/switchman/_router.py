@@ -7,7 +7,7 @@ network call. The gateway holds one Router and calls the same method for every r
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from ._config import Config, RouteConfig, load_config, parse_config
 from ._exceptions import ConfigError, UnknownModelError
 from ._tokens import count_tokens
 from .routing._decision import Decision
-from .routing._policy import filter_candidates
+from .routing._policy import filter_candidates, prefer_live
 from .routing._request import RouteRequest
 from .routing._strategies import (
     CheapestStrategy,
@@ -119,8 +119,20 @@ class Router:
         )
         return self.decide(request, model=model)
 
-    def decide(self, request: RouteRequest, *, model: str = "auto", random_value: float | None = None) -> Decision:
-        """The decision for an already-built request; `model` is auto, auto:<route> or a model name."""
+    def decide(
+        self,
+        request: RouteRequest,
+        *,
+        model: str = "auto",
+        random_value: float | None = None,
+        unhealthy: Collection[str] = (),
+        ttft_ms: Mapping[str, float] | None = None,
+    ) -> Decision:
+        """The decision for an already-built request; `model` is auto, auto:<route> or a model name.
+
+        `unhealthy` (open circuits) and `ttft_ms` (live time to first token) come from the gateway;
+        such candidates are set aside while another qualifies and stay last-resort fallbacks.
+        """
         draw = self._random.random() if random_value is None else random_value
         if model in self.models:
             return Decision(model=model, reason="model requested by name", strategy="fixed", fallbacks=())
@@ -147,7 +159,8 @@ class Router:
         allow = set(agent.allow) if agent is not None and agent.allow is not None else None
         deny = set(agent.deny) if agent is not None else set()
         policy = filter_candidates(request, candidates, allow=allow, deny=deny)
-        context = DecisionContext(route=route_name, random_value=draw)
+        policy, set_aside = prefer_live(policy, unhealthy=unhealthy, ttft_ms=ttft_ms, max_ttft_ms=route.max_ttft_ms)
+        context = DecisionContext(route=route_name, random_value=draw, ttft_ms=ttft_ms or {})
         if agent is not None:
             eligible = {s.name for s in policy.eligible}
             for i, rule in enumerate(agent.rules):
@@ -156,7 +169,10 @@ class Router:
                     return Decision(model=rule.model, reason=f"agent {request.agent} rule {i}", strategy="rules",
                                     route=route_name, fallbacks=rest, excluded=policy.excluded)
         decision = self.strategy(route_name).decide(request, policy.eligible, context)
-        extra = tuple(f for f in route.fallbacks if f != decision.model and f not in decision.fallbacks)
+        extra = tuple(
+            f for f in dict.fromkeys((*route.fallbacks, *set_aside))
+            if f != decision.model and f not in decision.fallbacks
+        )
         return Decision(
             model=decision.model, reason=decision.reason, strategy=decision.strategy, route=route_name,
             candidates=decision.candidates, fallbacks=decision.fallbacks + extra, excluded=policy.excluded,

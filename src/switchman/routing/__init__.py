@@ -1,7 +1,7 @@
 """The pure decision core: requests, policy filters, strategies, decisions. No I/O."""
 
 from ._decision import CandidateScore, Decision
-from ._policy import PolicyResult, estimated_cost, filter_candidates
+from ._policy import PolicyResult, estimated_cost, filter_candidates, prefer_live
 from ._request import RouteRequest, message_text
 from ._select import SelectionRule, select
 from ._strategies import (
@@ -29,6 +29,7 @@ __all__ = [
     "estimated_cost",
     "filter_candidates",
     "message_text",
+    "prefer_live",
     "rule_matches",
     "select",
 ]

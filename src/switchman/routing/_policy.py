@@ -6,14 +6,14 @@ that lacks tools for a tool call or whose window the prompt overflows.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from .._catalog import ModelSpec
 from .._exceptions import NoCapableModelError
 from ._request import RouteRequest
 
-__all__ = ["DEFAULT_OUTPUT_TOKENS", "PolicyResult", "filter_candidates"]
+__all__ = ["DEFAULT_OUTPUT_TOKENS", "PolicyResult", "filter_candidates", "prefer_live"]
 
 #: Output tokens assumed when a request gives no max_tokens, for window checks and cost estimates.
 DEFAULT_OUTPUT_TOKENS = 256
@@ -64,6 +64,31 @@ def filter_candidates(
         detail = "; ".join(f"{name}: {why}" for name, why in excluded) or "the route has no candidates"
         raise NoCapableModelError(f"no candidate can serve this request ({detail})")
     return PolicyResult(tuple(eligible), tuple(excluded))
+
+
+def prefer_live(
+    policy: PolicyResult,
+    *,
+    unhealthy: Collection[str] = (),
+    ttft_ms: Mapping[str, float] | None = None,
+    max_ttft_ms: float | None = None,
+) -> tuple[PolicyResult, tuple[str, ...]]:
+    """Set aside unhealthy candidates and those whose live TTFT exceeds `max_ttft_ms`, while another qualifies.
+
+    Returns the narrowed result and the names set aside (slow ones, then unhealthy ones), which
+    remain usable as last-resort fallbacks.
+    """
+    healthy = [s for s in policy.eligible if s.name not in unhealthy] or list(policy.eligible)
+    fast = healthy
+    if max_ttft_ms is not None and ttft_ms:
+        fast = [s for s in healthy if ttft_ms.get(s.name, 0.0) <= max_ttft_ms] or healthy
+    slow = [s.name for s in healthy if s not in fast]
+    sick = [s.name for s in policy.eligible if s not in healthy]
+    if not slow and not sick:
+        return policy, ()
+    why = [(n, f"live TTFT {ttft_ms[n]:.0f} ms > max_ttft_ms {max_ttft_ms:g}") for n in slow if ttft_ms]
+    why += [(n, "circuit open (unhealthy)") for n in sick]
+    return PolicyResult(tuple(fast), policy.excluded + tuple(why)), (*slow, *sick)
 
 
 def estimated_cost(spec: ModelSpec, request: RouteRequest, output_tokens: float | None = None) -> float:
