@@ -43,7 +43,9 @@ _EPSILON_USD = 1e-9
 class BudgetLimitError(BudgetExceededError):
     """A budget would be exceeded; carries which budget and by how much (never a key or prompt)."""
 
-    def __init__(self, budget: BudgetConfig, *, spent_usd: float, reserved_usd: float, estimated_usd: float, resets_at: float) -> None:
+    def __init__(
+        self, budget: BudgetConfig, *, spent_usd: float, reserved_usd: float, estimated_usd: float, resets_at: float
+    ) -> None:
         self.budget = budget
         self.scope = budget.scope
         self.name = budget.name
@@ -115,10 +117,10 @@ class Reservation:
 class BudgetManager:
     """Checks and holds spend against the configured budgets; thread- and asyncio-safe (no awaits).
 
-        budgets = BudgetManager(config.budgets, ledger)
-        r = budgets.reserve(agent="triage", key_id=None, route="default", estimated_usd=0.002, model="gpt-4o")
-        if r.downgrade_to: ...reserve again with model=r.downgrade_to and its estimate...
-        r.settle(actual_usd)          # or r.release() when the call failed before any cost
+    budgets = BudgetManager(config.budgets, ledger)
+    r = budgets.reserve(agent="triage", key_id=None, route="default", estimated_usd=0.002, model="gpt-4o")
+    if r.downgrade_to: ...reserve again with model=r.downgrade_to and its estimate...
+    r.settle(actual_usd)          # or r.release() when the call failed before any cost
     """
 
     def __init__(

@@ -84,9 +84,9 @@ def _info(row: Mapping[Any, Any]) -> KeyInfo:
 class KeyStore:
     """Create, list, revoke and verify virtual keys in the ledger database.
 
-        keys = KeyStore("sqlite:///ledger.sqlite3")
-        info, secret = keys.create("ci-bot", budget_usd=5.0)   # show `secret` once
-        keys.verify(secret)                                    # -> KeyInfo, or None
+    keys = KeyStore("sqlite:///ledger.sqlite3")
+    info, secret = keys.create("ci-bot", budget_usd=5.0)   # show `secret` once
+    keys.verify(secret)                                    # -> KeyInfo, or None
     """
 
     def __init__(self, url: str | None = None, *, cache_ttl: float = 10.0) -> None:
@@ -206,4 +206,3 @@ class KeyStore:
     def close(self) -> None:
         """Release database connections."""
         self._engine.dispose()
-

@@ -1,9 +1,10 @@
 """The spend ledger: one row per request, written off the request path in batches.
 
 `Ledger.record(rec)` appends to an in-memory queue and returns; it never blocks and never raises.
-A daemon writer thread wakes every `flush_interval` seconds (or as soon as `batch_size` rows are
-waiting) and inserts what is queued, one transaction per batch. A thread rather than an asyncio task
-so the same ledger serves the gateway's event loop, the synchronous SDK and plain scripts.
+After `start()`, a daemon writer thread wakes every `flush_interval` seconds (or as soon as
+`batch_size` rows are waiting) and inserts what is queued, one transaction per batch. A thread
+rather than an asyncio task, so the same ledger serves the gateway's event loop, the synchronous
+SDK and plain scripts. Nothing is written before `start()` (or `flush()`/`close()`).
 
 When the database is down, locked or missing its table, the batch stays in memory and is retried
 with backoff (the table is recreated if it went away); the queue holds up to `max_queued` rows, and
@@ -31,7 +32,12 @@ __all__ = ["Ledger"]
 
 logger = logging.getLogger("switchman.ledger")
 
-_GROUP_COLUMNS = {"agent": REQUESTS.c.agent, "model": REQUESTS.c.model, "key": REQUESTS.c.key_id, "route": REQUESTS.c.route}
+_GROUP_COLUMNS = {
+    "agent": REQUESTS.c.agent,
+    "model": REQUESTS.c.model,
+    "key": REQUESTS.c.key_id,
+    "route": REQUESTS.c.route,
+}
 _FIELDS = tuple(LedgerRecord.__dataclass_fields__)
 _TUPLE_FIELDS = ("candidates", "fallback_chain", "tags")
 
@@ -59,10 +65,10 @@ def _epoch(moment: datetime | float) -> float:
 class Ledger:
     """Request records in SQLite or Postgres, written in batches by a background thread.
 
-        ledger = Ledger.from_url("sqlite:///ledger.sqlite3")
-        ledger.start_sync()            # or: await ledger.start()
-        ledger.record(LedgerRecord(model="gpt-4o-mini", cost_usd=0.0004))
-        ledger.close_sync()            # or: await ledger.close(); writes everything queued
+    ledger = Ledger.from_url("sqlite:///ledger.sqlite3")
+    ledger.start_sync()            # or: await ledger.start()
+    ledger.record(LedgerRecord(model="gpt-4o-mini", cost_usd=0.0004))
+    ledger.close_sync()            # or: await ledger.close(); writes everything queued
     """
 
     def __init__(
@@ -177,8 +183,6 @@ class Ledger:
             self._drop()
             return
         queue.append(rec)
-        if self._thread is None:
-            self.start_sync()
         if len(queue) >= self._batch_size:
             self._wake.set()
 

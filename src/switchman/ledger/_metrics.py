@@ -66,7 +66,11 @@ class Metrics:
         self._output_tokens = Counter("switchman_output_tokens", "Completion tokens, by model", ["model"], registry=r)
         self._cost = Counter("switchman_cost_usd", "Cost in USD, by model and route", ["model", "route"], registry=r)
         self._latency = Histogram(
-            "switchman_request_latency_seconds", "Request latency, by model", ["model"], buckets=LATENCY_BUCKETS, registry=r
+            "switchman_request_latency_seconds",
+            "Request latency, by model",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self._ttft = Histogram(
             "switchman_ttft_seconds", "Time to first token, by model", ["model"], buckets=TTFT_BUCKETS, registry=r

@@ -1,0 +1,140 @@
+"""Virtual keys: create, verify, revoke, list; the secret never reaches the database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from ledger_support import TcpProxy, pg_url_for
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from switchman._config import BudgetConfig
+from switchman.ledger import KEY_PREFIX, KeyStore, Ledger, LedgerRecord
+
+
+@pytest.fixture
+def open_store() -> Iterator[Callable[..., KeyStore]]:
+    made: list[KeyStore] = []
+
+    def make(url: str, **options: float) -> KeyStore:
+        store = KeyStore(url, **options)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+def test_create_verify_revoke(open_store: Callable[..., KeyStore], db_url: str) -> None:
+    store = open_store(db_url)
+    assert not store.has_keys()
+    info, secret = store.create("ci-bot")
+    other, other_secret = store.create("notebook")
+    assert secret.startswith(KEY_PREFIX) and len(secret) == len(KEY_PREFIX) + 43
+    assert secret != other_secret and info.id != other.id
+    assert store.has_keys()
+
+    assert store.verify(secret) == info
+    assert store.verify(secret) == info  # cached
+    assert store.verify(other_secret) == other
+    assert store.verify(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
+    assert store.verify(secret + "x") is None
+    assert store.verify(secret[len(KEY_PREFIX) :]) is None
+    assert store.verify("") is None
+    assert store.verify("sk-sw-") is None
+
+    assert store.revoke(info.id)
+    assert store.verify(secret) is None  # at once, despite the cache
+    assert not store.revoke(info.id)  # already revoked
+    assert not store.revoke("key-nope")
+    assert store.verify(other_secret) == other
+    assert store.has_keys()
+    assert store.revoke(other.id)
+    assert not store.has_keys()
+
+
+def test_revocation_by_another_process_applies_after_the_cache_ttl(
+    open_store: Callable[..., KeyStore], sqlite_url: str
+) -> None:
+    gateway = open_store(sqlite_url, cache_ttl=0.0)
+    cli = open_store(sqlite_url)
+    info, secret = cli.create("bot")
+    assert gateway.verify(secret) == info
+    cli.revoke(info.id)
+    assert gateway.verify(secret) is None
+
+
+def test_list_shows_prefix_status_and_budget(open_store: Callable[..., KeyStore], sqlite_url: str) -> None:
+    store = open_store(sqlite_url)
+    a, secret_a = store.create("alpha", budget_usd=5.0)
+    b, _ = store.create("beta", budget_usd=50.0, budget_period="month")
+    c, _ = store.create("gamma")
+    store.revoke(b.id)
+    listed = {k.id: k for k in store.list()}
+    assert [k.name for k in store.list()] == ["alpha", "beta", "gamma"]
+    assert listed[a.id].prefix == secret_a[: len(KEY_PREFIX) + 4] + "…"
+    assert [listed[x.id].revoked for x in (a, b, c)] == [False, True, False]
+    assert listed[a.id].created.tzinfo is not None
+    assert store.get(a.id) == listed[a.id]
+    assert store.get("key-missing") is None
+    assert store.budgets() == [BudgetConfig(scope="key", name=a.id, usd=5.0, period="day")]
+    with pytest.raises(ValueError, match="non-empty name"):
+        store.create("  ")
+    with pytest.raises(ValueError, match="more than"):
+        store.create("x", budget_usd=0)
+
+
+def test_sqlite_file_never_holds_a_secret(
+    open_store: Callable[..., KeyStore], open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str
+) -> None:
+    store = open_store(sqlite_url)
+    pairs = [store.create(f"key-{i}") for i in range(5)]
+    secrets = [secret for _, secret in pairs]
+    store.revoke(pairs[0][0].id)
+    assert [store.verify(secret) is not None for secret in secrets] == [False, True, True, True, True]
+    ledger = open_ledger(sqlite_url)
+    info = store.verify(secrets[1])
+    assert info is not None
+    ledger.record(LedgerRecord(key_id=info.id, model="m"))
+    ledger.close_sync()
+    store.close()
+    files = list(sqlite_path.parent.iterdir())  # the database and any -wal / -shm files
+    blob = b"".join(f.read_bytes() for f in files)
+    assert info.id.encode() in blob  # the check can see what is there...
+    for secret in secrets:
+        assert secret.encode() not in blob  # ...and the secrets are not
+        assert secret[len(KEY_PREFIX) :].encode() not in blob
+        assert secret[-20:].encode() not in blob
+
+
+def test_postgres_rows_never_hold_a_secret(
+    open_store: Callable[..., KeyStore], pg_url: str, pg_admin: tuple[Engine, str], pg_schema: str
+) -> None:
+    store = open_store(pg_url)
+    pairs = [store.create(f"key-{i}") for i in range(3)]
+    with pg_admin[0].connect() as conn:
+        rows = conn.execute(text(f"select t::text from {pg_schema}.switchman_keys t")).scalars().all()
+    dump = "\n".join(rows)
+    assert len(rows) == 3
+    for info, secret in pairs:
+        assert info.id in dump
+        assert secret not in dump
+        assert secret[-20:] not in dump
+
+
+def test_verified_keys_keep_working_while_the_database_is_down(
+    open_store: Callable[..., KeyStore], pg_proxy: TcpProxy, pg_admin: tuple[Engine, str], pg_schema: str
+) -> None:
+    pg_proxy.start()
+    store = open_store(pg_url_for(pg_admin[1], pg_schema, port=pg_proxy.port), cache_ttl=0.0)
+    info, secret = store.create("bot")
+    _, never_verified = store.create("other")
+    assert store.verify(secret) == info
+    pg_proxy.stop()
+    assert store.verify(secret) == info
+    assert store.verify(never_verified) is None
+    pg_proxy.start()
+    assert store.verify(never_verified) is not None

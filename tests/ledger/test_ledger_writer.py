@@ -1,0 +1,314 @@
+"""The ledger's writer: batches, flush on close, outages, bad rows, the queue bound, reading back."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ledger_support import TcpProxy, pg_url_for, wait_until
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+
+from switchman.ledger import Ledger, LedgerRecord, SpendRow, _db
+
+
+def make_records(n: int, **fields: Any) -> list[LedgerRecord]:
+    return [
+        LedgerRecord(
+            time=1_700_000_000.0 + i,
+            request_id=f"req-{i:06d}",
+            agent=f"agent-{i % 3}",
+            model=("small", "large")[i % 2],
+            route="default",
+            candidates=("small", "large"),
+            input_tokens=10 + i,
+            output_tokens=i % 7,
+            cost_usd=0.001 * (i % 5),
+            baseline_cost_usd=0.01,
+            latency_ms=12.5,
+            ttft_ms=3.0 if i % 2 else None,
+            tags=("a", "b") if i % 4 == 0 else (),
+            fallback_chain=("large",) if i % 10 == 0 else (),
+            **fields,
+        )
+        for i in range(n)
+    ]
+
+
+def count_inserts(engine: Engine) -> list[int]:
+    """Rows per INSERT statement the engine sends (executemany counts as one)."""
+    sizes: list[int] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _seen(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO SWITCHMAN_REQUESTS"):
+            sizes.append(len(params) if executemany else 1)
+
+    return sizes
+
+
+def test_batches_write_every_record(open_ledger: Callable[..., Ledger], db_url: str) -> None:
+    records = make_records(1234)
+    ledger = open_ledger(db_url, batch_size=100)
+    sizes = count_inserts(ledger._engine)
+    for rec in records:
+        ledger.record(rec)
+    ledger.start_sync()
+    ledger.close_sync()
+
+    assert sum(sizes) == 1234
+    assert len(sizes) == math.ceil(1234 / 100), sizes  # queued before start: full batches only
+    reader = open_ledger(db_url)
+    assert reader.count() == 1234
+    assert reader.records() == records  # every field round-trips, tuples included
+    reader.close_sync()
+
+
+def test_close_writes_records_queued_just_before(open_ledger: Callable[..., Ledger], db_url: str) -> None:
+    ledger = open_ledger(db_url, flush_interval=60.0, batch_size=10_000)  # the timer never fires during the test
+    ledger.start_sync()
+    for rec in make_records(777):
+        ledger.record(rec)
+    ledger.close_sync()
+    reader = open_ledger(db_url)
+    assert reader.count() == 777
+    reader.close_sync()
+
+
+def test_close_without_start_still_writes(open_ledger: Callable[..., Ledger], sqlite_url: str) -> None:
+    ledger = open_ledger(sqlite_url)
+    for rec in make_records(5):
+        ledger.record(rec)
+    ledger.close_sync()
+    assert open_ledger(sqlite_url).count() == 5
+
+
+def test_records_after_close_are_counted_as_dropped(open_ledger: Callable[..., Ledger], sqlite_url: str) -> None:
+    ledger = open_ledger(sqlite_url)
+    ledger.start_sync()
+    ledger.close_sync()
+    ledger.record(LedgerRecord())
+    assert ledger.stats.dropped == 1
+
+
+def test_async_lifecycle_from_an_event_loop(open_ledger: Callable[..., Ledger], sqlite_url: str) -> None:
+    async def main() -> int:
+        ledger = open_ledger(sqlite_url)
+        await ledger.start()
+        for rec in make_records(300):
+            ledger.record(rec)
+        assert await ledger.flush(timeout=30)
+        await ledger.close()
+        return ledger.stats.written
+
+    assert asyncio.run(main()) == 300
+    assert open_ledger(sqlite_url).count() == 300
+
+
+def test_sqlite_locked_file_then_released(
+    open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_db, "SQLITE_BUSY_TIMEOUT_S", 0.05)
+    ledger = open_ledger(sqlite_url, max_retry_interval=0.1)
+    assert ledger.count() == 0  # creates the file and tables
+    ledger.start_sync()
+    lock = sqlite3.connect(sqlite_path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    for rec in make_records(50):
+        ledger.record(rec)  # returns at once even though the file is locked
+    wait_until(lambda: ledger.stats.write_errors >= 2, what="write attempts against the locked file")
+    assert ledger.stats.written == 0
+    assert ledger.stats.queued == 50
+    lock.execute("COMMIT")
+    lock.close()
+    assert ledger.flush_sync(timeout=30)
+    assert ledger.count() == 50
+    ledger.close_sync()
+
+
+def test_table_dropped_while_running_is_recreated(open_ledger: Callable[..., Ledger], db_url: str) -> None:
+    ledger = open_ledger(db_url, max_retry_interval=0.1)
+    ledger.start_sync()
+    for rec in make_records(10):
+        ledger.record(rec)
+    assert ledger.flush_sync(timeout=30)
+    with ledger._engine.begin() as conn:
+        conn.execute(text("DROP TABLE switchman_requests"))
+    for rec in make_records(25):
+        ledger.record(rec)
+    assert ledger.flush_sync(timeout=30)
+    assert ledger.stats.write_errors >= 1
+    assert ledger.count() == 25  # the dropped rows are gone; every row recorded since is there
+    ledger.close_sync()
+
+
+def test_postgres_down_at_start_then_up_then_restarted(
+    open_ledger: Callable[..., Ledger], pg_proxy: TcpProxy, pg_admin: tuple[Engine, str], pg_schema: str
+) -> None:
+    url = pg_url_for(pg_admin[1], pg_schema, port=pg_proxy.port)
+    ledger = open_ledger(url, max_retry_interval=0.1)
+    ledger.start_sync()  # nothing listens yet: starting must not fail
+    for rec in make_records(40):
+        ledger.record(rec)
+    wait_until(lambda: ledger.stats.write_errors >= 2, what="failed writes while Postgres is down")
+    assert ledger.stats.queued == 40
+
+    pg_proxy.start()
+    assert ledger.flush_sync(timeout=30)
+    assert ledger.count() == 40
+
+    pg_proxy.stop()  # cuts the pooled connections too
+    errors = ledger.stats.write_errors
+    for rec in make_records(60):
+        ledger.record(rec)
+    wait_until(lambda: ledger.stats.write_errors > errors, what="failed writes after the cut")
+    pg_proxy.start()
+    assert ledger.flush_sync(timeout=30)
+    ledger.close_sync()
+    assert ledger.stats.written == 100
+    with pg_admin[0].connect() as conn:
+        assert conn.execute(text(f"select count(*) from {pg_schema}.switchman_requests")).scalar_one() == 100
+
+
+def test_close_gives_up_after_timeout_when_database_stays_down(
+    open_ledger: Callable[..., Ledger], pg_proxy: TcpProxy, pg_admin: tuple[Engine, str], pg_schema: str
+) -> None:
+    ledger = open_ledger(pg_url_for(pg_admin[1], pg_schema, port=pg_proxy.port), max_retry_interval=0.05)
+    ledger.start_sync()
+    for rec in make_records(3):
+        ledger.record(rec)
+    ledger.close_sync(timeout=0.3)
+    assert ledger.stats.written == 0
+    assert ledger.stats.queued == 3
+
+
+def test_queue_bound_drops_and_counts(
+    open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_db, "SQLITE_BUSY_TIMEOUT_S", 0.05)
+    ledger = open_ledger(sqlite_url, batch_size=1, max_queued=20, max_retry_interval=0.1)
+    ledger.count()
+    lock = sqlite3.connect(sqlite_path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    ledger.start_sync()
+    for rec in make_records(30):
+        ledger.record(rec)
+    stats = ledger.stats
+    assert stats.dropped >= 30 - 20 - 1  # the queue holds 20, the writer's pending batch 1
+    assert stats.queued + stats.dropped == 30
+    lock.execute("COMMIT")
+    lock.close()
+    ledger.close_sync()
+    assert ledger.count() == 30 - stats.dropped
+
+
+def test_invalid_row_is_discarded_and_the_rest_written(open_ledger: Callable[..., Ledger], db_url: str) -> None:
+    good = make_records(9)
+    bad = LedgerRecord(request_id="bad", tags=(object(),))  # type: ignore[arg-type]  # not JSON
+    ledger = open_ledger(db_url)
+    for rec in good[:4] + [bad] + good[4:]:
+        ledger.record(rec)
+    ledger.close_sync()
+    assert ledger.stats.discarded == 1
+    assert ledger.stats.written == 9
+    assert [r.request_id for r in open_ledger(db_url).records()] == [r.request_id for r in good]
+
+
+def test_postgres_refuses_nul_bytes_without_blocking_the_queue(open_ledger: Callable[..., Ledger], pg_url: str) -> None:
+    ledger = open_ledger(pg_url)
+    ledger.record(LedgerRecord(request_id="nul", agent="a\x00b"))
+    ledger.record(LedgerRecord(request_id="fine", agent="ab"))
+    ledger.close_sync()
+    assert ledger.stats.discarded == 1
+    assert [r.request_id for r in open_ledger(pg_url).records()] == ["fine"]
+
+
+def test_query_spend_matches_a_hand_calculation(open_ledger: Callable[..., Ledger], db_url: str) -> None:
+    t0 = datetime(2025, 3, 1, tzinfo=UTC).timestamp()
+    rows = [
+        # agent, model, key, route, in, out, cost, baseline, time offset
+        ("triage", "small", "key-1", "default", 100, 10, 0.001, 0.010, 0),
+        ("triage", "small", "key-1", "default", 200, 20, 0.002, 0.020, 60),
+        ("triage", "large", "key-2", "default", 300, 30, 0.030, 0.030, 120),
+        ("coder", "large", None, "code", 400, 40, 0.040, None, 180),  # no baseline: counts at cost
+        ("coder", "small", "key-2", "code", 500, 50, 0.005, 0.050, -86400),  # before `since`
+    ]
+    ledger = open_ledger(db_url)
+    for i, (agent, model, key, route, tin, tout, cost, base, dt) in enumerate(rows):
+        ledger.record(
+            LedgerRecord(
+                time=t0 + dt,
+                request_id=f"r{i}",
+                agent=agent,
+                model=model,
+                key_id=key,
+                route=route,
+                input_tokens=tin,
+                output_tokens=tout,
+                cost_usd=cost,
+                baseline_cost_usd=base,
+            )
+        )
+    ledger.close_sync()
+    since = datetime(2025, 3, 1, tzinfo=UTC)
+
+    by_model = {r.group: r for r in ledger.query_spend("model", since=since)}
+    assert by_model.keys() == {"small", "large"}
+    assert by_model["small"] == SpendRow("small", 2, 300, 30, pytest.approx(0.003), pytest.approx(0.030))  # type: ignore[arg-type]
+    assert by_model["large"] == SpendRow("large", 2, 700, 70, pytest.approx(0.070), pytest.approx(0.070))  # type: ignore[arg-type]
+    assert by_model["small"].saving_pct == pytest.approx(90.0)
+    assert by_model["large"].saving_pct == pytest.approx(0.0)
+
+    by_key = {r.group: (r.requests, round(r.cost_usd, 6)) for r in ledger.query_spend("key", since=since)}
+    assert by_key == {"key-1": (2, 0.003), "key-2": (1, 0.03), None: (1, 0.04)}
+    by_agent = {r.group: r.requests for r in ledger.query_spend("agent", since=since)}
+    assert by_agent == {"triage": 3, "coder": 1}
+    by_route = [(r.group, round(r.cost_usd, 6)) for r in ledger.query_spend("route", since=0)]
+    assert by_route == [("code", 0.045), ("default", 0.033)]  # most expensive first
+    until = ledger.query_spend("model", since=since, until=t0 + 61)
+    assert {r.group: r.requests for r in until} == {"small": 2}
+    with pytest.raises(ValueError, match="cannot group spend by 'tenant'"):
+        ledger.query_spend("tenant", since=since)  # type: ignore[arg-type]
+
+
+def test_feedback_is_stored(open_ledger: Callable[..., Ledger], db_url: str) -> None:
+    ledger = open_ledger(db_url)
+    ledger.add_feedback("req-1", 0.8, "good answer")
+    ledger.add_feedback("req-1", 0.2)
+    assert ledger.feedback("req-1") == [(0.8, "good answer"), (0.2, None)]
+    assert ledger.feedback("req-2") == []
+    ledger.close_sync()
+
+
+def test_url_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg")}
+    assert _db.resolve_url(None, environ=env) == f"sqlite:///{tmp_path}/xdg/switchman/ledger.sqlite3"
+    assert _db.resolve_url(None, environ={**env, "SWITCHMAN_LEDGER_URL": "sqlite:///a.db"}) == "sqlite:///a.db"
+    assert _db.resolve_url("sqlite:///b.db", environ={"SWITCHMAN_LEDGER_URL": "sqlite:///a.db"}) == "sqlite:///b.db"
+    home = _db.resolve_url(None, environ={})
+    assert home.endswith("/.local/share/switchman/ledger.sqlite3")
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("SWITCHMAN_LEDGER_URL", raising=False)
+    ledger = Ledger.from_url(None)
+    ledger.record(LedgerRecord())
+    ledger.close_sync()
+    assert (tmp_path / "data" / "switchman" / "ledger.sqlite3").is_file()
+    with sqlite3.connect(tmp_path / "data" / "switchman" / "ledger.sqlite3") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_url_errors_and_password_masking() -> None:
+    with pytest.raises(ValueError, match="in-memory"):
+        Ledger("sqlite:///:memory:")
+    with pytest.raises(ValueError, match="unsupported ledger URL"):
+        Ledger("mysql://u:hunter2@db/x")
+    ledger = Ledger("postgres://user:hunter2@127.0.0.1:1/x")
+    assert "hunter2" not in repr(ledger)
+    assert "postgresql+psycopg://user:***@127.0.0.1:1/x" in repr(ledger)
