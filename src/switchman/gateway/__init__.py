@@ -1,1 +1,38 @@
-"""switchman.gateway"""
+"""The OpenAI-compatible gateway: `switchman serve`, and the dispatcher the SDK shares with it.
+
+    from switchman.gateway import Gateway, build_app
+    app = build_app(Gateway.from_config(config))      # any ASGI server can run it
+"""
+
+from ._app import build_app, build_middleware_stack
+from ._client import Completion, Dispatcher
+from ._commands import check_bind, init_command, route_command, serve_command
+from ._context import RequestContext
+from ._defaults import KNOWN_PROVIDERS, default_config, local_models
+from ._errors import InvalidRequestError, Scrubber
+from ._gateway import Gateway
+from ._health import HealthBoard
+from ._providers import Deployment, Provider
+from ._stream import ChatStream
+
+__all__ = [
+    "KNOWN_PROVIDERS",
+    "ChatStream",
+    "Completion",
+    "Deployment",
+    "Dispatcher",
+    "Gateway",
+    "HealthBoard",
+    "InvalidRequestError",
+    "Provider",
+    "RequestContext",
+    "Scrubber",
+    "build_app",
+    "build_middleware_stack",
+    "check_bind",
+    "default_config",
+    "init_command",
+    "local_models",
+    "route_command",
+    "serve_command",
+]

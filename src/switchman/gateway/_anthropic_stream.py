@@ -1,0 +1,114 @@
+"""Anthropic Messages stream events → OpenAI chat.completion.chunk events, as they arrive."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from ._wire import Usage, classify_error, sse_data
+
+__all__ = ["FINISH_REASONS", "AnthropicStream"]
+
+#: Anthropic stop_reason → OpenAI finish_reason.
+FINISH_REASONS = {
+    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
+    "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter",
+}
+_DONE = b"data: [DONE]\n\n"
+
+
+class AnthropicStream:
+    """Translates one stream; keeps usage, tool-call indexes and whether the message ended."""
+
+    __slots__ = ("_created", "_id", "_include_usage", "_input", "_model", "_output", "_cached", "_tools",
+                 "chunks", "finished", "usage")
+
+    def __init__(self, model: str, *, include_usage: bool) -> None:
+        self._model = model
+        self._include_usage = include_usage
+        self._created = int(time.time())
+        self._id = "msg"
+        self._tools: dict[int, int] = {}
+        self._input = self._output = self._cached = 0
+        self.usage: Usage | None = None
+        self.finished = False
+        self.chunks = 0
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        self.chunks += 1
+        data = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return b"data: " + orjson.dumps(data) + b"\n\n"
+
+    def feed(self, event: bytes) -> list[bytes]:
+        """Client-bound bytes for one upstream event."""
+        raw = sse_data(event)
+        if not raw:
+            return []
+        data = orjson.loads(raw)
+        kind = data.get("type")
+        if kind == "content_block_delta":
+            delta = data["delta"]
+            if delta.get("type") == "text_delta":
+                return [self._chunk({"content": delta["text"]})]
+            if delta.get("type") == "input_json_delta" and data.get("index") in self._tools:
+                call = {"index": self._tools[data["index"]], "function": {"arguments": delta["partial_json"]}}
+                return [self._chunk({"tool_calls": [call]})]
+            return []
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self._id = message.get("id", self._id)
+            self._count(message.get("usage") or {})
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            return self._block_start(data)
+        if kind == "message_delta":
+            self._count(data.get("usage") or {})
+            reason = (data.get("delta") or {}).get("stop_reason")
+            return [self._chunk({}, FINISH_REASONS.get(str(reason), "stop"))]
+        if kind == "message_stop":
+            return self._stop()
+        if kind == "error":
+            error = data.get("error") or {}
+            raise classify_error(529 if error.get("type") == "overloaded_error" else 500,
+                                 str(error.get("message", "")), str(error.get("type", "")), model=self._model)
+        return []
+
+    def _block_start(self, data: dict[str, Any]) -> list[bytes]:
+        block = data.get("content_block") or {}
+        if block.get("type") == "tool_use":
+            index = len(self._tools)
+            self._tools[data.get("index", index)] = index
+            call = {"index": index, "id": block.get("id"), "type": "function",
+                    "function": {"name": block.get("name"), "arguments": ""}}
+            return [self._chunk({"tool_calls": [call]})]
+        if block.get("type") == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        return []
+
+    def _count(self, usage: dict[str, Any]) -> None:
+        if "input_tokens" in usage:
+            self._cached = int(usage.get("cache_read_input_tokens") or 0)
+            self._input = (int(usage.get("input_tokens") or 0) + self._cached
+                           + int(usage.get("cache_creation_input_tokens") or 0))
+        if "output_tokens" in usage:
+            self._output = int(usage.get("output_tokens") or 0)
+        self.usage = Usage(self._input, self._output, self._cached)
+
+    def _stop(self) -> list[bytes]:
+        self.finished = True
+        out = []
+        if self._include_usage and self.usage is not None:
+            usage = {"prompt_tokens": self.usage.input_tokens, "completion_tokens": self.usage.output_tokens,
+                     "total_tokens": self.usage.input_tokens + self.usage.output_tokens}
+            data = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                    "model": self._model, "choices": [], "usage": usage}
+            out.append(b"data: " + orjson.dumps(data) + b"\n\n")
+        out.append(_DONE)
+        return out
+
+    def close(self) -> list[bytes]:
+        """Bytes to end a stream whose upstream ended without message_stop."""
+        return [] if self.finished else [_DONE]

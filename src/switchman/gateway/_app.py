@@ -1,0 +1,72 @@
+"""The ASGI application: one route table, the middleware stack, one error renderer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .._exceptions import SwitchmanError
+from ._endpoints import Endpoints
+from ._errors import InvalidRequestError, error_response
+from ._gateway import Gateway
+from ._middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+
+__all__ = ["build_app", "build_middleware_stack"]
+
+logger = logging.getLogger("switchman.gateway")
+
+
+def build_middleware_stack(gateway: Gateway) -> list[Middleware]:
+    """Outermost first: request id, body size limit, authentication."""
+    return [
+        Middleware(RequestIdMiddleware),
+        Middleware(BodySizeLimitMiddleware, max_body_bytes=gateway.config.server.max_body_bytes),
+        Middleware(AuthMiddleware, keys=gateway.keys, master_key=gateway.master_key),
+    ]
+
+
+def build_app(gateway: Gateway) -> Starlette:
+    """The gateway as a Starlette app; its lifespan starts and stops the gateway."""
+    endpoints = Endpoints(gateway)
+    scrub = gateway.dispatcher.scrub
+
+    async def render(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            exc = InvalidRequestError(str(exc.detail), status=exc.status_code, code="not_found"
+                                      if exc.status_code == 404 else "method_not_allowed")
+        elif not isinstance(exc, SwitchmanError):
+            logger.error("unexpected error on %s: %s", request.url.path, type(exc).__name__)
+        return error_response(exc, scrub)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+
+    routes = [
+        Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
+        Route("/chat/completions", endpoints.chat_completions, methods=["POST"]),
+        Route("/v1/route", endpoints.route, methods=["POST"]),
+        Route("/v1/models", endpoints.models, methods=["GET"]),
+        Route("/health", endpoints.health, methods=["GET"]),
+        Route("/metrics", endpoints.metrics, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=build_middleware_stack(gateway),
+        exception_handlers={SwitchmanError: render, HTTPException: render, Exception: render},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app

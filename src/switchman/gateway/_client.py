@@ -1,0 +1,250 @@
+"""Dispatcher: one chat request from decision to answer, with retries, fallbacks, budgets and its record.
+
+The gateway's endpoint and the in-process SDK (`Router.chat` / `Router.achat`) both call it, so a
+request behaves the same over HTTP and in process:
+
+    dispatcher = Dispatcher.from_router(router, ledger=ledger, budgets=budgets, metrics=metrics)
+    completion = await dispatcher.complete(body, RequestContext(agent="triage"))
+    stream = await dispatcher.open_stream(body, context)   # first event already received
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import orjson
+
+from .._exceptions import BudgetExceededError, SwitchmanError, UpstreamError
+from .._router import Router
+from .._tokens import count_tokens
+from ..ledger import BudgetManager, Ledger, Metrics
+from ..routing import Decision, RouteRequest, estimated_cost
+from ._context import RequestContext
+from ._errors import Scrubber
+from ._exchange import Exchange
+from ._fallback import FallbackChain, fallback_reason, is_provider_failure, retry_delay
+from ._health import HealthBoard
+from ._providers import Deployment, Provider, build_deployments, provider_keys
+from ._stream import ChatStream, OpenedStream, open_upstream_stream
+from ._wire import Usage
+
+__all__ = ["Completion", "Dispatcher"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A finished non-stream answer: the OpenAI chat.completion body and what produced it."""
+
+    content: bytes
+    model: str
+    decision: Decision
+    cost_usd: float
+    request_id: str
+
+    def json(self) -> dict[str, Any]:
+        """The body as a dict."""
+        result: dict[str, Any] = orjson.loads(self.content)
+        return result
+
+
+def _estimate_output(content: bytes) -> int:
+    data = orjson.loads(content)
+    texts = [str((c.get("message") or {}).get("content") or "") for c in data.get("choices") or ()]
+    return sum(count_tokens(t) for t in texts)
+
+
+class Dispatcher:
+    """Routes, sends, retries, falls back, and records one request at a time (async, many at once)."""
+
+    def __init__(
+        self,
+        router: Router,
+        deployments: Mapping[str, Deployment],
+        *,
+        ledger: Ledger | None = None,
+        budgets: BudgetManager | None = None,
+        metrics: Metrics | None = None,
+        health: HealthBoard | None = None,
+        scrub: Scrubber | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.router = router
+        self.deployments = dict(deployments)
+        self.providers: dict[str, Provider] = {d.provider.name: d.provider for d in self.deployments.values()}
+        self.ledger = ledger
+        self.budgets = budgets
+        self.metrics = metrics
+        self.health = health or HealthBoard(router.config.server.circuit_breaker)
+        self.scrub = scrub or Scrubber()
+        self.retries = router.config.server.retries
+        self.sleep = sleep
+        self.clock = clock
+        routes = router.config.routes
+        self._candidates = {name: tuple(r.candidates) for name, r in routes.items()}
+        self._policy_fallback = {name: r.content_policy_fallback for name, r in routes.items()}
+
+    @classmethod
+    def from_router(cls, router: Router, env: Mapping[str, str] | None = None, **options: Any) -> Dispatcher:
+        """Build providers for every configured model, reading keys from `env` (default: os.environ) once."""
+        env = dict(os.environ) if env is None else env
+        _, deployments = build_deployments(router.config, router.models, env)
+        options.setdefault("scrub", Scrubber(provider_keys(router.config, env)))
+        return cls(router, deployments, **options)
+
+    async def aclose(self) -> None:
+        """Close every provider's connection pool."""
+        for provider in self.providers.values():
+            await provider.aclose()
+
+    # -- deciding ------------------------------------------------------------------------------
+    def decide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
+        """The RouteRequest and Decision for a validated body (no upstream call)."""
+        request = self.router.request(
+            body["messages"], tools=body.get("tools"), response_format=body.get("response_format"),
+            max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+            agent=context.agent, session=context.session, tags=context.tags, task=context.task,
+        )
+        started = self.clock()
+        decision = self.router.decide(request, model=body["model"], unhealthy=self.health.unhealthy(),
+                                      ttft_ms=self.health.ttft_ms)
+        if self.metrics is not None:
+            self.metrics.observe_decision(self.clock() - started)
+        return request, decision
+
+    def _reserve(self, exchange: Exchange, request: RouteRequest, decision: Decision) -> Decision:
+        if self.budgets is None:
+            return decision
+        ctx, specs = exchange.context, self.router.models
+        reserve = self.budgets.reserve
+        reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route,
+                              estimated_usd=estimated_cost(specs[decision.model], request), model=decision.model)
+        if reservation.downgrade_to is not None and reservation.downgrade_to in specs:
+            target = reservation.downgrade_to
+            reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route,
+                                  estimated_usd=estimated_cost(specs[target], request), model=target)
+            decision = Decision(model=target, reason=f"budget downgrade from {decision.model}", strategy="budget",
+                                route=decision.route, candidates=decision.candidates, excluded=decision.excluded)
+        exchange.reservation = reservation
+        return decision
+
+    def _begin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
+        exchange = Exchange(context, self.clock())
+        try:
+            exchange.request, decision = self.decide(body, context)
+            exchange.decision = decision
+            exchange.decision = self._reserve(exchange, exchange.request, decision)
+        except SwitchmanError as exc:
+            if isinstance(exc, BudgetExceededError) and self.metrics is not None:
+                self.metrics.observe_budget_rejection(str(getattr(exc, "scope", "unknown")))
+            self.finish(exchange, exc)
+            raise
+        return exchange
+
+    # -- sending -------------------------------------------------------------------------------
+    async def _attempts(self, exchange: Exchange, call: Callable[[Deployment], Awaitable[T]]) -> T:
+        """Try the decision's models in order, retrying each per the retry policy, until one answers."""
+        decision = exchange.decision
+        assert decision is not None
+        chain = FallbackChain(decision, self.router.models, self._policy_fallback.get(decision.route or ""),
+                              allow=self.health.allow, tried=exchange.tried)
+        model = chain.first()
+        error: UpstreamError | None = None
+        while model is not None:
+            deployment = self.deployments[model]
+            attempt = 0
+            while True:
+                try:
+                    result = await call(deployment)
+                except UpstreamError as exc:
+                    error = exc
+                    self.health.record(model, ok=not is_provider_failure(exc))
+                    delay = retry_delay(exc, attempt, self.retries)
+                    if delay is None or self.health.state(model) != "closed":
+                        break
+                    attempt += 1
+                    await self.sleep(delay)
+                    continue
+                except BaseException:
+                    self.health.abandon(model)
+                    raise
+                self.health.record(model, ok=True)
+                exchange.model = model
+                return result
+            following = chain.after(model, error)
+            if following is not None and self.metrics is not None:
+                self.metrics.observe_fallback(model, following, fallback_reason(error))
+            model = following
+        assert error is not None
+        raise error
+
+    async def _call(self, deployment: Deployment, body: Mapping[str, Any]) -> tuple[bytes, Usage | None]:
+        request = deployment.build_request(body, stream=False)
+        client, adapter, name = deployment.provider.client, deployment.adapter, deployment.name
+        started = self.clock()
+        with adapter.map_errors(name), anyio.fail_after(deployment.total_s):
+            response = await client.send(request, stream=True)
+            try:
+                first_byte = self.clock()
+                content = await response.aread()
+            finally:
+                await response.aclose()
+            if response.status_code >= 400:
+                raise adapter.error(response.status_code, content, response.headers, name)
+            result = adapter.decode(content, name)
+        self.health.observe(name, (first_byte - started) * 1000.0)
+        return result
+
+    async def complete(self, body: Mapping[str, Any], context: RequestContext) -> Completion:
+        """Answer a non-stream request (raises a SwitchmanError when nothing could, after recording it)."""
+        exchange = self._begin(body, context)
+        try:
+            content, usage = await self._attempts(exchange, lambda d: self._call(d, body))
+        except SwitchmanError as exc:
+            self.finish(exchange, exc)
+            raise
+        if usage is None:
+            usage = Usage(exchange.request.input_tokens if exchange.request else 0, _estimate_output(content))
+            exchange.usage_estimated = True
+        exchange.usage = usage
+        assert exchange.decision is not None and exchange.model is not None
+        cost = exchange.cost(self.router.models)
+        self.finish(exchange)
+        return Completion(content, exchange.model, exchange.decision, cost, context.request_id)
+
+    async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream:
+        """Open a stream, falling back until one upstream has sent its first event."""
+        exchange = self._begin(body, context)
+
+        async def call(deployment: Deployment) -> OpenedStream:
+            return await open_upstream_stream(deployment, body, clock=self.clock, health=self.health)
+
+        try:
+            opened = await self._attempts(exchange, call)
+        except SwitchmanError as exc:
+            self.finish(exchange, exc)
+            raise
+        return ChatStream(self, exchange, opened)
+
+    # -- recording -----------------------------------------------------------------------------
+    def reject(self, context: RequestContext, error: BaseException) -> None:
+        """Record a request refused before it could be routed (bad JSON, bad fields, bad headers)."""
+        self.finish(Exchange(context, self.clock()), error)
+
+    def finish(self, exchange: Exchange, error: BaseException | None = None) -> None:
+        """Write the request's one ledger record and count it in the metrics."""
+        if error is not None:
+            exchange.fail(error, self.scrub)
+        route = exchange.decision.route if exchange.decision else None
+        record = exchange.record(self.router.models, self._candidates.get(route or "", ()), self.clock())
+        if self.ledger is not None:
+            self.ledger.record(record)
+        if self.metrics is not None:
+            self.metrics.observe_request(record)

@@ -1,0 +1,112 @@
+"""`switchman serve`, `switchman init` and `switchman route`, as plain functions the CLI wires up."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+import orjson
+import yaml
+
+from .._config import Config, load_config, parse_config
+from .._exceptions import ConfigError
+from .._router import Router
+from ._defaults import default_config
+
+__all__ = ["CONFIG_ENV", "app_from_environment", "check_bind", "init_command", "route_command", "serve_command"]
+
+#: Where a worker process finds the configuration file `switchman serve --workers N` was given.
+CONFIG_ENV = "SWITCHMAN_CONFIG"
+_LOOPBACK_NAMES = {"localhost"}
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, *, has_keys: bool, master_key: bool) -> None:
+    """Refuse to listen beyond loopback while nothing authenticates requests."""
+    if not _is_loopback(host) and not has_keys and not master_key:
+        raise ConfigError(
+            f"refusing to listen on {host}: no virtual keys and no master key are configured, so anyone who "
+            "can reach the port could spend your provider credits; create a key with `switchman keys create`, "
+            "set the master key variable, or listen on 127.0.0.1"
+        )
+
+
+def _load(config_path: str | Path | None) -> tuple[Config, Path]:
+    if config_path is None:
+        return parse_config(default_config(os.environ), source="<embedded defaults>"), Path.cwd()
+    path = Path(config_path)
+    return load_config(path), path.parent
+
+
+def app_from_environment():  # type: ignore[no-untyped-def]
+    """ASGI app factory for worker processes (reads $SWITCHMAN_CONFIG once)."""
+    from ._app import build_app
+    from ._gateway import Gateway
+
+    config, base_dir = _load(os.environ.get(CONFIG_ENV) or None)
+    return build_app(Gateway.from_config(config, base_dir=base_dir))
+
+
+def serve_command(
+    config: Path | None = None, host: str | None = None, port: int | None = None, workers: int = 1
+) -> None:
+    """Run the gateway (uvicorn) until interrupted."""
+    import uvicorn
+
+    from ..ledger import KeyStore
+
+    settings, base_dir = _load(config)
+    host = host or settings.server.host
+    port = settings.server.port if port is None else port
+    keys = KeyStore(settings.server.ledger_url)
+    try:
+        has_keys = keys.has_keys()
+    finally:
+        keys.close()
+    check_bind(host, has_keys=has_keys, master_key=bool(os.environ.get(settings.server.master_key_env)))
+    options = {"host": host, "port": port, "log_level": "info", "timeout_graceful_shutdown": 30}
+    if workers > 1:
+        if config is not None:
+            os.environ[CONFIG_ENV] = str(Path(config).resolve())
+        uvicorn.run("switchman.gateway._commands:app_from_environment", factory=True, workers=workers, **options)
+        return
+    from ._app import build_app
+    from ._gateway import Gateway
+
+    uvicorn.run(build_app(Gateway.from_config(settings, base_dir=base_dir)), **options)
+
+
+def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Path:
+    """Write the embedded default configuration for this environment to `path`."""
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; pass --force to overwrite it")
+    data = default_config(os.environ)
+    data["server"] = {"host": "127.0.0.1", "port": 8080}
+    header = (
+        "# switchman configuration, written by `switchman init`.\n"
+        "# Models come from the providers whose key variables were set; add more under 'models'.\n"
+    )
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def route_command(prompt: str, config: Path | None = None, model: str = "auto", agent: str | None = None,
+                  tags: str | None = None) -> dict[str, object]:
+    """The Decision for one prompt, printed as JSON (no model is called)."""
+    settings, base_dir = _load(config)
+    router = Router(settings, base_dir=base_dir)
+    decision = router.route(prompt, model=model, agent=agent,
+                            tags=[t.strip() for t in tags.split(",") if t.strip()] if tags else ())
+    result = decision.to_dict()
+    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return result

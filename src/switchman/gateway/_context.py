@@ -1,0 +1,92 @@
+"""Who is asking: agent, session, tags and task from `X-Switchman-*` headers or the body's metadata.
+
+Headers win over metadata. Switchman's own metadata keys are removed from the body before it is
+forwarded; the caller's other metadata keys pass through untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import InvalidRequestError
+
+__all__ = ["OWN_METADATA_KEYS", "RequestContext", "context_from"]
+
+#: Keys of the body's `metadata` that are switchman's, never the provider's.
+OWN_METADATA_KEYS = ("agent", "session", "tags", "task")
+_MAX_VALUE = 256
+_MAX_TAGS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """The caller's context for one request."""
+
+    request_id: str = ""
+    agent: str | None = None
+    session: str | None = None
+    tags: tuple[str, ...] = ()
+    task: str | None = None
+    key_id: str | None = None
+
+
+def _clean(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{where} must be a string", param=where, code="invalid_value")
+    value = value.strip()
+    if len(value) > _MAX_VALUE:
+        raise InvalidRequestError(f"{where} is longer than {_MAX_VALUE} characters", param=where,
+                                  code="invalid_value")
+    if not value.isprintable():
+        raise InvalidRequestError(f"{where} contains control characters", param=where, code="invalid_value")
+    return value or None
+
+
+def _tags(value: object, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items: list[object] = list(value.split(","))
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise InvalidRequestError(f"{where} must be a list of strings or a comma-separated string",
+                                  param=where, code="invalid_value")
+    tags = tuple(t for t in (_clean(item, where) for item in items) if t)
+    if len(tags) > _MAX_TAGS:
+        raise InvalidRequestError(f"{where} has more than {_MAX_TAGS} tags", param=where, code="invalid_value")
+    return tags
+
+
+def context_from(
+    headers: Mapping[str, str], body: MutableMapping[str, Any], *, request_id: str = "", key_id: str | None = None
+) -> RequestContext:
+    """Read the context and strip switchman's keys from `body["metadata"]` (in place)."""
+    metadata = body.get("metadata")
+    own: dict[str, Any] = {}
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise InvalidRequestError("metadata must be an object", param="metadata", code="invalid_type")
+        own = {k: metadata[k] for k in OWN_METADATA_KEYS if k in metadata}
+        if own:
+            rest = {k: v for k, v in metadata.items() if k not in OWN_METADATA_KEYS}
+            if rest:
+                body["metadata"] = rest
+            else:
+                del body["metadata"]
+    header_tags = headers.get("x-switchman-tags")
+    return RequestContext(
+        request_id=request_id,
+        agent=_clean(headers.get("x-switchman-agent"), "X-Switchman-Agent") or _clean(own.get("agent"),
+                                                                                       "metadata.agent"),
+        session=_clean(headers.get("x-switchman-session"), "X-Switchman-Session")
+        or _clean(own.get("session"), "metadata.session"),
+        tags=_tags(header_tags, "X-Switchman-Tags") if header_tags is not None else _tags(own.get("tags"),
+                                                                                         "metadata.tags"),
+        task=_clean(headers.get("x-switchman-task"), "X-Switchman-Task") or _clean(own.get("task"), "metadata.task"),
+        key_id=key_id,
+    )

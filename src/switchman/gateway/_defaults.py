@@ -1,0 +1,77 @@
+"""The configuration `switchman serve` runs on when given none, and `switchman init` writes.
+
+Every provider whose key variable is set contributes its models; the default route picks the
+cheapest capable one. Models genai-prices cannot price are left out (a router that cannot price a
+model cannot tell whether routing to it saves money).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._catalog import lookup_catalog_price
+
+__all__ = ["KNOWN_PROVIDERS", "KnownProvider", "default_config", "local_models"]
+
+
+@dataclass(frozen=True, slots=True)
+class KnownProvider:
+    """A provider switchman knows how to reach without configuration."""
+
+    kind: str
+    base_url: str
+    api_key_env: str
+    models: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+#: Provider name → where it is, its key variable and the models the defaults offer (with capabilities).
+KNOWN_PROVIDERS: dict[str, KnownProvider] = {
+    "openai": KnownProvider("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", (
+        ("gpt-4o-mini", ("tools", "json", "vision")), ("gpt-4o", ("tools", "json", "vision")))),
+    "anthropic": KnownProvider("anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY", (
+        ("claude-3-5-haiku-latest", ("tools", "json", "vision")),
+        ("claude-sonnet-4-5", ("tools", "json", "vision", "reasoning")))),
+    "deepseek": KnownProvider("openai", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", (
+        ("deepseek-chat", ("tools", "json")),)),
+    "groq": KnownProvider("openai", "https://api.groq.com/openai/v1", "GROQ_API_KEY", (
+        ("llama-3.1-8b-instant", ("tools", "json")),)),
+    "together": KnownProvider("openai", "https://api.together.xyz/v1", "TOGETHER_API_KEY", (
+        ("meta-llama/Llama-3.3-70B-Instruct-Turbo", ("tools", "json")),)),
+    "openrouter": KnownProvider("openai", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", (
+        ("openai/gpt-4o-mini", ("tools", "json", "vision")),)),
+}
+
+
+def local_models() -> list[dict[str, Any]]:
+    """Model entries for the local tier (`switchman[local]`): provider config and models, when installed.
+
+    Each item is {"provider": name, "provider_config": {...}, "models": {name: model config}}.
+    Empty until the local tier lands.
+    """
+    return []
+
+
+def default_config(env: Mapping[str, str]) -> dict[str, Any]:
+    """The embedded configuration for this environment, shaped like the YAML file."""
+    providers: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    for name, known in KNOWN_PROVIDERS.items():
+        if not env.get(known.api_key_env):
+            continue
+        offered = {
+            model: {"provider": name, "capabilities": list(caps)}
+            for model, caps in known.models
+            if lookup_catalog_price(model, name) is not None
+        }
+        if offered:
+            providers[name] = {"kind": known.kind, "base_url": known.base_url, "api_key_env": known.api_key_env}
+            models.update(offered)
+    for local in local_models():
+        providers[local["provider"]] = local["provider_config"]
+        models.update(local["models"])
+    config: dict[str, Any] = {"providers": providers, "models": models}
+    if models:
+        config["routes"] = {"default": {"candidates": list(models), "strategy": "cheapest"}}
+    return config

@@ -1,0 +1,108 @@
+"""One request's bookkeeping, from arrival to its single ledger record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from .._catalog import ModelSpec
+from .._exceptions import (
+    BudgetExceededError,
+    ContentPolicyViolationError,
+    ContextWindowExceededError,
+    RoutingError,
+    UpstreamBadRequestError,
+)
+from ..ledger import LedgerRecord, Reservation
+from ..routing import Decision, RouteRequest
+from ._context import RequestContext
+from ._errors import InvalidRequestError, Scrubber
+from ._wire import Usage
+
+__all__ = ["Exchange", "status_for"]
+
+_CLIENT_ERRORS = (InvalidRequestError, RoutingError, UpstreamBadRequestError, ContextWindowExceededError,
+                  ContentPolicyViolationError)
+
+
+def status_for(error: BaseException) -> str:
+    """The ledger status of a request that ended with this error."""
+    if isinstance(error, BudgetExceededError):
+        return "rejected_budget"
+    if isinstance(error, _CLIENT_ERRORS):
+        return "bad_request"
+    return "error"
+
+
+class Exchange:
+    """What happened to one request: decision, models tried, usage, timing, outcome."""
+
+    __slots__ = ("context", "decision", "error", "first_token_at", "model", "request", "reservation",
+                 "started", "started_wall", "status", "tried", "usage", "usage_estimated")
+
+    def __init__(self, context: RequestContext, started: float) -> None:
+        self.context = context
+        self.started = started
+        self.started_wall = time.time()
+        self.request: RouteRequest | None = None
+        self.decision: Decision | None = None
+        self.reservation: Reservation | None = None
+        self.model: str | None = None
+        self.tried: list[str] = []
+        self.usage: Usage | None = None
+        self.usage_estimated = False
+        self.first_token_at: float | None = None
+        self.status = "ok"
+        self.error: str | None = None
+
+    def fail(self, error: BaseException, scrub: Scrubber) -> None:
+        """Note the error that ended the request."""
+        self.status = status_for(error)
+        self.error = scrub(str(error))[:500]
+
+    def cost(self, specs: Mapping[str, ModelSpec]) -> float:
+        """USD cost on the model that answered (0 when none did)."""
+        if self.model is None or self.usage is None:
+            return 0.0
+        u = self.usage
+        return specs[self.model].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens)
+
+    def baseline_cost(self, specs: Mapping[str, ModelSpec], candidates: tuple[str, ...]) -> float | None:
+        """What the same tokens would have cost on the route's most expensive candidate."""
+        if self.usage is None or not candidates:
+            return None
+        u = self.usage
+        return max(specs[m].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens) for m in candidates)
+
+    def record(self, specs: Mapping[str, ModelSpec], route_candidates: tuple[str, ...], now: float) -> LedgerRecord:
+        """The ledger record (also settles or releases the budget reservation)."""
+        cost = self.cost(specs)
+        if self.reservation is not None:
+            if self.usage is not None:
+                self.reservation.settle(cost)
+            else:
+                self.reservation.release()
+        decision, ctx, usage = self.decision, self.context, self.usage
+        return LedgerRecord(
+            time=self.started_wall,
+            request_id=ctx.request_id,
+            agent=ctx.agent,
+            session=ctx.session,
+            key_id=ctx.key_id,
+            route=decision.route if decision else None,
+            model=self.model or (decision.model if decision else None),
+            reason=decision.reason if decision else None,
+            strategy=decision.strategy if decision else None,
+            candidates=route_candidates,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            tokens_estimated=self.usage_estimated,
+            cost_usd=cost,
+            baseline_cost_usd=self.baseline_cost(specs, route_candidates),
+            latency_ms=(now - self.started) * 1000.0,
+            ttft_ms=(self.first_token_at - self.started) * 1000.0 if self.first_token_at is not None else None,
+            status=self.status,
+            error=self.error,
+            fallback_chain=tuple(self.tried),
+            tags=ctx.tags,
+        )

@@ -1,0 +1,98 @@
+"""What to do after a provider error: retry the same model, move down the chain, or stop (pure).
+
+- 429, 5xx, timeouts, connection errors: retry with exponential backoff (a Retry-After the
+  provider sends is honoured when it is within the backoff cap; longer, and the chain moves on),
+  then the next model in the Decision's order;
+- a context-length error: the next model whose context window is larger;
+- a content-policy refusal: the route's `content_policy_fallback`, once;
+- any other 4xx: stop, the request itself is wrong.
+Models whose circuit is open are passed over while any other model remains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from .._catalog import ModelSpec
+from .._config import Retries
+from .._exceptions import (
+    ContentPolicyViolationError,
+    ContextWindowExceededError,
+    RateLimitError,
+    UpstreamBadRequestError,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamServerError,
+    UpstreamTimeout,
+)
+from ..routing import Decision
+
+__all__ = ["FallbackChain", "fallback_reason", "is_provider_failure", "retry_delay"]
+
+_RETRYABLE = (RateLimitError, UpstreamServerError, UpstreamTimeout, UpstreamConnectionError)
+_REASONS: tuple[tuple[type[UpstreamError], str], ...] = (
+    (RateLimitError, "rate_limit"),
+    (UpstreamTimeout, "timeout"),
+    (UpstreamConnectionError, "connection"),
+    (UpstreamServerError, "server_error"),
+    (ContextWindowExceededError, "context_window"),
+    (ContentPolicyViolationError, "content_policy"),
+)
+
+
+def retry_delay(error: UpstreamError, attempt: int, retries: Retries) -> float | None:
+    """Seconds to wait before retrying the same model, or None to stop retrying it."""
+    if not isinstance(error, _RETRYABLE) or attempt >= retries.attempts:
+        return None
+    if error.retry_after is not None:
+        return error.retry_after if error.retry_after <= retries.max_backoff_s else None
+    return min(retries.backoff_s * (2**attempt), retries.max_backoff_s)
+
+
+def is_provider_failure(error: UpstreamError) -> bool:
+    """Whether the error says the provider is unwell (counts toward its circuit breaker)."""
+    return not isinstance(error, UpstreamBadRequestError | ContextWindowExceededError | ContentPolicyViolationError)
+
+
+def fallback_reason(error: UpstreamError) -> str:
+    """A short label for metrics."""
+    return next((label for cls, label in _REASONS if isinstance(error, cls)), "upstream_error")
+
+
+@dataclass
+class FallbackChain:
+    """The ordered models to try for one request: the Decision's choice, then its fallbacks."""
+
+    decision: Decision
+    specs: Mapping[str, ModelSpec]
+    content_policy_fallback: str | None = None
+    allow: Callable[[str], bool] = lambda model: True
+    tried: list[str] = field(default_factory=list)
+
+    def _pick(self, options: list[str]) -> str | None:
+        options = [m for m in options if m not in self.tried and m in self.specs]
+        if not options:
+            return None
+        chosen = next((m for m in options if self.allow(m)), options[0])
+        self.tried.append(chosen)
+        return chosen
+
+    def first(self) -> str | None:
+        """The model to try first."""
+        return self._pick([self.decision.model, *self.decision.fallbacks])
+
+    def after(self, model: str, error: UpstreamError) -> str | None:
+        """The model to try after `model` failed with `error`, or None to give up."""
+        if isinstance(error, UpstreamBadRequestError):
+            return None
+        if isinstance(error, ContentPolicyViolationError):
+            fallback = self.content_policy_fallback
+            return self._pick([fallback]) if fallback else None
+        order = [self.decision.model, *self.decision.fallbacks]
+        if isinstance(error, ContextWindowExceededError):
+            window = self.specs[model].context_window
+            if window is not None:
+                # A window the catalog does not know may be larger: try it.
+                order = [m for m in order if m in self.specs and (self.specs[m].context_window or window + 1) > window]
+        return self._pick(order)

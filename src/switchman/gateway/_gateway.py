@@ -1,0 +1,66 @@
+"""Gateway: everything one server process holds, built once at startup from the configuration.
+
+The environment is read here, once: provider keys, the master key. Nothing on the request path
+reads it again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from .._config import Config, parse_config
+from .._router import Router
+from ..ledger import BudgetManager, KeyStore, Ledger, Metrics
+from ._client import Dispatcher
+from ._defaults import default_config
+
+__all__ = ["Gateway"]
+
+
+class Gateway:
+    """Router, dispatcher, ledger, budgets, keys and metrics of one gateway process."""
+
+    def __init__(
+        self, dispatcher: Dispatcher, *, ledger: Ledger | None = None, keys: KeyStore | None = None,
+        metrics: Metrics | None = None, master_key: str | None = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.router = dispatcher.router
+        self.config = dispatcher.router.config
+        self.ledger = ledger
+        self.keys = keys
+        self.metrics = metrics
+        self.master_key = master_key
+
+    @classmethod
+    def from_config(
+        cls, config: Config | None = None, *, base_dir: str | Path = ".", env: Mapping[str, str] | None = None,
+    ) -> Gateway:
+        """Assemble a gateway; with no config, the embedded defaults for this environment."""
+        env = dict(os.environ) if env is None else dict(env)
+        if config is None:
+            config = parse_config(default_config(env), source="<embedded defaults>")
+        router = Router(config, base_dir=base_dir)
+        ledger = Ledger.from_url(config.server.ledger_url)
+        keys = KeyStore(config.server.ledger_url)
+        budgets = BudgetManager([*config.budgets, *keys.budgets()], ledger)
+        metrics = Metrics(ledger=ledger)
+        dispatcher = Dispatcher.from_router(router, env, ledger=ledger, budgets=budgets, metrics=metrics)
+        return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
+                   master_key=env.get(config.server.master_key_env) or None)
+
+    async def start(self) -> None:
+        """Load every route's strategy (router files, embedders) and start the ledger writer."""
+        self.router.warm_up()
+        if self.ledger is not None:
+            await self.ledger.start()
+
+    async def aclose(self) -> None:
+        """Close upstream connections, then flush the ledger."""
+        await self.dispatcher.aclose()
+        if self.ledger is not None:
+            await self.ledger.close()
+        if self.keys is not None:
+            self.keys.close()

@@ -1,0 +1,93 @@
+"""Bearer authentication: the master key (from the environment) or a virtual key from the KeyStore.
+
+With no master key and no virtual keys there is nothing to check and every request passes (the
+server then refuses to listen beyond loopback, see `check_bind`). A virtual key created while
+the server runs switches checking on within `recheck_s`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+import anyio.to_thread
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ...ledger import KeyStore
+from .._errors import InvalidRequestError, error_response
+
+__all__ = ["MASTER_KEY_ID", "AuthMiddleware"]
+
+MASTER_KEY_ID = "master"
+_CACHE_S = 10.0
+
+
+def _unauthorized(message: str) -> InvalidRequestError:
+    return InvalidRequestError(message, status=401, code="invalid_api_key", kind="authentication_error")
+
+
+class AuthMiddleware:
+    """Checks `Authorization: Bearer <key>`; sets `scope["state"]["key_id"]`."""
+
+    def __init__(
+        self, app: ASGIApp, *, keys: KeyStore | None, master_key: str | None,
+        open_paths: frozenset[str] = frozenset({"/health"}), recheck_s: float = 5.0,
+    ) -> None:
+        self.app = app
+        self.keys = keys
+        self.master = master_key.encode() if master_key else None
+        self.open_paths = open_paths
+        self.recheck_s = recheck_s
+        self._has_keys: bool | None = None
+        self._checked_at = 0.0
+        self._verified: dict[bytes, tuple[str, float]] = {}
+
+    async def _enabled(self) -> bool:
+        if self.master is not None:
+            return True
+        if self.keys is None:
+            return False
+        now = time.monotonic()
+        if self._has_keys is None or now - self._checked_at > self.recheck_s:
+            self._has_keys = await anyio.to_thread.run_sync(self.keys.has_keys)
+            self._checked_at = now
+        return self._has_keys
+
+    async def _key_id(self, secret: bytes) -> str | None:
+        if self.master is not None and hmac.compare_digest(secret, self.master):
+            return MASTER_KEY_ID
+        if self.keys is None:
+            return None
+        digest = hashlib.sha256(secret).digest()
+        now = time.monotonic()
+        cached = self._verified.get(digest)
+        if cached is not None and now - cached[1] < _CACHE_S:
+            return cached[0]
+        info = await anyio.to_thread.run_sync(self.keys.verify, secret.decode("latin-1"))
+        if info is None:
+            self._verified.pop(digest, None)
+            return None
+        self._verified[digest] = (info.id, now)
+        return info.id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths or not await self._enabled():
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        if header is None:
+            error = _unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
+        else:
+            scheme, _, secret = header.partition(b" ")
+            secret = secret.strip()
+            key_id = await self._key_id(secret) if scheme.lower() == b"bearer" and secret else None
+            if key_id is not None:
+                scope.setdefault("state", {})["key_id"] = key_id
+                await self.app(scope, receive, send)
+                return
+            if scheme.lower() != b"bearer" or not secret:
+                error = _unauthorized("malformed Authorization header: expected 'Bearer <key>'")
+            else:
+                error = _unauthorized("invalid API key")
+        await error_response(error)(scope, receive, send)

@@ -1,0 +1,124 @@
+"""The OpenAI chat-completions wire format: passed through, with the model name swapped.
+
+Non-stream bodies go back to the client byte for byte; streams are relayed event by event. The
+only change to a stream: switchman asks the upstream for usage, and drops that usage chunk again
+when the client had not asked for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+
+from .._exceptions import UpstreamError, UpstreamServerError
+from ._transport import TRANSPORT_ERRORS, transport_error
+from ._wire import Usage, classify_error, retry_after_seconds, sse_data
+
+__all__ = ["OpenAIAdapter", "OpenAIStream"]
+
+_DONE = b"data: [DONE]\n\n"
+
+
+def _usage(data: Mapping[str, Any] | None) -> Usage | None:
+    if not isinstance(data, Mapping):
+        return None
+    details = data.get("prompt_tokens_details") or {}
+    return Usage(
+        input_tokens=int(data.get("prompt_tokens") or 0),
+        output_tokens=int(data.get("completion_tokens") or 0),
+        cached_input_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0,
+    )
+
+
+class OpenAIStream:
+    """Relays an OpenAI SSE stream; notes usage and the end, raises on an in-stream error event."""
+
+    __slots__ = ("_drop_usage", "_model", "chunks", "finished", "usage")
+
+    def __init__(self, model: str, *, drop_usage: bool) -> None:
+        self._model = model
+        self._drop_usage = drop_usage
+        self.usage: Usage | None = None
+        self.finished = False
+        self.chunks = 0
+
+    def feed(self, event: bytes) -> list[bytes]:
+        """Client-bound bytes for one upstream event."""
+        data = sse_data(event)
+        if data is None:
+            return []
+        if data == b"[DONE]":
+            self.finished = True
+            return [_DONE]
+        if data.startswith(b'{"error"'):
+            error = orjson.loads(data).get("error") or {}
+            raise UpstreamServerError(f"{self._model}: upstream stream error: {error.get('message', error)}",
+                                      model=self._model)
+        self.chunks += 1
+        if b'"usage":{' in data or b'"usage": {' in data:
+            parsed = orjson.loads(data)
+            self.usage = _usage(parsed.get("usage")) or self.usage
+            if self._drop_usage and not parsed.get("choices"):
+                return []
+        return [event + b"\n\n"]
+
+    def close(self) -> list[bytes]:
+        """Bytes to end a stream whose upstream ended without [DONE]."""
+        return [] if self.finished else [_DONE]
+
+
+class OpenAIAdapter:
+    """Speaks to any OpenAI-compatible /chat/completions endpoint."""
+
+    path = "/chat/completions"
+
+    def auth_headers(self, key: str | None) -> dict[str, str]:
+        """Bearer authentication."""
+        return {"authorization": f"Bearer {key}"} if key else {}
+
+    def encode(self, body: Mapping[str, Any], wire_model: str, *, stream: bool) -> bytes:
+        """The upstream request body: the client's, with the provider's model name (and usage asked for)."""
+        out = dict(body)
+        out["model"] = wire_model
+        if stream:
+            options = dict(out.get("stream_options") or {})
+            if not options.get("include_usage"):
+                options["include_usage"] = True
+                out["stream_options"] = options
+        return orjson.dumps(out)
+
+    def decode(self, content: bytes, model: str) -> tuple[bytes, Usage | None]:
+        """The client's body (unchanged) and the usage it reports."""
+        data = orjson.loads(content)
+        if not isinstance(data, dict) or "choices" not in data:
+            raise UpstreamServerError(f"{model}: upstream answered without choices", model=model)
+        return content, _usage(data.get("usage"))
+
+    def stream(self, model: str, body: Mapping[str, Any]) -> OpenAIStream:
+        """A relay for one stream; drops the usage chunk unless the client asked for it."""
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return OpenAIStream(model, drop_usage=not wants_usage)
+
+    def error(self, status: int, content: bytes, headers: Mapping[str, str], model: str) -> UpstreamError:
+        """The switchman error for an HTTP error answer."""
+        message, code = content.decode("utf-8", "replace")[:500], ""
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            error = data["error"]
+            message = str(error.get("message") or message)
+            code = f"{error.get('code') or ''} {error.get('type') or ''}"
+        return classify_error(status, message, code, model=model, retry_after=retry_after_seconds(headers))
+
+    @contextmanager
+    def map_errors(self, model: str) -> Iterator[None]:
+        """Translate transport and decoding failures into the switchman error tree."""
+        try:
+            yield
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, model) from exc

@@ -1,0 +1,150 @@
+"""Providers (where to send, with which key, over one pooled client) and the wire adapters they speak.
+
+One `Provider` per endpoint, one adapter per wire format (pydantic-ai keeps the same split):
+an OpenAI-compatible provider passes bodies through, an Anthropic one translates. A `Deployment`
+is a model bound to its provider with its timeouts, everything resolved once at startup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from .._catalog import ModelSpec
+from .._config import Config, ProviderConfig, Timeouts
+from .._exceptions import ConfigError, UpstreamError
+from ._anthropic import AnthropicAdapter
+from ._defaults import KNOWN_PROVIDERS
+from ._openai import OpenAIAdapter
+from ._wire import Usage
+
+__all__ = ["Deployment", "Provider", "StreamTranslator", "WireAdapter", "build_deployments"]
+
+#: Connection pool per provider: plenty of keep-alive connections, reused for a minute.
+DEFAULT_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=256, keepalive_expiry=60.0)
+
+
+class StreamTranslator(Protocol):
+    """Turns upstream stream events into client-bound OpenAI SSE bytes."""
+
+    usage: Usage | None
+    finished: bool
+    chunks: int
+
+    def feed(self, event: bytes) -> list[bytes]: ...
+    def close(self) -> list[bytes]: ...
+
+
+class WireAdapter(Protocol):
+    """How to speak one wire format."""
+
+    path: str
+
+    def auth_headers(self, key: str | None) -> dict[str, str]: ...
+    def encode(self, body: Mapping[str, Any], wire_model: str, *, stream: bool) -> bytes: ...
+    def decode(self, content: bytes, model: str) -> tuple[bytes, Usage | None]: ...
+    def stream(self, model: str, body: Mapping[str, Any]) -> StreamTranslator: ...
+    def error(self, status: int, content: bytes, headers: Mapping[str, str], model: str) -> UpstreamError: ...
+    def map_errors(self, model: str) -> AbstractContextManager[None]: ...
+
+
+ADAPTERS: dict[str, type[OpenAIAdapter] | type[AnthropicAdapter]] = {
+    "openai": OpenAIAdapter,
+    "anthropic": AnthropicAdapter,
+}
+
+
+class Provider:
+    """One upstream endpoint with its key and its own pooled, keep-alive HTTP client."""
+
+    def __init__(self, name: str, config: ProviderConfig, key: str | None, *,
+                 limits: httpx.Limits = DEFAULT_LIMITS) -> None:
+        self.name = name
+        self.kind = config.kind
+        self.base_url = config.base_url.rstrip("/")
+        self.adapter: WireAdapter = ADAPTERS[config.kind]()
+        self.has_key = bool(key)
+        headers = {"content-type": "application/json", **self.adapter.auth_headers(key)}
+        self.client = httpx.AsyncClient(base_url=self.base_url, headers=headers, limits=limits)
+        self.url = httpx.URL(self.base_url + self.adapter.path)
+
+    def __repr__(self) -> str:  # never the key
+        return f"Provider({self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self.client.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A model bound to its provider, with its timeouts resolved."""
+
+    spec: ModelSpec
+    provider: Provider
+    timeout: httpx.Timeout
+    first_byte_s: float
+    total_s: float
+
+    @property
+    def name(self) -> str:
+        """The model's name in switchman."""
+        return self.spec.name
+
+    @property
+    def adapter(self) -> WireAdapter:
+        """The provider's wire adapter."""
+        return self.provider.adapter
+
+    def build_request(self, body: Mapping[str, Any], *, stream: bool) -> httpx.Request:
+        """The upstream request for a (validated, OpenAI-format) chat body."""
+        content = self.adapter.encode(body, self.spec.wire_name, stream=stream)
+        return self.provider.client.build_request("POST", self.provider.url, content=content, timeout=self.timeout)
+
+
+def _provider_config(name: str, config: Config) -> ProviderConfig:
+    if name in config.providers:
+        return config.providers[name]
+    known = KNOWN_PROVIDERS.get(name)
+    if known is None:
+        raise ConfigError(f"models refer to provider {name!r}, which is neither configured under 'providers' "
+                          f"nor one switchman knows ({', '.join(sorted(KNOWN_PROVIDERS))})")
+    return ProviderConfig(kind=known.kind, base_url=known.base_url, api_key_env=known.api_key_env)  # type: ignore[arg-type]
+
+
+def _timeouts(timeouts: Timeouts) -> httpx.Timeout:
+    return httpx.Timeout(connect=timeouts.connect, read=timeouts.first_byte, write=timeouts.connect,
+                         pool=timeouts.connect)
+
+
+def build_deployments(
+    config: Config, specs: Mapping[str, ModelSpec], env: Mapping[str, str]
+) -> tuple[dict[str, Provider], dict[str, Deployment]]:
+    """Providers for every model's provider (keys read from `env` now) and a deployment per model."""
+    providers: dict[str, Provider] = {}
+    deployments: dict[str, Deployment] = {}
+    for name, spec in specs.items():
+        if spec.provider not in providers:
+            pconf = _provider_config(spec.provider, config)
+            key = env.get(pconf.api_key_env) if pconf.api_key_env else None
+            providers[spec.provider] = Provider(spec.provider, pconf, key)
+        timeouts = config.models[name].timeouts if name in config.models else None
+        timeouts = timeouts or config.server.timeouts
+        deployments[name] = Deployment(spec, providers[spec.provider], _timeouts(timeouts), timeouts.first_byte,
+                                       timeouts.total)
+    return providers, deployments
+
+
+def provider_keys(config: Config, env: Mapping[str, str]) -> Iterator[str]:
+    """Every secret the configuration points at (to scrub from anything switchman emits)."""
+    names = {p.api_key_env for p in config.providers.values() if p.api_key_env}
+    names |= {k.api_key_env for k in KNOWN_PROVIDERS.values()}
+    names.add(config.server.master_key_env)
+    for name in names:
+        value = env.get(name)
+        if value:
+            yield value

@@ -1,0 +1,198 @@
+"""Streaming: open an upstream stream up to its first event, then relay it to the client as it comes.
+
+Fallback is possible only until the first byte reaches the client, so `open_upstream_stream`
+waits for the first translated event (a failure before it is just another failed attempt). After
+that, an upstream failure ends the client's stream with an error event and `[DONE]`; a client
+that goes away cancels the upstream request. Either way the request gets its one ledger record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .._exceptions import UpstreamError, UpstreamServerError
+from ._errors import error_payload
+from ._exchange import Exchange
+from ._health import HealthBoard
+from ._providers import Deployment, StreamTranslator
+from ._wire import Usage, sse_events
+
+if TYPE_CHECKING:
+    from ._client import Dispatcher
+
+__all__ = ["ChatStream", "OpenedStream", "RelayResponse", "open_upstream_stream"]
+
+_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(slots=True)
+class OpenedStream:
+    """An upstream stream that has produced its first client-bound bytes."""
+
+    deployment: Deployment
+    response: httpx.Response
+    events: AsyncGenerator[bytes, None]
+    translator: StreamTranslator
+    first: list[bytes]
+    sent_at: float
+    first_at: float
+
+    async def aclose(self) -> None:
+        """Stop reading and release the connection (safe to call while being cancelled)."""
+        with anyio.CancelScope(shield=True):
+            await self.events.aclose()
+            await self.response.aclose()
+
+
+async def open_upstream_stream(
+    deployment: Deployment, body: Mapping[str, Any], *, clock: Callable[[], float], health: HealthBoard
+) -> OpenedStream:
+    """Send the request and read up to the first event the client will see (within first_byte)."""
+    adapter, name = deployment.adapter, deployment.name
+    request = deployment.build_request(body, stream=True)
+    translator = adapter.stream(name, body)
+    sent_at = clock()
+    response: httpx.Response | None = None
+    events: AsyncGenerator[bytes, None] | None = None
+    try:
+        with adapter.map_errors(name), anyio.fail_after(deployment.first_byte_s):
+            response = await deployment.provider.client.send(request, stream=True)
+            if response.status_code >= 400:
+                content = await response.aread()
+                raise adapter.error(response.status_code, content, response.headers, name)
+            events = sse_events(response.aiter_bytes())
+            first: list[bytes] = []
+            while not first:
+                try:
+                    event = await events.__anext__()
+                except StopAsyncIteration:
+                    raise UpstreamServerError(f"{name}: upstream stream ended before any event", model=name) from None
+                first = translator.feed(event)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            if events is not None:
+                await events.aclose()
+            if response is not None:
+                await response.aclose()
+        raise
+    first_at = clock()
+    health.observe(name, (first_at - sent_at) * 1000.0)
+    return OpenedStream(deployment, response, events, translator, first, sent_at, first_at)
+
+
+class ChatStream:
+    """A stream committed to one model: relays it, then records it once."""
+
+    def __init__(self, dispatcher: Dispatcher, exchange: Exchange, opened: OpenedStream) -> None:
+        self._dispatcher = dispatcher
+        self._exchange = exchange
+        self._opened = opened
+        self._error: UpstreamError | None = None
+        self._ended = False
+        self._closed = False
+
+    @property
+    def model(self) -> str:
+        """The model answering."""
+        return self._opened.deployment.name
+
+    @property
+    def reason(self) -> str:
+        """Why it was chosen."""
+        decision = self._exchange.decision
+        return decision.reason if decision is not None else ""
+
+    async def relay(self, send: Callable[[bytes], Awaitable[None]]) -> None:
+        """Forward every event to `send` as it arrives; an upstream failure becomes an error event."""
+        opened, clock = self._opened, self._dispatcher.clock
+        deployment = opened.deployment
+        remaining = max(deployment.total_s - (clock() - opened.sent_at), 0.0)
+        translator = opened.translator
+        try:
+            with deployment.adapter.map_errors(deployment.name), anyio.fail_after(remaining):
+                for chunk in opened.first:
+                    await send(chunk)
+                self._exchange.first_token_at = clock()
+                async for event in opened.events:
+                    for chunk in translator.feed(event):
+                        await send(chunk)
+                for chunk in translator.close():
+                    await send(chunk)
+        except UpstreamError as exc:
+            self._error = exc
+            status, payload = error_payload(exc, self._dispatcher.scrub)
+            await send(b"data: " + orjson.dumps(payload) + b"\n\n" + _DONE)
+        self._ended = True
+
+    async def aclose(self, *, disconnected: bool = False) -> None:
+        """Release the upstream and write the ledger record (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        opened, exchange, dispatcher = self._opened, self._exchange, self._dispatcher
+        await opened.aclose()
+        translator, name = opened.translator, opened.deployment.name
+        if translator.usage is not None:
+            exchange.usage = translator.usage
+        else:
+            exchange.usage = Usage(exchange.request.input_tokens if exchange.request else 0, translator.chunks)
+            exchange.usage_estimated = True
+        ended_at = dispatcher.clock()
+        if self._error is not None:
+            dispatcher.health.record(name, ok=False)
+            exchange.fail(self._error, dispatcher.scrub)
+            exchange.status = "stream_error"
+        elif disconnected or not self._ended:
+            exchange.status = "client_disconnected"
+        else:
+            dispatcher.health.observe(name, (opened.first_at - opened.sent_at) * 1000.0,
+                                      exchange.usage.output_tokens, ended_at - opened.first_at)
+        dispatcher.finish(exchange)
+
+
+class RelayResponse(Response):
+    """An SSE response that relays a ChatStream and notices the client leaving."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, stream: ChatStream, headers: Mapping[str, str]) -> None:
+        self.stream = stream
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        done = disconnected = False
+
+        async def body(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def watch() -> None:
+                    nonlocal disconnected
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    if not done:
+                        disconnected = True
+                        group.cancel_scope.cancel()
+
+                group.start_soon(watch)
+                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+                await self.stream.relay(body)
+                done = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                group.cancel_scope.cancel()
+        except OSError:
+            disconnected = True
+        finally:
+            await self.stream.aclose(disconnected=disconnected and not done)

@@ -1,0 +1,107 @@
+"""What every wire adapter shares: usage counts, SSE framing, and turning a provider's error into ours.
+
+A provider error becomes one class of the switchman tree, chosen for what the dispatcher does
+next: retry (429, 5xx), move to a larger window (context length), move to the content-policy
+fallback, or give up (any other 4xx).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from .._exceptions import (
+    ContentPolicyViolationError,
+    ContextWindowExceededError,
+    RateLimitError,
+    UpstreamBadRequestError,
+    UpstreamError,
+    UpstreamServerError,
+)
+
+__all__ = ["Usage", "classify_error", "retry_after_seconds", "sse_data", "sse_events"]
+
+_CONTEXT_MARKERS = (
+    "context_length_exceeded", "maximum context length", "context window", "context length",
+    "prompt is too long", "too many tokens", "input is too long", "reduce the length",
+)
+_POLICY_MARKERS = (
+    "content_policy", "content policy", "content_filter", "content filter", "content management policy",
+    "safety system", "usage policy", "responsibleaipolicyviolation",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts the upstream reported."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the provider asks us to wait (retry-after-ms, retry-after seconds or HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(float(value) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return max(parsed.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def classify_error(
+    status: int, message: str, code: str, *, model: str, retry_after: float | None = None
+) -> UpstreamError:
+    """The switchman error for an upstream HTTP error (status, message and code from its body)."""
+    text = f"{code} {message}".lower()
+    detail = f"{model}: upstream answered {status}: {message}"
+    if status == 429:
+        return RateLimitError(detail, model=model, retry_after=retry_after)
+    if status >= 500:
+        return UpstreamServerError(detail, model=model, retry_after=retry_after)
+    if any(marker in text for marker in _CONTEXT_MARKERS):
+        return ContextWindowExceededError(detail, model=model)
+    if any(marker in text for marker in _POLICY_MARKERS):
+        return ContentPolicyViolationError(detail, model=model)
+    if status in (401, 403, 404, 408, 409):
+        # The provider's key, permissions or model name are wrong, or it timed out: not the client's fault.
+        return UpstreamError(detail, model=model)
+    return UpstreamBadRequestError(detail, model=model)
+
+
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Split a byte stream into server-sent events (without their blank-line terminator)."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer = buffer + chunk if buffer else chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        start = 0
+        while (end := buffer.find(b"\n\n", start)) >= 0:
+            if end > start:
+                yield buffer[start:end]
+            start = end + 2
+        buffer = buffer[start:]
+    if buffer.strip():
+        yield buffer.strip()
+
+
+def sse_data(event: bytes) -> bytes | None:
+    """The data of one event (multi-line data joined), or None for a comment-only event."""
+    if event.startswith(b"data:") and b"\n" not in event:
+        return event[5:].lstrip(b" ")
+    parts = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(parts) if parts else None
