@@ -70,6 +70,7 @@ class Router:
         self._base_dir = Path(base_dir)
         self._strategies: dict[str, Strategy] = {}
         self._random = random.Random(seed)
+        self._inprocess: Any = None  # gateway.InProcessClient, started by the first chat()/achat()
 
     @classmethod
     def from_config(cls, path: str | Path, **kwargs: Any) -> Router:
@@ -177,3 +178,28 @@ class Router:
             model=decision.model, reason=decision.reason, strategy=decision.strategy, route=route_name,
             candidates=decision.candidates, fallbacks=decision.fallbacks + extra, excluded=policy.excluded,
         )
+
+    def chat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> dict[str, Any]:
+        """Send a chat request in process and return the OpenAI chat.completion as a dict.
+
+        Same decision, retries, fallbacks, budgets and ledger as `switchman serve`. Options:
+        model, agent, session, tags, task, and any chat-completions field (tools, temperature, ...).
+        """
+        return self._client().chat(messages, **options)  # type: ignore[no-any-return]
+
+    async def achat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> dict[str, Any]:
+        """`chat` for async code."""
+        return await self._client().achat(messages, **options)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Stop the in-process client that `chat` started (closes connections, flushes the ledger)."""
+        if self._inprocess is not None:
+            self._inprocess.close()
+            self._inprocess = None
+
+    def _client(self) -> Any:
+        if self._inprocess is None:
+            from .gateway._sdk import InProcessClient
+
+            self._inprocess = InProcessClient(self)
+        return self._inprocess

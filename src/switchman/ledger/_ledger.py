@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from ._db import FEEDBACK, METADATA, REQUESTS, create_ledger_engine, display_url, resolve_url
 from ._record import LedgerRecord, LedgerStats, SpendBy, SpendRow
+from ._rows import BulkInsert, decode, encode
 
 __all__ = ["Ledger"]
 
@@ -38,22 +38,6 @@ _GROUP_COLUMNS = {
     "key": REQUESTS.c.key_id,
     "route": REQUESTS.c.route,
 }
-_FIELDS = tuple(LedgerRecord.__dataclass_fields__)
-_TUPLE_FIELDS = ("candidates", "fallback_chain", "tags")
-
-
-def _row(rec: LedgerRecord) -> dict[str, Any]:
-    row = {name: getattr(rec, name) for name in _FIELDS}
-    for name in _TUPLE_FIELDS:
-        row[name] = list(row[name])
-    return row
-
-
-def _from_row(row: Any) -> LedgerRecord:
-    values = {name: getattr(row, name) for name in _FIELDS}
-    for name in _TUPLE_FIELDS:
-        values[name] = tuple(values[name] or ())
-    return LedgerRecord(**values)
 
 
 def _epoch(moment: datetime | float) -> float:
@@ -82,12 +66,13 @@ class Ledger:
     ) -> None:
         self.url = url
         self._engine: Engine = create_ledger_engine(url)
+        self._insert = BulkInsert(self._engine)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_queued = max_queued
         self._max_retry_interval = max_retry_interval
         self._queue: deque[LedgerRecord] = deque()
-        self._pending: list[LedgerRecord] = []
+        self._pending: list[tuple[Any, ...]] = []  # encoded rows of the batch being written
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._busy = False
@@ -228,7 +213,11 @@ class Ledger:
                 if not self._pending:
                     queue, pending = self._queue, self._pending
                     while queue and len(pending) < self._batch_size:
-                        pending.append(queue.popleft())
+                        rec = queue.popleft()
+                        try:
+                            pending.append(encode(rec))
+                        except (AttributeError, TypeError, ValueError) as exc:
+                            self._discard(getattr(rec, "request_id", "?"), exc)
                 if not self._pending:
                     return True
                 if not self._write_batch(self._pending):
@@ -239,49 +228,38 @@ class Ledger:
                 self._busy = False
                 self._idle.notify_all()
 
-    def _write_batch(self, batch: list[LedgerRecord]) -> bool:
+    def _write_batch(self, rows: list[tuple[Any, ...]]) -> bool:
         try:
             self._ensure_schema()
-            rows = [_row(rec) for rec in batch]
-            with self._engine.begin() as conn:
-                conn.execute(REQUESTS.insert(), rows)
-        except (AttributeError, TypeError, ValueError):
-            return self._write_one_by_one(batch)  # something that is not a LedgerRecord was queued
-        except SQLAlchemyError as exc:
-            return self._write_one_by_one(batch) if _is_bad_row(exc) else self._failed(exc)
-        except OSError as exc:
-            return self._failed(exc)
-        self._written += len(batch)
+            self._insert(rows)
+        except self._insert.errors as exc:
+            return self._write_one_by_one(rows) if self._insert.is_bad_row(exc) else self._failed(exc)
+        self._written += len(rows)
         self._recovered()
         return True
 
-    def _write_one_by_one(self, batch: list[LedgerRecord]) -> bool:
+    def _write_one_by_one(self, rows: list[tuple[Any, ...]]) -> bool:
         """A batch the database refused as invalid: keep the good rows, log and discard the bad."""
         done = 0
         try:
-            for rec in batch:
+            for row in rows:
                 try:
-                    with self._engine.begin() as conn:
-                        conn.execute(REQUESTS.insert(), [_row(rec)])
-                except (AttributeError, TypeError, ValueError) as exc:
-                    self._discard(rec, exc)
-                except SQLAlchemyError as exc:
-                    if not _is_bad_row(exc):
+                    self._insert([row])
+                except self._insert.errors as exc:
+                    if not self._insert.is_bad_row(exc):
                         return self._failed(exc)
-                    self._discard(rec, exc)
+                    self._discard(row[1], exc)
                 else:
                     self._written += 1
                 done += 1
-        except OSError as exc:
-            return self._failed(exc)
         finally:
-            del batch[:done]  # never write a row twice when the retry comes
+            del rows[:done]  # never write a row twice when the retry comes
         self._recovered()
         return True
 
-    def _discard(self, rec: object, exc: BaseException) -> None:
+    def _discard(self, request_id: object, exc: BaseException) -> None:
         self._discarded += 1
-        logger.error("ledger refused record %s: %s", getattr(rec, "request_id", "?"), exc)
+        logger.error("ledger refused record %s: %s", request_id, exc)
 
     def _recovered(self) -> None:
         if self._outage_logged:
@@ -323,7 +301,7 @@ class Ledger:
         if limit is not None:
             query = query.limit(limit)
         with self._engine.connect() as conn:
-            return [_from_row(row) for row in conn.execute(query)]
+            return [decode(row) for row in conn.execute(query)]
 
     def query_spend(
         self, by: SpendBy = "model", since: datetime | float = 0.0, until: datetime | float | None = None
@@ -376,10 +354,3 @@ class Ledger:
         )
         with self._engine.connect() as conn:
             return [(float(score), comment) for score, comment in conn.execute(query)]
-
-
-def _is_bad_row(exc: SQLAlchemyError) -> bool:
-    """The database (or the driver, before sending) refused a row's values, as opposed to failing."""
-    if isinstance(exc, DataError | IntegrityError):
-        return True
-    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)

@@ -33,7 +33,7 @@ from ._replies import (
 __all__ = ["Fault", "FaultKind", "FakeUpstream", "RecordedRequest"]
 
 FaultKind = Literal[
-    "rate_limit", "server_error", "overloaded", "timeout", "reset", "drop_mid_stream",
+    "rate_limit", "server_error", "overloaded", "timeout", "reset", "drop_mid_stream", "slow_stream",
     "context_length", "content_policy", "bad_request", "auth_error",
 ]
 
@@ -43,7 +43,11 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """One injected failure. `seconds` is how long a timeout stalls; `retry_after` goes in the 429."""
+    """One injected failure.
+
+    `seconds`: how long a timeout stalls, or the pause between events of a slow stream;
+    `retry_after`: the 429's Retry-After; `after_events`: events sent before a mid-stream drop.
+    """
 
     kind: FaultKind
     retry_after: float | None = None
@@ -74,6 +78,7 @@ class _State:
     sticky: dict[str | None, Fault] = field(default_factory=dict)
     replies: dict[str, str] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
+    disconnects: int = 0
 
 
 class FakeUpstream:
@@ -177,6 +182,12 @@ class FakeUpstream:
         with self._lock:
             return list(self._state.requests)
 
+    @property
+    def disconnects(self) -> int:
+        """Streams the client (the gateway) closed before they ended."""
+        with self._lock:
+            return self._state.disconnects
+
     def requests_for(self, model: str) -> list[RecordedRequest]:
         """Requests whose body named this model."""
         return [r for r in self.requests if r.model == model]
@@ -245,7 +256,7 @@ class FakeUpstream:
             text = self._state.replies.get(str(body.get("model")))
         if body.get("stream"):
             events = (anthropic_stream if anthropic else openai_stream)(body, raw_len, text)
-            return await self._stream(writer, events, drop_after=None)
+            return await self._stream(writer, events, drop_after=None, delay=self.chunk_delay)
         return await self._send(writer, 200, (anthropic_message if anthropic else openai_completion)(body, raw_len, text))
 
     async def _fault(
@@ -263,7 +274,10 @@ class FakeUpstream:
                 writer.transport.abort()
                 return False
             events = (anthropic_stream if anthropic else openai_stream)(body, raw_len, None)
-            return await self._stream(writer, events, drop_after=fault.after_events)
+            return await self._stream(writer, events, drop_after=fault.after_events, delay=self.chunk_delay)
+        if fault.kind == "slow_stream":
+            events = (anthropic_stream if anthropic else openai_stream)(body, raw_len, None)
+            return await self._stream(writer, events, drop_after=None, delay=fault.seconds)
         status, payload = (anthropic_error if anthropic else openai_error)(fault.kind, key)
         extra = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
         return await self._send(writer, status, payload, extra)
@@ -278,17 +292,26 @@ class FakeUpstream:
         await writer.drain()
         return True
 
-    async def _stream(self, writer: asyncio.StreamWriter, events: Iterator[bytes], drop_after: int | None) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
-        for i, event in enumerate(events):
-            if drop_after is not None and i >= drop_after:
+    async def _stream(
+        self, writer: asyncio.StreamWriter, events: Iterator[bytes], drop_after: int | None, delay: float
+    ) -> bool:
+        try:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            for i, event in enumerate(events):
+                if drop_after is not None and i >= drop_after:
+                    await writer.drain()
+                    writer.transport.abort()
+                    return False
+                if delay and i:
+                    await asyncio.sleep(delay)
+                if writer.transport.is_closing():
+                    raise ConnectionResetError("client went away")
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
                 await writer.drain()
-                writer.transport.abort()
-                return False
-            if self.chunk_delay:
-                await asyncio.sleep(self.chunk_delay)
-            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            writer.write(b"0\r\n\r\n")
             await writer.drain()
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
+        except ConnectionError:
+            with self._lock:
+                self._state.disconnects += 1
+            return False
         return True

@@ -1,0 +1,110 @@
+"""How ledger records become rows, and the cheapest way to insert a batch of them per backend.
+
+The writer shares the GIL with the gateway's event loop, so its CPU per row matters more than its
+wall time. SQLAlchemy's Core insert spends ~15 µs of CPU per row on bind processing; handing the
+driver ready-made tuples costs ~5 µs on SQLite (one `executemany`) and ~3 µs on Postgres (one
+`COPY ... FROM STDIN`, which is also three times faster on the wall clock than INSERT). Values are
+coerced to plain str/int/float/bool/None here, so the driver never meets a type it cannot adapt and
+a bad row shows up either as a ValueError/TypeError here or as the database's DataError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from json.encoder import encode_basestring as _quote
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
+
+from ._db import REQUESTS
+from ._record import LedgerRecord
+
+__all__ = ["FIELDS", "BulkInsert", "decode", "encode"]
+
+FIELDS: tuple[str, ...] = tuple(LedgerRecord.__dataclass_fields__)
+_TUPLE_FIELDS = ("candidates", "fallback_chain", "tags")
+
+
+def _json_list(value: Any) -> str:
+    """A tuple of strings as a JSON array (json.dumps costs 4x more for these short lists)."""
+    if not value:
+        return "[]"
+    try:
+        return "[" + ",".join([_quote(item) for item in value]) + "]"
+    except TypeError:
+        return "[" + ",".join([_quote(str(item)) for item in value]) + "]"
+
+
+def encode(rec: LedgerRecord) -> tuple[Any, ...]:
+    """One record as a tuple of plain values in `FIELDS` order; ValueError/TypeError if it cannot be."""
+    agent, session, key_id, route, model = rec.agent, rec.session, rec.key_id, rec.route, rec.model
+    reason, strategy, error = rec.reason, rec.strategy, rec.error
+    baseline, ttft = rec.baseline_cost_usd, rec.ttft_ms
+    return (
+        float(rec.time),
+        str(rec.request_id),
+        None if agent is None else str(agent),
+        None if session is None else str(session),
+        None if key_id is None else str(key_id),
+        None if route is None else str(route),
+        None if model is None else str(model),
+        None if reason is None else str(reason),
+        None if strategy is None else str(strategy),
+        _json_list(rec.candidates),
+        int(rec.input_tokens),
+        int(rec.output_tokens),
+        bool(rec.tokens_estimated),
+        float(rec.cost_usd),
+        None if baseline is None else float(baseline),
+        float(rec.latency_ms),
+        None if ttft is None else float(ttft),
+        str(rec.status),
+        None if error is None else str(error),
+        _json_list(rec.fallback_chain),
+        _json_list(rec.tags),
+    )
+
+
+def decode(row: Any) -> LedgerRecord:
+    """A selected row back into a record."""
+    values = {name: getattr(row, name) for name in FIELDS}
+    for name in _TUPLE_FIELDS:
+        values[name] = tuple(values[name] or ())
+    return LedgerRecord(**values)
+
+
+class BulkInsert:
+    """Inserts encoded rows in one transaction: `executemany` on SQLite, `COPY` on Postgres."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._dbapi = engine.dialect.loaded_dbapi
+        columns = ", ".join(FIELDS)
+        self._copy = engine.dialect.name == "postgresql"
+        if self._copy:
+            self._sql = f"COPY {REQUESTS.name} ({columns}) FROM STDIN"
+        else:
+            placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+            self._sql = f"INSERT INTO {REQUESTS.name} ({columns}) VALUES ({', '.join([placeholder] * len(FIELDS))})"
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """What a failed insert can raise: SQLAlchemy's errors, the driver's own (COPY), OSError."""
+        return (SQLAlchemyError, self._dbapi.Error, OSError)
+
+    def __call__(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        with self._engine.begin() as conn:
+            if self._copy:
+                raw: Any = conn.connection.dbapi_connection  # a psycopg Connection
+                with raw.cursor() as cursor, cursor.copy(self._sql) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                conn.exec_driver_sql(self._sql, list(rows))
+
+    def is_bad_row(self, exc: BaseException) -> bool:
+        """The database (or driver) refused a row's values, as opposed to being unavailable."""
+        if isinstance(exc, DataError | IntegrityError | self._dbapi.DataError | self._dbapi.IntegrityError):
+            return True
+        return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)

@@ -1,0 +1,209 @@
+"""A real gateway on loopback in front of the fake upstream, shared by the session.
+
+Each test starts from a clean slate: no pending faults, fresh health board, a sleep that records
+the back-off delays instead of waiting them out.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from switchman._config import CircuitBreaker, Config, parse_config
+from switchman.gateway import Gateway, HealthBoard, build_app
+from switchman.ledger import LedgerRecord
+from switchman.testing import FakeUpstream
+
+OPENAI_KEY = "sk-upstream-openai-0123456789abcdef"
+ANTHROPIC_KEY = "sk-ant-upstream-fedcba9876543210"
+WRONG_KEY = "sk-wrong-secret-55aa55aa55aa55aa"
+MASTER_KEY = "sk-master-switchman-0f0f0f0f0f0f"
+ENV = {"FAKE_OPENAI_KEY": OPENAI_KEY, "FAKE_ANTHROPIC_KEY": ANTHROPIC_KEY, "FAKE_WRONG_KEY": WRONG_KEY}
+SECRETS = (OPENAI_KEY, ANTHROPIC_KEY, WRONG_KEY, MASTER_KEY)
+
+CAPS = ["tools", "json", "vision"]
+
+
+def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
+    """Models on the fake: cheap < mid < big by price; cheap and mid share a small window."""
+    openai = {"kind": "openai", "base_url": upstream.openai_base_url, "api_key_env": "FAKE_OPENAI_KEY"}
+    return {
+        "providers": {
+            "fake-openai": openai,
+            "fake-anthropic": {"kind": "anthropic", "base_url": upstream.anthropic_base_url,
+                               "api_key_env": "FAKE_ANTHROPIC_KEY"},
+            "fake-wrong-key": {**openai, "api_key_env": "FAKE_WRONG_KEY"},
+        },
+        "models": {
+            "cheap": {"provider": "fake-openai", "input_price": 0.1, "output_price": 0.2, "context_window": 8000,
+                      "capabilities": CAPS},
+            "mid": {"provider": "fake-openai", "input_price": 1.0, "output_price": 2.0, "context_window": 8000,
+                    "capabilities": CAPS},
+            "big": {"provider": "fake-openai", "input_price": 5.0, "output_price": 10.0, "context_window": 128000,
+                    "capabilities": CAPS},
+            "safe": {"provider": "fake-openai", "input_price": 0.5, "output_price": 1.0, "capabilities": CAPS},
+            "slow": {"provider": "fake-openai", "input_price": 0.05, "output_price": 0.1, "capabilities": CAPS,
+                     "timeouts": {"connect": 1.0, "first_byte": 0.3, "total": 5.0}},
+            "claude": {"provider": "fake-anthropic", "model": "claude-test", "input_price": 3.0,
+                       "output_price": 15.0, "context_window": 200000, "capabilities": CAPS},
+            "locked": {"provider": "fake-wrong-key", "input_price": 0.01, "output_price": 0.01,
+                       "capabilities": CAPS},
+        },
+        "routes": {
+            "default": {"candidates": ["cheap", "mid", "big"], "strategy": "cheapest",
+                        "content_policy_fallback": "safe"},
+            "strict": {"candidates": ["cheap", "mid"], "strategy": "cheapest"},
+            "fast": {"candidates": ["cheap", "mid"], "strategy": "cheapest", "max_ttft_ms": 500},
+            "slowroute": {"candidates": ["slow", "big"], "strategy": "cheapest"},
+            "claude": {"candidates": ["claude"], "strategy": "fixed", "model": "claude"},
+            "budgeted": {"candidates": ["mid"], "strategy": "cheapest"},
+        },
+        "default_route": "default",
+        "budgets": [{"scope": "agent", "name": "frugal", "usd": 0.002, "period": "day"}],
+        "server": {
+            "ledger_url": ledger_url,
+            "max_body_bytes": 200_000,
+            "retries": {"attempts": 2, "backoff_s": 0.01, "max_backoff_s": 1.0},
+            "circuit_breaker": {"failures": 3, "cooldown_s": 30.0},
+            "timeouts": {"connect": 2.0, "first_byte": 5.0, "total": 20.0},
+        },
+    }
+
+
+class ServerThread:
+    """uvicorn running an app in a thread on an ephemeral loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
+                                                    log_level="info", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream(api_keys={OPENAI_KEY, ANTHROPIC_KEY}) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def ledger_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def config(upstream: FakeUpstream, ledger_url: str) -> Config:
+    return parse_config(config_data(upstream, ledger_url))
+
+
+@pytest.fixture(scope="session")
+def gateway(config: Config) -> Gateway:
+    return Gateway.from_config(config, env=ENV)
+
+
+@pytest.fixture(scope="session")
+def server(gateway: Gateway) -> Iterator[str]:
+    with ServerThread(build_app(gateway)) as url:
+        yield url
+
+
+@pytest.fixture
+def base_url(server: str) -> str:
+    return server + "/v1"
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture(autouse=True)
+def clean_slate(request: pytest.FixtureRequest, sleeps: list[float], clock: Clock) -> Iterator[None]:
+    if "gateway" not in request.fixturenames:
+        yield
+        return
+    gateway: Gateway = request.getfixturevalue("gateway")
+    upstream: FakeUpstream = request.getfixturevalue("upstream")
+    dispatcher = gateway.dispatcher
+    upstream.clear()
+    dispatcher.health = HealthBoard(CircuitBreaker(failures=3, cooldown_s=30.0), clock=clock)
+    original_sleep = dispatcher.sleep
+
+    async def record_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    dispatcher.sleep = record_sleep
+    yield
+    dispatcher.sleep = original_sleep
+    upstream.clear()
+
+
+@pytest.fixture
+def ledger_record(gateway: Gateway) -> Callable[[str], LedgerRecord]:
+    """The ledger record of a request id (flushes the writer first)."""
+
+    def find(request_id: str) -> LedgerRecord:
+        assert gateway.ledger is not None
+        for _ in range(50):
+            gateway.ledger.flush_sync(timeout=5)
+            found = [r for r in gateway.ledger.records() if r.request_id == request_id]
+            if found:
+                assert len(found) == 1, found
+                return found[0]
+            time.sleep(0.05)  # a stream's record is written when its response finishes
+        raise AssertionError(f"no ledger record for {request_id}")
+
+    return find
+
+
+@pytest.fixture
+def tmp_config_file(tmp_path: Path, upstream: FakeUpstream) -> Callable[..., Path]:
+    def write(**overrides: Any) -> Path:
+        import yaml
+
+        data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+        data.update(overrides)
+        path = tmp_path / "switchman.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
