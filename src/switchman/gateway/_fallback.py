@@ -69,6 +69,7 @@ class FallbackChain:
     content_policy_fallback: str | None = None
     allow: Callable[[str], bool] = lambda model: True
     tried: list[str] = field(default_factory=list)
+    overflowed: int = 0
 
     def _pick(self, options: list[str]) -> str | None:
         options = [m for m in options if m not in self.tried and m in self.specs]
@@ -91,8 +92,8 @@ class FallbackChain:
             return self._pick([fallback]) if fallback else None
         order = [self.decision.model, *self.decision.fallbacks]
         if isinstance(error, ContextWindowExceededError):
-            window = self.specs[model].context_window
-            if window is not None:
-                # A window the catalog does not know may be larger: try it.
-                order = [m for m in order if m in self.specs and (self.specs[m].context_window or window + 1) > window]
+            self.overflowed = max(self.overflowed, self.specs[model].context_window or 0)
+        if self.overflowed:
+            # Only windows larger than the largest that overflowed; one the catalog does not know may be.
+            order = [m for m in order if m in self.specs and (self.specs[m].context_window or 1 << 62) > self.overflowed]
         return self._pick(order)

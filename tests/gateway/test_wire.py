@@ -1,0 +1,83 @@
+"""SSE framing, Retry-After parsing and error classification."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import AsyncIterator
+
+import pytest
+
+from switchman import (
+    ContentPolicyViolationError,
+    ContextWindowExceededError,
+    RateLimitError,
+    UpstreamBadRequestError,
+    UpstreamError,
+    UpstreamServerError,
+)
+from switchman.gateway._openai import OpenAIAdapter, OpenAIStream
+from switchman.gateway._wire import classify_error, retry_after_seconds, sse_data, sse_events
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+@pytest.mark.anyio
+async def test_sse_events_across_chunk_boundaries() -> None:
+    parts = (b"data: {\"a\"", b":1}\n", b"\ndata: 2\r", b"\n\r\n: comment\n\ndata: [DONE]\n\n", b"data: tail")
+    events = [e async for e in sse_events(_chunks(*parts))]
+    assert events == [b'data: {"a":1}', b"data: 2", b": comment", b"data: [DONE]", b"data: tail"]
+    assert [sse_data(e) for e in events] == [b'{"a":1}', b"2", None, b"[DONE]", b"tail"]
+    assert sse_data(b"event: x\ndata: a\ndata: b") == b"a\nb"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def test_retry_after() -> None:
+    assert retry_after_seconds({"retry-after": "2"}) == 2.0
+    assert retry_after_seconds({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert retry_after_seconds({}) is None
+    date = email.utils.formatdate(1000.0 + 5, usegmt=True)
+    assert retry_after_seconds({"retry-after": date}, now=1000.0) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(("status", "message", "code", "cls"), [
+    (429, "slow down", "", RateLimitError),
+    (500, "boom", "", UpstreamServerError),
+    (529, "Overloaded", "overloaded_error", UpstreamServerError),
+    (400, "This model's maximum context length is 8192 tokens", "", ContextWindowExceededError),
+    (400, "prompt is too long: 210000 tokens > 200000 maximum", "invalid_request_error", ContextWindowExceededError),
+    (400, "x", "context_length_exceeded", ContextWindowExceededError),
+    (400, "rejected by our safety system", "", ContentPolicyViolationError),
+    (400, "x", "content_filter", ContentPolicyViolationError),
+    (400, "bad temperature", "", UpstreamBadRequestError),
+    (401, "bad key", "", UpstreamError),
+])
+def test_classify(status: int, message: str, code: str, cls: type[UpstreamError]) -> None:
+    error = classify_error(status, message, code, model="m")
+    assert type(error) is cls and error.model == "m"
+
+
+def test_openai_stream_drops_only_its_own_usage_chunk() -> None:
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}'
+    own = OpenAIStream("m", drop_usage=True)
+    assert own.feed(usage) == [] and own.usage is not None and own.usage.output_tokens == 2
+    asked = OpenAIStream("m", drop_usage=False)
+    assert asked.feed(usage) == [usage + b"\n\n"]
+    assert asked.feed(b"data: [DONE]") == [b"data: [DONE]\n\n"] and asked.finished and asked.close() == []
+    assert OpenAIStream("m", drop_usage=True).close() == [b"data: [DONE]\n\n"]
+    with pytest.raises(UpstreamServerError):
+        own.feed(b'data: {"error": {"message": "overloaded"}}')
+
+
+def test_openai_encode_adds_usage_for_streams_only() -> None:
+    adapter = OpenAIAdapter()
+    body = {"model": "auto", "messages": [], "extra": 1}
+    assert adapter.encode(body, "gpt", stream=False) == b'{"model":"gpt","messages":[],"extra":1}'
+    assert b'"stream_options":{"include_usage":true}' in adapter.encode(body, "gpt", stream=True)
+    assert body["model"] == "auto"  # the caller's body is not changed
