@@ -143,5 +143,37 @@ def eval_(
         _fail(exc)
 
 
+@app.command()
+def serve(
+    config: Annotated[Optional[Path], typer.Option(help="configuration file (default: embedded defaults)")] = None,
+    host: Annotated[Optional[str], typer.Option(help="address to listen on (default: server.host)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (default: server.port)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+) -> None:
+    """Run the OpenAI-compatible gateway."""
+    from .gateway._commands import serve_command
+
+    try:
+        serve_command(config=config, host=host, port=port, workers=workers)
+    except SwitchmanError as exc:
+        _fail(exc)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="file to write")] = Path("switchman.yaml"),
+    force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+) -> None:
+    """Write the default configuration (providers whose keys are set) to a file to edit."""
+    from .gateway._commands import init_command
+
+    try:
+        written = init_command(path, force=force)
+    except SwitchmanError as exc:
+        _fail(exc)
+        return
+    console.print(f"wrote {written}")
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()

@@ -9,7 +9,7 @@ import yaml
 
 from switchman import ConfigError
 from switchman._config import parse_config
-from switchman.gateway import check_bind, default_config, init_command, local_models, route_command
+from switchman.gateway import check_bind, default_config, default_config_data, init_command, local_models
 
 
 def test_check_bind() -> None:
@@ -22,14 +22,16 @@ def test_check_bind() -> None:
 
 
 def test_default_config_follows_the_keys_that_are_set() -> None:
-    assert default_config({}) == {"providers": {}, "models": {}}
-    data = default_config({"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "y", "GROQ_API_KEY": "z"})
+    assert default_config_data({}) == {"providers": {}, "models": {}}
+    assert default_config({}).models == {}
+    data = default_config_data({"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "y", "GROQ_API_KEY": "z"})
     assert set(data["models"]) == {"gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-latest", "claude-sonnet-4-5",
                                    "llama-3.1-8b-instant"}
     assert data["providers"]["anthropic"]["kind"] == "anthropic"
     assert data["routes"]["default"]["strategy"] == "cheapest"
     config = parse_config(data)
     assert config.default_route_name == "default"
+    assert set(default_config({"OPENAI_API_KEY": "x"}).model_specs()) == {"gpt-4o-mini", "gpt-4o"}
     assert local_models() == []
 
 
@@ -43,9 +45,3 @@ def test_init_writes_a_valid_config(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConfigError, match="already exists"):
         init_command(path)
     init_command(path, force=True)
-
-
-def test_route_command(tmp_config_file, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    result = route_command("hello", config=tmp_config_file(), model="auto:strict")
-    assert result["model"] == "cheap" and result["route"] == "strict"
-    assert '"model": "cheap"' in capsys.readouterr().out

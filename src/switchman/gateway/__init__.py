@@ -6,9 +6,9 @@
 
 from ._app import build_app, build_middleware_stack
 from ._client import Completion, Dispatcher
-from ._commands import check_bind, init_command, route_command, serve_command
+from ._commands import check_bind, init_command, serve_command
 from ._context import RequestContext
-from ._defaults import KNOWN_PROVIDERS, default_config, local_models
+from ._defaults import KNOWN_PROVIDERS, default_config, default_config_data, local_models
 from ._errors import InvalidRequestError, Scrubber
 from ._gateway import Gateway
 from ._health import HealthBoard
@@ -31,8 +31,8 @@ __all__ = [
     "build_middleware_stack",
     "check_bind",
     "default_config",
+    "default_config_data",
     "init_command",
     "local_models",
-    "route_command",
     "serve_command",
 ]

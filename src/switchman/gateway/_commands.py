@@ -1,21 +1,18 @@
-"""`switchman serve`, `switchman init` and `switchman route`, as plain functions the CLI wires up."""
+"""`switchman serve` and `switchman init`, as plain functions the CLI wires up."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 from pathlib import Path
 
-import orjson
 import yaml
 
-from .._config import Config, load_config, parse_config
+from .._config import Config, load_config
 from .._exceptions import ConfigError
-from .._router import Router
-from ._defaults import default_config
+from ._defaults import default_config, default_config_data
 
-__all__ = ["CONFIG_ENV", "app_from_environment", "check_bind", "init_command", "route_command", "serve_command"]
+__all__ = ["CONFIG_ENV", "app_from_environment", "check_bind", "init_command", "serve_command"]
 
 #: Where a worker process finds the configuration file `switchman serve --workers N` was given.
 CONFIG_ENV = "SWITCHMAN_CONFIG"
@@ -43,7 +40,7 @@ def check_bind(host: str, *, has_keys: bool, master_key: bool) -> None:
 
 def _load(config_path: str | Path | None) -> tuple[Config, Path]:
     if config_path is None:
-        return parse_config(default_config(os.environ), source="<embedded defaults>"), Path.cwd()
+        return default_config(), Path.cwd()
     path = Path(config_path)
     return load_config(path), path.parent
 
@@ -90,7 +87,7 @@ def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Pa
     """Write the embedded default configuration for this environment to `path`."""
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; pass --force to overwrite it")
-    data = default_config(os.environ)
+    data = default_config_data(os.environ)
     data["server"] = {"host": "127.0.0.1", "port": 8080}
     header = (
         "# switchman configuration, written by `switchman init`.\n"
@@ -98,15 +95,3 @@ def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Pa
     )
     path.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
-
-
-def route_command(prompt: str, config: Path | None = None, model: str = "auto", agent: str | None = None,
-                  tags: str | None = None) -> dict[str, object]:
-    """The Decision for one prompt, printed as JSON (no model is called)."""
-    settings, base_dir = _load(config)
-    router = Router(settings, base_dir=base_dir)
-    decision = router.route(prompt, model=model, agent=agent,
-                            tags=[t.strip() for t in tags.split(",") if t.strip()] if tags else ())
-    result = decision.to_dict()
-    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return result

@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._catalog import lookup_catalog_price
+import os
 
-__all__ = ["KNOWN_PROVIDERS", "KnownProvider", "default_config", "local_models"]
+from .._catalog import lookup_catalog_price
+from .._config import Config, parse_config
+
+__all__ = ["KNOWN_PROVIDERS", "KnownProvider", "default_config", "default_config_data", "local_models"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,12 @@ def local_models() -> list[dict[str, Any]]:
     return []
 
 
-def default_config(env: Mapping[str, str]) -> dict[str, Any]:
+def default_config(env: Mapping[str, str] | None = None) -> Config:
+    """The embedded configuration for this environment (default: os.environ)."""
+    return parse_config(default_config_data(os.environ if env is None else env), source="<embedded defaults>")
+
+
+def default_config_data(env: Mapping[str, str]) -> dict[str, Any]:
     """The embedded configuration for this environment, shaped like the YAML file."""
     providers: dict[str, Any] = {}
     models: dict[str, Any] = {}

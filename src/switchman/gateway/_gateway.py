@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from .._config import Config, parse_config
+from .._config import Config
 from .._router import Router
 from ..ledger import BudgetManager, KeyStore, Ledger, Metrics
 from ._client import Dispatcher
@@ -41,7 +41,7 @@ class Gateway:
         """Assemble a gateway; with no config, the embedded defaults for this environment."""
         env = dict(os.environ) if env is None else dict(env)
         if config is None:
-            config = parse_config(default_config(env), source="<embedded defaults>")
+            config = default_config(env)
         router = Router(config, base_dir=base_dir)
         ledger = Ledger.from_url(config.server.ledger_url)
         keys = KeyStore(config.server.ledger_url)
