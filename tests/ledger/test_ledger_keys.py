@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -138,3 +139,25 @@ def test_verified_keys_keep_working_while_the_database_is_down(
     assert store.verify(never_verified) is None
     pg_proxy.start()
     assert store.verify(never_verified) is not None
+
+
+def test_many_processes_creating_the_tables_at_once(open_store: Callable[..., KeyStore], db_url: str) -> None:
+    """Gateway workers start together: each creates the tables it finds missing, and none may fail."""
+    stores = [open_store(db_url) for _ in range(6)]
+    start = threading.Barrier(len(stores))
+    failures: list[BaseException] = []
+
+    def worker(store: KeyStore) -> None:
+        start.wait()
+        try:
+            store.has_keys()
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert stores[0].create("after")[0].name == "after"

@@ -33,6 +33,8 @@ from sqlalchemy import (
     make_url,
 )
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 __all__ = [
     "FEEDBACK",
@@ -41,6 +43,7 @@ __all__ = [
     "METADATA",
     "REQUESTS",
     "create_ledger_engine",
+    "create_tables",
     "default_sqlite_path",
     "display_url",
     "resolve_url",
@@ -106,6 +109,25 @@ KEYS = Table(
     Column("budget_period", String(16)),
     Index("ix_switchman_keys_lookup", "lookup"),
 )
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the ledger's tables and indexes where missing.
+
+    IF NOT EXISTS lets workers that start together create them at once; Postgres can still report a
+    lost race on its catalog (a duplicate type), which a second attempt gets past.
+    """
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                for table in METADATA.sorted_tables:
+                    conn.execute(CreateTable(table, if_not_exists=True))
+                    for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+                        conn.execute(CreateIndex(index, if_not_exists=True))
+            return
+        except (IntegrityError, ProgrammingError):
+            if attempt == 2:
+                raise
 
 
 def default_sqlite_path(environ: Mapping[str, str]) -> Path:

@@ -32,7 +32,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .._config import BudgetConfig
-from ._db import KEYS, METADATA, create_ledger_engine, resolve_url
+from ._db import KEYS, create_ledger_engine, create_tables, resolve_url
 from ._period import Period
 
 __all__ = ["KEY_PREFIX", "KeyInfo", "KeyStore"]
@@ -99,7 +99,7 @@ class KeyStore:
 
     def _ensure_schema(self) -> None:
         if not self._schema_ready:
-            METADATA.create_all(self._engine, checkfirst=True)
+            create_tables(self._engine)
             self._schema_ready = True
 
     def create(

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from ._db import FEEDBACK, METADATA, REQUESTS, create_ledger_engine, display_url, resolve_url
+from ._db import FEEDBACK, REQUESTS, create_ledger_engine, create_tables, display_url, resolve_url
 from ._record import LedgerRecord, LedgerStats, SpendBy, SpendRow
 from ._rows import BulkInsert, decode, encode
 
@@ -231,6 +231,9 @@ class Ledger:
     def _write_batch(self, rows: list[tuple[Any, ...]]) -> bool:
         try:
             self._ensure_schema()
+        except self._insert.errors as exc:
+            return self._failed(exc)
+        try:
             self._insert(rows)
         except self._insert.errors as exc:
             return self._write_one_by_one(rows) if self._insert.is_bad_row(exc) else self._failed(exc)
@@ -281,7 +284,7 @@ class Ledger:
 
     def _ensure_schema(self) -> None:
         if not self._schema_ready:
-            METADATA.create_all(self._engine, checkfirst=True)
+            create_tables(self._engine)
             self._schema_ready = True
 
     # -- reading ---------------------------------------------------------------------------------
