@@ -1,0 +1,326 @@
+"""Prompt embedders for the learned router, behind one registry keyed by a stable name.
+
+The name is what a trained router file records, so it must pin down everything that changes
+the vectors (model, dimension, truncation); aliases such as ``"wordllama"`` resolve to a
+canonical name, which is what ``Embedder.name`` returns. Loading is slow and embedding is on
+the request path, so nothing loads at import time and each embedder is built once per process.
+
+Names: ``hashing``, ``wordllama-<64|128|256>`` (alias ``wordllama``),
+``minilm-int8:<head|tail|head_tail>`` (alias ``minilm-int8``),
+``openai:<base_url>#<model>``, ``sentence-transformers:<model>``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import re
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from .._exceptions import (
+    ConfigError,
+    RateLimitError,
+    UpstreamBadRequestError,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamServerError,
+    UpstreamTimeout,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "Embedder",
+    "EmbedderUnavailableError",
+    "UnknownEmbedderError",
+    "available_embedders",
+    "get_embedder",
+]
+
+#: Env var holding the bearer token for ``openai:`` embedders (read on every request).
+API_KEY_ENV = "SWITCHMAN_EMBEDDINGS_API_KEY"
+_ALIASES = {"wordllama": "wordllama-256", "minilm-int8": "minilm-int8:head_tail"}
+_PATTERNS = ("openai:<base_url>#<model>", "sentence-transformers:<model>")
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns prompts into fixed-size vectors.
+
+    ``embed`` returns a ``(len(texts), dim)`` float32 array whose rows have unit L2 norm; a
+    text with no tokens at all (e.g. ``""``) may give an all-zero row instead.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class UnknownEmbedderError(ConfigError, ValueError):
+    """The embedder name is not one this installation can build."""
+
+
+class EmbedderUnavailableError(ConfigError, ImportError):
+    """The embedder is known but an optional dependency or its data file is missing."""
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def as_text_list(texts: Sequence[str]) -> list[str]:
+    """A list of str; a bare str is refused because it would embed each character."""
+    if isinstance(texts, str):
+        raise TypeError("embed() takes a sequence of strings, not a single str")
+    out = list(texts)
+    for t in out:
+        if not isinstance(t, str):
+            raise TypeError(f"embed() takes strings, got {type(t).__name__}")
+    return out
+
+
+def clip_chars(text: str, head: int, tail: int) -> str:
+    """Keep the first ``head`` and last ``tail`` characters of a huge text.
+
+    Bounds tokenisation time for 100k-token agent prompts; every embedder here keeps at most a
+    few hundred tokens from each end, far inside these character budgets.
+    """
+    if len(text) <= head + tail:
+        return text
+    return text[:head] + " " + text[len(text) - tail :] if tail else text[:head]
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Row-normalise in place, leaving all-zero rows at zero instead of NaN."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, norms, out=x, where=norms > 0)
+    return x
+
+
+def _has_module(name: str) -> bool:
+    """Whether ``name`` is importable, without importing it."""
+    return importlib.util.find_spec(name) is not None
+
+
+# ---------------------------------------------------------------------------------- hashing
+
+
+class HashingEmbedder:
+    """Signed feature hashing of word unigrams and bigrams: no dependencies, no model file.
+
+    A fallback when no model is installed and a fast, deterministic test double. Buckets come
+    from blake2b (not Python's per-process salted ``hash``) so vectors match across processes.
+    """
+
+    name = "hashing"
+    _TOKEN = re.compile(r"\w+")
+    _MAX_CHARS = 50_000
+
+    def __init__(self, dim: int = 512) -> None:
+        self.dim = dim
+
+    @functools.lru_cache(maxsize=1 << 18)  # noqa: B019 - one instance per process, via the registry
+    def _bucket(self, feature: str) -> tuple[int, float]:
+        h = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+        return h % self.dim, (1.0 if h >> 63 else -1.0)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Hash each text into ``dim`` signed counts, then L2-normalise."""
+        items = as_text_list(texts)
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        for row, text in enumerate(items):
+            words = self._TOKEN.findall(clip_chars(text, self._MAX_CHARS, self._MAX_CHARS).lower())
+            feats = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+            if not feats:
+                continue
+            idx, sign = zip(*map(self._bucket, feats))
+            out[row] = np.bincount(idx, weights=sign, minlength=self.dim)
+        return l2_normalise(out)
+
+
+# ---------------------------------------------------------------------------------- openai
+
+
+class OpenAIEmbedder:
+    """A remote OpenAI-compatible ``POST {base_url}/embeddings`` endpoint.
+
+    ``dim`` is unknown until the endpoint has answered once, so reading it before any
+    ``embed`` call sends one probe request.
+    """
+
+    batch_size = 64
+
+    def __init__(self, base_url: str, model: str, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.name = f"openai:{self.base_url}#{model}"
+        self._timeout = timeout
+        self._client: httpx.Client | None = None
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self.embed(["dimension probe"])
+        assert self._dim is not None
+        return self._dim
+
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _post(self, batch: list[str]) -> np.ndarray:
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.Client(timeout=self._timeout)
+        headers = {}
+        if key := os.environ.get(API_KEY_ENV):
+            headers["Authorization"] = f"Bearer {key}"
+        where = f"embeddings endpoint {self.base_url} ({self.model})"
+        try:
+            resp = self._client.post(
+                f"{self.base_url}/embeddings", json={"model": self.model, "input": batch}, headers=headers
+            )
+        except httpx.TimeoutException as e:
+            raise UpstreamTimeout(f"{where} timed out: {e}", model=self.model) from e
+        except httpx.TransportError as e:
+            raise UpstreamConnectionError(f"{where} unreachable: {e}", model=self.model) from e
+        if resp.status_code >= 400:
+            msg = f"{where} answered {resp.status_code}: {resp.text[:300]}"
+            cls: type[UpstreamError] = (
+                RateLimitError
+                if resp.status_code == 429
+                else UpstreamServerError
+                if resp.status_code >= 500
+                else UpstreamBadRequestError
+            )
+            raise cls(msg, model=self.model)
+        try:
+            data = sorted(resp.json()["data"], key=lambda d: d["index"])
+            vecs = np.asarray([d["embedding"] for d in data], dtype=np.float32)
+        except (KeyError, TypeError, ValueError) as e:
+            raise UpstreamError(f"{where} sent a malformed response: {e}", model=self.model) from e
+        if vecs.ndim != 2 or len(vecs) != len(batch):
+            raise UpstreamError(f"{where} returned {vecs.shape} vectors for {len(batch)} inputs", model=self.model)
+        return vecs
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed in batches of 64 and re-normalise (not every compatible server normalises)."""
+        items = as_text_list(texts)
+        parts = [self._post(items[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
+        if not parts:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        out = np.concatenate(parts)
+        if self._dim is not None and out.shape[1] != self._dim:
+            raise UpstreamError(f"{self.name} changed dimension {self._dim} -> {out.shape[1]}", model=self.model)
+        self._dim = out.shape[1]
+        return l2_normalise(out)
+
+
+# ---------------------------------------------------------------------------------- sentence-transformers
+
+
+class SentenceTransformersEmbedder:
+    """Any sentence-transformers model, for users who already have torch and the weights."""
+
+    def __init__(self, model_name: str) -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise EmbedderUnavailableError(
+                f"embedder 'sentence-transformers:{model_name}' needs the sentence-transformers package: "
+                "pip install sentence-transformers"
+            ) from e
+        self.name = f"sentence-transformers:{model_name}"
+        self._model = SentenceTransformer(model_name)
+        self.dim = int(self._model.get_sentence_embedding_dimension() or 0)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vecs = self._model.encode(as_text_list(texts), batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
+        return np.asarray(vecs, dtype=np.float32).reshape(-1, self.dim)
+
+
+# ---------------------------------------------------------------------------------- registry
+
+_cache: dict[tuple[str, int], Embedder] = {}
+_lock = threading.Lock()
+
+
+def _minilm_names() -> list[str]:
+    from ._minilm import TRUNCATE_MODES, minilm_installed
+
+    return [f"minilm-int8:{m}" for m in TRUNCATE_MODES] if minilm_installed() else []
+
+
+def available_embedders() -> list[str]:
+    """Canonical names buildable here (parametric ``openai:``/``sentence-transformers:`` not listed)."""
+    from ._wordllama import bundled_dims
+
+    names = ["hashing", *(f"wordllama-{d}" for d in bundled_dims()), *_minilm_names()]
+    return sorted(names)
+
+
+def _unknown(name: str, why: str = "") -> UnknownEmbedderError:
+    aliases = ", ".join(f"{a} -> {c}" for a, c in _ALIASES.items())
+    return UnknownEmbedderError(
+        f"unknown embedder {name!r}{': ' + why if why else ''}; available: {', '.join(available_embedders())}; "
+        f"also {', '.join(_PATTERNS)}; aliases: {aliases}"
+    )
+
+
+def _build(name: str, threads: int) -> Embedder:
+    """Construct the embedder for a canonical ``name`` (slow: loads the model)."""
+    if name == "hashing":
+        return HashingEmbedder()
+    if m := re.fullmatch(r"wordllama-(\d+)", name):
+        from ._wordllama import WordLlamaEmbedder, bundled_dims
+
+        dim = int(m.group(1))
+        if dim not in bundled_dims():
+            raise _unknown(name, f"the installed wordllama package only has weights for dims {bundled_dims()}")
+        return WordLlamaEmbedder(dim)
+    if m := re.fullmatch(r"minilm-int8:(\w+)", name):
+        from ._minilm import TRUNCATE_MODES, MiniLMEmbedder
+
+        if m.group(1) not in TRUNCATE_MODES:
+            raise _unknown(name, f"truncation must be one of {', '.join(TRUNCATE_MODES)}")
+        return MiniLMEmbedder(truncate=m.group(1), threads=threads)
+    if name.startswith("openai:"):
+        base_url, sep, model = name.removeprefix("openai:").rpartition("#")
+        if not (sep and base_url and model):
+            raise _unknown(name, "expected openai:<base_url>#<model>")
+        return OpenAIEmbedder(base_url, model)
+    if name.startswith("sentence-transformers:") and name.removeprefix("sentence-transformers:"):
+        return SentenceTransformersEmbedder(name.removeprefix("sentence-transformers:"))
+    raise _unknown(name)
+
+
+def get_embedder(name: str, *, threads: int = 1) -> Embedder:
+    """The process-wide embedder for ``name`` (or an alias), built on first request.
+
+    ``threads`` is ONNX Runtime's intra-op thread count for ``minilm-int8`` (default 1, so
+    the embedder does not compete with the server for cores); other embedders ignore it.
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    canonical = _ALIASES.get(name, name)
+    key = (canonical, threads if canonical.startswith("minilm-int8:") else 1)
+    with _lock:
+        emb = _cache.get(key)
+        if emb is None:
+            emb = _cache[key] = _build(canonical, key[1])
+    return emb
+
