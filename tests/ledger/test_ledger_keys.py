@@ -161,3 +161,15 @@ def test_many_processes_creating_the_tables_at_once(open_store: Callable[..., Ke
         t.join()
     assert failures == []
     assert stores[0].create("after")[0].name == "after"
+
+
+def test_has_keys_fails_closed_while_the_database_is_down(
+    open_store: Callable[..., KeyStore], pg_proxy: TcpProxy, pg_admin: tuple[Engine, str], pg_schema: str
+) -> None:
+    url = pg_url_for(pg_admin[1], pg_schema, port=pg_proxy.port)
+    assert open_store(url).has_keys() is True  # never reached the database: require a key
+    pg_proxy.start()
+    store = open_store(url)
+    assert store.has_keys() is False
+    pg_proxy.stop()
+    assert store.has_keys() is False  # the last answer it had

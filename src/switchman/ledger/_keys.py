@@ -96,6 +96,7 @@ class KeyStore:
         self._cache: dict[bytes, tuple[KeyInfo, float]] = {}
         self._lock = threading.Lock()
         self._schema_ready = False
+        self._has_keys: bool | None = None
 
     def _ensure_schema(self) -> None:
         if not self._schema_ready:
@@ -161,10 +162,20 @@ class KeyStore:
         return bool(result.rowcount)
 
     def has_keys(self) -> bool:
-        """Whether any key that is not revoked exists."""
-        self._ensure_schema()
-        with self._engine.connect() as conn:
-            return conn.execute(select(KEYS.c.id).where(KEYS.c.revoked.is_(None)).limit(1)).first() is not None
+        """Whether any key that is not revoked exists.
+
+        While the database is unreachable: the last answer, or True (ask for a key) if there was none.
+        """
+        try:
+            self._ensure_schema()
+            with self._engine.connect() as conn:
+                found = conn.execute(select(KEYS.c.id).where(KEYS.c.revoked.is_(None)).limit(1)).first() is not None
+        except SQLAlchemyError as exc:
+            self._schema_ready = False
+            logger.warning("cannot read virtual keys (%s); assuming keys are required", type(exc).__name__)
+            return True if self._has_keys is None else self._has_keys
+        self._has_keys = found
+        return found
 
     def budgets(self) -> builtins.list[BudgetConfig]:
         """The key-scoped budgets of every active key that has one."""
