@@ -175,5 +175,73 @@ def init(
     console.print(f"wrote {written}")
 
 
+LedgerOpt = Annotated[Optional[str], typer.Option("--ledger", help="ledger URL (default: server.ledger_url, "
+                                                                   "$SWITCHMAN_LEDGER_URL, the user data dir)")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="configuration file (for server.ledger_url)")]
+
+
+def _ledger_url(config: Path | None, ledger: str | None) -> str | None:
+    if ledger or config is None:
+        return ledger
+    from ._config import load_config
+
+    try:
+        return load_config(config).server.ledger_url
+    except SwitchmanError as exc:
+        _fail(exc)
+        return None
+
+
+@app.command()
+def spend(
+    by: Annotated[str, typer.Option(help="agent | model | key | route")] = "model",
+    since: Annotated[str, typer.Option(help="7d, 24h, 30m or an ISO date")] = "7d",
+    config: ConfigOpt = None,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Spend from the ledger, and the saving against each route's most expensive candidate."""
+    from .ledger._commands import spend_command
+
+    spend_command(by=by, since=since, ledger_url=_ledger_url(config, ledger))
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="Virtual API keys for the gateway (stored hashed).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="who or what the key is for")],
+    budget: Annotated[Optional[float], typer.Option(help="USD the key may spend per period")] = None,
+    period: Annotated[str, typer.Option(help="day | month")] = "day",
+    config: ConfigOpt = None,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Create a key and print its secret once."""
+    from .ledger._commands import keys_create as create
+
+    create(name, budget_usd=budget, budget_period=period, ledger_url=_ledger_url(config, ledger))
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOpt = None, ledger: LedgerOpt = None) -> None:
+    """List keys (never their secrets)."""
+    from .ledger._commands import keys_list as list_keys
+
+    list_keys(ledger_url=_ledger_url(config, ledger))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id, from `switchman keys list`")],
+    config: ConfigOpt = None,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Revoke a key at once."""
+    from .ledger._commands import keys_revoke as revoke
+
+    revoke(key_id, ledger_url=_ledger_url(config, ledger))
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()

@@ -145,14 +145,14 @@ def keys_list(*, ledger_url: str | None = None, console: Console | None = None) 
             store.close()
     console = console or Console()
     table = Table(title="Virtual keys")
-    for column in ("Id", "Name", "Key", "Created", "Status", "Budget"):
+    for column in ("Id", "Name", "Key", "Created (UTC)", "Status", "Budget"):
         table.add_column(column)
     for info in keys:
         table.add_row(
             info.id,
             info.name,
             info.prefix,
-            info.created.strftime("%Y-%m-%d %H:%M UTC"),
+            info.created.strftime("%Y-%m-%d %H:%M"),
             "[red]revoked[/red]" if info.revoked else "[green]active[/green]",
             "—" if info.budget_usd is None else f"{_usd(info.budget_usd)}/{info.budget_period}",
         )
