@@ -137,3 +137,22 @@ def test_public_api_is_sorted_and_complete() -> None:
     assert ledger_pkg.__all__ == sorted(ledger_pkg.__all__)
     public = {name for name in vars(ledger_pkg) if not name.startswith("_")}
     assert set(ledger_pkg.__all__) == public
+
+
+def test_cli_wiring(sqlite_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from switchman._cli import app
+
+    runner = CliRunner()
+    created = runner.invoke(app, ["keys", "create", "from-cli", "--budget", "1.5", "--ledger", sqlite_url])
+    assert created.exit_code == 0, created.output
+    key_id = re.search(r"key-[0-9a-f]{8}", created.output)
+    assert key_id is not None and re.search(r"sk-sw-\S{43}", created.output)
+    listed = runner.invoke(app, ["keys", "list", "--ledger", sqlite_url])
+    assert listed.exit_code == 0 and key_id.group() in listed.output
+    assert runner.invoke(app, ["keys", "revoke", key_id.group(), "--ledger", sqlite_url]).exit_code == 0
+    assert runner.invoke(app, ["keys", "revoke", key_id.group(), "--ledger", sqlite_url]).exit_code == 1
+    spent = runner.invoke(app, ["spend", "--by", "key", "--since", "24h", "--ledger", sqlite_url])
+    assert spent.exit_code == 0 and "Spend by key" in spent.output
+    assert runner.invoke(app, ["spend", "--by", "tenant", "--ledger", sqlite_url]).exit_code == 1
