@@ -16,7 +16,6 @@ from ._providers import Deployment, Provider
 from ._stream import ChatStream
 
 __all__ = [
-    "KNOWN_PROVIDERS",
     "ChatStream",
     "Completion",
     "Deployment",
@@ -24,6 +23,7 @@ __all__ = [
     "Gateway",
     "HealthBoard",
     "InvalidRequestError",
+    "KNOWN_PROVIDERS",
     "Provider",
     "RequestContext",
     "Scrubber",

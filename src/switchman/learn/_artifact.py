@@ -200,7 +200,12 @@ class TrainedRouter:
             raise ArtifactError(f"{path}: not a switchman router file ({exc})") from None
         if raw_meta is None:
             raise ArtifactError(f"{path}: safetensors file without switchman metadata")
-        meta = json.loads(raw_meta)
+        try:
+            meta = json.loads(raw_meta)
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{path}: switchman metadata is not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise ArtifactError(f"{path}: switchman metadata is not a JSON object")
         if meta.get("format") != FORMAT_NAME:
             raise ArtifactError(f"{path}: format {meta.get('format')!r} is not {FORMAT_NAME!r}")
         if meta.get("version") != FORMAT_VERSION:
@@ -214,21 +219,25 @@ class TrainedRouter:
             if meta["length_params"] != "predictor" or lengths is None:
                 length_arrays = {k.removeprefix("lengths."): v for k, v in arrays.items() if k.startswith("lengths.")}
                 lengths = KNNPredictor.from_arrays(length_arrays, meta["length_params"])
+            return cls(
+                embedder=meta["embedder"],
+                models=tuple(meta["models"]),
+                algorithm=meta["algorithm"],
+                predictor=predictor,
+                lengths=lengths,
+                focus=meta["focus"],
+                task_vocabulary=tuple(meta["task_vocabulary"]),
+                task_weight=float(meta["task_weight"]),
+                rule=meta["rule"],
+                knob=float(meta["knob"]),
+                target=meta.get("target"),
+                aliases=dict(meta.get("aliases") or {}),
+                prices={m: (float(p[0]), float(p[1])) for m, p in (meta.get("prices") or {}).items()},
+                summary=dict(meta.get("summary") or {}),
+            )
         except KeyError as exc:
             raise ArtifactError(f"{path}: router file is missing {exc}") from None
-        return cls(
-            embedder=meta["embedder"],
-            models=tuple(meta["models"]),
-            algorithm=meta["algorithm"],
-            predictor=predictor,
-            lengths=lengths,
-            focus=meta["focus"],
-            task_vocabulary=tuple(meta["task_vocabulary"]),
-            task_weight=float(meta["task_weight"]),
-            rule=meta["rule"],
-            knob=float(meta["knob"]),
-            target=meta.get("target"),
-            aliases=dict(meta.get("aliases") or {}),
-            prices={m: (float(p[0]), float(p[1])) for m, p in (meta.get("prices") or {}).items()},
-            summary=dict(meta.get("summary") or {}),
-        )
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"{path}: router file is malformed ({exc})") from None
+        except ArtifactError as exc:
+            raise ArtifactError(f"{path}: {exc}") from None

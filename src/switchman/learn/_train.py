@@ -100,6 +100,27 @@ def _fill_input_tokens(data: OutcomeData) -> np.ndarray:
     return np.where(np.isnan(data.input_tokens), per_prompt[:, None], data.input_tokens)
 
 
+def _best_single_model(quality: np.ndarray) -> tuple[float, int]:
+    """The best single model's mean quality, and its column, for the quality target.
+
+    Prompts are grouped by which models answered them (one group per dataset when several are
+    combined); each group's best single model is the one with the highest mean quality on it. The
+    reference is those means weighted by group size; the column is the largest group's best model.
+    """
+    present = ~np.isnan(quality)
+    patterns, group = np.unique(present, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    total, best, largest = 0.0, 0, 0
+    for g, pattern in enumerate(patterns):
+        rows = group == g
+        means = np.where(pattern, np.where(present[rows], quality[rows], 0.0).mean(axis=0), -np.inf)
+        j = int(np.argmax(means))
+        total += float(means[j]) * int(rows.sum())
+        if rows.sum() > largest:
+            best, largest = j, int(rows.sum())
+    return total / len(quality), best
+
+
 def features_for(
     data: OutcomeData, settings: TrainSettings, vocabulary: Sequence[str], *, use_cache: bool = True
 ) -> np.ndarray:
@@ -150,13 +171,15 @@ def train_router(
 
     say(f"calibrating on {settings.folds}-fold out-of-fold predictions")
     q_hat, out_hat = out_of_fold(x, data.quality, data.output_tokens, settings)
-    complete = ~np.isnan(data.quality).any(axis=1)
     c_hat = predicted_cost(inputs, out_hat, price_matrix)
     true_cost = np.where(np.isnan(data.cost_usd), predicted_cost(inputs, data.output_tokens, price_matrix), data.cost_usd)
-    points = sweep(q_hat[complete], c_hat[complete], data.quality[complete], true_cost[complete], settings.rule)
-    model_means = np.nanmean(data.quality[complete], axis=0)
-    best = int(np.argmax(model_means))
-    result = calibrate(points, settings.targets, data.models, float(model_means[best]))
+    # Each prompt is routed among the models with an outcome for it (ineligible cells carry −inf):
+    # with several datasets no prompt has every model, so calibration must not need complete rows.
+    present = ~np.isnan(data.quality)
+    points = sweep(np.where(present, q_hat, -np.inf), np.where(present, c_hat, 0.0),
+                   np.where(present, data.quality, 0.0), np.where(present, true_cost, 0.0), settings.rule)
+    best_quality, best = _best_single_model(data.quality)
+    result = calibrate(points, settings.targets, data.models, best_quality)
 
     say("fitting on all training prompts")
     predictor = build_predictor(settings.algorithm, settings.params).fit(x, data.quality, data.output_tokens)

@@ -1,0 +1,202 @@
+"""YAML configuration: resolution against genai-prices, and errors that name file, key path and problem."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from switchman import ConfigError
+from switchman._catalog import lookup_catalog_price
+from switchman._config import Config, load_config, parse_config
+
+VALID = """\
+providers:
+  openai: {base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
+  local: {base_url: http://127.0.0.1:8000/v1}
+models:
+  gpt-4o-mini: {provider: openai, capabilities: [tools, json, vision]}
+  gpt-4o: {provider: openai, output_price: 7.5}
+  house-model: {provider: local, model: org/house-7b, input_price: 0.05, output_price: 0.1, context_window: 8192}
+routes:
+  default:
+    candidates: [gpt-4o-mini, gpt-4o, house-model]
+    strategy: rules
+    rules:
+      - when: {tags: [hard]}
+        model: gpt-4o
+    default: gpt-4o-mini
+    fallbacks: [gpt-4o]
+  cheap: {candidates: [house-model, gpt-4o-mini]}
+agents:
+  triage: {model: gpt-4o-mini}
+  coder: {route: cheap, deny: [house-model]}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "switchman.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def error_of(tmp_path: Path, text: str) -> tuple[Path, str]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return path, str(info.value)
+
+
+def test_valid_config_round_trip_resolves_prices_from_genai_prices(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+    assert isinstance(config, Config)
+    assert list(config.routes) == ["default", "cheap"]
+    assert config.routes["default"].rules[0].match.tags == ["hard"]
+    assert config.agents["coder"].deny == ["house-model"]
+
+    specs = config.model_specs()
+    mini, known_mini = specs["gpt-4o-mini"], lookup_catalog_price("gpt-4o-mini")
+    assert known_mini is not None
+    assert (mini.input_price, mini.output_price) == (known_mini.input_price, known_mini.output_price)
+    assert mini.cached_input_price == known_mini.cached_input_price
+    assert mini.context_window == known_mini.context_window == 128_000
+    assert mini.capabilities == frozenset({"tools", "json", "vision"})
+
+    # The validated model dumps back to a mapping that validates to the same configuration.
+    assert parse_config(config.model_dump(by_alias=True)) == config
+
+
+def test_config_fields_override_genai_prices(tmp_path: Path) -> None:
+    specs = load_config(write(tmp_path, VALID)).model_specs()
+    gpt4o, known = specs["gpt-4o"], lookup_catalog_price("gpt-4o")
+    assert known is not None and known.output_price != 7.5
+    assert gpt4o.output_price == 7.5  # the override wins
+    assert gpt4o.input_price == known.input_price  # the rest still comes from the catalog
+    assert gpt4o.capabilities == frozenset({"tools", "json"})  # documented default
+
+    house = specs["house-model"]
+    assert (house.input_price, house.output_price, house.context_window) == (0.05, 0.1, 8192)
+    assert house.wire_name == "org/house-7b" and house.name == "house-model"
+
+
+def test_model_without_any_price_names_the_model_and_the_file(tmp_path: Path) -> None:
+    path, message = error_of(tmp_path, """\
+        models:
+          gpt-4o-mini: {provider: openai}
+          my-private-llm: {provider: local}
+        """)
+    assert str(path) in message
+    assert "my-private-llm" in message
+    assert "input_price" in message and "output_price" in message
+
+
+def test_only_one_price_given_is_still_an_error(tmp_path: Path) -> None:
+    _, message = error_of(tmp_path, "models:\n  my-private-llm: {provider: local, input_price: 1.0}\n")
+    assert "models.my-private-llm" in message
+
+
+def test_unknown_candidate_in_a_route_names_the_key_path(tmp_path: Path) -> None:
+    path, message = error_of(tmp_path, """\
+        models:
+          gpt-4o-mini: {provider: openai}
+        routes:
+          default: {candidates: [gpt-4o-mini, gpt-9-ultra]}
+        """)
+    assert str(path) in message
+    assert "routes.default.candidates.1" in message
+    assert "gpt-9-ultra" in message
+
+
+def test_learned_strategy_without_router_file(tmp_path: Path) -> None:
+    path, message = error_of(tmp_path, """\
+        models:
+          gpt-4o-mini: {provider: openai}
+        routes:
+          default: {candidates: [gpt-4o-mini], strategy: learned}
+        """)
+    assert str(path) in message
+    assert "routes.default" in message
+    assert "'learned' needs 'router'" in message
+
+
+def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
+    path, message = error_of(tmp_path, "models:\n  a: {provider: openai}\n  b: [unclosed\nroutes: {}\n")
+    assert str(path) in message
+    assert "not valid YAML" in message
+    # The parser notices the unclosed flow sequence on line 4, where `routes:` starts.
+    assert "line 4" in message
+
+
+def test_wrong_type_names_the_key_path(tmp_path: Path) -> None:
+    path, message = error_of(tmp_path, "models:\n  x: {provider: local, input_price: cheap, output_price: 1}\n")
+    assert str(path) in message
+    assert "models.x.input_price" in message
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    path, message = error_of(tmp_path, "modles:\n  x: {provider: openai}\n")
+    assert str(path) in message
+    assert "modles" in message and "not permitted" in message
+
+
+def test_agent_with_both_route_and_model(tmp_path: Path) -> None:
+    path, message = error_of(tmp_path, """\
+        models:
+          gpt-4o-mini: {provider: openai}
+        routes:
+          default: {candidates: [gpt-4o-mini]}
+        agents:
+          triage: {route: default, model: gpt-4o-mini}
+        """)
+    assert str(path) in message
+    assert "agents.triage" in message
+    assert "not both" in message
+
+
+def test_unknown_provider_when_providers_are_declared(tmp_path: Path) -> None:
+    _, message = error_of(tmp_path, """\
+        providers:
+          openai: {base_url: https://api.openai.com/v1}
+        models:
+          gpt-4o-mini: {provider: opena1}
+        """)
+    assert "models.gpt-4o-mini.provider" in message and "opena1" in message
+
+
+def test_top_level_must_be_a_mapping_and_missing_file(tmp_path: Path) -> None:
+    path, message = error_of(tmp_path, "- just\n- a list\n")
+    assert str(path) in message and "mapping" in message
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_empty_file_is_an_empty_configuration(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""))
+    assert config.models == {} and config.routes == {}
+    assert config.default_route_name is None
+
+
+MODELS = {"gpt-4o-mini": {"provider": "openai"}}
+
+
+def routes(*names: str) -> dict[str, dict[str, list[str]]]:
+    return {name: {"candidates": ["gpt-4o-mini"]} for name in names}
+
+
+def test_default_route_name_explicit_wins() -> None:
+    config = parse_config({"models": MODELS, "routes": routes("a", "default", "b"), "default_route": "b"})
+    assert config.default_route_name == "b"
+
+
+def test_default_route_name_prefers_a_route_named_default() -> None:
+    assert parse_config({"models": MODELS, "routes": routes("a", "default")}).default_route_name == "default"
+
+
+def test_default_route_name_falls_back_to_the_first_route() -> None:
+    assert parse_config({"models": MODELS, "routes": routes("zeta", "alpha")}).default_route_name == "zeta"
+
+
+def test_default_route_must_exist() -> None:
+    with pytest.raises(ConfigError, match="default_route: unknown route 'nope'"):
+        parse_config({"models": MODELS, "routes": routes("a"), "default_route": "nope"})
