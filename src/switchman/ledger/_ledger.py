@@ -175,7 +175,9 @@ class Ledger:
         with self._lock:
             self._dropped += 1
             first = self._dropped == 1
-        if first:
+        if first and self._closed:
+            logger.error("ledger closed: dropping records that arrive after close()")
+        elif first:
             logger.error("ledger queue full (%d rows): dropping records until the database returns", self._max_queued)
 
     @property
