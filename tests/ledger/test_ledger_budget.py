@@ -276,3 +276,25 @@ def test_budgets_start_from_zero_when_the_ledger_is_down(
     manager = BudgetManager([budget(usd=1.0)], ledger)
     assert manager.usage()[0][1] == 0.0
     assert "budgets start from zero" in caplog.text
+
+
+def test_refresh_counts_what_other_workers_spent(open_ledger: Callable[..., Ledger], db_url: str) -> None:
+    clock = Clock(datetime(2025, 6, 15, 12, tzinfo=UTC))
+    budgets = [budget(usd=1.0)]
+    worker_a = BudgetManager(budgets, open_ledger(db_url), clock=clock)
+    ledger_b = open_ledger(db_url)
+    worker_b = BudgetManager(budgets, ledger_b, clock=clock)
+
+    worker_b.reserve(agent="bot", key_id=None, route=None, estimated_usd=0.8).settle(0.7)
+    ledger_b.record(LedgerRecord(time=clock(), agent="bot", cost_usd=0.7))
+    assert ledger_b.flush_sync(timeout=30)
+    reserve(worker_a, 0.5).release()  # before refreshing, worker A does not know about B's spend
+
+    assert worker_a.refresh()
+    with pytest.raises(BudgetLimitError) as info:
+        reserve(worker_a, 0.5)
+    assert info.value.spent_usd == pytest.approx(0.7)
+    reserve(worker_a, 0.25).settle(0.25)
+    assert worker_a.refresh()  # never lowers what the worker itself counted
+    assert worker_a.usage()[0][1] == pytest.approx(0.95)
+    assert not BudgetManager(budgets).refresh()  # no ledger: nothing to read

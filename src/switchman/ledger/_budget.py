@@ -7,8 +7,9 @@ reservation is settled with the actual cost (or released if the call failed befo
 
 Spend so far is loaded from the ledger when the manager starts and kept in memory after that;
 periods are UTC calendar days and months, rolled over by the injected clock. Each gateway worker
-keeps its own counters, so with N workers a budget can be overspent by up to N-1 workers' share
-(run one worker, or one gateway per budget, where that matters).
+keeps its own counters: with N workers, call `refresh()` every few seconds so each counts what the
+others wrote to the ledger; between refreshes the workers can together overshoot by what the others
+spent since (one worker is exact). A key-scoped budget's `name` is the key's id (`switchman keys list`).
 
 A budget whose `on_exceed` is "downgrade" does not reject: `reserve` returns a Reservation whose
 `downgrade_to` names the model to use instead, holding nothing; the caller reserves again with
@@ -133,25 +134,41 @@ class BudgetManager:
         for budget in budgets:
             start, end = period_bounds(now, budget.period)
             self._states.setdefault((budget.scope, budget.name), []).append(_BudgetState(budget, start, end))
+        self._ledger = ledger
         if ledger is not None and self._states:
-            self._load(ledger, now)
+            if ledger.stats.queued:
+                ledger.flush_sync(timeout=5.0)
+            if not self.refresh():
+                logger.warning("budgets start from zero: cannot read spend so far from the ledger")
 
-    def _load(self, ledger: Ledger, now: float) -> None:
-        """Spend so far in each budget's current period, from the ledger."""
-        if ledger.stats.queued:
-            ledger.flush_sync(timeout=5.0)
-        periods = {(state.budget.scope, state.budget.period) for states in self._states.values() for state in states}
-        for scope, period in sorted(periods):
-            start, _ = period_bounds(now, period)
-            try:
-                spent = {row.group: row.cost_usd for row in ledger.query_spend(scope, since=start)}
-            except SQLAlchemyError as exc:
-                logger.warning("budgets start from zero: cannot read spend from the ledger (%s)", type(exc).__name__)
-                return
-            for (s, name), states in self._states.items():
+    def refresh(self) -> bool:
+        """Raise each budget's spend to what the ledger holds for its current period; False if unreadable.
+
+        At startup this loads spend so far. Gateway workers that share a ledger can call it every few
+        seconds (from a thread: it queries the database) to count each other's spend; what one worker
+        spent since the others last refreshed is the most they can overshoot by.
+        """
+        if self._ledger is None:
+            return False
+        now = self._clock()
+        groups = {(state.budget.scope, state.budget.period) for states in self._states.values() for state in states}
+        totals: dict[tuple[str, str], dict[str | None, float]] = {}
+        try:
+            for scope, period in sorted(groups):
+                start, _ = period_bounds(now, period)
+                totals[(scope, period)] = {
+                    row.group: row.cost_usd for row in self._ledger.query_spend(scope, since=start)
+                }
+        except SQLAlchemyError as exc:
+            logger.warning("cannot read budget spend from the ledger (%s)", type(exc).__name__)
+            return False
+        with self._lock:
+            for states in self._states.values():
                 for state in states:
-                    if s == scope and state.budget.period == period:
-                        state.spent = spent.get(name, 0.0)
+                    state.roll(now)
+                    in_ledger = totals[(state.budget.scope, state.budget.period)].get(state.budget.name, 0.0)
+                    state.spent = max(state.spent, in_ledger)
+        return True
 
     def reserve(
         self,
