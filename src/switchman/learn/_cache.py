@@ -1,14 +1,16 @@
-"""On-disk cache of prompt embeddings, so repeated train/eval runs embed each prompt once.
+"""Cache of prompt embeddings, so train/eval/CV embed each distinct prompt once.
 
-Keyed by the embedder name and a hash of the exact texts; stored as .npy (no pickles) under
-$SWITCHMAN_CACHE_DIR or ~/.cache/switchman/embeddings. A cache miss or unreadable entry just
-recomputes.
+Keyed per text (embedder name + blake2b of the text), held in memory for the process and
+persisted per embedder as two .npy files (keys, vectors; no pickles) under
+$SWITCHMAN_CACHE_DIR or ~/.cache/switchman/embeddings. Cross-validation then embeds each prompt
+once however the folds slice the data. An unreadable store is ignored and rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from ._embedders import Embedder
 
 __all__ = ["cache_dir", "embed_cached"]
 
+_memory: dict[str, dict[bytes, np.ndarray]] = {}
+
 
 def cache_dir() -> Path:
     """Where cached embeddings live."""
@@ -25,30 +29,61 @@ def cache_dir() -> Path:
     return Path(root) / "embeddings"
 
 
-def _key(embedder_name: str, texts: Sequence[str]) -> str:
-    digest = hashlib.blake2b(embedder_name.encode(), digest_size=20)
-    for text in texts:
-        digest.update(b"\x00" + text.encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _store_paths(embedder_name: str) -> tuple[Path, Path]:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", embedder_name)[:80]
+    tag = hashlib.blake2b(embedder_name.encode(), digest_size=6).hexdigest()
+    base = cache_dir() / f"{slug}-{tag}"
+    return base.with_suffix(".keys.npy"), base.with_suffix(".vectors.npy")
+
+
+def _load(embedder_name: str) -> dict[bytes, np.ndarray]:
+    key = f"{cache_dir()}|{embedder_name}"
+    if key not in _memory:
+        entries: dict[bytes, np.ndarray] = {}
+        keys_path, vectors_path = _store_paths(embedder_name)
+        try:
+            keys = np.load(keys_path, allow_pickle=False)
+            vectors = np.load(vectors_path, allow_pickle=False)
+            if len(keys) == len(vectors):
+                entries = {bytes(k): v for k, v in zip(keys, vectors, strict=True)}
+        except (OSError, ValueError):
+            pass
+        _memory[key] = entries
+    return _memory[key]
+
+
+def _save(embedder_name: str, entries: dict[bytes, np.ndarray]) -> None:
+    keys_path, vectors_path = _store_paths(embedder_name)
+    try:
+        keys_path.parent.mkdir(parents=True, exist_ok=True)
+        keys = np.array(list(entries), dtype="S16")
+        vectors = np.stack(list(entries.values())).astype(np.float32)
+        for path, array in ((vectors_path, vectors), (keys_path, keys)):
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
+            np.save(tmp, array, allow_pickle=False)
+            os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home still trains, just without the cache
 
 
 def embed_cached(embedder: Embedder, texts: Sequence[str], *, use_cache: bool = True) -> np.ndarray:
-    """Embeddings of `texts`, read from the cache when present, else computed and stored."""
+    """Embeddings of `texts` (rows in order), computing only those not cached yet."""
     if not use_cache:
-        return embedder.embed(texts)
-    path = cache_dir() / f"{_key(embedder.name, texts)}.npy"
-    try:
-        cached = np.load(path, allow_pickle=False)
-        if cached.shape[0] == len(texts):
-            return cached
-    except (OSError, ValueError):
-        pass
-    vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, vectors, allow_pickle=False)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home still trains, just without the cache
-    return vectors
+        return np.asarray(embedder.embed(texts), dtype=np.float32)
+    entries = _load(embedder.name)
+    digests = [_digest(t) for t in texts]
+    missing: dict[bytes, str] = {}
+    for digest, text in zip(digests, texts, strict=True):
+        if digest not in entries and digest not in missing:
+            missing[digest] = text
+    if missing:
+        vectors = np.asarray(embedder.embed(list(missing.values())), dtype=np.float32)
+        entries.update(zip(missing, vectors, strict=True))
+        _save(embedder.name, entries)
+    if not digests:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    return np.stack([entries[d] for d in digests])
