@@ -21,7 +21,8 @@ def test_check_bind() -> None:
     check_bind("0.0.0.0", has_keys=False, master_key=True)
 
 
-def test_default_config_follows_the_keys_that_are_set() -> None:
+def test_default_config_follows_the_keys_that_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("switchman.gateway._defaults.local_models", lambda: [])
     assert default_config_data({}) == {"providers": {}, "models": {}}
     assert default_config({}).models == {}
     data = default_config_data({"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "y", "GROQ_API_KEY": "z"})
@@ -32,11 +33,21 @@ def test_default_config_follows_the_keys_that_are_set() -> None:
     config = parse_config(data)
     assert config.default_route_name == "default"
     assert set(default_config({"OPENAI_API_KEY": "x"}).model_specs()) == {"gpt-4o-mini", "gpt-4o"}
-    assert local_models() == []
+
+
+def test_local_models_join_the_default_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    local = {"provider": "local", "provider_config": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"},
+             "models": {"tiny": {"provider": "local", "input_price": 0.0, "output_price": 0.0}}}
+    monkeypatch.setattr("switchman.gateway._defaults.local_models", lambda: [local])
+    data = default_config_data({"OPENAI_API_KEY": "x"})
+    assert data["providers"]["local"]["base_url"] == "http://127.0.0.1:9/v1"
+    assert data["routes"]["default"]["candidates"] == ["gpt-4o-mini", "gpt-4o", "tiny"]
+    assert isinstance(local_models(), list)
 
 
 def test_init_writes_a_valid_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-written-anywhere")
+    monkeypatch.setattr("switchman.gateway._defaults.local_models", lambda: [])
     path = init_command(tmp_path / "switchman.yaml")
     text = path.read_text()
     assert "sk-not-written-anywhere" not in text and "OPENAI_API_KEY" in text

@@ -187,10 +187,11 @@ class Dispatcher:
 
     async def _call(self, deployment: Deployment, body: Mapping[str, Any]) -> tuple[bytes, Usage | None]:
         request = deployment.build_request(body, stream=False)
-        client, adapter, name = deployment.provider.client, deployment.adapter, deployment.name
+        pool, adapter, name = deployment.provider.pool, deployment.adapter, deployment.name
         started = self.clock()
         with adapter.map_errors(name), anyio.fail_after(deployment.total_s):
-            response = await client.send(request, stream=True)
+            with anyio.fail_after(deployment.first_byte_s):
+                response = await pool.send(request, connect_timeout=deployment.connect_s)
             try:
                 first_byte = self.clock()
                 content = await response.aread()

@@ -12,21 +12,16 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
-
 from .._catalog import ModelSpec
-from .._config import Config, ProviderConfig, Timeouts
+from .._config import Config, ProviderConfig
 from .._exceptions import ConfigError, UpstreamError
 from ._anthropic import AnthropicAdapter
 from ._defaults import KNOWN_PROVIDERS
+from ._http import UpstreamPool
 from ._openai import OpenAIAdapter
 from ._wire import Usage
 
 __all__ = ["Deployment", "Provider", "StreamTranslator", "WireAdapter", "build_deployments"]
-
-#: Connection pool per provider: plenty of keep-alive connections, reused for a minute.
-DEFAULT_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=256, keepalive_expiry=60.0)
-
 
 class StreamTranslator(Protocol):
     """Turns upstream stream events into client-bound OpenAI SSE bytes."""
@@ -59,25 +54,26 @@ ADAPTERS: dict[str, type[OpenAIAdapter] | type[AnthropicAdapter]] = {
 
 
 class Provider:
-    """One upstream endpoint with its key and its own pooled, keep-alive HTTP client."""
+    """One upstream endpoint with its key and its own pool of keep-alive connections."""
 
-    def __init__(self, name: str, config: ProviderConfig, key: str | None, *,
-                 limits: httpx.Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, name: str, config: ProviderConfig, key: str | None) -> None:
         self.name = name
         self.kind = config.kind
         self.base_url = config.base_url.rstrip("/")
         self.adapter: WireAdapter = ADAPTERS[config.kind]()
         self.has_key = bool(key)
         headers = {"content-type": "application/json", **self.adapter.auth_headers(key)}
-        self.client = httpx.AsyncClient(base_url=self.base_url, headers=headers, limits=limits)
-        self.url = httpx.URL(self.base_url + self.adapter.path)
+        try:
+            self.pool = UpstreamPool(self.base_url, headers)
+        except ValueError as exc:
+            raise ConfigError(f"providers.{name}.base_url: {exc}") from None
 
     def __repr__(self) -> str:  # never the key
         return f"Provider({self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
-        await self.client.aclose()
+        await self.pool.aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +82,7 @@ class Deployment:
 
     spec: ModelSpec
     provider: Provider
-    timeout: httpx.Timeout
+    connect_s: float
     first_byte_s: float
     total_s: float
 
@@ -100,10 +96,10 @@ class Deployment:
         """The provider's wire adapter."""
         return self.provider.adapter
 
-    def build_request(self, body: Mapping[str, Any], *, stream: bool) -> httpx.Request:
-        """The upstream request for a (validated, OpenAI-format) chat body."""
+    def build_request(self, body: Mapping[str, Any], *, stream: bool) -> bytes:
+        """The raw upstream request for a (validated, OpenAI-format) chat body."""
         content = self.adapter.encode(body, self.spec.wire_name, stream=stream)
-        return self.provider.client.build_request("POST", self.provider.url, content=content, timeout=self.timeout)
+        return self.provider.pool.request("POST", self.adapter.path, content)
 
 
 def _provider_config(name: str, config: Config) -> ProviderConfig:
@@ -114,11 +110,6 @@ def _provider_config(name: str, config: Config) -> ProviderConfig:
         raise ConfigError(f"models refer to provider {name!r}, which is neither configured under 'providers' "
                           f"nor one switchman knows ({', '.join(sorted(KNOWN_PROVIDERS))})")
     return ProviderConfig(kind=known.kind, base_url=known.base_url, api_key_env=known.api_key_env)  # type: ignore[arg-type]
-
-
-def _timeouts(timeouts: Timeouts) -> httpx.Timeout:
-    return httpx.Timeout(connect=timeouts.connect, read=timeouts.first_byte, write=timeouts.connect,
-                         pool=timeouts.connect)
 
 
 def build_deployments(
@@ -134,7 +125,7 @@ def build_deployments(
             providers[spec.provider] = Provider(spec.provider, pconf, key)
         timeouts = config.models[name].timeouts if name in config.models else None
         timeouts = timeouts or config.server.timeouts
-        deployments[name] = Deployment(spec, providers[spec.provider], _timeouts(timeouts), timeouts.first_byte,
+        deployments[name] = Deployment(spec, providers[spec.provider], timeouts.connect, timeouts.first_byte,
                                        timeouts.total)
     return providers, deployments
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -22,6 +21,7 @@ from .._exceptions import UpstreamError, UpstreamServerError
 from ._errors import error_payload
 from ._exchange import Exchange
 from ._health import HealthBoard
+from ._http import UpstreamResponse
 from ._providers import Deployment, StreamTranslator
 from ._wire import Usage, sse_events
 
@@ -38,7 +38,7 @@ class OpenedStream:
     """An upstream stream that has produced its first client-bound bytes."""
 
     deployment: Deployment
-    response: httpx.Response
+    response: UpstreamResponse
     events: AsyncGenerator[bytes, None]
     translator: StreamTranslator
     first: list[bytes]
@@ -60,11 +60,11 @@ async def open_upstream_stream(
     request = deployment.build_request(body, stream=True)
     translator = adapter.stream(name, body)
     sent_at = clock()
-    response: httpx.Response | None = None
+    response: UpstreamResponse | None = None
     events: AsyncGenerator[bytes, None] | None = None
     try:
         with adapter.map_errors(name), anyio.fail_after(deployment.first_byte_s):
-            response = await deployment.provider.client.send(request, stream=True)
+            response = await deployment.provider.pool.send(request, connect_timeout=deployment.connect_s)
             if response.status_code >= 400:
                 content = await response.aread()
                 raise adapter.error(response.status_code, content, response.headers, name)

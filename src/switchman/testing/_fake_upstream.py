@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import time
 from collections import deque
@@ -86,9 +87,10 @@ class FakeUpstream:
 
     def __init__(
         self, *, host: str = "127.0.0.1", port: int = 0, api_keys: frozenset[str] | set[str] | None = None,
-        chunk_delay: float = 0.0,
+        chunk_delay: float = 0.0, ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.ssl_context = ssl_context
         self.port = port
         self.api_keys = frozenset(api_keys) if api_keys else None
         self.chunk_delay = chunk_delay
@@ -104,7 +106,7 @@ class FakeUpstream:
     @property
     def url(self) -> str:
         """Root URL, e.g. http://127.0.0.1:43121."""
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     @property
     def openai_base_url(self) -> str:
@@ -144,7 +146,8 @@ class FakeUpstream:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        self._server = await asyncio.start_server(self._connection, self.host, self.port, limit=2**24)
+        self._server = await asyncio.start_server(self._connection, self.host, self.port, limit=2**24,
+                                                  ssl=self.ssl_context)
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         await self._stopped.wait()
