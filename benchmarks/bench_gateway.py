@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 KEY = "sk-bench-upstream-key-000000000000"
+WARMUP = 20  # requests per connection before measuring
 BODY = {"model": "auto", "messages": [{"role": "system", "content": "You are terse."},
                                       {"role": "user", "content": "Say hello to the benchmark, please."}],
         "max_tokens": 64}
@@ -104,15 +105,18 @@ class Connection:
 
 async def run_load(port: int, raw: bytes, concurrency: int, total: int, *, stream: bool = False) -> dict[str, float]:
     connections = [await Connection.open(port) for _ in range(concurrency)]
-    for conn in connections:  # warm every connection (and the upstream pool behind it)
-        for _ in range(20):
-            await (conn.stream(raw) if stream else conn.call(raw))
     latencies: list[float] = []
     per_connection = total // concurrency
+
+    async def warm(conn: Connection) -> None:  # every connection (and the upstream pool behind it)
+        for _ in range(WARMUP):
+            await (conn.stream(raw) if stream else conn.call(raw))
 
     async def worker(conn: Connection) -> None:
         for _ in range(per_connection):
             latencies.append(await (conn.stream(raw) if stream else conn.call(raw)))
+
+    await asyncio.gather(*(warm(c) for c in connections))
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in connections))
@@ -240,14 +244,14 @@ async def measure(up_port: int, gw_port: int, gw_pid: int, total: int, learned: 
         results["direct"].append(await run_load(up_port, direct_raw, concurrency, total))
         cpu_before = cpu_seconds(gw_pid)
         row = await run_load(gw_port, static_raw, concurrency, total)
-        # warm-up calls count too: 20 per connection
-        row["cpu_ms_per_request"] = (cpu_seconds(gw_pid) - cpu_before) * 1000 / (total + 20 * concurrency)
+        # warm-up calls count too
+        row["cpu_ms_per_request"] = (cpu_seconds(gw_pid) - cpu_before) * 1000 / (total + WARMUP * concurrency)
         results["static"].append(row)
         if learned:
             learned_raw = http_request("/v1/chat/completions", {**BODY, "model": "auto:learned"}, gw_port)
             cpu_before = cpu_seconds(gw_pid)
             row = await run_load(gw_port, learned_raw, concurrency, total)
-            row["cpu_ms_per_request"] = (cpu_seconds(gw_pid) - cpu_before) * 1000 / (total + 20 * concurrency)
+            row["cpu_ms_per_request"] = (cpu_seconds(gw_pid) - cpu_before) * 1000 / (total + WARMUP * concurrency)
             results["learned"].append(row)
     stream_direct = http_request("/v1/chat/completions", {**BODY, "model": "small", "stream": True}, up_port,
                                  {"authorization": f"Bearer {KEY}"})
