@@ -55,7 +55,11 @@ class EnsemblePredictor:
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return 0.5 * (self.knn.predict(x) + self.mf.predict(x))
+        return self.combine(self.knn.predict(x), x)
+
+    def combine(self, knn_quality: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The ensemble's prediction given the kNN part already computed."""
+        return 0.5 * (knn_quality + self.mf.predict(x))
 
     def params(self) -> dict[str, Any]:
         return {"knn": self.knn.params(), "mf": self.mf.params()}
@@ -143,7 +147,13 @@ class TrainedRouter:
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted quality and output tokens, each (n × models)."""
-        return self.predictor.predict(features), self.lengths.predict_output_tokens(features)
+        knn = shared_knn(self.predictor)
+        if knn is None or knn is not self.lengths:
+            return self.predictor.predict(features), self.lengths.predict_output_tokens(features)
+        knn_quality, output_tokens = knn.predict_with_lengths(features)  # one neighbour search for both
+        if isinstance(self.predictor, EnsemblePredictor):
+            return self.predictor.combine(knn_quality, features), output_tokens
+        return knn_quality, output_tokens
 
     def with_aliases(self, aliases: Mapping[str, str]) -> TrainedRouter:
         """A copy whose models answer to the configured names (trained name → configured name)."""

@@ -38,13 +38,19 @@ class KNNPredictor:
         self._output_tokens = np.asarray(output_tokens, dtype=np.float32)
         return self
 
-    def _weighted_means(self, x: np.ndarray, values: np.ndarray) -> np.ndarray:
-        assert self._x is not None
+    def neighbours(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the k nearest training prompts and their weights, each (n × k)."""
+        assert self._x is not None, "fit() or from_arrays() first"
         sims = _normalise(np.asarray(x, dtype=np.float32)) @ self._x.T
         k = min(self.k, sims.shape[1])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         top_sims = np.take_along_axis(sims, top, axis=1)
         weights = np.exp((top_sims - top_sims.max(axis=1, keepdims=True)) / self.temperature)
+        return top, weights
+
+    @staticmethod
+    def weighted_means(top: np.ndarray, weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Per-model weighted mean of `values` over the neighbours that have a value."""
         neigh = values[top]  # (n, k, m)
         present = ~np.isnan(neigh)
         w = weights[:, :, None] * present
@@ -58,12 +64,18 @@ class KNNPredictor:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predicted quality, (n × m)."""
         assert self._quality is not None, "fit() or from_arrays() first"
-        return self._weighted_means(x, self._quality)
+        return self.weighted_means(*self.neighbours(x), self._quality)
 
     def predict_output_tokens(self, x: np.ndarray) -> np.ndarray:
         """Predicted output tokens, (n × m)."""
         assert self._output_tokens is not None, "fit() or from_arrays() first"
-        return self._weighted_means(x, self._output_tokens)
+        return self.weighted_means(*self.neighbours(x), self._output_tokens)
+
+    def predict_with_lengths(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Quality and output tokens from one neighbour search (the serving path)."""
+        assert self._quality is not None and self._output_tokens is not None, "fit() or from_arrays() first"
+        top, weights = self.neighbours(x)
+        return self.weighted_means(top, weights, self._quality), self.weighted_means(top, weights, self._output_tokens)
 
     def params(self) -> dict[str, Any]:
         return {"k": self.k, "temperature": self.temperature}
