@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -72,7 +73,8 @@ def serve_command(
         keys.close()
     check_bind(host, has_keys=has_keys, master_key=bool(os.environ.get(settings.server.master_key_env)))
     # The ledger is the request log: no per-request access log line on the hot path.
-    options = {"host": host, "port": port, "log_level": "info", "access_log": False, "timeout_graceful_shutdown": 30}
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
+                               "timeout_graceful_shutdown": 30, "timeout_keep_alive": 75}
     from ..local import serving_local_model
 
     # The local model tier (switchman[local]): its server starts before the gateway and stops after it.

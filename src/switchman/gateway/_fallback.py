@@ -46,8 +46,9 @@ def retry_delay(error: UpstreamError, attempt: int, retries: Retries) -> float |
     if not isinstance(error, _RETRYABLE) or attempt >= retries.attempts:
         return None
     if error.retry_after is not None:
-        return error.retry_after if error.retry_after <= retries.max_backoff_s else None
-    return min(retries.backoff_s * (2**attempt), retries.max_backoff_s)
+        wait = float(error.retry_after)
+        return wait if wait <= retries.max_backoff_s else None
+    return min(retries.backoff_s * 2.0**attempt, retries.max_backoff_s)
 
 
 def is_provider_failure(error: UpstreamError) -> bool:

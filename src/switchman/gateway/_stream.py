@@ -68,11 +68,11 @@ async def open_upstream_stream(
             if response.status_code >= 400:
                 content = await response.aread()
                 raise adapter.error(response.status_code, content, response.headers, name)
-            events = sse_events(response.aiter_bytes())
+            events = stream_events = sse_events(response.aiter_bytes())
             first: list[bytes] = []
             while not first:
                 try:
-                    event = await events.__anext__()
+                    event = await stream_events.__anext__()
                 except StopAsyncIteration:
                     raise UpstreamServerError(f"{name}: upstream stream ended before any event", model=name) from None
                 first = translator.feed(event)
@@ -85,7 +85,7 @@ async def open_upstream_stream(
         raise
     first_at = clock()
     health.observe(name, (first_at - sent_at) * 1000.0)
-    return OpenedStream(deployment, response, events, translator, first, sent_at, first_at)
+    return OpenedStream(deployment, response, stream_events, translator, first, sent_at, first_at)
 
 
 class ChatStream:

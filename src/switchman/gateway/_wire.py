@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from .._exceptions import (
@@ -82,7 +82,7 @@ def classify_error(
     return UpstreamBadRequestError(detail, model=model)
 
 
-async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     """Split a byte stream into server-sent events (without their blank-line terminator)."""
     buffer = b""
     async for chunk in chunks:

@@ -124,8 +124,8 @@ def openai_stream(body: Mapping[str, Any], raw_len: int, text: str | None) -> It
     if (body.get("stream_options") or {}).get("include_usage"):
         prompt, completion = _usage_numbers(raw_len, reply)
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-        data = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
-                "choices": [], "usage": usage}
+        data: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                                "model": model, "choices": [], "usage": usage}
         yield b"data: " + _dumps(data) + b"\n\n"
     yield b"data: [DONE]\n\n"
 
@@ -157,7 +157,7 @@ def anthropic_stream(body: Mapping[str, Any], raw_len: int, text: str | None) ->
     """Messages API stream events: message_start, blocks with deltas, message_delta, message_stop."""
     reply, tool, arguments = reply_plan(body, text, anthropic=True)
     prompt, completion = _usage_numbers(raw_len, reply)
-    message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body.get("model"),
+    message: dict[str, Any] = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body.get("model"),
                "content": [], "stop_reason": None, "stop_sequence": None,
                "usage": {"input_tokens": prompt, "output_tokens": 1}}
     yield _event("message_start", {"type": "message_start", "message": message})
