@@ -65,7 +65,9 @@ def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
             "budgeted": {"candidates": ["mid"], "strategy": "cheapest"},
         },
         "default_route": "default",
-        "budgets": [{"scope": "agent", "name": "frugal", "usd": 0.002, "period": "day"}],
+        "budgets": [{"scope": "agent", "name": "frugal", "usd": 0.002, "period": "day"},
+                    {"scope": "agent", "name": "thrifty", "usd": 1e-9, "on_exceed": "downgrade",
+                     "downgrade_to": "cheap"}],
         "server": {
             "ledger_url": ledger_url,
             "max_body_bytes": 200_000,

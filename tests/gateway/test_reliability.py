@@ -257,3 +257,22 @@ def test_budget_rejects_with_429_and_never_overshoots(gateway: Gateway, server: 
     accepted = [r for r in records if r.status == "ok"]
     assert statuses.count(429) == len([r for r in records if r.status == "rejected_budget"]) > 0
     assert accepted and sum(r.cost_usd for r in accepted) <= 0.002
+
+
+def test_budget_downgrade_sends_to_the_cheaper_model(http: httpx.Client, upstream: FakeUpstream,
+                                                    ledger_record: Callable[[str], LedgerRecord]) -> None:
+    response = http.post("/v1/chat/completions", headers={"x-switchman-agent": "thrifty"},
+                         json={"model": "auto:budgeted", "messages": ASK})
+    assert response.status_code == 200 and response.headers["x-switchman-model"] == "cheap"
+    assert response.headers["x-switchman-route-reason"] == "budget downgrade from mid"
+    assert models_called(upstream) == ["cheap"]
+    record = ledger_record(response.headers["x-switchman-request-id"])
+    assert (record.model, record.strategy, record.agent) == ("cheap", "budget", "thrifty")
+
+
+def test_budget_rejection_is_counted_in_metrics(http: httpx.Client) -> None:
+    for _ in range(20):
+        if http.post("/v1/chat/completions", headers={"x-switchman-agent": "frugal"},
+                     json={"model": "auto:budgeted", "messages": ASK, "max_tokens": 200}).status_code == 429:
+            break
+    assert 'switchman_budget_rejections_total{scope="agent"}' in http.get("/metrics").text

@@ -22,7 +22,7 @@ import orjson
 from .._exceptions import BudgetExceededError, SwitchmanError, UpstreamError
 from .._router import Router
 from .._tokens import count_tokens
-from ..ledger import BudgetManager, Ledger, Metrics
+from ..ledger import BudgetLimitError, BudgetManager, Ledger, Metrics
 from ..routing import Decision, RouteRequest, estimated_cost
 from ._context import RequestContext
 from ._errors import Scrubber
@@ -143,7 +143,7 @@ class Dispatcher:
             exchange.decision = self._reserve(exchange, exchange.request, decision)
         except SwitchmanError as exc:
             if isinstance(exc, BudgetExceededError) and self.metrics is not None:
-                self.metrics.observe_budget_rejection(str(getattr(exc, "scope", "unknown")))
+                self.metrics.observe_budget_rejection(exc.scope if isinstance(exc, BudgetLimitError) else "unknown")
             self.finish(exchange, exc)
             raise
         return exchange
