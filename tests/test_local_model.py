@@ -98,10 +98,10 @@ def test_gateway_routes_to_the_local_model(local_server: LocalModelServer, tmp_p
     data["routes"] = {"default": {"candidates": [LOCAL_MODEL], "strategy": "cheapest"}}
     data["server"] = {"ledger_url": f"sqlite:///{tmp_path / 'ledger.sqlite3'}"}
     gateway = Gateway.from_config(parse_config(data), env={})
-    with _ServerThread(build_app(gateway)) as base_url:
-        with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
-            raw = client.chat.completions.with_raw_response.create(model="auto", messages=QUESTION,
-                                                                   max_tokens=MAX_TOKENS, temperature=0)
+    with _ServerThread(build_app(gateway)) as base_url, \
+            openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=QUESTION,
+                                                               max_tokens=MAX_TOKENS, temperature=0)
     reply = raw.parse()
     assert raw.headers["x-switchman-model"] == LOCAL_MODEL
     assert (reply.choices[0].message.content or "").strip()

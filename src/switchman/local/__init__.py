@@ -9,9 +9,23 @@ it first and stops it last. Importing this package loads neither xllamacpp nor t
 """
 
 from .._exceptions import LocalModelError
-from ._install import GGUF_FILE, GGUF_PACKAGE, INSTALL_HINT, engine_available, gguf_path, install_local, local_available
+from ._install import (
+    GGUF_FILE,
+    GGUF_PACKAGE,
+    INSTALL_HINT,
+    engine_available,
+    gguf_path,
+    install_local,
+    local_available,
+)
 from ._server import LOCAL_CONTEXT_WINDOW, LOCAL_MODEL, LocalModelServer
-from ._tier import DEFAULT_LOCAL_BASE_URL, LOCAL_PROVIDER, local_model_config, managed_server, serving_local_model
+from ._tier import (
+    DEFAULT_LOCAL_BASE_URL,
+    LOCAL_PROVIDER,
+    local_model_config,
+    managed_server,
+    serving_local_model,
+)
 
 __all__ = [
     "DEFAULT_LOCAL_BASE_URL",

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 import httpx
 
@@ -74,13 +74,13 @@ class LocalModelServer:
         """Whether the child process is alive."""
         return self._process is not None and self._process.poll() is None
 
-    def start(self) -> LocalModelServer:
+    def start(self) -> Self:
         """Start the server and wait until it answers /health; raise LocalModelError if it cannot."""
         if self._process is not None:
             raise LocalModelError("the local model server is already started")
         model = self._model_file()
         deadline = time.monotonic() + self.startup_timeout
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - the child's stderr, open while it runs
         env = dict(os.environ)
         # OpenMP's default busy-wait makes every thread spin between tokens; on a busy machine that
         # starves the gateway and slows generation tenfold.
@@ -119,7 +119,7 @@ class LocalModelServer:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> LocalModelServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
