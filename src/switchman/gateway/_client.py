@@ -10,6 +10,7 @@ request behaves the same over HTTP and in process:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -189,14 +190,15 @@ class Dispatcher:
         request = deployment.build_request(body, stream=False)
         pool, adapter, name = deployment.provider.pool, deployment.adapter, deployment.name
         started = self.clock()
-        with adapter.map_errors(name), anyio.fail_after(deployment.total_s):
-            with anyio.fail_after(deployment.first_byte_s):
-                response = await pool.send(request, connect_timeout=deployment.connect_s)
-            try:
-                first_byte = self.clock()
-                content = await response.aread()
-            finally:
-                await response.aclose()
+        with adapter.map_errors(name):
+            async with asyncio.timeout(deployment.total_s):
+                async with asyncio.timeout(deployment.first_byte_s):
+                    response = await pool.send(request, connect_timeout=deployment.connect_s)
+                try:
+                    first_byte = self.clock()
+                    content = await response.aread()
+                finally:
+                    await response.aclose()
             if response.status_code >= 400:
                 raise adapter.error(response.status_code, content, response.headers, name)
             result = adapter.decode(content, name)
