@@ -72,3 +72,28 @@ def test_no_keys_means_open_until_a_key_exists(upstream: FakeUpstream, tmp_path:
     client, _ = make_client(upstream, tmp_path, master=False)
     with client:
         assert client.post("/v1/chat/completions", json=ASK).status_code == 401
+
+
+def test_a_ledger_outage_keeps_the_last_known_key_state(upstream: FakeUpstream, tmp_path: Path) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    client, url = make_client(upstream, tmp_path, master=False)
+    keys = KeyStore(url)
+    _, secret = keys.create("bot")
+    keys.close()
+    with client:
+        gateway: Gateway = client.app.state.gateway  # type: ignore[attr-defined]
+        assert client.post("/v1/chat/completions", json=ASK).status_code == 401
+        assert gateway.keys is not None
+
+        def down() -> bool:
+            raise OperationalError("SELECT", {}, Exception("database is down"))
+
+        gateway.keys.has_keys = down  # type: ignore[method-assign]
+        auth = client.app.middleware_stack  # type: ignore[attr-defined]
+        while not hasattr(auth, "recheck_s"):
+            auth = auth.app
+        auth.recheck_s = 0.0
+        assert client.post("/v1/chat/completions", json=ASK).status_code == 401  # still checking
+        response = client.post("/v1/chat/completions", json=ASK, headers={"authorization": f"Bearer {secret}"})
+        assert response.status_code == 200

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy.exc import SQLAlchemyError
 
 from .._config import Config, load_config
 from .._exceptions import ConfigError
@@ -69,6 +70,8 @@ def serve_command(
     keys = KeyStore(settings.server.ledger_url)
     try:
         has_keys = keys.has_keys()
+    except SQLAlchemyError:  # the ledger is unreachable: we cannot tell, so only loopback is safe
+        has_keys = False
     finally:
         keys.close()
     check_bind(host, has_keys=has_keys, master_key=bool(os.environ.get(settings.server.master_key_env)))

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 
 import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...ledger import KeyStore
 from .._errors import InvalidRequestError, error_response
 
 __all__ = ["MASTER_KEY_ID", "AuthMiddleware"]
+
+logger = logging.getLogger("switchman.gateway")
 
 MASTER_KEY_ID = "master"
 _CACHE_S = 10.0
@@ -50,9 +54,12 @@ class AuthMiddleware:
             return False
         now = time.monotonic()
         if self._has_keys is None or now - self._checked_at > self.recheck_s:
-            self._has_keys = await anyio.to_thread.run_sync(self.keys.has_keys)
             self._checked_at = now
-        return self._has_keys
+            try:
+                self._has_keys = await anyio.to_thread.run_sync(self.keys.has_keys)
+            except SQLAlchemyError as exc:  # a ledger outage must not fail requests: keep the last answer
+                logger.warning("cannot read virtual keys (%s); keeping the last known state", type(exc).__name__)
+        return bool(self._has_keys)
 
     async def _key_id(self, secret: bytes) -> str | None:
         if self.master is not None and hmac.compare_digest(secret, self.master):
