@@ -10,6 +10,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
+
 from .._config import Config
 from .._router import Router
 from ..ledger import BudgetManager, KeyStore, Ledger, Metrics
@@ -33,6 +36,7 @@ class Gateway:
         self.keys = keys
         self.metrics = metrics
         self.master_key = master_key
+        self.budgets = dispatcher.budgets
 
     @classmethod
     def from_config(
@@ -56,6 +60,15 @@ class Gateway:
         self.router.warm_up()
         if self.ledger is not None:
             await self.ledger.start()
+
+    async def refresh_budgets(self, every_s: float = 5.0) -> None:
+        """Keep budget counters in step with spend other workers (or SDK users) write to the ledger."""
+        budgets = self.budgets
+        if budgets is None or not budgets.usage():
+            return
+        while True:
+            await anyio.sleep(every_s)
+            await anyio.to_thread.run_sync(budgets.refresh)
 
     async def aclose(self) -> None:
         """Close upstream connections, then flush the ledger."""
