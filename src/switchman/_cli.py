@@ -19,6 +19,7 @@ err_console = Console(stderr=True)
 DataOpt = Annotated[list[Path], typer.Option("--data", help="outcome data folder (repeatable)")]
 ModelsOpt = Annotated[Optional[str], typer.Option("--models", help="comma-separated models to keep")]
 AliasOpt = Annotated[Optional[list[str]], typer.Option("--alias", help="name=canonical (repeatable)")]
+ParamOpt = Annotated[Optional[list[str]], typer.Option("--param", help="predictor parameter, e.g. k=100 (repeatable)")]
 TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", help="quality=0.95 | cost=0.50 | share:MODEL=0.2")]
 
 
@@ -96,6 +97,7 @@ def train(
     rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = "tradeoff",
     folds: int = 5,
     seed: int = 0,
+    param: ParamOpt = None,
 ) -> None:
     """Train and calibrate a learned router on outcome data."""
     from ._offline import train_command
@@ -104,7 +106,7 @@ def train(
         train_command(data=data, out=out, split=split or None, task=task, models=_split_models(models),
                       aliases=alias or [], algorithm=algorithm, embedder=embedder,
                       targets=target or ["quality=0.95"], use_task=use_task, focus=focus, rule=rule,
-                      folds=folds, seed=seed, console=console)
+                      folds=folds, seed=seed, params=param or [], console=console)
     except SwitchmanError as exc:
         _fail(exc)
 
@@ -127,6 +129,7 @@ def eval_(
     focus: str = "full",
     rule: str = "tradeoff",
     seed: int = 0,
+    param: ParamOpt = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="write the frontier plot (PNG)")] = None,
 ) -> None:
@@ -137,7 +140,7 @@ def eval_(
         eval_command(data=data, routers=router or [], strategies=strategy or [], split=split if split is not None else (None if cv else "test"), cv=cv,
                      task=task, models=_split_models(models), aliases=alias or [],
                      targets=target or ["quality=0.95"], algorithm=algorithm, embedder=embedder,
-                     use_task=use_task, focus=focus, rule=rule, seed=seed, json_path=json_out, plot_path=plot,
+                     use_task=use_task, focus=focus, rule=rule, seed=seed, params=param or [], json_path=json_out, plot_path=plot,
                      console=console)
     except SwitchmanError as exc:
         _fail(exc)

@@ -17,7 +17,7 @@ from .evaluate._datasets import OutcomeTable, concat_tables, load_outcomes
 from .evaluate._report import RouterPredictions, baselines, evaluate_predictions, reference_points, summary_rows
 from .evaluate._run import cross_validate, predict_with_router, strategy_choices, train_and_predict
 from .evaluate._metrics import evaluate_choices
-from .learn._artifact import TrainedRouter
+from .learn._artifact import ALGORITHMS, TrainedRouter
 from .learn._calibrate import parse_target
 from .learn._train import TrainSettings, train_router
 
@@ -64,12 +64,38 @@ def load_data(
     return table
 
 
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """`k=100`, `mf.rank=32` → nested numeric parameters for the predictor."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad --param {pair!r}: use name=value, e.g. k=100 or mf.rank=32")
+        try:
+            value: Any = int(raw) if raw.strip().lstrip("-").isdigit() else float(raw)
+        except ValueError:
+            raise ConfigError(f"bad --param {pair!r}: the value must be a number") from None
+        *parents, leaf = key.strip().split(".")
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return params
+
+
 def _settings(
-    *, embedder: str, algorithm: str, targets: Sequence[str], use_task: bool, focus: str, rule: str, folds: int, seed: int
+    *, embedder: str, algorithm: str, targets: Sequence[str], use_task: bool, focus: str, rule: str, folds: int,
+    seed: int, params: Sequence[str] = (),
 ) -> TrainSettings:
+    if rule not in ("tradeoff", "tolerance"):
+        raise ConfigError(f"bad --rule {rule!r}: use tradeoff or tolerance")
+    if focus not in ("full", "last_block"):
+        raise ConfigError(f"bad --focus {focus!r}: use full or last_block")
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"bad --algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}")
     return TrainSettings(
         embedder=embedder, algorithm=algorithm, targets=tuple(parse_target(t) for t in targets) or TrainSettings().targets,
-        use_task=use_task, focus=focus, rule=rule, folds=folds, seed=seed,  # type: ignore[arg-type]
+        use_task=use_task, focus=focus, rule=rule, folds=folds, seed=seed, params=parse_params(params),  # type: ignore[arg-type]
     )
 
 
@@ -89,12 +115,13 @@ def train_command(
     rule: str = "tradeoff",
     folds: int = 5,
     seed: int = 0,
+    params: Sequence[str] = (),
     console: Console | None = None,
 ) -> TrainedRouter:
     """Train, calibrate and save a router file; print its training summary."""
     console = console or Console()
     settings = _settings(embedder=embedder, algorithm=algorithm, targets=targets, use_task=use_task, focus=focus,
-                         rule=rule, folds=folds, seed=seed)
+                         rule=rule, folds=folds, seed=seed, params=params)
     with console.status("loading data"):
         table = load_data(data, split=split, task=task, models=models, aliases=parse_aliases(aliases))
     with console.status("training") as status:
@@ -159,6 +186,7 @@ def eval_command(
     focus: str = "full",
     rule: str = "tradeoff",
     seed: int = 0,
+    params: Sequence[str] = (),
     json_path: Path | None = None,
     plot_path: Path | None = None,
     console: Console | None = None,
@@ -169,7 +197,7 @@ def eval_command(
         raise ConfigError("give --router FILE or --strategy NAME (learned, cheapest, random, fixed:MODEL)")
     alias_map = parse_aliases(aliases)
     settings = _settings(embedder=embedder, algorithm=algorithm, targets=targets, use_task=use_task, focus=focus,
-                         rule=rule, folds=5, seed=seed)
+                         rule=rule, folds=5, seed=seed, params=params)
     with console.status("loading data"):
         everything = load_data(data, task=task, models=models)
     evaluation = (everything.where_split(split) if split else everything).complete()

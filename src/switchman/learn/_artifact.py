@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from .._exceptions import ArtifactError
+from .._exceptions import ArtifactError, ConfigError
 from ..routing._select import SelectionRule
 from ._features import Focus, focus_text, task_features
 from ._knn import KNNPredictor
@@ -78,16 +78,29 @@ class EnsemblePredictor:
 ALGORITHMS = ("knn", "mf", "ensemble")
 
 
+def _checked(cls: type, params: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Only the tunable fields of a predictor class; anything else is a clear error."""
+    allowed = {f.name for f in fields(cls) if not f.name.startswith("_") and f.name != "name"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown {where} parameter(s) {unknown}; known: {sorted(allowed)}")
+    return dict(params)
+
+
 def build_predictor(algorithm: str, params: Mapping[str, Any] | None = None) -> QualityPredictor:
     """A fresh predictor by algorithm name."""
     params = dict(params or {})
     if algorithm == "knn":
-        return KNNPredictor(**params)
+        return KNNPredictor(**_checked(KNNPredictor, params, "knn"))
     if algorithm == "mf":
-        return FactorisationPredictor(**params)
+        return FactorisationPredictor(**_checked(FactorisationPredictor, params, "mf"))
     if algorithm == "ensemble":
+        extra = sorted(set(params) - {"knn", "mf"})
+        if extra:
+            raise ConfigError(f"ensemble parameters are knn.NAME or mf.NAME, not {extra}")
         return EnsemblePredictor(
-            knn=KNNPredictor(**params.get("knn", {})), mf=FactorisationPredictor(**params.get("mf", {}))
+            knn=KNNPredictor(**_checked(KNNPredictor, params.get("knn", {}), "knn")),
+            mf=FactorisationPredictor(**_checked(FactorisationPredictor, params.get("mf", {}), "mf")),
         )
     raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
 

@@ -24,8 +24,8 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 class KNNPredictor:
     """k-nearest-neighbour means of per-model quality and output tokens."""
 
-    k: int = 40
-    temperature: float = 0.05
+    k: int = 100
+    temperature: float = 0.3
     name: str = "knn"
     _x: np.ndarray | None = None
     _quality: np.ndarray | None = None
