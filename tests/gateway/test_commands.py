@@ -35,13 +35,17 @@ def test_default_config_follows_the_keys_that_are_set(monkeypatch: pytest.Monkey
     assert set(default_config({"OPENAI_API_KEY": "x"}).model_specs()) == {"gpt-4o-mini", "gpt-4o"}
 
 
-def test_local_models_join_the_default_route(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_model_has_its_own_route_and_serves_default_only_without_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     local = {"provider": "local", "provider_config": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"},
              "models": {"tiny": {"provider": "local", "input_price": 0.0, "output_price": 0.0}}}
     monkeypatch.setattr("switchman.gateway._defaults.local_models", lambda: [local])
     data = default_config_data({"OPENAI_API_KEY": "x"})
     assert data["providers"]["local"]["base_url"] == "http://127.0.0.1:9/v1"
-    assert data["routes"]["default"]["candidates"] == ["gpt-4o-mini", "gpt-4o", "tiny"]
+    # A free 135M model must not swallow every request once a hosted provider is configured.
+    assert data["routes"]["default"]["candidates"] == ["gpt-4o-mini", "gpt-4o"]
+    assert data["routes"]["local"]["candidates"] == ["tiny"]
+    no_keys = default_config_data({})
+    assert no_keys["routes"]["default"]["candidates"] == ["tiny"]
     assert isinstance(local_models(), list)
 
 

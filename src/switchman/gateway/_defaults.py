@@ -1,7 +1,8 @@
 """The configuration `switchman serve` runs on when given none, and `switchman init` writes.
 
 Every provider whose key variable is set contributes its models; the default route picks the
-cheapest capable one. Models genai-prices cannot price are left out (a router that cannot price a
+cheapest capable one among them. The local model (the `local` extra) has its own route `auto:local`
+and serves the default route only when no hosted provider is configured. Models genai-prices cannot price are left out (a router that cannot price a
 model cannot tell whether routing to it saves money).
 """
 
@@ -82,10 +83,20 @@ def default_config_data(env: Mapping[str, str]) -> dict[str, Any]:
         if offered:
             providers[name] = {"kind": known.kind, "base_url": known.base_url, "api_key_env": known.api_key_env}
             models.update(offered)
+    hosted = list(models)
+    local_names: list[str] = []
     for local in local_models():
         providers[local["provider"]] = local["provider_config"]
         models.update(local["models"])
+        local_names += list(local["models"])
     config: dict[str, Any] = {"providers": providers, "models": models}
-    if models:
-        config["routes"] = {"default": {"candidates": list(models), "strategy": "cheapest"}}
+    routes: dict[str, Any] = {}
+    # The 135M local model costs nothing, so a cheapest route would send it everything: it serves
+    # the default route only when no hosted provider is configured, and always answers `auto:local`.
+    if hosted or local_names:
+        routes["default"] = {"candidates": hosted or local_names, "strategy": "cheapest"}
+    if local_names:
+        routes["local"] = {"candidates": local_names, "strategy": "cheapest"}
+    if routes:
+        config["routes"] = routes
     return config
