@@ -184,7 +184,8 @@ def test_minilm_truncation_modes() -> None:
     assert len(content) > 600
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
 
-    ids = {m: get_embedder(f"minilm-int8:{m}").token_ids([long_text])[0].tolist() for m in ("head", "tail", "head_tail")}
+    modes = ("head", "tail", "head_tail")
+    ids = {m: get_embedder(f"minilm-int8:{m}").token_ids([long_text])[0].tolist() for m in modes}
     assert ids["head"] == [cls, *content[:254], sep]
     assert ids["tail"] == [cls, *content[-254:], sep]
     assert ids["head_tail"] == [cls, *content[:32], *content[-222:], sep]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import os
 import re
 import threading
@@ -107,11 +106,6 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _has_module(name: str) -> bool:
-    """Whether ``name`` is importable, without importing it."""
-    return importlib.util.find_spec(name) is not None
-
-
 # ---------------------------------------------------------------------------------- hashing
 
 
@@ -140,10 +134,10 @@ class HashingEmbedder:
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         for row, text in enumerate(items):
             words = self._TOKEN.findall(clip_chars(text, self._MAX_CHARS, self._MAX_CHARS).lower())
-            feats = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+            feats = words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
             if not feats:
                 continue
-            idx, sign = zip(*map(self._bucket, feats))
+            idx, sign = zip(*map(self._bucket, feats), strict=True)
             out[row] = np.bincount(idx, weights=sign, minlength=self.dim)
         return l2_normalise(out)
 
