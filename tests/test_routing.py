@@ -317,3 +317,20 @@ def test_a_real_decision_serialises_too() -> None:
     decision = CheapestStrategy().decide(request, policy.eligible, CTX)
     data = json.loads(json.dumps(decision.to_dict()))
     assert data["model"] == "mid" and [c["model"] for c in data["candidates"]] == ["mid", "big"]
+
+
+def test_equally_cheap_candidates_go_to_the_faster_one() -> None:
+    from switchman._catalog import ModelSpec
+    from switchman.routing import CheapestStrategy, DecisionContext, RouteRequest
+
+    a = ModelSpec(name="a", provider="p", input_price=1.0, output_price=1.0)
+    b = ModelSpec(name="b", provider="p", input_price=1.0, output_price=1.0)
+    request = RouteRequest(prompt="hi", input_tokens=10)
+    # Same price: with no latency known the name decides; the live TTFT overrides it.
+    assert CheapestStrategy().decide(request, [a, b], DecisionContext()).model == "a"
+    slow_a = DecisionContext(ttft_ms={"a": 900.0, "b": 120.0})
+    decision = CheapestStrategy().decide(request, [a, b], slow_a)
+    assert decision.model == "b" and decision.fallbacks == ("a",)
+    # A cheaper model still wins over a faster, dearer one.
+    c = ModelSpec(name="c", provider="p", input_price=0.5, output_price=0.5)
+    assert CheapestStrategy().decide(request, [a, b, c], DecisionContext(ttft_ms={"c": 5000.0})).model == "c"

@@ -16,7 +16,7 @@ from ..routing._decision import CandidateScore, Decision
 from ..routing._policy import estimated_cost
 from ..routing._request import RouteRequest
 from ..routing._select import select
-from ..routing._strategies import DecisionContext
+from ..routing._strategies import DecisionContext, expected_ttft_ms
 from ._artifact import TrainedRouter
 from ._embedders import Embedder
 
@@ -43,7 +43,9 @@ class LearnedStrategy:
         return quality[0], output_tokens[0]
 
     def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
-        known = [s for s in candidates if s.name in self._column]
+        # Faster candidates first: `select` breaks exact ties by position, so among equally good
+        # and equally cheap candidates the one with the lower live time to first token wins.
+        known = sorted((s for s in candidates if s.name in self._column), key=lambda s: expected_ttft_ms(s, context))
         unknown = [s for s in candidates if s.name not in self._column]
         if not known:
             ranked = sorted(candidates, key=lambda s: estimated_cost(s, request))
@@ -60,7 +62,7 @@ class LearnedStrategy:
         cost = np.array([s.cost(request.input_tokens, o) for s, o in zip(known, out, strict=True)])
         knob = self.router.knob if self.knob is None else self.knob
         chosen = int(select(q[None, :], cost[None, :], knob, self.router.rule)[0])
-        order = sorted(range(len(known)), key=lambda i: (-q[i], cost[i]))
+        order = sorted(range(len(known)), key=lambda i: (-q[i], cost[i], expected_ttft_ms(known[i], context)))
         scores = tuple(
             CandidateScore(known[i].name, float(q[i]), float(cost[i]), float(out[i])) for i in order
         ) + tuple(CandidateScore(s.name, predicted_cost_usd=estimated_cost(s, request)) for s in unknown)

@@ -11,6 +11,7 @@ from ._strategies import (
     RandomStrategy,
     RulesStrategy,
     Strategy,
+    expected_ttft_ms,
     rule_matches,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "SelectionRule",
     "Strategy",
     "estimated_cost",
+    "expected_ttft_ms",
     "filter_candidates",
     "message_text",
     "prefer_live",

@@ -24,6 +24,7 @@ __all__ = [
     "RandomStrategy",
     "RulesStrategy",
     "Strategy",
+    "expected_ttft_ms",
     "rule_matches",
 ]
 
@@ -47,9 +48,23 @@ class Strategy(Protocol):
     ) -> Decision: ...
 
 
-def _by_cost(request: RouteRequest, candidates: Sequence[ModelSpec]) -> list[ModelSpec]:
-    """Cheapest first; ties go to the larger context window, then the name (deterministic)."""
-    return sorted(candidates, key=lambda s: (estimated_cost(s, request), -(s.context_window or 0), s.name))
+def expected_ttft_ms(spec: ModelSpec, context: DecisionContext) -> float:
+    """Live time to first token if measured, else the catalog prior, else unknown (infinite)."""
+    live = context.ttft_ms.get(spec.name)
+    if live is not None:
+        return live
+    return spec.ttft_ms if spec.ttft_ms is not None else float("inf")
+
+
+def _by_cost(
+    request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext | None = None
+) -> list[ModelSpec]:
+    """Cheapest first; among equally cheap, the faster (live TTFT), then the larger window, then the name."""
+    ctx = context or DecisionContext()
+    return sorted(
+        candidates,
+        key=lambda s: (estimated_cost(s, request), expected_ttft_ms(s, ctx), -(s.context_window or 0), s.name),
+    )
 
 
 def _decision(
@@ -81,7 +96,7 @@ class FixedStrategy:
     name: str = "fixed"
 
     def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
-        ranked = _by_cost(request, candidates)
+        ranked = _by_cost(request, candidates, context)
         chosen = next((s for s in ranked if s.name == self.model), None)
         if chosen is None:
             return _decision(
@@ -127,7 +142,7 @@ class RulesStrategy:
     name: str = "rules"
 
     def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
-        ranked = _by_cost(request, candidates)
+        ranked = _by_cost(request, candidates, context)
         by_name = {s.name: s for s in ranked}
         for i, rule in enumerate(self.rules):
             if rule.model in by_name and rule_matches(rule.match, request):
@@ -153,7 +168,7 @@ class CheapestStrategy:
     name: str = "cheapest"
 
     def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
-        ranked = _by_cost(request, candidates)
+        ranked = _by_cost(request, candidates, context)
         return _decision(
             ranked[0], ranked, request, strategy=self.name, context=context,
             reason=f"cheapest capable candidate (${estimated_cost(ranked[0], request):.6f} estimated)",
@@ -167,7 +182,7 @@ class RandomStrategy:
     name: str = "random"
 
     def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
-        ranked = _by_cost(request, candidates)
+        ranked = _by_cost(request, candidates, context)
         index = min(int(context.random_value * len(ranked)), len(ranked) - 1)
         return _decision(
             ranked[index], ranked, request, strategy=self.name, context=context,
