@@ -204,7 +204,7 @@ def train_router(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return TrainedRouter(
-        embedder=settings.embedder,
+        embedder=get_embedder(settings.embedder).name,  # canonical name, never an alias
         models=tuple(data.models),
         algorithm=settings.algorithm,
         predictor=predictor,
