@@ -14,7 +14,7 @@ from typing import Any
 from ._catalog import ModelSpec
 from ._config import Config, RouteConfig, load_config, parse_config
 from ._exceptions import ConfigError, UnknownModelError
-from ._tokens import count_tokens
+from ._tokens import count_tokens_for_routing
 from .routing._decision import Decision
 from .routing._policy import filter_candidates, prefer_live
 from .routing._request import RouteRequest
@@ -96,7 +96,7 @@ class Router:
 
     def request(self, messages: Sequence[Mapping[str, Any]], **context: Any) -> RouteRequest:
         """Derive the RouteRequest for a chat request."""
-        return RouteRequest.from_messages(messages, count_tokens=count_tokens, **context)
+        return RouteRequest.from_messages(messages, count_tokens=count_tokens_for_routing, **context)
 
     def route(
         self,

