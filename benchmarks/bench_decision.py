@@ -14,7 +14,6 @@ import json
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,8 +28,8 @@ def _rss_mib() -> float:
 
 
 def _prompts(n: int) -> list[str]:
-    import gzip
     import csv
+    import gzip
 
     prompts: list[str] = []
     for name in ("routerbench", "alpacaeval2"):

@@ -6,7 +6,12 @@ import math
 import subprocess
 import sys
 
-from switchman._tokens import EXACT_ABOVE_CHARS, count_tokens, count_tokens_for_routing, estimate_tokens
+from switchman._tokens import (
+    EXACT_ABOVE_CHARS,
+    count_tokens,
+    count_tokens_for_routing,
+    estimate_tokens,
+)
 
 
 def test_exact_count_works_offline_and_matches_known_cl100k_counts() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,10 +17,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 DataOpt = Annotated[list[Path], typer.Option("--data", help="outcome data folder (repeatable)")]
-ModelsOpt = Annotated[Optional[str], typer.Option("--models", help="comma-separated models to keep")]
-AliasOpt = Annotated[Optional[list[str]], typer.Option("--alias", help="name=canonical (repeatable)")]
-ParamOpt = Annotated[Optional[list[str]], typer.Option("--param", help="predictor parameter, e.g. k=100 (repeatable)")]
-TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", help="quality=0.95 | cost=0.50 | share:MODEL=0.2")]
+ModelsOpt = Annotated[str | None, typer.Option("--models", help="comma-separated models to keep")]
+AliasOpt = Annotated[list[str] | None, typer.Option("--alias", help="name=canonical (repeatable)")]
+ParamOpt = Annotated[list[str] | None, typer.Option("--param", help="predictor parameter, e.g. k=100 (repeatable)")]
+TargetOpt = Annotated[list[str] | None, typer.Option("--target", help="quality=0.95 | cost=0.50 | share:MODEL=0.2")]
 
 
 def _split_models(models: str | None) -> list[str]:
@@ -33,7 +33,7 @@ def _fail(exc: SwitchmanError) -> None:
 
 
 @app.command()
-def models(config: Annotated[Optional[Path], typer.Option(help="configuration file")] = None) -> None:
+def models(config: Annotated[Path | None, typer.Option(help="configuration file")] = None) -> None:
     """Print the model catalog the configuration resolves to."""
     from ._config import load_config
 
@@ -64,9 +64,9 @@ def route(
     prompt: Annotated[str, typer.Argument(help="the user message to route")],
     config: Annotated[Path, typer.Option(help="configuration file")],
     model: str = "auto",
-    agent: Optional[str] = None,
-    tags: Optional[str] = None,
-    task: Optional[str] = None,
+    agent: str | None = None,
+    tags: str | None = None,
+    task: str | None = None,
 ) -> None:
     """Show the decision for one prompt (no provider call)."""
     import json
@@ -85,8 +85,8 @@ def route(
 def train(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="router file to write (.safetensors)")],
-    split: Annotated[Optional[str], typer.Option(help="train on this split ('' for all rows)")] = "train",
-    task: Annotated[Optional[str], typer.Option(help="keep prompts of this task")] = None,
+    split: Annotated[str | None, typer.Option(help="train on this split ('' for all rows)")] = "train",
+    task: Annotated[str | None, typer.Option(help="keep prompts of this task")] = None,
     models: ModelsOpt = None,
     alias: AliasOpt = None,
     algorithm: Annotated[str, typer.Option(help="knn | mf | ensemble")] = "knn",
@@ -114,12 +114,12 @@ def train(
 @app.command("eval")
 def eval_(
     data: DataOpt,
-    router: Annotated[Optional[list[Path]], typer.Option("--router", help="trained router file (repeatable)")] = None,
-    strategy: Annotated[Optional[list[str]], typer.Option(
+    router: Annotated[list[Path] | None, typer.Option("--router", help="trained router file (repeatable)")] = None,
+    strategy: Annotated[list[str] | None, typer.Option(
         "--strategy", help="learned | cheapest | random | fixed:MODEL (repeatable)")] = None,
-    split: Annotated[Optional[str], typer.Option(help="evaluate on this split (default: test; with --cv: all)")] = None,
-    cv: Annotated[Optional[int], typer.Option("--cv", help="K-fold cross-validation within the data")] = None,
-    task: Optional[str] = None,
+    split: Annotated[str | None, typer.Option(help="evaluate on this split (default: test; with --cv: all)")] = None,
+    cv: Annotated[int | None, typer.Option("--cv", help="K-fold cross-validation within the data")] = None,
+    task: str | None = None,
     models: ModelsOpt = None,
     alias: AliasOpt = None,
     target: TargetOpt = None,
@@ -130,8 +130,8 @@ def eval_(
     rule: str = "tradeoff",
     seed: int = 0,
     param: ParamOpt = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="write the frontier plot (PNG)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="write the frontier plot (PNG)")] = None,
 ) -> None:
     """Evaluate routers and baselines: quality, cost, frontier, AIQ, savings, APGR/CPT."""
     from ._offline import eval_command
@@ -148,9 +148,9 @@ def eval_(
 
 @app.command()
 def serve(
-    config: Annotated[Optional[Path], typer.Option(help="configuration file (default: embedded defaults)")] = None,
-    host: Annotated[Optional[str], typer.Option(help="address to listen on (default: server.host)")] = None,
-    port: Annotated[Optional[int], typer.Option(help="port (default: server.port)")] = None,
+    config: Annotated[Path | None, typer.Option(help="configuration file (default: embedded defaults)")] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on (default: server.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: server.port)")] = None,
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
 ) -> None:
     """Run the OpenAI-compatible gateway."""
@@ -178,9 +178,9 @@ def init(
     console.print(f"wrote {written}")
 
 
-LedgerOpt = Annotated[Optional[str], typer.Option("--ledger", help="ledger URL (default: server.ledger_url, "
+LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="ledger URL (default: server.ledger_url, "
                                                                    "$SWITCHMAN_LEDGER_URL, the user data dir)")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="configuration file (for server.ledger_url)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="configuration file (for server.ledger_url)")]
 
 
 def _ledger_url(config: Path | None, ledger: str | None) -> str | None:
@@ -215,7 +215,7 @@ app.add_typer(keys_app, name="keys")
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="who or what the key is for")],
-    budget: Annotated[Optional[float], typer.Option(help="USD the key may spend per period")] = None,
+    budget: Annotated[float | None, typer.Option(help="USD the key may spend per period")] = None,
     period: Annotated[str, typer.Option(help="day | month")] = "day",
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,

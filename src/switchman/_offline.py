@@ -14,9 +14,20 @@ from rich.table import Table
 from ._catalog import lookup_catalog_price
 from ._exceptions import ConfigError
 from .evaluate._datasets import OutcomeTable, concat_tables, load_outcomes
-from .evaluate._report import RouterPredictions, baselines, evaluate_predictions, reference_points, summary_rows
-from .evaluate._run import cross_validate, predict_with_router, strategy_choices, train_and_predict
 from .evaluate._metrics import evaluate_choices
+from .evaluate._report import (
+    RouterPredictions,
+    baselines,
+    evaluate_predictions,
+    reference_points,
+    summary_rows,
+)
+from .evaluate._run import (
+    cross_validate,
+    predict_with_router,
+    strategy_choices,
+    train_and_predict,
+)
 from .learn._artifact import ALGORITHMS, TrainedRouter
 from .learn._calibrate import parse_target
 from .learn._train import TrainSettings, train_router

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:

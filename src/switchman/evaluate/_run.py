@@ -19,7 +19,13 @@ from ..learn._cache import embed_cached
 from ..learn._embedders import get_embedder
 from ..learn._train import TrainSettings, fit_prices, predicted_cost, train_router
 from ..routing._request import RouteRequest
-from ..routing._strategies import CheapestStrategy, DecisionContext, FixedStrategy, RandomStrategy, Strategy
+from ..routing._strategies import (
+    CheapestStrategy,
+    DecisionContext,
+    FixedStrategy,
+    RandomStrategy,
+    Strategy,
+)
 from ._datasets import OutcomeTable
 from ._report import RouterPredictions
 
