@@ -2,7 +2,7 @@
 
     python benchmarks/bench_decision.py --router runs/rb.safetensors [--n 1000] [--json out.json]
 
-Measures, in one fresh process: the time to load the router file and its embedder, RSS after
+Measures, in one fresh process (wall and CPU time, since a loaded machine inflates wall time): the time to load the router file and its embedder, RSS after
 loading, and p50/p99 of `Router.route()` for a learned route — one full decision including the
 prompt's token count and embedding — over real prompts from ../shared/data (or synthetic ones).
 """
@@ -73,12 +73,15 @@ def main() -> None:
     prompts = _prompts(args.n)
     for p in prompts[:50]:
         router.route(p)
-    times = []
+    times, cpu = [], []
     for p in prompts:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         router.route(p)
+        cpu.append((time.process_time() - c0) * 1000)
         times.append((time.perf_counter() - t0) * 1000)
     times.sort()
+    cpu.sort()
+    load = Path("/proc/loadavg").read_text().split()[0]
     result = {
         "router": str(args.router),
         "embedder": trained.embedder,
@@ -88,6 +91,9 @@ def main() -> None:
         "decisions": len(times),
         "decision_ms_p50": statistics.median(times),
         "decision_ms_p99": times[int(0.99 * (len(times) - 1))],
+        "decision_cpu_ms_p50": statistics.median(cpu),
+        "decision_cpu_ms_p99": cpu[int(0.99 * (len(cpu) - 1))],
+        "load_average_1m": float(load),
         "import_s": import_s,
         "router_file_load_s": load_router_s,
         "router_and_embedder_load_s": load_all_s,

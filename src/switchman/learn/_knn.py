@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import warnings
+
 import numpy as np
 
 __all__ = ["KNNPredictor"]
@@ -30,12 +32,14 @@ class KNNPredictor:
     _x: np.ndarray | None = None
     _quality: np.ndarray | None = None
     _output_tokens: np.ndarray | None = None
+    _fallbacks: tuple[np.ndarray, np.ndarray] | None = None
 
     def fit(self, x: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray) -> KNNPredictor:
         """Store normalised features and the (n × m) outcome matrices (NaN = no outcome)."""
         self._x = _normalise(np.asarray(x, dtype=np.float32))
         self._quality = np.asarray(quality, dtype=np.float32)
         self._output_tokens = np.asarray(output_tokens, dtype=np.float32)
+        self._fallbacks = None
         return self
 
     def neighbours(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,33 +53,43 @@ class KNNPredictor:
         return top, weights
 
     @staticmethod
-    def weighted_means(top: np.ndarray, weights: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Per-model weighted mean of `values` over the neighbours that have a value."""
+    def weighted_means(top: np.ndarray, weights: np.ndarray, values: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+        """Per-model weighted mean of `values` over the neighbours that have one; else `fallback`."""
         neigh = values[top]  # (n, k, m)
         present = ~np.isnan(neigh)
         w = weights[:, :, None] * present
         totals = w.sum(axis=1)
         sums = (np.where(present, neigh, 0.0) * w).sum(axis=1)
-        fallback = np.nanmean(values, axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = sums / totals
         return np.where(totals > 0, means, fallback[None, :])
 
+    def _means(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each model's overall mean quality and output tokens (computed once, not per request)."""
+        if self._fallbacks is None:
+            assert self._quality is not None and self._output_tokens is not None, "fit() or from_arrays() first"
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a model with no outcome at all → NaN
+                self._fallbacks = (np.nanmean(self._quality, axis=0), np.nanmean(self._output_tokens, axis=0))
+        return self._fallbacks
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predicted quality, (n × m)."""
         assert self._quality is not None, "fit() or from_arrays() first"
-        return self.weighted_means(*self.neighbours(x), self._quality)
+        return self.weighted_means(*self.neighbours(x), self._quality, self._means()[0])
 
     def predict_output_tokens(self, x: np.ndarray) -> np.ndarray:
         """Predicted output tokens, (n × m)."""
         assert self._output_tokens is not None, "fit() or from_arrays() first"
-        return self.weighted_means(*self.neighbours(x), self._output_tokens)
+        return self.weighted_means(*self.neighbours(x), self._output_tokens, self._means()[1])
 
     def predict_with_lengths(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Quality and output tokens from one neighbour search (the serving path)."""
         assert self._quality is not None and self._output_tokens is not None, "fit() or from_arrays() first"
         top, weights = self.neighbours(x)
-        return self.weighted_means(top, weights, self._quality), self.weighted_means(top, weights, self._output_tokens)
+        q_mean, out_mean = self._means()
+        return (self.weighted_means(top, weights, self._quality, q_mean),
+                self.weighted_means(top, weights, self._output_tokens, out_mean))
 
     def params(self) -> dict[str, Any]:
         return {"k": self.k, "temperature": self.temperature}
