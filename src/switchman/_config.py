@@ -44,6 +44,7 @@ __all__ = [
     "RuleConfig",
     "RuleMatch",
     "ServerConfig",
+    "SessionConfig",
     "StrategyName",
     "Timeouts",
     "load_config",
@@ -165,6 +166,7 @@ class RouteConfig(_Strict):
     content_policy_fallback: str | None = None
     max_ttft_ms: float | None = Field(default=None, gt=0)
     seed: int = 0
+    max_price_usd: float | None = Field(default=None, gt=0, description="drop candidates estimated above this per request")
 
     @model_validator(mode="after")
     def _check_strategy_fields(self) -> RouteConfig:
@@ -185,12 +187,31 @@ class AgentConfig(_Strict):
     rules: list[RuleConfig] = Field(default_factory=list)
     allow: list[str] | None = None
     deny: list[str] = Field(default_factory=list)
+    max_price_usd: float | None = Field(default=None, gt=0, description="drop candidates estimated above this per request")
 
     @model_validator(mode="after")
     def _route_or_model(self) -> AgentConfig:
         if self.route is not None and self.model is not None:
             raise ValueError("give 'route' or 'model', not both")
         return self
+
+
+class SessionConfig(_Strict):
+    """How requests sharing a session id keep, escalate or (optionally) downgrade their model.
+
+        sessions: {ttl_s: 1800, escalate_only: true, value_per_quality_point_usd: 1.0}
+
+    A switch loses the provider's prompt cache; it happens only when its expected benefit pays for
+    the uncached re-read of the conversation (see `switchman.routing._sessions`).
+    """
+
+    ttl_s: float = Field(default=1800.0, gt=0, description="a session idle this long starts afresh")
+    escalate_only: bool = True
+    value_per_quality_point_usd: float = Field(
+        default=1.0, ge=0, description="USD one turn's +1.0 of predicted quality (0..1 scale) is worth")
+    expected_remaining_turns: float = Field(default=5.0, ge=0, description="turns a downgrade's saving is counted over")
+    negative_feedback_below: float = Field(default=0.5, ge=0, le=1, description="feedback scores below this escalate")
+    max_sessions: int = Field(default=100_000, gt=0, description="in-memory store: oldest sessions evicted beyond this")
 
 
 class Config(_Strict):
@@ -203,6 +224,7 @@ class Config(_Strict):
     default_route: str | None = None
     server: ServerConfig = Field(default_factory=ServerConfig)
     budgets: list[BudgetConfig] = Field(default_factory=list)
+    sessions: SessionConfig = Field(default_factory=SessionConfig)
 
     @field_validator("models")
     @classmethod

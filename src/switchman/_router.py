@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from .routing._strategies import (
     Strategy,
     rule_matches,
 )
+from .routing._tasks import resolve_task
 
 __all__ = ["STRATEGIES", "Router", "build_strategy"]
 
@@ -137,6 +139,8 @@ class Router:
         draw = self._random.random() if random_value is None else random_value
         if model in self.models:
             return Decision(model=model, reason="model requested by name", strategy="fixed", fallbacks=())
+        if request.task is None:  # rules and strategies see the caller's task, else the detected one
+            request = replace(request, task=resolve_task(request))
         agent = self.config.agents.get(request.agent) if request.agent else None
         if model == "auto":
             if agent is not None and agent.model is not None:
@@ -159,7 +163,8 @@ class Router:
         candidates = [self.models[name] for name in route.candidates]
         allow = set(agent.allow) if agent is not None and agent.allow is not None else None
         deny = set(agent.deny) if agent is not None else set()
-        policy = filter_candidates(request, candidates, allow=allow, deny=deny)
+        max_price = agent.max_price_usd if agent is not None and agent.max_price_usd is not None else route.max_price_usd
+        policy = filter_candidates(request, candidates, allow=allow, deny=deny, max_price_usd=max_price)
         policy, set_aside = prefer_live(policy, unhealthy=unhealthy, ttft_ms=ttft_ms, max_ttft_ms=route.max_ttft_ms)
         context = DecisionContext(route=route_name, random_value=draw, ttft_ms=ttft_ms or {})
         if agent is not None:

@@ -65,6 +65,7 @@ def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
             "budgeted": {"candidates": ["mid"], "strategy": "cheapest"},
         },
         "default_route": "default",
+        "agents": {"penny": {"max_price_usd": 1e-9}},
         "budgets": [{"scope": "agent", "name": "frugal", "usd": 0.002, "period": "day"},
                     {"scope": "agent", "name": "thrifty", "usd": 1e-9, "on_exceed": "downgrade",
                      "downgrade_to": "cheap"}],

@@ -31,6 +31,7 @@ from ._exchange import Exchange
 from ._fallback import FallbackChain, fallback_reason, is_provider_failure, retry_delay
 from ._health import HealthBoard
 from ._providers import Deployment, Provider, build_deployments, provider_keys
+from ._sessions import SessionKeeper
 from ._stream import ChatStream, OpenedStream, open_upstream_stream
 from ._wire import Usage
 
@@ -76,8 +77,10 @@ class Dispatcher:
         scrub: Scrubber | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.perf_counter,
+        sessions: SessionKeeper | None = None,
     ) -> None:
         self.router = router
+        self.sessions = sessions or SessionKeeper.from_config(router.config, router.models)
         self.deployments = dict(deployments)
         self.providers: dict[str, Provider] = {d.provider.name: d.provider for d in self.deployments.values()}
         self.ledger = ledger
@@ -116,6 +119,7 @@ class Dispatcher:
         started = self.clock()
         decision = self.router.decide(request, model=body["model"], unhealthy=self.health.unhealthy(),
                                       ttft_ms=self.health.ttft_ms)
+        decision = self.sessions.steer(request, decision, context)
         if self.metrics is not None:
             self.metrics.observe_decision(self.clock() - started)
         return request, decision
@@ -219,7 +223,7 @@ class Dispatcher:
         exchange.usage = usage
         assert exchange.decision is not None and exchange.model is not None
         cost = exchange.cost(self.router.models)
-        self.finish(exchange)
+        self.finish(exchange, content=content)
         return Completion(content, exchange.model, exchange.decision, cost, context.request_id)
 
     async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream:
@@ -241,10 +245,11 @@ class Dispatcher:
         """Record a request refused before it could be routed (bad JSON, bad fields, bad headers)."""
         self.finish(Exchange(context, self.clock()), error)
 
-    def finish(self, exchange: Exchange, error: BaseException | None = None) -> None:
-        """Write the request's one ledger record and count it in the metrics."""
+    def finish(self, exchange: Exchange, error: BaseException | None = None, *, content: bytes | None = None) -> None:
+        """Write the request's one ledger record, count it in the metrics, and note its session's outcome."""
         if error is not None:
             exchange.fail(error, self.scrub)
+        self.sessions.observe(exchange, content)
         route = exchange.decision.route if exchange.decision else None
         record = exchange.record(self.router.models, self._candidates.get(route or "", ()), self.clock())
         if self.ledger is not None:

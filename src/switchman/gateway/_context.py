@@ -1,4 +1,4 @@
-"""Who is asking: agent, session, tags and task from `X-Switchman-*` headers or the body's metadata.
+"""Who is asking: agent, session, tags, task and an escalation request, from `X-Switchman-*` headers or metadata.
 
 Headers win over metadata. Switchman's own metadata keys are removed from the body before it is
 forwarded; the caller's other metadata keys pass through untouched.
@@ -15,7 +15,7 @@ from ._errors import InvalidRequestError
 __all__ = ["OWN_METADATA_KEYS", "RequestContext", "context_from"]
 
 #: Keys of the body's `metadata` that are switchman's, never the provider's.
-OWN_METADATA_KEYS = ("agent", "session", "tags", "task")
+OWN_METADATA_KEYS = ("agent", "session", "tags", "task", "escalate")
 _MAX_VALUE = 256
 _MAX_TAGS = 32
 
@@ -30,6 +30,7 @@ class RequestContext:
     tags: tuple[str, ...] = ()
     task: str | None = None
     key_id: str | None = None
+    escalate: bool = False
 
 
 def _clean(value: object, where: str) -> str | None:
@@ -62,6 +63,14 @@ def _tags(value: object, where: str) -> tuple[str, ...]:
     return tags
 
 
+def _flag(value: object, where: str) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "0", "false", "no", ""):
+        return value.strip().lower() in ("1", "true", "yes")
+    raise InvalidRequestError(f"{where} must be 1/0 or true/false", param=where, code="invalid_value")
+
+
 def context_from(
     headers: Mapping[str, str], body: MutableMapping[str, Any], *, request_id: str = "", key_id: str | None = None
 ) -> RequestContext:
@@ -89,4 +98,6 @@ def context_from(
                                                                                          "metadata.tags"),
         task=_clean(headers.get("x-switchman-task"), "X-Switchman-Task") or _clean(own.get("task"), "metadata.task"),
         key_id=key_id,
+        escalate=_flag(headers.get("x-switchman-escalate"), "X-Switchman-Escalate")
+        or _flag(own.get("escalate"), "metadata.escalate"),
     )

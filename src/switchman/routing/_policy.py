@@ -28,7 +28,8 @@ class PolicyResult:
 
 
 def _exclusion(
-    spec: ModelSpec, request: RouteRequest, allow: Collection[str] | None, deny: Collection[str]
+    spec: ModelSpec, request: RouteRequest, allow: Collection[str] | None, deny: Collection[str],
+    max_price_usd: float | None,
 ) -> str | None:
     if allow is not None and spec.name not in allow:
         return "not in the allow-list"
@@ -41,6 +42,11 @@ def _exclusion(
         needed = request.input_tokens + (request.max_tokens or 0)
         if needed > spec.context_window:
             return f"needs {needed} tokens, context window is {spec.context_window}"
+    if max_price_usd is not None:
+        # Priced as the caller could be billed: every input token plus max_tokens (or the default) out.
+        cost = estimated_cost(spec, request)
+        if cost > max_price_usd:
+            return f"estimated ${cost:.6f} exceeds max_price_usd ${max_price_usd:g}"
     return None
 
 
@@ -50,12 +56,17 @@ def filter_candidates(
     *,
     allow: Collection[str] | None = None,
     deny: Collection[str] = (),
+    max_price_usd: float | None = None,
 ) -> PolicyResult:
-    """Keep the candidates that may and can serve the request; raise when none is left."""
+    """Keep the candidates that may and can serve the request; raise when none is left.
+
+    `max_price_usd` drops candidates whose estimated cost for this request exceeds it (an agent's
+    or route's ceiling per request), so no strategy can pick a model the caller refuses to pay for.
+    """
     eligible: list[ModelSpec] = []
     excluded: list[tuple[str, str]] = []
     for spec in candidates:
-        why = _exclusion(spec, request, allow, deny)
+        why = _exclusion(spec, request, allow, deny, max_price_usd)
         if why is None:
             eligible.append(spec)
         else:

@@ -1,0 +1,188 @@
+"""The I/O side of sessions: where session states live, the clock, and what a turn's outcome signals.
+
+The decision about switching is pure (`switchman.routing._sessions`); this module reads the clock,
+keeps states in a `SessionStore` and notices the outcome of each turn:
+
+    keeper = SessionKeeper.from_config(config, router.models)
+    decision = keeper.steer(request, decision, context)      # before the call
+    keeper.observe(exchange, content)                          # after it (every outcome)
+    keeper.record_feedback("sess-1", 0.0)                      # negative feedback escalates the next turn
+
+The in-memory store is per process; a shared store (Redis, the ledger database) implements the
+same three methods so every worker sees one session.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Protocol
+
+import orjson
+
+from .._catalog import ModelSpec
+from .._config import Config
+from ..routing import Decision, RouteRequest
+from ..routing._sessions import (
+    SessionPolicy,
+    SessionState,
+    advance,
+    is_expired,
+    repeated_tool_call,
+    steer,
+)
+from ._context import RequestContext
+from ._exchange import Exchange
+
+__all__ = ["MemorySessionStore", "SessionKeeper", "SessionStore", "answer_signal"]
+
+#: Decisions sessions leave alone: a model named or pinned (fixed), and a cascade, which escalates itself.
+_UNSTEERED = frozenset({"fixed", "cascade"})
+
+
+class SessionStore(Protocol):
+    """Where session states live between turns."""
+
+    def get(self, session_id: str, now: float) -> SessionState | None:
+        """The live state of a session (None when unknown or expired)."""
+        ...
+
+    def put(self, session_id: str, state: SessionState) -> None:
+        """Store a session's state after a turn."""
+        ...
+
+    def expire(self, now: float) -> int:
+        """Forget expired sessions; returns how many."""
+        ...
+
+
+class MemorySessionStore:
+    """Session states in this process's memory, oldest evicted beyond `max_sessions`."""
+
+    def __init__(self, ttl_s: float, max_sessions: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_sessions = max_sessions
+        self._states: OrderedDict[str, SessionState] = OrderedDict()
+
+    def get(self, session_id: str, now: float) -> SessionState | None:
+        """The live state of a session (an expired one is dropped)."""
+        state = self._states.get(session_id)
+        if state is not None and is_expired(state, now, self.ttl_s):
+            del self._states[session_id]
+            return None
+        return state
+
+    def put(self, session_id: str, state: SessionState) -> None:
+        """Store a state, most recent last; evict the least recently updated beyond the cap."""
+        self._states[session_id] = state
+        self._states.move_to_end(session_id)
+        while len(self._states) > self.max_sessions:
+            self._states.popitem(last=False)
+
+    def expire(self, now: float) -> int:
+        """Drop every expired session (states are kept in update order, so stop at the first live one)."""
+        dropped = 0
+        while self._states:
+            session_id, state = next(iter(self._states.items()))
+            if not is_expired(state, now, self.ttl_s):
+                break
+            del self._states[session_id]
+            dropped += 1
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+def answer_signal(content: bytes) -> str | None:
+    """An escalation reason in a chat.completion body: an empty or a truncated answer."""
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return "empty answer (no choices)"
+    choice = choices[0]
+    if choice.get("finish_reason") == "length":
+        return "truncated answer (finish_reason length)"
+    message = choice.get("message") or {}
+    text = message.get("content") if isinstance(message, dict) else None
+    has_calls = isinstance(message, dict) and bool(message.get("tool_calls"))
+    if not has_calls and not (isinstance(text, str) and text.strip()):
+        return "empty answer"
+    return None
+
+
+class SessionKeeper:
+    """Steers each session's turns with the pure core and remembers their outcomes."""
+
+    def __init__(
+        self, store: SessionStore, policy: SessionPolicy, specs: Mapping[str, ModelSpec], *,
+        negative_feedback_below: float = 0.5, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.specs = specs
+        self.negative_feedback_below = negative_feedback_below
+        self.clock = clock
+
+    @classmethod
+    def from_config(
+        cls, config: Config, specs: Mapping[str, ModelSpec], *, store: SessionStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> SessionKeeper:
+        """The keeper `sessions:` configures (an in-memory store unless one is given)."""
+        s = config.sessions
+        policy = SessionPolicy(ttl_s=s.ttl_s, escalate_only=s.escalate_only,
+                               value_per_quality_point_usd=s.value_per_quality_point_usd,
+                               expected_remaining_turns=s.expected_remaining_turns)
+        return cls(store or MemorySessionStore(s.ttl_s, s.max_sessions), policy, specs,
+                   negative_feedback_below=s.negative_feedback_below, clock=clock)
+
+    def steer(self, request: RouteRequest, decision: Decision, context: RequestContext) -> Decision:
+        """The turn's decision: the session's model, or a priced escalation (reads state, writes none)."""
+        if request.session is None or decision.route is None or decision.strategy in _UNSTEERED:
+            return decision
+        signal = None
+        if context.escalate:
+            signal = "escalation requested by the caller"
+        elif repeated_tool_call(request):
+            signal = "the same tool call repeated"
+        state = self.store.get(request.session, self.clock())
+        return steer(decision, state, request, self.specs, self.policy, now=self.clock(), signal=signal)
+
+    def observe(self, exchange: Exchange, content: bytes | None = None) -> None:
+        """Remember the turn: its model, the conversation's length, and any escalation signal."""
+        request, decision = exchange.request, exchange.decision
+        if request is None or decision is None or request.session is None or decision.route is None \
+                or decision.strategy in _UNSTEERED:
+            return
+        signal = None
+        if exchange.status in ("error", "stream_error") or (exchange.tried and exchange.tried[0] != exchange.model):
+            signal = f"upstream error on {exchange.tried[0] if exchange.tried else decision.model}"
+        elif content is not None:
+            signal = answer_signal(content)
+        usage = exchange.usage
+        context_tokens = usage.input_tokens + usage.output_tokens if usage is not None else request.input_tokens
+        now = self.clock()
+        state = self.store.get(request.session, now)
+        self.store.put(request.session, advance(state, decision, now=now, context_tokens=context_tokens,
+                                                signal=signal, request_id=exchange.context.request_id,
+                                                policy=self.policy))
+
+    def record_feedback(self, session_id: str, score: float, *, request_id: str | None = None) -> bool:
+        """Negative feedback (score below the threshold) escalates the session's next turn.
+
+        With `request_id`, only feedback on the session's latest turn counts (older turns' models may
+        already have changed). Returns whether the session will escalate.
+        """
+        if score >= self.negative_feedback_below:
+            return False
+        state = self.store.get(session_id, self.clock())
+        if state is None or (request_id is not None and state.last_request_id != request_id):
+            return False
+        self.store.put(session_id, replace(state, pending=f"negative feedback (score {score:g})"))
+        return True

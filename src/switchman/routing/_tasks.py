@@ -1,0 +1,139 @@
+"""Task type of a request: what kind of step an agent is taking, from the caller or detected.
+
+An agent's steps differ in what a cheap model can do: choosing a label from a closed set or pulling
+fields out of a text is easy, writing code or solving a problem is not. Rules match on the task
+(`when: {task: code}`), so it must be known before any rule or strategy runs.
+
+The caller's word wins (`X-Switchman-Task`, a `task:<type>` tag, `metadata.task`); otherwise
+`detect_task` decides from the request alone with compiled regular expressions over the last user
+message (tens of microseconds, no model, no data shipped). The classes, by what the step asks the
+model to produce:
+
+    tool_use        the request offers tools, or its last message is a tool result
+    code            a program, function, query or fix to one
+    classification  one label from a closed set (sentiment, category, a multiple-choice letter)
+    extraction      fields, entities or values pulled out of the given text
+    summarisation   a shorter version of the given text
+    reasoning       a derived answer: arithmetic, algebra, logic, proofs, step-by-step problems
+    chat            anything else: open questions, advice, writing
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from ._request import RouteRequest, message_text
+
+__all__ = ["TASKS", "detect_task", "resolve_task", "task_from_tags"]
+
+TASKS: Final = ("classification", "extraction", "summarisation", "code", "reasoning", "tool_use", "chat")
+
+# Only the head and tail of a long message are read: the instruction is nearly always at one end,
+# and a bounded scan keeps detection time flat however long the pasted document is.
+_HEAD, _TAIL = 3000, 1000
+_WORD = re.compile(r"[a-z]+(?:\+\+)?")
+
+# Lexical cues are looked up in the message's set of words and word pairs (one regex pass, then set
+# lookups), which is several times faster than one case-insensitive alternation per cue.
+#: (task, words or word pairs, weight): a cue adds its weight once when any of its entries occurs.
+_CUES: Final[tuple[tuple[str, frozenset[str], float], ...]] = (
+    ("code", frozenset({"python", "javascript", "typescript", "java", "c++", "rust", "golang", "sql", "bash",
+                        "html", "css", "traceback", "compiler", "stack trace", "syntax error", "unit test",
+                        "unit tests", "regex", "function that", "a function", "python function"}), 1.0),
+    ("classification", frozenset({"classify", "categorize", "categorise", "sentiment", "which category",
+                                  "single choice", "true or", "correct answer", "the letter", "yes or",
+                                  "correct option", "the label", "one label"}), 2.0),
+    ("extraction", frozenset({"extract", "parse", "pull out", "find all", "named entities", "list all",
+                              "the entities", "entity", "entities"}), 2.0),
+    ("extraction", frozenset({"as json", "into json", "in json", "a table", "key value", "fields"}), 0.75),
+    ("summarisation", frozenset({"summarize", "summarise", "summary", "summarization", "summarisation", "tl dr",
+                                 "condense", "key points", "key takeaways", "shorten", "recap", "gist",
+                                 "one sentence", "two sentences", "three sentences", "a paragraph"}), 2.0),
+    ("reasoning", frozenset({"solve", "calculate", "compute", "prove", "derive", "equation", "probability",
+                             "how many", "step by", "integral", "derivative", "theorem", "riddle", "puzzle",
+                             "sum of", "product of", "remainder"}), 1.5),
+)
+_CODE_VERBS: Final = frozenset({"write", "implement", "create", "fix", "debug", "refactor", "optimize",
+                                "optimise", "complete"})
+_CODE_NOUNS: Final = frozenset({"function", "program", "script", "class", "method", "code", "query",
+                                "regex", "algorithm", "api", "endpoint", "snippet"})
+_I = re.IGNORECASE | re.MULTILINE
+#: Structural cues no word list sees: source lines, lettered options, arithmetic.
+_SHAPES: Final[tuple[tuple[str, re.Pattern[str], float], ...]] = (
+    ("code", re.compile(r"```|^\s*(def |class \w+[:(]|import \w|from \w+ import|#include|public static|"
+                        r"function \w+\(|const \w+ =)", re.MULTILINE), 2.0),
+    ("classification", re.compile(r"^\s*\(?[A-E][).:]\s+\S.*\n\s*\(?[B-F][).:]\s+\S", _I), 2.0),
+    ("reasoning", re.compile(r"\d\s*[-+*/^×÷=]\s*\(?\d|\\frac|\\sqrt"), 1.0),
+)
+#: Tie-break order: the more specific (and more expensive to get wrong) task first.
+_PRIORITY: Final = {task: i for i, task in enumerate(("code", "reasoning", "extraction", "summarisation",
+                                                      "classification", "chat"))}
+_THRESHOLD = 1.5
+
+
+def task_from_tags(tags: Iterable[str]) -> str | None:
+    """The task a `task:<type>` tag names, if any (the first such tag)."""
+    for tag in tags:
+        if tag.startswith("task:") and len(tag) > 5:
+            return tag[5:]
+    return None
+
+
+def _last_is_tool_result(messages: tuple[Mapping[str, Any], ...]) -> bool:
+    if not messages:
+        return False
+    last = messages[-1]
+    if last.get("role") in ("tool", "function"):
+        return True
+    content = last.get("content")  # Anthropic-style tool_result parts inside a user message
+    return isinstance(content, list) and any(isinstance(p, Mapping) and p.get("type") == "tool_result"
+                                             for p in content)
+
+
+def _scan_text(request: RouteRequest) -> str:
+    text = request.prompt
+    for message in request.messages[:1]:
+        if message.get("role") == "system":  # an agent's step instruction often lives in its system prompt
+            text = message_text(message)[:_HEAD] + "\n" + text
+    if len(text) > _HEAD + _TAIL:
+        text = text[:_HEAD] + "\n" + text[-_TAIL:]
+    return text
+
+
+def _code_request(words: list[str]) -> bool:
+    """A code verb followed within four words by a code noun ("write a python function")."""
+    for i, word in enumerate(words):
+        if word in _CODE_VERBS and not _CODE_NOUNS.isdisjoint(words[i + 1 : i + 5]):
+            return True
+    return False
+
+
+def detect_task(request: RouteRequest) -> str:
+    """The task type of a request from its content alone (one of TASKS; pure and fast)."""
+    if request.has_tools or _last_is_tool_result(request.messages):
+        return "tool_use"
+    text = _scan_text(request)
+    words = _WORD.findall(text.lower())
+    vocabulary = set(words)
+    vocabulary.update(map(" ".join, itertools.pairwise(words)))
+    scores: dict[str, float] = {}
+    for task, cue, weight in _CUES:
+        if not cue.isdisjoint(vocabulary):
+            scores[task] = scores.get(task, 0.0) + weight
+    if _code_request(words):
+        scores["code"] = scores.get("code", 0.0) + 2.0
+    for task, pattern, weight in _SHAPES:
+        if pattern.search(text):
+            scores[task] = scores.get(task, 0.0) + weight
+    if not scores:
+        return "chat"
+    best = max(scores.items(), key=lambda kv: (kv[1], -_PRIORITY[kv[0]]))
+    return best[0] if best[1] >= _THRESHOLD else "chat"
+
+
+def resolve_task(request: RouteRequest) -> str:
+    """The caller's task (argument or `task:` tag) if given, else the detected one."""
+    return request.task or task_from_tags(request.tags) or detect_task(request)

@@ -1,0 +1,181 @@
+"""Sessions through the gateway with the real openai client: keep the model, escalate once on a signal."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from switchman.gateway import Gateway
+from switchman.ledger import LedgerRecord
+from switchman.testing import FakeUpstream
+
+TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look something up",
+                                           "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+
+
+@pytest.fixture
+def client(base_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture
+def session() -> str:
+    return f"sess-{uuid.uuid4().hex[:12]}"
+
+
+class Turn:
+    """One turn's answer, the headers it came with and its ledger row."""
+
+    def __init__(self, raw: Any, record: LedgerRecord) -> None:
+        self.completion = raw.parse()
+        self.model: str = raw.headers["x-switchman-model"]
+        self.reason: str = raw.headers["x-switchman-route-reason"]
+        self.record = record
+
+
+@pytest.fixture
+def turn(client: openai.OpenAI, session: str, ledger_record: Callable[[str], LedgerRecord]) -> Callable[..., Turn]:
+    def send(messages: list[dict[str, Any]], *, headers: dict[str, str] | None = None, **extra: Any) -> Turn:
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=messages,  # type: ignore[arg-type]
+            extra_headers={"X-Switchman-Session": session, "X-Switchman-Agent": "coder", **(headers or {})},
+            **extra,
+        )
+        return Turn(raw, ledger_record(raw.headers["x-switchman-request-id"]))
+
+    return send
+
+
+def _conversation(n: int) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for i in range(n):
+        messages.append({"role": "user", "content": f"Question {i}: tell me more."})
+        messages.append({"role": "assistant", "content": f"Answer {i}."})
+    return messages
+
+
+def _user(messages: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    return [*messages, {"role": "user", "content": text}]
+
+
+def test_conversation_keeps_its_model(turn: Callable[..., Turn], upstream: FakeUpstream) -> None:
+    history: list[dict[str, Any]] = []
+    models = []
+    for i in range(4):
+        t = turn(_user(history, f"Step {i}: continue."))
+        models.append(t.model)
+        history = [*_user(history, f"Step {i}: continue."), {"role": "assistant", "content": t.completion.choices[0].message.content}]
+        assert t.record.session is not None and t.record.model == t.model
+    assert models == ["cheap"] * 4
+    assert "session kept cheap" in t.reason and "session kept cheap" in (t.record.reason or "")
+
+
+def _escalates_once(turn: Callable[..., Turn], signal_turn: Callable[[], Turn], expected: str) -> None:
+    """The signal moves the session cheap → mid once; it stays on mid afterwards; the move is recorded."""
+    moved = signal_turn()
+    assert moved.model == "mid"
+    assert moved.reason.startswith("session escalated cheap -> mid") and expected in moved.reason
+    assert moved.record.model == "mid" and moved.record.strategy == "session"
+    assert (moved.record.reason or "").startswith("session escalated cheap → mid") and expected in (moved.record.reason or "")
+    after = [turn(_user(_conversation(3), f"And then {i}?")) for i in range(2)]
+    assert [t.model for t in after] == ["mid", "mid"]
+    assert all("session kept mid" in t.reason for t in after)
+
+
+def test_explicit_escalate_header(turn: Callable[..., Turn]) -> None:
+    assert turn(_user([], "Hi")).model == "cheap"
+    _escalates_once(turn, lambda: turn(_user(_conversation(1), "Try harder."), headers={"X-Switchman-Escalate": "1"}),
+                    "escalation requested by the caller")
+
+
+def test_escalate_in_metadata(turn: Callable[..., Turn], upstream: FakeUpstream) -> None:
+    assert turn(_user([], "Hi")).model == "cheap"
+    _escalates_once(turn, lambda: turn(_user(_conversation(1), "Again."), extra_body={"metadata": {"escalate": True}}),
+                    "escalation requested by the caller")
+    assert "metadata" not in upstream.requests[-1].body  # switchman's own key is not forwarded
+
+
+def test_upstream_error_escalates_next_turn(turn: Callable[..., Turn], upstream: FakeUpstream) -> None:
+    assert turn(_user([], "Hi")).model == "cheap"
+    upstream.inject("server_error", model="cheap", times=3)  # one try and two retries: then the fallback answers
+    failed = turn(_user(_conversation(1), "Next?"))
+    assert failed.record.fallback_chain == ("cheap", "mid")
+    _escalates_once(turn, lambda: turn(_user(_conversation(2), "Next?")), "upstream error on cheap")
+
+
+def test_empty_answer_escalates_next_turn(turn: Callable[..., Turn], upstream: FakeUpstream) -> None:
+    upstream.set_reply("cheap", "")
+    assert turn(_user([], "Hi")).model == "cheap"
+    upstream.clear()
+    _escalates_once(turn, lambda: turn(_user(_conversation(1), "Hello?")), "empty answer")
+
+
+def test_repeated_tool_call_escalates(turn: Callable[..., Turn]) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"query": "x"}'}}
+    start = [{"role": "user", "content": "Find x"}]
+    first = turn(start, tools=TOOLS)
+    assert first.model == "cheap"
+    looping = [*start, {"role": "assistant", "content": None, "tool_calls": [call]},
+               {"role": "tool", "tool_call_id": "c1", "content": "nothing"},
+               {"role": "assistant", "content": None, "tool_calls": [{**call, "id": "c2"}]},
+               {"role": "tool", "tool_call_id": "c2", "content": "nothing"}]
+    moved = turn(looping, tools=TOOLS)
+    assert moved.model == "mid" and "the same tool call repeated" in moved.reason
+    assert "the same tool call repeated" in (moved.record.reason or "")
+    broke = [*looping, {"role": "assistant", "content": "Found it."}, {"role": "user", "content": "Thanks, next."}]
+    assert turn(broke, tools=TOOLS).model == "mid"
+
+
+def test_negative_feedback_escalates_next_turn(turn: Callable[..., Turn], gateway: Gateway, session: str) -> None:
+    first = turn(_user([], "Hi"))
+    keeper = gateway.dispatcher.sessions
+    assert not keeper.record_feedback(session, 0.9)  # positive: nothing changes
+    assert not keeper.record_feedback(session, 0.0, request_id="req-not-the-last")
+    assert keeper.record_feedback(session, 0.0, request_id=first.record.request_id)
+    _escalates_once(turn, lambda: turn(_user(_conversation(1), "Hm?")), "negative feedback (score 0)")
+
+
+def test_no_session_no_stickiness(client: openai.OpenAI, base_url: str) -> None:
+    response = httpx.post(base_url + "/chat/completions", json={
+        "model": "auto", "messages": [{"role": "user", "content": "hi"}]}, headers={"X-Switchman-Escalate": "1"})
+    assert response.status_code == 200 and response.headers["x-switchman-model"] == "cheap"
+
+
+def test_bad_escalate_header_is_a_400(base_url: str) -> None:
+    response = httpx.post(base_url + "/chat/completions", json={
+        "model": "auto", "messages": [{"role": "user", "content": "hi"}]}, headers={"X-Switchman-Escalate": "maybe"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "X-Switchman-Escalate"
+
+
+def test_session_expires(turn: Callable[..., Turn], gateway: Gateway) -> None:
+    keeper = gateway.dispatcher.sessions
+    original = keeper.clock
+    now = [1_000_000.0]
+    keeper.clock = lambda: now[0]
+    try:
+        assert turn(_user([], "Hi")).model == "cheap"
+        assert turn(_user(_conversation(1), "More"), headers={"X-Switchman-Escalate": "1"}).model == "mid"
+        now[0] += keeper.policy.ttl_s - 1
+        assert turn(_user(_conversation(2), "More")).model == "mid"
+        now[0] += keeper.policy.ttl_s + 1  # idle past the TTL: a fresh decision
+        fresh = turn(_user(_conversation(3), "More"))
+        assert fresh.model == "cheap" and "session" not in fresh.reason
+    finally:
+        keeper.clock = original
+
+
+def test_max_price_is_a_400_in_openai_format(base_url: str) -> None:
+    response = httpx.post(base_url + "/chat/completions",
+                          json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+                          headers={"X-Switchman-Agent": "penny"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "no_capable_model"
+    assert "exceeds max_price_usd" in error["message"]
