@@ -16,6 +16,23 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 console = Console()
 err_console = Console(stderr=True)
 
+@app.callback()
+def _process_setup() -> None:
+    """Pin BLAS to one thread per process (override: SWITCHMAN_BLAS_THREADS).
+
+    switchman's matrices are small (one prompt against a few thousand neighbours; a rank-16
+    factorisation), where a second BLAS thread buys little and, on a busy 2-core machine or next to
+    other gateway workers, spins: measured here, one factorisation fit took 1.1 s CPU on one
+    thread and 48 s wall on two while other jobs ran.
+    """
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    threads = os.environ.get("SWITCHMAN_BLAS_THREADS", "1")
+    threadpool_limits(limits=int(threads) if threads.isdigit() else 1, user_api="blas")
+
+
 DataOpt = Annotated[list[Path], typer.Option("--data", help="outcome data folder (repeatable)")]
 ModelsOpt = Annotated[str | None, typer.Option("--models", help="comma-separated models to keep")]
 AliasOpt = Annotated[list[str] | None, typer.Option("--alias", help="name=canonical (repeatable)")]
@@ -83,7 +100,8 @@ def route(
 
 @app.command()
 def train(
-    data: DataOpt,
+    data: Annotated[list[Path] | None, typer.Option("--data", help="outcome data folder (repeatable)")] = None,
+    *,
     out: Annotated[Path, typer.Option("--out", help="router file to write (.safetensors)")],
     split: Annotated[str | None, typer.Option(help="train on this split ('' for all rows)")] = "train",
     task: Annotated[str | None, typer.Option(help="keep prompts of this task")] = None,
@@ -98,12 +116,19 @@ def train(
     folds: int = 5,
     seed: int = 0,
     param: ParamOpt = None,
+    from_ledger: Annotated[str | None, typer.Option(
+        "--from-ledger", help="train on logged requests with feedback at this ledger URL ('' = the default ledger); "
+        "needs server.store_prompts; --algorithm ensemble suits its sparse labels")] = None,
+    since: Annotated[str | None, typer.Option(help="with --from-ledger: requests from 7d, 24h, ... on")] = None,
 ) -> None:
-    """Train and calibrate a learned router on outcome data."""
+    """Train and calibrate a learned router on outcome data or on one's own logged traffic."""
     from ._offline import train_command
 
+    if not data and from_ledger is None:
+        _fail(SwitchmanError("give --data DIR or --from-ledger URL"))
     try:
-        train_command(data=data, out=out, split=split or None, task=task, models=_split_models(models),
+        train_command(data=data or [], from_ledger=from_ledger, since=since, out=out, split=split or None, task=task,
+                      models=_split_models(models),
                       aliases=alias or [], algorithm=algorithm, embedder=embedder,
                       targets=target or ["quality=0.95"], use_task=use_task, focus=focus, rule=rule,
                       folds=folds, seed=seed, params=param or [], console=console)
@@ -116,7 +141,7 @@ def eval_(
     data: DataOpt,
     router: Annotated[list[Path] | None, typer.Option("--router", help="trained router file (repeatable)")] = None,
     strategy: Annotated[list[str] | None, typer.Option(
-        "--strategy", help="learned | cheapest | random | fixed:MODEL (repeatable)")] = None,
+        "--strategy", help="learned | cascade | cheapest | random | fixed:MODEL (repeatable)")] = None,
     split: Annotated[str | None, typer.Option(help="evaluate on this split (default: test; with --cv: all)")] = None,
     cv: Annotated[int | None, typer.Option("--cv", help="K-fold cross-validation within the data")] = None,
     task: str | None = None,
@@ -142,6 +167,25 @@ def eval_(
                      targets=target or ["quality=0.95"], algorithm=algorithm, embedder=embedder,
                      use_task=use_task, focus=focus, rule=rule, seed=seed, params=param or [], json_path=json_out, plot_path=plot,
                      console=console)
+    except SwitchmanError as exc:
+        _fail(exc)
+
+
+@app.command()
+def replay(
+    router: Annotated[Path, typer.Option("--router", help="trained router file to replay")],
+    ledger: Annotated[str | None, typer.Option("--ledger", help="ledger URL of the logged traffic")] = None,
+    data: Annotated[list[Path] | None, typer.Option("--data", help="outcome data folder instead")] = None,
+    since: Annotated[str, typer.Option(help="with --ledger: requests from 7d, 24h, ... on")] = "7d",
+    models: ModelsOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
+) -> None:
+    """What a router would have chosen for logged traffic and what it would have cost, next to what ran."""
+    from ._traffic import replay_command
+
+    try:
+        replay_command(router=router, ledger=ledger, data=data or [], since=since, models=_split_models(models),
+                       json_path=json_out, console=console)
     except SwitchmanError as exc:
         _fail(exc)
 

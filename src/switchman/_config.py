@@ -38,6 +38,7 @@ __all__ = [
     "CircuitBreaker",
     "Config",
     "ModelConfig",
+    "OnlineOptions",
     "ProviderConfig",
     "Retries",
     "RouteConfig",
@@ -100,6 +101,8 @@ class ServerConfig(_Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    store_prompts: bool = Field(
+        default=False, description="keep each request's routed prompt in the ledger (needed by train --from-ledger)")
 
 
 class BudgetConfig(_Strict):
@@ -150,6 +153,21 @@ class RuleConfig(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class OnlineOptions(_Strict):
+    """Shift a learned route's traffic as feedback arrives (Thompson sampling per prompt cluster).
+
+        online: {enabled: true, exploration: 0.05}
+
+    `exploration` is the floor: every candidate keeps at least this share of each cluster's traffic.
+    """
+
+    enabled: bool = False
+    exploration: float = Field(default=0.05, ge=0, le=1)
+    clusters: int = Field(default=8, ge=1)
+    prior_strength: float = Field(default=2.0, ge=0, description="pseudo-feedback the trained prior is worth")
+    tolerance: float = Field(default=0.0, ge=0, le=1, description="take the cheapest within this of the best draw")
+
+
 class RouteConfig(_Strict):
     """A named route: the candidates it may use and how it chooses between them."""
 
@@ -166,6 +184,8 @@ class RouteConfig(_Strict):
     content_policy_fallback: str | None = None
     max_ttft_ms: float | None = Field(default=None, gt=0)
     seed: int = 0
+    shadow: str | None = Field(default=None, description="router file decided off the request path and logged")
+    online: OnlineOptions | None = None
     max_price_usd: float | None = Field(default=None, gt=0, description="drop candidates estimated above this per request")
 
     @model_validator(mode="after")
@@ -176,6 +196,8 @@ class RouteConfig(_Strict):
             raise ValueError("strategy 'learned' needs 'router' (a file written by `switchman train`)")
         if self.strategy == "rules" and not self.rules and self.default is None:
             raise ValueError("strategy 'rules' needs 'rules' or 'default'")
+        if self.online is not None and self.online.enabled and self.strategy != "learned":
+            raise ValueError("'online' needs strategy 'learned' (its router's clusters and prior)")
         return self
 
 

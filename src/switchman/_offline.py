@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -127,16 +128,30 @@ def train_command(
     folds: int = 5,
     seed: int = 0,
     params: Sequence[str] = (),
+    from_ledger: str | None = None,
+    since: str | None = None,
     console: Console | None = None,
 ) -> TrainedRouter:
-    """Train, calibrate and save a router file; print its training summary."""
+    """Train, calibrate and save a router file; print its training summary.
+
+    `from_ledger` trains on logged requests with feedback instead of `data` (one outcome per
+    request, so calibration fills the other models' cells with out-of-fold predictions).
+    """
     console = console or Console()
     settings = _settings(embedder=embedder, algorithm=algorithm, targets=targets, use_task=use_task, focus=focus,
                          rule=rule, folds=folds, seed=seed, params=params)
     with console.status("loading data"):
-        table = load_data(data, split=split, task=task, models=models, aliases=parse_aliases(aliases))
+        if from_ledger is not None:
+            from ._traffic import ledger_outcomes
+
+            table = ledger_outcomes(from_ledger or None, since)
+            table = table.select_models(list(models)) if models else table
+            settings = replace(settings, impute_missing=True)
+        else:
+            table = load_data(data, split=split, task=task, models=models, aliases=parse_aliases(aliases))
     with console.status("training") as status:
-        trained = train_router(table, settings, source=[str(d) for d in data],
+        source = [table.source] if from_ledger is not None else [str(d) for d in data]
+        trained = train_router(table, settings, source=source,
                                progress=lambda msg: status.update(msg))
     trained.save(out)
     cal = trained.summary["calibration"]

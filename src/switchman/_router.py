@@ -45,7 +45,12 @@ def _learned(route: RouteConfig, base_dir: Path) -> Strategy:
     trained = TrainedRouter.load(path)
     if route.aliases:
         trained = trained.with_aliases(route.aliases)
-    return LearnedStrategy(trained, get_embedder(trained.embedder), knob=route.knob)
+    learned = LearnedStrategy(trained, get_embedder(trained.embedder), knob=route.knob)
+    if route.online is not None and route.online.enabled:
+        from .learn._online import OnlineStrategy
+
+        return OnlineStrategy(learned, route.online)
+    return learned
 
 
 #: Strategy builders by name: the one place a strategy name becomes an object.
@@ -90,6 +95,17 @@ class Router:
         if route_name not in self._strategies:
             self._strategies[route_name] = build_strategy(self.config.routes[route_name], self._base_dir)
         return self._strategies[route_name]
+
+    def shadow_strategy(self, route_name: str) -> Strategy | None:
+        """The learned strategy of the route's `shadow` router file (built on first use), if it has one."""
+        route = self.config.routes[route_name]
+        if route.shadow is None:
+            return None
+        key = f"shadow:{route_name}"
+        if key not in self._strategies:
+            shadow = route.model_copy(update={"strategy": "learned", "router": route.shadow, "online": None})
+            self._strategies[key] = _learned(shadow, self._base_dir)
+        return self._strategies[key]
 
     def warm_up(self) -> None:
         """Build every route's strategy now (loads router files and embedders before traffic)."""
@@ -195,6 +211,27 @@ class Router:
     async def achat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> dict[str, Any]:
         """`chat` for async code."""
         return await self._client().achat(messages, **options)  # type: ignore[no-any-return]
+
+    def feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
+        """Score an earlier request in [0, 1] (1 = good), as `POST /v1/feedback` does.
+
+        The score is stored in the ledger for `switchman train --from-ledger`, and an online route
+        and the request's session react to it at once. Unknown ids raise InvalidRequestError.
+        """
+        from .gateway._feedback import notify_feedback, parse_feedback, store_feedback
+        from .ledger import Ledger
+
+        request_id, score, comment = parse_feedback({"request_id": request_id, "score": score, "comment": comment})
+        dispatcher = self._inprocess.dispatcher if self._inprocess is not None else None
+        ledger = dispatcher.ledger if dispatcher is not None and dispatcher.ledger is not None else None
+        own = ledger is None
+        ledger = ledger or Ledger.from_url(self.config.server.ledger_url)
+        try:
+            record = store_feedback(ledger, request_id, score, comment)
+        finally:
+            if own:
+                ledger.close_sync()
+        notify_feedback(self, getattr(dispatcher, "sessions", None), record, score)
 
     def close(self) -> None:
         """Stop the in-process client that `chat` started (closes connections, flushes the ledger)."""

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from .._exceptions import SwitchmanError
 from ._endpoints import Endpoints
 from ._errors import InvalidRequestError, error_response
+from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
 from ._middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
 
@@ -64,6 +65,7 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
         Route("/chat/completions", endpoints.chat_completions, methods=["POST"]),
         Route("/v1/route", endpoints.route, methods=["POST"]),
+        Route("/v1/feedback", FeedbackEndpoint(gateway).handle, methods=["POST"]),
         Route("/v1/models", endpoints.models, methods=["GET"]),
         Route("/health", endpoints.health, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),

@@ -31,6 +31,7 @@ from ._exchange import Exchange
 from ._fallback import FallbackChain, fallback_reason, is_provider_failure, retry_delay
 from ._health import HealthBoard
 from ._providers import Deployment, Provider, build_deployments, provider_keys
+from ._shadow import Recorder
 from ._sessions import SessionKeeper
 from ._stream import ChatStream, OpenedStream, open_upstream_stream
 from ._wire import Usage
@@ -84,6 +85,7 @@ class Dispatcher:
         self.deployments = dict(deployments)
         self.providers: dict[str, Provider] = {d.provider.name: d.provider for d in self.deployments.values()}
         self.ledger = ledger
+        self.recorder = Recorder(router)
         self.budgets = budgets
         self.metrics = metrics
         self.health = health or HealthBoard(router.config.server.circuit_breaker)
@@ -105,6 +107,7 @@ class Dispatcher:
 
     async def aclose(self) -> None:
         """Close every provider's connection pool."""
+        await self.recorder.drain()
         for provider in self.providers.values():
             await provider.aclose()
 
@@ -252,7 +255,6 @@ class Dispatcher:
         self.sessions.observe(exchange, content)
         route = exchange.decision.route if exchange.decision else None
         record = exchange.record(self.router.models, self._candidates.get(route or "", ()), self.clock())
-        if self.ledger is not None:
-            self.ledger.record(record)
+        self.recorder.record(self.ledger, record, exchange.request, exchange.decision)
         if self.metrics is not None:
             self.metrics.observe_request(record)

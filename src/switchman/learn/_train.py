@@ -73,6 +73,10 @@ class TrainSettings:
     folds: int = 5
     seed: int = 0
     length_k: int = 40
+    #: Calibrate with the predictor's out-of-fold guesses standing in for missing outcomes. Logged
+    #: traffic has one outcome per prompt (the model that served it), so without this every knob
+    #: would choose that model and calibration would learn nothing.
+    impute_missing: bool = False
 
 
 def fit_prices(data: OutcomeData) -> dict[str, tuple[float, float]]:
@@ -175,10 +179,14 @@ def train_router(
     true_cost = np.where(np.isnan(data.cost_usd), predicted_cost(inputs, data.output_tokens, price_matrix), data.cost_usd)
     # Each prompt is routed among the models with an outcome for it (ineligible cells carry −inf):
     # with several datasets no prompt has every model, so calibration must not need complete rows.
-    present = ~np.isnan(data.quality)
+    quality = data.quality
+    if settings.impute_missing:
+        quality = np.where(np.isnan(quality), np.clip(q_hat, 0.0, 1.0), quality)
+        true_cost = np.where(np.isnan(true_cost), c_hat, true_cost)
+    present = ~np.isnan(quality)
     points = sweep(np.where(present, q_hat, -np.inf), np.where(present, c_hat, 0.0),
-                   np.where(present, data.quality, 0.0), np.where(present, true_cost, 0.0), settings.rule)
-    best_quality, best = _best_single_model(data.quality)
+                   np.where(present, quality, 0.0), np.where(present, true_cost, 0.0), settings.rule)
+    best_quality, best = _best_single_model(quality)
     result = calibrate(points, settings.targets, data.models, best_quality)
 
     say("fitting on all training prompts")

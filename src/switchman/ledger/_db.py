@@ -30,9 +30,10 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     make_url,
 )
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -80,6 +81,10 @@ REQUESTS = Table(
     Column("error", Text),
     Column("fallback_chain", JSON),
     Column("tags", JSON),
+    Column("prompt", Text),
+    Column("shadow_model", Text),
+    Column("shadow_quality", Float),
+    Column("shadow_cost_usd", Float),
     Index("ix_switchman_requests_time", "time"),
     Index("ix_switchman_requests_request_id", "request_id"),
 )
@@ -124,10 +129,20 @@ def create_tables(engine: Engine) -> None:
                     conn.execute(CreateTable(table, if_not_exists=True))
                     for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
                         conn.execute(CreateIndex(index, if_not_exists=True))
+                _add_missing_columns(conn)
             return
         except (IntegrityError, ProgrammingError):
             if attempt == 2:
                 raise
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Give a ledger made by an older switchman the nullable columns added since (prompt, shadow_*)."""
+    present = {c["name"] for c in inspect(conn).get_columns(REQUESTS.name, schema=REQUESTS.schema)}
+    for column in REQUESTS.columns:
+        if column.name not in present and column.nullable and not column.primary_key:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {REQUESTS.name} ADD COLUMN {column.name} {kind}")
 
 
 def default_sqlite_path(environ: Mapping[str, str]) -> Path:

@@ -341,6 +341,23 @@ class Ledger:
                 for name, n, tin, tout, usd, base in conn.execute(query)
             ]
 
+    def find(self, request_id: str) -> LedgerRecord | None:
+        """The written record of one request, None when there is none (yet)."""
+        self._ensure_schema()
+        query = select(REQUESTS).where(REQUESTS.c.request_id == request_id).order_by(REQUESTS.c.id.desc()).limit(1)
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else decode(row)
+
+    def feedback_scores(self, *, since: datetime | float | None = None) -> dict[str, float]:
+        """The latest score per request that has feedback (a later score revises an earlier one)."""
+        self._ensure_schema()
+        query = select(FEEDBACK.c.request_id, FEEDBACK.c.score).order_by(FEEDBACK.c.id)
+        if since is not None:
+            query = query.where(FEEDBACK.c.time >= _epoch(since))
+        with self._engine.connect() as conn:
+            return {str(rid): float(score) for rid, score in conn.execute(query)}
+
     def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
         """Store a quality score (and optional comment) for an earlier request."""
         self._ensure_schema()

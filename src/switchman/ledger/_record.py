@@ -34,7 +34,10 @@ class LedgerRecord:
     `cost_usd` is what the request cost on the model that answered; `baseline_cost_usd` is what the
     same tokens would have cost on the route's most expensive candidate (the gateway fills it), so
     `switchman spend` can report the saving. `tokens_estimated` marks token counts that the
-    upstream did not report and were counted locally.
+    upstream did not report and were counted locally. `prompt` (the routed prompt: the last user
+    message) is kept only when `server.store_prompts` is on, because retraining from the ledger needs
+    it and privacy says not to keep it by default. `shadow_*` is what a route's shadow router would
+    have chosen, with its predicted quality and cost, for comparison before switching it on.
     """
 
     time: float = field(default_factory=_time.time)
@@ -58,6 +61,10 @@ class LedgerRecord:
     error: str | None = None
     fallback_chain: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    prompt: str | None = None
+    shadow_model: str | None = None
+    shadow_quality: float | None = None
+    shadow_cost_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

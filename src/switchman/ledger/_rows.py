@@ -63,6 +63,10 @@ def encode(rec: LedgerRecord) -> tuple[Any, ...]:
         None if error is None else str(error),
         _json_list(rec.fallback_chain),
         _json_list(rec.tags),
+        None if rec.prompt is None else str(rec.prompt),
+        None if rec.shadow_model is None else str(rec.shadow_model),
+        None if rec.shadow_quality is None else float(rec.shadow_quality),
+        None if rec.shadow_cost_usd is None else float(rec.shadow_cost_usd),
     )
 
 

@@ -1,0 +1,72 @@
+"""Outcome tables from one's own traffic: logged requests with feedback become training rows.
+
+Each request is one row with a single filled column, the model that served it: quality is the
+feedback score, tokens and cost are what the ledger recorded. Every other model's cell is NaN, so
+the table is sparse by construction; the kNN predictor averages only neighbours that have an
+outcome for a model, and the factorisation predictor (`--algorithm ensemble` or `mf`) shares
+structure across models, so a model with few labels still gets sane predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from .._exceptions import DatasetError
+from ..ledger import LedgerRecord
+from ._datasets import OutcomeTable
+
+__all__ = ["NO_PROMPTS_HINT", "outcomes_from_ledger"]
+
+NO_PROMPTS_HINT = (
+    "the gateway keeps prompts only when the configuration sets `server: {store_prompts: true}` "
+    "(off by default, for privacy); turn it on, send traffic, and post feedback to /v1/feedback"
+)
+
+
+def outcomes_from_ledger(
+    records: Iterable[LedgerRecord], scores: Mapping[str, float], *, source: str = "ledger", min_per_model: int = 2
+) -> OutcomeTable:
+    """The outcome table of answered requests that have a stored prompt and a feedback score.
+
+    Models with fewer than `min_per_model` labelled requests are left out (their prices cannot be
+    learned from so few rows); an error says what was missing when nothing is left.
+    """
+    rows: list[LedgerRecord] = []
+    seen: set[str] = set()
+    without_prompt = without_feedback = 0
+    for rec in records:
+        if rec.status != "ok" or rec.model is None or rec.request_id in seen:
+            continue
+        if rec.request_id not in scores:
+            without_feedback += 1
+            continue
+        if not rec.prompt:
+            without_prompt += 1
+            continue
+        seen.add(rec.request_id)
+        rows.append(rec)
+    counts: dict[str, int] = {}
+    for rec in rows:
+        counts[rec.model or ""] = counts.get(rec.model or "", 0) + 1
+    models = tuple(sorted(m for m, n in counts.items() if n >= min_per_model))
+    rows = [rec for rec in rows if rec.model in models]
+    if not rows:
+        detail = f"{without_feedback} answered requests without feedback, {without_prompt} with feedback but no prompt"
+        hint = f"; {NO_PROMPTS_HINT}" if without_prompt or not counts else ""
+        raise DatasetError(f"{source}: no logged request has both a stored prompt and feedback ({detail}){hint}")
+    column = {m: j for j, m in enumerate(models)}
+    shape = (len(rows), len(models))
+    quality, input_tokens, output_tokens, cost = (np.full(shape, np.nan) for _ in range(4))
+    for i, rec in enumerate(rows):
+        j = column[rec.model or ""]
+        quality[i, j] = min(max(scores[rec.request_id], 0.0), 1.0)
+        input_tokens[i, j] = rec.input_tokens
+        output_tokens[i, j] = rec.output_tokens
+        cost[i, j] = rec.cost_usd
+    return OutcomeTable(
+        prompt_ids=tuple(rec.request_id for rec in rows), prompts=tuple(rec.prompt or "" for rec in rows),
+        tasks=(None,) * len(rows), splits=("train",) * len(rows), models=models, quality=quality,
+        input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost, source=source,
+    )

@@ -1,0 +1,123 @@
+"""Feedback on earlier requests: `POST /v1/feedback` and `Router.feedback`, one code path.
+
+    POST /v1/feedback {"request_id": "…", "score": 0.8}            # or "thumbs": "up" | "down"
+                      {"request_id": "…", "thumbs": "down", "comment": "wrong total"}
+
+The score lands in the ledger's feedback table (what `switchman train --from-ledger` learns from),
+then goes to whoever reacts to it at once: an online route's per-cluster success counts, and the
+request's session (negative feedback escalates its next turn). Unknown request ids are 404, bad
+values 400, a ledger that cannot be reached 503; nothing here answers 500.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+import orjson
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..ledger import Ledger, LedgerRecord
+from ._errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from .._router import Router
+    from ._gateway import Gateway
+
+__all__ = ["FeedbackEndpoint", "notify_feedback", "parse_feedback", "store_feedback"]
+
+_THUMBS = {"up": 1.0, "down": 0.0}
+_MAX_COMMENT = 4000
+_MAX_ID = 128
+
+
+def _bad(message: str, param: str) -> InvalidRequestError:
+    return InvalidRequestError(message, param=param, code="invalid_value")
+
+
+def parse_feedback(body: Any) -> tuple[str, float, str | None]:
+    """(request_id, score in [0, 1], comment) from a feedback body; 400 for anything else."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the body must be a JSON object", code="invalid_type")
+    request_id = body.get("request_id")
+    if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > _MAX_ID:
+        raise _bad(f"request_id must be a non-empty string of at most {_MAX_ID} characters", "request_id")
+    score, thumbs = body.get("score"), body.get("thumbs")
+    if (score is None) == (thumbs is None):
+        raise _bad("give exactly one of score (a number in [0, 1]) or thumbs ('up' or 'down')", "score")
+    if thumbs is not None:
+        if thumbs not in _THUMBS:
+            raise _bad("thumbs must be 'up' or 'down'", "thumbs")
+        value = _THUMBS[thumbs]
+    else:
+        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score) \
+                or not 0.0 <= score <= 1.0:
+            raise _bad("score must be a number in [0, 1]", "score")
+        value = float(score)
+    comment = body.get("comment")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > _MAX_COMMENT):
+        raise _bad(f"comment must be a string of at most {_MAX_COMMENT} characters", "comment")
+    return request_id.strip(), value, comment
+
+
+def store_feedback(ledger: Ledger, request_id: str, score: float, comment: str | None = None, *,
+                   key_id: str | None = None) -> LedgerRecord:
+    """Store the score for a request the ledger knows (blocking: run it off the event loop).
+
+    A request that finished a moment ago may still be in this process's write queue, so a miss
+    flushes the queue and looks once more. A virtual key sees only its own requests.
+    """
+    try:
+        record = ledger.find(request_id)
+        if record is None:
+            ledger.flush_sync(timeout=2.0)
+            record = ledger.find(request_id)
+        if record is None or (key_id is not None and record.key_id != key_id):
+            raise InvalidRequestError(f"no request with id {request_id!r} in the ledger", status=404,
+                                      param="request_id", code="request_not_found")
+        ledger.add_feedback(request_id, score, comment)
+    except (SQLAlchemyError, OSError) as exc:
+        raise InvalidRequestError(f"the ledger is unavailable ({type(exc).__name__}); try again", status=503,
+                                  code="ledger_unavailable", kind="api_error") from None
+    return record
+
+
+def notify_feedback(router: Router, sessions: Any, record: LedgerRecord, score: float) -> None:
+    """Hand the score to what reacts at once: the online route's counts and the request's session."""
+    from ..learn._online import OnlineStrategy
+
+    if record.route in router.config.routes:
+        strategy = router.strategy(record.route)
+        if isinstance(strategy, OnlineStrategy):
+            strategy.observe(record.reason or "", record.model or "", score)
+    record_session_feedback = getattr(sessions, "record_feedback", None)  # the session keeper, when present
+    if record.session is not None and record_session_feedback is not None:
+        record_session_feedback(record.session, score, request_id=record.request_id)
+
+
+class FeedbackEndpoint:
+    """POST /v1/feedback bound to one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def handle(self, request: Request) -> Response:
+        """POST /v1/feedback."""
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            raise InvalidRequestError("the body is not valid JSON", code="invalid_json") from None
+        request_id, score, comment = parse_feedback(body)
+        ledger = self.gateway.ledger
+        if ledger is None:
+            raise InvalidRequestError("this gateway keeps no ledger", status=503, code="ledger_unavailable",
+                                      kind="api_error")
+        key_id = request.scope.get("state", {}).get("key_id")
+        record = await anyio.to_thread.run_sync(lambda: store_feedback(ledger, request_id, score, comment,
+                                                                       key_id=key_id))
+        notify_feedback(self.gateway.router, getattr(self.gateway.dispatcher, "sessions", None), record, score)
+        return Response(orjson.dumps({"object": "feedback", "request_id": request_id, "score": score}),
+                        media_type="application/json")

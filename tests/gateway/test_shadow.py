@@ -1,0 +1,76 @@
+"""Shadow routing: the shadow decision lands in the ledger; the response is the same with or without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from switchman._config import parse_config
+from switchman.gateway import Gateway, build_app
+from switchman.learn._artifact import TrainedRouter
+from switchman.ledger import LedgerRecord
+from switchman.testing import FakeUpstream
+
+from .conftest import ENV, ServerThread, config_data
+
+MATH = "Calculate the square root of 1764 and explain each step."
+GREETING = "Hello, good evening to you!"
+
+
+def _gateway(upstream: FakeUpstream, tmp_path: Path, router_file: Path) -> Gateway:
+    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    aliases = {"cheap-model": "cheap", "strong-model": "big"}
+    data["routes"] = {
+        "plain": {"candidates": ["cheap", "big"], "strategy": "cheapest"},
+        "shadowed": {"candidates": ["cheap", "big"], "strategy": "cheapest", "shadow": str(router_file),
+                     "aliases": aliases},
+    }
+    data["default_route"] = "plain"
+    return Gateway.from_config(parse_config(data), env=ENV)
+
+
+def _ask(http: httpx.Client, route: str, prompt: str) -> tuple[httpx.Response, str]:
+    response = http.post("/v1/chat/completions",
+                         json={"model": f"auto:{route}", "messages": [{"role": "user", "content": prompt}]})
+    assert response.status_code == 200, response.text
+    return response, response.headers["x-switchman-request-id"]
+
+
+def _record(gateway: Gateway, request_id: str) -> LedgerRecord:
+    assert gateway.ledger is not None
+    gateway.ledger.flush_sync(timeout=5)
+    record = gateway.ledger.find(request_id)
+    assert record is not None
+    return record
+
+
+def test_shadow_decisions_are_logged_and_change_nothing(upstream: FakeUpstream, tmp_path: Path,
+                                                        math_greeting_router: TrainedRouter) -> None:
+    router_file = math_greeting_router.save(tmp_path / "shadow.safetensors")
+    gateway = _gateway(upstream, tmp_path, router_file)
+    with ServerThread(build_app(gateway)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        plain, plain_id = _ask(http, "plain", MATH)
+        shadowed, math_id = _ask(http, "shadowed", MATH)
+        _, greeting_id = _ask(http, "shadowed", GREETING)
+        # Same model, same body (apart from the upstream's own id/created), same routing headers.
+        assert shadowed.headers["x-switchman-model"] == plain.headers["x-switchman-model"] == "cheap"
+        assert shadowed.headers["x-switchman-cost-usd"] == plain.headers["x-switchman-cost-usd"]
+        strip = ("id", "created")
+        assert {k: v for k, v in shadowed.json().items() if k not in strip} == \
+            {k: v for k, v in plain.json().items() if k not in strip}
+    # The server has stopped: every shadow decision was made and written before the ledger closed.
+    math, greeting, unshadowed = (_record(gateway, i) for i in (math_id, greeting_id, plain_id))
+    assert (math.model, math.shadow_model) == ("cheap", "big")  # the router would send math to the strong model
+    assert (greeting.model, greeting.shadow_model) == ("cheap", "cheap")
+    assert math.shadow_quality is not None and math.shadow_quality > 0.9
+    assert math.shadow_cost_usd is not None and math.shadow_cost_usd > greeting.shadow_cost_usd > 0  # type: ignore[operator]
+    assert unshadowed.shadow_model is None and unshadowed.shadow_cost_usd is None
+
+
+def test_a_missing_shadow_file_costs_nothing_but_the_shadow(upstream: FakeUpstream, tmp_path: Path) -> None:
+    gateway = _gateway(upstream, tmp_path, tmp_path / "missing.safetensors")
+    with ServerThread(build_app(gateway)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        _, request_id = _ask(http, "shadowed", MATH)
+    record = _record(gateway, request_id)
+    assert record.model == "cheap" and record.shadow_model is None

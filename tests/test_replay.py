@@ -1,0 +1,93 @@
+"""Replay: a router over logged traffic; totals checked against a hand calculation."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from switchman._exceptions import DatasetError
+from switchman._traffic import replay_command
+from switchman.evaluate import OutcomeTable
+from switchman.learn._artifact import TrainedRouter
+from switchman.ledger import Ledger, LedgerRecord
+
+PRICES = {"cheap-model": (0.1, 0.2), "strong-model": (10.0, 30.0)}  # the synthetic router's fitted prices
+
+
+def _ledger(path: Path, records: list[LedgerRecord]) -> str:
+    url = f"sqlite:///{path}"
+    ledger = Ledger(url)
+    for rec in records:
+        ledger.record(rec)
+    ledger.close_sync()
+    return url
+
+
+def _traffic(now: float) -> list[LedgerRecord]:
+    return [
+        LedgerRecord(time=now, request_id="g1", model="strong-model", prompt="Hello, good evening to you!",
+                     input_tokens=10, output_tokens=70, cost_usd=0.001),
+        LedgerRecord(time=now, request_id="g2", model="strong-model", prompt="Hi! Lovely to meet you, how have you been?",
+                     input_tokens=12, output_tokens=75, cost_usd=0.001),
+        LedgerRecord(time=now, request_id="m1", model="cheap-model",
+                     prompt="Calculate the square root of 1764 and explain each step.",
+                     input_tokens=20, output_tokens=40, cost_usd=0.00001),
+        LedgerRecord(time=now, request_id="e1", model="cheap-model", prompt="Hello", status="error"),  # not replayed
+        LedgerRecord(time=now, request_id="n1", model="cheap-model", input_tokens=5, cost_usd=1.0),  # no prompt
+    ]
+
+
+def test_replay_totals_equal_a_hand_calculation(tmp_path: Path, math_greeting_router: TrainedRouter) -> None:
+    import time
+
+    router_file = math_greeting_router.save(tmp_path / "router.safetensors")
+    url = _ledger(tmp_path / "ledger.sqlite3", _traffic(time.time()))
+    out = tmp_path / "replay.json"
+    report = replay_command(router=router_file, ledger=url, since="1d", json_path=out,
+                            console=Console(file=io.StringIO()))
+    # Greetings go to the cheap model, math to the strong one; output tokens are predicted (50 and 80
+    # on every training prompt), input tokens are the ledger's: (in × in price + out × out price) / 1e6.
+    in_cheap, out_cheap = math_greeting_router.prices["cheap-model"]
+    in_strong, out_strong = math_greeting_router.prices["strong-model"]
+    assert (in_cheap, out_cheap) == pytest.approx(PRICES["cheap-model"], rel=1e-3)
+    expected = ((10 * in_cheap + 50 * out_cheap) + (12 * in_cheap + 50 * out_cheap)
+                + (20 * in_strong + 80 * out_strong)) / 1e6
+    assert report["requests"] == 3
+    assert report["router"]["cost_usd"] == pytest.approx(expected, rel=1e-3)
+    assert report["router"]["cost_per_1k"] == pytest.approx(expected * 1000 / 3, rel=1e-3)
+    assert report["router"]["share"] == pytest.approx({"cheap-model": 2 / 3, "strong-model": 1 / 3})
+    assert report["actual"]["cost_usd"] == pytest.approx(0.00201)
+    assert report["actual"]["share"] == pytest.approx({"strong-model": 2 / 3, "cheap-model": 1 / 3})
+    assert report["saving_usd"] == pytest.approx(0.00201 - expected, rel=1e-3)
+    assert 0.9 <= report["router"]["predicted_quality"] <= 1.0
+    assert json.loads(out.read_text())["router"]["share"] == report["router"]["share"]
+
+
+def test_replay_without_stored_prompts_says_how_to_get_them(tmp_path: Path,
+                                                             math_greeting_router: TrainedRouter) -> None:
+    router_file = math_greeting_router.save(tmp_path / "router.safetensors")
+    url = _ledger(tmp_path / "ledger.sqlite3", [LedgerRecord(request_id="x", model="cheap-model", input_tokens=3)])
+    with pytest.raises(DatasetError, match="store_prompts"):
+        replay_command(router=router_file, ledger=url, since="1d", console=Console(file=io.StringIO()))
+
+
+def test_replay_over_outcome_data_scores_the_choices(
+    tmp_path: Path, math_greeting_router: TrainedRouter, make_table: Callable[..., OutcomeTable]
+) -> None:
+    from switchman.evaluate._replay import replay_choices
+    from switchman.learn import get_embedder
+
+    table = make_table(pairs=10, seed=7)
+    embedder = get_embedder(math_greeting_router.embedder)
+    features = embedder.embed(math_greeting_router.texts(list(table.prompts)))
+    result = replay_choices(math_greeting_router, features, table.prompt_input_tokens(),
+                            true_quality=table.quality)
+    summary = result.summary()
+    assert summary["router"]["true_quality"] == pytest.approx(1.0)  # math to strong, greetings to cheap
+    assert summary["router"]["share"] == pytest.approx({"cheap-model": 0.5, "strong-model": 0.5})
+    assert "actual" not in summary

@@ -1,0 +1,104 @@
+"""Feedback → retrain: logged requests with feedback become an outcome table, and decisions follow it."""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from switchman import ModelSpec, RouteRequest
+from switchman._exceptions import DatasetError
+from switchman._offline import train_command
+from switchman._tokens import count_tokens
+from switchman.evaluate._ledger_outcomes import outcomes_from_ledger
+from switchman.learn import get_embedder
+from switchman.learn._artifact import TrainedRouter
+from switchman.learn._strategy import LearnedStrategy
+from switchman.ledger import Ledger, LedgerRecord
+from switchman.routing import DecisionContext
+
+CHEAP = ModelSpec("cheap-model", "local", 0.1, 0.2)
+STRONG = ModelSpec("strong-model", "local", 10.0, 30.0)
+_MATH = ("What is {a} times {b}? Show your working.", "Solve for x: {a}x + {b} = {c}.",
+         "Compute the derivative of x^{a} + {b}x and simplify.", "Is {c} a prime number? Prove your answer.")
+_GREETINGS = ("Hello! How are you doing today, {n}?", "Hi there, nice to meet you {n}.",
+              "Good morning {n}! I hope you slept well.", "Hey {n}, how's it going?")
+_NAMES = ("Alice", "Bob", "Carmen", "Deepak", "Elena", "Farid")
+UNSEEN_MATH = ["Calculate the square root of 1764 and explain each step.",
+               "How many prime numbers are there between 50 and 70?"]
+UNSEEN_GREETINGS = ["Hello, good evening to you!", "Good afternoon Maria, hope you are well."]
+
+
+def _logged_traffic(url: str, *, cheap_good_on: str, pairs: int = 40) -> None:
+    """Both models serve both kinds; the strong one always gets 1, the cheap one only on one kind."""
+    rng = random.Random(1)
+    ledger = Ledger(url)
+    scores: list[tuple[str, float]] = []
+    now = time.time()
+    for i in range(pairs * 2):
+        kind = "math" if i % 2 == 0 else "greeting"
+        prompt = (rng.choice(_MATH).format(a=rng.randint(2, 99), b=rng.randint(2, 99), c=rng.randint(100, 999))
+                  if kind == "math" else rng.choice(_GREETINGS).format(n=rng.choice(_NAMES)))
+        model = CHEAP if (i // 2) % 2 == 0 else STRONG
+        tokens_in, tokens_out = 2 * len(prompt.split()), 50 if model is CHEAP else 80
+        ledger.record(LedgerRecord(time=now, request_id=f"r{i}", model=model.name, prompt=prompt,
+                                   input_tokens=tokens_in, output_tokens=tokens_out,
+                                   cost_usd=model.cost(tokens_in, tokens_out)))
+        good = model is STRONG or kind == cheap_good_on
+        scores.append((f"r{i}", 1.0 if good else 0.0))
+    ledger.record(LedgerRecord(time=now, request_id="unrated", model="cheap-model", prompt="Hi"))
+    ledger.flush_sync()
+    for request_id, score in scores:
+        ledger.add_feedback(request_id, score)
+    ledger.close_sync()
+
+
+def _retrain(tmp_path: Path, cheap_good_on: str) -> LearnedStrategy:
+    url = f"sqlite:///{tmp_path / cheap_good_on / 'ledger.sqlite3'}"
+    _logged_traffic(url, cheap_good_on=cheap_good_on)
+    trained = train_command(data=[], from_ledger=url, since="1d", out=tmp_path / cheap_good_on / "r.safetensors",
+                            algorithm="knn", params=["k=10"], console=Console(file=io.StringIO()))
+    assert trained.summary["n_prompts"] == 80  # the unrated request is not a training row
+    return LearnedStrategy(TrainedRouter.load(tmp_path / cheap_good_on / "r.safetensors"),
+                           get_embedder(trained.embedder))
+
+
+def _route(strategy: LearnedStrategy, prompt: str) -> str:
+    request = RouteRequest.from_prompt(prompt, count_tokens=count_tokens)
+    return strategy.decide(request, [CHEAP, STRONG], DecisionContext(route="default")).model
+
+
+@pytest.mark.usefixtures("cache_dir")
+def test_feedback_decides_where_the_cheap_model_is_used(tmp_path: Path) -> None:
+    greetings_cheap = _retrain(tmp_path, cheap_good_on="greeting")
+    math_cheap = _retrain(tmp_path, cheap_good_on="math")
+    for prompt in UNSEEN_GREETINGS:
+        assert _route(greetings_cheap, prompt) == "cheap-model"
+        assert _route(math_cheap, prompt) == "strong-model"
+    for prompt in UNSEEN_MATH:
+        assert _route(greetings_cheap, prompt) == "strong-model"
+        assert _route(math_cheap, prompt) == "cheap-model"
+
+
+def test_the_table_has_one_outcome_per_request() -> None:
+    records = [
+        LedgerRecord(request_id="a", model="m1", prompt="x", input_tokens=3, output_tokens=4, cost_usd=0.5),
+        LedgerRecord(request_id="b", model="m1", prompt="y", input_tokens=5, output_tokens=6, cost_usd=0.7),
+        LedgerRecord(request_id="c", model="m2", prompt="z"),  # one label only: m2 is left out
+        LedgerRecord(request_id="d", model="m1", prompt="w", status="error"),
+    ]
+    table = outcomes_from_ledger(records, {"a": 0.9, "b": 1.5, "c": 1.0, "d": 1.0})
+    assert table.models == ("m1",) and table.prompt_ids == ("a", "b")
+    assert table.quality[:, 0].tolist() == [0.9, 1.0]  # clipped to [0, 1]
+    assert table.cost_usd[:, 0].tolist() == [0.5, 0.7]
+    assert table.input_tokens[:, 0].tolist() == [3, 5]
+
+
+def test_no_prompts_means_an_error_that_names_the_setting() -> None:
+    records = [LedgerRecord(request_id="a", model="m1")]
+    with pytest.raises(DatasetError, match="store_prompts: true"):
+        outcomes_from_ledger(records, {"a": 1.0})
