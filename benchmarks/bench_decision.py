@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")  # as `switchman` itself does (see _cli._process_setup)
 
     rss_start = _rss_mib()
     started = time.perf_counter()

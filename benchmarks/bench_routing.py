@@ -109,6 +109,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["selection", "final", "all"])
     args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")  # as `switchman` itself does (see _cli._process_setup)
     if not DATA.exists():
         print(f"{DATA} is missing: this benchmark needs the shared outcome data", file=sys.stderr)
         return 1
