@@ -185,3 +185,34 @@ def test_memory_store_expires_and_evicts() -> None:
 ])
 def test_answer_signal(body: bytes, signal: str | None) -> None:
     assert answer_signal(body) == signal
+
+
+def test_keeper_truncated_answer_escalates_the_next_turn() -> None:
+    from switchman._config import parse_config
+    from switchman.gateway._context import RequestContext
+    from switchman.gateway._exchange import Exchange
+    from switchman.gateway._sessions import SessionKeeper
+    from switchman.gateway._wire import Usage
+
+    config = parse_config({"models": {m: {"provider": "p", "input_price": s.input_price, "output_price": s.output_price,
+                                           "cached_input_price": s.cached_input_price} for m, s in SPECS.items()},
+                           "routes": {"default": {"candidates": ["mini", "big", "opus"]}}})
+    now = [50.0]
+    keeper = SessionKeeper.from_config(config, config.model_specs(), clock=lambda: now[0])
+    request = RouteRequest(prompt="go", input_tokens=1000, session="s1")
+    context = RequestContext(request_id="r1", session="s1")
+    first = keeper.steer(request, _fresh("mini"), context)
+    assert first.model == "mini"
+    exchange = Exchange(context, 0.0)
+    exchange.request, exchange.decision, exchange.model = request, first, "mini"
+    exchange.tried, exchange.usage = ["mini"], Usage(1000, 4000)
+    keeper.observe(exchange, b'{"choices":[{"message":{"content":"partial"},"finish_reason":"length"}]}')
+    state = keeper.store.get("s1", now[0])
+    assert state is not None and state.context_tokens == 5000  # what the next turn re-reads
+    assert state.pending == "truncated answer (finish_reason length)"
+    now[0] += 1
+    second = keeper.steer(request, _fresh("mini"), RequestContext(request_id="r2", session="s1"))
+    # switch cost on big: 5000 × (2.5 − 1.25) / 1e6 = $0.00625
+    assert second.model == "big"
+    assert second.reason == ("session escalated mini → big: truncated answer (finish_reason length) "
+                             "(switch cost $0.006250 ≤ benefit $1.000000)")

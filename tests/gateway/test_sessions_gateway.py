@@ -179,3 +179,25 @@ def test_max_price_is_a_400_in_openai_format(base_url: str) -> None:
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["code"] == "no_capable_model"
     assert "exceeds max_price_usd" in error["message"]
+
+
+def test_streamed_turns_keep_and_a_broken_stream_escalates(
+    client: openai.OpenAI, session: str, upstream: FakeUpstream, ledger_record: Callable[[str], LedgerRecord],
+) -> None:
+    headers = {"X-Switchman-Session": session}
+
+    def streamed(text: str) -> tuple[str, str]:
+        with client.chat.completions.with_streaming_response.create(
+            model="auto", messages=[{"role": "user", "content": text}], stream=True, extra_headers=headers,
+        ) as response:
+            for _ in response.iter_lines():
+                pass
+            ledger_record(response.headers["x-switchman-request-id"])  # the turn is recorded once the stream ends
+            return response.headers["x-switchman-model"], response.headers["x-switchman-route-reason"]
+
+    assert streamed("one")[0] == "cheap"
+    assert streamed("two") == ("cheap", "session kept cheap (turn 2)")
+    upstream.inject("drop_mid_stream", model="cheap", after_events=2)
+    assert streamed("three")[0] == "cheap"  # the stream breaks after its first events: recorded as stream_error
+    model, reason = streamed("four")
+    assert model == "mid" and reason.startswith("session escalated cheap -> mid: upstream error on cheap")
