@@ -132,3 +132,15 @@ def test_feedback_moves_an_online_routes_counts(upstream: FakeUpstream, tmp_path
         before = strategy.counts.beta.sum()
         assert http.post("/v1/feedback", json={"request_id": request_id, "thumbs": "down"}).status_code == 200
         assert strategy.counts.beta.sum() == pytest.approx(before + 1.0)
+
+
+def test_thumbs_down_escalates_the_sessions_next_turn(http: httpx.Client) -> None:
+    headers = {"X-Switchman-Session": "feedback-session-1"}
+    first = http.post("/v1/chat/completions", json={"model": "auto", "messages": ASK}, headers=headers)
+    assert first.headers["x-switchman-model"] == "cheap"
+    request_id = first.headers["x-switchman-request-id"]
+    assert http.post("/v1/feedback", json={"request_id": request_id, "thumbs": "down"}).status_code == 200
+    messages = [*ASK, {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "Are you sure?"}]
+    second = http.post("/v1/chat/completions", json={"model": "auto", "messages": messages}, headers=headers)
+    assert second.headers["x-switchman-model"] == "mid"
+    assert "negative feedback" in second.headers["x-switchman-route-reason"]

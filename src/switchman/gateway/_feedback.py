@@ -26,6 +26,7 @@ from ._errors import InvalidRequestError
 if TYPE_CHECKING:
     from .._router import Router
     from ._gateway import Gateway
+    from ._sessions import SessionKeeper
 
 __all__ = ["FeedbackEndpoint", "notify_feedback", "parse_feedback", "store_feedback"]
 
@@ -85,7 +86,7 @@ def store_feedback(ledger: Ledger, request_id: str, score: float, comment: str |
     return record
 
 
-def notify_feedback(router: Router, sessions: Any, record: LedgerRecord, score: float) -> None:
+def notify_feedback(router: Router, sessions: SessionKeeper | None, record: LedgerRecord, score: float) -> None:
     """Hand the score to what reacts at once: the online route's counts and the request's session."""
     from ..learn._online import OnlineStrategy
 
@@ -93,9 +94,8 @@ def notify_feedback(router: Router, sessions: Any, record: LedgerRecord, score: 
         strategy = router.strategy(record.route)
         if isinstance(strategy, OnlineStrategy):
             strategy.observe(record.reason or "", record.model or "", score)
-    record_session_feedback = getattr(sessions, "record_feedback", None)  # the session keeper, when present
-    if record.session is not None and record_session_feedback is not None:
-        record_session_feedback(record.session, score, request_id=record.request_id)
+    if sessions is not None and record.session is not None:
+        sessions.record_feedback(record.session, score, request_id=record.request_id)
 
 
 class FeedbackEndpoint:
@@ -118,6 +118,6 @@ class FeedbackEndpoint:
         key_id = request.scope.get("state", {}).get("key_id")
         record = await anyio.to_thread.run_sync(lambda: store_feedback(ledger, request_id, score, comment,
                                                                        key_id=key_id))
-        notify_feedback(self.gateway.router, getattr(self.gateway.dispatcher, "sessions", None), record, score)
+        notify_feedback(self.gateway.router, self.gateway.dispatcher.sessions, record, score)
         return Response(orjson.dumps({"object": "feedback", "request_id": request_id, "score": score}),
                         media_type="application/json")
