@@ -231,7 +231,7 @@ class Router:
         finally:
             if own:
                 ledger.close_sync()
-        notify_feedback(self, getattr(dispatcher, "sessions", None), record, score)
+        notify_feedback(self, dispatcher.sessions if dispatcher is not None else None, record, score)
 
     def close(self) -> None:
         """Stop the in-process client that `chat` started (closes connections, flushes the ledger)."""
