@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import string
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -33,8 +34,10 @@ TASKS: Final = ("classification", "extraction", "summarisation", "code", "reason
 
 # Only the head and tail of a long message are read: the instruction is nearly always at one end,
 # and a bounded scan keeps detection time flat however long the pasted document is.
-_HEAD, _TAIL = 3000, 1000
-_WORD = re.compile(r"[a-z]+(?:\+\+)?")
+_HEAD, _TAIL = 1500, 500
+# Words: lower-cased, punctuation (except the + of c++ and the # of c#) turned into spaces, then split;
+# str.translate and str.split run in C, several times faster than a word regex.
+_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation if c not in "+#"} | {c: " " for c in "0123456789"})
 
 # Lexical cues are looked up in the message's set of words and word pairs (one regex pass, then set
 # lookups), which is several times faster than one case-insensitive alternation per cue.
@@ -56,6 +59,8 @@ _CUES: Final[tuple[tuple[str, frozenset[str], float], ...]] = (
                              "how many", "step by", "integral", "derivative", "theorem", "riddle", "puzzle",
                              "sum of", "product of", "remainder"}), 1.5),
 )
+#: First words of the word-pair cues: only pairs starting with one are built.
+_PAIR_STARTS: Final = frozenset(entry.split()[0] for _, cue, _ in _CUES for entry in cue if " " in entry)
 _CODE_VERBS: Final = frozenset({"write", "implement", "create", "fix", "debug", "refactor", "optimize",
                                 "optimise", "complete"})
 _CODE_NOUNS: Final = frozenset({"function", "program", "script", "class", "method", "code", "query",
@@ -63,10 +68,10 @@ _CODE_NOUNS: Final = frozenset({"function", "program", "script", "class", "metho
 _I = re.IGNORECASE | re.MULTILINE
 #: Structural cues no word list sees: source lines, lettered options, arithmetic.
 _SHAPES: Final[tuple[tuple[str, re.Pattern[str], float], ...]] = (
-    ("code", re.compile(r"```|^\s*(def |class \w+[:(]|import \w|from \w+ import|#include|public static|"
+    ("code", re.compile(r"```|^[ \t]*(?:def |class \w+[:(]|import \w|from \w+ import|#include|public static|"
                         r"function \w+\(|const \w+ =)", re.MULTILINE), 2.0),
     ("classification", re.compile(r"^\s*\(?[A-E][).:]\s+\S.*\n\s*\(?[B-F][).:]\s+\S", _I), 2.0),
-    ("reasoning", re.compile(r"\d\s*[-+*/^×÷=]\s*\(?\d|\\frac|\\sqrt"), 1.0),
+    ("reasoning", re.compile(r"\d[ \t]*[-+*/^×÷=][ \t]*\(?\d|\\frac|\\sqrt"), 1.0),
 )
 #: Tie-break order: the more specific (and more expensive to get wrong) task first.
 _PRIORITY: Final = {task: i for i, task in enumerate(("code", "reasoning", "extraction", "summarisation",
@@ -116,9 +121,9 @@ def detect_task(request: RouteRequest) -> str:
     if request.has_tools or _last_is_tool_result(request.messages):
         return "tool_use"
     text = _scan_text(request)
-    words = _WORD.findall(text.lower())
+    words = text.lower().translate(_PUNCTUATION).split()
     vocabulary = set(words)
-    vocabulary.update(map(" ".join, itertools.pairwise(words)))
+    vocabulary.update(f"{a} {b}" for a, b in itertools.pairwise(words) if a in _PAIR_STARTS)
     scores: dict[str, float] = {}
     for task, cue, weight in _CUES:
         if not cue.isdisjoint(vocabulary):
