@@ -89,3 +89,13 @@ def test_feedback_for_other_decisions_is_ignored(math_greeting_router: TrainedRo
     assert not strategy.observe("learned (tradeoff 0.1): ...", "cheap-model", 1.0)
     assert not strategy.observe("online cluster 0: thompson draw", "unknown-model", 1.0)
     assert not strategy.observe("online cluster 99: thompson draw", "cheap-model", 1.0)
+
+
+def test_online_needs_a_learned_route() -> None:
+    from switchman._config import RouteConfig, parse_config
+    from switchman._exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="'online' needs strategy 'learned'"):
+        parse_config({"models": {"a": {"provider": "p", "input_price": 1, "output_price": 1}},
+                      "routes": {"r": {"candidates": ["a"], "strategy": "cheapest", "online": {"enabled": True}}}})
+    assert RouteConfig(candidates=["a"], online={"enabled": False}).online is not None  # type: ignore[arg-type]

@@ -91,3 +91,31 @@ def test_replay_over_outcome_data_scores_the_choices(
     assert summary["router"]["true_quality"] == pytest.approx(1.0)  # math to strong, greetings to cheap
     assert summary["router"]["share"] == pytest.approx({"cheap-model": 0.5, "strong-model": 0.5})
     assert "actual" not in summary
+
+
+def test_the_command_line_replays_and_trains_from_a_ledger(tmp_path: Path, math_greeting_router: TrainedRouter,
+                                                            embedding_cache_dir: Path) -> None:
+    import time
+
+    from typer.testing import CliRunner
+
+    from switchman._cli import app
+
+    router_file = math_greeting_router.save(tmp_path / "router.safetensors")
+    url = _ledger(tmp_path / "ledger.sqlite3", _traffic(time.time()))
+    env = {"COLUMNS": "200", "SWITCHMAN_CACHE_DIR": str(embedding_cache_dir)}
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["replay", "--router", str(router_file), "--ledger", url, "--json", str(out)],
+                                env=env)
+    assert result.exit_code == 0, result.output
+    assert "would have run" in result.stdout and "actually ran" in result.stdout
+    assert json.loads(out.read_text())["requests"] == 3
+    # Neither source, or both: a clear usage error.
+    result = CliRunner().invoke(app, ["replay", "--router", str(router_file)], env=env)
+    assert result.exit_code == 2 and "exactly one of --ledger URL or --data DIR" in result.stderr
+    # No feedback in this ledger: train --from-ledger says what is missing.
+    result = CliRunner().invoke(app, ["train", "--from-ledger", url, "--out", str(tmp_path / "x.safetensors")],
+                                env=env)
+    assert result.exit_code == 2 and "no logged request has both a stored prompt and feedback" in result.stderr
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "x.safetensors")], env=env)
+    assert result.exit_code == 2 and "--from-ledger" in result.stderr

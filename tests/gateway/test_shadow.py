@@ -74,3 +74,17 @@ def test_a_missing_shadow_file_costs_nothing_but_the_shadow(upstream: FakeUpstre
         _, request_id = _ask(http, "shadowed", MATH)
     record = _record(gateway, request_id)
     assert record.model == "cheap" and record.shadow_model is None
+
+
+def test_streamed_answers_get_their_shadow_too(upstream: FakeUpstream, tmp_path: Path,
+                                               math_greeting_router: TrainedRouter) -> None:
+    gateway = _gateway(upstream, tmp_path, math_greeting_router.save(tmp_path / "shadow.safetensors"))
+    body = {"model": "auto:shadowed", "stream": True, "messages": [{"role": "user", "content": MATH}]}
+    with ServerThread(build_app(gateway)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            text = "".join(response.iter_text())
+            request_id = response.headers["x-switchman-request-id"]
+        assert text.rstrip().endswith("data: [DONE]")
+    record = _record(gateway, request_id)
+    assert (record.model, record.shadow_model) == ("cheap", "big")
