@@ -57,6 +57,11 @@ def test_no_session_state_takes_the_fresh_decision() -> None:
     assert steer(fresh, None, REQUEST, SPECS, POLICY, now=100.0) is fresh
 
 
+def test_a_model_no_longer_configured_starts_afresh() -> None:
+    fresh = _fresh()
+    assert steer(fresh, _state("retired"), REQUEST, SPECS, POLICY, now=110.0, signal="x") is fresh
+
+
 def test_keeps_its_model_while_things_go_well() -> None:
     decision = steer(_fresh("mini"), _state("big"), REQUEST, SPECS, POLICY, now=110.0)
     assert decision.model == "big" and decision.strategy == "session"

@@ -189,8 +189,8 @@ def steer(
     a signal from the previous turn's outcome waits in `state.pending`. A decision an explicit rule
     made (an agent or route rule that matched) is the user's instruction for this step and stands.
     """
-    if state is None or is_expired(state, now, policy.ttl_s):
-        return fresh
+    if state is None or is_expired(state, now, policy.ttl_s) or state.model not in specs:
+        return fresh  # no session yet, a cold one, or one whose model is no longer configured
     if fresh.strategy == "rules" and not fresh.reason.startswith("no rule matched"):
         return fresh
     reason = signal or state.pending
