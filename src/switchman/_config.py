@@ -35,6 +35,7 @@ from ._exceptions import ConfigError
 __all__ = [
     "AgentConfig",
     "BudgetConfig",
+    "CascadeOptions",
     "CircuitBreaker",
     "Config",
     "ModelConfig",
@@ -52,7 +53,7 @@ __all__ = [
     "parse_config",
 ]
 
-StrategyName = Literal["fixed", "rules", "cheapest", "random", "learned"]
+StrategyName = Literal["fixed", "rules", "cheapest", "random", "learned", "cascade"]
 
 
 class _Strict(BaseModel):
@@ -168,6 +169,25 @@ class OnlineOptions(_Strict):
     tolerance: float = Field(default=0.0, ge=0, le=1, description="take the cheapest within this of the best draw")
 
 
+class CascadeOptions(_Strict):
+    """How a `strategy: cascade` route climbs: which rungs, how many attempts, which checks.
+
+        cascade: {checks: [json, tool_args, acceptance], min_acceptance: 0.7, max_attempts: 3}
+
+    Without `ladder`, rungs are the candidates by predicted cost (the route's `router` predicts
+    quality and cost when given; else catalog prices). `acceptance` needs the route's `router`.
+    """
+
+    ladder: list[str] | None = Field(default=None, description="explicit rung order (route candidates)")
+    max_attempts: int = Field(default=3, ge=1)
+    adequate: float = Field(default=0.0, ge=0, le=1, description="skip rungs predicted below this share of the best")
+    checks: list[Literal["json", "tool_args", "logprobs", "acceptance"]] = Field(
+        default_factory=lambda: ["json", "tool_args", "logprobs"])
+    min_acceptance: float = Field(default=0.5, description="acceptance check: predicted quality threshold")
+    min_mean_logprob: float | None = -1.0
+    min_token_logprob: float | None = None
+
+
 class RouteConfig(_Strict):
     """A named route: the candidates it may use and how it chooses between them."""
 
@@ -184,6 +204,7 @@ class RouteConfig(_Strict):
     content_policy_fallback: str | None = None
     max_ttft_ms: float | None = Field(default=None, gt=0)
     seed: int = 0
+    cascade: CascadeOptions = Field(default_factory=CascadeOptions)
     shadow: str | None = Field(default=None, description="router file decided off the request path and logged")
     online: OnlineOptions | None = None
     max_price_usd: float | None = Field(default=None, gt=0, description="drop candidates estimated above this per request")
@@ -196,6 +217,11 @@ class RouteConfig(_Strict):
             raise ValueError("strategy 'learned' needs 'router' (a file written by `switchman train`)")
         if self.strategy == "rules" and not self.rules and self.default is None:
             raise ValueError("strategy 'rules' needs 'rules' or 'default'")
+        if self.strategy == "cascade" and "acceptance" in self.cascade.checks and self.router is None:
+            raise ValueError("the cascade's 'acceptance' check needs 'router' (a file written by `switchman train`)")
+        if self.cascade.ladder is not None and set(self.cascade.ladder) - set(self.candidates):
+            raise ValueError(f"cascade.ladder: {sorted(set(self.cascade.ladder) - set(self.candidates))} "
+                             "are not among the route's candidates")
         if self.online is not None and self.online.enabled and self.strategy != "learned":
             raise ValueError("'online' needs strategy 'learned' (its router's clusters and prior)")
         return self

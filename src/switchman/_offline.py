@@ -195,6 +195,21 @@ def _print_report(report: dict[str, Any], console: Console) -> None:
                           f"CPT(80%) {_fmt(entry['cpt80'], True)}")
 
 
+def _print_equal_quality(cascades: dict[str, Any], console: Console) -> None:
+    for name, entry in cascades.items():
+        eq = entry.get("equal_quality")
+        if eq is None:
+            continue
+        cal = entry["calibrated"]
+        console.print(
+            f"{name}: threshold {cal['threshold']:g}, adequate {cal['adequate']:g}, ≤{cal['max_attempts']} attempts "
+            f"(mean {cal['mean_attempts']:.2f}, {cal['accepted_on_first_rung']:.0%} on the first rung); at its quality "
+            f"{entry['quality']:.4f} the single-shot router costs ${_fmt(eq['single_shot_cost_at_cascade_quality'])}/1k "
+            f"vs ${entry['cost_per_1k']:.4f}; at single-shot's quality {eq['single_shot']['quality']:.4f} the cascade "
+            f"costs ${_fmt(eq['cascade_cost_at_single_shot_quality'])}/1k vs ${eq['single_shot']['cost_per_1k']:.4f}"
+        )
+
+
 def eval_command(
     *,
     data: Sequence[Path],
@@ -220,7 +235,7 @@ def eval_command(
     """Evaluate routers and strategies against baselines; print a table, write JSON and a plot."""
     console = console or Console()
     if not routers and not strategies:
-        raise ConfigError("give --router FILE or --strategy NAME (learned, cheapest, random, fixed:MODEL)")
+        raise ConfigError("give --router FILE or --strategy NAME (learned, cascade, cheapest, random, fixed:MODEL)")
     alias_map = parse_aliases(aliases)
     settings = _settings(embedder=embedder, algorithm=algorithm, targets=targets, use_task=use_task, focus=focus,
                          rule=rule, folds=5, seed=seed, params=params)
@@ -239,8 +254,16 @@ def eval_command(
                 trained = trained.with_aliases(trained_aliases)
             predictions.append(predict_with_router(trained, evaluation, name=Path(path).stem))
         simple: dict[str, Any] = {}
+        cascades: dict[str, Any] = {}
         for name in strategies:
-            if name == "learned":
+            if name == "cascade":
+                if cv:
+                    raise ConfigError("--strategy cascade is measured on a split (train → test), not with --cv")
+                from .evaluate._cascade_eval import cascade_report
+
+                cascades = cascade_report(everything.where_split("train"), evaluation, settings,
+                                          progress=lambda m: status.update(f"cascade: {m}"))
+            elif name == "learned":
                 if cv:
                     predictions.append(cross_validate(evaluation, settings, cv, name=f"learned-cv{cv}",
                                                       progress=lambda m: status.update(f"learned: {m}")))
@@ -263,10 +286,12 @@ def eval_command(
         "routers": {p.name: evaluate_predictions(p, evaluation, ref) for p in predictions},
         "baselines": baselines(evaluation, ref, seed=seed),
     }
+    report["routers"].update(cascades)
     for name, entry in simple.items():
         report["routers"][name] = {**entry, "aiq": None, "savings_at_95": None, "savings_at_100": None,
                                    "calibrated": None, "apgr": None, "cpt50": None, "cpt80": None, "frontier": []}
     _print_report(report, console)
+    _print_equal_quality(cascades, console)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2))

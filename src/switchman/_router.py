@@ -53,6 +53,30 @@ def _learned(route: RouteConfig, base_dir: Path) -> Strategy:
     return learned
 
 
+def _cascade(route: RouteConfig, base_dir: Path) -> Strategy:
+    from .routing._cascade import (
+        AcceptanceCheck,
+        CascadeStrategy,
+        Check,
+        JsonCheck,
+        LogprobCheck,
+        ToolArgsCheck,
+    )
+
+    options = route.cascade
+    built: dict[str, Check] = {
+        "json": JsonCheck(),
+        "tool_args": ToolArgsCheck(),
+        "logprobs": LogprobCheck(options.min_mean_logprob, options.min_token_logprob),
+        "acceptance": AcceptanceCheck(options.min_acceptance),
+    }
+    scorer = _learned(route, base_dir) if route.router is not None else None
+    return CascadeStrategy(
+        checks=tuple(built[name] for name in options.checks), scorer=scorer, max_attempts=options.max_attempts,
+        adequate=options.adequate, order=tuple(options.ladder) if options.ladder is not None else None,
+    )
+
+
 #: Strategy builders by name: the one place a strategy name becomes an object.
 STRATEGIES: dict[str, Callable[[RouteConfig, Path], Strategy]] = {
     "fixed": lambda route, _: FixedStrategy(route.model or route.candidates[0]),
@@ -60,6 +84,7 @@ STRATEGIES: dict[str, Callable[[RouteConfig, Path], Strategy]] = {
     "cheapest": lambda route, _: CheapestStrategy(),
     "random": lambda route, _: RandomStrategy(),
     "learned": _learned,
+    "cascade": _cascade,
 }
 
 

@@ -14,7 +14,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import anyio
@@ -25,6 +25,7 @@ from .._router import Router
 from .._tokens import count_tokens
 from ..ledger import BudgetLimitError, BudgetManager, Ledger, Metrics
 from ..routing import Decision, RouteRequest, estimated_cost
+from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
 from ._context import RequestContext
 from ._errors import Scrubber
 from ._exchange import Exchange
@@ -215,8 +216,12 @@ class Dispatcher:
     async def complete(self, body: Mapping[str, Any], context: RequestContext) -> Completion:
         """Answer a non-stream request (raises a SwitchmanError when nothing could, after recording it)."""
         exchange = self._begin(body, context)
+        cascade = cascade_strategy(self, exchange.decision)
         try:
-            content, usage = await self._attempts(exchange, lambda d: self._call(d, body))
+            if cascade is not None:
+                content, usage = await run_cascade(self, exchange, body, cascade)
+            else:
+                content, usage = await self._attempts(exchange, lambda d: self._call(d, body))
         except SwitchmanError as exc:
             self.finish(exchange, exc)
             raise
@@ -232,6 +237,8 @@ class Dispatcher:
     async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream:
         """Open a stream, falling back until one upstream has sent its first event."""
         exchange = self._begin(body, context)
+        if exchange.decision is not None and cascade_strategy(self, exchange.decision) is not None:
+            exchange.decision = replace(exchange.decision, reason=exchange.decision.reason + STREAM_NOTE)
 
         async def call(deployment: Deployment) -> OpenedStream:
             return await open_upstream_stream(deployment, body, clock=self.clock, health=self.health)

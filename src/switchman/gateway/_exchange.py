@@ -38,7 +38,7 @@ class Exchange:
     """What happened to one request: decision, models tried, usage, timing, outcome."""
 
     __slots__ = ("context", "decision", "error", "first_token_at", "model", "request", "reservation",
-                 "started", "started_wall", "status", "tried", "usage", "usage_estimated")
+                 "spent_usd", "started", "started_wall", "status", "tried", "usage", "usage_estimated")
 
     def __init__(self, context: RequestContext, started: float) -> None:
         self.context = context
@@ -49,6 +49,7 @@ class Exchange:
         self.reservation: Reservation | None = None
         self.model: str | None = None
         self.tried: list[str] = []
+        self.spent_usd = 0.0  # answers a cascade paid for and rejected
         self.usage: Usage | None = None
         self.usage_estimated = False
         self.first_token_at: float | None = None
@@ -61,11 +62,11 @@ class Exchange:
         self.error = scrub(str(error))[:500]
 
     def cost(self, specs: Mapping[str, ModelSpec]) -> float:
-        """USD cost on the model that answered (0 when none did)."""
+        """USD cost on the model that answered, plus any answers a cascade rejected on the way."""
         if self.model is None or self.usage is None:
-            return 0.0
+            return self.spent_usd
         u = self.usage
-        return specs[self.model].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens)
+        return self.spent_usd + specs[self.model].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens)
 
     def baseline_cost(self, specs: Mapping[str, ModelSpec], candidates: tuple[str, ...]) -> float | None:
         """What the same tokens would have cost on the route's most expensive candidate."""

@@ -1,0 +1,104 @@
+"""`switchman eval --strategy cascade`: cascade vs the single-shot learned router on one split.
+
+Everything the cascade uses is fitted on the training split: the learned router (its test-split
+predictions order the ladders), out-of-fold predictions on the training prompts (to fit the
+acceptance predictor and to calibrate the cascade's threshold without seeing the test split).
+The single-shot router is the same trained router, evaluated as `eval --strategy learned` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from ..learn._acceptance import fit_acceptance
+from ..learn._train import (
+    TrainSettings,
+    features_for,
+    out_of_fold,
+    predicted_cost,
+    train_router,
+)
+from ._cascade_sim import SimPoint, calibrate_cascade, sweep_cascade
+from ._datasets import OutcomeTable
+from ._metrics import cost_at_quality
+from ._report import (
+    References,
+    _frontier_metrics,
+    _relative,
+    evaluate_predictions,
+    reference_points,
+)
+from ._run import predict_with_router
+
+__all__ = ["cascade_report"]
+
+Progress = Callable[[str], None]
+
+
+def _inputs(table: OutcomeTable) -> np.ndarray:
+    per_prompt = table.prompt_input_tokens()
+    return np.where(np.isnan(table.input_tokens), per_prompt[:, None], table.input_tokens)
+
+
+def _entry(points: Sequence[SimPoint], chosen: SimPoint, ref: References, label: str) -> dict[str, Any]:
+    xy = [(p.cost_per_1k, p.quality) for p in points]
+    return {
+        "quality": chosen.quality,
+        "cost_per_1k": chosen.cost_per_1k,
+        **_relative((chosen.cost_per_1k, chosen.quality), ref),
+        **_frontier_metrics(xy, ref),
+        "calibrated": {**asdict(chosen.params), "quality": chosen.quality, "cost_per_1k": chosen.cost_per_1k,
+                       "mean_attempts": chosen.attempts, "accepted_on_first_rung": chosen.first_rung_share},
+        "check": label,
+        "apgr": None, "cpt50": None, "cpt80": None,
+    }
+
+
+def _same_params(points: Sequence[SimPoint], chosen: SimPoint) -> SimPoint:
+    return next(p for p in points if p.params == chosen.params)
+
+
+def cascade_report(
+    train: OutcomeTable, test: OutcomeTable, settings: TrainSettings, *, max_attempts: Sequence[int] = (2, 3),
+    progress: Progress | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Router entries for `eval`: the single-shot learned router and the cascade with each check."""
+    say = progress or (lambda _m: None)
+    trained = train_router(train, settings, source=[train.source], progress=say)
+    ref = reference_points(test)
+    single_pred = predict_with_router(trained, test, name="learned (single-shot)")
+    single = evaluate_predictions(single_pred, test, ref)
+
+    say("cascade: out-of-fold predictions on the training split")
+    x = features_for(train, settings, trained.task_vocabulary)
+    q_oof, out_oof = out_of_fold(x, train.quality, train.output_tokens, settings)
+    prices = np.array([trained.prices[m] for m in train.models])
+    c_oof = predicted_cost(_inputs(train), out_oof, prices)
+    acceptance = fit_acceptance(q_oof, train.output_tokens, train.quality, train.models)
+    full = ~np.isnan(train.quality).any(axis=1)
+    train_best = reference_points(train.subset(full)).best_quality
+    target = next((t.value for t in settings.targets if t.kind == "quality"), 0.95)
+
+    entries: dict[str, dict[str, Any]] = {"learned (single-shot)": single}
+    for check, label in (("learned", "cascade (learned check)"), ("oracle", "cascade (oracle check, upper bound)")):
+        say(f"cascade: {check} check")
+        score = acceptance.score if check == "learned" else None
+        on_train = sweep_cascade(q_oof[full], c_oof[full], train.models, train.quality[full], train.cost_usd[full],
+                                 train.output_tokens[full], check=check, score=score, max_attempts=max_attempts)
+        chosen_train = calibrate_cascade(on_train, target * train_best)
+        on_test = sweep_cascade(single_pred.quality, single_pred.cost, test.models, test.quality, test.cost_usd,
+                                test.output_tokens, check=check, score=score, max_attempts=max_attempts)
+        entry = _entry(on_test, _same_params(on_test, chosen_train), ref, label)
+        xy = [(p.cost_per_1k, p.quality) for p in on_test]
+        single_xy = [tuple(p) for p in single["frontier"]]
+        entry["equal_quality"] = {
+            "single_shot_cost_at_cascade_quality": cost_at_quality(single_xy, entry["quality"]),
+            "cascade_cost_at_single_shot_quality": cost_at_quality(xy, single["quality"]),
+            "single_shot": {"quality": single["quality"], "cost_per_1k": single["cost_per_1k"]},
+        }
+        entries[label] = entry
+    return entries
