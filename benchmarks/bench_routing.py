@@ -69,40 +69,51 @@ def selection() -> None:
             (OUT / f"selection-{dataset}-{label.replace(' ', '_').replace(',', '')}.json").write_text(json.dumps(report))
 
 
-def final(options: dict) -> None:
-    routers = {}
-    for name, dirs in (("routerbench", ["routerbench"]), ("alpacaeval2", ["alpacaeval2"]),
-                       ("both", ["routerbench", "alpacaeval2"])):
-        path = OUT / f"router-{name}.safetensors"
-        started = time.perf_counter()
-        train_command(data=[DATA / d for d in dirs], out=path, console=QUIET, **options)
-        routers[name] = (path, time.perf_counter() - started)
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def final(variants: dict[str, dict]) -> None:
+    """Train each variant on each train split (and on both together), report each test split."""
+    routers: dict[tuple[str, str], tuple[Path, float]] = {}
+    for label, options in variants.items():
+        for name, dirs in (("routerbench", ["routerbench"]), ("alpacaeval2", ["alpacaeval2"]),
+                           ("both", ["routerbench", "alpacaeval2"])):
+            path = OUT / f"router-{label}-{name}.safetensors"
+            started = time.perf_counter()
+            train_command(data=[DATA / d for d in dirs], out=path, console=QUIET, **options)
+            routers[(label, name)] = (path, time.perf_counter() - started)
     for dataset in ("routerbench", "alpacaeval2"):
-        for trained_on in (dataset, "both"):
-            path, seconds = routers[trained_on]
-            report = eval_command(data=[DATA / dataset], routers=[path], strategies=["cheapest", "random"],
-                                  split="test", console=QUIET, json_path=OUT / f"final-{dataset}-{trained_on}.json",
-                                  plot_path=OUT / f"final-{dataset}-{trained_on}.png")
-            entry = report["routers"][path.stem]
-            ref = report["best_model"]
-            print(f"\n### {dataset} test split ({report['n_prompts']} prompts), router trained on {trained_on} "
-                  f"train split ({seconds:.1f} s incl. embedding); best single model {ref}\n")
-            print(HEADER)
-            print(_row(f"switchman ({options.get('algorithm', 'knn')})", entry, seconds))
-            for base in ("single_model_hull", "random_mix"):
-                b = report["baselines"][base]
-                print(f"| baseline: {base} | — | — | {b['aiq']:.4f} | "
-                      f"{'—' if b['savings_at_95'] is None else format(b['savings_at_95'], '.1%')} | "
-                      f"{'—' if b['savings_at_100'] is None else format(b['savings_at_100'], '.1%')} | |")
-            o = report["baselines"]["oracle"]
-            print(f"| baseline: oracle | {o['rel_quality']:.1%} | {o['rel_cost']:.1%} | | | | |")
-            vs = entry["vs_most_expensive"]
-            print(f"\nCalibrated point: quality {entry['quality']:.4f}, ${entry['cost_per_1k']:.4f}/1k. "
-                  f"Against the most expensive model ({vs['model']}): saved @95% "
-                  f"{'—' if vs['savings_at_95'] is None else format(vs['savings_at_95'], '.1%')}, saved @100% "
-                  f"{'—' if vs['savings_at_100'] is None else format(vs['savings_at_100'], '.1%')}. "
-                  f"Shares: " + ", ".join(f"{m} {s:.0%}" for m, s in sorted(entry['shares'].items(),
-                                                                             key=lambda kv: -kv[1])[:4]))
+        paths = [routers[(label, trained_on)][0] for label in variants for trained_on in (dataset, "both")]
+        report = eval_command(data=[DATA / dataset], routers=paths, strategies=["cheapest", "random"],
+                              split="test", console=QUIET, json_path=OUT / f"final-{dataset}.json",
+                              plot_path=OUT / f"final-{dataset}.png")
+        print(f"\n### {dataset} test split ({report['n_prompts']} prompts); best single model "
+              f"{report['best_model']}, most expensive {report['most_expensive_model']}\n")
+        print(HEADER)
+        for label in variants:
+            for trained_on in (dataset, "both"):
+                path, seconds = routers[(label, trained_on)]
+                print(_row(f"{label}, trained on {trained_on}", report["routers"][path.stem], seconds))
+        for base in ("cheapest", "random"):
+            e = report["routers"][base]
+            print(f"| strategy: {base} | {_pct(e['rel_quality'])} | {_pct(e['rel_cost'])} | | | | |")
+        for base in ("single_model_hull", "random_mix"):
+            b = report["baselines"][base]
+            print(f"| baseline: {base} | — | — | {b['aiq']:.4f} | {_pct(b['savings_at_95'])} | "
+                  f"{_pct(b['savings_at_100'])} | |")
+        o = report["baselines"]["oracle"]
+        print(f"| baseline: oracle | {_pct(o['rel_quality'])} | {_pct(o['rel_cost'])} | | | | |")
+        print(f"\nAgainst the most expensive model ({report['most_expensive_model']}), and where the "
+              "calibrated routers sent their calls:\n")
+        for label in variants:
+            for trained_on in (dataset, "both"):
+                entry = report["routers"][routers[(label, trained_on)][0].stem]
+                vs = entry["vs_most_expensive"]
+                shares = ", ".join(f"{m} {v:.0%}" for m, v in sorted(entry["shares"].items(), key=lambda kv: -kv[1])[:4])
+                print(f"- {label}, trained on {trained_on}: saved @95% {_pct(vs['savings_at_95'])}, "
+                      f"saved @100% {_pct(vs['savings_at_100'])}; calibrated quality {entry['quality']:.4f} at "
+                      f"${entry['cost_per_1k']:.4f}/1k; shares {shares}")
 
 
 def main() -> int:
@@ -119,7 +130,7 @@ def main() -> int:
     if args.what in ("selection", "all"):
         selection()
     if args.what in ("final", "all"):
-        final({"algorithm": "knn", "params": ["k=100", "temperature=0.3"]})
+        final({"knn": {"algorithm": "knn"}, "mf": {"algorithm": "mf"}})
     return 0
 
 
