@@ -120,7 +120,24 @@ def test_upstream_error_on_a_rung_moves_up(cascade_dispatcher: Any, upstream: Fa
     assert records.records[0].fallback_chain == ("cas-small", "cas-mid")
 
 
-def test_streaming_is_not_cascaded(cascade_dispatcher: Any) -> None:
-    dispatcher, _ = cascade_dispatcher
-    _, decision = dispatcher.decide({**BODY, "stream": True}, RequestContext())
-    assert decision.model == "cas-small" and decision.fallbacks[:2] == ("cas-mid", "cas-big")
+def test_streaming_is_not_cascaded(cascade_dispatcher: Any, upstream: FakeUpstream) -> None:
+    dispatcher, records = cascade_dispatcher
+    upstream.set_reply("cas-small", "Paris, I think")  # fails the JSON check, but is already on its way
+
+    async def go() -> tuple[str, str, list[bytes]]:
+        stream = await dispatcher.open_stream({**BODY, "stream": True}, RequestContext(request_id="req-cascade-5"))
+        sent: list[bytes] = []
+
+        async def send(chunk: bytes) -> None:
+            sent.append(chunk)
+
+        await stream.relay(send)
+        await stream.aclose()
+        await dispatcher.aclose()
+        return stream.model, stream.reason, sent
+
+    model, reason, sent = asyncio.run(go())
+    assert model == "cas-small" and sent
+    assert "stream: not cascaded" in reason
+    assert [r.model for r in upstream.requests] == ["cas-small"]
+    assert records.records[0].fallback_chain == ("cas-small",)
