@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    import numpy  # noqa: F401  (load BLAS first: the limit applies to libraries already loaded)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")  # as `switchman` itself does (see _cli._process_setup)

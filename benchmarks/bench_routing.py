@@ -120,6 +120,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["selection", "final", "all"])
     args = parser.parse_args()
+    import numpy  # noqa: F401  (load BLAS first: the limit applies to libraries already loaded)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")  # as `switchman` itself does (see _cli._process_setup)

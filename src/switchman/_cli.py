@@ -27,6 +27,7 @@ def _process_setup() -> None:
     """
     import os
 
+    import numpy  # noqa: F401  (load BLAS first: the limit applies to libraries already loaded)
     from threadpoolctl import threadpool_limits
 
     threads = os.environ.get("SWITCHMAN_BLAS_THREADS", "1")
