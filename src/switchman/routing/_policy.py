@@ -93,8 +93,10 @@ def prefer_live(
     fast = healthy
     if max_ttft_ms is not None and ttft_ms:
         fast = [s for s in healthy if ttft_ms.get(s.name, 0.0) <= max_ttft_ms] or healthy
-    slow = [s.name for s in healthy if s not in fast]
-    sick = [s.name for s in policy.eligible if s not in healthy]
+    fast_names = {s.name for s in fast}
+    healthy_names = {s.name for s in healthy}
+    slow = [s.name for s in healthy if s.name not in fast_names]  # by name: O(n), not O(n²) dataclass ==
+    sick = [s.name for s in policy.eligible if s.name not in healthy_names]
     if not slow and not sick:
         return policy, ()
     why = [(n, f"live TTFT {ttft_ms[n]:.0f} ms > max_ttft_ms {max_ttft_ms:g}") for n in slow if ttft_ms]
