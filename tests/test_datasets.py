@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import time
 from pathlib import Path
 
 import numpy as np
@@ -528,13 +527,6 @@ def test_alpacaeval_costs_follow_prices_csv(alpaca: OutcomeTable) -> None:
         + table.output_tokens * prices["output_usd_per_mtok"].to_numpy()
     ) / 1e6
     np.testing.assert_allclose(table.cost_usd, expected, rtol=1e-9)
-
-
-@needs_data
-def test_alpacaeval_loads_fast() -> None:
-    start = time.perf_counter()
-    load_outcomes(DATA / "alpacaeval2")
-    assert time.perf_counter() - start < 2.0
 
 
 @needs_data
