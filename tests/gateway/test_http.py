@@ -1,4 +1,5 @@
-"""The upstream HTTP/1.1 client: keep-alive, chunked and close-delimited bodies, stale connections, TLS."""
+"""Upstream HTTP (aiohttp underneath): keep-alive reuse, chunked and close-delimited bodies, stale
+connections, resets, timeouts, TLS, and how each failure maps onto the switchman error tree."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from switchman.gateway._http import UpstreamPool
+from switchman._exceptions import UpstreamConnectionError, UpstreamError, UpstreamTimeout
+from switchman.gateway._http import UpstreamPool, UpstreamResponse
+from switchman.gateway._openai import OpenAIAdapter
 from switchman.testing import FakeUpstream
 
 pytestmark = pytest.mark.anyio
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Pools = Callable[..., UpstreamPool]
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
@@ -35,32 +40,63 @@ async def finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     writer.close()
 
 
-async def serve(handler: Handler) -> tuple[asyncio.base_events.Server, str]:
-    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await handler(reader, writer)
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(closing, "127.0.0.1", 0)
-    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/base"
-
-
 @pytest.fixture
 async def raw_server() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    """Start loopback servers speaking whatever bytes a test's handler writes; base URL path /base."""
     servers: list[asyncio.base_events.Server] = []
+    handlers: set[asyncio.Task[None]] = set()
 
     async def start(handler: Handler) -> str:
-        server, url = await serve(handler)
+        async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.add(task)
+            try:
+                await handler(reader, writer)
+            finally:
+                writer.close()
+                handlers.discard(task)
+
+        server = await asyncio.start_server(closing, "127.0.0.1", 0)
         servers.append(server)
-        return url
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/base"
 
     yield start
     for server in servers:
         server.close()
+        await server.wait_closed()
+    for task in list(handlers):
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
+    await asyncio.sleep(0)  # let the transports' closing callbacks run
 
 
-async def test_keep_alive_and_request_shape(raw_server: Callable[[Handler], Awaitable[str]]) -> None:
+@pytest.fixture
+async def pools() -> AsyncIterator[Pools]:
+    """Build pools that are closed after the test."""
+    made: list[UpstreamPool] = []
+
+    def make(*args: Any, **kwargs: Any) -> UpstreamPool:
+        made.append(UpstreamPool(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for pool in made:
+        await pool.aclose()
+
+
+async def send(pool: UpstreamPool, body: bytes = b"", *, read_timeout: float = 5) -> UpstreamResponse:
+    return await pool.send(pool.request("POST", "/x", body), connect_timeout=5, read_timeout=read_timeout)
+
+
+async def mapped(call: Awaitable[object]) -> UpstreamError:
+    """The switchman error an adapter's map_errors makes of what `call` raises."""
+    with pytest.raises(UpstreamError) as info, OpenAIAdapter().map_errors("m"):
+        await call
+    return info.value
+
+
+async def test_keep_alive_and_request_shape(raw_server: Callable[[Handler], Awaitable[str]], pools: Pools) -> None:
     requests: list[bytes] = []
     connections = 0
 
@@ -71,52 +107,56 @@ async def test_keep_alive_and_request_shape(raw_server: Callable[[Handler], Awai
             try:
                 requests.append(await read_request(reader))
             except asyncio.IncompleteReadError:
-                writer.close()
                 return
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-thing: Yes\r\n\r\nok")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nX-Thing: Yes\r\n\r\nok")
 
-    pool = UpstreamPool(await raw_server(handler), {"authorization": "Bearer k"})
+    pool = pools(await raw_server(handler), {"authorization": "Bearer k"})
     for _ in range(3):
-        response = await pool.send(pool.request("POST", "/x", b"{}"), connect_timeout=5)
+        response = await send(pool, b"{}")
         assert (response.status_code, response.headers["x-thing"], await response.aread()) == (200, "Yes", b"ok")
         await response.aclose()
-    await pool.aclose()
     assert connections == 1
-    assert requests[0].startswith(b"POST /base/x HTTP/1.1\r\n")
-    assert b"\r\nauthorization: Bearer k\r\n" in requests[0] and requests[0].endswith(b"\r\n\r\n{}")
+    head = requests[0].lower()
+    assert requests[0].startswith(b"POST /base/x HTTP/1.1\r\n") and requests[0].endswith(b"\r\n\r\n{}")
+    assert b"\r\nauthorization: bearer k\r\n" in head and b"\r\naccept-encoding: identity\r\n" in head
+    assert b"cookie" not in head
 
 
-async def test_chunked_and_close_delimited_bodies(raw_server: Callable[[Handler], Awaitable[str]]) -> None:
+async def test_chunked_body_arrives_as_it_is_sent(raw_server: Callable[[Handler], Awaitable[str]],
+                                                  pools: Pools) -> None:
+    go_on = asyncio.Event()
+
     async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-        for part in (b"data: 1\n\n", b"data: 2\n\n"):
-            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
-            await writer.drain()
-            await asyncio.sleep(0.01)
-        writer.write(b"0\r\n\r\n")
+        writer.write(b"9\r\ndata: 1\n\n\r\n")
+        await go_on.wait()  # the second part only after the client has the first
+        writer.write(b"9\r\ndata: 2\n\n\r\n0\r\n\r\n")
         await finish(reader, writer)
 
-    pool = UpstreamPool(await raw_server(chunked), {})
-    response = await pool.send(pool.request("POST", "/", b""), connect_timeout=5)
-    assert [c async for c in response.aiter_bytes()] == [b"data: 1\n\n", b"data: 2\n\n"]
+    pool = pools(await raw_server(chunked), {})
+    response = await send(pool)
+    chunks = response.aiter_bytes()
+    assert await anext(chunks) == b"data: 1\n\n"
+    go_on.set()
+    assert [c async for c in chunks] == [b"data: 2\n\n"]
     await response.aclose()
-    await pool.aclose()
 
+
+async def test_close_delimited_body(raw_server: Callable[[Handler], Awaitable[str]], pools: Pools) -> None:
     async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
         await writer.drain()
-        writer.close()
 
-    pool = UpstreamPool(await raw_server(until_close), {})
-    response = await pool.send(pool.request("GET", "/"), connect_timeout=5)
+    pool = pools(await raw_server(until_close), {})
+    response = await send(pool)
     assert await response.aread() == b"all of it"
     await response.aclose()
-    await pool.aclose()
 
 
-async def test_a_connection_closed_while_idle_is_replaced(raw_server: Callable[[Handler], Awaitable[str]]) -> None:
+async def test_a_connection_closed_while_idle_is_replaced(raw_server: Callable[[Handler], Awaitable[str]],
+                                                          pools: Pools) -> None:
     served = 0
 
     async def one_and_done(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -127,39 +167,76 @@ async def test_a_connection_closed_while_idle_is_replaced(raw_server: Callable[[
         await writer.drain()
         await asyncio.sleep(0.05)
         writer.transport.abort()  # closes the kept-alive connection without saying so
-        writer.close()
 
-    pool = UpstreamPool(await raw_server(one_and_done), {})
+    pool = pools(await raw_server(one_and_done), {})
     for expected in (b"1", b"2"):
         await asyncio.sleep(0.1)
-        response = await pool.send(pool.request("POST", "/", b"x"), connect_timeout=5)
+        response = await send(pool, b"x")
         assert await response.aread() == expected
         await response.aclose()
-    await pool.aclose()
 
 
-async def test_truncated_body_and_refused_connection(raw_server: Callable[[Handler], Awaitable[str]]) -> None:
+async def test_closing_an_unfinished_body_closes_the_connection(raw_server: Callable[[Handler], Awaitable[str]],
+                                                                pools: Pools) -> None:
+    hung_up = asyncio.Event()
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n")
+        await finish(reader, writer)
+        hung_up.set()
+
+    pool = pools(await raw_server(endless), {})
+    response = await send(pool)
+    assert await anext(response.aiter_bytes()) == b"data: 1\n\n"
+    await response.aclose()
+    await asyncio.wait_for(hung_up.wait(), 5)  # the upstream sees the request cancelled
+
+
+async def test_resets_and_truncated_bodies_are_connection_errors(raw_server: Callable[[Handler], Awaitable[str]],
+                                                                  pools: Pools) -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.transport.abort()
+
     async def truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort")
         await writer.drain()
         writer.transport.abort()
-        writer.close()
 
-    pool = UpstreamPool(await raw_server(truncated), {})
-    response = await pool.send(pool.request("POST", "/", b""), connect_timeout=5)
-    with pytest.raises(ConnectionResetError):
-        await response.aread()
+    assert isinstance(await mapped(send(pools(await raw_server(reset), {}))), UpstreamConnectionError)
+    response = await send(pools(await raw_server(truncated), {}))
+    assert isinstance(await mapped(response.aread()), UpstreamConnectionError)
     await response.aclose()
-    closed = UpstreamPool("http://127.0.0.1:9/", {})
-    with pytest.raises(OSError):
-        await closed.send(closed.request("GET", "/"), connect_timeout=5)
+    refused = pools("http://127.0.0.1:9/", {})
+    assert isinstance(await mapped(send(refused)), UpstreamConnectionError)
     with pytest.raises(ValueError):
         UpstreamPool("ftp://x", {})
 
 
+async def test_read_timeout_bounds_the_answer_and_silences_in_it(raw_server: Callable[[Handler], Awaitable[str]],
+                                                                 pools: Pools) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await finish(reader, writer)
+
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n")
+        await finish(reader, writer)
+
+    error = await mapped(send(pools(await raw_server(silent), {}), read_timeout=0.2))
+    assert isinstance(error, UpstreamTimeout) and error.status_code == 504
+    response = await send(pools(await raw_server(stalls), {}), read_timeout=0.2)
+    chunks = response.aiter_bytes()
+    assert await anext(chunks) == b"data: 1\n\n"
+    assert isinstance(await mapped(anext(chunks)), UpstreamTimeout)
+    await response.aclose()
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-async def test_tls(tmp_path: Path) -> None:
+async def test_tls(tmp_path: Path, pools: Pools) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
@@ -169,13 +246,16 @@ async def test_tls(tmp_path: Path) -> None:
     client_context = ssl.create_default_context(cafile=str(cert))
     with FakeUpstream(host="localhost", ssl_context=server_context) as upstream:
         assert upstream.openai_base_url.startswith("https://localhost:")
-        pool = UpstreamPool(upstream.openai_base_url, {"authorization": "Bearer k"}, ssl_context=client_context)
+        pool = pools(upstream.openai_base_url, {"authorization": "Bearer k"}, ssl_context=client_context)
         body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
-        response = await pool.send(pool.request("POST", "/chat/completions", body), connect_timeout=5)
+        response = await pool.send(pool.request("POST", "/chat/completions", body), connect_timeout=5,
+                                   read_timeout=5)
         assert response.status_code == 200
         assert json.loads(await response.aread())["choices"][0]["message"]["content"] == "Hello from m."
         await response.aclose()
-        await pool.aclose()
-        untrusted = UpstreamPool(upstream.openai_base_url, {})
-        with pytest.raises(ssl.SSLError):
-            await untrusted.send(untrusted.request("GET", "/models"), connect_timeout=5)
+        untrusted = pools(upstream.openai_base_url, {})
+        error = await mapped(untrusted.send(untrusted.request("GET", "/models"), connect_timeout=5, read_timeout=5))
+        assert isinstance(error, UpstreamConnectionError)
+        assert isinstance(error.__cause__, ssl.SSLError)
+        await pool.aclose()  # while the server still runs
+        await untrusted.aclose()

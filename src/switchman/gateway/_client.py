@@ -200,8 +200,8 @@ class Dispatcher:
         started = self.clock()
         with adapter.map_errors(name):
             async with asyncio.timeout(deployment.total_s):
-                async with asyncio.timeout(deployment.first_byte_s):
-                    response = await pool.send(request, connect_timeout=deployment.connect_s)
+                response = await pool.send(request, connect_timeout=deployment.connect_s,
+                                           read_timeout=deployment.first_byte_s)
                 try:
                     first_byte = self.clock()
                     content = await response.aread()

@@ -17,7 +17,7 @@ from .._config import Config, ProviderConfig
 from .._exceptions import ConfigError, UpstreamError
 from ._anthropic import AnthropicAdapter
 from ._defaults import KNOWN_PROVIDERS
-from ._http import UpstreamPool
+from ._http import UpstreamPool, UpstreamRequest
 from ._openai import OpenAIAdapter
 from ._wire import Usage
 
@@ -96,8 +96,8 @@ class Deployment:
         """The provider's wire adapter."""
         return self.provider.adapter
 
-    def build_request(self, body: Mapping[str, Any], *, stream: bool) -> bytes:
-        """The raw upstream request for a (validated, OpenAI-format) chat body."""
+    def build_request(self, body: Mapping[str, Any], *, stream: bool) -> UpstreamRequest:
+        """The upstream request for a (validated, OpenAI-format) chat body."""
         content = self.adapter.encode(body, self.spec.wire_name, stream=stream)
         return self.provider.pool.request("POST", self.adapter.path, content)
 

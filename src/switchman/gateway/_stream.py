@@ -64,7 +64,8 @@ async def open_upstream_stream(
     events: AsyncGenerator[bytes, None] | None = None
     try:
         with adapter.map_errors(name), anyio.fail_after(deployment.first_byte_s):
-            response = await deployment.provider.pool.send(request, connect_timeout=deployment.connect_s)
+            response = await deployment.provider.pool.send(request, connect_timeout=deployment.connect_s,
+                                                           read_timeout=deployment.first_byte_s)
             if response.status_code >= 400:
                 content = await response.aread()
                 raise adapter.error(response.status_code, content, response.headers, name)

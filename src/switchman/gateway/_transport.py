@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import httptools
+import aiohttp
 
 from .._exceptions import UpstreamConnectionError, UpstreamError, UpstreamServerError, UpstreamTimeout
 
 __all__ = ["TRANSPORT_ERRORS", "transport_error"]
 
-#: What talking to a provider can raise besides our own errors: socket and TLS errors (OSError),
-#: a deadline (TimeoutError), a response that is not HTTP or not the JSON it should be.
-TRANSPORT_ERRORS = (OSError, TimeoutError, ValueError, KeyError, TypeError, httptools.HttpParserError)
+#: What talking to a provider can raise besides our own errors: aiohttp's errors, socket and TLS
+#: errors (OSError), a deadline (TimeoutError), an answer that is not the JSON it should be.
+TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError, TypeError)
+
+#: Could not connect, or the connection broke: refused, DNS, TLS, reset, closed before or during
+#: the answer (ServerDisconnectedError), a body cut short (ClientPayloadError).
+_CONNECTION = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
 
 
 def transport_error(exc: BaseException, model: str) -> UpstreamError:
-    """The switchman error for a failure talking to `model`'s provider."""
+    """The switchman error for a failure talking to `model`'s provider.
+
+    Timeouts first: aiohttp's connect and read timeouts are also connection errors.
+    """
     if isinstance(exc, TimeoutError):
-        return UpstreamTimeout(f"{model}: upstream timed out", model=model)
-    if isinstance(exc, OSError):
+        return UpstreamTimeout(f"{model}: upstream timed out ({type(exc).__name__})", model=model)
+    if isinstance(exc, _CONNECTION):
         return UpstreamConnectionError(f"{model}: upstream connection failed ({type(exc).__name__})", model=model)
     return UpstreamServerError(f"{model}: invalid upstream response ({type(exc).__name__})", model=model)
