@@ -48,3 +48,4 @@ def test_routing_a_short_prompt_never_loads_the_cl100k_ranks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+

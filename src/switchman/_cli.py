@@ -18,20 +18,10 @@ err_console = Console(stderr=True)
 
 @app.callback()
 def _process_setup() -> None:
-    """Pin BLAS to one thread per process (override: SWITCHMAN_BLAS_THREADS).
+    """Process-wide setup before any command (see switchman._threads)."""
+    from ._threads import limit_blas_threads
 
-    switchman's matrices are small (one prompt against a few thousand neighbours; a rank-16
-    factorisation), where a second BLAS thread buys little and, on a busy 2-core machine or next to
-    other gateway workers, spins: measured here, one factorisation fit took 1.1 s CPU on one
-    thread and 48 s wall on two while other jobs ran.
-    """
-    import os
-
-    import numpy  # noqa: F401  (load BLAS first: the limit applies to libraries already loaded)
-    from threadpoolctl import threadpool_limits
-
-    threads = os.environ.get("SWITCHMAN_BLAS_THREADS", "1")
-    threadpool_limits(limits=int(threads) if threads.isdigit() else 1, user_api="blas")
+    limit_blas_threads()
 
 
 DataOpt = Annotated[list[Path], typer.Option("--data", help="outcome data folder (repeatable)")]

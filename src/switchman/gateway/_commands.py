@@ -49,9 +49,11 @@ def _load(config_path: str | Path | None) -> tuple[Config, Path]:
 
 def app_from_environment():  # type: ignore[no-untyped-def]
     """ASGI app factory for worker processes (reads $SWITCHMAN_CONFIG once)."""
+    from .._threads import limit_blas_threads
     from ._app import build_app
     from ._gateway import Gateway
 
+    limit_blas_threads()  # a spawned worker did not run the CLI's process setup
     config, base_dir = _load(os.environ.get(CONFIG_ENV) or None)
     return build_app(Gateway.from_config(config, base_dir=base_dir))
 
