@@ -143,6 +143,24 @@ def test_stream_translation() -> None:
     assert stream.usage is not None and stream.usage.output_tokens == 7
 
 
+def test_stream_notes_empty_and_truncated_answers() -> None:
+    start = {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3, "output_tokens": 0}}}
+    block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    cut = [start, block, {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}},
+           {"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 1}},
+           {"type": "message_stop"}]
+    stream = AnthropicStream("claude", include_usage=False)
+    for e in cut:
+        stream.feed(_event(e))
+    assert stream.has_output and stream.truncated
+    empty = [start, block, {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 0}},
+             {"type": "message_stop"}]
+    stream = AnthropicStream("claude", include_usage=False)
+    for e in empty:
+        stream.feed(_event(e))
+    assert not stream.has_output and not stream.truncated
+
+
 def test_stream_error_event_raises() -> None:
     stream = AnthropicStream("claude", include_usage=False)
     with pytest.raises(UpstreamServerError):

@@ -201,3 +201,41 @@ def test_streamed_turns_keep_and_a_broken_stream_escalates(
     assert streamed("three")[0] == "cheap"  # the stream breaks after its first events: recorded as stream_error
     model, reason = streamed("four")
     assert model == "mid" and reason.startswith("session escalated cheap -> mid: upstream error on cheap")
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated"])
+def test_an_empty_or_truncated_streamed_answer_escalates_next_turn(
+    kind: str, client: openai.OpenAI, session: str, upstream: FakeUpstream,
+    ledger_record: Callable[[str], LedgerRecord],
+) -> None:
+    headers = {"X-Switchman-Session": session}
+
+    def streamed(text: str, **extra: Any) -> tuple[str, str]:
+        with client.chat.completions.with_streaming_response.create(
+            model="auto", messages=[{"role": "user", "content": text}], stream=True, extra_headers=headers, **extra,
+        ) as response:
+            for _ in response.iter_lines():
+                pass
+            ledger_record(response.headers["x-switchman-request-id"])
+            return response.headers["x-switchman-model"], response.headers["x-switchman-route-reason"]
+
+    assert streamed("one")[0] == "cheap"
+    if kind == "empty":
+        upstream.set_reply("cheap", "")
+        assert streamed("two")[0] == "cheap"
+        expected = "empty answer"
+    else:
+        upstream.set_reply("cheap", "a long answer that will not fit")
+        assert streamed("two", max_tokens=2)[0] == "cheap"  # the fake stops at 2 words: finish_reason length
+        expected = "truncated answer (finish_reason length)"
+    upstream.clear()
+    model, reason = streamed("three")
+    assert model == "mid" and reason.startswith("session escalated cheap -> mid") and expected in reason
+
+
+def test_a_truncated_answer_escalates_next_turn(turn: Callable[..., Turn], upstream: FakeUpstream) -> None:
+    upstream.set_reply("cheap", "a long answer that will not fit")
+    first = turn(_user([], "Hi"), max_tokens=2)
+    assert first.model == "cheap" and first.completion.choices[0].finish_reason == "length"
+    upstream.clear()
+    _escalates_once(turn, lambda: turn(_user(_conversation(1), "Hello?")), "truncated answer (finish_reason length)")

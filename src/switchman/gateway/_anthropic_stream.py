@@ -22,8 +22,21 @@ _DONE = b"data: [DONE]\n\n"
 class AnthropicStream:
     """Translates one stream; keeps usage, tool-call indexes and whether the message ended."""
 
-    __slots__ = ("_created", "_id", "_include_usage", "_input", "_model", "_output", "_cached", "_tools",
-                 "chunks", "finished", "usage")
+    __slots__ = (
+        "_cached",
+        "_created",
+        "_id",
+        "_include_usage",
+        "_input",
+        "_model",
+        "_output",
+        "_tools",
+        "chunks",
+        "finished",
+        "has_output",
+        "truncated",
+        "usage",
+    )
 
     def __init__(self, model: str, *, include_usage: bool) -> None:
         self._model = model
@@ -35,9 +48,15 @@ class AnthropicStream:
         self.usage: Usage | None = None
         self.finished = False
         self.chunks = 0
+        self.has_output = False  # any text or tool call (an empty answer escalates a session)
+        self.truncated = False  # stop_reason max_tokens → finish_reason "length"
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         self.chunks += 1
+        if delta.get("content") or delta.get("tool_calls"):
+            self.has_output = True
+        if finish == "length":
+            self.truncated = True
         data = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
         return b"data: " + orjson.dumps(data) + b"\n\n"

@@ -32,8 +32,8 @@ from ._exchange import Exchange
 from ._fallback import FallbackChain, fallback_reason, is_provider_failure, retry_delay
 from ._health import HealthBoard
 from ._providers import Deployment, Provider, build_deployments, provider_keys
-from ._shadow import Recorder
 from ._sessions import SessionKeeper
+from ._shadow import Recorder
 from ._stream import ChatStream, OpenedStream, open_upstream_stream
 from ._wire import Usage
 
@@ -255,11 +255,17 @@ class Dispatcher:
         """Record a request refused before it could be routed (bad JSON, bad fields, bad headers)."""
         self.finish(Exchange(context, self.clock()), error)
 
-    def finish(self, exchange: Exchange, error: BaseException | None = None, *, content: bytes | None = None) -> None:
-        """Write the request's one ledger record, count it in the metrics, and note its session's outcome."""
+    def finish(
+        self, exchange: Exchange, error: BaseException | None = None, *, content: bytes | None = None,
+        answer: str | None = None,
+    ) -> None:
+        """Write the request's one ledger record, count it in the metrics, and note its session's outcome.
+
+        `answer` is a streamed answer's escalation signal (empty or truncated), where no body exists.
+        """
         if error is not None:
             exchange.fail(error, self.scrub)
-        self.sessions.observe(exchange, content)
+        self.sessions.observe(exchange, content, answer)
         route = exchange.decision.route if exchange.decision else None
         record = exchange.record(self.router.models, self._candidates.get(route or "", ()), self.clock())
         self.recorder.record(self.ledger, record, exchange.request, exchange.decision)

@@ -33,10 +33,19 @@ def _usage(data: Mapping[str, Any] | None) -> Usage | None:
     )
 
 
+def _has_text(data: bytes) -> bool:
+    """Whether a chunk carries non-empty `content` (bytes search: no JSON parse per chunk)."""
+    for marker in (b'"content":"', b'"content": "'):
+        at = data.find(marker)
+        if at >= 0 and data[at + len(marker): at + len(marker) + 1] not in (b'"', b""):
+            return True
+    return False
+
+
 class OpenAIStream:
     """Relays an OpenAI SSE stream; notes usage and the end, raises on an in-stream error event."""
 
-    __slots__ = ("_drop_usage", "_model", "chunks", "finished", "usage")
+    __slots__ = ("_drop_usage", "_model", "chunks", "finished", "has_output", "truncated", "usage")
 
     def __init__(self, model: str, *, drop_usage: bool) -> None:
         self._model = model
@@ -44,6 +53,8 @@ class OpenAIStream:
         self.usage: Usage | None = None
         self.finished = False
         self.chunks = 0
+        self.has_output = False  # any non-empty content or a tool call (an empty answer escalates a session)
+        self.truncated = False  # finish_reason "length"
 
     def feed(self, event: bytes) -> list[bytes]:
         """Client-bound bytes for one upstream event."""
@@ -58,6 +69,10 @@ class OpenAIStream:
             raise UpstreamServerError(f"{self._model}: upstream stream error: {error.get('message', error)}",
                                       model=self._model)
         self.chunks += 1
+        if not self.has_output and (_has_text(data) or b'"tool_calls"' in data):
+            self.has_output = True
+        if b'"finish_reason":"length"' in data or b'"finish_reason": "length"' in data:
+            self.truncated = True
         if b'"usage":{' in data or b'"usage": {' in data:
             parsed = orjson.loads(data)
             self.usage = _usage(parsed.get("usage")) or self.usage

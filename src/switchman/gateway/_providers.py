@@ -29,6 +29,8 @@ class StreamTranslator(Protocol):
     usage: Usage | None
     finished: bool
     chunks: int
+    has_output: bool
+    truncated: bool
 
     def feed(self, event: bytes) -> list[bytes]: ...
     def close(self) -> list[bytes]: ...

@@ -154,7 +154,7 @@ class SessionKeeper:
         state = self.store.get(request.session, self.clock())
         return steer(decision, state, request, self.specs, self.policy, now=self.clock(), signal=signal)
 
-    def observe(self, exchange: Exchange, content: bytes | None = None) -> None:
+    def observe(self, exchange: Exchange, content: bytes | None = None, answer: str | None = None) -> None:
         """Remember the turn: its model, the conversation's length, and any escalation signal."""
         request, decision = exchange.request, exchange.decision
         if request is None or decision is None or request.session is None or decision.route is None \
@@ -165,6 +165,8 @@ class SessionKeeper:
             signal = f"upstream error on {exchange.tried[0] if exchange.tried else decision.model}"
         elif content is not None:
             signal = answer_signal(content)
+        elif answer is not None:  # a streamed answer's signal, noted by the stream translator
+            signal = answer
         usage = exchange.usage
         context_tokens = usage.input_tokens + usage.output_tokens if usage is not None else request.input_tokens
         now = self.clock()

@@ -156,7 +156,13 @@ class ChatStream:
         else:
             dispatcher.health.observe(name, (opened.first_at - opened.sent_at) * 1000.0,
                                       exchange.usage.output_tokens, ended_at - opened.first_at)
-        dispatcher.finish(exchange)
+        answer = None
+        if exchange.status not in ("stream_error", "client_disconnected"):
+            if translator.truncated:
+                answer = "truncated answer (finish_reason length)"
+            elif not translator.has_output:
+                answer = "empty answer"
+        dispatcher.finish(exchange, answer=answer)
 
 
 class RelayResponse(Response):

@@ -70,6 +70,15 @@ def reply_plan(body: Mapping[str, Any], text: str | None, *, anthropic: bool) ->
     return reply, tool, arguments
 
 
+def _cut(body: Mapping[str, Any], reply: str) -> tuple[str, str]:
+    """The reply cut to the request's token limit (one word = one token here) and its finish reason."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    words = reply.split(" ")
+    if isinstance(limit, int) and 0 < limit < len(words):
+        return " ".join(words[:limit]), "length"
+    return reply, "stop"
+
+
 def _usage_numbers(raw_len: int, reply: str) -> tuple[int, int]:
     return max(raw_len // 4, 1), max(len(reply.split()), 1)
 
@@ -77,6 +86,7 @@ def _usage_numbers(raw_len: int, reply: str) -> tuple[int, int]:
 def openai_completion(body: Mapping[str, Any], raw_len: int, text: str | None) -> bytes:
     """A non-stream chat.completion."""
     reply, tool, arguments = reply_plan(body, text, anthropic=False)
+    reply, finish = _cut(body, reply)
     message: dict[str, Any] = {"role": "assistant", "content": None if tool else reply}
     if tool:
         message["tool_calls"] = [
@@ -90,7 +100,7 @@ def openai_completion(body: Mapping[str, Any], raw_len: int, text: str | None) -
         "created": int(time.time()),
         "model": body.get("model"),
         "choices": [
-            {"index": i, "message": message, "logprobs": None, "finish_reason": "tool_calls" if tool else "stop"}
+            {"index": i, "message": message, "logprobs": None, "finish_reason": "tool_calls" if tool else finish}
             for i in range(n)
         ],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
@@ -117,10 +127,11 @@ def openai_stream(body: Mapping[str, Any], raw_len: int, text: str | None) -> It
             yield _chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
         yield _chunk(model, {}, "tool_calls")
     else:
+        reply, finish = _cut(body, reply)
         words = reply.split(" ")
         for i, word in enumerate(words):
             yield _chunk(model, {"content": word if i == 0 else " " + word})
-        yield _chunk(model, {}, "stop")
+        yield _chunk(model, {}, finish)
     if (body.get("stream_options") or {}).get("include_usage"):
         prompt, completion = _usage_numbers(raw_len, reply)
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
