@@ -66,6 +66,17 @@ def test_malformed_bodies(http: httpx.Client, content: bytes, code: str) -> None
          "tools.0.function"),
         ({"model": "auto", "messages": ASK, "metadata": {"agent": 7}}, "invalid_value", "metadata.agent"),
         ({"model": "auto", "messages": ASK, "metadata": {"tags": {"a": 1}}}, "invalid_value", "metadata.tags"),
+        # Shapes the router and the Anthropic translation read: a 400 naming the field, never a 500.
+        ({"model": "auto", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+         "invalid_value", "messages.0.content.0.text"),
+        ({"model": "auto:claude", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": 5}}]}]}, "invalid_value", "messages.0.content.0.image_url.url"),
+        ({"model": "auto:claude", "messages": [{"role": "assistant", "tool_calls": [{"function": "x"}]}]},
+         "invalid_value", "messages.0.tool_calls.0.function"),
+        ({"model": "auto:claude", "messages": ASK, "response_format": {"type": "json_schema", "json_schema": "x"}},
+         "invalid_value", "response_format.json_schema"),
+        ({"model": "auto:claude", "messages": ASK, "tool_choice": {"function": "x"}}, "invalid_value",
+         "tool_choice.function"),
     ],
 )
 def test_missing_and_mistyped_fields(http: httpx.Client, body: dict[str, object], code: str, param: str) -> None:

@@ -285,3 +285,24 @@ def test_budget_rejection_is_counted_in_metrics(http: httpx.Client) -> None:
                      json={"model": "auto:budgeted", "messages": ASK, "max_tokens": 200}).status_code == 429:
             break
     assert 'switchman_budget_rejections_total{scope="agent"}' in http.get("/metrics").text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unexpected_error_still_writes_the_row_and_frees_the_reservation(
+    stream: bool, gateway: Gateway, http: httpx.Client, monkeypatch: pytest.MonkeyPatch,
+    ledger_record: Callable[[str], LedgerRecord],
+) -> None:
+    """A bug (not a SwitchmanError) after the budget reservation: 500, one ledger row, nothing left reserved."""
+
+    async def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("simulated bug in the dispatcher")
+
+    monkeypatch.setattr(gateway.dispatcher, "_attempts", broken)
+    response = http.post("/v1/chat/completions", headers={"x-switchman-agent": "frugal"},
+                         json={"model": "auto:budgeted", "messages": ASK, "max_tokens": 200, "stream": stream})
+    assert response.status_code == 500
+    assert "Traceback" not in response.text and "simulated bug" not in response.text
+    record = ledger_record(response.headers["x-switchman-request-id"])
+    assert record.status == "error"
+    frugal = [(spent, reserved) for budget, spent, reserved in gateway.budgets.usage() if budget.name == "frugal"]
+    assert frugal and all(reserved == 0 for _, reserved in frugal)

@@ -16,7 +16,12 @@ from switchman import (
     UpstreamServerError,
 )
 from switchman.gateway._openai import OpenAIAdapter, OpenAIStream
-from switchman.gateway._wire import classify_error, retry_after_seconds, sse_data, sse_events
+from switchman.gateway._wire import (
+    classify_error,
+    retry_after_seconds,
+    sse_data,
+    sse_events,
+)
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -81,3 +86,19 @@ def test_openai_encode_adds_usage_for_streams_only() -> None:
     assert adapter.encode(body, "gpt", stream=False) == b'{"model":"gpt","messages":[],"extra":1}'
     assert b'"stream_options":{"include_usage":true}' in adapter.encode(body, "gpt", stream=True)
     assert body["model"] == "auto"  # the caller's body is not changed
+
+
+def test_a_retry_after_that_is_neither_seconds_nor_a_date_is_ignored() -> None:
+    assert retry_after_seconds({"retry-after": "soon"}) is None
+
+
+def test_malformed_upstream_answers_map_into_the_error_tree() -> None:
+    from switchman._exceptions import UpstreamError, UpstreamServerError
+    from switchman.gateway._anthropic import AnthropicAdapter
+    from switchman.gateway._openai import OpenAIStream
+
+    with pytest.raises(UpstreamServerError, match="boom"):
+        OpenAIStream("m", drop_usage=False).feed(b'data: {"error":"boom"}')
+    adapter = AnthropicAdapter()
+    with pytest.raises(UpstreamError), adapter.map_errors("claude"):
+        adapter.decode(b'{"type":"message","content":["x"]}', "claude")

@@ -42,12 +42,18 @@ def build_app(gateway: Gateway) -> Starlette:
     scrub = gateway.dispatcher.scrub
 
     async def render(request: Request, exc: Exception) -> Response:
+        unexpected = not isinstance(exc, SwitchmanError | HTTPException)  # rendered by the outermost middleware
         if isinstance(exc, HTTPException):
             exc = InvalidRequestError(str(exc.detail), status=exc.status_code, code="not_found"
                                       if exc.status_code == 404 else "method_not_allowed")
         elif not isinstance(exc, SwitchmanError):
             logger.error("unexpected error on %s: %s", request.url.path, type(exc).__name__)
-        return error_response(exc, scrub)
+        response = error_response(exc, scrub)
+        # A 500 is rendered outside the request-id middleware: carry the id so the ledger row can be found.
+        request_id = request.scope.get("state", {}).get("request_id")
+        if unexpected and request_id:
+            response.headers["x-switchman-request-id"] = request_id
+        return response
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

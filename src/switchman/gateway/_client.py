@@ -155,6 +155,9 @@ class Dispatcher:
                 self.metrics.observe_budget_rejection(exc.scope if isinstance(exc, BudgetLimitError) else "unknown")
             self.finish(exchange, exc)
             raise
+        except BaseException as exc:  # a bug or a cancellation: still one ledger row, no leaked reservation
+            self.finish(exchange, exc)
+            raise
         return exchange
 
     # -- sending -------------------------------------------------------------------------------
@@ -222,7 +225,7 @@ class Dispatcher:
                 content, usage = await run_cascade(self, exchange, body, cascade)
             else:
                 content, usage = await self._attempts(exchange, lambda d: self._call(d, body))
-        except SwitchmanError as exc:
+        except BaseException as exc:  # every failure, cancellation included, still writes the one ledger row
             self.finish(exchange, exc)
             raise
         if usage is None:
@@ -245,7 +248,7 @@ class Dispatcher:
 
         try:
             opened = await self._attempts(exchange, call)
-        except SwitchmanError as exc:
+        except BaseException as exc:  # every failure, cancellation included, still writes the one ledger row
             self.finish(exchange, exc)
             raise
         return ChatStream(self, exchange, opened)

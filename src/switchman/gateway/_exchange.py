@@ -79,7 +79,7 @@ class Exchange:
         """The ledger record (also settles or releases the budget reservation)."""
         cost = self.cost(specs)
         if self.reservation is not None:
-            if self.usage is not None:
+            if self.usage is not None or cost > 0:  # a failed cascade still paid for its rejected answers
                 self.reservation.settle(cost)
             else:
                 self.reservation.release()

@@ -66,8 +66,8 @@ class OpenAIStream:
             return [_DONE]
         if data.startswith(b'{"error"'):
             error = orjson.loads(data).get("error") or {}
-            raise UpstreamServerError(f"{self._model}: upstream stream error: {error.get('message', error)}",
-                                      model=self._model)
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise UpstreamServerError(f"{self._model}: upstream stream error: {message}", model=self._model)
         self.chunks += 1
         if not self.has_output and (_has_text(data) or b'"tool_calls"' in data):
             self.has_output = True

@@ -20,13 +20,42 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
+class ImageURL(_Open):
+    """An image reference: an https URL or a data: URL."""
+
+    url: str
+
+
+class ContentPart(_Open):
+    """One part of a message's content (text, image, audio, ...); the fields switchman reads are typed."""
+
+    type: str
+    text: str | None = None
+    image_url: str | ImageURL | None = None
+
+
+class FunctionCall(_Open):
+    """The function half of a tool call."""
+
+    name: str | None = None
+    arguments: str | dict[str, Any] | None = None
+
+
+class ToolCall(_Open):
+    """A tool call in an assistant message."""
+
+    id: str | None = None
+    type: str | None = None
+    function: FunctionCall
+
+
 class Message(_Open):
     """One chat message."""
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
 
 
@@ -49,6 +78,20 @@ class ResponseFormat(_Open):
     """text, json_object or json_schema."""
 
     type: str
+    json_schema: dict[str, Any] | None = None
+
+
+class NamedFunction(_Open):
+    """The function a tool_choice names."""
+
+    name: str
+
+
+class ToolChoice(_Open):
+    """{"type": "function", "function": {"name": ...}}."""
+
+    type: str | None = None
+    function: NamedFunction | None = None
 
 
 class ChatBody(_Open):
@@ -61,7 +104,7 @@ class ChatBody(_Open):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     tools: list[Tool] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: str | ToolChoice | None = None
     response_format: ResponseFormat | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -72,9 +115,18 @@ class ChatBody(_Open):
     user: str | None = None
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
+
+
+def _is_branch_tag(part: object) -> bool:
+    """A union branch's name in a pydantic error location (e.g. 'str', 'list[ContentPart]', 'ToolChoice')."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part[:1].isupper())
+
+
 def _describe(error: ValidationError) -> InvalidRequestError:
-    item = error.errors(include_url=False)[0]
-    path = ".".join(str(p) for p in item["loc"])
+    # With unions pydantic reports every branch; the deepest error is the one that says what is wrong.
+    item = max(error.errors(include_url=False), key=lambda e: len(e["loc"]))
+    path = ".".join(str(p) for p in item["loc"] if not _is_branch_tag(p))
     if item["type"] == "missing":
         return InvalidRequestError(f"missing required parameter: {path!r}", param=path,
                                    code="missing_required_parameter")

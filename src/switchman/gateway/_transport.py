@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import aiohttp
 
-from .._exceptions import UpstreamConnectionError, UpstreamError, UpstreamServerError, UpstreamTimeout
+from .._exceptions import (
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamServerError,
+    UpstreamTimeout,
+)
 
 __all__ = ["TRANSPORT_ERRORS", "transport_error"]
 
 #: What talking to a provider can raise besides our own errors: aiohttp's errors, socket and TLS
 #: errors (OSError), a deadline (TimeoutError), an answer that is not the JSON it should be.
-TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError, TypeError)
+TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError, TypeError, AttributeError)
 
 #: Could not connect, or the connection broke: refused, DNS, TLS, reset, closed before or during
 #: the answer (ServerDisconnectedError), a body cut short (ClientPayloadError).

@@ -56,7 +56,10 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     try:
         return max(float(value), 0.0)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        try:
+            parsed = email.utils.parsedate_to_datetime(value) if value else None
+        except (TypeError, ValueError):  # neither seconds nor an HTTP date: ignore it
+            return None
         if parsed is None:
             return None
         return max(parsed.timestamp() - (time.time() if now is None else now), 0.0)
