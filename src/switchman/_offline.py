@@ -210,6 +210,16 @@ def _print_equal_quality(cascades: dict[str, Any], console: Console) -> None:
         )
 
 
+def _training_part(everything: OutcomeTable, evaluation: OutcomeTable) -> OutcomeTable:
+    """The train split minus every prompt being evaluated, so in-process training never sees them."""
+    held_out = set(evaluation.prompt_ids)
+    train = everything.where_split("train")
+    train = train.subset([p not in held_out for p in train.prompt_ids])
+    if len(train) == 0:
+        raise ConfigError("no training prompts outside the evaluated ones; evaluate --split test, or use --cv K")
+    return train
+
+
 def eval_command(
     *,
     data: Sequence[Path],
@@ -240,7 +250,7 @@ def eval_command(
     settings = _settings(embedder=embedder, algorithm=algorithm, targets=targets, use_task=use_task, focus=focus,
                          rule=rule, folds=5, seed=seed, params=params)
     with console.status("loading data"):
-        everything = load_data(data, task=task, models=models)
+        everything = load_data(data, task=task, models=models, aliases=alias_map)
     evaluation = (everything.where_split(split) if split else everything).complete()
     if len(evaluation) == 0:
         raise ConfigError("no prompts to evaluate after filtering (every model must have answered a prompt)")
@@ -261,14 +271,14 @@ def eval_command(
                     raise ConfigError("--strategy cascade is measured on a split (train → test), not with --cv")
                 from .evaluate._cascade_eval import cascade_report
 
-                cascades = cascade_report(everything.where_split("train"), evaluation, settings,
+                cascades = cascade_report(_training_part(everything, evaluation), evaluation, settings,
                                           progress=lambda m: status.update(f"cascade: {m}"))
             elif name == "learned":
                 if cv:
                     predictions.append(cross_validate(evaluation, settings, cv, name=f"learned-cv{cv}",
                                                       progress=lambda m: status.update(f"learned: {m}")))
                 else:
-                    train = everything.where_split("train")
+                    train = _training_part(everything, evaluation)
                     pred, _ = train_and_predict(train, evaluation, settings, name="learned",
                                                 progress=lambda m: status.update(f"learned: {m}"))
                     predictions.append(pred)

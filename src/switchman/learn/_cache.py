@@ -1,7 +1,7 @@
 """Cache of prompt embeddings, so train/eval/CV embed each distinct prompt once.
 
 Keyed per text (embedder name + blake2b of the text), held in memory for the process and
-persisted per embedder as two .npy files (keys, vectors; no pickles) under
+persisted per embedder as one .npz file (keys and vectors; no pickles) under
 $SWITCHMAN_CACHE_DIR or ~/.cache/switchman/embeddings. Cross-validation then embeds each prompt
 once however the folds slice the data. An unreadable store is ignored and rebuilt.
 """
@@ -21,6 +21,7 @@ from ._embedders import Embedder
 __all__ = ["cache_dir", "embed_cached"]
 
 _memory: dict[str, dict[bytes, np.ndarray]] = {}
+_STORE_VERSION = 2  # bump when an embedder's vectors change under the same name
 
 
 def cache_dir() -> Path:
@@ -33,39 +34,38 @@ def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def _store_paths(embedder_name: str) -> tuple[Path, Path]:
+def _store_path(embedder_name: str) -> Path:
+    """One .npz per embedder holding keys and vectors together, so a reader never pairs one writer's
+    keys with another's vectors (each write replaces the whole file atomically)."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", embedder_name)[:80]
-    tag = hashlib.blake2b(embedder_name.encode(), digest_size=6).hexdigest()
-    base = cache_dir() / f"{slug}-{tag}"
-    return base.with_suffix(".keys.npy"), base.with_suffix(".vectors.npy")
+    tag = hashlib.blake2b(f"{embedder_name}|v{_STORE_VERSION}".encode(), digest_size=6).hexdigest()
+    return cache_dir() / f"{slug}-{tag}.npz"
 
 
 def _load(embedder_name: str) -> dict[bytes, np.ndarray]:
     key = f"{cache_dir()}|{embedder_name}"
     if key not in _memory:
         entries: dict[bytes, np.ndarray] = {}
-        keys_path, vectors_path = _store_paths(embedder_name)
         try:
-            keys = np.load(keys_path, allow_pickle=False)
-            vectors = np.load(vectors_path, allow_pickle=False)
+            with np.load(_store_path(embedder_name), allow_pickle=False) as store:
+                keys, vectors = store["keys"], store["vectors"]
             if len(keys) == len(vectors):
                 entries = {bytes(k): v for k, v in zip(keys, vectors, strict=True)}
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError):
             pass
         _memory[key] = entries
     return _memory[key]
 
 
 def _save(embedder_name: str, entries: dict[bytes, np.ndarray]) -> None:
-    keys_path, vectors_path = _store_paths(embedder_name)
+    path = _store_path(embedder_name)
     try:
-        keys_path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(entries), dtype="S16")
         vectors = np.stack(list(entries.values())).astype(np.float32)
-        for path, array in ((vectors_path, vectors), (keys_path, keys)):
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
-            np.save(tmp, array, allow_pickle=False)
-            os.replace(tmp, path)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, keys=keys, vectors=vectors)
+        os.replace(tmp, path)
     except OSError:
         pass  # a read-only home still trains, just without the cache
 
