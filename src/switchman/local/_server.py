@@ -33,6 +33,12 @@ LOCAL_CONTEXT_WINDOW = 8192
 DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
+def _looks_secret(name: str) -> bool:
+    """Environment variables that hold keys or tokens (OPENAI_API_KEY, SWITCHMAN_MASTER_KEY, ...)."""
+    upper = name.upper()
+    return any(word in upper for word in ("KEY", "TOKEN", "SECRET", "PASSWORD"))
+
+
 class LocalModelServer:
     """Start and stop llama.cpp's server (xllamacpp) for the local model on loopback.
 
@@ -81,7 +87,8 @@ class LocalModelServer:
         model = self._model_file()
         deadline = time.monotonic() + self.startup_timeout
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - the child's stderr, open while it runs
-        env = dict(os.environ)
+        # The child needs no secrets: provider, virtual and master keys stay in the gateway's process.
+        env = {k: v for k, v in os.environ.items() if not _looks_secret(k)}
         # OpenMP's default busy-wait makes every thread spin between tokens; on a busy machine that
         # starves the gateway and slows generation tenfold.
         env.setdefault("OMP_WAIT_POLICY", "passive")
