@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 import uvicorn
 
@@ -28,6 +30,8 @@ ENV = {"FAKE_OPENAI_KEY": OPENAI_KEY, "FAKE_ANTHROPIC_KEY": ANTHROPIC_KEY, "FAKE
 SECRETS = (OPENAI_KEY, ANTHROPIC_KEY, WRONG_KEY, MASTER_KEY)
 
 CAPS = ["tools", "json", "vision"]
+TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look something up",
+                                           "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
 
 
 def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
@@ -142,6 +146,20 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@pytest.fixture
+def http(server: str) -> Iterator[httpx.Client]:
+    """A plain HTTP client on the shared gateway (for raw bodies and headers)."""
+    with httpx.Client(base_url=server, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def client(base_url: str) -> Iterator[openai.OpenAI]:
+    """The real openai client pointed at the shared gateway (no client-side retries)."""
+    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import openai
 import orjson
@@ -165,12 +164,6 @@ def test_stream_error_event_raises() -> None:
     stream = AnthropicStream("claude", include_usage=False)
     with pytest.raises(UpstreamServerError):
         stream.feed(_event({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
-
-
-@pytest.fixture
-def client(base_url: str) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
-        yield client
 
 
 def test_through_the_gateway(client: openai.OpenAI, upstream: FakeUpstream) -> None:

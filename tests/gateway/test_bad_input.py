@@ -15,12 +15,6 @@ from switchman.testing import FakeUpstream
 ASK = [{"role": "user", "content": "hello"}]
 
 
-@pytest.fixture
-def http(server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server, timeout=30) as client:
-        yield client
-
-
 def assert_error(response: httpx.Response, status: int, code: str | None, param: str | None = None) -> dict[str, str]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"

@@ -9,7 +9,13 @@ import yaml
 
 from switchman import ConfigError
 from switchman._config import parse_config
-from switchman.gateway import check_bind, default_config, default_config_data, init_command, local_models
+from switchman.gateway import (
+    check_bind,
+    default_config,
+    default_config_data,
+    init_command,
+    local_models,
+)
 
 
 def test_check_bind() -> None:
@@ -22,7 +28,7 @@ def test_check_bind() -> None:
 
 
 def test_default_config_follows_the_keys_that_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("switchman.gateway._defaults.local_models", lambda: [])
+    monkeypatch.setattr("switchman.gateway._defaults.local_models", list)
     assert default_config_data({}) == {"providers": {}, "models": {}}
     assert default_config({}).models == {}
     data = default_config_data({"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "y", "GROQ_API_KEY": "z"})
@@ -51,7 +57,7 @@ def test_local_model_has_its_own_route_and_serves_default_only_without_keys(monk
 
 def test_init_writes_a_valid_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-written-anywhere")
-    monkeypatch.setattr("switchman.gateway._defaults.local_models", lambda: [])
+    monkeypatch.setattr("switchman.gateway._defaults.local_models", list)
     path = init_command(tmp_path / "switchman.yaml")
     text = path.read_text()
     assert "sk-not-written-anywhere" not in text and "OPENAI_API_KEY" in text

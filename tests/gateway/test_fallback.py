@@ -16,7 +16,12 @@ from switchman import (
     UpstreamTimeout,
 )
 from switchman._config import Retries
-from switchman.gateway._fallback import FallbackChain, fallback_reason, is_provider_failure, retry_delay
+from switchman.gateway._fallback import (
+    FallbackChain,
+    fallback_reason,
+    is_provider_failure,
+    retry_delay,
+)
 from switchman.routing import Decision
 
 RETRIES = Retries(attempts=3, backoff_s=0.5, max_backoff_s=1.5)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,12 +17,6 @@ from switchman.testing import FakeUpstream
 from .conftest import ENV, ServerThread, config_data
 
 ASK = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture
-def http(server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server, timeout=30) as client:
-        yield client
 
 
 def _chat(http: httpx.Client) -> str:

@@ -14,7 +14,11 @@ from typing import Any
 
 import pytest
 
-from switchman._exceptions import UpstreamConnectionError, UpstreamError, UpstreamTimeout
+from switchman._exceptions import (
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from switchman.gateway._http import UpstreamPool, UpstreamResponse
 from switchman.gateway._openai import OpenAIAdapter
 from switchman.testing import FakeUpstream

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import openai
@@ -12,16 +12,7 @@ import pytest
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
-from .conftest import OPENAI_KEY
-
-TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look something up",
-                                           "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
-
-
-@pytest.fixture
-def client(base_url: str) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
-        yield client
+from .conftest import OPENAI_KEY, TOOLS
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import orjson
@@ -15,12 +15,6 @@ from switchman.testing import FakeUpstream
 from .conftest import Clock
 
 ASK = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture
-def http(server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server, timeout=30) as client:
-        yield client
 
 
 def chat(http: httpx.Client, model: str = "auto", **fields: object) -> httpx.Response:

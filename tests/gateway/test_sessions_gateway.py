@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,14 +14,7 @@ from switchman.gateway import Gateway
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
-TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look something up",
-                                           "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
-
-
-@pytest.fixture
-def client(base_url: str) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
-        yield client
+from .conftest import TOOLS
 
 
 @pytest.fixture
