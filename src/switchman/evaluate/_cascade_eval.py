@@ -18,6 +18,7 @@ from ..learn._acceptance import fit_acceptance
 from ..learn._train import (
     TrainSettings,
     features_for,
+    filled_input_tokens,
     out_of_fold,
     predicted_cost,
     train_router,
@@ -37,11 +38,6 @@ from ._run import predict_with_router
 __all__ = ["cascade_report"]
 
 Progress = Callable[[str], None]
-
-
-def _inputs(table: OutcomeTable) -> np.ndarray:
-    per_prompt = table.prompt_input_tokens()
-    return np.where(np.isnan(table.input_tokens), per_prompt[:, None], table.input_tokens)
 
 
 def _entry(points: Sequence[SimPoint], chosen: SimPoint, ref: References, label: str) -> dict[str, Any]:
@@ -77,7 +73,7 @@ def cascade_report(
     x = features_for(train, settings, trained.task_vocabulary)
     q_oof, out_oof = out_of_fold(x, train.quality, train.output_tokens, settings)
     prices = np.array([trained.prices[m] for m in train.models])
-    c_oof = predicted_cost(_inputs(train), out_oof, prices)
+    c_oof = predicted_cost(filled_input_tokens(train), out_oof, prices)
     acceptance = fit_acceptance(q_oof, train.output_tokens, train.quality, train.models)
     full = ~np.isnan(train.quality).any(axis=1)
     train_best = reference_points(train.subset(full)).best_quality

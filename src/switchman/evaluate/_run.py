@@ -8,7 +8,6 @@ run through the routing core's own strategy objects, one prompt at a time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 
@@ -17,7 +16,13 @@ from .._exceptions import ConfigError
 from ..learn._artifact import TrainedRouter
 from ..learn._cache import embed_cached
 from ..learn._embedders import get_embedder
-from ..learn._train import TrainSettings, fit_prices, predicted_cost, train_router
+from ..learn._train import (
+    TrainSettings,
+    filled_input_tokens,
+    fit_prices,
+    predicted_cost,
+    train_router,
+)
 from ..routing._request import RouteRequest
 from ..routing._strategies import (
     CheapestStrategy,
@@ -32,11 +37,6 @@ from ._report import RouterPredictions
 __all__ = ["cross_validate", "predict_with_router", "strategy_choices", "train_and_predict"]
 
 Progress = Callable[[str], None]
-
-
-def _input_tokens(table: OutcomeTable) -> np.ndarray:
-    per_prompt = table.prompt_input_tokens()
-    return np.where(np.isnan(table.input_tokens), per_prompt[:, None], table.input_tokens)
 
 
 def predict_with_router(trained: TrainedRouter, table: OutcomeTable, *, name: str = "router") -> RouterPredictions:
@@ -54,7 +54,7 @@ def predict_with_router(trained: TrainedRouter, table: OutcomeTable, *, name: st
     q_all, out_all = trained.predict(trained.features(embeddings, table.tasks))
     trained_by_name = dict(zip(names, trained.models, strict=True))
     prices = np.array([trained.prices[trained_by_name[m]] for m in table.models])
-    cost = predicted_cost(_input_tokens(table), out_all[:, columns], prices)
+    cost = predicted_cost(filled_input_tokens(table), out_all[:, columns], prices)
     return RouterPredictions(
         name=name, quality=q_all[:, columns], cost=cost, rule=trained.rule,
         knobs=np.full(len(table), trained.knob), target=trained.target,
@@ -122,8 +122,3 @@ def strategy_choices(name: str, table: OutcomeTable, *, seed: int = 0) -> np.nda
         decision = strategy.decide(request, specs, DecisionContext(random_value=float(rng.random())))
         choices[i] = index[decision.model]
     return choices
-
-
-def with_models(settings: TrainSettings, **changes: object) -> TrainSettings:
-    """A copy of the settings with some fields changed."""
-    return replace(settings, **changes)  # type: ignore[arg-type]

@@ -7,10 +7,9 @@ storing the matrix, and explains itself (the neighbours are the evidence).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
-
-import warnings
 
 import numpy as np
 

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_EMBEDDER",
     "OutcomeData",
     "TrainSettings",
+    "filled_input_tokens",
     "fit_prices",
     "out_of_fold",
     "predicted_cost",
@@ -97,7 +98,7 @@ def predicted_cost(input_tokens: np.ndarray, output_tokens: np.ndarray, prices: 
     return (input_tokens * prices[None, :, 0] + output_tokens * prices[None, :, 1]) / 1e6
 
 
-def _fill_input_tokens(data: OutcomeData) -> np.ndarray:
+def filled_input_tokens(data: OutcomeData) -> np.ndarray:
     """Input tokens per (prompt, model); a missing cell takes the prompt's count on another model."""
     per_prompt = np.nanmax(np.where(np.isnan(data.input_tokens), -np.inf, data.input_tokens), axis=1)
     per_prompt = np.where(np.isfinite(per_prompt), per_prompt, 0.0)
@@ -171,7 +172,7 @@ def train_router(
     x = features_for(data, settings, vocabulary, use_cache=use_cache)
     prices = fit_prices(data)
     price_matrix = np.array([prices[m] for m in data.models])
-    inputs = _fill_input_tokens(data)
+    inputs = filled_input_tokens(data)
 
     say(f"calibrating on {settings.folds}-fold out-of-fold predictions")
     q_hat, out_hat = out_of_fold(x, data.quality, data.output_tokens, settings)
