@@ -95,7 +95,7 @@ class KNNPredictor:
 
     def arrays(self) -> dict[str, np.ndarray]:
         assert self._x is not None and self._quality is not None and self._output_tokens is not None
-        return {"knn.x": self._x.astype(np.float16), "knn.quality": self._quality, "knn.output_tokens": self._output_tokens}
+        return {"knn.x": self._x, "knn.quality": self._quality, "knn.output_tokens": self._output_tokens}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> KNNPredictor:
