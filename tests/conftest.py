@@ -6,8 +6,9 @@ construction: only the expensive model solves math prompts, both models answer g
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,19 @@ from switchman.learn._artifact import TrainedRouter
 from switchman.learn._train import TrainSettings, train_router
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Set by .ci/run: CI has the data, PostgreSQL and the local model, so a skip there hides a failure.
+STRICT_SKIPS_ENV = "SWITCHMAN_STRICT_SKIPS"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under SWITCHMAN_STRICT_SKIPS=1 a skipped test fails, naming why it would have skipped."""
+    report = yield
+    if os.environ.get(STRICT_SKIPS_ENV) == "1" and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under {STRICT_SKIPS_ENV}=1 (CI has every part this test needs): {reason}"
+    return report
 
 CHEAP, STRONG = "cheap-model", "strong-model"
 #: (input, output) USD per 1M tokens of the synthetic models.
