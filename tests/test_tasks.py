@@ -119,3 +119,17 @@ def test_max_price_on_a_route() -> None:
     assert decision.model == "strong"
     with pytest.raises(ConfigError, match="max_price_usd"):
         Router.from_dict({**CONFIG, "agents": {"bad": {"max_price_usd": 0}}})
+
+
+def test_the_built_request_carries_its_task_so_every_consumer_sees_the_same_one() -> None:
+    router = Router.from_dict(CONFIG)
+    ask = [{"role": "user", "content": "Write a python function that reverses a linked list."}]
+    assert router.request(ask).task == "code"
+    assert router.request(ask, task="summarisation").task == "summarisation"  # the caller's wins
+
+
+def test_a_long_system_prompt_does_not_hide_the_users_instruction() -> None:
+    system = {"role": "system", "content": "You are a helpful assistant of the ACME support desk. " * 60}
+    user = {"role": "user", "content": "Please summarise the following report in three bullet points: " + "x " * 1500}
+    request = RouteRequest.from_messages([system, user], count_tokens=len)
+    assert detect_task(request) == "summarisation"

@@ -138,8 +138,13 @@ class Router:
             self.strategy(name)
 
     def request(self, messages: Sequence[Mapping[str, Any]], **context: Any) -> RouteRequest:
-        """Derive the RouteRequest for a chat request."""
-        return RouteRequest.from_messages(messages, count_tokens=count_tokens_for_routing, **context)
+        """Derive the RouteRequest for a chat request, its task resolved (the caller's, else detected).
+
+        Resolved here, once, so the decision, the session, a shadow router and the ledger all see
+        the same task.
+        """
+        request = RouteRequest.from_messages(messages, count_tokens=count_tokens_for_routing, **context)
+        return replace(request, task=resolve_task(request))
 
     def route(
         self,

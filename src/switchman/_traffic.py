@@ -20,6 +20,8 @@ from .learn._artifact import TrainedRouter
 from .learn._embedders import get_embedder
 from .ledger import Ledger, LedgerRecord, parse_since
 from .ledger._db import display_url
+from .routing._request import RouteRequest
+from .routing._tasks import detect_task
 
 __all__ = ["ledger_outcomes", "ledger_records", "replay_command", "replay_ledger"]
 
@@ -57,7 +59,9 @@ def replay_ledger(trained: TrainedRouter, records: Sequence[LedgerRecord], *, mo
         skipped = sum(1 for r in records if r.status == "ok" and not r.prompt)
         raise DatasetError(f"{source}: no answered request with a stored prompt to replay "
                            f"({len(records)} records, {skipped} answered without a prompt); {NO_PROMPTS_HINT}")
-    features = _features(trained, [r.prompt or "" for r in rows], [None] * len(rows))
+    # The task as serving resolves it (detected from the prompt), for routers trained with tasks.
+    tasks = [detect_task(RouteRequest(prompt=r.prompt or "")) for r in rows]
+    features = _features(trained, [r.prompt or "" for r in rows], tasks)
     try:
         return replay_choices(
             trained, features, np.array([r.input_tokens for r in rows]), actual_models=[r.model for r in rows],

@@ -99,12 +99,16 @@ def _last_is_tool_result(messages: tuple[Mapping[str, Any], ...]) -> bool:
 
 
 def _scan_text(request: RouteRequest) -> str:
+    """The user's text (its head and tail when long), after the start of a system prompt.
+
+    The user text is clipped first, so a long system prompt cannot crowd the instruction out.
+    """
     text = request.prompt
+    if len(text) > _HEAD + _TAIL:
+        text = text[:_HEAD] + "\n" + text[-_TAIL:]
     for message in request.messages[:1]:
         if message.get("role") == "system":  # an agent's step instruction often lives in its system prompt
             text = message_text(message)[:_HEAD] + "\n" + text
-    if len(text) > _HEAD + _TAIL:
-        text = text[:_HEAD] + "\n" + text[-_TAIL:]
     return text
 
 
