@@ -99,3 +99,19 @@ def test_online_needs_a_learned_route() -> None:
         parse_config({"models": {"a": {"provider": "p", "input_price": 1, "output_price": 1}},
                       "routes": {"r": {"candidates": ["a"], "strategy": "cheapest", "online": {"enabled": True}}}})
     assert RouteConfig(candidates=["a"], online={"enabled": False}).online is not None  # type: ignore[arg-type]
+
+
+def test_feedback_on_a_session_steered_turn_still_reaches_its_cluster(math_greeting_router: TrainedRouter) -> None:
+    from switchman.routing._sessions import SessionPolicy, SessionState, steer
+
+    strategy = _online(math_greeting_router, 0.05)
+    request = RouteRequest.from_prompt(GREETINGS[0], count_tokens=count_tokens)
+    decision = strategy.decide(request, [CHEAP, STRONG], DecisionContext(route="r", random_value=0.5))
+    cluster = int(decision.reason.split()[2].rstrip(":"))
+    state = SessionState(model=decision.model, updated_at=0.0, context_tokens=10, turns=1)
+    kept = steer(decision, state, request, {s.name: s for s in (CHEAP, STRONG)}, SessionPolicy(), now=1.0)
+    assert kept.reason.startswith("session kept")  # the session's reason comes first
+    column = [CHEAP.name, STRONG.name].index(kept.model)
+    alpha_before = strategy.counts.row(cluster)[0][column]
+    assert strategy.observe(kept.reason, kept.model, 1.0)
+    assert strategy.counts.row(cluster)[0][column] == alpha_before + 1.0

@@ -72,7 +72,8 @@ def test_keeps_its_model_while_things_go_well() -> None:
 def test_signal_escalates_one_step_by_price_when_nothing_predicts_quality() -> None:
     decision = steer(_fresh("mini"), _state("mini"), REQUEST, SPECS, POLICY, now=110.0, signal="empty answer")
     assert decision.model == "big"  # the next better, not the best
-    assert decision.reason == "session escalated mini → big: empty answer (switch cost $0.062500 ≤ benefit $1.000000)"
+    assert decision.reason == ("session escalated mini → big: empty answer (switch cost $0.062500 ≤ benefit $1.000000)"
+                               "; route: cheapest capable candidate")  # the route's own reason follows the session's
 
 
 def test_pending_signal_from_the_previous_turn_escalates() -> None:
@@ -123,7 +124,7 @@ def test_downgrade_when_allowed_and_the_saving_pays() -> None:
     # switch cost on mini: 20k × (0.15 − 0.075) / 1e6 = $0.0015
     decision = steer(_fresh("mini"), _state("opus", context_tokens=20_000), request, SPECS, policy, now=110.0)
     assert decision.model == "mini"
-    assert decision.reason == "session downgraded opus → mini: expected saving $1.114500 ≥ switch cost $0.001500"
+    assert decision.reason == "session downgraded opus → mini: expected saving $1.114500 ≥ switch cost $0.001500; route: cheapest capable candidate"
     no_turns_left = SessionPolicy(escalate_only=False, expected_remaining_turns=0.0)
     assert steer(_fresh("mini"), _state("opus", context_tokens=20_000), request, SPECS, no_turns_left,
                  now=110.0).model == "opus"
@@ -220,4 +221,4 @@ def test_keeper_truncated_answer_escalates_the_next_turn() -> None:
     # switch cost on big: 5000 × (2.5 − 1.25) / 1e6 = $0.00625
     assert second.model == "big"
     assert second.reason == ("session escalated mini → big: truncated answer (finish_reason length) "
-                             "(switch cost $0.006250 ≤ benefit $1.000000)")
+                             "(switch cost $0.006250 ≤ benefit $1.000000); route: cheapest capable candidate")

@@ -188,8 +188,10 @@ def test_streamed_turns_keep_and_a_broken_stream_escalates(
             ledger_record(response.headers["x-switchman-request-id"])  # the turn is recorded once the stream ends
             return response.headers["x-switchman-model"], response.headers["x-switchman-route-reason"]
 
-    assert streamed("one")[0] == "cheap"
-    assert streamed("two") == ("cheap", "session kept cheap (turn 2)")
+    first_model, first_reason = streamed("one")
+    assert first_model == "cheap"
+    # The session's reason, then the route's own (same prompt length, so the same estimate).
+    assert streamed("two") == ("cheap", f"session kept cheap (turn 2); route: {first_reason}")
     upstream.inject("drop_mid_stream", model="cheap", after_events=2)
     assert streamed("three")[0] == "cheap"  # the stream breaks after its first events: recorded as stream_error
     model, reason = streamed("four")

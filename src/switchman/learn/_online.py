@@ -30,7 +30,7 @@ from ._strategy import LearnedStrategy
 
 __all__ = ["BetaCounts", "OnlineStrategy", "kmeans", "thompson_choice"]
 
-_REASON = re.compile(r"^online cluster (\d+)")
+_REASON = re.compile(r"\bonline cluster (\d+)")
 
 
 def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iterations: int = 25) -> np.ndarray:
@@ -146,7 +146,7 @@ class OnlineStrategy:
 
     def observe(self, reason: str, model: str, score: float) -> bool:
         """Count feedback on a request this strategy decided (its reason names the cluster)."""
-        match = _REASON.match(reason)
+        match = _REASON.search(reason)  # a session may have put its own reason in front
         if match is None or model not in self._column or int(match.group(1)) >= len(self.centroids):
             return False
         self.counts.observe(int(match.group(1)), self._column[model], score)

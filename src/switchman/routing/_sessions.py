@@ -117,7 +117,9 @@ def _rank_key(
 
 def _switch(fresh: Decision, model: str, reason: str) -> Decision:
     rest = tuple(m for m in dict.fromkeys((fresh.model, *fresh.fallbacks)) if m != model)
-    return replace(fresh, model=model, reason=reason, strategy="session", fallbacks=rest)
+    # The route's own reason stays after the session's: it carries what the strategy decided
+    # (e.g. an online route's prompt cluster, which its feedback learning reads back).
+    return replace(fresh, model=model, reason=f"{reason}; route: {fresh.reason}", strategy="session", fallbacks=rest)
 
 
 def _escalate(
