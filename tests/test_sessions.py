@@ -222,3 +222,11 @@ def test_keeper_truncated_answer_escalates_the_next_turn() -> None:
     assert second.model == "big"
     assert second.reason == ("session escalated mini → big: truncated answer (finish_reason length) "
                              "(switch cost $0.006250 ≤ benefit $1.000000); route: cheapest capable candidate")
+
+
+def test_when_the_route_picks_the_sessions_model_it_is_kept_not_downgraded() -> None:
+    # A model without a cached price costs nothing to "switch" to; staying on it is not a downgrade.
+    policy = SessionPolicy(escalate_only=False)
+    decision = steer(_fresh("nocache"), _state("nocache"), REQUEST, SPECS, policy, now=110.0)
+    assert decision.model == "nocache"
+    assert decision.reason.startswith("session kept nocache") and "downgraded" not in decision.reason

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._exceptions import UpstreamError
-from .._tokens import count_tokens
 from ..routing import Decision
 from ..routing._cascade import (
     CascadeResult,
@@ -30,7 +29,7 @@ from ..routing._cascade import (
     ToolCall,
 )
 from ._exchange import Exchange
-from ._wire import Usage
+from ._wire import Usage, estimate_output_tokens
 
 if TYPE_CHECKING:
     from ._client import Dispatcher
@@ -69,10 +68,8 @@ def outcome_from_completion(content: bytes, usage: Usage | None) -> Outcome:
 def _usage(content: bytes, usage: Usage | None, exchange: Exchange) -> Usage:
     if usage is not None:
         return usage
-    data = orjson.loads(content)
-    texts = [str((c.get("message") or {}).get("content") or "") for c in data.get("choices") or ()]
     exchange.usage_estimated = True
-    return Usage(exchange.request.input_tokens if exchange.request else 0, sum(count_tokens(t) for t in texts))
+    return Usage(exchange.request.input_tokens if exchange.request else 0, estimate_output_tokens(content))
 
 
 async def run_cascade(

@@ -22,7 +22,6 @@ import orjson
 
 from .._exceptions import BudgetExceededError, SwitchmanError, UpstreamError
 from .._router import Router
-from .._tokens import count_tokens
 from ..ledger import BudgetLimitError, BudgetManager, Ledger, Metrics
 from ..routing import Decision, RouteRequest, estimated_cost
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
@@ -35,7 +34,7 @@ from ._providers import Deployment, Provider, build_deployments, provider_keys
 from ._sessions import SessionKeeper
 from ._shadow import Recorder
 from ._stream import ChatStream, OpenedStream, open_upstream_stream
-from ._wire import Usage
+from ._wire import Usage, estimate_output_tokens
 
 __all__ = ["Completion", "Dispatcher"]
 
@@ -56,12 +55,6 @@ class Completion:
         """The body as a dict."""
         result: dict[str, Any] = orjson.loads(self.content)
         return result
-
-
-def _estimate_output(content: bytes) -> int:
-    data = orjson.loads(content)
-    texts = [str((c.get("message") or {}).get("content") or "") for c in data.get("choices") or ()]
-    return sum(count_tokens(t) for t in texts)
 
 
 class Dispatcher:
@@ -229,7 +222,7 @@ class Dispatcher:
             self.finish(exchange, exc)
             raise
         if usage is None:
-            usage = Usage(exchange.request.input_tokens if exchange.request else 0, _estimate_output(content))
+            usage = Usage(exchange.request.input_tokens if exchange.request else 0, estimate_output_tokens(content))
             exchange.usage_estimated = True
         exchange.usage = usage
         assert exchange.decision is not None and exchange.model is not None

@@ -12,6 +12,8 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 
+import orjson
+
 from .._exceptions import (
     ContentPolicyViolationError,
     ContextWindowExceededError,
@@ -20,8 +22,9 @@ from .._exceptions import (
     UpstreamError,
     UpstreamServerError,
 )
+from .._tokens import count_tokens
 
-__all__ = ["Usage", "classify_error", "retry_after_seconds", "sse_data", "sse_events"]
+__all__ = ["Usage", "classify_error", "estimate_output_tokens", "retry_after_seconds", "sse_data", "sse_events"]
 
 _CONTEXT_MARKERS = (
     "context_length_exceeded", "maximum context length", "context window", "context length",
@@ -108,3 +111,10 @@ def sse_data(event: bytes) -> bytes | None:
         return event[5:].lstrip(b" ")
     parts = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
     return b"\n".join(parts) if parts else None
+
+
+def estimate_output_tokens(content: bytes) -> int:
+    """Output tokens of a chat.completion body whose upstream gave no usage (marked as estimated)."""
+    data = orjson.loads(content)
+    texts = [str((c.get("message") or {}).get("content") or "") for c in data.get("choices") or ()]
+    return sum(count_tokens(t) for t in texts)

@@ -151,11 +151,14 @@ def _reconsider(
     specs: Mapping[str, ModelSpec], policy: SessionPolicy,
 ) -> Decision:
     """No signal: keep the session's model unless the fresh choice pays for the lost cache."""
+    keep_reason = f"session kept {state.model} (turn {state.turns + 1})"
+    if fresh.model == state.model:  # the route chose the session's model anyway: nothing to switch
+        return _switch(fresh, state.model, keep_reason)
     quality = _qualities(fresh)
     key = _rank_key(specs, request, quality)
     cost = switch_cost_usd(specs[fresh.model], state.context_tokens)
     q_new, q_cur = quality.get(fresh.model), quality.get(state.model)
-    keep = f"session kept {state.model} (turn {state.turns + 1})"
+    keep = keep_reason
     if key(fresh.model) > key(state.model):  # the fresh choice is better
         if q_new is None or q_cur is None:
             return _switch(fresh, state.model, keep)
