@@ -7,6 +7,7 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -102,3 +103,18 @@ def test_no_prompts_means_an_error_that_names_the_setting() -> None:
     records = [LedgerRecord(request_id="a", model="m1")]
     with pytest.raises(DatasetError, match="store_prompts: true"):
         outcomes_from_ledger(records, {"a": 1.0})
+
+
+def test_a_cascaded_requests_cost_is_not_taken_as_the_serving_models_price() -> None:
+    records = [
+        LedgerRecord(request_id="a", model="m1", prompt="x", input_tokens=3, output_tokens=4, cost_usd=0.5),
+        # cost includes a rejected answer from a cheaper rung: not m1's price for these tokens
+        LedgerRecord(request_id="b", model="m1", prompt="y", input_tokens=5, output_tokens=6, cost_usd=0.9,
+                     strategy="cascade", fallback_chain=("m0", "m1")),
+        LedgerRecord(request_id="c", model="m1", prompt="z", input_tokens=2, output_tokens=2, cost_usd=0.2,
+                     strategy="cascade", fallback_chain=("m1",)),  # accepted on the first rung: its own price
+    ]
+    table = outcomes_from_ledger(records, {"a": 1.0, "b": 1.0, "c": 1.0})
+    cost = table.cost_usd[:, 0]
+    assert cost[0] == 0.5 and np.isnan(cost[1]) and cost[2] == 0.2
+    assert table.quality[:, 0].tolist() == [1.0, 1.0, 1.0]  # the outcome itself still counts

@@ -64,7 +64,10 @@ def outcomes_from_ledger(
         quality[i, j] = min(max(scores[rec.request_id], 0.0), 1.0)
         input_tokens[i, j] = rec.input_tokens
         output_tokens[i, j] = rec.output_tokens
-        cost[i, j] = rec.cost_usd
+        # A cascade's row also paid for the answers it rejected on cheaper models: that total is not
+        # this model's price for these tokens, so leave the cell to be priced from the tokens.
+        cascaded = rec.strategy == "cascade" and len(rec.fallback_chain) > 1
+        cost[i, j] = np.nan if cascaded else rec.cost_usd
     return OutcomeTable(
         prompt_ids=tuple(rec.request_id for rec in rows), prompts=tuple(rec.prompt or "" for rec in rows),
         tasks=(None,) * len(rows), splits=("train",) * len(rows), models=models, quality=quality,
