@@ -111,6 +111,24 @@ def test_schema_violation_escalates_and_the_last_rung_is_served(cascade_dispatch
     assert "last rung, served unchecked" in (record.reason or "")
 
 
+def test_a_failing_last_rung_serves_the_answer_already_paid_for(cascade_dispatcher: Any,
+                                                               upstream: FakeUpstream) -> None:
+    dispatcher, records = cascade_dispatcher
+    upstream.set_reply("cas-small", json.dumps({"town": "Paris"}))  # rejected by the schema check
+    upstream.set_reply("cas-mid", "Paris")  # rejected: not JSON
+    upstream.inject("server_error", model="cas-big", times=1)  # the last rung fails
+    completion = _complete(dispatcher, BODY, "req-cascade-5")
+    assert completion.model == "cas-mid"  # the last paid answer, not an error
+    assert completion.json()["choices"][0]["message"]["content"] == "Paris"
+    (record,) = records.records
+    assert record.status == "ok" and record.model == "cas-mid"
+    assert "last rung failed, served cas-mid's answer" in (record.reason or "")
+    specs = dispatcher.router.models
+    small_cost = record.cost_usd - specs["cas-mid"].cost(record.input_tokens, record.output_tokens)
+    assert small_cost > 0  # the rejected first rung is still paid for, the served one counted once
+    assert small_cost < specs["cas-mid"].cost(record.input_tokens, record.output_tokens)
+
+
 def test_upstream_error_on_a_rung_moves_up(cascade_dispatcher: Any, upstream: FakeUpstream) -> None:
     dispatcher, records = cascade_dispatcher
     upstream.inject("server_error", model="cas-small", times=1)

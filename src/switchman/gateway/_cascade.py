@@ -83,6 +83,9 @@ async def run_cascade(
     attempt = next(flow)
     answer: tuple[bytes, Usage | None] | None = None
     error: UpstreamError | None = None
+    # The last answer a check rejected, its model and what it cost: served if a later rung fails,
+    # since it is paid for and better than an error.
+    fallback: tuple[str, tuple[bytes, Usage | None], float] | None = None
     while True:
         # One rung at a time through the usual path (retries, circuit breaker); no other fallback.
         exchange.decision = replace(base, model=attempt.model, fallbacks=())
@@ -99,10 +102,18 @@ async def run_cascade(
             break
         if answer is not None:  # paid for and rejected: it counts in the request's cost
             used = _usage(answer[0], answer[1], exchange)
-            exchange.spent_usd += specs[attempt.model].cost(
-                used.input_tokens, used.output_tokens, used.cached_input_tokens)
+            paid = specs[attempt.model].cost(used.input_tokens, used.output_tokens, used.cached_input_tokens)
+            exchange.spent_usd += paid
+            fallback = (attempt.model, answer, paid)
         attempt = next_attempt
-    exchange.decision = replace(base, model=result.model, reason=f"{base.reason}; {result.summary()}")
+    reason = f"{base.reason}; {result.summary()}"
+    if answer is None and fallback is not None:
+        model, answer, paid = fallback
+        exchange.spent_usd -= paid  # it is the served answer now, costed as such
+        exchange.model = model
+        exchange.decision = replace(base, model=model, reason=f"{reason}; last rung failed, served {model}'s answer")
+        return answer
+    exchange.decision = replace(base, model=result.model, reason=reason)
     if answer is None:
         assert error is not None
         raise error
