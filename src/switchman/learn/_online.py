@@ -119,10 +119,9 @@ class OnlineStrategy:
         known = [s for s in candidates if s.name in self._column]
         if not known:
             return self.learned.decide(request, candidates, context)
-        router = self.learned.router
-        features = router.features(self.learned.embedder.embed(router.texts([request.prompt])), [request.task])
+        features = self.learned.features(request)
         cluster = int(self.assign(features)[0])
-        _, output_tokens = router.predict(features)
+        _, output_tokens = self.learned.router.predict(features)
         cols = [self._column[s.name] for s in known]
         cost = np.array([s.cost(request.input_tokens, float(output_tokens[0, c])) for s, c in zip(known, cols,
                                                                                                  strict=True)])

@@ -35,11 +35,14 @@ class LearnedStrategy:
     def __post_init__(self) -> None:
         self._column = {name: i for i, name in enumerate(self.router.model_names)}
 
+    def features(self, request: RouteRequest) -> np.ndarray:
+        """The router's feature row for one request: its prompt's embedding (plus task columns)."""
+        embedding = self.embedder.embed(self.router.texts([request.prompt]))
+        return self.router.features(embedding, [request.task])
+
     def predict(self, request: RouteRequest) -> tuple[np.ndarray, np.ndarray]:
         """Predicted quality and output tokens for every trained model, for one request."""
-        embedding = self.embedder.embed(self.router.texts([request.prompt]))
-        features = self.router.features(embedding, [request.task])
-        quality, output_tokens = self.router.predict(features)
+        quality, output_tokens = self.router.predict(self.features(request))
         return quality[0], output_tokens[0]
 
     def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
