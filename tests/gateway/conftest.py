@@ -30,6 +30,7 @@ ENV = {"FAKE_OPENAI_KEY": OPENAI_KEY, "FAKE_ANTHROPIC_KEY": ANTHROPIC_KEY, "FAKE
 SECRETS = (OPENAI_KEY, ANTHROPIC_KEY, WRONG_KEY, MASTER_KEY)
 
 CAPS = ["tools", "json", "vision"]
+ASK = [{"role": "user", "content": "hello"}]
 TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look something up",
                                            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
 

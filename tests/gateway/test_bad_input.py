@@ -12,7 +12,7 @@ import pytest
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
-ASK = [{"role": "user", "content": "hello"}]
+from .conftest import ASK
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None, param: str | None = None) -> dict[str, str]:

@@ -12,9 +12,7 @@ from switchman.gateway import Gateway
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
-from .conftest import Clock
-
-ASK = [{"role": "user", "content": "hello"}]
+from .conftest import ASK, Clock
 
 
 def chat(http: httpx.Client, model: str = "auto", **fields: object) -> httpx.Response:

@@ -12,9 +12,7 @@ from switchman.gateway import Gateway, Scrubber
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
-from .conftest import OPENAI_KEY, SECRETS, WRONG_KEY
-
-ASK = [{"role": "user", "content": "hello"}]
+from .conftest import ASK, OPENAI_KEY, SECRETS, WRONG_KEY
 
 
 def test_scrubber() -> None:
