@@ -15,7 +15,7 @@ from rich.table import Table
 from ._catalog import lookup_catalog_price
 from ._exceptions import ConfigError
 from .evaluate._datasets import OutcomeTable, concat_tables, load_outcomes
-from .evaluate._metrics import evaluate_choices
+from .evaluate._cost_quality import evaluate_choices
 from .evaluate._report import (
     RouterPredictions,
     baselines,

@@ -271,7 +271,7 @@ class Router:
 
     def _client(self) -> Any:
         if self._inprocess is None:
-            from .gateway._sdk import InProcessClient
+            from .gateway._inprocess import InProcessClient
 
             self._inprocess = InProcessClient(self)
         return self._inprocess

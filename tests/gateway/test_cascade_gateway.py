@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from switchman._router import Router
-from switchman.gateway._client import Dispatcher
+from switchman.gateway._dispatcher import Dispatcher
 from switchman.gateway._context import RequestContext
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream

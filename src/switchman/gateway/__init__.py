@@ -5,7 +5,7 @@
 """
 
 from ._app import build_app, build_middleware_stack
-from ._client import Completion, Dispatcher
+from ._dispatcher import Completion, Dispatcher
 from ._commands import check_bind, init_command, serve_command
 from ._context import RequestContext
 from ._defaults import KNOWN_PROVIDERS, default_config, default_config_data, local_models

@@ -32,7 +32,7 @@ from ._exchange import Exchange
 from ._wire import Usage, estimate_output_tokens
 
 if TYPE_CHECKING:
-    from ._client import Dispatcher
+    from ._dispatcher import Dispatcher
 
 __all__ = ["STREAM_NOTE", "cascade_strategy", "outcome_from_completion", "run_cascade"]
 

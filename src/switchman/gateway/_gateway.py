@@ -16,7 +16,7 @@ import anyio.to_thread
 from .._config import Config
 from .._router import Router
 from ..ledger import BudgetManager, KeyStore, Ledger, Metrics
-from ._client import Dispatcher
+from ._dispatcher import Dispatcher
 from ._defaults import default_config
 
 __all__ = ["Gateway"]

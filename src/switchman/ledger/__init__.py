@@ -11,7 +11,7 @@ from ._budget import BudgetLimitError, BudgetManager, Reservation
 from ._db import LEDGER_URL_ENV, resolve_url
 from ._keys import KEY_PREFIX, KeyInfo, KeyStore
 from ._ledger import Ledger
-from ._metrics import Metrics
+from ._prometheus import Metrics
 from ._period import parse_since, period_bounds
 from ._record import RECORD_STATUSES, LedgerRecord, LedgerStats, RecordStatus, SpendBy, SpendRow
 

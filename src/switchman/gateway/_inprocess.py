@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ..ledger import BudgetManager, Ledger
-from ._client import Dispatcher
+from ._dispatcher import Dispatcher
 from ._context import RequestContext
 from ._errors import InvalidRequestError
 from ._schema import check_body
