@@ -10,8 +10,10 @@ from ._commands import check_bind, init_command, serve_command
 from ._context import RequestContext
 from ._defaults import KNOWN_PROVIDERS, default_config, default_config_data, local_models
 from ._errors import InvalidRequestError, Scrubber
+from ._feedback import submit_feedback
 from ._gateway import Gateway
 from ._health import HealthBoard
+from ._inprocess import InProcessClient
 from ._providers import Deployment, Provider
 from ._stream import ChatStream
 
@@ -22,6 +24,7 @@ __all__ = [
     "Dispatcher",
     "Gateway",
     "HealthBoard",
+    "InProcessClient",
     "InvalidRequestError",
     "KNOWN_PROVIDERS",
     "Provider",
@@ -35,4 +38,5 @@ __all__ = [
     "init_command",
     "local_models",
     "serve_command",
+    "submit_feedback",
 ]
