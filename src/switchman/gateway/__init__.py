@@ -6,7 +6,6 @@
 
 from ._app import build_app, build_middleware_stack
 from ._dispatcher import Completion, Dispatcher
-from ._commands import check_bind, init_command, serve_command
 from ._context import RequestContext
 from ._defaults import KNOWN_PROVIDERS, default_config, default_config_data, local_models
 from ._errors import InvalidRequestError, Scrubber
@@ -32,11 +31,8 @@ __all__ = [
     "Scrubber",
     "build_app",
     "build_middleware_stack",
-    "check_bind",
     "default_config",
     "default_config_data",
-    "init_command",
     "local_models",
-    "serve_command",
     "submit_feedback",
 ]
