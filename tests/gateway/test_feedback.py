@@ -10,7 +10,8 @@ import pytest
 
 from switchman._config import parse_config
 from switchman._router import Router
-from switchman.gateway import Gateway, InvalidRequestError, build_app
+from switchman import InvalidRequestError
+from switchman.gateway import Gateway, build_app
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 

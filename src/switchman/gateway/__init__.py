@@ -5,10 +5,15 @@
 """
 
 from ._app import build_app, build_middleware_stack
-from ._dispatcher import Completion, Dispatcher
 from ._context import RequestContext
-from ._defaults import KNOWN_PROVIDERS, default_config, default_config_data, local_models
-from ._errors import InvalidRequestError, Scrubber
+from ._defaults import (
+    KNOWN_PROVIDERS,
+    default_config,
+    default_config_data,
+    local_models,
+)
+from ._dispatcher import Completion, Dispatcher
+from ._errors import Scrubber
 from ._feedback import submit_feedback
 from ._gateway import Gateway
 from ._health import HealthBoard
@@ -24,7 +29,6 @@ __all__ = [
     "Gateway",
     "HealthBoard",
     "InProcessClient",
-    "InvalidRequestError",
     "KNOWN_PROVIDERS",
     "Provider",
     "RequestContext",

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 
-from .._exceptions import BudgetExceededError, SwitchmanError, UpstreamError
+from .._exceptions import BudgetExceededError, BudgetLimitError, SwitchmanError, UpstreamError
 from .._decider import Decider
-from ..ledger import BudgetLimitError, BudgetManager, Ledger, Metrics
+from ..ledger import BudgetManager, Ledger, Metrics
 from ..routing import Decision, RouteRequest, estimated_cost
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
 from ._context import RequestContext

@@ -8,8 +8,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .._exceptions import InvalidRequestError
 from ._context import RequestContext, context_from
-from ._errors import InvalidRequestError
 from ._gateway import Gateway
 from ._schema import parse_body
 from ._stream import RelayResponse

@@ -20,8 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .._exceptions import InvalidRequestError, LedgerUnavailableError
 from ..ledger import Ledger, LedgerRecord
-from ._errors import InvalidRequestError
 
 if TYPE_CHECKING:
     from .._decider import Decider
@@ -82,8 +82,7 @@ def store_feedback(ledger: Ledger, request_id: str, score: float, comment: str |
                                       param="request_id", code="request_not_found")
         ledger.add_feedback(request_id, score, comment)
     except (SQLAlchemyError, OSError) as exc:
-        raise InvalidRequestError(f"the ledger is unavailable ({type(exc).__name__}); try again", status=503,
-                                  code="ledger_unavailable", kind="api_error") from None
+        raise LedgerUnavailableError(f"the ledger is unavailable ({type(exc).__name__}); try again") from None
     return record
 
 
@@ -134,8 +133,7 @@ class FeedbackEndpoint:
         request_id, score, comment = parse_feedback(body)
         ledger = self.gateway.ledger
         if ledger is None:
-            raise InvalidRequestError("this gateway keeps no ledger", status=503, code="ledger_unavailable",
-                                      kind="api_error")
+            raise LedgerUnavailableError("this gateway keeps no ledger")
         key_id = request.scope.get("state", {}).get("key_id")
         record = await anyio.to_thread.run_sync(lambda: store_feedback(ledger, request_id, score, comment,
                                                                        key_id=key_id))

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from .._exceptions import InvalidRequestError
 from ..ledger import BudgetManager, Ledger
-from ._dispatcher import Dispatcher
 from ._context import RequestContext
-from ._errors import InvalidRequestError
+from ._dispatcher import Dispatcher
 from ._schema import check_body
 
 if TYPE_CHECKING:
