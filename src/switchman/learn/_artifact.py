@@ -59,7 +59,7 @@ class EnsemblePredictor:
 
     def combine(self, knn_quality: np.ndarray, x: np.ndarray) -> np.ndarray:
         """The ensemble's prediction given the kNN part already computed."""
-        return 0.5 * (knn_quality + self.mf.predict(x))
+        return np.asarray(0.5 * (knn_quality + self.mf.predict(x)))
 
     def params(self) -> dict[str, Any]:
         return {"knn": self.knn.params(), "mf": self.mf.params()}
