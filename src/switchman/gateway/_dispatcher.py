@@ -11,7 +11,6 @@ request behaves the same over HTTP and in process:
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -22,6 +21,7 @@ import orjson
 
 from .._exceptions import BudgetExceededError, BudgetLimitError, SwitchmanError, UpstreamError
 from .._decider import Decider
+from .._environ import Environment
 from ..ledger import BudgetManager, Ledger, Metrics
 from ..routing import Decision, RouteRequest, estimated_cost
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
@@ -93,8 +93,8 @@ class Dispatcher:
 
     @classmethod
     def from_decider(cls, decider: Decider, env: Mapping[str, str] | None = None, **options: Any) -> Dispatcher:
-        """Build providers for every configured model, reading keys from `env` (default: os.environ) once."""
-        env = dict(os.environ) if env is None else env
+        """Build providers for every configured model, reading keys from `env` (default: the process's) once."""
+        env = Environment.read() if env is None else env
         _, deployments = build_deployments(decider.config, decider.models, env)
         options.setdefault("scrub", Scrubber(provider_keys(decider.config, env)))
         return cls(decider, deployments, **options)
