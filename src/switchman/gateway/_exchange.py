@@ -94,6 +94,7 @@ class Exchange:
             route=decision.route if decision else None,
             model=self.model or (decision.model if decision else None),
             reason=decision.reason if decision else None,
+            cluster=decision.cluster if decision else None,
             strategy=decision.strategy if decision else None,
             candidates=route_candidates,
             input_tokens=usage.input_tokens if usage else 0,

@@ -38,6 +38,7 @@ class LedgerRecord:
     message) is kept only when `server.store_prompts` is on, because retraining from the ledger needs
     it and privacy says not to keep it by default. `shadow_*` is what a route's shadow router would
     have chosen, with its predicted quality and cost, for comparison before switching it on.
+    `cluster` is the prompt cluster an online route decided in (where its feedback counts).
     """
 
     time: float = field(default_factory=_time.time)
@@ -65,6 +66,7 @@ class LedgerRecord:
     shadow_model: str | None = None
     shadow_quality: float | None = None
     shadow_cost_usd: float | None = None
+    cluster: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
