@@ -302,4 +302,5 @@ def local_install() -> None:
 
 
 def main() -> None:  # pragma: no cover - console script entry
+    """Run the command line (what the `switchman` script does)."""
     app()
