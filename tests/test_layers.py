@@ -121,7 +121,7 @@ def test_the_graph_is_read() -> None:
 def test_every_unit_has_a_place_in_the_layers() -> None:
     units = {unit_of(module_name(path)) for path in SRC.rglob("*.py")}
     unplaced = sorted(units - set(LEVEL))
-    assert unplaced == [], f"place these in LAYERS (tests/test_layers.py) and DESIGN.md: {unplaced}"
+    assert unplaced == [], f"place these in LAYERS (tests/test_layers.py) and the README's Layout table: {unplaced}"
 
 
 def test_layers_are_one_way() -> None:
