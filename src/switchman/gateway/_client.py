@@ -137,10 +137,14 @@ class Dispatcher:
         exchange.reservation = reservation
         return decision
 
-    def _begin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
+    def _begin(
+        self, body: Mapping[str, Any], context: RequestContext,
+        decide: Callable[[], tuple[RouteRequest, Decision]] | None = None,
+    ) -> Exchange:
+        """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure."""
         exchange = Exchange(context, self.clock())
         try:
-            exchange.request, decision = self.decide(body, context)
+            exchange.request, decision = decide() if decide is not None else self.decide(body, context)
             exchange.decision = decision
             exchange.decision = self._reserve(exchange, exchange.request, decision)
         except SwitchmanError as exc:

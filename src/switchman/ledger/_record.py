@@ -37,7 +37,8 @@ class LedgerRecord:
     upstream did not report and were counted locally. `prompt` (the routed prompt: the last user
     message) is kept only when `server.store_prompts` is on, because retraining from the ledger needs
     it and privacy says not to keep it by default. `shadow_*` is what a route's shadow router would
-    have chosen, with its predicted quality and cost, for comparison before switching it on.
+    have chosen, with its predicted quality and cost, for comparison before switching it on. `api` is
+    the API the client spoke (chat.completions, messages, responses, embeddings).
     """
 
     time: float = field(default_factory=_time.time)
@@ -65,6 +66,7 @@ class LedgerRecord:
     shadow_model: str | None = None
     shadow_quality: float | None = None
     shadow_cost_usd: float | None = None
+    api: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
