@@ -407,7 +407,7 @@ def main() -> None:
              f"FakeUpstream(port={ports['direct']}).start()\nwhile True: time.sleep(3600)")],
             env=env, stdout=logs["direct"].open("wb"), stderr=subprocess.STDOUT)
         processes["switchman"] = subprocess.Popen(
-            [sys.executable, "-c", "from switchman._cli import app; app()", "serve",
+            [sys.executable, "-c", "from switchman.cli import app; app()", "serve",
              "--config", str(gateway_config(ports["direct"], folder, None)), "--port", str(ports["switchman"])],
             env=env, stdout=logs["switchman"].open("wb"), stderr=subprocess.STDOUT)
         litellm_cmd = [str(args.litellm_venv / "bin" / "litellm"), "--config", str(litellm_config(ports["direct"], folder)),

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from switchman._traffic import replay_command
+from switchman.cli._replay import replay_command
 from switchman.evaluate import OutcomeTable
 from switchman.learn._artifact import TrainedRouter
 from switchman.learn._train import TrainSettings, train_router

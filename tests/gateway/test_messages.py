@@ -187,7 +187,7 @@ def test_count_tokens(claude: anthropic.Anthropic, gateway: Gateway) -> None:
     short = claude.messages.count_tokens(model="auto", messages=_user("hi"))  # type: ignore[arg-type]
     long = claude.messages.count_tokens(model="auto", system="You are a helpful assistant. " * 20,
                                         messages=_user("hi"), tools=[TOOL])  # type: ignore[arg-type,list-item]
-    expected = gateway.router.request([{"role": "user", "content": "hi"}]).input_tokens
+    expected = gateway.decider.request([{"role": "user", "content": "hi"}]).input_tokens
     assert short.input_tokens == expected
     assert long.input_tokens > short.input_tokens + 100
 

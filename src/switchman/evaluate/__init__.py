@@ -3,7 +3,7 @@
 from switchman._exceptions import DatasetError
 
 from ._datasets import OutcomeTable, concat_tables, load_outcomes
-from ._metrics import (
+from ._cost_quality import (
     aiq,
     apgr,
     cost_at_quality,

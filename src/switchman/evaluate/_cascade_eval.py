@@ -25,7 +25,7 @@ from ..learn._train import (
 )
 from ._cascade_sim import SimPoint, calibrate_cascade, sweep_cascade
 from ._datasets import OutcomeTable
-from ._metrics import cost_at_quality
+from ._cost_quality import cost_at_quality
 from ._report import (
     References,
     _frontier_metrics,

@@ -18,7 +18,7 @@ import numpy as np
 from ..learn._calibrate import knob_grid, sweep
 from ..routing._select import SelectionRule, select
 from ._datasets import OutcomeTable
-from ._metrics import (
+from ._cost_quality import (
     aiq,
     apgr,
     cpt,

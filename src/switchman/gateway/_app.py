@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .._exceptions import SwitchmanError
+from .._exceptions import InvalidRequestError, SwitchmanError
 from ._dialects import DialectEndpoints
 from ._endpoints import Endpoints
-from ._errors import InvalidRequestError, dialect_for_path, error_response
+from ._errors import dialect_for_path, error_response
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
 from ._middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware

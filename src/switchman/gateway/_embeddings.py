@@ -15,12 +15,11 @@ from typing import Any
 
 import orjson
 
-from .._exceptions import UnknownModelError, UpstreamServerError
+from .._exceptions import InvalidRequestError, UnknownModelError, UpstreamServerError
 from .._tokens import count_tokens_for_routing
 from ..routing import Decision, RouteRequest
-from ._client import Completion, Dispatcher
 from ._context import RequestContext
-from ._errors import InvalidRequestError
+from ._dispatcher import Completion, Dispatcher
 from ._providers import Deployment
 from ._wire import Usage
 
@@ -61,7 +60,7 @@ def check_embeddings(data: dict[str, Any]) -> dict[str, Any]:
 
 def _decide(dispatcher: Dispatcher, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
     model = str(body["model"])
-    specs = dispatcher.router.models
+    specs = dispatcher.decider.models
     if model not in specs:
         raise UnknownModelError(f"unknown embedding model {model!r}: embeddings go to the model named, one of: "
                                 f"{', '.join(sorted(specs))}")
@@ -110,6 +109,6 @@ async def embed(dispatcher: Dispatcher, body: Mapping[str, Any], context: Reques
         exchange.usage_estimated = True
     exchange.usage = usage
     assert exchange.decision is not None and exchange.model is not None
-    cost = exchange.cost(dispatcher.router.models)
+    cost = exchange.cost(dispatcher.decider.models)
     dispatcher.finish(exchange)
     return Completion(content, exchange.model, exchange.decision, cost, context.request_id)

@@ -1,5 +1,6 @@
 """switchman.learn"""
 
-from ._embedders import Embedder, available_embedders, get_embedder
+from ._embedders import available_embedders, get_embedder
+from ._embedding import Embedder
 
 __all__ = ["Embedder", "available_embedders", "get_embedder"]

@@ -18,7 +18,7 @@ from ..routing._request import RouteRequest
 from ..routing._select import select
 from ..routing._strategies import DecisionContext, expected_ttft_ms
 from ._artifact import TrainedRouter
-from ._embedders import Embedder
+from ._embedding import Embedder
 
 __all__ = ["LearnedStrategy"]
 

@@ -7,16 +7,15 @@
 SQLite (WAL) by default, Postgres by URL; writes happen off the request path in batches.
 """
 
-from ._budget import BudgetLimitError, BudgetManager, Reservation
+from ._budget import BudgetManager, Reservation
 from ._db import LEDGER_URL_ENV, resolve_url
 from ._keys import KEY_PREFIX, KeyInfo, KeyStore
 from ._ledger import Ledger
-from ._metrics import Metrics
+from ._prometheus import Metrics
 from ._period import parse_since, period_bounds
 from ._record import RECORD_STATUSES, LedgerRecord, LedgerStats, RecordStatus, SpendBy, SpendRow
 
 __all__ = [
-    "BudgetLimitError",
     "BudgetManager",
     "KEY_PREFIX",
     "KeyInfo",

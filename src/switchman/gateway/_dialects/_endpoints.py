@@ -62,7 +62,7 @@ class DialectEndpoints:
     async def count_tokens(self, request: Request) -> Response:
         """POST /v1/messages/count_tokens: the input tokens switchman counts for this request (no model call)."""
         body = chat_from_messages(read_json(await request.body()), count_only=True)
-        routed = self.gateway.router.request(body["messages"], tools=body.get("tools"))
+        routed = self.gateway.decider.request(body["messages"], tools=body.get("tools"))
         return Response(orjson.dumps({"input_tokens": routed.input_tokens}), media_type=_JSON)
 
     async def responses(self, request: Request) -> Response:

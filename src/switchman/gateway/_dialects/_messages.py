@@ -21,10 +21,10 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..._exceptions import InvalidRequestError
 from .._anthropic import tool_input
 from .._anthropic_stream import FINISH_REASONS
 from .._context import OWN_METADATA_KEYS
-from .._errors import InvalidRequestError
 from .._schema import check_body, describe_invalid
 from .._wire import TRANSLATED, Usage
 from ._chunks import usage_from

@@ -14,8 +14,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..._exceptions import InvalidRequestError
 from .._context import OWN_METADATA_KEYS
-from .._errors import InvalidRequestError
 from .._schema import check_body
 from .._wire import Usage
 from ._chunks import usage_from

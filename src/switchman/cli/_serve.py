@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .._config import Config, load_config
 from .._exceptions import ConfigError
-from ._defaults import default_config, default_config_data
+from ..gateway import default_config, default_config_data
 
 __all__ = ["CONFIG_ENV", "app_from_environment", "check_bind", "init_command", "serve_command"]
 
@@ -50,8 +50,7 @@ def _load(config_path: str | Path | None) -> tuple[Config, Path]:
 def app_from_environment():  # type: ignore[no-untyped-def]
     """ASGI app factory for worker processes (reads $SWITCHMAN_CONFIG once)."""
     from .._threads import limit_blas_threads
-    from ._app import build_app
-    from ._gateway import Gateway
+    from ..gateway import Gateway, build_app
 
     limit_blas_threads()  # a spawned worker did not run the CLI's process setup
     config, base_dir = _load(os.environ.get(CONFIG_ENV) or None)
@@ -87,10 +86,9 @@ def serve_command(
         if workers > 1:
             if config is not None:
                 os.environ[CONFIG_ENV] = str(Path(config).resolve())
-            uvicorn.run("switchman.gateway._commands:app_from_environment", factory=True, workers=workers, **options)
+            uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers, **options)
             return
-        from ._app import build_app
-        from ._gateway import Gateway
+        from ..gateway import Gateway, build_app
 
         uvicorn.run(build_app(Gateway.from_config(settings, base_dir=base_dir)), **options)
 
