@@ -23,6 +23,7 @@ from ._exchange import Exchange
 from ._health import HealthBoard
 from ._http import UpstreamResponse
 from ._providers import Deployment, StreamTranslator
+from ._sessions import TRUNCATED
 from ._wire import Usage, sse_events
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ class ChatStream:
         answer = None
         if exchange.status not in ("stream_error", "client_disconnected"):
             if translator.truncated:
-                answer = "truncated answer (finish_reason length)"
+                answer = TRUNCATED
             elif not translator.has_output:
                 answer = "empty answer"
         dispatcher.finish(exchange, answer=answer)

@@ -28,7 +28,7 @@ __all__ = [
 
 _FINISH = {"stop": "end_turn", "tool_calls": "tool_use"}
 #: Words a "truncated" fault's answer stops after (the model's own output limit, not the caller's).
-TRUNCATED_WORDS = 3
+TRUNCATED_WORDS = 2
 
 
 def _dumps(value: Any) -> bytes:
