@@ -59,7 +59,7 @@ def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
                        "output_price": 15.0, "context_window": 200000, "capabilities": CAPS},
             "locked": {"provider": "fake-wrong-key", "input_price": 0.01, "output_price": 0.01,
                        "capabilities": CAPS},
-            "embed": {"provider": "fake-openai", "model": "text-embedding-test", "input_price": 0.02,
+            "text-embedding-3-small": {"provider": "fake-openai", "input_price": 0.02,
                       "output_price": 0.0, "capabilities": []},
             "basic": {"provider": "fake-openai", "input_price": 0.01, "output_price": 0.02, "capabilities": []},
         },
