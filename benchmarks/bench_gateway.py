@@ -163,7 +163,7 @@ def learned_router(folder: Path) -> Path | None:
     import numpy as np
 
     from switchman.evaluate import OutcomeTable
-    from switchman.learn._train import TrainSettings, train_router
+    from switchman.learn import TrainSettings, train_router
 
     rng = random.Random(0)
     prompts, quality = [], []

@@ -17,27 +17,26 @@ from ._catalog import ModelSpec
 from ._config import Config, RouteConfig, load_config, parse_config
 from ._exceptions import ConfigError, UnknownModelError
 from ._tokens import count_tokens_for_routing
-from .routing._decision import Decision
-from .routing._policy import filter_candidates, prefer_live
-from .routing._request import RouteRequest
-from .routing._strategies import (
+from .routing import (
     CheapestStrategy,
+    Decision,
     DecisionContext,
     FixedStrategy,
     RandomStrategy,
+    RouteRequest,
     RulesStrategy,
     Strategy,
+    filter_candidates,
+    prefer_live,
+    resolve_task,
     rule_matches,
 )
-from .routing._tasks import resolve_task
 
 __all__ = ["STRATEGIES", "Decider", "build_strategy"]
 
 
 def _learned(route: RouteConfig, base_dir: Path) -> Strategy:
-    from .learn._artifact import TrainedRouter
-    from .learn._embedders import get_embedder
-    from .learn._strategy import LearnedStrategy
+    from .learn import LearnedStrategy, TrainedRouter, get_embedder
 
     assert route.router is not None
     path = Path(route.router)
@@ -48,21 +47,14 @@ def _learned(route: RouteConfig, base_dir: Path) -> Strategy:
         trained = trained.with_aliases(route.aliases)
     learned = LearnedStrategy(trained, get_embedder(trained.embedder), knob=route.knob)
     if route.online is not None and route.online.enabled:
-        from .learn._online import OnlineStrategy
+        from .learn import OnlineStrategy
 
         return OnlineStrategy(learned, route.online)
     return learned
 
 
 def _cascade(route: RouteConfig, base_dir: Path) -> Strategy:
-    from .routing._cascade import (
-        AcceptanceCheck,
-        CascadeStrategy,
-        Check,
-        JsonCheck,
-        LogprobCheck,
-        ToolArgsCheck,
-    )
+    from .routing import AcceptanceCheck, CascadeStrategy, Check, JsonCheck, LogprobCheck, ToolArgsCheck
 
     options = route.cascade
     built: dict[str, Check] = {

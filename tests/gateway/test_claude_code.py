@@ -81,7 +81,8 @@ def test_a_claude_code_session(secured: tuple[str, Gateway], upstream: FakeUpstr
     sent = upstream.requests_for("big")[-1]
     assert sent.headers["authorization"].endswith("0123456789abcdef")  # the provider's key, not the caller's
     assert "thinking" not in sent.body and len(sent.body["tools"]) == len(TOOLS)
-    assert sent.body["messages"][0]["role"] == "system" and "Follow the repository" in sent.body["messages"][0]["content"]
+    system = sent.body["messages"][0]
+    assert system["role"] == "system" and "Follow the repository" in system["content"]
     assert gateway.ledger is not None
     gateway.ledger.flush_sync(timeout=5)
     rows: dict[str, LedgerRecord] = {r.request_id: r for r in gateway.ledger.records()}

@@ -1,4 +1,4 @@
-"""POST /v1/messages with the real anthropic client: routed like any request, to OpenAI- and Anthropic-kind upstreams."""
+"""POST /v1/messages with the real anthropic client: routed like any request, to either kind of upstream."""
 
 from __future__ import annotations
 

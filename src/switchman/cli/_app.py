@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .._exceptions import SwitchmanError
+
+if TYPE_CHECKING:
+    from .._catalog import ModelSpec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="switchman: send each LLM call to the cheapest model that still does the job.")
@@ -61,7 +64,7 @@ def models(config: Annotated[Path | None, typer.Option(help="configuration file"
     console.print(table)
 
 
-def _default_specs() -> dict:
+def _default_specs() -> dict[str, ModelSpec]:
     from ..gateway import default_config
 
     return default_config().model_specs()

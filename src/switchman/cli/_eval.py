@@ -13,25 +13,22 @@ from rich.console import Console
 from rich.table import Table
 
 from .._exceptions import ConfigError
-from ..evaluate._cost_quality import evaluate_choices
-from ..evaluate._datasets import OutcomeTable
-from ..evaluate._load import load_data, parse_aliases
-from ..evaluate._report import (
+from ..evaluate import (
+    OutcomeTable,
     RouterPredictions,
     baselines,
-    evaluate_predictions,
-    reference_points,
-    summary_rows,
-)
-from ..evaluate._run import (
     cross_validate,
+    evaluate_choices,
+    evaluate_predictions,
+    load_data,
+    parse_aliases,
     predict_with_router,
+    reference_points,
     strategy_choices,
+    summary_rows,
     train_and_predict,
 )
-from ..learn._artifact import ALGORITHMS, TrainedRouter
-from ..learn._calibrate import parse_target
-from ..learn._train import TrainSettings, train_router
+from ..learn import ALGORITHMS, TrainedRouter, TrainSettings, parse_target, train_router
 
 __all__ = ["eval_command", "train_command"]
 
@@ -102,7 +99,7 @@ def train_command(
                          rule=rule, folds=folds, seed=seed, params=params)
     with console.status("loading data"):
         if from_ledger is not None:
-            from ..evaluate._ledger_outcomes import ledger_outcomes
+            from ..evaluate import ledger_outcomes
 
             table = ledger_outcomes(from_ledger or None, since)
             table = table.select_models(list(models)) if models else table
@@ -229,7 +226,7 @@ def eval_command(
             if name == "cascade":
                 if cv:
                     raise ConfigError("--strategy cascade is measured on a split (train → test), not with --cv")
-                from ..evaluate._cascade_eval import cascade_report
+                from ..evaluate import cascade_report
 
                 cascades = cascade_report(_training_part(everything, evaluation), evaluation, settings,
                                           progress=lambda m: status.update(f"cascade: {m}"))
@@ -266,7 +263,7 @@ def eval_command(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2))
     if plot_path is not None:
-        from ..evaluate._plot import plot_report
+        from ..evaluate import plot_report
 
         plot_report(report, plot_path)
     return report

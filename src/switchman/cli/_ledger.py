@@ -19,9 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..ledger import KeyStore, Ledger, SpendBy, SpendRow, parse_since, resolve_url
-from ..ledger._db import display_url
-from ..ledger._period import Period
+from ..ledger import KeyStore, Ledger, Period, SpendBy, SpendRow, display_url, parse_since, resolve_url
 
 __all__ = ["keys_create", "keys_list", "keys_revoke", "spend_command"]
 

@@ -12,10 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .._exceptions import ConfigError
-from ..evaluate._ledger_outcomes import ledger_records
-from ..evaluate._load import load_data
-from ..evaluate._replay import replay_data, replay_ledger
-from ..learn._artifact import TrainedRouter
+from ..evaluate import ledger_records, load_data, replay_data, replay_ledger
+from ..learn import TrainedRouter
 
 __all__ = ["replay_command"]
 

@@ -14,8 +14,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from .._exceptions import ConfigError, DatasetError
-from ..ledger import Ledger, LedgerRecord, parse_since
-from ..ledger._db import display_url
+from ..ledger import Ledger, LedgerRecord, display_url, parse_since
 from ._datasets import OutcomeTable
 
 __all__ = ["NO_PROMPTS_HINT", "ledger_outcomes", "ledger_records", "outcomes_from_ledger"]

@@ -16,13 +16,9 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import ConfigError, DatasetError
-from ..learn._artifact import TrainedRouter
-from ..learn._embedders import get_embedder
-from ..learn._train import predicted_cost
+from ..learn import TrainedRouter, get_embedder, predicted_cost
 from ..ledger import LedgerRecord
-from ..routing._request import RouteRequest
-from ..routing._select import select
-from ..routing._tasks import detect_task
+from ..routing import RouteRequest, detect_task, select
 from ._datasets import OutcomeTable
 from ._ledger_outcomes import NO_PROMPTS_HINT
 

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..learn._calibrate import knob_grid, sweep
-from ..routing._select import SelectionRule, select
-from ._datasets import OutcomeTable
+from ..learn import knob_grid, sweep
+from ..routing import SelectionRule, select
 from ._cost_quality import (
     aiq,
     apgr,
@@ -30,6 +29,7 @@ from ._cost_quality import (
     savings_at,
     single_model_points,
 )
+from ._datasets import OutcomeTable
 
 __all__ = ["RouterPredictions", "baselines", "evaluate_predictions", "reference_points"]
 
@@ -121,7 +121,7 @@ def _two_model_metrics(pred: RouterPredictions, table: OutcomeTable, ref: Refere
 
 def evaluate_predictions(pred: RouterPredictions, table: OutcomeTable, ref: References) -> dict[str, Any]:
     """Everything `eval --json` reports for one router."""
-    sweep_points = sweep(pred.quality, pred.cost, table.quality, table.cost_usd, pred.rule, knob_grid(pred.rule))
+    sweep_points = sweep(pred.quality, pred.cost, table.quality, table.cost_usd, pred.rule, knob_grid(pred.rule).tolist())
     points = [(p.cost_per_1k, p.quality) for p in sweep_points]
     (cost, quality), chosen = _calibrated_point(pred, table)
     shares = np.bincount(chosen, minlength=len(table.models)) / len(chosen)

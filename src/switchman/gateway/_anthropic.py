@@ -1,6 +1,7 @@
 """Anthropic's Messages API, translated to and from the OpenAI chat format.
 
-Requests: system and developer messages → `system` (blocks when they carry cache_control); tool definitions, tool calls and tool results
+Requests: system and developer messages → `system` (blocks when they carry cache_control); tool
+definitions, tool calls and tool results
 → tool_use / tool_result blocks; image parts (data URLs → base64 sources); stop → stop_sequences;
 consecutive same-role turns merged. Responses: text and tool_use blocks → message content and
 tool_calls; stop reasons → finish reasons; usage (cache reads included in prompt tokens). Fields

@@ -20,14 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._exceptions import UpstreamError
-from ..routing import Decision
-from ..routing._cascade import (
-    CascadeResult,
-    CascadeStrategy,
-    Expectations,
-    Outcome,
-    ToolCall,
-)
+from ..routing import CascadeResult, CascadeStrategy, Decision, Expectations, Outcome, ToolCall
 from ._exchange import Exchange
 from ._wire import Usage, estimate_output_tokens
 

@@ -88,7 +88,7 @@ def store_feedback(ledger: Ledger, request_id: str, score: float, comment: str |
 
 def notify_feedback(decider: Decider, sessions: SessionKeeper | None, record: LedgerRecord, score: float) -> None:
     """Hand the score to what reacts at once: the online route's counts and the request's session."""
-    from ..learn._online import OnlineStrategy
+    from ..learn import OnlineStrategy
 
     if record.route in decider.config.routes:
         strategy = decider.strategy(record.route)

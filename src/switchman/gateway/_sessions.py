@@ -24,8 +24,9 @@ import orjson
 
 from .._catalog import ModelSpec
 from .._config import Config
-from ..routing import Decision, RouteRequest
-from ..routing._sessions import (
+from ..routing import (
+    Decision,
+    RouteRequest,
     SessionPolicy,
     SessionState,
     advance,

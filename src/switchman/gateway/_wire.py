@@ -24,7 +24,15 @@ from .._exceptions import (
 )
 from .._tokens import count_tokens
 
-__all__ = ["TRANSLATED", "Usage", "classify_error", "estimate_output_tokens", "retry_after_seconds", "sse_data", "sse_events"]
+__all__ = [
+    "TRANSLATED",
+    "Usage",
+    "classify_error",
+    "estimate_output_tokens",
+    "retry_after_seconds",
+    "sse_data",
+    "sse_events",
+]
 
 _CONTEXT_MARKERS = (
     "context_length_exceeded", "maximum context length", "context window", "context length",

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._exceptions import ArtifactError, ConfigError
-from ..routing._select import SelectionRule
+from ..routing import SelectionRule
 from ._features import Focus, focus_text, task_features
 from ._knn import KNNPredictor
 from ._mf import FactorisationPredictor
@@ -59,7 +59,7 @@ class EnsemblePredictor:
 
     def combine(self, knn_quality: np.ndarray, x: np.ndarray) -> np.ndarray:
         """The ensemble's prediction given the kNN part already computed."""
-        return 0.5 * (knn_quality + self.mf.predict(x))
+        return np.asarray(0.5 * (knn_quality + self.mf.predict(x)))
 
     def params(self) -> dict[str, Any]:
         return {"knn": self.knn.params(), "mf": self.mf.params()}

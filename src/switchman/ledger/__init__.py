@@ -8,11 +8,11 @@ SQLite (WAL) by default, Postgres by URL; writes happen off the request path in 
 """
 
 from ._budget import BudgetManager, Reservation
-from ._db import LEDGER_URL_ENV, resolve_url
+from ._db import LEDGER_URL_ENV, display_url, resolve_url
 from ._keys import KEY_PREFIX, KeyInfo, KeyStore
 from ._ledger import Ledger
 from ._prometheus import Metrics
-from ._period import parse_since, period_bounds
+from ._period import Period, parse_since, period_bounds
 from ._record import RECORD_STATUSES, LedgerRecord, LedgerStats, RecordStatus, SpendBy, SpendRow
 
 __all__ = [
@@ -25,11 +25,13 @@ __all__ = [
     "LedgerRecord",
     "LedgerStats",
     "Metrics",
+    "Period",
     "RECORD_STATUSES",
     "RecordStatus",
     "Reservation",
     "SpendBy",
     "SpendRow",
+    "display_url",
     "parse_since",
     "period_bounds",
     "resolve_url",

@@ -129,7 +129,9 @@ def _chunk(model: Any, delta: Mapping[str, Any], finish: str | None = None) -> b
     return b"data: " + _dumps(data) + b"\n\n"
 
 
-def openai_stream(body: Mapping[str, Any], raw_len: int, text: str | None, *, truncated: bool = False) -> Iterator[bytes]:
+def openai_stream(
+    body: Mapping[str, Any], raw_len: int, text: str | None, *, truncated: bool = False
+) -> Iterator[bytes]:
     """SSE events of a streamed chat completion, one word per chunk."""
     model = body.get("model")
     reply, tool, arguments = reply_plan(body, text, anthropic=False)
@@ -210,17 +212,18 @@ def anthropic_stream(
             yield _event("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": delta})
         yield _event("content_block_stop", {"type": "content_block_stop", "index": 1})
     reason = "tool_use" if tool else _STOP_REASONS[finish, stop is not None]
-    delta = {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": None if tool else stop},
-             "usage": {"output_tokens": completion}}
-    yield _event("message_delta", delta)
+    ending: dict[str, Any] = {"type": "message_delta",
+                              "delta": {"stop_reason": reason, "stop_sequence": None if tool else stop},
+                              "usage": {"output_tokens": completion}}
+    yield _event("message_delta", ending)
     yield _event("message_stop", {"type": "message_stop"})
 
 
 def openai_embeddings(body: Mapping[str, Any]) -> bytes:
     """An embeddings response: a deterministic unit vector per input (8 numbers, or `dimensions`)."""
     inputs = body.get("input")
-    texts = [inputs] if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)) \
-        else list(inputs or [])
+    one = isinstance(inputs, str) or (isinstance(inputs, list) and bool(inputs) and isinstance(inputs[0], int))
+    texts = [inputs] if one else list(inputs or [])
     size = int(body.get("dimensions") or 8)
     data = []
     for i, text in enumerate(texts):

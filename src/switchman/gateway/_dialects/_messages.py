@@ -283,7 +283,8 @@ def chat_from_messages(data: dict[str, Any], *, count_only: bool = False) -> dic
     _tools(data, chat)
     fmt = (data.get("output_config") or {}).get("format")
     if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
-        chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.get("schema")}}
+        schema = {"name": "output", "schema": fmt.get("schema")}
+        chat["response_format"] = {"type": "json_schema", "json_schema": schema}
     metadata = data.get("metadata") or {}
     if isinstance(metadata.get("user_id"), str):
         chat["user"] = metadata["user_id"][:256]

@@ -48,9 +48,11 @@ class MessagesStream(ChunkTranslator):
         if self._started:
             return []
         self._started = True
-        message = {"id": self._id, "type": "message", "role": "assistant", "model": self._model, "content": [],
-                   "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": self._input_tokens, "output_tokens": 0}}
+        message: dict[str, Any] = {
+            "id": self._id, "type": "message", "role": "assistant", "model": self._model, "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": self._input_tokens, "output_tokens": 0},
+        }
         return [_event("message_start", {"type": "message_start", "message": message}),
                 _event("ping", {"type": "ping"})]
 
