@@ -219,3 +219,28 @@ def test_anthropic_error_envelopes(claude: anthropic.Anthropic, http: httpx.Clie
     with pytest.raises(anthropic.NotFoundError):
         claude.messages.create(model="no-such-model", max_tokens=5, messages=_user("x"))  # type: ignore[arg-type]
     assert http.get("/v1/messages").status_code == 405
+
+
+def test_translation_round_trips_to_an_anthropic_upstream() -> None:
+    """Anthropic in → chat body → Anthropic out gives the request back (the two translations are inverses)."""
+    from switchman.gateway._anthropic import to_anthropic
+    from switchman.gateway._dialects._messages import chat_from_messages
+
+    request: dict[str, Any] = {
+        "model": "claude-x", "max_tokens": 300, "stop_sequences": ["END"], "metadata": {"user_id": "u-1"},
+        "system": [{"type": "text", "text": "Rules.", "cache_control": {"type": "ephemeral"}}],
+        "tools": [TOOL], "tool_choice": {"type": "tool", "name": "lookup", "disable_parallel_tool_use": True},
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Look", "cache_control": {"type": "ephemeral"}},
+                                         {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                      "data": PNG}}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Calling."},
+                                              {"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": 1}},
+                                              {"type": "tool_use", "id": "t2", "name": "lookup", "input": {"q": 2}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "one"},
+                                         {"type": "tool_result", "tool_use_id": "t2", "content": "two"},
+                                         {"type": "text", "text": "Go on."}]},
+        ],
+    }
+    back = to_anthropic(chat_from_messages(dict(request)), "claude-x", stream=False)
+    assert {k: back[k] for k in request} == request

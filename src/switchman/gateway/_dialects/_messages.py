@@ -4,8 +4,9 @@ The inverse of the upstream translation in `gateway._anthropic`: system → a sy
 image blocks → content parts (cache_control kept, for an Anthropic upstream to honour), tool_use
 → tool_calls, tool_result → tool messages, tools / tool_choice / stop_sequences / metadata.user_id
 → their chat equivalents, `output_config.format` (a JSON schema) → response_format. `thinking`,
-`output_config.effort` and a top-level `cache_control` are dropped (the chat shape has no place for it); block and
-tool types with no chat equivalent (documents, server tools) are a 400 naming them.
+`top_k`, `output_config.effort`, a top-level `cache_control` and tool_result's `is_error` are
+dropped (the chat shape has no place for them); block and tool types with no chat equivalent
+(documents, Anthropic's server tools) are a 400 naming them.
 
 Claude Code's `metadata.user_id` carries its session id: it becomes the switchman session unless
 `X-Switchman-Session` says otherwise, so a Claude Code conversation keeps its model.
