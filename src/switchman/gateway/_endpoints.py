@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .._exceptions import InvalidRequestError
-from ._dispatcher import Dispatcher
 from ._context import RequestContext, context_from
+from ._dispatcher import Dispatcher
 from ._gateway import Gateway
 from ._schema import check_body, parse_body, read_json
 from ._stream import RelayResponse
