@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 
-from .._exceptions import BudgetExceededError, BudgetLimitError, SwitchmanError, UpstreamError
+from .._exceptions import BudgetExceededError, BudgetLimitError, NoCapableModelError, SwitchmanError, UpstreamError
 from .._decider import Decider
 from .._environ import Environment
 from ..ledger import BudgetManager, Ledger, Metrics
 from ..routing import Decision, RouteRequest, estimated_cost
+from ._advice import capability_advice
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
 from ._context import RequestContext
 from ._errors import Scrubber
@@ -114,8 +115,14 @@ class Dispatcher:
             agent=context.agent, session=context.session, tags=context.tags, task=context.task,
         )
         started = self.clock()
-        decision = self.decider.decide(request, model=body["model"], unhealthy=self.health.unhealthy(),
-                                      ttft_ms=self.health.ttft_ms)
+        try:
+            decision = self.decider.decide(request, model=body["model"], unhealthy=self.health.unhealthy(),
+                                          ttft_ms=self.health.ttft_ms)
+        except NoCapableModelError as exc:
+            advice = capability_advice(exc.missing, self.decider.models)
+            if not advice:
+                raise
+            raise NoCapableModelError(f"{exc}.{advice}", missing=exc.missing) from None
         decision = self.sessions.steer(request, decision, context)
         if self.metrics is not None:
             self.metrics.observe_decision(self.clock() - started)
@@ -137,10 +144,14 @@ class Dispatcher:
         exchange.reservation = reservation
         return decision
 
-    def _begin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
+    def _begin(
+        self, body: Mapping[str, Any], context: RequestContext,
+        decide: Callable[[], tuple[RouteRequest, Decision]] | None = None,
+    ) -> Exchange:
+        """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure."""
         exchange = Exchange(context, self.clock())
         try:
-            exchange.request, decision = self.decide(body, context)
+            exchange.request, decision = decide() if decide is not None else self.decide(body, context)
             exchange.decision = decision
             exchange.decision = self._reserve(exchange, exchange.request, decision)
         except SwitchmanError as exc:

@@ -108,4 +108,5 @@ class Exchange:
             error=self.error,
             fallback_chain=tuple(self.tried),
             tags=ctx.tags,
+            api=ctx.api,
         )

@@ -86,6 +86,7 @@ REQUESTS = Table(
     Column("shadow_quality", Float),
     Column("shadow_cost_usd", Float),
     Column("cluster", Integer),
+    Column("api", String(32)),
     Index("ix_switchman_requests_time", "time"),
     Index("ix_switchman_requests_request_id", "request_id"),
 )
@@ -138,7 +139,7 @@ def create_tables(engine: Engine) -> None:
 
 
 def _add_missing_columns(conn: Connection) -> None:
-    """Give a ledger made by an older switchman the nullable columns added since (prompt, shadow_*, cluster)."""
+    """Give a ledger made by an older switchman the nullable columns added since (prompt, shadow_*, cluster, api)."""
     present = {c["name"] for c in inspect(conn).get_columns(REQUESTS.name, schema=REQUESTS.schema)}
     for column in REQUESTS.columns:
         if column.name not in present and column.nullable and not column.primary_key:

@@ -38,7 +38,8 @@ class LedgerRecord:
     message) is kept only when `server.store_prompts` is on, because retraining from the ledger needs
     it and privacy says not to keep it by default. `shadow_*` is what a route's shadow router would
     have chosen, with its predicted quality and cost, for comparison before switching it on.
-    `cluster` is the prompt cluster an online route decided in (where its feedback counts).
+    `cluster` is the prompt cluster an online route decided in (where its feedback counts). `api` is
+    the API the client spoke (chat.completions, messages, responses, embeddings).
     """
 
     time: float = field(default_factory=_time.time)
@@ -67,6 +68,7 @@ class LedgerRecord:
     shadow_quality: float | None = None
     shadow_cost_usd: float | None = None
     cluster: int | None = None
+    api: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
