@@ -21,7 +21,6 @@ from switchman.learn._calibrate import (
     sweep,
 )
 from switchman.learn._train import TrainSettings, train_router
-from switchman.routing import select
 
 # --------------------------------------------------------------------------- parse_target
 
@@ -72,8 +71,9 @@ POINTS = [
 
 
 def run(*targets: str) -> tuple[float, bool]:
-    result = calibrate(POINTS, [parse_target(t) for t in targets], MODELS, BEST)
-    return result.knob, result.met
+    result = calibrate(POINTS, [parse_target(t) for t in targets], MODELS, BEST, mix=False)
+    assert result.knob.alternate is None
+    return result.knob.value, result.met
 
 
 def test_quality_target_takes_the_cheapest_point_that_meets_it() -> None:
@@ -81,9 +81,46 @@ def test_quality_target_takes_the_cheapest_point_that_meets_it() -> None:
     assert run("quality=0.95") == (2.0, True)
     assert run("quality=0.97") == (1.0, True)  # 0.873: only knobs 0 and 1
     assert run("quality=1.0") == (0.0, True)
-    result = calibrate(POINTS, [parse_target("quality=0.95")], MODELS, BEST)
+    result = calibrate(POINTS, [parse_target("quality=0.95")], MODELS, BEST, mix=False)
     assert (result.quality, result.cost_per_1k) == (0.86, 4.0)
     assert result.rel_quality == pytest.approx(0.86 / 0.90)
+
+
+def test_a_quality_target_between_two_knobs_is_hit_exactly_by_mixing_them() -> None:
+    # 0.855 lies between knob 2 (0.86 at 4.0) and knob 3 (0.80 at 2.0): a share p = (0.855 − 0.80) / 0.06
+    # of prompts on knob 2 lands on it at 2 + p × 2 ≈ 3.833 per 1k — cheaper than knob 2 alone, and
+    # cheaper than mixing knob 2 with knob 4 (p' = 0.255 / 0.26, cost 1 + 3p' ≈ 3.942).
+    result = calibrate(POINTS, [parse_target("quality=0.95")], MODELS, BEST)
+    share = (0.855 - 0.80) / 0.06
+    assert result.knob.value == 3.0 and result.knob.alternate == 2.0
+    assert result.knob.alternate_share == pytest.approx(share)
+    assert result.quality == pytest.approx(0.855)
+    assert result.cost_per_1k == pytest.approx(2.0 + share * 2.0)
+    assert result.met is True
+
+
+def test_a_cost_target_between_two_knobs_is_spent_exactly_by_mixing_them() -> None:
+    # cost ≤ 5: knob 2 (4.0, 0.86) mixed with knob 1 (6.0, 0.88) on half the prompts spends exactly 5.
+    result = calibrate(POINTS, [parse_target("cost=5")], MODELS, BEST)
+    assert (result.knob.value, result.knob.alternate) == (1.0, 2.0)
+    assert result.knob.alternate_share == pytest.approx(0.5)
+    assert (result.cost_per_1k, result.quality) == (pytest.approx(5.0), pytest.approx(0.87))
+
+
+def test_a_mixed_knob_decides_its_share_of_prompts_by_their_text() -> None:
+    # Knob.choose sends the prompts whose draw is below the share to the alternate value; the draw is a
+    # hash of the prompt, so the share over many prompts is the calibrated one and repeats exactly.
+    from switchman.learn import Knob, prompt_draws
+
+    prompts = [f"prompt number {i}" for i in range(4000)]
+    draws = prompt_draws(prompts)
+    knob = Knob(1e9, 0.0, 0.3)  # value: always the cheap column 1; alternate: always the better column 0
+    quality = np.tile([[0.9, 0.5]], (len(prompts), 1))
+    cost = np.tile([[0.01, 0.001]], (len(prompts), 1))
+    chosen = knob.choose(quality, cost, "tradeoff", draws)
+    assert abs(float(np.mean(chosen == 0)) - 0.3) < 0.03
+    assert np.array_equal(chosen, knob.choose(quality, cost, "tradeoff", prompt_draws(prompts)))
+    assert all(knob.for_draw(d) == (0.0 if d < 0.3 else 1e9) for d in draws[:50])
 
 
 def test_cost_target_takes_the_best_quality_under_it() -> None:
@@ -112,7 +149,7 @@ def test_unreachable_quality_reports_the_closest_point() -> None:
 
 def test_unreachable_cost_reports_the_cheapest_point() -> None:
     result = calibrate(POINTS, [parse_target("cost=0.5")], MODELS, BEST)
-    assert (result.knob, result.met, result.cost_per_1k) == (4.0, False, 1.0)
+    assert (result.knob.value, result.met, result.cost_per_1k) == (4.0, False, 1.0)
 
 
 def test_share_of_an_unknown_model_is_a_config_error() -> None:
@@ -184,8 +221,7 @@ def test_share_target_holds_on_the_test_split(routerbench: tuple[OutcomeTable, O
     trained = train(train_table, f"share:{GPT4}=0.2")
     assert trained.summary["calibration"]["met"] is True
     pred = predict_with_router(trained, test_table)
-    chosen = select(pred.quality, pred.cost, trained.knob, trained.rule)
-    share = float(np.mean(chosen == test_table.models.index(GPT4)))
+    share = float(np.mean(pred.chosen == test_table.models.index(GPT4)))
     # The knob was chosen on out-of-fold training predictions, so on 946 unseen prompts the share can
     # drift: one binomial standard error at p = 0.2 is sqrt(0.2 × 0.8 / 946) ≈ 0.013, and the final fit
     # on all training prompts shifts predictions a little more. 0.05 is about 4 standard errors.

@@ -60,8 +60,11 @@ def mbpp_router(routerbench: Path, tmp_path_factory: pytest.TempPathFactory, emb
 
 @pytest.fixture(scope="module")
 def mbpp_test_quality(routerbench: Path) -> dict[str, float]:
-    """Each model's mean quality on the MBPP test prompts, straight from the data."""
-    table = load_outcomes(routerbench).where_task("mbpp").where_split("test").complete()
+    """Each model's mean quality on the MBPP test prompts no train prompt repeats, straight from the data."""
+    everything = load_outcomes(routerbench).where_task("mbpp")
+    seen = {" ".join(p.split()) for p in everything.where_split("train").prompts}
+    table = everything.where_split("test").complete()
+    table = table.subset([" ".join(p.split()) not in seen for p in table.prompts])
     return {m: float(table.quality[:, j].mean()) for j, m in enumerate(table.models)}
 
 
@@ -79,7 +82,7 @@ def report(
 ) -> tuple[dict[str, Any], Path, Result]:
     folder = tmp_path_factory.mktemp("eval")
     json_path, png_path = folder / "out.json", folder / "out.png"
-    result = ok(invoke(["eval", "--data", routerbench, "--task", "mbpp", "--router", mbpp_router,
+    result = ok(invoke(["eval", "--data", routerbench, "--task", "mbpp", "--router", mbpp_router, "--exclude-overlap",
                         "--strategy", "cheapest", "--json", json_path, "--plot", png_path], embedding_cache_dir))
     return json.loads(json_path.read_text()), png_path, result
 
@@ -88,7 +91,9 @@ def test_eval_json_has_every_key_the_issue_lists(report: tuple[dict[str, Any], P
                                                  mbpp_test_quality: dict[str, float]) -> None:
     data, _, _ = report
     assert {"n_prompts", "best_model", "routers", "baselines"} <= set(data)
-    assert data["n_prompts"] == 128  # MBPP test prompts, per the data README
+    # 128 MBPP test prompts per the data README, 2 of which repeat a train prompt's text: left out.
+    assert data["n_prompts"] == 126
+    assert any("2 of the 128 evaluated prompts were trained on" in w for w in data["warnings"])
     assert data["best_model"] == max(mbpp_test_quality, key=mbpp_test_quality.__getitem__)
     assert set(data["routers"]) == {"mbpp", "cheapest"}
     for name, entry in data["routers"].items():
@@ -138,7 +143,7 @@ def test_eval_plot_is_a_png(report: tuple[dict[str, Any], Path, Result]) -> None
 
 def test_eval_prints_a_table(report: tuple[dict[str, Any], Path, Result]) -> None:
     out = report[2].stdout
-    assert "128 prompts" in out and "oracle" in out and "cheapest" in out
+    assert "126 prompts" in out and "oracle" in out and "cheapest" in out
 
 
 def test_two_model_eval_reports_apgr_and_cpt(
@@ -146,7 +151,7 @@ def test_two_model_eval_reports_apgr_and_cpt(
 ) -> None:
     json_path = tmp_path / "pair.json"
     ok(invoke(["eval", "--data", routerbench, "--task", "mbpp", "--models", f"{STRONG},{WEAK}",
-               "--router", mbpp_router, "--json", json_path], embedding_cache_dir))
+               "--router", mbpp_router, "--exclude-overlap", "--json", json_path], embedding_cache_dir))
     data = json.loads(json_path.read_text())
     entry = data["routers"]["mbpp"]
     for key in ("apgr", "cpt50", "cpt80"):
@@ -238,10 +243,12 @@ def test_one_router_trained_on_both_datasets(shared_data: Path, tmp_path: Path, 
     # No prompt has an outcome for every one of the models (each dataset has its own), and the
     # calibration must still score real numbers, not NaN.
     assert np.isfinite([calibration["quality"], calibration["rel_quality"], calibration["cost_per_1k"]]).all()
-    assert calibration["met"] is True and calibration["rel_quality"] >= 0.95
+    # Met for 0.95 less the miss nested cross-validation measured on held-out folds.
+    assert calibration["met"] is True and calibration["rel_quality"] >= 0.95 - calibration["nested_bias"] - 1e-6
 
     for data, name in ((routerbench, "routerbench"), (alpaca, "alpaca")):
         json_path = tmp_path / f"{name}.json"
-        ok(invoke(["eval", "--data", data, "--router", out, "--json", json_path], embedding_cache_dir))
+        ok(invoke(["eval", "--data", data, "--router", out, "--exclude-overlap", "--json", json_path],
+                  embedding_cache_dir))
         entry = json.loads(json_path.read_text())["routers"]["both"]
         assert 0.0 < entry["quality"] <= 1.0 and entry["cost_per_1k"] > 0

@@ -30,7 +30,9 @@ def test_default_config_follows_the_keys_that_are_set(monkeypatch: pytest.Monkey
     assert set(data["models"]) == {"gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-latest", "claude-sonnet-4-5",
                                    "llama-3.1-8b-instant"}
     assert data["providers"]["anthropic"]["kind"] == "anthropic"
-    assert data["routes"]["default"]["strategy"] == "cheapest"
+    # Learned routing by default: the bundled router over the configured models, 95% of the best's quality.
+    assert data["routes"]["default"] == {"candidates": list(data["models"]), "strategy": "learned",
+                                         "router": "bundled", "target": "quality=0.95"}
     config = parse_config(data)
     assert config.default_route_name == "default"
     assert set(default_config({"OPENAI_API_KEY": "x"}).model_specs()) == {"gpt-4o-mini", "gpt-4o"}
@@ -42,8 +44,10 @@ def test_local_model_has_its_own_route_and_serves_default_only_without_keys(monk
     monkeypatch.setattr("switchman.gateway._defaults.local_models", lambda: [local])
     data = default_config_data({"OPENAI_API_KEY": "x"})
     assert data["providers"]["local"]["base_url"] == "http://127.0.0.1:9/v1"
-    # A free 135M model must not swallow every request once a hosted provider is configured.
-    assert data["routes"]["default"]["candidates"] == ["gpt-4o-mini", "gpt-4o"]
+    # With a hosted provider the local model joins the learned default route as its cheapest tier (its
+    # configured score places it), and keeps its own route.
+    assert data["routes"]["default"]["candidates"] == ["gpt-4o-mini", "gpt-4o", "tiny"]
+    assert data["routes"]["default"]["strategy"] == "learned"
     assert data["routes"]["local"]["candidates"] == ["tiny"]
     no_keys = default_config_data({})
     assert no_keys["routes"]["default"]["candidates"] == ["tiny"]

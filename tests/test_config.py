@@ -108,16 +108,11 @@ def test_unknown_candidate_in_a_route_names_the_key_path(tmp_path: Path) -> None
     assert "gpt-9-ultra" in message
 
 
-def test_learned_strategy_without_router_file(tmp_path: Path) -> None:
-    path, message = error_of(tmp_path, """\
-        models:
-          gpt-4o-mini: {provider: openai}
-        routes:
-          default: {candidates: [gpt-4o-mini], strategy: learned}
-        """)
-    assert str(path) in message
-    assert "routes.default" in message
-    assert "'learned' needs 'router'" in message
+def test_learned_strategy_without_router_file_uses_the_bundled_router() -> None:
+    config = parse_config({"models": {"gpt-4o-mini": {"provider": "openai", "score": 1250}},
+                           "routes": {"default": {"candidates": ["gpt-4o-mini"], "strategy": "learned"}}})
+    assert config.routes["default"].router is None  # the bundled router (learn.BUNDLED)
+    assert config.models["gpt-4o-mini"].score == 1250
 
 
 def test_bad_yaml_names_the_line(tmp_path: Path) -> None:

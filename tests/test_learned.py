@@ -93,7 +93,7 @@ def test_no_known_candidate_means_the_cheapest(strategy: LearnedStrategy) -> Non
     decision = strategy.decide(req, [OTHER, FREE], CTX)
     assert decision.model == "free-model"
     assert decision.fallbacks == ("other-model",)
-    assert "no candidate is known" in decision.reason
+    assert "no candidate can be placed" in decision.reason
     assert all(c.predicted_quality is None for c in decision.candidates)
 
 

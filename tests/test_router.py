@@ -173,12 +173,18 @@ def test_learned_route_with_aliases_from_a_config_file(tmp_path: Path, router_fi
     assert scores["premium"] > scores["budget"]
 
 
-def test_learned_route_without_aliases_cannot_score_the_configured_names(router_file: Path) -> None:
-    # The trained names (cheap-model, strong-model) are not the configured ones: nothing is scored,
-    # so the strategy falls back to the cheapest candidate even for math.
-    decision = Router.from_dict(learned_config(str(router_file), None)).route(MATH)
-    assert decision.model == "budget"
-    assert all(c.predicted_quality is None for c in decision.candidates)
+def test_learned_route_whose_models_cannot_be_placed_fails_at_startup_naming_the_fixes(router_file: Path) -> None:
+    # The trained names (cheap-model, strong-model) are not the configured ones, and neither configured
+    # name has a public or configured score: the route is refused when built (the gateway builds every
+    # route at startup), naming each model and the three fixes, never silently routed to the cheapest.
+    router = Router.from_dict(learned_config(str(router_file), None))
+    with pytest.raises(ConfigError) as info:
+        router.warm_up()
+    message = str(info.value)
+    assert "routes.default" in message and "budget" in message and "premium" in message
+    assert "(1) outcome data" in message and "(2) a public score" in message and "score_name" in message
+    assert "(3) your own number" in message and "score: 1250" in message
+    assert "trained: cheap-model, strong-model" in message
 
 
 def test_alias_for_a_model_the_router_was_not_trained_on(router_file: Path) -> None:

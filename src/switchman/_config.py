@@ -132,6 +132,9 @@ class ModelConfig(_Strict):
     ttft_ms: float | None = Field(default=None, ge=0)
     output_tokens_per_s: float | None = Field(default=None, gt=0)
     timeouts: Timeouts | None = None
+    score: float | None = Field(
+        default=None, description="ability on the LMArena style-controlled scale, for learned routes (e.g. 1250)")
+    score_name: str | None = Field(default=None, description="the model's name in the public score table")
 
 
 class RuleMatch(_Strict):
@@ -197,7 +200,8 @@ class RouteConfig(_Strict):
     model: str | None = Field(default=None, description="the model for the fixed strategy")
     rules: list[RuleConfig] = Field(default_factory=list)
     default: str | None = Field(default=None, description="the rules strategy's model when no rule matches")
-    router: str | None = Field(default=None, description="trained router file for the learned strategy")
+    router: str | None = Field(
+        default=None, description="trained router file for the learned strategy; default: the bundled router")
     aliases: dict[str, str] = Field(default_factory=dict, description="trained model name → configured name")
     target: str | None = Field(default=None, description="calibration target, e.g. quality=0.95")
     knob: float | None = Field(default=None, description="override the router's calibrated knob")
@@ -214,8 +218,6 @@ class RouteConfig(_Strict):
     def _check_strategy_fields(self) -> RouteConfig:
         if self.strategy == "fixed" and self.model is None:
             raise ValueError("strategy 'fixed' needs 'model'")
-        if self.strategy == "learned" and self.router is None:
-            raise ValueError("strategy 'learned' needs 'router' (a file written by `switchman train`)")
         if self.strategy == "rules" and not self.rules and self.default is None:
             raise ValueError("strategy 'rules' needs 'rules' or 'default'")
         if self.strategy == "cascade" and "acceptance" in self.cascade.checks and self.router is None:
@@ -274,6 +276,8 @@ class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     budgets: list[BudgetConfig] = Field(default_factory=list)
     sessions: SessionConfig = Field(default_factory=SessionConfig)
+    scores: str | None = Field(
+        default=None, description="a public-score CSV newer than the bundled LMArena table (model, score, ...)")
 
     @field_validator("models")
     @classmethod

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ._catalog import ModelSpec
 from ._config import Config, RouteConfig, load_config, parse_config
@@ -32,20 +32,71 @@ from .routing import (
     rule_matches,
 )
 
-__all__ = ["STRATEGIES", "Decider", "build_strategy"]
+if TYPE_CHECKING:
+    from .learn import LearnedStrategy, ModelProfile, ScoreTable, TrainedRouter
+
+__all__ = ["STRATEGIES", "Decider", "RouteContext", "build_strategy"]
 
 
-def _learned(route: RouteConfig, base_dir: Path) -> Strategy:
-    from .learn import LearnedStrategy, TrainedRouter, get_embedder
+@dataclass(frozen=True)
+class RouteContext:
+    """What building a route's strategy needs besides the route: where its files are and the model catalog."""
 
-    assert route.router is not None
+    name: str
+    base_dir: Path
+    config: Config
+    models: Mapping[str, ModelSpec]
+
+
+def _router_file(route: RouteConfig, base_dir: Path) -> TrainedRouter:
+    from .learn import BUNDLED, TrainedRouter, bundled_router
+
+    if route.router is None or route.router == BUNDLED:
+        return bundled_router()
     path = Path(route.router)
-    if not path.is_absolute():
-        path = base_dir / path
-    trained = TrainedRouter.load(path)
+    return TrainedRouter.load(path if path.is_absolute() else base_dir / path)
+
+
+def _score_table(config: Config, base_dir: Path) -> ScoreTable:
+    from .learn import ScoreTable
+
+    if config.scores is None:
+        return ScoreTable.bundled()
+    path = Path(config.scores)
+    return ScoreTable.from_csv(path if path.is_absolute() else base_dir / path)
+
+
+def learned_strategy(route: RouteConfig, ctx: RouteContext, *, require: bool = True) -> LearnedStrategy:
+    """The route's learned strategy: its router (the bundled one by default), each candidate placed, the knob
+    calibrated for these candidates. With `require`, a candidate that cannot be placed is a ConfigError."""
+    from .learn import Knob, LearnedStrategy, get_embedder, parse_target, profiles_for, require_placed, route_knob
+
+    trained = _router_file(route, ctx.base_dir)
     if route.aliases:
         trained = trained.with_aliases(route.aliases)
-    learned = LearnedStrategy(trained, get_embedder(trained.embedder), knob=route.knob)
+    table = _score_table(ctx.config, ctx.base_dir)
+    models = ctx.config.models
+    profiles = profiles_for(
+        route.candidates, router=trained, table=table,
+        config_scores={n: models[n].score for n in route.candidates if n in models},
+        score_names={n: models[n].score_name for n in route.candidates if n in models},
+        upstream={n: models[n].model for n in route.candidates if n in models},
+    )
+    if require:
+        require_placed(profiles, where=f"routes.{ctx.name}", table=table, trained=trained.model_names)
+    placed = [p for p in profiles if p.placed]
+    if route.knob is not None:
+        knob = Knob(route.knob)
+    elif route.target is None and {p.name for p in placed} == set(trained.model_names):
+        knob = trained.knob  # calibrated on these very models' outcomes
+    else:
+        targets = [parse_target(t) for t in (route.target or trained.target or "quality=0.95").split(",")]
+        knob = route_knob(trained, placed, [ctx.models[p.name] for p in placed], targets).knob
+    return LearnedStrategy(trained, get_embedder(trained.embedder), knob=knob, profiles=placed)
+
+
+def _learned(route: RouteConfig, ctx: RouteContext) -> Strategy:
+    learned = learned_strategy(route, ctx)
     if route.online is not None and route.online.enabled:
         from .learn import OnlineStrategy
 
@@ -53,7 +104,7 @@ def _learned(route: RouteConfig, base_dir: Path) -> Strategy:
     return learned
 
 
-def _cascade(route: RouteConfig, base_dir: Path) -> Strategy:
+def _cascade(route: RouteConfig, ctx: RouteContext) -> Strategy:
     from .routing import AcceptanceCheck, CascadeStrategy, Check, JsonCheck, LogprobCheck, ToolArgsCheck
 
     options = route.cascade
@@ -63,7 +114,7 @@ def _cascade(route: RouteConfig, base_dir: Path) -> Strategy:
         "logprobs": LogprobCheck(options.min_mean_logprob, options.min_token_logprob),
         "acceptance": AcceptanceCheck(options.min_acceptance),
     }
-    scorer = _learned(route, base_dir) if route.router is not None else None
+    scorer = _learned(route, ctx) if route.router is not None else None
     return CascadeStrategy(
         checks=tuple(built[name] for name in options.checks), scorer=scorer, max_attempts=options.max_attempts,
         adequate=options.adequate, order=tuple(options.ladder) if options.ladder is not None else None,
@@ -71,7 +122,7 @@ def _cascade(route: RouteConfig, base_dir: Path) -> Strategy:
 
 
 #: Strategy builders by name: the one place a strategy name becomes an object.
-STRATEGIES: dict[str, Callable[[RouteConfig, Path], Strategy]] = {
+STRATEGIES: dict[str, Callable[[RouteConfig, RouteContext], Strategy]] = {
     "fixed": lambda route, _: FixedStrategy(route.model or route.candidates[0]),
     "rules": lambda route, _: RulesStrategy(tuple(route.rules), route.default),
     "cheapest": lambda route, _: CheapestStrategy(),
@@ -81,9 +132,9 @@ STRATEGIES: dict[str, Callable[[RouteConfig, Path], Strategy]] = {
 }
 
 
-def build_strategy(route: RouteConfig, base_dir: Path) -> Strategy:
+def build_strategy(route: RouteConfig, ctx: RouteContext) -> Strategy:
     """The strategy a route configures (a learned one loads its router file and embedder)."""
-    return STRATEGIES[route.strategy](route, base_dir)
+    return STRATEGIES[route.strategy](route, ctx)
 
 
 class Decider:
@@ -110,7 +161,7 @@ class Decider:
     def strategy(self, route_name: str) -> Strategy:
         """The route's strategy, built on first use and kept."""
         if route_name not in self._strategies:
-            self._strategies[route_name] = build_strategy(self.config.routes[route_name], self._base_dir)
+            self._strategies[route_name] = build_strategy(self.config.routes[route_name], self._context(route_name))
         return self._strategies[route_name]
 
     def shadow_strategy(self, route_name: str) -> Strategy | None:
@@ -121,8 +172,29 @@ class Decider:
         key = f"shadow:{route_name}"
         if key not in self._strategies:
             shadow = route.model_copy(update={"strategy": "learned", "router": route.shadow, "online": None})
-            self._strategies[key] = _learned(shadow, self._base_dir)
+            self._strategies[key] = learned_strategy(shadow, self._context(route_name), require=False)
         return self._strategies[key]
+
+    def _context(self, route_name: str) -> RouteContext:
+        return RouteContext(route_name, self._base_dir, self.config, self.models)
+
+    def model_profiles(self) -> dict[str, ModelProfile]:
+        """Every configured model's ability and where it comes from (the router of the first learned route
+        that offers it, else its configured or public score)."""
+        from .learn import model_profile
+
+        table = _score_table(self.config, self._base_dir)
+        routers: dict[str, TrainedRouter] = {}
+        for route in self.config.routes.values():
+            if route.strategy == "learned":
+                trained = _router_file(route, self._base_dir)
+                trained = trained.with_aliases(route.aliases) if route.aliases else trained
+                routers.update({name: trained for name in route.candidates if name not in routers})
+        return {
+            name: model_profile(name, router=routers.get(name), table=table, config_score=cfg.score,
+                                score_name=cfg.score_name, upstream=cfg.model)
+            for name, cfg in self.config.models.items()
+        }
 
     def warm_up(self) -> None:
         """Build every route's strategy now (loads router files and embedders before traffic)."""

@@ -15,7 +15,7 @@ from .._exceptions import ConfigError, SwitchmanError
 from ..learn import DEFAULT_SETTINGS
 
 if TYPE_CHECKING:
-    from .._catalog import ModelSpec
+    from .._decider import Decider
 
 P = ParamSpec("P")
 
@@ -60,44 +60,67 @@ def fails_cleanly(command: Callable[P, None]) -> Callable[P, None]:
 @app.command()
 @fails_cleanly
 def models(config: Annotated[Path | None, typer.Option(help="configuration file")] = None) -> None:
-    """Print the model catalog the configuration resolves to."""
-    from .._config import load_config
-
-    specs = load_config(config).model_specs(source=str(config)) if config else _default_specs()
-    table = Table(title="models")
-    for col in ("name", "provider", "in $/1M", "out $/1M", "cached $/1M", "context", "capabilities"):
-        table.add_column(col, justify="right" if "$" in col or col == "context" else "left")
-    for spec in specs.values():
+    """Print the model catalog the configuration resolves to, with each model's ability and its source."""
+    decider = _decider(config)
+    profiles = decider.model_profiles()
+    table = Table(title="models", caption="ability: LMArena style-controlled scale; from outcome data (the route's "
+                                         "router), the configuration (`score`) or the public score table")
+    for col in ("name", "provider", "in $/1M", "out $/1M", "cached $/1M", "context", "capabilities", "ability",
+                "ability from"):
+        table.add_column(col, justify="right" if "$" in col or col in ("context", "ability") else "left")
+    for spec in decider.models.values():
+        p = profiles[spec.name]
+        source = p.source if p.placed else "[red]none: cannot be learn-routed[/]"
         table.add_row(spec.name, spec.provider, f"{spec.input_price:g}", f"{spec.output_price:g}",
                       "—" if spec.cached_input_price is None else f"{spec.cached_input_price:g}",
                       "—" if spec.context_window is None else f"{spec.context_window:,}",
-                      ", ".join(sorted(spec.capabilities)))
+                      ", ".join(sorted(spec.capabilities)), "—" if p.ability is None else f"{p.ability:.0f}",
+                      f"{source}{': ' + p.detail if p.detail else ''}")
     console.print(table)
 
 
-def _default_specs() -> dict[str, ModelSpec]:
+def _decider(config: Path | None) -> Decider:
+    from .._decider import Decider
+
+    if config is not None:
+        return Decider.from_config(config)
     from ..gateway import default_config
 
-    return default_config().model_specs()
+    return Decider(default_config())
 
 
 @app.command()
 @fails_cleanly
 def route(
     prompt: Annotated[str, typer.Argument(help="the user message to route")],
-    config: Annotated[Path, typer.Option(help="configuration file")],
+    config: Annotated[Path | None, typer.Option(help="configuration file (default: embedded defaults)")] = None,
     model: str = "auto",
     agent: str | None = None,
     tags: str | None = None,
     task: str | None = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the decision as JSON")] = False,
 ) -> None:
-    """Show the decision for one prompt (no provider call)."""
+    """Show the decision for one prompt (no provider call): every candidate's predicted quality and cost, and why."""
     import json
 
-    from .._decider import Decider
-
-    decision = Decider.from_config(config).route(prompt, model=model, agent=agent, tags=_split_models(tags), task=task)
-    console.print_json(json.dumps(decision.to_dict()))
+    decision = _decider(config).route(prompt, model=model, agent=agent, tags=_split_models(tags), task=task)
+    if json_out:
+        console.print_json(json.dumps(decision.to_dict()))
+        return
+    table = Table(title=f"route {decision.route or '—'} ({decision.strategy}): {decision.model}")
+    for col in ("", "candidate", "predicted quality", "predicted cost (USD)", "predicted output tokens"):
+        table.add_column(col, justify="left" if col in ("", "candidate") else "right")
+    for c in decision.candidates:
+        table.add_row("→" if c.model == decision.model else "", c.model,
+                      "—" if c.predicted_quality is None else f"{c.predicted_quality:.3f}",
+                      "—" if c.predicted_cost_usd is None else f"{c.predicted_cost_usd:.6f}",
+                      "—" if c.predicted_output_tokens is None else f"{c.predicted_output_tokens:.0f}")
+    for name, why in decision.excluded:
+        table.add_row("✗", name, why, "", "")
+    console.print(table)
+    console.print(f"why: {decision.reason}", markup=False, soft_wrap=True)
+    if decision.fallbacks:
+        console.print(f"fallbacks: {', '.join(decision.fallbacks)}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -110,7 +133,7 @@ def train(
     task: Annotated[str | None, typer.Option(help="keep prompts of this task")] = None,
     models: ModelsOpt = None,
     alias: AliasOpt = None,
-    algorithm: Annotated[str, typer.Option(help="knn | mf | ensemble")] = DEFAULT_SETTINGS.algorithm,
+    algorithm: Annotated[str, typer.Option(help="ability | knn | mf | ensemble")] = DEFAULT_SETTINGS.algorithm,
     embedder: Annotated[str, typer.Option(help="prompt embedder")] = DEFAULT_SETTINGS.embedder,
     target: TargetOpt = None,
     use_task: Annotated[bool, typer.Option("--use-task/--no-task", help="task column as a feature")] = (
@@ -122,7 +145,7 @@ def train(
     param: ParamOpt = None,
     from_ledger: Annotated[str | None, typer.Option(
         "--from-ledger", help="train on logged requests with feedback at this ledger URL ('' = the default ledger); "
-        "needs server.store_prompts; --algorithm ensemble suits its sparse labels")] = None,
+        "needs server.store_prompts; starts from the bundled router (its prompt-difficulty model and scale)")] = None,
     since: Annotated[str | None, typer.Option(help="with --from-ledger: requests from 7d, 24h, ... on")] = None,
 ) -> None:
     """Train and calibrate a learned router on outcome data or on one's own logged traffic."""
@@ -161,6 +184,15 @@ def eval_(
     param: ParamOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="write the frontier plot (PNG)")] = None,
+    decisions: Annotated[Path | None, typer.Option(
+        "--decisions", help="write each prompt's choice per router (CSV: prompt_id, model, predicted and true "
+        "quality and cost)")] = None,
+    reference: Annotated[str | None, typer.Option(
+        "--reference", help="the best single model (default: the best on the data's train split)")] = None,
+    allow_overlap: Annotated[bool, typer.Option(
+        "--allow-overlap", help="evaluate router files on prompts they were trained on (marked on every table)")] = False,
+    exclude_overlap: Annotated[bool, typer.Option(
+        "--exclude-overlap", help="leave out the evaluated prompts a router file was trained on (counted)")] = False,
 ) -> None:
     """Evaluate routers and baselines: quality, cost, frontier, AIQ, savings, APGR/CPT."""
     from ..evaluate import EvalPlan, parse_aliases
@@ -172,9 +204,10 @@ def eval_(
         split=split if split is not None else (None if cv else "test"), cv=cv, aliases=parse_aliases(alias or []),
         settings=train_settings(embedder=embedder, algorithm=algorithm, targets=target or [], use_task=use_task,
                                 focus=focus, rule=rule, seed=seed, params=param or []),
+        reference=reference, overlap="allow" if allow_overlap else "exclude" if exclude_overlap else "refuse",
     )
     eval_command(plan, data=data, task=task, models=_split_models(models), json_path=json_out, plot_path=plot,
-                 console=console)
+                 decisions_path=decisions, console=console)
 
 
 @app.command()

@@ -102,6 +102,9 @@ def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Pa
     header = (
         "# switchman configuration, written by `switchman init`.\n"
         "# Models come from the providers whose key variables were set; add more under 'models'.\n"
+        "# The default route is learned: the bundled router places each model by its public (LMArena) score\n"
+        "# (`switchman models` lists them; a model without one needs `score: N`), calibrated to 95% of the best\n"
+        "# candidate's quality. `switchman route \"...\"` shows a decision and why.\n"
     )
     path.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path

@@ -23,7 +23,7 @@ from ._ledger_outcomes import ledger_outcomes, ledger_records, outcomes_from_led
 from ._load import catalog_price, load_data, parse_aliases
 from ._plot import plot_report
 from ._replay import ReplayResult, replay_choices, replay_data, replay_ledger
-from ._evaluation import EvalPlan, evaluate_table, training_part
+from ._evaluation import Decisions, EvalPlan, evaluate_table, training_part
 from ._report import (
     Baselines,
     CascadeCalibration,
@@ -33,7 +33,9 @@ from ._report import (
     OperatingPoint,
     RouterPredictions,
     RouterResult,
+    ScorePick,
     TargetCalibration,
+    aiq_cost_max,
     baselines,
     evaluate_predictions,
     reference_points,
@@ -44,6 +46,7 @@ __all__ = [
     "Baselines",
     "CascadeCalibration",
     "DatasetError",
+    "Decisions",
     "EqualQuality",
     "EvalPlan",
     "EvalReport",
@@ -53,8 +56,10 @@ __all__ = [
     "ReplayResult",
     "RouterPredictions",
     "RouterResult",
+    "ScorePick",
     "TargetCalibration",
     "aiq",
+    "aiq_cost_max",
     "apgr",
     "baselines",
     "cascade_report",

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import ConfigError, DatasetError
-from ..learn import TrainedRouter, get_embedder, predicted_cost
+from ..learn import TrainedRouter, get_embedder, predicted_cost, prompt_draws, routing_input_tokens
 from ..ledger import LedgerRecord
-from ..routing import RouteRequest, detect_task, select
+from ..routing import RouteRequest, detect_task
 from ._datasets import OutcomeTable
 from ._ledger_outcomes import NO_PROMPTS_HINT
 
@@ -81,11 +81,13 @@ def replay_choices(
     prices: Mapping[str, tuple[float, float]] | None = None,
     models: Sequence[str] | None = None,
     true_quality: np.ndarray | None = None,
+    draws: np.ndarray | None = None,
 ) -> ReplayResult:
     """Choose per request with the router's calibrated knob among `models` (default: all it knows).
 
     `prices` are (input, output) USD per 1M tokens by configured name; the router file's own
     fitted prices fill the rest. `true_quality` (n × len(models)) scores the choices when known.
+    `draws` are the prompts' `prompt_draw`s (which of a mixed knob's two values decides each).
     """
     names = trained.model_names
     keep = list(models) if models else list(names)
@@ -102,7 +104,7 @@ def replay_choices(
     quality, out = quality_all[:, columns], out_all[:, columns]
     tokens = np.asarray(input_tokens, dtype=np.float64)
     cost = predicted_cost(tokens[:, None], out, np.array([price_of[m] for m in keep]))
-    chosen = select(quality, cost, trained.knob, trained.rule)
+    chosen = trained.knob.choose(quality, cost, trained.rule, np.zeros(len(quality)) if draws is None else draws)
     rows = np.arange(len(chosen))
     n = len(chosen)
     actual = tuple(actual_models) if actual_models else (None,) * n
@@ -138,6 +140,7 @@ def replay_ledger(trained: TrainedRouter, records: Sequence[LedgerRecord], *, mo
         return replay_choices(
             trained, features, np.array([r.input_tokens for r in rows]), actual_models=[r.model for r in rows],
             actual_cost_usd=np.array([r.cost_usd for r in rows]), prices=prices, models=models or None,
+            draws=prompt_draws([r.prompt or "" for r in rows]),
         )
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
@@ -152,4 +155,5 @@ def replay_data(trained: TrainedRouter, table: OutcomeTable, models: Sequence[st
                           f"its models are {list(table.models)}")
     features = _features(trained, table.prompts, table.tasks)
     quality = table.select_models(keep).quality
-    return replay_choices(trained, features, table.prompt_input_tokens(), models=keep, true_quality=quality)
+    return replay_choices(trained, features, routing_input_tokens(table.prompts), models=keep, true_quality=quality,
+                          draws=prompt_draws(table.prompts))

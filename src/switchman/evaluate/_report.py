@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..learn import knob_grid, sweep
-from ..routing import SelectionRule, select
+from ..learn import TrainingRecord, knob_grid, sweep
+from ..routing import SelectionRule
 from ._cascade_sim import CascadeParams
 from ._cost_quality import (
     aiq,
@@ -42,11 +42,15 @@ __all__ = [
     "References",
     "RouterPredictions",
     "RouterResult",
+    "ScorePick",
     "TargetCalibration",
+    "aiq_cost_max",
     "baselines",
     "evaluate_predictions",
     "frontier_of",
     "reference_points",
+    "sweep_points",
+    "target_miss",
 ]
 
 XY = tuple[float, float]
@@ -57,21 +61,29 @@ XY = tuple[float, float]
 class RouterPredictions:
     """A router's view of the evaluation prompts.
 
-    `knobs` is the calibrated knob per prompt (one value, or per-fold values under CV).
-    `target` names the calibration goal.
+    `chosen` is the column the router's calibrated knob picks per prompt (what serving would send);
+    `knob` describes that knob, `target` names the calibration goal, `placed` the models it predicts
+    from their scores alone, `training` what it was trained on (None: unknown).
     """
 
     name: str
     quality: np.ndarray
     cost: np.ndarray
     rule: SelectionRule
-    knobs: np.ndarray
+    chosen: np.ndarray
+    knob: str = ""
     target: str | None = None
+    placed: tuple[str, ...] = ()
+    training: TrainingRecord | None = None
 
 
 @dataclass(frozen=True)
 class References:
-    """The best single model (highest mean quality) and the most expensive one, on these prompts."""
+    """The best single model and the most expensive one, measured on the evaluated prompts.
+
+    The best single model is named before evaluation (`best_from` says how: the training split's
+    best, or given); only its quality and cost are measured on the evaluated prompts.
+    """
 
     best_model: str
     best_quality: float
@@ -80,6 +92,7 @@ class References:
     priciest_quality: float
     priciest_cost: float
     max_cost: float
+    best_from: str = "the evaluated prompts"
 
 
 @dataclass(frozen=True)
@@ -131,14 +144,49 @@ class Frontier:
 
 @dataclass(frozen=True)
 class TargetCalibration:
-    """Where a router's calibrated knob lands on the evaluation prompts, and the goal it was set for."""
+    """Where a router's calibrated knob lands on the evaluation prompts, and the goal it was set for.
+
+    `miss` is achieved − target: relative quality minus the quality target (e.g. 0.962 − 0.95), or
+    cost per 1k minus the cost target; None when the target is neither.
+    """
 
     target: str | None
+    point: OperatingPoint
+    knob: str = ""
+    miss: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"target": self.target, "knob": self.knob, "achieved_minus_target": self.miss, **self.point.to_dict()}
+
+
+def target_miss(target: str | None, point: OperatingPoint) -> float | None:
+    """Achieved − target for a single quality or cost target."""
+    if not target or "," in target:
+        return None
+    kind, _, value = target.partition("=")
+    try:
+        goal = float(value)
+    except ValueError:
+        return None
+    if kind.strip() == "quality":
+        return point.rel_quality - goal
+    if kind.strip() == "cost":
+        return point.cost_per_1k - goal
+    return None
+
+
+@dataclass(frozen=True)
+class ScorePick:
+    """The baseline a user without outcome data would pick: the best public score within the router's spend."""
+
+    model: str
+    score: float
     point: OperatingPoint
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"target": self.target, **self.point.to_dict()}
+        return {"model": self.model, "score": self.score, **self.point.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -192,6 +240,8 @@ class RouterResult:
     cpt80: float | None = None
     check: str | None = None
     equal_quality: EqualQuality | None = None
+    score_pick: ScorePick | None = None
+    placed: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the keys `eval --json` has always written)."""
@@ -208,6 +258,10 @@ class RouterResult:
         out.update({"apgr": self.apgr, "cpt50": self.cpt50, "cpt80": self.cpt80})
         if self.equal_quality is not None:
             out["equal_quality"] = self.equal_quality.to_dict()
+        if self.score_pick is not None:
+            out["best_by_public_score_within_spend"] = self.score_pick.to_dict()
+        if self.placed:
+            out["placed_by_score"] = list(self.placed)
         return out
 
 
@@ -248,48 +302,60 @@ class EvalReport:
     cv: int | None
     routers: Mapping[str, RouterResult] = field(default_factory=dict)
     baselines: Baselines | None = None
+    best_model_from: str = "the evaluated prompts"
+    aiq_cost_max: float | None = None
+    warnings: tuple[str, ...] = ()
+    #: Per router, its per-prompt choices (`evaluate.Decisions`, for `eval --decisions`); not in the JSON.
+    decisions: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON `eval --json` writes."""
         return {
-            "n_prompts": self.n_prompts, "best_model": self.best_model,
+            "n_prompts": self.n_prompts, "best_model": self.best_model, "best_model_from": self.best_model_from,
             "most_expensive_model": self.most_expensive_model, "split": self.split, "cv": self.cv,
+            "aiq_cost_max": self.aiq_cost_max, "warnings": list(self.warnings),
             "routers": {name: result.to_dict() for name, result in self.routers.items()},
             "baselines": self.baselines.to_dict() if self.baselines is not None else {},
         }
 
 
-def reference_points(table: OutcomeTable) -> References:
-    """Reference models on a complete table."""
+def reference_points(table: OutcomeTable, *, best_model: str | None = None,
+                     best_from: str = "the evaluated prompts") -> References:
+    """Reference models on a complete table; `best_model` names the best single model when it was chosen
+    elsewhere (on the training split, or by the user), else it is the best on `table`."""
     points = single_model_points(table.quality, table.cost_usd, table.models)
-    best = max(points, key=lambda m: (points[m][1], -points[m][0]))
+    best = best_model if best_model is not None else max(points, key=lambda m: (points[m][1], -points[m][0]))
+    if best not in points:
+        raise ValueError(f"reference model {best!r} is not in the evaluated data {list(table.models)}")
     priciest = max(points, key=lambda m: points[m][0])
     return References(
         best_model=str(best), best_quality=points[best][1], best_cost=points[best][0],
         priciest_model=str(priciest), priciest_quality=points[priciest][1], priciest_cost=points[priciest][0],
-        max_cost=max(c for c, _ in points.values()),
+        max_cost=max(c for c, _ in points.values()), best_from=best_from,
     )
 
 
-def frontier_of(points: Sequence[XY], ref: References) -> Frontier:
-    """The frontier of swept `(cost, quality)` points and its metrics against the references."""
+def aiq_cost_max(curves: Sequence[Sequence[XY]]) -> float:
+    """RouterBench's AIQ normaliser: the largest cost among the compared curves' non-decreasing hulls
+    (each hull ends where its curve reaches its best quality)."""
+    return max(nondecreasing_convex_hull(list(points))[-1][0] for points in curves if len(points))
+
+
+def frontier_of(points: Sequence[XY], ref: References, cost_max: float | None = None) -> Frontier:
+    """The frontier of swept `(cost, quality)` points and its metrics against the references.
+
+    AIQ integrates over [0, cost_max]: pass `aiq_cost_max` of every compared curve, as RouterBench's
+    code does; the default is the dearest single model's cost.
+    """
     return Frontier(
         points=tuple(pareto_frontier(points)),
-        aiq=aiq(points, 0.0, ref.max_cost),
+        aiq=aiq(points, 0.0, ref.max_cost if cost_max is None else cost_max),
         savings_at_95=savings_at(points, 0.95 * ref.best_quality, ref.best_cost),
         savings_at_100=savings_at(points, ref.best_quality, ref.best_cost),
         priciest_model=ref.priciest_model,
         savings_at_95_vs_priciest=savings_at(points, 0.95 * ref.priciest_quality, ref.priciest_cost),
         savings_at_100_vs_priciest=savings_at(points, ref.priciest_quality, ref.priciest_cost),
     )
-
-
-def _calibrated_point(pred: RouterPredictions, table: OutcomeTable) -> tuple[XY, np.ndarray]:
-    chosen = np.empty(len(table), dtype=np.int64)
-    for knob in np.unique(pred.knobs):
-        rows = pred.knobs == knob
-        chosen[rows] = select(pred.quality[rows], pred.cost[rows], float(knob), pred.rule)
-    return evaluate_choices(chosen, table.quality, table.cost_usd), chosen
 
 
 def _two_model_metrics(
@@ -308,24 +374,29 @@ def _two_model_metrics(
     return apgr(q_strong, q_weak, scores), cpt(q_strong, q_weak, scores, 0.5), cpt(q_strong, q_weak, scores, 0.8)
 
 
-def evaluate_predictions(pred: RouterPredictions, table: OutcomeTable, ref: References) -> RouterResult:
+def sweep_points(pred: RouterPredictions, table: OutcomeTable) -> list[XY]:
+    """The router's `(cost, quality)` at every knob value on the evaluated prompts (swept on them)."""
+    points = sweep(pred.quality, pred.cost, table.quality, table.cost_usd, pred.rule, knob_grid(pred.rule).tolist())
+    return [(p.cost_per_1k, p.quality) for p in points]
+
+
+def evaluate_predictions(pred: RouterPredictions, table: OutcomeTable, ref: References,
+                         cost_max: float | None = None, score_pick: ScorePick | None = None) -> RouterResult:
     """Everything `eval` reports for one router: its calibrated point, frontier, shares, APGR/CPT."""
-    sweep_points = sweep(pred.quality, pred.cost, table.quality, table.cost_usd, pred.rule,
-                         knob_grid(pred.rule).tolist())
-    (cost, quality), chosen = _calibrated_point(pred, table)
-    shares = np.bincount(chosen, minlength=len(table.models)) / len(chosen)
+    cost, quality = evaluate_choices(pred.chosen, table.quality, table.cost_usd)
+    shares = np.bincount(pred.chosen, minlength=len(table.models)) / len(pred.chosen)
     point = OperatingPoint.at((cost, quality), ref)
     pgr, cpt50, cpt80 = _two_model_metrics(pred, table, ref)
     return RouterResult(
         point=point,
-        frontier=frontier_of([(p.cost_per_1k, p.quality) for p in sweep_points], ref),
-        calibrated=TargetCalibration(pred.target, point),
+        frontier=frontier_of(sweep_points(pred, table), ref, cost_max),
+        calibrated=TargetCalibration(pred.target, point, pred.knob, target_miss(pred.target, point)),
         shares={m: float(s) for m, s in zip(table.models, shares, strict=True) if s > 0},
-        apgr=pgr, cpt50=cpt50, cpt80=cpt80,
+        apgr=pgr, cpt50=cpt50, cpt80=cpt80, score_pick=score_pick, placed=pred.placed,
     )
 
 
-def baselines(table: OutcomeTable, ref: References, *, seed: int = 0) -> Baselines:
+def baselines(table: OutcomeTable, ref: References, *, seed: int = 0, cost_max: float | None = None) -> Baselines:
     """Single models, uniform random routing, random mixes, the single-model hull and the oracle."""
     singles = single_model_points(table.quality, table.cost_usd, table.models)
     rng = np.random.default_rng(seed)
@@ -336,8 +407,9 @@ def baselines(table: OutcomeTable, ref: References, *, seed: int = 0) -> Baselin
         models={str(m): OperatingPoint.at(point, ref) for m, point in singles.items()},
         random=OperatingPoint.at(evaluate_choices(random_choice, table.quality, table.cost_usd), ref),
         random_mix_between=(str(cheapest), ref.best_model),
-        random_mix=frontier_of(random_mix_points(singles[cheapest], singles[ref.best_model], steps=10), ref),
+        random_mix=frontier_of(random_mix_points(singles[cheapest], singles[ref.best_model], steps=10), ref,
+                               cost_max),
         hull=tuple(nondecreasing_convex_hull(hull_points)),
-        hull_frontier=frontier_of(hull_points, ref),
+        hull_frontier=frontier_of(hull_points, ref, cost_max),
         oracle=OperatingPoint.at(oracle_point(table.quality, table.cost_usd), ref),
     )

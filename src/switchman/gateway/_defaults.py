@@ -1,9 +1,12 @@
 """The configuration `switchman serve` runs on when given none, and `switchman init` writes.
 
-Every provider whose key variable is set contributes its models; the default route picks the
-cheapest capable one among them. The local model (the `local` extra) has its own route `auto:local`
-and serves the default route only when no hosted provider is configured. Models genai-prices cannot price are left out (a router that cannot price a
-model cannot tell whether routing to it saves money).
+Every provider whose key variable is set contributes its models; the default route is a learned
+route over them with the bundled router (each model placed by its public LMArena score), calibrated
+to 95% of the best candidate's predicted quality: easy prompts go to the small models, hard ones
+to the large. The local model (the `local` extra) joins it as the cheapest tier (a configured score
+places it below every listed model) and also has its own route `auto:local`; with no hosted
+provider it serves the default route alone. Models genai-prices cannot price are left out (a router
+that cannot price a model cannot tell whether routing to it saves money).
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from .._catalog import lookup_catalog_price
 from .._config import Config, parse_config
 from .._environ import Environment
 
-__all__ = ["KNOWN_PROVIDERS", "KnownProvider", "default_config", "default_config_data", "local_models"]
+__all__ = ["DEFAULT_TARGET", "KNOWN_PROVIDERS", "KnownProvider", "default_config", "default_config_data", "local_models"]
+
+#: What the default learned route is calibrated to: 95% of the best candidate's quality.
+DEFAULT_TARGET = "quality=0.95"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +96,11 @@ def default_config_data(env: Mapping[str, str]) -> dict[str, Any]:
         local_names += list(local["models"])
     config: dict[str, Any] = {"providers": providers, "models": models}
     routes: dict[str, Any] = {}
-    # The 135M local model costs nothing, so a cheapest route would send it everything: it serves
-    # the default route only when no hosted provider is configured, and always answers `auto:local`.
-    if hosted or local_names:
-        routes["default"] = {"candidates": hosted or local_names, "strategy": "cheapest"}
+    if hosted:
+        routes["default"] = {"candidates": hosted + local_names, "strategy": "learned", "router": "bundled",
+                             "target": DEFAULT_TARGET}
+    elif local_names:
+        routes["default"] = {"candidates": local_names, "strategy": "cheapest"}
     if local_names:
         routes["local"] = {"candidates": local_names, "strategy": "cheapest"}
     if routes:

@@ -57,7 +57,7 @@ def fit_acceptance(
     *, c: float = 1.0,
 ) -> AcceptancePredictor:
     """Fit per-model weights on (n × m) out-of-fold q̂, answer lengths and true quality (NaN cells skipped)."""
-    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+    from sklearn.linear_model import LogisticRegression
 
     coef = np.zeros((len(models), 3))
     for j in range(len(models)):

@@ -7,7 +7,10 @@ Targets (several may be combined; all must hold):
 - ``share:MODEL=0.2`` at most 20% of calls go to MODEL (maximise quality subject to it).
 
 The knob is swept over out-of-fold predictions on the training prompts, scored with the prompts'
-true outcomes, and the best knob that meets every target is kept. The test split never takes part.
+true outcomes, and the best knob that meets every target is kept. With one quality (or one cost)
+target, the chosen point is mixed with the next cheaper (or next better) one so the expected
+quality (or cost) lands on the target instead of beyond it: a `Knob` with an alternate value used
+on a fixed share of prompts. The test split never takes part.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import numpy as np
 
 from .._exceptions import ConfigError
 from ..routing import SelectionRule, select
+from ._knob import Knob
 
-__all__ = ["CalibrationResult", "Target", "calibrate", "knob_grid", "parse_target", "sweep"]
+__all__ = ["CalibrationResult", "SweepPoint", "Target", "calibrate", "knob_grid", "parse_target", "sweep"]
 
 _TARGET = re.compile(r"^\s*(quality|cost|share:(?P<model>.+?))\s*=\s*(?P<value>[0-9.eE+-]+)\s*$")
 
@@ -80,18 +84,21 @@ def sweep(
     true_cost: np.ndarray,
     rule: SelectionRule,
     knobs: Sequence[float] | None = None,
+    weights: np.ndarray | None = None,
 ) -> list[SweepPoint]:
-    """Mean true quality, cost per 1k and model shares for each knob value."""
+    """Mean true quality, cost per 1k and model shares for each knob value (rows weighted by `weights`)."""
     rows = np.arange(true_quality.shape[0])
+    w = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / max(float(w.sum()), 1e-12)
     points = []
     for knob in knob_grid(rule) if knobs is None else knobs:
         chosen = select(predicted_quality, predicted_cost, float(knob), rule)
-        shares = np.bincount(chosen, minlength=true_quality.shape[1]) / max(len(chosen), 1)
+        shares = np.bincount(chosen, weights=w, minlength=true_quality.shape[1])
         points.append(
             SweepPoint(
                 float(knob),
-                float(np.mean(true_quality[rows, chosen])),
-                float(np.mean(true_cost[rows, chosen]) * 1000),
+                float(w @ true_quality[rows, chosen]),
+                float(w @ true_cost[rows, chosen]) * 1000,
                 shares,
             )
         )
@@ -102,7 +109,7 @@ def sweep(
 class CalibrationResult:
     """The knob chosen and what it reached on the calibration data."""
 
-    knob: float
+    knob: Knob
     quality: float
     cost_per_1k: float
     best_model_quality: float
@@ -118,8 +125,14 @@ def calibrate(
     targets: Sequence[Target],
     models: Sequence[str],
     best_model_quality: float,
+    *,
+    mix: bool = True,
 ) -> CalibrationResult:
-    """The knob that meets every target at the lowest cost (quality target) or highest quality."""
+    """The knob that meets every target at the lowest cost (quality target) or highest quality.
+
+    With `mix` and a single quality or cost target, the result mixes two knob values so the target
+    is met exactly (in expectation over prompts) rather than overshot.
+    """
     index = {m: i for i, m in enumerate(models)}
     for t in targets:
         if t.kind == "share" and t.model not in index:
@@ -137,15 +150,45 @@ def calibrate(
 
     ok = [p for p in points if meets(p)]
     has_quality_target = any(t.kind == "quality" for t in targets)
-    if ok:
+    if not ok:  # unreachable: the closest point (highest quality for a quality target, else the cheapest)
         if has_quality_target:
-            chosen = min(ok, key=lambda p: (p.cost_per_1k, -p.quality))
+            closest = max(points, key=lambda p: (p.quality, -p.cost_per_1k))
         else:
-            chosen = max(ok, key=lambda p: (p.quality, -p.cost_per_1k))
-        return CalibrationResult(chosen.knob, chosen.quality, chosen.cost_per_1k, best_model_quality, True)
-    # Unreachable: the closest point (highest quality for a quality target, else the cheapest).
+            closest = min(points, key=lambda p: (p.cost_per_1k, -p.quality))
+        return CalibrationResult(Knob(closest.knob), closest.quality, closest.cost_per_1k, best_model_quality, False)
     if has_quality_target:
-        chosen = max(points, key=lambda p: (p.quality, -p.cost_per_1k))
+        chosen = min(ok, key=lambda p: (p.cost_per_1k, -p.quality))
     else:
-        chosen = min(points, key=lambda p: (p.cost_per_1k, -p.quality))
-    return CalibrationResult(chosen.knob, chosen.quality, chosen.cost_per_1k, best_model_quality, False)
+        chosen = max(ok, key=lambda p: (p.quality, -p.cost_per_1k))
+    result = CalibrationResult(Knob(chosen.knob), chosen.quality, chosen.cost_per_1k, best_model_quality, True)
+    if mix and len(targets) == 1 and targets[0].kind in ("quality", "cost"):
+        return _mixed(chosen, points, targets[0], best_model_quality) or result
+    return result
+
+
+def _mixed(chosen: SweepPoint, points: Sequence[SweepPoint], target: Target,
+           best_model_quality: float) -> CalibrationResult | None:
+    """The best mix of `chosen` (which meets the target) with a point beyond it that lands exactly on the target."""
+    best: tuple[float, float, SweepPoint, float] | None = None  # (objective, other quality/cost, other, share)
+    for other in points:
+        if target.kind == "quality":
+            goal = target.value * best_model_quality
+            if not (other.cost_per_1k < chosen.cost_per_1k and other.quality < goal < chosen.quality):
+                continue
+            share = (goal - other.quality) / (chosen.quality - other.quality)  # of prompts on `chosen`'s knob
+            cost = other.cost_per_1k + share * (chosen.cost_per_1k - other.cost_per_1k)
+            if best is None or cost < best[0]:
+                best = (cost, goal, other, share)
+        else:
+            if not (other.quality > chosen.quality and other.cost_per_1k > target.value > chosen.cost_per_1k):
+                continue
+            share = (other.cost_per_1k - target.value) / (other.cost_per_1k - chosen.cost_per_1k)
+            quality = other.quality + share * (chosen.quality - other.quality)
+            if best is None or -quality < best[0]:
+                best = (-quality, quality, other, share)
+    if best is None:
+        return None
+    _, _, other, share = best
+    quality = other.quality + share * (chosen.quality - other.quality)
+    cost = other.cost_per_1k + share * (chosen.cost_per_1k - other.cost_per_1k)
+    return CalibrationResult(Knob(other.knob, chosen.knob, share), quality, cost, best_model_quality, True)

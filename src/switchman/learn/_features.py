@@ -13,7 +13,9 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Focus", "focus_text", "task_features"]
+from ._embedding import clip_chars
+
+__all__ = ["Focus", "focus_text", "prompt_texts", "task_features"]
 
 Focus = Literal["full", "last_block"]
 _MIN_BLOCK_CHARS = 200
@@ -32,6 +34,17 @@ def focus_text(prompt: str, focus: Focus = "last_block") -> str:
             break
         picked.insert(0, block)
     return "\n\n".join(picked)
+
+
+def prompt_texts(prompts: Sequence[str], window: tuple[int, int] | None, focus: Focus) -> list[str]:
+    """What the embedder sees of each prompt: its first and last characters (`window`), then its focus.
+
+    The same function at training, evaluation and serving, so a prompt is embedded alike everywhere.
+    """
+    if window is None:
+        return [focus_text(p, focus) for p in prompts]
+    head, tail = window
+    return [focus_text(clip_chars(p, head, tail), focus) for p in prompts]
 
 
 def task_features(tasks: Sequence[str | None], vocabulary: Sequence[str], weight: float) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 from .._exceptions import ConfigError
 from ..routing import SelectionRule
-from ._artifact import ALGORITHMS
+from ._predictors import ALGORITHMS
 from ._calibrate import parse_target
 from ._features import Focus
 from ._train import TrainSettings

@@ -1,9 +1,12 @@
 """Training: outcome data → a calibrated TrainedRouter.
 
-1. Embed each prompt's focus text (cached on disk), add task columns if asked.
+1. Embed each prompt's window and focus (cached on disk), add task columns if asked.
 2. K-fold out-of-fold predictions on the training prompts → sweep the selection knob and pick the
-   one that meets the targets (calibration never sees the test split).
-3. Fit the predictor on all training prompts and store everything in one TrainedRouter.
+   one (or the mix of two) that meets the targets. Calibration never sees the test split.
+3. Nested check of that calibration: for each fold, the knob is chosen on the other folds' own
+   out-of-fold predictions and applied to the fold; the mean miss (achieved − target) is the bias
+   calibration has on prompts it did not see, and the final knob is chosen for target − bias.
+4. Fit the predictor (and the ability model that places unseen models) on all training prompts.
 """
 
 from __future__ import annotations
@@ -16,13 +19,20 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._exceptions import DatasetError
-from ..routing import SelectionRule
-from ._artifact import TrainedRouter, build_predictor, shared_knn
+from .._tokens import count_tokens_for_routing
+from ..routing import RouteRequest, SelectionRule
+from ._ability import SCORE_CENTER, SCORE_SCALE
+from ._ability_predictor import AbilityPredictor
+from ._artifact import DEFAULT_WINDOW, TrainedRouter
 from ._cache import embed_cached
-from ._calibrate import Target, calibrate, sweep
+from ._calibrate import CalibrationResult, Target, calibrate, sweep
 from ._embedders import get_embedder
-from ._features import Focus, focus_text, task_features
+from ._features import Focus, prompt_texts, task_features
 from ._knn import KNNPredictor
+from ._knob import Knob, prompt_draws
+from ._predictors import QualityPredictor, build_predictor, shared_lengths
+from ._scores import ScoreTable
+from ._training_record import TrainingRecord
 
 __all__ = [
     "DEFAULT_EMBEDDER",
@@ -30,8 +40,11 @@ __all__ = [
     "TrainSettings",
     "filled_input_tokens",
     "fit_prices",
+    "model_z",
     "out_of_fold",
     "predicted_cost",
+    "prompt_texts",
+    "routing_input_tokens",
     "train_router",
 ]
 
@@ -64,7 +77,7 @@ class TrainSettings:
     """How to train; every choice is recorded in the router file's summary."""
 
     embedder: str = DEFAULT_EMBEDDER
-    algorithm: str = "knn"
+    algorithm: str = "ability"
     params: dict[str, Any] = field(default_factory=dict)
     focus: Focus = "full"
     use_task: bool = False
@@ -78,6 +91,12 @@ class TrainSettings:
     #: traffic has one outcome per prompt (the model that served it), so without this every knob
     #: would choose that model and calibration would learn nothing.
     impute_missing: bool = False
+    #: Correct the target by the bias nested cross-validation measures (step 3 of the module docstring).
+    nested: bool = True
+    #: The embedder's slice of each prompt: (head, tail) characters.
+    window: tuple[int, int] = DEFAULT_WINDOW
+    #: A public-score file newer than the bundled one (`ScoreTable.from_csv`); None: the bundled table.
+    score_file: str | None = None
 
 
 def fit_prices(data: OutcomeData) -> dict[str, tuple[float, float]]:
@@ -129,29 +148,120 @@ def _best_single_model(quality: np.ndarray) -> tuple[float, int]:
 def features_for(
     data: OutcomeData, settings: TrainSettings, vocabulary: Sequence[str], *, use_cache: bool = True
 ) -> np.ndarray:
-    """Feature rows for every prompt in `data`."""
+    """Feature rows for every prompt in `data` (what `TrainedRouter.texts` gives the embedder)."""
     embedder = get_embedder(settings.embedder)
-    x = embed_cached(embedder, [focus_text(p, settings.focus) for p in data.prompts], use_cache=use_cache)
+    x = embed_cached(embedder, prompt_texts(data.prompts, settings.window, settings.focus), use_cache=use_cache)
     if settings.use_task and vocabulary:
         x = np.hstack([x, task_features(data.tasks, vocabulary, settings.task_weight)])
     return x
 
 
+def routing_input_tokens(prompts: Sequence[str]) -> np.ndarray:
+    """Input tokens of each prompt as serving counts them for a one-message request (the routing count)."""
+    return np.array([RouteRequest.from_prompt(p, count_tokens=count_tokens_for_routing).input_tokens
+                     for p in prompts], dtype=np.float64)
+
+
+def model_z(models: Sequence[str], table: ScoreTable) -> np.ndarray:
+    """Each model's standardised public score, NaN where the table does not know it."""
+    found = [table.find(m) for m in models]
+    return np.array([(f.score - SCORE_CENTER) / SCORE_SCALE if f is not None else np.nan for f in found])
+
+
+def _fit(settings: TrainSettings, x: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray, z: np.ndarray,
+         inputs: np.ndarray, prior: TrainedRouter | None = None) -> QualityPredictor:
+    predictor = build_predictor(settings.algorithm, settings.params)
+    if isinstance(predictor, AbilityPredictor):
+        if prior is not None and prior.placement is not None:  # keep the prior's prompt heads; fit abilities only
+            heads = prior.placement.ability
+            predictor.ability.w_easy, predictor.ability.w_slope, predictor.ability.bias = (
+                heads.w_easy, heads.w_slope, heads.bias)
+        return predictor.fit(x, quality, output_tokens, z=z, input_tokens=inputs, fixed_heads=prior is not None)
+    predictor.fit(x, quality, output_tokens)
+    return predictor
+
+
 def out_of_fold(
-    x: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray, settings: TrainSettings
+    x: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray, settings: TrainSettings,
+    z: np.ndarray | None = None, inputs: np.ndarray | None = None, prior: TrainedRouter | None = None,
+    rows: np.ndarray | None = None, seed: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """K-fold out-of-fold predicted quality and output tokens for every row."""
-    n = x.shape[0]
-    folds = np.array_split(np.random.default_rng(settings.seed).permutation(n), max(settings.folds, 2))
-    q_hat = np.zeros_like(quality, dtype=np.float64)
-    out_hat = np.zeros_like(output_tokens, dtype=np.float64)
-    for fold in folds:
-        rest = np.setdiff1d(np.arange(n), fold)
-        predictor = build_predictor(settings.algorithm, settings.params).fit(x[rest], quality[rest], output_tokens[rest])
-        lengths = KNNPredictor(k=settings.length_k).fit(x[rest], quality[rest], output_tokens[rest])
-        q_hat[fold] = predictor.predict(x[fold])
-        out_hat[fold] = lengths.predict_output_tokens(x[fold])
+    """K-fold out-of-fold predicted quality and output tokens for `rows` (default: every row)."""
+    rows = np.arange(x.shape[0]) if rows is None else rows
+    z = np.full(quality.shape[1], np.nan) if z is None else z
+    inputs = np.zeros(x.shape[0]) if inputs is None else inputs
+    n = len(rows)
+    order = np.random.default_rng(settings.seed if seed is None else seed).permutation(n)
+    q_hat = np.zeros((n, quality.shape[1]))
+    out_hat = np.zeros((n, quality.shape[1]))
+    for fold in np.array_split(order, max(settings.folds, 2)):
+        rest = rows[np.setdiff1d(np.arange(n), fold)]
+        predictor = _fit(settings, x[rest], quality[rest], output_tokens[rest], z, inputs[rest], prior)
+        lengths = shared_lengths(predictor)
+        if lengths is None:
+            lengths = KNNPredictor(k=settings.length_k).fit(x[rest], quality[rest], output_tokens[rest])
+        if isinstance(predictor, AbilityPredictor):
+            q_hat[fold], out_hat[fold] = predictor.predict_with_lengths(x[rows[fold]])
+        else:
+            q_hat[fold], out_hat[fold] = predictor.predict(x[rows[fold]]), lengths.predict_output_tokens(x[rows[fold]])
     return q_hat, out_hat
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    """The true outcomes calibration scores knobs against, and the routing inputs it sweeps them with."""
+
+    quality: np.ndarray  # NaN where a prompt has no outcome for a model (or imputed)
+    true_cost: np.ndarray
+    inputs: np.ndarray  # routing input tokens per prompt
+    prices: np.ndarray  # (models × 2)
+    draws: np.ndarray  # prompt_draw per prompt
+    models: tuple[str, ...]
+
+    def result(self, rows: np.ndarray, q_hat: np.ndarray, out_hat: np.ndarray, settings: TrainSettings,
+               targets: Sequence[Target]) -> CalibrationResult:
+        """The knob meeting `targets` on `rows`, scored with their true outcomes."""
+        quality, true_cost = self.quality[rows], self.true_cost[rows]
+        c_hat = predicted_cost(self.inputs[rows, None], out_hat, self.prices)
+        if settings.impute_missing:
+            quality = np.where(np.isnan(quality), np.clip(q_hat, 0.0, 1.0), quality)
+            true_cost = np.where(np.isnan(true_cost), c_hat, true_cost)
+        present = ~np.isnan(quality)
+        # Each prompt is routed among the models with an outcome for it (ineligible cells carry −inf):
+        # with several datasets no prompt has every model, so calibration must not need complete rows.
+        points = sweep(np.where(present, q_hat, -np.inf), np.where(present, c_hat, 0.0),
+                       np.where(present, quality, 0.0), np.where(present, true_cost, 0.0), settings.rule)
+        return calibrate(points, targets, self.models, _best_single_model(quality)[0])
+
+    def achieved(self, rows: np.ndarray, q_hat: np.ndarray, out_hat: np.ndarray, knob: Knob,
+                 settings: TrainSettings) -> float:
+        """Quality of routing `rows` with `knob`, relative to their best single model's (as calibration measures it)."""
+        quality = self.quality[rows]
+        present = ~np.isnan(quality)
+        c_hat = predicted_cost(self.inputs[rows, None], out_hat, self.prices)
+        chosen = knob.choose(np.where(present, q_hat, -np.inf), c_hat, settings.rule, self.draws[rows])
+        picked = quality[np.arange(len(rows)), chosen]
+        return float(np.nanmean(picked)) / _best_single_model(quality)[0]
+
+
+def _nested_bias(x: np.ndarray, data: OutcomeData, settings: TrainSettings, cal: _Calibration, z: np.ndarray,
+                 q_oof: np.ndarray, out_oof: np.ndarray, prior: TrainedRouter | None) -> float | None:
+    """Mean (achieved − target) of the quality target over folds calibrated without them (None: not measured)."""
+    quality_targets = [t for t in settings.targets if t.kind == "quality"]
+    if not settings.nested or len(settings.targets) != 1 or not quality_targets or settings.impute_missing:
+        return None
+    target = quality_targets[0].value
+    n = x.shape[0]
+    order = np.random.default_rng(settings.seed).permutation(n)
+    misses = []
+    for k, fold in enumerate(np.array_split(order, max(settings.folds, 2))):
+        rest = np.setdiff1d(np.arange(n), fold)
+        q_in, out_in = out_of_fold(x, data.quality, data.output_tokens, settings, z, cal.inputs, prior, rows=rest,
+                                   seed=settings.seed + 1 + k)
+        inner = cal.result(rest, q_in, out_in, settings, settings.targets)
+        rel = cal.achieved(fold, q_oof[fold], out_oof[fold], inner.knob, settings)
+        misses.append((rel - target) * len(fold))
+    return float(sum(misses) / n)
 
 
 def train_router(
@@ -159,10 +269,16 @@ def train_router(
     settings: TrainSettings,
     *,
     source: Sequence[str] = (),
+    split: str | None = None,
     use_cache: bool = True,
+    prior: TrainedRouter | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TrainedRouter:
-    """Train and calibrate a router on all of `data` (pass the training split only)."""
+    """Train and calibrate a router on all of `data` (pass the training split only).
+
+    `prior` (the bundled router, for `train --from-ledger`) lends its prompt-difficulty heads, so
+    a few labelled requests place their models on its ability scale.
+    """
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     if len(data.prompt_ids) < max(settings.folds, 2) * 2:
@@ -172,44 +288,48 @@ def train_router(
     x = features_for(data, settings, vocabulary, use_cache=use_cache)
     prices = fit_prices(data)
     price_matrix = np.array([prices[m] for m in data.models])
-    inputs = filled_input_tokens(data)
+    z = _abilities_to_fit(data.models, settings, prior)
+    inputs = routing_input_tokens(data.prompts)
+    true_cost = np.where(np.isnan(data.cost_usd),
+                         predicted_cost(filled_input_tokens(data), data.output_tokens, price_matrix), data.cost_usd)
+    cal = _Calibration(data.quality, true_cost, inputs, price_matrix, prompt_draws(data.prompts), tuple(data.models))
 
     say(f"calibrating on {settings.folds}-fold out-of-fold predictions")
-    q_hat, out_hat = out_of_fold(x, data.quality, data.output_tokens, settings)
-    c_hat = predicted_cost(inputs, out_hat, price_matrix)
-    true_cost = np.where(np.isnan(data.cost_usd), predicted_cost(inputs, data.output_tokens, price_matrix), data.cost_usd)
-    # Each prompt is routed among the models with an outcome for it (ineligible cells carry −inf):
-    # with several datasets no prompt has every model, so calibration must not need complete rows.
-    quality = data.quality
-    if settings.impute_missing:
-        quality = np.where(np.isnan(quality), np.clip(q_hat, 0.0, 1.0), quality)
-        true_cost = np.where(np.isnan(true_cost), c_hat, true_cost)
-    present = ~np.isnan(quality)
-    points = sweep(np.where(present, q_hat, -np.inf), np.where(present, c_hat, 0.0),
-                   np.where(present, quality, 0.0), np.where(present, true_cost, 0.0), settings.rule)
-    best_quality, best = _best_single_model(quality)
-    result = calibrate(points, settings.targets, data.models, best_quality)
+    q_hat, out_hat = out_of_fold(x, data.quality, data.output_tokens, settings, z, inputs, prior)
+    bias = _nested_bias(x, data, settings, cal, z, q_hat, out_hat, prior)
+    targets = settings.targets
+    if bias is not None:
+        say(f"nested check: calibration misses its target by {bias:+.4f}; correcting")
+        targets = (Target("quality", settings.targets[0].value - bias),)
+    result = cal.result(np.arange(len(data.prompt_ids)), q_hat, out_hat, settings, targets)
+    best_quality, best = _best_single_model(data.quality)
 
     say("fitting on all training prompts")
-    predictor = build_predictor(settings.algorithm, settings.params).fit(x, data.quality, data.output_tokens)
-    lengths = shared_knn(predictor) or KNNPredictor(k=settings.length_k).fit(x, data.quality, data.output_tokens)
-    seconds = time.perf_counter() - started
+    predictor = _fit(settings, x, data.quality, data.output_tokens, z, inputs, prior)
+    lengths = shared_lengths(predictor) or KNNPredictor(k=settings.length_k).fit(x, data.quality, data.output_tokens)
+    placement = predictor if isinstance(predictor, AbilityPredictor) else _placement(settings, x, data, z, inputs)
     summary = {
         "datasets": list(source),
         "n_prompts": len(data.prompt_ids),
         "prompts_per_model": {m: int((~np.isnan(data.quality[:, j])).sum()) for j, m in enumerate(data.models)},
         "tasks": sorted({t for t in data.tasks if t}),
         "best_model": data.models[best],
+        "best_model_quality": best_quality,
+        "public_scores": {m: (None if np.isnan(v) else float(SCORE_CENTER + SCORE_SCALE * v))
+                          for m, v in zip(data.models, z, strict=True)},
         "calibration": {
             "targets": [str(t) for t in settings.targets],
-            "knob": result.knob,
+            "nested_bias": bias,
+            "calibrated_for": [str(t) for t in targets],
+            "knob": result.knob.to_json(),
             "met": result.met,
             "quality": result.quality,
             "rel_quality": result.rel_quality,
             "cost_per_1k": result.cost_per_1k,
             "folds": settings.folds,
         },
-        "train_seconds": round(seconds, 3),
+        "started_from": None if prior is None else prior.summary.get("name", "a prior router"),
+        "train_seconds": round(time.perf_counter() - started, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return TrainedRouter(
@@ -226,4 +346,26 @@ def train_router(
         target=",".join(str(t) for t in settings.targets),
         prices=prices,
         summary=summary,
+        placement=placement,
+        training=TrainingRecord.of(data.prompt_ids, data.prompts, datasets=source, split=split),
+        window=settings.window,
     )
+
+
+def _abilities_to_fit(models: Sequence[str], settings: TrainSettings, prior: TrainedRouter | None) -> np.ndarray:
+    """Standardised abilities the fit ties each model to: the prior router's fitted one, else its public score."""
+    table = ScoreTable.from_csv(settings.score_file) if settings.score_file else ScoreTable.bundled()
+    z = model_z(models, table)
+    if prior is not None:
+        known = prior.abilities()
+        z = np.array([(known[m] - SCORE_CENTER) / SCORE_SCALE if m in known else v for m, v in zip(models, z,
+                                                                                                strict=True)])
+    return z
+
+
+def _placement(settings: TrainSettings, x: np.ndarray, data: OutcomeData, z: np.ndarray,
+               inputs: np.ndarray) -> AbilityPredictor:
+    """The ability model a kNN/MF router carries to place models it never saw."""
+    placement = build_predictor("ability", {})
+    assert isinstance(placement, AbilityPredictor)
+    return placement.fit(x, data.quality, data.output_tokens, z=z, input_tokens=inputs)

@@ -25,6 +25,8 @@ __all__ = ["DEFAULT_LOCAL_BASE_URL", "LOCAL_PROVIDER", "local_model_config", "ma
 #: The provider name that marks switchman's own local model server.
 LOCAL_PROVIDER = "local"
 DEFAULT_LOCAL_BASE_URL = "http://127.0.0.1:8181/v1"
+#: The local model's ability on the LMArena style-controlled scale (see local_model_config).
+LOCAL_SCORE = 950.0
 
 
 def local_model_config(base_url: str = DEFAULT_LOCAL_BASE_URL) -> dict[str, Any]:
@@ -38,6 +40,9 @@ def local_model_config(base_url: str = DEFAULT_LOCAL_BASE_URL) -> dict[str, Any]
                 "output_price": 0.0,
                 "context_window": LOCAL_CONTEXT_WINDOW,
                 "capabilities": ["json"],
+                # Its ability for learned routes: below every model LMArena lists (the weakest, stablelm-
+                # tuned-alpha-7b, scores 957; SmolLM2-1.7B 1121), so it takes only prompts any model gets right.
+                "score": LOCAL_SCORE,
             }
         },
     }

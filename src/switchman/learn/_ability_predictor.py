@@ -1,0 +1,82 @@
+"""The `ability` predictor: nearest-centroid evidence shrunk toward the ability model.
+
+For a trained model m and prompt x: the outcomes of the training prompts in the clusters nearest x
+(`CentroidEvidence`), shrunk toward the ability model's σ(e(x) + s(x)·θ_m) where they are thin.
+For a model the router never saw, only the ability part exists, with θ from the model's public (or
+configured) score; its output length is that of the trained model nearest in ability (its tier).
+Everything stored is a parameter or a per-cluster aggregate, so a router of this kind can ship.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._ability import AbilityModel
+from ._centroids import CentroidEvidence
+
+__all__ = ["AbilityPredictor"]
+
+
+@dataclass
+class AbilityPredictor:
+    """Quality and output length for trained models, and for any model of known ability."""
+
+    ability: AbilityModel = field(default_factory=AbilityModel)
+    evidence: CentroidEvidence = field(default_factory=CentroidEvidence)
+    name: str = "ability"
+    output_means: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    z: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # the standardised public scores fitted to
+
+    def fit(self, x: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray, *,
+            z: np.ndarray | None = None, input_tokens: np.ndarray | None = None,
+            fixed_heads: bool = False) -> AbilityPredictor:
+        """Fit both parts; `z` is each model's standardised public score (NaN or None: none)."""
+        m = quality.shape[1]
+        self.z = np.full(m, np.nan, np.float32) if z is None else np.asarray(z, dtype=np.float32)
+        self.ability.fit(x, quality, self.z, fixed_heads=fixed_heads)
+        self.evidence.fit(x, quality, output_tokens, input_tokens)
+        out = np.where(np.isnan(quality), np.nan, output_tokens)
+        means = np.array([np.nanmean(out[:, j]) if (~np.isnan(out[:, j])).any() else np.nan for j in range(m)])
+        self.output_means = np.where(np.isnan(means), np.nanmean(means) if (~np.isnan(means)).any() else 0.0,
+                                     means).astype(np.float32)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted quality of every trained model, (n × models)."""
+        return self.predict_with_lengths(x)[0]
+
+    def predict_with_lengths(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Quality and output tokens of every trained model."""
+        prior_q = self.ability.predict(x, self.ability.theta)
+        prior_out = np.broadcast_to(self.output_means, prior_q.shape)
+        return self.evidence.predict(x, prior_q, prior_out)
+
+    def predict_output_tokens(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_with_lengths(x)[1]
+
+    def predict_placed(self, x: np.ndarray, theta: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Quality and output tokens of models the router never saw, from their abilities alone."""
+        thetas = np.asarray(theta, dtype=np.float32)
+        quality = self.ability.predict(x, thetas)
+        tier = np.abs(self.ability.theta[None, :] - thetas[:, None]).argmin(axis=1)
+        _, outputs = self.evidence.predict(x, self.ability.predict(x, self.ability.theta[tier]),
+                                           np.broadcast_to(self.output_means[tier], quality.shape), columns=tier)
+        return quality, outputs
+
+    def params(self) -> dict[str, Any]:
+        return {"ability": self.ability.params(), "evidence": self.evidence.params()}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**self.ability.arrays(), **self.evidence.arrays(), "ability.output_means": self.output_means,
+                "ability.z": self.z}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> AbilityPredictor:
+        return cls(ability=AbilityModel.from_arrays(arrays, params["ability"]),
+                   evidence=CentroidEvidence.from_arrays(arrays, params["evidence"]),
+                   output_means=arrays["ability.output_means"].astype(np.float32),
+                   z=arrays["ability.z"].astype(np.float32))

@@ -1,0 +1,47 @@
+"""A learned route's knob for its own candidates, chosen on the router's training population.
+
+A router file's calibrated knob holds for the models it was calibrated on. A route over other
+candidates (a subset, models placed by score, or the bundled router's unseen models) needs its
+own: the knob is swept over the router's clusters of training prompts (each weighted by its
+number of prompts, priced at its prompts' mean routing input tokens), scoring each candidate with
+its clusters' true mean quality where the router has outcomes for it and with its prediction
+where it does not. No per-request work: this runs once, when the route is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._catalog import ModelSpec
+from .._exceptions import ArtifactError
+from ._artifact import TrainedRouter
+from ._calibrate import CalibrationResult, Target, calibrate, sweep
+from ._profiles import ModelProfile
+
+__all__ = ["route_knob"]
+
+
+def route_knob(router: TrainedRouter, profiles: Sequence[ModelProfile], specs: Sequence[ModelSpec],
+               targets: Sequence[Target]) -> CalibrationResult:
+    """The knob meeting `targets` when routing among `specs` (profiled in `profiles`, same order)."""
+    if router.placement is None:
+        raise ArtifactError("this router file has no calibration population (format version 1); retrain it")
+    evidence = router.placement.evidence
+    x = evidence.centroids
+    quality, output = router.predict_columns(x, [p.key for p in profiles])
+    truth = quality.copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j, profile in enumerate(profiles):
+            if profile.column is not None:
+                counts = evidence.counts[:, profile.column]
+                means = evidence.quality_sums[:, profile.column] / counts
+                truth[:, j] = np.where(counts > 0, means, quality[:, j])
+    tokens = evidence.input_means.astype(np.float64)
+    cost = np.column_stack([[spec.cost(t, o) for t, o in zip(tokens, output[:, j], strict=True)]
+                            for j, spec in enumerate(specs)])
+    weights = evidence.sizes.astype(np.float64)
+    points = sweep(quality, cost, truth, cost, router.rule, weights=weights)
+    best = float(np.max(weights @ truth / weights.sum()))
+    return calibrate(points, targets, [s.name for s in specs], best)
