@@ -1,11 +1,15 @@
 """Routing quality and cost on the development data: the numbers in docs/benchmarks.md.
 
-    python benchmarks/bench_routing.py selection   # choices made by 5-fold CV inside the train split
-    python benchmarks/bench_routing.py final       # train on train (calibrated inside it), report test
-    python benchmarks/bench_routing.py all
+    python benchmarks/bench_routing.py selection   # predictors compared by 5-fold CV inside the train splits
+    python benchmarks/bench_routing.py final       # default recipe trained on train, knob fixed there, test once
+    python benchmarks/bench_routing.py lmo         # leave-models-out: 3 RouterBench models placed by score alone
+    python benchmarks/bench_routing.py lodo        # leave-one-dataset-out: train on one, route the other's models
+    python benchmarks/bench_routing.py bundled     # bundled recipe (train splits) vs the best public score in its spend
+    python benchmarks/bench_routing.py identity    # eval's and serving's decisions on every test prompt
 
-Needs ../shared/data (RouterBench and AlpacaEval 2 outcome tables). Writes JSON next to the
-markdown it prints (runs/bench_routing/*.json).
+Needs ../shared/data (RouterBench and AlpacaEval 2 outcome tables). Writes JSON under runs/bench_routing/.
+Every router is trained on a train split only; its knob is fixed there; the test split is measured
+once per configuration. Frontier numbers (AIQ, saved @) are swept on the test split and secondary.
 """
 
 from __future__ import annotations
@@ -16,125 +20,188 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from switchman.cli._eval import eval_command
 from switchman.cli._train import train_command
-from switchman.evaluate import EvalPlan
-from switchman.learn import train_settings
+from switchman.evaluate import EvalPlan, EvalReport, load_data, predict_with_router
+from switchman.learn import TrainedRouter, train_settings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path("runs/bench_routing")
 QUIET = Console(file=io.StringIO(), width=200)
-
-# (label, options) compared by CV on the training split of RouterBench and AlpacaEval 2.
-SELECTION = [
-    ("wordllama-256, knn (k=40, T=0.05)", {"embedder": "wordllama-256", "algorithm": "knn",
-                                           "params": ["k=40", "temperature=0.05"]}),
-    ("wordllama-256, knn (k=100, T=0.3)", {"embedder": "wordllama-256", "algorithm": "knn",
-                                           "params": ["k=100", "temperature=0.3"]}),
-    ("wordllama-256, mf", {"embedder": "wordllama-256", "algorithm": "mf"}),
-    ("wordllama-256, ensemble", {"embedder": "wordllama-256", "algorithm": "ensemble",
-                                 "params": ["knn.k=100", "knn.temperature=0.3"]}),
-    ("wordllama-256, knn + task", {"embedder": "wordllama-256", "algorithm": "knn", "use_task": True,
-                                   "params": ["k=100", "temperature=0.3"]}),
-    ("wordllama-256, mf + task", {"embedder": "wordllama-256", "algorithm": "mf", "use_task": True}),
-    ("wordllama-256, knn, tolerance rule", {"embedder": "wordllama-256", "algorithm": "knn", "rule": "tolerance",
-                                            "params": ["k=100", "temperature=0.3"]}),
-    ("minilm-int8:tail, knn (k=100, T=0.3)", {"embedder": "minilm-int8:tail", "algorithm": "knn",
-                                              "params": ["k=100", "temperature=0.3"]}),
-    ("minilm-int8:tail, mf", {"embedder": "minilm-int8:tail", "algorithm": "mf"}),
-]
+RB, AE = "routerbench", "alpacaeval2"
+RB_MODELS = ("WizardLM/WizardLM-13B-V1.2", "claude-instant-v1", "claude-v1", "claude-v2", "gpt-3.5-turbo-1106",
+             "gpt-4-1106-preview", "meta/code-llama-instruct-34b-chat", "meta/llama-2-70b-chat",
+             "mistralai/mistral-7b-chat", "mistralai/mixtral-8x7b-chat", "zero-one-ai/Yi-34B-Chat")
 
 
-def _row(label: str, entry: dict, seconds: float) -> str:
-    def pct(v: float | None) -> str:
-        return "—" if v is None else f"{v:.1%}"
-
-    return (f"| {label} | {pct(entry['rel_quality'])} | {pct(entry['rel_cost'])} | {entry['aiq']:.4f} | "
-            f"{pct(entry['savings_at_95'])} | {pct(entry['savings_at_100'])} | {seconds:.0f} s |")
-
-
-HEADER = ("| router | calibrated quality (rel. best) | calibrated cost (rel. best) | AIQ | saved @95% | saved @100% | time |\n"
-          "|---|---:|---:|---:|---:|---:|---:|")
-
-
-def selection() -> None:
-    for dataset in ("routerbench", "alpacaeval2"):
-        print(f"\n### {dataset}: 5-fold CV inside the train split, target quality=0.95\n\n{HEADER}")
-        for label, options in SELECTION:
-            started = time.perf_counter()
-            plan = EvalPlan(strategies=("learned",), split="train", cv=5, settings=train_settings(**options))
-            report = eval_command(plan, data=[DATA / dataset], console=QUIET).to_dict()
-            entry = next(iter(report["routers"].values()))
-            print(_row(label, entry, time.perf_counter() - started), flush=True)
-            (OUT / f"selection-{dataset}-{label.replace(' ', '_').replace(',', '')}.json").write_text(json.dumps(report))
-
-
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
-def final(variants: dict[str, dict]) -> None:
-    """Train each variant on each train split (and on both together), report each test split."""
-    routers: dict[tuple[str, str], tuple[Path, float]] = {}
-    for label, options in variants.items():
-        for name, dirs in (("routerbench", ["routerbench"]), ("alpacaeval2", ["alpacaeval2"]),
-                           ("both", ["routerbench", "alpacaeval2"])):
-            path = OUT / f"router-{label}-{name}.safetensors"
+def train(name: str, data: list[str], *, models: tuple[str, ...] = (), **options: Any) -> tuple[Path, float]:
+    path = OUT / f"{name}.safetensors"
+    started = time.perf_counter()
+    train_command(data=[DATA / d for d in data], out=path, models=models, settings=train_settings(**options),
+                  console=QUIET)
+    return path, time.perf_counter() - started
+
+
+def evaluate(routers: list[Path], dataset: str, tag: str, **plan: Any) -> EvalReport:
+    report = eval_command(EvalPlan(routers=tuple(routers), split="test", **plan), data=[DATA / dataset], console=QUIET,
+                          json_path=OUT / f"{tag}.json")
+    return report
+
+
+def row(label: str, report: EvalReport, name: str, extra: str = "") -> str:
+    r = report.routers[name]
+    f, cal = r.frontier, r.calibrated
+    miss = getattr(cal, "miss", None)
+    return (f"| {label} | {pct(r.point.rel_quality)} | {pct(r.point.rel_cost)} | "
+            f"{'—' if miss is None else f'{miss * 100:+.2f}'} | {f.aiq if f else float('nan'):.4f} | "
+            f"{pct(f.savings_at_95 if f else None)} | {pct(f.savings_at_100 if f else None)} |{extra}")
+
+
+HEADER = ("| router | quality (rel. best) | cost (rel. best) | achieved − target (pts) | AIQ* | saved @95%* | "
+          "saved @100%* |\n|---|---:|---:|---:|---:|---:|---:|")
+
+
+def selection() -> None:
+    """Each predictor, 5-fold CV inside the train split (each fold's knob chosen on the other folds)."""
+    for dataset in (RB, AE):
+        print(f"\n### {dataset}: 5-fold CV inside the train split, target quality=0.95\n\n{HEADER}")
+        for algorithm in ("ability", "knn", "mf", "ensemble"):
             started = time.perf_counter()
-            train_command(data=[DATA / d for d in dirs], out=path, settings=train_settings(**options), console=QUIET)
-            routers[(label, name)] = (path, time.perf_counter() - started)
-    for dataset in ("routerbench", "alpacaeval2"):
-        paths = [routers[(label, trained_on)][0] for label in variants for trained_on in (dataset, "both")]
-        plan = EvalPlan(routers=tuple(paths), strategies=("cheapest", "random"), split="test")
-        report = eval_command(plan, data=[DATA / dataset], console=QUIET, json_path=OUT / f"final-{dataset}.json",
-                              plot_path=OUT / f"final-{dataset}.png").to_dict()
-        print(f"\n### {dataset} test split ({report['n_prompts']} prompts); best single model "
-              f"{report['best_model']}, most expensive {report['most_expensive_model']}\n")
-        print(HEADER)
-        for label in variants:
-            for trained_on in (dataset, "both"):
-                path, seconds = routers[(label, trained_on)]
-                print(_row(f"{label}, trained on {trained_on}", report["routers"][path.stem], seconds))
-        for base in ("cheapest", "random"):
-            e = report["routers"][base]
-            print(f"| strategy: {base} | {_pct(e['rel_quality'])} | {_pct(e['rel_cost'])} | | | | |")
-        for base in ("single_model_hull", "random_mix"):
-            b = report["baselines"][base]
-            print(f"| baseline: {base} | — | — | {b['aiq']:.4f} | {_pct(b['savings_at_95'])} | "
-                  f"{_pct(b['savings_at_100'])} | |")
-        o = report["baselines"]["oracle"]
-        print(f"| baseline: oracle | {_pct(o['rel_quality'])} | {_pct(o['rel_cost'])} | | | | |")
-        print(f"\nAgainst the most expensive model ({report['most_expensive_model']}), and where the "
-              "calibrated routers sent their calls:\n")
-        for label in variants:
-            for trained_on in (dataset, "both"):
-                entry = report["routers"][routers[(label, trained_on)][0].stem]
-                vs = entry["vs_most_expensive"]
-                shares = ", ".join(f"{m} {v:.0%}" for m, v in sorted(entry["shares"].items(), key=lambda kv: -kv[1])[:4])
-                print(f"- {label}, trained on {trained_on}: saved @95% {_pct(vs['savings_at_95'])}, "
-                      f"saved @100% {_pct(vs['savings_at_100'])}; calibrated quality {entry['quality']:.4f} at "
-                      f"${entry['cost_per_1k']:.4f}/1k; shares {shares}")
+            plan = EvalPlan(strategies=("learned",), split="train", cv=5, settings=train_settings(algorithm=algorithm))
+            report = eval_command(plan, data=[DATA / dataset], console=QUIET,
+                                  json_path=OUT / f"selection-{dataset}-{algorithm}.json")
+            print(row(algorithm, report, "learned-cv5", f" {time.perf_counter() - started:.0f} s"), flush=True)
+
+
+def final() -> None:
+    """The default recipe (and kNN, for comparison) trained on each train split, measured on its test split."""
+    for dataset in (RB, AE):
+        paths = {}
+        for algorithm in ("ability", "knn"):
+            paths[algorithm], seconds = train(f"final-{dataset}-{algorithm}", [dataset], algorithm=algorithm)
+            print(f"trained {algorithm} on {dataset} train in {seconds:.0f} s", flush=True)
+        report = evaluate(list(paths.values()), dataset, f"final-{dataset}", strategies=("cheapest", "random"),
+                          overlap="exclude")
+        print(f"\n### {dataset} test split ({report.n_prompts} prompts; best single model {report.best_model}, "
+              f"chosen on {report.best_model_from}); notes: {list(report.warnings)}\n\n{HEADER}")
+        for algorithm, path in paths.items():
+            r = report.routers[path.stem]
+            shares = ", ".join(f"{m.split('/')[-1]} {s:.0%}" for m, s in sorted((r.shares or {}).items(),
+                                                                                 key=lambda kv: -kv[1])[:4])
+            print(row(f"{algorithm} (knob {r.calibrated.knob if r.calibrated else ''})", report, path.stem,
+                      f" shares: {shares}"))
+        for name in ("cheapest", "random"):
+            p = report.routers[name].point
+            print(f"| strategy: {name} | {pct(p.rel_quality)} | {pct(p.rel_cost)} | | | | |")
+        base = report.baselines
+        assert base is not None
+        print(f"| baseline: hull of single models | — | — | | {base.hull_frontier.aiq:.4f} | "
+              f"{pct(base.hull_frontier.savings_at_95)} | {pct(base.hull_frontier.savings_at_100)} |")
+        print(f"| baseline: oracle | {pct(base.oracle.rel_quality)} | {pct(base.oracle.rel_cost)} | | | | |")
+
+
+def lmo(draws: int = 5) -> None:
+    """RouterBench: train on 8 models (train split), route all 11 on the test split, 3 placed by public score."""
+    rng = np.random.default_rng(0)
+    print(f"\n### leave-models-out on RouterBench ({draws} random triples, seed 0)\n\n"
+          "| held out (placed by score) | quality (rel. best) | cost (rel. best) | achieved − target | "
+          "saved @95%* |\n|---|---:|---:|---:|---:|")
+    results = []
+    for i in range(draws):
+        held = tuple(sorted(rng.choice(RB_MODELS, 3, replace=False)))
+        kept = tuple(m for m in RB_MODELS if m not in held)
+        path, _ = train(f"lmo-{i}", [RB], models=kept)
+        report = evaluate([path], RB, f"lmo-{i}", overlap="exclude")
+        r = report.routers[path.stem]
+        assert set(r.placed) == set(held)
+        miss = getattr(r.calibrated, "miss", None)
+        results.append((r.point.rel_quality, r.point.rel_cost))
+        print(f"| {', '.join(m.split('/')[-1] for m in held)} | {pct(r.point.rel_quality)} | {pct(r.point.rel_cost)} | "
+              f"{'—' if miss is None else f'{miss * 100:+.2f}'} | {pct(r.frontier.savings_at_95 if r.frontier else None)} |",
+              flush=True)
+    q, c = np.mean(results, axis=0)
+    print(f"| **mean of {draws}** | {pct(q)} | {pct(c)} | | |")
+
+
+def lodo() -> None:
+    """Train on one dataset's train split; route the other's test split, its models placed by score where unseen."""
+    from switchman.learn import ScoreTable
+
+    scores = ScoreTable.bundled()
+    scored_ae = tuple(m for m in load_data([DATA / AE]).models if scores.find(m) is not None)
+    print(f"\n### leave-one-dataset-out (the routers of `final`)\n\n{HEADER}")
+    path = OUT / f"final-{RB}-ability.safetensors"
+    report = eval_command(EvalPlan(routers=(path,), split="test", overlap="exclude"), data=[DATA / AE],
+                          models=scored_ae, console=QUIET, json_path=OUT / "lodo-rb-on-ae.json")
+    print(row(f"trained on RouterBench → AlpacaEval 2 test, its {len(scored_ae)} models with a public score "
+              f"({len(report.routers[path.stem].placed)} placed by score alone)", report, path.stem))
+    path = OUT / f"final-{AE}-ability.safetensors"
+    report = evaluate([path], RB, "lodo-ae-on-rb", overlap="exclude")
+    print(row(f"trained on AlpacaEval 2 → RouterBench test, 11 models ({len(report.routers[path.stem].placed)} placed "
+              "by score alone)", report, path.stem))
+
+
+def bundled() -> None:
+    """The bundled recipe trained on both train splits, on each test split, against the best public score in its spend."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from build_bundled_router import build  # type: ignore[import-not-found]
+
+    path = OUT / "bundled-train.safetensors"
+    build(DATA, [RB, AE], path, split="train")
+    print("\n### the bundled recipe (both train splits) vs the best single model within its spend, chosen by public "
+          "score\n\n| test split | router quality | router $/1k | best public score within that spend | its quality | "
+          "its $/1k |\n|---|---:|---:|---|---:|---:|")
+    for dataset in (RB, AE):
+        report = evaluate([path], dataset, f"bundled-{dataset}", overlap="exclude")
+        r = report.routers[path.stem]
+        pick = r.score_pick
+        print(f"| {dataset} ({report.n_prompts}) | {r.point.quality:.4f} ({pct(r.point.rel_quality)}) | "
+              f"{r.point.cost_per_1k:.4f} ({pct(r.point.rel_cost)}) | "
+              + (f"{pick.model} ({pick.score:g}) | {pick.point.quality:.4f} | {pick.point.cost_per_1k:.4f} |"
+                 if pick else "none affordable | | |"), flush=True)
+
+
+def identity() -> None:
+    """Eval's calibrated choice vs the served decision (Router.route) for every test prompt of a router file."""
+    from switchman import Router
+
+    for dataset, path in ((RB, OUT / f"final-{RB}-ability.safetensors"), (AE, OUT / f"final-{AE}-ability.safetensors")):
+        trained = TrainedRouter.load(path)
+        table = load_data([DATA / dataset], split="test").complete()
+        evaluated = predict_with_router(trained, table)
+        config = {"models": {m: {"provider": "p", "input_price": trained.prices[m][0],
+                                 "output_price": trained.prices[m][1]} for m in trained.models},
+                  "routes": {"default": {"candidates": list(trained.models), "strategy": "learned",
+                                         "router": str(path)}}}
+        router = Router.from_dict(config)
+        served = np.array([table.models.index(router.route(p).model) for p in table.prompts])
+        differ = int((served != evaluated.chosen).sum())
+        print(f"{dataset}: {differ} of {len(table)} decisions differ between eval and serving", flush=True)
+        (OUT / f"identity-{dataset}.json").write_text(json.dumps({"prompts": len(table), "differ": differ}))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["selection", "final", "all"])
+    parser.add_argument("what", choices=["selection", "final", "lmo", "lodo", "bundled", "identity"])
     args = parser.parse_args()
-    import numpy  # noqa: F401  (load BLAS first: the limit applies to libraries already loaded)
-    from threadpoolctl import threadpool_limits
+    from switchman._threads import limit_blas_threads
 
-    threadpool_limits(limits=1, user_api="blas")  # as `switchman` itself does (see switchman.cli._app._process_setup)
+    limit_blas_threads()
     if not DATA.exists():
         print(f"{DATA} is missing: this benchmark needs the shared outcome data", file=sys.stderr)
         return 1
     OUT.mkdir(parents=True, exist_ok=True)
-    if args.what in ("selection", "all"):
-        selection()
-    if args.what in ("final", "all"):
-        final({"knn": {"algorithm": "knn"}, "mf": {"algorithm": "mf"}})
+    {"selection": selection, "final": final, "lmo": lmo, "lodo": lodo, "bundled": bundled,
+     "identity": identity}[args.what]()
     return 0
 
 

@@ -23,39 +23,44 @@ from pathlib import Path
 
 import numpy as np
 
+from switchman._threads import limit_blas_threads
+from switchman.evaluate import concat_tables, load_data
+from switchman.learn import AbilityPredictor, TrainedRouter, TrainSettings, train_router
+
 OUT = Path(__file__).resolve().parents[1] / "src" / "switchman" / "learn" / "data" / "router.safetensors"
 DATASETS = ("routerbench", "alpacaeval2")
 MAX_BYTES = 10 * 1024 * 1024
+
+
+def build(data: Path, names: list[str], out: Path, *, split: str | None = None) -> TrainedRouter:
+    """Train the bundled recipe on `names` under `data` (all prompts, or one split) and save it to `out`."""
+    tables = []
+    for name in names:
+        table = load_data([data / name], split=split)
+        if name == "alpacaeval2":
+            table = dataclasses.replace(table, quality=np.minimum(1.0, 2.0 * table.quality))
+        tables.append(table)
+    table = concat_tables(tables) if len(tables) > 1 else tables[0]
+    router = train_router(table, TrainSettings(algorithm="ability"), source=names, split=split, progress=print)
+    router.summary["name"] = "bundled"
+    assert isinstance(router.predictor, AbilityPredictor) and router.lengths is router.predictor
+    assert min(router.predictor.evidence.sizes) >= router.predictor.evidence.min_size, "a cluster of too few prompts"
+    router.save(out)
+    return router
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path, nargs="?", default=Path("../shared/data"))
     parser.add_argument("--without", action="append", default=[], choices=DATASETS)
+    parser.add_argument("--split", default=None, help="train on this split only (benchmarks; the bundled file: all)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-
-    from switchman._threads import limit_blas_threads
-    from switchman.evaluate import concat_tables, load_data
-    from switchman.learn import AbilityPredictor, TrainSettings, train_router
-
     limit_blas_threads()
-    names = [d for d in DATASETS if d not in args.without]
-    tables = []
-    for name in names:
-        table = load_data([args.data / name])
-        if name == "alpacaeval2":
-            table = dataclasses.replace(table, quality=np.minimum(1.0, 2.0 * table.quality))
-        tables.append(table)
-    table = concat_tables(tables) if len(tables) > 1 else tables[0]
     started = time.perf_counter()
-    router = train_router(table, TrainSettings(algorithm="ability"), source=names, split=None, progress=print)
-    router.summary["name"] = "bundled"
-    assert isinstance(router.predictor, AbilityPredictor) and router.lengths is router.predictor
-    assert min(router.predictor.evidence.sizes) >= router.predictor.evidence.min_size, "a cluster of too few prompts"
-    router.save(args.out)
+    router = build(args.data, [d for d in DATASETS if d not in args.without], args.out, split=args.split)
     size = args.out.stat().st_size
-    print(f"{args.out}: {size / 1024:.0f} KiB, {len(router.models)} models, {len(table)} prompts, "
+    print(f"{args.out}: {size / 1024:.0f} KiB, {len(router.models)} models, {router.summary['n_prompts']} prompts, "
           f"{time.perf_counter() - started:.0f} s; calibration {router.summary['calibration']}")
     if size > MAX_BYTES:
         print(f"{args.out} is over {MAX_BYTES} bytes", file=sys.stderr)

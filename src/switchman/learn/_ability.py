@@ -42,7 +42,7 @@ class AbilityModel:
     """Per-prompt easiness and discrimination heads, and one ability per trained model."""
 
     l2: float = 1e-3  # on the two heads' weights
-    l2_residual: float = 1e-2  # on a scored model's δ (per model; the penalty is divided by their count)
+    l2_residual: float = 3e-2  # on a scored model's δ (per model; the penalty is divided by their count)
     max_iter: int = 400
     w_easy: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     w_slope: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
