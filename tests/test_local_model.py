@@ -138,3 +138,21 @@ def test_the_local_model_process_gets_no_secrets() -> None:
         assert _looks_secret(name), name
     for name in ("PATH", "HOME", "OMP_WAIT_POLICY", "LD_LIBRARY_PATH"):
         assert not _looks_secret(name), name
+
+
+@needs_model
+def test_the_sdk_starts_the_local_model_on_a_free_port_and_stops_it(tmp_path: Path) -> None:
+    from switchman import Router
+
+    data = local_model_config()  # port 0: any free port
+    data["routes"] = {"default": {"candidates": [LOCAL_MODEL], "strategy": "cheapest"}}
+    data["server"] = {"ledger_url": f"sqlite:///{tmp_path / 'ledger.sqlite3'}"}
+    with Router.from_dict(data) as first, Router.from_dict(data) as second:
+        replies = [r.chat(QUESTION, max_tokens=MAX_TOKENS, temperature=0) for r in (first, second)]
+        servers = [r._client().local_server for r in (first, second)]
+        assert all(s is not None and s.running for s in servers)
+        urls = {s.base_url for s in servers if s is not None}
+    assert len(urls) == 2 and not any(url.endswith(":0/v1") for url in urls)  # two free ports, no collision
+    assert all(s is not None and not s.running for s in servers)  # closed with their routers
+    for reply in replies:
+        assert reply.model == LOCAL_MODEL and (reply["choices"][0]["message"]["content"] or "").strip()

@@ -21,8 +21,10 @@ __all__ = [
     "CONFIG_ENV",
     "EMBEDDINGS_API_KEY_ENV",
     "LEDGER_URL_ENV",
+    "LOCAL_URL_ENV",
     "Environment",
     "export_config_file",
+    "export_local_url",
 ]
 
 #: The ledger's URL when the configuration gives none (else SQLite in the user's data directory).
@@ -35,6 +37,8 @@ BLAS_THREADS_ENV = "SWITCHMAN_BLAS_THREADS"
 EMBEDDINGS_API_KEY_ENV = "SWITCHMAN_EMBEDDINGS_API_KEY"
 #: The configuration file `switchman serve --workers N` hands its worker processes.
 CONFIG_ENV = "SWITCHMAN_CONFIG"
+#: Where the local model server `switchman serve` started listens (its port is picked at start).
+LOCAL_URL_ENV = "SWITCHMAN_LOCAL_URL"
 
 
 class Environment(Mapping[str, str]):
@@ -91,7 +95,17 @@ class Environment(Mapping[str, str]):
         """$SWITCHMAN_CONFIG, if set (a `serve --workers N` worker's configuration)."""
         return self._values.get(CONFIG_ENV) or None
 
+    @property
+    def local_url(self) -> str | None:
+        """$SWITCHMAN_LOCAL_URL, if set (the running local model server, for workers and reloads)."""
+        return self._values.get(LOCAL_URL_ENV) or None
+
 
 def export_config_file(path: Path) -> None:
     """Hand the configuration file to worker processes `serve --workers N` spawns (they inherit it)."""
     os.environ[CONFIG_ENV] = str(path)
+
+
+def export_local_url(url: str) -> None:
+    """Hand the running local model server's address to worker processes (and to this process's reloads)."""
+    os.environ[LOCAL_URL_ENV] = url

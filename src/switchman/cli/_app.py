@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .._exceptions import ConfigError, SwitchmanError
@@ -51,7 +52,8 @@ def fails_cleanly(command: Callable[P, None]) -> Callable[P, None]:
         try:
             command(*args, **kwargs)
         except SwitchmanError as exc:
-            err_console.print(f"[red]error:[/] {exc}")
+            # Never wrapped (a log keeps the whole message on its line) and never read as markup.
+            err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return run
@@ -201,11 +203,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on (default: server.host)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default: server.port)")] = None,
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
+                                             help="one line per request on stdout")] = True,
 ) -> None:
-    """Run the OpenAI-compatible gateway."""
+    """Run the OpenAI-compatible gateway (SIGHUP reloads --config)."""
     from ._serve import serve_command
 
-    serve_command(config=config, host=host, port=port, workers=workers)
+    serve_command(config=config, host=host, port=port, workers=workers, access_log=access_log)
 
 
 @app.command()

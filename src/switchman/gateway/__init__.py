@@ -18,12 +18,17 @@ from ._feedback import submit_feedback
 from ._gateway import Gateway
 from ._health import HealthBoard
 from ._inprocess import InProcessClient
+from ._middleware import ACCESS_LOGGER
 from ._providers import Deployment, Provider
+from ._reload import ConfigReloader
+from ._feed import StreamFeed
 from ._stream import ChatStream
 
 __all__ = [
+    "ACCESS_LOGGER",
     "ChatStream",
     "Completion",
+    "ConfigReloader",
     "Deployment",
     "Dispatcher",
     "Gateway",
@@ -33,6 +38,7 @@ __all__ = [
     "Provider",
     "RequestContext",
     "Scrubber",
+    "StreamFeed",
     "build_app",
     "build_middleware_stack",
     "default_config",

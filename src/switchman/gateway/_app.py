@@ -21,7 +21,8 @@ from ._endpoints import Endpoints
 from ._errors import dialect_for_path, error_response
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
-from ._middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from ._reload import ConfigReloader
+from ._middleware import AccessLogMiddleware, AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
 
 __all__ = ["build_app", "build_middleware_stack"]
 
@@ -29,16 +30,17 @@ logger = logging.getLogger("switchman.gateway")
 
 
 def build_middleware_stack(gateway: Gateway) -> list[Middleware]:
-    """Outermost first: request id, body size limit, authentication."""
+    """Outermost first: access log, request id, body size limit, authentication."""
     return [
+        Middleware(AccessLogMiddleware),
         Middleware(RequestIdMiddleware),
         Middleware(BodySizeLimitMiddleware, max_body_bytes=gateway.config.server.max_body_bytes),
         Middleware(AuthMiddleware, keys=gateway.keys, master_key=gateway.master_key),
     ]
 
 
-def build_app(gateway: Gateway) -> Starlette:
-    """The gateway as a Starlette app; its lifespan starts and stops the gateway."""
+def build_app(gateway: Gateway, *, reloader: ConfigReloader | None = None) -> Starlette:
+    """The gateway as a Starlette app; its lifespan starts and stops the gateway (and the SIGHUP `reloader`)."""
     endpoints = Endpoints(gateway)
     dialects = DialectEndpoints(gateway)
     scrub = gateway.dispatcher.scrub
@@ -61,9 +63,13 @@ def build_app(gateway: Gateway) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
         refresher = asyncio.create_task(gateway.refresh_budgets())
+        if reloader is not None and not reloader.install():
+            logger.info("configuration reload on SIGHUP is off: the server does not run in the main thread")
         try:
             yield
         finally:
+            if reloader is not None:
+                reloader.uninstall()
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .._exceptions import UpstreamError, UpstreamServerError
+from ..routing import Decision
 from ._errors import error_payload
 from ._exchange import Exchange
 from ._health import HealthBoard
@@ -117,6 +118,31 @@ class ChatStream:
         """Why it was chosen."""
         decision = self._exchange.decision
         return decision.reason if decision is not None else ""
+
+    @property
+    def request_id(self) -> str:
+        """switchman's id of the request (its ledger row)."""
+        return self._exchange.context.request_id
+
+    @property
+    def decision(self) -> Decision | None:
+        """The decision that chose the model."""
+        return self._exchange.decision
+
+    @property
+    def error(self) -> UpstreamError | None:
+        """The upstream failure that ended the stream after its first byte, if one did."""
+        return self._error
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token counts, once the stream is closed (the upstream's, else switchman's estimate)."""
+        return self._exchange.usage if self._closed else None
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What the answer cost, once the stream is closed."""
+        return self._exchange.cost(self._dispatcher.decider.models) if self._closed else None
 
     async def relay(self, send: Callable[[bytes], Awaitable[None]]) -> None:
         """Forward every event to `send` as it arrives; an upstream failure becomes an error event."""
