@@ -16,8 +16,12 @@ Errors name the file, the key path and what is wrong.
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -50,6 +54,7 @@ __all__ = [
     "StrategyName",
     "Timeouts",
     "load_config",
+    "did_you_mean",
     "parse_config",
 ]
 
@@ -283,18 +288,27 @@ class Config(_Strict):
                 raise ValueError("model names must not be empty")
         return models
 
+    def _unknown_model(self, name: str) -> str:
+        """Why a name is not a model here, and what is: the near name, the models, the providers to add it with."""
+        models = ", ".join(sorted(self.models)) or "none"
+        providers = ", ".join(sorted(self.providers)) or "none configured"
+        return (f"unknown model {name!r}{did_you_mean(name, self.models)}; configured models: {models}; "
+                f"to add it, put it under 'models' with one of the providers ({providers})")
+
     @model_validator(mode="after")
     def _check_references(self) -> Config:
         problems: list[str] = []
         for name, model in self.models.items():
             if self.providers and model.provider not in self.providers:
-                problems.append(f"models.{name}.provider: unknown provider {model.provider!r}")
+                problems.append(f"models.{name}.provider: unknown provider {model.provider!r}"
+                                f"{did_you_mean(model.provider, self.providers)}; configured providers: "
+                                f"{', '.join(sorted(self.providers))}")
         known = set(self.models)
         for route_name, route in self.routes.items():
             where = f"routes.{route_name}"
             for i, cand in enumerate(route.candidates):
                 if cand not in known:
-                    problems.append(f"{where}.candidates.{i}: unknown model {cand!r}")
+                    problems.append(f"{where}.candidates.{i}: {self._unknown_model(cand)}")
             for key, value in (("model", route.model), ("default", route.default)):
                 if value is not None and value not in route.candidates:
                     problems.append(f"{where}.{key}: {value!r} is not one of the route's candidates")
@@ -303,33 +317,34 @@ class Config(_Strict):
                     problems.append(f"{where}.rules.{i}.model: {rule.model!r} is not one of the route's candidates")
             for i, fb in enumerate(route.fallbacks):
                 if fb not in known:
-                    problems.append(f"{where}.fallbacks.{i}: unknown model {fb!r}")
+                    problems.append(f"{where}.fallbacks.{i}: {self._unknown_model(fb)}")
         for agent_name, agent in self.agents.items():
             where = f"agents.{agent_name}"
             if agent.route is not None and agent.route not in self.routes:
-                problems.append(f"{where}.route: unknown route {agent.route!r}")
+                problems.append(f"{where}.route: unknown route {agent.route!r}{did_you_mean(agent.route, self.routes)}"
+                                f"; configured routes: {', '.join(sorted(self.routes)) or 'none'}")
             if agent.model is not None and agent.model not in known:
-                problems.append(f"{where}.model: unknown model {agent.model!r}")
+                problems.append(f"{where}.model: {self._unknown_model(agent.model)}")
             for i, rule in enumerate(agent.rules):
                 if rule.model not in known:
-                    problems.append(f"{where}.rules.{i}.model: unknown model {rule.model!r}")
+                    problems.append(f"{where}.rules.{i}.model: {self._unknown_model(rule.model)}")
             for key, names in (("allow", agent.allow or []), ("deny", agent.deny)):
                 for i, n in enumerate(names):
                     if n not in known:
-                        problems.append(f"{where}.{key}.{i}: unknown model {n!r}")
+                        problems.append(f"{where}.{key}.{i}: {self._unknown_model(n)}")
         for i, budget in enumerate(self.budgets):
             if budget.downgrade_to is not None and budget.downgrade_to not in known:
-                problems.append(f"budgets.{i}.downgrade_to: unknown model {budget.downgrade_to!r}")
+                problems.append(f"budgets.{i}.downgrade_to: {self._unknown_model(budget.downgrade_to)}")
             if budget.scope == "route" and budget.name not in self.routes:
                 problems.append(f"budgets.{i}.name: unknown route {budget.name!r}")
         for route_name, route in self.routes.items():
             cpf = route.content_policy_fallback
             if cpf is not None and cpf not in known:
-                problems.append(f"routes.{route_name}.content_policy_fallback: unknown model {cpf!r}")
+                problems.append(f"routes.{route_name}.content_policy_fallback: {self._unknown_model(cpf)}")
         if self.default_route is not None and self.default_route not in self.routes:
             problems.append(f"default_route: unknown route {self.default_route!r}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # one line each, each naming its key path
         return self
 
     @property
@@ -374,12 +389,69 @@ def resolve_model(name: str, cfg: ModelConfig, *, source: str = "<config>") -> M
     )
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """" (did you mean 'x'?)" for the nearest of `choices`, or "" when none is near."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """The configuration class that holds the keys at `loc` (mapping keys and list indexes stepped through)."""
+    annotation: Any = Config
+    for part in loc:
+        model = _model_in(annotation)
+        if model is None:  # `part` is a mapping key or a list index: step to the element type
+            annotation = _element(annotation)
+            continue
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return None
+        annotation = field.annotation
+    return _model_in(annotation)
+
+
+def _element(annotation: Any) -> Any:
+    """The element type of a list or dict annotation (through `| None`)."""
+    for option in (annotation, *get_args(annotation)):
+        if get_origin(option) in (list, dict):
+            return get_args(option)[-1]
+    return None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel class an annotation is (or the one member of a union that is)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (UnionType, Union):
+        return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+    return None
+
+
+def _hint(item: Any) -> str:
+    """What to write instead: the nearest allowed key or value."""
+    loc, kind = item["loc"], item["type"]
+    if kind == "extra_forbidden" and loc:
+        model = _model_at(loc[:-1])
+        if model is None:
+            return ""
+        keys = {f.alias or n for n, f in model.model_fields.items()} | set(model.model_fields)
+        return did_you_mean(str(loc[-1]), keys) or f" (allowed: {', '.join(sorted(keys))})"
+    if kind == "literal_error" and isinstance(item.get("input"), str):
+        return did_you_mean(item["input"], re.findall(r"'([^']*)'", item.get("ctx", {}).get("expected", "")))
+    return ""
+
+
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"]) or "<root>"
         message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {path}: {message}")
+        if item["type"] == "extra_forbidden":
+            message = f"unknown key {str(item['loc'][-1])!r}"
+        if not item["loc"]:  # the whole-file checks: each line already names its key path
+            lines += [f"  {line}" for line in message.splitlines()]
+            continue
+        lines.append(f"  {path}: {message}{_hint(item)}")
     return "\n".join(lines)
 
 
