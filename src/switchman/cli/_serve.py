@@ -129,5 +129,12 @@ def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Pa
         "# switchman configuration, written by `switchman init`.\n"
         "# Models come from the providers whose key variables were set; add more under 'models'.\n"
     )
-    path.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path.write_text(header + yaml.dump(data, Dumper=_PlainDumper, sort_keys=False), encoding="utf-8")
     return path
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a list used twice as itself twice: no `&id001` anchors or `*id001` aliases in a file people edit."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
