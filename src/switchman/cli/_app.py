@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from .._exceptions import ConfigError, SwitchmanError
 from ..learn import DEFAULT_SETTINGS
@@ -65,16 +64,16 @@ def models(config: Annotated[Path | None, typer.Option(help="configuration file"
     """Print the model catalog the configuration resolves to."""
     from .._config import load_config
 
+    from ._tables import Field, print_table
+
     specs = load_config(config).model_specs(source=str(config)) if config else _default_specs()
-    table = Table(title="models")
-    for col in ("name", "provider", "in $/1M", "out $/1M", "cached $/1M", "context", "capabilities"):
-        table.add_column(col, justify="right" if "$" in col or col == "context" else "left")
-    for spec in specs.values():
-        table.add_row(spec.name, spec.provider, f"{spec.input_price:g}", f"{spec.output_price:g}",
-                      "—" if spec.cached_input_price is None else f"{spec.cached_input_price:g}",
-                      "—" if spec.context_window is None else f"{spec.context_window:,}",
-                      ", ".join(sorted(spec.capabilities)))
-    console.print(table)
+    fields = [Field("name", numeric=False), Field("provider", numeric=False), Field("in $/1M"), Field("out $/1M"),
+              Field("cached $/1M", optional=True), Field("context"), Field("capabilities", numeric=False)]
+    rows = [[spec.name, spec.provider, f"{spec.input_price:g}", f"{spec.output_price:g}",
+             "—" if spec.cached_input_price is None else f"{spec.cached_input_price:g}",
+             "—" if spec.context_window is None else f"{spec.context_window:,}", ", ".join(sorted(spec.capabilities))]
+            for spec in specs.values()]
+    print_table(console, "models", fields, rows)
 
 
 def _default_specs() -> dict[str, ModelSpec]:

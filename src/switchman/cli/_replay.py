@@ -14,6 +14,7 @@ from rich.table import Table
 from .._exceptions import ConfigError
 from ..evaluate import ledger_records, load_data, replay_data, replay_ledger
 from ..learn import TrainedRouter
+from ._progress import ProgressBars
 
 __all__ = ["replay_command"]
 
@@ -47,13 +48,13 @@ def replay_command(
         raise ConfigError("give exactly one of --ledger URL or --data DIR")
     trained = TrainedRouter.load(router)
     started = time.perf_counter()
-    with console.status("replaying"):
+    with ProgressBars(console) as progress:
         if data:
-            result = replay_data(trained, load_data(list(data)), models)
+            result = replay_data(trained, load_data(list(data)), models, progress=progress)
             source = ", ".join(str(d) for d in data)
         else:
             records, _, source = ledger_records(ledger or None, since)
-            result = replay_ledger(trained, records, models=models, source=source)
+            result = replay_ledger(trained, records, models=models, source=source, progress=progress)
     report = {"router_file": str(router), "source": source, **result.summary(),
               "seconds": round(time.perf_counter() - started, 3)}
     _print(report, console)
