@@ -6,6 +6,7 @@ OpenAI-compatible one). The health board and the rate limiter run on a clock the
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -150,6 +151,7 @@ def test_a_failing_deployment_cools_down_and_its_traffic_moves(setup: Setup, htt
     assert (row.model, row.deployment, row.status, row.fallback_chain) == ("gpt", "gpt@west", "ok", ("gpt",))
     # The model as a whole stays healthy, so routing never moves away from it.
     assert http.get("/health").json()["models"]["gpt"] == "closed"
+    assert 'switchman_deployment_requests_total{deployment="gpt@west",status="ok"}' in http.get("/metrics").text
     # After the cooldown a probe goes to east; it answers, and east takes its share again.
     setup.east.clear()
     clock.now += 31
@@ -237,25 +239,21 @@ def test_health_lists_each_deployment(setup: Setup, http: httpx.Client) -> None:
     assert all(key not in str(body) for key in KEYS.values())
 
 
-def test_config_file_shape(tmp_path: Path) -> None:
-    """The YAML of README's deployment example loads as written."""
+def test_the_readme_example_loads_as_written(tmp_path: Path) -> None:
     import yaml
 
-    text = """
-providers:
-  openai: {base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
-  azure-east: {base_url: https://east.example.com/openai/v1, api_key_env: AZURE_EAST_KEY}
-models:
-  gpt-4o:
-    balance: weighted
-    deployments:
-      - {provider: openai, weight: 3, rpm: 500, tpm: 300000}
-      - {provider: azure-east, model: gpt-4o-prod, weight: 1, cooldown_s: 60}
-"""
-    config = parse_config(yaml.safe_load(text))
-    gateway = Gateway.from_config(config.model_copy(update={"server": config.server.model_copy(
-        update={"ledger_url": f"sqlite:///{tmp_path / 'l.sqlite3'}"})}), env={})
-    deployments = gateway.dispatcher.deployments["gpt-4o"]
-    assert [(d.id, d.wire_name, d.weight, d.limit.rpm, d.cooldown_s) for d in deployments] == [
-        ("gpt-4o@openai", "gpt-4o", 3.0, 500, None), ("gpt-4o@azure-east", "gpt-4o-prod", 1.0, None, 60.0)]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- config: deployments -->\n```yaml\n(.*?)```", readme, re.S)
+    assert match is not None
+    data = yaml.safe_load(match.group(1))
+    data["server"] = {"ledger_url": f"sqlite:///{tmp_path / 'ledger.sqlite3'}"}
+    gateway = Gateway.from_config(parse_config(data), env={})
+    deployments = gateway.dispatcher.deployments
+    assert [(d.id, d.provider.name, d.wire_name, d.weight, d.limit.rpm, d.cooldown_s, d.first_byte_s)
+            for d in deployments["gpt-4o"]] == [
+        ("gpt-4o@openai", "openai", "gpt-4o", 3.0, 500, None, 60.0),
+        ("gpt-4o@azure-east", "azure-east", "gpt-4o-prod", 1.0, 100, 60.0, 60.0),
+        ("gpt-4o@west-backup", "azure-west", "gpt-4o-prod", 1.0, None, None, 20.0),
+    ]
+    assert [(d.id, d.limit.rpm) for d in deployments["gpt-4o-mini"]] == [("gpt-4o-mini", 3000)]
     anyio.run(gateway.aclose)

@@ -95,6 +95,8 @@ class Balancer:
         self.limiter: RateLimiter = limiter or LocalRateLimiter()
         self._random = rng or random.Random()
         self._model_of = {d.id: m for m, ds in self.deployments.items() for d in ds}
+        self._single = [(m, ds[0].id) for m, ds in self.deployments.items() if len(ds) == 1]
+        self._several = [(m, ds) for m, ds in self.deployments.items() if len(ds) > 1]
         self._in_flight = dict.fromkeys(self._model_of, 0)
 
     # -- what the decision core sees -----------------------------------------------------------
@@ -109,15 +111,21 @@ class Balancer:
     def live_ttft(self) -> dict[str, float]:
         """Each measured model's live TTFT: its fastest healthy deployment's (absent: unmeasured or re-probing)."""
         health = self.health
-        if not health.ttft_ms:
+        measured = health.ttft_ms
+        if not measured:
             return {}
-        sick = health.unhealthy()
+        live = health.live_ttft
         result: dict[str, float] = {}
-        for model in {self._model_of[k] for k in health.ttft_ms if k in self._model_of}:
-            deployments = [d for d in self.deployments[model] if d.id not in sick] or self.deployments[model]
-            marks = [health.live_ttft(d.id) for d in deployments]
-            if all(mark is not None for mark in marks):
-                result[model] = min(mark for mark in marks if mark is not None)
+        for model, key in self._single:
+            if key in measured and (mark := live(key)) is not None:
+                result[model] = mark
+        if self._several:
+            sick = health.unhealthy()
+            for model, deployments in self._several:
+                usable = [d.id for d in deployments if d.id not in sick] or [d.id for d in deployments]
+                marks = [live(key) if key in measured else None for key in usable]
+                if None not in marks:
+                    result[model] = min(mark for mark in marks if mark is not None)
         return result
 
     def available(self, model: str) -> bool:
