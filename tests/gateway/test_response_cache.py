@@ -136,6 +136,13 @@ def test_only_deterministic_requests_or_an_opt_in(http: httpx.Client, upstream: 
     assert chat(http, text="warm", temperature=0).headers["x-switchman-cache"] == "miss"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_empty_answer_is_not_kept(http: httpx.Client, upstream: FakeUpstream, stream: bool) -> None:
+    upstream.set_reply("cheap", "")
+    outcomes = [chat(http, text="empty", stream=stream, **ZERO).headers["x-switchman-cache"] for _ in range(2)]
+    assert outcomes == ["miss", "miss"] and len(upstream.requests) == 2
+
+
 def test_per_request_and_per_route_opt_out(http: httpx.Client, upstream: FakeUpstream) -> None:
     chat(http, text="opt-out", **ZERO)
     off = chat(http, text="opt-out", headers={"x-switchman-cache": "off"}, **ZERO)
@@ -169,14 +176,27 @@ def test_a_streamed_hit_replays_a_valid_stream(cached: Cached, upstream: FakeUps
     client.close()
 
 
-def test_anthropic_clients_hit_too(cached: Cached, upstream: FakeUpstream) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_clients_hit_too(cached: Cached, upstream: FakeUpstream, stream: bool) -> None:
+    import anthropic
+
     upstream.clear()
-    body = {"model": "auto", "max_tokens": 50, "temperature": 0, "messages": [{"role": "user", "content": "bonjour"}]}
-    headers = {"x-api-key": cached.keys[0], "anthropic-version": "2023-06-01"}
-    with httpx.Client(base_url=cached.url, timeout=30) as client:
-        answers = [client.post("/v1/messages", json=body, headers=headers) for _ in range(2)]
-    assert [a.headers["x-switchman-cache"] for a in answers] == ["miss", "hit"]
-    assert answers[1].json()["content"] == answers[0].json()["content"] and len(upstream.requests) == 1
+    # The opt-in header: this anthropic client sends no temperature.
+    client = anthropic.Anthropic(base_url=cached.url, api_key=cached.keys[0], max_retries=0,
+                                 default_headers={"x-switchman-cache": "on"})
+    outcomes, texts = [], []
+    for _ in range(2):
+        ask = {"model": "auto", "max_tokens": 50, "messages": [{"role": "user", "content": f"bonjour {stream}"}]}
+        if stream:
+            with client.messages.stream(**ask) as events:
+                texts.append(events.get_final_text())
+                outcomes.append(events.response.headers["x-switchman-cache"])
+        else:
+            raw = client.messages.with_raw_response.create(**ask)
+            outcomes.append(raw.headers["x-switchman-cache"])
+            texts.append(raw.parse().content[0].text)
+    client.close()
+    assert outcomes == ["miss", "hit"] and texts == ["Hello from cheap."] * 2 and len(upstream.requests) == 1
 
 
 def test_a_redis_backend_is_shared(upstream: FakeUpstream, tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from ._exchange import Exchange
 from ._fallback import FallbackChain, fallback_reason, is_provider_failure, is_retryable, retry_delay
 from ._providers import Deployment, Provider, build_deployments, provider_keys
 from ._response_cache import CachedAnswer, ReplayStream, ResponseCache
-from ._sessions import SessionKeeper
+from ._sessions import SessionKeeper, answer_signal
 from ._shadow import Recorder
 from ._stream import ChatStream, OpenedStream, open_upstream_stream
 from ._wire import Usage, estimate_output_tokens
@@ -335,8 +335,8 @@ class Dispatcher:
         assert exchange.decision is not None and exchange.model is not None
         cost = exchange.cost(self.decider.models)
         self.finish(exchange, content=content)
-        if self.cache is not None:
-            await self.cache.store(exchange, content)
+        if exchange.cache == "miss" and self.cache is not None:
+            await self.cache.store(exchange, content, answer_signal(content))
         return Completion(content, exchange.model, exchange.decision, cost, context.request_id,
                           deployment=exchange.deployment, cache=exchange.cache)
 

@@ -16,8 +16,8 @@ streams and whether the stream carries usage; prefixed by the virtual key's id u
 changing its answer.
 
 A streamed answer is kept as the SSE bytes the client was sent and replayed as such; a
-non-streamed one as its JSON body. Only complete, successful answers are kept; a hit costs $0 in
-the ledger (`cache = "hit"`) and never touches a provider, a deployment or a rate limit.
+non-streamed one as its JSON body. Only complete, successful, non-empty answers are kept; a hit
+costs $0 in the ledger (`cache = "hit"`) and never touches a provider, a deployment or a rate limit.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import orjson
 from .._config import CacheConfig, Config
 from ..state import CacheBackend, MemoryCache, RedisCache
 from ._exchange import Exchange
+from ._sessions import TRUNCATED
 from ._wire import Usage
 
 if TYPE_CHECKING:
@@ -124,10 +125,15 @@ class ResponseCache:
         """Whether an answer this large may be kept."""
         return size <= self.options.max_entry_bytes
 
-    async def store(self, exchange: Exchange, content: bytes) -> None:
-        """Keep the answer to a request that missed, if it succeeded and is not too large."""
+    async def store(self, exchange: Exchange, content: bytes, signal: str | None = None) -> None:
+        """Keep the answer to a request that missed, if it succeeded, is not empty and not too large.
+
+        `signal` is the answer's escalation signal (`answer_signal`); an answer cut at a length limit is kept.
+        """
         key, usage = exchange.cache_key, exchange.usage
         if key is None or exchange.model is None or usage is None or exchange.status != "ok":
+            return
+        if signal is not None and signal != TRUNCATED:
             return
         if self.keeps(len(content)):
             await self.backend.set(key, CachedAnswer(exchange.model, usage, content).encode(), self.options.ttl_s)

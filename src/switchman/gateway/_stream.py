@@ -200,7 +200,7 @@ class ChatStream:
                 answer = "empty answer"
         dispatcher.finish(exchange, answer=answer)
         if self._kept is not None and dispatcher.cache is not None:
-            await dispatcher.cache.store(exchange, b"".join(self._kept))
+            await dispatcher.cache.store(exchange, b"".join(self._kept), answer)
 
 
 class RelayedStream(Protocol):
