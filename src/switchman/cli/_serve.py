@@ -20,6 +20,8 @@ from ._serve_setup import check_port_free, check_router_files, local_address, lo
 __all__ = ["app_from_environment", "check_bind", "init_command", "serve_command"]
 
 _LOOPBACK_NAMES = {"localhost"}
+#: Seconds uvicorn waits for a new worker to serve (at start and on SIGHUP) before giving up on it.
+_WORKER_READY_S = 60
 
 
 def _is_loopback(host: str) -> bool:
@@ -108,7 +110,9 @@ def serve_command(
         if workers > 1:
             if config is not None:
                 export_config_file(Path(config).resolve())
-            uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers, **options)
+            # A fresh worker loads router files and embedders before it serves: give it time to, on a busy machine.
+            uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers,
+                        timeout_worker_healthcheck=_WORKER_READY_S, **options)
             return
         from ..gateway import ConfigReloader, Gateway, build_app
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import orjson
@@ -19,7 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._exceptions import UpstreamError
 from ..routing import Decision
-from ._stream import ChatStream
+from ._stream import RelayedStream
 from ._wire import Usage
 
 __all__ = ["StreamFeed"]
@@ -40,13 +40,30 @@ def _chunks(piece: bytes) -> list[dict[str, Any]]:
     return found
 
 
+class FeedSource(RelayedStream, Protocol):
+    """What a feed relays: a live ChatStream or a stream replayed from the response cache."""
+
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def decision(self) -> Decision | None: ...
+    @property
+    def error(self) -> UpstreamError | None: ...
+    @property
+    def usage(self) -> Usage | None: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+
+
 class StreamFeed:
     """One opened chat stream: relayed on the client's loop (`run`), read from any thread.
 
     Made on the loop thread once the upstream has sent its first event (fallbacks are over by then).
     """
 
-    def __init__(self, stream: ChatStream, portal: BlockingPortal) -> None:
+    def __init__(self, stream: FeedSource, portal: BlockingPortal) -> None:
         self._stream = stream
         self._portal = portal
         self._send: MemoryObjectSendStream[bytes]

@@ -60,13 +60,15 @@ class Gateway:
 
     def replacement(self, decider: Decider) -> Dispatcher:
         """A dispatcher for a reloaded configuration (its decider built and warmed up), sharing this
-        gateway's ledger, metrics, health board and sessions; blocking, so build it off the event loop."""
+        gateway's ledger, metrics, health, rate-limit windows and sessions (the response cache starts
+        afresh); blocking, so build it off the event loop."""
         config = decider.config
         budgets = BudgetManager([*config.budgets, *(self.keys.budgets() if self.keys else [])], self.ledger) \
             if self.ledger is not None else None
         sessions = SessionKeeper.from_config(config, decider.models, store=self.dispatcher.sessions.store)
         return Dispatcher.from_decider(decider, self.env, ledger=self.ledger, budgets=budgets, metrics=self.metrics,
-                                       health=self.dispatcher.health, sessions=sessions)
+                                       health=self.dispatcher.health, limiter=self.dispatcher.balancer.limiter,
+                                       sessions=sessions)
 
     def swap(self, dispatcher: Dispatcher) -> None:
         """Serve new requests with `dispatcher` (one assignment each: a request sees the old or the new).

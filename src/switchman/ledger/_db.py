@@ -87,6 +87,8 @@ REQUESTS = Table(
     Column("shadow_cost_usd", Float),
     Column("cluster", Integer),
     Column("api", String(32)),
+    Column("deployment", Text),
+    Column("cache", String(8)),
     Index("ix_switchman_requests_time", "time"),
     Index("ix_switchman_requests_request_id", "request_id"),
 )
@@ -139,7 +141,8 @@ def create_tables(engine: Engine) -> None:
 
 
 def _add_missing_columns(conn: Connection) -> None:
-    """Give a ledger made by an older switchman the nullable columns added since (prompt, shadow_*, cluster, api)."""
+    """Give a ledger made by an older switchman the nullable columns added since (prompt, shadow_*, cluster, api,
+    deployment, cache)."""
     present = {c["name"] for c in inspect(conn).get_columns(REQUESTS.name, schema=REQUESTS.schema)}
     for column in REQUESTS.columns:
         if column.name not in present and column.nullable and not column.primary_key:

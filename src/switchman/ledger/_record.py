@@ -39,7 +39,10 @@ class LedgerRecord:
     it and privacy says not to keep it by default. `shadow_*` is what a route's shadow router would
     have chosen, with its predicted quality and cost, for comparison before switching it on.
     `cluster` is the prompt cluster an online route decided in (where its feedback counts). `api` is
-    the API the client spoke (chat.completions, messages, responses, embeddings).
+    the API the client spoke (chat.completions, messages, responses, embeddings). `deployment` is the
+    id of the deployment that answered (the model's name when it has one deployment, else
+    `<model>@<name>`). `cache` is "hit" (answered from the response cache: `cost_usd` is 0, the
+    tokens are the cached answer's) or "miss" when the request was cacheable, else None.
     """
 
     time: float = field(default_factory=_time.time)
@@ -69,6 +72,8 @@ class LedgerRecord:
     shadow_cost_usd: float | None = None
     cluster: int | None = None
     api: str | None = None
+    deployment: str | None = None
+    cache: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
