@@ -187,12 +187,16 @@ def replay(
     since: Annotated[str, typer.Option(help="with --ledger: requests from 7d, 24h, ... on")] = "7d",
     models: ModelsOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="configuration whose routes' aliases map trained names to configured ones (and whose prices apply)")] = None,
+    alias: AliasOpt = None,
 ) -> None:
     """What a router would have chosen for logged traffic and what it would have cost, next to what ran."""
+    from ..evaluate import parse_aliases
     from ._replay import replay_command
 
     replay_command(router=router, ledger=ledger, data=data or [], since=since, models=_split_models(models),
-                   json_path=json_out, console=console)
+                   json_path=json_out, console=console, config=config, aliases=parse_aliases(alias or []))
 
 
 @app.command()

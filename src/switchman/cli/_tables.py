@@ -35,12 +35,13 @@ class Field:
 def _smallest(field: Field, values: Sequence[str]) -> int:
     """A column's narrowest: whole numbers, text down to _TEXT_MIN, the header's longest word."""
     widest = max((len(v) for v in values), default=0)
-    return max(widest if field.numeric else min(widest, _TEXT_MIN), *(len(w) for w in field.header.split()))
+    header_word = max((len(w) for w in field.header.split()), default=0)
+    return max(widest if field.numeric else min(widest, _TEXT_MIN), header_word)
 
 
 def _natural(field: Field, values: Sequence[str]) -> int:
     """A column's width with nothing wrapped."""
-    return max(len(field.header), *(len(v) for v in values))
+    return max([len(field.header), *(len(v) for v in values)])
 
 
 def _table(
