@@ -220,11 +220,26 @@ def serve(
 def init(
     path: Annotated[Path, typer.Argument(help="file to write")] = Path("switchman.yaml"),
     force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+    from_litellm: Annotated[Path | None, typer.Option(
+        "--from-litellm", help="import a LiteLLM proxy config.yaml instead (reports what is not carried over)")] = None,
 ) -> None:
-    """Write the default configuration (providers whose keys are set) to a file to edit."""
-    from ._serve import init_command
+    """Write the default configuration (providers whose keys are set), or an imported LiteLLM one, to a file to edit."""
+    from ._serve import import_litellm_command, init_command
 
-    console.print(f"wrote {init_command(path, force=force)}")
+    if from_litellm is None:
+        console.print(f"wrote {init_command(path, force=force)}", markup=False, highlight=False)
+        return
+    result = import_litellm_command(from_litellm, path, force=force)
+    config = result.config
+    console.print(f"wrote {path}: {len(config['models'])} models, {len(config['providers'])} providers, "
+                  f"{len(config.get('routes', {}))} routes from {from_litellm}", markup=False, highlight=False)
+    for note in result.notes:
+        console.print(f"  note: {note}", markup=False, highlight=False)
+    if result.not_mapped:
+        console.print(f"not carried over ({len(result.not_mapped)}; also listed at the top of {path}):",
+                      markup=False, highlight=False)
+        for line in result.not_mapped:
+            console.print(f"  - {line}", markup=False, highlight=False)
 
 
 LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="ledger URL (default: server.ledger_url, "

@@ -11,13 +11,14 @@ from typing import Any
 import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
-from .._config import Config, load_config
+from .._config import Config, load_config, parse_config
 from .._environ import Environment, export_config_file, export_local_url
 from .._exceptions import ConfigError, SwitchmanError
 from ..gateway import default_config, default_config_data
+from ._litellm import Import, from_litellm
 from ._serve_setup import check_port_free, check_router_files, local_address, log_config
 
-__all__ = ["app_from_environment", "check_bind", "init_command", "serve_command"]
+__all__ = ["app_from_environment", "check_bind", "import_litellm_command", "init_command", "serve_command"]
 
 _LOOPBACK_NAMES = {"localhost"}
 #: Seconds uvicorn waits for a new worker to serve (at start and on SIGHUP) before giving up on it.
@@ -142,3 +143,32 @@ class _PlainDumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data: object) -> bool:
         return True
+
+
+def _comment(lines: list[str]) -> str:
+    return "".join(f"#   {line}\n" for line in lines)
+
+
+def import_litellm_command(source: Path, path: Path = Path("switchman.yaml"), force: bool = False) -> Import:
+    """Write `source` (a LiteLLM proxy config.yaml) as a switchman configuration at `path`; return the report."""
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; pass --force to overwrite it")
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_list"), list):
+        raise ConfigError(f"{source}: not a LiteLLM proxy configuration (no model_list)")
+    result = from_litellm(data)
+    parse_config(result.config, source=f"{path} (imported from {source})")  # what is written loads
+    header = f"# switchman configuration, imported from the LiteLLM configuration {source} by `switchman init`.\n"
+    if result.not_mapped:
+        header += "# Not carried over:\n" + _comment(result.not_mapped)
+    if result.unpriced:
+        dumped = yaml.dump({"models": result.unpriced}, Dumper=_PlainDumper, sort_keys=False).splitlines()
+        header += "# Left out until priced (add input_price and output_price, then move under models):\n" + \
+            _comment(dumped)
+    path.write_text(header + yaml.dump(result.config, Dumper=_PlainDumper, sort_keys=False), encoding="utf-8")
+    return result
