@@ -89,6 +89,7 @@ class Dispatcher:
         self.clock = clock
         routes = router.config.routes
         self._candidates = {name: tuple(r.candidates) for name, r in routes.items()}
+        self._baselines = {name: r.baseline for name, r in routes.items()}
         self._policy_fallback = {name: r.content_policy_fallback for name, r in routes.items()}
 
     @classmethod
@@ -263,7 +264,8 @@ class Dispatcher:
             exchange.fail(error, self.scrub)
         self.sessions.observe(exchange, content, answer)
         route = exchange.decision.route if exchange.decision else None
-        record = exchange.record(self.router.models, self._candidates.get(route or "", ()), self.clock())
+        record = exchange.record(self.router.models, self._candidates.get(route or "", ()), self.clock(),
+                                 self._baselines.get(route or ""))
         self.recorder.record(self.ledger, record, exchange.request, exchange.decision)
         if self.metrics is not None:
             self.metrics.observe_request(record)

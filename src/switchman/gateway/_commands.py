@@ -14,10 +14,12 @@ from .._config import Config, load_config
 from .._exceptions import ConfigError
 from ._defaults import default_config, default_config_data
 
-__all__ = ["CONFIG_ENV", "app_from_environment", "check_bind", "init_command", "serve_command"]
+__all__ = ["BIND_HOST_ENV", "CONFIG_ENV", "app_from_environment", "check_bind", "init_command", "serve_command"]
 
 #: Where a worker process finds the configuration file `switchman serve --workers N` was given.
 CONFIG_ENV = "SWITCHMAN_CONFIG"
+#: And the address the server listens on (the dashboard opens without a key on loopback only).
+BIND_HOST_ENV = "SWITCHMAN_BIND_HOST"
 _LOOPBACK_NAMES = {"localhost"}
 
 
@@ -50,12 +52,13 @@ def _load(config_path: str | Path | None) -> tuple[Config, Path]:
 def app_from_environment():  # type: ignore[no-untyped-def]
     """ASGI app factory for worker processes (reads $SWITCHMAN_CONFIG once)."""
     from .._threads import limit_blas_threads
-    from ._app import build_app
+    from ..ui import serving_app  # the CLI composes gateway and dashboard (this module moves to cli/)
     from ._gateway import Gateway
 
     limit_blas_threads()  # a spawned worker did not run the CLI's process setup
     config, base_dir = _load(os.environ.get(CONFIG_ENV) or None)
-    return build_app(Gateway.from_config(config, base_dir=base_dir))
+    host = os.environ.get(BIND_HOST_ENV) or config.server.host
+    return serving_app(Gateway.from_config(config, base_dir=base_dir), bind_host=host, base_dir=base_dir)
 
 
 def serve_command(
@@ -87,12 +90,14 @@ def serve_command(
         if workers > 1:
             if config is not None:
                 os.environ[CONFIG_ENV] = str(Path(config).resolve())
+            os.environ[BIND_HOST_ENV] = host
             uvicorn.run("switchman.gateway._commands:app_from_environment", factory=True, workers=workers, **options)
             return
-        from ._app import build_app
+        from ..ui import serving_app  # the CLI composes gateway and dashboard (this module moves to cli/)
         from ._gateway import Gateway
 
-        uvicorn.run(build_app(Gateway.from_config(settings, base_dir=base_dir)), **options)
+        gateway = Gateway.from_config(settings, base_dir=base_dir)
+        uvicorn.run(serving_app(gateway, bind_host=host, base_dir=base_dir), **options)
 
 
 def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Path:

@@ -21,6 +21,8 @@ from ._wire import Usage
 
 __all__ = ["Exchange", "status_for"]
 
+#: How a session's escalation reason starts (routing._sessions writes it; the ledger counts these turns).
+ESCALATED_PREFIX = "session escalated"
 _CLIENT_ERRORS = (InvalidRequestError, RoutingError, UpstreamBadRequestError, ContextWindowExceededError,
                   ContentPolicyViolationError)
 
@@ -68,14 +70,24 @@ class Exchange:
         u = self.usage
         return self.spent_usd + specs[self.model].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens)
 
-    def baseline_cost(self, specs: Mapping[str, ModelSpec], candidates: tuple[str, ...]) -> float | None:
-        """What the same tokens would have cost on the route's most expensive candidate."""
-        if self.usage is None or not candidates:
+    def baseline_cost(
+        self, specs: Mapping[str, ModelSpec], candidates: tuple[str, ...], baseline: str | None = None
+    ) -> float | None:
+        """What the same tokens would have cost on the route's `baseline` model, else its dearest candidate.
+
+        Computed once, here, at the prices of the moment, so reports never re-price old rows.
+        """
+        if self.usage is None or not (candidates or baseline):
             return None
         u = self.usage
+        if baseline is not None:
+            return specs[baseline].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens)
         return max(specs[m].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens) for m in candidates)
 
-    def record(self, specs: Mapping[str, ModelSpec], route_candidates: tuple[str, ...], now: float) -> LedgerRecord:
+    def record(
+        self, specs: Mapping[str, ModelSpec], route_candidates: tuple[str, ...], now: float,
+        baseline: str | None = None,
+    ) -> LedgerRecord:
         """The ledger record (also settles or releases the budget reservation)."""
         cost = self.cost(specs)
         if self.reservation is not None:
@@ -99,11 +111,16 @@ class Exchange:
             output_tokens=usage.output_tokens if usage else 0,
             tokens_estimated=self.usage_estimated,
             cost_usd=cost,
-            baseline_cost_usd=self.baseline_cost(specs, route_candidates),
+            baseline_cost_usd=self.baseline_cost(specs, route_candidates, baseline),
             latency_ms=(now - self.started) * 1000.0,
             ttft_ms=(self.first_token_at - self.started) * 1000.0 if self.first_token_at is not None else None,
             status=self.status,
             error=self.error,
             fallback_chain=tuple(self.tried),
             tags=ctx.tags,
+            task=self.request.task if self.request is not None else ctx.task,
+            scores=tuple((c.model, c.predicted_quality, c.predicted_cost_usd) for c in decision.candidates)
+            if decision else (),
+            excluded=decision.excluded if decision else (),
+            escalated=decision is not None and decision.reason.startswith(ESCALATED_PREFIX),
         )

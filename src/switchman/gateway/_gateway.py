@@ -27,7 +27,7 @@ class Gateway:
 
     def __init__(
         self, dispatcher: Dispatcher, *, ledger: Ledger | None = None, keys: KeyStore | None = None,
-        metrics: Metrics | None = None, master_key: str | None = None,
+        metrics: Metrics | None = None, master_key: str | None = None, dashboard_key: str | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.router = dispatcher.router
@@ -36,6 +36,8 @@ class Gateway:
         self.keys = keys
         self.metrics = metrics
         self.master_key = master_key
+        #: The dashboard's read-only login key (`dashboard.key_env`); the master key logs in read-write.
+        self.dashboard_key = dashboard_key
         self.budgets = dispatcher.budgets
 
     @classmethod
@@ -53,7 +55,8 @@ class Gateway:
         metrics = Metrics(ledger=ledger)
         dispatcher = Dispatcher.from_router(router, env, ledger=ledger, budgets=budgets, metrics=metrics)
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
-                   master_key=env.get(config.server.master_key_env) or None)
+                   master_key=env.get(config.server.master_key_env) or None,
+                   dashboard_key=env.get(config.dashboard.key_env) or None)
 
     async def start(self) -> None:
         """Load every route's strategy (router files, embedders) and start the ledger writer."""
@@ -64,11 +67,12 @@ class Gateway:
     async def refresh_budgets(self, every_s: float = 5.0) -> None:
         """Keep budget counters in step with spend other workers (or SDK users) write to the ledger."""
         budgets = self.budgets
-        if budgets is None or not budgets.usage():
+        if budgets is None:
             return
         while True:
             await anyio.sleep(every_s)
-            await anyio.to_thread.run_sync(budgets.refresh)
+            if budgets.usage():  # budgets can be added while running (a key created on the dashboard)
+                await anyio.to_thread.run_sync(budgets.refresh)
 
     async def aclose(self) -> None:
         """Close upstream connections, then flush the ledger."""

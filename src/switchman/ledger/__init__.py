@@ -3,6 +3,7 @@
     ledger = Ledger.from_url(None)          # $SWITCHMAN_LEDGER_URL, else SQLite in the user data dir
     budgets = BudgetManager(config.budgets + keys.budgets(), ledger)
     metrics = Metrics(ledger=ledger)
+    ledger.views.totals(since=time.time() - 86400, by=("agent",))   # from the hourly rollups
 
 SQLite (WAL) by default, Postgres by URL; writes happen off the request path in batches.
 """
@@ -13,24 +14,47 @@ from ._keys import KEY_PREFIX, KeyInfo, KeyStore
 from ._ledger import Ledger
 from ._metrics import Metrics
 from ._period import parse_since, period_bounds
-from ._record import RECORD_STATUSES, LedgerRecord, LedgerStats, RecordStatus, SpendBy, SpendRow
+from ._record import RECORD_STATUSES, CandidateEstimate, LedgerRecord, LedgerStats, RecordStatus, SpendBy, SpendRow
+from ._views import (
+    ERROR_STATUSES,
+    REFUSED_STATUSES,
+    FeedbackSummary,
+    LatencySummary,
+    LedgerViews,
+    RequestFilter,
+    RequestPage,
+    SessionSummary,
+    TimelinePoint,
+    Totals,
+)
 
 __all__ = [
     "BudgetLimitError",
     "BudgetManager",
+    "CandidateEstimate",
+    "ERROR_STATUSES",
+    "FeedbackSummary",
     "KEY_PREFIX",
     "KeyInfo",
     "KeyStore",
     "LEDGER_URL_ENV",
+    "LatencySummary",
     "Ledger",
     "LedgerRecord",
     "LedgerStats",
+    "LedgerViews",
     "Metrics",
     "RECORD_STATUSES",
+    "REFUSED_STATUSES",
     "RecordStatus",
+    "RequestFilter",
+    "RequestPage",
     "Reservation",
+    "SessionSummary",
     "SpendBy",
     "SpendRow",
+    "TimelinePoint",
+    "Totals",
     "parse_since",
     "period_bounds",
     "resolve_url",

@@ -7,7 +7,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["RECORD_STATUSES", "LedgerRecord", "LedgerStats", "RecordStatus", "SpendBy", "SpendRow"]
+__all__ = [
+    "RECORD_STATUSES",
+    "CandidateEstimate",
+    "LedgerRecord",
+    "LedgerStats",
+    "RecordStatus",
+    "SpendBy",
+    "SpendRow",
+]
 
 RecordStatus = Literal["ok", "error", "stream_error", "client_disconnected", "rejected_budget", "bad_request"]
 RECORD_STATUSES: tuple[RecordStatus, ...] = (
@@ -18,6 +26,9 @@ RECORD_STATUSES: tuple[RecordStatus, ...] = (
     "rejected_budget",
     "bad_request",
 )
+
+#: (model, predicted quality, predicted cost in USD) of one candidate in a decision; None where not predicted.
+CandidateEstimate = tuple[str, float | None, float | None]
 
 #: What `Ledger.query_spend` can group by.
 SpendBy = Literal["agent", "model", "key", "route"]
@@ -38,6 +49,9 @@ class LedgerRecord:
     message) is kept only when `server.store_prompts` is on, because retraining from the ledger needs
     it and privacy says not to keep it by default. `shadow_*` is what a route's shadow router would
     have chosen, with its predicted quality and cost, for comparison before switching it on.
+    `scores` is the decision's evidence, one (model, predicted quality, predicted cost) per candidate
+    the strategy scored, and `excluded` the (model, why) pairs policy set aside; `task` is the task
+    type the request was routed as; `escalated` marks a session turn moved to a better model.
     """
 
     time: float = field(default_factory=_time.time)
@@ -65,6 +79,10 @@ class LedgerRecord:
     shadow_model: str | None = None
     shadow_quality: float | None = None
     shadow_cost_usd: float | None = None
+    task: str | None = None
+    scores: tuple[CandidateEstimate, ...] = ()
+    excluded: tuple[tuple[str, str], ...] = ()
+    escalated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
