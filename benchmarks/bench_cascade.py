@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.console import Console
 
-from switchman._offline import eval_command
+from switchman.cli._eval import eval_command
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path("runs/bench_cascade")

@@ -56,7 +56,7 @@ def main() -> None:
     rss_start = _rss_mib()
     started = time.perf_counter()
     from switchman import Router
-    from switchman.learn._artifact import TrainedRouter
+    from switchman.learn import TrainedRouter
 
     import_s = time.perf_counter() - started
     started = time.perf_counter()

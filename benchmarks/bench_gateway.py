@@ -163,7 +163,7 @@ def learned_router(folder: Path) -> Path | None:
     import numpy as np
 
     from switchman.evaluate import OutcomeTable
-    from switchman.learn._train import TrainSettings, train_router
+    from switchman.learn import TrainSettings, train_router
 
     rng = random.Random(0)
     prompts, quality = [], []
@@ -216,7 +216,7 @@ def main() -> None:
     router_file = None if args.no_learned else learned_router(folder)
     config = gateway_config(up_port, folder, router_file)
     gateway = subprocess.Popen(
-        [sys.executable, "-c", "from switchman._cli import app; app()", "serve", "--config", str(config),
+        [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
          "--port", str(gw_port)], env=env, stderr=(folder / "serve.log").open("wb"))
     try:
         wait_for_port(up_port, upstream)

@@ -325,9 +325,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                                    for key in ("rss_mib", "tree_rss_mib", "peak_rss_mib")}
     sw, ll = summary["nonstream"]["switchman"], summary["nonstream"]["litellm"]
     summary["ratios"] = {
-        "rps_switchman_over_litellm": {c: s["rps"] / l["rps"] for c, s, l in zip(CONCURRENCY, sw, ll, strict=True)},
-        "cpu_litellm_over_switchman": {c: l["cpu_ms_per_request"] / s["cpu_ms_per_request"]
-                                       for c, s, l in zip(CONCURRENCY, sw, ll, strict=True)},
+        "rps_switchman_over_litellm": {c: s["rps"] / lt["rps"] for c, s, lt in zip(CONCURRENCY, sw, ll, strict=True)},
+        "cpu_litellm_over_switchman": {c: lt["cpu_ms_per_request"] / s["cpu_ms_per_request"]
+                                       for c, s, lt in zip(CONCURRENCY, sw, ll, strict=True)},
         "added_p50_litellm_over_switchman_c1": ll[0]["added_p50_ms"] / sw[0]["added_p50_ms"],
         "rss_litellm_over_switchman": summary["memory"]["litellm"]["rss_mib"] / summary["memory"]["switchman"]["rss_mib"],
     }
@@ -407,7 +407,7 @@ def main() -> None:
              f"FakeUpstream(port={ports['direct']}).start()\nwhile True: time.sleep(3600)")],
             env=env, stdout=logs["direct"].open("wb"), stderr=subprocess.STDOUT)
         processes["switchman"] = subprocess.Popen(
-            [sys.executable, "-c", "from switchman._cli import app; app()", "serve",
+            [sys.executable, "-c", "from switchman.cli import app; app()", "serve",
              "--config", str(gateway_config(ports["direct"], folder, None)), "--port", str(ports["switchman"])],
             env=env, stdout=logs["switchman"].open("wb"), stderr=subprocess.STDOUT)
         litellm_cmd = [str(args.litellm_venv / "bin" / "litellm"), "--config", str(litellm_config(ports["direct"], folder)),

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from switchman._traffic import replay_command
+from switchman.cli._replay import replay_command
 from switchman.evaluate import OutcomeTable
-from switchman.learn._artifact import TrainedRouter
-from switchman.learn._train import TrainSettings, train_router
+from switchman.learn import TrainedRouter
+from switchman.learn import TrainSettings, train_router
 from switchman.ledger import Ledger, LedgerRecord
 
 TOPICS = ("invoice", "refund", "python", "kubernetes", "poem", "contract", "diagnosis", "recipe", "tax", "sql")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from switchman._offline import eval_command, train_command
+from switchman.cli._eval import eval_command, train_command
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path("runs/bench_routing")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from switchman._tokens import count_tokens_for_routing
 from switchman.routing import RouteRequest
-from switchman.routing._tasks import TASKS, detect_task
+from switchman.routing import TASKS, detect_task
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MAPPING = {"mbpp": "code", "arc-challenge": "classification", "winogrande": "classification"}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from switchman import ConfigError
-from switchman._offline import load_data
+from switchman.evaluate._load import load_data
 from switchman.evaluate import OutcomeTable
 from switchman.evaluate._run import predict_with_router
 from switchman.learn._artifact import TrainedRouter

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from switchman._cli import app
+from switchman.cli import app
 from switchman.evaluate._cascade_sim import (
     CascadeParams,
     calibrate_cascade,

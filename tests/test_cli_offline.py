@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner, Result
 
-from switchman._cli import app
+from switchman.cli import app
 from switchman.evaluate import load_outcomes
 from switchman.learn._artifact import TrainedRouter
 

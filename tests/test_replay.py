@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from switchman._exceptions import DatasetError
-from switchman._traffic import replay_command
+from switchman.cli._replay import replay_command
 from switchman.evaluate import OutcomeTable
 from switchman.learn._artifact import TrainedRouter
 from switchman.ledger import Ledger, LedgerRecord
@@ -99,7 +99,7 @@ def test_the_command_line_replays_and_trains_from_a_ledger(tmp_path: Path, math_
 
     from typer.testing import CliRunner
 
-    from switchman._cli import app
+    from switchman.cli import app
 
     router_file = math_greeting_router.save(tmp_path / "router.safetensors")
     url = _ledger(tmp_path / "ledger.sqlite3", _traffic(time.time()))

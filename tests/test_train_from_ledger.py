@@ -13,7 +13,7 @@ from rich.console import Console
 
 from switchman import ModelSpec, RouteRequest
 from switchman._exceptions import DatasetError
-from switchman._offline import train_command
+from switchman.cli._eval import train_command
 from switchman._tokens import count_tokens
 from switchman.evaluate._ledger_outcomes import outcomes_from_ledger
 from switchman.learn import get_embedder

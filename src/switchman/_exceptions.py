@@ -2,12 +2,17 @@
 
     SwitchmanError
     ├── ConfigError                  fix the configuration file
+    │   ├── UnknownEmbedderError     name an embedder this installation can build
+    │   └── EmbedderUnavailableError install the embedder's extra (the message names it)
     ├── DatasetError                 fix the outcome data file
     ├── ArtifactError                retrain or pick another router file
     ├── RoutingError                 the request cannot be routed as asked
     │   ├── UnknownModelError        the named model or route does not exist
     │   └── NoCapableModelError      no candidate can serve this request
+    ├── InvalidRequestError          fix the request (body, field, header or size); carries its HTTP status
     ├── BudgetExceededError          wait, raise the budget, or accept a downgrade
+    │   └── BudgetLimitError         names the budget, what it has spent and when it resets
+    ├── LedgerUnavailableError       the ledger cannot be reached now; try again
     ├── LocalModelError              install the local model (`switchman local install`) or free its port
     └── UpstreamError                the provider failed; a fallback may succeed
         ├── RateLimitError           retry later (429)
@@ -21,18 +26,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Protocol
+
 __all__ = [
     "ArtifactError",
     "BudgetExceededError",
+    "BudgetLimitError",
     "ConfigError",
     "ContentPolicyViolationError",
     "ContextWindowExceededError",
     "DatasetError",
+    "EmbedderUnavailableError",
+    "InvalidRequestError",
+    "LedgerUnavailableError",
     "LocalModelError",
     "NoCapableModelError",
     "RateLimitError",
     "RoutingError",
     "SwitchmanError",
+    "UnknownEmbedderError",
     "UnknownModelError",
     "UpstreamBadRequestError",
     "UpstreamConnectionError",
@@ -54,6 +67,14 @@ class DatasetError(SwitchmanError):
     """An outcome data file is invalid; the message names the file, row and column."""
 
 
+class UnknownEmbedderError(ConfigError, ValueError):
+    """The embedder name is not one this installation can build."""
+
+
+class EmbedderUnavailableError(ConfigError, ImportError):
+    """The embedder is known but an optional dependency or its data file is missing."""
+
+
 class ArtifactError(SwitchmanError):
     """A trained router file cannot be loaded."""
 
@@ -70,8 +91,61 @@ class NoCapableModelError(RoutingError):
     """No candidate passes the policy filters for this request."""
 
 
+class InvalidRequestError(SwitchmanError):
+    """The client's request is malformed (body, field, header or size)."""
+
+    def __init__(
+        self, message: str, *, status: int = 400, param: str | None = None, code: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.param = param
+        self.code = code
+        self.kind = kind
+
+
 class BudgetExceededError(SwitchmanError):
     """A budget would be exceeded by this request."""
+
+
+class _Budget(Protocol):
+    """What BudgetLimitError reads of a budget (a `BudgetConfig`)."""
+
+    @property
+    def scope(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def usd(self) -> float: ...
+    @property
+    def period(self) -> str: ...
+
+
+class BudgetLimitError(BudgetExceededError):
+    """A budget would be exceeded; carries which budget and by how much (never a key or prompt)."""
+
+    def __init__(
+        self, budget: _Budget, *, spent_usd: float, reserved_usd: float, estimated_usd: float, resets_at: float
+    ) -> None:
+        self.budget = budget
+        self.scope = budget.scope
+        self.name = budget.name
+        self.limit_usd = budget.usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.estimated_usd = estimated_usd
+        self.resets_at = resets_at
+        resets = datetime.fromtimestamp(resets_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        super().__init__(
+            f"{budget.scope} budget {budget.name!r} exceeded: limit ${budget.usd:.4f} per {budget.period}, "
+            f"spent ${spent_usd:.4f}, reserved ${reserved_usd:.4f} by requests in flight, "
+            f"this request needs about ${estimated_usd:.4f}; the budget resets at {resets}"
+        )
+
+
+class LedgerUnavailableError(SwitchmanError):
+    """The ledger cannot be reached now (a 503 at the gateway); the call may be retried."""
 
 
 class LocalModelError(SwitchmanError):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from switchman._router import Router
-from switchman.gateway._client import Dispatcher
+from switchman.gateway._dispatcher import Dispatcher
 from switchman.gateway._context import RequestContext
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
@@ -52,7 +52,7 @@ def cascade_dispatcher(upstream: FakeUpstream) -> Any:
     assert OPENAI_KEY in ENV.values()
     upstream.clear()
     records = Records()
-    dispatcher = Dispatcher.from_router(router, env=ENV, ledger=records)
+    dispatcher = Dispatcher.from_decider(router, env=ENV, ledger=records)
     yield dispatcher, records
     upstream.clear()
     asyncio.run(dispatcher.aclose())
@@ -80,7 +80,7 @@ def test_invalid_json_escalates_to_the_next_rung(cascade_dispatcher: Any, upstre
     assert record.fallback_chain == ("cas-small", "cas-mid")
     assert record.model == "cas-mid" and record.strategy == "cascade"
     assert "cas-small ✗ json: not JSON" in (record.reason or "")
-    specs = dispatcher.router.models
+    specs = dispatcher.decider.models
     # Every attempt is paid for: the record costs more than the accepted answer alone.
     assert record.cost_usd > specs["cas-mid"].cost(record.input_tokens, record.output_tokens)
     assert record.cost_usd == pytest.approx(completion.cost_usd)
@@ -95,7 +95,7 @@ def test_valid_json_is_accepted_on_the_first_rung(cascade_dispatcher: Any, upstr
     (record,) = records.records
     assert record.fallback_chain == ("cas-small",)
     assert record.cost_usd == pytest.approx(
-        dispatcher.router.models["cas-small"].cost(record.input_tokens, record.output_tokens))
+        dispatcher.decider.models["cas-small"].cost(record.input_tokens, record.output_tokens))
 
 
 def test_schema_violation_escalates_and_the_last_rung_is_served(cascade_dispatcher: Any,
@@ -123,7 +123,7 @@ def test_a_failing_last_rung_serves_the_answer_already_paid_for(cascade_dispatch
     (record,) = records.records
     assert record.status == "ok" and record.model == "cas-mid"
     assert "last rung failed, served cas-mid's answer" in (record.reason or "")
-    specs = dispatcher.router.models
+    specs = dispatcher.decider.models
     small_cost = record.cost_usd - specs["cas-mid"].cost(record.input_tokens, record.output_tokens)
     assert small_cost > 0  # the rejected first rung is still paid for, the served one counted once
     assert small_cost < specs["cas-mid"].cost(record.input_tokens, record.output_tokens)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchman.gateway import InvalidRequestError
+from switchman import InvalidRequestError
 from switchman.gateway._context import context_from
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from switchman._config import parse_config
 from switchman._router import Router
-from switchman.gateway import Gateway, InvalidRequestError, build_app
+from switchman import InvalidRequestError
+from switchman.gateway import Gateway, build_app
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
@@ -121,7 +122,7 @@ def test_feedback_moves_an_online_routes_counts(upstream: FakeUpstream, tmp_path
     gateway = Gateway.from_config(parse_config(data), env=ENV)
     with ServerThread(build_app(gateway)) as url, httpx.Client(base_url=url, timeout=30) as http:
         request_id = _chat(http)
-        strategy = gateway.router.strategy("online")
+        strategy = gateway.decider.strategy("online")
         assert isinstance(strategy, OnlineStrategy)
         before = strategy.counts.beta.sum()
         assert http.post("/v1/feedback", json={"request_id": request_id, "thumbs": "down"}).status_code == 200

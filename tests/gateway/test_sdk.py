@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from switchman import Router
-from switchman.gateway import InvalidRequestError
+from switchman import InvalidRequestError
 from switchman.ledger import Ledger
 from switchman.testing import FakeUpstream
 

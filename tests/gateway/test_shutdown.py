@@ -37,7 +37,7 @@ def test_sigterm_under_load_flushes_every_answered_request(
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-c", "from switchman._cli import app; app()", "serve", "--config", str(config),
+        [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
          "--port", str(port)],
         env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=log,
     )

@@ -11,7 +11,8 @@ import pytest
 
 from switchman._config import BudgetConfig
 from switchman._exceptions import BudgetExceededError
-from switchman.ledger import BudgetLimitError, BudgetManager, Ledger, LedgerRecord, period_bounds
+from switchman import BudgetLimitError
+from switchman.ledger import BudgetManager, Ledger, LedgerRecord, period_bounds
 
 
 class Clock:

@@ -14,18 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from ..learn._acceptance import fit_acceptance
-from ..learn._train import (
+from ..learn import (
     TrainSettings,
     features_for,
     filled_input_tokens,
+    fit_acceptance,
     out_of_fold,
     predicted_cost,
     train_router,
 )
 from ._cascade_sim import SimPoint, calibrate_cascade, sweep_cascade
+from ._cost_quality import cost_at_quality
 from ._datasets import OutcomeTable
-from ._metrics import cost_at_quality
 from ._report import (
     References,
     _frontier_metrics,

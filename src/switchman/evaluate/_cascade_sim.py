@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..routing._cascade import (
+from ..routing import (
     AcceptanceCheck,
     Attempt,
+    CandidateScore,
     Check,
     OracleCheck,
     Outcome,
@@ -31,7 +32,6 @@ from ..routing._cascade import (
     cascade,
     drive,
 )
-from ..routing._decision import CandidateScore
 
 __all__ = ["CascadeParams", "SimPoint", "ladders_for", "simulate", "sweep_cascade"]
 

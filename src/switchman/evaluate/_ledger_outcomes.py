@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from .._exceptions import DatasetError
-from ..ledger import LedgerRecord
+from .._exceptions import ConfigError, DatasetError
+from ..ledger import Ledger, LedgerRecord, display_url, parse_since
 from ._datasets import OutcomeTable
 
-__all__ = ["NO_PROMPTS_HINT", "outcomes_from_ledger"]
+__all__ = ["NO_PROMPTS_HINT", "ledger_outcomes", "ledger_records", "outcomes_from_ledger"]
 
 NO_PROMPTS_HINT = (
     "the gateway keeps prompts only when the configuration sets `server: {store_prompts: true}` "
@@ -73,3 +73,22 @@ def outcomes_from_ledger(
         tasks=(None,) * len(rows), splits=("train",) * len(rows), models=models, quality=quality,
         input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost, source=source,
     )
+
+
+def ledger_records(url: str | None, since: str | None) -> tuple[list[LedgerRecord], dict[str, float], str]:
+    """Records from `since` on (e.g. 7d), the latest feedback score per request, and the URL to show."""
+    try:
+        start = parse_since(since) if since else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    ledger = Ledger.from_url(url)
+    try:
+        return ledger.records(since=start), ledger.feedback_scores(), display_url(ledger.url)
+    finally:
+        ledger.close_sync()
+
+
+def ledger_outcomes(url: str | None, since: str | None) -> OutcomeTable:
+    """The outcome table of logged requests with a stored prompt and feedback."""
+    records, scores, shown = ledger_records(url, since)
+    return outcomes_from_ledger(records, scores, source=shown)

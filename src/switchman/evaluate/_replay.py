@@ -15,11 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from ..learn._artifact import TrainedRouter
-from ..learn._train import predicted_cost
-from ..routing._select import select
+from .._exceptions import ConfigError, DatasetError
+from ..learn import TrainedRouter, get_embedder, predicted_cost
+from ..ledger import LedgerRecord
+from ..routing import RouteRequest, detect_task, select
+from ._datasets import OutcomeTable
+from ._ledger_outcomes import NO_PROMPTS_HINT
 
-__all__ = ["ReplayResult", "replay_choices"]
+__all__ = ["ReplayResult", "replay_choices", "replay_data", "replay_ledger"]
 
 
 @dataclass(frozen=True)
@@ -111,3 +114,41 @@ def replay_choices(
         actual_predicted_quality=actual_q.astype(np.float64),
         true_quality=None if true_quality is None else np.asarray(true_quality)[rows, chosen],
     )
+
+
+def _features(trained: TrainedRouter, prompts: Sequence[str], tasks: Sequence[str | None]) -> np.ndarray:
+    """Embeddings of the prompts (never cached on disk: logged prompts stay in the ledger only)."""
+    embedder = get_embedder(trained.embedder)
+    return trained.features(embedder.embed(trained.texts(list(prompts))), list(tasks))
+
+
+def replay_ledger(trained: TrainedRouter, records: Sequence[LedgerRecord], *, models: Sequence[str] = (),
+                  prices: dict[str, tuple[float, float]] | None = None, source: str = "ledger") -> ReplayResult:
+    """Replay answered requests that have a stored prompt."""
+    rows = [r for r in records if r.status == "ok" and r.model is not None and r.prompt]
+    if not rows:
+        skipped = sum(1 for r in records if r.status == "ok" and not r.prompt)
+        raise DatasetError(f"{source}: no answered request with a stored prompt to replay "
+                           f"({len(records)} records, {skipped} answered without a prompt); {NO_PROMPTS_HINT}")
+    # The task as serving resolves it (detected from the prompt), for routers trained with tasks.
+    tasks = [detect_task(RouteRequest(prompt=r.prompt or "")) for r in rows]
+    features = _features(trained, [r.prompt or "" for r in rows], tasks)
+    try:
+        return replay_choices(
+            trained, features, np.array([r.input_tokens for r in rows]), actual_models=[r.model for r in rows],
+            actual_cost_usd=np.array([r.cost_usd for r in rows]), prices=prices, models=models or None,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def replay_data(trained: TrainedRouter, table: OutcomeTable, models: Sequence[str]) -> ReplayResult:
+    """Replay outcome data (its true quality scores the choices)."""
+    keep = list(models) or [m for m in trained.model_names if m in table.models]
+    missing = [m for m in keep if m not in table.models]
+    if missing or not keep:
+        raise ConfigError(f"the data has no outcomes for {missing or list(trained.model_names)}; "
+                          f"its models are {list(table.models)}")
+    features = _features(trained, table.prompts, table.tasks)
+    quality = table.select_models(keep).quality
+    return replay_choices(trained, features, table.prompt_input_tokens(), models=keep, true_quality=quality)

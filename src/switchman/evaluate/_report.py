@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..learn._calibrate import knob_grid, sweep
-from ..routing._select import SelectionRule, select
-from ._datasets import OutcomeTable
-from ._metrics import (
+from ..learn import knob_grid, sweep
+from ..routing import SelectionRule, select
+from ._cost_quality import (
     aiq,
     apgr,
     cpt,
@@ -30,6 +29,7 @@ from ._metrics import (
     savings_at,
     single_model_points,
 )
+from ._datasets import OutcomeTable
 
 __all__ = ["RouterPredictions", "baselines", "evaluate_predictions", "reference_points"]
 

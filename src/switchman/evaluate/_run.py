@@ -13,24 +13,17 @@ import numpy as np
 
 from .._catalog import ModelSpec
 from .._exceptions import ConfigError
-from ..learn._artifact import TrainedRouter
-from ..learn._cache import embed_cached
-from ..learn._embedders import get_embedder
-from ..learn._train import (
+from ..learn import (
+    TrainedRouter,
     TrainSettings,
+    embed_cached,
     filled_input_tokens,
     fit_prices,
+    get_embedder,
     predicted_cost,
     train_router,
 )
-from ..routing._request import RouteRequest
-from ..routing._strategies import (
-    CheapestStrategy,
-    DecisionContext,
-    FixedStrategy,
-    RandomStrategy,
-    Strategy,
-)
+from ..routing import CheapestStrategy, DecisionContext, FixedStrategy, RandomStrategy, RouteRequest, Strategy
 from ._datasets import OutcomeTable
 from ._report import RouterPredictions
 

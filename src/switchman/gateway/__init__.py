@@ -5,13 +5,19 @@
 """
 
 from ._app import build_app, build_middleware_stack
-from ._client import Completion, Dispatcher
-from ._commands import check_bind, init_command, serve_command
 from ._context import RequestContext
-from ._defaults import KNOWN_PROVIDERS, default_config, default_config_data, local_models
-from ._errors import InvalidRequestError, Scrubber
+from ._defaults import (
+    KNOWN_PROVIDERS,
+    default_config,
+    default_config_data,
+    local_models,
+)
+from ._dispatcher import Completion, Dispatcher
+from ._errors import Scrubber
+from ._feedback import submit_feedback
 from ._gateway import Gateway
 from ._health import HealthBoard
+from ._inprocess import InProcessClient
 from ._providers import Deployment, Provider
 from ._stream import ChatStream
 
@@ -22,17 +28,15 @@ __all__ = [
     "Dispatcher",
     "Gateway",
     "HealthBoard",
-    "InvalidRequestError",
+    "InProcessClient",
     "KNOWN_PROVIDERS",
     "Provider",
     "RequestContext",
     "Scrubber",
     "build_app",
     "build_middleware_stack",
-    "check_bind",
     "default_config",
     "default_config_data",
-    "init_command",
     "local_models",
-    "serve_command",
+    "submit_feedback",
 ]

@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from .._exceptions import SwitchmanError
+from .._exceptions import InvalidRequestError, SwitchmanError
 from ._endpoints import Endpoints
-from ._errors import InvalidRequestError, error_response
+from ._errors import error_response
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
 from ._middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware

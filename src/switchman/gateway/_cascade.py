@@ -20,19 +20,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._exceptions import UpstreamError
-from ..routing import Decision
-from ..routing._cascade import (
-    CascadeResult,
-    CascadeStrategy,
-    Expectations,
-    Outcome,
-    ToolCall,
-)
+from ..routing import CascadeResult, CascadeStrategy, Decision, Expectations, Outcome, ToolCall
 from ._exchange import Exchange
 from ._wire import Usage, estimate_output_tokens
 
 if TYPE_CHECKING:
-    from ._client import Dispatcher
+    from ._dispatcher import Dispatcher
 
 __all__ = ["STREAM_NOTE", "cascade_strategy", "outcome_from_completion", "run_cascade"]
 
@@ -43,7 +36,7 @@ def cascade_strategy(dispatcher: Dispatcher, decision: Decision | None) -> Casca
     """The route's cascade strategy when this decision came from one (not pinned, not downgraded)."""
     if decision is None or decision.strategy != "cascade" or decision.route is None:
         return None
-    strategy = dispatcher.router.strategy(decision.route)
+    strategy = dispatcher.decider.strategy(decision.route)
     return strategy if isinstance(strategy, CascadeStrategy) else None
 
 
@@ -78,7 +71,7 @@ async def run_cascade(
     """Drive the cascade's generator with real upstream calls; the accepted (or last) answer."""
     base = exchange.decision
     assert base is not None
-    specs = dispatcher.router.models
+    specs = dispatcher.decider.models
     flow = strategy.start(base, Expectations.from_body(body))
     attempt = next(flow)
     answer: tuple[bytes, Usage | None] | None = None
@@ -90,7 +83,7 @@ async def run_cascade(
         # One rung at a time through the usual path (retries, circuit breaker); no other fallback.
         exchange.decision = replace(base, model=attempt.model, fallbacks=())
         try:
-            answer = await dispatcher._attempts(exchange, lambda d: dispatcher._call(d, body))
+            answer = await dispatcher.send(exchange, body)
             outcome = outcome_from_completion(*answer)
         except UpstreamError as exc:
             answer, error = None, exc

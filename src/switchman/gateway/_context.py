@@ -10,7 +10,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import InvalidRequestError
+from .._exceptions import InvalidRequestError
 
 __all__ = ["OWN_METADATA_KEYS", "RequestContext", "context_from"]
 

@@ -8,8 +8,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .._exceptions import InvalidRequestError
 from ._context import RequestContext, context_from
-from ._errors import InvalidRequestError
 from ._gateway import Gateway
 from ._schema import parse_body
 from ._stream import RelayResponse
@@ -41,7 +41,7 @@ class Endpoints:
         config = self.gateway.config
         data: list[dict[str, Any]] = [
             {"id": name, "object": "model", "created": 0, "owned_by": spec.provider}
-            for name, spec in self.gateway.router.models.items()
+            for name, spec in self.gateway.decider.models.items()
         ]
         if config.default_route_name is not None:
             data.append({"id": "auto", "object": "model", "created": 0, "owned_by": "switchman",
@@ -91,7 +91,7 @@ class Endpoints:
     async def health(self, request: Request) -> Response:
         """GET /health: liveness, with each model's circuit state."""
         board = self.dispatcher.health
-        states = {name: board.state(name) for name in self.gateway.router.models}
+        states = {name: board.state(name) for name in self.gateway.decider.models}
         return Response(orjson.dumps({"status": "ok", "models": states}), media_type=_JSON)
 
     async def metrics(self, request: Request) -> Response:

@@ -18,6 +18,8 @@ from .._exceptions import (
     ConfigError,
     ContentPolicyViolationError,
     ContextWindowExceededError,
+    InvalidRequestError,
+    LedgerUnavailableError,
     NoCapableModelError,
     RateLimitError,
     SwitchmanError,
@@ -29,21 +31,7 @@ from .._exceptions import (
     UpstreamTimeout,
 )
 
-__all__ = ["InvalidRequestError", "Scrubber", "error_payload", "error_response"]
-
-
-class InvalidRequestError(SwitchmanError):
-    """The client's request is malformed (body, field, header or size)."""
-
-    def __init__(
-        self, message: str, *, status: int = 400, param: str | None = None, code: str | None = None,
-        kind: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.param = param
-        self.code = code
-        self.kind = kind
+__all__ = ["Scrubber", "error_payload", "error_response"]
 
 
 # (status, type, code, param) by class; the most specific class listed first wins.
@@ -60,6 +48,7 @@ _ENVELOPES: tuple[tuple[type[SwitchmanError], int, str, str | None, str | None],
     (UpstreamServerError, 502, "api_error", "upstream_server_error", None),
     (UpstreamError, 502, "api_error", "upstream_error", None),
     (ConfigError, 503, "api_error", "not_configured", None),
+    (LedgerUnavailableError, 503, "api_error", "ledger_unavailable", None),
 )
 
 _SECRET_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9._~+/=\-]{6,})")

@@ -10,13 +10,14 @@ from .._exceptions import (
     BudgetExceededError,
     ContentPolicyViolationError,
     ContextWindowExceededError,
+    InvalidRequestError,
     RoutingError,
     UpstreamBadRequestError,
 )
 from ..ledger import LedgerRecord, Reservation
 from ..routing import Decision, RouteRequest
 from ._context import RequestContext
-from ._errors import InvalidRequestError, Scrubber
+from ._errors import Scrubber
 from ._wire import Usage
 
 __all__ = ["Exchange", "status_for"]

@@ -20,15 +20,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .._exceptions import InvalidRequestError, LedgerUnavailableError
 from ..ledger import Ledger, LedgerRecord
-from ._errors import InvalidRequestError
 
 if TYPE_CHECKING:
-    from .._router import Router
+    from .._decider import Decider
+    from ._dispatcher import Dispatcher
     from ._gateway import Gateway
     from ._sessions import SessionKeeper
 
-__all__ = ["FeedbackEndpoint", "notify_feedback", "parse_feedback", "store_feedback"]
+__all__ = ["FeedbackEndpoint", "notify_feedback", "parse_feedback", "store_feedback", "submit_feedback"]
 
 _THUMBS = {"up": 1.0, "down": 0.0}
 _MAX_COMMENT = 4000
@@ -81,21 +82,40 @@ def store_feedback(ledger: Ledger, request_id: str, score: float, comment: str |
                                       param="request_id", code="request_not_found")
         ledger.add_feedback(request_id, score, comment)
     except (SQLAlchemyError, OSError) as exc:
-        raise InvalidRequestError(f"the ledger is unavailable ({type(exc).__name__}); try again", status=503,
-                                  code="ledger_unavailable", kind="api_error") from None
+        raise LedgerUnavailableError(f"the ledger is unavailable ({type(exc).__name__}); try again") from None
     return record
 
 
-def notify_feedback(router: Router, sessions: SessionKeeper | None, record: LedgerRecord, score: float) -> None:
+def notify_feedback(decider: Decider, sessions: SessionKeeper | None, record: LedgerRecord, score: float) -> None:
     """Hand the score to what reacts at once: the online route's counts and the request's session."""
-    from ..learn._online import OnlineStrategy
+    from ..learn import OnlineStrategy
 
-    if record.route in router.config.routes:
-        strategy = router.strategy(record.route)
+    if record.route in decider.config.routes:
+        strategy = decider.strategy(record.route)
         if isinstance(strategy, OnlineStrategy):
             strategy.observe(record.reason or "", record.model or "", score)
     if sessions is not None and record.session is not None:
         sessions.record_feedback(record.session, score, request_id=record.request_id)
+
+
+def submit_feedback(
+    decider: Decider, dispatcher: Dispatcher | None, request_id: str, score: float, comment: str | None = None
+) -> None:
+    """`Router.feedback`: parse, store and notify as `POST /v1/feedback` does (blocking).
+
+    Uses the in-process dispatcher's ledger and sessions when one runs, else opens the configured
+    ledger for this one write.
+    """
+    request_id, score, comment = parse_feedback({"request_id": request_id, "score": score, "comment": comment})
+    ledger = dispatcher.ledger if dispatcher is not None else None
+    own = ledger is None
+    ledger = ledger or Ledger.from_url(decider.config.server.ledger_url)
+    try:
+        record = store_feedback(ledger, request_id, score, comment)
+    finally:
+        if own:
+            ledger.close_sync()
+    notify_feedback(decider, dispatcher.sessions if dispatcher is not None else None, record, score)
 
 
 class FeedbackEndpoint:
@@ -113,11 +133,10 @@ class FeedbackEndpoint:
         request_id, score, comment = parse_feedback(body)
         ledger = self.gateway.ledger
         if ledger is None:
-            raise InvalidRequestError("this gateway keeps no ledger", status=503, code="ledger_unavailable",
-                                      kind="api_error")
+            raise LedgerUnavailableError("this gateway keeps no ledger")
         key_id = request.scope.get("state", {}).get("key_id")
         record = await anyio.to_thread.run_sync(lambda: store_feedback(ledger, request_id, score, comment,
                                                                        key_id=key_id))
-        notify_feedback(self.gateway.router, self.gateway.dispatcher.sessions, record, score)
+        notify_feedback(self.gateway.decider, self.gateway.dispatcher.sessions, record, score)
         return Response(orjson.dumps({"object": "feedback", "request_id": request_id, "score": score}),
                         media_type="application/json")

@@ -14,24 +14,24 @@ import anyio
 import anyio.to_thread
 
 from .._config import Config
-from .._router import Router
+from .._decider import Decider
 from ..ledger import BudgetManager, KeyStore, Ledger, Metrics
-from ._client import Dispatcher
+from ._dispatcher import Dispatcher
 from ._defaults import default_config
 
 __all__ = ["Gateway"]
 
 
 class Gateway:
-    """Router, dispatcher, ledger, budgets, keys and metrics of one gateway process."""
+    """Decider, dispatcher, ledger, budgets, keys and metrics of one gateway process."""
 
     def __init__(
         self, dispatcher: Dispatcher, *, ledger: Ledger | None = None, keys: KeyStore | None = None,
         metrics: Metrics | None = None, master_key: str | None = None, dashboard_key: str | None = None,
     ) -> None:
         self.dispatcher = dispatcher
-        self.router = dispatcher.router
-        self.config = dispatcher.router.config
+        self.decider = dispatcher.decider
+        self.config = dispatcher.decider.config
         self.ledger = ledger
         self.keys = keys
         self.metrics = metrics
@@ -48,19 +48,19 @@ class Gateway:
         env = dict(os.environ) if env is None else dict(env)
         if config is None:
             config = default_config(env)
-        router = Router(config, base_dir=base_dir)
+        decider = Decider(config, base_dir=base_dir)
         ledger = Ledger.from_url(config.server.ledger_url)
         keys = KeyStore(config.server.ledger_url)
         budgets = BudgetManager([*config.budgets, *keys.budgets()], ledger)
         metrics = Metrics(ledger=ledger)
-        dispatcher = Dispatcher.from_router(router, env, ledger=ledger, budgets=budgets, metrics=metrics)
+        dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics)
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
                    master_key=env.get(config.server.master_key_env) or None,
                    dashboard_key=env.get(config.dashboard.key_env) or None)
 
     async def start(self) -> None:
         """Load every route's strategy (router files, embedders) and start the ledger writer."""
-        self.router.warm_up()
+        self.decider.warm_up()
         if self.ledger is not None:
             await self.ledger.start()
 

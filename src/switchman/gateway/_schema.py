@@ -11,7 +11,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ._errors import InvalidRequestError
+from .._exceptions import InvalidRequestError
 
 __all__ = ["ChatBody", "check_body", "parse_body"]
 

@@ -3,7 +3,7 @@
 The decision about switching is pure (`switchman.routing._sessions`); this module reads the clock,
 keeps states in a `SessionStore` and notices the outcome of each turn:
 
-    keeper = SessionKeeper.from_config(config, router.models)
+    keeper = SessionKeeper.from_config(config, decider.models)
     decision = keeper.steer(request, decision, context)      # before the call
     keeper.observe(exchange, content)                          # after it (every outcome)
     keeper.record_feedback("sess-1", 0.0)                      # negative feedback escalates the next turn
@@ -24,8 +24,9 @@ import orjson
 
 from .._catalog import ModelSpec
 from .._config import Config
-from ..routing import Decision, RouteRequest
-from ..routing._sessions import (
+from ..routing import (
+    Decision,
+    RouteRequest,
     SessionPolicy,
     SessionState,
     advance,

@@ -18,7 +18,7 @@ from dataclasses import replace
 import anyio.to_thread
 
 from .._exceptions import SwitchmanError
-from .._router import Router
+from .._decider import Decider
 from ..ledger import Ledger, LedgerRecord
 from ..routing import Decision, DecisionContext, RouteRequest
 
@@ -27,14 +27,14 @@ __all__ = ["Recorder", "shadow_fields"]
 logger = logging.getLogger("switchman.gateway")
 
 
-def shadow_fields(router: Router, record: LedgerRecord, request: RouteRequest, decision: Decision) -> LedgerRecord:
+def shadow_fields(decider: Decider, record: LedgerRecord, request: RouteRequest, decision: Decision) -> LedgerRecord:
     """The record with its route's shadow decision among the candidates the real decision had."""
     route = decision.route
-    strategy = router.shadow_strategy(route) if route in router.config.routes else None
+    strategy = decider.shadow_strategy(route) if route in decider.config.routes else None
     if strategy is None or route is None:
         return record
     excluded = {name for name, _ in decision.excluded}
-    eligible = [router.models[m] for m in router.config.routes[route].candidates if m not in excluded]
+    eligible = [decider.models[m] for m in decider.config.routes[route].candidates if m not in excluded]
     if not eligible:
         return record
     shadow = strategy.decide(request, eligible, DecisionContext(route=route))
@@ -50,10 +50,10 @@ class Recorder:
     """Queues each request's ledger record: with its prompt when `server.store_prompts` is on, and
     after its shadow decision, made off the request path, where the route has a shadow router."""
 
-    def __init__(self, router: Router) -> None:
-        self.router = router
-        self._store_prompts = router.config.server.store_prompts
-        self._routes = {name for name, route in router.config.routes.items() if route.shadow is not None}
+    def __init__(self, decider: Decider) -> None:
+        self.decider = decider
+        self._store_prompts = decider.config.server.store_prompts
+        self._routes = {name for name, route in decider.config.routes.items() if route.shadow is not None}
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned = False
 
@@ -79,7 +79,7 @@ class Recorder:
     async def _shadow_then_record(self, ledger: Ledger, record: LedgerRecord, request: RouteRequest,
                                   decision: Decision) -> None:
         try:
-            record = await anyio.to_thread.run_sync(shadow_fields, self.router, record, request, decision)
+            record = await anyio.to_thread.run_sync(shadow_fields, self.decider, record, request, decision)
         except SwitchmanError as exc:  # a missing or bad shadow file must not cost the record
             if not self._warned:
                 logger.warning("shadow router for route %s failed: %s", decision.route, exc)

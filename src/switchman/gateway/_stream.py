@@ -26,7 +26,7 @@ from ._providers import Deployment, StreamTranslator
 from ._wire import Usage, sse_events
 
 if TYPE_CHECKING:
-    from ._client import Dispatcher
+    from ._dispatcher import Dispatcher
 
 __all__ = ["ChatStream", "OpenedStream", "RelayResponse", "open_upstream_stream"]
 

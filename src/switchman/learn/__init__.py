@@ -1,5 +1,47 @@
-"""switchman.learn"""
+"""Learned routing: prompt embedders, quality predictors, training, calibration, learned and online strategies."""
 
-from ._embedders import Embedder, available_embedders, get_embedder
+from ._acceptance import AcceptancePredictor, fit_acceptance
+from ._artifact import ALGORITHMS, FORMAT_VERSION, TrainedRouter
+from ._cache import embed_cached
+from ._calibrate import Target, knob_grid, parse_target, sweep
+from ._embedders import available_embedders, get_embedder
+from ._embedding import Embedder
+from ._online import BetaCounts, OnlineStrategy
+from ._strategy import LearnedStrategy
+from ._train import (
+    DEFAULT_EMBEDDER,
+    TrainSettings,
+    features_for,
+    filled_input_tokens,
+    fit_prices,
+    out_of_fold,
+    predicted_cost,
+    train_router,
+)
 
-__all__ = ["Embedder", "available_embedders", "get_embedder"]
+__all__ = [
+    "ALGORITHMS",
+    "AcceptancePredictor",
+    "BetaCounts",
+    "DEFAULT_EMBEDDER",
+    "Embedder",
+    "FORMAT_VERSION",
+    "LearnedStrategy",
+    "OnlineStrategy",
+    "Target",
+    "TrainSettings",
+    "TrainedRouter",
+    "available_embedders",
+    "embed_cached",
+    "features_for",
+    "filled_input_tokens",
+    "fit_acceptance",
+    "fit_prices",
+    "get_embedder",
+    "knob_grid",
+    "out_of_fold",
+    "parse_target",
+    "predicted_cost",
+    "sweep",
+    "train_router",
+]

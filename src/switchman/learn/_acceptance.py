@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..routing._cascade import Attempt, Outcome
+from ..routing import Attempt, Outcome
 
 __all__ = ["AcceptancePredictor", "fit_acceptance"]
 

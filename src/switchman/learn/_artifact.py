@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._exceptions import ArtifactError, ConfigError
-from ..routing._select import SelectionRule
+from ..routing import SelectionRule
 from ._features import Focus, focus_text, task_features
 from ._knn import KNNPredictor
 from ._mf import FactorisationPredictor

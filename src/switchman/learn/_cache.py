@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._embedders import Embedder
+from ._embedding import Embedder
 
 __all__ = ["cache_dir", "embed_cached"]
 

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 
 from .._exceptions import ConfigError
-from ..routing._select import SelectionRule, select
+from ..routing import SelectionRule, select
 
 __all__ = ["CalibrationResult", "Target", "calibrate", "knob_grid", "parse_target", "sweep"]
 

@@ -18,92 +18,31 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._exceptions import (
-    ConfigError,
+    EmbedderUnavailableError,
     RateLimitError,
+    UnknownEmbedderError,
     UpstreamBadRequestError,
     UpstreamConnectionError,
     UpstreamError,
     UpstreamServerError,
     UpstreamTimeout,
 )
+from ._embedding import Embedder, as_text_list, clip_chars, l2_normalise
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = [
-    "Embedder",
-    "EmbedderUnavailableError",
-    "UnknownEmbedderError",
-    "available_embedders",
-    "get_embedder",
-]
+__all__ = ["HashingEmbedder", "OpenAIEmbedder", "SentenceTransformersEmbedder", "available_embedders", "get_embedder"]
 
 #: Env var holding the bearer token for ``openai:`` embedders (read on every request).
 API_KEY_ENV = "SWITCHMAN_EMBEDDINGS_API_KEY"
 _ALIASES = {"wordllama": "wordllama-256", "minilm-int8": "minilm-int8:head_tail"}
 _PATTERNS = ("openai:<base_url>#<model>", "sentence-transformers:<model>")
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns prompts into fixed-size vectors.
-
-    ``embed`` returns a ``(len(texts), dim)`` float32 array whose rows have unit L2 norm; a
-    text with no tokens at all (e.g. ``""``) may give an all-zero row instead.
-    """
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-class UnknownEmbedderError(ConfigError, ValueError):
-    """The embedder name is not one this installation can build."""
-
-
-class EmbedderUnavailableError(ConfigError, ImportError):
-    """The embedder is known but an optional dependency or its data file is missing."""
-
-
-# ---------------------------------------------------------------------------------- helpers
-
-
-def as_text_list(texts: Sequence[str]) -> list[str]:
-    """A list of str; a bare str is refused because it would embed each character."""
-    if isinstance(texts, str):
-        raise TypeError("embed() takes a sequence of strings, not a single str")
-    out = list(texts)
-    for t in out:
-        if not isinstance(t, str):
-            raise TypeError(f"embed() takes strings, got {type(t).__name__}")
-    return out
-
-
-def clip_chars(text: str, head: int, tail: int) -> str:
-    """Keep the first ``head`` and last ``tail`` characters of a huge text.
-
-    Bounds tokenisation time for 100k-token agent prompts; every embedder here keeps at most a
-    few hundred tokens from each end, far inside these character budgets.
-    """
-    if len(text) <= head + tail:
-        return text
-    return text[:head] + " " + text[len(text) - tail :] if tail else text[:head]
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Row-normalise in place, leaving all-zero rows at zero instead of NaN."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    np.divide(x, norms, out=x, where=norms > 0)
-    return x
 
 
 # ---------------------------------------------------------------------------------- hashing

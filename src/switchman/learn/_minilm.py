@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._embedders import EmbedderUnavailableError, as_text_list, clip_chars, l2_normalise
+from .._exceptions import EmbedderUnavailableError
+from ._embedding import as_text_list, clip_chars, l2_normalise
 
 if TYPE_CHECKING:
     import onnxruntime

@@ -23,9 +23,7 @@ import numpy as np
 
 from .._catalog import ModelSpec
 from .._config import OnlineOptions
-from ..routing._decision import CandidateScore, Decision
-from ..routing._request import RouteRequest
-from ..routing._strategies import DecisionContext
+from ..routing import CandidateScore, Decision, DecisionContext, RouteRequest
 from ._strategy import LearnedStrategy
 
 __all__ = ["BetaCounts", "OnlineStrategy", "kmeans", "thompson_choice"]

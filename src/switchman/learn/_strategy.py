@@ -12,13 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._catalog import ModelSpec
-from ..routing._decision import CandidateScore, Decision
-from ..routing._policy import estimated_cost
-from ..routing._request import RouteRequest
-from ..routing._select import select
-from ..routing._strategies import DecisionContext, expected_ttft_ms
+from ..routing import CandidateScore, Decision, DecisionContext, RouteRequest, estimated_cost, expected_ttft_ms, select
 from ._artifact import TrainedRouter
-from ._embedders import Embedder
+from ._embedding import Embedder
 
 __all__ = ["LearnedStrategy"]
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._exceptions import DatasetError
-from ..routing._select import SelectionRule
+from ..routing import SelectionRule
 from ._artifact import TrainedRouter, build_predictor, shared_knn
 from ._cache import embed_cached
 from ._calibrate import Target, calibrate, sweep

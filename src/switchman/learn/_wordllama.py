@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._embedders import EmbedderUnavailableError, as_text_list, clip_chars, l2_normalise
+from .._exceptions import EmbedderUnavailableError
+from ._embedding import as_text_list, clip_chars, l2_normalise
 
 __all__ = ["WordLlamaEmbedder", "bundled_dims"]
 

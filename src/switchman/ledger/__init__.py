@@ -8,12 +8,12 @@
 SQLite (WAL) by default, Postgres by URL; writes happen off the request path in batches.
 """
 
-from ._budget import BudgetLimitError, BudgetManager, Reservation
-from ._db import LEDGER_URL_ENV, resolve_url
+from ._budget import BudgetManager, Reservation
+from ._db import LEDGER_URL_ENV, display_url, resolve_url
 from ._keys import KEY_PREFIX, KeyInfo, KeyStore
 from ._ledger import Ledger
-from ._metrics import Metrics
-from ._period import parse_since, period_bounds
+from ._period import Period, parse_since, period_bounds
+from ._prometheus import Metrics
 from ._record import RECORD_STATUSES, CandidateEstimate, LedgerRecord, LedgerStats, RecordStatus, SpendBy, SpendRow
 from ._views import (
     ERROR_STATUSES,
@@ -29,7 +29,6 @@ from ._views import (
 )
 
 __all__ = [
-    "BudgetLimitError",
     "BudgetManager",
     "CandidateEstimate",
     "ERROR_STATUSES",
@@ -44,6 +43,7 @@ __all__ = [
     "LedgerStats",
     "LedgerViews",
     "Metrics",
+    "Period",
     "RECORD_STATUSES",
     "REFUSED_STATUSES",
     "RecordStatus",
@@ -55,6 +55,7 @@ __all__ = [
     "SpendRow",
     "TimelinePoint",
     "Totals",
+    "display_url",
     "parse_since",
     "period_bounds",
     "resolve_url",

@@ -24,43 +24,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._config import BudgetConfig
-from .._exceptions import BudgetExceededError
+from .._exceptions import BudgetLimitError
 from ._ledger import Ledger
 from ._period import period_bounds
 
-__all__ = ["BudgetLimitError", "BudgetManager", "Reservation"]
+__all__ = ["BudgetManager", "Reservation"]
 
 logger = logging.getLogger("switchman.ledger")
 
 #: Slack for float rounding, so ten $0.10 requests fit a $1.00 budget.
 _EPSILON_USD = 1e-9
-
-
-class BudgetLimitError(BudgetExceededError):
-    """A budget would be exceeded; carries which budget and by how much (never a key or prompt)."""
-
-    def __init__(
-        self, budget: BudgetConfig, *, spent_usd: float, reserved_usd: float, estimated_usd: float, resets_at: float
-    ) -> None:
-        self.budget = budget
-        self.scope = budget.scope
-        self.name = budget.name
-        self.limit_usd = budget.usd
-        self.spent_usd = spent_usd
-        self.reserved_usd = reserved_usd
-        self.estimated_usd = estimated_usd
-        self.resets_at = resets_at
-        resets = datetime.fromtimestamp(resets_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
-        super().__init__(
-            f"{budget.scope} budget {budget.name!r} exceeded: limit ${budget.usd:.4f} per {budget.period}, "
-            f"spent ${spent_usd:.4f}, reserved ${reserved_usd:.4f} by requests in flight, "
-            f"this request needs about ${estimated_usd:.4f}; the budget resets at {resets}"
-        )
 
 
 @dataclass(slots=True)

@@ -1,10 +1,28 @@
-"""The pure decision core: requests, policy filters, strategies, decisions. No I/O."""
+"""The pure decision core: requests, policy filters, strategies, cascades, sessions, decisions. No I/O."""
 
+from ._cascade import (
+    AcceptanceCheck,
+    Attempt,
+    CascadeResult,
+    CascadeStrategy,
+    Check,
+    Expectations,
+    JsonCheck,
+    LogprobCheck,
+    OracleCheck,
+    Outcome,
+    ToolArgsCheck,
+    ToolCall,
+    Verdict,
+    build_ladder,
+    cascade,
+    drive,
+)
 from ._decision import CandidateScore, Decision
-from ._policy import PolicyResult, estimated_cost, filter_candidates, prefer_live
+from ._policy import DEFAULT_OUTPUT_TOKENS, PolicyResult, estimated_cost, filter_candidates, prefer_live
 from ._request import RouteRequest, message_text
 from ._select import SelectionRule, select
-from ._sessions import SessionPolicy, SessionState, switch_cost_usd
+from ._sessions import SessionPolicy, SessionState, advance, is_expired, repeated_tool_call, steer, switch_cost_usd
 from ._strategies import (
     CheapestStrategy,
     DecisionContext,
@@ -15,14 +33,25 @@ from ._strategies import (
     expected_ttft_ms,
     rule_matches,
 )
-from ._tasks import TASKS, detect_task, resolve_task
+from ._tasks import TASKS, detect_task, resolve_task, task_from_tags
 
 __all__ = [
+    "AcceptanceCheck",
+    "Attempt",
     "CandidateScore",
+    "CascadeResult",
+    "CascadeStrategy",
     "CheapestStrategy",
+    "Check",
+    "DEFAULT_OUTPUT_TOKENS",
     "Decision",
     "DecisionContext",
+    "Expectations",
     "FixedStrategy",
+    "JsonCheck",
+    "LogprobCheck",
+    "OracleCheck",
+    "Outcome",
     "PolicyResult",
     "RandomStrategy",
     "RouteRequest",
@@ -32,14 +61,25 @@ __all__ = [
     "SessionState",
     "Strategy",
     "TASKS",
+    "ToolArgsCheck",
+    "ToolCall",
+    "Verdict",
+    "advance",
+    "build_ladder",
+    "cascade",
     "detect_task",
+    "drive",
     "estimated_cost",
     "expected_ttft_ms",
     "filter_candidates",
+    "is_expired",
     "message_text",
     "prefer_live",
+    "repeated_tool_call",
     "resolve_task",
     "rule_matches",
     "select",
+    "steer",
     "switch_cost_usd",
+    "task_from_tags",
 ]

@@ -84,7 +84,7 @@ class Sources:
         """Read through the gateway's own objects (the health board is looked up on each read)."""
         dispatcher = gateway.dispatcher
         return cls(
-            config=gateway.config, models=gateway.router.models, ledger=gateway.ledger, keys=gateway.keys,
+            config=gateway.config, models=gateway.decider.models, ledger=gateway.ledger, keys=gateway.keys,
             budgets=gateway.budgets, health=lambda: dispatcher.health, deployments=lambda: dispatcher.deployments,
             base_dir=Path(base_dir),
         )

@@ -16,8 +16,9 @@ import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..._exceptions import InvalidRequestError
 from ...ledger import KeyStore
-from .._errors import InvalidRequestError, error_response
+from .._errors import error_response
 
 __all__ = ["MASTER_KEY_ID", "AuthMiddleware"]
 

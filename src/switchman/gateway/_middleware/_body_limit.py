@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._errors import InvalidRequestError, error_response
+from ..._exceptions import InvalidRequestError
+from .._errors import error_response
 
 __all__ = ["BodySizeLimitMiddleware"]
 

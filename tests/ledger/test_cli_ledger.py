@@ -12,7 +12,7 @@ from rich.console import Console
 
 import switchman.ledger as ledger_pkg
 from switchman.ledger import KeyStore, Ledger, LedgerRecord, parse_since
-from switchman.ledger._commands import keys_create, keys_list, keys_revoke, spend_command
+from switchman.cli._ledger import keys_create, keys_list, keys_revoke, spend_command
 
 NOW = datetime(2025, 7, 10, 12, 0, tzinfo=UTC)
 
@@ -142,7 +142,7 @@ def test_public_api_is_sorted_and_complete() -> None:
 def test_cli_wiring(sqlite_url: str) -> None:
     from typer.testing import CliRunner
 
-    from switchman._cli import app
+    from switchman.cli import app
 
     runner = CliRunner()
     created = runner.invoke(app, ["keys", "create", "from-cli", "--budget", "1.5", "--ledger", sqlite_url])

@@ -9,13 +9,8 @@ import yaml
 
 from switchman import ConfigError
 from switchman._config import parse_config
-from switchman.gateway import (
-    check_bind,
-    default_config,
-    default_config_data,
-    init_command,
-    local_models,
-)
+from switchman.cli._serve import check_bind, init_command
+from switchman.gateway import default_config, default_config_data, local_models
 
 
 def test_check_bind() -> None:

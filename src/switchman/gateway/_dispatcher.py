@@ -3,7 +3,7 @@
 The gateway's endpoint and the in-process SDK (`Router.chat` / `Router.achat`) both call it, so a
 request behaves the same over HTTP and in process:
 
-    dispatcher = Dispatcher.from_router(router, ledger=ledger, budgets=budgets, metrics=metrics)
+    dispatcher = Dispatcher.from_decider(decider, ledger=ledger, budgets=budgets, metrics=metrics)
     completion = await dispatcher.complete(body, RequestContext(agent="triage"))
     stream = await dispatcher.open_stream(body, context)   # first event already received
 """
@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 
-from .._exceptions import BudgetExceededError, SwitchmanError, UpstreamError
-from .._router import Router
-from ..ledger import BudgetLimitError, BudgetManager, Ledger, Metrics
+from .._exceptions import BudgetExceededError, BudgetLimitError, SwitchmanError, UpstreamError
+from .._decider import Decider
+from ..ledger import BudgetManager, Ledger, Metrics
 from ..routing import Decision, RouteRequest, estimated_cost
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
 from ._context import RequestContext
@@ -62,7 +62,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        router: Router,
+        decider: Decider,
         deployments: Mapping[str, Deployment],
         *,
         ledger: Ledger | None = None,
@@ -74,31 +74,31 @@ class Dispatcher:
         clock: Callable[[], float] = time.perf_counter,
         sessions: SessionKeeper | None = None,
     ) -> None:
-        self.router = router
-        self.sessions = sessions or SessionKeeper.from_config(router.config, router.models)
+        self.decider = decider
+        self.sessions = sessions or SessionKeeper.from_config(decider.config, decider.models)
         self.deployments = dict(deployments)
         self.providers: dict[str, Provider] = {d.provider.name: d.provider for d in self.deployments.values()}
         self.ledger = ledger
-        self.recorder = Recorder(router)
+        self.recorder = Recorder(decider)
         self.budgets = budgets
         self.metrics = metrics
-        self.health = health or HealthBoard(router.config.server.circuit_breaker)
+        self.health = health or HealthBoard(decider.config.server.circuit_breaker)
         self.scrub = scrub or Scrubber()
-        self.retries = router.config.server.retries
+        self.retries = decider.config.server.retries
         self.sleep = sleep
         self.clock = clock
-        routes = router.config.routes
+        routes = decider.config.routes
         self._candidates = {name: tuple(r.candidates) for name, r in routes.items()}
         self._baselines = {name: r.baseline for name, r in routes.items()}
         self._policy_fallback = {name: r.content_policy_fallback for name, r in routes.items()}
 
     @classmethod
-    def from_router(cls, router: Router, env: Mapping[str, str] | None = None, **options: Any) -> Dispatcher:
+    def from_decider(cls, decider: Decider, env: Mapping[str, str] | None = None, **options: Any) -> Dispatcher:
         """Build providers for every configured model, reading keys from `env` (default: os.environ) once."""
         env = dict(os.environ) if env is None else env
-        _, deployments = build_deployments(router.config, router.models, env)
-        options.setdefault("scrub", Scrubber(provider_keys(router.config, env)))
-        return cls(router, deployments, **options)
+        _, deployments = build_deployments(decider.config, decider.models, env)
+        options.setdefault("scrub", Scrubber(provider_keys(decider.config, env)))
+        return cls(decider, deployments, **options)
 
     async def aclose(self) -> None:
         """Close every provider's connection pool."""
@@ -109,13 +109,13 @@ class Dispatcher:
     # -- deciding ------------------------------------------------------------------------------
     def decide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
         """The RouteRequest and Decision for a validated body (no upstream call)."""
-        request = self.router.request(
+        request = self.decider.request(
             body["messages"], tools=body.get("tools"), response_format=body.get("response_format"),
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
             agent=context.agent, session=context.session, tags=context.tags, task=context.task,
         )
         started = self.clock()
-        decision = self.router.decide(request, model=body["model"], unhealthy=self.health.unhealthy(),
+        decision = self.decider.decide(request, model=body["model"], unhealthy=self.health.unhealthy(),
                                       ttft_ms=self.health.ttft_ms)
         decision = self.sessions.steer(request, decision, context)
         if self.metrics is not None:
@@ -125,7 +125,7 @@ class Dispatcher:
     def _reserve(self, exchange: Exchange, request: RouteRequest, decision: Decision) -> Decision:
         if self.budgets is None:
             return decision
-        ctx, specs = exchange.context, self.router.models
+        ctx, specs = exchange.context, self.decider.models
         reserve = self.budgets.reserve
         reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route,
                               estimated_usd=estimated_cost(specs[decision.model], request), model=decision.model)
@@ -159,7 +159,7 @@ class Dispatcher:
         """Try the decision's models in order, retrying each per the retry policy, until one answers."""
         decision = exchange.decision
         assert decision is not None
-        chain = FallbackChain(decision, self.router.models, self._policy_fallback.get(decision.route or ""),
+        chain = FallbackChain(decision, self.decider.models, self._policy_fallback.get(decision.route or ""),
                               allow=self.health.allow, tried=exchange.tried)
         model = chain.first()
         error: UpstreamError | None = None
@@ -210,6 +210,13 @@ class Dispatcher:
         self.health.observe(name, (first_byte - started) * 1000.0)
         return result
 
+    async def send(self, exchange: Exchange, body: Mapping[str, Any]) -> tuple[bytes, Usage | None]:
+        """One non-stream answer for the exchange's decision: its model, then its fallbacks, with retries.
+
+        The cascade driver sends each rung through here (a decision narrowed to that rung).
+        """
+        return await self._attempts(exchange, lambda d: self._call(d, body))
+
     async def complete(self, body: Mapping[str, Any], context: RequestContext) -> Completion:
         """Answer a non-stream request (raises a SwitchmanError when nothing could, after recording it)."""
         exchange = self._begin(body, context)
@@ -218,7 +225,7 @@ class Dispatcher:
             if cascade is not None:
                 content, usage = await run_cascade(self, exchange, body, cascade)
             else:
-                content, usage = await self._attempts(exchange, lambda d: self._call(d, body))
+                content, usage = await self.send(exchange, body)
         except BaseException as exc:  # every failure, cancellation included, still writes the one ledger row
             self.finish(exchange, exc)
             raise
@@ -227,7 +234,7 @@ class Dispatcher:
             exchange.usage_estimated = True
         exchange.usage = usage
         assert exchange.decision is not None and exchange.model is not None
-        cost = exchange.cost(self.router.models)
+        cost = exchange.cost(self.decider.models)
         self.finish(exchange, content=content)
         return Completion(content, exchange.model, exchange.decision, cost, context.request_id)
 
@@ -264,7 +271,7 @@ class Dispatcher:
             exchange.fail(error, self.scrub)
         self.sessions.observe(exchange, content, answer)
         route = exchange.decision.route if exchange.decision else None
-        record = exchange.record(self.router.models, self._candidates.get(route or "", ()), self.clock(),
+        record = exchange.record(self.decider.models, self._candidates.get(route or "", ()), self.clock(),
                                  self._baselines.get(route or ""))
         self.recorder.record(self.ledger, record, exchange.request, exchange.decision)
         if self.metrics is not None:

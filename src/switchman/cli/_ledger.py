@@ -19,11 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from ._db import display_url, resolve_url
-from ._keys import KeyStore
-from ._ledger import Ledger
-from ._period import Period, parse_since
-from ._record import SpendBy, SpendRow
+from ..ledger import KeyStore, Ledger, Period, SpendBy, SpendRow, display_url, parse_since, resolve_url
 
 __all__ = ["keys_create", "keys_list", "keys_revoke", "spend_command"]
 

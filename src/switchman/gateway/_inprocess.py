@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from .._exceptions import InvalidRequestError
 from ..ledger import BudgetManager, Ledger
-from ._client import Dispatcher
 from ._context import RequestContext
-from ._errors import InvalidRequestError
+from ._dispatcher import Dispatcher
 from ._schema import check_body
 
 if TYPE_CHECKING:
-    from .._router import Router
+    from .._decider import Decider
 
 __all__ = ["InProcessClient"]
 
@@ -32,8 +32,8 @@ __all__ = ["InProcessClient"]
 class InProcessClient:
     """Sends chat requests through a Dispatcher on a background event loop."""
 
-    def __init__(self, router: Router, env: Mapping[str, str] | None = None) -> None:
-        self._router = router
+    def __init__(self, decider: Decider, env: Mapping[str, str] | None = None) -> None:
+        self._decider = decider
         self._env = dict(os.environ) if env is None else dict(env)
         self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
         self._portal = self._portal_cm.__enter__()
@@ -42,10 +42,10 @@ class InProcessClient:
         self.dispatcher: Dispatcher = self._portal.call(self._build)
 
     async def _build(self) -> Dispatcher:
-        config = self._router.config
+        config = self._decider.config
         ledger = Ledger.from_url(config.server.ledger_url)
         await ledger.start()
-        return Dispatcher.from_router(self._router, self._env, ledger=ledger,
+        return Dispatcher.from_decider(self._decider, self._env, ledger=ledger,
                                       budgets=BudgetManager(config.budgets, ledger))
 
     @staticmethod

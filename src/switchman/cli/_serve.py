@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .._config import Config, load_config
 from .._exceptions import ConfigError
-from ._defaults import default_config, default_config_data
+from ..gateway import default_config, default_config_data
 
 __all__ = ["BIND_HOST_ENV", "CONFIG_ENV", "app_from_environment", "check_bind", "init_command", "serve_command"]
 
@@ -52,8 +52,8 @@ def _load(config_path: str | Path | None) -> tuple[Config, Path]:
 def app_from_environment():  # type: ignore[no-untyped-def]
     """ASGI app factory for worker processes (reads $SWITCHMAN_CONFIG once)."""
     from .._threads import limit_blas_threads
-    from ..ui import serving_app  # the CLI composes gateway and dashboard (this module moves to cli/)
-    from ._gateway import Gateway
+    from ..gateway import Gateway
+    from ..ui import serving_app  # the command line composes the gateway and the dashboard
 
     limit_blas_threads()  # a spawned worker did not run the CLI's process setup
     config, base_dir = _load(os.environ.get(CONFIG_ENV) or None)
@@ -91,10 +91,10 @@ def serve_command(
             if config is not None:
                 os.environ[CONFIG_ENV] = str(Path(config).resolve())
             os.environ[BIND_HOST_ENV] = host
-            uvicorn.run("switchman.gateway._commands:app_from_environment", factory=True, workers=workers, **options)
+            uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers, **options)
             return
-        from ..ui import serving_app  # the CLI composes gateway and dashboard (this module moves to cli/)
-        from ._gateway import Gateway
+        from ..gateway import Gateway
+        from ..ui import serving_app
 
         gateway = Gateway.from_config(settings, base_dir=base_dir)
         uvicorn.run(serving_app(gateway, bind_host=host, base_dir=base_dir), **options)

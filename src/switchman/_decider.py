@@ -1,0 +1,223 @@
+"""Decider: the decision core assembled from a configuration (policy, agent rules, each route's strategy).
+
+`Decider.from_config(path).route(messages, agent=..., tags=...)` returns a Decision without any
+network call. The gateway's dispatcher holds one Decider and calls `decide` for every request; the
+SDK's `Router` is a Decider that can also send the request (`switchman._router`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Self
+
+from ._catalog import ModelSpec
+from ._config import Config, RouteConfig, load_config, parse_config
+from ._exceptions import ConfigError, UnknownModelError
+from ._tokens import count_tokens_for_routing
+from .routing import (
+    CheapestStrategy,
+    Decision,
+    DecisionContext,
+    FixedStrategy,
+    RandomStrategy,
+    RouteRequest,
+    RulesStrategy,
+    Strategy,
+    filter_candidates,
+    prefer_live,
+    resolve_task,
+    rule_matches,
+)
+
+__all__ = ["STRATEGIES", "Decider", "build_strategy"]
+
+
+def _learned(route: RouteConfig, base_dir: Path) -> Strategy:
+    from .learn import LearnedStrategy, TrainedRouter, get_embedder
+
+    assert route.router is not None
+    path = Path(route.router)
+    if not path.is_absolute():
+        path = base_dir / path
+    trained = TrainedRouter.load(path)
+    if route.aliases:
+        trained = trained.with_aliases(route.aliases)
+    learned = LearnedStrategy(trained, get_embedder(trained.embedder), knob=route.knob)
+    if route.online is not None and route.online.enabled:
+        from .learn import OnlineStrategy
+
+        return OnlineStrategy(learned, route.online)
+    return learned
+
+
+def _cascade(route: RouteConfig, base_dir: Path) -> Strategy:
+    from .routing import AcceptanceCheck, CascadeStrategy, Check, JsonCheck, LogprobCheck, ToolArgsCheck
+
+    options = route.cascade
+    built: dict[str, Check] = {
+        "json": JsonCheck(),
+        "tool_args": ToolArgsCheck(),
+        "logprobs": LogprobCheck(options.min_mean_logprob, options.min_token_logprob),
+        "acceptance": AcceptanceCheck(options.min_acceptance),
+    }
+    scorer = _learned(route, base_dir) if route.router is not None else None
+    return CascadeStrategy(
+        checks=tuple(built[name] for name in options.checks), scorer=scorer, max_attempts=options.max_attempts,
+        adequate=options.adequate, order=tuple(options.ladder) if options.ladder is not None else None,
+    )
+
+
+#: Strategy builders by name: the one place a strategy name becomes an object.
+STRATEGIES: dict[str, Callable[[RouteConfig, Path], Strategy]] = {
+    "fixed": lambda route, _: FixedStrategy(route.model or route.candidates[0]),
+    "rules": lambda route, _: RulesStrategy(tuple(route.rules), route.default),
+    "cheapest": lambda route, _: CheapestStrategy(),
+    "random": lambda route, _: RandomStrategy(),
+    "learned": _learned,
+    "cascade": _cascade,
+}
+
+
+def build_strategy(route: RouteConfig, base_dir: Path) -> Strategy:
+    """The strategy a route configures (a learned one loads its router file and embedder)."""
+    return STRATEGIES[route.strategy](route, base_dir)
+
+
+class Decider:
+    """Routes requests according to a configuration; pure decisions, no provider calls."""
+
+    def __init__(self, config: Config, *, base_dir: str | Path = ".", seed: int | None = None) -> None:
+        self.config = config
+        self.models: dict[str, ModelSpec] = config.model_specs()
+        self._base_dir = Path(base_dir)
+        self._strategies: dict[str, Strategy] = {}
+        self._random = random.Random(seed)
+
+    @classmethod
+    def from_config(cls, path: str | Path, **kwargs: Any) -> Self:
+        """Load a YAML configuration; relative router paths resolve against its folder."""
+        path = Path(path)
+        return cls(load_config(path), base_dir=path.parent, **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], **kwargs: Any) -> Self:
+        """Build from an in-memory mapping shaped like the YAML file."""
+        return cls(parse_config(dict(data)), **kwargs)
+
+    def strategy(self, route_name: str) -> Strategy:
+        """The route's strategy, built on first use and kept."""
+        if route_name not in self._strategies:
+            self._strategies[route_name] = build_strategy(self.config.routes[route_name], self._base_dir)
+        return self._strategies[route_name]
+
+    def shadow_strategy(self, route_name: str) -> Strategy | None:
+        """The learned strategy of the route's `shadow` router file (built on first use), if it has one."""
+        route = self.config.routes[route_name]
+        if route.shadow is None:
+            return None
+        key = f"shadow:{route_name}"
+        if key not in self._strategies:
+            shadow = route.model_copy(update={"strategy": "learned", "router": route.shadow, "online": None})
+            self._strategies[key] = _learned(shadow, self._base_dir)
+        return self._strategies[key]
+
+    def warm_up(self) -> None:
+        """Build every route's strategy now (loads router files and embedders before traffic)."""
+        for name in self.config.routes:
+            self.strategy(name)
+
+    def request(self, messages: Sequence[Mapping[str, Any]], **context: Any) -> RouteRequest:
+        """Derive the RouteRequest for a chat request, its task resolved (the caller's, else detected).
+
+        Resolved here, once, so the decision, the session, a shadow router and the ledger all see
+        the same task.
+        """
+        request = RouteRequest.from_messages(messages, count_tokens=count_tokens_for_routing, **context)
+        return replace(request, task=resolve_task(request))
+
+    def route(
+        self,
+        messages: Sequence[Mapping[str, Any]] | str,
+        *,
+        model: str = "auto",
+        agent: str | None = None,
+        session: str | None = None,
+        tags: Sequence[str] = (),
+        task: str | None = None,
+        tools: Sequence[Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+    ) -> Decision:
+        """Decide which model serves this request."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        request = self.request(
+            messages, agent=agent, session=session, tags=tags, task=task, tools=tools,
+            response_format=response_format, max_tokens=max_tokens,
+        )
+        return self.decide(request, model=model)
+
+    def decide(
+        self,
+        request: RouteRequest,
+        *,
+        model: str = "auto",
+        random_value: float | None = None,
+        unhealthy: Collection[str] = (),
+        ttft_ms: Mapping[str, float] | None = None,
+    ) -> Decision:
+        """The decision for an already-built request; `model` is auto, auto:<route> or a model name.
+
+        `unhealthy` (open circuits) and `ttft_ms` (live time to first token) come from the gateway;
+        such candidates are set aside while another qualifies and stay last-resort fallbacks.
+        """
+        draw = self._random.random() if random_value is None else random_value
+        if model in self.models:
+            return Decision(model=model, reason="model requested by name", strategy="fixed", fallbacks=())
+        if request.task is None:  # rules and strategies see the caller's task, else the detected one
+            request = replace(request, task=resolve_task(request))
+        agent = self.config.agents.get(request.agent) if request.agent else None
+        if model == "auto":
+            if agent is not None and agent.model is not None:
+                return Decision(model=agent.model, reason=f"agent {request.agent} is pinned to {agent.model}",
+                                strategy="fixed")
+            route_name = (agent.route if agent is not None and agent.route else None) or self.config.default_route_name
+        elif model.startswith("auto:"):
+            route_name = model.removeprefix("auto:")
+        else:
+            raise UnknownModelError(
+                f"unknown model {model!r}; use 'auto', 'auto:<route>' or one of: {', '.join(sorted(self.models))}"
+            )
+        if route_name is None:
+            raise ConfigError("no routes are configured; add one under 'routes'")
+        if route_name not in self.config.routes:
+            raise UnknownModelError(
+                f"unknown route {route_name!r}; configured routes: {', '.join(sorted(self.config.routes))}"
+            )
+        route = self.config.routes[route_name]
+        candidates = [self.models[name] for name in route.candidates]
+        allow = set(agent.allow) if agent is not None and agent.allow is not None else None
+        deny = set(agent.deny) if agent is not None else set()
+        max_price = agent.max_price_usd if agent is not None and agent.max_price_usd is not None else route.max_price_usd
+        policy = filter_candidates(request, candidates, allow=allow, deny=deny, max_price_usd=max_price)
+        policy, set_aside = prefer_live(policy, unhealthy=unhealthy, ttft_ms=ttft_ms, max_ttft_ms=route.max_ttft_ms)
+        context = DecisionContext(route=route_name, random_value=draw, ttft_ms=ttft_ms or {})
+        if agent is not None:
+            eligible = {s.name for s in policy.eligible}
+            for i, rule in enumerate(agent.rules):
+                if rule.model in eligible and rule_matches(rule.match, request):
+                    rest = tuple(s.name for s in policy.eligible if s.name != rule.model)
+                    return Decision(model=rule.model, reason=f"agent {request.agent} rule {i}", strategy="rules",
+                                    route=route_name, fallbacks=rest, excluded=policy.excluded)
+        decision = self.strategy(route_name).decide(request, policy.eligible, context)
+        extra = tuple(
+            f for f in dict.fromkeys((*route.fallbacks, *set_aside))
+            if f != decision.model and f not in decision.fallbacks
+        )
+        return Decision(
+            model=decision.model, reason=decision.reason, strategy=decision.strategy, route=route_name,
+            candidates=decision.candidates, fallbacks=decision.fallbacks + extra, excluded=policy.excluded,
+        )
