@@ -31,6 +31,9 @@ class RequestContext:
     task: str | None = None
     key_id: str | None = None
     escalate: bool = False
+    #: The caller's W3C trace context (`traceparent` / `tracestate` headers), parent of the request's span.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 def _clean(value: object, where: str) -> str | None:
@@ -100,4 +103,13 @@ def context_from(
         key_id=key_id,
         escalate=_flag(headers.get("x-switchman-escalate"), "X-Switchman-Escalate")
         or _flag(own.get("escalate"), "metadata.escalate"),
+        traceparent=_trace_header(headers.get("traceparent")),
+        tracestate=_trace_header(headers.get("tracestate")),
     )
+
+
+def _trace_header(value: str | None) -> str | None:
+    """A trace-context header kept only when short and printable (the propagator checks its format)."""
+    if value is None or len(value) > 512 or not value.isprintable():
+        return None
+    return value

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
 import orjson
 
 from .._exceptions import BudgetExceededError, BudgetLimitError, SwitchmanError, UpstreamError
@@ -34,6 +35,7 @@ from ._providers import Deployment, Provider, build_deployments, provider_keys
 from ._sessions import SessionKeeper
 from ._shadow import Recorder
 from ._stream import ChatStream, OpenedStream, open_upstream_stream
+from ._tracing import Tracing
 from ._wire import Usage, estimate_output_tokens
 
 __all__ = ["Completion", "Dispatcher"]
@@ -73,8 +75,10 @@ class Dispatcher:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.perf_counter,
         sessions: SessionKeeper | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.decider = decider
+        self.tracing = tracing or Tracing()
         self.sessions = sessions or SessionKeeper.from_config(decider.config, decider.models)
         self.deployments = dict(deployments)
         self.providers: dict[str, Provider] = {d.provider.name: d.provider for d in self.deployments.values()}
@@ -105,6 +109,8 @@ class Dispatcher:
         await self.recorder.drain()
         for provider in self.providers.values():
             await provider.aclose()
+        if self.tracing.enabled:
+            await anyio.to_thread.run_sync(self.tracing.shutdown)
 
     # -- deciding ------------------------------------------------------------------------------
     def decide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
@@ -140,10 +146,13 @@ class Dispatcher:
 
     def _begin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
         exchange = Exchange(context, self.clock())
+        exchange.span = self.tracing.start(body, context)
         try:
-            exchange.request, decision = self.decide(body, context)
-            exchange.decision = decision
-            exchange.decision = self._reserve(exchange, exchange.request, decision)
+            with self.tracing.decision(exchange.span) as deciding:
+                exchange.request, decision = self.decide(body, context)
+                exchange.decision = decision
+                exchange.decision = self._reserve(exchange, exchange.request, decision)
+                self.tracing.decided(deciding, exchange.decision)
         except SwitchmanError as exc:
             if isinstance(exc, BudgetExceededError) and self.metrics is not None:
                 self.metrics.observe_budget_rejection(exc.scope if isinstance(exc, BudgetLimitError) else "unknown")
@@ -163,12 +172,15 @@ class Dispatcher:
                               allow=self.health.allow, tried=exchange.tried)
         model = chain.first()
         error: UpstreamError | None = None
+        calls = 0
         while model is not None:
             deployment = self.deployments[model]
             attempt = 0
             while True:
+                calls += 1
                 try:
-                    result = await call(deployment)
+                    with self.tracing.attempt(exchange.span, deployment, calls):
+                        result = await call(deployment)
                 except UpstreamError as exc:
                     error = exc
                     self.health.record(model, ok=not is_provider_failure(exc))
@@ -276,3 +288,5 @@ class Dispatcher:
         self.recorder.record(self.ledger, record, exchange.request, exchange.decision)
         if self.metrics is not None:
             self.metrics.observe_request(record)
+        if exchange.span is not None:
+            self.tracing.finish(exchange.span, record, error, exchange.request.prompt if exchange.request else None)

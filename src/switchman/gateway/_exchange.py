@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from .._catalog import ModelSpec
 from .._exceptions import (
@@ -40,7 +41,7 @@ def status_for(error: BaseException) -> str:
 class Exchange:
     """What happened to one request: decision, models tried, usage, timing, outcome."""
 
-    __slots__ = ("context", "decision", "error", "first_token_at", "model", "request", "reservation",
+    __slots__ = ("context", "decision", "error", "first_token_at", "model", "request", "reservation", "span",
                  "spent_usd", "started", "started_wall", "status", "tried", "usage", "usage_estimated")
 
     def __init__(self, context: RequestContext, started: float) -> None:
@@ -58,6 +59,7 @@ class Exchange:
         self.first_token_at: float | None = None
         self.status = "ok"
         self.error: str | None = None
+        self.span: Any = None  # the request's trace span, when tracing is on
 
     def fail(self, error: BaseException, scrub: Scrubber) -> None:
         """Note the error that ended the request."""

@@ -17,6 +17,7 @@ from .._config import Config
 from .._decider import Decider
 from ..ledger import BudgetManager, KeyStore, Ledger, Metrics
 from ._dispatcher import Dispatcher
+from ._tracing import Tracing
 from ._defaults import default_config
 
 __all__ = ["Gateway"]
@@ -53,7 +54,9 @@ class Gateway:
         keys = KeyStore(config.server.ledger_url)
         budgets = BudgetManager([*config.budgets, *keys.budgets()], ledger)
         metrics = Metrics(ledger=ledger)
-        dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics)
+        tracing = Tracing.from_environment(env, record_prompts=config.server.store_prompts)
+        dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics,
+                                             tracing=tracing)
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
                    master_key=env.get(config.server.master_key_env) or None,
                    dashboard_key=env.get(config.dashboard.key_env) or None)

@@ -260,7 +260,7 @@ class LedgerViews:
         result = []
         for row in rows:
             group = {name: (row[i] or None) for i, name in enumerate(by)}
-            values = {k: int(v) if k in _INTEGER_FIELDS else float(v)
+            values: dict[str, Any] = {k: int(v) if k in _INTEGER_FIELDS else float(v)
                       for k, v in zip(names, row[len(dims):], strict=True)}
             result.append(Totals(group=group, **values))
         return result

@@ -88,7 +88,7 @@ class Access:
         if not cookie or self.mode != "login":
             return None
         try:
-            data = self._sessions.loads(cookie, max_age=self.ttl_s)
+            data = self._sessions.loads(cookie, max_age=int(self.ttl_s))
         except BadSignature:  # also SignatureExpired
             return None
         if not isinstance(data, dict) or data.get("r") not in ("admin", "viewer") or not isinstance(data.get("c"), str):

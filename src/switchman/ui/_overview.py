@@ -127,7 +127,7 @@ def models_context(src: Sources, window: Window) -> dict[str, Any]:
     board = src.health()
     deployments = src.deployment_views()
     names = sorted(set(src.models) | set(totals), key=lambda m: (-(totals[m].requests if m in totals else 0), m))
-    models = []
+    models: list[dict[str, Any]] = []
     for name in names:
         spec = src.models.get(name)
         row = totals.get(name, Totals())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from markupsafe import Markup
 from ..ledger import FeedbackSummary, Totals
 from ._sources import Sources, Window
 
-__all__ = ["eval_svg", "routers_context"]
+__all__ = ["ModelFeedback", "eval_svg", "routers_context"]
 
 #: Below this many scores a feedback mean is shown but no "reached" share is claimed from it.
 MIN_FEEDBACK = 20
@@ -24,15 +25,24 @@ _W, _H, _PAD_L, _PAD_R, _PAD_T, _PAD_B = 640, 360, 56, 16, 16, 44
 _COLOURS = ("#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed")
 
 
+@dataclass(frozen=True, slots=True)
+class ModelFeedback:
+    """Feedback on one model's answers on a route."""
+
+    model: str | None
+    n: int
+    mean: float
+
+
 def _feedback(route: str, rows: Sequence[FeedbackSummary]) -> dict[str, Any]:
     mine = [r for r in rows if r.route == route]
     n = sum(r.n for r in mine)
     mean = sum(r.mean_score * r.n for r in mine) / n if n else None
-    per_model = sorted(({"model": r.model, "n": r.n, "mean": r.mean_score} for r in mine), key=lambda m: -m["n"])
-    solid = [m for m in per_model if m["n"] >= MIN_FEEDBACK]
-    best = max(solid, key=lambda m: m["mean"], default=None)
-    reached = mean / best["mean"] if mean is not None and best is not None and best["mean"] > 0 and n >= MIN_FEEDBACK \
-        else None
+    per_model = sorted((ModelFeedback(r.model, r.n, r.mean_score) for r in mine), key=lambda m: -m.n)
+    best = max((m for m in per_model if m.n >= MIN_FEEDBACK), key=lambda m: m.mean, default=None)
+    reached = None
+    if mean is not None and best is not None and best.mean > 0 and n >= MIN_FEEDBACK:
+        reached = mean / best.mean
     return {"n": n, "mean": mean, "per_model": per_model, "best": best, "reached": reached}
 
 
