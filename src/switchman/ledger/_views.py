@@ -273,7 +273,7 @@ class LedgerViews:
         self._ensure_schema()
         start = hour_of(since)
         end = until if until is not None else time.time()
-        slot = ((ROLLUP.c.hour - literal(start)) / literal(step_s)).label("slot")
+        slot = ((ROLLUP.c.hour - literal(start)) // literal(step_s)).label("slot")
         status = ROLLUP.c.status
         query = (
             select(

@@ -2,7 +2,7 @@
 
 Unauthenticated: a page request is sent to the login form (an htmx request gets 401 and an
 HX-Redirect), anything else gets 401. Only the login form and the static files are served without a
-session. A mutation (any method but GET/HEAD) must carry the session's CSRF token, in the
+session, and nothing at all when there is no key to log in with on a non-loopback bind. A mutation (any method but GET/HEAD) must carry the session's CSRF token, in the
 X-CSRF-Token header or a `csrf` form field, and, when the browser says where it comes from
 (Origin), come from this same host. The login POST, made before any session exists, checks the
 signed token its form was given instead. Every response gets a strict Content-Security-Policy
@@ -80,10 +80,11 @@ class DashboardGuard:
         root = scope.get("root_path", "")
         path = scope["path"][len(root):] if scope["path"].startswith(root) else scope["path"]
         headers = Headers(scope=scope)
-        if self.access.mode == "closed" and not path.startswith("/static/"):
+        if self.access.mode == "closed":
             await _closed()(scope, receive, send)
             return
         method = scope["method"]
+        token: str | None = None
         if method not in _SAFE_METHODS:
             if not _same_origin(headers):
                 await PlainTextResponse("cross-origin request refused", status_code=403)(scope, receive, send)
