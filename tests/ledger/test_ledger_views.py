@@ -17,7 +17,7 @@ import pytest
 from switchman.ledger import Ledger, LedgerRecord, RequestFilter
 from switchman.testing import synthetic_records
 
-NOW = 1_800_000_000.0  # a fixed clock: 2027-01-15 08:00 UTC
+NOW = 1_768_464_000.0  # the traffic ends 2026-01-15 08:00 UTC: in the past, so windows read daily rows too
 DAY = 86_400
 
 
@@ -55,11 +55,34 @@ def test_totals_equal_sums_over_the_rows(db_url: str, open_ledger: Callable[...,
     assert {t.group["model"]: t.requests for t in mix} == dict(Counter(r.model for r in window if r.agent == "coder"))
 
 
+@pytest.mark.parametrize(("back_h", "length_h"), [(240, None), (239.5, 100), (50, 49), (30, 5), (200, 170.25)])
+def test_windows_mixing_days_and_hours_count_each_row_once(
+    db_url: str, open_ledger: Callable[..., Ledger], back_h: float, length_h: float | None
+) -> None:
+    ledger = open_ledger(db_url)
+    records = _fill(ledger, 2000)
+    since = NOW - back_h * 3600
+    until = None if length_h is None else since // 3600 * 3600 + length_h // 1 * 3600
+    start = since // 3600 * 3600
+    inside = [r for r in records if r.time >= start and (until is None or r.time < until)]
+    (total,) = ledger.views.totals(since=since, until=until)
+    assert total.requests == len(inside)
+    assert total.cost_usd == pytest.approx(sum(r.cost_usd for r in inside))
+    by_model = ledger.views.totals(since=since, until=until, by=("model",))
+    assert sum(t.requests for t in by_model) == len(inside)
+    latency = ledger.views.latency(since=since, until=until)[None]
+    assert latency.n == sum(r.status == "ok" and r.model is not None for r in inside)
+
+
 def test_an_empty_window_has_zero_totals(db_url: str, open_ledger: Callable[..., Ledger]) -> None:
     ledger = open_ledger(db_url)
-    (total,) = ledger.views.totals(since=NOW)
+    (total,) = ledger.views.totals(since=time.time())
     assert (total.requests, total.cost_usd, total.saving_pct, total.error_rate) == (0, 0.0, None, None)
-    assert ledger.views.latency(since=NOW)[None].p50_ms is None
+    assert ledger.views.latency(since=time.time())[None].p50_ms is None
+    with pytest.raises(ValueError, match="cannot group by"):
+        ledger.views.totals(since=0, by=("status",))
+    with pytest.raises(ValueError, match="cannot filter"):
+        ledger.views.totals(since=0, by=("agent",), where={"model": "m"})
 
 
 def test_timeline_steps_add_up_to_the_totals(db_url: str, open_ledger: Callable[..., Ledger]) -> None:

@@ -1,20 +1,23 @@
-"""Hourly rollups the ledger writer keeps next to the request rows, so reports never scan them.
+"""Rollups the ledger writer keeps next to the request rows, so reports never scan the rows.
 
 Three tables, updated in the same transaction as the rows they summarise (a report never sees a
 row without its rollup, or the reverse):
 
-    switchman_rollup     one row per (hour, route, agent, model, key, status): requests, tokens,
-                         cost, baseline cost, latency and TTFT sums, fallbacks, escalations, the
-                         live and shadow routers' predictions
-    switchman_latency    one row per (hour, model, latency bucket) of answered requests: a log
-                         histogram (buckets 2^(1/4) apart, so a percentile read from it is within
-                         ±9%) that gives p50/p95 over any window without sorting rows
+    switchman_rollup     sums per time bucket and slice: the whole traffic, per route, agent, model,
+                         key, and per agent and model; requests, errors, refusals, tokens, cost,
+                         baseline cost, latency and TTFT sums, fallbacks, escalations, the live and
+                         shadow routers' predictions. Kept per hour and per UTC day, so a 30-day
+                         window reads ~30 daily rows and two edges of hourly ones per slice value.
+    switchman_latency    a log histogram of answered requests' latency per bucket and model (and
+                         for all models): buckets 2^(1/4) apart, so a percentile read from it is
+                         within ±9%, over any window, without sorting rows
     switchman_sessions   one row per session: agent, first and last request, requests, escalations
 
-A batch is summed in memory first and then upserted (``INSERT ... ON CONFLICT DO UPDATE`` adding
-to what is there), in key order so concurrent writers on Postgres never deadlock. Absent names
-are stored as '' (a NULL would never conflict). A ledger made before these tables existed gets
-them filled from its rows once, in the transaction that creates them (`ensure_rollup`).
+A batch is summed in memory per (hour, route, agent, model, key, status) first, the slices derived
+from those groups, and then upserted (``INSERT ... ON CONFLICT DO UPDATE`` adding to what is
+there) in key order, so concurrent writers on Postgres never deadlock. Absent names are stored
+as '' (a NULL would never conflict). A ledger made before these tables existed gets them filled
+from its rows once, in the transaction that creates them (`ensure_rollup`).
 """
 
 from __future__ import annotations
@@ -32,17 +35,21 @@ from ._record import LedgerRecord
 from ._rows import decode
 
 __all__ = [
+    "ALL_MODELS",
     "COUNT_MEASURES",
-    "DIMENSIONS",
+    "DAY",
+    "HOUR",
     "LATENCY",
     "LATENCY_STEP",
     "MEASURES",
     "ROLLUP",
     "SESSIONS",
+    "SLICES",
     "Fact",
     "RollupBatch",
     "bucket_bounds",
     "bucket_of",
+    "day_of",
     "ensure_rollup",
     "fact",
     "hour_of",
@@ -51,38 +58,49 @@ __all__ = [
 logger = logging.getLogger("switchman.ledger")
 
 ROLLUP_METADATA = MetaData()
-#: The rollup's grouping columns, in key order ('' stands for none).
-DIMENSIONS = ("route", "agent", "model", "key_id", "status")
-#: What the rollup sums per group.
+#: The slices the rollup keeps, and the record fields each is keyed by.
+SLICES: dict[str, tuple[str, ...]] = {
+    "all": (), "route": ("route",), "agent": ("agent",), "model": ("model",), "key": ("key_id",),
+    "agent_model": ("agent", "model"),
+}
+#: Time grains: an hour and a UTC day, in seconds.
+HOUR, DAY = 3600, 86_400
+#: What the rollup sums per bucket and slice value.
 MEASURES = (
-    "requests", "input_tokens", "output_tokens", "cost_usd", "baseline_cost_usd", "latency_ms_sum", "ttft_ms_sum", "ttft_n",
-    "fallbacks", "escalations", "quality_n", "quality_sum", "shadow_n", "shadow_cost_usd", "shadow_quality_n",
-    "shadow_quality_sum", "shadowed_cost_usd", "shadowed_quality_n", "shadowed_quality_sum",
+    "requests", "errors", "refused", "input_tokens", "output_tokens", "cost_usd", "baseline_cost_usd",
+    "latency_ms_sum", "ttft_ms_sum", "ttft_n", "fallbacks", "escalations", "quality_n", "quality_sum", "shadow_n",
+    "shadow_cost_usd", "shadow_quality_n", "shadow_quality_sum", "shadowed_cost_usd", "shadowed_quality_n",
+    "shadowed_quality_sum",
 )
-COUNT_MEASURES = frozenset({"requests", "input_tokens", "output_tokens", "ttft_n", "fallbacks", "escalations", "quality_n",
-                     "shadow_n", "shadow_quality_n", "shadowed_quality_n"})
+COUNT_MEASURES = frozenset({"requests", "errors", "refused", "input_tokens", "output_tokens", "ttft_n", "fallbacks",
+                            "escalations", "quality_n", "shadow_n", "shadow_quality_n", "shadowed_quality_n"})
 #: Ratio between neighbouring latency buckets is 2 ** (1 / LATENCY_STEP).
 LATENCY_STEP = 4
 _MAX_BUCKET = 120  # 2 ** 30 ms: anything slower shares the last bucket
-_HOUR = 3600
+_ERRORS = frozenset({"error", "stream_error"})
+_REFUSED = frozenset({"rejected_budget", "bad_request"})
 
 ROLLUP = Table(
     "switchman_rollup",
     ROLLUP_METADATA,
-    Column("hour", BigInteger, nullable=False),
-    *(Column(name, Text, nullable=False) for name in DIMENSIONS),
+    Column("slice", Text, nullable=False),
+    Column("grain", Integer, nullable=False),
+    Column("bucket", BigInteger, nullable=False),
+    Column("v1", Text, nullable=False),
+    Column("v2", Text, nullable=False),
     *(Column(name, BigInteger if name in COUNT_MEASURES else Float, nullable=False) for name in MEASURES),
-    Index("ux_switchman_rollup_key", "hour", *DIMENSIONS, unique=True),
+    Index("ux_switchman_rollup_key", "slice", "grain", "bucket", "v1", "v2", unique=True),
 )
 
 LATENCY = Table(
     "switchman_latency",
     ROLLUP_METADATA,
-    Column("hour", BigInteger, nullable=False),
     Column("model", Text, nullable=False),
-    Column("bucket", Integer, nullable=False),
+    Column("grain", Integer, nullable=False),
+    Column("bucket", BigInteger, nullable=False),
+    Column("latency_bucket", Integer, nullable=False),
     Column("n", BigInteger, nullable=False),
-    Index("ux_switchman_latency_key", "hour", "model", "bucket", unique=True),
+    Index("ux_switchman_latency_key", "model", "grain", "bucket", "latency_bucket", unique=True),
 )
 
 SESSIONS = Table(
@@ -96,11 +114,18 @@ SESSIONS = Table(
     Column("escalations", BigInteger, nullable=False),
     Index("ix_switchman_sessions_last_time", "last_time"),
 )
+#: Latency rows for every model together carry this model name.
+ALL_MODELS = ""
 
 
 def hour_of(moment: float) -> int:
     """The start (epoch seconds) of the hour that contains `moment`."""
-    return int(moment // _HOUR) * _HOUR
+    return int(moment // HOUR) * HOUR
+
+
+def day_of(moment: float) -> int:
+    """The start (epoch seconds) of the UTC day that contains `moment`."""
+    return int(moment // DAY) * DAY
 
 
 def bucket_of(latency_ms: float) -> int:
@@ -143,8 +168,9 @@ class RollupBatch:
     __slots__ = ("groups", "latency", "sessions")
 
     def __init__(self, facts: Iterable[Fact] = ()) -> None:
+        #: (hour, route, agent, model, key, status) → sums in MEASURES order
         self.groups: dict[tuple[Any, ...], list[float]] = {}
-        self.latency: dict[tuple[int, str, int], int] = {}
+        self.latency: dict[tuple[str, int, int], int] = {}  # (model, hour, latency bucket) → n
         self.sessions: dict[str, list[Any]] = {}
         for item in facts:
             self.add(item)
@@ -153,37 +179,39 @@ class RollupBatch:
         """Count one record (its `fact`)."""
         (moment, route, agent, model, key_id, status, tin, tout, cost, baseline, latency, ttft, fallbacks,
          escalated, quality, shadow, shadow_cost, shadow_quality, session) = item
-        hour = int(moment // _HOUR) * _HOUR
+        hour = int(moment // HOUR) * HOUR
         key = (hour, route, agent, model, key_id, status)
         sums = self.groups.get(key)
         if sums is None:
             sums = self.groups[key] = [0.0] * len(MEASURES)
+            sums[1] = float(status in _ERRORS)  # per request of this group: fixed by its status
+            sums[2] = float(status in _REFUSED)
         sums[0] += 1
-        sums[1] += tin
-        sums[2] += tout
-        sums[3] += cost
-        sums[4] += baseline
-        sums[5] += latency
+        sums[3] += tin
+        sums[4] += tout
+        sums[5] += cost
+        sums[6] += baseline
+        sums[7] += latency
         if ttft is not None:
-            sums[6] += ttft
-            sums[7] += 1
-        sums[8] += fallbacks
-        sums[9] += escalated
+            sums[8] += ttft
+            sums[9] += 1
+        sums[10] += fallbacks
+        sums[11] += escalated
         if quality is not None:
-            sums[10] += 1
-            sums[11] += quality
-        if shadow:
             sums[12] += 1
-            sums[13] += shadow_cost
+            sums[13] += quality
+        if shadow:
+            sums[14] += 1
+            sums[15] += shadow_cost
             if shadow_quality is not None:
-                sums[14] += 1
-                sums[15] += shadow_quality
-            sums[16] += cost
+                sums[16] += 1
+                sums[17] += shadow_quality
+            sums[18] += cost
             if quality is not None:
-                sums[17] += 1
-                sums[18] += quality
+                sums[19] += 1
+                sums[20] += quality
         if status == "ok" and model:
-            lat_key = (hour, model, bucket_of(latency))
+            lat_key = (model, hour, bucket_of(latency))
             self.latency[lat_key] = self.latency.get(lat_key, 0) + 1
         if session is not None:
             state = self.sessions.get(session)
@@ -197,13 +225,43 @@ class RollupBatch:
                 state[3] += 1
                 state[4] += escalated
 
+    def slices(self) -> dict[tuple[str, int, int, str, str], list[float]]:
+        """The groups summed into every slice, per hour and per day."""
+        rows: dict[tuple[str, int, int, str, str], list[float]] = {}
+        for (hour, route, agent, model, key_id, _), sums in self.groups.items():
+            if sums[1]:  # the error/refusal flags become counts
+                sums = [sums[0] if i == 1 else v for i, v in enumerate(sums)]
+            if sums[2]:
+                sums = [sums[0] if i == 2 else v for i, v in enumerate(sums)]
+            day = hour // DAY * DAY
+            values = {"route": route, "agent": agent, "model": model, "key_id": key_id}
+            for name, fields in SLICES.items():
+                v1 = values[fields[0]] if fields else ""
+                v2 = values[fields[1]] if len(fields) > 1 else ""
+                for grain, bucket in ((HOUR, hour), (DAY, day)):
+                    row_key = (name, grain, bucket, v1, v2)
+                    found = rows.get(row_key)
+                    rows[row_key] = list(sums) if found is None else [a + b for a, b in zip(found, sums, strict=True)]
+        return rows
+
+    def latency_rows(self) -> dict[tuple[str, int, int, int], int]:
+        """The latency histogram per model and for all models, per hour and per day."""
+        rows: dict[tuple[str, int, int, int], int] = {}
+        for (model, hour, bucket), n in self.latency.items():
+            day = hour // DAY * DAY
+            for name in (model, ALL_MODELS):
+                for grain, start in ((HOUR, hour), (DAY, day)):
+                    key = (name, grain, start, bucket)
+                    rows[key] = rows.get(key, 0) + n
+        return rows
+
     def write(self, conn: Connection) -> None:
         """Add the batch to the rollup tables (inside the caller's transaction)."""
         sql = _upserts(conn.dialect.name, conn.dialect.paramstyle)
         if self.groups:
-            conn.exec_driver_sql(sql[0], [(*key, *_typed(sums)) for key, sums in sorted(self.groups.items())])
+            conn.exec_driver_sql(sql[0], [(*key, *_typed(sums)) for key, sums in sorted(self.slices().items())])
         if self.latency:
-            conn.exec_driver_sql(sql[1], [(*key, n) for key, n in sorted(self.latency.items())])
+            conn.exec_driver_sql(sql[1], [(*key, n) for key, n in sorted(self.latency_rows().items())])
         if self.sessions:
             conn.exec_driver_sql(sql[2], [(sid, *values) for sid, values in sorted(self.sessions.items())])
 
@@ -230,8 +288,8 @@ def _upserts(dialect: str, paramstyle: str) -> tuple[str, str, str]:
 
     r, s = ROLLUP.name, SESSIONS.name
     statements = (
-        insert(ROLLUP, ("hour", *DIMENSIONS), [f"{m} = {r}.{m} + excluded.{m}" for m in MEASURES]),
-        insert(LATENCY, ("hour", "model", "bucket"), [f"n = {LATENCY.name}.n + excluded.n"]),
+        insert(ROLLUP, ("slice", "grain", "bucket", "v1", "v2"), [f"{m} = {r}.{m} + excluded.{m}" for m in MEASURES]),
+        insert(LATENCY, ("model", "grain", "bucket", "latency_bucket"), [f"n = {LATENCY.name}.n + excluded.n"]),
         insert(SESSIONS, ("session",), [
             "agent = CASE WHEN excluded.agent = '' THEN " + s + ".agent ELSE excluded.agent END",
             f"first_time = {least}({s}.first_time, excluded.first_time)",

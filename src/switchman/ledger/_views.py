@@ -1,13 +1,14 @@
 """Read-only views of the ledger for reports and the dashboard: totals, series, percentiles, the log.
 
-Totals, series and percentiles come from the hourly rollups (`_rollup`), so a 30-day overview of a
-million requests reads a few thousand rollup rows; windows are therefore whole hours (a window
-starts at the top of the hour that contains its start). The request log reads the request rows
-through the (column, id) indexes, newest first, a page at a time.
+Totals, series and percentiles come from the rollups (`_rollup`): a window reads daily rows for its
+whole UTC days and hourly rows for the hours at its edges, so a 30-day overview of a million
+requests reads about a hundred rows per slice value. Windows are whole hours (one starts at the
+top of the hour that contains its start). The request log reads the request rows through the
+(column, id) indexes, newest first, a page at a time.
 
     views = ledger.views
     views.totals(since=time.time() - 86400)                      # one Totals for the window
-    views.totals(since=t, by=("agent", "model"))                  # one per agent and model
+    views.totals(since=t, by=("agent", "model"))                  # one per agent and model (its mix)
     views.timeline(since=t, step_s=86400)                         # TimelinePoint per day
     views.search(RequestFilter(agent="triage", status="error"))   # RequestPage, newest first
 """
@@ -20,12 +21,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, literal, select
+from sqlalchemy import Engine, Table, and_, case, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from ._db import FEEDBACK, REQUESTS
 from ._record import LedgerRecord
-from ._rollup import COUNT_MEASURES, DIMENSIONS, LATENCY, MEASURES, ROLLUP, SESSIONS, bucket_bounds, hour_of
+from ._rollup import (
+    ALL_MODELS,
+    COUNT_MEASURES,
+    DAY,
+    HOUR,
+    LATENCY,
+    MEASURES,
+    ROLLUP,
+    SESSIONS,
+    bucket_bounds,
+    day_of,
+    hour_of,
+)
 from ._rows import decode
 
 __all__ = [
@@ -44,10 +57,9 @@ __all__ = [
 #: Statuses that count as errors (an upstream or stream failure), and as refusals (budget, bad input).
 ERROR_STATUSES = ("error", "stream_error")
 REFUSED_STATUSES = ("rejected_budget", "bad_request")
-_DIMENSION_NAMES = {"route": "route", "agent": "agent", "model": "model", "key": "key_id", "key_id": "key_id",
-                    "status": "status"}
-_HOUR = 3600
-_INTEGER_FIELDS = COUNT_MEASURES | {"errors", "refused"}
+#: The groupings `totals` offers: `by` → the rollup slice that holds them.
+_SLICE_OF = {(): "all", ("route",): "route", ("agent",): "agent", ("model",): "model", ("key",): "key",
+             ("agent", "model"): "agent_model"}
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -198,11 +210,34 @@ class RequestPage:
     next_before: int | None
 
 
-def _dimension(name: str) -> str:
-    try:
-        return _DIMENSION_NAMES[name]
-    except KeyError:
-        raise ValueError(f"cannot group by {name!r}: use one of {', '.join(DIMENSIONS)}") from None
+def _slice(by: Sequence[str], where: Mapping[str, str | None]) -> tuple[str, dict[str, str]]:
+    """The slice that groups by `by`, and the v1/v2 columns `where` constrains."""
+    name = _SLICE_OF.get(tuple(by))
+    if name is None:
+        raise ValueError(f"cannot group by {tuple(by)!r}: use one of {', '.join(map(str, _SLICE_OF))}")
+    columns = {dim: f"v{i + 1}" for i, dim in enumerate(by)}
+    unknown = set(where) - set(columns)
+    if unknown:
+        raise ValueError(f"cannot filter totals by {sorted(unknown)} when grouping by {tuple(by)!r}")
+    return name, {columns[dim]: value or "" for dim, value in where.items()}
+
+
+def _window(table: Table, since: float, until: float | None) -> ColumnElement[bool]:
+    """Rows of [since, until): whole UTC days from the daily grain, the hours at the edges from the hourly.
+
+    Without `until` the window runs to now, and the current day's daily row already holds all of it.
+    """
+    start = hour_of(since)
+    first_day = -(-start // DAY) * DAY  # the first midnight at or after the start
+    c = table.c
+    hourly = c.grain == HOUR
+    if until is None:
+        return or_(and_(hourly, c.bucket >= start, c.bucket < first_day), and_(c.grain == DAY, c.bucket >= first_day))
+    last_day = day_of(until)
+    if first_day >= last_day:
+        return and_(hourly, c.bucket >= start, c.bucket < until)
+    hours = and_(hourly, c.bucket >= start, c.bucket < until, or_(c.bucket < first_day, c.bucket >= last_day))
+    return or_(hours, and_(c.grain == DAY, c.bucket >= first_day, c.bucket < last_day))
 
 
 def _percentile(counts: Sequence[tuple[int, int]], q: float) -> float | None:
@@ -227,97 +262,74 @@ class LedgerViews:
         self._engine = engine
         self._ensure_schema = ensure_schema
 
-    def _window(self, since: float, until: float | None) -> ColumnElement[bool]:
-        clause = ROLLUP.c.hour >= hour_of(since)
-        return clause if until is None else and_(clause, ROLLUP.c.hour < until)
-
     def totals(
         self, *, since: float, until: float | None = None, by: Sequence[str] = (),
         where: Mapping[str, str | None] | None = None,
     ) -> list[Totals]:
-        """Sums over [since, until) per group of `by` (route, agent, model, key, status), dearest first.
+        """Sums over [since, until) per group of `by`, dearest first.
 
-        With no `by`, one Totals for the whole window (even when it is empty). `where` keeps only
-        the rows whose dimensions have these values (None: the dimension was absent).
+        `by` is (), ("route",), ("agent",), ("model",), ("key",) or ("agent", "model"); with no `by`, one
+        Totals for the whole window (even when it is empty). `where` keeps only the groups whose
+        dimensions (among `by`) have these values (None: the dimension was absent).
         """
         self._ensure_schema()
-        dims = [_dimension(name) for name in by]
-        status = ROLLUP.c.status
-        sums: list[Any] = [func.coalesce(func.sum(ROLLUP.c[m]), 0) for m in MEASURES]
-        sums[1:1] = [
-            func.coalesce(func.sum(case((status.in_(ERROR_STATUSES), ROLLUP.c.requests), else_=0)), 0),
-            func.coalesce(func.sum(case((status.in_(REFUSED_STATUSES), ROLLUP.c.requests), else_=0)), 0),
-        ]
-        query = select(*(ROLLUP.c[d] for d in dims), *sums).where(self._window(since, until))
-        for name, value in (where or {}).items():
-            query = query.where(ROLLUP.c[_dimension(name)] == (value or ""))
-        if dims:
-            cost = sums[2 + MEASURES.index("cost_usd")]
-            query = query.group_by(*(ROLLUP.c[d] for d in dims)).order_by(cost.desc(), *(ROLLUP.c[d] for d in dims))
+        name, constraints = _slice(by, where or {})
+        r = ROLLUP.c
+        values = [r.v1, r.v2][: len(by)]
+        sums: list[Any] = [func.coalesce(func.sum(r[m]), 0) for m in MEASURES]
+        query = select(*values, *sums).where(r.slice == name, _window(ROLLUP, since, until))
+        for column, value in constraints.items():
+            query = query.where(r[column] == value)
+        if values:
+            cost = sums[MEASURES.index("cost_usd")]
+            query = query.group_by(*values).order_by(cost.desc(), *values)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        names = ("requests", "errors", "refused", *MEASURES[1:])
         result = []
         for row in rows:
-            group = {name: (row[i] or None) for i, name in enumerate(by)}
-            values: dict[str, Any] = {k: int(v) if k in _INTEGER_FIELDS else float(v)
-                      for k, v in zip(names, row[len(dims):], strict=True)}
-            result.append(Totals(group=group, **values))
+            group = {dim: (row[i] or None) for i, dim in enumerate(by)}
+            numbers: dict[str, Any] = {k: int(v) if k in COUNT_MEASURES else float(v)
+                                       for k, v in zip(MEASURES, row[len(values):], strict=True)}
+            result.append(Totals(group=group, **numbers))
         return result
 
-    def timeline(self, *, since: float, step_s: int, until: float | None = None,
-                 where: Mapping[str, str | None] | None = None) -> list[TimelinePoint]:
+    def timeline(self, *, since: float, step_s: int, until: float | None = None) -> list[TimelinePoint]:
         """Sums per `step_s` (a multiple of an hour) from the hour of `since` to `until` (default now)."""
-        if step_s < _HOUR or step_s % _HOUR:
+        if step_s < HOUR or step_s % HOUR:
             raise ValueError("a timeline step must be a whole number of hours")
         self._ensure_schema()
         start = hour_of(since)
         end = until if until is not None else time.time()
-        slot = ((ROLLUP.c.hour - literal(start)) // literal(step_s)).label("slot")
-        status = ROLLUP.c.status
+        r = ROLLUP.c
+        slot = ((r.bucket - literal(start)) // literal(step_s)).label("slot")
         query = (
-            select(
-                slot, func.sum(ROLLUP.c.requests),
-                func.sum(case((status.in_(ERROR_STATUSES), ROLLUP.c.requests), else_=0)),
-                func.sum(ROLLUP.c.cost_usd), func.sum(ROLLUP.c.baseline_cost_usd),
-            )
-            .where(self._window(since, end))
+            select(slot, func.sum(r.requests), func.sum(r.errors), func.sum(r.cost_usd), func.sum(r.baseline_cost_usd))
+            .where(r.slice == "all", r.grain == HOUR, r.bucket >= start, r.bucket < end)
             .group_by(slot)
         )
-        for name, value in (where or {}).items():
-            query = query.where(ROLLUP.c[_dimension(name)] == (value or ""))
         with self._engine.connect() as conn:
             found = {int(s): (int(n), int(e), float(c), float(b)) for s, n, e, c, b in conn.execute(query)}
         steps = max(math.ceil((end - start) / step_s), 1)
         return [TimelinePoint(start + i * step_s, *found.get(i, (0, 0, 0.0, 0.0))) for i in range(steps)]
 
-    def latency(self, *, since: float, until: float | None = None, by_model: bool = False,
-                where_model: str | None = None) -> dict[str | None, LatencySummary]:
-        """p50/p95/p99 of answered requests over the window: under None for all, per model if asked."""
+    def latency(self, *, since: float, until: float | None = None,
+                by_model: bool = False) -> dict[str | None, LatencySummary]:
+        """p50/p95/p99 of answered requests over the window: under None for all, and per model if asked."""
         self._ensure_schema()
-        clause = LATENCY.c.hour >= hour_of(since)
-        if until is not None:
-            clause = and_(clause, LATENCY.c.hour < until)
-        if where_model is not None:
-            clause = and_(clause, LATENCY.c.model == where_model)
-        query = (select(LATENCY.c.model, LATENCY.c.bucket, func.sum(LATENCY.c.n)).where(clause)
-                 .group_by(LATENCY.c.model, LATENCY.c.bucket))
-        per_model: dict[str, dict[int, int]] = {}
+        c = LATENCY.c
+        clause = _window(LATENCY, since, until)
+        if not by_model:
+            clause = and_(c.model == ALL_MODELS, clause)
+        query = select(c.model, c.latency_bucket, func.sum(c.n)).where(clause).group_by(c.model, c.latency_bucket)
+        counts: dict[str | None, dict[int, int]] = {None: {}}
         with self._engine.connect() as conn:
             for model, bucket, n in conn.execute(query):
-                per_model.setdefault(model, {})[int(bucket)] = int(n)
-        overall: dict[int, int] = {}
-        for counts in per_model.values():
-            for bucket, n in counts.items():
-                overall[bucket] = overall.get(bucket, 0) + n
-        groups: dict[str | None, dict[int, int]] = {None: overall}
-        if by_model:
-            groups.update(per_model)
+                counts.setdefault(model or None, {})[int(bucket)] = int(n)
         result = {}
-        for name, counts in groups.items():
-            ordered = sorted(counts.items())
-            result[name] = LatencySummary(sum(counts.values()), _percentile(ordered, 0.5), _percentile(ordered, 0.95),
-                                          _percentile(ordered, 0.99))
+        for name, histogram in counts.items():
+            ordered = sorted(histogram.items())
+            result[name] = LatencySummary(sum(histogram.values()), _percentile(ordered, 0.5),
+                                          _percentile(ordered, 0.95), _percentile(ordered, 0.99))
         return result
 
     def sessions(self, *, since: float) -> list[SessionSummary]:
@@ -343,14 +355,16 @@ class LedgerViews:
             return [FeedbackSummary(route, model, int(n), float(mean)) for route, model, n, mean in conn.execute(query)]
 
     def values(self, *, since: float) -> dict[str, list[str]]:
-        """The names each dimension took in the window (for the log's filter choices)."""
+        """The routes, agents, models and keys seen since the day of `since` (for the log's filters)."""
         self._ensure_schema()
-        result: dict[str, list[str]] = {}
+        r = ROLLUP.c
+        query = (select(r.slice, r.v1).where(r.grain == DAY, r.bucket >= day_of(since), r.v1 != "",
+                                              r.slice.in_(("route", "agent", "model", "key")))
+                 .distinct().order_by(r.slice, r.v1))
+        result: dict[str, list[str]] = {"route": [], "agent": [], "model": [], "key": []}
         with self._engine.connect() as conn:
-            for name in DIMENSIONS:
-                column = ROLLUP.c[name]
-                query = select(column).where(self._window(since, None), column != "").distinct().order_by(column)
-                result[name] = [str(v) for (v,) in conn.execute(query)]
+            for name, value in conn.execute(query):
+                result[str(name)].append(str(value))
         return result
 
     def search(self, where: RequestFilter = RequestFilter(), *, limit: int = 50,

@@ -20,10 +20,9 @@ def _views(src: Sources) -> LedgerViews | None:
     return src.ledger.views if src.ledger is not None else None
 
 
-def timeline_chart(views: LedgerViews, *, since: float, window: Window,
-                   where: dict[str, str | None] | None = None) -> dict[str, Any]:
+def timeline_chart(views: LedgerViews, *, since: float, window: Window) -> dict[str, Any]:
     """uPlot's data for spend vs baseline and the saving in % over a window (one point per step)."""
-    points = views.timeline(since=since, step_s=window.step_s, where=where)
+    points = views.timeline(since=since, step_s=window.step_s)
     return {
         "x": [p.start for p in points],
         "spend": [round(p.cost_usd, 8) for p in points],

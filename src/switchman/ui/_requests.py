@@ -69,7 +69,7 @@ def log_context(src: Sources, query: LogQuery) -> dict[str, Any]:
     now = src.clock()
     page = views.search(query.request_filter(now), limit=_PAGE, before=query.before)
     options = views.values(since=now - 30 * 86_400)
-    choices: dict[str, list[str]] = {"agent": options["agent"], "key": options["key_id"], "route": options["route"],
+    choices: dict[str, list[str]] = {"agent": options["agent"], "key": options["key"], "route": options["route"],
                "model": options["model"], "status": list(RECORD_STATUSES)}
     for name, values in choices.items():  # keep a chosen value listed even when it is older than 30 days
         chosen = getattr(query, name)
