@@ -227,3 +227,47 @@ def test_the_dashboard_can_be_switched_off(upstream: FakeUpstream, tmp_path: Pat
     site = make_site(upstream, f"sqlite:///{tmp_path / 'l.sqlite3'}", [], dashboard={"enabled": False})
     with TestClient(site.app) as client:
         assert client.get("/ui/", follow_redirects=False).status_code in (401, 404)
+
+
+def test_switchman_serve_mounts_the_dashboard(upstream: FakeUpstream, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from switchman.cli._serve import BIND_HOST_ENV, CONFIG_ENV, app_from_environment
+
+    from .conftest import config_data
+
+    path = tmp_path / "switchman.yaml"
+    path.write_text(yaml.safe_dump(config_data(upstream, f"sqlite:///{tmp_path / 'l.sqlite3'}")))
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    for name in ("SWITCHMAN_MASTER_KEY", "SWITCHMAN_DASHBOARD_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for host, status in (("127.0.0.1", 200), ("0.0.0.0", 403)):  # no key: open on loopback only
+        monkeypatch.setenv(BIND_HOST_ENV, host)
+        with TestClient(app_from_environment()) as client:
+            assert client.get("/ui/", follow_redirects=False).status_code == status, host
+
+
+def test_the_routers_page_draws_the_last_evaluation(upstream: FakeUpstream, tmp_path: Path,
+                                                    filled_ledger: tuple[str, list[LedgerRecord]]) -> None:
+    import json
+
+    report = {
+        "n_prompts": 120, "best_model": "gpt-4o",
+        "routers": {"rb": {"quality": 0.8, "cost_per_1k": 0.5, "frontier": [[0.1, 0.6], [0.5, 0.8], [2.0, 0.85]]}},
+        "baselines": {"model:gpt-4o-mini": {"quality": 0.6, "cost_per_1k": 0.1},
+                      "model:gpt-4o": {"quality": 0.86, "cost_per_1k": 2.5},
+                      "single_model_hull": {"hull": [[0.1, 0.6], [2.5, 0.86]]},
+                      "oracle": {"quality": 0.9, "cost_per_1k": 0.3}},
+    }
+    (tmp_path / "rb.json").write_text(json.dumps(report))
+    site = make_site(upstream, filled_ledger[0], filled_ledger[1],
+                     dashboard={"eval_reports": {"default": str(tmp_path / "rb.json"), "code": "missing.json"}})
+    with TestClient(site.app) as client:
+        login(client, MASTER_KEY)
+        page = client.get("/ui/routers").text
+    svg = page[page.index('<svg class="eval-svg"'):page.index("</svg>")]
+    assert svg.count('class="single"') == 2 and svg.count('class="frontier"') == 1
+    assert svg.count('class="calibrated"') == 1 and 'class="oracle"' in svg and 'class="hull"' in svg
+    assert "120 prompts" in page
+    assert "missing.json not found" in page  # a configured report that is not there is named, not fatal
