@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 StrategyName = Literal["fixed", "rules", "cheapest", "random", "learned", "cascade"]
+CheckName = Literal["json", "tool_args", "logprobs", "acceptance"]
+DEFAULT_CHECKS: tuple[CheckName, ...] = ("json", "tool_args", "logprobs")
 
 
 class _Strict(BaseModel):
@@ -182,8 +184,7 @@ class CascadeOptions(_Strict):
     ladder: list[str] | None = Field(default=None, description="explicit rung order (route candidates)")
     max_attempts: int = Field(default=3, ge=1)
     adequate: float = Field(default=0.0, ge=0, le=1, description="skip rungs predicted below this share of the best")
-    checks: list[Literal["json", "tool_args", "logprobs", "acceptance"]] = Field(
-        default_factory=lambda: ["json", "tool_args", "logprobs"])
+    checks: list[CheckName] = Field(default_factory=lambda: list(DEFAULT_CHECKS))
     min_acceptance: float = Field(default=0.5, description="acceptance check: predicted quality threshold")
     min_mean_logprob: float | None = -1.0
     min_token_logprob: float | None = None

@@ -90,6 +90,10 @@ class UnknownModelError(RoutingError):
 class NoCapableModelError(RoutingError):
     """No candidate passes the policy filters for this request."""
 
+    def __init__(self, message: str, *, missing: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.missing = missing  # capabilities the request needs that no candidate has
+
 
 class InvalidRequestError(SwitchmanError):
     """The client's request is malformed (body, field, header or size)."""

@@ -233,7 +233,8 @@ def test_switchman_serve_mounts_the_dashboard(upstream: FakeUpstream, tmp_path: 
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
-    from switchman.cli._serve import BIND_HOST_ENV, CONFIG_ENV, app_from_environment
+    from switchman._environ import BIND_HOST_ENV, CONFIG_ENV
+    from switchman.cli._serve import app_from_environment
 
     from .conftest import config_data
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +10,12 @@ import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._config import Config, load_config
+from .._environ import Environment, export_bind_host, export_config_file
 from .._exceptions import ConfigError
 from ..gateway import default_config, default_config_data
 
-__all__ = ["BIND_HOST_ENV", "CONFIG_ENV", "app_from_environment", "check_bind", "init_command", "serve_command"]
+__all__ = ["app_from_environment", "check_bind", "init_command", "serve_command"]
 
-#: Where a worker process finds the configuration file `switchman serve --workers N` was given.
-CONFIG_ENV = "SWITCHMAN_CONFIG"
-#: And the address the server listens on (the dashboard opens without a key on loopback only).
-BIND_HOST_ENV = "SWITCHMAN_BIND_HOST"
 _LOOPBACK_NAMES = {"localhost"}
 
 
@@ -42,23 +38,24 @@ def check_bind(host: str, *, has_keys: bool, master_key: bool) -> None:
         )
 
 
-def _load(config_path: str | Path | None) -> tuple[Config, Path]:
+def _load(config_path: str | Path | None, env: Environment) -> tuple[Config, Path]:
     if config_path is None:
-        return default_config(), Path.cwd()
+        return default_config(env), Path.cwd()
     path = Path(config_path)
     return load_config(path), path.parent
 
 
 def app_from_environment():  # type: ignore[no-untyped-def]
-    """ASGI app factory for worker processes (reads $SWITCHMAN_CONFIG once)."""
+    """ASGI app factory for worker processes (reads the environment once: $SWITCHMAN_CONFIG, keys)."""
     from .._threads import limit_blas_threads
     from ..gateway import Gateway
     from ..ui import serving_app  # the command line composes the gateway and the dashboard
 
-    limit_blas_threads()  # a spawned worker did not run the CLI's process setup
-    config, base_dir = _load(os.environ.get(CONFIG_ENV) or None)
-    host = os.environ.get(BIND_HOST_ENV) or config.server.host
-    return serving_app(Gateway.from_config(config, base_dir=base_dir), bind_host=host, base_dir=base_dir)
+    env = Environment.read()
+    limit_blas_threads(env)  # a spawned worker did not run the CLI's process setup
+    config, base_dir = _load(env.config_file, env)
+    gateway = Gateway.from_config(config, base_dir=base_dir, env=env)
+    return serving_app(gateway, bind_host=env.bind_host or config.server.host, base_dir=base_dir)
 
 
 def serve_command(
@@ -69,7 +66,8 @@ def serve_command(
 
     from ..ledger import KeyStore
 
-    settings, base_dir = _load(config)
+    env = Environment.read()
+    settings, base_dir = _load(config, env)
     host = host or settings.server.host
     port = settings.server.port if port is None else port
     keys = KeyStore(settings.server.ledger_url)
@@ -79,7 +77,7 @@ def serve_command(
         has_keys = False
     finally:
         keys.close()
-    check_bind(host, has_keys=has_keys, master_key=bool(os.environ.get(settings.server.master_key_env)))
+    check_bind(host, has_keys=has_keys, master_key=bool(env.get(settings.server.master_key_env)))
     # The ledger is the request log: no per-request access log line on the hot path.
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
                                "timeout_graceful_shutdown": 30, "timeout_keep_alive": 75}
@@ -89,14 +87,14 @@ def serve_command(
     with serving_local_model(settings):
         if workers > 1:
             if config is not None:
-                os.environ[CONFIG_ENV] = str(Path(config).resolve())
-            os.environ[BIND_HOST_ENV] = host
+                export_config_file(Path(config).resolve())
+            export_bind_host(host)
             uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers, **options)
             return
         from ..gateway import Gateway
         from ..ui import serving_app
 
-        gateway = Gateway.from_config(settings, base_dir=base_dir)
+        gateway = Gateway.from_config(settings, base_dir=base_dir, env=env)
         uvicorn.run(serving_app(gateway, bind_host=host, base_dir=base_dir), **options)
 
 
@@ -104,7 +102,7 @@ def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Pa
     """Write the embedded default configuration for this environment to `path`."""
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; pass --force to overwrite it")
-    data = default_config_data(os.environ)
+    data = default_config_data(Environment.read())
     data["server"] = {"host": "127.0.0.1", "port": 8080}
     header = (
         "# switchman configuration, written by `switchman init`.\n"

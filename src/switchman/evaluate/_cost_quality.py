@@ -225,7 +225,7 @@ def oracle_choices(quality: np.ndarray, cost: np.ndarray) -> np.ndarray:
         raise ValueError(f"prompt row {row} has no model with a quality value")
     best = np.where(answered, q, -np.inf).max(axis=1, keepdims=True)
     candidates = answered & (q == best)
-    return np.where(candidates, np.where(np.isnan(c), np.inf, c), np.inf).argmin(axis=1)
+    return np.asarray(np.where(candidates, np.where(np.isnan(c), np.inf, c), np.inf).argmin(axis=1))
 
 
 def oracle_point(quality: np.ndarray, cost: np.ndarray) -> Point:

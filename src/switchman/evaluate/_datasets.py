@@ -149,7 +149,7 @@ class OutcomeTable:
         """Prompt length in tokens per prompt: the max over models (NaN if no model answered)."""
         if not self.models:
             return np.full(len(self), np.nan)
-        return np.fmax.reduce(self.input_tokens, axis=1)
+        return np.asarray(np.fmax.reduce(self.input_tokens, axis=1))
 
 
 def concat_tables(tables: Sequence[OutcomeTable]) -> OutcomeTable:
@@ -217,7 +217,9 @@ def load_outcomes(path: str | Path, *, price_of: PriceLookup | None = None) -> O
         )
     if prompts_file is None or outcomes_file is None:
         missing = "prompts" if prompts_file is None else "outcomes"
-        raise DatasetError(f"{directory}: found {(prompts_file or outcomes_file).name} but no {missing} table")
+        found = prompts_file or outcomes_file
+        assert found is not None  # at least one was found, or the RouterBench branch returned above
+        raise DatasetError(f"{directory}: found {found.name} but no {missing} table")
     prompts = _read_prompts(prompts_file)
     outcomes = _read_outcomes(outcomes_file, prompts, prompts_file, price_of)
     return _assemble(prompts, outcomes, source=str(directory))
@@ -331,12 +333,13 @@ def _priced(
             f"{file}: column 'cost_usd' is absent or empty for model(s) {', '.join(map(repr, unpriced))} "
             "and no price is known for them; add cost_usd or pass price_of"
         )
-    for name, (price_in, price_out) in prices.items():
-        if not (price_in >= 0 and price_out >= 0):
-            raise DatasetError(f"price for model {name!r} must be two numbers >= 0, got {(price_in, price_out)}")
-    price_in = pd.Series(models).map({n: p[0] for n, p in prices.items()}).to_numpy(dtype=np.float64)
-    price_out = pd.Series(models).map({n: p[1] for n, p in prices.items()}).to_numpy(dtype=np.float64)
-    return (input_tokens * price_in + output_tokens * price_out) / 1e6
+    known = {name: price for name, price in prices.items() if price is not None}
+    for name, price in known.items():
+        if not (price[0] >= 0 and price[1] >= 0):
+            raise DatasetError(f"price for model {name!r} must be two numbers >= 0, got {price}")
+    per_in = pd.Series(models).map({n: p[0] for n, p in known.items()}).to_numpy(dtype=np.float64)
+    per_out = pd.Series(models).map({n: p[1] for n, p in known.items()}).to_numpy(dtype=np.float64)
+    return np.asarray((input_tokens * per_in + output_tokens * per_out) / 1e6)
 
 
 def _cell_error(file: Path, row_index: int, column: str, message: str) -> DatasetError:

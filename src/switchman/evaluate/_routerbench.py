@@ -238,7 +238,7 @@ def _join_list(cell: str) -> str | None:
 def _token_counts(texts: pd.Series) -> np.ndarray:
     """Token count per text, counting each distinct text once (many responses repeat)."""
     counts = {text: count_tokens(text) for text in pd.unique(texts)}
-    return texts.map(counts).to_numpy(dtype=np.float64)
+    return np.asarray(texts.map(counts).to_numpy(dtype=np.float64))
 
 
 def _numbers(long: pd.DataFrame, column: str, *, low: float, high: float) -> np.ndarray:

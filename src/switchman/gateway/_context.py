@@ -31,6 +31,7 @@ class RequestContext:
     task: str | None = None
     key_id: str | None = None
     escalate: bool = False
+    api: str = "chat.completions"  # the API the client spoke, for the ledger
     #: The caller's W3C trace context (`traceparent` / `tracestate` headers), parent of the request's span.
     traceparent: str | None = None
     tracestate: str | None = None
@@ -75,7 +76,8 @@ def _flag(value: object, where: str) -> bool:
 
 
 def context_from(
-    headers: Mapping[str, str], body: MutableMapping[str, Any], *, request_id: str = "", key_id: str | None = None
+    headers: Mapping[str, str], body: MutableMapping[str, Any], *, request_id: str = "", key_id: str | None = None,
+    api: str = "chat.completions",
 ) -> RequestContext:
     """Read the context and strip switchman's keys from `body["metadata"]` (in place)."""
     metadata = body.get("metadata")
@@ -103,6 +105,7 @@ def context_from(
         key_id=key_id,
         escalate=_flag(headers.get("x-switchman-escalate"), "X-Switchman-Escalate")
         or _flag(own.get("escalate"), "metadata.escalate"),
+        api=api,
         traceparent=_trace_header(headers.get("traceparent")),
         tracestate=_trace_header(headers.get("tracestate")),
     )

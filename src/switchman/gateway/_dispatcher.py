@@ -11,7 +11,6 @@ request behaves the same over HTTP and in process:
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -21,10 +20,12 @@ import anyio
 import anyio.to_thread
 import orjson
 
-from .._exceptions import BudgetExceededError, BudgetLimitError, SwitchmanError, UpstreamError
+from .._exceptions import BudgetExceededError, BudgetLimitError, NoCapableModelError, SwitchmanError, UpstreamError
 from .._decider import Decider
+from .._environ import Environment
 from ..ledger import BudgetManager, Ledger, Metrics
 from ..routing import Decision, RouteRequest, estimated_cost
+from ._advice import capability_advice
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
 from ._context import RequestContext
 from ._errors import Scrubber
@@ -98,8 +99,8 @@ class Dispatcher:
 
     @classmethod
     def from_decider(cls, decider: Decider, env: Mapping[str, str] | None = None, **options: Any) -> Dispatcher:
-        """Build providers for every configured model, reading keys from `env` (default: os.environ) once."""
-        env = dict(os.environ) if env is None else env
+        """Build providers for every configured model, reading keys from `env` (default: the process's) once."""
+        env = Environment.read() if env is None else env
         _, deployments = build_deployments(decider.config, decider.models, env)
         options.setdefault("scrub", Scrubber(provider_keys(decider.config, env)))
         return cls(decider, deployments, **options)
@@ -121,8 +122,14 @@ class Dispatcher:
             agent=context.agent, session=context.session, tags=context.tags, task=context.task,
         )
         started = self.clock()
-        decision = self.decider.decide(request, model=body["model"], unhealthy=self.health.unhealthy(),
-                                      ttft_ms=self.health.ttft_ms)
+        try:
+            decision = self.decider.decide(request, model=body["model"], unhealthy=self.health.unhealthy(),
+                                          ttft_ms=self.health.ttft_ms)
+        except NoCapableModelError as exc:
+            advice = capability_advice(exc.missing, self.decider.models)
+            if not advice:
+                raise
+            raise NoCapableModelError(f"{exc}.{advice}", missing=exc.missing) from None
         decision = self.sessions.steer(request, decision, context)
         if self.metrics is not None:
             self.metrics.observe_decision(self.clock() - started)
@@ -144,12 +151,16 @@ class Dispatcher:
         exchange.reservation = reservation
         return decision
 
-    def _begin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
+    def _begin(
+        self, body: Mapping[str, Any], context: RequestContext,
+        decide: Callable[[], tuple[RouteRequest, Decision]] | None = None,
+    ) -> Exchange:
+        """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure."""
         exchange = Exchange(context, self.clock())
         exchange.span = self.tracing.start(body, context)
         try:
             with self.tracing.decision(exchange.span) as deciding:
-                exchange.request, decision = self.decide(body, context)
+                exchange.request, decision = decide() if decide is not None else self.decide(body, context)
                 exchange.decision = decision
                 exchange.decision = self._reserve(exchange, exchange.request, decision)
                 self.tracing.decided(deciding, exchange.decision)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -10,11 +11,12 @@ from starlette.responses import Response
 
 from .._exceptions import InvalidRequestError
 from ._context import RequestContext, context_from
+from ._dispatcher import Dispatcher
 from ._gateway import Gateway
-from ._schema import parse_body
+from ._schema import check_body, parse_body, read_json
 from ._stream import RelayResponse
 
-__all__ = ["Endpoints"]
+__all__ = ["Endpoints", "read_request", "route_headers"]
 
 _JSON = "application/json"
 
@@ -25,8 +27,28 @@ def _header_value(text: str) -> str:
     return text.encode("ascii", "replace").decode()[:300]
 
 
-def _route_headers(model: str, reason: str) -> dict[str, str]:
+def route_headers(model: str, reason: str) -> dict[str, str]:
+    """The headers that say which model answered and why."""
     return {"x-switchman-model": model, "x-switchman-route-reason": _header_value(reason)}
+
+
+async def read_request(
+    dispatcher: Dispatcher, request: Request, parse: Callable[[dict[str, Any]], dict[str, Any]] = check_body,
+    *, api: str = "chat.completions",
+) -> tuple[dict[str, Any], RequestContext]:
+    """The request's body in the dispatcher's shape (`parse` translates and validates it) and its context.
+
+    A request refused here still gets its ledger row.
+    """
+    state = request.scope.get("state", {})
+    request_id, key_id = state.get("request_id", ""), state.get("key_id")
+    raw = await request.body()
+    try:
+        body = parse(read_json(raw))
+        return body, context_from(request.headers, body, request_id=request_id, key_id=key_id, api=api)
+    except InvalidRequestError as exc:
+        dispatcher.reject(RequestContext(request_id=request_id, key_id=key_id, api=api), exc)
+        raise
 
 
 class Endpoints:
@@ -53,25 +75,14 @@ class Endpoints:
         ]
         return {"object": "list", "data": data}
 
-    async def _read(self, request: Request) -> tuple[dict[str, Any], RequestContext]:
-        state = request.scope.get("state", {})
-        request_id, key_id = state.get("request_id", ""), state.get("key_id")
-        raw = await request.body()
-        try:
-            body = parse_body(raw)
-            return body, context_from(request.headers, body, request_id=request_id, key_id=key_id)
-        except InvalidRequestError as exc:
-            self.dispatcher.reject(RequestContext(request_id=request_id, key_id=key_id), exc)
-            raise
-
     async def chat_completions(self, request: Request) -> Response:
         """POST /v1/chat/completions."""
-        body, context = await self._read(request)
+        body, context = await read_request(self.dispatcher, request)
         if body.get("stream"):
             stream = await self.dispatcher.open_stream(body, context)
-            return RelayResponse(stream, _route_headers(stream.model, stream.reason))
+            return RelayResponse(stream, route_headers(stream.model, stream.reason))
         completion = await self.dispatcher.complete(body, context)
-        headers = _route_headers(completion.model, completion.decision.reason)
+        headers = route_headers(completion.model, completion.decision.reason)
         headers["x-switchman-cost-usd"] = f"{completion.cost_usd:.8f}"
         return Response(completion.content, media_type=_JSON, headers=headers)
 
@@ -82,7 +93,7 @@ class Endpoints:
         context = context_from(request.headers, body, request_id=state.get("request_id", ""))
         _, decision = self.dispatcher.decide(body, context)
         return Response(orjson.dumps(decision.to_dict()), media_type=_JSON,
-                        headers=_route_headers(decision.model, decision.reason))
+                        headers=route_headers(decision.model, decision.reason))
 
     async def models(self, request: Request) -> Response:
         """GET /v1/models: every model and route."""

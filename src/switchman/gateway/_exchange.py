@@ -108,6 +108,7 @@ class Exchange:
             route=decision.route if decision else None,
             model=self.model or (decision.model if decision else None),
             reason=decision.reason if decision else None,
+            cluster=decision.cluster if decision else None,
             strategy=decision.strategy if decision else None,
             candidates=route_candidates,
             input_tokens=usage.input_tokens if usage else 0,
@@ -121,6 +122,7 @@ class Exchange:
             error=self.error,
             fallback_chain=tuple(self.tried),
             tags=ctx.tags,
+            api=ctx.api,
             task=self.request.task if self.request is not None else ctx.task,
             scores=tuple((c.model, c.predicted_quality, c.predicted_cost_usd) for c in decision.candidates)
             if decision else (),

@@ -6,7 +6,6 @@ reads it again.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import anyio.to_thread
 
 from .._config import Config
 from .._decider import Decider
+from .._environ import Environment
 from ..ledger import BudgetManager, KeyStore, Ledger, Metrics
 from ._dispatcher import Dispatcher
 from ._tracing import Tracing
@@ -46,7 +46,7 @@ class Gateway:
         cls, config: Config | None = None, *, base_dir: str | Path = ".", env: Mapping[str, str] | None = None,
     ) -> Gateway:
         """Assemble a gateway; with no config, the embedded defaults for this environment."""
-        env = dict(os.environ) if env is None else dict(env)
+        env = Environment.read() if env is None else Environment(env)
         if config is None:
             config = default_config(env)
         decider = Decider(config, base_dir=base_dir)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .._exceptions import InvalidRequestError
 
-__all__ = ["ChatBody", "check_body", "parse_body"]
+__all__ = ["ChatBody", "check_body", "describe_invalid", "parse_body", "read_json"]
 
 
 class _Open(BaseModel):
@@ -123,8 +123,8 @@ def _is_branch_tag(part: object) -> bool:
     return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part[:1].isupper())
 
 
-def _describe(error: ValidationError) -> InvalidRequestError:
-    # With unions pydantic reports every branch; the deepest error is the one that says what is wrong.
+def describe_invalid(error: ValidationError) -> InvalidRequestError:
+    """The 400 for a failed validation, naming the field (the deepest error of a union's branches)."""
     item = max(error.errors(include_url=False), key=lambda e: len(e["loc"]))
     path = ".".join(str(p) for p in item["loc"] if not _is_branch_tag(p))
     if item["type"] == "missing":
@@ -138,12 +138,12 @@ def check_body(data: dict[str, Any]) -> dict[str, Any]:
     try:
         ChatBody.model_validate(data)
     except ValidationError as exc:
-        raise _describe(exc) from None
+        raise describe_invalid(exc) from None
     return data
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """The JSON body as a dict to forward, once validated; InvalidRequestError when it is not."""
+def read_json(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object; InvalidRequestError when it is empty, not JSON or not an object."""
     if not raw:
         raise InvalidRequestError("the request body is empty; send a JSON object", code="invalid_json")
     try:
@@ -152,4 +152,9 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("the request body must be a JSON object", code="invalid_json")
-    return check_body(data)
+    return data
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The JSON body as a dict to forward, once validated; InvalidRequestError when it is not."""
+    return check_body(read_json(raw))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import orjson
@@ -23,12 +23,13 @@ from ._exchange import Exchange
 from ._health import HealthBoard
 from ._http import UpstreamResponse
 from ._providers import Deployment, StreamTranslator
+from ._sessions import TRUNCATED
 from ._wire import Usage, sse_events
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
 
-__all__ = ["ChatStream", "OpenedStream", "RelayResponse", "open_upstream_stream"]
+__all__ = ["ChatStream", "ClientTranslator", "OpenedStream", "RelayResponse", "open_upstream_stream"]
 
 _DONE = b"data: [DONE]\n\n"
 
@@ -106,6 +107,12 @@ class ChatStream:
         return self._opened.deployment.name
 
     @property
+    def input_tokens(self) -> int:
+        """Input tokens as switchman counted them (the upstream's count comes with the usage at the end)."""
+        request = self._exchange.request
+        return request.input_tokens if request is not None else 0
+
+    @property
     def reason(self) -> str:
         """Why it was chosen."""
         decision = self._exchange.decision
@@ -159,28 +166,47 @@ class ChatStream:
         answer = None
         if exchange.status not in ("stream_error", "client_disconnected"):
             if translator.truncated:
-                answer = "truncated answer (finish_reason length)"
+                answer = TRUNCATED
             elif not translator.has_output:
                 answer = "empty answer"
         dispatcher.finish(exchange, answer=answer)
 
 
+class ClientTranslator(Protocol):
+    """Turns the relayed chat.completion.chunk SSE bytes into another API's stream (an inbound dialect)."""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Client-bound bytes for one relayed piece (one or more OpenAI SSE events)."""
+        ...
+
+
 class RelayResponse(Response):
-    """An SSE response that relays a ChatStream and notices the client leaving."""
+    """An SSE response that relays a ChatStream and notices the client leaving.
+
+    With a `translator`, what is relayed is translated for a client that spoke another API.
+    """
 
     media_type = "text/event-stream"
 
-    def __init__(self, stream: ChatStream, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, stream: ChatStream, headers: Mapping[str, str], translator: ClientTranslator | None = None
+    ) -> None:
         self.stream = stream
+        self.translator = translator
         self.status_code = 200
         self.background = None
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         done = disconnected = False
+        translator = self.translator
 
         async def body(chunk: bytes) -> None:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if translator is None:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                return
+            for out in translator.feed(chunk):
+                await send({"type": "http.response.body", "body": out, "more_body": True})
 
         try:
             async with anyio.create_task_group() as group:

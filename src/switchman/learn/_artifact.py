@@ -59,7 +59,7 @@ class EnsemblePredictor:
 
     def combine(self, knn_quality: np.ndarray, x: np.ndarray) -> np.ndarray:
         """The ensemble's prediction given the kNN part already computed."""
-        return 0.5 * (knn_quality + self.mf.predict(x))
+        return np.asarray(0.5 * (knn_quality + self.mf.predict(x)))
 
     def params(self) -> dict[str, Any]:
         return {"knn": self.knn.params(), "mf": self.mf.params()}
@@ -167,6 +167,10 @@ class TrainedRouter:
         if isinstance(self.predictor, EnsemblePredictor):
             return self.predictor.combine(knn_quality, features), output_tokens
         return knn_quality, output_tokens
+
+    def training_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The training prompts' feature rows and quality per model, kept by every router's length predictor."""
+        return self.lengths.training_points()
 
     def with_aliases(self, aliases: Mapping[str, str]) -> TrainedRouter:
         """A copy whose models answer to the configured names (trained name → configured name)."""

@@ -18,7 +18,7 @@ __all__ = ["KNNPredictor"]
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    return np.asarray(x / np.maximum(norms, 1e-12))
 
 
 @dataclass
@@ -92,6 +92,11 @@ class KNNPredictor:
 
     def params(self) -> dict[str, Any]:
         return {"k": self.k, "temperature": self.temperature}
+
+    def training_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fitted feature rows (L2-normalised) and their quality per model (NaN: no outcome)."""
+        assert self._x is not None and self._quality is not None
+        return self._x, self._quality
 
     def arrays(self) -> dict[str, np.ndarray]:
         assert self._x is not None and self._quality is not None and self._output_tokens is not None

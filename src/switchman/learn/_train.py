@@ -95,7 +95,7 @@ def fit_prices(data: OutcomeData) -> dict[str, tuple[float, float]]:
 
 def predicted_cost(input_tokens: np.ndarray, output_tokens: np.ndarray, prices: np.ndarray) -> np.ndarray:
     """USD per call, (n × m), from known input tokens, predicted output tokens and (m × 2) prices."""
-    return (input_tokens * prices[None, :, 0] + output_tokens * prices[None, :, 1]) / 1e6
+    return np.asarray((input_tokens * prices[None, :, 0] + output_tokens * prices[None, :, 1]) / 1e6)
 
 
 def filled_input_tokens(data: OutcomeData) -> np.ndarray:

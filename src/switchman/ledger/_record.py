@@ -49,6 +49,8 @@ class LedgerRecord:
     message) is kept only when `server.store_prompts` is on, because retraining from the ledger needs
     it and privacy says not to keep it by default. `shadow_*` is what a route's shadow router would
     have chosen, with its predicted quality and cost, for comparison before switching it on.
+    `cluster` is the prompt cluster an online route decided in (where its feedback counts). `api` is
+    the API the client spoke (chat.completions, messages, responses, embeddings).
     `scores` is the decision's evidence, one (model, predicted quality, predicted cost) per candidate
     the strategy scored, and `excluded` the (model, why) pairs policy set aside; `task` is the task
     type the request was routed as; `escalated` marks a session turn moved to a better model.
@@ -79,6 +81,8 @@ class LedgerRecord:
     shadow_model: str | None = None
     shadow_quality: float | None = None
     shadow_cost_usd: float | None = None
+    cluster: int | None = None
+    api: str | None = None
     task: str | None = None
     scores: tuple[CandidateEstimate, ...] = ()
     excluded: tuple[tuple[str, str], ...] = ()

@@ -27,7 +27,9 @@ def select(quality: np.ndarray, cost: np.ndarray, knob: float, rule: SelectionRu
     if rule == "tolerance":
         best = quality.max(axis=1, keepdims=True)
         ok = quality >= best - knob - 1e-12
-        return np.where(ok, cost_per_1k, np.inf).argmin(axis=1)
+        chosen: np.ndarray = np.where(ok, cost_per_1k, np.inf).argmin(axis=1)
+        return chosen
     if rule == "tradeoff":
-        return (quality - knob * cost_per_1k).argmax(axis=1)
+        best_value: np.ndarray = (quality - knob * cost_per_1k).argmax(axis=1)
+        return best_value
     raise ValueError(f"unknown selection rule {rule!r}; use 'tolerance' or 'tradeoff'")

@@ -41,7 +41,10 @@ class DecisionContext:
 class Strategy(Protocol):
     """Chooses one model among capable candidates."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The strategy's name, as decisions and the ledger record it."""
+        ...
 
     def decide(
         self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext

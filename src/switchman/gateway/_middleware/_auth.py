@@ -1,4 +1,7 @@
-"""Bearer authentication: the master key (from the environment) or a virtual key from the KeyStore.
+"""API-key authentication: the master key (from the environment) or a virtual key from the KeyStore.
+
+The key comes as `Authorization: Bearer <key>` (OpenAI clients) or `x-api-key: <key>` (Anthropic
+clients, Claude Code); either header works on every path, checked the same way.
 
 With no master key and no virtual keys there is nothing to check and every request passes (the
 server then refuses to listen beyond loopback, see `check_bind`). A virtual key created while
@@ -18,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..._exceptions import InvalidRequestError
 from ...ledger import KeyStore
-from .._errors import error_response
+from .._errors import dialect_for_path, error_response
 
 __all__ = ["MASTER_KEY_ID", "AuthMiddleware"]
 
@@ -32,8 +35,22 @@ def _unauthorized(message: str) -> InvalidRequestError:
     return InvalidRequestError(message, status=401, code="invalid_api_key", kind="authentication_error")
 
 
+def _presented_key(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str | None]:
+    """The key the request presents (Authorization first, then x-api-key), or why there is none."""
+    authorization = next((v for k, v in headers if k == b"authorization"), None)
+    if authorization is not None:
+        scheme, _, secret = authorization.partition(b" ")
+        if scheme.lower() != b"bearer" or not secret.strip():
+            return None, "malformed Authorization header: expected 'Bearer <key>'"
+        return secret.strip(), None
+    api_key = next((v for k, v in headers if k == b"x-api-key"), None)
+    if api_key is not None:
+        return (api_key.strip(), None) if api_key.strip() else (None, "empty x-api-key header")
+    return None, "missing API key: send the header 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+
+
 class AuthMiddleware:
-    """Checks `Authorization: Bearer <key>`; sets `scope["state"]["key_id"]`."""
+    """Checks `Authorization: Bearer <key>` or `x-api-key: <key>`; sets `scope["state"]["key_id"]`."""
 
     def __init__(
         self, app: ASGIApp, *, keys: KeyStore | None, master_key: str | None,
@@ -91,19 +108,11 @@ class AuthMiddleware:
                 or not await self._enabled():
             await self.app(scope, receive, send)
             return
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-        if header is None:
-            error = _unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
-        else:
-            scheme, _, secret = header.partition(b" ")
-            secret = secret.strip()
-            key_id = await self._key_id(secret) if scheme.lower() == b"bearer" and secret else None
-            if key_id is not None:
-                scope.setdefault("state", {})["key_id"] = key_id
-                await self.app(scope, receive, send)
-                return
-            if scheme.lower() != b"bearer" or not secret:
-                error = _unauthorized("malformed Authorization header: expected 'Bearer <key>'")
-            else:
-                error = _unauthorized("invalid API key")
-        await error_response(error)(scope, receive, send)
+        secret, problem = _presented_key(scope["headers"])
+        key_id = await self._key_id(secret) if secret else None
+        if key_id is not None:
+            scope.setdefault("state", {})["key_id"] = key_id
+            await self.app(scope, receive, send)
+            return
+        error = _unauthorized(problem or "invalid API key")
+        await error_response(error, dialect=dialect_for_path(scope["path"]))(scope, receive, send)
