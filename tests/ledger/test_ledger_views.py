@@ -194,3 +194,22 @@ def test_an_older_ledger_gets_its_rollups_from_its_rows(sqlite_path: Path, open_
     ledger.flush_sync()
     (after,) = ledger.views.totals(since=NOW - 11 * DAY)
     assert after.requests == len(records) + 1 and after.cost_usd == pytest.approx(total.cost_usd + 1.0)
+
+
+def test_a_rare_match_is_searched_in_ranges_and_continued(db_url: str, open_ledger: Callable[..., Ledger]) -> None:
+    ledger = open_ledger(db_url, batch_size=5000)
+    for i in range(60_000):  # one needle among the oldest rows
+        ledger.record(LedgerRecord(time=NOW - 60_000 + i, request_id=f"r{i}", agent="needle" if i == 5 else "hay"))
+    assert ledger.flush_sync(timeout=60)
+    found = ledger.views.search(RequestFilter(agent="needle"))
+    assert [r.request_id for _, r in found.rows] == ["r5"] and found.next_before is None and found.complete
+    # With no time to spare the search stops early, says so, and the next page goes on from there.
+    first = ledger.views.search(RequestFilter(agent="needle"), budget_s=0.0)
+    assert first.rows == [] and not first.complete and first.next_before is not None
+    pages, page = 1, first
+    while page.next_before is not None and not page.rows:
+        page = ledger.views.search(RequestFilter(agent="needle"), budget_s=0.0, before=page.next_before)
+        pages += 1
+    assert [r.request_id for _, r in page.rows] == ["r5"] and pages > 1
+    recent = ledger.views.search(RequestFilter(agent="hay", since=NOW - 100), limit=500)
+    assert len(recent.rows) == 100 and recent.next_before is None

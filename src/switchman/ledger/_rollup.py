@@ -112,7 +112,8 @@ SESSIONS = Table(
     Column("last_time", Float, nullable=False),
     Column("requests", BigInteger, nullable=False),
     Column("escalations", BigInteger, nullable=False),
-    Index("ix_switchman_sessions_last_time", "last_time"),
+    # Covering: the agents page counts a window's sessions per agent from the index alone.
+    Index("ix_switchman_sessions_recent", "last_time", "agent", "requests", "escalations"),
 )
 #: Latency rows for every model together carry this model name.
 ALL_MODELS = ""
@@ -310,6 +311,8 @@ def ensure_rollup(engine: Engine, *, chunk: int = 20_000) -> None:
     backfill or by their own writer after the tables exist.
     """
     if ROLLUP.name in inspect(engine).get_table_names(schema=ROLLUP.schema):
+        with engine.begin() as conn:  # indexes added since the tables were made
+            _create_indexes(conn)
         return
     with engine.begin() as conn:
         if conn.dialect.name == "sqlite":
@@ -318,9 +321,14 @@ def ensure_rollup(engine: Engine, *, chunk: int = 20_000) -> None:
             return  # another process made them while we waited
         for table in ROLLUP_METADATA.sorted_tables:
             conn.execute(CreateTable(table, if_not_exists=True))
-            for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
-                conn.execute(CreateIndex(index, if_not_exists=True))
+        _create_indexes(conn)
         _backfill(conn, chunk)
+
+
+def _create_indexes(conn: Connection) -> None:
+    for table in ROLLUP_METADATA.sorted_tables:
+        for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+            conn.execute(CreateIndex(index, if_not_exists=True))
 
 
 def _backfill(conn: Connection, chunk: int) -> None:

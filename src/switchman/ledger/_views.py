@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, Table, and_, case, func, literal, or_, select
+from sqlalchemy import Connection, Engine, Table, and_, case, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from ._db import FEEDBACK, REQUESTS
@@ -57,6 +57,10 @@ __all__ = [
 #: Statuses that count as errors (an upstream or stream failure), and as refusals (budget, bad input).
 ERROR_STATUSES = ("error", "stream_error")
 REFUSED_STATUSES = ("rejected_budget", "bad_request")
+#: The request log reads id ranges of this many rows first, doubling up to the second.
+_FIRST_RANGE, _MAX_RANGE = 20_000, 320_000
+#: How far out of time order rows can be written (several writers, each batching).
+_ORDER_SLACK_S = 600.0
 #: The groupings `totals` offers: `by` → the rollup slice that holds them.
 _SLICE_OF = {(): "all", ("route",): "route", ("agent",): "agent", ("model",): "model", ("key",): "key",
              ("agent", "model"): "agent_model"}
@@ -204,10 +208,15 @@ class RequestFilter:
 
 @dataclass(frozen=True, slots=True)
 class RequestPage:
-    """One page of the request log, newest first; pass `next_before` to get the next (older) page."""
+    """One page of the request log, newest first; pass `next_before` to get the next (older) page.
+
+    `complete` is False when the search stopped on its time budget before filling the page: older
+    matches may exist, and `next_before` continues from where it stopped.
+    """
 
     rows: Sequence[tuple[int, LedgerRecord]]
     next_before: int | None
+    complete: bool = True
 
 
 def _slice(by: Sequence[str], where: Mapping[str, str | None]) -> tuple[str, dict[str, str]]:
@@ -238,6 +247,13 @@ def _window(table: Table, since: float, until: float | None) -> ColumnElement[bo
         return and_(hourly, c.bucket >= start, c.bucket < until)
     hours = and_(hourly, c.bucket >= start, c.bucket < until, or_(c.bucket < first_day, c.bucket >= last_day))
     return or_(hours, and_(c.grain == DAY, c.bucket >= first_day, c.bucket < last_day))
+
+
+def _older_than(conn: Connection, row_id: int, since: float) -> bool:
+    """Whether the row just below `row_id` is older than `since` by more than writers' batches drift."""
+    moment = conn.execute(select(REQUESTS.c.time).where(REQUESTS.c.id < row_id).order_by(REQUESTS.c.id.desc())
+                          .limit(1)).scalar()
+    return moment is not None and float(moment) < since - _ORDER_SLACK_S
 
 
 def _percentile(counts: Sequence[tuple[int, int]], q: float) -> float | None:
@@ -367,9 +383,15 @@ class LedgerViews:
                 result[str(name)].append(str(value))
         return result
 
-    def search(self, where: RequestFilter = RequestFilter(), *, limit: int = 50,
-               before: int | None = None) -> RequestPage:
-        """Requests matching `where`, newest first, at most `limit`; older than row id `before` if given."""
+    def search(self, where: RequestFilter = RequestFilter(), *, limit: int = 50, before: int | None = None,
+               budget_s: float = 0.12) -> RequestPage:
+        """Requests matching `where`, newest first, at most `limit`; older than row id `before` if given.
+
+        Rows are read in id ranges, newest first and growing (20k ids, then 40k, ...), each through
+        the (column, id) index of a filter, so however rare the match the work per range stays
+        small. When `budget_s` runs out before a page is full, the page ends there with
+        `complete=False` and `next_before` where the search stopped: the next page goes on from it.
+        """
         self._ensure_schema()
         r = REQUESTS.c
         query = select(REQUESTS)
@@ -381,13 +403,29 @@ class LedgerViews:
             query = query.where(r.time >= where.since)
         if where.until is not None:
             query = query.where(r.time < where.until)
-        if before is not None:
-            query = query.where(r.id < before)
-        query = query.order_by(r.id.desc()).limit(limit + 1)
+        deadline = time.monotonic() + budget_s
+        found: list[Any] = []
         with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        page = [(int(row.id), decode(row)) for row in rows[:limit]]
-        return RequestPage(page, page[-1][0] if len(rows) > limit else None)
+            first, last = conn.execute(select(func.min(r.id), func.max(r.id))).one()
+            if first is None:
+                return RequestPage((), None)
+            top = int(last) + 1 if before is None else min(before, int(last) + 1)
+            span = _FIRST_RANGE
+            while top > first and len(found) <= limit:
+                lower = max(top - span, int(first))
+                chunk = query.where(r.id < top, r.id >= lower).order_by(r.id.desc()).limit(limit + 1 - len(found))
+                found += conn.execute(chunk).all()
+                top, span = lower, min(span * 2, _MAX_RANGE)
+                if where.since is not None and top > first and _older_than(conn, top, where.since):
+                    top = int(first)  # ids grow with time: everything below is older than the window
+                if time.monotonic() > deadline:
+                    break
+        page = [(int(row.id), decode(row)) for row in found[:limit]]
+        if len(found) > limit:
+            return RequestPage(page, page[-1][0])
+        if top > first:
+            return RequestPage(page, top, complete=False)
+        return RequestPage(page, None)
 
     def feedback_for(self, request_id: str) -> list[tuple[float, float, str | None]]:
         """(time, score, comment) of every feedback on a request, oldest first."""

@@ -76,6 +76,7 @@ def log_context(src: Sources, query: LogQuery) -> dict[str, Any]:
         if chosen is not None and chosen not in values:
             values.insert(0, chosen)
     return {"query": query, "rows": [record for _, record in page.rows], "next_before": page.next_before,
+            "complete": page.complete,
             "choices": choices, "log_windows": list(LOG_WINDOWS)}
 
 
