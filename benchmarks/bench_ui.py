@@ -64,11 +64,15 @@ def fill(url: str, rows: int) -> dict[str, Any]:
 def probes(url: str) -> dict[str, Any]:
     """Rarest values and a session, read back from a filled ledger (when reusing a file)."""
     engine = create_engine(url.replace("sqlite:///", "sqlite+pysqlite:///"))
-    counts: dict[str, Counter[str]] = {}
+    counts: dict[str, Counter[str]] = {name: Counter() for name in ("agent", "model", "key_id", "status", "route")}
+    slices = {"agent": "agent", "model": "model", "key": "key_id", "route": "route"}
     with engine.connect() as conn:
-        for name in ("agent", "model", "key_id", "status", "route"):
-            counts[name] = Counter({str(v): int(n) for v, n in conn.execute(
-                text(f"select {name}, sum(requests) from switchman_rollup group by {name}"))})
+        for name, value, n in conn.execute(text(
+                "select slice, v1, sum(requests) from switchman_rollup where grain = 86400 group by slice, v1")):
+            if name in slices:
+                counts[slices[name]][str(value)] = int(n)
+        counts["status"] = Counter({str(v): int(n) for v, n in conn.execute(
+            text("select status, count(*) from switchman_requests group by status"))})
         session = conn.execute(text("select session from switchman_sessions order by last_time desc limit 1")).scalar()
     engine.dispose()
     return {"counts": counts, "session": session}

@@ -2,7 +2,8 @@
 
 `Ledger.record(rec)` appends to an in-memory queue and returns; it never blocks and never raises.
 After `start()`, a daemon writer thread wakes every `flush_interval` seconds (or as soon as
-`batch_size` rows are waiting) and inserts what is queued, one transaction per batch. A thread
+`batch_size` rows are waiting) and inserts what is queued, one transaction per batch; the same
+transaction adds the batch to the rollups reports read (`_rollup`, read through `ledger.views`). A thread
 rather than an asyncio task, so the same ledger serves the gateway's event loop, the synchronous
 SDK and plain scripts. Nothing is written before `start()` (or `flush()`/`close()`).
 

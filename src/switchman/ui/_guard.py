@@ -29,7 +29,7 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 MAX_FORM_BYTES = 64_000
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
-_PUBLIC = ("/login", "/static/")
+_LOGIN, _STATIC = "/login", "/static/"
 _HEADERS = [
     (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                  b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
@@ -95,8 +95,8 @@ class DashboardGuard:
                 return
             receive = _replay(body, receive)
             token = headers.get(CSRF_HEADER) or form_fields(body).get(CSRF_FIELD)
-        if path.startswith(_PUBLIC):
-            if path == "/login" and method not in _SAFE_METHODS:
+        if path == _LOGIN or path.startswith(_STATIC):
+            if path == _LOGIN and method not in _SAFE_METHODS:
                 if not self.access.check_login_token(_cookie(headers, LOGIN_COOKIE), token):
                     await _refused("the login form expired or did not come from this page: reload it")(
                         scope, receive, send)
