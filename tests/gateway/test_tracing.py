@@ -7,6 +7,7 @@ plain HTTP server that decodes the protobuf body with opentelemetry-proto.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -152,6 +153,9 @@ def test_a_streamed_request_span_ends_with_the_stream(traced: tuple[str, Gateway
     chunks = list(client.chat.completions.create(model="auto", messages=ASK, stream=True,
                                                  stream_options={"include_usage": True}))
     assert chunks
+    deadline = time.monotonic() + 5  # the span ends when the server has finished the stream, a moment after the client
+    while not [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER] and time.monotonic() < deadline:
+        time.sleep(0.01)
     (root,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     attrs = root.attributes or {}
     assert attrs["switchman.stream"] is True

@@ -272,3 +272,31 @@ def test_the_routers_page_draws_the_last_evaluation(upstream: FakeUpstream, tmp_
     assert svg.count('class="calibrated"') == 1 and 'class="oracle"' in svg and 'class="hull"' in svg
     assert "120 prompts" in page
     assert "missing.json not found" in page  # a configured report that is not there is named, not fatal
+
+
+def test_the_models_page_shows_each_deployment_and_its_circuit(upstream: FakeUpstream, tmp_path: Path) -> None:
+    from switchman._config import parse_config
+    from switchman.gateway import Gateway
+    from switchman.ui import serving_app
+
+    from .conftest import config_data, env
+
+    data = config_data(upstream, f"sqlite:///{tmp_path / 'l.sqlite3'}")
+    fake = data["providers"]["fake"]
+    data["providers"]["fake-west"] = dict(fake)
+    data["models"]["gpt-4o"] = {"input_price": 2.5, "output_price": 10.0,
+                                "deployments": [{"provider": "fake", "name": "east", "weight": 3},
+                                                {"provider": "fake-west", "name": "west"}]}
+    gateway = Gateway.from_config(parse_config(data), env=env())
+    for _ in range(gateway.config.server.circuit_breaker.failures):
+        gateway.dispatcher.health.record("gpt-4o@west", ok=False)
+    with TestClient(serving_app(gateway, bind_host="127.0.0.1")) as client:
+        login(client, MASTER_KEY)
+        page = client.get("/ui/models").text
+    row = page[page.index('data-model="gpt-4o"'):]
+    assert 'data-deployment="gpt-4o@east"' in row and 'data-deployment="gpt-4o@west"' in row
+    west = row[row.index('data-deployment="gpt-4o@west"'):]
+    assert "state-open" in west[:west.index("</tr>")]
+    model_row = row[:row.index("</tr>")]
+    assert "state-degraded" in model_row  # one deployment open, one closed
+    assert "Models and deployments" in page

@@ -27,9 +27,14 @@ def _header_value(text: str) -> str:
     return text.encode("ascii", "replace").decode()[:300]
 
 
-def route_headers(model: str, reason: str) -> dict[str, str]:
-    """The headers that say which model answered and why."""
-    return {"x-switchman-model": model, "x-switchman-route-reason": _header_value(reason)}
+def route_headers(model: str, reason: str, *, deployment: str | None = None, cache: str | None = None) -> dict[str, str]:
+    """The headers that say which model (and deployment) answered, why, and whether from the response cache."""
+    headers = {"x-switchman-model": model, "x-switchman-route-reason": _header_value(reason)}
+    if deployment is not None:
+        headers["x-switchman-deployment"] = _header_value(deployment)
+    if cache is not None:
+        headers["x-switchman-cache"] = cache
+    return headers
 
 
 async def read_request(
@@ -80,9 +85,11 @@ class Endpoints:
         body, context = await read_request(self.dispatcher, request)
         if body.get("stream"):
             stream = await self.dispatcher.open_stream(body, context)
-            return RelayResponse(stream, route_headers(stream.model, stream.reason))
+            return RelayResponse(stream, route_headers(stream.model, stream.reason, deployment=stream.deployment,
+                                                       cache=stream.cache))
         completion = await self.dispatcher.complete(body, context)
-        headers = route_headers(completion.model, completion.decision.reason)
+        headers = route_headers(completion.model, completion.decision.reason, deployment=completion.deployment,
+                                cache=completion.cache)
         headers["x-switchman-cost-usd"] = f"{completion.cost_usd:.8f}"
         return Response(completion.content, media_type=_JSON, headers=headers)
 
@@ -100,10 +107,16 @@ class Endpoints:
         return Response(self._models, media_type=_JSON)
 
     async def health(self, request: Request) -> Response:
-        """GET /health: liveness, with each model's circuit state."""
-        board = self.dispatcher.health
-        states = {name: board.state(name) for name in self.gateway.decider.models}
-        return Response(orjson.dumps({"status": "ok", "models": states}), media_type=_JSON)
+        """GET /health: liveness, each model's circuit state, and each deployment's state and live latency."""
+        balancer = self.dispatcher.balancer
+        states = {name: balancer.model_state(name) for name in self.gateway.decider.models}
+        deployments = {
+            s.id: {"model": s.model, "provider": s.provider, "state": s.state, "ttft_ms": s.ttft_ms,
+                   "tokens_per_s": s.tokens_per_s, "in_flight": s.in_flight, "weight": s.weight}
+            for s in balancer.status()
+        }
+        return Response(orjson.dumps({"status": "ok", "models": states, "deployments": deployments}),
+                        media_type=_JSON)
 
     async def metrics(self, request: Request) -> Response:
         """GET /metrics: Prometheus text."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._catalog import ModelSpec
 from .._exceptions import (
@@ -20,6 +20,9 @@ from ..routing import Decision, RouteRequest
 from ._context import RequestContext
 from ._errors import Scrubber
 from ._wire import Usage
+
+if TYPE_CHECKING:
+    from ._balancer import Lease
 
 __all__ = ["Exchange", "status_for"]
 
@@ -41,8 +44,9 @@ def status_for(error: BaseException) -> str:
 class Exchange:
     """What happened to one request: decision, models tried, usage, timing, outcome."""
 
-    __slots__ = ("context", "decision", "error", "first_token_at", "model", "request", "reservation", "span",
-                 "spent_usd", "started", "started_wall", "status", "tried", "usage", "usage_estimated")
+    __slots__ = ("cache", "cache_key", "context", "decision", "deployment", "error", "first_token_at", "lease", "model",
+                 "request", "reservation", "span", "spent_usd", "started", "started_wall", "status", "tried", "usage",
+                 "usage_estimated")
 
     def __init__(self, context: RequestContext, started: float) -> None:
         self.context = context
@@ -52,6 +56,10 @@ class Exchange:
         self.decision: Decision | None = None
         self.reservation: Reservation | None = None
         self.model: str | None = None
+        self.deployment: str | None = None  # the id of the deployment that answered
+        self.lease: Lease | None = None  # a stream's deployment, held until the stream ends
+        self.cache: str | None = None  # "hit" or "miss" when the response cache was consulted
+        self.cache_key: str | None = None  # where a missed answer is to be kept
         self.tried: list[str] = []
         self.spent_usd = 0.0  # answers a cascade paid for and rejected
         self.usage: Usage | None = None
@@ -67,7 +75,9 @@ class Exchange:
         self.error = scrub(str(error))[:500]
 
     def cost(self, specs: Mapping[str, ModelSpec]) -> float:
-        """USD cost on the model that answered, plus any answers a cascade rejected on the way."""
+        """USD cost on the model that answered, plus any answers a cascade rejected on the way (0 for a cache hit)."""
+        if self.cache == "hit":
+            return 0.0
         if self.model is None or self.usage is None:
             return self.spent_usd
         u = self.usage
@@ -123,6 +133,8 @@ class Exchange:
             fallback_chain=tuple(self.tried),
             tags=ctx.tags,
             api=ctx.api,
+            deployment=self.deployment,
+            cache=self.cache,
             task=self.request.task if self.request is not None else ctx.task,
             scores=tuple((c.model, c.predicted_quality, c.predicted_cost_usd) for c in decision.candidates)
             if decision else (),

@@ -51,7 +51,8 @@ class InProcessClient:
     @staticmethod
     def _request(
         messages: Sequence[Mapping[str, Any]] | str, *, model: str = "auto", agent: str | None = None,
-        session: str | None = None, tags: Sequence[str] = (), task: str | None = None, **params: Any,
+        session: str | None = None, tags: Sequence[str] = (), task: str | None = None, cache: bool | None = None,
+        **params: Any,
     ) -> tuple[dict[str, Any], RequestContext]:
         if params.get("stream"):
             raise InvalidRequestError("Router.chat does not stream; use the gateway for streaming", param="stream")
@@ -59,7 +60,7 @@ class InProcessClient:
             messages = [{"role": "user", "content": messages}]
         body = check_body({"model": model, "messages": list(messages), **params})
         context = RequestContext(request_id=uuid.uuid4().hex, agent=agent, session=session, tags=tuple(tags),
-                                 task=task)
+                                 task=task, cache=cache)
         return body, context
 
     async def _complete(self, body: dict[str, Any], context: RequestContext) -> dict[str, Any]:

@@ -228,6 +228,10 @@ class Tracing:
             attributes["gen_ai.usage.output_tokens"] = record.output_tokens
         if record.ttft_ms is not None:
             attributes["switchman.ttft_ms"] = record.ttft_ms
+        if record.deployment:
+            attributes["switchman.deployment"] = record.deployment
+        if record.cache:
+            attributes["switchman.cache"] = record.cache
         if self.record_prompts and prompt:
             attributes["gen_ai.input.messages"] = orjson.dumps(
                 [{"role": "user", "parts": [{"type": "text", "content": prompt}]}]).decode()
@@ -271,14 +275,15 @@ class Tracing:
         provider = deployment.provider
         host = urllib.parse.urlsplit(provider.base_url)
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat", "gen_ai.request.model": deployment.spec.wire_name,
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": deployment.wire_name,
             "gen_ai.provider.name": provider.kind, "gen_ai.system": provider.kind,
-            "switchman.model": deployment.name, "switchman.provider": provider.name, "switchman.attempt": number,
+            "switchman.model": deployment.name, "switchman.deployment": deployment.id,
+            "switchman.provider": provider.name, "switchman.attempt": number,
         }
         if host.hostname:
             attributes["server.address"] = host.hostname
             attributes["server.port"] = host.port or (443 if host.scheme == "https" else 80)
-        with self._child(parent, f"chat {deployment.spec.wire_name}", self._trace.SpanKind.CLIENT,
+        with self._child(parent, f"chat {deployment.wire_name}", self._trace.SpanKind.CLIENT,
                          attributes) as span:
             carrier: dict[str, str] = {}
             self._propagator.inject(carrier, context=self._trace.set_span_in_context(span))
@@ -287,7 +292,7 @@ class Tracing:
                 yield span
             finally:
                 OUTBOUND_HEADERS.reset(token)
-            span.set_attribute("gen_ai.response.model", deployment.spec.wire_name)
+            span.set_attribute("gen_ai.response.model", deployment.wire_name)
 
     def attempt(self, parent: Any, deployment: Deployment, number: int) -> contextlib.AbstractContextManager[Any]:
         """A child span around one upstream call; its traceparent goes out with the request."""

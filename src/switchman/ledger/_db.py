@@ -91,6 +91,8 @@ REQUESTS = Table(
     Column("shadow_cost_usd", Float),
     Column("cluster", Integer),
     Column("api", String(32)),
+    Column("deployment", Text),
+    Column("cache", String(8)),
     Column("task", Text),
     Column("scores", JSON),
     Column("excluded", JSON),
@@ -155,7 +157,8 @@ def create_tables(engine: Engine) -> None:
 
 
 def _add_missing_columns(conn: Connection) -> None:
-    """Give a ledger made by an older switchman the nullable columns added since (prompt, shadow_*, cluster, api, ...)."""
+    """Give a ledger made by an older switchman the nullable columns added since (prompt, shadow_*, cluster, api,
+    deployment, cache, ...)."""
     for table in (REQUESTS, FEEDBACK):
         present = {c["name"] for c in inspect(conn).get_columns(table.name, schema=table.schema)}
         added = []

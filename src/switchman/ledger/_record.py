@@ -50,7 +50,10 @@ class LedgerRecord:
     it and privacy says not to keep it by default. `shadow_*` is what a route's shadow router would
     have chosen, with its predicted quality and cost, for comparison before switching it on.
     `cluster` is the prompt cluster an online route decided in (where its feedback counts). `api` is
-    the API the client spoke (chat.completions, messages, responses, embeddings).
+    the API the client spoke (chat.completions, messages, responses, embeddings). `deployment` is the
+    id of the deployment that answered (the model's name when it has one deployment, else
+    `<model>@<name>`). `cache` is "hit" (answered from the response cache: `cost_usd` is 0, the
+    tokens are the cached answer's) or "miss" when the request was cacheable, else None.
     `scores` is the decision's evidence, one (model, predicted quality, predicted cost) per candidate
     the strategy scored, and `excluded` the (model, why) pairs policy set aside; `task` is the task
     type the request was routed as; `escalated` marks a session turn moved to a better model.
@@ -83,6 +86,8 @@ class LedgerRecord:
     shadow_cost_usd: float | None = None
     cluster: int | None = None
     api: str | None = None
+    deployment: str | None = None
+    cache: str | None = None
     task: str | None = None
     scores: tuple[CandidateEstimate, ...] = ()
     excluded: tuple[tuple[str, str], ...] = ()

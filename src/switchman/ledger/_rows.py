@@ -85,6 +85,8 @@ def encode(rec: LedgerRecord) -> tuple[Any, ...]:
         None if rec.shadow_cost_usd is None else float(rec.shadow_cost_usd),
         None if rec.cluster is None else int(rec.cluster),
         None if rec.api is None else str(rec.api),
+        None if rec.deployment is None else str(rec.deployment),
+        None if rec.cache is None else str(rec.cache),
         None if rec.task is None else str(rec.task),
         _json_pairs(rec.scores),
         _json_pairs(rec.excluded),

@@ -114,6 +114,15 @@ def agents_context(src: Sources, window: Window) -> dict[str, Any]:
     return {"agents": agents}
 
 
+def _model_state(states: Sequence[str]) -> str:
+    """A model's circuit: closed or open when all its deployments agree, else degraded."""
+    if all(state == "closed" for state in states):
+        return "closed"
+    if all(state == "open" for state in states):
+        return "open"
+    return "degraded" if "closed" in states else "half_open"
+
+
 def models_context(src: Sources, window: Window) -> dict[str, Any]:
     """Per model (and deployment): share, cost, tokens, latency, errors, live TTFT, circuit state."""
     views = _views(src)
@@ -130,10 +139,12 @@ def models_context(src: Sources, window: Window) -> dict[str, Any]:
     for name in names:
         spec = src.models.get(name)
         row = totals.get(name, Totals())
+        mine = deployments.get(name, [])
+        live = [d.live_ttft_ms for d in mine if d.live_ttft_ms is not None]
         models.append({
             "name": name, "totals": row, "share": row.requests / answered, "latency": latency.get(name),
-            "state": board.state(name), "live_ttft_ms": board.ttft_ms.get(name),
-            "tokens_per_s": board.tokens_per_s.get(name), "deployments": deployments.get(name, []),
+            "state": _model_state([d.state for d in mine]) if mine else board.state(name),
+            "live_ttft_ms": min(live) if live else None, "deployments": mine,
             "input_price": spec.input_price if spec else None, "output_price": spec.output_price if spec else None,
             "configured": spec is not None,
         })

@@ -1,8 +1,8 @@
 """What the dashboard reads, gathered from one gateway: the ledger, keys, budgets, health, configuration.
 
 Pages only read through these public objects; the dashboard holds no state of its own beyond the
-logins. Deployments are read as "one or several per model", so a model served by several
-deployments (issue 11) shows each of them without a change here.
+logins. A model has one or several deployments (provider, key, region); circuit state and live
+TTFT are read from the health board per deployment id.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 from .._catalog import ModelSpec
 from .._config import Config
-from ..gateway import Gateway, HealthBoard
+from ..gateway import Gateway
+from ..state import HealthStore
 from ..ledger import BudgetManager, KeyStore, Ledger
 
 __all__ = ["WINDOWS", "DeploymentView", "Sources", "Window", "window_named"]
@@ -49,11 +50,14 @@ def window_named(name: str | None) -> Window:
 class DeploymentView:
     """One deployment of a model as the models page shows it (never its key)."""
 
+    id: str
     model: str
     provider: str
     endpoint: str
     upstream_model: str
     state: str
+    live_ttft_ms: float | None
+    weight: float
 
 
 def _endpoint(base_url: str) -> str:
@@ -74,7 +78,7 @@ class Sources:
     ledger: Ledger | None
     keys: KeyStore | None
     budgets: BudgetManager | None
-    health: Callable[[], HealthBoard]
+    health: Callable[[], HealthStore]
     deployments: Callable[[], Mapping[str, Any]]
     base_dir: Path
     clock: Callable[[], float] = time.time
@@ -90,17 +94,17 @@ class Sources:
         )
 
     def deployment_views(self) -> dict[str, list[DeploymentView]]:
-        """Each model's deployments with their circuit-breaker state."""
+        """Each model's deployments with their circuit-breaker state and live TTFT (keyed by deployment id)."""
         board = self.health()
         result: dict[str, list[DeploymentView]] = {}
         for model, found in self.deployments().items():
             items: Sequence[Any] = found if isinstance(found, Sequence) else (found,)
             for deployment in items:
                 provider = deployment.provider
-                key = getattr(deployment, "health_key", model)  # per deployment once there are several
                 result.setdefault(model, []).append(DeploymentView(
-                    model=model, provider=provider.name, endpoint=_endpoint(provider.base_url),
-                    upstream_model=deployment.spec.wire_name, state=board.state(key),
+                    id=deployment.id, model=model, provider=provider.name, endpoint=_endpoint(provider.base_url),
+                    upstream_model=deployment.wire_name, state=board.state(deployment.id),
+                    live_ttft_ms=board.ttft_ms.get(deployment.id), weight=deployment.weight,
                 ))
         return result
 
