@@ -61,3 +61,16 @@ def test_an_unknown_baseline_is_a_config_error(upstream: FakeUpstream, tmp_path:
     data["routes"]["strict"]["baseline"] = "gpt-99"
     with pytest.raises(ConfigError, match=r"routes\.strict\.baseline: unknown model 'gpt-99'"):
         parse_config(data)
+
+
+def test_an_escalated_session_turn_is_marked(http: httpx.Client, ledger_record: Callable[[str], LedgerRecord]) -> None:
+    ids = []
+    for escalate in ("0", "1"):
+        response = http.post("/v1/chat/completions", json={"model": "auto", "messages": ASK},
+                             headers={"x-switchman-session": "evidence-esc", "x-switchman-escalate": escalate})
+        assert response.status_code == 200
+        ids.append(response.headers["x-switchman-request-id"])
+    first, second = (ledger_record(i) for i in ids)
+    assert (first.model, first.escalated) == ("cheap", False)
+    assert second.escalated is True and second.model != "cheap"
+    assert second.reason is not None and second.reason.startswith("session escalated")

@@ -16,9 +16,9 @@ from .._config import Config
 from .._decider import Decider
 from .._environ import Environment
 from ..ledger import BudgetManager, KeyStore, Ledger, Metrics
+from ._defaults import default_config
 from ._dispatcher import Dispatcher
 from ._tracing import Tracing
-from ._defaults import default_config
 
 __all__ = ["Gateway"]
 
