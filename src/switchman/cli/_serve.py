@@ -12,7 +12,7 @@ import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._config import Config, load_config, parse_config
-from .._environ import Environment, export_config_file, export_local_url
+from .._environ import Environment, export_bind_host, export_config_file, export_local_url
 from .._exceptions import ConfigError, SwitchmanError
 from ..gateway import default_config, default_config_data
 from ._litellm import Import, from_litellm
@@ -54,7 +54,8 @@ def _load(config_path: str | Path | None, env: Environment) -> tuple[Config, Pat
 def app_from_environment():  # type: ignore[no-untyped-def]
     """ASGI app factory for worker processes (reads the environment once: $SWITCHMAN_CONFIG, keys, the local model)."""
     from .._threads import limit_blas_threads
-    from ..gateway import ConfigReloader, Gateway, build_app
+    from ..gateway import ConfigReloader, Gateway
+    from ..ui import serving_app  # the command line composes the gateway and the dashboard
 
     env = Environment.read()
     limit_blas_threads(env)  # a spawned worker did not run the CLI's process setup
@@ -68,7 +69,7 @@ def app_from_environment():  # type: ignore[no-untyped-def]
         logging.getLogger("switchman.gateway").error("configuration failed, this worker does not start: %s", exc)
         sys.exit(STARTUP_FAILURE)
     reloader = ConfigReloader(gateway, env.config_file, adjust=adjust) if env.config_file else None
-    return build_app(gateway, reloader=reloader)
+    return serving_app(gateway, bind_host=env.bind_host or config.server.host, base_dir=base_dir, reloader=reloader)
 
 
 def _has_keys(settings: Config) -> bool:
@@ -111,17 +112,19 @@ def serve_command(
         if workers > 1:
             if config is not None:
                 export_config_file(Path(config).resolve())
+            export_bind_host(host)
             # A fresh worker loads router files and embedders before it serves: give it time to, on a busy machine.
             uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers,
                         timeout_worker_healthcheck=_WORKER_READY_S, **options)
             return
-        from ..gateway import ConfigReloader, Gateway, build_app
+        from ..gateway import ConfigReloader, Gateway
+        from ..ui import serving_app
 
         adjust = local_address(env)
         gateway = Gateway.from_config(adjust(settings), base_dir=base_dir, env=env)
         gateway.decider.warm_up()  # a router file or embedder that fails says so here, in one line
         reloader = ConfigReloader(gateway, config, adjust=adjust) if config is not None else None
-        uvicorn.run(build_app(gateway, reloader=reloader), **options)
+        uvicorn.run(serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader), **options)
 
 
 def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from .._exceptions import InvalidRequestError, SwitchmanError
 from ._dialects import DialectEndpoints
@@ -29,18 +29,24 @@ __all__ = ["build_app", "build_middleware_stack"]
 logger = logging.getLogger("switchman.gateway")
 
 
-def build_middleware_stack(gateway: Gateway) -> list[Middleware]:
-    """Outermost first: access log, request id, body size limit, authentication."""
+def build_middleware_stack(gateway: Gateway, *, own_auth: Sequence[str] = ()) -> list[Middleware]:
+    """Outermost first: access log, request id, body size limit, authentication (not under `own_auth` prefixes)."""
     return [
         Middleware(AccessLogMiddleware),
         Middleware(RequestIdMiddleware),
         Middleware(BodySizeLimitMiddleware, max_body_bytes=gateway.config.server.max_body_bytes),
-        Middleware(AuthMiddleware, keys=gateway.keys, master_key=gateway.master_key),
+        Middleware(AuthMiddleware, keys=gateway.keys, master_key=gateway.master_key, open_prefixes=tuple(own_auth)),
     ]
 
 
-def build_app(gateway: Gateway, *, reloader: ConfigReloader | None = None) -> Starlette:
-    """The gateway as a Starlette app; its lifespan starts and stops the gateway (and the SIGHUP `reloader`)."""
+def build_app(
+    gateway: Gateway, *, mounts: Sequence[Mount] = (), reloader: ConfigReloader | None = None
+) -> Starlette:
+    """The gateway as a Starlette app; its lifespan starts and stops the gateway (and the SIGHUP `reloader`).
+
+    `mounts` are apps served under a path that authenticate their own requests, like the
+    dashboard (`switchman.ui.build_dashboard`): the API key check does not apply below them.
+    """
     endpoints = Endpoints(gateway)
     dialects = DialectEndpoints(gateway)
     scrub = gateway.dispatcher.scrub
@@ -87,10 +93,11 @@ def build_app(gateway: Gateway, *, reloader: ConfigReloader | None = None) -> St
         Route("/v1/models", endpoints.models, methods=["GET"]),
         Route("/health", endpoints.health, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),
+        *mounts,
     ]
     app = Starlette(
         routes=routes,
-        middleware=build_middleware_stack(gateway),
+        middleware=build_middleware_stack(gateway, own_auth=[m.path for m in mounts]),
         exception_handlers={SwitchmanError: render, HTTPException: render, Exception: render},
         lifespan=lifespan,
     )

@@ -33,6 +33,9 @@ class RequestContext:
     escalate: bool = False
     api: str = "chat.completions"  # the API the client spoke, for the ledger
     cache: bool | None = None  # X-Switchman-Cache: on (use the response cache), off (never), None (by the rule)
+    #: The caller's W3C trace context (`traceparent` / `tracestate` headers), parent of the request's span.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 def _clean(value: object, where: str) -> str | None:
@@ -119,4 +122,13 @@ def context_from(
         api=api,
         cache=_switch(headers.get("x-switchman-cache"), "X-Switchman-Cache")
         if "x-switchman-cache" in headers else _switch(own.get("cache"), "metadata.cache"),
+        traceparent=_trace_header(headers.get("traceparent")),
+        tracestate=_trace_header(headers.get("tracestate")),
     )
+
+
+def _trace_header(value: str | None) -> str | None:
+    """A trace-context header kept only when short and printable (the propagator checks its format)."""
+    if value is None or len(value) > 512 or not value.isprintable():
+        return None
+    return value

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
 import orjson
 
 from .._config import Config
@@ -45,6 +46,7 @@ from ._response_cache import CachedAnswer, ReplayStream, ResponseCache
 from ._sessions import SessionKeeper, answer_signal
 from ._shadow import Recorder
 from ._stream import ChatStream, OpenedStream, open_upstream_stream
+from ._tracing import Tracing
 from ._wire import Usage, estimate_output_tokens
 
 __all__ = ["Completion", "Dispatcher"]
@@ -88,8 +90,10 @@ class Dispatcher:
         clock: Callable[[], float] = time.perf_counter,
         sessions: SessionKeeper | None = None,
         cache: ResponseCache | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.decider = decider
+        self.tracing = tracing or Tracing()
         self.sessions = sessions or SessionKeeper.from_config(decider.config, decider.models)
         server = decider.config.server
         health = health or HealthBoard(server.circuit_breaker, latency=server.live_latency)
@@ -109,6 +113,7 @@ class Dispatcher:
         self.clock = clock
         routes = decider.config.routes
         self._candidates = {name: tuple(r.candidates) for name, r in routes.items()}
+        self._baselines = {name: r.baseline for name, r in routes.items()}
         self._policy_fallback = {name: r.content_policy_fallback for name, r in routes.items()}
         self._max_ttft = {name: r.max_ttft_ms for name, r in routes.items()}
 
@@ -148,6 +153,8 @@ class Dispatcher:
             await provider.aclose()
         if self.cache is not None:
             await self.cache.aclose()
+        if self.tracing.enabled:
+            await anyio.to_thread.run_sync(self.tracing.shutdown)
 
     # -- deciding ------------------------------------------------------------------------------
     def decide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
@@ -193,10 +200,13 @@ class Dispatcher:
     ) -> Exchange:
         """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure."""
         exchange = Exchange(context, self.clock())
+        exchange.span = self.tracing.start(body, context)
         try:
-            exchange.request, decision = decide() if decide is not None else self.decide(body, context)
-            exchange.decision = decision
-            exchange.decision = self._reserve(exchange, exchange.request, decision)
+            with self.tracing.decision(exchange.span) as deciding:
+                exchange.request, decision = decide() if decide is not None else self.decide(body, context)
+                exchange.decision = decision
+                exchange.decision = self._reserve(exchange, exchange.request, decision)
+                self.tracing.decided(deciding, exchange.decision)
         except SwitchmanError as exc:
             if isinstance(exc, BudgetExceededError) and self.metrics is not None:
                 self.metrics.observe_budget_rejection(exc.scope if isinstance(exc, BudgetLimitError) else "unknown")
@@ -258,7 +268,8 @@ class Dispatcher:
             deployment = lease.deployment
             tried.append(deployment.id)
             try:
-                result = await call(deployment)
+                with self.tracing.attempt(exchange.span, deployment, len(tried)):
+                    result = await call(deployment)
             except UpstreamError as exc:
                 lease.release()
                 error = exc
@@ -386,7 +397,10 @@ class Dispatcher:
             exchange.lease.release()
         self.sessions.observe(exchange, content, answer)
         route = exchange.decision.route if exchange.decision else None
-        record = exchange.record(self.decider.models, self._candidates.get(route or "", ()), self.clock())
+        record = exchange.record(self.decider.models, self._candidates.get(route or "", ()), self.clock(),
+                                 self._baselines.get(route or ""))
         self.recorder.record(self.ledger, record, exchange.request, exchange.decision)
         if self.metrics is not None:
             self.metrics.observe_request(record)
+        if exchange.span is not None:
+            self.tracing.finish(exchange.span, record, error, exchange.request.prompt if exchange.request else None)
