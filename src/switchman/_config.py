@@ -18,12 +18,8 @@ Errors name the file, the key path and what is wrong.
 
 from __future__ import annotations
 
-import difflib
-import re
-from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -36,6 +32,7 @@ from pydantic import (
 )
 
 from ._catalog import Capability, ModelSpec, lookup_catalog_price
+from ._config_hints import did_you_mean, format_validation_error
 from ._exceptions import ConfigError
 
 __all__ = [
@@ -61,7 +58,6 @@ __all__ = [
     "StrategyName",
     "Timeouts",
     "load_config",
-    "did_you_mean",
     "parse_config",
 ]
 
@@ -536,72 +532,6 @@ def resolve_model(name: str, cfg: ModelConfig, *, source: str = "<config>") -> M
     )
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """" (did you mean 'x'?)" for the nearest of `choices`, or "" when none is near."""
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
-    """The configuration class that holds the keys at `loc` (mapping keys and list indexes stepped through)."""
-    annotation: Any = Config
-    for part in loc:
-        model = _model_in(annotation)
-        if model is None:  # `part` is a mapping key or a list index: step to the element type
-            annotation = _element(annotation)
-            continue
-        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
-        if field is None:
-            return None
-        annotation = field.annotation
-    return _model_in(annotation)
-
-
-def _element(annotation: Any) -> Any:
-    """The element type of a list or dict annotation (through `| None`)."""
-    for option in (annotation, *get_args(annotation)):
-        if get_origin(option) in (list, dict):
-            return get_args(option)[-1]
-    return None
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The BaseModel class an annotation is (or the one member of a union that is)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if get_origin(annotation) in (UnionType, Union):
-        return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
-    return None
-
-
-def _hint(item: Any) -> str:
-    """What to write instead: the nearest allowed key or value."""
-    loc, kind = item["loc"], item["type"]
-    if kind == "extra_forbidden" and loc:
-        model = _model_at(loc[:-1])
-        if model is None:
-            return ""
-        keys = {f.alias or n for n, f in model.model_fields.items()} | set(model.model_fields)
-        return did_you_mean(str(loc[-1]), keys) or f" (allowed: {', '.join(sorted(keys))})"
-    if kind == "literal_error" and isinstance(item.get("input"), str):
-        return did_you_mean(item["input"], re.findall(r"'([^']*)'", item.get("ctx", {}).get("expected", "")))
-    return ""
-
-
-def _format_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "<root>"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = f"unknown key {str(item['loc'][-1])!r}"
-        if not item["loc"]:  # the whole-file checks: each line already names its key path
-            lines += [f"  {line}" for line in message.splitlines()]
-            continue
-        lines.append(f"  {path}: {message}{_hint(item)}")
-    return "\n".join(lines)
-
-
 def parse_config(data: Any, *, source: str = "<config>") -> Config:
     """Validate an already-parsed mapping; errors name the source, key path and problem."""
     if data is None:
@@ -611,7 +541,7 @@ def parse_config(data: Any, *, source: str = "<config>") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, root=Config)) from None
     config.model_specs(source=source)  # fail now, naming the model, rather than at the first request
     return config
 
