@@ -96,6 +96,9 @@ class _Runtime:
             self._closed = True
         try:
             self.portal.start_task_soon(self._aclose).result(timeout)
+        except TimeoutError:  # stuck: cancel what still runs, so stopping the loop cannot wait on it
+            self.portal.call(self.portal.stop, True)
+            raise
         finally:
             if self.dispatcher.ledger is not None:
                 self.dispatcher.ledger.close_sync(30.0 if timeout is None else timeout)
