@@ -44,7 +44,7 @@ def test_route_shows_every_candidates_prediction_and_why(tmp_path: Path) -> None
 def test_models_shows_ability_and_its_source(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["models", "--config", str(_write(tmp_path, CONFIG))], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    lines = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 5}
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
     assert "1317" in lines["gpt-4o-mini"] and "public score" in lines["gpt-4o-mini"]
     assert "1150" in lines["in-house"] and "config score" in lines["in-house"]
     assert "none: cannot be learn-routed" in lines["mystery"]

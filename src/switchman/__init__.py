@@ -5,6 +5,7 @@ Send each LLM call to the cheapest model that still does the job::
     from switchman import Router
     router = Router.from_config("switchman.yaml")
     decision = router.route([{"role": "user", "content": "Classify: ..."}], agent="triage")
+    reply = router.chat("Classify: ...", agent="triage")     # reply.request_id, reply.model, reply.cost_usd
 """
 
 from .__version__ import __version__
@@ -17,6 +18,7 @@ from ._exceptions import (
     ContentPolicyViolationError,
     ContextWindowExceededError,
     DatasetError,
+    DeploymentLimitError,
     EmbedderUnavailableError,
     InvalidRequestError,
     LedgerUnavailableError,
@@ -33,11 +35,12 @@ from ._exceptions import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from ._router import Router
+from ._router import AsyncReplyStream, Reply, ReplyStream, Router
 from .routing import Decision, RouteRequest
 
 __all__ = [
     "ArtifactError",
+    "AsyncReplyStream",
     "BudgetExceededError",
     "BudgetLimitError",
     "ConfigError",
@@ -45,6 +48,7 @@ __all__ = [
     "ContextWindowExceededError",
     "DatasetError",
     "Decision",
+    "DeploymentLimitError",
     "EmbedderUnavailableError",
     "InvalidRequestError",
     "LedgerUnavailableError",
@@ -52,6 +56,8 @@ __all__ = [
     "ModelSpec",
     "NoCapableModelError",
     "RateLimitError",
+    "Reply",
+    "ReplyStream",
     "RouteRequest",
     "Router",
     "RoutingError",

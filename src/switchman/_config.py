@@ -6,6 +6,8 @@ The file has four sections::
       openai: {base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
     models:               # the catalog; prices/context from genai-prices unless given here
       gpt-4o-mini: {provider: openai, capabilities: [tools, json, vision]}
+      gpt-4o:               # several deployments of one model, balanced (see DeploymentConfig)
+        deployments: [{provider: openai, weight: 3}, {provider: azure-east, model: gpt-4o-prod, rpm: 600}]
     routes:               # name → candidates, strategy, target
       default: {candidates: [gpt-4o-mini, gpt-4o], strategy: learned, router: router.safetensors}
     agents:               # name → route or pinned model, rules, allow/deny lists
@@ -30,14 +32,20 @@ from pydantic import (
 )
 
 from ._catalog import Capability, ModelSpec, lookup_catalog_price
+from ._config_hints import did_you_mean, format_validation_error
 from ._exceptions import ConfigError
 
 __all__ = [
     "AgentConfig",
+    "BalancePolicy",
     "BudgetConfig",
+    "CacheConfig",
     "CascadeOptions",
     "CircuitBreaker",
     "Config",
+    "DeploymentConfig",
+    "LiveLatency",
+    "DashboardConfig",
     "ModelConfig",
     "OnlineOptions",
     "ProviderConfig",
@@ -54,6 +62,7 @@ __all__ = [
 ]
 
 StrategyName = Literal["fixed", "rules", "cheapest", "random", "learned", "cascade"]
+BalancePolicy = Literal["weighted", "least_busy", "latency", "usage"]
 CheckName = Literal["json", "tool_args", "logprobs", "acceptance"]
 DEFAULT_CHECKS: tuple[CheckName, ...] = ("json", "tool_args", "logprobs")
 
@@ -93,6 +102,22 @@ class CircuitBreaker(_Strict):
     cooldown_s: float = Field(default=30.0, gt=0)
 
 
+class LiveLatency(_Strict):
+    """How live time-to-first-token marks are kept fresh.
+
+        server: {live_latency: {reprobe_s: 10, half_life_s: 5}}
+
+    Each answer folds its TTFT into a moving average whose old value counts for less the older it
+    is (`half_life_s`), so after a pause one new answer mostly replaces it. A mark older than
+    `reprobe_s` reads as unmeasured until one request has been sent there (the re-probe), so a
+    deployment set aside as slow is re-measured once per `reprobe_s` and wins its traffic back.
+    """
+
+    reprobe_s: float = Field(default=10.0, gt=0)
+    half_life_s: float = Field(default=5.0, gt=0)
+    smoothing: float = Field(default=0.2, gt=0, le=1, description="weight of a new answer in a fresh average")
+
+
 class ServerConfig(_Strict):
     """Gateway settings (`switchman serve`)."""
 
@@ -104,6 +129,7 @@ class ServerConfig(_Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    live_latency: LiveLatency = Field(default_factory=LiveLatency)
     store_prompts: bool = Field(
         default=False, description="keep each request's routed prompt in the ledger (needed by train --from-ledger)")
 
@@ -119,11 +145,42 @@ class BudgetConfig(_Strict):
     downgrade_to: str | None = None
 
 
-class ModelConfig(_Strict):
-    """A model entry; any field left out comes from genai-prices."""
+class DeploymentConfig(_Strict):
+    """One place a model is served: a provider (endpoint and key), the name it goes by there, its share and limits.
 
+        deployments:
+          - {provider: openai, weight: 3, rpm: 500, tpm: 300000}
+          - {name: east, provider: azure-east, model: gpt-4o-prod, weight: 1, cooldown_s: 60}
+
+    `name` (default: the provider's name) must be unique within the model; the deployment's id,
+    used in the ledger, /health and metrics, is `<model>@<name>`. `rpm`/`tpm` are this deployment's
+    own limits (requests and tokens per minute); `cooldown_s` overrides the circuit breaker's.
+    """
+
+    name: str | None = None
     provider: str
+    model: str | None = Field(default=None, description="name sent upstream, when it differs from the model's")
+    weight: float = Field(default=1.0, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    cooldown_s: float | None = Field(default=None, gt=0)
+    timeouts: Timeouts | None = None
+
+
+class ModelConfig(_Strict):
+    """A model entry; any field left out comes from genai-prices.
+
+    One deployment (`provider`, optional `rpm`/`tpm`/`cooldown_s`) or several (`deployments`,
+    chosen among by `balance`); prices, context window and capabilities belong to the model.
+    """
+
+    provider: str | None = None
     model: str | None = Field(default=None, description="name sent upstream, when it differs from the key")
+    deployments: list[DeploymentConfig] | None = Field(default=None, min_length=1)
+    balance: BalancePolicy = Field(default="weighted", description="how a deployment is chosen among several")
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    cooldown_s: float | None = Field(default=None, gt=0)
     input_price: float | None = Field(default=None, ge=0)
     output_price: float | None = Field(default=None, ge=0)
     cached_input_price: float | None = Field(default=None, ge=0)
@@ -135,6 +192,31 @@ class ModelConfig(_Strict):
     score: float | None = Field(
         default=None, description="ability on the LMArena style-controlled scale, for learned routes (e.g. 1250)")
     score_name: str | None = Field(default=None, description="the model's name in the public score table")
+
+    @model_validator(mode="after")
+    def _one_or_several_deployments(self) -> ModelConfig:
+        if self.deployments is None:
+            if self.provider is None:
+                raise ValueError("give 'provider' (one deployment) or 'deployments' (several)")
+            return self
+        if self.provider is not None:
+            raise ValueError("give 'provider' or 'deployments', not both (set each deployment's provider)")
+        own = [k for k in ("rpm", "tpm", "cooldown_s") if getattr(self, k) is not None]
+        if own:
+            raise ValueError(f"with 'deployments', set {', '.join(own)} on each deployment")
+        names = [d.name or d.provider for d in self.deployments]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"deployments named {twice} more than once; give each a distinct 'name'")
+        return self
+
+    @property
+    def primary_provider(self) -> str:
+        """The provider of the one deployment, or of the first of several (prices are looked up there)."""
+        if self.deployments:
+            return self.deployments[0].provider
+        assert self.provider is not None
+        return self.provider
 
 
 class RuleMatch(_Strict):
@@ -213,6 +295,9 @@ class RouteConfig(_Strict):
     shadow: str | None = Field(default=None, description="router file decided off the request path and logged")
     online: OnlineOptions | None = None
     max_price_usd: float | None = Field(default=None, gt=0, description="drop candidates estimated above this per request")
+    cache: bool = Field(default=True, description="false: the response cache is never used on this route")
+    baseline: str | None = Field(
+        default=None, description="the model savings are measured against (default: the dearest candidate)")
 
     @model_validator(mode="after")
     def _check_strategy_fields(self) -> RouteConfig:
@@ -265,6 +350,52 @@ class SessionConfig(_Strict):
     max_sessions: int = Field(default=100_000, gt=0, description="in-memory store: oldest sessions evicted beyond this")
 
 
+class CacheConfig(_Strict):
+    """The exact-match response cache (off unless `enabled`).
+
+        cache: {enabled: true, ttl_s: 3600, max_bytes: 67108864}
+        cache: {enabled: true, backend: redis, redis_url: redis://127.0.0.1:6379/0}
+
+    A request is answered from the cache only when it asks for determinism (`temperature: 0`) or
+    opts in (`X-Switchman-Cache: on`); `X-Switchman-Cache: off` or a route's `cache: false` opts
+    out. Entries are kept per virtual key unless `shared_across_keys`. The memory backend evicts
+    the least recently used entry beyond `max_entries` or `max_bytes`; Redis bounds memory by its
+    own `maxmemory` policy, with every entry expiring after `ttl_s`.
+    """
+
+    enabled: bool = False
+    backend: Literal["memory", "redis"] = "memory"
+    ttl_s: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=10_000, gt=0)
+    max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_entry_bytes: int = Field(default=1024 * 1024, gt=0, description="larger answers are not cached")
+    shared_across_keys: bool = False
+    redis_url: str | None = None
+    key_prefix: str = "switchman:cache:"
+    timeout_s: float = Field(default=0.1, gt=0, description="a Redis call slower than this counts as a miss")
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> CacheConfig:
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("backend 'redis' needs 'redis_url' (e.g. redis://127.0.0.1:6379/0)")
+        return self
+
+
+class DashboardConfig(_Strict):
+    """The web dashboard `switchman serve` mounts at /ui.
+
+        dashboard: {key_env: SWITCHMAN_DASHBOARD_KEY, eval_reports: {default: runs/rb.json}}
+
+    Logging in takes the master key (read-write: keys) or the key in `key_env` (read-only).
+    `eval_reports` maps a route to the JSON of `switchman eval --json`, drawn on the routers page.
+    """
+
+    enabled: bool = True
+    key_env: str = "SWITCHMAN_DASHBOARD_KEY"
+    session_ttl_s: float = Field(default=12 * 3600.0, gt=0, description="how long a login lasts")
+    eval_reports: dict[str, str] = Field(default_factory=dict)
+
+
 class Config(_Strict):
     """The whole validated configuration."""
 
@@ -276,6 +407,8 @@ class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     budgets: list[BudgetConfig] = Field(default_factory=list)
     sessions: SessionConfig = Field(default_factory=SessionConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     scores: str | None = Field(
         default=None, description="a public-score CSV newer than the bundled LMArena table (model, score, ...)")
 
@@ -287,18 +420,35 @@ class Config(_Strict):
                 raise ValueError("model names must not be empty")
         return models
 
+    def _unknown_model(self, name: str) -> str:
+        """Why a name is not a model here, and what is: the near name, the models, the providers to add it with."""
+        models = ", ".join(sorted(self.models)) or "none"
+        providers = ", ".join(sorted(self.providers)) or "none configured"
+        return (f"unknown model {name!r}{did_you_mean(name, self.models)}; configured models: {models}; "
+                f"to add it, put it under 'models' with one of the providers ({providers})")
+
+    def _unknown_provider(self, name: str) -> str:
+        return (f"unknown provider {name!r}{did_you_mean(name, self.providers)}; configured providers: "
+                f"{', '.join(sorted(self.providers))}")
+
     @model_validator(mode="after")
     def _check_references(self) -> Config:
         problems: list[str] = []
         for name, model in self.models.items():
-            if self.providers and model.provider not in self.providers:
-                problems.append(f"models.{name}.provider: unknown provider {model.provider!r}")
+            if not self.providers:
+                continue
+            if model.provider is not None and model.provider not in self.providers:
+                problems.append(f"models.{name}.provider: {self._unknown_provider(model.provider)}")
+            for i, deployment in enumerate(model.deployments or ()):
+                if deployment.provider not in self.providers:
+                    problems.append(f"models.{name}.deployments.{i}.provider: "
+                                    f"{self._unknown_provider(deployment.provider)}")
         known = set(self.models)
         for route_name, route in self.routes.items():
             where = f"routes.{route_name}"
             for i, cand in enumerate(route.candidates):
                 if cand not in known:
-                    problems.append(f"{where}.candidates.{i}: unknown model {cand!r}")
+                    problems.append(f"{where}.candidates.{i}: {self._unknown_model(cand)}")
             for key, value in (("model", route.model), ("default", route.default)):
                 if value is not None and value not in route.candidates:
                     problems.append(f"{where}.{key}: {value!r} is not one of the route's candidates")
@@ -307,33 +457,40 @@ class Config(_Strict):
                     problems.append(f"{where}.rules.{i}.model: {rule.model!r} is not one of the route's candidates")
             for i, fb in enumerate(route.fallbacks):
                 if fb not in known:
-                    problems.append(f"{where}.fallbacks.{i}: unknown model {fb!r}")
+                    problems.append(f"{where}.fallbacks.{i}: {self._unknown_model(fb)}")
+            if route.baseline is not None and route.baseline not in known:
+                problems.append(f"{where}.baseline: {self._unknown_model(route.baseline)}")
         for agent_name, agent in self.agents.items():
             where = f"agents.{agent_name}"
             if agent.route is not None and agent.route not in self.routes:
-                problems.append(f"{where}.route: unknown route {agent.route!r}")
+                problems.append(f"{where}.route: unknown route {agent.route!r}{did_you_mean(agent.route, self.routes)}"
+                                f"; configured routes: {', '.join(sorted(self.routes)) or 'none'}")
             if agent.model is not None and agent.model not in known:
-                problems.append(f"{where}.model: unknown model {agent.model!r}")
+                problems.append(f"{where}.model: {self._unknown_model(agent.model)}")
             for i, rule in enumerate(agent.rules):
                 if rule.model not in known:
-                    problems.append(f"{where}.rules.{i}.model: unknown model {rule.model!r}")
+                    problems.append(f"{where}.rules.{i}.model: {self._unknown_model(rule.model)}")
             for key, names in (("allow", agent.allow or []), ("deny", agent.deny)):
                 for i, n in enumerate(names):
                     if n not in known:
-                        problems.append(f"{where}.{key}.{i}: unknown model {n!r}")
+                        problems.append(f"{where}.{key}.{i}: {self._unknown_model(n)}")
         for i, budget in enumerate(self.budgets):
             if budget.downgrade_to is not None and budget.downgrade_to not in known:
-                problems.append(f"budgets.{i}.downgrade_to: unknown model {budget.downgrade_to!r}")
+                problems.append(f"budgets.{i}.downgrade_to: {self._unknown_model(budget.downgrade_to)}")
             if budget.scope == "route" and budget.name not in self.routes:
                 problems.append(f"budgets.{i}.name: unknown route {budget.name!r}")
         for route_name, route in self.routes.items():
             cpf = route.content_policy_fallback
             if cpf is not None and cpf not in known:
-                problems.append(f"routes.{route_name}.content_policy_fallback: unknown model {cpf!r}")
+                problems.append(f"routes.{route_name}.content_policy_fallback: {self._unknown_model(cpf)}")
+        for route_name in self.dashboard.eval_reports:
+            if route_name not in self.routes:
+                problems.append(f"dashboard.eval_reports.{route_name}: unknown route {route_name!r}"
+                                f"{did_you_mean(route_name, self.routes)}")
         if self.default_route is not None and self.default_route not in self.routes:
             problems.append(f"default_route: unknown route {self.default_route!r}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # one line each, each naming its key path
         return self
 
     @property
@@ -352,8 +509,9 @@ class Config(_Strict):
 
 def resolve_model(name: str, cfg: ModelConfig, *, source: str = "<config>") -> ModelSpec:
     """One model's spec: config fields first, then genai-prices; no price from either is an error."""
-    upstream = cfg.model or name
-    known = lookup_catalog_price(upstream, cfg.provider)
+    first = cfg.deployments[0] if cfg.deployments else None
+    upstream = cfg.model or (first.model if first is not None else None) or name
+    known = lookup_catalog_price(upstream, cfg.primary_provider)
     input_price = cfg.input_price if cfg.input_price is not None else (known.input_price if known else None)
     output_price = cfg.output_price if cfg.output_price is not None else (known.output_price if known else None)
     if input_price is None or output_price is None:
@@ -366,7 +524,7 @@ def resolve_model(name: str, cfg: ModelConfig, *, source: str = "<config>") -> M
         cached = known.cached_input_price
     return ModelSpec(
         name=name,
-        provider=cfg.provider,
+        provider=cfg.primary_provider,
         input_price=input_price,
         output_price=output_price,
         cached_input_price=cached,
@@ -378,15 +536,6 @@ def resolve_model(name: str, cfg: ModelConfig, *, source: str = "<config>") -> M
     )
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "<root>"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {path}: {message}")
-    return "\n".join(lines)
-
-
 def parse_config(data: Any, *, source: str = "<config>") -> Config:
     """Validate an already-parsed mapping; errors name the source, key path and problem."""
     if data is None:
@@ -396,7 +545,7 @@ def parse_config(data: Any, *, source: str = "<config>") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, root=Config)) from None
     config.model_specs(source=source)  # fail now, naming the model, rather than at the first request
     return config
 

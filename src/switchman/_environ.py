@@ -16,13 +16,17 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 __all__ = [
+    "BIND_HOST_ENV",
     "BLAS_THREADS_ENV",
     "CACHE_DIR_ENV",
     "CONFIG_ENV",
     "EMBEDDINGS_API_KEY_ENV",
     "LEDGER_URL_ENV",
+    "LOCAL_URL_ENV",
     "Environment",
+    "export_bind_host",
     "export_config_file",
+    "export_local_url",
 ]
 
 #: The ledger's URL when the configuration gives none (else SQLite in the user's data directory).
@@ -35,6 +39,10 @@ BLAS_THREADS_ENV = "SWITCHMAN_BLAS_THREADS"
 EMBEDDINGS_API_KEY_ENV = "SWITCHMAN_EMBEDDINGS_API_KEY"
 #: The configuration file `switchman serve --workers N` hands its worker processes.
 CONFIG_ENV = "SWITCHMAN_CONFIG"
+#: And the address it listens on (the dashboard opens without a key on a loopback bind only).
+BIND_HOST_ENV = "SWITCHMAN_BIND_HOST"
+#: Where the local model server `switchman serve` started listens (its port is picked at start).
+LOCAL_URL_ENV = "SWITCHMAN_LOCAL_URL"
 
 
 class Environment(Mapping[str, str]):
@@ -87,11 +95,31 @@ class Environment(Mapping[str, str]):
         return self._values.get(EMBEDDINGS_API_KEY_ENV) or None
 
     @property
+    def bind_host(self) -> str | None:
+        """$SWITCHMAN_BIND_HOST, if set (where `serve --workers N` listens)."""
+        return self._values.get(BIND_HOST_ENV) or None
+
+    @property
     def config_file(self) -> str | None:
         """$SWITCHMAN_CONFIG, if set (a `serve --workers N` worker's configuration)."""
         return self._values.get(CONFIG_ENV) or None
+
+    @property
+    def local_url(self) -> str | None:
+        """$SWITCHMAN_LOCAL_URL, if set (the running local model server, for workers and reloads)."""
+        return self._values.get(LOCAL_URL_ENV) or None
+
+
+def export_bind_host(host: str) -> None:
+    """Hand the listening address to worker processes `serve --workers N` spawns (they inherit it)."""
+    os.environ[BIND_HOST_ENV] = host
 
 
 def export_config_file(path: Path) -> None:
     """Hand the configuration file to worker processes `serve --workers N` spawns (they inherit it)."""
     os.environ[CONFIG_ENV] = str(path)
+
+
+def export_local_url(url: str) -> None:
+    """Hand the running local model server's address to worker processes (and to this process's reloads)."""
+    os.environ[LOCAL_URL_ENV] = url

@@ -16,6 +16,7 @@
     ├── LocalModelError              install the local model (`switchman local install`) or free its port
     └── UpstreamError                the provider failed; a fallback may succeed
         ├── RateLimitError           retry later (429)
+        │   └── DeploymentLimitError every deployment is at its own rpm/tpm limit; carries x-ratelimit-* values
         ├── UpstreamTimeout          retry or fall back
         ├── UpstreamConnectionError  retry or fall back
         ├── UpstreamServerError      retry or fall back (5xx)
@@ -26,6 +27,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -37,6 +39,7 @@ __all__ = [
     "ContentPolicyViolationError",
     "ContextWindowExceededError",
     "DatasetError",
+    "DeploymentLimitError",
     "EmbedderUnavailableError",
     "InvalidRequestError",
     "LedgerUnavailableError",
@@ -172,6 +175,18 @@ class RateLimitError(UpstreamError):
     """The provider rate-limited the call (429)."""
 
     status_code = 429
+
+
+class DeploymentLimitError(RateLimitError):
+    """Every deployment of the model is at the rpm/tpm limit switchman keeps for it; nothing was sent."""
+
+    def __init__(
+        self, message: str, *, model: str | None = None, retry_after: float | None = None,
+        limits: Mapping[str, float | None] | None = None,
+    ) -> None:
+        super().__init__(message, model=model, retry_after=retry_after)
+        #: The soonest-free deployment's limit-/remaining-/reset- values for requests and tokens (reset in seconds).
+        self.limits = dict(limits or {})
 
 
 class UpstreamTimeout(UpstreamError):

@@ -11,7 +11,7 @@ run the routing core's own strategies. The plan is checked when it is made, befo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from .._exceptions import ConfigError
-from ..learn import ScoreTable, TrainedRouter, TrainSettings
+from ..learn import Progress, ScoreTable, TrainedRouter, TrainSettings, prefixed, quiet
 from ._cost_quality import evaluate_choices, single_model_points
 from ._datasets import OutcomeTable
 from ._report import (
@@ -38,9 +38,6 @@ from ._report import (
 from ._run import cross_validate, predict_with_router, strategy_choices, train_and_predict
 
 __all__ = ["Decisions", "EvalPlan", "evaluate_table", "training_part"]
-
-Progress = Callable[[str], None]
-
 
 @dataclass(frozen=True)
 class EvalPlan:
@@ -135,9 +132,9 @@ def _overlap(routers: Mapping[Path, TrainedRouter], evaluation: OutcomeTable,
 def _learned(everything: OutcomeTable, evaluation: OutcomeTable, plan: EvalPlan, say: Progress) -> RouterPredictions:
     if plan.cv:
         return cross_validate(evaluation, plan.settings, plan.cv, name=f"learned-cv{plan.cv}",
-                              progress=lambda m: say(f"learned: {m}"))
+                              progress=prefixed(say, "learned: "))
     prediction, _ = train_and_predict(training_part(everything, evaluation), evaluation, plan.settings,
-                                      name="learned", progress=lambda m: say(f"learned: {m}"))
+                                      name="learned", progress=prefixed(say, "learned: "))
     return prediction
 
 
@@ -165,16 +162,16 @@ def _score_pick(point: OperatingPoint, evaluation: OutcomeTable, ref: References
     return ScorePick(model, score, OperatingPoint.at(singles[model], ref))
 
 
-def evaluate_table(everything: OutcomeTable, plan: EvalPlan, *, progress: Progress | None = None) -> EvalReport:
+def evaluate_table(everything: OutcomeTable, plan: EvalPlan, *, progress: Progress = quiet) -> EvalReport:
     """Evaluate the plan's routers and strategies against the baselines on `everything`'s evaluated prompts."""
-    say = progress or (lambda _message: None)
+    say = progress
     evaluation = (everything.where_split(plan.split) if plan.split else everything).complete()
     if len(evaluation) == 0:
         raise ConfigError("no prompts to evaluate after filtering (every model must have answered a prompt)")
     routers_loaded = {path: _load_router(path, plan) for path in plan.routers}
     evaluation, warnings = _overlap(routers_loaded, evaluation, plan)
     ref = _references(everything, evaluation, plan)
-    predictions = [predict_with_router(trained, evaluation, name=Path(path).stem)
+    predictions = [predict_with_router(trained, evaluation, name=Path(path).stem, progress=say)
                    for path, trained in routers_loaded.items()]
     cascades: dict[str, RouterResult] = {}
     simple: dict[str, RouterResult] = {}
@@ -183,7 +180,7 @@ def evaluate_table(everything: OutcomeTable, plan: EvalPlan, *, progress: Progre
             from ._cascade_eval import cascade_report
 
             cascades = cascade_report(training_part(everything, evaluation), evaluation, plan.settings,
-                                      progress=lambda m: say(f"cascade: {m}"))
+                                      progress=prefixed(say, "cascade: "))
         elif name == "learned":
             predictions.append(_learned(everything, evaluation, plan, say))
         else:

@@ -7,13 +7,14 @@ run through the routing core's own strategy objects, one prompt at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from .._catalog import ModelSpec
 from .._exceptions import ConfigError
 from ..learn import (
+    Progress,
     ScoreTable,
     TrainedRouter,
     TrainSettings,
@@ -22,8 +23,10 @@ from ..learn import (
     get_embedder,
     parse_target,
     predicted_cost,
+    prefixed,
     profiles_for,
     prompt_draws,
+    quiet,
     route_knob,
     routing_input_tokens,
     train_router,
@@ -34,16 +37,13 @@ from ._report import RouterPredictions
 
 __all__ = ["cross_validate", "predict_with_router", "strategy_choices", "train_and_predict"]
 
-Progress = Callable[[str], None]
-
-
 def _data_specs(names: Sequence[str], prices: Mapping[str, tuple[float, float]]) -> list[ModelSpec]:
     return [ModelSpec(name=m, provider="data", input_price=prices[m][0], output_price=prices[m][1],
                       capabilities=frozenset()) for m in names]
 
 
 def predict_with_router(trained: TrainedRouter, table: OutcomeTable, *, name: str = "router",
-                        scores: ScoreTable | None = None) -> RouterPredictions:
+                        scores: ScoreTable | None = None, progress: Progress = quiet) -> RouterPredictions:
     """The router's predictions and calibrated choices for every prompt of `table`, as serving makes them.
 
     A data model the router was trained on is predicted from its outcomes; any other is placed by
@@ -61,7 +61,8 @@ def predict_with_router(trained: TrainedRouter, table: OutcomeTable, *, name: st
             f"score for them; map data names with --alias DATA_NAME=NAME (a trained or LMArena name) or restrict "
             f"the data with --models (router models: {list(trained.model_names)})"
         )
-    embeddings = embed_cached(get_embedder(trained.embedder), trained.texts(table.prompts))
+    embeddings = embed_cached(get_embedder(trained.embedder), trained.texts(table.prompts),
+                              progress=prefixed(progress, f"{name}: "))
     quality, output = trained.predict_columns(trained.features(embeddings, table.tasks), [p.key for p in profiles])
     trained_by_name = dict(zip(trained.model_names, trained.models, strict=True))
     fitted = fit_prices(table) if any(p.column is None for p in profiles) else {}
@@ -83,15 +84,15 @@ def predict_with_router(trained: TrainedRouter, table: OutcomeTable, *, name: st
 
 
 def train_and_predict(
-    train: OutcomeTable, test: OutcomeTable, settings: TrainSettings, *, name: str, progress: Progress | None = None
+    train: OutcomeTable, test: OutcomeTable, settings: TrainSettings, *, name: str, progress: Progress = quiet
 ) -> tuple[RouterPredictions, TrainedRouter]:
     """Train (and calibrate) on `train`, predict `test`."""
     trained = train_router(train, settings, source=[train.source], split="train", progress=progress)
-    return predict_with_router(trained, test, name=name), trained
+    return predict_with_router(trained, test, name=name, progress=progress), trained
 
 
 def cross_validate(
-    table: OutcomeTable, settings: TrainSettings, k: int, *, name: str, progress: Progress | None = None
+    table: OutcomeTable, settings: TrainSettings, k: int, *, name: str, progress: Progress = quiet
 ) -> RouterPredictions:
     """K-fold CV: each fold is predicted by a router trained and calibrated on the other folds."""
     if k < 2 or k > len(table):
@@ -101,11 +102,12 @@ def cross_validate(
     cost = np.zeros(table.quality.shape)
     chosen = np.zeros(len(table), dtype=np.int64)
     for i, fold in enumerate(folds):
-        if progress:
-            progress(f"fold {i + 1}/{k}")
+        progress("cross-validation folds", i, k)
         rest = np.setdiff1d(np.arange(len(table)), fold)
-        pred, _ = train_and_predict(table.subset(rest), table.subset(fold), settings, name=name)
+        pred, _ = train_and_predict(table.subset(rest), table.subset(fold), settings, name=name,
+                                    progress=prefixed(progress, f"fold {i + 1}/{k}: "))
         quality[fold], cost[fold], chosen[fold] = pred.quality, pred.cost, pred.chosen
+    progress("cross-validation folds", k, k)
     target = ",".join(str(t) for t in settings.targets)
     return RouterPredictions(name=name, quality=quality, cost=cost, rule=settings.rule, chosen=chosen,
                              knob=f"per fold ({k} folds)", target=target)

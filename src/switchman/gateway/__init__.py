@@ -5,6 +5,7 @@
 """
 
 from ._app import build_app, build_middleware_stack
+from ._balancer import Balancer, DeploymentStatus, Lease
 from ._context import RequestContext
 from ._defaults import (
     KNOWN_PROVIDERS,
@@ -16,23 +17,32 @@ from ._dispatcher import Completion, Dispatcher
 from ._errors import Scrubber
 from ._feedback import submit_feedback
 from ._gateway import Gateway
-from ._health import HealthBoard
 from ._inprocess import InProcessClient
+from ._middleware import ACCESS_LOGGER
 from ._providers import Deployment, Provider
+from ._reload import ConfigReloader
+from ._feed import StreamFeed
 from ._stream import ChatStream
+from ..state import HealthBoard
 
 __all__ = [
+    "ACCESS_LOGGER",
+    "Balancer",
     "ChatStream",
     "Completion",
+    "ConfigReloader",
     "Deployment",
+    "DeploymentStatus",
     "Dispatcher",
     "Gateway",
     "HealthBoard",
     "InProcessClient",
     "KNOWN_PROVIDERS",
+    "Lease",
     "Provider",
     "RequestContext",
     "Scrubber",
+    "StreamFeed",
     "build_app",
     "build_middleware_stack",
     "default_config",

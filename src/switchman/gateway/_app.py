@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from .._exceptions import InvalidRequestError, SwitchmanError
 from ._dialects import DialectEndpoints
@@ -21,24 +21,32 @@ from ._endpoints import Endpoints
 from ._errors import dialect_for_path, error_response
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
-from ._middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from ._reload import ConfigReloader
+from ._middleware import AccessLogMiddleware, AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
 
 __all__ = ["build_app", "build_middleware_stack"]
 
 logger = logging.getLogger("switchman.gateway")
 
 
-def build_middleware_stack(gateway: Gateway) -> list[Middleware]:
-    """Outermost first: request id, body size limit, authentication."""
+def build_middleware_stack(gateway: Gateway, *, own_auth: Sequence[str] = ()) -> list[Middleware]:
+    """Outermost first: access log, request id, body size limit, authentication (not under `own_auth` prefixes)."""
     return [
+        Middleware(AccessLogMiddleware),
         Middleware(RequestIdMiddleware),
         Middleware(BodySizeLimitMiddleware, max_body_bytes=gateway.config.server.max_body_bytes),
-        Middleware(AuthMiddleware, keys=gateway.keys, master_key=gateway.master_key),
+        Middleware(AuthMiddleware, keys=gateway.keys, master_key=gateway.master_key, open_prefixes=tuple(own_auth)),
     ]
 
 
-def build_app(gateway: Gateway) -> Starlette:
-    """The gateway as a Starlette app; its lifespan starts and stops the gateway."""
+def build_app(
+    gateway: Gateway, *, mounts: Sequence[Mount] = (), reloader: ConfigReloader | None = None
+) -> Starlette:
+    """The gateway as a Starlette app; its lifespan starts and stops the gateway (and the SIGHUP `reloader`).
+
+    `mounts` are apps served under a path that authenticate their own requests, like the
+    dashboard (`switchman.ui.build_dashboard`): the API key check does not apply below them.
+    """
     endpoints = Endpoints(gateway)
     dialects = DialectEndpoints(gateway)
     scrub = gateway.dispatcher.scrub
@@ -61,9 +69,13 @@ def build_app(gateway: Gateway) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
         refresher = asyncio.create_task(gateway.refresh_budgets())
+        if reloader is not None and not reloader.install():
+            logger.info("configuration reload on SIGHUP is off: the server does not run in the main thread")
         try:
             yield
         finally:
+            if reloader is not None:
+                reloader.uninstall()
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
@@ -81,10 +93,11 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1/models", endpoints.models, methods=["GET"]),
         Route("/health", endpoints.health, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),
+        *mounts,
     ]
     app = Starlette(
         routes=routes,
-        middleware=build_middleware_stack(gateway),
+        middleware=build_middleware_stack(gateway, own_auth=[m.path for m in mounts]),
         exception_handlers={SwitchmanError: render, HTTPException: render, Exception: render},
         lifespan=lifespan,
     )

@@ -1,4 +1,4 @@
-"""Who is asking: agent, session, tags, task and an escalation request, from `X-Switchman-*` headers or metadata.
+"""Who is asking: agent, session, tags, task, escalation and cache wishes, from `X-Switchman-*` headers or metadata.
 
 Headers win over metadata. Switchman's own metadata keys are removed from the body before it is
 forwarded; the caller's other metadata keys pass through untouched.
@@ -15,7 +15,7 @@ from .._exceptions import InvalidRequestError
 __all__ = ["OWN_METADATA_KEYS", "RequestContext", "context_from"]
 
 #: Keys of the body's `metadata` that are switchman's, never the provider's.
-OWN_METADATA_KEYS = ("agent", "session", "tags", "task", "escalate")
+OWN_METADATA_KEYS = ("agent", "session", "tags", "task", "escalate", "cache")
 _MAX_VALUE = 256
 _MAX_TAGS = 32
 
@@ -32,6 +32,10 @@ class RequestContext:
     key_id: str | None = None
     escalate: bool = False
     api: str = "chat.completions"  # the API the client spoke, for the ledger
+    cache: bool | None = None  # X-Switchman-Cache: on (use the response cache), off (never), None (by the rule)
+    #: The caller's W3C trace context (`traceparent` / `tracestate` headers), parent of the request's span.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 def _clean(value: object, where: str) -> str | None:
@@ -72,6 +76,19 @@ def _flag(value: object, where: str) -> bool:
     raise InvalidRequestError(f"{where} must be 1/0 or true/false", param=where, code="invalid_value")
 
 
+_ON, _OFF = ("on", "1", "true", "yes"), ("off", "0", "false", "no")
+
+
+def _switch(value: object, where: str) -> bool | None:
+    """on/off (or 1/0, true/false) as True/False; absent or empty as None."""
+    if value is None or isinstance(value, bool):
+        return value
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word is not None and word in _ON + _OFF + ("",):
+        return None if not word else word in _ON
+    raise InvalidRequestError(f"{where} must be on or off", param=where, code="invalid_value")
+
+
 def context_from(
     headers: Mapping[str, str], body: MutableMapping[str, Any], *, request_id: str = "", key_id: str | None = None,
     api: str = "chat.completions",
@@ -103,4 +120,15 @@ def context_from(
         escalate=_flag(headers.get("x-switchman-escalate"), "X-Switchman-Escalate")
         or _flag(own.get("escalate"), "metadata.escalate"),
         api=api,
+        cache=_switch(headers.get("x-switchman-cache"), "X-Switchman-Cache")
+        if "x-switchman-cache" in headers else _switch(own.get("cache"), "metadata.cache"),
+        traceparent=_trace_header(headers.get("traceparent")),
+        tracestate=_trace_header(headers.get("tracestate")),
     )
+
+
+def _trace_header(value: str | None) -> str | None:
+    """A trace-context header kept only when short and printable (the propagator checks its format)."""
+    if value is None or len(value) > 512 or not value.isprintable():
+        return None
+    return value

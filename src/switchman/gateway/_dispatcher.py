@@ -17,24 +17,36 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
 import orjson
 
-from .._exceptions import BudgetExceededError, BudgetLimitError, NoCapableModelError, SwitchmanError, UpstreamError
+from .._config import Config
+from .._exceptions import (
+    BudgetExceededError,
+    BudgetLimitError,
+    DeploymentLimitError,
+    NoCapableModelError,
+    SwitchmanError,
+    UpstreamError,
+)
 from .._decider import Decider
 from .._environ import Environment
 from ..ledger import BudgetManager, Ledger, Metrics
-from ..routing import Decision, RouteRequest, estimated_cost
+from ..routing import DEFAULT_OUTPUT_TOKENS, Decision, RouteRequest, estimated_cost
+from ..state import HealthBoard, HealthStore, RateLimiter
 from ._advice import capability_advice
+from ._balancer import Balancer
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
 from ._context import RequestContext
 from ._errors import Scrubber
 from ._exchange import Exchange
-from ._fallback import FallbackChain, fallback_reason, is_provider_failure, retry_delay
-from ._health import HealthBoard
+from ._fallback import FallbackChain, fallback_reason, is_provider_failure, is_retryable, retry_delay
 from ._providers import Deployment, Provider, build_deployments, provider_keys
-from ._sessions import SessionKeeper
+from ._response_cache import CachedAnswer, ReplayStream, ResponseCache
+from ._sessions import SessionKeeper, answer_signal
 from ._shadow import Recorder
 from ._stream import ChatStream, OpenedStream, open_upstream_stream
+from ._tracing import Tracing
 from ._wire import Usage, estimate_output_tokens
 
 __all__ = ["Completion", "Dispatcher"]
@@ -51,6 +63,8 @@ class Completion:
     decision: Decision
     cost_usd: float
     request_id: str
+    deployment: str | None = None  # the deployment that answered (None for a cache hit)
+    cache: str | None = None  # "hit" or "miss" when the response cache was consulted
 
     def json(self) -> dict[str, Any]:
         """The body as a dict."""
@@ -64,40 +78,72 @@ class Dispatcher:
     def __init__(
         self,
         decider: Decider,
-        deployments: Mapping[str, Deployment],
+        deployments: Mapping[str, tuple[Deployment, ...]],
         *,
         ledger: Ledger | None = None,
         budgets: BudgetManager | None = None,
         metrics: Metrics | None = None,
-        health: HealthBoard | None = None,
+        health: HealthStore | None = None,
+        limiter: RateLimiter | None = None,
         scrub: Scrubber | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.perf_counter,
         sessions: SessionKeeper | None = None,
+        cache: ResponseCache | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.decider = decider
+        self.tracing = tracing or Tracing()
         self.sessions = sessions or SessionKeeper.from_config(decider.config, decider.models)
-        self.deployments = dict(deployments)
-        self.providers: dict[str, Provider] = {d.provider.name: d.provider for d in self.deployments.values()}
+        server = decider.config.server
+        health = health or HealthBoard(server.circuit_breaker, latency=server.live_latency)
+        policies = {name: model.balance for name, model in decider.config.models.items()}
+        #: Each model's deployments and the choice between them (health, limits, policy).
+        self.balancer = Balancer(deployments, policies, health=health, limiter=limiter)
+        self.providers: dict[str, Provider] = {d.provider.name: d.provider for ds in deployments.values() for d in ds}
+        #: The response cache (None when `cache.enabled` is false).
+        self.cache = cache if cache is not None else ResponseCache.from_config(decider.config)
         self.ledger = ledger
         self.recorder = Recorder(decider)
         self.budgets = budgets
         self.metrics = metrics
-        self.health = health or HealthBoard(decider.config.server.circuit_breaker)
         self.scrub = scrub or Scrubber()
         self.retries = decider.config.server.retries
         self.sleep = sleep
         self.clock = clock
         routes = decider.config.routes
         self._candidates = {name: tuple(r.candidates) for name, r in routes.items()}
+        self._baselines = {name: r.baseline for name, r in routes.items()}
         self._policy_fallback = {name: r.content_policy_fallback for name, r in routes.items()}
+        self._max_ttft = {name: r.max_ttft_ms for name, r in routes.items()}
+
+    @property
+    def health(self) -> HealthStore:
+        """Circuit breakers and live latency, by deployment id."""
+        return self.balancer.health
+
+    @health.setter
+    def health(self, board: HealthStore) -> None:
+        self.balancer.health = board
+
+    @property
+    def deployments(self) -> dict[str, tuple[Deployment, ...]]:
+        """Each model's deployments."""
+        return self.balancer.deployments
 
     @classmethod
-    def from_decider(cls, decider: Decider, env: Mapping[str, str] | None = None, **options: Any) -> Dispatcher:
-        """Build providers for every configured model, reading keys from `env` (default: the process's) once."""
+    def from_decider(
+        cls, decider: Decider, env: Mapping[str, str] | None = None, *, config: Config | None = None, **options: Any
+    ) -> Dispatcher:
+        """Build providers for every configured model, reading keys from `env` (default: the process's) once.
+
+        `config` gives the providers' addresses when they differ from the decider's configuration
+        (the local model's port, known once its server runs).
+        """
         env = Environment.read() if env is None else env
-        _, deployments = build_deployments(decider.config, decider.models, env)
-        options.setdefault("scrub", Scrubber(provider_keys(decider.config, env)))
+        config = decider.config if config is None else config
+        _, deployments = build_deployments(config, decider.models, env)
+        options.setdefault("scrub", Scrubber(provider_keys(config, env)))
         return cls(decider, deployments, **options)
 
     async def aclose(self) -> None:
@@ -105,6 +151,10 @@ class Dispatcher:
         await self.recorder.drain()
         for provider in self.providers.values():
             await provider.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
+        if self.tracing.enabled:
+            await anyio.to_thread.run_sync(self.tracing.shutdown)
 
     # -- deciding ------------------------------------------------------------------------------
     def decide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
@@ -116,8 +166,8 @@ class Dispatcher:
         )
         started = self.clock()
         try:
-            decision = self.decider.decide(request, model=body["model"], unhealthy=self.health.unhealthy(),
-                                          ttft_ms=self.health.ttft_ms)
+            decision = self.decider.decide(request, model=body["model"], unhealthy=self.balancer.unhealthy_models(),
+                                          ttft_ms=self.balancer.live_ttft())
         except NoCapableModelError as exc:
             advice = capability_advice(exc.missing, self.decider.models)
             if not advice:
@@ -150,10 +200,13 @@ class Dispatcher:
     ) -> Exchange:
         """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure."""
         exchange = Exchange(context, self.clock())
+        exchange.span = self.tracing.start(body, context)
         try:
-            exchange.request, decision = decide() if decide is not None else self.decide(body, context)
-            exchange.decision = decision
-            exchange.decision = self._reserve(exchange, exchange.request, decision)
+            with self.tracing.decision(exchange.span) as deciding:
+                exchange.request, decision = decide() if decide is not None else self.decide(body, context)
+                exchange.decision = decision
+                exchange.decision = self._reserve(exchange, exchange.request, decision)
+                self.tracing.decided(deciding, exchange.decision)
         except SwitchmanError as exc:
             if isinstance(exc, BudgetExceededError) and self.metrics is not None:
                 self.metrics.observe_budget_rejection(exc.scope if isinstance(exc, BudgetLimitError) else "unknown")
@@ -165,41 +218,81 @@ class Dispatcher:
         return exchange
 
     # -- sending -------------------------------------------------------------------------------
-    async def _attempts(self, exchange: Exchange, call: Callable[[Deployment], Awaitable[T]]) -> T:
-        """Try the decision's models in order, retrying each per the retry policy, until one answers."""
+    async def _attempts(
+        self, exchange: Exchange, call: Callable[[Deployment], Awaitable[T]], *, hold: bool = False
+    ) -> T:
+        """Try the decision's models in order, each on its deployments with retries, until one answers.
+
+        With `hold`, the answering deployment stays leased (in flight) until the exchange is finished.
+        """
         decision = exchange.decision
         assert decision is not None
         chain = FallbackChain(decision, self.decider.models, self._policy_fallback.get(decision.route or ""),
-                              allow=self.health.allow, tried=exchange.tried)
+                              allow=self.balancer.available, tried=exchange.tried)
         model = chain.first()
         error: UpstreamError | None = None
+        limited: DeploymentLimitError | None = None
         while model is not None:
-            deployment = self.deployments[model]
-            attempt = 0
-            while True:
-                try:
-                    result = await call(deployment)
-                except UpstreamError as exc:
-                    error = exc
-                    self.health.record(model, ok=not is_provider_failure(exc))
-                    delay = retry_delay(exc, attempt, self.retries)
-                    if delay is None or self.health.state(model) != "closed":
-                        break
-                    attempt += 1
-                    await self.sleep(delay)
-                    continue
-                except BaseException:
-                    self.health.abandon(model)
-                    raise
-                self.health.record(model, ok=True)
-                exchange.model = model
-                return result
-            following = chain.after(model, error)
+            try:
+                return await self._attempt_model(exchange, model, call, hold)
+            except DeploymentLimitError as exc:  # nothing sent: every deployment is at its own limit
+                if limited is None or (exc.retry_after or 0.0) < (limited.retry_after or 0.0):
+                    limited = exc
+                failure: UpstreamError = exc
+            except UpstreamError as exc:
+                error = failure = exc
+            following = chain.after(model, failure)
             if following is not None and self.metrics is not None:
-                self.metrics.observe_fallback(model, following, fallback_reason(error))
+                self.metrics.observe_fallback(model, following, fallback_reason(failure))
             model = following
-        assert error is not None
-        raise error
+        raise error or limited or AssertionError("a fallback chain with no model")
+
+    async def _attempt_model(
+        self, exchange: Exchange, model: str, call: Callable[[Deployment], Awaitable[T]], hold: bool
+    ) -> T:
+        """One model: its deployments in the balancer's order (another at once after a failure), then retries."""
+        request, route = exchange.request, exchange.decision.route if exchange.decision else None
+        tokens = 0 if request is None else request.input_tokens + (
+            DEFAULT_OUTPUT_TOKENS if request.max_tokens is None else request.max_tokens)
+        tried: list[str] = []
+        error: UpstreamError | None = None
+        retries = 0
+        while True:
+            try:
+                lease = await self.balancer.acquire(model, tried=tried, tokens=tokens,
+                                                    max_ttft_ms=self._max_ttft.get(route or ""))
+            except DeploymentLimitError:
+                if error is not None:  # the model did fail upstream: that is the error to report
+                    raise error from None
+                raise
+            deployment = lease.deployment
+            tried.append(deployment.id)
+            try:
+                with self.tracing.attempt(exchange.span, deployment, len(tried)):
+                    result = await call(deployment)
+            except UpstreamError as exc:
+                lease.release()
+                error = exc
+                self.health.record(deployment.id, ok=not is_provider_failure(exc), cooldown_s=deployment.cooldown_s)
+                if is_retryable(exc) and self.balancer.untried(model, tried):
+                    continue  # another deployment of the same model, at once
+                delay = retry_delay(exc, retries, self.retries)
+                if delay is None or not self.balancer.any_closed(model):
+                    raise
+                retries += 1
+                await self.sleep(delay)
+                continue
+            except BaseException:
+                lease.release()
+                self.health.abandon(deployment.id)
+                raise
+            self.health.record(deployment.id, ok=True)
+            exchange.model, exchange.deployment = model, deployment.id
+            if hold:
+                exchange.lease = lease
+            else:
+                lease.release()
+            return result
 
     async def _call(self, deployment: Deployment, body: Mapping[str, Any]) -> tuple[bytes, Usage | None]:
         request = deployment.build_request(body, stream=False)
@@ -217,7 +310,7 @@ class Dispatcher:
             if response.status_code >= 400:
                 raise adapter.error(response.status_code, content, response.headers, name)
             result = adapter.decode(content, name)
-        self.health.observe(name, (first_byte - started) * 1000.0)
+        self.health.observe(deployment.id, (first_byte - started) * 1000.0)
         return result
 
     async def send(self, exchange: Exchange, body: Mapping[str, Any]) -> tuple[bytes, Usage | None]:
@@ -227,9 +320,24 @@ class Dispatcher:
         """
         return await self._attempts(exchange, lambda d: self._call(d, body))
 
+    async def _cached(self, exchange: Exchange, body: Mapping[str, Any], *, stream: bool) -> CachedAnswer | None:
+        """The response cache's answer for a cacheable request (a failure here still writes the request's row)."""
+        if self.cache is None:
+            return None
+        try:
+            return await self.cache.lookup(exchange, body, stream=stream)
+        except BaseException as exc:  # cancelled while looking up: still one ledger row, no leaked reservation
+            self.finish(exchange, exc)
+            raise
+
     async def complete(self, body: Mapping[str, Any], context: RequestContext) -> Completion:
         """Answer a non-stream request (raises a SwitchmanError when nothing could, after recording it)."""
         exchange = self._begin(body, context)
+        hit = await self._cached(exchange, body, stream=False)
+        if hit is not None:
+            self.finish(exchange, content=hit.content)
+            assert exchange.decision is not None
+            return Completion(hit.content, hit.model, exchange.decision, 0.0, context.request_id, cache="hit")
         cascade = cascade_strategy(self, exchange.decision)
         try:
             if cascade is not None:
@@ -246,11 +354,17 @@ class Dispatcher:
         assert exchange.decision is not None and exchange.model is not None
         cost = exchange.cost(self.decider.models)
         self.finish(exchange, content=content)
-        return Completion(content, exchange.model, exchange.decision, cost, context.request_id)
+        if exchange.cache == "miss" and self.cache is not None:
+            await self.cache.store(exchange, content, answer_signal(content))
+        return Completion(content, exchange.model, exchange.decision, cost, context.request_id,
+                          deployment=exchange.deployment, cache=exchange.cache)
 
-    async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream:
-        """Open a stream, falling back until one upstream has sent its first event."""
+    async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream | ReplayStream:
+        """Open a stream, falling back until one upstream has sent its first event (or replay a cached one)."""
         exchange = self._begin(body, context)
+        hit = await self._cached(exchange, body, stream=True)
+        if hit is not None:
+            return ReplayStream(self, exchange, hit)
         if exchange.decision is not None and cascade_strategy(self, exchange.decision) is not None:
             exchange.decision = replace(exchange.decision, reason=exchange.decision.reason + STREAM_NOTE)
 
@@ -258,7 +372,7 @@ class Dispatcher:
             return await open_upstream_stream(deployment, body, clock=self.clock, health=self.health)
 
         try:
-            opened = await self._attempts(exchange, call)
+            opened = await self._attempts(exchange, call, hold=True)
         except BaseException as exc:  # every failure, cancellation included, still writes the one ledger row
             self.finish(exchange, exc)
             raise
@@ -279,9 +393,14 @@ class Dispatcher:
         """
         if error is not None:
             exchange.fail(error, self.scrub)
+        if exchange.lease is not None:
+            exchange.lease.release()
         self.sessions.observe(exchange, content, answer)
         route = exchange.decision.route if exchange.decision else None
-        record = exchange.record(self.decider.models, self._candidates.get(route or "", ()), self.clock())
+        record = exchange.record(self.decider.models, self._candidates.get(route or "", ()), self.clock(),
+                                 self._baselines.get(route or ""))
         self.recorder.record(self.ledger, record, exchange.request, exchange.decision)
         if self.metrics is not None:
             self.metrics.observe_request(record)
+        if exchange.span is not None:
+            self.tracing.finish(exchange.span, record, error, exchange.request.prompt if exchange.request else None)

@@ -64,11 +64,11 @@ def _decide(dispatcher: Dispatcher, body: Mapping[str, Any], context: RequestCon
     if model not in specs:
         raise UnknownModelError(f"unknown embedding model {model!r}: embeddings go to the model named, one of: "
                                 f"{', '.join(sorted(specs))}")
-    deployment = dispatcher.deployments[model]
-    if deployment.provider.kind != "openai":
-        raise InvalidRequestError(f"model {model!r} is served by provider {deployment.provider.name!r} "
-                                  f"({deployment.provider.kind} API), which has no embeddings endpoint",
-                                  param="model", code="unsupported_model")
+    for deployment in dispatcher.deployments[model]:
+        if deployment.provider.kind != "openai":
+            raise InvalidRequestError(f"model {model!r} is served by provider {deployment.provider.name!r} "
+                                      f"({deployment.provider.kind} API), which has no embeddings endpoint",
+                                      param="model", code="unsupported_model")
     texts = _inputs(body["input"]) or []
     request = RouteRequest(prompt=texts[0][:2000] if texts else "",
                            input_tokens=sum(count_tokens_for_routing(t) for t in texts), max_tokens=0,
@@ -78,7 +78,7 @@ def _decide(dispatcher: Dispatcher, body: Mapping[str, Any], context: RequestCon
 
 async def _call(dispatcher: Dispatcher, deployment: Deployment, body: Mapping[str, Any]) -> tuple[bytes, Usage | None]:
     pool, adapter, name = deployment.provider.pool, deployment.adapter, deployment.name
-    request = pool.request("POST", "/embeddings", orjson.dumps({**body, "model": deployment.spec.wire_name}))
+    request = pool.request("POST", "/embeddings", orjson.dumps({**body, "model": deployment.wire_name}))
     with adapter.map_errors(name):
         response = await pool.send(request, connect_timeout=deployment.connect_s, read_timeout=deployment.total_s)
         try:
@@ -111,4 +111,5 @@ async def embed(dispatcher: Dispatcher, body: Mapping[str, Any], context: Reques
     assert exchange.decision is not None and exchange.model is not None
     cost = exchange.cost(dispatcher.decider.models)
     dispatcher.finish(exchange)
-    return Completion(content, exchange.model, exchange.decision, cost, context.request_id)
+    return Completion(content, exchange.model, exchange.decision, cost, context.request_id,
+                      deployment=exchange.deployment)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -16,20 +17,34 @@ from ._gateway import Gateway
 from ._schema import check_body, parse_body, read_json
 from ._stream import RelayResponse
 
-__all__ = ["Endpoints", "read_request", "route_headers"]
+__all__ = ["Endpoints", "header_value", "read_request", "route_headers"]
 
 _JSON = "application/json"
 
 
-def _header_value(text: str) -> str:
-    """Text safe for an HTTP header: ASCII, one line, bounded."""
-    text = text.replace("→", "->").replace("\n", " ").replace("\r", " ")
-    return text.encode("ascii", "replace").decode()[:300]
+#: Symbols route reasons use, spelled in ASCII (an HTTP header is Latin-1 at best; clients show "?").
+_ASCII = str.maketrans({"→": "->", "←": "<-", "≤": "<=", "≥": ">=", "≠": "!=", "≈": "~", "×": "x", "−": "-",
+                        "–": "-", "—": "-", "…": "...", "‘": "'", "’": "'", "“": '"', "”": '"', "·": "*",
+                        "λ": "lambda", "Δ": "delta", "\n": " ", "\r": " ", "\t": " "})
 
 
-def route_headers(model: str, reason: str) -> dict[str, str]:
-    """The headers that say which model answered and why."""
-    return {"x-switchman-model": model, "x-switchman-route-reason": _header_value(reason)}
+def header_value(text: str) -> str:
+    """Text safe for an HTTP header: ASCII spelled out (≤ → <=, é → e, else \\uXXXX), one line, bounded."""
+    text = text.translate(_ASCII)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(c for c in text if not unicodedata.combining(c))
+    return text.encode("ascii", "backslashreplace").decode("ascii")[:300]
+
+
+def route_headers(model: str, reason: str, *, deployment: str | None = None, cache: str | None = None) -> dict[str, str]:
+    """The headers that say which model (and deployment) answered, why, and whether from the response cache."""
+    headers = {"x-switchman-model": model, "x-switchman-route-reason": header_value(reason)}
+    if deployment is not None:
+        headers["x-switchman-deployment"] = header_value(deployment)
+    if cache is not None:
+        headers["x-switchman-cache"] = cache
+    return headers
 
 
 async def read_request(
@@ -56,8 +71,13 @@ class Endpoints:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.dispatcher = gateway.dispatcher
         self._models = orjson.dumps(self._model_list())
+        self._models_of = gateway.config
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The gateway's current dispatcher (a configuration reload replaces it)."""
+        return self.gateway.dispatcher
 
     def _model_list(self) -> dict[str, Any]:
         config = self.gateway.config
@@ -80,9 +100,11 @@ class Endpoints:
         body, context = await read_request(self.dispatcher, request)
         if body.get("stream"):
             stream = await self.dispatcher.open_stream(body, context)
-            return RelayResponse(stream, route_headers(stream.model, stream.reason))
+            return RelayResponse(stream, route_headers(stream.model, stream.reason, deployment=stream.deployment,
+                                                       cache=stream.cache))
         completion = await self.dispatcher.complete(body, context)
-        headers = route_headers(completion.model, completion.decision.reason)
+        headers = route_headers(completion.model, completion.decision.reason, deployment=completion.deployment,
+                                cache=completion.cache)
         headers["x-switchman-cost-usd"] = f"{completion.cost_usd:.8f}"
         return Response(completion.content, media_type=_JSON, headers=headers)
 
@@ -97,13 +119,21 @@ class Endpoints:
 
     async def models(self, request: Request) -> Response:
         """GET /v1/models: every model and route."""
+        if self._models_of is not self.gateway.config:  # reloaded
+            self._models, self._models_of = orjson.dumps(self._model_list()), self.gateway.config
         return Response(self._models, media_type=_JSON)
 
     async def health(self, request: Request) -> Response:
-        """GET /health: liveness, with each model's circuit state."""
-        board = self.dispatcher.health
-        states = {name: board.state(name) for name in self.gateway.decider.models}
-        return Response(orjson.dumps({"status": "ok", "models": states}), media_type=_JSON)
+        """GET /health: liveness, each model's circuit state, and each deployment's state and live latency."""
+        balancer = self.dispatcher.balancer
+        states = {name: balancer.model_state(name) for name in self.gateway.decider.models}
+        deployments = {
+            s.id: {"model": s.model, "provider": s.provider, "state": s.state, "ttft_ms": s.ttft_ms,
+                   "tokens_per_s": s.tokens_per_s, "in_flight": s.in_flight, "weight": s.weight}
+            for s in balancer.status()
+        }
+        return Response(orjson.dumps({"status": "ok", "models": states, "deployments": deployments}),
+                        media_type=_JSON)
 
     async def metrics(self, request: Request) -> Response:
         """GET /metrics: Prometheus text."""

@@ -20,6 +20,7 @@ from .._exceptions import (
     ConfigError,
     ContentPolicyViolationError,
     ContextWindowExceededError,
+    DeploymentLimitError,
     InvalidRequestError,
     LedgerUnavailableError,
     NoCapableModelError,
@@ -39,6 +40,7 @@ __all__ = [
     "dialect_for_path",
     "error_payload",
     "error_response",
+    "rate_limit_headers",
 ]
 
 
@@ -114,6 +116,25 @@ def dialect_for_path(path: str) -> str:
     return "anthropic" if path.startswith(("/v1/messages", "/messages")) else "openai"
 
 
+def _duration(seconds: float) -> str:
+    """A reset time as OpenAI writes it: 20ms, 1.5s, 6m0s."""
+    if seconds < 1:
+        return f"{max(round(seconds * 1000), 0)}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest}s"
+
+
+def rate_limit_headers(exc: DeploymentLimitError) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for a request no deployment had room for (the soonest to free up)."""
+    headers: dict[str, str] = {}
+    for name, value in exc.limits.items():
+        if value is not None:
+            headers[f"x-ratelimit-{name}"] = _duration(value) if name.startswith("reset-") else str(int(value))
+    return headers
+
+
 def error_response(
     exc: BaseException, scrub: Scrubber | None = None, headers: dict[str, str] | None = None, *,
     dialect: str = "openai",
@@ -123,6 +144,8 @@ def error_response(
     headers = dict(headers or {})
     if isinstance(exc, UpstreamError) and status == 429 and exc.retry_after is not None:
         headers["retry-after"] = f"{max(exc.retry_after, 0.0):.3g}"
+    if isinstance(exc, DeploymentLimitError):
+        headers.update(rate_limit_headers(exc))
     if isinstance(exc, BudgetExceededError):
         headers["x-should-retry"] = "false"
     body = anthropic_error_payload(status, payload) if dialect == "anthropic" else payload

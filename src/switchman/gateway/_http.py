@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
 
-__all__ = ["MAX_CONNECTIONS", "UpstreamPool", "UpstreamRequest", "UpstreamResponse"]
+__all__ = ["MAX_CONNECTIONS", "OUTBOUND_HEADERS", "UpstreamPool", "UpstreamRequest", "UpstreamResponse"]
 
 #: Connections open at once to one provider (requests beyond it wait, within the connect timeout).
 MAX_CONNECTIONS = 1000
@@ -32,6 +33,8 @@ MAX_CONNECTIONS = 1000
 KEEPALIVE_EXPIRY = 60.0
 #: Seconds a resolved provider address is reused.
 DNS_CACHE_TTL = 60
+#: Extra headers for requests sent in the current context: the tracing attempt span's traceparent.
+OUTBOUND_HEADERS: ContextVar[Mapping[str, str] | None] = ContextVar("switchman_outbound_headers", default=None)
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -131,7 +134,7 @@ class UpstreamPool:
         session = self._session or self._open()
         response = await session.request(
             request.method, request.url, data=request.body, allow_redirects=False,
-            timeout=self._timeout(connect_timeout, read_timeout),
+            timeout=self._timeout(connect_timeout, read_timeout), headers=OUTBOUND_HEADERS.get(),
         )
         return UpstreamResponse(response)
 

@@ -18,9 +18,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .._exceptions import UpstreamError, UpstreamServerError
+from ..routing import Decision
 from ._errors import error_payload
+from ..state import HealthStore
 from ._exchange import Exchange
-from ._health import HealthBoard
 from ._http import UpstreamResponse
 from ._providers import Deployment, StreamTranslator
 from ._sessions import TRUNCATED
@@ -29,7 +30,7 @@ from ._wire import Usage, sse_events
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
 
-__all__ = ["ChatStream", "ClientTranslator", "OpenedStream", "RelayResponse", "open_upstream_stream"]
+__all__ = ["ChatStream", "ClientTranslator", "OpenedStream", "RelayResponse", "RelayedStream", "open_upstream_stream"]
 
 _DONE = b"data: [DONE]\n\n"
 
@@ -54,7 +55,7 @@ class OpenedStream:
 
 
 async def open_upstream_stream(
-    deployment: Deployment, body: Mapping[str, Any], *, clock: Callable[[], float], health: HealthBoard
+    deployment: Deployment, body: Mapping[str, Any], *, clock: Callable[[], float], health: HealthStore
 ) -> OpenedStream:
     """Send the request and read up to the first event the client will see (within first_byte)."""
     adapter, name = deployment.adapter, deployment.name
@@ -86,7 +87,7 @@ async def open_upstream_stream(
                 await response.aclose()
         raise
     first_at = clock()
-    health.observe(name, (first_at - sent_at) * 1000.0)
+    health.observe(deployment.id, (first_at - sent_at) * 1000.0)
     return OpenedStream(deployment, response, stream_events, translator, first, sent_at, first_at)
 
 
@@ -100,11 +101,24 @@ class ChatStream:
         self._error: UpstreamError | None = None
         self._ended = False
         self._closed = False
+        # What the client was sent, kept for the response cache when the request missed it.
+        self._kept: list[bytes] | None = [] if exchange.cache == "miss" else None
+        self._kept_bytes = 0
 
     @property
     def model(self) -> str:
         """The model answering."""
         return self._opened.deployment.name
+
+    @property
+    def deployment(self) -> str:
+        """The id of the deployment answering."""
+        return self._opened.deployment.id
+
+    @property
+    def cache(self) -> str | None:
+        """The response cache outcome: miss when it was consulted, else None."""
+        return self._exchange.cache
 
     @property
     def input_tokens(self) -> int:
@@ -118,8 +132,35 @@ class ChatStream:
         decision = self._exchange.decision
         return decision.reason if decision is not None else ""
 
+    @property
+    def request_id(self) -> str:
+        """switchman's id of the request (its ledger row)."""
+        return self._exchange.context.request_id
+
+    @property
+    def decision(self) -> Decision | None:
+        """The decision that chose the model."""
+        return self._exchange.decision
+
+    @property
+    def error(self) -> UpstreamError | None:
+        """The upstream failure that ended the stream after its first byte, if one did."""
+        return self._error
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token counts, once the stream is closed (the upstream's, else switchman's estimate)."""
+        return self._exchange.usage if self._closed else None
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What the answer cost, once the stream is closed."""
+        return self._exchange.cost(self._dispatcher.decider.models) if self._closed else None
+
     async def relay(self, send: Callable[[bytes], Awaitable[None]]) -> None:
         """Forward every event to `send` as it arrives; an upstream failure becomes an error event."""
+        if self._kept is not None:
+            send = self._keeping(send)
         opened, clock = self._opened, self._dispatcher.clock
         deployment = opened.deployment
         remaining = max(deployment.total_s - (clock() - opened.sent_at), 0.0)
@@ -140,14 +181,28 @@ class ChatStream:
             await send(b"data: " + orjson.dumps(payload) + b"\n\n" + _DONE)
         self._ended = True
 
+    def _keeping(self, send: Callable[[bytes], Awaitable[None]]) -> Callable[[bytes], Awaitable[None]]:
+        """`send`, also keeping what is sent for the response cache (until it outgrows an entry)."""
+        cache = self._dispatcher.cache
+
+        async def keep(chunk: bytes) -> None:
+            if self._kept is not None and cache is not None:
+                self._kept.append(chunk)
+                self._kept_bytes += len(chunk)
+                if not cache.keeps(self._kept_bytes):
+                    self._kept = None
+            await send(chunk)
+
+        return keep
+
     async def aclose(self, *, disconnected: bool = False) -> None:
-        """Release the upstream and write the ledger record (idempotent)."""
+        """Release the upstream and write the ledger record (idempotent); keep a complete answer in the cache."""
         if self._closed:
             return
         self._closed = True
         opened, exchange, dispatcher = self._opened, self._exchange, self._dispatcher
         await opened.aclose()
-        translator, name = opened.translator, opened.deployment.name
+        translator, deployment = opened.translator, opened.deployment
         if translator.usage is not None:
             exchange.usage = translator.usage
         else:
@@ -155,13 +210,13 @@ class ChatStream:
             exchange.usage_estimated = True
         ended_at = dispatcher.clock()
         if self._error is not None:
-            dispatcher.health.record(name, ok=False)
+            dispatcher.health.record(deployment.id, ok=False, cooldown_s=deployment.cooldown_s)
             exchange.fail(self._error, dispatcher.scrub)
             exchange.status = "stream_error"
         elif disconnected or not self._ended:
             exchange.status = "client_disconnected"
         else:
-            dispatcher.health.observe(name, (opened.first_at - opened.sent_at) * 1000.0,
+            dispatcher.health.observe(deployment.id, (opened.first_at - opened.sent_at) * 1000.0,
                                       exchange.usage.output_tokens, ended_at - opened.first_at)
         answer = None
         if exchange.status not in ("stream_error", "client_disconnected"):
@@ -170,6 +225,20 @@ class ChatStream:
             elif not translator.has_output:
                 answer = "empty answer"
         dispatcher.finish(exchange, answer=answer)
+        if self._kept is not None and dispatcher.cache is not None:
+            await dispatcher.cache.store(exchange, b"".join(self._kept), answer)
+
+
+class RelayedStream(Protocol):
+    """What a RelayResponse relays: a ChatStream, or an answer replayed from the response cache."""
+
+    async def relay(self, send: Callable[[bytes], Awaitable[None]]) -> None:
+        """Send every event."""
+        ...
+
+    async def aclose(self, *, disconnected: bool = False) -> None:
+        """Release what it holds and write its ledger record."""
+        ...
 
 
 class ClientTranslator(Protocol):
@@ -181,7 +250,7 @@ class ClientTranslator(Protocol):
 
 
 class RelayResponse(Response):
-    """An SSE response that relays a ChatStream and notices the client leaving.
+    """An SSE response that relays a stream (live or cached) and notices the client leaving.
 
     With a `translator`, what is relayed is translated for a client that spoke another API.
     """
@@ -189,7 +258,7 @@ class RelayResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(
-        self, stream: ChatStream, headers: Mapping[str, str], translator: ClientTranslator | None = None
+        self, stream: RelayedStream, headers: Mapping[str, str], translator: ClientTranslator | None = None
     ) -> None:
         self.stream = stream
         self.translator = translator

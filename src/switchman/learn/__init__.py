@@ -17,6 +17,7 @@ from ._embedding import Embedder
 from ._online import BetaCounts, OnlineStrategy
 from ._profiles import AbilitySource, ModelProfile, model_profile, profiles_for, require_placed
 from ._route_calibration import route_knob
+from ._progress import EMBED_BATCH, Progress, embed_in_batches, prefixed, quiet
 from ._settings import DEFAULT_SETTINGS, parse_params, train_settings
 from ._strategy import LearnedStrategy, trained_profiles
 from ._train import (
@@ -45,12 +46,14 @@ __all__ = [
     "DEFAULT_EMBEDDER",
     "DEFAULT_SETTINGS",
     "DEFAULT_WINDOW",
+    "EMBED_BATCH",
     "Embedder",
     "FORMAT_VERSION",
     "Knob",
     "LearnedStrategy",
     "ModelProfile",
     "OnlineStrategy",
+    "Progress",
     "PublicScore",
     "SCORE_CENTER",
     "SCORE_SCALE",
@@ -65,6 +68,7 @@ __all__ = [
     "bundled_router",
     "calibrate",
     "embed_cached",
+    "embed_in_batches",
     "features_for",
     "filled_input_tokens",
     "fit_acceptance",
@@ -78,9 +82,11 @@ __all__ = [
     "parse_params",
     "parse_target",
     "predicted_cost",
+    "prefixed",
     "profiles_for",
     "prompt_draw",
     "prompt_draws",
+    "quiet",
     "require_placed",
     "route_knob",
     "routing_input_tokens",

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ from ._features import Focus, prompt_texts, task_features
 from ._knn import KNNPredictor
 from ._knob import Knob, prompt_draws
 from ._predictors import QualityPredictor, build_predictor, shared_lengths
+from ._progress import Progress, quiet
 from ._scores import ScoreTable
 from ._training_record import TrainingRecord
 
@@ -146,11 +147,13 @@ def _best_single_model(quality: np.ndarray) -> tuple[float, int]:
 
 
 def features_for(
-    data: OutcomeData, settings: TrainSettings, vocabulary: Sequence[str], *, use_cache: bool = True
+    data: OutcomeData, settings: TrainSettings, vocabulary: Sequence[str], *, use_cache: bool = True,
+    progress: Progress = quiet,
 ) -> np.ndarray:
     """Feature rows for every prompt in `data` (what `TrainedRouter.texts` gives the embedder)."""
     embedder = get_embedder(settings.embedder)
-    x = embed_cached(embedder, prompt_texts(data.prompts, settings.window, settings.focus), use_cache=use_cache)
+    x = embed_cached(embedder, prompt_texts(data.prompts, settings.window, settings.focus), use_cache=use_cache,
+                     progress=progress)
     if settings.use_task and vocabulary:
         x = np.hstack([x, task_features(data.tasks, vocabulary, settings.task_weight)])
     return x
@@ -184,9 +187,9 @@ def _fit(settings: TrainSettings, x: np.ndarray, quality: np.ndarray, output_tok
 def out_of_fold(
     x: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray, settings: TrainSettings,
     z: np.ndarray | None = None, inputs: np.ndarray | None = None, prior: TrainedRouter | None = None,
-    rows: np.ndarray | None = None, seed: int | None = None,
+    rows: np.ndarray | None = None, seed: int | None = None, progress: Progress = quiet,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """K-fold out-of-fold predicted quality and output tokens for `rows` (default: every row)."""
+    """K-fold out-of-fold predicted quality and output tokens for `rows` (default: every row; folds counted)."""
     rows = np.arange(x.shape[0]) if rows is None else rows
     z = np.full(quality.shape[1], np.nan) if z is None else z
     inputs = np.zeros(x.shape[0]) if inputs is None else inputs
@@ -194,7 +197,10 @@ def out_of_fold(
     order = np.random.default_rng(settings.seed if seed is None else seed).permutation(n)
     q_hat = np.zeros((n, quality.shape[1]))
     out_hat = np.zeros((n, quality.shape[1]))
-    for fold in np.array_split(order, max(settings.folds, 2)):
+    folds = np.array_split(order, max(settings.folds, 2))
+    message = f"calibrating ({len(folds)}-fold)"
+    for done, fold in enumerate(folds):
+        progress(message, done, len(folds))
         rest = rows[np.setdiff1d(np.arange(n), fold)]
         predictor = _fit(settings, x[rest], quality[rest], output_tokens[rest], z, inputs[rest], prior)
         lengths = shared_lengths(predictor)
@@ -204,6 +210,7 @@ def out_of_fold(
             q_hat[fold], out_hat[fold] = predictor.predict_with_lengths(x[rows[fold]])
         else:
             q_hat[fold], out_hat[fold] = predictor.predict(x[rows[fold]]), lengths.predict_output_tokens(x[rows[fold]])
+    progress(message, len(folds), len(folds))
     return q_hat, out_hat
 
 
@@ -245,7 +252,8 @@ class _Calibration:
 
 
 def _nested_bias(x: np.ndarray, data: OutcomeData, settings: TrainSettings, cal: _Calibration, z: np.ndarray,
-                 q_oof: np.ndarray, out_oof: np.ndarray, prior: TrainedRouter | None) -> float | None:
+                 q_oof: np.ndarray, out_oof: np.ndarray, prior: TrainedRouter | None,
+                 progress: Progress = quiet) -> float | None:
     """Mean (achieved − target) of the quality target over folds calibrated without them (None: not measured)."""
     quality_targets = [t for t in settings.targets if t.kind == "quality"]
     if not settings.nested or len(settings.targets) != 1 or not quality_targets or settings.impute_missing:
@@ -254,13 +262,16 @@ def _nested_bias(x: np.ndarray, data: OutcomeData, settings: TrainSettings, cal:
     n = x.shape[0]
     order = np.random.default_rng(settings.seed).permutation(n)
     misses = []
-    for k, fold in enumerate(np.array_split(order, max(settings.folds, 2))):
+    folds = np.array_split(order, max(settings.folds, 2))
+    for k, fold in enumerate(folds):
+        progress("nested calibration check", k, len(folds))
         rest = np.setdiff1d(np.arange(n), fold)
         q_in, out_in = out_of_fold(x, data.quality, data.output_tokens, settings, z, cal.inputs, prior, rows=rest,
                                    seed=settings.seed + 1 + k)
         inner = cal.result(rest, q_in, out_in, settings, settings.targets)
         rel = cal.achieved(fold, q_oof[fold], out_oof[fold], inner.knob, settings)
         misses.append((rel - target) * len(fold))
+    progress("nested calibration check", len(folds), len(folds))
     return float(sum(misses) / n)
 
 
@@ -272,20 +283,19 @@ def train_router(
     split: str | None = None,
     use_cache: bool = True,
     prior: TrainedRouter | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = quiet,
 ) -> TrainedRouter:
     """Train and calibrate a router on all of `data` (pass the training split only).
 
     `prior` (the bundled router, for `train --from-ledger`) lends its prompt-difficulty heads, so
     a few labelled requests place their models on its ability scale.
     """
-    say = progress or (lambda _msg: None)
+    say = progress
     started = time.perf_counter()
     if len(data.prompt_ids) < max(settings.folds, 2) * 2:
         raise DatasetError(f"too few prompts to train ({len(data.prompt_ids)}); need at least {settings.folds * 2}")
     vocabulary = tuple(sorted({t for t in data.tasks if t})) if settings.use_task else ()
-    say(f"embedding {len(data.prompts)} prompts with {settings.embedder}")
-    x = features_for(data, settings, vocabulary, use_cache=use_cache)
+    x = features_for(data, settings, vocabulary, use_cache=use_cache, progress=say)
     prices = fit_prices(data)
     price_matrix = np.array([prices[m] for m in data.models])
     z = _abilities_to_fit(data.models, settings, prior)
@@ -294,9 +304,8 @@ def train_router(
                          predicted_cost(filled_input_tokens(data), data.output_tokens, price_matrix), data.cost_usd)
     cal = _Calibration(data.quality, true_cost, inputs, price_matrix, prompt_draws(data.prompts), tuple(data.models))
 
-    say(f"calibrating on {settings.folds}-fold out-of-fold predictions")
-    q_hat, out_hat = out_of_fold(x, data.quality, data.output_tokens, settings, z, inputs, prior)
-    bias = _nested_bias(x, data, settings, cal, z, q_hat, out_hat, prior)
+    q_hat, out_hat = out_of_fold(x, data.quality, data.output_tokens, settings, z, inputs, prior, progress=say)
+    bias = _nested_bias(x, data, settings, cal, z, q_hat, out_hat, prior, progress=say)
     targets = settings.targets
     if bias is not None:
         say(f"nested check: calibration misses its target by {bias:+.4f}; correcting")
@@ -304,7 +313,7 @@ def train_router(
     result = cal.result(np.arange(len(data.prompt_ids)), q_hat, out_hat, settings, targets)
     best_quality, best = _best_single_model(data.quality)
 
-    say("fitting on all training prompts")
+    say("fitting on all prompts")
     predictor = _fit(settings, x, data.quality, data.output_tokens, z, inputs, prior)
     lengths = shared_lengths(predictor) or KNNPredictor(k=settings.length_k).fit(x, data.quality, data.output_tokens)
     placement = predictor if isinstance(predictor, AbilityPredictor) else _placement(settings, x, data, z, inputs)

@@ -97,6 +97,8 @@ class KeyStore:
         self._lock = threading.Lock()
         self._schema_ready = False
         self._has_keys: bool | None = None
+        #: Bumped by every revoke through this store, so callers' own caches can drop what they verified.
+        self.revocations = 0
 
     def _ensure_schema(self) -> None:
         if not self._schema_ready:
@@ -159,6 +161,7 @@ class KeyStore:
         with self._lock:
             for digest in [d for d, (info, _) in self._cache.items() if info.id == key_id]:
                 del self._cache[digest]
+            self.revocations += 1
         return bool(result.rowcount)
 
     def has_keys(self) -> bool:

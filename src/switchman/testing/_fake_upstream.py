@@ -5,6 +5,7 @@ max_tokens (one word = one token), and call the first tool offered when the last
 
     with FakeUpstream() as upstream:
         upstream.inject("rate_limit", model="gpt-4o-mini", times=2, retry_after=0.1)
+        upstream.inject("latency", model="gpt-4o", times=None, seconds=0.08)   # every answer 80 ms late
         ...  # point a provider at upstream.openai_base_url or upstream.anthropic_base_url
         assert len(upstream.requests_for("gpt-4o-mini")) == 3
 
@@ -38,7 +39,7 @@ from ._replies import (
 __all__ = ["Fault", "FaultKind", "FakeUpstream", "RecordedRequest"]
 
 FaultKind = Literal[
-    "rate_limit", "server_error", "overloaded", "timeout", "reset", "drop_mid_stream", "slow_stream",
+    "rate_limit", "server_error", "overloaded", "timeout", "latency", "reset", "drop_mid_stream", "slow_stream",
     "context_length", "content_policy", "bad_request", "auth_error", "truncated",
 ]
 
@@ -50,7 +51,8 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"
 class Fault:
     """One injected failure.
 
-    `seconds`: how long a timeout stalls, or the pause between events of a slow stream;
+    `seconds`: how long a timeout stalls, how late a "latency" fault answers (normally, after the
+    wait), or the pause between events of a slow stream;
     `retry_after`: the 429's Retry-After; `after_events`: events sent before a mid-stream drop.
     "truncated" answers normally but stops after a few words at the model's own output limit
     (finish_reason length / stop_reason max_tokens) whatever max_tokens the request set.
@@ -280,7 +282,7 @@ class FakeUpstream:
         if fault.kind == "reset":
             writer.transport.abort()
             return False
-        if fault.kind == "timeout":
+        if fault.kind in ("timeout", "latency"):
             await asyncio.sleep(fault.seconds)
             return None
         if fault.kind == "drop_mid_stream":

@@ -20,8 +20,10 @@ from starlette.responses import Response
 
 from .._embeddings import check_embeddings, embed
 from .._endpoints import read_request, route_headers
+from .._dispatcher import Dispatcher
 from .._gateway import Gateway
 from .._schema import read_json
+from .._dispatcher import Completion
 from .._stream import RelayResponse
 from ._messages import anthropic_message, chat_from_messages, message_id
 from ._messages_stream import MessagesStream
@@ -33,9 +35,10 @@ __all__ = ["DialectEndpoints"]
 _JSON = "application/json"
 
 
-def _answer_headers(model: str, reason: str, cost_usd: float) -> dict[str, str]:
-    headers = route_headers(model, reason)
-    headers["x-switchman-cost-usd"] = f"{cost_usd:.8f}"
+def _answer_headers(completion: Completion) -> dict[str, str]:
+    headers = route_headers(completion.model, completion.decision.reason, deployment=completion.deployment,
+                            cache=completion.cache)
+    headers["x-switchman-cost-usd"] = f"{completion.cost_usd:.8f}"
     return headers
 
 
@@ -44,7 +47,11 @@ class DialectEndpoints:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.dispatcher = gateway.dispatcher
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The gateway's current dispatcher (a configuration reload replaces it)."""
+        return self.gateway.dispatcher
 
     async def messages(self, request: Request) -> Response:
         """POST /v1/messages."""
@@ -53,11 +60,12 @@ class DialectEndpoints:
         if body.get("stream"):
             stream = await self.dispatcher.open_stream(body, context)
             translator = MessagesStream(message_id=msg_id, model=stream.model, input_tokens=stream.input_tokens)
-            return RelayResponse(stream, route_headers(stream.model, stream.reason), translator)
+            headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
+            return RelayResponse(stream, headers, translator)
         completion = await self.dispatcher.complete(body, context)
         message = anthropic_message(completion.json(), message_id=msg_id, model=completion.model)
         return Response(orjson.dumps(message), media_type=_JSON,
-                        headers=_answer_headers(completion.model, completion.decision.reason, completion.cost_usd))
+                        headers=_answer_headers(completion))
 
     async def count_tokens(self, request: Request) -> Response:
         """POST /v1/messages/count_tokens: the input tokens switchman counts for this request (no model call)."""
@@ -78,15 +86,16 @@ class DialectEndpoints:
         if body.get("stream"):
             stream = await self.dispatcher.open_stream(body, context)
             translator = ResponsesStream(original, response_id=response_id, model=stream.model)
-            return RelayResponse(stream, route_headers(stream.model, stream.reason), translator)
+            headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
+            return RelayResponse(stream, headers, translator)
         completion = await self.dispatcher.complete(body, context)
         result = answer(original, completion.json(), response_id=response_id, model=completion.model)
         return Response(orjson.dumps(result), media_type=_JSON,
-                        headers=_answer_headers(completion.model, completion.decision.reason, completion.cost_usd))
+                        headers=_answer_headers(completion))
 
     async def embeddings(self, request: Request) -> Response:
         """POST /v1/embeddings."""
         body, context = await read_request(self.dispatcher, request, check_embeddings, api="embeddings")
         completion = await embed(self.dispatcher, body, context)
         return Response(completion.content, media_type=_JSON,
-                        headers=_answer_headers(completion.model, completion.decision.reason, completion.cost_usd))
+                        headers=_answer_headers(completion))

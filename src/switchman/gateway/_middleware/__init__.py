@@ -1,7 +1,8 @@
 """Pure-ASGI middleware of the gateway, one per module."""
 
+from ._access_log import ACCESS_LOGGER, AccessLogMiddleware
 from ._auth import AuthMiddleware
 from ._body_limit import BodySizeLimitMiddleware
 from ._request_id import RequestIdMiddleware
 
-__all__ = ["AuthMiddleware", "BodySizeLimitMiddleware", "RequestIdMiddleware"]
+__all__ = ["ACCESS_LOGGER", "AccessLogMiddleware", "AuthMiddleware", "BodySizeLimitMiddleware", "RequestIdMiddleware"]

@@ -54,16 +54,22 @@ class AuthMiddleware:
 
     def __init__(
         self, app: ASGIApp, *, keys: KeyStore | None, master_key: str | None,
-        open_paths: frozenset[str] = frozenset({"/health"}), recheck_s: float = 5.0,
+        open_paths: frozenset[str] = frozenset({"/health"}), open_prefixes: tuple[str, ...] = (),
+        recheck_s: float = 5.0,
     ) -> None:
         self.app = app
         self.keys = keys
         self.master = master_key.encode() if master_key else None
         self.open_paths = open_paths
+        #: Mounted apps that authenticate their own requests (the dashboard: a login and a session cookie).
+        self.open_prefixes = tuple(p.rstrip("/") for p in open_prefixes)
         self.recheck_s = recheck_s
         self._has_keys: bool | None = None
         self._checked_at = 0.0
-        self._verified: dict[bytes, tuple[str, float]] = {}
+        self._verified: dict[bytes, tuple[str, float, int]] = {}  # digest → key id, when, revocations then
+
+    def _own_auth(self, path: str) -> bool:
+        return any(path == p or path.startswith(p + "/") for p in self.open_prefixes)
 
     async def _enabled(self) -> bool:
         if self.master is not None:
@@ -87,17 +93,19 @@ class AuthMiddleware:
         digest = hashlib.sha256(secret).digest()
         now = time.monotonic()
         cached = self._verified.get(digest)
-        if cached is not None and now - cached[1] < _CACHE_S:
+        revocations = self.keys.revocations  # a key revoked in this process (e.g. the dashboard) stops at once
+        if cached is not None and now - cached[1] < _CACHE_S and cached[2] == revocations:
             return cached[0]
         info = await anyio.to_thread.run_sync(self.keys.verify, secret.decode("latin-1"))
         if info is None:
             self._verified.pop(digest, None)
             return None
-        self._verified[digest] = (info.id, now)
+        self._verified[digest] = (info.id, now, revocations)
         return info.id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths or not await self._enabled():
+        if scope["type"] != "http" or scope["path"] in self.open_paths or self._own_auth(scope["path"]) \
+                or not await self._enabled():
             await self.app(scope, receive, send)
             return
         secret, problem = _presented_key(scope["headers"])
