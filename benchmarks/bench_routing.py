@@ -83,10 +83,10 @@ def selection() -> None:
 
 
 def final() -> None:
-    """The default recipe (and kNN, for comparison) trained on each train split, measured on its test split."""
+    """The default (ensemble), the shippable `ability` and kNN, each trained on a train split, measured on its test split."""
     for dataset in (RB, AE):
         paths = {}
-        for algorithm in ("ability", "knn"):
+        for algorithm in ("ensemble", "ability", "knn"):
             paths[algorithm], seconds = train(f"final-{dataset}-{algorithm}", [dataset], algorithm=algorithm)
             print(f"trained {algorithm} on {dataset} train in {seconds:.0f} s", flush=True)
         report = evaluate(list(paths.values()), dataset, f"final-{dataset}", strategies=("cheapest", "random"),
@@ -109,18 +109,18 @@ def final() -> None:
         print(f"| baseline: oracle | {pct(base.oracle.rel_quality)} | {pct(base.oracle.rel_cost)} | | | | |")
 
 
-def lmo(draws: int = 5) -> None:
+def lmo(draws: int = 5, algorithm: str = "ensemble") -> None:
     """RouterBench: train on 8 models (train split), route all 11 on the test split, 3 placed by public score."""
     rng = np.random.default_rng(0)
-    print(f"\n### leave-models-out on RouterBench ({draws} random triples, seed 0)\n\n"
+    print(f"\n### leave-models-out on RouterBench ({algorithm}; {draws} random triples, seed 0)\n\n"
           "| held out (placed by score) | quality (rel. best) | cost (rel. best) | achieved − target | "
           "saved @95%* |\n|---|---:|---:|---:|---:|")
     results = []
     for i in range(draws):
         held = tuple(sorted(rng.choice(RB_MODELS, 3, replace=False)))
         kept = tuple(m for m in RB_MODELS if m not in held)
-        path, _ = train(f"lmo-{i}", [RB], models=kept)
-        report = evaluate([path], RB, f"lmo-{i}", overlap="exclude")
+        path, _ = train(f"lmo-{algorithm}-{i}", [RB], models=kept, algorithm=algorithm)
+        report = evaluate([path], RB, f"lmo-{algorithm}-{i}", overlap="exclude")
         r = report.routers[path.stem]
         assert set(r.placed) == set(held)
         miss = getattr(r.calibrated, "miss", None)
@@ -139,12 +139,12 @@ def lodo() -> None:
     scores = ScoreTable.bundled()
     scored_ae = tuple(m for m in load_data([DATA / AE]).models if scores.find(m) is not None)
     print(f"\n### leave-one-dataset-out (the routers of `final`)\n\n{HEADER}")
-    path = OUT / f"final-{RB}-ability.safetensors"
+    path = OUT / f"final-{RB}-ensemble.safetensors"
     report = eval_command(EvalPlan(routers=(path,), split="test", overlap="exclude"), data=[DATA / AE],
                           models=scored_ae, console=QUIET, json_path=OUT / "lodo-rb-on-ae.json")
     print(row(f"trained on RouterBench → AlpacaEval 2 test, its {len(scored_ae)} models with a public score "
               f"({len(report.routers[path.stem].placed)} placed by score alone)", report, path.stem))
-    path = OUT / f"final-{AE}-ability.safetensors"
+    path = OUT / f"final-{AE}-ensemble.safetensors"
     report = evaluate([path], RB, "lodo-ae-on-rb", overlap="exclude")
     print(row(f"trained on AlpacaEval 2 → RouterBench test, 11 models ({len(report.routers[path.stem].placed)} placed "
               "by score alone)", report, path.stem))
@@ -174,7 +174,7 @@ def identity() -> None:
     """Eval's calibrated choice vs the served decision (Router.route) for every test prompt of a router file."""
     from switchman import Router
 
-    for dataset, path in ((RB, OUT / f"final-{RB}-ability.safetensors"), (AE, OUT / f"final-{AE}-ability.safetensors")):
+    for dataset, path in [(d, OUT / f"final-{d}-{a}.safetensors") for d in (RB, AE) for a in ("ensemble", "ability")]:
         trained = TrainedRouter.load(path)
         table = load_data([DATA / dataset], split="test").complete()
         evaluated = predict_with_router(trained, table)
@@ -185,13 +185,14 @@ def identity() -> None:
         router = Router.from_dict(config)
         served = np.array([table.models.index(router.route(p).model) for p in table.prompts])
         differ = int((served != evaluated.chosen).sum())
-        print(f"{dataset}: {differ} of {len(table)} decisions differ between eval and serving", flush=True)
-        (OUT / f"identity-{dataset}.json").write_text(json.dumps({"prompts": len(table), "differ": differ}))
+        print(f"{path.stem}: {differ} of {len(table)} decisions differ between eval and serving", flush=True)
+        (OUT / f"identity-{path.stem}.json").write_text(json.dumps({"prompts": len(table), "differ": differ}))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["selection", "final", "lmo", "lodo", "bundled", "identity"])
+    parser.add_argument("--algorithm", default="ensemble", help="lmo: the predictor of the routers trained")
     args = parser.parse_args()
     from switchman._threads import limit_blas_threads
 
@@ -200,8 +201,10 @@ def main() -> int:
         print(f"{DATA} is missing: this benchmark needs the shared outcome data", file=sys.stderr)
         return 1
     OUT.mkdir(parents=True, exist_ok=True)
-    {"selection": selection, "final": final, "lmo": lmo, "lodo": lodo, "bundled": bundled,
-     "identity": identity}[args.what]()
+    if args.what == "lmo":
+        lmo(algorithm=args.algorithm)
+    else:
+        {"selection": selection, "final": final, "lodo": lodo, "bundled": bundled, "identity": identity}[args.what]()
     return 0
 
 

@@ -127,7 +127,14 @@ def test_training_from_the_ledger_starts_from_the_bundled_router(tmp_path: Path)
     url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
     _logged_traffic(url, cheap_good_on="greeting")
     out = tmp_path / "own.safetensors"
-    trained = train_command(data=[], from_ledger=url, since="1d", out=out, console=Console(file=io.StringIO()))
+    # The command line's default for --from-ledger is the `ability` predictor, started from the bundled router.
+    from typer.testing import CliRunner
+
+    from switchman.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--from-ledger", url, "--since", "1d", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    trained = TrainedRouter.load(out)
     bundled = bundled_router()
     assert trained.algorithm == "ability" and trained.summary["started_from"] == "bundled"
     assert (trained.embedder, trained.window) == (bundled.embedder, bundled.window)

@@ -137,7 +137,9 @@ def train(
     task: Annotated[str | None, typer.Option(help="keep prompts of this task")] = None,
     models: ModelsOpt = None,
     alias: AliasOpt = None,
-    algorithm: Annotated[str, typer.Option(help="ability | knn | mf | ensemble")] = DEFAULT_SETTINGS.algorithm,
+    algorithm: Annotated[str | None, typer.Option(
+        help=f"ability | knn | mf | ensemble (default: {DEFAULT_SETTINGS.algorithm}; with --from-ledger: ability, "
+             "which starts from the bundled router)")] = None,
     embedder: Annotated[str, typer.Option(help="prompt embedder")] = DEFAULT_SETTINGS.embedder,
     target: TargetOpt = None,
     use_task: Annotated[bool, typer.Option("--use-task/--no-task", help="task column as a feature")] = (
@@ -159,6 +161,7 @@ def train(
 
     if not data and from_ledger is None:
         raise ConfigError("give --data DIR or --from-ledger URL")
+    algorithm = algorithm or ("ability" if from_ledger is not None else DEFAULT_SETTINGS.algorithm)
     settings = train_settings(embedder=embedder, algorithm=algorithm, targets=target or [], use_task=use_task,
                               focus=focus, rule=rule, folds=folds, seed=seed, params=param or [])
     train_command(data=data or [], out=out, settings=settings, split=split or None, task=task,

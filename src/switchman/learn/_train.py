@@ -78,7 +78,9 @@ class TrainSettings:
     """How to train; every choice is recorded in the router file's summary."""
 
     embedder: str = DEFAULT_EMBEDDER
-    algorithm: str = "ability"
+    #: kNN + factorisation: the best balance in 5-fold CV inside both train splits (docs/benchmarks.md).
+    #: `ability` (parameters only, shippable) is the bundled router's and `train --from-ledger`'s.
+    algorithm: str = "ensemble"
     params: dict[str, Any] = field(default_factory=dict)
     focus: Focus = "full"
     use_task: bool = False
