@@ -1,6 +1,7 @@
 """Learned-decision latency, router load time and resident memory.
 
     python benchmarks/bench_decision.py --router runs/rb.safetensors [--n 1000] [--json out.json]
+    python benchmarks/bench_decision.py --router bundled                   # the bundled router, default candidates
 
 Measures, in one fresh process (wall and CPU time, since a loaded machine inflates wall time): the time to load the router file and its embedder, RSS after
 loading, and p50/p99 of `Router.route()` for a learned route — one full decision including the
@@ -44,7 +45,7 @@ def _prompts(n: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--router", type=Path, required=True)
+    parser.add_argument("--router", required=True, help="a router file, or 'bundled'")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -60,14 +61,26 @@ def main() -> None:
 
     import_s = time.perf_counter() - started
     started = time.perf_counter()
-    trained = TrainedRouter.load(args.router)
-    load_router_s = time.perf_counter() - started
-    config = {
-        "models": {m: {"provider": "bench", "input_price": p[0], "output_price": p[1]}
-                   for m, p in trained.prices.items()},
-        "routes": {"default": {"candidates": list(trained.models), "strategy": "learned",
-                               "router": str(args.router.resolve())}},
-    }
+    if args.router == "bundled":
+        from switchman.learn import bundled_router
+
+        trained = bundled_router()
+        load_router_s = time.perf_counter() - started
+        bundled_router.cache_clear()  # the route below loads it again, as a fresh process would
+        # What `switchman init` configures with OpenAI and Anthropic keys: models placed by public score.
+        names = ["gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-latest", "claude-sonnet-4-5"]
+        config = {"models": {n: {"provider": "bench"} for n in names},
+                  "routes": {"default": {"candidates": names, "strategy": "learned", "router": "bundled",
+                                         "target": "quality=0.95"}}}
+    else:
+        trained = TrainedRouter.load(args.router)
+        load_router_s = time.perf_counter() - started
+        config = {
+            "models": {m: {"provider": "bench", "input_price": p[0], "output_price": p[1]}
+                       for m, p in trained.prices.items()},
+            "routes": {"default": {"candidates": list(trained.models), "strategy": "learned",
+                                   "router": str(Path(args.router).resolve())}},
+        }
     started = time.perf_counter()
     router = Router.from_dict(config)
     router.warm_up()

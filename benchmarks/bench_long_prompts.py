@@ -4,7 +4,7 @@
 
 Three processes on loopback: the mock upstream (switchman.testing.FakeUpstream), `switchman serve`
 (one worker) and bench_gateway's keep-alive load client, at concurrency 1. For each prompt size
-(a short question; ~4,000 cl100k tokens; ~1,000,000 tokens, i.e. a 4 MB prompt) the same body goes
+(a short request; 4,000 cl100k tokens of real prompt text; that text repeated to 4 MB) the same body goes
 directly to the mock, through a static route (`cheapest`) and through a learned route (the bundled
 router over two models placed by their public scores). Added p50 = gateway − direct; the learned
 route's cost over the static one is its decision (token count, the embedding of the prompt's
@@ -28,14 +28,31 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_gateway import KEY, cpu_seconds, free_port, http_request, rss_mib, run_load, wait_for_port  # noqa: E402
 
-WORDS = ("the router reads a long agent transcript with tool results code and notes before it decides "
-         "which model answers the final question about the deployment plan").split()
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def prompt_of(tokens: int) -> str:
-    """English text of about `tokens` cl100k tokens (one per word here), ending with a question."""
-    body = " ".join(WORDS[i % len(WORDS)] for i in range(max(tokens - 12, 0)))
-    return f"{body}\nQuestion: which model should answer this, and why?"
+    """Real prompt text (RouterBench's and AlpacaEval's, joined) cut at about `tokens` cl100k tokens."""
+    import csv
+    import gzip
+
+    from switchman._tokens import count_tokens
+
+    texts: list[str] = []
+    for name in ("routerbench", "alpacaeval2"):
+        with gzip.open(DATA / name / "prompts.csv.gz", "rt", encoding="utf-8") as handle:
+            texts += [row["prompt"] for row in csv.DictReader(handle)]
+    text, size = "", 0
+    while count_tokens(text[:size]) < tokens:
+        text += texts[len(text) % len(texts)] + "\n\n"
+        size = len(text)
+        if count_tokens(text) > tokens:
+            low, high = 0, len(text)
+            while low < high:  # the longest prefix of at most `tokens` tokens
+                mid = (low + high + 1) // 2
+                low, high = (mid, high) if count_tokens(text[:mid]) <= tokens else (low, mid - 1)
+            return text[:low]
+    return text
 
 
 def config(upstream_port: int, folder: Path) -> Path:
@@ -57,8 +74,11 @@ def config(upstream_port: int, folder: Path) -> Path:
 
 async def measure(up_port: int, gw_port: int, gw_pid: int, requests: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for label, tokens, total in (("short", 10, requests), ("4k_tokens", 4000, requests), ("4mb", 1_000_000, 40)):
-        body = {"messages": [{"role": "user", "content": prompt_of(tokens)}], "max_tokens": 16}
+    four_k = prompt_of(4000)
+    prompts = {"short": "Say hello to the benchmark, please.", "4k_tokens": four_k,
+               "4mb": (four_k * (4_000_000 // len(four_k) + 1))[:4_000_000]}
+    for label, total in (("short", requests), ("4k_tokens", requests), ("4mb", 100)):
+        body = {"messages": [{"role": "user", "content": prompts[label]}], "max_tokens": 16}
         row: dict[str, Any] = {"prompt_chars": len(body["messages"][0]["content"])}  # type: ignore[index]
         direct = http_request("/v1/chat/completions", {**body, "model": "small"}, up_port,
                               {"authorization": f"Bearer {KEY}"})
@@ -86,7 +106,7 @@ def main() -> None:
     upstream = subprocess.Popen([sys.executable, "-c", "import time\nfrom switchman.testing import FakeUpstream\n"
                                  f"FakeUpstream(port={up_port}).start()\nwhile True: time.sleep(3600)"], env=env)
     gateway = subprocess.Popen([sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config",
-                                str(config(up_port, folder)), "--port", str(gw_port)], env=env,
+                                str(config(up_port, folder)), "--port", str(gw_port), "--no-access-log"], env=env,
                                stderr=(folder / "serve.log").open("wb"))
     try:
         wait_for_port(up_port, upstream)

@@ -18,7 +18,7 @@ from .._config import Config
 from .._environ import Environment
 from .._exceptions import ArtifactError, ConfigError
 from ..gateway import ACCESS_LOGGER
-from ..learn import TrainedRouter
+from ..learn import BUNDLED, TrainedRouter
 from ..local import with_local_url
 
 __all__ = ["check_port_free", "check_router_files", "local_address", "log_config"]
@@ -45,7 +45,7 @@ def check_router_files(config: Config, base_dir: Path) -> None:
     """Load every router file the routes name (learned, cascade, shadow): a missing or bad one is a ConfigError line."""
     for name, route in config.routes.items():
         for key, value in (("router", route.router), ("shadow", route.shadow)):
-            if value is None:
+            if value is None or value == BUNDLED:  # the bundled router ships inside the package
                 continue
             path = Path(value) if Path(value).is_absolute() else base_dir / value
             try:

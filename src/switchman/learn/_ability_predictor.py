@@ -63,8 +63,7 @@ class AbilityPredictor:
         thetas = np.asarray(theta, dtype=np.float32)
         quality = self.ability.predict(x, thetas)
         tier = np.abs(self.ability.theta[None, :] - thetas[:, None]).argmin(axis=1)
-        _, outputs = self.evidence.predict(x, self.ability.predict(x, self.ability.theta[tier]),
-                                           np.broadcast_to(self.output_means[tier], quality.shape), columns=tier)
+        outputs = self.evidence.predict_output(x, np.broadcast_to(self.output_means[tier], quality.shape), tier)
         return quality, outputs
 
     def params(self) -> dict[str, Any]:

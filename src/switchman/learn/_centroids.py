@@ -91,6 +91,13 @@ class CentroidEvidence:
         w = np.exp((top_sims - top_sims.max(axis=1, keepdims=True)) / self.temperature)
         return top, w / w.sum(axis=1, keepdims=True)
 
+    def predict_output(self, x: np.ndarray, prior_output: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Output tokens only (what a placed model borrows from its ability tier), shrunk to the prior."""
+        top, w = self.weights(x)
+        counts = np.einsum("nk,nkm->nm", w, self.counts[top][:, :, columns])
+        o_sums = np.einsum("nk,nkm->nm", w, self.output_sums[top][:, :, columns])
+        return np.asarray((o_sums + self.prior * prior_output) / (counts + self.prior))
+
     def predict(self, x: np.ndarray, prior_quality: np.ndarray, prior_output: np.ndarray,
                 columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Quality and output tokens for the trained models `columns` (default all), shrunk to the priors.

@@ -21,9 +21,14 @@ from ..routing import SelectionRule, select
 __all__ = ["Knob", "prompt_draw", "prompt_draws"]
 
 
+#: The draw hashes a prompt's length and at most this many characters from each end: bounded work per request.
+DRAW_CHARS = 4096
+
+
 def prompt_draw(prompt: str) -> float:
     """A number in [0, 1) fixed by the prompt's text (the same in every process and on every machine)."""
-    digest = hashlib.blake2b(prompt.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    text = prompt if len(prompt) <= 2 * DRAW_CHARS else f"{prompt[:DRAW_CHARS]}|{len(prompt)}|{prompt[-DRAW_CHARS:]}"
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2**64
 
 
