@@ -313,36 +313,12 @@ def train_router(
         say(f"nested check: calibration misses its target by {bias:+.4f}; correcting")
         targets = (Target("quality", settings.targets[0].value - bias),)
     result = cal.result(np.arange(len(data.prompt_ids)), q_hat, out_hat, settings, targets)
-    best_quality, best = _best_single_model(data.quality)
 
     say("fitting on all prompts")
     predictor = _fit(settings, x, data.quality, data.output_tokens, z, inputs, prior)
     lengths = shared_lengths(predictor) or KNNPredictor(k=settings.length_k).fit(x, data.quality, data.output_tokens)
     placement = predictor if isinstance(predictor, AbilityPredictor) else _placement(settings, x, data, z, inputs)
-    summary = {
-        "datasets": list(source),
-        "n_prompts": len(data.prompt_ids),
-        "prompts_per_model": {m: int((~np.isnan(data.quality[:, j])).sum()) for j, m in enumerate(data.models)},
-        "tasks": sorted({t for t in data.tasks if t}),
-        "best_model": data.models[best],
-        "best_model_quality": best_quality,
-        "public_scores": {m: (None if np.isnan(v) else float(SCORE_CENTER + SCORE_SCALE * v))
-                          for m, v in zip(data.models, z, strict=True)},
-        "calibration": {
-            "targets": [str(t) for t in settings.targets],
-            "nested_bias": bias,
-            "calibrated_for": [str(t) for t in targets],
-            "knob": result.knob.to_json(),
-            "met": result.met,
-            "quality": result.quality,
-            "rel_quality": result.rel_quality,
-            "cost_per_1k": result.cost_per_1k,
-            "folds": settings.folds,
-        },
-        "started_from": None if prior is None else prior.summary.get("name", "a prior router"),
-        "train_seconds": round(time.perf_counter() - started, 3),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    summary = _summary(data, settings, source, z, result, bias, targets, prior, started)
     return TrainedRouter(
         embedder=get_embedder(settings.embedder).name,  # canonical name, never an alias
         models=tuple(data.models),
@@ -380,3 +356,34 @@ def _placement(settings: TrainSettings, x: np.ndarray, data: OutcomeData, z: np.
     placement = build_predictor("ability", {})
     assert isinstance(placement, AbilityPredictor)
     return placement.fit(x, data.quality, data.output_tokens, z=z, input_tokens=inputs)
+
+
+def _summary(data: OutcomeData, settings: TrainSettings, source: Sequence[str], z: np.ndarray,
+             result: CalibrationResult, bias: float | None, targets: Sequence[Target], prior: TrainedRouter | None,
+             started: float) -> dict[str, Any]:
+    """The training summary a router file keeps (shown by `train`, read by `eval` and profiles)."""
+    best_quality, best = _best_single_model(data.quality)
+    return {
+        "datasets": list(source),
+        "n_prompts": len(data.prompt_ids),
+        "prompts_per_model": {m: int((~np.isnan(data.quality[:, j])).sum()) for j, m in enumerate(data.models)},
+        "tasks": sorted({t for t in data.tasks if t}),
+        "best_model": data.models[best],
+        "best_model_quality": best_quality,
+        "public_scores": {m: (None if np.isnan(v) else float(SCORE_CENTER + SCORE_SCALE * v))
+                          for m, v in zip(data.models, z, strict=True)},
+        "calibration": {
+            "targets": [str(t) for t in settings.targets],
+            "nested_bias": bias,
+            "calibrated_for": [str(t) for t in targets],
+            "knob": result.knob.to_json(),
+            "met": result.met,
+            "quality": result.quality,
+            "rel_quality": result.rel_quality,
+            "cost_per_1k": result.cost_per_1k,
+            "folds": settings.folds,
+        },
+        "started_from": None if prior is None else prior.summary.get("name", "a prior router"),
+        "train_seconds": round(time.perf_counter() - started, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
