@@ -46,6 +46,7 @@ __all__ = [
     "RuleConfig",
     "RuleMatch",
     "ServerConfig",
+    "ServerLimits",
     "SessionConfig",
     "StrategyName",
     "Timeouts",
@@ -93,6 +94,32 @@ class CircuitBreaker(_Strict):
     cooldown_s: float = Field(default=30.0, gt=0)
 
 
+class ServerLimits(_Strict):
+    """What one client may hold or send: the bounds that keep a gateway up under hostile or slow clients.
+
+        server: {limits: {max_connections: 4096, header_timeout_s: 5}}
+
+    Beyond `max_connections` a new connection gets a 503 and is closed; a request head larger than
+    `max_header_bytes` gets a 431, one not complete within `header_timeout_s` a 408, and a body not
+    complete within `body_timeout_s` of its head a 408. A client that reads nothing of its answer for
+    `write_timeout_s` is disconnected (its stream is closed and recorded, never blamed on the upstream).
+    """
+
+    max_connections: int = Field(default=2048, ge=1, description="open client connections; 503 beyond")
+    max_connections_per_client: int | None = Field(
+        default=None, ge=1, description="open connections from one address; off by default (a proxy is one address)")
+    max_header_bytes: int = Field(default=65536, ge=1024, description="request line + headers; 431 beyond")
+    header_timeout_s: float = Field(default=10.0, gt=0, description="to receive a request's head; 408 after")
+    body_timeout_s: float = Field(default=60.0, gt=0, description="to receive a body after its head; 408 after")
+    write_timeout_s: float = Field(default=30.0, gt=0, description="a client that reads nothing this long is dropped")
+    keepalive_timeout_s: float = Field(default=75.0, gt=0, description="an idle kept-alive connection is closed")
+    keepalive_max_requests: int = Field(default=1000, ge=1, description="requests on one connection, then close")
+    max_prompt_chars: int = Field(default=2_000_000, ge=1, description="text characters over all messages; 413 beyond")
+    max_json_depth: int = Field(default=64, ge=2, le=200, description="nesting of the request body; 400 beyond")
+    failed_auth_burst: int = Field(default=20, ge=1, description="failed authentications one address may make at once")
+    failed_auth_per_s: float = Field(default=1.0, gt=0, description="... and then per second; 429 beyond")
+
+
 class ServerConfig(_Strict):
     """Gateway settings (`switchman serve`)."""
 
@@ -106,6 +133,13 @@ class ServerConfig(_Strict):
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     store_prompts: bool = Field(
         default=False, description="keep each request's routed prompt in the ledger (needed by train --from-ledger)")
+    limits: ServerLimits = Field(default_factory=ServerLimits)
+    auth: Literal["auto", "required", "off"] = Field(
+        default="auto", description="auto: on once a master key is set or a virtual key was ever created")
+    metrics_access: Literal["admin", "keys", "open"] = Field(
+        default="admin", description="who may read /metrics: the master key, any key, or anyone")
+    durability: Literal["batched", "sync"] = Field(
+        default="batched", description="sync: a request's ledger row is committed before its answer's last byte")
 
 
 class BudgetConfig(_Strict):
@@ -128,6 +162,7 @@ class ModelConfig(_Strict):
     output_price: float | None = Field(default=None, ge=0)
     cached_input_price: float | None = Field(default=None, ge=0)
     context_window: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0, description="what one answer can be at most")
     capabilities: list[Capability] | None = None
     ttft_ms: float | None = Field(default=None, ge=0)
     output_tokens_per_s: float | None = Field(default=None, gt=0)
@@ -367,6 +402,7 @@ def resolve_model(name: str, cfg: ModelConfig, *, source: str = "<config>") -> M
         output_price=output_price,
         cached_input_price=cached,
         context_window=cfg.context_window or (known.context_window if known else None),
+        max_output_tokens=cfg.max_output_tokens,
         capabilities=frozenset(cfg.capabilities) if cfg.capabilities is not None else frozenset({"tools", "json"}),
         ttft_ms=cfg.ttft_ms,
         output_tokens_per_s=cfg.output_tokens_per_s,

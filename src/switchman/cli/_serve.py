@@ -50,10 +50,14 @@ def _load(config_path: str | Path | None) -> tuple[Config, Path]:
 def app_from_environment():  # type: ignore[no-untyped-def]
     """ASGI app factory for worker processes (reads $SWITCHMAN_CONFIG once)."""
     from .._threads import limit_blas_threads
-    from ..gateway import Gateway, build_app
+    from ..gateway import Gateway, GuardedHttpProtocol, build_app, raise_fd_limit
 
     limit_blas_threads()  # a spawned worker did not run the CLI's process setup
     config, base_dir = _load(os.environ.get(CONFIG_ENV) or None)
+    # uvicorn builds the worker's protocol from its import string, so the limits go on that class;
+    # this is the worker process's own copy, set once before it accepts a connection.
+    GuardedHttpProtocol.limits = config.server.limits.model_copy(
+        update={"max_connections": raise_fd_limit(config.server.limits)})
     return build_app(Gateway.from_config(config, base_dir=base_dir))
 
 
@@ -78,7 +82,7 @@ def serve_command(
     check_bind(host, has_keys=has_keys, master_key=bool(os.environ.get(settings.server.master_key_env)))
     # The ledger is the request log: no per-request access log line on the hot path.
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
-                               "timeout_graceful_shutdown": 30, "timeout_keep_alive": 75}
+                               "timeout_graceful_shutdown": 30}
     from ..local import serving_local_model
 
     # The local model tier (switchman[local]): its server starts before the gateway and stops after it.
@@ -86,11 +90,15 @@ def serve_command(
         if workers > 1:
             if config is not None:
                 os.environ[CONFIG_ENV] = str(Path(config).resolve())
-            uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers, **options)
+            limits = settings.server.limits
+            uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers,
+                        http="switchman.gateway:GuardedHttpProtocol", ws="none",
+                        timeout_keep_alive=limits.keepalive_timeout_s, **options)  # type: ignore[arg-type]
             return
-        from ..gateway import Gateway, build_app
+        from ..gateway import Gateway, build_app, server_config
 
-        uvicorn.run(build_app(Gateway.from_config(settings, base_dir=base_dir)), **options)
+        app = build_app(Gateway.from_config(settings, base_dir=base_dir))
+        uvicorn.Server(server_config(app, settings.server.limits, **options)).run()
 
 
 def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Path:

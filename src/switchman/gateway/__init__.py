@@ -19,6 +19,7 @@ from ._gateway import Gateway
 from ._health import HealthBoard
 from ._inprocess import InProcessClient
 from ._providers import Deployment, Provider
+from ._server import GuardedHttpProtocol, guarded_protocol, raise_fd_limit, server_config
 from ._stream import ChatStream
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Deployment",
     "Dispatcher",
     "Gateway",
+    "GuardedHttpProtocol",
     "HealthBoard",
     "InProcessClient",
     "KNOWN_PROVIDERS",
@@ -37,6 +39,9 @@ __all__ = [
     "build_middleware_stack",
     "default_config",
     "default_config_data",
+    "guarded_protocol",
     "local_models",
+    "raise_fd_limit",
+    "server_config",
     "submit_feedback",
 ]

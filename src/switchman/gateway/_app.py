@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -49,11 +49,18 @@ def build_app(gateway: Gateway) -> Starlette:
         elif not isinstance(exc, SwitchmanError):
             logger.error("unexpected error on %s: %s", request.url.path, type(exc).__name__)
         response = error_response(exc, scrub)
-        # A 500 is rendered outside the request-id middleware: carry the id so the ledger row can be found.
-        request_id = request.scope.get("state", {}).get("request_id")
-        if unexpected and request_id:
-            response.headers["x-switchman-request-id"] = request_id
+        if unexpected:
+            # Rendered outside the request-id middleware: carry the id so the ledger row can be found. The
+            # server drops the connection after a 500, so say so: the client's next request opens a new one.
+            request_id = request.scope.get("state", {}).get("request_id")
+            if request_id:
+                response.headers["x-switchman-request-id"] = request_id
+            response.headers["connection"] = "close"
         return response
+
+    async def client_left(request: Request, exc: Exception) -> Response:
+        """An upload the client abandoned: its event, not the gateway's error (no log line, no record)."""
+        return Response(status_code=400)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -79,7 +86,8 @@ def build_app(gateway: Gateway) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=build_middleware_stack(gateway),
-        exception_handlers={SwitchmanError: render, HTTPException: render, Exception: render},
+        exception_handlers={SwitchmanError: render, HTTPException: render, ClientDisconnect: client_left,
+                            Exception: render},
         lifespan=lifespan,
     )
     app.state.gateway = gateway

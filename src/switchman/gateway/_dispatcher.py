@@ -31,6 +31,7 @@ from ._exchange import Exchange
 from ._fallback import FallbackChain, fallback_reason, is_provider_failure, retry_delay
 from ._health import HealthBoard
 from ._providers import Deployment, Provider, build_deployments, provider_keys
+from ._schema import prompt_chars
 from ._sessions import SessionKeeper
 from ._shadow import Recorder
 from ._stream import ChatStream, OpenedStream, open_upstream_stream
@@ -39,6 +40,10 @@ from ._wire import Usage, estimate_output_tokens
 __all__ = ["Completion", "Dispatcher"]
 
 T = TypeVar("T")
+
+#: Requests with more prompt text than this (characters) are decided in a worker thread: token
+#: counting, code detection and embedding grow with the prompt and must not hold the event loop.
+OFFLOAD_CHARS = 32_768
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,20 +111,37 @@ class Dispatcher:
             await provider.aclose()
 
     # -- deciding ------------------------------------------------------------------------------
-    def decide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
-        """The RouteRequest and Decision for a validated body (no upstream call)."""
+    def _decide_core(
+        self, body: Mapping[str, Any], context: RequestContext, unhealthy: frozenset[str], ttft_ms: Mapping[str, float]
+    ) -> tuple[RouteRequest, Decision]:
+        """The request and the decision core's answer: pure, so it may run in a worker thread."""
         request = self.decider.request(
             body["messages"], tools=body.get("tools"), response_format=body.get("response_format"),
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
             agent=context.agent, session=context.session, tags=context.tags, task=context.task,
         )
-        started = self.clock()
-        decision = self.decider.decide(request, model=body["model"], unhealthy=self.health.unhealthy(),
-                                      ttft_ms=self.health.ttft_ms)
+        return request, self.decider.decide(request, model=body["model"], unhealthy=unhealthy, ttft_ms=ttft_ms)
+
+    def _steered(self, request: RouteRequest, decision: Decision, context: RequestContext, started: float) -> Decision:
         decision = self.sessions.steer(request, decision, context)
         if self.metrics is not None:
             self.metrics.observe_decision(self.clock() - started)
-        return request, decision
+        return decision
+
+    def decide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
+        """The RouteRequest and Decision for a validated body (no upstream call)."""
+        started = self.clock()
+        request, decision = self._decide_core(body, context, self.health.unhealthy(), self.health.ttft_ms)
+        return request, self._steered(request, decision, context, started)
+
+    async def adecide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
+        """`decide`, with a long prompt's share of the work done in a worker thread, off the event loop."""
+        if prompt_chars(body) <= OFFLOAD_CHARS:
+            return self.decide(body, context)
+        started = self.clock()
+        request, decision = await anyio.to_thread.run_sync(
+            self._decide_core, body, context, self.health.unhealthy(), dict(self.health.ttft_ms))
+        return request, self._steered(request, decision, context, started)
 
     def _reserve(self, exchange: Exchange, request: RouteRequest, decision: Decision) -> Decision:
         if self.budgets is None:
@@ -137,10 +159,10 @@ class Dispatcher:
         exchange.reservation = reservation
         return decision
 
-    def _begin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
+    async def _begin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
         exchange = Exchange(context, self.clock())
         try:
-            exchange.request, decision = self.decide(body, context)
+            exchange.request, decision = await self.adecide(body, context)
             exchange.decision = decision
             exchange.decision = self._reserve(exchange, exchange.request, decision)
         except SwitchmanError as exc:
@@ -218,7 +240,7 @@ class Dispatcher:
 
     async def complete(self, body: Mapping[str, Any], context: RequestContext) -> Completion:
         """Answer a non-stream request (raises a SwitchmanError when nothing could, after recording it)."""
-        exchange = self._begin(body, context)
+        exchange = await self._begin(body, context)
         cascade = cascade_strategy(self, exchange.decision)
         try:
             if cascade is not None:
@@ -239,7 +261,7 @@ class Dispatcher:
 
     async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream:
         """Open a stream, falling back until one upstream has sent its first event."""
-        exchange = self._begin(body, context)
+        exchange = await self._begin(body, context)
         if exchange.decision is not None and cascade_strategy(self, exchange.decision) is not None:
             exchange.decision = replace(exchange.decision, reason=exchange.decision.reason + STREAM_NOTE)
 

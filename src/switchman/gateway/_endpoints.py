@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,12 +12,14 @@ from starlette.responses import Response
 from .._exceptions import InvalidRequestError
 from ._context import RequestContext, context_from
 from ._gateway import Gateway
-from ._schema import parse_body
+from ._schema import check_prompt_size, parse_body
 from ._stream import RelayResponse
 
 __all__ = ["Endpoints"]
 
 _JSON = "application/json"
+#: Bodies larger than this are parsed and validated in a worker thread, off the event loop.
+OFFLOAD_BYTES = 64 * 1024
 
 
 def _header_value(text: str) -> str:
@@ -53,12 +56,22 @@ class Endpoints:
         ]
         return {"object": "list", "data": data}
 
+    async def _parse(self, request: Request) -> dict[str, Any]:
+        """The validated chat body, its prompt within the size limit (large bodies parsed off the loop)."""
+        limits = self.gateway.config.server.limits
+        raw = await request.body()
+        if len(raw) > OFFLOAD_BYTES:
+            body = await anyio.to_thread.run_sync(parse_body, raw, limits.max_json_depth)
+        else:
+            body = parse_body(raw, limits.max_json_depth)
+        check_prompt_size(body, limits.max_prompt_chars)
+        return body
+
     async def _read(self, request: Request) -> tuple[dict[str, Any], RequestContext]:
         state = request.scope.get("state", {})
         request_id, key_id = state.get("request_id", ""), state.get("key_id")
-        raw = await request.body()
         try:
-            body = parse_body(raw)
+            body = await self._parse(request)
             return body, context_from(request.headers, body, request_id=request_id, key_id=key_id)
         except InvalidRequestError as exc:
             self.dispatcher.reject(RequestContext(request_id=request_id, key_id=key_id), exc)
@@ -78,9 +91,9 @@ class Endpoints:
     async def route(self, request: Request) -> Response:
         """POST /v1/route: the Decision, without calling any model."""
         state = request.scope.get("state", {})
-        body = parse_body(await request.body())
+        body = await self._parse(request)
         context = context_from(request.headers, body, request_id=state.get("request_id", ""))
-        _, decision = self.dispatcher.decide(body, context)
+        _, decision = await self.dispatcher.adecide(body, context)
         return Response(orjson.dumps(decision.to_dict()), media_type=_JSON,
                         headers=_route_headers(decision.model, decision.reason))
 

@@ -51,7 +51,7 @@ def parse_feedback(body: Any) -> tuple[str, float, str | None]:
     if (score is None) == (thumbs is None):
         raise _bad("give exactly one of score (a number in [0, 1]) or thumbs ('up' or 'down')", "score")
     if thumbs is not None:
-        if thumbs not in _THUMBS:
+        if not isinstance(thumbs, str) or thumbs not in _THUMBS:
             raise _bad("thumbs must be 'up' or 'down'", "thumbs")
         value = _THUMBS[thumbs]
     else:

@@ -112,21 +112,32 @@ class ChatStream:
         return decision.reason if decision is not None else ""
 
     async def relay(self, send: Callable[[bytes], Awaitable[None]]) -> None:
-        """Forward every event to `send` as it arrives; an upstream failure becomes an error event."""
+        """Forward every event to `send` as it arrives; an upstream failure becomes an error event.
+
+        The model's total timeout bounds the waits for the upstream only: time spent waiting for the
+        client to take what was sent is the client's (the server's write timeout bounds it), so a
+        slow reader never counts against the upstream's health.
+        """
         opened, clock = self._opened, self._dispatcher.clock
         deployment = opened.deployment
-        remaining = max(deployment.total_s - (clock() - opened.sent_at), 0.0)
-        translator = opened.translator
+        deadline = opened.sent_at + deployment.total_s
+        translator, events = opened.translator, opened.events
         try:
-            with deployment.adapter.map_errors(deployment.name), anyio.fail_after(remaining):
-                for chunk in opened.first:
+            for chunk in opened.first:
+                await send(chunk)
+            self._exchange.first_token_at = clock()
+            while True:
+                with deployment.adapter.map_errors(deployment.name), anyio.fail_after(max(deadline - clock(), 0.0)):
+                    try:
+                        event = await events.__anext__()
+                    except StopAsyncIteration:
+                        chunks = translator.close()
+                        break
+                    chunks = translator.feed(event)
+                for chunk in chunks:
                     await send(chunk)
-                self._exchange.first_token_at = clock()
-                async for event in opened.events:
-                    for chunk in translator.feed(event):
-                        await send(chunk)
-                for chunk in translator.close():
-                    await send(chunk)
+            for chunk in chunks:
+                await send(chunk)
         except UpstreamError as exc:
             self._error = exc
             status, payload = error_payload(exc, self._dispatcher.scrub)
