@@ -134,6 +134,8 @@ class ServerConfig(_Strict):
     store_prompts: bool = Field(
         default=False, description="keep each request's routed prompt in the ledger (needed by train --from-ledger)")
     limits: ServerLimits = Field(default_factory=ServerLimits)
+    key_refresh_s: float = Field(
+        default=5.0, gt=0, description="new, changed and revoked virtual keys and key budgets apply within this")
     auth: Literal["auto", "required", "off"] = Field(
         default="auto", description="auto: on once a master key is set or a virtual key was ever created")
     metrics_access: Literal["admin", "keys", "open"] = Field(

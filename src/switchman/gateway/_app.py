@@ -20,7 +20,9 @@ from ._endpoints import Endpoints
 from ._errors import error_response
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
+from ._limiter import AddressLimiter
 from ._middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from ._server import is_loopback
 
 __all__ = ["build_app", "build_middleware_stack"]
 
@@ -29,10 +31,14 @@ logger = logging.getLogger("switchman.gateway")
 
 def build_middleware_stack(gateway: Gateway) -> list[Middleware]:
     """Outermost first: request id, body size limit, authentication."""
+    server = gateway.config.server
+    limiter = AddressLimiter(burst=server.limits.failed_auth_burst, per_s=server.limits.failed_auth_per_s)
+    open_paths = {"/health"} | ({"/metrics"} if server.metrics_access == "open" else set())
     return [
         Middleware(RequestIdMiddleware),
-        Middleware(BodySizeLimitMiddleware, max_body_bytes=gateway.config.server.max_body_bytes),
-        Middleware(AuthMiddleware, keys=gateway.keys, master_key=gateway.master_key),
+        Middleware(BodySizeLimitMiddleware, max_body_bytes=server.max_body_bytes),
+        Middleware(AuthMiddleware, keyring=gateway.keyring, master_key=gateway.master_key, mode=server.auth,
+                   limiter=limiter, public=not is_loopback(server.host), open_paths=frozenset(open_paths)),
     ]
 
 
@@ -65,13 +71,16 @@ def build_app(gateway: Gateway) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
-        refresher = asyncio.create_task(gateway.refresh_budgets())
+        background = [asyncio.create_task(gateway.refresh_budgets())]
+        if gateway.keyring is not None:
+            background.append(asyncio.create_task(gateway.keyring.run()))
         try:
             yield
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await gateway.aclose()
 
     routes = [

@@ -25,7 +25,7 @@ from .._decider import Decider
 from ..ledger import BudgetManager, Ledger, Metrics
 from ..routing import Decision, RouteRequest, estimated_cost
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
-from ._context import RequestContext
+from ._context import RequestContext, scoped_session
 from ._errors import Scrubber
 from ._exchange import Exchange
 from ._fallback import FallbackChain, fallback_reason, is_provider_failure, retry_delay
@@ -118,7 +118,8 @@ class Dispatcher:
         request = self.decider.request(
             body["messages"], tools=body.get("tools"), response_format=body.get("response_format"),
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
-            agent=context.agent, session=context.session, tags=context.tags, task=context.task,
+            agent=context.agent, session=scoped_session(context.key_id, context.session), tags=context.tags,
+            task=context.task,
         )
         return request, self.decider.decide(request, model=body["model"], unhealthy=unhealthy, ttft_ms=ttft_ms)
 
@@ -291,8 +292,11 @@ class Dispatcher:
         if error is not None:
             exchange.fail(error, self.scrub)
         self.sessions.observe(exchange, content, answer)
-        route = exchange.decision.route if exchange.decision else None
-        record = exchange.record(self.decider.models, self._candidates.get(route or "", ()), self.clock())
+        decision = exchange.decision
+        # A model the caller named (or an agent's pin) was not the router's choice: no baseline to save against.
+        routed = decision is not None and decision.route is not None and decision.strategy != "fixed"
+        candidates = self._candidates.get(decision.route or "", ()) if routed and decision is not None else ()
+        record = exchange.record(self.decider.models, candidates, self.clock())
         self.recorder.record(self.ledger, record, exchange.request, exchange.decision)
         if self.metrics is not None:
             self.metrics.observe_request(record)

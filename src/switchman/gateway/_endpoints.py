@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .._exceptions import InvalidRequestError
-from ._context import RequestContext, context_from
+from ._context import RequestContext, bind_agent, context_from
+from ._middleware import MASTER_KEY_ID
 from ._gateway import Gateway
 from ._schema import check_prompt_size, parse_body
 from ._stream import RelayResponse
@@ -68,11 +69,13 @@ class Endpoints:
         return body
 
     async def _read(self, request: Request) -> tuple[dict[str, Any], RequestContext]:
+        """The body and the caller's context, its agent as the caller's key allows (rejections are recorded)."""
         state = request.scope.get("state", {})
         request_id, key_id = state.get("request_id", ""), state.get("key_id")
         try:
             body = await self._parse(request)
-            return body, context_from(request.headers, body, request_id=request_id, key_id=key_id)
+            context = context_from(request.headers, body, request_id=request_id, key_id=key_id)
+            return body, bind_agent(context, state.get("key"))
         except InvalidRequestError as exc:
             self.dispatcher.reject(RequestContext(request_id=request_id, key_id=key_id), exc)
             raise
@@ -92,8 +95,8 @@ class Endpoints:
         """POST /v1/route: the Decision, without calling any model."""
         state = request.scope.get("state", {})
         body = await self._parse(request)
-        context = context_from(request.headers, body, request_id=state.get("request_id", ""))
-        _, decision = await self.dispatcher.adecide(body, context)
+        context = context_from(request.headers, body, request_id=state.get("request_id", ""), key_id=state.get("key_id"))
+        _, decision = await self.dispatcher.adecide(body, bind_agent(context, state.get("key")))
         return Response(orjson.dumps(decision.to_dict()), media_type=_JSON,
                         headers=_route_headers(decision.model, decision.reason))
 
@@ -102,13 +105,21 @@ class Endpoints:
         return Response(self._models, media_type=_JSON)
 
     async def health(self, request: Request) -> Response:
-        """GET /health: liveness, with each model's circuit state."""
+        """GET /health: liveness for anyone; each model's circuit state for the admin (or with auth off)."""
+        state = request.scope.get("state", {})
+        if state.get("auth_enabled") and state.get("key_id") != MASTER_KEY_ID:
+            return Response(b'{"status":"ok"}', media_type=_JSON)
         board = self.dispatcher.health
         states = {name: board.state(name) for name in self.gateway.decider.models}
         return Response(orjson.dumps({"status": "ok", "models": states}), media_type=_JSON)
 
     async def metrics(self, request: Request) -> Response:
-        """GET /metrics: Prometheus text."""
+        """GET /metrics: Prometheus text (spend across every tenant: the master key only, by default)."""
+        state = request.scope.get("state", {})
+        access = self.gateway.config.server.metrics_access
+        if state.get("auth_enabled") and access == "admin" and state.get("key_id") != MASTER_KEY_ID:
+            raise InvalidRequestError("/metrics needs the master key (or server.metrics_access: keys | open)",
+                                      status=403, code="admin_only", kind="permission_error")
         if self.gateway.metrics is None:
             return Response(b"", status_code=204)
         content, content_type = self.gateway.metrics.render()

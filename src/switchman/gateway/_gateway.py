@@ -6,6 +6,7 @@ reads it again.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,9 +16,10 @@ import anyio.to_thread
 
 from .._config import Config
 from .._decider import Decider
-from ..ledger import BudgetManager, KeyStore, Ledger, Metrics
-from ._dispatcher import Dispatcher
+from ..ledger import BudgetManager, KeySet, KeyStore, Ledger, Metrics
 from ._defaults import default_config
+from ._dispatcher import Dispatcher
+from ._keyring import Keyring
 
 __all__ = ["Gateway"]
 
@@ -33,10 +35,18 @@ class Gateway:
         self.decider = dispatcher.decider
         self.config = dispatcher.decider.config
         self.ledger = ledger
-        self.keys = keys
+        self.keyring = Keyring(keys, refresh_s=self.config.server.key_refresh_s) if keys is not None else None
         self.metrics = metrics
         self.master_key = master_key
         self.budgets = dispatcher.budgets
+        self._key_budgets_refresh: asyncio.Task[bool] | None = None
+        if self.keyring is not None:
+            self.keyring.on_change(self._key_budgets)
+
+    def _key_budgets(self, keys: KeySet) -> None:
+        """New, changed and removed key budgets take effect at each key refresh (spend loaded off the loop)."""
+        if self.budgets is not None and self.budgets.set_scope("key", keys.budgets()):
+            self._key_budgets_refresh = asyncio.ensure_future(anyio.to_thread.run_sync(self.budgets.refresh))
 
     @classmethod
     def from_config(
@@ -49,31 +59,34 @@ class Gateway:
         decider = Decider(config, base_dir=base_dir)
         ledger = Ledger.from_url(config.server.ledger_url)
         keys = KeyStore(config.server.ledger_url)
-        budgets = BudgetManager([*config.budgets, *keys.budgets()], ledger)
+        budgets = BudgetManager(config.budgets, ledger)  # key budgets join at the first key refresh
         metrics = Metrics(ledger=ledger)
         dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics)
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
                    master_key=env.get(config.server.master_key_env) or None)
 
     async def start(self) -> None:
-        """Load every route's strategy (router files, embedders) and start the ledger writer."""
+        """Load every route's strategy (router files, embedders), start the ledger writer, read the keys."""
         self.decider.warm_up()
         if self.ledger is not None:
             await self.ledger.start()
+        if self.keyring is not None:
+            await self.keyring.refresh()
 
     async def refresh_budgets(self, every_s: float = 5.0) -> None:
         """Keep budget counters in step with spend other workers (or SDK users) write to the ledger."""
         budgets = self.budgets
-        if budgets is None or not budgets.usage():
+        if budgets is None:
             return
         while True:
             await anyio.sleep(every_s)
-            await anyio.to_thread.run_sync(budgets.refresh)
+            if budgets.usage():
+                await anyio.to_thread.run_sync(budgets.refresh)
 
     async def aclose(self) -> None:
         """Close upstream connections, then flush the ledger."""
         await self.dispatcher.aclose()
         if self.ledger is not None:
             await self.ledger.close()
-        if self.keys is not None:
-            self.keys.close()
+        if self.keyring is not None:
+            self.keyring.close()

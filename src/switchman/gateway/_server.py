@@ -23,6 +23,7 @@ half-sent requests could take every file descriptor. `GuardedHttpProtocol` is th
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import resource
 from asyncio.events import TimerHandle
@@ -37,7 +38,7 @@ from .._config import ServerLimits
 from .._exceptions import InvalidRequestError
 from ._errors import error_payload
 
-__all__ = ["GuardedHttpProtocol", "guarded_protocol", "raise_fd_limit", "server_config"]
+__all__ = ["GuardedHttpProtocol", "guarded_protocol", "is_loopback", "raise_fd_limit", "server_config"]
 
 logger = logging.getLogger("switchman.gateway")
 
@@ -45,6 +46,16 @@ logger = logging.getLogger("switchman.gateway")
 #: client reads the 503 instead of a reset), before it is closed.
 _LINGER_S = 1.0
 _HEAD_END = b"\r\n\r\n"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _error_bytes(status: int, code: str, message: str, *, kind: str = "invalid_request_error",

@@ -9,7 +9,7 @@ SQLite (WAL) by default, Postgres by URL; writes happen off the request path in 
 
 from ._budget import BudgetManager, Reservation
 from ._db import LEDGER_URL_ENV, display_url, resolve_url
-from ._keys import KEY_PREFIX, KeyInfo, KeyStore
+from ._keys import KEY_PREFIX, UNCHANGED, KeyInfo, KeySet, KeyStore, lookup_of
 from ._ledger import Ledger
 from ._prometheus import Metrics
 from ._period import Period, parse_since, period_bounds
@@ -19,6 +19,7 @@ __all__ = [
     "BudgetManager",
     "KEY_PREFIX",
     "KeyInfo",
+    "KeySet",
     "KeyStore",
     "LEDGER_URL_ENV",
     "Ledger",
@@ -31,7 +32,9 @@ __all__ = [
     "Reservation",
     "SpendBy",
     "SpendRow",
+    "UNCHANGED",
     "display_url",
+    "lookup_of",
     "parse_since",
     "period_bounds",
     "resolve_url",

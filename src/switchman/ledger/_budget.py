@@ -118,6 +118,29 @@ class BudgetManager:
             if not self.refresh():
                 logger.warning("budgets start from zero: cannot read spend so far from the ledger")
 
+    def set_scope(self, scope: str, budgets: Sequence[BudgetConfig]) -> bool:
+        """Replace every budget of one scope (e.g. the keys' budgets after a key change); True if any changed.
+
+        A budget that stays keeps its spend and reservations, one whose limit changed keeps them under
+        the new limit (same name and period), a new one starts from zero until `refresh()` loads its spend.
+        """
+        wanted = [b for b in budgets if b.scope == scope]
+        with self._lock:
+            current = {(k, s.budget.period): s for k, states in self._states.items() if k[0] == scope for s in states}
+            if sorted(map(repr, (s.budget for s in current.values()))) == sorted(map(repr, wanted)):
+                return False
+            now = self._clock()
+            for key in [k for k in self._states if k[0] == scope]:
+                del self._states[key]
+            for budget in wanted:
+                state = current.get(((scope, budget.name), budget.period))
+                if state is not None:
+                    state.budget = budget  # the same state: reservations in flight settle against it
+                else:
+                    state = _BudgetState(budget, *period_bounds(now, budget.period))
+                self._states.setdefault((scope, budget.name), []).append(state)
+            return True
+
     def refresh(self) -> bool:
         """Raise each budget's spend to what the ledger holds for its current period; False if unreadable.
 

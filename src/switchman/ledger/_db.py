@@ -40,6 +40,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 __all__ = [
     "FEEDBACK",
     "KEYS",
+    "SETTINGS",
     "LEDGER_URL_ENV",
     "METADATA",
     "REQUESTS",
@@ -52,7 +53,13 @@ __all__ = [
 
 LEDGER_URL_ENV = "SWITCHMAN_LEDGER_URL"
 SQLITE_BUSY_TIMEOUT_S = 2.0
+#: Postgres bounds, so a database that hangs instead of refusing cannot hold a caller for ever:
+#: connecting (libpq's connect_timeout covers the whole handshake), one statement (server side),
+#: unacknowledged data and dead peers (TCP), and waiting for a pooled connection.
 POSTGRES_CONNECT_TIMEOUT_S = 5
+POSTGRES_STATEMENT_TIMEOUT_S = 15
+POSTGRES_TCP_USER_TIMEOUT_S = 15
+POOL_TIMEOUT_S = 5.0
 
 METADATA = MetaData()
 
@@ -112,7 +119,19 @@ KEYS = Table(
     Column("revoked", Float),
     Column("budget_usd", Float),
     Column("budget_period", String(16)),
+    Column("agents", JSON),  # the agents the key may act as (None: any)
+    Column("default_agent", Text),  # the agent of a request that names none
+    Column("updated", Float),  # last create / change / revoke, for the gateway's incremental key refresh
     Index("ix_switchman_keys_lookup", "lookup"),
+)
+
+#: Gateway-wide settings that must outlive a process, e.g. that authentication was switched on.
+SETTINGS = Table(
+    "switchman_settings",
+    METADATA,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("time", Float, nullable=False),
 )
 
 
@@ -137,12 +156,13 @@ def create_tables(engine: Engine) -> None:
 
 
 def _add_missing_columns(conn: Connection) -> None:
-    """Give a ledger made by an older switchman the nullable columns added since (prompt, shadow_*)."""
-    present = {c["name"] for c in inspect(conn).get_columns(REQUESTS.name, schema=REQUESTS.schema)}
-    for column in REQUESTS.columns:
-        if column.name not in present and column.nullable and not column.primary_key:
-            kind = column.type.compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {REQUESTS.name} ADD COLUMN {column.name} {kind}")
+    """Give a ledger made by an older switchman the nullable columns added since (prompt, shadow_*, key agents)."""
+    for table in (REQUESTS, KEYS):
+        present = {c["name"] for c in inspect(conn).get_columns(table.name, schema=table.schema)}
+        for column in table.columns:
+            if column.name not in present and column.nullable and not column.primary_key:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
 
 
 def default_sqlite_path(environ: Mapping[str, str]) -> Path:
@@ -183,6 +203,22 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _postgres_connect_args(url: URL) -> dict[str, Any]:
+    """libpq options that bound every wait on the database (a URL's own `options` are kept)."""
+    statement = f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_S * 1000}"
+    options = url.query.get("options")
+    own = " ".join(options) if isinstance(options, tuple) else options
+    return {
+        "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
+        "options": f"{own} {statement}" if own else statement,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": POSTGRES_TCP_USER_TIMEOUT_S * 1000,
+    }
+
+
 def create_ledger_engine(url: str) -> Engine:
     """A SQLAlchemy engine for a ledger URL; creates the SQLite file's folder. Does not connect."""
     parsed = _driver_url(url)
@@ -199,9 +235,6 @@ def create_ledger_engine(url: str) -> Engine:
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
     if backend == "postgresql":
-        return create_engine(
-            parsed,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
-        )
+        return create_engine(parsed, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_S,
+                             connect_args=_postgres_connect_args(parsed))
     raise ValueError(f"unsupported ledger URL {display_url(url)!r}: use sqlite:///path or postgresql://...")

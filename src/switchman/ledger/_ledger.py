@@ -341,10 +341,13 @@ class Ledger:
                 for name, n, tin, tout, usd, base in conn.execute(query)
             ]
 
-    def find(self, request_id: str) -> LedgerRecord | None:
-        """The written record of one request, None when there is none (yet)."""
+    def find(self, request_id: str, *, key_id: str | None = None) -> LedgerRecord | None:
+        """The written record of one request (of one key's requests, given `key_id`), None when there is none (yet)."""
         self._ensure_schema()
-        query = select(REQUESTS).where(REQUESTS.c.request_id == request_id).order_by(REQUESTS.c.id.desc()).limit(1)
+        query = select(REQUESTS).where(REQUESTS.c.request_id == request_id)
+        if key_id is not None:
+            query = query.where(REQUESTS.c.key_id == key_id)
+        query = query.order_by(REQUESTS.c.id.desc()).limit(1)
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else decode(row)
