@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -12,27 +11,25 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .._config import Config, load_config
 from .._exceptions import ConfigError
-from ..gateway import default_config, default_config_data
+from ..gateway import default_config, default_config_data, is_loopback
 
 __all__ = ["CONFIG_ENV", "app_from_environment", "check_bind", "init_command", "serve_command"]
 
 #: Where a worker process finds the configuration file `switchman serve --workers N` was given.
 CONFIG_ENV = "SWITCHMAN_CONFIG"
-_LOOPBACK_NAMES = {"localhost"}
 
 
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def check_bind(host: str, *, auth: str = "auto", has_keys: bool, master_key: bool) -> None:
+    """Refuse to listen beyond loopback while nothing authenticates requests.
 
-
-def check_bind(host: str, *, has_keys: bool, master_key: bool) -> None:
-    """Refuse to listen beyond loopback while nothing authenticates requests."""
-    if not _is_loopback(host) and not has_keys and not master_key:
+    `has_keys`: authentication was switched on in the keys database (a key was created there once).
+    """
+    if is_loopback(host):
+        return
+    if auth == "off":
+        raise ConfigError(f"refusing to listen on {host} with server.auth: off: anyone who can reach the port could "
+                          "spend your provider credits; remove `auth: off` or listen on 127.0.0.1")
+    if auth == "auto" and not has_keys and not master_key:
         raise ConfigError(
             f"refusing to listen on {host}: no virtual keys and no master key are configured, so anyone who "
             "can reach the port could spend your provider credits; create a key with `switchman keys create`, "
@@ -74,12 +71,15 @@ def serve_command(
     port = settings.server.port if port is None else port
     keys = KeyStore(settings.server.ledger_url)
     try:
-        has_keys = keys.has_keys()
+        has_keys = keys.auth_enabled()
     except SQLAlchemyError:  # the ledger is unreachable: we cannot tell, so only loopback is safe
         has_keys = False
     finally:
         keys.close()
-    check_bind(host, has_keys=has_keys, master_key=bool(os.environ.get(settings.server.master_key_env)))
+    check_bind(host, auth=settings.server.auth, has_keys=has_keys,
+               master_key=bool(os.environ.get(settings.server.master_key_env)))
+    # The gateway knows where it listens: beyond loopback it never serves a request without a key.
+    settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host, "port": port})})
     # The ledger is the request log: no per-request access log line on the hot path.
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
                                "timeout_graceful_shutdown": 30}

@@ -19,7 +19,7 @@ from ._gateway import Gateway
 from ._health import HealthBoard
 from ._inprocess import InProcessClient
 from ._providers import Deployment, Provider
-from ._server import GuardedHttpProtocol, guarded_protocol, raise_fd_limit, server_config
+from ._server import GuardedHttpProtocol, guarded_protocol, is_loopback, raise_fd_limit, server_config
 from ._stream import ChatStream
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "default_config",
     "default_config_data",
     "guarded_protocol",
+    "is_loopback",
     "local_models",
     "raise_fd_limit",
     "server_config",

@@ -97,7 +97,8 @@ class Keyring:
             pending = self._lookups[lookup] = asyncio.ensure_future(self._lookup(lookup))
             pending.add_done_callback(lambda _: self._lookups.pop(lookup, None))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(pending), self.wait_s)
+            async with asyncio.timeout(self.wait_s):  # not wait_for: on 3.11 it can swallow a cancellation
+                await asyncio.shield(pending)
         keys = self.keys
         return keys.verify(secret) if keys is not None else None
 
@@ -122,7 +123,8 @@ class Keyring:
         self.reads += 1
         self._running = running = self._executor.submit(function, *args)
         try:
-            result: T = await asyncio.wait_for(asyncio.wrap_future(running), self.read_timeout_s)
+            async with asyncio.timeout(self.read_timeout_s):
+                result: T = await asyncio.wrap_future(running)
         except TimeoutError:
             self._failed(f"no answer within {self.read_timeout_s:g} s")
             return None
