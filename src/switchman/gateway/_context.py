@@ -32,6 +32,7 @@ class RequestContext:
     task: str | None = None
     key_id: str | None = None
     escalate: bool = False
+    body_bytes: int = 0  # the request body's size: a quarter of it bounds the input tokens a budget reserves
 
 
 def _clean(value: object, where: str) -> str | None:
@@ -73,7 +74,8 @@ def _flag(value: object, where: str) -> bool:
 
 
 def context_from(
-    headers: Mapping[str, str], body: MutableMapping[str, Any], *, request_id: str = "", key_id: str | None = None
+    headers: Mapping[str, str], body: MutableMapping[str, Any], *, request_id: str = "", key_id: str | None = None,
+    body_bytes: int = 0,
 ) -> RequestContext:
     """Read the context and strip switchman's keys from `body["metadata"]` (in place)."""
     metadata = body.get("metadata")
@@ -101,6 +103,7 @@ def context_from(
         key_id=key_id,
         escalate=_flag(headers.get("x-switchman-escalate"), "X-Switchman-Escalate")
         or _flag(own.get("escalate"), "metadata.escalate"),
+        body_bytes=body_bytes,
     )
 
 

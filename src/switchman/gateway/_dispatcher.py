@@ -23,7 +23,7 @@ import orjson
 from .._exceptions import BudgetExceededError, BudgetLimitError, SwitchmanError, UpstreamError
 from .._decider import Decider
 from ..ledger import BudgetManager, Ledger, Metrics
-from ..routing import Decision, RouteRequest, estimated_cost
+from ..routing import Decision, RouteRequest, worst_case_cost
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
 from ._context import RequestContext, scoped_session
 from ._errors import Scrubber
@@ -145,23 +145,37 @@ class Dispatcher:
         return request, self._steered(request, decision, context, started)
 
     def _reserve(self, exchange: Exchange, request: RouteRequest, decision: Decision) -> Decision:
+        """Hold the request's worst case (all input, the most output it allows, times `n`) in its budgets."""
         if self.budgets is None:
             return decision
-        ctx, specs = exchange.context, self.decider.models
+        ctx, specs, n, tokens = exchange.context, self.decider.models, exchange.choices, exchange.input_bound
         reserve = self.budgets.reserve
-        reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route,
-                              estimated_usd=estimated_cost(specs[decision.model], request), model=decision.model)
+        reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route, model=decision.model,
+                              estimated_usd=worst_case_cost(specs[decision.model], request, n, input_tokens=tokens))
         if reservation.downgrade_to is not None and reservation.downgrade_to in specs:
             target = reservation.downgrade_to
-            reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route,
-                                  estimated_usd=estimated_cost(specs[target], request), model=target)
+            reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route, model=target,
+                                  estimated_usd=worst_case_cost(specs[target], request, n, input_tokens=tokens))
             decision = Decision(model=target, reason=f"budget downgrade from {decision.model}", strategy="budget",
                                 route=decision.route, candidates=decision.candidates, excluded=decision.excluded)
         exchange.reservation = reservation
         return decision
 
+    def _hold(self, exchange: Exchange, model: str, error: UpstreamError | None) -> None:
+        """Grow the reservation to `model`'s worst case (plus what a cascade already paid) before calling it."""
+        reservation, request = exchange.reservation, exchange.request
+        if reservation is None or not reservation.held or request is None:
+            return
+        spec = self.decider.models[model]
+        needed = exchange.spent_usd + worst_case_cost(spec, request, exchange.choices, input_tokens=exchange.input_bound)
+        if needed > reservation.estimated_usd and not reservation.resize(needed, model=model):
+            after = f" after {error}" if error is not None else ""
+            raise BudgetExceededError(f"moving to {model}{after} could cost ${needed:.4f}, more than the request's "
+                                      "budget has left")
+
     async def _begin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
         exchange = Exchange(context, self.clock())
+        exchange.choices = int(body.get("n") or 1)
         try:
             exchange.request, decision = await self.adecide(body, context)
             exchange.decision = decision
@@ -186,6 +200,7 @@ class Dispatcher:
         model = chain.first()
         error: UpstreamError | None = None
         while model is not None:
+            self._hold(exchange, model, error)
             deployment = self.deployments[model]
             attempt = 0
             while True:

@@ -74,7 +74,8 @@ class Endpoints:
         request_id, key_id = state.get("request_id", ""), state.get("key_id")
         try:
             body = await self._parse(request)
-            context = context_from(request.headers, body, request_id=request_id, key_id=key_id)
+            context = context_from(request.headers, body, request_id=request_id, key_id=key_id,
+                                   body_bytes=len(await request.body()))
             return body, bind_agent(context, state.get("key"))
         except InvalidRequestError as exc:
             self.dispatcher.reject(RequestContext(request_id=request_id, key_id=key_id), exc)

@@ -38,7 +38,7 @@ def status_for(error: BaseException) -> str:
 class Exchange:
     """What happened to one request: decision, models tried, usage, timing, outcome."""
 
-    __slots__ = ("context", "decision", "error", "first_token_at", "model", "request", "reservation",
+    __slots__ = ("choices", "context", "decision", "error", "first_token_at", "model", "request", "reservation",
                  "spent_usd", "started", "started_wall", "status", "tried", "usage", "usage_estimated")
 
     def __init__(self, context: RequestContext, started: float) -> None:
@@ -48,6 +48,7 @@ class Exchange:
         self.request: RouteRequest | None = None
         self.decision: Decision | None = None
         self.reservation: Reservation | None = None
+        self.choices = 1  # the request's `n`: answers it asks for (and the budget reserves)
         self.model: str | None = None
         self.tried: list[str] = []
         self.spent_usd = 0.0  # answers a cascade paid for and rejected
@@ -56,6 +57,12 @@ class Exchange:
         self.first_token_at: float | None = None
         self.status = "ok"
         self.error: str | None = None
+
+    @property
+    def input_bound(self) -> int:
+        """Input tokens a budget reserves: the request's count, or a quarter of its bytes when that is more."""
+        counted = self.request.input_tokens if self.request is not None else 0
+        return max(counted, self.context.body_bytes // 4)
 
     def fail(self, error: BaseException, scrub: Scrubber) -> None:
         """Note the error that ended the request."""

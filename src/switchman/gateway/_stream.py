@@ -17,7 +17,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .._exceptions import UpstreamError, UpstreamServerError
+from .._exceptions import BudgetExceededError, UpstreamError, UpstreamServerError
 from ._errors import error_payload
 from ._exchange import Exchange
 from ._health import HealthBoard
@@ -97,6 +97,7 @@ class ChatStream:
         self._exchange = exchange
         self._opened = opened
         self._error: UpstreamError | None = None
+        self._stopped: BudgetExceededError | None = None
         self._ended = False
         self._closed = False
 
@@ -134,15 +135,39 @@ class ChatStream:
                         chunks = translator.close()
                         break
                     chunks = translator.feed(event)
+                if not self._within_budget():
+                    raise self._budget_stop()
                 for chunk in chunks:
                     await send(chunk)
             for chunk in chunks:
                 await send(chunk)
-        except UpstreamError as exc:
-            self._error = exc
+        except (UpstreamError, BudgetExceededError) as exc:
+            if isinstance(exc, UpstreamError):
+                self._error = exc
             status, payload = error_payload(exc, self._dispatcher.scrub)
             await send(b"data: " + orjson.dumps(payload) + b"\n\n" + _DONE)
         self._ended = True
+
+    def _within_budget(self) -> bool:
+        """Whether the answer's running cost still fits its reservation (grown by a quarter when a budget allows).
+
+        Output is counted per streamed chunk (providers send about one token per chunk), so an
+        answer that runs past what was reserved (a model without `max_output_tokens`, or an upstream
+        that ignores max_tokens) is stopped once no budget can take more.
+        """
+        exchange = self._exchange
+        reservation = exchange.reservation
+        if reservation is None or not reservation.held:
+            return True
+        spec = self._opened.deployment.spec
+        running = exchange.spent_usd + spec.cost(exchange.input_bound, self._opened.translator.chunks)
+        return running <= reservation.estimated_usd or reservation.resize(running * 1.25)
+
+    def _budget_stop(self) -> BudgetExceededError:
+        self._stopped = BudgetExceededError(
+            f"the answer was stopped after {self._opened.translator.chunks} chunks: its running cost passed what its "
+            "budget has left")
+        return self._stopped
 
     async def aclose(self, *, disconnected: bool = False) -> None:
         """Release the upstream and write the ledger record (idempotent)."""
@@ -161,6 +186,9 @@ class ChatStream:
         if self._error is not None:
             dispatcher.health.record(name, ok=False)
             exchange.fail(self._error, dispatcher.scrub)
+            exchange.status = "stream_error"
+        elif self._stopped is not None:  # the budget's doing, not the upstream's
+            exchange.fail(self._stopped, dispatcher.scrub)
             exchange.status = "stream_error"
         elif disconnected or not self._ended:
             exchange.status = "client_disconnected"

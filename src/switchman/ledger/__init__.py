@@ -7,7 +7,7 @@
 SQLite (WAL) by default, Postgres by URL; writes happen off the request path in batches.
 """
 
-from ._budget import BudgetManager, Reservation
+from ._budget import BudgetManager, Budgets, Reservation
 from ._db import LEDGER_URL_ENV, display_url, resolve_url
 from ._keys import KEY_PREFIX, UNCHANGED, KeyInfo, KeySet, KeyStore, lookup_of
 from ._ledger import Ledger
@@ -17,6 +17,7 @@ from ._record import RECORD_STATUSES, LedgerRecord, LedgerStats, RecordStatus, S
 
 __all__ = [
     "BudgetManager",
+    "Budgets",
     "KEY_PREFIX",
     "KeyInfo",
     "KeySet",
