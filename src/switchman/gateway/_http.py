@@ -17,6 +17,7 @@ before the server's loop runs).
 
 from __future__ import annotations
 
+import io
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ MAX_CONNECTIONS = 1000
 KEEPALIVE_EXPIRY = 60.0
 #: Seconds a resolved provider address is reused.
 DNS_CACHE_TTL = 60
+#: Bodies larger than this are written to the upstream in pieces (one write of megabytes holds the event loop).
+_STREAMED_BODY_BYTES = 1 << 20
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -129,8 +132,9 @@ class UpstreamPool:
         `read_timeout` bounds the wait for the answer after sending, and any later silence in it.
         """
         session = self._session or self._open()
+        body = request.body if len(request.body) <= _STREAMED_BODY_BYTES else io.BytesIO(request.body)
         response = await session.request(
-            request.method, request.url, data=request.body, allow_redirects=False,
+            request.method, request.url, data=body, allow_redirects=False,
             timeout=self._timeout(connect_timeout, read_timeout),
         )
         return UpstreamResponse(response)

@@ -8,6 +8,7 @@ that goes away cancels the upstream request. Either way the request gets its one
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 __all__ = ["ChatStream", "OpenedStream", "RelayResponse", "open_upstream_stream"]
 
 _DONE = b"data: [DONE]\n\n"
+#: Events relayed between two yields to the event loop: an upstream faster than its client never
+#: suspends the relay (reads and writes are buffered), so without these a client that went away, or
+#: every other request, would wait for the whole answer.
+_YIELD_EVERY = 16
 
 
 @dataclass(slots=True)
@@ -127,7 +132,11 @@ class ChatStream:
             for chunk in opened.first:
                 await send(chunk)
             self._exchange.first_token_at = clock()
+            relayed = 0
             while True:
+                relayed += 1
+                if relayed % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
                 with deployment.adapter.map_errors(deployment.name), anyio.fail_after(max(deadline - clock(), 0.0)):
                     try:
                         event = await events.__anext__()
