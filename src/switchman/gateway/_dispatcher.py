@@ -11,6 +11,7 @@ request behaves the same over HTTP and in process:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,6 +41,12 @@ from ._wire import Usage, estimate_output_tokens
 __all__ = ["Completion", "Dispatcher"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("switchman.gateway")
+
+#: Seconds an answer waits for its ledger row under `server.durability: sync` (a sick database must
+#: not hold answers for ever: after this the answer goes out and the row stays queued).
+DURABLE_WAIT_S = 5.0
 
 #: Requests with more prompt text than this (characters) are decided in a worker thread: token
 #: counting, code detection and embedding grow with the prompt and must not hold the event loop.
@@ -90,6 +97,7 @@ class Dispatcher:
         self.health = health or HealthBoard(decider.config.server.circuit_breaker)
         self.scrub = scrub or Scrubber()
         self.retries = decider.config.server.retries
+        self.durable = decider.config.server.durability == "sync"
         self.sleep = sleep
         self.clock = clock
         routes = decider.config.routes
@@ -272,7 +280,9 @@ class Dispatcher:
         exchange.usage = usage
         assert exchange.decision is not None and exchange.model is not None
         cost = exchange.cost(self.decider.models)
-        self.finish(exchange, content=content)
+        ticket = self.finish(exchange, content=content)
+        if self.durable:
+            await self.committed(ticket)
         return Completion(content, exchange.model, exchange.decision, cost, context.request_id)
 
     async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream:
@@ -296,13 +306,22 @@ class Dispatcher:
         """Record a request refused before it could be routed (bad JSON, bad fields, bad headers)."""
         self.finish(Exchange(context, self.clock()), error)
 
+    async def committed(self, ticket: int | asyncio.Task[int]) -> None:
+        """Wait (at most DURABLE_WAIT_S) until a record `finish` queued is committed: `server.durability: sync`."""
+        if self.ledger is None:
+            return
+        number = await ticket if isinstance(ticket, asyncio.Task) else ticket
+        if number and not await self.ledger.committed(number, timeout=DURABLE_WAIT_S):
+            logger.warning("ledger row not committed within %g s; answering anyway (it stays queued)", DURABLE_WAIT_S)
+
     def finish(
         self, exchange: Exchange, error: BaseException | None = None, *, content: bytes | None = None,
         answer: str | None = None,
-    ) -> None:
+    ) -> int | asyncio.Task[int]:
         """Write the request's one ledger record, count it in the metrics, and note its session's outcome.
 
         `answer` is a streamed answer's escalation signal (empty or truncated), where no body exists.
+        Returns the ledger's ticket for the record (see `committed`).
         """
         if error is not None:
             exchange.fail(error, self.scrub)
@@ -312,6 +331,7 @@ class Dispatcher:
         routed = decision is not None and decision.route is not None and decision.strategy != "fixed"
         candidates = self._candidates.get(decision.route or "", ()) if routed and decision is not None else ()
         record = exchange.record(self.decider.models, candidates, self.clock())
-        self.recorder.record(self.ledger, record, exchange.request, exchange.decision)
+        ticket = self.recorder.record(self.ledger, record, exchange.request, exchange.decision)
         if self.metrics is not None:
             self.metrics.observe_request(record)
+        return ticket

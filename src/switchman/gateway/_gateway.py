@@ -7,6 +7,7 @@ reads it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,9 @@ from ._dispatcher import Dispatcher
 from ._keyring import Keyring
 
 __all__ = ["Gateway"]
+
+#: Seconds startup waits for the first read of the virtual keys before serving without them.
+STARTUP_KEYS_WAIT_S = 3.0
 
 
 class Gateway:
@@ -71,7 +75,11 @@ class Gateway:
         if self.ledger is not None:
             await self.ledger.start()
         if self.keyring is not None:
-            await self.keyring.refresh()
+            # Wait a moment for the keys, not for a database that hangs: the refresh goes on in the background
+            # and requests meanwhile need the master key (authentication is assumed on until keys are read).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STARTUP_KEYS_WAIT_S):
+                    await asyncio.shield(self.keyring.refresh())
 
     async def refresh_budgets(self, every_s: float = 5.0) -> None:
         """Keep budget counters in step with spend other workers (or SDK users) write to the ledger."""
@@ -80,8 +88,8 @@ class Gateway:
             return
         while True:
             await anyio.sleep(every_s)
-            if budgets.usage():
-                await anyio.to_thread.run_sync(budgets.refresh)
+            if budgets.usage():  # a database that hangs must not hold shutdown: the thread is left behind
+                await anyio.to_thread.run_sync(budgets.refresh, abandon_on_cancel=True)
 
     async def aclose(self) -> None:
         """Close upstream connections, then flush the ledger."""

@@ -105,6 +105,7 @@ class ChatStream:
         self._stopped: BudgetExceededError | None = None
         self._ended = False
         self._closed = False
+        self._ticket: int | asyncio.Task[int] = 0
 
     @property
     def model(self) -> str:
@@ -112,13 +113,21 @@ class ChatStream:
         return self._opened.deployment.name
 
     @property
+    def durable(self) -> bool:
+        """Whether the record must be committed before the stream's end is sent."""
+        return self._dispatcher.durable and self._dispatcher.ledger is not None
+
+    @property
     def reason(self) -> str:
         """Why it was chosen."""
         decision = self._exchange.decision
         return decision.reason if decision is not None else ""
 
-    async def relay(self, send: Callable[[bytes], Awaitable[None]]) -> None:
+    async def relay(self, send: Callable[[bytes], Awaitable[None]], *, hold_last: bool = False) -> bytes:
         """Forward every event to `send` as it arrives; an upstream failure becomes an error event.
+
+        With `hold_last`, the last piece (the end of the stream: `[DONE]`) is returned instead of
+        sent, for the caller to send once the request's record is committed.
 
         The model's total timeout bounds the waits for the upstream only: time spent waiting for the
         client to take what was sent is the client's (the server's write timeout bounds it), so a
@@ -128,6 +137,8 @@ class ChatStream:
         deployment = opened.deployment
         deadline = opened.sent_at + deployment.total_s
         translator, events = opened.translator, opened.events
+        if hold_last:
+            send = _HoldLast(send)
         try:
             for chunk in opened.first:
                 await send(chunk)
@@ -156,6 +167,12 @@ class ChatStream:
             status, payload = error_payload(exc, self._dispatcher.scrub)
             await send(b"data: " + orjson.dumps(payload) + b"\n\n" + _DONE)
         self._ended = True
+        return send.held if isinstance(send, _HoldLast) else b""
+
+    async def committed(self) -> None:
+        """Record the request now and wait until its row is committed (`server.durability: sync`)."""
+        self._ticket = await self._close()
+        await self._dispatcher.committed(self._ticket)
 
     def _within_budget(self) -> bool:
         """Whether the answer's running cost still fits its reservation (grown by a quarter when a budget allows).
@@ -180,8 +197,11 @@ class ChatStream:
 
     async def aclose(self, *, disconnected: bool = False) -> None:
         """Release the upstream and write the ledger record (idempotent)."""
+        await self._close(disconnected=disconnected)
+
+    async def _close(self, *, disconnected: bool = False) -> int | asyncio.Task[int]:
         if self._closed:
-            return
+            return self._ticket
         self._closed = True
         opened, exchange, dispatcher = self._opened, self._exchange, self._dispatcher
         await opened.aclose()
@@ -210,7 +230,21 @@ class ChatStream:
                 answer = "truncated answer (finish_reason length)"
             elif not translator.has_output:
                 answer = "empty answer"
-        dispatcher.finish(exchange, answer=answer)
+        self._ticket = dispatcher.finish(exchange, answer=answer)
+        return self._ticket
+
+
+class _HoldLast:
+    """A sender that keeps back the latest piece (sending the one before it) until asked for it."""
+
+    def __init__(self, send: Callable[[bytes], Awaitable[None]]) -> None:
+        self._send = send
+        self.held = b""
+
+    async def __call__(self, chunk: bytes) -> None:
+        if self.held:
+            await self._send(self.held)
+        self.held = chunk
 
 
 class RelayResponse(Response):
@@ -243,9 +277,12 @@ class RelayResponse(Response):
 
                 group.start_soon(watch)
                 await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-                await self.stream.relay(body)
+                durable = self.stream.durable
+                last = await self.stream.relay(body, hold_last=durable)
                 done = True
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                if durable:  # the row is committed before the answer's last event and last byte
+                    await self.stream.committed()
+                await send({"type": "http.response.body", "body": last, "more_body": False})
                 group.cancel_scope.cancel()
         except OSError:
             disconnected = True
