@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from switchman.cli._eval import eval_command
+from switchman.evaluate import EvalPlan
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path("runs/bench_cascade")
@@ -59,7 +60,7 @@ def rows(dataset: str, report: dict[str, Any]) -> list[str]:
 def main() -> int:
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1, user_api="blas")  # as `switchman` itself does (see _cli._process_setup)
+    threadpool_limits(limits=1, user_api="blas")  # as `switchman` itself does (see switchman.cli._app._process_setup)
     if not DATA.is_dir():
         print(f"no data at {DATA}", file=sys.stderr)
         return 1
@@ -71,8 +72,8 @@ def main() -> int:
     ]
     for dataset in DATASETS:
         started = time.perf_counter()
-        report = eval_command(data=[DATA / dataset], strategies=["cascade"], json_path=OUT / f"{dataset}.json",
-                              console=Console(file=io.StringIO(), width=200))
+        report = eval_command(EvalPlan(strategies=("cascade",)), data=[DATA / dataset],
+                              json_path=OUT / f"{dataset}.json", console=Console(file=io.StringIO(), width=200)).to_dict()
         lines += rows(dataset, report)
         print(f"{dataset}: {time.perf_counter() - started:.1f}s", file=sys.stderr)
     print("\n".join(lines))

@@ -51,7 +51,7 @@ def main() -> None:
     import numpy  # noqa: F401  (load BLAS first: the limit applies to libraries already loaded)
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1, user_api="blas")  # as `switchman` itself does (see _cli._process_setup)
+    threadpool_limits(limits=1, user_api="blas")  # as `switchman` itself does (see switchman.cli._app._process_setup)
 
     rss_start = _rss_mib()
     started = time.perf_counter()

@@ -19,7 +19,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from switchman.cli._eval import eval_command, train_command
+from switchman.cli._eval import eval_command
+from switchman.cli._train import train_command
+from switchman.evaluate import EvalPlan
+from switchman.learn import train_settings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path("runs/bench_routing")
@@ -62,8 +65,8 @@ def selection() -> None:
         print(f"\n### {dataset}: 5-fold CV inside the train split, target quality=0.95\n\n{HEADER}")
         for label, options in SELECTION:
             started = time.perf_counter()
-            report = eval_command(data=[DATA / dataset], strategies=["learned"], split="train", cv=5,
-                                  console=QUIET, **options)  # type: ignore[arg-type]
+            plan = EvalPlan(strategies=("learned",), split="train", cv=5, settings=train_settings(**options))
+            report = eval_command(plan, data=[DATA / dataset], console=QUIET).to_dict()
             entry = next(iter(report["routers"].values()))
             print(_row(label, entry, time.perf_counter() - started), flush=True)
             (OUT / f"selection-{dataset}-{label.replace(' ', '_').replace(',', '')}.json").write_text(json.dumps(report))
@@ -81,13 +84,13 @@ def final(variants: dict[str, dict]) -> None:
                            ("both", ["routerbench", "alpacaeval2"])):
             path = OUT / f"router-{label}-{name}.safetensors"
             started = time.perf_counter()
-            train_command(data=[DATA / d for d in dirs], out=path, console=QUIET, **options)
+            train_command(data=[DATA / d for d in dirs], out=path, settings=train_settings(**options), console=QUIET)
             routers[(label, name)] = (path, time.perf_counter() - started)
     for dataset in ("routerbench", "alpacaeval2"):
         paths = [routers[(label, trained_on)][0] for label in variants for trained_on in (dataset, "both")]
-        report = eval_command(data=[DATA / dataset], routers=paths, strategies=["cheapest", "random"],
-                              split="test", console=QUIET, json_path=OUT / f"final-{dataset}.json",
-                              plot_path=OUT / f"final-{dataset}.png")
+        plan = EvalPlan(routers=tuple(paths), strategies=("cheapest", "random"), split="test")
+        report = eval_command(plan, data=[DATA / dataset], console=QUIET, json_path=OUT / f"final-{dataset}.json",
+                              plot_path=OUT / f"final-{dataset}.png").to_dict()
         print(f"\n### {dataset} test split ({report['n_prompts']} prompts); best single model "
               f"{report['best_model']}, most expensive {report['most_expensive_model']}\n")
         print(HEADER)
@@ -123,7 +126,7 @@ def main() -> int:
     import numpy  # noqa: F401  (load BLAS first: the limit applies to libraries already loaded)
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1, user_api="blas")  # as `switchman` itself does (see _cli._process_setup)
+    threadpool_limits(limits=1, user_api="blas")  # as `switchman` itself does (see switchman.cli._app._process_setup)
     if not DATA.exists():
         print(f"{DATA} is missing: this benchmark needs the shared outcome data", file=sys.stderr)
         return 1

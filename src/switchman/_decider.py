@@ -249,4 +249,5 @@ class Decider:
         return Decision(
             model=decision.model, reason=decision.reason, strategy=decision.strategy, route=route_name,
             candidates=decision.candidates, fallbacks=decision.fallbacks + extra, excluded=policy.excluded,
+            cluster=decision.cluster,
         )

@@ -17,6 +17,7 @@
     ├── LocalModelError              install the local model (`switchman local install`) or free its port
     └── UpstreamError                the provider failed; a fallback may succeed
         ├── RateLimitError           retry later (429)
+        │   └── DeploymentLimitError every deployment is at its own rpm/tpm limit; carries x-ratelimit-* values
         ├── UpstreamTimeout          retry or fall back
         ├── UpstreamConnectionError  retry or fall back
         ├── UpstreamServerError      retry or fall back (5xx)
@@ -27,6 +28,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -38,6 +40,7 @@ __all__ = [
     "ContentPolicyViolationError",
     "ContextWindowExceededError",
     "DatasetError",
+    "DeploymentLimitError",
     "EmbedderUnavailableError",
     "InvalidRequestError",
     "LedgerUnavailableError",
@@ -91,6 +94,10 @@ class UnknownModelError(RoutingError):
 
 class NoCapableModelError(RoutingError):
     """No candidate passes the policy filters for this request."""
+
+    def __init__(self, message: str, *, missing: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.missing = missing  # capabilities the request needs that no candidate has
 
 
 class PolicyDeniedError(RoutingError):
@@ -178,6 +185,18 @@ class RateLimitError(UpstreamError):
     """The provider rate-limited the call (429)."""
 
     status_code = 429
+
+
+class DeploymentLimitError(RateLimitError):
+    """Every deployment of the model is at the rpm/tpm limit switchman keeps for it; nothing was sent."""
+
+    def __init__(
+        self, message: str, *, model: str | None = None, retry_after: float | None = None,
+        limits: Mapping[str, float | None] | None = None,
+    ) -> None:
+        super().__init__(message, model=model, retry_after=retry_after)
+        #: The soonest-free deployment's limit-/remaining-/reset- values for requests and tokens (reset in seconds).
+        self.limits = dict(limits or {})
 
 
 class UpstreamTimeout(UpstreamError):

@@ -35,7 +35,8 @@ class Router(Decider):
         """Send a chat request in process and return the OpenAI chat.completion as a dict.
 
         Same decision, retries, fallbacks, budgets and ledger as `switchman serve`. Options:
-        model, agent, session, tags, task, and any chat-completions field (tools, temperature, ...).
+        model, agent, session, tags, task, cache (True/False: use or skip the response cache, as the
+        X-Switchman-Cache header), and any chat-completions field (tools, temperature, ...).
         """
         return self._client().chat(messages, **options)
 

@@ -59,6 +59,9 @@ def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
                        "output_price": 15.0, "context_window": 200000, "capabilities": CAPS},
             "locked": {"provider": "fake-wrong-key", "input_price": 0.01, "output_price": 0.01,
                        "capabilities": CAPS},
+            "text-embedding-3-small": {"provider": "fake-openai", "input_price": 0.02,
+                      "output_price": 0.0, "capabilities": []},
+            "basic": {"provider": "fake-openai", "input_price": 0.01, "output_price": 0.02, "capabilities": []},
         },
         "routes": {
             "default": {"candidates": ["cheap", "mid", "big"], "strategy": "cheapest",
@@ -68,10 +71,12 @@ def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
             "slowroute": {"candidates": ["slow", "big"], "strategy": "cheapest"},
             "claude": {"candidates": ["claude"], "strategy": "fixed", "model": "claude"},
             "budgeted": {"candidates": ["mid"], "strategy": "cheapest"},
+            "plain": {"candidates": ["basic"], "strategy": "cheapest"},
         },
         "default_route": "default",
         "agents": {"penny": {"max_price_usd": 1e-9}},
         "budgets": [{"scope": "agent", "name": "frugal", "usd": 0.002, "period": "day"},
+                    {"scope": "agent", "name": "broke", "usd": 1e-12, "period": "day"},
                     {"scope": "agent", "name": "thrifty", "usd": 1e-9, "on_exceed": "downgrade",
                      "downgrade_to": "cheap"}],
         "server": {

@@ -220,8 +220,8 @@ def test_an_empty_or_truncated_streamed_answer_escalates_next_turn(
         assert streamed("two")[0] == "cheap"
         expected = "empty answer"
     else:
-        upstream.set_reply("cheap", "a long answer that will not fit")
-        assert streamed("two", max_tokens=2)[0] == "cheap"  # the fake stops at 2 words: finish_reason length
+        upstream.inject("truncated", model="cheap")  # cut at the model's own output limit, no max_tokens asked
+        assert streamed("two")[0] == "cheap"
         expected = "truncated answer (finish_reason length)"
     upstream.clear()
     model, reason = streamed("three")
@@ -229,8 +229,34 @@ def test_an_empty_or_truncated_streamed_answer_escalates_next_turn(
 
 
 def test_a_truncated_answer_escalates_next_turn(turn: Callable[..., Turn], upstream: FakeUpstream) -> None:
-    upstream.set_reply("cheap", "a long answer that will not fit")
-    first = turn(_user([], "Hi"), max_tokens=2)
+    upstream.inject("truncated", model="cheap")  # the model's own output limit: the caller set no max_tokens
+    first = turn(_user([], "Hi"))
     assert first.model == "cheap" and first.completion.choices[0].finish_reason == "length"
-    upstream.clear()
     _escalates_once(turn, lambda: turn(_user(_conversation(1), "Hello?")), "truncated answer (finish_reason length)")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_cut_at_the_callers_own_max_tokens_is_not_a_failure(
+    stream: bool, client: openai.OpenAI, session: str, upstream: FakeUpstream,
+    ledger_record: Callable[[str], LedgerRecord],
+) -> None:
+    """A classifier asks for 2 tokens and gets 2 (finish_reason length): the session keeps its model."""
+    upstream.set_reply("cheap", "positive sentiment with a long explanation")
+    headers = {"X-Switchman-Session": session}
+    for i in range(3):
+        messages: Any = [{"role": "user", "content": f"Classify review {i}."}]
+        if stream:
+            with client.chat.completions.with_streaming_response.create(
+                model="auto", messages=messages, max_tokens=2, stream=True, extra_headers=headers,
+            ) as response:
+                body = "".join(response.iter_lines())
+                model, request_id = response.headers["x-switchman-model"], response.headers["x-switchman-request-id"]
+            assert '"finish_reason":"length"' in body
+        else:
+            raw = client.chat.completions.with_raw_response.create(model="auto", messages=messages, max_tokens=2,
+                                                                   extra_headers=headers)
+            assert raw.parse().choices[0].finish_reason == "length"
+            model, request_id = raw.headers["x-switchman-model"], raw.headers["x-switchman-request-id"]
+        record = ledger_record(request_id)
+        assert model == "cheap" and record.status == "ok"
+        assert i == 0 or (record.reason or "").startswith("session kept cheap")

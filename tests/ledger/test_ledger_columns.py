@@ -1,4 +1,4 @@
-"""New ledger columns (prompt, shadow_*): stored, read back, and added to ledgers made before them."""
+"""New ledger columns (prompt, shadow_*, api, deployment, cache): stored, read back, and added to older ledgers."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from switchman.ledger import Ledger, LedgerRecord
 def test_prompt_and_shadow_round_trip(db_url: str, open_ledger: Callable[..., Ledger]) -> None:
     ledger = open_ledger(db_url)
     ledger.record(LedgerRecord(request_id="a", model="m", prompt="hi ünïcode", shadow_model="s", shadow_quality=0.5,
-                               shadow_cost_usd=0.001))
+                               shadow_cost_usd=0.001, api="messages", deployment="m@east", cache="hit"))
     ledger.record(LedgerRecord(request_id="b", model="m"))
     ledger.flush_sync()
     a, b = ledger.find("a"), ledger.find("b")
-    assert a is not None and (a.prompt, a.shadow_model, a.shadow_quality, a.shadow_cost_usd) == \
-        ("hi ünïcode", "s", 0.5, 0.001)
-    assert b is not None and (b.prompt, b.shadow_model) == (None, None)
+    assert a is not None and (a.prompt, a.shadow_model, a.shadow_quality, a.shadow_cost_usd, a.api) == \
+        ("hi ünïcode", "s", 0.5, 0.001, "messages")
+    assert (a.deployment, a.cache) == ("m@east", "hit")
+    assert b is not None and (b.prompt, b.shadow_model, b.api, b.deployment, b.cache) == (None,) * 5
     assert ledger.find("nope") is None
     ledger.add_feedback("a", 0.2)
     ledger.add_feedback("a", 0.9)
@@ -30,9 +31,10 @@ def test_an_older_ledger_gets_the_new_columns(sqlite_path: Path, open_ledger: Ca
     old.record(LedgerRecord(request_id="old", model="m"))
     old.close_sync()
     with sqlite3.connect(sqlite_path) as conn:  # as an earlier switchman left it
-        for column in ("prompt", "shadow_model", "shadow_quality", "shadow_cost_usd"):
+        for column in ("prompt", "shadow_model", "shadow_quality", "shadow_cost_usd", "api", "deployment", "cache"):
             conn.execute(f"ALTER TABLE switchman_requests DROP COLUMN {column}")
     ledger = open_ledger(f"sqlite:///{sqlite_path}")
-    ledger.record(LedgerRecord(request_id="new", model="m", prompt="kept"))
+    ledger.record(LedgerRecord(request_id="new", model="m", prompt="kept", api="responses", deployment="m@west"))
     ledger.flush_sync()
-    assert [(r.request_id, r.prompt) for r in ledger.records()] == [("old", None), ("new", "kept")]
+    assert [(r.request_id, r.prompt, r.api, r.deployment) for r in ledger.records()] == \
+        [("old", None, None, None), ("new", "kept", "responses", "m@west")]

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import uvicorn
+import yaml
 
 from switchman._config import ServerLimits, parse_config
 from switchman.gateway import Gateway, build_app, server_config
@@ -234,3 +240,43 @@ class HangingServer:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_process(data: Mapping[str, Any], folder: Path, env: Mapping[str, str] = ENV) -> Iterator[
+        tuple[subprocess.Popen[bytes], str]]:
+    """`switchman serve` in a process of its own (nothing else shares its interpreter), with this configuration."""
+    config = folder / "switchman.yaml"
+    config.write_text(yaml.safe_dump(dict(data)))
+    port = free_port()
+    with (folder / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
+             "--port", str(port)], env={**os.environ, **env}, stdout=log, stderr=log)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(base + "/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("switchman serve did not start: " + (folder / "serve.log").read_text())
+                time.sleep(0.1)
+            yield process, base
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(10)

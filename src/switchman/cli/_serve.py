@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +9,11 @@ import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._config import Config, load_config
+from .._environ import Environment, export_config_file
 from .._exceptions import ConfigError
 from ..gateway import default_config, default_config_data, is_loopback
 
-__all__ = ["CONFIG_ENV", "app_from_environment", "check_bind", "init_command", "serve_command"]
-
-#: Where a worker process finds the configuration file `switchman serve --workers N` was given.
-CONFIG_ENV = "SWITCHMAN_CONFIG"
-
+__all__ = ["app_from_environment", "check_bind", "init_command", "serve_command"]
 
 def check_bind(host: str, *, auth: str = "auto", has_keys: bool, master_key: bool) -> None:
     """Refuse to listen beyond loopback while nothing authenticates requests.
@@ -37,25 +33,26 @@ def check_bind(host: str, *, auth: str = "auto", has_keys: bool, master_key: boo
         )
 
 
-def _load(config_path: str | Path | None) -> tuple[Config, Path]:
+def _load(config_path: str | Path | None, env: Environment) -> tuple[Config, Path]:
     if config_path is None:
-        return default_config(), Path.cwd()
+        return default_config(env), Path.cwd()
     path = Path(config_path)
     return load_config(path), path.parent
 
 
 def app_from_environment():  # type: ignore[no-untyped-def]
-    """ASGI app factory for worker processes (reads $SWITCHMAN_CONFIG once)."""
+    """ASGI app factory for worker processes (reads the environment once: $SWITCHMAN_CONFIG, keys)."""
     from .._threads import limit_blas_threads
     from ..gateway import Gateway, GuardedHttpProtocol, build_app, raise_fd_limit
 
-    limit_blas_threads()  # a spawned worker did not run the CLI's process setup
-    config, base_dir = _load(os.environ.get(CONFIG_ENV) or None)
+    env = Environment.read()
+    limit_blas_threads(env)  # a spawned worker did not run the CLI's process setup
+    config, base_dir = _load(env.config_file, env)
     # uvicorn builds the worker's protocol from its import string, so the limits go on that class;
     # this is the worker process's own copy, set once before it accepts a connection.
     GuardedHttpProtocol.limits = config.server.limits.model_copy(
         update={"max_connections": raise_fd_limit(config.server.limits)})
-    return build_app(Gateway.from_config(config, base_dir=base_dir))
+    return build_app(Gateway.from_config(config, base_dir=base_dir, env=env))
 
 
 def serve_command(
@@ -66,7 +63,8 @@ def serve_command(
 
     from ..ledger import KeyStore
 
-    settings, base_dir = _load(config)
+    env = Environment.read()
+    settings, base_dir = _load(config, env)
     host = host or settings.server.host
     port = settings.server.port if port is None else port
     keys = KeyStore(settings.server.ledger_url)
@@ -77,7 +75,7 @@ def serve_command(
     finally:
         keys.close()
     check_bind(host, auth=settings.server.auth, has_keys=has_keys,
-               master_key=bool(os.environ.get(settings.server.master_key_env)))
+               master_key=bool(env.get(settings.server.master_key_env)))
     # The gateway knows where it listens: beyond loopback it never serves a request without a key.
     settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host, "port": port})})
     # The ledger is the request log: no per-request access log line on the hot path.
@@ -89,7 +87,7 @@ def serve_command(
     with serving_local_model(settings):
         if workers > 1:
             if config is not None:
-                os.environ[CONFIG_ENV] = str(Path(config).resolve())
+                export_config_file(Path(config).resolve())
             limits = settings.server.limits
             uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers,
                         http="switchman.gateway:GuardedHttpProtocol", ws="none",
@@ -97,7 +95,7 @@ def serve_command(
             return
         from ..gateway import Gateway, build_app, server_config
 
-        app = build_app(Gateway.from_config(settings, base_dir=base_dir))
+        app = build_app(Gateway.from_config(settings, base_dir=base_dir, env=env))
         uvicorn.Server(server_config(app, settings.server.limits, **options)).run()
 
 
@@ -105,7 +103,7 @@ def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Pa
     """Write the embedded default configuration for this environment to `path`."""
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; pass --force to overwrite it")
-    data = default_config_data(os.environ)
+    data = default_config_data(Environment.read())
     data["server"] = {"host": "127.0.0.1", "port": 8080}
     header = (
         "# switchman configuration, written by `switchman init`.\n"

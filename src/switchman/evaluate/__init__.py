@@ -23,14 +23,37 @@ from ._ledger_outcomes import ledger_outcomes, ledger_records, outcomes_from_led
 from ._load import catalog_price, load_data, parse_aliases
 from ._plot import plot_report
 from ._replay import ReplayResult, replay_choices, replay_data, replay_ledger
-from ._report import RouterPredictions, baselines, evaluate_predictions, reference_points, summary_rows
+from ._evaluation import EvalPlan, evaluate_table, training_part
+from ._report import (
+    Baselines,
+    CascadeCalibration,
+    EqualQuality,
+    EvalReport,
+    Frontier,
+    OperatingPoint,
+    RouterPredictions,
+    RouterResult,
+    TargetCalibration,
+    baselines,
+    evaluate_predictions,
+    reference_points,
+)
 from ._run import cross_validate, predict_with_router, strategy_choices, train_and_predict
 
 __all__ = [
+    "Baselines",
+    "CascadeCalibration",
     "DatasetError",
+    "EqualQuality",
+    "EvalPlan",
+    "EvalReport",
+    "Frontier",
+    "OperatingPoint",
     "OutcomeTable",
     "ReplayResult",
     "RouterPredictions",
+    "RouterResult",
+    "TargetCalibration",
     "aiq",
     "apgr",
     "baselines",
@@ -42,6 +65,7 @@ __all__ = [
     "cross_validate",
     "evaluate_choices",
     "evaluate_predictions",
+    "evaluate_table",
     "ledger_outcomes",
     "ledger_records",
     "load_data",
@@ -63,6 +87,6 @@ __all__ = [
     "savings_at",
     "single_model_points",
     "strategy_choices",
-    "summary_rows",
     "train_and_predict",
+    "training_part",
 ]

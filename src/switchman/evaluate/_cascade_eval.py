@@ -9,28 +9,22 @@ The single-shot router is the same trained router, evaluated as `eval --strategy
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 
-from ..learn import (
-    TrainSettings,
-    features_for,
-    filled_input_tokens,
-    fit_acceptance,
-    out_of_fold,
-    predicted_cost,
-    train_router,
-)
+from ..learn import TrainSettings, features_for, filled_input_tokens, fit_acceptance, out_of_fold, predicted_cost, train_router
 from ._cascade_sim import SimPoint, calibrate_cascade, sweep_cascade
 from ._cost_quality import cost_at_quality
 from ._datasets import OutcomeTable
 from ._report import (
+    CascadeCalibration,
+    EqualQuality,
+    OperatingPoint,
     References,
-    _frontier_metrics,
-    _relative,
+    RouterResult,
     evaluate_predictions,
+    frontier_of,
     reference_points,
 )
 from ._run import predict_with_router
@@ -40,18 +34,14 @@ __all__ = ["cascade_report"]
 Progress = Callable[[str], None]
 
 
-def _entry(points: Sequence[SimPoint], chosen: SimPoint, ref: References, label: str) -> dict[str, Any]:
-    xy = [(p.cost_per_1k, p.quality) for p in points]
-    return {
-        "quality": chosen.quality,
-        "cost_per_1k": chosen.cost_per_1k,
-        **_relative((chosen.cost_per_1k, chosen.quality), ref),
-        **_frontier_metrics(xy, ref),
-        "calibrated": {**asdict(chosen.params), "quality": chosen.quality, "cost_per_1k": chosen.cost_per_1k,
-                       "mean_attempts": chosen.attempts, "accepted_on_first_rung": chosen.first_rung_share},
-        "check": label,
-        "apgr": None, "cpt50": None, "cpt80": None,
-    }
+def _entry(points: Sequence[SimPoint], chosen: SimPoint, ref: References, label: str) -> RouterResult:
+    return RouterResult(
+        point=OperatingPoint.at((chosen.cost_per_1k, chosen.quality), ref),
+        frontier=frontier_of([(p.cost_per_1k, p.quality) for p in points], ref),
+        calibrated=CascadeCalibration(chosen.params, chosen.quality, chosen.cost_per_1k, chosen.attempts,
+                                      chosen.first_rung_share),
+        check=label,
+    )
 
 
 def _same_params(points: Sequence[SimPoint], chosen: SimPoint) -> SimPoint:
@@ -61,7 +51,7 @@ def _same_params(points: Sequence[SimPoint], chosen: SimPoint) -> SimPoint:
 def cascade_report(
     train: OutcomeTable, test: OutcomeTable, settings: TrainSettings, *, max_attempts: Sequence[int] = (2, 3),
     progress: Progress | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, RouterResult]:
     """Router entries for `eval`: the single-shot learned router and the cascade with each check."""
     say = progress or (lambda _m: None)
     trained = train_router(train, settings, source=[train.source], progress=say)
@@ -79,7 +69,8 @@ def cascade_report(
     train_best = reference_points(train.subset(full)).best_quality
     target = next((t.value for t in settings.targets if t.kind == "quality"), 0.95)
 
-    entries: dict[str, dict[str, Any]] = {"learned (single-shot)": single}
+    entries: dict[str, RouterResult] = {"learned (single-shot)": single}
+    assert single.frontier is not None  # a learned router always has one
     for check, label in (("learned", "cascade (learned check)"), ("oracle", "cascade (oracle check, upper bound)")):
         say(f"cascade: {check} check")
         score = acceptance.score if check == "learned" else None
@@ -90,11 +81,10 @@ def cascade_report(
                                 test.output_tokens, check=check, score=score, max_attempts=max_attempts)
         entry = _entry(on_test, _same_params(on_test, chosen_train), ref, label)
         xy = [(p.cost_per_1k, p.quality) for p in on_test]
-        single_xy = [tuple(p) for p in single["frontier"]]
-        entry["equal_quality"] = {
-            "single_shot_cost_at_cascade_quality": cost_at_quality(single_xy, entry["quality"]),
-            "cascade_cost_at_single_shot_quality": cost_at_quality(xy, single["quality"]),
-            "single_shot": {"quality": single["quality"], "cost_per_1k": single["cost_per_1k"]},
-        }
-        entries[label] = entry
+        equal = EqualQuality(
+            single_shot_cost_at_cascade_quality=cost_at_quality(list(single.frontier.points), entry.point.quality),
+            cascade_cost_at_single_shot_quality=cost_at_quality(xy, single.point.quality),
+            single_shot_quality=single.point.quality, single_shot_cost_per_1k=single.point.cost_per_1k,
+        )
+        entries[label] = replace(entry, equal_quality=equal)
     return entries

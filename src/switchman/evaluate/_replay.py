@@ -1,8 +1,9 @@
 """Replay: what a trained router would have chosen for logged traffic, next to what actually ran.
 
-Pure arithmetic over arrays the caller supplies (prompts' features already embedded by the
-router's embedder): the router's `predict` and the shared `select` rule choose a model per
-request, exactly as the learned strategy does when serving. A replayed request costs the
+`replay_choices` is pure arithmetic over arrays the caller supplies (prompts' features already
+embedded by the router's embedder): the router's `predict` and the shared `select` rule choose a
+model per request, exactly as the learned strategy does when serving. `replay_ledger` and
+`replay_data` embed logged prompts or an outcome table's prompts first (never cached on disk). A replayed request costs the
 ledger's input tokens at the chosen model's input price plus the predicted output tokens at its
 output price; what actually ran costs what the ledger recorded.
 """

@@ -5,6 +5,7 @@
 """
 
 from ._app import build_app, build_middleware_stack
+from ._balancer import Balancer, DeploymentStatus, Lease
 from ._context import RequestContext
 from ._defaults import (
     KNOWN_PROVIDERS,
@@ -16,22 +17,25 @@ from ._dispatcher import Completion, Dispatcher
 from ._errors import Scrubber
 from ._feedback import submit_feedback
 from ._gateway import Gateway
-from ._health import HealthBoard
 from ._inprocess import InProcessClient
 from ._providers import Deployment, Provider
 from ._server import GuardedHttpProtocol, guarded_protocol, is_loopback, raise_fd_limit, server_config
 from ._stream import ChatStream
+from ..state import HealthBoard
 
 __all__ = [
+    "Balancer",
     "ChatStream",
     "Completion",
     "Deployment",
+    "DeploymentStatus",
     "Dispatcher",
     "Gateway",
     "GuardedHttpProtocol",
     "HealthBoard",
     "InProcessClient",
     "KNOWN_PROVIDERS",
+    "Lease",
     "Provider",
     "RequestContext",
     "Scrubber",

@@ -1,6 +1,7 @@
 """Anthropic's Messages API, translated to and from the OpenAI chat format.
 
-Requests: system and developer messages → `system`; tool definitions, tool calls and tool results
+Requests: system and developer messages → `system` (blocks when they carry cache_control); tool
+definitions, tool calls and tool results
 → tool_use / tool_result blocks; image parts (data URLs → base64 sources); stop → stop_sequences;
 consecutive same-role turns merged. Responses: text and tool_use blocks → message content and
 tool_calls; stop reasons → finish reasons; usage (cache reads included in prompt tokens). Fields
@@ -21,7 +22,7 @@ from ._anthropic_stream import FINISH_REASONS, AnthropicStream
 from ._transport import TRANSPORT_ERRORS, transport_error
 from ._wire import Usage, classify_error, retry_after_seconds
 
-__all__ = ["AnthropicAdapter", "from_anthropic", "to_anthropic"]
+__all__ = ["AnthropicAdapter", "from_anthropic", "to_anthropic", "tool_input"]
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -66,7 +67,8 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     return blocks
 
 
-def _arguments(raw: Any) -> Any:
+def tool_input(raw: Any) -> Any:
+    """A tool call's arguments (a JSON string or an object) as the object a tool_use block holds."""
     if isinstance(raw, Mapping):
         return raw
     try:
@@ -85,13 +87,15 @@ def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, An
         messages.append({"role": role, "content": blocks})
 
 
-def _messages(source: list[Mapping[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    system: list[str] = []
+def _messages(source: list[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for message in source:
         role = message.get("role")
         if role in ("system", "developer"):
-            system.append(_text(message.get("content")))
+            content = message.get("content")
+            system += [b for b in _blocks(content) if b["type"] == "text"] if isinstance(content, list) \
+                else [{"type": "text", "text": _text(content)}]
         elif role in ("tool", "function"):
             result = {"type": "tool_result", "tool_use_id": message.get("tool_call_id") or message.get("name"),
                       "content": _text(message.get("content"))}
@@ -101,7 +105,7 @@ def _messages(source: list[Mapping[str, Any]]) -> tuple[list[str], list[dict[str
             for call in message.get("tool_calls") or ():
                 function = call.get("function") or {}
                 blocks.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
-                               "input": _arguments(function.get("arguments"))})
+                               "input": tool_input(function.get("arguments"))})
             _append(messages, "assistant", blocks)
         else:
             _append(messages, "user", _blocks(message.get("content")))
@@ -128,15 +132,19 @@ def to_anthropic(body: Mapping[str, Any], wire_model: str, *, stream: bool) -> d
     fmt = body.get("response_format") or {}
     if fmt.get("type") in ("json_object", "json_schema"):
         schema = (fmt.get("json_schema") or {}).get("schema")
-        system.append(_JSON_INSTRUCTION + (f" It must match this JSON schema: {orjson.dumps(schema).decode()}"
-                                           if schema else ""))
+        instruction = _JSON_INSTRUCTION + (f" It must match this JSON schema: {orjson.dumps(schema).decode()}"
+                                           if schema else "")
+        system.append({"type": "text", "text": instruction})
     out: dict[str, Any] = {
         "model": wire_model,
         "messages": messages,
         "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS,
     }
-    if system:
-        out["system"] = "\n\n".join(s for s in system if s)
+    system = [block for block in system if block["text"]]
+    if any("cache_control" in block for block in system):  # cache breakpoints need the block form
+        out["system"] = system
+    elif system:
+        out["system"] = "\n\n".join(block["text"] for block in system)
     if body.get("temperature") is not None:
         out["temperature"] = min(float(body["temperature"]), 1.0)
     if body.get("top_p") is not None:
@@ -192,7 +200,9 @@ def from_anthropic(data: Mapping[str, Any], model: str) -> tuple[dict[str, Any],
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": FINISH_REASONS.get(str(data.get("stop_reason")), "stop")}],
+                     "finish_reason": FINISH_REASONS.get(str(data.get("stop_reason")), "stop"),
+                     # The stop string that ended the answer, where vLLM reports it (None otherwise).
+                     "stop_reason": data.get("stop_sequence") if data.get("stop_reason") == "stop_sequence" else None}],
         "usage": usage_dict(usage),
     }
     return completion, usage

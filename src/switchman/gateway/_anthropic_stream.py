@@ -51,14 +51,17 @@ class AnthropicStream:
         self.has_output = False  # any text or tool call (an empty answer escalates a session)
         self.truncated = False  # stop_reason max_tokens → finish_reason "length"
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None, stop: str | None = None) -> bytes:
         self.chunks += 1
         if delta.get("content") or delta.get("tool_calls"):
             self.has_output = True
         if finish == "length":
             self.truncated = True
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        if stop is not None:
+            choice["stop_reason"] = stop  # the stop string that ended the answer, as vLLM reports it
         data = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+                "choices": [choice]}
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
     def feed(self, event: bytes) -> list[bytes]:
@@ -85,8 +88,10 @@ class AnthropicStream:
             return self._block_start(data)
         if kind == "message_delta":
             self._count(data.get("usage") or {})
-            reason = (data.get("delta") or {}).get("stop_reason")
-            return [self._chunk({}, FINISH_REASONS.get(str(reason), "stop"))]
+            delta = data.get("delta") or {}
+            reason = delta.get("stop_reason")
+            stop = delta.get("stop_sequence") if reason == "stop_sequence" else None
+            return [self._chunk({}, FINISH_REASONS.get(str(reason), "stop"), stop if isinstance(stop, str) else None)]
         if kind == "message_stop":
             return self._stop()
         if kind == "error":

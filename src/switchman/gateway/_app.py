@@ -16,8 +16,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .._exceptions import InvalidRequestError, SwitchmanError
+from ._dialects import DialectEndpoints
 from ._endpoints import Endpoints
-from ._errors import error_response
+from ._errors import dialect_for_path, error_response
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
 from ._limiter import AddressLimiter
@@ -45,6 +46,7 @@ def build_middleware_stack(gateway: Gateway) -> list[Middleware]:
 def build_app(gateway: Gateway) -> Starlette:
     """The gateway as a Starlette app; its lifespan starts and stops the gateway."""
     endpoints = Endpoints(gateway)
+    dialects = DialectEndpoints(gateway)
     scrub = gateway.dispatcher.scrub
 
     async def render(request: Request, exc: Exception) -> Response:
@@ -54,7 +56,7 @@ def build_app(gateway: Gateway) -> Starlette:
                                       if exc.status_code == 404 else "method_not_allowed")
         elif not isinstance(exc, SwitchmanError):
             logger.error("unexpected error on %s: %s", request.url.path, type(exc).__name__)
-        response = error_response(exc, scrub)
+        response = error_response(exc, scrub, dialect=dialect_for_path(request.url.path))
         if unexpected:
             # Rendered outside the request-id middleware: carry the id so the ledger row can be found. The
             # server drops the connection after a 500, so say so: the client's next request opens a new one.
@@ -86,6 +88,10 @@ def build_app(gateway: Gateway) -> Starlette:
     routes = [
         Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
         Route("/chat/completions", endpoints.chat_completions, methods=["POST"]),
+        Route("/v1/messages", dialects.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", dialects.count_tokens, methods=["POST"]),
+        Route("/v1/responses", dialects.responses, methods=["POST"]),
+        Route("/v1/embeddings", dialects.embeddings, methods=["POST"]),
         Route("/v1/route", endpoints.route, methods=["POST"]),
         Route("/v1/feedback", FeedbackEndpoint(gateway).handle, methods=["POST"]),
         Route("/v1/models", endpoints.models, methods=["GET"]),

@@ -1,4 +1,4 @@
-"""Who is asking: agent, session, tags, task and an escalation request, from `X-Switchman-*` headers or metadata.
+"""Who is asking: agent, session, tags, task, escalation and cache wishes, from `X-Switchman-*` headers or metadata.
 
 Headers win over metadata. Switchman's own metadata keys are removed from the body before it is
 forwarded; the caller's other metadata keys pass through untouched.
@@ -16,7 +16,7 @@ from ..ledger import KeyInfo
 __all__ = ["OWN_METADATA_KEYS", "RequestContext", "bind_agent", "context_from", "scoped_session"]
 
 #: Keys of the body's `metadata` that are switchman's, never the provider's.
-OWN_METADATA_KEYS = ("agent", "session", "tags", "task", "escalate")
+OWN_METADATA_KEYS = ("agent", "session", "tags", "task", "escalate", "cache")
 _MAX_VALUE = 256
 _MAX_TAGS = 32
 
@@ -33,6 +33,8 @@ class RequestContext:
     key_id: str | None = None
     escalate: bool = False
     body_bytes: int = 0  # the request body's size: a quarter of it bounds the input tokens a budget reserves
+    api: str = "chat.completions"  # the API the client spoke, for the ledger
+    cache: bool | None = None  # X-Switchman-Cache: on (use the response cache), off (never), None (by the rule)
 
 
 def _clean(value: object, where: str) -> str | None:
@@ -73,9 +75,23 @@ def _flag(value: object, where: str) -> bool:
     raise InvalidRequestError(f"{where} must be 1/0 or true/false", param=where, code="invalid_value")
 
 
+_ON, _OFF = ("on", "1", "true", "yes"), ("off", "0", "false", "no")
+
+
+def _switch(value: object, where: str) -> bool | None:
+    """on/off (or 1/0, true/false) as True/False; absent or empty as None."""
+    if value is None or isinstance(value, bool):
+        return value
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word is not None and word in _ON + _OFF + ("",):
+        return None if not word else word in _ON
+    raise InvalidRequestError(f"{where} must be on or off", param=where, code="invalid_value")
+
+
 def context_from(
     headers: Mapping[str, str], body: MutableMapping[str, Any], *, request_id: str = "", key_id: str | None = None,
     body_bytes: int = 0,
+    api: str = "chat.completions",
 ) -> RequestContext:
     """Read the context and strip switchman's keys from `body["metadata"]` (in place)."""
     metadata = body.get("metadata")
@@ -104,6 +120,9 @@ def context_from(
         escalate=_flag(headers.get("x-switchman-escalate"), "X-Switchman-Escalate")
         or _flag(own.get("escalate"), "metadata.escalate"),
         body_bytes=body_bytes,
+        api=api,
+        cache=_switch(headers.get("x-switchman-cache"), "X-Switchman-Cache")
+        if "x-switchman-cache" in headers else _switch(own.get("cache"), "metadata.cache"),
     )
 
 

@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import os
-
 from .._catalog import lookup_catalog_price
 from .._config import Config, parse_config
+from .._environ import Environment
 
 __all__ = ["KNOWN_PROVIDERS", "KnownProvider", "default_config", "default_config_data", "local_models"]
 
@@ -64,8 +63,8 @@ def local_models() -> list[dict[str, Any]]:
 
 
 def default_config(env: Mapping[str, str] | None = None) -> Config:
-    """The embedded configuration for this environment (default: os.environ)."""
-    return parse_config(default_config_data(os.environ if env is None else env), source="<embedded defaults>")
+    """The embedded configuration for this environment (default: the process's)."""
+    return parse_config(default_config_data(Environment.read() if env is None else env), source="<embedded defaults>")
 
 
 def default_config_data(env: Mapping[str, str]) -> dict[str, Any]:

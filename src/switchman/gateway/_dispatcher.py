@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -21,19 +20,30 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 
-from .._exceptions import BudgetExceededError, BudgetLimitError, SwitchmanError, UpstreamError
+from .._exceptions import (
+    BudgetExceededError,
+    BudgetLimitError,
+    DeploymentLimitError,
+    NoCapableModelError,
+    SwitchmanError,
+    UpstreamError,
+)
 from .._decider import Decider
+from .._environ import Environment
 from ..ledger import BudgetManager, Ledger, Metrics
-from ..routing import Decision, RouteRequest, worst_case_cost
+from ..routing import DEFAULT_OUTPUT_TOKENS, Decision, RouteRequest, worst_case_cost
+from ..state import HealthBoard, HealthStore, RateLimiter
+from ._advice import capability_advice
+from ._balancer import Balancer
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
 from ._context import RequestContext, scoped_session
 from ._errors import Scrubber
 from ._exchange import Exchange
-from ._fallback import FallbackChain, fallback_reason, is_provider_failure, retry_delay
-from ._health import HealthBoard
+from ._fallback import FallbackChain, fallback_reason, is_provider_failure, is_retryable, retry_delay
 from ._providers import Deployment, Provider, build_deployments, provider_keys
+from ._response_cache import CachedAnswer, ReplayStream, ResponseCache
 from ._schema import prompt_chars
-from ._sessions import SessionKeeper
+from ._sessions import SessionKeeper, answer_signal
 from ._shadow import Recorder
 from ._stream import ChatStream, OpenedStream, open_upstream_stream
 from ._wire import Usage, estimate_output_tokens
@@ -62,6 +72,8 @@ class Completion:
     decision: Decision
     cost_usd: float
     request_id: str
+    deployment: str | None = None  # the deployment that answered (None for a cache hit)
+    cache: str | None = None  # "hit" or "miss" when the response cache was consulted
 
     def json(self) -> dict[str, Any]:
         """The body as a dict."""
@@ -75,26 +87,33 @@ class Dispatcher:
     def __init__(
         self,
         decider: Decider,
-        deployments: Mapping[str, Deployment],
+        deployments: Mapping[str, tuple[Deployment, ...]],
         *,
         ledger: Ledger | None = None,
         budgets: BudgetManager | None = None,
         metrics: Metrics | None = None,
-        health: HealthBoard | None = None,
+        health: HealthStore | None = None,
+        limiter: RateLimiter | None = None,
         scrub: Scrubber | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], float] = time.perf_counter,
         sessions: SessionKeeper | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.decider = decider
         self.sessions = sessions or SessionKeeper.from_config(decider.config, decider.models)
-        self.deployments = dict(deployments)
-        self.providers: dict[str, Provider] = {d.provider.name: d.provider for d in self.deployments.values()}
+        server = decider.config.server
+        health = health or HealthBoard(server.circuit_breaker, latency=server.live_latency)
+        policies = {name: model.balance for name, model in decider.config.models.items()}
+        #: Each model's deployments and the choice between them (health, limits, policy).
+        self.balancer = Balancer(deployments, policies, health=health, limiter=limiter)
+        self.providers: dict[str, Provider] = {d.provider.name: d.provider for ds in deployments.values() for d in ds}
+        #: The response cache (None when `cache.enabled` is false).
+        self.cache = cache if cache is not None else ResponseCache.from_config(decider.config)
         self.ledger = ledger
         self.recorder = Recorder(decider)
         self.budgets = budgets
         self.metrics = metrics
-        self.health = health or HealthBoard(decider.config.server.circuit_breaker)
         self.scrub = scrub or Scrubber()
         self.retries = decider.config.server.retries
         self.durable = decider.config.server.durability == "sync"
@@ -103,11 +122,26 @@ class Dispatcher:
         routes = decider.config.routes
         self._candidates = {name: tuple(r.candidates) for name, r in routes.items()}
         self._policy_fallback = {name: r.content_policy_fallback for name, r in routes.items()}
+        self._max_ttft = {name: r.max_ttft_ms for name, r in routes.items()}
+
+    @property
+    def health(self) -> HealthStore:
+        """Circuit breakers and live latency, by deployment id."""
+        return self.balancer.health
+
+    @health.setter
+    def health(self, board: HealthStore) -> None:
+        self.balancer.health = board
+
+    @property
+    def deployments(self) -> dict[str, tuple[Deployment, ...]]:
+        """Each model's deployments."""
+        return self.balancer.deployments
 
     @classmethod
     def from_decider(cls, decider: Decider, env: Mapping[str, str] | None = None, **options: Any) -> Dispatcher:
-        """Build providers for every configured model, reading keys from `env` (default: os.environ) once."""
-        env = dict(os.environ) if env is None else env
+        """Build providers for every configured model, reading keys from `env` (default: the process's) once."""
+        env = Environment.read() if env is None else env
         _, deployments = build_deployments(decider.config, decider.models, env)
         options.setdefault("scrub", Scrubber(provider_keys(decider.config, env)))
         return cls(decider, deployments, **options)
@@ -117,6 +151,8 @@ class Dispatcher:
         await self.recorder.drain()
         for provider in self.providers.values():
             await provider.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
 
     # -- deciding ------------------------------------------------------------------------------
     def _decide_core(
@@ -129,7 +165,14 @@ class Dispatcher:
             agent=context.agent, session=scoped_session(context.key_id, context.session), tags=context.tags,
             task=context.task,
         )
-        return request, self.decider.decide(request, model=body["model"], unhealthy=unhealthy, ttft_ms=ttft_ms)
+        try:
+            decision = self.decider.decide(request, model=body["model"], unhealthy=unhealthy, ttft_ms=ttft_ms)
+        except NoCapableModelError as exc:
+            advice = capability_advice(exc.missing, self.decider.models)
+            if not advice:
+                raise
+            raise NoCapableModelError(f"{exc}.{advice}", missing=exc.missing) from None
+        return request, decision
 
     def _steered(self, request: RouteRequest, decision: Decision, context: RequestContext, started: float) -> Decision:
         decision = self.sessions.steer(request, decision, context)
@@ -140,7 +183,8 @@ class Dispatcher:
     def decide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
         """The RouteRequest and Decision for a validated body (no upstream call)."""
         started = self.clock()
-        request, decision = self._decide_core(body, context, self.health.unhealthy(), self.health.ttft_ms)
+        request, decision = self._decide_core(body, context, self.balancer.unhealthy_models(),
+                                              self.balancer.live_ttft())
         return request, self._steered(request, decision, context, started)
 
     async def adecide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
@@ -149,7 +193,7 @@ class Dispatcher:
             return self.decide(body, context)
         started = self.clock()
         request, decision = await anyio.to_thread.run_sync(
-            self._decide_core, body, context, self.health.unhealthy(), dict(self.health.ttft_ms))
+            self._decide_core, body, context, self.balancer.unhealthy_models(), dict(self.balancer.live_ttft()))
         return request, self._steered(request, decision, context, started)
 
     def _reserve(self, exchange: Exchange, request: RouteRequest, decision: Decision) -> Decision:
@@ -181,11 +225,15 @@ class Dispatcher:
             raise BudgetExceededError(f"moving to {model}{after} could cost ${needed:.4f}, more than the request's "
                                       "budget has left")
 
-    async def _begin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
+    def _begin(
+        self, body: Mapping[str, Any], context: RequestContext,
+        decide: Callable[[], tuple[RouteRequest, Decision]] | None = None,
+    ) -> Exchange:
+        """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure."""
         exchange = Exchange(context, self.clock())
         exchange.choices = int(body.get("n") or 1)
         try:
-            exchange.request, decision = await self.adecide(body, context)
+            exchange.request, decision = decide() if decide is not None else self.decide(body, context)
             exchange.decision = decision
             exchange.decision = self._reserve(exchange, exchange.request, decision)
         except SwitchmanError as exc:
@@ -198,43 +246,97 @@ class Dispatcher:
             raise
         return exchange
 
+    async def _abegin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
+        """`_begin` for a chat body, a long prompt decided in a worker thread (see `adecide`)."""
+        if prompt_chars(body) <= OFFLOAD_CHARS:
+            return self._begin(body, context)
+        try:
+            request, decision = await self.adecide(body, context)
+        except SwitchmanError as exc:
+            error = exc
+
+            def refuse() -> tuple[RouteRequest, Decision]:
+                raise error
+
+            return self._begin(body, context, decide=refuse)
+        return self._begin(body, context, decide=lambda: (request, decision))
+
     # -- sending -------------------------------------------------------------------------------
-    async def _attempts(self, exchange: Exchange, call: Callable[[Deployment], Awaitable[T]]) -> T:
-        """Try the decision's models in order, retrying each per the retry policy, until one answers."""
+    async def _attempts(
+        self, exchange: Exchange, call: Callable[[Deployment], Awaitable[T]], *, hold: bool = False
+    ) -> T:
+        """Try the decision's models in order, each on its deployments with retries, until one answers.
+
+        With `hold`, the answering deployment stays leased (in flight) until the exchange is finished.
+        """
         decision = exchange.decision
         assert decision is not None
         chain = FallbackChain(decision, self.decider.models, self._policy_fallback.get(decision.route or ""),
-                              allow=self.health.allow, tried=exchange.tried)
+                              allow=self.balancer.available, tried=exchange.tried)
         model = chain.first()
         error: UpstreamError | None = None
+        limited: DeploymentLimitError | None = None
         while model is not None:
             self._hold(exchange, model, error)
-            deployment = self.deployments[model]
-            attempt = 0
-            while True:
-                try:
-                    result = await call(deployment)
-                except UpstreamError as exc:
-                    error = exc
-                    self.health.record(model, ok=not is_provider_failure(exc))
-                    delay = retry_delay(exc, attempt, self.retries)
-                    if delay is None or self.health.state(model) != "closed":
-                        break
-                    attempt += 1
-                    await self.sleep(delay)
-                    continue
-                except BaseException:
-                    self.health.abandon(model)
-                    raise
-                self.health.record(model, ok=True)
-                exchange.model = model
-                return result
-            following = chain.after(model, error)
+            try:
+                return await self._attempt_model(exchange, model, call, hold)
+            except DeploymentLimitError as exc:  # nothing sent: every deployment is at its own limit
+                if limited is None or (exc.retry_after or 0.0) < (limited.retry_after or 0.0):
+                    limited = exc
+                failure: UpstreamError = exc
+            except UpstreamError as exc:
+                error = failure = exc
+            following = chain.after(model, failure)
             if following is not None and self.metrics is not None:
-                self.metrics.observe_fallback(model, following, fallback_reason(error))
+                self.metrics.observe_fallback(model, following, fallback_reason(failure))
             model = following
-        assert error is not None
-        raise error
+        raise error or limited or AssertionError("a fallback chain with no model")
+
+    async def _attempt_model(
+        self, exchange: Exchange, model: str, call: Callable[[Deployment], Awaitable[T]], hold: bool
+    ) -> T:
+        """One model: its deployments in the balancer's order (another at once after a failure), then retries."""
+        request, route = exchange.request, exchange.decision.route if exchange.decision else None
+        tokens = 0 if request is None else request.input_tokens + (
+            DEFAULT_OUTPUT_TOKENS if request.max_tokens is None else request.max_tokens)
+        tried: list[str] = []
+        error: UpstreamError | None = None
+        retries = 0
+        while True:
+            try:
+                lease = await self.balancer.acquire(model, tried=tried, tokens=tokens,
+                                                    max_ttft_ms=self._max_ttft.get(route or ""))
+            except DeploymentLimitError:
+                if error is not None:  # the model did fail upstream: that is the error to report
+                    raise error from None
+                raise
+            deployment = lease.deployment
+            tried.append(deployment.id)
+            try:
+                result = await call(deployment)
+            except UpstreamError as exc:
+                lease.release()
+                error = exc
+                self.health.record(deployment.id, ok=not is_provider_failure(exc), cooldown_s=deployment.cooldown_s)
+                if is_retryable(exc) and self.balancer.untried(model, tried):
+                    continue  # another deployment of the same model, at once
+                delay = retry_delay(exc, retries, self.retries)
+                if delay is None or not self.balancer.any_closed(model):
+                    raise
+                retries += 1
+                await self.sleep(delay)
+                continue
+            except BaseException:
+                lease.release()
+                self.health.abandon(deployment.id)
+                raise
+            self.health.record(deployment.id, ok=True)
+            exchange.model, exchange.deployment = model, deployment.id
+            if hold:
+                exchange.lease = lease
+            else:
+                lease.release()
+            return result
 
     async def _call(self, deployment: Deployment, body: Mapping[str, Any]) -> tuple[bytes, Usage | None]:
         request = deployment.build_request(body, stream=False)
@@ -252,7 +354,7 @@ class Dispatcher:
             if response.status_code >= 400:
                 raise adapter.error(response.status_code, content, response.headers, name)
             result = adapter.decode(content, name)
-        self.health.observe(name, (first_byte - started) * 1000.0)
+        self.health.observe(deployment.id, (first_byte - started) * 1000.0)
         return result
 
     async def send(self, exchange: Exchange, body: Mapping[str, Any]) -> tuple[bytes, Usage | None]:
@@ -262,9 +364,24 @@ class Dispatcher:
         """
         return await self._attempts(exchange, lambda d: self._call(d, body))
 
+    async def _cached(self, exchange: Exchange, body: Mapping[str, Any], *, stream: bool) -> CachedAnswer | None:
+        """The response cache's answer for a cacheable request (a failure here still writes the request's row)."""
+        if self.cache is None:
+            return None
+        try:
+            return await self.cache.lookup(exchange, body, stream=stream)
+        except BaseException as exc:  # cancelled while looking up: still one ledger row, no leaked reservation
+            self.finish(exchange, exc)
+            raise
+
     async def complete(self, body: Mapping[str, Any], context: RequestContext) -> Completion:
         """Answer a non-stream request (raises a SwitchmanError when nothing could, after recording it)."""
-        exchange = await self._begin(body, context)
+        exchange = await self._abegin(body, context)
+        hit = await self._cached(exchange, body, stream=False)
+        if hit is not None:
+            self.finish(exchange, content=hit.content)
+            assert exchange.decision is not None
+            return Completion(hit.content, hit.model, exchange.decision, 0.0, context.request_id, cache="hit")
         cascade = cascade_strategy(self, exchange.decision)
         try:
             if cascade is not None:
@@ -283,11 +400,17 @@ class Dispatcher:
         ticket = self.finish(exchange, content=content)
         if self.durable:
             await self.committed(ticket)
-        return Completion(content, exchange.model, exchange.decision, cost, context.request_id)
+        if exchange.cache == "miss" and self.cache is not None:
+            await self.cache.store(exchange, content, answer_signal(content))
+        return Completion(content, exchange.model, exchange.decision, cost, context.request_id,
+                          deployment=exchange.deployment, cache=exchange.cache)
 
-    async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream:
-        """Open a stream, falling back until one upstream has sent its first event."""
-        exchange = await self._begin(body, context)
+    async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream | ReplayStream:
+        """Open a stream, falling back until one upstream has sent its first event (or replay a cached one)."""
+        exchange = await self._abegin(body, context)
+        hit = await self._cached(exchange, body, stream=True)
+        if hit is not None:
+            return ReplayStream(self, exchange, hit)
         if exchange.decision is not None and cascade_strategy(self, exchange.decision) is not None:
             exchange.decision = replace(exchange.decision, reason=exchange.decision.reason + STREAM_NOTE)
 
@@ -295,7 +418,7 @@ class Dispatcher:
             return await open_upstream_stream(deployment, body, clock=self.clock, health=self.health)
 
         try:
-            opened = await self._attempts(exchange, call)
+            opened = await self._attempts(exchange, call, hold=True)
         except BaseException as exc:  # every failure, cancellation included, still writes the one ledger row
             self.finish(exchange, exc)
             raise
@@ -325,6 +448,8 @@ class Dispatcher:
         """
         if error is not None:
             exchange.fail(error, self.scrub)
+        if exchange.lease is not None:
+            exchange.lease.release()
         self.sessions.observe(exchange, content, answer)
         decision = exchange.decision
         # A model the caller named (or an agent's pin) was not the router's choice: no baseline to save against.

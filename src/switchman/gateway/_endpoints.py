@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
@@ -11,12 +12,13 @@ from starlette.responses import Response
 
 from .._exceptions import InvalidRequestError
 from ._context import RequestContext, bind_agent, context_from
-from ._middleware import MASTER_KEY_ID
+from ._dispatcher import Dispatcher
 from ._gateway import Gateway
-from ._schema import check_prompt_size, parse_body
+from ._middleware import MASTER_KEY_ID
+from ._schema import check_body, check_prompt_size, read_json
 from ._stream import RelayResponse
 
-__all__ = ["Endpoints"]
+__all__ = ["Endpoints", "read_request", "route_headers"]
 
 _JSON = "application/json"
 #: Bodies larger than this are parsed and validated in a worker thread, off the event loop.
@@ -29,8 +31,43 @@ def _header_value(text: str) -> str:
     return text.encode("ascii", "replace").decode()[:300]
 
 
-def _route_headers(model: str, reason: str) -> dict[str, str]:
-    return {"x-switchman-model": model, "x-switchman-route-reason": _header_value(reason)}
+def route_headers(model: str, reason: str, *, deployment: str | None = None, cache: str | None = None) -> dict[str, str]:
+    """The headers that say which model (and deployment) answered, why, and whether from the response cache."""
+    headers = {"x-switchman-model": model, "x-switchman-route-reason": _header_value(reason)}
+    if deployment is not None:
+        headers["x-switchman-deployment"] = _header_value(deployment)
+    if cache is not None:
+        headers["x-switchman-cache"] = cache
+    return headers
+
+
+async def read_request(
+    dispatcher: Dispatcher, request: Request, parse: Callable[[dict[str, Any]], dict[str, Any]] = check_body,
+    *, api: str = "chat.completions", record: bool = True,
+) -> tuple[dict[str, Any], RequestContext]:
+    """The request's body in the dispatcher's shape (`parse` translates and validates it) and its context.
+
+    The body is held to the server's limits (nesting, prompt size; a large one is parsed off the event
+    loop) and the context's agent to what the caller's key allows. A request refused here still gets
+    its ledger row (unless `record` is false: /v1/route calls no model and keeps no record).
+    """
+    state = request.scope.get("state", {})
+    request_id, key_id = state.get("request_id", ""), state.get("key_id")
+    limits = dispatcher.decider.config.server.limits
+    raw = await request.body()
+    try:
+        if len(raw) > OFFLOAD_BYTES:
+            body = await anyio.to_thread.run_sync(lambda: parse(read_json(raw, limits.max_json_depth)))
+        else:
+            body = parse(read_json(raw, limits.max_json_depth))
+        check_prompt_size(body, limits.max_prompt_chars)
+        context = context_from(request.headers, body, request_id=request_id, key_id=key_id, api=api,
+                               body_bytes=len(raw))
+        return body, bind_agent(context, state.get("key"))
+    except InvalidRequestError as exc:
+        if record:
+            dispatcher.reject(RequestContext(request_id=request_id, key_id=key_id, api=api), exc)
+        raise
 
 
 class Endpoints:
@@ -57,62 +94,44 @@ class Endpoints:
         ]
         return {"object": "list", "data": data}
 
-    async def _parse(self, request: Request) -> dict[str, Any]:
-        """The validated chat body, its prompt within the size limit (large bodies parsed off the loop)."""
-        limits = self.gateway.config.server.limits
-        raw = await request.body()
-        if len(raw) > OFFLOAD_BYTES:
-            body = await anyio.to_thread.run_sync(parse_body, raw, limits.max_json_depth)
-        else:
-            body = parse_body(raw, limits.max_json_depth)
-        check_prompt_size(body, limits.max_prompt_chars)
-        return body
-
-    async def _read(self, request: Request) -> tuple[dict[str, Any], RequestContext]:
-        """The body and the caller's context, its agent as the caller's key allows (rejections are recorded)."""
-        state = request.scope.get("state", {})
-        request_id, key_id = state.get("request_id", ""), state.get("key_id")
-        try:
-            body = await self._parse(request)
-            context = context_from(request.headers, body, request_id=request_id, key_id=key_id,
-                                   body_bytes=len(await request.body()))
-            return body, bind_agent(context, state.get("key"))
-        except InvalidRequestError as exc:
-            self.dispatcher.reject(RequestContext(request_id=request_id, key_id=key_id), exc)
-            raise
-
     async def chat_completions(self, request: Request) -> Response:
         """POST /v1/chat/completions."""
-        body, context = await self._read(request)
+        body, context = await read_request(self.dispatcher, request)
         if body.get("stream"):
             stream = await self.dispatcher.open_stream(body, context)
-            return RelayResponse(stream, _route_headers(stream.model, stream.reason))
+            return RelayResponse(stream, route_headers(stream.model, stream.reason, deployment=stream.deployment,
+                                                       cache=stream.cache))
         completion = await self.dispatcher.complete(body, context)
-        headers = _route_headers(completion.model, completion.decision.reason)
+        headers = route_headers(completion.model, completion.decision.reason, deployment=completion.deployment,
+                                cache=completion.cache)
         headers["x-switchman-cost-usd"] = f"{completion.cost_usd:.8f}"
         return Response(completion.content, media_type=_JSON, headers=headers)
 
     async def route(self, request: Request) -> Response:
         """POST /v1/route: the Decision, without calling any model."""
-        state = request.scope.get("state", {})
-        body = await self._parse(request)
-        context = context_from(request.headers, body, request_id=state.get("request_id", ""), key_id=state.get("key_id"))
-        _, decision = await self.dispatcher.adecide(body, bind_agent(context, state.get("key")))
+        body, context = await read_request(self.dispatcher, request, record=False)
+        _, decision = await self.dispatcher.adecide(body, context)
         return Response(orjson.dumps(decision.to_dict()), media_type=_JSON,
-                        headers=_route_headers(decision.model, decision.reason))
+                        headers=route_headers(decision.model, decision.reason))
 
     async def models(self, request: Request) -> Response:
         """GET /v1/models: every model and route."""
         return Response(self._models, media_type=_JSON)
 
     async def health(self, request: Request) -> Response:
-        """GET /health: liveness for anyone; each model's circuit state for the admin (or with auth off)."""
+        """GET /health: liveness for anyone; each model's and deployment's state for the admin (or with auth off)."""
         state = request.scope.get("state", {})
         if state.get("auth_enabled") and state.get("key_id") != MASTER_KEY_ID:
             return Response(b'{"status":"ok"}', media_type=_JSON)
-        board = self.dispatcher.health
-        states = {name: board.state(name) for name in self.gateway.decider.models}
-        return Response(orjson.dumps({"status": "ok", "models": states}), media_type=_JSON)
+        balancer = self.dispatcher.balancer
+        states = {name: balancer.model_state(name) for name in self.gateway.decider.models}
+        deployments = {
+            s.id: {"model": s.model, "provider": s.provider, "state": s.state, "ttft_ms": s.ttft_ms,
+                   "tokens_per_s": s.tokens_per_s, "in_flight": s.in_flight, "weight": s.weight}
+            for s in balancer.status()
+        }
+        return Response(orjson.dumps({"status": "ok", "models": states, "deployments": deployments}),
+                        media_type=_JSON)
 
     async def metrics(self, request: Request) -> Response:
         """GET /metrics: Prometheus text (spend across every tenant: the master key only, by default)."""

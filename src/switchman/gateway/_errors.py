@@ -1,8 +1,10 @@
-"""Every error the gateway answers with, rendered in one place as OpenAI's error envelope.
+"""Every error the gateway answers with, rendered in one place, in the envelope of the API spoken.
 
-`{"error": {"message", "type", "param", "code"}}` with the status a client library maps to the
-right exception class. Messages pass through the `Scrubber`, so a key an upstream echoed back
-never reaches the client.
+OpenAI's `{"error": {"message", "type", "param", "code"}}` (chat completions, Responses, embeddings)
+or Anthropic's `{"type": "error", "error": {"type", "message"}}` (`/v1/messages`), with the status a
+client library maps to the right exception class. Messages pass through the `Scrubber`, so a key an
+upstream echoed back never reaches the client. A budget refusal says `x-should-retry: false`: the
+openai and anthropic clients honour it instead of retrying a 429 that waiting will not fix.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .._exceptions import (
     ConfigError,
     ContentPolicyViolationError,
     ContextWindowExceededError,
+    DeploymentLimitError,
     InvalidRequestError,
     LedgerUnavailableError,
     NoCapableModelError,
@@ -32,7 +35,14 @@ from .._exceptions import (
     UpstreamTimeout,
 )
 
-__all__ = ["Scrubber", "error_payload", "error_response"]
+__all__ = [
+    "Scrubber",
+    "anthropic_error_payload",
+    "dialect_for_path",
+    "error_payload",
+    "error_response",
+    "rate_limit_headers",
+]
 
 
 # (status, type, code, param) by class; the most specific class listed first wins.
@@ -89,12 +99,56 @@ def error_payload(exc: BaseException, scrub: Scrubber | None = None) -> tuple[in
     return status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+#: HTTP status → Anthropic's error type (https://docs.anthropic.com/en/api/errors).
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
+                    429: "rate_limit_error", 529: "overloaded_error"}
+
+
+def anthropic_error_payload(status: int, payload: dict[str, object]) -> dict[str, object]:
+    """Anthropic's envelope for an OpenAI-shaped error payload (same message, type by status)."""
+    error = payload["error"]
+    assert isinstance(error, dict)
+    kind = _ANTHROPIC_TYPES.get(status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": error["message"]}}
+
+
+def dialect_for_path(path: str) -> str:
+    """Which error envelope a path's clients expect: "anthropic" for /v1/messages, else "openai"."""
+    return "anthropic" if path.startswith(("/v1/messages", "/messages")) else "openai"
+
+
+def _duration(seconds: float) -> str:
+    """A reset time as OpenAI writes it: 20ms, 1.5s, 6m0s."""
+    if seconds < 1:
+        return f"{max(round(seconds * 1000), 0)}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest}s"
+
+
+def rate_limit_headers(exc: DeploymentLimitError) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for a request no deployment had room for (the soonest to free up)."""
+    headers: dict[str, str] = {}
+    for name, value in exc.limits.items():
+        if value is not None:
+            headers[f"x-ratelimit-{name}"] = _duration(value) if name.startswith("reset-") else str(int(value))
+    return headers
+
+
 def error_response(
-    exc: BaseException, scrub: Scrubber | None = None, headers: dict[str, str] | None = None
+    exc: BaseException, scrub: Scrubber | None = None, headers: dict[str, str] | None = None, *,
+    dialect: str = "openai",
 ) -> Response:
-    """The HTTP response for an exception (Retry-After added for rate limits)."""
+    """The HTTP response for an exception (Retry-After for rate limits, x-should-retry: false for budgets)."""
     status, payload = error_payload(exc, scrub)
     headers = dict(headers or {})
     if isinstance(exc, UpstreamError) and status == 429 and exc.retry_after is not None:
         headers["retry-after"] = f"{max(exc.retry_after, 0.0):.3g}"
-    return Response(orjson.dumps(payload), status_code=status, headers=headers, media_type="application/json")
+    if isinstance(exc, DeploymentLimitError):
+        headers.update(rate_limit_headers(exc))
+    if isinstance(exc, BudgetExceededError):
+        headers["x-should-retry"] = "false"
+    body = anthropic_error_payload(status, payload) if dialect == "anthropic" else payload
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from .._catalog import ModelSpec
 from .._exceptions import (
@@ -19,6 +20,9 @@ from ..routing import Decision, RouteRequest
 from ._context import RequestContext
 from ._errors import Scrubber
 from ._wire import Usage
+
+if TYPE_CHECKING:
+    from ._balancer import Lease
 
 __all__ = ["Exchange", "status_for"]
 
@@ -38,8 +42,9 @@ def status_for(error: BaseException) -> str:
 class Exchange:
     """What happened to one request: decision, models tried, usage, timing, outcome."""
 
-    __slots__ = ("choices", "context", "decision", "error", "first_token_at", "model", "request", "reservation",
-                 "spent_usd", "started", "started_wall", "status", "tried", "usage", "usage_estimated")
+    __slots__ = ("cache", "cache_key", "choices", "context", "decision", "deployment", "error", "first_token_at",
+                 "lease", "model", "request", "reservation", "spent_usd", "started", "started_wall", "status", "tried",
+                 "usage", "usage_estimated")
 
     def __init__(self, context: RequestContext, started: float) -> None:
         self.context = context
@@ -50,6 +55,10 @@ class Exchange:
         self.reservation: Reservation | None = None
         self.choices = 1  # the request's `n`: answers it asks for (and the budget reserves)
         self.model: str | None = None
+        self.deployment: str | None = None  # the id of the deployment that answered
+        self.lease: Lease | None = None  # a stream's deployment, held until the stream ends
+        self.cache: str | None = None  # "hit" or "miss" when the response cache was consulted
+        self.cache_key: str | None = None  # where a missed answer is to be kept
         self.tried: list[str] = []
         self.spent_usd = 0.0  # answers a cascade paid for and rejected
         self.usage: Usage | None = None
@@ -70,7 +79,9 @@ class Exchange:
         self.error = scrub(str(error))[:500]
 
     def cost(self, specs: Mapping[str, ModelSpec]) -> float:
-        """USD cost on the model that answered, plus any answers a cascade rejected on the way."""
+        """USD cost on the model that answered, plus any answers a cascade rejected on the way (0 for a cache hit)."""
+        if self.cache == "hit":
+            return 0.0
         if self.model is None or self.usage is None:
             return self.spent_usd
         u = self.usage
@@ -101,6 +112,7 @@ class Exchange:
             route=decision.route if decision else None,
             model=self.model or (decision.model if decision else None),
             reason=decision.reason if decision else None,
+            cluster=decision.cluster if decision else None,
             strategy=decision.strategy if decision else None,
             candidates=route_candidates,
             input_tokens=usage.input_tokens if usage else 0,
@@ -114,4 +126,7 @@ class Exchange:
             error=self.error,
             fallback_chain=tuple(self.tried),
             tags=ctx.tags,
+            api=ctx.api,
+            deployment=self.deployment,
+            cache=self.cache,
         )

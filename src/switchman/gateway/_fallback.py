@@ -1,6 +1,7 @@
 """What to do after a provider error: retry the same model, move down the chain, or stop (pure).
 
-- 429, 5xx, timeouts, connection errors: retry with exponential backoff (a Retry-After the
+- 429, 5xx, timeouts, connection errors: another deployment of the same model at once, if the
+  model has one the request has not tried; then retry with exponential backoff (a Retry-After the
   provider sends is honoured when it is within the backoff cap; longer, and the chain moves on),
   then the next model in the Decision's order;
 - a context-length error: the next model whose context window is larger;
@@ -28,7 +29,7 @@ from .._exceptions import (
 )
 from ..routing import Decision
 
-__all__ = ["FallbackChain", "fallback_reason", "is_provider_failure", "retry_delay"]
+__all__ = ["FallbackChain", "fallback_reason", "is_provider_failure", "is_retryable", "retry_delay"]
 
 _RETRYABLE = (RateLimitError, UpstreamServerError, UpstreamTimeout, UpstreamConnectionError)
 _REASONS: tuple[tuple[type[UpstreamError], str], ...] = (
@@ -41,9 +42,14 @@ _REASONS: tuple[tuple[type[UpstreamError], str], ...] = (
 )
 
 
+def is_retryable(error: UpstreamError) -> bool:
+    """Whether the same model may be tried again (on another deployment, or after a wait)."""
+    return isinstance(error, _RETRYABLE)
+
+
 def retry_delay(error: UpstreamError, attempt: int, retries: Retries) -> float | None:
     """Seconds to wait before retrying the same model, or None to stop retrying it."""
-    if not isinstance(error, _RETRYABLE) or attempt >= retries.attempts:
+    if not is_retryable(error) or attempt >= retries.attempts:
         return None
     if error.retry_after is not None:
         wait = float(error.retry_after)

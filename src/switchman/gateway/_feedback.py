@@ -98,7 +98,7 @@ def notify_feedback(decider: Decider, sessions: SessionKeeper | None, record: Le
     if record.route in decider.config.routes:
         strategy = decider.strategy(record.route)
         if isinstance(strategy, OnlineStrategy):
-            strategy.observe(record.reason or "", record.model or "", score)
+            strategy.observe(record.cluster, record.model or "", score)
     session = scoped_session(record.key_id, record.session)
     if sessions is not None and session is not None:
         sessions.record_feedback(session, score, request_id=record.request_id)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import anyio.to_thread
 
 from .._config import Config
 from .._decider import Decider
+from .._environ import Environment
 from ..ledger import BudgetManager, KeySet, KeyStore, Ledger, Metrics
 from ._defaults import default_config
 from ._dispatcher import Dispatcher
@@ -57,7 +57,7 @@ class Gateway:
         cls, config: Config | None = None, *, base_dir: str | Path = ".", env: Mapping[str, str] | None = None,
     ) -> Gateway:
         """Assemble a gateway; with no config, the embedded defaults for this environment."""
-        env = dict(os.environ) if env is None else dict(env)
+        env = Environment.read() if env is None else Environment(env)
         if config is None:
             config = default_config(env)
         decider = Decider(config, base_dir=base_dir)

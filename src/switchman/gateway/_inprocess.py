@@ -8,7 +8,6 @@ and requests behave exactly as they do through `switchman serve`.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._exceptions import InvalidRequestError
+from .._environ import Environment
 from ..ledger import BudgetManager, Ledger
 from ._context import RequestContext
 from ._dispatcher import Dispatcher
@@ -34,7 +34,7 @@ class InProcessClient:
 
     def __init__(self, decider: Decider, env: Mapping[str, str] | None = None) -> None:
         self._decider = decider
-        self._env = dict(os.environ) if env is None else dict(env)
+        self._env = Environment.read() if env is None else Environment(env)
         self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
         self._portal = self._portal_cm.__enter__()
         self._lock = threading.Lock()
@@ -51,7 +51,8 @@ class InProcessClient:
     @staticmethod
     def _request(
         messages: Sequence[Mapping[str, Any]] | str, *, model: str = "auto", agent: str | None = None,
-        session: str | None = None, tags: Sequence[str] = (), task: str | None = None, **params: Any,
+        session: str | None = None, tags: Sequence[str] = (), task: str | None = None, cache: bool | None = None,
+        **params: Any,
     ) -> tuple[dict[str, Any], RequestContext]:
         if params.get("stream"):
             raise InvalidRequestError("Router.chat does not stream; use the gateway for streaming", param="stream")
@@ -59,7 +60,7 @@ class InProcessClient:
             messages = [{"role": "user", "content": messages}]
         body = check_body({"model": model, "messages": list(messages), **params})
         context = RequestContext(request_id=uuid.uuid4().hex, agent=agent, session=session, tags=tuple(tags),
-                                 task=task)
+                                 task=task, cache=cache)
         return body, context
 
     async def _complete(self, body: dict[str, Any], context: RequestContext) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import orjson
 
 from .._exceptions import UpstreamError, UpstreamServerError
 from ._transport import TRANSPORT_ERRORS, transport_error
-from ._wire import Usage, classify_error, retry_after_seconds, sse_data
+from ._wire import TRANSLATED, Usage, classify_error, retry_after_seconds, sse_data
 
 __all__ = ["OpenAIAdapter", "OpenAIStream"]
 
@@ -85,6 +85,21 @@ class OpenAIStream:
         return [] if self.finished else [_DONE]
 
 
+def _without_cache_control(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages with Anthropic's cache_control taken off their parts (and system parts joined to text)."""
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list) and any(isinstance(p, dict) and "cache_control" in p for p in content):
+            parts = [{k: v for k, v in p.items() if k != "cache_control"} for p in content]
+            if message.get("role") == "system":
+                message = {**message, "content": "\n\n".join(str(p.get("text") or "") for p in parts)}
+            else:
+                message = {**message, "content": parts}
+        out.append(message)
+    return out
+
+
 class OpenAIAdapter:
     """Speaks to any OpenAI-compatible /chat/completions endpoint."""
 
@@ -98,6 +113,8 @@ class OpenAIAdapter:
         """The upstream request body: the client's, with the provider's model name (and usage asked for)."""
         out = dict(body)
         out["model"] = wire_model
+        if out.pop(TRANSLATED, None):
+            out["messages"] = _without_cache_control(out["messages"])
         if stream:
             options = dict(out.get("stream_options") or {})
             if not options.get("include_usage"):

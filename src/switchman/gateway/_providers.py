@@ -2,7 +2,8 @@
 
 One `Provider` per endpoint, one adapter per wire format (pydantic-ai keeps the same split):
 an OpenAI-compatible provider passes bodies through, an Anthropic one translates. A `Deployment`
-is a model bound to its provider with its timeouts, everything resolved once at startup.
+is a model bound to one provider with its upstream name, timeouts, weight, limits and cooldown,
+everything resolved once at startup; a model has one deployment or several.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._catalog import ModelSpec
-from .._config import Config, ProviderConfig
+from .._config import Config, DeploymentConfig, ModelConfig, ProviderConfig, Timeouts
 from .._exceptions import ConfigError, UpstreamError
+from ..state import RateLimit
 from ._anthropic import AnthropicAdapter
 from ._defaults import KNOWN_PROVIDERS
 from ._http import UpstreamPool, UpstreamRequest
@@ -80,13 +82,22 @@ class Provider:
 
 @dataclass(frozen=True, slots=True)
 class Deployment:
-    """A model bound to its provider, with its timeouts resolved."""
+    """A model bound to one provider, with its timeouts, share, limits and cooldown resolved.
+
+    `id` names it in the ledger, /health and the health board: the model's name when the model
+    has one deployment, `<model>@<name>` when it lists several.
+    """
 
     spec: ModelSpec
     provider: Provider
     connect_s: float
     first_byte_s: float
     total_s: float
+    id: str
+    wire_name: str
+    weight: float = 1.0
+    limit: RateLimit = RateLimit()
+    cooldown_s: float | None = None
 
     @property
     def name(self) -> str:
@@ -100,7 +111,7 @@ class Deployment:
 
     def build_request(self, body: Mapping[str, Any], *, stream: bool) -> UpstreamRequest:
         """The upstream request for a (validated, OpenAI-format) chat body."""
-        content = self.adapter.encode(body, self.spec.wire_name, stream=stream)
+        content = self.adapter.encode(body, self.wire_name, stream=stream)
         return self.provider.pool.request("POST", self.adapter.path, content)
 
 
@@ -114,21 +125,36 @@ def _provider_config(name: str, config: Config) -> ProviderConfig:
     return ProviderConfig(kind=known.kind, base_url=known.base_url, api_key_env=known.api_key_env)  # type: ignore[arg-type]
 
 
+def _entries(name: str, spec: ModelSpec, model: ModelConfig | None) -> list[tuple[str, DeploymentConfig]]:
+    """(id, settings) of each deployment of a model; a model without a `deployments` list has one, named as it."""
+    if model is None or not model.deployments:
+        single = DeploymentConfig(provider=spec.provider, rpm=model.rpm if model else None,
+                                  tpm=model.tpm if model else None, cooldown_s=model.cooldown_s if model else None)
+        return [(name, single)]
+    return [(f"{name}@{d.name or d.provider}", d) for d in model.deployments]
+
+
 def build_deployments(
     config: Config, specs: Mapping[str, ModelSpec], env: Mapping[str, str]
-) -> tuple[dict[str, Provider], dict[str, Deployment]]:
-    """Providers for every model's provider (keys read from `env` now) and a deployment per model."""
+) -> tuple[dict[str, Provider], dict[str, tuple[Deployment, ...]]]:
+    """Providers for every deployment's provider (keys read from `env` now) and each model's deployments."""
     providers: dict[str, Provider] = {}
-    deployments: dict[str, Deployment] = {}
+    deployments: dict[str, tuple[Deployment, ...]] = {}
     for name, spec in specs.items():
-        if spec.provider not in providers:
-            pconf = _provider_config(spec.provider, config)
-            key = env.get(pconf.api_key_env) if pconf.api_key_env else None
-            providers[spec.provider] = Provider(spec.provider, pconf, key)
-        timeouts = config.models[name].timeouts if name in config.models else None
-        timeouts = timeouts or config.server.timeouts
-        deployments[name] = Deployment(spec, providers[spec.provider], timeouts.connect, timeouts.first_byte,
-                                       timeouts.total)
+        model = config.models.get(name)
+        built = []
+        for deployment_id, entry in _entries(name, spec, model):
+            if entry.provider not in providers:
+                pconf = _provider_config(entry.provider, config)
+                key = env.get(pconf.api_key_env) if pconf.api_key_env else None
+                providers[entry.provider] = Provider(entry.provider, pconf, key)
+            timeouts: Timeouts = entry.timeouts or (model.timeouts if model else None) or config.server.timeouts
+            built.append(Deployment(
+                spec, providers[entry.provider], timeouts.connect, timeouts.first_byte, timeouts.total,
+                id=deployment_id, wire_name=entry.model or spec.wire_name, weight=entry.weight,
+                limit=RateLimit(entry.rpm, entry.tpm), cooldown_s=entry.cooldown_s,
+            ))
+        deployments[name] = tuple(built)
     return providers, deployments
 
 

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .._exceptions import InvalidRequestError
 
-__all__ = ["DEFAULT_MAX_DEPTH", "ChatBody", "check_body", "check_depth", "check_prompt_size", "parse_body",
-           "parse_json", "prompt_chars"]
+__all__ = ["DEFAULT_MAX_DEPTH", "ChatBody", "check_body", "check_depth", "check_prompt_size", "describe_invalid",
+           "parse_body", "prompt_chars", "read_json"]
 
 #: Nesting a request body may have (orjson reads 1,024 levels but writes only ~254; a tool's JSON
 #: schema rarely needs more than a dozen).
@@ -135,8 +135,8 @@ def _is_branch_tag(part: object) -> bool:
     return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part[:1].isupper())
 
 
-def _describe(error: ValidationError) -> InvalidRequestError:
-    # With unions pydantic reports every branch; the deepest error is the one that says what is wrong.
+def describe_invalid(error: ValidationError) -> InvalidRequestError:
+    """The 400 for a failed validation, naming the field (the deepest error of a union's branches)."""
     item = max(error.errors(include_url=False), key=lambda e: len(e["loc"]))
     path = ".".join(str(p) for p in item["loc"] if not _is_branch_tag(p))
     if item["type"] == "missing":
@@ -150,7 +150,7 @@ def check_body(data: dict[str, Any]) -> dict[str, Any]:
     try:
         ChatBody.model_validate(data)
     except ValidationError as exc:
-        raise _describe(exc) from None
+        raise describe_invalid(exc) from None
     return data
 
 
@@ -166,8 +166,9 @@ def check_depth(data: object, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
-def parse_json(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
-    """A JSON object from a request body, at most `max_depth` deep; InvalidRequestError when it is not."""
+def read_json(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
+    """The body as a JSON object at most `max_depth` deep; InvalidRequestError when it is empty, not JSON,
+    not an object or nested deeper."""
     if not raw:
         raise InvalidRequestError("the request body is empty; send a JSON object", code="invalid_json")
     try:
@@ -202,4 +203,4 @@ def check_prompt_size(body: Mapping[str, Any], max_chars: int) -> None:
 
 def parse_body(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
     """The JSON body as a dict to forward, once validated; InvalidRequestError when it is not."""
-    return check_body(parse_json(raw, max_depth))
+    return check_body(read_json(raw, max_depth))

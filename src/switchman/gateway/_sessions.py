@@ -37,7 +37,11 @@ from ..routing import (
 from ._context import RequestContext
 from ._exchange import Exchange
 
-__all__ = ["MemorySessionStore", "SessionKeeper", "SessionStore", "answer_signal"]
+__all__ = ["TRUNCATED", "MemorySessionStore", "SessionKeeper", "SessionStore", "answer_signal"]
+
+#: The signal of an answer cut at a token limit. It escalates only when the limit was not the
+#: caller's own: a classifier that asks for 20 tokens and gets 20 has not been failed by its model.
+TRUNCATED = "truncated answer (finish_reason length)"
 
 #: Decisions sessions leave alone: a model named or pinned (fixed), and a cascade, which escalates itself.
 _UNSTEERED = frozenset({"fixed", "cascade"})
@@ -108,7 +112,7 @@ def answer_signal(content: bytes) -> str | None:
         return "empty answer (no choices)"
     choice = choices[0]
     if choice.get("finish_reason") == "length":
-        return "truncated answer (finish_reason length)"
+        return TRUNCATED
     message = choice.get("message") or {}
     text = message.get("content") if isinstance(message, dict) else None
     has_calls = isinstance(message, dict) and bool(message.get("tool_calls"))
@@ -168,6 +172,8 @@ class SessionKeeper:
             signal = answer_signal(content)
         elif answer is not None:  # a streamed answer's signal, noted by the stream translator
             signal = answer
+        if signal == TRUNCATED and request.max_tokens is not None:
+            signal = None  # cut at the caller's own max_tokens: what was asked for, not a failure
         usage = exchange.usage
         context_tokens = usage.input_tokens + usage.output_tokens if usage is not None else request.input_tokens
         now = self.clock()

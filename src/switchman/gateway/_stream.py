@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import orjson
@@ -20,16 +20,17 @@ from starlette.types import Receive, Scope, Send
 
 from .._exceptions import BudgetExceededError, UpstreamError, UpstreamServerError
 from ._errors import error_payload
+from ..state import HealthStore
 from ._exchange import Exchange
-from ._health import HealthBoard
 from ._http import UpstreamResponse
 from ._providers import Deployment, StreamTranslator
+from ._sessions import TRUNCATED
 from ._wire import Usage, sse_events
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
 
-__all__ = ["ChatStream", "OpenedStream", "RelayResponse", "open_upstream_stream"]
+__all__ = ["ChatStream", "ClientTranslator", "OpenedStream", "RelayResponse", "RelayedStream", "open_upstream_stream"]
 
 _DONE = b"data: [DONE]\n\n"
 #: Events relayed between two yields to the event loop: an upstream faster than its client never
@@ -58,7 +59,7 @@ class OpenedStream:
 
 
 async def open_upstream_stream(
-    deployment: Deployment, body: Mapping[str, Any], *, clock: Callable[[], float], health: HealthBoard
+    deployment: Deployment, body: Mapping[str, Any], *, clock: Callable[[], float], health: HealthStore
 ) -> OpenedStream:
     """Send the request and read up to the first event the client will see (within first_byte)."""
     adapter, name = deployment.adapter, deployment.name
@@ -90,7 +91,7 @@ async def open_upstream_stream(
                 await response.aclose()
         raise
     first_at = clock()
-    health.observe(name, (first_at - sent_at) * 1000.0)
+    health.observe(deployment.id, (first_at - sent_at) * 1000.0)
     return OpenedStream(deployment, response, stream_events, translator, first, sent_at, first_at)
 
 
@@ -106,6 +107,9 @@ class ChatStream:
         self._ended = False
         self._closed = False
         self._ticket: int | asyncio.Task[int] = 0
+        # What the client was sent, kept for the response cache when the request missed it.
+        self._kept: list[bytes] | None = [] if exchange.cache == "miss" else None
+        self._kept_bytes = 0
 
     @property
     def model(self) -> str:
@@ -113,15 +117,31 @@ class ChatStream:
         return self._opened.deployment.name
 
     @property
-    def durable(self) -> bool:
-        """Whether the record must be committed before the stream's end is sent."""
-        return self._dispatcher.durable and self._dispatcher.ledger is not None
+    def deployment(self) -> str:
+        """The id of the deployment answering."""
+        return self._opened.deployment.id
+
+    @property
+    def cache(self) -> str | None:
+        """The response cache outcome: miss when it was consulted, else None."""
+        return self._exchange.cache
+
+    @property
+    def input_tokens(self) -> int:
+        """Input tokens as switchman counted them (the upstream's count comes with the usage at the end)."""
+        request = self._exchange.request
+        return request.input_tokens if request is not None else 0
 
     @property
     def reason(self) -> str:
         """Why it was chosen."""
         decision = self._exchange.decision
         return decision.reason if decision is not None else ""
+
+    @property
+    def durable(self) -> bool:
+        """Whether the record must be committed before the stream's end is sent (`server.durability: sync`)."""
+        return self._dispatcher.durable and self._dispatcher.ledger is not None
 
     async def relay(self, send: Callable[[bytes], Awaitable[None]], *, hold_last: bool = False) -> bytes:
         """Forward every event to `send` as it arrives; an upstream failure becomes an error event.
@@ -133,12 +153,14 @@ class ChatStream:
         client to take what was sent is the client's (the server's write timeout bounds it), so a
         slow reader never counts against the upstream's health.
         """
+        if self._kept is not None:
+            send = self._keeping(send)
+        if hold_last:
+            send = _HoldLast(send)
         opened, clock = self._opened, self._dispatcher.clock
         deployment = opened.deployment
         deadline = opened.sent_at + deployment.total_s
         translator, events = opened.translator, opened.events
-        if hold_last:
-            send = _HoldLast(send)
         try:
             for chunk in opened.first:
                 await send(chunk)
@@ -169,11 +191,6 @@ class ChatStream:
         self._ended = True
         return send.held if isinstance(send, _HoldLast) else b""
 
-    async def committed(self) -> None:
-        """Record the request now and wait until its row is committed (`server.durability: sync`)."""
-        self._ticket = await self._close()
-        await self._dispatcher.committed(self._ticket)
-
     def _within_budget(self) -> bool:
         """Whether the answer's running cost still fits its reservation (grown by a quarter when a budget allows).
 
@@ -195,8 +212,27 @@ class ChatStream:
             "budget has left")
         return self._stopped
 
+    async def committed(self) -> None:
+        """Record the request now and wait until its row is committed (`server.durability: sync`)."""
+        self._ticket = await self._close()
+        await self._dispatcher.committed(self._ticket)
+
+    def _keeping(self, send: Callable[[bytes], Awaitable[None]]) -> Callable[[bytes], Awaitable[None]]:
+        """`send`, also keeping what is sent for the response cache (until it outgrows an entry)."""
+        cache = self._dispatcher.cache
+
+        async def keep(chunk: bytes) -> None:
+            if self._kept is not None and cache is not None:
+                self._kept.append(chunk)
+                self._kept_bytes += len(chunk)
+                if not cache.keeps(self._kept_bytes):
+                    self._kept = None
+            await send(chunk)
+
+        return keep
+
     async def aclose(self, *, disconnected: bool = False) -> None:
-        """Release the upstream and write the ledger record (idempotent)."""
+        """Release the upstream and write the ledger record (idempotent); keep a complete answer in the cache."""
         await self._close(disconnected=disconnected)
 
     async def _close(self, *, disconnected: bool = False) -> int | asyncio.Task[int]:
@@ -205,7 +241,7 @@ class ChatStream:
         self._closed = True
         opened, exchange, dispatcher = self._opened, self._exchange, self._dispatcher
         await opened.aclose()
-        translator, name = opened.translator, opened.deployment.name
+        translator, deployment = opened.translator, opened.deployment
         if translator.usage is not None:
             exchange.usage = translator.usage
         else:
@@ -213,7 +249,7 @@ class ChatStream:
             exchange.usage_estimated = True
         ended_at = dispatcher.clock()
         if self._error is not None:
-            dispatcher.health.record(name, ok=False)
+            dispatcher.health.record(deployment.id, ok=False, cooldown_s=deployment.cooldown_s)
             exchange.fail(self._error, dispatcher.scrub)
             exchange.status = "stream_error"
         elif self._stopped is not None:  # the budget's doing, not the upstream's
@@ -222,15 +258,17 @@ class ChatStream:
         elif disconnected or not self._ended:
             exchange.status = "client_disconnected"
         else:
-            dispatcher.health.observe(name, (opened.first_at - opened.sent_at) * 1000.0,
+            dispatcher.health.observe(deployment.id, (opened.first_at - opened.sent_at) * 1000.0,
                                       exchange.usage.output_tokens, ended_at - opened.first_at)
         answer = None
         if exchange.status not in ("stream_error", "client_disconnected"):
             if translator.truncated:
-                answer = "truncated answer (finish_reason length)"
+                answer = TRUNCATED
             elif not translator.has_output:
                 answer = "empty answer"
         self._ticket = dispatcher.finish(exchange, answer=answer)
+        if self._kept is not None and dispatcher.cache is not None:
+            await dispatcher.cache.store(exchange, b"".join(self._kept), answer)
         return self._ticket
 
 
@@ -247,22 +285,53 @@ class _HoldLast:
         self.held = chunk
 
 
+class RelayedStream(Protocol):
+    """What a RelayResponse relays: a ChatStream, or an answer replayed from the response cache."""
+
+    async def relay(self, send: Callable[[bytes], Awaitable[None]]) -> bytes | None:
+        """Send every event."""
+        ...
+
+    async def aclose(self, *, disconnected: bool = False) -> None:
+        """Release what it holds and write its ledger record."""
+        ...
+
+
+class ClientTranslator(Protocol):
+    """Turns the relayed chat.completion.chunk SSE bytes into another API's stream (an inbound dialect)."""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Client-bound bytes for one relayed piece (one or more OpenAI SSE events)."""
+        ...
+
+
 class RelayResponse(Response):
-    """An SSE response that relays a ChatStream and notices the client leaving."""
+    """An SSE response that relays a stream (live or cached) and notices the client leaving.
+
+    With a `translator`, what is relayed is translated for a client that spoke another API.
+    """
 
     media_type = "text/event-stream"
 
-    def __init__(self, stream: ChatStream, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, stream: RelayedStream, headers: Mapping[str, str], translator: ClientTranslator | None = None
+    ) -> None:
         self.stream = stream
+        self.translator = translator
         self.status_code = 200
         self.background = None
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         done = disconnected = False
+        translator = self.translator
 
         async def body(chunk: bytes) -> None:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if translator is None:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                return
+            for out in translator.feed(chunk):
+                await send({"type": "http.response.body", "body": out, "more_body": True})
 
         try:
             async with anyio.create_task_group() as group:
@@ -277,12 +346,18 @@ class RelayResponse(Response):
 
                 group.start_soon(watch)
                 await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-                durable = self.stream.durable
-                last = await self.stream.relay(body, hold_last=durable)
-                done = True
-                if durable:  # the row is committed before the answer's last event and last byte
-                    await self.stream.committed()
-                await send({"type": "http.response.body", "body": last, "more_body": False})
+                stream = self.stream
+                if isinstance(stream, ChatStream) and stream.durable:
+                    # The row is committed before the answer's last event and its last byte.
+                    last = await stream.relay(body, hold_last=True)
+                    done = True
+                    await stream.committed()
+                    if last:
+                        await body(last)
+                else:
+                    await stream.relay(body)
+                    done = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
                 group.cancel_scope.cancel()
         except OSError:
             disconnected = True

@@ -24,7 +24,15 @@ from .._exceptions import (
 )
 from .._tokens import count_tokens
 
-__all__ = ["Usage", "classify_error", "estimate_output_tokens", "retry_after_seconds", "sse_data", "sse_events"]
+__all__ = [
+    "TRANSLATED",
+    "Usage",
+    "classify_error",
+    "estimate_output_tokens",
+    "retry_after_seconds",
+    "sse_data",
+    "sse_events",
+]
 
 _CONTEXT_MARKERS = (
     "context_length_exceeded", "maximum context length", "context window", "context length",
@@ -34,6 +42,10 @@ _POLICY_MARKERS = (
     "content_policy", "content policy", "content_filter", "content filter", "content management policy",
     "safety system", "usage policy", "responsibleaipolicyviolation",
 )
+
+#: Marks a chat body translated from another API (Anthropic Messages): its content parts may carry
+#: Anthropic's cache_control, which an Anthropic upstream honours and an OpenAI-kind one is spared.
+TRANSLATED = "_switchman_translated"
 
 
 @dataclass(frozen=True, slots=True)

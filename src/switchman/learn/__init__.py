@@ -7,6 +7,7 @@ from ._calibrate import Target, knob_grid, parse_target, sweep
 from ._embedders import available_embedders, get_embedder
 from ._embedding import Embedder
 from ._online import BetaCounts, OnlineStrategy
+from ._settings import DEFAULT_SETTINGS, parse_params, train_settings
 from ._strategy import LearnedStrategy
 from ._train import (
     DEFAULT_EMBEDDER,
@@ -24,6 +25,7 @@ __all__ = [
     "AcceptancePredictor",
     "BetaCounts",
     "DEFAULT_EMBEDDER",
+    "DEFAULT_SETTINGS",
     "Embedder",
     "FORMAT_VERSION",
     "LearnedStrategy",
@@ -40,8 +42,10 @@ __all__ = [
     "get_embedder",
     "knob_grid",
     "out_of_fold",
+    "parse_params",
     "parse_target",
     "predicted_cost",
     "sweep",
     "train_router",
+    "train_settings",
 ]

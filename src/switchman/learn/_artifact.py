@@ -168,6 +168,10 @@ class TrainedRouter:
             return self.predictor.combine(knn_quality, features), output_tokens
         return knn_quality, output_tokens
 
+    def training_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The training prompts' feature rows and quality per model, kept by every router's length predictor."""
+        return self.lengths.training_points()
+
     def with_aliases(self, aliases: Mapping[str, str]) -> TrainedRouter:
         """A copy whose models answer to the configured names (trained name → configured name)."""
         unknown = sorted(set(aliases) - set(self.models))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._environ import Environment
 from ._embedding import Embedder
 
 __all__ = ["cache_dir", "embed_cached"]
@@ -26,8 +27,7 @@ _STORE_VERSION = 2  # bump when an embedder's vectors change under the same name
 
 def cache_dir() -> Path:
     """Where cached embeddings live."""
-    root = os.environ.get("SWITCHMAN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "switchman")
-    return Path(root) / "embeddings"
+    return Environment.read().cache_dir / "embeddings"
 
 
 def _digest(text: str) -> bytes:

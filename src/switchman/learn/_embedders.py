@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import re
 import threading
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from .._exceptions import (
     UpstreamServerError,
     UpstreamTimeout,
 )
+from .._environ import Environment
 from ._embedding import Embedder, as_text_list, clip_chars, l2_normalise
 
 if TYPE_CHECKING:
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["HashingEmbedder", "OpenAIEmbedder", "SentenceTransformersEmbedder", "available_embedders", "get_embedder"]
 
-#: Env var holding the bearer token for ``openai:`` embedders (read on every request).
-API_KEY_ENV = "SWITCHMAN_EMBEDDINGS_API_KEY"
 _ALIASES = {"wordllama": "wordllama-256", "minilm-int8": "minilm-int8:head_tail"}
 _PATTERNS = ("openai:<base_url>#<model>", "sentence-transformers:<model>")
 
@@ -93,9 +91,10 @@ class OpenAIEmbedder:
 
     batch_size = 64
 
-    def __init__(self, base_url: str, model: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
+        self._api_key = api_key
         self.name = f"openai:{self.base_url}#{model}"
         self._timeout = timeout
         self._client: httpx.Client | None = None
@@ -120,8 +119,8 @@ class OpenAIEmbedder:
         if self._client is None:
             self._client = httpx.Client(timeout=self._timeout)
         headers = {}
-        if key := os.environ.get(API_KEY_ENV):
-            headers["Authorization"] = f"Bearer {key}"
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
         where = f"embeddings endpoint {self.base_url} ({self.model})"
         try:
             resp = self._client.post(
@@ -235,7 +234,7 @@ def _build(name: str, threads: int) -> Embedder:
         base_url, sep, model = name.removeprefix("openai:").rpartition("#")
         if not (sep and base_url and model):
             raise _unknown(name, "expected openai:<base_url>#<model>")
-        return OpenAIEmbedder(base_url, model)
+        return OpenAIEmbedder(base_url, model, api_key=Environment.read().embeddings_api_key)
     if name.startswith("sentence-transformers:") and name.removeprefix("sentence-transformers:"):
         return SentenceTransformersEmbedder(name.removeprefix("sentence-transformers:"))
     raise _unknown(name)

@@ -93,6 +93,11 @@ class KNNPredictor:
     def params(self) -> dict[str, Any]:
         return {"k": self.k, "temperature": self.temperature}
 
+    def training_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fitted feature rows (L2-normalised) and their quality per model (NaN: no outcome)."""
+        assert self._x is not None and self._quality is not None
+        return self._x, self._quality
+
     def arrays(self) -> dict[str, np.ndarray]:
         assert self._x is not None and self._quality is not None and self._output_tokens is not None
         return {"knn.x": self._x, "knn.quality": self._quality, "knn.output_tokens": self._output_tokens}

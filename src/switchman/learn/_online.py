@@ -9,12 +9,12 @@ learning alive: with probability exploration × candidates the choice is uniform
 candidate keeps at least `exploration` of each cluster's traffic.
 
 `thompson_choice` is the pure core (its randomness is a Generator passed in); `BetaCounts` is the
-state the shell owns and updates when feedback comes (`POST /v1/feedback`).
+state the shell owns and updates when feedback comes (`POST /v1/feedback`). A decision carries its
+cluster (`Decision.cluster`, kept in the ledger), so feedback finds the counts it belongs to.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,8 +27,6 @@ from ..routing import CandidateScore, Decision, DecisionContext, RouteRequest
 from ._strategy import LearnedStrategy
 
 __all__ = ["BetaCounts", "OnlineStrategy", "kmeans", "thompson_choice"]
-
-_REASON = re.compile(r"\bonline cluster (\d+)")
 
 
 def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iterations: int = 25) -> np.ndarray:
@@ -95,8 +93,8 @@ class OnlineStrategy:
         self.learned = learned
         self.options = options
         router = learned.router
-        stored = router.lengths.arrays()  # every router keeps its training features and quality here
-        x, quality = stored["knn.x"].astype(np.float32), stored["knn.quality"].astype(np.float64)
+        x, quality = router.training_points()
+        x, quality = x.astype(np.float32), quality.astype(np.float64)
         self.centroids = kmeans(x, options.clusters).astype(np.float32)
         assign = self.assign(x)
         prior = np.full((len(self.centroids), quality.shape[1]), np.nan)
@@ -133,6 +131,7 @@ class OnlineStrategy:
         how = "exploration" if explored else "thompson draw"
         return Decision(
             model=known[chosen].name, strategy=self.name, route=context.route,
+            cluster=cluster,
             reason=f"online cluster {cluster}: {how}; success rate {means[chosen]:.3f} "
                    f"(best {known[order[0]].name} {means[order[0]]:.3f})",
             candidates=tuple(CandidateScore(known[i].name, float(means[i]), float(cost[i]),
@@ -141,10 +140,9 @@ class OnlineStrategy:
             + tuple(s.name for s in candidates if s.name not in self._column),
         )
 
-    def observe(self, reason: str, model: str, score: float) -> bool:
-        """Count feedback on a request this strategy decided (its reason names the cluster)."""
-        match = _REASON.search(reason)  # a session may have put its own reason in front
-        if match is None or model not in self._column or int(match.group(1)) >= len(self.centroids):
+    def observe(self, cluster: int | None, model: str, score: float) -> bool:
+        """Count feedback on a request this strategy decided in `cluster` (its decision's cluster)."""
+        if cluster is None or not 0 <= cluster < len(self.centroids) or model not in self._column:
             return False
-        self.counts.observe(int(match.group(1)), self._column[model], score)
+        self.counts.observe(cluster, self._column[model], score)
         return True

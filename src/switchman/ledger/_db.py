@@ -11,7 +11,6 @@ URLs: ``sqlite:///relative/path``, ``sqlite:////absolute/path`` (WAL mode, busy 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from .._environ import LEDGER_URL_ENV, Environment
+
 __all__ = [
     "FEEDBACK",
     "KEYS",
@@ -51,7 +52,6 @@ __all__ = [
     "resolve_url",
 ]
 
-LEDGER_URL_ENV = "SWITCHMAN_LEDGER_URL"
 SQLITE_BUSY_TIMEOUT_S = 2.0
 #: Postgres bounds, so a database that hangs instead of refusing cannot hold a caller for ever:
 #: connecting (libpq's connect_timeout covers the whole handshake), one statement (server side),
@@ -92,6 +92,10 @@ REQUESTS = Table(
     Column("shadow_model", Text),
     Column("shadow_quality", Float),
     Column("shadow_cost_usd", Float),
+    Column("cluster", Integer),
+    Column("api", String(32)),
+    Column("deployment", Text),
+    Column("cache", String(8)),
     Index("ix_switchman_requests_time", "time"),
     Index("ix_switchman_requests_request_id", "request_id"),
 )
@@ -156,7 +160,8 @@ def create_tables(engine: Engine) -> None:
 
 
 def _add_missing_columns(conn: Connection) -> None:
-    """Give a ledger made by an older switchman the nullable columns added since (prompt, shadow_*, key agents)."""
+    """Give a ledger made by an older switchman the nullable columns added since (prompt, shadow_*, cluster, api,
+    deployment, cache; the keys' agents)."""
     for table in (REQUESTS, KEYS):
         present = {c["name"] for c in inspect(conn).get_columns(table.name, schema=table.schema)}
         for column in table.columns:
@@ -167,18 +172,15 @@ def _add_missing_columns(conn: Connection) -> None:
 
 def default_sqlite_path(environ: Mapping[str, str]) -> Path:
     """The per-user ledger file, following the XDG base-directory convention."""
-    data_home = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "switchman" / "ledger.sqlite3"
+    return Environment(environ).data_home / "switchman" / "ledger.sqlite3"
 
 
 def resolve_url(url: str | None, *, environ: Mapping[str, str] | None = None) -> str:
     """The ledger URL to use: `url`, else $SWITCHMAN_LEDGER_URL, else the user's SQLite file."""
     if url:
         return url
-    env = os.environ if environ is None else environ
-    if env.get(LEDGER_URL_ENV):
-        return env[LEDGER_URL_ENV]
-    return f"sqlite:///{default_sqlite_path(env)}"
+    env = Environment.read() if environ is None else Environment(environ)
+    return env.ledger_url or f"sqlite:///{default_sqlite_path(env)}"
 
 
 def _driver_url(url: str) -> URL:

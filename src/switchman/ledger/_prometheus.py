@@ -10,6 +10,8 @@ and budget scopes; never a key, key id, key name, secret or prompt text)::
     switchman_ttft_seconds{model}                    histogram, streamed requests
     switchman_fallbacks_total{from_model,to_model,reason}
     switchman_budget_rejections_total{scope}
+    switchman_cache_requests_total{result}           hit or miss, cacheable requests only
+    switchman_deployment_requests_total{deployment,status}   requests a deployment answered or failed last
     switchman_decision_seconds                       histogram, policy + strategy
     switchman_ledger_queued_rows, switchman_ledger_{written,dropped,discarded}_rows_total,
     switchman_ledger_write_errors_total              when a Ledger is attached
@@ -81,6 +83,10 @@ class Metrics:
         self._budget_rejections = Counter(
             "switchman_budget_rejections", "Requests refused by a budget, by scope", ["scope"], registry=r
         )
+        self._cache = Counter("switchman_cache_requests", "Response cache lookups, by result (hit or miss)",
+                              ["result"], registry=r)
+        self._deployments = Counter("switchman_deployment_requests", "Requests, by the deployment that served them",
+                                    ["deployment", "status"], registry=r)
         self._decision = Histogram(
             "switchman_decision_seconds", "Time to choose a model", buckets=DECISION_BUCKETS, registry=r
         )
@@ -92,6 +98,10 @@ class Metrics:
         model = rec.model or _NONE
         route = rec.route or _NONE
         self._requests.labels(model, route, rec.status).inc()
+        if rec.cache is not None:
+            self._cache.labels(rec.cache).inc()
+        if rec.deployment is not None:
+            self._deployments.labels(rec.deployment, rec.status).inc()
         if rec.input_tokens > 0:
             self._input_tokens.labels(model).inc(rec.input_tokens)
         if rec.output_tokens > 0:

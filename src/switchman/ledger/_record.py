@@ -38,6 +38,11 @@ class LedgerRecord:
     message) is kept only when `server.store_prompts` is on, because retraining from the ledger needs
     it and privacy says not to keep it by default. `shadow_*` is what a route's shadow router would
     have chosen, with its predicted quality and cost, for comparison before switching it on.
+    `cluster` is the prompt cluster an online route decided in (where its feedback counts). `api` is
+    the API the client spoke (chat.completions, messages, responses, embeddings). `deployment` is the
+    id of the deployment that answered (the model's name when it has one deployment, else
+    `<model>@<name>`). `cache` is "hit" (answered from the response cache: `cost_usd` is 0, the
+    tokens are the cached answer's) or "miss" when the request was cacheable, else None.
     """
 
     time: float = field(default_factory=_time.time)
@@ -65,6 +70,10 @@ class LedgerRecord:
     shadow_model: str | None = None
     shadow_quality: float | None = None
     shadow_cost_usd: float | None = None
+    cluster: int | None = None
+    api: str | None = None
+    deployment: str | None = None
+    cache: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

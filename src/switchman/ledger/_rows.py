@@ -67,6 +67,10 @@ def encode(rec: LedgerRecord) -> tuple[Any, ...]:
         None if rec.shadow_model is None else str(rec.shadow_model),
         None if rec.shadow_quality is None else float(rec.shadow_quality),
         None if rec.shadow_cost_usd is None else float(rec.shadow_cost_usd),
+        None if rec.cluster is None else int(rec.cluster),
+        None if rec.api is None else str(rec.api),
+        None if rec.deployment is None else str(rec.deployment),
+        None if rec.cache is None else str(rec.cache),
     )
 
 

@@ -20,6 +20,7 @@ from typing import IO, Self
 
 import httpx
 
+from .._environ import Environment
 from .._exceptions import LocalModelError
 from ._install import GGUF_PACKAGE, INSTALL_HINT, engine_available, gguf_path
 
@@ -88,7 +89,7 @@ class LocalModelServer:
         deadline = time.monotonic() + self.startup_timeout
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - the child's stderr, open while it runs
         # The child needs no secrets: provider, virtual and master keys stay in the gateway's process.
-        env = {k: v for k, v in os.environ.items() if not _looks_secret(k)}
+        env = {k: v for k, v in Environment.read().items() if not _looks_secret(k)}
         # OpenMP's default busy-wait makes every thread spin between tokens; on a busy machine that
         # starves the gateway and slows generation tenfold.
         env.setdefault("OMP_WAIT_POLICY", "passive")

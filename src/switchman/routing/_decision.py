@@ -20,7 +20,11 @@ class CandidateScore:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The chosen model, why, and the ordered fallbacks to try if it fails."""
+    """The chosen model, why, and the ordered fallbacks to try if it fails.
+
+    `cluster` is the prompt cluster an online strategy placed the request in: feedback on the
+    request updates that cluster's counts (the ledger keeps it with the request).
+    """
 
     model: str
     reason: str
@@ -29,6 +33,7 @@ class Decision:
     candidates: tuple[CandidateScore, ...] = ()
     fallbacks: tuple[str, ...] = ()
     excluded: tuple[tuple[str, str], ...] = ()
+    cluster: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the body of POST /v1/route)."""

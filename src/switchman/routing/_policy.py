@@ -77,7 +77,8 @@ def filter_candidates(
             excluded.append((spec.name, why))
     if not eligible:
         detail = "; ".join(f"{name}: {why}" for name, why in excluded) or "the route has no candidates"
-        raise NoCapableModelError(f"no candidate can serve this request ({detail})")
+        have = frozenset().union(*(spec.capabilities for spec in candidates))
+        raise NoCapableModelError(f"no candidate can serve this request ({detail})", missing=request.needs - have)
     return PolicyResult(tuple(eligible), tuple(excluded))
 
 

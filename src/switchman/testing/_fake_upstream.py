@@ -1,7 +1,11 @@
 """A fake LLM provider: a real HTTP/1.1 server on loopback speaking the OpenAI and Anthropic formats.
 
+OpenAI: /chat/completions and /embeddings; Anthropic: /messages. Answers honour stop sequences and
+max_tokens (one word = one token), and call the first tool offered when the last turn is the user's.
+
     with FakeUpstream() as upstream:
         upstream.inject("rate_limit", model="gpt-4o-mini", times=2, retry_after=0.1)
+        upstream.inject("latency", model="gpt-4o", times=None, seconds=0.08)   # every answer 80 ms late
         ...  # point a provider at upstream.openai_base_url or upstream.anthropic_base_url
         assert len(upstream.requests_for("gpt-4o-mini")) == 3
 
@@ -27,6 +31,7 @@ from ._replies import (
     anthropic_message,
     anthropic_stream,
     openai_completion,
+    openai_embeddings,
     openai_error,
     openai_stream,
 )
@@ -34,8 +39,8 @@ from ._replies import (
 __all__ = ["Fault", "FaultKind", "FakeUpstream", "RecordedRequest"]
 
 FaultKind = Literal[
-    "rate_limit", "server_error", "overloaded", "timeout", "reset", "drop_mid_stream", "slow_stream",
-    "context_length", "content_policy", "bad_request", "auth_error",
+    "rate_limit", "server_error", "overloaded", "timeout", "latency", "reset", "drop_mid_stream", "slow_stream",
+    "context_length", "content_policy", "bad_request", "auth_error", "truncated",
 ]
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
@@ -46,8 +51,11 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"
 class Fault:
     """One injected failure.
 
-    `seconds`: how long a timeout stalls, or the pause between events of a slow stream;
+    `seconds`: how long a timeout stalls, how late a "latency" fault answers (normally, after the
+    wait), or the pause between events of a slow stream;
     `retry_after`: the 429's Retry-After; `after_events`: events sent before a mid-stream drop.
+    "truncated" answers normally but stops after a few words at the model's own output limit
+    (finish_reason length / stop_reason max_tokens) whatever max_tokens the request set.
     """
 
     kind: FaultKind
@@ -242,9 +250,10 @@ class FakeUpstream:
         fault: Fault | None, writer: asyncio.StreamWriter,
     ) -> bool:
         anthropic = path.rstrip("/").endswith("/messages")
+        embeddings = path.rstrip("/").endswith("/embeddings")
         if method == "GET" and path.rstrip("/").endswith("/models"):
             return await self._send(writer, 200, json.dumps({"object": "list", "data": []}).encode())
-        if method != "POST" or not (anthropic or path.rstrip("/").endswith("/chat/completions")):
+        if method != "POST" or not (anthropic or embeddings or path.rstrip("/").endswith("/chat/completions")):
             return await self._send(writer, 404, b'{"error": {"message": "not found"}}')
         if not isinstance(body, dict):
             return await self._send(writer, 400, b'{"error": {"message": "body is not a JSON object"}}')
@@ -255,12 +264,16 @@ class FakeUpstream:
             handled = await self._fault(fault, anthropic, key, body, raw_len, writer)
             if handled is not None:
                 return handled
+        if embeddings:
+            return await self._send(writer, 200, openai_embeddings(body))
         with self._lock:
             text = self._state.replies.get(str(body.get("model")))
+        truncated = fault is not None and fault.kind == "truncated"
         if body.get("stream"):
-            events = (anthropic_stream if anthropic else openai_stream)(body, raw_len, text)
+            events = (anthropic_stream if anthropic else openai_stream)(body, raw_len, text, truncated=truncated)
             return await self._stream(writer, events, drop_after=None, delay=self.chunk_delay)
-        return await self._send(writer, 200, (anthropic_message if anthropic else openai_completion)(body, raw_len, text))
+        answer = (anthropic_message if anthropic else openai_completion)(body, raw_len, text, truncated=truncated)
+        return await self._send(writer, 200, answer)
 
     async def _fault(
         self, fault: Fault, anthropic: bool, key: str, body: Mapping[str, Any], raw_len: int,
@@ -269,7 +282,7 @@ class FakeUpstream:
         if fault.kind == "reset":
             writer.transport.abort()
             return False
-        if fault.kind == "timeout":
+        if fault.kind in ("timeout", "latency"):
             await asyncio.sleep(fault.seconds)
             return None
         if fault.kind == "drop_mid_stream":
@@ -278,6 +291,8 @@ class FakeUpstream:
                 return False
             events = (anthropic_stream if anthropic else openai_stream)(body, raw_len, None)
             return await self._stream(writer, events, drop_after=fault.after_events, delay=self.chunk_delay)
+        if fault.kind == "truncated":
+            return None
         if fault.kind == "slow_stream":
             events = (anthropic_stream if anthropic else openai_stream)(body, raw_len, None)
             return await self._stream(writer, events, drop_after=None, delay=fault.seconds)

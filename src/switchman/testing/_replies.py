@@ -5,22 +5,30 @@ Pure functions from a request body to response bytes, so the server module only 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import math
+import struct
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 __all__ = [
+    "TRUNCATED_WORDS",
     "anthropic_error",
     "anthropic_message",
     "anthropic_stream",
     "openai_completion",
+    "openai_embeddings",
     "openai_error",
     "openai_stream",
     "reply_plan",
 ]
 
 _FINISH = {"stop": "end_turn", "tool_calls": "tool_use"}
+#: Words a "truncated" fault's answer stops after (the model's own output limit, not the caller's).
+TRUNCATED_WORDS = 2
 
 
 def _dumps(value: Any) -> bytes:
@@ -70,23 +78,29 @@ def reply_plan(body: Mapping[str, Any], text: str | None, *, anthropic: bool) ->
     return reply, tool, arguments
 
 
-def _cut(body: Mapping[str, Any], reply: str) -> tuple[str, str]:
-    """The reply cut to the request's token limit (one word = one token here) and its finish reason."""
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+def _cut(body: Mapping[str, Any], reply: str, *, truncated: bool = False) -> tuple[str, str, str | None]:
+    """The reply cut at the first stop sequence, else at the request's token limit (one word = one
+    token here; `truncated`: at the model's own limit), its finish reason and the stop string that
+    ended it (vLLM reports it as the choice's `stop_reason`)."""
+    stops = body.get("stop") or body.get("stop_sequences") or []
+    for stop in [stops] if isinstance(stops, str) else stops:
+        if stop and stop in reply:
+            return reply[: reply.index(stop)], "stop", stop
+    limit = TRUNCATED_WORDS if truncated else body.get("max_completion_tokens") or body.get("max_tokens")
     words = reply.split(" ")
     if isinstance(limit, int) and 0 < limit < len(words):
-        return " ".join(words[:limit]), "length"
-    return reply, "stop"
+        return " ".join(words[:limit]), "length", None
+    return reply, "stop", None
 
 
 def _usage_numbers(raw_len: int, reply: str) -> tuple[int, int]:
     return max(raw_len // 4, 1), max(len(reply.split()), 1)
 
 
-def openai_completion(body: Mapping[str, Any], raw_len: int, text: str | None) -> bytes:
+def openai_completion(body: Mapping[str, Any], raw_len: int, text: str | None, *, truncated: bool = False) -> bytes:
     """A non-stream chat.completion."""
     reply, tool, arguments = reply_plan(body, text, anthropic=False)
-    reply, finish = _cut(body, reply)
+    reply, finish, stop = _cut(body, reply, truncated=truncated)
     message: dict[str, Any] = {"role": "assistant", "content": None if tool else reply}
     if tool:
         message["tool_calls"] = [
@@ -100,7 +114,8 @@ def openai_completion(body: Mapping[str, Any], raw_len: int, text: str | None) -
         "created": int(time.time()),
         "model": body.get("model"),
         "choices": [
-            {"index": i, "message": message, "logprobs": None, "finish_reason": "tool_calls" if tool else finish}
+            {"index": i, "message": message, "logprobs": None, "finish_reason": "tool_calls" if tool else finish,
+             "stop_reason": stop}
             for i in range(n)
         ],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
@@ -114,7 +129,9 @@ def _chunk(model: Any, delta: Mapping[str, Any], finish: str | None = None) -> b
     return b"data: " + _dumps(data) + b"\n\n"
 
 
-def openai_stream(body: Mapping[str, Any], raw_len: int, text: str | None) -> Iterator[bytes]:
+def openai_stream(
+    body: Mapping[str, Any], raw_len: int, text: str | None, *, truncated: bool = False
+) -> Iterator[bytes]:
     """SSE events of a streamed chat completion, one word per chunk."""
     model = body.get("model")
     reply, tool, arguments = reply_plan(body, text, anthropic=False)
@@ -127,7 +144,7 @@ def openai_stream(body: Mapping[str, Any], raw_len: int, text: str | None) -> It
             yield _chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
         yield _chunk(model, {}, "tool_calls")
     else:
-        reply, finish = _cut(body, reply)
+        reply, finish, _ = _cut(body, reply, truncated=truncated)
         words = reply.split(" ")
         for i, word in enumerate(words):
             yield _chunk(model, {"content": word if i == 0 else " " + word})
@@ -141,9 +158,10 @@ def openai_stream(body: Mapping[str, Any], raw_len: int, text: str | None) -> It
     yield b"data: [DONE]\n\n"
 
 
-def anthropic_message(body: Mapping[str, Any], raw_len: int, text: str | None) -> bytes:
+def anthropic_message(body: Mapping[str, Any], raw_len: int, text: str | None, *, truncated: bool = False) -> bytes:
     """A non-stream Messages API response."""
     reply, tool, arguments = reply_plan(body, text, anthropic=True)
+    reply, finish, stop = _cut(body, reply, truncated=truncated)
     content: list[dict[str, Any]] = [{"type": "text", "text": reply}]
     if tool:
         content.append({"type": "tool_use", "id": "toolu_fake_1", "name": tool, "input": json.loads(arguments)})
@@ -154,19 +172,25 @@ def anthropic_message(body: Mapping[str, Any], raw_len: int, text: str | None) -
         "role": "assistant",
         "model": body.get("model"),
         "content": content,
-        "stop_reason": "tool_use" if tool else "end_turn",
-        "stop_sequence": None,
+        "stop_reason": "tool_use" if tool else _STOP_REASONS[finish, stop is not None],
+        "stop_sequence": None if tool else stop,
         "usage": {"input_tokens": prompt, "output_tokens": completion},
     })
+
+
+_STOP_REASONS = {("stop", False): "end_turn", ("stop", True): "stop_sequence", ("length", False): "max_tokens"}
 
 
 def _event(name: str, data: Mapping[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + _dumps(data) + b"\n\n"
 
 
-def anthropic_stream(body: Mapping[str, Any], raw_len: int, text: str | None) -> Iterator[bytes]:
+def anthropic_stream(
+    body: Mapping[str, Any], raw_len: int, text: str | None, *, truncated: bool = False
+) -> Iterator[bytes]:
     """Messages API stream events: message_start, blocks with deltas, message_delta, message_stop."""
     reply, tool, arguments = reply_plan(body, text, anthropic=True)
+    reply, finish, stop = _cut(body, reply, truncated=truncated)
     prompt, completion = _usage_numbers(raw_len, reply)
     message: dict[str, Any] = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body.get("model"),
                "content": [], "stop_reason": None, "stop_sequence": None,
@@ -187,10 +211,33 @@ def anthropic_stream(body: Mapping[str, Any], raw_len: int, text: str | None) ->
             delta = {"type": "input_json_delta", "partial_json": part}
             yield _event("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": delta})
         yield _event("content_block_stop", {"type": "content_block_stop", "index": 1})
-    stop = {"type": "message_delta", "delta": {"stop_reason": "tool_use" if tool else "end_turn",
-                                               "stop_sequence": None}, "usage": {"output_tokens": completion}}
-    yield _event("message_delta", stop)
+    reason = "tool_use" if tool else _STOP_REASONS[finish, stop is not None]
+    ending: dict[str, Any] = {"type": "message_delta",
+                              "delta": {"stop_reason": reason, "stop_sequence": None if tool else stop},
+                              "usage": {"output_tokens": completion}}
+    yield _event("message_delta", ending)
     yield _event("message_stop", {"type": "message_stop"})
+
+
+def openai_embeddings(body: Mapping[str, Any]) -> bytes:
+    """An embeddings response: a deterministic unit vector per input (8 numbers, or `dimensions`)."""
+    inputs = body.get("input")
+    one = isinstance(inputs, str) or (isinstance(inputs, list) and bool(inputs) and isinstance(inputs[0], int))
+    texts = [inputs] if one else list(inputs or [])
+    size = int(body.get("dimensions") or 8)
+    data = []
+    for i, text in enumerate(texts):
+        seed = hashlib.sha256(json.dumps(text).encode()).digest()
+        raw = [(seed[j % len(seed)] - 127.5) for j in range(size)]
+        norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+        vector = [v / norm for v in raw]
+        embedding: Any = vector
+        if body.get("encoding_format") == "base64":
+            embedding = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": embedding})
+    tokens = sum(len(str(t).split()) for t in texts)
+    return _dumps({"object": "list", "data": data, "model": body.get("model"),
+                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
 _OPENAI_ERRORS: dict[str, tuple[int, str, str | None, str]] = {

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..._exceptions import InvalidRequestError
 from ...ledger import KeyInfo
-from .._errors import error_response
+from .._errors import dialect_for_path, error_response
 from .._keyring import Keyring
 from .._limiter import AddressLimiter
 
@@ -99,7 +99,8 @@ class AuthMiddleware:
             wait = self.limiter.retry_after(address)
             error = InvalidRequestError(f"too many failed authentications from this address; retry in {wait:.0f} s",
                                         status=429, code="too_many_failed_authentications", kind="rate_limit_error")
-            await error_response(error, headers={"retry-after": f"{max(wait, 1.0):.0f}"})(scope, receive, send)
+            await error_response(error, headers={"retry-after": f"{max(wait, 1.0):.0f}"},
+                                 dialect=dialect_for_path(scope["path"]))(scope, receive, send)
             return
         found = await self._identify(secret) if secret else None
         if found is not None:
@@ -108,4 +109,5 @@ class AuthMiddleware:
             return
         if self.limiter is not None:
             self.limiter.spend(address)
-        await error_response(_unauthorized(problem or "invalid API key"))(scope, receive, send)
+        error = _unauthorized(problem or "invalid API key")
+        await error_response(error, dialect=dialect_for_path(scope["path"]))(scope, receive, send)

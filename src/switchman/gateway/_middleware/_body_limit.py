@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..._exceptions import InvalidRequestError
-from .._errors import error_response
+from .._errors import dialect_for_path, error_response
 
 __all__ = ["BodySizeLimitMiddleware"]
 
@@ -28,12 +28,13 @@ class BodySizeLimitMiddleware:
             return
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None:
+            error: InvalidRequestError | None = None
             if not declared.isdigit():
                 error = InvalidRequestError("the Content-Length header is not a number", code="invalid_header")
-                await error_response(error)(scope, receive, send)
-                return
-            if int(declared) > self.limit:
-                await error_response(_too_large(self.limit))(scope, receive, send)
+            elif int(declared) > self.limit:
+                error = _too_large(self.limit)
+            if error is not None:
+                await error_response(error, dialect=dialect_for_path(scope["path"]))(scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return

@@ -1,0 +1,96 @@
+"""The endpoints of the other APIs: each translates at the edge and hands the dispatcher a chat body.
+
+    POST /v1/messages               Anthropic Messages (stream or not)
+    POST /v1/messages/count_tokens  Anthropic token counting (switchman's own count)
+    POST /v1/responses              OpenAI Responses, stateless subset (stream or not)
+    POST /v1/embeddings             OpenAI embeddings, passed through to the named model
+
+Routing, budgets, sessions, fallbacks, metrics and the ledger row are the dispatcher's, the same
+for every API; the row records which API was spoken. Errors come back in each API's own envelope
+(the app's error handler picks it by path).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .._embeddings import check_embeddings, embed
+from .._endpoints import read_request, route_headers
+from .._gateway import Gateway
+from .._schema import read_json
+from .._dispatcher import Completion
+from .._stream import RelayResponse
+from ._messages import anthropic_message, chat_from_messages, message_id
+from ._messages_stream import MessagesStream
+from ._responses import answer, chat_from_responses
+from ._responses_stream import ResponsesStream
+
+__all__ = ["DialectEndpoints"]
+
+_JSON = "application/json"
+
+
+def _answer_headers(completion: Completion) -> dict[str, str]:
+    headers = route_headers(completion.model, completion.decision.reason, deployment=completion.deployment,
+                            cache=completion.cache)
+    headers["x-switchman-cost-usd"] = f"{completion.cost_usd:.8f}"
+    return headers
+
+
+class DialectEndpoints:
+    """Handlers for the Anthropic Messages, Responses and embeddings APIs, bound to one Gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.dispatcher = gateway.dispatcher
+
+    async def messages(self, request: Request) -> Response:
+        """POST /v1/messages."""
+        body, context = await read_request(self.dispatcher, request, chat_from_messages, api="messages")
+        msg_id = message_id(context.request_id)
+        if body.get("stream"):
+            stream = await self.dispatcher.open_stream(body, context)
+            translator = MessagesStream(message_id=msg_id, model=stream.model, input_tokens=stream.input_tokens)
+            headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
+            return RelayResponse(stream, headers, translator)
+        completion = await self.dispatcher.complete(body, context)
+        message = anthropic_message(completion.json(), message_id=msg_id, model=completion.model)
+        return Response(orjson.dumps(message), media_type=_JSON,
+                        headers=_answer_headers(completion))
+
+    async def count_tokens(self, request: Request) -> Response:
+        """POST /v1/messages/count_tokens: the input tokens switchman counts for this request (no model call)."""
+        body = chat_from_messages(read_json(await request.body()), count_only=True)
+        routed = self.gateway.decider.request(body["messages"], tools=body.get("tools"))
+        return Response(orjson.dumps({"input_tokens": routed.input_tokens}), media_type=_JSON)
+
+    async def responses(self, request: Request) -> Response:
+        """POST /v1/responses."""
+        original: dict[str, Any] = {}
+
+        def parse(data: dict[str, Any]) -> dict[str, Any]:
+            original.update(data)
+            return chat_from_responses(data)
+
+        body, context = await read_request(self.dispatcher, request, parse, api="responses")
+        response_id = f"resp_{context.request_id}"
+        if body.get("stream"):
+            stream = await self.dispatcher.open_stream(body, context)
+            translator = ResponsesStream(original, response_id=response_id, model=stream.model)
+            headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
+            return RelayResponse(stream, headers, translator)
+        completion = await self.dispatcher.complete(body, context)
+        result = answer(original, completion.json(), response_id=response_id, model=completion.model)
+        return Response(orjson.dumps(result), media_type=_JSON,
+                        headers=_answer_headers(completion))
+
+    async def embeddings(self, request: Request) -> Response:
+        """POST /v1/embeddings."""
+        body, context = await read_request(self.dispatcher, request, check_embeddings, api="embeddings")
+        completion = await embed(self.dispatcher, body, context)
+        return Response(completion.content, media_type=_JSON,
+                        headers=_answer_headers(completion))

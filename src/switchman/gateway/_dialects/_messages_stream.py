@@ -1,0 +1,121 @@
+"""The relayed chat stream as Anthropic's Messages event sequence, as it arrives.
+
+    message_start, ping,
+    content_block_start / content_block_delta (text_delta | input_json_delta) / content_block_stop  (per block),
+    message_delta (stop_reason, usage), message_stop
+
+Text and each tool call become blocks in the order they arrive; an error after the stream has
+started becomes Anthropic's `error` event. The stop reason waits for the usage chunk that follows
+the finish chunk, so message_delta carries the real token counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .._wire import Usage
+from ._chunks import ChunkTranslator
+from ._messages import anthropic_usage, stop_reason
+
+__all__ = ["MessagesStream"]
+
+#: OpenAI error type → Anthropic error type, for an error event in the stream.
+_ERROR_TYPES = {"rate_limit_error": "rate_limit_error", "invalid_request_error": "invalid_request_error",
+                "insufficient_quota": "rate_limit_error"}
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class MessagesStream(ChunkTranslator):
+    """Translates one stream for an Anthropic client."""
+
+    def __init__(self, *, message_id: str, model: str, input_tokens: int) -> None:
+        super().__init__()
+        self._id = message_id
+        self._model = model
+        self._input_tokens = input_tokens  # switchman's count, until the upstream's arrives at the end
+        self._started = False
+        self._open: tuple[str, int] | None = None  # ("text", block) or ("tool", OpenAI tool index)
+        self._blocks = 0
+        self._tool_blocks: dict[int, int] = {}
+        self._finish: tuple[str, str | None] = ("end_turn", None)
+
+    def _start(self) -> list[bytes]:
+        if self._started:
+            return []
+        self._started = True
+        message: dict[str, Any] = {
+            "id": self._id, "type": "message", "role": "assistant", "model": self._model, "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": self._input_tokens, "output_tokens": 0},
+        }
+        return [_event("message_start", {"type": "message_start", "message": message}),
+                _event("ping", {"type": "ping"})]
+
+    def _close_block(self) -> list[bytes]:
+        if self._open is None:
+            return []
+        index = self._open[1] if self._open[0] == "text" else self._tool_blocks[self._open[1]]
+        self._open = None
+        return [_event("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+    def _open_block(self, block: dict[str, Any]) -> tuple[list[bytes], int]:
+        out = self._close_block()
+        index = self._blocks
+        self._blocks += 1
+        out.append(_event("content_block_start", {"type": "content_block_start", "index": index,
+                                                  "content_block": block}))
+        return out, index
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        """message_start first, then whatever the piece carries."""
+        out = self._start()
+        return out + super().feed(piece) if out else super().feed(piece)
+
+    def on_text(self, text: str) -> list[bytes]:
+        out: list[bytes] = []
+        if self._open is None or self._open[0] != "text":
+            out, index = self._open_block({"type": "text", "text": ""})
+            self._open = ("text", index)
+        delta = {"type": "text_delta", "text": text}
+        out.append(_event("content_block_delta", {"type": "content_block_delta", "index": self._open[1],
+                                                  "delta": delta}))
+        return out
+
+    def on_tool_start(self, index: int, call_id: str, name: str) -> list[bytes]:
+        if index in self._tool_blocks:  # a repeated header for a call already open
+            return []
+        out, block = self._open_block({"type": "tool_use", "id": call_id, "name": name, "input": {}})
+        self._tool_blocks[index] = block
+        self._open = ("tool", index)
+        return out
+
+    def on_tool_arguments(self, index: int, delta: str) -> list[bytes]:
+        out: list[bytes] = []
+        if index not in self._tool_blocks:
+            out = self.on_tool_start(index, f"call_{index}", "")
+        data = {"type": "content_block_delta", "index": self._tool_blocks[index],
+                "delta": {"type": "input_json_delta", "partial_json": delta}}
+        return [*out, _event("content_block_delta", data)]
+
+    def on_finish(self, reason: str, stop_sequence: str | None) -> list[bytes]:
+        self._finish = stop_reason(reason, stop_sequence)
+        return self._close_block()
+
+    def on_done(self) -> list[bytes]:
+        out = self._close_block()
+        reason, sequence = self._finish
+        usage = self.usage or Usage(self._input_tokens, 0)
+        data = {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                "usage": anthropic_usage(usage)}
+        return [*out, _event("message_delta", data), _event("message_stop", {"type": "message_stop"})]
+
+    def on_error(self, error: dict[str, Any]) -> list[bytes]:
+        kind = _ERROR_TYPES.get(str(error.get("type")), "api_error")
+        if error.get("code") == "upstream_server_error" and "overloaded" in str(error.get("message", "")).lower():
+            kind = "overloaded_error"
+        return [_event("error", {"type": "error", "error": {"type": kind, "message": str(error.get("message", ""))}})]

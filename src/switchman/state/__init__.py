@@ -1,0 +1,31 @@
+"""What gateway replicas can share: deployment health and live latency, rate limits, cached responses.
+
+Each is one small interface with an in-process backend; a shared (Redis) backend implements the
+same interface, so the gateway does not change when state moves out of the process.
+
+    from switchman.state import HealthBoard, LocalRateLimiter, MemoryCache, RedisCache
+
+| interface      | in process          | shared                  |
+|----------------|---------------------|-------------------------|
+| `HealthStore`  | `HealthBoard`       | (planned: issue 11.1)   |
+| `RateLimiter`  | `LocalRateLimiter`  | (planned: issue 11.1)   |
+| `CacheBackend` | `MemoryCache`       | `RedisCache`            |
+"""
+
+from ._cache import CacheBackend, MemoryCache
+from ._health import CircuitState, HealthBoard, HealthStore
+from ._limits import Admission, LocalRateLimiter, RateLimit, RateLimiter
+from ._redis_cache import RedisCache
+
+__all__ = [
+    "Admission",
+    "CacheBackend",
+    "CircuitState",
+    "HealthBoard",
+    "HealthStore",
+    "LocalRateLimiter",
+    "MemoryCache",
+    "RateLimit",
+    "RateLimiter",
+    "RedisCache",
+]

@@ -1,0 +1,130 @@
+"""Requests- and tokens-per-minute limits per key (a deployment), as token buckets.
+
+    limiter = LocalRateLimiter()
+    admission = await limiter.admit("gpt-4o@azure", RateLimit(rpm=600, tpm=150_000), tokens=1_200)
+    if not admission.admitted: ...skip this deployment; admission.retry_after_s says when it would fit...
+
+Each limit is a bucket holding up to a minute's allowance, refilled continuously (rpm/60 requests
+and tpm/60 tokens per second), as providers enforce theirs: a burst of up to the whole minute's
+allowance passes, then requests pass at the steady rate. A request takes one request and its
+tokens (what the provider counts when it admits a request: the prompt plus `max_tokens`) from
+both buckets at once, or from neither. The `Admission` carries what OpenAI's `x-ratelimit-*`
+headers say: limit, remaining and time to a full bucket, for requests and for tokens.
+
+`RateLimiter` is the interface. `LocalRateLimiter` keeps the buckets in the process; a shared
+backend (Redis: the same arithmetic in one Lua script per admission) makes a limit hold across
+replicas. `admit` is a coroutine for that reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Admission", "LocalRateLimiter", "RateLimit", "RateLimiter"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A key's limits: requests and tokens per minute (None: unlimited)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.rpm is not None or self.tpm is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Whether a request was admitted, and the state of the key's buckets after it (for x-ratelimit-* headers)."""
+
+    admitted: bool
+    retry_after_s: float = 0.0
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float = 0.0
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float = 0.0
+
+
+class RateLimiter(Protocol):
+    """Admits requests against per-key limits."""
+
+    async def admit(self, key: str, limit: RateLimit, tokens: int) -> Admission:
+        """Take one request and `tokens` from the key's buckets if both have room, else nothing."""
+        ...
+
+    def usage(self, key: str, limit: RateLimit) -> float:
+        """The fuller of the key's two buckets' used share, 0..1 (may lag behind for a shared backend)."""
+        ...
+
+
+@dataclass(slots=True)
+class _Bucket:
+    level: float  # what is left, in requests or tokens
+    at: float
+
+
+class LocalRateLimiter:
+    """Token buckets in this process."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+
+    def _level(self, key: str, kind: str, capacity: int, now: float) -> _Bucket:
+        bucket = self._buckets.get((key, kind))
+        if bucket is None:
+            bucket = self._buckets[key, kind] = _Bucket(float(capacity), now)
+        else:
+            bucket.level = min(float(capacity), bucket.level + (now - bucket.at) * capacity / 60.0)
+            bucket.at = now
+        return bucket
+
+    async def admit(self, key: str, limit: RateLimit, tokens: int) -> Admission:
+        """Take one request and `tokens` if both buckets have room."""
+        now = self._clock()
+        requests = self._level(key, "requests", limit.rpm, now) if limit.rpm is not None else None
+        token_bucket = self._level(key, "tokens", limit.tpm, now) if limit.tpm is not None else None
+        wait = 0.0
+        if requests is not None and limit.rpm is not None and requests.level < 1.0:
+            wait = max(wait, (1.0 - requests.level) * 60.0 / limit.rpm)
+        # A request larger than the whole minute's tokens waits for a full bucket and leaves it in debt.
+        need = min(tokens, limit.tpm) if limit.tpm is not None else 0
+        if token_bucket is not None and limit.tpm is not None and token_bucket.level < need:
+            wait = max(wait, (need - token_bucket.level) * 60.0 / limit.tpm)
+        admitted = wait == 0.0
+        if admitted:
+            if requests is not None:
+                requests.level -= 1.0
+            if token_bucket is not None:
+                token_bucket.level -= tokens
+        return Admission(
+            admitted=admitted, retry_after_s=wait,
+            limit_requests=limit.rpm, remaining_requests=_remaining(requests),
+            reset_requests_s=_to_full(requests, limit.rpm),
+            limit_tokens=limit.tpm, remaining_tokens=_remaining(token_bucket),
+            reset_tokens_s=_to_full(token_bucket, limit.tpm),
+        )
+
+    def usage(self, key: str, limit: RateLimit) -> float:
+        """The fuller bucket's used share, 0..1."""
+        now, used = self._clock(), 0.0
+        for kind, capacity in (("requests", limit.rpm), ("tokens", limit.tpm)):
+            if capacity is not None and (key, kind) in self._buckets:
+                used = max(used, 1.0 - self._level(key, kind, capacity, now).level / capacity)
+        return used
+
+
+def _remaining(bucket: _Bucket | None) -> int | None:
+    return None if bucket is None else max(int(bucket.level), 0)
+
+
+def _to_full(bucket: _Bucket | None, capacity: int | None) -> float:
+    if bucket is None or capacity is None:
+        return 0.0
+    return max(capacity - bucket.level, 0.0) * 60.0 / capacity

@@ -1,0 +1,57 @@
+"""POST /v1/embeddings with the real openai client: passed through to the named model, priced, in the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import openai
+import pytest
+
+from switchman.ledger import LedgerRecord
+from switchman.testing import FakeUpstream
+
+
+def test_embeddings_pass_through(client: openai.OpenAI, upstream: FakeUpstream,
+                                 ledger_record: Callable[[str], LedgerRecord]) -> None:
+    raw = client.embeddings.with_raw_response.create(
+        model="text-embedding-3-small", input=["one two three", "four"], extra_headers={"X-Switchman-Agent": "indexer"},
+    )
+    result = raw.parse()
+    assert [len(item.embedding) for item in result.data] == [8, 8]  # base64 from the client, decoded by it
+    assert sum(v * v for v in result.data[0].embedding) == pytest.approx(1.0, abs=1e-5)
+    sent = upstream.requests_for("text-embedding-3-small")[-1]
+    assert sent.path == "/v1/embeddings" and sent.body["input"] == ["one two three", "four"]
+    assert sent.body["encoding_format"] == "base64"
+    assert result.usage.prompt_tokens == 4
+    cost = float(raw.headers["x-switchman-cost-usd"])
+    assert cost == pytest.approx(4 * 0.02 / 1e6) and raw.headers["x-switchman-model"] == "text-embedding-3-small"
+    record = ledger_record(raw.headers["x-switchman-request-id"])
+    assert (record.api, record.model, record.agent, record.status) == \
+        ("embeddings", "text-embedding-3-small", "indexer", "ok")
+    assert (record.input_tokens, record.output_tokens, record.cost_usd) == (4, 0, pytest.approx(cost))
+    floats = client.embeddings.create(model="text-embedding-3-small", input="hi", dimensions=4,
+                                      encoding_format="float")
+    assert len(floats.data[0].embedding) == 4
+
+
+def test_embedding_errors(http: httpx.Client, upstream: FakeUpstream, sleeps: list[float],
+                          ledger_record: Callable[[str], LedgerRecord]) -> None:
+    for body, status, words in [
+        ({"model": "text-embedding-3-small"}, 400, "'input'"),
+        ({"model": "text-embedding-3-small", "input": [1.5]}, 400, "input must be"),
+        ({"model": "text-embedding-3-small", "input": ""}, 400, "input must be"),
+        ({"input": "x"}, 400, "'model'"),
+        ({"model": "nope", "input": "x"}, 404, "unknown embedding model 'nope'"),
+        ({"model": "claude", "input": "x"}, 400, "no embeddings endpoint"),
+    ]:
+        response = http.post("/v1/embeddings", json=body)
+        assert response.status_code == status, response.text
+        assert words in response.json()["error"]["message"]
+        record = ledger_record(response.headers["x-switchman-request-id"])
+        assert record.api == "embeddings" and record.status == "bad_request"
+    upstream.inject("server_error", model="text-embedding-3-small", times=1)
+    response = http.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"})
+    assert response.status_code == 200 and len(sleeps) == 1  # retried once, like any upstream call
+    record = ledger_record(response.headers["x-switchman-request-id"])
+    assert record.fallback_chain == ("text-embedding-3-small",) and record.status == "ok"

@@ -1,0 +1,46 @@
+"""The README's client snippets, run as written against the gateway on loopback (only the address changes)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+from switchman.gateway import Gateway
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def snippet(name: str) -> str:
+    """The python block that follows `<!-- snippet: name -->` in the README."""
+    match = re.search(rf"<!-- snippet: {name} -->\n```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert match is not None, f"README has no snippet {name!r}"
+    return match.group(1)
+
+
+def run(name: str, server: str) -> list[str]:
+    code = snippet(name).replace("http://127.0.0.1:8080", server)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, f"README:{name}", "exec"), {"__name__": "__readme__"})  # noqa: S102 - our own README
+    return out.getvalue().splitlines()
+
+
+def _apis(gateway: Gateway) -> list[str | None]:
+    assert gateway.ledger is not None
+    gateway.ledger.flush_sync(timeout=5)
+    return [r.api for r in gateway.ledger.records()]
+
+
+@pytest.mark.parametrize(("name", "printed", "apis"), [
+    ("anthropic", ["cheap end_turn Hello from cheap."], ["messages"]),
+    ("agents", ["Hello from cheap."], ["responses", "responses"]),
+    ("openai", ["cheap Hello from cheap.", "2 8"], ["responses", "embeddings"]),
+])
+def test_readme_snippet(name: str, printed: list[str], apis: list[str], server: str, gateway: Gateway) -> None:
+    before = len(_apis(gateway))
+    assert run(name, server) == printed
+    assert _apis(gateway)[before:] == apis
