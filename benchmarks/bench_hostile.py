@@ -1,6 +1,7 @@
 """A bounded hostile run against `switchman serve` on loopback: what the gateway holds, and whether it answers.
 
-    python benchmarks/bench_hostile.py [--src DIR] [--per-client-cap N] [--out benchmarks/results/hostile.json]
+    python benchmarks/bench_hostile.py [--src DIR] [--per-client-cap N] [--max-prompt-chars N]
+                                       [--out benchmarks/results/hostile.json]
 
 `--src` runs the gateway from another source tree (e.g. `git archive 884d214 src | tar -x -C /tmp/before`
 then `--src /tmp/before/src`), so the same attack measures the code before and after. The gateway
@@ -223,11 +224,12 @@ async def phase(name: str, port: int, pid: int, attack: Any) -> dict[str, Any]:
     return result
 
 
-def write_config(folder: Path, upstream_port: int, per_client_cap: int | None) -> Path:
+def write_config(folder: Path, upstream_port: int, limits: dict[str, int]) -> Path:
     base = f"http://127.0.0.1:{upstream_port}/v1"
     server: dict[str, Any] = {"ledger_url": f"sqlite:///{folder / 'ledger.sqlite3'}"}
-    if per_client_cap is not None:
-        server["limits"] = {"max_connections_per_client": per_client_cap}
+    if limits:
+        server["limits"] = limits
+        server["max_body_bytes"] = 8_000_000
     data = {"providers": {"mock": {"kind": "openai", "base_url": base, "api_key_env": "BENCH_UPSTREAM_KEY"}},
             "models": {"small": {"provider": "mock", "input_price": 0.1, "output_price": 0.2,
                                  "context_window": 10_000_000}},
@@ -253,6 +255,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[1] / "src")
     parser.add_argument("--per-client-cap", type=int, default=None, help="server.limits.max_connections_per_client")
+    parser.add_argument("--max-prompt-chars", type=int, default=None, help="server.limits.max_prompt_chars")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hostile.json"))
     args = parser.parse_args()
     from switchman.testing import FakeUpstream
@@ -261,7 +264,9 @@ def main() -> None:
     env = {**os.environ, "BENCH_UPSTREAM_KEY": KEY, "PYTHONPATH": str(args.src.resolve())}
     port = free_port()
     with FakeUpstream() as upstream:
-        config = write_config(folder, upstream.port, args.per_client_cap)
+        limits = {name: value for name, value in (("max_connections_per_client", args.per_client_cap),
+                                                  ("max_prompt_chars", args.max_prompt_chars)) if value is not None}
+        config = write_config(folder, upstream.port, limits)
         gateway = subprocess.Popen(
             [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
              "--port", str(port)], env=env, stderr=(folder / "serve.log").open("wb"), preexec_fn=limit_fds)
@@ -280,7 +285,7 @@ def main() -> None:
             gateway.terminate()
             gateway.wait(30)
     log = (folder / "serve.log").read_text(errors="replace")
-    result = {"src": str(args.src), "per_client_cap": args.per_client_cap, "fd_limit": FD_LIMIT, "phases": phases,
+    result = {"src": str(args.src), "limits": limits, "fd_limit": FD_LIMIT, "phases": phases,
               "log_lines": log.count("\n"), "load": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -164,10 +164,6 @@ class Keyring:
         while True:
             await asyncio.sleep(self.refresh_s)
             await self.refresh()
-
-    def stats(self) -> Mapping[str, int]:
-        """Keys held and database reads made (for tests and benchmarks)."""
-        return {"keys": len(self.keys) if self.keys is not None else 0, "reads": self.reads}
 
     def close(self) -> None:
         """Stop the reading thread (a read stuck on a hung database is abandoned) and release connections."""
