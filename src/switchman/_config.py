@@ -44,6 +44,7 @@ __all__ = [
     "Config",
     "DeploymentConfig",
     "LiveLatency",
+    "DashboardConfig",
     "ModelConfig",
     "OnlineOptions",
     "ProviderConfig",
@@ -325,6 +326,8 @@ class RouteConfig(_Strict):
     online: OnlineOptions | None = None
     max_price_usd: float | None = Field(default=None, gt=0, description="drop candidates estimated above this per request")
     cache: bool = Field(default=True, description="false: the response cache is never used on this route")
+    baseline: str | None = Field(
+        default=None, description="the model savings are measured against (default: the dearest candidate)")
 
     @model_validator(mode="after")
     def _check_strategy_fields(self) -> RouteConfig:
@@ -410,6 +413,21 @@ class CacheConfig(_Strict):
         return self
 
 
+class DashboardConfig(_Strict):
+    """The web dashboard `switchman serve` mounts at /ui.
+
+        dashboard: {key_env: SWITCHMAN_DASHBOARD_KEY, eval_reports: {default: runs/rb.json}}
+
+    Logging in takes the master key (read-write: keys) or the key in `key_env` (read-only).
+    `eval_reports` maps a route to the JSON of `switchman eval --json`, drawn on the routers page.
+    """
+
+    enabled: bool = True
+    key_env: str = "SWITCHMAN_DASHBOARD_KEY"
+    session_ttl_s: float = Field(default=12 * 3600.0, gt=0, description="how long a login lasts")
+    eval_reports: dict[str, str] = Field(default_factory=dict)
+
+
 class Config(_Strict):
     """The whole validated configuration."""
 
@@ -422,6 +440,7 @@ class Config(_Strict):
     budgets: list[BudgetConfig] = Field(default_factory=list)
     sessions: SessionConfig = Field(default_factory=SessionConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     @field_validator("models")
     @classmethod
@@ -457,6 +476,8 @@ class Config(_Strict):
             for i, fb in enumerate(route.fallbacks):
                 if fb not in known:
                     problems.append(f"{where}.fallbacks.{i}: unknown model {fb!r}")
+            if route.baseline is not None and route.baseline not in known:
+                problems.append(f"{where}.baseline: unknown model {route.baseline!r}")
         for agent_name, agent in self.agents.items():
             where = f"agents.{agent_name}"
             if agent.route is not None and agent.route not in self.routes:
@@ -479,6 +500,9 @@ class Config(_Strict):
             cpf = route.content_policy_fallback
             if cpf is not None and cpf not in known:
                 problems.append(f"routes.{route_name}.content_policy_fallback: unknown model {cpf!r}")
+        for route_name in self.dashboard.eval_reports:
+            if route_name not in self.routes:
+                problems.append(f"dashboard.eval_reports.{route_name}: unknown route {route_name!r}")
         if self.default_route is not None and self.default_route not in self.routes:
             problems.append(f"default_route: unknown route {self.default_route!r}")
         if problems:

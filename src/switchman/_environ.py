@@ -16,12 +16,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 __all__ = [
+    "BIND_HOST_ENV",
     "BLAS_THREADS_ENV",
     "CACHE_DIR_ENV",
     "CONFIG_ENV",
     "EMBEDDINGS_API_KEY_ENV",
     "LEDGER_URL_ENV",
     "Environment",
+    "export_bind_host",
     "export_config_file",
 ]
 
@@ -35,6 +37,8 @@ BLAS_THREADS_ENV = "SWITCHMAN_BLAS_THREADS"
 EMBEDDINGS_API_KEY_ENV = "SWITCHMAN_EMBEDDINGS_API_KEY"
 #: The configuration file `switchman serve --workers N` hands its worker processes.
 CONFIG_ENV = "SWITCHMAN_CONFIG"
+#: And the address it listens on (the dashboard opens without a key on a loopback bind only).
+BIND_HOST_ENV = "SWITCHMAN_BIND_HOST"
 
 
 class Environment(Mapping[str, str]):
@@ -87,9 +91,19 @@ class Environment(Mapping[str, str]):
         return self._values.get(EMBEDDINGS_API_KEY_ENV) or None
 
     @property
+    def bind_host(self) -> str | None:
+        """$SWITCHMAN_BIND_HOST, if set (where `serve --workers N` listens)."""
+        return self._values.get(BIND_HOST_ENV) or None
+
+    @property
     def config_file(self) -> str | None:
         """$SWITCHMAN_CONFIG, if set (a `serve --workers N` worker's configuration)."""
         return self._values.get(CONFIG_ENV) or None
+
+
+def export_bind_host(host: str) -> None:
+    """Hand the listening address to worker processes `serve --workers N` spawns (they inherit it)."""
+    os.environ[BIND_HOST_ENV] = host
 
 
 def export_config_file(path: Path) -> None:

@@ -9,7 +9,7 @@ import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._config import Config, load_config
-from .._environ import Environment, export_config_file
+from .._environ import Environment, export_bind_host, export_config_file
 from .._exceptions import ConfigError
 from ..gateway import default_config, default_config_data, is_loopback
 
@@ -43,7 +43,8 @@ def _load(config_path: str | Path | None, env: Environment) -> tuple[Config, Pat
 def app_from_environment():  # type: ignore[no-untyped-def]
     """ASGI app factory for worker processes (reads the environment once: $SWITCHMAN_CONFIG, keys)."""
     from .._threads import limit_blas_threads
-    from ..gateway import Gateway, GuardedHttpProtocol, build_app, raise_fd_limit
+    from ..gateway import Gateway, GuardedHttpProtocol, raise_fd_limit
+    from ..ui import serving_app  # the command line composes the gateway and the dashboard
 
     env = Environment.read()
     limit_blas_threads(env)  # a spawned worker did not run the CLI's process setup
@@ -52,7 +53,11 @@ def app_from_environment():  # type: ignore[no-untyped-def]
     # this is the worker process's own copy, set once before it accepts a connection.
     GuardedHttpProtocol.limits = config.server.limits.model_copy(
         update={"max_connections": raise_fd_limit(config.server.limits)})
-    return build_app(Gateway.from_config(config, base_dir=base_dir, env=env))
+    # The gateway knows where it listens: beyond loopback it never serves a request without a key.
+    host = env.bind_host or config.server.host
+    config = config.model_copy(update={"server": config.server.model_copy(update={"host": host})})
+    gateway = Gateway.from_config(config, base_dir=base_dir, env=env)
+    return serving_app(gateway, bind_host=host, base_dir=base_dir)
 
 
 def serve_command(
@@ -88,14 +93,17 @@ def serve_command(
         if workers > 1:
             if config is not None:
                 export_config_file(Path(config).resolve())
+            export_bind_host(host)
             limits = settings.server.limits
             uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers,
                         http="switchman.gateway:GuardedHttpProtocol", ws="none",
                         timeout_keep_alive=limits.keepalive_timeout_s, **options)  # type: ignore[arg-type]
             return
-        from ..gateway import Gateway, build_app, server_config
+        from ..gateway import Gateway, server_config
+        from ..ui import serving_app
 
-        app = build_app(Gateway.from_config(settings, base_dir=base_dir, env=env))
+        gateway = Gateway.from_config(settings, base_dir=base_dir, env=env)
+        app = serving_app(gateway, bind_host=host, base_dir=base_dir)
         uvicorn.Server(server_config(app, settings.server.limits, **options)).run()
 
 

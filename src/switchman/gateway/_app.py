@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from .._exceptions import InvalidRequestError, SwitchmanError
 from ._dialects import DialectEndpoints
@@ -30,8 +30,8 @@ __all__ = ["build_app", "build_middleware_stack"]
 logger = logging.getLogger("switchman.gateway")
 
 
-def build_middleware_stack(gateway: Gateway) -> list[Middleware]:
-    """Outermost first: request id, body size limit, authentication."""
+def build_middleware_stack(gateway: Gateway, *, own_auth: Sequence[str] = ()) -> list[Middleware]:
+    """Outermost first: request id, body size limit, authentication (not under `own_auth` prefixes)."""
     server = gateway.config.server
     limiter = AddressLimiter(burst=server.limits.failed_auth_burst, per_s=server.limits.failed_auth_per_s)
     open_paths = {"/health"} | ({"/metrics"} if server.metrics_access == "open" else set())
@@ -39,12 +39,17 @@ def build_middleware_stack(gateway: Gateway) -> list[Middleware]:
         Middleware(RequestIdMiddleware),
         Middleware(BodySizeLimitMiddleware, max_body_bytes=server.max_body_bytes),
         Middleware(AuthMiddleware, keyring=gateway.keyring, master_key=gateway.master_key, mode=server.auth,
-                   limiter=limiter, public=not is_loopback(server.host), open_paths=frozenset(open_paths)),
+                   limiter=limiter, public=not is_loopback(server.host), open_paths=frozenset(open_paths),
+                   open_prefixes=tuple(own_auth)),
     ]
 
 
-def build_app(gateway: Gateway) -> Starlette:
-    """The gateway as a Starlette app; its lifespan starts and stops the gateway."""
+def build_app(gateway: Gateway, *, mounts: Sequence[Mount] = ()) -> Starlette:
+    """The gateway as a Starlette app; its lifespan starts and stops the gateway.
+
+    `mounts` are apps served under a path that authenticate their own requests, like the
+    dashboard (`switchman.ui.build_dashboard`): the API key check does not apply below them.
+    """
     endpoints = Endpoints(gateway)
     dialects = DialectEndpoints(gateway)
     scrub = gateway.dispatcher.scrub
@@ -97,10 +102,11 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1/models", endpoints.models, methods=["GET"]),
         Route("/health", endpoints.health, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),
+        *mounts,
     ]
     app = Starlette(
         routes=routes,
-        middleware=build_middleware_stack(gateway),
+        middleware=build_middleware_stack(gateway, own_auth=[m.path for m in mounts]),
         exception_handlers={SwitchmanError: render, HTTPException: render, ClientDisconnect: client_left,
                             Exception: render},
         lifespan=lifespan,

@@ -35,6 +35,9 @@ class RequestContext:
     body_bytes: int = 0  # the request body's size: a quarter of it bounds the input tokens a budget reserves
     api: str = "chat.completions"  # the API the client spoke, for the ledger
     cache: bool | None = None  # X-Switchman-Cache: on (use the response cache), off (never), None (by the rule)
+    #: The caller's W3C trace context (`traceparent` / `tracestate` headers), parent of the request's span.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 def _clean(value: object, where: str) -> str | None:
@@ -123,6 +126,8 @@ def context_from(
         api=api,
         cache=_switch(headers.get("x-switchman-cache"), "X-Switchman-Cache")
         if "x-switchman-cache" in headers else _switch(own.get("cache"), "metadata.cache"),
+        traceparent=_trace_header(headers.get("traceparent")),
+        tracestate=_trace_header(headers.get("tracestate")),
     )
 
 
@@ -155,3 +160,10 @@ def scoped_session(key_id: str | None, session: str | None) -> str | None:
     if session is None or key_id is None or key_id == "master":
         return session
     return f"{key_id}/{session}"
+
+
+def _trace_header(value: str | None) -> str | None:
+    """A trace-context header kept only when short and printable (the propagator checks its format)."""
+    if value is None or len(value) > 512 or not value.isprintable():
+        return None
+    return value

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
 import orjson
 
 from .._exceptions import (
@@ -46,6 +47,7 @@ from ._schema import prompt_chars
 from ._sessions import SessionKeeper, answer_signal
 from ._shadow import Recorder
 from ._stream import ChatStream, OpenedStream, open_upstream_stream
+from ._tracing import Tracing
 from ._wire import Usage, estimate_output_tokens
 
 __all__ = ["Completion", "Dispatcher"]
@@ -99,8 +101,10 @@ class Dispatcher:
         clock: Callable[[], float] = time.perf_counter,
         sessions: SessionKeeper | None = None,
         cache: ResponseCache | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.decider = decider
+        self.tracing = tracing or Tracing()
         self.sessions = sessions or SessionKeeper.from_config(decider.config, decider.models)
         server = decider.config.server
         health = health or HealthBoard(server.circuit_breaker, latency=server.live_latency)
@@ -121,6 +125,7 @@ class Dispatcher:
         self.clock = clock
         routes = decider.config.routes
         self._candidates = {name: tuple(r.candidates) for name, r in routes.items()}
+        self._baselines = {name: r.baseline for name, r in routes.items()}
         self._policy_fallback = {name: r.content_policy_fallback for name, r in routes.items()}
         self._max_ttft = {name: r.max_ttft_ms for name, r in routes.items()}
 
@@ -153,6 +158,8 @@ class Dispatcher:
             await provider.aclose()
         if self.cache is not None:
             await self.cache.aclose()
+        if self.tracing.enabled:
+            await anyio.to_thread.run_sync(self.tracing.shutdown)
 
     # -- deciding ------------------------------------------------------------------------------
     def _decide_core(
@@ -232,10 +239,13 @@ class Dispatcher:
         """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure."""
         exchange = Exchange(context, self.clock())
         exchange.choices = int(body.get("n") or 1)
+        exchange.span = self.tracing.start(body, context)
         try:
-            exchange.request, decision = decide() if decide is not None else self.decide(body, context)
-            exchange.decision = decision
-            exchange.decision = self._reserve(exchange, exchange.request, decision)
+            with self.tracing.decision(exchange.span) as deciding:
+                exchange.request, decision = decide() if decide is not None else self.decide(body, context)
+                exchange.decision = decision
+                exchange.decision = self._reserve(exchange, exchange.request, decision)
+                self.tracing.decided(deciding, exchange.decision)
         except SwitchmanError as exc:
             if isinstance(exc, BudgetExceededError) and self.metrics is not None:
                 self.metrics.observe_budget_rejection(exc.scope if isinstance(exc, BudgetLimitError) else "unknown")
@@ -313,7 +323,8 @@ class Dispatcher:
             deployment = lease.deployment
             tried.append(deployment.id)
             try:
-                result = await call(deployment)
+                with self.tracing.attempt(exchange.span, deployment, len(tried)):
+                    result = await call(deployment)
             except UpstreamError as exc:
                 lease.release()
                 error = exc
@@ -454,9 +465,12 @@ class Dispatcher:
         decision = exchange.decision
         # A model the caller named (or an agent's pin) was not the router's choice: no baseline to save against.
         routed = decision is not None and decision.route is not None and decision.strategy != "fixed"
-        candidates = self._candidates.get(decision.route or "", ()) if routed and decision is not None else ()
-        record = exchange.record(self.decider.models, candidates, self.clock())
+        route = decision.route if routed and decision is not None else None
+        record = exchange.record(self.decider.models, self._candidates.get(route or "", ()), self.clock(),
+                                 self._baselines.get(route or ""))
         ticket = self.recorder.record(self.ledger, record, exchange.request, exchange.decision)
         if self.metrics is not None:
             self.metrics.observe_request(record)
+        if exchange.span is not None:
+            self.tracing.finish(exchange.span, record, error, exchange.request.prompt if exchange.request else None)
         return ticket

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._catalog import ModelSpec
 from .._exceptions import (
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Exchange", "status_for"]
 
+#: How a session's escalation reason starts (routing._sessions writes it; the ledger counts these turns).
+ESCALATED_PREFIX = "session escalated"
 _CLIENT_ERRORS = (InvalidRequestError, RoutingError, UpstreamBadRequestError, ContextWindowExceededError,
                   ContentPolicyViolationError)
 
@@ -43,8 +45,8 @@ class Exchange:
     """What happened to one request: decision, models tried, usage, timing, outcome."""
 
     __slots__ = ("cache", "cache_key", "choices", "context", "decision", "deployment", "error", "first_token_at",
-                 "lease", "model", "request", "reservation", "spent_usd", "started", "started_wall", "status", "tried",
-                 "usage", "usage_estimated")
+                 "lease", "model", "request", "reservation", "span", "spent_usd", "started", "started_wall", "status",
+                 "tried", "usage", "usage_estimated")
 
     def __init__(self, context: RequestContext, started: float) -> None:
         self.context = context
@@ -66,6 +68,7 @@ class Exchange:
         self.first_token_at: float | None = None
         self.status = "ok"
         self.error: str | None = None
+        self.span: Any = None  # the request's trace span, when tracing is on
 
     @property
     def input_bound(self) -> int:
@@ -87,14 +90,24 @@ class Exchange:
         u = self.usage
         return self.spent_usd + specs[self.model].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens)
 
-    def baseline_cost(self, specs: Mapping[str, ModelSpec], candidates: tuple[str, ...]) -> float | None:
-        """What the same tokens would have cost on the route's most expensive candidate."""
-        if self.usage is None or not candidates:
+    def baseline_cost(
+        self, specs: Mapping[str, ModelSpec], candidates: tuple[str, ...], baseline: str | None = None
+    ) -> float | None:
+        """What the same tokens would have cost on the route's `baseline` model, else its dearest candidate.
+
+        Computed once, here, at the prices of the moment, so reports never re-price old rows.
+        """
+        if self.usage is None or not (candidates or baseline):
             return None
         u = self.usage
+        if baseline is not None:
+            return specs[baseline].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens)
         return max(specs[m].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens) for m in candidates)
 
-    def record(self, specs: Mapping[str, ModelSpec], route_candidates: tuple[str, ...], now: float) -> LedgerRecord:
+    def record(
+        self, specs: Mapping[str, ModelSpec], route_candidates: tuple[str, ...], now: float,
+        baseline: str | None = None,
+    ) -> LedgerRecord:
         """The ledger record (also settles or releases the budget reservation)."""
         cost = self.cost(specs)
         if self.reservation is not None:
@@ -119,7 +132,7 @@ class Exchange:
             output_tokens=usage.output_tokens if usage else 0,
             tokens_estimated=self.usage_estimated,
             cost_usd=cost,
-            baseline_cost_usd=self.baseline_cost(specs, route_candidates),
+            baseline_cost_usd=self.baseline_cost(specs, route_candidates, baseline),
             latency_ms=(now - self.started) * 1000.0,
             ttft_ms=(self.first_token_at - self.started) * 1000.0 if self.first_token_at is not None else None,
             status=self.status,
@@ -129,4 +142,9 @@ class Exchange:
             api=ctx.api,
             deployment=self.deployment,
             cache=self.cache,
+            task=self.request.task if self.request is not None else ctx.task,
+            scores=tuple((c.model, c.predicted_quality, c.predicted_cost_usd) for c in decision.candidates)
+            if decision else (),
+            excluded=decision.excluded if decision else (),
+            escalated=decision is not None and decision.reason.startswith(ESCALATED_PREFIX),
         )

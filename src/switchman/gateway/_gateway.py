@@ -21,6 +21,7 @@ from ..ledger import BudgetManager, KeySet, KeyStore, Ledger, Metrics
 from ._defaults import default_config
 from ._dispatcher import Dispatcher
 from ._keyring import Keyring
+from ._tracing import Tracing
 
 __all__ = ["Gateway"]
 
@@ -33,15 +34,19 @@ class Gateway:
 
     def __init__(
         self, dispatcher: Dispatcher, *, ledger: Ledger | None = None, keys: KeyStore | None = None,
-        metrics: Metrics | None = None, master_key: str | None = None,
+        metrics: Metrics | None = None, master_key: str | None = None, dashboard_key: str | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.decider = dispatcher.decider
         self.config = dispatcher.decider.config
         self.ledger = ledger
+        #: The keys database (the dashboard creates and revokes keys through it); requests are checked by the keyring.
+        self.keys = keys
         self.keyring = Keyring(keys, refresh_s=self.config.server.key_refresh_s) if keys is not None else None
         self.metrics = metrics
         self.master_key = master_key
+        #: The dashboard's read-only login key (`dashboard.key_env`); the master key logs in read-write.
+        self.dashboard_key = dashboard_key
         self.budgets = dispatcher.budgets
         self._key_budgets_refresh: asyncio.Task[bool] | None = None
         if self.keyring is not None:
@@ -65,9 +70,12 @@ class Gateway:
         keys = KeyStore(config.server.ledger_url)
         budgets = BudgetManager(config.budgets, ledger)  # key budgets join at the first key refresh
         metrics = Metrics(ledger=ledger)
-        dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics)
+        tracing = Tracing.from_environment(env, record_prompts=config.server.store_prompts)
+        dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics,
+                                             tracing=tracing)
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
-                   master_key=env.get(config.server.master_key_env) or None)
+                   master_key=env.get(config.server.master_key_env) or None,
+                   dashboard_key=env.get(config.dashboard.key_env) or None)
 
     async def start(self) -> None:
         """Load every route's strategy (router files, embedders), start the ledger writer, read the keys."""
@@ -88,8 +96,8 @@ class Gateway:
             return
         while True:
             await anyio.sleep(every_s)
-            if budgets.usage():  # a database that hangs must not hold shutdown: the thread is left behind
-                await anyio.to_thread.run_sync(budgets.refresh, abandon_on_cancel=True)
+            if budgets.usage():  # budgets can be added while running; a database that hangs must not hold
+                await anyio.to_thread.run_sync(budgets.refresh, abandon_on_cancel=True)  # shutdown: thread left
 
     async def aclose(self) -> None:
         """Close upstream connections, then flush the ledger."""

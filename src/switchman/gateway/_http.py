@@ -20,12 +20,13 @@ from __future__ import annotations
 import io
 import ssl
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
 
-__all__ = ["MAX_CONNECTIONS", "UpstreamPool", "UpstreamRequest", "UpstreamResponse"]
+__all__ = ["MAX_CONNECTIONS", "OUTBOUND_HEADERS", "UpstreamPool", "UpstreamRequest", "UpstreamResponse"]
 
 #: Connections open at once to one provider (requests beyond it wait, within the connect timeout).
 MAX_CONNECTIONS = 1000
@@ -35,6 +36,8 @@ KEEPALIVE_EXPIRY = 60.0
 DNS_CACHE_TTL = 60
 #: Bodies larger than this are written to the upstream in pieces (one write of megabytes holds the event loop).
 _STREAMED_BODY_BYTES = 1 << 20
+#: Extra headers for requests sent in the current context: the tracing attempt span's traceparent.
+OUTBOUND_HEADERS: ContextVar[Mapping[str, str] | None] = ContextVar("switchman_outbound_headers", default=None)
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -135,7 +138,7 @@ class UpstreamPool:
         body = request.body if len(request.body) <= _STREAMED_BODY_BYTES else io.BytesIO(request.body)
         response = await session.request(
             request.method, request.url, data=body, allow_redirects=False,
-            timeout=self._timeout(connect_timeout, read_timeout),
+            timeout=self._timeout(connect_timeout, read_timeout), headers=OUTBOUND_HEADERS.get(),
         )
         return UpstreamResponse(response)
 

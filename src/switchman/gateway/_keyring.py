@@ -83,6 +83,8 @@ class Keyring:
         """The active key for a secret, or None; an unknown key may wait (briefly) for one shared lookup."""
         keys = self.keys
         info = keys.verify(secret) if keys is not None else None
+        if info is not None and info.id in self.store.revoked_here:
+            return None  # revoked in this process (the dashboard): refused at once, not at the next refresh
         lookup = lookup_of(secret)
         if info is not None or lookup is None or keys is None:
             return info
@@ -100,7 +102,8 @@ class Keyring:
             async with asyncio.timeout(self.wait_s):  # not wait_for: on 3.11 it can swallow a cancellation
                 await asyncio.shield(pending)
         keys = self.keys
-        return keys.verify(secret) if keys is not None else None
+        info = keys.verify(secret) if keys is not None else None
+        return None if info is None or info.id in self.store.revoked_here else info
 
     async def _lookup(self, lookup: str) -> None:
         rows = await self._in_thread(self.store.rows_for, lookup)

@@ -163,6 +163,7 @@ def provider_keys(config: Config, env: Mapping[str, str]) -> Iterator[str]:
     names = {p.api_key_env for p in config.providers.values() if p.api_key_env}
     names |= {k.api_key_env for k in KNOWN_PROVIDERS.values()}
     names.add(config.server.master_key_env)
+    names.add(config.dashboard.key_env)
     for name in names:
         value = env.get(name)
         if value:

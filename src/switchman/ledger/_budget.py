@@ -158,6 +158,13 @@ class BudgetManager:
             if not self.refresh():
                 logger.warning("budgets start from zero: cannot read spend so far from the ledger")
 
+    def add(self, budget: BudgetConfig) -> None:
+        """Start enforcing one more budget (a key created while the gateway runs), from zero spend."""
+        now = self._clock()
+        start, end = period_bounds(now, budget.period)
+        with self._lock:
+            self._states.setdefault((budget.scope, budget.name), []).append(_BudgetState(budget, start, end))
+
     def set_scope(self, scope: str, budgets: Sequence[BudgetConfig]) -> bool:
         """Replace every budget of one scope (e.g. the keys' budgets after a key change); True if any changed.
 

@@ -171,6 +171,9 @@ class KeyStore:
         self.url = resolve_url(url)
         self._engine: Engine = create_ledger_engine(self.url)
         self._schema_ready = False
+        #: Ids of the keys revoked through this store (e.g. on the dashboard): the gateway in the same process
+        #: refuses them at once, before its next key refresh.
+        self.revoked_here: set[str] = set()
 
     def _ensure_schema(self) -> None:
         if not self._schema_ready:
@@ -274,6 +277,8 @@ class KeyStore:
             result = conn.execute(
                 update(KEYS).where(KEYS.c.id == key_id, KEYS.c.revoked.is_(None)).values(revoked=now, updated=now)
             )
+        if result.rowcount:
+            self.revoked_here.add(key_id)
         return bool(result.rowcount)
 
     def auth_enabled(self) -> bool:

@@ -2,7 +2,8 @@
 
 `Ledger.record(rec)` appends to an in-memory queue and returns; it never blocks and never raises.
 After `start()`, a daemon writer thread wakes every `flush_interval` seconds (or as soon as
-`batch_size` rows are waiting) and inserts what is queued, one transaction per batch. A thread
+`batch_size` rows are waiting) and inserts what is queued, one transaction per batch; the same
+transaction adds the batch to the rollups reports read (`_rollup`, read through `ledger.views`). A thread
 rather than an asyncio task, so the same ledger serves the gateway's event loop, the synchronous
 SDK and plain scripts. Nothing is written before `start()` (or `flush()`/`close()`).
 
@@ -32,7 +33,9 @@ from sqlalchemy import Engine, func, select
 
 from ._db import FEEDBACK, REQUESTS, create_ledger_engine, create_tables, display_url, resolve_url
 from ._record import LedgerRecord, LedgerStats, SpendBy, SpendRow
+from ._rollup import Fact, RollupBatch, ensure_rollup, fact
 from ._rows import BulkInsert, decode, encode
+from ._views import LedgerViews
 
 __all__ = ["Ledger"]
 
@@ -83,7 +86,7 @@ class Ledger:
         self._max_queued = max_queued
         self._max_retry_interval = max_retry_interval
         self._queue: deque[LedgerRecord] = deque()
-        self._pending: list[tuple[Any, ...]] = []  # encoded rows of the batch being written
+        self._pending: list[tuple[tuple[Any, ...], Fact]] = []  # the batch being written, encoded
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._busy = False
@@ -270,7 +273,7 @@ class Ledger:
                         rec = queue.popleft()
                         self._taken += 1
                         try:
-                            pending.append(encode(rec))
+                            pending.append((encode(rec), fact(rec)))
                         except (AttributeError, TypeError, ValueError) as exc:
                             self._discard(getattr(rec, "request_id", "?"), exc)
                 if not self._pending:
@@ -287,26 +290,26 @@ class Ledger:
                 self._busy = False
                 self._idle.notify_all()
 
-    def _write_batch(self, rows: list[tuple[Any, ...]]) -> bool:
+    def _write_batch(self, batch: list[tuple[tuple[Any, ...], Fact]]) -> bool:
         try:
             self._ensure_schema()
         except self._insert.errors as exc:
             return self._failed(exc)
         try:
-            self._insert(rows)
+            self._insert([row for row, _ in batch], RollupBatch(item for _, item in batch).write)
         except self._insert.errors as exc:
-            return self._write_one_by_one(rows) if self._insert.is_bad_row(exc) else self._failed(exc)
-        self._written += len(rows)
+            return self._write_one_by_one(batch) if self._insert.is_bad_row(exc) else self._failed(exc)
+        self._written += len(batch)
         self._recovered()
         return True
 
-    def _write_one_by_one(self, rows: list[tuple[Any, ...]]) -> bool:
+    def _write_one_by_one(self, batch: list[tuple[tuple[Any, ...], Fact]]) -> bool:
         """A batch the database refused as invalid: keep the good rows, log and discard the bad."""
         done = 0
         try:
-            for row in rows:
+            for row, item in batch:
                 try:
-                    self._insert([row])
+                    self._insert([row], RollupBatch((item,)).write)
                 except self._insert.errors as exc:
                     if not self._insert.is_bad_row(exc):
                         return self._failed(exc)
@@ -315,7 +318,7 @@ class Ledger:
                     self._written += 1
                 done += 1
         finally:
-            del rows[:done]  # never write a row twice when the retry comes
+            del batch[:done]  # never write a row twice when the retry comes
         self._recovered()
         return True
 
@@ -344,9 +347,15 @@ class Ledger:
     def _ensure_schema(self) -> None:
         if not self._schema_ready:
             create_tables(self._engine)
+            ensure_rollup(self._engine)
             self._schema_ready = True
 
     # -- reading ---------------------------------------------------------------------------------
+
+    @property
+    def views(self) -> LedgerViews:
+        """Totals, timelines, latency percentiles and the request log, for reports and the dashboard."""
+        return LedgerViews(self._engine, self._ensure_schema)
 
     def count(self) -> int:
         """Rows written so far (queued records not included)."""
@@ -421,10 +430,13 @@ class Ledger:
     def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
         """Store a quality score (and optional comment) for an earlier request."""
         self._ensure_schema()
+        names = select(REQUESTS.c.route, REQUESTS.c.model, REQUESTS.c.agent).where(
+            REQUESTS.c.request_id == request_id).order_by(REQUESTS.c.id.desc()).limit(1)
         with self._engine.begin() as conn:
-            conn.execute(
-                FEEDBACK.insert(), [{"time": time.time(), "request_id": request_id, "score": score, "comment": comment}]
-            )
+            found = conn.execute(names).first()
+            route, model, agent = found if found is not None else (None, None, None)
+            conn.execute(FEEDBACK.insert(), [{"time": time.time(), "request_id": request_id, "score": score,
+                                              "comment": comment, "route": route, "model": model, "agent": agent}])
 
     def feedback(self, request_id: str) -> list[tuple[float, str | None]]:
         """The (score, comment) pairs stored for a request, oldest first."""

@@ -7,7 +7,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["RECORD_STATUSES", "LedgerRecord", "LedgerStats", "RecordStatus", "SpendBy", "SpendRow"]
+__all__ = [
+    "RECORD_STATUSES",
+    "CandidateEstimate",
+    "LedgerRecord",
+    "LedgerStats",
+    "RecordStatus",
+    "SpendBy",
+    "SpendRow",
+]
 
 RecordStatus = Literal["ok", "error", "stream_error", "client_disconnected", "rejected_budget", "bad_request"]
 RECORD_STATUSES: tuple[RecordStatus, ...] = (
@@ -18,6 +26,9 @@ RECORD_STATUSES: tuple[RecordStatus, ...] = (
     "rejected_budget",
     "bad_request",
 )
+
+#: (model, predicted quality, predicted cost in USD) of one candidate in a decision; None where not predicted.
+CandidateEstimate = tuple[str, float | None, float | None]
 
 #: What `Ledger.query_spend` can group by.
 SpendBy = Literal["agent", "model", "key", "route"]
@@ -43,6 +54,9 @@ class LedgerRecord:
     id of the deployment that answered (the model's name when it has one deployment, else
     `<model>@<name>`). `cache` is "hit" (answered from the response cache: `cost_usd` is 0, the
     tokens are the cached answer's) or "miss" when the request was cacheable, else None.
+    `scores` is the decision's evidence, one (model, predicted quality, predicted cost) per candidate
+    the strategy scored, and `excluded` the (model, why) pairs policy set aside; `task` is the task
+    type the request was routed as; `escalated` marks a session turn moved to a better model.
     """
 
     time: float = field(default_factory=_time.time)
@@ -74,6 +88,10 @@ class LedgerRecord:
     api: str | None = None
     deployment: str | None = None
     cache: str | None = None
+    task: str | None = None
+    scores: tuple[CandidateEstimate, ...] = ()
+    excluded: tuple[tuple[str, str], ...] = ()
+    escalated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

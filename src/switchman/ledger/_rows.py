@@ -10,15 +10,16 @@ a bad row shows up either as a ValueError/TypeError here or as the database's Da
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring as _quote
 from typing import Any
 
-from sqlalchemy import Engine
+import orjson
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from ._db import REQUESTS
-from ._record import LedgerRecord
+from ._record import CandidateEstimate, LedgerRecord
 
 __all__ = ["FIELDS", "BulkInsert", "decode", "encode"]
 
@@ -34,6 +35,21 @@ def _json_list(value: Any) -> str:
         return "[" + ",".join([_quote(item) for item in value]) + "]"
     except TypeError:
         return "[" + ",".join([_quote(str(item)) for item in value]) + "]"
+
+
+def _json_pairs(value: tuple[tuple[Any, ...], ...]) -> str | None:
+    """Decision evidence (short tuples of str/float/None) as a JSON array of arrays; None when empty."""
+    if not value:
+        return None
+    return orjson.dumps(value).decode()
+
+
+def _scores(value: Any) -> tuple[CandidateEstimate, ...]:
+    if not value:
+        return ()
+    return tuple(
+        (str(m), None if q is None else float(q), None if c is None else float(c)) for m, q, c in value
+    )
 
 
 def encode(rec: LedgerRecord) -> tuple[Any, ...]:
@@ -71,6 +87,10 @@ def encode(rec: LedgerRecord) -> tuple[Any, ...]:
         None if rec.api is None else str(rec.api),
         None if rec.deployment is None else str(rec.deployment),
         None if rec.cache is None else str(rec.cache),
+        None if rec.task is None else str(rec.task),
+        _json_pairs(rec.scores),
+        _json_pairs(rec.excluded),
+        bool(rec.escalated),
     )
 
 
@@ -79,6 +99,9 @@ def decode(row: Any) -> LedgerRecord:
     values = {name: getattr(row, name) for name in FIELDS}
     for name in _TUPLE_FIELDS:
         values[name] = tuple(values[name] or ())
+    values["scores"] = _scores(values["scores"])
+    values["excluded"] = tuple((str(m), str(why)) for m, why in values["excluded"] or ())
+    values["escalated"] = bool(values["escalated"])
     return LedgerRecord(**values)
 
 
@@ -101,7 +124,8 @@ class BulkInsert:
         """What a failed insert can raise: SQLAlchemy's errors, the driver's own (COPY), OSError."""
         return (SQLAlchemyError, self._dbapi.Error, OSError)
 
-    def __call__(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def __call__(self, rows: Sequence[tuple[Any, ...]], then: Callable[[Connection], None] | None = None) -> None:
+        """Insert `rows`, then run `then` in the same transaction (the rollups of those rows)."""
         with self._engine.begin() as conn:
             if self._copy:
                 raw: Any = conn.connection.dbapi_connection  # a psycopg Connection
@@ -110,6 +134,8 @@ class BulkInsert:
                         copy.write_row(row)
             else:
                 conn.exec_driver_sql(self._sql, list(rows))
+            if then is not None:
+                then(conn)
 
     def is_bad_row(self, exc: BaseException) -> bool:
         """The database (or driver) refused a row's values, as opposed to being unavailable."""

@@ -55,7 +55,7 @@ class AuthMiddleware:
     def __init__(
         self, app: ASGIApp, *, keyring: Keyring | None, master_key: str | None,
         mode: Literal["auto", "required", "off"] = "auto", limiter: AddressLimiter | None = None,
-        public: bool = False, open_paths: frozenset[str] = frozenset({"/health"}),
+        public: bool = False, open_paths: frozenset[str] = frozenset({"/health"}), open_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.keyring = keyring
@@ -64,6 +64,11 @@ class AuthMiddleware:
         self.limiter = limiter
         self.public = public
         self.open_paths = open_paths
+        #: Mounted apps that authenticate their own requests (the dashboard: a login and a session cookie).
+        self.open_prefixes = tuple(p.rstrip("/") for p in open_prefixes)
+
+    def _own_auth(self, path: str) -> bool:
+        return any(path == p or path.startswith(p + "/") for p in self.open_prefixes)
 
     def required(self) -> bool:
         """Whether requests must present a key now."""
@@ -82,7 +87,7 @@ class AuthMiddleware:
         return (info.id, info) if info is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self._own_auth(scope["path"]):
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})

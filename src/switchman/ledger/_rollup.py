@@ -1,0 +1,362 @@
+"""Rollups the ledger writer keeps next to the request rows, so reports never scan the rows.
+
+Three tables, updated in the same transaction as the rows they summarise (a report never sees a
+row without its rollup, or the reverse):
+
+    switchman_rollup     sums per time bucket and slice: the whole traffic, per route, agent, model,
+                         key, and per agent and model; requests, errors, refusals, tokens, cost,
+                         baseline cost, latency and TTFT sums, fallbacks, escalations, the live and
+                         shadow routers' predictions. Kept per hour and per UTC day, so a 30-day
+                         window reads ~30 daily rows and two edges of hourly ones per slice value.
+    switchman_latency    a log histogram of answered requests' latency per bucket and model (and
+                         for all models): buckets 2^(1/4) apart, so a percentile read from it is
+                         within ±9%, over any window, without sorting rows
+    switchman_sessions   one row per session: agent, first and last request, requests, escalations
+
+A batch is summed in memory per (hour, route, agent, model, key, status) first, the slices derived
+from those groups, and then upserted (``INSERT ... ON CONFLICT DO UPDATE`` adding to what is
+there) in key order, so concurrent writers on Postgres never deadlock. Absent names are stored
+as '' (a NULL would never conflict). A ledger made before these tables existed gets them filled
+from its rows once, in the transaction that creates them (`ensure_rollup`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Connection, Dialect, Engine, Float, Index, Integer, MetaData, Table, Text, inspect
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from ._db import REQUESTS
+from ._record import LedgerRecord
+from ._rows import decode
+
+__all__ = [
+    "ALL_MODELS",
+    "COUNT_MEASURES",
+    "DAY",
+    "HOUR",
+    "LATENCY",
+    "LATENCY_STEP",
+    "MEASURES",
+    "ROLLUP",
+    "SESSIONS",
+    "SLICES",
+    "Fact",
+    "RollupBatch",
+    "bucket_bounds",
+    "bucket_of",
+    "day_of",
+    "ensure_rollup",
+    "fact",
+    "hour_of",
+]
+
+logger = logging.getLogger("switchman.ledger")
+
+ROLLUP_METADATA = MetaData()
+#: The slices the rollup keeps, and the record fields each is keyed by.
+SLICES: dict[str, tuple[str, ...]] = {
+    "all": (), "route": ("route",), "agent": ("agent",), "model": ("model",), "key": ("key_id",),
+    "agent_model": ("agent", "model"),
+}
+#: Time grains: an hour and a UTC day, in seconds.
+HOUR, DAY = 3600, 86_400
+#: What the rollup sums per bucket and slice value.
+MEASURES = (
+    "requests", "errors", "refused", "input_tokens", "output_tokens", "cost_usd", "baseline_cost_usd",
+    "latency_ms_sum", "ttft_ms_sum", "ttft_n", "fallbacks", "escalations", "quality_n", "quality_sum", "shadow_n",
+    "shadow_cost_usd", "shadow_quality_n", "shadow_quality_sum", "shadowed_cost_usd", "shadowed_quality_n",
+    "shadowed_quality_sum",
+)
+COUNT_MEASURES = frozenset({"requests", "errors", "refused", "input_tokens", "output_tokens", "ttft_n", "fallbacks",
+                            "escalations", "quality_n", "shadow_n", "shadow_quality_n", "shadowed_quality_n"})
+#: Ratio between neighbouring latency buckets is 2 ** (1 / LATENCY_STEP).
+LATENCY_STEP = 4
+_MAX_BUCKET = 120  # 2 ** 30 ms: anything slower shares the last bucket
+_ERRORS = frozenset({"error", "stream_error"})
+_REFUSED = frozenset({"rejected_budget", "bad_request"})
+
+ROLLUP = Table(
+    "switchman_rollup",
+    ROLLUP_METADATA,
+    Column("slice", Text, nullable=False),
+    Column("grain", Integer, nullable=False),
+    Column("bucket", BigInteger, nullable=False),
+    Column("v1", Text, nullable=False),
+    Column("v2", Text, nullable=False),
+    *(Column(name, BigInteger if name in COUNT_MEASURES else Float, nullable=False) for name in MEASURES),
+    Index("ux_switchman_rollup_key", "slice", "grain", "bucket", "v1", "v2", unique=True),
+)
+
+LATENCY = Table(
+    "switchman_latency",
+    ROLLUP_METADATA,
+    Column("model", Text, nullable=False),
+    Column("grain", Integer, nullable=False),
+    Column("bucket", BigInteger, nullable=False),
+    Column("latency_bucket", Integer, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Index("ux_switchman_latency_key", "model", "grain", "bucket", "latency_bucket", unique=True),
+)
+
+SESSIONS = Table(
+    "switchman_sessions",
+    ROLLUP_METADATA,
+    Column("session", Text, primary_key=True),
+    Column("agent", Text, nullable=False),
+    Column("first_time", Float, nullable=False),
+    Column("last_time", Float, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("escalations", BigInteger, nullable=False),
+    # Covering: the agents page counts a window's sessions per agent from the index alone.
+    Index("ix_switchman_sessions_recent", "last_time", "agent", "requests", "escalations"),
+)
+#: Latency rows for every model together carry this model name.
+ALL_MODELS = ""
+
+
+def hour_of(moment: float) -> int:
+    """The start (epoch seconds) of the hour that contains `moment`."""
+    return int(moment // HOUR) * HOUR
+
+
+def day_of(moment: float) -> int:
+    """The start (epoch seconds) of the UTC day that contains `moment`."""
+    return int(moment // DAY) * DAY
+
+
+def bucket_of(latency_ms: float) -> int:
+    """The latency histogram bucket of a duration: [2^(b/4), 2^((b+1)/4)) ms; under 1 ms is bucket 0."""
+    if not latency_ms > 1.0:  # also NaN
+        return 0
+    return min(int(math.log2(latency_ms) * LATENCY_STEP), _MAX_BUCKET)
+
+
+def bucket_bounds(bucket: int) -> tuple[float, float]:
+    """The latency range [low, high) of a histogram bucket, in ms."""
+    return float(2.0 ** (bucket / LATENCY_STEP)), float(2.0 ** ((bucket + 1) / LATENCY_STEP))
+
+
+#: What the rollups need of one record, coerced to plain values (see `fact`).
+Fact = tuple[Any, ...]
+
+
+def fact(rec: LedgerRecord) -> Fact:
+    """The rollup's view of a record; ValueError/TypeError if a field cannot be coerced (as `encode`)."""
+    model, chosen = rec.model, None
+    for name, quality, _ in rec.scores:
+        if name == model and quality is not None:
+            chosen = float(quality)
+    shadow = rec.shadow_model is not None
+    return (
+        float(rec.time), str(rec.route or ""), str(rec.agent or ""), str(model or ""), str(rec.key_id or ""),
+        str(rec.status), int(rec.input_tokens), int(rec.output_tokens), float(rec.cost_usd),
+        float(rec.cost_usd if rec.baseline_cost_usd is None else rec.baseline_cost_usd), float(rec.latency_ms),
+        None if rec.ttft_ms is None else float(rec.ttft_ms), max(len(rec.fallback_chain) - 1, 0),
+        int(bool(rec.escalated)), chosen, shadow, float(rec.shadow_cost_usd or 0.0) if shadow else 0.0,
+        None if not shadow or rec.shadow_quality is None else float(rec.shadow_quality),
+        None if rec.session is None else str(rec.session),
+    )
+
+
+class RollupBatch:
+    """The rollup rows of a batch of records, summed in memory; `write` adds them in the database."""
+
+    __slots__ = ("groups", "latency", "sessions")
+
+    def __init__(self, facts: Iterable[Fact] = ()) -> None:
+        #: (hour, route, agent, model, key, status) → sums in MEASURES order
+        self.groups: dict[tuple[Any, ...], list[float]] = {}
+        self.latency: dict[tuple[str, int, int], int] = {}  # (model, hour, latency bucket) → n
+        self.sessions: dict[str, list[Any]] = {}
+        for item in facts:
+            self.add(item)
+
+    def add(self, item: Fact) -> None:
+        """Count one record (its `fact`)."""
+        (moment, route, agent, model, key_id, status, tin, tout, cost, baseline, latency, ttft, fallbacks,
+         escalated, quality, shadow, shadow_cost, shadow_quality, session) = item
+        hour = int(moment // HOUR) * HOUR
+        key = (hour, route, agent, model, key_id, status)
+        sums = self.groups.get(key)
+        if sums is None:
+            sums = self.groups[key] = [0.0] * len(MEASURES)
+            sums[1] = float(status in _ERRORS)  # per request of this group: fixed by its status
+            sums[2] = float(status in _REFUSED)
+        sums[0] += 1
+        sums[3] += tin
+        sums[4] += tout
+        sums[5] += cost
+        sums[6] += baseline
+        sums[7] += latency
+        if ttft is not None:
+            sums[8] += ttft
+            sums[9] += 1
+        sums[10] += fallbacks
+        sums[11] += escalated
+        if quality is not None:
+            sums[12] += 1
+            sums[13] += quality
+        if shadow:
+            sums[14] += 1
+            sums[15] += shadow_cost
+            if shadow_quality is not None:
+                sums[16] += 1
+                sums[17] += shadow_quality
+            sums[18] += cost
+            if quality is not None:
+                sums[19] += 1
+                sums[20] += quality
+        if status == "ok" and model:
+            lat_key = (model, hour, bucket_of(latency))
+            self.latency[lat_key] = self.latency.get(lat_key, 0) + 1
+        if session is not None:
+            state = self.sessions.get(session)
+            if state is None:
+                self.sessions[session] = [agent, moment, moment, 1, escalated]
+            else:
+                if agent:
+                    state[0] = agent
+                state[1] = min(state[1], moment)
+                state[2] = max(state[2], moment)
+                state[3] += 1
+                state[4] += escalated
+
+    def slices(self) -> dict[tuple[str, int, int, str, str], list[float]]:
+        """The groups summed into every slice, per hour and per day."""
+        rows: dict[tuple[str, int, int, str, str], list[float]] = {}
+        for (hour, route, agent, model, key_id, _), sums in self.groups.items():
+            if sums[1]:  # the error/refusal flags become counts
+                sums = [sums[0] if i == 1 else v for i, v in enumerate(sums)]
+            if sums[2]:
+                sums = [sums[0] if i == 2 else v for i, v in enumerate(sums)]
+            day = hour // DAY * DAY
+            values = {"route": route, "agent": agent, "model": model, "key_id": key_id}
+            for name, fields in SLICES.items():
+                v1 = values[fields[0]] if fields else ""
+                v2 = values[fields[1]] if len(fields) > 1 else ""
+                for grain, bucket in ((HOUR, hour), (DAY, day)):
+                    row_key = (name, grain, bucket, v1, v2)
+                    found = rows.get(row_key)
+                    rows[row_key] = list(sums) if found is None else [a + b for a, b in zip(found, sums, strict=True)]
+        return rows
+
+    def latency_rows(self) -> dict[tuple[str, int, int, int], int]:
+        """The latency histogram per model and for all models, per hour and per day."""
+        rows: dict[tuple[str, int, int, int], int] = {}
+        for (model, hour, bucket), n in self.latency.items():
+            day = hour // DAY * DAY
+            for name in (model, ALL_MODELS):
+                for grain, start in ((HOUR, hour), (DAY, day)):
+                    key = (name, grain, start, bucket)
+                    rows[key] = rows.get(key, 0) + n
+        return rows
+
+    def write(self, conn: Connection) -> None:
+        """Add the batch to the rollup tables (inside the caller's transaction)."""
+        sql = _upserts(conn.dialect)
+        if self.groups:
+            _upsert(conn, sql[0], [(*key, *_typed(sums)) for key, sums in sorted(self.slices().items())])
+        if self.latency:
+            _upsert(conn, sql[1], [(*key, n) for key, n in sorted(self.latency_rows().items())])
+        if self.sessions:
+            _upsert(conn, sql[2], [(sid, *values) for sid, values in sorted(self.sessions.items())])
+
+
+def _typed(sums: list[float]) -> list[float | int]:
+    return [int(v) if name in COUNT_MEASURES else v for name, v in zip(MEASURES, sums, strict=True)]
+
+
+_SQL_CACHE: dict[str, tuple[str, str, str]] = {}
+
+
+def _upsert(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """Add `rows` (keys unique within a batch): Postgres gets one statement of column arrays, SQLite executemany."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(sql, tuple(list(column) for column in zip(*rows, strict=True)))
+    else:
+        conn.exec_driver_sql(sql, rows)
+
+
+def _upserts(dialect: Dialect) -> tuple[str, str, str]:
+    """INSERT ... ON CONFLICT DO UPDATE statements for the three tables, in the driver's own SQL.
+
+    On Postgres the rows arrive as one array per column (`SELECT * FROM unnest(...)`): a fixed
+    statement the server prepares once, instead of hundreds of parameter sets parsed per batch.
+    """
+    cached = _SQL_CACHE.get(dialect.name)
+    if cached is not None:
+        return cached
+    postgres = dialect.name == "postgresql"
+    least, greatest = ("least", "greatest") if postgres else ("min", "max")
+
+    def insert(table: Table, conflict: tuple[str, ...], updates: list[str]) -> str:
+        names = [c.name for c in table.columns]
+        if postgres:
+            arrays = ", ".join(f"%s::{c.type.compile(dialect=dialect)}[]" for c in table.columns)
+            rows = f"SELECT * FROM unnest({arrays})"
+        else:
+            rows = f"VALUES ({', '.join(['?'] * len(names))})"
+        return (f"INSERT INTO {table.name} ({', '.join(names)}) {rows} "
+                f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {', '.join(updates)}")
+
+    r, s = ROLLUP.name, SESSIONS.name
+    statements = (
+        insert(ROLLUP, ("slice", "grain", "bucket", "v1", "v2"), [f"{m} = {r}.{m} + excluded.{m}" for m in MEASURES]),
+        insert(LATENCY, ("model", "grain", "bucket", "latency_bucket"), [f"n = {LATENCY.name}.n + excluded.n"]),
+        insert(SESSIONS, ("session",), [
+            "agent = CASE WHEN excluded.agent = '' THEN " + s + ".agent ELSE excluded.agent END",
+            f"first_time = {least}({s}.first_time, excluded.first_time)",
+            f"last_time = {greatest}({s}.last_time, excluded.last_time)",
+            f"requests = {s}.requests + excluded.requests",
+            f"escalations = {s}.escalations + excluded.escalations",
+        ]),
+    )
+    _SQL_CACHE[dialect.name] = statements
+    return statements
+
+
+def ensure_rollup(engine: Engine, *, chunk: int = 20_000) -> None:
+    """Create the rollup tables where missing, filled from the rows already in the ledger.
+
+    Creation and backfill are one transaction (SQLite: BEGIN IMMEDIATE, which also makes a second
+    process wait), so rows written meanwhile by another process are counted once: either in the
+    backfill or by their own writer after the tables exist.
+    """
+    if ROLLUP.name in inspect(engine).get_table_names(schema=ROLLUP.schema):
+        with engine.begin() as conn:  # indexes added since the tables were made
+            _create_indexes(conn)
+        return
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if inspect(conn).has_table(ROLLUP.name, schema=ROLLUP.schema):
+            return  # another process made them while we waited
+        for table in ROLLUP_METADATA.sorted_tables:
+            conn.execute(CreateTable(table, if_not_exists=True))
+        _create_indexes(conn)
+        _backfill(conn, chunk)
+
+
+def _create_indexes(conn: Connection) -> None:
+    for table in ROLLUP_METADATA.sorted_tables:
+        for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+            conn.execute(CreateIndex(index, if_not_exists=True))
+
+
+def _backfill(conn: Connection, chunk: int) -> None:
+    last_id, total = 0, 0
+    while True:
+        rows = conn.execute(
+            REQUESTS.select().where(REQUESTS.c.id > last_id).order_by(REQUESTS.c.id).limit(chunk)
+        ).all()
+        if not rows:
+            break
+        RollupBatch(fact(decode(row)) for row in rows).write(conn)
+        last_id, total = rows[-1].id, total + len(rows)
+    if total:
+        logger.info("ledger rollups built from %d existing rows", total)

@@ -1,0 +1,23 @@
+"""The app `switchman serve` runs: the gateway with the dashboard mounted at /ui (when enabled)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from ..gateway import Gateway, build_app
+from ._app import build_dashboard
+
+__all__ = ["DASHBOARD_PATH", "serving_app"]
+
+DASHBOARD_PATH = "/ui"
+
+
+def serving_app(gateway: Gateway, *, bind_host: str, base_dir: str | Path = ".") -> Starlette:
+    """The gateway's ASGI app, with the dashboard at /ui unless `dashboard.enabled` is false."""
+    if not gateway.config.dashboard.enabled:
+        return build_app(gateway)
+    dashboard = build_dashboard(gateway, bind_host=bind_host, base_dir=base_dir)
+    return build_app(gateway, mounts=[Mount(DASHBOARD_PATH, dashboard)])

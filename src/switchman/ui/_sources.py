@@ -1,0 +1,117 @@
+"""What the dashboard reads, gathered from one gateway: the ledger, keys, budgets, health, configuration.
+
+Pages only read through these public objects; the dashboard holds no state of its own beyond the
+logins. A model has one or several deployments (provider, key, region); circuit state and live
+TTFT are read from the health board per deployment id.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._catalog import ModelSpec
+from .._config import Config
+from ..gateway import Gateway
+from ..state import HealthStore
+from ..ledger import BudgetManager, KeyStore, Ledger
+
+__all__ = ["WINDOWS", "DeploymentView", "Sources", "Window", "window_named"]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A time window a page covers, and the step of its charts."""
+
+    name: str
+    label: str
+    span_s: int
+    step_s: int
+
+
+WINDOWS: tuple[Window, ...] = (
+    Window("24h", "last 24 hours", 86_400, 3_600),
+    Window("7d", "last 7 days", 7 * 86_400, 6 * 3_600),
+    Window("30d", "last 30 days", 30 * 86_400, 86_400),
+)
+_DEFAULT_WINDOW = WINDOWS[1]
+
+
+def window_named(name: str | None) -> Window:
+    """The window called `name` (24h, 7d, 30d); the 7-day window when unknown or absent."""
+    return next((w for w in WINDOWS if w.name == name), _DEFAULT_WINDOW)
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentView:
+    """One deployment of a model as the models page shows it (never its key)."""
+
+    id: str
+    model: str
+    provider: str
+    endpoint: str
+    upstream_model: str
+    state: str
+    live_ttft_ms: float | None
+    weight: float
+
+
+def _endpoint(base_url: str) -> str:
+    """Scheme, host and path of a provider's URL, without any credentials in it."""
+    parts = urllib.parse.urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+@dataclass(slots=True)
+class Sources:
+    """Everything the pages read; built once from the gateway (see `from_gateway`)."""
+
+    config: Config
+    models: Mapping[str, ModelSpec]
+    ledger: Ledger | None
+    keys: KeyStore | None
+    budgets: BudgetManager | None
+    health: Callable[[], HealthStore]
+    deployments: Callable[[], Mapping[str, Any]]
+    base_dir: Path
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def from_gateway(cls, gateway: Gateway, *, base_dir: str | Path = ".") -> Sources:
+        """Read through the gateway's own objects (the health board is looked up on each read)."""
+        dispatcher = gateway.dispatcher
+        return cls(
+            config=gateway.config, models=gateway.decider.models, ledger=gateway.ledger, keys=gateway.keys,
+            budgets=gateway.budgets, health=lambda: dispatcher.health, deployments=lambda: dispatcher.deployments,
+            base_dir=Path(base_dir),
+        )
+
+    def deployment_views(self) -> dict[str, list[DeploymentView]]:
+        """Each model's deployments with their circuit-breaker state and live TTFT (keyed by deployment id)."""
+        board = self.health()
+        result: dict[str, list[DeploymentView]] = {}
+        for model, found in self.deployments().items():
+            items: Sequence[Any] = found if isinstance(found, Sequence) else (found,)
+            for deployment in items:
+                provider = deployment.provider
+                result.setdefault(model, []).append(DeploymentView(
+                    id=deployment.id, model=model, provider=provider.name, endpoint=_endpoint(provider.base_url),
+                    upstream_model=deployment.wire_name, state=board.state(deployment.id),
+                    live_ttft_ms=board.ttft_ms.get(deployment.id), weight=deployment.weight,
+                ))
+        return result
+
+    def eval_report_path(self, route: str) -> Path | None:
+        """The `switchman eval --json` report configured for a route, resolved against the config's folder."""
+        given = self.config.dashboard.eval_reports.get(route)
+        if given is None:
+            return None
+        path = Path(given)
+        return path if path.is_absolute() else self.base_dir / path
