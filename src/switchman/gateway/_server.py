@@ -100,7 +100,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             self._refuse(503, "server_busy", "the gateway is at its connection limit; retry shortly",
-                         kind="api_error", extra=b"retry-after: 1\r\n")
+                         kind="api_error", extra=b"retry-after: 1\r\n", linger=False)
             return
         per_client = self.limits.max_connections_per_client
         if per_client is not None and self.client is not None:
@@ -108,7 +108,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             held = self.per_client[address] = self.per_client.get(address, 0) + 1
             if held > per_client:
                 self._refuse(503, "server_busy", f"more than {per_client} open connections from this address",
-                             kind="api_error", extra=b"retry-after: 1\r\n")
+                             kind="api_error", extra=b"retry-after: 1\r\n", linger=False)
                 return
         self._arm(self.limits.header_timeout_s, self._head_too_slow)
 
@@ -125,11 +125,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _refuse(self, status: int, code: str, message: str, *, kind: str = "invalid_request_error",
-                extra: bytes = b"") -> None:
+                extra: bytes = b"", linger: bool = True) -> None:
         """Answer an error and end the connection without reading the request any further.
 
-        The write side is closed first and what the client still sends is read and dropped for a
-        moment, so the client reads the answer rather than a reset.
+        With `linger`, the write side is closed first and what the client still sends is read and
+        dropped for a moment, so the client reads the answer rather than a reset. A connection over
+        the cap does not linger: its descriptor is what the cap protects.
         """
         if self._refused or self.transport.is_closing():
             return
@@ -138,6 +139,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.cycle.disconnected = True  # the app's answer, if it ever comes, goes nowhere
             self.cycle.message_event.set()
         self.transport.write(_error_bytes(status, code, message, kind=kind, extra=extra))
+        if not linger:
+            self.transport.close()
+            return
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self._arm(_LINGER_S, self.transport.close)
