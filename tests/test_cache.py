@@ -55,3 +55,27 @@ def test_use_cache_false_always_embeds(tmp_path: Path, monkeypatch: pytest.Monke
     _cache.embed_cached(embedder, ["a"], use_cache=False)
     _cache.embed_cached(embedder, ["a"], use_cache=False)
     assert embedder.seen == ["a", "a"] and not (tmp_path / "embeddings").exists()
+
+
+def test_a_key_ending_in_a_nul_byte_survives_a_new_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHMAN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_cache, "_memory", {})
+    text = next(f"text {i}" for i in range(100_000) if _cache._digest(f"text {i}").endswith(b"\0"))
+    _cache.embed_cached(CountingEmbedder(), [text])
+    monkeypatch.setattr(_cache, "_memory", {})
+    fresh = CountingEmbedder()
+    _cache.embed_cached(fresh, [text])
+    assert fresh.seen == []  # found again (numpy's "S16" had dropped the trailing NUL)
+
+
+def test_embedding_reports_counts_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from switchman.learn import EMBED_BATCH
+
+    monkeypatch.setenv("SWITCHMAN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_cache, "_memory", {})
+    reports: list[tuple[str, int | None, int | None]] = []
+    texts = [f"prompt {i}" for i in range(EMBED_BATCH * 2 + 5)]
+    vectors = _cache.embed_cached(CountingEmbedder(), texts, progress=lambda m, d=None, t=None: reports.append((m, d, t)))
+    assert vectors[:, 0].tolist() == [float(len(t)) for t in texts]  # rows in order across batches
+    n = len(texts)
+    assert reports == [("embedding (counting-test)", done, n) for done in (0, EMBED_BATCH, 2 * EMBED_BATCH, n)]

@@ -141,6 +141,26 @@ def test_eval_prints_a_table(report: tuple[dict[str, Any], Path, Result]) -> Non
     assert "128 prompts" in out and "oracle" in out and "cheapest" in out
 
 
+def test_eval_at_80_columns_and_piped_keeps_every_number(
+    mbpp_router: Path, routerbench: Path, tmp_path: Path, embedding_cache_dir: Path
+) -> None:
+    json_path = tmp_path / "narrow.json"
+    env = {"COLUMNS": "80", "SWITCHMAN_CACHE_DIR": str(embedding_cache_dir)}
+    result = ok(CliRunner().invoke(app, ["eval", "--data", str(routerbench), "--task", "mbpp", "--router",
+                                         str(mbpp_router), "--strategy", "cheapest", "--json", str(json_path)],
+                                   env=env))
+    out = result.stdout
+    assert "…" not in out
+    data = json.loads(json_path.read_text())
+    for entry in data["routers"].values():
+        assert f"{entry['quality']:.4f}" in out and f"{entry['cost_per_1k']:.4f}" in out
+    for name, entry in data["baselines"].items():
+        if name.startswith("model:"):
+            assert f"{entry['quality']:.4f}" in out
+    assert "cheapest (=" in out and out.count("mistral-7b-chat") == 1  # one row, not two equal ones
+    assert "AIQ:" in out and "saved @95%" in out
+
+
 def test_two_model_eval_reports_apgr_and_cpt(
     mbpp_router: Path, routerbench: Path, tmp_path: Path, embedding_cache_dir: Path
 ) -> None:

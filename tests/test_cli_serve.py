@@ -61,3 +61,20 @@ def test_init_writes_a_valid_config(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(ConfigError, match="already exists"):
         init_command(path)
     init_command(path, force=True)
+
+
+def test_init_writes_no_yaml_anchors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from switchman.local import local_model_config
+
+    entries = local_model_config()
+    local = {"provider": "local", "provider_config": entries["providers"]["local"], "models": entries["models"]}
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "GROQ_API_KEY", "TOGETHER_API_KEY",
+                 "OPENROUTER_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("switchman.gateway._defaults.local_models", lambda: [local])
+    text = init_command(tmp_path / "switchman.yaml").read_text()
+    # The local-only defaults use one candidate list for two routes: written out twice, not as &id001/*id001.
+    assert "&" not in text and "*" not in text
+    data = yaml.safe_load(text)
+    assert data["routes"]["default"]["candidates"] == data["routes"]["local"]["candidates"] == ["smollm2-135m"]
+    assert data["providers"]["local"]["base_url"] == "http://127.0.0.1:0/v1"  # a free port when serve starts it

@@ -137,7 +137,54 @@ def test_wrong_type_names_the_key_path(tmp_path: Path) -> None:
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     path, message = error_of(tmp_path, "modles:\n  x: {provider: openai}\n")
     assert str(path) in message
-    assert "modles" in message and "not permitted" in message
+    assert "modles: unknown key 'modles' (did you mean 'models'?)" in message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("servr: {}", "servr: unknown key 'servr' (did you mean 'server'?)"),
+    ("server: {timeouts: {conect: 1}}", "server.timeouts.conect: unknown key 'conect' (did you mean 'connect'?)"),
+    ("models: {m: {provider: openai, input_pric: 1}}", "models.m.input_pric: unknown key 'input_pric' "
+                                                      "(did you mean 'input_price'?)"),
+    ("routes: {d: {candidates: [m], strategi: cheapest}}", "routes.d.strategi: unknown key 'strategi' "
+                                                           "(did you mean 'strategy'?)"),
+    ("routes: {d: {candidates: [m], rules: [{when: {tsk: code}, model: m}]}}",
+     "routes.d.rules.0.when.tsk: unknown key 'tsk' (did you mean 'task'?)"),
+    ("routes: {d: {candidates: [m], cascade: {ladr: [m]}}}", "routes.d.cascade.ladr: unknown key 'ladr' "
+                                                              "(did you mean 'ladder'?)"),
+    ("budgets: [{scope: agent, name: a, usd: 1, perod: day}]", "budgets.0.perod: unknown key 'perod' "
+                                                               "(did you mean 'period'?)"),
+    ("sessions: {ttl: 60}", "sessions.ttl: unknown key 'ttl' (did you mean 'ttl_s'?)"),
+    ("routes: {d: {candidates: [m], strategy: learnd}}", "(did you mean 'learned'?)"),
+    ("models: {m: {provider: openai, capabilities: [tool]}}", "(did you mean 'tools'?)"),
+])
+def test_typos_get_the_nearest_key_at_any_depth(tmp_path: Path, text: str, expected: str) -> None:
+    _, message = error_of(tmp_path, "models: {m: {provider: openai}}\n" + text + "\n" if not text.startswith("models")
+                          else text + "\n")
+    assert expected in message
+
+
+def test_an_unknown_key_with_no_near_one_lists_the_allowed_keys(tmp_path: Path) -> None:
+    _, message = error_of(tmp_path, "server: {timeouts: {zzzzzz: 1}}\n")
+    assert "server.timeouts.zzzzzz: unknown key 'zzzzzz' (allowed: connect, first_byte, total)" in message
+
+
+def test_an_unknown_model_in_a_route_lists_the_models_and_providers(tmp_path: Path) -> None:
+    _, message = error_of(tmp_path, """\
+        providers:
+          openai: {base_url: https://api.openai.com/v1}
+          groq: {base_url: https://api.groq.com/openai/v1}
+        models:
+          gpt-4o: {provider: openai}
+          gpt-4o-mini: {provider: openai}
+        routes:
+          default: {candidates: [gpt4o-mini]}
+        agents:
+          coder: {route: defualt}
+        """)
+    assert ("routes.default.candidates.0: unknown model 'gpt4o-mini' (did you mean 'gpt-4o-mini'?); configured "
+            "models: gpt-4o, gpt-4o-mini; to add it, put it under 'models' with one of the providers (groq, openai)"
+            ) in message
+    assert "agents.coder.route: unknown route 'defualt' (did you mean 'default'?); configured routes: default" in message
 
 
 def test_agent_with_both_route_and_model(tmp_path: Path) -> None:

@@ -5,17 +5,26 @@ The model tests need the `local` extra and the weights (`switchman local install
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import uvicorn
 
+from switchman import Router
 from switchman._config import parse_config
+from switchman.gateway import KNOWN_PROVIDERS
 from switchman.local import (
     LOCAL_MODEL,
     LOCAL_PROVIDER,
@@ -138,3 +147,61 @@ def test_the_local_model_process_gets_no_secrets() -> None:
         assert _looks_secret(name), name
     for name in ("PATH", "HOME", "OMP_WAIT_POLICY", "LD_LIBRARY_PATH"):
         assert not _looks_secret(name), name
+
+
+@needs_model
+def test_the_sdk_starts_the_local_model_on_a_free_port_and_stops_it(tmp_path: Path) -> None:
+    data = local_model_config()  # port 0: any free port
+    data["routes"] = {"default": {"candidates": [LOCAL_MODEL], "strategy": "cheapest"}}
+    data["server"] = {"ledger_url": f"sqlite:///{tmp_path / 'ledger.sqlite3'}"}
+    with Router.from_dict(data) as first, Router.from_dict(data) as second:
+        replies = [r.chat(QUESTION, max_tokens=MAX_TOKENS, temperature=0) for r in (first, second)]
+        servers = [r._client().local_server for r in (first, second)]
+        assert all(s is not None and s.running for s in servers)
+        urls = {s.base_url for s in servers if s is not None}
+    assert len(urls) == 2 and not any(url.endswith(":0/v1") for url in urls)  # two free ports, no collision
+    assert all(s is not None and not s.running for s in servers)  # closed with their routers
+    for reply in replies:
+        assert reply.model == LOCAL_MODEL and (reply["choices"][0]["message"]["content"] or "").strip()
+
+
+@needs_model
+def test_two_serves_on_one_machine_each_start_their_local_model(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {p.api_key_env for p in KNOWN_PROVIDERS.values()}}
+    env["SWITCHMAN_LEDGER_URL"] = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    processes: list[tuple[subprocess.Popen[bytes], str, Path]] = []
+    try:
+        for i in range(2):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            log = tmp_path / f"serve{i}.err"
+            with log.open("wb") as err:  # the embedded defaults: the local model only
+                process = subprocess.Popen([sys.executable, "-c", "from switchman.cli import app; app()", "serve",
+                                            "--port", str(port), "--no-access-log"], env=env,
+                                           stdout=subprocess.DEVNULL, stderr=err)
+            processes.append((process, f"http://127.0.0.1:{port}", log))
+        for process, base, log in processes:
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, log.read_text()
+                try:
+                    if httpx.get(base + "/health", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            answer = httpx.post(base + "/v1/chat/completions", timeout=120, json={
+                "model": "auto", "messages": QUESTION, "max_tokens": MAX_TOKENS})
+            assert answer.status_code == 200 and answer.headers["x-switchman-model"] == LOCAL_MODEL
+        addresses = [re.search(r"serving at (http://\S+)", log.read_text()) for _, _, log in processes]
+        assert all(addresses) and len({a.group(1) for a in addresses if a}) == 2  # two free ports, no clash
+    finally:
+        for process, _, _ in processes:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -119,3 +119,62 @@ def test_the_command_line_replays_and_trains_from_a_ledger(tmp_path: Path, math_
     assert result.exit_code == 2 and "no logged request has both a stored prompt and feedback" in result.stderr
     result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "x.safetensors")], env=env)
     assert result.exit_code == 2 and "--from-ledger" in result.stderr
+
+
+def _configured_traffic(now: float) -> list[LedgerRecord]:
+    """The same traffic, logged under the names a configuration gives the two models."""
+    renamed = {"cheap-model": "budget", "strong-model": "premium"}
+    return [LedgerRecord(**{**vars_of(r), "model": renamed.get(r.model or "", r.model)}) for r in _traffic(now)]
+
+
+def vars_of(record: LedgerRecord) -> dict[str, object]:
+    from dataclasses import fields
+
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+def test_replay_warns_when_router_and_ledger_share_no_model(tmp_path: Path,
+                                                            math_greeting_router: TrainedRouter) -> None:
+    import time
+
+    router_file = math_greeting_router.save(tmp_path / "router.safetensors")
+    url = _ledger(tmp_path / "ledger.sqlite3", _configured_traffic(time.time()))
+    out = io.StringIO()
+    report = replay_command(router=router_file, ledger=url, since="1d", console=Console(file=out, width=200))
+    assert report["warnings"] == [
+        "the router's models (cheap-model, strong-model) and the ones that ran (budget, premium) share no model, so "
+        "the cost and saving compare unrelated models; map trained names to configured ones with --config FILE (its "
+        "routes' aliases) or --alias trained=configured"]
+    text = out.getvalue()
+    assert "warning:" in text and "saving:" not in text  # no "saving" between unrelated models
+
+
+def test_replay_compares_names_through_the_configs_aliases(tmp_path: Path,
+                                                           math_greeting_router: TrainedRouter) -> None:
+    import time
+
+    import yaml
+
+    router_file = math_greeting_router.save(tmp_path / "router.safetensors")
+    url = _ledger(tmp_path / "ledger.sqlite3", _configured_traffic(time.time()))
+    config = tmp_path / "switchman.yaml"
+    config.write_text(yaml.safe_dump({
+        "models": {"budget": {"provider": "p", "input_price": 0.2, "output_price": 0.4},
+                   "premium": {"provider": "p", "input_price": 5.0, "output_price": 15.0}},
+        "routes": {"default": {"candidates": ["budget", "premium"], "strategy": "learned", "router": router_file.name,
+                               "aliases": {"cheap-model": "budget", "strong-model": "premium"}}},
+    }))
+    out = io.StringIO()
+    report = replay_command(router=router_file, ledger=url, since="1d", config=config,
+                            console=Console(file=out, width=200))
+    assert "warnings" not in report and report["aliases"] == {"cheap-model": "budget", "strong-model": "premium"}
+    assert report["router"]["share"] == pytest.approx({"budget": 2 / 3, "premium": 1 / 3})
+    # The configured prices, not the router file's: greetings on budget, the math prompt on premium.
+    expected = ((10 * 0.2 + 50 * 0.4) + (12 * 0.2 + 50 * 0.4) + (20 * 5.0 + 80 * 15.0)) / 1e6
+    assert report["router"]["cost_usd"] == pytest.approx(expected, rel=1e-3)
+    assert report["actual"]["predicted_quality"] is not None  # what ran is known to the router under its name
+    assert "saving:" in out.getvalue()
+    # --alias does the same without a configuration.
+    by_flag = replay_command(router=router_file, ledger=url, since="1d", console=Console(file=io.StringIO()),
+                             aliases={"cheap-model": "budget", "strong-model": "premium"})
+    assert "warnings" not in by_flag and set(by_flag["router"]["share"]) == {"budget", "premium"}

@@ -5,6 +5,7 @@ Send each LLM call to the cheapest model that still does the job::
     from switchman import Router
     router = Router.from_config("switchman.yaml")
     decision = router.route([{"role": "user", "content": "Classify: ..."}], agent="triage")
+    reply = router.chat("Classify: ...", agent="triage")     # reply.request_id, reply.model, reply.cost_usd
 """
 
 from .__version__ import __version__
@@ -35,11 +36,12 @@ from ._exceptions import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from ._router import Router
+from ._router import AsyncReplyStream, Reply, ReplyStream, Router
 from .routing import Decision, RouteRequest
 
 __all__ = [
     "ArtifactError",
+    "AsyncReplyStream",
     "BudgetExceededError",
     "BudgetLimitError",
     "ConfigError",
@@ -56,6 +58,8 @@ __all__ = [
     "NoCapableModelError",
     "PolicyDeniedError",
     "RateLimitError",
+    "Reply",
+    "ReplyStream",
     "RouteRequest",
     "Router",
     "RoutingError",

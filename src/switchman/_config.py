@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from ._catalog import Capability, ModelSpec, lookup_catalog_price
+from ._config_hints import did_you_mean, format_validation_error
 from ._exceptions import ConfigError
 
 __all__ = [
@@ -450,6 +451,17 @@ class Config(_Strict):
                 raise ValueError("model names must not be empty")
         return models
 
+    def _unknown_model(self, name: str) -> str:
+        """Why a name is not a model here, and what is: the near name, the models, the providers to add it with."""
+        models = ", ".join(sorted(self.models)) or "none"
+        providers = ", ".join(sorted(self.providers)) or "none configured"
+        return (f"unknown model {name!r}{did_you_mean(name, self.models)}; configured models: {models}; "
+                f"to add it, put it under 'models' with one of the providers ({providers})")
+
+    def _unknown_provider(self, name: str) -> str:
+        return (f"unknown provider {name!r}{did_you_mean(name, self.providers)}; configured providers: "
+                f"{', '.join(sorted(self.providers))}")
+
     @model_validator(mode="after")
     def _check_references(self) -> Config:
         problems: list[str] = []
@@ -457,16 +469,17 @@ class Config(_Strict):
             if not self.providers:
                 continue
             if model.provider is not None and model.provider not in self.providers:
-                problems.append(f"models.{name}.provider: unknown provider {model.provider!r}")
+                problems.append(f"models.{name}.provider: {self._unknown_provider(model.provider)}")
             for i, deployment in enumerate(model.deployments or ()):
                 if deployment.provider not in self.providers:
-                    problems.append(f"models.{name}.deployments.{i}.provider: unknown provider {deployment.provider!r}")
+                    problems.append(f"models.{name}.deployments.{i}.provider: "
+                                    f"{self._unknown_provider(deployment.provider)}")
         known = set(self.models)
         for route_name, route in self.routes.items():
             where = f"routes.{route_name}"
             for i, cand in enumerate(route.candidates):
                 if cand not in known:
-                    problems.append(f"{where}.candidates.{i}: unknown model {cand!r}")
+                    problems.append(f"{where}.candidates.{i}: {self._unknown_model(cand)}")
             for key, value in (("model", route.model), ("default", route.default)):
                 if value is not None and value not in route.candidates:
                     problems.append(f"{where}.{key}: {value!r} is not one of the route's candidates")
@@ -475,38 +488,40 @@ class Config(_Strict):
                     problems.append(f"{where}.rules.{i}.model: {rule.model!r} is not one of the route's candidates")
             for i, fb in enumerate(route.fallbacks):
                 if fb not in known:
-                    problems.append(f"{where}.fallbacks.{i}: unknown model {fb!r}")
+                    problems.append(f"{where}.fallbacks.{i}: {self._unknown_model(fb)}")
             if route.baseline is not None and route.baseline not in known:
-                problems.append(f"{where}.baseline: unknown model {route.baseline!r}")
+                problems.append(f"{where}.baseline: {self._unknown_model(route.baseline)}")
         for agent_name, agent in self.agents.items():
             where = f"agents.{agent_name}"
             if agent.route is not None and agent.route not in self.routes:
-                problems.append(f"{where}.route: unknown route {agent.route!r}")
+                problems.append(f"{where}.route: unknown route {agent.route!r}{did_you_mean(agent.route, self.routes)}"
+                                f"; configured routes: {', '.join(sorted(self.routes)) or 'none'}")
             if agent.model is not None and agent.model not in known:
-                problems.append(f"{where}.model: unknown model {agent.model!r}")
+                problems.append(f"{where}.model: {self._unknown_model(agent.model)}")
             for i, rule in enumerate(agent.rules):
                 if rule.model not in known:
-                    problems.append(f"{where}.rules.{i}.model: unknown model {rule.model!r}")
+                    problems.append(f"{where}.rules.{i}.model: {self._unknown_model(rule.model)}")
             for key, names in (("allow", agent.allow or []), ("deny", agent.deny)):
                 for i, n in enumerate(names):
                     if n not in known:
-                        problems.append(f"{where}.{key}.{i}: unknown model {n!r}")
+                        problems.append(f"{where}.{key}.{i}: {self._unknown_model(n)}")
         for i, budget in enumerate(self.budgets):
             if budget.downgrade_to is not None and budget.downgrade_to not in known:
-                problems.append(f"budgets.{i}.downgrade_to: unknown model {budget.downgrade_to!r}")
+                problems.append(f"budgets.{i}.downgrade_to: {self._unknown_model(budget.downgrade_to)}")
             if budget.scope == "route" and budget.name not in self.routes:
                 problems.append(f"budgets.{i}.name: unknown route {budget.name!r}")
         for route_name, route in self.routes.items():
             cpf = route.content_policy_fallback
             if cpf is not None and cpf not in known:
-                problems.append(f"routes.{route_name}.content_policy_fallback: unknown model {cpf!r}")
+                problems.append(f"routes.{route_name}.content_policy_fallback: {self._unknown_model(cpf)}")
         for route_name in self.dashboard.eval_reports:
             if route_name not in self.routes:
-                problems.append(f"dashboard.eval_reports.{route_name}: unknown route {route_name!r}")
+                problems.append(f"dashboard.eval_reports.{route_name}: unknown route {route_name!r}"
+                                f"{did_you_mean(route_name, self.routes)}")
         if self.default_route is not None and self.default_route not in self.routes:
             problems.append(f"default_route: unknown route {self.default_route!r}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # one line each, each naming its key path
         return self
 
     @property
@@ -553,15 +568,6 @@ def resolve_model(name: str, cfg: ModelConfig, *, source: str = "<config>") -> M
     )
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "<root>"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {path}: {message}")
-    return "\n".join(lines)
-
-
 def parse_config(data: Any, *, source: str = "<config>") -> Config:
     """Validate an already-parsed mapping; errors name the source, key path and problem."""
     if data is None:
@@ -571,7 +577,7 @@ def parse_config(data: Any, *, source: str = "<config>") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, root=Config)) from None
     config.model_specs(source=source)  # fail now, naming the model, rather than at the first request
     return config
 

@@ -22,9 +22,11 @@ __all__ = [
     "CONFIG_ENV",
     "EMBEDDINGS_API_KEY_ENV",
     "LEDGER_URL_ENV",
+    "LOCAL_URL_ENV",
     "Environment",
     "export_bind_host",
     "export_config_file",
+    "export_local_url",
 ]
 
 #: The ledger's URL when the configuration gives none (else SQLite in the user's data directory).
@@ -39,6 +41,8 @@ EMBEDDINGS_API_KEY_ENV = "SWITCHMAN_EMBEDDINGS_API_KEY"
 CONFIG_ENV = "SWITCHMAN_CONFIG"
 #: And the address it listens on (the dashboard opens without a key on a loopback bind only).
 BIND_HOST_ENV = "SWITCHMAN_BIND_HOST"
+#: Where the local model server `switchman serve` started listens (its port is picked at start).
+LOCAL_URL_ENV = "SWITCHMAN_LOCAL_URL"
 
 
 class Environment(Mapping[str, str]):
@@ -100,6 +104,11 @@ class Environment(Mapping[str, str]):
         """$SWITCHMAN_CONFIG, if set (a `serve --workers N` worker's configuration)."""
         return self._values.get(CONFIG_ENV) or None
 
+    @property
+    def local_url(self) -> str | None:
+        """$SWITCHMAN_LOCAL_URL, if set (the running local model server, for workers and reloads)."""
+        return self._values.get(LOCAL_URL_ENV) or None
+
 
 def export_bind_host(host: str) -> None:
     """Hand the listening address to worker processes `serve --workers N` spawns (they inherit it)."""
@@ -109,3 +118,8 @@ def export_bind_host(host: str) -> None:
 def export_config_file(path: Path) -> None:
     """Hand the configuration file to worker processes `serve --workers N` spawns (they inherit it)."""
     os.environ[CONFIG_ENV] = str(path)
+
+
+def export_local_url(url: str) -> None:
+    """Hand the running local model server's address to worker processes (and to this process's reloads)."""
+    os.environ[LOCAL_URL_ENV] = url

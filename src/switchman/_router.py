@@ -1,27 +1,169 @@
 """Router: the SDK in one object — decisions in process, and chat through the same dispatcher as the gateway.
 
-    router = Router.from_config("switchman.yaml")
-    decision = router.route("Classify: ...", agent="triage")        # no network call
-    reply = router.chat("hi", model="auto")                          # same fallbacks, budgets and ledger
-    router.feedback(reply_request_id, 0.8)
+    with Router.from_config("switchman.yaml") as router:
+        decision = router.route("Classify: ...", agent="triage")     # no network call
+        reply = router.chat("hi", model="auto")                       # same fallbacks, budgets and ledger
+        router.feedback(reply.request_id, 0.8)
+        for chunk in router.chat("hi", stream=True): ...              # chat.completion.chunk dicts
 
 A Router is a `Decider` (the decision core) that can also send requests: the gateway depends on the
-Decider only, and the Router starts the gateway's in-process client on its first `chat`.
+Decider only, and the Router starts the gateway's in-process client on its first `chat`. It never
+keeps a process alive: one not closed is closed as the interpreter exits, its ledger rows written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import weakref
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
 from ._config import Config
 from ._decider import Decider
 
 if TYPE_CHECKING:
-    from .gateway import InProcessClient
+    from .gateway import Completion, InProcessClient, StreamFeed
+    from .routing import Decision
 
-__all__ = ["Router"]
+__all__ = ["AsyncReplyStream", "Reply", "ReplyStream", "Router"]
+
+Messages = Sequence[Mapping[str, Any]] | str
+
+
+class Reply(dict[str, Any]):
+    """An OpenAI chat.completion (the dict the gateway would send) that also says what switchman did.
+
+    `model` is the configured model that answered (the body's "model" is what the upstream reported),
+    `request_id` its ledger row's id (`router.feedback(reply.request_id, 0.9)`), `cost_usd` what it
+    cost, `decision` why that model.
+    """
+
+    def __init__(self, body: Mapping[str, Any], *, request_id: str, model: str, cost_usd: float,
+                 decision: Decision) -> None:
+        super().__init__(body)
+        self.request_id = request_id
+        self.model = model
+        self.cost_usd = cost_usd
+        self.decision = decision
+
+    @classmethod
+    def of(cls, completion: Completion) -> Reply:
+        """The reply for a dispatcher's completion."""
+        return cls(completion.json(), request_id=completion.request_id, model=completion.model,
+                   cost_usd=completion.cost_usd, decision=completion.decision)
+
+
+class _Stream:
+    """What the sync and async streams share: the model and request id at once, usage and cost at the end."""
+
+    def __init__(self, feed: StreamFeed) -> None:
+        self._feed = feed
+        self._pending: deque[dict[str, Any]] = deque()
+        self._done = False
+        self._finalizer = weakref.finalize(self, feed.abandon)  # dropped unread: stop the upstream call
+
+    @property
+    def request_id(self) -> str:
+        """switchman's id of the request (`router.feedback(stream.request_id, ...)`)."""
+        return self._feed.request_id
+
+    @property
+    def model(self) -> str:
+        """The configured model answering."""
+        return self._feed.model
+
+    @property
+    def decision(self) -> Decision | None:
+        """Why that model."""
+        return self._feed.decision
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What the answer cost; None until the stream has ended."""
+        return self._feed.cost_usd if self._done else None
+
+    @property
+    def usage(self) -> dict[str, int] | None:
+        """prompt/completion token counts; None until the stream has ended."""
+        usage = self._feed.usage if self._done else None
+        if usage is None:
+            return None
+        return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens}
+
+    def _take(self, chunks: list[dict[str, Any]] | None) -> None:
+        if chunks is not None:
+            self._pending.extend(chunks)
+            return
+        self._finish()
+        if self._feed.error is not None:
+            raise self._feed.error
+
+    def _finish(self) -> bool:
+        """Mark the stream ended; True if it was still open."""
+        was_open = not self._done
+        self._done = True
+        self._finalizer.detach()
+        return was_open
+
+
+class ReplyStream(_Stream):
+    """`router.chat(..., stream=True)`: chat.completion.chunk dicts as they arrive.
+
+    An upstream failure after the first chunk raises its UpstreamError from the loop. `close()` (or
+    leaving a `with` block) before the end cancels the upstream call; the request is recorded either way.
+    """
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        while not self._pending:
+            if self._done:
+                raise StopIteration
+            self._take(self._feed.next_chunks())
+        return self._pending.popleft()
+
+    def close(self) -> None:
+        """Stop reading; the rest of the answer is not fetched (safe to repeat)."""
+        if self._finish():
+            self._feed.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class AsyncReplyStream(_Stream):
+    """`await router.achat(..., stream=True)`: an async iterator of chat.completion.chunk dicts."""
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        while not self._pending:
+            if self._done:
+                raise StopAsyncIteration
+            self._take(await self._feed.anext_chunks())
+        return self._pending.popleft()
+
+    async def aclose(self) -> None:
+        """Stop reading; the rest of the answer is not fetched (safe to repeat)."""
+        if self._finish():
+            await self._feed.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
 
 
 class Router(Decider):
@@ -31,18 +173,34 @@ class Router(Decider):
         super().__init__(config, base_dir=base_dir, seed=seed)
         self._inprocess: InProcessClient | None = None  # started by the first chat()/achat()
 
-    def chat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> dict[str, Any]:
-        """Send a chat request in process and return the OpenAI chat.completion as a dict.
+    @overload
+    def chat(self, messages: Messages, *, stream: Literal[False] = False, **options: Any) -> Reply: ...
+    @overload
+    def chat(self, messages: Messages, *, stream: Literal[True], **options: Any) -> ReplyStream: ...
 
-        Same decision, retries, fallbacks, budgets and ledger as `switchman serve`. Options:
-        model, agent, session, tags, task, cache (True/False: use or skip the response cache, as the
-        X-Switchman-Cache header), and any chat-completions field (tools, temperature, ...).
+    def chat(self, messages: Messages, *, stream: bool = False, **options: Any) -> Reply | ReplyStream:
+        """Send a chat request in process: the OpenAI chat.completion, or with `stream=True` its chunks.
+
+        Same decision, retries, fallbacks, budgets and ledger as `switchman serve`. Options: model,
+        agent, session, tags, task, cache (True/False: use or skip the response cache, as the
+        X-Switchman-Cache header), and any chat-completions field (tools, temperature, ...). The
+        reply is the chat.completion dict with `request_id` (for `feedback`), `model` (the configured
+        model that answered) and `cost_usd`; a stream has the same, its cost once it has ended.
         """
-        return self._client().chat(messages, **options)
+        if stream:
+            return ReplyStream(self._client().stream(messages, **options))
+        return Reply.of(self._client().chat(messages, **options))
 
-    async def achat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> dict[str, Any]:
-        """`chat` for async code."""
-        return await self._client().achat(messages, **options)
+    @overload
+    async def achat(self, messages: Messages, *, stream: Literal[False] = False, **options: Any) -> Reply: ...
+    @overload
+    async def achat(self, messages: Messages, *, stream: Literal[True], **options: Any) -> AsyncReplyStream: ...
+
+    async def achat(self, messages: Messages, *, stream: bool = False, **options: Any) -> Reply | AsyncReplyStream:
+        """`chat` for async code (`async for chunk in await router.achat(..., stream=True)`)."""
+        if stream:
+            return AsyncReplyStream(await self._client().astream(messages, **options))
+        return Reply.of(await self._client().achat(messages, **options))
 
     def feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
         """Score an earlier request in [0, 1] (1 = good), as `POST /v1/feedback` does.
@@ -56,10 +214,31 @@ class Router(Decider):
         submit_feedback(self, dispatcher, request_id, score, comment)
 
     def close(self) -> None:
-        """Stop the in-process client that `chat` started (closes connections, flushes the ledger)."""
-        if self._inprocess is not None:
-            self._inprocess.close()
-            self._inprocess = None
+        """End open streams, close connections, write the ledger, stop the local model (safe to repeat).
+
+        `route` works after it; a later `chat` starts a fresh client.
+        """
+        client, self._inprocess = self._inprocess, None
+        if client is not None:
+            client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """`close` for async code (waits in a worker thread, not on the caller's loop)."""
+        await asyncio.to_thread(self.close)
 
     def _client(self) -> InProcessClient:
         if self._inprocess is None:

@@ -3,6 +3,7 @@ system prompt, many tools, streaming, several turns, and the session id Claude C
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,8 +85,13 @@ def test_a_claude_code_session(secured: tuple[str, Gateway], upstream: FakeUpstr
     system = sent.body["messages"][0]
     assert system["role"] == "system" and "Follow the repository" in system["content"]
     assert gateway.ledger is not None
-    gateway.ledger.flush_sync(timeout=5)
-    rows: dict[str, LedgerRecord] = {r.request_id: r for r in gateway.ledger.records()}
+    deadline = time.monotonic() + 10
+    while True:  # a stream's row is written as its response ends, which can trail the client's last read
+        gateway.ledger.flush_sync(timeout=5)
+        rows: dict[str, LedgerRecord] = {r.request_id: r for r in gateway.ledger.records()}
+        if set(ids) <= set(rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     turns = [rows[i] for i in ids]
     assert [(r.api, r.session, r.key_id, r.model, r.status) for r in turns] == \
         [("messages", session, "master", "big", "ok")] * 4

@@ -39,6 +39,8 @@ def _apis(gateway: Gateway) -> list[str | None]:
     ("anthropic", ["cheap end_turn Hello from cheap."], ["messages"]),
     ("agents", ["Hello from cheap."], ["responses", "responses"]),
     ("openai", ["cheap Hello from cheap.", "2 8"], ["responses", "embeddings"]),
+    # The agent calls the tool (the fake upstream always does on a user turn), then answers.
+    ("langchain", ["Hello from cheap."], ["chat.completions", "chat.completions"]),
 ])
 def test_readme_snippet(name: str, printed: list[str], apis: list[str], server: str, gateway: Gateway) -> None:
     before = len(_apis(gateway))

@@ -1,15 +1,15 @@
-"""Router.chat and Router.achat: in process, same fallbacks and ledger as the gateway."""
+"""Router.chat and Router.achat: in process, same fallbacks and ledger as the gateway; replies and streams."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from switchman import Router
-from switchman import InvalidRequestError
-from switchman.ledger import Ledger
+from switchman import InvalidRequestError, Router, UpstreamError
+from switchman.ledger import Ledger, LedgerRecord
 from switchman.testing import FakeUpstream
 
 from .conftest import config_data
@@ -54,4 +54,99 @@ def test_chat_refuses_bad_requests(router: Router) -> None:
     with pytest.raises(InvalidRequestError):
         router.chat("x", temperature="hot")
     with pytest.raises(InvalidRequestError):
-        router.chat("x", stream=True)
+        router.chat("x", stream=True, temperature="hot")
+
+
+def ledger_rows(tmp_path: Path) -> dict[str, LedgerRecord]:
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    try:
+        return {r.request_id: r for r in ledger.records()}
+    finally:
+        ledger.close_sync()
+
+
+def test_reply_carries_request_id_model_and_cost(router: Router, tmp_path: Path) -> None:
+    reply = router.chat("hello", model="auto:claude", max_tokens=50)
+    assert isinstance(reply, dict) and reply["object"] == "chat.completion"  # the body, as the gateway sends it
+    assert reply.model == "claude" and reply.decision.route == "claude"  # what switchman chose
+    usage = reply["usage"]
+    assert reply.cost_usd == pytest.approx((3.0 * usage["prompt_tokens"] + 15.0 * usage["completion_tokens"]) / 1e6)
+    router.feedback(reply.request_id, 0.25, "too short")  # in process, with the id the reply carries
+    router.close()
+    row = ledger_rows(tmp_path)[reply.request_id]
+    assert (row.model, row.cost_usd) == ("claude", pytest.approx(reply.cost_usd))
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    try:
+        assert ledger.feedback(reply.request_id) == [(0.25, "too short")]
+    finally:
+        ledger.close_sync()
+
+
+def test_stream(router: Router, tmp_path: Path) -> None:
+    stream = router.chat("hello", model="auto:claude", stream=True)
+    assert stream.model == "claude" and len(stream.request_id) == 32
+    assert stream.cost_usd is None  # not known before the end
+    chunks = list(stream)
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "Hello from claude-test."
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert stream.usage is not None and stream.usage["completion_tokens"] > 0
+    assert stream.cost_usd is not None and stream.cost_usd > 0
+    router.close()
+    row = ledger_rows(tmp_path)[stream.request_id]
+    assert (row.status, row.model, row.cost_usd) == ("ok", "claude", pytest.approx(stream.cost_usd))
+
+
+def test_stream_falls_back_before_the_first_chunk(router: Router, upstream: FakeUpstream) -> None:
+    upstream.inject("server_error", model="cheap", times=None)
+    with router.chat("hello", stream=True) as stream:
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in stream if c["choices"])
+    assert (stream.model, text) == ("mid", "Hello from mid.")
+
+
+def test_leaving_a_stream_early_cancels_it_and_records_it(
+    router: Router, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    upstream.inject("slow_stream", model="cheap", seconds=0.5)
+    with router.chat("one two three four five six seven eight", stream=True) as stream:
+        first = next(stream)
+    assert first["object"] == "chat.completion.chunk"
+    stream.close()  # again: nothing happens
+    router.close()
+    assert ledger_rows(tmp_path)[stream.request_id].status == "client_disconnected"
+
+
+def test_a_failure_mid_stream_is_raised_from_the_loop(router: Router, upstream: FakeUpstream) -> None:
+    upstream.inject("drop_mid_stream", model="cheap", after_events=2)
+    stream = router.chat("hello", stream=True)
+    with pytest.raises(UpstreamError):
+        for _ in stream:
+            pass
+    assert stream.cost_usd is not None  # ended, recorded
+
+
+@pytest.mark.anyio
+async def test_async_stream(router: Router) -> None:
+    stream = await router.achat("hello", model="big", stream=True)
+    async with stream:
+        text = "".join([c["choices"][0]["delta"].get("content") or "" async for c in stream if c["choices"]])
+    assert (stream.model, text) == ("big", "Hello from big.")
+    assert stream.cost_usd is not None and stream.cost_usd > 0
+    reply = await router.achat("hello", model="big")
+    assert reply.model == "big" and reply.request_id != stream.request_id
+
+
+def test_with_block_closes_and_close_is_idempotent(upstream: FakeUpstream, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "sk-upstream-openai-0123456789abcdef")
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", "sk-ant-upstream-fedcba9876543210")
+    with Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")) as router:
+        reply = router.chat("hello")
+        loop_threads = [t for t in threading.enumerate() if t.name == "switchman-sdk-loop"]
+        assert loop_threads and all(t.daemon for t in loop_threads)
+    assert not any(t.is_alive() for t in loop_threads)  # the with block stopped the loop thread
+    router.close()
+    router.close()
+    assert reply.request_id in ledger_rows(tmp_path)  # written by the close the with block made
+    assert router.route("hello").model == "cheap"  # deciding needs no client

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from .._exceptions import ConfigError, SwitchmanError
 from ..learn import DEFAULT_SETTINGS
@@ -51,7 +51,8 @@ def fails_cleanly(command: Callable[P, None]) -> Callable[P, None]:
         try:
             command(*args, **kwargs)
         except SwitchmanError as exc:
-            err_console.print(f"[red]error:[/] {exc}")
+            # Never wrapped (a log keeps the whole message on its line) and never read as markup.
+            err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return run
@@ -63,16 +64,16 @@ def models(config: Annotated[Path | None, typer.Option(help="configuration file"
     """Print the model catalog the configuration resolves to."""
     from .._config import load_config
 
+    from ._tables import Field, print_table
+
     specs = load_config(config).model_specs(source=str(config)) if config else _default_specs()
-    table = Table(title="models")
-    for col in ("name", "provider", "in $/1M", "out $/1M", "cached $/1M", "context", "capabilities"):
-        table.add_column(col, justify="right" if "$" in col or col == "context" else "left")
-    for spec in specs.values():
-        table.add_row(spec.name, spec.provider, f"{spec.input_price:g}", f"{spec.output_price:g}",
-                      "—" if spec.cached_input_price is None else f"{spec.cached_input_price:g}",
-                      "—" if spec.context_window is None else f"{spec.context_window:,}",
-                      ", ".join(sorted(spec.capabilities)))
-    console.print(table)
+    fields = [Field("name", numeric=False), Field("provider", numeric=False), Field("in $/1M"), Field("out $/1M"),
+              Field("cached $/1M", optional=True), Field("context"), Field("capabilities", numeric=False)]
+    rows = [[spec.name, spec.provider, f"{spec.input_price:g}", f"{spec.output_price:g}",
+             "—" if spec.cached_input_price is None else f"{spec.cached_input_price:g}",
+             "—" if spec.context_window is None else f"{spec.context_window:,}", ", ".join(sorted(spec.capabilities))]
+            for spec in specs.values()]
+    print_table(console, "models", fields, rows)
 
 
 def _default_specs() -> dict[str, ModelSpec]:
@@ -186,12 +187,16 @@ def replay(
     since: Annotated[str, typer.Option(help="with --ledger: requests from 7d, 24h, ... on")] = "7d",
     models: ModelsOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="configuration whose routes' aliases map trained names to configured ones (and whose prices apply)")] = None,
+    alias: AliasOpt = None,
 ) -> None:
     """What a router would have chosen for logged traffic and what it would have cost, next to what ran."""
+    from ..evaluate import parse_aliases
     from ._replay import replay_command
 
     replay_command(router=router, ledger=ledger, data=data or [], since=since, models=_split_models(models),
-                   json_path=json_out, console=console)
+                   json_path=json_out, console=console, config=config, aliases=parse_aliases(alias or []))
 
 
 @app.command()
@@ -201,11 +206,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on (default: server.host)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default: server.port)")] = None,
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
+                                             help="one line per request on stdout")] = True,
 ) -> None:
-    """Run the OpenAI-compatible gateway."""
+    """Run the OpenAI-compatible gateway (SIGHUP reloads --config)."""
     from ._serve import serve_command
 
-    serve_command(config=config, host=host, port=port, workers=workers)
+    serve_command(config=config, host=host, port=port, workers=workers, access_log=access_log)
 
 
 @app.command()
@@ -213,11 +220,26 @@ def serve(
 def init(
     path: Annotated[Path, typer.Argument(help="file to write")] = Path("switchman.yaml"),
     force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+    from_litellm: Annotated[Path | None, typer.Option(
+        "--from-litellm", help="import a LiteLLM proxy config.yaml instead (reports what is not carried over)")] = None,
 ) -> None:
-    """Write the default configuration (providers whose keys are set) to a file to edit."""
-    from ._serve import init_command
+    """Write the default configuration (providers whose keys are set), or an imported LiteLLM one, to a file to edit."""
+    from ._serve import import_litellm_command, init_command
 
-    console.print(f"wrote {init_command(path, force=force)}")
+    if from_litellm is None:
+        console.print(f"wrote {init_command(path, force=force)}", markup=False, highlight=False)
+        return
+    result = import_litellm_command(from_litellm, path, force=force)
+    config = result.config
+    console.print(f"wrote {path}: {len(config['models'])} models, {len(config['providers'])} providers, "
+                  f"{len(config.get('routes', {}))} routes from {from_litellm}", markup=False, highlight=False)
+    for note in result.notes:
+        console.print(f"  note: {note}", markup=False, highlight=False)
+    if result.not_mapped:
+        console.print(f"not carried over ({len(result.not_mapped)}; also listed at the top of {path}):",
+                      markup=False, highlight=False)
+        for line in result.not_mapped:
+            console.print(f"  - {line}", markup=False, highlight=False)
 
 
 LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="ledger URL (default: server.ledger_url, "

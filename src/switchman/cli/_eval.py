@@ -8,9 +8,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from ..evaluate import CascadeCalibration, EvalPlan, EvalReport, evaluate_table, load_data, plot_report
+from ..evaluate import (
+    CascadeCalibration,
+    EvalPlan,
+    EvalReport,
+    Frontier,
+    OperatingPoint,
+    evaluate_table,
+    load_data,
+    plot_report,
+)
+from ._progress import ProgressBars
+from ._tables import Field, print_table
 
 __all__ = ["eval_command"]
 
@@ -29,15 +39,16 @@ def eval_command(
     console = console or Console()
     with console.status("loading data"):
         everything = load_data(data, task=task, models=models, aliases=dict(plan.aliases))
-    with console.status("evaluating") as status:
-        report = evaluate_table(everything, plan, progress=status.update)
+    with ProgressBars(console) as progress:
+        report = evaluate_table(everything, plan, progress=progress)
     _print_report(report, console)
     _print_equal_quality(report, console)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report.to_dict(), indent=2))
     if plot_path is not None:
-        plot_report(report, plot_path)
+        dataset = ", ".join(Path(d).name for d in data) + (f" ({task})" if task else "")
+        plot_report(report, plot_path, dataset=dataset)
     return report
 
 
@@ -47,27 +58,68 @@ def _fmt(value: float | None, pct: bool = False) -> str:
     return f"{value:.1%}" if pct else f"{value:.4f}"
 
 
-def _print_report(report: EvalReport, console: Console) -> None:
-    table = Table(title=f"{report.n_prompts} prompts; best single model {report.best_model}")
-    table.add_column("router / baseline", no_wrap=True)
-    for col in ("quality", "$/1k", "rel quality", "rel cost", "AIQ", "saved @95%", "saved @100%"):
-        table.add_column(col, justify="right")
-    for name, result in report.routers.items():
-        p, f = result.point, result.frontier
-        table.add_row(
-            name, _fmt(p.quality), _fmt(p.cost_per_1k), _fmt(p.rel_quality, True), _fmt(p.rel_cost, True),
+_FIELDS = (
+    Field("router", numeric=False), Field("quality"), Field("$/1k"), Field("rel quality"),
+    Field("rel cost", optional=True), Field("AIQ"), Field("saved @95%"), Field("saved @100%", optional=True),
+)
+_BASELINE_NAMES = {"single_model_hull": "hull of single models", "random_mix": "random mix"}
+
+
+def _same_point(a: OperatingPoint, b: OperatingPoint) -> bool:
+    return math.isclose(a.quality, b.quality, rel_tol=1e-9, abs_tol=1e-12) and \
+        math.isclose(a.cost_per_1k, b.cost_per_1k, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _point_row(name: str, p: OperatingPoint, f: Frontier | None) -> list[str]:
+    return [name, _fmt(p.quality), _fmt(p.cost_per_1k), _fmt(p.rel_quality, True), _fmt(p.rel_cost, True),
             _fmt(f.aiq if f else None), _fmt(f.savings_at_95 if f else None, True),
-            _fmt(f.savings_at_100 if f else None, True),
-        )
+            _fmt(f.savings_at_100 if f else None, True)]
+
+
+def _rows(report: EvalReport) -> tuple[list[list[str]], int]:
+    """One row per distinct result (the routers first, then the baselines), and the last routers' row index.
+
+    A strategy that lands on a single model's point shares its row, and the random baseline gives
+    way to a random strategy the user asked for.
+    """
     base = report.baselines
+    points = dict(base.points()) if base is not None else {}
+    shown: set[str] = {"random"} if "random" in report.routers else set()
+    rows: list[list[str]] = []
+    for name, result in report.routers.items():
+        label = name
+        if result.frontier is None:
+            twin = next((b for b, q in points.items() if b.startswith("model:") and _same_point(result.point, q)), None)
+            if twin is not None:
+                label = f"{name} (= {twin})"
+                shown.add(twin)
+        rows.append(_point_row(label, result.point, result.frontier))
+    routers_end = len(rows) - 1
     if base is not None:
-        for name, p in base.points():
-            table.add_row(f"baseline: {name}", _fmt(p.quality), _fmt(p.cost_per_1k), _fmt(p.rel_quality, True),
-                          _fmt(p.rel_cost, True), "—", "—", "—")
-        for name, f in (("single_model_hull", base.hull_frontier), ("random_mix", base.random_mix)):
-            table.add_row(f"baseline: {name}", "", "", "", "", _fmt(f.aiq), _fmt(f.savings_at_95, True),
-                          _fmt(f.savings_at_100, True))
-    console.print(table)
+        rows += [[*_point_row(name, p, None)[:5], "", "", ""] for name, p in base.points() if name not in shown]
+        rows += [[_BASELINE_NAMES[name], "", "", "", "", _fmt(f.aiq), _fmt(f.savings_at_95, True),
+                  _fmt(f.savings_at_100, True)]
+                 for name, f in (("single_model_hull", base.hull_frontier), ("random_mix", base.random_mix))]
+    return rows, routers_end
+
+
+def _legend(report: EvalReport) -> list[str]:
+    return [
+        f"quality: mean on the {report.n_prompts} prompts · $/1k: USD per 1,000 requests · rel: against "
+        f"{report.best_model} (the best single model) · below the rule: baselines, model:NAME = that model alone",
+        "AIQ: mean quality along the cost–quality frontier up to the priciest model's cost (higher is better)",
+        "saved @95% / @100%: cost saved against the best single model at 95% / 100% of its quality, on the "
+        "frontier · —: no frontier (a strategy without a knob is one point)",
+    ]
+
+
+def _print_report(report: EvalReport, console: Console) -> None:
+    where = f"{report.cv}-fold cross-validation" if report.cv else f"split {report.split}" if report.split else "all"
+    title = f"{report.n_prompts} prompts ({where}); best single model {report.best_model}"
+    rows, routers_end = _rows(report)
+    print_table(console, title, _FIELDS, rows, sections={routers_end})
+    for line in _legend(report):
+        console.print(line, style="dim", markup=False, highlight=False)
     for name, result in report.routers.items():
         if result.apgr is not None:
             console.print(f"{name}: APGR {result.apgr:.3f}, CPT(50%) {_fmt(result.cpt50, True)}, "

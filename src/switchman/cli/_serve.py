@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
-from .._config import Config, load_config
-from .._environ import Environment, export_bind_host, export_config_file
-from .._exceptions import ConfigError
+from .._config import Config, load_config, parse_config
+from .._environ import Environment, export_bind_host, export_config_file, export_local_url
+from .._exceptions import ConfigError, SwitchmanError
 from ..gateway import default_config, default_config_data, is_loopback
+from ._litellm import Import, from_litellm
+from ._serve_setup import check_port_free, check_router_files, local_address, log_config
 
-__all__ = ["app_from_environment", "check_bind", "init_command", "serve_command"]
+__all__ = ["app_from_environment", "check_bind", "import_litellm_command", "init_command", "serve_command"]
+
+#: Seconds uvicorn waits for a new worker to serve (at start and on SIGHUP) before giving up on it.
+_WORKER_READY_S = 60
+
 
 def check_bind(host: str, *, auth: str = "auto", has_keys: bool, master_key: bool) -> None:
     """Refuse to listen beyond loopback while nothing authenticates requests.
@@ -41,69 +49,91 @@ def _load(config_path: str | Path | None, env: Environment) -> tuple[Config, Pat
 
 
 def app_from_environment():  # type: ignore[no-untyped-def]
-    """ASGI app factory for worker processes (reads the environment once: $SWITCHMAN_CONFIG, keys)."""
+    """ASGI app factory for worker processes (reads the environment once: $SWITCHMAN_CONFIG, keys, the local model)."""
     from .._threads import limit_blas_threads
-    from ..gateway import Gateway, GuardedHttpProtocol, raise_fd_limit
+    from ..gateway import ConfigReloader, Gateway, GuardedHttpProtocol, raise_fd_limit
     from ..ui import serving_app  # the command line composes the gateway and the dashboard
 
     env = Environment.read()
     limit_blas_threads(env)  # a spawned worker did not run the CLI's process setup
-    config, base_dir = _load(env.config_file, env)
-    # uvicorn builds the worker's protocol from its import string, so the limits go on that class;
-    # this is the worker process's own copy, set once before it accepts a connection.
-    GuardedHttpProtocol.limits = config.server.limits.model_copy(
-        update={"max_connections": raise_fd_limit(config.server.limits)})
-    # The gateway knows where it listens: beyond loopback it never serves a request without a key.
-    host = env.bind_host or config.server.host
-    config = config.model_copy(update={"server": config.server.model_copy(update={"host": host})})
-    gateway = Gateway.from_config(config, base_dir=base_dir, env=env)
-    return serving_app(gateway, bind_host=host, base_dir=base_dir)
+    adjust = local_address(env)
+    try:
+        config, base_dir = _load(env.config_file, env)
+        # uvicorn builds the worker's protocol from its import string, so the limits go on that class;
+        # this is the worker process's own copy, set once before it accepts a connection.
+        GuardedHttpProtocol.limits = config.server.limits.model_copy(
+            update={"max_connections": raise_fd_limit(config.server.limits)})
+        # The gateway knows where it listens: beyond loopback it never serves a request without a key.
+        host = env.bind_host or config.server.host
+        config = config.model_copy(update={"server": config.server.model_copy(update={"host": host})})
+        gateway = Gateway.from_config(adjust(config), base_dir=base_dir, env=env)
+    except SwitchmanError as exc:  # a reload (SIGHUP to the parent) with a bad file: the old workers stay
+        from uvicorn.config import STARTUP_FAILURE
+
+        logging.getLogger("switchman.gateway").error("configuration failed, this worker does not start: %s", exc)
+        sys.exit(STARTUP_FAILURE)
+    reloader = ConfigReloader(gateway, env.config_file, adjust=adjust) if env.config_file else None
+    return serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader)
+
+
+def _has_keys(settings: Config) -> bool:
+    """Whether authentication was ever switched on in the keys database (a key was created there once)."""
+    from ..ledger import KeyStore
+
+    keys = KeyStore(settings.server.ledger_url)
+    try:
+        return keys.auth_enabled()
+    except SQLAlchemyError:  # the ledger is unreachable: we cannot tell, so only loopback is safe
+        return False
+    finally:
+        keys.close()
 
 
 def serve_command(
-    config: Path | None = None, host: str | None = None, port: int | None = None, workers: int = 1
+    config: Path | None = None, host: str | None = None, port: int | None = None, workers: int = 1,
+    access_log: bool = True,
 ) -> None:
-    """Run the gateway (uvicorn) until interrupted."""
+    """Run the gateway (uvicorn) until interrupted; SIGHUP reloads `config`."""
     import uvicorn
-
-    from ..ledger import KeyStore
 
     env = Environment.read()
     settings, base_dir = _load(config, env)
     host = host or settings.server.host
     port = settings.server.port if port is None else port
-    keys = KeyStore(settings.server.ledger_url)
-    try:
-        has_keys = keys.auth_enabled()
-    except SQLAlchemyError:  # the ledger is unreachable: we cannot tell, so only loopback is safe
-        has_keys = False
-    finally:
-        keys.close()
-    check_bind(host, auth=settings.server.auth, has_keys=has_keys,
+    check_bind(host, auth=settings.server.auth, has_keys=_has_keys(settings),
                master_key=bool(env.get(settings.server.master_key_env)))
+    check_port_free(host, port)
+    check_router_files(settings, base_dir)
     # The gateway knows where it listens: beyond loopback it never serves a request without a key.
     settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host, "port": port})})
-    # The ledger is the request log: no per-request access log line on the hot path.
+    # One access line per request (the ledger is the record); --no-access-log turns it off.
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
-                               "timeout_graceful_shutdown": 30}
+                               "log_config": log_config(access_log=access_log), "timeout_graceful_shutdown": 30}
     from ..local import serving_local_model
 
     # The local model tier (switchman[local]): its server starts before the gateway and stops after it.
-    with serving_local_model(settings):
+    with serving_local_model(settings) as local:
+        if local is not None:  # its port was picked at start: workers and reloads learn it from the environment
+            export_local_url(local.base_url)
+            env = Environment.read()
         if workers > 1:
             if config is not None:
                 export_config_file(Path(config).resolve())
             export_bind_host(host)
+            # A fresh worker loads router files and embedders before it serves: give it time to, on a busy machine.
             limits = settings.server.limits
             uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers,
-                        http="switchman.gateway:GuardedHttpProtocol", ws="none",
-                        timeout_keep_alive=limits.keepalive_timeout_s, **options)  # type: ignore[arg-type]
+                        timeout_worker_healthcheck=_WORKER_READY_S, http="switchman.gateway:GuardedHttpProtocol",
+                        ws="none", timeout_keep_alive=limits.keepalive_timeout_s, **options)  # type: ignore[arg-type]
             return
-        from ..gateway import Gateway, server_config
+        from ..gateway import ConfigReloader, Gateway, server_config
         from ..ui import serving_app
 
-        gateway = Gateway.from_config(settings, base_dir=base_dir, env=env)
-        app = serving_app(gateway, bind_host=host, base_dir=base_dir)
+        adjust = local_address(env)
+        gateway = Gateway.from_config(adjust(settings), base_dir=base_dir, env=env)
+        gateway.decider.warm_up()  # a router file or embedder that fails says so here, in one line
+        reloader = ConfigReloader(gateway, config, adjust=adjust) if config is not None else None
+        app = serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader)
         uvicorn.Server(server_config(app, settings.server.limits, **options)).run()
 
 
@@ -117,5 +147,41 @@ def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Pa
         "# switchman configuration, written by `switchman init`.\n"
         "# Models come from the providers whose key variables were set; add more under 'models'.\n"
     )
-    path.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path.write_text(header + yaml.dump(data, Dumper=_PlainDumper, sort_keys=False), encoding="utf-8")
     return path
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a list used twice as itself twice: no `&id001` anchors or `*id001` aliases in a file people edit."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def _comment(lines: list[str]) -> str:
+    return "".join(f"#   {line}\n" for line in lines)
+
+
+def import_litellm_command(source: Path, path: Path = Path("switchman.yaml"), force: bool = False) -> Import:
+    """Write `source` (a LiteLLM proxy config.yaml) as a switchman configuration at `path`; return the report."""
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; pass --force to overwrite it")
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_list"), list):
+        raise ConfigError(f"{source}: not a LiteLLM proxy configuration (no model_list)")
+    result = from_litellm(data)
+    parse_config(result.config, source=f"{path} (imported from {source})")  # what is written loads
+    header = f"# switchman configuration, imported from the LiteLLM configuration {source} by `switchman init`.\n"
+    if result.not_mapped:
+        header += "# Not carried over:\n" + _comment(result.not_mapped)
+    if result.unpriced:
+        dumped = yaml.dump({"models": result.unpriced}, Dumper=_PlainDumper, sort_keys=False).splitlines()
+        header += "# Left out until priced (add input_price and output_price, then move under models):\n" + \
+            _comment(dumped)
+    path.write_text(header + yaml.dump(result.config, Dumper=_PlainDumper, sort_keys=False), encoding="utf-8")
+    return result

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from ..evaluate import ledger_outcomes, load_data
 from ..learn import DEFAULT_SETTINGS, TrainedRouter, TrainSettings, train_router
+from ._progress import ProgressBars
 
 __all__ = ["train_command"]
 
@@ -40,9 +41,9 @@ def train_command(
             settings = replace(settings, impute_missing=True)
         else:
             table = load_data(data, split=split, task=task, models=models, aliases=dict(aliases or {}))
-    with console.status("training") as status:
+    with ProgressBars(console) as progress:
         source = [table.source] if from_ledger is not None else [str(d) for d in data]
-        trained = train_router(table, settings, source=source, progress=lambda msg: status.update(msg))
+        trained = train_router(table, settings, source=source, progress=progress)
     trained.save(out)
     _print_summary(trained, out, settings, console)
     return trained
@@ -52,10 +53,11 @@ def _print_summary(trained: TrainedRouter, out: Path, settings: TrainSettings, c
     cal = trained.summary["calibration"]
     console.print(
         f"[bold]{out}[/]: {trained.algorithm} router over {len(trained.models)} models, "
-        f"{trained.summary['n_prompts']} prompts, trained in {trained.summary['train_seconds']:.1f}s"
+        f"{trained.summary['n_prompts']} prompts, trained in {trained.summary['train_seconds']:.1f}s", soft_wrap=True
     )
     met = "[green]met[/]" if cal["met"] else "[red]not reachable; closest point kept[/]"
     console.print(
         f"calibration ({', '.join(cal['targets'])}; {settings.folds}-fold, training data only): knob {cal['knob']:.4g} → "
-        f"{cal['rel_quality']:.1%} of {trained.summary['best_model']}'s quality at ${cal['cost_per_1k']:.4f}/1k — {met}"
+        f"{cal['rel_quality']:.1%} of {trained.summary['best_model']}'s quality at ${cal['cost_per_1k']:.4f}/1k — {met}",
+        soft_wrap=True,
     )

@@ -8,12 +8,22 @@ The single-shot router is the same trained router, evaluated as `eval --strategy
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 
-from ..learn import TrainSettings, features_for, filled_input_tokens, fit_acceptance, out_of_fold, predicted_cost, train_router
+from ..learn import (
+    Progress,
+    TrainSettings,
+    features_for,
+    filled_input_tokens,
+    fit_acceptance,
+    out_of_fold,
+    predicted_cost,
+    quiet,
+    train_router,
+)
 from ._cascade_sim import SimPoint, calibrate_cascade, sweep_cascade
 from ._cost_quality import cost_at_quality
 from ._datasets import OutcomeTable
@@ -31,7 +41,6 @@ from ._run import predict_with_router
 
 __all__ = ["cascade_report"]
 
-Progress = Callable[[str], None]
 
 
 def _entry(points: Sequence[SimPoint], chosen: SimPoint, ref: References, label: str) -> RouterResult:
@@ -50,18 +59,17 @@ def _same_params(points: Sequence[SimPoint], chosen: SimPoint) -> SimPoint:
 
 def cascade_report(
     train: OutcomeTable, test: OutcomeTable, settings: TrainSettings, *, max_attempts: Sequence[int] = (2, 3),
-    progress: Progress | None = None,
+    progress: Progress = quiet,
 ) -> dict[str, RouterResult]:
     """Router entries for `eval`: the single-shot learned router and the cascade with each check."""
-    say = progress or (lambda _m: None)
+    say = progress
     trained = train_router(train, settings, source=[train.source], progress=say)
     ref = reference_points(test)
-    single_pred = predict_with_router(trained, test, name="learned (single-shot)")
+    single_pred = predict_with_router(trained, test, name="learned (single-shot)", progress=say)
     single = evaluate_predictions(single_pred, test, ref)
 
-    say("cascade: out-of-fold predictions on the training split")
-    x = features_for(train, settings, trained.task_vocabulary)
-    q_oof, out_oof = out_of_fold(x, train.quality, train.output_tokens, settings)
+    x = features_for(train, settings, trained.task_vocabulary, progress=say)
+    q_oof, out_oof = out_of_fold(x, train.quality, train.output_tokens, settings, progress=say)
     prices = np.array([trained.prices[m] for m in train.models])
     c_oof = predicted_cost(filled_input_tokens(train), out_oof, prices)
     acceptance = fit_acceptance(q_oof, train.output_tokens, train.quality, train.models)
@@ -72,7 +80,7 @@ def cascade_report(
     entries: dict[str, RouterResult] = {"learned (single-shot)": single}
     assert single.frontier is not None  # a learned router always has one
     for check, label in (("learned", "cascade (learned check)"), ("oracle", "cascade (oracle check, upper bound)")):
-        say(f"cascade: {check} check")
+        say(f"{check} check")
         score = acceptance.score if check == "learned" else None
         on_train = sweep_cascade(q_oof[full], c_oof[full], train.models, train.quality[full], train.cost_usd[full],
                                  train.output_tokens[full], check=check, score=score, max_attempts=max_attempts)

@@ -11,12 +11,12 @@ run the routing core's own strategies. The plan is checked when it is made, befo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._exceptions import ConfigError
-from ..learn import TrainedRouter, TrainSettings
+from ..learn import Progress, TrainedRouter, TrainSettings, prefixed, quiet
 from ._cost_quality import evaluate_choices
 from ._datasets import OutcomeTable
 from ._report import (
@@ -31,9 +31,6 @@ from ._report import (
 from ._run import cross_validate, predict_with_router, strategy_choices, train_and_predict
 
 __all__ = ["EvalPlan", "evaluate_table", "training_part"]
-
-Progress = Callable[[str], None]
-
 
 @dataclass(frozen=True)
 class EvalPlan:
@@ -67,31 +64,31 @@ def training_part(everything: OutcomeTable, evaluation: OutcomeTable) -> Outcome
     return train
 
 
-def _router_file(path: Path, evaluation: OutcomeTable, aliases: Mapping[str, str]) -> RouterPredictions:
+def _router_file(path: Path, evaluation: OutcomeTable, aliases: Mapping[str, str], say: Progress) -> RouterPredictions:
     trained = TrainedRouter.load(path)
     trained_aliases = {a: b for a, b in aliases.items() if a in trained.models}
     if trained_aliases:
         trained = trained.with_aliases(trained_aliases)
-    return predict_with_router(trained, evaluation, name=Path(path).stem)
+    return predict_with_router(trained, evaluation, name=Path(path).stem, progress=say)
 
 
 def _learned(everything: OutcomeTable, evaluation: OutcomeTable, plan: EvalPlan, say: Progress) -> RouterPredictions:
     if plan.cv:
         return cross_validate(evaluation, plan.settings, plan.cv, name=f"learned-cv{plan.cv}",
-                              progress=lambda m: say(f"learned: {m}"))
+                              progress=prefixed(say, "learned: "))
     prediction, _ = train_and_predict(training_part(everything, evaluation), evaluation, plan.settings,
-                                      name="learned", progress=lambda m: say(f"learned: {m}"))
+                                      name="learned", progress=prefixed(say, "learned: "))
     return prediction
 
 
-def evaluate_table(everything: OutcomeTable, plan: EvalPlan, *, progress: Progress | None = None) -> EvalReport:
+def evaluate_table(everything: OutcomeTable, plan: EvalPlan, *, progress: Progress = quiet) -> EvalReport:
     """Evaluate the plan's routers and strategies against the baselines on `everything`'s evaluated prompts."""
-    say = progress or (lambda _message: None)
+    say = progress
     evaluation = (everything.where_split(plan.split) if plan.split else everything).complete()
     if len(evaluation) == 0:
         raise ConfigError("no prompts to evaluate after filtering (every model must have answered a prompt)")
     ref = reference_points(evaluation)
-    predictions = [_router_file(path, evaluation, plan.aliases) for path in plan.routers]
+    predictions = [_router_file(path, evaluation, plan.aliases, say) for path in plan.routers]
     cascades: dict[str, RouterResult] = {}
     simple: dict[str, RouterResult] = {}
     for name in plan.strategies:
@@ -99,7 +96,7 @@ def evaluate_table(everything: OutcomeTable, plan: EvalPlan, *, progress: Progre
             from ._cascade_eval import cascade_report
 
             cascades = cascade_report(training_part(everything, evaluation), evaluation, plan.settings,
-                                      progress=lambda m: say(f"cascade: {m}"))
+                                      progress=prefixed(say, "cascade: "))
         elif name == "learned":
             predictions.append(_learned(everything, evaluation, plan, say))
         else:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import ConfigError, DatasetError
-from ..learn import TrainedRouter, get_embedder, predicted_cost
+from ..learn import Progress, TrainedRouter, embed_in_batches, get_embedder, predicted_cost, quiet
 from ..ledger import LedgerRecord
 from ..routing import RouteRequest, detect_task, select
 from ._datasets import OutcomeTable
@@ -117,14 +117,16 @@ def replay_choices(
     )
 
 
-def _features(trained: TrainedRouter, prompts: Sequence[str], tasks: Sequence[str | None]) -> np.ndarray:
+def _features(trained: TrainedRouter, prompts: Sequence[str], tasks: Sequence[str | None],
+              progress: Progress = quiet) -> np.ndarray:
     """Embeddings of the prompts (never cached on disk: logged prompts stay in the ledger only)."""
     embedder = get_embedder(trained.embedder)
-    return trained.features(embedder.embed(trained.texts(list(prompts))), list(tasks))
+    return trained.features(embed_in_batches(embedder, trained.texts(list(prompts)), progress=progress), list(tasks))
 
 
 def replay_ledger(trained: TrainedRouter, records: Sequence[LedgerRecord], *, models: Sequence[str] = (),
-                  prices: dict[str, tuple[float, float]] | None = None, source: str = "ledger") -> ReplayResult:
+                  prices: dict[str, tuple[float, float]] | None = None, source: str = "ledger",
+                  progress: Progress = quiet) -> ReplayResult:
     """Replay answered requests that have a stored prompt."""
     rows = [r for r in records if r.status == "ok" and r.model is not None and r.prompt]
     if not rows:
@@ -133,7 +135,7 @@ def replay_ledger(trained: TrainedRouter, records: Sequence[LedgerRecord], *, mo
                            f"({len(records)} records, {skipped} answered without a prompt); {NO_PROMPTS_HINT}")
     # The task as serving resolves it (detected from the prompt), for routers trained with tasks.
     tasks = [detect_task(RouteRequest(prompt=r.prompt or "")) for r in rows]
-    features = _features(trained, [r.prompt or "" for r in rows], tasks)
+    features = _features(trained, [r.prompt or "" for r in rows], tasks, progress)
     try:
         return replay_choices(
             trained, features, np.array([r.input_tokens for r in rows]), actual_models=[r.model for r in rows],
@@ -143,13 +145,14 @@ def replay_ledger(trained: TrainedRouter, records: Sequence[LedgerRecord], *, mo
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def replay_data(trained: TrainedRouter, table: OutcomeTable, models: Sequence[str]) -> ReplayResult:
+def replay_data(trained: TrainedRouter, table: OutcomeTable, models: Sequence[str], *,
+                progress: Progress = quiet) -> ReplayResult:
     """Replay outcome data (its true quality scores the choices)."""
     keep = list(models) or [m for m in trained.model_names if m in table.models]
     missing = [m for m in keep if m not in table.models]
     if missing or not keep:
         raise ConfigError(f"the data has no outcomes for {missing or list(trained.model_names)}; "
                           f"its models are {list(table.models)}")
-    features = _features(trained, table.prompts, table.tasks)
+    features = _features(trained, table.prompts, table.tasks, progress)
     quality = table.select_models(keep).quality
     return replay_choices(trained, features, table.prompt_input_tokens(), models=keep, true_quality=quality)

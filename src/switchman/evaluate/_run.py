@@ -7,13 +7,12 @@ run through the routing core's own strategy objects, one prompt at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from .._catalog import ModelSpec
 from .._exceptions import ConfigError
 from ..learn import (
+    Progress,
     TrainedRouter,
     TrainSettings,
     embed_cached,
@@ -21,6 +20,8 @@ from ..learn import (
     fit_prices,
     get_embedder,
     predicted_cost,
+    prefixed,
+    quiet,
     train_router,
 )
 from ..routing import CheapestStrategy, DecisionContext, FixedStrategy, RandomStrategy, RouteRequest, Strategy
@@ -29,10 +30,9 @@ from ._report import RouterPredictions
 
 __all__ = ["cross_validate", "predict_with_router", "strategy_choices", "train_and_predict"]
 
-Progress = Callable[[str], None]
-
-
-def predict_with_router(trained: TrainedRouter, table: OutcomeTable, *, name: str = "router") -> RouterPredictions:
+def predict_with_router(
+    trained: TrainedRouter, table: OutcomeTable, *, name: str = "router", progress: Progress = quiet
+) -> RouterPredictions:
     """The router's predictions for every prompt and model of `table` (models matched by name)."""
     names = trained.model_names
     missing = [m for m in table.models if m not in names]
@@ -43,7 +43,7 @@ def predict_with_router(trained: TrainedRouter, table: OutcomeTable, *, name: st
         )
     columns = [names.index(m) for m in table.models]
     embedder = get_embedder(trained.embedder)
-    embeddings = embed_cached(embedder, trained.texts(table.prompts))
+    embeddings = embed_cached(embedder, trained.texts(table.prompts), progress=prefixed(progress, f"{name}: "))
     q_all, out_all = trained.predict(trained.features(embeddings, table.tasks))
     trained_by_name = dict(zip(names, trained.models, strict=True))
     prices = np.array([trained.prices[trained_by_name[m]] for m in table.models])
@@ -55,15 +55,15 @@ def predict_with_router(trained: TrainedRouter, table: OutcomeTable, *, name: st
 
 
 def train_and_predict(
-    train: OutcomeTable, test: OutcomeTable, settings: TrainSettings, *, name: str, progress: Progress | None = None
+    train: OutcomeTable, test: OutcomeTable, settings: TrainSettings, *, name: str, progress: Progress = quiet
 ) -> tuple[RouterPredictions, TrainedRouter]:
     """Train (and calibrate) on `train`, predict `test`."""
     trained = train_router(train, settings, source=[train.source], progress=progress)
-    return predict_with_router(trained, test, name=name), trained
+    return predict_with_router(trained, test, name=name, progress=progress), trained
 
 
 def cross_validate(
-    table: OutcomeTable, settings: TrainSettings, k: int, *, name: str, progress: Progress | None = None
+    table: OutcomeTable, settings: TrainSettings, k: int, *, name: str, progress: Progress = quiet
 ) -> RouterPredictions:
     """K-fold CV: each fold is predicted by a router trained and calibrated on the other folds."""
     if k < 2 or k > len(table):
@@ -73,11 +73,12 @@ def cross_validate(
     cost = np.zeros(table.quality.shape)
     knobs = np.zeros(len(table))
     for i, fold in enumerate(folds):
-        if progress:
-            progress(f"fold {i + 1}/{k}")
+        progress("cross-validation folds", i, k)
         rest = np.setdiff1d(np.arange(len(table)), fold)
-        pred, trained = train_and_predict(table.subset(rest), table.subset(fold), settings, name=name)
+        pred, trained = train_and_predict(table.subset(rest), table.subset(fold), settings, name=name,
+                                          progress=prefixed(progress, f"fold {i + 1}/{k}: "))
         quality[fold], cost[fold], knobs[fold] = pred.quality, pred.cost, trained.knob
+    progress("cross-validation folds", k, k)
     target = ",".join(str(t) for t in settings.targets)
     return RouterPredictions(name=name, quality=quality, cost=cost, rule=settings.rule, knobs=knobs, target=target)
 

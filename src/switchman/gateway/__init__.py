@@ -18,15 +18,20 @@ from ._errors import Scrubber
 from ._feedback import submit_feedback
 from ._gateway import Gateway
 from ._inprocess import InProcessClient
+from ._middleware import ACCESS_LOGGER
 from ._providers import Deployment, Provider
+from ._reload import ConfigReloader
+from ._feed import StreamFeed
 from ._server import GuardedHttpProtocol, guarded_protocol, is_loopback, raise_fd_limit, server_config
 from ._stream import ChatStream
 from ..state import HealthBoard
 
 __all__ = [
+    "ACCESS_LOGGER",
     "Balancer",
     "ChatStream",
     "Completion",
+    "ConfigReloader",
     "Deployment",
     "DeploymentStatus",
     "Dispatcher",
@@ -39,6 +44,7 @@ __all__ = [
     "Provider",
     "RequestContext",
     "Scrubber",
+    "StreamFeed",
     "build_app",
     "build_middleware_stack",
     "default_config",

@@ -22,7 +22,8 @@ from ._errors import dialect_for_path, error_response
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
 from ._limiter import AddressLimiter
-from ._middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from ._middleware import AccessLogMiddleware, AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from ._reload import ConfigReloader
 from ._server import is_loopback
 
 __all__ = ["build_app", "build_middleware_stack"]
@@ -31,11 +32,12 @@ logger = logging.getLogger("switchman.gateway")
 
 
 def build_middleware_stack(gateway: Gateway, *, own_auth: Sequence[str] = ()) -> list[Middleware]:
-    """Outermost first: request id, body size limit, authentication (not under `own_auth` prefixes)."""
+    """Outermost first: access log, request id, body size limit, authentication (not under `own_auth` prefixes)."""
     server = gateway.config.server
     limiter = AddressLimiter(burst=server.limits.failed_auth_burst, per_s=server.limits.failed_auth_per_s)
     open_paths = {"/health"} | ({"/metrics"} if server.metrics_access == "open" else set())
     return [
+        Middleware(AccessLogMiddleware),
         Middleware(RequestIdMiddleware),
         Middleware(BodySizeLimitMiddleware, max_body_bytes=server.max_body_bytes),
         Middleware(AuthMiddleware, keyring=gateway.keyring, master_key=gateway.master_key, mode=server.auth,
@@ -44,8 +46,10 @@ def build_middleware_stack(gateway: Gateway, *, own_auth: Sequence[str] = ()) ->
     ]
 
 
-def build_app(gateway: Gateway, *, mounts: Sequence[Mount] = ()) -> Starlette:
-    """The gateway as a Starlette app; its lifespan starts and stops the gateway.
+def build_app(
+    gateway: Gateway, *, mounts: Sequence[Mount] = (), reloader: ConfigReloader | None = None
+) -> Starlette:
+    """The gateway as a Starlette app; its lifespan starts and stops the gateway (and the SIGHUP `reloader`).
 
     `mounts` are apps served under a path that authenticate their own requests, like the
     dashboard (`switchman.ui.build_dashboard`): the API key check does not apply below them.
@@ -81,9 +85,13 @@ def build_app(gateway: Gateway, *, mounts: Sequence[Mount] = ()) -> Starlette:
         background = [asyncio.create_task(gateway.refresh_budgets())]
         if gateway.keyring is not None:
             background.append(asyncio.create_task(gateway.keyring.run()))
+        if reloader is not None and not reloader.install():
+            logger.info("configuration reload on SIGHUP is off: the server does not run in the main thread")
         try:
             yield
         finally:
+            if reloader is not None:
+                reloader.uninstall()
             for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -21,6 +21,7 @@ import anyio
 import anyio.to_thread
 import orjson
 
+from .._config import Config
 from .._exceptions import (
     BudgetExceededError,
     BudgetLimitError,
@@ -144,11 +145,18 @@ class Dispatcher:
         return self.balancer.deployments
 
     @classmethod
-    def from_decider(cls, decider: Decider, env: Mapping[str, str] | None = None, **options: Any) -> Dispatcher:
-        """Build providers for every configured model, reading keys from `env` (default: the process's) once."""
+    def from_decider(
+        cls, decider: Decider, env: Mapping[str, str] | None = None, *, config: Config | None = None, **options: Any
+    ) -> Dispatcher:
+        """Build providers for every configured model, reading keys from `env` (default: the process's) once.
+
+        `config` gives the providers' addresses when they differ from the decider's configuration
+        (the local model's port, known once its server runs).
+        """
         env = Environment.read() if env is None else env
-        _, deployments = build_deployments(decider.config, decider.models, env)
-        options.setdefault("scrub", Scrubber(provider_keys(decider.config, env)))
+        config = decider.config if config is None else config
+        _, deployments = build_deployments(config, decider.models, env)
+        options.setdefault("scrub", Scrubber(provider_keys(config, env)))
         return cls(decider, deployments, **options)
 
     async def aclose(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -18,24 +19,33 @@ from ._middleware import MASTER_KEY_ID
 from ._schema import check_body, check_prompt_size, read_json
 from ._stream import RelayResponse
 
-__all__ = ["Endpoints", "read_request", "route_headers"]
+__all__ = ["Endpoints", "header_value", "read_request", "route_headers"]
 
 _JSON = "application/json"
 #: Bodies larger than this are parsed and validated in a worker thread, off the event loop.
 OFFLOAD_BYTES = 64 * 1024
 
 
-def _header_value(text: str) -> str:
-    """Text safe for an HTTP header: ASCII, one line, bounded."""
-    text = text.replace("→", "->").replace("\n", " ").replace("\r", " ")
-    return text.encode("ascii", "replace").decode()[:300]
+#: Symbols route reasons use, spelled in ASCII (an HTTP header is Latin-1 at best; clients show "?").
+_ASCII = str.maketrans({"→": "->", "←": "<-", "≤": "<=", "≥": ">=", "≠": "!=", "≈": "~", "×": "x", "−": "-",
+                        "–": "-", "—": "-", "…": "...", "‘": "'", "’": "'", "“": '"', "”": '"', "·": "*",
+                        "λ": "lambda", "Δ": "delta", "\n": " ", "\r": " ", "\t": " "})
+
+
+def header_value(text: str) -> str:
+    """Text safe for an HTTP header: ASCII spelled out (≤ → <=, é → e, else \\uXXXX), one line, bounded."""
+    text = text.translate(_ASCII)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(c for c in text if not unicodedata.combining(c))
+    return text.encode("ascii", "backslashreplace").decode("ascii")[:300]
 
 
 def route_headers(model: str, reason: str, *, deployment: str | None = None, cache: str | None = None) -> dict[str, str]:
     """The headers that say which model (and deployment) answered, why, and whether from the response cache."""
-    headers = {"x-switchman-model": model, "x-switchman-route-reason": _header_value(reason)}
+    headers = {"x-switchman-model": model, "x-switchman-route-reason": header_value(reason)}
     if deployment is not None:
-        headers["x-switchman-deployment"] = _header_value(deployment)
+        headers["x-switchman-deployment"] = header_value(deployment)
     if cache is not None:
         headers["x-switchman-cache"] = cache
     return headers
@@ -75,8 +85,13 @@ class Endpoints:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.dispatcher = gateway.dispatcher
         self._models = orjson.dumps(self._model_list())
+        self._models_of = gateway.config
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The gateway's current dispatcher (a configuration reload replaces it)."""
+        return self.gateway.dispatcher
 
     def _model_list(self) -> dict[str, Any]:
         config = self.gateway.config
@@ -116,6 +131,8 @@ class Endpoints:
 
     async def models(self, request: Request) -> Response:
         """GET /v1/models: every model and route."""
+        if self._models_of is not self.gateway.config:  # reloaded
+            self._models, self._models_of = orjson.dumps(self._model_list()), self.gateway.config
         return Response(self._models, media_type=_JSON)
 
     async def health(self, request: Request) -> Response:

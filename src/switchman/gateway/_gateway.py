@@ -21,6 +21,7 @@ from ..ledger import BudgetManager, KeySet, KeyStore, Ledger, Metrics
 from ._defaults import default_config
 from ._dispatcher import Dispatcher
 from ._keyring import Keyring
+from ._sessions import SessionKeeper
 from ._tracing import Tracing
 
 __all__ = ["Gateway"]
@@ -35,6 +36,7 @@ class Gateway:
     def __init__(
         self, dispatcher: Dispatcher, *, ledger: Ledger | None = None, keys: KeyStore | None = None,
         metrics: Metrics | None = None, master_key: str | None = None, dashboard_key: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.decider = dispatcher.decider
@@ -48,6 +50,8 @@ class Gateway:
         #: The dashboard's read-only login key (`dashboard.key_env`); the master key logs in read-write.
         self.dashboard_key = dashboard_key
         self.budgets = dispatcher.budgets
+        self.env: Mapping[str, str] = Environment.read() if env is None else env
+        self._retired: list[Dispatcher] = []  # replaced by a reload; closed at shutdown
         self._key_budgets_refresh: asyncio.Task[bool] | None = None
         if self.keyring is not None:
             self.keyring.on_change(self._key_budgets)
@@ -75,7 +79,28 @@ class Gateway:
                                              tracing=tracing)
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
                    master_key=env.get(config.server.master_key_env) or None,
-                   dashboard_key=env.get(config.dashboard.key_env) or None)
+                   dashboard_key=env.get(config.dashboard.key_env) or None, env=env)
+
+    def replacement(self, decider: Decider) -> Dispatcher:
+        """A dispatcher for a reloaded configuration (its decider built and warmed up), sharing this
+        gateway's ledger, metrics, tracing, health, rate-limit windows and sessions (the response cache
+        starts afresh); blocking, so build it off the event loop."""
+        config = decider.config
+        budgets = BudgetManager([*config.budgets, *(self.keys.budgets() if self.keys else [])], self.ledger) \
+            if self.ledger is not None else None
+        sessions = SessionKeeper.from_config(config, decider.models, store=self.dispatcher.sessions.store)
+        return Dispatcher.from_decider(decider, self.env, ledger=self.ledger, budgets=budgets, metrics=self.metrics,
+                                       health=self.dispatcher.health, limiter=self.dispatcher.balancer.limiter,
+                                       sessions=sessions, tracing=self.dispatcher.tracing)
+
+    def swap(self, dispatcher: Dispatcher) -> None:
+        """Serve new requests with `dispatcher` (one assignment each: a request sees the old or the new).
+
+        Requests already in flight finish on the old one, whose connections close at shutdown.
+        """
+        self._retired.append(self.dispatcher)
+        self.dispatcher, self.decider, self.config = dispatcher, dispatcher.decider, dispatcher.decider.config
+        self.budgets = dispatcher.budgets
 
     async def start(self) -> None:
         """Load every route's strategy (router files, embedders), start the ledger writer, read the keys."""
@@ -91,16 +116,17 @@ class Gateway:
 
     async def refresh_budgets(self, every_s: float = 5.0) -> None:
         """Keep budget counters in step with spend other workers (or SDK users) write to the ledger."""
-        budgets = self.budgets
-        if budgets is None:
-            return
         while True:
             await anyio.sleep(every_s)
-            if budgets.usage():  # budgets can be added while running; a database that hangs must not hold
-                await anyio.to_thread.run_sync(budgets.refresh, abandon_on_cancel=True)  # shutdown: thread left
+            budgets = self.budgets  # a reload may replace them
+            # usage(): budgets can be added while running; a database that hangs must not hold shutdown
+            if budgets is not None and budgets.usage():
+                await anyio.to_thread.run_sync(budgets.refresh, abandon_on_cancel=True)  # (the thread is left)
 
     async def aclose(self) -> None:
         """Close upstream connections, then flush the ledger."""
+        for retired in self._retired:
+            await retired.aclose()
         await self.dispatcher.aclose()
         if self.ledger is not None:
             await self.ledger.close()

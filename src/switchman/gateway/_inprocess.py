@@ -1,26 +1,38 @@
-"""The dispatcher in process, for `Router.chat` and `await Router.achat`.
+"""The dispatcher in process, for `Router.chat` and `await Router.achat` (and their streams).
 
 It runs on one private event-loop thread (an anyio blocking portal), so a sync caller, an async
 caller and many threads all share one connection pool, one health board and one ledger writer,
-and requests behave exactly as they do through `switchman serve`.
+and requests behave exactly as they do through `switchman serve`. A configuration with a local
+model switchman runs itself (a `local` provider on loopback) gets that server started here, as
+`serve` starts it.
+
+Nothing here keeps a process alive. The loop thread is a daemon, and a client its caller never
+closed is closed when it is garbage-collected or, at the latest, as the interpreter exits — before
+Python waits for non-daemon threads — so a script that ends (or dies of an uncaught exception)
+without `close()` still exits promptly, with its ledger rows written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
 import threading
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from .._exceptions import InvalidRequestError
+from .._config import Config
 from .._environ import Environment
 from ..ledger import BudgetManager, Ledger
+from ..local import LocalModelServer, managed_server, with_local_url
 from ._context import RequestContext
-from ._dispatcher import Dispatcher
+from ._dispatcher import Completion, Dispatcher
+from ._feed import StreamFeed
 from ._schema import check_body
 
 if TYPE_CHECKING:
@@ -28,67 +40,164 @@ if TYPE_CHECKING:
 
 __all__ = ["InProcessClient"]
 
+logger = logging.getLogger("switchman.sdk")
+
+#: Seconds `close()` waits for in-flight work and the ledger when the interpreter exits.
+EXIT_TIMEOUT_S = 10.0
+
+
+class _Runtime:
+    """What a client owns: the loop thread, the dispatcher on it, its ledger, and the local model server."""
+
+    def __init__(self, decider: Decider, env: Environment) -> None:
+        config = decider.config
+        self.local: LocalModelServer | None = managed_server(config)
+        if self.local is not None:
+            self.local.start()  # raises LocalModelError saying how to install what is missing
+            config = with_local_url(config, self.local.base_url)
+        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal(name="switchman-sdk-loop")
+        try:
+            self.portal = self._portal_cm.__enter__()
+            self.dispatcher: Dispatcher = self.portal.call(self._build, decider, config, env)
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            if self.local is not None:
+                self.local.stop()
+            raise
+        self._feeds: dict[StreamFeed, asyncio.Task[None]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @staticmethod
+    async def _build(decider: Decider, config: Config, env: Environment) -> Dispatcher:
+        ledger = Ledger.from_url(config.server.ledger_url)
+        await ledger.start()
+        return Dispatcher.from_decider(decider, env, config=config, ledger=ledger,
+                                       budgets=BudgetManager(config.budgets, ledger))
+
+    async def open_stream(self, body: dict[str, Any], context: RequestContext) -> StreamFeed:
+        """Open the upstream stream (fallbacks happen here) and start relaying it."""
+        feed = StreamFeed(await self.dispatcher.open_stream(body, context), self.portal)
+        task = asyncio.get_running_loop().create_task(feed.run())
+        self._feeds[feed] = task
+        task.add_done_callback(lambda _: self._feeds.pop(feed, None))
+        return feed
+
+    async def _aclose(self) -> None:
+        for feed in list(self._feeds):  # streams still open: end them, recording each
+            await feed.stop()
+        await self.dispatcher.aclose()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop open streams, close connections, write the ledger, stop the loop and the local model (once)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.portal.start_task_soon(self._aclose).result(timeout)
+        except TimeoutError:  # stuck: cancel what still runs, so stopping the loop cannot wait on it
+            self.portal.call(self.portal.stop, True)
+            raise
+        finally:
+            if self.dispatcher.ledger is not None:
+                self.dispatcher.ledger.close_sync(30.0 if timeout is None else timeout)
+            self._portal_cm.__exit__(None, None, None)
+            if self.local is not None:
+                self.local.stop()
+
+
+# Clients still open, closed as the interpreter exits. threading's exit hooks run before Python joins
+# non-daemon threads (anyio's worker threads are such), so the loop is still alive to close with;
+# plain `atexit` runs after that join, too late. `_register_atexit` is what concurrent.futures uses.
+_unclosed: set[weakref.finalize[..., Any]] = set()
+_hook_lock = threading.Lock()
+_hooked = False
+
+
+def _close_unclosed() -> None:
+    for finalizer in list(_unclosed):
+        finalizer()
+
+
+def _close_at_exit(finalizer: weakref.finalize[..., Any]) -> None:
+    global _hooked
+    with _hook_lock:
+        _unclosed.add(finalizer)
+        if not _hooked:
+            register = getattr(threading, "_register_atexit", atexit.register)
+            register(_close_unclosed)
+            _hooked = True
+
+
+def _close_runtime(runtime: _Runtime) -> None:
+    try:
+        runtime.close(EXIT_TIMEOUT_S)
+    except (RuntimeError, TimeoutError) as exc:  # the loop is gone or stuck: nothing more can be written
+        logger.error("switchman: could not close the in-process client cleanly: %s", exc)
+
 
 class InProcessClient:
     """Sends chat requests through a Dispatcher on a background event loop."""
 
     def __init__(self, decider: Decider, env: Mapping[str, str] | None = None) -> None:
         self._decider = decider
-        self._env = Environment.read() if env is None else Environment(env)
-        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
-        self._portal = self._portal_cm.__enter__()
-        self._lock = threading.Lock()
-        self._closed = False
-        self.dispatcher: Dispatcher = self._portal.call(self._build)
+        self._runtime = _Runtime(decider, Environment.read() if env is None else Environment(env))
+        self._portal = self._runtime.portal
+        self.dispatcher: Dispatcher = self._runtime.dispatcher
+        self._finalizer = weakref.finalize(self, _close_runtime, self._runtime)
+        self._finalizer.atexit = False  # _close_unclosed runs it, earlier than atexit would
+        _close_at_exit(self._finalizer)
 
-    async def _build(self) -> Dispatcher:
-        config = self._decider.config
-        ledger = Ledger.from_url(config.server.ledger_url)
-        await ledger.start()
-        return Dispatcher.from_decider(self._decider, self._env, ledger=ledger,
-                                      budgets=BudgetManager(config.budgets, ledger))
+    @property
+    def local_server(self) -> LocalModelServer | None:
+        """The local model server this client started, if its configuration has one."""
+        return self._runtime.local
 
     @staticmethod
     def _request(
         messages: Sequence[Mapping[str, Any]] | str, *, model: str = "auto", agent: str | None = None,
         session: str | None = None, tags: Sequence[str] = (), task: str | None = None, cache: bool | None = None,
+        stream: bool = False,
         **params: Any,
     ) -> tuple[dict[str, Any], RequestContext]:
-        if params.get("stream"):
-            raise InvalidRequestError("Router.chat does not stream; use the gateway for streaming", param="stream")
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        body = check_body({"model": model, "messages": list(messages), **params})
+        body = check_body({"model": model, "messages": list(messages), **params, "stream": stream})
         context = RequestContext(request_id=uuid.uuid4().hex, agent=agent, session=session, tags=tuple(tags),
                                  task=task, cache=cache)
         return body, context
 
-    async def _complete(self, body: dict[str, Any], context: RequestContext) -> dict[str, Any]:
-        return (await self.dispatcher.complete(body, context)).json()
-
-    def chat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> dict[str, Any]:
-        """The chat.completion for these messages (blocks until it arrives)."""
+    def chat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
+        """The answer to these messages (blocks until it arrives)."""
         body, context = self._request(messages, **options)
-        return self._portal.call(self._complete, body, context)
+        completion: Completion = self._portal.call(self.dispatcher.complete, body, context)
+        return completion
 
-    async def achat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> dict[str, Any]:
-        """The chat.completion for these messages, awaited from the caller's event loop."""
+    def stream(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> StreamFeed:
+        """The answer's stream, opened (blocks until the first chunk has arrived)."""
+        body, context = self._request(messages, stream=True, **options)
+        feed: StreamFeed = self._portal.call(self._runtime.open_stream, body, context)
+        return feed
+
+    async def achat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
+        """`chat` awaited from the caller's event loop."""
         body, context = self._request(messages, **options)
-        future = self._portal.start_task_soon(self._complete, body, context)
-        return await asyncio.wrap_future(future)
+        future = self._portal.start_task_soon(self.dispatcher.complete, body, context)
+        completion: Completion = await asyncio.wrap_future(future)
+        return completion
 
-    async def _aclose(self) -> None:
-        await self.dispatcher.aclose()
-        if self.dispatcher.ledger is not None:
-            await self.dispatcher.ledger.close()
+    async def astream(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> StreamFeed:
+        """`stream` awaited from the caller's event loop."""
+        body, context = self._request(messages, stream=True, **options)
+        feed: StreamFeed = await asyncio.wrap_future(self._portal.start_task_soon(self._runtime.open_stream, body,
+                                                                                  context))
+        return feed
 
     def close(self) -> None:
-        """Close connections, flush the ledger and stop the loop thread (idempotent)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        try:
-            self._portal.call(self._aclose)
-        finally:
-            self._portal_cm.__exit__(None, None, None)
+        """End open streams, close connections, flush the ledger and stop the loop thread (idempotent)."""
+        self._finalizer.atexit = False
+        with _hook_lock:
+            _unclosed.discard(self._finalizer)
+        if self._finalizer.detach() is not None:
+            self._runtime.close()

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._config import CacheConfig, Config
+from .._exceptions import UpstreamError
+from ..routing import Decision
 from ..state import CacheBackend, MemoryCache, RedisCache
 from ._exchange import Exchange
 from ._sessions import TRUNCATED
@@ -177,6 +179,31 @@ class ReplayStream:
         """Why the model was chosen (the decision that found the entry)."""
         decision = self._exchange.decision
         return decision.reason if decision is not None else ""
+
+    @property
+    def request_id(self) -> str:
+        """switchman's id of the request (its ledger row)."""
+        return self._exchange.context.request_id
+
+    @property
+    def decision(self) -> Decision | None:
+        """The decision that found the entry."""
+        return self._exchange.decision
+
+    @property
+    def error(self) -> UpstreamError | None:
+        """None: a replay does not fail."""
+        return None
+
+    @property
+    def usage(self) -> Usage | None:
+        """The cached answer's token counts, once the replay is closed."""
+        return self._answer.usage if self._closed else None
+
+    @property
+    def cost_usd(self) -> float | None:
+        """0.0 once closed: a hit costs nothing."""
+        return 0.0 if self._closed else None
 
     async def relay(self, send: Callable[[bytes], Awaitable[None]]) -> None:
         """Send the kept events, one at a time."""

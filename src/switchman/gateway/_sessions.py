@@ -144,7 +144,7 @@ class SessionKeeper:
         policy = SessionPolicy(ttl_s=s.ttl_s, escalate_only=s.escalate_only,
                                value_per_quality_point_usd=s.value_per_quality_point_usd,
                                expected_remaining_turns=s.expected_remaining_turns)
-        return cls(store or MemorySessionStore(s.ttl_s, s.max_sessions), policy, specs,
+        return cls(store if store is not None else MemorySessionStore(s.ttl_s, s.max_sessions), policy, specs,
                    negative_feedback_below=s.negative_feedback_below, clock=clock)
 
     def steer(self, request: RouteRequest, decision: Decision, context: RequestContext) -> Decision:

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .._exceptions import BudgetExceededError, UpstreamError, UpstreamServerError
+from ..routing import Decision
 from ._errors import error_payload
 from ..state import HealthStore
 from ._exchange import Exchange
@@ -137,6 +138,31 @@ class ChatStream:
         """Why it was chosen."""
         decision = self._exchange.decision
         return decision.reason if decision is not None else ""
+
+    @property
+    def request_id(self) -> str:
+        """switchman's id of the request (its ledger row)."""
+        return self._exchange.context.request_id
+
+    @property
+    def decision(self) -> Decision | None:
+        """The decision that chose the model."""
+        return self._exchange.decision
+
+    @property
+    def error(self) -> UpstreamError | None:
+        """The upstream failure that ended the stream after its first byte, if one did."""
+        return self._error
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token counts, once the stream is closed (the upstream's, else switchman's estimate)."""
+        return self._exchange.usage if self._closed else None
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What the answer cost, once the stream is closed."""
+        return self._exchange.cost(self._dispatcher.decider.models) if self._closed else None
 
     @property
     def durable(self) -> bool:
@@ -347,11 +373,13 @@ class RelayResponse(Response):
                 group.start_soon(watch)
                 await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
                 stream = self.stream
-                if isinstance(stream, ChatStream) and stream.durable:
-                    # The row is committed before the answer's last event and its last byte.
-                    last = await stream.relay(body, hold_last=True)
+                if isinstance(stream, ChatStream):
+                    # Recorded (and kept by the response cache) before the answer's last byte, so a request the
+                    # client sends next finds both; with sync durability the row is committed before the last event.
+                    durable = stream.durable
+                    last = await stream.relay(body, hold_last=durable)
                     done = True
-                    await stream.committed()
+                    await (stream.committed() if durable else stream.aclose())
                     if last:
                         await body(last)
                 else:

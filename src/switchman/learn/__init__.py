@@ -7,6 +7,7 @@ from ._calibrate import Target, knob_grid, parse_target, sweep
 from ._embedders import available_embedders, get_embedder
 from ._embedding import Embedder
 from ._online import BetaCounts, OnlineStrategy
+from ._progress import EMBED_BATCH, Progress, embed_in_batches, prefixed, quiet
 from ._settings import DEFAULT_SETTINGS, parse_params, train_settings
 from ._strategy import LearnedStrategy
 from ._train import (
@@ -26,15 +27,18 @@ __all__ = [
     "BetaCounts",
     "DEFAULT_EMBEDDER",
     "DEFAULT_SETTINGS",
+    "EMBED_BATCH",
     "Embedder",
     "FORMAT_VERSION",
     "LearnedStrategy",
     "OnlineStrategy",
+    "Progress",
     "Target",
     "TrainSettings",
     "TrainedRouter",
     "available_embedders",
     "embed_cached",
+    "embed_in_batches",
     "features_for",
     "filled_input_tokens",
     "fit_acceptance",
@@ -45,6 +49,8 @@ __all__ = [
     "parse_params",
     "parse_target",
     "predicted_cost",
+    "prefixed",
+    "quiet",
     "sweep",
     "train_router",
     "train_settings",

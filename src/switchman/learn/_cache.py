@@ -18,6 +18,7 @@ import numpy as np
 
 from .._environ import Environment
 from ._embedding import Embedder
+from ._progress import Progress, embed_in_batches, quiet
 
 __all__ = ["cache_dir", "embed_cached"]
 
@@ -50,7 +51,8 @@ def _load(embedder_name: str) -> dict[bytes, np.ndarray]:
             with np.load(_store_path(embedder_name), allow_pickle=False) as store:
                 keys, vectors = store["keys"], store["vectors"]
             if len(keys) == len(vectors):
-                entries = {bytes(k): v for k, v in zip(keys, vectors, strict=True)}
+                # numpy's "S16" drops a key's trailing NUL bytes (1 key in 256): pad them back.
+                entries = {bytes(k).ljust(16, b"\0"): v for k, v in zip(keys, vectors, strict=True)}
         except (OSError, ValueError, KeyError):
             pass
         _memory[key] = entries
@@ -70,10 +72,12 @@ def _save(embedder_name: str, entries: dict[bytes, np.ndarray]) -> None:
         pass  # a read-only home still trains, just without the cache
 
 
-def embed_cached(embedder: Embedder, texts: Sequence[str], *, use_cache: bool = True) -> np.ndarray:
-    """Embeddings of `texts` (rows in order), computing only those not cached yet."""
+def embed_cached(
+    embedder: Embedder, texts: Sequence[str], *, use_cache: bool = True, progress: Progress = quiet
+) -> np.ndarray:
+    """Embeddings of `texts` (rows in order), computing only those not cached yet (counted in `progress`)."""
     if not use_cache:
-        return np.asarray(embedder.embed(texts), dtype=np.float32)
+        return embed_in_batches(embedder, texts, progress=progress)
     entries = _load(embedder.name)
     digests = [_digest(t) for t in texts]
     missing: dict[bytes, str] = {}
@@ -81,7 +85,7 @@ def embed_cached(embedder: Embedder, texts: Sequence[str], *, use_cache: bool = 
         if digest not in entries and digest not in missing:
             missing[digest] = text
     if missing:
-        vectors = np.asarray(embedder.embed(list(missing.values())), dtype=np.float32)
+        vectors = embed_in_batches(embedder, list(missing.values()), progress=progress)
         entries.update(zip(missing, vectors, strict=True))
         _save(embedder.name, entries)
     if not digests:

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from ._cache import embed_cached
 from ._calibrate import Target, calibrate, sweep
 from ._embedders import get_embedder
 from ._features import Focus, focus_text, task_features
+from ._progress import Progress, quiet
 from ._knn import KNNPredictor
 
 __all__ = [
@@ -127,30 +128,36 @@ def _best_single_model(quality: np.ndarray) -> tuple[float, int]:
 
 
 def features_for(
-    data: OutcomeData, settings: TrainSettings, vocabulary: Sequence[str], *, use_cache: bool = True
+    data: OutcomeData, settings: TrainSettings, vocabulary: Sequence[str], *, use_cache: bool = True,
+    progress: Progress = quiet,
 ) -> np.ndarray:
     """Feature rows for every prompt in `data`."""
     embedder = get_embedder(settings.embedder)
-    x = embed_cached(embedder, [focus_text(p, settings.focus) for p in data.prompts], use_cache=use_cache)
+    x = embed_cached(embedder, [focus_text(p, settings.focus) for p in data.prompts], use_cache=use_cache,
+                     progress=progress)
     if settings.use_task and vocabulary:
         x = np.hstack([x, task_features(data.tasks, vocabulary, settings.task_weight)])
     return x
 
 
 def out_of_fold(
-    x: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray, settings: TrainSettings
+    x: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray, settings: TrainSettings, *,
+    progress: Progress = quiet,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """K-fold out-of-fold predicted quality and output tokens for every row."""
+    """K-fold out-of-fold predicted quality and output tokens for every row (folds counted in `progress`)."""
     n = x.shape[0]
     folds = np.array_split(np.random.default_rng(settings.seed).permutation(n), max(settings.folds, 2))
     q_hat = np.zeros_like(quality, dtype=np.float64)
     out_hat = np.zeros_like(output_tokens, dtype=np.float64)
-    for fold in folds:
+    message = f"calibrating ({len(folds)}-fold)"
+    for done, fold in enumerate(folds):
+        progress(message, done, len(folds))
         rest = np.setdiff1d(np.arange(n), fold)
         predictor = build_predictor(settings.algorithm, settings.params).fit(x[rest], quality[rest], output_tokens[rest])
         lengths = KNNPredictor(k=settings.length_k).fit(x[rest], quality[rest], output_tokens[rest])
         q_hat[fold] = predictor.predict(x[fold])
         out_hat[fold] = lengths.predict_output_tokens(x[fold])
+    progress(message, len(folds), len(folds))
     return q_hat, out_hat
 
 
@@ -160,22 +167,20 @@ def train_router(
     *,
     source: Sequence[str] = (),
     use_cache: bool = True,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = quiet,
 ) -> TrainedRouter:
     """Train and calibrate a router on all of `data` (pass the training split only)."""
-    say = progress or (lambda _msg: None)
+    say = progress
     started = time.perf_counter()
     if len(data.prompt_ids) < max(settings.folds, 2) * 2:
         raise DatasetError(f"too few prompts to train ({len(data.prompt_ids)}); need at least {settings.folds * 2}")
     vocabulary = tuple(sorted({t for t in data.tasks if t})) if settings.use_task else ()
-    say(f"embedding {len(data.prompts)} prompts with {settings.embedder}")
-    x = features_for(data, settings, vocabulary, use_cache=use_cache)
+    x = features_for(data, settings, vocabulary, use_cache=use_cache, progress=say)
     prices = fit_prices(data)
     price_matrix = np.array([prices[m] for m in data.models])
     inputs = filled_input_tokens(data)
 
-    say(f"calibrating on {settings.folds}-fold out-of-fold predictions")
-    q_hat, out_hat = out_of_fold(x, data.quality, data.output_tokens, settings)
+    q_hat, out_hat = out_of_fold(x, data.quality, data.output_tokens, settings, progress=say)
     c_hat = predicted_cost(inputs, out_hat, price_matrix)
     true_cost = np.where(np.isnan(data.cost_usd), predicted_cost(inputs, data.output_tokens, price_matrix), data.cost_usd)
     # Each prompt is routed among the models with an outcome for it (ineligible cells carry −inf):
@@ -190,7 +195,7 @@ def train_router(
     best_quality, best = _best_single_model(quality)
     result = calibrate(points, settings.targets, data.models, best_quality)
 
-    say("fitting on all training prompts")
+    say("fitting on all prompts")
     predictor = build_predictor(settings.algorithm, settings.params).fit(x, data.quality, data.output_tokens)
     lengths = shared_knn(predictor) or KNNPredictor(k=settings.length_k).fit(x, data.quality, data.output_tokens)
     seconds = time.perf_counter() - started

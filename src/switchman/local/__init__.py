@@ -5,7 +5,7 @@
         OpenAI(base_url=server.base_url, api_key="local")
 
 A configuration provider named `local` on a loopback address is this server: `switchman serve` starts
-it first and stops it last. Importing this package loads neither xllamacpp nor the model.
+it first and stops it last (port 0: any free port). Importing this package loads neither xllamacpp nor the model.
 """
 
 from .._exceptions import LocalModelError
@@ -25,6 +25,7 @@ from ._tier import (
     local_model_config,
     managed_server,
     serving_local_model,
+    with_local_url,
 )
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "local_model_config",
     "managed_server",
     "serving_local_model",
+    "with_local_url",
 ]

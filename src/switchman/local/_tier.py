@@ -1,9 +1,10 @@
 """The local model as part of a configuration: its entries, and the server `switchman serve` runs for it.
 
-A provider named `local` on a loopback address is switchman's own: `switchman serve` starts the local
-model server on that address before the gateway and stops it after. The embedded defaults (and
-`switchman init`) put it at DEFAULT_LOCAL_BASE_URL, a fixed port so that every `--workers` process,
-and a configuration file written once, reach the same server.
+A provider named `local` on a loopback address is switchman's own: `switchman serve` (and the SDK's
+`Router.chat`) starts the local model server on that address before the gateway and stops it after.
+The embedded defaults (and `switchman init`) put it at DEFAULT_LOCAL_BASE_URL, port 0: a free port
+is picked when the server starts, so two gateways on one machine never collide, and the address it
+got is handed to what calls it (`with_local_url`; `serve --workers` exports it to its workers).
 """
 
 from __future__ import annotations
@@ -20,11 +21,19 @@ from .._config import Config
 from ._install import INSTALL_HINT, engine_available, gguf_path
 from ._server import LOCAL_CONTEXT_WINDOW, LOCAL_MODEL, LocalModelServer
 
-__all__ = ["DEFAULT_LOCAL_BASE_URL", "LOCAL_PROVIDER", "local_model_config", "managed_server", "serving_local_model"]
+__all__ = [
+    "DEFAULT_LOCAL_BASE_URL",
+    "LOCAL_PROVIDER",
+    "local_model_config",
+    "managed_server",
+    "serving_local_model",
+    "with_local_url",
+]
 
 #: The provider name that marks switchman's own local model server.
 LOCAL_PROVIDER = "local"
-DEFAULT_LOCAL_BASE_URL = "http://127.0.0.1:8181/v1"
+#: Port 0: any free port, chosen when the server starts.
+DEFAULT_LOCAL_BASE_URL = "http://127.0.0.1:0/v1"
 
 
 def local_model_config(base_url: str = DEFAULT_LOCAL_BASE_URL) -> dict[str, Any]:
@@ -62,7 +71,16 @@ def managed_server(config: Config) -> LocalModelServer | None:
     url = httpx.URL(provider.base_url)
     if not _is_loopback(url.host):
         return None
-    return LocalModelServer(host=url.host, port=url.port or 80)
+    return LocalModelServer(host=url.host, port=url.port if url.port is not None else 80)
+
+
+def with_local_url(config: Config, base_url: str) -> Config:
+    """`config` with its local provider at `base_url` (where the running server listens)."""
+    provider = config.providers.get(LOCAL_PROVIDER)
+    if provider is None or provider.base_url == base_url:
+        return config
+    providers = {**config.providers, LOCAL_PROVIDER: provider.model_copy(update={"base_url": base_url})}
+    return config.model_copy(update={"providers": providers})
 
 
 def _to_stderr(message: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from ..gateway import Gateway, build_app
+from ..gateway import ConfigReloader, Gateway, build_app
 from ._app import build_dashboard
 
 __all__ = ["DASHBOARD_PATH", "serving_app"]
@@ -15,9 +15,11 @@ __all__ = ["DASHBOARD_PATH", "serving_app"]
 DASHBOARD_PATH = "/ui"
 
 
-def serving_app(gateway: Gateway, *, bind_host: str, base_dir: str | Path = ".") -> Starlette:
-    """The gateway's ASGI app, with the dashboard at /ui unless `dashboard.enabled` is false."""
+def serving_app(
+    gateway: Gateway, *, bind_host: str, base_dir: str | Path = ".", reloader: ConfigReloader | None = None
+) -> Starlette:
+    """The gateway's ASGI app, with the dashboard at /ui unless `dashboard.enabled` is false (SIGHUP: `reloader`)."""
     if not gateway.config.dashboard.enabled:
-        return build_app(gateway)
+        return build_app(gateway, reloader=reloader)
     dashboard = build_dashboard(gateway, bind_host=bind_host, base_dir=base_dir)
-    return build_app(gateway, mounts=[Mount(DASHBOARD_PATH, dashboard)])
+    return build_app(gateway, mounts=[Mount(DASHBOARD_PATH, dashboard)], reloader=reloader)

@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from .._embeddings import check_embeddings, embed
 from .._endpoints import read_request, route_headers
+from .._dispatcher import Dispatcher
 from .._gateway import Gateway
 from .._schema import read_json
 from .._dispatcher import Completion
@@ -46,7 +47,11 @@ class DialectEndpoints:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.dispatcher = gateway.dispatcher
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The gateway's current dispatcher (a configuration reload replaces it)."""
+        return self.gateway.dispatcher
 
     async def messages(self, request: Request) -> Response:
         """POST /v1/messages."""

@@ -1,0 +1,154 @@
+"""StreamFeed: a stream `Router.chat(..., stream=True)` reads from any thread while the client's loop relays it.
+
+The relay runs on the in-process client's event-loop thread and hands pieces over through a small
+bounded channel, so a slow reader holds the upstream back instead of buffering the whole answer.
+Leaving early (`close`, or a feed dropped unread) cancels the upstream call and records the request
+as the client's disconnect, as the gateway does when an HTTP client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Protocol
+
+import anyio
+import orjson
+from anyio.from_thread import BlockingPortal
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._exceptions import UpstreamError
+from ..routing import Decision
+from ._stream import RelayedStream
+from ._wire import Usage
+
+__all__ = ["StreamFeed"]
+
+_BUFFERED_PIECES = 32
+
+
+def _chunks(piece: bytes) -> list[dict[str, Any]]:
+    """The chat.completion.chunk objects in a piece of relayed SSE (no [DONE], no error event)."""
+    found: list[dict[str, Any]] = []
+    for event in piece.split(b"\n\n"):
+        data = event.strip().removeprefix(b"data:").strip()
+        if not data or data == b"[DONE]":
+            continue
+        chunk = orjson.loads(data)
+        if isinstance(chunk, dict) and "error" not in chunk:  # an upstream failure is raised, not yielded
+            found.append(chunk)
+    return found
+
+
+class FeedSource(RelayedStream, Protocol):
+    """What a feed relays: a live ChatStream or a stream replayed from the response cache."""
+
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def decision(self) -> Decision | None: ...
+    @property
+    def error(self) -> UpstreamError | None: ...
+    @property
+    def usage(self) -> Usage | None: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+
+
+class StreamFeed:
+    """One opened chat stream: relayed on the client's loop (`run`), read from any thread.
+
+    Made on the loop thread once the upstream has sent its first event (fallbacks are over by then).
+    """
+
+    def __init__(self, stream: FeedSource, portal: BlockingPortal) -> None:
+        self._stream = stream
+        self._portal = portal
+        self._send: MemoryObjectSendStream[bytes]
+        self._receive: MemoryObjectReceiveStream[bytes]
+        self._send, self._receive = anyio.create_memory_object_stream[bytes](_BUFFERED_PIECES)
+        self._scope = anyio.CancelScope()
+        self._recorded = anyio.Event()
+
+    # -- what the reader sees ---------------------------------------------------------------------
+    @property
+    def request_id(self) -> str:
+        """switchman's id of the request."""
+        return self._stream.request_id
+
+    @property
+    def model(self) -> str:
+        """The configured model answering."""
+        return self._stream.model
+
+    @property
+    def decision(self) -> Decision | None:
+        """Why that model."""
+        return self._stream.decision
+
+    @property
+    def error(self) -> UpstreamError | None:
+        """The upstream failure that ended the stream early, if one did."""
+        return self._stream.error
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token counts, once the stream is recorded."""
+        return self._stream.usage
+
+    @property
+    def cost_usd(self) -> float | None:
+        """USD, once the stream is recorded."""
+        return self._stream.cost_usd
+
+    def next_chunks(self) -> list[dict[str, Any]] | None:
+        """The next chunks (blocking; maybe none yet), or None once the stream has ended and been recorded."""
+        chunks: list[dict[str, Any]] | None = self._portal.call(self._next)
+        return chunks
+
+    async def anext_chunks(self) -> list[dict[str, Any]] | None:
+        """`next_chunks` awaited from another event loop."""
+        return await asyncio.wrap_future(self._portal.start_task_soon(self._next))
+
+    def close(self) -> None:
+        """Stop relaying and wait until the request is recorded."""
+        self._portal.call(self.stop)
+
+    async def aclose(self) -> None:
+        """`close` awaited from another event loop."""
+        await asyncio.wrap_future(self._portal.start_task_soon(self.stop))
+
+    def abandon(self) -> None:
+        """Stop relaying without waiting (a feed dropped unread; may run at garbage collection)."""
+        with contextlib.suppress(RuntimeError):  # the client's loop has stopped: the stream ended with it
+            self._portal.start_task_soon(self.stop)
+
+    # -- on the loop ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Relay until the upstream ends or `stop`; the request's ledger row is written either way."""
+        finished = False
+        try:
+            with self._scope:
+                await self._stream.relay(self._send.send)
+                finished = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose(disconnected=not finished)
+            self._send.close()
+            self._recorded.set()
+
+    async def stop(self) -> None:
+        """End the relay (the reader left) and wait until the request is recorded."""
+        self._scope.cancel()
+        self._receive.close()
+        await self._recorded.wait()
+
+    async def _next(self) -> list[dict[str, Any]] | None:
+        try:
+            return _chunks(await self._receive.receive())
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self._receive.close()
+            await self._recorded.wait()
+            return None

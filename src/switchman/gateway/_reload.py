@@ -1,0 +1,99 @@
+"""Reload the configuration file on SIGHUP, as a service manager expects (`systemctl reload`, `kill -HUP`).
+
+The new file is validated and everything it needs is built — models priced, providers reachable by
+configuration, router files and embedders loaded — before anything changes; then the gateway's
+dispatcher is swapped in one assignment, so each request sees the old configuration or the new,
+never a mix. A file that fails leaves the running configuration in place, and the log says why.
+Ledger, keys, metrics, health and sessions carry over; the listening address, the ledger URL, the
+body limit and the master key variable are read once at start (a change to them is logged as
+needing a restart).
+
+With `serve --workers N`, uvicorn's supervisor owns SIGHUP: it starts fresh workers, which read the
+file, and retires the old ones only once a fresh one is serving, so a file that fails keeps the old
+workers (see the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio.to_thread
+
+from .._config import Config, load_config
+from .._decider import Decider
+from .._exceptions import SwitchmanError
+from ._dispatcher import Dispatcher
+from ._gateway import Gateway
+
+__all__ = ["ConfigReloader"]
+
+logger = logging.getLogger("switchman.gateway")
+
+#: Settings a running server cannot change: they are read when it starts.
+_AT_START = ("host", "port", "ledger_url", "max_body_bytes", "master_key_env")
+
+
+def _same(config: Config) -> Config:
+    return config
+
+
+class ConfigReloader:
+    """Reloads `path` into `gateway` on demand (`await reload()`) or on SIGHUP once `install`ed."""
+
+    def __init__(self, gateway: Gateway, path: str | Path, *, adjust: Callable[[Config], Config] = _same) -> None:
+        self.gateway = gateway
+        self.path = Path(path)
+        self.adjust = adjust  # e.g. the running local model's address for a `local` provider
+        self._running: asyncio.Task[bool] | None = None
+        self._installed = False
+
+    def _build(self) -> Dispatcher:
+        """Validate the file and build its dispatcher (blocking: loads router files and embedders)."""
+        config = self.adjust(load_config(self.path))
+        decider = Decider(config, base_dir=self.path.parent)
+        decider.warm_up()
+        return self.gateway.replacement(decider)
+
+    async def reload(self) -> bool:
+        """Load, validate and swap in the file; False (the old configuration kept, the reason logged) if it fails."""
+        try:
+            dispatcher = await anyio.to_thread.run_sync(self._build)
+        except (SwitchmanError, OSError) as exc:
+            logger.error("configuration reload failed, still serving the previous configuration: %s", exc)
+            return False
+        old = self.gateway.config.server
+        needs_restart = [name for name in _AT_START if getattr(old, name) != getattr(dispatcher.decider.config.server,
+                                                                                      name)]
+        self.gateway.swap(dispatcher)
+        config = self.gateway.config
+        logger.info("configuration reloaded from %s: %d models, %d routes", self.path, len(config.models),
+                    len(config.routes))
+        if needs_restart:
+            logger.warning("server.%s changed in %s: takes effect at the next restart", ", server.".join(needs_restart),
+                           self.path)
+        return True
+
+    def _on_signal(self) -> None:
+        if self._running is not None and not self._running.done():
+            logger.warning("SIGHUP while a reload is running: ignored (send it again once it has finished)")
+            return
+        self._running = asyncio.get_running_loop().create_task(self.reload())
+
+    def install(self) -> bool:
+        """Reload on SIGHUP from now on (main thread of a POSIX process only); whether it could."""
+        if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+            return False
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_signal)
+        self._installed = True
+        return True
+
+    def uninstall(self) -> None:
+        """Stop handling SIGHUP."""
+        if self._installed:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._installed = False

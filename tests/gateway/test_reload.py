@@ -1,0 +1,66 @@
+"""ConfigReloader in process: a valid file is swapped in whole, a bad one leaves the running configuration."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from switchman._config import parse_config
+from switchman.gateway import ConfigReloader, Gateway, build_app
+from switchman.testing import FakeUpstream
+
+from .conftest import ENV, ServerThread, config_data
+
+
+@pytest.fixture
+def setup(upstream: FakeUpstream, tmp_path: Path) -> tuple[dict[str, Any], Path, Gateway]:
+    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    path = tmp_path / "switchman.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return data, path, Gateway.from_config(parse_config(data), base_dir=tmp_path, env=ENV)
+
+
+def test_reload_swaps_the_configuration_and_keeps_the_state(
+    setup: tuple[dict[str, Any], Path, Gateway], caplog: pytest.LogCaptureFixture
+) -> None:
+    data, path, gateway = setup
+    reloader = ConfigReloader(gateway, path)
+    app = build_app(gateway, reloader=reloader)
+    old = gateway.dispatcher
+    with ServerThread(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        assert "auto:fresh" not in {m["id"] for m in http.get("/v1/models").json()["data"]}
+        data["routes"]["fresh"] = {"candidates": ["big"]}
+        data["server"]["max_body_bytes"] = 1000
+        path.write_text(yaml.safe_dump(data))
+        with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+            assert _run(reloader) is True
+        assert "auto:fresh" in {m["id"] for m in http.get("/v1/models").json()["data"]}
+        answer = http.post("/v1/chat/completions", json={"model": "auto:fresh", "messages": [{"role": "user",
+                                                                                            "content": "hi"}]})
+        assert answer.headers["x-switchman-model"] == "big"
+        assert gateway.dispatcher is not old
+        assert gateway.dispatcher.health is old.health and gateway.dispatcher.sessions.store is old.sessions.store
+        assert gateway.dispatcher.ledger is old.ledger
+        assert "server.max_body_bytes changed" in caplog.text and "next restart" in caplog.text
+
+        current = gateway.dispatcher
+        path.write_text("routes: {default: {candidates: [nowhere]}}\n")
+        with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+            assert _run(reloader) is False
+        assert "configuration reload failed" in caplog.text and "unknown model 'nowhere'" in caplog.text
+        assert gateway.dispatcher is current
+        path.unlink()
+        assert _run(reloader) is False  # a file that went away: the same
+        assert "configuration file not found" in caplog.text
+        assert "auto:fresh" in {m["id"] for m in http.get("/v1/models").json()["data"]}
+
+
+def _run(reloader: ConfigReloader) -> bool:
+    import anyio
+
+    return anyio.run(reloader.reload)

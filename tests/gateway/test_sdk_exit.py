@@ -1,0 +1,118 @@
+"""Scripts that use the SDK and never close it exit promptly, with their ledger rows written.
+
+Each case is a real Python process running a real script against the fake upstream. The bound is a
+hang detector (a script used to wait forever on the SDK's loop thread), not a speed goal: it is
+counted from the script's last line to the process's exit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from switchman.ledger import Ledger, LedgerRecord
+from switchman.testing import FakeUpstream
+
+from .conftest import ENV
+
+#: Seconds from a script's last line to its exit; a hang waits forever, a clean exit takes well under 1 s.
+EXIT_BOUND_S = 20.0
+END = "script-end"
+
+
+def run_script(body: str, config: Path, tmp_path: Path) -> tuple[int, str]:
+    """Run `body` (with `router` built from `config`), return (exit status, stderr); fail if it hangs at exit."""
+    script = tmp_path / "script.py"
+    script.write_text("import asyncio, sys\nfrom switchman import Router\n"
+                      "router = Router.from_config(sys.argv[1])\n" + textwrap.dedent(body) + f"\nprint({END!r}, flush=True)\n")
+    process = subprocess.Popen([sys.executable, str(script), str(config)], env={**os.environ, **ENV},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.strip() == END:
+                break
+        ended = time.monotonic()
+        try:
+            status = process.wait(timeout=EXIT_BOUND_S + 60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the script's process did not exit: a thread keeps it alive")
+        waited = time.monotonic() - ended
+        assert process.stderr is not None
+        stderr = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert waited < EXIT_BOUND_S, f"exit took {waited:.1f} s after the script's last line\n{stderr}"
+    return status, stderr
+
+
+def rows(tmp_path: Path) -> list[LedgerRecord]:
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    try:
+        return ledger.records()
+    finally:
+        ledger.close_sync()
+
+
+@pytest.fixture
+def config(tmp_config_file: Callable[..., Path], upstream: FakeUpstream) -> Path:
+    upstream.clear()
+    return tmp_config_file()
+
+
+def test_a_script_that_never_closes_exits_with_its_rows_written(config: Path, tmp_path: Path) -> None:
+    status, stderr = run_script("""
+        reply = router.chat("hello")
+        print(reply.request_id, reply.model, flush=True)
+    """, config, tmp_path)
+    assert status == 0, stderr
+    assert [(r.model, r.status) for r in rows(tmp_path)] == [("cheap", "ok")]
+
+
+def test_an_uncaught_budget_error_ends_the_script(config: Path, tmp_path: Path) -> None:
+    status, stderr = run_script("""
+        router.chat("hello")
+        router.chat("hello", agent="broke")
+    """, config, tmp_path)
+    assert status == 1
+    assert "BudgetLimitError: agent budget 'broke' exceeded" in stderr
+    assert sorted(r.status for r in rows(tmp_path)) == ["ok", "rejected_budget"]
+
+
+def test_a_stream_left_open_at_exit_is_ended_and_recorded(
+    config: Path, tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    upstream.inject("slow_stream", model="cheap", seconds=2.0)
+    status, stderr = run_script("""
+        stream = router.chat("one two three four five six seven eight nine ten", stream=True)
+        print(next(stream)["object"], flush=True)
+    """, config, tmp_path)
+    assert status == 0, stderr
+    assert [(r.model, r.status) for r in rows(tmp_path)] == [("cheap", "client_disconnected")]
+    upstream.clear()
+
+
+def test_an_async_script_that_never_closes_exits(config: Path, tmp_path: Path) -> None:
+    status, stderr = run_script("""
+        async def main() -> None:
+            reply = await router.achat("hello", model="big")
+            async for chunk in await router.achat("hello", stream=True):
+                pass
+            print(reply.model, flush=True)
+
+        asyncio.run(main())
+    """, config, tmp_path)
+    assert status == 0, stderr
+    assert sorted((r.model, r.status) for r in rows(tmp_path)) == [("big", "ok"), ("cheap", "ok")]

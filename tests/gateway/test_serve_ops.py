@@ -1,0 +1,170 @@
+"""`switchman serve` run like a service: access lines, SIGHUP reloads (one process and --workers), clear refusals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from switchman.testing import FakeUpstream
+
+from .conftest import ENV, config_data
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Served:
+    """A `switchman serve` process, its address and its captured output."""
+
+    def __init__(self, process: subprocess.Popen[bytes], base: str, out: Path, err: Path) -> None:
+        self.process, self.base, self._out, self._err = process, base, out, err
+
+    @property
+    def stdout(self) -> str:
+        return self._out.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self._err.read_text()
+
+    def models(self) -> set[str]:
+        return {m["id"] for m in httpx.get(self.base + "/v1/models", timeout=10).json()["data"]}
+
+    def wait_for(self, what: Callable[[], bool], seconds: float = 60.0) -> None:
+        deadline = time.monotonic() + seconds
+        while not what():
+            assert self.process.poll() is None, f"serve exited\n{self.stderr}"
+            assert time.monotonic() < deadline, f"timed out\n{self.stderr}"
+            time.sleep(0.1)
+
+
+@contextmanager
+def serving(tmp_path: Path, config: Path, *args: str) -> Iterator[Served]:
+    port = free_port()
+    out, err = tmp_path / "serve.out", tmp_path / "serve.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
+             "--port", str(port), *args], env={**os.environ, **ENV}, stdout=stdout, stderr=stderr)
+    served = Served(process, f"http://127.0.0.1:{port}", out, err)
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(served.base + "/health", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        served.wait_for(healthy)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def write(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def data(upstream: FakeUpstream, tmp_path: Path) -> dict[str, Any]:
+    upstream.clear()
+    return config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+
+
+def with_extra_route(data: dict[str, Any]) -> dict[str, Any]:
+    models = {**data["models"], "extra": {**data["models"]["mid"]}}
+    return {**data, "models": models, "routes": {**data["routes"], "added": {"candidates": ["extra"]}}}
+
+
+def test_one_process_logs_each_request_and_reloads_on_sighup(data: dict[str, Any], tmp_path: Path) -> None:
+    config = write(tmp_path / "switchman.yaml", data)
+    with serving(tmp_path, config) as served:
+        response = httpx.post(served.base + "/v1/chat/completions", timeout=30,
+                              json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+        request_id = response.headers["x-switchman-request-id"]
+        served.wait_for(lambda: request_id in served.stdout)
+        line = next(x for x in served.stdout.splitlines() if request_id in x)
+        assert "POST /v1/chat/completions 200 model=cheap " in line and f"ms id={request_id}" in line
+
+        write(config, with_extra_route(data))
+        served.process.send_signal(signal.SIGHUP)
+        served.wait_for(lambda: {"extra", "auto:added"} <= served.models())
+        assert "configuration reloaded" in served.stderr
+        routed = httpx.post(served.base + "/v1/chat/completions", timeout=30,
+                            json={"model": "auto:added", "messages": [{"role": "user", "content": "hi"}]})
+        assert routed.headers["x-switchman-model"] == "extra"
+
+        config.write_text("routes: {default: {candidates: [nowhere]}}\n")
+        served.process.send_signal(signal.SIGHUP)
+        served.wait_for(lambda: "configuration reload failed" in served.stderr)
+        assert "unknown model 'nowhere'" in served.stderr
+        assert {"extra", "auto:added"} <= served.models()  # still the last good configuration
+        assert "Traceback" not in served.stderr
+
+
+def test_workers_reload_on_sighup_and_keep_serving_on_a_bad_file(data: dict[str, Any], tmp_path: Path) -> None:
+    config = write(tmp_path / "switchman.yaml", data)
+    with serving(tmp_path, config, "--workers", "2", "--no-access-log") as served:
+        httpx.post(served.base + "/v1/chat/completions", timeout=30,
+                   json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+        write(config, with_extra_route(data))
+        served.process.send_signal(signal.SIGHUP)
+        # uvicorn replaces the workers one by one, each reading the file; both are replaced once both old ones end.
+        served.wait_for(lambda: served.stderr.count("Terminated child process") == 2, seconds=120)
+        assert all("extra" in served.models() for _ in range(6))
+
+        config.write_text("routes: {default: {candidates: [nowhere]}}\n")
+        served.process.send_signal(signal.SIGHUP)
+        served.wait_for(lambda: "this worker does not start" in served.stderr, seconds=120)
+        assert all("extra" in served.models() for _ in range(6))  # the old workers still serve
+        assert "POST /v1/chat/completions" not in served.stdout  # --no-access-log
+
+
+def test_serve_refuses_a_port_in_use_naming_the_flag(data: dict[str, Any], tmp_path: Path) -> None:
+    config = write(tmp_path / "switchman.yaml", data)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
+             "--port", str(port)], env={**os.environ, **ENV}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr and "--port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_with_a_missing_router_file_says_so_in_one_line(data: dict[str, Any], tmp_path: Path) -> None:
+    data["routes"]["default"] = {"candidates": ["cheap", "mid"], "strategy": "learned", "router": "absent.safetensors"}
+    config = write(tmp_path / "switchman.yaml", data)
+    result = subprocess.run(
+        [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
+         "--port", str(free_port())], env={**os.environ, **ENV}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "routes.default.router" in lines[0] and "absent.safetensors" in lines[0], lines
+    assert "router file not found" in lines[0]
