@@ -55,23 +55,33 @@ def http_request(path: str, body: dict[str, Any], port: int, headers: dict[str, 
 class Connection:
     """One keep-alive HTTP/1.1 connection (just enough protocol for this benchmark)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+        self.reader, self.writer, self.port = reader, writer, port
+        self.closing = False  # the server said `connection: close` (e.g. its keepalive_max_requests)
 
     @classmethod
     async def open(cls, port: int) -> Connection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
+        return cls(reader, writer, port)
+
+    async def _reopen_if_closing(self) -> None:
+        if self.closing:
+            self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            self.closing = False
 
     async def _head(self) -> dict[str, str]:
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         if not lines[0].startswith("HTTP/1.1 200"):
             raise RuntimeError(f"unexpected answer: {lines[0]}")
-        return {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        self.closing = headers.get("connection", "").lower() == "close"
+        return headers
 
     async def call(self, raw: bytes) -> float:
         """Send a request, read the whole answer; seconds taken."""
+        await self._reopen_if_closing()
         started = time.perf_counter()
         self.writer.write(raw)
         headers = await self._head()
@@ -83,6 +93,7 @@ class Connection:
 
     async def stream(self, raw: bytes) -> float:
         """Send a streaming request; seconds to the first data event (the rest is read too)."""
+        await self._reopen_if_closing()
         started = time.perf_counter()
         self.writer.write(raw)
         await self._head()

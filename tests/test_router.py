@@ -71,7 +71,8 @@ def test_auto_colon_route(router: Router) -> None:
 def test_concrete_model_name_is_used_as_is(router: Router) -> None:
     decision = router.route(HELLO, model="medium")
     assert decision.model == "medium"
-    assert decision.route is None and decision.fallbacks == ()
+    # Still the default route's request (its budget counts it), without the route's fallbacks.
+    assert decision.route == "default" and decision.fallbacks == () and decision.strategy == "fixed"
 
 
 @pytest.mark.parametrize("name", ["gpt-17", "auto:nowhere", "AUTO"])

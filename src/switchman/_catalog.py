@@ -37,6 +37,7 @@ class ModelSpec:
     ttft_ms: float | None = None
     output_tokens_per_s: float | None = None
     upstream_model: str | None = None
+    max_output_tokens: int | None = None
 
     @property
     def wire_name(self) -> str:

@@ -34,6 +34,7 @@ from pydantic import (
 from ._catalog import Capability, ModelSpec, lookup_catalog_price
 from ._config_hints import did_you_mean, format_validation_error
 from ._exceptions import ConfigError
+from ._limits import ServerLimits
 
 __all__ = [
     "AgentConfig",
@@ -54,6 +55,7 @@ __all__ = [
     "RuleConfig",
     "RuleMatch",
     "ServerConfig",
+    "ServerLimits",
     "SessionConfig",
     "StrategyName",
     "Timeouts",
@@ -132,6 +134,15 @@ class ServerConfig(_Strict):
     live_latency: LiveLatency = Field(default_factory=LiveLatency)
     store_prompts: bool = Field(
         default=False, description="keep each request's routed prompt in the ledger (needed by train --from-ledger)")
+    limits: ServerLimits = Field(default_factory=ServerLimits)
+    key_refresh_s: float = Field(
+        default=5.0, gt=0, description="new, changed and revoked virtual keys and key budgets apply within this")
+    auth: Literal["auto", "required", "off"] = Field(
+        default="auto", description="auto: on once a master key is set or a virtual key was ever created")
+    metrics_access: Literal["admin", "keys", "open"] = Field(
+        default="admin", description="who may read /metrics: the master key, any key, or anyone")
+    durability: Literal["batched", "sync"] = Field(
+        default="batched", description="sync: a request's ledger row is committed before its answer's last byte")
 
 
 class BudgetConfig(_Strict):
@@ -185,6 +196,7 @@ class ModelConfig(_Strict):
     output_price: float | None = Field(default=None, ge=0)
     cached_input_price: float | None = Field(default=None, ge=0)
     context_window: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0, description="what one answer can be at most")
     capabilities: list[Capability] | None = None
     ttft_ms: float | None = Field(default=None, ge=0)
     output_tokens_per_s: float | None = Field(default=None, gt=0)
@@ -529,6 +541,7 @@ def resolve_model(name: str, cfg: ModelConfig, *, source: str = "<config>") -> M
         output_price=output_price,
         cached_input_price=cached,
         context_window=cfg.context_window or (known.context_window if known else None),
+        max_output_tokens=cfg.max_output_tokens,
         capabilities=frozenset(cfg.capabilities) if cfg.capabilities is not None else frozenset({"tools", "json"}),
         ttft_ms=cfg.ttft_ms,
         output_tokens_per_s=cfg.output_tokens_per_s,

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from ._catalog import ModelSpec
-from ._config import Config, RouteConfig, load_config, parse_config
-from ._exceptions import ConfigError, UnknownModelError
+from ._config import AgentConfig, Config, RouteConfig, load_config, parse_config
+from ._exceptions import ConfigError, PolicyDeniedError, UnknownModelError
 from ._tokens import count_tokens_for_routing
 from .routing import (
     CheapestStrategy,
@@ -26,6 +26,7 @@ from .routing import (
     RouteRequest,
     RulesStrategy,
     Strategy,
+    estimated_cost,
     filter_candidates,
     prefer_live,
     resolve_task,
@@ -232,6 +233,33 @@ class Decider:
         )
         return self.decide(request, model=model)
 
+    def _named(self, request: RouteRequest, model: str, agent: AgentConfig | None, route: str | None) -> Decision:
+        """A model asked for by name (or an agent's pinned model), held to the agent's rules like any other.
+
+        The request still belongs to `route` (the route `auto` would have used), so that route's
+        budget counts it; a rule that forbids the model raises PolicyDeniedError naming the rule.
+        """
+        who, where = request.agent, f"agents.{request.agent}"
+        if agent is not None:
+            if agent.model is not None and model != agent.model:
+                raise PolicyDeniedError(f"agent {who!r} is pinned to {agent.model!r}; model {model!r} is not allowed "
+                                        f"({where}.model)", rule=f"{where}.model")
+            if agent.allow is not None and model not in agent.allow:
+                raise PolicyDeniedError(f"agent {who!r} may not use model {model!r}: it is not in {where}.allow",
+                                        rule=f"{where}.allow")
+            if model in agent.deny:
+                raise PolicyDeniedError(f"agent {who!r} may not use model {model!r}: {where}.deny lists it",
+                                        rule=f"{where}.deny")
+        route_config = self.config.routes.get(route) if route is not None else None
+        ceiling, rule = (agent.max_price_usd, f"{where}.max_price_usd") if agent is not None else (None, "")
+        if ceiling is None and route_config is not None:
+            ceiling, rule = route_config.max_price_usd, f"routes.{route}.max_price_usd"
+        cost = estimated_cost(self.models[model], request)
+        if ceiling is not None and cost > ceiling:
+            raise PolicyDeniedError(f"model {model!r} is estimated at ${cost:.6f} for this request, over {rule} "
+                                    f"${ceiling:g}", rule=rule)
+        return Decision(model=model, reason="model requested by name", strategy="fixed", route=route, fallbacks=())
+
     def decide(
         self,
         request: RouteRequest,
@@ -247,22 +275,23 @@ class Decider:
         such candidates are set aside while another qualifies and stay last-resort fallbacks.
         """
         draw = self._random.random() if random_value is None else random_value
-        if model in self.models:
-            return Decision(model=model, reason="model requested by name", strategy="fixed", fallbacks=())
         if request.task is None:  # rules and strategies see the caller's task, else the detected one
             request = replace(request, task=resolve_task(request))
         agent = self.config.agents.get(request.agent) if request.agent else None
+        home = (agent.route if agent is not None and agent.route else None) or self.config.default_route_name
+        if model in self.models:
+            return self._named(request, model, agent, home)
         if model == "auto":
-            if agent is not None and agent.model is not None:
-                return Decision(model=agent.model, reason=f"agent {request.agent} is pinned to {agent.model}",
-                                strategy="fixed")
-            route_name = (agent.route if agent is not None and agent.route else None) or self.config.default_route_name
+            route_name = home
         elif model.startswith("auto:"):
             route_name = model.removeprefix("auto:")
         else:
             raise UnknownModelError(
                 f"unknown model {model!r}; use 'auto', 'auto:<route>' or one of: {', '.join(sorted(self.models))}"
             )
+        if agent is not None and agent.model is not None:
+            pinned = self._named(request, agent.model, agent, route_name if route_name in self.config.routes else None)
+            return replace(pinned, reason=f"agent {request.agent} is pinned to {agent.model}")
         if route_name is None:
             raise ConfigError("no routes are configured; add one under 'routes'")
         if route_name not in self.config.routes:

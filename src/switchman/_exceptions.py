@@ -8,7 +8,8 @@
     ├── ArtifactError                retrain or pick another router file
     ├── RoutingError                 the request cannot be routed as asked
     │   ├── UnknownModelError        the named model or route does not exist
-    │   └── NoCapableModelError      no candidate can serve this request
+    │   ├── NoCapableModelError      no candidate can serve this request
+    │   └── PolicyDeniedError        a rule forbids what the request asks for (names the rule)
     ├── InvalidRequestError          fix the request (body, field, header or size); carries its HTTP status
     ├── BudgetExceededError          wait, raise the budget, or accept a downgrade
     │   └── BudgetLimitError         names the budget, what it has spent and when it resets
@@ -45,6 +46,7 @@ __all__ = [
     "LedgerUnavailableError",
     "LocalModelError",
     "NoCapableModelError",
+    "PolicyDeniedError",
     "RateLimitError",
     "RoutingError",
     "SwitchmanError",
@@ -96,6 +98,14 @@ class NoCapableModelError(RoutingError):
     def __init__(self, message: str, *, missing: frozenset[str] = frozenset()) -> None:
         super().__init__(message)
         self.missing = missing  # capabilities the request needs that no candidate has
+
+
+class PolicyDeniedError(RoutingError):
+    """A configured rule forbids what the request asks for (a 403 at the gateway); the message names the rule."""
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class InvalidRequestError(SwitchmanError):

@@ -17,8 +17,8 @@ import openai
 import pytest
 import uvicorn
 
-from switchman._config import CircuitBreaker, Config, parse_config
-from switchman.gateway import Gateway, HealthBoard, build_app
+from switchman._config import CircuitBreaker, Config, ServerLimits, parse_config
+from switchman.gateway import Gateway, HealthBoard, build_app, server_config
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
@@ -90,11 +90,12 @@ def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
 
 
 class ServerThread:
-    """uvicorn running an app in a thread on an ephemeral loopback port."""
+    """uvicorn (with the gateway's guarded protocol and these limits) running an app in a thread on an
+    ephemeral loopback port."""
 
-    def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
-                                                    log_level="info", lifespan="on"))
+    def __init__(self, app: Any, limits: ServerLimits | None = None) -> None:
+        self.server = uvicorn.Server(server_config(app, limits or ServerLimits(), host="127.0.0.1", port=0,
+                                                   log_config=None, log_level="info"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:
@@ -135,7 +136,7 @@ def gateway(config: Config) -> Gateway:
 
 @pytest.fixture(scope="session")
 def server(gateway: Gateway) -> Iterator[str]:
-    with ServerThread(build_app(gateway)) as url:
+    with ServerThread(build_app(gateway), gateway.config.server.limits) as url:
         yield url
 
 

@@ -74,7 +74,7 @@ def test_no_keys_means_open_until_a_key_exists(upstream: FakeUpstream, tmp_path:
         assert client.post("/v1/chat/completions", json=ASK).status_code == 401
 
 
-def test_a_ledger_outage_keeps_the_last_known_key_state(upstream: FakeUpstream, tmp_path: Path) -> None:
+def test_a_ledger_outage_keeps_the_last_known_key_set(upstream: FakeUpstream, tmp_path: Path) -> None:
     from sqlalchemy.exc import OperationalError
 
     client, url = make_client(upstream, tmp_path, master=False)
@@ -84,16 +84,15 @@ def test_a_ledger_outage_keeps_the_last_known_key_state(upstream: FakeUpstream, 
     with client:
         gateway: Gateway = client.app.state.gateway  # type: ignore[attr-defined]
         assert client.post("/v1/chat/completions", json=ASK).status_code == 401
-        assert gateway.keys is not None
+        assert gateway.keyring is not None
 
-        def down() -> bool:
+        def down(*args: object) -> object:
             raise OperationalError("SELECT", {}, Exception("database is down"))
 
-        gateway.keys.has_keys = down  # type: ignore[method-assign]
-        auth = client.app.middleware_stack  # type: ignore[attr-defined]
-        while not hasattr(auth, "recheck_s"):
-            auth = auth.app
-        auth.recheck_s = 0.0
+        gateway.keyring.store.snapshot = down  # type: ignore[method-assign]
+        gateway.keyring.store.rows_for = down  # type: ignore[method-assign]
+        assert client.portal is not None
+        assert client.portal.call(gateway.keyring.refresh) is False
         assert client.post("/v1/chat/completions", json=ASK).status_code == 401  # still checking
         response = client.post("/v1/chat/completions", json=ASK, headers={"authorization": f"Bearer {secret}"})
         assert response.status_code == 200

@@ -94,7 +94,8 @@ def test_an_identical_request_hits_and_costs_nothing(cached: Cached, http: httpx
     assert (miss.cache, miss.deployment, hit.cache, hit.deployment) == ("miss", "cheap", "hit", None)
     assert hit.cost_usd == 0 and hit.status == "ok" and hit.model == miss.model
     assert (hit.input_tokens, hit.output_tokens) == (miss.input_tokens, miss.output_tokens)
-    assert 'switchman_cache_requests_total{result="hit"}' in http.get("/metrics").text
+    admin = {"authorization": f"Bearer {MASTER_KEY}"}  # /metrics is the master key's
+    assert 'switchman_cache_requests_total{result="hit"}' in http.get("/metrics", headers=admin).text
 
 
 @pytest.mark.parametrize("change", [

@@ -12,7 +12,7 @@ from rich.console import Console
 
 import switchman.ledger as ledger_pkg
 from switchman.ledger import KeyStore, Ledger, LedgerRecord, parse_since
-from switchman.cli._ledger import keys_create, keys_list, keys_revoke, spend_command
+from switchman.cli._ledger import keys_create, keys_list, keys_revoke, keys_update, spend_command
 
 NOW = datetime(2025, 7, 10, 12, 0, tzinfo=UTC)
 
@@ -107,13 +107,25 @@ def test_keys_commands(sqlite_url: str) -> None:
     key_id = re.search(r"Created key (key-[0-9a-f]{8})", created)
     assert key_id is not None
     assert "cannot be shown again" in created and "$2.5000 per day" in created
-    store = KeyStore(sqlite_url, cache_ttl=0.0)  # as a gateway process would see it, without the cache
+    store = KeyStore(sqlite_url)
     assert store.verify(secret.group()) is not None
 
     out = console()
     keys_list(ledger_url=sqlite_url, console=out)
     listed = out.export_text()
     assert key_id.group(1) in listed and "ci-bot" in listed and "active" in listed and "$2.5000/day" in listed
+    assert "any" in listed
+
+    out = console()
+    keys_update(key_id.group(1), budget_usd=4.0, agents=["triage", "coder"], default_agent="triage",
+                ledger_url=sqlite_url, console=out)
+    assert "$4.0000 per day, acting as triage, coder (default triage)" in out.export_text()
+    info = store.verify(secret.group())
+    assert info is not None and info.agents == ("triage", "coder") and info.budget_usd == 4.0
+    err = console()
+    with pytest.raises(SystemExit):
+        keys_update(key_id.group(1), default_agent="other", ledger_url=sqlite_url, console=err)
+    assert "is not one of the key's agents" in err.export_text()
     assert secret.group()[:10] + "…" in listed
     assert secret.group() not in listed
 

@@ -10,6 +10,7 @@ import pytest
 from ledger_support import TcpProxy, pg_url_for
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from switchman._config import BudgetConfig
 from switchman.ledger import KEY_PREFIX, KeyStore, Ledger, LedgerRecord
@@ -19,8 +20,8 @@ from switchman.ledger import KEY_PREFIX, KeyStore, Ledger, LedgerRecord
 def open_store() -> Iterator[Callable[..., KeyStore]]:
     made: list[KeyStore] = []
 
-    def make(url: str, **options: float) -> KeyStore:
-        store = KeyStore(url, **options)
+    def make(url: str) -> KeyStore:
+        store = KeyStore(url)
         made.append(store)
         return store
 
@@ -39,7 +40,6 @@ def test_create_verify_revoke(open_store: Callable[..., KeyStore], db_url: str) 
     assert store.has_keys()
 
     assert store.verify(secret) == info
-    assert store.verify(secret) == info  # cached
     assert store.verify(other_secret) == other
     assert store.verify(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
     assert store.verify(secret + "x") is None
@@ -48,24 +48,46 @@ def test_create_verify_revoke(open_store: Callable[..., KeyStore], db_url: str) 
     assert store.verify("sk-sw-") is None
 
     assert store.revoke(info.id)
-    assert store.verify(secret) is None  # at once, despite the cache
+    assert store.verify(secret) is None
     assert not store.revoke(info.id)  # already revoked
     assert not store.revoke("key-nope")
     assert store.verify(other_secret) == other
     assert store.has_keys()
     assert store.revoke(other.id)
     assert not store.has_keys()
+    assert store.auth_enabled()  # keys were created here once: authentication stays on
 
 
-def test_revocation_by_another_process_applies_after_the_cache_ttl(
+def test_a_snapshot_verifies_in_memory_and_a_new_one_sees_changes(
     open_store: Callable[..., KeyStore], sqlite_url: str
 ) -> None:
-    gateway = open_store(sqlite_url, cache_ttl=0.0)
+    gateway = open_store(sqlite_url)
     cli = open_store(sqlite_url)
-    info, secret = cli.create("bot")
-    assert gateway.verify(secret) == info
+    assert not gateway.snapshot().auth_enabled
+    info, secret = cli.create("bot", budget_usd=1.0, agents=["a", "b"], default_agent="a")
+    before = gateway.snapshot()
+    assert before.auth_enabled and before.verify(secret) == info and len(before) == 1
+    assert info.agents == ("a", "b") and info.default_agent == "a"
+    assert before.budgets() == [BudgetConfig(scope="key", name=info.id, usd=1.0)]
+    cli.update(info.id, budget_usd=3.0, agents=None)
     cli.revoke(info.id)
-    assert gateway.verify(secret) is None
+    assert before.verify(secret) == info  # a snapshot is a moment's view
+    after = gateway.snapshot()
+    assert after.verify(secret) is None and after.budgets() == [] and after.auth_enabled
+    assert after.with_lookup("zzzzzzzz", []).verify(secret) is None
+
+
+def test_binding_a_key_to_agents_is_checked(open_store: Callable[..., KeyStore], sqlite_url: str) -> None:
+    store = open_store(sqlite_url)
+    with pytest.raises(ValueError, match="not one of the key's agents"):
+        store.create("x", agents=["a"], default_agent="b")
+    info, _ = store.create("x", default_agent="b")
+    assert info.agents is None and info.default_agent == "b"
+    with pytest.raises(ValueError, match="not one of the key's agents"):
+        store.update(info.id, agents=["a"])
+    assert store.update(info.id, agents=["a", "b"]).agents == ("a", "b")
+    with pytest.raises(ValueError, match="no active key"):
+        store.update("key-missing", budget_usd=1.0)
 
 
 def test_list_shows_prefix_status_and_budget(open_store: Callable[..., KeyStore], sqlite_url: str) -> None:
@@ -126,19 +148,19 @@ def test_postgres_rows_never_hold_a_secret(
         assert secret[-20:] not in dump
 
 
-def test_verified_keys_keep_working_while_the_database_is_down(
+def test_a_snapshot_fails_loudly_while_the_database_is_down(
     open_store: Callable[..., KeyStore], pg_proxy: TcpProxy, pg_admin: tuple[Engine, str], pg_schema: str
 ) -> None:
     pg_proxy.start()
-    store = open_store(pg_url_for(pg_admin[1], pg_schema, port=pg_proxy.port), cache_ttl=0.0)
+    store = open_store(pg_url_for(pg_admin[1], pg_schema, port=pg_proxy.port))
     info, secret = store.create("bot")
-    _, never_verified = store.create("other")
-    assert store.verify(secret) == info
+    held = store.snapshot()
     pg_proxy.stop()
-    assert store.verify(secret) == info
-    assert store.verify(never_verified) is None
+    with pytest.raises(OperationalError):
+        store.snapshot()  # the gateway's Keyring keeps serving from `held` meanwhile
+    assert held.verify(secret) == info
     pg_proxy.start()
-    assert store.verify(never_verified) is not None
+    assert store.snapshot().verify(secret) == info
 
 
 def test_many_processes_creating_the_tables_at_once(open_store: Callable[..., KeyStore], db_url: str) -> None:
@@ -161,15 +183,3 @@ def test_many_processes_creating_the_tables_at_once(open_store: Callable[..., Ke
         t.join()
     assert failures == []
     assert stores[0].create("after")[0].name == "after"
-
-
-def test_has_keys_fails_closed_while_the_database_is_down(
-    open_store: Callable[..., KeyStore], pg_proxy: TcpProxy, pg_admin: tuple[Engine, str], pg_schema: str
-) -> None:
-    url = pg_url_for(pg_admin[1], pg_schema, port=pg_proxy.port)
-    assert open_store(url).has_keys() is True  # never reached the database: require a key
-    pg_proxy.start()
-    store = open_store(url)
-    assert store.has_keys() is False
-    pg_proxy.stop()
-    assert store.has_keys() is False  # the last answer it had

@@ -318,13 +318,35 @@ def keys_create(
     name: Annotated[str, typer.Argument(help="who or what the key is for")],
     budget: Annotated[float | None, typer.Option(help="USD the key may spend per period")] = None,
     period: Annotated[str, typer.Option(help="day | month")] = "day",
+    agent: Annotated[list[str] | None, typer.Option(help="an agent the key may act as (repeat); default: any")] = None,
+    default_agent: Annotated[str | None, typer.Option(help="the agent of a request that names none")] = None,
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Create a key and print its secret once."""
+    """Create a key and print its secret once (authentication then stays on until `server.auth: off`)."""
     from ._ledger import keys_create as create
 
-    create(name, budget_usd=budget, budget_period=period, ledger_url=_ledger_url(config, ledger))
+    create(name, budget_usd=budget, budget_period=period, agents=agent, default_agent=default_agent,
+           ledger_url=_ledger_url(config, ledger))
+
+
+@keys_app.command("update")
+def keys_update(
+    key_id: Annotated[str, typer.Argument(help="the key's id, from `switchman keys list`")],
+    budget: Annotated[float | None, typer.Option(help="new USD limit per period")] = None,
+    no_budget: Annotated[bool, typer.Option("--no-budget", help="remove the key's budget")] = False,
+    period: Annotated[str | None, typer.Option(help="day | month")] = None,
+    agent: Annotated[list[str] | None, typer.Option(help="the agents the key may act as (repeat)")] = None,
+    any_agent: Annotated[bool, typer.Option("--any-agent", help="let the key act as any agent")] = False,
+    default_agent: Annotated[str | None, typer.Option(help="the agent of a request that names none ('' clears)")] = None,
+    config: ConfigOpt = None,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Change a key's budget or agents (a running gateway applies it within 5 s)."""
+    from ._ledger import keys_update as update
+
+    update(key_id, budget_usd=budget, no_budget=no_budget, budget_period=period, agents=agent, any_agent=any_agent,
+           default_agent=default_agent, ledger_url=_ledger_url(config, ledger))
 
 
 @keys_app.command("list")
@@ -343,7 +365,7 @@ def keys_revoke(
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Revoke a key at once."""
+    """Revoke a key (a running gateway stops accepting it within 5 s)."""
     from ._ledger import keys_revoke as revoke
 
     revoke(key_id, ledger_url=_ledger_url(config, ledger))

@@ -11,17 +11,17 @@ from the environment variable named by ``server.master_key_env`` (default
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..ledger import KeyStore, Ledger, Period, SpendBy, SpendRow, display_url, parse_since, resolve_url
+from ..ledger import KeyInfo, KeyStore, Ledger, Period, SpendBy, SpendRow, display_url, parse_since, resolve_url
 
-__all__ = ["keys_create", "keys_list", "keys_revoke", "spend_command"]
+__all__ = ["keys_create", "keys_list", "keys_revoke", "keys_update", "spend_command"]
 
 _BY = ("agent", "model", "key", "route")
 
@@ -105,11 +105,20 @@ def spend_command(
     console.print(spend_table(rows, by=by, since_text=start.strftime("%Y-%m-%d %H:%M UTC")))
 
 
+def _agents_text(info: KeyInfo) -> str:
+    if info.agents is None:
+        return "any" if info.default_agent is None else f"any (default {info.default_agent})"
+    default = f" (default {info.default_agent})" if info.default_agent else ""
+    return ", ".join(info.agents) + default
+
+
 def keys_create(
     name: str,
     *,
     budget_usd: float | None = None,
     budget_period: str = "day",
+    agents: Sequence[str] | None = None,
+    default_agent: str | None = None,
     ledger_url: str | None = None,
     console: Console | None = None,
 ) -> None:
@@ -120,14 +129,52 @@ def keys_create(
             raise ValueError(f"unknown budget period {budget_period!r}: use 'day' or 'month'")
         store = KeyStore(url)
         try:
-            info, secret = store.create(name, budget_usd=budget_usd, budget_period=cast(Period, budget_period))
+            info, secret = store.create(name, budget_usd=budget_usd, budget_period=cast(Period, budget_period),
+                                        agents=list(agents) if agents else None, default_agent=default_agent)
         finally:
             store.close()
     console = console or Console()
     budget = "" if info.budget_usd is None else f" with a budget of {_usd(info.budget_usd)} per {info.budget_period}"
-    console.print(f"Created key [bold]{info.id}[/bold] ({info.name}){budget}.")
+    console.print(f"Created key [bold]{info.id}[/bold] ({info.name}){budget}, acting as {_agents_text(info)}.")
     console.print(secret, soft_wrap=True, highlight=False, markup=False)
     console.print("[yellow]Store this secret now: it is not kept and cannot be shown again.[/yellow]")
+
+
+def keys_update(
+    key_id: str,
+    *,
+    budget_usd: float | None = None,
+    no_budget: bool = False,
+    budget_period: str | None = None,
+    agents: Sequence[str] | None = None,
+    any_agent: bool = False,
+    default_agent: str | None = None,
+    ledger_url: str | None = None,
+    console: Console | None = None,
+) -> None:
+    """Change a key's budget or agents; a running gateway applies it within its key refresh interval."""
+    url = resolve_url(ledger_url)
+    with _errors(console, url):
+        changes: dict[str, Any] = {}
+        if no_budget or budget_usd is not None:
+            changes["budget_usd"] = None if no_budget else budget_usd
+        if budget_period is not None:
+            changes["budget_period"] = budget_period
+        if any_agent or agents:
+            changes["agents"] = None if any_agent else list(agents or ())
+        if default_agent is not None:
+            changes["default_agent"] = default_agent or None
+        if not changes:
+            raise ValueError("nothing to change: give --budget, --no-budget, --period, --agent, --any-agent or "
+                             "--default-agent")
+        store = KeyStore(url)
+        try:
+            info = store.update(key_id, **changes)
+        finally:
+            store.close()
+    console = console or Console()
+    budget = "no budget" if info.budget_usd is None else f"{_usd(info.budget_usd)} per {info.budget_period}"
+    console.print(f"Updated key [bold]{info.id}[/bold] ({info.name}): {budget}, acting as {_agents_text(info)}.")
 
 
 def keys_list(*, ledger_url: str | None = None, console: Console | None = None) -> None:
@@ -141,7 +188,8 @@ def keys_list(*, ledger_url: str | None = None, console: Console | None = None) 
             store.close()
     console = console or Console()
     table = Table(title="Virtual keys")
-    for column in ("Id", "Name", "Key", "Created (UTC)", "Status", "Budget"):
+    table.add_column("Id", no_wrap=True)
+    for column in ("Name", "Key", "Created (UTC)", "Status", "Budget", "Agents"):
         table.add_column(column)
     for info in keys:
         table.add_row(
@@ -151,6 +199,7 @@ def keys_list(*, ledger_url: str | None = None, console: Console | None = None) 
             info.created.strftime("%Y-%m-%d %H:%M"),
             "[red]revoked[/red]" if info.revoked else "[green]active[/green]",
             "—" if info.budget_usd is None else f"{_usd(info.budget_usd)}/{info.budget_period}",
+            _agents_text(info),
         )
     console.print(table)
 
@@ -167,4 +216,4 @@ def keys_revoke(key_id: str, *, ledger_url: str | None = None, console: Console 
         if not revoked:
             raise ValueError(f"no active key with id {key_id!r} (see `switchman keys list`)")
     console = console or Console()
-    console.print(f"Revoked key [bold]{key_id}[/bold].")
+    console.print(f"Revoked key [bold]{key_id}[/bold] (a running gateway stops accepting it within 5 s).")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -14,29 +13,27 @@ from sqlalchemy.exc import SQLAlchemyError
 from .._config import Config, load_config, parse_config
 from .._environ import Environment, export_bind_host, export_config_file, export_local_url
 from .._exceptions import ConfigError, SwitchmanError
-from ..gateway import default_config, default_config_data
+from ..gateway import default_config, default_config_data, is_loopback
 from ._litellm import Import, from_litellm
 from ._serve_setup import check_port_free, check_router_files, local_address, log_config
 
 __all__ = ["app_from_environment", "check_bind", "import_litellm_command", "init_command", "serve_command"]
 
-_LOOPBACK_NAMES = {"localhost"}
 #: Seconds uvicorn waits for a new worker to serve (at start and on SIGHUP) before giving up on it.
 _WORKER_READY_S = 60
 
 
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def check_bind(host: str, *, auth: str = "auto", has_keys: bool, master_key: bool) -> None:
+    """Refuse to listen beyond loopback while nothing authenticates requests.
 
-
-def check_bind(host: str, *, has_keys: bool, master_key: bool) -> None:
-    """Refuse to listen beyond loopback while nothing authenticates requests."""
-    if not _is_loopback(host) and not has_keys and not master_key:
+    `has_keys`: authentication was switched on in the keys database (a key was created there once).
+    """
+    if is_loopback(host):
+        return
+    if auth == "off":
+        raise ConfigError(f"refusing to listen on {host} with server.auth: off: anyone who can reach the port could "
+                          "spend your provider credits; remove `auth: off` or listen on 127.0.0.1")
+    if auth == "auto" and not has_keys and not master_key:
         raise ConfigError(
             f"refusing to listen on {host}: no virtual keys and no master key are configured, so anyone who "
             "can reach the port could spend your provider credits; create a key with `switchman keys create`, "
@@ -54,7 +51,7 @@ def _load(config_path: str | Path | None, env: Environment) -> tuple[Config, Pat
 def app_from_environment():  # type: ignore[no-untyped-def]
     """ASGI app factory for worker processes (reads the environment once: $SWITCHMAN_CONFIG, keys, the local model)."""
     from .._threads import limit_blas_threads
-    from ..gateway import ConfigReloader, Gateway
+    from ..gateway import ConfigReloader, Gateway, GuardedHttpProtocol, raise_fd_limit
     from ..ui import serving_app  # the command line composes the gateway and the dashboard
 
     env = Environment.read()
@@ -62,6 +59,13 @@ def app_from_environment():  # type: ignore[no-untyped-def]
     adjust = local_address(env)
     try:
         config, base_dir = _load(env.config_file, env)
+        # uvicorn builds the worker's protocol from its import string, so the limits go on that class;
+        # this is the worker process's own copy, set once before it accepts a connection.
+        GuardedHttpProtocol.limits = config.server.limits.model_copy(
+            update={"max_connections": raise_fd_limit(config.server.limits)})
+        # The gateway knows where it listens: beyond loopback it never serves a request without a key.
+        host = env.bind_host or config.server.host
+        config = config.model_copy(update={"server": config.server.model_copy(update={"host": host})})
         gateway = Gateway.from_config(adjust(config), base_dir=base_dir, env=env)
     except SwitchmanError as exc:  # a reload (SIGHUP to the parent) with a bad file: the old workers stay
         from uvicorn.config import STARTUP_FAILURE
@@ -69,15 +73,16 @@ def app_from_environment():  # type: ignore[no-untyped-def]
         logging.getLogger("switchman.gateway").error("configuration failed, this worker does not start: %s", exc)
         sys.exit(STARTUP_FAILURE)
     reloader = ConfigReloader(gateway, env.config_file, adjust=adjust) if env.config_file else None
-    return serving_app(gateway, bind_host=env.bind_host or config.server.host, base_dir=base_dir, reloader=reloader)
+    return serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader)
 
 
 def _has_keys(settings: Config) -> bool:
+    """Whether authentication was ever switched on in the keys database (a key was created there once)."""
     from ..ledger import KeyStore
 
     keys = KeyStore(settings.server.ledger_url)
     try:
-        return keys.has_keys()
+        return keys.auth_enabled()
     except SQLAlchemyError:  # the ledger is unreachable: we cannot tell, so only loopback is safe
         return False
     finally:
@@ -95,13 +100,15 @@ def serve_command(
     settings, base_dir = _load(config, env)
     host = host or settings.server.host
     port = settings.server.port if port is None else port
-    check_bind(host, has_keys=_has_keys(settings), master_key=bool(env.get(settings.server.master_key_env)))
+    check_bind(host, auth=settings.server.auth, has_keys=_has_keys(settings),
+               master_key=bool(env.get(settings.server.master_key_env)))
     check_port_free(host, port)
     check_router_files(settings, base_dir)
+    # The gateway knows where it listens: beyond loopback it never serves a request without a key.
+    settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host, "port": port})})
     # One access line per request (the ledger is the record); --no-access-log turns it off.
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": False,
-                               "log_config": log_config(access_log=access_log),
-                               "timeout_graceful_shutdown": 30, "timeout_keep_alive": 75}
+                               "log_config": log_config(access_log=access_log), "timeout_graceful_shutdown": 30}
     from ..local import serving_local_model
 
     # The local model tier (switchman[local]): its server starts before the gateway and stops after it.
@@ -114,17 +121,20 @@ def serve_command(
                 export_config_file(Path(config).resolve())
             export_bind_host(host)
             # A fresh worker loads router files and embedders before it serves: give it time to, on a busy machine.
+            limits = settings.server.limits
             uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers,
-                        timeout_worker_healthcheck=_WORKER_READY_S, **options)
+                        timeout_worker_healthcheck=_WORKER_READY_S, http="switchman.gateway:GuardedHttpProtocol",
+                        ws="none", timeout_keep_alive=limits.keepalive_timeout_s, **options)  # type: ignore[arg-type]
             return
-        from ..gateway import ConfigReloader, Gateway
+        from ..gateway import ConfigReloader, Gateway, server_config
         from ..ui import serving_app
 
         adjust = local_address(env)
         gateway = Gateway.from_config(adjust(settings), base_dir=base_dir, env=env)
         gateway.decider.warm_up()  # a router file or embedder that fails says so here, in one line
         reloader = ConfigReloader(gateway, config, adjust=adjust) if config is not None else None
-        uvicorn.run(serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader), **options)
+        app = serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader)
+        uvicorn.Server(server_config(app, settings.server.limits, **options)).run()
 
 
 def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Path:

@@ -22,6 +22,7 @@ from ._middleware import ACCESS_LOGGER
 from ._providers import Deployment, Provider
 from ._reload import ConfigReloader
 from ._feed import StreamFeed
+from ._server import GuardedHttpProtocol, guarded_protocol, is_loopback, raise_fd_limit, server_config
 from ._stream import ChatStream
 from ..state import HealthBoard
 
@@ -35,6 +36,7 @@ __all__ = [
     "DeploymentStatus",
     "Dispatcher",
     "Gateway",
+    "GuardedHttpProtocol",
     "HealthBoard",
     "InProcessClient",
     "KNOWN_PROVIDERS",
@@ -47,6 +49,10 @@ __all__ = [
     "build_middleware_stack",
     "default_config",
     "default_config_data",
+    "guarded_protocol",
+    "is_loopback",
     "local_models",
+    "raise_fd_limit",
+    "server_config",
     "submit_feedback",
 ]

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
@@ -21,8 +21,10 @@ from ._endpoints import Endpoints
 from ._errors import dialect_for_path, error_response
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
-from ._reload import ConfigReloader
+from ._limiter import AddressLimiter
 from ._middleware import AccessLogMiddleware, AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from ._reload import ConfigReloader
+from ._server import is_loopback
 
 __all__ = ["build_app", "build_middleware_stack"]
 
@@ -31,11 +33,16 @@ logger = logging.getLogger("switchman.gateway")
 
 def build_middleware_stack(gateway: Gateway, *, own_auth: Sequence[str] = ()) -> list[Middleware]:
     """Outermost first: access log, request id, body size limit, authentication (not under `own_auth` prefixes)."""
+    server = gateway.config.server
+    limiter = AddressLimiter(burst=server.limits.failed_auth_burst, per_s=server.limits.failed_auth_per_s)
+    open_paths = {"/health"} | ({"/metrics"} if server.metrics_access == "open" else set())
     return [
         Middleware(AccessLogMiddleware),
         Middleware(RequestIdMiddleware),
-        Middleware(BodySizeLimitMiddleware, max_body_bytes=gateway.config.server.max_body_bytes),
-        Middleware(AuthMiddleware, keys=gateway.keys, master_key=gateway.master_key, open_prefixes=tuple(own_auth)),
+        Middleware(BodySizeLimitMiddleware, max_body_bytes=server.max_body_bytes),
+        Middleware(AuthMiddleware, keyring=gateway.keyring, master_key=gateway.master_key, mode=server.auth,
+                   limiter=limiter, public=not is_loopback(server.host), open_paths=frozenset(open_paths),
+                   open_prefixes=tuple(own_auth)),
     ]
 
 
@@ -59,16 +66,25 @@ def build_app(
         elif not isinstance(exc, SwitchmanError):
             logger.error("unexpected error on %s: %s", request.url.path, type(exc).__name__)
         response = error_response(exc, scrub, dialect=dialect_for_path(request.url.path))
-        # A 500 is rendered outside the request-id middleware: carry the id so the ledger row can be found.
-        request_id = request.scope.get("state", {}).get("request_id")
-        if unexpected and request_id:
-            response.headers["x-switchman-request-id"] = request_id
+        if unexpected:
+            # Rendered outside the request-id middleware: carry the id so the ledger row can be found. The
+            # server drops the connection after a 500, so say so: the client's next request opens a new one.
+            request_id = request.scope.get("state", {}).get("request_id")
+            if request_id:
+                response.headers["x-switchman-request-id"] = request_id
+            response.headers["connection"] = "close"
         return response
+
+    async def client_left(request: Request, exc: Exception) -> Response:
+        """An upload the client abandoned: its event, not the gateway's error (no log line, no record)."""
+        return Response(status_code=400)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
-        refresher = asyncio.create_task(gateway.refresh_budgets())
+        background = [asyncio.create_task(gateway.refresh_budgets())]
+        if gateway.keyring is not None:
+            background.append(asyncio.create_task(gateway.keyring.run()))
         if reloader is not None and not reloader.install():
             logger.info("configuration reload on SIGHUP is off: the server does not run in the main thread")
         try:
@@ -76,9 +92,10 @@ def build_app(
         finally:
             if reloader is not None:
                 reloader.uninstall()
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await gateway.aclose()
 
     routes = [
@@ -98,7 +115,8 @@ def build_app(
     app = Starlette(
         routes=routes,
         middleware=build_middleware_stack(gateway, own_auth=[m.path for m in mounts]),
-        exception_handlers={SwitchmanError: render, HTTPException: render, Exception: render},
+        exception_handlers={SwitchmanError: render, HTTPException: render, ClientDisconnect: client_left,
+                            Exception: render},
         lifespan=lifespan,
     )
     app.state.gateway = gateway

@@ -7,12 +7,13 @@ forwarded; the caller's other metadata keys pass through untouched.
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._exceptions import InvalidRequestError
+from ..ledger import KeyInfo
 
-__all__ = ["OWN_METADATA_KEYS", "RequestContext", "context_from"]
+__all__ = ["OWN_METADATA_KEYS", "RequestContext", "bind_agent", "context_from", "scoped_session"]
 
 #: Keys of the body's `metadata` that are switchman's, never the provider's.
 OWN_METADATA_KEYS = ("agent", "session", "tags", "task", "escalate", "cache")
@@ -31,6 +32,7 @@ class RequestContext:
     task: str | None = None
     key_id: str | None = None
     escalate: bool = False
+    body_bytes: int = 0  # the request body's size: a quarter of it bounds the input tokens a budget reserves
     api: str = "chat.completions"  # the API the client spoke, for the ledger
     cache: bool | None = None  # X-Switchman-Cache: on (use the response cache), off (never), None (by the rule)
     #: The caller's W3C trace context (`traceparent` / `tracestate` headers), parent of the request's span.
@@ -91,6 +93,7 @@ def _switch(value: object, where: str) -> bool | None:
 
 def context_from(
     headers: Mapping[str, str], body: MutableMapping[str, Any], *, request_id: str = "", key_id: str | None = None,
+    body_bytes: int = 0,
     api: str = "chat.completions",
 ) -> RequestContext:
     """Read the context and strip switchman's keys from `body["metadata"]` (in place)."""
@@ -119,12 +122,44 @@ def context_from(
         key_id=key_id,
         escalate=_flag(headers.get("x-switchman-escalate"), "X-Switchman-Escalate")
         or _flag(own.get("escalate"), "metadata.escalate"),
+        body_bytes=body_bytes,
         api=api,
         cache=_switch(headers.get("x-switchman-cache"), "X-Switchman-Cache")
         if "x-switchman-cache" in headers else _switch(own.get("cache"), "metadata.cache"),
         traceparent=_trace_header(headers.get("traceparent")),
         tracestate=_trace_header(headers.get("tracestate")),
     )
+
+
+def bind_agent(context: RequestContext, key: KeyInfo | None) -> RequestContext:
+    """The context with its agent as the key allows: a key bound to agents acts only as one of them.
+
+    A key with `agents` may name one of them (header or metadata); naming none gives its
+    `default_agent`, or its only agent; naming another is a 403. A key with only a `default_agent`
+    gives that agent to requests that name none. The master key and unbound keys name any agent.
+    """
+    if key is None or (key.agents is None and key.default_agent is None):
+        return context
+    agent = context.agent or key.default_agent
+    if agent is None and key.agents is not None and len(key.agents) == 1:
+        agent = key.agents[0]
+    if key.agents is not None:
+        allowed = ", ".join(key.agents)
+        if agent is None:
+            raise InvalidRequestError(f"this key acts for the agents {allowed}: name one with X-Switchman-Agent",
+                                      param="X-Switchman-Agent", code="agent_required")
+        if agent not in key.agents:
+            raise InvalidRequestError(f"key {key.id} may not act as agent {agent!r} (its agents: {allowed})",
+                                      status=403, param="X-Switchman-Agent", code="agent_not_allowed",
+                                      kind="permission_error")
+    return replace(context, agent=agent)
+
+
+def scoped_session(key_id: str | None, session: str | None) -> str | None:
+    """The session id as the gateway keeps it: a virtual key's sessions apart from every other key's."""
+    if session is None or key_id is None or key_id == "master":
+        return session
+    return f"{key_id}/{session}"
 
 
 def _trace_header(value: str | None) -> str | None:

@@ -11,6 +11,7 @@ request behaves the same over HTTP and in process:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -32,17 +33,18 @@ from .._exceptions import (
 from .._decider import Decider
 from .._environ import Environment
 from ..ledger import BudgetManager, Ledger, Metrics
-from ..routing import DEFAULT_OUTPUT_TOKENS, Decision, RouteRequest, estimated_cost
+from ..routing import DEFAULT_OUTPUT_TOKENS, Decision, RouteRequest, worst_case_cost
 from ..state import HealthBoard, HealthStore, RateLimiter
 from ._advice import capability_advice
 from ._balancer import Balancer
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
-from ._context import RequestContext
+from ._context import RequestContext, scoped_session
 from ._errors import Scrubber
 from ._exchange import Exchange
 from ._fallback import FallbackChain, fallback_reason, is_provider_failure, is_retryable, retry_delay
 from ._providers import Deployment, Provider, build_deployments, provider_keys
 from ._response_cache import CachedAnswer, ReplayStream, ResponseCache
+from ._schema import prompt_chars
 from ._sessions import SessionKeeper, answer_signal
 from ._shadow import Recorder
 from ._stream import ChatStream, OpenedStream, open_upstream_stream
@@ -52,6 +54,16 @@ from ._wire import Usage, estimate_output_tokens
 __all__ = ["Completion", "Dispatcher"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("switchman.gateway")
+
+#: Seconds an answer waits for its ledger row under `server.durability: sync` (a sick database must
+#: not hold answers for ever: after this the answer goes out and the row stays queued).
+DURABLE_WAIT_S = 5.0
+
+#: Requests with more prompt text than this (characters) are decided in a worker thread: token
+#: counting, code detection and embedding grow with the prompt and must not hold the event loop.
+OFFLOAD_CHARS = 32_768
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +121,7 @@ class Dispatcher:
         self.metrics = metrics
         self.scrub = scrub or Scrubber()
         self.retries = decider.config.server.retries
+        self.durable = decider.config.server.durability == "sync"
         self.sleep = sleep
         self.clock = clock
         routes = decider.config.routes
@@ -157,42 +170,75 @@ class Dispatcher:
             await anyio.to_thread.run_sync(self.tracing.shutdown)
 
     # -- deciding ------------------------------------------------------------------------------
-    def decide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
-        """The RouteRequest and Decision for a validated body (no upstream call)."""
+    def _decide_core(
+        self, body: Mapping[str, Any], context: RequestContext, unhealthy: frozenset[str], ttft_ms: Mapping[str, float]
+    ) -> tuple[RouteRequest, Decision]:
+        """The request and the decision core's answer: pure, so it may run in a worker thread."""
         request = self.decider.request(
             body["messages"], tools=body.get("tools"), response_format=body.get("response_format"),
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
-            agent=context.agent, session=context.session, tags=context.tags, task=context.task,
+            agent=context.agent, session=scoped_session(context.key_id, context.session), tags=context.tags,
+            task=context.task,
         )
-        started = self.clock()
         try:
-            decision = self.decider.decide(request, model=body["model"], unhealthy=self.balancer.unhealthy_models(),
-                                          ttft_ms=self.balancer.live_ttft())
+            decision = self.decider.decide(request, model=body["model"], unhealthy=unhealthy, ttft_ms=ttft_ms)
         except NoCapableModelError as exc:
             advice = capability_advice(exc.missing, self.decider.models)
             if not advice:
                 raise
             raise NoCapableModelError(f"{exc}.{advice}", missing=exc.missing) from None
+        return request, decision
+
+    def _steered(self, request: RouteRequest, decision: Decision, context: RequestContext, started: float) -> Decision:
         decision = self.sessions.steer(request, decision, context)
         if self.metrics is not None:
             self.metrics.observe_decision(self.clock() - started)
-        return request, decision
+        return decision
+
+    def decide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
+        """The RouteRequest and Decision for a validated body (no upstream call)."""
+        started = self.clock()
+        request, decision = self._decide_core(body, context, self.balancer.unhealthy_models(),
+                                              self.balancer.live_ttft())
+        return request, self._steered(request, decision, context, started)
+
+    async def adecide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
+        """`decide`, with a long prompt's share of the work done in a worker thread, off the event loop."""
+        if prompt_chars(body) <= OFFLOAD_CHARS:
+            return self.decide(body, context)
+        started = self.clock()
+        request, decision = await anyio.to_thread.run_sync(
+            self._decide_core, body, context, self.balancer.unhealthy_models(), dict(self.balancer.live_ttft()))
+        return request, self._steered(request, decision, context, started)
 
     def _reserve(self, exchange: Exchange, request: RouteRequest, decision: Decision) -> Decision:
+        """Hold the request's worst case (all input, the most output it allows, times `n`) in its budgets."""
         if self.budgets is None:
             return decision
-        ctx, specs = exchange.context, self.decider.models
+        ctx, specs, n, tokens = exchange.context, self.decider.models, exchange.choices, exchange.input_bound
         reserve = self.budgets.reserve
-        reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route,
-                              estimated_usd=estimated_cost(specs[decision.model], request), model=decision.model)
+        reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route, model=decision.model,
+                              estimated_usd=worst_case_cost(specs[decision.model], request, n, input_tokens=tokens))
         if reservation.downgrade_to is not None and reservation.downgrade_to in specs:
             target = reservation.downgrade_to
-            reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route,
-                                  estimated_usd=estimated_cost(specs[target], request), model=target)
+            reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route, model=target,
+                                  estimated_usd=worst_case_cost(specs[target], request, n, input_tokens=tokens))
             decision = Decision(model=target, reason=f"budget downgrade from {decision.model}", strategy="budget",
                                 route=decision.route, candidates=decision.candidates, excluded=decision.excluded)
         exchange.reservation = reservation
         return decision
+
+    def _hold(self, exchange: Exchange, model: str, error: UpstreamError | None) -> None:
+        """Grow the reservation to `model`'s worst case (plus what a cascade already paid) before calling it."""
+        reservation, request = exchange.reservation, exchange.request
+        if reservation is None or not reservation.held or request is None:
+            return
+        spec = self.decider.models[model]
+        needed = exchange.spent_usd + worst_case_cost(spec, request, exchange.choices, input_tokens=exchange.input_bound)
+        if needed > reservation.estimated_usd and not reservation.resize(needed, model=model):
+            after = f" after {error}" if error is not None else ""
+            raise BudgetExceededError(f"moving to {model}{after} could cost ${needed:.4f}, more than the request's "
+                                      "budget has left")
 
     def _begin(
         self, body: Mapping[str, Any], context: RequestContext,
@@ -200,6 +246,7 @@ class Dispatcher:
     ) -> Exchange:
         """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure."""
         exchange = Exchange(context, self.clock())
+        exchange.choices = int(body.get("n") or 1)
         exchange.span = self.tracing.start(body, context)
         try:
             with self.tracing.decision(exchange.span) as deciding:
@@ -217,6 +264,21 @@ class Dispatcher:
             raise
         return exchange
 
+    async def _abegin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
+        """`_begin` for a chat body, a long prompt decided in a worker thread (see `adecide`)."""
+        if prompt_chars(body) <= OFFLOAD_CHARS:
+            return self._begin(body, context)
+        try:
+            request, decision = await self.adecide(body, context)
+        except SwitchmanError as exc:
+            error = exc
+
+            def refuse() -> tuple[RouteRequest, Decision]:
+                raise error
+
+            return self._begin(body, context, decide=refuse)
+        return self._begin(body, context, decide=lambda: (request, decision))
+
     # -- sending -------------------------------------------------------------------------------
     async def _attempts(
         self, exchange: Exchange, call: Callable[[Deployment], Awaitable[T]], *, hold: bool = False
@@ -233,6 +295,7 @@ class Dispatcher:
         error: UpstreamError | None = None
         limited: DeploymentLimitError | None = None
         while model is not None:
+            self._hold(exchange, model, error)
             try:
                 return await self._attempt_model(exchange, model, call, hold)
             except DeploymentLimitError as exc:  # nothing sent: every deployment is at its own limit
@@ -332,7 +395,7 @@ class Dispatcher:
 
     async def complete(self, body: Mapping[str, Any], context: RequestContext) -> Completion:
         """Answer a non-stream request (raises a SwitchmanError when nothing could, after recording it)."""
-        exchange = self._begin(body, context)
+        exchange = await self._abegin(body, context)
         hit = await self._cached(exchange, body, stream=False)
         if hit is not None:
             self.finish(exchange, content=hit.content)
@@ -353,7 +416,9 @@ class Dispatcher:
         exchange.usage = usage
         assert exchange.decision is not None and exchange.model is not None
         cost = exchange.cost(self.decider.models)
-        self.finish(exchange, content=content)
+        ticket = self.finish(exchange, content=content)
+        if self.durable:
+            await self.committed(ticket)
         if exchange.cache == "miss" and self.cache is not None:
             await self.cache.store(exchange, content, answer_signal(content))
         return Completion(content, exchange.model, exchange.decision, cost, context.request_id,
@@ -361,7 +426,7 @@ class Dispatcher:
 
     async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream | ReplayStream:
         """Open a stream, falling back until one upstream has sent its first event (or replay a cached one)."""
-        exchange = self._begin(body, context)
+        exchange = await self._abegin(body, context)
         hit = await self._cached(exchange, body, stream=True)
         if hit is not None:
             return ReplayStream(self, exchange, hit)
@@ -383,24 +448,37 @@ class Dispatcher:
         """Record a request refused before it could be routed (bad JSON, bad fields, bad headers)."""
         self.finish(Exchange(context, self.clock()), error)
 
+    async def committed(self, ticket: int | asyncio.Task[int]) -> None:
+        """Wait (at most DURABLE_WAIT_S) until a record `finish` queued is committed: `server.durability: sync`."""
+        if self.ledger is None:
+            return
+        number = await ticket if isinstance(ticket, asyncio.Task) else ticket
+        if number and not await self.ledger.committed(number, timeout=DURABLE_WAIT_S):
+            logger.warning("ledger row not committed within %g s; answering anyway (it stays queued)", DURABLE_WAIT_S)
+
     def finish(
         self, exchange: Exchange, error: BaseException | None = None, *, content: bytes | None = None,
         answer: str | None = None,
-    ) -> None:
+    ) -> int | asyncio.Task[int]:
         """Write the request's one ledger record, count it in the metrics, and note its session's outcome.
 
         `answer` is a streamed answer's escalation signal (empty or truncated), where no body exists.
+        Returns the ledger's ticket for the record (see `committed`).
         """
         if error is not None:
             exchange.fail(error, self.scrub)
         if exchange.lease is not None:
             exchange.lease.release()
         self.sessions.observe(exchange, content, answer)
-        route = exchange.decision.route if exchange.decision else None
+        decision = exchange.decision
+        # A model the caller named (or an agent's pin) was not the router's choice: no baseline to save against.
+        routed = decision is not None and decision.route is not None and decision.strategy != "fixed"
+        route = decision.route if routed and decision is not None else None
         record = exchange.record(self.decider.models, self._candidates.get(route or "", ()), self.clock(),
                                  self._baselines.get(route or ""))
-        self.recorder.record(self.ledger, record, exchange.request, exchange.decision)
+        ticket = self.recorder.record(self.ledger, record, exchange.request, exchange.decision)
         if self.metrics is not None:
             self.metrics.observe_request(record)
         if exchange.span is not None:
             self.tracing.finish(exchange.span, record, error, exchange.request.prompt if exchange.request else None)
+        return ticket

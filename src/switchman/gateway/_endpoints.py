@@ -6,20 +6,24 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .._exceptions import InvalidRequestError
-from ._context import RequestContext, context_from
+from ._context import RequestContext, bind_agent, context_from
 from ._dispatcher import Dispatcher
 from ._gateway import Gateway
-from ._schema import check_body, parse_body, read_json
+from ._middleware import MASTER_KEY_ID
+from ._schema import check_body, check_prompt_size, read_json
 from ._stream import RelayResponse
 
 __all__ = ["Endpoints", "header_value", "read_request", "route_headers"]
 
 _JSON = "application/json"
+#: Bodies larger than this are parsed and validated in a worker thread, off the event loop.
+OFFLOAD_BYTES = 64 * 1024
 
 
 #: Symbols route reasons use, spelled in ASCII (an HTTP header is Latin-1 at best; clients show "?").
@@ -49,20 +53,30 @@ def route_headers(model: str, reason: str, *, deployment: str | None = None, cac
 
 async def read_request(
     dispatcher: Dispatcher, request: Request, parse: Callable[[dict[str, Any]], dict[str, Any]] = check_body,
-    *, api: str = "chat.completions",
+    *, api: str = "chat.completions", record: bool = True,
 ) -> tuple[dict[str, Any], RequestContext]:
     """The request's body in the dispatcher's shape (`parse` translates and validates it) and its context.
 
-    A request refused here still gets its ledger row.
+    The body is held to the server's limits (nesting, prompt size; a large one is parsed off the event
+    loop) and the context's agent to what the caller's key allows. A request refused here still gets
+    its ledger row (unless `record` is false: /v1/route calls no model and keeps no record).
     """
     state = request.scope.get("state", {})
     request_id, key_id = state.get("request_id", ""), state.get("key_id")
+    limits = dispatcher.decider.config.server.limits
     raw = await request.body()
     try:
-        body = parse(read_json(raw))
-        return body, context_from(request.headers, body, request_id=request_id, key_id=key_id, api=api)
+        if len(raw) > OFFLOAD_BYTES:
+            body = await anyio.to_thread.run_sync(lambda: parse(read_json(raw, limits.max_json_depth)))
+        else:
+            body = parse(read_json(raw, limits.max_json_depth))
+        check_prompt_size(body, limits.max_prompt_chars)
+        context = context_from(request.headers, body, request_id=request_id, key_id=key_id, api=api,
+                               body_bytes=len(raw))
+        return body, bind_agent(context, state.get("key"))
     except InvalidRequestError as exc:
-        dispatcher.reject(RequestContext(request_id=request_id, key_id=key_id, api=api), exc)
+        if record:
+            dispatcher.reject(RequestContext(request_id=request_id, key_id=key_id, api=api), exc)
         raise
 
 
@@ -110,10 +124,8 @@ class Endpoints:
 
     async def route(self, request: Request) -> Response:
         """POST /v1/route: the Decision, without calling any model."""
-        state = request.scope.get("state", {})
-        body = parse_body(await request.body())
-        context = context_from(request.headers, body, request_id=state.get("request_id", ""))
-        _, decision = self.dispatcher.decide(body, context)
+        body, context = await read_request(self.dispatcher, request, record=False)
+        _, decision = await self.dispatcher.adecide(body, context)
         return Response(orjson.dumps(decision.to_dict()), media_type=_JSON,
                         headers=route_headers(decision.model, decision.reason))
 
@@ -124,7 +136,10 @@ class Endpoints:
         return Response(self._models, media_type=_JSON)
 
     async def health(self, request: Request) -> Response:
-        """GET /health: liveness, each model's circuit state, and each deployment's state and live latency."""
+        """GET /health: liveness for anyone; each model's and deployment's state for the admin (or with auth off)."""
+        state = request.scope.get("state", {})
+        if state.get("auth_enabled") and state.get("key_id") != MASTER_KEY_ID:
+            return Response(b'{"status":"ok"}', media_type=_JSON)
         balancer = self.dispatcher.balancer
         states = {name: balancer.model_state(name) for name in self.gateway.decider.models}
         deployments = {
@@ -136,7 +151,12 @@ class Endpoints:
                         media_type=_JSON)
 
     async def metrics(self, request: Request) -> Response:
-        """GET /metrics: Prometheus text."""
+        """GET /metrics: Prometheus text (spend across every tenant: the master key only, by default)."""
+        state = request.scope.get("state", {})
+        access = self.gateway.config.server.metrics_access
+        if state.get("auth_enabled") and access == "admin" and state.get("key_id") != MASTER_KEY_ID:
+            raise InvalidRequestError("/metrics needs the master key (or server.metrics_access: keys | open)",
+                                      status=403, code="admin_only", kind="permission_error")
         if self.gateway.metrics is None:
             return Response(b"", status_code=204)
         content, content_type = self.gateway.metrics.render()

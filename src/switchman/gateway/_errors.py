@@ -24,6 +24,7 @@ from .._exceptions import (
     InvalidRequestError,
     LedgerUnavailableError,
     NoCapableModelError,
+    PolicyDeniedError,
     RateLimitError,
     SwitchmanError,
     UnknownModelError,
@@ -48,6 +49,7 @@ __all__ = [
 _ENVELOPES: tuple[tuple[type[SwitchmanError], int, str, str | None, str | None], ...] = (
     (UnknownModelError, 404, "invalid_request_error", "model_not_found", "model"),
     (NoCapableModelError, 400, "invalid_request_error", "no_capable_model", "model"),
+    (PolicyDeniedError, 403, "permission_error", "model_not_allowed", "model"),
     (BudgetExceededError, 429, "insufficient_quota", "budget_exceeded", None),
     (RateLimitError, 429, "rate_limit_error", "rate_limit_exceeded", None),
     (ContextWindowExceededError, 400, "invalid_request_error", "context_length_exceeded", "messages"),

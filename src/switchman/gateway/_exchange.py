@@ -44,9 +44,9 @@ def status_for(error: BaseException) -> str:
 class Exchange:
     """What happened to one request: decision, models tried, usage, timing, outcome."""
 
-    __slots__ = ("cache", "cache_key", "context", "decision", "deployment", "error", "first_token_at", "lease", "model",
-                 "request", "reservation", "span", "spent_usd", "started", "started_wall", "status", "tried", "usage",
-                 "usage_estimated")
+    __slots__ = ("cache", "cache_key", "choices", "context", "decision", "deployment", "error", "first_token_at",
+                 "lease", "model", "request", "reservation", "span", "spent_usd", "started", "started_wall", "status",
+                 "tried", "usage", "usage_estimated")
 
     def __init__(self, context: RequestContext, started: float) -> None:
         self.context = context
@@ -55,6 +55,7 @@ class Exchange:
         self.request: RouteRequest | None = None
         self.decision: Decision | None = None
         self.reservation: Reservation | None = None
+        self.choices = 1  # the request's `n`: answers it asks for (and the budget reserves)
         self.model: str | None = None
         self.deployment: str | None = None  # the id of the deployment that answered
         self.lease: Lease | None = None  # a stream's deployment, held until the stream ends
@@ -68,6 +69,12 @@ class Exchange:
         self.status = "ok"
         self.error: str | None = None
         self.span: Any = None  # the request's trace span, when tracing is on
+
+    @property
+    def input_bound(self) -> int:
+        """Input tokens a budget reserves: the request's count, or a quarter of its bytes when that is more."""
+        counted = self.request.input_tokens if self.request is not None else 0
+        return max(counted, self.context.body_bytes // 4)
 
     def fail(self, error: BaseException, scrub: Scrubber) -> None:
         """Note the error that ended the request."""

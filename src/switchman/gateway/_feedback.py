@@ -22,6 +22,8 @@ from starlette.responses import Response
 
 from .._exceptions import InvalidRequestError, LedgerUnavailableError
 from ..ledger import Ledger, LedgerRecord
+from ._context import scoped_session
+from ._middleware import MASTER_KEY_ID
 
 if TYPE_CHECKING:
     from .._decider import Decider
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["FeedbackEndpoint", "notify_feedback", "parse_feedback", "store_feedback", "submit_feedback"]
 
 _THUMBS = {"up": 1.0, "down": 0.0}
+#: Seconds a feedback request waits on the ledger database before answering 503.
+FEEDBACK_TIMEOUT_S = 5.0
 _MAX_COMMENT = 4000
 _MAX_ID = 128
 
@@ -51,7 +55,7 @@ def parse_feedback(body: Any) -> tuple[str, float, str | None]:
     if (score is None) == (thumbs is None):
         raise _bad("give exactly one of score (a number in [0, 1]) or thumbs ('up' or 'down')", "score")
     if thumbs is not None:
-        if thumbs not in _THUMBS:
+        if not isinstance(thumbs, str) or thumbs not in _THUMBS:
             raise _bad("thumbs must be 'up' or 'down'", "thumbs")
         value = _THUMBS[thumbs]
     else:
@@ -70,14 +74,15 @@ def store_feedback(ledger: Ledger, request_id: str, score: float, comment: str |
     """Store the score for a request the ledger knows (blocking: run it off the event loop).
 
     A request that finished a moment ago may still be in this process's write queue, so a miss
-    flushes the queue and looks once more. A virtual key sees only its own requests.
+    flushes the queue and looks once more. A virtual key sees only its own requests: request ids a
+    client chose are scoped to its key, so another key reusing an id cannot take its feedback.
     """
     try:
-        record = ledger.find(request_id)
+        record = ledger.find(request_id, key_id=key_id)
         if record is None:
             ledger.flush_sync(timeout=2.0)
-            record = ledger.find(request_id)
-        if record is None or (key_id is not None and record.key_id != key_id):
+            record = ledger.find(request_id, key_id=key_id)
+        if record is None:
             raise InvalidRequestError(f"no request with id {request_id!r} in the ledger", status=404,
                                       param="request_id", code="request_not_found")
         ledger.add_feedback(request_id, score, comment)
@@ -94,8 +99,9 @@ def notify_feedback(decider: Decider, sessions: SessionKeeper | None, record: Le
         strategy = decider.strategy(record.route)
         if isinstance(strategy, OnlineStrategy):
             strategy.observe(record.cluster, record.model or "", score)
-    if sessions is not None and record.session is not None:
-        sessions.record_feedback(record.session, score, request_id=record.request_id)
+    session = scoped_session(record.key_id, record.session)
+    if sessions is not None and session is not None:
+        sessions.record_feedback(session, score, request_id=record.request_id)
 
 
 def submit_feedback(
@@ -135,8 +141,13 @@ class FeedbackEndpoint:
         if ledger is None:
             raise LedgerUnavailableError("this gateway keeps no ledger")
         key_id = request.scope.get("state", {}).get("key_id")
-        record = await anyio.to_thread.run_sync(lambda: store_feedback(ledger, request_id, score, comment,
-                                                                       key_id=key_id))
+        scope = None if key_id in (None, MASTER_KEY_ID) else key_id  # the master key sees every request
+        try:
+            with anyio.fail_after(FEEDBACK_TIMEOUT_S):
+                record = await anyio.to_thread.run_sync(
+                    lambda: store_feedback(ledger, request_id, score, comment, key_id=scope), abandon_on_cancel=True)
+        except TimeoutError:
+            raise LedgerUnavailableError(f"the ledger did not answer within {FEEDBACK_TIMEOUT_S:g} s; try again") from None
         notify_feedback(self.gateway.decider, self.gateway.dispatcher.sessions, record, score)
         return Response(orjson.dumps({"object": "feedback", "request_id": request_id, "score": score}),
                         media_type="application/json")

@@ -6,6 +6,8 @@ reads it again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,13 +17,17 @@ import anyio.to_thread
 from .._config import Config
 from .._decider import Decider
 from .._environ import Environment
-from ..ledger import BudgetManager, KeyStore, Ledger, Metrics
+from ..ledger import BudgetManager, KeySet, KeyStore, Ledger, Metrics
 from ._defaults import default_config
 from ._dispatcher import Dispatcher
+from ._keyring import Keyring
 from ._sessions import SessionKeeper
 from ._tracing import Tracing
 
 __all__ = ["Gateway"]
+
+#: Seconds startup waits for the first read of the virtual keys before serving without them.
+STARTUP_KEYS_WAIT_S = 3.0
 
 
 class Gateway:
@@ -36,7 +42,9 @@ class Gateway:
         self.decider = dispatcher.decider
         self.config = dispatcher.decider.config
         self.ledger = ledger
+        #: The keys database (the dashboard creates and revokes keys through it); requests are checked by the keyring.
         self.keys = keys
+        self.keyring = Keyring(keys, refresh_s=self.config.server.key_refresh_s) if keys is not None else None
         self.metrics = metrics
         self.master_key = master_key
         #: The dashboard's read-only login key (`dashboard.key_env`); the master key logs in read-write.
@@ -44,6 +52,14 @@ class Gateway:
         self.budgets = dispatcher.budgets
         self.env: Mapping[str, str] = Environment.read() if env is None else env
         self._retired: list[Dispatcher] = []  # replaced by a reload; closed at shutdown
+        self._key_budgets_refresh: asyncio.Task[bool] | None = None
+        if self.keyring is not None:
+            self.keyring.on_change(self._key_budgets)
+
+    def _key_budgets(self, keys: KeySet) -> None:
+        """New, changed and removed key budgets take effect at each key refresh (spend loaded off the loop)."""
+        if self.budgets is not None and self.budgets.set_scope("key", keys.budgets()):
+            self._key_budgets_refresh = asyncio.ensure_future(anyio.to_thread.run_sync(self.budgets.refresh))
 
     @classmethod
     def from_config(
@@ -56,7 +72,7 @@ class Gateway:
         decider = Decider(config, base_dir=base_dir)
         ledger = Ledger.from_url(config.server.ledger_url)
         keys = KeyStore(config.server.ledger_url)
-        budgets = BudgetManager([*config.budgets, *keys.budgets()], ledger)
+        budgets = BudgetManager(config.budgets, ledger)  # key budgets join at the first key refresh
         metrics = Metrics(ledger=ledger)
         tracing = Tracing.from_environment(env, record_prompts=config.server.store_prompts)
         dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics,
@@ -87,19 +103,25 @@ class Gateway:
         self.budgets = dispatcher.budgets
 
     async def start(self) -> None:
-        """Load every route's strategy (router files, embedders) and start the ledger writer."""
+        """Load every route's strategy (router files, embedders), start the ledger writer, read the keys."""
         self.decider.warm_up()
         if self.ledger is not None:
             await self.ledger.start()
+        if self.keyring is not None:
+            # Wait a moment for the keys, not for a database that hangs: the refresh goes on in the background
+            # and requests meanwhile need the master key (authentication is assumed on until keys are read).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STARTUP_KEYS_WAIT_S):
+                    await asyncio.shield(self.keyring.refresh())
 
     async def refresh_budgets(self, every_s: float = 5.0) -> None:
         """Keep budget counters in step with spend other workers (or SDK users) write to the ledger."""
         while True:
             await anyio.sleep(every_s)
             budgets = self.budgets  # a reload may replace them
-            # usage(): budgets can be added while running (a key created on the dashboard)
+            # usage(): budgets can be added while running; a database that hangs must not hold shutdown
             if budgets is not None and budgets.usage():
-                await anyio.to_thread.run_sync(budgets.refresh)
+                await anyio.to_thread.run_sync(budgets.refresh, abandon_on_cancel=True)  # (the thread is left)
 
     async def aclose(self) -> None:
         """Close upstream connections, then flush the ledger."""
@@ -108,5 +130,5 @@ class Gateway:
         await self.dispatcher.aclose()
         if self.ledger is not None:
             await self.ledger.close()
-        if self.keys is not None:
-            self.keys.close()
+        if self.keyring is not None:
+            self.keyring.close()

@@ -17,6 +17,7 @@ before the server's loop runs).
 
 from __future__ import annotations
 
+import io
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
@@ -33,6 +34,8 @@ MAX_CONNECTIONS = 1000
 KEEPALIVE_EXPIRY = 60.0
 #: Seconds a resolved provider address is reused.
 DNS_CACHE_TTL = 60
+#: Bodies larger than this are written to the upstream in pieces (one write of megabytes holds the event loop).
+_STREAMED_BODY_BYTES = 1 << 20
 #: Extra headers for requests sent in the current context: the tracing attempt span's traceparent.
 OUTBOUND_HEADERS: ContextVar[Mapping[str, str] | None] = ContextVar("switchman_outbound_headers", default=None)
 
@@ -132,8 +135,9 @@ class UpstreamPool:
         `read_timeout` bounds the wait for the answer after sending, and any later silence in it.
         """
         session = self._session or self._open()
+        body = request.body if len(request.body) <= _STREAMED_BODY_BYTES else io.BytesIO(request.body)
         response = await session.request(
-            request.method, request.url, data=request.body, allow_redirects=False,
+            request.method, request.url, data=body, allow_redirects=False,
             timeout=self._timeout(connect_timeout, read_timeout), headers=OUTBOUND_HEADERS.get(),
         )
         return UpstreamResponse(response)

@@ -6,14 +6,20 @@ metadata), so every field a provider understands and switchman does not still re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._exceptions import InvalidRequestError
 
-__all__ = ["ChatBody", "check_body", "describe_invalid", "parse_body", "read_json"]
+__all__ = ["DEFAULT_MAX_DEPTH", "ChatBody", "check_body", "check_depth", "check_prompt_size", "describe_invalid",
+           "parse_body", "prompt_chars", "read_json"]
+
+#: Nesting a request body may have (orjson reads 1,024 levels but writes only ~254; a tool's JSON
+#: schema rarely needs more than a dozen).
+DEFAULT_MAX_DEPTH = 64
 
 
 class _Open(BaseModel):
@@ -32,6 +38,12 @@ class ContentPart(_Open):
     type: str
     text: str | None = None
     image_url: str | ImageURL | None = None
+
+    @model_validator(mode="after")
+    def _text_parts_have_text(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a part of type 'text' needs 'text', a string")
+        return self
 
 
 class FunctionCall(_Open):
@@ -142,8 +154,21 @@ def check_body(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def read_json(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object; InvalidRequestError when it is empty, not JSON or not an object."""
+def check_depth(data: object, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+    """InvalidRequestError when objects and arrays nest deeper than `max_depth` (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > max_depth:
+            raise InvalidRequestError(f"the request body nests deeper than {max_depth} levels",
+                                      code="invalid_json")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def read_json(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
+    """The body as a JSON object at most `max_depth` deep; InvalidRequestError when it is empty, not JSON,
+    not an object or nested deeper."""
     if not raw:
         raise InvalidRequestError("the request body is empty; send a JSON object", code="invalid_json")
     try:
@@ -152,9 +177,30 @@ def read_json(raw: bytes) -> dict[str, Any]:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("the request body must be a JSON object", code="invalid_json")
+    check_depth(data, max_depth)
     return data
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
+def prompt_chars(body: Mapping[str, Any]) -> int:
+    """Characters of text in the messages (string contents and text parts): what routing work grows with."""
+    total = 0
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(p["text"]) for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+    return total
+
+
+def check_prompt_size(body: Mapping[str, Any], max_chars: int) -> None:
+    """413 when the messages' text (string contents and text parts) is longer than `max_chars` characters."""
+    total = prompt_chars(body)
+    if total > max_chars:
+        raise InvalidRequestError(f"the prompt is {total} characters, over this gateway's limit of {max_chars}",
+                                  status=413, param="messages", code="prompt_too_large")
+
+
+def parse_body(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
     """The JSON body as a dict to forward, once validated; InvalidRequestError when it is not."""
-    return check_body(read_json(raw))
+    return check_body(read_json(raw, max_depth))

@@ -54,38 +54,39 @@ class Recorder:
         self.decider = decider
         self._store_prompts = decider.config.server.store_prompts
         self._routes = {name for name, route in decider.config.routes.items() if route.shadow is not None}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[int]] = set()
         self._warned = False
 
     def record(self, ledger: Ledger | None, record: LedgerRecord, request: RouteRequest | None,
-               decision: Decision | None) -> None:
-        """Queue the record now, or after its shadow decision when its route has a shadow router."""
+               decision: Decision | None) -> int | asyncio.Task[int]:
+        """Queue the record now, or after its shadow decision when its route has a shadow router.
+
+        Returns the ledger's ticket for the row (0: no ledger), or the task that will queue it.
+        """
         if ledger is None:
-            return
+            return 0
         if self._store_prompts and request is not None:
             record = replace(record, prompt=request.prompt)
         if request is None or decision is None or decision.route not in self._routes or record.status != "ok":
-            ledger.record(record)
-            return
+            return ledger.record(record)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (a plain script): no background to move the work to
-            ledger.record(record)
-            return
+            return ledger.record(record)
         task = loop.create_task(self._shadow_then_record(ledger, record, request, decision))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _shadow_then_record(self, ledger: Ledger, record: LedgerRecord, request: RouteRequest,
-                                  decision: Decision) -> None:
+                                  decision: Decision) -> int:
         try:
             record = await anyio.to_thread.run_sync(shadow_fields, self.decider, record, request, decision)
         except SwitchmanError as exc:  # a missing or bad shadow file must not cost the record
             if not self._warned:
                 logger.warning("shadow router for route %s failed: %s", decision.route, exc)
                 self._warned = True
-        finally:
-            ledger.record(record)
+        return ledger.record(record)
 
     async def drain(self) -> None:
         """Wait for shadow decisions still being made (before the ledger closes)."""

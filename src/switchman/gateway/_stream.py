@@ -8,6 +8,7 @@ that goes away cancels the upstream request. Either way the request gets its one
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,7 +18,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .._exceptions import UpstreamError, UpstreamServerError
+from .._exceptions import BudgetExceededError, UpstreamError, UpstreamServerError
 from ..routing import Decision
 from ._errors import error_payload
 from ..state import HealthStore
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["ChatStream", "ClientTranslator", "OpenedStream", "RelayResponse", "RelayedStream", "open_upstream_stream"]
 
 _DONE = b"data: [DONE]\n\n"
+#: Events relayed between two yields to the event loop: an upstream faster than its client never
+#: suspends the relay (reads and writes are buffered), so without these a client that went away, or
+#: every other request, would wait for the whole answer.
+_YIELD_EVERY = 16
 
 
 @dataclass(slots=True)
@@ -99,8 +104,10 @@ class ChatStream:
         self._exchange = exchange
         self._opened = opened
         self._error: UpstreamError | None = None
+        self._stopped: BudgetExceededError | None = None
         self._ended = False
         self._closed = False
+        self._ticket: int | asyncio.Task[int] = 0
         # What the client was sent, kept for the response cache when the request missed it.
         self._kept: list[bytes] | None = [] if exchange.cache == "miss" else None
         self._kept_bytes = 0
@@ -157,29 +164,84 @@ class ChatStream:
         """What the answer cost, once the stream is closed."""
         return self._exchange.cost(self._dispatcher.decider.models) if self._closed else None
 
-    async def relay(self, send: Callable[[bytes], Awaitable[None]]) -> None:
-        """Forward every event to `send` as it arrives; an upstream failure becomes an error event."""
+    @property
+    def durable(self) -> bool:
+        """Whether the record must be committed before the stream's end is sent (`server.durability: sync`)."""
+        return self._dispatcher.durable and self._dispatcher.ledger is not None
+
+    async def relay(self, send: Callable[[bytes], Awaitable[None]], *, hold_last: bool = False) -> bytes:
+        """Forward every event to `send` as it arrives; an upstream failure becomes an error event.
+
+        With `hold_last`, the last piece (the end of the stream: `[DONE]`) is returned instead of
+        sent, for the caller to send once the request's record is committed.
+
+        The model's total timeout bounds the waits for the upstream only: time spent waiting for the
+        client to take what was sent is the client's (the server's write timeout bounds it), so a
+        slow reader never counts against the upstream's health.
+        """
         if self._kept is not None:
             send = self._keeping(send)
+        if hold_last:
+            send = _HoldLast(send)
         opened, clock = self._opened, self._dispatcher.clock
         deployment = opened.deployment
-        remaining = max(deployment.total_s - (clock() - opened.sent_at), 0.0)
-        translator = opened.translator
+        deadline = opened.sent_at + deployment.total_s
+        translator, events = opened.translator, opened.events
         try:
-            with deployment.adapter.map_errors(deployment.name), anyio.fail_after(remaining):
-                for chunk in opened.first:
+            for chunk in opened.first:
+                await send(chunk)
+            self._exchange.first_token_at = clock()
+            relayed = 0
+            while True:
+                relayed += 1
+                if relayed % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                with deployment.adapter.map_errors(deployment.name), anyio.fail_after(max(deadline - clock(), 0.0)):
+                    try:
+                        event = await events.__anext__()
+                    except StopAsyncIteration:
+                        chunks = translator.close()
+                        break
+                    chunks = translator.feed(event)
+                if not self._within_budget():
+                    raise self._budget_stop()
+                for chunk in chunks:
                     await send(chunk)
-                self._exchange.first_token_at = clock()
-                async for event in opened.events:
-                    for chunk in translator.feed(event):
-                        await send(chunk)
-                for chunk in translator.close():
-                    await send(chunk)
-        except UpstreamError as exc:
-            self._error = exc
+            for chunk in chunks:
+                await send(chunk)
+        except (UpstreamError, BudgetExceededError) as exc:
+            if isinstance(exc, UpstreamError):
+                self._error = exc
             status, payload = error_payload(exc, self._dispatcher.scrub)
             await send(b"data: " + orjson.dumps(payload) + b"\n\n" + _DONE)
         self._ended = True
+        return send.held if isinstance(send, _HoldLast) else b""
+
+    def _within_budget(self) -> bool:
+        """Whether the answer's running cost still fits its reservation (grown by a quarter when a budget allows).
+
+        Output is counted per streamed chunk (providers send about one token per chunk), so an
+        answer that runs past what was reserved (a model without `max_output_tokens`, or an upstream
+        that ignores max_tokens) is stopped once no budget can take more.
+        """
+        exchange = self._exchange
+        reservation = exchange.reservation
+        if reservation is None or not reservation.held:
+            return True
+        spec = self._opened.deployment.spec
+        running = exchange.spent_usd + spec.cost(exchange.input_bound, self._opened.translator.chunks)
+        return running <= reservation.estimated_usd or reservation.resize(running * 1.25)
+
+    def _budget_stop(self) -> BudgetExceededError:
+        self._stopped = BudgetExceededError(
+            f"the answer was stopped after {self._opened.translator.chunks} chunks: its running cost passed what its "
+            "budget has left")
+        return self._stopped
+
+    async def committed(self) -> None:
+        """Record the request now and wait until its row is committed (`server.durability: sync`)."""
+        self._ticket = await self._close()
+        await self._dispatcher.committed(self._ticket)
 
     def _keeping(self, send: Callable[[bytes], Awaitable[None]]) -> Callable[[bytes], Awaitable[None]]:
         """`send`, also keeping what is sent for the response cache (until it outgrows an entry)."""
@@ -197,8 +259,11 @@ class ChatStream:
 
     async def aclose(self, *, disconnected: bool = False) -> None:
         """Release the upstream and write the ledger record (idempotent); keep a complete answer in the cache."""
+        await self._close(disconnected=disconnected)
+
+    async def _close(self, *, disconnected: bool = False) -> int | asyncio.Task[int]:
         if self._closed:
-            return
+            return self._ticket
         self._closed = True
         opened, exchange, dispatcher = self._opened, self._exchange, self._dispatcher
         await opened.aclose()
@@ -213,6 +278,9 @@ class ChatStream:
             dispatcher.health.record(deployment.id, ok=False, cooldown_s=deployment.cooldown_s)
             exchange.fail(self._error, dispatcher.scrub)
             exchange.status = "stream_error"
+        elif self._stopped is not None:  # the budget's doing, not the upstream's
+            exchange.fail(self._stopped, dispatcher.scrub)
+            exchange.status = "stream_error"
         elif disconnected or not self._ended:
             exchange.status = "client_disconnected"
         else:
@@ -224,15 +292,29 @@ class ChatStream:
                 answer = TRUNCATED
             elif not translator.has_output:
                 answer = "empty answer"
-        dispatcher.finish(exchange, answer=answer)
+        self._ticket = dispatcher.finish(exchange, answer=answer)
         if self._kept is not None and dispatcher.cache is not None:
             await dispatcher.cache.store(exchange, b"".join(self._kept), answer)
+        return self._ticket
+
+
+class _HoldLast:
+    """A sender that keeps back the latest piece (sending the one before it) until asked for it."""
+
+    def __init__(self, send: Callable[[bytes], Awaitable[None]]) -> None:
+        self._send = send
+        self.held = b""
+
+    async def __call__(self, chunk: bytes) -> None:
+        if self.held:
+            await self._send(self.held)
+        self.held = chunk
 
 
 class RelayedStream(Protocol):
     """What a RelayResponse relays: a ChatStream, or an answer replayed from the response cache."""
 
-    async def relay(self, send: Callable[[bytes], Awaitable[None]]) -> None:
+    async def relay(self, send: Callable[[bytes], Awaitable[None]]) -> bytes | None:
         """Send every event."""
         ...
 
@@ -290,8 +372,19 @@ class RelayResponse(Response):
 
                 group.start_soon(watch)
                 await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-                await self.stream.relay(body)
-                done = True
+                stream = self.stream
+                if isinstance(stream, ChatStream):
+                    # Recorded (and kept by the response cache) before the answer's last byte, so a request the
+                    # client sends next finds both; with sync durability the row is committed before the last event.
+                    durable = stream.durable
+                    last = await stream.relay(body, hold_last=durable)
+                    done = True
+                    await (stream.committed() if durable else stream.aclose())
+                    if last:
+                        await body(last)
+                else:
+                    await stream.relay(body)
+                    done = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 group.cancel_scope.cancel()
         except OSError:

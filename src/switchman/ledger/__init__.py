@@ -8,9 +8,9 @@
 SQLite (WAL) by default, Postgres by URL; writes happen off the request path in batches.
 """
 
-from ._budget import BudgetManager, Reservation
+from ._budget import BudgetManager, Budgets, Reservation
 from ._db import LEDGER_URL_ENV, display_url, resolve_url
-from ._keys import KEY_PREFIX, KeyInfo, KeyStore
+from ._keys import KEY_PREFIX, UNCHANGED, KeyInfo, KeySet, KeyStore, lookup_of
 from ._ledger import Ledger
 from ._period import Period, parse_since, period_bounds
 from ._prometheus import Metrics
@@ -30,11 +30,13 @@ from ._views import (
 
 __all__ = [
     "BudgetManager",
+    "Budgets",
     "CandidateEstimate",
     "ERROR_STATUSES",
     "FeedbackSummary",
     "KEY_PREFIX",
     "KeyInfo",
+    "KeySet",
     "KeyStore",
     "LEDGER_URL_ENV",
     "LatencySummary",
@@ -55,7 +57,9 @@ __all__ = [
     "SpendRow",
     "TimelinePoint",
     "Totals",
+    "UNCHANGED",
     "display_url",
+    "lookup_of",
     "parse_since",
     "period_bounds",
     "resolve_url",

@@ -15,6 +15,13 @@ A budget whose `on_exceed` is "downgrade" does not reject: `reserve` returns a R
 `downgrade_to` names the model to use instead, holding nothing; the caller reserves again with
 `model=` that model and its estimate. Requests already on a budget's `downgrade_to` model pass that
 budget (their spend still counts), so a downgraded agent keeps working on the cheaper model.
+
+The gateway reserves a request's worst case (`routing.worst_case_cost`), so with N requests in
+flight the budgets are never overspent by more than what the upstreams bill beyond their own
+limits; a request that moves to a dearer model, or a stream that runs past its reservation,
+`resize`s it first and stops when a budget cannot take the increase. `Budgets` is the whole surface
+the gateway uses (reserve, then resize / settle / release the Reservation), so a shared store can
+replace this in-process manager.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,7 +40,7 @@ from .._exceptions import BudgetLimitError
 from ._ledger import Ledger
 from ._period import period_bounds
 
-__all__ = ["BudgetManager", "Reservation"]
+__all__ = ["BudgetManager", "Budgets", "Reservation"]
 
 logger = logging.getLogger("switchman.ledger")
 
@@ -57,7 +65,7 @@ class _BudgetState:
 class Reservation:
     """An estimated cost held against budgets until `settle` (actual cost) or `release` (no cost)."""
 
-    __slots__ = ("_done", "_manager", "_states", "downgrade_to", "estimated_usd")
+    __slots__ = ("_done", "_manager", "_model", "_states", "downgrade_to", "estimated_usd")
 
     def __init__(
         self,
@@ -65,12 +73,26 @@ class Reservation:
         states: tuple[_BudgetState, ...],
         estimated_usd: float,
         downgrade_to: str | None = None,
+        model: str | None = None,
     ) -> None:
         self._manager = manager
         self._states = states
         self.estimated_usd = estimated_usd
         self.downgrade_to = downgrade_to
+        self._model = model
         self._done = not states
+
+    @property
+    def held(self) -> bool:
+        """Whether any budget holds this reservation (False once settled or released, or when none applies)."""
+        return not self._done
+
+    def resize(self, estimated_usd: float, *, model: str | None = None) -> bool:
+        """Hold `estimated_usd` instead (for `model`, when the request moved to another); False, and nothing
+        changed, when a budget cannot take the increase. Always True when no budget holds the reservation."""
+        if self._manager is None or self._done:
+            return True
+        return self._manager._resize(self, max(estimated_usd, 0.0), model or self._model)
 
     @property
     def budgets(self) -> tuple[BudgetConfig, ...]:
@@ -90,6 +112,24 @@ class Reservation:
     def __repr__(self) -> str:
         state = "done" if self._done else "held"
         return f"<Reservation ${self.estimated_usd:.6f} {state} downgrade_to={self.downgrade_to!r}>"
+
+
+class Budgets(Protocol):
+    """What the gateway needs of budgets: reserve a request's cost, keep counters current, report usage.
+
+    The Reservation it returns is resized, then settled (actual cost) or released (no cost).
+    """
+
+    def reserve(
+        self, *, agent: str | None, key_id: str | None, route: str | None, estimated_usd: float,
+        model: str | None = None,
+    ) -> Reservation: ...
+
+    def refresh(self) -> bool: ...
+
+    def set_scope(self, scope: str, budgets: Sequence[BudgetConfig]) -> bool: ...
+
+    def usage(self) -> list[tuple[BudgetConfig, float, float]]: ...
 
 
 class BudgetManager:
@@ -124,6 +164,29 @@ class BudgetManager:
         start, end = period_bounds(now, budget.period)
         with self._lock:
             self._states.setdefault((budget.scope, budget.name), []).append(_BudgetState(budget, start, end))
+
+    def set_scope(self, scope: str, budgets: Sequence[BudgetConfig]) -> bool:
+        """Replace every budget of one scope (e.g. the keys' budgets after a key change); True if any changed.
+
+        A budget that stays keeps its spend and reservations, one whose limit changed keeps them under
+        the new limit (same name and period), a new one starts from zero until `refresh()` loads its spend.
+        """
+        wanted = [b for b in budgets if b.scope == scope]
+        with self._lock:
+            current = {(k, s.budget.period): s for k, states in self._states.items() if k[0] == scope for s in states}
+            if sorted(map(repr, (s.budget for s in current.values()))) == sorted(map(repr, wanted)):
+                return False
+            now = self._clock()
+            for key in [k for k in self._states if k[0] == scope]:
+                del self._states[key]
+            for budget in wanted:
+                state = current.get(((scope, budget.name), budget.period))
+                if state is not None:
+                    state.budget = budget  # the same state: reservations in flight settle against it
+                else:
+                    state = _BudgetState(budget, *period_bounds(now, budget.period))
+                self._states.setdefault((scope, budget.name), []).append(state)
+            return True
 
     def refresh(self) -> bool:
         """Raise each budget's spend to what the ledger holds for its current period; False if unreadable.
@@ -199,7 +262,26 @@ class BudgetManager:
                 )
             for state in states:
                 state.reserved += estimate
-            return Reservation(self, tuple(states), estimate)
+            return Reservation(self, tuple(states), estimate, model=model)
+
+    def _resize(self, reservation: Reservation, estimate: float, model: str | None) -> bool:
+        with self._lock:
+            if reservation._done:
+                return True
+            delta = estimate - reservation.estimated_usd
+            now = self._clock()
+            for state in reservation._states:
+                state.roll(now)
+                budget = state.budget
+                if budget.on_exceed == "downgrade" and model is not None and model == budget.downgrade_to:
+                    continue
+                if delta > 0 and state.spent + state.reserved + delta > budget.usd + _EPSILON_USD:
+                    return False
+            for state in reservation._states:
+                state.reserved = max(state.reserved + delta, 0.0)
+            reservation.estimated_usd = estimate
+            reservation._model = model
+            return True
 
     def _finish(self, reservation: Reservation, actual_usd: float) -> None:
         with self._lock:

@@ -42,6 +42,7 @@ __all__ = [
     "FEEDBACK",
     "FILTER_COLUMNS",
     "KEYS",
+    "SETTINGS",
     "LEDGER_URL_ENV",
     "METADATA",
     "REQUESTS",
@@ -53,7 +54,13 @@ __all__ = [
 ]
 
 SQLITE_BUSY_TIMEOUT_S = 2.0
+#: Postgres bounds, so a database that hangs instead of refusing cannot hold a caller for ever:
+#: connecting (libpq's connect_timeout covers the whole handshake), one statement (server side),
+#: unacknowledged data and dead peers (TCP), and waiting for a pooled connection.
 POSTGRES_CONNECT_TIMEOUT_S = 5
+POSTGRES_STATEMENT_TIMEOUT_S = 15
+POSTGRES_TCP_USER_TIMEOUT_S = 15
+POOL_TIMEOUT_S = 5.0
 #: Request-log filters with an index ending in the row id: the selective ones. Route and status take
 #: few values, so the log's id-range scan finds their rows without one (each index costs the writer ~2 µs a row).
 FILTER_COLUMNS = ("agent", "session", "key_id", "model")
@@ -132,7 +139,19 @@ KEYS = Table(
     Column("revoked", Float),
     Column("budget_usd", Float),
     Column("budget_period", String(16)),
+    Column("agents", JSON),  # the agents the key may act as (None: any)
+    Column("default_agent", Text),  # the agent of a request that names none
+    Column("updated", Float),  # last create / change / revoke, for the gateway's incremental key refresh
     Index("ix_switchman_keys_lookup", "lookup"),
+)
+
+#: Gateway-wide settings that must outlive a process, e.g. that authentication was switched on.
+SETTINGS = Table(
+    "switchman_settings",
+    METADATA,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("time", Float, nullable=False),
 )
 
 
@@ -158,8 +177,8 @@ def create_tables(engine: Engine) -> None:
 
 def _add_missing_columns(conn: Connection) -> None:
     """Give a ledger made by an older switchman the nullable columns added since (prompt, shadow_*, cluster, api,
-    deployment, cache, ...)."""
-    for table in (REQUESTS, FEEDBACK):
+    deployment, cache, ...; the keys' agents)."""
+    for table in (REQUESTS, FEEDBACK, KEYS):
         present = {c["name"] for c in inspect(conn).get_columns(table.name, schema=table.schema)}
         added = []
         for column in table.columns:
@@ -210,6 +229,22 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _postgres_connect_args(url: URL) -> dict[str, Any]:
+    """libpq options that bound every wait on the database (a URL's own `options` are kept)."""
+    statement = f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_S * 1000}"
+    options = url.query.get("options")
+    own = " ".join(options) if isinstance(options, tuple) else options
+    return {
+        "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
+        "options": f"{own} {statement}" if own else statement,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": POSTGRES_TCP_USER_TIMEOUT_S * 1000,
+    }
+
+
 def create_ledger_engine(url: str) -> Engine:
     """A SQLAlchemy engine for a ledger URL; creates the SQLite file's folder. Does not connect."""
     parsed = _driver_url(url)
@@ -226,9 +261,6 @@ def create_ledger_engine(url: str) -> Engine:
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
     if backend == "postgresql":
-        return create_engine(
-            parsed,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
-        )
+        return create_engine(parsed, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_S,
+                             connect_args=_postgres_connect_args(parsed))
     raise ValueError(f"unsupported ledger URL {display_url(url)!r}: use sqlite:///path or postgresql://...")

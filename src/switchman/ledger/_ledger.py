@@ -11,6 +11,12 @@ When the database is down, locked or missing its table, the batch stays in memor
 with backoff (the table is recreated if it went away); the queue holds up to `max_queued` rows, and
 rows beyond that are counted in `stats.dropped` and logged. `close()` writes everything queued
 before it returns (or gives up after `timeout` seconds, logging how many rows were not written).
+
+Durability: a row is in memory for at most `flush_interval` plus one write before it is committed,
+so a process killed with SIGKILL loses the rows of the requests answered in that window (SIGTERM
+loses none: shutdown flushes). Who needs no window at all waits for the row: `record` returns a
+ticket and `await committed(ticket)` returns once that row is committed (the writer is woken at
+once, and every row waiting then goes in the same transaction).
 """
 
 from __future__ import annotations
@@ -41,6 +47,11 @@ _GROUP_COLUMNS = {
     "key": REQUESTS.c.key_id,
     "route": REQUESTS.c.route,
 }
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _epoch(moment: datetime | float) -> float:
@@ -86,6 +97,10 @@ class Ledger:
         self._closed = False
         self._schema_ready = False
         self._written = 0
+        self._appended = 0  # tickets given out (rows queued, in order)
+        self._taken = 0  # rows the writer took off the queue
+        self._settled = 0  # rows written (or refused as invalid): tickets up to this are done
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._dropped = 0
         self._discarded = 0
         self._write_errors = 0
@@ -164,15 +179,52 @@ class Ledger:
 
     # -- the hot path ----------------------------------------------------------------------------
 
-    def record(self, rec: LedgerRecord) -> None:
-        """Queue one record for writing; never blocks, never raises."""
+    def record(self, rec: LedgerRecord) -> int:
+        """Queue one record for writing; never blocks, never raises. Returns its ticket (0: dropped)."""
         queue = self._queue
         if len(queue) >= self._max_queued or self._closed:
             self._drop()
-            return
-        queue.append(rec)
+            return 0
+        with self._lock:
+            queue.append(rec)
+            self._appended += 1
+            ticket = self._appended
         if len(queue) >= self._batch_size:
             self._wake.set()
+        return ticket
+
+    async def committed(self, ticket: int, timeout: float | None = None) -> bool:
+        """Wait until the row with this ticket is committed; False if `timeout` passed first (it stays queued)."""
+        if ticket <= self._settled:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (ticket, asyncio.get_running_loop(), future)
+        with self._lock:
+            self._waiters.append(waiter)
+        self.start_sync()
+        self._wake.set()  # write now, together with whatever else is waiting
+        if ticket <= self._settled:  # written while registering
+            self._release()
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            return False
+        return True
+
+    def _release(self) -> None:
+        """Wake the waiters whose rows are committed (called by the writer thread)."""
+        settled = self._settled
+        with self._lock:
+            done = [w for w in self._waiters if w[0] <= settled]
+            if not done:
+                return
+            self._waiters = [w for w in self._waiters if w[0] > settled]
+        for _, loop, future in done:
+            loop.call_soon_threadsafe(_resolve, future)
 
     def _drop(self) -> None:
         with self._lock:
@@ -219,15 +271,20 @@ class Ledger:
                     queue, pending = self._queue, self._pending
                     while queue and len(pending) < self._batch_size:
                         rec = queue.popleft()
+                        self._taken += 1
                         try:
                             pending.append((encode(rec), fact(rec)))
                         except (AttributeError, TypeError, ValueError) as exc:
                             self._discard(getattr(rec, "request_id", "?"), exc)
                 if not self._pending:
+                    self._settled = self._taken
+                    self._release()
                     return True
                 if not self._write_batch(self._pending):
                     return False
                 self._pending.clear()
+                self._settled = self._taken
+                self._release()
         finally:
             with self._idle:
                 self._busy = False
@@ -350,10 +407,13 @@ class Ledger:
                 for name, n, tin, tout, usd, base in conn.execute(query)
             ]
 
-    def find(self, request_id: str) -> LedgerRecord | None:
-        """The written record of one request, None when there is none (yet)."""
+    def find(self, request_id: str, *, key_id: str | None = None) -> LedgerRecord | None:
+        """The written record of one request (of one key's requests, given `key_id`), None when there is none (yet)."""
         self._ensure_schema()
-        query = select(REQUESTS).where(REQUESTS.c.request_id == request_id).order_by(REQUESTS.c.id.desc()).limit(1)
+        query = select(REQUESTS).where(REQUESTS.c.request_id == request_id)
+        if key_id is not None:
+            query = query.where(REQUESTS.c.key_id == key_id)
+        query = query.order_by(REQUESTS.c.id.desc()).limit(1)
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else decode(row)

@@ -19,7 +19,15 @@ from ._cascade import (
     drive,
 )
 from ._decision import CandidateScore, Decision
-from ._policy import DEFAULT_OUTPUT_TOKENS, PolicyResult, estimated_cost, filter_candidates, prefer_live
+from ._policy import (
+    DEFAULT_OUTPUT_TOKENS,
+    RESERVE_OUTPUT_TOKENS,
+    PolicyResult,
+    estimated_cost,
+    filter_candidates,
+    prefer_live,
+    worst_case_cost,
+)
 from ._request import RouteRequest, message_text
 from ._select import SelectionRule, select
 from ._sessions import SessionPolicy, SessionState, advance, is_expired, repeated_tool_call, steer, switch_cost_usd
@@ -53,6 +61,7 @@ __all__ = [
     "OracleCheck",
     "Outcome",
     "PolicyResult",
+    "RESERVE_OUTPUT_TOKENS",
     "RandomStrategy",
     "RouteRequest",
     "RulesStrategy",
@@ -82,4 +91,5 @@ __all__ = [
     "steer",
     "switch_cost_usd",
     "task_from_tags",
+    "worst_case_cost",
 ]

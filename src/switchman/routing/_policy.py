@@ -13,10 +13,14 @@ from .._catalog import ModelSpec
 from .._exceptions import NoCapableModelError
 from ._request import RouteRequest
 
-__all__ = ["DEFAULT_OUTPUT_TOKENS", "PolicyResult", "filter_candidates", "prefer_live"]
+__all__ = ["DEFAULT_OUTPUT_TOKENS", "RESERVE_OUTPUT_TOKENS", "PolicyResult", "filter_candidates", "prefer_live",
+           "worst_case_cost"]
 
 #: Output tokens assumed when a request gives no max_tokens, for window checks and cost estimates.
 DEFAULT_OUTPUT_TOKENS = 256
+#: Output tokens a budget reserves for one answer when neither the request (max_tokens) nor the
+#: model (`max_output_tokens`) bounds it. Set `max_output_tokens` on a model for an exact bound.
+RESERVE_OUTPUT_TOKENS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +113,18 @@ def estimated_cost(spec: ModelSpec, request: RouteRequest, output_tokens: float 
     """USD cost of the request on `spec`, with output tokens predicted or assumed."""
     out = output_tokens if output_tokens is not None else (request.max_tokens or DEFAULT_OUTPUT_TOKENS)
     return spec.cost(request.input_tokens, out)
+
+
+def worst_case_cost(
+    spec: ModelSpec, request: RouteRequest, choices: int = 1, *, input_tokens: int | None = None
+) -> float:
+    """USD the request can cost on `spec`: every input token plus the most output it allows, `choices` times.
+
+    The most output is the request's max_tokens, capped by the model's `max_output_tokens`; with
+    neither, RESERVE_OUTPUT_TOKENS. `input_tokens` overrides the request's own count with a safer
+    bound (the gateway's: a quarter of the request's bytes when that is more). What a budget
+    reserves, so concurrent requests cannot together pass a limit that only some of them fit.
+    """
+    limits = [t for t in (request.max_tokens, spec.max_output_tokens) if t is not None]
+    out = min(limits) if limits else RESERVE_OUTPUT_TOKENS
+    return spec.cost(request.input_tokens if input_tokens is None else input_tokens, out * max(choices, 1))

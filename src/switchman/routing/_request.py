@@ -21,14 +21,9 @@ _CODE_PATTERN = re.compile(
     r"```|^\s*(def |class |import |from \S+ import |function |const |let |#include|public static)|;\s*$",
     re.MULTILINE,
 )
-#: Code is looked for in at most this many characters from each end of a message: bounded work per request.
-_CODE_SCAN_CHARS = 4096
-
-
-def _looks_like_code(text: str) -> bool:
-    if len(text) > 2 * _CODE_SCAN_CHARS:
-        text = text[:_CODE_SCAN_CHARS] + "\n" + text[-_CODE_SCAN_CHARS:]
-    return _CODE_PATTERN.search(text) is not None
+#: Characters of each message the code detector reads (its regex holds the GIL: unbounded, a
+#: multi-megabyte prompt would stall every other request of the process).
+CODE_SCAN_CHARS = 32_768
 
 
 def message_text(message: Mapping[str, Any]) -> str:
@@ -38,7 +33,8 @@ def message_text(message: Mapping[str, Any]) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(
-            part.get("text", "") for part in content if isinstance(part, Mapping) and part.get("type") == "text"
+            part["text"] for part in content
+            if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)
         )
     return ""
 
@@ -120,7 +116,7 @@ class RouteRequest:
             max_tokens=max_tokens,
             has_tools=bool(tools),
             has_images=images > 0,
-            has_code=any(_looks_like_code(t) for t in texts),
+            has_code=any(_CODE_PATTERN.search(t, 0, CODE_SCAN_CHARS) for t in texts),
             response_format=fmt,
             agent=agent,
             session=session,

@@ -1,34 +1,34 @@
-"""API-key authentication: the master key (from the environment) or a virtual key from the KeyStore.
+"""API-key authentication: the master key (from the environment) or a virtual key from the Keyring.
 
 The key comes as `Authorization: Bearer <key>` (OpenAI clients) or `x-api-key: <key>` (Anthropic
-clients, Claude Code); either header works on every path, checked the same way.
+clients); either header works on every path, checked the same way.
 
-With no master key and no virtual keys there is nothing to check and every request passes (the
-server then refuses to listen beyond loopback, see `check_bind`). A virtual key created while
-the server runs switches checking on within `recheck_s`.
+Whether keys are required (`server.auth`): "required" always; "off" never (the server refuses to
+listen beyond loopback then); "auto", the default, once a master key is set or a virtual key was
+ever created here (the database remembers, so revoking the last key does not open the gateway).
+A gateway configured to listen beyond loopback (`public`) always requires a key.
+An address that fails too often is answered 429 without its key being checked.
+
+Sets `scope["state"]`: `auth_enabled`, and for an authenticated request `key_id` ("master" for the
+master key) and `key` (the virtual key's KeyInfo, with the agents it is bound to).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import logging
-import time
+from typing import Literal
 
-import anyio.to_thread
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..._exceptions import InvalidRequestError
-from ...ledger import KeyStore
+from ...ledger import KeyInfo
 from .._errors import dialect_for_path, error_response
+from .._keyring import Keyring
+from .._limiter import AddressLimiter
 
 __all__ = ["MASTER_KEY_ID", "AuthMiddleware"]
 
-logger = logging.getLogger("switchman.gateway")
-
 MASTER_KEY_ID = "master"
-_CACHE_S = 10.0
 
 
 def _unauthorized(message: str) -> InvalidRequestError:
@@ -50,69 +50,69 @@ def _presented_key(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, st
 
 
 class AuthMiddleware:
-    """Checks `Authorization: Bearer <key>` or `x-api-key: <key>`; sets `scope["state"]["key_id"]`."""
+    """Checks the presented key; answers 401 (or 429 for an address that keeps failing)."""
 
     def __init__(
-        self, app: ASGIApp, *, keys: KeyStore | None, master_key: str | None,
-        open_paths: frozenset[str] = frozenset({"/health"}), open_prefixes: tuple[str, ...] = (),
-        recheck_s: float = 5.0,
+        self, app: ASGIApp, *, keyring: Keyring | None, master_key: str | None,
+        mode: Literal["auto", "required", "off"] = "auto", limiter: AddressLimiter | None = None,
+        public: bool = False, open_paths: frozenset[str] = frozenset({"/health"}), open_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
-        self.keys = keys
+        self.keyring = keyring
         self.master = master_key.encode() if master_key else None
+        self.mode = mode
+        self.limiter = limiter
+        self.public = public
         self.open_paths = open_paths
         #: Mounted apps that authenticate their own requests (the dashboard: a login and a session cookie).
         self.open_prefixes = tuple(p.rstrip("/") for p in open_prefixes)
-        self.recheck_s = recheck_s
-        self._has_keys: bool | None = None
-        self._checked_at = 0.0
-        self._verified: dict[bytes, tuple[str, float, int]] = {}  # digest → key id, when, revocations then
 
     def _own_auth(self, path: str) -> bool:
         return any(path == p or path.startswith(p + "/") for p in self.open_prefixes)
 
-    async def _enabled(self) -> bool:
-        if self.master is not None:
+    def required(self) -> bool:
+        """Whether requests must present a key now."""
+        if self.public:
             return True
-        if self.keys is None:
-            return False
-        now = time.monotonic()
-        if self._has_keys is None or now - self._checked_at > self.recheck_s:
-            self._checked_at = now
-            try:
-                self._has_keys = await anyio.to_thread.run_sync(self.keys.has_keys)
-            except SQLAlchemyError as exc:  # a ledger outage must not fail requests: keep the last answer
-                logger.warning("cannot read virtual keys (%s); keeping the last known state", type(exc).__name__)
-        return bool(self._has_keys)
+        if self.mode != "auto":
+            return self.mode == "required"
+        return self.master is not None or (self.keyring is not None and self.keyring.auth_enabled)
 
-    async def _key_id(self, secret: bytes) -> str | None:
+    async def _identify(self, secret: bytes) -> tuple[str, KeyInfo | None] | None:
         if self.master is not None and hmac.compare_digest(secret, self.master):
-            return MASTER_KEY_ID
-        if self.keys is None:
+            return MASTER_KEY_ID, None
+        if self.keyring is None:
             return None
-        digest = hashlib.sha256(secret).digest()
-        now = time.monotonic()
-        cached = self._verified.get(digest)
-        revocations = self.keys.revocations  # a key revoked in this process (e.g. the dashboard) stops at once
-        if cached is not None and now - cached[1] < _CACHE_S and cached[2] == revocations:
-            return cached[0]
-        info = await anyio.to_thread.run_sync(self.keys.verify, secret.decode("latin-1"))
-        if info is None:
-            self._verified.pop(digest, None)
-            return None
-        self._verified[digest] = (info.id, now, revocations)
-        return info.id
+        info = await self.keyring.verify(secret.decode("latin-1"))
+        return (info.id, info) if info is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths or self._own_auth(scope["path"]) \
-                or not await self._enabled():
+        if scope["type"] != "http" or self._own_auth(scope["path"]):
             await self.app(scope, receive, send)
             return
+        state = scope.setdefault("state", {})
+        state["auth_enabled"] = required = self.required()
         secret, problem = _presented_key(scope["headers"])
-        key_id = await self._key_id(secret) if secret else None
-        if key_id is not None:
-            scope.setdefault("state", {})["key_id"] = key_id
+        if not required or scope["path"] in self.open_paths:
+            if required and secret is not None and self.master is not None and hmac.compare_digest(secret, self.master):
+                state["key_id"] = MASTER_KEY_ID  # an open path still knows the admin (e.g. /health's detail)
             await self.app(scope, receive, send)
             return
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        if self.limiter is not None and not self.limiter.allowed(address):
+            wait = self.limiter.retry_after(address)
+            error = InvalidRequestError(f"too many failed authentications from this address; retry in {wait:.0f} s",
+                                        status=429, code="too_many_failed_authentications", kind="rate_limit_error")
+            await error_response(error, headers={"retry-after": f"{max(wait, 1.0):.0f}"},
+                                 dialect=dialect_for_path(scope["path"]))(scope, receive, send)
+            return
+        found = await self._identify(secret) if secret else None
+        if found is not None:
+            state["key_id"], state["key"] = found
+            await self.app(scope, receive, send)
+            return
+        if self.limiter is not None:
+            self.limiter.spend(address)
         error = _unauthorized(problem or "invalid API key")
         await error_response(error, dialect=dialect_for_path(scope["path"]))(scope, receive, send)

@@ -1,0 +1,268 @@
+"""The HTTP server side of the gateway: uvicorn, with the bounds it lacks added at the protocol level.
+
+uvicorn's httptools protocol has no deadline for a request's head or body, no cap on the head's
+size and no bound on connections that never send a complete request, so a few clients holding
+half-sent requests could take every file descriptor. `GuardedHttpProtocol` is that protocol with:
+
+- a connection cap: beyond `max_connections` a new connection gets a JSON 503 and is closed;
+- a head cap: a request line + headers over `max_header_bytes` gets a 431;
+- a head deadline: a request whose head is not complete `header_timeout_s` after its first byte
+  (or after the connection opened) gets a 408;
+- a body deadline: a body not complete `body_timeout_s` after its head gets a 408 (or the
+  connection is closed when the answer has already started);
+- a write deadline: a client that takes nothing from its answer for `write_timeout_s` while the
+  send buffer is full is disconnected (the app then sees `http.disconnect`);
+- keep-alive bounds: idle for `keepalive_timeout_s`, or `keepalive_max_requests` requests, then close;
+- malformed requests (bad Content-Length, Content-Length with Transfer-Encoding, unknown methods)
+  answered with the OpenAI error envelope instead of uvicorn's plain text.
+
+    config = server_config(app, limits, host="127.0.0.1", port=8080)
+    uvicorn.Server(config).run()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import resource
+from asyncio.events import TimerHandle
+from typing import Any, ClassVar
+
+import httptools
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from .._config import ServerLimits
+from .._exceptions import InvalidRequestError
+from ._errors import error_payload
+
+__all__ = ["GuardedHttpProtocol", "guarded_protocol", "is_loopback", "raise_fd_limit", "server_config"]
+
+logger = logging.getLogger("switchman.gateway")
+
+#: Seconds a refused connection is kept half-open to read what the client was sending (so the
+#: client reads the 503 instead of a reset), before it is closed.
+_LINGER_S = 1.0
+_HEAD_END = b"\r\n\r\n"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _error_bytes(status: int, code: str, message: str, *, kind: str = "invalid_request_error",
+                 extra: bytes = b"") -> bytes:
+    """A complete HTTP/1.1 error response in the OpenAI envelope, closing the connection."""
+    _, payload = error_payload(InvalidRequestError(message, status=status, code=code, kind=kind))
+    body = orjson.dumps(payload)
+    return b"".join((STATUS_LINE[status], b"content-type: application/json\r\ncontent-length: ",
+                     str(len(body)).encode(), b"\r\nconnection: close\r\n", extra, b"\r\n", body))
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with deadlines, size caps and a connection cap (see module doc)."""
+
+    #: The bounds; `guarded_protocol(limits)` makes a subclass with its own.
+    limits: ClassVar[ServerLimits] = ServerLimits()
+    #: Open connections by client address (kept only with `max_connections_per_client`).
+    per_client: ClassVar[dict[str, int]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reading_head = True
+        self._head_bytes = 0
+        self._deadline: TimerHandle | None = None
+        self._write_deadline: TimerHandle | None = None
+        self._served = 0
+        self._refused = False
+        self._address: str | None = None
+
+    # -- timers ----------------------------------------------------------------------------------
+    def _arm(self, seconds: float, callback: Any) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    # -- connection ------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(503, "server_busy", "the gateway is at its connection limit; retry shortly",
+                         kind="api_error", extra=b"retry-after: 1\r\n", linger=False)
+            return
+        per_client = self.limits.max_connections_per_client
+        if per_client is not None and self.client is not None:
+            self._address = address = self.client[0]
+            held = self.per_client[address] = self.per_client.get(address, 0) + 1
+            if held > per_client:
+                self._refuse(503, "server_busy", f"more than {per_client} open connections from this address",
+                             kind="api_error", extra=b"retry-after: 1\r\n", linger=False)
+                return
+        self._arm(self.limits.header_timeout_s, self._head_too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._address is not None:
+            left = self.per_client.pop(self._address, 1) - 1
+            if left > 0:
+                self.per_client[self._address] = left
+            self._address = None
+        self._disarm()
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+        super().connection_lost(exc)
+
+    def _refuse(self, status: int, code: str, message: str, *, kind: str = "invalid_request_error",
+                extra: bytes = b"", linger: bool = True) -> None:
+        """Answer an error and end the connection without reading the request any further.
+
+        With `linger`, the write side is closed first and what the client still sends is read and
+        dropped for a moment, so the client reads the answer rather than a reset. A connection over
+        the cap does not linger: its descriptor is what the cap protects.
+        """
+        if self._refused or self.transport.is_closing():
+            return
+        self._refused = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True  # the app's answer, if it ever comes, goes nowhere
+            self.cycle.message_event.set()
+        self.transport.write(_error_bytes(status, code, message, kind=kind, extra=extra))
+        if not linger:
+            self.transport.close()
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._arm(_LINGER_S, self.transport.close)
+
+    def eof_received(self) -> None:
+        if self._refused:
+            self.transport.close()
+
+    # -- reading ---------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._unset_keepalive_if_required()
+        if self._reading_head:
+            if self._deadline is None:
+                self._arm(self.limits.header_timeout_s, self._head_too_slow)
+            seen = self._head_bytes + len(data)
+            if seen > self.limits.max_header_bytes:
+                end = data.find(_HEAD_END)  # only the part up to the head's end counts
+                if end < 0 or self._head_bytes + end + len(_HEAD_END) > self.limits.max_header_bytes:
+                    self._refuse(431, "request_header_too_large",
+                                 f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
+                    return
+            self._head_bytes = seen
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade_warning()
+            self._refuse(400, "unsupported_upgrade", "protocol upgrades are not supported")
+        except httptools.HttpParserCallbackError:
+            self._refuse(400, "invalid_http_request", "malformed HTTP request: the request target cannot be read")
+        except httptools.HttpParserError as exc:
+            self._refuse(400, "invalid_http_request", f"malformed HTTP request: {exc}")
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._head_bytes = 0
+        super().on_headers_complete()  # what it raises (e.g. a path it cannot decode) surfaces as a parser error
+        self._served += 1
+        if self._served >= self.limits.keepalive_max_requests and self.cycle is not None:
+            self.cycle.keep_alive = False
+        self._arm(self.limits.body_timeout_s, self._body_too_slow)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._reading_head = True
+        super().on_message_complete()
+
+    def _head_too_slow(self) -> None:
+        self._deadline = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            # An answer is still being produced on this connection: the next head may wait for it.
+            self._arm(self.limits.header_timeout_s, self._head_too_slow)
+            return
+        self._refuse(408, "request_timeout",
+                     f"the request head was not received within {self.limits.header_timeout_s:g} s")
+
+    def _body_too_slow(self) -> None:
+        self._deadline = None
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # answered already (e.g. 401 without reading): nothing more to say
+            return
+        self._refuse(408, "request_timeout",
+                     f"the request body was not received within {self.limits.body_timeout_s:g} s")
+
+    # -- writing ---------------------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(self.limits.write_timeout_s, self._reader_stalled)
+
+    def resume_writing(self) -> None:
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+        super().resume_writing()
+
+    def _reader_stalled(self) -> None:
+        self._write_deadline = None
+        logger.info("client %s read nothing for %g s: disconnecting it", self.client and self.client[0],
+                    self.limits.write_timeout_s)
+        self.transport.abort()
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, "invalid_http_request", msg)
+
+
+def guarded_protocol(limits: ServerLimits) -> type[GuardedHttpProtocol]:
+    """A GuardedHttpProtocol class bound to these limits (uvicorn builds one instance per connection)."""
+    return type("GuardedHttpProtocol", (GuardedHttpProtocol,), {"limits": limits, "per_client": {}})
+
+
+def raise_fd_limit(limits: ServerLimits) -> int:
+    """Make room for the connection cap in the file-descriptor limit; returns the connection cap to use.
+
+    Each client connection may hold an upstream connection too, so the soft limit is raised (up to
+    the hard limit) to twice the cap plus a reserve; if it cannot be, the cap is lowered to fit.
+    """
+    needed = 2 * limits.max_connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        fitted = max((soft - 256) // 2, 1)
+        logger.warning("file-descriptor limit %d is too low for max_connections=%d; using %d",
+                       soft, limits.max_connections, fitted)
+        return fitted
+    return limits.max_connections
+
+
+def server_config(app: Any, limits: ServerLimits, **options: Any) -> uvicorn.Config:
+    """A uvicorn configuration that serves `app` with the guarded protocol and these limits."""
+    cap = raise_fd_limit(limits)
+    if cap != limits.max_connections:
+        limits = limits.model_copy(update={"max_connections": cap})
+    options.setdefault("http", guarded_protocol(limits))
+    options.setdefault("ws", "none")
+    options.setdefault("lifespan", "on")
+    return uvicorn.Config(app, timeout_keep_alive=limits.keepalive_timeout_s, **options)  # type: ignore[arg-type]

@@ -1,0 +1,282 @@
+"""Helpers for the hostile-client tests: a gateway on loopback with chosen limits, raw HTTP, sick databases."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import uvicorn
+import yaml
+
+from switchman._config import ServerLimits, parse_config
+from switchman.gateway import Gateway, build_app, server_config
+from switchman.testing import FakeUpstream
+
+UPSTREAM_KEY = "sk-upstream-security-0123456789abcdef"
+MASTER_KEY = "sk-master-security-0f0f0f0f0f0f0f0f"
+ENV = {"FAKE_KEY": UPSTREAM_KEY}
+ASK = [{"role": "user", "content": "hello"}]
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+
+
+def config_data(upstream: FakeUpstream, ledger_url: str, **server: Any) -> dict[str, Any]:
+    """Two priced models on the fake upstream (cheap < big), one route, an agent that denies big."""
+    provider = {"kind": "openai", "base_url": upstream.openai_base_url, "api_key_env": "FAKE_KEY"}
+    caps = ["tools", "json", "vision"]
+    return {
+        "providers": {"fake": provider},
+        "models": {
+            "cheap": {"provider": "fake", "input_price": 1.0, "output_price": 2.0, "context_window": 10_000_000,
+                      "capabilities": caps},
+            "big": {"provider": "fake", "input_price": 10.0, "output_price": 20.0, "context_window": 10_000_000,
+                    "capabilities": caps},
+        },
+        "routes": {"default": {"candidates": ["cheap", "big"], "strategy": "cheapest"}},
+        "server": {"ledger_url": ledger_url, "retries": {"attempts": 0},
+                   "circuit_breaker": {"failures": 3, "cooldown_s": 60.0}, **server},
+    }
+
+
+class ServerThread:
+    """uvicorn with the gateway's guarded protocol, in a thread on an ephemeral loopback port."""
+
+    def __init__(self, app: Any, limits: ServerLimits) -> None:
+        config = server_config(app, limits, host="127.0.0.1", port=0, log_config=None, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.port = 0
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextmanager
+def running_gateway(data: Mapping[str, Any], env: Mapping[str, str] = ENV) -> Iterator[tuple[Gateway, ServerThread]]:
+    """A Gateway built from `data`, served on loopback with the limits the data configures."""
+    config = parse_config(dict(data))
+    gateway = Gateway.from_config(config, env=dict(env))
+    with ServerThread(build_app(gateway), config.server.limits) as server:
+        yield gateway, server
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    closed: bool  # the server closed the connection after this answer
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+def read_response(sock: socket.socket, timeout: float = 10.0) -> RawResponse:
+    """One HTTP/1.1 response with a Content-Length body, read from a raw socket."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"connection closed before a full response head: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    try:
+        sock.settimeout(0.5)
+        closed = sock.recv(1) == b""
+    except TimeoutError:
+        closed = False
+    except OSError:
+        closed = True
+    return RawResponse(status, headers, rest[:length], closed)
+
+
+def connect(port: int, *, source: str = "127.0.0.1", rcvbuf: int | None = None) -> socket.socket:
+    """A raw TCP connection to the gateway (optionally from another loopback address, with a tiny receive buffer)."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def request_bytes(method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None) -> bytes:
+    payload = b"" if body is None else body if isinstance(body, bytes) else orjson.dumps(body)
+    head = [f"{method} {path} HTTP/1.1", "host: test", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    if body is not None:
+        head += ["content-type: application/json", f"content-length: {len(payload)}"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+def assert_openai_error(response: RawResponse, status: int, code: str) -> dict[str, Any]:
+    """The response is `status` with the OpenAI error envelope and this code."""
+    assert response.status == status, (response.status, response.body)
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == code, error
+    assert error["message"]
+    return error  # type: ignore[no-any-return]
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll until `predicate()` holds; raise AssertionError naming `what` if it never does."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class HangingServer:
+    """A loopback TCP server that accepts connections and never answers: a database that hangs.
+
+    With a `target`, it forwards to it until `hang()`, after which established connections go
+    silent (what they send is swallowed) and new ones are accepted and never answered; `heal()`
+    cuts the silent connections (as a restarted database would) and forwards again.
+    """
+
+    def __init__(self, target: tuple[str, int] | None = None) -> None:
+        self.target = target
+        self.hanging = target is None
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hang(self) -> None:
+        self.hanging = True
+
+    def heal(self) -> None:
+        self.hanging = False
+        self._cut()
+
+    def close(self) -> None:
+        self._server.close()
+        self._cut()
+
+    def _cut(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            with self._lock:
+                self._sockets.append(client)
+            if self.hanging or self.target is None:
+                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._sockets.append(upstream)
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _swallow(sock: socket.socket) -> None:
+        try:
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if self.hanging:
+                    continue  # the database went silent: nothing passes either way
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_process(data: Mapping[str, Any], folder: Path, env: Mapping[str, str] = ENV) -> Iterator[
+        tuple[subprocess.Popen[bytes], str]]:
+    """`switchman serve` in a process of its own (nothing else shares its interpreter), with this configuration."""
+    config = folder / "switchman.yaml"
+    config.write_text(yaml.safe_dump(dict(data)))
+    port = free_port()
+    with (folder / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
+             "--port", str(port)], env={**os.environ, **env}, stdout=log, stderr=log)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(base + "/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("switchman serve did not start: " + (folder / "serve.log").read_text())
+                time.sleep(0.1)
+            yield process, base
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(10)
