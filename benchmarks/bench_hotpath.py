@@ -135,13 +135,14 @@ async def measure(ports: dict[str, int], pids: dict[str, int], args: argparse.Na
     return runs
 
 
-async def profile(port: int, pid: int, py_spy: Path, out: Path, requests: int) -> dict[str, Any]:
-    """py-spy over switchman while it serves `requests` non-stream requests at concurrency 10."""
-    raw = http_request("/v1/chat/completions", BODY, port)
+async def profile(port: int, pid: int, py_spy: Path, out: Path, requests: int, *, stream: bool) -> dict[str, Any]:
+    """py-spy over switchman while it serves `requests` requests at concurrency 10."""
+    raw = http_request("/v1/chat/completions", {**BODY, "stream": True} if stream else BODY, port)
     spy = subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
                             "--nonblocking", "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     await asyncio.sleep(1.0)  # py-spy attached
-    row = await run_load(port, raw, CONCURRENCY, requests, pid=pid, stream=False, time_limit=120.0, request_timeout=30.0)
+    row = await run_load(port, raw, CONCURRENCY, requests, pid=pid, stream=stream, time_limit=120.0,
+                         request_timeout=30.0)
     spy.send_signal(signal.SIGINT)
     spy.wait(60)
     result = profile_buckets(out)
@@ -172,9 +173,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"switchman {results['switchman_commit'][:12]}; concurrency {CONCURRENCY}; "
              f"{results['requests']} measured requests per row; stream latency = time to first event", "",
              *ratio_table(results["runs"])]
-    prof = results.get("profile")
-    if prof:
-        lines += ["", f"Profile of switchman, concurrency 10 non-stream ({prof['samples']} py-spy samples, "
+    for kind, prof in results.get("profile", {}).items():
+        lines += ["", f"Profile of switchman, concurrency 10 {kind} ({prof['samples']} py-spy samples, "
                   f"{prof['load']['rps']:.0f} req/s while sampled):", "", "| bucket | share of samples |", "|---|---:|"]
         lines += [f"| {name} | {share:.1f}% |" for name, share in prof["buckets"].items()]
     return "\n".join(lines)
@@ -214,10 +214,12 @@ def main() -> None:
             wait_ready(ports[name], processes[name], logs[name])
         pids = {name: process.pid for name, process in processes.items()}
         runs = asyncio.run(measure(ports, pids, args))
-        prof = None
+        profiles = {}
         if args.py_spy is not None:
-            prof = asyncio.run(profile(ports["switchman"], pids["switchman"], args.py_spy,
-                                       args.out.with_suffix(".pyspy.txt"), args.profile_requests))
+            for kind in ("nonstream", "stream"):
+                profiles[kind] = asyncio.run(profile(
+                    ports["switchman"], pids["switchman"], args.py_spy, args.out.with_suffix(f".pyspy-{kind}.txt"),
+                    args.profile_requests, stream=kind == "stream"))
     finally:
         for process in processes.values():
             process.terminate()
@@ -229,16 +231,16 @@ def main() -> None:
     results: dict[str, Any] = {"command": shlex.join(["python", *sys.argv]), "switchman_commit": sha,
                                "requests": args.requests, "concurrency": CONCURRENCY, "cpus": os.cpu_count(),
                                "python": sys.version.split()[0], "runs": runs}
-    if prof is not None:
-        results["profile"] = prof
+    if profiles:
+        results["profile"] = profiles
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     table = markdown(results)
     args.out.with_suffix(".md").write_text(f"Command: `{results['command']}`\n\n{table}\n")
     print()
     print(table)
-    if prof is not None:
-        print("\nhottest leaves:")
+    for kind, prof in profiles.items():
+        print(f"\nhottest leaves, {kind}:")
         for leaf, share in prof["top_leaves"].items():
             print(f"  {share:5.1f}%  {leaf}")
     print(f"\nwritten to {args.out} and {args.out.with_suffix('.md')}")
