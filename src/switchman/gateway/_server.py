@@ -16,6 +16,9 @@ half-sent requests could take every file descriptor. `GuardedHttpProtocol` is th
 - malformed requests (bad Content-Length, Content-Length with Transfer-Encoding, unknown methods)
   answered with the OpenAI error envelope instead of uvicorn's plain text.
 
+And one saving: a response's head goes out with the first piece of its body, in one write (one
+send system call and one wake-up of the client instead of two), when that piece follows at once.
+
     config = server_config(app, limits, host="127.0.0.1", port=8080)
     uvicorn.Server(config).run()
 """
@@ -32,7 +35,7 @@ from typing import Any, ClassVar
 import httptools
 import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from .._config import ServerLimits
 from .._exceptions import InvalidRequestError
@@ -65,6 +68,51 @@ def _error_bytes(status: int, code: str, message: str, *, kind: str = "invalid_r
     body = orjson.dumps(payload)
     return b"".join((STATUS_LINE[status], b"content-type: application/json\r\ncontent-length: ",
                      str(len(body)).encode(), b"\r\nconnection: close\r\n", extra, b"\r\n", body))
+
+
+class _HeadWithBody:
+    """A response cycle's transport that holds the response head for the body's first write (one send for both).
+
+    uvicorn writes the head when the app sends `http.response.start` and the body on the next
+    message; an app that sends both without waiting in between (every non-stream response, a relay
+    whose first event is in hand) gets them out in one write. A head whose body does not follow in
+    the same turn of the event loop goes out alone at the next turn, as before.
+    """
+
+    __slots__ = ("_cycle", "_head", "_loop", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle, loop: asyncio.AbstractEventLoop
+                 ) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._loop = loop
+        self._head: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head + data)
+        elif not self._started and self._cycle.response_started:  # the head (a 100 Continue comes before it)
+            self._started = True
+            self._head = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        """Write a head still held (unless the connection went away meanwhile)."""
+        head, self._head = self._head, None
+        if head is not None and not self._cycle.disconnected and not self._transport.is_closing():
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -180,6 +228,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._head_bytes = 0
         super().on_headers_complete()  # what it raises (e.g. a path it cannot decode) surfaces as a parser error
+        if self.cycle is not None:
+            self.cycle.transport = _HeadWithBody(self.transport, self.cycle, self.loop)  # type: ignore[assignment]
         self._served += 1
         if self._served >= self.limits.keepalive_max_requests and self.cycle is not None:
             self.cycle.keep_alive = False
