@@ -75,3 +75,18 @@ def test_a_head_whose_body_waits_goes_out_alone_at_the_next_turn() -> None:
     assert len(writes) == 2
     assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and writes[0].endswith(b"\r\n\r\n")
     assert writes[1] == b"hello"
+
+
+def test_a_streams_pieces_written_in_one_turn_go_out_together() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for word in (b"one", b"two"):
+            await send({"type": "http.response.body", "body": word, "more_body": True})
+        await asyncio.sleep(0)
+        await send({"type": "http.response.body", "body": b"three", "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    writes = asyncio.run(serve_one(app))
+    assert len(writes) == 2
+    assert b"transfer-encoding: chunked" in writes[0] and writes[0].endswith(b"\r\n\r\n3\r\none\r\n3\r\ntwo\r\n")
+    assert writes[1] == b"5\r\nthree\r\n0\r\n\r\n"

@@ -16,8 +16,9 @@ half-sent requests could take every file descriptor. `GuardedHttpProtocol` is th
 - malformed requests (bad Content-Length, Content-Length with Transfer-Encoding, unknown methods)
   answered with the OpenAI error envelope instead of uvicorn's plain text.
 
-And one saving: a response's head goes out with the first piece of its body, in one write (one
-send system call and one wake-up of the client instead of two), when that piece follows at once.
+And one saving: fewer, larger writes. A response's head goes out with the first piece of its body
+(one send system call and one wake-up of the client instead of two), and a stream's pieces written
+in one turn of the event loop go out together (`_CoalescedWrites`).
 
     config = server_config(app, limits, host="127.0.0.1", port=8080)
     uvicorn.Server(config).run()
@@ -70,42 +71,47 @@ def _error_bytes(status: int, code: str, message: str, *, kind: str = "invalid_r
                      str(len(body)).encode(), b"\r\nconnection: close\r\n", extra, b"\r\n", body))
 
 
-class _HeadWithBody:
-    """A response cycle's transport that holds the response head for the body's first write (one send for both).
+class _CoalescedWrites:
+    """A response cycle's transport that makes fewer, larger writes (fewer send calls and client wake-ups).
 
-    uvicorn writes the head when the app sends `http.response.start` and the body on the next
-    message; an app that sends both without waiting in between (every non-stream response, a relay
-    whose first event is in hand) gets them out in one write. A head whose body does not follow in
-    the same turn of the event loop goes out alone at the next turn, as before.
+    uvicorn writes the head when the app sends `http.response.start` and each body piece as it is
+    sent. Here the head is held for the body's first write (a non-stream answer goes out in one
+    write), and a chunked (streamed) body's pieces written in one turn of the event loop go out
+    together at the end of that turn (a relay that has several events in hand sends them at once).
+    Whatever is held goes out at the next turn at the latest, or before the connection is closed.
     """
 
-    __slots__ = ("_cycle", "_head", "_loop", "_started", "_transport")
+    __slots__ = ("_cycle", "_loop", "_pending", "_started", "_transport")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle, loop: asyncio.AbstractEventLoop
                  ) -> None:
         self._transport = transport
         self._cycle = cycle
         self._loop = loop
-        self._head: bytes | None = None
+        self._pending: list[bytes] | None = None
         self._started = False
 
     def write(self, data: bytes) -> None:
-        head = self._head
-        if head is not None:
-            self._head = None
-            self._transport.write(head + data)
-        elif not self._started and self._cycle.response_started:  # the head (a 100 Continue comes before it)
-            self._started = True
-            self._head = data
+        pending = self._pending
+        if pending is not None:
+            if self._cycle.chunked_encoding:
+                pending.append(data)
+                return
+            self._pending = None
+            pending.append(data)
+            self._transport.write(b"".join(pending))
+        elif self._cycle.chunked_encoding or (not self._started and self._cycle.response_started):
+            self._started = True  # the head (a 100 Continue, written before it, goes out at once) or a stream's piece
+            self._pending = [data]
             self._loop.call_soon(self.flush)
         else:
             self._transport.write(data)
 
     def flush(self) -> None:
-        """Write a head still held (unless the connection went away meanwhile)."""
-        head, self._head = self._head, None
-        if head is not None and not self._cycle.disconnected and not self._transport.is_closing():
-            self._transport.write(head)
+        """Write what is held (unless the connection went away meanwhile)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not self._cycle.disconnected and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def close(self) -> None:
         self.flush()
@@ -229,7 +235,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         super().on_headers_complete()  # what it raises (e.g. a path it cannot decode) surfaces as a parser error
         if self.cycle is not None:
-            self.cycle.transport = _HeadWithBody(self.transport, self.cycle, self.loop)  # type: ignore[assignment]
+            self.cycle.transport = _CoalescedWrites(self.transport, self.cycle, self.loop)  # type: ignore[assignment]
         self._served += 1
         if self._served >= self.limits.keepalive_max_requests and self.cycle is not None:
             self.cycle.keep_alive = False
