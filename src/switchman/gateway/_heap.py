@@ -17,7 +17,7 @@ import gc
 __all__ = ["GEN0_THRESHOLD", "settle_heap"]
 
 #: Allocations (net of frees) between young-generation passes (CPython's default is 700).
-GEN0_THRESHOLD = 700
+GEN0_THRESHOLD = 10_000
 
 
 def settle_heap() -> int:
