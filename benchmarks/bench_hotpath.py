@@ -2,6 +2,7 @@
 
     python benchmarks/bench_hotpath.py --requests 4000 --repeats 2 --out benchmarks/results/bench_hotpath.json
     python benchmarks/bench_hotpath.py ... --py-spy /path/to/py-spy   # and a profile of switchman at c=10
+    python benchmarks/bench_hotpath.py ... --baseline-rev main          # an older switchman in the same run
 
 (run from the repository root with the project's virtualenv active). Processes, all on 127.0.0.1: the
 mock upstream (switchman.testing.FakeUpstream), `switchman serve` (one worker, the static `cheapest`
@@ -18,7 +19,9 @@ With `--py-spy` (a py-spy binary; it is not a project dependency), switchman is 
 concurrency 10 non-stream (py-spy record --nonblocking, idle threads excluded) and the samples are
 put in buckets by the deepest frame that names one (`BUCKETS`), written to the JSON and the table.
 
-The switchman code measured is a clean export of `--switchman-rev` (default HEAD) under runs/.
+The switchman code measured is a clean export of `--switchman-rev` (default HEAD) under runs/; with
+`--baseline-rev`, a second `switchman serve` from that revision (its own ledger file) is measured in
+the same run, in the same alternation, so before and after meet the same machine load.
 """
 
 from __future__ import annotations
@@ -113,13 +116,14 @@ def profile_buckets(raw: Path) -> dict[str, Any]:
             "top_leaves": {k: round(100.0 * v / total, 1) for k, v in leaves.most_common(25)}}
 
 
-async def measure(ports: dict[str, int], pids: dict[str, int], args: argparse.Namespace) -> list[dict[str, Any]]:
-    raws = {name: http_request("/v1/chat/completions", BODY, ports[name]) for name in PROXIES}
-    stream_raws = {name: http_request("/v1/chat/completions", {**BODY, "stream": True}, ports[name]) for name in PROXIES}
+async def measure(ports: dict[str, int], pids: dict[str, int], args: argparse.Namespace,
+                  proxies: tuple[str, ...]) -> list[dict[str, Any]]:
+    raws = {name: http_request("/v1/chat/completions", BODY, ports[name]) for name in proxies}
+    stream_raws = {name: http_request("/v1/chat/completions", {**BODY, "stream": True}, ports[name]) for name in proxies}
     limits = {"time_limit": args.time_limit, "request_timeout": 30.0}
     runs = []
     for repeat in range(args.repeats):
-        order = PROXIES if repeat % 2 == 0 else PROXIES[::-1]
+        order = proxies if repeat % 2 == 0 else proxies[::-1]
         run: dict[str, Any] = {"repeat": repeat + 1, "order": list(order), "loadavg_before": os.getloadavg(),
                                "nonstream": {}, "stream": {}}
         for kind, requests in (("nonstream", raws), ("stream", stream_raws)):
@@ -127,7 +131,7 @@ async def measure(ports: dict[str, int], pids: dict[str, int], args: argparse.Na
                 row = await run_load(ports[name], requests[name], CONCURRENCY, args.requests, pid=pids[name],
                                      stream=kind == "stream", **limits)
                 run[kind][name] = row
-                print(f"  repeat {repeat + 1} {kind:<9} {name:<9} {row['rps']:7.0f} req/s  p50 {row['p50_ms']:6.2f} ms  "
+                print(f"  repeat {repeat + 1} {kind:<9} {name:<10} {row['rps']:7.0f} req/s  p50 {row['p50_ms']:6.2f} ms  "
                       f"p99 {row['p99_ms']:6.2f} ms  CPU {row['cpu_ms_per_request']:.3f} ms/req  errors {row['errors']}",
                       flush=True)
         run["loadavg_after"] = os.getloadavg()
@@ -150,31 +154,37 @@ async def profile(port: int, pid: int, py_spy: Path, out: Path, requests: int, *
     return result
 
 
-def ratio_table(runs: list[dict[str, Any]]) -> list[str]:
+def ratio_table(runs: list[dict[str, Any]], proxies: tuple[str, ...]) -> list[str]:
     lines = ["| repeat | kind | proxy | CPU ms/req | req/s | p50 ms | p99 ms | load avg (1 min) |",
              "|---:|---|---|---:|---:|---:|---:|---|"]
     for run in runs:
         load = f"{run['loadavg_before'][0]:.1f} -> {run['loadavg_after'][0]:.1f}"
         for kind in ("nonstream", "stream"):
-            for name in PROXIES:
+            for name in proxies:
                 row = run[kind][name]
                 lines.append(f"| {run['repeat']} | {kind} | {name} | {row['cpu_ms_per_request']:.3f} | {row['rps']:.0f} "
                              f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {load} |")
-    lines += ["", "| repeat | kind | CPU/request switchman / minimal | p99 switchman / minimal |", "|---:|---|---:|---:|"]
+    lines += ["", "| repeat | kind | switchman | CPU/request vs minimal | p99 vs minimal |", "|---:|---|---|---:|---:|"]
     for run in runs:
         for kind in ("nonstream", "stream"):
-            sw, mp = run[kind]["switchman"], run[kind]["minimal"]
-            lines.append(f"| {run['repeat']} | {kind} | {sw['cpu_ms_per_request'] / mp['cpu_ms_per_request']:.2f}x "
-                         f"| {sw['p99_ms'] / mp['p99_ms']:.2f}x |")
+            mp = run[kind]["minimal"]
+            for name in proxies:
+                if name != "minimal":
+                    sw = run[kind][name]
+                    lines.append(f"| {run['repeat']} | {kind} | {name} "
+                                 f"| {sw['cpu_ms_per_request'] / mp['cpu_ms_per_request']:.2f}x "
+                                 f"| {sw['p99_ms'] / mp['p99_ms']:.2f}x |")
     return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = [f"switchman {results['switchman_commit'][:12]}; concurrency {CONCURRENCY}; "
-             f"{results['requests']} measured requests per row; stream latency = time to first event", "",
-             *ratio_table(results["runs"])]
+    base = results.get("baseline_commit")
+    lines = [f"switchman {results['switchman_commit'][:12]}" + (f", switchman-base {base[:12]}" if base else "")
+             + f"; concurrency {CONCURRENCY}; {results['requests']} measured requests per row; "
+             "stream latency = time to first event", "",
+             *ratio_table(results["runs"], tuple(results["runs"][0]["nonstream"]))]
     for kind, prof in results.get("profile", {}).items():
-        lines += ["", f"Profile of switchman, concurrency 10 {kind} ({prof['samples']} py-spy samples, "
+        lines += ["", f"Profile of {kind}, concurrency 10 ({prof['samples']} py-spy samples, "
                   f"{prof['load']['rps']:.0f} req/s while sampled):", "", "| bucket | share of samples |", "|---|---:|"]
         lines += [f"| {name} | {share:.1f}% |" for name, share in prof["buckets"].items()]
     return "\n".join(lines)
@@ -187,16 +197,31 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per row at most")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_hotpath.json"))
     parser.add_argument("--switchman-rev", default="HEAD", help="git revision of switchman to measure")
+    parser.add_argument("--baseline-rev", default=None,
+                        help="another revision, served too as switchman-base and measured in the same run")
     parser.add_argument("--py-spy", type=Path, default=None, help="a py-spy binary: also profile switchman")
     parser.add_argument("--profile-requests", type=int, default=6000)
     args = parser.parse_args()
 
     sha, src = export_switchman(args.switchman_rev)
     print(f"switchman {sha[:12]} from {src}", flush=True)
+    proxies: tuple[str, ...] = PROXIES
     folder = Path(tempfile.mkdtemp(prefix="bench-hotpath-"))
-    env = {**os.environ, "BENCH_UPSTREAM_KEY": KEY,
-           "PYTHONPATH": os.pathsep.join([str(src), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+    def environment(code: Path) -> dict[str, str]:
+        return {**os.environ, "BENCH_UPSTREAM_KEY": KEY,
+                "PYTHONPATH": os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+    env = environment(src)
     ports = {"direct": free_port(), "switchman": free_port(), "minimal": free_port()}
+    envs = {name: env for name in ports}
+    base_sha = None
+    if args.baseline_rev is not None:
+        base_sha, base_src = export_switchman(args.baseline_rev)
+        print(f"switchman-base {base_sha[:12]} from {base_src}", flush=True)
+        proxies = ("switchman", "switchman-base", "minimal")
+        ports["switchman-base"] = free_port()
+        envs["switchman-base"] = environment(base_src)
     logs = {name: folder / f"{name}.log" for name in ports}
     commands = {
         "direct": [sys.executable, "-c", ("import time\nfrom switchman.testing import FakeUpstream\n"
@@ -206,20 +231,26 @@ def main() -> None:
         "minimal": [sys.executable, str(ROOT / "benchmarks" / "minimal_proxy.py"), "--port", str(ports["minimal"]),
                     "--upstream", f"http://127.0.0.1:{ports['direct']}/v1", "--model", "small"],
     }
+    if base_sha is not None:
+        (folder / "base").mkdir()  # its own configuration and ledger file
+        commands["switchman-base"] = [sys.executable, "-c", "from switchman.cli import app; app()", "serve",
+                                      "--config", str(gateway_config(ports["direct"], folder / "base", None)),
+                                      "--port", str(ports["switchman-base"])]
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, command in commands.items():
-            processes[name] = subprocess.Popen(command, env=env, stdout=logs[name].open("wb"), stderr=subprocess.STDOUT)
+            processes[name] = subprocess.Popen(command, env=envs[name], stdout=logs[name].open("wb"), stderr=subprocess.STDOUT)
         for name in ports:
             wait_ready(ports[name], processes[name], logs[name])
         pids = {name: process.pid for name, process in processes.items()}
-        runs = asyncio.run(measure(ports, pids, args))
+        runs = asyncio.run(measure(ports, pids, args, proxies))
         profiles = {}
         if args.py_spy is not None:
-            for kind in ("nonstream", "stream"):
-                profiles[kind] = asyncio.run(profile(
-                    ports["switchman"], pids["switchman"], args.py_spy, args.out.with_suffix(f".pyspy-{kind}.txt"),
-                    args.profile_requests, stream=kind == "stream"))
+            for name in proxies[:-1]:
+                for kind in ("nonstream", "stream"):
+                    profiles[f"{name} {kind}"] = asyncio.run(profile(
+                        ports[name], pids[name], args.py_spy, args.out.with_suffix(f".pyspy-{name}-{kind}.txt"),
+                        args.profile_requests, stream=kind == "stream"))
     finally:
         for process in processes.values():
             process.terminate()
@@ -231,6 +262,8 @@ def main() -> None:
     results: dict[str, Any] = {"command": shlex.join(["python", *sys.argv]), "switchman_commit": sha,
                                "requests": args.requests, "concurrency": CONCURRENCY, "cpus": os.cpu_count(),
                                "python": sys.version.split()[0], "runs": runs}
+    if base_sha is not None:
+        results["baseline_commit"] = base_sha
     if profiles:
         results["profile"] = profiles
     args.out.parent.mkdir(parents=True, exist_ok=True)
