@@ -77,6 +77,7 @@ RULES: tuple[tuple[str, str, frozenset[str] | None], ...] = (
     ("request parsing and validation", "gateway/_endpoints.py", frozenset({"read_request"})),
     ("request parsing and validation", "gateway/_schema.py", None),
     ("request parsing and validation", "gateway/_context.py", None),
+    (SERVER, "gateway/_server.py", None),  # the guarded HTTP protocol and its writes
     ("dispatch (attempts, balancer, response)", "switchman/", None),
     (SERVER, "uvicorn/", None),
     (SERVER, "starlette/", None),
