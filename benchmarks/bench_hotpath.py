@@ -17,7 +17,8 @@ spread is visible.
 
 With `--py-spy` (a py-spy binary; it is not a project dependency), switchman is then sampled at
 concurrency 10 non-stream (py-spy record --nonblocking, idle threads excluded) and the samples are
-put in buckets by the deepest frame that names one (`BUCKETS`), written to the JSON and the table.
+put in buckets by the deepest frame that names one (`RULES`), written to the JSON and the table (py-spy's
+raw stacks stay in the run's temporary folder, printed at the end).
 
 The switchman code measured is a clean export of `--switchman-rev` (default HEAD) under runs/; with
 `--baseline-rev`, a second `switchman serve` from that revision (its own ledger file) is measured in
@@ -250,7 +251,7 @@ def main() -> None:
             for name in proxies[:-1]:
                 for kind in ("nonstream", "stream"):
                     profiles[f"{name} {kind}"] = asyncio.run(profile(
-                        ports[name], pids[name], args.py_spy, args.out.with_suffix(f".pyspy-{name}-{kind}.txt"),
+                        ports[name], pids[name], args.py_spy, folder / f"pyspy-{name}-{kind}.txt",
                         args.profile_requests, stream=kind == "stream"))
     finally:
         for process in processes.values():
@@ -277,7 +278,7 @@ def main() -> None:
         print(f"\nhottest leaves, {kind}:")
         for leaf, share in prof["top_leaves"].items():
             print(f"  {share:5.1f}%  {leaf}")
-    print(f"\nwritten to {args.out} and {args.out.with_suffix('.md')}")
+    print(f"\nwritten to {args.out} and {args.out.with_suffix('.md')}; processes' logs and raw profiles in {folder}")
 
 
 if __name__ == "__main__":
