@@ -8,11 +8,12 @@ import httpx
 import orjson
 import pytest
 
-from switchman.gateway import Gateway
+from switchman._config import parse_config
+from switchman.gateway import Gateway, build_app
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
-from .conftest import ASK, Clock
+from .conftest import ASK, ENV, Clock, ServerThread, config_data
 
 
 def chat(http: httpx.Client, model: str = "auto", **fields: object) -> httpx.Response:
@@ -298,3 +299,16 @@ def test_an_unexpected_error_still_writes_the_row_and_frees_the_reservation(
     assert record.status == "error"
     frugal = [(spent, reserved) for budget, spent, reserved in gateway.budgets.usage() if budget.name == "frugal"]
     assert frugal and all(reserved == 0 for _, reserved in frugal)
+
+
+def test_a_stream_past_the_models_total_time_ends_with_a_timeout_event(upstream: FakeUpstream, ledger_url: str) -> None:
+    data = config_data(upstream, ledger_url)
+    data["models"]["slow"]["timeouts"] = {"connect": 1.0, "first_byte": 0.5, "total": 0.6}
+    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    upstream.inject("slow_stream", model="slow", times=1, seconds=0.25)  # ~6 events, one every 0.25 s
+    with ServerThread(build_app(gateway)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        response = chat(http, model="slow", stream=True)
+    events = sse(response)
+    assert events[-1] == "[DONE]"
+    assert events[-2]["error"]["code"] == "upstream_timeout"  # type: ignore[index]
+    assert 1 <= len(events) - 2 < 6  # some of the answer was relayed, not all of it

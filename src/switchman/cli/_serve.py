@@ -73,7 +73,7 @@ def app_from_environment():  # type: ignore[no-untyped-def]
         logging.getLogger("switchman.gateway").error("configuration failed, this worker does not start: %s", exc)
         sys.exit(STARTUP_FAILURE)
     reloader = ConfigReloader(gateway, env.config_file, adjust=adjust) if env.config_file else None
-    return serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader)
+    return serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader, settle_heap=True)
 
 
 def _has_keys(settings: Config) -> bool:
@@ -133,7 +133,7 @@ def serve_command(
         gateway = Gateway.from_config(adjust(settings), base_dir=base_dir, env=env)
         gateway.decider.warm_up()  # a router file or embedder that fails says so here, in one line
         reloader = ConfigReloader(gateway, config, adjust=adjust) if config is not None else None
-        app = serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader)
+        app = serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader, settle_heap=True)
         uvicorn.Server(server_config(app, settings.server.limits, **options)).run()
 
 

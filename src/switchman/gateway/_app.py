@@ -21,8 +21,9 @@ from ._endpoints import Endpoints
 from ._errors import dialect_for_path, error_response
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
+from ._heap import settle_heap as freeze_startup_heap
 from ._limiter import AddressLimiter
-from ._middleware import AccessLogMiddleware, AuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from ._middleware import Authenticator, GatewayMiddleware
 from ._reload import ConfigReloader
 from ._server import is_loopback
 
@@ -32,27 +33,30 @@ logger = logging.getLogger("switchman.gateway")
 
 
 def build_middleware_stack(gateway: Gateway, *, own_auth: Sequence[str] = ()) -> list[Middleware]:
-    """Outermost first: access log, request id, body size limit, authentication (not under `own_auth` prefixes)."""
+    """One layer: access log, request id, body size limit, authentication (not under `own_auth` prefixes).
+
+    One pure-ASGI layer rather than four stacked ones: each wrapped `send` and added an await to
+    every message of every request (see `GatewayMiddleware`).
+    """
     server = gateway.config.server
     limiter = AddressLimiter(burst=server.limits.failed_auth_burst, per_s=server.limits.failed_auth_per_s)
     open_paths = {"/health"} | ({"/metrics"} if server.metrics_access == "open" else set())
-    return [
-        Middleware(AccessLogMiddleware),
-        Middleware(RequestIdMiddleware),
-        Middleware(BodySizeLimitMiddleware, max_body_bytes=server.max_body_bytes),
-        Middleware(AuthMiddleware, keyring=gateway.keyring, master_key=gateway.master_key, mode=server.auth,
-                   limiter=limiter, public=not is_loopback(server.host), open_paths=frozenset(open_paths),
-                   open_prefixes=tuple(own_auth)),
-    ]
+    auth = Authenticator(keyring=gateway.keyring, master_key=gateway.master_key, mode=server.auth, limiter=limiter,
+                         public=not is_loopback(server.host), open_paths=frozenset(open_paths),
+                         open_prefixes=tuple(own_auth))
+    return [Middleware(GatewayMiddleware, auth=auth, max_body_bytes=server.max_body_bytes)]
 
 
 def build_app(
-    gateway: Gateway, *, mounts: Sequence[Mount] = (), reloader: ConfigReloader | None = None
+    gateway: Gateway, *, mounts: Sequence[Mount] = (), reloader: ConfigReloader | None = None,
+    settle_heap: bool = False,
 ) -> Starlette:
     """The gateway as a Starlette app; its lifespan starts and stops the gateway (and the SIGHUP `reloader`).
 
     `mounts` are apps served under a path that authenticate their own requests, like the
     dashboard (`switchman.ui.build_dashboard`): the API key check does not apply below them.
+    With `settle_heap` (the server process's choice: `switchman serve`), what the gateway built at
+    startup is frozen out of the garbage collector's passes once it has started (see `_heap`).
     """
     endpoints = Endpoints(gateway)
     dialects = DialectEndpoints(gateway)
@@ -82,6 +86,9 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        if settle_heap:
+            frozen = freeze_startup_heap()
+            logger.info("%d objects built at startup frozen out of the garbage collector's passes", frozen)
         background = [asyncio.create_task(gateway.refresh_budgets())]
         if gateway.keyring is not None:
             background.append(asyncio.create_task(gateway.keyring.run()))

@@ -75,6 +75,11 @@ class UpstreamResponse:
         """The whole body."""
         return await self._response.read()
 
+    def abort(self) -> None:
+        """Close the connection now: a read waiting on the body ends with an error."""
+        if not self._response.closed:
+            self._response.close()
+
     async def aclose(self) -> None:
         """Close the connection if the body did not end (at its end aiohttp gave it back to the pool).
 

@@ -18,7 +18,6 @@ import asyncio
 import atexit
 import logging
 import threading
-import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -33,6 +32,7 @@ from ..local import LocalModelServer, managed_server, with_local_url
 from ._context import RequestContext
 from ._dispatcher import Completion, Dispatcher
 from ._feed import StreamFeed
+from ._middleware import new_request_id
 from ._schema import check_body
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ class InProcessClient:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         body = check_body({"model": model, "messages": list(messages), **params, "stream": stream})
-        context = RequestContext(request_id=uuid.uuid4().hex, agent=agent, session=session, tags=tuple(tags),
+        context = RequestContext(request_id=new_request_id(), agent=agent, session=session, tags=tuple(tags),
                                  task=task, cache=cache)
         return body, context
 

@@ -26,6 +26,7 @@ from ._exchange import Exchange
 from ._http import UpstreamResponse
 from ._providers import Deployment, StreamTranslator
 from ._sessions import TRUNCATED
+from ._transport import TRANSPORT_ERRORS, transport_error
 from ._wire import Usage, sse_events
 
 if TYPE_CHECKING:
@@ -70,20 +71,21 @@ async def open_upstream_stream(
     response: UpstreamResponse | None = None
     events: AsyncGenerator[bytes, None] | None = None
     try:
-        with adapter.map_errors(name), anyio.fail_after(deployment.first_byte_s):
-            response = await deployment.provider.pool.send(request, connect_timeout=deployment.connect_s,
-                                                           read_timeout=deployment.first_byte_s)
-            if response.status_code >= 400:
-                content = await response.aread()
-                raise adapter.error(response.status_code, content, response.headers, name)
-            events = stream_events = sse_events(response.aiter_bytes())
-            first: list[bytes] = []
-            while not first:
-                try:
-                    event = await stream_events.__anext__()
-                except StopAsyncIteration:
-                    raise UpstreamServerError(f"{name}: upstream stream ended before any event", model=name) from None
-                first = translator.feed(event)
+        with adapter.map_errors(name):
+            async with asyncio.timeout(deployment.first_byte_s):
+                response = await deployment.provider.pool.send(request, connect_timeout=deployment.connect_s,
+                                                               read_timeout=deployment.first_byte_s)
+                if response.status_code >= 400:
+                    content = await response.aread()
+                    raise adapter.error(response.status_code, content, response.headers, name)
+                events = stream_events = sse_events(response.aiter_bytes())
+                first: list[bytes] = []
+                while not first:
+                    try:
+                        event = await stream_events.__anext__()
+                    except StopAsyncIteration:
+                        raise UpstreamServerError(f"{name}: upstream stream ended before any event", model=name) from None
+                    first = translator.feed(event)
     except BaseException:
         with anyio.CancelScope(shield=True):
             if events is not None:
@@ -185,8 +187,17 @@ class ChatStream:
             send = _HoldLast(send)
         opened, clock = self._opened, self._dispatcher.clock
         deployment = opened.deployment
-        deadline = opened.sent_at + deployment.total_s
-        translator, events = opened.translator, opened.events
+        translator, events, name = opened.translator, opened.events, deployment.name
+        # The model's total time runs out on one timer for the whole stream (not a timeout scope per
+        # event): it closes the upstream connection, which ends a wait on it, or the next one.
+        loop = asyncio.get_running_loop()
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            opened.response.abort()
+
+        timer = loop.call_at(loop.time() + (opened.sent_at + deployment.total_s - clock()), expire)
         try:
             for chunk in opened.first:
                 await send(chunk)
@@ -196,13 +207,16 @@ class ChatStream:
                 relayed += 1
                 if relayed % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-                with deployment.adapter.map_errors(deployment.name), anyio.fail_after(max(deadline - clock(), 0.0)):
-                    try:
-                        event = await events.__anext__()
-                    except StopAsyncIteration:
-                        chunks = translator.close()
-                        break
+                try:
+                    if expired:
+                        raise TimeoutError
+                    event = await events.__anext__()
                     chunks = translator.feed(event)
+                except StopAsyncIteration:
+                    chunks = translator.close()
+                    break
+                except TRANSPORT_ERRORS as exc:  # as every adapter's map_errors translates them
+                    raise transport_error(TimeoutError() if expired else exc, name) from exc
                 if not self._within_budget():
                     raise self._budget_stop()
                 for chunk in chunks:
@@ -214,6 +228,8 @@ class ChatStream:
                 self._error = exc
             status, payload = error_payload(exc, self._dispatcher.scrub)
             await send(b"data: " + orjson.dumps(payload) + b"\n\n" + _DONE)
+        finally:
+            timer.cancel()
         self._ended = True
         return send.held if isinstance(send, _HoldLast) else b""
 

@@ -1,9 +1,9 @@
-"""Pure-ASGI middleware of the gateway, one per module."""
+"""The gateway's middleware: one pure-ASGI layer (`GatewayMiddleware`) over one module per concern."""
 
-from ._access_log import ACCESS_LOGGER, AccessLogMiddleware
-from ._auth import MASTER_KEY_ID, AuthMiddleware
-from ._body_limit import BodySizeLimitMiddleware
-from ._request_id import RequestIdMiddleware
+from ._access_log import ACCESS_LOGGER
+from ._auth import MASTER_KEY_ID, Authenticator
+from ._layer import GatewayMiddleware
+from ._request_id import REQUEST_ID_HEADER, new_request_id
 
-__all__ = ["ACCESS_LOGGER", "MASTER_KEY_ID", "AccessLogMiddleware", "AuthMiddleware", "BodySizeLimitMiddleware",
-           "RequestIdMiddleware"]
+__all__ = ["ACCESS_LOGGER", "MASTER_KEY_ID", "REQUEST_ID_HEADER", "Authenticator", "GatewayMiddleware",
+           "new_request_id"]

@@ -18,7 +18,8 @@ from __future__ import annotations
 import hmac
 from typing import Literal
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
 from ..._exceptions import InvalidRequestError
 from ...ledger import KeyInfo
@@ -26,7 +27,7 @@ from .._errors import dialect_for_path, error_response
 from .._keyring import Keyring
 from .._limiter import AddressLimiter
 
-__all__ = ["MASTER_KEY_ID", "AuthMiddleware"]
+__all__ = ["MASTER_KEY_ID", "Authenticator", "presented_key"]
 
 MASTER_KEY_ID = "master"
 
@@ -35,29 +36,26 @@ def _unauthorized(message: str) -> InvalidRequestError:
     return InvalidRequestError(message, status=401, code="invalid_api_key", kind="authentication_error")
 
 
-def _presented_key(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str | None]:
+def presented_key(authorization: bytes | None, api_key: bytes | None) -> tuple[bytes | None, str | None]:
     """The key the request presents (Authorization first, then x-api-key), or why there is none."""
-    authorization = next((v for k, v in headers if k == b"authorization"), None)
     if authorization is not None:
         scheme, _, secret = authorization.partition(b" ")
         if scheme.lower() != b"bearer" or not secret.strip():
             return None, "malformed Authorization header: expected 'Bearer <key>'"
         return secret.strip(), None
-    api_key = next((v for k, v in headers if k == b"x-api-key"), None)
     if api_key is not None:
         return (api_key.strip(), None) if api_key.strip() else (None, "empty x-api-key header")
     return None, "missing API key: send the header 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
 
 
-class AuthMiddleware:
-    """Checks the presented key; answers 401 (or 429 for an address that keeps failing)."""
+class Authenticator:
+    """Checks the presented key; refuses with 401 (or 429 for an address that keeps failing)."""
 
     def __init__(
-        self, app: ASGIApp, *, keyring: Keyring | None, master_key: str | None,
+        self, *, keyring: Keyring | None, master_key: str | None,
         mode: Literal["auto", "required", "off"] = "auto", limiter: AddressLimiter | None = None,
         public: bool = False, open_paths: frozenset[str] = frozenset({"/health"}), open_prefixes: tuple[str, ...] = (),
     ) -> None:
-        self.app = app
         self.keyring = keyring
         self.master = master_key.encode() if master_key else None
         self.mode = mode
@@ -67,7 +65,8 @@ class AuthMiddleware:
         #: Mounted apps that authenticate their own requests (the dashboard: a login and a session cookie).
         self.open_prefixes = tuple(p.rstrip("/") for p in open_prefixes)
 
-    def _own_auth(self, path: str) -> bool:
+    def own_auth(self, path: str) -> bool:
+        """Whether `path` is under a mounted app that authenticates its own requests."""
         return any(path == p or path.startswith(p + "/") for p in self.open_prefixes)
 
     def required(self) -> bool:
@@ -86,33 +85,29 @@ class AuthMiddleware:
         info = await self.keyring.verify(secret.decode("latin-1"))
         return (info.id, info) if info is not None else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._own_auth(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        state = scope.setdefault("state", {})
+    async def admit(self, scope: Scope, state: dict[str, object], secret: bytes | None, problem: str | None,
+                    ) -> Response | None:
+        """None when the request may go on (sets `state`), else the refusal to answer with.
+
+        `secret` and `problem` are `presented_key`'s answer for the request's headers.
+        """
         state["auth_enabled"] = required = self.required()
-        secret, problem = _presented_key(scope["headers"])
         if not required or scope["path"] in self.open_paths:
             if required and secret is not None and self.master is not None and hmac.compare_digest(secret, self.master):
                 state["key_id"] = MASTER_KEY_ID  # an open path still knows the admin (e.g. /health's detail)
-            await self.app(scope, receive, send)
-            return
+            return None
         client = scope.get("client")
         address = client[0] if client else "unknown"
         if self.limiter is not None and not self.limiter.allowed(address):
             wait = self.limiter.retry_after(address)
             error = InvalidRequestError(f"too many failed authentications from this address; retry in {wait:.0f} s",
                                         status=429, code="too_many_failed_authentications", kind="rate_limit_error")
-            await error_response(error, headers={"retry-after": f"{max(wait, 1.0):.0f}"},
-                                 dialect=dialect_for_path(scope["path"]))(scope, receive, send)
-            return
+            return error_response(error, headers={"retry-after": f"{max(wait, 1.0):.0f}"},
+                                  dialect=dialect_for_path(scope["path"]))
         found = await self._identify(secret) if secret else None
         if found is not None:
             state["key_id"], state["key"] = found
-            await self.app(scope, receive, send)
-            return
+            return None
         if self.limiter is not None:
             self.limiter.spend(address)
-        error = _unauthorized(problem or "invalid API key")
-        await error_response(error, dialect=dialect_for_path(scope["path"]))(scope, receive, send)
+        return error_response(_unauthorized(problem or "invalid API key"), dialect=dialect_for_path(scope["path"]))

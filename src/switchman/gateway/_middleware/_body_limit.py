@@ -2,42 +2,32 @@
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive
 
 from ..._exceptions import InvalidRequestError
-from .._errors import dialect_for_path, error_response
 
-__all__ = ["BodySizeLimitMiddleware"]
-
-
-def _too_large(limit: int) -> InvalidRequestError:
-    return InvalidRequestError(f"the request body is larger than the limit of {limit} bytes", status=413,
-                               code="request_too_large")
+__all__ = ["BodyLimit"]
 
 
-class BodySizeLimitMiddleware:
+class BodyLimit:
     """413 when Content-Length says too much; counts a body without one and stops it at the limit."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
-        self.app = app
+    def __init__(self, max_body_bytes: int) -> None:
         self.limit = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None:
-            error: InvalidRequestError | None = None
-            if not declared.isdigit():
-                error = InvalidRequestError("the Content-Length header is not a number", code="invalid_header")
-            elif int(declared) > self.limit:
-                error = _too_large(self.limit)
-            if error is not None:
-                await error_response(error, dialect=dialect_for_path(scope["path"]))(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
-            return
+    def too_large(self) -> InvalidRequestError:
+        """The error for a body over the limit."""
+        return InvalidRequestError(f"the request body is larger than the limit of {self.limit} bytes", status=413,
+                                   code="request_too_large")
+
+    def check_declared(self, declared: bytes) -> InvalidRequestError | None:
+        """The error for a Content-Length header that is not a number or is over the limit, else None."""
+        if not declared.isdigit():
+            return InvalidRequestError("the Content-Length header is not a number", code="invalid_header")
+        return self.too_large() if int(declared) > self.limit else None
+
+    def counting(self, receive: Receive) -> Receive:
+        """`receive` for a body of unknown length: raises the 413 error once more than the limit arrived."""
         received = 0
 
         async def counting_receive() -> Message:
@@ -46,7 +36,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise _too_large(self.limit)
+                    raise self.too_large()
             return message
 
-        await self.app(scope, counting_receive, send)
+        return counting_receive
