@@ -23,10 +23,12 @@ __all__ = [
     "EMBEDDINGS_API_KEY_ENV",
     "LEDGER_URL_ENV",
     "LOCAL_URL_ENV",
+    "METRICS_DIR_ENV",
     "Environment",
     "export_bind_host",
     "export_config_file",
     "export_local_url",
+    "export_metrics_dir",
 ]
 
 #: The ledger's URL when the configuration gives none (else SQLite in the user's data directory).
@@ -43,6 +45,8 @@ CONFIG_ENV = "SWITCHMAN_CONFIG"
 BIND_HOST_ENV = "SWITCHMAN_BIND_HOST"
 #: Where the local model server `switchman serve` started listens (its port is picked at start).
 LOCAL_URL_ENV = "SWITCHMAN_LOCAL_URL"
+#: prometheus_client's multiprocess directory: `serve --workers N` sets it so /metrics sums every worker.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Environment(Mapping[str, str]):
@@ -109,6 +113,11 @@ class Environment(Mapping[str, str]):
         """$SWITCHMAN_LOCAL_URL, if set (the running local model server, for workers and reloads)."""
         return self._values.get(LOCAL_URL_ENV) or None
 
+    @property
+    def metrics_dir(self) -> str | None:
+        """$PROMETHEUS_MULTIPROC_DIR, if set (workers write their metrics there; /metrics sums them)."""
+        return self._values.get(METRICS_DIR_ENV) or None
+
 
 def export_bind_host(host: str) -> None:
     """Hand the listening address to worker processes `serve --workers N` spawns (they inherit it)."""
@@ -123,3 +132,8 @@ def export_config_file(path: Path) -> None:
 def export_local_url(url: str) -> None:
     """Hand the running local model server's address to worker processes (and to this process's reloads)."""
     os.environ[LOCAL_URL_ENV] = url
+
+
+def export_metrics_dir(path: Path) -> None:
+    """Hand prometheus_client's multiprocess directory to worker processes (read when they import it)."""
+    os.environ[METRICS_DIR_ENV] = str(path)

@@ -73,7 +73,7 @@ class Gateway:
         ledger = Ledger.from_url(config.server.ledger_url)
         keys = KeyStore(config.server.ledger_url)
         budgets = BudgetManager(config.budgets, ledger)  # key budgets join at the first key refresh
-        metrics = Metrics(ledger=ledger)
+        metrics = Metrics(ledger=ledger, multiprocess_dir=env.metrics_dir)
         tracing = Tracing.from_environment(env, record_prompts=config.server.store_prompts)
         dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics,
                                              tracing=tracing)
