@@ -20,23 +20,23 @@ One process keeps its series in memory. Several worker processes (`switchman ser
 use prometheus_client's multiprocess mode: `serve` sets PROMETHEUS_MULTIPROC_DIR to a fresh
 directory before the workers start, each worker writes its values to memory-mapped files there, and
 /metrics on any worker sums every worker's files, so successive scrapes agree whichever worker
-answers. Each worker copies its ledger writer's counters into those files once a second and at
-each scrape. Replicas on several machines are separate targets: scrape each
+answers. Collectors of one process's values (`Metrics.register`: the ledger writer's counters,
+the Redis link's state) are copied into those files by each worker once a second and at each scrape. Replicas on several machines are separate targets: scrape each
 and sum in Prometheus (`sum without (instance)`).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ._ledger import Ledger
-from ._record import LedgerRecord, LedgerStats
+from ._metrics_mirror import CollectorMirror
+from ._record import LedgerRecord
 
 __all__ = ["Metrics"]
 
@@ -64,46 +64,6 @@ class _LedgerCollector(Collector):
             yield CounterMetricFamily(f"switchman_ledger_{name}", doc, value=value)
 
 
-class _LedgerMirror:
-    """The ledger writer's counters copied into metrics every `every_s`, for multiprocess mode.
-
-    A collector runs only in the process being scraped, so in multiprocess mode each worker copies
-    its writer's counters into the shared files itself, from a daemon thread (one wake-up a second).
-    """
-
-    _COUNTERS = (("written", "Ledger rows written"),
-                 ("dropped", "Ledger rows dropped because the in-memory queue was full"),
-                 ("discarded", "Ledger rows the database refused as invalid"))
-
-    def __init__(self, ledger: Ledger, registry: CollectorRegistry, *, every_s: float = 1.0) -> None:
-        self._ledger = ledger
-        self._lock = threading.Lock()
-        self._seen = LedgerStats(queued=0, written=0, dropped=0, discarded=0, write_errors=0)
-        self._queued = Gauge("switchman_ledger_queued_rows", "Ledger rows waiting in memory",
-                             multiprocess_mode="livesum", registry=registry)
-        self._counters = {name: Counter(f"switchman_ledger_{name}_rows", doc, registry=registry)
-                          for name, doc in self._COUNTERS}
-        self._errors = Counter("switchman_ledger_write_errors", "Failed ledger writes (retried)", registry=registry)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(every_s,), name="switchman-ledger-metrics",
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self, every_s: float) -> None:
-        while not self._stop.wait(every_s):
-            self.sync()
-
-    def sync(self) -> None:
-        """Add what the writer counted since the last sync."""
-        with self._lock:
-            stats, seen = self._ledger.stats, self._seen
-            self._queued.set(stats.queued)
-            for name, counter in self._counters.items():
-                counter.inc(max(getattr(stats, name) - getattr(seen, name), 0))
-            self._errors.inc(max(stats.write_errors - seen.write_errors, 0))
-            self._seen = stats
-
-
 class Metrics:
     """The gateway's counters and histograms; `render()` gives the /metrics body and content type.
 
@@ -114,7 +74,7 @@ class Metrics:
     def __init__(self, *, ledger: Ledger | None = None, multiprocess_dir: str | None = None) -> None:
         self.registry = CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir
-        self._mirror: _LedgerMirror | None = None
+        self._mirror = CollectorMirror(self.registry) if multiprocess_dir is not None else None
         r = self.registry
         self._requests = Counter(
             "switchman_requests", "Requests, by model, route and status", ["model", "route", "status"], registry=r
@@ -145,10 +105,16 @@ class Metrics:
         self._decision = Histogram(
             "switchman_decision_seconds", "Time to choose a model", buckets=DECISION_BUCKETS, registry=r
         )
-        if ledger is not None and multiprocess_dir is not None:
-            self._mirror = _LedgerMirror(ledger, r)
-        elif ledger is not None:
-            r.register(_LedgerCollector(ledger))
+        if ledger is not None:
+            self.register(_LedgerCollector(ledger), gauge_mode="livesum")
+
+    def register(self, collector: Collector, *, gauge_mode: str = "liveall") -> None:
+        """Add a collector of this process's own values (in multiprocess mode, mirrored into the shared files;
+        its gauges combined across workers by `gauge_mode`: livesum, liveall (a pid label), livemin, livemax)."""
+        if self._mirror is None:
+            self.registry.register(collector)
+        else:
+            self._mirror.add(collector, gauge_mode=gauge_mode)
 
     def observe_request(self, rec: LedgerRecord) -> None:
         """Count one finished request from its ledger record (its key id is not used)."""
