@@ -50,6 +50,7 @@ __all__ = [
     "ModelConfig",
     "OnlineOptions",
     "ProviderConfig",
+    "RedisOptions",
     "Retries",
     "RouteConfig",
     "RuleConfig",
@@ -120,6 +121,21 @@ class LiveLatency(_Strict):
     smoothing: float = Field(default=0.2, gt=0, le=1, description="weight of a new answer in a fresh average")
 
 
+class RedisOptions(_Strict):
+    """How the gateway talks to the Redis `server.redis_url` names (state shared by every replica).
+
+        server: {redis_url: redis://10.0.0.5:6379/0, redis: {timeout_s: 0.05, key_prefix: "sm:"}}
+
+    Every call is bounded by `timeout_s` (well under a request's budget) and never retried; after a
+    failure the replica serves from its local state and pings every `ping_s` until Redis answers,
+    then resyncs. `key_prefix` starts every key (one Redis can serve several deployments or tests).
+    """
+
+    timeout_s: float = Field(default=0.05, gt=0, le=5, description="a Redis call slower than this fails over to local")
+    ping_s: float = Field(default=1.0, gt=0, description="how often a degraded replica checks whether Redis is back")
+    key_prefix: str = Field(default="sm:", description="prefix of every key switchman writes")
+
+
 class ServerConfig(_Strict):
     """Gateway settings (`switchman serve`)."""
 
@@ -143,6 +159,10 @@ class ServerConfig(_Strict):
         default="admin", description="who may read /metrics: the master key, any key, or anyone")
     durability: Literal["batched", "sync"] = Field(
         default="batched", description="sync: a request's ledger row is committed before its answer's last byte")
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db: sessions, budgets, rate limits and key revocations shared "
+                                  "by every replica; unset: each process keeps its own")
+    redis: RedisOptions = Field(default_factory=RedisOptions)
 
 
 class BudgetConfig(_Strict):

@@ -2,7 +2,7 @@
 
     env = Environment.read()                       # one snapshot, when a process part is built
     Gateway.from_config(config, env=env)           # provider keys and the master key, by variable name
-    env.ledger_url, env.cache_dir, env.blas_threads, env.embeddings_api_key, env.config_file
+    env.ledger_url, env.redis_url, env.cache_dir, env.blas_threads, env.embeddings_api_key, env.config_file
 
 The command line, the gateway (and each of its worker processes) and the SDK's in-process client
 take one snapshot when they are built and hand it to what they build; nothing on the request path
@@ -24,11 +24,13 @@ __all__ = [
     "LEDGER_URL_ENV",
     "LOCAL_URL_ENV",
     "METRICS_DIR_ENV",
+    "REDIS_URL_ENV",
     "Environment",
     "export_bind_host",
     "export_config_file",
     "export_local_url",
     "export_metrics_dir",
+    "export_redis_url",
 ]
 
 #: The ledger's URL when the configuration gives none (else SQLite in the user's data directory).
@@ -43,6 +45,8 @@ EMBEDDINGS_API_KEY_ENV = "SWITCHMAN_EMBEDDINGS_API_KEY"
 CONFIG_ENV = "SWITCHMAN_CONFIG"
 #: And the address it listens on (the dashboard opens without a key on a loopback bind only).
 BIND_HOST_ENV = "SWITCHMAN_BIND_HOST"
+#: The Redis replicas share state on (`serve --redis-url`; overrides server.redis_url).
+REDIS_URL_ENV = "SWITCHMAN_REDIS_URL"
 #: Where the local model server `switchman serve` started listens (its port is picked at start).
 LOCAL_URL_ENV = "SWITCHMAN_LOCAL_URL"
 #: prometheus_client's multiprocess directory: `serve --workers N` sets it so /metrics sums every worker.
@@ -104,6 +108,11 @@ class Environment(Mapping[str, str]):
         return self._values.get(BIND_HOST_ENV) or None
 
     @property
+    def redis_url(self) -> str | None:
+        """$SWITCHMAN_REDIS_URL, if set (overrides server.redis_url: `serve --redis-url`, or set by hand)."""
+        return self._values.get(REDIS_URL_ENV) or None
+
+    @property
     def config_file(self) -> str | None:
         """$SWITCHMAN_CONFIG, if set (a `serve --workers N` worker's configuration)."""
         return self._values.get(CONFIG_ENV) or None
@@ -122,6 +131,11 @@ class Environment(Mapping[str, str]):
 def export_bind_host(host: str) -> None:
     """Hand the listening address to worker processes `serve --workers N` spawns (they inherit it)."""
     os.environ[BIND_HOST_ENV] = host
+
+
+def export_redis_url(url: str) -> None:
+    """Hand `serve --redis-url` to worker processes and reloads (they inherit it)."""
+    os.environ[REDIS_URL_ENV] = url
 
 
 def export_config_file(path: Path) -> None:

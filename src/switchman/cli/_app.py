@@ -247,11 +247,14 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
                                              help="one line per request on stdout")] = True,
+    redis_url: Annotated[str | None, typer.Option(
+        "--redis-url", help="share sessions, budgets, rate limits and key revocations on this Redis "
+                            "(default: server.redis_url)")] = None,
 ) -> None:
     """Run the OpenAI-compatible gateway (SIGHUP reloads --config)."""
     from ._serve import serve_command
 
-    serve_command(config=config, host=host, port=port, workers=workers, access_log=access_log)
+    serve_command(config=config, host=host, port=port, workers=workers, access_log=access_log, redis_url=redis_url)
 
 
 @app.command()

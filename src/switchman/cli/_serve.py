@@ -15,7 +15,14 @@ import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._config import Config, load_config, parse_config
-from .._environ import Environment, export_bind_host, export_config_file, export_local_url, export_metrics_dir
+from .._environ import (
+    Environment,
+    export_bind_host,
+    export_config_file,
+    export_local_url,
+    export_metrics_dir,
+    export_redis_url,
+)
 from .._exceptions import ConfigError, SwitchmanError
 from ..gateway import default_config, default_config_data, is_loopback
 from ._litellm import Import, from_litellm
@@ -118,11 +125,13 @@ def metrics_directory(env: Environment) -> Iterator[Path]:
 
 def serve_command(
     config: Path | None = None, host: str | None = None, port: int | None = None, workers: int = 1,
-    access_log: bool = True,
+    access_log: bool = True, redis_url: str | None = None,
 ) -> None:
     """Run the gateway (uvicorn) until interrupted; SIGHUP reloads `config`."""
     import uvicorn
 
+    if redis_url:  # through the environment: worker processes and reloads see it too
+        export_redis_url(redis_url)
     env = Environment.read()
     settings, base_dir = _load(config, env)
     host = host or settings.server.host

@@ -18,6 +18,7 @@ from .._config import Config
 from .._decider import Decider
 from .._environ import Environment
 from ..ledger import BudgetManager, KeySet, KeyStore, Ledger, Metrics
+from ..state import RedisLink
 from ._defaults import default_config
 from ._dispatcher import Dispatcher
 from ._keyring import Keyring
@@ -36,9 +37,11 @@ class Gateway:
     def __init__(
         self, dispatcher: Dispatcher, *, ledger: Ledger | None = None, keys: KeyStore | None = None,
         metrics: Metrics | None = None, master_key: str | None = None, dashboard_key: str | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None, redis: RedisLink | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        #: The Redis replicas share state on (`server.redis_url`); None: this process keeps its own.
+        self.redis = redis
         self.decider = dispatcher.decider
         self.config = dispatcher.decider.config
         self.ledger = ledger
@@ -55,6 +58,8 @@ class Gateway:
         self._key_budgets_refresh: asyncio.Task[bool] | None = None
         if self.keyring is not None:
             self.keyring.on_change(self._key_budgets)
+        if redis is not None and metrics is not None:
+            metrics.register(redis.collector(), gauge_mode="livemin")  # up: 0 when any worker is degraded
 
     def _key_budgets(self, keys: KeySet) -> None:
         """New, changed and removed key budgets take effect at each key refresh (spend loaded off the loop)."""
@@ -69,7 +74,10 @@ class Gateway:
         env = Environment.read() if env is None else Environment(env)
         if config is None:
             config = default_config(env)
+        if env.redis_url:  # `serve --redis-url` (or $SWITCHMAN_REDIS_URL) overrides server.redis_url
+            config = config.model_copy(update={"server": config.server.model_copy(update={"redis_url": env.redis_url})})
         decider = Decider(config, base_dir=base_dir)
+        redis = RedisLink.from_config(config.server)
         ledger = Ledger.from_url(config.server.ledger_url)
         keys = KeyStore(config.server.ledger_url)
         budgets = BudgetManager(config.budgets, ledger)  # key budgets join at the first key refresh
@@ -79,7 +87,7 @@ class Gateway:
                                              tracing=tracing)
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
                    master_key=env.get(config.server.master_key_env) or None,
-                   dashboard_key=env.get(config.dashboard.key_env) or None, env=env)
+                   dashboard_key=env.get(config.dashboard.key_env) or None, env=env, redis=redis)
 
     def replacement(self, decider: Decider) -> Dispatcher:
         """A dispatcher for a reloaded configuration (its decider built and warmed up), sharing this
@@ -107,6 +115,8 @@ class Gateway:
         self.decider.warm_up()
         if self.ledger is not None:
             await self.ledger.start()
+        if self.redis is not None:  # a Redis that is down is noted (one log line); serving goes on locally
+            await self.redis.start()
         if self.keyring is not None:
             # Wait a moment for the keys, not for a database that hangs: the refresh goes on in the background
             # and requests meanwhile need the master key (authentication is assumed on until keys are read).
@@ -128,6 +138,8 @@ class Gateway:
         for retired in self._retired:
             await retired.aclose()
         await self.dispatcher.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self.ledger is not None:
             await self.ledger.close()
         if self.keyring is not None:

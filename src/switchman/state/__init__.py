@@ -3,7 +3,10 @@
 Each is one small interface with an in-process backend; a shared (Redis) backend implements the
 same interface, so the gateway does not change when state moves out of the process.
 
-    from switchman.state import HealthBoard, LocalRateLimiter, MemoryCache, RedisCache
+    from switchman.state import HealthBoard, LocalRateLimiter, MemoryCache, RedisCache, RedisLink
+
+`RedisLink` is the one Redis connection (`server.redis_url`) the shared backends use: a timeout on
+every call, an up/down state (down: each replica serves from its own state) and resync callbacks.
 
 | interface      | in process          | shared                  |
 |----------------|---------------------|-------------------------|
@@ -16,6 +19,7 @@ from ._cache import CacheBackend, MemoryCache
 from ._health import CircuitState, HealthBoard, HealthStore
 from ._limits import Admission, LocalRateLimiter, RateLimit, RateLimiter
 from ._redis_cache import RedisCache
+from ._redis_link import RedisLink, RedisUnavailable
 
 __all__ = [
     "Admission",
@@ -28,4 +32,6 @@ __all__ = [
     "RateLimit",
     "RateLimiter",
     "RedisCache",
+    "RedisLink",
+    "RedisUnavailable",
 ]

@@ -1,0 +1,90 @@
+"""The Redis link: keys laid out for Cluster, calls bounded, one log line and a metric when Redis goes, resync when it returns."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from switchman._config import ServerConfig
+from switchman.state import RedisLink, RedisUnavailable
+from switchman.testing import RedisServer, forget_prefix, unique_prefix
+
+SHARED_URL = "redis://127.0.0.1:6379/0"
+
+
+def test_no_url_no_link() -> None:
+    assert RedisLink.from_config(ServerConfig()) is None
+    link = RedisLink.from_config(ServerConfig(redis_url=SHARED_URL, redis={"timeout_s": 0.2, "key_prefix": "x:"}))
+    assert link is not None and link.timeout_s == 0.2 and link.prefix == "x:"
+
+
+def test_keys_share_a_hash_slot_per_entity() -> None:
+    link = RedisLink(SHARED_URL, prefix="sm:")
+    assert link.key("budget:agent:triage", "day", "spent") == "sm:{budget:agent:triage}:day:spent"
+    assert link.key("session:s1") == "sm:{session:s1}"
+    assert link.channel("revoked") == "sm:revoked"
+
+
+def test_calls_on_the_shared_redis() -> None:
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        assert link.up
+        key = link.key("t", "k")
+        await link.run(lambda r: r.set(key, b"v"))
+        assert await link.run(lambda r: r.get(key)) == b"v"
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+def test_outage_logs_once_counts_and_resyncs(caplog: pytest.LogCaptureFixture) -> None:
+    """Redis killed: calls fail fast with RedisUnavailable, one line, the metric; restarted: resync runs, calls resume."""
+    caplog.set_level(logging.WARNING, "switchman.state")
+    resyncs: list[bool] = []
+    with RedisServer() as server:
+        url = server.url.replace("redis://", "redis://:hunter2@")  # a password must never be logged
+
+        async def main() -> None:
+            link = RedisLink(url, timeout_s=0.2, ping_s=0.05)
+
+            async def resync() -> None:
+                resyncs.append(link.up)
+
+            link.on_resync(resync)
+            registry = CollectorRegistry()
+            registry.register(link.collector())
+            server.stop()  # down before the first ping: the gateway still starts, locally
+            await link.start()
+            assert not link.up and resyncs == []
+            with pytest.raises(RedisUnavailable):
+                await link.run(lambda r: r.get("k"))
+            assert b"switchman_redis_up 0.0" in generate_latest(registry)
+            server.start()
+            with anyio.fail_after(10):
+                while not link.up:
+                    await anyio.sleep(0.05)
+            assert resyncs == [True]  # the resync ran (with calls allowed) before the link served again
+            assert await link.run(lambda r: r.ping())
+            server.stop()
+            for _ in range(3):  # the first call notices; the rest fail without waiting on the network
+                with pytest.raises(RedisUnavailable):
+                    await link.run(lambda r: r.get("k"))
+            text = generate_latest(registry)
+            assert b"switchman_redis_up 0.0" in text and b"switchman_redis_errors_total" in text
+            await link.aclose()
+
+        anyio.run(main)
+    lines = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(lines) == 2, lines  # one per outage
+    assert lines[0].startswith(f"redis unavailable at redis://127.0.0.1:{server.port}/0: ")
+    assert lines[0].endswith("; degrading to local state")
+    assert not any("hunter2" in r.getMessage() for r in caplog.records)
