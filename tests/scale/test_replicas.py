@@ -4,7 +4,8 @@ Each test drives real requests (the `openai` wire format over loopback HTTP) at 
 load balancer would, against the fake upstream, and checks what the issue promises: every answered
 request has its one ledger row and the spend the caller was told adds up to the ledger's; a Redis
 outage mid-load costs no request (each replica degrades to local state, says so, and comes back);
-a replica killed with SIGKILL mid-load loses only its own in-flight requests.
+a deployment whose circuit opens on one replica is set aside by all; a replica killed with
+SIGKILL mid-load loses only its own in-flight requests.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from switchman.testing import FakeUpstream, RedisServer
 
-from .cluster import Cluster, drive, wait_until
+from .cluster import Cluster, Replica, drive, plain, wait_until
 from .conftest import ENV
 
 #: Requests per load run and how many are in flight at once (the issue's 6,000 at 60, scaled to keep CI short).
@@ -44,6 +46,8 @@ def config_data(upstream: FakeUpstream, ledger_url: str, redis_url: str) -> dict
             "redis_url": redis_url,
             "redis": {"ping_s": 0.2},
             "metrics_access": "open",
+            "circuit_breaker": {"failures": 3, "cooldown_s": 60.0},
+            "retries": {"attempts": 1},
             "timeouts": {"connect": 2.0, "first_byte": 10.0, "total": 30.0},
         },
     }
@@ -102,6 +106,27 @@ def test_redis_outage_mid_load_costs_no_request(cluster: Cluster, redis_server: 
         assert "degrading to local state" in log, log  # the outage was logged ...
         assert log.index("degrading to local state") < log.rindex("shared state in use")  # ... and its end
         assert replica.metric("switchman_redis_errors_total") >= 1
+
+
+def deployment_state(replica: Replica, deployment: str) -> str:
+    return str(httpx.get(replica.base + "/health", timeout=10).json()["deployments"][deployment]["state"])
+
+
+def test_a_deployment_failing_on_one_replica_is_set_aside_on_all(cluster: Cluster, upstream: FakeUpstream) -> None:
+    upstream.clear()
+    upstream.inject("server_error", model="cheap", times=None)
+    for _ in range(3):  # three failures on replica 0 open cheap's circuit; the fallback answers
+        answer = httpx.post(cluster[0].base + "/v1/chat/completions", json=plain(0)[0], timeout=30)
+        assert answer.status_code == 200 and answer.headers["x-switchman-model"] == "mid"
+    for replica in cluster:  # shared on Redis: the others see it open without sending cheap a request
+        wait_until(lambda r=replica: deployment_state(r, "cheap") == "open", seconds=10,
+                   what=f"cheap open on replica {replica.index}")
+    upstream.clear()  # cheap would answer now, but its circuit is open everywhere until the cooldown ends
+    for replica in cluster:
+        for _ in range(5):
+            answer = httpx.post(replica.base + "/v1/chat/completions", json=plain(0)[0], timeout=30)
+            assert answer.status_code == 200 and answer.headers["x-switchman-model"] == "mid"
+    assert upstream.requests_for("cheap") == []
 
 
 def test_a_replica_killed_mid_load_loses_only_its_own_requests(cluster: Cluster,

@@ -18,7 +18,7 @@ from .._config import Config
 from .._decider import Decider
 from .._environ import Environment
 from ..ledger import BudgetManager, KeySet, KeyStore, Ledger, Metrics
-from ..state import RedisLink
+from ..state import HealthBoard, RedisHealth, RedisLink
 from ._defaults import default_config
 from ._dispatcher import Dispatcher
 from ._keyring import Keyring
@@ -83,8 +83,11 @@ class Gateway:
         budgets = BudgetManager(config.budgets, ledger)  # key budgets join at the first key refresh
         metrics = Metrics(ledger=ledger, multiprocess_dir=env.metrics_dir)
         tracing = Tracing.from_environment(env, record_prompts=config.server.store_prompts)
+        # With Redis, circuit breakers and live latency are shared by every replica (served from a local board).
+        health = RedisHealth(redis, HealthBoard(config.server.circuit_breaker, latency=config.server.live_latency)) \
+            if redis is not None else None
         dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics,
-                                             tracing=tracing)
+                                             tracing=tracing, health=health)
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
                    master_key=env.get(config.server.master_key_env) or None,
                    dashboard_key=env.get(config.dashboard.key_env) or None, env=env, redis=redis)
@@ -117,6 +120,8 @@ class Gateway:
             await self.ledger.start()
         if self.redis is not None:  # a Redis that is down is noted (one log line); serving goes on locally
             await self.redis.start()
+            if isinstance(self.dispatcher.health, RedisHealth):
+                await self.dispatcher.health.start()
         if self.keyring is not None:
             # Wait a moment for the keys, not for a database that hangs: the refresh goes on in the background
             # and requests meanwhile need the master key (authentication is assumed on until keys are read).
@@ -138,6 +143,8 @@ class Gateway:
         for retired in self._retired:
             await retired.aclose()
         await self.dispatcher.aclose()
+        if isinstance(self.dispatcher.health, RedisHealth):
+            await self.dispatcher.health.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         if self.ledger is not None:

@@ -10,7 +10,7 @@ every call, an up/down state (down: each replica serves from its own state) and 
 
 | interface      | in process          | shared                  |
 |----------------|---------------------|-------------------------|
-| `HealthStore`  | `HealthBoard`       | (planned: issue 11.1)   |
+| `HealthStore`  | `HealthBoard`       | `RedisHealth`           |
 | `RateLimiter`  | `LocalRateLimiter`  | (planned: issue 11.1)   |
 | `CacheBackend` | `MemoryCache`       | `RedisCache`            |
 """
@@ -19,6 +19,7 @@ from ._cache import CacheBackend, MemoryCache
 from ._health import CircuitState, HealthBoard, HealthStore
 from ._limits import Admission, LocalRateLimiter, RateLimit, RateLimiter
 from ._redis_cache import RedisCache
+from ._redis_health import RedisHealth
 from ._redis_link import RedisLink, RedisUnavailable
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "RateLimit",
     "RateLimiter",
     "RedisCache",
+    "RedisHealth",
     "RedisLink",
     "RedisUnavailable",
 ]
