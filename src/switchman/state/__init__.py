@@ -15,11 +15,13 @@ every call, an up/down state (down: each replica serves from its own state) and 
 | `CacheBackend` | `MemoryCache`       | `RedisCache`            |
 """
 
+from ._budgets import SharedBudgets, SharedReservation
 from ._cache import CacheBackend, MemoryCache
 from ._health import CircuitState, HealthBoard, HealthStore
 from ._limits import Admission, LocalRateLimiter, RateLimit, RateLimiter
 from ._redis_cache import RedisCache
 from ._redis_link import RedisLink, RedisUnavailable
+from ._sessions import RedisSessionStore
 
 __all__ = [
     "Admission",
@@ -33,5 +35,8 @@ __all__ = [
     "RateLimiter",
     "RedisCache",
     "RedisLink",
+    "RedisSessionStore",
     "RedisUnavailable",
+    "SharedBudgets",
+    "SharedReservation",
 ]
