@@ -17,8 +17,8 @@ import anyio.to_thread
 from .._config import Config
 from .._decider import Decider
 from .._environ import Environment
-from ..ledger import BudgetManager, KeySet, KeyStore, Ledger, Metrics
-from ..state import HealthBoard, RedisHealth, RedisLink
+from ..ledger import BudgetManager, Budgets, KeySet, KeyStore, Ledger, Metrics
+from ..state import HealthBoard, RedisHealth, RedisLink, RedisSessionStore, SharedBudgets
 from ._defaults import default_config
 from ._dispatcher import Dispatcher
 from ._keyring import Keyring
@@ -58,8 +58,15 @@ class Gateway:
         self._key_budgets_refresh: asyncio.Task[bool] | None = None
         if self.keyring is not None:
             self.keyring.on_change(self._key_budgets)
-        if redis is not None and metrics is not None:
-            metrics.register(redis.collector(), gauge_mode="livemin")  # up: 0 when any worker is degraded
+        if redis is not None:
+            redis.on_resync(self._resync)
+            if metrics is not None:
+                metrics.register(redis.collector(), gauge_mode="livemin")  # up: 0 when any worker is degraded
+
+    async def _resync(self) -> None:
+        """Redis is (back) up: rebuild the shared budget counters from the ledger."""
+        if isinstance(self.budgets, SharedBudgets):
+            await self.budgets.rebuild()
 
     def _key_budgets(self, keys: KeySet) -> None:
         """New, changed and removed key budgets take effect at each key refresh (spend loaded off the loop)."""
@@ -80,14 +87,16 @@ class Gateway:
         redis = RedisLink.from_config(config.server)
         ledger = Ledger.from_url(config.server.ledger_url)
         keys = KeyStore(config.server.ledger_url)
-        budgets = BudgetManager(config.budgets, ledger)  # key budgets join at the first key refresh
+        budgets = _shared(BudgetManager(config.budgets, ledger), redis)  # key budgets join at the first key refresh
         metrics = Metrics(ledger=ledger, multiprocess_dir=env.metrics_dir)
         tracing = Tracing.from_environment(env, record_prompts=config.server.store_prompts)
+        shared = RedisSessionStore(redis, config.sessions.ttl_s) if redis is not None else None
+        sessions = SessionKeeper.from_config(config, decider.models, shared=shared)
         # With Redis, circuit breakers and live latency are shared by every replica (served from a local board).
         health = RedisHealth(redis, HealthBoard(config.server.circuit_breaker, latency=config.server.live_latency)) \
             if redis is not None else None
         dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics,
-                                             tracing=tracing, health=health)
+                                             tracing=tracing, sessions=sessions, health=health)
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
                    master_key=env.get(config.server.master_key_env) or None,
                    dashboard_key=env.get(config.dashboard.key_env) or None, env=env, redis=redis)
@@ -97,9 +106,11 @@ class Gateway:
         gateway's ledger, metrics, tracing, health, rate-limit windows and sessions (the response cache
         starts afresh); blocking, so build it off the event loop."""
         config = decider.config
-        budgets = BudgetManager([*config.budgets, *(self.keys.budgets() if self.keys else [])], self.ledger) \
-            if self.ledger is not None else None
-        sessions = SessionKeeper.from_config(config, decider.models, store=self.dispatcher.sessions.store)
+        budgets = _shared(BudgetManager([*config.budgets, *(self.keys.budgets() if self.keys else [])], self.ledger),
+                          self.redis) if self.ledger is not None else None
+        kept = self.dispatcher.sessions
+        shared = RedisSessionStore(kept.shared.link, config.sessions.ttl_s) if kept.shared is not None else None
+        sessions = SessionKeeper.from_config(config, decider.models, store=kept.store, shared=shared)
         return Dispatcher.from_decider(decider, self.env, ledger=self.ledger, budgets=budgets, metrics=self.metrics,
                                        health=self.dispatcher.health, limiter=self.dispatcher.balancer.limiter,
                                        sessions=sessions, tracing=self.dispatcher.tracing)
@@ -112,6 +123,8 @@ class Gateway:
         self._retired.append(self.dispatcher)
         self.dispatcher, self.decider, self.config = dispatcher, dispatcher.decider, dispatcher.decider.config
         self.budgets = dispatcher.budgets
+        if isinstance(self.budgets, SharedBudgets):
+            self.budgets.rebuild_soon()  # budgets the new configuration added get their spend from the ledger
 
     async def start(self) -> None:
         """Load every route's strategy (router files, embedders), start the ledger writer, read the keys."""
@@ -151,3 +164,8 @@ class Gateway:
             await self.ledger.close()
         if self.keyring is not None:
             self.keyring.close()
+
+
+def _shared(budgets: BudgetManager, redis: RedisLink | None) -> Budgets:
+    """Budgets on Redis when one is configured (the local manager decides while it is down)."""
+    return SharedBudgets(budgets, redis) if redis is not None else budgets

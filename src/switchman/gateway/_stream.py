@@ -203,7 +203,7 @@ class ChatStream:
                         chunks = translator.close()
                         break
                     chunks = translator.feed(event)
-                if not self._within_budget():
+                if not self._within_reservation() and not await self._grow_reservation():
                     raise self._budget_stop()
                 for chunk in chunks:
                     await send(chunk)
@@ -217,20 +217,27 @@ class ChatStream:
         self._ended = True
         return send.held if isinstance(send, _HoldLast) else b""
 
-    def _within_budget(self) -> bool:
-        """Whether the answer's running cost still fits its reservation (grown by a quarter when a budget allows).
+    def _within_reservation(self) -> bool:
+        """Whether the answer's running cost still fits its reservation (checked per chunk, without awaiting).
 
         Output is counted per streamed chunk (providers send about one token per chunk), so an
         answer that runs past what was reserved (a model without `max_output_tokens`, or an upstream
-        that ignores max_tokens) is stopped once no budget can take more.
+        that ignores max_tokens) is stopped once no budget can take more (`_grow_reservation`).
         """
         exchange = self._exchange
         reservation = exchange.reservation
         if reservation is None or not reservation.held:
             return True
+        return self._running_cost() <= reservation.estimated_usd
+
+    def _running_cost(self) -> float:
         spec = self._opened.deployment.spec
-        running = exchange.spent_usd + spec.cost(exchange.input_bound, self._opened.translator.chunks)
-        return running <= reservation.estimated_usd or reservation.resize(running * 1.25)
+        return self._exchange.spent_usd + spec.cost(self._exchange.input_bound, self._opened.translator.chunks)
+
+    async def _grow_reservation(self) -> bool:
+        """Grow the reservation to a quarter above the running cost, when its budgets allow."""
+        reservation = self._exchange.reservation
+        return reservation is None or await reservation.aresize(self._running_cost() * 1.25)
 
     def _budget_stop(self) -> BudgetExceededError:
         self._stopped = BudgetExceededError(
@@ -293,6 +300,7 @@ class ChatStream:
             elif not translator.has_output:
                 answer = "empty answer"
         self._ticket = dispatcher.finish(exchange, answer=answer)
+        await dispatcher.settled(exchange)
         if self._kept is not None and dispatcher.cache is not None:
             await dispatcher.cache.store(exchange, b"".join(self._kept), answer)
         return self._ticket

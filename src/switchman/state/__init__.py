@@ -15,12 +15,14 @@ every call, an up/down state (down: each replica serves from its own state) and 
 | `CacheBackend` | `MemoryCache`       | `RedisCache`            |
 """
 
+from ._budgets import SharedBudgets, SharedReservation
 from ._cache import CacheBackend, MemoryCache
 from ._health import CircuitState, HealthBoard, HealthStore
 from ._limits import Admission, LocalRateLimiter, RateLimit, RateLimiter
 from ._redis_cache import RedisCache
 from ._redis_health import RedisHealth
 from ._redis_link import RedisLink, RedisUnavailable
+from ._sessions import RedisSessionStore
 
 __all__ = [
     "Admission",
@@ -35,5 +37,8 @@ __all__ = [
     "RedisCache",
     "RedisHealth",
     "RedisLink",
+    "RedisSessionStore",
     "RedisUnavailable",
+    "SharedBudgets",
+    "SharedReservation",
 ]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -69,6 +69,7 @@ class RedisLink:
         self.errors = 0  # calls that failed or timed out
         self._client: Any = client
         self._resyncs: list[Resync] = []
+        self._scripts: dict[str, Any] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._started = False
 
@@ -104,6 +105,13 @@ class RedisLink:
                 retry=Retry(NoBackoff(), 0), health_check_interval=0,
             )
         return self._client
+
+    async def eval(self, source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        """Run a Lua script (EVALSHA, loading it once) within the timeout; raises RedisUnavailable on failure."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return await self.run(lambda _: script(keys=list(keys), args=list(args)))
 
     def on_resync(self, callback: Resync) -> None:
         """Run `callback` when the link comes up (at start and after every outage), before calls resume."""
@@ -176,6 +184,7 @@ class RedisLink:
             self._watcher = None
         if self._client is not None:
             client, self._client = self._client, None
+            self._scripts.clear()
             with contextlib.suppress(*_failures()):
                 await client.aclose()
 
