@@ -11,22 +11,27 @@ SIGKILL mid-load loses only its own in-flight requests.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from switchman.testing import FakeUpstream, RedisServer
 
-from .cluster import Cluster, Replica, drive, plain, wait_until
+from .cluster import ASK, Cluster, Replica, drive, plain, wait_until
 from .conftest import ENV
 
 #: Requests per load run and how many are in flight at once (the issue's 6,000 at 60, scaled to keep CI short).
 LOAD, CONCURRENCY = 3000, 60
 CAPS = ["tools", "json", "vision"]
+#: The agent budget the budget test spends: about 150 requests' worth on the cheap model.
+BUDGET_USD = 0.0004
 
 
 def config_data(upstream: FakeUpstream, ledger_url: str, redis_url: str) -> dict[str, Any]:
@@ -41,10 +46,13 @@ def config_data(upstream: FakeUpstream, ledger_url: str, redis_url: str) -> dict
         },
         "routes": {"default": {"candidates": ["cheap", "mid"], "strategy": "cheapest"}},
         "default_route": "default",
+        "budgets": [{"scope": "agent", "name": "capped", "usd": BUDGET_USD, "period": "day"}],
         "server": {
             "ledger_url": ledger_url,
             "redis_url": redis_url,
-            "redis": {"ping_s": 0.2},
+            # a loaded CI machine can stall a Redis answer past the 50 ms default: a spurious outage would
+            # send the budget test to the ledger-based fallback, which is per replica
+            "redis": {"ping_s": 0.2, "timeout_s": 0.5},
             "metrics_access": "open",
             "circuit_breaker": {"failures": 3, "cooldown_s": 60.0},
             "retries": {"attempts": 1},
@@ -93,6 +101,56 @@ def test_each_answer_has_one_ledger_row_and_spend_adds_up(cluster: Cluster,
         assert math.isclose(rows[outcome.request_id][0], outcome.cost, rel_tol=1e-9, abs_tol=1e-12)
     after = [replica.metric("switchman_requests_total") for replica in cluster]
     assert [b - a for a, b in zip(before, after, strict=True)] == [LOAD // 3] * 3
+
+
+def test_a_budget_is_not_overspent_across_replicas(cluster: Cluster, ledger_schema: tuple[Engine, str, str]) -> None:
+    total = 900
+    outages = [replica.stderr.count("degrading to local state") for replica in cluster]
+    run = drive(cluster, total=total, concurrency=CONCURRENCY,
+                request=lambda i: ({"model": "auto", "messages": ASK, "max_tokens": 8}, {"x-switchman-agent": "capped"}))
+    statuses = run.statuses()
+    assert set(statuses) == {200, 429}, statuses  # answered or refused by the budget: never a 5xx
+    refused = [o for o in run.outcomes if o.status == 429]
+    assert all(o.body["error"]["code"] == "budget_exceeded" for o in refused)
+    assert {o.replica for o in refused} == {0, 1, 2}  # the one limit holds on every replica
+    engine, schema, _ = ledger_schema
+    query = f"select count(*), sum(cost_usd), max(cost_usd) from {schema}.switchman_requests where agent = 'capped'"
+    wait_until(lambda: _scalar(engine, query)[0] == total, what="the budget's ledger rows")
+    assert _scalar(engine, query + " and status = 'ok'")[0] == len(run.answered)
+    assert _scalar(engine, query + " and status = 'rejected_budget'")[0] == len(refused)
+    _, spent, worst = _scalar(engine, query)
+    assert spent > BUDGET_USD * 0.9  # the budget was used up ...
+    assert spent <= BUDGET_USD + worst  # ... and overspent by at most one request's cost
+    # with Redis up all along (a degraded replica checks budgets on its own, from the ledger)
+    assert [replica.stderr.count("degrading to local state") for replica in cluster] == outages
+
+
+def _scalar(engine: Engine, query: str) -> tuple[Any, ...]:
+    with engine.connect() as conn:
+        return tuple(conn.execute(text(query)).one())
+
+
+def test_sessions_keep_their_model_across_replicas_and_an_escalation_holds(cluster: Cluster) -> None:
+    clients = [openai.OpenAI(base_url=replica.base + "/v1", api_key="unused", max_retries=0) for replica in cluster]
+
+    def conversation(n: int) -> list[tuple[int, str]]:
+        """Six turns, turn t on replica t % 3; turn 2 (on replica 2) asks for an escalation."""
+        session, history, seen = f"scale-{n}-{uuid.uuid4().hex[:8]}", [], []
+        for t in range(6):
+            history.append({"role": "user", "content": f"Step {t}: continue."})
+            raw = clients[t % 3].chat.completions.with_raw_response.create(
+                model="auto", messages=history, max_tokens=8,  # type: ignore[arg-type]
+                extra_headers={"X-Switchman-Session": session, **({"X-Switchman-Escalate": "1"} if t == 2 else {})})
+            answer = raw.parse()
+            history.append({"role": "assistant", "content": answer.choices[0].message.content or ""})
+            seen.append((t % 3, raw.headers["x-switchman-model"]))
+        return seen
+
+    with ThreadPoolExecutor(20) as pool:
+        sessions = list(pool.map(conversation, range(40)))
+    for seen in sessions:
+        assert [replica for replica, _ in seen] == [0, 1, 2, 0, 1, 2]
+        assert [model for _, model in seen] == ["cheap", "cheap", "mid", "mid", "mid", "mid"], seen
 
 
 def test_redis_outage_mid_load_costs_no_request(cluster: Cluster, redis_server: RedisServer) -> None:
