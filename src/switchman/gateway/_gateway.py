@@ -18,7 +18,7 @@ from .._config import Config
 from .._decider import Decider
 from .._environ import Environment
 from ..ledger import BudgetManager, Budgets, KeySet, KeyStore, Ledger, Metrics
-from ..state import RedisLink, RedisSessionStore, SharedBudgets
+from ..state import RedisLink, RedisRateLimiter, RedisSessionStore, SharedBudgets
 from ._defaults import default_config
 from ._dispatcher import Dispatcher
 from ._keyring import Keyring
@@ -92,8 +92,9 @@ class Gateway:
         tracing = Tracing.from_environment(env, record_prompts=config.server.store_prompts)
         shared = RedisSessionStore(redis, config.sessions.ttl_s) if redis is not None else None
         sessions = SessionKeeper.from_config(config, decider.models, shared=shared)
+        limiter = RedisRateLimiter(redis) if redis is not None else None  # deployments', keys' and agents' limits
         dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics,
-                                             tracing=tracing, sessions=sessions)
+                                             tracing=tracing, sessions=sessions, limiter=limiter)
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
                    master_key=env.get(config.server.master_key_env) or None,
                    dashboard_key=env.get(config.dashboard.key_env) or None, env=env, redis=redis)

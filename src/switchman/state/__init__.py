@@ -11,8 +11,10 @@ every call, an up/down state (down: each replica serves from its own state) and 
 | interface      | in process          | shared                  |
 |----------------|---------------------|-------------------------|
 | `HealthStore`  | `HealthBoard`       | (planned: issue 11.1)   |
-| `RateLimiter`  | `LocalRateLimiter`  | (planned: issue 11.1)   |
+| `RateLimiter`  | `LocalRateLimiter`  | `RedisRateLimiter`      |
 | `CacheBackend` | `MemoryCache`       | `RedisCache`            |
+| sessions       | (gateway's memory)  | `RedisSessionStore`     |
+| `Budgets`      | `BudgetManager`     | `SharedBudgets`         |
 """
 
 from ._budgets import SharedBudgets, SharedReservation
@@ -20,6 +22,7 @@ from ._cache import CacheBackend, MemoryCache
 from ._health import CircuitState, HealthBoard, HealthStore
 from ._limits import Admission, LocalRateLimiter, RateLimit, RateLimiter
 from ._redis_cache import RedisCache
+from ._redis_limits import RedisRateLimiter
 from ._redis_link import RedisLink, RedisUnavailable
 from ._sessions import RedisSessionStore
 
@@ -35,6 +38,7 @@ __all__ = [
     "RateLimiter",
     "RedisCache",
     "RedisLink",
+    "RedisRateLimiter",
     "RedisSessionStore",
     "RedisUnavailable",
     "SharedBudgets",
