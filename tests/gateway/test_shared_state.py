@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -20,9 +21,10 @@ import pytest
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway, build_app
+from switchman.ledger import KeyStore
 from switchman.testing import FakeUpstream, forget_prefix, unique_prefix
 
-from .conftest import ENV, ServerThread, config_data
+from .conftest import ENV, MASTER_KEY, ServerThread, config_data
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 ASK = [{"role": "user", "content": "hello"}]
@@ -70,9 +72,9 @@ def prefix() -> Iterator[str]:
     forget_prefix(SHARED_REDIS, prefix)
 
 
-def start_replicas(stack: ExitStack, data: dict[str, Any], count: int = 2) -> Replicas:
+def start_replicas(stack: ExitStack, data: dict[str, Any], count: int = 2, env: dict[str, str] = ENV) -> Replicas:
     config = parse_config(data)
-    gateways = [Gateway.from_config(config, env=ENV) for _ in range(count)]
+    gateways = [Gateway.from_config(config, env=env) for _ in range(count)]
     urls = [stack.enter_context(ServerThread(build_app(g), g.config.server.limits)) for g in gateways]
     replicas = Replicas(gateways, urls)
     stack.callback(replicas.close)
@@ -146,3 +148,29 @@ def test_an_rpm_limit_holds_across_replicas(upstream: FakeUpstream, tmp_path: Pa
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     assert refused.headers["x-ratelimit-reset-requests"].endswith("s")
     assert "agent's rate limit (10 requests and 100000 tokens per minute)" in refused.json()["error"]["message"]
+
+
+def test_a_revoked_key_is_refused_by_every_replica_at_once(upstream: FakeUpstream, tmp_path: Path, prefix: str) -> None:
+    """Revoked on replica 0 (as its dashboard does): replica 1 refuses it long before its next key refresh (60 s)."""
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    store = KeyStore(ledger_url)
+    info, secret = store.create("ci-bot")
+    store.close()
+    data = replica_config(upstream, ledger_url, SHARED_REDIS, prefix, key_refresh_s=60.0)
+    with ExitStack() as stack:
+        replicas = start_replicas(stack, data, env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+        auth = {"Authorization": f"Bearer {secret}"}
+        assert [replicas.chat(i, headers=auth).status_code for i in (0, 1)] == [200, 200]
+        other = replicas.gateways[1]
+        assert other.keyring is not None and other.revocations is not None
+        reads = other.keyring.reads
+        keys = replicas.gateways[0].keys
+        assert keys is not None and keys.revoke(info.id)
+        started = time.monotonic()
+        while other.revocations.received == 0 and time.monotonic() - started < 10:
+            time.sleep(0.005)
+        assert other.revocations.received == 1, f"not heard within {time.monotonic() - started:.1f} s"
+        refused = replicas.chat(1, headers=auth)
+        assert refused.status_code == 401, refused.text
+        assert other.keyring.reads == reads  # not re-read from the database: the broadcast did it
+        assert replicas.chat(0, headers=auth).status_code == 401

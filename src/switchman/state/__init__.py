@@ -15,6 +15,7 @@ every call, an up/down state (down: each replica serves from its own state) and 
 | `CacheBackend` | `MemoryCache`       | `RedisCache`            |
 | sessions       | (gateway's memory)  | `RedisSessionStore`     |
 | `Budgets`      | `BudgetManager`     | `SharedBudgets`         |
+| key revocations| (keys database)     | `RevocationFeed`        |
 """
 
 from ._budgets import SharedBudgets, SharedReservation
@@ -24,6 +25,7 @@ from ._limits import Admission, LocalRateLimiter, RateLimit, RateLimiter
 from ._redis_cache import RedisCache
 from ._redis_limits import RedisRateLimiter
 from ._redis_link import RedisLink, RedisUnavailable
+from ._revocations import RevocationFeed, publish_revocation
 from ._sessions import RedisSessionStore
 
 __all__ = [
@@ -41,6 +43,8 @@ __all__ = [
     "RedisRateLimiter",
     "RedisSessionStore",
     "RedisUnavailable",
+    "RevocationFeed",
     "SharedBudgets",
     "SharedReservation",
+    "publish_revocation",
 ]
