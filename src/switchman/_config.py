@@ -40,6 +40,7 @@ __all__ = [
     "AgentConfig",
     "BalancePolicy",
     "BudgetConfig",
+    "CallerLimits",
     "CacheConfig",
     "CascadeOptions",
     "CircuitBreaker",
@@ -121,6 +122,22 @@ class LiveLatency(_Strict):
     smoothing: float = Field(default=0.2, gt=0, le=1, description="weight of a new answer in a fresh average")
 
 
+class CallerLimits(_Strict):
+    """Requests and tokens per minute one caller may send (None: unlimited).
+
+        server: {key_limits: {rpm: 600, tpm: 200000}}      # each virtual key, its own buckets
+        agents: {triage: {rpm: 120}}                        # one agent, whatever key it comes with
+
+    Tokens are counted as providers count them when they admit a request: the prompt plus
+    `max_tokens` (or a default when the request sets none). A request over a limit is answered 429
+    with `retry-after` and OpenAI's `x-ratelimit-*` headers; every answer carries those headers for
+    the tightest limit that applied. With `server.redis_url` a limit holds across every replica.
+    """
+
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+
+
 class RedisOptions(_Strict):
     """How the gateway talks to the Redis `server.redis_url` names (state shared by every replica).
 
@@ -163,6 +180,8 @@ class ServerConfig(_Strict):
         default=None, description="redis://host:port/db: sessions, budgets, rate limits and key revocations shared "
                                   "by every replica; unset: each process keeps its own")
     redis: RedisOptions = Field(default_factory=RedisOptions)
+    key_limits: CallerLimits = Field(
+        default_factory=CallerLimits, description="requests/tokens per minute each virtual key may send")
 
 
 class BudgetConfig(_Strict):
@@ -356,6 +375,8 @@ class AgentConfig(_Strict):
     allow: list[str] | None = None
     deny: list[str] = Field(default_factory=list)
     max_price_usd: float | None = Field(default=None, gt=0, description="drop candidates estimated above this per request")
+    rpm: int | None = Field(default=None, gt=0, description="requests per minute this agent may send")
+    tpm: int | None = Field(default=None, gt=0, description="tokens per minute (prompt + max_tokens) it may send")
 
     @model_validator(mode="after")
     def _route_or_model(self) -> AgentConfig:

@@ -34,9 +34,10 @@ from .._decider import Decider
 from .._environ import Environment
 from ..ledger import Budgets, Ledger, Metrics
 from ..routing import DEFAULT_OUTPUT_TOKENS, Decision, RouteRequest, worst_case_cost
-from ..state import HealthBoard, HealthStore, RateLimiter
+from ..state import Admission, HealthBoard, HealthStore, RateLimiter
 from ._advice import capability_advice
 from ._balancer import Balancer
+from ._caller_limits import CallerLimits
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
 from ._context import RequestContext, scoped_session
 from ._errors import Scrubber
@@ -77,6 +78,7 @@ class Completion:
     request_id: str
     deployment: str | None = None  # the deployment that answered (None for a cache hit)
     cache: str | None = None  # "hit" or "miss" when the response cache was consulted
+    limits: Admission | None = None  # the caller's tightest rpm/tpm limit after this request (x-ratelimit-*)
 
     def json(self) -> dict[str, Any]:
         """The body as a dict."""
@@ -112,6 +114,8 @@ class Dispatcher:
         policies = {name: model.balance for name, model in decider.config.models.items()}
         #: Each model's deployments and the choice between them (health, limits, policy).
         self.balancer = Balancer(deployments, policies, health=health, limiter=limiter)
+        #: Each key's and agent's own rpm/tpm, on the same limiter as the deployments' limits.
+        self.callers = CallerLimits(self.balancer.limiter, decider.config)
         self.providers: dict[str, Provider] = {d.provider.name: d.provider for ds in deployments.values() for d in ds}
         #: The response cache (None when `cache.enabled` is false).
         self.cache = cache if cache is not None else ResponseCache.from_config(decider.config)
@@ -252,6 +256,8 @@ class Dispatcher:
             with self.tracing.decision(exchange.span) as deciding:
                 exchange.request, decision = decide() if decide is not None else self.decide(body, context)
                 exchange.decision = decision
+                if self.callers:
+                    exchange.admission = await self.callers.admit(context, _admitted_tokens(exchange.request))
                 exchange.decision = await self._reserve(exchange, exchange.request, decision)
                 self.tracing.decided(deciding, exchange.decision)
         except SwitchmanError as exc:
@@ -316,8 +322,7 @@ class Dispatcher:
     ) -> T:
         """One model: its deployments in the balancer's order (another at once after a failure), then retries."""
         request, route = exchange.request, exchange.decision.route if exchange.decision else None
-        tokens = 0 if request is None else request.input_tokens + (
-            DEFAULT_OUTPUT_TOKENS if request.max_tokens is None else request.max_tokens)
+        tokens = _admitted_tokens(request)
         tried: list[str] = []
         error: UpstreamError | None = None
         retries = 0
@@ -401,7 +406,8 @@ class Dispatcher:
         if hit is not None:
             self.finish(exchange, content=hit.content)
             assert exchange.decision is not None
-            return Completion(hit.content, hit.model, exchange.decision, 0.0, context.request_id, cache="hit")
+            return Completion(hit.content, hit.model, exchange.decision, 0.0, context.request_id, cache="hit",
+                              limits=exchange.admission)
         cascade = cascade_strategy(self, exchange.decision)
         try:
             if cascade is not None:
@@ -424,7 +430,7 @@ class Dispatcher:
         if exchange.cache == "miss" and self.cache is not None:
             await self.cache.store(exchange, content, answer_signal(content))
         return Completion(content, exchange.model, exchange.decision, cost, context.request_id,
-                          deployment=exchange.deployment, cache=exchange.cache)
+                          deployment=exchange.deployment, cache=exchange.cache, limits=exchange.admission)
 
     async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream | ReplayStream:
         """Open a stream, falling back until one upstream has sent its first event (or replay a cached one)."""
@@ -489,3 +495,10 @@ class Dispatcher:
         if exchange.span is not None:
             self.tracing.finish(exchange.span, record, error, exchange.request.prompt if exchange.request else None)
         return ticket
+
+
+def _admitted_tokens(request: RouteRequest | None) -> int:
+    """Tokens a rate limit counts for a request, as providers do: the prompt plus the most it may answer."""
+    if request is None:
+        return 0
+    return request.input_tokens + (DEFAULT_OUTPUT_TOKENS if request.max_tokens is None else request.max_tokens)

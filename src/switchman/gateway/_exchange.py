@@ -17,6 +17,7 @@ from .._exceptions import (
 )
 from ..ledger import LedgerRecord, Reservation
 from ..routing import Decision, RouteRequest
+from ..state import Admission
 from ._context import RequestContext
 from ._errors import Scrubber
 from ._wire import Usage
@@ -44,7 +45,7 @@ def status_for(error: BaseException) -> str:
 class Exchange:
     """What happened to one request: decision, models tried, usage, timing, outcome."""
 
-    __slots__ = ("cache", "cache_key", "choices", "context", "decision", "deployment", "error", "first_token_at",
+    __slots__ = ("admission", "cache", "cache_key", "choices", "context", "decision", "deployment", "error", "first_token_at",
                  "lease", "model", "request", "reservation", "span", "spent_usd", "started", "started_wall", "status",
                  "tried", "usage", "usage_estimated")
 
@@ -55,6 +56,7 @@ class Exchange:
         self.request: RouteRequest | None = None
         self.decision: Decision | None = None
         self.reservation: Reservation | None = None
+        self.admission: Admission | None = None  # the caller's tightest rpm/tpm limit, for x-ratelimit-* headers
         self.choices = 1  # the request's `n`: answers it asks for (and the budget reserves)
         self.model: str | None = None
         self.deployment: str | None = None  # the id of the deployment that answered

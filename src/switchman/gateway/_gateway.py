@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -18,7 +19,15 @@ from .._config import Config
 from .._decider import Decider
 from .._environ import Environment
 from ..ledger import BudgetManager, Budgets, KeySet, KeyStore, Ledger, Metrics
-from ..state import HealthBoard, RedisHealth, RedisLink, RedisSessionStore, SharedBudgets
+from ..state import (
+    HealthBoard,
+    RedisHealth,
+    RedisLink,
+    RedisRateLimiter,
+    RedisSessionStore,
+    RevocationFeed,
+    SharedBudgets,
+)
 from ._defaults import default_config
 from ._dispatcher import Dispatcher
 from ._keyring import Keyring
@@ -56,12 +65,30 @@ class Gateway:
         self.env: Mapping[str, str] = Environment.read() if env is None else env
         self._retired: list[Dispatcher] = []  # replaced by a reload; closed at shutdown
         self._key_budgets_refresh: asyncio.Task[bool] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
         if self.keyring is not None:
             self.keyring.on_change(self._key_budgets)
+        #: Key revocations broadcast to every replica (with Redis and a keys database).
+        self.revocations = RevocationFeed(redis) if redis is not None and keys is not None else None
+        self._listening: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         if redis is not None:
             redis.on_resync(self._resync)
             if metrics is not None:
                 metrics.register(redis.collector(), gauge_mode="livemin")  # up: 0 when any worker is degraded
+        if self.revocations is not None and keys is not None:
+            keys.on_revoke(self._revoked_here)
+
+    def _revoked_here(self, key_id: str) -> None:
+        """A key this process revoked (the dashboard, from a worker thread): tell the other replicas."""
+        loop, feed = self._loop, self.revocations
+        if loop is not None and feed is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: self._background(feed.publish(key_id)))
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _resync(self) -> None:
         """Redis is (back) up: rebuild the shared budget counters from the ledger."""
@@ -95,8 +122,9 @@ class Gateway:
         # With Redis, circuit breakers and live latency are shared by every replica (served from a local board).
         health = RedisHealth(redis, HealthBoard(config.server.circuit_breaker, latency=config.server.live_latency)) \
             if redis is not None else None
+        limiter = RedisRateLimiter(redis) if redis is not None else None  # deployments', keys' and agents' limits
         dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics,
-                                             tracing=tracing, sessions=sessions, health=health)
+                                             tracing=tracing, sessions=sessions, limiter=limiter, health=health)
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
                    master_key=env.get(config.server.master_key_env) or None,
                    dashboard_key=env.get(config.dashboard.key_env) or None, env=env, redis=redis)
@@ -131,10 +159,15 @@ class Gateway:
         self.decider.warm_up()
         if self.ledger is not None:
             await self.ledger.start()
+        self._loop = asyncio.get_running_loop()
         if self.redis is not None:  # a Redis that is down is noted (one log line); serving goes on locally
             await self.redis.start()
             if isinstance(self.dispatcher.health, RedisHealth):
                 await self.dispatcher.health.start()
+        if self.revocations is not None and self.keyring is not None:
+            keyring = self.keyring
+            self._listening = asyncio.create_task(
+                self.revocations.run(keyring.drop, on_connect=keyring.refresh), name="switchman-revocations")
         if self.keyring is not None:
             # Wait a moment for the keys, not for a database that hangs: the refresh goes on in the background
             # and requests meanwhile need the master key (authentication is assumed on until keys are read).
@@ -158,6 +191,10 @@ class Gateway:
         await self.dispatcher.aclose()
         if isinstance(self.dispatcher.health, RedisHealth):
             await self.dispatcher.health.aclose()
+        if self._listening is not None:
+            self._listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listening
         if self.redis is not None:
             await self.redis.aclose()
         if self.ledger is not None:

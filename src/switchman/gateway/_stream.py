@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from .._exceptions import BudgetExceededError, UpstreamError, UpstreamServerError
 from ..routing import Decision
 from ._errors import error_payload
-from ..state import HealthStore
+from ..state import Admission, HealthStore
 from ._exchange import Exchange
 from ._http import UpstreamResponse
 from ._providers import Deployment, StreamTranslator
@@ -138,6 +138,11 @@ class ChatStream:
         """Why it was chosen."""
         decision = self._exchange.decision
         return decision.reason if decision is not None else ""
+
+    @property
+    def limits(self) -> Admission | None:
+        """The caller's tightest rpm/tpm limit after this request (for x-ratelimit-* headers)."""
+        return self._exchange.admission
 
     @property
     def request_id(self) -> str:

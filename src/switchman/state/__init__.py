@@ -11,8 +11,11 @@ every call, an up/down state (down: each replica serves from its own state) and 
 | interface      | in process          | shared                  |
 |----------------|---------------------|-------------------------|
 | `HealthStore`  | `HealthBoard`       | `RedisHealth`           |
-| `RateLimiter`  | `LocalRateLimiter`  | (planned: issue 11.1)   |
+| `RateLimiter`  | `LocalRateLimiter`  | `RedisRateLimiter`      |
 | `CacheBackend` | `MemoryCache`       | `RedisCache`            |
+| sessions       | (gateway's memory)  | `RedisSessionStore`     |
+| `Budgets`      | `BudgetManager`     | `SharedBudgets`         |
+| key revocations| (keys database)     | `RevocationFeed`        |
 """
 
 from ._budgets import SharedBudgets, SharedReservation
@@ -21,7 +24,9 @@ from ._health import CircuitState, HealthBoard, HealthStore
 from ._limits import Admission, LocalRateLimiter, RateLimit, RateLimiter
 from ._redis_cache import RedisCache
 from ._redis_health import RedisHealth
+from ._redis_limits import RedisRateLimiter
 from ._redis_link import RedisLink, RedisUnavailable
+from ._revocations import RevocationFeed, publish_revocation
 from ._sessions import RedisSessionStore
 
 __all__ = [
@@ -37,8 +42,11 @@ __all__ = [
     "RedisCache",
     "RedisHealth",
     "RedisLink",
+    "RedisRateLimiter",
     "RedisSessionStore",
     "RedisUnavailable",
+    "RevocationFeed",
     "SharedBudgets",
     "SharedReservation",
+    "publish_revocation",
 ]

@@ -1,0 +1,93 @@
+"""Key revocations broadcast on Redis pub/sub, so every replica drops a revoked key at once.
+
+    feed = RevocationFeed(link)
+    await feed.publish("k-123")                       # the replica (or CLI) that revoked it
+    await feed.run(keyring.drop, on_connect=refresh)   # every replica, for ever (cancel to stop)
+    publish_revocation("redis://...", "sm:", "k-123")  # blocking, for the command line
+
+Messages go to `<prefix>revoked` (one channel: pub/sub reaches every node of a Cluster). A
+replica that was not subscribed (Redis down, a reconnect) may have missed some: `on_connect` runs
+at every (re)subscription so it re-reads the keys database, which is the record. The subscription
+has its own connection without the link's short read timeout (it waits for messages); it checks
+the connection every `ping_s` and reconnects after a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._redis_link import RedisLink, RedisUnavailable
+
+__all__ = ["RevocationFeed", "publish_revocation"]
+
+logger = logging.getLogger("switchman.state")
+
+CHANNEL = "revoked"
+
+
+class RevocationFeed:
+    """Publishes revoked key ids and hands those other replicas publish to a callback."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self.channel = link.channel(CHANNEL)
+        self.received = 0  # revocations heard from the channel
+
+    async def publish(self, key_id: str) -> bool:
+        """Tell every replica; False when Redis is down (they pick it up at their next key refresh)."""
+        try:
+            await self.link.run(lambda r: r.publish(self.channel, key_id.encode()))
+        except RedisUnavailable:
+            return False
+        return True
+
+    async def run(self, drop: Callable[[str], None], *, on_connect: Callable[[], Awaitable[Any]] | None = None) -> None:
+        """Subscribe and call `drop(key_id)` for every revocation, reconnecting after failures (cancel to stop)."""
+        import redis.asyncio
+        from redis.exceptions import RedisError
+
+        while True:
+            client = redis.asyncio.Redis.from_url(self.link.url, socket_connect_timeout=self.link.timeout_s * 10,
+                                                  health_check_interval=0)
+            try:
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    if on_connect is not None:
+                        await on_connect()
+                    await self._listen(pubsub, drop)
+            except (RedisError, OSError, TimeoutError):
+                await asyncio.sleep(self.link.ping_s)  # the link logs the outage; try again
+            finally:
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await client.aclose()
+
+    async def _listen(self, pubsub: Any, drop: Callable[[str], None]) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=self.link.ping_s)
+            if message is None:
+                await pubsub.ping()  # a dead connection fails here instead of waiting for ever
+                continue
+            if message.get("type") == "message":
+                data = message.get("data")
+                key_id = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+                self.received += 1
+                drop(key_id)
+
+
+def publish_revocation(url: str, prefix: str, key_id: str, *, timeout_s: float = 2.0) -> bool:
+    """Publish one revocation (blocking: the command line's `keys revoke`); False when Redis cannot be reached."""
+    import redis
+    from redis.exceptions import RedisError
+
+    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client.publish(f"{prefix}{CHANNEL}", key_id.encode())
+    except (RedisError, OSError):
+        return False
+    finally:
+        client.close()
+    return True
