@@ -114,3 +114,21 @@ def test_redis_down_each_board_goes_on_alone_and_resyncs(clock: Clock) -> None:
                 assert b.state("m@x") == "open"  # ... so b sees it
 
     run(main)
+
+
+def test_a_batch_of_outcomes_counts_the_failures_after_its_last_answer(clock: Clock) -> None:
+    async def main(prefix: str) -> None:
+        async with replicas(SHARED_URL, prefix, clock) as (a, b):
+            for ok in (False, False, True, False):  # one sync later: the answer reset the count, one failure after
+                a.record("m@x", ok=ok)
+            await a.sync()
+            b.record("m@x", ok=False)
+            await b.sync()
+            await a.sync()
+            assert a.state("m@x") == b.state("m@x") == "closed"  # 2 of 3
+            b.record("m@x", ok=False)
+            await b.sync()
+            await a.sync()
+            assert a.state("m@x") == b.state("m@x") == "open"
+
+    run(main)

@@ -11,7 +11,9 @@ a background task keeps that board in step. Per deployment key Redis holds
 
 A failure adds to the shared count in one Lua step that opens the circuit for everyone when the
 count reaches the breaker's threshold (or this replica opened it on its own count); an answer
-resets the count and closes it. After the cooldown each replica lets one probe through (so N
+resets the count and closes it. Outcomes are written in batches, one script per deployment per
+sync (an answer since the last one resets, the failures after it add), so the Redis cost does not
+grow with the request rate. After the cooldown each replica lets one probe through (so N
 replicas send up to N probes). Latency marks are last-writer-wins: the freshest replica's moving
 average becomes everyone's, so a slow deployment re-measured by any replica is re-measured for all.
 
@@ -33,28 +35,46 @@ from ._redis_link import RedisLink, RedisUnavailable
 
 __all__ = ["RedisHealth"]
 
-#: KEYS[1] the circuit hash; ARGV: what (ok, fail, or open: a resync's state), threshold, cooldown s,
-#: now (wall s), opened here (1/0), ttl ms.
+#: KEYS[1] the circuit hash. ARGV: reset (1: an answer came since the last push), failures since the last
+#: answer, threshold, cooldown s, now (wall s), opened here (1/0), ttl ms, open for (a resync's state; -1: none).
 _RECORD = """
-if ARGV[1] == 'ok' then
+if ARGV[1] == '1' then
   redis.call('HSET', KEYS[1], 'failures', 0)
   redis.call('HDEL', KEYS[1], 'open_until')
-elseif ARGV[1] == 'open' then
-  redis.call('HSET', KEYS[1], 'open_until', tonumber(ARGV[4]) + tonumber(ARGV[3]))
-else
-  local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+end
+local failures = tonumber(ARGV[2])
+if failures > 0 then
+  local n = redis.call('HINCRBY', KEYS[1], 'failures', failures)
   local open = redis.call('HEXISTS', KEYS[1], 'open_until')
-  if n >= tonumber(ARGV[2]) or ARGV[5] == '1' or open == 1 then
-    redis.call('HSET', KEYS[1], 'open_until', tonumber(ARGV[4]) + tonumber(ARGV[3]))
+  if n >= tonumber(ARGV[3]) or ARGV[6] == '1' or open == 1 then
+    redis.call('HSET', KEYS[1], 'open_until', tonumber(ARGV[5]) + tonumber(ARGV[4]))
   end
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if tonumber(ARGV[8]) >= 0 then
+  redis.call('HSET', KEYS[1], 'open_until', tonumber(ARGV[5]) + tonumber(ARGV[8]))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
 """
 _TTL_MS = 86_400_000  # a deployment nobody has called for a day is forgotten
 
 #: (key, "ok" | "fail" | "open", cooldown s, opened by this replica's own count)
 _Event = tuple[str, str, float, bool]
+
+
+def _coalesced(events: list[_Event]) -> dict[str, tuple[bool, int, float, bool, float]]:
+    """One write per key for a batch of outcomes: (reset, failures after the last answer, cooldown, opened here,
+    open for: a resync's state, or -1). Ten thousand answers a second cost a few scripts a second."""
+    merged: dict[str, tuple[bool, int, float, bool, float]] = {}
+    for key, what, cooldown, opened in events:
+        reset, failures, last_cooldown, was_opened, open_for = merged.get(key, (False, 0, 0.0, False, -1.0))
+        if what == "ok":
+            merged[key] = (True, 0, last_cooldown, False, -1.0)
+        elif what == "fail":
+            merged[key] = (reset, failures + 1, cooldown, was_opened or opened, open_for)
+        else:  # "open": this replica's open circuit, written back after an outage
+            merged[key] = (reset, failures, last_cooldown, was_opened, cooldown)
+    return merged
 
 
 class RedisHealth:
@@ -133,9 +153,9 @@ class RedisHealth:
         async def push(r: Any) -> None:
             pipe = r.pipeline(transaction=False)
             pipe.sadd(self.link.key("health", "keys"), *keys)
-            for key, what, cooldown, opened in events:
-                pipe.eval(_RECORD, 1, self._circuit_key(key), what, breaker.failures, cooldown, now,
-                          int(opened), _TTL_MS)
+            for key, (reset, failures, cooldown, opened, open_for) in _coalesced(events).items():
+                pipe.eval(_RECORD, 1, self._circuit_key(key), int(reset), failures, breaker.failures, cooldown, now,
+                          int(opened), _TTL_MS, open_for)
             for key in marks:
                 mark = self.board.mark(key)
                 if mark is not None:
