@@ -23,6 +23,7 @@ from ..state import (
     HealthBoard,
     RedisHealth,
     RedisLink,
+    RedisOnlineCounts,
     RedisRateLimiter,
     RedisSessionStore,
     RevocationFeed,
@@ -72,6 +73,7 @@ class Gateway:
         self.revocations = RevocationFeed(redis) if redis is not None and keys is not None else None
         self._listening: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._online: list[RedisOnlineCounts] = []  # online routes' counts shared on Redis
         if redis is not None:
             redis.on_resync(self._resync)
             if metrics is not None:
@@ -153,6 +155,26 @@ class Gateway:
         self.budgets = dispatcher.budgets
         if isinstance(self.budgets, SharedBudgets):
             self.budgets.rebuild_soon()  # budgets the new configuration added get their spend from the ledger
+        if self.redis is not None and self._loop is not None:
+            self._background(self._share_online())  # the new configuration's online routes (warmed up already)
+
+    async def _share_online(self) -> None:
+        """Share every online route's counts on Redis (replacing the previous configuration's)."""
+        old, self._online = self._online, []
+        for shared in old:
+            await shared.aclose()
+        if self.redis is None:
+            return
+        for name, route in self.config.routes.items():
+            if route.online is None or not route.online.enabled:
+                continue
+            from ..learn import OnlineStrategy  # loaded already: the route uses it
+
+            strategy = self.decider.strategy(name)
+            if isinstance(strategy, OnlineStrategy):
+                shared = RedisOnlineCounts(self.redis, name, strategy)
+                self._online.append(shared)
+                await shared.start()
 
     async def start(self) -> None:
         """Load every route's strategy (router files, embedders), start the ledger writer, read the keys."""
@@ -164,6 +186,7 @@ class Gateway:
             await self.redis.start()
             if isinstance(self.dispatcher.health, RedisHealth):
                 await self.dispatcher.health.start()
+            await self._share_online()
         if self.revocations is not None and self.keyring is not None:
             keyring = self.keyring
             self._listening = asyncio.create_task(
@@ -191,6 +214,8 @@ class Gateway:
         await self.dispatcher.aclose()
         if isinstance(self.dispatcher.health, RedisHealth):
             await self.dispatcher.health.aclose()
+        for shared in self._online:
+            await shared.aclose()
         if self._listening is not None:
             self._listening.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -16,6 +16,7 @@ every call, an up/down state (down: each replica serves from its own state) and 
 | sessions       | (gateway's memory)  | `RedisSessionStore`     |
 | `Budgets`      | `BudgetManager`     | `SharedBudgets`         |
 | key revocations| (keys database)     | `RevocationFeed`        |
+| online counts  | `BetaCounts` (learn)| `RedisOnlineCounts`     |
 """
 
 from ._budgets import SharedBudgets, SharedReservation
@@ -25,6 +26,7 @@ from ._limits import Admission, LocalRateLimiter, RateLimit, RateLimiter
 from ._redis_cache import RedisCache
 from ._redis_health import RedisHealth
 from ._redis_limits import RedisRateLimiter
+from ._redis_online import RedisOnlineCounts
 from ._redis_link import RedisLink, RedisUnavailable
 from ._revocations import RevocationFeed, publish_revocation
 from ._sessions import RedisSessionStore
@@ -42,6 +44,7 @@ __all__ = [
     "RedisCache",
     "RedisHealth",
     "RedisLink",
+    "RedisOnlineCounts",
     "RedisRateLimiter",
     "RedisSessionStore",
     "RedisUnavailable",
