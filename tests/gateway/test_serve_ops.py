@@ -193,6 +193,11 @@ def test_metrics_are_whole_across_workers(data: dict[str, Any], tmp_path: Path) 
         # each worker's ledger writer counts reach the shared files too, without another request
         served.wait_for(lambda: scraped(served.base, "switchman_ledger_written_rows_total") == sent, seconds=15)
         assert scraped(served.base, "switchman_ledger_queued_rows") == 0
+
+        served.process.send_signal(signal.SIGHUP)  # both workers replaced: their counts stay, their live gauges go
+        served.wait_for(lambda: served.stderr.count("Terminated child process") == 2, seconds=120)
+        served.wait_for(lambda: len(list(metrics_dir.glob("gauge_livesum_*.db"))) == 2)
+        assert scraped(served.base) == sent
     assert not list(metrics_dir.glob("*.db"))  # cleaned up when serve ends
 
 

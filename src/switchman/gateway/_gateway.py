@@ -226,6 +226,8 @@ class Gateway:
             await self.ledger.close()
         if self.keyring is not None:
             self.keyring.close()
+        if self.metrics is not None:
+            self.metrics.close()  # with --workers: this worker's live gauges leave the sum
 
 
 def _shared(budgets: BudgetManager, redis: RedisLink | None) -> Budgets:

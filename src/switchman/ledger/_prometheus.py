@@ -27,6 +27,7 @@ and sum in Prometheus (`sum without (instance)`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -147,6 +148,16 @@ class Metrics:
     def observe_budget_rejection(self, scope: str) -> None:
         """One request refused by a budget of this scope (agent, key or route)."""
         self._budget_rejections.labels(scope).inc()
+
+    def close(self) -> None:
+        """In multiprocess mode: stop mirroring and drop this process's live gauges (its counters stay summed)."""
+        if self._mirror is None or self.multiprocess_dir is None:
+            return
+        from prometheus_client.multiprocess import mark_process_dead
+
+        self._mirror.sync()
+        self._mirror.close()
+        mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type (every worker's, in multiprocess mode)."""
