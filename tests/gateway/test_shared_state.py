@@ -216,3 +216,18 @@ def test_redis_killed_mid_way_costs_no_request_and_counters_come_back_from_the_l
     assert len(lines) == 2, lines  # one per replica
     assert all(line == lines[0] and line.endswith("; degrading to local state") for line in lines)
     assert sum("is up; shared state in use" in r.getMessage() for r in caplog.records) >= 4  # start and return, each
+
+
+def test_the_readme_settings_load_and_need_nothing_else() -> None:
+    """The README's `server.redis_url` block parses; without it there is no link and the state stays in process."""
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- config: shared-state -->\n```yaml\n(.*?)```", readme, re.S)
+    assert match is not None
+    server = parse_config(yaml.safe_load(match.group(1))).server
+    assert server.redis_url == "redis://10.0.0.5:6379/0"
+    assert (server.redis.timeout_s, server.redis.ping_s, server.redis.key_prefix) == (0.05, 1.0, "sm:")
+    assert parse_config({}).server.redis_url is None
