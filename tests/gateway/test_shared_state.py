@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,8 +22,8 @@ import pytest
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway, build_app
-from switchman.ledger import KeyStore
-from switchman.testing import FakeUpstream, forget_prefix, unique_prefix
+from switchman.ledger import KeyStore, period_bounds
+from switchman.testing import FakeUpstream, RedisServer, forget_prefix, unique_prefix
 
 from .conftest import ENV, MASTER_KEY, ServerThread, config_data
 
@@ -59,7 +60,7 @@ class Replicas:
 def replica_config(upstream: FakeUpstream, ledger_url: str, redis_url: str, prefix: str,
                    **server: Any) -> dict[str, Any]:
     data = copy.deepcopy(config_data(upstream, ledger_url))
-    data["server"].update({"redis_url": redis_url, "redis": {"key_prefix": prefix, "timeout_s": 0.2, "ping_s": 0.1},
+    data["server"].update({"redis_url": redis_url, "redis": {"key_prefix": prefix, "timeout_s": 1.0, "ping_s": 0.1},
                            "metrics_access": "open", **server})
     data["budgets"].append({"scope": "agent", "name": "pool", "usd": 0.002, "period": "day"})
     return data
@@ -174,3 +175,59 @@ def test_a_revoked_key_is_refused_by_every_replica_at_once(upstream: FakeUpstrea
         assert refused.status_code == 401, refused.text
         assert other.keyring.reads == reads  # not re-read from the database: the broadcast did it
         assert replicas.chat(0, headers=auth).status_code == 401
+
+
+def test_redis_killed_mid_way_costs_no_request_and_counters_come_back_from_the_ledger(
+    upstream: FakeUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Redis of the test's own, killed between requests: zero 5xx, one log line per replica, the metric; restarted
+    (empty), both replicas resync and the budget counter is the ledger's spend again."""
+    import redis
+
+    caplog.set_level(logging.WARNING, "switchman.state")
+    headers = {"X-Switchman-Agent": "pool", "X-Switchman-Session": f"s-{uuid.uuid4().hex[:8]}"}
+    with RedisServer() as server, ExitStack() as stack:
+        data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", server.url, "sm:")
+        replicas = start_replicas(stack, data)
+        before = [replicas.chat(i, headers=headers, max_tokens=20) for i in range(4)]
+        server.stop()
+        during = [replicas.chat(i, headers=headers, max_tokens=20) for i in range(10)]
+        assert [r.status_code for r in before + during] == [200] * 14
+        assert {r.headers["x-switchman-model"] for r in during} == {"cheap"}  # the session, kept locally
+        for url in replicas.urls:
+            metrics = httpx.get(url + "/metrics").text
+            assert "switchman_redis_up 0.0" in metrics
+            assert "switchman_redis_errors_total" in metrics
+        assert all(not g.redis.up for g in replicas.gateways if g.redis is not None)
+        spent = sum(r.cost_usd for r in replicas.ledger_rows() if r.agent == "pool")  # flushed: the record is whole
+        server.start()
+        deadline = time.monotonic() + 20
+        while not all(g.redis is not None and g.redis.up for g in replicas.gateways):
+            assert time.monotonic() < deadline, "the replicas did not notice Redis is back"
+            time.sleep(0.02)
+        start, _ = period_bounds(time.time(), "day")
+        client = redis.Redis.from_url(server.url)
+        counter = client.hgetall(f"sm:{{budget:agent:pool}}:day:{int(start)}")
+        client.close()
+        assert float(counter[b"spent"]) == pytest.approx(spent, rel=1e-6) and float(counter[b"reserved"]) == 0.0
+        after = [replicas.chat(i, headers=headers, max_tokens=20) for i in range(2)]
+        assert [r.status_code for r in after] == [200, 200]
+    lines = [r.getMessage() for r in caplog.records if "redis unavailable" in r.getMessage()]
+    assert len(lines) == 2, lines  # one per replica
+    assert all(line == lines[0] and line.endswith("; degrading to local state") for line in lines)
+    assert sum("is up; shared state in use" in r.getMessage() for r in caplog.records) >= 4  # start and return, each
+
+
+def test_the_readme_settings_load_and_need_nothing_else() -> None:
+    """The README's `server.redis_url` block parses; without it there is no link and the state stays in process."""
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- config: shared-state -->\n```yaml\n(.*?)```", readme, re.S)
+    assert match is not None
+    server = parse_config(yaml.safe_load(match.group(1))).server
+    assert server.redis_url == "redis://10.0.0.5:6379/0"
+    assert (server.redis.timeout_s, server.redis.ping_s, server.redis.key_prefix) == (0.05, 1.0, "sm:")
+    assert parse_config({}).server.redis_url is None

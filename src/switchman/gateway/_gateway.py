@@ -216,10 +216,10 @@ class Gateway:
             await self.dispatcher.health.aclose()
         for shared in self._online:
             await shared.aclose()
-        if self._listening is not None:
+        if self._listening is not None and self.revocations is not None:
+            self.revocations.stop()  # it ends at its next wake-up (redis-py's pub/sub can sit on a cancellation)
+            await asyncio.wait([self._listening], timeout=self.revocations.link.ping_s * 2 + 1.0)
             self._listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listening
         if self.redis is not None:
             await self.redis.aclose()
         if self.ledger is not None:

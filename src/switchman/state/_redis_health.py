@@ -89,6 +89,7 @@ class RedisHealth:
         self._events: list[_Event] = []
         self._marks: set[str] = set()  # keys whose latency mark changed here since the last push
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         link.on_resync(self._resync)
 
     # -- HealthStore: the local board answers -------------------------------------------------
@@ -197,7 +198,11 @@ class RedisHealth:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.sync_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.sync_s):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
             await self.sync()
 
     async def start(self) -> None:
@@ -208,10 +213,10 @@ class RedisHealth:
 
     async def aclose(self) -> None:
         """Stop the background task (one last push of what is pending)."""
-        if self._task is not None:
+        if self._task is not None:  # not cancelled mid-call (redis-py can sit on that): it stops at its next wake-up
+            self._stopping.set()
+            await asyncio.wait([self._task], timeout=self.link.timeout_s * 3 + 5.0)
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
             self._task = None
         with contextlib.suppress(RedisUnavailable):
             await self._push(self._events, self._marks)

@@ -71,6 +71,7 @@ class RedisLink:
         self._resyncs: list[Resync] = []
         self._scripts: dict[str, Any] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Event | None = None
         self._started = False
 
     @classmethod
@@ -147,6 +148,8 @@ class RedisLink:
 
     async def _come_up(self) -> None:
         """Resync (callbacks see calls succeed while they run), then serve from Redis."""
+        with contextlib.suppress(*_failures()):  # pooled connections to a Redis that went away fail their next call
+            await self.client.connection_pool.disconnect()
         self.up = True
         for callback in self._resyncs:
             try:
@@ -168,19 +171,24 @@ class RedisLink:
         """The first ping (and resync), then the watcher that notices an outage's end."""
         await self.check()
         if self._watcher is None:
-            self._watcher = asyncio.create_task(self._watch(), name="switchman-redis-watch")
+            self._stopping = asyncio.Event()
+            self._watcher = asyncio.create_task(self._watch(self._stopping), name="switchman-redis-watch")
 
-    async def _watch(self) -> None:
+    async def _watch(self, stopping: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(self.ping_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.ping_s):
+                    await stopping.wait()
+            if stopping.is_set():
+                return
             await self.check()
 
     async def aclose(self) -> None:
-        """Stop the watcher and close the connection pool."""
-        if self._watcher is not None:
+        """Stop the watcher (not cancelled mid-call: redis-py can sit on that) and close the connection pool."""
+        if self._watcher is not None and self._stopping is not None:
+            self._stopping.set()
+            await asyncio.wait([self._watcher], timeout=self.timeout_s + 5.0)
             self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
             self._watcher = None
         if self._client is not None:
             client, self._client = self._client, None

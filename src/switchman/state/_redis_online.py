@@ -52,6 +52,7 @@ class RedisOnlineCounts:
         self._pending: dict[str, float] = {}  # field -> feedback not yet in Redis
         self._lock = threading.Lock()  # feedback may arrive from a worker thread (the SDK's submit)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.counts.on_observe(self._observed)
 
     def _observed(self, cluster: int, column: int, score: float) -> None:
@@ -102,7 +103,11 @@ class RedisOnlineCounts:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.sync_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.sync_s):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
             await self.sync()
 
     async def start(self) -> None:
@@ -113,9 +118,9 @@ class RedisOnlineCounts:
 
     async def aclose(self) -> None:
         """Stop syncing, pushing what is pending once more."""
-        if self._task is not None:
+        if self._task is not None:  # not cancelled mid-call (redis-py can sit on that): it stops at its next wake-up
+            self._stopping.set()
+            await asyncio.wait([self._task], timeout=self.link.timeout_s * 3 + 5.0)
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
             self._task = None
         await self.sync()

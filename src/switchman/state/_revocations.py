@@ -2,14 +2,15 @@
 
     feed = RevocationFeed(link)
     await feed.publish("k-123")                       # the replica (or CLI) that revoked it
-    await feed.run(keyring.drop, on_connect=refresh)   # every replica, for ever (cancel to stop)
+    await feed.run(keyring.drop, on_connect=refresh)   # every replica, until feed.stop()
     publish_revocation("redis://...", "sm:", "k-123")  # blocking, for the command line
 
 Messages go to `<prefix>revoked` (one channel: pub/sub reaches every node of a Cluster). A
 replica that was not subscribed (Redis down, a reconnect) may have missed some: `on_connect` runs
 at every (re)subscription so it re-reads the keys database, which is the record. The subscription
-has its own connection without the link's short read timeout (it waits for messages); it checks
-the connection every `ping_s` and reconnects after a failure.
+has its own connection without the link's short read timeout (it waits for messages, `ping_s` at
+a time, so `stop()` ends it within that without cancelling redis-py mid-read); redis-py pings an
+idle subscription, and a failed connection is opened again after `ping_s`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class RevocationFeed:
         self.link = link
         self.channel = link.channel(CHANNEL)
         self.received = 0  # revocations heard from the channel
+        self._stopped = False
+
+    def stop(self) -> None:
+        """End `run` at its next wake-up (within `ping_s`)."""
+        self._stopped = True
 
     async def publish(self, key_id: str) -> bool:
         """Tell every replica; False when Redis is down (they pick it up at their next key refresh)."""
@@ -46,13 +52,13 @@ class RevocationFeed:
         return True
 
     async def run(self, drop: Callable[[str], None], *, on_connect: Callable[[], Awaitable[Any]] | None = None) -> None:
-        """Subscribe and call `drop(key_id)` for every revocation, reconnecting after failures (cancel to stop)."""
+        """Subscribe and call `drop(key_id)` for every revocation, reconnecting after failures, until `stop()`."""
         import redis.asyncio
         from redis.exceptions import RedisError
 
-        while True:
+        while not self._stopped:
             client = redis.asyncio.Redis.from_url(self.link.url, socket_connect_timeout=self.link.timeout_s * 10,
-                                                  health_check_interval=0)
+                                                  health_check_interval=max(self.link.ping_s * 5, 1.0))
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
@@ -60,18 +66,17 @@ class RevocationFeed:
                         await on_connect()
                     await self._listen(pubsub, drop)
             except (RedisError, OSError, TimeoutError):
-                await asyncio.sleep(self.link.ping_s)  # the link logs the outage; try again
+                if not self._stopped:
+                    await asyncio.sleep(self.link.ping_s)  # the link logs the outage; try again
             finally:
                 with contextlib.suppress(RedisError, OSError, TimeoutError):
-                    await client.aclose()
+                    async with asyncio.timeout(1.0):
+                        await client.aclose()
 
     async def _listen(self, pubsub: Any, drop: Callable[[str], None]) -> None:
-        while True:
+        while not self._stopped:
             message = await pubsub.get_message(timeout=self.link.ping_s)
-            if message is None:
-                await pubsub.ping()  # a dead connection fails here instead of waiting for ever
-                continue
-            if message.get("type") == "message":
+            if message is not None and message.get("type") == "message":
                 data = message.get("data")
                 key_id = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
                 self.received += 1
