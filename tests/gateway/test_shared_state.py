@@ -104,6 +104,19 @@ def test_a_session_keeps_its_model_and_escalation_across_replicas(replicas: Repl
     assert all("session kept mid" in r.headers["x-switchman-route-reason"] for r in later)
 
 
+def test_negative_feedback_on_one_replica_escalates_the_session_on_the_other(replicas: Replicas) -> None:
+    session = {"X-Switchman-Session": f"s-{uuid.uuid4().hex[:8]}"}
+    first = replicas.chat(0, headers=session)
+    assert first.headers["x-switchman-model"] == "cheap"
+    replicas.ledger_rows()  # the row is written: feedback looks it up
+    feedback = replicas.clients[1].post("/v1/feedback", json={
+        "request_id": first.headers["x-switchman-request-id"], "score": 0.0})
+    assert feedback.status_code == 200, feedback.text
+    moved = replicas.chat(0, headers=session)
+    assert moved.headers["x-switchman-model"] == "mid"
+    assert "negative feedback" in moved.headers["x-switchman-route-reason"]
+
+
 def test_concurrent_reservations_never_overspend_a_shared_budget(replicas: Replicas, upstream: FakeUpstream) -> None:
     """40 requests at once, half on each replica, against a $0.002 budget: spend stays within one worst case.
 

@@ -168,7 +168,9 @@ class SessionKeeper:
             state = await self.shared.get(session_id)
         except RedisUnavailable:
             return  # the local state (if any) decides
-        if state is not None:
+        local = self.store.get(session_id, self.clock())
+        # A local state newer by more than the wall-clock round trip's rounding was written while Redis was away.
+        if state is not None and (local is None or state.updated_at >= local.updated_at - 0.001):
             self.store.put(session_id, state)
 
     def _push(self, session_id: str, state: SessionState) -> None:
@@ -178,15 +180,19 @@ class SessionKeeper:
             self._track(session_id, shared.put(session_id, state))
 
     def _track(self, session_id: str, write: Coroutine[Any, Any, None]) -> None:
-        """Run a write to the shared store as the session's pending push (`pull` and `settled` wait for it)."""
+        """Run a write to the shared store as the session's pending push (`pull` and `settled` wait for it);
+        a session's writes run in order."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # no event loop (a synchronous caller): the local store only
             write.close()
             return
+        previous = self._pushes.get(session_id)
 
         async def run() -> None:
             try:
+                if previous is not None:
+                    await asyncio.wait([previous])
                 await write
             except RedisUnavailable:
                 pass
