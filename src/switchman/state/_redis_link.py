@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -70,6 +71,9 @@ class RedisLink:
         self._client: Any = client
         self._resyncs: list[Resync] = []
         self._scripts: dict[str, Any] = {}
+        #: True in the resync callbacks' context: their calls reach Redis before the link is up for everyone.
+        self._resyncing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"switchman-resync-{id(self)}",
+                                                                              default=False)
         self._watcher: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
         self._started = False
@@ -120,7 +124,7 @@ class RedisLink:
 
     async def run(self, action: Callable[[Any], Awaitable[T]]) -> T:
         """`action(client)` within the timeout; raises RedisUnavailable (never a redis-py error) on failure."""
-        if not self.up:
+        if not self.up and not self._resyncing.get():
             raise RedisUnavailable(self.display_url)
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -147,17 +151,19 @@ class RedisLink:
         return True
 
     async def _come_up(self) -> None:
-        """Resync (callbacks see calls succeed while they run), then serve from Redis."""
+        """Resync (only the callbacks' calls reach Redis meanwhile: requests keep to local state), then serve."""
         with contextlib.suppress(*_failures()):  # pooled connections to a Redis that went away fail their next call
             await self.client.connection_pool.disconnect()
-        self.up = True
-        for callback in self._resyncs:
-            try:
+        token = self._resyncing.set(True)
+        try:
+            for callback in self._resyncs:
                 await callback()
-            except RedisUnavailable:
-                return  # down again during the resync: the watcher tries again
-        if self.up:
-            logger.warning("redis at %s is up; shared state in use", self.display_url)
+        except RedisUnavailable:
+            return  # down again during the resync: the watcher tries again
+        finally:
+            self._resyncing.reset(token)
+        self.up = True
+        logger.warning("redis at %s is up; shared state in use", self.display_url)
 
     async def check(self) -> bool:
         """Ping now; when Redis answers and the link was down, resync and bring it up. Returns whether it is up."""
