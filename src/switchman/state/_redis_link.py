@@ -8,15 +8,18 @@
     except RedisUnavailable:
         ...use this process's own state...
 
-Every call is bounded by `timeout_s` and never retried. The first failure marks the link down with
-one log line ("redis unavailable at redis://host:port/0: <error>; degrading to local state") and
-`switchman_redis_up 0`; while down, calls fail at once without touching the network, so an outage
-costs a request at most one timeout. The watcher notices Redis is back, logs it, and runs the
+Every call is bounded by `timeout_s` and never retried. A connection error, or timeouts with no call
+answered for `stall_s` (a slow call fails only itself: a busy event loop or a slow script must not
+take the replica off shared state), marks the link down with one log line ("redis unavailable at
+redis://host:port/0: <error>; degrading to local state") and `switchman_redis_up 0`; while down,
+calls fail at once without touching the network, so an outage costs a request a few timeouts at most. The watcher notices Redis is back, logs it, and runs the
 registered resync callbacks (rebuild budget counters from the ledger, re-read keys) before calls go
 to Redis again.
 
 Keys are laid out for Redis Cluster: `<prefix>{<entity>}:<part>...` — everything one Lua script
-touches shares the `{entity}` hash tag, so it lives on one slot. The URL's password never appears
+touches shares the `{entity}` hash tag, so it lives on one slot. Cluster itself is not supported
+yet (the client is a plain `redis.asyncio.Redis`): point `server.redis_url` at one primary (with a
+replica and Sentinel-style failover behind one address if needed). The URL's password never appears
 in a log line or a metric.
 """
 
@@ -26,6 +29,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -56,6 +60,7 @@ class RedisLink:
 
     def __init__(
         self, url: str, *, prefix: str = "sm:", timeout_s: float = 0.05, ping_s: float = 1.0, client: Any = None,
+        stall_s: float | None = None,
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401  (fail at startup, not at the first request)
@@ -68,6 +73,9 @@ class RedisLink:
         self.ping_s = ping_s
         self.up = False  # until the first ping answers
         self.errors = 0  # calls that failed or timed out
+        #: Timeouts take the link down only when nothing answered for this long (the watcher pings every ping_s).
+        self.stall_s = stall_s if stall_s is not None else 2 * ping_s + timeout_s
+        self._answered = time.monotonic()  # the last call or ping that succeeded
         self._client: Any = client
         self._resyncs: list[Resync] = []
         self._scripts: dict[str, Any] = {}
@@ -128,10 +136,19 @@ class RedisLink:
             raise RedisUnavailable(self.display_url)
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await action(self.client)
+                result = await action(self.client)
         except _failures() as exc:
-            self._down(exc)
+            if self._slow(exc):
+                self.errors += 1  # this call fails; the link stays up unless nothing answers for stall_s
+            else:
+                self._down(exc)
             raise RedisUnavailable(self.display_url) from None
+        self._answered = time.monotonic()
+        return result
+
+    def _slow(self, exc: BaseException) -> bool:
+        """A timeout while Redis answered something lately: slow, not gone."""
+        return _is_timeout(exc) and time.monotonic() - self._answered < self.stall_s
 
     def _down(self, exc: BaseException) -> None:
         self.errors += 1
@@ -144,10 +161,13 @@ class RedisLink:
             async with asyncio.timeout(max(self.timeout_s, 0.5)):
                 await self.client.ping()
         except _failures() as exc:
+            if self.up and self._slow(exc):
+                return False
             if self.up or not self._started:
                 self.up = True  # so _down logs the one line (also for a Redis absent at start)
                 self._down(exc)
             return False
+        self._answered = time.monotonic()
         return True
 
     async def _come_up(self) -> None:
@@ -222,6 +242,12 @@ def _failures() -> tuple[type[BaseException], ...]:
     from redis.exceptions import RedisError
 
     return (RedisError, OSError, TimeoutError)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    return isinstance(exc, (TimeoutError, RedisTimeout))
 
 
 def _reason(exc: BaseException) -> str:
