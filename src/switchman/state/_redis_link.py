@@ -207,7 +207,10 @@ class RedisLink:
                     await stopping.wait()
             if stopping.is_set():
                 return
-            await self.check()
+            try:
+                await self.check()
+            except Exception:  # a bug in a resync callback must not stop the watcher: the link would stay down
+                logger.exception("redis watcher: checking the link failed; trying again in %.1f s", self.ping_s)
 
     async def aclose(self) -> None:
         """Stop the watcher (not cancelled mid-call: redis-py can sit on that) and close the connection pool."""
