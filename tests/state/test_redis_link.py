@@ -165,3 +165,14 @@ def test_the_watcher_survives_a_failing_resync(caplog: pytest.LogCaptureFixture)
 
         anyio.run(main)
     assert any("redis watcher" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:hunter2@10.0.0.5:6379/0", "redis://10.0.0.5:6379/0"),
+    ("rediss://user:hunter2@h:6380/1", "rediss://h:6380/1"),
+    ("redis://h:6379/0?password=hunter2&socket_timeout=1", "redis://h:6379/0"),
+    ("unix:///run/redis.sock?db=0&password=hunter2", "unix:///run/redis.sock"),
+    ("redis://h/0#hunter2", "redis://h/0"),
+])
+def test_the_shown_url_never_carries_a_password(url: str, shown: str) -> None:
+    assert RedisLink(url).display_url == shown
