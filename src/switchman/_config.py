@@ -143,9 +143,10 @@ class RedisOptions(_Strict):
 
         server: {redis_url: redis://10.0.0.5:6379/0, redis: {timeout_s: 0.05, key_prefix: "sm:"}}
 
-    Every call is bounded by `timeout_s` (well under a request's budget) and never retried; after a
-    failure the replica serves from its local state and pings every `ping_s` until Redis answers,
-    then resyncs. `key_prefix` starts every key (one Redis can serve several deployments or tests).
+    Every call is bounded by `timeout_s` (well under a request's budget) and never retried; a slow
+    call fails alone, and after a connection error (or nothing answered for 2 x `ping_s` + `timeout_s`)
+    the replica serves from its local state and pings every `ping_s` until Redis answers, then
+    resyncs. Redis Cluster is not supported yet: one primary. `key_prefix` starts every key (one Redis can serve several deployments or tests).
     """
 
     timeout_s: float = Field(default=0.05, gt=0, le=5, description="a Redis call slower than this fails over to local")

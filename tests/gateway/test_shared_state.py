@@ -149,7 +149,10 @@ def test_an_rpm_limit_holds_across_replicas(upstream: FakeUpstream, tmp_path: Pa
         replicas = start_replicas(stack, data)
         headers = {"X-Switchman-Agent": "metered"}
         responses = [replicas.chat(i, headers=headers, max_tokens=50) for i in range(16)]
+        rows = [r for r in replicas.ledger_rows() if r.agent == "metered"]
     statuses = [r.status_code for r in responses]
+    assert sorted(r.status for r in rows) == sorted(
+        "ok" if code == 200 else "rejected_rate_limit" for code in statuses)  # one row each, refusals named
     # The bucket refills 1/6 of a request a second: over the few seconds this takes, at most one more fits.
     assert statuses[:10] == [200] * 10 and statuses.count(200) <= 11, statuses
     first = responses[0].headers

@@ -56,8 +56,8 @@ def test_outage_logs_once_counts_and_resyncs(caplog: pytest.LogCaptureFixture) -
         async def main() -> None:
             link = RedisLink(url, timeout_s=0.2, ping_s=0.05)
 
-            async def resync() -> None:
-                resyncs.append(link.up)
+            async def resync() -> None:  # its calls reach Redis while requests still keep to local state
+                resyncs.append(bool(await link.run(lambda r: r.ping())) and not link.up)
 
             link.on_resync(resync)
             registry = CollectorRegistry()
@@ -72,7 +72,7 @@ def test_outage_logs_once_counts_and_resyncs(caplog: pytest.LogCaptureFixture) -
             with anyio.fail_after(10):
                 while not link.up:
                     await anyio.sleep(0.05)
-            assert resyncs == [True]  # the resync ran (with calls allowed) before the link served again
+            assert resyncs == [True]  # the resync ran (its calls allowed) before the link served again
             assert await link.run(lambda r: r.ping())
             server.stop()
             for _ in range(3):  # the first call notices; the rest fail without waiting on the network
@@ -88,3 +88,91 @@ def test_outage_logs_once_counts_and_resyncs(caplog: pytest.LogCaptureFixture) -
     assert lines[0].startswith(f"redis unavailable at redis://127.0.0.1:{server.port}/0: ")
     assert lines[0].endswith("; degrading to local state")
     assert not any("hunter2" in r.getMessage() for r in caplog.records)
+
+
+BUSY = """local t = redis.call('TIME'); local s = t[1] * 1e6 + t[2]
+while true do local u = redis.call('TIME'); if u[1] * 1e6 + u[2] - s > tonumber(ARGV[1]) then return 1 end end"""
+
+
+def _block(url: str, seconds: float) -> None:
+    """Keep Redis busy for `seconds` (a script spinning on TIME): every other call waits meanwhile."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=seconds + 5)
+    try:
+        client.eval(BUSY, 0, int(seconds * 1e6))
+    finally:
+        client.close()
+
+
+def test_one_slow_call_fails_alone_and_only_a_stall_takes_the_link_down(caplog: pytest.LogCaptureFixture) -> None:
+    """Redis busy for a moment: the call waiting on it fails, the link stays up. Busy for longer than `stall_s`:
+    the link goes down (one line), and comes back when Redis answers again."""
+    caplog.set_level(logging.WARNING, "switchman.state")
+    with RedisServer() as server:
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=0.1, ping_s=0.5, stall_s=1.0)
+            await link.start()
+            assert link.up
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, _block, server.url, 0.4)
+                await anyio.sleep(0.1)  # the script runs
+                with pytest.raises(RedisUnavailable):
+                    await link.run(lambda r: r.get("k"))
+            assert link.up and link.errors == 1  # that call failed; the replica stays on shared state
+            assert await link.run(lambda r: r.set("k", b"v"))
+            failed_up = 0
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, _block, server.url, 3.0)
+                await anyio.sleep(0.1)
+                with anyio.fail_after(10):
+                    while link.up:
+                        with pytest.raises(RedisUnavailable):
+                            await link.run(lambda r: r.get("k"))
+                        failed_up += link.up
+            assert failed_up >= 2  # several timeouts before the stall took it down
+            with anyio.fail_after(10):  # the watcher brings it back
+                while not link.up:
+                    await anyio.sleep(0.02)
+            await link.aclose()
+
+        anyio.run(main)
+    assert sum("degrading to local state" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_watcher_survives_a_failing_resync(caplog: pytest.LogCaptureFixture) -> None:
+    """A resync callback that raises (a bug) is logged; the watcher keeps trying and the link comes up."""
+    caplog.set_level(logging.WARNING, "switchman.state")
+    failures = [ValueError("a bug"), None]
+
+    async def resync() -> None:
+        failure = failures.pop(0) if failures else None
+        if failure is not None:
+            raise failure
+
+    with RedisServer() as server:
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=0.5, ping_s=0.05)
+            link.on_resync(resync)
+            server.stop()
+            await link.start()
+            assert not link.up
+            server.start()
+            with anyio.fail_after(10):
+                while not link.up:
+                    await anyio.sleep(0.02)
+            await link.aclose()
+
+        anyio.run(main)
+    assert any("redis watcher" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:hunter2@10.0.0.5:6379/0", "redis://10.0.0.5:6379/0"),
+    ("rediss://user:hunter2@h:6380/1", "rediss://h:6380/1"),
+    ("redis://h:6379/0?password=hunter2&socket_timeout=1", "redis://h:6379/0"),
+    ("unix:///run/redis.sock?db=0&password=hunter2", "unix:///run/redis.sock"),
+    ("redis://h/0#hunter2", "redis://h/0"),
+])
+def test_the_shown_url_never_carries_a_password(url: str, shown: str) -> None:
+    assert RedisLink(url).display_url == shown

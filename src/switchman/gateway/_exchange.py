@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._catalog import ModelSpec
 from .._exceptions import (
+    CallerLimitError,
     BudgetExceededError,
     ContentPolicyViolationError,
     ContextWindowExceededError,
@@ -37,6 +38,8 @@ def status_for(error: BaseException) -> str:
     """The ledger status of a request that ended with this error."""
     if isinstance(error, BudgetExceededError):
         return "rejected_budget"
+    if isinstance(error, CallerLimitError):
+        return "rejected_rate_limit"  # the key's or agent's own rpm/tpm: refused before anything was sent
     if isinstance(error, _CLIENT_ERRORS):
         return "bad_request"
     return "error"

@@ -137,7 +137,7 @@ class Gateway:
         starts afresh); blocking, so build it off the event loop."""
         config = decider.config
         budgets = _shared(BudgetManager([*config.budgets, *(self.keys.budgets() if self.keys else [])], self.ledger),
-                          self.redis) if self.ledger is not None else None
+                          self.redis, carry=self.budgets) if self.ledger is not None else None
         kept = self.dispatcher.sessions
         shared = RedisSessionStore(kept.shared.link, config.sessions.ttl_s) if kept.shared is not None else None
         sessions = SessionKeeper.from_config(config, decider.models, store=kept.store, shared=shared)
@@ -216,6 +216,8 @@ class Gateway:
             await self.dispatcher.health.aclose()
         for shared in self._online:
             await shared.aclose()
+        if isinstance(self.budgets, SharedBudgets):
+            await self.budgets.drain()  # settles in flight reach Redis (replaced budgets share the task set)
         if self._listening is not None and self.revocations is not None:
             self.revocations.stop()  # it ends at its next wake-up (redis-py's pub/sub can sit on a cancellation)
             await asyncio.wait([self._listening], timeout=self.revocations.link.ping_s * 2 + 1.0)
@@ -230,6 +232,9 @@ class Gateway:
             self.metrics.close()  # with --workers: this worker's live gauges leave the sum
 
 
-def _shared(budgets: BudgetManager, redis: RedisLink | None) -> Budgets:
-    """Budgets on Redis when one is configured (the local manager decides while it is down)."""
-    return SharedBudgets(budgets, redis) if redis is not None else budgets
+def _shared(budgets: BudgetManager, redis: RedisLink | None, carry: Budgets | None = None) -> Budgets:
+    """Budgets on Redis when one is configured (the local manager decides while it is down); `carry`: the
+    budgets these replace (their settles still to be written are handed over)."""
+    if redis is None:
+        return budgets
+    return SharedBudgets(budgets, redis, carry=carry if isinstance(carry, SharedBudgets) else None)

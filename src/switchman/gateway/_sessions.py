@@ -161,9 +161,7 @@ class SessionKeeper:
         """Bring the session's shared state into the local store before its turn is decided."""
         if self.shared is None or session_id is None:
             return
-        pending = self._pushes.get(session_id)
-        if pending is not None:  # this replica's own last write first
-            await asyncio.wait([pending])
+        await self.settled(session_id)  # this replica's own last write first
         try:
             state = await self.shared.get(session_id)
         except RedisUnavailable:
@@ -204,10 +202,10 @@ class SessionKeeper:
         self._pushes[session_id] = task
 
     async def settled(self, session_id: str | None) -> None:
-        """Wait until the session's last state is in Redis (bounded by the link's timeout)."""
+        """Wait until the session's last state is in Redis (at most a few of the link's timeouts)."""
         pending = self._pushes.get(session_id) if session_id is not None else None
-        if pending is not None:
-            await asyncio.wait([pending])
+        if pending is not None and self.shared is not None:
+            await asyncio.wait([pending], timeout=self.shared.link.timeout_s * 4)
 
     def steer(self, request: RouteRequest, decision: Decision, context: RequestContext) -> Decision:
         """The turn's decision: the session's model, or a priced escalation (reads state, writes none)."""

@@ -223,6 +223,11 @@ class BudgetManager:
             return None
         return totals
 
+    @property
+    def has_ledger(self) -> bool:
+        """Whether spend is read from a ledger (without one, `ledger_spend` is always None)."""
+        return self._ledger is not None
+
     def budgets(self) -> list[BudgetConfig]:
         """Every budget enforced now."""
         with self._lock:

@@ -1,4 +1,4 @@
-"""What gateway replicas can share: deployment health and live latency, rate limits, cached responses.
+"""What gateway replicas can share: sessions, budgets, rate limits, key revocations, health, cached responses.
 
 Each is one small interface with an in-process backend; a shared (Redis) backend implements the
 same interface, so the gateway does not change when state moves out of the process.

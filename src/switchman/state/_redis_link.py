@@ -8,15 +8,18 @@
     except RedisUnavailable:
         ...use this process's own state...
 
-Every call is bounded by `timeout_s` and never retried. The first failure marks the link down with
-one log line ("redis unavailable at redis://host:port/0: <error>; degrading to local state") and
-`switchman_redis_up 0`; while down, calls fail at once without touching the network, so an outage
-costs a request at most one timeout. The watcher notices Redis is back, logs it, and runs the
+Every call is bounded by `timeout_s` and never retried. A connection error, or timeouts with no call
+answered for `stall_s` (a slow call fails only itself: a busy event loop or a slow script must not
+take the replica off shared state), marks the link down with one log line ("redis unavailable at
+redis://host:port/0: <error>; degrading to local state") and `switchman_redis_up 0`; while down,
+calls fail at once without touching the network, so an outage costs a request a few timeouts at most. The watcher notices Redis is back, logs it, and runs the
 registered resync callbacks (rebuild budget counters from the ledger, re-read keys) before calls go
 to Redis again.
 
 Keys are laid out for Redis Cluster: `<prefix>{<entity>}:<part>...` — everything one Lua script
-touches shares the `{entity}` hash tag, so it lives on one slot. The URL's password never appears
+touches shares the `{entity}` hash tag, so it lives on one slot. Cluster itself is not supported
+yet (the client is a plain `redis.asyncio.Redis`): point `server.redis_url` at one primary (with a
+replica and Sentinel-style failover behind one address if needed). The URL's password never appears
 in a log line or a metric.
 """
 
@@ -24,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -55,6 +60,7 @@ class RedisLink:
 
     def __init__(
         self, url: str, *, prefix: str = "sm:", timeout_s: float = 0.05, ping_s: float = 1.0, client: Any = None,
+        stall_s: float | None = None,
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401  (fail at startup, not at the first request)
@@ -67,9 +73,15 @@ class RedisLink:
         self.ping_s = ping_s
         self.up = False  # until the first ping answers
         self.errors = 0  # calls that failed or timed out
+        #: Timeouts take the link down only when nothing answered for this long (the watcher pings every ping_s).
+        self.stall_s = stall_s if stall_s is not None else 2 * ping_s + timeout_s
+        self._answered = time.monotonic()  # the last call or ping that succeeded
         self._client: Any = client
         self._resyncs: list[Resync] = []
         self._scripts: dict[str, Any] = {}
+        #: True in the resync callbacks' context: their calls reach Redis before the link is up for everyone.
+        self._resyncing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"switchman-resync-{id(self)}",
+                                                                              default=False)
         self._watcher: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
         self._started = False
@@ -120,14 +132,23 @@ class RedisLink:
 
     async def run(self, action: Callable[[Any], Awaitable[T]]) -> T:
         """`action(client)` within the timeout; raises RedisUnavailable (never a redis-py error) on failure."""
-        if not self.up:
+        if not self.up and not self._resyncing.get():
             raise RedisUnavailable(self.display_url)
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await action(self.client)
+                result = await action(self.client)
         except _failures() as exc:
-            self._down(exc)
+            if self._slow(exc):
+                self.errors += 1  # this call fails; the link stays up unless nothing answers for stall_s
+            else:
+                self._down(exc)
             raise RedisUnavailable(self.display_url) from None
+        self._answered = time.monotonic()
+        return result
+
+    def _slow(self, exc: BaseException) -> bool:
+        """A timeout while Redis answered something lately: slow, not gone."""
+        return _is_timeout(exc) and time.monotonic() - self._answered < self.stall_s
 
     def _down(self, exc: BaseException) -> None:
         self.errors += 1
@@ -140,24 +161,29 @@ class RedisLink:
             async with asyncio.timeout(max(self.timeout_s, 0.5)):
                 await self.client.ping()
         except _failures() as exc:
+            if self.up and self._slow(exc):
+                return False
             if self.up or not self._started:
                 self.up = True  # so _down logs the one line (also for a Redis absent at start)
                 self._down(exc)
             return False
+        self._answered = time.monotonic()
         return True
 
     async def _come_up(self) -> None:
-        """Resync (callbacks see calls succeed while they run), then serve from Redis."""
+        """Resync (only the callbacks' calls reach Redis meanwhile: requests keep to local state), then serve."""
         with contextlib.suppress(*_failures()):  # pooled connections to a Redis that went away fail their next call
             await self.client.connection_pool.disconnect()
-        self.up = True
-        for callback in self._resyncs:
-            try:
+        token = self._resyncing.set(True)
+        try:
+            for callback in self._resyncs:
                 await callback()
-            except RedisUnavailable:
-                return  # down again during the resync: the watcher tries again
-        if self.up:
-            logger.warning("redis at %s is up; shared state in use", self.display_url)
+        except RedisUnavailable:
+            return  # down again during the resync: the watcher tries again
+        finally:
+            self._resyncing.reset(token)
+        self.up = True
+        logger.warning("redis at %s is up; shared state in use", self.display_url)
 
     async def check(self) -> bool:
         """Ping now; when Redis answers and the link was down, resync and bring it up. Returns whether it is up."""
@@ -181,7 +207,10 @@ class RedisLink:
                     await stopping.wait()
             if stopping.is_set():
                 return
-            await self.check()
+            try:
+                await self.check()
+            except Exception:  # a bug in a resync callback must not stop the watcher: the link would stay down
+                logger.exception("redis watcher: checking the link failed; trying again in %.1f s", self.ping_s)
 
     async def aclose(self) -> None:
         """Stop the watcher (not cancelled mid-call: redis-py can sit on that) and close the connection pool."""
@@ -216,6 +245,12 @@ def _failures() -> tuple[type[BaseException], ...]:
     from redis.exceptions import RedisError
 
     return (RedisError, OSError, TimeoutError)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    return isinstance(exc, (TimeoutError, RedisTimeout))
 
 
 def _reason(exc: BaseException) -> str:
