@@ -39,7 +39,7 @@ def test_top_level_all_is_sorted_and_is_exactly_the_public_names() -> None:
 
 #: The SDK's surface, pinned: a change here is a change to the public API (and belongs in the README).
 TOP_LEVEL = [
-    "ArtifactError", "AsyncReplyStream", "BudgetExceededError", "BudgetLimitError", "ConfigError",
+    "ArtifactError", "AsyncReplyStream", "BudgetExceededError", "BudgetLimitError", "CallerLimitError", "ConfigError",
     "ContentPolicyViolationError", "ContextWindowExceededError", "DatasetError", "Decision", "DeploymentLimitError",
     "EmbedderUnavailableError", "InvalidRequestError", "LedgerUnavailableError", "LocalModelError", "ModelSpec",
     "NoCapableModelError", "PolicyDeniedError", "RateLimitError", "Reply", "ReplyStream", "RouteRequest", "Router", "RoutingError",

@@ -40,6 +40,7 @@ __all__ = [
     "AgentConfig",
     "BalancePolicy",
     "BudgetConfig",
+    "CallerLimits",
     "CacheConfig",
     "CascadeOptions",
     "CircuitBreaker",
@@ -50,6 +51,7 @@ __all__ = [
     "ModelConfig",
     "OnlineOptions",
     "ProviderConfig",
+    "RedisOptions",
     "Retries",
     "RouteConfig",
     "RuleConfig",
@@ -120,6 +122,38 @@ class LiveLatency(_Strict):
     smoothing: float = Field(default=0.2, gt=0, le=1, description="weight of a new answer in a fresh average")
 
 
+class CallerLimits(_Strict):
+    """Requests and tokens per minute one caller may send (None: unlimited).
+
+        server: {key_limits: {rpm: 600, tpm: 200000}}      # each virtual key, its own buckets
+        agents: {triage: {rpm: 120}}                        # one agent, whatever key it comes with
+
+    Tokens are counted as providers count them when they admit a request: the prompt plus
+    `max_tokens` (or a default when the request sets none). A request over a limit is answered 429
+    with `retry-after` and OpenAI's `x-ratelimit-*` headers; every answer carries those headers for
+    the tightest limit that applied. With `server.redis_url` a limit holds across every replica.
+    """
+
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+
+
+class RedisOptions(_Strict):
+    """How the gateway talks to the Redis `server.redis_url` names (state shared by every replica).
+
+        server: {redis_url: redis://10.0.0.5:6379/0, redis: {timeout_s: 0.05, key_prefix: "sm:"}}
+
+    Every call is bounded by `timeout_s` (well under a request's budget) and never retried; a slow
+    call fails alone, and after a connection error (or nothing answered for 2 x `ping_s` + `timeout_s`)
+    the replica serves from its local state and pings every `ping_s` until Redis answers, then
+    resyncs. Redis Cluster is not supported yet: one primary. `key_prefix` starts every key (one Redis can serve several deployments or tests).
+    """
+
+    timeout_s: float = Field(default=0.05, gt=0, le=5, description="a Redis call slower than this fails over to local")
+    ping_s: float = Field(default=1.0, gt=0, description="how often a degraded replica checks whether Redis is back")
+    key_prefix: str = Field(default="sm:", description="prefix of every key switchman writes")
+
+
 class ServerConfig(_Strict):
     """Gateway settings (`switchman serve`)."""
 
@@ -143,6 +177,12 @@ class ServerConfig(_Strict):
         default="admin", description="who may read /metrics: the master key, any key, or anyone")
     durability: Literal["batched", "sync"] = Field(
         default="batched", description="sync: a request's ledger row is committed before its answer's last byte")
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db: sessions, budgets, rate limits and key revocations shared "
+                                  "by every replica; unset: each process keeps its own")
+    redis: RedisOptions = Field(default_factory=RedisOptions)
+    key_limits: CallerLimits = Field(
+        default_factory=CallerLimits, description="requests/tokens per minute each virtual key may send")
 
 
 class BudgetConfig(_Strict):
@@ -336,6 +376,8 @@ class AgentConfig(_Strict):
     allow: list[str] | None = None
     deny: list[str] = Field(default_factory=list)
     max_price_usd: float | None = Field(default=None, gt=0, description="drop candidates estimated above this per request")
+    rpm: int | None = Field(default=None, gt=0, description="requests per minute this agent may send")
+    tpm: int | None = Field(default=None, gt=0, description="tokens per minute (prompt + max_tokens) it may send")
 
     @model_validator(mode="after")
     def _route_or_model(self) -> AgentConfig:

@@ -2,7 +2,7 @@
 
     env = Environment.read()                       # one snapshot, when a process part is built
     Gateway.from_config(config, env=env)           # provider keys and the master key, by variable name
-    env.ledger_url, env.cache_dir, env.blas_threads, env.embeddings_api_key, env.config_file
+    env.ledger_url, env.redis_url, env.cache_dir, env.blas_threads, env.embeddings_api_key, env.config_file
 
 The command line, the gateway (and each of its worker processes) and the SDK's in-process client
 take one snapshot when they are built and hand it to what they build; nothing on the request path
@@ -23,10 +23,14 @@ __all__ = [
     "EMBEDDINGS_API_KEY_ENV",
     "LEDGER_URL_ENV",
     "LOCAL_URL_ENV",
+    "METRICS_DIR_ENV",
+    "REDIS_URL_ENV",
     "Environment",
     "export_bind_host",
     "export_config_file",
     "export_local_url",
+    "export_metrics_dir",
+    "export_redis_url",
 ]
 
 #: The ledger's URL when the configuration gives none (else SQLite in the user's data directory).
@@ -41,8 +45,12 @@ EMBEDDINGS_API_KEY_ENV = "SWITCHMAN_EMBEDDINGS_API_KEY"
 CONFIG_ENV = "SWITCHMAN_CONFIG"
 #: And the address it listens on (the dashboard opens without a key on a loopback bind only).
 BIND_HOST_ENV = "SWITCHMAN_BIND_HOST"
+#: The Redis replicas share state on (`serve --redis-url`; overrides server.redis_url).
+REDIS_URL_ENV = "SWITCHMAN_REDIS_URL"
 #: Where the local model server `switchman serve` started listens (its port is picked at start).
 LOCAL_URL_ENV = "SWITCHMAN_LOCAL_URL"
+#: prometheus_client's multiprocess directory: `serve --workers N` sets it so /metrics sums every worker.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Environment(Mapping[str, str]):
@@ -100,6 +108,11 @@ class Environment(Mapping[str, str]):
         return self._values.get(BIND_HOST_ENV) or None
 
     @property
+    def redis_url(self) -> str | None:
+        """$SWITCHMAN_REDIS_URL, if set (overrides server.redis_url: `serve --redis-url`, or set by hand)."""
+        return self._values.get(REDIS_URL_ENV) or None
+
+    @property
     def config_file(self) -> str | None:
         """$SWITCHMAN_CONFIG, if set (a `serve --workers N` worker's configuration)."""
         return self._values.get(CONFIG_ENV) or None
@@ -109,10 +122,20 @@ class Environment(Mapping[str, str]):
         """$SWITCHMAN_LOCAL_URL, if set (the running local model server, for workers and reloads)."""
         return self._values.get(LOCAL_URL_ENV) or None
 
+    @property
+    def metrics_dir(self) -> str | None:
+        """$PROMETHEUS_MULTIPROC_DIR, if set (workers write their metrics there; /metrics sums them)."""
+        return self._values.get(METRICS_DIR_ENV) or None
+
 
 def export_bind_host(host: str) -> None:
     """Hand the listening address to worker processes `serve --workers N` spawns (they inherit it)."""
     os.environ[BIND_HOST_ENV] = host
+
+
+def export_redis_url(url: str) -> None:
+    """Hand `serve --redis-url` to worker processes and reloads (they inherit it)."""
+    os.environ[REDIS_URL_ENV] = url
 
 
 def export_config_file(path: Path) -> None:
@@ -123,3 +146,8 @@ def export_config_file(path: Path) -> None:
 def export_local_url(url: str) -> None:
     """Hand the running local model server's address to worker processes (and to this process's reloads)."""
     os.environ[LOCAL_URL_ENV] = url
+
+
+def export_metrics_dir(path: Path) -> None:
+    """Hand prometheus_client's multiprocess directory to worker processes (read when they import it)."""
+    os.environ[METRICS_DIR_ENV] = str(path)

@@ -14,6 +14,7 @@
     ├── BudgetExceededError          wait, raise the budget, or accept a downgrade
     │   └── BudgetLimitError         names the budget, what it has spent and when it resets
     ├── LedgerUnavailableError       the ledger cannot be reached now; try again
+    ├── CallerLimitError             the key's or agent's own rpm/tpm is used up: retry after `retry_after`
     ├── LocalModelError              install the local model (`switchman local install`) or free its port
     └── UpstreamError                the provider failed; a fallback may succeed
         ├── RateLimitError           retry later (429)
@@ -36,6 +37,7 @@ __all__ = [
     "ArtifactError",
     "BudgetExceededError",
     "BudgetLimitError",
+    "CallerLimitError",
     "ConfigError",
     "ContentPolicyViolationError",
     "ContextWindowExceededError",
@@ -159,6 +161,16 @@ class BudgetLimitError(BudgetExceededError):
             f"spent ${spent_usd:.4f}, reserved ${reserved_usd:.4f} by requests in flight, "
             f"this request needs about ${estimated_usd:.4f}; the budget resets at {resets}"
         )
+
+
+class CallerLimitError(SwitchmanError):
+    """The key's or agent's own requests or tokens per minute are used up (429); carries x-ratelimit-* values."""
+
+    def __init__(self, message: str, *, retry_after: float, limits: Mapping[str, float | None] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        #: limit-/remaining-/reset- values for requests and tokens (reset in seconds).
+        self.limits = dict(limits or {})
 
 
 class LedgerUnavailableError(SwitchmanError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,3 +140,36 @@ def test_thumbs_down_escalates_the_sessions_next_turn(http: httpx.Client) -> Non
     second = http.post("/v1/chat/completions", json={"model": "auto", "messages": messages}, headers=headers)
     assert second.headers["x-switchman-model"] == "mid"
     assert "negative feedback" in second.headers["x-switchman-route-reason"]
+
+
+def test_online_counts_are_shared_by_replicas_on_redis(upstream: FakeUpstream, tmp_path: Path,
+                                                       math_greeting_router: object) -> None:
+    """Feedback posted to one gateway moves the other's counts (both on one Redis and one ledger)."""
+    from switchman.learn import OnlineStrategy
+    from switchman.testing import forget_prefix, unique_prefix
+
+    router_file = math_greeting_router.save(tmp_path / "r.safetensors")  # type: ignore[attr-defined]
+    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    data["routes"] = {"online": {"candidates": ["cheap", "big"], "strategy": "learned", "router": str(router_file),
+                                 "aliases": {"cheap-model": "cheap", "strong-model": "big"},
+                                 "online": {"enabled": True, "exploration": 0.1, "clusters": 2}}}
+    data["default_route"] = "online"
+    prefix = unique_prefix()
+    data["server"].update({"redis_url": "redis://127.0.0.1:6379/0", "redis": {"key_prefix": prefix, "timeout_s": 0.5}})
+    gateways = [Gateway.from_config(parse_config(data), env=ENV) for _ in range(2)]
+    try:
+        with ServerThread(build_app(gateways[0])) as one, ServerThread(build_app(gateways[1])) as two, \
+                httpx.Client(base_url=one, timeout=30) as first, httpx.Client(base_url=two, timeout=30) as second:
+            other = gateways[1].decider.strategy("online")
+            assert isinstance(other, OnlineStrategy)
+            before = other.counts.beta.sum()
+            for _ in range(3):
+                request_id = _chat(first)
+                assert first.post("/v1/feedback", json={"request_id": request_id, "thumbs": "down"}).status_code == 200
+            deadline = time.monotonic() + 10
+            while other.counts.beta.sum() < before + 3.0 - 1e-9 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert other.counts.beta.sum() == pytest.approx(before + 3.0)  # learned from replica one's feedback
+            assert second.get("/health").status_code == 200
+    finally:
+        forget_prefix("redis://127.0.0.1:6379/0", prefix)

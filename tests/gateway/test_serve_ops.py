@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
 from switchman.testing import FakeUpstream
 
@@ -56,13 +61,13 @@ class Served:
 
 
 @contextmanager
-def serving(tmp_path: Path, config: Path, *args: str) -> Iterator[Served]:
+def serving(tmp_path: Path, config: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
     port = free_port()
     out, err = tmp_path / "serve.out", tmp_path / "serve.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
-             "--port", str(port), *args], env={**os.environ, **ENV}, stdout=stdout, stderr=stderr)
+             "--port", str(port), *args], env={**os.environ, **ENV, **(env or {})}, stdout=stdout, stderr=stderr)
     served = Served(process, f"http://127.0.0.1:{port}", out, err)
 
     def healthy() -> bool:
@@ -142,6 +147,58 @@ def test_workers_reload_on_sighup_and_keep_serving_on_a_bad_file(data: dict[str,
         served.wait_for(lambda: "this worker does not start" in served.stderr, seconds=120)
         assert all("extra" in served.models() for _ in range(6))  # the old workers still serve
         assert "POST /v1/chat/completions" not in served.stdout  # --no-access-log
+
+
+def requests_by_worker(metrics_dir: Path) -> dict[str, float]:
+    """switchman_requests_total of each worker, read from its own multiprocess file."""
+    counts: dict[str, float] = {}
+    for file in metrics_dir.glob("counter_*.db"):
+        alone = metrics_dir.parent / f"alone-{file.stem}"
+        alone.mkdir(exist_ok=True)
+        shutil.copy(file, alone / file.name)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]
+        counts[file.stem] = sum(s.value for m in registry.collect() for s in m.samples
+                                if s.name == "switchman_requests_total")
+    return counts
+
+
+def scraped(base: str, name: str = "switchman_requests_total") -> float:
+    body = httpx.get(base + "/metrics", timeout=10, headers={"connection": "close"}).text
+    return sum(s.value for f in text_string_to_metric_families(body) for s in f.samples if s.name == name)
+
+
+def test_metrics_are_whole_across_workers(data: dict[str, Any], tmp_path: Path) -> None:
+    config = write(tmp_path / "switchman.yaml", {**data, "server": {**data["server"], "metrics_access": "open"}})
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"left by an earlier run")  # serve empties the directory
+    with serving(tmp_path, config, "--workers", "2", "--no-access-log",
+                 env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}) as served:
+        sent = 0
+
+        def ask(_: int) -> int:
+            response = httpx.post(served.base + "/v1/chat/completions", timeout=30, headers={"connection": "close"},
+                                  json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+            return response.status_code
+
+        with ThreadPoolExecutor(8) as pool:  # new connections, so both workers accept some
+            while sent < 800 and sum(1 for n in requests_by_worker(metrics_dir).values() if n > 0) < 2:
+                assert set(pool.map(ask, range(40))) == {200}
+                sent += 40
+        by_worker = requests_by_worker(metrics_dir)
+        assert sum(1 for n in by_worker.values() if n > 0) == 2, by_worker  # both workers answered some
+        assert sum(by_worker.values()) == sent
+        assert [scraped(served.base) for _ in range(8)] == [sent] * 8  # whichever worker answers
+        # each worker's ledger writer counts reach the shared files too, without another request
+        served.wait_for(lambda: scraped(served.base, "switchman_ledger_written_rows_total") == sent, seconds=15)
+        assert scraped(served.base, "switchman_ledger_queued_rows") == 0
+
+        served.process.send_signal(signal.SIGHUP)  # both workers replaced: their counts stay, their live gauges go
+        served.wait_for(lambda: served.stderr.count("Terminated child process") == 2, seconds=120)
+        served.wait_for(lambda: len(list(metrics_dir.glob("gauge_livesum_*.db"))) == 2)
+        assert scraped(served.base) == sent
+    assert not list(metrics_dir.glob("*.db"))  # cleaned up when serve ends
 
 
 def test_serve_refuses_a_port_in_use_naming_the_flag(data: dict[str, Any], tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -168,3 +169,31 @@ def test_cli_wiring(sqlite_url: str) -> None:
     spent = runner.invoke(app, ["spend", "--by", "key", "--since", "24h", "--ledger", sqlite_url])
     assert spent.exit_code == 0 and "Spend by key" in spent.output
     assert runner.invoke(app, ["spend", "--by", "tenant", "--ledger", sqlite_url]).exit_code == 1
+
+
+def test_keys_revoke_broadcasts_to_the_replicas_redis(sqlite_url: str, tmp_path: Path) -> None:
+    """`keys revoke --config` with `server.redis_url`: the key id goes out on `<prefix>revoked` for every replica."""
+    import redis
+    from typer.testing import CliRunner
+
+    from switchman.cli import app
+    from switchman.testing import unique_prefix
+
+    prefix = unique_prefix()
+    config = tmp_path / "switchman.yaml"
+    config.write_text(f"server: {{ledger_url: '{sqlite_url}', redis_url: 'redis://127.0.0.1:6379/0', "
+                      f"redis: {{key_prefix: '{prefix}'}}}}\n", encoding="utf-8")
+    store = KeyStore(sqlite_url)
+    info, _ = store.create("broadcast-me")
+    store.close()
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(f"{prefix}revoked")
+    assert pubsub.get_message(timeout=2.0) is None  # the subscription confirmation, ignored
+    result = CliRunner().invoke(app, ["keys", "revoke", info.id, "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "every gateway replica refuses it now" in result.output
+    message = pubsub.get_message(timeout=5.0)
+    assert message is not None and message["data"] == info.id.encode()
+    pubsub.close()
+    client.close()

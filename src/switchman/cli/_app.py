@@ -247,11 +247,14 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
                                              help="one line per request on stdout")] = True,
+    redis_url: Annotated[str | None, typer.Option(
+        "--redis-url", help="share sessions, budgets, rate limits and key revocations on this Redis "
+                            "(default: server.redis_url)")] = None,
 ) -> None:
     """Run the OpenAI-compatible gateway (SIGHUP reloads --config)."""
     from ._serve import serve_command
 
-    serve_command(config=config, host=host, port=port, workers=workers, access_log=access_log)
+    serve_command(config=config, host=host, port=port, workers=workers, access_log=access_log, redis_url=redis_url)
 
 
 @app.command()
@@ -364,11 +367,19 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="the key's id, from `switchman keys list`")],
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,
+    redis_url: Annotated[str | None, typer.Option(
+        "--redis-url", help="broadcast to the gateways sharing this Redis (default: server.redis_url, "
+                            "$SWITCHMAN_REDIS_URL)")] = None,
 ) -> None:
-    """Revoke a key (a running gateway stops accepting it within 5 s)."""
+    """Revoke a key (a running gateway stops accepting it within 5 s; at once with Redis)."""
+    from .._config import load_config
+    from .._environ import Environment
     from ._ledger import keys_revoke as revoke
 
-    revoke(key_id, ledger_url=_ledger_url(config, ledger))
+    server = load_config(config).server if config is not None else None
+    redis_url = redis_url or Environment.read().redis_url or (server.redis_url if server is not None else None)
+    prefix = server.redis.key_prefix if server is not None else "sm:"
+    revoke(key_id, ledger_url=_ledger_url(config, ledger), redis_url=redis_url, redis_prefix=prefix)
 
 
 local_app = typer.Typer(no_args_is_help=True, help="The local model tier: SmolLM2-135M-Instruct on llama.cpp (the `local` extra).")

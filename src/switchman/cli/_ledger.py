@@ -204,8 +204,15 @@ def keys_list(*, ledger_url: str | None = None, console: Console | None = None) 
     console.print(table)
 
 
-def keys_revoke(key_id: str, *, ledger_url: str | None = None, console: Console | None = None) -> None:
-    """Revoke a virtual key; exits with status 1 if no active key has that id."""
+def keys_revoke(
+    key_id: str, *, ledger_url: str | None = None, console: Console | None = None, redis_url: str | None = None,
+    redis_prefix: str = "sm:",
+) -> None:
+    """Revoke a virtual key; exits with status 1 if no active key has that id.
+
+    With `redis_url` (the gateways' `server.redis_url`) the revocation is also broadcast, so every
+    replica refuses the key at once instead of at its next key refresh.
+    """
     url = resolve_url(ledger_url)
     with _errors(console, url):
         store = KeyStore(url)
@@ -216,4 +223,11 @@ def keys_revoke(key_id: str, *, ledger_url: str | None = None, console: Console 
         if not revoked:
             raise ValueError(f"no active key with id {key_id!r} (see `switchman keys list`)")
     console = console or Console()
+    if redis_url:
+        from ..state import publish_revocation
+
+        if publish_revocation(redis_url, redis_prefix, key_id):
+            console.print(f"Revoked key [bold]{key_id}[/bold] (broadcast: every gateway replica refuses it now).")
+            return
+        console.print("[yellow]could not reach Redis to broadcast the revocation[/yellow]")
     console.print(f"Revoked key [bold]{key_id}[/bold] (a running gateway stops accepting it within 5 s).")

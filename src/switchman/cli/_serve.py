@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,14 @@ import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._config import Config, load_config, parse_config
-from .._environ import Environment, export_bind_host, export_config_file, export_local_url
+from .._environ import (
+    Environment,
+    export_bind_host,
+    export_config_file,
+    export_local_url,
+    export_metrics_dir,
+    export_redis_url,
+)
 from .._exceptions import ConfigError, SwitchmanError
 from ..gateway import default_config, default_config_data, is_loopback
 from ._litellm import Import, from_litellm
@@ -89,13 +100,38 @@ def _has_keys(settings: Config) -> bool:
         keys.close()
 
 
+@contextmanager
+def metrics_directory(env: Environment) -> Iterator[Path]:
+    """prometheus_client's multiprocess directory for the workers: emptied before they start, removed after.
+
+    A directory the operator named in $PROMETHEUS_MULTIPROC_DIR is used (its `*.db` files from an
+    earlier run deleted, the directory kept); otherwise a fresh temporary one.
+    """
+    named = env.metrics_dir
+    path = Path(named) if named else Path(tempfile.mkdtemp(prefix="switchman-metrics-"))
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    export_metrics_dir(path)
+    try:
+        yield path
+    finally:
+        if named:
+            for used in path.glob("*.db"):
+                used.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def serve_command(
     config: Path | None = None, host: str | None = None, port: int | None = None, workers: int = 1,
-    access_log: bool = True,
+    access_log: bool = True, redis_url: str | None = None,
 ) -> None:
     """Run the gateway (uvicorn) until interrupted; SIGHUP reloads `config`."""
     import uvicorn
 
+    if redis_url:  # through the environment: worker processes and reloads see it too
+        export_redis_url(redis_url)
     env = Environment.read()
     settings, base_dir = _load(config, env)
     host = host or settings.server.host
@@ -122,9 +158,11 @@ def serve_command(
             export_bind_host(host)
             # A fresh worker loads router files and embedders before it serves: give it time to, on a busy machine.
             limits = settings.server.limits
-            uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers,
-                        timeout_worker_healthcheck=_WORKER_READY_S, http="switchman.gateway:GuardedHttpProtocol",
-                        ws="none", timeout_keep_alive=limits.keepalive_timeout_s, **options)  # type: ignore[arg-type]
+            with metrics_directory(env):  # /metrics on any worker sums every worker's series
+                uvicorn.run("switchman.cli._serve:app_from_environment", factory=True, workers=workers,
+                            timeout_worker_healthcheck=_WORKER_READY_S, http="switchman.gateway:GuardedHttpProtocol",
+                            ws="none", timeout_keep_alive=limits.keepalive_timeout_s,  # type: ignore[arg-type]
+                            **options)
             return
         from ..gateway import ConfigReloader, Gateway, server_config
         from ..ui import serving_app

@@ -222,11 +222,5 @@ def _limit_error(model: str, refused: Sequence[tuple[Deployment, Admission]]) ->
     names = ", ".join(d.id for d, _ in refused)
     return DeploymentLimitError(
         f"{model}: every deployment is at its own rate limit ({names}); retry in {soonest.retry_after_s:.2f}s",
-        model=model, retry_after=soonest.retry_after_s,
-        limits={
-            "limit-requests": soonest.limit_requests, "remaining-requests": soonest.remaining_requests,
-            "reset-requests": soonest.reset_requests_s if soonest.limit_requests is not None else None,
-            "limit-tokens": soonest.limit_tokens, "remaining-tokens": soonest.remaining_tokens,
-            "reset-tokens": soonest.reset_tokens_s if soonest.limit_tokens is not None else None,
-        },
+        model=model, retry_after=soonest.retry_after_s, limits=soonest.limits(),
     )

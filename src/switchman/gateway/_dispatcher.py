@@ -32,11 +32,12 @@ from .._exceptions import (
 )
 from .._decider import Decider
 from .._environ import Environment
-from ..ledger import BudgetManager, Ledger, Metrics
+from ..ledger import Budgets, Ledger, Metrics
 from ..routing import DEFAULT_OUTPUT_TOKENS, Decision, RouteRequest, worst_case_cost
-from ..state import HealthBoard, HealthStore, RateLimiter
+from ..state import Admission, HealthBoard, HealthStore, RateLimiter
 from ._advice import capability_advice
 from ._balancer import Balancer
+from ._caller_limits import CallerLimits
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
 from ._context import RequestContext, scoped_session
 from ._errors import Scrubber
@@ -77,6 +78,7 @@ class Completion:
     request_id: str
     deployment: str | None = None  # the deployment that answered (None for a cache hit)
     cache: str | None = None  # "hit" or "miss" when the response cache was consulted
+    limits: Admission | None = None  # the caller's tightest rpm/tpm limit after this request (x-ratelimit-*)
 
     def json(self) -> dict[str, Any]:
         """The body as a dict."""
@@ -93,7 +95,7 @@ class Dispatcher:
         deployments: Mapping[str, tuple[Deployment, ...]],
         *,
         ledger: Ledger | None = None,
-        budgets: BudgetManager | None = None,
+        budgets: Budgets | None = None,
         metrics: Metrics | None = None,
         health: HealthStore | None = None,
         limiter: RateLimiter | None = None,
@@ -112,6 +114,8 @@ class Dispatcher:
         policies = {name: model.balance for name, model in decider.config.models.items()}
         #: Each model's deployments and the choice between them (health, limits, policy).
         self.balancer = Balancer(deployments, policies, health=health, limiter=limiter)
+        #: Each key's and agent's own rpm/tpm, on the same limiter as the deployments' limits.
+        self.callers = CallerLimits(self.balancer.limiter, decider.config)
         self.providers: dict[str, Provider] = {d.provider.name: d.provider for ds in deployments.values() for d in ds}
         #: The response cache (None when `cache.enabled` is false).
         self.cache = cache if cache is not None else ResponseCache.from_config(decider.config)
@@ -211,36 +215,36 @@ class Dispatcher:
             self._decide_core, body, context, self.balancer.unhealthy_models(), dict(self.balancer.live_ttft()))
         return request, self._steered(request, decision, context, started)
 
-    def _reserve(self, exchange: Exchange, request: RouteRequest, decision: Decision) -> Decision:
+    async def _reserve(self, exchange: Exchange, request: RouteRequest, decision: Decision) -> Decision:
         """Hold the request's worst case (all input, the most output it allows, times `n`) in its budgets."""
         if self.budgets is None:
             return decision
         ctx, specs, n, tokens = exchange.context, self.decider.models, exchange.choices, exchange.input_bound
-        reserve = self.budgets.reserve
-        reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route, model=decision.model,
+        reserve = self.budgets.areserve
+        reservation = await reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route, model=decision.model,
                               estimated_usd=worst_case_cost(specs[decision.model], request, n, input_tokens=tokens))
         if reservation.downgrade_to is not None and reservation.downgrade_to in specs:
             target = reservation.downgrade_to
-            reservation = reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route, model=target,
+            reservation = await reserve(agent=ctx.agent, key_id=ctx.key_id, route=decision.route, model=target,
                                   estimated_usd=worst_case_cost(specs[target], request, n, input_tokens=tokens))
             decision = Decision(model=target, reason=f"budget downgrade from {decision.model}", strategy="budget",
                                 route=decision.route, candidates=decision.candidates, excluded=decision.excluded)
         exchange.reservation = reservation
         return decision
 
-    def _hold(self, exchange: Exchange, model: str, error: UpstreamError | None) -> None:
+    async def _hold(self, exchange: Exchange, model: str, error: UpstreamError | None) -> None:
         """Grow the reservation to `model`'s worst case (plus what a cascade already paid) before calling it."""
         reservation, request = exchange.reservation, exchange.request
         if reservation is None or not reservation.held or request is None:
             return
         spec = self.decider.models[model]
         needed = exchange.spent_usd + worst_case_cost(spec, request, exchange.choices, input_tokens=exchange.input_bound)
-        if needed > reservation.estimated_usd and not reservation.resize(needed, model=model):
+        if needed > reservation.estimated_usd and not await reservation.aresize(needed, model=model):
             after = f" after {error}" if error is not None else ""
             raise BudgetExceededError(f"moving to {model}{after} could cost ${needed:.4f}, more than the request's "
                                       "budget has left")
 
-    def _begin(
+    async def _begin(
         self, body: Mapping[str, Any], context: RequestContext,
         decide: Callable[[], tuple[RouteRequest, Decision]] | None = None,
     ) -> Exchange:
@@ -252,7 +256,9 @@ class Dispatcher:
             with self.tracing.decision(exchange.span) as deciding:
                 exchange.request, decision = decide() if decide is not None else self.decide(body, context)
                 exchange.decision = decision
-                exchange.decision = self._reserve(exchange, exchange.request, decision)
+                if self.callers:
+                    exchange.admission = await self.callers.admit(context, _admitted_tokens(exchange.request))
+                exchange.decision = await self._reserve(exchange, exchange.request, decision)
                 self.tracing.decided(deciding, exchange.decision)
         except SwitchmanError as exc:
             if isinstance(exc, BudgetExceededError) and self.metrics is not None:
@@ -266,8 +272,9 @@ class Dispatcher:
 
     async def _abegin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
         """`_begin` for a chat body, a long prompt decided in a worker thread (see `adecide`)."""
+        await self.sessions.pull(scoped_session(context.key_id, context.session))  # shared by every replica
         if prompt_chars(body) <= OFFLOAD_CHARS:
-            return self._begin(body, context)
+            return await self._begin(body, context)
         try:
             request, decision = await self.adecide(body, context)
         except SwitchmanError as exc:
@@ -276,8 +283,8 @@ class Dispatcher:
             def refuse() -> tuple[RouteRequest, Decision]:
                 raise error
 
-            return self._begin(body, context, decide=refuse)
-        return self._begin(body, context, decide=lambda: (request, decision))
+            return await self._begin(body, context, decide=refuse)
+        return await self._begin(body, context, decide=lambda: (request, decision))
 
     # -- sending -------------------------------------------------------------------------------
     async def _attempts(
@@ -295,7 +302,7 @@ class Dispatcher:
         error: UpstreamError | None = None
         limited: DeploymentLimitError | None = None
         while model is not None:
-            self._hold(exchange, model, error)
+            await self._hold(exchange, model, error)
             try:
                 return await self._attempt_model(exchange, model, call, hold)
             except DeploymentLimitError as exc:  # nothing sent: every deployment is at its own limit
@@ -315,8 +322,7 @@ class Dispatcher:
     ) -> T:
         """One model: its deployments in the balancer's order (another at once after a failure), then retries."""
         request, route = exchange.request, exchange.decision.route if exchange.decision else None
-        tokens = 0 if request is None else request.input_tokens + (
-            DEFAULT_OUTPUT_TOKENS if request.max_tokens is None else request.max_tokens)
+        tokens = _admitted_tokens(request)
         tried: list[str] = []
         error: UpstreamError | None = None
         retries = 0
@@ -400,7 +406,8 @@ class Dispatcher:
         if hit is not None:
             self.finish(exchange, content=hit.content)
             assert exchange.decision is not None
-            return Completion(hit.content, hit.model, exchange.decision, 0.0, context.request_id, cache="hit")
+            return Completion(hit.content, hit.model, exchange.decision, 0.0, context.request_id, cache="hit",
+                              limits=exchange.admission)
         cascade = cascade_strategy(self, exchange.decision)
         try:
             if cascade is not None:
@@ -417,12 +424,13 @@ class Dispatcher:
         assert exchange.decision is not None and exchange.model is not None
         cost = exchange.cost(self.decider.models)
         ticket = self.finish(exchange, content=content)
+        await self.settled(exchange)
         if self.durable:
             await self.committed(ticket)
         if exchange.cache == "miss" and self.cache is not None:
             await self.cache.store(exchange, content, answer_signal(content))
         return Completion(content, exchange.model, exchange.decision, cost, context.request_id,
-                          deployment=exchange.deployment, cache=exchange.cache)
+                          deployment=exchange.deployment, cache=exchange.cache, limits=exchange.admission)
 
     async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream | ReplayStream:
         """Open a stream, falling back until one upstream has sent its first event (or replay a cached one)."""
@@ -444,6 +452,11 @@ class Dispatcher:
         return ChatStream(self, exchange, opened)
 
     # -- recording -----------------------------------------------------------------------------
+    async def settled(self, exchange: Exchange) -> None:
+        """Wait until what `finish` wrote to shared state (the session's turn) is there, before answering."""
+        if exchange.request is not None:
+            await self.sessions.settled(exchange.request.session)
+
     def reject(self, context: RequestContext, error: BaseException) -> None:
         """Record a request refused before it could be routed (bad JSON, bad fields, bad headers)."""
         self.finish(Exchange(context, self.clock()), error)
@@ -482,3 +495,10 @@ class Dispatcher:
         if exchange.span is not None:
             self.tracing.finish(exchange.span, record, error, exchange.request.prompt if exchange.request else None)
         return ticket
+
+
+def _admitted_tokens(request: RouteRequest | None) -> int:
+    """Tokens a rate limit counts for a request, as providers do: the prompt plus the most it may answer."""
+    if request is None:
+        return 0
+    return request.input_tokens + (DEFAULT_OUTPUT_TOKENS if request.max_tokens is None else request.max_tokens)

@@ -98,7 +98,7 @@ async def _call(dispatcher: Dispatcher, deployment: Deployment, body: Mapping[st
 
 async def embed(dispatcher: Dispatcher, body: Mapping[str, Any], context: RequestContext) -> Completion:
     """Embed through the named model (raises a SwitchmanError when it cannot, after recording it)."""
-    exchange = dispatcher._begin(body, context, decide=lambda: _decide(dispatcher, body, context))
+    exchange = await dispatcher._begin(body, context, decide=lambda: _decide(dispatcher, body, context))
     try:
         content, usage = await dispatcher._attempts(exchange, lambda d: _call(dispatcher, d, body))
     except BaseException as exc:  # every failure, cancellation included, still writes the one ledger row

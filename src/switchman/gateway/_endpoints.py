@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .._exceptions import InvalidRequestError
+from ._caller_limits import rate_headers
 from ._context import RequestContext, bind_agent, context_from
 from ._dispatcher import Dispatcher
 from ._gateway import Gateway
@@ -115,10 +116,10 @@ class Endpoints:
         if body.get("stream"):
             stream = await self.dispatcher.open_stream(body, context)
             return RelayResponse(stream, route_headers(stream.model, stream.reason, deployment=stream.deployment,
-                                                       cache=stream.cache))
+                                                       cache=stream.cache) | rate_headers(stream.limits))
         completion = await self.dispatcher.complete(body, context)
         headers = route_headers(completion.model, completion.decision.reason, deployment=completion.deployment,
-                                cache=completion.cache)
+                                cache=completion.cache) | rate_headers(completion.limits)
         headers["x-switchman-cost-usd"] = f"{completion.cost_usd:.8f}"
         return Response(completion.content, media_type=_JSON, headers=headers)
 

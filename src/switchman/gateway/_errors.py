@@ -10,13 +10,14 @@ openai and anthropic clients honour it instead of retrying a 429 that waiting wi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import orjson
 from starlette.responses import Response
 
 from .._exceptions import (
     BudgetExceededError,
+    CallerLimitError,
     ConfigError,
     ContentPolicyViolationError,
     ContextWindowExceededError,
@@ -51,6 +52,7 @@ _ENVELOPES: tuple[tuple[type[SwitchmanError], int, str, str | None, str | None],
     (NoCapableModelError, 400, "invalid_request_error", "no_capable_model", "model"),
     (PolicyDeniedError, 403, "permission_error", "model_not_allowed", "model"),
     (BudgetExceededError, 429, "insufficient_quota", "budget_exceeded", None),
+    (CallerLimitError, 429, "rate_limit_error", "rate_limit_exceeded", None),
     (RateLimitError, 429, "rate_limit_error", "rate_limit_exceeded", None),
     (ContextWindowExceededError, 400, "invalid_request_error", "context_length_exceeded", "messages"),
     (ContentPolicyViolationError, 400, "invalid_request_error", "content_policy_violation", None),
@@ -128,10 +130,10 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{rest}s"
 
 
-def rate_limit_headers(exc: DeploymentLimitError) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers for a request no deployment had room for (the soonest to free up)."""
+def rate_limit_headers(limits: Mapping[str, float | None]) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers from limit-/remaining-/reset- values (resets in seconds)."""
     headers: dict[str, str] = {}
-    for name, value in exc.limits.items():
+    for name, value in limits.items():
         if value is not None:
             headers[f"x-ratelimit-{name}"] = _duration(value) if name.startswith("reset-") else str(int(value))
     return headers
@@ -146,8 +148,10 @@ def error_response(
     headers = dict(headers or {})
     if isinstance(exc, UpstreamError) and status == 429 and exc.retry_after is not None:
         headers["retry-after"] = f"{max(exc.retry_after, 0.0):.3g}"
-    if isinstance(exc, DeploymentLimitError):
-        headers.update(rate_limit_headers(exc))
+    if isinstance(exc, DeploymentLimitError | CallerLimitError):
+        headers.update(rate_limit_headers(exc.limits))
+    if isinstance(exc, CallerLimitError):
+        headers["retry-after"] = f"{max(exc.retry_after, 0.0):.3g}"
     if isinstance(exc, BudgetExceededError):
         headers["x-should-retry"] = "false"
     body = anthropic_error_payload(status, payload) if dialect == "anthropic" else payload

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._catalog import ModelSpec
 from .._exceptions import (
+    CallerLimitError,
     BudgetExceededError,
     ContentPolicyViolationError,
     ContextWindowExceededError,
@@ -17,6 +18,7 @@ from .._exceptions import (
 )
 from ..ledger import LedgerRecord, Reservation
 from ..routing import Decision, RouteRequest
+from ..state import Admission
 from ._context import RequestContext
 from ._errors import Scrubber
 from ._wire import Usage
@@ -36,6 +38,8 @@ def status_for(error: BaseException) -> str:
     """The ledger status of a request that ended with this error."""
     if isinstance(error, BudgetExceededError):
         return "rejected_budget"
+    if isinstance(error, CallerLimitError):
+        return "rejected_rate_limit"  # the key's or agent's own rpm/tpm: refused before anything was sent
     if isinstance(error, _CLIENT_ERRORS):
         return "bad_request"
     return "error"
@@ -44,7 +48,7 @@ def status_for(error: BaseException) -> str:
 class Exchange:
     """What happened to one request: decision, models tried, usage, timing, outcome."""
 
-    __slots__ = ("cache", "cache_key", "choices", "context", "decision", "deployment", "error", "first_token_at",
+    __slots__ = ("admission", "cache", "cache_key", "choices", "context", "decision", "deployment", "error", "first_token_at",
                  "lease", "model", "request", "reservation", "span", "spent_usd", "started", "started_wall", "status",
                  "tried", "usage", "usage_estimated")
 
@@ -55,6 +59,7 @@ class Exchange:
         self.request: RouteRequest | None = None
         self.decision: Decision | None = None
         self.reservation: Reservation | None = None
+        self.admission: Admission | None = None  # the caller's tightest rpm/tpm limit, for x-ratelimit-* headers
         self.choices = 1  # the request's `n`: answers it asks for (and the budget reserves)
         self.model: str | None = None
         self.deployment: str | None = None  # the id of the deployment that answered

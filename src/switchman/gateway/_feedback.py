@@ -148,6 +148,8 @@ class FeedbackEndpoint:
                     lambda: store_feedback(ledger, request_id, score, comment, key_id=scope), abandon_on_cancel=True)
         except TimeoutError:
             raise LedgerUnavailableError(f"the ledger did not answer within {FEEDBACK_TIMEOUT_S:g} s; try again") from None
-        notify_feedback(self.gateway.decider, self.gateway.dispatcher.sessions, record, score)
+        sessions = self.gateway.dispatcher.sessions
+        notify_feedback(self.gateway.decider, sessions, record, score)
+        await sessions.settled(scoped_session(record.key_id, record.session))  # shared before the answer
         return Response(orjson.dumps({"object": "feedback", "request_id": request_id, "score": score}),
                         media_type="application/json")

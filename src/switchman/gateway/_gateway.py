@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -17,7 +18,17 @@ import anyio.to_thread
 from .._config import Config
 from .._decider import Decider
 from .._environ import Environment
-from ..ledger import BudgetManager, KeySet, KeyStore, Ledger, Metrics
+from ..ledger import BudgetManager, Budgets, KeySet, KeyStore, Ledger, Metrics
+from ..state import (
+    HealthBoard,
+    RedisHealth,
+    RedisLink,
+    RedisOnlineCounts,
+    RedisRateLimiter,
+    RedisSessionStore,
+    RevocationFeed,
+    SharedBudgets,
+)
 from ._defaults import default_config
 from ._dispatcher import Dispatcher
 from ._keyring import Keyring
@@ -36,9 +47,11 @@ class Gateway:
     def __init__(
         self, dispatcher: Dispatcher, *, ledger: Ledger | None = None, keys: KeyStore | None = None,
         metrics: Metrics | None = None, master_key: str | None = None, dashboard_key: str | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None, redis: RedisLink | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        #: The Redis replicas share state on (`server.redis_url`); None: this process keeps its own.
+        self.redis = redis
         self.decider = dispatcher.decider
         self.config = dispatcher.decider.config
         self.ledger = ledger
@@ -53,8 +66,36 @@ class Gateway:
         self.env: Mapping[str, str] = Environment.read() if env is None else env
         self._retired: list[Dispatcher] = []  # replaced by a reload; closed at shutdown
         self._key_budgets_refresh: asyncio.Task[bool] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
         if self.keyring is not None:
             self.keyring.on_change(self._key_budgets)
+        #: Key revocations broadcast to every replica (with Redis and a keys database).
+        self.revocations = RevocationFeed(redis) if redis is not None and keys is not None else None
+        self._listening: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._online: list[RedisOnlineCounts] = []  # online routes' counts shared on Redis
+        if redis is not None:
+            redis.on_resync(self._resync)
+            if metrics is not None:
+                metrics.register(redis.collector(), gauge_mode="livemin")  # up: 0 when any worker is degraded
+        if self.revocations is not None and keys is not None:
+            keys.on_revoke(self._revoked_here)
+
+    def _revoked_here(self, key_id: str) -> None:
+        """A key this process revoked (the dashboard, from a worker thread): tell the other replicas."""
+        loop, feed = self._loop, self.revocations
+        if loop is not None and feed is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: self._background(feed.publish(key_id)))
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resync(self) -> None:
+        """Redis is (back) up: rebuild the shared budget counters from the ledger."""
+        if isinstance(self.budgets, SharedBudgets):
+            await self.budgets.rebuild()
 
     def _key_budgets(self, keys: KeySet) -> None:
         """New, changed and removed key budgets take effect at each key refresh (spend loaded off the loop)."""
@@ -69,26 +110,37 @@ class Gateway:
         env = Environment.read() if env is None else Environment(env)
         if config is None:
             config = default_config(env)
+        if env.redis_url:  # `serve --redis-url` (or $SWITCHMAN_REDIS_URL) overrides server.redis_url
+            config = config.model_copy(update={"server": config.server.model_copy(update={"redis_url": env.redis_url})})
         decider = Decider(config, base_dir=base_dir)
+        redis = RedisLink.from_config(config.server)
         ledger = Ledger.from_url(config.server.ledger_url)
         keys = KeyStore(config.server.ledger_url)
-        budgets = BudgetManager(config.budgets, ledger)  # key budgets join at the first key refresh
-        metrics = Metrics(ledger=ledger)
+        budgets = _shared(BudgetManager(config.budgets, ledger), redis)  # key budgets join at the first key refresh
+        metrics = Metrics(ledger=ledger, multiprocess_dir=env.metrics_dir)
         tracing = Tracing.from_environment(env, record_prompts=config.server.store_prompts)
+        shared = RedisSessionStore(redis, config.sessions.ttl_s) if redis is not None else None
+        sessions = SessionKeeper.from_config(config, decider.models, shared=shared)
+        # With Redis, circuit breakers and live latency are shared by every replica (served from a local board).
+        health = RedisHealth(redis, HealthBoard(config.server.circuit_breaker, latency=config.server.live_latency)) \
+            if redis is not None else None
+        limiter = RedisRateLimiter(redis) if redis is not None else None  # deployments', keys' and agents' limits
         dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics,
-                                             tracing=tracing)
+                                             tracing=tracing, sessions=sessions, limiter=limiter, health=health)
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
                    master_key=env.get(config.server.master_key_env) or None,
-                   dashboard_key=env.get(config.dashboard.key_env) or None, env=env)
+                   dashboard_key=env.get(config.dashboard.key_env) or None, env=env, redis=redis)
 
     def replacement(self, decider: Decider) -> Dispatcher:
         """A dispatcher for a reloaded configuration (its decider built and warmed up), sharing this
         gateway's ledger, metrics, tracing, health, rate-limit windows and sessions (the response cache
         starts afresh); blocking, so build it off the event loop."""
         config = decider.config
-        budgets = BudgetManager([*config.budgets, *(self.keys.budgets() if self.keys else [])], self.ledger) \
-            if self.ledger is not None else None
-        sessions = SessionKeeper.from_config(config, decider.models, store=self.dispatcher.sessions.store)
+        budgets = _shared(BudgetManager([*config.budgets, *(self.keys.budgets() if self.keys else [])], self.ledger),
+                          self.redis, carry=self.budgets) if self.ledger is not None else None
+        kept = self.dispatcher.sessions
+        shared = RedisSessionStore(kept.shared.link, config.sessions.ttl_s) if kept.shared is not None else None
+        sessions = SessionKeeper.from_config(config, decider.models, store=kept.store, shared=shared)
         return Dispatcher.from_decider(decider, self.env, ledger=self.ledger, budgets=budgets, metrics=self.metrics,
                                        health=self.dispatcher.health, limiter=self.dispatcher.balancer.limiter,
                                        sessions=sessions, tracing=self.dispatcher.tracing)
@@ -101,12 +153,44 @@ class Gateway:
         self._retired.append(self.dispatcher)
         self.dispatcher, self.decider, self.config = dispatcher, dispatcher.decider, dispatcher.decider.config
         self.budgets = dispatcher.budgets
+        if isinstance(self.budgets, SharedBudgets):
+            self.budgets.rebuild_soon()  # budgets the new configuration added get their spend from the ledger
+        if self.redis is not None and self._loop is not None:
+            self._background(self._share_online())  # the new configuration's online routes (warmed up already)
+
+    async def _share_online(self) -> None:
+        """Share every online route's counts on Redis (replacing the previous configuration's)."""
+        old, self._online = self._online, []
+        for shared in old:
+            await shared.aclose()
+        if self.redis is None:
+            return
+        for name, route in self.config.routes.items():
+            if route.online is None or not route.online.enabled:
+                continue
+            from ..learn import OnlineStrategy  # loaded already: the route uses it
+
+            strategy = self.decider.strategy(name)
+            if isinstance(strategy, OnlineStrategy):
+                shared = RedisOnlineCounts(self.redis, name, strategy)
+                self._online.append(shared)
+                await shared.start()
 
     async def start(self) -> None:
         """Load every route's strategy (router files, embedders), start the ledger writer, read the keys."""
         self.decider.warm_up()
         if self.ledger is not None:
             await self.ledger.start()
+        self._loop = asyncio.get_running_loop()
+        if self.redis is not None:  # a Redis that is down is noted (one log line); serving goes on locally
+            await self.redis.start()
+            if isinstance(self.dispatcher.health, RedisHealth):
+                await self.dispatcher.health.start()
+            await self._share_online()
+        if self.revocations is not None and self.keyring is not None:
+            keyring = self.keyring
+            self._listening = asyncio.create_task(
+                self.revocations.run(keyring.drop, on_connect=keyring.refresh), name="switchman-revocations")
         if self.keyring is not None:
             # Wait a moment for the keys, not for a database that hangs: the refresh goes on in the background
             # and requests meanwhile need the master key (authentication is assumed on until keys are read).
@@ -128,7 +212,29 @@ class Gateway:
         for retired in self._retired:
             await retired.aclose()
         await self.dispatcher.aclose()
+        if isinstance(self.dispatcher.health, RedisHealth):
+            await self.dispatcher.health.aclose()
+        for shared in self._online:
+            await shared.aclose()
+        if isinstance(self.budgets, SharedBudgets):
+            await self.budgets.drain()  # settles in flight reach Redis (replaced budgets share the task set)
+        if self._listening is not None and self.revocations is not None:
+            self.revocations.stop()  # it ends at its next wake-up (redis-py's pub/sub can sit on a cancellation)
+            await asyncio.wait([self._listening], timeout=self.revocations.link.ping_s * 2 + 1.0)
+            self._listening.cancel()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self.ledger is not None:
             await self.ledger.close()
         if self.keyring is not None:
             self.keyring.close()
+        if self.metrics is not None:
+            self.metrics.close()  # with --workers: this worker's live gauges leave the sum
+
+
+def _shared(budgets: BudgetManager, redis: RedisLink | None, carry: Budgets | None = None) -> Budgets:
+    """Budgets on Redis when one is configured (the local manager decides while it is down); `carry`: the
+    budgets these replace (their settles still to be written are handed over)."""
+    if redis is None:
+        return budgets
+    return SharedBudgets(budgets, redis, carry=carry if isinstance(carry, SharedBudgets) else None)

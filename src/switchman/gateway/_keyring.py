@@ -117,6 +117,10 @@ class Keyring:
             while len(self._negative) > _MAX_NEGATIVE:
                 self._negative.popitem(last=False)
 
+    def drop(self, key_id: str) -> None:
+        """Refuse a key from now on: another replica revoked it (the next refresh reads the revocation)."""
+        self.store.revoked_here.add(key_id)
+
     # -- reading ---------------------------------------------------------------------------------
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T | None:
         """`function(*args)` in the keys thread within the read deadline; None when the database failed."""

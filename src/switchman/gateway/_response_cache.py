@@ -32,7 +32,7 @@ import orjson
 from .._config import CacheConfig, Config
 from .._exceptions import UpstreamError
 from ..routing import Decision
-from ..state import CacheBackend, MemoryCache, RedisCache
+from ..state import Admission, CacheBackend, MemoryCache, RedisCache
 from ._exchange import Exchange
 from ._sessions import TRUNCATED
 from ._wire import Usage
@@ -168,6 +168,11 @@ class ReplayStream:
     def cache(self) -> str:
         """Always "hit"."""
         return "hit"
+
+    @property
+    def limits(self) -> Admission | None:
+        """The caller's tightest rpm/tpm limit after this request (for x-ratelimit-* headers)."""
+        return self._exchange.admission
 
     @property
     def input_tokens(self) -> int:

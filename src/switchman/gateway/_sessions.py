@@ -8,17 +8,21 @@ keeps states in a `SessionStore` and notices the outcome of each turn:
     keeper.observe(exchange, content)                          # after it (every outcome)
     keeper.record_feedback("sess-1", 0.0)                      # negative feedback escalates the next turn
 
-The in-memory store is per process; a shared store (Redis, the ledger database) implements the
-same three methods so every worker sees one session.
+The in-memory store is per process. With `server.redis_url`, the keeper also keeps every state in
+a `RedisSessionStore` so a session's turns may land on any replica: before a turn is decided its
+state is pulled from Redis (`await keeper.pull(session)`), and each state `observe` writes is
+pushed there at once (`await keeper.settled(session)` waits for the push before the answer's last
+byte, so the client's next turn finds it on any replica). Redis down: the local store serves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -34,6 +38,7 @@ from ..routing import (
     repeated_tool_call,
     steer,
 )
+from ..state import RedisSessionStore, RedisUnavailable
 from ._context import RequestContext
 from ._exchange import Exchange
 
@@ -127,8 +132,12 @@ class SessionKeeper:
     def __init__(
         self, store: SessionStore, policy: SessionPolicy, specs: Mapping[str, ModelSpec], *,
         negative_feedback_below: float = 0.5, clock: Callable[[], float] = time.monotonic,
+        shared: RedisSessionStore | None = None,
     ) -> None:
         self.store = store
+        #: States shared by every replica (None: this process's store only).
+        self.shared = shared
+        self._pushes: dict[str, asyncio.Future[None]] = {}
         self.policy = policy
         self.specs = specs
         self.negative_feedback_below = negative_feedback_below
@@ -137,15 +146,66 @@ class SessionKeeper:
     @classmethod
     def from_config(
         cls, config: Config, specs: Mapping[str, ModelSpec], *, store: SessionStore | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, shared: RedisSessionStore | None = None,
     ) -> SessionKeeper:
-        """The keeper `sessions:` configures (an in-memory store unless one is given)."""
+        """The keeper `sessions:` configures (an in-memory store unless one is given; `shared`: Redis too)."""
         s = config.sessions
         policy = SessionPolicy(ttl_s=s.ttl_s, escalate_only=s.escalate_only,
                                value_per_quality_point_usd=s.value_per_quality_point_usd,
                                expected_remaining_turns=s.expected_remaining_turns)
         return cls(store if store is not None else MemorySessionStore(s.ttl_s, s.max_sessions), policy, specs,
-                   negative_feedback_below=s.negative_feedback_below, clock=clock)
+                   negative_feedback_below=s.negative_feedback_below, clock=clock, shared=shared)
+
+    # -- the shared copy -------------------------------------------------------------------------
+    async def pull(self, session_id: str | None) -> None:
+        """Bring the session's shared state into the local store before its turn is decided."""
+        if self.shared is None or session_id is None:
+            return
+        await self.settled(session_id)  # this replica's own last write first
+        try:
+            state = await self.shared.get(session_id)
+        except RedisUnavailable:
+            return  # the local state (if any) decides
+        local = self.store.get(session_id, self.clock())
+        # A local state newer by more than the wall-clock round trip's rounding was written while Redis was away.
+        if state is not None and (local is None or state.updated_at >= local.updated_at - 0.001):
+            self.store.put(session_id, state)
+
+    def _push(self, session_id: str, state: SessionState) -> None:
+        """Write a state to Redis in the background (a failure leaves the local copy, which serves meanwhile)."""
+        shared = self.shared
+        if shared is not None:
+            self._track(session_id, shared.put(session_id, state))
+
+    def _track(self, session_id: str, write: Coroutine[Any, Any, None]) -> None:
+        """Run a write to the shared store as the session's pending push (`pull` and `settled` wait for it);
+        a session's writes run in order."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a synchronous caller): the local store only
+            write.close()
+            return
+        previous = self._pushes.get(session_id)
+
+        async def run() -> None:
+            try:
+                if previous is not None:
+                    await asyncio.wait([previous])
+                await write
+            except RedisUnavailable:
+                pass
+            finally:
+                if self._pushes.get(session_id) is task:
+                    del self._pushes[session_id]
+
+        task = asyncio.ensure_future(run())
+        self._pushes[session_id] = task
+
+    async def settled(self, session_id: str | None) -> None:
+        """Wait until the session's last state is in Redis (at most a few of the link's timeouts)."""
+        pending = self._pushes.get(session_id) if session_id is not None else None
+        if pending is not None and self.shared is not None:
+            await asyncio.wait([pending], timeout=self.shared.link.timeout_s * 4)
 
     def steer(self, request: RouteRequest, decision: Decision, context: RequestContext) -> Decision:
         """The turn's decision: the session's model, or a priced escalation (reads state, writes none)."""
@@ -177,21 +237,38 @@ class SessionKeeper:
         usage = exchange.usage
         context_tokens = usage.input_tokens + usage.output_tokens if usage is not None else request.input_tokens
         now = self.clock()
-        state = self.store.get(request.session, now)
-        self.store.put(request.session, advance(state, decision, now=now, context_tokens=context_tokens,
-                                                signal=signal, request_id=exchange.context.request_id,
-                                                policy=self.policy))
+        state = advance(self.store.get(request.session, now), decision, now=now, context_tokens=context_tokens,
+                        signal=signal, request_id=exchange.context.request_id, policy=self.policy)
+        self.store.put(request.session, state)
+        self._push(request.session, state)
 
     def record_feedback(self, session_id: str, score: float, *, request_id: str | None = None) -> bool:
         """Negative feedback (score below the threshold) escalates the session's next turn.
 
         With `request_id`, only feedback on the session's latest turn counts (older turns' models may
-        already have changed). Returns whether the session will escalate.
+        already have changed). Returns whether the session will escalate (as this replica knows it;
+        with Redis, the shared state is updated in the background as well).
         """
         if score >= self.negative_feedback_below:
             return False
+        reason = f"negative feedback (score {score:g})"
+        if self.shared is not None:
+            self._feedback_shared(session_id, reason, request_id)
         state = self.store.get(session_id, self.clock())
         if state is None or (request_id is not None and state.last_request_id != request_id):
             return False
-        self.store.put(session_id, replace(state, pending=f"negative feedback (score {score:g})"))
+        self.store.put(session_id, replace(state, pending=reason))
         return True
+
+    def _feedback_shared(self, session_id: str, reason: str, request_id: str | None) -> None:
+        """Mark the shared state for escalation (its latest turn may have been on another replica)."""
+        shared = self.shared
+        if shared is None:
+            return
+
+        async def mark() -> None:
+            state = await shared.get(session_id)
+            if state is not None and (request_id is None or state.last_request_id == request_id):
+                await shared.put(session_id, replace(state, pending=reason))
+
+        self._track(session_id, mark())

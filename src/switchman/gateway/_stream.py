@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from .._exceptions import BudgetExceededError, UpstreamError, UpstreamServerError
 from ..routing import Decision
 from ._errors import error_payload
-from ..state import HealthStore
+from ..state import Admission, HealthStore
 from ._exchange import Exchange
 from ._http import UpstreamResponse
 from ._providers import Deployment, StreamTranslator
@@ -142,6 +142,11 @@ class ChatStream:
         return decision.reason if decision is not None else ""
 
     @property
+    def limits(self) -> Admission | None:
+        """The caller's tightest rpm/tpm limit after this request (for x-ratelimit-* headers)."""
+        return self._exchange.admission
+
+    @property
     def request_id(self) -> str:
         """switchman's id of the request (its ledger row)."""
         return self._exchange.context.request_id
@@ -217,7 +222,7 @@ class ChatStream:
                     break
                 except TRANSPORT_ERRORS as exc:  # as every adapter's map_errors translates them
                     raise transport_error(TimeoutError() if expired else exc, name) from exc
-                if not self._within_budget():
+                if not self._within_reservation() and not await self._grow_reservation():
                     raise self._budget_stop()
                 for chunk in chunks:
                     await send(chunk)
@@ -233,20 +238,27 @@ class ChatStream:
         self._ended = True
         return send.held if isinstance(send, _HoldLast) else b""
 
-    def _within_budget(self) -> bool:
-        """Whether the answer's running cost still fits its reservation (grown by a quarter when a budget allows).
+    def _within_reservation(self) -> bool:
+        """Whether the answer's running cost still fits its reservation (checked per chunk, without awaiting).
 
         Output is counted per streamed chunk (providers send about one token per chunk), so an
         answer that runs past what was reserved (a model without `max_output_tokens`, or an upstream
-        that ignores max_tokens) is stopped once no budget can take more.
+        that ignores max_tokens) is stopped once no budget can take more (`_grow_reservation`).
         """
         exchange = self._exchange
         reservation = exchange.reservation
         if reservation is None or not reservation.held:
             return True
+        return self._running_cost() <= reservation.estimated_usd
+
+    def _running_cost(self) -> float:
         spec = self._opened.deployment.spec
-        running = exchange.spent_usd + spec.cost(exchange.input_bound, self._opened.translator.chunks)
-        return running <= reservation.estimated_usd or reservation.resize(running * 1.25)
+        return self._exchange.spent_usd + spec.cost(self._exchange.input_bound, self._opened.translator.chunks)
+
+    async def _grow_reservation(self) -> bool:
+        """Grow the reservation to a quarter above the running cost, when its budgets allow."""
+        reservation = self._exchange.reservation
+        return reservation is None or await reservation.aresize(self._running_cost() * 1.25)
 
     def _budget_stop(self) -> BudgetExceededError:
         self._stopped = BudgetExceededError(
@@ -309,6 +321,7 @@ class ChatStream:
             elif not translator.has_output:
                 answer = "empty answer"
         self._ticket = dispatcher.finish(exchange, answer=answer)
+        await dispatcher.settled(exchange)
         if self._kept is not None and dispatcher.cache is not None:
             await dispatcher.cache.store(exchange, b"".join(self._kept), answer)
         return self._ticket

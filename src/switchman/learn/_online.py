@@ -16,7 +16,7 @@ cluster (`Decision.cluster`, kept in the ledger), so feedback finds the counts i
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,6 +65,7 @@ class BetaCounts:
     alpha: np.ndarray
     beta: np.ndarray
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _listeners: list[Callable[[int, int, float], None]] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_prior(cls, mean_quality: np.ndarray, strength: float) -> BetaCounts:
@@ -77,6 +78,22 @@ class BetaCounts:
         with self._lock:
             self.alpha[cluster, column] += score
             self.beta[cluster, column] += 1.0 - score
+        for listener in self._listeners:
+            listener(cluster, column, score)
+
+    def on_observe(self, listener: Callable[[int, int, float], None]) -> None:
+        """Call `listener(cluster, column, score)` after each observation (a shared store forwards them)."""
+        self._listeners.append(listener)
+
+    def assign(self, alpha: np.ndarray, beta: np.ndarray) -> None:
+        """Replace every count at once (with what the replicas learned together)."""
+        with self._lock:
+            self.alpha, self.beta = alpha, beta
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """A consistent copy of every count."""
+        with self._lock:
+            return self.alpha.copy(), self.beta.copy()
 
     def row(self, cluster: int) -> tuple[np.ndarray, np.ndarray]:
         """A consistent copy of one cluster's counts."""

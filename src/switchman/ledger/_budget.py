@@ -21,7 +21,9 @@ flight the budgets are never overspent by more than what the upstreams bill beyo
 limits; a request that moves to a dearer model, or a stream that runs past its reservation,
 `resize`s it first and stops when a budget cannot take the increase. `Budgets` is the whole surface
 the gateway uses (reserve, then resize / settle / release the Reservation), so a shared store can
-replace this in-process manager.
+replace this in-process manager: `switchman.state.SharedBudgets` holds spend and reservations in
+Redis (`server.redis_url`), using this manager for the budgets' definitions and as its fallback;
+the gateway calls the coroutines `areserve` and `Reservation.aresize` for that reason.
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ class Reservation:
             return True
         return self._manager._resize(self, max(estimated_usd, 0.0), model or self._model)
 
+    async def aresize(self, estimated_usd: float, *, model: str | None = None) -> bool:
+        """`resize`, as a coroutine (a shared store checks the increase in Redis)."""
+        return self.resize(estimated_usd, model=model)
+
     @property
     def budgets(self) -> tuple[BudgetConfig, ...]:
         """The budgets this reservation is held against."""
@@ -125,9 +131,16 @@ class Budgets(Protocol):
         model: str | None = None,
     ) -> Reservation: ...
 
+    async def areserve(
+        self, *, agent: str | None, key_id: str | None, route: str | None, estimated_usd: float,
+        model: str | None = None,
+    ) -> Reservation: ...
+
     def refresh(self) -> bool: ...
 
     def set_scope(self, scope: str, budgets: Sequence[BudgetConfig]) -> bool: ...
+
+    def add(self, budget: BudgetConfig) -> None: ...
 
     def usage(self) -> list[tuple[BudgetConfig, float, float]]: ...
 
@@ -188,17 +201,16 @@ class BudgetManager:
                 self._states.setdefault((scope, budget.name), []).append(state)
             return True
 
-    def refresh(self) -> bool:
-        """Raise each budget's spend to what the ledger holds for its current period; False if unreadable.
+    def ledger_spend(self, now: float | None = None) -> dict[tuple[str, str], dict[str | None, float]] | None:
+        """Spend in the ledger per (scope, period) and name, for each budget's current period (None: unreadable).
 
-        At startup this loads spend so far. Gateway workers that share a ledger can call it every few
-        seconds (from a thread: it queries the database) to count each other's spend; what one worker
-        spent since the others last refreshed is the most they can overshoot by.
+        Blocking (a database query): call it from a thread.
         """
         if self._ledger is None:
-            return False
-        now = self._clock()
-        groups = {(state.budget.scope, state.budget.period) for states in self._states.values() for state in states}
+            return None
+        now = self._clock() if now is None else now
+        with self._lock:
+            groups = {(state.budget.scope, state.budget.period) for states in self._states.values() for state in states}
         totals: dict[tuple[str, str], dict[str | None, float]] = {}
         try:
             for scope, period in sorted(groups):
@@ -208,12 +220,41 @@ class BudgetManager:
                 }
         except SQLAlchemyError as exc:
             logger.warning("cannot read budget spend from the ledger (%s)", type(exc).__name__)
+            return None
+        return totals
+
+    @property
+    def has_ledger(self) -> bool:
+        """Whether spend is read from a ledger (without one, `ledger_spend` is always None)."""
+        return self._ledger is not None
+
+    def budgets(self) -> list[BudgetConfig]:
+        """Every budget enforced now."""
+        with self._lock:
+            return [state.budget for states in self._states.values() for state in states]
+
+    def applying(self, *, agent: str | None, key_id: str | None, route: str | None) -> list[BudgetConfig]:
+        """The budgets a request of this agent, key and route counts against."""
+        with self._lock:
+            return [state.budget for scope, name in (("agent", agent), ("key", key_id), ("route", route))
+                    if name is not None for state in self._states.get((scope, name), ())]
+
+    def refresh(self) -> bool:
+        """Raise each budget's spend to what the ledger holds for its current period; False if unreadable.
+
+        At startup this loads spend so far. Gateway workers that share a ledger can call it every few
+        seconds (from a thread: it queries the database) to count each other's spend; what one worker
+        spent since the others last refreshed is the most they can overshoot by.
+        """
+        now = self._clock()
+        totals = self.ledger_spend(now)
+        if totals is None:
             return False
         with self._lock:
             for states in self._states.values():
                 for state in states:
                     state.roll(now)
-                    in_ledger = totals[(state.budget.scope, state.budget.period)].get(state.budget.name, 0.0)
+                    in_ledger = totals.get((state.budget.scope, state.budget.period), {}).get(state.budget.name, 0.0)
                     state.spent = max(state.spent, in_ledger)
         return True
 
@@ -263,6 +304,13 @@ class BudgetManager:
             for state in states:
                 state.reserved += estimate
             return Reservation(self, tuple(states), estimate, model=model)
+
+    async def areserve(
+        self, *, agent: str | None, key_id: str | None, route: str | None, estimated_usd: float,
+        model: str | None = None,
+    ) -> Reservation:
+        """`reserve`, as a coroutine (the interface a shared store implements)."""
+        return self.reserve(agent=agent, key_id=key_id, route=route, estimated_usd=estimated_usd, model=model)
 
     def _resize(self, reservation: Reservation, estimate: float, model: str | None) -> bool:
         with self._lock:

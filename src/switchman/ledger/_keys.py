@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -174,6 +174,7 @@ class KeyStore:
         #: Ids of the keys revoked through this store (e.g. on the dashboard): the gateway in the same process
         #: refuses them at once, before its next key refresh.
         self.revoked_here: set[str] = set()
+        self._revoke_listeners: list[Callable[[str], None]] = []
 
     def _ensure_schema(self) -> None:
         if not self._schema_ready:
@@ -279,7 +280,13 @@ class KeyStore:
             )
         if result.rowcount:
             self.revoked_here.add(key_id)
+            for listener in self._revoke_listeners:
+                listener(key_id)
         return bool(result.rowcount)
+
+    def on_revoke(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(key_id)` after each key this store revokes (from the revoking thread)."""
+        self._revoke_listeners.append(listener)
 
     def auth_enabled(self) -> bool:
         """Whether authentication was ever switched on here (a key was created), revoked keys or not."""

@@ -15,10 +15,19 @@ and budget scopes; never a key, key id, key name, secret or prompt text)::
     switchman_decision_seconds                       histogram, policy + strategy
     switchman_ledger_queued_rows, switchman_ledger_{written,dropped,discarded}_rows_total,
     switchman_ledger_write_errors_total              when a Ledger is attached
+
+One process keeps its series in memory. Several worker processes (`switchman serve --workers N`)
+use prometheus_client's multiprocess mode: `serve` sets PROMETHEUS_MULTIPROC_DIR to a fresh
+directory before the workers start, each worker writes its values to memory-mapped files there, and
+/metrics on any worker sums every worker's files, so successive scrapes agree whichever worker
+answers. Collectors of one process's values (`Metrics.register`: the ledger writer's counters,
+the Redis link's state) are copied into those files by each worker once a second and at each scrape. Replicas on several machines are separate targets: scrape each
+and sum in Prometheus (`sum without (instance)`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -27,6 +36,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ._ledger import Ledger
+from ._metrics_mirror import CollectorMirror
 from ._record import LedgerRecord
 
 __all__ = ["Metrics"]
@@ -56,10 +66,16 @@ class _LedgerCollector(Collector):
 
 
 class Metrics:
-    """The gateway's counters and histograms; `render()` gives the /metrics body and content type."""
+    """The gateway's counters and histograms; `render()` gives the /metrics body and content type.
 
-    def __init__(self, *, ledger: Ledger | None = None) -> None:
+    `multiprocess_dir`: prometheus_client's PROMETHEUS_MULTIPROC_DIR, set in the environment before
+    prometheus_client was imported; `render()` then sums every process's series found there.
+    """
+
+    def __init__(self, *, ledger: Ledger | None = None, multiprocess_dir: str | None = None) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
+        self._mirror = CollectorMirror(self.registry) if multiprocess_dir is not None else None
         r = self.registry
         self._requests = Counter(
             "switchman_requests", "Requests, by model, route and status", ["model", "route", "status"], registry=r
@@ -91,7 +107,15 @@ class Metrics:
             "switchman_decision_seconds", "Time to choose a model", buckets=DECISION_BUCKETS, registry=r
         )
         if ledger is not None:
-            r.register(_LedgerCollector(ledger))
+            self.register(_LedgerCollector(ledger), gauge_mode="livesum")
+
+    def register(self, collector: Collector, *, gauge_mode: str = "liveall") -> None:
+        """Add a collector of this process's own values (in multiprocess mode, mirrored into the shared files;
+        its gauges combined across workers by `gauge_mode`: livesum, liveall (a pid label), livemin, livemax)."""
+        if self._mirror is None:
+            self.registry.register(collector)
+        else:
+            self._mirror.add(collector, gauge_mode=gauge_mode)
 
     def observe_request(self, rec: LedgerRecord) -> None:
         """Count one finished request from its ledger record (its key id is not used)."""
@@ -125,6 +149,24 @@ class Metrics:
         """One request refused by a budget of this scope (agent, key or route)."""
         self._budget_rejections.labels(scope).inc()
 
+    def close(self) -> None:
+        """In multiprocess mode: stop mirroring and drop this process's live gauges (its counters stay summed)."""
+        if self._mirror is None or self.multiprocess_dir is None:
+            return
+        from prometheus_client.multiprocess import mark_process_dead
+
+        self._mirror.sync()
+        self._mirror.close()
+        mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
+
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The Prometheus text exposition and its content type (every worker's, in multiprocess mode)."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        if self._mirror is not None:
+            self._mirror.sync()
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged), CONTENT_TYPE_LATEST

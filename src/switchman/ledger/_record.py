@@ -17,7 +17,8 @@ __all__ = [
     "SpendRow",
 ]
 
-RecordStatus = Literal["ok", "error", "stream_error", "client_disconnected", "rejected_budget", "bad_request"]
+RecordStatus = Literal["ok", "error", "stream_error", "client_disconnected", "rejected_budget", "bad_request",
+                       "rejected_rate_limit"]
 RECORD_STATUSES: tuple[RecordStatus, ...] = (
     "ok",
     "error",
@@ -25,6 +26,7 @@ RECORD_STATUSES: tuple[RecordStatus, ...] = (
     "client_disconnected",
     "rejected_budget",
     "bad_request",
+    "rejected_rate_limit",
 )
 
 #: (model, predicted quality, predicted cost in USD) of one candidate in a decision; None where not predicted.

@@ -78,7 +78,7 @@ COUNT_MEASURES = frozenset({"requests", "errors", "refused", "input_tokens", "ou
 LATENCY_STEP = 4
 _MAX_BUCKET = 120  # 2 ** 30 ms: anything slower shares the last bucket
 _ERRORS = frozenset({"error", "stream_error"})
-_REFUSED = frozenset({"rejected_budget", "bad_request"})
+_REFUSED = frozenset({"rejected_budget", "bad_request", "rejected_rate_limit"})
 
 ROLLUP = Table(
     "switchman_rollup",

@@ -56,7 +56,7 @@ __all__ = [
 
 #: Statuses that count as errors (an upstream or stream failure), and as refusals (budget, bad input).
 ERROR_STATUSES = ("error", "stream_error")
-REFUSED_STATUSES = ("rejected_budget", "bad_request")
+REFUSED_STATUSES = ("rejected_budget", "bad_request", "rejected_rate_limit")
 #: The request log reads id ranges of this many rows first, doubling up to the second.
 _FIRST_RANGE, _MAX_RANGE = 20_000, 160_000
 #: How far out of time order rows can be written (several writers, each batching).

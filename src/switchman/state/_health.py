@@ -180,6 +180,52 @@ class HealthBoard:
             return None  # stale, and no re-probe under way: read as unmeasured until one is sent
         return value
 
+    # -- shared state (RedisHealth keeps this board in step with the other replicas) ----------
+    def keys(self) -> frozenset[str]:
+        """Every key with a circuit or a latency mark."""
+        return frozenset(self._circuits) | frozenset(self._ttft)
+
+    def open_for(self, key: str) -> float | None:
+        """Seconds of cooldown left on an open circuit (0 when half-open), None when closed."""
+        circuit = self._circuits.get(key)
+        if circuit is None or circuit.opened_at is None:
+            return None
+        return max(circuit.opened_at + circuit.cooldown_s - self._clock(), 0.0)
+
+    def mark(self, key: str) -> tuple[float, float | None, float] | None:
+        """(TTFT ms, tokens/s or None, seconds since measured) of the key's latency mark, if any."""
+        ttft = self._ttft.get(key)
+        if ttft is None:
+            return None
+        return ttft, self._rates.get(key), max(self._clock() - self._measured_at[key], 0.0)
+
+    def adopt_circuit(self, key: str, open_for_s: float | None) -> None:
+        """Take the shared circuit state: open for `open_for_s` more seconds (0: due its probe), or closed (None).
+
+        A probe this process has in flight is left to settle by its own outcome.
+        """
+        circuit = self._circuits.setdefault(key, _Circuit())
+        if circuit.probing:
+            return
+        if open_for_s is None:
+            circuit.failures = 0
+            circuit.opened_at = None
+            self._open.discard(key)
+            return
+        circuit.opened_at = self._clock()
+        circuit.cooldown_s = max(open_for_s, 0.0)
+        self._open.add(key)
+
+    def adopt_mark(self, key: str, ttft_ms: float, tokens_per_s: float | None, age_s: float) -> None:
+        """Take another replica's latency mark when it is fresher than this process's own."""
+        measured_at = self._clock() - max(age_s, 0.0)
+        if measured_at <= self._measured_at.get(key, float("-inf")):
+            return
+        self._ttft[key] = ttft_ms
+        self._measured_at[key] = measured_at
+        if tokens_per_s is not None:
+            self._rates[key] = tokens_per_s
+
     def sent(self, key: str) -> None:
         """A request went to `key`: if its mark is stale, this request is the re-probe."""
         measured = self._measured_at.get(key)

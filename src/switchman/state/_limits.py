@@ -50,6 +50,15 @@ class Admission:
     remaining_tokens: int | None = None
     reset_tokens_s: float = 0.0
 
+    def limits(self) -> dict[str, float | None]:
+        """OpenAI's x-ratelimit-* values by header suffix (`limit-requests`, ..., resets in seconds)."""
+        return {
+            "limit-requests": self.limit_requests, "remaining-requests": self.remaining_requests,
+            "reset-requests": self.reset_requests_s if self.limit_requests is not None else None,
+            "limit-tokens": self.limit_tokens, "remaining-tokens": self.remaining_tokens,
+            "reset-tokens": self.reset_tokens_s if self.limit_tokens is not None else None,
+        }
+
 
 class RateLimiter(Protocol):
     """Admits requests against per-key limits."""

@@ -70,11 +70,11 @@ class RedisCache:
             self.failures += 1
             if self._paused_until == 0.0:
                 logger.warning("response cache: Redis at %s unavailable (%s); serving without it",
-                               _display(self.url), type(exc).__name__)
+                               redacted_url(self.url), type(exc).__name__)
             self._paused_until = self._clock() + self.pause_s
             return None
         if self._paused_until:
-            logger.warning("response cache: Redis at %s is back", _display(self.url))
+            logger.warning("response cache: Redis at %s is back", redacted_url(self.url))
             self._paused_until = 0.0
         return result
 
@@ -94,7 +94,9 @@ class RedisCache:
             await client.aclose()
 
 
-def _display(url: str) -> str:
-    """The URL without a password."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
+def redacted_url(url: str) -> str:
+    """The URL without its user, password, query and fragment (redis-py reads `?password=...` too)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}" if parts.scheme else "<redis url>"

@@ -18,7 +18,7 @@ from .._catalog import ModelSpec
 from .._config import Config
 from ..gateway import Gateway
 from ..state import HealthStore
-from ..ledger import BudgetManager, KeyStore, Ledger
+from ..ledger import Budgets, KeyStore, Ledger
 
 __all__ = ["WINDOWS", "DeploymentView", "Sources", "Window", "window_named"]
 
@@ -77,7 +77,7 @@ class Sources:
     models: Mapping[str, ModelSpec]
     ledger: Ledger | None
     keys: KeyStore | None
-    budgets: BudgetManager | None
+    budgets: Budgets | None
     health: Callable[[], HealthStore]
     deployments: Callable[[], Mapping[str, Any]]
     base_dir: Path

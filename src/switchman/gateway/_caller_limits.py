@@ -1,0 +1,76 @@
+"""Per-key and per-agent requests and tokens per minute, checked before a request reserves budget or is sent.
+
+    callers = CallerLimits(limiter, config)
+    admission = await callers.admit(context, tokens=1_200)   # raises CallerLimitError (429) when one is used up
+    headers = rate_headers(admission)                        # x-ratelimit-* for the answer
+
+Limits come from `server.key_limits` (each virtual key its own buckets; the master key has none) and
+each agent's `rpm`/`tpm`. The buckets live in the gateway's `RateLimiter`: in the process, or in
+Redis (`server.redis_url`) so a limit holds across replicas. A request under both a key's and an
+agent's limit takes from both; the answer's `x-ratelimit-*` headers describe the tighter.
+"""
+
+from __future__ import annotations
+
+from .._config import Config
+from .._exceptions import CallerLimitError
+from ..state import Admission, RateLimit, RateLimiter
+from ._context import RequestContext
+from ._errors import rate_limit_headers
+from ._middleware import MASTER_KEY_ID
+
+__all__ = ["CallerLimits", "rate_headers"]
+
+
+class CallerLimits:
+    """The rpm/tpm limits of keys and agents, admitted against one rate limiter."""
+
+    def __init__(self, limiter: RateLimiter, config: Config) -> None:
+        self.limiter = limiter
+        limits = config.server.key_limits
+        self.key_limit = RateLimit(limits.rpm, limits.tpm)
+        self.agent_limits = {name: RateLimit(a.rpm, a.tpm) for name, a in config.agents.items() if a.rpm or a.tpm}
+
+    def __bool__(self) -> bool:
+        return bool(self.key_limit) or bool(self.agent_limits)
+
+    def _applying(self, context: RequestContext) -> list[tuple[str, RateLimit]]:
+        applying = []
+        if self.key_limit and context.key_id is not None and context.key_id != MASTER_KEY_ID:
+            applying.append((f"key:{context.key_id}", self.key_limit))
+        agent_limit = self.agent_limits.get(context.agent or "")
+        if agent_limit is not None:
+            applying.append((f"agent:{context.agent}", agent_limit))
+        return applying
+
+    async def admit(self, context: RequestContext, tokens: int) -> Admission | None:
+        """The tightest admission among the limits that apply (None: none applies); raises CallerLimitError."""
+        tightest: Admission | None = None
+        for key, limit in self._applying(context):
+            admission = await self.limiter.admit(key, limit, tokens)
+            if not admission.admitted:
+                scope = key.partition(":")[0]
+                raise CallerLimitError(
+                    f"this {scope}'s rate limit ({_describe(limit)}) is used up; retry in "
+                    f"{admission.retry_after_s:.2f}s", retry_after=admission.retry_after_s, limits=admission.limits())
+            if tightest is None or _left(admission) < _left(tightest):
+                tightest = admission
+        return tightest
+
+
+def rate_headers(admission: Admission | None) -> dict[str, str]:
+    """The x-ratelimit-* headers of an admitted request (none when no limit applied)."""
+    return rate_limit_headers(admission.limits()) if admission is not None else {}
+
+
+def _left(admission: Admission) -> float:
+    """The smaller share left of the admission's two buckets."""
+    shares = [remaining / limit for remaining, limit in (
+        (admission.remaining_requests, admission.limit_requests), (admission.remaining_tokens, admission.limit_tokens))
+        if remaining is not None and limit]
+    return min(shares, default=1.0)
+
+
+def _describe(limit: RateLimit) -> str:
+    parts = [f"{limit.rpm} requests" if limit.rpm else "", f"{limit.tpm} tokens" if limit.tpm else ""]
+    return " and ".join(p for p in parts if p) + " per minute"

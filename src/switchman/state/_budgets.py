@@ -1,0 +1,404 @@
+"""Budget spend and reservations in Redis, so every replica checks one counter per budget.
+
+    budgets = SharedBudgets(BudgetManager(config.budgets, ledger), link)
+    link.on_resync(budgets.rebuild)                        # counters rebuilt from the ledger
+    r = await budgets.areserve(agent="triage", key_id=None, route="default", estimated_usd=0.002, model="gpt-4o")
+    await r.aresize(0.004, model="gpt-4o")                 # a dearer fallback, checked again
+    r.settle(actual_usd)                                   # or r.release(); written in the background
+    await budgets.drain()                                  # at shutdown: the settles in flight reach Redis
+
+Each budget's current period has four keys under one hash tag, `<prefix>{budget:<scope>:<name>}:<period>:<start>`
+(a hash: `spent`, `reserved`), `...:held` (reservation id -> amount), `...:deadlines` (id -> deadline, Redis
+time) and `...:done` (ids settled lately). One Lua script checks `spent + reserved + estimate <= limit` and
+adds the estimate to the reservation in one step, so concurrent requests on any replica cannot all pass a
+check only one of them fits: the most a budget is overspent by is what answers cost beyond their reserved
+worst case. A request under several budgets (agent, key, route) reserves in each in turn (each budget on its
+own Cluster slot) and gives back what it took if a later one refuses or the request is cancelled meanwhile.
+
+Every reservation has an id and a deadline (`hold_s` after it was taken or last grown): each script first
+drops the reservations past their deadline, so a reservation nobody settles (a replica killed mid-request, a
+settle lost at a timeout) stops counting after `hold_s` instead of for the whole period. Settling is
+idempotent per id: it removes the reservation, adds the actual cost and records the id as done, so a settle
+sent again (a replay after a timeout that Redis had in fact run) counts nothing twice.
+
+The ledger stays the record. `rebuild` (at start, after Redis comes back, and when budgets are added)
+replays the settles Redis missed, then raises each `spent` to the ledger's spend for the period; it never
+touches reservations. When the ledger cannot be read and Redis lost its data (the marker key is gone) the
+counters would start from $0, so the rebuild fails instead: the replica stays on the local check
+(`BudgetManager`, the ledger-based fallback that also decides while Redis is down) and the link tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import anyio.to_thread
+
+from .._config import BudgetConfig
+from .._exceptions import BudgetLimitError
+from ..ledger import BudgetManager, Reservation, period_bounds
+from ._redis_link import RedisLink, RedisUnavailable
+
+__all__ = ["SharedBudgets"]
+
+logger = logging.getLogger("switchman.state")
+
+#: Slack for float rounding, as in the local manager.
+_EPSILON_USD = 1e-9
+#: Settles kept for replay while Redis is down (beyond this, the rebuild from the ledger covers them).
+_MAX_UNSENT = 100_000
+#: How long a settled id is remembered (a settle replayed later than this is dropped: the ledger covers it).
+DONE_KEEP_S = 3600.0
+#: A reservation nobody settles or grows stops counting this long after it was taken (longer than a request).
+HOLD_S = 900.0
+
+# Every script's KEYS: the counter hash, the held amounts (hash), their deadlines (zset), the done ids (zset).
+# It drops reservations past their deadline first and returns `reserved` after that.
+_SWEEP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 256)
+for _, id in ipairs(gone) do
+  reserved = reserved - tonumber(redis.call('HGET', KEYS[2], id) or '0')
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+local function settled_reserved(value)  -- nothing held: exactly 0 (no float dust), never below
+  if value < 0 or redis.call('ZCARD', KEYS[3]) == 0 then return 0 end
+  return value
+end
+reserved = settled_reserved(reserved)
+local function expire_all(ttl)
+  for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
+end
+"""
+
+# ARGV: limit, amount (negative: give back), ttl_s, check (1) or not (0), reservation id, hold_ms.
+# Adds `amount` to the reservation when spent + reserved + amount fits the limit; returns {ok, spent, reserved}.
+_RESERVE = _SWEEP + """
+local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+local amount, id = tonumber(ARGV[2]), ARGV[5]
+if redis.call('ZSCORE', KEYS[4], id) then  -- settled already (a late call): hold nothing
+  return {1, tostring(spent), tostring(reserved)}
+end
+if ARGV[4] == '1' and amount > 0 and spent + reserved + amount > tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
+  return {0, tostring(spent), tostring(reserved)}
+end
+local held = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+local now_held = held + amount
+if now_held <= 0 then
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  now_held = 0
+else
+  redis.call('HSET', KEYS[2], id, tostring(now_held))
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), id)
+end
+reserved = settled_reserved(reserved + now_held - held)
+redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
+expire_all(ARGV[3])
+return {1, tostring(spent), tostring(reserved)}
+"""
+
+# ARGV: reservation id, actual cost, ttl_s, done_keep_ms. Removes the reservation and counts the cost, once per id.
+_SETTLE = _SWEEP + """
+local id = ARGV[1]
+if redis.call('ZSCORE', KEYS[4], id) then
+  redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
+  return 0
+end
+local held = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+redis.call('HDEL', KEYS[2], id)
+redis.call('ZREM', KEYS[3], id)
+reserved = settled_reserved(reserved - held)
+redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
+if tonumber(ARGV[2]) > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', ARGV[2]) end
+redis.call('ZADD', KEYS[4], now, id)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[4]))
+expire_all(ARGV[3])
+return 1
+"""
+
+# ARGV: the ledger's spend, ttl_s. Raises `spent` to the ledger's; reservations are left as they are.
+_REBUILD = _SWEEP + """
+local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+if tonumber(ARGV[1]) > spent then redis.call('HSET', KEYS[1], 'spent', ARGV[1]) end
+redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
+expire_all(ARGV[2])
+return 1
+"""
+
+_Hold = tuple[str, BudgetConfig, float]  # the counter key, the budget, the period's end
+_Unsent = tuple[str, str, float, float]  # a settle Redis missed: counter key, reservation id, actual, when (monotonic)
+
+
+def _keys(key: str) -> list[str]:
+    """A budget period's four keys (one hash tag: one Cluster slot)."""
+    return [key, f"{key}:held", f"{key}:deadlines", f"{key}:done"]
+
+
+class SharedReservation(Reservation):
+    """An estimate held in Redis against budgets under one id; settled or released in the background."""
+
+    __slots__ = ("_holds", "_shared", "id")
+
+    def __init__(
+        self, shared: SharedBudgets, holds: Sequence[_Hold], estimated_usd: float, model: str | None, rid: str,
+    ) -> None:
+        super().__init__(None, (), estimated_usd, model=model)
+        self._shared = shared
+        self._holds = tuple(holds)
+        self._done = False
+        self.id = rid
+
+    @property
+    def budgets(self) -> tuple[BudgetConfig, ...]:
+        """The budgets this reservation is held against."""
+        return tuple(budget for _, budget, _ in self._holds)
+
+    def resize(self, estimated_usd: float, *, model: str | None = None) -> bool:
+        """Synchronously only a decrease can be held (a growth needs Redis: use `aresize`)."""
+        if self._done or estimated_usd > self.estimated_usd:
+            return self._done
+        return True  # the smaller estimate is given back when the reservation is settled
+
+    async def aresize(self, estimated_usd: float, *, model: str | None = None) -> bool:
+        """Hold `estimated_usd` instead, checked in Redis (by the local check while Redis is down); False and
+        nothing changed when a budget cannot take it."""
+        if self._done:
+            return True
+        model = model or self._model
+        estimate = max(estimated_usd, 0.0)
+        delta = estimate - self.estimated_usd
+        if delta <= 0:
+            return True
+        if not await self._shared.grow(self._holds, self.id, delta, estimate, model):
+            return False
+        self.estimated_usd, self._model = estimate, model
+        return True
+
+    def settle(self, actual_usd: float) -> None:
+        """Replace what Redis holds for this reservation with the actual cost (idempotent, here and in Redis)."""
+        if not self._done:
+            self._done = True
+            self._shared.settle(self._holds, self.id, max(actual_usd, 0.0))
+
+    def release(self) -> None:
+        """Drop the reservation without charging anything."""
+        self.settle(0.0)
+
+
+class SharedBudgets:
+    """The `Budgets` interface on Redis, with a local `BudgetManager` for definitions and as the fallback.
+
+    `carry` (the budgets a reload replaces) hands over the settles still to be written, so none is lost.
+    """
+
+    def __init__(
+        self, local: BudgetManager, link: RedisLink, *, clock: Callable[[], float] = time.time,
+        hold_s: float = HOLD_S, carry: SharedBudgets | None = None,
+    ) -> None:
+        self.local = local
+        self.link = link
+        self.hold_s = hold_s
+        self._clock = clock
+        # Shared with the budgets this one replaced: their reservations settle through them.
+        self._unsent: list[_Unsent] = carry._unsent if carry is not None else []
+        self._tasks: set[asyncio.Task[None]] = carry._tasks if carry is not None else set()
+        self._ledger_unread = False  # logged once while the ledger cannot be read for a rebuild
+
+    def _key(self, budget: BudgetConfig, start: float) -> str:
+        return self.link.key(f"budget:{budget.scope}:{budget.name}", budget.period, str(int(start)))
+
+    def _ttl(self, end: float) -> int:
+        return max(int(end - self._clock()), 0) + 86_400  # kept a day past the period, then gone
+
+    # -- the Budgets interface ---------------------------------------------------------------------
+    def reserve(
+        self, *, agent: str | None, key_id: str | None, route: str | None, estimated_usd: float,
+        model: str | None = None,
+    ) -> Reservation:
+        """The local check (synchronous callers; the gateway uses `areserve`)."""
+        return self.local.reserve(agent=agent, key_id=key_id, route=route, estimated_usd=estimated_usd, model=model)
+
+    async def areserve(
+        self, *, agent: str | None, key_id: str | None, route: str | None, estimated_usd: float,
+        model: str | None = None,
+    ) -> Reservation:
+        """Hold `estimated_usd` in every budget that applies, in Redis (locally while Redis is down)."""
+        budgets = self.local.applying(agent=agent, key_id=key_id, route=route)
+        if not budgets:
+            return Reservation(None, (), estimated_usd)
+        if not self.link.up:
+            return self.reserve(agent=agent, key_id=key_id, route=route, estimated_usd=estimated_usd, model=model)
+        now, estimate, rid = self._clock(), max(estimated_usd, 0.0), uuid.uuid4().hex
+        holds: list[_Hold] = []
+        for budget in budgets:
+            start, end = period_bounds(now, budget.period)
+            holds.append((self._key(budget, start), budget, end))
+        try:
+            refused = await self._hold_each(holds, rid, estimate, model, first=True)
+        except RedisUnavailable:
+            return self.reserve(agent=agent, key_id=key_id, route=route, estimated_usd=estimated_usd, model=model)
+        if refused is None:
+            return SharedReservation(self, holds, estimate, model, rid)
+        (_, budget, end), spent, reserved = refused
+        if budget.on_exceed == "downgrade" and budget.downgrade_to is not None:
+            return Reservation(None, (), estimated_usd, downgrade_to=budget.downgrade_to)
+        raise BudgetLimitError(budget, spent_usd=spent, reserved_usd=reserved, estimated_usd=estimate, resets_at=end)
+
+    async def _hold_each(
+        self, holds: Sequence[_Hold], rid: str, amount: float, model: str | None, *, first: bool,
+    ) -> tuple[_Hold, float, float] | None:
+        """Add `amount` to reservation `rid` in each budget; on a refusal give back what was taken and say which.
+
+        On any failure (Redis, a timeout after Redis ran the script, a cancellation) what may have been taken is
+        given back too: the whole reservation when it is new, the growth otherwise (the rest is settled later).
+        """
+        taken: list[_Hold] = []
+        try:
+            for hold in holds:
+                key, budget, end = hold
+                exempt = budget.on_exceed == "downgrade" and model is not None and model == budget.downgrade_to
+                ok, spent, reserved = await self.link.eval(
+                    _RESERVE, _keys(key),
+                    [budget.usd + _EPSILON_USD, amount, self._ttl(end), 0 if exempt else 1, rid,
+                     int(self.hold_s * 1000)])
+                if not int(ok):
+                    self._give_back(taken, rid, amount, first=first)
+                    return hold, float(spent), float(reserved)
+                taken.append(hold)
+        except BaseException:
+            # The call that failed may have run in Redis: a new reservation is released everywhere it may be.
+            self._give_back(list(holds) if first else taken, rid, amount, first=first)
+            raise
+        return None
+
+    def _give_back(self, holds: Sequence[_Hold], rid: str, amount: float, *, first: bool) -> None:
+        if first:
+            self.settle(holds, rid, 0.0)
+        else:
+            for key, budget, end in holds:
+                self._background(self._shrink(key, budget, end, rid, amount))
+
+    async def _shrink(self, key: str, budget: BudgetConfig, end: float, rid: str, amount: float) -> None:
+        try:  # failing, the growth stays held until the reservation settles (or its deadline)
+            await self.link.eval(_RESERVE, _keys(key), [budget.usd, -amount, self._ttl(end), 0, rid,
+                                                        int(self.hold_s * 1000)])
+        except RedisUnavailable:
+            pass
+
+    async def grow(self, holds: Sequence[_Hold], rid: str, amount: float, estimate: float, model: str | None) -> bool:
+        """Grow reservation `rid` by `amount` in every budget, or in none; while Redis is down the local check
+        decides whether the whole `estimate` still fits (its counters come from the ledger)."""
+        if self.link.up:
+            try:
+                return await self._hold_each(holds, rid, amount, model, first=False) is None
+            except RedisUnavailable:
+                pass
+        usage = {id(budget): (spent, reserved) for budget, spent, reserved in self.local.usage()}
+        for _, budget, _ in holds:
+            if budget.on_exceed == "downgrade" and model is not None and model == budget.downgrade_to:
+                continue
+            spent, reserved = usage.get(id(budget), (0.0, 0.0))
+            if spent + reserved + estimate > budget.usd + _EPSILON_USD:
+                return False
+        return True
+
+    def settle(self, holds: Sequence[_Hold], rid: str, actual: float) -> None:
+        """Drop reservation `rid` and count `actual` in each budget, in the background (once per id)."""
+        for key, _, end in holds:
+            self._background(self._settle_one(key, rid, actual, self._ttl(end)))
+
+    async def _settle_one(self, key: str, rid: str, actual: float, ttl: int) -> None:
+        try:
+            await self.link.eval(_SETTLE, _keys(key), [rid, actual, ttl, int(DONE_KEEP_S * 1000)])
+        except RedisUnavailable:
+            if len(self._unsent) < _MAX_UNSENT:
+                self._unsent.append((key, rid, actual, time.monotonic()))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(work)
+        except RuntimeError:  # no event loop: nothing to write with
+            work.close()
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait (at most `timeout_s`) for the settles in flight: at shutdown, so none is lost."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
+    def refresh(self) -> bool:
+        """The local fallback's counters from the ledger (blocking: run it in a thread)."""
+        return self.local.refresh()
+
+    def set_scope(self, scope: str, budgets: Sequence[BudgetConfig]) -> bool:
+        """Replace one scope's budgets; new ones get their counters from the ledger."""
+        changed = self.local.set_scope(scope, budgets)
+        if changed:
+            self.rebuild_soon()
+        return changed
+
+    def add(self, budget: BudgetConfig) -> None:
+        """Start enforcing one more budget (a key created while the gateway runs)."""
+        self.local.add(budget)
+        self.rebuild_soon()
+
+    def usage(self) -> list[tuple[BudgetConfig, float, float]]:
+        """(budget, spent, reserved) as the local fallback counts them."""
+        return self.local.usage()
+
+    # -- resync --------------------------------------------------------------------------------
+    async def rebuild(self) -> None:
+        """Replay missed settles, then raise every counter to the ledger's spend. Raises RedisUnavailable when
+        Redis goes away meanwhile, or when Redis lost its data and the ledger cannot be read (counters would
+        restart at $0: the link stays down, requests keep to the local check, and it tries again)."""
+        totals = await anyio.to_thread.run_sync(self.local.ledger_spend)
+        marker = self.link.key("budgets", "epoch")
+        lost = not await self.link.run(lambda r: r.exists(marker))
+        if totals is None and lost and self.local.has_ledger and self.local.budgets():
+            if not self._ledger_unread:
+                self._ledger_unread = True
+                logger.warning("budget counters not rebuilt: Redis lost them and the ledger cannot be read; "
+                               "keeping to the local budget check until it can")
+            raise RedisUnavailable("ledger unreadable for the budget rebuild")
+        self._ledger_unread = False
+        await self._replay()
+        now = self._clock()
+        for budget in self.local.budgets():
+            start, end = period_bounds(now, budget.period)
+            spend = (totals or {}).get((budget.scope, budget.period), {}).get(budget.name, 0.0)
+            await self.link.eval(_REBUILD, _keys(self._key(budget, start)), [spend, self._ttl(end)])
+        await self.link.run(lambda r: r.set(marker, b"1"))
+        if totals is None and self.local.has_ledger:
+            logger.warning("budget counters in Redis kept as they are: the ledger could not be read")
+
+    async def _replay(self) -> None:
+        """The settles Redis missed, each removed once written (a failure keeps the rest for the next try)."""
+        oldest = time.monotonic() - DONE_KEEP_S  # older ones: Redis may have forgotten them (the ledger counts them)
+        while self._unsent:
+            key, rid, actual, when = self._unsent[0]
+            if when >= oldest:
+                await self.link.eval(_SETTLE, _keys(key), [rid, actual, 86_400 * 32, int(DONE_KEEP_S * 1000)])
+            self._unsent.pop(0)
+
+    def rebuild_soon(self) -> None:
+        """Rebuild in the background (budgets defined anew by a reload), when Redis is up."""
+        if self.link.up:
+            self._background(self._rebuild_quietly())
+
+    async def _rebuild_quietly(self) -> None:
+        try:
+            await self.rebuild()
+        except RedisUnavailable:
+            pass  # the link's resync rebuilds when Redis is back

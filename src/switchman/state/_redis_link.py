@@ -1,0 +1,259 @@
+"""The one Redis connection every piece of shared state uses, and whether Redis is up.
+
+    link = RedisLink("redis://127.0.0.1:6379/0", prefix="sm:", timeout_s=0.05)
+    link.on_resync(budgets.rebuild)          # run when Redis comes back (and at start)
+    await link.start()                       # first ping; then a watcher pings every `ping_s`
+    try:
+        value = await link.run(lambda r: r.get(link.key("session:s1", "state")))
+    except RedisUnavailable:
+        ...use this process's own state...
+
+Every call is bounded by `timeout_s` and never retried. A connection error, or timeouts with no call
+answered for `stall_s` (a slow call fails only itself: a busy event loop or a slow script must not
+take the replica off shared state), marks the link down with one log line ("redis unavailable at
+redis://host:port/0: <error>; degrading to local state") and `switchman_redis_up 0`; while down,
+calls fail at once without touching the network, so an outage costs a request a few timeouts at most. The watcher notices Redis is back, logs it, and runs the
+registered resync callbacks (rebuild budget counters from the ledger, re-read keys) before calls go
+to Redis again.
+
+Keys are laid out for Redis Cluster: `<prefix>{<entity>}:<part>...` — everything one Lua script
+touches shares the `{entity}` hash tag, so it lives on one slot. Cluster itself is not supported
+yet (the client is a plain `redis.asyncio.Redis`): point `server.redis_url` at one primary (with a
+replica and Sentinel-style failover behind one address if needed). The URL's password never appears
+in a log line or a metric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from .._config import ServerConfig
+from .._exceptions import ConfigError
+from ._redis_cache import redacted_url
+
+__all__ = ["RedisLink", "RedisUnavailable"]
+
+logger = logging.getLogger("switchman.state")
+
+T = TypeVar("T")
+
+#: What redis-py raises when Redis is down, slow or refuses a command.
+Resync = Callable[[], Awaitable[None]]
+
+
+class RedisUnavailable(Exception):  # noqa: N818  (a state, not a bug: callers fall back to local state)
+    """Redis did not answer in time, failed, or the link is down: use this process's own state."""
+
+
+class RedisLink:
+    """A redis-py asyncio client with a timeout on every call, an up/down state and resync callbacks."""
+
+    def __init__(
+        self, url: str, *, prefix: str = "sm:", timeout_s: float = 0.05, ping_s: float = 1.0, client: Any = None,
+        stall_s: float | None = None,
+    ) -> None:
+        try:
+            import redis.asyncio  # noqa: F401  (fail at startup, not at the first request)
+        except ImportError:
+            raise ConfigError("server.redis_url needs the redis client: pip install 'switchman[redis]'") from None
+        self.url = url
+        self.display_url = redacted_url(url)
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self.ping_s = ping_s
+        self.up = False  # until the first ping answers
+        self.errors = 0  # calls that failed or timed out
+        #: Timeouts take the link down only when nothing answered for this long (the watcher pings every ping_s).
+        self.stall_s = stall_s if stall_s is not None else 2 * ping_s + timeout_s
+        self._answered = time.monotonic()  # the last call or ping that succeeded
+        self._client: Any = client
+        self._resyncs: list[Resync] = []
+        self._scripts: dict[str, Any] = {}
+        #: True in the resync callbacks' context: their calls reach Redis before the link is up for everyone.
+        self._resyncing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"switchman-resync-{id(self)}",
+                                                                              default=False)
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Event | None = None
+        self._started = False
+
+    @classmethod
+    def from_config(cls, server: ServerConfig) -> RedisLink | None:
+        """The link `server.redis_url` configures (None without one: every process keeps its own state)."""
+        if not server.redis_url:
+            return None
+        options = server.redis
+        return cls(server.redis_url, prefix=options.key_prefix, timeout_s=options.timeout_s, ping_s=options.ping_s)
+
+    # -- keys ----------------------------------------------------------------------------------
+    def key(self, entity: str, *parts: str) -> str:
+        """`<prefix>{<entity>}:<part>:...`: one entity's keys share a Redis Cluster hash slot."""
+        tail = "".join(f":{part}" for part in parts)
+        return f"{self.prefix}{{{entity}}}{tail}"
+
+    def channel(self, name: str) -> str:
+        """A pub/sub channel name under the prefix."""
+        return f"{self.prefix}{name}"
+
+    # -- the client ----------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        """The redis-py asyncio client (opened on first use, in the event loop that serves requests)."""
+        if self._client is None:
+            import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            self._client = redis.asyncio.Redis.from_url(
+                self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
+                retry=Retry(NoBackoff(), 0), health_check_interval=0,
+            )
+        return self._client
+
+    async def eval(self, source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        """Run a Lua script (EVALSHA, loading it once) within the timeout; raises RedisUnavailable on failure."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return await self.run(lambda _: script(keys=list(keys), args=list(args)))
+
+    def on_resync(self, callback: Resync) -> None:
+        """Run `callback` when the link comes up (at start and after every outage), before calls resume."""
+        self._resyncs.append(callback)
+
+    async def run(self, action: Callable[[Any], Awaitable[T]]) -> T:
+        """`action(client)` within the timeout; raises RedisUnavailable (never a redis-py error) on failure."""
+        if not self.up and not self._resyncing.get():
+            raise RedisUnavailable(self.display_url)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await action(self.client)
+        except _failures() as exc:
+            if self._slow(exc):
+                self.errors += 1  # this call fails; the link stays up unless nothing answers for stall_s
+            else:
+                self._down(exc)
+            raise RedisUnavailable(self.display_url) from None
+        self._answered = time.monotonic()
+        return result
+
+    def _slow(self, exc: BaseException) -> bool:
+        """A timeout while Redis answered something lately: slow, not gone."""
+        return _is_timeout(exc) and time.monotonic() - self._answered < self.stall_s
+
+    def _down(self, exc: BaseException) -> None:
+        self.errors += 1
+        if self.up:
+            self.up = False
+            logger.warning("redis unavailable at %s: %s; degrading to local state", self.display_url, _reason(exc))
+
+    async def _ping(self) -> bool:
+        try:
+            async with asyncio.timeout(max(self.timeout_s, 0.5)):
+                await self.client.ping()
+        except _failures() as exc:
+            if self.up and self._slow(exc):
+                return False
+            if self.up or not self._started:
+                self.up = True  # so _down logs the one line (also for a Redis absent at start)
+                self._down(exc)
+            return False
+        self._answered = time.monotonic()
+        return True
+
+    async def _come_up(self) -> None:
+        """Resync (only the callbacks' calls reach Redis meanwhile: requests keep to local state), then serve."""
+        with contextlib.suppress(*_failures()):  # pooled connections to a Redis that went away fail their next call
+            await self.client.connection_pool.disconnect()
+        token = self._resyncing.set(True)
+        try:
+            for callback in self._resyncs:
+                await callback()
+        except RedisUnavailable:
+            return  # down again during the resync: the watcher tries again
+        finally:
+            self._resyncing.reset(token)
+        self.up = True
+        logger.warning("redis at %s is up; shared state in use", self.display_url)
+
+    async def check(self) -> bool:
+        """Ping now; when Redis answers and the link was down, resync and bring it up. Returns whether it is up."""
+        answered = await self._ping()
+        self._started = True
+        if answered and not self.up:
+            await self._come_up()
+        return self.up
+
+    async def start(self) -> None:
+        """The first ping (and resync), then the watcher that notices an outage's end."""
+        await self.check()
+        if self._watcher is None:
+            self._stopping = asyncio.Event()
+            self._watcher = asyncio.create_task(self._watch(self._stopping), name="switchman-redis-watch")
+
+    async def _watch(self, stopping: asyncio.Event) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.ping_s):
+                    await stopping.wait()
+            if stopping.is_set():
+                return
+            try:
+                await self.check()
+            except Exception:  # a bug in a resync callback must not stop the watcher: the link would stay down
+                logger.exception("redis watcher: checking the link failed; trying again in %.1f s", self.ping_s)
+
+    async def aclose(self) -> None:
+        """Stop the watcher (not cancelled mid-call: redis-py can sit on that) and close the connection pool."""
+        if self._watcher is not None and self._stopping is not None:
+            self._stopping.set()
+            await asyncio.wait([self._watcher], timeout=self.timeout_s + 5.0)
+            self._watcher.cancel()
+            self._watcher = None
+        if self._client is not None:
+            client, self._client = self._client, None
+            self._scripts.clear()
+            with contextlib.suppress(*_failures()):
+                await client.aclose()
+
+    def collector(self) -> Collector:
+        """A Prometheus collector: `switchman_redis_up` and `switchman_redis_errors_total`."""
+        return _LinkCollector(self)
+
+
+class _LinkCollector(Collector):
+    def __init__(self, link: RedisLink) -> None:
+        self._link = link
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("switchman_redis_up", "1 while shared state is served from Redis, 0 when degraded "
+                                "to local state", value=1.0 if self._link.up else 0.0)
+        yield CounterMetricFamily("switchman_redis_errors", "Redis calls that failed or timed out",
+                                  value=self._link.errors)
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, TimeoutError)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    return isinstance(exc, (TimeoutError, RedisTimeout))
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason without secrets (redis-py messages name the host, never the password)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,126 @@
+"""An online route's per-cluster success counts shared by every replica on Redis.
+
+    shared = RedisOnlineCounts(link, "default", strategy)   # strategy: the route's OnlineStrategy
+    await shared.start()                                    # every `sync_s`: push this replica's feedback, pull all
+
+Each replica starts from the same prior (the router's trained quality per cluster) and adds the
+feedback every replica received: Redis holds only the feedback, as sums per (cluster, model), in
+one hash per route and router, `<prefix>{online:<route>:<router>}` (`<router>` is a digest of the
+clusters and model names, so replicas on a different router file never mix counts). A score is
+counted locally at once and reaches the other replicas within about `sync_s` (default 1 s).
+Decisions never wait on Redis. While Redis is down each replica learns alone; what it counted
+meanwhile is pushed when Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._redis_link import RedisLink, RedisUnavailable
+
+if TYPE_CHECKING:  # the learned-routing stack loads only where a route uses it
+    from ..learn import OnlineStrategy
+
+__all__ = ["RedisOnlineCounts"]
+
+_TTL_S = 90 * 86_400  # counts nobody has added to for 90 days are forgotten
+
+
+def router_digest(strategy: OnlineStrategy) -> str:
+    """A short digest of the router's clusters and model names: replicas share counts only on the same router."""
+    digest = hashlib.sha256(np.ascontiguousarray(strategy.centroids, dtype=np.float32).tobytes())
+    digest.update("\0".join(strategy.learned.router.model_names).encode())
+    return digest.hexdigest()[:16]
+
+
+class RedisOnlineCounts:
+    """Keeps one online route's `BetaCounts` equal to its prior plus every replica's feedback."""
+
+    def __init__(self, link: RedisLink, route: str, strategy: OnlineStrategy, *, sync_s: float = 1.0) -> None:
+        self.link = link
+        self.sync_s = sync_s
+        self.counts = strategy.counts
+        self.models = list(strategy.learned.router.model_names)
+        self.prior = strategy.counts.snapshot()
+        self.key = link.key(f"online:{route}:{router_digest(strategy)}")
+        self._pending: dict[str, float] = {}  # field -> feedback not yet in Redis
+        self._lock = threading.Lock()  # feedback may arrive from a worker thread (the SDK's submit)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.counts.on_observe(self._observed)
+
+    def _observed(self, cluster: int, column: int, score: float) -> None:
+        model = self.models[column]
+        with self._lock:
+            for field, amount in ((f"a:{cluster}:{model}", score), (f"b:{cluster}:{model}", 1.0 - score)):
+                self._pending[field] = self._pending.get(field, 0.0) + amount
+
+    async def sync(self) -> None:
+        """Push this replica's new feedback, then set the counts to the prior plus everyone's (skipped while down)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+
+        async def exchange(r: Any) -> dict[Any, Any]:
+            pipe = r.pipeline(transaction=False)
+            for field, amount in pending.items():
+                pipe.hincrbyfloat(self.key, field, amount)
+            if pending:
+                pipe.expire(self.key, _TTL_S)
+            pipe.hgetall(self.key)
+            replies = await pipe.execute()
+            return dict(replies[-1])
+
+        try:
+            shared = await self.link.run(exchange)
+        except RedisUnavailable:
+            with self._lock:  # kept for the next sync (Redis may or may not have taken it: counted at most twice)
+                for field, amount in pending.items():
+                    self._pending[field] = self._pending.get(field, 0.0) + amount
+            return
+        alpha, beta = self.prior[0].copy(), self.prior[1].copy()
+        column = {name: i for i, name in enumerate(self.models)}
+        for raw_field, raw_value in shared.items():
+            field = raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)
+            which, _, rest = field.partition(":")
+            cluster_text, _, model = rest.partition(":")
+            if model not in column or not cluster_text.isdigit() or int(cluster_text) >= alpha.shape[0]:
+                continue
+            target = alpha if which == "a" else beta if which == "b" else None
+            if target is not None:
+                target[int(cluster_text), column[model]] += float(raw_value)
+        with self._lock:  # feedback that arrived during the exchange is not in Redis yet: keep it counted
+            for field, amount in self._pending.items():
+                which, _, rest = field.partition(":")
+                cluster_text, _, model = rest.partition(":")
+                (alpha if which == "a" else beta)[int(cluster_text), column[model]] += amount
+            self.counts.assign(alpha, beta)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.sync_s):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
+            await self.sync()
+
+    async def start(self) -> None:
+        """Take the shared counts now, then keep in step in the background."""
+        await self.sync()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="switchman-online-sync")
+
+    async def aclose(self) -> None:
+        """Stop syncing, pushing what is pending once more."""
+        if self._task is not None:  # not cancelled mid-call (redis-py can sit on that): it stops at its next wake-up
+            self._stopping.set()
+            await asyncio.wait([self._task], timeout=self.link.timeout_s * 3 + 5.0)
+            self._task.cancel()
+            self._task = None
+        await self.sync()

@@ -1,0 +1,70 @@
+"""Session states on Redis, so a session's turns may land on any replica and keep their model and escalation.
+
+    shared = RedisSessionStore(link, ttl_s=1800)
+    state = await shared.get("key1:sess-1")        # None: unknown or expired
+    await shared.put("key1:sess-1", state)         # expires after ttl_s idle (a Redis expiry)
+
+Each session is one key, `<prefix>{session:<id>}`, holding its state as JSON with a Redis expiry
+of the session TTL, renewed at every turn. A state's `updated_at` is on the caller's monotonic
+clock; it is stored as wall-clock time (the clock's offset to `time.time()` taken once), so
+replicas on different machines read one another's states right, as far as their clocks agree.
+Calls raise `RedisUnavailable` when Redis is down; the session keeper then uses its local store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ..routing import SessionState, is_expired
+from ._redis_link import RedisLink
+
+__all__ = ["RedisSessionStore"]
+
+
+class RedisSessionStore:
+    """Session states shared by every replica (async; the keeper keeps a local copy for when Redis is down)."""
+
+    def __init__(self, link: RedisLink, ttl_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.link = link
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._to_wall = time.time() - clock()  # updated_at (monotonic) + this = wall-clock seconds
+
+    def _key(self, session_id: str) -> str:
+        return self.link.key(f"session:{session_id}")
+
+    async def get(self, session_id: str) -> SessionState | None:
+        """The live state of a session (None when unknown or expired)."""
+        raw = await self.link.run(lambda r: r.get(self._key(session_id)))
+        if raw is None:
+            return None
+        state = _decode(raw, self._to_wall)
+        if state is None or is_expired(state, self._clock(), self.ttl_s):
+            return None
+        return state
+
+    async def put(self, session_id: str, state: SessionState) -> None:
+        """Store a session's state, expiring `ttl_s` after this turn."""
+        payload = orjson.dumps({
+            "model": state.model, "at": state.updated_at + self._to_wall, "context_tokens": state.context_tokens,
+            "turns": state.turns, "pending": state.pending, "last_request_id": state.last_request_id,
+        })
+        ttl_ms = max(int(self.ttl_s * 1000), 1)
+        await self.link.run(lambda r: r.set(self._key(session_id), payload, px=ttl_ms))
+
+
+def _decode(raw: bytes, to_wall: float) -> SessionState | None:
+    """A stored state (None for one this version cannot read)."""
+    try:
+        data: Any = orjson.loads(raw)
+        return SessionState(
+            model=str(data["model"]), updated_at=float(data["at"]) - to_wall,
+            context_tokens=int(data.get("context_tokens") or 0), turns=int(data.get("turns") or 0),
+            pending=data.get("pending"), last_request_id=data.get("last_request_id"),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None

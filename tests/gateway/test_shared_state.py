@@ -1,0 +1,249 @@
+"""Two gateway replicas sharing one Redis (`server.redis_url`): sessions, budgets, rate limits and key revocations
+hold across them; Redis killed mid-way costs no request, is logged and counted, and counters come back from the ledger.
+
+Each replica is a `Gateway` with its own uvicorn server on loopback, as two `switchman serve` processes
+would be (one ledger, one Redis, one fake upstream); requests alternate between them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from switchman._config import parse_config
+from switchman.gateway import Gateway, build_app
+from switchman.ledger import KeyStore, period_bounds
+from switchman.testing import FakeUpstream, RedisServer, forget_prefix, unique_prefix
+
+from .conftest import ENV, MASTER_KEY, ServerThread, config_data
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+ASK = [{"role": "user", "content": "hello"}]
+
+
+class Replicas:
+    """Two gateways on loopback sharing a ledger and a Redis."""
+
+    def __init__(self, gateways: list[Gateway], urls: list[str]) -> None:
+        self.gateways = gateways
+        self.urls = urls
+        self.clients = [httpx.Client(base_url=url, timeout=30) for url in urls]
+
+    def chat(self, replica: int, *, headers: dict[str, str] | None = None, **body: Any) -> httpx.Response:
+        payload = {"model": "auto", "messages": ASK, **body}
+        return self.clients[replica % len(self.clients)].post("/v1/chat/completions", json=payload,
+                                                              headers=headers or {})
+
+    def ledger_rows(self) -> list[Any]:
+        ledger = self.gateways[0].ledger
+        assert ledger is not None
+        for gateway in self.gateways:
+            assert gateway.ledger is not None
+            gateway.ledger.flush_sync(timeout=10)
+        return ledger.records()
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+def replica_config(upstream: FakeUpstream, ledger_url: str, redis_url: str, prefix: str,
+                   **server: Any) -> dict[str, Any]:
+    data = copy.deepcopy(config_data(upstream, ledger_url))
+    data["server"].update({"redis_url": redis_url, "redis": {"key_prefix": prefix, "timeout_s": 1.0, "ping_s": 0.1},
+                           "metrics_access": "open", **server})
+    data["budgets"].append({"scope": "agent", "name": "pool", "usd": 0.002, "period": "day"})
+    return data
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    prefix = unique_prefix()
+    yield prefix
+    forget_prefix(SHARED_REDIS, prefix)
+
+
+def start_replicas(stack: ExitStack, data: dict[str, Any], count: int = 2, env: dict[str, str] = ENV) -> Replicas:
+    config = parse_config(data)
+    gateways = [Gateway.from_config(config, env=env) for _ in range(count)]
+    urls = [stack.enter_context(ServerThread(build_app(g), g.config.server.limits)) for g in gateways]
+    replicas = Replicas(gateways, urls)
+    stack.callback(replicas.close)
+    return replicas
+
+
+@pytest.fixture
+def replicas(upstream: FakeUpstream, tmp_path: Path, prefix: str) -> Iterator[Replicas]:
+    upstream.clear()
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    with ExitStack() as stack:
+        yield start_replicas(stack, data)
+    upstream.clear()
+
+
+def test_a_session_keeps_its_model_and_escalation_across_replicas(replicas: Replicas) -> None:
+    session = {"X-Switchman-Session": f"s-{uuid.uuid4().hex[:8]}"}
+    first = replicas.chat(0, headers=session)
+    assert first.status_code == 200 and first.headers["x-switchman-model"] == "cheap"
+    kept = replicas.chat(1, headers=session)
+    assert "session kept cheap" in kept.headers["x-switchman-route-reason"]
+    moved = replicas.chat(0, headers={**session, "X-Switchman-Escalate": "1"})
+    assert moved.headers["x-switchman-model"] == "mid"
+    later = [replicas.chat(i, headers=session) for i in (1, 0, 1)]
+    assert [r.headers["x-switchman-model"] for r in later] == ["mid"] * 3  # the escalation holds on both
+    assert all("session kept mid" in r.headers["x-switchman-route-reason"] for r in later)
+
+
+def test_negative_feedback_on_one_replica_escalates_the_session_on_the_other(replicas: Replicas) -> None:
+    session = {"X-Switchman-Session": f"s-{uuid.uuid4().hex[:8]}"}
+    first = replicas.chat(0, headers=session)
+    assert first.headers["x-switchman-model"] == "cheap"
+    replicas.ledger_rows()  # the row is written: feedback looks it up
+    feedback = replicas.clients[1].post("/v1/feedback", json={
+        "request_id": first.headers["x-switchman-request-id"], "score": 0.0})
+    assert feedback.status_code == 200, feedback.text
+    moved = replicas.chat(0, headers=session)
+    assert moved.headers["x-switchman-model"] == "mid"
+    assert "negative feedback" in moved.headers["x-switchman-route-reason"]
+
+
+def test_concurrent_reservations_never_overspend_a_shared_budget(replicas: Replicas, upstream: FakeUpstream) -> None:
+    """40 requests at once, half on each replica, against a $0.002 budget: spend stays within one worst case.
+
+    Each answer costs about its worst case (~$0.0002: 100 output tokens at $2/M plus the prompt), so
+    about ten fit; two replicas checking only their own counters would each let about ten through.
+    """
+    upstream.set_reply("mid", " ".join(["word"] * 200))  # cut at max_tokens: 100 output tokens
+    body = {"model": "mid", "max_tokens": 100}
+    headers = {"X-Switchman-Agent": "pool"}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(lambda i: replicas.chat(i, headers=headers, **body), range(40)))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) == {200, 429}, statuses
+    refused = [r for r in responses if r.status_code == 429]
+    assert all(r.json()["error"]["code"] == "budget_exceeded" for r in refused)
+    rows = [r for r in replicas.ledger_rows() if r.agent == "pool"]
+    answered = [r for r in rows if r.status == "ok"]
+    assert len(answered) == statuses.count(200) and len(rows) == 40
+    worst = max(r.cost_usd for r in answered)
+    spent = sum(r.cost_usd for r in answered)
+    assert 0.0002 <= worst <= 0.00025
+    assert 0.002 - 2 * worst <= spent <= 0.002 + worst, (spent, len(answered))
+
+
+def test_an_rpm_limit_holds_across_replicas(upstream: FakeUpstream, tmp_path: Path, prefix: str) -> None:
+    """An agent allowed 10 requests a minute: 10 of 16 alternating requests pass, with OpenAI's headers; then 429."""
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    data["agents"]["metered"] = {"rpm": 10, "tpm": 100_000}
+    with ExitStack() as stack:
+        replicas = start_replicas(stack, data)
+        headers = {"X-Switchman-Agent": "metered"}
+        responses = [replicas.chat(i, headers=headers, max_tokens=50) for i in range(16)]
+        rows = [r for r in replicas.ledger_rows() if r.agent == "metered"]
+    statuses = [r.status_code for r in responses]
+    assert sorted(r.status for r in rows) == sorted(
+        "ok" if code == 200 else "rejected_rate_limit" for code in statuses)  # one row each, refusals named
+    # The bucket refills 1/6 of a request a second: over the few seconds this takes, at most one more fits.
+    assert statuses[:10] == [200] * 10 and statuses.count(200) <= 11, statuses
+    first = responses[0].headers
+    assert first["x-ratelimit-limit-requests"] == "10" and first["x-ratelimit-remaining-requests"] == "9"
+    assert first["x-ratelimit-limit-tokens"] == "100000"
+    assert int(first["x-ratelimit-remaining-tokens"]) < 100_000 - 50
+    refused = responses[-1]
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 0 < float(refused.headers["retry-after"]) <= 6.0
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert "agent's rate limit (10 requests and 100000 tokens per minute)" in refused.json()["error"]["message"]
+
+
+def test_a_revoked_key_is_refused_by_every_replica_at_once(upstream: FakeUpstream, tmp_path: Path, prefix: str) -> None:
+    """Revoked on replica 0 (as its dashboard does): replica 1 refuses it long before its next key refresh (60 s)."""
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    store = KeyStore(ledger_url)
+    info, secret = store.create("ci-bot")
+    store.close()
+    data = replica_config(upstream, ledger_url, SHARED_REDIS, prefix, key_refresh_s=60.0)
+    with ExitStack() as stack:
+        replicas = start_replicas(stack, data, env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+        auth = {"Authorization": f"Bearer {secret}"}
+        assert [replicas.chat(i, headers=auth).status_code for i in (0, 1)] == [200, 200]
+        other = replicas.gateways[1]
+        assert other.keyring is not None and other.revocations is not None
+        reads = other.keyring.reads
+        keys = replicas.gateways[0].keys
+        assert keys is not None and keys.revoke(info.id)
+        started = time.monotonic()
+        while other.revocations.received == 0 and time.monotonic() - started < 10:
+            time.sleep(0.005)
+        assert other.revocations.received == 1, f"not heard within {time.monotonic() - started:.1f} s"
+        refused = replicas.chat(1, headers=auth)
+        assert refused.status_code == 401, refused.text
+        assert other.keyring.reads == reads  # not re-read from the database: the broadcast did it
+        assert replicas.chat(0, headers=auth).status_code == 401
+
+
+def test_redis_killed_mid_way_costs_no_request_and_counters_come_back_from_the_ledger(
+    upstream: FakeUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Redis of the test's own, killed between requests: zero 5xx, one log line per replica, the metric; restarted
+    (empty), both replicas resync and the budget counter is the ledger's spend again."""
+    import redis
+
+    caplog.set_level(logging.WARNING, "switchman.state")
+    headers = {"X-Switchman-Agent": "pool", "X-Switchman-Session": f"s-{uuid.uuid4().hex[:8]}"}
+    with RedisServer() as server, ExitStack() as stack:
+        data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", server.url, "sm:")
+        replicas = start_replicas(stack, data)
+        before = [replicas.chat(i, headers=headers, max_tokens=20) for i in range(4)]
+        server.stop()
+        during = [replicas.chat(i, headers=headers, max_tokens=20) for i in range(10)]
+        assert [r.status_code for r in before + during] == [200] * 14
+        assert {r.headers["x-switchman-model"] for r in during} == {"cheap"}  # the session, kept locally
+        for url in replicas.urls:
+            metrics = httpx.get(url + "/metrics").text
+            assert "switchman_redis_up 0.0" in metrics
+            assert "switchman_redis_errors_total" in metrics
+        assert all(not g.redis.up for g in replicas.gateways if g.redis is not None)
+        spent = sum(r.cost_usd for r in replicas.ledger_rows() if r.agent == "pool")  # flushed: the record is whole
+        server.start()
+        deadline = time.monotonic() + 20
+        while not all(g.redis is not None and g.redis.up for g in replicas.gateways):
+            assert time.monotonic() < deadline, "the replicas did not notice Redis is back"
+            time.sleep(0.02)
+        start, _ = period_bounds(time.time(), "day")
+        client = redis.Redis.from_url(server.url)
+        counter = client.hgetall(f"sm:{{budget:agent:pool}}:day:{int(start)}")
+        client.close()
+        assert float(counter[b"spent"]) == pytest.approx(spent, rel=1e-6) and float(counter[b"reserved"]) == 0.0
+        after = [replicas.chat(i, headers=headers, max_tokens=20) for i in range(2)]
+        assert [r.status_code for r in after] == [200, 200]
+    lines = [r.getMessage() for r in caplog.records if "redis unavailable" in r.getMessage()]
+    assert len(lines) == 2, lines  # one per replica
+    assert all(line == lines[0] and line.endswith("; degrading to local state") for line in lines)
+    assert sum("is up; shared state in use" in r.getMessage() for r in caplog.records) >= 4  # start and return, each
+
+
+def test_the_readme_settings_load_and_need_nothing_else() -> None:
+    """The README's `server.redis_url` block parses; without it there is no link and the state stays in process."""
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- config: shared-state -->\n```yaml\n(.*?)```", readme, re.S)
+    assert match is not None
+    server = parse_config(yaml.safe_load(match.group(1))).server
+    assert server.redis_url == "redis://10.0.0.5:6379/0"
+    assert (server.redis.timeout_s, server.redis.ping_s, server.redis.key_prefix) == (0.05, 1.0, "sm:")
+    assert parse_config({}).server.redis_url is None

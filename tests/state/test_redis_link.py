@@ -1,0 +1,178 @@
+"""The Redis link: keys laid out for Cluster, calls bounded, one log line and a metric when Redis goes, resync when it returns."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from switchman._config import ServerConfig
+from switchman.state import RedisLink, RedisUnavailable
+from switchman.testing import RedisServer, forget_prefix, unique_prefix
+
+SHARED_URL = "redis://127.0.0.1:6379/0"
+
+
+def test_no_url_no_link() -> None:
+    assert RedisLink.from_config(ServerConfig()) is None
+    link = RedisLink.from_config(ServerConfig(redis_url=SHARED_URL, redis={"timeout_s": 0.2, "key_prefix": "x:"}))
+    assert link is not None and link.timeout_s == 0.2 and link.prefix == "x:"
+
+
+def test_keys_share_a_hash_slot_per_entity() -> None:
+    link = RedisLink(SHARED_URL, prefix="sm:")
+    assert link.key("budget:agent:triage", "day", "spent") == "sm:{budget:agent:triage}:day:spent"
+    assert link.key("session:s1") == "sm:{session:s1}"
+    assert link.channel("revoked") == "sm:revoked"
+
+
+def test_calls_on_the_shared_redis() -> None:
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        assert link.up
+        key = link.key("t", "k")
+        await link.run(lambda r: r.set(key, b"v"))
+        assert await link.run(lambda r: r.get(key)) == b"v"
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+def test_outage_logs_once_counts_and_resyncs(caplog: pytest.LogCaptureFixture) -> None:
+    """Redis killed: calls fail fast with RedisUnavailable, one line, the metric; restarted: resync runs, calls resume."""
+    caplog.set_level(logging.WARNING, "switchman.state")
+    resyncs: list[bool] = []
+    with RedisServer() as server:
+        url = server.url.replace("redis://", "redis://:hunter2@")  # a password must never be logged
+
+        async def main() -> None:
+            link = RedisLink(url, timeout_s=0.2, ping_s=0.05)
+
+            async def resync() -> None:  # its calls reach Redis while requests still keep to local state
+                resyncs.append(bool(await link.run(lambda r: r.ping())) and not link.up)
+
+            link.on_resync(resync)
+            registry = CollectorRegistry()
+            registry.register(link.collector())
+            server.stop()  # down before the first ping: the gateway still starts, locally
+            await link.start()
+            assert not link.up and resyncs == []
+            with pytest.raises(RedisUnavailable):
+                await link.run(lambda r: r.get("k"))
+            assert b"switchman_redis_up 0.0" in generate_latest(registry)
+            server.start()
+            with anyio.fail_after(10):
+                while not link.up:
+                    await anyio.sleep(0.05)
+            assert resyncs == [True]  # the resync ran (its calls allowed) before the link served again
+            assert await link.run(lambda r: r.ping())
+            server.stop()
+            for _ in range(3):  # the first call notices; the rest fail without waiting on the network
+                with pytest.raises(RedisUnavailable):
+                    await link.run(lambda r: r.get("k"))
+            text = generate_latest(registry)
+            assert b"switchman_redis_up 0.0" in text and b"switchman_redis_errors_total" in text
+            await link.aclose()
+
+        anyio.run(main)
+    lines = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(lines) == 2, lines  # one per outage
+    assert lines[0].startswith(f"redis unavailable at redis://127.0.0.1:{server.port}/0: ")
+    assert lines[0].endswith("; degrading to local state")
+    assert not any("hunter2" in r.getMessage() for r in caplog.records)
+
+
+BUSY = """local t = redis.call('TIME'); local s = t[1] * 1e6 + t[2]
+while true do local u = redis.call('TIME'); if u[1] * 1e6 + u[2] - s > tonumber(ARGV[1]) then return 1 end end"""
+
+
+def _block(url: str, seconds: float) -> None:
+    """Keep Redis busy for `seconds` (a script spinning on TIME): every other call waits meanwhile."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=seconds + 5)
+    try:
+        client.eval(BUSY, 0, int(seconds * 1e6))
+    finally:
+        client.close()
+
+
+def test_one_slow_call_fails_alone_and_only_a_stall_takes_the_link_down(caplog: pytest.LogCaptureFixture) -> None:
+    """Redis busy for a moment: the call waiting on it fails, the link stays up. Busy for longer than `stall_s`:
+    the link goes down (one line), and comes back when Redis answers again."""
+    caplog.set_level(logging.WARNING, "switchman.state")
+    with RedisServer() as server:
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=0.1, ping_s=0.5, stall_s=1.0)
+            await link.start()
+            assert link.up
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, _block, server.url, 0.4)
+                await anyio.sleep(0.1)  # the script runs
+                with pytest.raises(RedisUnavailable):
+                    await link.run(lambda r: r.get("k"))
+            assert link.up and link.errors == 1  # that call failed; the replica stays on shared state
+            assert await link.run(lambda r: r.set("k", b"v"))
+            failed_up = 0
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, _block, server.url, 3.0)
+                await anyio.sleep(0.1)
+                with anyio.fail_after(10):
+                    while link.up:
+                        with pytest.raises(RedisUnavailable):
+                            await link.run(lambda r: r.get("k"))
+                        failed_up += link.up
+            assert failed_up >= 2  # several timeouts before the stall took it down
+            with anyio.fail_after(10):  # the watcher brings it back
+                while not link.up:
+                    await anyio.sleep(0.02)
+            await link.aclose()
+
+        anyio.run(main)
+    assert sum("degrading to local state" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_watcher_survives_a_failing_resync(caplog: pytest.LogCaptureFixture) -> None:
+    """A resync callback that raises (a bug) is logged; the watcher keeps trying and the link comes up."""
+    caplog.set_level(logging.WARNING, "switchman.state")
+    failures = [ValueError("a bug"), None]
+
+    async def resync() -> None:
+        failure = failures.pop(0) if failures else None
+        if failure is not None:
+            raise failure
+
+    with RedisServer() as server:
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=0.5, ping_s=0.05)
+            link.on_resync(resync)
+            server.stop()
+            await link.start()
+            assert not link.up
+            server.start()
+            with anyio.fail_after(10):
+                while not link.up:
+                    await anyio.sleep(0.02)
+            await link.aclose()
+
+        anyio.run(main)
+    assert any("redis watcher" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:hunter2@10.0.0.5:6379/0", "redis://10.0.0.5:6379/0"),
+    ("rediss://user:hunter2@h:6380/1", "rediss://h:6380/1"),
+    ("redis://h:6379/0?password=hunter2&socket_timeout=1", "redis://h:6379/0"),
+    ("unix:///run/redis.sock?db=0&password=hunter2", "unix:///run/redis.sock"),
+    ("redis://h/0#hunter2", "redis://h/0"),
+])
+def test_the_shown_url_never_carries_a_password(url: str, shown: str) -> None:
+    assert RedisLink(url).display_url == shown

@@ -1,0 +1,244 @@
+"""Shared budget reservations on a real Redis: none leaks, none is settled twice, none is wiped by a rebuild.
+
+Each reservation has an id and a deadline; a settle is idempotent per id; a rebuild never touches
+reservations and never restarts counters at $0 because the ledger could not be read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import anyio
+import pytest
+
+from switchman._config import BudgetConfig
+from switchman.ledger import BudgetManager, Ledger, LedgerRecord, period_bounds
+from switchman.state import RedisLink, RedisUnavailable, SharedBudgets, SharedReservation
+from switchman.testing import RedisServer, forget_prefix, unique_prefix
+
+URL = "redis://127.0.0.1:6379/0"
+AGENT = BudgetConfig(scope="agent", name="a", usd=1.0)
+ROUTE = BudgetConfig(scope="route", name="r", usd=1.0)
+KEY = BudgetConfig(scope="key", name="k", usd=1.0)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    prefix = unique_prefix()
+    yield prefix
+    forget_prefix(URL, prefix)
+
+
+async def _link(url: str, prefix: str = "sm:", **options: Any) -> RedisLink:
+    link = RedisLink(url, prefix=prefix, timeout_s=2.0, ping_s=0.05, **options)
+    await link.start()
+    assert link.up
+    return link
+
+
+async def _counter(link: RedisLink, budget: BudgetConfig) -> tuple[float, float]:
+    """(spent, reserved) of `budget`'s current period, as Redis holds them."""
+    start, _ = period_bounds(time.time(), budget.period)
+    key = link.key(f"budget:{budget.scope}:{budget.name}", budget.period, str(int(start)))
+    found = await link.run(lambda r: r.hgetall(key))
+    return float(found.get(b"spent", 0.0)), float(found.get(b"reserved", 0.0))
+
+
+def test_a_reservation_nobody_settles_stops_counting_at_its_deadline(prefix: str) -> None:
+    """A replica killed mid-request never settles: after `hold_s` its reservation no longer blocks others."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        dead = SharedBudgets(BudgetManager([AGENT]), link, hold_s=0.3)
+        alive = SharedBudgets(BudgetManager([AGENT]), link, hold_s=0.3)
+        held = await dead.areserve(agent="a", key_id=None, route=None, estimated_usd=0.9)
+        assert held.held  # ...and never settled: the replica is gone
+        with pytest.raises(Exception, match="budget"):
+            await alive.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
+        await anyio.sleep(0.4)
+        later = await alive.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
+        assert later.held
+        assert await _counter(link, AGENT) == (0.0, pytest.approx(0.5))
+        later.settle(0.2)
+        await alive.drain()
+        assert await _counter(link, AGENT) == (pytest.approx(0.2), 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_long_request_growing_keeps_its_reservation_and_its_cost_counts_past_the_deadline(prefix: str) -> None:
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link, hold_s=0.3)
+        held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
+        await anyio.sleep(0.2)
+        assert await held.aresize(0.4)  # a growth moves the deadline
+        await anyio.sleep(0.2)
+        assert await _counter(link, AGENT) == (0.0, pytest.approx(0.4))
+        await anyio.sleep(0.2)
+        assert (await _counter(link, AGENT))[1] == pytest.approx(0.4)  # swept only by the next script
+        await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.0)
+        assert await _counter(link, AGENT) == (0.0, 0.0)  # past its deadline: dropped
+        held.settle(0.35)  # the answer came after all: its cost counts
+        await budgets.drain()
+        assert await _counter(link, AGENT) == (pytest.approx(0.35), 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+class _Gate:
+    """Wraps a link's eval: the `nth` call waits on `event` (to be cancelled there) or fails after running."""
+
+    def __init__(self, link: RedisLink, nth: int, *, fail_after_run: bool = False) -> None:
+        self.calls = 0
+        self.nth = nth
+        self.fail_after_run = fail_after_run
+        self.event = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self._eval = link.eval
+        link.eval = self  # type: ignore[method-assign]
+
+    async def __call__(self, source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        self.calls += 1
+        if self.calls != self.nth:
+            return await self._eval(source, keys, args)
+        if self.fail_after_run:  # the script ran in Redis, then the call's timeout fired
+            await self._eval(source, keys, args)
+            raise RedisUnavailable("timed out")
+        self.waiting.set()
+        await self.event.wait()
+        return await self._eval(source, keys, args)
+
+
+def test_a_request_cancelled_between_two_budgets_gives_back_what_it_took(prefix: str) -> None:
+    """The client leaves while the second budget's check is in flight: the first budget's hold goes back."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, ROUTE]), link)
+        gate = _Gate(link, nth=2)
+        task = asyncio.create_task(budgets.areserve(agent="a", key_id=None, route="r", estimated_usd=0.6))
+        await gate.waiting.wait()
+        assert (await _counter(link, AGENT))[1] == pytest.approx(0.6)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await budgets.drain()
+        assert await _counter(link, AGENT) == (0.0, 0.0)
+        assert await _counter(link, ROUTE) == (0.0, 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_timeout_after_redis_ran_the_script_leaves_nothing_held(prefix: str) -> None:
+    """The third budget's reserve ran in Redis but the call timed out: the request goes local, Redis holds nothing."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY, ROUTE]), link)
+        _Gate(link, nth=3, fail_after_run=True)
+        local = await budgets.areserve(agent="a", key_id="k", route="r", estimated_usd=0.6)
+        assert local.held and not isinstance(local, SharedReservation)  # the local check took it
+        await budgets.drain()
+        for budget in (AGENT, KEY, ROUTE):
+            assert await _counter(link, budget) == (0.0, 0.0), budget.scope
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_settle_replayed_after_a_timeout_counts_once(prefix: str) -> None:
+    """A settle whose call timed out after Redis ran it is replayed at the next rebuild: the cost counts once."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
+        assert isinstance(held, SharedReservation)
+        gate = _Gate(link, nth=1, fail_after_run=True)
+        held.settle(0.3)
+        await budgets.drain()
+        assert gate.calls == 1 and len(budgets._unsent) == 1  # noqa: SLF001  (kept for replay)
+        await budgets.rebuild()
+        assert budgets._unsent == []  # noqa: SLF001
+        assert await _counter(link, AGENT) == (pytest.approx(0.3), 0.0)
+        held.settle(0.3)  # and twice on the object is once
+        await budgets.drain()
+        assert await _counter(link, AGENT) == (pytest.approx(0.3), 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_rebuild_keeps_live_reservations_and_a_growth_while_down_is_checked_locally(prefix: str) -> None:
+    """Redis back: the rebuild raises `spent` to the ledger but leaves reservations made meanwhile alone; a
+    growth while Redis is down does not inflate what is given back later."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        other = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+        held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
+        await budgets.rebuild()
+        assert await _counter(link, AGENT) == (0.0, pytest.approx(0.5))
+        link.up = False  # down (as after a failed call)
+        assert not await held.aresize(1.5)  # the local check refuses what no budget can take
+        assert await held.aresize(0.6)  # Redis added nothing; the local check let it through
+        link.up = True
+        held.settle(0.1)  # gives back what Redis holds for it (0.2), not the local estimate (0.6)
+        await budgets.drain()
+        assert await _counter(link, AGENT) == (pytest.approx(0.1), pytest.approx(0.3))
+        other.release()
+        await budgets.drain()
+        assert await _counter(link, AGENT) == (pytest.approx(0.1), 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_redis_and_the_ledger_lost_together_never_restart_budgets_at_zero(tmp_path: Any) -> None:
+    """Redis restarted empty while the ledger cannot be read: the link stays down (local check) rather than
+    serve $0 counters; once the ledger reads again, counters come back from it."""
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    ledger.record(LedgerRecord(request_id="r1", agent="a", model="m", prompt="x", cost_usd=0.7))
+    ledger.flush_sync(timeout=10)
+    manager = BudgetManager([AGENT], ledger)
+    readable = {"now": True}
+    real = manager.ledger_spend
+
+    def spend(now: float | None = None) -> Any:
+        return real(now) if readable["now"] else None
+
+    manager.ledger_spend = spend  # type: ignore[method-assign]
+    with RedisServer() as server:
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=2.0, ping_s=0.05)
+            budgets = SharedBudgets(manager, link)
+            link.on_resync(budgets.rebuild)
+            await link.start()
+            assert link.up
+            assert await _counter(link, AGENT) == (pytest.approx(0.7), 0.0)  # from the ledger
+            readable["now"] = False
+            server.stop()
+            server.start()  # empty
+            with pytest.raises(RedisUnavailable):
+                await link.run(lambda r: r.ping())  # the pooled connection notices
+            await anyio.sleep(0.5)  # many resync attempts
+            assert not link.up  # kept local: the counters would be $0
+            local = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
+            assert local.held and not isinstance(local, SharedReservation)
+            local.release()
+            raw = link.client
+            assert await raw.exists(link.key("budgets", "epoch")) == 0  # no marker: the next try rebuilds
+            with pytest.raises(Exception, match="budget"):  # the local check still knows the spend
+                await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
+            readable["now"] = True
+            with anyio.fail_after(10):
+                while not link.up:
+                    await anyio.sleep(0.02)
+            assert await _counter(link, AGENT) == (pytest.approx(0.7), 0.0)  # the ledger's spend again
+            await link.aclose()
+
+        anyio.run(main)
+    ledger.close_sync()
