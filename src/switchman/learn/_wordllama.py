@@ -3,15 +3,25 @@
 It is a lookup table, not a transformer, so a prompt costs microseconds. The package bundles
 ``l2_supercat_256`` weights and tokenizer; its matryoshka training lets us keep the first 64 or
 128 columns for smaller vectors.
+
+Two things keep a long prompt cheap, both giving exactly the vectors of tokenizing the whole text
+and summing float16 rows. The tokenizer (LLaMA-2's SentencePiece BPE, no pre-tokenizer) is applied
+piece by piece, a piece being a run of word boundaries (``▁``) and the text up to the next one: no
+vocabulary entry holds a ``▁`` after another character, so no merge crosses such a split, and
+each piece's ids are cached (most of a prompt's words were seen before). Rows are summed in
+float32, converted from the float16 table on first use (numpy's float16 → float32 cast has no
+vector path and cost more than the tokenizer); untouched rows stay unallocated pages.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import re
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -23,6 +33,11 @@ __all__ = ["WordLlamaEmbedder", "bundled_dims"]
 _CONFIG = "l2_supercat"
 _MATRYOSHKA_DIMS = (64, 128, 256, 512, 1024)
 _MAX_CHARS = 50_000  # per end; the mean over ~25k tokens barely moves after that
+_BOUNDARY = "\u2581"  # SentencePiece's word boundary: the normaliser prepends one and turns spaces into it
+#: A piece: a run of boundaries and the text up to the next boundary (or leading text without one).
+_PIECES = re.compile(f"{_BOUNDARY}+[^{_BOUNDARY}]*|[^{_BOUNDARY}]+")
+_CACHE_PIECES = 32_768  # cached pieces at most (~10 MiB); the cache restarts empty when full
+_CACHE_PIECE_CHARS = 64  # longer pieces (blobs, hashes) are tokenized each time, never cached
 
 
 def _package_dir() -> Path | None:
@@ -59,7 +74,7 @@ class WordLlamaEmbedder:
         # Read the bundled files directly instead of importing wordllama: its import pulls in
         # requests and configures the root logger, and its loader looks for the tokenizer in a
         # folder the wheel does not ship (then tries Hugging Face). The table stays float16 as
-        # stored (half the memory); gathered rows are widened to float32, which is exact.
+        # stored; the rows in use are widened to float32 once (`_sum_rows`), which is exact.
         from safetensors import SafetensorError, safe_open
         from tokenizers import Tokenizer
 
@@ -68,24 +83,56 @@ class WordLlamaEmbedder:
         try:
             with safe_open(str(weights), framework="numpy") as handle:
                 table = handle.get_tensor("embedding.weight")
-            self._tok = Tokenizer.from_file(str(tokenizer))
+            # Pieces go to the bare BPE model: the normaliser is applied to the whole text first
+            # (`token_ids`), and there is no pre-tokenizer or special token to add.
+            self._tok = Tokenizer(Tokenizer.from_file(str(tokenizer)).model)
         except (OSError, SafetensorError, KeyError, ValueError) as exc:
             raise EmbedderUnavailableError(f"cannot read wordllama's bundled files in {pkg}: {exc}") from exc
         self._table = np.ascontiguousarray(table[:, :dim], dtype=np.float16)
-        self._tok.no_padding()
-        self._tok.no_truncation()
+        self._pieces: dict[str, list[int]] = {}
+        # float32 rows, filled on first use (np.zeros: pages stay unallocated until written).
+        self._rows = np.zeros(self._table.shape, dtype=np.float32)
+        self._ready = np.zeros(self._table.shape[0], dtype=bool)
+
+    def token_ids(self, text: str) -> np.ndarray:
+        """The LLaMA-2 token ids of `text` (no special tokens), as the bundled tokenizer gives them."""
+        if not text:
+            return np.zeros(0, dtype=np.intp)
+        pieces = _PIECES.findall(_BOUNDARY + text.replace(" ", _BOUNDARY))
+        cache = self._pieces
+        found = [cache.get(p) for p in pieces]
+        missing = list(dict.fromkeys(p for p, ids in zip(pieces, found, strict=True) if ids is None))
+        if missing:
+            enc = self._tok.encode(missing, is_pretokenized=True, add_special_tokens=False)
+            fresh: dict[str, list[int]] = {p: [] for p in missing}
+            groups = list(fresh.values())
+            for token, word in zip(enc.ids, enc.word_ids, strict=True):
+                if word is not None:  # None: a special token, never added here
+                    groups[word].append(token)
+            found = [ids if ids is not None else fresh[p] for p, ids in zip(pieces, found, strict=True)]
+            if len(cache) + len(fresh) > _CACHE_PIECES:
+                cache.clear()
+            cache.update((p, ids) for p, ids in fresh.items() if len(p) <= _CACHE_PIECE_CHARS)
+        top = self._table.shape[0] - 1
+        ids = np.fromiter(itertools.chain.from_iterable(cast("list[list[int]]", found)), dtype=np.intp)
+        np.minimum(ids, top, out=ids)
+        return ids
+
+    def _sum_rows(self, ids: np.ndarray) -> np.ndarray:
+        """The float32 sum of the table rows of `ids`, in order (as summing the float16 rows in float32)."""
+        new = ids[~self._ready[ids]]
+        if new.size:
+            self._rows[new] = self._table[new]  # exact: every float16 is a float32
+            self._ready[new] = True
+        total: np.ndarray = self._rows[ids].sum(axis=0)
+        return total
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Sum each text's token vectors (mean and sum agree after L2), one gather per text."""
         items = [clip_chars(t, _MAX_CHARS, _MAX_CHARS) for t in as_text_list(texts)]
         out = np.zeros((len(items), self.dim), dtype=np.float32)
-        if len(items) == 1:
-            encs = [self._tok.encode(items[0], add_special_tokens=False)]
-        else:
-            encs = self._tok.encode_batch(items, add_special_tokens=False)
-        top = self._table.shape[0] - 1
-        for row, enc in enumerate(encs):
-            if enc.ids:
-                ids = np.minimum(np.asarray(enc.ids, dtype=np.intp), top)
-                out[row] = self._table[ids].sum(axis=0, dtype=np.float32)
+        for row, text in enumerate(items):
+            ids = self.token_ids(text)
+            if ids.size:
+                out[row] = self._sum_rows(ids)
         return l2_normalise(out)
