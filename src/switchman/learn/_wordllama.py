@@ -8,20 +8,19 @@ Two things keep a long prompt cheap, both giving exactly the vectors of tokenizi
 and summing float16 rows. The tokenizer (LLaMA-2's SentencePiece BPE, no pre-tokenizer) is applied
 piece by piece, a piece being a run of word boundaries (``▁``) and the text up to the next one: no
 vocabulary entry holds a ``▁`` after another character, so no merge crosses such a split, and
-each piece's ids are cached (most of a prompt's words were seen before). Rows are summed in
-float32, converted from the float16 table on first use (numpy's float16 → float32 cast has no
-vector path and cost more than the tokenizer); untouched rows stay unallocated pages.
+each piece's ids are cached (most of a prompt's words were seen before). The table is widened to
+float32 once, at load (+16 MiB): numpy's float16 → float32 cast of the gathered rows has no vector
+path and cost more than the tokenizer.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import itertools
+from array import array
 import re
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 
@@ -36,7 +35,7 @@ _MAX_CHARS = 50_000  # per end; the mean over ~25k tokens barely moves after tha
 _BOUNDARY = "\u2581"  # SentencePiece's word boundary: the normaliser prepends one and turns spaces into it
 #: A piece: a run of boundaries and the text up to the next boundary (or leading text without one).
 _PIECES = re.compile(f"{_BOUNDARY}+[^{_BOUNDARY}]*|[^{_BOUNDARY}]+")
-_CACHE_PIECES = 32_768  # cached pieces at most (~10 MiB); the cache restarts empty when full
+_CACHE_PIECES = 16_384  # cached pieces at most (~5 MiB); the cache restarts empty when full
 _CACHE_PIECE_CHARS = 64  # longer pieces (blobs, hashes) are tokenized each time, never cached
 
 
@@ -73,8 +72,8 @@ class WordLlamaEmbedder:
         assert pkg is not None  # bundled_dims() found it
         # Read the bundled files directly instead of importing wordllama: its import pulls in
         # requests and configures the root logger, and its loader looks for the tokenizer in a
-        # folder the wheel does not ship (then tries Hugging Face). The table stays float16 as
-        # stored; the rows in use are widened to float32 once (`_sum_rows`), which is exact.
+        # folder the wheel does not ship (then tries Hugging Face). The float16 table is widened
+        # to float32 here, which is exact: sums equal those of the float16 rows taken in float32.
         from safetensors import SafetensorError, safe_open
         from tokenizers import Tokenizer
 
@@ -88,11 +87,8 @@ class WordLlamaEmbedder:
             self._tok = Tokenizer(Tokenizer.from_file(str(tokenizer)).model)
         except (OSError, SafetensorError, KeyError, ValueError) as exc:
             raise EmbedderUnavailableError(f"cannot read wordllama's bundled files in {pkg}: {exc}") from exc
-        self._table = np.ascontiguousarray(table[:, :dim], dtype=np.float16)
-        self._pieces: dict[str, list[int]] = {}
-        # float32 rows, filled on first use (np.zeros: pages stay unallocated until written).
-        self._rows = np.zeros(self._table.shape, dtype=np.float32)
-        self._ready = np.zeros(self._table.shape[0], dtype=bool)
+        self._table = np.ascontiguousarray(table[:, :dim], dtype=np.float32)
+        self._pieces: dict[str, bytes] = {}  # piece → its token ids as uint16 bytes (the vocabulary has 32,000)
 
     def token_ids(self, text: str) -> np.ndarray:
         """The LLaMA-2 token ids of `text` (no special tokens), as the bundled tokenizer gives them."""
@@ -103,29 +99,24 @@ class WordLlamaEmbedder:
         found = [cache.get(p) for p in pieces]
         missing = list(dict.fromkeys(p for p, ids in zip(pieces, found, strict=True) if ids is None))
         if missing:
-            enc = self._tok.encode(missing, is_pretokenized=True, add_special_tokens=False)
-            fresh: dict[str, list[int]] = {p: [] for p in missing}
-            groups = list(fresh.values())
-            for token, word in zip(enc.ids, enc.word_ids, strict=True):
-                if word is not None:  # None: a special token, never added here
-                    groups[word].append(token)
+            fresh = self._encode_pieces(missing)
             found = [ids if ids is not None else fresh[p] for p, ids in zip(pieces, found, strict=True)]
             if len(cache) + len(fresh) > _CACHE_PIECES:
                 cache.clear()
             cache.update((p, ids) for p, ids in fresh.items() if len(p) <= _CACHE_PIECE_CHARS)
-        top = self._table.shape[0] - 1
-        ids = np.fromiter(itertools.chain.from_iterable(cast("list[list[int]]", found)), dtype=np.intp)
-        np.minimum(ids, top, out=ids)
+        joined = b"".join(ids for ids in found if ids is not None)  # every piece is found by now
+        ids = np.frombuffer(joined, dtype=np.uint16).astype(np.intp)  # array("H") is native uint16
+        np.minimum(ids, self._table.shape[0] - 1, out=ids)
         return ids
 
-    def _sum_rows(self, ids: np.ndarray) -> np.ndarray:
-        """The float32 sum of the table rows of `ids`, in order (as summing the float16 rows in float32)."""
-        new = ids[~self._ready[ids]]
-        if new.size:
-            self._rows[new] = self._table[new]  # exact: every float16 is a float32
-            self._ready[new] = True
-        total: np.ndarray = self._rows[ids].sum(axis=0)
-        return total
+    def _encode_pieces(self, pieces: list[str]) -> dict[str, bytes]:
+        """Each piece's token ids (uint16 bytes), from one call to the tokenizer."""
+        enc = self._tok.encode(pieces, is_pretokenized=True, add_special_tokens=False)
+        groups: list[list[int]] = [[] for _ in pieces]
+        for token, word in zip(enc.ids, enc.word_ids, strict=True):
+            if word is not None:  # None: a special token, never added here
+                groups[word].append(token)
+        return {p: array("H", ids).tobytes() for p, ids in zip(pieces, groups, strict=True)}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Sum each text's token vectors (mean and sum agree after L2), one gather per text."""
@@ -134,5 +125,5 @@ class WordLlamaEmbedder:
         for row, text in enumerate(items):
             ids = self.token_ids(text)
             if ids.size:
-                out[row] = self._sum_rows(ids)
+                out[row] = self._table[ids].sum(axis=0)
         return l2_normalise(out)
