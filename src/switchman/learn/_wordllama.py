@@ -8,9 +8,10 @@ Two things keep a long prompt cheap, both giving exactly the vectors of tokenizi
 and summing float16 rows. The tokenizer (LLaMA-2's SentencePiece BPE, no pre-tokenizer) is applied
 piece by piece, a piece being a run of word boundaries (``▁``) and the text up to the next one: no
 vocabulary entry holds a ``▁`` after another character, so no merge crosses such a split, and
-each piece's ids are cached (most of a prompt's words were seen before). The table is widened to
-float32 once, at load (+16 MiB): numpy's float16 → float32 cast of the gathered rows has no vector
-path and cost more than the tokenizer.
+each piece's ids are cached (most of a prompt's words were seen before). The table stays float16
+(a float32 copy would add 16 MiB to every worker), but numpy's float16 → float32 cast has no vector
+path and cost more than the tokenizer: rows are widened through a 65,536-entry lookup table of every
+float16's float32 value (exact), once per distinct token of the text.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ _BOUNDARY = "\u2581"  # SentencePiece's word boundary: the normaliser prepends o
 _PIECES = re.compile(f"{_BOUNDARY}+[^{_BOUNDARY}]*|[^{_BOUNDARY}]+")
 _CACHE_PIECES = 16_384  # cached pieces at most (~5 MiB); the cache restarts empty when full
 _CACHE_PIECE_CHARS = 64  # longer pieces (blobs, hashes) are tokenized each time, never cached
+_FEW_TOKENS = 64  # up to this many tokens, rows are widened as they come (no np.unique)
+
+
+@cache
+def _float16_values() -> np.ndarray:
+    """The float32 value of every float16 bit pattern, indexed by the pattern (256 KiB)."""
+    return np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
 def _package_dir() -> Path | None:
@@ -72,8 +80,8 @@ class WordLlamaEmbedder:
         assert pkg is not None  # bundled_dims() found it
         # Read the bundled files directly instead of importing wordllama: its import pulls in
         # requests and configures the root logger, and its loader looks for the tokenizer in a
-        # folder the wheel does not ship (then tries Hugging Face). The float16 table is widened
-        # to float32 here, which is exact: sums equal those of the float16 rows taken in float32.
+        # folder the wheel does not ship (then tries Hugging Face). The table stays float16 as
+        # stored (half the memory); gathered rows are widened to float32, which is exact.
         from safetensors import SafetensorError, safe_open
         from tokenizers import Tokenizer
 
@@ -87,7 +95,8 @@ class WordLlamaEmbedder:
             self._tok = Tokenizer(Tokenizer.from_file(str(tokenizer)).model)
         except (OSError, SafetensorError, KeyError, ValueError) as exc:
             raise EmbedderUnavailableError(f"cannot read wordllama's bundled files in {pkg}: {exc}") from exc
-        self._table = np.ascontiguousarray(table[:, :dim], dtype=np.float32)
+        self._table = np.ascontiguousarray(table[:, :dim], dtype=np.float16)
+        self._bits = self._table.view(np.uint16)
         self._pieces: dict[str, bytes] = {}  # piece → its token ids as uint16 bytes (the vocabulary has 32,000)
 
     def token_ids(self, text: str) -> np.ndarray:
@@ -118,6 +127,16 @@ class WordLlamaEmbedder:
                 groups[word].append(token)
         return {p: array("H", ids).tobytes() for p, ids in zip(pieces, groups, strict=True)}
 
+    def _sum_rows(self, ids: np.ndarray) -> np.ndarray:
+        """`table[ids].sum(axis=0, dtype=float32)`, the same float32 numbers, without numpy's slow float16 cast."""
+        if ids.size <= _FEW_TOKENS:
+            rows = np.take(_float16_values(), self._bits[ids])
+        else:  # widen each distinct row once, then lay the rows out in the text's order
+            distinct, where = np.unique(ids, return_inverse=True)
+            rows = np.take(_float16_values(), self._bits[distinct])[where]
+        total: np.ndarray = rows.sum(axis=0)
+        return total
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Sum each text's token vectors (mean and sum agree after L2), one gather per text."""
         items = [clip_chars(t, _MAX_CHARS, _MAX_CHARS) for t in as_text_list(texts)]
@@ -125,5 +144,5 @@ class WordLlamaEmbedder:
         for row, text in enumerate(items):
             ids = self.token_ids(text)
             if ids.size:
-                out[row] = self._table[ids].sum(axis=0)
+                out[row] = self._sum_rows(ids)
         return l2_normalise(out)
