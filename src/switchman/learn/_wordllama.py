@@ -17,8 +17,8 @@ float16's float32 value (exact), once per distinct token of the text.
 from __future__ import annotations
 
 import importlib.util
-from array import array
 import re
+from array import array
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
