@@ -7,6 +7,7 @@
     python benchmarks/bench_routing.py bundled     # bundled recipe (train splits) vs the best public score in its spend
     python benchmarks/bench_routing.py identity    # eval's and serving's decisions on every test prompt
     python benchmarks/bench_routing.py nested      # the nested-check correction: full, shrunk or none (CV in train)
+    python benchmarks/bench_routing.py placement   # placing a model by score: leave-one-model-out inside train
 
 Needs ../shared/data (RouterBench and AlpacaEval 2 outcome tables). Writes JSON under runs/bench_routing/.
 Every router is trained on a train split only; its knob is fixed there; the test split is measured
@@ -245,9 +246,41 @@ def nested(folds: int = 5) -> None:
                   f"{np.sqrt((m ** 2).mean()) * 100:.2f} | {c.mean():.1%} |", flush=True)
 
 
+def placement() -> None:
+    """Leave-one-model-out inside each train split: the ability model fitted without a scored model, that model's
+    mean predicted quality on the train prompts (placed at θ = z, z + the others' residual trend, z + their
+    median residual) against its true mean."""
+    from switchman.learn import _train
+    from switchman.learn._ability import AbilityModel
+
+    settings = train_settings()
+    for dataset in (RB, AE):
+        table = load_data([DATA / dataset], split="train")
+        x = _train.features_for(table, settings, ())
+        z = _train._abilities_to_fit(table.models, settings, None)
+        errors = []
+        for j, model in enumerate(table.models):
+            if np.isnan(z[j]):
+                continue
+            keep = [k for k in range(len(table.models)) if k != j]
+            fitted = AbilityModel().fit(x, table.quality[:, keep], z[keep])
+            scored = ~np.isnan(z[keep])
+            residual = fitted.theta[scored] - z[keep][scored]
+            slope, offset = np.polyfit(z[keep][scored], residual, 1)
+            true = float(np.nanmean(table.quality[:, j]))
+            placed = [float(fitted.predict(x, np.array([theta]))[:, 0].mean()) for theta in
+                      (z[j], z[j] + offset + slope * z[j], z[j] + np.median(residual))]
+            errors.append([p - true for p in placed])
+            print(f"| {dataset} | {model} | {z[j]:+.2f} | {true:.3f} | " + " | ".join(f"{p:.3f}" for p in placed) + " |",
+                  flush=True)
+        e = np.array(errors)
+        print(f"| {dataset} | mean absolute error | | | " + " | ".join(f"{v:.4f}" for v in np.abs(e).mean(axis=0)) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["selection", "final", "lmo", "lodo", "bundled", "identity", "nested"])
+    parser.add_argument("what", choices=["selection", "final", "lmo", "lodo", "bundled", "identity", "nested",
+                                             "placement"])
     parser.add_argument("--algorithm", default="ensemble", help="lmo: the predictor of the routers trained")
     args = parser.parse_args()
     from switchman._threads import limit_blas_threads
@@ -261,7 +294,7 @@ def main() -> int:
         lmo(algorithm=args.algorithm)
     else:
         {"selection": selection, "final": final, "lodo": lodo, "bundled": bundled, "identity": identity,
-         "nested": nested}[args.what]()
+         "nested": nested, "placement": placement}[args.what]()
     return 0
 
 
