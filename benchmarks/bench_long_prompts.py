@@ -65,7 +65,8 @@ def config(upstream_port: int, folder: Path) -> Path:
                    "learned": {"candidates": ["small", "large"], "strategy": "learned", "router": "bundled",
                                "target": "quality=0.95"}},
         "default_route": "static",
-        "server": {"ledger_url": f"sqlite:///{folder / 'ledger.sqlite3'}", "max_body_bytes": 8_000_000},
+        "server": {"ledger_url": f"sqlite:///{folder / 'ledger.sqlite3'}", "max_body_bytes": 8_000_000,
+                   "limits": {"max_prompt_chars": 8_000_000, "keepalive_max_requests": 1_000_000}},
     }
     path = folder / "switchman.yaml"
     path.write_text(yaml.safe_dump(data))

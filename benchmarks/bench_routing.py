@@ -6,6 +6,8 @@
     python benchmarks/bench_routing.py lodo        # leave-one-dataset-out: train on one, route the other's models
     python benchmarks/bench_routing.py bundled     # bundled recipe (train splits) vs the best public score in its spend
     python benchmarks/bench_routing.py identity    # eval's and serving's decisions on every test prompt
+    python benchmarks/bench_routing.py nested      # the nested-check correction: full, shrunk or none (CV in train)
+    python benchmarks/bench_routing.py placement   # placing a model by score: leave-one-model-out inside train
 
 Needs ../shared/data (RouterBench and AlpacaEval 2 outcome tables). Writes JSON under runs/bench_routing/.
 Every router is trained on a train split only; its knob is fixed there; the test split is measured
@@ -189,9 +191,96 @@ def identity() -> None:
         (OUT / f"identity-{path.stem}.json").write_text(json.dumps({"prompts": len(table), "differ": differ}))
 
 
+def nested(folds: int = 5) -> None:
+    """Outer K-fold CV inside each train split: the default recipe is trained on the other folds (its own
+    out-of-fold predictions and nested check), then its knob is calibrated from those same predictions for
+    target − bias (the full correction), target − shrunk bias (`shrunk_bias`, shipped) and the bare target,
+    and each knob is applied to the held-out fold."""
+    from dataclasses import replace
+
+    from switchman.learn import _train
+    from switchman.learn._calibrate import Target
+
+    captured: dict[str, Any] = {}
+    calibrate_rows = _train._Calibration.result
+
+    def capture(self: Any, rows: np.ndarray, q_hat: np.ndarray, out_hat: np.ndarray, settings: Any,
+                targets: Any) -> Any:
+        if len(rows) == len(self.quality):  # the final calibration, on all of the training prompts
+            captured["final"] = (self, rows, q_hat, out_hat, settings)
+        return calibrate_rows(self, rows, q_hat, out_hat, settings, targets)
+
+    measure_nested = _train._nested_bias
+
+    def keep(*args: Any, **kwargs: Any) -> Any:
+        captured["nested"] = measure_nested(*args, **kwargs)
+        return captured["nested"]
+
+    _train._Calibration.result = capture  # type: ignore[method-assign]
+    _train._nested_bias = keep
+    settings = train_settings()
+    target = settings.targets[0].value
+    for dataset in (RB, AE):
+        table = load_data([DATA / dataset], split="train")
+        misses: dict[str, list[tuple[float, float]]] = {"full": [], "shrunk": [], "none": []}
+        for fold in np.array_split(np.random.default_rng(12345).permutation(len(table)), folds):
+            rest = np.setdiff1d(np.arange(len(table)), fold)
+            part, held = table.subset(rest), table.subset(fold)
+            trained = _train.train_router(part, settings, source=[part.source], split="train")
+            cal, rows, q_hat, out_hat, st = captured["final"]
+            bias, se = captured["nested"]
+            best = int(np.nanargmax(np.nanmean(part.quality, axis=0)))
+            for label, aim in (("full", target - bias), ("shrunk", target - _train.shrunk_bias(bias, se)),
+                               ("none", target)):
+                knob = cal.result(rows, q_hat, out_hat, st, [Target("quality", aim)]).knob
+                chosen = predict_with_router(replace(trained, knob=knob), held, name=label).chosen
+                picked = np.arange(len(held)), chosen
+                rel_q = np.nanmean(held.quality[picked]) / np.nanmean(held.quality[:, best])
+                rel_c = np.nanmean(held.cost_usd[picked]) / np.nanmean(held.cost_usd[:, best])
+                misses[label].append((float(rel_q - target), float(rel_c)))
+            print(f"{dataset} fold: nested miss {bias * 100:+.2f} ± {se * 100:.2f} pts; " + "; ".join(
+                f"{k} {v[-1][0] * 100:+.2f} pts at {v[-1][1]:.1%}" for k, v in misses.items()), flush=True)
+        for label, values in misses.items():
+            m, c = np.array(values).T
+            print(f"| {dataset} | {label} | {m.mean() * 100:+.2f} | {np.abs(m).mean() * 100:.2f} | "
+                  f"{np.sqrt((m ** 2).mean()) * 100:.2f} | {c.mean():.1%} |", flush=True)
+
+
+def placement() -> None:
+    """Leave-one-model-out inside each train split: the ability model fitted without a scored model, that model's
+    mean predicted quality on the train prompts (placed at θ = z, z + the others' residual trend, z + their
+    median residual) against its true mean."""
+    from switchman.learn import _train
+    from switchman.learn._ability import AbilityModel
+
+    settings = train_settings()
+    for dataset in (RB, AE):
+        table = load_data([DATA / dataset], split="train")
+        x = _train.features_for(table, settings, ())
+        z = _train._abilities_to_fit(table.models, settings, None)
+        errors = []
+        for j, model in enumerate(table.models):
+            if np.isnan(z[j]):
+                continue
+            keep = [k for k in range(len(table.models)) if k != j]
+            fitted = AbilityModel().fit(x, table.quality[:, keep], z[keep])
+            scored = ~np.isnan(z[keep])
+            residual = fitted.theta[scored] - z[keep][scored]
+            slope, offset = np.polyfit(z[keep][scored], residual, 1)
+            true = float(np.nanmean(table.quality[:, j]))
+            placed = [float(fitted.predict(x, np.array([theta]))[:, 0].mean()) for theta in
+                      (z[j], z[j] + offset + slope * z[j], z[j] + np.median(residual))]
+            errors.append([p - true for p in placed])
+            print(f"| {dataset} | {model} | {z[j]:+.2f} | {true:.3f} | " + " | ".join(f"{p:.3f}" for p in placed) + " |",
+                  flush=True)
+        e = np.array(errors)
+        print(f"| {dataset} | mean absolute error | | | " + " | ".join(f"{v:.4f}" for v in np.abs(e).mean(axis=0)) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["selection", "final", "lmo", "lodo", "bundled", "identity"])
+    parser.add_argument("what", choices=["selection", "final", "lmo", "lodo", "bundled", "identity", "nested",
+                                             "placement"])
     parser.add_argument("--algorithm", default="ensemble", help="lmo: the predictor of the routers trained")
     args = parser.parse_args()
     from switchman._threads import limit_blas_threads
@@ -204,7 +293,8 @@ def main() -> int:
     if args.what == "lmo":
         lmo(algorithm=args.algorithm)
     else:
-        {"selection": selection, "final": final, "lodo": lodo, "bundled": bundled, "identity": identity}[args.what]()
+        {"selection": selection, "final": final, "lodo": lodo, "bundled": bundled, "identity": identity,
+         "nested": nested, "placement": placement}[args.what]()
     return 0
 
 

@@ -86,3 +86,20 @@ def test_the_ability_predictor_places_models_it_never_saw() -> None:
     assert float(q_new.mean()) > float(q_known[:, 2].mean())
     # Its output length is that of the trained model nearest in ability (1.5: 100 tokens).
     assert out_new[:, 0].mean() == pytest.approx(100.0, rel=0.05)
+
+
+def test_a_placed_model_is_shifted_by_the_median_residual_of_the_scored_ones() -> None:
+    x, quality, theta = _synthetic(seed=5, n=600)
+    output = np.tile([20.0, 40.0, 60.0, 80.0, 100.0], (len(x), 1))
+    z = theta.copy()
+    z[4] = 0.5  # the best model's public score undersells it by a whole unit
+    z[0] = np.nan  # an unscored model does not count toward the offset
+    predictor = AbilityPredictor().fit(x, quality, output, z=z)
+    scored = ~np.isnan(z)
+    residuals = predictor.ability.theta[scored] - z[scored]
+    assert predictor.score_offset == pytest.approx(float(np.median(residuals)), abs=1e-6)
+    q_new, _ = predictor.predict_placed(x, [0.7])
+    expected = predictor.ability.predict(x, np.array([0.7 + predictor.score_offset], np.float32))
+    np.testing.assert_allclose(q_new, expected, rtol=1e-5)
+    unscored = AbilityPredictor().fit(x, quality, output)  # no public scores: nothing to shift by
+    assert unscored.score_offset == 0.0

@@ -20,7 +20,7 @@ from switchman.learn._calibrate import (
     parse_target,
     sweep,
 )
-from switchman.learn._train import TrainSettings, train_router
+from switchman.learn._train import TrainSettings, shrunk_bias, train_router
 
 # --------------------------------------------------------------------------- parse_target
 
@@ -232,3 +232,18 @@ def test_share_target_holds_on_the_test_split(routerbench: tuple[OutcomeTable, O
 def _mean_cost_per_1k(table: OutcomeTable, model: str) -> float:
     j = table.models.index(model)
     return float(np.nanmean(table.cost_usd[:, j]) * 1000)
+
+
+@pytest.mark.parametrize(
+    ("bias", "se", "expected"),
+    [
+        (0.0, 0.01, 0.0),
+        (0.01, 0.02, 0.0),  # within its standard error of 0: not corrected
+        (-0.01, 0.01, 0.0),  # exactly one standard error: the positive part is 0
+        (0.03, 0.01, 0.03 * (1 - 1 / 9)),  # three standard errors: 8/9 of it
+        (-0.03, 0.01, -0.03 * (1 - 1 / 9)),
+        (0.02, 0.0, 0.02),  # measured without noise: corrected in full
+    ],
+)
+def test_nested_bias_is_shrunk_by_its_standard_error(bias: float, se: float, expected: float) -> None:
+    assert shrunk_bias(bias, se) == pytest.approx(expected)

@@ -320,3 +320,42 @@ def test_openai_endpoint_errors_map_to_upstream_errors(
             emb.embed(["hi"])
     finally:
         emb.close()
+
+
+# Text whose word boundaries are irregular: runs of spaces, leading and trailing spaces, the boundary
+# character itself, tabs and newlines, non-Latin scripts, characters only byte fallback covers.
+TRICKY = ["", " ", "   ", "a", " a", "a ", "a  b   c", "\u2581x", "x\u2581\u2581y  z", "  def f():\n\treturn 1\n",
+          "日本語のテキストです。", "emoji 🙂🙂 ok", "\x00\x01", "x" * 3000, "hello\r\nworld", "Ünïcödé  wörds", *TEXTS]
+
+
+def test_wordllama_token_ids_equal_the_bundled_tokenizer_on_whole_text() -> None:
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    from switchman.learn._wordllama import WordLlamaEmbedder
+
+    emb = get_embedder("wordllama-256")
+    assert isinstance(emb, WordLlamaEmbedder)
+    import wordllama
+
+    whole = Tokenizer.from_file(str(Path(wordllama.__file__).parent / "tokenizers" / "l2_supercat_tokenizer_config.json"))
+    # The piecewise tokenization is exact only if no vocabulary entry has a boundary after another character.
+    assert not [t for t in whole.get_vocab() if "\u2581" in t.lstrip("\u2581")]
+    for _ in range(2):  # the second pass reads every piece from the cache
+        for text in TRICKY:
+            assert emb.token_ids(text).tolist() == whole.encode(text, add_special_tokens=False).ids, repr(text)
+
+
+def test_wordllama_sums_the_float16_rows_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from switchman.learn import _wordllama
+    from switchman.learn._embedding import l2_normalise
+    from switchman.learn._wordllama import WordLlamaEmbedder
+
+    emb = WordLlamaEmbedder(256)  # a fresh one: empty piece cache, no float32 rows yet
+    monkeypatch.setattr(_wordllama, "_CACHE_PIECES", 8)  # the cache restarts empty many times
+    for text in [*TRICKY[1:], " ".join(TEXTS * 4)]:  # few tokens, and enough for the np.unique path
+        ids = emb.token_ids(text)
+        expected = l2_normalise(emb._table[ids].sum(axis=0, dtype=np.float32)[None, :])  # numpy's own cast
+        assert np.array_equal(emb.embed([text]), expected), repr(text)
+    assert len(emb._pieces) <= 8

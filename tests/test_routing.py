@@ -12,6 +12,7 @@ from switchman import ModelSpec, NoCapableModelError, RouteRequest
 from switchman._config import RuleConfig, RuleMatch
 from switchman._tokens import count_tokens
 from switchman.routing import (
+    CODE_SCAN_CHARS,
     CandidateScore,
     CheapestStrategy,
     Decision,
@@ -21,6 +22,7 @@ from switchman.routing import (
     RulesStrategy,
     estimated_cost,
     filter_candidates,
+    looks_like_code,
     select,
 )
 
@@ -88,10 +90,21 @@ def test_json_response_format_means_json(fmt: object, needs_json: bool) -> None:
         ("int x = 1;", True),
         ("What is the capital of France?", False),
         ("I'd like to define a plan; then execute it", False),
+        ("a plan;  \nthen", True),  # ";" ends a line (trailing spaces allowed)
+        ("a plan;\u00a0x", False),
+        ("prose first\n\t  from pkg.mod import thing", True),  # a keyword after a line's indentation
+        ("  \n\n   const x = 1", True),
+        ("prose then def f", False),  # a keyword inside a line is not code
+        ("we came from home to import it", False),
+        ("from here import nothing", True),
+        ("one\rdef x", False),  # "\r" alone does not start a line
+        ("x" * (CODE_SCAN_CHARS - 3) + "\ndef f():", False),  # past the bounded scan
+        ("x" * (CODE_SCAN_CHARS - 9) + "\ndef f():", True),
     ],
 )
 def test_code_detection(text: str, code: bool) -> None:
     assert RouteRequest.from_prompt(text, count_tokens=words).has_code is code
+    assert looks_like_code(text) is code
 
 
 def test_prompt_is_the_last_user_text() -> None:

@@ -3,7 +3,10 @@
 For a trained model m and prompt x: the outcomes of the training prompts in the clusters nearest x
 (`CentroidEvidence`), shrunk toward the ability model's σ(e(x) + s(x)·θ_m) where they are thin.
 For a model the router never saw, only the ability part exists, with θ from the model's public (or
-configured) score; its output length is that of the trained model nearest in ability (its tier).
+configured) score plus the median residual of the trained models (fitted θ − their score: where the
+fit puts a typical scored model; chosen over θ = score by leave-one-model-out inside the train
+splits, `bench_routing.py placement`); its output length is that of the trained model nearest in
+ability (its tier).
 Everything stored is a parameter or a per-cluster aggregate, so a router of this kind can ship.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -36,6 +40,7 @@ class AbilityPredictor:
             fixed_heads: bool = False) -> AbilityPredictor:
         """Fit both parts; `z` is each model's standardised public score (NaN or None: none)."""
         m = quality.shape[1]
+        self.__dict__.pop("score_offset", None)  # recomputed from the new fit on first use
         self.z = np.full(m, np.nan, np.float32) if z is None else np.asarray(z, dtype=np.float32)
         self.ability.fit(x, quality, self.z, fixed_heads=fixed_heads)
         self.evidence.fit(x, quality, output_tokens, input_tokens)
@@ -58,9 +63,18 @@ class AbilityPredictor:
     def predict_output_tokens(self, x: np.ndarray) -> np.ndarray:
         return self.predict_with_lengths(x)[1]
 
+    @cached_property
+    def score_offset(self) -> float:
+        """Median (fitted ability − standardised public score) over the trained models with a score (0: none)."""
+        scored = ~np.isnan(self.z)
+        if len(self.z) != len(self.ability.theta) or not scored.any():
+            return 0.0
+        return float(np.median(self.ability.theta[scored] - self.z[scored]))
+
     def predict_placed(self, x: np.ndarray, theta: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Quality and output tokens of models the router never saw, from their abilities alone."""
-        thetas = np.asarray(theta, dtype=np.float32)
+        """Quality and output tokens of models the router never saw, from their standardised scores alone
+        (each shifted by `score_offset`)."""
+        thetas = np.asarray(theta, dtype=np.float32) + np.float32(self.score_offset)
         quality = self.ability.predict(x, thetas)
         tier = np.abs(self.ability.theta[None, :] - thetas[:, None]).argmin(axis=1)
         outputs = self.evidence.predict_output(x, np.broadcast_to(self.output_means[tier], quality.shape), tier)

@@ -5,7 +5,10 @@
    one (or the mix of two) that meets the targets. Calibration never sees the test split.
 3. Nested check of that calibration: for each fold, the knob is chosen on the other folds' own
    out-of-fold predictions and applied to the fold; the mean miss (achieved − target) is the bias
-   calibration has on prompts it did not see, and the final knob is chosen for target − bias.
+   calibration has on prompts it did not see. The final knob is chosen for target − bias, the bias
+   shrunk toward 0 by its own standard error (`shrunk_bias`): five fold misses of a few hundred
+   prompts each are noisy, and a full correction by a noisy estimate moved the target further from
+   where it landed on held-out folds (chosen by CV inside the train splits, docs/benchmarks.md).
 4. Fit the predictor (and the ability model that places unseen models) on all training prompts.
 """
 
@@ -46,6 +49,7 @@ __all__ = [
     "predicted_cost",
     "prompt_texts",
     "routing_input_tokens",
+    "shrunk_bias",
     "train_router",
 ]
 
@@ -253,17 +257,28 @@ class _Calibration:
         return float(np.nanmean(picked)) / _best_single_model(quality)[0]
 
 
+def shrunk_bias(bias: float, standard_error: float) -> float:
+    """The bias to correct for: `bias` shrunk toward 0 by its standard error (positive-part James–Stein).
+
+    A bias within one standard error of 0 is not corrected at all; a large, well-measured one almost fully.
+    """
+    if bias == 0:
+        return 0.0
+    return bias * max(0.0, 1.0 - (standard_error / bias) ** 2)
+
+
 def _nested_bias(x: np.ndarray, data: OutcomeData, settings: TrainSettings, cal: _Calibration, z: np.ndarray,
                  q_oof: np.ndarray, out_oof: np.ndarray, prior: TrainedRouter | None,
-                 progress: Progress = quiet) -> float | None:
-    """Mean (achieved − target) of the quality target over folds calibrated without them (None: not measured)."""
+                 progress: Progress = quiet) -> tuple[float, float] | None:
+    """Mean (achieved − target) of the quality target over folds calibrated without them, and its standard
+    error over the folds (None: not measured)."""
     quality_targets = [t for t in settings.targets if t.kind == "quality"]
     if not settings.nested or len(settings.targets) != 1 or not quality_targets or settings.impute_missing:
         return None
     target = quality_targets[0].value
     n = x.shape[0]
     order = np.random.default_rng(settings.seed).permutation(n)
-    misses = []
+    misses, sizes = [], []
     folds = np.array_split(order, max(settings.folds, 2))
     for k, fold in enumerate(folds):
         progress("nested calibration check", k, len(folds))
@@ -271,10 +286,11 @@ def _nested_bias(x: np.ndarray, data: OutcomeData, settings: TrainSettings, cal:
         q_in, out_in = out_of_fold(x, data.quality, data.output_tokens, settings, z, cal.inputs, prior, rows=rest,
                                    seed=settings.seed + 1 + k)
         inner = cal.result(rest, q_in, out_in, settings, settings.targets)
-        rel = cal.achieved(fold, q_oof[fold], out_oof[fold], inner.knob, settings)
-        misses.append((rel - target) * len(fold))
+        misses.append(cal.achieved(fold, q_oof[fold], out_oof[fold], inner.knob, settings) - target)
+        sizes.append(len(fold))
     progress("nested calibration check", len(folds), len(folds))
-    return float(sum(misses) / n)
+    standard_error = float(np.std(misses, ddof=1) / np.sqrt(len(misses)))
+    return float(np.dot(misses, sizes) / n), standard_error
 
 
 def train_router(
@@ -307,10 +323,13 @@ def train_router(
     cal = _Calibration(data.quality, true_cost, inputs, price_matrix, prompt_draws(data.prompts), tuple(data.models))
 
     q_hat, out_hat = out_of_fold(x, data.quality, data.output_tokens, settings, z, inputs, prior, progress=say)
-    bias = _nested_bias(x, data, settings, cal, z, q_hat, out_hat, prior, progress=say)
+    nested = _nested_bias(x, data, settings, cal, z, q_hat, out_hat, prior, progress=say)
     targets = settings.targets
-    if bias is not None:
-        say(f"nested check: calibration misses its target by {bias:+.4f}; correcting")
+    bias: float | None = None
+    if nested is not None:
+        bias = shrunk_bias(*nested)
+        say(f"nested check: calibration misses its target by {nested[0]:+.4f} (standard error {nested[1]:.4f}); "
+            f"correcting by {bias:+.4f}")
         targets = (Target("quality", settings.targets[0].value - bias),)
     result = cal.result(np.arange(len(data.prompt_ids)), q_hat, out_hat, settings, targets)
 
@@ -319,6 +338,8 @@ def train_router(
     lengths = shared_lengths(predictor) or KNNPredictor(k=settings.length_k).fit(x, data.quality, data.output_tokens)
     placement = predictor if isinstance(predictor, AbilityPredictor) else _placement(settings, x, data, z, inputs)
     summary = _summary(data, settings, source, z, result, bias, targets, prior, started)
+    if nested is not None:
+        summary["calibration"]["nested_miss"], summary["calibration"]["nested_miss_se"] = nested
     return TrainedRouter(
         embedder=get_embedder(settings.embedder).name,  # canonical name, never an alias
         models=tuple(data.models),

@@ -28,7 +28,7 @@ from ._policy import (
     prefer_live,
     worst_case_cost,
 )
-from ._request import RouteRequest, message_text
+from ._request import CODE_SCAN_CHARS, RouteRequest, looks_like_code, message_text
 from ._select import SelectionRule, select
 from ._sessions import SessionPolicy, SessionState, advance, is_expired, repeated_tool_call, steer, switch_cost_usd
 from ._strategies import (
@@ -46,6 +46,7 @@ from ._tasks import TASKS, detect_task, resolve_task, task_from_tags
 __all__ = [
     "AcceptanceCheck",
     "Attempt",
+    "CODE_SCAN_CHARS",
     "CandidateScore",
     "CascadeResult",
     "CascadeStrategy",
@@ -82,6 +83,7 @@ __all__ = [
     "expected_ttft_ms",
     "filter_candidates",
     "is_expired",
+    "looks_like_code",
     "message_text",
     "prefer_live",
     "repeated_tool_call",

@@ -12,18 +12,32 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RouteRequest", "message_text"]
+__all__ = ["CODE_SCAN_CHARS", "RouteRequest", "looks_like_code", "message_text"]
 
 # Per-message framing tokens in OpenAI chat formats, and the flat price of one image at low detail.
 _TOKENS_PER_MESSAGE = 4
 _TOKENS_PER_IMAGE = 85
-_CODE_PATTERN = re.compile(
-    r"```|^\s*(def |class |import |from \S+ import |function |const |let |#include|public static)|;\s*$",
-    re.MULTILINE,
-)
+# Code: a fence, a line ending in ";" or a line starting with a keyword. The line-start test is two
+# patterns (text start, then after a "\n") rather than one `^` under MULTILINE, which sre tries at
+# every position: with "\n" as its literal prefix the scan runs at memchr speed, ~8x faster.
+_CODE_KEYWORDS = r"(?:def |class |import |from \S+ import |function |const |let |#include|public static)"
+_CODE_FIRST_LINE = re.compile(r"[^\S\n]*" + _CODE_KEYWORDS)
+_CODE_LINE = re.compile(r"\n[^\S\n]*" + _CODE_KEYWORDS)
+_CODE_SEMICOLON = re.compile(r";[^\S\n]*$", re.MULTILINE)
 #: Characters of each message the code detector reads (its regex holds the GIL: unbounded, a
 #: multi-megabyte prompt would stall every other request of the process).
 CODE_SCAN_CHARS = 32_768
+
+
+def looks_like_code(text: str) -> bool:
+    """Whether a message's first CODE_SCAN_CHARS characters hold a code fence or code-shaped lines."""
+    text = text[:CODE_SCAN_CHARS]
+    return (
+        "```" in text
+        or (";" in text and _CODE_SEMICOLON.search(text) is not None)
+        or _CODE_FIRST_LINE.match(text) is not None
+        or _CODE_LINE.search(text) is not None
+    )
 
 
 def message_text(message: Mapping[str, Any]) -> str:
@@ -116,7 +130,7 @@ class RouteRequest:
             max_tokens=max_tokens,
             has_tools=bool(tools),
             has_images=images > 0,
-            has_code=any(_CODE_PATTERN.search(t, 0, CODE_SCAN_CHARS) for t in texts),
+            has_code=any(looks_like_code(t) for t in texts),
             response_format=fmt,
             agent=agent,
             session=session,
