@@ -93,10 +93,11 @@ def test_a_long_request_growing_keeps_its_reservation_and_its_cost_counts_past_t
 class _Gate:
     """Wraps a link's eval: the `nth` call waits on `event` (to be cancelled there) or fails after running."""
 
-    def __init__(self, link: RedisLink, nth: int, *, fail_after_run: bool = False) -> None:
+    def __init__(self, link: RedisLink, nth: int, *, fail_after_run: bool = False, fail: bool = False) -> None:
         self.calls = 0
         self.nth = nth
         self.fail_after_run = fail_after_run
+        self.fail = fail
         self.event = asyncio.Event()
         self.waiting = asyncio.Event()
         self._eval = link.eval
@@ -106,6 +107,8 @@ class _Gate:
         self.calls += 1
         if self.calls != self.nth:
             return await self._eval(source, keys, args)
+        if self.fail:  # Redis went away before this call
+            raise RedisUnavailable("down")
         if self.fail_after_run:  # the script ran in Redis, then the call's timeout fired
             await self._eval(source, keys, args)
             raise RedisUnavailable("timed out")
@@ -166,6 +169,31 @@ def test_a_settle_replayed_after_a_timeout_counts_once(prefix: str) -> None:
         assert await _counter(link, AGENT) == (pytest.approx(0.3), 0.0)
         held.settle(0.3)  # and twice on the object is once
         await budgets.drain()
+        assert await _counter(link, AGENT) == (pytest.approx(0.3), 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_replay_failing_partway_keeps_the_rest_and_a_reload_carries_them(prefix: str) -> None:
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        old = SharedBudgets(BudgetManager([AGENT]), link)
+        held = [await old.areserve(agent="a", key_id=None, route=None, estimated_usd=0.1) for _ in range(3)]
+        gate = _Gate(link, nth=1, fail=True)
+        for each in held:  # Redis away for these settles: kept for replay
+            gate.calls, gate.nth = 0, 1
+            each.settle(0.1)
+            await old.drain()
+        new = SharedBudgets(BudgetManager([AGENT]), link, carry=old)  # a reload replaced them
+        assert len(new._unsent) == 3  # noqa: SLF001
+        gate.calls, gate.nth = 0, 2
+        with pytest.raises(RedisUnavailable):
+            await new.rebuild()  # the second replay fails
+        assert len(new._unsent) == 2  # noqa: SLF001  (the first is written, the rest kept)
+        gate.nth = 0
+        await new.rebuild()
+        assert new._unsent == []  # noqa: SLF001
         assert await _counter(link, AGENT) == (pytest.approx(0.3), 0.0)
         await link.aclose()
 
