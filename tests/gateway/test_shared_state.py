@@ -299,6 +299,39 @@ def test_nothing_stays_reserved_after_clients_leave_and_redis_restarts(upstream:
     assert float(counter[b"spent"]) == pytest.approx(spent, rel=1e-6)
 
 
+def test_a_pulled_session_state_is_ordered_by_turns_not_clocks(upstream: FakeUpstream, tmp_path: Path,
+                                                               prefix: str) -> None:
+    """The keeper's pull keeps a local state with more turns (written while Redis was away) and takes a shared
+    one with as many or more, whatever their clocks say."""
+    import anyio
+
+    from switchman.routing import SessionState
+
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    keeper = gateway.dispatcher.sessions
+    assert keeper.shared is not None and gateway.redis is not None
+
+    async def main() -> None:
+        assert gateway.redis is not None and keeper.shared is not None
+        await gateway.redis.start()
+        now = keeper.clock()
+        keeper.store.put("s", SessionState(model="mid", updated_at=now - 10, context_tokens=1, turns=3))
+        await keeper.shared.put("s", SessionState(model="cheap", updated_at=now, context_tokens=1, turns=2))
+        await keeper.pull("s")
+        local = keeper.store.get("s", keeper.clock())
+        assert local is not None and local.model == "mid"  # more turns, an older clock: kept
+        await keeper.shared.put("s", SessionState(model="big", updated_at=now - 20, context_tokens=1, turns=3))
+        await keeper.pull("s")
+        local = keeper.store.get("s", keeper.clock())
+        assert local is not None and local.model == "big"  # as many turns: the shared state wins
+        await gateway.redis.aclose()
+
+    anyio.run(main)
+    assert gateway.ledger is not None
+    gateway.ledger.close_sync()
+
+
 def test_the_readme_settings_load_and_need_nothing_else() -> None:
     """The README's `server.redis_url` block parses; without it there is no link and the state stays in process."""
     import re
