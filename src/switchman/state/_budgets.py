@@ -54,8 +54,9 @@ logger = logging.getLogger("switchman.state")
 _EPSILON_USD = 1e-9
 #: Settles kept for replay while Redis is down (beyond this, the rebuild from the ledger covers them).
 _MAX_UNSENT = 100_000
-#: How long a settled id is remembered (a settle replayed later than this is dropped: the ledger covers it).
-DONE_KEEP_S = 3600.0
+#: How long a settled id is remembered (a settle replayed later than this is dropped: the rebuild raises `spent`
+#: to the ledger, which has it). Redis keeps ~100 bytes per settled request and budget for this long.
+DONE_KEEP_S = 600.0
 #: A reservation nobody settles or grows stops counting this long after it was taken (longer than a request).
 HOLD_S = 900.0
 
