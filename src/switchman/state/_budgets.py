@@ -55,7 +55,7 @@ _EPSILON_USD = 1e-9
 #: Settles kept for replay while Redis is down (beyond this, the rebuild from the ledger covers them).
 _MAX_UNSENT = 100_000
 #: How long a settled id is remembered (a settle replayed later than this is dropped: the rebuild raises `spent`
-#: to the ledger, which has it). Redis keeps ~100 bytes per settled request and budget for this long.
+#: to the ledger, which has it). Redis keeps ~150 bytes per settled request and budget for this long (measured).
 DONE_KEEP_S = 600.0
 #: A reservation nobody settles or grows stops counting this long after it was taken (longer than a request).
 HOLD_S = 900.0
