@@ -22,7 +22,7 @@ import pytest
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway, build_app
-from switchman.ledger import KeyStore, period_bounds
+from switchman.ledger import KeyStore, Ledger, period_bounds
 from switchman.testing import FakeUpstream, RedisServer, forget_prefix, unique_prefix
 
 from .conftest import ENV, MASTER_KEY, ServerThread, config_data
@@ -198,7 +198,6 @@ def test_redis_killed_mid_way_costs_no_request_and_counters_come_back_from_the_l
 ) -> None:
     """A Redis of the test's own, killed between requests: zero 5xx, one log line per replica, the metric; restarted
     (empty), both replicas resync and the budget counter is the ledger's spend again."""
-    import redis
 
     caplog.set_level(logging.WARNING, "switchman.state")
     headers = {"X-Switchman-Agent": "pool", "X-Switchman-Session": f"s-{uuid.uuid4().hex[:8]}"}
@@ -221,17 +220,116 @@ def test_redis_killed_mid_way_costs_no_request_and_counters_come_back_from_the_l
         while not all(g.redis is not None and g.redis.up for g in replicas.gateways):
             assert time.monotonic() < deadline, "the replicas did not notice Redis is back"
             time.sleep(0.02)
-        start, _ = period_bounds(time.time(), "day")
-        client = redis.Redis.from_url(server.url)
-        counter = client.hgetall(f"sm:{{budget:agent:pool}}:day:{int(start)}")
-        client.close()
-        assert float(counter[b"spent"]) == pytest.approx(spent, rel=1e-6) and float(counter[b"reserved"]) == 0.0
+        counter = _wait_for_counter(server.url, "pool", spent)  # rebuilt from the ledger (not only "up")
+        assert float(counter[b"reserved"]) == 0.0
         after = [replicas.chat(i, headers=headers, max_tokens=20) for i in range(2)]
         assert [r.status_code for r in after] == [200, 200]
     lines = [r.getMessage() for r in caplog.records if "redis unavailable" in r.getMessage()]
     assert len(lines) == 2, lines  # one per replica
     assert all(line == lines[0] and line.endswith("; degrading to local state") for line in lines)
     assert sum("is up; shared state in use" in r.getMessage() for r in caplog.records) >= 4  # start and return, each
+
+
+def _counter_key(agent: str) -> str:
+    start, _ = period_bounds(time.time(), "day")
+    return f"sm:{{budget:agent:{agent}}}:day:{int(start)}"
+
+
+def _wait_for_counter(url: str, agent: str, spent: float) -> dict[bytes, bytes]:
+    """The agent budget's counter in Redis once its `spent` is `spent` (10 s at most)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            counter: dict[bytes, bytes] = client.hgetall(_counter_key(agent))
+            if b"spent" in counter and float(counter[b"spent"]) == pytest.approx(spent, rel=1e-6, abs=1e-12):
+                return counter
+            assert time.monotonic() < deadline, (counter, spent)
+            time.sleep(0.02)
+    finally:
+        client.close()
+
+
+def test_nothing_stays_reserved_after_clients_leave_and_redis_restarts(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """Streams the clients drop mid-way, Redis killed and restarted in the middle: once the replicas are closed
+    (settles in flight drained), the budget's `reserved` is 0 and its `spent` is the ledger's."""
+    import redis
+
+    upstream.set_reply("mid", " ".join(["word"] * 60))
+    headers = {"X-Switchman-Agent": "pool"}
+    body = {"model": "mid", "max_tokens": 100, "stream": True, "messages": ASK}
+    with RedisServer() as server:
+        with ExitStack() as stack:
+            data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", server.url, "sm:")
+            data["budgets"][-1]["usd"] = 1.0
+            replicas = start_replicas(stack, data)
+
+            def drop_after_first_chunk(i: int) -> None:
+                upstream.inject("slow_stream", model="mid", seconds=0.05)
+                with replicas.clients[i % 2].stream("POST", "/v1/chat/completions", json=body,
+                                                    headers=headers) as response:
+                    assert response.status_code == 200
+                    next(response.iter_bytes())  # then the client leaves
+
+            for i in range(4):
+                drop_after_first_chunk(i)
+            assert [replicas.chat(i, headers=headers).status_code for i in range(2)] == [200, 200]
+            server.stop()
+            for i in range(2):
+                drop_after_first_chunk(i)
+            server.start()
+            deadline = time.monotonic() + 20
+            while not all(g.redis is not None and g.redis.up for g in replicas.gateways):
+                assert time.monotonic() < deadline, "the replicas did not notice Redis is back"
+                time.sleep(0.02)
+            for i in range(4):
+                drop_after_first_chunk(i)
+        ledger = Ledger.from_url(data["server"]["ledger_url"])  # after shutdown: every row is written
+        rows = [r for r in ledger.records() if r.agent == "pool"]
+        ledger.close_sync()
+        spent = sum(r.cost_usd for r in rows)
+        assert len(rows) == 12 and spent > 0
+        client = redis.Redis.from_url(server.url)
+        counter = client.hgetall(_counter_key("pool"))
+        held = client.hlen(_counter_key("pool") + ":held")
+        client.close()
+    assert float(counter[b"reserved"]) == 0.0 and held == 0
+    assert float(counter[b"spent"]) == pytest.approx(spent, rel=1e-6)
+
+
+def test_a_pulled_session_state_is_ordered_by_turns_not_clocks(upstream: FakeUpstream, tmp_path: Path,
+                                                               prefix: str) -> None:
+    """The keeper's pull keeps a local state with more turns (written while Redis was away) and takes a shared
+    one with as many or more, whatever their clocks say."""
+    import anyio
+
+    from switchman.routing import SessionState
+
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    keeper = gateway.dispatcher.sessions
+    assert keeper.shared is not None and gateway.redis is not None
+
+    async def main() -> None:
+        assert gateway.redis is not None and keeper.shared is not None
+        await gateway.redis.start()
+        now = keeper.clock()
+        keeper.store.put("s", SessionState(model="mid", updated_at=now - 10, context_tokens=1, turns=3))
+        await keeper.shared.put("s", SessionState(model="cheap", updated_at=now, context_tokens=1, turns=2))
+        await keeper.pull("s")
+        local = keeper.store.get("s", keeper.clock())
+        assert local is not None and local.model == "mid"  # more turns, an older clock: kept
+        await keeper.shared.put("s", SessionState(model="big", updated_at=now - 20, context_tokens=1, turns=3))
+        await keeper.pull("s")
+        local = keeper.store.get("s", keeper.clock())
+        assert local is not None and local.model == "big"  # as many turns: the shared state wins
+        await gateway.redis.aclose()
+
+    anyio.run(main)
+    assert gateway.ledger is not None
+    gateway.ledger.close_sync()
 
 
 def test_the_readme_settings_load_and_need_nothing_else() -> None:

@@ -106,3 +106,28 @@ def test_session_states_are_shared_with_their_ttl(prefix: str) -> None:
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_session_writes_are_ordered_by_turns_and_feedback_marks_in_one_step(prefix: str) -> None:
+    """A late write with fewer turns cannot undo a newer turn (whatever the clocks say); a feedback mark sets
+    `pending` inside Redis, only on the turn it was given for, and keeps the session's expiry."""
+    async def main() -> None:
+        link = await _link(prefix)
+        store = RedisSessionStore(link, ttl_s=30)
+        now = time.monotonic()
+        newer = SessionState(model="mid", updated_at=now - 5, context_tokens=10, turns=4, last_request_id="r4")
+        older = SessionState(model="cheap", updated_at=now, context_tokens=10, turns=3, last_request_id="r3")
+        assert await store.put("s", newer)
+        assert not await store.put("s", older)  # a later clock, fewer turns: refused
+        found = await store.get("s")
+        assert found is not None and found.model == "mid" and found.turns == 4
+        assert not await store.mark("s", "negative feedback (score 0)", "r3")  # not the latest turn
+        assert await store.mark("s", "negative feedback (score 0)", "r4")
+        found = await store.get("s")
+        assert found is not None and found.pending == "negative feedback (score 0)" and found.turns == 4
+        assert found.updated_at == pytest.approx(newer.updated_at, abs=0.05)
+        assert 0 < await link.run(lambda r: r.pttl(link.key("session:s"))) <= 30_000
+        assert not await store.mark("unknown", "x")
+        await link.aclose()
+
+    anyio.run(main)

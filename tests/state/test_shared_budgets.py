@@ -93,10 +93,11 @@ def test_a_long_request_growing_keeps_its_reservation_and_its_cost_counts_past_t
 class _Gate:
     """Wraps a link's eval: the `nth` call waits on `event` (to be cancelled there) or fails after running."""
 
-    def __init__(self, link: RedisLink, nth: int, *, fail_after_run: bool = False) -> None:
+    def __init__(self, link: RedisLink, nth: int, *, fail_after_run: bool = False, fail: bool = False) -> None:
         self.calls = 0
         self.nth = nth
         self.fail_after_run = fail_after_run
+        self.fail = fail
         self.event = asyncio.Event()
         self.waiting = asyncio.Event()
         self._eval = link.eval
@@ -106,6 +107,8 @@ class _Gate:
         self.calls += 1
         if self.calls != self.nth:
             return await self._eval(source, keys, args)
+        if self.fail:  # Redis went away before this call
+            raise RedisUnavailable("down")
         if self.fail_after_run:  # the script ran in Redis, then the call's timeout fired
             await self._eval(source, keys, args)
             raise RedisUnavailable("timed out")
@@ -155,6 +158,7 @@ def test_a_settle_replayed_after_a_timeout_counts_once(prefix: str) -> None:
     async def main() -> None:
         link = await _link(URL, prefix)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        await budgets.rebuild()
         held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
         assert isinstance(held, SharedReservation)
         gate = _Gate(link, nth=1, fail_after_run=True)
@@ -166,6 +170,32 @@ def test_a_settle_replayed_after_a_timeout_counts_once(prefix: str) -> None:
         assert await _counter(link, AGENT) == (pytest.approx(0.3), 0.0)
         held.settle(0.3)  # and twice on the object is once
         await budgets.drain()
+        assert await _counter(link, AGENT) == (pytest.approx(0.3), 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_replay_failing_partway_keeps_the_rest_and_a_reload_carries_them(prefix: str) -> None:
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        old = SharedBudgets(BudgetManager([AGENT]), link)
+        await old.rebuild()  # as at start: the epoch these settles belong to
+        held = [await old.areserve(agent="a", key_id=None, route=None, estimated_usd=0.1) for _ in range(3)]
+        gate = _Gate(link, nth=1, fail=True)
+        for each in held:  # Redis away for these settles: kept for replay
+            gate.calls, gate.nth = 0, 1
+            each.settle(0.1)
+            await old.drain()
+        new = SharedBudgets(BudgetManager([AGENT]), link, carry=old)  # a reload replaced them
+        assert len(new._unsent) == 3  # noqa: SLF001
+        gate.calls, gate.nth = 0, 2
+        with pytest.raises(RedisUnavailable):
+            await new.rebuild()  # the second replay fails
+        assert len(new._unsent) == 2  # noqa: SLF001  (the first is written, the rest kept)
+        gate.nth = 0
+        await new.rebuild()
+        assert new._unsent == []  # noqa: SLF001
         assert await _counter(link, AGENT) == (pytest.approx(0.3), 0.0)
         await link.aclose()
 
@@ -239,6 +269,42 @@ def test_redis_and_the_ledger_lost_together_never_restart_budgets_at_zero(tmp_pa
                     await anyio.sleep(0.02)
             assert await _counter(link, AGENT) == (pytest.approx(0.7), 0.0)  # the ledger's spend again
             await link.aclose()
+
+        anyio.run(main)
+    ledger.close_sync()
+
+
+def test_a_settle_missed_before_redis_lost_its_data_is_not_counted_twice(tmp_path: Any) -> None:
+    """Replica A's settle fails (Redis killed); Redis comes back empty and replica B rebuilds first from the
+    ledger, which has that request's row: A's replay must not add it again."""
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    with RedisServer() as server:
+        async def main() -> None:
+            link_a = RedisLink(server.url, timeout_s=2.0, ping_s=0.05)
+            a = SharedBudgets(BudgetManager([AGENT], ledger), link_a)
+            link_a.on_resync(a.rebuild)
+            await link_a.start()
+            held = await a.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
+            assert isinstance(held, SharedReservation)
+            server.stop()
+            held.settle(0.3)
+            await a.drain()
+            assert len(a._unsent) == 1  # noqa: SLF001
+            ledger.record(LedgerRecord(request_id="r1", agent="a", model="m", prompt="x", cost_usd=0.3))
+            ledger.flush_sync(timeout=10)
+            server.start()  # empty
+            link_b = RedisLink(server.url, timeout_s=2.0, ping_s=0.05)
+            b = SharedBudgets(BudgetManager([AGENT], ledger), link_b)
+            link_b.on_resync(b.rebuild)
+            await link_b.start()
+            assert await _counter(link_b, AGENT) == (pytest.approx(0.3), 0.0)
+            with anyio.fail_after(10):
+                while not link_a.up:
+                    await anyio.sleep(0.02)
+            assert a._unsent == []  # noqa: SLF001
+            assert await _counter(link_b, AGENT) == (pytest.approx(0.3), 0.0)  # once
+            await link_a.aclose()
+            await link_b.aclose()
 
         anyio.run(main)
     ledger.close_sync()

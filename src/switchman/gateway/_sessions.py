@@ -167,8 +167,8 @@ class SessionKeeper:
         except RedisUnavailable:
             return  # the local state (if any) decides
         local = self.store.get(session_id, self.clock())
-        # A local state newer by more than the wall-clock round trip's rounding was written while Redis was away.
-        if state is not None and (local is None or state.updated_at >= local.updated_at - 0.001):
+        # Ordered by turns, not clocks: a local state with more turns was written while Redis was away.
+        if state is not None and (local is None or state.turns >= local.turns):
             self.store.put(session_id, state)
 
     def _push(self, session_id: str, state: SessionState) -> None:
@@ -177,7 +177,7 @@ class SessionKeeper:
         if shared is not None:
             self._track(session_id, shared.put(session_id, state))
 
-    def _track(self, session_id: str, write: Coroutine[Any, Any, None]) -> None:
+    def _track(self, session_id: str, write: Coroutine[Any, Any, object]) -> None:
         """Run a write to the shared store as the session's pending push (`pull` and `settled` wait for it);
         a session's writes run in order."""
         try:
@@ -266,9 +266,7 @@ class SessionKeeper:
         if shared is None:
             return
 
-        async def mark() -> None:
-            state = await shared.get(session_id)
-            if state is not None and (request_id is None or state.last_request_id == request_id):
-                await shared.put(session_id, replace(state, pending=reason))
+        async def mark() -> None:  # in Redis in one step: a turn written meanwhile is not overwritten
+            await shared.mark(session_id, reason, request_id)
 
         self._track(session_id, mark())

@@ -23,7 +23,9 @@ sent again (a replay after a timeout that Redis had in fact run) counts nothing 
 
 The ledger stays the record. `rebuild` (at start, after Redis comes back, and when budgets are added)
 replays the settles Redis missed, then raises each `spent` to the ledger's spend for the period; it never
-touches reservations. When the ledger cannot be read and Redis lost its data (the marker key is gone) the
+touches reservations. The marker key holds an epoch, new each time Redis lost its data: settles missed
+before that are not replayed (the ledger the counters restart from has them, and so would count them twice
+with another replica's rebuild). When the ledger cannot be read and Redis lost its data (the marker key is gone) the
 counters would start from $0, so the rebuild fails instead: the replica stays on the local check
 (`BudgetManager`, the ledger-based fallback that also decides while Redis is down) and the link tries again.
 """
@@ -52,8 +54,9 @@ logger = logging.getLogger("switchman.state")
 _EPSILON_USD = 1e-9
 #: Settles kept for replay while Redis is down (beyond this, the rebuild from the ledger covers them).
 _MAX_UNSENT = 100_000
-#: How long a settled id is remembered (a settle replayed later than this is dropped: the ledger covers it).
-DONE_KEEP_S = 3600.0
+#: How long a settled id is remembered (a settle replayed later than this is dropped: the rebuild raises `spent`
+#: to the ledger, which has it). Redis keeps ~150 bytes per settled request and budget for this long (measured).
+DONE_KEEP_S = 600.0
 #: A reservation nobody settles or grows stops counting this long after it was taken (longer than a request).
 HOLD_S = 900.0
 
@@ -136,7 +139,19 @@ return 1
 """
 
 _Hold = tuple[str, BudgetConfig, float]  # the counter key, the budget, the period's end
-_Unsent = tuple[str, str, float, float]  # a settle Redis missed: counter key, reservation id, actual, when (monotonic)
+_Unsent = tuple[str, str, float, float, str | None]  # a settle Redis missed: key, id, actual, when (monotonic), epoch
+
+
+class _Pending:
+    """What budgets replaced by a reload share with their successor: settles to replay, tasks, Redis's epoch."""
+
+    def __init__(self) -> None:
+        self.unsent: list[_Unsent] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        #: The marker's value at the last rebuild: a new one means Redis lost its data (and the settles
+        #: missed before that are in the ledger the new counters were rebuilt from: replaying them would
+        #: count them twice).
+        self.epoch: str | None = None
 
 
 def _keys(key: str) -> list[str]:
@@ -210,8 +225,9 @@ class SharedBudgets:
         self.hold_s = hold_s
         self._clock = clock
         # Shared with the budgets this one replaced: their reservations settle through them.
-        self._unsent: list[_Unsent] = carry._unsent if carry is not None else []
-        self._tasks: set[asyncio.Task[None]] = carry._tasks if carry is not None else set()
+        self._pending: _Pending = carry._pending if carry is not None else _Pending()
+        self._unsent = self._pending.unsent
+        self._tasks = self._pending.tasks
         self._ledger_unread = False  # logged once while the ledger cannot be read for a rebuild
 
     def _key(self, budget: BudgetConfig, start: float) -> str:
@@ -322,7 +338,7 @@ class SharedBudgets:
             await self.link.eval(_SETTLE, _keys(key), [rid, actual, ttl, int(DONE_KEEP_S * 1000)])
         except RedisUnavailable:
             if len(self._unsent) < _MAX_UNSENT:
-                self._unsent.append((key, rid, actual, time.monotonic()))
+                self._unsent.append((key, rid, actual, time.monotonic(), self._pending.epoch))
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         try:
@@ -365,7 +381,8 @@ class SharedBudgets:
         restart at $0: the link stays down, requests keep to the local check, and it tries again)."""
         totals = await anyio.to_thread.run_sync(self.local.ledger_spend)
         marker = self.link.key("budgets", "epoch")
-        lost = not await self.link.run(lambda r: r.exists(marker))
+        found = await self.link.run(lambda r: r.get(marker))
+        lost = found is None
         if totals is None and lost and self.local.has_ledger and self.local.budgets():
             if not self._ledger_unread:
                 self._ledger_unread = True
@@ -373,22 +390,30 @@ class SharedBudgets:
                                "keeping to the local budget check until it can")
             raise RedisUnavailable("ledger unreadable for the budget rebuild")
         self._ledger_unread = False
-        await self._replay()
+        epoch = found.decode() if found is not None else uuid.uuid4().hex
+        await self._replay(epoch)
         now = self._clock()
         for budget in self.local.budgets():
             start, end = period_bounds(now, budget.period)
             spend = (totals or {}).get((budget.scope, budget.period), {}).get(budget.name, 0.0)
             await self.link.eval(_REBUILD, _keys(self._key(budget, start)), [spend, self._ttl(end)])
-        await self.link.run(lambda r: r.set(marker, b"1"))
+        if lost:  # another replica may have made the new epoch meanwhile: keep the first
+            await self.link.run(lambda r: r.set(marker, epoch.encode(), nx=True))
+            found = await self.link.run(lambda r: r.get(marker))
+            epoch = found.decode() if found is not None else epoch
+        self._pending.epoch = epoch
         if totals is None and self.local.has_ledger:
             logger.warning("budget counters in Redis kept as they are: the ledger could not be read")
 
-    async def _replay(self) -> None:
-        """The settles Redis missed, each removed once written (a failure keeps the rest for the next try)."""
-        oldest = time.monotonic() - DONE_KEEP_S  # older ones: Redis may have forgotten them (the ledger counts them)
+    async def _replay(self, epoch: str) -> None:
+        """The settles Redis missed, each removed once written (a failure keeps the rest for the next try).
+
+        Skipped: those older than DONE_KEEP_S (Redis may have forgotten they were done) and those from before
+        Redis lost its data (another epoch): the ledger the counters are rebuilt from counts them already."""
+        oldest = time.monotonic() - DONE_KEEP_S
         while self._unsent:
-            key, rid, actual, when = self._unsent[0]
-            if when >= oldest:
+            key, rid, actual, when, then = self._unsent[0]
+            if when >= oldest and (then == epoch or not self.local.has_ledger):
                 await self.link.eval(_SETTLE, _keys(key), [rid, actual, 86_400 * 32, int(DONE_KEEP_S * 1000)])
             self._unsent.pop(0)
 

@@ -180,6 +180,9 @@ class RedisLink:
                 await callback()
         except RedisUnavailable:
             return  # down again during the resync: the watcher tries again
+        except Exception:  # a bug in a callback: stay on local state (also at start), the watcher tries again
+            logger.exception("redis resync failed; keeping to local state, trying again in %.1f s", self.ping_s)
+            return
         finally:
             self._resyncing.reset(token)
         self.up = True

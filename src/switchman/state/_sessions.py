@@ -5,9 +5,11 @@
     await shared.put("key1:sess-1", state)         # expires after ttl_s idle (a Redis expiry)
 
 Each session is one key, `<prefix>{session:<id>}`, holding its state as JSON with a Redis expiry
-of the session TTL, renewed at every turn. A state's `updated_at` is on the caller's monotonic
-clock; it is stored as wall-clock time (the clock's offset to `time.time()` taken once), so
-replicas on different machines read one another's states right, as far as their clocks agree.
+of the session TTL, renewed at every turn. Writes are ordered by the session's turn count, not by
+clocks: `put` is a compare-and-set (a state with fewer turns than the stored one is refused: a
+late write from another replica cannot undo a newer turn), and `mark` sets the pending escalation
+inside Redis in one step (no read-then-write that a concurrent turn could overwrite). A state's
+`updated_at` (for its TTL only) is on the caller's monotonic clock, stored as wall-clock time.
 Calls raise `RedisUnavailable` when Redis is down; the session keeper then uses its local store.
 """
 
@@ -23,6 +25,31 @@ from ..routing import SessionState, is_expired
 from ._redis_link import RedisLink
 
 __all__ = ["RedisSessionStore"]
+
+# KEYS[1]; ARGV: the state (JSON), ttl_ms, its turns. Stores it unless the stored state has more turns.
+_PUT = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, data = pcall(cjson.decode, current)
+  if ok and type(data) == 'table' and tonumber(data['turns']) and tonumber(data['turns']) > tonumber(ARGV[3]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS[1]; ARGV: the reason, the request id it must be the latest turn of ('' for any). Keeps the expiry.
+_MARK = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local ok, data = pcall(cjson.decode, current)
+if not ok or type(data) ~= 'table' then return 0 end
+if ARGV[2] ~= '' and data['last_request_id'] ~= ARGV[2] then return 0 end
+data['pending'] = ARGV[1]
+redis.call('SET', KEYS[1], cjson.encode(data), 'KEEPTTL')
+return 1
+"""
 
 
 class RedisSessionStore:
@@ -47,14 +74,19 @@ class RedisSessionStore:
             return None
         return state
 
-    async def put(self, session_id: str, state: SessionState) -> None:
-        """Store a session's state, expiring `ttl_s` after this turn."""
+    async def put(self, session_id: str, state: SessionState) -> bool:
+        """Store a session's state, expiring `ttl_s` after this turn; False (nothing written) when the stored
+        state has more turns (a newer turn, on another replica)."""
         payload = orjson.dumps({
             "model": state.model, "at": state.updated_at + self._to_wall, "context_tokens": state.context_tokens,
             "turns": state.turns, "pending": state.pending, "last_request_id": state.last_request_id,
         })
         ttl_ms = max(int(self.ttl_s * 1000), 1)
-        await self.link.run(lambda r: r.set(self._key(session_id), payload, px=ttl_ms))
+        return bool(await self.link.eval(_PUT, [self._key(session_id)], [payload.decode(), ttl_ms, state.turns]))
+
+    async def mark(self, session_id: str, reason: str, request_id: str | None = None) -> bool:
+        """Set the session's pending escalation in Redis, when its latest turn is `request_id` (any: None)."""
+        return bool(await self.link.eval(_MARK, [self._key(session_id)], [reason, request_id or ""]))
 
 
 def _decode(raw: bytes, to_wall: float) -> SessionState | None:
