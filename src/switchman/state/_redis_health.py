@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,8 @@ from ._health import CircuitState, HealthBoard
 from ._redis_link import RedisLink, RedisUnavailable
 
 __all__ = ["RedisHealth"]
+
+logger = logging.getLogger("switchman.state")
 
 #: KEYS[1] the circuit hash. ARGV: reset (1: an answer came since the last push), failures since the last
 #: answer, threshold, cooldown s, now (wall s), opened here (1/0), ttl ms, open for (a resync's state; -1: none).
@@ -203,7 +206,10 @@ class RedisHealth:
                     await self._stopping.wait()
             if self._stopping.is_set():
                 return
-            await self.sync()
+            try:
+                await self.sync()
+            except Exception:  # a bug must not end the loop: this replica would silently stop sharing
+                logger.exception("redis health sync failed; trying again in %.2f s", self.sync_s)
 
     async def start(self) -> None:
         """Pull the shared state once, then keep in step in the background."""

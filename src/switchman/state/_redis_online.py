@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import hashlib
 import threading
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # the learned-routing stack loads only where a route uses it
     from ..learn import OnlineStrategy
 
 __all__ = ["RedisOnlineCounts"]
+
+logger = logging.getLogger("switchman.state")
 
 _TTL_S = 90 * 86_400  # counts nobody has added to for 90 days are forgotten
 
@@ -108,7 +111,10 @@ class RedisOnlineCounts:
                     await self._stopping.wait()
             if self._stopping.is_set():
                 return
-            await self.sync()
+            try:
+                await self.sync()
+            except Exception:  # a bug must not end the loop: this replica would silently stop sharing
+                logger.exception("redis online counts sync failed; trying again in %.2f s", self.sync_s)
 
     async def start(self) -> None:
         """Take the shared counts now, then keep in step in the background."""
