@@ -11,6 +11,7 @@ Needs the `redis-server` binary and the redis client (`switchman[redis]`).
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import tempfile
@@ -93,7 +94,11 @@ class RedisClusterServer:
     """
 
     def __init__(self, primaries: int = 3) -> None:
-        self.ports = [_free_port() for _ in range(primaries)]
+        self.ports: list[int] = []
+        while len(self.ports) < primaries:
+            port = _cluster_port()
+            if port not in self.ports and port + 10_000 not in self.ports:
+                self.ports.append(port)
         self.url = f"redis+cluster://127.0.0.1:{self.ports[0]}"
         self._processes: list[subprocess.Popen[bytes]] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
@@ -110,7 +115,8 @@ class RedisClusterServer:
 
         def answering() -> None:
             for port in self.ports:
-                redis.Redis(port=port, socket_timeout=0.5).ping()
+                with redis.Redis(port=port, socket_timeout=0.5) as node:
+                    node.ping()
 
         _wait_for(answering)
         subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
@@ -119,7 +125,8 @@ class RedisClusterServer:
 
         def ready() -> None:
             for port in self.ports:
-                info = redis.Redis(port=port, socket_timeout=0.5).cluster("info")
+                with redis.Redis(port=port, socket_timeout=0.5) as node:
+                    info = node.cluster("info")
                 state = info.get("cluster_state") if isinstance(info, dict) else None
                 if state != "ok":
                     raise redis.ConnectionError(f"cluster_state {state} on {port}")
@@ -146,6 +153,19 @@ class RedisClusterServer:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _cluster_port() -> int:
+    """A free port P whose cluster bus port P + 10000 is free too (so P is at most 55535)."""
+    while True:
+        port = random.randrange(20_000, 45_000)
+        try:
+            for candidate in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
 
 
 def _wait_for(check: Callable[[], object], seconds: float = 10.0) -> None:
