@@ -86,7 +86,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
 
 def _one_slot_each(calls: Calls) -> set[str]:
     """Assert every recorded script call's keys share one slot; the names of the scripts seen."""
-    from redis.cluster import key_slot
+    from redis.crc import key_slot
 
     names = {_script(where): name for name, where in SCRIPTS.items()}
     seen = set()
