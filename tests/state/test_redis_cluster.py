@@ -284,3 +284,20 @@ def test_the_helper_is_exported_next_to_redis_server() -> None:
     from switchman import testing
 
     assert "RedisClusterServer" in testing.__all__ and inspect.isclass(testing.RedisClusterServer)
+
+
+def test_the_documented_cluster_settings_load_and_pick_the_cluster_client() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from switchman._config import parse_config
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "scale-out.md").read_text(encoding="utf-8")
+    section = doc.split("### Redis Cluster", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    config = parse_config(yaml.safe_load(block.group(1)))
+    link = RedisLink.from_config(config.server)
+    assert link is not None and link.cluster and "secret" not in link.display_url
+    assert config.cache.redis_url is not None and is_redis_cluster(config.cache.redis_url)

@@ -179,12 +179,18 @@ class RedisLink:
     async def _come_up(self) -> None:
         """Resync (only the callbacks' calls reach Redis meanwhile: requests keep to local state), then serve."""
         with contextlib.suppress(*_failures()):  # pooled connections to a Redis that went away fail their next call
-            if self.cluster:  # a new client reads the slot map afresh (nodes may have moved or failed over)
+            if not self.cluster:
+                await self.client.connection_pool.disconnect()
+            else:  # a new client reads the slot map afresh (nodes may have moved or failed over)
                 client, self._client = self.client, None
                 self._scripts.clear()
                 await client.aclose()
-            else:
-                await self.client.connection_pool.disconnect()
+        if self.cluster:
+            try:
+                async with asyncio.timeout(max(self.timeout_s, 0.5)):  # as the ping: not within one call's timeout
+                    await self.client.initialize()
+            except _failures():
+                return  # the watcher tries again
         token = self._resyncing.set(True)
         try:
             for callback in self._resyncs:
