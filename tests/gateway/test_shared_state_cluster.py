@@ -126,3 +126,44 @@ def _cheap_key(replicas: Replicas) -> str:
     opened = replicas.gateways[0].dispatcher.health.unhealthy()
     assert len(opened) == 1, opened
     return next(iter(opened))
+
+
+def test_a_primary_killed_mid_way_costs_no_request_and_counters_come_back(
+    upstream: FakeUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Cluster of the test's own; one primary killed between requests: zero 5xx, each replica degrades (log line,
+    metric); restarted empty, both resync and the budget counter is the ledger's spend again."""
+    import logging
+    import time
+
+    import httpx
+
+    from switchman.state import redis_sync_client
+
+    caplog.set_level(logging.WARNING, "switchman.state")
+    headers = {"X-Switchman-Agent": "pool", "X-Switchman-Session": f"s-{uuid.uuid4().hex[:8]}"}
+    with RedisClusterServer() as own, ExitStack() as stack:
+        data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", own.url, "sm:")
+        replicas = start_replicas(stack, data)
+        before = [replicas.chat(i, headers=headers, max_tokens=20) for i in range(4)]
+        counter_key = single._counter_key("pool")
+        with redis_sync_client(own.url) as client:
+            owner = client.get_node_from_key(counter_key).port
+        own.kill_node(own.ports.index(owner))  # the primary holding the budget's counter
+        during = [replicas.chat(i, headers=headers, max_tokens=20) for i in range(10)]
+        assert [r.status_code for r in before + during] == [200] * 14
+        for url in replicas.urls:
+            assert "switchman_redis_up 0.0" in httpx.get(url + "/metrics").text
+        spent = sum(r.cost_usd for r in replicas.ledger_rows() if r.agent == "pool")
+        own.restart_node(own.ports.index(owner))
+        deadline = time.monotonic() + 30
+        while not all(g.redis is not None and g.redis.up for g in replicas.gateways):
+            assert time.monotonic() < deadline, "the replicas did not notice the Cluster is whole again"
+            time.sleep(0.05)
+        with redis_sync_client(own.url) as client:
+            counter = client.hgetall(counter_key)  # rebuilt from the ledger on the restarted (empty) primary
+        assert float(counter[b"spent"]) == pytest.approx(spent, rel=1e-6) and float(counter[b"reserved"]) == 0.0
+        after = [replicas.chat(i, headers=headers, max_tokens=20) for i in range(2)]
+        assert [r.status_code for r in after] == [200, 200]
+    lines = [r.getMessage() for r in caplog.records if "redis unavailable" in r.getMessage()]
+    assert len(lines) == 2 and all(line.endswith("; degrading to local state") for line in lines), lines

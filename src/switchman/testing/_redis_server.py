@@ -5,6 +5,7 @@
         server.url; server.stop(); server.start()   # a Redis outage on demand (same port)
     with RedisClusterServer() as cluster:           # three primaries on free ports, no replicas
         cluster.url                                 # redis+cluster://127.0.0.1:<first port>
+        cluster.kill_node(1); cluster.restart_node(1)  # a primary's outage on demand
 
 Needs the `redis-server` binary and the redis client (`switchman[redis]`).
 """
@@ -102,15 +103,12 @@ class RedisClusterServer:
         self.url = f"redis+cluster://127.0.0.1:{self.ports[0]}"
         self._processes: list[subprocess.Popen[bytes]] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._ready: Callable[[], None] = lambda: None
 
     def start(self) -> None:
         """Start the nodes, join them into a cluster and wait until it serves every slot."""
         self._dir = tempfile.TemporaryDirectory(prefix="switchman-cluster-")
-        for port in self.ports:
-            self._processes.append(subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", f"nodes-{port}.conf", "--save", "", "--appendonly", "no",
-                 "--dir", self._dir.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self._processes = [self._node(port) for port in self.ports]
         import redis
 
         def answering() -> None:
@@ -131,7 +129,25 @@ class RedisClusterServer:
                 if state != "ok":
                     raise redis.ConnectionError(f"cluster_state {state} on {port}")
 
+        self._ready = ready
         _wait_for(ready, seconds=30)
+
+    def _node(self, port: int) -> subprocess.Popen[bytes]:
+        assert self._dir is not None
+        return subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000", "--save", "",
+             "--appendonly", "no", "--dir", self._dir.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def kill_node(self, index: int) -> None:
+        """Kill one primary (SIGKILL: an outage; its slots are served by nobody until it is back)."""
+        self._processes[index].kill()
+        self._processes[index].wait(10)
+
+    def restart_node(self, index: int) -> None:
+        """Start a killed primary again (empty, same slots) and wait until the cluster is whole."""
+        self._processes[index] = self._node(self.ports[index])
+        _wait_for(self._ready, seconds=60)
 
     def stop(self) -> None:
         """Kill every node and remove their files."""
