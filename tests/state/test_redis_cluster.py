@@ -260,17 +260,24 @@ def test_revocations_reach_a_subscriber_on_any_node(cluster: RedisClusterServer)
 
 
 def test_a_cluster_link_resyncs_with_a_fresh_client(cluster: RedisClusterServer) -> None:
-    """After an outage the link reads the slot map afresh (a new client) before calls resume."""
+    """After an outage the link reads the slot map afresh (client closed, initialised again) before calls resume."""
     prefix = unique_prefix()
 
     async def main() -> None:
         link = RedisLink(cluster.url, prefix=prefix, timeout_s=0.5, ping_s=0.05)
         await link.start()
-        before = link.client
         await link.run(lambda r: r.set(link.key("x"), b"1"))
+        closed = []
+        aclose = link.client.aclose
+
+        async def recording_aclose() -> None:
+            closed.append(1)
+            await aclose()
+
+        link.client.aclose = recording_aclose
         link.up = False  # as after an outage
         assert await link.check()
-        assert link.client is not before
+        assert closed == [1] and len(link.client.get_primaries()) == 3  # closed, then the slot map read again
         assert await link.run(lambda r: r.get(link.key("x"))) == b"1"
         await link.aclose()
 

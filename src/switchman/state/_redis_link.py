@@ -20,7 +20,9 @@ Keys are laid out for Redis Cluster: `<prefix>{<entity>}:<part>...` — everythi
 touches shares the `{entity}` hash tag, so it lives on one slot, and different entities spread over
 the primaries. A `redis+cluster://` (or `rediss+cluster://`) URL builds redis-py's asyncio
 `RedisCluster` with the same timeouts (it follows MOVED/ASK redirects itself; a lost node is a
-failed call like any other); pipelines are non-transactional, so they may span slots. The URL's
+failed call like any other, and the resync reads the slot map afresh); pipelines are
+non-transactional, so they may span slots (use EVAL in them: redis-py refuses EVALSHA in a Cluster
+pipeline). The URL's
 password never appears in a log line or a metric.
 """
 
@@ -181,10 +183,8 @@ class RedisLink:
         with contextlib.suppress(*_failures()):  # pooled connections to a Redis that went away fail their next call
             if not self.cluster:
                 await self.client.connection_pool.disconnect()
-            else:  # a new client reads the slot map afresh (nodes may have moved or failed over)
-                client, self._client = self.client, None
-                self._scripts.clear()
-                await client.aclose()
+            else:  # closed, a Cluster client reads the slot map afresh from every node it has seen
+                await self.client.aclose()
         if self.cluster:
             try:
                 async with asyncio.timeout(max(self.timeout_s, 0.5)):  # as the ping: not within one call's timeout
