@@ -119,6 +119,19 @@ def test_the_url_scheme_picks_the_cluster_client(cluster: RedisClusterServer) ->
     assert isinstance(link.client, RedisCluster) and link.cluster
     assert link.display_url == cluster.url
     assert "pw" not in RedisLink("redis+cluster://:pw@127.0.0.1:7000").display_url
+    import redis.asyncio
+
+    plain = RedisLink("redis://127.0.0.1:6379/0").client
+    assert type(plain) is redis.asyncio.Redis and not RedisLink("redis://127.0.0.1:6379/0").cluster
+
+
+def test_a_node_url_keeps_the_seed_credentials_and_options() -> None:
+    from switchman.state._redis_client import node_url, plain_url
+
+    assert plain_url("rediss+cluster://u:p@h:7000?ssl_cert_reqs=none") == "rediss://u:p@h:7000?ssl_cert_reqs=none"
+    assert node_url("rediss+cluster://u:p@h:7000?ssl_cert_reqs=none", "10.0.0.7", 7002) == \
+        "rediss://u:p@10.0.0.7:7002?ssl_cert_reqs=none"
+    assert node_url("redis+cluster://h:7000", "::1", 7001) == "redis://[::1]:7001"
 
 
 def test_backends_pass_on_the_cluster_with_one_slot_per_script(
