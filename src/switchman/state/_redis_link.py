@@ -17,10 +17,13 @@ registered resync callbacks (rebuild budget counters from the ledger, re-read ke
 to Redis again.
 
 Keys are laid out for Redis Cluster: `<prefix>{<entity>}:<part>...` — everything one Lua script
-touches shares the `{entity}` hash tag, so it lives on one slot. Cluster itself is not supported
-yet (the client is a plain `redis.asyncio.Redis`): point `server.redis_url` at one primary (with a
-replica and Sentinel-style failover behind one address if needed). The URL's password never appears
-in a log line or a metric.
+touches shares the `{entity}` hash tag, so it lives on one slot, and different entities spread over
+the primaries. A `redis+cluster://` (or `rediss+cluster://`) URL builds redis-py's asyncio
+`RedisCluster` with the same timeouts (it follows MOVED/ASK redirects itself; a lost node is a
+failed call like any other, and the resync reads the slot map afresh); pipelines are
+non-transactional, so they may span slots (use EVAL in them: redis-py refuses EVALSHA in a Cluster
+pipeline). The URL's
+password never appears in a log line or a metric.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from prometheus_client.registry import Collector
 from .._config import ServerConfig
 from .._exceptions import ConfigError
 from ._redis_cache import redacted_url
+from ._redis_client import async_client, failures, is_cluster
 
 __all__ = ["RedisLink", "RedisUnavailable"]
 
@@ -109,15 +113,19 @@ class RedisLink:
     def client(self) -> Any:
         """The redis-py asyncio client (opened on first use, in the event loop that serves requests)."""
         if self._client is None:
-            import redis.asyncio
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            self._client = redis.asyncio.Redis.from_url(
+            self._client = async_client(
                 self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
                 retry=Retry(NoBackoff(), 0), health_check_interval=0,
             )
         return self._client
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the URL names a Redis Cluster (`redis+cluster://`)."""
+        return is_cluster(self.url)
 
     async def eval(self, source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         """Run a Lua script (EVALSHA, loading it once) within the timeout; raises RedisUnavailable on failure."""
@@ -173,7 +181,16 @@ class RedisLink:
     async def _come_up(self) -> None:
         """Resync (only the callbacks' calls reach Redis meanwhile: requests keep to local state), then serve."""
         with contextlib.suppress(*_failures()):  # pooled connections to a Redis that went away fail their next call
-            await self.client.connection_pool.disconnect()
+            if not self.cluster:
+                await self.client.connection_pool.disconnect()
+            else:  # closed, a Cluster client reads the slot map afresh from every node it has seen
+                await self.client.aclose()
+        if self.cluster:
+            try:
+                async with asyncio.timeout(max(self.timeout_s, 0.5)):  # as the ping: not within one call's timeout
+                    await self.client.initialize()
+            except _failures():
+                return  # the watcher tries again
         token = self._resyncing.set(True)
         try:
             for callback in self._resyncs:
@@ -245,9 +262,7 @@ class _LinkCollector(Collector):
 
 
 def _failures() -> tuple[type[BaseException], ...]:
-    from redis.exceptions import RedisError
-
-    return (RedisError, OSError, TimeoutError)
+    return failures()
 
 
 def _is_timeout(exc: BaseException) -> bool:
