@@ -146,7 +146,8 @@ class RedisOptions(_Strict):
     Every call is bounded by `timeout_s` (well under a request's budget) and never retried; a slow
     call fails alone, and after a connection error (or nothing answered for 2 x `ping_s` + `timeout_s`)
     the replica serves from its local state and pings every `ping_s` until Redis answers, then
-    resyncs. Redis Cluster is not supported yet: one primary. `key_prefix` starts every key (one Redis can serve several deployments or tests).
+    resyncs. A `redis+cluster://` (or `rediss+cluster://`) URL names one node of a Redis Cluster. `key_prefix`
+    starts every key (one Redis can serve several deployments or tests).
     """
 
     timeout_s: float = Field(default=0.05, gt=0, le=5, description="a Redis call slower than this fails over to local")
@@ -178,7 +179,8 @@ class ServerConfig(_Strict):
     durability: Literal["batched", "sync"] = Field(
         default="batched", description="sync: a request's ledger row is committed before its answer's last byte")
     redis_url: str | None = Field(
-        default=None, description="redis://host:port/db: sessions, budgets, rate limits and key revocations shared "
+        default=None, description="redis://host:port/db (redis+cluster://host:port for a Redis Cluster): sessions, "
+                                  "budgets, rate limits and key revocations shared "
                                   "by every replica; unset: each process keeps its own")
     redis: RedisOptions = Field(default_factory=RedisOptions)
     key_limits: CallerLimits = Field(

@@ -7,6 +7,7 @@ same interface, so the gateway does not change when state moves out of the proce
 
 `RedisLink` is the one Redis connection (`server.redis_url`) the shared backends use: a timeout on
 every call, an up/down state (down: each replica serves from its own state) and resync callbacks.
+A `redis+cluster://` URL makes it (and the response cache, and the revocation feed) a Redis Cluster client.
 
 | interface      | in process          | shared                  |
 |----------------|---------------------|-------------------------|
@@ -24,6 +25,8 @@ from ._cache import CacheBackend, MemoryCache
 from ._health import CircuitState, HealthBoard, HealthStore
 from ._limits import Admission, LocalRateLimiter, RateLimit, RateLimiter
 from ._redis_cache import RedisCache
+from ._redis_client import is_cluster as is_redis_cluster
+from ._redis_client import sync_client as redis_sync_client
 from ._redis_health import RedisHealth
 from ._redis_limits import RedisRateLimiter
 from ._redis_online import RedisOnlineCounts
@@ -51,5 +54,7 @@ __all__ = [
     "RevocationFeed",
     "SharedBudgets",
     "SharedReservation",
+    "is_redis_cluster",
     "publish_revocation",
+    "redis_sync_client",
 ]

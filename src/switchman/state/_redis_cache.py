@@ -6,6 +6,8 @@ Every call is bounded by `timeout_s` and never retried: a slow or absent Redis i
 failed write is dropped. After a failure Redis is left alone for `pause_s` (one log line when it
 goes, one when it is back), so an outage costs no request more than one timeout.
 Entries expire after their TTL; total memory is bounded by the server's `maxmemory` policy.
+Every call is one key's GET or SET, so a Redis Cluster (`redis+cluster://`) spreads entries over
+its primaries by key.
 The client is opened on first use, in the event loop that serves requests.
 """
 
@@ -18,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from .._exceptions import ConfigError
+from ._redis_client import async_client, failures
 
 __all__ = ["RedisCache"]
 
@@ -48,25 +51,22 @@ class RedisCache:
 
     def _redis(self) -> Any:
         if self._client is None:
-            import redis.asyncio
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            self._client = redis.asyncio.Redis.from_url(
+            self._client = async_client(
                 self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
                 retry=Retry(NoBackoff(), 0), health_check_interval=0,
             )
         return self._client
 
     async def _call(self, action: Callable[[Any], Awaitable[T]]) -> T | None:
-        from redis.exceptions import RedisError
-
         if self._clock() < self._paused_until:
             return None
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await action(self._redis())
-        except (RedisError, OSError, TimeoutError) as exc:
+        except failures() as exc:
             self.failures += 1
             if self._paused_until == 0.0:
                 logger.warning("response cache: Redis at %s unavailable (%s); serving without it",

@@ -19,10 +19,13 @@ registered resync callbacks (rebuild budget counters from the ledger, re-read ke
 to Redis again.
 
 Keys are laid out for Redis Cluster: `<prefix>{<entity>}:<part>...` — everything one Lua script
-touches shares the `{entity}` hash tag, so it lives on one slot. Cluster itself is not supported
-yet (the client is a plain `redis.asyncio.Redis`): point `server.redis_url` at one primary (with a
-replica and Sentinel-style failover behind one address if needed). The URL's password never appears
-in a log line or a metric.
+touches shares the `{entity}` hash tag, so it lives on one slot, and different entities spread over
+the primaries. A `redis+cluster://` (or `rediss+cluster://`) URL builds redis-py's asyncio
+`RedisCluster` with the same timeouts (it follows MOVED/ASK redirects itself; a lost node is a
+failed call like any other, and the resync reads the slot map afresh); pipelines are
+non-transactional, so they may span slots (use EVAL in them: redis-py refuses EVALSHA in a Cluster
+pipeline). The URL's
+password never appears in a log line or a metric.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from prometheus_client.registry import Collector
 from .._config import ServerConfig
 from .._exceptions import ConfigError
 from ._redis_cache import redacted_url
+from ._redis_client import async_client, failures, is_cluster
 
 __all__ = ["RedisLink", "RedisUnavailable"]
 
@@ -83,7 +87,9 @@ class RedisLink:
         self._answered = time.monotonic()  # the last call or ping that succeeded
         self._client: Any = client
         self._resyncs: list[Resync] = []
+        self._cluster = is_cluster(url)
         self._shas: dict[str, str] = {}  # script source -> its SHA1
+        self._scripts: dict[str, Any] = {}  # script source -> redis-py Script (a Cluster's calls)
         self._queue: list[_Queued] = []  # calls of this turn of the event loop, sent together
         self._sending: set[asyncio.Task[None]] = set()
         #: True in the resync callbacks' context: their calls reach Redis before the link is up for everyone.
@@ -116,20 +122,29 @@ class RedisLink:
     def client(self) -> Any:
         """The redis-py asyncio client (opened on first use, in the event loop that serves requests)."""
         if self._client is None:
-            import redis.asyncio
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            self._client = redis.asyncio.Redis.from_url(
+            self._client = async_client(
                 self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
                 retry=Retry(NoBackoff(), 0), health_check_interval=0,
             )
         return self._client
 
+    @property
+    def cluster(self) -> bool:
+        """Whether the URL names a Redis Cluster (`redis+cluster://`)."""
+        return self._cluster
+
     async def eval(self, source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         """Run a Lua script (EVALSHA; loaded when Redis does not know it) within the timeout, in one round trip
         with the other calls issued in the same turn of the event loop (see `command`); raises RedisUnavailable
         on failure."""
+        if self.cluster:  # RedisCluster routes each call to its slot's node: no shared round trip
+            script = self._scripts.get(source)
+            if script is None:
+                script = self._scripts[source] = self.client.register_script(source)
+            return await self.run(lambda _: script(keys=list(keys), args=list(args)))
         sha = self._shas.get(source)
         if sha is None:
             sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324  (Redis's script id)
@@ -143,6 +158,8 @@ class RedisLink:
         a round trip through asyncio costs far more CPU than a command. Each is still its own command: a
         script stays atomic, but the batch is not a transaction.
         """
+        if self.cluster:
+            return await self.run(lambda client: client.execute_command(*args))
         return await self._queued(args, None)
 
     async def _queued(self, args: tuple[Any, ...], source: str | None) -> Any:
@@ -232,7 +249,16 @@ class RedisLink:
     async def _come_up(self) -> None:
         """Resync (only the callbacks' calls reach Redis meanwhile: requests keep to local state), then serve."""
         with contextlib.suppress(*_failures()):  # pooled connections to a Redis that went away fail their next call
-            await self.client.connection_pool.disconnect()
+            if not self.cluster:
+                await self.client.connection_pool.disconnect()
+            else:  # closed, a Cluster client reads the slot map afresh from every node it has seen
+                await self.client.aclose()
+        if self.cluster:
+            try:
+                async with asyncio.timeout(max(self.timeout_s, 0.5)):  # as the ping: not within one call's timeout
+                    await self.client.initialize()
+            except _failures():
+                return  # the watcher tries again
         token = self._resyncing.set(True)
         try:
             for callback in self._resyncs:
@@ -285,6 +311,7 @@ class RedisLink:
             await asyncio.wait(list(self._sending), timeout=self.timeout_s + 1.0)
         if self._client is not None:
             client, self._client = self._client, None
+            self._scripts.clear()
             with contextlib.suppress(*_failures()):
                 await client.aclose()
 
@@ -305,9 +332,7 @@ class _LinkCollector(Collector):
 
 
 def _failures() -> tuple[type[BaseException], ...]:
-    from redis.exceptions import RedisError
-
-    return (RedisError, OSError, TimeoutError)
+    return failures()
 
 
 async def _round_trip(client: Any, commands: list[tuple[tuple[Any, ...], str | None]]) -> list[Any]:

@@ -5,7 +5,9 @@
     await feed.run(keyring.drop, on_connect=refresh)   # every replica, until feed.stop()
     publish_revocation("redis://...", "sm:", "k-123")  # blocking, for the command line
 
-Messages go to `<prefix>revoked` (one channel: pub/sub reaches every node of a Cluster). A
+Messages go to `<prefix>revoked` (one channel: a Cluster propagates PUBLISH to every node, so the
+subscription is a plain connection to one node picked from the slot map at each (re)subscription,
+and another is tried after that node fails). A
 replica that was not subscribed (Redis down, a reconnect) may have missed some: `on_connect` runs
 at every (re)subscription so it re-reads the keys database, which is the record. The subscription
 has its own connection without the link's short read timeout (it waits for messages, `ping_s` at
@@ -24,6 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._redis_client import any_node_url, failures, sync_client
 from ._redis_link import RedisLink, RedisUnavailable
 
 __all__ = ["RevocationFeed", "publish_revocation"]
@@ -63,13 +66,15 @@ class RevocationFeed:
     async def run(self, drop: Callable[[str], None], *, on_connect: Callable[[], Awaitable[Any]] | None = None) -> None:
         """Subscribe and call `drop(key_id)` for every revocation, reconnecting after failures, until `stop()`."""
         import redis.asyncio
-        from redis.exceptions import RedisError
 
         while not self._stopped:
-            client = redis.asyncio.Redis.from_url(self.link.url, socket_connect_timeout=self.link.timeout_s * 10,
-                                                  socket_keepalive=True,
-                                                  health_check_interval=max(self.link.ping_s * 5, 1.0))
+            client: Any = None
             try:
+                url = await any_node_url(self.link.url, socket_timeout=self.link.timeout_s * 10,
+                                         socket_connect_timeout=self.link.timeout_s * 10)
+                client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=self.link.timeout_s * 10,
+                                                      socket_keepalive=True,
+                                                      health_check_interval=max(self.link.ping_s * 5, 1.0))
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     self._renew = False
                     await pubsub.subscribe(self.channel)
@@ -77,7 +82,7 @@ class RevocationFeed:
                     if on_connect is not None:
                         await on_connect()
                     await self._listen(pubsub, drop)
-            except (RedisError, OSError, TimeoutError):
+            except failures():
                 if not self._stopped:
                     await asyncio.sleep(self.link.ping_s)  # the link logs the outage; try again
             except Exception:  # a callback's bug must not end the feed: this replica would stop hearing revocations
@@ -85,9 +90,10 @@ class RevocationFeed:
                 if not self._stopped:
                     await asyncio.sleep(self.link.ping_s)
             finally:
-                with contextlib.suppress(RedisError, OSError, TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await client.aclose()
+                if client is not None:
+                    with contextlib.suppress(*failures()):
+                        async with asyncio.timeout(1.0):
+                            await client.aclose()
 
     async def _listen(self, pubsub: Any, drop: Callable[[str], None]) -> None:
         while not self._stopped and not self._renew:
@@ -104,13 +110,13 @@ class RevocationFeed:
 
 def publish_revocation(url: str, prefix: str, key_id: str, *, timeout_s: float = 2.0) -> bool:
     """Publish one revocation (blocking: the command line's `keys revoke`); False when Redis cannot be reached."""
-    import redis
-    from redis.exceptions import RedisError
-
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client = sync_client(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    except failures():  # a Cluster client reads the slot map at once
+        return False
     try:
         client.publish(f"{prefix}{CHANNEL}", key_id.encode())
-    except (RedisError, OSError):
+    except failures():
         return False
     finally:
         client.close()

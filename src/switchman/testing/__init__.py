@@ -4,8 +4,8 @@
 """
 
 from ._fake_upstream import FakeUpstream, Fault, FaultKind, RecordedRequest
-from ._redis_server import RedisServer, forget_prefix, unique_prefix
+from ._redis_server import RedisClusterServer, RedisServer, forget_prefix, unique_prefix
 from ._ledger_traffic import SYNTHETIC_PRICES, SYNTHETIC_ROUTES, synthetic_records
 
-__all__ = ["FakeUpstream", "Fault", "FaultKind", "RecordedRequest", "RedisServer", "SYNTHETIC_PRICES",
+__all__ = ["FakeUpstream", "Fault", "FaultKind", "RecordedRequest", "RedisClusterServer", "RedisServer", "SYNTHETIC_PRICES",
            "SYNTHETIC_ROUTES", "forget_prefix", "synthetic_records", "unique_prefix"]

@@ -3,19 +3,25 @@
     prefix = unique_prefix()                        # keys under it are deleted by `forget_prefix(url, prefix)`
     with RedisServer() as server:                   # redis-server on a free loopback port, no persistence
         server.url; server.stop(); server.start()   # a Redis outage on demand (same port)
+    with RedisClusterServer() as cluster:           # three primaries on free ports, no replicas
+        cluster.url                                 # redis+cluster://127.0.0.1:<first port>
+        cluster.kill_node(1); cluster.restart_node(1)  # a primary's outage on demand
 
 Needs the `redis-server` binary and the redis client (`switchman[redis]`).
 """
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from types import TracebackType
 
-__all__ = ["RedisServer", "forget_prefix", "unique_prefix"]
+__all__ = ["RedisClusterServer", "RedisServer", "forget_prefix", "unique_prefix"]
 
 def unique_prefix() -> str:
     """A key prefix no other test (or helper) uses."""
@@ -23,14 +29,14 @@ def unique_prefix() -> str:
 
 
 def forget_prefix(url: str, prefix: str) -> None:
-    """Delete every key under `prefix`."""
-    import redis
+    """Delete every key under `prefix` (on every primary of a `redis+cluster://` URL)."""
+    from ..state import redis_sync_client
 
-    client = redis.Redis.from_url(url)
+    client = redis_sync_client(url)
     try:
-        keys = list(client.scan_iter(prefix + "*"))
-        if keys:
-            client.delete(*keys)
+        keys = list(client.scan_iter(prefix + "*"))  # a Cluster client scans every primary
+        for key in keys:  # one key a command: a Cluster refuses a DEL across slots
+            client.delete(key)
     finally:
         client.close()
 
@@ -79,3 +85,115 @@ class RedisServer:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+class RedisClusterServer:
+    """A Redis Cluster of the test's own: `primaries` redis-servers on free loopback ports, no replicas.
+
+    Started with `redis-cli --cluster create` (slots split evenly) and waited for until every node says
+    `cluster_state:ok`; killed, with their files, on exit. Needs `redis-server` and `redis-cli`.
+    """
+
+    def __init__(self, primaries: int = 3) -> None:
+        self.ports: list[int] = []
+        while len(self.ports) < primaries:
+            port = _cluster_port()
+            if port not in self.ports and port + 10_000 not in self.ports:
+                self.ports.append(port)
+        self.url = f"redis+cluster://127.0.0.1:{self.ports[0]}"
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._ready: Callable[[], None] = lambda: None
+
+    def start(self) -> None:
+        """Start the nodes, join them into a cluster and wait until it serves every slot."""
+        self._dir = tempfile.TemporaryDirectory(prefix="switchman-cluster-")
+        self._processes = [self._node(port) for port in self.ports]
+        import redis
+
+        def answering() -> None:
+            for port in self.ports:
+                with redis.Redis(port=port, socket_timeout=0.5) as node:
+                    node.ping()
+
+        _wait_for(answering)
+        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+        def ready() -> None:
+            for port in self.ports:
+                with redis.Redis(port=port, socket_timeout=0.5) as node:
+                    info = node.cluster("info")
+                state = info.get("cluster_state") if isinstance(info, dict) else None
+                if state != "ok":
+                    raise redis.ConnectionError(f"cluster_state {state} on {port}")
+
+        self._ready = ready
+        _wait_for(ready, seconds=30)
+
+    def _node(self, port: int) -> subprocess.Popen[bytes]:
+        assert self._dir is not None
+        return subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000", "--save", "",
+             "--appendonly", "no", "--dir", self._dir.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def kill_node(self, index: int) -> None:
+        """Kill one primary (SIGKILL: an outage; its slots are served by nobody until it is back)."""
+        self._processes[index].kill()
+        self._processes[index].wait(10)
+
+    def restart_node(self, index: int) -> None:
+        """Start a killed primary again (empty, same slots) and wait until the cluster is whole."""
+        self._processes[index] = self._node(self.ports[index])
+        _wait_for(self._ready, seconds=60)
+
+    def stop(self) -> None:
+        """Kill every node and remove their files."""
+        for process in self._processes:
+            process.kill()
+            process.wait(10)
+        self._processes = []
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> RedisClusterServer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _cluster_port() -> int:
+    """A free port P whose cluster bus port P + 10000 is free too (so P is at most 55535)."""
+    while True:
+        port = random.randrange(20_000, 45_000)
+        try:
+            for candidate in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+
+
+def _wait_for(check: Callable[[], object], seconds: float = 10.0) -> None:
+    """Call `check` until it stops raising a redis connection error (then raise it)."""
+    import redis
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            check()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
