@@ -8,9 +8,10 @@
     except RedisUnavailable:
         ...use this process's own state...
 
-Every call is bounded by `timeout_s` and never retried. `eval` and `command` calls issued in the same turn of
-the event loop (concurrent requests; one request's calls started side by side) share one round trip: one
-write, one read. Through asyncio a round trip costs ~0.08 ms of CPU, a command in a shared one a fraction. A connection error, or timeouts with no call
+Every call is bounded by `timeout_s` and never retried. On a single Redis, `eval` and `command` calls issued
+in the same turn of the event loop (concurrent requests; one request's calls started side by side) share
+one round trip: one write, one read. Through asyncio a round trip costs ~0.08 ms of CPU, a command in a
+shared one a fraction. (On a Cluster each goes on its own to its slot's node.) A connection error, or timeouts with no call
 answered for `stall_s` (a slow call fails only itself: a busy event loop or a slow script must not
 take the replica off shared state), marks the link down with one log line ("redis unavailable at
 redis://host:port/0: <error>; degrading to local state") and `switchman_redis_up 0`; while down,
