@@ -1,7 +1,7 @@
 """Scale-out costs: gateway CPU per request with shared state on Redis vs in the process, and requests/s of
 1, 2 and 4 workers behind one port.
 
-    flock /work/notes/bench.lock python benchmarks/bench_scale.py [--requests 3000] \
+    flock /work/notes/bench.lock python benchmarks/bench_scale.py [--requests 3000] [--baseline-rev main] \
         [--out benchmarks/results/bench_scale.json]
 
 Processes: the fake upstream, a redis-server of the benchmark's own (no persistence), the gateways
@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 from bench_gateway import KEY, WARMUP, cpu_seconds, free_port, http_request, run_load, wait_for_port
+from bench_litellm import export_switchman
 
 BODY = {"model": "auto", "messages": [{"role": "system", "content": "You are terse."},
                                       {"role": "user", "content": "Say hello to the benchmark, please."}],
@@ -97,12 +98,12 @@ async def measured(port: int, pid: int, raw: bytes, concurrency: int, total: int
 async def redis_on_off(ports: dict[str, tuple[int, int]], redis_pid: int, total: int, rounds: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for kind, headers in (("plain", {}), ("shared", SHARED_HEADERS)):
-        rows: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
-        for _ in range(rounds):  # alternate, so both see the same machine
-            for mode in ("off", "on"):
+        rows: dict[str, list[dict[str, Any]]] = {mode: [] for mode in ports}
+        for _ in range(rounds):  # alternate, so all see the same machine
+            for mode in ports:
                 port, pid = ports[mode]
                 raw = http_request("/v1/chat/completions", BODY, port, headers)
-                rows[mode].append(await measured(port, pid, raw, 10, total, redis_pid if mode == "on" else None))
+                rows[mode].append(await measured(port, pid, raw, 10, total, redis_pid if mode != "off" else None))
         results[kind] = rows
     return results
 
@@ -117,6 +118,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of Redis off / on")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_scale.json"))
+    parser.add_argument("--baseline-rev", default=None,
+                        help="also measure, in the same rounds, a gateway with Redis from this git revision's src/ "
+                             "(its own Redis database)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     env = {**os.environ, "BENCH_UPSTREAM_KEY": KEY}
@@ -137,9 +141,16 @@ def main() -> None:
         off, off_port = serve(path, folder, "off", env)
         on, on_port = serve(path, folder, "on", env, "--redis-url", f"redis://127.0.0.1:{redis_port}/0")
         processes += [off, on]
-        results["redis"] = asyncio.run(redis_on_off({"off": (off_port, off.pid), "on": (on_port, on.pid)},
-                                                     redis.pid, args.requests, args.rounds))
-        for process in (off, on):
+        gateways = {"off": (off_port, off.pid), "on": (on_port, on.pid)}
+        if args.baseline_rev is not None:
+            base_sha, base_src = export_switchman(args.baseline_rev)
+            results["baseline_commit"] = base_sha
+            base_env = {**env, "PYTHONPATH": os.pathsep.join([str(base_src), *filter(None, [env.get("PYTHONPATH")])])}
+            base, base_port = serve(path, folder, "base", base_env, "--redis-url", f"redis://127.0.0.1:{redis_port}/1")
+            processes.append(base)
+            gateways["base"] = (base_port, base.pid)
+        results["redis"] = asyncio.run(redis_on_off(gateways, redis.pid, args.requests, args.rounds))
+        for process in [p for p in processes if p not in (upstream, redis)]:
             process.terminate()
             process.wait(60)
         results["workers"] = []
@@ -170,15 +181,18 @@ def print_table(results: dict[str, Any]) -> None:
     print("Redis off vs on, concurrency 10 (median of the rounds)")
     print(f"{'request':<8}{'redis':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}{'redis-server ms/req':>21}")
     for kind, rows in results["redis"].items():
-        for mode in ("off", "on"):
+        for mode in rows:
             runs = rows[mode]
-            redis_cpu = median([r["redis_cpu_ms_per_request"] for r in runs]) if mode == "on" else None
+            redis_cpu = median([r["redis_cpu_ms_per_request"] for r in runs]) if mode != "off" else None
             print(f"{kind:<8}{mode:>6}{median([r['rps'] for r in runs]):>9.0f}{median([r['p50_ms'] for r in runs]):>9.2f}"
                   f"{median([r['p99_ms'] for r in runs]):>9.2f}{median([r['cpu_ms_per_request'] for r in runs]):>12.3f}"
                   f"{'' if redis_cpu is None else f'{redis_cpu:.3f}':>21}")
-        added = [on["cpu_ms_per_request"] - off["cpu_ms_per_request"] for off, on in zip(rows["off"], rows["on"], strict=True)]
-        print(f"{kind}: Redis adds {median(added):.3f} ms CPU per request in the gateway (rounds: "
-              f"{', '.join(f'{a:.3f}' for a in added)})")
+        for mode in [m for m in rows if m != "off"]:
+            added = [on["cpu_ms_per_request"] - off["cpu_ms_per_request"]
+                     for off, on in zip(rows["off"], rows[mode], strict=True)]
+            label = "" if mode == "on" else f" ({mode}: {results.get('baseline_commit', '')[:12]})"
+            print(f"{kind}: Redis adds {median(added):.3f} ms CPU per request in the gateway{label} (rounds: "
+                  f"{', '.join(f'{a:.3f}' for a in added)})")
     print("\nserve --workers N, concurrency 50")
     print(f"{'workers':<8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}")
     for row in results["workers"]:

@@ -167,6 +167,32 @@ def test_an_rpm_limit_holds_across_replicas(upstream: FakeUpstream, tmp_path: Pa
     assert "agent's rate limit (10 requests and 100000 tokens per minute)" in refused.json()["error"]["message"]
 
 
+def test_a_rate_limited_request_holds_no_budget_and_a_rate_limit_is_named_first(upstream: FakeUpstream,
+                                                                                tmp_path: Path) -> None:
+    """On Redis the admission and the budget reservation share one round trip: a request refused by its rate
+    limit keeps nothing reserved, and one refused by both is a 429 (the rate limit), as when they ran in turn."""
+    import redis
+
+    with RedisServer() as server:
+        with ExitStack() as stack:
+            data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", server.url, "sm:")
+            data["agents"].update({"metered": {"rpm": 1, "tpm": 100_000}, "broke": {"rpm": 1, "tpm": 100_000}})
+            data["budgets"] += [{"scope": "agent", "name": "metered", "usd": 1.0, "period": "day"},
+                                {"scope": "agent", "name": "broke", "usd": 1e-9, "period": "day"}]
+            replicas = start_replicas(stack, data)
+            metered = [replicas.chat(i, headers={"X-Switchman-Agent": "metered"}, max_tokens=20).status_code
+                       for i in range(3)]
+            broke = [replicas.chat(i, headers={"X-Switchman-Agent": "broke"}, max_tokens=20) for i in range(2)]
+        client = redis.Redis.from_url(server.url)  # the replicas are closed: every settle is written
+        counter = client.hgetall(_counter_key("metered"))
+        held = client.hlen(_counter_key("metered") + ":held")
+        client.close()
+    assert metered == [200, 429, 429]
+    assert float(counter[b"reserved"]) == 0.0 and held == 0 and float(counter[b"spent"]) > 0
+    assert broke[0].json()["error"]["code"] == "budget_exceeded"  # admitted, but the budget refused
+    assert broke[1].status_code == 429 and broke[1].json()["error"]["code"] == "rate_limit_exceeded"
+
+
 def test_a_revoked_key_is_refused_by_every_replica_at_once(upstream: FakeUpstream, tmp_path: Path, prefix: str) -> None:
     """Revoked on replica 0 (as its dashboard does): replica 1 refuses it long before its next key refresh (60 s)."""
     ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"

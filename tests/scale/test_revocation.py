@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -50,9 +51,15 @@ def test_a_revoked_key_fails_on_every_replica_within_a_second(keyed: tuple[Clust
          "--config", str(cluster.config)], env={**os.environ, **ENV}, capture_output=True, text=True, timeout=120)
     revoked_at = time.monotonic()
     assert revoke.returncode == 0, revoke.stderr
-    refused: dict[int, float] = {}
-    while len(refused) < 3 and time.monotonic() - revoked_at < 1.0:
-        for i in set(range(3)) - set(refused):
-            if status(cluster, i, secret) == 401:
-                refused[i] = time.monotonic() - revoked_at
-    assert sorted(refused) == [0, 1, 2], f"refused within 1 s by {refused} only"
+
+    def first_refusal(index: int) -> float:
+        """Seconds from the revocation to this replica's first 401 (each replica polled on its own, so one
+        slow round trip elsewhere does not count against it); inf if it still accepts the key after 10 s."""
+        while time.monotonic() - revoked_at < 10.0:
+            if status(cluster, index, secret) == 401:
+                return time.monotonic() - revoked_at
+        return float("inf")
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        refused = dict(enumerate(pool.map(first_refusal, range(3))))
+    assert all(seconds <= 1.0 for seconds in refused.values()), f"seconds to the first 401 per replica: {refused}"

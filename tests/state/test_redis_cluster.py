@@ -30,12 +30,14 @@ from .conftest import Clock
 #: Every Lua script the shared backends run, by name.
 SCRIPTS = {
     "budgets.reserve": "switchman.state._budgets:_RESERVE",
-    "budgets.settle": "switchman.state._budgets:_SETTLE",
+    "budgets.settle": "switchman.state._budgets:_SETTLE_MANY",
+    "budgets.replay": "switchman.state._budgets:_SETTLE",
     "budgets.rebuild": "switchman.state._budgets:_REBUILD",
     "sessions.put": "switchman.state._sessions:_PUT",
     "sessions.mark": "switchman.state._sessions:_MARK",
     "limits.admit": "switchman.state._redis_limits:_ADMIT",
     "health.record": "switchman.state._redis_health:_RECORD",
+    "online.push": "switchman.state._redis_online:_PUSH",
 }
 
 
@@ -154,8 +156,9 @@ def test_backends_pass_on_the_cluster_with_one_slot_per_script(
         health_test(Clock())
     assert calls.failed == 0
     seen = _one_slot_each(calls)
-    # health.record runs inside a pipeline (one key each); the rebuild only at a resync
-    assert seen == set(SCRIPTS) - {"health.record", "budgets.rebuild"}, seen
+    # health.record runs inside a pipeline (one key each); the rebuild and replay only at a resync; online.push
+    # in the online-count tests
+    assert seen == set(SCRIPTS) - {"health.record", "budgets.rebuild", "budgets.replay", "online.push"}, seen
 
 
 def test_a_budget_rebuild_after_a_resync_touches_one_slot_a_budget(cluster: RedisClusterServer, calls: Calls) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
+import pytest
 
 from switchman._config import CircuitBreaker, LiveLatency
 from switchman.state import HealthBoard, HealthStore, RedisHealth, RedisLink
@@ -132,3 +135,30 @@ def test_a_batch_of_outcomes_counts_the_failures_after_its_last_answer(clock: Cl
             assert a.state("m@x") == b.state("m@x") == "open"
 
     run(main)
+
+
+def test_a_sync_that_fails_unexpectedly_does_not_end_the_loop(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    async def main(prefix: str) -> None:
+        async with replicas(SHARED_URL, prefix, clock) as (a, b):
+            a.sync_s = 0.02
+            await a.start()
+            real_run, calls = a.link.run, []
+
+            async def fails_once(action: Any) -> Any:
+                calls.append(1)
+                if len(calls) == 1:
+                    raise RuntimeError("a bug")
+                return await real_run(action)
+
+            a.link.run = fails_once  # type: ignore[method-assign]
+            for _ in range(3):
+                b.record("m@x", ok=False)
+            await b.sync()
+            with anyio.fail_after(10):  # a later sync of a's loop pulls the circuit b opened
+                while a.state("m@x") != "open":
+                    await anyio.sleep(0.01)
+            assert len(calls) >= 2
+
+    with caplog.at_level(logging.ERROR, logger="switchman.state"):
+        run(main)
+    assert "redis health sync failed" in caplog.text

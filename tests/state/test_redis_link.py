@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import anyio
@@ -175,3 +176,40 @@ def test_the_watcher_survives_a_failing_resync(caplog: pytest.LogCaptureFixture)
 ])
 def test_the_shown_url_never_carries_a_password(url: str, shown: str) -> None:
     assert RedisLink(url).display_url == shown
+
+
+def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(monkeypatch: pytest.MonkeyPatch) -> None:
+    prefix = unique_prefix()
+    import switchman.state._redis_link as module  # noqa: PLC2701  (counting the round trips)
+
+    trips: list[int] = []
+    real = module._round_trip  # noqa: SLF001
+
+    async def counted(client: object, commands: list[object]) -> list[object]:
+        trips.append(len(commands))
+        return await real(client, commands)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_round_trip", counted)
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        key = link.key("t", "k")
+        await link.run(lambda r: r.set(key, b"v"))
+        echo = "return ARGV[1]"
+        replies = await asyncio.gather(*(link.eval(echo, [key], [str(i)]) for i in range(10)),
+                                       link.command("GET", key), link.eval("return redis.call('NOPE')", [key], []),
+                                       return_exceptions=True)
+        assert trips == [12]
+        assert replies[:11] == [str(i).encode() for i in range(10)] + [b"v"]
+        assert isinstance(replies[11], RedisUnavailable)  # a script that fails fails its caller alone
+        assert link.up
+        await link.run(lambda r: r.script_flush())  # Redis forgot the scripts (a restart): loaded again
+        assert await link.eval(echo, [key], ["again"]) == b"again"
+        assert trips == [12, 1]
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)

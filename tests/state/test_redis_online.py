@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import anyio
 import numpy as np
+import pytest
 
 from switchman._config import OnlineOptions
 from switchman.learn import LearnedStrategy, OnlineStrategy, TrainedRouter, get_embedder
-from switchman.state import RedisLink, RedisOnlineCounts
+from switchman.state import RedisLink, RedisOnlineCounts, RedisUnavailable
 from switchman.testing import RedisServer, forget_prefix, unique_prefix
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
@@ -85,3 +89,81 @@ def test_replicas_on_different_routers_keep_apart(math_greeting_router: TrainedR
     link = RedisLink(SHARED_URL, prefix="x:")
     key = RedisOnlineCounts(link, "r", a).key
     assert key.startswith("x:{online:r:") and len(key) == len("x:{online:r:}") + 16
+
+
+def test_a_push_sent_again_after_a_timeout_redis_had_run_counts_once(math_greeting_router: TrainedRouter) -> None:
+    prefix = unique_prefix()
+    a, b = online(math_greeting_router), online(math_greeting_router)
+    prior = a.counts.snapshot()
+    model = math_greeting_router.model_names[0]
+
+    async def main() -> None:
+        links = [RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5) for _ in range(2)]
+        for link in links:
+            await link.check()
+        shared = [RedisOnlineCounts(link, "r", strategy) for link, strategy in zip(links, (a, b), strict=True)]
+        real_eval = links[0].eval
+
+        async def ran_then_timed_out(*args: Any) -> Any:
+            await real_eval(*args)  # Redis ran the push ...
+            raise RedisUnavailable("timed out")  # ... but its answer came too late
+
+        assert a.observe(0, model, 1.0)
+        links[0].eval = ran_then_timed_out  # type: ignore[method-assign]
+        await shared[0].sync()
+        links[0].eval = real_eval  # type: ignore[method-assign]
+        await shared[0].sync()  # the same push again
+        await shared[1].sync()
+        for strategy in (a, b):
+            assert strategy.counts.snapshot()[0][0, 0] == prior[0][0, 0] + 1
+        for replica in shared:
+            await replica.aclose()
+        for link in links:
+            await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+def test_a_sync_that_fails_unexpectedly_does_not_end_the_loop(math_greeting_router: TrainedRouter,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    prefix = unique_prefix()
+    a, b = online(math_greeting_router), online(math_greeting_router)
+    prior = a.counts.snapshot()
+    model = math_greeting_router.model_names[0]
+
+    async def main() -> None:
+        links = [RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5) for _ in range(2)]
+        for link in links:
+            await link.check()
+        looping = RedisOnlineCounts(links[0], "r", a, sync_s=0.02)
+        other = RedisOnlineCounts(links[1], "r", b)
+        await looping.start()
+        real_eval, calls = links[0].eval, []
+
+        async def fails_once(*args: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a bug")
+            return await real_eval(*args)
+
+        links[0].eval = fails_once  # type: ignore[method-assign]
+        assert b.observe(0, model, 1.0)
+        await other.sync()
+        with anyio.fail_after(10):  # a later sync of the loop brings b's feedback to a
+            while a.counts.snapshot()[0][0, 0] != prior[0][0, 0] + 1:
+                await anyio.sleep(0.01)
+        assert len(calls) >= 2
+        await looping.aclose()
+        await other.aclose()
+        for link in links:
+            await link.aclose()
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="switchman.state"):
+            anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+    assert "redis online counts sync failed" in caplog.text

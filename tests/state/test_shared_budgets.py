@@ -176,6 +176,32 @@ def test_a_settle_replayed_after_a_timeout_counts_once(prefix: str) -> None:
     anyio.run(main)
 
 
+def test_settles_are_written_in_one_script_per_budget_per_batch(prefix: str) -> None:
+    """Twenty requests settled at once cost one settle script per budget, and each counts once."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, ROUTE]), link)
+        held = [await budgets.areserve(agent="a", key_id=None, route="r", estimated_usd=0.04) for _ in range(20)]
+        assert await _counter(link, AGENT) == (0.0, pytest.approx(0.8))
+        real_eval, scripts = link.eval, []
+
+        async def counted(source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+            scripts.append(keys[0])
+            return await real_eval(source, keys, args)
+
+        link.eval = counted  # type: ignore[method-assign]
+        for reservation in held:
+            reservation.settle(0.01)
+        held[0].settle(0.01)  # settled twice on the object: once
+        await budgets.drain()
+        assert len(scripts) == 2 and len(set(scripts)) == 2
+        for budget in (AGENT, ROUTE):
+            assert await _counter(link, budget) == (pytest.approx(0.2), 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
 def test_a_replay_failing_partway_keeps_the_rest_and_a_reload_carries_them(prefix: str) -> None:
     async def main() -> None:
         link = await _link(URL, prefix)

@@ -25,6 +25,7 @@ from .._config import Config
 from .._exceptions import (
     BudgetExceededError,
     BudgetLimitError,
+    CallerLimitError,
     DeploymentLimitError,
     NoCapableModelError,
     SwitchmanError,
@@ -34,7 +35,7 @@ from .._decider import Decider
 from .._environ import Environment
 from ..ledger import Budgets, Ledger, Metrics
 from ..routing import DEFAULT_OUTPUT_TOKENS, Decision, RouteRequest, worst_case_cost
-from ..state import Admission, HealthBoard, HealthStore, RateLimiter
+from ..state import Admission, HealthBoard, HealthStore, RateLimiter, SharedBudgets
 from ._advice import capability_advice
 from ._balancer import Balancer
 from ._caller_limits import CallerLimits
@@ -256,9 +257,7 @@ class Dispatcher:
             with self.tracing.decision(exchange.span) as deciding:
                 exchange.request, decision = decide() if decide is not None else self.decide(body, context)
                 exchange.decision = decision
-                if self.callers:
-                    exchange.admission = await self.callers.admit(context, _admitted_tokens(exchange.request))
-                exchange.decision = await self._reserve(exchange, exchange.request, decision)
+                await self._admit_and_reserve(exchange, exchange.request, decision)
                 self.tracing.decided(deciding, exchange.decision)
         except SwitchmanError as exc:
             if isinstance(exc, BudgetExceededError) and self.metrics is not None:
@@ -269,6 +268,33 @@ class Dispatcher:
             self.finish(exchange, exc)
             raise
         return exchange
+
+    async def _admit_and_reserve(self, exchange: Exchange, request: RouteRequest, decision: Decision) -> None:
+        """The caller's rate limits, then the budget reservation. On Redis the two are started side by side, so
+        their scripts share one round trip (the link batches calls of one event-loop turn); the outcome is the
+        same as one after the other: a rate limit used up is the error (429) even when the budget refused too,
+        and a reservation taken meanwhile is released when the exchange finishes."""
+        if not self.callers:
+            exchange.decision = await self._reserve(exchange, request, decision)
+            return
+        tokens = _admitted_tokens(request)
+        budgets = self.budgets
+        if not (isinstance(budgets, SharedBudgets) and budgets.link.up):
+            exchange.admission = await self.callers.admit(exchange.context, tokens)
+            exchange.decision = await self._reserve(exchange, request, decision)
+            return
+        admitting = asyncio.ensure_future(self.callers.admit(exchange.context, tokens))
+        try:
+            reserved = await self._reserve(exchange, request, decision)
+        except BaseException:
+            if not admitting.done():
+                await asyncio.wait([admitting])
+            refused = None if admitting.cancelled() else admitting.exception()
+            if isinstance(refused, CallerLimitError):
+                raise refused from None
+            raise
+        exchange.admission = await admitting
+        exchange.decision = reserved
 
     async def _abegin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
         """`_begin` for a chat body, a long prompt decided in a worker thread (see `adecide`)."""

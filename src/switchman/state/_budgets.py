@@ -4,7 +4,7 @@
     link.on_resync(budgets.rebuild)                        # counters rebuilt from the ledger
     r = await budgets.areserve(agent="triage", key_id=None, route="default", estimated_usd=0.002, model="gpt-4o")
     await r.aresize(0.004, model="gpt-4o")                 # a dearer fallback, checked again
-    r.settle(actual_usd)                                   # or r.release(); written in the background
+    r.settle(actual_usd)                                   # or r.release(); written in the background, batched
     await budgets.drain()                                  # at shutdown: the settles in flight reach Redis
 
 Each budget's current period has four keys under one hash tag, `<prefix>{budget:<scope>:<name>}:<period>:<start>`
@@ -19,7 +19,9 @@ Every reservation has an id and a deadline (`hold_s` after it was taken or last 
 drops the reservations past their deadline, so a reservation nobody settles (a replica killed mid-request, a
 settle lost at a timeout) stops counting after `hold_s` instead of for the whole period. Settling is
 idempotent per id: it removes the reservation, adds the actual cost and records the id as done, so a settle
-sent again (a replay after a timeout that Redis had in fact run) counts nothing twice.
+sent again (a replay after a timeout that Redis had in fact run) counts nothing twice. Settles are written in
+the background in batches, one script per budget every `SETTLE_EVERY_S` (20 ms) whatever the request rate,
+so a settled reservation goes on counting that much longer (a check is then stricter, never looser).
 
 The ledger stays the record. `rebuild` (at start, after Redis comes back, and when budgets are added)
 replays the settles Redis missed, then raises each `spent` to the ledger's spend for the period; it never
@@ -59,6 +61,8 @@ _MAX_UNSENT = 100_000
 DONE_KEEP_S = 600.0
 #: A reservation nobody settles or grows stops counting this long after it was taken (longer than a request).
 HOLD_S = 900.0
+#: Settles are written in batches this often (one script per budget per batch).
+SETTLE_EVERY_S = 0.02
 
 # Every script's KEYS: the counter hash, the held amounts (hash), their deadlines (zset), the done ids (zset).
 # It drops reservations past their deadline first and returns `reserved` after that.
@@ -129,6 +133,29 @@ expire_all(ARGV[3])
 return 1
 """
 
+# ARGV: ttl_s, done_keep_ms, then reservation id, actual cost pairs. `_SETTLE` for a batch of reservations: one
+# script per budget per flush, whatever the request rate. Returns how many ids were settled (not done already).
+_SETTLE_MANY = _SWEEP + """
+local settled, cost = 0, 0
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  if not redis.call('ZSCORE', KEYS[4], id) then
+    reserved = reserved - tonumber(redis.call('HGET', KEYS[2], id) or '0')
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('ZADD', KEYS[4], now, id)
+    cost = cost + math.max(tonumber(ARGV[i + 1]), 0)
+    settled = settled + 1
+  end
+end
+reserved = settled_reserved(reserved)
+redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
+if cost > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', tostring(cost)) end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[2]))
+expire_all(ARGV[1])
+return settled
+"""
+
 # ARGV: the ledger's spend, ttl_s. Raises `spent` to the ledger's; reservations are left as they are.
 _REBUILD = _SWEEP + """
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
@@ -148,6 +175,8 @@ class _Pending:
     def __init__(self) -> None:
         self.unsent: list[_Unsent] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        #: Settles waiting for the next flush: counter key -> (ttl, [(id, actual)]).
+        self.batch: dict[str, tuple[int, list[tuple[str, float]]]] = {}
         #: The marker's value at the last rebuild: a new one means Redis lost its data (and the settles
         #: missed before that are in the ledger the new counters were rebuilt from: replaying them would
         #: count them twice).
@@ -329,16 +358,35 @@ class SharedBudgets:
         return True
 
     def settle(self, holds: Sequence[_Hold], rid: str, actual: float) -> None:
-        """Drop reservation `rid` and count `actual` in each budget, in the background (once per id)."""
+        """Drop reservation `rid` and count `actual` in each budget, in the background (once per id): settles are
+        written in batches, one script per budget every `SETTLE_EVERY_S`, so their Redis cost does not grow with
+        the request rate (a reservation counts as held until then, a few tens of ms longer)."""
+        batch = self._pending.batch
+        start = not batch
         for key, _, end in holds:
-            self._background(self._settle_one(key, rid, actual, self._ttl(end)))
+            ttl, entries = batch.setdefault(key, (self._ttl(end), []))
+            entries.append((rid, actual))
+        if start:
+            self._background(self._flush_soon())
 
-    async def _settle_one(self, key: str, rid: str, actual: float, ttl: int) -> None:
-        try:
-            await self.link.eval(_SETTLE, _keys(key), [rid, actual, ttl, int(DONE_KEEP_S * 1000)])
-        except RedisUnavailable:
-            if len(self._unsent) < _MAX_UNSENT:
-                self._unsent.append((key, rid, actual, time.monotonic(), self._pending.epoch))
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(SETTLE_EVERY_S)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the settles waiting for a batch now (those Redis misses are kept for the rebuild's replay)."""
+        batch, self._pending.batch = self._pending.batch, {}
+        keep_ms = int(DONE_KEEP_S * 1000)
+        for key, (ttl, entries) in batch.items():
+            args: list[str | int | float] = [ttl, keep_ms]
+            for rid, actual in entries:
+                args += [rid, actual]
+            try:
+                await self.link.eval(_SETTLE_MANY, _keys(key), args)
+            except RedisUnavailable:
+                for rid, actual in entries:
+                    if len(self._unsent) < _MAX_UNSENT:
+                        self._unsent.append((key, rid, actual, time.monotonic(), self._pending.epoch))
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         try:
@@ -351,6 +399,8 @@ class SharedBudgets:
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait (at most `timeout_s`) for the settles in flight: at shutdown, so none is lost."""
+        if self._pending.batch:
+            self._background(self.flush())
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout_s)
 

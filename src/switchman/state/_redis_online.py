@@ -9,7 +9,8 @@ one hash per route and router, `<prefix>{online:<route>:<router>}` (`<router>` i
 clusters and model names, so replicas on a different router file never mix counts). A score is
 counted locally at once and reaches the other replicas within about `sync_s` (default 1 s).
 Decisions never wait on Redis. While Redis is down each replica learns alone; what it counted
-meanwhile is pushed when Redis answers again.
+meanwhile is pushed when Redis answers again. Every push carries an id that the same Lua script records
+(`...:done`, kept an hour), so a push sent again after a timeout that Redis had in fact run counts once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import contextlib
 import logging
 import hashlib
 import threading
-from typing import TYPE_CHECKING, Any
+import uuid
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +35,24 @@ __all__ = ["RedisOnlineCounts"]
 logger = logging.getLogger("switchman.state")
 
 _TTL_S = 90 * 86_400  # counts nobody has added to for 90 days are forgotten
+#: How long a push id is remembered (a push sent again later than this would count twice: Redis was unreachable
+#: for that long right after it ran the first one).
+_DONE_KEEP_MS = 3_600_000
+
+#: KEYS[1] the counts hash, KEYS[2] the push ids done (zset, score: Redis time ms). ARGV: push id, ttl s,
+#: keep ms, then field, amount pairs. Adds the amounts once per push id; returns the whole hash.
+_PUSH = """
+if #ARGV > 3 and not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  for i = 4, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return redis.call('HGETALL', KEYS[1])
+"""
 
 
 def router_digest(strategy: OnlineStrategy) -> str:
@@ -51,8 +71,11 @@ class RedisOnlineCounts:
         self.counts = strategy.counts
         self.models = list(strategy.learned.router.model_names)
         self.prior = strategy.counts.snapshot()
-        self.key = link.key(f"online:{route}:{router_digest(strategy)}")
+        entity = f"online:{route}:{router_digest(strategy)}"
+        self.key = link.key(entity)
+        self.done_key = link.key(entity, "done")  # push ids Redis has counted (same slot as the counts)
         self._pending: dict[str, float] = {}  # field -> feedback not yet in Redis
+        self._unsent: tuple[str, dict[str, float]] | None = None  # a push (id, fields) Redis may not have taken
         self._lock = threading.Lock()  # feedback may arrive from a worker thread (the SDK's submit)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -65,27 +88,28 @@ class RedisOnlineCounts:
                 self._pending[field] = self._pending.get(field, 0.0) + amount
 
     async def sync(self) -> None:
-        """Push this replica's new feedback, then set the counts to the prior plus everyone's (skipped while down)."""
+        """Push this replica's new feedback, then set the counts to the prior plus everyone's (skipped while down).
+
+        Each push has an id Redis records in the same script, so a push sent again after a timeout that Redis had
+        in fact run counts once. One push is in flight at a time: a push that failed is sent again as it was
+        (same id) before the feedback that arrived since goes out in a push of its own."""
         with self._lock:
-            pending, self._pending = self._pending, {}
-
-        async def exchange(r: Any) -> dict[Any, Any]:
-            pipe = r.pipeline(transaction=False)
-            for field, amount in pending.items():
-                pipe.hincrbyfloat(self.key, field, amount)
-            if pending:
-                pipe.expire(self.key, _TTL_S)
-            pipe.hgetall(self.key)
-            replies = await pipe.execute()
-            return dict(replies[-1])
-
+            if self._unsent is None and self._pending:
+                self._unsent = (uuid.uuid4().hex, self._pending)
+                self._pending = {}
+            batch = self._unsent
+        push_id, fields = batch if batch is not None else ("", {})
+        args: list[str | int | float] = [push_id, _TTL_S, _DONE_KEEP_MS]
+        for field, amount in fields.items():
+            args += [field, amount]
         try:
-            shared = await self.link.run(exchange)
+            replies = await self.link.eval(_PUSH, [self.key, self.done_key], args)
         except RedisUnavailable:
-            with self._lock:  # kept for the next sync (Redis may or may not have taken it: counted at most twice)
-                for field, amount in pending.items():
-                    self._pending[field] = self._pending.get(field, 0.0) + amount
-            return
+            return  # the batch stays unsent, with its id: sent again at the next sync, counted once
+        with self._lock:
+            if self._unsent is batch:
+                self._unsent = None
+        shared = dict(zip(replies[::2], replies[1::2], strict=True))
         alpha, beta = self.prior[0].copy(), self.prior[1].copy()
         column = {name: i for i, name in enumerate(self.models)}
         for raw_field, raw_value in shared.items():
@@ -97,7 +121,7 @@ class RedisOnlineCounts:
             target = alpha if which == "a" else beta if which == "b" else None
             if target is not None:
                 target[int(cluster_text), column[model]] += float(raw_value)
-        with self._lock:  # feedback that arrived during the exchange is not in Redis yet: keep it counted
+        with self._lock:  # feedback not in Redis yet (it arrived during the exchange, or waits): keep it counted
             for field, amount in self._pending.items():
                 which, _, rest = field.partition(":")
                 cluster_text, _, model = rest.partition(":")

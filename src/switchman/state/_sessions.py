@@ -66,7 +66,7 @@ class RedisSessionStore:
 
     async def get(self, session_id: str) -> SessionState | None:
         """The live state of a session (None when unknown or expired)."""
-        raw = await self.link.run(lambda r: r.get(self._key(session_id)))
+        raw = await self.link.command("GET", self._key(session_id))
         if raw is None:
             return None
         state = _decode(raw, self._to_wall)
