@@ -90,3 +90,45 @@ def test_a_streams_pieces_written_in_one_turn_go_out_together() -> None:
     assert len(writes) == 2
     assert b"transfer-encoding: chunked" in writes[0] and writes[0].endswith(b"\r\n\r\n3\r\none\r\n3\r\ntwo\r\n")
     assert writes[1] == b"5\r\nthree\r\n0\r\n\r\n"
+
+
+async def serve_stream_then(act: str) -> tuple[list[bytes], RecordingTransport]:
+    """A stream whose last piece is written in the same turn as the protocol acts on its own."""
+    holder: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"one", "more_body": True})
+        await asyncio.sleep(0)
+        await send({"type": "http.response.body", "body": b"last", "more_body": False})
+        if act == "shutdown":
+            holder["protocol"].shutdown()  # a graceful shutdown reaching this connection now
+        else:
+            holder["protocol"].data_received(b"NOT-HTTP\r\n\r\n")  # a malformed pipelined request: 400
+
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    config.load()
+    protocol = guarded_protocol(ServerLimits())(config=config, server_state=ServerState(), app_state={})
+    holder["protocol"] = protocol
+    transport = RecordingTransport()
+    transport.can_write_eof = lambda: False  # type: ignore[method-assign]
+    protocol.connection_made(transport)
+    protocol.data_received(REQUEST)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    protocol.connection_lost(None)
+    return transport.writes, transport
+
+
+def test_a_graceful_shutdown_sends_a_streams_held_tail_before_closing() -> None:
+    writes, transport = asyncio.run(serve_stream_then("shutdown"))
+    assert transport.closed
+    assert b"".join(writes).endswith(b"4\r\nlast\r\n0\r\n\r\n")
+
+
+def test_an_error_for_the_next_request_follows_the_previous_answers_tail() -> None:
+    writes, _ = asyncio.run(serve_stream_then("refuse"))
+    sent = b"".join(writes)
+    error_at = sent.find(b"HTTP/1.1 400")
+    assert error_at > 0, sent
+    assert sent[:error_at].endswith(b"4\r\nlast\r\n0\r\n\r\n")

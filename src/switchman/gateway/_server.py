@@ -113,6 +113,14 @@ class _CoalescedWrites:
         if pending is not None and not self._cycle.disconnected and not self._transport.is_closing():
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
+    @property
+    def holding(self) -> bool:
+        return self._pending is not None
+
+    @property
+    def done(self) -> bool:
+        return bool(self._cycle.response_complete)
+
     def close(self) -> None:
         self.flush()
         self._transport.close()
@@ -137,6 +145,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._write_deadline: TimerHandle | None = None
         self._served = 0
         self._refused = False
+        self._writers: list[_CoalescedWrites] = []  # this connection's answers that may hold bytes
         self._address: str | None = None
 
     # -- timers ----------------------------------------------------------------------------------
@@ -189,6 +198,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._refused or self.transport.is_closing():
             return
         self._refused = True
+        self._flush_writes()  # an earlier answer's held tail goes out before the error and the close
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # the app's answer, if it ever comes, goes nowhere
             self.cycle.message_event.set()
@@ -235,7 +245,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         super().on_headers_complete()  # what it raises (e.g. a path it cannot decode) surfaces as a parser error
         if self.cycle is not None:
-            self.cycle.transport = _CoalescedWrites(self.transport, self.cycle, self.loop)  # type: ignore[assignment]
+            writer = _CoalescedWrites(self.transport, self.cycle, self.loop)
+            self._writers = [w for w in self._writers if w.holding or not w.done] + [writer]
+            self.cycle.transport = writer  # type: ignore[assignment]
         self._served += 1
         if self._served >= self.limits.keepalive_max_requests and self.cycle is not None:
             self.cycle.keep_alive = False
@@ -245,6 +257,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._disarm()
         self._reading_head = True
         super().on_message_complete()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown closes the transport itself: what an answer holds goes out first."""
+        self._flush_writes()
+        super().shutdown()
+
+    def _flush_writes(self) -> None:
+        """Write every answer's held bytes now, before the protocol writes or closes on its own."""
+        for writer in self._writers:
+            writer.flush()
 
     def _head_too_slow(self) -> None:
         self._deadline = None
@@ -258,6 +280,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _body_too_slow(self) -> None:
         self._deadline = None
         if self.cycle is not None and self.cycle.response_started:
+            self._flush_writes()
             self.transport.close()  # answered already (e.g. 401 without reading): nothing more to say
             return
         self._refuse(408, "request_timeout",
