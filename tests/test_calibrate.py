@@ -243,6 +243,8 @@ def _mean_cost_per_1k(table: OutcomeTable, model: str) -> float:
         (0.03, 0.01, 0.03 * (1 - 1 / 9)),  # three standard errors: 8/9 of it
         (-0.03, 0.01, -0.03 * (1 - 1 / 9)),
         (0.02, 0.0, 0.02),  # measured without noise: corrected in full
+        (float("nan"), 0.01, 0.0),  # nothing measured: no correction, never a NaN target
+        (0.02, float("nan"), 0.0),
     ],
 )
 def test_nested_bias_is_shrunk_by_its_standard_error(bias: float, se: float, expected: float) -> None:

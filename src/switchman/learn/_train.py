@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -262,8 +263,8 @@ def shrunk_bias(bias: float, standard_error: float) -> float:
 
     A bias within one standard error of 0 is not corrected at all; a large, well-measured one almost fully.
     """
-    if bias == 0:
-        return 0.0
+    if bias == 0 or not (math.isfinite(bias) and math.isfinite(standard_error)):
+        return 0.0  # nothing measured (a fold with no outcome for its picks): no correction, never a NaN target
     return bias * max(0.0, 1.0 - (standard_error / bias) ** 2)
 
 
