@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -185,9 +186,9 @@ def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(monke
     trips: list[int] = []
     real = module._round_trip  # noqa: SLF001
 
-    async def counted(client: object, commands: list[object]) -> list[object]:
+    async def counted(client: object, commands: list[object], deliver: Callable[[int, object], None]) -> None:
         trips.append(len(commands))
-        return await real(client, commands)  # type: ignore[arg-type]
+        await real(client, commands, deliver)  # type: ignore[arg-type]
 
     monkeypatch.setattr(module, "_round_trip", counted)
 
@@ -213,3 +214,23 @@ def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(monke
         anyio.run(main)
     finally:
         forget_prefix(SHARED_URL, prefix)
+
+
+
+def test_a_slow_call_in_a_round_trip_fails_only_the_calls_not_yet_answered() -> None:
+    """Two SETs and a BLPOP that waits 0.3 s share a round trip with a 50 ms timeout: Redis ran the SETs and sent
+    their replies, so their callers get them; only the BLPOP's caller sees RedisUnavailable (and the link stays up)."""
+    with RedisServer() as server:
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=0.05, ping_s=5.0)
+            await link.start()
+            assert link.up
+            outcomes = await asyncio.gather(link.command("SET", "a", "1"), link.command("SET", "b", "2"),
+                                            link.command("BLPOP", "nothing", "0.3"), return_exceptions=True)
+            assert outcomes[:2] == [b"OK", b"OK"]
+            assert isinstance(outcomes[2], RedisUnavailable)
+            assert link.up
+            assert await link.command("GET", "b") == b"2"
+            await link.aclose()
+
+        anyio.run(main)

@@ -12,8 +12,9 @@ Every call is bounded by `timeout_s` and never retried. On a single Redis, `eval
 in the same turn of the event loop (concurrent requests; one request's calls started side by side) share
 one round trip: one write, one read. Through asyncio a round trip costs ~0.08 ms of CPU, a command in a
 shared one a fraction. (On a Cluster each goes on its own to its slot's node.) A connection error, or timeouts with no call
-answered for `stall_s` (a slow call fails only itself: a busy event loop or a slow script must not
-take the replica off shared state), marks the link down with one log line ("redis unavailable at
+answered for `stall_s` (a slow call fails only itself and the calls behind it in its round trip — each
+caller gets its reply as soon as it is read — and a busy event loop or a slow script must not take the
+replica off shared state), marks the link down with one log line ("redis unavailable at
 redis://host:port/0: <error>; degrading to local state") and `switchman_redis_up 0`; while down,
 calls fail at once without touching the network, so an outage costs a request a few timeouts at most. The watcher notices Redis is back, logs it, and runs the
 registered resync callbacks (rebuild budget counters from the ledger, re-read keys) before calls go
@@ -180,25 +181,36 @@ class RedisLink:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[_Queued]) -> None:
-        """One round trip for the batch; every caller gets its reply or RedisUnavailable."""
-        replies: list[Any]
-        try:
-            replies = await self._call(lambda client: _round_trip(client, [(args, source) for args, source, _ in batch]))
-            self.errors += sum(isinstance(reply, BaseException) for reply in replies)  # a command Redis refused
-        except Exception as exc:  # noqa: BLE001  (RedisUnavailable, counted; or a bug: every caller sees it)
-            replies = [exc] * len(batch)
-        except BaseException:  # cancelled (the loop is closing): no caller is left waiting
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(RedisUnavailable(self.display_url))
-            raise
-        for (_, _, future), reply in zip(batch, replies, strict=True):
+        """One round trip for the batch; every caller gets its reply as soon as it is read, or RedisUnavailable
+        when the round trip fails before its reply (replies read before a timeout or an error still count)."""
+        futures = [future for _, _, future in batch]
+
+        def deliver(index: int, reply: Any) -> None:
+            future = futures[index]
+            if isinstance(reply, BaseException):
+                self.errors += 1  # a command Redis refused
             if future.done():
-                continue  # its caller was cancelled
+                return  # its caller was cancelled
             if isinstance(reply, BaseException):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+        failure: Exception
+        try:
+            await self._call(lambda client: _round_trip(client, [(args, source) for args, source, _ in batch], deliver))
+        except Exception as exc:  # noqa: BLE001  (RedisUnavailable, counted; or a bug: every unanswered caller sees it)
+            failure = exc
+        except BaseException:  # cancelled (the loop is closing): no caller is left waiting
+            for future in futures:
+                if not future.done():
+                    future.set_exception(RedisUnavailable(self.display_url))
+            raise
+        else:
+            return
+        for future in futures:
+            if not future.done():
+                future.set_exception(failure)
 
     def on_resync(self, callback: Resync) -> None:
         """Run `callback` when the link comes up (at start and after every outage), before calls resume."""
@@ -336,38 +348,48 @@ def _failures() -> tuple[type[BaseException], ...]:
     return failures()
 
 
-async def _round_trip(client: Any, commands: list[tuple[tuple[Any, ...], str | None]]) -> list[Any]:
-    """Send the commands in one write and read their replies (an error reply is that command's exception); an
-    EVALSHA Redis does not know (NOSCRIPT: Redis restarted, or a first use) is loaded and sent again."""
+async def _round_trip(
+    client: Any, commands: list[tuple[tuple[Any, ...], str | None]], deliver: Callable[[int, Any], None],
+) -> None:
+    """Send the commands in one write and hand each reply to `deliver(index, reply)` as soon as it is read (an error
+    reply is that command's RedisUnavailable); an EVALSHA Redis does not know (NOSCRIPT: Redis restarted, or a first
+    use) is loaded and sent again."""
     from redis.exceptions import NoScriptError, ResponseError
+
+    def reply_of(reply: Any) -> Any:
+        return RedisUnavailable(str(reply)) if isinstance(reply, ResponseError) else reply
 
     pool = client.connection_pool
     connection = await pool.get_connection()
     try:
         await connection.send_packed_command(connection.pack_commands([args for args, _ in commands]),
                                              check_health=False)
-        replies: list[Any] = []
-        for _ in commands:
+        unknown: list[int] = []  # EVALSHAs of scripts Redis does not know
+        for index, (_, source) in enumerate(commands):
             try:
-                replies.append(await connection.read_response())
+                reply = await connection.read_response()
             except ResponseError as exc:
-                replies.append(exc)
-        for index, ((args, source), reply) in enumerate(zip(commands, replies, strict=True)):
+                reply = exc
             if isinstance(reply, NoScriptError) and source is not None:
-                await connection.send_command("SCRIPT", "LOAD", source)
-                await connection.read_response()
-                await connection.send_command(*args)
-                try:
-                    replies[index] = await connection.read_response()
-                except ResponseError as exc:
-                    replies[index] = exc
+                unknown.append(index)
+            else:
+                deliver(index, reply_of(reply))
+        for index in unknown:
+            args, source = commands[index]
+            await connection.send_command("SCRIPT", "LOAD", source)
+            await connection.read_response()
+            await connection.send_command(*args)
+            try:
+                reply = await connection.read_response()
+            except ResponseError as exc:
+                reply = exc
+            deliver(index, reply_of(reply))
     except BaseException:
         with contextlib.suppress(Exception):  # replies may be left unread: the connection cannot be reused
             await connection.disconnect(nowait=True)
         raise
     finally:
         await pool.release(connection)
-    return [RedisUnavailable(str(reply)) if isinstance(reply, ResponseError) else reply for reply in replies]
 
 
 def _is_timeout(exc: BaseException) -> bool:
