@@ -334,3 +334,24 @@ def test_a_settle_missed_before_redis_lost_its_data_is_not_counted_twice(tmp_pat
 
         anyio.run(main)
     ledger.close_sync()
+
+
+def test_settles_keep_flushing_after_a_scheduled_flush_never_ran(prefix: str) -> None:
+    """The flush scheduled for a batch is cancelled in its wait (or could not start): the next settle schedules
+    another, and both settles count — the batch never stays unflushed for good."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        first = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.1)
+        first.settle(0.1)
+        for task in list(budgets._pending.tasks):  # noqa: SLF001  (the scheduled flush, before it wrote)
+            task.cancel()
+        await anyio.sleep(0.05)
+        second = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
+        second.settle(0.2)
+        with anyio.fail_after(5):  # written by the background flush, not by drain
+            while await _counter(link, AGENT) != pytest.approx((0.3, 0.0)):
+                await anyio.sleep(0.02)
+        await link.aclose()
+
+    anyio.run(main)

@@ -177,6 +177,8 @@ class _Pending:
         self.tasks: set[asyncio.Task[None]] = set()
         #: Settles waiting for the next flush: counter key -> (ttl, [(id, actual)]).
         self.batch: dict[str, tuple[int, list[tuple[str, float]]]] = {}
+        #: A flush of the batch is on its way (cleared when it ran or never could: the next settle schedules one).
+        self.flushing = False
         #: The marker's value at the last rebuild: a new one means Redis lost its data (and the settles
         #: missed before that are in the ledger the new counters were rebuilt from: replaying them would
         #: count them twice).
@@ -362,12 +364,26 @@ class SharedBudgets:
         written in batches, one script per budget every `SETTLE_EVERY_S`, so their Redis cost does not grow with
         the request rate (a reservation counts as held until then, a few tens of ms longer)."""
         batch = self._pending.batch
-        start = not batch
         for key, _, end in holds:
             ttl, entries = batch.setdefault(key, (self._ttl(end), []))
             entries.append((rid, actual))
-        if start:
-            self._background(self._flush_soon())
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._pending.flushing or not self._pending.batch:
+            return
+        self._pending.flushing = True
+        task = self._background(self._flush_soon())
+        if task is None:
+            self._pending.flushing = False  # no event loop: the next settle (or drain) writes the batch
+        else:
+            task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        """Run, failed or cancelled (even before it started): the next settle schedules a flush again."""
+        self._pending.flushing = False
+        if not task.cancelled():
+            self._schedule_flush()  # settles that came during the flush
 
     async def _flush_soon(self) -> None:
         await asyncio.sleep(SETTLE_EVERY_S)
@@ -383,19 +399,23 @@ class SharedBudgets:
                 args += [rid, actual]
             try:
                 await self.link.eval(_SETTLE_MANY, _keys(key), args)
-            except RedisUnavailable:
+            except Exception as exc:  # RedisUnavailable; or a bug: kept for the replay, the other keys still go
+                if not isinstance(exc, RedisUnavailable):
+                    logger.exception("budget settles for %s not written; kept for the replay", key)
                 for rid, actual in entries:
                     if len(self._unsent) < _MAX_UNSENT:
                         self._unsent.append((key, rid, actual, time.monotonic(), self._pending.epoch))
 
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run `work` as a task; None (and `work` dropped) without a running event loop."""
         try:
             task = asyncio.get_running_loop().create_task(work)
         except RuntimeError:  # no event loop: nothing to write with
             work.close()
-            return
+            return None
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait (at most `timeout_s`) for the settles in flight: at shutdown, so none is lost."""
