@@ -166,6 +166,8 @@ return 1
 """
 
 _Hold = tuple[str, BudgetConfig, float]  # the counter key, the budget, the period's end
+#: The TTL of a counter a missed settle is written to (its period's end is not kept with it).
+_REPLAY_TTL_S = 86_400 * 32
 _Unsent = tuple[str, str, float, float, str | None]  # a settle Redis missed: key, id, actual, when (monotonic), epoch
 
 
@@ -390,12 +392,19 @@ class SharedBudgets:
         await self.flush()
 
     async def flush(self) -> None:
-        """Write the settles waiting for a batch now (those Redis misses are kept for the rebuild's replay)."""
+        """Write the settles waiting for a batch now, with those Redis missed earlier while the link stayed up (a
+        settle is once per id: written twice, it counts once). Those Redis misses are kept for the next flush or
+        the rebuild's replay."""
         batch, self._pending.batch = self._pending.batch, {}
+        missed = self._missed() if self.link.up else {}
         keep_ms = int(DONE_KEEP_S * 1000)
+        for key in missed:
+            batch.setdefault(key, (_REPLAY_TTL_S, []))
         for key, (ttl, entries) in batch.items():
             args: list[str | int | float] = [ttl, keep_ms]
             for rid, actual in entries:
+                args += [rid, actual]
+            for _, rid, actual, _, _ in missed.get(key, []):
                 args += [rid, actual]
             try:
                 await self.link.eval(_SETTLE_MANY, _keys(key), args)
@@ -405,6 +414,23 @@ class SharedBudgets:
                 for rid, actual in entries:
                     if len(self._unsent) < _MAX_UNSENT:
                         self._unsent.append((key, rid, actual, time.monotonic(), self._pending.epoch))
+                self._unsent.extend(missed.get(key, []))
+
+    def _missed(self) -> dict[str, list[_Unsent]]:
+        """The missed settles a flush may write again (taken out of the unsent list), by key: those the replay
+        would write — younger than DONE_KEEP_S, and of the current epoch."""
+        oldest = time.monotonic() - DONE_KEEP_S
+        epoch = self._pending.epoch
+        missed: dict[str, list[_Unsent]] = {}
+        kept: list[_Unsent] = []
+        for entry in self._unsent:
+            _, _, _, when, then = entry
+            if when >= oldest and (then == epoch or not self.local.has_ledger):
+                missed.setdefault(entry[0], []).append(entry)
+            else:
+                kept.append(entry)
+        self._unsent[:] = kept
+        return missed
 
     def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         """Run `work` as a task; None (and `work` dropped) without a running event loop."""
@@ -484,7 +510,7 @@ class SharedBudgets:
         while self._unsent:
             key, rid, actual, when, then = self._unsent[0]
             if when >= oldest and (then == epoch or not self.local.has_ledger):
-                await self.link.eval(_SETTLE, _keys(key), [rid, actual, 86_400 * 32, int(DONE_KEEP_S * 1000)])
+                await self.link.eval(_SETTLE, _keys(key), [rid, actual, _REPLAY_TTL_S, int(DONE_KEEP_S * 1000)])
             self._unsent.pop(0)
 
     def rebuild_soon(self) -> None:
