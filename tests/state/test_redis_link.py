@@ -234,3 +234,26 @@ def test_a_slow_call_in_a_round_trip_fails_only_the_calls_not_yet_answered() -> 
             await link.aclose()
 
         anyio.run(main)
+
+
+def test_a_call_queued_at_close_is_sent_and_calls_after_it_open_nothing() -> None:
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        key = link.key("t", "closing")
+        queued = asyncio.ensure_future(link.command("SET", key, "v"))
+        await asyncio.sleep(0)  # in the queue of this turn, not yet sent
+        await link.aclose()
+        assert queued.done() and queued.result() == b"OK"  # sent before the client closed
+        with pytest.raises(RedisUnavailable):
+            await link.command("GET", key)
+        with pytest.raises(RedisUnavailable):
+            await link.run(lambda r: r.get(key))
+        assert link._client is None  # noqa: SLF001  (no client opened after the close)
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)

@@ -100,6 +100,7 @@ class RedisLink:
         self._watcher: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
         self._started = False
+        self._closed = False  # after aclose: calls fail instead of opening a client nobody closes
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> RedisLink | None:
@@ -165,7 +166,7 @@ class RedisLink:
         return await self._queued(args, None)
 
     async def _queued(self, args: tuple[Any, ...], source: str | None) -> Any:
-        if not self.up and not self._resyncing.get():
+        if self._closed or (not self.up and not self._resyncing.get()):
             raise RedisUnavailable(self.display_url)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -176,6 +177,8 @@ class RedisLink:
 
     def _send_queue(self, context: contextvars.Context) -> None:
         batch, self._queue = self._queue, []
+        if not batch:  # sent already (by aclose)
+            return
         task = asyncio.get_running_loop().create_task(self._send(batch), context=context)
         self._sending.add(task)  # kept referenced until done (a caller may be cancelled meanwhile)
         task.add_done_callback(self._sending.discard)
@@ -218,7 +221,7 @@ class RedisLink:
 
     async def run(self, action: Callable[[Any], Awaitable[T]]) -> T:
         """`action(client)` within the timeout; raises RedisUnavailable (never a redis-py error) on failure."""
-        if not self.up and not self._resyncing.get():
+        if self._closed or (not self.up and not self._resyncing.get()):
             raise RedisUnavailable(self.display_url)
         return await self._call(action)
 
@@ -296,6 +299,7 @@ class RedisLink:
 
     async def start(self) -> None:
         """The first ping (and resync), then the watcher that notices an outage's end."""
+        self._closed = False
         await self.check()
         if self._watcher is None:
             self._stopping = asyncio.Event()
@@ -314,7 +318,11 @@ class RedisLink:
                 logger.exception("redis watcher: checking the link failed; trying again in %.1f s", self.ping_s)
 
     async def aclose(self) -> None:
-        """Stop the watcher (not cancelled mid-call: redis-py can sit on that) and close the connection pool."""
+        """Stop the watcher (not cancelled mid-call: redis-py can sit on that) and close the connection pool; calls
+        queued already go first, later ones raise RedisUnavailable."""
+        self._closed = True
+        if self._queue:
+            self._send_queue(contextvars.copy_context())
         if self._watcher is not None and self._stopping is not None:
             self._stopping.set()
             await asyncio.wait([self._watcher], timeout=self.timeout_s + 5.0)
