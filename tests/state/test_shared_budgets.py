@@ -384,3 +384,24 @@ def test_a_settle_missed_while_the_link_stayed_up_goes_with_the_next_flush(prefi
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_drain_waits_for_settles_made_while_it_waits(prefix: str) -> None:
+    """At shutdown a request settles while drain waits on an earlier flush: drain writes that settle too."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        first = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
+        late = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+        gate = _Gate(link, nth=1)
+        first.settle(0.1)
+        draining = asyncio.ensure_future(budgets.drain())
+        await gate.waiting.wait()  # drain's flush is in flight
+        await anyio.sleep(0.05)  # the flush scheduled by the first settle found nothing left to write
+        late.settle(0.2)  # a request finishing while drain waits: a new flush
+        gate.event.set()
+        await draining
+        assert await _counter(link, AGENT) == pytest.approx((0.3, 0.0))
+        await link.aclose()
+
+    anyio.run(main)

@@ -444,11 +444,16 @@ class SharedBudgets:
         return task
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait (at most `timeout_s`) for the settles in flight: at shutdown, so none is lost."""
-        if self._pending.batch:
-            self._background(self.flush())
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+        """Wait (at most `timeout_s`) for the settles in flight: at shutdown, so none is lost — also those made, or
+        flushes scheduled, while it waits."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self._pending.batch:
+                self._background(self.flush())
+            left = deadline - time.monotonic()
+            if not self._tasks or left <= 0:
+                return
+            await asyncio.wait(list(self._tasks), timeout=left)
 
     def refresh(self) -> bool:
         """The local fallback's counters from the ledger (blocking: run it in a thread)."""
