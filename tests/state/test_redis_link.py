@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -257,3 +258,29 @@ def test_a_call_queued_at_close_is_sent_and_calls_after_it_open_nothing() -> Non
         anyio.run(main)
     finally:
         forget_prefix(SHARED_URL, prefix)
+
+
+def test_scripts_redis_forgot_are_loaded_once_each_in_one_more_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis lost its scripts (a restart): forty calls of two scripts cost two SCRIPT LOADs, not forty."""
+    from redis.asyncio.connection import Connection
+
+    loads: list[int] = []
+    real = Connection.pack_commands
+
+    def counted(self: Connection, commands: Any) -> Any:
+        commands = list(commands)
+        loads.append(sum(1 for args in commands if args[:2] == ("SCRIPT", "LOAD")))
+        return real(self, commands)
+
+    monkeypatch.setattr(Connection, "pack_commands", counted)
+    with RedisServer() as server:
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=1.0, ping_s=5.0)
+            await link.start()
+            one, two = "return 'one:' .. ARGV[1]", "return 'two:' .. ARGV[1]"
+            replies = await asyncio.gather(*(link.eval(one if i % 2 else two, [], [i]) for i in range(40)))
+            assert replies == [f"{'one' if i % 2 else 'two'}:{i}".encode() for i in range(40)]
+            assert link.up and sum(loads) == 2 and len(loads) == 2  # the batch, then the two loads and the resends
+            await link.aclose()
+
+        anyio.run(main)

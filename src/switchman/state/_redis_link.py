@@ -382,16 +382,22 @@ async def _round_trip(
                 unknown.append(index)
             else:
                 deliver(index, reply_of(reply))
-        for index in unknown:
-            args, source = commands[index]
-            await connection.send_command("SCRIPT", "LOAD", source)
-            await connection.read_response()
-            await connection.send_command(*args)
-            try:
-                reply = await connection.read_response()
-            except ResponseError as exc:
-                reply = exc
-            deliver(index, reply_of(reply))
+        if unknown:  # each script loaded once, then the calls sent again: one more write, one more read
+            sources = list(dict.fromkeys(commands[index][1] for index in unknown))
+            again = [("SCRIPT", "LOAD", source) for source in sources] + [commands[index][0] for index in unknown]
+            await connection.send_packed_command(connection.pack_commands(again), check_health=False)
+            refused: dict[str | None, ResponseError] = {}  # a script Redis would not load (NOPERM...): its calls fail
+            for source in sources:
+                try:
+                    await connection.read_response()
+                except ResponseError as exc:
+                    refused[source] = exc
+            for index in unknown:
+                try:
+                    reply = await connection.read_response()
+                except ResponseError as exc:
+                    reply = exc
+                deliver(index, reply_of(refused.get(commands[index][1], reply)))
     except BaseException:
         with contextlib.suppress(Exception):  # replies may be left unread: the connection cannot be reused
             await connection.disconnect(nowait=True)
