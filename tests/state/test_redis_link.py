@@ -284,3 +284,24 @@ def test_scripts_redis_forgot_are_loaded_once_each_in_one_more_round_trip(monkey
             await link.aclose()
 
         anyio.run(main)
+
+
+def test_a_script_redis_refuses_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "switchman.state")
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        for _ in range(3):
+            with pytest.raises(RedisUnavailable):
+                await link.eval("return redis.call('NOPE')", [link.key("t", "k")], [])
+        assert link.up and link.errors == 3
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+    lines = [r.getMessage() for r in caplog.records if "redis refused script" in r.getMessage()]
+    assert len(lines) == 1 and "Unknown Redis command called from script" in lines[0], lines

@@ -101,6 +101,7 @@ class RedisLink:
         self._stopping: asyncio.Event | None = None
         self._started = False
         self._closed = False  # after aclose: calls fail instead of opening a client nobody closes
+        self._refused: set[str] = set()  # scripts (or commands) whose error reply was logged: once each
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> RedisLink | None:
@@ -192,6 +193,7 @@ class RedisLink:
             future = futures[index]
             if isinstance(reply, BaseException):
                 self.errors += 1  # a command Redis refused
+                self._log_refused(batch[index], reply)
             if future.done():
                 return  # its caller was cancelled
             if isinstance(reply, BaseException):
@@ -214,6 +216,15 @@ class RedisLink:
         for future in futures:
             if not future.done():
                 future.set_exception(failure)
+
+    def _log_refused(self, call: _Queued, error: BaseException) -> None:
+        """One warning line the first time Redis refuses a script (a bug in it) or a command: then counted only."""
+        args, source, _ = call
+        what = f"script {self._shas.get(source, '?')[:12]}" if source is not None else f"command {args[0]!s}"
+        if what not in self._refused:
+            self._refused.add(what)
+            text = str(error).splitlines()[0] if str(error) else type(error).__name__
+            logger.warning("redis refused %s: %s (logged once; counted in switchman_redis_errors_total)", what, text)
 
     def on_resync(self, callback: Resync) -> None:
         """Run `callback` when the link comes up (at start and after every outage), before calls resume."""
