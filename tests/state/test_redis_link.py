@@ -305,3 +305,28 @@ def test_a_script_redis_refuses_is_logged_once(caplog: pytest.LogCaptureFixture)
         forget_prefix(SHARED_URL, prefix)
     lines = [r.getMessage() for r in caplog.records if "redis refused script" in r.getMessage()]
     assert len(lines) == 1 and "Unknown Redis command called from script" in lines[0], lines
+
+
+def test_a_cluster_link_is_down_while_any_primary_is_lost() -> None:
+    """The watcher pings every primary: one lost takes the link down (its slots' calls would fail) until it is back,
+    whichever node the client asks by default."""
+    from switchman.testing import RedisClusterServer
+
+    with RedisClusterServer() as cluster:
+        async def main() -> None:
+            link = RedisLink(cluster.url, timeout_s=0.5, ping_s=0.05)
+            await link.start()
+            assert link.up
+            default = link.client.get_default_node().port
+            lost = next(index for index, port in enumerate(cluster.ports) if port != default)
+            cluster.kill_node(lost)
+            with anyio.fail_after(10):
+                while link.up:
+                    await anyio.sleep(0.02)
+            cluster.restart_node(lost)
+            with anyio.fail_after(20):
+                while not link.up:
+                    await anyio.sleep(0.02)
+            await link.aclose()
+
+        anyio.run(main)

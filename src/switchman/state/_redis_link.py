@@ -24,7 +24,8 @@ Keys are laid out for Redis Cluster: `<prefix>{<entity>}:<part>...` — everythi
 touches shares the `{entity}` hash tag, so it lives on one slot, and different entities spread over
 the primaries. A `redis+cluster://` (or `rediss+cluster://`) URL builds redis-py's asyncio
 `RedisCluster` with the same timeouts (it follows MOVED/ASK redirects itself; a lost node is a
-failed call like any other, and the resync reads the slot map afresh); pipelines are
+failed call like any other, the watcher pings every primary so the link stays down while one is lost,
+and the resync reads the slot map afresh); pipelines are
 non-transactional, so they may span slots (use EVAL in them: redis-py refuses EVALSHA in a Cluster
 pipeline). The URL's
 password never appears in a log line or a metric.
@@ -262,7 +263,10 @@ class RedisLink:
     async def _ping(self) -> bool:
         try:
             async with asyncio.timeout(max(self.timeout_s, 0.5)):
-                await self.client.ping()
+                if self.cluster:  # every primary: with one lost, its slots' calls fail (no flapping up and down)
+                    await self.client.ping(target_nodes=self.client.PRIMARIES)
+                else:
+                    await self.client.ping()
         except _failures() as exc:
             if self.up and self._slow(exc):
                 return False
