@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -185,9 +187,9 @@ def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(monke
     trips: list[int] = []
     real = module._round_trip  # noqa: SLF001
 
-    async def counted(client: object, commands: list[object]) -> list[object]:
+    async def counted(client: object, commands: list[object], deliver: Callable[[int, object], None]) -> None:
         trips.append(len(commands))
-        return await real(client, commands)  # type: ignore[arg-type]
+        await real(client, commands, deliver)  # type: ignore[arg-type]
 
     monkeypatch.setattr(module, "_round_trip", counted)
 
@@ -213,3 +215,118 @@ def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(monke
         anyio.run(main)
     finally:
         forget_prefix(SHARED_URL, prefix)
+
+
+
+def test_a_slow_call_in_a_round_trip_fails_only_the_calls_not_yet_answered() -> None:
+    """Two SETs and a BLPOP that waits 0.3 s share a round trip with a 50 ms timeout: Redis ran the SETs and sent
+    their replies, so their callers get them; only the BLPOP's caller sees RedisUnavailable (and the link stays up)."""
+    with RedisServer() as server:
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=0.05, ping_s=5.0)
+            await link.start()
+            assert link.up
+            outcomes = await asyncio.gather(link.command("SET", "a", "1"), link.command("SET", "b", "2"),
+                                            link.command("BLPOP", "nothing", "0.3"), return_exceptions=True)
+            assert outcomes[:2] == [b"OK", b"OK"]
+            assert isinstance(outcomes[2], RedisUnavailable)
+            assert link.up
+            assert await link.command("GET", "b") == b"2"
+            await link.aclose()
+
+        anyio.run(main)
+
+
+def test_a_call_queued_at_close_is_sent_and_calls_after_it_open_nothing() -> None:
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        key = link.key("t", "closing")
+        queued = asyncio.ensure_future(link.command("SET", key, "v"))
+        await asyncio.sleep(0)  # in the queue of this turn, not yet sent
+        await link.aclose()
+        assert queued.done() and queued.result() == b"OK"  # sent before the client closed
+        with pytest.raises(RedisUnavailable):
+            await link.command("GET", key)
+        with pytest.raises(RedisUnavailable):
+            await link.run(lambda r: r.get(key))
+        assert link._client is None  # noqa: SLF001  (no client opened after the close)
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+def test_scripts_redis_forgot_are_loaded_once_each_in_one_more_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis lost its scripts (a restart): forty calls of two scripts cost two SCRIPT LOADs, not forty."""
+    from redis.asyncio.connection import Connection
+
+    loads: list[int] = []
+    real = Connection.pack_commands
+
+    def counted(self: Connection, commands: Any) -> Any:
+        commands = list(commands)
+        loads.append(sum(1 for args in commands if args[:2] == ("SCRIPT", "LOAD")))
+        return real(self, commands)
+
+    monkeypatch.setattr(Connection, "pack_commands", counted)
+    with RedisServer() as server:
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=1.0, ping_s=5.0)
+            await link.start()
+            one, two = "return 'one:' .. ARGV[1]", "return 'two:' .. ARGV[1]"
+            replies = await asyncio.gather(*(link.eval(one if i % 2 else two, [], [i]) for i in range(40)))
+            assert replies == [f"{'one' if i % 2 else 'two'}:{i}".encode() for i in range(40)]
+            assert link.up and sum(loads) == 2 and len(loads) == 2  # the batch, then the two loads and the resends
+            await link.aclose()
+
+        anyio.run(main)
+
+
+def test_a_script_redis_refuses_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "switchman.state")
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        for _ in range(3):
+            with pytest.raises(RedisUnavailable):
+                await link.eval("return redis.call('NOPE')", [link.key("t", "k")], [])
+        assert link.up and link.errors == 3
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+    lines = [r.getMessage() for r in caplog.records if "redis refused script" in r.getMessage()]
+    assert len(lines) == 1 and "Unknown Redis command called from script" in lines[0], lines
+
+
+def test_a_cluster_link_is_down_while_any_primary_is_lost() -> None:
+    """The watcher pings every primary: one lost takes the link down (its slots' calls would fail) until it is back,
+    whichever node the client asks by default."""
+    from switchman.testing import RedisClusterServer
+
+    with RedisClusterServer() as cluster:
+        async def main() -> None:
+            link = RedisLink(cluster.url, timeout_s=0.5, ping_s=0.05)
+            await link.start()
+            assert link.up
+            default = link.client.get_default_node().port
+            lost = next(index for index, port in enumerate(cluster.ports) if port != default)
+            cluster.kill_node(lost)
+            with anyio.fail_after(10):
+                while link.up:
+                    await anyio.sleep(0.02)
+            cluster.restart_node(lost)
+            with anyio.fail_after(20):
+                while not link.up:
+                    await anyio.sleep(0.02)
+            await link.aclose()
+
+        anyio.run(main)

@@ -154,7 +154,7 @@ def test_a_timeout_after_redis_ran_the_script_leaves_nothing_held(prefix: str) -
 
 
 def test_a_settle_replayed_after_a_timeout_counts_once(prefix: str) -> None:
-    """A settle whose call timed out after Redis ran it is replayed at the next rebuild: the cost counts once."""
+    """A settle whose call timed out after Redis ran it is written again (next flush or rebuild): it counts once."""
     async def main() -> None:
         link = await _link(URL, prefix)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
@@ -164,7 +164,7 @@ def test_a_settle_replayed_after_a_timeout_counts_once(prefix: str) -> None:
         gate = _Gate(link, nth=1, fail_after_run=True)
         held.settle(0.3)
         await budgets.drain()
-        assert gate.calls == 1 and len(budgets._unsent) == 1  # noqa: SLF001  (kept for replay)
+        assert gate.calls >= 1  # kept, written again by the next flush (or the rebuild's replay)
         await budgets.rebuild()
         assert budgets._unsent == []  # noqa: SLF001
         assert await _counter(link, AGENT) == (pytest.approx(0.3), 0.0)
@@ -208,14 +208,19 @@ def test_a_replay_failing_partway_keeps_the_rest_and_a_reload_carries_them(prefi
         old = SharedBudgets(BudgetManager([AGENT]), link)
         await old.rebuild()  # as at start: the epoch these settles belong to
         held = [await old.areserve(agent="a", key_id=None, route=None, estimated_usd=0.1) for _ in range(3)]
-        gate = _Gate(link, nth=1, fail=True)
-        for each in held:  # Redis away for these settles: kept for replay
-            gate.calls, gate.nth = 0, 1
+        real = link.eval
+
+        async def away(*_: object) -> Any:
+            raise RedisUnavailable("down")
+
+        link.eval = away  # type: ignore[method-assign]
+        for each in held:  # Redis away for these settles (and their retries): kept for replay
             each.settle(0.1)
             await old.drain()
+        link.eval = real  # type: ignore[method-assign]
         new = SharedBudgets(BudgetManager([AGENT]), link, carry=old)  # a reload replaced them
         assert len(new._unsent) == 3  # noqa: SLF001
-        gate.calls, gate.nth = 0, 2
+        gate = _Gate(link, nth=2, fail=True)
         with pytest.raises(RedisUnavailable):
             await new.rebuild()  # the second replay fails
         assert len(new._unsent) == 2  # noqa: SLF001  (the first is written, the rest kept)
@@ -334,3 +339,69 @@ def test_a_settle_missed_before_redis_lost_its_data_is_not_counted_twice(tmp_pat
 
         anyio.run(main)
     ledger.close_sync()
+
+
+def test_settles_keep_flushing_after_a_scheduled_flush_never_ran(prefix: str) -> None:
+    """The flush scheduled for a batch is cancelled in its wait (or could not start): the next settle schedules
+    another, and both settles count — the batch never stays unflushed for good."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        first = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.1)
+        first.settle(0.1)
+        for task in list(budgets._pending.tasks):  # noqa: SLF001  (the scheduled flush, before it wrote)
+            task.cancel()
+        await anyio.sleep(0.05)
+        second = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
+        second.settle(0.2)
+        with anyio.fail_after(5):  # written by the background flush, not by drain
+            while await _counter(link, AGENT) != pytest.approx((0.3, 0.0)):
+                await anyio.sleep(0.02)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_settle_missed_while_the_link_stayed_up_goes_with_the_next_flush(prefix: str) -> None:
+    """A settle batch that failed (a timeout) while the link stayed up is written with the next batch, not only when
+    Redis comes back after an outage: its reservation stops counting and its cost counts, once."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        await budgets.rebuild()
+        first = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
+        second = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+        gate = _Gate(link, nth=1, fail=True)
+        first.settle(0.1)
+        await budgets.drain()
+        assert gate.calls >= 1 and link.up  # its batch failed; the link stayed up
+        second.settle(0.2)
+        await budgets.drain()
+        assert budgets._unsent == []  # noqa: SLF001
+        assert await _counter(link, AGENT) == pytest.approx((0.3, 0.0))
+        await budgets.rebuild()  # nothing left to replay: counted once
+        assert await _counter(link, AGENT) == pytest.approx((0.3, 0.0))
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_drain_waits_for_settles_made_while_it_waits(prefix: str) -> None:
+    """At shutdown a request settles while drain waits on an earlier flush: drain writes that settle too."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        first = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
+        late = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+        gate = _Gate(link, nth=1)
+        first.settle(0.1)
+        draining = asyncio.ensure_future(budgets.drain())
+        await gate.waiting.wait()  # drain's flush is in flight
+        await anyio.sleep(0.05)  # the flush scheduled by the first settle found nothing left to write
+        late.settle(0.2)  # a request finishing while drain waits: a new flush
+        gate.event.set()
+        await draining
+        assert await _counter(link, AGENT) == pytest.approx((0.3, 0.0))
+        await link.aclose()
+
+    anyio.run(main)

@@ -286,13 +286,13 @@ class Dispatcher:
         admitting = asyncio.ensure_future(self.callers.admit(exchange.context, tokens))
         try:
             reserved = await self._reserve(exchange, request, decision)
-        except BaseException:
+        except BaseException as exc:
             if not admitting.done():
                 await asyncio.wait([admitting])
             refused = None if admitting.cancelled() else admitting.exception()
-            if isinstance(refused, CallerLimitError):
-                raise refused from None
-            raise
+            if isinstance(exc, SwitchmanError) and isinstance(refused, CallerLimitError):
+                raise refused from None  # the budget refused too: the rate limit is the error (429)
+            raise  # a cancellation (the client left) or a bug goes on unchanged
         exchange.admission = await admitting
         exchange.decision = reserved
 

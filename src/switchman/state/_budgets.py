@@ -166,6 +166,8 @@ return 1
 """
 
 _Hold = tuple[str, BudgetConfig, float]  # the counter key, the budget, the period's end
+#: The TTL of a counter a missed settle is written to (its period's end is not kept with it).
+_REPLAY_TTL_S = 86_400 * 32
 _Unsent = tuple[str, str, float, float, str | None]  # a settle Redis missed: key, id, actual, when (monotonic), epoch
 
 
@@ -177,6 +179,8 @@ class _Pending:
         self.tasks: set[asyncio.Task[None]] = set()
         #: Settles waiting for the next flush: counter key -> (ttl, [(id, actual)]).
         self.batch: dict[str, tuple[int, list[tuple[str, float]]]] = {}
+        #: A flush of the batch is on its way (cleared when it ran or never could: the next settle schedules one).
+        self.flushing = False
         #: The marker's value at the last rebuild: a new one means Redis lost its data (and the settles
         #: missed before that are in the ledger the new counters were rebuilt from: replaying them would
         #: count them twice).
@@ -362,47 +366,94 @@ class SharedBudgets:
         written in batches, one script per budget every `SETTLE_EVERY_S`, so their Redis cost does not grow with
         the request rate (a reservation counts as held until then, a few tens of ms longer)."""
         batch = self._pending.batch
-        start = not batch
         for key, _, end in holds:
             ttl, entries = batch.setdefault(key, (self._ttl(end), []))
             entries.append((rid, actual))
-        if start:
-            self._background(self._flush_soon())
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._pending.flushing or not self._pending.batch:
+            return
+        self._pending.flushing = True
+        task = self._background(self._flush_soon())
+        if task is None:
+            self._pending.flushing = False  # no event loop: the next settle (or drain) writes the batch
+        else:
+            task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        """Run, failed or cancelled (even before it started): the next settle schedules a flush again."""
+        self._pending.flushing = False
+        if not task.cancelled():
+            self._schedule_flush()  # settles that came during the flush
 
     async def _flush_soon(self) -> None:
         await asyncio.sleep(SETTLE_EVERY_S)
         await self.flush()
 
     async def flush(self) -> None:
-        """Write the settles waiting for a batch now (those Redis misses are kept for the rebuild's replay)."""
+        """Write the settles waiting for a batch now, with those Redis missed earlier while the link stayed up (a
+        settle is once per id: written twice, it counts once). Those Redis misses are kept for the next flush or
+        the rebuild's replay."""
         batch, self._pending.batch = self._pending.batch, {}
+        missed = self._missed() if self.link.up else {}
         keep_ms = int(DONE_KEEP_S * 1000)
+        for key in missed:
+            batch.setdefault(key, (_REPLAY_TTL_S, []))
         for key, (ttl, entries) in batch.items():
             args: list[str | int | float] = [ttl, keep_ms]
             for rid, actual in entries:
                 args += [rid, actual]
+            for _, rid, actual, _, _ in missed.get(key, []):
+                args += [rid, actual]
             try:
                 await self.link.eval(_SETTLE_MANY, _keys(key), args)
-            except RedisUnavailable:
+            except Exception as exc:  # RedisUnavailable; or a bug: kept for the replay, the other keys still go
+                if not isinstance(exc, RedisUnavailable):
+                    logger.exception("budget settles for %s not written; kept for the replay", key)
                 for rid, actual in entries:
                     if len(self._unsent) < _MAX_UNSENT:
                         self._unsent.append((key, rid, actual, time.monotonic(), self._pending.epoch))
+                self._unsent.extend(missed.get(key, []))
 
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+    def _missed(self) -> dict[str, list[_Unsent]]:
+        """The missed settles a flush may write again (taken out of the unsent list), by key: those the replay
+        would write — younger than DONE_KEEP_S, and of the current epoch."""
+        oldest = time.monotonic() - DONE_KEEP_S
+        epoch = self._pending.epoch
+        missed: dict[str, list[_Unsent]] = {}
+        kept: list[_Unsent] = []
+        for entry in self._unsent:
+            _, _, _, when, then = entry
+            if when >= oldest and (then == epoch or not self.local.has_ledger):
+                missed.setdefault(entry[0], []).append(entry)
+            else:
+                kept.append(entry)
+        self._unsent[:] = kept
+        return missed
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run `work` as a task; None (and `work` dropped) without a running event loop."""
         try:
             task = asyncio.get_running_loop().create_task(work)
         except RuntimeError:  # no event loop: nothing to write with
             work.close()
-            return
+            return None
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait (at most `timeout_s`) for the settles in flight: at shutdown, so none is lost."""
-        if self._pending.batch:
-            self._background(self.flush())
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+        """Wait (at most `timeout_s`) for the settles in flight: at shutdown, so none is lost — also those made, or
+        flushes scheduled, while it waits."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self._pending.batch:
+                self._background(self.flush())
+            left = deadline - time.monotonic()
+            if not self._tasks or left <= 0:
+                return
+            await asyncio.wait(list(self._tasks), timeout=left)
 
     def refresh(self) -> bool:
         """The local fallback's counters from the ledger (blocking: run it in a thread)."""
@@ -464,7 +515,7 @@ class SharedBudgets:
         while self._unsent:
             key, rid, actual, when, then = self._unsent[0]
             if when >= oldest and (then == epoch or not self.local.has_ledger):
-                await self.link.eval(_SETTLE, _keys(key), [rid, actual, 86_400 * 32, int(DONE_KEEP_S * 1000)])
+                await self.link.eval(_SETTLE, _keys(key), [rid, actual, _REPLAY_TTL_S, int(DONE_KEEP_S * 1000)])
             self._unsent.pop(0)
 
     def rebuild_soon(self) -> None:

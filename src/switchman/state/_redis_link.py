@@ -12,8 +12,9 @@ Every call is bounded by `timeout_s` and never retried. On a single Redis, `eval
 in the same turn of the event loop (concurrent requests; one request's calls started side by side) share
 one round trip: one write, one read. Through asyncio a round trip costs ~0.08 ms of CPU, a command in a
 shared one a fraction. (On a Cluster each goes on its own to its slot's node.) A connection error, or timeouts with no call
-answered for `stall_s` (a slow call fails only itself: a busy event loop or a slow script must not
-take the replica off shared state), marks the link down with one log line ("redis unavailable at
+answered for `stall_s` (a slow call fails only itself and the calls behind it in its round trip — each
+caller gets its reply as soon as it is read — and a busy event loop or a slow script must not take the
+replica off shared state), marks the link down with one log line ("redis unavailable at
 redis://host:port/0: <error>; degrading to local state") and `switchman_redis_up 0`; while down,
 calls fail at once without touching the network, so an outage costs a request a few timeouts at most. The watcher notices Redis is back, logs it, and runs the
 registered resync callbacks (rebuild budget counters from the ledger, re-read keys) before calls go
@@ -23,7 +24,8 @@ Keys are laid out for Redis Cluster: `<prefix>{<entity>}:<part>...` — everythi
 touches shares the `{entity}` hash tag, so it lives on one slot, and different entities spread over
 the primaries. A `redis+cluster://` (or `rediss+cluster://`) URL builds redis-py's asyncio
 `RedisCluster` with the same timeouts (it follows MOVED/ASK redirects itself; a lost node is a
-failed call like any other, and the resync reads the slot map afresh); pipelines are
+failed call like any other, the watcher pings every primary so the link stays down while one is lost,
+and the resync reads the slot map afresh); pipelines are
 non-transactional, so they may span slots (use EVAL in them: redis-py refuses EVALSHA in a Cluster
 pipeline). The URL's
 password never appears in a log line or a metric.
@@ -99,6 +101,8 @@ class RedisLink:
         self._watcher: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
         self._started = False
+        self._closed = False  # after aclose: calls fail instead of opening a client nobody closes
+        self._refused: set[str] = set()  # scripts (or commands) whose error reply was logged: once each
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> RedisLink | None:
@@ -164,7 +168,7 @@ class RedisLink:
         return await self._queued(args, None)
 
     async def _queued(self, args: tuple[Any, ...], source: str | None) -> Any:
-        if not self.up and not self._resyncing.get():
+        if self._closed or (not self.up and not self._resyncing.get()):
             raise RedisUnavailable(self.display_url)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -175,30 +179,53 @@ class RedisLink:
 
     def _send_queue(self, context: contextvars.Context) -> None:
         batch, self._queue = self._queue, []
+        if not batch:  # sent already (by aclose)
+            return
         task = asyncio.get_running_loop().create_task(self._send(batch), context=context)
         self._sending.add(task)  # kept referenced until done (a caller may be cancelled meanwhile)
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[_Queued]) -> None:
-        """One round trip for the batch; every caller gets its reply or RedisUnavailable."""
-        replies: list[Any]
-        try:
-            replies = await self._call(lambda client: _round_trip(client, [(args, source) for args, source, _ in batch]))
-            self.errors += sum(isinstance(reply, BaseException) for reply in replies)  # a command Redis refused
-        except Exception as exc:  # noqa: BLE001  (RedisUnavailable, counted; or a bug: every caller sees it)
-            replies = [exc] * len(batch)
-        except BaseException:  # cancelled (the loop is closing): no caller is left waiting
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(RedisUnavailable(self.display_url))
-            raise
-        for (_, _, future), reply in zip(batch, replies, strict=True):
+        """One round trip for the batch; every caller gets its reply as soon as it is read, or RedisUnavailable
+        when the round trip fails before its reply (replies read before a timeout or an error still count)."""
+        futures = [future for _, _, future in batch]
+
+        def deliver(index: int, reply: Any) -> None:
+            future = futures[index]
+            if isinstance(reply, BaseException):
+                self.errors += 1  # a command Redis refused
+                self._log_refused(batch[index], reply)
             if future.done():
-                continue  # its caller was cancelled
+                return  # its caller was cancelled
             if isinstance(reply, BaseException):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+        failure: Exception
+        try:
+            await self._call(lambda client: _round_trip(client, [(args, source) for args, source, _ in batch], deliver))
+        except Exception as exc:  # noqa: BLE001  (RedisUnavailable, counted; or a bug: every unanswered caller sees it)
+            failure = exc
+        except BaseException:  # cancelled (the loop is closing): no caller is left waiting
+            for future in futures:
+                if not future.done():
+                    future.set_exception(RedisUnavailable(self.display_url))
+            raise
+        else:
+            return
+        for future in futures:
+            if not future.done():
+                future.set_exception(failure)
+
+    def _log_refused(self, call: _Queued, error: BaseException) -> None:
+        """One warning line the first time Redis refuses a script (a bug in it) or a command: then counted only."""
+        args, source, _ = call
+        what = f"script {self._shas.get(source, '?')[:12]}" if source is not None else f"command {args[0]!s}"
+        if what not in self._refused:
+            self._refused.add(what)
+            text = str(error).splitlines()[0] if str(error) else type(error).__name__
+            logger.warning("redis refused %s: %s (logged once; counted in switchman_redis_errors_total)", what, text)
 
     def on_resync(self, callback: Resync) -> None:
         """Run `callback` when the link comes up (at start and after every outage), before calls resume."""
@@ -206,7 +233,7 @@ class RedisLink:
 
     async def run(self, action: Callable[[Any], Awaitable[T]]) -> T:
         """`action(client)` within the timeout; raises RedisUnavailable (never a redis-py error) on failure."""
-        if not self.up and not self._resyncing.get():
+        if self._closed or (not self.up and not self._resyncing.get()):
             raise RedisUnavailable(self.display_url)
         return await self._call(action)
 
@@ -236,7 +263,10 @@ class RedisLink:
     async def _ping(self) -> bool:
         try:
             async with asyncio.timeout(max(self.timeout_s, 0.5)):
-                await self.client.ping()
+                if self.cluster:  # every primary: with one lost, its slots' calls fail (no flapping up and down)
+                    await self.client.ping(target_nodes=self.client.PRIMARIES)
+                else:
+                    await self.client.ping()
         except _failures() as exc:
             if self.up and self._slow(exc):
                 return False
@@ -284,6 +314,7 @@ class RedisLink:
 
     async def start(self) -> None:
         """The first ping (and resync), then the watcher that notices an outage's end."""
+        self._closed = False
         await self.check()
         if self._watcher is None:
             self._stopping = asyncio.Event()
@@ -302,7 +333,11 @@ class RedisLink:
                 logger.exception("redis watcher: checking the link failed; trying again in %.1f s", self.ping_s)
 
     async def aclose(self) -> None:
-        """Stop the watcher (not cancelled mid-call: redis-py can sit on that) and close the connection pool."""
+        """Stop the watcher (not cancelled mid-call: redis-py can sit on that) and close the connection pool; calls
+        queued already go first, later ones raise RedisUnavailable."""
+        self._closed = True
+        if self._queue:
+            self._send_queue(contextvars.copy_context())
         if self._watcher is not None and self._stopping is not None:
             self._stopping.set()
             await asyncio.wait([self._watcher], timeout=self.timeout_s + 5.0)
@@ -336,38 +371,54 @@ def _failures() -> tuple[type[BaseException], ...]:
     return failures()
 
 
-async def _round_trip(client: Any, commands: list[tuple[tuple[Any, ...], str | None]]) -> list[Any]:
-    """Send the commands in one write and read their replies (an error reply is that command's exception); an
-    EVALSHA Redis does not know (NOSCRIPT: Redis restarted, or a first use) is loaded and sent again."""
+async def _round_trip(
+    client: Any, commands: list[tuple[tuple[Any, ...], str | None]], deliver: Callable[[int, Any], None],
+) -> None:
+    """Send the commands in one write and hand each reply to `deliver(index, reply)` as soon as it is read (an error
+    reply is that command's RedisUnavailable); an EVALSHA Redis does not know (NOSCRIPT: Redis restarted, or a first
+    use) is loaded and sent again."""
     from redis.exceptions import NoScriptError, ResponseError
+
+    def reply_of(reply: Any) -> Any:
+        return RedisUnavailable(str(reply)) if isinstance(reply, ResponseError) else reply
 
     pool = client.connection_pool
     connection = await pool.get_connection()
     try:
         await connection.send_packed_command(connection.pack_commands([args for args, _ in commands]),
                                              check_health=False)
-        replies: list[Any] = []
-        for _ in commands:
+        unknown: list[int] = []  # EVALSHAs of scripts Redis does not know
+        for index, (_, source) in enumerate(commands):
             try:
-                replies.append(await connection.read_response())
+                reply = await connection.read_response()
             except ResponseError as exc:
-                replies.append(exc)
-        for index, ((args, source), reply) in enumerate(zip(commands, replies, strict=True)):
+                reply = exc
             if isinstance(reply, NoScriptError) and source is not None:
-                await connection.send_command("SCRIPT", "LOAD", source)
-                await connection.read_response()
-                await connection.send_command(*args)
+                unknown.append(index)
+            else:
+                deliver(index, reply_of(reply))
+        if unknown:  # each script loaded once, then the calls sent again: one more write, one more read
+            sources = list(dict.fromkeys(commands[index][1] for index in unknown))
+            again = [("SCRIPT", "LOAD", source) for source in sources] + [commands[index][0] for index in unknown]
+            await connection.send_packed_command(connection.pack_commands(again), check_health=False)
+            refused: dict[str | None, ResponseError] = {}  # a script Redis would not load (NOPERM...): its calls fail
+            for source in sources:
                 try:
-                    replies[index] = await connection.read_response()
+                    await connection.read_response()
                 except ResponseError as exc:
-                    replies[index] = exc
+                    refused[source] = exc
+            for index in unknown:
+                try:
+                    reply = await connection.read_response()
+                except ResponseError as exc:
+                    reply = exc
+                deliver(index, reply_of(refused.get(commands[index][1], reply)))
     except BaseException:
         with contextlib.suppress(Exception):  # replies may be left unread: the connection cannot be reused
             await connection.disconnect(nowait=True)
         raise
     finally:
         await pool.release(connection)
-    return [RedisUnavailable(str(reply)) if isinstance(reply, ResponseError) else reply for reply in replies]
 
 
 def _is_timeout(exc: BaseException) -> bool:
