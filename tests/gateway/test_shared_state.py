@@ -252,7 +252,9 @@ def test_redis_killed_mid_way_costs_no_request_and_counters_come_back_from_the_l
         assert [r.status_code for r in after] == [200, 200]
     lines = [r.getMessage() for r in caplog.records if "redis unavailable" in r.getMessage()]
     assert len(lines) == 2, lines  # one per replica
-    assert all(line == lines[0] and line.endswith("; degrading to local state") for line in lines)
+    # the error redis-py reports may differ between replicas (a refused connect, a reset read): the line's frame may not
+    assert all(line.startswith(f"redis unavailable at {server.url}: ") and line.endswith("; degrading to local state")
+               for line in lines), lines
     assert sum("is up; shared state in use" in r.getMessage() for r in caplog.records) >= 4  # start and return, each
 
 
