@@ -253,22 +253,27 @@ def test_revocations_reach_a_subscriber_on_any_node(cluster: RedisClusterServer)
     dropped: list[str] = []
 
     async def main() -> None:
-        link = RedisLink(cluster.url, prefix=prefix, timeout_s=0.5, ping_s=0.05)
+        # generous timeouts: a stall of a loaded CI machine must not take the link down mid-test
+        link = RedisLink(cluster.url, prefix=prefix, timeout_s=2.0, ping_s=0.5)
         await link.start()
         feeds = [RevocationFeed(link) for _ in range(3)]
-        async with anyio.create_task_group() as tg:
-            for feed in feeds:
-                tg.start_soon(feed.run, dropped.append)
-            with anyio.fail_after(10):
-                while any(feed.subscriptions == 0 for feed in feeds):
-                    await anyio.sleep(0.01)
-                assert await feeds[0].publish("k-1")
-                assert await anyio.to_thread.run_sync(lambda: publish_revocation(cluster.url, prefix, "k-2"))
-                while len(dropped) < 6:
-                    await anyio.sleep(0.01)
-            for feed in feeds:
-                feed.stop()
-        await link.aclose()
+        try:
+            async with anyio.create_task_group() as tg:
+                for feed in feeds:
+                    tg.start_soon(feed.run, dropped.append)
+                try:
+                    with anyio.fail_after(20):
+                        while any(feed.subscriptions == 0 for feed in feeds):
+                            await anyio.sleep(0.01)
+                        assert await feeds[0].publish("k-1")
+                        assert await anyio.to_thread.run_sync(lambda: publish_revocation(cluster.url, prefix, "k-2"))
+                        while len(dropped) < 6:
+                            await anyio.sleep(0.01)
+                finally:  # a failure still ends the subscriptions (no socket left to a later test)
+                    for feed in feeds:
+                        feed.stop()
+        finally:
+            await link.aclose()
 
     anyio.run(main)
     assert sorted(dropped) == ["k-1"] * 3 + ["k-2"] * 3
