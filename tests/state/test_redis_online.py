@@ -29,7 +29,7 @@ def test_feedback_on_one_replica_reaches_the_others(math_greeting_router: Traine
     model = math_greeting_router.model_names[0]
 
     async def main() -> None:
-        links = [RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5) for _ in range(2)]
+        links = [RedisLink(SHARED_URL, prefix=prefix, timeout_s=2.0) for _ in range(2)]
         for link in links:
             await link.check()
         shared = [RedisOnlineCounts(link, "r", strategy) for link, strategy in zip(links, (a, b), strict=True)]
@@ -98,7 +98,7 @@ def test_a_push_sent_again_after_a_timeout_redis_had_run_counts_once(math_greeti
     model = math_greeting_router.model_names[0]
 
     async def main() -> None:
-        links = [RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5) for _ in range(2)]
+        links = [RedisLink(SHARED_URL, prefix=prefix, timeout_s=2.0) for _ in range(2)]
         for link in links:
             await link.check()
         shared = [RedisOnlineCounts(link, "r", strategy) for link, strategy in zip(links, (a, b), strict=True)]
@@ -135,7 +135,7 @@ def test_a_sync_that_fails_unexpectedly_does_not_end_the_loop(math_greeting_rout
     model = math_greeting_router.model_names[0]
 
     async def main() -> None:
-        links = [RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5) for _ in range(2)]
+        links = [RedisLink(SHARED_URL, prefix=prefix, timeout_s=2.0) for _ in range(2)]
         for link in links:
             await link.check()
         looping = RedisOnlineCounts(links[0], "r", a, sync_s=0.02)

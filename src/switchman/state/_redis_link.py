@@ -262,7 +262,8 @@ class RedisLink:
 
     async def _ping(self) -> bool:
         try:
-            async with asyncio.timeout(max(self.timeout_s, 0.5)):
+            # not on a request's path: a Cluster's ping reaches every primary (and may first read the slot map)
+            async with asyncio.timeout(max(self.timeout_s, 2.0 if self.cluster else 0.5)):
                 if self.cluster:  # every primary: with one lost, its slots' calls fail (no flapping up and down)
                     await self.client.ping(target_nodes=self.client.PRIMARIES)
                 else:
