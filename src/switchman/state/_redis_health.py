@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ._health import CircuitState, HealthBoard
 from ._redis_link import RedisLink, RedisUnavailable
+from ._sync_loop import sync_every
 
 __all__ = ["RedisHealth"]
-
-logger = logging.getLogger("switchman.state")
 
 #: KEYS[1] the circuit hash. ARGV: reset (1: an answer came since the last push), failures since the last
 #: answer, threshold, cooldown s, now (wall s), opened here (1/0), ttl ms, open for (a resync's state; -1: none).
@@ -199,23 +197,12 @@ class RedisHealth:
                 self._events.append((key, "open", left, True))
             self._marks.add(key)
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.sync_s):
-                    await self._stopping.wait()
-            if self._stopping.is_set():
-                return
-            try:
-                await self.sync()
-            except Exception:  # a bug must not end the loop: this replica would silently stop sharing
-                logger.exception("redis health sync failed; trying again in %.2f s", self.sync_s)
-
     async def start(self) -> None:
         """Pull the shared state once, then keep in step in the background."""
         await self.sync()
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="switchman-health-sync")
+            self._task = asyncio.create_task(sync_every(self.sync, self.sync_s, self._stopping, "health"),
+                                             name="switchman-health-sync")
 
     async def aclose(self) -> None:
         """Stop the background task (one last push of what is pending)."""

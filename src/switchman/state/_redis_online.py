@@ -16,8 +16,6 @@ meanwhile is pushed when Redis answers again. Every push carries an id that the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import hashlib
 import threading
 import uuid
@@ -26,13 +24,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._redis_link import RedisLink, RedisUnavailable
+from ._sync_loop import sync_every
 
 if TYPE_CHECKING:  # the learned-routing stack loads only where a route uses it
     from ..learn import OnlineStrategy
 
 __all__ = ["RedisOnlineCounts"]
-
-logger = logging.getLogger("switchman.state")
 
 _TTL_S = 90 * 86_400  # counts nobody has added to for 90 days are forgotten
 #: How long a push id is remembered (a push sent again later than this would count twice: Redis was unreachable
@@ -128,23 +125,12 @@ class RedisOnlineCounts:
                 (alpha if which == "a" else beta)[int(cluster_text), column[model]] += amount
             self.counts.assign(alpha, beta)
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.sync_s):
-                    await self._stopping.wait()
-            if self._stopping.is_set():
-                return
-            try:
-                await self.sync()
-            except Exception:  # a bug must not end the loop: this replica would silently stop sharing
-                logger.exception("redis online counts sync failed; trying again in %.2f s", self.sync_s)
-
     async def start(self) -> None:
         """Take the shared counts now, then keep in step in the background."""
         await self.sync()
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="switchman-online-sync")
+            self._task = asyncio.create_task(sync_every(self.sync, self.sync_s, self._stopping, "online counts"),
+                                             name="switchman-online-sync")
 
     async def aclose(self) -> None:
         """Stop syncing, pushing what is pending once more."""
