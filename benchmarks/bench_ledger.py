@@ -7,8 +7,11 @@ share the writer takes from a gateway worker; the Postgres server's own CPU is n
 Caller cost: the same loop, each `record()` call timed alone with perf_counter_ns (p50/p99/max),
 with the writer running against the database, so its GIL share is included.
 A budget check (`BudgetManager.reserve` + `settle`) is timed the same way.
+Paced: what a gateway's row costs at its own pace, where each flush carries a few dozen rows, not
+hundreds: records added `--paced` at a time, each group flushed (committed) before the next, with
+this process's CPU (both threads) per row.
 
-    python benchmarks/bench_ledger.py [--n 200000] [--postgres postgresql://postgres@127.0.0.1:5432/test]
+    python benchmarks/bench_ledger.py [--n 200000] [--paced 40] [--postgres postgresql://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
@@ -150,11 +153,34 @@ def drop_schema(url: str, schema: str) -> None:
     engine.dispose()
 
 
+def bench_paced(url: str, n: int, group: int) -> float:
+    """CPU ms per row when every `group` rows are one committed batch (a gateway at ~20 x group req/s)."""
+    records = make_records(n)
+    ledger = Ledger(url, max_queued=n)
+    ledger.count()
+    ledger.start_sync()
+    cpu = time.process_time()
+    for first in range(0, n, group):
+        for rec in records[first:first + group]:
+            ledger.record(rec)
+        ledger.flush_sync()
+    ledger.close_sync(timeout=None)
+    cpu = time.process_time() - cpu
+    assert ledger.stats.written == n, ledger.stats
+    print(f"sqlite paced: {group} rows per committed batch, {cpu / n * 1000:.3f} ms CPU per row")
+    return cpu / n * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200_000, help="records per run")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--paced", type=int, default=0, help="only the paced SQLite run, this many rows a batch")
     args = parser.parse_args()
+    if args.paced:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_paced(f"sqlite:///{Path(tmp) / 'ledger.sqlite3'}", args.n, args.paced)
+        return
     print(f"{args.n:,} records per run, batch 500, flush every 50 ms; Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as tmp:
         bench_backend("sqlite", f"sqlite:///{Path(tmp) / 'ledger.sqlite3'}", args.n)
