@@ -103,3 +103,30 @@ def test_a_placed_model_is_shifted_by_the_median_residual_of_the_scored_ones() -
     np.testing.assert_allclose(q_new, expected, rtol=1e-5)
     unscored = AbilityPredictor().fit(x, quality, output)  # no public scores: nothing to shift by
     assert unscored.score_offset == 0.0
+
+
+def test_the_offset_is_measured_against_public_scores_when_the_fit_is_tied_to_a_prior() -> None:
+    # Training from a prior router ties each model to the prior's fitted ability (`z`), which sits a
+    # whole unit above the public score here; the placement offset must be the residual against the
+    # public score (≈ +1), not against what the fit was tied to (≈ 0).
+    x, quality, theta = _synthetic(seed=6, n=600)
+    output = np.tile([20.0, 40.0, 60.0, 80.0, 100.0], (len(x), 1))
+    public = theta - 1.0
+    public[0] = np.nan  # a model without a public score does not count toward the offset
+    predictor = AbilityPredictor().fit(x, quality, output, z=theta, public_z=public)
+    scored = ~np.isnan(public)
+    expected = float(np.median(predictor.ability.theta[scored] - public[scored]))
+    assert expected > 0.7  # the fit stays near the prior's abilities, a unit above the public scores
+    assert predictor.score_offset == pytest.approx(expected, abs=1e-6)
+    assert abs(float(np.median(predictor.ability.theta - theta))) < 0.3  # what the offset was before (wrong)
+    # Stored and read back, the router keeps the public scores and so the offset.
+    arrays = {k: v.copy() for k, v in predictor.arrays().items()}
+    loaded = AbilityPredictor.from_arrays(arrays, predictor.params())
+    assert loaded.score_offset == pytest.approx(expected, abs=1e-6)
+    # A file written before the public scores were stored: the offset falls back on `z`, as it was.
+    del arrays["ability.public_z"]
+    old = AbilityPredictor.from_arrays(arrays, predictor.params())
+    assert old.public_z is None
+    assert old.score_offset == pytest.approx(float(np.median(predictor.ability.theta - theta)), abs=1e-6)
+    with pytest.raises(ValueError, match="public_z"):
+        AbilityPredictor().fit(x, quality, output, z=theta, public_z=public[:3])

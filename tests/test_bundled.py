@@ -42,3 +42,18 @@ def test_it_places_models_by_score_alone() -> None:
     quality, output = router.predict_columns(x, [1100.0, 1300.0, 1450.0])
     assert quality.shape == (1, 3) and np.all(np.diff(quality[0]) > 0)  # more ability, more quality
     assert np.all(output > 0)
+
+
+def test_it_was_built_by_the_current_recipe() -> None:
+    # The calibration's nested correction is the shrunk one, and the public scores are stored, so a
+    # router trained from it (`train --from-ledger`) measures its placement offset against them.
+    from switchman.learn import ScoreTable, model_z
+    from switchman.learn._train import shrunk_bias
+
+    router = bundled_router()
+    cal = router.summary["calibration"]
+    assert cal["nested_bias"] == shrunk_bias(cal["nested_miss"], cal["nested_miss_se"])
+    assert cal["calibrated_for"] == [f"quality={0.95 - cal['nested_bias']:g}"]
+    placement = router.placement
+    assert placement is not None and placement.public_z is not None
+    np.testing.assert_allclose(placement.public_z, model_z(router.models, ScoreTable.bundled()), atol=1e-5)

@@ -179,14 +179,18 @@ def model_z(models: Sequence[str], table: ScoreTable) -> np.ndarray:
 
 
 def _fit(settings: TrainSettings, x: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray, z: np.ndarray,
-         inputs: np.ndarray, prior: TrainedRouter | None = None) -> QualityPredictor:
+         inputs: np.ndarray, prior: TrainedRouter | None = None,
+         public_z: np.ndarray | None = None) -> QualityPredictor:
+    """A fitted predictor; `public_z` (default `z`) is what an ability predictor's placement offset is measured
+    against."""
     predictor = build_predictor(settings.algorithm, settings.params)
     if isinstance(predictor, AbilityPredictor):
         if prior is not None and prior.placement is not None:  # keep the prior's prompt heads; fit abilities only
             heads = prior.placement.ability
             predictor.ability.w_easy, predictor.ability.w_slope, predictor.ability.bias = (
                 heads.w_easy, heads.w_slope, heads.bias)
-        return predictor.fit(x, quality, output_tokens, z=z, input_tokens=inputs, fixed_heads=prior is not None)
+        return predictor.fit(x, quality, output_tokens, z=z, input_tokens=inputs, fixed_heads=prior is not None,
+                             public_z=public_z)
     predictor.fit(x, quality, output_tokens)
     return predictor
 
@@ -317,7 +321,8 @@ def train_router(
     x = features_for(data, settings, vocabulary, use_cache=use_cache, progress=say)
     prices = fit_prices(data)
     price_matrix = np.array([prices[m] for m in data.models])
-    z = _abilities_to_fit(data.models, settings, prior)
+    public_z = _public_z(data.models, settings)
+    z = _abilities_to_fit(data.models, settings, prior, public_z)
     inputs = routing_input_tokens(data.prompts)
     true_cost = np.where(np.isnan(data.cost_usd),
                          predicted_cost(filled_input_tokens(data), data.output_tokens, price_matrix), data.cost_usd)
@@ -335,10 +340,11 @@ def train_router(
     result = cal.result(np.arange(len(data.prompt_ids)), q_hat, out_hat, settings, targets)
 
     say("fitting on all prompts")
-    predictor = _fit(settings, x, data.quality, data.output_tokens, z, inputs, prior)
+    predictor = _fit(settings, x, data.quality, data.output_tokens, z, inputs, prior, public_z)
     lengths = shared_lengths(predictor) or KNNPredictor(k=settings.length_k).fit(x, data.quality, data.output_tokens)
-    placement = predictor if isinstance(predictor, AbilityPredictor) else _placement(settings, x, data, z, inputs)
-    summary = _summary(data, settings, source, z, result, bias, targets, prior, started)
+    placement = (predictor if isinstance(predictor, AbilityPredictor)
+                 else _placement(settings, x, data, z, inputs, public_z))
+    summary = _summary(data, settings, source, public_z, result, bias, targets, prior, started)
     if nested is not None:
         summary["calibration"]["nested_miss"], summary["calibration"]["nested_miss_se"] = nested
     return TrainedRouter(
@@ -361,10 +367,16 @@ def train_router(
     )
 
 
-def _abilities_to_fit(models: Sequence[str], settings: TrainSettings, prior: TrainedRouter | None) -> np.ndarray:
-    """Standardised abilities the fit ties each model to: the prior router's fitted one, else its public score."""
+def _public_z(models: Sequence[str], settings: TrainSettings) -> np.ndarray:
+    """Each model's standardised public score from the settings' score table (NaN: none)."""
     table = ScoreTable.from_csv(settings.score_file) if settings.score_file else ScoreTable.bundled()
-    z = model_z(models, table)
+    return model_z(models, table)
+
+
+def _abilities_to_fit(models: Sequence[str], settings: TrainSettings, prior: TrainedRouter | None,
+                      public_z: np.ndarray | None = None) -> np.ndarray:
+    """Standardised abilities the fit ties each model to: the prior router's fitted one, else its public score."""
+    z = _public_z(models, settings) if public_z is None else np.asarray(public_z, dtype=np.float64)
     if prior is not None:
         known = prior.abilities()
         z = np.array([(known[m] - SCORE_CENTER) / SCORE_SCALE if m in known else v for m, v in zip(models, z,
@@ -373,14 +385,14 @@ def _abilities_to_fit(models: Sequence[str], settings: TrainSettings, prior: Tra
 
 
 def _placement(settings: TrainSettings, x: np.ndarray, data: OutcomeData, z: np.ndarray,
-               inputs: np.ndarray) -> AbilityPredictor:
+               inputs: np.ndarray, public_z: np.ndarray | None = None) -> AbilityPredictor:
     """The ability model a kNN/MF router carries to place models it never saw."""
     placement = build_predictor("ability", {})
     assert isinstance(placement, AbilityPredictor)
-    return placement.fit(x, data.quality, data.output_tokens, z=z, input_tokens=inputs)
+    return placement.fit(x, data.quality, data.output_tokens, z=z, input_tokens=inputs, public_z=public_z)
 
 
-def _summary(data: OutcomeData, settings: TrainSettings, source: Sequence[str], z: np.ndarray,
+def _summary(data: OutcomeData, settings: TrainSettings, source: Sequence[str], public_z: np.ndarray,
              result: CalibrationResult, bias: float | None, targets: Sequence[Target], prior: TrainedRouter | None,
              started: float) -> dict[str, Any]:
     """The training summary a router file keeps (shown by `train`, read by `eval` and profiles)."""
@@ -393,7 +405,7 @@ def _summary(data: OutcomeData, settings: TrainSettings, source: Sequence[str], 
         "best_model": data.models[best],
         "best_model_quality": best_quality,
         "public_scores": {m: (None if np.isnan(v) else float(SCORE_CENTER + SCORE_SCALE * v))
-                          for m, v in zip(data.models, z, strict=True)},
+                          for m, v in zip(data.models, public_z, strict=True)},
         "calibration": {
             "targets": [str(t) for t in settings.targets],
             "nested_bias": bias,
