@@ -8,6 +8,7 @@
     python benchmarks/bench_routing.py identity    # eval's and serving's decisions on every test prompt
     python benchmarks/bench_routing.py nested      # the nested-check correction: full, shrunk or none (CV in train)
     python benchmarks/bench_routing.py placement   # placing a model by score: leave-one-model-out inside train
+    python benchmarks/bench_routing.py hedge       # the placement hedge's k: leave-models-out CV inside train
 
 Needs ../shared/data (RouterBench and AlpacaEval 2 outcome tables). Writes JSON under runs/bench_routing/.
 Every router is trained on a train split only; its knob is fixed there; the test split is measured
@@ -30,7 +31,7 @@ from rich.console import Console
 from switchman.cli._eval import eval_command
 from switchman.cli._train import train_command
 from switchman.evaluate import EvalPlan, EvalReport, load_data, predict_with_router
-from switchman.learn import TrainedRouter, train_settings
+from switchman.learn import TrainedRouter, fit_prices, prompt_draws, train_settings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path("runs/bench_routing")
@@ -277,10 +278,66 @@ def placement() -> None:
         print(f"| {dataset} | mean absolute error | | | " + " | ".join(f"{v:.4f}" for v in np.abs(e).mean(axis=0)) + " |")
 
 
+def hedge(triples: int = 8, folds: int = 3, grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)) -> None:
+    """Leave-models-out CV inside RouterBench's train split, for k of the placement hedge: for random triples
+    (seed 1, not the test benchmark's draws) and prompt folds, the default recipe is trained on the other folds
+    with the triple left out; the route over all 11 models is calibrated for each k and measured on the fold
+    (quality and cost relative to the inner-train best model). k is the one of least RMS miss."""
+    from dataclasses import replace
+
+    from switchman.evaluate._run import _data_specs
+    from switchman.learn import parse_target, route_knob, train_router
+
+    settings = replace(train_settings(), folds=2, nested=False)  # the router's own knob is not used here
+    targets = [parse_target("quality=0.95")]
+    table = load_data([DATA / RB], split="train").complete()
+    rng = np.random.default_rng(1)
+    draws = [tuple(sorted(rng.choice(RB_MODELS, 3, replace=False))) for _ in range(triples)]
+    split = np.array_split(np.random.default_rng(2).permutation(len(table)), folds)
+    results: dict[float, list[tuple[float, float]]] = {k: [] for k in grid}
+    print(f"\n### placement hedge: leave-models-out CV inside RouterBench train ({triples} triples × {folds} folds)\n")
+    for held in draws:
+        kept = [m for m in table.models if m not in held]
+        for f, fold in enumerate(split):
+            rest = np.setdiff1d(np.arange(len(table)), fold)
+            inner, val = table.subset(rest), table.subset(fold)
+            best = int(np.argmax(np.nanmean(inner.quality, axis=0)))
+            trained = train_router(inner.select_models(kept), settings, source=[RB], split="train")
+            pred = predict_with_router(trained, val, name="hedge")
+            profiles = _profiles(trained, val.models)
+            specs = _data_specs(val.models, fit_prices(val))
+            draws_val = prompt_draws(val.prompts)
+            rows = np.arange(len(val))
+            line = []
+            for k in grid:
+                knob = route_knob(trained, profiles, specs, targets, hedge=k).knob
+                chosen = knob.choose(pred.quality, pred.cost, trained.rule, draws_val)
+                rel_q = float(np.mean(val.quality[rows, chosen]) / np.mean(val.quality[:, best]))
+                rel_c = float(np.mean(val.cost_usd[rows, chosen]) / np.mean(val.cost_usd[:, best]))
+                results[k].append((rel_q - 0.95, rel_c))
+                line.append(f"k={k:g} {rel_q:.1%}/{rel_c:.1%}")
+            print(f"{', '.join(m.split('/')[-1] for m in held)} fold {f}: " + "; ".join(line), flush=True)
+    print("\n| k | mean miss (pts) | RMS miss | worst miss | cost (rel. best) |\n|---:|---:|---:|---:|---:|")
+    for k, values in results.items():
+        miss, cost = np.array(values).T
+        print(f"| {k:g} | {miss.mean() * 100:+.2f} | {np.sqrt((miss ** 2).mean()) * 100:.2f} | "
+              f"{miss.min() * 100:+.2f} | {cost.mean():.1%} |", flush=True)
+    chosen_k = min(results, key=lambda k: float(np.sqrt((np.array(results[k])[:, 0] ** 2).mean())))
+    print(f"\nleast RMS miss: k = {chosen_k:g}")
+    (OUT / "hedge.json").write_text(json.dumps({str(k): v for k, v in results.items()}))
+
+
+def _profiles(trained: TrainedRouter, models: tuple[str, ...]) -> list[Any]:
+    from switchman.learn import ScoreTable, profiles_for
+
+    return profiles_for(models, router=trained, table=ScoreTable.bundled(), config_scores={}, score_names={},
+                        upstream={})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["selection", "final", "lmo", "lodo", "bundled", "identity", "nested",
-                                             "placement"])
+                                             "placement", "hedge"])
     parser.add_argument("--algorithm", default="ensemble", help="lmo: the predictor of the routers trained")
     args = parser.parse_args()
     from switchman._threads import limit_blas_threads
@@ -294,7 +351,7 @@ def main() -> int:
         lmo(algorithm=args.algorithm)
     else:
         {"selection": selection, "final": final, "lodo": lodo, "bundled": bundled, "identity": identity,
-         "nested": nested, "placement": placement}[args.what]()
+         "nested": nested, "placement": placement, "hedge": hedge}[args.what]()
     return 0
 
 

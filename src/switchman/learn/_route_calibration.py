@@ -6,6 +6,10 @@ own: the knob is swept over the router's clusters of training prompts (each weig
 number of prompts, priced at its prompts' mean routing input tokens), scoring each candidate with
 its clusters' true mean quality where the router has outcomes for it and with its prediction
 where it does not. No per-request work: this runs once, when the route is built.
+
+When some candidates are placed by score, their outcomes in that sweep are taken in the least
+favourable world within the placement's measured error (`_placement_hedge`): the best candidate,
+if placed, not under-rated; the other placed models not over-rated.
 """
 
 from __future__ import annotations
@@ -17,15 +21,19 @@ import numpy as np
 from .._catalog import ModelSpec
 from .._exceptions import ArtifactError
 from ._artifact import TrainedRouter
+from ._ability import SCORE_SCALE
 from ._calibrate import CalibrationResult, Target, calibrate, sweep
+from ._placement_hedge import PLACEMENT_HEDGE, least_favourable, placement_spread
 from ._profiles import ModelProfile
 
 __all__ = ["route_knob"]
 
 
 def route_knob(router: TrainedRouter, profiles: Sequence[ModelProfile], specs: Sequence[ModelSpec],
-               targets: Sequence[Target]) -> CalibrationResult:
-    """The knob meeting `targets` when routing among `specs` (profiled in `profiles`, same order)."""
+               targets: Sequence[Target], *, hedge: float = PLACEMENT_HEDGE) -> CalibrationResult:
+    """The knob meeting `targets` when routing among `specs` (profiled in `profiles`, same order).
+
+    `hedge` is k of `_placement_hedge`: placed candidates are scored at θ̂ ± k·σ (0: at θ̂)."""
     if router.placement is None:
         raise ArtifactError("this router file has no calibration population (format version 1); retrain it")
     evidence = router.placement.evidence
@@ -42,6 +50,14 @@ def route_knob(router: TrainedRouter, profiles: Sequence[ModelProfile], specs: S
     cost = np.column_stack([[spec.cost(t, o) for t, o in zip(tokens, output[:, j], strict=True)]
                             for j, spec in enumerate(specs)])
     weights = evidence.sizes.astype(np.float64)
+    placed = [j for j, p in enumerate(profiles) if p.column is None]
+    shift = hedge * placement_spread(router.placement) * SCORE_SCALE  # on the public-score scale
+    if placed and shift > 0:
+        upper, lower = quality.copy(), quality.copy()
+        upper[:, placed] = router.predict_columns(x, [float(profiles[j].key) + shift for j in placed])[0]
+        lower[:, placed] = router.predict_columns(x, [float(profiles[j].key) - shift for j in placed])[0]
+        truth, best = least_favourable(truth, upper, lower, placed, weights)
+    else:
+        best = float(np.max(weights @ truth / weights.sum()))
     points = sweep(quality, cost, truth, cost, router.rule, weights=weights)
-    best = float(np.max(weights @ truth / weights.sum()))
     return calibrate(points, targets, [s.name for s in specs], best)

@@ -1,0 +1,73 @@
+"""The placement hedge: a route's knob calibrated in the least favourable world of its placed models' error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from switchman._catalog import ModelSpec
+from switchman.learn import SCORE_CENTER, SCORE_SCALE, AbilityPredictor, ModelProfile, Target, TrainedRouter, route_knob
+from switchman.learn._placement_hedge import least_favourable, placement_spread
+
+
+def test_the_spread_is_the_rms_leave_one_model_out_error_of_the_scored_models() -> None:
+    predictor = AbilityPredictor()
+    predictor.z = np.array([0.0, 1.0, 2.0, np.nan], np.float32)
+    predictor.ability.theta = np.array([0.1, 1.0, 2.5, 0.3], np.float32)  # residuals 0.1, 0, 0.5; unscored ignored
+    # each placed from the others' median residual: 0.1 − 0.25, 0 − 0.3, 0.5 − 0.05
+    assert placement_spread(predictor) == pytest.approx(np.sqrt((0.15**2 + 0.3**2 + 0.45**2) / 3), rel=1e-5)
+    predictor.z = np.array([0.0, np.nan, np.nan, np.nan], np.float32)
+    assert placement_spread(predictor) == 0.0  # one scored model: no measure, no hedge
+
+
+def test_the_best_placed_model_is_taken_high_and_the_other_placed_models_low() -> None:
+    truth = np.array([[0.5, 0.6, 0.7], [0.5, 0.6, 0.7]])
+    upper = truth + np.array([0.0, 0.05, 0.1])
+    lower = truth - np.array([0.0, 0.05, 0.1])
+    hedged, best = least_favourable(truth, upper, lower, [1, 2], np.array([1.0, 3.0]))
+    np.testing.assert_allclose(hedged, [[0.5, 0.55, 0.8], [0.5, 0.55, 0.8]])
+    assert best == pytest.approx(0.8)
+    # A known model better than any placed one's upper value: it is the reference, every placed model low.
+    truth[:, 0] = 0.95
+    hedged, best = least_favourable(truth, upper, lower, [1, 2], np.ones(2))
+    np.testing.assert_allclose(hedged[:, 1:], lower[:, 1:])
+    assert best == pytest.approx(0.95)
+    hedged, best = least_favourable(truth, upper, lower, [], np.ones(2))  # nothing placed: nothing moves
+    np.testing.assert_array_equal(hedged, truth)
+
+
+def _router() -> tuple[TrainedRouter, list[ModelProfile], list[ModelSpec]]:
+    """Four trained models of abilities −1.5 … 0.5 whose scores sit off the score line (so the spread is
+    not 0), and a fifth, the best and the dearest, placed by its score alone."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(800, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    theta = np.array([-1.5, -0.5, 0.0, 0.5])
+    p = 1 / (1 + np.exp(-(3.0 * x[:, :1] + 1.2 * theta[None, :])))
+    quality = (rng.random(p.shape) < p).astype(float)
+    z = theta + np.array([0.4, -0.4, 0.3, -0.3])
+    predictor = AbilityPredictor().fit(x, quality, np.full(quality.shape, 50.0), z=z,
+                                       input_tokens=np.full(len(x), 100.0))
+    names = ("m0", "m1", "m2", "m3")
+    router = TrainedRouter(embedder="wordllama-256", models=names, algorithm="ability", predictor=predictor,
+                           lengths=predictor, placement=predictor, target="quality=0.95")
+    profiles = [ModelProfile(m, None, "outcome data", column=j) for j, m in enumerate(names)]
+    profiles.append(ModelProfile("top", SCORE_CENTER + 1.5 * SCORE_SCALE, "public score"))
+    prices = (0.1, 0.3, 1.0, 3.0, 30.0)
+    specs = [ModelSpec(name=p.name, provider="p", input_price=c, output_price=c, capabilities=frozenset())
+             for p, c in zip(profiles, prices, strict=True)]
+    return router, profiles, specs
+
+
+def test_a_route_with_a_placed_best_model_is_calibrated_for_more_quality_and_a_route_without_is_unchanged() -> None:
+    router, profiles, specs = _router()
+    target = [Target("quality", 0.95)]
+    plain = route_knob(router, profiles, specs, target, hedge=0.0)
+    hedged = route_knob(router, profiles, specs, target, hedge=1.0)
+    # The placed best model is taken at θ̂ + σ: the reference quality is higher, and so is the quality bought.
+    assert hedged.best_model_quality > plain.best_model_quality + 0.005
+    assert hedged.quality > plain.quality and hedged.cost_per_1k > plain.cost_per_1k
+    # Only placed candidates are hedged: over the trained models alone, k changes nothing.
+    known, known_specs = profiles[:4], specs[:4]
+    assert route_knob(router, known, known_specs, target, hedge=1.0) == route_knob(router, known, known_specs, target,
+                                                                                    hedge=0.0)
