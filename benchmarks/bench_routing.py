@@ -278,7 +278,7 @@ def placement() -> None:
         print(f"| {dataset} | mean absolute error | | | " + " | ".join(f"{v:.4f}" for v in np.abs(e).mean(axis=0)) + " |")
 
 
-def hedge(triples: int = 8, folds: int = 3, grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)) -> None:
+def hedge(triples: int = 8, folds: int = 3, grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)) -> None:
     """Leave-models-out CV inside RouterBench's train split, for k of the placement hedge: for random triples
     (seed 1, not the test benchmark's draws) and prompt folds, the default recipe is trained on the other folds
     with the triple left out; the route over all 11 models is calibrated for each k and measured on the fold

@@ -7,7 +7,8 @@ import pytest
 
 from switchman._catalog import ModelSpec
 from switchman.learn import SCORE_CENTER, SCORE_SCALE, AbilityPredictor, ModelProfile, Target, TrainedRouter, route_knob
-from switchman.learn._placement_hedge import least_favourable, placement_spread
+from switchman.learn._calibrate import SweepPoint
+from switchman.learn._placement_hedge import hedged_worlds, placement_spread, robust_points
 
 
 def test_the_spread_is_the_rms_leave_one_model_out_error_of_the_scored_models() -> None:
@@ -20,20 +21,28 @@ def test_the_spread_is_the_rms_leave_one_model_out_error_of_the_scored_models() 
     assert placement_spread(predictor) == 0.0  # one scored model: no measure, no hedge
 
 
-def test_the_best_placed_model_is_taken_high_and_the_other_placed_models_low() -> None:
-    truth = np.array([[0.5, 0.6, 0.7], [0.5, 0.6, 0.7]])
+def test_each_model_that_may_be_the_best_has_a_world_where_it_is_high_and_the_other_placed_models_low() -> None:
+    truth = np.array([[0.5, 0.6, 0.7], [0.5, 0.6, 0.7]])  # column 0 known; 1 and 2 placed
     upper = truth + np.array([0.0, 0.05, 0.1])
     lower = truth - np.array([0.0, 0.05, 0.1])
-    hedged, best = least_favourable(truth, upper, lower, [1, 2], np.array([1.0, 3.0]))
-    np.testing.assert_allclose(hedged, [[0.5, 0.55, 0.8], [0.5, 0.55, 0.8]])
-    assert best == pytest.approx(0.8)
-    # A known model better than any placed one's upper value: it is the reference, every placed model low.
-    truth[:, 0] = 0.95
-    hedged, best = least_favourable(truth, upper, lower, [1, 2], np.ones(2))
-    np.testing.assert_allclose(hedged[:, 1:], lower[:, 1:])
-    assert best == pytest.approx(0.95)
-    hedged, best = least_favourable(truth, upper, lower, [], np.ones(2))  # nothing placed: nothing moves
-    np.testing.assert_array_equal(hedged, truth)
+    worlds = hedged_worlds(truth, upper, lower, [1, 2], np.array([1.0, 3.0]))
+    assert [round(reference, 6) for _, reference in worlds] == [0.5, 0.65, 0.8]
+    np.testing.assert_allclose(worlds[0][0][0], [0.5, 0.55, 0.6])  # every placed model low, the known best
+    np.testing.assert_allclose(worlds[1][0][0], [0.5, 0.65, 0.6])  # model 1 high (the best), model 2 low
+    np.testing.assert_allclose(worlds[2][0][0], [0.5, 0.55, 0.8])
+    truth[:, 0] = 0.95  # a known model better than any placed one's upper bound: one world, every placed model low
+    worlds = hedged_worlds(truth, upper, lower, [1, 2], np.ones(2))
+    assert len(worlds) == 1 and worlds[0][1] == pytest.approx(0.95)
+    np.testing.assert_allclose(worlds[0][0][:, 1:], lower[:, 1:])
+
+
+def test_the_robust_sweep_keeps_each_knobs_worst_share_of_its_worlds_reference() -> None:
+    shares = np.array([0.5, 0.5])
+    a = [SweepPoint(0.0, 0.9, 10.0, shares), SweepPoint(1.0, 0.6, 2.0, shares)]
+    b = [SweepPoint(0.0, 0.56, 10.0, shares), SweepPoint(1.0, 0.65, 2.0, shares)]
+    points = robust_points([a, b], [1.0, 0.7])
+    assert [p.quality for p in points] == pytest.approx([0.8, 0.6])  # min(0.9, 0.8) and min(0.6, 0.929), × 1.0
+    assert [p.cost_per_1k for p in points] == [10.0, 2.0]
 
 
 def _router() -> tuple[TrainedRouter, list[ModelProfile], list[ModelSpec]]:

@@ -10,6 +10,12 @@ centroid and, per model, the count, sum of quality and sum of output tokens of i
 where `a_m(x)` is the ability model's prediction. A model with many outcomes near the prompt is
 predicted from them; one with few or none (a model seen only in logged traffic, or never seen)
 falls back on its ability. Nothing per prompt is stored, so a router file of this kind can ship.
+
+Each group also keeps its share: the number of training prompts its k-means cluster holds (fewer
+than `min_size` for a group that took its nearest prompts instead). A learned route's knob is
+calibrated over the groups weighted by their shares; weighting them by the prompts aggregated
+over-weighted the small groups (on RouterBench's train split 230 of 256 groups are such, summing to
+3,078 prompts for 2,218, and gpt-4's calibration mean fell to 0.833 from a true 0.880).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ class CentroidEvidence:
     quality_sums: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     output_sums: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     input_means: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # prompt tokens per cluster
+    #: Training prompts each cluster stands for (its k-means members); None: not recorded (older files).
+    shares: np.ndarray | None = None
 
     def fit(self, x: np.ndarray, quality: np.ndarray, output_tokens: np.ndarray,
             input_tokens: np.ndarray | None = None) -> CentroidEvidence:
@@ -57,9 +65,10 @@ class CentroidEvidence:
         size = min(self.min_size, n)
         wanted = max(1, min(self.clusters, n // max(size, 1)))
         labels = KMeans(wanted, n_init=1, random_state=self.seed, max_iter=100).fit(xn).labels_
-        groups = []
+        groups, shares = [], []
         for c in np.unique(labels):
             rows = np.flatnonzero(labels == c)
+            shares.append(len(rows))
             if len(rows) < size:
                 centre = _normalise(xn[rows].mean(axis=0, keepdims=True))[0]
                 rows = np.argpartition(-(xn @ centre), size - 1)[:size]
@@ -75,12 +84,18 @@ class CentroidEvidence:
         self.output_sums = np.stack([np.where(out_present, out, 0)[rows].sum(axis=0) for rows in groups]).astype(
             np.float32)
         self.input_means = np.array([tokens[rows].mean() for rows in groups], dtype=np.float32)
+        self.shares = np.array(shares, dtype=np.float32)
         return self
 
     @property
     def sizes(self) -> np.ndarray:
-        """Prompts per cluster (those with at least one outcome)."""
+        """Prompts aggregated per cluster (those with at least one outcome)."""
         return np.asarray(self.counts.max(axis=1))
+
+    @property
+    def population(self) -> np.ndarray:
+        """Each cluster's weight in the training population: its share of prompts, else (older files) its size."""
+        return self.sizes if self.shares is None else np.asarray(self.shares)
 
     def weights(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest centroids of each row and their softmax weights (rows sum to 1)."""
@@ -119,9 +134,12 @@ class CentroidEvidence:
                 "min_size": self.min_size, "seed": self.seed}
 
     def arrays(self, prefix: str = "centroids") -> dict[str, np.ndarray]:
-        return {f"{prefix}.centroids": self.centroids, f"{prefix}.counts": self.counts,
-                f"{prefix}.quality_sums": self.quality_sums, f"{prefix}.output_sums": self.output_sums,
-                f"{prefix}.input_means": self.input_means}
+        arrays = {f"{prefix}.centroids": self.centroids, f"{prefix}.counts": self.counts,
+                  f"{prefix}.quality_sums": self.quality_sums, f"{prefix}.output_sums": self.output_sums,
+                  f"{prefix}.input_means": self.input_means}
+        if self.shares is not None:
+            arrays[f"{prefix}.shares"] = self.shares
+        return arrays
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any],
@@ -130,4 +148,5 @@ class CentroidEvidence:
             return arrays[f"{prefix}.{name}"].astype(np.float32)
 
         return cls(**params, centroids=get("centroids"), counts=get("counts"), quality_sums=get("quality_sums"),
-                   output_sums=get("output_sums"), input_means=get("input_means"))
+                   output_sums=get("output_sums"), input_means=get("input_means"),
+                   shares=get("shares") if f"{prefix}.shares" in arrays else None)

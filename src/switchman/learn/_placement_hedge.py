@@ -7,13 +7,18 @@ is predicted at 0.855 against a true 0.880. When such a model is the best candid
 target (a share of the best model's quality) is set too low; when a cheap placed model is
 over-rated, prompts go to it that it fails. Either way the route lands under its target.
 
-The hedge calibrates the knob in the least favourable world within ±k·σ of each placed model's
-ability, σ being the leave-one-model-out spread of the router's scored models (ability units): the
-best candidate, if placed, at θ̂ + k·σ (the target is a share of its quality: do not under-rate
-it), every other placed model at θ̂ − k·σ (do not over-rate a model routed to without evidence).
-Routing itself still predicts with θ̂; only the outcomes the knob is scored against change. With
-no placed candidate, nothing changes. k was chosen by leave-models-out CV inside RouterBench's
-train split (`bench_routing.py hedge`).
+The hedge calibrates the knob so the target holds wherever within ±k·σ of θ̂ the placed models
+truly are, σ being the leave-one-model-out spread of the router's scored models (ability units).
+Which placement is worst depends on which model is the best, the one the target is a share of: if
+a placed model is, the worst case has it high (θ̂ + k·σ: a higher reference, which a route sending
+it a share under 1 of the prompts falls behind) and every other placed model low (θ̂ − k·σ: not
+routed to on an optimistic guess); if a known model is, every placed model low. The knob must meet
+the target in each of these worlds (`hedged_worlds`, `robust_points`). Routing itself still
+predicts with θ̂; only what the knob is scored against changes. With no placed candidate nothing
+changes. (Two simpler versions failed in the CV: the reference high but every placed model low as
+a destination made a placed best model's target unreachable, and one world with the best-if-high
+placed model high let a cheap placed model, "best" only at its upper bound, draw most prompts.)
+k was chosen by leave-models-out CV inside RouterBench's train split (`bench_routing.py hedge`).
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._ability_predictor import AbilityPredictor
+from ._calibrate import SweepPoint
 
-__all__ = ["PLACEMENT_HEDGE", "least_favourable", "placement_spread"]
+__all__ = ["PLACEMENT_HEDGE", "hedged_worlds", "placement_spread", "robust_points"]
 
 #: k: how many leave-one-model-out spreads a placed model's ability is moved against the route's
 #: target when calibrating (0: no hedge). Chosen by leave-models-out CV inside RouterBench's train split.
-PLACEMENT_HEDGE = 0.5
+PLACEMENT_HEDGE = 3.0
 
 
 def placement_spread(placement: AbilityPredictor) -> float:
@@ -51,27 +57,39 @@ def placement_spread(placement: AbilityPredictor) -> float:
     return float(np.sqrt(np.mean(np.square(errors))))
 
 
-def least_favourable(truth: np.ndarray, upper: np.ndarray, lower: np.ndarray, placed: Sequence[int],
-                     weights: np.ndarray) -> tuple[np.ndarray, float]:
-    """The outcomes to calibrate against, and the best candidate's mean quality, in the least favourable world.
+def hedged_worlds(truth: np.ndarray, upper: np.ndarray, lower: np.ndarray, placed: Sequence[int],
+                  weights: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    """Each world the route's target must hold in: (outcomes per row and candidate, the best candidate's mean).
 
     `truth` (rows × candidates) holds the calibration outcomes; `upper` and `lower` the placed
-    candidates' predicted quality at θ̂ ± k·σ (same shape; only the `placed` columns are read). The
-    best candidate is chosen with every placed model at its upper value; if it is placed it keeps the
-    upper value (the target, a share of its quality, is not set low), and every other placed model
-    takes its lower value (it is not routed to on an optimistic guess).
+    candidates' predicted quality at θ̂ ± k·σ (same shape; only the `placed` columns are read).
+    One world has every placed model low and the best known model as the reference; one more per
+    placed model whose upper bound beats that reference, with it high (and the reference) and the
+    other placed models low.
     """
     w = np.asarray(weights, dtype=np.float64) / max(float(np.sum(weights)), 1e-12)
-    hedged = np.array(truth, dtype=np.float64, copy=True)
     placed = list(placed)
-    if not placed:
-        return hedged, float(np.max(w @ hedged))
-    optimistic = hedged.copy()
-    optimistic[:, placed] = upper[:, placed]
-    means = w @ optimistic
-    best = int(np.argmax(means))
-    others = [j for j in placed if j != best]
-    hedged[:, others] = lower[:, others]
-    if best in placed:
-        hedged[:, best] = upper[:, best]
-    return hedged, float(means[best])
+    low = np.array(truth, dtype=np.float64, copy=True)
+    low[:, placed] = lower[:, placed]
+    known = [j for j in range(truth.shape[1]) if j not in placed]
+    reference = float(np.max(w @ low[:, known])) if known else -np.inf
+    worlds = [(low, reference)] if known else []
+    for j in placed:
+        high = float(w @ upper[:, j])
+        if high > reference:
+            world = low.copy()
+            world[:, j] = upper[:, j]
+            worlds.append((world, high))
+    return worlds
+
+
+def robust_points(sweeps: Sequence[Sequence[SweepPoint]], references: Sequence[float]) -> list[SweepPoint]:
+    """One sweep whose quality at each knob is its worst share of the reference over the worlds, in units of
+    the highest reference (so `calibrate` with that reference asks the target of every world)."""
+    top = max(references)
+    points = []
+    for at_knob in zip(*sweeps, strict=True):
+        share = min(p.quality / r for p, r in zip(at_knob, references, strict=True))
+        first = at_knob[0]
+        points.append(SweepPoint(first.knob, share * top, first.cost_per_1k, first.shares))
+    return points

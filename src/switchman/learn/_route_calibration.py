@@ -2,14 +2,14 @@
 
 A router file's calibrated knob holds for the models it was calibrated on. A route over other
 candidates (a subset, models placed by score, or the bundled router's unseen models) needs its
-own: the knob is swept over the router's clusters of training prompts (each weighted by its
-number of prompts, priced at its prompts' mean routing input tokens), scoring each candidate with
+own: the knob is swept over the router's clusters of training prompts (each weighted by the
+number of prompts it stands for, priced at its prompts' mean routing input tokens), scoring each candidate with
 its clusters' true mean quality where the router has outcomes for it and with its prediction
 where it does not. No per-request work: this runs once, when the route is built.
 
-When some candidates are placed by score, their outcomes in that sweep are taken in the least
-favourable world within the placement's measured error (`_placement_hedge`): the best candidate,
-if placed, not under-rated; the other placed models not over-rated.
+When some candidates are placed by score, the knob must meet the target in each least favourable
+world within the placement's measured error (`_placement_hedge`): a placed best candidate not
+under-rated, the other placed models not over-rated.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .._exceptions import ArtifactError
 from ._artifact import TrainedRouter
 from ._ability import SCORE_SCALE
 from ._calibrate import CalibrationResult, Target, calibrate, sweep
-from ._placement_hedge import PLACEMENT_HEDGE, least_favourable, placement_spread
+from ._placement_hedge import PLACEMENT_HEDGE, hedged_worlds, placement_spread, robust_points
 from ._profiles import ModelProfile
 
 __all__ = ["route_knob"]
@@ -49,15 +49,18 @@ def route_knob(router: TrainedRouter, profiles: Sequence[ModelProfile], specs: S
     tokens = evidence.input_means.astype(np.float64)
     cost = np.column_stack([[spec.cost(t, o) for t, o in zip(tokens, output[:, j], strict=True)]
                             for j, spec in enumerate(specs)])
-    weights = evidence.sizes.astype(np.float64)
+    weights = evidence.population.astype(np.float64)
     placed = [j for j, p in enumerate(profiles) if p.column is None]
     shift = hedge * placement_spread(router.placement) * SCORE_SCALE  # on the public-score scale
     if placed and shift > 0:
         upper, lower = quality.copy(), quality.copy()
         upper[:, placed] = router.predict_columns(x, [float(profiles[j].key) + shift for j in placed])[0]
         lower[:, placed] = router.predict_columns(x, [float(profiles[j].key) - shift for j in placed])[0]
-        truth, best = least_favourable(truth, upper, lower, placed, weights)
+        worlds = hedged_worlds(truth, upper, lower, placed, weights)
+        sweeps = [sweep(quality, cost, outcomes, cost, router.rule, weights=weights) for outcomes, _ in worlds]
+        points = robust_points(sweeps, [reference for _, reference in worlds])
+        best = max(reference for _, reference in worlds)
     else:
+        points = sweep(quality, cost, truth, cost, router.rule, weights=weights)
         best = float(np.max(weights @ truth / weights.sum()))
-    points = sweep(quality, cost, truth, cost, router.rule, weights=weights)
     return calibrate(points, targets, [s.name for s in specs], best)
