@@ -80,3 +80,7 @@ def test_a_route_with_a_placed_best_model_is_calibrated_for_more_quality_and_a_r
     known, known_specs = profiles[:4], specs[:4]
     assert route_knob(router, known, known_specs, target, hedge=1.0) == route_knob(router, known, known_specs, target,
                                                                                     hedge=0.0)
+    # Nor when every candidate is placed (no model with outcome data to anchor the band; see route_knob).
+    placed = [ModelProfile(f"p{j}", SCORE_CENTER + z * SCORE_SCALE, "public score") for j, z in enumerate((-1.0, 1.5))]
+    ends = [specs[0], specs[4]]
+    assert route_knob(router, placed, ends, target, hedge=1.0) == route_knob(router, placed, ends, target, hedge=0.0)

@@ -9,7 +9,10 @@ where it does not. No per-request work: this runs once, when the route is built.
 
 When some candidates are placed by score, the knob must meet the target in each least favourable
 world within the placement's measured error (`_placement_hedge`): a placed best candidate not
-under-rated, the other placed models not over-rated.
+under-rated, the other placed models not over-rated. Only when the route also has a candidate with
+outcome data: that is the case the hedge's k was chosen on (RouterBench, 3 of 11 placed); with every
+candidate placed (the bundled router over a user's models) k = 3 made the target unreachable — each
+model's band taken independently — and the route sent every prompt to its top model.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def route_knob(router: TrainedRouter, profiles: Sequence[ModelProfile], specs: S
     weights = evidence.population.astype(np.float64)
     placed = [j for j, p in enumerate(profiles) if p.column is None]
     shift = hedge * placement_spread(router.placement) * SCORE_SCALE  # on the public-score scale
-    if placed and shift > 0:
+    if placed and len(placed) < len(profiles) and shift > 0:  # only beside a model with outcome data (below)
         upper, lower = quality.copy(), quality.copy()
         upper[:, placed] = router.predict_columns(x, [float(profiles[j].key) + shift for j in placed])[0]
         lower[:, placed] = router.predict_columns(x, [float(profiles[j].key) - shift for j in placed])[0]
