@@ -295,6 +295,7 @@ def hedge(triples: int = 8, folds: int = 3, grid: tuple[float, ...] = (0.0, 0.5,
     draws = [tuple(sorted(rng.choice(RB_MODELS, 3, replace=False))) for _ in range(triples)]
     split = np.array_split(np.random.default_rng(2).permutation(len(table)), folds)
     results: dict[float, list[tuple[float, float]]] = {k: [] for k in grid}
+    capped: dict[float, list[tuple[float, float]]] = {k: [] for k in grid}
     print(f"\n### placement hedge: leave-models-out CV inside RouterBench train ({triples} triples × {folds} folds)\n")
     for held in draws:
         kept = [m for m in table.models if m not in held]
@@ -308,19 +309,29 @@ def hedge(triples: int = 8, folds: int = 3, grid: tuple[float, ...] = (0.0, 0.5,
             specs = _data_specs(val.models, fit_prices(val))
             draws_val = prompt_draws(val.prompts)
             rows = np.arange(len(val))
-            line = []
+            line, measured = [], {}
             for k in grid:
-                knob = route_knob(trained, profiles, specs, targets, hedge=k).knob
-                chosen = knob.choose(pred.quality, pred.cost, trained.rule, draws_val)
+                calibrated = route_knob(trained, profiles, specs, targets, hedge=k)
+                chosen = calibrated.knob.choose(pred.quality, pred.cost, trained.rule, draws_val)
                 rel_q = float(np.mean(val.quality[rows, chosen]) / np.mean(val.quality[:, best]))
                 rel_c = float(np.mean(val.cost_usd[rows, chosen]) / np.mean(val.cost_usd[:, best]))
+                measured[k] = (rel_q - 0.95, rel_c, calibrated.met)
                 results[k].append((rel_q - 0.95, rel_c))
-                line.append(f"k={k:g} {rel_q:.1%}/{rel_c:.1%}")
+                line.append(f"k={k:g} {rel_q:.1%}/{rel_c:.1%}{'' if calibrated.met else ' (unmet)'}")
+            for k in grid:  # variant: the largest k' <= k whose target the calibration can meet
+                met = [g for g in grid if g <= k and measured[g][2]]
+                use = max(met) if met else min(grid)
+                capped[k].append(measured[use][:2])
             print(f"{', '.join(m.split('/')[-1] for m in held)} fold {f}: " + "; ".join(line), flush=True)
     print("\n| k | mean miss (pts) | RMS miss | worst miss | cost (rel. best) |\n|---:|---:|---:|---:|---:|")
     for k, values in results.items():
         miss, cost = np.array(values).T
         print(f"| {k:g} | {miss.mean() * 100:+.2f} | {np.sqrt((miss ** 2).mean()) * 100:.2f} | "
+              f"{miss.min() * 100:+.2f} | {cost.mean():.1%} |", flush=True)
+    print("\nvariant, not the shipped rule: the largest k' <= k at which the calibrated target is met\n")
+    for k, values in capped.items():
+        miss, cost = np.array(values).T
+        print(f"| <= {k:g} | {miss.mean() * 100:+.2f} | {np.sqrt((miss ** 2).mean()) * 100:.2f} | "
               f"{miss.min() * 100:+.2f} | {cost.mean():.1%} |", flush=True)
     chosen_k = min(results, key=lambda k: float(np.sqrt((np.array(results[k])[:, 0] ** 2).mean())))
     print(f"\nleast RMS miss: k = {chosen_k:g}")
