@@ -350,6 +350,7 @@ def main() -> int:
     parser.add_argument("what", choices=["selection", "final", "lmo", "lodo", "bundled", "identity", "nested",
                                              "placement", "hedge"])
     parser.add_argument("--algorithm", default="ensemble", help="lmo: the predictor of the routers trained")
+    parser.add_argument("--triples", type=int, default=8, help="hedge: random triples of models held out")
     args = parser.parse_args()
     from switchman._threads import limit_blas_threads
 
@@ -360,9 +361,11 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     if args.what == "lmo":
         lmo(algorithm=args.algorithm)
+    elif args.what == "hedge":
+        hedge(triples=args.triples)
     else:
         {"selection": selection, "final": final, "lodo": lodo, "bundled": bundled, "identity": identity,
-         "nested": nested, "placement": placement, "hedge": hedge}[args.what]()
+         "nested": nested, "placement": placement}[args.what]()
     return 0
 
 
