@@ -17,7 +17,10 @@ def test_the_spread_is_the_rms_leave_one_model_out_error_of_the_scored_models() 
     predictor.ability.theta = np.array([0.1, 1.0, 2.5, 0.3], np.float32)  # residuals 0.1, 0, 0.5; unscored ignored
     # each placed from the others' median residual: 0.1 − 0.25, 0 − 0.3, 0.5 − 0.05
     assert placement_spread(predictor) == pytest.approx(np.sqrt((0.15**2 + 0.3**2 + 0.45**2) / 3), rel=1e-5)
-    predictor.z = np.array([0.0, np.nan, np.nan, np.nan], np.float32)
+    # A router trained from a prior is tied to the prior's abilities (`z`); the spread is against public scores.
+    predictor.public_z, predictor.z = predictor.z.copy(), predictor.ability.theta.copy()
+    assert placement_spread(predictor) == pytest.approx(np.sqrt((0.15**2 + 0.3**2 + 0.45**2) / 3), rel=1e-5)
+    predictor.public_z = np.array([0.0, np.nan, np.nan, np.nan], np.float32)
     assert placement_spread(predictor) == 0.0  # one scored model: no measure, no hedge
 
 

@@ -40,12 +40,13 @@ PLACEMENT_HEDGE = 3.0
 def placement_spread(placement: AbilityPredictor) -> float:
     """RMS error, in ability units, of placing each scored trained model from the others' median residual.
 
-    Residual r_m = fitted θ_m − z_m; model m placed without its own outcomes would get
+    Residual r_m = fitted θ_m − z_m, z_m its standardised public score (as `score_offset` takes it:
+    `public_z`, else `z` in files without it); model m placed without its own outcomes would get
     z_m + median(r of the others), an error of r_m − median(r of the others). Read from the router
     file (no refit): fitted residuals are shrunk by the residual penalty, so this understates the
     refitted error somewhat; the hedge's k absorbs the scale. Under two scored models: 0 (no measure).
     """
-    z = np.asarray(placement.z, dtype=np.float64)
+    z = np.asarray(placement.z if placement.public_z is None else placement.public_z, dtype=np.float64)
     theta = np.asarray(placement.ability.theta, dtype=np.float64)
     if len(z) != len(theta):
         return 0.0
