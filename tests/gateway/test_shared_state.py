@@ -193,6 +193,68 @@ def test_a_rate_limited_request_holds_no_budget_and_a_rate_limit_is_named_first(
     assert broke[1].status_code == 429 and broke[1].json()["error"]["code"] == "rate_limit_exceeded"
 
 
+def test_a_turns_session_read_admission_and_reservation_share_one_round_trip(
+    upstream: FakeUpstream, tmp_path: Path, prefix: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request under an agent's budget and rate limit, in a session: its session read, its admission and its
+    reservation go to Redis in one round trip (the decision steered by this replica's copy of the session, then
+    by the state read)."""
+    import switchman.state._redis_link as link_module  # noqa: PLC2701  (looking at the round trips)
+
+    trips: list[list[tuple[Any, ...]]] = []
+    real = link_module._round_trip  # noqa: SLF001
+
+    async def seen(connection: object, commands: list[Any], deliver: Any) -> None:
+        trips.append([args for args, _ in commands])
+        await real(connection, commands, deliver)
+
+    monkeypatch.setattr(link_module, "_round_trip", seen)
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    data["agents"]["metered"] = {"rpm": 1000, "tpm": 1_000_000}
+    data["budgets"].append({"scope": "agent", "name": "metered", "usd": 1.0, "period": "day"})
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    headers = {"X-Switchman-Agent": "metered", "X-Switchman-Session": session}
+    with ExitStack() as stack:
+        replicas = start_replicas(stack, data)
+        answers = [replicas.chat(i, headers=headers, max_tokens=20) for i in range(4)]
+    assert [r.status_code for r in answers] == [200] * 4
+    assert all(r.headers["x-ratelimit-limit-requests"] == "1000" for r in answers)
+    reads = [trip for trip in trips if any(args[0] == "GET" and session in str(args[1]) for args in trip)]
+    assert len(reads) == 4, trips
+    for trip in reads:  # the read, the rate-limit script and the budget script, written together
+        assert sum(args[0] == "EVALSHA" for args in trip) >= 2, trip
+
+
+def test_a_turn_whose_session_moved_on_another_replica_is_reserved_for_the_model_it_moved_to(
+    upstream: FakeUpstream, tmp_path: Path, prefix: str,
+) -> None:
+    """Replica 1 last saw the session on `cheap`; replica 0 escalated it to `mid`. On replica 1 the next turn is
+    reserved for `mid` (read in the same round trip as the first reservation, for `cheap`): under a budget that
+    fits `cheap` but not `mid` it is refused as the budget's own refusal, and nothing stays reserved."""
+    import redis
+
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    data["budgets"].append({"scope": "agent", "name": "tight", "usd": 0.0001, "period": "day"})
+    session = {"X-Switchman-Session": f"s-{uuid.uuid4().hex[:8]}"}
+    tight = {**session, "X-Switchman-Agent": "tight"}
+    with ExitStack() as stack:
+        replicas = start_replicas(stack, data)
+        first = replicas.chat(1, headers=tight, max_tokens=100)  # cheap's worst case (~$0.00002) fits
+        assert first.status_code == 200 and first.headers["x-switchman-model"] == "cheap"
+        moved = replicas.chat(0, headers={**session, "X-Switchman-Escalate": "1"}, max_tokens=100)
+        assert moved.status_code == 200 and moved.headers["x-switchman-model"] == "mid"
+        refused = replicas.chat(1, headers=tight, max_tokens=100)  # mid's worst case (~$0.0002) does not
+        kept = replicas.chat(1, headers=session, max_tokens=100)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    message = refused.json()["error"]["message"]
+    assert "budget 'tight' exceeded" in message and "needs about $0.0002" in message, message
+    assert kept.headers["x-switchman-model"] == "mid" and "session kept mid" in kept.headers["x-switchman-route-reason"]
+    client = redis.Redis.from_url(SHARED_REDIS)  # the replicas are closed: every settle is written
+    counter = client.hgetall(prefix + _counter_key("tight").removeprefix("sm:"))
+    client.close()
+    assert float(counter[b"reserved"]) == 0.0 and float(counter[b"spent"]) > 0
+
+
 def test_a_revoked_key_is_refused_by_every_replica_at_once(upstream: FakeUpstream, tmp_path: Path, prefix: str) -> None:
     """Revoked on replica 0 (as its dashboard does): replica 1 refuses it long before its next key refresh (60 s)."""
     ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"

@@ -247,17 +247,21 @@ class Dispatcher:
 
     async def _begin(
         self, body: Mapping[str, Any], context: RequestContext,
-        decide: Callable[[], tuple[RouteRequest, Decision]] | None = None,
+        decide: Callable[[], tuple[RouteRequest, Decision]] | None = None, *, pull: bool = False,
     ) -> Exchange:
-        """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure."""
+        """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure.
+        With `pull`, the session's shared state is read in the same round trip as the admission and reservation."""
         exchange = Exchange(context, self.clock())
         exchange.choices = int(body.get("n") or 1)
         exchange.span = self.tracing.start(body, context)
         try:
             with self.tracing.decision(exchange.span) as deciding:
-                exchange.request, decision = decide() if decide is not None else self.decide(body, context)
-                exchange.decision = decision
-                await self._admit_and_reserve(exchange, exchange.request, decision)
+                if pull:
+                    exchange.decision = await self._decide_pulled(exchange, body, context)
+                else:
+                    exchange.request, decision = decide() if decide is not None else self.decide(body, context)
+                    exchange.decision = decision
+                    await self._admit_and_reserve(exchange, exchange.request, decision)
                 self.tracing.decided(deciding, exchange.decision)
         except SwitchmanError as exc:
             if isinstance(exc, BudgetExceededError) and self.metrics is not None:
@@ -292,15 +296,55 @@ class Dispatcher:
             refused = None if admitting.cancelled() else admitting.exception()
             if isinstance(exc, SwitchmanError) and isinstance(refused, CallerLimitError):
                 raise refused from None  # the budget refused too: the rate limit is the error (429)
+            if isinstance(exc, SwitchmanError) and refused is None and not admitting.cancelled():
+                exchange.admission = admitting.result()  # admitted: a reservation taken anew keeps its headers
             raise  # a cancellation (the client left) or a bug goes on unchanged
         exchange.admission = await admitting
         exchange.decision = reserved
 
+    async def _decide_pulled(self, exchange: Exchange, body: Mapping[str, Any], context: RequestContext) -> Decision:
+        """Decide, admit and reserve with the session's shared state read in the same round trip as the admission
+        and the reservation: the reservation is for the model this replica's copy of the session steers to, and
+        the decision is steered again with the state read. The outcome is the one of reading first: when the read
+        moves the turn to another model (its last turn was on another replica), the reservation is taken anew for
+        that model, and a budget refusal of the first guess counts only when the read kept its model."""
+        started = self.clock()
+        request, fresh = self._decide_core(body, context, self.balancer.unhealthy_models(), self.balancer.live_ttft())
+        guess = self.sessions.steer(request, fresh, context)  # this replica's copy of the session
+        deciding = self.clock() - started
+        exchange.request, exchange.decision = request, guess
+        pulling = asyncio.ensure_future(self.sessions.pull(request.session))  # its read joins the next round trip
+        refused: SwitchmanError | None = None
+        try:
+            await self._admit_and_reserve(exchange, request, guess)
+        except SwitchmanError as exc:  # answered in the same round trip as the read: no wait for it
+            refused = exc
+        except BaseException:
+            pulling.cancel()  # the request ends here: the session's next turn reads it again
+            raise
+        await pulling
+        started = self.clock()
+        decision = self.sessions.steer(request, fresh, context)
+        if self.metrics is not None:
+            self.metrics.observe_decision(deciding + self.clock() - started)
+        moved = decision.model != guess.model
+        if refused is not None and not (moved and isinstance(refused, BudgetExceededError)):
+            exchange.decision = decision  # refused as it would have been after the read (a rate limit: any model)
+            raise refused
+        if not moved:  # the reservation stands; so does a budget downgrade, else the read's reason (turns) is the one
+            return decision if exchange.decision is guess or exchange.decision is None else exchange.decision
+        if exchange.reservation is not None:  # held for the guess: the read moved the turn to another model
+            exchange.reservation.release()
+            exchange.reservation = None
+        exchange.decision = decision
+        return await self._reserve(exchange, request, decision)
+
     async def _abegin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
         """`_begin` for a chat body, a long prompt decided in a worker thread (see `adecide`)."""
-        await self.sessions.pull(scoped_session(context.key_id, context.session))  # shared by every replica
+        session = scoped_session(context.key_id, context.session)
         if prompt_chars(body) <= OFFLOAD_CHARS:
-            return await self._begin(body, context)
+            return await self._begin(body, context, pull=self.sessions.shares(session))
+        await self.sessions.pull(session)  # shared by every replica
         try:
             request, decision = await self.adecide(body, context)
         except SwitchmanError as exc:

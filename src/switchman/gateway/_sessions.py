@@ -13,6 +13,9 @@ a `RedisSessionStore` so a session's turns may land on any replica: before a tur
 state is pulled from Redis (`await keeper.pull(session)`), and each state `observe` writes is
 pushed there at once (`await keeper.settled(session)` waits for the push before the answer's last
 byte, so the client's next turn finds it on any replica). Redis down: the local store serves.
+A pull does not wait for this replica's own pushes still in flight (states are ordered by turns:
+a read that misses one returns fewer turns than the local copy, which is kept), only for its own
+feedback marks (a read that missed one would bring back the state without its escalation).
 """
 
 from __future__ import annotations
@@ -138,6 +141,7 @@ class SessionKeeper:
         #: States shared by every replica (None: this process's store only).
         self.shared = shared
         self._pushes: dict[str, asyncio.Future[None]] = {}
+        self._marks: dict[str, asyncio.Future[None]] = {}  # sessions with a feedback mark on its way to Redis
         self.policy = policy
         self.specs = specs
         self.negative_feedback_below = negative_feedback_below
@@ -157,11 +161,17 @@ class SessionKeeper:
                    negative_feedback_below=s.negative_feedback_below, clock=clock, shared=shared)
 
     # -- the shared copy -------------------------------------------------------------------------
+    def shares(self, session_id: str | None) -> bool:
+        """Whether a turn of this session reads its state from Redis first (`pull`)."""
+        return self.shared is not None and session_id is not None
+
     async def pull(self, session_id: str | None) -> None:
         """Bring the session's shared state into the local store before its turn is decided."""
         if self.shared is None or session_id is None:
             return
-        await self.settled(session_id)  # this replica's own last write first
+        marking = self._marks.get(session_id)
+        if marking is not None:  # this replica's own feedback first (a push in flight is ordered by turns)
+            await asyncio.wait([marking], timeout=self.shared.link.timeout_s * 4)
         try:
             state = await self.shared.get(session_id)
         except RedisUnavailable:
@@ -177,15 +187,17 @@ class SessionKeeper:
         if shared is not None:
             self._track(session_id, shared.put(session_id, state))
 
-    def _track(self, session_id: str, write: Coroutine[Any, Any, object]) -> None:
-        """Run a write to the shared store as the session's pending push (`pull` and `settled` wait for it);
-        a session's writes run in order."""
+    def _track(self, session_id: str, write: Coroutine[Any, Any, object], *, mark: bool = False) -> None:
+        """Run a write to the shared store as the session's pending push (`settled` waits for it, and `pull` for
+        a `mark`). A mark goes after the session's last write (a put landing after it would drop its escalation);
+        a put goes at once, or after a mark still on its way: puts are ordered by turns in Redis, whichever lands
+        first (a replica's later put has more turns), so concurrent turns' puts may share a round trip."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # no event loop (a synchronous caller): the local store only
             write.close()
             return
-        previous = self._pushes.get(session_id)
+        previous = self._pushes.get(session_id) if mark else self._marks.get(session_id)
 
         async def run() -> None:
             try:
@@ -197,9 +209,13 @@ class SessionKeeper:
             finally:
                 if self._pushes.get(session_id) is task:
                     del self._pushes[session_id]
+                if self._marks.get(session_id) is task:
+                    del self._marks[session_id]
 
         task = asyncio.ensure_future(run())
         self._pushes[session_id] = task
+        if mark:
+            self._marks[session_id] = task
 
     async def settled(self, session_id: str | None) -> None:
         """Wait until the session's last state is in Redis (at most a few of the link's timeouts)."""
@@ -269,4 +285,4 @@ class SessionKeeper:
         async def mark() -> None:  # in Redis in one step: a turn written meanwhile is not overwritten
             await shared.mark(session_id, reason, request_id)
 
-        self._track(session_id, mark())
+        self._track(session_id, mark(), mark=True)

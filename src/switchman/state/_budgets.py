@@ -35,7 +35,9 @@ counters would start from $0, so the rebuild fails instead: the replica stays on
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -45,7 +47,7 @@ import anyio.to_thread
 
 from .._config import BudgetConfig
 from .._exceptions import BudgetLimitError
-from ..ledger import BudgetManager, Reservation, period_bounds
+from ..ledger import BudgetManager, Period, Reservation, period_bounds
 from ._redis_link import RedisLink, RedisUnavailable
 
 __all__ = ["SharedBudgets"]
@@ -63,6 +65,28 @@ DONE_KEEP_S = 600.0
 HOLD_S = 900.0
 #: Settles are written in batches this often (one script per budget per batch).
 SETTLE_EVERY_S = 0.02
+
+
+class _ReservationIds:
+    """Reservation ids: a random prefix per process (drawn anew in a forked child) and a serial number — unique
+    across replicas, workers and restarts, and cheaper than a uuid4 per request (which reads the random source)."""
+
+    def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
+        """A new prefix (at import, and in a forked child: its parent's serials would repeat)."""
+        self.prefix = uuid.uuid4().hex[:16] + "-"
+        self.serials = itertools.count()
+
+    def next(self) -> str:
+        """The next id."""
+        return f"{self.prefix}{next(self.serials):x}"
+
+
+_IDS = _ReservationIds()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_IDS.renew)
 
 # Every script's KEYS: the counter hash, the held amounts (hash), their deadlines (zset), the done ids (zset).
 # It drops reservations past their deadline first and returns `reserved` after that.
@@ -262,9 +286,17 @@ class SharedBudgets:
         self._unsent = self._pending.unsent
         self._tasks = self._pending.tasks
         self._ledger_unread = False  # logged once while the ledger cannot be read for a rebuild
+        self._periods: dict[str, tuple[float, float]] = {}  # each period's current (start, end)
 
     def _key(self, budget: BudgetConfig, start: float) -> str:
         return self.link.key(f"budget:{budget.scope}:{budget.name}", budget.period, str(int(start)))
+
+    def _bounds(self, now: float, period: Period) -> tuple[float, float]:
+        """`period_bounds`, kept until the period ends (calendar arithmetic on every request is a measurable cost)."""
+        bounds = self._periods.get(period)
+        if bounds is None or not bounds[0] <= now < bounds[1]:
+            bounds = self._periods[period] = period_bounds(now, period)
+        return bounds
 
     def _ttl(self, end: float) -> int:
         return max(int(end - self._clock()), 0) + 86_400  # kept a day past the period, then gone
@@ -287,10 +319,10 @@ class SharedBudgets:
             return Reservation(None, (), estimated_usd)
         if not self.link.up:
             return self.reserve(agent=agent, key_id=key_id, route=route, estimated_usd=estimated_usd, model=model)
-        now, estimate, rid = self._clock(), max(estimated_usd, 0.0), uuid.uuid4().hex
+        now, estimate, rid = self._clock(), max(estimated_usd, 0.0), _IDS.next()
         holds: list[_Hold] = []
         for budget in budgets:
-            start, end = period_bounds(now, budget.period)
+            start, end = self._bounds(now, budget.period)
             holds.append((self._key(budget, start), budget, end))
         try:
             refused = await self._hold_each(holds, rid, estimate, model, first=True)
