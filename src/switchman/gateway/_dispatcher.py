@@ -322,9 +322,9 @@ class Dispatcher:
         except BaseException:
             pulling.cancel()  # the request ends here: the session's next turn reads it again
             raise
-        await pulling
+        changed = await pulling
         started = self.clock()
-        decision = self.sessions.steer(request, fresh, context)
+        decision = self.sessions.steer(request, fresh, context) if changed else guess  # the read changed the session
         if self.metrics is not None:
             self.metrics.observe_decision(deciding + self.clock() - started)
         moved = decision.model != guess.model

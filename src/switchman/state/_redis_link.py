@@ -57,7 +57,8 @@ logger = logging.getLogger("switchman.state")
 
 T = TypeVar("T")
 
-#: What redis-py raises when Redis is down, slow or refuses a command.
+#: An idle connection is checked for a close by Redis before its next round trip after this long (seconds).
+_CHECK_IDLE_S = 1.0
 Resync = Callable[[], Awaitable[None]]
 #: A call waiting for its turn's round trip: the command, the script source of an EVALSHA, the caller's future.
 _Queued = tuple[tuple[Any, ...], str | None, "asyncio.Future[Any]"]
@@ -95,7 +96,7 @@ class RedisLink:
         self._scripts: dict[str, Any] = {}  # script source -> redis-py Script (a Cluster's calls)
         self._queue: list[_Queued] = []  # calls of this turn of the event loop, sent together
         self._sending: set[asyncio.Task[None]] = set()
-        self._idle: list[Any] = []  # the batches' own connections, between round trips (see `_connection`)
+        self._idle: list[tuple[Any, float]] = []  # the batches' own connections and when each was last used
         #: True in the resync callbacks' context: their calls reach Redis before the link is up for everyone.
         self._resyncing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"switchman-resync-{id(self)}",
                                                                               default=False)
@@ -204,7 +205,7 @@ class RedisLink:
                 future.set_result(reply)
 
         failure: Exception
-        connection = self._connection()
+        connection = await self._connection()
         try:
             await self._call(lambda _: _round_trip(connection, [(args, source) for args, source, _ in batch], deliver))
         except Exception as exc:  # noqa: BLE001  (RedisUnavailable, counted; or a bug: every unanswered caller sees it)
@@ -215,28 +216,33 @@ class RedisLink:
                     future.set_exception(RedisUnavailable(self.display_url))
             raise
         else:
-            self._idle.append(connection)  # every reply read: ready for the next round trip
+            self._idle.append((connection, time.monotonic()))  # every reply read: ready for the next round trip
             return
         for future in futures:
             if not future.done():
                 future.set_exception(failure)
 
-    def _connection(self) -> Any:
+    async def _connection(self) -> Any:
         """An idle connection of the batches' own, or a new one (it connects at its first write).
 
         Not taken from redis-py's pool, and without redis-py's socket timeout: the pool's checkout and return
         and a timer per reply (and, on Python 3.11, a task per write) cost about as much CPU as the round trip's
         socket calls. The call's own timeout (`timeout_s`, in `_call`) bounds the whole round trip instead; a
-        connection whose round trip failed is closed and dropped (its replies may be left unread)."""
-        if self._idle:
-            return self._idle.pop()
-        pool = self.client.connection_pool
-        return pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        connection whose round trip failed is closed and dropped (its replies may be left unread). One idle for
+        a while is checked first, as the pool does: Redis may have closed it (its `timeout` setting)."""
+        if not self._idle:
+            pool = self.client.connection_pool
+            return pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        connection, used = self._idle.pop()
+        if time.monotonic() - used > _CHECK_IDLE_S and connection.is_connected and await _stale(connection):
+            with contextlib.suppress(*_failures()):
+                await connection.disconnect(nowait=True)  # it connects anew at its next write
+        return connection
 
     async def _drop_idle(self) -> None:
         """Close the idle connections (Redis went away, or the link closes)."""
         idle, self._idle = self._idle, []
-        for connection in idle:
+        for connection, _ in idle:
             with contextlib.suppress(*_failures()):
                 await connection.disconnect(nowait=True)
 
@@ -408,8 +414,6 @@ async def _round_trip(
         return RedisUnavailable(str(reply)) if isinstance(reply, ResponseError) else reply
 
     try:
-        if connection.is_connected and await _stale(connection):
-            await connection.disconnect(nowait=True)  # Redis closed it while idle (its `timeout`): connect anew
         await connection.send_packed_command(_pack(connection, [args for args, _ in commands]), check_health=False)
         unknown: list[int] = []  # EVALSHAs of scripts Redis does not know
         for index, (_, source) in enumerate(commands):
