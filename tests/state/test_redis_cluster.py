@@ -66,13 +66,14 @@ class Calls:
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
-    """Record every `RedisLink.eval` (script and keys) and every call that raised RedisUnavailable."""
+    """Record every script call (script and keys: `eval` goes through `eval_soon`) and every call that raised
+    RedisUnavailable."""
     seen = Calls()
-    eval_, run = RedisLink.eval, RedisLink.run
+    eval_soon, run = RedisLink.eval_soon, RedisLink.run
 
-    async def recording_eval(self: RedisLink, source: str, keys: Any, args: Any) -> Any:
+    def recording_eval(self: RedisLink, source: str, keys: Any, args: Any) -> Any:
         seen.evals.append((source, list(keys)))
-        return await eval_(self, source, keys, args)
+        return eval_soon(self, source, keys, args)
 
     async def counting_run(self: RedisLink, action: Callable[[Any], Awaitable[Any]]) -> Any:
         try:
@@ -81,7 +82,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
             seen.failed += 1
             raise
 
-    monkeypatch.setattr(RedisLink, "eval", recording_eval)
+    monkeypatch.setattr(RedisLink, "eval_soon", recording_eval)
     monkeypatch.setattr(RedisLink, "run", counting_run)
     return seen
 

@@ -21,6 +21,7 @@ feedback marks (a read that missed one would bring back the state without its es
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
@@ -190,10 +191,27 @@ class SessionKeeper:
         return local is None or _steered_by(state) != _steered_by(local)
 
     def _push(self, session_id: str, state: SessionState) -> None:
-        """Write a state to Redis in the background (a failure leaves the local copy, which serves meanwhile)."""
+        """Write a state to Redis in the background (a failure leaves the local copy, which serves meanwhile): at
+        once, in this turn's round trip (after a feedback mark still on its way: in a task, behind it)."""
         shared = self.shared
-        if shared is not None:
+        if shared is None:
+            return
+        if session_id in self._marks:
             self._track(session_id, shared.put(session_id, state))
+            return
+        try:
+            put = shared.put_soon(session_id, state)
+        except RuntimeError:  # no event loop (a synchronous caller): the local store only
+            return
+        self._pushes[session_id] = put
+        put.add_done_callback(lambda done: self._pushed(session_id, done))
+
+    def _pushed(self, session_id: str, put: asyncio.Future[Any]) -> None:
+        if self._pushes.get(session_id) is put:
+            del self._pushes[session_id]
+        error = None if put.cancelled() else put.exception()  # retrieved: RedisUnavailable is no news
+        if error is not None and not isinstance(error, RedisUnavailable):
+            raise error  # a bug: the event loop logs it (the request is answered all the same)
 
     def _track(self, session_id: str, write: Coroutine[Any, Any, object], *, mark: bool = False) -> None:
         """Run a write to the shared store as the session's pending push (`settled` waits for it, and `pull` for
@@ -228,8 +246,13 @@ class SessionKeeper:
     async def settled(self, session_id: str | None) -> None:
         """Wait until the session's last state is in Redis (at most a few of the link's timeouts)."""
         pending = self._pushes.get(session_id) if session_id is not None else None
-        if pending is not None and self.shared is not None:
+        if pending is None or self.shared is None:
+            return
+        if isinstance(pending, asyncio.Task):  # behind a feedback mark: bounded here
             await asyncio.wait([pending], timeout=self.shared.link.timeout_s * 4)
+            return
+        with contextlib.suppress(Exception):  # a put in a round trip, bounded by the link's timeout; its failure
+            await asyncio.shield(pending)  # is `_pushed`'s; a request that leaves does not cancel the write
 
     def steer(self, request: RouteRequest, decision: Decision, context: RequestContext) -> Decision:
         """The turn's decision: the session's model, or a priced escalation (reads state, writes none)."""

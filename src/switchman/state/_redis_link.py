@@ -117,8 +117,9 @@ class RedisLink:
     # -- keys ----------------------------------------------------------------------------------
     def key(self, entity: str, *parts: str) -> str:
         """`<prefix>{<entity>}:<part>:...`: one entity's keys share a Redis Cluster hash slot."""
-        tail = "".join(f":{part}" for part in parts)
-        return f"{self.prefix}{{{entity}}}{tail}"
+        if not parts:
+            return f"{self.prefix}{{{entity}}}"
+        return f"{self.prefix}{{{entity}}}:" + ":".join(parts)
 
     def channel(self, name: str) -> str:
         """A pub/sub channel name under the prefix."""
@@ -147,15 +148,19 @@ class RedisLink:
         """Run a Lua script (EVALSHA; loaded when Redis does not know it) within the timeout, in one round trip
         with the other calls issued in the same turn of the event loop (see `command`); raises RedisUnavailable
         on failure."""
+        return await self.eval_soon(source, keys, args)
+
+    def eval_soon(self, source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> asyncio.Future[Any]:
+        """`eval`, queued now and awaited later: the future has the reply, or RedisUnavailable (see `command_soon`)."""
         if self.cluster:  # RedisCluster routes each call to its slot's node: no shared round trip
             script = self._scripts.get(source)
             if script is None:
                 script = self._scripts[source] = self.client.register_script(source)
-            return await self.run(lambda _: script(keys=list(keys), args=list(args)))
+            return asyncio.ensure_future(self.run(lambda _: script(keys=list(keys), args=list(args))))
         sha = self._shas.get(source)
         if sha is None:
             sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324  (Redis's script id)
-        return await self._queued(("EVALSHA", sha, len(keys), *keys, *args), source)
+        return self._queued(("EVALSHA", sha, len(keys), *keys, *args), source)
 
     async def command(self, *args: str | int | float | bytes) -> Any:
         """One Redis command within the timeout; raises RedisUnavailable on failure.
@@ -165,19 +170,25 @@ class RedisLink:
         a round trip through asyncio costs far more CPU than a command. Each is still its own command: a
         script stays atomic, but the batch is not a transaction.
         """
-        if self.cluster:
-            return await self.run(lambda client: client.execute_command(*args))
-        return await self._queued(args, None)
+        return await self.command_soon(*args)
 
-    async def _queued(self, args: tuple[Any, ...], source: str | None) -> Any:
-        if self._closed or (not self.up and not self._resyncing.get()):
-            raise RedisUnavailable(self.display_url)
+    def command_soon(self, *args: str | int | float | bytes) -> asyncio.Future[Any]:
+        """`command`, queued now (it joins this turn's round trip) and awaited later, without a task of its own:
+        the future has the reply, or RedisUnavailable. A caller that may not await it retrieves its outcome."""
+        if self.cluster:
+            return asyncio.ensure_future(self.run(lambda client: client.execute_command(*args)))
+        return self._queued(args, None)
+
+    def _queued(self, args: tuple[Any, ...], source: str | None) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if self._closed or (not self.up and not self._resyncing.get()):
+            future.set_exception(RedisUnavailable(self.display_url))
+            return future
         self._queue.append((args, source, future))
         if len(self._queue) == 1:  # the first of this turn: the batch goes once the turn's other calls joined
             loop.call_soon(self._send_queue, contextvars.copy_context())
-        return await future
+        return future
 
     def _send_queue(self, context: contextvars.Context) -> None:
         batch, self._queue = self._queue, []

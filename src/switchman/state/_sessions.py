@@ -15,6 +15,7 @@ Calls raise `RedisUnavailable` when Redis is down; the session keeper then uses 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -77,12 +78,16 @@ class RedisSessionStore:
     async def put(self, session_id: str, state: SessionState) -> bool:
         """Store a session's state, expiring `ttl_s` after this turn; False (nothing written) when the stored
         state has more turns (a newer turn, on another replica)."""
+        return bool(await self.put_soon(session_id, state))
+
+    def put_soon(self, session_id: str, state: SessionState) -> asyncio.Future[Any]:
+        """`put`, queued now (it joins this turn's round trip): the future's reply is 1 when written, else 0."""
         payload = orjson.dumps({
             "model": state.model, "at": state.updated_at + self._to_wall, "context_tokens": state.context_tokens,
             "turns": state.turns, "pending": state.pending, "last_request_id": state.last_request_id,
         })
         ttl_ms = max(int(self.ttl_s * 1000), 1)
-        return bool(await self.link.eval(_PUT, [self._key(session_id)], [payload.decode(), ttl_ms, state.turns]))
+        return self.link.eval_soon(_PUT, [self._key(session_id)], [payload.decode(), ttl_ms, state.turns])
 
     async def mark(self, session_id: str, reason: str, request_id: str | None = None) -> bool:
         """Set the session's pending escalation in Redis, when its latest turn is `request_id` (any: None)."""
