@@ -200,9 +200,10 @@ class SessionKeeper:
             self._track(session_id, shared.put(session_id, state))
             return
         try:
-            put = shared.put_soon(session_id, state)
+            asyncio.get_running_loop()
         except RuntimeError:  # no event loop (a synchronous caller): the local store only
             return
+        put = shared.put_soon(session_id, state)
         self._pushes[session_id] = put
         put.add_done_callback(lambda done: self._pushed(session_id, done))
 
