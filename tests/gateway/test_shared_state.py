@@ -255,6 +255,30 @@ def test_a_turn_whose_session_moved_on_another_replica_is_reserved_for_the_model
     assert float(counter[b"reserved"]) == 0.0 and float(counter[b"spent"]) > 0
 
 
+@pytest.mark.parametrize("on_exceed", ["block", "downgrade"])
+def test_a_moved_turn_is_not_charged_for_the_hold_of_the_model_it_left(
+    upstream: FakeUpstream, tmp_path: Path, prefix: str, on_exceed: str,
+) -> None:
+    """The guess's hold (for `cheap`) leaves Redis before the moved turn's (for `mid`) is checked: under a budget
+    that fits `mid`'s worst case alone but not both, the turn is served on `mid`, neither refused nor downgraded
+    off the session's model (as when the session is read first)."""
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    budget: dict[str, Any] = {"scope": "agent", "name": "snug", "usd": 0.0021, "period": "day"}
+    if on_exceed == "downgrade":
+        budget.update(on_exceed="downgrade", downgrade_to="cheap")
+    data["budgets"].append(budget)
+    session = {"X-Switchman-Session": f"s-{uuid.uuid4().hex[:8]}"}
+    with ExitStack() as stack:
+        replicas = start_replicas(stack, data)
+        first = replicas.chat(1, headers=session, max_tokens=1000)
+        assert first.status_code == 200 and first.headers["x-switchman-model"] == "cheap"
+        moved = replicas.chat(0, headers={**session, "X-Switchman-Escalate": "1"}, max_tokens=1000)
+        assert moved.status_code == 200 and moved.headers["x-switchman-model"] == "mid"
+        third = replicas.chat(1, headers={**session, "X-Switchman-Agent": "snug"}, max_tokens=1000)
+    assert third.status_code == 200, third.text
+    assert third.headers["x-switchman-model"] == "mid", third.headers.get("x-switchman-route-reason")
+
+
 def test_a_revoked_key_is_refused_by_every_replica_at_once(upstream: FakeUpstream, tmp_path: Path, prefix: str) -> None:
     """Revoked on replica 0 (as its dashboard does): replica 1 refuses it long before its next key refresh (60 s)."""
     ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"

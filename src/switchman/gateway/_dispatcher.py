@@ -322,9 +322,11 @@ class Dispatcher:
         except BaseException:
             pulling.cancel()  # the request ends here: the session's next turn reads it again
             raise
-        changed = await pulling
+        await pulling
         started = self.clock()
-        decision = self.sessions.steer(request, fresh, context) if changed else guess  # the read changed the session
+        # Steered again whatever the read found: a concurrent turn of this session on this replica may have moved
+        # the local copy since the guess (steering is pure and cheap; an unchanged state gives the guess again).
+        decision = self.sessions.steer(request, fresh, context)
         if self.metrics is not None:
             self.metrics.observe_decision(deciding + self.clock() - started)
         moved = decision.model != guess.model
@@ -336,6 +338,8 @@ class Dispatcher:
         if exchange.reservation is not None:  # held for the guess: the read moved the turn to another model
             exchange.reservation.release()
             exchange.reservation = None
+            if isinstance(self.budgets, SharedBudgets):
+                await self.budgets.flush()  # the guess's hold leaves Redis before the new model's is checked
         exchange.decision = decision
         return await self._reserve(exchange, request, decision)
 
