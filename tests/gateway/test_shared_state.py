@@ -279,6 +279,39 @@ def test_a_moved_turn_is_not_charged_for_the_hold_of_the_model_it_left(
     assert third.headers["x-switchman-model"] == "mid", third.headers.get("x-switchman-route-reason")
 
 
+def test_a_turn_follows_a_concurrent_turn_that_moved_the_session_while_its_read_was_in_flight(
+    upstream: FakeUpstream, tmp_path: Path, prefix: str,
+) -> None:
+    """The turn is steered again after its read whatever the read found: another turn of the same session that
+    ended on this replica meanwhile (local copy and Redis both moved to `mid`) is followed, not the guess made
+    from the local copy before (`cheap`)."""
+    from dataclasses import replace
+
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    session = {"X-Switchman-Session": f"s-{uuid.uuid4().hex[:8]}"}
+    with ExitStack() as stack:
+        replicas = start_replicas(stack, data, count=1)
+        first = replicas.chat(0, headers=session)
+        assert first.status_code == 200 and first.headers["x-switchman-model"] == "cheap"
+        keeper = replicas.gateways[0].dispatcher.sessions
+        pull, shared = keeper.pull, keeper.shared
+        assert shared is not None
+
+        async def pull_while_another_turn_ends(session_id: str | None) -> bool:
+            assert session_id is not None
+            state = keeper.store.get(session_id, keeper.clock())
+            assert state is not None and state.model == "cheap"
+            moved = replace(state, model="mid", turns=state.turns + 1)
+            keeper.store.put(session_id, moved)  # what the other turn's `observe` writes, locally and in Redis
+            await shared.put(session_id, moved)
+            return await pull(session_id)
+
+        keeper.pull = pull_while_another_turn_ends  # type: ignore[method-assign]
+        second = replicas.chat(0, headers=session)
+    assert second.status_code == 200, second.text
+    assert second.headers["x-switchman-model"] == "mid", second.headers["x-switchman-route-reason"]
+
+
 def test_a_revoked_key_is_refused_by_every_replica_at_once(upstream: FakeUpstream, tmp_path: Path, prefix: str) -> None:
     """Revoked on replica 0 (as its dashboard does): replica 1 refuses it long before its next key refresh (60 s)."""
     ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
