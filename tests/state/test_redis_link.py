@@ -329,3 +329,38 @@ def test_a_cluster_link_is_down_while_any_primary_is_lost() -> None:
             await link.aclose()
 
         anyio.run(main)
+
+
+def test_an_idle_connection_whose_check_is_cancelled_is_closed_not_leaked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection taken from the idle list is in no list while it is checked: a cancellation then closes it."""
+    import switchman.state._redis_link as redis_link
+
+    prefix = unique_prefix()
+    checking = asyncio.Event()
+
+    async def never_answers(connection: Any) -> bool:
+        checking.set()
+        await asyncio.sleep(3600)
+        return False
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        assert await link.command("GET", link.key("t", "k")) is None  # leaves one idle, connected connection
+        assert len(link._idle) == 1
+        connection = link._idle[0][0]
+        assert connection.is_connected
+        monkeypatch.setattr(redis_link, "_CHECK_IDLE_S", -1.0)
+        monkeypatch.setattr(redis_link, "_stale", never_answers)
+        taking = asyncio.ensure_future(link._connection())
+        await checking.wait()
+        taking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await taking
+        assert not link._idle and not connection.is_connected
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
