@@ -297,14 +297,14 @@ def test_a_turn_follows_a_concurrent_turn_that_moved_the_session_while_its_read_
         pull, shared = keeper.pull, keeper.shared
         assert shared is not None
 
-        async def pull_while_another_turn_ends(session_id: str | None) -> bool:
+        async def pull_while_another_turn_ends(session_id: str | None) -> None:
             assert session_id is not None
             state = keeper.store.get(session_id, keeper.clock())
             assert state is not None and state.model == "cheap"
             moved = replace(state, model="mid", turns=state.turns + 1)
             keeper.store.put(session_id, moved)  # what the other turn's `observe` writes, locally and in Redis
             await shared.put(session_id, moved)
-            return await pull(session_id)
+            await pull(session_id)
 
         keeper.pull = pull_while_another_turn_ends  # type: ignore[method-assign]
         second = replicas.chat(0, headers=session)

@@ -130,11 +130,6 @@ def answer_signal(content: bytes) -> str | None:
     return None
 
 
-def _steered_by(state: SessionState) -> tuple[object, ...]:
-    """What `steer` reads of a live state (its clock only for the expiry, which the store already checked)."""
-    return state.model, state.turns, state.context_tokens, state.pending
-
-
 class SessionKeeper:
     """Steers each session's turns with the pure core and remembers their outcomes."""
 
@@ -171,24 +166,22 @@ class SessionKeeper:
         """Whether a turn of this session reads its state from Redis first (`pull`)."""
         return self.shared is not None and session_id is not None
 
-    async def pull(self, session_id: str | None) -> bool:
-        """Bring the session's shared state into the local store before its turn is decided. Returns whether that
-        changed what steering reads (a turn steered by the local copy before the read must be steered again)."""
+    async def pull(self, session_id: str | None) -> None:
+        """Bring the session's shared state into the local store before its turn is decided (a turn steered by
+        the local copy before the read is steered again after it)."""
         if self.shared is None or session_id is None:
-            return False
+            return
         marking = self._marks.get(session_id)
         if marking is not None:  # this replica's own feedback first (a push in flight is ordered by turns)
             await asyncio.wait([marking], timeout=self.shared.link.timeout_s * 4)
         try:
             state = await self.shared.get(session_id)
         except RedisUnavailable:
-            return False  # the local state (if any) decides
+            return  # the local state (if any) decides
         local = self.store.get(session_id, self.clock())
         # Ordered by turns, not clocks: a local state with more turns was written while Redis was away.
-        if state is None or (local is not None and state.turns < local.turns):
-            return False
-        self.store.put(session_id, state)
-        return local is None or _steered_by(state) != _steered_by(local)
+        if state is not None and (local is None or state.turns >= local.turns):
+            self.store.put(session_id, state)
 
     def _push(self, session_id: str, state: SessionState) -> None:
         """Write a state to Redis in the background (a failure leaves the local copy, which serves meanwhile): at
