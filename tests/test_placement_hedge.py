@@ -87,3 +87,30 @@ def test_a_route_with_a_placed_best_model_is_calibrated_for_more_quality_and_a_r
     placed = [ModelProfile(f"p{j}", SCORE_CENTER + z * SCORE_SCALE, "public score") for j, z in enumerate((-1.0, 1.5))]
     ends = [specs[0], specs[4]]
     assert route_knob(router, placed, ends, target, hedge=1.0) == route_knob(router, placed, ends, target, hedge=0.0)
+
+
+def test_a_hedged_target_that_cannot_be_met_falls_back_to_the_largest_k_that_can() -> None:
+    router, profiles, specs = _router()
+    target = [Target("quality", 0.95)]
+    plain = route_knob(router, profiles, specs, target, hedge=0.0)
+    far = route_knob(router, profiles, specs, target, hedge=50.0)  # a reference no route can reach at k = 50
+    assert far.met  # not a knob that only maximises the worst world's quality
+    assert far.best_model_quality > plain.best_model_quality  # still hedged, at a smaller k
+    assert far == route_knob(router, profiles, specs, target, hedge=4.0)  # the largest step that meets it
+
+
+def test_a_known_model_that_failed_every_prompt_is_no_reference_to_divide_by() -> None:
+    router, profiles, specs = _router()
+    router.placement.evidence.quality_sums[:, 0] = 0.0  # its every calibration outcome a failure
+    result = route_knob(router, [profiles[0], profiles[4]], [specs[0], specs[4]], [Target("quality", 0.95)])
+    assert result.met and np.isfinite(result.quality)
+
+
+def test_a_route_mostly_of_placed_models_keeps_the_central_estimates() -> None:
+    """One model with outcome data beside two placed ones: not the case k was chosen on, no hedge."""
+    router, profiles, specs = _router()
+    target = [Target("quality", 0.95)]
+    other = ModelProfile("mid", SCORE_CENTER + 0.2 * SCORE_SCALE, "public score")
+    mixed, mixed_specs = [profiles[0], other, profiles[4]], [specs[0], specs[2], specs[4]]
+    assert route_knob(router, mixed, mixed_specs, target, hedge=3.0) == route_knob(router, mixed, mixed_specs, target,
+                                                                                   hedge=0.0)

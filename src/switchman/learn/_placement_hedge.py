@@ -14,8 +14,9 @@ a placed model is, the worst case has it high (θ̂ + k·σ: a higher reference,
 it a share under 1 of the prompts falls behind) and every other placed model low (θ̂ − k·σ: not
 routed to on an optimistic guess); if a known model is, every placed model low. The knob must meet
 the target in each of these worlds (`hedged_worlds`, `robust_points`). Routing itself still
-predicts with θ̂; only what the knob is scored against changes. With no placed candidate nothing
-changes. (Two simpler versions failed in the CV: the reference high but every placed model low as
+predicts with θ̂; only what the knob is scored against changes. It applies only where most
+candidates have outcome data and a few are placed (the case k was chosen on); where the hedged target
+cannot be met, a smaller k is used (`_route_calibration.route_knob`). (Two simpler versions failed in the CV: the reference high but every placed model low as
 a destination made a placed best model's target unreachable, and one world with the best-if-high
 placed model high let a cheap placed model, "best" only at its upper bound, draw most prompts.)
 k was chosen by leave-models-out CV inside RouterBench's train split (`bench_routing.py hedge`).
@@ -66,7 +67,9 @@ def hedged_worlds(truth: np.ndarray, upper: np.ndarray, lower: np.ndarray, place
     candidates' predicted quality at θ̂ ± k·σ (same shape; only the `placed` columns are read).
     One world has every placed model low and the best known model as the reference; one more per
     placed model whose upper bound beats that reference, with it high (and the reference) and the
-    other placed models low.
+    other placed models low. Worlds whose reference is not positive are left out (every route meets a
+    share of 0), so the list may be empty. (A placed model whose lower bound beats every known model
+    still has its own high world, which asks more.)
     """
     w = np.asarray(weights, dtype=np.float64) / max(float(np.sum(weights)), 1e-12)
     placed = list(placed)
@@ -74,10 +77,10 @@ def hedged_worlds(truth: np.ndarray, upper: np.ndarray, lower: np.ndarray, place
     low[:, placed] = lower[:, placed]
     known = [j for j in range(truth.shape[1]) if j not in placed]
     reference = float(np.max(w @ low[:, known])) if known else -np.inf
-    worlds = [(low, reference)] if known else []
+    worlds = [(low, reference)] if known and reference > 0 else []  # a reference of 0: any quality meets it
     for j in placed:
         high = float(w @ upper[:, j])
-        if high > reference:
+        if high > max(reference, 0.0):
             world = low.copy()
             world[:, j] = upper[:, j]
             worlds.append((world, high))
