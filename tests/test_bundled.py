@@ -57,3 +57,6 @@ def test_it_was_built_by_the_current_recipe() -> None:
     placement = router.placement
     assert placement is not None and placement.public_z is not None
     np.testing.assert_allclose(placement.public_z, model_z(router.models, ScoreTable.bundled()), atol=1e-5)
+    shares = placement.evidence.shares  # each cluster weighted by the prompts it stands for (route calibration)
+    assert shares is not None and len(shares) == len(placement.evidence.centroids)
+    assert int(shares.sum()) == router.summary["n_prompts"]

@@ -114,3 +114,17 @@ def test_a_route_mostly_of_placed_models_keeps_the_central_estimates() -> None:
     mixed, mixed_specs = [profiles[0], other, profiles[4]], [specs[0], specs[2], specs[4]]
     assert route_knob(router, mixed, mixed_specs, target, hedge=3.0) == route_knob(router, mixed, mixed_specs, target,
                                                                                    hedge=0.0)
+
+
+def test_cluster_shares_count_each_prompt_once_and_old_files_weigh_by_size() -> None:
+    from switchman.learn._centroids import CentroidEvidence
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    quality = rng.random((300, 2))
+    evidence = CentroidEvidence(clusters=64).fit(x, quality, np.full(quality.shape, 10.0))
+    assert evidence.shares is not None and int(evidence.shares.sum()) == 300  # each prompt in one cluster
+    assert float(evidence.sizes.sum()) > 300  # small clusters aggregate their nearest prompts: counted again
+    np.testing.assert_array_equal(evidence.population, evidence.shares)
+    evidence.shares = None  # a file written before shares: the old weights
+    np.testing.assert_array_equal(evidence.population, evidence.sizes)
