@@ -38,3 +38,33 @@ def test_an_older_ledger_gets_the_new_columns(sqlite_path: Path, open_ledger: Ca
     ledger.flush_sync()
     assert [(r.request_id, r.prompt, r.api, r.deployment) for r in ledger.records()] == \
         [("old", None, None, None), ("new", "kept", "responses", "m@west")]
+
+
+def test_creating_the_tables_waits_out_a_lock_held_past_the_busy_timeout(tmp_path: Path) -> None:
+    """Another process holds the file's write lock longer than SQLite's busy timeout (2 s): the tables are
+    created on a later attempt instead of failing with "database is locked"."""
+    import threading
+    import time
+
+    from switchman.ledger._db import SQLITE_BUSY_TIMEOUT_S, create_ledger_engine, create_tables
+
+    path = tmp_path / "ledger.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE other (x INTEGER)")
+    released = threading.Timer(SQLITE_BUSY_TIMEOUT_S + 0.5, holder.execute, args=("COMMIT",))
+    released.start()
+    engine = create_ledger_engine(f"sqlite:///{path}")
+    started = time.monotonic()
+    try:
+        create_tables(engine)
+    finally:
+        released.join()
+        holder.close()
+    assert time.monotonic() - started > SQLITE_BUSY_TIMEOUT_S  # it did wait past one busy timeout
+    engine.dispose()
+    reader = sqlite3.connect(path)
+    tables = {row[0] for row in reader.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    reader.close()
+    assert {"switchman_requests", "other"} <= tables

@@ -11,6 +11,7 @@ URLs: ``sqlite:///relative/path``, ``sqlite:////absolute/path`` (WAL mode, busy 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from sqlalchemy import (
     make_url,
 )
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .._environ import LEDGER_URL_ENV, Environment
@@ -159,9 +160,11 @@ def create_tables(engine: Engine) -> None:
     """Create the ledger's tables and indexes where missing.
 
     IF NOT EXISTS lets workers that start together create them at once; Postgres can still report a
-    lost race on its catalog (a duplicate type), which a second attempt gets past.
+    lost race on its catalog (a duplicate type), which a second attempt gets past. SQLite can report
+    "database is locked" without waiting out its busy timeout (a transaction that read the schema
+    and then writes, while another connection wrote first): that too is tried again, after a pause.
     """
-    for attempt in range(3):
+    for attempt in range(_CREATE_ATTEMPTS):
         try:
             with engine.begin() as conn:
                 for table in METADATA.sorted_tables:
@@ -170,9 +173,16 @@ def create_tables(engine: Engine) -> None:
                         conn.execute(CreateIndex(index, if_not_exists=True))
                 _add_missing_columns(conn)
             return
-        except (IntegrityError, ProgrammingError):
-            if attempt == 2:
+        except (IntegrityError, ProgrammingError, OperationalError) as exc:
+            locked = isinstance(exc, OperationalError) and "database is locked" in str(exc)
+            if attempt == _CREATE_ATTEMPTS - 1 or (isinstance(exc, OperationalError) and not locked):
                 raise
+            if locked:
+                time.sleep(0.05 * 2**attempt)
+
+
+#: Attempts of `create_tables` against a lost race (Postgres's catalog, SQLite's lock).
+_CREATE_ATTEMPTS = 5
 
 
 def _add_missing_columns(conn: Connection) -> None:
