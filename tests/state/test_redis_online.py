@@ -22,6 +22,19 @@ def online(router: TrainedRouter) -> OnlineStrategy:
     return OnlineStrategy(LearnedStrategy(router, get_embedder(router.embedder)), options)
 
 
+async def linked(url: str, prefix: str, timeout_s: float = 2.0, count: int = 2) -> list[RedisLink]:
+    """`count` replicas' links to one Redis, checked (up) before the test goes on."""
+    links = [RedisLink(url, prefix=prefix, timeout_s=timeout_s) for _ in range(count)]
+    for link in links:
+        await link.check()
+    return links
+
+
+def counts_of(links: list[RedisLink], strategies: tuple[OnlineStrategy, ...]) -> list[RedisOnlineCounts]:
+    """Each replica's shared online counts (route "r")."""
+    return [RedisOnlineCounts(link, "r", strategy) for link, strategy in zip(links, strategies, strict=True)]
+
+
 def test_feedback_on_one_replica_reaches_the_others(math_greeting_router: TrainedRouter) -> None:
     prefix = unique_prefix()
     a, b = online(math_greeting_router), online(math_greeting_router)
@@ -29,10 +42,8 @@ def test_feedback_on_one_replica_reaches_the_others(math_greeting_router: Traine
     model = math_greeting_router.model_names[0]
 
     async def main() -> None:
-        links = [RedisLink(SHARED_URL, prefix=prefix, timeout_s=2.0) for _ in range(2)]
-        for link in links:
-            await link.check()
-        shared = [RedisOnlineCounts(link, "r", strategy) for link, strategy in zip(links, (a, b), strict=True)]
+        links = await linked(SHARED_URL, prefix)
+        shared = counts_of(links, (a, b))
         for _ in range(10):
             assert a.observe(0, model, 1.0)
         assert b.observe(1, model, 0.0)
@@ -61,10 +72,8 @@ def test_redis_down_a_replica_learns_alone_and_pushes_later(math_greeting_router
 
     async def main() -> None:
         with RedisServer() as server:
-            links = [RedisLink(server.url, prefix=prefix, timeout_s=0.5) for _ in range(2)]
-            for link in links:
-                await link.check()
-            shared = [RedisOnlineCounts(link, "r", strategy) for link, strategy in zip(links, (a, b), strict=True)]
+            links = await linked(server.url, prefix, timeout_s=0.5)
+            shared = counts_of(links, (a, b))
             server.stop()
             assert a.observe(0, model, 1.0)
             await shared[0].sync()  # no error; the score counts here at once
@@ -98,10 +107,8 @@ def test_a_push_sent_again_after_a_timeout_redis_had_run_counts_once(math_greeti
     model = math_greeting_router.model_names[0]
 
     async def main() -> None:
-        links = [RedisLink(SHARED_URL, prefix=prefix, timeout_s=2.0) for _ in range(2)]
-        for link in links:
-            await link.check()
-        shared = [RedisOnlineCounts(link, "r", strategy) for link, strategy in zip(links, (a, b), strict=True)]
+        links = await linked(SHARED_URL, prefix)
+        shared = counts_of(links, (a, b))
         real_eval = links[0].eval
 
         async def ran_then_timed_out(*args: Any) -> Any:
@@ -135,9 +142,7 @@ def test_a_sync_that_fails_unexpectedly_does_not_end_the_loop(math_greeting_rout
     model = math_greeting_router.model_names[0]
 
     async def main() -> None:
-        links = [RedisLink(SHARED_URL, prefix=prefix, timeout_s=2.0) for _ in range(2)]
-        for link in links:
-            await link.check()
+        links = await linked(SHARED_URL, prefix)
         looping = RedisOnlineCounts(links[0], "r", a, sync_s=0.02)
         other = RedisOnlineCounts(links[1], "r", b)
         await looping.start()
