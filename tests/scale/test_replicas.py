@@ -32,8 +32,10 @@ from switchman.testing import FakeUpstream, RedisServer
 from .cluster import ASK, Cluster, Replica, drive, plain, wait_until
 from .conftest import ENV
 
-#: Requests per load run and how many are in flight at once (the issue's 6,000 at 60, scaled to keep CI short).
-LOAD, CONCURRENCY = 3000, 60
+#: Requests of the main load run and how many are in flight at once (the issue's 6,000 at 60).
+LOAD, CONCURRENCY = 6000, 60
+#: Requests of the runs that kill a replica or stop Redis midway (scaled to keep CI short).
+FAULT_LOAD = 1500
 CAPS = ["tools", "json", "vision"]
 #: The agent budget the budget test spends: about 150 requests' worth on the cheap model.
 BUDGET_USD = 0.0004
@@ -177,7 +179,7 @@ def test_an_rpm_limit_holds_across_replicas(cluster: Cluster) -> None:
 
 def test_redis_outage_mid_load_costs_no_request(cluster: Cluster, redis_server: RedisServer,
                                                 ledger_schema: tuple[Engine, str, str]) -> None:
-    total = LOAD // 2
+    total = FAULT_LOAD
     run = drive(cluster, total=total, concurrency=CONCURRENCY,
                 request=lambda i: ({"model": "auto", "messages": ASK, "max_tokens": 8}, {"x-switchman-agent": "tracked"}),
                 at={total // 3: redis_server.stop, 2 * total // 3: redis_server.start})
@@ -224,7 +226,7 @@ def test_a_deployment_failing_on_one_replica_is_set_aside_on_all(cluster: Cluste
 
 def test_a_replica_killed_mid_load_loses_only_its_own_requests(cluster: Cluster,
                                                                 ledger_schema: tuple[Engine, str, str]) -> None:
-    total = LOAD // 2
+    total = FAULT_LOAD
     killed_at = total // 3
     run = drive(cluster, total=total, concurrency=CONCURRENCY, at={killed_at: lambda: cluster.kill(2)})
     assert not cluster[2].alive
