@@ -12,6 +12,7 @@ Needs the `redis-server` binary and the redis client (`switchman[redis]`).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 __all__ = ["RedisClusterServer", "RedisServer", "forget_prefix", "unique_prefix"]
 
@@ -88,15 +90,19 @@ class RedisServer:
 
 
 class RedisClusterServer:
-    """A Redis Cluster of the test's own: `primaries` redis-servers on free loopback ports, no replicas.
+    """A Redis Cluster of the test's own: `primaries` redis-servers on free loopback ports, each with `replicas`
+    replicas (none by default).
 
     Started with `redis-cli --cluster create` (slots split evenly) and waited for until every node says
-    `cluster_state:ok`; killed, with their files, on exit. Needs `redis-server` and `redis-cli`.
+    `cluster_state:ok`; killed, with their files, on exit. With replicas, killing a primary is a failover:
+    after the node timeout (2 s) its replica is promoted and the cluster serves every slot again. Needs
+    `redis-server` and `redis-cli`.
     """
 
-    def __init__(self, primaries: int = 3) -> None:
+    def __init__(self, primaries: int = 3, replicas: int = 0) -> None:
+        self.replicas = replicas
         self.ports: list[int] = []
-        while len(self.ports) < primaries:
+        while len(self.ports) < primaries * (1 + replicas):
             port = _cluster_port()
             if port not in self.ports and port + 10_000 not in self.ports:
                 self.ports.append(port)
@@ -118,7 +124,7 @@ class RedisClusterServer:
 
         _wait_for(answering)
         subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-                        "--cluster-replicas", "0", "--cluster-yes"],
+                        "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
 
         def ready() -> None:
@@ -139,8 +145,66 @@ class RedisClusterServer:
              "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000", "--save", "",
              "--appendonly", "no", "--dir", self._dir.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def node_for(self, key: str) -> int:
+        """The index (into `ports`) of the node that serves `key`'s slot now."""
+        import redis
+        from redis.crc import key_slot
+
+        slot = key_slot(key.encode())
+        with redis.Redis(port=self.ports[0] if self.alive(0) else self._any_alive(), socket_timeout=2) as node:
+            for start, end, primary, *_ in node.execute_command("CLUSTER SLOTS"):
+                if start <= slot <= end:
+                    return self.ports.index(int(primary[1]))
+        raise LookupError(f"no node serves slot {slot}")
+
+    def alive(self, index: int) -> bool:
+        return self._processes[index].poll() is None
+
+    def _any_alive(self) -> int:
+        return next(port for i, port in enumerate(self.ports) if self.alive(i))
+
+    def wait_serving(self, seconds: float = 60) -> None:
+        """Wait until every live node says `cluster_state:ok` (after a failover: the replica was promoted)."""
+        import redis
+
+        def ready() -> None:
+            for i, port in enumerate(self.ports):
+                if not self.alive(i):
+                    continue
+                with redis.Redis(port=port, socket_timeout=0.5) as node:
+                    info = node.cluster("info")
+                if not isinstance(info, dict) or info.get("cluster_state") != "ok":
+                    raise redis.ConnectionError(f"cluster not serving on {port}")
+
+        _wait_for(ready, seconds=seconds)
+
+    def move_slot(self, key: str, to: int) -> None:
+        """Reshard: move `key`'s slot, with its keys, to the primary at index `to` (the steps `redis-cli
+        --cluster reshard` takes: IMPORTING, MIGRATING, MIGRATE every key, then SETSLOT NODE on every node)."""
+        import redis
+        from redis.crc import key_slot
+
+        slot = key_slot(key.encode())
+        source = self.node_for(key)
+        nodes: dict[int, Any] = {i: redis.Redis(port=self.ports[i], socket_timeout=5)
+                                 for i in range(len(self.ports)) if self.alive(i)}
+        try:
+            ids = {i: node.execute_command("CLUSTER MYID") for i, node in nodes.items()}
+            ids = {i: value.decode() if isinstance(value, bytes) else str(value) for i, value in ids.items()}
+            nodes[to].execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source])
+            nodes[source].execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[to])
+            while keys := nodes[source].execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+                nodes[source].execute_command("MIGRATE", "127.0.0.1", self.ports[to], "", 0, 5000, "KEYS", *keys)
+            for node in nodes.values():
+                with contextlib.suppress(redis.ResponseError):  # a replica refuses; it learns from its primary
+                    node.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[to])
+        finally:
+            for node in nodes.values():
+                node.close()
+
     def kill_node(self, index: int) -> None:
-        """Kill one primary (SIGKILL: an outage; its slots are served by nobody until it is back)."""
+        """Kill one node (SIGKILL). A primary without replicas: its slots are served by nobody until it is back;
+        with replicas: a failover (see `wait_serving`)."""
         self._processes[index].kill()
         self._processes[index].wait(10)
 
