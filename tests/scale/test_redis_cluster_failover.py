@@ -50,6 +50,14 @@ def conversation(cluster: Cluster, between: Any = None) -> list[str]:
     """Six turns of one session, turn t on replica t % 3, an escalation asked on turn 2; `between(session_id)` runs
     after turn 2. Returns the model of each turn."""
     clients = [openai.OpenAI(base_url=r.base + "/v1", api_key="unused", max_retries=0) for r in cluster]
+    try:
+        return _turns(clients, between)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _turns(clients: list[openai.OpenAI], between: Any) -> list[str]:
     session, history, models = f"reshard-{uuid.uuid4().hex[:8]}", [], []
     for t in range(6):
         history.append({"role": "user", "content": f"Step {t}: continue."})
