@@ -8,7 +8,9 @@ import pytest
 from switchman._catalog import ModelSpec
 from switchman.learn import SCORE_CENTER, SCORE_SCALE, AbilityPredictor, ModelProfile, Target, TrainedRouter, route_knob
 from switchman.learn._calibrate import SweepPoint
+from switchman.learn._knob import Knob
 from switchman.learn._placement_hedge import hedged_worlds, placement_spread, robust_points
+from switchman.learn._route_calibration import population_optimism, route_population
 
 
 def test_the_spread_is_the_rms_leave_one_model_out_error_of_the_scored_models() -> None:
@@ -128,3 +130,52 @@ def test_cluster_shares_count_each_prompt_once_and_old_files_weigh_by_size() -> 
     np.testing.assert_array_equal(evidence.population, evidence.shares)
     evidence.shares = None  # a file written before shares: the old weights
     np.testing.assert_array_equal(evidence.population, evidence.sizes)
+
+
+def _priced(router: TrainedRouter, knob: Knob) -> TrainedRouter:
+    """The test router with prices for its own models and a given knob of its own."""
+    from dataclasses import replace
+
+    return replace(router, prices={m: (p, p) for m, p in zip(router.models, (0.1, 0.3, 1.0, 3.0), strict=True)},
+                   knob=knob)
+
+
+def test_the_population_optimism_is_where_the_routers_own_knob_lands_on_its_population_over_its_target() -> None:
+    router, profiles, specs = _router()
+    assert population_optimism(router) == 0.0  # no prices for its models: nothing to measure
+    always_best = _priced(router, Knob(0.0))  # tradeoff rule, knob 0: every prompt to the best predicted model
+    own, own_specs = profiles[:4], specs[:4]  # priced as `_priced` prices them
+    pop = route_population(always_best, own, own_specs)
+    w = pop.weights / pop.weights.sum()
+    chosen = pop.quality.argmax(axis=1)
+    share = float(w @ pop.truth[np.arange(len(w)), chosen]) / float(np.max(w @ pop.truth))
+    assert population_optimism(always_best) == pytest.approx(share - 0.95)
+    # A knob calibrated on the population itself for 0.95 lands there: no optimism to correct.
+    calibrated = route_knob(always_best, own, own_specs, [Target("quality", 0.95)]).knob
+    assert population_optimism(_priced(router, calibrated)) == pytest.approx(0.0, abs=1e-9)
+    from dataclasses import replace
+
+    assert population_optimism(replace(always_best, target="cost=1.0")) == 0.0  # not a quality target
+
+
+def test_a_hedged_route_aims_higher_by_the_population_optimism_and_no_other_route_does() -> None:
+    router, profiles, specs = _router()
+    optimistic = _priced(router, Knob(0.0))
+    gap = population_optimism(optimistic)
+    assert gap > 0.01
+    target = [Target("quality", 0.90)]
+    for k in (0.0, 1.0):
+        raised = route_knob(optimistic, profiles, specs, target, hedge=k, offset=True)
+        plain = route_knob(optimistic, profiles, specs, target, hedge=k, offset=False)
+        assert raised.met and raised.quality > plain.quality and raised.cost_per_1k > plain.cost_per_1k
+    # At k = 0 the raised route is the plain calibration for target + optimism.
+    assert route_knob(optimistic, profiles, specs, target, hedge=0.0, offset=True) == route_knob(
+        optimistic, profiles, specs, [Target("quality", 0.90 + gap)], hedge=0.0, offset=False)
+    # Over the router's own models, or with every candidate placed, the offset changes nothing.
+    known, known_specs = profiles[:4], specs[:4]
+    assert route_knob(optimistic, known, known_specs, target, offset=True) == route_knob(
+        optimistic, known, known_specs, target, offset=False)
+    placed = [ModelProfile(f"p{j}", SCORE_CENTER + z * SCORE_SCALE, "public score") for j, z in enumerate((-1.0, 1.5))]
+    ends = [specs[0], specs[4]]
+    assert route_knob(optimistic, placed, ends, target, offset=True) == route_knob(optimistic, placed, ends, target,
+                                                                                  offset=False)
