@@ -6,13 +6,24 @@ Written to the `switchman.access` logger when the response has been sent in full
 is the whole stream). Off unless that logger is enabled for INFO (`switchman serve` enables it;
 `--no-access-log` does not). The ledger remains the record; this line is for the person watching
 the terminal.
+
+`switchman serve` writes the lines through an `AccessLineHandler`: the lines of one moment go out in
+one write, a few milliseconds later, instead of one write system call per request (each releases the
+GIL, and the event loop then waits for the ledger writer thread to give it back).
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
+import sys
+from typing import TextIO
 
-__all__ = ["ACCESS_LOGGER", "access_logger", "log_access"]
+__all__ = ["ACCESS_LOGGER", "FLUSH_DELAY_S", "AccessLineHandler", "access_logger", "log_access"]
+
+#: Seconds an access line may wait to be written with the lines that follow it.
+FLUSH_DELAY_S = 0.02
 
 #: The logger access lines go to.
 ACCESS_LOGGER = "switchman.access"
@@ -30,3 +41,43 @@ def _printable(path: str) -> str:
     if not path.isprintable():
         path = path.encode("unicode_escape").decode("ascii")
     return path if len(path) <= 200 else path[:200] + "..."
+
+
+class AccessLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes the lines emitted in an event loop together, `FLUSH_DELAY_S` later.
+
+    Lines are formatted and held by logging's own `StreamHandler.emit` (into an in-memory buffer);
+    its flush after each line only schedules the write to `stream`. Outside a running event loop
+    (another thread, a plain script, logging's shutdown) the held lines are written at once.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(io.StringIO())
+        self.target: TextIO = stream if stream is not None else sys.stderr
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop a write is due on
+
+    def flush(self) -> None:
+        """Write the held lines now, or a moment later when called in a running event loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.write_held()
+            return
+        if self._flush_on is not loop:  # (a loop that closed before its write ran is replaced)
+            self._flush_on = loop
+            loop.call_later(FLUSH_DELAY_S, self.write_held)
+
+    def write_held(self) -> None:
+        """Write the held lines to the stream in one write."""
+        with self.lock:  # type: ignore[union-attr]
+            self._flush_on = None
+            held = self.stream.getvalue()
+            if not held:
+                return
+            self.stream.seek(0)
+            self.stream.truncate()
+            try:
+                self.target.write(held)
+                self.target.flush()
+            except (OSError, ValueError):  # a closed or broken stream: the lines are lost, serving goes on
+                pass
