@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route
 
 from .._exceptions import InvalidRequestError, SwitchmanError
 from ._dialects import DialectEndpoints
+from ._direct import DirectRoutes
 from ._endpoints import Endpoints
 from ._errors import dialect_for_path, error_response
 from ._feedback import FeedbackEndpoint
@@ -105,6 +106,13 @@ def build_app(
                     await task
             await gateway.aclose()
 
+    errors = {SwitchmanError: render, HTTPException: render, ClientDisconnect: client_left}
+    # The chat completions route is served straight from the middleware layer (see `DirectRoutes`); the
+    # router keeps it too (an app mounted under a root path is routed by Starlette).
+    direct = Middleware(DirectRoutes, errors=errors, routes={
+        ("POST", "/v1/chat/completions"): endpoints.chat_completions_direct,
+        ("POST", "/chat/completions"): endpoints.chat_completions_direct,
+    })
     routes = [
         Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
         Route("/chat/completions", endpoints.chat_completions, methods=["POST"]),
@@ -121,9 +129,8 @@ def build_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=build_middleware_stack(gateway, own_auth=[m.path for m in mounts]),
-        exception_handlers={SwitchmanError: render, HTTPException: render, ClientDisconnect: client_left,
-                            Exception: render},
+        middleware=[*build_middleware_stack(gateway, own_auth=[m.path for m in mounts]), direct],
+        exception_handlers={**errors, Exception: render},
         lifespan=lifespan,
     )
     app.state.gateway = gateway
