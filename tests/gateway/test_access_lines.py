@@ -1,0 +1,90 @@
+"""Access lines and request ids: written together a moment later in an event loop, at once outside one."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from switchman.gateway import AccessLineHandler
+from switchman.gateway._middleware._access_log import FLUSH_DELAY_S, access_logger, log_access
+from switchman.gateway._middleware._request_id import new_request_id
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.handler: AccessLineHandler | None = None
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.fixture
+def stream() -> Iterator[_CountingStream]:
+    out = _CountingStream()
+    out.handler = handler = AccessLineHandler(out)
+    level, propagate = access_logger.level, access_logger.propagate
+    access_logger.addHandler(handler)
+    access_logger.setLevel(logging.INFO)
+    access_logger.propagate = False
+    try:
+        yield out
+    finally:
+        access_logger.removeHandler(handler)
+        access_logger.setLevel(level)
+        access_logger.propagate = propagate
+        handler.close()
+
+
+def test_lines_of_one_moment_go_out_in_one_write(stream: _CountingStream) -> None:
+    async def serve() -> str:
+        for n in range(3):
+            log_access("POST", "/v1/chat/completions", 200, "small", 1.0, f"id{n}")
+        held = stream.getvalue()
+        await asyncio.sleep(FLUSH_DELAY_S * 3)
+        return held
+
+    assert asyncio.run(serve()) == ""
+    assert stream.getvalue().splitlines() == [f"POST /v1/chat/completions 200 model=small 1ms id=id{n}" for n in range(3)]
+    assert stream.writes == 1
+
+
+def test_outside_an_event_loop_a_line_is_written_at_once(stream: _CountingStream) -> None:
+    log_access("GET", "/health", 200, "-", 0.2, "abc")
+    assert stream.getvalue() == "GET /health 200 model=- 0ms id=abc\n"
+
+
+def test_lines_held_when_the_loop_ends_are_written_by_a_flush(stream: _CountingStream) -> None:
+    async def last_request() -> None:
+        log_access("POST", "/v1/chat/completions", 200, "small", 1.0, "last")
+
+    asyncio.run(last_request())  # the loop closes before the delayed write
+    assert stream.getvalue() == ""
+    assert stream.handler is not None
+    stream.handler.flush()  # as logging's shutdown does
+    assert "id=last" in stream.getvalue()
+
+
+def test_request_ids_are_random_hex_and_never_repeat() -> None:
+    ids = [new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_does_not_reuse_its_parents_ids() -> None:
+    new_request_id()  # the parent holds ids cut from its last read
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover  (the child)
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(read, 64).decode() != new_request_id()
