@@ -88,3 +88,20 @@ def test_a_forked_child_does_not_reuse_its_parents_ids() -> None:
         os._exit(0)
     os.waitpid(child, 0)
     assert os.read(read, 64).decode() != new_request_id()
+
+
+@pytest.mark.parametrize("colors", [False, True])
+def test_access_lines_look_as_uvicorns_formatter_writes_them(colors: bool) -> None:
+    from uvicorn.logging import DefaultFormatter
+
+    from switchman.gateway import AccessLineFormatter
+
+    def record() -> logging.LogRecord:
+        return access_logger.makeRecord(access_logger.name, logging.INFO, __file__, 1,
+                                        "%s %s %d model=%s %.0fms id=%s",
+                                        ("POST", "/v1/chat/completions", 200, "small", 3.2, "abc"), None)
+
+    fmt = "%(levelprefix)s %(message)s"
+    ours = AccessLineFormatter(fmt, use_colors=colors).format(record())
+    assert ours == DefaultFormatter(fmt, use_colors=colors).format(record())
+    assert ours.endswith(":     POST /v1/chat/completions 200 model=small 3ms id=abc")
