@@ -7,12 +7,14 @@ import io
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from switchman.gateway import AccessLineHandler
 from switchman.gateway._middleware._access_log import FLUSH_DELAY_S, access_logger, log_access
 from switchman.gateway._middleware._request_id import new_request_id
+from switchman.testing import FakeUpstream
 
 
 class _CountingStream(io.StringIO):
@@ -105,3 +107,38 @@ def test_access_lines_look_as_uvicorns_formatter_writes_them(colors: bool) -> No
     ours = AccessLineFormatter(fmt, use_colors=colors).format(record())
     assert ours == DefaultFormatter(fmt, use_colors=colors).format(record())
     assert ours.endswith(":     POST /v1/chat/completions 200 model=small 3ms id=abc")
+
+
+def test_lines_held_when_the_server_stops_are_written_before_it_has_stopped(
+    stream: _CountingStream, tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """uvicorn re-raises SIGTERM once its shutdown is done: the process ends there, before a delayed write and
+    without logging's flush at exit. The lines of requests cut at the end of the grace period come just before
+    the app's lifespan shutdown (and late ones during it), so by its end every line must be on the stream."""
+    from switchman._config import parse_config
+    from switchman.gateway import Gateway, build_app
+
+    from .conftest import ENV, config_data
+
+    gateway = Gateway.from_config(parse_config(config_data(upstream, f"sqlite:///{tmp_path / 'l.sqlite3'}")), env=ENV)
+    app = build_app(gateway)
+
+    async def serve_then_stop() -> tuple[str, str]:
+        inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        lifespan = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                                           inbox.get, outbox.put))
+        await inbox.put({"type": "lifespan.startup"})
+        assert (await outbox.get())["type"] == "lifespan.startup.complete"
+        log_access("POST", "/v1/chat/completions", 200, "cheap", 30000.0, "cut")  # a stream cut at shutdown
+        await inbox.put({"type": "lifespan.shutdown"})
+        assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
+        at_stop = stream.getvalue()  # what the stream has when uvicorn re-raises SIGTERM
+        log_access("POST", "/v1/chat/completions", 200, "cheap", 30001.0, "late")  # a request finishing after it
+        after = stream.getvalue()
+        await lifespan
+        return at_stop, after
+
+    at_stop, after = asyncio.run(serve_then_stop())
+    assert "id=cut" in at_stop
+    assert "id=late" in after
