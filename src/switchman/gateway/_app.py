@@ -24,7 +24,7 @@ from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
 from ._heap import settle_heap as freeze_startup_heap
 from ._limiter import AddressLimiter
-from ._middleware import Authenticator, GatewayMiddleware
+from ._middleware import Authenticator, GatewayMiddleware, hold_access_lines
 from ._reload import ConfigReloader
 from ._server import is_loopback
 
@@ -86,6 +86,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        hold_access_lines(True)
         await gateway.start()
         if settle_heap:
             frozen = freeze_startup_heap()
@@ -98,6 +99,8 @@ def build_app(
         try:
             yield
         finally:
+            # Stopping: access lines go out at once from here (uvicorn's re-raised SIGTERM ends the process).
+            hold_access_lines(False)
             if reloader is not None:
                 reloader.uninstall()
             for task in background:

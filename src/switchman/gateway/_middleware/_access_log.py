@@ -24,7 +24,7 @@ from typing import TextIO
 from uvicorn.logging import DefaultFormatter
 
 __all__ = ["ACCESS_LOGGER", "FLUSH_DELAY_S", "AccessLineFormatter", "AccessLineHandler", "access_logger",
-           "log_access"]
+           "hold_access_lines", "log_access"]
 
 #: Seconds an access line may wait to be written with the lines that follow it.
 FLUSH_DELAY_S = 0.02
@@ -52,12 +52,14 @@ class AccessLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     Lines are formatted and held by logging's own `StreamHandler.emit` (into an in-memory buffer);
     its flush after each line only schedules the write to `stream`. Outside a running event loop
-    (another thread, a plain script, logging's shutdown) the held lines are written at once.
+    (another thread, a plain script, logging's shutdown) or once `holding` is off (the server is
+    stopping: see `hold_access_lines`) the held lines are written at once.
     """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(io.StringIO())
         self.target: TextIO = stream if stream is not None else sys.stderr
+        self.holding = True
         self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop a write is due on
 
     def flush(self) -> None:
@@ -65,6 +67,8 @@ class AccessLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            loop = None
+        if loop is None or not self.holding:
             self.write_held()
             return
         if self._flush_on is not loop:  # (a loop that closed before its write ran is replaced)
@@ -103,3 +107,17 @@ class AccessLineFormatter(DefaultFormatter):
             levelname = self.color_level_name(levelname, record.levelno)
         record.__dict__["levelprefix"] = levelname + ":" + separator
         return self._style.format(record)
+
+
+def hold_access_lines(hold: bool) -> None:
+    """Whether the access logger's `AccessLineHandler`s hold lines for a moment; turning it off writes what they hold.
+
+    Off while the server stops: once its shutdown is done uvicorn re-raises the SIGTERM it caught,
+    which ends the process at once, before a delayed write and without logging's flush at exit, so
+    the lines of the last requests (those cut at the end of the grace period) would be lost.
+    """
+    for handler in access_logger.handlers:
+        if isinstance(handler, AccessLineHandler):
+            handler.holding = hold
+            if not hold:
+                handler.write_held()
