@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import os
+import select
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +143,26 @@ def test_lines_held_when_the_server_stops_are_written_before_it_has_stopped(
     at_stop, after = asyncio.run(serve_then_stop())
     assert "id=cut" in at_stop
     assert "id=late" in after
+
+
+def test_held_lines_go_out_in_writes_a_pipe_keeps_whole(stream: _CountingStream) -> None:
+    """`serve --workers N` share one stdout pipe: a write over PIPE_BUF may be spliced with another worker's
+    when the reader lags, which would cut lines in two. Many held lines go out in several writes of whole lines."""
+    sizes: list[bytes] = []
+    write = stream.write
+
+    def recording(text: str) -> int:
+        sizes.append(text.encode())
+        return write(text)
+
+    stream.write = recording  # type: ignore[method-assign]
+
+    async def busy_moment() -> None:
+        for n in range(400):  # a busy worker's 20 ms
+            log_access("POST", "/v1/chat/completions", 200, "small-model-name", 12.0, f"{n:032x}")
+        await asyncio.sleep(FLUSH_DELAY_S * 3)
+
+    asyncio.run(busy_moment())
+    assert len(stream.getvalue().splitlines()) == 400
+    assert sizes and all(len(piece) <= select.PIPE_BUF and piece.endswith(b"\n") for piece in sizes)
+    assert len(sizes) < 400 / 10  # still far fewer writes than lines
