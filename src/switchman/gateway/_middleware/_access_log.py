@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import select
 import sys
 from typing import TextIO
 
@@ -28,6 +29,8 @@ __all__ = ["ACCESS_LOGGER", "FLUSH_DELAY_S", "AccessLineFormatter", "AccessLineH
 
 #: Seconds an access line may wait to be written with the lines that follow it.
 FLUSH_DELAY_S = 0.02
+#: The most bytes one write of held lines carries: what a pipe writes without splicing in another writer's.
+_ATOMIC = getattr(select, "PIPE_BUF", 512)
 
 #: The logger access lines go to.
 ACCESS_LOGGER = "switchman.access"
@@ -76,7 +79,7 @@ class AccessLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             loop.call_later(FLUSH_DELAY_S, self.write_held)
 
     def write_held(self) -> None:
-        """Write the held lines to the stream in one write."""
+        """Write the held lines to the stream, in writes of whole lines a pipe keeps whole (`_pieces`)."""
         with self.lock:  # type: ignore[union-attr]
             self._flush_on = None
             held = self.stream.getvalue()
@@ -85,10 +88,34 @@ class AccessLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.seek(0)
             self.stream.truncate()
             try:
-                self.target.write(held)
-                self.target.flush()
+                for piece in _pieces(held):
+                    self.target.write(piece)
+                    self.target.flush()
             except (OSError, ValueError):  # a closed or broken stream: the lines are lost, serving goes on
                 pass
+
+
+def _pieces(held: str) -> list[str]:
+    """`held` cut at line ends into pieces of at most `_ATOMIC` bytes (a longer line alone).
+
+    Workers of `serve --workers N` share one stdout: a pipe keeps a write of up to PIPE_BUF bytes
+    whole, but may splice a longer one with another worker's when its reader lags, cutting lines.
+    """
+    if len(held) <= _ATOMIC // 4 or (len(held) <= _ATOMIC and held.isascii()):
+        return [held]
+    pieces: list[str] = []
+    piece: list[str] = []
+    size = 0
+    for line in held.splitlines(keepends=True):
+        length = len(line) if line.isascii() else len(line.encode())
+        if piece and size + length > _ATOMIC:
+            pieces.append("".join(piece))
+            piece, size = [], 0
+        piece.append(line)
+        size += length
+    if piece:
+        pieces.append("".join(piece))
+    return pieces
 
 
 class AccessLineFormatter(DefaultFormatter):
