@@ -166,3 +166,30 @@ def test_held_lines_go_out_in_writes_a_pipe_keeps_whole(stream: _CountingStream)
     assert len(stream.getvalue().splitlines()) == 400
     assert sizes and all(len(piece) <= select.PIPE_BUF and piece.endswith(b"\n") for piece in sizes)
     assert len(sizes) < 400 / 10  # still far fewer writes than lines
+
+
+def test_a_line_the_stream_cannot_encode_does_not_lose_the_others() -> None:
+    """On an ascii stdout a client's non-ASCII path must not take the other requests' lines of the moment with it."""
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="ascii", errors="strict", write_through=True)
+    handler = AccessLineHandler(out)
+    access_logger.addHandler(handler)
+    level, propagate = access_logger.level, access_logger.propagate
+    access_logger.setLevel(logging.INFO)
+    access_logger.propagate = False
+
+    async def moment() -> None:
+        log_access("POST", "/v1/chat/completions", 200, "small", 1.0, "before")
+        log_access("POST", "/v1/caf\u00e9", 404, "-", 1.0, "hostile")
+        log_access("POST", "/v1/chat/completions", 200, "small", 1.0, "after")
+        await asyncio.sleep(FLUSH_DELAY_S * 3)
+
+    try:
+        asyncio.run(moment())
+    finally:
+        access_logger.removeHandler(handler)
+        access_logger.setLevel(level)
+        access_logger.propagate = propagate
+    written = raw.getvalue().decode("ascii")
+    assert "id=before" in written and "id=after" in written
+    assert "/v1/caf\\xe9 404" in written
