@@ -89,7 +89,11 @@ class AccessLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.truncate()
             try:
                 for piece in _pieces(held):
-                    self.target.write(piece)
+                    try:
+                        self.target.write(piece)
+                    except UnicodeEncodeError:  # (an ascii stdout) one client's path must not take the others with it
+                        encoding = getattr(self.target, "encoding", None) or "ascii"
+                        self.target.write(piece.encode(encoding, "backslashreplace").decode(encoding))
                     self.target.flush()
             except (OSError, ValueError):  # a closed or broken stream: the lines are lost, serving goes on
                 pass
