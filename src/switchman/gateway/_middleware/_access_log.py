@@ -108,6 +108,17 @@ def _pieces(held: str) -> list[str]:
     if len(held) <= _ATOMIC // 4 or (len(held) <= _ATOMIC and held.isascii()):
         return [held]
     pieces: list[str] = []
+    if held.isascii():  # characters are bytes: cut at the last line end within each _ATOMIC
+        start, size = 0, len(held)
+        while size - start > _ATOMIC:
+            end = held.rfind("\n", start, start + _ATOMIC) + 1
+            if end <= start:  # a line longer than _ATOMIC: alone
+                end = held.find("\n", start + _ATOMIC) + 1 or size
+            pieces.append(held[start:end])
+            start = end
+        if start < size:
+            pieces.append(held[start:])
+        return pieces
     piece: list[str] = []
     size = 0
     for line in held.splitlines(keepends=True):
