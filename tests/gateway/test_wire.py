@@ -19,6 +19,7 @@ from switchman.gateway._openai import OpenAIAdapter, OpenAIStream
 from switchman.gateway._wire import (
     classify_error,
     retry_after_seconds,
+    sse_batches,
     sse_data,
     sse_events,
 )
@@ -36,6 +37,13 @@ async def test_sse_events_across_chunk_boundaries() -> None:
     assert events == [b'data: {"a":1}', b"data: 2", b": comment", b"data: [DONE]", b"data: tail"]
     assert [sse_data(e) for e in events] == [b'{"a":1}', b"2", None, b"[DONE]", b"tail"]
     assert sse_data(b"event: x\ndata: a\ndata: b") == b"a\nb"
+
+
+@pytest.mark.anyio
+async def test_sse_batches_give_the_events_each_piece_completes() -> None:
+    parts = (b"data: 1\n\ndata: 2\n\ndata: {\"a\"", b":1}\n", b"\n", b"data: 3\r\n\r\ndata: [DONE]\n\n", b"data: tail")
+    batches = [b async for b in sse_batches(_chunks(*parts))]
+    assert batches == [[b"data: 1", b"data: 2"], [b'data: {"a":1}'], [b"data: 3", b"data: [DONE]"], [b"data: tail"]]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typing import Any
 from .._config import Config
 from .._environ import Environment
 from .._exceptions import ArtifactError, ConfigError
-from ..gateway import ACCESS_LOGGER
+from ..gateway import ACCESS_LOGGER, AccessLineFormatter, AccessLineHandler
 from ..learn import BUNDLED, TrainedRouter
 from ..local import with_local_url
 
@@ -71,8 +71,11 @@ def log_config(*, access_log: bool) -> dict[str, Any]:
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
     config["handlers"]["switchman"] = {"formatter": "default", "class": "logging.StreamHandler",
                                        "stream": "ext://sys.stderr"}
-    config["handlers"]["switchman_access"] = {"formatter": "default", "class": "logging.StreamHandler",
-                                              "stream": "ext://sys.stdout"}
+    # Access lines of one moment go out in one write (see AccessLineHandler).
+    config["formatters"]["switchman_access"] = {"()": f"{AccessLineFormatter.__module__}.{AccessLineFormatter.__qualname__}",
+                                                "fmt": "%(levelprefix)s %(message)s", "use_colors": None}
+    config["handlers"]["switchman_access"] = {"formatter": "switchman_access", "class": f"{AccessLineHandler.__module__}."
+                                              f"{AccessLineHandler.__qualname__}", "stream": "ext://sys.stdout"}
     config["loggers"]["switchman"] = {"handlers": ["switchman"], "level": "INFO", "propagate": False}
     config["loggers"][ACCESS_LOGGER] = {"handlers": ["switchman_access"], "level": "INFO" if access_log else "WARNING",
                                         "propagate": False}

@@ -18,7 +18,7 @@ from ._errors import Scrubber
 from ._feedback import submit_feedback
 from ._gateway import Gateway
 from ._inprocess import InProcessClient
-from ._middleware import ACCESS_LOGGER
+from ._middleware import ACCESS_LOGGER, AccessLineFormatter, AccessLineHandler
 from ._providers import Deployment, Provider
 from ._reload import ConfigReloader
 from ._feed import StreamFeed
@@ -28,6 +28,8 @@ from ..state import HealthBoard
 
 __all__ = [
     "ACCESS_LOGGER",
+    "AccessLineFormatter",
+    "AccessLineHandler",
     "Balancer",
     "ChatStream",
     "Completion",

@@ -17,13 +17,14 @@ from starlette.routing import Mount, Route
 
 from .._exceptions import InvalidRequestError, SwitchmanError
 from ._dialects import DialectEndpoints
+from ._direct import DirectRoutes
 from ._endpoints import Endpoints
 from ._errors import dialect_for_path, error_response
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
 from ._heap import settle_heap as freeze_startup_heap
 from ._limiter import AddressLimiter
-from ._middleware import Authenticator, GatewayMiddleware
+from ._middleware import Authenticator, GatewayMiddleware, hold_access_lines
 from ._reload import ConfigReloader
 from ._server import is_loopback
 
@@ -85,6 +86,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        hold_access_lines(True)
         await gateway.start()
         if settle_heap:
             frozen = freeze_startup_heap()
@@ -97,6 +99,8 @@ def build_app(
         try:
             yield
         finally:
+            # Stopping: access lines go out at once from here (uvicorn's re-raised SIGTERM ends the process).
+            hold_access_lines(False)
             if reloader is not None:
                 reloader.uninstall()
             for task in background:
@@ -105,6 +109,13 @@ def build_app(
                     await task
             await gateway.aclose()
 
+    errors = {SwitchmanError: render, HTTPException: render, ClientDisconnect: client_left}
+    # The chat completions route is served straight from the middleware layer (see `DirectRoutes`); the
+    # router keeps it too (an app mounted under a root path is routed by Starlette).
+    direct = Middleware(DirectRoutes, errors=errors, routes={
+        ("POST", "/v1/chat/completions"): endpoints.chat_completions_direct,
+        ("POST", "/chat/completions"): endpoints.chat_completions_direct,
+    })
     routes = [
         Route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"]),
         Route("/chat/completions", endpoints.chat_completions, methods=["POST"]),
@@ -121,9 +132,8 @@ def build_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=build_middleware_stack(gateway, own_auth=[m.path for m in mounts]),
-        exception_handlers={SwitchmanError: render, HTTPException: render, ClientDisconnect: client_left,
-                            Exception: render},
+        middleware=[*build_middleware_stack(gateway, own_auth=[m.path for m in mounts]), direct],
+        exception_handlers={**errors, Exception: render},
         lifespan=lifespan,
     )
     app.state.gateway = gateway

@@ -6,17 +6,21 @@ forwarded; the caller's other metadata keys pass through untouched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .._exceptions import InvalidRequestError
 from ..ledger import KeyInfo
 
-__all__ = ["OWN_METADATA_KEYS", "RequestContext", "bind_agent", "context_from", "scoped_session"]
+__all__ = ["CONTEXT_HEADERS", "OWN_METADATA_KEYS", "RequestContext", "bind_agent", "context_from", "context_headers",
+           "scoped_session"]
 
 #: Keys of the body's `metadata` that are switchman's, never the provider's.
 OWN_METADATA_KEYS = ("agent", "session", "tags", "task", "escalate", "cache")
+#: The request headers `context_from` reads.
+CONTEXT_HEADERS = frozenset({b"x-switchman-agent", b"x-switchman-session", b"x-switchman-tags", b"x-switchman-task",
+                             b"x-switchman-escalate", b"x-switchman-cache", b"traceparent", b"tracestate"})
 _MAX_VALUE = 256
 _MAX_TAGS = 32
 
@@ -129,6 +133,20 @@ def context_from(
         traceparent=_trace_header(headers.get("traceparent")),
         tracestate=_trace_header(headers.get("tracestate")),
     )
+
+
+def context_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The headers `context_from` reads, from an ASGI scope's (lowercase names; the first of a name counts).
+
+    What Starlette's `Headers` gives for these names, without building it for every request.
+    """
+    found: dict[str, str] = {}
+    for name, value in raw:
+        if name in CONTEXT_HEADERS:
+            key = name.decode("latin-1")
+            if key not in found:
+                found[key] = value.decode("latin-1")
+    return found
 
 
 def bind_agent(context: RequestContext, key: KeyInfo | None) -> RequestContext:

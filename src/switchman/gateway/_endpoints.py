@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio.to_thread
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from .._exceptions import InvalidRequestError
 from ._caller_limits import rate_headers
-from ._context import RequestContext, bind_agent, context_from
+from ._context import RequestContext, bind_agent, context_from, context_headers
+from ._direct import read_body
 from ._dispatcher import Dispatcher
 from ._gateway import Gateway
 from ._middleware import MASTER_KEY_ID
 from ._schema import check_body, check_prompt_size, read_json
 from ._stream import RelayResponse
 
-__all__ = ["Endpoints", "header_value", "read_request", "route_headers"]
+__all__ = ["Endpoints", "header_value", "parse_request", "read_request", "route_headers"]
 
 _JSON = "application/json"
 #: Bodies larger than this are parsed and validated in a worker thread, off the event loop.
@@ -62,18 +64,25 @@ async def read_request(
     loop) and the context's agent to what the caller's key allows. A request refused here still gets
     its ledger row (unless `record` is false: /v1/route calls no model and keeps no record).
     """
-    state = request.scope.get("state", {})
+    return await parse_request(dispatcher, request.scope.get("state", {}), await request.body(), request.headers,
+                               parse, api=api, record=record)
+
+
+async def parse_request(
+    dispatcher: Dispatcher, state: Mapping[str, Any], raw: bytes, headers: Mapping[str, str],
+    parse: Callable[[dict[str, Any]], dict[str, Any]] = check_body, *, api: str = "chat.completions",
+    record: bool = True,
+) -> tuple[dict[str, Any], RequestContext]:
+    """`read_request` for a body already read: `state` is the scope's, `headers` the request's (lowercase names)."""
     request_id, key_id = state.get("request_id", ""), state.get("key_id")
     limits = dispatcher.decider.config.server.limits
-    raw = await request.body()
     try:
         if len(raw) > OFFLOAD_BYTES:
             body = await anyio.to_thread.run_sync(lambda: parse(read_json(raw, limits.max_json_depth)))
         else:
             body = parse(read_json(raw, limits.max_json_depth))
         check_prompt_size(body, limits.max_prompt_chars)
-        context = context_from(request.headers, body, request_id=request_id, key_id=key_id, api=api,
-                               body_bytes=len(raw))
+        context = context_from(headers, body, request_id=request_id, key_id=key_id, api=api, body_bytes=len(raw))
         return body, bind_agent(context, state.get("key"))
     except InvalidRequestError as exc:
         if record:
@@ -112,7 +121,16 @@ class Endpoints:
 
     async def chat_completions(self, request: Request) -> Response:
         """POST /v1/chat/completions."""
-        body, context = await read_request(self.dispatcher, request)
+        return await self.answer_chat(request.scope.get("state", {}), await request.body(), request.headers)
+
+    async def chat_completions_direct(self, scope: Scope, receive: Receive) -> Response:
+        """POST /v1/chat/completions as `DirectRoutes` serves it: the body read from `receive`, no Request object."""
+        return await self.answer_chat(scope.get("state", {}), await read_body(receive),
+                                      context_headers(scope["headers"]))
+
+    async def answer_chat(self, state: Mapping[str, Any], raw: bytes, headers: Mapping[str, str]) -> Response:
+        """The answer to a chat completions request: its body `raw`, its `headers`, its scope's `state`."""
+        body, context = await parse_request(self.dispatcher, state, raw, headers)
         if body.get("stream"):
             stream = await self.dispatcher.open_stream(body, context)
             return RelayResponse(stream, route_headers(stream.model, stream.reason, deployment=stream.deployment,

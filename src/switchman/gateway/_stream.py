@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -27,7 +27,7 @@ from ._http import UpstreamResponse
 from ._providers import Deployment, StreamTranslator
 from ._sessions import TRUNCATED
 from ._transport import TRANSPORT_ERRORS, transport_error
-from ._wire import Usage, sse_events
+from ._wire import Usage, sse_batches
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
@@ -47,11 +47,12 @@ class OpenedStream:
 
     deployment: Deployment
     response: UpstreamResponse
-    events: AsyncGenerator[bytes, None]
+    events: AsyncGenerator[list[bytes], None]  # the events of each piece read (`sse_batches`)
     translator: StreamTranslator
     first: list[bytes]
     sent_at: float
     first_at: float
+    rest: list[bytes] = field(default_factory=list)  # events read with the first one, not yet translated
 
     async def aclose(self) -> None:
         """Stop reading and release the connection (safe to call while being cancelled)."""
@@ -69,7 +70,7 @@ async def open_upstream_stream(
     translator = adapter.stream(name, body)
     sent_at = clock()
     response: UpstreamResponse | None = None
-    events: AsyncGenerator[bytes, None] | None = None
+    events: AsyncGenerator[list[bytes], None] | None = None
     try:
         with adapter.map_errors(name):
             async with asyncio.timeout(deployment.first_byte_s):
@@ -78,14 +79,19 @@ async def open_upstream_stream(
                 if response.status_code >= 400:
                     content = await response.aread()
                     raise adapter.error(response.status_code, content, response.headers, name)
-                events = stream_events = sse_events(response.aiter_bytes())
+                events = batches = sse_batches(response.aiter_bytes())
                 first: list[bytes] = []
+                rest: list[bytes] = []
                 while not first:
                     try:
-                        event = await stream_events.__anext__()
+                        batch = await batches.__anext__()
                     except StopAsyncIteration:
                         raise UpstreamServerError(f"{name}: upstream stream ended before any event", model=name) from None
-                    first = translator.feed(event)
+                    for at, event in enumerate(batch):
+                        first = translator.feed(event)
+                        if first:
+                            rest = batch[at + 1:]
+                            break
     except BaseException:
         with anyio.CancelScope(shield=True):
             if events is not None:
@@ -95,7 +101,7 @@ async def open_upstream_stream(
         raise
     first_at = clock()
     health.observe(deployment.id, (first_at - sent_at) * 1000.0)
-    return OpenedStream(deployment, response, stream_events, translator, first, sent_at, first_at)
+    return OpenedStream(deployment, response, batches, translator, first, sent_at, first_at, rest)
 
 
 class ChatStream:
@@ -207,26 +213,24 @@ class ChatStream:
             for chunk in opened.first:
                 await send(chunk)
             self._exchange.first_token_at = clock()
-            relayed = 0
+            batch, relayed = opened.rest, 0
             while True:
-                relayed += 1
-                if relayed % _YIELD_EVERY == 0:
+                if not batch:
+                    try:
+                        if expired:
+                            raise TimeoutError
+                        batch = await events.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except TRANSPORT_ERRORS as exc:  # as every adapter's map_errors translates them
+                        raise transport_error(TimeoutError() if expired else exc, name) from exc
+                relayed += len(batch)
+                await self._forward(batch, send)
+                batch = []
+                if relayed >= _YIELD_EVERY:
+                    relayed = 0
                     await asyncio.sleep(0)
-                try:
-                    if expired:
-                        raise TimeoutError
-                    event = await events.__anext__()
-                    chunks = translator.feed(event)
-                except StopAsyncIteration:
-                    chunks = translator.close()
-                    break
-                except TRANSPORT_ERRORS as exc:  # as every adapter's map_errors translates them
-                    raise transport_error(TimeoutError() if expired else exc, name) from exc
-                if not self._within_reservation() and not await self._grow_reservation():
-                    raise self._budget_stop()
-                for chunk in chunks:
-                    await send(chunk)
-            for chunk in chunks:
+            for chunk in translator.close():
                 await send(chunk)
         except (UpstreamError, BudgetExceededError) as exc:
             if isinstance(exc, UpstreamError):
@@ -237,6 +241,30 @@ class ChatStream:
             timer.cancel()
         self._ended = True
         return send.held if isinstance(send, _HoldLast) else b""
+
+    async def _forward(self, batch: list[bytes], send: Callable[[bytes], Awaitable[None]]) -> None:
+        """Translate events read together and send what they give as one piece (each held to the reservation).
+
+        What the events before a failure gave is sent before the failure is raised, as when each
+        event was sent on its own.
+        """
+        translator, name = self._opened.translator, self._opened.deployment.name
+        out: list[bytes] = []
+        try:
+            for event in batch:
+                try:
+                    chunks = translator.feed(event)
+                except TRANSPORT_ERRORS as exc:  # an event that is not the JSON it should be
+                    raise transport_error(exc, name) from exc
+                if not self._within_reservation():
+                    out = await _send_pieces(out, send)
+                    if not await self._grow_reservation():
+                        raise self._budget_stop()
+                out += chunks
+        except (UpstreamError, BudgetExceededError):
+            await _send_pieces(out, send)
+            raise
+        await _send_pieces(out, send)
 
     def _within_reservation(self) -> bool:
         """Whether the answer's running cost still fits its reservation (checked per chunk, without awaiting).
@@ -327,6 +355,19 @@ class ChatStream:
         return self._ticket
 
 
+async def _send_pieces(pieces: list[bytes], send: Callable[[bytes], Awaitable[None]]) -> list[bytes]:
+    """Send `pieces` as one (a `_HoldLast` still gets the last apart, to hold it); returns a fresh empty list."""
+    if len(pieces) == 1:
+        await send(pieces[0])
+    elif pieces:
+        if isinstance(send, _HoldLast):
+            await send(b"".join(pieces[:-1]))
+            await send(pieces[-1])
+        else:
+            await send(b"".join(pieces))
+    return []
+
+
 class _HoldLast:
     """A sender that keeps back the latest piece (sending the one before it) until asked for it."""
 
@@ -388,35 +429,41 @@ class RelayResponse(Response):
             for out in translator.feed(chunk):
                 await send({"type": "http.response.body", "body": out, "more_body": True})
 
+        relaying = asyncio.current_task()
+        assert relaying is not None
+
+        async def watch() -> None:
+            nonlocal disconnected
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not done:
+                disconnected = True
+                relaying.cancel()
+
+        # A plain task and a cancellation rather than an anyio task group: its cancel scopes cost ~50 µs a stream.
+        watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            async with anyio.create_task_group() as group:
-
-                async def watch() -> None:
-                    nonlocal disconnected
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    if not done:
-                        disconnected = True
-                        group.cancel_scope.cancel()
-
-                group.start_soon(watch)
-                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-                stream = self.stream
-                if isinstance(stream, ChatStream):
-                    # Recorded (and kept by the response cache) before the answer's last byte, so a request the
-                    # client sends next finds both; with sync durability the row is committed before the last event.
-                    durable = stream.durable
-                    last = await stream.relay(body, hold_last=durable)
-                    done = True
-                    await (stream.committed() if durable else stream.aclose())
-                    if last:
-                        await body(last)
-                else:
-                    await stream.relay(body)
-                    done = True
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                group.cancel_scope.cancel()
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            stream = self.stream
+            if isinstance(stream, ChatStream):
+                # Recorded (and kept by the response cache) before the answer's last byte, so a request the
+                # client sends next finds both; with sync durability the row is committed before the last event.
+                durable = stream.durable
+                last = await stream.relay(body, hold_last=durable)
+                done = True
+                await (stream.committed() if durable else stream.aclose())
+                if last:
+                    await body(last)
+            else:
+                await stream.relay(body)
+                done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            # The watcher's cancellation (the client left) ends the relay; any other (the server's) goes on.
+            if not disconnected or relaying.uncancel() > 0:
+                raise
         except OSError:
             disconnected = True
         finally:
+            watcher.cancel()  # before any await below: a client leaving now no longer cancels this task
             await self.stream.aclose(disconnected=disconnected and not done)

@@ -30,6 +30,7 @@ __all__ = [
     "classify_error",
     "estimate_output_tokens",
     "retry_after_seconds",
+    "sse_batches",
     "sse_data",
     "sse_events",
 ]
@@ -102,19 +103,33 @@ def classify_error(
 
 async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     """Split a byte stream into server-sent events (without their blank-line terminator)."""
+    async for batch in sse_batches(chunks):
+        for event in batch:
+            yield event
+
+
+async def sse_batches(chunks: AsyncIterator[bytes]) -> AsyncGenerator[list[bytes], None]:
+    """The server-sent events each piece of a byte stream completes, a list per piece (never empty).
+
+    A relay forwards the events it has in hand together (one write, one wake-up of the client)
+    rather than one by one; an event split across pieces comes with the piece that ends it.
+    """
     buffer = b""
     async for chunk in chunks:
         buffer = buffer + chunk if buffer else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
+        events: list[bytes] = []
         start = 0
         while (end := buffer.find(b"\n\n", start)) >= 0:
             if end > start:
-                yield buffer[start:end]
+                events.append(buffer[start:end])
             start = end + 2
         buffer = buffer[start:]
+        if events:
+            yield events
     if buffer.strip():
-        yield buffer.strip()
+        yield [buffer.strip()]
 
 
 def sse_data(event: bytes) -> bytes | None:

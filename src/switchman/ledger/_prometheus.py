@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -106,6 +107,8 @@ class Metrics:
         self._decision = Histogram(
             "switchman_decision_seconds", "Time to choose a model", buckets=DECISION_BUCKETS, registry=r
         )
+        #: Labelled series already looked up, by (id of their metric, label values).
+        self._children: dict[tuple[object, ...], Any] = {}
         if ledger is not None:
             self.register(_LedgerCollector(ledger), gauge_mode="livesum")
 
@@ -121,21 +124,33 @@ class Metrics:
         """Count one finished request from its ledger record (its key id is not used)."""
         model = rec.model or _NONE
         route = rec.route or _NONE
-        self._requests.labels(model, route, rec.status).inc()
+        child = self._child
+        child(self._requests, model, route, rec.status).inc()
         if rec.cache is not None:
-            self._cache.labels(rec.cache).inc()
+            child(self._cache, rec.cache).inc()
         if rec.deployment is not None:
-            self._deployments.labels(rec.deployment, rec.status).inc()
+            child(self._deployments, rec.deployment, rec.status).inc()
         if rec.input_tokens > 0:
-            self._input_tokens.labels(model).inc(rec.input_tokens)
+            child(self._input_tokens, model).inc(rec.input_tokens)
         if rec.output_tokens > 0:
-            self._output_tokens.labels(model).inc(rec.output_tokens)
+            child(self._output_tokens, model).inc(rec.output_tokens)
         if rec.cost_usd > 0:
-            self._cost.labels(model, route).inc(rec.cost_usd)
+            child(self._cost, model, route).inc(rec.cost_usd)
         if rec.model is not None:
-            self._latency.labels(model).observe(rec.latency_ms / 1000.0)
+            child(self._latency, model).observe(rec.latency_ms / 1000.0)
             if rec.ttft_ms is not None:
-                self._ttft.labels(model).observe(rec.ttft_ms / 1000.0)
+                child(self._ttft, model).observe(rec.ttft_ms / 1000.0)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once (`labels()` takes a lock and checks its values on every call).
+
+        A series appears on first use, as with `labels()`.
+        """
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe_decision(self, seconds: float) -> None:
         """Time spent in policy + strategy for one request."""
