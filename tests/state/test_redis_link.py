@@ -218,6 +218,44 @@ def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(monke
 
 
 
+def test_calls_issued_while_a_round_trip_is_on_its_way_go_together_in_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One round trip at a time: the calls of later turns of the event loop wait for the one on its way and then
+    share one; a call issued after the last round trip ended (one caller awaiting each reply in turn) still goes."""
+    prefix = unique_prefix()
+    import switchman.state._redis_link as module  # noqa: PLC2701  (counting the round trips)
+
+    trips: list[int] = []
+    real = module._round_trip  # noqa: SLF001
+
+    async def counted(client: object, commands: list[object], deliver: Callable[[int, object], None]) -> None:
+        trips.append(len(commands))
+        await real(client, commands, deliver)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_round_trip", counted)
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        key = link.key("t", "k")
+        first = link.command_soon("SET", key, "0")
+        later: list[asyncio.Future[Any]] = []
+        for i in range(1, 6):  # five later turns of the loop, while the first round trip is on its way
+            await asyncio.sleep(0)
+            later.append(link.command_soon("INCR", key))
+        assert await first == b"OK"
+        assert await asyncio.gather(*later) == [1, 2, 3, 4, 5]
+        assert trips[0] == 1 and sum(trips) == 6 and len(trips) < 6  # the later calls shared round trips
+        with anyio.fail_after(5):  # each call awaited before the next is issued: every one is sent
+            for i in range(50):
+                assert await link.command("ECHO", str(i)) == str(i).encode()
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
 def test_a_slow_call_in_a_round_trip_fails_only_the_calls_not_yet_answered() -> None:
     """Two SETs and a BLPOP that waits 0.3 s share a round trip with a 50 ms timeout: Redis ran the SETs and sent
     their replies, so their callers get them; only the BLPOP's caller sees RedisUnavailable (and the link stays up)."""

@@ -198,12 +198,7 @@ class RedisLink:
         """The task that sends the queue: its first round trip goes once this turn's other calls joined."""
         task = self._sender = loop.create_task(self._send_all())
         self._sending.add(task)  # kept referenced until done (a caller may be cancelled meanwhile)
-        task.add_done_callback(self._sender_done)
-
-    def _sender_done(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        if self._sender is task:
-            self._sender = None
+        task.add_done_callback(self._sending.discard)
 
     async def _send_all(self) -> None:
         """One round trip at a time while calls wait: the calls queued during one go together in the next.
@@ -222,6 +217,9 @@ class RedisLink:
                 if not future.done():
                     future.set_exception(RedisUnavailable(self.display_url))
             raise
+        finally:  # at once, not in a done callback: a call queued before that ran would wait for the next one
+            if self._sender is asyncio.current_task():
+                self._sender = None
 
     async def _send(self, batch: list[_Queued]) -> None:
         """One round trip for the batch; every caller gets its reply as soon as it is read, or RedisUnavailable
