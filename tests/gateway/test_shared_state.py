@@ -285,6 +285,7 @@ def test_a_turn_follows_a_concurrent_turn_that_moved_the_session_while_its_read_
     """The turn is steered again after its read whatever the read found: another turn of the same session that
     ended on this replica meanwhile (local copy and Redis both moved to `mid`) is followed, not the guess made
     from the local copy before (`cheap`)."""
+    import asyncio
     from dataclasses import replace
 
     data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
@@ -294,19 +295,21 @@ def test_a_turn_follows_a_concurrent_turn_that_moved_the_session_while_its_read_
         first = replicas.chat(0, headers=session)
         assert first.status_code == 200 and first.headers["x-switchman-model"] == "cheap"
         keeper = replicas.gateways[0].dispatcher.sessions
-        pull, shared = keeper.pull, keeper.shared
+        shared = keeper.shared
         assert shared is not None
 
-        async def pull_while_another_turn_ends(session_id: str | None) -> None:
-            assert session_id is not None
+        async def read_while_another_turn_ends(session_id: str) -> Any:
             state = keeper.store.get(session_id, keeper.clock())
             assert state is not None and state.model == "cheap"
             moved = replace(state, model="mid", turns=state.turns + 1)
             keeper.store.put(session_id, moved)  # what the other turn's `observe` writes, locally and in Redis
             await shared.put(session_id, moved)
-            await pull(session_id)
+            return await shared.get_soon(session_id)
 
-        keeper.pull = pull_while_another_turn_ends  # type: ignore[method-assign]
+        def pull_soon(session_id: str) -> asyncio.Future[Any]:
+            return asyncio.ensure_future(read_while_another_turn_ends(session_id))
+
+        keeper.pull_soon = pull_soon  # type: ignore[method-assign]
         second = replicas.chat(0, headers=session)
     assert second.status_code == 200, second.text
     assert second.headers["x-switchman-model"] == "mid", second.headers["x-switchman-route-reason"]
@@ -444,6 +447,60 @@ def test_nothing_stays_reserved_after_clients_leave_and_redis_restarts(upstream:
         client.close()
     assert float(counter[b"reserved"]) == 0.0 and held == 0
     assert float(counter[b"spent"]) == pytest.approx(spent, rel=1e-6)
+
+
+def test_a_pull_started_soon_reads_in_the_round_trip_without_a_task(upstream: FakeUpstream, tmp_path: Path,
+                                                                   prefix: str) -> None:
+    """`pull_soon` queues the read (a plain future, no task) and `pulled` applies it as `pull` would; behind a
+    feedback mark of this replica it is a `pull` (a task that waits for the mark); Redis down: the local copy
+    stays, and an abandoned read's failure is retrieved, not left to a "never retrieved" warning."""
+    import asyncio
+
+    import anyio
+
+    from switchman.routing import SessionState
+
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    keeper = gateway.dispatcher.sessions
+    assert keeper.shared is not None and gateway.redis is not None
+
+    async def main() -> None:
+        link, shared = gateway.redis, keeper.shared
+        assert link is not None and shared is not None
+        await link.start()
+        now = keeper.clock()
+        keeper.store.put("s", SessionState(model="mid", updated_at=now, context_tokens=1, turns=3))
+        await shared.put("s", SessionState(model="big", updated_at=now, context_tokens=1, turns=4))
+        pulling = keeper.pull_soon("s")
+        assert not isinstance(pulling, asyncio.Task)
+        await keeper.pulled("s", pulling)
+        local = keeper.store.get("s", keeper.clock())
+        assert local is not None and local.model == "big" and local.turns == 4
+        keeper.record_feedback("s", 0.0)  # a mark on its way: the read waits for it
+        marked = keeper.pull_soon("s")
+        assert isinstance(marked, asyncio.Task)
+        await keeper.pulled("s", marked)
+        local = keeper.store.get("s", keeper.clock())
+        assert local is not None and local.pending is not None and local.pending.startswith("negative feedback")
+        link.up = False  # Redis gone: the read fails at once, the local copy decides
+        failed = keeper.pull_soon("s")
+        await keeper.pulled("s", failed)
+        assert keeper.store.get("s", keeper.clock()) == local
+        dropped = keeper.pull_soon("s")
+        await asyncio.sleep(0)
+        keeper.drop_pull(dropped)
+        assert dropped.done() and not dropped.cancelled()
+        assert dropped._log_traceback is False  # noqa: SLF001  (its failure was retrieved)
+        link.up = True
+        queued = keeper.pull_soon("s")
+        keeper.drop_pull(queued)
+        assert queued.cancelled()
+        await link.aclose()
+
+    anyio.run(main)
+    assert gateway.ledger is not None
+    gateway.ledger.close_sync()
 
 
 def test_a_pulled_session_state_is_ordered_by_turns_not_clocks(upstream: FakeUpstream, tmp_path: Path,

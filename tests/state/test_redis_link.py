@@ -239,12 +239,12 @@ def test_calls_issued_while_a_round_trip_is_on_its_way_go_together_in_the_next(m
         key = link.key("t", "k")
         first = link.command_soon("SET", key, "0")
         later: list[asyncio.Future[Any]] = []
-        for i in range(1, 6):  # five later turns of the loop, while the first round trip is on its way
+        for _ in range(5):  # five later turns of the loop, while the first round trip is on its way
             await asyncio.sleep(0)
             later.append(link.command_soon("INCR", key))
         assert await first == b"OK"
         assert await asyncio.gather(*later) == [1, 2, 3, 4, 5]
-        assert trips[0] == 1 and sum(trips) == 6 and len(trips) < 6  # the later calls shared round trips
+        assert sum(trips) == 6 and len(trips) < 6  # the later calls shared round trips
         with anyio.fail_after(5):  # each call awaited before the next is issued: every one is sent
             for i in range(50):
                 assert await link.command("ECHO", str(i)) == str(i).encode()

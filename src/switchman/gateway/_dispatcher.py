@@ -313,16 +313,18 @@ class Dispatcher:
         guess = self.sessions.steer(request, fresh, context)  # this replica's copy of the session
         deciding = self.clock() - started
         exchange.request, exchange.decision = request, guess
-        pulling = asyncio.ensure_future(self.sessions.pull(request.session))  # its read joins the next round trip
+        session = request.session
+        assert session is not None  # `shares` chose this path
+        pulling = self.sessions.pull_soon(session)  # its read joins the next round trip
         refused: SwitchmanError | None = None
         try:
             await self._admit_and_reserve(exchange, request, guess)
         except SwitchmanError as exc:  # answered in the same round trip as the read: no wait for it
             refused = exc
         except BaseException:
-            pulling.cancel()  # the request ends here: the session's next turn reads it again
+            self.sessions.drop_pull(pulling)  # the request ends here: the session's next turn reads it again
             raise
-        await pulling
+        await self.sessions.pulled(session, pulling)
         started = self.clock()
         # Steered again whatever the read found: a concurrent turn of this session on this replica may have moved
         # the local copy since the guess (steering is pure and cheap; an unchanged state gives the guess again).

@@ -195,7 +195,8 @@ class RedisLink:
         return future
 
     def _start_sender(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The task that sends the queue: its first round trip goes once this turn's other calls joined."""
+        """The task that sends the queue: its first round trip goes once this turn's other calls joined (and those of
+        the tasks started in this turn: their first steps run before its second)."""
         task = self._sender = loop.create_task(self._send_all())
         self._sending.add(task)  # kept referenced until done (a caller may be cancelled meanwhile)
         task.add_done_callback(self._sending.discard)
@@ -207,6 +208,7 @@ class RedisLink:
         cost far more CPU than a command in it); a lone call goes at the next turn of the event loop, as before. A
         call waits at most for the round trip on its way (bounded by `timeout_s`) before its own is sent."""
         try:
+            await asyncio.sleep(0)  # tasks started in the turn of the first call have queued theirs too
             while self._queue:
                 batch, self._queue = self._queue, []
                 await self._send(batch)
