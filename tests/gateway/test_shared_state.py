@@ -503,6 +503,61 @@ def test_a_pull_started_soon_reads_in_the_round_trip_without_a_task(upstream: Fa
     gateway.ledger.close_sync()
 
 
+@pytest.mark.parametrize("read_arrived", [True, False])
+def test_a_turn_cancelled_in_its_admission_records_the_decision_after_its_read(
+    upstream: FakeUpstream, tmp_path: Path, prefix: str, read_arrived: bool,
+) -> None:
+    """Cancelled inside the admission and the reservation: the ledger row's decision is the one after the session
+    read when the read has come (the session moved to `mid` on another replica), else the guess from the local copy
+    (`cheap`), and the read still on its way is abandoned."""
+    import asyncio
+
+    import anyio
+
+    from switchman.gateway._context import RequestContext  # noqa: PLC2701
+    from switchman.gateway._exchange import Exchange  # noqa: PLC2701
+    from switchman.routing import SessionState
+
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    dispatcher = gateway.dispatcher
+    keeper = dispatcher.sessions
+    reads: list[asyncio.Future[Any]] = []
+    pull_soon = keeper.pull_soon
+
+    def kept_pull_soon(session_id: str) -> asyncio.Future[Any]:
+        reads.append(pull_soon(session_id))
+        return reads[-1]
+
+    async def cancelled(*_: object) -> None:
+        if read_arrived:
+            await asyncio.wait_for(asyncio.shield(reads[0]), 5)  # the round trip came back first
+        raise asyncio.CancelledError
+
+    keeper.pull_soon = kept_pull_soon  # type: ignore[method-assign]
+    dispatcher._admit_and_reserve = cancelled  # type: ignore[method-assign]  # noqa: SLF001
+
+    async def main() -> None:
+        link, shared = gateway.redis, keeper.shared
+        assert link is not None and shared is not None
+        await link.start()
+        now = keeper.clock()
+        keeper.store.put("s", SessionState(model="cheap", updated_at=now, context_tokens=1, turns=1))
+        await shared.put("s", SessionState(model="mid", updated_at=now, context_tokens=1, turns=2))
+        exchange = Exchange(RequestContext(request_id="r1", session="s"), keeper.clock())
+        with pytest.raises(asyncio.CancelledError):
+            await dispatcher._decide_pulled(exchange, {"model": "auto", "messages": ASK},  # noqa: SLF001
+                                            RequestContext(request_id="r1", session="s"))
+        assert exchange.decision is not None
+        assert exchange.decision.model == ("mid" if read_arrived else "cheap"), exchange.decision.reason
+        assert reads[0].done() and reads[0].cancelled() is not read_arrived
+        await link.aclose()
+
+    anyio.run(main)
+    assert gateway.ledger is not None
+    gateway.ledger.close_sync()
+
+
 def test_a_pulled_session_state_is_ordered_by_turns_not_clocks(upstream: FakeUpstream, tmp_path: Path,
                                                                prefix: str) -> None:
     """The keeper's pull keeps a local state with more turns (written while Redis was away) and takes a shared

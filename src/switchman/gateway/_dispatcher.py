@@ -321,8 +321,12 @@ class Dispatcher:
             await self._admit_and_reserve(exchange, request, guess)
         except SwitchmanError as exc:  # answered in the same round trip as the read: no wait for it
             refused = exc
-        except BaseException:
-            self.sessions.drop_pull(pulling)  # the request ends here: the session's next turn reads it again
+        except BaseException:  # cancelled (or a bug): the ledger row has the decision after the read, if it came
+            if pulling.done() and not pulling.cancelled() and pulling.exception() is None and exchange.decision is guess:
+                self.sessions.adopt(session, pulling.result())
+                exchange.decision = self.sessions.steer(request, fresh, context)
+            else:
+                self.sessions.drop_pull(pulling)  # the session's next turn reads it again
             raise
         await self.sessions.pulled(session, pulling)
         started = self.clock()

@@ -201,6 +201,10 @@ class SessionKeeper:
             raw = await pulling
         except RedisUnavailable:
             return  # the local state (if any) decides
+        self.adopt(session_id, raw)
+
+    def adopt(self, session_id: str, raw: bytes | None) -> None:
+        """Bring a state `pull_soon` read into the local store."""
         if self.shared is not None:
             self._adopt(session_id, self.shared.state_of(raw))
 
