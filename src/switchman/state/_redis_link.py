@@ -8,13 +8,15 @@
     except RedisUnavailable:
         ...use this process's own state...
 
-Every call is bounded by `timeout_s` and never retried. On a single Redis, `eval` and `command` calls issued
-in the same turn of the event loop (concurrent requests; one request's calls started side by side) share
-one round trip: one write, one read, on a connection of the link's own; and one round trip is on its way at a
-time: the calls issued meanwhile go together in the next, so under load a round trip carries the calls of
-many requests. Through asyncio a round trip costs ~0.05–0.1 ms of CPU, a command in a shared one a fraction. `eval_soon` and `command_soon` queue a call at
-once and return its future (no task needed to start it). (On a Cluster each goes on its own to its slot's
-node.) A connection error, or timeouts with no call
+Every round trip is bounded by `timeout_s` and never retried. On a single Redis, `eval` and `command` calls
+issued in the same turn of the event loop (concurrent requests; one request's calls started side by side)
+share one round trip: one write, one read, on a connection of the link's own. One round trip is on its way
+at a time: the calls issued meanwhile go together in the next, so under load a round trip carries the calls
+of several requests (a call may wait for the round trip on its way before its own: at worst twice the
+timeout). Through asyncio a round trip costs ~0.05–0.15 ms of CPU (its write system call alone a third to a
+half of that), a command in a shared one a fraction. `eval_soon` and `command_soon` queue a call at once and
+return its future (no task needed to start it). (On a Cluster each goes on its own to its slot's node.) A
+connection error, or timeouts with no call
 answered for `stall_s` (a slow call fails only itself and the calls behind it in its round trip — each
 caller gets its reply as soon as it is read — and a busy event loop or a slow script must not take the
 replica off shared state), marks the link down with one log line ("redis unavailable at
@@ -97,7 +99,7 @@ class RedisLink:
         self._cluster = is_cluster(url)
         self._shas: dict[str, str] = {}  # script source -> its SHA1
         self._scripts: dict[str, Any] = {}  # script source -> redis-py Script (a Cluster's calls)
-        self._queue: list[_Queued] = []  # calls of this turn of the event loop, sent together
+        self._queue: list[_Queued] = []  # calls waiting for the next round trip, sent together
         self._sending: set[asyncio.Task[None]] = set()
         self._sender: asyncio.Task[None] | None = None  # sending the queue, one round trip at a time
         self._idle: list[tuple[Any, float]] = []  # the batches' own connections and when each was last used
