@@ -402,3 +402,99 @@ def test_an_idle_connection_whose_check_is_cancelled_is_closed_not_leaked(monkey
         anyio.run(main)
     finally:
         forget_prefix(SHARED_URL, prefix)
+
+
+def test_a_call_behind_a_round_trip_to_a_stalled_redis_fails_within_twice_the_timeout() -> None:
+    """Redis stopped (SIGSTOP) with a round trip on its way: a call queued behind it waits for it, then for its own,
+    and fails with RedisUnavailable within twice the timeout (the documented bound); the link stays up (a stall is
+    not an outage until nothing answered for `stall_s`) and serves again once Redis resumes."""
+    import os
+    import signal
+    import time
+
+    timeout = 0.1
+    with RedisServer() as server:
+        process = server._process  # noqa: SLF001  (stopped and resumed: a slow Redis, not a dead one)
+        assert process is not None
+
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=timeout, ping_s=5.0)
+            await link.start()
+            os.kill(process.pid, signal.SIGSTOP)
+            try:
+                first = link.command_soon("PING")
+                await asyncio.sleep(timeout / 2)  # its round trip on its way
+                queued = time.monotonic()
+                behind = link.command_soon("PING")
+                for call in (first, behind):
+                    with pytest.raises(RedisUnavailable), anyio.fail_after(2):
+                        await call
+                waited = time.monotonic() - queued
+                assert timeout <= waited < 2 * timeout + 0.05, waited
+                assert link.up
+            finally:
+                os.kill(process.pid, signal.SIGCONT)
+            with anyio.fail_after(2):
+                assert await link.command("PING") == b"PONG"
+            await link.aclose()
+
+        anyio.run(main)
+
+
+def test_a_close_with_a_round_trip_on_its_way_and_calls_behind_it_leaves_no_caller_waiting() -> None:
+    """`aclose` while a round trip to a stalled Redis is on its way and a call waits behind it: both callers get
+    RedisUnavailable (none waits forever) and the sender is gone; a call after the close fails at once."""
+    import os
+    import signal
+
+    with RedisServer() as server:
+        process = server._process  # noqa: SLF001
+        assert process is not None
+
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=0.1, ping_s=5.0)
+            await link.start()
+            os.kill(process.pid, signal.SIGSTOP)
+            try:
+                first = link.command_soon("PING")
+                await asyncio.sleep(0.02)
+                behind = link.command_soon("PING")
+                with anyio.fail_after(2):
+                    await link.aclose()
+                    outcomes = await asyncio.gather(first, behind, return_exceptions=True)
+                assert all(isinstance(outcome, RedisUnavailable) for outcome in outcomes), outcomes
+                assert link._sender is None and not link._sending  # noqa: SLF001
+                with pytest.raises(RedisUnavailable):
+                    await link.command("PING")
+            finally:
+                os.kill(process.pid, signal.SIGCONT)
+
+        anyio.run(main)
+
+
+def test_a_sender_cancelled_with_the_loop_fails_the_calls_behind_it() -> None:
+    """The loop closing cancels the sender mid round trip: the calls of that round trip and those queued behind it
+    get RedisUnavailable (no caller left waiting), and the next call starts a sender of its own."""
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        on_its_way = link.command_soon("BLPOP", link.key("t", "nothing"), "0.3")
+        await asyncio.sleep(0.02)
+        behind = link.command_soon("PING")
+        sender = link._sender  # noqa: SLF001
+        assert sender is not None
+        sender.cancel()
+        with anyio.fail_after(2):
+            outcomes = await asyncio.gather(on_its_way, behind, return_exceptions=True)
+        assert all(isinstance(outcome, RedisUnavailable) for outcome in outcomes), outcomes
+        assert link._sender is None  # noqa: SLF001
+        with anyio.fail_after(2):
+            assert await link.command("PING") == b"PONG"
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
