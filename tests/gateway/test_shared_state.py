@@ -604,3 +604,69 @@ def test_the_readme_settings_load_and_need_nothing_else() -> None:
     assert server.redis_url == "redis://10.0.0.5:6379/0"
     assert (server.redis.timeout_s, server.redis.ping_s, server.redis.key_prefix) == (0.05, 1.0, "sm:")
     assert parse_config({}).server.redis_url is None
+
+
+def test_a_turn_cancelled_while_its_admission_is_on_its_way_keeps_its_budget_downgrade(
+    upstream: FakeUpstream, tmp_path: Path, prefix: str,
+) -> None:
+    """The reservation answered with a budget downgrade (to `cheap`), the read came back and kept the session's
+    model (`mid`), and the client left while the rate-limit admission was still on its way: the ledger row has the
+    downgrade, as the turn would have had (a downgrade stands when the read keeps the model), not `mid`."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import anyio
+
+    from switchman.gateway._context import RequestContext  # noqa: PLC2701
+    from switchman.gateway._exchange import Exchange  # noqa: PLC2701
+    from switchman.routing import Decision, SessionState
+
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    dispatcher = gateway.dispatcher
+    keeper = dispatcher.sessions
+    reads: list[asyncio.Future[Any]] = []
+    pull_soon = keeper.pull_soon
+    admitting = asyncio.Event()
+
+    def kept_pull_soon(session_id: str) -> asyncio.Future[Any]:
+        reads.append(pull_soon(session_id))
+        return reads[-1]
+
+    async def downgraded(exchange: Exchange, request: object, decision: Decision) -> Decision:
+        return Decision(model="cheap", reason=f"budget downgrade from {decision.model}", strategy="budget",
+                        route=decision.route, candidates=decision.candidates, excluded=decision.excluded)
+
+    async def admit(context: object, tokens: int) -> None:
+        admitting.set()
+        await asyncio.sleep(3600)  # a second limit's round trip, still on its way when the client leaves
+
+    keeper.pull_soon = kept_pull_soon  # type: ignore[method-assign]
+    dispatcher._reserve = downgraded  # type: ignore[method-assign]  # noqa: SLF001
+    dispatcher.callers = SimpleNamespace(admit=admit)  # type: ignore[assignment]
+
+    async def main() -> None:
+        link, shared = gateway.redis, keeper.shared
+        assert link is not None and shared is not None
+        await link.start()
+        now = keeper.clock()
+        keeper.store.put("s", SessionState(model="mid", updated_at=now, context_tokens=1, turns=1))
+        await shared.put("s", SessionState(model="mid", updated_at=now, context_tokens=1, turns=2))
+        exchange = Exchange(RequestContext(request_id="r1", session="s"), keeper.clock())
+        deciding = asyncio.ensure_future(dispatcher._decide_pulled(  # noqa: SLF001
+            exchange, {"model": "auto", "messages": ASK}, RequestContext(request_id="r1", session="s")))
+        with anyio.fail_after(5):
+            await admitting.wait()
+            while not reads or not reads[0].done():
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the reservation answered too
+        deciding.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await deciding
+        assert exchange.decision is not None
+        assert (exchange.decision.model, exchange.decision.strategy) == ("cheap", "budget"), exchange.decision.reason
+        await link.aclose()
+
+    anyio.run(main)
+    assert gateway.ledger is not None
+    gateway.ledger.close_sync()
