@@ -299,7 +299,13 @@ class Dispatcher:
             if isinstance(exc, SwitchmanError) and refused is None and not admitting.cancelled():
                 exchange.admission = admitting.result()  # admitted: a reservation taken anew keeps its headers
             raise  # a cancellation (the client left) or a bug goes on unchanged
-        exchange.admission = await admitting
+        try:
+            exchange.admission = await admitting
+        except SwitchmanError:
+            raise
+        except BaseException:  # cancelled with the reservation answered: the row has its decision (a downgrade)
+            exchange.decision = reserved
+            raise
         exchange.decision = reserved
 
     async def _decide_pulled(self, exchange: Exchange, body: Mapping[str, Any], context: RequestContext) -> Decision:
