@@ -285,6 +285,7 @@ def test_a_turn_follows_a_concurrent_turn_that_moved_the_session_while_its_read_
     """The turn is steered again after its read whatever the read found: another turn of the same session that
     ended on this replica meanwhile (local copy and Redis both moved to `mid`) is followed, not the guess made
     from the local copy before (`cheap`)."""
+    import asyncio
     from dataclasses import replace
 
     data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
@@ -294,19 +295,21 @@ def test_a_turn_follows_a_concurrent_turn_that_moved_the_session_while_its_read_
         first = replicas.chat(0, headers=session)
         assert first.status_code == 200 and first.headers["x-switchman-model"] == "cheap"
         keeper = replicas.gateways[0].dispatcher.sessions
-        pull, shared = keeper.pull, keeper.shared
+        shared = keeper.shared
         assert shared is not None
 
-        async def pull_while_another_turn_ends(session_id: str | None) -> None:
-            assert session_id is not None
+        async def read_while_another_turn_ends(session_id: str) -> Any:
             state = keeper.store.get(session_id, keeper.clock())
             assert state is not None and state.model == "cheap"
             moved = replace(state, model="mid", turns=state.turns + 1)
             keeper.store.put(session_id, moved)  # what the other turn's `observe` writes, locally and in Redis
             await shared.put(session_id, moved)
-            await pull(session_id)
+            return await shared.get_soon(session_id)
 
-        keeper.pull = pull_while_another_turn_ends  # type: ignore[method-assign]
+        def pull_soon(session_id: str) -> asyncio.Future[Any]:
+            return asyncio.ensure_future(read_while_another_turn_ends(session_id))
+
+        keeper.pull_soon = pull_soon  # type: ignore[method-assign]
         second = replicas.chat(0, headers=session)
     assert second.status_code == 200, second.text
     assert second.headers["x-switchman-model"] == "mid", second.headers["x-switchman-route-reason"]
@@ -446,6 +449,115 @@ def test_nothing_stays_reserved_after_clients_leave_and_redis_restarts(upstream:
     assert float(counter[b"spent"]) == pytest.approx(spent, rel=1e-6)
 
 
+def test_a_pull_started_soon_reads_in_the_round_trip_without_a_task(upstream: FakeUpstream, tmp_path: Path,
+                                                                   prefix: str) -> None:
+    """`pull_soon` queues the read (a plain future, no task) and `pulled` applies it as `pull` would; behind a
+    feedback mark of this replica it is a `pull` (a task that waits for the mark); Redis down: the local copy
+    stays, and an abandoned read's failure is retrieved, not left to a "never retrieved" warning."""
+    import asyncio
+
+    import anyio
+
+    from switchman.routing import SessionState
+
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    keeper = gateway.dispatcher.sessions
+    assert keeper.shared is not None and gateway.redis is not None
+
+    async def main() -> None:
+        link, shared = gateway.redis, keeper.shared
+        assert link is not None and shared is not None
+        await link.start()
+        now = keeper.clock()
+        keeper.store.put("s", SessionState(model="mid", updated_at=now, context_tokens=1, turns=3))
+        await shared.put("s", SessionState(model="big", updated_at=now, context_tokens=1, turns=4))
+        pulling = keeper.pull_soon("s")
+        assert not isinstance(pulling, asyncio.Task)
+        await keeper.pulled("s", pulling)
+        local = keeper.store.get("s", keeper.clock())
+        assert local is not None and local.model == "big" and local.turns == 4
+        keeper.record_feedback("s", 0.0)  # a mark on its way: the read waits for it
+        marked = keeper.pull_soon("s")
+        assert isinstance(marked, asyncio.Task)
+        await keeper.pulled("s", marked)
+        local = keeper.store.get("s", keeper.clock())
+        assert local is not None and local.pending is not None and local.pending.startswith("negative feedback")
+        link.up = False  # Redis gone: the read fails at once, the local copy decides
+        failed = keeper.pull_soon("s")
+        await keeper.pulled("s", failed)
+        assert keeper.store.get("s", keeper.clock()) == local
+        dropped = keeper.pull_soon("s")
+        await asyncio.sleep(0)
+        keeper.drop_pull(dropped)
+        assert dropped.done() and not dropped.cancelled()
+        assert dropped._log_traceback is False  # noqa: SLF001  (its failure was retrieved)
+        link.up = True
+        queued = keeper.pull_soon("s")
+        keeper.drop_pull(queued)
+        assert queued.cancelled()
+        await link.aclose()
+
+    anyio.run(main)
+    assert gateway.ledger is not None
+    gateway.ledger.close_sync()
+
+
+@pytest.mark.parametrize("read_arrived", [True, False])
+def test_a_turn_cancelled_in_its_admission_records_the_decision_after_its_read(
+    upstream: FakeUpstream, tmp_path: Path, prefix: str, read_arrived: bool,
+) -> None:
+    """Cancelled inside the admission and the reservation: the ledger row's decision is the one after the session
+    read when the read has come (the session moved to `mid` on another replica), else the guess from the local copy
+    (`cheap`), and the read still on its way is abandoned."""
+    import asyncio
+
+    import anyio
+
+    from switchman.gateway._context import RequestContext  # noqa: PLC2701
+    from switchman.gateway._exchange import Exchange  # noqa: PLC2701
+    from switchman.routing import SessionState
+
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    dispatcher = gateway.dispatcher
+    keeper = dispatcher.sessions
+    reads: list[asyncio.Future[Any]] = []
+    pull_soon = keeper.pull_soon
+
+    def kept_pull_soon(session_id: str) -> asyncio.Future[Any]:
+        reads.append(pull_soon(session_id))
+        return reads[-1]
+
+    async def cancelled(*_: object) -> None:
+        if read_arrived:
+            await asyncio.wait_for(asyncio.shield(reads[0]), 5)  # the round trip came back first
+        raise asyncio.CancelledError
+
+    keeper.pull_soon = kept_pull_soon  # type: ignore[method-assign]
+    dispatcher._admit_and_reserve = cancelled  # type: ignore[method-assign]  # noqa: SLF001
+
+    async def main() -> None:
+        link, shared = gateway.redis, keeper.shared
+        assert link is not None and shared is not None
+        await link.start()
+        now = keeper.clock()
+        keeper.store.put("s", SessionState(model="cheap", updated_at=now, context_tokens=1, turns=1))
+        await shared.put("s", SessionState(model="mid", updated_at=now, context_tokens=1, turns=2))
+        exchange = Exchange(RequestContext(request_id="r1", session="s"), keeper.clock())
+        with pytest.raises(asyncio.CancelledError):
+            await dispatcher._decide_pulled(exchange, {"model": "auto", "messages": ASK},  # noqa: SLF001
+                                            RequestContext(request_id="r1", session="s"))
+        assert exchange.decision is not None
+        assert exchange.decision.model == ("mid" if read_arrived else "cheap"), exchange.decision.reason
+        assert reads[0].done() and reads[0].cancelled() is not read_arrived
+        await link.aclose()
+
+    anyio.run(main)
+    assert gateway.ledger is not None
+    gateway.ledger.close_sync()
+
+
 def test_a_pulled_session_state_is_ordered_by_turns_not_clocks(upstream: FakeUpstream, tmp_path: Path,
                                                                prefix: str) -> None:
     """The keeper's pull keeps a local state with more turns (written while Redis was away) and takes a shared
@@ -492,3 +604,69 @@ def test_the_readme_settings_load_and_need_nothing_else() -> None:
     assert server.redis_url == "redis://10.0.0.5:6379/0"
     assert (server.redis.timeout_s, server.redis.ping_s, server.redis.key_prefix) == (0.05, 1.0, "sm:")
     assert parse_config({}).server.redis_url is None
+
+
+def test_a_turn_cancelled_while_its_admission_is_on_its_way_keeps_its_budget_downgrade(
+    upstream: FakeUpstream, tmp_path: Path, prefix: str,
+) -> None:
+    """The reservation answered with a budget downgrade (to `cheap`), the read came back and kept the session's
+    model (`mid`), and the client left while the rate-limit admission was still on its way: the ledger row has the
+    downgrade, as the turn would have had (a downgrade stands when the read keeps the model), not `mid`."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import anyio
+
+    from switchman.gateway._context import RequestContext  # noqa: PLC2701
+    from switchman.gateway._exchange import Exchange  # noqa: PLC2701
+    from switchman.routing import Decision, SessionState
+
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    dispatcher = gateway.dispatcher
+    keeper = dispatcher.sessions
+    reads: list[asyncio.Future[Any]] = []
+    pull_soon = keeper.pull_soon
+    admitting = asyncio.Event()
+
+    def kept_pull_soon(session_id: str) -> asyncio.Future[Any]:
+        reads.append(pull_soon(session_id))
+        return reads[-1]
+
+    async def downgraded(exchange: Exchange, request: object, decision: Decision) -> Decision:
+        return Decision(model="cheap", reason=f"budget downgrade from {decision.model}", strategy="budget",
+                        route=decision.route, candidates=decision.candidates, excluded=decision.excluded)
+
+    async def admit(context: object, tokens: int) -> None:
+        admitting.set()
+        await asyncio.sleep(3600)  # a second limit's round trip, still on its way when the client leaves
+
+    keeper.pull_soon = kept_pull_soon  # type: ignore[method-assign]
+    dispatcher._reserve = downgraded  # type: ignore[method-assign]  # noqa: SLF001
+    dispatcher.callers = SimpleNamespace(admit=admit)  # type: ignore[assignment]
+
+    async def main() -> None:
+        link, shared = gateway.redis, keeper.shared
+        assert link is not None and shared is not None
+        await link.start()
+        now = keeper.clock()
+        keeper.store.put("s", SessionState(model="mid", updated_at=now, context_tokens=1, turns=1))
+        await shared.put("s", SessionState(model="mid", updated_at=now, context_tokens=1, turns=2))
+        exchange = Exchange(RequestContext(request_id="r1", session="s"), keeper.clock())
+        deciding = asyncio.ensure_future(dispatcher._decide_pulled(  # noqa: SLF001
+            exchange, {"model": "auto", "messages": ASK}, RequestContext(request_id="r1", session="s")))
+        with anyio.fail_after(5):
+            await admitting.wait()
+            while not reads or not reads[0].done():
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the reservation answered too
+        deciding.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await deciding
+        assert exchange.decision is not None
+        assert (exchange.decision.model, exchange.decision.strategy) == ("cheap", "budget"), exchange.decision.reason
+        await link.aclose()
+
+    anyio.run(main)
+    assert gateway.ledger is not None
+    gateway.ledger.close_sync()

@@ -218,6 +218,44 @@ def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(monke
 
 
 
+def test_calls_issued_while_a_round_trip_is_on_its_way_go_together_in_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One round trip at a time: the calls of later turns of the event loop wait for the one on its way and then
+    share one; a call issued after the last round trip ended (one caller awaiting each reply in turn) still goes."""
+    prefix = unique_prefix()
+    import switchman.state._redis_link as module  # noqa: PLC2701  (counting the round trips)
+
+    trips: list[int] = []
+    real = module._round_trip  # noqa: SLF001
+
+    async def counted(client: object, commands: list[object], deliver: Callable[[int, object], None]) -> None:
+        trips.append(len(commands))
+        await real(client, commands, deliver)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_round_trip", counted)
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        key = link.key("t", "k")
+        first = link.command_soon("SET", key, "0")
+        later: list[asyncio.Future[Any]] = []
+        for _ in range(5):  # five later turns of the loop, while the first round trip is on its way
+            await asyncio.sleep(0)
+            later.append(link.command_soon("INCR", key))
+        assert await first == b"OK"
+        assert await asyncio.gather(*later) == [1, 2, 3, 4, 5]
+        assert sum(trips) == 6 and len(trips) < 6  # the later calls shared round trips
+        with anyio.fail_after(5):  # each call awaited before the next is issued: every one is sent
+            for i in range(50):
+                assert await link.command("ECHO", str(i)) == str(i).encode()
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
 def test_a_slow_call_in_a_round_trip_fails_only_the_calls_not_yet_answered() -> None:
     """Two SETs and a BLPOP that waits 0.3 s share a round trip with a 50 ms timeout: Redis ran the SETs and sent
     their replies, so their callers get them; only the BLPOP's caller sees RedisUnavailable (and the link stays up)."""
@@ -358,6 +396,102 @@ def test_an_idle_connection_whose_check_is_cancelled_is_closed_not_leaked(monkey
         with pytest.raises(asyncio.CancelledError):
             await taking
         assert not link._idle and not connection.is_connected
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+def test_a_call_behind_a_round_trip_to_a_stalled_redis_fails_within_twice_the_timeout() -> None:
+    """Redis stopped (SIGSTOP) with a round trip on its way: a call queued behind it waits for it, then for its own,
+    and fails with RedisUnavailable within twice the timeout (the documented bound); the link stays up (a stall is
+    not an outage until nothing answered for `stall_s`) and serves again once Redis resumes."""
+    import os
+    import signal
+    import time
+
+    timeout = 0.1
+    with RedisServer() as server:
+        process = server._process  # noqa: SLF001  (stopped and resumed: a slow Redis, not a dead one)
+        assert process is not None
+
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=timeout, ping_s=5.0)
+            await link.start()
+            os.kill(process.pid, signal.SIGSTOP)
+            try:
+                first = link.command_soon("PING")
+                await asyncio.sleep(timeout / 2)  # its round trip on its way
+                queued = time.monotonic()
+                behind = link.command_soon("PING")
+                for call in (first, behind):
+                    with pytest.raises(RedisUnavailable), anyio.fail_after(2):
+                        await call
+                waited = time.monotonic() - queued
+                assert timeout <= waited < 2 * timeout + 0.05, waited
+                assert link.up
+            finally:
+                os.kill(process.pid, signal.SIGCONT)
+            with anyio.fail_after(2):
+                assert await link.command("PING") == b"PONG"
+            await link.aclose()
+
+        anyio.run(main)
+
+
+def test_a_close_with_a_round_trip_on_its_way_and_calls_behind_it_leaves_no_caller_waiting() -> None:
+    """`aclose` while a round trip to a stalled Redis is on its way and a call waits behind it: both callers get
+    RedisUnavailable (none waits forever) and the sender is gone; a call after the close fails at once."""
+    import os
+    import signal
+
+    with RedisServer() as server:
+        process = server._process  # noqa: SLF001
+        assert process is not None
+
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=0.1, ping_s=5.0)
+            await link.start()
+            os.kill(process.pid, signal.SIGSTOP)
+            try:
+                first = link.command_soon("PING")
+                await asyncio.sleep(0.02)
+                behind = link.command_soon("PING")
+                with anyio.fail_after(2):
+                    await link.aclose()
+                    outcomes = await asyncio.gather(first, behind, return_exceptions=True)
+                assert all(isinstance(outcome, RedisUnavailable) for outcome in outcomes), outcomes
+                assert link._sender is None and not link._sending  # noqa: SLF001
+                with pytest.raises(RedisUnavailable):
+                    await link.command("PING")
+            finally:
+                os.kill(process.pid, signal.SIGCONT)
+
+        anyio.run(main)
+
+
+def test_a_sender_cancelled_with_the_loop_fails_the_calls_behind_it() -> None:
+    """The loop closing cancels the sender mid round trip: the calls of that round trip and those queued behind it
+    get RedisUnavailable (no caller left waiting), and the next call starts a sender of its own."""
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        on_its_way = link.command_soon("BLPOP", link.key("t", "nothing"), "0.3")
+        await asyncio.sleep(0.02)
+        behind = link.command_soon("PING")
+        sender = link._sender  # noqa: SLF001
+        assert sender is not None
+        sender.cancel()
+        with anyio.fail_after(2):
+            outcomes = await asyncio.gather(on_its_way, behind, return_exceptions=True)
+        assert all(isinstance(outcome, RedisUnavailable) for outcome in outcomes), outcomes
+        assert link._sender is None  # noqa: SLF001
+        with anyio.fail_after(2):
+            assert await link.command("PING") == b"PONG"
         await link.aclose()
 
     try:

@@ -299,7 +299,13 @@ class Dispatcher:
             if isinstance(exc, SwitchmanError) and refused is None and not admitting.cancelled():
                 exchange.admission = admitting.result()  # admitted: a reservation taken anew keeps its headers
             raise  # a cancellation (the client left) or a bug goes on unchanged
-        exchange.admission = await admitting
+        try:
+            exchange.admission = await admitting
+        except SwitchmanError:
+            raise
+        except BaseException:  # cancelled with the reservation answered: the row has its decision (a downgrade)
+            exchange.decision = reserved
+            raise
         exchange.decision = reserved
 
     async def _decide_pulled(self, exchange: Exchange, body: Mapping[str, Any], context: RequestContext) -> Decision:
@@ -313,16 +319,22 @@ class Dispatcher:
         guess = self.sessions.steer(request, fresh, context)  # this replica's copy of the session
         deciding = self.clock() - started
         exchange.request, exchange.decision = request, guess
-        pulling = asyncio.ensure_future(self.sessions.pull(request.session))  # its read joins the next round trip
+        session = request.session
+        assert session is not None  # `shares` chose this path
+        pulling = self.sessions.pull_soon(session)  # its read joins the next round trip
         refused: SwitchmanError | None = None
         try:
             await self._admit_and_reserve(exchange, request, guess)
         except SwitchmanError as exc:  # answered in the same round trip as the read: no wait for it
             refused = exc
-        except BaseException:
-            pulling.cancel()  # the request ends here: the session's next turn reads it again
+        except BaseException:  # cancelled (or a bug): the ledger row has the decision after the read, if it came
+            if pulling.done() and not pulling.cancelled() and pulling.exception() is None and exchange.decision is guess:
+                self.sessions.adopt(session, pulling.result())
+                exchange.decision = self.sessions.steer(request, fresh, context)
+            else:
+                self.sessions.drop_pull(pulling)  # the session's next turn reads it again
             raise
-        await pulling
+        await self.sessions.pulled(session, pulling)
         started = self.clock()
         # Steered again whatever the read found: a concurrent turn of this session on this replica may have moved
         # the local copy since the guess (steering is pure and cheap; an unchanged state gives the guess again).

@@ -178,6 +178,44 @@ class SessionKeeper:
             state = await self.shared.get(session_id)
         except RedisUnavailable:
             return  # the local state (if any) decides
+        self._adopt(session_id, state)
+
+    def pull_soon(self, session_id: str) -> asyncio.Future[Any]:
+        """`pull`'s read, queued now (it joins this turn's round trip; no task unless a feedback mark of this
+        replica is still on its way: the read waits for it): pass the future to `pulled`, or to `drop_pull`."""
+        shared = self.shared
+        assert shared is not None, "pull_soon without shared state (see `shares`)"
+        if session_id in self._marks:
+            return asyncio.ensure_future(self._read_after_mark(shared, session_id))
+        return shared.get_soon(session_id)
+
+    async def _read_after_mark(self, shared: RedisSessionStore, session_id: str) -> Any:
+        marking = self._marks.get(session_id)
+        if marking is not None:
+            await asyncio.wait([marking], timeout=shared.link.timeout_s * 4)
+        return await shared.get_soon(session_id)
+
+    async def pulled(self, session_id: str, pulling: asyncio.Future[Any]) -> None:
+        """Wait for a `pull_soon` and bring what it read into the local store."""
+        try:
+            raw = await pulling
+        except RedisUnavailable:
+            return  # the local state (if any) decides
+        self.adopt(session_id, raw)
+
+    def adopt(self, session_id: str, raw: bytes | None) -> None:
+        """Bring a state `pull_soon` read into the local store."""
+        if self.shared is not None:
+            self._adopt(session_id, self.shared.state_of(raw))
+
+    @staticmethod
+    def drop_pull(pulling: asyncio.Future[Any]) -> None:
+        """Abandon a `pull_soon` (its turn ends before it is decided): cancelled, or its failure retrieved."""
+        if not pulling.cancel() and not pulling.cancelled():
+            pulling.exception()  # RedisUnavailable, read already: no "never retrieved" warning
+
+    def _adopt(self, session_id: str, state: SessionState | None) -> None:
+        """The shared state replaces the local copy unless that has more turns."""
         local = self.store.get(session_id, self.clock())
         # Ordered by turns, not clocks: a local state with more turns was written while Redis was away.
         if state is not None and (local is None or state.turns >= local.turns):

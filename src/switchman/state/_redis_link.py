@@ -8,12 +8,15 @@
     except RedisUnavailable:
         ...use this process's own state...
 
-Every call is bounded by `timeout_s` and never retried. On a single Redis, `eval` and `command` calls issued
-in the same turn of the event loop (concurrent requests; one request's calls started side by side) share
-one round trip: one write, one read, on a connection of the link's own. Through asyncio a round trip costs
-~0.05–0.1 ms of CPU, a command in a shared one a fraction. `eval_soon` and `command_soon` queue a call at
-once and return its future (no task needed to start it). (On a Cluster each goes on its own to its slot's
-node.) A connection error, or timeouts with no call
+Every round trip is bounded by `timeout_s` and never retried. On a single Redis, `eval` and `command` calls
+issued in the same turn of the event loop (concurrent requests; one request's calls started side by side)
+share one round trip: one write, one read, on a connection of the link's own. One round trip is on its way
+at a time: the calls issued meanwhile go together in the next, so under load a round trip carries the calls
+of several requests (a call may wait for the round trip on its way before its own: at worst twice the
+timeout). Through asyncio a round trip costs ~0.05–0.15 ms of CPU (its write system call alone a third to a
+half of that), a command in a shared one a fraction. `eval_soon` and `command_soon` queue a call at once and
+return its future (no task needed to start it). (On a Cluster each goes on its own to its slot's node.) A
+connection error, or timeouts with no call
 answered for `stall_s` (a slow call fails only itself and the calls behind it in its round trip — each
 caller gets its reply as soon as it is read — and a busy event loop or a slow script must not take the
 replica off shared state), marks the link down with one log line ("redis unavailable at
@@ -96,8 +99,9 @@ class RedisLink:
         self._cluster = is_cluster(url)
         self._shas: dict[str, str] = {}  # script source -> its SHA1
         self._scripts: dict[str, Any] = {}  # script source -> redis-py Script (a Cluster's calls)
-        self._queue: list[_Queued] = []  # calls of this turn of the event loop, sent together
+        self._queue: list[_Queued] = []  # calls waiting for the next round trip, sent together
         self._sending: set[asyncio.Task[None]] = set()
+        self._sender: asyncio.Task[None] | None = None  # sending the queue, one round trip at a time
         self._idle: list[tuple[Any, float]] = []  # the batches' own connections and when each was last used
         #: True in the resync callbacks' context: their calls reach Redis before the link is up for everyone.
         self._resyncing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"switchman-resync-{id(self)}",
@@ -188,17 +192,38 @@ class RedisLink:
             future.set_exception(RedisUnavailable(self.display_url))
             return future
         self._queue.append((args, source, future))
-        if len(self._queue) == 1:  # the first of this turn: the batch goes once the turn's other calls joined
-            loop.call_soon(self._send_queue, contextvars.copy_context())
+        if self._sender is None:  # the first call while no round trip is on its way: a sender for this turn's calls
+            self._start_sender(loop)
         return future
 
-    def _send_queue(self, context: contextvars.Context) -> None:
-        batch, self._queue = self._queue, []
-        if not batch:  # sent already (by aclose)
-            return
-        task = asyncio.get_running_loop().create_task(self._send(batch), context=context)
+    def _start_sender(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The task that sends the queue: its first round trip goes once this turn's other calls joined (and those of
+        the tasks started in this turn: their first steps run before its second)."""
+        task = self._sender = loop.create_task(self._send_all())
         self._sending.add(task)  # kept referenced until done (a caller may be cancelled meanwhile)
         task.add_done_callback(self._sending.discard)
+
+    async def _send_all(self) -> None:
+        """One round trip at a time while calls wait: the calls queued during one go together in the next.
+
+        Under load this gathers many requests' calls in each round trip (a round trip's socket calls and wake-ups
+        cost far more CPU than a command in it); a lone call goes at the next turn of the event loop, as before. A
+        call waits at most for the round trip on its way (bounded by `timeout_s`) before its own is sent."""
+        try:
+            await asyncio.sleep(0)  # tasks started in the turn of the first call have queued theirs too
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._send(batch)
+                await asyncio.sleep(0)  # the callers its replies woke queue their next calls first
+        except BaseException:  # cancelled (the loop is closing): no queued caller is left waiting
+            queue, self._queue = self._queue, []
+            for _, _, future in queue:
+                if not future.done():
+                    future.set_exception(RedisUnavailable(self.display_url))
+            raise
+        finally:  # at once, not in a done callback: a call queued before that ran would wait for the next one
+            if self._sender is asyncio.current_task():
+                self._sender = None
 
     async def _send(self, batch: list[_Queued]) -> None:
         """One round trip for the batch; every caller gets its reply as soon as it is read, or RedisUnavailable
@@ -390,8 +415,8 @@ class RedisLink:
         """Stop the watcher (not cancelled mid-call: redis-py can sit on that) and close the connection pool; calls
         queued already go first, later ones raise RedisUnavailable."""
         self._closed = True
-        if self._queue:
-            self._send_queue(contextvars.copy_context())
+        if self._queue and self._sender is None:
+            self._start_sender(asyncio.get_running_loop())
         if self._watcher is not None and self._stopping is not None:
             self._stopping.set()
             await asyncio.wait([self._watcher], timeout=self.timeout_s + 5.0)

@@ -67,7 +67,14 @@ class RedisSessionStore:
 
     async def get(self, session_id: str) -> SessionState | None:
         """The live state of a session (None when unknown or expired)."""
-        raw = await self.link.command("GET", self._key(session_id))
+        return self.state_of(await self.get_soon(session_id))
+
+    def get_soon(self, session_id: str) -> asyncio.Future[Any]:
+        """`get`, queued now (it joins this turn's round trip): the future has the stored value for `state_of`."""
+        return self.link.command_soon("GET", self._key(session_id))
+
+    def state_of(self, raw: bytes | None) -> SessionState | None:
+        """The live state in a value `get_soon` read (None when unknown, unreadable or expired)."""
         if raw is None:
             return None
         state = _decode(raw, self._to_wall)
