@@ -54,6 +54,10 @@ TRUNCATED = "truncated answer (finish_reason length)"
 
 #: Decisions sessions leave alone: a model named or pinned (fixed), and a cascade, which escalates itself.
 _UNSTEERED = frozenset({"fixed", "cascade"})
+#: How many of the link's timeouts a turn waits for this replica's feedback mark of its session to land: the mark
+#: is one call, and with one round trip on its way at a time a call may wait for the one before it (2 timeouts),
+#: behind a put of the same session (2 more); 6 leaves a slow-but-answering Redis room for both.
+_MARK_WAITS = 6
 
 
 class SessionStore(Protocol):
@@ -173,7 +177,7 @@ class SessionKeeper:
             return
         marking = self._marks.get(session_id)
         if marking is not None:  # this replica's own feedback first (a push in flight is ordered by turns)
-            await asyncio.wait([marking], timeout=self.shared.link.timeout_s * 4)
+            await asyncio.wait([marking], timeout=self.shared.link.timeout_s * _MARK_WAITS)
         try:
             state = await self.shared.get(session_id)
         except RedisUnavailable:
@@ -192,7 +196,7 @@ class SessionKeeper:
     async def _read_after_mark(self, shared: RedisSessionStore, session_id: str) -> Any:
         marking = self._marks.get(session_id)
         if marking is not None:
-            await asyncio.wait([marking], timeout=shared.link.timeout_s * 4)
+            await asyncio.wait([marking], timeout=shared.link.timeout_s * _MARK_WAITS)
         return await shared.get_soon(session_id)
 
     async def pulled(self, session_id: str, pulling: asyncio.Future[Any]) -> None:
@@ -281,7 +285,7 @@ class SessionKeeper:
         if pending is None or self.shared is None:
             return
         if isinstance(pending, asyncio.Task):  # behind a feedback mark: bounded here
-            await asyncio.wait([pending], timeout=self.shared.link.timeout_s * 4)
+            await asyncio.wait([pending], timeout=self.shared.link.timeout_s * _MARK_WAITS)
             return
         with contextlib.suppress(Exception):  # a put in a round trip, bounded by the link's timeout; its failure
             await asyncio.shield(pending)  # is `_pushed`'s; a request that leaves does not cancel the write
