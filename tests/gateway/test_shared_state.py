@@ -12,7 +12,7 @@ import copy
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -449,6 +449,50 @@ def test_nothing_stays_reserved_after_clients_leave_and_redis_restarts(upstream:
     assert float(counter[b"spent"]) == pytest.approx(spent, rel=1e-6)
 
 
+def one_replica(upstream: FakeUpstream, tmp_path: Path, prefix: str) -> Gateway:
+    """A replica on the shared Redis, not served: its dispatcher is driven in process."""
+    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
+    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    assert gateway.dispatcher.sessions.shared is not None and gateway.redis is not None
+    return gateway
+
+
+def run_on(gateway: Gateway, main: Callable[[], Awaitable[None]]) -> None:
+    """Run `main` in an event loop of its own, then close the replica's ledger."""
+    import anyio
+
+    anyio.run(main)
+    assert gateway.ledger is not None
+    gateway.ledger.close_sync()
+
+
+def recorded_reads(gateway: Gateway) -> list[Any]:
+    """The futures of every session read the replica's keeper queues (`pull_soon`) from now on."""
+    keeper = gateway.dispatcher.sessions
+    reads: list[Any] = []
+    pull_soon = keeper.pull_soon
+
+    def kept_pull_soon(session_id: str) -> Any:
+        reads.append(pull_soon(session_id))
+        return reads[-1]
+
+    keeper.pull_soon = kept_pull_soon  # type: ignore[method-assign]
+    return reads
+
+
+async def moved_session(gateway: Gateway, local_model: str) -> None:
+    """Start the replica's link; session `s` is on `local_model` in its copy (turn 1) and moved to `mid` in Redis
+    by another replica (turn 2)."""
+    from switchman.routing import SessionState
+
+    keeper, link = gateway.dispatcher.sessions, gateway.redis
+    assert link is not None and keeper.shared is not None
+    await link.start()
+    now = keeper.clock()
+    keeper.store.put("s", SessionState(model=local_model, updated_at=now, context_tokens=1, turns=1))
+    await keeper.shared.put("s", SessionState(model="mid", updated_at=now, context_tokens=1, turns=2))
+
+
 def test_a_pull_started_soon_reads_in_the_round_trip_without_a_task(upstream: FakeUpstream, tmp_path: Path,
                                                                    prefix: str) -> None:
     """`pull_soon` queues the read (a plain future, no task) and `pulled` applies it as `pull` would; behind a
@@ -456,14 +500,11 @@ def test_a_pull_started_soon_reads_in_the_round_trip_without_a_task(upstream: Fa
     stays, and an abandoned read's failure is retrieved, not left to a "never retrieved" warning."""
     import asyncio
 
-    import anyio
 
     from switchman.routing import SessionState
 
-    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
-    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    gateway = one_replica(upstream, tmp_path, prefix)
     keeper = gateway.dispatcher.sessions
-    assert keeper.shared is not None and gateway.redis is not None
 
     async def main() -> None:
         link, shared = gateway.redis, keeper.shared
@@ -498,9 +539,7 @@ def test_a_pull_started_soon_reads_in_the_round_trip_without_a_task(upstream: Fa
         assert queued.cancelled()
         await link.aclose()
 
-    anyio.run(main)
-    assert gateway.ledger is not None
-    gateway.ledger.close_sync()
+    run_on(gateway, main)
 
 
 @pytest.mark.parametrize("read_arrived", [True, False])
@@ -512,64 +551,44 @@ def test_a_turn_cancelled_in_its_admission_records_the_decision_after_its_read(
     (`cheap`), and the read still on its way is abandoned."""
     import asyncio
 
-    import anyio
-
     from switchman.gateway._context import RequestContext  # noqa: PLC2701
     from switchman.gateway._exchange import Exchange  # noqa: PLC2701
-    from switchman.routing import SessionState
 
-    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
-    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    gateway = one_replica(upstream, tmp_path, prefix)
     dispatcher = gateway.dispatcher
-    keeper = dispatcher.sessions
-    reads: list[asyncio.Future[Any]] = []
-    pull_soon = keeper.pull_soon
-
-    def kept_pull_soon(session_id: str) -> asyncio.Future[Any]:
-        reads.append(pull_soon(session_id))
-        return reads[-1]
+    reads = recorded_reads(gateway)
 
     async def cancelled(*_: object) -> None:
         if read_arrived:
             await asyncio.wait_for(asyncio.shield(reads[0]), 5)  # the round trip came back first
         raise asyncio.CancelledError
 
-    keeper.pull_soon = kept_pull_soon  # type: ignore[method-assign]
     dispatcher._admit_and_reserve = cancelled  # type: ignore[method-assign]  # noqa: SLF001
 
     async def main() -> None:
-        link, shared = gateway.redis, keeper.shared
-        assert link is not None and shared is not None
-        await link.start()
-        now = keeper.clock()
-        keeper.store.put("s", SessionState(model="cheap", updated_at=now, context_tokens=1, turns=1))
-        await shared.put("s", SessionState(model="mid", updated_at=now, context_tokens=1, turns=2))
-        exchange = Exchange(RequestContext(request_id="r1", session="s"), keeper.clock())
+        await moved_session(gateway, "cheap")
+        exchange = Exchange(RequestContext(request_id="r1", session="s"), dispatcher.sessions.clock())
         with pytest.raises(asyncio.CancelledError):
             await dispatcher._decide_pulled(exchange, {"model": "auto", "messages": ASK},  # noqa: SLF001
                                             RequestContext(request_id="r1", session="s"))
         assert exchange.decision is not None
         assert exchange.decision.model == ("mid" if read_arrived else "cheap"), exchange.decision.reason
         assert reads[0].done() and reads[0].cancelled() is not read_arrived
-        await link.aclose()
+        assert gateway.redis is not None
+        await gateway.redis.aclose()
 
-    anyio.run(main)
-    assert gateway.ledger is not None
-    gateway.ledger.close_sync()
+    run_on(gateway, main)
 
 
 def test_a_pulled_session_state_is_ordered_by_turns_not_clocks(upstream: FakeUpstream, tmp_path: Path,
                                                                prefix: str) -> None:
     """The keeper's pull keeps a local state with more turns (written while Redis was away) and takes a shared
     one with as many or more, whatever their clocks say."""
-    import anyio
 
     from switchman.routing import SessionState
 
-    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
-    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    gateway = one_replica(upstream, tmp_path, prefix)
     keeper = gateway.dispatcher.sessions
-    assert keeper.shared is not None and gateway.redis is not None
 
     async def main() -> None:
         assert gateway.redis is not None and keeper.shared is not None
@@ -586,9 +605,7 @@ def test_a_pulled_session_state_is_ordered_by_turns_not_clocks(upstream: FakeUps
         assert local is not None and local.model == "big"  # as many turns: the shared state wins
         await gateway.redis.aclose()
 
-    anyio.run(main)
-    assert gateway.ledger is not None
-    gateway.ledger.close_sync()
+    run_on(gateway, main)
 
 
 def test_the_readme_settings_load_and_need_nothing_else() -> None:
@@ -619,19 +636,12 @@ def test_a_turn_cancelled_while_its_admission_is_on_its_way_keeps_its_budget_dow
 
     from switchman.gateway._context import RequestContext  # noqa: PLC2701
     from switchman.gateway._exchange import Exchange  # noqa: PLC2701
-    from switchman.routing import Decision, SessionState
+    from switchman.routing import Decision
 
-    data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
-    gateway = Gateway.from_config(parse_config(data), env=ENV)
+    gateway = one_replica(upstream, tmp_path, prefix)
     dispatcher = gateway.dispatcher
-    keeper = dispatcher.sessions
-    reads: list[asyncio.Future[Any]] = []
-    pull_soon = keeper.pull_soon
+    reads = recorded_reads(gateway)
     admitting = asyncio.Event()
-
-    def kept_pull_soon(session_id: str) -> asyncio.Future[Any]:
-        reads.append(pull_soon(session_id))
-        return reads[-1]
 
     async def downgraded(exchange: Exchange, request: object, decision: Decision) -> Decision:
         return Decision(model="cheap", reason=f"budget downgrade from {decision.model}", strategy="budget",
@@ -641,18 +651,12 @@ def test_a_turn_cancelled_while_its_admission_is_on_its_way_keeps_its_budget_dow
         admitting.set()
         await asyncio.sleep(3600)  # a second limit's round trip, still on its way when the client leaves
 
-    keeper.pull_soon = kept_pull_soon  # type: ignore[method-assign]
     dispatcher._reserve = downgraded  # type: ignore[method-assign]  # noqa: SLF001
     dispatcher.callers = SimpleNamespace(admit=admit)  # type: ignore[assignment]
 
     async def main() -> None:
-        link, shared = gateway.redis, keeper.shared
-        assert link is not None and shared is not None
-        await link.start()
-        now = keeper.clock()
-        keeper.store.put("s", SessionState(model="mid", updated_at=now, context_tokens=1, turns=1))
-        await shared.put("s", SessionState(model="mid", updated_at=now, context_tokens=1, turns=2))
-        exchange = Exchange(RequestContext(request_id="r1", session="s"), keeper.clock())
+        await moved_session(gateway, "mid")
+        exchange = Exchange(RequestContext(request_id="r1", session="s"), dispatcher.sessions.clock())
         deciding = asyncio.ensure_future(dispatcher._decide_pulled(  # noqa: SLF001
             exchange, {"model": "auto", "messages": ASK}, RequestContext(request_id="r1", session="s")))
         with anyio.fail_after(5):
@@ -665,8 +669,7 @@ def test_a_turn_cancelled_while_its_admission_is_on_its_way_keeps_its_budget_dow
             await deciding
         assert exchange.decision is not None
         assert (exchange.decision.model, exchange.decision.strategy) == ("cheap", "budget"), exchange.decision.reason
-        await link.aclose()
+        assert gateway.redis is not None
+        await gateway.redis.aclose()
 
-    anyio.run(main)
-    assert gateway.ledger is not None
-    gateway.ledger.close_sync()
+    run_on(gateway, main)
