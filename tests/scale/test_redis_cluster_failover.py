@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import openai
 import pytest
 import redis
 from sqlalchemy.engine import Engine
@@ -19,7 +18,6 @@ from switchman.testing import FakeUpstream, RedisClusterServer
 
 from . import test_replicas as single
 from .cluster import ASK, Cluster, drive, wait_until
-from .conftest import ENV
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +29,7 @@ def redis_cluster() -> Iterator[RedisClusterServer]:
 @pytest.fixture(scope="module")
 def cluster(upstream: FakeUpstream, ledger_schema: tuple[Engine, str, str], redis_cluster: RedisClusterServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    _, _, ledger_url = ledger_schema
-    data = single.config_data(upstream, ledger_url, redis_cluster.url)
-    with Cluster(data, replicas=3, tmp=tmp_path_factory.mktemp("on-failover-cluster"), env=ENV) as running:
-        yield running
+    yield from single.serve_on(redis_cluster.url, upstream, ledger_schema, tmp_path_factory, "on-failover-cluster")
 
 
 def tracked(_: int) -> tuple[dict[str, Any], dict[str, str]]:
@@ -46,29 +41,14 @@ def budget_key() -> str:
     return f"sm:{{budget:agent:tracked}}:day:{int(start)}"
 
 
-def conversation(cluster: Cluster, between: Any = None) -> list[str]:
-    """Six turns of one session, turn t on replica t % 3, an escalation asked on turn 2; `between(session_id)` runs
-    after turn 2. Returns the model of each turn."""
-    clients = [openai.OpenAI(base_url=r.base + "/v1", api_key="unused", max_retries=0) for r in cluster]
+def conversation(cluster: Cluster, between: Callable[[str], None] | None = None) -> list[str]:
+    """The models of `test_replicas.conversation`'s six turns of a new session (`between` runs after turn 2)."""
+    clients = single.openai_clients(cluster)
     try:
-        return _turns(clients, between)
+        return [model for _, model in single.conversation(clients, f"reshard-{uuid.uuid4().hex[:8]}", between)]
     finally:
         for client in clients:
             client.close()
-
-
-def _turns(clients: list[openai.OpenAI], between: Any) -> list[str]:
-    session, history, models = f"reshard-{uuid.uuid4().hex[:8]}", [], []
-    for t in range(6):
-        history.append({"role": "user", "content": f"Step {t}: continue."})
-        raw = clients[t % 3].chat.completions.with_raw_response.create(
-            model="auto", messages=history, max_tokens=8,  # type: ignore[arg-type]
-            extra_headers={"X-Switchman-Session": session, **({"X-Switchman-Escalate": "1"} if t == 2 else {})})
-        history.append({"role": "assistant", "content": raw.parse().choices[0].message.content or ""})
-        models.append(raw.headers["x-switchman-model"])
-        if t == 2 and between is not None:
-            between(session)
-    return models
 
 
 def test_a_primary_failing_over_mid_load_costs_no_request(cluster: Cluster, redis_cluster: RedisClusterServer,
@@ -95,13 +75,18 @@ def test_a_primary_failing_over_mid_load_costs_no_request(cluster: Cluster, redi
     engine, schema, _ = ledger_schema
     query = f"select count(*), sum(cost_usd) from {schema}.switchman_requests where agent = 'tracked'"
     wait_until(lambda: single._scalar(engine, query)[0] >= total + 300, what="the tracked agent's ledger rows")
-    recorded = float(single._scalar(engine, query)[1])
+    rows, recorded = single._scalar(engine, query)
     primary = redis_cluster.ports[redis_cluster.node_for(budget_key())]
     with redis.Redis(port=primary) as node:
         counter = node.hget(budget_key(), "spent")
     assert counter is not None
-    assert recorded * (1 - single.CONCURRENCY / total) <= float(counter) <= recorded * (1 + 1e-9), (counter, recorded)
-    assert conversation(cluster) == ["cheap", "cheap", "mid", "mid", "mid", "mid"]
+    # Unlike a restarted Redis (empty, rebuilt from the ledger: never above it), the promoted replica keeps what
+    # was copied to it, and the rebuild only raises a counter: settles caught mid-failover may be missing or, seen
+    # once in ~6 runs, counted again (+1 request's cost: refusing a little early, never overspending). Either way
+    # within the requests in flight at the kill.
+    in_flight = single.CONCURRENCY * float(recorded) / int(rows)
+    assert abs(float(counter) - float(recorded)) <= in_flight, (counter, recorded)
+    assert conversation(cluster) == single.ESCALATED
 
 
 def test_a_slot_resharded_under_a_session_keeps_its_model(cluster: Cluster, redis_cluster: RedisClusterServer) -> None:
@@ -119,7 +104,7 @@ def test_a_slot_resharded_under_a_session_keeps_its_model(cluster: Cluster, redi
             assert node.exists(key) == 1  # the session's state went with its slot
 
     # Turns 3-5 run after the move, on replicas whose slot map still names the old node: they follow MOVED.
-    assert conversation(cluster, between=reshard) == ["cheap", "cheap", "mid", "mid", "mid", "mid"]
+    assert conversation(cluster, between=reshard) == single.ESCALATED
     (source, now), = moved
     assert now != source
     assert all(replica.metric("switchman_redis_up") == 1 for replica in cluster)

@@ -28,10 +28,7 @@ def redis_cluster() -> Iterator[RedisClusterServer]:
 @pytest.fixture(scope="module")
 def cluster(upstream: FakeUpstream, ledger_schema: tuple[Engine, str, str], redis_cluster: RedisClusterServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    _, _, ledger_url = ledger_schema
-    data = single.config_data(upstream, ledger_url, redis_cluster.url)
-    with Cluster(data, replicas=3, tmp=tmp_path_factory.mktemp("on-cluster"), env=ENV) as running:
-        yield running
+    yield from single.serve_on(redis_cluster.url, upstream, ledger_schema, tmp_path_factory, "on-cluster")
 
 
 def test_the_replicas_share_state_on_the_cluster(cluster: Cluster) -> None:

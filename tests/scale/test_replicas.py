@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -72,13 +72,19 @@ def config_data(upstream: FakeUpstream, ledger_url: str, redis_url: str) -> dict
     }
 
 
+def serve_on(redis_url: str, upstream: FakeUpstream, ledger_schema: tuple[Engine, str, str],
+             tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Cluster]:
+    """Three replicas of `config_data` on this Redis (or Redis Cluster) URL, for a module's `cluster` fixture."""
+    _, _, ledger_url = ledger_schema
+    data = config_data(upstream, ledger_url, redis_url)
+    with Cluster(data, replicas=3, tmp=tmp_path_factory.mktemp(name), env=ENV) as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def cluster(upstream: FakeUpstream, ledger_schema: tuple[Engine, str, str], redis_server: RedisServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    _, _, ledger_url = ledger_schema
-    data = config_data(upstream, ledger_url, redis_server.url)
-    with Cluster(data, replicas=3, tmp=tmp_path_factory.mktemp("replicas"), env=ENV) as running:
-        yield running
+    yield from serve_on(redis_server.url, upstream, ledger_schema, tmp_path_factory, "replicas")
 
 
 def ledger_rows(ledger_schema: tuple[Engine, str, str], request_ids: set[str]) -> dict[str, list[float]]:
@@ -141,27 +147,45 @@ def _scalar(engine: Engine, query: str) -> tuple[Any, ...]:
         return tuple(conn.execute(text(query)).one())
 
 
-def test_sessions_keep_their_model_across_replicas_and_an_escalation_holds(cluster: Cluster) -> None:
-    clients = [openai.OpenAI(base_url=replica.base + "/v1", api_key="unused", max_retries=0) for replica in cluster]
+def conversation(clients: list[openai.OpenAI], session: str,
+                 between: Callable[[str], None] | None = None) -> list[tuple[int, str]]:
+    """Six turns of one session, turn t on replica t % 3; turn 2 (on replica 2) asks for an escalation, and
+    `between(session)` runs after it. Returns (replica, model) of each turn."""
+    history: list[dict[str, str]] = []
+    seen: list[tuple[int, str]] = []
+    for t in range(6):
+        history.append({"role": "user", "content": f"Step {t}: continue."})
+        raw = clients[t % 3].chat.completions.with_raw_response.create(
+            model="auto", messages=history, max_tokens=8,  # type: ignore[arg-type]
+            extra_headers={"X-Switchman-Session": session, **({"X-Switchman-Escalate": "1"} if t == 2 else {})})
+        history.append({"role": "assistant", "content": raw.parse().choices[0].message.content or ""})
+        seen.append((t % 3, raw.headers["x-switchman-model"]))
+        if t == 2 and between is not None:
+            between(session)
+    return seen
 
-    def conversation(n: int) -> list[tuple[int, str]]:
-        """Six turns, turn t on replica t % 3; turn 2 (on replica 2) asks for an escalation."""
-        session, history, seen = f"scale-{n}-{uuid.uuid4().hex[:8]}", [], []
-        for t in range(6):
-            history.append({"role": "user", "content": f"Step {t}: continue."})
-            raw = clients[t % 3].chat.completions.with_raw_response.create(
-                model="auto", messages=history, max_tokens=8,  # type: ignore[arg-type]
-                extra_headers={"X-Switchman-Session": session, **({"X-Switchman-Escalate": "1"} if t == 2 else {})})
-            answer = raw.parse()
-            history.append({"role": "assistant", "content": answer.choices[0].message.content or ""})
-            seen.append((t % 3, raw.headers["x-switchman-model"]))
-        return seen
+
+#: The models of `conversation`'s turns: the cheap one until the escalation, then the next one up, on every replica.
+ESCALATED = ["cheap", "cheap", "mid", "mid", "mid", "mid"]
+
+
+def openai_clients(cluster: Cluster) -> list[openai.OpenAI]:
+    return [openai.OpenAI(base_url=replica.base + "/v1", api_key="unused", max_retries=0) for replica in cluster]
+
+
+def test_sessions_keep_their_model_across_replicas_and_an_escalation_holds(cluster: Cluster) -> None:
+    clients = openai_clients(cluster)
+
+    def one(n: int) -> list[tuple[int, str]]:
+        return conversation(clients, f"scale-{n}-{uuid.uuid4().hex[:8]}")
 
     with ThreadPoolExecutor(20) as pool:
-        sessions = list(pool.map(conversation, range(40)))
+        sessions = list(pool.map(one, range(40)))
+    for client in clients:
+        client.close()
     for seen in sessions:
         assert [replica for replica, _ in seen] == [0, 1, 2, 0, 1, 2]
-        assert [model for _, model in seen] == ["cheap", "cheap", "mid", "mid", "mid", "mid"], seen
+        assert [model for _, model in seen] == ESCALATED, seen
 
 
 def test_an_rpm_limit_holds_across_replicas(cluster: Cluster) -> None:

@@ -180,18 +180,24 @@ def test_the_shown_url_never_carries_a_password(url: str, shown: str) -> None:
     assert RedisLink(url).display_url == shown
 
 
-def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(monkeypatch: pytest.MonkeyPatch) -> None:
-    prefix = unique_prefix()
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of calls in each round trip the link makes from now on."""
     import switchman.state._redis_link as module  # noqa: PLC2701  (counting the round trips)
 
-    trips: list[int] = []
+    counts: list[int] = []
     real = module._round_trip  # noqa: SLF001
 
     async def counted(client: object, commands: list[object], deliver: Callable[[int, object], None]) -> None:
-        trips.append(len(commands))
+        counts.append(len(commands))
         await real(client, commands, deliver)  # type: ignore[arg-type]
 
     monkeypatch.setattr(module, "_round_trip", counted)
+    return counts
+
+
+def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(trips: list[int]) -> None:
+    prefix = unique_prefix()
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
@@ -217,21 +223,10 @@ def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(monke
         forget_prefix(SHARED_URL, prefix)
 
 
-
-def test_calls_issued_while_a_round_trip_is_on_its_way_go_together_in_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_calls_issued_while_a_round_trip_is_on_its_way_go_together_in_the_next(trips: list[int]) -> None:
     """One round trip at a time: the calls of later turns of the event loop wait for the one on its way and then
     share one; a call issued after the last round trip ended (one caller awaiting each reply in turn) still goes."""
     prefix = unique_prefix()
-    import switchman.state._redis_link as module  # noqa: PLC2701  (counting the round trips)
-
-    trips: list[int] = []
-    real = module._round_trip  # noqa: SLF001
-
-    async def counted(client: object, commands: list[object], deliver: Callable[[int, object], None]) -> None:
-        trips.append(len(commands))
-        await real(client, commands, deliver)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(module, "_round_trip", counted)
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)

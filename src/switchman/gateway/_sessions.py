@@ -173,16 +173,8 @@ class SessionKeeper:
     async def pull(self, session_id: str | None) -> None:
         """Bring the session's shared state into the local store before its turn is decided (a turn steered by
         the local copy before the read is steered again after it)."""
-        if self.shared is None or session_id is None:
-            return
-        marking = self._marks.get(session_id)
-        if marking is not None:  # this replica's own feedback first (a push in flight is ordered by turns)
-            await asyncio.wait([marking], timeout=self.shared.link.timeout_s * _MARK_WAITS)
-        try:
-            state = await self.shared.get(session_id)
-        except RedisUnavailable:
-            return  # the local state (if any) decides
-        self._adopt(session_id, state)
+        if self.shared is not None and session_id is not None:
+            await self.pulled(session_id, self.pull_soon(session_id))
 
     def pull_soon(self, session_id: str) -> asyncio.Future[Any]:
         """`pull`'s read, queued now (it joins this turn's round trip; no task unless a feedback mark of this
@@ -195,7 +187,7 @@ class SessionKeeper:
 
     async def _read_after_mark(self, shared: RedisSessionStore, session_id: str) -> Any:
         marking = self._marks.get(session_id)
-        if marking is not None:
+        if marking is not None:  # this replica's own feedback first (a push in flight is ordered by turns)
             await asyncio.wait([marking], timeout=shared.link.timeout_s * _MARK_WAITS)
         return await shared.get_soon(session_id)
 
@@ -208,22 +200,18 @@ class SessionKeeper:
         self.adopt(session_id, raw)
 
     def adopt(self, session_id: str, raw: bytes | None) -> None:
-        """Bring a state `pull_soon` read into the local store."""
-        if self.shared is not None:
-            self._adopt(session_id, self.shared.state_of(raw))
+        """Bring a state `pull_soon` read into the local store: it replaces the local copy unless that has more
+        turns (ordered by turns, not clocks: a local state with more turns was written while Redis was away)."""
+        state = self.shared.state_of(raw) if self.shared is not None else None
+        local = self.store.get(session_id, self.clock())
+        if state is not None and (local is None or state.turns >= local.turns):
+            self.store.put(session_id, state)
 
     @staticmethod
     def drop_pull(pulling: asyncio.Future[Any]) -> None:
         """Abandon a `pull_soon` (its turn ends before it is decided): cancelled, or its failure retrieved."""
         if not pulling.cancel() and not pulling.cancelled():
             pulling.exception()  # RedisUnavailable, read already: no "never retrieved" warning
-
-    def _adopt(self, session_id: str, state: SessionState | None) -> None:
-        """The shared state replaces the local copy unless that has more turns."""
-        local = self.store.get(session_id, self.clock())
-        # Ordered by turns, not clocks: a local state with more turns was written while Redis was away.
-        if state is not None and (local is None or state.turns >= local.turns):
-            self.store.put(session_id, state)
 
     def _push(self, session_id: str, state: SessionState) -> None:
         """Write a state to Redis in the background (a failure leaves the local copy, which serves meanwhile): at

@@ -39,7 +39,6 @@ class _RandomIds:
                 self._ids = [block[i:i + 32] for i in range(0, 32 * _BATCH, 32)]
             return self._ids.pop()
 
-
     def forget(self) -> None:
         """Drop the ids cut so far (a forked child must not hand out its parent's)."""
         self._ids = []
