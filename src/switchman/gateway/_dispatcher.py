@@ -328,13 +328,14 @@ class Dispatcher:
         except SwitchmanError as exc:  # answered in the same round trip as the read: no wait for it
             refused = exc
         except BaseException:  # cancelled (or a bug): the ledger row has the decision after the read, if it came
-            if pulling.done() and not pulling.cancelled() and pulling.exception() is None and exchange.decision is guess:
-                self.sessions.adopt(session, pulling.result())
-                exchange.decision = self.sessions.steer(request, fresh, context)
-            else:
-                self.sessions.drop_pull(pulling)  # the session's next turn reads it again
+            if self._ended_before_read(exchange, session, pulling) and exchange.decision is guess:
+                exchange.decision = self.sessions.steer(request, fresh, context)  # not a budget downgrade: it stands
             raise
-        await self.sessions.pulled(session, pulling)
+        try:
+            await self.sessions.pulled(session, pulling)
+        except BaseException:  # cancelled while the read was on its way (or just back)
+            self._ended_before_read(exchange, session, pulling)
+            raise
         started = self.clock()
         # Steered again whatever the read found: a concurrent turn of this session on this replica may have moved
         # the local copy since the guess (steering is pure and cheap; an unchanged state gives the guess again).
@@ -354,6 +355,17 @@ class Dispatcher:
                 await self.budgets.flush()  # the guess's hold leaves Redis before the new model's is checked
         exchange.decision = decision
         return await self._reserve(exchange, request, decision)
+
+    def _ended_before_read(self, exchange: Exchange, session: str, pulling: asyncio.Future[Any]) -> bool:
+        """A turn that ends (cancelled) before it used its session read: the read is adopted when it came (True; the
+        turn's session write builds on it), else abandoned, and the turn, which never saw the shared state, writes
+        no session state (one built from this replica's older copy could overwrite a newer turn of another)."""
+        if pulling.done() and not pulling.cancelled() and pulling.exception() is None:
+            self.sessions.adopt(session, pulling.result())
+            return True
+        exchange.session_unread = not pulling.done() or pulling.cancelled()  # Redis down: the local copy decides
+        self.sessions.drop_pull(pulling)  # the session's next turn reads it again
+        return False
 
     async def _abegin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
         """`_begin` for a chat body, a long prompt decided in a worker thread (see `adecide`)."""

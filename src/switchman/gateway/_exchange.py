@@ -49,8 +49,8 @@ class Exchange:
     """What happened to one request: decision, models tried, usage, timing, outcome."""
 
     __slots__ = ("admission", "cache", "cache_key", "choices", "context", "decision", "deployment", "error", "first_token_at",
-                 "lease", "model", "request", "reservation", "span", "spent_usd", "started", "started_wall", "status",
-                 "tried", "usage", "usage_estimated")
+                 "lease", "model", "request", "reservation", "session_unread", "span", "spent_usd", "started", "started_wall",
+                 "status", "tried", "usage", "usage_estimated")
 
     def __init__(self, context: RequestContext, started: float) -> None:
         self.context = context
@@ -74,6 +74,9 @@ class Exchange:
         self.status = "ok"
         self.error: str | None = None
         self.span: Any = None  # the request's trace span, when tracing is on
+        #: Ended (cancelled) before its session's shared state was read: it writes no session state, since one built
+        #: from this replica's older copy could overwrite a newer turn of another replica.
+        self.session_unread = False
 
     @property
     def input_bound(self) -> int:

@@ -294,8 +294,8 @@ class SessionKeeper:
         """Remember the turn: its model, the conversation's length, and any escalation signal."""
         request, decision = exchange.request, exchange.decision
         if request is None or decision is None or request.session is None or decision.route is None \
-                or decision.strategy in _UNSTEERED:
-            return
+                or decision.strategy in _UNSTEERED or exchange.session_unread:
+            return  # a turn that never read its shared state (cancelled first) leaves the session as it was
         signal = None
         if exchange.status in ("error", "stream_error") or (exchange.tried and exchange.tried[0] != exchange.model):
             signal = f"upstream error on {exchange.tried[0] if exchange.tried else decision.model}"
