@@ -246,7 +246,8 @@ class ChatStream:
         """Translate events read together and send what they give as one piece (each held to the reservation).
 
         What the events before a failure gave is sent before the failure is raised, as when each
-        event was sent on its own.
+        event was sent on its own. The failure is noted first: read before the client left (which may
+        end that send), it is the request's outcome.
         """
         translator, name = self._opened.translator, self._opened.deployment.name
         out: list[bytes] = []
@@ -261,7 +262,9 @@ class ChatStream:
                     if not await self._grow_reservation():
                         raise self._budget_stop()
                 out += chunks
-        except (UpstreamError, BudgetExceededError):
+        except (UpstreamError, BudgetExceededError) as exc:
+            if isinstance(exc, UpstreamError):
+                self._error = exc  # a budget stop is noted where it is raised (`_budget_stop`)
             await _send_pieces(out, send)
             raise
         await _send_pieces(out, send)

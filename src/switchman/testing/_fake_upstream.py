@@ -40,8 +40,15 @@ __all__ = ["Fault", "FaultKind", "FakeUpstream", "RecordedRequest"]
 
 FaultKind = Literal[
     "rate_limit", "server_error", "overloaded", "timeout", "latency", "reset", "drop_mid_stream", "slow_stream",
-    "context_length", "content_policy", "bad_request", "auth_error", "truncated",
+    "context_length", "content_policy", "bad_request", "auth_error", "truncated", "malformed_event",
 ]
+
+#: The event a "malformed_event" fault sends: cut off mid-JSON, where the gateway parses it (a usage chunk for
+#: OpenAI, a text delta for Anthropic).
+_MALFORMED_EVENT = {
+    False: b'data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":\n\n',
+    True: b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_del\n\n',
+}
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
             500: "Internal Server Error", 503: "Service Unavailable", 529: "Overloaded"}
@@ -56,6 +63,8 @@ class Fault:
     `retry_after`: the 429's Retry-After; `after_events`: events sent before a mid-stream drop.
     "truncated" answers normally but stops after a few words at the model's own output limit
     (finish_reason length / stop_reason max_tokens) whatever max_tokens the request set.
+    "malformed_event" streams `after_events` events, then the next one and an event cut off mid-JSON in one
+    write (a client reads them together), then ends the stream (a non-stream request is answered normally).
     """
 
     kind: FaultKind
@@ -266,14 +275,18 @@ class FakeUpstream:
                 return handled
         if embeddings:
             return await self._send(writer, 200, openai_embeddings(body))
-        with self._lock:
-            text = self._state.replies.get(str(body.get("model")))
+        text = self._reply(body)
         truncated = fault is not None and fault.kind == "truncated"
         if body.get("stream"):
             events = (anthropic_stream if anthropic else openai_stream)(body, raw_len, text, truncated=truncated)
             return await self._stream(writer, events, drop_after=None, delay=self.chunk_delay)
         answer = (anthropic_message if anthropic else openai_completion)(body, raw_len, text, truncated=truncated)
         return await self._send(writer, 200, answer)
+
+    def _reply(self, body: Mapping[str, Any]) -> str | None:
+        """The text `set_reply` gave the body's model (None: the default reply)."""
+        with self._lock:
+            return self._state.replies.get(str(body.get("model")))
 
     async def _fault(
         self, fault: Fault, anthropic: bool, key: str, body: Mapping[str, Any], raw_len: int,
@@ -293,6 +306,11 @@ class FakeUpstream:
             return await self._stream(writer, events, drop_after=fault.after_events, delay=self.chunk_delay)
         if fault.kind == "truncated":
             return None
+        if fault.kind == "malformed_event" and body.get("stream"):
+            events = list((anthropic_stream if anthropic else openai_stream)(body, raw_len, self._reply(body)))
+            at = min(fault.after_events, len(events) - 1)
+            sent = [*events[:at], events[at] + _MALFORMED_EVENT[anthropic]]  # the last two in one chunk
+            return await self._stream(writer, iter(sent), drop_after=None, delay=self.chunk_delay)
         if fault.kind == "slow_stream":
             events = (anthropic_stream if anthropic else openai_stream)(body, raw_len, None)
             return await self._stream(writer, events, drop_after=None, delay=fault.seconds)
