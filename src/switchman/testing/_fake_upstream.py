@@ -307,9 +307,9 @@ class FakeUpstream:
         if fault.kind == "truncated":
             return None
         if fault.kind == "malformed_event" and body.get("stream"):
-            events = list((anthropic_stream if anthropic else openai_stream)(body, raw_len, self._reply(body)))
-            at = min(fault.after_events, len(events) - 1)
-            sent = [*events[:at], events[at] + _MALFORMED_EVENT[anthropic]]  # the last two in one chunk
+            planned = list((anthropic_stream if anthropic else openai_stream)(body, raw_len, self._reply(body)))
+            at = min(fault.after_events, len(planned) - 1)
+            sent = [*planned[:at], planned[at] + _MALFORMED_EVENT[anthropic]]  # the last two in one chunk
             return await self._stream(writer, iter(sent), drop_after=None, delay=self.chunk_delay)
         if fault.kind == "slow_stream":
             events = (anthropic_stream if anthropic else openai_stream)(body, raw_len, None)
