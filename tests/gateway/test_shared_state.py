@@ -675,15 +675,17 @@ def test_a_turn_cancelled_while_its_admission_is_on_its_way_keeps_its_budget_dow
     run_on(gateway, main)
 
 
-@pytest.mark.parametrize("case", ["cancelled_in_admission", "cancelled_waiting_for_read", "downgraded_after_read"])
+@pytest.mark.parametrize("case", ["cancelled_in_admission", "cancelled_waiting_for_read", "downgraded_after_read",
+                                  "read_back_as_the_client_left"])
 def test_a_cancelled_turn_never_writes_a_session_state_older_than_the_shared_one(
     upstream: FakeUpstream, tmp_path: Path, prefix: str, case: str,
 ) -> None:
     """Another replica moved session `s` to `mid` (turn 2) while this replica's copy is `cheap` (turn 1). A turn
     cancelled before its session read arrived (in its admission, or admitted and waiting for the read) never saw
     that state: it writes none (not `cheap` at turn 2 over it, as its copy would give), so the session's next turn
-    anywhere is still on `mid`. A turn cancelled after its read arrived (the reservation downgraded it to `cheap`)
-    writes its turn on top of the state read: turn 3."""
+    anywhere is still on `mid`. A turn cancelled after its read arrived writes its turn on top of the state read
+    (turn 3): on `cheap` when the reservation downgraded it, else on `mid`, the decision after the read (also when
+    the read came back in the same turn of the event loop as the client's leaving)."""
     import asyncio
 
     from switchman.gateway._context import RequestContext  # noqa: PLC2701
@@ -696,7 +698,7 @@ def test_a_cancelled_turn_never_writes_a_session_state_older_than_the_shared_one
     admitted = asyncio.Event()
 
     async def admit_and_reserve(exchange: Exchange, request: object, decision: Decision) -> None:
-        if case == "cancelled_waiting_for_read":
+        if case in ("cancelled_waiting_for_read", "read_back_as_the_client_left"):
             admitted.set()
             return  # the turn waits for its read next, and the client leaves meanwhile
         if case == "downgraded_after_read":
@@ -707,7 +709,7 @@ def test_a_cancelled_turn_never_writes_a_session_state_older_than_the_shared_one
         raise asyncio.CancelledError  # the client left
 
     dispatcher._admit_and_reserve = admit_and_reserve  # type: ignore[method-assign]  # noqa: SLF001
-    if case == "cancelled_waiting_for_read":
+    if case in ("cancelled_waiting_for_read", "read_back_as_the_client_left"):
 
         def pull_soon(session_id: str) -> asyncio.Future[Any]:  # a read that does not come back before the client leaves
             reads.append(asyncio.get_running_loop().create_future())
@@ -720,17 +722,21 @@ def test_a_cancelled_turn_never_writes_a_session_state_older_than_the_shared_one
         assert keeper.shared is not None and gateway.redis is not None
         turn = asyncio.ensure_future(dispatcher._begin(  # noqa: SLF001
             {"model": "auto", "messages": ASK}, RequestContext(request_id="r1", session="s"), pull=True))
-        if case == "cancelled_waiting_for_read":
+        if case in ("cancelled_waiting_for_read", "read_back_as_the_client_left"):
             await asyncio.wait_for(admitted.wait(), 5)
+            if case == "read_back_as_the_client_left":
+                reads[0].set_result(await keeper.shared.get_soon("s"))  # the turn wakes up cancelled all the same
             turn.cancel()
         with pytest.raises(asyncio.CancelledError):
             await turn
-        assert reads[0].cancelled() is (case != "downgraded_after_read")
+        assert reads[0].cancelled() is case.startswith("cancelled")
         await keeper.settled("s")
         stored = await keeper.shared.get("s")
         assert stored is not None
         if case == "downgraded_after_read":
             assert (stored.model, stored.turns, stored.last_request_id) == ("cheap", 3, "r1")
+        elif case == "read_back_as_the_client_left":
+            assert (stored.model, stored.turns, stored.last_request_id) == ("mid", 3, "r1")
         else:
             assert (stored.model, stored.turns) == ("mid", 2)
         del keeper.pull_soon  # the keeper's own read again

@@ -328,13 +328,12 @@ class Dispatcher:
         except SwitchmanError as exc:  # answered in the same round trip as the read: no wait for it
             refused = exc
         except BaseException:  # cancelled (or a bug): the ledger row has the decision after the read, if it came
-            if self._ended_before_read(exchange, session, pulling) and exchange.decision is guess:
-                exchange.decision = self.sessions.steer(request, fresh, context)  # not a budget downgrade: it stands
+            self._ended_before_read(exchange, session, pulling, guess, fresh)
             raise
         try:
             await self.sessions.pulled(session, pulling)
         except BaseException:  # cancelled while the read was on its way (or just back)
-            self._ended_before_read(exchange, session, pulling)
+            self._ended_before_read(exchange, session, pulling, guess, fresh)
             raise
         started = self.clock()
         # Steered again whatever the read found: a concurrent turn of this session on this replica may have moved
@@ -356,16 +355,20 @@ class Dispatcher:
         exchange.decision = decision
         return await self._reserve(exchange, request, decision)
 
-    def _ended_before_read(self, exchange: Exchange, session: str, pulling: asyncio.Future[Any]) -> bool:
-        """A turn that ends (cancelled) before it used its session read: the read is adopted when it came (True; the
-        turn's session write builds on it), else abandoned, and the turn, which never saw the shared state, writes
-        no session state (one built from this replica's older copy could overwrite a newer turn of another)."""
+    def _ended_before_read(
+        self, exchange: Exchange, session: str, pulling: asyncio.Future[Any], guess: Decision, fresh: Decision,
+    ) -> None:
+        """A turn that ends (cancelled) before it used its session read. The read, when it came, is adopted (the
+        turn's session write builds on it) and the ledger row gets the decision after it (a budget downgrade
+        stands). Else it is abandoned, and the turn, which never saw the shared state, writes no session state: one
+        built from this replica's older copy could overwrite a newer turn of another replica."""
         if pulling.done() and not pulling.cancelled() and pulling.exception() is None:
             self.sessions.adopt(session, pulling.result())
-            return True
+            if exchange.decision is guess and exchange.request is not None:
+                exchange.decision = self.sessions.steer(exchange.request, fresh, exchange.context)
+            return
         exchange.session_unread = not pulling.done() or pulling.cancelled()  # Redis down: the local copy decides
         self.sessions.drop_pull(pulling)  # the session's next turn reads it again
-        return False
 
     async def _abegin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
         """`_begin` for a chat body, a long prompt decided in a worker thread (see `adecide`)."""
