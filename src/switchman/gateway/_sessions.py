@@ -16,6 +16,8 @@ byte, so the client's next turn finds it on any replica). Redis down: the local 
 A pull does not wait for this replica's own pushes still in flight (states are ordered by turns:
 a read that misses one returns fewer turns than the local copy, which is kept), only for its own
 feedback marks (a read that missed one would bring back the state without its escalation).
+A turn that ends (the client left) before its read came back writes no state: it never saw the shared
+one, and a state built from this replica's copy could overwrite a newer turn of another replica.
 """
 
 from __future__ import annotations
