@@ -24,7 +24,6 @@ other replicas within about `sync_s` (default 0.25 s).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from typing import Any
 
 from ._health import CircuitState, HealthBoard
 from ._redis_link import RedisLink, RedisUnavailable
-from ._sync_loop import sync_every
+from ._sync_loop import SyncLoop
 
 __all__ = ["RedisHealth"]
 
@@ -89,8 +88,7 @@ class RedisHealth:
         self._wall = wall
         self._events: list[_Event] = []
         self._marks: set[str] = set()  # keys whose latency mark changed here since the last push
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._loop = SyncLoop(self.sync, sync_s, "health")
         link.on_resync(self._resync)
 
     # -- HealthStore: the local board answers -------------------------------------------------
@@ -200,16 +198,10 @@ class RedisHealth:
     async def start(self) -> None:
         """Pull the shared state once, then keep in step in the background."""
         await self.sync()
-        if self._task is None:
-            self._task = asyncio.create_task(sync_every(self.sync, self.sync_s, self._stopping, "health"),
-                                             name="switchman-health-sync")
+        self._loop.start()
 
     async def aclose(self) -> None:
         """Stop the background task (one last push of what is pending)."""
-        if self._task is not None:  # not cancelled mid-call (redis-py can sit on that): it stops at its next wake-up
-            self._stopping.set()
-            await asyncio.wait([self._task], timeout=self.link.timeout_s * 3 + 5.0)
-            self._task.cancel()
-            self._task = None
+        await self._loop.stop(self.link.timeout_s * 3 + 5.0)
         with contextlib.suppress(RedisUnavailable):
             await self._push(self._events, self._marks)

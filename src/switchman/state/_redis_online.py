@@ -15,7 +15,6 @@ meanwhile is pushed when Redis answers again. Every push carries an id that the 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import threading
 import uuid
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._redis_link import RedisLink, RedisUnavailable
-from ._sync_loop import sync_every
+from ._sync_loop import SyncLoop
 
 if TYPE_CHECKING:  # the learned-routing stack loads only where a route uses it
     from ..learn import OnlineStrategy
@@ -74,8 +73,7 @@ class RedisOnlineCounts:
         self._pending: dict[str, float] = {}  # field -> feedback not yet in Redis
         self._unsent: tuple[str, dict[str, float]] | None = None  # a push (id, fields) Redis may not have taken
         self._lock = threading.Lock()  # feedback may arrive from a worker thread (the SDK's submit)
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._loop = SyncLoop(self.sync, sync_s, "online counts")
         self.counts.on_observe(self._observed)
 
     def _observed(self, cluster: int, column: int, score: float) -> None:
@@ -128,15 +126,9 @@ class RedisOnlineCounts:
     async def start(self) -> None:
         """Take the shared counts now, then keep in step in the background."""
         await self.sync()
-        if self._task is None:
-            self._task = asyncio.create_task(sync_every(self.sync, self.sync_s, self._stopping, "online counts"),
-                                             name="switchman-online-sync")
+        self._loop.start()
 
     async def aclose(self) -> None:
         """Stop syncing, pushing what is pending once more."""
-        if self._task is not None:  # not cancelled mid-call (redis-py can sit on that): it stops at its next wake-up
-            self._stopping.set()
-            await asyncio.wait([self._task], timeout=self.link.timeout_s * 3 + 5.0)
-            self._task.cancel()
-            self._task = None
+        await self._loop.stop(self.link.timeout_s * 3 + 5.0)
         await self.sync()

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-__all__ = ["sync_every"]
+__all__ = ["SyncLoop", "sync_every"]
 
 logger = logging.getLogger("switchman.state")
 
@@ -27,3 +27,27 @@ async def sync_every(sync: Callable[[], Awaitable[None]], interval_s: float, sto
             await sync()
         except Exception:
             logger.exception("redis %s sync failed; trying again in %.2f s", what, interval_s)
+
+
+class SyncLoop:
+    """One background `sync_every` task: started once, stopped at its next wake-up, never cancelled mid-call
+    (redis-py can sit on a cancelled call), with a last `sync` left to the owner."""
+
+    def __init__(self, sync: Callable[[], Awaitable[None]], interval_s: float, what: str) -> None:
+        self._sync, self._interval_s, self._what = sync, interval_s, what
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def start(self) -> None:
+        """Start the loop (once; a second call does nothing)."""
+        if self._task is None:
+            self._task = asyncio.create_task(sync_every(self._sync, self._interval_s, self._stopping, self._what),
+                                             name=f"switchman-{self._what.replace(' ', '-')}-sync")
+
+    async def stop(self, grace_s: float) -> None:
+        """Ask the loop to stop and wait up to `grace_s` for it (then cancel it)."""
+        if self._task is not None:
+            self._stopping.set()
+            await asyncio.wait([self._task], timeout=grace_s)
+            self._task.cancel()
+            self._task = None
