@@ -9,6 +9,7 @@
     python benchmarks/bench_routing.py nested      # the nested-check correction: full, shrunk or none (CV in train)
     python benchmarks/bench_routing.py placement   # placing a model by score: leave-one-model-out inside train
     python benchmarks/bench_routing.py hedge       # the placement hedge's k (and offset): leave-models-out CV in train
+    python benchmarks/bench_routing.py costs       # predicted vs true per-prompt cost in the route (CV inside train)
 
 Needs ../shared/data (RouterBench and AlpacaEval 2 outcome tables). Writes JSON under runs/bench_routing/.
 Every router is trained on a train split only; its knob is fixed there; the test split is measured
@@ -331,6 +332,82 @@ def hedge(triples: int = 8, folds: int = 3, grid: tuple[float, ...] = (0.0, 0.5,
                                                 for (o, k), v in results.items()}))
 
 
+def _cost_at(points: list[tuple[float, float]], target: float) -> float:
+    """Cost at `target` relative quality, interpolated between the two (quality, cost) points around it."""
+    qs, cs = np.array(sorted(points)).T
+    if qs.max() < target:
+        return float("nan")
+    i = int(np.searchsorted(qs, target))
+    return float(cs[0] if i == 0 else cs[i - 1] + (target - qs[i - 1]) / (qs[i] - qs[i - 1]) * (cs[i] - cs[i - 1]))
+
+
+def costs(targets: tuple[float, ...] = tuple(np.round(np.arange(0.90, 0.991, 0.005), 3))) -> None:
+    """How much of the gap is cost prediction: the default's out-of-fold quality routed with the predicted cost
+    (today), the TRUE per-prompt cost (oracle output lengths) or each model's mean output length. 5-fold CV
+    inside each train split: in each fold the knob is calibrated on the other folds' own out-of-fold predictions
+    (as the nested check does) and applied to the fold. "frontier" reads cost @95% off the out-of-fold sweep
+    (mixing two knobs, an upper bound); "calibrated" is target 0.95; "held-out @95%" sweeps the target and
+    interpolates the held-out (quality, cost) curve at 95%, which removes the calibration miss from the
+    comparison."""
+    from switchman.learn import _train
+    from switchman.learn._calibrate import Target, sweep
+    from switchman.learn._knob import Knob
+
+    settings = train_settings()
+    print("\n| train split | output lengths in ĉ | frontier cost @95%* | calibrated (0.95): quality / cost | "
+          "held-out cost @95% |\n|---|---|---:|---:|---:|")
+    for dataset in (RB, AE):
+        table = load_data([DATA / dataset], split="train")
+        x = _train.features_for(table, settings, ())
+        prices = fit_prices(table)
+        price_matrix = np.array([prices[m] for m in table.models])
+        inputs = _train.routing_input_tokens(table.prompts)
+        true_cost = np.where(np.isnan(table.cost_usd), _train.predicted_cost(
+            _train.filled_input_tokens(table), table.output_tokens, price_matrix), table.cost_usd)
+        cal = _train._Calibration(table.quality, true_cost, inputs, price_matrix, prompt_draws(table.prompts),
+                                  tuple(table.models))
+        z = _train._abilities_to_fit(table.models, settings, None)
+        n, present = len(table), ~np.isnan(table.quality)
+        best = int(np.nanargmax(np.nanmean(table.quality, axis=0)))
+        best_q, best_c = np.nanmean(table.quality[:, best]), np.mean(true_cost[:, best])
+        q_oof, out_oof = _train.out_of_fold(x, table.quality, table.output_tokens, settings, z, inputs)
+        folds = np.array_split(np.random.default_rng(settings.seed).permutation(n), max(settings.folds, 2))
+        rests = [np.setdiff1d(np.arange(n), fold) for fold in folds]
+        inner = [_train.out_of_fold(x, table.quality, table.output_tokens, settings, z, inputs, rows=rest,
+                                    seed=settings.seed + 1 + k) for k, rest in enumerate(rests)]
+        means = [np.broadcast_to(np.nanmean(table.output_tokens[rest], axis=0), (n, len(table.models)))
+                 for rest in rests]
+        variants: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {
+            "predicted (today: the kNN's neighbours)": (out_oof, [o for _, o in inner]),
+            "TRUE (oracle)": (np.asarray(table.output_tokens), [table.output_tokens[rest] for rest in rests]),
+            "each model's mean (no per-prompt length)": (
+                np.concatenate([means[k][fold] for k, fold in enumerate(folds)])[np.argsort(np.concatenate(folds))],
+                [means[k][rest] for k, rest in enumerate(rests)]),
+        }
+        for label, (lengths, inner_lengths) in variants.items():
+            c_hat = np.where(present, _train.predicted_cost(inputs[:, None], lengths, price_matrix), 0.0)
+            q_masked = np.where(present, q_oof, -np.inf)
+            swept = sweep(q_masked, c_hat, np.where(present, table.quality, 0.0), np.where(present, true_cost, 0.0),
+                          settings.rule)
+            hull = [(p.quality / best_q, p.cost_per_1k / 1000 / best_c) for p in swept]
+            frontier = min([c for q, c in hull if q >= 0.95] + [
+                c1 + (0.95 - q1) / (q2 - q1) * (c2 - c1) for q1, c1 in hull for q2, c2 in hull if q1 < 0.95 <= q2])
+            curve, at_target = [], (float("nan"), float("nan"))
+            for target in targets:
+                chosen = np.zeros(n, dtype=int)
+                for k, fold in enumerate(folds):
+                    knob: Knob = cal.result(rests[k], inner[k][0], inner_lengths[k], settings,
+                                            [Target("quality", float(target))]).knob
+                    chosen[fold] = knob.choose(q_masked[fold], c_hat[fold], settings.rule, cal.draws[fold])
+                picked = np.arange(n), chosen
+                point = (float(np.nanmean(table.quality[picked]) / best_q), float(np.mean(true_cost[picked]) / best_c))
+                curve.append(point)
+                if abs(target - 0.95) < 1e-9:
+                    at_target = point
+            print(f"| {dataset} ({n}) | {label} | {frontier:.1%} | {at_target[0]:.1%} / {at_target[1]:.1%} | "
+                  f"{_cost_at(curve, 0.95):.1%} |", flush=True)
+
+
 def _profiles(trained: TrainedRouter, models: tuple[str, ...]) -> list[Any]:
     from switchman.learn import ScoreTable, profiles_for
 
@@ -341,7 +418,7 @@ def _profiles(trained: TrainedRouter, models: tuple[str, ...]) -> list[Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["selection", "final", "lmo", "lodo", "bundled", "identity", "nested",
-                                             "placement", "hedge"])
+                                             "placement", "hedge", "costs"])
     parser.add_argument("--algorithm", default="ensemble", help="lmo: the predictor of the routers trained")
     parser.add_argument("--triples", type=int, default=8, help="hedge: random triples of models held out")
     args = parser.parse_args()
@@ -358,7 +435,7 @@ def main() -> int:
         hedge(triples=args.triples)
     else:
         {"selection": selection, "final": final, "lodo": lodo, "bundled": bundled, "identity": identity,
-         "nested": nested, "placement": placement}[args.what]()
+         "nested": nested, "placement": placement, "costs": costs}[args.what]()
     return 0
 
 
