@@ -62,8 +62,6 @@ logger = logging.getLogger("switchman.state")
 
 T = TypeVar("T")
 
-#: An idle connection is checked for a close by Redis before its next round trip after this long (seconds).
-_CHECK_IDLE_S = 1.0
 Resync = Callable[[], Awaitable[None]]
 #: A call waiting for its turn's round trip: the command, the script source of an EVALSHA, the caller's future.
 _Queued = tuple[tuple[Any, ...], str | None, "asyncio.Future[Any]"]
@@ -102,7 +100,7 @@ class RedisLink:
         self._queue: list[_Queued] = []  # calls waiting for the next round trip, sent together
         self._sending: set[asyncio.Task[None]] = set()
         self._sender: asyncio.Task[None] | None = None  # sending the queue, one round trip at a time
-        self._idle: list[tuple[Any, float]] = []  # the batches' own connections and when each was last used
+        self._idle: list[_Pipe] = []  # the batches' own connections, each ready for a round trip
         #: True in the resync callbacks' context: their calls reach Redis before the link is up for everyone.
         self._resyncing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"switchman-resync-{id(self)}",
                                                                               default=False)
@@ -244,8 +242,7 @@ class RedisLink:
 
         failure: Exception
         try:
-            connection = await self._connection()
-            await self._call(lambda _: _round_trip(connection, [(args, source) for args, source, _ in batch], deliver))
+            pipe = await self._call(lambda _: self._exchange(batch, deliver))
         except Exception as exc:  # noqa: BLE001  (RedisUnavailable, counted; or a bug: every unanswered caller sees it)
             failure = exc
         except BaseException:  # cancelled (the loop is closing): no caller is left waiting
@@ -255,45 +252,48 @@ class RedisLink:
             raise
         else:
             if self._closed:  # closed meanwhile: nobody would reuse or close it
-                with contextlib.suppress(*_failures()):
-                    await connection.disconnect(nowait=True)
+                pipe.close()
             else:
-                self._idle.append((connection, time.monotonic()))  # every reply read: ready for the next round trip
+                self._idle.append(pipe)  # every reply read: ready for the next round trip
             return
         for future in futures:
             if not future.done():
                 future.set_exception(failure)
 
-    async def _connection(self) -> Any:
-        """An idle connection of the batches' own, or a new one (it connects at its first write).
+    async def _exchange(self, batch: list[_Queued], deliver: Callable[[int, Any], None]) -> _Pipe:
+        pipe = await self._connection()
+        await _round_trip(pipe, [(args, source) for args, source, _ in batch], deliver)
+        return pipe
 
-        Not taken from redis-py's pool, and without redis-py's socket timeout: the pool's checkout and return
-        and a timer per reply (and, on Python 3.11, a task per write) cost about as much CPU as the round trip's
-        socket calls. The call's own timeout (`timeout_s`, in `_call`) bounds the whole round trip instead; a
-        connection whose round trip failed is closed and dropped (its replies may be left unread). One idle for
-        a while is checked first, as the pool does: Redis may have closed it (its `timeout` setting)."""
-        if not self._idle:
-            pool = self.client.connection_pool
-            return pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
-        connection, used = self._idle.pop()
-        if time.monotonic() - used > _CHECK_IDLE_S and connection.is_connected:
-            try:
-                stale = await _stale(connection)
-            except BaseException:  # cancelled mid-check (or a bug): out of every list now, so closed, not leaked
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(connection.disconnect(nowait=True))
-                raise
-            if stale:
-                with contextlib.suppress(*_failures()):
-                    await connection.disconnect(nowait=True)  # it connects anew at its next write
-        return connection
+    async def _connection(self) -> _Pipe:
+        """An idle connection of the batches' own, or a new one.
+
+        Not taken from redis-py's pool, and read without redis-py's streams (see `_Pipe`): the pool's checkout and
+        return, a timer per reply and a wake-up of the reading task per reply cost more CPU than the round trip's
+        socket calls. The call's own timeout (`timeout_s`, in `_call`) bounds the whole round trip, its connect
+        included; a connection whose round trip failed is closed and dropped (its replies may be left unread), and
+        one Redis closed while idle is dropped before its next round trip."""
+        while self._idle:
+            pipe = self._idle.pop()
+            if pipe.usable:
+                return pipe
+            pipe.close()
+        pool = self.client.connection_pool
+        connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        try:
+            await connection.connect()
+            return _Pipe(connection)
+        except BaseException:  # failed or cancelled mid-handshake: closed, not leaked
+            with contextlib.suppress(Exception):
+                if connection._writer is not None:  # noqa: SLF001
+                    connection._writer.close()  # noqa: SLF001
+            raise
 
     async def _drop_idle(self) -> None:
         """Close the idle connections (Redis went away, or the link closes)."""
         idle, self._idle = self._idle, []
-        for connection, _ in idle:
-            with contextlib.suppress(*_failures()):
-                await connection.disconnect(nowait=True)
+        for pipe in idle:
+            pipe.close()
 
     def _log_refused(self, call: _Queued, error: BaseException) -> None:
         """One warning line the first time Redis refuses a script (a bug in it) or a command: then counted only."""
@@ -452,48 +452,151 @@ def _failures() -> tuple[type[BaseException], ...]:
 
 
 async def _round_trip(
-    connection: Any, commands: list[tuple[tuple[Any, ...], str | None]], deliver: Callable[[int, Any], None],
+    pipe: _Pipe, commands: list[tuple[tuple[Any, ...], str | None]], deliver: Callable[[int, Any], None],
 ) -> None:
-    """Send the commands in one write on `connection` and hand each reply to `deliver(index, reply)` as soon as it
-    is read (an error reply is that command's RedisUnavailable); an EVALSHA Redis does not know (NOSCRIPT: Redis
-    restarted, or a first use) is loaded and sent again. On any failure the connection is closed."""
+    """Send the commands in one write on `pipe` and hand each reply to `deliver(index, reply)` as soon as it is read
+    (an error reply is that command's RedisUnavailable); an EVALSHA Redis does not know (NOSCRIPT: Redis restarted,
+    or a first use) is loaded and sent again. On any failure the connection is closed."""
     from redis.exceptions import NoScriptError, ResponseError
 
     def reply_of(reply: Any) -> Any:
         return RedisUnavailable(str(reply)) if isinstance(reply, ResponseError) else reply
 
+    unknown: list[int] = []  # EVALSHAs of scripts Redis does not know
+
+    def first(index: int, reply: Any) -> None:
+        if isinstance(reply, NoScriptError) and commands[index][1] is not None:
+            unknown.append(index)
+        else:
+            deliver(index, reply_of(reply))
+
     try:
-        await connection.send_packed_command(_pack(connection, [args for args, _ in commands]), check_health=False)
-        unknown: list[int] = []  # EVALSHAs of scripts Redis does not know
-        for index, (_, source) in enumerate(commands):
-            try:
-                reply = await connection.read_response()
-            except ResponseError as exc:
-                reply = exc
-            if isinstance(reply, NoScriptError) and source is not None:
-                unknown.append(index)
-            else:
-                deliver(index, reply_of(reply))
+        await pipe.exchange(_pack(pipe.connection, [args for args, _ in commands]), len(commands), first)
         if unknown:  # each script loaded once, then the calls sent again: one more write, one more read
             sources = list(dict.fromkeys(commands[index][1] for index in unknown))
             again = [("SCRIPT", "LOAD", source) for source in sources] + [commands[index][0] for index in unknown]
-            await connection.send_packed_command(_pack(connection, again), check_health=False)
-            refused: dict[str | None, ResponseError] = {}  # a script Redis would not load (NOPERM...): its calls fail
-            for source in sources:
-                try:
-                    await connection.read_response()
-                except ResponseError as exc:
-                    refused[source] = exc
-            for index in unknown:
-                try:
-                    reply = await connection.read_response()
-                except ResponseError as exc:
-                    reply = exc
-                deliver(index, reply_of(refused.get(commands[index][1], reply)))
+            refused: dict[str | None, Any] = {}  # a script Redis would not load (NOPERM...): its calls fail
+
+            def second(index: int, reply: Any) -> None:
+                if index < len(sources):
+                    if isinstance(reply, ResponseError):
+                        refused[sources[index]] = reply
+                    return
+                call = unknown[index - len(sources)]
+                deliver(call, reply_of(refused.get(commands[call][1], reply)))
+
+            await pipe.exchange(_pack(pipe.connection, again), len(again), second)
     except BaseException:
-        with contextlib.suppress(Exception):  # replies may be left unread: the connection cannot be reused
-            await connection.disconnect(nowait=True)
+        pipe.close()  # replies may be left unread: the connection cannot be reused
         raise
+
+
+class _Pipe(asyncio.Protocol):
+    """A connection of the link's own, read without redis-py's asyncio streams: redis-py connects it (the handshake:
+    AUTH, SELECT, CLIENT SETINFO), then its transport hands the bytes it receives here, fed to a hiredis reader (the C
+    parser redis-py itself uses, with redis-py's error classes) and each reply given to the round trip at once, in
+    the order sent. A read through redis-py's streams costs a wake-up of the reading task and a StreamReader call
+    per reply; here one `data_received` delivers every reply it holds. Redis closing an idle connection (its
+    `timeout` setting) is seen by the event loop as it happens: `usable` is then False, with no check to run."""
+
+    def __init__(self, connection: Any) -> None:
+        import hiredis
+        from redis._parsers.base import BaseParser
+        from redis.exceptions import InvalidResponse
+
+        self.connection = connection
+        self.transport: Any = connection._writer.transport  # noqa: SLF001  (taken over from redis-py's stream)
+        self._streams: Any = self.transport.get_protocol()  # told of the close, so redis-py's writer sees it
+        options: dict[str, Any] = {"protocolError": InvalidResponse, "replyError": BaseParser.parse_error,
+                                   "notEnoughData": _MORE}
+        encoder = connection.encoder
+        if encoder.decode_responses:
+            options.update(encoding=encoder.encoding, errors=encoder.encoding_errors)
+        self._reader = hiredis.Reader(**options)
+        self.lost: BaseException | None = None  # why it cannot be used (closed, unexpected data, a bad reply)
+        self._handle: Callable[[int, Any], None] | None = None  # the exchange's reply handler
+        self._count = 0  # replies the exchange waits for
+        self._seen = 0
+        self._done: asyncio.Future[None] | None = None
+        leftover = connection._reader is not None and connection._reader._buffer  # noqa: SLF001
+        self.transport.set_protocol(self)
+        if leftover:
+            self._lose(ConnectionError("unexpected data after the handshake"))
+
+    @property
+    def usable(self) -> bool:
+        """Connected, with nothing unread: ready for a round trip."""
+        return self.lost is None and not self.transport.is_closing()
+
+    def exchange(self, data: list[bytes], count: int, handle: Callable[[int, Any], None]) -> asyncio.Future[None]:
+        """Write `data` and call `handle(index, reply)` for each of the `count` replies as it is read; the future is
+        done when the last one was, or failed with the connection."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self.usable:
+            from redis.exceptions import ConnectionError as RedisConnectionError
+
+            done.set_exception(RedisConnectionError(f"connection lost: {_reason(self.lost) if self.lost else 'closed'}"))
+            return done
+        self._handle, self._count, self._seen, self._done = handle, count, 0, done
+        self.transport.write(data[0] if len(data) == 1 else b"".join(data))
+        return done
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while True:
+            try:
+                reply = self._reader.gets()
+            except Exception as exc:  # noqa: BLE001  (a reply hiredis cannot parse: the stream is lost)
+                self._lose(exc)
+                return
+            if reply is _MORE:
+                return
+            handle, done = self._handle, self._done
+            if handle is None or done is None:  # nothing asked for it: the connection's state is unknown
+                self._lose(ConnectionError("unexpected data from Redis"))
+                return
+            index = self._seen
+            self._seen += 1
+            if self._seen == self._count:
+                self._handle = self._done = None
+            try:
+                handle(index, reply)
+            except Exception as exc:  # noqa: BLE001  (a bug in a handler: the round trip fails, not the loop)
+                self._handle = self._done = None
+                self._lose(exc, done)
+                return
+            if self._done is None and not done.done():
+                done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        self._lose(exc or RedisConnectionError("Connection closed by server."))
+        with contextlib.suppress(Exception):
+            self._streams.connection_lost(exc)  # redis-py's writer: closed
+
+    def _lose(self, exc: BaseException, done: asyncio.Future[None] | None = None) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        if self.lost is None:
+            self.lost = exc
+        waiting = done or self._done
+        self._handle = self._done = None
+        if waiting is not None and not waiting.done():
+            failure = exc if isinstance(exc, (OSError, RedisConnectionError)) else RedisConnectionError(_reason(exc))
+            waiting.set_exception(failure)
+        self.transport.close()
+
+    def close(self) -> None:
+        """Close it now (replies may be left unread); the redis-py connection is done with too."""
+        if self.lost is None:
+            self.lost = ConnectionError("closed")
+        self._handle = self._done = None
+        self.transport.abort()
+        self.connection._reader = self.connection._writer = None  # noqa: SLF001  (not connected any more)
+
+
+_MORE = object()  # hiredis's reader: not a whole reply yet
 
 
 def _pack(connection: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
@@ -526,16 +629,6 @@ def _hiredis_packer() -> Callable[[tuple[Any, ...]], bytes] | None:
 
 
 _hiredis_pack = _hiredis_packer()
-
-
-async def _stale(connection: Any) -> bool:
-    """Whether an idle connection was closed by Redis or has unread data (as redis-py's pool checks at checkout;
-    `can_read` looks at the buffered stream only, no system call)."""
-    check = getattr(connection, "can_read", None) or connection.can_read_destructive  # redis-py < 8: the old name
-    try:
-        return bool(await check())
-    except _failures():
-        return True
 
 
 def _is_timeout(exc: BaseException) -> bool:
