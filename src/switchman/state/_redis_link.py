@@ -13,10 +13,16 @@ issued in the same turn of the event loop (concurrent requests; one request's ca
 share one round trip: one write, one read, on a connection of the link's own. One round trip is on its way
 at a time: the calls issued meanwhile go together in the next, so under load a round trip carries the calls
 of several requests (a call may wait for the round trip on its way before its own: at worst twice the
-timeout). Through asyncio a round trip costs ~0.05–0.15 ms of CPU (its write system call alone a third to a
-half of that), a command in a shared one a fraction. `eval_soon` and `command_soon` queue a call at once and
-return its future (no task needed to start it). (On a Cluster each goes on its own to its slot's node.) A
-connection error, or timeouts with no call
+timeout). `eval_soon` and `command_soon` queue a call at once and return its future (no task needed to start
+it). (On a Cluster each goes on its own to its slot's node.)
+
+A round trip costs no task (one only to open a connection): redis-py opens the connection (its handshake: AUTH, SELECT), then the link takes
+over its transport (`_Pipe`, an asyncio protocol): the write is made in a callback, the bytes read are fed to
+hiredis's reader (the C parser redis-py itself uses, with redis-py's error classes) and each reply goes to its
+caller's future from `data_received`, and one event-loop timer bounds the round trip. Through redis-py's
+asyncio streams each reply cost a wake-up of a reading task and a StreamReader call, and each round trip a
+task's steps and an `asyncio.timeout`. A connection Redis closes while idle is seen by the event loop as it
+happens and not used again. A connection error, or timeouts with no call
 answered for `stall_s` (a slow call fails only itself and the calls behind it in its round trip — each
 caller gets its reply as soon as it is read — and a busy event loop or a slow script must not take the
 replica off shared state), marks the link down with one log line ("redis unavailable at
