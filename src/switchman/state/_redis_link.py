@@ -47,11 +47,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -469,12 +470,15 @@ class _Trip:
             self.fail(exc)
 
     def _first(self, index: int, reply: Any) -> None:
-        from redis.exceptions import NoScriptError
-
-        if isinstance(reply, NoScriptError) and self.batch[index][1] is not None:
-            self._unknown.append(index)
-        else:
-            self._deliver(index, reply)
+        if isinstance(reply, Exception):  # an error reply (hiredis gives redis-py's exception for it)
+            if isinstance(reply, _errors().no_script) and self.batch[index][1] is not None:
+                self._unknown.append(index)
+            else:
+                self._deliver(index, reply)
+            return
+        future = self.batch[index][2]  # the common case first: a reply for a caller still waiting
+        if not future.done():
+            future.set_result(reply)
 
     def _first_read(self, failure: BaseException | None) -> None:
         if failure is not None:
@@ -492,10 +496,8 @@ class _Trip:
                 self.fail(exc)
 
     def _second(self, index: int, reply: Any) -> None:
-        from redis.exceptions import ResponseError
-
         if index < len(self._sources):
-            if isinstance(reply, ResponseError):
+            if isinstance(reply, _errors().response):
                 self._refused[self._sources[index]] = reply
             return
         call = self._unknown[index - len(self._sources)]
@@ -508,11 +510,9 @@ class _Trip:
             self._done()
 
     def _deliver(self, index: int, reply: Any) -> None:
-        from redis.exceptions import ResponseError
-
         call = self.batch[index]
         future = call[2]
-        if isinstance(reply, ResponseError):
+        if isinstance(reply, _errors().response):
             self.link.errors += 1  # a command Redis refused
             self.link._log_refused(call, reply)  # noqa: SLF001
             if not future.done():  # else its caller was cancelled
@@ -692,6 +692,19 @@ def _hiredis_packer() -> Callable[[tuple[Any, ...]], bytes] | None:
 
 
 _hiredis_pack = _hiredis_packer()
+
+
+class _Errors(NamedTuple):
+    response: type[Exception]
+    no_script: type[Exception]
+
+
+@functools.cache
+def _errors() -> _Errors:
+    """redis-py's error reply classes (imported once, not per reply: redis is an optional dependency)."""
+    from redis.exceptions import NoScriptError, ResponseError
+
+    return _Errors(ResponseError, NoScriptError)
 
 
 def _is_timeout(exc: BaseException) -> bool:
