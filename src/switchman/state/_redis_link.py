@@ -255,7 +255,10 @@ class RedisLink:
                 pipe.close()
             else:
                 self._idle.append(pipe)
-        asyncio.get_running_loop().call_soon(self._flush)  # after the callers its replies woke
+        loop = asyncio.get_running_loop()
+        # two turns on: the callers its replies woke have run, and so have the calls they make a turn later (a
+        # request's next step): they go in the next round trip rather than in one of their own
+        loop.call_soon(loop.call_soon, self._flush)
 
     async def _connection(self) -> _Pipe:
         """An idle connection of the batches' own, or a new one.
