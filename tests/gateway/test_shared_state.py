@@ -652,7 +652,7 @@ def test_a_turn_cancelled_while_its_admission_is_on_its_way_keeps_its_budget_dow
         await asyncio.sleep(3600)  # a second limit's round trip, still on its way when the client leaves
 
     dispatcher._reserve = downgraded  # type: ignore[method-assign]  # noqa: SLF001
-    dispatcher.callers = SimpleNamespace(admit=admit, admit_soon=lambda *_: None)  # type: ignore[assignment]
+    dispatcher.callers = SimpleNamespace(admit=admit)  # type: ignore[assignment]
 
     async def main() -> None:
         await moved_session(gateway, "mid")

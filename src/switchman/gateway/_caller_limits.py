@@ -12,10 +12,6 @@ agent's limit takes from both; the answer's `x-ratelimit-*` headers describe the
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from typing import Any
-
 from .._config import Config
 from .._exceptions import CallerLimitError
 from ..state import Admission, RateLimit, RateLimiter
@@ -51,49 +47,15 @@ class CallerLimits:
         """The tightest admission among the limits that apply (None: none applies); raises CallerLimitError."""
         tightest: Admission | None = None
         for key, limit in self._applying(context):
-            admission = _checked(key, limit, await self.limiter.admit(key, limit, tokens))
+            admission = await self.limiter.admit(key, limit, tokens)
+            if not admission.admitted:
+                scope = key.partition(":")[0]
+                raise CallerLimitError(
+                    f"this {scope}'s rate limit ({_describe(limit)}) is used up; retry in "
+                    f"{admission.retry_after_s:.2f}s", retry_after=admission.retry_after_s, limits=admission.limits())
             if tightest is None or _left(admission) < _left(tightest):
                 tightest = admission
         return tightest
-
-    def admit_soon(self, context: RequestContext, tokens: int) -> asyncio.Future[Admission | None] | None:
-        """`admit` without a task, when at most one limit applies and the limiter queues its call at once (on Redis
-        the script joins this turn's round trip): the future has the admission or CallerLimitError. None otherwise
-        (several limits are taken one after the other: a key's refusal takes nothing from its agent's)."""
-        applying = self._applying(context)
-        soon = getattr(self.limiter, "admit_soon", None)
-        if soon is None or len(applying) > 1:
-            return None
-        checked: asyncio.Future[Admission | None] = asyncio.get_running_loop().create_future()
-        if not applying:
-            checked.set_result(None)
-            return checked
-        key, limit = applying[0]
-        admission: asyncio.Future[Admission] = soon(key, limit, tokens)
-        admission.add_done_callback(functools.partial(_check_soon, key, limit, checked))
-        return checked
-
-
-def _checked(key: str, limit: RateLimit, admission: Admission) -> Admission:
-    """The admission, or CallerLimitError when it was refused."""
-    if not admission.admitted:
-        scope = key.partition(":")[0]
-        raise CallerLimitError(
-            f"this {scope}'s rate limit ({_describe(limit)}) is used up; retry in "
-            f"{admission.retry_after_s:.2f}s", retry_after=admission.retry_after_s, limits=admission.limits())
-    return admission
-
-
-def _check_soon(key: str, limit: RateLimit, checked: asyncio.Future[Any], admission: asyncio.Future[Admission]) -> None:
-    if checked.done():  # its caller gave up
-        return
-    if admission.cancelled():
-        checked.cancel()
-        return
-    try:
-        checked.set_result(_checked(key, limit, admission.result()))
-    except Exception as exc:  # noqa: BLE001  (CallerLimitError, or the limiter's failure: the caller's to see)
-        checked.set_exception(exc)
 
 
 def rate_headers(admission: Admission | None) -> dict[str, str]:

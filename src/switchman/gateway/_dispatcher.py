@@ -287,9 +287,7 @@ class Dispatcher:
             exchange.admission = await self.callers.admit(exchange.context, tokens)
             exchange.decision = await self._reserve(exchange, request, decision)
             return
-        admitting = self.callers.admit_soon(exchange.context, tokens)  # its script queued now, no task needed
-        if admitting is None:
-            admitting = asyncio.ensure_future(self.callers.admit(exchange.context, tokens))
+        admitting = asyncio.ensure_future(self.callers.admit(exchange.context, tokens))
         try:
             reserved = await self._reserve(exchange, request, decision)
         except BaseException as exc:

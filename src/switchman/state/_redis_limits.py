@@ -13,10 +13,6 @@ each replica admits against its own `LocalRateLimiter` (a limit then holds per r
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from typing import Any
-
 from ._limits import Admission, LocalRateLimiter, RateLimit
 from ._redis_link import RedisLink, RedisUnavailable
 
@@ -68,42 +64,10 @@ class RedisRateLimiter:
         if not limit:
             return Admission(admitted=True)
         try:
-            values = await self.link.eval(_ADMIT, [self.link.key(f"ratelimit:{key}")],
-                                          [limit.rpm or 0, limit.tpm or 0, max(tokens, 0)])
+            admitted, wait, requests, toks = await self.link.eval(
+                _ADMIT, [self.link.key(f"ratelimit:{key}")], [limit.rpm or 0, limit.tpm or 0, max(tokens, 0)])
         except RedisUnavailable:
             return await self.fallback.admit(key, limit, tokens)
-        return self._admission(key, limit, values)
-
-    def admit_soon(self, key: str, limit: RateLimit, tokens: int) -> asyncio.Future[Admission]:
-        """`admit`, its script queued now (it joins this turn's round trip) and its reply read in a callback: no task
-        of its own (one only while Redis is down, for the local buckets)."""
-        admitted: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
-        if not limit:
-            admitted.set_result(Admission(admitted=True))
-            return admitted
-        reply = self.link.eval_soon(_ADMIT, [self.link.key(f"ratelimit:{key}")],
-                                    [limit.rpm or 0, limit.tpm or 0, max(tokens, 0)])
-        reply.add_done_callback(functools.partial(self._replied, key, limit, tokens, admitted))
-        return admitted
-
-    def _replied(self, key: str, limit: RateLimit, tokens: int, admitted: asyncio.Future[Admission],
-                 reply: asyncio.Future[Any]) -> None:
-        if admitted.done():  # its caller gave up
-            return
-        failure = None if reply.cancelled() else reply.exception()
-        if reply.cancelled() or isinstance(failure, RedisUnavailable):
-            local = asyncio.ensure_future(self.fallback.admit(key, limit, tokens))
-            local.add_done_callback(functools.partial(_pass_on, admitted))
-        elif failure is not None:
-            admitted.set_exception(failure)
-        else:
-            try:
-                admitted.set_result(self._admission(key, limit, reply.result()))
-            except Exception as exc:  # noqa: BLE001  (a reply of another shape: its caller sees the error, as `admit`'s)
-                admitted.set_exception(exc)
-
-    def _admission(self, key: str, limit: RateLimit, values: Any) -> Admission:
-        admitted, wait, requests, toks = values
         request_level = float(requests) if limit.rpm is not None else None
         token_level = float(toks) if limit.tpm is not None else None
         self._used[key] = max(_used(request_level, limit.rpm), _used(token_level, limit.tpm))
@@ -120,18 +84,6 @@ class RedisRateLimiter:
         if not self.link.up:
             return self.fallback.usage(key, limit)
         return self._used.get(key, 0.0)
-
-
-def _pass_on(target: asyncio.Future[Admission], source: asyncio.Future[Admission]) -> None:
-    """`source`'s outcome on `target` (unless its caller gave up on it)."""
-    if target.done():
-        return
-    if source.cancelled():
-        target.cancel()
-    elif (failure := source.exception()) is not None:
-        target.set_exception(failure)
-    else:
-        target.set_result(source.result())
 
 
 def _used(level: float | None, capacity: int | None) -> float:
