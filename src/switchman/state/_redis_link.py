@@ -265,9 +265,9 @@ class RedisLink:
 
         Not taken from redis-py's pool, and read without redis-py's streams (see `_Pipe`): the pool's checkout and
         return, a timer per reply and a wake-up of the reading task per reply cost more CPU than the round trip's
-        socket calls. The call's own timeout (`timeout_s`, in `_call`) bounds the whole round trip, its connect
-        included; a connection whose round trip failed is closed and dropped (its replies may be left unread), and
-        one Redis closed while idle is dropped before its next round trip."""
+        socket calls. The round trip's timer (`timeout_s`, see `_Trip`) bounds it whole, its connect included; a
+        connection whose round trip failed is closed and dropped (its replies may be left unread), and one Redis
+        closed while idle is dropped before its next round trip."""
         while self._idle:
             pipe = self._idle.pop()
             if pipe.usable:
