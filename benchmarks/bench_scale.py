@@ -95,9 +95,10 @@ async def measured(port: int, pid: int, raw: bytes, concurrency: int, total: int
     return row
 
 
-async def redis_on_off(ports: dict[str, tuple[int, int]], redis_pid: int, total: int, rounds: int) -> dict[str, Any]:
+async def redis_on_off(ports: dict[str, tuple[int, int]], redis_pid: int, total: int, rounds: int,
+                       kinds: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for kind, headers in (("plain", {}), ("shared", SHARED_HEADERS)):
+    for kind, headers in [(k, h) for k, h in (("plain", {}), ("shared", SHARED_HEADERS)) if k in kinds]:
         rows: dict[str, list[dict[str, Any]]] = {mode: [] for mode in ports}
         for _ in range(rounds):  # alternate, so all see the same machine
             for mode in ports:
@@ -121,6 +122,8 @@ def main() -> None:
     parser.add_argument("--baseline-rev", default=None,
                         help="also measure, in the same rounds, a gateway with Redis from this git revision's src/ "
                              "(its own Redis database)")
+    parser.add_argument("--kinds", default="plain,shared", help="the kinds of request of part 1 (comma-separated)")
+    parser.add_argument("--skip-workers", action="store_true", help="measure part 1 only (Redis off vs on)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     env = {**os.environ, "BENCH_UPSTREAM_KEY": KEY}
@@ -149,12 +152,13 @@ def main() -> None:
             base, base_port = serve(path, folder, "base", base_env, "--redis-url", f"redis://127.0.0.1:{redis_port}/1")
             processes.append(base)
             gateways["base"] = (base_port, base.pid)
-        results["redis"] = asyncio.run(redis_on_off(gateways, redis.pid, args.requests, args.rounds))
+        kinds = [kind for kind in args.kinds.split(",") if kind]
+        results["redis"] = asyncio.run(redis_on_off(gateways, redis.pid, args.requests, args.rounds, kinds))
         for process in [p for p in processes if p not in (upstream, redis)]:
             process.terminate()
             process.wait(60)
         results["workers"] = []
-        for workers in (1, 2, 4):
+        for workers in () if args.skip_workers else (1, 2, 4):
             gateway, port = serve(path, folder, f"workers{workers}", env, "--workers", str(workers))
             processes.append(gateway)
             time.sleep(2.0 if workers > 1 else 0.0)  # every worker up, not only the first
@@ -193,8 +197,9 @@ def print_table(results: dict[str, Any]) -> None:
             label = "" if mode == "on" else f" ({mode}: {results.get('baseline_commit', '')[:12]})"
             print(f"{kind}: Redis adds {median(added):.3f} ms CPU per request in the gateway{label} (rounds: "
                   f"{', '.join(f'{a:.3f}' for a in added)})")
-    print("\nserve --workers N, concurrency 50")
-    print(f"{'workers':<8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}")
+    if results["workers"]:
+        print("\nserve --workers N, concurrency 50")
+        print(f"{'workers':<8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}")
     for row in results["workers"]:
         print(f"{row['workers']:<8}{row['rps']:>9.0f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['cpu_ms_per_request']:>12.3f}")
     env = results["environment"]

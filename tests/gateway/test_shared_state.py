@@ -202,13 +202,13 @@ def test_a_turns_session_read_admission_and_reservation_share_one_round_trip(
     import switchman.state._redis_link as link_module  # noqa: PLC2701  (looking at the round trips)
 
     trips: list[list[tuple[Any, ...]]] = []
-    real = link_module._round_trip  # noqa: SLF001
+    real = link_module._Trip.send  # noqa: SLF001
 
-    async def seen(connection: object, commands: list[Any], deliver: Any) -> None:
-        trips.append([args for args, _ in commands])
-        await real(connection, commands, deliver)
+    def seen(trip: Any, pipe: Any) -> None:
+        trips.append([args for args, _, _ in trip.batch])
+        real(trip, pipe)
 
-    monkeypatch.setattr(link_module, "_round_trip", seen)
+    monkeypatch.setattr(link_module._Trip, "send", seen)  # noqa: SLF001
     data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
     data["agents"]["metered"] = {"rpm": 1000, "tpm": 1_000_000}
     data["budgets"].append({"scope": "agent", "name": "metered", "usd": 1.0, "period": "day"})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -186,13 +185,13 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     import switchman.state._redis_link as module  # noqa: PLC2701  (counting the round trips)
 
     counts: list[int] = []
-    real = module._round_trip  # noqa: SLF001
+    real = module._Trip.send  # noqa: SLF001
 
-    async def counted(client: object, commands: list[object], deliver: Callable[[int, object], None]) -> None:
-        counts.append(len(commands))
-        await real(client, commands, deliver)  # type: ignore[arg-type]
+    def counted(trip: Any, pipe: Any) -> None:
+        counts.append(len(trip.batch))
+        real(trip, pipe)
 
-    monkeypatch.setattr(module, "_round_trip", counted)
+    monkeypatch.setattr(module._Trip, "send", counted)  # noqa: SLF001
     return counts
 
 
@@ -364,33 +363,108 @@ def test_a_cluster_link_is_down_while_any_primary_is_lost() -> None:
         anyio.run(main)
 
 
-def test_an_idle_connection_whose_check_is_cancelled_is_closed_not_leaked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A connection taken from the idle list is in no list while it is checked: a cancellation then closes it."""
-    import switchman.state._redis_link as redis_link
-
+def test_an_idle_connection_redis_closed_is_dropped_and_the_next_call_opens_another() -> None:
+    """Redis closes the link's idle connection (its `timeout` setting, here CLIENT KILL): the event loop sees the close,
+    the connection is no longer offered, and the next call goes on a new one with the link up and no error counted."""
     prefix = unique_prefix()
-    checking = asyncio.Event()
-
-    async def never_answers(connection: Any) -> bool:
-        checking.set()
-        await asyncio.sleep(3600)
-        return False
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
         await link.start()
-        assert await link.command("GET", link.key("t", "k")) is None  # leaves one idle, connected connection
-        assert len(link._idle) == 1
-        connection = link._idle[0][0]
-        assert connection.is_connected
-        monkeypatch.setattr(redis_link, "_CHECK_IDLE_S", -1.0)
-        monkeypatch.setattr(redis_link, "_stale", never_answers)
-        taking = asyncio.ensure_future(link._connection())
-        await checking.wait()
-        taking.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await taking
-        assert not link._idle and not connection.is_connected
+        own = await link.command("CLIENT", "ID")  # the id of the batches' connection
+        with anyio.fail_after(2):
+            while not link._idle:  # noqa: SLF001  (back once its round trip is done)
+                await asyncio.sleep(0)
+        pipe = link._idle[0]  # noqa: SLF001
+        assert await link.run(lambda r: r.client_kill_filter(_id=own)) == 1
+        with anyio.fail_after(2):
+            while pipe.usable:
+                await asyncio.sleep(0.01)
+        assert await link.command("CLIENT", "ID") != own
+        assert link.up and link.errors == 0
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+def test_a_connection_closed_mid_round_trip_takes_the_link_down_and_fails_its_callers() -> None:
+    """The batches' connection is killed while a round trip waits on it: its callers get RedisUnavailable (no one is
+    left waiting for a reply that will not come), the link goes down, and the watcher brings it back."""
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=2.0, ping_s=0.05)
+        await link.start()
+        own = await link.command("CLIENT", "ID")
+        waiting = link.command_soon("BLPOP", link.key("t", "nothing"), "1")
+        echoed = link.command_soon("ECHO", "behind")  # in the same round trip, behind the BLPOP
+        await asyncio.sleep(0.05)
+        assert await link.run(lambda r: r.client_kill_filter(_id=own)) == 1
+        with anyio.fail_after(1):
+            outcomes = await asyncio.gather(waiting, echoed, return_exceptions=True)
+        assert all(isinstance(outcome, RedisUnavailable) for outcome in outcomes), outcomes
+        assert not link.up and link.errors >= 1
+        with anyio.fail_after(5):
+            while not link.up:
+                await asyncio.sleep(0.02)
+        assert await link.command("ECHO", "again") == b"again"
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+def test_error_replies_fail_their_own_callers_only() -> None:
+    """Redis refuses one command of a round trip (INCR of a word, a wrong number of arguments): those callers get
+    RedisUnavailable with Redis's message, the others their replies, and the link stays up."""
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        await link.start()
+        key = link.key("t", "word")
+        outcomes = await asyncio.gather(link.command("SET", key, "word"), link.command("INCR", key),
+                                        link.command("GET"), link.command("GET", key), return_exceptions=True)
+        assert outcomes[0] == b"OK" and outcomes[3] == b"word"
+        assert isinstance(outcomes[1], RedisUnavailable) and "not an integer" in str(outcomes[1])
+        assert isinstance(outcomes[2], RedisUnavailable) and "wrong number of arguments" in str(outcomes[2])
+        assert link.up and link.errors == 2
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+def test_replies_split_over_several_reads_reach_their_callers_whole() -> None:
+    """A reply arrives in pieces (a large value; here also bytes handed over one by one): each caller gets its whole
+    reply once its last byte is read, in the order sent."""
+    prefix = unique_prefix()
+    big = b"x" * (3 << 20)  # several reads of the socket
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=2.0)
+        await link.start()
+        key = link.key("t", "big")
+        assert await link.command("SET", key, big) == b"OK"
+        replies = await asyncio.gather(link.command("ECHO", "a"), link.command("GET", key), link.command("ECHO", "b"))
+        assert replies == [b"a", big, b"b"]
+        pipe = await link._connection()  # noqa: SLF001  (fed by hand: the split is the test's, not the socket's)
+        got: list[tuple[int, Any]] = []
+        ends: list[BaseException | None] = []
+        pipe.exchange([b""], 3, lambda index, reply: got.append((index, reply)), ends.append)
+        for byte in b"+OK\r\n$3\r\nabc\r\n*2\r\n:1\r\n$-1\r\n":
+            assert not ends
+            pipe.data_received(bytes([byte]))
+        assert ends == [None] and got == [(0, b"OK"), (1, b"abc"), (2, [1, None])]
+        assert pipe.usable
+        pipe.close()
         await link.aclose()
 
     try:
@@ -458,7 +532,7 @@ def test_a_close_with_a_round_trip_on_its_way_and_calls_behind_it_leaves_no_call
                     await link.aclose()
                     outcomes = await asyncio.gather(first, behind, return_exceptions=True)
                 assert all(isinstance(outcome, RedisUnavailable) for outcome in outcomes), outcomes
-                assert link._sender is None and not link._sending  # noqa: SLF001
+                assert not link._busy  # noqa: SLF001
                 with pytest.raises(RedisUnavailable):
                     await link.command("PING")
             finally:
@@ -467,26 +541,23 @@ def test_a_close_with_a_round_trip_on_its_way_and_calls_behind_it_leaves_no_call
         anyio.run(main)
 
 
-def test_a_sender_cancelled_with_the_loop_fails_the_calls_behind_it() -> None:
-    """The loop closing cancels the sender mid round trip: the calls of that round trip and those queued behind it
-    get RedisUnavailable (no caller left waiting), and the next call starts a sender of its own."""
+def test_a_caller_cancelled_while_its_round_trip_is_on_its_way_leaves_the_others_their_replies() -> None:
+    """A caller gives up (its request was cancelled) while its call is on its way: the calls sharing its round trip
+    and those queued behind it still get their replies, and the reply nobody waits for is read and dropped."""
     prefix = unique_prefix()
 
     async def main() -> None:
-        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=1.0)
         await link.start()
-        on_its_way = link.command_soon("BLPOP", link.key("t", "nothing"), "0.3")
+        given_up = link.command_soon("BLPOP", link.key("t", "nothing"), "0.1")
+        beside = link.command_soon("ECHO", "beside")
         await asyncio.sleep(0.02)
-        behind = link.command_soon("PING")
-        sender = link._sender  # noqa: SLF001
-        assert sender is not None
-        sender.cancel()
+        behind = link.command_soon("ECHO", "behind")
+        given_up.cancel()
         with anyio.fail_after(2):
-            outcomes = await asyncio.gather(on_its_way, behind, return_exceptions=True)
-        assert all(isinstance(outcome, RedisUnavailable) for outcome in outcomes), outcomes
-        assert link._sender is None  # noqa: SLF001
-        with anyio.fail_after(2):
-            assert await link.command("PING") == b"PONG"
+            assert await asyncio.gather(beside, behind) == [b"beside", b"behind"]
+        assert link.up and link.errors == 0
+        assert await link.command("ECHO", "next") == b"next"  # the connection's replies are in step
         await link.aclose()
 
     try:

@@ -13,10 +13,16 @@ issued in the same turn of the event loop (concurrent requests; one request's ca
 share one round trip: one write, one read, on a connection of the link's own. One round trip is on its way
 at a time: the calls issued meanwhile go together in the next, so under load a round trip carries the calls
 of several requests (a call may wait for the round trip on its way before its own: at worst twice the
-timeout). Through asyncio a round trip costs ~0.05–0.15 ms of CPU (its write system call alone a third to a
-half of that), a command in a shared one a fraction. `eval_soon` and `command_soon` queue a call at once and
-return its future (no task needed to start it). (On a Cluster each goes on its own to its slot's node.) A
-connection error, or timeouts with no call
+timeout). `eval_soon` and `command_soon` queue a call at once and return its future (no task needed to start
+it). (On a Cluster each goes on its own to its slot's node.)
+
+A round trip costs no task (one only to open a connection): redis-py opens the connection (its handshake: AUTH, SELECT), then the link takes
+over its transport (`_Pipe`, an asyncio protocol): the write is made in a callback, the bytes read are fed to
+hiredis's reader (the C parser redis-py itself uses, with redis-py's error classes) and each reply goes to its
+caller's future from `data_received`, and one event-loop timer bounds the round trip. Through redis-py's
+asyncio streams each reply cost a wake-up of a reading task and a StreamReader call, and each round trip a
+task's steps and an `asyncio.timeout`. A connection Redis closes while idle is seen by the event loop as it
+happens and not used again. A connection error, or timeouts with no call
 answered for `stall_s` (a slow call fails only itself and the calls behind it in its round trip — each
 caller gets its reply as soon as it is read — and a busy event loop or a slow script must not take the
 replica off shared state), marks the link down with one log line ("redis unavailable at
@@ -41,11 +47,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -62,8 +69,6 @@ logger = logging.getLogger("switchman.state")
 
 T = TypeVar("T")
 
-#: An idle connection is checked for a close by Redis before its next round trip after this long (seconds).
-_CHECK_IDLE_S = 1.0
 Resync = Callable[[], Awaitable[None]]
 #: A call waiting for its turn's round trip: the command, the script source of an EVALSHA, the caller's future.
 _Queued = tuple[tuple[Any, ...], str | None, "asyncio.Future[Any]"]
@@ -100,9 +105,9 @@ class RedisLink:
         self._shas: dict[str, str] = {}  # script source -> its SHA1
         self._scripts: dict[str, Any] = {}  # script source -> redis-py Script (a Cluster's calls)
         self._queue: list[_Queued] = []  # calls waiting for the next round trip, sent together
-        self._sending: set[asyncio.Task[None]] = set()
-        self._sender: asyncio.Task[None] | None = None  # sending the queue, one round trip at a time
-        self._idle: list[tuple[Any, float]] = []  # the batches' own connections and when each was last used
+        self._busy = False  # a round trip on its way (or about to go): calls queued meanwhile go in the next
+        self._drained: list[asyncio.Future[None]] = []  # told when the last round trip ends (aclose)
+        self._idle: list[_Pipe] = []  # the batches' own connections, each ready for a round trip
         #: True in the resync callbacks' context: their calls reach Redis before the link is up for everyone.
         self._resyncing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"switchman-resync-{id(self)}",
                                                                               default=False)
@@ -192,108 +197,98 @@ class RedisLink:
             future.set_exception(RedisUnavailable(self.display_url))
             return future
         self._queue.append((args, source, future))
-        if self._sender is None:  # the first call while no round trip is on its way: a sender for this turn's calls
-            self._start_sender(loop)
+        if not self._busy:  # the first call while no round trip is on its way: sent once this turn's calls joined
+            self._busy = True
+            # two turns on: the calls of this turn and of the tasks started in it (their first steps) go too
+            loop.call_soon(loop.call_soon, self._flush)
         return future
 
-    def _start_sender(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The task that sends the queue: its first round trip goes once this turn's other calls joined (and those of
-        the tasks started in this turn: their first steps run before its second)."""
-        task = self._sender = loop.create_task(self._send_all())
-        self._sending.add(task)  # kept referenced until done (a caller may be cancelled meanwhile)
-        task.add_done_callback(self._sending.discard)
+    def _flush(self) -> None:
+        """Send the queue in one round trip, or end the sending when it is empty.
 
-    async def _send_all(self) -> None:
-        """One round trip at a time while calls wait: the calls queued during one go together in the next.
-
-        Under load this gathers many requests' calls in each round trip (a round trip's socket calls and wake-ups
-        cost far more CPU than a command in it); a lone call goes at the next turn of the event loop, as before. A
-        call waits at most for the round trip on its way (bounded by `timeout_s`) before its own is sent."""
-        try:
-            await asyncio.sleep(0)  # tasks started in the turn of the first call have queued theirs too
-            while self._queue:
-                batch, self._queue = self._queue, []
-                await self._send(batch)
-                await asyncio.sleep(0)  # the callers its replies woke queue their next calls first
-        except BaseException:  # cancelled (the loop is closing): no queued caller is left waiting
-            queue, self._queue = self._queue, []
-            for _, _, future in queue:
-                if not future.done():
-                    future.set_exception(RedisUnavailable(self.display_url))
-            raise
-        finally:  # at once, not in a done callback: a call queued before that ran would wait for the next one
-            if self._sender is asyncio.current_task():
-                self._sender = None
-
-    async def _send(self, batch: list[_Queued]) -> None:
-        """One round trip for the batch; every caller gets its reply as soon as it is read, or RedisUnavailable
-        when the round trip fails before its reply (replies read before a timeout or an error still count)."""
-        futures = [future for _, _, future in batch]
-
-        def deliver(index: int, reply: Any) -> None:
-            future = futures[index]
-            if isinstance(reply, BaseException):
-                self.errors += 1  # a command Redis refused
-                self._log_refused(batch[index], reply)
-            if future.done():
-                return  # its caller was cancelled
-            if isinstance(reply, BaseException):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
-
-        failure: Exception
-        try:
-            connection = await self._connection()
-            await self._call(lambda _: _round_trip(connection, [(args, source) for args, source, _ in batch], deliver))
-        except Exception as exc:  # noqa: BLE001  (RedisUnavailable, counted; or a bug: every unanswered caller sees it)
-            failure = exc
-        except BaseException:  # cancelled (the loop is closing): no caller is left waiting
-            for future in futures:
-                if not future.done():
-                    future.set_exception(RedisUnavailable(self.display_url))
-            raise
-        else:
-            if self._closed:  # closed meanwhile: nobody would reuse or close it
-                with contextlib.suppress(*_failures()):
-                    await connection.disconnect(nowait=True)
-            else:
-                self._idle.append((connection, time.monotonic()))  # every reply read: ready for the next round trip
+        One round trip at a time while calls wait: the calls queued during one go together in the next (it starts
+        once the callers its replies woke have run: they queue their next calls first). Under load this gathers
+        many requests' calls in each round trip (a round trip's socket calls and wake-ups cost far more CPU than a
+        command in it). No task: the write is made here, the replies are handed out as they are read (`_Pipe`), and
+        one timer bounds the round trip. A call waits at most for the round trip on its way (bounded by
+        `timeout_s`) before its own is sent."""
+        if not self._queue:
+            self._busy = False
+            waiting, self._drained = self._drained, []
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_result(None)
             return
-        for future in futures:
-            if not future.done():
-                future.set_exception(failure)
+        batch, self._queue = self._queue, []
+        trip = _Trip(self, batch)
+        while self._idle:
+            pipe = self._idle.pop()
+            if pipe.usable:
+                trip.send(pipe)
+                return
+            pipe.close()
+        trip.opening = asyncio.get_running_loop().create_task(self._open(trip))  # a new connection: a task
 
-    async def _connection(self) -> Any:
-        """An idle connection of the batches' own, or a new one (it connects at its first write).
+    async def _open(self, trip: _Trip) -> None:
+        """Connect (redis-py's handshake) and send the round trip that waited for it; a failure or the timer fails it."""
+        try:
+            pipe = await self._connection()
+        except asyncio.CancelledError:
+            trip.fail(TimeoutError("connecting to redis timed out"))  # the timer's, or the loop closing
+            raise
+        except Exception as exc:  # noqa: BLE001  (its callers see RedisUnavailable, the link goes down)
+            trip.fail(exc)
+            return
+        trip.opening = None
+        if trip.over:  # failed meanwhile
+            if self._closed:
+                pipe.close()
+            else:
+                self._idle.append(pipe)
+            return
+        trip.send(pipe)
 
-        Not taken from redis-py's pool, and without redis-py's socket timeout: the pool's checkout and return
-        and a timer per reply (and, on Python 3.11, a task per write) cost about as much CPU as the round trip's
-        socket calls. The call's own timeout (`timeout_s`, in `_call`) bounds the whole round trip instead; a
-        connection whose round trip failed is closed and dropped (its replies may be left unread). One idle for
-        a while is checked first, as the pool does: Redis may have closed it (its `timeout` setting)."""
-        if not self._idle:
-            pool = self.client.connection_pool
-            return pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
-        connection, used = self._idle.pop()
-        if time.monotonic() - used > _CHECK_IDLE_S and connection.is_connected:
-            try:
-                stale = await _stale(connection)
-            except BaseException:  # cancelled mid-check (or a bug): out of every list now, so closed, not leaked
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(connection.disconnect(nowait=True))
-                raise
-            if stale:
-                with contextlib.suppress(*_failures()):
-                    await connection.disconnect(nowait=True)  # it connects anew at its next write
-        return connection
+    def _trip_over(self, pipe: _Pipe | None) -> None:
+        """A round trip ended: its connection (when it is fit for another) kept, the next round trip started soon."""
+        if pipe is not None:
+            if self._closed or not pipe.usable:
+                pipe.close()
+            else:
+                self._idle.append(pipe)
+        loop = asyncio.get_running_loop()
+        # two turns on: the callers its replies woke have run, and so have the calls they make a turn later (a
+        # request's next step): they go in the next round trip rather than in one of their own
+        loop.call_soon(loop.call_soon, self._flush)
+
+    async def _connection(self) -> _Pipe:
+        """An idle connection of the batches' own, or a new one.
+
+        Not taken from redis-py's pool, and read without redis-py's streams (see `_Pipe`): the pool's checkout and
+        return, a timer per reply and a wake-up of the reading task per reply cost more CPU than the round trip's
+        socket calls. The round trip's timer (`timeout_s`, see `_Trip`) bounds it whole, its connect included; a
+        connection whose round trip failed is closed and dropped (its replies may be left unread), and one Redis
+        closed while idle is dropped before its next round trip."""
+        while self._idle:
+            pipe = self._idle.pop()
+            if pipe.usable:
+                return pipe
+            pipe.close()
+        pool = self.client.connection_pool
+        connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        try:
+            await connection.connect()
+            return _Pipe(connection)
+        except BaseException:  # failed or cancelled mid-handshake: closed, not leaked
+            with contextlib.suppress(Exception):
+                if connection._writer is not None:  # noqa: SLF001
+                    connection._writer.close()  # noqa: SLF001
+            raise
 
     async def _drop_idle(self) -> None:
         """Close the idle connections (Redis went away, or the link closes)."""
         idle, self._idle = self._idle, []
-        for connection, _ in idle:
-            with contextlib.suppress(*_failures()):
-                await connection.disconnect(nowait=True)
+        for pipe in idle:
+            pipe.close()
 
     def _log_refused(self, call: _Queued, error: BaseException) -> None:
         """One warning line the first time Redis refuses a script (a bug in it) or a command: then counted only."""
@@ -415,15 +410,15 @@ class RedisLink:
         """Stop the watcher (not cancelled mid-call: redis-py can sit on that) and close the connection pool; calls
         queued already go first, later ones raise RedisUnavailable."""
         self._closed = True
-        if self._queue and self._sender is None:
-            self._start_sender(asyncio.get_running_loop())
         if self._watcher is not None and self._stopping is not None:
             self._stopping.set()
             await asyncio.wait([self._watcher], timeout=self.timeout_s + 5.0)
             self._watcher.cancel()
             self._watcher = None
-        if self._sending:  # round trips in flight get their answers first
-            await asyncio.wait(list(self._sending), timeout=self.timeout_s + 1.0)
+        if self._busy:  # round trips on their way, and the one of the calls queued, get their answers first
+            drained = asyncio.get_running_loop().create_future()
+            self._drained.append(drained)
+            await asyncio.wait([drained], timeout=2 * self.timeout_s + 1.0)
         await self._drop_idle()
         if self._client is not None:
             client, self._client = self._client, None
@@ -451,49 +446,223 @@ def _failures() -> tuple[type[BaseException], ...]:
     return failures()
 
 
-async def _round_trip(
-    connection: Any, commands: list[tuple[tuple[Any, ...], str | None]], deliver: Callable[[int, Any], None],
-) -> None:
-    """Send the commands in one write on `connection` and hand each reply to `deliver(index, reply)` as soon as it
-    is read (an error reply is that command's RedisUnavailable); an EVALSHA Redis does not know (NOSCRIPT: Redis
-    restarted, or a first use) is loaded and sent again. On any failure the connection is closed."""
-    from redis.exceptions import NoScriptError, ResponseError
+class _Trip:
+    """One round trip of the batches: the write, each reply handed to its caller as soon as it is read (an error
+    reply is that command's RedisUnavailable), an EVALSHA Redis does not know (NOSCRIPT: Redis restarted, or a first
+    use) loaded and sent again, one timer over the whole. On a failure the calls not yet answered fail and the
+    connection is closed (replies may be left unread)."""
 
-    def reply_of(reply: Any) -> Any:
-        return RedisUnavailable(str(reply)) if isinstance(reply, ResponseError) else reply
+    def __init__(self, link: RedisLink, batch: list[_Queued]) -> None:
+        self.link = link
+        self.batch = batch
+        self.pipe: _Pipe | None = None
+        self.opening: asyncio.Task[None] | None = None  # connecting first
+        self.over = False
+        self._unknown: list[int] = []  # EVALSHAs of scripts Redis does not know
+        self._sources: list[str | None] = []
+        self._refused: dict[str | None, Any] = {}  # a script Redis would not load (NOPERM...): its calls fail
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + link.timeout_s, self._timed_out)
 
-    try:
-        await connection.send_packed_command(_pack(connection, [args for args, _ in commands]), check_health=False)
-        unknown: list[int] = []  # EVALSHAs of scripts Redis does not know
-        for index, (_, source) in enumerate(commands):
-            try:
-                reply = await connection.read_response()
-            except ResponseError as exc:
-                reply = exc
-            if isinstance(reply, NoScriptError) and source is not None:
-                unknown.append(index)
+    def send(self, pipe: _Pipe) -> None:
+        self.pipe = pipe
+        try:
+            pipe.exchange(_pack(pipe.connection, [args for args, _, _ in self.batch]), len(self.batch), self._first,
+                          self._first_read)
+        except Exception as exc:  # noqa: BLE001  (a bug: its callers see it, the loop does not)
+            self.fail(exc)
+
+    def _first(self, index: int, reply: Any) -> None:
+        if isinstance(reply, Exception):  # an error reply (hiredis gives redis-py's exception for it)
+            if isinstance(reply, _errors().no_script) and self.batch[index][1] is not None:
+                self._unknown.append(index)
             else:
-                deliver(index, reply_of(reply))
-        if unknown:  # each script loaded once, then the calls sent again: one more write, one more read
-            sources = list(dict.fromkeys(commands[index][1] for index in unknown))
-            again = [("SCRIPT", "LOAD", source) for source in sources] + [commands[index][0] for index in unknown]
-            await connection.send_packed_command(_pack(connection, again), check_health=False)
-            refused: dict[str | None, ResponseError] = {}  # a script Redis would not load (NOPERM...): its calls fail
-            for source in sources:
-                try:
-                    await connection.read_response()
-                except ResponseError as exc:
-                    refused[source] = exc
-            for index in unknown:
-                try:
-                    reply = await connection.read_response()
-                except ResponseError as exc:
-                    reply = exc
-                deliver(index, reply_of(refused.get(commands[index][1], reply)))
-    except BaseException:
-        with contextlib.suppress(Exception):  # replies may be left unread: the connection cannot be reused
-            await connection.disconnect(nowait=True)
-        raise
+                self._deliver(index, reply)
+            return
+        future = self.batch[index][2]  # the common case first: a reply for a caller still waiting
+        if not future.done():
+            future.set_result(reply)
+
+    def _first_read(self, failure: BaseException | None) -> None:
+        if failure is not None:
+            self.fail(failure)
+        elif not self._unknown:
+            self._done()
+        else:  # each script loaded once, then the calls sent again: one more write, one more read
+            assert self.pipe is not None
+            self._sources = list(dict.fromkeys(self.batch[index][1] for index in self._unknown))
+            again = [("SCRIPT", "LOAD", source) for source in self._sources]
+            again += [self.batch[index][0] for index in self._unknown]
+            try:
+                self.pipe.exchange(_pack(self.pipe.connection, again), len(again), self._second, self._second_read)
+            except Exception as exc:  # noqa: BLE001
+                self.fail(exc)
+
+    def _second(self, index: int, reply: Any) -> None:
+        if index < len(self._sources):
+            if isinstance(reply, _errors().response):
+                self._refused[self._sources[index]] = reply
+            return
+        call = self._unknown[index - len(self._sources)]
+        self._deliver(call, self._refused.get(self.batch[call][1], reply))
+
+    def _second_read(self, failure: BaseException | None) -> None:
+        if failure is not None:
+            self.fail(failure)
+        else:
+            self._done()
+
+    def _deliver(self, index: int, reply: Any) -> None:
+        call = self.batch[index]
+        future = call[2]
+        if isinstance(reply, _errors().response):
+            self.link.errors += 1  # a command Redis refused
+            self.link._log_refused(call, reply)  # noqa: SLF001
+            if not future.done():  # else its caller was cancelled
+                future.set_exception(RedisUnavailable(str(reply)))
+        elif not future.done():
+            future.set_result(reply)
+
+    def _done(self) -> None:
+        if self.over:
+            return
+        self.over = True
+        self._timer.cancel()
+        self.link._answered = time.monotonic()  # noqa: SLF001
+        self.link._trip_over(self.pipe)  # noqa: SLF001
+
+    def _timed_out(self) -> None:
+        self.fail(TimeoutError(f"no reply from redis within {self.link.timeout_s:g} s"))
+
+    def fail(self, exc: BaseException) -> None:
+        """The calls not answered yet fail: RedisUnavailable (the link down unless it is only slow), or a bug as is."""
+        if self.over:
+            return
+        self.over = True
+        self._timer.cancel()
+        if self.opening is not None and self.opening is not asyncio.current_task():
+            self.opening.cancel()
+        if self.pipe is not None:
+            self.pipe.close()
+        link = self.link
+        failure: BaseException = exc
+        if isinstance(exc, _failures()):
+            if link._slow(exc):  # noqa: SLF001
+                link.errors += 1  # this call fails; the link stays up unless nothing answers for stall_s
+            else:
+                link._down(exc)  # noqa: SLF001
+            failure = RedisUnavailable(link.display_url)
+        for _, _, future in self.batch:
+            if not future.done():
+                future.set_exception(failure)
+        link._trip_over(None)  # noqa: SLF001
+
+
+class _Pipe(asyncio.Protocol):
+    """A connection of the link's own, read without redis-py's asyncio streams: redis-py connects it (the handshake:
+    AUTH, SELECT, CLIENT SETINFO), then its transport hands the bytes it receives here, fed to a hiredis reader (the C
+    parser redis-py itself uses, with redis-py's error classes) and each reply given to the round trip at once, in
+    the order sent. A read through redis-py's streams costs a wake-up of the reading task and a StreamReader call
+    per reply; here one `data_received` delivers every reply it holds. Redis closing an idle connection (its
+    `timeout` setting) is seen by the event loop as it happens: `usable` is then False, with no check to run."""
+
+    def __init__(self, connection: Any) -> None:
+        import hiredis
+        from redis._parsers.base import BaseParser  # noqa: PLC2701  (redis-py's error reply -> exception map)
+        from redis.exceptions import InvalidResponse
+
+        self.connection = connection
+        self.transport: Any = connection._writer.transport  # noqa: SLF001  (taken over from redis-py's stream)
+        self._streams: Any = self.transport.get_protocol()  # told of the close, so redis-py's writer sees it
+        options: dict[str, Any] = {"protocolError": InvalidResponse, "replyError": BaseParser.parse_error,
+                                   "notEnoughData": _MORE}
+        encoder = connection.encoder
+        if encoder.decode_responses:
+            options.update(encoding=encoder.encoding, errors=encoder.encoding_errors)
+        self._reader = hiredis.Reader(**options)
+        self.lost: BaseException | None = None  # why it cannot be used (closed, unexpected data, a bad reply)
+        self._handle: Callable[[int, Any], None] | None = None  # the exchange's reply handler
+        self._finish: Callable[[BaseException | None], None] | None = None  # ...and what it runs at its end
+        self._count = 0  # replies the exchange waits for
+        self._seen = 0
+        leftover = connection._reader is not None and connection._reader._buffer  # noqa: SLF001
+        self.transport.set_protocol(self)
+        if leftover:
+            self._lose(ConnectionError("unexpected data after the handshake"))
+
+    @property
+    def usable(self) -> bool:
+        """Connected, with nothing unread: ready for a round trip."""
+        return self.lost is None and not self.transport.is_closing()
+
+    def exchange(self, data: list[bytes], count: int, handle: Callable[[int, Any], None],
+                 finish: Callable[[BaseException | None], None]) -> None:
+        """Write `data`, call `handle(index, reply)` for each of the `count` replies as it is read, then `finish(None)`;
+        `finish(error)` when the connection fails first (also at once when it is not usable)."""
+        if not self.usable:
+            from redis.exceptions import ConnectionError as RedisConnectionError
+
+            finish(RedisConnectionError(f"connection lost: {_reason(self.lost) if self.lost else 'closed'}"))
+            return
+        self._handle, self._finish, self._count, self._seen = handle, finish, count, 0
+        self.transport.write(data[0] if len(data) == 1 else b"".join(data))
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while True:
+            try:
+                reply = self._reader.gets()
+            except Exception as exc:  # noqa: BLE001  (a reply hiredis cannot parse: the stream is lost)
+                self._lose(exc)
+                return
+            if reply is _MORE:
+                return
+            handle, finish = self._handle, self._finish
+            if handle is None or finish is None:  # nothing asked for it: the connection's state is unknown
+                self._lose(ConnectionError("unexpected data from Redis"))
+                return
+            index = self._seen
+            self._seen += 1
+            last = self._seen == self._count
+            if last:
+                self._handle = self._finish = None
+            try:
+                handle(index, reply)
+                if last:
+                    finish(None)
+            except Exception as exc:  # noqa: BLE001  (a bug in a handler: the round trip fails, not the loop)
+                self._handle = self._finish = None
+                self._lose(exc, finish)
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        self._lose(exc or RedisConnectionError("Connection closed by server."))
+        with contextlib.suppress(Exception):
+            self._streams.connection_lost(exc)  # redis-py's writer: closed
+
+    def _lose(self, exc: BaseException, finish: Callable[[BaseException | None], None] | None = None) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        if self.lost is None:
+            self.lost = exc
+        finish = finish or self._finish
+        self._handle = self._finish = None
+        self.transport.close()
+        if finish is not None:
+            finish(exc if isinstance(exc, (OSError, RedisConnectionError)) else RedisConnectionError(_reason(exc)))
+
+    def close(self) -> None:
+        """Close it now (replies may be left unread); the redis-py connection is done with too."""
+        if self.lost is None:
+            self.lost = ConnectionError("closed")
+        self._handle = self._finish = None
+        self.transport.abort()
+        self.connection._reader = self.connection._writer = None  # noqa: SLF001  (not connected any more)
+
+
+_MORE = object()  # hiredis's reader: not a whole reply yet
 
 
 def _pack(connection: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
@@ -528,14 +697,17 @@ def _hiredis_packer() -> Callable[[tuple[Any, ...]], bytes] | None:
 _hiredis_pack = _hiredis_packer()
 
 
-async def _stale(connection: Any) -> bool:
-    """Whether an idle connection was closed by Redis or has unread data (as redis-py's pool checks at checkout;
-    `can_read` looks at the buffered stream only, no system call)."""
-    check = getattr(connection, "can_read", None) or connection.can_read_destructive  # redis-py < 8: the old name
-    try:
-        return bool(await check())
-    except _failures():
-        return True
+class _Errors(NamedTuple):
+    response: type[Exception]
+    no_script: type[Exception]
+
+
+@functools.cache
+def _errors() -> _Errors:
+    """redis-py's error reply classes (imported once, not per reply: redis is an optional dependency)."""
+    from redis.exceptions import NoScriptError, ResponseError
+
+    return _Errors(ResponseError, NoScriptError)
 
 
 def _is_timeout(exc: BaseException) -> bool:
