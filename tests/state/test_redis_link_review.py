@@ -183,6 +183,48 @@ def test_without_hiredis_the_link_is_refused_at_startup(monkeypatch: pytest.Monk
         RedisLink(SHARED_URL)
 
 
+def test_a_connection_lost_while_the_event_loop_is_busy_is_opened_again() -> None:
+    """BUG (pre-existing on main, kept by the branch): the round trip's one timer bounds the new connection's connect
+    and handshake too (TCP connect, HELLO, CLIENT MAINT_NOTIFICATIONS, CLIENT SETINFO: four or more turns of the
+    event loop) and `_Trip.fail` cancels the opening on a timeout. With a loop that spends 20 ms a turn (requests'
+    CPU) a call on an open connection is answered (one turn), but once the connection is lost (Redis's idle timeout,
+    or any timed-out round trip: `fail` closes it) no new one ever opens: every call fails after its timeout, while
+    the pings keep `switchman_redis_up` at 1. `_open` already parks a connection whose round trip failed meanwhile
+    (`if trip.over: self._idle.append(pipe)`) but the cancel makes that branch dead. Fix: let the opening finish under
+    its own bound (as the ping's, max(timeout_s, 0.5)), one at a time, and park it for the next round trip."""
+    import time
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, timeout_s=0.05, ping_s=5.0)
+        await link.start()
+        own = await link.command("CLIENT", "ID")
+        with anyio.fail_after(2):
+            while not link._idle:  # noqa: SLF001
+                await asyncio.sleep(0)
+        pipe = link._idle[0]  # noqa: SLF001
+        assert await link.run(lambda r: r.client_kill_filter(_id=own)) == 1
+        with anyio.fail_after(2):
+            while pipe.usable:
+                await asyncio.sleep(0.01)
+        stop = asyncio.Event()
+
+        async def busy() -> None:  # each turn of the loop costs 20 ms of CPU
+            while not stop.is_set():
+                time.sleep(0.02)
+                await asyncio.sleep(0)
+
+        hog = asyncio.ensure_future(busy())
+        try:
+            outcomes = [(await asyncio.gather(link.command("PING"), return_exceptions=True))[0] for _ in range(20)]
+        finally:
+            stop.set()
+            await hog
+            await link.aclose()
+        assert b"PONG" in outcomes, outcomes
+
+    anyio.run(main)
+
+
 # -- probes that pass: kept as regression tests for the worst failure modes ---------------------------------------
 
 def test_a_reply_read_after_its_round_trip_timed_out_never_reaches_a_later_caller() -> None:
