@@ -232,7 +232,8 @@ class RedisLink:
     async def _open(self, trip: _Trip) -> None:
         """Connect (redis-py's handshake) and send the round trip that waited for it; a failure or the timer fails it."""
         try:
-            pipe = await self._connection()
+            async with asyncio.timeout(max(self.timeout_s, 0.5)):  # its own bound: a busy loop's handshake ends
+                pipe = await self._connection()
         except asyncio.CancelledError:
             trip.fail(TimeoutError("connecting to redis timed out"))  # the timer's, or the loop closing
             raise
@@ -540,8 +541,6 @@ class _Trip:
             return
         self.over = True
         self._timer.cancel()
-        if self.opening is not None and self.opening is not asyncio.current_task():
-            self.opening.cancel()
         if self.pipe is not None:
             self.pipe.close()
         link = self.link
