@@ -514,6 +514,9 @@ class _Trip:
             self._done()
 
     def _deliver(self, index: int, reply: Any) -> None:
+        if isinstance(reply, Exception) and not isinstance(reply, _errors().response):
+            self.fail(reply)  # -LOADING, -NOAUTH: redis-py maps them to ConnectionError; as on main, the link goes down
+            return
         call = self.batch[index]
         future = call[2]
         if isinstance(reply, _errors().response):
