@@ -582,6 +582,7 @@ class _Pipe(asyncio.Protocol):
         if encoder.decode_responses:
             options.update(encoding=encoder.encoding, errors=encoder.encoding_errors)
         self._reader = hiredis.Reader(**options)
+        self._push: Any = getattr(hiredis, "PushNotification", ())  # RESP3 pushes (tracking, maintenance): no replies
         self.lost: BaseException | None = None  # why it cannot be used (closed, unexpected data, a bad reply)
         self._handle: Callable[[int, Any], None] | None = None  # the exchange's reply handler
         self._finish: Callable[[BaseException | None], None] | None = None  # ...and what it runs at its end
@@ -619,6 +620,8 @@ class _Pipe(asyncio.Protocol):
                 return
             if reply is _MORE:
                 return
+            if isinstance(reply, self._push):  # pushed by Redis, not a reply: dropped, as redis-py's reader skips it
+                continue
             handle, finish = self._handle, self._finish
             if handle is None or finish is None:  # nothing asked for it: the connection's state is unknown
                 self._lose(ConnectionError("unexpected data from Redis"))
