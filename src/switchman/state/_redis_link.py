@@ -87,6 +87,7 @@ class RedisLink:
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401  (fail at startup, not at the first request)
+            import hiredis  # noqa: F401  (the link's reader, `_Pipe`)
         except ImportError:
             raise ConfigError("server.redis_url needs the redis client: pip install 'switchman[redis]'") from None
         self.url = url
