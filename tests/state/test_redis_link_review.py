@@ -225,6 +225,49 @@ def test_a_connection_lost_while_the_event_loop_is_busy_is_opened_again() -> Non
     anyio.run(main)
 
 
+def _restart_in_place(url: str) -> None:
+    """What a restart without persistence leaves: no keys, every connection closed (no moment it refuses one)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+        client.client_kill_filter(_type="normal", skipme=True)
+    finally:
+        client.close()
+
+
+def test_a_redis_restarted_between_two_pings_while_the_link_is_idle_is_resynced() -> None:
+    """BUG (pre-existing on main, kept by the branch): Redis restarts between two pings while the link is idle (here,
+    so that no ping falls in the gap, its data flushed and every client's connection closed at once, as a restart
+    without persistence leaves it: `kill` + `start` shows the same unless a ping happens to land in the gap). The link's own connection is dropped quietly (`usable`
+    False), redis-py's pool reconnects for the next ping, so the link never goes down: no log line, no resync (budget
+    counters are not rebuilt from the ledger) and `switchman_redis_up` stays 1 over a Redis that lost every key. Fix:
+    the watcher notices a new Redis (a marker key the resync writes and each ping reads, which also covers FLUSHALL and
+    a failover to an empty replica; or INFO's run_id) and takes the link down and up again."""
+    with RedisServer() as server:
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=0.2, ping_s=0.1)
+            resyncs: list[bool] = []
+
+            async def resync() -> None:
+                resyncs.append(True)
+
+            link.on_resync(resync)
+            await link.start()
+            assert resyncs == [True]
+            assert await link.command("SET", "k", "1") == b"OK"
+            _restart_in_place(server.url)
+            try:
+                with anyio.fail_after(5):
+                    while len(resyncs) < 2:  # the watcher pings every 0.1 s
+                        await asyncio.sleep(0.05)
+            finally:
+                await link.aclose()
+
+        anyio.run(main)
+
+
 # -- probes that pass: kept as regression tests for the worst failure modes ---------------------------------------
 
 def test_a_reply_read_after_its_round_trip_timed_out_never_reaches_a_later_caller() -> None:
