@@ -443,3 +443,49 @@ def test_a_stopped_redis_resumed_leaves_no_caller_waiting_and_leaks_nothing() ->
             assert _fds() <= fds, (fds, _fds())
 
         anyio.run(main)
+
+
+def test_a_connection_reset_mid_batch_answers_what_was_read_and_fails_the_rest() -> None:
+    """The server answers the first command of a round trip, then resets the connection (RST): the first caller has
+    its reply, the others RedisUnavailable (not a bare ConnectionResetError), the link goes down and comes back."""
+    import socket
+    import struct
+
+    async def main() -> None:
+        import hiredis
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            parser = hiredis.Reader()
+            try:
+                while data := await reader.read(65536):
+                    parser.feed(data)
+                    while (words := parser.gets()) is not False:
+                        if words[0] == b"ECHO" and words[1] == b"reset":
+                            sock = writer.get_extra_info("socket")
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                            writer.transport.abort()  # RST, after the replies written so far
+                            return
+                        writer.write(handshake_then(lambda w: b"$%d\r\n%s\r\n" % (len(w[1]), w[1]))(words))
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+        link = RedisLink(url, timeout_s=1.0, ping_s=0.05)
+        try:
+            await link.start()
+            with anyio.fail_after(2):
+                outcomes = await asyncio.gather(link.command("ECHO", "first"), link.command("ECHO", "reset"),
+                                                link.command("ECHO", "after"), return_exceptions=True)
+            assert outcomes[0] == b"first", outcomes
+            assert all(isinstance(outcome, RedisUnavailable) for outcome in outcomes[1:]), outcomes
+            assert not link.up
+            with anyio.fail_after(5):
+                while not link.up:
+                    await asyncio.sleep(0.02)
+            assert await link.command("ECHO", "again") == b"again"
+        finally:
+            await link.aclose()
+            server.close()
+
+    anyio.run(main)
