@@ -87,6 +87,7 @@ class RedisLink:
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401  (fail at startup, not at the first request)
+            import hiredis  # noqa: F401  (the link's reader, `_Pipe`)
         except ImportError:
             raise ConfigError("server.redis_url needs the redis client: pip install 'switchman[redis]'") from None
         self.url = url
@@ -232,7 +233,8 @@ class RedisLink:
     async def _open(self, trip: _Trip) -> None:
         """Connect (redis-py's handshake) and send the round trip that waited for it; a failure or the timer fails it."""
         try:
-            pipe = await self._connection()
+            async with asyncio.timeout(max(self.timeout_s, 0.5)):  # its own bound: a busy loop's handshake ends
+                pipe = await self._connection()
         except asyncio.CancelledError:
             trip.fail(TimeoutError("connecting to redis timed out"))  # the timer's, or the loop closing
             raise
@@ -513,6 +515,9 @@ class _Trip:
             self._done()
 
     def _deliver(self, index: int, reply: Any) -> None:
+        if isinstance(reply, Exception) and not isinstance(reply, _errors().response):
+            self.fail(reply)  # -LOADING, -NOAUTH: redis-py maps them to ConnectionError; as on main, the link goes down
+            return
         call = self.batch[index]
         future = call[2]
         if isinstance(reply, _errors().response):
@@ -540,8 +545,6 @@ class _Trip:
             return
         self.over = True
         self._timer.cancel()
-        if self.opening is not None and self.opening is not asyncio.current_task():
-            self.opening.cancel()
         if self.pipe is not None:
             self.pipe.close()
         link = self.link
@@ -580,6 +583,7 @@ class _Pipe(asyncio.Protocol):
         if encoder.decode_responses:
             options.update(encoding=encoder.encoding, errors=encoder.encoding_errors)
         self._reader = hiredis.Reader(**options)
+        self._push: Any = getattr(hiredis, "PushNotification", ())  # RESP3 pushes (tracking, maintenance): no replies
         self.lost: BaseException | None = None  # why it cannot be used (closed, unexpected data, a bad reply)
         self._handle: Callable[[int, Any], None] | None = None  # the exchange's reply handler
         self._finish: Callable[[BaseException | None], None] | None = None  # ...and what it runs at its end
@@ -617,6 +621,8 @@ class _Pipe(asyncio.Protocol):
                 return
             if reply is _MORE:
                 return
+            if isinstance(reply, self._push):  # pushed by Redis, not a reply: dropped, as redis-py's reader skips it
+                continue
             handle, finish = self._handle, self._finish
             if handle is None or finish is None:  # nothing asked for it: the connection's state is unknown
                 self._lose(ConnectionError("unexpected data from Redis"))

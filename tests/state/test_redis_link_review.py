@@ -1,0 +1,491 @@
+"""Review of the link's own read path (`_Pipe`, `_Trip`): error replies, misbehaving servers, stalls, leaks.
+
+A misbehaving Redis is a small asyncio server here: hiredis parses what the client sends (no hand-written protocol),
+the test says what goes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from switchman._exceptions import ConfigError
+from switchman.state import RedisLink, RedisUnavailable
+from switchman.testing import RedisServer, forget_prefix, unique_prefix
+
+SHARED_URL = "redis://127.0.0.1:6379/0"
+
+#: What the fake server answers to a command (raw bytes on the wire), given its words.
+Answer = Callable[[list[bytes]], bytes]
+
+
+@asynccontextmanager
+async def fake_redis(answer: Answer) -> AsyncIterator[str]:
+    """A server that parses each command with hiredis and writes `answer(words)` back; its URL."""
+    import hiredis
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = hiredis.Reader()
+        try:
+            while data := await reader.read(65536):
+                parser.feed(data)
+                while (words := parser.gets()) is not False:
+                    writer.write(answer(words))
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.close()
+
+
+#: HELLO 3's reply (redis-py 8 speaks RESP3 by default): a map that says the protocol.
+HELLO_3 = b"%1\r\n$5\r\nproto\r\n:3\r\n"
+
+
+def handshake_then(answer: Answer) -> Answer:
+    """The redis-py handshake (HELLO, CLIENT SETINFO) and PING answered as Redis does; the rest by `answer`."""
+    def reply(words: list[bytes]) -> bytes:
+        name = words[0].upper()
+        if name == b"HELLO":
+            return HELLO_3
+        if name == b"CLIENT":
+            return b"+OK\r\n"
+        if name == b"PING":
+            return b"+PONG\r\n"
+        return answer(words)
+    return reply
+
+
+@pytest.mark.parametrize("error", [
+    b"-LOADING Redis is loading the dataset in memory\r\n",  # a restarted Redis, or a replica in a full sync
+    b"-NOAUTH Authentication required.\r\n",
+])
+def test_an_error_reply_redis_py_maps_to_a_connection_error_fails_its_caller(error: bytes) -> None:
+    """BUG: hiredis's `replyError` (redis-py's `parse_error`) turns -LOADING / -NOAUTH into BusyLoadingError /
+    AuthenticationError, subclasses of redis's ConnectionError, not of ResponseError. `_Trip._deliver` only treats a
+    ResponseError as an error: the exception object is handed to the caller as the *reply* (a rate limit's
+    `admitted, wait, ... = await link.eval(...)` then raises TypeError: a 500). On main, redis-py's read_response
+    raised it: RedisUnavailable and the link down."""
+    async def main() -> None:
+        async with fake_redis(handshake_then(lambda _: error)) as url:
+            link = RedisLink(url, timeout_s=0.5, ping_s=5.0)
+            try:
+                await link.start()
+                assert link.up
+                with anyio.fail_after(2):
+                    outcomes = await asyncio.gather(link.command("GET", "k"), link.eval("return 1", [], []),
+                                                    return_exceptions=True)
+                assert all(isinstance(outcome, RedisUnavailable) for outcome in outcomes), outcomes
+            finally:
+                await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_rate_limit_falls_back_when_redis_is_loading() -> None:
+    """BUG (the consequence of the one above at a caller): a rate limit admitted while Redis answers -LOADING must
+    fall back to the local limiter, not raise TypeError (a 500)."""
+    from switchman.state._limits import RateLimit  # noqa: PLC2701
+    from switchman.state._redis_limits import RedisRateLimiter  # noqa: PLC2701
+
+    async def main() -> None:
+        loading = b"-LOADING Redis is loading the dataset in memory\r\n"
+        async with fake_redis(handshake_then(lambda _: loading)) as url:
+            link = RedisLink(url, timeout_s=0.5, ping_s=5.0)
+            try:
+                await link.start()
+                limiter = RedisRateLimiter(link)
+                with anyio.fail_after(2):
+                    admission = await limiter.admit("key:k1", RateLimit(rpm=10), 5)
+                assert admission.admitted
+            finally:
+                await link.aclose()
+
+    anyio.run(main)
+
+
+#: A RESP3 push frame: Redis sends these on a RESP3 connection outside the request/reply order (client tracking's
+#: invalidations; a managed Redis's maintenance notifications, which redis-py 8 asks for by default: "auto").
+PUSH = b">3\r\n$9\r\nMIGRATING\r\n:1\r\n:15\r\n"
+
+
+def test_a_resp3_push_frame_between_replies_is_not_taken_for_a_reply() -> None:
+    """BUG: redis-py 8 connects with HELLO 3 (RESP3 is its default), so Redis may send push frames (`>`) between
+    replies. hiredis hands them out as replies (a `hiredis.PushNotification`) and `_Pipe.data_received` gives each to
+    the next caller: every caller after it in the round trip gets its neighbour's reply (the worst failure of a
+    batch). redis-py's own reader (main's path) skips pushes. Expected: pushes dropped (or handed to redis-py's push
+    handler), every caller its own reply."""
+    def answer(words: list[bytes]) -> bytes:
+        reply = b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
+        return PUSH + reply if words[1] == b"a" else reply
+
+    async def main() -> None:
+        async with fake_redis(handshake_then(answer)) as url:
+            link = RedisLink(url, timeout_s=0.5, ping_s=5.0)
+            try:
+                await link.start()
+                with anyio.fail_after(2):
+                    outcomes = await asyncio.gather(link.command("ECHO", "a"), link.command("ECHO", "b"),
+                                                    link.command("ECHO", "c"), return_exceptions=True)
+                assert outcomes == [b"a", b"b", b"c"], outcomes
+            finally:
+                await link.aclose()
+
+    anyio.run(main)
+
+
+def test_an_invalidation_pushed_by_a_real_redis_mid_round_trip_is_not_taken_for_a_reply() -> None:
+    """The same on the shared Redis (7.0): the batches' connection tracks keys (CLIENT TRACKING ON, as a managed
+    Redis's maintenance notifications would push unasked), and a round trip's SET of a key its GET read makes Redis
+    push an invalidation between two replies: the ECHO after it must still get its own reply."""
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5, ping_s=5.0)
+        try:
+            await link.start()
+            key = link.key("t", "tracked")
+            assert await link.command("CLIENT", "TRACKING", "ON") == b"OK"  # on the batches' own connection
+            with anyio.fail_after(2):
+                outcomes = await asyncio.gather(link.command("GET", key), link.command("SET", key, "v"),
+                                                link.command("ECHO", "a"), link.command("ECHO", "b"),
+                                                return_exceptions=True)
+            assert outcomes == [None, b"OK", b"a", b"b"], outcomes
+        finally:
+            await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+def test_without_hiredis_the_link_is_refused_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BUG (low): `_Pipe` needs hiredis (its Reader) but the link checks only `redis.asyncio` at construction (and
+    `_pack` is written to work without hiredis). Without hiredis every batched call raises ImportError from `_open`:
+    not a redis failure, so `_Trip.fail` hands it to the callers as is (a 500 per request) and the link stays up.
+    Refuse at startup instead, with the message that says what to install."""
+    monkeypatch.setitem(sys.modules, "hiredis", None)  # `import hiredis` raises ImportError
+    with pytest.raises(ConfigError, match="switchman\\[redis\\]"):
+        RedisLink(SHARED_URL)
+
+
+def test_a_connection_lost_while_the_event_loop_is_busy_is_opened_again() -> None:
+    """BUG (pre-existing on main, kept by the branch): the round trip's one timer bounds the new connection's connect
+    and handshake too (TCP connect, HELLO, CLIENT MAINT_NOTIFICATIONS, CLIENT SETINFO: four or more turns of the
+    event loop) and `_Trip.fail` cancels the opening on a timeout. With a loop that spends 20 ms a turn (requests'
+    CPU) a call on an open connection is answered (one turn), but once the connection is lost (Redis's idle timeout,
+    or any timed-out round trip: `fail` closes it) no new one ever opens: every call fails after its timeout, while
+    the pings keep `switchman_redis_up` at 1. `_open` already parks a connection whose round trip failed meanwhile
+    (`if trip.over: self._idle.append(pipe)`) but the cancel makes that branch dead. Fix: let the opening finish under
+    its own bound (as the ping's, max(timeout_s, 0.5)), one at a time, and park it for the next round trip."""
+    import time
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, timeout_s=0.05, ping_s=5.0)
+        await link.start()
+        own = await link.command("CLIENT", "ID")
+        with anyio.fail_after(2):
+            while not link._idle:  # noqa: SLF001
+                await asyncio.sleep(0)
+        pipe = link._idle[0]  # noqa: SLF001
+        assert await link.run(lambda r: r.client_kill_filter(_id=own)) == 1
+        with anyio.fail_after(2):
+            while pipe.usable:
+                await asyncio.sleep(0.01)
+        stop = asyncio.Event()
+
+        async def busy() -> None:  # each turn of the loop costs 20 ms of CPU
+            while not stop.is_set():
+                time.sleep(0.02)
+                await asyncio.sleep(0)
+
+        hog = asyncio.ensure_future(busy())
+        try:
+            outcomes = [(await asyncio.gather(link.command("PING"), return_exceptions=True))[0] for _ in range(20)]
+        finally:
+            stop.set()
+            await hog
+            await link.aclose()
+        assert b"PONG" in outcomes, outcomes
+
+    anyio.run(main)
+
+
+def _restart_in_place(url: str) -> None:
+    """What a restart without persistence leaves: no keys, every connection closed (no moment it refuses one)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+        client.client_kill_filter(_type="normal", skipme=True)
+    finally:
+        client.close()
+
+
+def test_a_redis_restarted_between_two_pings_while_the_link_is_idle_is_resynced() -> None:
+    """BUG (pre-existing on main, kept by the branch): Redis restarts between two pings while the link is idle (here,
+    so that no ping falls in the gap, its data flushed and every client's connection closed at once, as a restart
+    without persistence leaves it: `kill` + `start` shows the same unless a ping happens to land in the gap). The link's own connection is dropped quietly (`usable`
+    False), redis-py's pool reconnects for the next ping, so the link never goes down: no log line, no resync (budget
+    counters are not rebuilt from the ledger) and `switchman_redis_up` stays 1 over a Redis that lost every key. Fix:
+    the watcher notices a new Redis (a marker key the resync writes and each ping reads, which also covers FLUSHALL and
+    a failover to an empty replica; or INFO's run_id) and takes the link down and up again."""
+    with RedisServer() as server:
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=0.2, ping_s=0.1)
+            resyncs: list[bool] = []
+
+            async def resync() -> None:
+                resyncs.append(True)
+
+            link.on_resync(resync)
+            await link.start()
+            assert resyncs == [True]
+            assert await link.command("SET", "k", "1") == b"OK"
+            _restart_in_place(server.url)
+            try:
+                with anyio.fail_after(5):
+                    while len(resyncs) < 2:  # the watcher pings every 0.1 s
+                        await asyncio.sleep(0.05)
+            finally:
+                await link.aclose()
+
+        anyio.run(main)
+
+
+# -- probes that pass: kept as regression tests for the worst failure modes ---------------------------------------
+
+def test_a_reply_read_after_its_round_trip_timed_out_never_reaches_a_later_caller() -> None:
+    """A round trip [ECHO, BLPOP 0.3 s, ECHO] times out at 0.1 s: the connection is discarded, so neither the BLPOP's
+    late nil nor anything else on it is handed to the callers of the round trips after it."""
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.1, ping_s=5.0)
+        await link.start()
+        first = await asyncio.gather(link.command("ECHO", "a"), link.command("BLPOP", link.key("t", "none"), "0.3"),
+                                     link.command("ECHO", "b"), return_exceptions=True)
+        assert first[0] == b"a" and isinstance(first[1], RedisUnavailable), first
+        assert isinstance(first[2], RedisUnavailable) or first[2] == b"b", first
+        for i in range(20):  # across the moment the BLPOP's nil comes back (0.3 s after it was sent)
+            assert await link.command("ECHO", f"after-{i}") == f"after-{i}".encode()
+            await asyncio.sleep(0.02)
+        assert link.up
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+def test_replies_split_at_every_byte_by_the_server_reach_their_callers_whole() -> None:
+    """The server writes every reply one byte at a time (one send per byte): nested arrays, nil, an error, a large
+    bulk; each caller gets its own, whole."""
+    big = b"y" * 70_000
+
+    def answer(words: list[bytes]) -> bytes:
+        return {b"A": b"*3\r\n*2\r\n:1\r\n$-1\r\n$1\r\nx\r\n*0\r\n", b"E": b"-WRONGTYPE Operation against a key\r\n",
+                b"N": b"$-1\r\n", b"B": b"$%d\r\n%s\r\n" % (len(big), big)}[words[0]]
+
+    async def main() -> None:
+        import hiredis
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            parser = hiredis.Reader()
+            while data := await reader.read(65536):
+                parser.feed(data)
+                while (words := parser.gets()) is not False:
+                    out = handshake_then(answer)(words)
+                    step = 1 if len(out) < 1000 else 4096
+                    for at in range(0, len(out), step):
+                        writer.write(out[at:at + step])
+                        await writer.drain()
+                        await asyncio.sleep(0)
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+        link = RedisLink(url, timeout_s=5.0, ping_s=5.0)
+        await link.start()
+        with anyio.fail_after(10):
+            got = await asyncio.gather(link.command("A"), link.command("E"), link.command("N"), link.command("B"),
+                                       link.command("A"), return_exceptions=True)
+        assert got[0] == got[4] == [[1, None], b"x", []]
+        assert isinstance(got[1], RedisUnavailable) and "WRONGTYPE" in str(got[1])
+        assert got[2] is None and got[3] == big
+        assert link.up
+        await link.aclose()
+        server.close()
+
+    anyio.run(main)
+
+
+def test_many_callers_from_many_tasks_with_cancellations_and_errors_each_get_their_own_reply() -> None:
+    """Twenty tasks issue ECHOs of their own tokens, some with an error reply between them and some callers
+    cancelled mid-way: every reply read is the one its caller sent."""
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, timeout_s=1.0, ping_s=5.0)
+        await link.start()
+        mismatches: list[tuple[str, Any]] = []
+
+        async def worker(n: int) -> None:
+            for i in range(100):
+                token = f"{n}:{i}"
+                if i % 7 == 0:
+                    with pytest.raises(RedisUnavailable):
+                        await link.command("GET")  # wrong number of arguments
+                future = link.command_soon("ECHO", token)
+                if i % 11 == 0:
+                    future.cancel()
+                    continue
+                reply = await future
+                if reply != token.encode():
+                    mismatches.append((token, reply))
+
+        with anyio.fail_after(30):
+            await asyncio.gather(*(worker(n) for n in range(20)))
+        assert mismatches == []
+        assert link.up
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_busy_event_loop_longer_than_the_timeout_does_not_fail_a_call_answered_meanwhile() -> None:
+    """The event loop is blocked for three timeouts after the write: the reply is read (I/O before timers in the
+    loop's turn) and the caller gets it; the link stays up."""
+    import time
+
+    async def main() -> None:
+        link = RedisLink(SHARED_URL, timeout_s=0.05, ping_s=5.0)
+        await link.start()
+        assert await link.command("ECHO", "warm") == b"warm"  # a connection of the batches' own, idle
+        call = link.command_soon("ECHO", "busy")
+        for _ in range(3):  # the round trip is written two turns on
+            await asyncio.sleep(0)
+        time.sleep(0.15)  # blocks the loop (a CPU-bound step of a request)
+        assert await call == b"busy"
+        assert link.up and link.errors == 0
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_stopped_redis_resumed_leaves_no_caller_waiting_and_leaks_nothing() -> None:
+    """Redis stopped (SIGSTOP) for longer than `stall_s` while five tasks keep calling: every call ends (its reply
+    or RedisUnavailable), the link goes down once and comes back after SIGCONT, calls succeed again, and no task,
+    connection or file descriptor is left behind by the many failed round trips (each on a new connection)."""
+    with RedisServer() as server:
+        process = server._process  # noqa: SLF001
+        assert process is not None
+
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=0.05, ping_s=0.1, stall_s=0.4)
+            await link.start()
+            assert await link.command("PING") == b"PONG"
+            gc.collect()
+            fds, tasks = _fds(), len(asyncio.all_tasks())
+            futures: list[asyncio.Future[Any]] = []
+            stop = asyncio.Event()
+            went_down = asyncio.Event()
+
+            async def caller() -> None:
+                while not stop.is_set():
+                    future = link.command_soon("PING")
+                    futures.append(future)
+                    with anyio.fail_after(1):  # never waits past a round trip's bound
+                        await asyncio.gather(future, return_exceptions=True)
+                    if not link.up:
+                        went_down.set()
+                    await asyncio.sleep(0.005)
+
+            callers = [asyncio.ensure_future(caller()) for _ in range(5)]
+            os.kill(process.pid, signal.SIGSTOP)
+            try:
+                with anyio.fail_after(10):
+                    await went_down.wait()
+                await asyncio.sleep(0.3)
+            finally:
+                os.kill(process.pid, signal.SIGCONT)
+            with anyio.fail_after(10):
+                while not link.up:
+                    await asyncio.sleep(0.02)
+            stop.set()
+            with anyio.fail_after(5):
+                await asyncio.gather(*callers)
+            assert all(future.done() for future in futures)
+            assert await link.command("PING") == b"PONG"
+            assert len(link._idle) <= 1  # noqa: SLF001
+            await link.aclose()
+            gc.collect()
+            await asyncio.sleep(0.05)
+            assert len(asyncio.all_tasks()) <= tasks - 1  # the watcher is gone too
+            assert _fds() <= fds, (fds, _fds())
+
+        anyio.run(main)
+
+
+def test_a_connection_reset_mid_batch_answers_what_was_read_and_fails_the_rest() -> None:
+    """The server answers the first command of a round trip, then resets the connection (RST): the first caller has
+    its reply, the others RedisUnavailable (not a bare ConnectionResetError), the link goes down and comes back."""
+    import socket
+    import struct
+
+    async def main() -> None:
+        import hiredis
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            parser = hiredis.Reader()
+            try:
+                while data := await reader.read(65536):
+                    parser.feed(data)
+                    while (words := parser.gets()) is not False:
+                        if words[0] == b"ECHO" and words[1] == b"reset":
+                            sock = writer.get_extra_info("socket")
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                            writer.transport.abort()  # RST, after the replies written so far
+                            return
+                        writer.write(handshake_then(lambda w: b"$%d\r\n%s\r\n" % (len(w[1]), w[1]))(words))
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+        link = RedisLink(url, timeout_s=1.0, ping_s=0.05)
+        try:
+            await link.start()
+            with anyio.fail_after(2):
+                outcomes = await asyncio.gather(link.command("ECHO", "first"), link.command("ECHO", "reset"),
+                                                link.command("ECHO", "after"), return_exceptions=True)
+            assert outcomes[0] == b"first", outcomes
+            assert all(isinstance(outcome, RedisUnavailable) for outcome in outcomes[1:]), outcomes
+            assert not link.up
+            with anyio.fail_after(5):
+                while not link.up:
+                    await asyncio.sleep(0.02)
+            assert await link.command("ECHO", "again") == b"again"
+        finally:
+            await link.aclose()
+            server.close()
+
+    anyio.run(main)
