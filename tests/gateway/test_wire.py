@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from switchman import (
     UpstreamError,
     UpstreamServerError,
 )
+from switchman.gateway._anthropic import AnthropicAdapter
 from switchman.gateway._openai import OpenAIAdapter, OpenAIStream
 from switchman.gateway._wire import (
     classify_error,
@@ -110,3 +112,24 @@ def test_malformed_upstream_answers_map_into_the_error_tree() -> None:
     adapter = AnthropicAdapter()
     with pytest.raises(UpstreamError), adapter.map_errors("claude"):
         adapter.decode(b'{"type":"message","content":["x"]}', "claude")
+
+
+@pytest.mark.parametrize("adapter", [OpenAIAdapter(), AnthropicAdapter()], ids=["openai", "anthropic"])
+def test_map_errors_turns_transport_failures_into_upstream_errors_and_lets_the_rest_through(adapter: Any) -> None:
+    import asyncio as _asyncio
+
+    from switchman._exceptions import UpstreamConnectionError, UpstreamTimeout
+
+    for raised, expected in ((TimeoutError(), UpstreamTimeout), (ConnectionResetError(), UpstreamConnectionError),
+                             (ValueError("not json"), UpstreamServerError)):
+        with pytest.raises(expected) as caught:
+            with adapter.map_errors("small"):
+                raise raised
+        assert caught.value.__cause__ is raised and "small" in str(caught.value)
+    for passing in (_asyncio.CancelledError(), RuntimeError("ours")):
+        with pytest.raises(type(passing)) as through:
+            with adapter.map_errors("small"):
+                raise passing
+        assert through.value is passing
+    with adapter.map_errors("small"):
+        pass

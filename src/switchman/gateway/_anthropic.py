@@ -11,15 +11,14 @@ Anthropic has no equivalent for (seed, logprobs, unknown extras) are not sent.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from .._exceptions import UpstreamBadRequestError, UpstreamError, UpstreamServerError
 from ._anthropic_stream import FINISH_REASONS, AnthropicStream
-from ._transport import TRANSPORT_ERRORS, transport_error
+from ._transport import MappedErrors
 from ._wire import Usage, classify_error, retry_after_seconds
 
 __all__ = ["AnthropicAdapter", "from_anthropic", "to_anthropic", "tool_input"]
@@ -248,10 +247,6 @@ class AnthropicAdapter:
             code = str(data["error"].get("type") or "")
         return classify_error(status, message, code, model=model, retry_after=retry_after_seconds(headers))
 
-    @contextmanager
-    def map_errors(self, model: str) -> Iterator[None]:
+    def map_errors(self, model: str) -> MappedErrors:
         """Translate transport and decoding failures into the switchman error tree."""
-        try:
-            yield
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(exc, model) from exc
+        return MappedErrors(model)

@@ -7,14 +7,13 @@ when the client had not asked for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from .._exceptions import UpstreamError, UpstreamServerError
-from ._transport import TRANSPORT_ERRORS, transport_error
+from ._transport import MappedErrors
 from ._wire import TRANSLATED, Usage, classify_error, retry_after_seconds, sse_data
 
 __all__ = ["OpenAIAdapter", "OpenAIStream"]
@@ -147,10 +146,6 @@ class OpenAIAdapter:
             code = f"{error.get('code') or ''} {error.get('type') or ''}"
         return classify_error(status, message, code, model=model, retry_after=retry_after_seconds(headers))
 
-    @contextmanager
-    def map_errors(self, model: str) -> Iterator[None]:
+    def map_errors(self, model: str) -> MappedErrors:
         """Translate transport and decoding failures into the switchman error tree."""
-        try:
-            yield
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(exc, model) from exc
+        return MappedErrors(model)
