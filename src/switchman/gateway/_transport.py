@@ -52,7 +52,6 @@ class MappedErrors:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> bool:
+                 traceback: TracebackType | None) -> None:
         if exc is not None and isinstance(exc, TRANSPORT_ERRORS):
             raise transport_error(exc, self.model) from exc
-        return False
