@@ -55,8 +55,14 @@ async def fake_redis(answer: Answer) -> AsyncIterator[str]:
 HELLO_3 = b"%1\r\n$5\r\nproto\r\n:3\r\n"
 
 
+_FAKE_MARKERS: dict[bytes, bytes] = {}
+
+
 def handshake_then(answer: Answer) -> Answer:
-    """The redis-py handshake (HELLO, CLIENT SETINFO) and PING answered as Redis does; the rest by `answer`."""
+    """The redis-py handshake (HELLO, CLIENT SETINFO), PING and the link's marker (SET NX, GET: see `_write_markers`)
+    answered as Redis does (the markers kept across the helpers a test makes); the rest by `answer`."""
+    markers = _FAKE_MARKERS
+
     def reply(words: list[bytes]) -> bytes:
         name = words[0].upper()
         if name == b"HELLO":
@@ -65,6 +71,12 @@ def handshake_then(answer: Answer) -> Answer:
             return b"+OK\r\n"
         if name == b"PING":
             return b"+PONG\r\n"
+        if name in (b"SET", b"GET") and b"{switchman-link}" in words[1]:
+            if name == b"SET":
+                markers.setdefault(words[1], words[2])
+                return b"+OK\r\n"
+            value = markers.get(words[1])
+            return b"_\r\n" if value is None else b"$%d\r\n%s\r\n" % (len(value), value)
         return answer(words)
     return reply
 

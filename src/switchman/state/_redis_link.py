@@ -16,20 +16,33 @@ of several requests (a call may wait for the round trip on its way before its ow
 timeout). `eval_soon` and `command_soon` queue a call at once and return its future (no task needed to start
 it). (On a Cluster each goes on its own to its slot's node.)
 
-A round trip costs no task (one only to open a connection): redis-py opens the connection (its handshake: AUTH, SELECT), then the link takes
-over its transport (`_Pipe`, an asyncio protocol): the write is made in a callback, the bytes read are fed to
-hiredis's reader (the C parser redis-py itself uses, with redis-py's error classes) and each reply goes to its
-caller's future from `data_received`, and one event-loop timer bounds the round trip. Through redis-py's
-asyncio streams each reply cost a wake-up of a reading task and a StreamReader call, and each round trip a
-task's steps and an `asyncio.timeout`. A connection Redis closes while idle is seen by the event loop as it
-happens and not used again. A connection error, or timeouts with no call
-answered for `stall_s` (a slow call fails only itself and the calls behind it in its round trip — each
-caller gets its reply as soon as it is read — and a busy event loop or a slow script must not take the
-replica off shared state), marks the link down with one log line ("redis unavailable at
+A round trip costs no task (one only to open a connection): redis-py opens the connection (its handshake: HELLO 3
+with the credentials, SELECT for a database other than 0, CLIENT SETINFO; maintenance notifications turned off),
+then the link takes over its transport (`_Pipe`, an asyncio protocol): the write is made in a callback, the bytes
+read are fed to hiredis's reader (the C parser redis-py itself uses, with redis-py's error classes), each reply goes
+to its caller's future from `data_received`, and one event-loop timer bounds the round trip. Through redis-py's
+asyncio streams each reply cost a wake-up of a reading task and a StreamReader call, and each round trip a task's
+steps and an `asyncio.timeout`. A connection Redis closes while idle is seen by the event loop as it happens and not
+used again. This leans on redis-py internals (`_REDIS_PY_INTERNALS`), checked when the link is built: a redis-py
+without them is a ConfigError at startup naming its version, never a failed request.
+
+A connection error, or timeouts with no call answered for `stall_s` (a slow call fails only itself and the calls
+behind it in its round trip — each caller gets its reply as soon as it is read — and a busy event loop or a slow
+script must not take the replica off shared state), marks the link down with one log line ("redis unavailable at
 redis://host:port/0: <error>; degrading to local state") and `switchman_redis_up 0`; while down,
-calls fail at once without touching the network, so an outage costs a request a few timeouts at most. The watcher notices Redis is back, logs it, and runs the
-registered resync callbacks (rebuild budget counters from the ledger, re-read keys) before calls go
-to Redis again.
+calls fail at once without touching the network, so an outage costs a request a few timeouts at most. The
+watcher notices Redis is back, logs it, and runs the registered resync callbacks (rebuild budget counters from the
+ledger, re-read keys) before calls go to Redis again.
+
+A Redis that loses its data while the link is up — a restart between two pings (its connections are reopened
+quietly), FLUSHALL, a failover to an empty replica — is caught by a marker: the resync writes
+`<prefix>{switchman-link}:marker` (no TTL; SET NX, so every replica of a prefix holds the same random token) and
+each watcher ping reads it instead of PING (one round trip). Gone, or another token (a replica saw the loss first
+and wrote a new one) = the data was lost: one line ("redis at <url> lost its data (restart or flush); resyncing"),
+the link down, the resync callbacks run and the link up again. On a Cluster there is one marker per primary
+(`{switchman-link-<n>}`, the first n whose slot that primary serves, found against the slot map at each resync), all
+read in each ping: a primary that lost its data is seen. A primary added later is covered from the next resync on;
+a slot migration carries its marker along.
 
 Keys are laid out for Redis Cluster: `<prefix>{<entity>}:<part>...` — everything one Lua script
 touches shares the `{entity}` hash tag, so it lives on one slot, and different entities spread over
@@ -50,6 +63,7 @@ import contextvars
 import functools
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -117,6 +131,9 @@ class RedisLink:
         self._started = False
         self._closed = False  # after aclose: calls fail instead of opening a client nobody closes
         self._refused: set[str] = set()  # scripts (or commands) whose error reply was logged: once each
+        #: The markers the resync wrote (key -> token): the watcher's ping reads them; one gone = Redis lost its data.
+        self._markers: dict[str, str] = {}
+        self._lost = False  # the watcher found the markers gone: the resync that follows is not announced again
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> RedisLink | None:
@@ -334,11 +351,19 @@ class RedisLink:
             self.up = False
             logger.warning("redis unavailable at %s: %s; degrading to local state", self.display_url, _reason(exc))
 
+    @property
+    def _slow_bound(self) -> float:
+        """The bound of the watcher's calls: not on a request's path (a Cluster's may first read the slot map)."""
+        return max(self.timeout_s, 2.0 if self.cluster else 0.5)
+
     async def _ping(self) -> bool:
+        """One round trip: the markers read while the link is up (Redis answers, and still has its data), else PING."""
+        kept = True
         try:
-            # not on a request's path: a Cluster's ping reaches every primary (and may first read the slot map)
-            async with asyncio.timeout(max(self.timeout_s, 2.0 if self.cluster else 0.5)):
-                if self.cluster:  # every primary: with one lost, its slots' calls fail (no flapping up and down)
+            async with asyncio.timeout(self._slow_bound):
+                if self.up and self._markers:  # a Cluster's markers: one on each primary, read from each
+                    kept = await self._markers_kept()
+                elif self.cluster:  # every primary: with one lost, its slots' calls fail (no flapping up and down)
                     await self.client.ping(target_nodes=self.client.PRIMARIES)
                 else:
                     await self.client.ping()
@@ -350,10 +375,57 @@ class RedisLink:
                 self._down(exc)
             return False
         self._answered = time.monotonic()
+        if not kept and self.up:  # restarted empty, flushed, or failed over to an empty replica: resync as after an outage
+            self.up = False
+            self._lost = True
+            logger.warning("redis at %s lost its data (restart or flush); resyncing", self.display_url)
         return True
 
+    def _marker_keys(self) -> list[str]:
+        """The markers' keys: one on a single Redis; on a Cluster one per primary, each with a hash tag that lands
+        in a slot that primary serves (found by trying `link-0`, `link-1`... against the slot map just read)."""
+        if not self.cluster:
+            return [self.key("switchman-link", "marker")]
+        client = self.client
+        primaries = {node.name for node in client.get_primaries()}
+        keys: list[str] = []
+        for i in range(1 << 20):  # a tag per slot on average needs ~16384 tries for the last of many primaries
+            key = self.key(f"switchman-link-{i}", "marker")
+            node = client.get_node_from_key(key)
+            if node is not None and node.name in primaries:
+                primaries.discard(node.name)
+                keys.append(key)
+                if not primaries:
+                    break
+        return keys
+
+    async def _write_markers(self) -> bool:
+        """Each marker written unless there (SET NX: another replica's resync wrote it), then its token read back: the
+        token every replica of this prefix holds until Redis loses its data. A token that changed under a replica
+        (another noticed the loss first and wrote a new one) is a loss for it too."""
+        markers: dict[str, str] = {}
+        async with asyncio.timeout(self._slow_bound):
+            for key in self._marker_keys():
+                await self.client.set(key, secrets.token_hex(8), nx=True)  # no TTL: gone only with the data
+                markers[key] = _text(await self.client.get(key))
+                if not markers[key]:  # gone again at once (flushed meanwhile): the watcher tries again
+                    return False
+        self._markers = markers
+        return True
+
+    async def _markers_kept(self) -> bool:
+        keys = list(self._markers)
+        if self.cluster:
+            values = await self.client.mget_nonatomic(keys)  # one GET per slot, each to its primary, side by side
+        else:
+            values = [await self.client.get(keys[0])]
+        return all(_text(value) == self._markers[key] for key, value in zip(keys, values, strict=True))
+
     async def _come_up(self) -> None:
-        """Resync (only the callbacks' calls reach Redis meanwhile: requests keep to local state), then serve."""
+        """Resync (only the callbacks' calls reach Redis meanwhile: requests keep to local state), then serve.
+
+        The markers are written before the callbacks run: a loss during the resync is seen by the next ping."""
+        announce, self._lost = not self._lost, False
         await self._drop_idle()
         with contextlib.suppress(*_failures()):  # pooled connections to a Redis that went away fail their next call
             if not self.cluster:
@@ -366,6 +438,11 @@ class RedisLink:
                     await self.client.initialize()
             except _failures():
                 return  # the watcher tries again
+        try:
+            if not await self._write_markers():
+                return
+        except _failures():
+            return  # the watcher tries again
         token = self._resyncing.set(True)
         try:
             for callback in self._resyncs:
@@ -378,7 +455,8 @@ class RedisLink:
         finally:
             self._resyncing.reset(token)
         self.up = True
-        logger.warning("redis at %s is up; shared state in use", self.display_url)
+        if announce:
+            logger.warning("redis at %s is up; shared state in use", self.display_url)
 
     async def check(self) -> bool:
         """Ping now; when Redis answers and the link was down, resync and bring it up. Returns whether it is up."""
@@ -714,6 +792,13 @@ def _errors() -> _Errors:
     from redis.exceptions import NoScriptError, ResponseError
 
     return _Errors(ResponseError, NoScriptError)
+
+
+def _text(value: Any) -> str:
+    """A marker's token as read (bytes unless the client decodes replies); '' for a missing one."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _is_timeout(exc: BaseException) -> bool:
