@@ -104,6 +104,7 @@ class RedisLink:
             import hiredis  # noqa: F401  (the link's reader, `_Pipe`)
         except ImportError:
             raise ConfigError("server.redis_url needs the redis client: pip install 'switchman[redis]'") from None
+        _check_internals()
         self.url = url
         self.display_url = redacted_url(url)
         self.prefix = prefix
@@ -520,6 +521,62 @@ class _LinkCollector(Collector):
                                 "to local state", value=1.0 if self._link.up else 0.0)
         yield CounterMetricFamily("switchman_redis_errors", "Redis calls that failed or timed out",
                                   value=self._link.errors)
+
+
+def _missing_internals() -> list[str]:
+    """The redis-py (asyncio, hiredis) internals `_Pipe` and the link use that this install lacks: none, unless an
+    upgrade removed or renamed one (pyproject's `redis` bound keeps to the versions that have them all)."""
+    import asyncio as aio
+
+    import hiredis
+    import redis.asyncio
+    from redis.asyncio.cluster import RedisCluster
+
+    missing: list[str] = []
+    try:
+        from redis._parsers.base import BaseParser  # noqa: PLC2701
+    except ImportError:
+        missing.append("redis._parsers.base.BaseParser")
+    else:
+        if not callable(getattr(BaseParser, "parse_error", None)):
+            missing.append("redis._parsers.base.BaseParser.parse_error")
+    connection = redis.asyncio.Connection()  # not connected: no socket, no loop
+    missing += [f"redis.asyncio.Connection.{name}" for name in ("_reader", "_writer", "encoder", "connect",
+                                                                "pack_commands") if not hasattr(connection, name)]
+    encoder = getattr(connection, "encoder", None)
+    missing += [f"redis encoder.{name}" for name in ("decode_responses", "encoding", "encoding_errors")
+                if not hasattr(encoder, name)]
+    pool = redis.asyncio.ConnectionPool()
+    missing += [f"redis.asyncio.ConnectionPool.{name}" for name in ("connection_class", "connection_kwargs")
+                if not hasattr(pool, name)]
+    missing += [f"redis.asyncio.cluster.RedisCluster.{name}" for name in (
+        "PRIMARIES", "initialize", "get_primaries", "get_node_from_key", "mget_nonatomic", "register_script")
+        if not hasattr(RedisCluster, name)]
+    if "_buffer" not in aio.StreamReader.__init__.__code__.co_names:  # what redis-py's handshake left unread
+        missing.append("asyncio.StreamReader._buffer")
+    try:
+        hiredis.Reader(protocolError=Exception, replyError=Exception, notEnoughData=_MORE, encoding="utf-8",
+                       errors="strict")
+    except TypeError:
+        missing.append("hiredis.Reader(notEnoughData=...)")
+    return missing
+
+
+def _check_internals() -> None:
+    """A ConfigError at startup (never a failed request) naming redis-py's version when it lacks what the link uses."""
+    missing = _missing_internals()
+    if missing:
+        import redis
+
+        raise ConfigError(f"server.redis_url: redis-py {redis.__version__} (hiredis {_hiredis_version()}) lacks what "
+                          f"switchman's Redis link uses: {', '.join(missing)}; install the versions switchman supports:"
+                          " pip install 'switchman[redis]'")
+
+
+def _hiredis_version() -> str:
+    import hiredis
+
+    return str(getattr(hiredis, "__version__", "?"))
 
 
 def _failures() -> tuple[type[BaseException], ...]:
