@@ -501,3 +501,26 @@ def test_a_connection_reset_mid_batch_answers_what_was_read_and_fails_the_rest()
             server.close()
 
     anyio.run(main)
+
+
+def test_no_connection_asks_for_maintenance_notifications() -> None:
+    """redis-py 8's handshake asks a Redis for maintenance notifications (CLIENT MAINT_NOTIFICATIONS) unless told not
+    to: the link's client and its own connections never ask (a managed Redis would push them to be dropped)."""
+    pytest.importorskip("redis.maint_notifications")  # a redis-py with the setting (7 on)
+
+    seen: list[bytes] = []
+
+    def record(words: list[bytes]) -> bytes:
+        seen.append(b" ".join(words[:2]).upper())
+        return handshake_then(lambda w: b"$%d\r\n%s\r\n" % (len(w[1]), w[1]))(words)
+
+    async def main() -> None:
+        async with fake_redis(record) as url:
+            link = RedisLink(url, timeout_s=0.5, ping_s=5.0)
+            await link.start()
+            assert await link.command("ECHO", "x") == b"x"  # on a connection of the link's own
+            await link.aclose()
+
+    anyio.run(main)
+    assert seen.count(b"HELLO 3") >= 2 and b"ECHO X" in seen, seen  # the client's and the link's handshakes
+    assert not [words for words in seen if b"MAINT" in words], seen

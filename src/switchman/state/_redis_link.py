@@ -165,7 +165,7 @@ class RedisLink:
 
             self._client = async_client(
                 self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
-                retry=Retry(NoBackoff(), 0), health_check_interval=0,
+                retry=Retry(NoBackoff(), 0), health_check_interval=0, **_no_maint_notifications(self.cluster),
             )
         return self._client
 
@@ -521,6 +521,26 @@ class _LinkCollector(Collector):
                                 "to local state", value=1.0 if self._link.up else 0.0)
         yield CounterMetricFamily("switchman_redis_errors", "Redis calls that failed or timed out",
                                   value=self._link.errors)
+
+
+def _no_maint_notifications(cluster: bool) -> dict[str, Any]:
+    """redis-py's maintenance notifications turned off (the client's connections and the link's, built from its
+    pool's options): a managed Redis would otherwise be asked (CLIENT MAINT_NOTIFICATIONS) to push them on every
+    connection. The link's reader drops pushes anyway; this saves the handshake's command and the pushed bytes. Nothing
+    with a redis-py that has no such setting."""
+    import inspect
+
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:
+        return {}
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    client: type[Any] = RedisCluster if cluster else Redis
+    if "maint_notifications_config" not in inspect.signature(client.__init__).parameters:
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 def _missing_internals() -> list[str]:
