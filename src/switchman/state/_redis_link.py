@@ -124,6 +124,8 @@ class RedisLink:
         self._busy = False  # a round trip on its way (or about to go): calls queued meanwhile go in the next
         self._drained: list[asyncio.Future[None]] = []  # told when the last round trip ends (aclose)
         self._idle: list[_Pipe] = []  # the batches' own connections, each ready for a round trip
+        self._opening: asyncio.Task[None] | None = None  # the one connection being opened (redis-py's handshake)
+        self._waiting: _Trip | None = None  # the round trip that waits for it (one round trip at a time)
         #: True in the resync callbacks' context: their calls reach Redis before the link is up for everyone.
         self._resyncing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"switchman-resync-{id(self)}",
                                                                               default=False)
@@ -246,27 +248,38 @@ class RedisLink:
                 trip.send(pipe)
                 return
             pipe.close()
-        trip.opening = asyncio.get_running_loop().create_task(self._open(trip))  # a new connection: a task
+        self._waiting = trip
+        if self._opening is None:  # one connection opened at a time: a round trip after one that timed out waiting
+            # for it takes it over, rather than opening another (a slow Redis would otherwise get a pile of them)
+            self._opening = asyncio.get_running_loop().create_task(self._open())  # a new connection: a task
 
-    async def _open(self, trip: _Trip) -> None:
-        """Connect (redis-py's handshake) and send the round trip that waited for it; a failure or the timer fails it."""
+    async def _open(self) -> None:
+        """Connect (redis-py's handshake) and send the round trip waiting for it; a failure fails it; its own timer
+        fails it meanwhile, and the connection then goes to the round trip after it (or is kept idle)."""
         try:
             async with asyncio.timeout(max(self.timeout_s, 0.5)):  # its own bound: a busy loop's handshake ends
-                pipe = await self._connection()
-        except asyncio.CancelledError:
-            trip.fail(TimeoutError("connecting to redis timed out"))  # the timer's, or the loop closing
+                pipe = await self._connect()
+        except asyncio.CancelledError:  # the task cancelled: the event loop closing
+            self._opened(None, TimeoutError("connecting to redis was cancelled"))
             raise
         except Exception as exc:  # noqa: BLE001  (its callers see RedisUnavailable, the link goes down)
-            trip.fail(exc)
+            self._opened(None, exc)
             return
-        trip.opening = None
-        if trip.over:  # failed meanwhile
+        self._opened(pipe, None)
+
+    def _opened(self, pipe: _Pipe | None, failure: BaseException | None) -> None:
+        self._opening = None
+        trip, self._waiting = self._waiting, None
+        if trip is not None and not trip.over:
+            if pipe is not None:
+                trip.send(pipe)
+            else:
+                trip.fail(failure or ConnectionError("connecting to redis failed"))
+        elif pipe is not None:  # its round trip failed meanwhile: kept for the next
             if self._closed:
                 pipe.close()
             else:
                 self._idle.append(pipe)
-            return
-        trip.send(pipe)
 
     def _trip_over(self, pipe: _Pipe | None) -> None:
         """A round trip ended: its connection (when it is fit for another) kept, the next round trip started soon."""
@@ -280,19 +293,14 @@ class RedisLink:
         # request's next step): they go in the next round trip rather than in one of their own
         loop.call_soon(loop.call_soon, self._flush)
 
-    async def _connection(self) -> _Pipe:
-        """An idle connection of the batches' own, or a new one.
+    async def _connect(self) -> _Pipe:
+        """A new connection of the batches' own (`_flush` found no idle one).
 
         Not taken from redis-py's pool, and read without redis-py's streams (see `_Pipe`): the pool's checkout and
         return, a timer per reply and a wake-up of the reading task per reply cost more CPU than the round trip's
         socket calls. The round trip's timer (`timeout_s`, see `_Trip`) bounds it whole, its connect included; a
         connection whose round trip failed is closed and dropped (its replies may be left unread), and one Redis
         closed while idle is dropped before its next round trip."""
-        while self._idle:
-            pipe = self._idle.pop()
-            if pipe.usable:
-                return pipe
-            pipe.close()
         pool = self.client.connection_pool
         connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
         try:
@@ -376,7 +384,7 @@ class RedisLink:
                 self._down(exc)
             return False
         self._answered = time.monotonic()
-        if not kept and self.up:  # restarted empty, flushed, or failed over to an empty replica: resync as after an outage
+        if not kept and self.up:  # restarted empty, flushed, failed over to an empty replica: resync as after an outage
             self.up = False
             self._lost = True
             logger.warning("redis at %s lost its data (restart or flush); resyncing", self.display_url)
@@ -613,7 +621,6 @@ class _Trip:
         self.link = link
         self.batch = batch
         self.pipe: _Pipe | None = None
-        self.opening: asyncio.Task[None] | None = None  # connecting first
         self.over = False
         self._unknown: list[int] = []  # EVALSHAs of scripts Redis does not know
         self._sources: list[str | None] = []
@@ -624,12 +631,12 @@ class _Trip:
     def send(self, pipe: _Pipe) -> None:
         self.pipe = pipe
         try:
-            pipe.exchange(_pack(pipe.connection, [args for args, _, _ in self.batch]), len(self.batch), self._first,
-                          self._first_read)
+            pipe.exchange(_pack(pipe.connection, [args for args, _, _ in self.batch]), len(self.batch), self._reply,
+                          self._all_read)
         except Exception as exc:  # noqa: BLE001  (a bug: its callers see it, the loop does not)
             self.fail(exc)
 
-    def _first(self, index: int, reply: Any) -> None:
+    def _reply(self, index: int, reply: Any) -> None:
         if isinstance(reply, Exception):  # an error reply (hiredis gives redis-py's exception for it)
             if isinstance(reply, _errors().no_script) and self.batch[index][1] is not None:
                 self._unknown.append(index)
@@ -640,7 +647,7 @@ class _Trip:
         if not future.done():
             future.set_result(reply)
 
-    def _first_read(self, failure: BaseException | None) -> None:
+    def _all_read(self, failure: BaseException | None) -> None:
         if failure is not None:
             self.fail(failure)
         elif not self._unknown:
@@ -651,11 +658,12 @@ class _Trip:
             again = [("SCRIPT", "LOAD", source) for source in self._sources]
             again += [self.batch[index][0] for index in self._unknown]
             try:
-                self.pipe.exchange(_pack(self.pipe.connection, again), len(again), self._second, self._second_read)
+                self.pipe.exchange(_pack(self.pipe.connection, again), len(again), self._reply_after_load,
+                                   self._all_read_after_load)
             except Exception as exc:  # noqa: BLE001
                 self.fail(exc)
 
-    def _second(self, index: int, reply: Any) -> None:
+    def _reply_after_load(self, index: int, reply: Any) -> None:
         if index < len(self._sources):
             if isinstance(reply, _errors().response):
                 self._refused[self._sources[index]] = reply
@@ -663,7 +671,7 @@ class _Trip:
         call = self._unknown[index - len(self._sources)]
         self._deliver(call, self._refused.get(self.batch[call][1], reply))
 
-    def _second_read(self, failure: BaseException | None) -> None:
+    def _all_read_after_load(self, failure: BaseException | None) -> None:
         if failure is not None:
             self.fail(failure)
         else:
@@ -718,11 +726,12 @@ class _Trip:
 
 class _Pipe(asyncio.Protocol):
     """A connection of the link's own, read without redis-py's asyncio streams: redis-py connects it (the handshake:
-    AUTH, SELECT, CLIENT SETINFO), then its transport hands the bytes it receives here, fed to a hiredis reader (the C
-    parser redis-py itself uses, with redis-py's error classes) and each reply given to the round trip at once, in
-    the order sent. A read through redis-py's streams costs a wake-up of the reading task and a StreamReader call
-    per reply; here one `data_received` delivers every reply it holds. Redis closing an idle connection (its
-    `timeout` setting) is seen by the event loop as it happens: `usable` is then False, with no check to run."""
+    HELLO 3 with the credentials, SELECT, CLIENT SETINFO), then its transport hands the bytes it receives here, fed to
+    a hiredis reader (the C parser redis-py itself uses, with redis-py's error classes) and each reply given to the
+    round trip at once, in the order sent. A read through redis-py's streams costs a wake-up of the reading task and a
+    StreamReader call per reply; here one `data_received` delivers every reply it holds. Redis closing an idle
+    connection (its `timeout` setting) is seen by the event loop as it happens: `usable` is then False, with no check
+    to run."""
 
     def __init__(self, connection: Any) -> None:
         import hiredis
