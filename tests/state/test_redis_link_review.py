@@ -524,3 +524,49 @@ def test_no_connection_asks_for_maintenance_notifications() -> None:
     anyio.run(main)
     assert seen.count(b"HELLO 3") >= 2 and b"ECHO X" in seen, seen  # the client's and the link's handshakes
     assert not [words for words in seen if b"MAINT" in words], seen
+
+
+def test_round_trips_timing_out_on_a_stalled_handshake_open_one_connection_not_one_each() -> None:
+    """Redis accepts connections but stops answering (a handshake that never ends) while the link is up and only slow
+    (`stall_s` long): ten round trips in a row each time out, on the one connection being opened, not on ten."""
+    accepted: list[asyncio.StreamWriter] = []
+    stalled = [False]
+
+    async def main() -> None:
+        import hiredis
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)
+            parser = hiredis.Reader()
+            try:
+                while data := await reader.read(65536):
+                    parser.feed(data)
+                    while (words := parser.gets()) is not False:
+                        if not stalled[0]:
+                            writer.write(handshake_then(lambda w: b"$%d\r\n%s\r\n" % (len(w[1]), w[1]))(words))
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+        link = RedisLink(url, timeout_s=0.05, ping_s=3600)
+        try:
+            await link.start()
+            assert await link.command("ECHO", "a") == b"a"  # the link's own connection, idle now
+            stalled[0] = True
+            for writer in accepted:
+                writer.transport.abort()  # every connection so far closed: the next round trip opens a new one
+            with anyio.fail_after(5):
+                while any(pipe.usable for pipe in link._idle):  # noqa: SLF001  (the close seen by the event loop)
+                    await asyncio.sleep(0.01)
+            before = len(accepted)
+            for _ in range(10):
+                with pytest.raises(RedisUnavailable):
+                    await link.command("ECHO", "b")
+            assert link.up  # slow, not down: the stall bound is long
+            assert len(accepted) - before == 1, len(accepted) - before
+        finally:
+            await link.aclose()
+            server.close()
+
+    anyio.run(main)
