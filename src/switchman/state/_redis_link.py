@@ -23,7 +23,7 @@ read are fed to hiredis's reader (the C parser redis-py itself uses, with redis-
 to its caller's future from `data_received`, and one event-loop timer bounds the round trip. Through redis-py's
 asyncio streams each reply cost a wake-up of a reading task and a StreamReader call, and each round trip a task's
 steps and an `asyncio.timeout`. A connection Redis closes while idle is seen by the event loop as it happens and not
-used again. This leans on redis-py internals (`_REDIS_PY_INTERNALS`), checked when the link is built: a redis-py
+used again. This leans on redis-py internals (`_missing_internals`), checked when the link is built: a redis-py
 without them is a ConfigError at startup naming its version, never a failed request.
 
 A connection error, or timeouts with no call answered for `stall_s` (a slow call fails only itself and the calls
@@ -41,8 +41,8 @@ each watcher ping reads it instead of PING (one round trip). Gone, or another to
 and wrote a new one) = the data was lost: one line ("redis at <url> lost its data (restart or flush); resyncing"),
 the link down, the resync callbacks run and the link up again. On a Cluster there is one marker per primary
 (`{switchman-link-<n>}`, the first n whose slot that primary serves, found against the slot map at each resync), all
-read in each ping: a primary that lost its data is seen. A primary added later is covered from the next resync on;
-a slot migration carries its marker along.
+read in each ping: a primary that lost its data is seen. A primary added later is covered from the next resync on
+(one serving no slot holds none); a slot migration carries its marker along.
 
 Keys are laid out for Redis Cluster: `<prefix>{<entity>}:<part>...` — everything one Lua script
 touches shares the `{entity}` hash tag, so it lives on one slot, and different entities spread over
@@ -398,7 +398,7 @@ class RedisLink:
         client = self.client
         primaries = {node.name for node in client.get_primaries()}
         keys: list[str] = []
-        for i in range(1 << 20):  # a tag per slot on average needs ~16384 tries for the last of many primaries
+        for i in range(1 << 16):  # a few tries per primary; a primary serving no slot holds none (and ends the search)
             key = self.key(f"switchman-link-{i}", "marker")
             node = client.get_node_from_key(key)
             if node is not None and node.name in primaries:
