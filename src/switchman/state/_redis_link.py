@@ -137,6 +137,7 @@ class RedisLink:
         #: The markers the resync wrote (key -> token): the watcher's ping reads them; one gone = Redis lost its data.
         self._markers: dict[str, str] = {}
         self._lost = False  # the watcher found the markers gone: the resync that follows is not announced again
+        self._checking = asyncio.Lock()  # one check (ping, resync) at a time: the watcher's and a caller's
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> RedisLink | None:
@@ -468,12 +469,15 @@ class RedisLink:
             logger.warning("redis at %s is up; shared state in use", self.display_url)
 
     async def check(self) -> bool:
-        """Ping now; when Redis answers and the link was down, resync and bring it up. Returns whether it is up."""
-        answered = await self._ping()
-        self._started = True
-        if answered and not self.up:
-            await self._come_up()
-        return self.up
+        """Ping now; when Redis answers and the link was down, resync and bring it up. Returns whether it is up.
+
+        One at a time: two resyncs side by side would close and rebuild the client under each other."""
+        async with self._checking:
+            answered = await self._ping()
+            self._started = True
+            if answered and not self.up:
+                await self._come_up()
+            return self.up
 
     async def start(self) -> None:
         """The first ping (and resync), then the watcher that notices an outage's end."""
