@@ -455,7 +455,7 @@ def test_replies_split_over_several_reads_reach_their_callers_whole() -> None:
         assert await link.command("SET", key, big) == b"OK"
         replies = await asyncio.gather(link.command("ECHO", "a"), link.command("GET", key), link.command("ECHO", "b"))
         assert replies == [b"a", big, b"b"]
-        pipe = await link._connection()  # noqa: SLF001  (fed by hand: the split is the test's, not the socket's)
+        pipe = await link._connect()  # noqa: SLF001  (fed by hand: the split is the test's, not the socket's)
         got: list[tuple[int, Any]] = []
         ends: list[BaseException | None] = []
         pipe.exchange([b""], 3, lambda index, reply: got.append((index, reply)), ends.append)

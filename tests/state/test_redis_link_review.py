@@ -55,8 +55,14 @@ async def fake_redis(answer: Answer) -> AsyncIterator[str]:
 HELLO_3 = b"%1\r\n$5\r\nproto\r\n:3\r\n"
 
 
+_FAKE_MARKERS: dict[bytes, bytes] = {}
+
+
 def handshake_then(answer: Answer) -> Answer:
-    """The redis-py handshake (HELLO, CLIENT SETINFO) and PING answered as Redis does; the rest by `answer`."""
+    """The redis-py handshake (HELLO, CLIENT SETINFO), PING and the link's marker (SET NX, GET: see `_write_markers`)
+    answered as Redis does (the markers kept across the helpers a test makes); the rest by `answer`."""
+    markers = _FAKE_MARKERS
+
     def reply(words: list[bytes]) -> bytes:
         name = words[0].upper()
         if name == b"HELLO":
@@ -65,6 +71,12 @@ def handshake_then(answer: Answer) -> Answer:
             return b"+OK\r\n"
         if name == b"PING":
             return b"+PONG\r\n"
+        if name in (b"SET", b"GET") and b"{switchman-link}" in words[1]:
+            if name == b"SET":
+                markers.setdefault(words[1], words[2])
+                return b"+OK\r\n"
+            value = markers.get(words[1])
+            return b"_\r\n" if value is None else b"$%d\r\n%s\r\n" % (len(value), value)
         return answer(words)
     return reply
 
@@ -484,6 +496,75 @@ def test_a_connection_reset_mid_batch_answers_what_was_read_and_fails_the_rest()
                 while not link.up:
                     await asyncio.sleep(0.02)
             assert await link.command("ECHO", "again") == b"again"
+        finally:
+            await link.aclose()
+            server.close()
+
+    anyio.run(main)
+
+
+def test_no_connection_asks_for_maintenance_notifications() -> None:
+    """redis-py 8's handshake asks a Redis for maintenance notifications (CLIENT MAINT_NOTIFICATIONS) unless told not
+    to: the link's client and its own connections never ask (a managed Redis would push them to be dropped)."""
+    pytest.importorskip("redis.maint_notifications")  # a redis-py with the setting (7 on)
+
+    seen: list[bytes] = []
+
+    def record(words: list[bytes]) -> bytes:
+        seen.append(b" ".join(words[:2]).upper())
+        return handshake_then(lambda w: b"$%d\r\n%s\r\n" % (len(w[1]), w[1]))(words)
+
+    async def main() -> None:
+        async with fake_redis(record) as url:
+            link = RedisLink(url, timeout_s=0.5, ping_s=5.0)
+            await link.start()
+            assert await link.command("ECHO", "x") == b"x"  # on a connection of the link's own
+            await link.aclose()
+
+    anyio.run(main)
+    assert seen.count(b"HELLO 3") >= 2 and b"ECHO X" in seen, seen  # the client's and the link's handshakes
+    assert not [words for words in seen if b"MAINT" in words], seen
+
+
+def test_round_trips_timing_out_on_a_stalled_handshake_open_one_connection_not_one_each() -> None:
+    """Redis accepts connections but stops answering (a handshake that never ends) while the link is up and only slow
+    (`stall_s` long): ten round trips in a row each time out, on the one connection being opened, not on ten."""
+    accepted: list[asyncio.StreamWriter] = []
+    stalled = [False]
+
+    async def main() -> None:
+        import hiredis
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)
+            parser = hiredis.Reader()
+            try:
+                while data := await reader.read(65536):
+                    parser.feed(data)
+                    while (words := parser.gets()) is not False:
+                        if not stalled[0]:
+                            writer.write(handshake_then(lambda w: b"$%d\r\n%s\r\n" % (len(w[1]), w[1]))(words))
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+        link = RedisLink(url, timeout_s=0.05, ping_s=3600)
+        try:
+            await link.start()
+            assert await link.command("ECHO", "a") == b"a"  # the link's own connection, idle now
+            stalled[0] = True
+            for writer in accepted:
+                writer.transport.abort()  # every connection so far closed: the next round trip opens a new one
+            with anyio.fail_after(5):
+                while any(pipe.usable for pipe in link._idle):  # noqa: SLF001  (the close seen by the event loop)
+                    await asyncio.sleep(0.01)
+            before = len(accepted)
+            for _ in range(10):
+                with pytest.raises(RedisUnavailable):
+                    await link.command("ECHO", "b")
+            assert link.up  # slow, not down: the stall bound is long
+            assert len(accepted) - before == 1, len(accepted) - before
         finally:
             await link.aclose()
             server.close()

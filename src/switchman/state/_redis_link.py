@@ -16,20 +16,33 @@ of several requests (a call may wait for the round trip on its way before its ow
 timeout). `eval_soon` and `command_soon` queue a call at once and return its future (no task needed to start
 it). (On a Cluster each goes on its own to its slot's node.)
 
-A round trip costs no task (one only to open a connection): redis-py opens the connection (its handshake: AUTH, SELECT), then the link takes
-over its transport (`_Pipe`, an asyncio protocol): the write is made in a callback, the bytes read are fed to
-hiredis's reader (the C parser redis-py itself uses, with redis-py's error classes) and each reply goes to its
-caller's future from `data_received`, and one event-loop timer bounds the round trip. Through redis-py's
-asyncio streams each reply cost a wake-up of a reading task and a StreamReader call, and each round trip a
-task's steps and an `asyncio.timeout`. A connection Redis closes while idle is seen by the event loop as it
-happens and not used again. A connection error, or timeouts with no call
-answered for `stall_s` (a slow call fails only itself and the calls behind it in its round trip — each
-caller gets its reply as soon as it is read — and a busy event loop or a slow script must not take the
-replica off shared state), marks the link down with one log line ("redis unavailable at
+A round trip costs no task (one only to open a connection): redis-py opens the connection (its handshake: HELLO 3
+with the credentials, SELECT for a database other than 0, CLIENT SETINFO; maintenance notifications turned off),
+then the link takes over its transport (`_Pipe`, an asyncio protocol): the write is made in a callback, the bytes
+read are fed to hiredis's reader (the C parser redis-py itself uses, with redis-py's error classes), each reply goes
+to its caller's future from `data_received`, and one event-loop timer bounds the round trip. Through redis-py's
+asyncio streams each reply cost a wake-up of a reading task and a StreamReader call, and each round trip a task's
+steps and an `asyncio.timeout`. A connection Redis closes while idle is seen by the event loop as it happens and not
+used again. This leans on redis-py internals (`_missing_internals`), checked when the link is built: a redis-py
+without them is a ConfigError at startup naming its version, never a failed request.
+
+A connection error, or timeouts with no call answered for `stall_s` (a slow call fails only itself and the calls
+behind it in its round trip — each caller gets its reply as soon as it is read — and a busy event loop or a slow
+script must not take the replica off shared state), marks the link down with one log line ("redis unavailable at
 redis://host:port/0: <error>; degrading to local state") and `switchman_redis_up 0`; while down,
-calls fail at once without touching the network, so an outage costs a request a few timeouts at most. The watcher notices Redis is back, logs it, and runs the
-registered resync callbacks (rebuild budget counters from the ledger, re-read keys) before calls go
-to Redis again.
+calls fail at once without touching the network, so an outage costs a request a few timeouts at most. The
+watcher notices Redis is back, logs it, and runs the registered resync callbacks (rebuild budget counters from the
+ledger, re-read keys) before calls go to Redis again.
+
+A Redis that loses its data while the link is up — a restart between two pings (its connections are reopened
+quietly), FLUSHALL, a failover to an empty replica — is caught by a marker: the resync writes
+`<prefix>{switchman-link}:marker` (no TTL; SET NX, so every replica of a prefix holds the same random token) and
+each watcher ping reads it instead of PING (one round trip). Gone, or another token (a replica saw the loss first
+and wrote a new one) = the data was lost: one line ("redis at <url> lost its data (restart or flush); resyncing"),
+the link down, the resync callbacks run and the link up again. On a Cluster there is one marker per primary
+(`{switchman-link-<n>}`, the first n whose slot that primary serves, found against the slot map at each resync), all
+read in each ping: a primary that lost its data is seen. A primary added later is covered from the next resync on
+(one serving no slot holds none); a slot migration carries its marker along.
 
 Keys are laid out for Redis Cluster: `<prefix>{<entity>}:<part>...` — everything one Lua script
 touches shares the `{entity}` hash tag, so it lives on one slot, and different entities spread over
@@ -50,6 +63,7 @@ import contextvars
 import functools
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -90,6 +104,7 @@ class RedisLink:
             import hiredis  # noqa: F401  (the link's reader, `_Pipe`)
         except ImportError:
             raise ConfigError("server.redis_url needs the redis client: pip install 'switchman[redis]'") from None
+        _check_internals()
         self.url = url
         self.display_url = redacted_url(url)
         self.prefix = prefix
@@ -109,6 +124,8 @@ class RedisLink:
         self._busy = False  # a round trip on its way (or about to go): calls queued meanwhile go in the next
         self._drained: list[asyncio.Future[None]] = []  # told when the last round trip ends (aclose)
         self._idle: list[_Pipe] = []  # the batches' own connections, each ready for a round trip
+        self._opening: asyncio.Task[None] | None = None  # the one connection being opened (redis-py's handshake)
+        self._waiting: _Trip | None = None  # the round trip that waits for it (one round trip at a time)
         #: True in the resync callbacks' context: their calls reach Redis before the link is up for everyone.
         self._resyncing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"switchman-resync-{id(self)}",
                                                                               default=False)
@@ -117,6 +134,10 @@ class RedisLink:
         self._started = False
         self._closed = False  # after aclose: calls fail instead of opening a client nobody closes
         self._refused: set[str] = set()  # scripts (or commands) whose error reply was logged: once each
+        #: The markers the resync wrote (key -> token): the watcher's ping reads them; one gone = Redis lost its data.
+        self._markers: dict[str, str] = {}
+        self._lost = False  # the watcher found the markers gone: the resync that follows is not announced again
+        self._checking = asyncio.Lock()  # one check (ping, resync) at a time: the watcher's and a caller's
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> RedisLink | None:
@@ -147,7 +168,7 @@ class RedisLink:
 
             self._client = async_client(
                 self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
-                retry=Retry(NoBackoff(), 0), health_check_interval=0,
+                retry=Retry(NoBackoff(), 0), health_check_interval=0, **_no_maint_notifications(self.cluster),
             )
         return self._client
 
@@ -228,27 +249,38 @@ class RedisLink:
                 trip.send(pipe)
                 return
             pipe.close()
-        trip.opening = asyncio.get_running_loop().create_task(self._open(trip))  # a new connection: a task
+        self._waiting = trip
+        if self._opening is None:  # one connection opened at a time: a round trip after one that timed out waiting
+            # for it takes it over, rather than opening another (a slow Redis would otherwise get a pile of them)
+            self._opening = asyncio.get_running_loop().create_task(self._open())  # a new connection: a task
 
-    async def _open(self, trip: _Trip) -> None:
-        """Connect (redis-py's handshake) and send the round trip that waited for it; a failure or the timer fails it."""
+    async def _open(self) -> None:
+        """Connect (redis-py's handshake) and send the round trip waiting for it; a failure fails it; its own timer
+        fails it meanwhile, and the connection then goes to the round trip after it (or is kept idle)."""
         try:
             async with asyncio.timeout(max(self.timeout_s, 0.5)):  # its own bound: a busy loop's handshake ends
-                pipe = await self._connection()
-        except asyncio.CancelledError:
-            trip.fail(TimeoutError("connecting to redis timed out"))  # the timer's, or the loop closing
+                pipe = await self._connect()
+        except asyncio.CancelledError:  # the task cancelled: the event loop closing
+            self._opened(None, TimeoutError("connecting to redis was cancelled"))
             raise
         except Exception as exc:  # noqa: BLE001  (its callers see RedisUnavailable, the link goes down)
-            trip.fail(exc)
+            self._opened(None, exc)
             return
-        trip.opening = None
-        if trip.over:  # failed meanwhile
+        self._opened(pipe, None)
+
+    def _opened(self, pipe: _Pipe | None, failure: BaseException | None) -> None:
+        self._opening = None
+        trip, self._waiting = self._waiting, None
+        if trip is not None and not trip.over:
+            if pipe is not None:
+                trip.send(pipe)
+            else:
+                trip.fail(failure or ConnectionError("connecting to redis failed"))
+        elif pipe is not None:  # its round trip failed meanwhile: kept for the next
             if self._closed:
                 pipe.close()
             else:
                 self._idle.append(pipe)
-            return
-        trip.send(pipe)
 
     def _trip_over(self, pipe: _Pipe | None) -> None:
         """A round trip ended: its connection (when it is fit for another) kept, the next round trip started soon."""
@@ -262,19 +294,14 @@ class RedisLink:
         # request's next step): they go in the next round trip rather than in one of their own
         loop.call_soon(loop.call_soon, self._flush)
 
-    async def _connection(self) -> _Pipe:
-        """An idle connection of the batches' own, or a new one.
+    async def _connect(self) -> _Pipe:
+        """A new connection of the batches' own (`_flush` found no idle one).
 
         Not taken from redis-py's pool, and read without redis-py's streams (see `_Pipe`): the pool's checkout and
         return, a timer per reply and a wake-up of the reading task per reply cost more CPU than the round trip's
         socket calls. The round trip's timer (`timeout_s`, see `_Trip`) bounds it whole, its connect included; a
         connection whose round trip failed is closed and dropped (its replies may be left unread), and one Redis
         closed while idle is dropped before its next round trip."""
-        while self._idle:
-            pipe = self._idle.pop()
-            if pipe.usable:
-                return pipe
-            pipe.close()
         pool = self.client.connection_pool
         connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
         try:
@@ -334,11 +361,19 @@ class RedisLink:
             self.up = False
             logger.warning("redis unavailable at %s: %s; degrading to local state", self.display_url, _reason(exc))
 
+    @property
+    def _slow_bound(self) -> float:
+        """The bound of the watcher's calls: not on a request's path (a Cluster's may first read the slot map)."""
+        return max(self.timeout_s, 2.0 if self.cluster else 0.5)
+
     async def _ping(self) -> bool:
+        """One round trip: the markers read while the link is up (Redis answers, and still has its data), else PING."""
+        kept = True
         try:
-            # not on a request's path: a Cluster's ping reaches every primary (and may first read the slot map)
-            async with asyncio.timeout(max(self.timeout_s, 2.0 if self.cluster else 0.5)):
-                if self.cluster:  # every primary: with one lost, its slots' calls fail (no flapping up and down)
+            async with asyncio.timeout(self._slow_bound):
+                if self.up and self._markers:  # a Cluster's markers: one on each primary, read from each
+                    kept = await self._markers_kept()
+                elif self.cluster:  # every primary: with one lost, its slots' calls fail (no flapping up and down)
                     await self.client.ping(target_nodes=self.client.PRIMARIES)
                 else:
                     await self.client.ping()
@@ -350,10 +385,57 @@ class RedisLink:
                 self._down(exc)
             return False
         self._answered = time.monotonic()
+        if not kept and self.up:  # restarted empty, flushed, failed over to an empty replica: resync as after an outage
+            self.up = False
+            self._lost = True
+            logger.warning("redis at %s lost its data (restart or flush); resyncing", self.display_url)
         return True
 
+    def _marker_keys(self) -> list[str]:
+        """The markers' keys: one on a single Redis; on a Cluster one per primary, each with a hash tag that lands
+        in a slot that primary serves (found by trying `link-0`, `link-1`... against the slot map just read)."""
+        if not self.cluster:
+            return [self.key("switchman-link", "marker")]
+        client = self.client
+        primaries = {node.name for node in client.get_primaries()}
+        keys: list[str] = []
+        for i in range(1 << 16):  # a few tries per primary; a primary serving no slot holds none (and ends the search)
+            key = self.key(f"switchman-link-{i}", "marker")
+            node = client.get_node_from_key(key)
+            if node is not None and node.name in primaries:
+                primaries.discard(node.name)
+                keys.append(key)
+                if not primaries:
+                    break
+        return keys
+
+    async def _write_markers(self) -> bool:
+        """Each marker written unless there (SET NX: another replica's resync wrote it), then its token read back: the
+        token every replica of this prefix holds until Redis loses its data. A token that changed under a replica
+        (another noticed the loss first and wrote a new one) is a loss for it too."""
+        markers: dict[str, str] = {}
+        async with asyncio.timeout(self._slow_bound):
+            for key in self._marker_keys():
+                await self.client.set(key, secrets.token_hex(8), nx=True)  # no TTL: gone only with the data
+                markers[key] = _text(await self.client.get(key))
+                if not markers[key]:  # gone again at once (flushed meanwhile): the watcher tries again
+                    return False
+        self._markers = markers
+        return True
+
+    async def _markers_kept(self) -> bool:
+        keys = list(self._markers)
+        if self.cluster:
+            values = await self.client.mget_nonatomic(keys)  # one GET per slot, each to its primary, side by side
+        else:
+            values = [await self.client.get(keys[0])]
+        return all(_text(value) == self._markers[key] for key, value in zip(keys, values, strict=True))
+
     async def _come_up(self) -> None:
-        """Resync (only the callbacks' calls reach Redis meanwhile: requests keep to local state), then serve."""
+        """Resync (only the callbacks' calls reach Redis meanwhile: requests keep to local state), then serve.
+
+        The markers are written before the callbacks run: a loss during the resync is seen by the next ping."""
+        announce, self._lost = not self._lost, False
         await self._drop_idle()
         with contextlib.suppress(*_failures()):  # pooled connections to a Redis that went away fail their next call
             if not self.cluster:
@@ -366,6 +448,11 @@ class RedisLink:
                     await self.client.initialize()
             except _failures():
                 return  # the watcher tries again
+        try:
+            if not await self._write_markers():
+                return
+        except _failures():
+            return  # the watcher tries again
         token = self._resyncing.set(True)
         try:
             for callback in self._resyncs:
@@ -378,15 +465,19 @@ class RedisLink:
         finally:
             self._resyncing.reset(token)
         self.up = True
-        logger.warning("redis at %s is up; shared state in use", self.display_url)
+        if announce:
+            logger.warning("redis at %s is up; shared state in use", self.display_url)
 
     async def check(self) -> bool:
-        """Ping now; when Redis answers and the link was down, resync and bring it up. Returns whether it is up."""
-        answered = await self._ping()
-        self._started = True
-        if answered and not self.up:
-            await self._come_up()
-        return self.up
+        """Ping now; when Redis answers and the link was down, resync and bring it up. Returns whether it is up.
+
+        One at a time: two resyncs side by side would close and rebuild the client under each other."""
+        async with self._checking:
+            answered = await self._ping()
+            self._started = True
+            if answered and not self.up:
+                await self._come_up()
+            return self.up
 
     async def start(self) -> None:
         """The first ping (and resync), then the watcher that notices an outage's end."""
@@ -444,6 +535,82 @@ class _LinkCollector(Collector):
                                   value=self._link.errors)
 
 
+def _no_maint_notifications(cluster: bool) -> dict[str, Any]:
+    """redis-py's maintenance notifications turned off (the client's connections and the link's, built from its
+    pool's options): a managed Redis would otherwise be asked (CLIENT MAINT_NOTIFICATIONS) to push them on every
+    connection. The link's reader drops pushes anyway; this saves the handshake's command and the pushed bytes. Nothing
+    with a redis-py that has no such setting."""
+    import inspect
+
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:
+        return {}
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    client: type[Any] = RedisCluster if cluster else Redis
+    if "maint_notifications_config" not in inspect.signature(client.__init__).parameters:
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
+def _missing_internals() -> list[str]:
+    """The redis-py (asyncio, hiredis) internals `_Pipe` and the link use that this install lacks: none, unless an
+    upgrade removed or renamed one (pyproject's `redis` bound keeps to the versions that have them all)."""
+    import asyncio as aio
+
+    import hiredis
+    import redis.asyncio
+    from redis.asyncio.cluster import RedisCluster
+
+    missing: list[str] = []
+    try:
+        from redis._parsers.base import BaseParser  # noqa: PLC2701
+    except ImportError:
+        missing.append("redis._parsers.base.BaseParser")
+    else:
+        if not callable(getattr(BaseParser, "parse_error", None)):
+            missing.append("redis._parsers.base.BaseParser.parse_error")
+    connection = redis.asyncio.Connection()  # not connected: no socket, no loop
+    missing += [f"redis.asyncio.Connection.{name}" for name in ("_reader", "_writer", "encoder", "connect",
+                                                                "pack_commands") if not hasattr(connection, name)]
+    encoder = getattr(connection, "encoder", None)
+    missing += [f"redis encoder.{name}" for name in ("decode_responses", "encoding", "encoding_errors")
+                if not hasattr(encoder, name)]
+    pool = redis.asyncio.ConnectionPool()
+    missing += [f"redis.asyncio.ConnectionPool.{name}" for name in ("connection_class", "connection_kwargs")
+                if not hasattr(pool, name)]
+    missing += [f"redis.asyncio.cluster.RedisCluster.{name}" for name in (
+        "PRIMARIES", "initialize", "get_primaries", "get_node_from_key", "mget_nonatomic", "register_script")
+        if not hasattr(RedisCluster, name)]
+    if "_buffer" not in aio.StreamReader.__init__.__code__.co_names:  # what redis-py's handshake left unread
+        missing.append("asyncio.StreamReader._buffer")
+    try:
+        hiredis.Reader(protocolError=Exception, replyError=Exception, notEnoughData=_MORE, encoding="utf-8",
+                       errors="strict")
+    except TypeError:
+        missing.append("hiredis.Reader(notEnoughData=...)")
+    return missing
+
+
+def _check_internals() -> None:
+    """A ConfigError at startup (never a failed request) naming redis-py's version when it lacks what the link uses."""
+    missing = _missing_internals()
+    if missing:
+        import redis
+
+        raise ConfigError(f"server.redis_url: redis-py {redis.__version__} (hiredis {_hiredis_version()}) lacks what "
+                          f"switchman's Redis link uses: {', '.join(missing)}; install the versions switchman supports:"
+                          " pip install 'switchman[redis]'")
+
+
+def _hiredis_version() -> str:
+    import hiredis
+
+    return str(getattr(hiredis, "__version__", "?"))
+
+
 def _failures() -> tuple[type[BaseException], ...]:
     return failures()
 
@@ -458,7 +625,6 @@ class _Trip:
         self.link = link
         self.batch = batch
         self.pipe: _Pipe | None = None
-        self.opening: asyncio.Task[None] | None = None  # connecting first
         self.over = False
         self._unknown: list[int] = []  # EVALSHAs of scripts Redis does not know
         self._sources: list[str | None] = []
@@ -469,12 +635,12 @@ class _Trip:
     def send(self, pipe: _Pipe) -> None:
         self.pipe = pipe
         try:
-            pipe.exchange(_pack(pipe.connection, [args for args, _, _ in self.batch]), len(self.batch), self._first,
-                          self._first_read)
+            pipe.exchange(_pack(pipe.connection, [args for args, _, _ in self.batch]), len(self.batch), self._reply,
+                          self._all_read)
         except Exception as exc:  # noqa: BLE001  (a bug: its callers see it, the loop does not)
             self.fail(exc)
 
-    def _first(self, index: int, reply: Any) -> None:
+    def _reply(self, index: int, reply: Any) -> None:
         if isinstance(reply, Exception):  # an error reply (hiredis gives redis-py's exception for it)
             if isinstance(reply, _errors().no_script) and self.batch[index][1] is not None:
                 self._unknown.append(index)
@@ -485,7 +651,7 @@ class _Trip:
         if not future.done():
             future.set_result(reply)
 
-    def _first_read(self, failure: BaseException | None) -> None:
+    def _all_read(self, failure: BaseException | None) -> None:
         if failure is not None:
             self.fail(failure)
         elif not self._unknown:
@@ -496,11 +662,12 @@ class _Trip:
             again = [("SCRIPT", "LOAD", source) for source in self._sources]
             again += [self.batch[index][0] for index in self._unknown]
             try:
-                self.pipe.exchange(_pack(self.pipe.connection, again), len(again), self._second, self._second_read)
+                self.pipe.exchange(_pack(self.pipe.connection, again), len(again), self._reply_after_load,
+                                   self._all_read_after_load)
             except Exception as exc:  # noqa: BLE001
                 self.fail(exc)
 
-    def _second(self, index: int, reply: Any) -> None:
+    def _reply_after_load(self, index: int, reply: Any) -> None:
         if index < len(self._sources):
             if isinstance(reply, _errors().response):
                 self._refused[self._sources[index]] = reply
@@ -508,7 +675,7 @@ class _Trip:
         call = self._unknown[index - len(self._sources)]
         self._deliver(call, self._refused.get(self.batch[call][1], reply))
 
-    def _second_read(self, failure: BaseException | None) -> None:
+    def _all_read_after_load(self, failure: BaseException | None) -> None:
         if failure is not None:
             self.fail(failure)
         else:
@@ -563,11 +730,12 @@ class _Trip:
 
 class _Pipe(asyncio.Protocol):
     """A connection of the link's own, read without redis-py's asyncio streams: redis-py connects it (the handshake:
-    AUTH, SELECT, CLIENT SETINFO), then its transport hands the bytes it receives here, fed to a hiredis reader (the C
-    parser redis-py itself uses, with redis-py's error classes) and each reply given to the round trip at once, in
-    the order sent. A read through redis-py's streams costs a wake-up of the reading task and a StreamReader call
-    per reply; here one `data_received` delivers every reply it holds. Redis closing an idle connection (its
-    `timeout` setting) is seen by the event loop as it happens: `usable` is then False, with no check to run."""
+    HELLO 3 with the credentials, SELECT, CLIENT SETINFO), then its transport hands the bytes it receives here, fed to
+    a hiredis reader (the C parser redis-py itself uses, with redis-py's error classes) and each reply given to the
+    round trip at once, in the order sent. A read through redis-py's streams costs a wake-up of the reading task and a
+    StreamReader call per reply; here one `data_received` delivers every reply it holds. Redis closing an idle
+    connection (its `timeout` setting) is seen by the event loop as it happens: `usable` is then False, with no check
+    to run."""
 
     def __init__(self, connection: Any) -> None:
         import hiredis
@@ -714,6 +882,13 @@ def _errors() -> _Errors:
     from redis.exceptions import NoScriptError, ResponseError
 
     return _Errors(ResponseError, NoScriptError)
+
+
+def _text(value: Any) -> str:
+    """A marker's token as read (bytes unless the client decodes replies); '' for a missing one."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _is_timeout(exc: BaseException) -> bool:
