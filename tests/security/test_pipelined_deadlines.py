@@ -111,6 +111,37 @@ def test_a_pipelined_requests_body_deadline_does_not_cut_the_answer_being_stream
     assert echo is not None and echo.status == 200 and echo.body == b"10", (after, echo)
 
 
+def test_a_pipelined_requests_body_deadline_still_fires_once_it_has_started(serve: Any) -> None:
+    """Guard: the body deadline of a pipelined request is deferred, not dropped: a body never finished gets a 408."""
+    server = serve(body_timeout_s=0.3)
+    with connect(server.port) as sock:
+        sock.sendall(request_bytes("GET", "/stream")
+                     + b"POST /echo HTTP/1.1\r\nhost: test\r\ncontent-length: 10\r\n\r\nabc")  # 3 of 10 bytes, never more
+        stream, after = read_chunked_stream(sock)
+        assert stream.endswith(b"\r\n0\r\n\r\n") and b"408" not in stream, stream
+        tail = after + read_until_closed(sock, timeout=5)
+    assert tail.startswith(b"HTTP/1.1 408"), tail
+
+
+def test_a_refusal_during_a_stream_cuts_it_without_writing_into_it(serve: Any, caplog: Any) -> None:
+    """A head over the cap pipelined behind a stream: the connection is closed, no 431 lands inside the
+    stream, and the stream's app is told it is disconnected (nothing written after the close, no error)."""
+    caplog.set_level(logging.WARNING)
+    server = serve(max_header_bytes=1024)
+    with connect(server.port) as sock:
+        sock.sendall(request_bytes("GET", "/stream"))
+        sock.settimeout(5)
+        first = sock.recv(65536)  # the stream has started
+        sock.sendall(b"GET /health HTTP/1.1\r\nx-big: " + b"a" * 2048)
+        received = first + read_until_closed(sock, timeout=5)
+    assert received.startswith(b"HTTP/1.1 200") and b"431" not in received, received
+    assert not received.endswith(b"\r\n0\r\n\r\n"), received  # cut: the client sees an unfinished stream
+    with connect(server.port) as sock:  # the server still serves (and the stream's task has ended)
+        sock.sendall(request_bytes("GET", "/health"))
+        assert read_response(sock).status == 200
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_a_half_head_sent_behind_a_complete_request_gets_its_head_deadline(serve: Any) -> None:
     """A half head in the same packet as a complete request gets the head deadline (not the keep-alive
     one, 75 s by default): the request before it clears the deadline when it completes."""
