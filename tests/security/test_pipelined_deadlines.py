@@ -17,9 +17,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from security_support import ServerThread, connect, read_response, request_bytes, wait_until
+from security_support import (
+    ASK,
+    ServerThread,
+    config_data,
+    connect,
+    read_response,
+    request_bytes,
+    running_gateway,
+    wait_until,
+)
 
 from switchman._config import ServerLimits
+from switchman.testing import FakeUpstream
 
 STREAM_PIECES = 8
 PIECE_S = 0.1
@@ -139,6 +149,34 @@ def test_a_refusal_during_a_stream_cuts_it_without_writing_into_it(serve: Any, c
     with connect(server.port) as sock:  # the server still serves (and the stream's task has ended)
         sock.sendall(request_bytes("GET", "/health"))
         assert read_response(sock).status == 200
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_gateway_stream_cut_by_a_refusal_keeps_its_ledger_row(upstream: FakeUpstream, ledger_url: str,
+                                                                 caplog: Any) -> None:
+    """The gateway's own stream, cut because a head over the cap was pipelined behind it: recorded as the
+    client's disconnect (a lost ledger row would be the worst outcome)."""
+    caplog.set_level(logging.WARNING)
+    upstream.inject("slow_stream", model="cheap", seconds=0.2)  # events 0.2 s apart: the stream is still on
+    data = config_data(upstream, ledger_url, limits={"max_header_bytes": 1024})
+    with running_gateway(data) as (gateway, server), connect(server.port) as sock:
+        body = {"model": "auto", "messages": ASK, "stream": True}
+        sock.sendall(request_bytes("POST", "/v1/chat/completions", body))
+        sock.settimeout(5)
+        first = sock.recv(65536)
+        sock.sendall(b"GET /health HTTP/1.1\r\nx-big: " + b"a" * 2048)
+        received = first + read_until_closed(sock, timeout=10)
+        assert received.startswith(b"HTTP/1.1 200") and b"431" not in received, received
+        assert b"[DONE]" not in received, received  # cut mid-stream
+        ledger = gateway.ledger
+        assert ledger is not None
+
+        def statuses() -> list[str]:
+            ledger.flush_sync(timeout=5)
+            return [r.status for r in ledger.records()]
+
+        wait_until(lambda: bool(statuses()), what="the cut stream's ledger row")
+        assert statuses() == ["client_disconnected"]
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
