@@ -180,6 +180,29 @@ def test_a_gateway_stream_cut_by_a_refusal_keeps_its_ledger_row(upstream: FakeUp
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_a_client_gone_with_a_request_pipelined_behind_its_stream_is_recorded_as_disconnected(
+        upstream: FakeUpstream, ledger_url: str) -> None:
+    """The stream is not the connection's newest request (a GET waits behind it): when the client goes,
+    the stream is still told, stops relaying, and is recorded as the client's disconnect."""
+    upstream.inject("slow_stream", model="cheap", seconds=0.2)
+    data = config_data(upstream, ledger_url)
+    with running_gateway(data) as (gateway, server):
+        with connect(server.port) as sock:
+            body = {"model": "auto", "messages": ASK, "stream": True}
+            sock.sendall(request_bytes("POST", "/v1/chat/completions", body) + request_bytes("GET", "/health"))
+            sock.settimeout(5)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")  # the stream has started; then the client goes
+        ledger = gateway.ledger
+        assert ledger is not None
+
+        def statuses() -> list[str]:
+            ledger.flush_sync(timeout=5)
+            return [r.status for r in ledger.records()]
+
+        wait_until(lambda: bool(statuses()), what="the stream's ledger row")
+        assert statuses() == ["client_disconnected"]
+
+
 def test_a_half_head_sent_behind_a_complete_request_gets_its_head_deadline(serve: Any) -> None:
     """A half head in the same packet as a complete request gets the head deadline (not the keep-alive
     one, 75 s by default): the request before it clears the deadline when it completes."""

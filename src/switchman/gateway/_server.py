@@ -115,6 +115,10 @@ class _CoalescedWrites:
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     @property
+    def cycle(self) -> RequestResponseCycle:
+        return self._cycle
+
+    @property
     def holding(self) -> bool:
         return self._pending is not None
 
@@ -186,6 +190,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._write_deadline is not None:
             self._write_deadline.cancel()
             self._write_deadline = None
+        self._disconnect_unfinished()  # uvicorn tells the newest request only, not an answer streamed before it
         super().connection_lost(exc)
 
     def _refuse(self, status: int, code: str, message: str, *, kind: str = "invalid_request_error",
@@ -217,7 +222,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         Not only the newest request's: a pipelined request's refusal must also stop the answer being
         streamed before it (its app would write after the error, into a half-closed transport).
         """
-        cycles = [w._cycle for w in self._writers]  # noqa: SLF001
+        cycles = [w.cycle for w in self._writers]
         cycles += [cycle for cycle, _ in self.pipeline]
         if self.cycle is not None:
             cycles.append(self.cycle)
