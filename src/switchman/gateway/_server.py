@@ -9,7 +9,8 @@ half-sent requests could take every file descriptor. `GuardedHttpProtocol` is th
 - a head deadline: a request whose head is not complete `header_timeout_s` after its first byte
   (or after the connection opened) gets a 408;
 - a body deadline: a body not complete `body_timeout_s` after its head gets a 408 (or the
-  connection is closed when the answer has already started);
+  connection is closed when the answer has already started); a pipelined request's deadline starts
+  when it does (uvicorn reads nothing while it waits behind the answer before it);
 - a write deadline: a client that takes nothing from its answer for `write_timeout_s` while the
   send buffer is full is disconnected (the app then sees `http.disconnect`);
 - keep-alive bounds: idle for `keepalive_timeout_s`, or `keepalive_max_requests` requests, then close;
@@ -114,6 +115,10 @@ class _CoalescedWrites:
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     @property
+    def cycle(self) -> RequestResponseCycle:
+        return self._cycle
+
+    @property
     def holding(self) -> bool:
         return self._pending is not None
 
@@ -185,6 +190,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._write_deadline is not None:
             self._write_deadline.cancel()
             self._write_deadline = None
+        self._disconnect_unfinished()  # uvicorn tells the newest request only, not an answer streamed before it
         super().connection_lost(exc)
 
     def _refuse(self, status: int, code: str, message: str, *, kind: str = "invalid_request_error",
@@ -199,9 +205,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         self._refused = True
         self._flush_writes()  # an earlier answer's held tail goes out before the error and the close
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.disconnected = True  # the app's answer, if it ever comes, goes nowhere
-            self.cycle.message_event.set()
+        if self._disconnect_unfinished():
+            self.transport.close()  # an answer is on the wire: an error written now would land inside it
+            return
         self.transport.write(_error_bytes(status, code, message, kind=kind, extra=extra))
         if not linger:
             self.transport.close()
@@ -210,11 +216,36 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.write_eof()
         self._arm(_LINGER_S, self.transport.close)
 
+    def _disconnect_unfinished(self) -> bool:
+        """Mark every unfinished answer of this connection disconnected; whether one had begun on the wire.
+
+        Not only the newest request's: a pipelined request's refusal must also stop the answer being
+        streamed before it (its app would write after the error, into a half-closed transport).
+        """
+        cycles = [w.cycle for w in self._writers]
+        cycles += [cycle for cycle, _ in self.pipeline]
+        if self.cycle is not None:
+            cycles.append(self.cycle)
+        begun = False
+        for cycle in cycles:
+            if not cycle.response_complete and not cycle.disconnected:
+                begun = begun or bool(cycle.response_started)
+                cycle.disconnected = True  # the app's answer, if it ever comes, goes nowhere
+                cycle.message_event.set()
+        return begun
+
     def eof_received(self) -> None:
         if self._refused:
             self.transport.close()
 
     # -- reading ---------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            # A head that follows, in the same read, a request completed just before: `data_received`
+            # armed the deadline before that request, and its completion disarmed it.
+            self._arm(self.limits.header_timeout_s, self._head_too_slow)
+
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
@@ -251,12 +282,26 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._served += 1
         if self._served >= self.limits.keepalive_max_requests and self.cycle is not None:
             self.cycle.keep_alive = False
-        self._arm(self.limits.body_timeout_s, self._body_too_slow)
+        if self.pipeline and self.pipeline[0][0] is self.cycle:  # `_queued()`, inline: this runs per request
+            self._disarm()  # its body deadline starts with it (`on_response_complete`)
+        else:
+            self._arm(self.limits.body_timeout_s, self._body_too_slow)
+
+    def _queued(self) -> bool:
+        """Whether the newest request waits behind an earlier answer (uvicorn reads nothing meanwhile)."""
+        return bool(self.pipeline) and self.pipeline[0][0] is self.cycle
 
     def on_message_complete(self) -> None:
         self._disarm()
         self._reading_head = True
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if (not self._reading_head and self._deadline is None and not self._refused
+                and not self.transport.is_closing() and not self._queued()):
+            # The request whose body is being read has just started: its body deadline starts now.
+            self._arm(self.limits.body_timeout_s, self._body_too_slow)
 
     def shutdown(self) -> None:
         """Graceful shutdown closes the transport itself: what an answer holds goes out first."""
