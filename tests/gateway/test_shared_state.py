@@ -199,16 +199,16 @@ def test_a_turns_session_read_admission_and_reservation_share_one_round_trip(
     """A request under an agent's budget and rate limit, in a session: its session read, its admission and its
     reservation go to Redis in one round trip (the decision steered by this replica's copy of the session, then
     by the state read)."""
-    import switchman.state._redis_link as link_module  # noqa: PLC2701  (looking at the round trips)
+    import switchman.state._redis_wire as wire  # noqa: PLC2701  (looking at the round trips)
 
     trips: list[list[tuple[Any, ...]]] = []
-    real = link_module._Trip.send  # noqa: SLF001
+    real = wire.Trip.send
 
     def seen(trip: Any, pipe: Any) -> None:
         trips.append([args for args, _, _ in trip.batch])
         real(trip, pipe)
 
-    monkeypatch.setattr(link_module._Trip, "send", seen)  # noqa: SLF001
+    monkeypatch.setattr(wire.Trip, "send", seen)
     data = replica_config(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", SHARED_REDIS, prefix)
     data["agents"]["metered"] = {"rpm": 1000, "tpm": 1_000_000}
     data["budgets"].append({"scope": "agent", "name": "metered", "usd": 1.0, "period": "day"})

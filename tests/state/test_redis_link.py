@@ -182,16 +182,16 @@ def test_the_shown_url_never_carries_a_password(url: str, shown: str) -> None:
 @pytest.fixture
 def trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The number of calls in each round trip the link makes from now on."""
-    import switchman.state._redis_link as module  # noqa: PLC2701  (counting the round trips)
+    import switchman.state._redis_wire as module  # noqa: PLC2701  (counting the round trips)
 
     counts: list[int] = []
-    real = module._Trip.send  # noqa: SLF001
+    real = module.Trip.send
 
     def counted(trip: Any, pipe: Any) -> None:
         counts.append(len(trip.batch))
         real(trip, pipe)
 
-    monkeypatch.setattr(module._Trip, "send", counted)  # noqa: SLF001
+    monkeypatch.setattr(module.Trip, "send", counted)
     return counts
 
 
@@ -294,16 +294,16 @@ def test_a_call_queued_at_close_is_sent_and_calls_after_it_open_nothing() -> Non
 
 def test_scripts_redis_forgot_are_loaded_once_each_in_one_more_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     """Redis lost its scripts (a restart): forty calls of two scripts cost two SCRIPT LOADs, not forty."""
-    import switchman.state._redis_link as module  # noqa: PLC2701  (counting what each write packs)
+    import switchman.state._redis_wire as module  # noqa: PLC2701  (counting what each write packs)
 
     loads: list[int] = []
-    real = module._pack  # noqa: SLF001
+    real = module.pack
 
     def counted(connection: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
         loads.append(sum(1 for args in commands if args[:2] == ("SCRIPT", "LOAD")))
         return real(connection, commands)
 
-    monkeypatch.setattr(module, "_pack", counted)
+    monkeypatch.setattr(module, "pack", counted)
     with RedisServer() as server:
         async def main() -> None:
             link = RedisLink(server.url, timeout_s=1.0, ping_s=5.0)

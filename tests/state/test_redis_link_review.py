@@ -1,4 +1,4 @@
-"""Review of the link's own read path (`_Pipe`, `_Trip`): error replies, misbehaving servers, stalls, leaks.
+"""Review of the link's own read path (`Pipe`, `Trip`): error replies, misbehaving servers, stalls, leaks.
 
 A misbehaving Redis is a small asyncio server here: hiredis parses what the client sends (no hand-written protocol),
 the test says what goes back.
@@ -87,7 +87,7 @@ def handshake_then(answer: Answer) -> Answer:
 ])
 def test_an_error_reply_redis_py_maps_to_a_connection_error_fails_its_caller(error: bytes) -> None:
     """BUG: hiredis's `replyError` (redis-py's `parse_error`) turns -LOADING / -NOAUTH into BusyLoadingError /
-    AuthenticationError, subclasses of redis's ConnectionError, not of ResponseError. `_Trip._deliver` only treats a
+    AuthenticationError, subclasses of redis's ConnectionError, not of ResponseError. `Trip._deliver` only treats a
     ResponseError as an error: the exception object is handed to the caller as the *reply* (a rate limit's
     `admitted, wait, ... = await link.eval(...)` then raises TypeError: a 500). On main, redis-py's read_response
     raised it: RedisUnavailable and the link down."""
@@ -136,7 +136,7 @@ PUSH = b">3\r\n$9\r\nMIGRATING\r\n:1\r\n:15\r\n"
 
 def test_a_resp3_push_frame_between_replies_is_not_taken_for_a_reply() -> None:
     """BUG: redis-py 8 connects with HELLO 3 (RESP3 is its default), so Redis may send push frames (`>`) between
-    replies. hiredis hands them out as replies (a `hiredis.PushNotification`) and `_Pipe.data_received` gives each to
+    replies. hiredis hands them out as replies (a `hiredis.PushNotification`) and `Pipe.data_received` gives each to
     the next caller: every caller after it in the round trip gets its neighbour's reply (the worst failure of a
     batch). redis-py's own reader (main's path) skips pushes. Expected: pushes dropped (or handed to redis-py's push
     handler), every caller its own reply."""
@@ -186,9 +186,9 @@ def test_an_invalidation_pushed_by_a_real_redis_mid_round_trip_is_not_taken_for_
 
 
 def test_without_hiredis_the_link_is_refused_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:
-    """BUG (low): `_Pipe` needs hiredis (its Reader) but the link checks only `redis.asyncio` at construction (and
-    `_pack` is written to work without hiredis). Without hiredis every batched call raises ImportError from `_open`:
-    not a redis failure, so `_Trip.fail` hands it to the callers as is (a 500 per request) and the link stays up.
+    """BUG (low): `Pipe` needs hiredis (its Reader) but the link checks only `redis.asyncio` at construction (and
+    `pack` is written to work without hiredis). Without hiredis every batched call raises ImportError from `_open`:
+    not a redis failure, so `Trip.fail` hands it to the callers as is (a 500 per request) and the link stays up.
     Refuse at startup instead, with the message that says what to install."""
     monkeypatch.setitem(sys.modules, "hiredis", None)  # `import hiredis` raises ImportError
     with pytest.raises(ConfigError, match="switchman\\[redis\\]"):
@@ -198,7 +198,7 @@ def test_without_hiredis_the_link_is_refused_at_startup(monkeypatch: pytest.Monk
 def test_a_connection_lost_while_the_event_loop_is_busy_is_opened_again() -> None:
     """BUG (pre-existing on main, kept by the branch): the round trip's one timer bounds the new connection's connect
     and handshake too (TCP connect, HELLO, CLIENT MAINT_NOTIFICATIONS, CLIENT SETINFO: four or more turns of the
-    event loop) and `_Trip.fail` cancels the opening on a timeout. With a loop that spends 20 ms a turn (requests'
+    event loop) and `Trip.fail` cancels the opening on a timeout. With a loop that spends 20 ms a turn (requests'
     CPU) a call on an open connection is answered (one turn), but once the connection is lost (Redis's idle timeout,
     or any timed-out round trip: `fail` closes it) no new one ever opens: every call fails after its timeout, while
     the pings keep `switchman_redis_up` at 1. `_open` already parks a connection whose round trip failed meanwhile

@@ -18,12 +18,12 @@ it). (On a Cluster each goes on its own to its slot's node.)
 
 A round trip costs no task (one only to open a connection): redis-py opens the connection (its handshake: HELLO 3
 with the credentials, SELECT for a database other than 0, CLIENT SETINFO; maintenance notifications turned off),
-then the link takes over its transport (`_Pipe`, an asyncio protocol): the write is made in a callback, the bytes
+then the link takes over its transport (`Pipe`, an asyncio protocol): the write is made in a callback, the bytes
 read are fed to hiredis's reader (the C parser redis-py itself uses, with redis-py's error classes), each reply goes
 to its caller's future from `data_received`, and one event-loop timer bounds the round trip. Through redis-py's
 asyncio streams each reply cost a wake-up of a reading task and a StreamReader call, and each round trip a task's
 steps and an `asyncio.timeout`. A connection Redis closes while idle is seen by the event loop as it happens and not
-used again. This leans on redis-py internals (`_missing_internals`), checked when the link is built: a redis-py
+used again. This leans on redis-py internals (`missing_internals`), checked when the link is built: a redis-py
 without them is a ConfigError at startup naming its version, never a failed request.
 
 A connection error, or timeouts with no call answered for `stall_s` (a slow call fails only itself and the calls
@@ -60,13 +60,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import hashlib
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -76,6 +75,15 @@ from .._config import ServerConfig
 from .._exceptions import ConfigError
 from ._redis_cache import redacted_url
 from ._redis_client import async_client, failures, is_cluster
+from ._redis_wire import (
+    Pipe,
+    Queued,
+    RedisUnavailable,
+    Trip,
+    check_internals,
+    no_maint_notifications,
+    reason,
+)
 
 __all__ = ["RedisLink", "RedisUnavailable"]
 
@@ -84,12 +92,6 @@ logger = logging.getLogger("switchman.state")
 T = TypeVar("T")
 
 Resync = Callable[[], Awaitable[None]]
-#: A call waiting for its turn's round trip: the command, the script source of an EVALSHA, the caller's future.
-_Queued = tuple[tuple[Any, ...], str | None, "asyncio.Future[Any]"]
-
-
-class RedisUnavailable(Exception):  # noqa: N818  (a state, not a bug: callers fall back to local state)
-    """Redis did not answer in time, failed, or the link is down: use this process's own state."""
 
 
 class RedisLink:
@@ -101,10 +103,10 @@ class RedisLink:
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401  (fail at startup, not at the first request)
-            import hiredis  # noqa: F401  (the link's reader, `_Pipe`)
+            import hiredis  # noqa: F401  (the link's reader, `Pipe`)
         except ImportError:
             raise ConfigError("server.redis_url needs the redis client: pip install 'switchman[redis]'") from None
-        _check_internals()
+        check_internals()
         self.url = url
         self.display_url = redacted_url(url)
         self.prefix = prefix
@@ -120,12 +122,12 @@ class RedisLink:
         self._cluster = is_cluster(url)
         self._shas: dict[str, str] = {}  # script source -> its SHA1
         self._scripts: dict[str, Any] = {}  # script source -> redis-py Script (a Cluster's calls)
-        self._queue: list[_Queued] = []  # calls waiting for the next round trip, sent together
+        self._queue: list[Queued] = []  # calls waiting for the next round trip, sent together
         self._busy = False  # a round trip on its way (or about to go): calls queued meanwhile go in the next
         self._drained: list[asyncio.Future[None]] = []  # told when the last round trip ends (aclose)
-        self._idle: list[_Pipe] = []  # the batches' own connections, each ready for a round trip
+        self._idle: list[Pipe] = []  # the batches' own connections, each ready for a round trip
         self._opening: asyncio.Task[None] | None = None  # the one connection being opened (redis-py's handshake)
-        self._waiting: _Trip | None = None  # the round trip that waits for it (one round trip at a time)
+        self._waiting: Trip | None = None  # the round trip that waits for it (one round trip at a time)
         #: True in the resync callbacks' context: their calls reach Redis before the link is up for everyone.
         self._resyncing: contextvars.ContextVar[bool] = contextvars.ContextVar(f"switchman-resync-{id(self)}",
                                                                               default=False)
@@ -168,7 +170,7 @@ class RedisLink:
 
             self._client = async_client(
                 self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
-                retry=Retry(NoBackoff(), 0), health_check_interval=0, **_no_maint_notifications(self.cluster),
+                retry=Retry(NoBackoff(), 0), health_check_interval=0, **no_maint_notifications(self.cluster),
             )
         return self._client
 
@@ -231,7 +233,7 @@ class RedisLink:
         One round trip at a time while calls wait: the calls queued during one go together in the next (it starts
         once the callers its replies woke have run: they queue their next calls first). Under load this gathers
         many requests' calls in each round trip (a round trip's socket calls and wake-ups cost far more CPU than a
-        command in it). No task: the write is made here, the replies are handed out as they are read (`_Pipe`), and
+        command in it). No task: the write is made here, the replies are handed out as they are read (`Pipe`), and
         one timer bounds the round trip. A call waits at most for the round trip on its way (bounded by
         `timeout_s`) before its own is sent."""
         if not self._queue:
@@ -242,7 +244,7 @@ class RedisLink:
                     waiter.set_result(None)
             return
         batch, self._queue = self._queue, []
-        trip = _Trip(self, batch)
+        trip = Trip(self, batch)
         while self._idle:
             pipe = self._idle.pop()
             if pipe.usable:
@@ -268,7 +270,7 @@ class RedisLink:
             return
         self._opened(pipe, None)
 
-    def _opened(self, pipe: _Pipe | None, failure: BaseException | None) -> None:
+    def _opened(self, pipe: Pipe | None, failure: BaseException | None) -> None:
         self._opening = None
         trip, self._waiting = self._waiting, None
         if trip is not None and not trip.over:
@@ -282,7 +284,7 @@ class RedisLink:
             else:
                 self._idle.append(pipe)
 
-    def _trip_over(self, pipe: _Pipe | None) -> None:
+    def _trip_over(self, pipe: Pipe | None) -> None:
         """A round trip ended: its connection (when it is fit for another) kept, the next round trip started soon."""
         if pipe is not None:
             if self._closed or not pipe.usable:
@@ -294,19 +296,19 @@ class RedisLink:
         # request's next step): they go in the next round trip rather than in one of their own
         loop.call_soon(loop.call_soon, self._flush)
 
-    async def _connect(self) -> _Pipe:
+    async def _connect(self) -> Pipe:
         """A new connection of the batches' own (`_flush` found no idle one).
 
-        Not taken from redis-py's pool, and read without redis-py's streams (see `_Pipe`): the pool's checkout and
+        Not taken from redis-py's pool, and read without redis-py's streams (see `Pipe`): the pool's checkout and
         return, a timer per reply and a wake-up of the reading task per reply cost more CPU than the round trip's
-        socket calls. The round trip's timer (`timeout_s`, see `_Trip`) bounds it whole, its connect included; a
+        socket calls. The round trip's timer (`timeout_s`, see `Trip`) bounds it whole, its connect included; a
         connection whose round trip failed is closed and dropped (its replies may be left unread), and one Redis
         closed while idle is dropped before its next round trip."""
         pool = self.client.connection_pool
         connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
         try:
             await connection.connect()
-            return _Pipe(connection)
+            return Pipe(connection)
         except BaseException:  # failed or cancelled mid-handshake: closed, not leaked
             with contextlib.suppress(Exception):
                 if connection._writer is not None:  # noqa: SLF001
@@ -319,7 +321,7 @@ class RedisLink:
         for pipe in idle:
             pipe.close()
 
-    def _log_refused(self, call: _Queued, error: BaseException) -> None:
+    def _log_refused(self, call: Queued, error: BaseException) -> None:
         """One warning line the first time Redis refuses a script (a bug in it) or a command: then counted only."""
         args, source, _ = call
         what = f"script {self._shas.get(source, '?')[:12]}" if source is not None else f"command {args[0]!s}"
@@ -342,7 +344,7 @@ class RedisLink:
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await action(self.client)
-        except _failures() as exc:
+        except failures() as exc:
             if self._slow(exc):
                 self.errors += 1  # this call fails; the link stays up unless nothing answers for stall_s
             else:
@@ -359,7 +361,7 @@ class RedisLink:
         self.errors += 1
         if self.up:
             self.up = False
-            logger.warning("redis unavailable at %s: %s; degrading to local state", self.display_url, _reason(exc))
+            logger.warning("redis unavailable at %s: %s; degrading to local state", self.display_url, reason(exc))
 
     @property
     def _slow_bound(self) -> float:
@@ -377,7 +379,7 @@ class RedisLink:
                     await self.client.ping(target_nodes=self.client.PRIMARIES)
                 else:
                     await self.client.ping()
-        except _failures() as exc:
+        except failures() as exc:
             if self.up and self._slow(exc):
                 return False
             if self.up or not self._started:
@@ -437,7 +439,7 @@ class RedisLink:
         The markers are written before the callbacks run: a loss during the resync is seen by the next ping."""
         announce, self._lost = not self._lost, False
         await self._drop_idle()
-        with contextlib.suppress(*_failures()):  # pooled connections to a Redis that went away fail their next call
+        with contextlib.suppress(*failures()):  # pooled connections to a Redis that went away fail their next call
             if not self.cluster:
                 await self.client.connection_pool.disconnect()
             else:  # closed, a Cluster client reads the slot map afresh from every node it has seen
@@ -446,12 +448,12 @@ class RedisLink:
             try:
                 async with asyncio.timeout(max(self.timeout_s, 0.5)):  # as the ping: not within one call's timeout
                     await self.client.initialize()
-            except _failures():
+            except failures():
                 return  # the watcher tries again
         try:
             if not await self._write_markers():
                 return
-        except _failures():
+        except failures():
             return  # the watcher tries again
         token = self._resyncing.set(True)
         try:
@@ -516,7 +518,7 @@ class RedisLink:
         if self._client is not None:
             client, self._client = self._client, None
             self._scripts.clear()
-            with contextlib.suppress(*_failures()):
+            with contextlib.suppress(*failures()):
                 await client.aclose()
 
     def collector(self) -> Collector:
@@ -535,355 +537,6 @@ class _LinkCollector(Collector):
                                   value=self._link.errors)
 
 
-def _no_maint_notifications(cluster: bool) -> dict[str, Any]:
-    """redis-py's maintenance notifications turned off (the client's connections and the link's, built from its
-    pool's options): a managed Redis would otherwise be asked (CLIENT MAINT_NOTIFICATIONS) to push them on every
-    connection. The link's reader drops pushes anyway; this saves the handshake's command and the pushed bytes. Nothing
-    with a redis-py that has no such setting."""
-    import inspect
-
-    try:
-        from redis.maint_notifications import MaintNotificationsConfig
-    except ImportError:
-        return {}
-    from redis.asyncio import Redis
-    from redis.asyncio.cluster import RedisCluster
-
-    client: type[Any] = RedisCluster if cluster else Redis
-    if "maint_notifications_config" not in inspect.signature(client.__init__).parameters:
-        return {}
-    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
-
-
-def _missing_internals() -> list[str]:
-    """The redis-py (asyncio, hiredis) internals `_Pipe` and the link use that this install lacks: none, unless an
-    upgrade removed or renamed one (pyproject's `redis` bound keeps to the versions that have them all)."""
-    import asyncio as aio
-
-    import hiredis
-    import redis.asyncio
-    from redis.asyncio.cluster import RedisCluster
-
-    missing: list[str] = []
-    try:
-        from redis._parsers.base import BaseParser  # noqa: PLC2701
-    except ImportError:
-        missing.append("redis._parsers.base.BaseParser")
-    else:
-        if not callable(getattr(BaseParser, "parse_error", None)):
-            missing.append("redis._parsers.base.BaseParser.parse_error")
-    connection = redis.asyncio.Connection()  # not connected: no socket, no loop
-    missing += [f"redis.asyncio.Connection.{name}" for name in ("_reader", "_writer", "encoder", "connect",
-                                                                "pack_commands") if not hasattr(connection, name)]
-    encoder = getattr(connection, "encoder", None)
-    missing += [f"redis encoder.{name}" for name in ("decode_responses", "encoding", "encoding_errors")
-                if not hasattr(encoder, name)]
-    pool = redis.asyncio.ConnectionPool()
-    missing += [f"redis.asyncio.ConnectionPool.{name}" for name in ("connection_class", "connection_kwargs")
-                if not hasattr(pool, name)]
-    missing += [f"redis.asyncio.cluster.RedisCluster.{name}" for name in (
-        "PRIMARIES", "initialize", "get_primaries", "get_node_from_key", "mget_nonatomic", "register_script")
-        if not hasattr(RedisCluster, name)]
-    if "_buffer" not in aio.StreamReader.__init__.__code__.co_names:  # what redis-py's handshake left unread
-        missing.append("asyncio.StreamReader._buffer")
-    try:
-        hiredis.Reader(protocolError=Exception, replyError=Exception, notEnoughData=_MORE, encoding="utf-8",
-                       errors="strict")
-    except TypeError:
-        missing.append("hiredis.Reader(notEnoughData=...)")
-    return missing
-
-
-def _check_internals() -> None:
-    """A ConfigError at startup (never a failed request) naming redis-py's version when it lacks what the link uses."""
-    missing = _missing_internals()
-    if missing:
-        import redis
-
-        raise ConfigError(f"server.redis_url: redis-py {redis.__version__} (hiredis {_hiredis_version()}) lacks what "
-                          f"switchman's Redis link uses: {', '.join(missing)}; install the versions switchman supports:"
-                          " pip install 'switchman[redis]'")
-
-
-def _hiredis_version() -> str:
-    import hiredis
-
-    return str(getattr(hiredis, "__version__", "?"))
-
-
-def _failures() -> tuple[type[BaseException], ...]:
-    return failures()
-
-
-class _Trip:
-    """One round trip of the batches: the write, each reply handed to its caller as soon as it is read (an error
-    reply is that command's RedisUnavailable), an EVALSHA Redis does not know (NOSCRIPT: Redis restarted, or a first
-    use) loaded and sent again, one timer over the whole. On a failure the calls not yet answered fail and the
-    connection is closed (replies may be left unread)."""
-
-    def __init__(self, link: RedisLink, batch: list[_Queued]) -> None:
-        self.link = link
-        self.batch = batch
-        self.pipe: _Pipe | None = None
-        self.over = False
-        self._unknown: list[int] = []  # EVALSHAs of scripts Redis does not know
-        self._sources: list[str | None] = []
-        self._refused: dict[str | None, Any] = {}  # a script Redis would not load (NOPERM...): its calls fail
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + link.timeout_s, self._timed_out)
-
-    def send(self, pipe: _Pipe) -> None:
-        self.pipe = pipe
-        try:
-            pipe.exchange(_pack(pipe.connection, [args for args, _, _ in self.batch]), len(self.batch), self._reply,
-                          self._all_read)
-        except Exception as exc:  # noqa: BLE001  (a bug: its callers see it, the loop does not)
-            self.fail(exc)
-
-    def _reply(self, index: int, reply: Any) -> None:
-        if isinstance(reply, Exception):  # an error reply (hiredis gives redis-py's exception for it)
-            if isinstance(reply, _errors().no_script) and self.batch[index][1] is not None:
-                self._unknown.append(index)
-            else:
-                self._deliver(index, reply)
-            return
-        future = self.batch[index][2]  # the common case first: a reply for a caller still waiting
-        if not future.done():
-            future.set_result(reply)
-
-    def _all_read(self, failure: BaseException | None) -> None:
-        if failure is not None:
-            self.fail(failure)
-        elif not self._unknown:
-            self._done()
-        else:  # each script loaded once, then the calls sent again: one more write, one more read
-            assert self.pipe is not None
-            self._sources = list(dict.fromkeys(self.batch[index][1] for index in self._unknown))
-            again = [("SCRIPT", "LOAD", source) for source in self._sources]
-            again += [self.batch[index][0] for index in self._unknown]
-            try:
-                self.pipe.exchange(_pack(self.pipe.connection, again), len(again), self._reply_after_load,
-                                   self._all_read_after_load)
-            except Exception as exc:  # noqa: BLE001
-                self.fail(exc)
-
-    def _reply_after_load(self, index: int, reply: Any) -> None:
-        if index < len(self._sources):
-            if isinstance(reply, _errors().response):
-                self._refused[self._sources[index]] = reply
-            return
-        call = self._unknown[index - len(self._sources)]
-        self._deliver(call, self._refused.get(self.batch[call][1], reply))
-
-    def _all_read_after_load(self, failure: BaseException | None) -> None:
-        if failure is not None:
-            self.fail(failure)
-        else:
-            self._done()
-
-    def _deliver(self, index: int, reply: Any) -> None:
-        if isinstance(reply, Exception) and not isinstance(reply, _errors().response):
-            self.fail(reply)  # -LOADING, -NOAUTH: redis-py maps them to ConnectionError; as on main, the link goes down
-            return
-        call = self.batch[index]
-        future = call[2]
-        if isinstance(reply, _errors().response):
-            self.link.errors += 1  # a command Redis refused
-            self.link._log_refused(call, reply)  # noqa: SLF001
-            if not future.done():  # else its caller was cancelled
-                future.set_exception(RedisUnavailable(str(reply)))
-        elif not future.done():
-            future.set_result(reply)
-
-    def _done(self) -> None:
-        if self.over:
-            return
-        self.over = True
-        self._timer.cancel()
-        self.link._answered = time.monotonic()  # noqa: SLF001
-        self.link._trip_over(self.pipe)  # noqa: SLF001
-
-    def _timed_out(self) -> None:
-        self.fail(TimeoutError(f"no reply from redis within {self.link.timeout_s:g} s"))
-
-    def fail(self, exc: BaseException) -> None:
-        """The calls not answered yet fail: RedisUnavailable (the link down unless it is only slow), or a bug as is."""
-        if self.over:
-            return
-        self.over = True
-        self._timer.cancel()
-        if self.pipe is not None:
-            self.pipe.close()
-        link = self.link
-        failure: BaseException = exc
-        if isinstance(exc, _failures()):
-            if link._slow(exc):  # noqa: SLF001
-                link.errors += 1  # this call fails; the link stays up unless nothing answers for stall_s
-            else:
-                link._down(exc)  # noqa: SLF001
-            failure = RedisUnavailable(link.display_url)
-        for _, _, future in self.batch:
-            if not future.done():
-                future.set_exception(failure)
-        link._trip_over(None)  # noqa: SLF001
-
-
-class _Pipe(asyncio.Protocol):
-    """A connection of the link's own, read without redis-py's asyncio streams: redis-py connects it (the handshake:
-    HELLO 3 with the credentials, SELECT, CLIENT SETINFO), then its transport hands the bytes it receives here, fed to
-    a hiredis reader (the C parser redis-py itself uses, with redis-py's error classes) and each reply given to the
-    round trip at once, in the order sent. A read through redis-py's streams costs a wake-up of the reading task and a
-    StreamReader call per reply; here one `data_received` delivers every reply it holds. Redis closing an idle
-    connection (its `timeout` setting) is seen by the event loop as it happens: `usable` is then False, with no check
-    to run."""
-
-    def __init__(self, connection: Any) -> None:
-        import hiredis
-        from redis._parsers.base import BaseParser  # noqa: PLC2701  (redis-py's error reply -> exception map)
-        from redis.exceptions import InvalidResponse
-
-        self.connection = connection
-        self.transport: Any = connection._writer.transport  # noqa: SLF001  (taken over from redis-py's stream)
-        self._streams: Any = self.transport.get_protocol()  # told of the close, so redis-py's writer sees it
-        options: dict[str, Any] = {"protocolError": InvalidResponse, "replyError": BaseParser.parse_error,
-                                   "notEnoughData": _MORE}
-        encoder = connection.encoder
-        if encoder.decode_responses:
-            options.update(encoding=encoder.encoding, errors=encoder.encoding_errors)
-        self._reader = hiredis.Reader(**options)
-        self._push: Any = getattr(hiredis, "PushNotification", ())  # RESP3 pushes (tracking, maintenance): no replies
-        self.lost: BaseException | None = None  # why it cannot be used (closed, unexpected data, a bad reply)
-        self._handle: Callable[[int, Any], None] | None = None  # the exchange's reply handler
-        self._finish: Callable[[BaseException | None], None] | None = None  # ...and what it runs at its end
-        self._count = 0  # replies the exchange waits for
-        self._seen = 0
-        leftover = connection._reader is not None and connection._reader._buffer  # noqa: SLF001
-        self.transport.set_protocol(self)
-        if leftover:
-            self._lose(ConnectionError("unexpected data after the handshake"))
-
-    @property
-    def usable(self) -> bool:
-        """Connected, with nothing unread: ready for a round trip."""
-        return self.lost is None and not self.transport.is_closing()
-
-    def exchange(self, data: list[bytes], count: int, handle: Callable[[int, Any], None],
-                 finish: Callable[[BaseException | None], None]) -> None:
-        """Write `data`, call `handle(index, reply)` for each of the `count` replies as it is read, then `finish(None)`;
-        `finish(error)` when the connection fails first (also at once when it is not usable)."""
-        if not self.usable:
-            from redis.exceptions import ConnectionError as RedisConnectionError
-
-            finish(RedisConnectionError(f"connection lost: {_reason(self.lost) if self.lost else 'closed'}"))
-            return
-        self._handle, self._finish, self._count, self._seen = handle, finish, count, 0
-        self.transport.write(data[0] if len(data) == 1 else b"".join(data))
-
-    def data_received(self, data: bytes) -> None:
-        self._reader.feed(data)
-        while True:
-            try:
-                reply = self._reader.gets()
-            except Exception as exc:  # noqa: BLE001  (a reply hiredis cannot parse: the stream is lost)
-                self._lose(exc)
-                return
-            if reply is _MORE:
-                return
-            if isinstance(reply, self._push):  # pushed by Redis, not a reply: dropped, as redis-py's reader skips it
-                continue
-            handle, finish = self._handle, self._finish
-            if handle is None or finish is None:  # nothing asked for it: the connection's state is unknown
-                self._lose(ConnectionError("unexpected data from Redis"))
-                return
-            index = self._seen
-            self._seen += 1
-            last = self._seen == self._count
-            if last:
-                self._handle = self._finish = None
-            try:
-                handle(index, reply)
-                if last:
-                    finish(None)
-            except Exception as exc:  # noqa: BLE001  (a bug in a handler: the round trip fails, not the loop)
-                self._handle = self._finish = None
-                self._lose(exc, finish)
-                return
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-
-        self._lose(exc or RedisConnectionError("Connection closed by server."))
-        with contextlib.suppress(Exception):
-            self._streams.connection_lost(exc)  # redis-py's writer: closed
-
-    def _lose(self, exc: BaseException, finish: Callable[[BaseException | None], None] | None = None) -> None:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-
-        if self.lost is None:
-            self.lost = exc
-        finish = finish or self._finish
-        self._handle = self._finish = None
-        self.transport.close()
-        if finish is not None:
-            finish(exc if isinstance(exc, (OSError, RedisConnectionError)) else RedisConnectionError(_reason(exc)))
-
-    def close(self) -> None:
-        """Close it now (replies may be left unread); the redis-py connection is done with too."""
-        if self.lost is None:
-            self.lost = ConnectionError("closed")
-        self._handle = self._finish = None
-        self.transport.abort()
-        self.connection._reader = self.connection._writer = None  # noqa: SLF001  (not connected any more)
-
-
-_MORE = object()  # hiredis's reader: not a whole reply yet
-
-
-def _pack(connection: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
-    """The commands in Redis's protocol, by hiredis's packer (redis-py's synchronous client uses it; its asyncio
-    connection packs in Python, about four times slower: a tenth of a request's Redis cost); by the connection's own
-    packer without hiredis, or for an argument hiredis does not take."""
-    if _hiredis_pack is not None:
-        try:
-            return [b"".join([_hiredis_pack(_words(args)) for args in commands])]
-        except TypeError:
-            pass
-    packed: list[bytes] = connection.pack_commands(commands)
-    return packed
-
-
-def _words(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A command named in several words ("SCRIPT LOAD") split into them, as redis-py's packers do."""
-    first = args[0]
-    if isinstance(first, str) and " " in first:
-        return (*first.split(), *args[1:])
-    return args
-
-
-def _hiredis_packer() -> Callable[[tuple[Any, ...]], bytes] | None:
-    try:
-        from hiredis import pack_command
-    except ImportError:
-        return None
-    return pack_command
-
-
-_hiredis_pack = _hiredis_packer()
-
-
-class _Errors(NamedTuple):
-    response: type[Exception]
-    no_script: type[Exception]
-
-
-@functools.cache
-def _errors() -> _Errors:
-    """redis-py's error reply classes (imported once, not per reply: redis is an optional dependency)."""
-    from redis.exceptions import NoScriptError, ResponseError
-
-    return _Errors(ResponseError, NoScriptError)
-
-
 def _text(value: Any) -> str:
     """A marker's token as read (bytes unless the client decodes replies); '' for a missing one."""
     if value is None:
@@ -895,9 +548,3 @@ def _is_timeout(exc: BaseException) -> bool:
     from redis.exceptions import TimeoutError as RedisTimeout
 
     return isinstance(exc, (TimeoutError, RedisTimeout))
-
-
-def _reason(exc: BaseException) -> str:
-    """A one-line reason without secrets (redis-py messages name the host, never the password)."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
