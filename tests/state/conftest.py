@@ -1,8 +1,14 @@
-"""A clock the state tests move by hand."""
+"""A clock the state tests move by hand, and a key prefix of their own on the shared Redis."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from switchman.testing import forget_prefix, unique_prefix
+
+SHARED_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class Clock:
@@ -23,3 +29,11 @@ def clock() -> Clock:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A key prefix no other test uses on the shared Redis; its keys are deleted afterwards."""
+    prefix = unique_prefix()
+    yield prefix
+    forget_prefix(SHARED_REDIS_URL, prefix)

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from switchman._config import ServerConfig
 from switchman.state import RedisLink, RedisUnavailable
-from switchman.testing import RedisServer, forget_prefix, unique_prefix
+from switchman.testing import RedisServer
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
 
@@ -30,8 +30,7 @@ def test_keys_share_a_hash_slot_per_entity() -> None:
     assert link.channel("revoked") == "sm:revoked"
 
 
-def test_calls_on_the_shared_redis() -> None:
-    prefix = unique_prefix()
+def test_calls_on_the_shared_redis(prefix: str) -> None:
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
@@ -42,10 +41,7 @@ def test_calls_on_the_shared_redis() -> None:
         assert await link.run(lambda r: r.get(key)) == b"v"
         await link.aclose()
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(SHARED_URL, prefix)
+    anyio.run(main)
 
 
 def test_outage_logs_once_counts_and_resyncs(caplog: pytest.LogCaptureFixture) -> None:
@@ -195,8 +191,7 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counts
 
 
-def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(trips: list[int]) -> None:
-    prefix = unique_prefix()
+def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(trips: list[int], prefix: str) -> None:
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
@@ -216,16 +211,12 @@ def test_calls_of_one_turn_share_one_round_trip_and_keep_their_own_replies(trips
         assert trips == [12, 1]
         await link.aclose()
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(SHARED_URL, prefix)
+    anyio.run(main)
 
 
-def test_calls_issued_while_a_round_trip_is_on_its_way_go_together_in_the_next(trips: list[int]) -> None:
+def test_calls_issued_while_a_round_trip_is_on_its_way_go_together_in_the_next(trips: list[int], prefix: str) -> None:
     """One round trip at a time: the calls of later turns of the event loop wait for the one on its way and then
     share one; a call issued after the last round trip ended (one caller awaiting each reply in turn) still goes."""
-    prefix = unique_prefix()
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
@@ -244,10 +235,7 @@ def test_calls_issued_while_a_round_trip_is_on_its_way_go_together_in_the_next(t
                 assert await link.command("ECHO", str(i)) == str(i).encode()
         await link.aclose()
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(SHARED_URL, prefix)
+    anyio.run(main)
 
 
 def test_a_slow_call_in_a_round_trip_fails_only_the_calls_not_yet_answered() -> None:
@@ -269,8 +257,7 @@ def test_a_slow_call_in_a_round_trip_fails_only_the_calls_not_yet_answered() -> 
         anyio.run(main)
 
 
-def test_a_call_queued_at_close_is_sent_and_calls_after_it_open_nothing() -> None:
-    prefix = unique_prefix()
+def test_a_call_queued_at_close_is_sent_and_calls_after_it_open_nothing(prefix: str) -> None:
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
@@ -286,10 +273,7 @@ def test_a_call_queued_at_close_is_sent_and_calls_after_it_open_nothing() -> Non
             await link.run(lambda r: r.get(key))
         assert link._client is None  # noqa: SLF001  (no client opened after the close)
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(SHARED_URL, prefix)
+    anyio.run(main)
 
 
 def test_scripts_redis_forgot_are_loaded_once_each_in_one_more_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,9 +301,8 @@ def test_scripts_redis_forgot_are_loaded_once_each_in_one_more_round_trip(monkey
         anyio.run(main)
 
 
-def test_a_script_redis_refuses_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_script_redis_refuses_is_logged_once(caplog: pytest.LogCaptureFixture, prefix: str) -> None:
     caplog.set_level(logging.WARNING, "switchman.state")
-    prefix = unique_prefix()
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
@@ -330,10 +313,7 @@ def test_a_script_redis_refuses_is_logged_once(caplog: pytest.LogCaptureFixture)
         assert link.up and link.errors == 3
         await link.aclose()
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(SHARED_URL, prefix)
+    anyio.run(main)
     lines = [r.getMessage() for r in caplog.records if "redis refused script" in r.getMessage()]
     assert len(lines) == 1 and "Unknown Redis command called from script" in lines[0], lines
 
@@ -363,10 +343,9 @@ def test_a_cluster_link_is_down_while_any_primary_is_lost() -> None:
         anyio.run(main)
 
 
-def test_an_idle_connection_redis_closed_is_dropped_and_the_next_call_opens_another() -> None:
+def test_an_idle_connection_redis_closed_is_dropped_and_the_next_call_opens_another(prefix: str) -> None:
     """Redis closes the link's idle connection (its `timeout` setting, here CLIENT KILL): the event loop sees the close,
     the connection is no longer offered, and the next call goes on a new one with the link up and no error counted."""
-    prefix = unique_prefix()
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
@@ -384,16 +363,12 @@ def test_an_idle_connection_redis_closed_is_dropped_and_the_next_call_opens_anot
         assert link.up and link.errors == 0
         await link.aclose()
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(SHARED_URL, prefix)
+    anyio.run(main)
 
 
-def test_a_connection_closed_mid_round_trip_takes_the_link_down_and_fails_its_callers() -> None:
+def test_a_connection_closed_mid_round_trip_takes_the_link_down_and_fails_its_callers(prefix: str) -> None:
     """The batches' connection is killed while a round trip waits on it: its callers get RedisUnavailable (no one is
     left waiting for a reply that will not come), the link goes down, and the watcher brings it back."""
-    prefix = unique_prefix()
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=2.0, ping_s=0.05)
@@ -413,16 +388,12 @@ def test_a_connection_closed_mid_round_trip_takes_the_link_down_and_fails_its_ca
         assert await link.command("ECHO", "again") == b"again"
         await link.aclose()
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(SHARED_URL, prefix)
+    anyio.run(main)
 
 
-def test_error_replies_fail_their_own_callers_only() -> None:
+def test_error_replies_fail_their_own_callers_only(prefix: str) -> None:
     """Redis refuses one command of a round trip (INCR of a word, a wrong number of arguments): those callers get
     RedisUnavailable with Redis's message, the others their replies, and the link stays up."""
-    prefix = unique_prefix()
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
@@ -436,16 +407,12 @@ def test_error_replies_fail_their_own_callers_only() -> None:
         assert link.up and link.errors == 2
         await link.aclose()
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(SHARED_URL, prefix)
+    anyio.run(main)
 
 
-def test_replies_split_over_several_reads_reach_their_callers_whole() -> None:
+def test_replies_split_over_several_reads_reach_their_callers_whole(prefix: str) -> None:
     """A reply arrives in pieces (a large value; here also bytes handed over one by one): each caller gets its whole
     reply once its last byte is read, in the order sent."""
-    prefix = unique_prefix()
     big = b"x" * (3 << 20)  # several reads of the socket
 
     async def main() -> None:
@@ -467,10 +434,7 @@ def test_replies_split_over_several_reads_reach_their_callers_whole() -> None:
         pipe.close()
         await link.aclose()
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(SHARED_URL, prefix)
+    anyio.run(main)
 
 
 def test_a_call_behind_a_round_trip_to_a_stalled_redis_fails_within_twice_the_timeout() -> None:
@@ -541,10 +505,9 @@ def test_a_close_with_a_round_trip_on_its_way_and_calls_behind_it_leaves_no_call
         anyio.run(main)
 
 
-def test_a_caller_cancelled_while_its_round_trip_is_on_its_way_leaves_the_others_their_replies() -> None:
+def test_a_caller_cancelled_while_its_round_trip_is_on_its_way_leaves_the_others_their_replies(prefix: str) -> None:
     """A caller gives up (its request was cancelled) while its call is on its way: the calls sharing its round trip
     and those queued behind it still get their replies, and the reply nobody waits for is read and dropped."""
-    prefix = unique_prefix()
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=1.0)
@@ -560,7 +523,4 @@ def test_a_caller_cancelled_while_its_round_trip_is_on_its_way_leaves_the_others
         assert await link.command("ECHO", "next") == b"next"  # the connection's replies are in step
         await link.aclose()
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(SHARED_URL, prefix)
+    anyio.run(main)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -13,16 +12,8 @@ from switchman._exceptions import BudgetLimitError
 from switchman.ledger import BudgetManager
 from switchman.routing import SessionState
 from switchman.state import RateLimit, RedisLink, RedisRateLimiter, RedisSessionStore, SharedBudgets
-from switchman.testing import forget_prefix, unique_prefix
 
 URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    prefix = unique_prefix()
-    yield prefix
-    forget_prefix(URL, prefix)
 
 
 async def _link(prefix: str) -> RedisLink:

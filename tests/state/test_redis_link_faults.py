@@ -1,4 +1,4 @@
-"""Review of the link's own read path (`Pipe`, `Trip`): error replies, misbehaving servers, stalls, leaks.
+"""The link's own read path (`Pipe`, `Trip`) against faults: error replies, misbehaving servers, stalls, leaks.
 
 A misbehaving Redis is a small asyncio server here: hiredis parses what the client sends (no hand-written protocol),
 the test says what goes back.
@@ -20,7 +20,7 @@ import pytest
 
 from switchman._exceptions import ConfigError
 from switchman.state import RedisLink, RedisUnavailable
-from switchman.testing import RedisServer, forget_prefix, unique_prefix
+from switchman.testing import RedisServer
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
 
@@ -86,11 +86,9 @@ def handshake_then(answer: Answer) -> Answer:
     b"-NOAUTH Authentication required.\r\n",
 ])
 def test_an_error_reply_redis_py_maps_to_a_connection_error_fails_its_caller(error: bytes) -> None:
-    """BUG: hiredis's `replyError` (redis-py's `parse_error`) turns -LOADING / -NOAUTH into BusyLoadingError /
-    AuthenticationError, subclasses of redis's ConnectionError, not of ResponseError. `Trip._deliver` only treats a
-    ResponseError as an error: the exception object is handed to the caller as the *reply* (a rate limit's
-    `admitted, wait, ... = await link.eval(...)` then raises TypeError: a 500). On main, redis-py's read_response
-    raised it: RedisUnavailable and the link down."""
+    """-LOADING / -NOAUTH come out of hiredis as BusyLoadingError / AuthenticationError, subclasses of redis's
+    ConnectionError, not of ResponseError: the caller gets RedisUnavailable and the link goes down, never the
+    exception object as its reply (a rate limit's `admitted, wait, ... = await link.eval(...)` would raise a 500)."""
     async def main() -> None:
         async with fake_redis(handshake_then(lambda _: error)) as url:
             link = RedisLink(url, timeout_s=0.5, ping_s=5.0)
@@ -108,8 +106,7 @@ def test_an_error_reply_redis_py_maps_to_a_connection_error_fails_its_caller(err
 
 
 def test_a_rate_limit_falls_back_when_redis_is_loading() -> None:
-    """BUG (the consequence of the one above at a caller): a rate limit admitted while Redis answers -LOADING must
-    fall back to the local limiter, not raise TypeError (a 500)."""
+    """A rate limit admitted while Redis answers -LOADING falls back to the local limiter (no TypeError, no 500)."""
     from switchman.state._limits import RateLimit  # noqa: PLC2701
     from switchman.state._redis_limits import RedisRateLimiter  # noqa: PLC2701
 
@@ -135,11 +132,9 @@ PUSH = b">3\r\n$9\r\nMIGRATING\r\n:1\r\n:15\r\n"
 
 
 def test_a_resp3_push_frame_between_replies_is_not_taken_for_a_reply() -> None:
-    """BUG: redis-py 8 connects with HELLO 3 (RESP3 is its default), so Redis may send push frames (`>`) between
-    replies. hiredis hands them out as replies (a `hiredis.PushNotification`) and `Pipe.data_received` gives each to
-    the next caller: every caller after it in the round trip gets its neighbour's reply (the worst failure of a
-    batch). redis-py's own reader (main's path) skips pushes. Expected: pushes dropped (or handed to redis-py's push
-    handler), every caller its own reply."""
+    """RESP3 (redis-py 8's default) lets Redis send push frames (`>`) between replies; hiredis hands them out like
+    replies. They are dropped, as redis-py's reader skips them: taken for a reply, every caller after one in the
+    round trip would get its neighbour's reply."""
     def answer(words: list[bytes]) -> bytes:
         reply = b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
         return PUSH + reply if words[1] == b"a" else reply
@@ -159,11 +154,10 @@ def test_a_resp3_push_frame_between_replies_is_not_taken_for_a_reply() -> None:
     anyio.run(main)
 
 
-def test_an_invalidation_pushed_by_a_real_redis_mid_round_trip_is_not_taken_for_a_reply() -> None:
+def test_an_invalidation_pushed_by_a_real_redis_mid_round_trip_is_not_taken_for_a_reply(prefix: str) -> None:
     """The same on the shared Redis (7.0): the batches' connection tracks keys (CLIENT TRACKING ON, as a managed
     Redis's maintenance notifications would push unasked), and a round trip's SET of a key its GET read makes Redis
     push an invalidation between two replies: the ECHO after it must still get its own reply."""
-    prefix = unique_prefix()
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5, ping_s=5.0)
@@ -179,31 +173,22 @@ def test_an_invalidation_pushed_by_a_real_redis_mid_round_trip_is_not_taken_for_
         finally:
             await link.aclose()
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(SHARED_URL, prefix)
+    anyio.run(main)
 
 
 def test_without_hiredis_the_link_is_refused_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:
-    """BUG (low): `Pipe` needs hiredis (its Reader) but the link checks only `redis.asyncio` at construction (and
-    `pack` is written to work without hiredis). Without hiredis every batched call raises ImportError from `_open`:
-    not a redis failure, so `Trip.fail` hands it to the callers as is (a 500 per request) and the link stays up.
-    Refuse at startup instead, with the message that says what to install."""
+    """`Pipe` needs hiredis's Reader: without hiredis the link is a ConfigError at startup saying what to install,
+    not an ImportError in every batched call (a 500 per request with the link still up)."""
     monkeypatch.setitem(sys.modules, "hiredis", None)  # `import hiredis` raises ImportError
     with pytest.raises(ConfigError, match="switchman\\[redis\\]"):
         RedisLink(SHARED_URL)
 
 
 def test_a_connection_lost_while_the_event_loop_is_busy_is_opened_again() -> None:
-    """BUG (pre-existing on main, kept by the branch): the round trip's one timer bounds the new connection's connect
-    and handshake too (TCP connect, HELLO, CLIENT MAINT_NOTIFICATIONS, CLIENT SETINFO: four or more turns of the
-    event loop) and `Trip.fail` cancels the opening on a timeout. With a loop that spends 20 ms a turn (requests'
-    CPU) a call on an open connection is answered (one turn), but once the connection is lost (Redis's idle timeout,
-    or any timed-out round trip: `fail` closes it) no new one ever opens: every call fails after its timeout, while
-    the pings keep `switchman_redis_up` at 1. `_open` already parks a connection whose round trip failed meanwhile
-    (`if trip.over: self._idle.append(pipe)`) but the cancel makes that branch dead. Fix: let the opening finish under
-    its own bound (as the ping's, max(timeout_s, 0.5)), one at a time, and park it for the next round trip."""
+    """A connection's opening (TCP connect and handshake: several turns of the event loop) ends under its own bound
+    (max(timeout_s, 0.5), as the ping's), one at a time, and is parked for the next round trip: with a loop that
+    spends 20 ms a turn, a round trip's timeout that cancelled the opening would leave no connection ever opened,
+    every call failing while the pings keep `switchman_redis_up` at 1."""
     import time
 
     async def main() -> None:
@@ -250,13 +235,10 @@ def _restart_in_place(url: str) -> None:
 
 
 def test_a_redis_restarted_between_two_pings_while_the_link_is_idle_is_resynced() -> None:
-    """BUG (pre-existing on main, kept by the branch): Redis restarts between two pings while the link is idle (here,
-    so that no ping falls in the gap, its data flushed and every client's connection closed at once, as a restart
-    without persistence leaves it: `kill` + `start` shows the same unless a ping happens to land in the gap). The link's own connection is dropped quietly (`usable`
-    False), redis-py's pool reconnects for the next ping, so the link never goes down: no log line, no resync (budget
-    counters are not rebuilt from the ledger) and `switchman_redis_up` stays 1 over a Redis that lost every key. Fix:
-    the watcher notices a new Redis (a marker key the resync writes and each ping reads, which also covers FLUSHALL and
-    a failover to an empty replica; or INFO's run_id) and takes the link down and up again."""
+    """Redis restarts between two pings while the link is idle (here its data flushed and every client's connection
+    closed at once, as a restart without persistence leaves it, so no ping falls in the gap): redis-py's pool
+    reconnects quietly, but the watcher's read of the marker finds it gone, so the link goes down, logs it, resyncs
+    (budget counters rebuilt from the ledger) and comes back up."""
     with RedisServer() as server:
         async def main() -> None:
             link = RedisLink(server.url, timeout_s=0.2, ping_s=0.1)
@@ -282,10 +264,9 @@ def test_a_redis_restarted_between_two_pings_while_the_link_is_idle_is_resynced(
 
 # -- probes that pass: kept as regression tests for the worst failure modes ---------------------------------------
 
-def test_a_reply_read_after_its_round_trip_timed_out_never_reaches_a_later_caller() -> None:
+def test_a_reply_read_after_its_round_trip_timed_out_never_reaches_a_later_caller(prefix: str) -> None:
     """A round trip [ECHO, BLPOP 0.3 s, ECHO] times out at 0.1 s: the connection is discarded, so neither the BLPOP's
     late nil nor anything else on it is handed to the callers of the round trips after it."""
-    prefix = unique_prefix()
 
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.1, ping_s=5.0)
@@ -300,10 +281,7 @@ def test_a_reply_read_after_its_round_trip_timed_out_never_reaches_a_later_calle
         assert link.up
         await link.aclose()
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(SHARED_URL, prefix)
+    anyio.run(main)
 
 
 def test_replies_split_at_every_byte_by_the_server_reach_their_callers_whole() -> None:
