@@ -421,6 +421,7 @@ def main() -> int:
                                              "placement", "hedge", "costs"])
     parser.add_argument("--algorithm", default="ensemble", help="lmo: the predictor of the routers trained")
     parser.add_argument("--triples", type=int, default=8, help="hedge: random triples of models held out")
+    parser.add_argument("--folds", type=int, default=3, help="hedge: prompt folds (the inner routers train on the rest)")
     args = parser.parse_args()
     from switchman._threads import limit_blas_threads
 
@@ -432,7 +433,7 @@ def main() -> int:
     if args.what == "lmo":
         lmo(algorithm=args.algorithm)
     elif args.what == "hedge":
-        hedge(triples=args.triples)
+        hedge(triples=args.triples, folds=args.folds)
     else:
         {"selection": selection, "final": final, "lodo": lodo, "bundled": bundled, "identity": identity,
          "nested": nested, "placement": placement, "costs": costs}[args.what]()
