@@ -64,13 +64,14 @@ def calibration(router: TrainedRouter, models: tuple[str, ...], specs: Any,
     return "plain", result
 
 
-def measure(router: TrainedRouter, table: Any, best: int, specs: Any) -> dict[str, Any]:
-    """The route over `table`'s models calibrated as serving does, applied to `table`: relative quality and cost,
-    gpt-4's share, and what the calibration expected."""
-    used, result = calibration(router, table.models, specs)
+def measure(router: TrainedRouter, table: Any, best: int, specs: Any, hedge: float = PLACEMENT_HEDGE) -> dict[str, Any]:
+    """The route over `table`'s models calibrated as serving does (at placement hedge `hedge`), applied to `table`:
+    relative quality and cost, gpt-4's share, and what the calibration expected."""
+    used, result = calibration(router, table.models, specs, hedge)
     pred = predict_with_router(router, table, name="gap")
     chosen = result.knob.choose(pred.quality, pred.cost, router.rule, prompt_draws(table.prompts))
-    assert np.array_equal(chosen, pred.chosen), "calibration() must reproduce route_knob"
+    if hedge == PLACEMENT_HEDGE:
+        assert np.array_equal(chosen, pred.chosen), "calibration() must reproduce route_knob"
     rows = np.arange(len(table))
     rel_q = float(np.mean(table.quality[rows, chosen]) / np.mean(table.quality[:, best]))
     rel_c = float(np.mean(table.cost_usd[rows, chosen]) / np.mean(table.cost_usd[:, best]))
@@ -113,7 +114,7 @@ def cv(which: str, triples: int, folds: int = 3) -> None:
     print(f"| **mean** | {q:.1%} | {c:.1%} |")
 
 
-def test(triples: int = 5, cv_routers: bool = False) -> None:
+def test(triples: int = 5, cv_routers: bool = False, hedge: float = PLACEMENT_HEDGE) -> None:
     """The `lmo` routers (or, with `cv_routers`, the CV's inner routers of `cv --draw test`: a diagnostic that
     separates the training-set size from the split) on the test split. Nothing is chosen from these numbers."""
     from switchman.evaluate._evaluation import EvalPlan, _overlap
@@ -121,11 +122,13 @@ def test(triples: int = 5, cv_routers: bool = False) -> None:
     everything = load_data([DATA / RB])
     train_best = everything.where_split("train").complete()
     best_name = train_best.models[int(np.argmax(np.nanmean(train_best.quality, axis=0)))]
-    print(f"\n### the {'CV inner' if cv_routers else '`lmo`'} routers on the test split (reference {best_name})\n\n"
+    print(f"\n### the {'CV inner' if cv_routers else '`lmo`'} routers on the test split (reference {best_name}; "
+          f"k = {hedge:g})\n\n"
           "| held out | k used | expected (pop.) | quality | cost | gpt-4 share |\n|---|---|---:|---:|---:|---:|")
     paths = [(held, CACHE / f"test-{i}-{f}.safetensors") for i, held in enumerate(draws("test", triples))
              for f in range(3)] if cv_routers else [
         (held, OUT / f"lmo-ensemble-{i}.safetensors") for i, held in enumerate(draws("test", triples))]
+    results = []
     for held, path in paths:
         router = TrainedRouter.load(path)
         table = everything.where_split("test").complete()
@@ -133,9 +136,12 @@ def test(triples: int = 5, cv_routers: bool = False) -> None:
         names = dict(zip(router.model_names, router.models, strict=True))
         fitted = fit_prices(table)
         prices = {m: router.prices[names[m]] if m in names else fitted[m] for m in table.models}
-        r = measure(router, table, table.models.index(best_name), _data_specs(table.models, prices))
+        r = measure(router, table, table.models.index(best_name), _data_specs(table.models, prices), hedge)
         print(f"| {short(held)} | {r['used']}{'' if r['met'] else ' (unmet)'} | {r['expected']:.1%} | "
               f"{r['rel_q']:.1%} | {r['rel_c']:.1%} | {r['gpt4_share']:.1%} |", flush=True)
+        results.append((r["rel_q"], r["rel_c"]))
+    q, c = np.mean(results, axis=0)
+    print(f"| **mean of {len(results)}** | | | {q:.1%} | {c:.1%} | |")
 
 
 def main() -> int:
@@ -143,6 +149,7 @@ def main() -> int:
     parser.add_argument("what", choices=["cv", "test", "cvtest"])
     parser.add_argument("--draw", choices=["test", "hedge"], default="test")
     parser.add_argument("--triples", type=int, default=5)
+    parser.add_argument("--hedge", type=float, default=PLACEMENT_HEDGE, help="test/cvtest: the placement hedge's k")
     parser.add_argument("--folds", type=int, default=3, help="cv: prompt folds (the inner routers train on the rest)")
     args = parser.parse_args()
     from switchman._threads import limit_blas_threads
@@ -151,7 +158,7 @@ def main() -> int:
     if args.what == "cv":
         cv(args.draw, args.triples, args.folds)
     else:
-        test(args.triples, cv_routers=args.what == "cvtest")
+        test(args.triples, cv_routers=args.what == "cvtest", hedge=args.hedge)
     return 0
 
 
