@@ -4,9 +4,10 @@ Runs itself twice under `valgrind --tool=callgrind --separate-threads=yes` (once
 once large, same batch size) and reports the difference divided by the difference in rows, so start-up,
 imports and table creation cancel out. Each run records rows in groups of `--group` and flushes each
 group (one committed batch, as a gateway's writer commits every 50 ms), into a fresh SQLite file.
-"main" is the recording thread (`record()` and the flush wait), "writer" the ledger's writer thread.
+`--pooled 2` first puts two connections in the engine's pool, as a dashboard read overlapping a write
+does. "main" is the recording thread (`record()` and the flush wait), "writer" the ledger's writer thread.
 
-    python benchmarks/callgrind_ledger.py [--rows 200 1000] [--group 40] [--keep DIR]
+    python benchmarks/callgrind_ledger.py [--rows 200 1000] [--group 40] [--pooled 2] [--keep DIR]
     python benchmarks/callgrind_ledger.py --child 1000 --group 40   # one run, no valgrind (what it runs)
 """
 
@@ -17,13 +18,14 @@ import re
 import subprocess
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def child(rows: int, group: int, url: str | None) -> None:
-    """Record `rows` rows, flushed every `group` (the measured work)."""
+def child(rows: int, group: int, url: str | None, pooled: int) -> None:
+    """Record `rows` rows, flushed every `group` (the measured work); `pooled` connections in the pool first."""
     from bench_ledger import make_records
 
     from switchman.ledger import Ledger
@@ -31,6 +33,10 @@ def child(rows: int, group: int, url: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger(url or f"sqlite:///{Path(tmp) / 'ledger.sqlite3'}", max_queued=rows + 1)
         ledger.count()  # tables made before the writer starts
+        if pooled > 1:  # as after a dashboard read overlapped a write: the pool holds several connections
+            with ExitStack() as stack:
+                for _ in range(pooled):
+                    stack.enter_context(ledger._engine.connect())
         records = make_records(rows)
         ledger.start_sync()
         for first in range(0, rows, group):
@@ -55,10 +61,10 @@ def totals(out_dir: Path, pid_prefix: str) -> dict[str, int]:
     return {"main": main, "writer": writer, "total": main + sum(per_thread.values())}
 
 
-def run(rows: int, group: int, out_dir: Path, url: str | None) -> dict[str, int]:
+def run(rows: int, group: int, out_dir: Path, url: str | None, pooled: int) -> dict[str, int]:
     prefix = f"callgrind.{rows}"
     cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out_dir / prefix}.%p",
-           sys.executable, __file__, "--child", str(rows), "--group", str(group)]
+           sys.executable, __file__, "--child", str(rows), "--group", str(group), "--pooled", str(pooled)]
     if url:
         cmd += ["--url", url]
     subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
@@ -70,16 +76,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs=2, default=(200, 1000), metavar=("FEW", "MANY"))
     parser.add_argument("--group", type=int, default=40, help="rows per committed batch")
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--pooled", type=int, default=1, help="connections in the engine's pool before writing")
     parser.add_argument("--url", default=None, help="a ledger URL instead of a fresh SQLite file")
     parser.add_argument("--keep", type=Path, default=None, help="keep callgrind's files here (for callgrind_annotate)")
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.group, args.url)
+        child(args.child, args.group, args.url, args.pooled)
         return
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = args.keep or Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
-        few, many = (run(n, args.group, out_dir, args.url) for n in args.rows)
+        few, many = (run(n, args.group, out_dir, args.url, args.pooled) for n in args.rows)
     rows = args.rows[1] - args.rows[0]
     print(f"callgrind: {args.group} rows per committed batch, instructions per row ({args.rows[1]} - {args.rows[0]} rows)")
     for name in ("main", "writer", "total"):
