@@ -7,7 +7,7 @@ group (one committed batch, as a gateway's writer commits every 50 ms), into a f
 `--pooled 2` first puts two connections in the engine's pool, as a dashboard read overlapping a write
 does. "main" is the recording thread (`record()` and the flush wait), "writer" the ledger's writer thread.
 
-    python benchmarks/callgrind_ledger.py [--rows 200 1000] [--group 40] [--pooled 2] [--keep DIR]
+    python benchmarks/callgrind_ledger.py [--rows 200 1000] [--group 40] [--pooled 2] [--like gateway] [--keep DIR]
     python benchmarks/callgrind_ledger.py --child 1000 --group 40   # one run, no valgrind (what it runs)
 """
 
@@ -18,13 +18,31 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def child(rows: int, group: int, url: str | None, pooled: int) -> None:
+def gateway_records(n: int) -> list[Any]:
+    """Rows like bench_hotpath's: the static `cheapest` route, no agent, session or key, random request ids."""
+    from switchman.ledger import LedgerRecord
+
+    now = time.time()
+    return [
+        LedgerRecord(time=now, request_id=uuid.uuid4().hex, route="default", model="small",
+                     reason="cheapest of 2 candidates", strategy="cheapest", candidates=("small", "large"),
+                     input_tokens=21, output_tokens=12, cost_usd=4.5e-06, baseline_cost_usd=0.000225,
+                     latency_ms=1.8, status="ok", fallback_chain=("small",), api="chat.completions",
+                     deployment="small", scores=(("small", None, 4.5e-06), ("large", None, 0.000225)))
+        for _ in range(n)
+    ]
+
+
+def child(rows: int, group: int, url: str | None, pooled: int, like: str) -> None:
     """Record `rows` rows, flushed every `group` (the measured work); `pooled` connections in the pool first."""
     from bench_ledger import make_records
 
@@ -37,7 +55,7 @@ def child(rows: int, group: int, url: str | None, pooled: int) -> None:
             with ExitStack() as stack:
                 for _ in range(pooled):
                     stack.enter_context(ledger._engine.connect())
-        records = make_records(rows)
+        records = make_records(rows) if like == "agents" else gateway_records(rows)
         ledger.start_sync()
         for first in range(0, rows, group):
             for rec in records[first:first + group]:
@@ -61,10 +79,10 @@ def totals(out_dir: Path, pid_prefix: str) -> dict[str, int]:
     return {"main": main, "writer": writer, "total": main + sum(per_thread.values())}
 
 
-def run(rows: int, group: int, out_dir: Path, url: str | None, pooled: int) -> dict[str, int]:
+def run(rows: int, group: int, out_dir: Path, url: str | None, pooled: int, like: str) -> dict[str, int]:
     prefix = f"callgrind.{rows}"
     cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out_dir / prefix}.%p",
-           sys.executable, __file__, "--child", str(rows), "--group", str(group), "--pooled", str(pooled)]
+           sys.executable, __file__, "--child", str(rows), "--group", str(group), "--pooled", str(pooled), "--like", like]
     if url:
         cmd += ["--url", url]
     subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
@@ -76,19 +94,21 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs=2, default=(200, 1000), metavar=("FEW", "MANY"))
     parser.add_argument("--group", type=int, default=40, help="rows per committed batch")
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--like", choices=("agents", "gateway"), default="agents",
+                        help="bench_ledger's rows (agent, session, key, tags) or bench_hotpath's (none of those)")
     parser.add_argument("--pooled", type=int, default=1, help="connections in the engine's pool before writing")
     parser.add_argument("--url", default=None, help="a ledger URL instead of a fresh SQLite file")
     parser.add_argument("--keep", type=Path, default=None, help="keep callgrind's files here (for callgrind_annotate)")
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.group, args.url, args.pooled)
+        child(args.child, args.group, args.url, args.pooled, args.like)
         return
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = args.keep or Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
-        few, many = (run(n, args.group, out_dir, args.url, args.pooled) for n in args.rows)
+        few, many = (run(n, args.group, out_dir, args.url, args.pooled, args.like) for n in args.rows)
     rows = args.rows[1] - args.rows[0]
-    print(f"callgrind: {args.group} rows per committed batch, instructions per row ({args.rows[1]} - {args.rows[0]} rows)")
+    print(f"callgrind: {args.like} rows, {args.group} per committed batch, instructions per row ({args.rows[1]} - {args.rows[0]} rows)")
     for name in ("main", "writer", "total"):
         print(f"  {name:7s} {(many[name] - few[name]) / rows:>10,.0f}")
 

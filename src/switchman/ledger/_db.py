@@ -11,7 +11,6 @@ URLs: ``sqlite:///relative/path``, ``sqlite:////absolute/path`` (WAL mode, busy 
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -232,25 +231,6 @@ def display_url(url: str) -> str:
     return _driver_url(url).render_as_string(hide_password=True)
 
 
-def _null(_value: None) -> None:
-    return None
-
-
-def _bind_none_and_bool_cheaply() -> None:
-    """Give sqlite3 adapters for None and bool, so binding them stops costing ~1 µs each.
-
-    Python's sqlite3 binds int, float, str and bytes as they are but sends every other value (None and
-    bool too) through its adapter lookup, which, when no adapter is registered, ends in a failed
-    attribute lookup on its protocol type that formats and discards an AttributeError: about half of
-    the writer's CPU per ledger row (a dozen NULLs and two booleans each). With an adapter found in the
-    registry, the lookup stops there. What is stored does not change: None is still bound as NULL and a
-    bool as the integer it is (sqlite3 binds any int subclass as an integer). The registry is the
-    process's, so every sqlite3 connection gets the same (unchanged) behaviour at the same lower cost.
-    """
-    sqlite3.register_adapter(type(None), _null)
-    sqlite3.register_adapter(bool, int)
-
-
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -284,7 +264,6 @@ def create_ledger_engine(url: str) -> Engine:
         if not database or database == ":memory:":
             raise ValueError("the ledger needs a SQLite file, not an in-memory database: use sqlite:///path")
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        _bind_none_and_bool_cheaply()
         # LIFO: the writer gets back the connection it used last, whose page cache is still valid; FIFO handed it
         # the other one once a dashboard read had overlapped a write, and SQLite re-read every page it touched.
         engine = create_engine(
