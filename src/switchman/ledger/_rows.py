@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from itertools import chain
 from json.encoder import encode_basestring as _quote
 from typing import Any
 
@@ -116,8 +117,15 @@ def decode(row: Any) -> LedgerRecord:
     return LedgerRecord(**values)
 
 
+#: Rows per INSERT statement on SQLite: one statement of several VALUES rows costs a third less per row than
+#: a statement per row (its reset, step and GIL round trip once per chunk). 8 rows are 264 parameters, under
+#: the 999 that SQLite builds before 3.32 allow.
+SQLITE_CHUNK = 8
+
+
 class BulkInsert:
-    """Inserts encoded rows in one transaction: `executemany` on SQLite, `COPY` on Postgres."""
+    """Inserts encoded rows in one transaction: `executemany` on SQLite (`SQLITE_CHUNK` rows a statement), `COPY`
+    on Postgres."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -130,7 +138,9 @@ class BulkInsert:
             self._sql = f"COPY {REQUESTS.name} ({columns}) FROM STDIN"
         else:
             placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-            self._sql = f"INSERT INTO {REQUESTS.name} ({columns}) VALUES ({', '.join([placeholder] * len(FIELDS))})"
+            values = f"({', '.join([placeholder] * len(FIELDS))})"
+            self._sql = f"INSERT INTO {REQUESTS.name} ({columns}) VALUES {values}"
+            self._chunked = f"INSERT INTO {REQUESTS.name} ({columns}) VALUES {', '.join([values] * SQLITE_CHUNK)}"
 
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
@@ -146,7 +156,12 @@ class BulkInsert:
                     for row in rows:
                         copy.write_row(row)
             else:
-                conn.exec_driver_sql(self._sql, list(rows))
+                whole = len(rows) - len(rows) % SQLITE_CHUNK  # rows keep their order, so their ids too
+                if whole:
+                    conn.exec_driver_sql(self._chunked, [
+                        tuple(chain.from_iterable(rows[i:i + SQLITE_CHUNK])) for i in range(0, whole, SQLITE_CHUNK)])
+                if whole < len(rows):
+                    conn.exec_driver_sql(self._sql, list(rows[whole:]))
             if then is not None:
                 then(conn)
 
