@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from itertools import chain
 from json.encoder import encode_basestring as _quote
 from typing import Any
 
@@ -135,15 +134,8 @@ def decode(row: Any) -> LedgerRecord:
     return LedgerRecord(**values)
 
 
-#: Rows per INSERT statement on SQLite: one statement of several VALUES rows costs a third less per row than
-#: a statement per row (its reset, step and GIL round trip once per chunk). 8 rows are 264 parameters, under
-#: the 999 that SQLite builds before 3.32 allow.
-SQLITE_CHUNK = 8
-
-
 class BulkInsert:
-    """Inserts encoded rows in one transaction: `executemany` on SQLite (`SQLITE_CHUNK` rows a statement), `COPY`
-    on Postgres."""
+    """Inserts encoded rows in one transaction: `executemany` on SQLite, `COPY` on Postgres."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -156,9 +148,7 @@ class BulkInsert:
             self._sql = f"COPY {REQUESTS.name} ({columns}) FROM STDIN"
         else:
             placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-            values = f"({', '.join([placeholder] * len(FIELDS))})"
-            self._sql = f"INSERT INTO {REQUESTS.name} ({columns}) VALUES {values}"
-            self._chunked = f"INSERT INTO {REQUESTS.name} ({columns}) VALUES {', '.join([values] * SQLITE_CHUNK)}"
+            self._sql = f"INSERT INTO {REQUESTS.name} ({columns}) VALUES ({', '.join([placeholder] * len(FIELDS))})"
 
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
@@ -174,12 +164,7 @@ class BulkInsert:
                     for row in rows:
                         copy.write_row(row)
             else:
-                whole = len(rows) - len(rows) % SQLITE_CHUNK  # rows keep their order, so their ids too
-                if whole:
-                    conn.exec_driver_sql(self._chunked, [
-                        tuple(chain.from_iterable(rows[i:i + SQLITE_CHUNK])) for i in range(0, whole, SQLITE_CHUNK)])
-                if whole < len(rows):
-                    conn.exec_driver_sql(self._sql, list(rows[whole:]))
+                conn.exec_driver_sql(self._sql, list(rows))
             if then is not None:
                 then(conn)
 
