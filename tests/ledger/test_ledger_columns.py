@@ -68,3 +68,35 @@ def test_creating_the_tables_waits_out_a_lock_held_past_the_busy_timeout(tmp_pat
     tables = {row[0] for row in reader.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     reader.close()
     assert {"switchman_requests", "other"} <= tables
+
+
+def test_missing_values_are_stored_as_null_and_flags_as_booleans(
+    db_url: str, open_ledger: Callable[..., Ledger]
+) -> None:
+    """The writer binds SQLite's missing values as NaN and flags as 1/0 (cheaper for Python's sqlite3): what is
+    stored is still NULL and the flag, on both backends, and a NaN in a required column is still refused."""
+    from sqlalchemy import select
+
+    from switchman.ledger._db import REQUESTS
+
+    ledger = open_ledger(db_url)
+    ledger.record(LedgerRecord(request_id="bare"))
+    ledger.record(LedgerRecord(request_id="full", agent="a", session="s", key_id="k", error="boom", cluster=3,
+                               ttft_ms=1.5, tokens_estimated=True, escalated=True, scores=(("m", 0.5, None),),
+                               excluded=(("x", "price"),)))
+    ledger.record(LedgerRecord(request_id="bad", cost_usd=float("nan")))
+    ledger.flush_sync()
+    assert ledger.stats.discarded == (1 if db_url.startswith("sqlite") else 0)  # SQLite has no NaN: NOT NULL refuses it
+    optional = [c for c in REQUESTS.columns if c.nullable and c.name not in ("candidates", "fallback_chain", "tags")]
+    with ledger._engine.connect() as conn:
+        bare = conn.execute(select(*optional).where(REQUESTS.c.request_id == "bare")).one()
+        flags = conn.execute(select(REQUESTS.c.tokens_estimated, REQUESTS.c.escalated)
+                             .order_by(REQUESTS.c.id).where(REQUESTS.c.request_id.in_(("bare", "full")))).all()
+    assert dict(zip([c.name for c in optional], bare, strict=True)) == {c.name: None for c in optional} | {
+        "escalated": False}
+    assert [tuple(f) for f in flags] == [(False, False), (True, True)]
+    full = ledger.find("full")
+    assert full is not None and (full.agent, full.session, full.key_id, full.error, full.cluster, full.ttft_ms) == \
+        ("a", "s", "k", "boom", 3, 1.5)
+    assert (full.tokens_estimated, full.escalated, full.scores, full.excluded) == \
+        (True, True, (("m", 0.5, None),), (("x", "price"),))

@@ -264,9 +264,12 @@ def create_ledger_engine(url: str) -> Engine:
         if not database or database == ":memory:":
             raise ValueError("the ledger needs a SQLite file, not an in-memory database: use sqlite:///path")
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # LIFO: the writer gets back the connection it used last, whose page cache is still valid; FIFO handed it
+        # the other one once a dashboard read had overlapped a write, and SQLite re-read every page it touched.
         engine = create_engine(
             parsed.set(database=str(Path(database).expanduser())),
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+            pool_use_lifo=True,
         )
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine

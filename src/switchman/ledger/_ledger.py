@@ -268,12 +268,12 @@ class Ledger:
         try:
             while True:
                 if not self._pending:
-                    queue, pending = self._queue, self._pending
+                    queue, pending, null = self._queue, self._pending, self._insert.null
                     while queue and len(pending) < self._batch_size:
                         rec = queue.popleft()
                         self._taken += 1
                         try:
-                            pending.append((encode(rec), fact(rec)))
+                            pending.append((encode(rec, null), fact(rec)))
                         except (AttributeError, TypeError, ValueError) as exc:
                             self._discard(getattr(rec, "request_id", "?"), exc)
                 if not self._pending:
