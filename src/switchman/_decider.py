@@ -32,6 +32,7 @@ from .routing import (
     resolve_task,
     rule_matches,
 )
+from .routing._tasks import task_of
 
 if TYPE_CHECKING:
     from .learn import LearnedStrategy, ModelProfile, ScoreTable, TrainedRouter
@@ -208,8 +209,8 @@ class Decider:
         Resolved here, once, so the decision, the session, a shadow router and the ledger all see
         the same task.
         """
-        request = RouteRequest.from_messages(messages, count_tokens=count_tokens_for_routing, **context)
-        return replace(request, task=resolve_task(request))
+        return RouteRequest.from_messages(messages, count_tokens=count_tokens_for_routing, resolve_task=task_of,
+                                          **context)
 
     def route(
         self,
@@ -301,7 +302,7 @@ class Decider:
         route = self.config.routes[route_name]
         candidates = [self.models[name] for name in route.candidates]
         allow = set(agent.allow) if agent is not None and agent.allow is not None else None
-        deny = set(agent.deny) if agent is not None else set()
+        deny = set(agent.deny) if agent is not None else ()
         max_price = agent.max_price_usd if agent is not None and agent.max_price_usd is not None else route.max_price_usd
         policy = filter_candidates(request, candidates, allow=allow, deny=deny, max_price_usd=max_price)
         policy, set_aside = prefer_live(policy, unhealthy=unhealthy, ttft_ms=ttft_ms, max_ttft_ms=route.max_ttft_ms)
@@ -314,6 +315,9 @@ class Decider:
                     return Decision(model=rule.model, reason=f"agent {request.agent} rule {i}", strategy="rules",
                                     route=route_name, fallbacks=rest, excluded=policy.excluded)
         decision = self.strategy(route_name).decide(request, policy.eligible, context)
+        if not route.fallbacks and not set_aside and decision.route == route_name \
+                and decision.excluded == policy.excluded:
+            return decision  # the Decision below would be this one, field for field
         extra = tuple(
             f for f in dict.fromkeys((*route.fallbacks, *set_aside))
             if f != decision.model and f not in decision.fallbacks

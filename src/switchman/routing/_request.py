@@ -53,17 +53,6 @@ def message_text(message: Mapping[str, Any]) -> str:
     return ""
 
 
-def _count_images(messages: Sequence[Mapping[str, Any]]) -> int:
-    count = 0
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            count += sum(
-                1 for p in content if isinstance(p, Mapping) and p.get("type") in ("image_url", "image", "input_image")
-            )
-    return count
-
-
 @dataclass(frozen=True, slots=True)
 class RouteRequest:
     """One request as the router sees it."""
@@ -106,10 +95,34 @@ class RouteRequest:
         session: str | None = None,
         tags: Sequence[str] | frozenset[str] = (),
         task: str | None = None,
+        resolve_task: Callable[[str, tuple[Mapping[str, Any], ...], bool, frozenset[str]], str | None] | None = None,
     ) -> RouteRequest:
-        """Derive everything the core needs from a chat request (pure: the token counter is given)."""
-        texts = [message_text(m) for m in messages]
-        images = _count_images(messages)
+        """Derive everything the core needs from a chat request (pure: the token counter is given).
+
+        `resolve_task(prompt, messages, has_tools, tags)` gives the task when the caller gave none,
+        so the request is built once, its task already known (what `Decider.request` does).
+        """
+        texts: list[str] = []
+        images = 0
+        prompt: str | None = None  # the last user message with text
+        for message in messages:  # one pass: each message's text (as message_text) and images
+            content = message.get("content")
+            if isinstance(content, str):
+                text = content
+            elif isinstance(content, list):
+                text = "\n".join(
+                    part["text"] for part in content
+                    if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)
+                )
+                images += sum(
+                    1 for p in content
+                    if isinstance(p, Mapping) and p.get("type") in ("image_url", "image", "input_image")
+                )
+            else:
+                text = ""
+            texts.append(text)
+            if text and message.get("role") == "user":
+                prompt = text
         tool_tokens = sum(count_tokens(str(t)) for t in tools or ())
         input_tokens = (
             sum(count_tokens(t) for t in texts)
@@ -117,24 +130,29 @@ class RouteRequest:
             + _TOKENS_PER_IMAGE * images
             + tool_tokens
         )
-        user_texts = [t for m, t in zip(messages, texts, strict=True) if m.get("role") == "user" and t]
-        prompt = user_texts[-1] if user_texts else "\n".join(t for t in texts if t)
+        if prompt is None:
+            prompt = "\n".join(t for t in texts if t)
         if isinstance(response_format, Mapping):
             fmt: str | None = str(response_format.get("type")) if response_format.get("type") else None
         else:
             fmt = response_format
+        chat = tuple(messages)
+        has_tools = bool(tools)
+        tag_set = frozenset(tags)
+        if not task and resolve_task is not None:  # as `resolve_task(request)`: an empty task is none
+            task = resolve_task(prompt, chat, has_tools, tag_set)
         return cls(
-            messages=tuple(messages),
+            messages=chat,
             prompt=prompt,
             input_tokens=input_tokens,
             max_tokens=max_tokens,
-            has_tools=bool(tools),
+            has_tools=has_tools,
             has_images=images > 0,
             has_code=any(looks_like_code(t) for t in texts),
             response_format=fmt,
             agent=agent,
             session=session,
-            tags=frozenset(tags),
+            tags=tag_set,
             task=task,
         )
 
