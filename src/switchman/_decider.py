@@ -203,14 +203,27 @@ class Decider:
         for name in self.config.routes:
             self.strategy(name)
 
-    def request(self, messages: Sequence[Mapping[str, Any]], **context: Any) -> RouteRequest:
+    def request(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Any] | None = None,
+        response_format: Mapping[str, Any] | str | None = None,
+        max_tokens: int | None = None,
+        agent: str | None = None,
+        session: str | None = None,
+        tags: Sequence[str] | frozenset[str] = (),
+        task: str | None = None,
+    ) -> RouteRequest:
         """Derive the RouteRequest for a chat request, its task resolved (the caller's, else detected).
 
         Resolved here, once, so the decision, the session, a shadow router and the ledger all see
-        the same task.
+        the same task. (The context is spelled out rather than passed as **kwargs: a dict per call.)
         """
-        return RouteRequest.from_messages(messages, count_tokens=count_tokens_for_routing, resolve_task=task_of,
-                                          **context)
+        return RouteRequest.from_messages(
+            messages, count_tokens=count_tokens_for_routing, tools=tools, response_format=response_format,
+            max_tokens=max_tokens, agent=agent, session=session, tags=tags, task=task, resolve_task=task_of,
+        )
 
     def route(
         self,

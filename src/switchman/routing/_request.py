@@ -36,7 +36,7 @@ def looks_like_code(text: str) -> bool:
         "```" in text
         or (";" in text and _CODE_SEMICOLON.search(text) is not None)
         or _CODE_FIRST_LINE.match(text) is not None
-        or _CODE_LINE.search(text) is not None
+        or ("\n" in text and _CODE_LINE.search(text) is not None)  # `in`: no regex call for a single line
     )
 
 
@@ -104,8 +104,10 @@ class RouteRequest:
         """
         texts: list[str] = []
         images = 0
+        tokens = _TOKENS_PER_MESSAGE * len(messages)
+        has_code = False
         prompt: str | None = None  # the last user message with text
-        for message in messages:  # one pass: each message's text (as message_text) and images
+        for message in messages:  # one pass: each message's text (as message_text), images, tokens and code
             content = message.get("content")
             if isinstance(content, str):
                 text = content
@@ -121,19 +123,21 @@ class RouteRequest:
             else:
                 text = ""
             texts.append(text)
-            if text and message.get("role") == "user":
-                prompt = text
-        tool_tokens = sum(count_tokens(str(t)) for t in tools or ())
-        input_tokens = (
-            sum(count_tokens(t) for t in texts)
-            + _TOKENS_PER_MESSAGE * len(messages)
-            + _TOKENS_PER_IMAGE * images
-            + tool_tokens
-        )
+            tokens += count_tokens(text)
+            if text:
+                has_code = has_code or looks_like_code(text)
+                if message.get("role") == "user":
+                    prompt = text
+        input_tokens = tokens + _TOKENS_PER_IMAGE * images
+        if tools:
+            input_tokens += sum(count_tokens(str(t)) for t in tools)
         if prompt is None:
             prompt = "\n".join(t for t in texts if t)
-        if isinstance(response_format, Mapping):
-            fmt: str | None = str(response_format.get("type")) if response_format.get("type") else None
+        fmt: str | None
+        if response_format is None:  # the usual case, without an isinstance check against an ABC
+            fmt = None
+        elif isinstance(response_format, Mapping):
+            fmt = str(response_format.get("type")) if response_format.get("type") else None
         else:
             fmt = response_format
         chat = tuple(messages)
@@ -141,20 +145,10 @@ class RouteRequest:
         tag_set = frozenset(tags)
         if not task and resolve_task is not None:  # as `resolve_task(request)`: an empty task is none
             task = resolve_task(prompt, chat, has_tools, tag_set)
-        return cls(
-            messages=chat,
-            prompt=prompt,
-            input_tokens=input_tokens,
-            max_tokens=max_tokens,
-            has_tools=has_tools,
-            has_images=images > 0,
-            has_code=any(looks_like_code(t) for t in texts),
-            response_format=fmt,
-            agent=agent,
-            session=session,
-            tags=tag_set,
-            task=task,
-        )
+        # Positional, in field order: a frozen dataclass sets each field with object.__setattr__, and
+        # keywords cost a quarter more again (this runs for every request).
+        return cls(chat, prompt, input_tokens, max_tokens, has_tools, images > 0, has_code, fmt, agent, session,
+                   tag_set, task)
 
     @classmethod
     def from_prompt(cls, prompt: str, *, count_tokens: Callable[[str], int], **context: Any) -> RouteRequest:

@@ -68,10 +68,10 @@ def _by_cost(
 ) -> list[Priced]:
     """Cheapest first; among equally cheap, the faster (live TTFT), then the larger window, then the name."""
     ctx = context or DecisionContext()
-    keyed = sorted(
+    keyed = sorted([  # i: equal keys keep their order (as a stable sort does), and specs are never compared
         (estimated_cost(s, request), expected_ttft_ms(s, ctx), -(s.context_window or 0), s.name, i, s)
-        for i, s in enumerate(candidates)  # i: equal keys keep their order (a stable sort), specs are never compared
-    )
+        for i, s in enumerate(candidates)
+    ])
     return [(k[5], k[0]) for k in keyed]
 
 
@@ -84,13 +84,10 @@ def _decision(
     context: DecisionContext,
 ) -> Decision:
     name = chosen.name
-    return Decision(
-        model=name,
-        reason=reason,
-        strategy=strategy,
-        route=context.route,
-        candidates=tuple(CandidateScore(s.name, None, cost) for s, cost in ranked),
-        fallbacks=tuple(s.name for s, _ in ranked if s.name != name),
+    return Decision(  # positional (model, reason, strategy, route, candidates, fallbacks): once per request
+        name, reason, strategy, context.route,
+        tuple([CandidateScore(s.name, None, cost) for s, cost in ranked]),
+        tuple([s.name for s, _ in ranked if s.name != name]),
     )
 
 
