@@ -319,7 +319,7 @@ class Decider:
         max_price = agent.max_price_usd if agent is not None and agent.max_price_usd is not None else route.max_price_usd
         policy = filter_candidates(request, candidates, allow=allow, deny=deny, max_price_usd=max_price)
         policy, set_aside = prefer_live(policy, unhealthy=unhealthy, ttft_ms=ttft_ms, max_ttft_ms=route.max_ttft_ms)
-        context = DecisionContext(route=route_name, random_value=draw, ttft_ms=ttft_ms or {})
+        context = DecisionContext(route_name, draw, ttft_ms or {})  # (route, random_value, ttft_ms)
         if agent is not None:
             eligible = {s.name for s in policy.eligible}
             for i, rule in enumerate(agent.rules):
