@@ -32,6 +32,7 @@ from .routing import (
     resolve_task,
     rule_matches,
 )
+from .routing._tasks import task_of
 
 if TYPE_CHECKING:
     from .learn import LearnedStrategy, ModelProfile, ScoreTable, TrainedRouter
@@ -202,14 +203,27 @@ class Decider:
         for name in self.config.routes:
             self.strategy(name)
 
-    def request(self, messages: Sequence[Mapping[str, Any]], **context: Any) -> RouteRequest:
+    def request(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Any] | None = None,
+        response_format: Mapping[str, Any] | str | None = None,
+        max_tokens: int | None = None,
+        agent: str | None = None,
+        session: str | None = None,
+        tags: Sequence[str] | frozenset[str] = (),
+        task: str | None = None,
+    ) -> RouteRequest:
         """Derive the RouteRequest for a chat request, its task resolved (the caller's, else detected).
 
         Resolved here, once, so the decision, the session, a shadow router and the ledger all see
-        the same task.
+        the same task. (The context is spelled out rather than passed as **kwargs: a dict per call.)
         """
-        request = RouteRequest.from_messages(messages, count_tokens=count_tokens_for_routing, **context)
-        return replace(request, task=resolve_task(request))
+        return RouteRequest.from_messages(
+            messages, count_tokens=count_tokens_for_routing, tools=tools, response_format=response_format,
+            max_tokens=max_tokens, agent=agent, session=session, tags=tags, task=task, resolve_task=task_of,
+        )
 
     def route(
         self,
@@ -301,11 +315,11 @@ class Decider:
         route = self.config.routes[route_name]
         candidates = [self.models[name] for name in route.candidates]
         allow = set(agent.allow) if agent is not None and agent.allow is not None else None
-        deny = set(agent.deny) if agent is not None else set()
+        deny = set(agent.deny) if agent is not None else ()
         max_price = agent.max_price_usd if agent is not None and agent.max_price_usd is not None else route.max_price_usd
         policy = filter_candidates(request, candidates, allow=allow, deny=deny, max_price_usd=max_price)
         policy, set_aside = prefer_live(policy, unhealthy=unhealthy, ttft_ms=ttft_ms, max_ttft_ms=route.max_ttft_ms)
-        context = DecisionContext(route=route_name, random_value=draw, ttft_ms=ttft_ms or {})
+        context = DecisionContext(route_name, draw, ttft_ms or {})  # (route, random_value, ttft_ms)
         if agent is not None:
             eligible = {s.name for s in policy.eligible}
             for i, rule in enumerate(agent.rules):
@@ -314,6 +328,9 @@ class Decider:
                     return Decision(model=rule.model, reason=f"agent {request.agent} rule {i}", strategy="rules",
                                     route=route_name, fallbacks=rest, excluded=policy.excluded)
         decision = self.strategy(route_name).decide(request, policy.eligible, context)
+        if not route.fallbacks and not set_aside and decision.route == route_name \
+                and decision.excluded == policy.excluded:
+            return decision  # the Decision below would be this one, field for field
         extra = tuple(
             f for f in dict.fromkeys((*route.fallbacks, *set_aside))
             if f != decision.model and f not in decision.fallbacks

@@ -65,11 +65,17 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text.encode("utf-8", "surrogatepass")) / _BYTES_PER_TOKEN)
 
 
+#: The weights as (class byte, weight), in _ROUTING_WEIGHTS' order (the sum's order: floats must add alike).
+_WEIGHTS_BY_BYTE = tuple((ord(cls), weight) for cls, weight in _ROUTING_WEIGHTS.items())
+#: Those of ASCII classes: an ASCII text has no continuation or lead bytes, and adding their 0.0 changes no sum.
+_ASCII_WEIGHTS_BY_BYTE = tuple((b, w) for b, w in _WEIGHTS_BY_BYTE if chr(b) in "adp")
+
+
 def _class_estimate(text: str) -> float:
     counts = text.encode("utf-8", "surrogatepass").translate(_CLASSES)
     total = _WORD_WEIGHT * len(text.split())
-    for cls, weight in _ROUTING_WEIGHTS.items():
-        total += weight * counts.count(cls.encode())
+    for cls, weight in _ASCII_WEIGHTS_BY_BYTE if text.isascii() else _WEIGHTS_BY_BYTE:
+        total += weight * counts.count(cls)
     return total
 
 

@@ -32,14 +32,14 @@ class PolicyResult:
 
 
 def _exclusion(
-    spec: ModelSpec, request: RouteRequest, allow: Collection[str] | None, deny: Collection[str],
-    max_price_usd: float | None,
+    spec: ModelSpec, request: RouteRequest, needs: frozenset[str], allow: Collection[str] | None,
+    deny: Collection[str], max_price_usd: float | None,
 ) -> str | None:
     if allow is not None and spec.name not in allow:
         return "not in the allow-list"
     if spec.name in deny:
         return "in the deny-list"
-    missing = request.needs - spec.capabilities
+    missing = needs - spec.capabilities
     if missing:
         return "lacks " + ", ".join(sorted(missing))
     if spec.context_window is not None:
@@ -69,8 +69,9 @@ def filter_candidates(
     """
     eligible: list[ModelSpec] = []
     excluded: list[tuple[str, str]] = []
+    needs = request.needs  # a property that builds a set: once, not once per candidate
     for spec in candidates:
-        why = _exclusion(spec, request, allow, deny, max_price_usd)
+        why = _exclusion(spec, request, needs, allow, deny, max_price_usd)
         if why is None:
             eligible.append(spec)
         else:
@@ -94,6 +95,8 @@ def prefer_live(
     Returns the narrowed result and the names set aside (slow ones, then unhealthy ones), which
     remain usable as last-resort fallbacks.
     """
+    if (max_ttft_ms is None or not ttft_ms) and (not unhealthy or all(s.name not in unhealthy for s in policy.eligible)):
+        return policy, ()  # nothing to set aside (the usual case): what the general path below returns
     healthy = [s for s in policy.eligible if s.name not in unhealthy] or list(policy.eligible)
     fast = healthy
     if max_ttft_ms is not None and ttft_ms:

@@ -36,7 +36,7 @@ def looks_like_code(text: str) -> bool:
         "```" in text
         or (";" in text and _CODE_SEMICOLON.search(text) is not None)
         or _CODE_FIRST_LINE.match(text) is not None
-        or _CODE_LINE.search(text) is not None
+        or ("\n" in text and _CODE_LINE.search(text) is not None)  # `in`: no regex call for a single line
     )
 
 
@@ -51,17 +51,6 @@ def message_text(message: Mapping[str, Any]) -> str:
             if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)
         )
     return ""
-
-
-def _count_images(messages: Sequence[Mapping[str, Any]]) -> int:
-    count = 0
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            count += sum(
-                1 for p in content if isinstance(p, Mapping) and p.get("type") in ("image_url", "image", "input_image")
-            )
-    return count
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,37 +95,60 @@ class RouteRequest:
         session: str | None = None,
         tags: Sequence[str] | frozenset[str] = (),
         task: str | None = None,
+        resolve_task: Callable[[str, tuple[Mapping[str, Any], ...], bool, frozenset[str]], str | None] | None = None,
     ) -> RouteRequest:
-        """Derive everything the core needs from a chat request (pure: the token counter is given)."""
-        texts = [message_text(m) for m in messages]
-        images = _count_images(messages)
-        tool_tokens = sum(count_tokens(str(t)) for t in tools or ())
-        input_tokens = (
-            sum(count_tokens(t) for t in texts)
-            + _TOKENS_PER_MESSAGE * len(messages)
-            + _TOKENS_PER_IMAGE * images
-            + tool_tokens
-        )
-        user_texts = [t for m, t in zip(messages, texts, strict=True) if m.get("role") == "user" and t]
-        prompt = user_texts[-1] if user_texts else "\n".join(t for t in texts if t)
-        if isinstance(response_format, Mapping):
-            fmt: str | None = str(response_format.get("type")) if response_format.get("type") else None
+        """Derive everything the core needs from a chat request (pure: the token counter is given).
+
+        `resolve_task(prompt, messages, has_tools, tags)` gives the task when the caller gave none,
+        so the request is built once, its task already known (what `Decider.request` does).
+        """
+        texts: list[str] = []
+        images = 0
+        tokens = _TOKENS_PER_MESSAGE * len(messages)
+        has_code = False
+        prompt: str | None = None  # the last user message with text
+        for message in messages:  # one pass: each message's text (as message_text), images, tokens and code
+            content = message.get("content")
+            if isinstance(content, str):
+                text = content
+            elif isinstance(content, list):
+                text = "\n".join(
+                    part["text"] for part in content
+                    if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)
+                )
+                images += sum(
+                    1 for p in content
+                    if isinstance(p, Mapping) and p.get("type") in ("image_url", "image", "input_image")
+                )
+            else:
+                text = ""
+            texts.append(text)
+            tokens += count_tokens(text)
+            if text:
+                has_code = has_code or looks_like_code(text)
+                if message.get("role") == "user":
+                    prompt = text
+        input_tokens = tokens + _TOKENS_PER_IMAGE * images
+        if tools:
+            input_tokens += sum(count_tokens(str(t)) for t in tools)
+        if prompt is None:
+            prompt = "\n".join(t for t in texts if t)
+        fmt: str | None
+        if response_format is None:  # the usual case, without an isinstance check against an ABC
+            fmt = None
+        elif isinstance(response_format, Mapping):
+            fmt = str(response_format.get("type")) if response_format.get("type") else None
         else:
             fmt = response_format
-        return cls(
-            messages=tuple(messages),
-            prompt=prompt,
-            input_tokens=input_tokens,
-            max_tokens=max_tokens,
-            has_tools=bool(tools),
-            has_images=images > 0,
-            has_code=any(looks_like_code(t) for t in texts),
-            response_format=fmt,
-            agent=agent,
-            session=session,
-            tags=frozenset(tags),
-            task=task,
-        )
+        chat = tuple(messages)
+        has_tools = bool(tools)
+        tag_set = frozenset(tags)
+        if not task and resolve_task is not None:  # as `resolve_task(request)`: an empty task is none
+            task = resolve_task(prompt, chat, has_tools, tag_set)
+        # Positional, in field order: a frozen dataclass sets each field with object.__setattr__, and
+        # keywords cost a quarter more again (this runs for every request).
+        return cls(chat, prompt, input_tokens, max_tokens, has_tools, images > 0, has_code, fmt, agent, session,
+                   tag_set, task)
 
     @classmethod
     def from_prompt(cls, prompt: str, *, count_tokens: Callable[[str], int], **context: Any) -> RouteRequest:

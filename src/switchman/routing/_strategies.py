@@ -59,35 +59,35 @@ def expected_ttft_ms(spec: ModelSpec, context: DecisionContext) -> float:
     return spec.ttft_ms if spec.ttft_ms is not None else float("inf")
 
 
+#: A candidate and its estimated cost for the request (computed once per candidate and decision).
+Priced = tuple[ModelSpec, float]
+
+
 def _by_cost(
     request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext | None = None
-) -> list[ModelSpec]:
+) -> list[Priced]:
     """Cheapest first; among equally cheap, the faster (live TTFT), then the larger window, then the name."""
     ctx = context or DecisionContext()
-    return sorted(
-        candidates,
-        key=lambda s: (estimated_cost(s, request), expected_ttft_ms(s, ctx), -(s.context_window or 0), s.name),
-    )
+    keyed = sorted([  # i: equal keys keep their order (as a stable sort does), and specs are never compared
+        (estimated_cost(s, request), expected_ttft_ms(s, ctx), -(s.context_window or 0), s.name, i, s)
+        for i, s in enumerate(candidates)
+    ])
+    return [(k[5], k[0]) for k in keyed]
 
 
 def _decision(
     chosen: ModelSpec,
-    ranked: Sequence[ModelSpec],
-    request: RouteRequest,
+    ranked: Sequence[Priced],
     *,
     strategy: str,
     reason: str,
     context: DecisionContext,
 ) -> Decision:
-    scores = tuple(CandidateScore(s.name, predicted_cost_usd=estimated_cost(s, request)) for s in ranked)
-    fallbacks = tuple(s.name for s in ranked if s.name != chosen.name)
-    return Decision(
-        model=chosen.name,
-        reason=reason,
-        strategy=strategy,
-        route=context.route,
-        candidates=scores,
-        fallbacks=fallbacks,
+    name = chosen.name
+    return Decision(  # positional (model, reason, strategy, route, candidates, fallbacks): once per request
+        name, reason, strategy, context.route,
+        tuple([CandidateScore(s.name, None, cost) for s, cost in ranked]),
+        tuple([s.name for s, _ in ranked if s.name != name]),
     )
 
 
@@ -100,13 +100,13 @@ class FixedStrategy:
 
     def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
         ranked = _by_cost(request, candidates, context)
-        chosen = next((s for s in ranked if s.name == self.model), None)
+        chosen = next((s for s, _ in ranked if s.name == self.model), None)
         if chosen is None:
             return _decision(
-                ranked[0], ranked, request, strategy=self.name, context=context,
+                ranked[0][0], ranked, strategy=self.name, context=context,
                 reason=f"fixed model {self.model} cannot serve this request; cheapest capable candidate",
             )
-        return _decision(chosen, ranked, request, strategy=self.name, reason=f"fixed: {self.model}", context=context)
+        return _decision(chosen, ranked, strategy=self.name, reason=f"fixed: {self.model}", context=context)
 
 
 def _as_set(value: str | list[str] | None) -> set[str] | None:
@@ -146,20 +146,20 @@ class RulesStrategy:
 
     def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
         ranked = _by_cost(request, candidates, context)
-        by_name = {s.name: s for s in ranked}
+        by_name = {s.name: s for s, _ in ranked}
         for i, rule in enumerate(self.rules):
             if rule.model in by_name and rule_matches(rule.match, request):
                 return _decision(
-                    by_name[rule.model], ranked, request, strategy=self.name, context=context,
+                    by_name[rule.model], ranked, strategy=self.name, context=context,
                     reason=f"rule {i} ({_describe(rule.match)}) → {rule.model}",
                 )
         if self.default is not None and self.default in by_name:
             return _decision(
-                by_name[self.default], ranked, request, strategy=self.name, context=context,
+                by_name[self.default], ranked, strategy=self.name, context=context,
                 reason=f"no rule matched; default {self.default}",
             )
         return _decision(
-            ranked[0], ranked, request, strategy=self.name, context=context,
+            ranked[0][0], ranked, strategy=self.name, context=context,
             reason="no rule matched and no usable default; cheapest capable candidate",
         )
 
@@ -172,9 +172,10 @@ class CheapestStrategy:
 
     def decide(self, request: RouteRequest, candidates: Sequence[ModelSpec], context: DecisionContext) -> Decision:
         ranked = _by_cost(request, candidates, context)
+        cheapest, cost = ranked[0]
         return _decision(
-            ranked[0], ranked, request, strategy=self.name, context=context,
-            reason=f"cheapest capable candidate (${estimated_cost(ranked[0], request):.6f} estimated)",
+            cheapest, ranked, strategy=self.name, context=context,
+            reason=f"cheapest capable candidate (${cost:.6f} estimated)",
         )
 
 
@@ -188,6 +189,6 @@ class RandomStrategy:
         ranked = _by_cost(request, candidates, context)
         index = min(int(context.random_value * len(ranked)), len(ranked) - 1)
         return _decision(
-            ranked[index], ranked, request, strategy=self.name, context=context,
+            ranked[index][0], ranked, strategy=self.name, context=context,
             reason=f"random draw {context.random_value:.3f}",
         )
