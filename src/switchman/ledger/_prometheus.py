@@ -28,7 +28,7 @@ and sum in Prometheus (`sum without (instance)`).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -64,6 +64,51 @@ class _LedgerCollector(Collector):
             ("write_errors", stats.write_errors, "Failed ledger writes (retried)"),
         ):
             yield CounterMetricFamily(f"switchman_ledger_{name}", doc, value=value)
+
+
+class _RequestSeries:
+    """The series a finished request of one (model, route, status, cache, deployment) updates, as bound methods.
+
+    Looked up once per combination rather than six label lookups per request. The series counted
+    only when non-zero (tokens, cost, latency, TTFT) are looked up on first use, so they appear
+    when they would with `labels()`, not before.
+    """
+
+    __slots__ = ("_labels", "_metrics", "cached", "cost", "input_tokens", "latency", "output_tokens", "request",
+                 "served", "ttft")
+
+    def __init__(self, metrics: Metrics, model: str | None, route: str | None, status: str, cache: str | None,
+                 deployment: str | None) -> None:
+        model, route = model or _NONE, route or _NONE
+        child = metrics._child
+        self._metrics = metrics
+        self._labels = (model, route)
+        self.request: Callable[[], None] = child(metrics._requests, model, route, status).inc
+        self.cached: Callable[[], None] | None = child(metrics._cache, cache).inc if cache is not None else None
+        self.served: Callable[[], None] | None = (
+            child(metrics._deployments, deployment, status).inc if deployment is not None else None)
+        self.input_tokens: Callable[[float], None] | None = None
+        self.output_tokens: Callable[[float], None] | None = None
+        self.cost: Callable[[float], None] | None = None
+        self.latency: Callable[[float], None] | None = None
+        self.ttft: Callable[[float], None] | None = None
+
+    def child(self, name: str) -> Callable[[float], None]:
+        """The named series' update (inc or observe), looked up now and kept."""
+        metrics, (model, route) = self._metrics, self._labels
+        update: Callable[[float], None]
+        if name == "input_tokens":
+            update = metrics._child(metrics._input_tokens, model).inc
+        elif name == "output_tokens":
+            update = metrics._child(metrics._output_tokens, model).inc
+        elif name == "cost":
+            update = metrics._child(metrics._cost, model, route).inc
+        elif name == "latency":
+            update = metrics._child(metrics._latency, model).observe
+        else:
+            update = metrics._child(metrics._ttft, model).observe
+        setattr(self, name, update)
+        return update
 
 
 class Metrics:
@@ -109,6 +154,8 @@ class Metrics:
         )
         #: Labelled series already looked up, by (id of their metric, label values).
         self._children: dict[tuple[object, ...], Any] = {}
+        #: What `observe_request` updates for each (model, route, status, cache, deployment) of a record.
+        self._series: dict[tuple[str | None, ...], _RequestSeries] = {}
         if ledger is not None:
             self.register(_LedgerCollector(ledger), gauge_mode="livesum")
 
@@ -122,24 +169,25 @@ class Metrics:
 
     def observe_request(self, rec: LedgerRecord) -> None:
         """Count one finished request from its ledger record (its key id is not used)."""
-        model = rec.model or _NONE
-        route = rec.route or _NONE
-        child = self._child
-        child(self._requests, model, route, rec.status).inc()
-        if rec.cache is not None:
-            child(self._cache, rec.cache).inc()
-        if rec.deployment is not None:
-            child(self._deployments, rec.deployment, rec.status).inc()
+        key = (rec.model, rec.route, rec.status, rec.cache, rec.deployment)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _RequestSeries(self, *key)
+        series.request()
+        if series.cached is not None:
+            series.cached()
+        if series.served is not None:
+            series.served()
         if rec.input_tokens > 0:
-            child(self._input_tokens, model).inc(rec.input_tokens)
+            (series.input_tokens or series.child("input_tokens"))(rec.input_tokens)
         if rec.output_tokens > 0:
-            child(self._output_tokens, model).inc(rec.output_tokens)
+            (series.output_tokens or series.child("output_tokens"))(rec.output_tokens)
         if rec.cost_usd > 0:
-            child(self._cost, model, route).inc(rec.cost_usd)
+            (series.cost or series.child("cost"))(rec.cost_usd)
         if rec.model is not None:
-            child(self._latency, model).observe(rec.latency_ms / 1000.0)
+            (series.latency or series.child("latency"))(rec.latency_ms / 1000.0)
             if rec.ttft_ms is not None:
-                child(self._ttft, model).observe(rec.ttft_ms / 1000.0)
+                (series.ttft or series.child("ttft"))(rec.ttft_ms / 1000.0)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, looked up once (`labels()` takes a lock and checks its values on every call).
