@@ -404,7 +404,8 @@ class Dispatcher:
         error: UpstreamError | None = None
         limited: DeploymentLimitError | None = None
         while model is not None:
-            await self._hold(exchange, model, error)
+            if exchange.reservation is not None:  # (else nothing to hold: no coroutine to await)
+                await self._hold(exchange, model, error)
             try:
                 return await self._attempt_model(exchange, model, call, hold)
             except DeploymentLimitError as exc:  # nothing sent: every deployment is at its own limit
@@ -439,8 +440,11 @@ class Dispatcher:
             deployment = lease.deployment
             tried.append(deployment.id)
             try:
-                with self.tracing.attempt(exchange.span, deployment, len(tried)):
+                if exchange.span is None:  # tracing off (or this request not traced): no span to enter
                     result = await call(deployment)
+                else:
+                    with self.tracing.attempt(exchange.span, deployment, len(tried)):
+                        result = await call(deployment)
             except UpstreamError as exc:
                 lease.release()
                 error = exc
@@ -504,7 +508,7 @@ class Dispatcher:
     async def complete(self, body: Mapping[str, Any], context: RequestContext) -> Completion:
         """Answer a non-stream request (raises a SwitchmanError when nothing could, after recording it)."""
         exchange = await self._abegin(body, context)
-        hit = await self._cached(exchange, body, stream=False)
+        hit = await self._cached(exchange, body, stream=False) if self.cache is not None else None
         if hit is not None:
             self.finish(exchange, content=hit.content)
             assert exchange.decision is not None
@@ -526,7 +530,8 @@ class Dispatcher:
         assert exchange.decision is not None and exchange.model is not None
         cost = exchange.cost(self.decider.models)
         ticket = self.finish(exchange, content=content)
-        await self.settled(exchange)
+        if exchange.request is not None and exchange.request.session is not None:  # (else nothing to wait for)
+            await self.settled(exchange)
         if self.durable:
             await self.committed(ticket)
         if exchange.cache == "miss" and self.cache is not None:
