@@ -35,7 +35,7 @@ async def _outcome(kind: Callable[[float], AbstractAsyncContextManager[Any]], se
         try:
             async with kind(seconds):
                 await asyncio.sleep(work)
-        except BaseException as exc:
+        except (TimeoutError, asyncio.CancelledError) as exc:
             cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else None
             task = asyncio.current_task()
             assert task is not None

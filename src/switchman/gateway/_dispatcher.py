@@ -518,8 +518,8 @@ class Dispatcher:
         try:
             if cascade is not None:
                 content, usage = await run_cascade(self, exchange, body, cascade)
-            else:
-                content, usage = await self.send(exchange, body)
+            else:  # `send`, one coroutine fewer
+                content, usage = await self._attempts(exchange, lambda d: self._call(d, body))
         except BaseException as exc:  # every failure, cancellation included, still writes the one ledger row
             self.finish(exchange, exc)
             raise
