@@ -124,3 +124,36 @@ def test_an_answer_past_the_models_total_time_is_an_upstream_timeout() -> None:
         asyncio.run(go())
     assert str(raised.value) == "slow: upstream timed out (TimeoutError)"
     assert isinstance(raised.value.__cause__, TimeoutError)
+
+
+class _SilentPool(_SlowPool):
+    """An upstream that sends nothing back (not even headers) in time."""
+
+    async def send(self, request: Any, **_: Any) -> _SlowBody:
+        await asyncio.sleep(5)
+        return _SlowBody()
+
+
+def test_a_stream_silent_past_its_first_byte_time_is_an_upstream_timeout() -> None:
+    router = Router.from_dict({
+        "providers": {"fake": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "FAKE_OPENAI_KEY"}},
+        "models": {"slow": {"provider": "fake", "input_price": 0.1, "output_price": 0.2,
+                            "timeouts": {"connect": 1.0, "first_byte": 0.05, "total": 5.0}}},
+        "server": {"retries": {"attempts": 0}},
+    })
+    dispatcher = Dispatcher.from_decider(router, env=ENV)
+    for deployments in dispatcher.deployments.values():
+        for deployment in deployments:
+            deployment.provider.pool = _SilentPool(deployment.provider.pool)  # type: ignore[assignment]
+
+    async def go() -> None:
+        try:
+            await dispatcher.open_stream({"model": "slow", "stream": True,
+                                          "messages": [{"role": "user", "content": "hi"}]},
+                                         RequestContext(request_id="r2"))
+        finally:
+            await dispatcher.aclose()
+
+    with pytest.raises(UpstreamTimeout) as raised:
+        asyncio.run(go())
+    assert str(raised.value) == "slow: upstream timed out (TimeoutError)"

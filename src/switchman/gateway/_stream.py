@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from .._exceptions import BudgetExceededError, UpstreamError, UpstreamServerError
 from ..routing import Decision
+from ._deadline import Deadline
 from ._errors import error_payload
 from ..state import Admission, HealthStore
 from ._exchange import Exchange
@@ -73,7 +74,7 @@ async def open_upstream_stream(
     events: AsyncGenerator[list[bytes], None] | None = None
     try:
         with adapter.map_errors(name):
-            async with asyncio.timeout(deployment.first_byte_s):
+            with Deadline(deployment.first_byte_s):  # asyncio.timeout's behaviour, cheaper (see _deadline)
                 response = await deployment.provider.pool.send(request, connect_timeout=deployment.connect_s,
                                                                read_timeout=deployment.first_byte_s)
                 if response.status_code >= 400:
@@ -352,7 +353,8 @@ class ChatStream:
             elif not translator.has_output:
                 answer = "empty answer"
         self._ticket = dispatcher.finish(exchange, answer=answer)
-        await dispatcher.settled(exchange)
+        if exchange.request is not None and exchange.request.session is not None:  # (else nothing to wait for)
+            await dispatcher.settled(exchange)
         if self._kept is not None and dispatcher.cache is not None:
             await dispatcher.cache.store(exchange, b"".join(self._kept), answer)
         return self._ticket
