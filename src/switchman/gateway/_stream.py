@@ -264,7 +264,7 @@ class ChatStream:
                     chunks = translator.feed(event)
                 except TRANSPORT_ERRORS as exc:  # an event that is not the JSON it should be
                     raise transport_error(exc, name) from exc
-                if not self._within_reservation():
+                if self._exchange.reservation is not None and not self._within_reservation():
                     out = await _send_pieces(out, send)
                     if not await self._grow_reservation():
                         raise self._budget_stop()
@@ -274,7 +274,10 @@ class ChatStream:
                 self._error = exc  # a budget stop is noted where it is raised (`_budget_stop`)
             await _send_pieces(out, send)
             raise
-        await _send_pieces(out, send)
+        if len(out) == 1:  # (the usual piece: sent here, one coroutine fewer per event)
+            await send(out[0])
+        elif out:
+            await _send_pieces(out, send)
 
     def _within_reservation(self) -> bool:
         """Whether the answer's running cost still fits its reservation (checked per chunk, without awaiting).
