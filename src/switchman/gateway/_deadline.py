@@ -29,12 +29,12 @@ class Deadline:
         self._handle: TimerHandle | None = None
 
     def __enter__(self) -> Deadline:
-        task = current_task()
+        loop = get_running_loop()
+        task = current_task(loop)
         if task is None:
             raise RuntimeError("Deadline should be used inside a task")
         self._task = task
         self._cancelling = task.cancelling()
-        loop = get_running_loop()
         self._handle = loop.call_at(loop.time() + self._seconds, self._expire)
         return self
 

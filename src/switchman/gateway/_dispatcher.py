@@ -448,7 +448,7 @@ class Dispatcher:
             except UpstreamError as exc:
                 lease.release()
                 error = exc
-                self.health.record(deployment.id, ok=not is_provider_failure(exc), cooldown_s=deployment.cooldown_s)
+                self.balancer.health.record(deployment.id, ok=not is_provider_failure(exc), cooldown_s=deployment.cooldown_s)
                 if is_retryable(exc) and self.balancer.untried(model, tried):
                     continue  # another deployment of the same model, at once
                 delay = retry_delay(exc, retries, self.retries)
@@ -459,9 +459,9 @@ class Dispatcher:
                 continue
             except BaseException:
                 lease.release()
-                self.health.abandon(deployment.id)
+                self.balancer.health.abandon(deployment.id)
                 raise
-            self.health.record(deployment.id, ok=True)
+            self.balancer.health.record(deployment.id, ok=True)
             exchange.model, exchange.deployment = model, deployment.id
             if hold:
                 exchange.lease = lease
@@ -485,7 +485,7 @@ class Dispatcher:
             if response.status_code >= 400:
                 raise adapter.error(response.status_code, content, response.headers, name)
             result = adapter.decode(content, name)
-        self.health.observe(deployment.id, (first_byte - started) * 1000.0)
+        self.balancer.health.observe(deployment.id, (first_byte - started) * 1000.0)
         return result
 
     async def send(self, exchange: Exchange, body: Mapping[str, Any]) -> tuple[bytes, Usage | None]:
