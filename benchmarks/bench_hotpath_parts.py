@@ -71,6 +71,7 @@ class _Canned:
 
     status_code = 200
     headers: dict[str, str] = {}
+    closes_at_once = True  # as UpstreamResponse: `aclose` does not suspend
 
     async def aread(self) -> bytes:
         return CONTENT

@@ -193,3 +193,38 @@ def test_a_line_the_stream_cannot_encode_does_not_lose_the_others() -> None:
     written = raw.getvalue().decode("ascii")
     assert "id=before" in written and "id=after" in written
     assert "/v1/caf\\xe9 404" in written
+
+
+@pytest.mark.parametrize("colors", [False, True])
+def test_lines_written_straight_to_the_handler_are_the_lines_logging_writes(colors: bool) -> None:
+    """As `serve` configures it the line skips the LogRecord; with a filter on the handler it takes logging's way."""
+    from switchman.gateway._middleware._access_log import AccessLineFormatter
+
+    out = io.StringIO()
+    handler = AccessLineHandler(out)
+    handler.setFormatter(AccessLineFormatter(fmt="%(levelprefix)s %(message)s", use_colors=colors))
+    level, propagate = access_logger.level, access_logger.propagate
+    access_logger.addHandler(handler)
+    access_logger.setLevel(logging.INFO)
+    access_logger.propagate = False
+    lines = [("POST", "/v1/chat/completions", 200, "small", 1.4, "abc"), ("GET", "/v1/caf\u00e9\n", 404, "-", 0.2, "x"),
+             ("POST", "/" + "a" * 300, 500, "model-name", 12345.678, "0123456789abcdef")]
+    written = []
+    try:
+        for passes in (False, True):
+            if passes:
+                handler.addFilter(lambda record: True)  # a filter: records again
+            for line in lines:
+                log_access(*line)
+            handler.write_held()
+            written.append(out.getvalue())
+            out.seek(0)
+            out.truncate()
+    finally:
+        access_logger.removeHandler(handler)
+        access_logger.setLevel(level)
+        access_logger.propagate = propagate
+        handler.close()
+    assert written[0] == written[1]
+    assert written[0].count("\n") == 3 and "POST /v1/chat/completions 200 model=small 1ms id=abc\n" in written[0]
+    assert ("\x1b[" in written[0]) == colors

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from starlette.responses import Response
 
-from switchman.gateway._endpoints import header_value, route_headers
+from switchman.gateway._caller_limits import rate_headers
+from switchman.gateway._dispatcher import Completion
+from switchman.gateway._endpoints import completion_response, header_value, route_headers
+from switchman.routing import Decision
+from switchman.state import Admission
 
 
 @pytest.mark.parametrize(("reason", "sent"), [
@@ -22,3 +27,29 @@ def test_header_values_spell_symbols_in_ascii(reason: str, sent: str) -> None:
 
 def test_header_values_are_bounded() -> None:
     assert len(header_value("≤" * 1000)) == 300
+
+
+def _starlette_answer(completion: Completion) -> Response:
+    """The answer as the endpoint built it with Starlette's own header encoding (the contract)."""
+    headers = route_headers(completion.model, completion.decision.reason, deployment=completion.deployment,
+                            cache=completion.cache) | rate_headers(completion.limits)
+    headers["x-switchman-cost-usd"] = f"{completion.cost_usd:.8f}"
+    return Response(completion.content, media_type="application/json", headers=headers)
+
+
+@pytest.mark.parametrize("deployment", [None, "small@east"])
+@pytest.mark.parametrize("cache", [None, "miss"])
+@pytest.mark.parametrize("limits", [None, Admission(True, limit_requests=10, remaining_requests=9),
+                                    Admission(True, limit_requests=10, remaining_requests=3, limit_tokens=1000,
+                                              remaining_tokens=12, reset_tokens_s=1.5)])
+def test_a_completions_answer_has_the_headers_starlette_would_send(
+    deployment: str | None, cache: str | None, limits: Admission | None,
+) -> None:
+    decision = Decision(model="small", reason="cheapest capable — cost ≤ $0.0004", strategy="cheapest", route="r")
+    completion = Completion(b'{"choices":[]}', "small", decision, 0.000123, "req-1", deployment=deployment,
+                            cache=cache, limits=limits)
+    for _ in range(2):  # the second from the kept encoding
+        answer, expected = completion_response(completion), _starlette_answer(completion)
+        assert answer.raw_headers == expected.raw_headers
+        assert (answer.status_code, answer.body, answer.media_type, answer.background) == (
+            expected.status_code, expected.body, expected.media_type, expected.background)

@@ -104,3 +104,24 @@ def test_ledger_counters_are_exposed(open_ledger: Callable[..., Ledger], sqlite_
     assert value(found, "switchman_ledger_dropped_rows_total") == 1
     assert value(found, "switchman_ledger_queued_rows") == 0
     assert value(found, "switchman_ledger_write_errors_total") == 0
+
+
+def test_a_series_appears_with_its_first_non_zero_value_whatever_came_before() -> None:
+    """Token, cost and latency series appear when a request first counts in them, not with the request's labels."""
+    metrics = Metrics()
+    failed = LedgerRecord(model="small", route="default", status="error", deployment="small", cache="miss")
+    metrics.observe_request(failed)
+    names = {name for name, _ in samples(metrics)}
+    assert "switchman_input_tokens_total" not in names and "switchman_cost_usd_total" not in names
+    assert "switchman_ttft_seconds_count" not in names
+    assert value(samples(metrics), "switchman_request_latency_seconds_count", model="small") == 1
+    metrics.observe_request(LedgerRecord(model="small", route="default", status="error", deployment="small",
+                                         cache="miss", input_tokens=7, cost_usd=0.5, ttft_ms=30.0))
+    found = samples(metrics)
+    assert value(found, "switchman_input_tokens_total", model="small") == 7
+    assert value(found, "switchman_cost_usd_total", model="small", route="default") == 0.5
+    assert value(found, "switchman_ttft_seconds_count", model="small") == 1
+    assert value(found, "switchman_requests_total", model="small", route="default", status="error") == 2
+    assert value(found, "switchman_deployment_requests_total", deployment="small", status="error") == 2
+    assert value(found, "switchman_cache_requests_total", result="miss") == 2
+    assert ("switchman_output_tokens_total", frozenset({("model", "small")})) not in found

@@ -175,7 +175,7 @@ class Balancer:
         """Choose the deployment for the next call to `model`, taking its probe slot and its rate-limit share."""
         deployments = self.deployments[model]
         sick = self.health.unhealthy()
-        ready = [d for d in deployments if d.id not in sick]
+        ready: Sequence[Deployment] = [d for d in deployments if d.id not in sick] if sick else deployments
         if len(ready) > 1:
             ready = self._order(model, ready, tried, max_ttft_ms)
         refused: list[tuple[Deployment, Admission]] = []

@@ -41,6 +41,7 @@ from ._balancer import Balancer
 from ._caller_limits import CallerLimits
 from ._cascade import STREAM_NOTE, cascade_strategy, run_cascade
 from ._context import RequestContext, scoped_session
+from ._deadline import Deadline
 from ._errors import Scrubber
 from ._exchange import Exchange
 from ._fallback import FallbackChain, fallback_reason, is_provider_failure, is_retryable, retry_delay
@@ -403,7 +404,8 @@ class Dispatcher:
         error: UpstreamError | None = None
         limited: DeploymentLimitError | None = None
         while model is not None:
-            await self._hold(exchange, model, error)
+            if exchange.reservation is not None:  # (else nothing to hold: no coroutine to await)
+                await self._hold(exchange, model, error)
             try:
                 return await self._attempt_model(exchange, model, call, hold)
             except DeploymentLimitError as exc:  # nothing sent: every deployment is at its own limit
@@ -438,12 +440,15 @@ class Dispatcher:
             deployment = lease.deployment
             tried.append(deployment.id)
             try:
-                with self.tracing.attempt(exchange.span, deployment, len(tried)):
+                if exchange.span is None:  # tracing off (or this request not traced): no span to enter
                     result = await call(deployment)
+                else:
+                    with self.tracing.attempt(exchange.span, deployment, len(tried)):
+                        result = await call(deployment)
             except UpstreamError as exc:
                 lease.release()
                 error = exc
-                self.health.record(deployment.id, ok=not is_provider_failure(exc), cooldown_s=deployment.cooldown_s)
+                self.balancer.health.record(deployment.id, ok=not is_provider_failure(exc), cooldown_s=deployment.cooldown_s)
                 if is_retryable(exc) and self.balancer.untried(model, tried):
                     continue  # another deployment of the same model, at once
                 delay = retry_delay(exc, retries, self.retries)
@@ -454,9 +459,9 @@ class Dispatcher:
                 continue
             except BaseException:
                 lease.release()
-                self.health.abandon(deployment.id)
+                self.balancer.health.abandon(deployment.id)
                 raise
-            self.health.record(deployment.id, ok=True)
+            self.balancer.health.record(deployment.id, ok=True)
             exchange.model, exchange.deployment = model, deployment.id
             if hold:
                 exchange.lease = lease
@@ -469,7 +474,7 @@ class Dispatcher:
         pool, adapter, name = deployment.provider.pool, deployment.adapter, deployment.name
         started = self.clock()
         with adapter.map_errors(name):
-            async with asyncio.timeout(deployment.total_s):
+            with Deadline(deployment.total_s):  # asyncio.timeout's behaviour, cheaper (see _deadline)
                 response = await pool.send(request, connect_timeout=deployment.connect_s,
                                            read_timeout=deployment.first_byte_s)
                 try:
@@ -480,7 +485,7 @@ class Dispatcher:
             if response.status_code >= 400:
                 raise adapter.error(response.status_code, content, response.headers, name)
             result = adapter.decode(content, name)
-        self.health.observe(deployment.id, (first_byte - started) * 1000.0)
+        self.balancer.health.observe(deployment.id, (first_byte - started) * 1000.0)
         return result
 
     async def send(self, exchange: Exchange, body: Mapping[str, Any]) -> tuple[bytes, Usage | None]:
@@ -503,7 +508,7 @@ class Dispatcher:
     async def complete(self, body: Mapping[str, Any], context: RequestContext) -> Completion:
         """Answer a non-stream request (raises a SwitchmanError when nothing could, after recording it)."""
         exchange = await self._abegin(body, context)
-        hit = await self._cached(exchange, body, stream=False)
+        hit = await self._cached(exchange, body, stream=False) if self.cache is not None else None
         if hit is not None:
             self.finish(exchange, content=hit.content)
             assert exchange.decision is not None
@@ -513,8 +518,8 @@ class Dispatcher:
         try:
             if cascade is not None:
                 content, usage = await run_cascade(self, exchange, body, cascade)
-            else:
-                content, usage = await self.send(exchange, body)
+            else:  # `send`, one coroutine fewer
+                content, usage = await self._attempts(exchange, lambda d: self._call(d, body))
         except BaseException as exc:  # every failure, cancellation included, still writes the one ledger row
             self.finish(exchange, exc)
             raise
@@ -525,7 +530,8 @@ class Dispatcher:
         assert exchange.decision is not None and exchange.model is not None
         cost = exchange.cost(self.decider.models)
         ticket = self.finish(exchange, content=content)
-        await self.settled(exchange)
+        if exchange.request is not None and exchange.request.session is not None:  # (else nothing to wait for)
+            await self.settled(exchange)
         if self.durable:
             await self.committed(ticket)
         if exchange.cache == "miss" and self.cache is not None:

@@ -16,13 +16,13 @@ from .._exceptions import InvalidRequestError
 from ._caller_limits import rate_headers
 from ._context import RequestContext, bind_agent, context_from, context_headers
 from ._direct import read_body
-from ._dispatcher import Dispatcher
+from ._dispatcher import Completion, Dispatcher
 from ._gateway import Gateway
 from ._middleware import MASTER_KEY_ID
 from ._schema import check_body, check_prompt_size, read_json
 from ._stream import RelayResponse
 
-__all__ = ["Endpoints", "header_value", "parse_request", "read_request", "route_headers"]
+__all__ = ["Endpoints", "completion_response", "header_value", "parse_request", "read_request", "route_headers"]
 
 _JSON = "application/json"
 #: Bodies larger than this are parsed and validated in a worker thread, off the event loop.
@@ -52,6 +52,51 @@ def route_headers(model: str, reason: str, *, deployment: str | None = None, cac
     if cache is not None:
         headers["x-switchman-cache"] = cache
     return headers
+
+
+#: The most (model, reason, deployment, cache) combinations whose encoded headers `_route_raw` keeps.
+_ROUTE_RAW_KEPT = 4096
+_route_raw_kept: dict[tuple[str, str, str | None, str | None], tuple[tuple[bytes, bytes], ...]] = {}
+
+
+def _route_raw(model: str, reason: str, deployment: str | None, cache: str | None) -> tuple[tuple[bytes, bytes], ...]:
+    """`route_headers` as a Response's raw headers, kept per combination (a route's reasons repeat)."""
+    key = (model, reason, deployment, cache)
+    raw = _route_raw_kept.get(key)
+    if raw is None:
+        if len(_route_raw_kept) >= _ROUTE_RAW_KEPT:
+            _route_raw_kept.clear()
+        headers = route_headers(model, reason, deployment=deployment, cache=cache)
+        raw = _route_raw_kept[key] = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+    return raw
+
+
+class _JSONAnswer(Response):
+    """A 200 JSON answer whose raw headers the endpoint built: what `Response(content, media_type=_JSON,
+    headers=...)` sends (the given headers, content-length, content-type), without re-encoding the
+    headers that repeat from one request to the next."""
+
+    media_type = _JSON
+
+    def __init__(self, content: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = content
+        self.raw_headers = raw_headers
+
+
+_JSON_TYPE = (b"content-type", _JSON.encode("latin-1"))
+
+
+def completion_response(completion: Completion) -> Response:
+    """The 200 answer to a non-stream request: its body, the route, rate-limit and cost headers."""
+    content = completion.content
+    raw = [*_route_raw(completion.model, completion.decision.reason, completion.deployment, completion.cache)]
+    if completion.limits is not None:
+        raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rate_headers(completion.limits).items()]
+    raw += [(b"x-switchman-cost-usd", f"{completion.cost_usd:.8f}".encode("latin-1")),
+            (b"content-length", str(len(content)).encode("latin-1")), _JSON_TYPE]
+    return _JSONAnswer(content, raw)
 
 
 async def read_request(
@@ -135,11 +180,7 @@ class Endpoints:
             stream = await self.dispatcher.open_stream(body, context)
             return RelayResponse(stream, route_headers(stream.model, stream.reason, deployment=stream.deployment,
                                                        cache=stream.cache) | rate_headers(stream.limits))
-        completion = await self.dispatcher.complete(body, context)
-        headers = route_headers(completion.model, completion.decision.reason, deployment=completion.deployment,
-                                cache=completion.cache) | rate_headers(completion.limits)
-        headers["x-switchman-cost-usd"] = f"{completion.cost_usd:.8f}"
-        return Response(completion.content, media_type=_JSON, headers=headers)
+        return completion_response(await self.dispatcher.complete(body, context))
 
     async def route(self, request: Request) -> Response:
         """POST /v1/route: the Decision, without calling any model."""

@@ -151,7 +151,7 @@ class Exchange:
             deployment=self.deployment,
             cache=self.cache,
             task=self.request.task if self.request is not None else ctx.task,
-            scores=tuple((c.model, c.predicted_quality, c.predicted_cost_usd) for c in decision.candidates)
+            scores=tuple([(c.model, c.predicted_quality, c.predicted_cost_usd) for c in decision.candidates])
             if decision else (),
             excluded=decision.excluded if decision else (),
             escalated=decision is not None and decision.reason.startswith(ESCALATED_PREFIX),

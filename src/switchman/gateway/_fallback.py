@@ -79,12 +79,20 @@ class FallbackChain:
     overflowed: int = 0
 
     def _pick(self, options: list[str]) -> str | None:
-        options = [m for m in options if m not in self.tried and m in self.specs]
-        if not options:
-            return None
-        chosen = next((m for m in options if self.allow(m)), options[0])
-        self.tried.append(chosen)
-        return chosen
+        """The first option not tried yet that the catalog knows and `allow` lets through, else the first not tried."""
+        tried, specs, allow = self.tried, self.specs, self.allow
+        first = None
+        for model in options:
+            if model in tried or model not in specs:
+                continue
+            if allow(model):
+                first = model
+                break
+            if first is None:
+                first = model
+        if first is not None:
+            tried.append(first)
+        return first
 
     def first(self) -> str | None:
         """The model to try first."""

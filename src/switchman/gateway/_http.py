@@ -62,6 +62,9 @@ class UpstreamResponse:
 
     __slots__ = ("_response", "headers", "status_code")
 
+    #: `aclose` never suspends (a stream's close needs no shield from cancellation: see OpenedStream.aclose).
+    closes_at_once = True
+
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status_code = response.status

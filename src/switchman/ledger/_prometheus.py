@@ -28,7 +28,8 @@ and sum in Prometheus (`sum without (instance)`).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -64,6 +65,85 @@ class _LedgerCollector(Collector):
             ("write_errors", stats.write_errors, "Failed ledger writes (retried)"),
         ):
             yield CounterMetricFamily(f"switchman_ledger_{name}", doc, value=value)
+
+
+class _RequestSeries:
+    """The series a finished request of one (model, route, status, cache, deployment) updates, as bound methods.
+
+    Looked up once per combination rather than six label lookups per request. The series counted
+    only when non-zero (tokens, cost, latency, TTFT) are looked up on first use, so they appear
+    when they would with `labels()`, not before.
+    """
+
+    __slots__ = ("_labels", "_metrics", "cached", "cost", "input_tokens", "latency", "output_tokens", "request",
+                 "served", "ttft")
+
+    def __init__(self, metrics: Metrics, model: str | None, route: str | None, status: str, cache: str | None,
+                 deployment: str | None) -> None:
+        model, route = model or _NONE, route or _NONE
+        child = metrics._child
+        self._metrics = metrics
+        self._labels = (model, route)
+        self.request: Callable[[float], None] = _inc(child(metrics._requests, model, route, status))
+        self.cached: Callable[[float], None] | None = _inc(child(metrics._cache, cache)) if cache is not None else None
+        self.served: Callable[[float], None] | None = (
+            _inc(child(metrics._deployments, deployment, status)) if deployment is not None else None)
+        self.input_tokens: Callable[[float], None] | None = None
+        self.output_tokens: Callable[[float], None] | None = None
+        self.cost: Callable[[float], None] | None = None
+        self.latency: Callable[[float], None] | None = None
+        self.ttft: Callable[[float], None] | None = None
+
+    def child(self, name: str) -> Callable[[float], None]:
+        """The named series' update (inc or observe), looked up now and kept."""
+        metrics, (model, route) = self._metrics, self._labels
+        update: Callable[[float], None]
+        if name == "input_tokens":
+            update = _inc(metrics._child(metrics._input_tokens, model))
+        elif name == "output_tokens":
+            update = _inc(metrics._child(metrics._output_tokens, model))
+        elif name == "cost":
+            update = _inc(metrics._child(metrics._cost, model, route))
+        elif name == "latency":
+            update = _observe(metrics._child(metrics._latency, model))
+        else:
+            update = _observe(metrics._child(metrics._ttft, model))
+        setattr(self, name, update)
+        return update
+
+
+def _inc(counter: Any) -> Callable[[float], None]:
+    """A labelled counter's increment by a positive amount: its value's own `inc`, past `Counter.inc`'s checks
+    (a child is always observable; amounts here are never negative) — two calls fewer per update."""
+    update: Callable[[float], None] | None = getattr(getattr(counter, "_value", None), "inc", None)
+    return update if callable(update) else counter.inc
+
+
+class _HistogramUpdate:
+    """A labelled histogram's `observe` without exemplars: the sum, then the first bucket whose bound is not
+    below the amount (as `Histogram.observe` does, found by bisection instead of a loop)."""
+
+    __slots__ = ("_bounds", "_buckets", "_last", "_sum")
+
+    def __init__(self, histogram: Any) -> None:
+        self._sum = histogram._sum.inc
+        self._buckets = [bucket.inc for bucket in histogram._buckets]
+        self._bounds = list(histogram._upper_bounds)
+        self._last = len(self._bounds)
+
+    def __call__(self, amount: float) -> None:
+        self._sum(amount)
+        i = bisect_left(self._bounds, amount)
+        if i < self._last and amount <= self._bounds[i]:  # (NaN: in no bucket, as there)
+            self._buckets[i](1)
+
+
+def _observe(histogram: Any) -> Callable[[float], None]:
+    """A labelled histogram's observe: `_HistogramUpdate` where its internals are the known ones, else its own."""
+    if all(hasattr(histogram, name) for name in ("_sum", "_buckets", "_upper_bounds")):
+        return _HistogramUpdate(histogram)
+    update: Callable[[float], None] = histogram.observe
+    return update
 
 
 class Metrics:
@@ -109,6 +189,8 @@ class Metrics:
         )
         #: Labelled series already looked up, by (id of their metric, label values).
         self._children: dict[tuple[object, ...], Any] = {}
+        #: What `observe_request` updates for each (model, route, status, cache, deployment) of a record.
+        self._series: dict[tuple[str | None, ...], _RequestSeries] = {}
         if ledger is not None:
             self.register(_LedgerCollector(ledger), gauge_mode="livesum")
 
@@ -122,24 +204,25 @@ class Metrics:
 
     def observe_request(self, rec: LedgerRecord) -> None:
         """Count one finished request from its ledger record (its key id is not used)."""
-        model = rec.model or _NONE
-        route = rec.route or _NONE
-        child = self._child
-        child(self._requests, model, route, rec.status).inc()
-        if rec.cache is not None:
-            child(self._cache, rec.cache).inc()
-        if rec.deployment is not None:
-            child(self._deployments, rec.deployment, rec.status).inc()
+        key = (rec.model, rec.route, rec.status, rec.cache, rec.deployment)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _RequestSeries(self, *key)
+        series.request(1)
+        if series.cached is not None:
+            series.cached(1)
+        if series.served is not None:
+            series.served(1)
         if rec.input_tokens > 0:
-            child(self._input_tokens, model).inc(rec.input_tokens)
+            (series.input_tokens or series.child("input_tokens"))(rec.input_tokens)
         if rec.output_tokens > 0:
-            child(self._output_tokens, model).inc(rec.output_tokens)
+            (series.output_tokens or series.child("output_tokens"))(rec.output_tokens)
         if rec.cost_usd > 0:
-            child(self._cost, model, route).inc(rec.cost_usd)
+            (series.cost or series.child("cost"))(rec.cost_usd)
         if rec.model is not None:
-            child(self._latency, model).observe(rec.latency_ms / 1000.0)
+            (series.latency or series.child("latency"))(rec.latency_ms / 1000.0)
             if rec.ttft_ms is not None:
-                child(self._ttft, model).observe(rec.ttft_ms / 1000.0)
+                (series.ttft or series.child("ttft"))(rec.ttft_ms / 1000.0)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, looked up once (`labels()` takes a lock and checks its values on every call).

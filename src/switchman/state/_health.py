@@ -130,7 +130,9 @@ class HealthBoard:
 
         `cooldown_s` is the key's own cooldown when it opens (default: the breaker's).
         """
-        circuit = self._circuits.setdefault(key, _Circuit())
+        circuit = self._circuits.get(key)
+        if circuit is None:  # (not setdefault: that builds a _Circuit on every call)
+            circuit = self._circuits[key] = _Circuit()
         circuit.probing = False
         if ok:
             circuit.failures = 0

@@ -38,9 +38,51 @@ access_logger = logging.getLogger(ACCESS_LOGGER)
 
 
 def log_access(method: str, path: str, status: int, model: str, elapsed_ms: float, request_id: str) -> None:
-    """Write one access line."""
-    access_logger.info("%s %s %d model=%s %.0fms id=%s", method, _printable(path), status, model, elapsed_ms,
-                       request_id)
+    """Write one access line.
+
+    As `serve` configures the access logger (one `AccessLineHandler` with its `AccessLineFormatter`,
+    no filters, not propagated) the line goes straight into the handler (`_sole_handler`), the line
+    logging would write, without a LogRecord. Otherwise what `access_logger.info(...)` does, with the
+    caller's place (this function's frame) taken at once rather than by `Logger.findCaller`'s walk up
+    the stack: the same record, so the same line.
+    """
+    logger = access_logger
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    args = (method, _printable(path), status, model, elapsed_ms, request_id)
+    handler = _sole_handler(logger)
+    if handler is not None:
+        handler.write_line(_LINE, args)
+        return
+    if getattr(logging, "_srcfile", None):  # (logging's switch for finding callers, as Logger._log reads it)
+        frame = sys._getframe()
+        code = frame.f_code
+        record = logger.makeRecord(logger.name, logging.INFO, code.co_filename, frame.f_lineno, _LINE, args, None,
+                                   code.co_name)
+    else:
+        record = logger.makeRecord(logger.name, logging.INFO, "(unknown file)", 0, _LINE, args, None,
+                                   "(unknown function)")
+    logger.handle(record)
+
+
+def _sole_handler(logger: logging.Logger) -> AccessLineHandler | None:
+    """The logger's one handler when an INFO record would reach it alone and unfiltered, and the line it would
+    write is its formatter's `levelprefix` and the message (`AccessLineFormatter.plain`); else None."""
+    handlers = logger.handlers
+    if len(handlers) != 1 or logger.propagate or logger.disabled or logger.filters:
+        return None
+    handler = handlers[0]
+    if type(handler) is not AccessLineHandler or handler.filters or handler.level > logging.INFO:
+        return None
+    formatter = handler.formatter
+    if not isinstance(formatter, AccessLineFormatter) or not formatter.plain():
+        return None
+    if logging.getLogRecordFactory() is not logging.LogRecord:  # a factory of its own may change the line
+        return None
+    return handler
+
+
+_LINE = "%s %s %d model=%s %.0fms id=%s"
 
 
 def _printable(path: str) -> str:
@@ -77,6 +119,20 @@ class AccessLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if self._flush_on is not loop:  # (a loop that closed before its write ran is replaced)
             self._flush_on = loop
             loop.call_later(FLUSH_DELAY_S, self.write_held)
+
+    def write_line(self, message: str, args: tuple[object, ...]) -> None:
+        """What `handle` does with an INFO record of `message % args` (for `log_access`: see `_sole_handler`)."""
+        formatter = self.formatter
+        assert isinstance(formatter, AccessLineFormatter)
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write(formatter.level_prefix(logging.INFO) + " " + message % args + self.terminator)
+                self.flush()
+            except RecursionError:  # as StreamHandler.emit
+                raise
+            except Exception:  # noqa: BLE001 (reported as StreamHandler.emit reports it)
+                self.handleError(logging.LogRecord(ACCESS_LOGGER, logging.INFO, "(unknown file)", 0, message, args,
+                                                   None))
 
     def write_held(self) -> None:
         """Write the held lines to the stream, in writes of whole lines a pipe keeps whole (`_pieces`)."""
@@ -143,12 +199,27 @@ class AccessLineFormatter(DefaultFormatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         if "color_message" in record.__dict__:  # not an access line: uvicorn's own way
             return super().formatMessage(record)
-        levelname = record.levelname
+        record.__dict__["levelprefix"] = self.level_prefix(record.levelno, record.levelname)
+        return self._style.format(record)
+
+    def level_prefix(self, level: int, name: str | None = None) -> str:
+        """`levelprefix`: the level's name (coloured on a terminal), a colon, padding to 9 characters."""
+        levelname = logging.getLevelName(level) if name is None else name
         separator = " " * (8 - len(levelname))
         if self.use_colors:
-            levelname = self.color_level_name(levelname, record.levelno)
-        record.__dict__["levelprefix"] = levelname + ":" + separator
-        return self._style.format(record)
+            levelname = self.color_level_name(levelname, level)
+        return levelname + ":" + separator
+
+    def plain(self) -> bool:
+        """Whether this formatter makes an access line `levelprefix`, a space, then the message: nothing else
+        (no time, no other field, no defaults), so `AccessLineHandler.write_line` may build it."""
+        style = self._style
+        return (type(style) is logging.PercentStyle and style._fmt == _PLAIN
+                and not getattr(style, "_defaults", None))
+
+
+#: The access lines' format as `serve` configures it (see `AccessLineFormatter.plain`).
+_PLAIN = "%(levelprefix)s %(message)s"
 
 
 def hold_access_lines(hold: bool) -> None:
