@@ -261,7 +261,7 @@ def create_ledger_engine(url: str) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database or ""
-        if not database or database == ":memory:":
+        if not database or database == ":memory:" or parsed.query.get("mode") == "memory":
             raise ValueError("the ledger needs a SQLite file, not an in-memory database: use sqlite:///path")
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # LIFO: the writer gets back the connection it used last, whose page cache is still valid; FIFO handed it

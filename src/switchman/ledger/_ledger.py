@@ -30,11 +30,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import StatementError
 
 from ._db import FEEDBACK, REQUESTS, create_ledger_engine, create_tables, display_url, resolve_url
 from ._record import LedgerRecord, LedgerStats, SpendBy, SpendRow
 from ._rollup import Fact, RollupBatch, ensure_rollup, fact
-from ._rows import BulkInsert, decode, encode
+from ._rows import BulkInsert, as_logged, decode, encode
 from ._views import LedgerViews
 
 __all__ = ["Ledger"]
@@ -313,6 +314,8 @@ class Ledger:
                 except self._insert.errors as exc:
                     if not self._insert.is_bad_row(exc):
                         return self._failed(exc)
+                    if isinstance(exc, StatementError):  # its message shows the row: as the record holds it
+                        exc.params = as_logged(row)
                     self._discard(row[1], exc)
                 else:
                     self._written += 1

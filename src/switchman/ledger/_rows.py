@@ -17,7 +17,6 @@ discards an AttributeError: ~1 µs per value, and a gateway's row has about twen
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring as _quote
 from typing import Any
@@ -29,12 +28,23 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 from ._db import REQUESTS
 from ._record import CandidateEstimate, LedgerRecord
 
-__all__ = ["FIELDS", "SQLITE_NULL", "BulkInsert", "decode", "encode"]
+__all__ = ["FIELDS", "SQLITE_NULL", "BulkInsert", "as_logged", "decode", "encode"]
 
 FIELDS: tuple[str, ...] = tuple(LedgerRecord.__dataclass_fields__)
 _TUPLE_FIELDS = ("candidates", "fallback_chain", "tags")
-#: A missing value as bound on SQLite: stored as NULL (see the module's docstring).
-SQLITE_NULL = math.nan
+#: A missing value as bound on SQLite: stored as NULL (see the module's docstring). Its own NaN object, not
+#: `math.nan`, so a caller's real NaN (which SQLite refuses where a value is required) is never taken for it.
+SQLITE_NULL = float("nan")
+_FLAGS = (FIELDS.index("tokens_estimated"), FIELDS.index("escalated"))
+
+
+def as_logged(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row's values as a log line shows them: missing ones None, flags True/False (as `LedgerRecord` holds
+    them), so the value that made the database refuse a row is not lost among twenty bound NaNs."""
+    values = [None if value is SQLITE_NULL else value for value in row]
+    for index in _FLAGS:
+        values[index] = bool(values[index])
+    return tuple(values)
 
 
 #: The JSON of tuples of strings seen lately (a route's candidates, a fallback chain, tags repeat row after row).
