@@ -12,7 +12,7 @@ coroutines, its state enum and `reschedule` (the upstream call wrapper enters on
 
 from __future__ import annotations
 
-from asyncio import CancelledError, TimerHandle, current_task, get_running_loop
+from asyncio import CancelledError, Handle, current_task, get_running_loop
 from types import TracebackType
 
 __all__ = ["Deadline"]
@@ -26,16 +26,21 @@ class Deadline:
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
         self._expired = False
-        self._handle: TimerHandle | None = None
+        self._handle: Handle | None = None
 
     def __enter__(self) -> Deadline:
+        if self._handle is not None or self._expired:  # as asyncio.timeout (a kept `_expired`, a second timer
+            raise RuntimeError("Deadline has already been entered")  # would misreport the next cancellation)
         loop = get_running_loop()
         task = current_task(loop)
         if task is None:
             raise RuntimeError("Deadline should be used inside a task")
         self._task = task
         self._cancelling = task.cancelling()
-        self._handle = loop.call_at(loop.time() + self._seconds, self._expire)
+        if self._seconds <= 0:  # already past: at once, as asyncio.timeout (call_soon, not the timer heap)
+            self._handle = loop.call_soon(self._expire)
+        else:
+            self._handle = loop.call_at(loop.time() + self._seconds, self._expire)
         return self
 
     def _expire(self) -> None:
