@@ -263,3 +263,35 @@ async def test_tls(tmp_path: Path, pools: Pools) -> None:
         assert isinstance(error.__cause__, ssl.SSLError)
         await pool.aclose()  # while the server still runs
         await untrusted.aclose()
+
+
+def test_an_upstream_responses_close_never_suspends() -> None:
+    """`closes_at_once` is a promise the stream's close relies on (it skips the cancellation shield): `aclose`
+    finishes on its first step, whether the body ended or not."""
+    from switchman.gateway._http import UpstreamResponse
+
+    class _Response:
+        status = 200
+        headers: dict[str, str] = {}
+
+        def __init__(self, closed: bool) -> None:
+            self.closed = closed
+            self.close_calls = 0
+
+        def close(self) -> None:
+            self.close_calls += 1
+            self.closed = True
+
+    for closed in (False, True):
+        raw = _Response(closed)
+        response = UpstreamResponse(raw)  # type: ignore[arg-type]
+        assert response.closes_at_once
+        step = response.aclose()
+        try:
+            step.send(None)
+        except StopIteration:
+            pass
+        else:  # pragma: no cover - the failure this test exists for
+            step.close()
+            raise AssertionError("UpstreamResponse.aclose suspended")
+        assert raw.closed and raw.close_calls == (0 if closed else 1)
