@@ -54,21 +54,12 @@ def route_headers(model: str, reason: str, *, deployment: str | None = None, cac
     return headers
 
 
-#: The most (model, reason, deployment, cache) combinations whose encoded headers `_route_raw` keeps.
-_ROUTE_RAW_KEPT = 4096
-_route_raw_kept: dict[tuple[str, str, str | None, str | None], tuple[tuple[bytes, bytes], ...]] = {}
-
-
-def _route_raw(model: str, reason: str, deployment: str | None, cache: str | None) -> tuple[tuple[bytes, bytes], ...]:
-    """`route_headers` as a Response's raw headers, kept per combination (a route's reasons repeat)."""
-    key = (model, reason, deployment, cache)
-    raw = _route_raw_kept.get(key)
-    if raw is None:
-        if len(_route_raw_kept) >= _ROUTE_RAW_KEPT:
-            _route_raw_kept.clear()
-        headers = route_headers(model, reason, deployment=deployment, cache=cache)
-        raw = _route_raw_kept[key] = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
-    return raw
+def _route_raw(model: str, reason: str, deployment: str | None, cache: str | None) -> list[tuple[bytes, bytes]]:
+    """`route_headers` as a Response's raw headers. Not memoized: the default route's reason holds the
+    request's estimated cost, so a memo would mostly miss on real traffic and only help a benchmark that
+    sends one body over and over."""
+    headers = route_headers(model, reason, deployment=deployment, cache=cache)
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
 class _JSONAnswer(Response):
@@ -91,7 +82,7 @@ _JSON_TYPE = (b"content-type", _JSON.encode("latin-1"))
 def completion_response(completion: Completion) -> Response:
     """The 200 answer to a non-stream request: its body, the route, rate-limit and cost headers."""
     content = completion.content
-    raw = [*_route_raw(completion.model, completion.decision.reason, completion.deployment, completion.cache)]
+    raw = _route_raw(completion.model, completion.decision.reason, completion.deployment, completion.cache)
     if completion.limits is not None:
         raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rate_headers(completion.limits).items()]
     raw += [(b"x-switchman-cost-usd", f"{completion.cost_usd:.8f}".encode("latin-1")),
