@@ -31,8 +31,8 @@ from .routing import (
     prefer_live,
     resolve_task,
     rule_matches,
+    task_of,
 )
-from .routing._tasks import task_of
 
 if TYPE_CHECKING:
     from .learn import LearnedStrategy, ModelProfile, ScoreTable, TrainedRouter

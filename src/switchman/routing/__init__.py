@@ -41,7 +41,7 @@ from ._strategies import (
     expected_ttft_ms,
     rule_matches,
 )
-from ._tasks import TASKS, detect_task, resolve_task, task_from_tags
+from ._tasks import TASKS, detect_task, resolve_task, task_from_tags, task_of
 
 __all__ = [
     "AcceptanceCheck",
@@ -93,5 +93,6 @@ __all__ = [
     "steer",
     "switch_cost_usd",
     "task_from_tags",
+    "task_of",
     "worst_case_cost",
 ]
