@@ -331,3 +331,33 @@ def test_the_documented_cluster_settings_load_and_pick_the_cluster_client() -> N
     link = RedisLink.from_config(config.server)
     assert link is not None and link.cluster and "secret" not in link.display_url
     assert config.cache.redis_url is not None and is_redis_cluster(config.cache.redis_url)
+
+
+def test_a_connection_redis_py_lost_under_a_call_is_an_outage_not_a_500(cluster: RedisClusterServer) -> None:
+    """redis-py's asyncio Cluster can write on a connection another task just disconnected (its writer is None:
+    an AttributeError inside redis-py, seen while a primary failed over mid-load). The link takes it as a lost
+    connection (RedisUnavailable, the caller degrades), and still lets an AttributeError of its caller's own through."""
+    from redis.asyncio.connection import Connection
+
+    from switchman.state import RedisUnavailable
+
+    async def main() -> None:
+        link = RedisLink(cluster.url, prefix=unique_prefix(), timeout_s=2.0)
+        await link.start()
+        try:
+            async def ours(_: Any) -> None:
+                raise AttributeError("a bug of the caller")
+
+            with pytest.raises(AttributeError, match="a bug of the caller"):
+                await link.run(ours)
+
+            async def lost(_: Any) -> None:  # the redis-py frame of the failover: a write with no writer
+                await Connection()._send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
+
+            with pytest.raises(RedisUnavailable):
+                await link.run(lost)
+            assert not link.up  # degraded until the watcher finds the cluster again
+        finally:
+            await link.aclose()
+
+    anyio.run(main)

@@ -58,6 +58,7 @@ password never appears in a log line or a metric.
 from __future__ import annotations
 
 import asyncio
+import os
 import contextlib
 import contextvars
 import hashlib
@@ -344,7 +345,9 @@ class RedisLink:
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await action(self.client)
-        except failures() as exc:
+        except _failures_or_races() as exc:
+            if isinstance(exc, AttributeError) and not _raised_in_redis_py(exc):
+                raise  # our own bug: not Redis being down
             if self._slow(exc):
                 self.errors += 1  # this call fails; the link stays up unless nothing answers for stall_s
             else:
@@ -548,3 +551,20 @@ def _is_timeout(exc: BaseException) -> bool:
     from redis.exceptions import TimeoutError as RedisTimeout
 
     return isinstance(exc, (TimeoutError, RedisTimeout))
+
+
+def _failures_or_races() -> tuple[type[BaseException], ...]:
+    """`failures()` and the AttributeError of redis-py's connection race (told apart by `_raised_in_redis_py`)."""
+    return (*failures(), AttributeError)
+
+
+def _raised_in_redis_py(exc: BaseException) -> bool:
+    """An exception whose innermost frame is redis-py's own: its asyncio Cluster connection races a disconnect
+    (`self._writer.writelines` on a writer another task set to None, seen while a primary failed over), which
+    is a lost connection, not a bug of the caller."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
