@@ -567,4 +567,6 @@ def _raised_in_redis_py(exc: BaseException) -> bool:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
+    import redis
+
+    return tb.tb_frame.f_code.co_filename.startswith(os.path.dirname(redis.__file__) + os.sep)
