@@ -229,6 +229,9 @@ def test_a_recovered_model_wins_its_traffic_back(setup: Setup, http: httpx.Clien
     first = recovered.index("cheap")
     assert first <= 55  # re-probed within ~10 s of recovering
     assert recovered[-100:].count("cheap") >= 95  # and it has its traffic back
+    setup.east.inject("latency", model="cheap", seconds=0.3)  # one slow answer, a provider's tail
+    after_spike = run(20)
+    assert after_spike.count("cheap") == 20  # a lone slow answer sets nothing aside (the median of three counts)
 
 
 def test_health_lists_each_deployment(setup: Setup, http: httpx.Client) -> None:

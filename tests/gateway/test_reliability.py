@@ -230,7 +230,9 @@ def test_live_ttft_over_max_is_set_aside(gateway: Gateway, http: httpx.Client) -
     decision = http.post("/v1/route", json={"model": "auto:fast", "messages": ASK}).json()
     assert decision["model"] == "mid" and decision["fallbacks"] == ["cheap"]
     assert {"model": "cheap", "why": "live TTFT 2000 ms > max_ttft_ms 500"} in decision["excluded"]
-    board.observe("mid", 3000.0)  # nobody qualifies: the cheapest wins again
+    board.observe("mid", 3000.0)  # a lone slow answer is not a slow mark (the lower of two counts)
+    assert chat(http, "auto:fast").headers["x-switchman-model"] == "mid"
+    board.observe("mid", 3000.0)  # slow twice of three: nobody qualifies, the cheapest wins again
     assert chat(http, "auto:fast").headers["x-switchman-model"] == "cheap"
 
 

@@ -59,10 +59,33 @@ def test_moving_averages(clock: Clock) -> None:
     board = HealthBoard(latency=LiveLatency(smoothing=0.5), clock=clock)
     board.observe("m", 100.0)
     assert board.ttft_ms["m"] == 100.0
-    board.observe("m", 200.0, output_tokens=50, stream_s=1.0)
-    assert board.ttft_ms["m"] == 150.0 and board.tokens_per_s["m"] == 50.0
-    board.observe("m", 150.0, output_tokens=100, stream_s=1.0)
-    assert board.tokens_per_s["m"] == 75.0
+    board.observe("m", 200.0, output_tokens=50, stream_s=1.0)  # of two answers the lower counts: 100
+    assert board.ttft_ms["m"] == 100.0 and board.tokens_per_s["m"] == 50.0
+    board.observe("m", 300.0, output_tokens=100, stream_s=1.0)  # median of 100, 200, 300
+    assert board.ttft_ms["m"] == 150.0 and board.tokens_per_s["m"] == 75.0
+
+
+def test_one_slow_answer_among_fast_ones_does_not_make_a_slow_mark(clock: Clock) -> None:
+    board = HealthBoard(latency=LiveLatency(smoothing=0.2, reprobe_s=10), clock=clock)
+    for _ in range(5):
+        board.observe("m", 4.0)
+        clock.now += 0.2
+    board.observe("m", 400.0)  # a lone spike: a provider's tail, or a pause in this process
+    assert board.live_ttft("m") == pytest.approx(4.0)
+    clock.now += 0.2
+    board.observe("m", 4.0)
+    clock.now += 0.2
+    board.observe("m", 400.0)  # two slow of the last three: it is slow now
+    assert board.live_ttft("m") is not None and board.live_ttft("m") > 30.0  # type: ignore[operator]
+
+
+def test_answers_older_than_the_reprobe_interval_leave_the_median(clock: Clock) -> None:
+    board = HealthBoard(latency=LiveLatency(smoothing=0.2, reprobe_s=10, half_life_s=5), clock=clock)
+    board.observe("m", 4.0)
+    board.observe("m", 4.0)
+    clock.now += 10  # both fast answers are a re-probe interval old
+    board.observe("m", 80.0)  # the re-probe's answer counts as it is, not outvoted by stale ones
+    assert board.ttft_ms["m"] == pytest.approx(0.8 * 0.25 * 4.0 + (1 - 0.8 * 0.25) * 80.0)  # as without a median
 
 
 def test_an_old_average_counts_for_less(clock: Clock) -> None:

@@ -11,7 +11,11 @@ Then exactly one request is let through as a probe; its success closes the circu
 opens it for another cooldown.
 
 Live latency: each answer's TTFT is folded into a moving average whose old value weighs less the
-older it is (half-life `half_life_s`), so after a pause a new answer mostly replaces it. A mark
+older it is (half-life `half_life_s`), so after a pause a new answer mostly replaces it. What is
+folded in is the median of the key's last three answers younger than `reprobe_s` (the lower of two):
+one slow answer among fast ones (a provider's tail, a pause in this process) does not set a fast
+deployment aside for a whole `reprobe_s`; two in a row do. A lone answer counts as it is, so a
+first measurement and a re-probe of a stale mark take effect at once. A mark
 older than `reprobe_s` is stale: it reads as unmeasured (`live_ttft` is None) until one request has
 been sent to the key (`sent`), then as the old mark again until that request's answer re-measures
 it or another `reprobe_s` passes. So a deployment set aside as slow gets one request per
@@ -26,6 +30,7 @@ the request path never waits on the network for health.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -84,6 +89,7 @@ class HealthBoard:
         self._rates: dict[str, float] = {}
         self._measured_at: dict[str, float] = {}
         self._probe_sent_at: dict[str, float] = {}
+        self._recent: dict[str, deque[tuple[float, float]]] = {}
 
     @property
     def ttft_ms(self) -> dict[str, float]:
@@ -161,12 +167,30 @@ class HealthBoard:
             fade = 0.5 ** (max(now - previous_at, 0.0) / self.latency.half_life_s)
             weight = 1.0 - (1.0 - self.latency.smoothing) * fade
         self._measured_at[key] = now
+        typical = self._typical(key, ttft_ms, now)
         previous = self._ttft.get(key)
-        self._ttft[key] = ttft_ms if previous is None else previous + weight * (ttft_ms - previous)
+        self._ttft[key] = typical if previous is None else previous + weight * (typical - previous)
         if output_tokens > 0 and stream_s > 0:
             rate = output_tokens / stream_s
             previous = self._rates.get(key)
             self._rates[key] = rate if previous is None else previous + weight * (rate - previous)
+
+    def _typical(self, key: str, ttft_ms: float, now: float) -> float:
+        """The median of the key's last three answers younger than `reprobe_s` (of two: the lower)."""
+        recent = self._recent.get(key)
+        if recent is None:
+            recent = self._recent[key] = deque(maxlen=3)
+        cutoff = now - self.latency.reprobe_s
+        while recent and recent[0][0] <= cutoff:
+            recent.popleft()
+        recent.append((now, ttft_ms))
+        if len(recent) == 1:
+            return ttft_ms
+        a, b = recent[-2][1], ttft_ms
+        if len(recent) == 2:
+            return min(a, b)
+        c = recent[0][1]
+        return max(min(a, b), min(max(a, b), c))
 
     def live_ttft(self, key: str) -> float | None:
         """The TTFT mark decisions should use: None when unmeasured, or stale and due a re-probe."""
