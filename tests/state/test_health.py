@@ -88,6 +88,27 @@ def test_answers_older_than_the_reprobe_interval_leave_the_median(clock: Clock) 
     assert board.ttft_ms["m"] == pytest.approx(0.8 * 0.25 * 4.0 + (1 - 0.8 * 0.25) * 80.0)  # as without a median
 
 
+def test_a_fresher_mark_taken_from_another_replica_supersedes_this_replica_s_older_answers(clock: Clock) -> None:
+    """Two slow answers here, then another replica's fresher fast mark (RedisHealth's pull): a fast answer here
+    keeps the mark fast. Counting the superseded slow answers in the median made it 47 ms, which this replica
+    then pushed to every replica as the freshest mark (over a max_ttft_ms of 30: set aside everywhere)."""
+    board = HealthBoard(latency=LiveLatency(smoothing=0.2, reprobe_s=10, half_life_s=5), clock=clock)
+    board.observe("m", 200.0)
+    clock.now += 0.2
+    board.observe("m", 200.0)
+    clock.now += 0.5
+    board.adopt_mark("m", 3.0, None, 0.0)
+    clock.now += 0.2
+    board.observe("m", 3.0)
+    assert board.live_ttft("m") == pytest.approx(3.0)
+    clock.now += 0.2
+    board.observe("m", 400.0)  # and the adopted mark still outvotes one spike, as an answer here would
+    assert board.live_ttft("m") == pytest.approx(3.0)
+    clock.now += 0.2
+    board.observe("m", 400.0)  # two slow in a row after it: slow
+    assert board.live_ttft("m") > 30.0  # type: ignore[operator]
+
+
 def test_an_old_average_counts_for_less(clock: Clock) -> None:
     board = HealthBoard(latency=LiveLatency(smoothing=0.2, half_life_s=5), clock=clock)
     board.observe("m", 80.0)

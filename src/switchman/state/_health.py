@@ -243,12 +243,16 @@ class HealthBoard:
         self._open.add(key)
 
     def adopt_mark(self, key: str, ttft_ms: float, tokens_per_s: float | None, age_s: float) -> None:
-        """Take another replica's latency mark when it is fresher than this process's own."""
+        """Take another replica's latency mark when it is fresher than this process's own.
+
+        The mark supersedes this process's own earlier answers: it alone stands in the median, as one answer.
+        """
         measured_at = self._clock() - max(age_s, 0.0)
         if measured_at <= self._measured_at.get(key, float("-inf")):
             return
         self._ttft[key] = ttft_ms
         self._measured_at[key] = measured_at
+        self._recent[key] = deque([(measured_at, ttft_ms)], maxlen=3)
         if tokens_per_s is not None:
             self._rates[key] = tokens_per_s
 
