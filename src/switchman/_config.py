@@ -113,8 +113,9 @@ class LiveLatency(_Strict):
 
     Each answer folds its TTFT into a moving average whose old value counts for less the older it
     is (`half_life_s`), so after a pause one new answer mostly replaces it; what it folds in is the
-    median of the last three answers, so one slow answer among fast ones moves nothing. A mark older than
-    `reprobe_s` reads as unmeasured until one request has been sent there (the re-probe), so a
+    median of the last three answers younger than `reprobe_s` (of two, the lower), so one slow answer
+    among fast ones moves nothing; a lone answer, and a mark taken from another replica, count as they
+    are. A mark older than `reprobe_s` reads as unmeasured until one request has been sent there (the re-probe), so a
     deployment set aside as slow is re-measured once per `reprobe_s` and wins its traffic back.
     """
 
