@@ -13,6 +13,7 @@ Needs the `redis-server` binary and the redis client (`switchman[redis]`).
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import subprocess
@@ -143,7 +144,19 @@ class RedisClusterServer:
         return subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
              "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000", "--save", "",
-             "--appendonly", "no", "--dir", self._dir.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--appendonly", "no", "--dir", self._dir.name, "--logfile", f"node-{port}.log"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of every node's log: what a failed wait shows."""
+        assert self._dir is not None
+        parts = []
+        for i, port in enumerate(self.ports):
+            path = os.path.join(self._dir.name, f"node-{port}.log")
+            text = open(path, encoding="utf-8", errors="replace").read() if os.path.exists(path) else ""
+            state = "alive" if self.alive(i) else "dead"
+            parts.append(f"--- node {i} (port {port}, {state})\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts)
 
     def node_for(self, key: str) -> int:
         """The index (into `ports`) of the node that serves `key`'s slot now."""
@@ -176,7 +189,10 @@ class RedisClusterServer:
                 if not isinstance(info, dict) or info.get("cluster_state") != "ok":
                     raise redis.ConnectionError(f"cluster not serving on {port}")
 
-        _wait_for(ready, seconds=seconds)
+        try:
+            _wait_for(ready, seconds=seconds)
+        except redis.ConnectionError as exc:
+            raise redis.ConnectionError(f"{exc}\n{self.log_tail()}") from exc
 
     def move_slot(self, key: str, to: int) -> None:
         """Reshard: move `key`'s slot, with its keys, to the primary at index `to` (the steps `redis-cli
