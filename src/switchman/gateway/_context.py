@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._exceptions import InvalidRequestError
+from .._slots import slot_init
 from ..ledger import KeyInfo
 
 __all__ = ["CONTEXT_HEADERS", "OWN_METADATA_KEYS", "RequestContext", "bind_agent", "context_from", "context_headers",
@@ -25,6 +26,7 @@ _MAX_VALUE = 256
 _MAX_TAGS = 32
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     """The caller's context for one request."""
