@@ -13,12 +13,13 @@ import pytest
 from switchman._slots import slot_init
 from switchman.gateway import RequestContext
 from switchman.gateway._dispatcher import Completion
+from switchman.gateway._http import UpstreamRequest
 from switchman.gateway._wire import Usage
 from switchman.ledger import LedgerRecord
 from switchman.routing import CandidateScore, Decision, DecisionContext, PolicyResult, RouteRequest
 
 DECORATED = [LedgerRecord, RequestContext, RouteRequest, CandidateScore, Decision, PolicyResult, DecisionContext,
-             Usage, Completion]
+             Usage, Completion, UpstreamRequest]
 _counter = iter(range(10**9))
 
 

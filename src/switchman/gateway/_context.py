@@ -115,6 +115,8 @@ def context_from(
                 body["metadata"] = rest
             else:
                 del body["metadata"]
+    if not own and not headers:  # most requests: no context given (`context_headers` found none of its names)
+        return RequestContext(request_id, None, None, (), None, key_id, False, body_bytes, api)
     header_tags = headers.get("x-switchman-tags")
     return RequestContext(
         request_id=request_id,
