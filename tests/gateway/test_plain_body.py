@@ -14,7 +14,7 @@ from switchman.gateway._schema import ChatBody, _plainly_valid, check_body
 
 MISSING = object()
 ANY_VALUES: list[Any] = [None, 0, 1, 128, 129, -1, True, False, 2**70, 0.0, 1.0, 2.0, 2.5, -0.5, float("inf"), "",
-                         "x", [], ["a"], [1], {}, {"a": 1}, {1: 2}, MISSING]
+                         "x", "\udc00", [], ["a"], [1], {}, {"a": 1}, {1: 2}, MISSING]
 ROLES: list[Any] = ["user", "system", "assistant", "tool", "developer", "function", "bogus", "", None, 1, ["user"]]
 CONTENTS: list[Any] = ["hi", "", None, 1, [], [{"type": "text", "text": "a"}], [{"type": "text"}], {"a": 1}, MISSING]
 
@@ -43,7 +43,7 @@ def _message(draw: random.Random, tame: bool) -> Any:
 def _body(draw: random.Random) -> dict[str, Any]:
     body: dict[str, Any] = {}
     tame = draw.random() < 0.5
-    model = draw.choice(["auto", "small", "", None, 1, MISSING]) if draw.random() < 0.3 else "auto"
+    model = draw.choice(["auto", "small", "", None, 1, "\ud800", "é", MISSING]) if draw.random() < 0.3 else "auto"
     if model is not MISSING:
         body["model"] = model
     if draw.random() < 0.1:

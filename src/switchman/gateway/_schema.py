@@ -181,8 +181,8 @@ def _plainly_valid(data: dict[str, Any]) -> bool:
     the typed fields; unknown keys are allowed, as there. Most bodies are such; anything else (tools, content
     parts, a field this does not know) returns False and pydantic decides (and words the error)."""
     model, messages = data.get("model"), data.get("messages")
-    if type(model) is not str or not model or type(messages) is not list or not messages:
-        return False
+    if type(model) is not str or not model or not model.isascii() or type(messages) is not list or not messages:
+        return False  # (a non-ASCII name to pydantic: it refuses a lone surrogate in this field, as min_length reads it)
     for message in messages:
         if type(message) is not dict:
             return False
