@@ -31,7 +31,7 @@ def _message(draw: random.Random, tame: bool) -> Any:
     message: dict[Any, Any] = {}
     for key, pool in (("role", ROLES), ("content", CONTENTS), ("name", ANY_VALUES), ("tool_call_id", ANY_VALUES),
                       ("tool_calls", [None, [], [{"function": {"name": "f"}}], "x", MISSING]),
-                      ("extra", ANY_VALUES), ("_private", ANY_VALUES)):
+                      ("extra", ANY_VALUES), ("_private", ANY_VALUES), (2, ANY_VALUES), ("\udc01", ANY_VALUES)):
         value = draw.choice(pool) if key not in ("role", "content") or draw.random() < 0.9 else MISSING
         if key not in ("role", "content") and draw.random() < 0.7:
             value = MISSING
@@ -40,8 +40,8 @@ def _message(draw: random.Random, tame: bool) -> Any:
     return message
 
 
-def _body(draw: random.Random) -> dict[str, Any]:
-    body: dict[str, Any] = {}
+def _body(draw: random.Random) -> dict[Any, Any]:
+    body: dict[Any, Any] = {}
     tame = draw.random() < 0.5
     model = draw.choice(["auto", "small", "", None, 1, "\ud800", "é", MISSING]) if draw.random() < 0.3 else "auto"
     if model is not MISSING:
@@ -51,7 +51,8 @@ def _body(draw: random.Random) -> dict[str, Any]:
     else:
         messages = [_message(draw, tame) for _ in range(draw.randint(1, 3))]
     body["messages"] = messages
-    for key in [*ChatBody.model_fields, "unknown", "_private", "model_config"]:
+    for key in [*ChatBody.model_fields, "unknown", "_private", "model_config", 3, "\udc02"]:  # (the last two: a
+        # Python caller's keys JSON cannot give, that the model refuses)
         if key not in ("model", "messages") and draw.random() < (0.08 if tame else 0.25):
             value = draw.choice(ANY_VALUES)
             if value is not MISSING:
@@ -59,7 +60,7 @@ def _body(draw: random.Random) -> dict[str, Any]:
     return body
 
 
-def _accepted(body: dict[str, Any]) -> bool:
+def _accepted(body: dict[Any, Any]) -> bool:
     try:
         ChatBody.model_validate(body)
     except ValidationError:
@@ -109,3 +110,27 @@ def test_other_bodies_are_still_judged_by_the_model(body: dict[str, Any], messag
     with pytest.raises(InvalidRequestError) as caught:
         check_body(body)
     assert caught.value.param == message
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "auto", "messages": [{"role": "user", "content": "hi", 1: "x"}]},
+    {"model": "auto", "messages": [{"role": "user", "content": "hi", "\udc00": "x"}]},
+    {"model": "auto", "messages": [{"role": "user", "content": "hi"}], 1: "x"},
+    {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "\udc00": "x"},
+    {"model": "auto", "messages": [{"role": "user", "content": "hi"}], None: "x"},
+])
+def test_a_key_the_model_refuses_is_refused(body: dict[Any, Any]) -> None:
+    """A Python caller (the in-process client) can send keys JSON cannot: not a string, or a lone surrogate.
+    The model refuses them (a 400 before any work); the shortcut must not let them through to the upstream."""
+    assert not _accepted(body)
+    with pytest.raises(InvalidRequestError):
+        check_body(body)
+
+
+def test_the_in_process_client_refuses_such_a_key() -> None:
+    from switchman.gateway._inprocess import InProcessClient
+
+    with pytest.raises(InvalidRequestError):
+        InProcessClient._request([{"role": "user", "content": "hi", 1: "x"}])
+    with pytest.raises(InvalidRequestError):
+        InProcessClient._request("hi", **{"\udc00": 1})

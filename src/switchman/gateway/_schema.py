@@ -179,7 +179,8 @@ _MESSAGE_PLAIN = frozenset({"role", "content", "name", "tool_call_id"})
 def _plainly_valid(data: dict[str, Any]) -> bool:
     """True only for a body ChatBody surely accepts: text messages (string or no content) and plain values in
     the typed fields; unknown keys are allowed, as there. Most bodies are such; anything else (tools, content
-    parts, a field this does not know) returns False and pydantic decides (and words the error)."""
+    parts, a field this does not know, an unknown key that is not an ASCII str) returns False and pydantic
+    decides (and words the error)."""
     model, messages = data.get("model"), data.get("messages")
     if type(model) is not str or not model or not model.isascii() or type(messages) is not list or not messages:
         return False  # (a non-ASCII name to pydantic: it refuses a lone surrogate in this field, as min_length reads it)
@@ -190,13 +191,19 @@ def _plainly_valid(data: dict[str, Any]) -> bool:
         if type(role) is not str or role not in _ROLES:
             return False
         for key, value in message.items():
-            if key in _MESSAGE_FIELDS and value is not None and (key not in _MESSAGE_PLAIN or type(value) is not str):
-                return False  # role and the str | None fields as str; tool_calls (or a new field) to pydantic
+            if key in _MESSAGE_FIELDS:
+                if value is not None and (key not in _MESSAGE_PLAIN or type(value) is not str):
+                    return False  # role and the str | None fields as str; tool_calls (or a new field) to pydantic
+            elif type(key) is not str or not key.isascii():
+                return False  # an unknown key: pydantic refuses one that is not a str, or holds a lone surrogate
     for key, value in data.items():
-        if key in _BODY_FIELDS and key != "model" and key != "messages":
-            check = _PLAIN_FIELDS.get(key)
-            if not (check(value) if check is not None else value is None):
-                return False
+        if key in _BODY_FIELDS:
+            if key != "model" and key != "messages":
+                check = _PLAIN_FIELDS.get(key)
+                if not (check(value) if check is not None else value is None):
+                    return False
+        elif type(key) is not str or not key.isascii():
+            return False  # (JSON gives neither; a Python caller, e.g. the in-process client, can)
     return True
 
 
