@@ -137,3 +137,43 @@ def test_refuses_what_it_does_not_reproduce() -> None:
     for cls in (Later, Hidden, Unslotted):
         with pytest.raises(TypeError, match="slot_init"):
             slot_init(cls)
+
+
+def test_a_field_named_as_the_init_s_own_names_is_refused() -> None:
+    """Such a field, a parameter of the generated `__init__`, would shadow its helper (e.g. `_FACTORY`: the
+    factory never runs and the sentinel is stored) or not compile (`self`)."""
+    for name in ("self", "_FACTORY", "_set1", "_make0", "_default2"):
+        cls = dataclasses.make_dataclass("Odd", [("a", int), (name, list, field(default_factory=list))],
+                                         frozen=True, slots=True)
+        with pytest.raises(TypeError, match="slot_init uses this name"):
+            slot_init(cls)
+
+
+def test_a_subclass_of_a_slotted_dataclass_gets_its_base_fields() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        x: int = 0
+
+    def build() -> type:
+        @dataclass(frozen=True, slots=True)
+        class Sub(Base):
+            y: list[int] = field(default_factory=list)
+
+        return Sub
+
+    plain, fast = build(), slot_init(build())
+    assert _outcome(fast, (1, [2]), {}) == _outcome(plain, (1, [2]), {}) == {"x": 1, "y": [2]}
+    assert _outcome(fast, (), {}) == {"x": 0, "y": []}
+
+    @dataclass(frozen=True)
+    class Open:
+        x: int = 0
+
+    def on_open() -> type:
+        @dataclass(frozen=True, slots=True)
+        class OnOpen(Open):  # (dataclasses gives x a slot here too)
+            y: int = 1
+
+        return OnOpen
+
+    assert _outcome(slot_init(on_open()), (3,), {"y": 4}) == _outcome(on_open(), (3,), {"y": 4}) == {"x": 3, "y": 4}

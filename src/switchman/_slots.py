@@ -10,7 +10,9 @@ half the cost). Nothing else changes: `__setattr__` still raises FrozenInstanceE
 
 from __future__ import annotations
 
+import re
 from dataclasses import MISSING, fields, is_dataclass
+from types import MemberDescriptorType
 from typing import Any, TypeVar
 
 __all__ = ["slot_init"]
@@ -26,12 +28,15 @@ class _Factory:
 
 
 _FACTORY = _Factory()
+#: The generated `__init__`'s own names: a field (a parameter) so named would shadow one.
+_RESERVED = re.compile(r"_FACTORY$|_(set|make|default)\d+$")
 
 
 def slot_init(cls: type[T]) -> type[T]:
     """Class decorator (above `@dataclass(frozen=True, slots=True)`): the class's `__init__` replaced by one
     that stores each field through its slot's descriptor. Refuses what it does not reproduce: a class
-    that is not a slotted dataclass, `__post_init__`, fields with `init=False`."""
+    that is not a slotted dataclass, `__post_init__`, fields with `init=False`, a field named as one of the
+    `__init__`'s own names (`self`, `_FACTORY`, `_set0`, ...)."""
     if not is_dataclass(cls) or "__slots__" not in cls.__dict__:
         raise TypeError(f"{cls.__name__}: slot_init needs a slotted dataclass")
     if hasattr(cls, "__post_init__"):
@@ -43,7 +48,13 @@ def slot_init(cls: type[T]) -> type[T]:
     for i, f in enumerate(fields(cls)):
         if not f.init:
             raise TypeError(f"{cls.__name__}.{f.name}: slot_init does not reproduce init=False")
-        scope[f"_set{i}"] = cls.__dict__[f.name].__set__
+        if f.name == "self" or _RESERVED.match(f.name):
+            raise TypeError(f"{cls.__name__}.{f.name}: slot_init uses this name itself")
+        # (a field of a dataclass base has its slot there)
+        slot = next((c.__dict__[f.name] for c in cls.__mro__ if f.name in c.__dict__), None)
+        if not isinstance(slot, MemberDescriptorType):
+            raise TypeError(f"{cls.__name__}.{f.name}: slot_init needs every field in a slot (a base without slots?)")
+        scope[f"_set{i}"] = slot.__set__
         value = f.name
         if f.default_factory is not MISSING:
             scope[f"_make{i}"] = f.default_factory
