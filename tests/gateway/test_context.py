@@ -22,3 +22,15 @@ def test_headers_win_and_own_metadata_is_stripped() -> None:
 def test_bad_metadata(body: dict[str, object]) -> None:
     with pytest.raises(InvalidRequestError):
         context_from({}, body)
+
+
+@pytest.mark.parametrize("body", [{}, {"metadata": {"trace": "t"}}, {"metadata": None}, {"metadata": {}}])
+def test_no_context_given_is_the_empty_context(body: dict[str, object]) -> None:
+    """No context header and none of switchman's metadata keys: the same context as through every check."""
+    other = {"x-unrelated": "1"}  # a header context_from does not read: the general path
+    slow = context_from(other, dict(body), request_id="r", key_id="k", body_bytes=120, api="messages")
+    given = dict(body)
+    fast = context_from({}, given, request_id="r", key_id="k", body_bytes=120, api="messages")
+    assert fast == slow and given == body
+    assert (fast.request_id, fast.key_id, fast.body_bytes, fast.api, fast.tags, fast.escalate, fast.cache) == (
+        "r", "k", 120, "messages", (), False, None)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._exceptions import InvalidRequestError
+from .._slots import slot_init
 from ..ledger import KeyInfo
 
 __all__ = ["CONTEXT_HEADERS", "OWN_METADATA_KEYS", "RequestContext", "bind_agent", "context_from", "context_headers",
@@ -25,6 +26,7 @@ _MAX_VALUE = 256
 _MAX_TAGS = 32
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     """The caller's context for one request."""
@@ -113,6 +115,8 @@ def context_from(
                 body["metadata"] = rest
             else:
                 del body["metadata"]
+    if not own and not headers:  # most requests: no context given (`context_headers` found none of its names)
+        return RequestContext(request_id, None, None, (), None, key_id, False, body_bytes, api)
     header_tags = headers.get("x-switchman-tags")
     return RequestContext(
         request_id=request_id,

@@ -33,6 +33,7 @@ from .._exceptions import (
 )
 from .._decider import Decider
 from .._environ import Environment
+from .._slots import slot_init
 from ..ledger import Budgets, Ledger, Metrics
 from ..routing import DEFAULT_OUTPUT_TOKENS, Decision, RouteRequest, worst_case_cost
 from ..state import Admission, HealthBoard, HealthStore, RateLimiter, SharedBudgets
@@ -69,6 +70,7 @@ DURABLE_WAIT_S = 5.0
 OFFLOAD_CHARS = 32_768
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Completion:
     """A finished non-stream answer: the OpenAI chat.completion body and what produced it."""

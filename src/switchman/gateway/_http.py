@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from .._slots import slot_init
+
 __all__ = ["MAX_CONNECTIONS", "OUTBOUND_HEADERS", "UpstreamPool", "UpstreamRequest", "UpstreamResponse"]
 
 #: Connections open at once to one provider (requests beyond it wait, within the connect timeout).
@@ -48,6 +50,7 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     """A request ready to send: method, absolute URL and body."""

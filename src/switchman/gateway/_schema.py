@@ -145,8 +145,74 @@ def describe_invalid(error: ValidationError) -> InvalidRequestError:
     return InvalidRequestError(f"invalid value for {path!r}: {item['msg']}", param=path, code="invalid_value")
 
 
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _optional_int(low: int, high: float) -> Any:
+    return lambda v: v is None or (type(v) is int and low <= v <= high)
+
+
+def _optional_float(high: float) -> Any:
+    return lambda v: v is None or (type(v) is float and 0.0 <= v <= high)
+
+
+#: What `_plainly_valid` accepts for each of ChatBody's fields but model and messages: a value the field surely
+#: takes (strict: exact types). A field not here (tools, tool_choice, ...) must be absent or None to count.
+_PLAIN_FIELDS: dict[str, Any] = {
+    "stream": lambda v: type(v) is bool,
+    "max_tokens": _optional_int(1, float("inf")),
+    "max_completion_tokens": _optional_int(1, float("inf")),
+    "n": _optional_int(1, 128),
+    "seed": lambda v: v is None or type(v) is int,
+    "temperature": _optional_float(2.0),
+    "top_p": _optional_float(1.0),
+    "user": lambda v: v is None or type(v) is str,
+    "stop": lambda v: v is None or type(v) is str,
+    "stream_options": lambda v: v is None or (type(v) is dict and all(type(k) is str for k in v)),
+    "metadata": lambda v: v is None or (type(v) is dict and all(type(k) is str for k in v)),
+}
+_BODY_FIELDS = frozenset(ChatBody.model_fields)
+_MESSAGE_FIELDS = frozenset(Message.model_fields)
+_MESSAGE_PLAIN = frozenset({"role", "content", "name", "tool_call_id"})
+
+
+def _plainly_valid(data: dict[str, Any]) -> bool:
+    """True only for a body ChatBody surely accepts: text messages (string or no content) and plain values in
+    the typed fields; unknown keys are allowed, as there. Most bodies are such; anything else (tools, content
+    parts, a field this does not know, an unknown key that is not an ASCII str) returns False and pydantic
+    decides (and words the error)."""
+    model, messages = data.get("model"), data.get("messages")
+    if type(model) is not str or not model or not model.isascii() or type(messages) is not list or not messages:
+        return False  # (a non-ASCII name to pydantic: it refuses a lone surrogate in this field, as min_length reads it)
+    for message in messages:
+        if type(message) is not dict:
+            return False
+        role = message.get("role")
+        if type(role) is not str or role not in _ROLES:
+            return False
+        for key, value in message.items():
+            if key in _MESSAGE_FIELDS:
+                if value is not None and (key not in _MESSAGE_PLAIN or type(value) is not str):
+                    return False  # role and the str | None fields as str; tool_calls (or a new field) to pydantic
+            elif type(key) is not str or not key.isascii():
+                return False  # an unknown key: pydantic refuses one that is not a str, or holds a lone surrogate
+    for key, value in data.items():
+        if key in _BODY_FIELDS:
+            if key != "model" and key != "messages":
+                check = _PLAIN_FIELDS.get(key)
+                if not (check(value) if check is not None else value is None):
+                    return False
+        elif type(key) is not str or not key.isascii():
+            return False  # (JSON gives neither; a Python caller, e.g. the in-process client, can)
+    return True
+
+
 def check_body(data: dict[str, Any]) -> dict[str, Any]:
-    """`data` itself when it is a valid chat body; InvalidRequestError naming the first problem otherwise."""
+    """`data` itself when it is a valid chat body; InvalidRequestError naming the first problem otherwise.
+
+    A plain body (see `_plainly_valid`: ~0.5 µs) skips building the pydantic model (~4 µs), which only checks."""
+    if _plainly_valid(data):
+        return data
     try:
         ChatBody.model_validate(data)
     except ValidationError as exc:

@@ -22,6 +22,7 @@ from .._exceptions import (
     UpstreamError,
     UpstreamServerError,
 )
+from .._slots import slot_init
 from .._tokens import count_tokens
 
 __all__ = [
@@ -49,6 +50,7 @@ _POLICY_MARKERS = (
 TRANSLATED = "_switchman_translated"
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token counts the upstream reported."""

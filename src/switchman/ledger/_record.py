@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .._slots import slot_init
+
 __all__ = [
     "RECORD_STATUSES",
     "CandidateEstimate",
@@ -40,6 +42,7 @@ def _new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+@slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LedgerRecord:
     """One request as the ledger keeps it; every field has a default so partial records are easy.

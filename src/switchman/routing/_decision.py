@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .._slots import slot_init
+
 __all__ = ["CandidateScore", "Decision"]
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class CandidateScore:
     """What the strategy predicted for one candidate (None where it does not predict)."""
@@ -18,6 +21,7 @@ class CandidateScore:
     predicted_output_tokens: float | None = None
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The chosen model, why, and the ordered fallbacks to try if it fails.

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .._catalog import ModelSpec
 from .._exceptions import NoCapableModelError
+from .._slots import slot_init
 from ._request import RouteRequest
 
 __all__ = ["DEFAULT_OUTPUT_TOKENS", "RESERVE_OUTPUT_TOKENS", "PolicyResult", "filter_candidates", "prefer_live",
@@ -23,6 +24,7 @@ DEFAULT_OUTPUT_TOKENS = 256
 RESERVE_OUTPUT_TOKENS = 4096
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class PolicyResult:
     """Candidates that may serve the request, and why the others may not."""

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._slots import slot_init
+
 __all__ = ["CODE_SCAN_CHARS", "RouteRequest", "looks_like_code", "message_text"]
 
 # Per-message framing tokens in OpenAI chat formats, and the flat price of one image at low detail.
@@ -53,6 +55,7 @@ def message_text(message: Mapping[str, Any]) -> str:
     return ""
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class RouteRequest:
     """One request as the router sees it."""

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from .._catalog import ModelSpec
 from .._config import RuleConfig, RuleMatch
+from .._slots import slot_init
 from ._decision import CandidateScore, Decision
 from ._policy import estimated_cost
 from ._request import RouteRequest
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class DecisionContext:
     """Inputs from outside the pure core."""
