@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine
 
-from switchman.ledger import LedgerRecord, _rollup
-from switchman.ledger._rollup import COUNT_MEASURES, DAY, HOUR, MEASURES, SLICES, RollupBatch, fact
+from switchman.ledger import Ledger, LedgerRecord, _rollup
+from switchman.ledger._rollup import COUNT_MEASURES, DAY, HOUR, MEASURES, SLICES, RollupBatch, bucket_of, fact
 
 
 def _reference_rows(batch: RollupBatch) -> list[tuple[Any, ...]]:
@@ -111,4 +113,36 @@ def test_fact_is_the_reference_fact(seed: int) -> None:
                 got: Any = fact(changed)
             except (TypeError, ValueError) as exc:
                 got = type(exc)
+            if isinstance(got, tuple):  # and the hour the record is summed in
+                assert got[-1] == int(got[0] // HOUR) * HOUR
+                got = got[:-1]
             assert repr(got) == repr(expected)
+
+
+def test_a_time_no_hour_holds_is_refused_by_fact() -> None:
+    for moment in (math.inf, -math.inf, math.nan):
+        with pytest.raises((ValueError, OverflowError)):
+            fact(LedgerRecord(time=moment))
+
+
+def test_bucket_of_infinity_is_the_slowest_bucket() -> None:
+    assert bucket_of(math.inf) == bucket_of(2.0 ** 30) == bucket_of(1e300) == 120
+    assert bucket_of(2.0 ** 30 - 1) == min(int(math.log2(2.0 ** 30 - 1) * 4), 120)
+    assert bucket_of(math.nan) == bucket_of(0.5) == 0
+
+
+def test_records_the_rollups_cannot_bucket_do_not_stop_the_writer(
+    open_ledger: Callable[..., Ledger], db_url: str
+) -> None:
+    """An infinite latency is summed in the slowest bucket; a NaN or infinite time is refused as invalid."""
+    ledger = open_ledger(db_url)
+    ledger.start_sync()
+    ledger.record(LedgerRecord(request_id="slow", model="m", latency_ms=math.inf))
+    ledger.record(LedgerRecord(request_id="never", model="m", time=math.inf))
+    ledger.record(LedgerRecord(request_id="nan", model="m", time=math.nan))
+    ledger.record(LedgerRecord(request_id="next", model="m", latency_ms=3.0))
+    assert ledger.flush_sync(timeout=10)
+    ledger.close_sync()
+    assert (ledger.stats.written, ledger.stats.discarded) == (2, 2)
+    stored = open_ledger(db_url).records()
+    assert [(r.request_id, r.latency_ms) for r in stored] == [("slow", math.inf), ("next", 3.0)]

@@ -83,6 +83,7 @@ COUNT_MEASURES = frozenset({"requests", "errors", "refused", "input_tokens", "ou
 #: Ratio between neighbouring latency buckets is 2 ** (1 / LATENCY_STEP).
 LATENCY_STEP = 4
 _MAX_BUCKET = 120  # 2 ** 30 ms: anything slower shares the last bucket
+_SLOWEST = 2.0 ** (_MAX_BUCKET / LATENCY_STEP)
 _ERRORS = frozenset({"error", "stream_error"})
 _REFUSED = frozenset({"rejected_budget", "bad_request", "rejected_rate_limit"})
 _COUNT_INDEXES = tuple(index for index, name in enumerate(MEASURES) if name in COUNT_MEASURES)
@@ -140,6 +141,8 @@ def bucket_of(latency_ms: float) -> int:
     """The latency histogram bucket of a duration: [2^(b/4), 2^((b+1)/4)) ms; under 1 ms is bucket 0."""
     if not latency_ms > 1.0:  # also NaN
         return 0
+    if latency_ms >= _SLOWEST:  # also infinity (whose log2 no int holds)
+        return _MAX_BUCKET
     return min(int(math.log2(latency_ms) * LATENCY_STEP), _MAX_BUCKET)
 
 
@@ -153,7 +156,10 @@ Fact = tuple[Any, ...]
 
 
 def fact(rec: LedgerRecord) -> Fact:
-    """The rollup's view of a record; ValueError/TypeError if a field cannot be coerced (as `encode`)."""
+    """The rollup's view of a record; ValueError/TypeError if a field cannot be coerced (as `encode`), and
+    ValueError/OverflowError for a time no hour holds (NaN, infinite): refused here, not in the batch's sums."""
+    moment = float(rec.time)
+    hour = int(moment // HOUR) * HOUR
     model, chosen = rec.model, None
     for name, quality, _ in rec.scores:
         if name == model and quality is not None:
@@ -166,12 +172,12 @@ def fact(rec: LedgerRecord) -> Fact:
         shadow, shadow_cost = True, float(rec.shadow_cost_usd or 0.0)
         shadow_quality = None if rec.shadow_quality is None else float(rec.shadow_quality)
     return (
-        float(rec.time), str(rec.route or ""), str(rec.agent or ""), str(model or ""), str(rec.key_id or ""),
+        moment, str(rec.route or ""), str(rec.agent or ""), str(model or ""), str(rec.key_id or ""),
         str(rec.status), int(rec.input_tokens), int(rec.output_tokens), float(cost),
         float(cost if baseline is None else baseline), float(rec.latency_ms),
         None if ttft is None else float(ttft), fallbacks - 1 if fallbacks else 0,
         1 if rec.escalated else 0, chosen, shadow, shadow_cost, shadow_quality,
-        None if session is None else str(session),
+        None if session is None else str(session), hour,
     )
 
 
@@ -191,8 +197,7 @@ class RollupBatch:
     def add(self, item: Fact) -> None:
         """Count one record (its `fact`)."""
         (moment, route, agent, model, key_id, status, tin, tout, cost, baseline, latency, ttft, fallbacks,
-         escalated, quality, shadow, shadow_cost, shadow_quality, session) = item
-        hour = int(moment // HOUR) * HOUR
+         escalated, quality, shadow, shadow_cost, shadow_quality, session, hour) = item
         key = (hour, route, agent, model, key_id, status)
         sums = self.groups.get(key)
         if sums is None:
