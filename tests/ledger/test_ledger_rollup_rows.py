@@ -113,15 +113,12 @@ def test_fact_is_the_reference_fact(seed: int) -> None:
                 got: Any = fact(changed)
             except (TypeError, ValueError) as exc:
                 got = type(exc)
-            if isinstance(got, tuple):  # and the hour the record is summed in
-                assert got[-1] == int(got[0] // HOUR) * HOUR
-                got = got[:-1]
             assert repr(got) == repr(expected)
 
 
 def test_a_time_no_hour_holds_is_refused_by_fact() -> None:
     for moment in (math.inf, -math.inf, math.nan):
-        with pytest.raises((ValueError, OverflowError)):
+        with pytest.raises(ValueError, match="time is not finite"):
             fact(LedgerRecord(time=moment))
 
 
@@ -134,15 +131,17 @@ def test_bucket_of_infinity_is_the_slowest_bucket() -> None:
 def test_records_the_rollups_cannot_bucket_do_not_stop_the_writer(
     open_ledger: Callable[..., Ledger], db_url: str
 ) -> None:
-    """An infinite latency is summed in the slowest bucket; a NaN or infinite time is refused as invalid."""
+    """An infinite latency is summed in the slowest bucket; a NaN or infinite time, or a count no int holds, is
+    refused as invalid."""
     ledger = open_ledger(db_url)
     ledger.start_sync()
     ledger.record(LedgerRecord(request_id="slow", model="m", latency_ms=math.inf))
     ledger.record(LedgerRecord(request_id="never", model="m", time=math.inf))
     ledger.record(LedgerRecord(request_id="nan", model="m", time=math.nan))
+    ledger.record(LedgerRecord(request_id="tokens", model="m", input_tokens=math.inf))  # type: ignore[arg-type]
     ledger.record(LedgerRecord(request_id="next", model="m", latency_ms=3.0))
     assert ledger.flush_sync(timeout=10)
     ledger.close_sync()
-    assert (ledger.stats.written, ledger.stats.discarded) == (2, 2)
+    assert (ledger.stats.written, ledger.stats.discarded) == (2, 3)
     stored = open_ledger(db_url).records()
     assert [(r.request_id, r.latency_ms) for r in stored] == [("slow", math.inf), ("next", 3.0)]

@@ -157,9 +157,10 @@ Fact = tuple[Any, ...]
 
 def fact(rec: LedgerRecord) -> Fact:
     """The rollup's view of a record; ValueError/TypeError if a field cannot be coerced (as `encode`), and
-    ValueError/OverflowError for a time no hour holds (NaN, infinite): refused here, not in the batch's sums."""
+    ValueError for a time no hour holds (NaN, infinite): refused here, not in the batch's sums."""
     moment = float(rec.time)
-    hour = int(moment // HOUR) * HOUR
+    if not math.isfinite(moment):
+        raise ValueError(f"time is not finite: {moment}")
     model, chosen = rec.model, None
     for name, quality, _ in rec.scores:
         if name == model and quality is not None:
@@ -177,7 +178,7 @@ def fact(rec: LedgerRecord) -> Fact:
         float(cost if baseline is None else baseline), float(rec.latency_ms),
         None if ttft is None else float(ttft), fallbacks - 1 if fallbacks else 0,
         1 if rec.escalated else 0, chosen, shadow, shadow_cost, shadow_quality,
-        None if session is None else str(session), hour,
+        None if session is None else str(session),
     )
 
 
@@ -197,7 +198,8 @@ class RollupBatch:
     def add(self, item: Fact) -> None:
         """Count one record (its `fact`)."""
         (moment, route, agent, model, key_id, status, tin, tout, cost, baseline, latency, ttft, fallbacks,
-         escalated, quality, shadow, shadow_cost, shadow_quality, session, hour) = item
+         escalated, quality, shadow, shadow_cost, shadow_quality, session) = item
+        hour = int(moment // HOUR) * HOUR
         key = (hour, route, agent, model, key_id, status)
         sums = self.groups.get(key)
         if sums is None:
