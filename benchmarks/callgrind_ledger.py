@@ -65,8 +65,8 @@ def child(rows: int, group: int, url: str | None, pooled: int, like: str) -> Non
         assert ledger.stats.written == rows, ledger.stats
 
 
-def totals(out_dir: Path, pid_prefix: str) -> dict[str, int]:
-    """Instructions per thread of one callgrind run (thread 1 is main; the writer is the busiest other)."""
+def totals(out_dir: Path, pid_prefix: str) -> dict[int, int]:
+    """Instructions per thread of one callgrind run, by callgrind's thread number (1 is main)."""
     per_thread: dict[int, int] = {}
     for path in out_dir.glob(f"{pid_prefix}*"):
         match = re.search(r"-(\d+)$", path.name)
@@ -74,12 +74,23 @@ def totals(out_dir: Path, pid_prefix: str) -> dict[str, int]:
         found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
         if match and found:
             per_thread[int(match.group(1))] = int(found.group(1))
-    main = per_thread.pop(1, 0)
-    writer = max(per_thread.values(), default=0)
-    return {"main": main, "writer": writer, "total": main + sum(per_thread.values())}
+    return per_thread
 
 
-def run(rows: int, group: int, out_dir: Path, url: str | None, pooled: int, like: str) -> dict[str, int]:
+def per_row(few: dict[int, int], many: dict[int, int], rows: int) -> dict[str, float]:
+    """main, writer and total instructions per row between two runs.
+
+    The writer is the other thread whose count grows most with the rows, each thread compared with the same
+    thread of the other run: not the busiest thread of each run, which in a short run can be another
+    thread (one with a fixed start-up cost larger than the writer's few rows).
+    """
+    growth = {tid: many.get(tid, 0) - few.get(tid, 0) for tid in few.keys() | many.keys()}
+    main = growth.pop(1, 0)
+    writer = max(growth.values(), default=0)
+    return {"main": main / rows, "writer": writer / rows, "total": (main + sum(growth.values())) / rows}
+
+
+def run(rows: int, group: int, out_dir: Path, url: str | None, pooled: int, like: str) -> dict[int, int]:
     prefix = f"callgrind.{rows}"
     cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out_dir / prefix}.%p",
            sys.executable, __file__, "--child", str(rows), "--group", str(group), "--pooled", str(pooled), "--like", like]
@@ -107,10 +118,10 @@ def main() -> None:
         out_dir = args.keep or Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
         few, many = (run(n, args.group, out_dir, args.url, args.pooled, args.like) for n in args.rows)
-    rows = args.rows[1] - args.rows[0]
+    result = per_row(few, many, args.rows[1] - args.rows[0])
     print(f"callgrind: {args.like} rows, {args.group} per committed batch, instructions per row ({args.rows[1]} - {args.rows[0]} rows)")
     for name in ("main", "writer", "total"):
-        print(f"  {name:7s} {(many[name] - few[name]) / rows:>10,.0f}")
+        print(f"  {name:7s} {result[name]:>10,.0f}")
 
 
 if __name__ == "__main__":

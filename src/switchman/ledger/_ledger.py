@@ -275,7 +275,7 @@ class Ledger:
                         self._taken += 1
                         try:
                             pending.append((encode(rec, null), fact(rec)))
-                        except (AttributeError, TypeError, ValueError) as exc:
+                        except (AttributeError, TypeError, ValueError, OverflowError) as exc:
                             self._discard(getattr(rec, "request_id", "?"), exc)
                 if not self._pending:
                     self._settled = self._taken

@@ -63,6 +63,12 @@ SLICES: dict[str, tuple[str, ...]] = {
     "all": (), "route": ("route",), "agent": ("agent",), "model": ("model",), "key": ("key_id",),
     "agent_model": ("agent", "model"),
 }
+#: Each slice's two names as positions in a group's ("", route, agent, model, key_id).
+_NAME_AT = {"route": 1, "agent": 2, "model": 3, "key_id": 4}
+_SLICE_PICKS: tuple[tuple[str, int, int], ...] = tuple(
+    (name, _NAME_AT[fields[0]] if fields else 0, _NAME_AT[fields[1]] if len(fields) > 1 else 0)
+    for name, fields in SLICES.items()
+)
 #: Time grains: an hour and a UTC day, in seconds.
 HOUR, DAY = 3600, 86_400
 #: What the rollup sums per bucket and slice value.
@@ -77,8 +83,10 @@ COUNT_MEASURES = frozenset({"requests", "errors", "refused", "input_tokens", "ou
 #: Ratio between neighbouring latency buckets is 2 ** (1 / LATENCY_STEP).
 LATENCY_STEP = 4
 _MAX_BUCKET = 120  # 2 ** 30 ms: anything slower shares the last bucket
+_SLOWEST = 2.0 ** (_MAX_BUCKET / LATENCY_STEP)
 _ERRORS = frozenset({"error", "stream_error"})
 _REFUSED = frozenset({"rejected_budget", "bad_request", "rejected_rate_limit"})
+_COUNT_INDEXES = tuple(index for index, name in enumerate(MEASURES) if name in COUNT_MEASURES)
 
 ROLLUP = Table(
     "switchman_rollup",
@@ -133,6 +141,8 @@ def bucket_of(latency_ms: float) -> int:
     """The latency histogram bucket of a duration: [2^(b/4), 2^((b+1)/4)) ms; under 1 ms is bucket 0."""
     if not latency_ms > 1.0:  # also NaN
         return 0
+    if latency_ms >= _SLOWEST:  # also infinity (whose log2 no int holds)
+        return _MAX_BUCKET
     return min(int(math.log2(latency_ms) * LATENCY_STEP), _MAX_BUCKET)
 
 
@@ -146,20 +156,29 @@ Fact = tuple[Any, ...]
 
 
 def fact(rec: LedgerRecord) -> Fact:
-    """The rollup's view of a record; ValueError/TypeError if a field cannot be coerced (as `encode`)."""
+    """The rollup's view of a record; ValueError/TypeError if a field cannot be coerced (as `encode`), and
+    ValueError for a time no hour holds (NaN, infinite): refused here, not in the batch's sums."""
+    moment = float(rec.time)
+    if not math.isfinite(moment):
+        raise ValueError(f"time is not finite: {moment}")
     model, chosen = rec.model, None
     for name, quality, _ in rec.scores:
         if name == model and quality is not None:
             chosen = float(quality)
-    shadow = rec.shadow_model is not None
+    cost, baseline, ttft, session = rec.cost_usd, rec.baseline_cost_usd, rec.ttft_ms, rec.session
+    fallbacks = len(rec.fallback_chain)
+    if rec.shadow_model is None:
+        shadow, shadow_cost, shadow_quality = False, 0.0, None
+    else:
+        shadow, shadow_cost = True, float(rec.shadow_cost_usd or 0.0)
+        shadow_quality = None if rec.shadow_quality is None else float(rec.shadow_quality)
     return (
-        float(rec.time), str(rec.route or ""), str(rec.agent or ""), str(model or ""), str(rec.key_id or ""),
-        str(rec.status), int(rec.input_tokens), int(rec.output_tokens), float(rec.cost_usd),
-        float(rec.cost_usd if rec.baseline_cost_usd is None else rec.baseline_cost_usd), float(rec.latency_ms),
-        None if rec.ttft_ms is None else float(rec.ttft_ms), max(len(rec.fallback_chain) - 1, 0),
-        int(bool(rec.escalated)), chosen, shadow, float(rec.shadow_cost_usd or 0.0) if shadow else 0.0,
-        None if not shadow or rec.shadow_quality is None else float(rec.shadow_quality),
-        None if rec.session is None else str(rec.session),
+        moment, str(rec.route or ""), str(rec.agent or ""), str(model or ""), str(rec.key_id or ""),
+        str(rec.status), int(rec.input_tokens), int(rec.output_tokens), float(cost),
+        float(cost if baseline is None else baseline), float(rec.latency_ms),
+        None if ttft is None else float(ttft), fallbacks - 1 if fallbacks else 0,
+        1 if rec.escalated else 0, chosen, shadow, shadow_cost, shadow_quality,
+        None if session is None else str(session),
     )
 
 
@@ -196,8 +215,10 @@ class RollupBatch:
         if ttft is not None:
             sums[8] += ttft
             sums[9] += 1
-        sums[10] += fallbacks
-        sums[11] += escalated
+        if fallbacks:  # adding 0 would change nothing
+            sums[10] += fallbacks
+        if escalated:
+            sums[11] += escalated
         if quality is not None:
             sums[12] += 1
             sums[13] += quality
@@ -227,22 +248,26 @@ class RollupBatch:
                 state[4] += escalated
 
     def slices(self) -> dict[tuple[str, int, int, str, str], list[float]]:
-        """The groups summed into every slice, per hour and per day."""
+        """The groups summed into every slice, per hour and per day.
+
+        Read only: a slice row made of a single group is that group's own list (no copy per slice and grain).
+        """
         rows: dict[tuple[str, int, int, str, str], list[float]] = {}
+        get = rows.get
         for (hour, route, agent, model, key_id, _), sums in self.groups.items():
-            if sums[1]:  # the error/refusal flags become counts
-                sums = [sums[0] if i == 1 else v for i, v in enumerate(sums)]
-            if sums[2]:
-                sums = [sums[0] if i == 2 else v for i, v in enumerate(sums)]
+            if sums[1] or sums[2]:  # the error/refusal flags become counts
+                sums = sums.copy()
+                if sums[1]:
+                    sums[1] = sums[0]
+                if sums[2]:
+                    sums[2] = sums[0]
             day = hour // DAY * DAY
-            values = {"route": route, "agent": agent, "model": model, "key_id": key_id}
-            for name, fields in SLICES.items():
-                v1 = values[fields[0]] if fields else ""
-                v2 = values[fields[1]] if len(fields) > 1 else ""
-                for grain, bucket in ((HOUR, hour), (DAY, day)):
-                    row_key = (name, grain, bucket, v1, v2)
-                    found = rows.get(row_key)
-                    rows[row_key] = list(sums) if found is None else [a + b for a, b in zip(found, sums, strict=True)]
+            names = ("", route, agent, model, key_id)
+            for name, first, second in _SLICE_PICKS:
+                v1, v2 = names[first], names[second]
+                for row_key in ((name, HOUR, hour, v1, v2), (name, DAY, day, v1, v2)):
+                    found = get(row_key)
+                    rows[row_key] = sums if found is None else [a + b for a, b in zip(found, sums, strict=True)]
         return rows
 
     def latency_rows(self) -> dict[tuple[str, int, int, int], int]:
@@ -260,7 +285,16 @@ class RollupBatch:
         """Add the batch to the rollup tables (inside the caller's transaction)."""
         sql = _upserts(conn.dialect)
         if self.groups:
-            _upsert(conn, sql[0], [(*key, *_typed(sums)) for key, sums in sorted(self.slices().items())])
+            slices = self.slices()
+            typed: dict[int, list[float | int]] = {}  # per list: slice rows of one group share theirs
+            rows = []
+            for key in sorted(slices):
+                sums = slices[key]
+                values = typed.get(id(sums))
+                if values is None:
+                    values = typed[id(sums)] = _typed(sums)
+                rows.append((*key, *values))
+            _upsert(conn, sql[0], rows)
         if self.latency:
             _upsert(conn, sql[1], [(*key, n) for key, n in sorted(self.latency_rows().items())])
         if self.sessions:
@@ -268,7 +302,11 @@ class RollupBatch:
 
 
 def _typed(sums: list[float]) -> list[float | int]:
-    return [int(v) if name in COUNT_MEASURES else v for name, v in zip(MEASURES, sums, strict=True)]
+    """The sums as bound: counts as int, the rest as summed."""
+    values: list[float | int] = list(sums)
+    for index in _COUNT_INDEXES:
+        values[index] = int(values[index])
+    return values
 
 
 _SQL_CACHE: dict[str, tuple[str, str, str]] = {}

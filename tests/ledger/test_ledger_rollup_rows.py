@@ -1,0 +1,147 @@
+"""The rollup rows a batch binds: exactly what the straightforward per-slice sum gives (values and types)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine
+
+from switchman.ledger import Ledger, LedgerRecord, _rollup
+from switchman.ledger._rollup import COUNT_MEASURES, DAY, HOUR, MEASURES, SLICES, RollupBatch, bucket_of, fact
+
+
+def _reference_rows(batch: RollupBatch) -> list[tuple[Any, ...]]:
+    """The rollup rows as first written: every slice and grain summed on its own, counts made int per row."""
+    rows: dict[tuple[str, int, int, str, str], list[float]] = {}
+    for (hour, route, agent, model, key_id, _), sums in batch.groups.items():
+        if sums[1]:
+            sums = [sums[0] if i == 1 else v for i, v in enumerate(sums)]
+        if sums[2]:
+            sums = [sums[0] if i == 2 else v for i, v in enumerate(sums)]
+        day = hour // DAY * DAY
+        values = {"route": route, "agent": agent, "model": model, "key_id": key_id}
+        for name, fields in SLICES.items():
+            v1 = values[fields[0]] if fields else ""
+            v2 = values[fields[1]] if len(fields) > 1 else ""
+            for grain, bucket in ((HOUR, hour), (DAY, day)):
+                row_key = (name, grain, bucket, v1, v2)
+                found = rows.get(row_key)
+                rows[row_key] = list(sums) if found is None else [a + b for a, b in zip(found, sums, strict=True)]
+    return [
+        (*key, *[int(v) if name in COUNT_MEASURES else v for name, v in zip(MEASURES, sums, strict=True)])
+        for key, sums in sorted(rows.items())
+    ]
+
+
+def _records(rng: random.Random, n: int) -> list[LedgerRecord]:
+    names = [None, "", "a", "b", "c"]
+    return [
+        LedgerRecord(
+            time=1_700_000_000.0 + rng.choice([0, 1, 3599, 3601, 86_399, 86_401, 200_000]) + rng.random(),
+            route=rng.choice(names), agent=rng.choice(names), model=rng.choice(names), key_id=rng.choice(names),
+            status=rng.choice(["ok", "ok", "error", "stream_error", "rejected_budget", "bad_request", "client_disconnected"]),
+            input_tokens=rng.randrange(0, 5000), output_tokens=rng.randrange(0, 5000),
+            cost_usd=rng.random() / 7, baseline_cost_usd=rng.choice([None, rng.random() / 3]),
+            latency_ms=rng.random() * 900, ttft_ms=rng.choice([None, rng.random() * 90]),
+            fallback_chain=tuple(rng.sample(["a", "b", "c"], rng.randrange(0, 4))), escalated=rng.random() < 0.2,
+            scores=(("a", rng.choice([None, rng.random()]), 0.1), ("b", 0.5, None)),
+            shadow_model=rng.choice([None, "b"]), shadow_quality=rng.choice([None, rng.random()]),
+            shadow_cost_usd=rng.choice([None, rng.random() / 9]), session=rng.choice([None, "s1", "s2"]),
+        )
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_rollup_rows_bound_are_the_per_slice_sums(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(seed)
+    batch = RollupBatch(fact(rec) for rec in _records(rng, rng.choice([1, 2, 5, 40, 300])))
+    expected = _reference_rows(batch)
+    bound: list[list[tuple[Any, ...]]] = []
+    monkeypatch.setattr(_rollup, "_upsert", lambda _conn, _sql, rows: bound.append(rows))
+    engine = create_engine("sqlite://")
+    with engine.begin() as conn:
+        batch.write(conn)
+        batch.write(conn)  # writing does not change the batch (a retried batch binds the same rows)
+    half = len(bound) // 2
+    assert bound[:half] == bound[half:]
+    got = bound[0]
+    assert [tuple(map(repr, row)) for row in got] == [tuple(map(repr, row)) for row in expected]
+    assert [tuple(type(v) for v in row) for row in got] == [tuple(type(v) for v in row) for row in expected]
+
+
+def _reference_fact(rec: Any) -> tuple[Any, ...]:
+    """`fact` as first written."""
+    model, chosen = rec.model, None
+    for name, quality, _ in rec.scores:
+        if name == model and quality is not None:
+            chosen = float(quality)
+    shadow = rec.shadow_model is not None
+    return (
+        float(rec.time), str(rec.route or ""), str(rec.agent or ""), str(model or ""), str(rec.key_id or ""),
+        str(rec.status), int(rec.input_tokens), int(rec.output_tokens), float(rec.cost_usd),
+        float(rec.cost_usd if rec.baseline_cost_usd is None else rec.baseline_cost_usd), float(rec.latency_ms),
+        None if rec.ttft_ms is None else float(rec.ttft_ms), max(len(rec.fallback_chain) - 1, 0),
+        int(bool(rec.escalated)), chosen, shadow, float(rec.shadow_cost_usd or 0.0) if shadow else 0.0,
+        None if not shadow or rec.shadow_quality is None else float(rec.shadow_quality),
+        None if rec.session is None else str(rec.session),
+    )
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_fact_is_the_reference_fact(seed: int) -> None:
+    rng = random.Random(seed)
+    odd: list[dict[str, Any]] = [  # values a caller may pass despite the types: coerced (or refused) alike
+        {"escalated": 2}, {"escalated": None}, {"fallback_chain": ["a", "b"]}, {"fallback_chain": None},
+        {"shadow_model": "m", "shadow_cost_usd": 0, "shadow_quality": 1}, {"shadow_model": "", "shadow_cost_usd": None},
+        {"ttft_ms": 0}, {"baseline_cost_usd": 0}, {"cost_usd": "1.5"}, {"input_tokens": 3.0}, {"session": 7},
+        {"route": 0}, {"time": "x"},
+    ]
+    for rec in _records(rng, 200):
+        for fields in [{}, rng.choice(odd)]:
+            changed = replace(rec, **fields)
+            try:
+                expected: Any = _reference_fact(changed)
+            except (TypeError, ValueError) as exc:
+                expected = type(exc)
+            try:
+                got: Any = fact(changed)
+            except (TypeError, ValueError) as exc:
+                got = type(exc)
+            assert repr(got) == repr(expected)
+
+
+def test_a_time_no_hour_holds_is_refused_by_fact() -> None:
+    for moment in (math.inf, -math.inf, math.nan):
+        with pytest.raises(ValueError, match="time is not finite"):
+            fact(LedgerRecord(time=moment))
+
+
+def test_bucket_of_infinity_is_the_slowest_bucket() -> None:
+    assert bucket_of(math.inf) == bucket_of(2.0 ** 30) == bucket_of(1e300) == 120
+    assert bucket_of(2.0 ** 30 - 1) == min(int(math.log2(2.0 ** 30 - 1) * 4), 120)
+    assert bucket_of(math.nan) == bucket_of(0.5) == 0
+
+
+def test_records_the_rollups_cannot_bucket_do_not_stop_the_writer(
+    open_ledger: Callable[..., Ledger], db_url: str
+) -> None:
+    """An infinite latency is summed in the slowest bucket; a NaN or infinite time, or a count no int holds, is
+    refused as invalid."""
+    ledger = open_ledger(db_url)
+    ledger.start_sync()
+    ledger.record(LedgerRecord(request_id="slow", model="m", latency_ms=math.inf))
+    ledger.record(LedgerRecord(request_id="never", model="m", time=math.inf))
+    ledger.record(LedgerRecord(request_id="nan", model="m", time=math.nan))
+    ledger.record(LedgerRecord(request_id="tokens", model="m", input_tokens=math.inf))  # type: ignore[arg-type]
+    ledger.record(LedgerRecord(request_id="next", model="m", latency_ms=3.0))
+    assert ledger.flush_sync(timeout=10)
+    ledger.close_sync()
+    assert (ledger.stats.written, ledger.stats.discarded) == (2, 3)
+    stored = open_ledger(db_url).records()
+    assert [(r.request_id, r.latency_ms) for r in stored] == [("slow", math.inf), ("next", 3.0)]
