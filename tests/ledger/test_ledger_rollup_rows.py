@@ -179,3 +179,28 @@ def test_token_counts_and_times_inside_the_limits_are_kept() -> None:
         fact(LedgerRecord(input_tokens=2**53))
     with pytest.raises(ValueError, match="time out of range"):
         fact(LedgerRecord(time=2.0**62))
+
+
+def test_backfill_leaves_out_stored_rows_fact_refuses(open_ledger: Callable[..., Ledger], sqlite_url: str) -> None:
+    """Rows stored before the rollups existed that `fact` refuses (an infinite time, a count beyond its limit) are
+    left out of the backfill: before, they raised in it, so the rollups were never made and the writer stopped."""
+    ledger = open_ledger(sqlite_url)
+    ledger.start_sync()
+    for request_id in ("a", "b", "x"):
+        ledger.record(LedgerRecord(request_id=request_id, model="m", input_tokens=5, time=1_700_000_000.0))
+    assert ledger.flush_sync(timeout=10)
+    ledger.close_sync()
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE switchman_requests SET time = 9e999 WHERE request_id = 'a'")
+        conn.exec_driver_sql(f"UPDATE switchman_requests SET input_tokens = {2**60} WHERE request_id = 'x'")
+        for table in ("switchman_rollup", "switchman_latency", "switchman_sessions"):
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+    engine.dispose()
+    reopened = open_ledger(sqlite_url)
+    reopened.start_sync()
+    reopened.record(LedgerRecord(request_id="c", model="m", input_tokens=7, time=1_700_000_001.0))
+    assert reopened.flush_sync(timeout=10)
+    assert reopened.stats.written == 1
+    totals = reopened.views.totals(since=0.0)[0]
+    assert (totals.requests, totals.input_tokens) == (2, 12)

@@ -395,14 +395,23 @@ def _create_indexes(conn: Connection) -> None:
 
 
 def _backfill(conn: Connection, chunk: int) -> None:
-    last_id, total = 0, 0
+    last_id, total, skipped = 0, 0, 0
     while True:
         rows = conn.execute(
             REQUESTS.select().where(REQUESTS.c.id > last_id).order_by(REQUESTS.c.id).limit(chunk)
         ).all()
         if not rows:
             break
-        RollupBatch(fact(decode(row)) for row in rows).write(conn)
+        batch = RollupBatch()
+        for row in rows:
+            try:
+                item = fact(decode(row))
+            except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # as the writer refuses it
+                skipped += 1
+                logger.error("ledger rollups leave out row %s: %s", row.id, exc)
+            else:
+                batch.add(item)
+        batch.write(conn)
         last_id, total = rows[-1].id, total + len(rows)
     if total:
-        logger.info("ledger rollups built from %d existing rows", total)
+        logger.info("ledger rollups built from %d existing rows (%d left out as invalid)", total - skipped, skipped)
