@@ -145,3 +145,62 @@ def test_records_the_rollups_cannot_bucket_do_not_stop_the_writer(
     assert (ledger.stats.written, ledger.stats.discarded) == (2, 3)
     stored = open_ledger(db_url).records()
     assert [(r.request_id, r.latency_ms) for r in stored] == [("slow", math.inf), ("next", 3.0)]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"input_tokens": 10**400}, {"output_tokens": 2**63}, {"input_tokens": -(2**63) - 1}, {"time": 1e300},
+     {"time": -1e300}],
+    ids=["tokens-beyond-float", "tokens-beyond-bigint", "negative-tokens-beyond-bigint", "time-far", "time-far-back"],
+)
+def test_a_record_beyond_the_rollup_columns_is_refused_and_the_rest_of_its_batch_written(
+    open_ledger: Callable[..., Ledger], db_url: str, fields: dict[str, Any]
+) -> None:
+    """Finite values no rollup column holds (an hour bucket or token sum beyond BIGINT, a count beyond float) are
+    refused as invalid records: before, they raised OverflowError in the batch's sums or the driver, stopping the
+    writer thread with the whole batch unwritten."""
+    ledger = open_ledger(db_url)
+    ledger.start_sync()
+    ledger.record(LedgerRecord(request_id="before", model="m", latency_ms=3.0))
+    ledger.record(LedgerRecord(request_id="bad", model="m", **fields))
+    ledger.record(LedgerRecord(request_id="after", model="m", latency_ms=3.0))
+    assert ledger.flush_sync(timeout=10)
+    assert (ledger.stats.written, ledger.stats.discarded) == (2, 1)
+    ledger.record(LedgerRecord(request_id="later", model="m"))  # the writer still runs
+    assert ledger.flush_sync(timeout=10)
+    assert [r.request_id for r in ledger.records()] == ["before", "after", "later"]
+    assert ledger.views.totals(since=0.0)[0].requests == 3
+
+
+def test_token_counts_and_times_inside_the_limits_are_kept() -> None:
+    edge = fact(LedgerRecord(time=-(2.0**61), input_tokens=2**53 - 1, output_tokens=-(2**53) + 1))
+    assert edge[0] == -(2.0**61) and edge[6:8] == (2**53 - 1, -(2**53) + 1)
+    with pytest.raises(ValueError, match="token count out of range"):
+        fact(LedgerRecord(input_tokens=2**53))
+    with pytest.raises(ValueError, match="time out of range"):
+        fact(LedgerRecord(time=2.0**62))
+
+
+def test_backfill_leaves_out_stored_rows_fact_refuses(open_ledger: Callable[..., Ledger], sqlite_url: str) -> None:
+    """Rows stored before the rollups existed that `fact` refuses (an infinite time, a count beyond its limit) are
+    left out of the backfill: before, they raised in it, so the rollups were never made and the writer stopped."""
+    ledger = open_ledger(sqlite_url)
+    ledger.start_sync()
+    for request_id in ("a", "b", "x"):
+        ledger.record(LedgerRecord(request_id=request_id, model="m", input_tokens=5, time=1_700_000_000.0))
+    assert ledger.flush_sync(timeout=10)
+    ledger.close_sync()
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE switchman_requests SET time = 9e999 WHERE request_id = 'a'")
+        conn.exec_driver_sql(f"UPDATE switchman_requests SET input_tokens = {2**60} WHERE request_id = 'x'")
+        for table in ("switchman_rollup", "switchman_latency", "switchman_sessions"):
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+    engine.dispose()
+    reopened = open_ledger(sqlite_url)
+    reopened.start_sync()
+    reopened.record(LedgerRecord(request_id="c", model="m", input_tokens=7, time=1_700_000_001.0))
+    assert reopened.flush_sync(timeout=10)
+    assert reopened.stats.written == 1
+    totals = reopened.views.totals(since=0.0)[0]
+    assert (totals.requests, totals.input_tokens) == (2, 12)

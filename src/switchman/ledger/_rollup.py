@@ -84,6 +84,8 @@ COUNT_MEASURES = frozenset({"requests", "errors", "refused", "input_tokens", "ou
 LATENCY_STEP = 4
 _MAX_BUCKET = 120  # 2 ** 30 ms: anything slower shares the last bucket
 _SLOWEST = 2.0 ** (_MAX_BUCKET / LATENCY_STEP)
+_TIME_LIMIT = 2.0 ** 62  # seconds: the hour of any time inside is a BIGINT
+_COUNT_LIMIT = 2 ** 53  # tokens per record: summed exactly as floats, a batch of them still a BIGINT
 _ERRORS = frozenset({"error", "stream_error"})
 _REFUSED = frozenset({"rejected_budget", "bad_request", "rejected_rate_limit"})
 _COUNT_INDEXES = tuple(index for index, name in enumerate(MEASURES) if name in COUNT_MEASURES)
@@ -157,10 +159,16 @@ Fact = tuple[Any, ...]
 
 def fact(rec: LedgerRecord) -> Fact:
     """The rollup's view of a record; ValueError/TypeError if a field cannot be coerced (as `encode`), and
-    ValueError for a time no hour holds (NaN, infinite): refused here, not in the batch's sums."""
+    ValueError for a time no hour bucket holds (NaN, infinite, beyond 2**62 s) or a token count beyond 2**53
+    (an int no float sum or BIGINT holds): refused here, not in the batch's sums or the database driver."""
     moment = float(rec.time)
     if not math.isfinite(moment):
         raise ValueError(f"time is not finite: {moment}")
+    if not -_TIME_LIMIT < moment < _TIME_LIMIT:  # its hour would be a bucket no BIGINT holds
+        raise ValueError(f"time out of range: {moment}")
+    tin, tout = int(rec.input_tokens), int(rec.output_tokens)
+    if not (-_COUNT_LIMIT < tin < _COUNT_LIMIT and -_COUNT_LIMIT < tout < _COUNT_LIMIT):
+        raise ValueError(f"token count out of range: {tin}, {tout}")  # the float sums, or a BIGINT, could not hold it
     model, chosen = rec.model, None
     for name, quality, _ in rec.scores:
         if name == model and quality is not None:
@@ -174,7 +182,7 @@ def fact(rec: LedgerRecord) -> Fact:
         shadow_quality = None if rec.shadow_quality is None else float(rec.shadow_quality)
     return (
         moment, str(rec.route or ""), str(rec.agent or ""), str(model or ""), str(rec.key_id or ""),
-        str(rec.status), int(rec.input_tokens), int(rec.output_tokens), float(cost),
+        str(rec.status), tin, tout, float(cost),
         float(cost if baseline is None else baseline), float(rec.latency_ms),
         None if ttft is None else float(ttft), fallbacks - 1 if fallbacks else 0,
         1 if rec.escalated else 0, chosen, shadow, shadow_cost, shadow_quality,
@@ -387,14 +395,23 @@ def _create_indexes(conn: Connection) -> None:
 
 
 def _backfill(conn: Connection, chunk: int) -> None:
-    last_id, total = 0, 0
+    last_id, total, skipped = 0, 0, 0
     while True:
         rows = conn.execute(
             REQUESTS.select().where(REQUESTS.c.id > last_id).order_by(REQUESTS.c.id).limit(chunk)
         ).all()
         if not rows:
             break
-        RollupBatch(fact(decode(row)) for row in rows).write(conn)
+        batch = RollupBatch()
+        for row in rows:
+            try:
+                item = fact(decode(row))
+            except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # as the writer refuses it
+                skipped += 1
+                logger.error("ledger rollups leave out row %s: %s", row.id, exc)
+            else:
+                batch.add(item)
+        batch.write(conn)
         last_id, total = rows[-1].id, total + len(rows)
     if total:
-        logger.info("ledger rollups built from %d existing rows", total)
+        logger.info("ledger rollups built from %d existing rows (%d left out as invalid)", total - skipped, skipped)
