@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -361,3 +362,17 @@ def test_a_connection_redis_py_lost_under_a_call_is_an_outage_not_a_500(cluster:
             await link.aclose()
 
     anyio.run(main)
+
+
+def test_a_primary_killed_right_after_start_fails_over() -> None:
+    """The cluster the tests start is ready only once each replica holds its primary's data: a primary killed
+    at once is replaced by its replica (before, a replica still waiting out the diskless-sync delay could never
+    be promoted, and the cluster stayed down: the failover test's `wait_serving` timed out in a full run)."""
+    with RedisClusterServer(primaries=3, replicas=1) as server:
+        victim = server.node_for("{victim}")
+        server.kill_node(victim)
+        deadline = time.monotonic() + 30
+        while server.node_for("{victim}") == victim and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.node_for("{victim}") != victim  # its replica was promoted
+        server.wait_serving(seconds=30)

@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -95,7 +96,7 @@ class RedisClusterServer:
     replicas (none by default).
 
     Started with `redis-cli --cluster create` (slots split evenly) and waited for until every node says
-    `cluster_state:ok`; killed, with their files, on exit. With replicas, killing a primary is a failover:
+    `cluster_state:ok` and every replica has finished its first sync with its primary; killed, with their files, on exit. With replicas, killing a primary is a failover:
     after the node timeout (2 s) its replica is promoted and the cluster serves every slot again. Needs
     `redis-server` and `redis-cli`.
     """
@@ -136,15 +137,27 @@ class RedisClusterServer:
                 if state != "ok":
                     raise redis.ConnectionError(f"cluster_state {state} on {port}")
 
+        def replicas_in_sync() -> None:
+            # A replica that has not finished its first sync cannot be promoted: a primary killed before then
+            # (diskless sync waits `repl-diskless-sync-delay` for more replicas) leaves its slots unserved.
+            for port in self.ports:
+                with redis.Redis(port=port, socket_timeout=0.5) as node:
+                    info = node.info("replication")
+                if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                    raise redis.ConnectionError(f"replica on {port} not in sync with its primary")
+
         self._ready = ready
         _wait_for(ready, seconds=30)
+        if self.replicas:
+            _wait_for(replicas_in_sync, seconds=30)
 
     def _node(self, port: int) -> subprocess.Popen[bytes]:
         assert self._dir is not None
         return subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
              "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000", "--save", "",
-             "--appendonly", "no", "--dir", self._dir.name, "--logfile", f"node-{port}.log"],
+             "--appendonly", "no", "--repl-diskless-sync-delay", "0", "--dir", self._dir.name,
+             "--logfile", f"node-{port}.log"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def log_tail(self, lines: int = 15) -> str:
@@ -153,7 +166,7 @@ class RedisClusterServer:
         parts = []
         for i, port in enumerate(self.ports):
             path = os.path.join(self._dir.name, f"node-{port}.log")
-            text = open(path, encoding="utf-8", errors="replace").read() if os.path.exists(path) else ""
+            text = Path(path).read_text(encoding="utf-8", errors="replace") if os.path.exists(path) else ""
             state = "alive" if self.alive(i) else "dead"
             parts.append(f"--- node {i} (port {port}, {state})\n" + "\n".join(text.splitlines()[-lines:]))
         return "\n".join(parts)
