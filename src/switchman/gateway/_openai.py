@@ -58,6 +58,7 @@ class OpenAIStream:
 
     def feed(self, event: bytes) -> list[bytes]:
         """Client-bound bytes for one upstream event."""
+        data: bytes | None
         if event.startswith(b"data:") and b"\n" not in event:  # (sse_data's usual case, without the call)
             data = event[5:].lstrip(b" ")
         else:
