@@ -167,3 +167,17 @@ def test_map_errors_turns_transport_failures_into_upstream_errors_and_lets_the_r
         assert through.value is passing
     with adapter.map_errors("small"):
         pass
+
+
+@pytest.mark.parametrize("spaced", [False, True])
+def test_openai_stream_notes_length_and_usage_in_either_spelling(spaced: bool) -> None:
+    sep = b": " if spaced else b":"
+    stream = OpenAIStream("m", drop_usage=True)
+    assert stream.feed(b'data: {"choices":[{"delta":{"content":"say \\"length\\" and usage"}}]}') != []
+    assert not stream.truncated and stream.usage is None and stream.has_output
+    cut = b'data: {"choices":[{"delta":{},"finish_reason"' + sep + b'"length"}]}'
+    assert stream.feed(cut) == [cut + b"\n\n"] and stream.truncated
+    usage = b'{"choices":[],"usage"' + sep + b'{"prompt_tokens":3,"completion_tokens":2}}'
+    assert stream.feed(b"event: x\ndata: " + usage) == []  # multi-line event: sse_data's own path; dropped
+    assert stream.usage is not None and (stream.usage.input_tokens, stream.usage.output_tokens) == (3, 2)
+    assert stream.chunks == 3
