@@ -92,3 +92,69 @@ def test_a_malformed_event_read_before_the_client_left_is_the_rows_status(
     (record,) = records.records
     assert record.status == "stream_error", (record.status, record.error)
     assert "invalid upstream response" in (record.error or "")
+
+
+async def _one_event_per_batch(rest: list[bytes], events: Any) -> Any:
+    """The events as if each came in a read of its own (the relay's one-event path)."""
+    for event in rest:
+        yield [event]
+    async for batch in events:
+        for event in batch:
+            yield [event]
+
+
+class _ExhaustedReservation:
+    """A held reservation no budget can grow: the first chunk past it stops the answer."""
+
+    held = True
+    estimated_usd = 1e-9
+    downgrade_to = None
+
+    async def aresize(self, estimated_usd: float, **_: Any) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: True
+
+
+@pytest.mark.parametrize("model", ["relay-gpt", "relay-claude"])
+@pytest.mark.parametrize("ending", ["malformed_event", "budget_stop"])
+def test_an_event_read_alone_ends_the_stream_as_one_read_with_others_does(
+    upstream: FakeUpstream, model: str, ending: str,
+) -> None:
+    """A malformed event, or the chunk past the budget, in a read of its own: the client gets the error event
+    and [DONE], and the row says stream_error with that error (as when it comes with other events)."""
+    upstream.clear()
+    upstream.set_reply(model, "alpha beta gamma")
+    if ending == "malformed_event":
+        upstream.inject("malformed_event", model=model, after_events=4 if model == "relay-claude" else 2)
+    dispatcher, records = _dispatcher(upstream)
+    written: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.get_running_loop().create_future()
+        return {}
+
+    async def send(message: dict[str, Any]) -> None:
+        written.append(message.get("body", b""))
+
+    async def main() -> None:
+        stream = await dispatcher.open_stream({"model": model, "messages": ASK, "stream": True},
+                                              RequestContext(request_id="req-relay-2"))
+        assert isinstance(stream, ChatStream)
+        opened = stream._opened  # noqa: SLF001
+        opened.events, opened.rest = _one_event_per_batch(opened.rest, opened.events), []
+        if ending == "budget_stop":
+            stream._exchange.reservation = _ExhaustedReservation()  # type: ignore[assignment]  # noqa: SLF001
+        await RelayResponse(stream, {})({"type": "http"}, receive, send)  # type: ignore[arg-type]
+        await dispatcher.aclose()
+
+    asyncio.run(main())
+    body = b"".join(written)
+    expected = "invalid upstream response" if ending == "malformed_event" else "running cost passed"
+    assert body.rstrip().endswith(b"data: [DONE]") and expected.encode() in body, body[-300:]
+    if ending == "budget_stop":
+        assert b"alpha" not in body  # the chunk past the reservation is not sent
+    (record,) = records.records
+    assert record.status == "stream_error", (record.status, record.error)
+    assert expected in (record.error or "")

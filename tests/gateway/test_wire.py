@@ -41,6 +41,40 @@ async def test_sse_events_across_chunk_boundaries() -> None:
     assert sse_data(b"event: x\ndata: a\ndata: b") == b"a\nb"
 
 
+async def _batches_by_the_loop(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """sse_batches as it was before its one-whole-event shortcut (the reference the shortcut must match)."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer = buffer + chunk if buffer else chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        events: list[bytes] = []
+        start = 0
+        while (end := buffer.find(b"\n\n", start)) >= 0:
+            if end > start:
+                events.append(buffer[start:end])
+            start = end + 2
+        buffer = buffer[start:]
+        if events:
+            yield events
+    if buffer.strip():
+        yield [buffer.strip()]
+
+
+@pytest.mark.anyio
+async def test_sse_batches_match_the_plain_loop_for_any_pieces() -> None:
+    import random
+
+    rng = random.Random(11)
+    atoms = [b"data: x", b"data: {}", b"\n", b"\n\n", b"\r", b"\r\n", b" ", b":c", b"\n\n\n", b"y"]
+    for _ in range(4000):
+        pieces = [b"".join(rng.choice(atoms) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(1, 6))]
+        if rng.random() < 0.5:  # many pieces that are exactly one event (the shortcut's case)
+            pieces = [b"data: %d\n\n" % i if rng.random() < 0.6 else p for i, p in enumerate(pieces)]
+        got = [b async for b in sse_batches(_chunks(*pieces))]
+        assert got == [b async for b in _batches_by_the_loop(_chunks(*pieces))], pieces
+
+
 @pytest.mark.anyio
 async def test_sse_batches_give_the_events_each_piece_completes() -> None:
     parts = (b"data: 1\n\ndata: 2\n\ndata: {\"a\"", b":1}\n", b"\n", b"data: 3\r\n\r\ndata: [DONE]\n\n", b"data: tail")
@@ -133,3 +167,17 @@ def test_map_errors_turns_transport_failures_into_upstream_errors_and_lets_the_r
         assert through.value is passing
     with adapter.map_errors("small"):
         pass
+
+
+@pytest.mark.parametrize("spaced", [False, True])
+def test_openai_stream_notes_length_and_usage_in_either_spelling(spaced: bool) -> None:
+    sep = b": " if spaced else b":"
+    stream = OpenAIStream("m", drop_usage=True)
+    assert stream.feed(b'data: {"choices":[{"delta":{"content":"say \\"length\\" and usage"}}]}') != []
+    assert not stream.truncated and stream.usage is None and stream.has_output
+    cut = b'data: {"choices":[{"delta":{},"finish_reason"' + sep + b'"length"}]}'
+    assert stream.feed(cut) == [cut + b"\n\n"] and stream.truncated
+    usage = b'{"choices":[],"usage"' + sep + b'{"prompt_tokens":3,"completion_tokens":2}}'
+    assert stream.feed(b"event: x\ndata: " + usage) == []  # multi-line event: sse_data's own path; dropped
+    assert stream.usage is not None and (stream.usage.input_tokens, stream.usage.output_tokens) == (3, 2)
+    assert stream.chunks == 3

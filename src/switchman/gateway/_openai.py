@@ -58,9 +58,13 @@ class OpenAIStream:
 
     def feed(self, event: bytes) -> list[bytes]:
         """Client-bound bytes for one upstream event."""
-        data = sse_data(event)
-        if data is None:
-            return []
+        data: bytes | None
+        if event.startswith(b"data:") and b"\n" not in event:  # (sse_data's usual case, without the call)
+            data = event[5:].lstrip(b" ")
+        else:
+            data = sse_data(event)
+            if data is None:
+                return []
         if data == b"[DONE]":
             self.finished = True
             return [_DONE]
@@ -71,9 +75,10 @@ class OpenAIStream:
         self.chunks += 1
         if not self.has_output and (_has_text(data) or b'"tool_calls"' in data):
             self.has_output = True
-        if b'"finish_reason":"length"' in data or b'"finish_reason": "length"' in data:
+        # One search each for what both spellings share, the exact ones only when it is there.
+        if b'"length"' in data and (b'"finish_reason":"length"' in data or b'"finish_reason": "length"' in data):
             self.truncated = True
-        if b'"usage":{' in data or b'"usage": {' in data:
+        if b'"usage":' in data and (b'"usage":{' in data or b'"usage": {' in data):
             parsed = orjson.loads(data)
             self.usage = _usage(parsed.get("usage")) or self.usage
             if self._drop_usage and not parsed.get("choices"):

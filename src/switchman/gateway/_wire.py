@@ -118,6 +118,9 @@ async def sse_batches(chunks: AsyncIterator[bytes]) -> AsyncGenerator[list[bytes
     """
     buffer = b""
     async for chunk in chunks:
+        if not buffer and chunk.find(b"\n\n") == len(chunk) - 2 > 0 and b"\r" not in chunk:
+            yield [chunk[:-2]]  # the usual piece: exactly one whole event (what the loop below gives it, cheaper)
+            continue
         buffer = buffer + chunk if buffer else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
