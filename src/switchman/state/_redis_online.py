@@ -16,6 +16,8 @@ meanwhile is pushed when Redis answers again. Every push carries an id that the 
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import threading
 import uuid
 from typing import TYPE_CHECKING
@@ -29,6 +31,8 @@ if TYPE_CHECKING:  # the learned-routing stack loads only where a route uses it
     from ..learn import OnlineStrategy
 
 __all__ = ["RedisOnlineCounts"]
+
+logger = logging.getLogger("switchman.state")
 
 _TTL_S = 90 * 86_400  # counts nobody has added to for 90 days are forgotten
 #: How long a push id is remembered (a push sent again later than this would count twice: Redis was unreachable
@@ -74,6 +78,7 @@ class RedisOnlineCounts:
         self._unsent: tuple[str, dict[str, float]] | None = None  # a push (id, fields) Redis may not have taken
         self._lock = threading.Lock()  # feedback may arrive from a worker thread (the SDK's submit)
         self._loop = SyncLoop(self.sync, sync_s, "online counts")
+        self._malformed: set[str] = set()  # fields whose malformed count was logged
         self.counts.on_observe(self._observed)
 
     def _observed(self, cluster: int, column: int, score: float) -> None:
@@ -115,7 +120,17 @@ class RedisOnlineCounts:
                 continue
             target = alpha if which == "a" else beta if which == "b" else None
             if target is not None:
-                target[int(cluster_text), column[model]] += float(raw_value)
+                try:
+                    amount = float(raw_value)
+                except ValueError:
+                    amount = math.nan
+                if not math.isfinite(amount):  # one malformed count must not keep every other one from the sync
+                    if field not in self._malformed:
+                        self._malformed.add(field)
+                        logger.warning("redis online counts %s: malformed count %s=%r; skipped", self.key, field,
+                                       raw_value)
+                    continue
+                target[int(cluster_text), column[model]] += amount
         with self._lock:  # feedback not in Redis yet (it arrived during the exchange, or waits): keep it counted
             for field, amount in self._pending.items():
                 which, _, rest = field.partition(":")
