@@ -170,7 +170,10 @@ class Keyring:
         """Refresh every `refresh_s` seconds, for ever (cancel the task to stop)."""
         while True:
             await asyncio.sleep(self.refresh_s)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a listener's bug must not end the refreshes (and, at shutdown, the ledger's flush)
+                logger.exception("virtual keys: the refresh failed; trying again in %g s", self.refresh_s)
 
     def close(self) -> None:
         """Stop the reading thread (a read stuck on a hung database is abandoned) and release connections."""

@@ -1,0 +1,75 @@
+"""Background loops outlive one bad value: a malformed key row, a listener's bug, a failed budget refresh."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from switchman.gateway._keyring import Keyring
+from switchman.ledger import KeyStore
+
+
+@pytest.mark.parametrize("change", ["budget_period = 'week'", "budget_usd = -1", "created = 1e300"])
+def test_a_malformed_key_row_is_left_out_and_the_other_keys_still_read(
+        tmp_path: Path, change: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Before, its ValueError (a budget no BudgetConfig takes, a time no datetime holds) escaped every key refresh:
+    the gateway kept its old key set for good (new keys and revocations unseen), or could not start."""
+    url = f"sqlite:///{tmp_path / 'keys.sqlite3'}"
+    store = KeyStore(url)
+    bad, _ = store.create("bad", budget_usd=5.0)
+    good, good_secret = store.create("good", budget_usd=5.0)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE switchman_keys SET {change} WHERE id = :id"), {"id": bad.id})
+    engine.dispose()
+    keyring = Keyring(store)
+
+    async def main() -> None:
+        with caplog.at_level(logging.WARNING, logger="switchman.ledger"):
+            assert await keyring.refresh() is True
+        found = await keyring.verify(good_secret)
+        assert found is not None and found.id == good.id
+        assert keyring.keys is not None and [b.name for b in keyring.keys.budgets()] == [good.id]
+        assert any(bad.id in r.getMessage() and "malformed" in r.getMessage() for r in caplog.records)
+
+    try:
+        asyncio.run(main())
+    finally:
+        keyring.close()
+
+
+def test_the_key_refresh_loop_outlives_a_listener_that_raises(tmp_path: Path) -> None:
+    """Before, one raising listener (e.g. key budgets a reload could not take) ended `Keyring.run` for good, and
+    the lifespan's `await task` at shutdown re-raised it before the ledger was flushed."""
+    store = KeyStore(f"sqlite:///{tmp_path / 'keys.sqlite3'}")
+    store.create("k")
+    keyring = Keyring(store, refresh_s=0.01)
+    calls: list[int] = []
+
+    def listener(_: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a listener's bug")
+
+    keyring.on_change(listener)
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(keyring.run())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if len(calls) >= 3 or task.done():
+                break
+        assert not task.done()
+        assert len(calls) >= 3
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        keyring.close()
