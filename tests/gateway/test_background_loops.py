@@ -73,3 +73,46 @@ def test_the_key_refresh_loop_outlives_a_listener_that_raises(tmp_path: Path) ->
         asyncio.run(main())
     finally:
         keyring.close()
+
+
+class _FlakyBudgets:
+    """Budgets whose first refresh fails (a database error the ledger does not catch, a bug)."""
+
+    def __init__(self) -> None:
+        self.refreshes = 0
+
+    def usage(self) -> list[object]:
+        return [object()]
+
+    def refresh(self) -> bool:
+        self.refreshes += 1
+        if self.refreshes == 1:
+            raise RuntimeError("a transient failure")
+        return True
+
+
+def test_the_budget_refresh_loop_outlives_a_failed_refresh(caplog: pytest.LogCaptureFixture) -> None:
+    """Before, one raising refresh ended `refresh_budgets` for good (workers stopped counting each other's spend),
+    and the lifespan's `await task` at shutdown re-raised it before the ledger was flushed."""
+    from types import SimpleNamespace
+
+    from switchman.gateway import Gateway
+
+    budgets = _FlakyBudgets()
+    gateway = SimpleNamespace(budgets=budgets)
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(Gateway.refresh_budgets(gateway, every_s=0.01))  # type: ignore[arg-type]
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if budgets.refreshes >= 3 or task.done():
+                break
+        assert not task.done()
+        assert budgets.refreshes >= 3
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level(logging.ERROR, logger="switchman.gateway"):
+        asyncio.run(main())
+    assert any("budget refresh" in r.getMessage() for r in caplog.records)
