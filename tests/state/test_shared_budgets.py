@@ -405,3 +405,34 @@ def test_drain_waits_for_settles_made_while_it_waits(prefix: str) -> None:
         await link.aclose()
 
     anyio.run(main)
+
+
+@pytest.mark.parametrize("field", ["spent", "reserved"])
+def test_a_malformed_counter_in_redis_is_repaired_by_the_resync_and_the_link_comes_up(prefix: str,
+                                                                                   field: str) -> None:
+    """A counter field no number (another writer, a version skew): before, the rebuild's script failed on it at
+    every resync, so the link stayed down for good (every replica on local state, with no line saying why)."""
+    import redis
+
+    async def main() -> None:
+        link = RedisLink(URL, prefix=prefix, timeout_s=2.0, ping_s=0.05)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        link.on_resync(budgets.rebuild)  # as the gateway does
+        start, _ = period_bounds(time.time(), AGENT.period)
+        raw = redis.Redis.from_url(URL)
+        try:
+            raw.hset(link.key(f"budget:{AGENT.scope}:{AGENT.name}", AGENT.period, str(int(start))), field, "abc")
+        finally:
+            raw.close()
+        await link.start()
+        try:
+            assert link.up
+            held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+            assert held.held
+            held.settle(0.2)
+            await budgets.drain()
+            assert await _counter(link, AGENT) == (pytest.approx(0.2), 0.0)
+        finally:
+            await link.aclose()
+
+    anyio.run(main)

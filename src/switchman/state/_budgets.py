@@ -93,10 +93,10 @@ if hasattr(os, "register_at_fork"):
 _SWEEP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0') or 0  -- (a malformed value: none)
 local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 256)
 for _, id in ipairs(gone) do
-  reserved = reserved - tonumber(redis.call('HGET', KEYS[2], id) or '0')
+  reserved = reserved - (tonumber(redis.call('HGET', KEYS[2], id) or '0') or 0)
   redis.call('HDEL', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
 end
@@ -164,7 +164,7 @@ local settled, cost = 0, 0
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   if not redis.call('ZSCORE', KEYS[4], id) then
-    reserved = reserved - tonumber(redis.call('HGET', KEYS[2], id) or '0')
+    reserved = reserved - (tonumber(redis.call('HGET', KEYS[2], id) or '0') or 0)
     redis.call('HDEL', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
     redis.call('ZADD', KEYS[4], now, id)
@@ -183,7 +183,7 @@ return settled
 # ARGV: the ledger's spend, ttl_s. Raises `spent` to the ledger's; reservations are left as they are.
 _REBUILD = _SWEEP + """
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
-if tonumber(ARGV[1]) > spent then redis.call('HSET', KEYS[1], 'spent', ARGV[1]) end
+if spent == nil or tonumber(ARGV[1]) > spent then redis.call('HSET', KEYS[1], 'spent', ARGV[1]) end  -- (malformed: the ledger's)
 redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
 expire_all(ARGV[2])
 return 1
