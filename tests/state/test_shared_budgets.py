@@ -436,3 +436,25 @@ def test_a_malformed_counter_in_redis_is_repaired_by_the_resync_and_the_link_com
             await link.aclose()
 
     anyio.run(main)
+
+
+def test_an_epoch_marker_no_utf8_does_not_keep_the_link_down(prefix: str) -> None:
+    """Before, its UnicodeDecodeError failed the budget rebuild at every resync: the link stayed down for good."""
+    import redis
+
+    async def main() -> None:
+        link = RedisLink(URL, prefix=prefix, timeout_s=2.0, ping_s=0.05)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        link.on_resync(budgets.rebuild)  # as the gateway does
+        raw = redis.Redis.from_url(URL)
+        try:
+            raw.set(link.key("budgets", "epoch"), b"\xff\xfe")
+        finally:
+            raw.close()
+        await link.start()
+        try:
+            assert link.up
+        finally:
+            await link.aclose()
+
+    anyio.run(main)

@@ -523,7 +523,7 @@ class SharedBudgets:
                                "keeping to the local budget check until it can")
             raise RedisUnavailable("ledger unreadable for the budget rebuild")
         self._ledger_unread = False
-        epoch = found.decode() if found is not None else uuid.uuid4().hex
+        epoch = found.decode("utf-8", "replace") if found is not None else uuid.uuid4().hex
         await self._replay(epoch)
         now = self._clock()
         for budget in self.local.budgets():
@@ -533,7 +533,7 @@ class SharedBudgets:
         if lost:  # another replica may have made the new epoch meanwhile: keep the first
             await self.link.run(lambda r: r.set(marker, epoch.encode(), nx=True))
             found = await self.link.run(lambda r: r.get(marker))
-            epoch = found.decode() if found is not None else epoch
+            epoch = found.decode("utf-8", "replace") if found is not None else epoch
         self._pending.epoch = epoch
         if totals is None and self.local.has_ledger:
             logger.warning("budget counters in Redis kept as they are: the ledger could not be read")
