@@ -195,3 +195,30 @@ def test_one_malformed_shared_value_is_skipped_and_the_other_keys_still_sync(
             assert len(logged) == 1  # once, not at every sync
 
     run(main)
+
+
+def test_a_malformed_failure_count_does_not_fail_every_push(clock: Clock) -> None:
+    """A circuit's failure count no integer (another writer): before, the push script failed on it at every push
+    with a failure of that key, and the pull after it (every other key's state) was skipped each time."""
+    import redis
+
+    async def main(prefix: str) -> None:
+        async with replicas(SHARED_URL, prefix, clock) as (a, b):
+            raw = redis.Redis.from_url(SHARED_URL)
+            try:
+                raw.hset(a._circuit_key("bad@x"), "failures", "abc")
+            finally:
+                raw.close()
+            for _ in range(3):
+                b.record("good@x", ok=False)
+            await b.sync()
+            a.record("bad@x", ok=False)
+            await a.sync()
+            assert a.state("good@x") == "open"
+            for _ in range(2):
+                a.record("bad@x", ok=False)
+            await a.sync()
+            await b.sync()
+            assert b.state("bad@x") == "open"  # counted afresh from the malformed count: three failures
+
+    run(main)

@@ -47,6 +47,10 @@ if ARGV[1] == '1' then
   redis.call('HDEL', KEYS[1], 'open_until')
 end
 local failures = tonumber(ARGV[2])
+local counted = redis.call('HGET', KEYS[1], 'failures')
+if counted and not string.match(counted, '^%d+$') then  -- no count (another writer): HINCRBY would fail at every push
+  redis.call('HSET', KEYS[1], 'failures', 0)
+end
 if failures > 0 then
   local n = redis.call('HINCRBY', KEYS[1], 'failures', failures)
   local open = redis.call('HEXISTS', KEYS[1], 'open_until')
