@@ -215,3 +215,40 @@ def test_one_malformed_shared_count_is_skipped_and_the_others_still_sync(
         anyio.run(main)
     finally:
         forget_prefix(SHARED_URL, prefix)
+
+
+@pytest.mark.parametrize("value", ["garbage", "1e400"])
+def test_a_malformed_count_a_push_adds_to_is_dropped_and_the_push_goes_through(
+        math_greeting_router: TrainedRouter, value: str) -> None:
+    """Before, HINCRBYFLOAT failed on it halfway through the push script: the push was sent again at every sync
+    and failed again, the fields before it counted once more each time, and no replica saw this one's feedback."""
+    import redis
+
+    prefix = unique_prefix()
+    a, b = online(math_greeting_router), online(math_greeting_router)
+    prior = b.counts.snapshot()
+    models = math_greeting_router.model_names
+
+    async def main() -> None:
+        links = await linked(SHARED_URL, prefix)
+        shared = counts_of(links, (a, b))
+        raw = redis.Redis.from_url(SHARED_URL)
+        try:
+            raw.hset(shared[0].key, f"b:0:{models[0]}", value)
+        finally:
+            raw.close()
+        for _ in range(4):
+            assert a.observe(0, models[0], 1.0)
+        for replica in (shared[0], shared[0], shared[1]):
+            await replica.sync()
+        alpha, _ = b.counts.snapshot()
+        assert alpha[0, 0] == pytest.approx(prior[0][0, 0] + 4)  # counted once, not once a sync
+        for replica in shared:
+            await replica.aclose()
+        for link in links:
+            await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)

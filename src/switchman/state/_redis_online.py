@@ -43,6 +43,12 @@ _DONE_KEEP_MS = 3_600_000
 #: keep ms, then field, amount pairs. Adds the amounts once per push id; returns the whole hash.
 _PUSH = """
 if #ARGV > 3 and not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  for i = 4, #ARGV, 2 do  -- a count no finite number (another writer) would fail HINCRBYFLOAT halfway: dropped
+    local held = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+    if held == nil or held ~= held or held == math.huge or held == -math.huge then
+      redis.call('HDEL', KEYS[1], ARGV[i])
+    end
+  end
   for i = 4, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
