@@ -458,3 +458,31 @@ def test_an_epoch_marker_no_utf8_does_not_keep_the_link_down(prefix: str) -> Non
             await link.aclose()
 
     anyio.run(main)
+
+
+@pytest.mark.parametrize("value", ["abc", "1e400"])
+def test_a_malformed_spend_while_up_does_not_fail_every_settle(prefix: str, value: str) -> None:
+    """Before, the scripts failed on it (reserve: arithmetic on nil; settle: HINCRBYFLOAT) at every request of the
+    budget: each fell back to the local check and no spend reached Redis until the next resync."""
+    import redis
+
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        start, _ = period_bounds(time.time(), AGENT.period)
+        raw = redis.Redis.from_url(URL)
+        try:
+            raw.hset(link.key(f"budget:{AGENT.scope}:{AGENT.name}", AGENT.period, str(int(start))), "spent", value)
+        finally:
+            raw.close()
+        try:
+            for _ in range(2):
+                held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+                assert held.held
+                held.settle(0.2)
+                await budgets.drain()
+            assert await _counter(link, AGENT) == (pytest.approx(0.4), 0.0)
+        finally:
+            await link.aclose()
+
+    anyio.run(main)

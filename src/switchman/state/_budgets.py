@@ -94,6 +94,10 @@ _SWEEP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0') or 0  -- (a malformed value: none)
+local stored = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+if stored == nil or stored ~= stored or stored == math.huge or stored == -math.huge then
+  redis.call('HDEL', KEYS[1], 'spent')  -- no number (another writer): HINCRBYFLOAT would fail on it at every settle
+end
 local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 256)
 for _, id in ipairs(gone) do
   reserved = reserved - (tonumber(redis.call('HGET', KEYS[2], id) or '0') or 0)
