@@ -34,6 +34,8 @@ SCRIPTS = {
     "budgets.settle": "switchman.state._budgets:_SETTLE_MANY",
     "budgets.replay": "switchman.state._budgets:_SETTLE",
     "budgets.rebuild": "switchman.state._budgets:_REBUILD",
+    "budgets.replay_keeping": "switchman.state._budgets:_SETTLE_KEEPING",
+    "budgets.rebuild_keeping": "switchman.state._budgets:_REBUILD_KEEPING",
     "sessions.put": "switchman.state._sessions:_PUT",
     "sessions.mark": "switchman.state._sessions:_MARK",
     "limits.admit": "switchman.state._redis_limits:_ADMIT",
