@@ -116,3 +116,74 @@ def test_the_budget_refresh_loop_outlives_a_failed_refresh(caplog: pytest.LogCap
     with caplog.at_level(logging.ERROR, logger="switchman.gateway"):
         asyncio.run(main())
     assert any("budget refresh" in r.getMessage() for r in caplog.records)
+
+
+class _BrokenBudgets(_FlakyBudgets):
+    """Budgets whose refreshes fail five times in a row, then work."""
+
+    def refresh(self) -> bool:
+        self.refreshes += 1
+        if self.refreshes <= 5:
+            raise RuntimeError("a persistent failure")
+        return True
+
+
+def test_a_persistent_budget_refresh_failure_is_logged_once_and_its_end_too(caplog: pytest.LogCaptureFixture) -> None:
+    """A traceback at every tick (every 5 s) for a failure that lasts would bury the log: one per failing streak."""
+    from types import SimpleNamespace
+
+    from switchman.gateway import Gateway
+
+    budgets = _BrokenBudgets()
+    gateway = SimpleNamespace(budgets=budgets)
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(Gateway.refresh_budgets(gateway, every_s=0.01))  # type: ignore[arg-type]
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if budgets.refreshes >= 7 or task.done():
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+        asyncio.run(main())
+    assert budgets.refreshes >= 7
+    failed = [r for r in caplog.records if "budget refresh" in r.getMessage() and "failed" in r.getMessage()]
+    assert len(failed) == 1
+    assert any("budget refresh" in r.getMessage() and "works again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_persistent_key_refresh_failure_is_logged_once_per_streak(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    store = KeyStore(f"sqlite:///{tmp_path / 'keys.sqlite3'}")
+    store.create("k")
+    keyring = Keyring(store, refresh_s=0.01)
+    calls: list[int] = []
+
+    def listener(_: object) -> None:
+        calls.append(1)
+        if len(calls) <= 5:
+            raise RuntimeError("a listener's bug")
+
+    keyring.on_change(listener)
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(keyring.run())
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if len(calls) >= 7 or task.done():
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+            asyncio.run(main())
+    finally:
+        keyring.close()
+    assert len(calls) >= 7
+    assert len([r for r in caplog.records if "refresh failed" in r.getMessage()]) == 1
+    assert any("works again" in r.getMessage() for r in caplog.records)

@@ -203,6 +203,7 @@ class Gateway:
 
     async def refresh_budgets(self, every_s: float = 5.0) -> None:
         """Keep budget counters in step with spend other workers (or SDK users) write to the ledger."""
+        failing = False
         while True:
             await anyio.sleep(every_s)
             budgets = self.budgets  # a reload may replace them
@@ -211,7 +212,13 @@ class Gateway:
                 if budgets is not None and budgets.usage():
                     await anyio.to_thread.run_sync(budgets.refresh, abandon_on_cancel=True)  # (the thread is left)
             except Exception:  # one failed refresh must not end them (and, at shutdown, the ledger's flush)
-                logger.exception("budget refresh from the ledger failed; trying again in %g s", every_s)
+                if not failing:  # once per failing streak (a traceback every tick would bury the log)
+                    logger.exception("budget refresh from the ledger failed; trying again every %g s", every_s)
+                failing = True
+            else:
+                if failing:
+                    logger.warning("budget refresh from the ledger works again")
+                failing = False
 
     async def aclose(self) -> None:
         """Close upstream connections, then flush the ledger."""
