@@ -252,3 +252,41 @@ def test_a_malformed_count_a_push_adds_to_is_dropped_and_the_push_goes_through(
         anyio.run(main)
     finally:
         forget_prefix(SHARED_URL, prefix)
+
+
+@pytest.mark.parametrize("field", [b"a:\xff:m", "a:\u00b2:{model}"])
+def test_a_malformed_shared_field_name_is_skipped_and_the_others_still_sync(
+        math_greeting_router: TrainedRouter, field: str | bytes) -> None:
+    """A field name no UTF-8, or a cluster number no int() takes (a superscript digit passes isdigit): before,
+    its UnicodeDecodeError / ValueError ended every sync the way a malformed count did."""
+    import redis
+
+    prefix = unique_prefix()
+    a, b = online(math_greeting_router), online(math_greeting_router)
+    prior = b.counts.snapshot()
+    models = math_greeting_router.model_names
+    name = field.format(model=models[0]) if isinstance(field, str) else field
+
+    async def main() -> None:
+        links = await linked(SHARED_URL, prefix)
+        shared = counts_of(links, (a, b))
+        raw = redis.Redis.from_url(SHARED_URL)
+        try:
+            raw.hset(shared[0].key, name, "1")
+        finally:
+            raw.close()
+        for _ in range(4):
+            assert a.observe(0, models[0], 1.0)
+        await shared[0].sync()
+        await shared[1].sync()
+        alpha, _ = b.counts.snapshot()
+        assert alpha[0, 0] == prior[0][0, 0] + 4
+        for replica in shared:
+            await replica.aclose()
+        for link in links:
+            await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)

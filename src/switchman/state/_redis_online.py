@@ -119,10 +119,10 @@ class RedisOnlineCounts:
         alpha, beta = self.prior[0].copy(), self.prior[1].copy()
         column = {name: i for i, name in enumerate(self.models)}
         for raw_field, raw_value in shared.items():
-            field = raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)
+            field = raw_field.decode("utf-8", "replace") if isinstance(raw_field, bytes) else str(raw_field)
             which, _, rest = field.partition(":")
             cluster_text, _, model = rest.partition(":")
-            if model not in column or not cluster_text.isdigit() or int(cluster_text) >= alpha.shape[0]:
+            if model not in column or not (cluster_text.isascii() and cluster_text.isdigit()) or int(cluster_text) >= alpha.shape[0]:
                 continue
             target = alpha if which == "a" else beta if which == "b" else None
             if target is not None:
