@@ -309,6 +309,8 @@ class SharedBudgets:
         self._tasks = self._pending.tasks
         self._ledger_unread = False  # logged once while the ledger cannot be read for a rebuild
         self._repairing = False  # a rebuild for a spend in Redis that is no number is on its way
+        self._repair_after = 0.0  # (monotonic) no such rebuild tried again before then
+        self._unknown_logged: set[str] = set()  # counters whose spend no number was logged
         self._periods: dict[str, tuple[float, float]] = {}  # each period's current (start, end)
 
     def _key(self, budget: BudgetConfig, start: float) -> str:
@@ -584,10 +586,14 @@ class SharedBudgets:
     def _spend_unknown(self, key: str) -> None:
         """A counter's spend in Redis is no number (another writer): rebuild the counters from the ledger (once at
         a time); until then the scripts refuse that budget and its requests keep to the local check."""
-        if self._repairing:
+        now = time.monotonic()
+        if self._repairing or now < self._repair_after:
             return
-        logger.warning("budget counter %s in Redis holds a spend that is no number; rebuilding the counters from "
-                       "the ledger (its requests keep to the local check meanwhile)", key)
+        self._repair_after = now + 1.0  # one try a second at most (the ledger may be unreadable: it stays unknown)
+        if key not in self._unknown_logged:
+            self._unknown_logged.add(key)
+            logger.warning("budget counter %s in Redis holds a spend that is no number; rebuilding the counters from "
+                           "the ledger (its requests keep to the local check meanwhile)", key)
         self._repairing = True
         task = self._background(self._rebuild_quietly())
         if task is None:
