@@ -88,3 +88,25 @@ def test_streamed_answers_get_their_shadow_too(upstream: FakeUpstream, tmp_path:
         assert text.rstrip().endswith("data: [DONE]")
     record = _record(gateway, request_id)
     assert (record.model, record.shadow_model) == ("cheap", "big")
+
+
+class _BrokenShadow:
+    """A shadow strategy whose decision fails with no SwitchmanError (its embedder's download, a bug)."""
+
+    def decide(self, *args: object, **kwargs: object) -> None:
+        raise OSError("embedder weights could not be fetched")
+
+
+def test_a_shadow_decision_that_raises_costs_nothing_but_the_shadow(upstream: FakeUpstream, tmp_path: Path,
+                                                                     math_greeting_router: TrainedRouter) -> None:
+    """Before, any error of the shadow decision but a SwitchmanError ended the task that was to queue the
+    record: the request's ledger row was lost."""
+    router_file = math_greeting_router.save(tmp_path / "shadow.safetensors")
+    gateway = _gateway(upstream, tmp_path, router_file)
+    gateway.decider.shadow_strategy = lambda route: _BrokenShadow()  # type: ignore[method-assign,assignment,return-value]
+    with ServerThread(build_app(gateway)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        _, first = _ask(http, "shadowed", MATH)
+        _, second = _ask(http, "shadowed", GREETING)
+    for request_id in (first, second):
+        record = _record(gateway, request_id)
+        assert record.model == "cheap" and record.shadow_model is None

@@ -78,3 +78,38 @@ def test_without_the_known_internals_the_public_calls_are_used() -> None:
     _inc(metric)(2.0)
     _observe(metric)(0.5)
     assert metric.seen == [("inc", 2.0), ("observe", 0.5)]
+
+
+def test_the_collector_mirror_thread_outlives_a_failed_copy() -> None:
+    """Before, one exception in a copy (a collector's bug, a full disk under the multiprocess files) ended the
+    mirror's thread for good: the worker's ledger and Redis metrics froze at their last values."""
+    import time
+    from collections.abc import Iterator
+
+    from prometheus_client.core import CounterMetricFamily
+    from prometheus_client.registry import Collector
+
+    from switchman.ledger._metrics_mirror import CollectorMirror
+
+    class Flaky(Collector):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def collect(self) -> Iterator[CounterMetricFamily]:
+            self.calls += 1
+            if self.calls == 2:  # the first copy from the thread
+                raise OSError("no space left on device")
+            yield CounterMetricFamily("flaky_rows", "rows", value=float(self.calls))
+
+    registry = CollectorRegistry()
+    mirror = CollectorMirror(registry, every_s=0.01)
+    flaky = Flaky()
+    mirror.add(flaky)
+    try:
+        deadline = time.monotonic() + 5.0
+        while flaky.calls < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert flaky.calls >= 4
+        assert (registry.get_sample_value("flaky_rows_total") or 0.0) >= 3.0
+    finally:
+        mirror.close()

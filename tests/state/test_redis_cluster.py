@@ -34,6 +34,8 @@ SCRIPTS = {
     "budgets.settle": "switchman.state._budgets:_SETTLE_MANY",
     "budgets.replay": "switchman.state._budgets:_SETTLE",
     "budgets.rebuild": "switchman.state._budgets:_REBUILD",
+    "budgets.replay_keeping": "switchman.state._budgets:_SETTLE_KEEPING",
+    "budgets.rebuild_keeping": "switchman.state._budgets:_REBUILD_KEEPING",
     "sessions.put": "switchman.state._sessions:_PUT",
     "sessions.mark": "switchman.state._sessions:_MARK",
     "limits.admit": "switchman.state._redis_limits:_ADMIT",
@@ -158,9 +160,10 @@ def test_backends_pass_on_the_cluster_with_one_slot_per_script(
         health_test(Clock())
     assert calls.failed == 0
     seen = _one_slot_each(calls)
-    # health.record runs inside a pipeline (one key each); the rebuild and replay only at a resync; online.push
+    # health.record runs inside a pipeline (one key each); the rebuilds and replays only at a resync; online.push
     # in the online-count tests
-    assert seen == set(SCRIPTS) - {"health.record", "budgets.rebuild", "budgets.replay", "online.push"}, seen
+    assert seen == set(SCRIPTS) - {"health.record", "budgets.rebuild", "budgets.replay", "online.push",
+                                 "budgets.rebuild_keeping", "budgets.replay_keeping"}, seen
 
 
 def test_a_budget_rebuild_after_a_resync_touches_one_slot_a_budget(cluster: RedisClusterServer, calls: Calls) -> None:

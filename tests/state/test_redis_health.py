@@ -162,3 +162,63 @@ def test_a_sync_that_fails_unexpectedly_does_not_end_the_loop(clock: Clock, capl
     with caplog.at_level(logging.ERROR, logger="switchman.state"):
         run(main)
     assert "redis health sync failed" in caplog.text
+
+
+@pytest.mark.parametrize(("field", "value"), [("open_until", "garbage"), ("open_until", "nan"), ("ttft", "fast"),
+                                              ("at", "inf")])
+def test_one_malformed_shared_value_is_skipped_and_the_other_keys_still_sync(
+        clock: Clock, field: str, value: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A value no number (another writer, a version skew) under one key: before, its ValueError ended every pull
+    (and the replica's start) before the keys after it, for as long as it stayed in Redis."""
+    import redis
+
+    async def main(prefix: str) -> None:
+        async with replicas(SHARED_URL, prefix, clock) as (a, b):
+            for _ in range(3):
+                a.record("good@x", ok=False)
+            await a.sync()
+            raw = redis.Redis.from_url(SHARED_URL)
+            try:
+                raw.sadd(a.link.key("health", "keys"), "bad@x")  # sorted first: pulled before good@x
+                if field == "open_until":
+                    raw.hset(a._circuit_key("bad@x"), "open_until", value)
+                else:
+                    raw.hset(a._mark_key("bad@x"), mapping={"ttft": 100.0, "at": 1_700_000_000.0, field: value})
+            finally:
+                raw.close()
+            with caplog.at_level(logging.WARNING, logger="switchman.state"):
+                await b.sync()
+                await b.sync()
+            assert b.state("good@x") == "open"
+            assert b.state("bad@x") == "closed"
+            logged = [r for r in caplog.records if "malformed shared state for bad@x" in r.getMessage()]
+            assert len(logged) == 1  # once, not at every sync
+
+    run(main)
+
+
+def test_a_malformed_failure_count_does_not_fail_every_push(clock: Clock) -> None:
+    """A circuit's failure count no integer (another writer): before, the push script failed on it at every push
+    with a failure of that key, and the pull after it (every other key's state) was skipped each time."""
+    import redis
+
+    async def main(prefix: str) -> None:
+        async with replicas(SHARED_URL, prefix, clock) as (a, b):
+            raw = redis.Redis.from_url(SHARED_URL)
+            try:
+                raw.hset(a._circuit_key("bad@x"), "failures", "abc")
+            finally:
+                raw.close()
+            for _ in range(3):
+                b.record("good@x", ok=False)
+            await b.sync()
+            a.record("bad@x", ok=False)
+            await a.sync()
+            assert a.state("good@x") == "open"
+            for _ in range(2):
+                a.record("bad@x", ok=False)
+            await a.sync()
+            await b.sync()
+            assert b.state("bad@x") == "open"  # counted afresh from the malformed count: three failures
+
+    run(main)

@@ -120,3 +120,26 @@ def test_on_a_cluster_each_primary_holds_a_marker_and_a_flushed_primary_is_resyn
             await link.aclose()
 
         anyio.run(main)
+
+
+def test_a_marker_that_is_no_utf8_does_not_keep_the_link_down(prefix: str) -> None:
+    """A marker another writer set to bytes no UTF-8: before, its UnicodeDecodeError escaped every check (the
+    link stayed down for good, the watcher logging at every ping, and a gateway starting raised)."""
+    import redis
+
+    async def main() -> None:
+        link = RedisLink("redis://127.0.0.1:6379/0", prefix=prefix, timeout_s=2.0, ping_s=0.05)
+        raw = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        try:
+            raw.set(link.key("switchman-link", "marker"), b"\xff\xfe")
+        finally:
+            raw.close()
+        try:
+            await link.start()
+            assert link.up
+            await anyio.sleep(0.2)  # pings read the marker back
+            assert link.up
+        finally:
+            await link.aclose()
+
+    anyio.run(main)

@@ -172,3 +172,121 @@ def test_a_sync_that_fails_unexpectedly_does_not_end_the_loop(math_greeting_rout
     finally:
         forget_prefix(SHARED_URL, prefix)
     assert "redis online counts sync failed" in caplog.text
+
+
+@pytest.mark.parametrize("value", ["garbage", "nan", "inf"])
+def test_one_malformed_shared_count_is_skipped_and_the_others_still_sync(
+        math_greeting_router: TrainedRouter, value: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A count no finite number (another writer, a version skew): before, its ValueError ended every sync (and the
+    replica's start) after the push, so no replica's counts moved again while it stayed in Redis (a NaN or an
+    infinity went into the counts)."""
+    import redis
+
+    prefix = unique_prefix()
+    a, b = online(math_greeting_router), online(math_greeting_router)
+    prior = b.counts.snapshot()
+    models = math_greeting_router.model_names
+
+    async def main() -> None:
+        links = await linked(SHARED_URL, prefix)
+        shared = counts_of(links, (a, b))
+        raw = redis.Redis.from_url(SHARED_URL)
+        try:
+            raw.hset(shared[0].key, f"a:1:{models[0]}", value)
+        finally:
+            raw.close()
+        for _ in range(4):
+            assert a.observe(0, models[0], 1.0)
+        await shared[0].sync()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="switchman.state"):
+            await shared[1].sync()
+            await shared[1].sync()
+        alpha, _ = b.counts.snapshot()
+        assert alpha[0, 0] == prior[0][0, 0] + 4
+        assert alpha[1, 0] == prior[0][1, 0]  # the malformed count left out
+        assert len([r for r in caplog.records if "malformed count" in r.getMessage()]) == 1
+        for replica in shared:
+            await replica.aclose()
+        for link in links:
+            await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+@pytest.mark.parametrize("value", ["garbage", "1e400"])
+def test_a_malformed_count_a_push_adds_to_is_dropped_and_the_push_goes_through(
+        math_greeting_router: TrainedRouter, value: str) -> None:
+    """Before, HINCRBYFLOAT failed on it halfway through the push script: the push was sent again at every sync
+    and failed again, the fields before it counted once more each time, and no replica saw this one's feedback."""
+    import redis
+
+    prefix = unique_prefix()
+    a, b = online(math_greeting_router), online(math_greeting_router)
+    prior = b.counts.snapshot()
+    models = math_greeting_router.model_names
+
+    async def main() -> None:
+        links = await linked(SHARED_URL, prefix)
+        shared = counts_of(links, (a, b))
+        raw = redis.Redis.from_url(SHARED_URL)
+        try:
+            raw.hset(shared[0].key, f"b:0:{models[0]}", value)
+        finally:
+            raw.close()
+        for _ in range(4):
+            assert a.observe(0, models[0], 1.0)
+        for replica in (shared[0], shared[0], shared[1]):
+            await replica.sync()
+        alpha, _ = b.counts.snapshot()
+        assert alpha[0, 0] == pytest.approx(prior[0][0, 0] + 4)  # counted once, not once a sync
+        for replica in shared:
+            await replica.aclose()
+        for link in links:
+            await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+@pytest.mark.parametrize("field", [b"a:\xff:m", "a:\u00b2:{model}"])
+def test_a_malformed_shared_field_name_is_skipped_and_the_others_still_sync(
+        math_greeting_router: TrainedRouter, field: str | bytes) -> None:
+    """A field name no UTF-8, or a cluster number no int() takes (a superscript digit passes isdigit): before,
+    its UnicodeDecodeError / ValueError ended every sync the way a malformed count did."""
+    import redis
+
+    prefix = unique_prefix()
+    a, b = online(math_greeting_router), online(math_greeting_router)
+    prior = b.counts.snapshot()
+    models = math_greeting_router.model_names
+    name = field.format(model=models[0]) if isinstance(field, str) else field
+
+    async def main() -> None:
+        links = await linked(SHARED_URL, prefix)
+        shared = counts_of(links, (a, b))
+        raw = redis.Redis.from_url(SHARED_URL)
+        try:
+            raw.hset(shared[0].key, name, "1")
+        finally:
+            raw.close()
+        for _ in range(4):
+            assert a.observe(0, models[0], 1.0)
+        await shared[0].sync()
+        await shared[1].sync()
+        alpha, _ = b.counts.snapshot()
+        assert alpha[0, 0] == prior[0][0, 0] + 4
+        for replica in shared:
+            await replica.aclose()
+        for link in links:
+            await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)

@@ -7,6 +7,7 @@ reservations and never restarts counters at $0 because the ledger could not be r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -405,3 +406,173 @@ def test_drain_waits_for_settles_made_while_it_waits(prefix: str) -> None:
         await link.aclose()
 
     anyio.run(main)
+
+
+@pytest.mark.parametrize("field", ["spent", "reserved"])
+def test_a_malformed_counter_in_redis_is_repaired_by_the_resync_and_the_link_comes_up(prefix: str,
+                                                                                   field: str) -> None:
+    """A counter field no number (another writer, a version skew): before, the rebuild's script failed on it at
+    every resync, so the link stayed down for good (every replica on local state, with no line saying why)."""
+    import redis
+
+    async def main() -> None:
+        link = RedisLink(URL, prefix=prefix, timeout_s=2.0, ping_s=0.05)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        link.on_resync(budgets.rebuild)  # as the gateway does
+        start, _ = period_bounds(time.time(), AGENT.period)
+        raw = redis.Redis.from_url(URL)
+        try:
+            raw.hset(link.key(f"budget:{AGENT.scope}:{AGENT.name}", AGENT.period, str(int(start))), field, "abc")
+        finally:
+            raw.close()
+        await link.start()
+        try:
+            assert link.up
+            held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+            assert held.held
+            held.settle(0.2)
+            await budgets.drain()
+            assert await _counter(link, AGENT) == (pytest.approx(0.2), 0.0)
+        finally:
+            await link.aclose()
+
+    anyio.run(main)
+
+
+def test_an_epoch_marker_no_utf8_does_not_keep_the_link_down(prefix: str) -> None:
+    """Before, its UnicodeDecodeError failed the budget rebuild at every resync: the link stayed down for good."""
+    import redis
+
+    async def main() -> None:
+        link = RedisLink(URL, prefix=prefix, timeout_s=2.0, ping_s=0.05)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        link.on_resync(budgets.rebuild)  # as the gateway does
+        raw = redis.Redis.from_url(URL)
+        try:
+            raw.set(link.key("budgets", "epoch"), b"\xff\xfe")
+        finally:
+            raw.close()
+        await link.start()
+        try:
+            assert link.up
+        finally:
+            await link.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("value", ["abc", "1e400"])
+def test_a_malformed_spend_while_up_does_not_fail_every_settle(prefix: str, value: str) -> None:
+    """Before, the scripts failed on it (reserve: arithmetic on nil; settle: HINCRBYFLOAT) at every request of the
+    budget: each fell back to the local check and no spend reached Redis until the next resync."""
+    import redis
+
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        start, _ = period_bounds(time.time(), AGENT.period)
+        raw = redis.Redis.from_url(URL)
+        try:
+            raw.hset(link.key(f"budget:{AGENT.scope}:{AGENT.name}", AGENT.period, str(int(start))), "spent", value)
+        finally:
+            raw.close()
+        try:
+            first = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+            assert not isinstance(first, SharedReservation)  # unknown, not $0: the local check (no ledger here)
+            first.settle(0.0)
+            for _ in range(100):  # the rebuild it started repairs the counter
+                with contextlib.suppress(ValueError):
+                    if await _counter(link, AGENT) == (0.0, 0.0):
+                        break
+                await anyio.sleep(0.05)
+            for _ in range(2):
+                held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+                assert held.held
+                held.settle(0.2)
+                await budgets.drain()
+            assert await _counter(link, AGENT) == (pytest.approx(0.4), 0.0)
+        finally:
+            await link.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("value", ["abc", "1e400", "nan", "-inf"])
+def test_a_malformed_spend_while_up_never_lets_a_budget_spent_in_the_ledger_through(tmp_path: Any, prefix: str,
+                                                                                     value: str) -> None:
+    """A spend in Redis no finite number is unknown, not $0: a reserve must not count from $0 against it (that
+    would hand the whole budget out again); the counter is rebuilt from the ledger (the resync)."""
+    import redis
+
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    ledger.record(LedgerRecord(request_id="r1", agent="a", model="m", prompt="x", cost_usd=0.8))
+    ledger.flush_sync(timeout=10)
+
+    async def main() -> None:
+        link = RedisLink(URL, prefix=prefix, timeout_s=2.0, ping_s=0.05)
+        budgets = SharedBudgets(BudgetManager([AGENT], ledger), link)
+        link.on_resync(budgets.rebuild)  # as the gateway does
+        await link.start()
+        try:
+            assert link.up
+            assert await _counter(link, AGENT) == (pytest.approx(0.8), 0.0)
+            start, _ = period_bounds(time.time(), AGENT.period)
+            raw = redis.Redis.from_url(URL)
+            try:
+                raw.hset(link.key(f"budget:{AGENT.scope}:{AGENT.name}", AGENT.period, str(int(start))), "spent", value)
+            finally:
+                raw.close()
+            with pytest.raises(Exception, match="budget"):
+                await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
+            for _ in range(100):  # a rebuild repairs it from the ledger
+                with contextlib.suppress(ValueError):
+                    if await _counter(link, AGENT) == (pytest.approx(0.8), 0.0):
+                        break
+                await anyio.sleep(0.05)
+            assert link.up
+            assert await _counter(link, AGENT) == (pytest.approx(0.8), 0.0)
+            with pytest.raises(Exception, match="budget"):
+                await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
+            held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.1)
+            assert held.held
+            held.settle(0.1)
+            await budgets.drain()
+            assert await _counter(link, AGENT) == (pytest.approx(0.9), 0.0)
+        finally:
+            await link.aclose()
+
+    anyio.run(main)
+    ledger.close_sync()
+
+
+def test_a_malformed_spend_is_not_restarted_at_zero_while_the_ledger_cannot_be_read(tmp_path: Any,
+                                                                                   prefix: str) -> None:
+    """The rebuild it starts cannot read the ledger: the counter stays unknown (requests on the local check)."""
+    import redis
+
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    ledger.record(LedgerRecord(request_id="r1", agent="a", model="m", prompt="x", cost_usd=0.8))
+    ledger.flush_sync(timeout=10)
+    manager = BudgetManager([AGENT], ledger)
+
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(manager, link)
+        await budgets.rebuild()
+        manager.ledger_spend = lambda: None  # type: ignore[method-assign]  # the ledger unreadable from now on
+        start, _ = period_bounds(time.time(), AGENT.period)
+        key = link.key(f"budget:{AGENT.scope}:{AGENT.name}", AGENT.period, str(int(start)))
+        raw = redis.Redis.from_url(URL)
+        try:
+            raw.hset(key, "spent", "abc")
+            for _ in range(3):
+                with pytest.raises(Exception, match="budget"):
+                    await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
+                await anyio.sleep(0.1)
+            assert raw.hget(key, "spent") == b"abc"
+        finally:
+            raw.close()
+            await link.aclose()
+
+    anyio.run(main)
+    ledger.close_sync()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from ._sessions import SessionKeeper
 from ._tracing import Tracing
 
 __all__ = ["Gateway"]
+
+logger = logging.getLogger("switchman.gateway")
 
 #: Seconds startup waits for the first read of the virtual keys before serving without them.
 STARTUP_KEYS_WAIT_S = 3.0
@@ -200,12 +203,22 @@ class Gateway:
 
     async def refresh_budgets(self, every_s: float = 5.0) -> None:
         """Keep budget counters in step with spend other workers (or SDK users) write to the ledger."""
+        failing = False
         while True:
             await anyio.sleep(every_s)
             budgets = self.budgets  # a reload may replace them
             # usage(): budgets can be added while running; a database that hangs must not hold shutdown
-            if budgets is not None and budgets.usage():
-                await anyio.to_thread.run_sync(budgets.refresh, abandon_on_cancel=True)  # (the thread is left)
+            try:
+                if budgets is not None and budgets.usage():
+                    await anyio.to_thread.run_sync(budgets.refresh, abandon_on_cancel=True)  # (the thread is left)
+            except Exception:  # one failed refresh must not end them (and, at shutdown, the ledger's flush)
+                if not failing:  # once per failing streak (a traceback every tick would bury the log)
+                    logger.exception("budget refresh from the ledger failed; trying again every %g s", every_s)
+                failing = True
+            else:
+                if failing:
+                    logger.warning("budget refresh from the ledger works again")
+                failing = False
 
     async def aclose(self) -> None:
         """Close upstream connections, then flush the ledger."""

@@ -168,9 +168,19 @@ class Keyring:
 
     async def run(self) -> None:
         """Refresh every `refresh_s` seconds, for ever (cancel the task to stop)."""
+        failing = False
         while True:
             await asyncio.sleep(self.refresh_s)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a listener's bug must not end the refreshes (and, at shutdown, the ledger's flush)
+                if not failing:  # once per failing streak (a traceback every refresh would bury the log)
+                    logger.exception("virtual keys: the refresh failed; trying again every %g s", self.refresh_s)
+                failing = True
+            else:
+                if failing:
+                    logger.warning("virtual keys: the refresh works again")
+                failing = False
 
     def close(self) -> None:
         """Stop the reading thread (a read stuck on a hung database is abandoned) and release connections."""

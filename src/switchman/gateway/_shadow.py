@@ -86,6 +86,10 @@ class Recorder:
             if not self._warned:
                 logger.warning("shadow router for route %s failed: %s", decision.route, exc)
                 self._warned = True
+        except Exception:  # nor any other failure of the shadow decision (its embedder, a bug)
+            if not self._warned:
+                logger.exception("shadow router for route %s failed; recording without its decision", decision.route)
+                self._warned = True
         return ledger.record(record)
 
     async def drain(self) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,9 @@ from ._db import KEYS, SETTINGS, create_ledger_engine, create_tables, resolve_ur
 from ._period import Period
 
 __all__ = ["KEY_PREFIX", "UNCHANGED", "KeyInfo", "KeySet", "KeyStore", "lookup_of"]
+
+logger = logging.getLogger("switchman.ledger")
+_logged_bad: set[Any] = set()  # ids of the malformed key rows logged already
 
 
 KEY_PREFIX = "sk-sw-"
@@ -129,7 +133,15 @@ class KeySet:
         """A set from rows of the keys table (revoked ones are kept: they verify to None)."""
         grouped: dict[str, list[tuple[str, str, KeyInfo]]] = {}
         for row in rows:
-            grouped.setdefault(row["lookup"], []).append((row["salt"], row["hash"], _info(row)))
+            try:  # one malformed row (a direct edit, a version skew) must not keep every other key from the set
+                info = _info(row)
+                info.budget  # noqa: B018 (validated here: the gateway reads it at each key refresh)
+            except (ValueError, TypeError, OverflowError, OSError) as exc:
+                if row.get("id") not in _logged_bad:
+                    _logged_bad.add(row.get("id"))
+                    logger.warning("virtual key %s left out: malformed row in the keys table (%s)", row.get("id"), exc)
+                continue
+            grouped.setdefault(row["lookup"], []).append((row["salt"], row["hash"], info))
         return cls({k: tuple(v) for k, v in grouped.items()}, auth_enabled=auth_enabled or bool(rows))
 
     def verify(self, secret: str) -> KeyInfo | None:

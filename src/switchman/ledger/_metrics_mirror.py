@@ -9,6 +9,7 @@ multiprocess mode the collector was registered with (`livesum`, `liveall` with a
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -16,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.registry import Collector
 
 __all__ = ["CollectorMirror"]
+
+logger = logging.getLogger("switchman.metrics")
 
 _Labels = tuple[tuple[str, str], ...]
 
@@ -50,8 +53,17 @@ class CollectorMirror:
             self._thread.start()
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.wait(self._every_s):
-            self.sync()
+            try:  # one failed copy (a collector's bug, a full disk under the files) must not end the mirror
+                self.sync()
+            except Exception:
+                if not failing:
+                    logger.exception("metrics mirror: copying the collectors failed; trying again every %g s",
+                                     self._every_s)
+                failing = True
+            else:
+                failing = False
 
     def sync(self) -> None:
         """Copy what every collector reports now."""

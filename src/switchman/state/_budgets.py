@@ -89,14 +89,27 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_IDS.renew)
 
 # Every script's KEYS: the counter hash, the held amounts (hash), their deadlines (zset), the done ids (zset).
-# It drops reservations past their deadline first and returns `reserved` after that.
-_SWEEP = """
+# It drops reservations past their deadline first and returns `reserved` after that. A `spent` that is no finite
+# number (another writer) is unknown, not $0: the reserve and the batched settle fail on it (the link goes down,
+# requests keep to the local check, and the resync's rebuild writes the ledger's spend over it); the rebuild and
+# the replayed settle before it drop it (the rebuild raises it to the ledger's right after).
+_SPENT_UNKNOWN = """
+local stored = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+if stored == nil or stored ~= stored or stored == math.huge or stored == -math.huge then
+  %s
+end
+"""
+_SWEEP_TAIL = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+if reserved == nil or reserved ~= reserved or reserved == math.huge or reserved == -math.huge then
+  reserved = 0  -- no number (another writer): what the holds add up to
+  for _, held in ipairs(redis.call('HVALS', KEYS[2])) do reserved = reserved + (tonumber(held) or 0) end
+end
 local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 256)
 for _, id in ipairs(gone) do
-  reserved = reserved - tonumber(redis.call('HGET', KEYS[2], id) or '0')
+  reserved = reserved - (tonumber(redis.call('HGET', KEYS[2], id) or '0') or 0)
   redis.call('HDEL', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
 end
@@ -109,10 +122,13 @@ local function expire_all(ttl)
   for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
 end
 """
+_REFUSED = "return redis.error_reply('budget spend in Redis is no number: the ledger is needed to rebuild it')"
+_SWEEP_REPAIRING = _SPENT_UNKNOWN % "redis.call('HDEL', KEYS[1], 'spent')" + _SWEEP_TAIL
+_UNKNOWN = -1  # the reserve's and the batched settle's reply to a spend no number (`_SPENT_UNKNOWN`)
 
 # ARGV: limit, amount (negative: give back), ttl_s, check (1) or not (0), reservation id, hold_ms.
 # Adds `amount` to the reservation when spent + reserved + amount fits the limit; returns {ok, spent, reserved}.
-_RESERVE = _SWEEP + """
+_RESERVE = _SPENT_UNKNOWN % "return {-1, '0', '0'}" + _SWEEP_TAIL + """
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
 local amount, id = tonumber(ARGV[2]), ARGV[5]
 if redis.call('ZSCORE', KEYS[4], id) then  -- settled already (a late call): hold nothing
@@ -139,7 +155,8 @@ return {1, tostring(spent), tostring(reserved)}
 """
 
 # ARGV: reservation id, actual cost, ttl_s, done_keep_ms. Removes the reservation and counts the cost, once per id.
-_SETTLE = _SWEEP + """
+# (Used by the rebuild's replay only, right before the rebuild: it drops a `spent` no number, see `_SPENT_UNKNOWN`.)
+_SETTLE_BODY = """
 local id = ARGV[1]
 if redis.call('ZSCORE', KEYS[4], id) then
   redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
@@ -159,12 +176,12 @@ return 1
 
 # ARGV: ttl_s, done_keep_ms, then reservation id, actual cost pairs. `_SETTLE` for a batch of reservations: one
 # script per budget per flush, whatever the request rate. Returns how many ids were settled (not done already).
-_SETTLE_MANY = _SWEEP + """
+_SETTLE_MANY = _SPENT_UNKNOWN % "return -1" + _SWEEP_TAIL + """
 local settled, cost = 0, 0
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   if not redis.call('ZSCORE', KEYS[4], id) then
-    reserved = reserved - tonumber(redis.call('HGET', KEYS[2], id) or '0')
+    reserved = reserved - (tonumber(redis.call('HGET', KEYS[2], id) or '0') or 0)
     redis.call('HDEL', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
     redis.call('ZADD', KEYS[4], now, id)
@@ -181,13 +198,18 @@ return settled
 """
 
 # ARGV: the ledger's spend, ttl_s. Raises `spent` to the ledger's; reservations are left as they are.
-_REBUILD = _SWEEP + """
+_REBUILD_BODY = """
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
-if tonumber(ARGV[1]) > spent then redis.call('HSET', KEYS[1], 'spent', ARGV[1]) end
+if spent == nil or tonumber(ARGV[1]) > spent then redis.call('HSET', KEYS[1], 'spent', ARGV[1]) end  -- (malformed: the ledger's)
 redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
 expire_all(ARGV[2])
 return 1
 """
+_SETTLE = _SWEEP_REPAIRING + _SETTLE_BODY
+_REBUILD = _SWEEP_REPAIRING + _REBUILD_BODY
+# The same while the ledger cannot be read: a spend no number fails them (its counter stays unknown, not $0).
+_SETTLE_KEEPING = _SPENT_UNKNOWN % _REFUSED + _SWEEP_TAIL + _SETTLE_BODY
+_REBUILD_KEEPING = _SPENT_UNKNOWN % _REFUSED + _SWEEP_TAIL + _REBUILD_BODY
 
 _Hold = tuple[str, BudgetConfig, float]  # the counter key, the budget, the period's end
 #: The TTL of a counter a missed settle is written to (its period's end is not kept with it).
@@ -286,6 +308,9 @@ class SharedBudgets:
         self._unsent = self._pending.unsent
         self._tasks = self._pending.tasks
         self._ledger_unread = False  # logged once while the ledger cannot be read for a rebuild
+        self._repairing = False  # a rebuild for a spend in Redis that is no number is on its way
+        self._repair_after = 0.0  # (monotonic) no such rebuild tried again before then
+        self._unknown_logged: set[str] = set()  # counters whose spend no number was logged
         self._periods: dict[str, tuple[float, float]] = {}  # each period's current (start, end)
 
     def _key(self, budget: BudgetConfig, start: float) -> str:
@@ -352,6 +377,9 @@ class SharedBudgets:
                     _RESERVE, _keys(key),
                     [budget.usd + _EPSILON_USD, amount, self._ttl(end), 0 if exempt else 1, rid,
                      int(self.hold_s * 1000)])
+                if int(ok) == _UNKNOWN:  # given back below, like any failure: the local check decides
+                    self._spend_unknown(key)
+                    raise RedisUnavailable(f"budget spend in Redis unknown: {key}")
                 if not int(ok):
                     self._give_back(taken, rid, amount, first=first)
                     return hold, float(spent), float(reserved)
@@ -439,7 +467,9 @@ class SharedBudgets:
             for _, rid, actual, _, _ in missed.get(key, []):
                 args += [rid, actual]
             try:
-                await self.link.eval(_SETTLE_MANY, _keys(key), args)
+                if await self.link.eval(_SETTLE_MANY, _keys(key), args) == _UNKNOWN:
+                    self._spend_unknown(key)
+                    raise RedisUnavailable(f"budget spend in Redis unknown: {key}")
             except Exception as exc:  # RedisUnavailable; or a bug: kept for the replay, the other keys still go
                 if not isinstance(exc, RedisUnavailable):
                     logger.exception("budget settles for %s not written; kept for the replay", key)
@@ -523,22 +553,24 @@ class SharedBudgets:
                                "keeping to the local budget check until it can")
             raise RedisUnavailable("ledger unreadable for the budget rebuild")
         self._ledger_unread = False
-        epoch = found.decode() if found is not None else uuid.uuid4().hex
-        await self._replay(epoch)
+        epoch = found.decode("utf-8", "replace") if found is not None else uuid.uuid4().hex
+        known = totals is not None or not self.local.has_ledger  # (else a spend no number stays unknown: see _SETTLE)
+        await self._replay(epoch, known)
         now = self._clock()
         for budget in self.local.budgets():
             start, end = period_bounds(now, budget.period)
             spend = (totals or {}).get((budget.scope, budget.period), {}).get(budget.name, 0.0)
-            await self.link.eval(_REBUILD, _keys(self._key(budget, start)), [spend, self._ttl(end)])
+            await self.link.eval(_REBUILD if known else _REBUILD_KEEPING, _keys(self._key(budget, start)),
+                                 [spend, self._ttl(end)])
         if lost:  # another replica may have made the new epoch meanwhile: keep the first
             await self.link.run(lambda r: r.set(marker, epoch.encode(), nx=True))
             found = await self.link.run(lambda r: r.get(marker))
-            epoch = found.decode() if found is not None else epoch
+            epoch = found.decode("utf-8", "replace") if found is not None else epoch
         self._pending.epoch = epoch
         if totals is None and self.local.has_ledger:
             logger.warning("budget counters in Redis kept as they are: the ledger could not be read")
 
-    async def _replay(self, epoch: str) -> None:
+    async def _replay(self, epoch: str, known: bool = True) -> None:
         """The settles Redis missed, each removed once written (a failure keeps the rest for the next try).
 
         Skipped: those older than DONE_KEEP_S (Redis may have forgotten they were done) and those from before
@@ -547,8 +579,27 @@ class SharedBudgets:
         while self._unsent:
             key, rid, actual, when, then = self._unsent[0]
             if when >= oldest and (then == epoch or not self.local.has_ledger):
-                await self.link.eval(_SETTLE, _keys(key), [rid, actual, _REPLAY_TTL_S, int(DONE_KEEP_S * 1000)])
+                await self.link.eval(_SETTLE if known else _SETTLE_KEEPING, _keys(key),
+                                     [rid, actual, _REPLAY_TTL_S, int(DONE_KEEP_S * 1000)])
             self._unsent.pop(0)
+
+    def _spend_unknown(self, key: str) -> None:
+        """A counter's spend in Redis is no number (another writer): rebuild the counters from the ledger (once at
+        a time); until then the scripts refuse that budget and its requests keep to the local check."""
+        now = time.monotonic()
+        if self._repairing or now < self._repair_after:
+            return
+        self._repair_after = now + 1.0  # one try a second at most (the ledger may be unreadable: it stays unknown)
+        if key not in self._unknown_logged:
+            self._unknown_logged.add(key)
+            logger.warning("budget counter %s in Redis holds a spend that is no number; rebuilding the counters from "
+                           "the ledger (its requests keep to the local check meanwhile)", key)
+        self._repairing = True
+        task = self._background(self._rebuild_quietly())
+        if task is None:
+            self._repairing = False
+        else:
+            task.add_done_callback(lambda _: setattr(self, "_repairing", False))
 
     def rebuild_soon(self) -> None:
         """Rebuild in the background (budgets defined anew by a reload), when Redis is up."""

@@ -25,6 +25,8 @@ other replicas within about `sync_s` (default 0.25 s).
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +37,8 @@ from ._sync_loop import SyncLoop
 
 __all__ = ["RedisHealth"]
 
+logger = logging.getLogger("switchman.state")
+
 #: KEYS[1] the circuit hash. ARGV: reset (1: an answer came since the last push), failures since the last
 #: answer, threshold, cooldown s, now (wall s), opened here (1/0), ttl ms, open for (a resync's state; -1: none).
 _RECORD = """
@@ -43,6 +47,10 @@ if ARGV[1] == '1' then
   redis.call('HDEL', KEYS[1], 'open_until')
 end
 local failures = tonumber(ARGV[2])
+local counted = redis.call('HGET', KEYS[1], 'failures')
+if counted and not string.match(counted, '^%d+$') then  -- no count (another writer): HINCRBY would fail at every push
+  redis.call('HSET', KEYS[1], 'failures', 0)
+end
 if failures > 0 then
   local n = redis.call('HINCRBY', KEYS[1], 'failures', failures)
   local open = redis.call('HEXISTS', KEYS[1], 'open_until')
@@ -89,6 +97,7 @@ class RedisHealth:
         self._events: list[_Event] = []
         self._marks: set[str] = set()  # keys whose latency mark changed here since the last push
         self._loop = SyncLoop(self.sync, sync_s, "health")
+        self._malformed: set[str] = set()  # keys whose malformed shared state was logged
         link.on_resync(self._resync)
 
     # -- HealthStore: the local board answers -------------------------------------------------
@@ -183,9 +192,19 @@ class RedisHealth:
             if key in busy:
                 continue  # an outcome of ours is on its way: the next pull settles it
             open_until, (ttft, rate, at) = replies[2 * index], replies[2 * index + 1]
-            self.board.adopt_circuit(key, None if open_until is None else float(open_until) - now)
-            if ttft is not None and at is not None:
-                self.board.adopt_mark(key, float(ttft), None if rate is None else float(rate), now - float(at))
+            try:  # one malformed value (another writer, a version skew) must not keep every other key from a pull
+                circuit = None if open_until is None else _finite(open_until) - now
+                mark = None if ttft is None or at is None else (
+                    _finite(ttft), None if rate is None else _finite(rate), now - _finite(at))
+            except ValueError:
+                if key not in self._malformed:
+                    self._malformed.add(key)
+                    logger.warning("redis health: malformed shared state for %s (open_until=%r ttft=%r rate=%r "
+                                   "at=%r); skipped", key, open_until, ttft, rate, at)
+                continue
+            self.board.adopt_circuit(key, circuit)
+            if mark is not None:
+                self.board.adopt_mark(key, *mark)
 
     async def _resync(self) -> None:
         """Redis is back: write this replica's open circuits and marks (the others' states are pulled next)."""
@@ -205,3 +224,11 @@ class RedisHealth:
         await self._loop.stop(self.link.timeout_s * 3 + 5.0)
         with contextlib.suppress(RedisUnavailable):
             await self._push(self._events, self._marks)
+
+
+def _finite(value: Any) -> float:
+    """A number read back from Redis; ValueError for anything else (text, NaN, infinity)."""
+    number = float(value.decode() if isinstance(value, bytes) else value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number

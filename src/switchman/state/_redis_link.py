@@ -544,7 +544,7 @@ def _text(value: Any) -> str:
     """A marker's token as read (bytes unless the client decodes replies); '' for a missing one."""
     if value is None:
         return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)  # (no UTF-8: another writer)
 
 
 def _is_timeout(exc: BaseException) -> bool:

@@ -16,6 +16,8 @@ meanwhile is pushed when Redis answers again. Every push carries an id that the 
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import threading
 import uuid
 from typing import TYPE_CHECKING
@@ -30,6 +32,8 @@ if TYPE_CHECKING:  # the learned-routing stack loads only where a route uses it
 
 __all__ = ["RedisOnlineCounts"]
 
+logger = logging.getLogger("switchman.state")
+
 _TTL_S = 90 * 86_400  # counts nobody has added to for 90 days are forgotten
 #: How long a push id is remembered (a push sent again later than this would count twice: Redis was unreachable
 #: for that long right after it ran the first one).
@@ -39,6 +43,12 @@ _DONE_KEEP_MS = 3_600_000
 #: keep ms, then field, amount pairs. Adds the amounts once per push id; returns the whole hash.
 _PUSH = """
 if #ARGV > 3 and not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  for i = 4, #ARGV, 2 do  -- a count no finite number (another writer) would fail HINCRBYFLOAT halfway: dropped
+    local held = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+    if held == nil or held ~= held or held == math.huge or held == -math.huge then
+      redis.call('HDEL', KEYS[1], ARGV[i])
+    end
+  end
   for i = 4, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -74,6 +84,7 @@ class RedisOnlineCounts:
         self._unsent: tuple[str, dict[str, float]] | None = None  # a push (id, fields) Redis may not have taken
         self._lock = threading.Lock()  # feedback may arrive from a worker thread (the SDK's submit)
         self._loop = SyncLoop(self.sync, sync_s, "online counts")
+        self._malformed: set[str] = set()  # fields whose malformed count was logged
         self.counts.on_observe(self._observed)
 
     def _observed(self, cluster: int, column: int, score: float) -> None:
@@ -108,14 +119,24 @@ class RedisOnlineCounts:
         alpha, beta = self.prior[0].copy(), self.prior[1].copy()
         column = {name: i for i, name in enumerate(self.models)}
         for raw_field, raw_value in shared.items():
-            field = raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)
+            field = raw_field.decode("utf-8", "replace") if isinstance(raw_field, bytes) else str(raw_field)
             which, _, rest = field.partition(":")
             cluster_text, _, model = rest.partition(":")
-            if model not in column or not cluster_text.isdigit() or int(cluster_text) >= alpha.shape[0]:
+            if model not in column or not (cluster_text.isascii() and cluster_text.isdigit()) or int(cluster_text) >= alpha.shape[0]:
                 continue
             target = alpha if which == "a" else beta if which == "b" else None
             if target is not None:
-                target[int(cluster_text), column[model]] += float(raw_value)
+                try:
+                    amount = float(raw_value)
+                except ValueError:
+                    amount = math.nan
+                if not math.isfinite(amount):  # one malformed count must not keep every other one from the sync
+                    if field not in self._malformed:
+                        self._malformed.add(field)
+                        logger.warning("redis online counts %s: malformed count %s=%r; skipped", self.key, field,
+                                       raw_value)
+                    continue
+                target[int(cluster_text), column[model]] += amount
         with self._lock:  # feedback not in Redis yet (it arrived during the exchange, or waits): keep it counted
             for field, amount in self._pending.items():
                 which, _, rest = field.partition(":")
