@@ -186,6 +186,32 @@ def parts(gateway: Gateway, folder: Path) -> list[tuple[str, float]]:
     return rows
 
 
+async def post_chat(app: Any, raw: bytes, statuses: list[int]) -> None:
+    """One POST /v1/chat/completions through the ASGI app, read to its end; its status goes to `statuses`."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 8080),
+             "headers": [*RAW_HEADERS, (b"content-length", str(len(raw)).encode())]}
+    given = False
+    ended = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await ended.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+        elif not message.get("more_body"):
+            ended.set()
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+
+
 async def app_cpu(gateway: Gateway, requests: int, *, stream: bool) -> dict[str, float]:
     """CPU per request of the whole ASGI app at concurrency 10 (best of 3 rounds)."""
     app = serving_app(gateway, bind_host="127.0.0.1", base_dir=".")
@@ -193,28 +219,7 @@ async def app_cpu(gateway: Gateway, requests: int, *, stream: bool) -> dict[str,
     statuses: list[int] = []
 
     async def one() -> None:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-                 "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"",
-                 "root_path": "", "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 8080),
-                 "headers": [*RAW_HEADERS, (b"content-length", str(len(raw)).encode())]}
-        given = False
-        ended = asyncio.Event()
-
-        async def receive() -> dict[str, Any]:
-            nonlocal given
-            if not given:
-                given = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            await ended.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
-            elif not message.get("more_body"):
-                ended.set()
-
-        await app(scope, receive, send)  # type: ignore[arg-type]
+        await post_chat(app, raw, statuses)
 
     async def connection(count: int) -> None:
         for _ in range(count):

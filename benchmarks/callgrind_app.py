@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,28 +39,7 @@ async def serve(requests: int, stream: bool) -> None:
     statuses: list[int] = []
 
     async def one() -> None:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-                 "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"",
-                 "root_path": "", "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 8080),
-                 "headers": [*parts.RAW_HEADERS, (b"content-length", str(len(raw)).encode())]}
-        given = False
-        ended = asyncio.Event()
-
-        async def receive() -> dict[str, Any]:
-            nonlocal given
-            if not given:
-                given = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            await ended.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
-            elif not message.get("more_body"):
-                ended.set()
-
-        await app(scope, receive, send)  # type: ignore[arg-type]
+        await parts.post_chat(app, raw, statuses)
 
     async def connection(count: int) -> None:
         for _ in range(count):
