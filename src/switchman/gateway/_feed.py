@@ -134,10 +134,12 @@ class StreamFeed:
                 await self._stream.relay(self._send.send)
                 finished = True
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._stream.aclose(disconnected=not finished)
-            self._send.close()
-            self._recorded.set()
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._stream.aclose(disconnected=not finished)
+            finally:  # (a close that fails must not leave the reader waiting for good)
+                self._send.close()
+                self._recorded.set()
 
     async def stop(self) -> None:
         """End the relay (the reader left) and wait until the request is recorded."""
