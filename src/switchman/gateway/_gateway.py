@@ -19,6 +19,7 @@ import anyio.to_thread
 from .._config import Config
 from .._decider import Decider
 from .._environ import Environment
+from .._streaks import FailureStreak
 from ..ledger import BudgetManager, Budgets, KeySet, KeyStore, Ledger, Metrics
 from ..state import (
     HealthBoard,
@@ -203,7 +204,8 @@ class Gateway:
 
     async def refresh_budgets(self, every_s: float = 5.0) -> None:
         """Keep budget counters in step with spend other workers (or SDK users) write to the ledger."""
-        failing = False
+        streak = FailureStreak(logger, "budget refresh from the ledger failed; trying again every %g s",
+                               "budget refresh from the ledger works again")
         while True:
             await anyio.sleep(every_s)
             budgets = self.budgets  # a reload may replace them
@@ -211,14 +213,10 @@ class Gateway:
             try:
                 if budgets is not None and budgets.usage():
                     await anyio.to_thread.run_sync(budgets.refresh, abandon_on_cancel=True)  # (the thread is left)
-            except Exception:  # one failed refresh must not end them (and, at shutdown, the ledger's flush)
-                if not failing:  # once per failing streak (a traceback every tick would bury the log)
-                    logger.exception("budget refresh from the ledger failed; trying again every %g s", every_s)
-                failing = True
+            except Exception:  # noqa: BLE001 (logged by the streak) one failed refresh must not end them, nor the ledger flush
+                streak.failed(every_s)
             else:
-                if failing:
-                    logger.warning("budget refresh from the ledger works again")
-                failing = False
+                streak.succeeded()
 
     async def aclose(self) -> None:
         """Close upstream connections, then flush the ledger."""

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from .._streaks import FailureStreak
 from ..ledger import KeyInfo, KeySet, KeyStore, lookup_of
 from ._limiter import AddressLimiter
 
@@ -168,19 +169,16 @@ class Keyring:
 
     async def run(self) -> None:
         """Refresh every `refresh_s` seconds, for ever (cancel the task to stop)."""
-        failing = False
+        streak = FailureStreak(logger, "virtual keys: the refresh failed; trying again every %g s",
+                               "virtual keys: the refresh works again")
         while True:
             await asyncio.sleep(self.refresh_s)
             try:
                 await self.refresh()
-            except Exception:  # a listener's bug must not end the refreshes (and, at shutdown, the ledger's flush)
-                if not failing:  # once per failing streak (a traceback every refresh would bury the log)
-                    logger.exception("virtual keys: the refresh failed; trying again every %g s", self.refresh_s)
-                failing = True
+            except Exception:  # noqa: BLE001 (logged by the streak) a listener's bug must not end the refreshes
+                streak.failed(self.refresh_s)
             else:
-                if failing:
-                    logger.warning("virtual keys: the refresh works again")
-                failing = False
+                streak.succeeded()
 
     def close(self) -> None:
         """Stop the reading thread (a read stuck on a hung database is abandoned) and release connections."""

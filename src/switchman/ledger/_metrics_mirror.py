@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.registry import Collector
 
+from .._streaks import FailureStreak
+
 __all__ = ["CollectorMirror"]
 
 logger = logging.getLogger("switchman.metrics")
@@ -53,17 +55,14 @@ class CollectorMirror:
             self._thread.start()
 
     def _run(self) -> None:
-        failing = False
+        streak = FailureStreak(logger, "metrics mirror: copying the collectors failed; trying again every %g s")
         while not self._stop.wait(self._every_s):
             try:  # one failed copy (a collector's bug, a full disk under the files) must not end the mirror
                 self.sync()
-            except Exception:
-                if not failing:
-                    logger.exception("metrics mirror: copying the collectors failed; trying again every %g s",
-                                     self._every_s)
-                failing = True
+            except Exception:  # noqa: BLE001 (logged by the streak)
+                streak.failed(self._every_s)
             else:
-                failing = False
+                streak.succeeded()
 
     def sync(self) -> None:
         """Copy what every collector reports now."""

@@ -58,11 +58,11 @@ password never appears in a log line or a metric.
 from __future__ import annotations
 
 import asyncio
-import os
 import contextlib
 import contextvars
 import hashlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence

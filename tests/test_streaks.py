@@ -1,0 +1,44 @@
+"""FailureStreak: a retried job's failures logged once per streak (with the traceback), its recovery once."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from switchman._streaks import FailureStreak
+
+
+def _try(streak: FailureStreak, ok: bool) -> None:
+    try:
+        if not ok:
+            raise OSError("disk full")
+    except OSError:
+        streak.failed(5)
+    else:
+        streak.succeeded()
+
+
+def test_a_streak_is_logged_at_its_start_and_its_end(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("switchman.test-streaks")
+    streak = FailureStreak(logger, "job failed; again every %g s", "job works again")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        for ok in (True, False, False, False, True, True, False, True):
+            _try(streak, ok)
+    assert [(r.levelno, r.getMessage(), r.exc_info is not None) for r in caplog.records] == [
+        (logging.ERROR, "job failed; again every 5 s", True),
+        (logging.WARNING, "job works again", False),
+        (logging.ERROR, "job failed; again every 5 s", True),
+        (logging.WARNING, "job works again", False),
+    ]
+    assert not streak.failing
+
+
+def test_without_a_recovery_message_only_failures_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("switchman.test-streaks")
+    streak = FailureStreak(logger, "job failed; again every %g s")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        for ok in (False, True, False):
+            _try(streak, ok)
+    assert [r.getMessage() for r in caplog.records] == ["job failed; again every 5 s"] * 2
+    assert streak.failing
