@@ -8,6 +8,9 @@ everything resolved once at startup; a model has one deployment or several.
 
 from __future__ import annotations
 
+import base64
+import re
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ from typing import Any, Protocol
 
 from .._catalog import ModelSpec
 from .._config import Config, DeploymentConfig, ModelConfig, ProviderConfig, Timeouts
+from .._environ import LEDGER_URL_ENV, REDIS_URL_ENV
 from .._exceptions import ConfigError, UpstreamError
 from ..state import RateLimit
 from ._anthropic import AnthropicAdapter
@@ -23,7 +27,10 @@ from ._http import UpstreamPool, UpstreamRequest
 from ._openai import OpenAIAdapter
 from ._wire import Usage
 
-__all__ = ["Deployment", "Provider", "StreamTranslator", "WireAdapter", "build_deployments"]
+__all__ = ["Deployment", "Provider", "StreamTranslator", "WireAdapter", "build_deployments", "url_credentials"]
+
+#: Query parameters that carry a credential (Azure's `api-key`, a SAS `sig`, Functions' `code`, ...).
+_SECRET_QUERY = re.compile(r"key|token|secret|sig|pass|pwd|auth|cred|code", re.IGNORECASE)
 
 class StreamTranslator(Protocol):
     """Turns upstream stream events into client-bound OpenAI SSE bytes."""
@@ -69,11 +76,11 @@ class Provider:
         headers = {"content-type": "application/json", **self.adapter.auth_headers(key)}
         try:
             self.pool = UpstreamPool(self.base_url, headers)
-        except ValueError as exc:
-            raise ConfigError(f"providers.{name}.base_url: {exc}") from None
+        except ValueError:
+            raise ConfigError(f"providers.{name}.base_url: not an http(s) URL: {_shown(self.base_url)!r}") from None
 
-    def __repr__(self) -> str:  # never the key
-        return f"Provider({self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
+    def __repr__(self) -> str:  # never the key, nor credentials written into the URL
+        return f"Provider({self.name!r}, kind={self.kind!r}, base_url={_shown(self.base_url)!r})"
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
@@ -168,3 +175,34 @@ def provider_keys(config: Config, env: Mapping[str, str]) -> Iterator[str]:
         value = env.get(name)
         if value:
             yield value
+    urls: list[str | None] = [p.base_url for p in config.providers.values()]
+    urls += [config.server.ledger_url, config.server.redis_url, config.cache.redis_url, env.get(REDIS_URL_ENV),
+             env.get(LEDGER_URL_ENV)]
+    for url in urls:
+        if url:
+            yield from url_credentials(url)
+
+
+def url_credentials(url: str) -> Iterator[str]:
+    """The secrets written into a URL: its password (also as the Basic credential a client sends for it)
+    and the values of query parameters that name a key, token or signature."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        user, password = parts.username, parts.password
+    except ValueError:  # a malformed port: the user part is still the text before the last '@'
+        user, password = None, None
+    if password:
+        yield password
+        yield urllib.parse.unquote(password)
+        plain = f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password)}"
+        yield base64.b64encode(plain.encode()).decode()
+    for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=False):
+        if _SECRET_QUERY.search(name):
+            yield value
+            yield urllib.parse.quote(value, safe="")
+
+
+def _shown(url: str) -> str:
+    """A URL as messages show it: no user or password, and no query (where Azure-style keys go)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))

@@ -1,0 +1,111 @@
+"""Credentials written into a provider's base URL (`?api-key=`, `user:password@`) or the ledger's and Redis's
+URLs are secrets like the keys: an upstream that echoes the URL it was called at leaks none of them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from switchman._config import parse_config
+from switchman._exceptions import ConfigError
+from switchman.gateway import Gateway, Scrubber, build_app
+from switchman.gateway._providers import provider_keys
+
+from .conftest import ASK, ServerThread
+
+AZURE_KEY = "azq0123456789abcdefkey"
+URL_PASSWORD = "hunter2-url-password"
+PG_PASSWORD = "pg-secret-password-77"
+REDIS_PASSWORD = "redis-secret-password-55"
+URL_SECRETS = (AZURE_KEY, URL_PASSWORD)
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Refuses every call and says where it was called, with which headers (as some proxies do)."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = json.dumps({"error": {"message": f"denied: {self.path} headers={dict(self.headers)}",
+                                     "type": "invalid_request_error"}}).encode()
+        self.send_response(401)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echo() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _data(echo: str, tmp_path: Path) -> dict[str, object]:
+    return {
+        "providers": {
+            "azure": {"kind": "openai", "base_url": f"http://{echo}/openai/deployments/d?api-key={AZURE_KEY}"},
+            "basic": {"kind": "openai", "base_url": f"http://proxyuser:{URL_PASSWORD}@{echo}/v1"},
+        },
+        "models": {"az": {"provider": "azure", "input_price": 1, "output_price": 1},
+                   "proxied": {"provider": "basic", "input_price": 1, "output_price": 1}},
+        "routes": {"default": {"candidates": ["az", "proxied"], "strategy": "cheapest"}},
+        "server": {"ledger_url": f"sqlite:///{tmp_path / 'ledger.sqlite3'}", "retries": {"attempts": 0}},
+    }
+
+
+def test_credentials_in_urls_never_leave_the_gateway(echo: str, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    gateway = Gateway.from_config(parse_config(_data(echo, tmp_path)), env={})
+    seen: list[str] = []
+    ids: list[str] = []
+    with ServerThread(build_app(gateway)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        for model, stream in (("az", False), ("az", True), ("proxied", False), ("proxied", True)):
+            response = http.post("/v1/chat/completions", json={"model": model, "messages": ASK, "stream": stream})
+            assert response.status_code == 502, response.text
+            seen.append(response.text)
+            ids.append(response.headers["x-switchman-request-id"])
+        assert "denied" in seen[0] and "[redacted]" in seen[0]  # the upstream's words reach the caller, scrubbed
+        for path in ("/metrics", "/health", "/v1/models"):
+            seen.append(http.get(path).text)
+    assert gateway.ledger is not None
+    gateway.ledger.flush_sync(timeout=10)
+    records = [gateway.ledger.find(i) for i in ids]
+    assert all(r is not None and r.status == "error" for r in records)
+    seen += [repr(records), caplog.text, repr(gateway.dispatcher.providers)]
+    for secret in URL_SECRETS:
+        assert secret not in "\n".join(seen)
+
+
+def test_a_bad_base_url_is_named_without_its_password(tmp_path: Path) -> None:
+    data = _data("127.0.0.1:9", tmp_path)
+    data["providers"]["basic"]["base_url"] = f"ftp://proxyuser:{URL_PASSWORD}@127.0.0.1:9/v1"  # type: ignore[index]
+    with pytest.raises(ConfigError, match="providers.basic.base_url") as caught:
+        Gateway.from_config(parse_config(data), env={})
+    assert URL_PASSWORD not in str(caught.value)
+
+
+def test_database_and_redis_passwords_are_scrubbed(tmp_path: Path) -> None:
+    data = _data("127.0.0.1:9", tmp_path)
+    data["server"] = {"ledger_url": f"postgresql://switchman:{PG_PASSWORD}@db.internal:5432/ledger",
+                      "redis_url": f"redis://:{REDIS_PASSWORD}@cache.internal:6379/0"}
+    env = {"SWITCHMAN_REDIS_URL": "redis://u:other-redis-secret-1@r2:6379/0?password=query-secret-22"}
+    scrub = Scrubber(provider_keys(parse_config(data), env))
+    text = (f"could not connect: postgresql://switchman:{PG_PASSWORD}@db.internal; redis auth {REDIS_PASSWORD}; "
+            "other-redis-secret-1 query-secret-22")
+    assert scrub(text) == ("could not connect: postgresql://switchman:[redacted]@db.internal; "
+                           "redis auth [redacted]; [redacted] [redacted]")
