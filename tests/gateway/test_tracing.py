@@ -29,7 +29,7 @@ from switchman.gateway._tracing import Tracing
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
-from .conftest import ASK, ENV, ServerThread, config_data
+from .conftest import ASK, ENV, OPENAI_KEY, WRONG_KEY, ServerThread, config_data
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
@@ -133,6 +133,20 @@ def test_each_retry_is_a_span_and_failures_are_marked(traced: tuple[str, Gateway
     # A new trace still reaches the provider.
     assert all(r.headers["traceparent"].split("-")[1] == format(root.context.trace_id, "032x")
                for r in upstream.requests_for("cheap"))
+
+
+def test_a_failed_attempt_span_names_no_key(traced: tuple[str, Gateway, InMemorySpanExporter]) -> None:
+    url, _, exporter = traced
+    # The upstream refuses the key and echoes it in its error, as OpenAI's 401 does.
+    response = httpx.post(url + "/v1/chat/completions", json={"model": "locked", "messages": ASK}, timeout=30)
+    assert response.status_code == 502
+    spans = exporter.get_finished_spans()
+    (attempt,) = [s for s in spans if s.kind == SpanKind.CLIENT]
+    assert attempt.status.status_code == StatusCode.ERROR
+    assert "[redacted]" in (attempt.status.description or "")
+    for span in spans:
+        exported = f"{span.to_json()}"
+        assert WRONG_KEY not in exported and OPENAI_KEY not in exported
 
 
 def test_a_failed_request_span_is_an_error(traced: tuple[str, Gateway, InMemorySpanExporter],
