@@ -331,3 +331,18 @@ def test_url_errors_and_password_masking() -> None:
     ledger = Ledger("postgres://user:hunter2@127.0.0.1:1/x")
     assert "hunter2" not in repr(ledger)
     assert "postgresql+psycopg://user:***@127.0.0.1:1/x" in repr(ledger)
+
+
+def test_a_password_in_the_query_is_masked_too(open_ledger: Callable[..., Ledger],
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    # libpq takes `?password=` (and `sslpassword=`) as well as `user:password@`.
+    url = "postgresql://user@127.0.0.1:1/x?password=hunter2q&sslpassword=hunter3s&connect_timeout=1"
+    ledger = open_ledger(url, max_retry_interval=0.05)
+    ledger.start_sync()
+    ledger.record(LedgerRecord())
+    wait_until(lambda: ledger.stats.write_errors >= 1, what="a failed write")
+    ledger.close_sync(timeout=0.3)
+    shown = f"{ledger!r} {caplog.text}"
+    assert "ledger postgresql+psycopg://user@127.0.0.1:1/x" in caplog.text  # the outage and the loss are logged
+    assert "hunter2q" not in shown and "hunter3s" not in shown
+    assert "connect_timeout=1" in repr(ledger)  # the rest of the URL still says which database
