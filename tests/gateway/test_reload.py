@@ -14,7 +14,7 @@ from switchman._config import parse_config
 from switchman.gateway import ConfigReloader, Gateway, build_app
 from switchman.testing import FakeUpstream
 
-from .conftest import ENV, ServerThread, config_data
+from .conftest import ASK, ENV, ServerThread, config_data
 
 
 @pytest.fixture
@@ -64,3 +64,22 @@ def _run(reloader: ConfigReloader) -> bool:
     import anyio
 
     return anyio.run(reloader.reload)
+
+
+def test_settings_read_at_start_are_named_when_a_reload_changes_them(
+    setup: tuple[dict[str, Any], Path, Gateway], caplog: pytest.LogCaptureFixture
+) -> None:
+    data, path, gateway = setup
+    reloader = ConfigReloader(gateway, path)
+    app = build_app(gateway, reloader=reloader)
+    with ServerThread(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        assert http.post("/v1/chat/completions", json={"model": "auto", "messages": ASK}).status_code == 200
+        data["server"].update(auth="required", metrics_access="open", circuit_breaker={"failures": 1, "cooldown_s": 5})
+        path.write_text(yaml.safe_dump(data))
+        with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+            assert _run(reloader) is True
+        # The running server still lets a request without a key in: the log must not let that pass as applied.
+        assert http.post("/v1/chat/completions", json={"model": "auto", "messages": ASK}).status_code == 200
+    (line,) = [r.getMessage() for r in caplog.records if "next restart" in r.getMessage()]
+    for name in ("server.auth", "server.metrics_access", "server.circuit_breaker"):
+        assert name in line
