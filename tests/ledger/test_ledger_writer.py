@@ -346,3 +346,26 @@ def test_a_password_in_the_query_is_masked_too(open_ledger: Callable[..., Ledger
     assert "ledger postgresql+psycopg://user@127.0.0.1:1/x" in caplog.text  # the outage and the loss are logged
     assert "hunter2q" not in shown and "hunter3s" not in shown
     assert "connect_timeout=1" in repr(ledger)  # the rest of the URL still says which database
+
+
+def test_each_streak_of_dropped_records_is_logged(
+    open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(_db, "SQLITE_BUSY_TIMEOUT_S", 0.05)
+    ledger = open_ledger(sqlite_url, batch_size=1, max_queued=5, max_retry_interval=0.05)
+    ledger.count()
+    ledger.start_sync()
+    for outage in (1, 2):  # the database goes away twice; each time the queue fills and records are dropped
+        lock = sqlite3.connect(sqlite_path, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        for rec in make_records(10):
+            ledger.record(rec)
+        assert ledger.stats.dropped >= 4 * outage
+        lock.execute("COMMIT")
+        lock.close()
+        assert ledger.flush_sync(timeout=10)
+    full = [r for r in caplog.records if "ledger queue full" in r.getMessage()]
+    assert len(full) == 2, caplog.text  # the second loss is said too, not only the first ever
+    assert "ledger queue drained" in caplog.text
+    ledger.close_sync()
