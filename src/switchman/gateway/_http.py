@@ -102,10 +102,13 @@ class UpstreamPool:
         self, base_url: str, headers: Mapping[str, str], *, max_connections: int = MAX_CONNECTIONS,
         keepalive_expiry: float = KEEPALIVE_EXPIRY, ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        url = URL(base_url)
+        # A query (Azure's `?api-version=`) goes after each request's path, exactly as written.
+        base, _, query = base_url.partition("#")[0].partition("?")
+        url = URL(base)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self._prefix = str(url).rstrip("/")
+        self._query = f"?{query}" if query else ""
         self._headers = {"accept-encoding": "identity", **headers}
         self._ssl: ssl.SSLContext | bool = (ssl_context or _ssl_context()) if url.scheme == "https" else True
         self._max_connections = max_connections
@@ -118,7 +121,7 @@ class UpstreamPool:
         """A request to `path`, relative to the base URL's path."""
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = URL(self._prefix + path, encoded=True)
+            url = self._urls[path] = URL(self._prefix + path + self._query, encoded=True)
         return UpstreamRequest(method, url, body)
 
     def _open(self) -> aiohttp.ClientSession:
