@@ -109,3 +109,11 @@ def test_database_and_redis_passwords_are_scrubbed(tmp_path: Path) -> None:
             "other-redis-secret-1 query-secret-22")
     assert scrub(text) == ("could not connect: postgresql://switchman:[redacted]@db.internal; "
                            "redis auth [redacted]; [redacted] [redacted]")
+
+
+def test_a_url_password_and_a_key_for_the_same_header_are_refused_at_start(tmp_path: Path) -> None:
+    data = _data("127.0.0.1:9", tmp_path)
+    data["providers"]["basic"]["api_key_env"] = "PROXY_KEY"  # type: ignore[index]
+    with pytest.raises(ConfigError, match="providers.basic: .* keep one") as caught:
+        Gateway.from_config(parse_config(data), env={"PROXY_KEY": "sk-proxy-0123456789"})
+    assert URL_PASSWORD not in str(caught.value)

@@ -74,6 +74,10 @@ class Provider:
         self.adapter: WireAdapter = ADAPTERS[config.kind]()
         self.has_key = bool(key)
         headers = {"content-type": "application/json", **self.adapter.auth_headers(key)}
+        if "authorization" in headers and urllib.parse.urlsplit(self.base_url).username is not None:
+            # aiohttp refuses to send both: every call would fail as an opaque "invalid upstream response".
+            raise ConfigError(f"providers.{name}: base_url {_shown(self.base_url)!r} has a user and password and "
+                              f"{config.api_key_env} a key, and both would be the Authorization header; keep one")
         try:
             self.pool = UpstreamPool(self.base_url, headers)
         except ValueError:
