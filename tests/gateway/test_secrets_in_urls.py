@@ -117,3 +117,18 @@ def test_a_url_password_and_a_key_for_the_same_header_are_refused_at_start(tmp_p
     with pytest.raises(ConfigError, match="providers.basic: .* keep one") as caught:
         Gateway.from_config(parse_config(data), env={"PROXY_KEY": "sk-proxy-0123456789"})
     assert URL_PASSWORD not in str(caught.value)
+
+
+def test_a_query_key_is_scrubbed_as_written(echo: str, tmp_path: Path) -> None:
+    # A SAS-style signature written with a raw '+' and lower-case escapes: the pool sends the query verbatim,
+    # so an upstream that echoes its URL shows it in exactly that form.
+    sig = "ab+cd/ef%2bgh0123=="
+    data = _data(echo, tmp_path)
+    data["providers"]["azure"]["base_url"] = f"http://{echo}/openai/deployments/d?api-version=1&sig={sig}"  # type: ignore[index]
+    gateway = Gateway.from_config(parse_config(data), env={})
+    with ServerThread(build_app(gateway)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        response = http.post("/v1/chat/completions", json={"model": "az", "messages": ASK})
+    assert response.status_code == 502 and "denied: /openai/deployments/d/chat/completions?" in response.text
+    assert "api-version=1" in response.text  # only the secret goes
+    for shown in (sig, "ab+cd", "ab cd", "ef+gh0123"):
+        assert shown not in response.text

@@ -200,10 +200,13 @@ def url_credentials(url: str) -> Iterator[str]:
         yield urllib.parse.unquote(password)
         plain = f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password)}"
         yield base64.b64encode(plain.encode()).decode()
-    for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=False):
-        if _SECRET_QUERY.search(name):
-            yield value
-            yield urllib.parse.quote(value, safe="")
+    for item in parts.query.split("&"):
+        name, _, raw = item.partition("=")
+        if raw and _SECRET_QUERY.search(urllib.parse.unquote_plus(name)):
+            # As written (the pool sends the query verbatim, so an upstream echoing its URL shows this form),
+            # decoded both ways ('+' is a space in a form, a plus in a path) and re-encoded.
+            value = urllib.parse.unquote_plus(raw)
+            yield from (raw, value, urllib.parse.unquote(raw), urllib.parse.quote(value, safe=""))
 
 
 def _shown(url: str) -> str:
