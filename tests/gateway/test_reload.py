@@ -83,3 +83,19 @@ def test_settings_read_at_start_are_named_when_a_reload_changes_them(
     (line,) = [r.getMessage() for r in caplog.records if "next restart" in r.getMessage()]
     for name in ("server.auth", "server.metrics_access", "server.circuit_breaker"):
         assert name in line
+
+
+def test_a_redis_url_from_the_environment_is_no_change_at_reload(
+    upstream: FakeUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `serve --redis-url` (or $SWITCHMAN_REDIS_URL) overrides the file's server.redis_url, for reloads too.
+    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    path = tmp_path / "switchman.yaml"
+    path.write_text(yaml.safe_dump(data))
+    url = "redis://127.0.0.1:6379/15"
+    gateway = Gateway.from_config(parse_config(data), base_dir=tmp_path, env={**ENV, "SWITCHMAN_REDIS_URL": url})
+    with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+        assert _run(ConfigReloader(gateway, path)) is True
+    assert "configuration reloaded" in caplog.text
+    assert "next restart" not in caplog.text  # the file did not change
+    assert gateway.config.server.redis_url == url  # the configuration still says which Redis is in use

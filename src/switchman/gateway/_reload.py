@@ -58,7 +58,7 @@ class ConfigReloader:
 
     def _build(self) -> Dispatcher:
         """Validate the file and build its dispatcher (blocking: loads router files and embedders)."""
-        config = self.adjust(load_config(self.path))
+        config = self.gateway.pinned(self.adjust(load_config(self.path)))
         decider = Decider(config, base_dir=self.path.parent)
         decider.warm_up()
         return self.gateway.replacement(decider)
