@@ -13,9 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import openai
 import pytest
+import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -24,7 +26,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from switchman._config import parse_config
 from switchman._exceptions import ConfigError
-from switchman.gateway import Gateway, build_app
+from switchman.gateway import ConfigReloader, Gateway, build_app
 from switchman.gateway._tracing import Tracing
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
@@ -188,6 +190,27 @@ def test_prompt_text_only_when_store_prompts_allows(upstream: FakeUpstream, tmp_
             {"role": "user", "content": "what is the capital of Peru?"}]}, timeout=30).raise_for_status()
     (root,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert "capital of Peru" in str((root.attributes or {})["gen_ai.input.messages"])
+
+
+def test_store_prompts_turned_off_by_a_reload_stops_prompts_in_spans(upstream: FakeUpstream, tmp_path: Path) -> None:
+    # The ledger stops keeping prompts at once; spans, which leave for a collector, must stop too.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    data["server"]["store_prompts"] = True
+    path = tmp_path / "switchman.yaml"
+    path.write_text(yaml.safe_dump(data))
+    gateway = Gateway.from_config(parse_config(data), base_dir=tmp_path, env=ENV)
+    gateway.dispatcher.tracing = Tracing(provider, record_prompts=True)
+    data["server"]["store_prompts"] = False
+    path.write_text(yaml.safe_dump(data))
+    assert anyio.run(ConfigReloader(gateway, path).reload) is True
+    with ServerThread(build_app(gateway)) as url:
+        httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": [
+            {"role": "user", "content": "what is the capital of Peru?"}]}, timeout=30).raise_for_status()
+    (root,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert "gen_ai.input.messages" not in (root.attributes or {})
 
 
 class _Receiver(BaseHTTPRequestHandler):

@@ -159,6 +159,8 @@ class Gateway:
         """
         self._retired.append(self.dispatcher)
         self.dispatcher, self.decider, self.config = dispatcher, dispatcher.decider, dispatcher.decider.config
+        # The carried-over tracing follows server.store_prompts as the ledger does (spans leave for a collector).
+        dispatcher.tracing.record_prompts = self.config.server.store_prompts
         self.budgets = dispatcher.budgets
         if isinstance(self.budgets, SharedBudgets):
             self.budgets.rebuild_soon()  # budgets the new configuration added get their spend from the ledger
