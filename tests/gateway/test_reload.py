@@ -99,3 +99,30 @@ def test_a_redis_url_from_the_environment_is_no_change_at_reload(
     assert "configuration reloaded" in caplog.text
     assert "next restart" not in caplog.text  # the file did not change
     assert gateway.config.server.redis_url == url  # the configuration still says which Redis is in use
+
+
+def test_metrics_access_changed_by_a_reload_holds_until_the_restart(upstream: FakeUpstream, tmp_path: Path) -> None:
+    # The authentication layer is built once: a /metrics opened to any key by a reload is half-opened
+    # (the endpoint read the new value, the layer the old), so the whole setting waits for the restart, as logged.
+    from switchman.ledger import KeyStore
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    data = config_data(upstream, url)
+    path = tmp_path / "switchman.yaml"
+    path.write_text(yaml.safe_dump(data))
+    store = KeyStore(url)
+    try:
+        _, secret = store.create("bot")
+    finally:
+        store.close()
+    master = "sk-master-0123456789abcdef"
+    gateway = Gateway.from_config(parse_config(data), base_dir=tmp_path, env={**ENV, "SWITCHMAN_MASTER_KEY": master})
+    reloader = ConfigReloader(gateway, path)
+    with ServerThread(build_app(gateway, reloader=reloader)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        key = {"authorization": f"Bearer {secret}"}
+        assert http.get("/metrics", headers=key).status_code == 403
+        data["server"]["metrics_access"] = "keys"
+        path.write_text(yaml.safe_dump(data))
+        assert _run(reloader) is True
+        assert http.get("/metrics", headers=key).status_code == 403
+        assert http.get("/metrics", headers={"authorization": f"Bearer {master}"}).status_code == 200
