@@ -126,3 +126,25 @@ def test_metrics_access_changed_by_a_reload_holds_until_the_restart(upstream: Fa
         assert _run(reloader) is True
         assert http.get("/metrics", headers=key).status_code == 403
         assert http.get("/metrics", headers={"authorization": f"Bearer {master}"}).status_code == 200
+
+
+def test_request_limits_apply_at_reload_and_connection_limits_are_named(
+    setup: tuple[dict[str, Any], Path, Gateway], caplog: pytest.LogCaptureFixture
+) -> None:
+    data, path, gateway = setup
+    reloader = ConfigReloader(gateway, path)
+    with ServerThread(build_app(gateway, reloader=reloader)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        data["server"]["limits"] = {"max_prompt_chars": 10}
+        path.write_text(yaml.safe_dump(data))
+        with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+            assert _run(reloader) is True
+        # Read per request: applied at once, so the log must not say it waits for a restart.
+        long = [{"role": "user", "content": "x" * 50}]
+        assert http.post("/v1/chat/completions", json={"model": "auto", "messages": long}).status_code == 413
+        assert "next restart" not in caplog.text
+        data["server"]["limits"] = {"max_prompt_chars": 10, "max_connections": 7}
+        path.write_text(yaml.safe_dump(data))
+        with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+            assert _run(reloader) is True
+    (line,) = [r.getMessage() for r in caplog.records if "next restart" in r.getMessage()]
+    assert line.startswith("server.limits.max_connections changed")

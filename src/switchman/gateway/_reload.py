@@ -38,8 +38,12 @@ logger = logging.getLogger("switchman.gateway")
 
 #: `server.*` settings a running server cannot change: they are read when it starts (the authentication
 #: middleware, the connection guard, the health board and the key ring are built once).
-_AT_START = ("host", "port", "ledger_url", "max_body_bytes", "master_key_env", "auth", "metrics_access", "limits",
+_AT_START = ("host", "port", "ledger_url", "max_body_bytes", "master_key_env", "auth", "metrics_access",
              "redis_url", "redis", "key_refresh_s", "circuit_breaker", "live_latency")
+
+#: `server.limits.*` each request reads from the configuration it is served by: a reload applies them at once
+#: (the others are the connection guard's and the authentication layer's, built at start).
+_LIMITS_PER_REQUEST = frozenset({"max_prompt_chars", "max_json_depth"})
 
 
 def _same(config: Config) -> Config:
@@ -73,6 +77,9 @@ class ConfigReloader:
         old, new = self.gateway.config, dispatcher.decider.config
         needs_restart = [f"server.{name}" for name in _AT_START
                          if getattr(old.server, name) != getattr(new.server, name)]
+        needs_restart += [f"server.limits.{name}" for name in type(old.server.limits).model_fields
+                          if name not in _LIMITS_PER_REQUEST
+                          and getattr(old.server.limits, name) != getattr(new.server.limits, name)]
         if old.dashboard != new.dashboard:
             needs_restart.append("dashboard")
         self.gateway.swap(dispatcher)
