@@ -16,7 +16,8 @@ import pytest
 from switchman._config import parse_config
 from switchman._exceptions import ConfigError
 from switchman.gateway import Gateway, Scrubber, build_app
-from switchman.gateway._providers import provider_keys
+from switchman.gateway._http import UpstreamPool
+from switchman.gateway._providers import provider_keys, url_credentials
 
 from .conftest import ASK, ServerThread
 
@@ -132,3 +133,13 @@ def test_a_query_key_is_scrubbed_as_written(echo: str, tmp_path: Path) -> None:
     assert "api-version=1" in response.text  # only the secret goes
     for shown in (sig, "ab+cd", "ab cd", "ef+gh0123"):
         assert shown not in response.text
+
+
+def test_a_query_key_is_scrubbed_in_the_form_the_pool_sends() -> None:
+    # A space is escaped on the way out ('+' and the escapes already written are not): that form is a secret too.
+    base_url = "https://x.example/openai?api-version=1&sig=ab+cd ef%2bgh0123=="
+    request = UpstreamPool(base_url, {}).request("POST", "/chat/completions")
+    sent = str(request.url)
+    assert "sig=ab+cd%20ef%2bgh0123==" in sent
+    assert Scrubber(url_credentials(base_url))(sent) == (
+        "https://x.example/openai/chat/completions?api-version=1&sig=[redacted]")

@@ -23,7 +23,7 @@ from .._exceptions import ConfigError, UpstreamError
 from ..state import RateLimit
 from ._anthropic import AnthropicAdapter
 from ._defaults import KNOWN_PROVIDERS
-from ._http import UpstreamPool, UpstreamRequest
+from ._http import UpstreamPool, UpstreamRequest, escape_query
 from ._openai import OpenAIAdapter
 from ._wire import Usage
 
@@ -206,7 +206,7 @@ def url_credentials(url: str) -> Iterator[str]:
             # As written (the pool sends the query verbatim, so an upstream echoing its URL shows this form),
             # decoded both ways ('+' is a space in a form, a plus in a path) and re-encoded.
             value = urllib.parse.unquote_plus(raw)
-            yield from (raw, value, urllib.parse.unquote(raw), urllib.parse.quote(value, safe=""))
+            yield from (raw, escape_query(raw), value, urllib.parse.unquote(raw), urllib.parse.quote(value, safe=""))
 
 
 def _shown(url: str) -> str:
