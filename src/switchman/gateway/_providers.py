@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 from .._catalog import ModelSpec
 from .._config import Config, DeploymentConfig, ModelConfig, ProviderConfig, Timeouts
-from .._environ import LEDGER_URL_ENV, REDIS_URL_ENV
 from .._exceptions import ConfigError, UpstreamError
 from ..state import RateLimit
 from ._anthropic import AnthropicAdapter
@@ -179,10 +178,11 @@ def provider_keys(config: Config, env: Mapping[str, str]) -> Iterator[str]:
         value = env.get(name)
         if value:
             yield value
-    urls: list[str | None] = [p.base_url for p in config.providers.values()]
-    urls += [config.server.ledger_url, config.server.redis_url, config.cache.redis_url, env.get(REDIS_URL_ENV),
-             env.get(LEDGER_URL_ENV)]
-    for url in urls:
+    # Only the providers' URLs: their credentials go upstream, where an answer may echo them. The ledger's and
+    # Redis's passwords never leave switchman (its messages show those URLs through display_url), so they can
+    # reach client-facing text only when the client wrote them itself; scrubbing them there would make every
+    # error an oracle that tells a client whether its guess at a (often weak) password was right.
+    for url in (p.base_url for p in config.providers.values()):
         if url:
             yield from url_credentials(url)
 
