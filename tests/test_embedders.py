@@ -322,6 +322,23 @@ def test_openai_endpoint_errors_map_to_upstream_errors(
         emb.close()
 
 
+def test_openai_endpoint_path_goes_before_the_query_and_errors_hide_it(
+    fake_server: tuple[str, type[_FakeEmbeddings]],
+) -> None:
+    # Azure-style: the version (and sometimes the key) is in the base URL's query.
+    base, handler = fake_server
+    emb = OpenAIEmbedder(base + "?api-version=2024-06-01&api-key=azq-secret-0123", "m")
+    try:
+        emb.embed(["hi"])
+        handler.status = 500
+        with pytest.raises(UpstreamServerError) as caught:
+            emb.embed(["hi"])
+    finally:
+        emb.close()
+    assert handler.requests[0]["path"] == "/v1/embeddings?api-version=2024-06-01&api-key=azq-secret-0123"
+    assert "azq-secret-0123" not in str(caught.value) and base in str(caught.value)
+
+
 # Text whose word boundaries are irregular: runs of spaces, leading and trailing spaces, the boundary
 # character itself, tabs and newlines, non-Latin scripts, characters only byte fallback covers.
 TRICKY = ["", " ", "   ", "a", " a", "a ", "a  b   c", "\u2581x", "x\u2581\u2581y  z", "  def f():\n\treturn 1\n",

@@ -14,7 +14,7 @@ from switchman._config import parse_config
 from switchman.gateway import ConfigReloader, Gateway, build_app
 from switchman.testing import FakeUpstream
 
-from .conftest import ENV, ServerThread, config_data
+from .conftest import ASK, ENV, ServerThread, config_data
 
 
 @pytest.fixture
@@ -64,3 +64,87 @@ def _run(reloader: ConfigReloader) -> bool:
     import anyio
 
     return anyio.run(reloader.reload)
+
+
+def test_settings_read_at_start_are_named_when_a_reload_changes_them(
+    setup: tuple[dict[str, Any], Path, Gateway], caplog: pytest.LogCaptureFixture
+) -> None:
+    data, path, gateway = setup
+    reloader = ConfigReloader(gateway, path)
+    app = build_app(gateway, reloader=reloader)
+    with ServerThread(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        assert http.post("/v1/chat/completions", json={"model": "auto", "messages": ASK}).status_code == 200
+        data["server"].update(auth="required", metrics_access="open", circuit_breaker={"failures": 1, "cooldown_s": 5})
+        path.write_text(yaml.safe_dump(data))
+        with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+            assert _run(reloader) is True
+        # The running server still lets a request without a key in: the log must not let that pass as applied.
+        assert http.post("/v1/chat/completions", json={"model": "auto", "messages": ASK}).status_code == 200
+    (line,) = [r.getMessage() for r in caplog.records if "next restart" in r.getMessage()]
+    for name in ("server.auth", "server.metrics_access", "server.circuit_breaker"):
+        assert name in line
+
+
+def test_a_redis_url_from_the_environment_is_no_change_at_reload(
+    upstream: FakeUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `serve --redis-url` (or $SWITCHMAN_REDIS_URL) overrides the file's server.redis_url, for reloads too.
+    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    path = tmp_path / "switchman.yaml"
+    path.write_text(yaml.safe_dump(data))
+    url = "redis://127.0.0.1:6379/15"
+    gateway = Gateway.from_config(parse_config(data), base_dir=tmp_path, env={**ENV, "SWITCHMAN_REDIS_URL": url})
+    with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+        assert _run(ConfigReloader(gateway, path)) is True
+    assert "configuration reloaded" in caplog.text
+    assert "next restart" not in caplog.text  # the file did not change
+    assert gateway.config.server.redis_url == url  # the configuration still says which Redis is in use
+
+
+def test_metrics_access_changed_by_a_reload_holds_until_the_restart(upstream: FakeUpstream, tmp_path: Path) -> None:
+    # The authentication layer is built once: a /metrics opened to any key by a reload is half-opened
+    # (the endpoint read the new value, the layer the old), so the whole setting waits for the restart, as logged.
+    from switchman.ledger import KeyStore
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    data = config_data(upstream, url)
+    path = tmp_path / "switchman.yaml"
+    path.write_text(yaml.safe_dump(data))
+    store = KeyStore(url)
+    try:
+        _, secret = store.create("bot")
+    finally:
+        store.close()
+    master = "sk-master-0123456789abcdef"
+    gateway = Gateway.from_config(parse_config(data), base_dir=tmp_path, env={**ENV, "SWITCHMAN_MASTER_KEY": master})
+    reloader = ConfigReloader(gateway, path)
+    with ServerThread(build_app(gateway, reloader=reloader)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        key = {"authorization": f"Bearer {secret}"}
+        assert http.get("/metrics", headers=key).status_code == 403
+        data["server"]["metrics_access"] = "keys"
+        path.write_text(yaml.safe_dump(data))
+        assert _run(reloader) is True
+        assert http.get("/metrics", headers=key).status_code == 403
+        assert http.get("/metrics", headers={"authorization": f"Bearer {master}"}).status_code == 200
+
+
+def test_request_limits_apply_at_reload_and_connection_limits_are_named(
+    setup: tuple[dict[str, Any], Path, Gateway], caplog: pytest.LogCaptureFixture
+) -> None:
+    data, path, gateway = setup
+    reloader = ConfigReloader(gateway, path)
+    with ServerThread(build_app(gateway, reloader=reloader)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        data["server"]["limits"] = {"max_prompt_chars": 10}
+        path.write_text(yaml.safe_dump(data))
+        with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+            assert _run(reloader) is True
+        # Read per request: applied at once, so the log must not say it waits for a restart.
+        long = [{"role": "user", "content": "x" * 50}]
+        assert http.post("/v1/chat/completions", json={"model": "auto", "messages": long}).status_code == 413
+        assert "next restart" not in caplog.text
+        data["server"]["limits"] = {"max_prompt_chars": 10, "max_connections": 7}
+        path.write_text(yaml.safe_dump(data))
+        with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+            assert _run(reloader) is True
+    (line,) = [r.getMessage() for r in caplog.records if "next restart" in r.getMessage()]
+    assert line.startswith("server.limits.max_connections changed")

@@ -119,6 +119,7 @@ def test_one_process_logs_each_request_and_reloads_on_sighup(data: dict[str, Any
         served.process.send_signal(signal.SIGHUP)
         served.wait_for(lambda: {"extra", "auto:added"} <= served.models())
         assert "configuration reloaded" in served.stderr
+        assert "changed in" not in served.stderr  # `--port` is where it listens, not a file change to restart for
         routed = httpx.post(served.base + "/v1/chat/completions", timeout=30,
                             json={"model": "auto:added", "messages": [{"role": "user", "content": "hi"}]})
         assert routed.headers["x-switchman-model"] == "extra"

@@ -94,3 +94,46 @@ def test_sigterm_under_load_flushes_every_answered_request(
         ledger.close_sync()
     assert len(answered) >= 40
     assert rows == set(answered)
+
+
+def test_a_stream_cut_by_the_shutdown_is_not_blamed_on_the_client(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """A stream still running when the graceful shutdown's time is up is cancelled by the server: its row
+    says so (an error naming the shutdown), not client_disconnected."""
+    import uvicorn
+
+    from switchman._config import parse_config
+    from switchman.gateway import Gateway, build_app, server_config
+
+    from .conftest import ASK, config_data
+
+    upstream.clear()
+    upstream.inject("slow_stream", model="cheap", times=1, seconds=1.0)  # ~6 events, one a second
+    gateway = Gateway.from_config(parse_config(config_data(upstream, f"sqlite:///{tmp_path / 'l.sqlite3'}")),
+                                  env=ENV)
+    server = uvicorn.Server(server_config(build_app(gateway), gateway.config.server.limits, host="127.0.0.1",
+                                          port=free_port(), log_config=None, timeout_graceful_shutdown=0.5))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30,
+                          json={"model": "cheap", "messages": ASK, "stream": True}) as response:
+            request_id = response.headers["x-switchman-request-id"]
+            chunks = response.iter_raw()
+            next(chunks)  # the stream is under way
+            server.should_exit = True
+            with pytest.raises(httpx.RemoteProtocolError):
+                for _ in chunks:
+                    pass
+        thread.join(30)
+    finally:
+        upstream.clear()
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'l.sqlite3'}")
+    try:
+        record = ledger.find(request_id)
+    finally:
+        ledger.close_sync()
+    assert record is not None
+    assert (record.status, record.error) == ("error", "cancelled: the server shut down before the stream ended")

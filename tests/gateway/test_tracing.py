@@ -13,9 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import openai
 import pytest
+import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -24,12 +26,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from switchman._config import parse_config
 from switchman._exceptions import ConfigError
-from switchman.gateway import Gateway, build_app
+from switchman.gateway import ConfigReloader, Gateway, build_app
 from switchman.gateway._tracing import Tracing
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
-from .conftest import ASK, ENV, ServerThread, config_data
+from .conftest import ASK, ENV, OPENAI_KEY, WRONG_KEY, ServerThread, config_data
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
@@ -135,6 +137,20 @@ def test_each_retry_is_a_span_and_failures_are_marked(traced: tuple[str, Gateway
                for r in upstream.requests_for("cheap"))
 
 
+def test_a_failed_attempt_span_names_no_key(traced: tuple[str, Gateway, InMemorySpanExporter]) -> None:
+    url, _, exporter = traced
+    # The upstream refuses the key and echoes it in its error, as OpenAI's 401 does.
+    response = httpx.post(url + "/v1/chat/completions", json={"model": "locked", "messages": ASK}, timeout=30)
+    assert response.status_code == 502
+    spans = exporter.get_finished_spans()
+    (attempt,) = [s for s in spans if s.kind == SpanKind.CLIENT]
+    assert attempt.status.status_code == StatusCode.ERROR
+    assert "[redacted]" in (attempt.status.description or "")
+    for span in spans:
+        exported = f"{span.to_json()}"
+        assert WRONG_KEY not in exported and OPENAI_KEY not in exported
+
+
 def test_a_failed_request_span_is_an_error(traced: tuple[str, Gateway, InMemorySpanExporter],
                                            upstream: FakeUpstream) -> None:
     url, _, exporter = traced
@@ -174,6 +190,27 @@ def test_prompt_text_only_when_store_prompts_allows(upstream: FakeUpstream, tmp_
             {"role": "user", "content": "what is the capital of Peru?"}]}, timeout=30).raise_for_status()
     (root,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert "capital of Peru" in str((root.attributes or {})["gen_ai.input.messages"])
+
+
+def test_store_prompts_turned_off_by_a_reload_stops_prompts_in_spans(upstream: FakeUpstream, tmp_path: Path) -> None:
+    # The ledger stops keeping prompts at once; spans, which leave for a collector, must stop too.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    data["server"]["store_prompts"] = True
+    path = tmp_path / "switchman.yaml"
+    path.write_text(yaml.safe_dump(data))
+    gateway = Gateway.from_config(parse_config(data), base_dir=tmp_path, env=ENV)
+    gateway.dispatcher.tracing = Tracing(provider, record_prompts=True)
+    data["server"]["store_prompts"] = False
+    path.write_text(yaml.safe_dump(data))
+    assert anyio.run(ConfigReloader(gateway, path).reload) is True
+    with ServerThread(build_app(gateway)) as url:
+        httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": [
+            {"role": "user", "content": "what is the capital of Peru?"}]}, timeout=30).raise_for_status()
+    (root,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert "gen_ai.input.messages" not in (root.attributes or {})
 
 
 class _Receiver(BaseHTTPRequestHandler):

@@ -331,3 +331,41 @@ def test_url_errors_and_password_masking() -> None:
     ledger = Ledger("postgres://user:hunter2@127.0.0.1:1/x")
     assert "hunter2" not in repr(ledger)
     assert "postgresql+psycopg://user:***@127.0.0.1:1/x" in repr(ledger)
+
+
+def test_a_password_in_the_query_is_masked_too(open_ledger: Callable[..., Ledger],
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    # libpq takes `?password=` (and `sslpassword=`) as well as `user:password@`.
+    url = "postgresql://user@127.0.0.1:1/x?password=hunter2q&sslpassword=hunter3s&connect_timeout=1"
+    ledger = open_ledger(url, max_retry_interval=0.05)
+    ledger.start_sync()
+    ledger.record(LedgerRecord())
+    wait_until(lambda: ledger.stats.write_errors >= 1, what="a failed write")
+    ledger.close_sync(timeout=0.3)
+    shown = f"{ledger!r} {caplog.text}"
+    assert "ledger postgresql+psycopg://user@127.0.0.1:1/x" in caplog.text  # the outage and the loss are logged
+    assert "hunter2q" not in shown and "hunter3s" not in shown
+    assert "connect_timeout=1" in repr(ledger)  # the rest of the URL still says which database
+
+
+def test_each_streak_of_dropped_records_is_logged(
+    open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(_db, "SQLITE_BUSY_TIMEOUT_S", 0.05)
+    ledger = open_ledger(sqlite_url, batch_size=1, max_queued=5, max_retry_interval=0.05)
+    ledger.count()
+    ledger.start_sync()
+    for outage in (1, 2):  # the database goes away twice; each time the queue fills and records are dropped
+        lock = sqlite3.connect(sqlite_path, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        for rec in make_records(10):
+            ledger.record(rec)
+        assert ledger.stats.dropped >= 4 * outage
+        lock.execute("COMMIT")
+        lock.close()
+        assert ledger.flush_sync(timeout=10)
+    full = [r for r in caplog.records if "ledger queue full" in r.getMessage()]
+    assert len(full) == 2, caplog.text  # the second loss is said too, not only the first ever
+    assert "ledger queue drained" in caplog.text
+    ledger.close_sync()

@@ -6,7 +6,7 @@ import logging
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,7 @@ def serve_command(
         export_redis_url(redis_url)
     env = Environment.read()
     settings, base_dir = _load(config, env)
+    pinned = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
     host = host or settings.server.host
     port = settings.server.port if port is None else port
     check_bind(host, auth=settings.server.auth, has_keys=_has_keys(settings),
@@ -167,12 +168,25 @@ def serve_command(
         from ..gateway import ConfigReloader, Gateway, server_config
         from ..ui import serving_app
 
-        adjust = local_address(env)
+        adjust = _listening(local_address(env), pinned)
         gateway = Gateway.from_config(adjust(settings), base_dir=base_dir, env=env)
         gateway.decider.warm_up()  # a router file or embedder that fails says so here, in one line
         reloader = ConfigReloader(gateway, config, adjust=adjust) if config is not None else None
         app = serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader, settle_heap=True)
         uvicorn.Server(server_config(app, settings.server.limits, **options)).run()
+
+
+def _listening(adjust: Callable[[Config], Config], pinned: dict[str, Any]) -> Callable[[Config], Config]:
+    """`adjust`, then the address the command line gave (`--host`, `--port`): a reloaded file that names
+    another one does not move the server, so the configuration keeps saying where it listens."""
+    if not pinned:
+        return adjust
+
+    def listening(config: Config) -> Config:
+        config = adjust(config)
+        return config.model_copy(update={"server": config.server.model_copy(update=pinned)})
+
+    return listening
 
 
 def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Path:

@@ -445,7 +445,7 @@ class Dispatcher:
                 if exchange.span is None:  # tracing off (or this request not traced): no span to enter
                     result = await call(deployment)
                 else:
-                    with self.tracing.attempt(exchange.span, deployment, len(tried)):
+                    with self.tracing.attempt(exchange.span, deployment, len(tried), self.scrub):
                         result = await call(deployment)
             except UpstreamError as exc:
                 lease.release()

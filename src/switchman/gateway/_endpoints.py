@@ -133,6 +133,9 @@ class Endpoints:
         self.gateway = gateway
         self._models = orjson.dumps(self._model_list())
         self._models_of = gateway.config
+        # Read once, as the authentication layer reads it (which decides whether /metrics needs a key at all):
+        # a reload that changes it is logged as needing a restart, so neither half may follow it.
+        self._metrics_access = gateway.config.server.metrics_access
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -204,8 +207,7 @@ class Endpoints:
     async def metrics(self, request: Request) -> Response:
         """GET /metrics: Prometheus text (spend across every tenant: the master key only, by default)."""
         state = request.scope.get("state", {})
-        access = self.gateway.config.server.metrics_access
-        if state.get("auth_enabled") and access == "admin" and state.get("key_id") != MASTER_KEY_ID:
+        if state.get("auth_enabled") and self._metrics_access == "admin" and state.get("key_id") != MASTER_KEY_ID:
             raise InvalidRequestError("/metrics needs the master key (or server.metrics_access: keys | open)",
                                       status=403, code="admin_only", kind="permission_error")
         if self.gateway.metrics is None:

@@ -65,7 +65,7 @@ _ENVELOPES: tuple[tuple[type[SwitchmanError], int, str, str | None, str | None],
     (LedgerUnavailableError, 503, "api_error", "ledger_unavailable", None),
 )
 
-_SECRET_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9._~+/=\-]{6,})")
+_SECRET_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|(?:Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{6,})")
 
 
 class Scrubber:

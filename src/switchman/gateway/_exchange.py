@@ -26,7 +26,10 @@ from ._wire import Usage
 if TYPE_CHECKING:
     from ._balancer import Lease
 
-__all__ = ["Exchange", "status_for"]
+__all__ = ["CUT_BY_SERVER", "Exchange", "status_for"]
+
+#: The error of a stream the server cancelled mid-answer (a shutdown whose grace ran out): not the client's doing.
+CUT_BY_SERVER = "cancelled: the server shut down before the stream ended"
 
 #: How a session's escalation reason starts (routing._sessions writes it; the ledger counts these turns).
 ESCALATED_PREFIX = "session escalated"

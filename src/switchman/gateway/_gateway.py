@@ -114,8 +114,7 @@ class Gateway:
         env = Environment.read() if env is None else Environment(env)
         if config is None:
             config = default_config(env)
-        if env.redis_url:  # `serve --redis-url` (or $SWITCHMAN_REDIS_URL) overrides server.redis_url
-            config = config.model_copy(update={"server": config.server.model_copy(update={"redis_url": env.redis_url})})
+        config = _pinned(config, env)
         decider = Decider(config, base_dir=base_dir)
         redis = RedisLink.from_config(config.server)
         ledger = Ledger.from_url(config.server.ledger_url)
@@ -134,6 +133,10 @@ class Gateway:
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
                    master_key=env.get(config.server.master_key_env) or None,
                    dashboard_key=env.get(config.dashboard.key_env) or None, env=env, redis=redis)
+
+    def pinned(self, config: Config) -> Config:
+        """A reloaded `config` with what the environment overrides (as at start), so the reload sees no change there."""
+        return _pinned(config, self.env)
 
     def replacement(self, decider: Decider) -> Dispatcher:
         """A dispatcher for a reloaded configuration (its decider built and warmed up), sharing this
@@ -156,6 +159,8 @@ class Gateway:
         """
         self._retired.append(self.dispatcher)
         self.dispatcher, self.decider, self.config = dispatcher, dispatcher.decider, dispatcher.decider.config
+        # The carried-over tracing follows server.store_prompts as the ledger does (spans leave for a collector).
+        dispatcher.tracing.record_prompts = self.config.server.store_prompts
         self.budgets = dispatcher.budgets
         if isinstance(self.budgets, SharedBudgets):
             self.budgets.rebuild_soon()  # budgets the new configuration added get their spend from the ledger
@@ -249,3 +254,11 @@ def _shared(budgets: BudgetManager, redis: RedisLink | None, carry: Budgets | No
     if redis is None:
         return budgets
     return SharedBudgets(budgets, redis, carry=carry if isinstance(carry, SharedBudgets) else None)
+
+
+def _pinned(config: Config, env: Mapping[str, str]) -> Config:
+    """`serve --redis-url` (or $SWITCHMAN_REDIS_URL) overrides server.redis_url."""
+    url = (env if isinstance(env, Environment) else Environment(env)).redis_url
+    if not url:
+        return config
+    return config.model_copy(update={"server": config.server.model_copy(update={"redis_url": url})})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import ssl
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from yarl import URL
 
 from .._slots import slot_init
 
-__all__ = ["MAX_CONNECTIONS", "OUTBOUND_HEADERS", "UpstreamPool", "UpstreamRequest", "UpstreamResponse"]
+__all__ = ["MAX_CONNECTIONS", "OUTBOUND_HEADERS", "UpstreamPool", "UpstreamRequest", "UpstreamResponse", "escape_query"]
 
 #: Connections open at once to one provider (requests beyond it wait, within the connect timeout).
 MAX_CONNECTIONS = 1000
@@ -38,6 +39,15 @@ KEEPALIVE_EXPIRY = 60.0
 DNS_CACHE_TTL = 60
 #: Bodies larger than this are written to the upstream in pieces (one write of megabytes holds the event loop).
 _STREAMED_BODY_BYTES = 1 << 20
+#: What a base URL's query keeps unescaped (RFC 3986 query characters, and '%' of the escapes already there).
+_QUERY_SAFE = "!$&'()*+,/:;=?@~%"
+
+
+def escape_query(query: str) -> str:
+    """A base URL's query as the pool sends it: as written, but with what a request line cannot carry escaped."""
+    return urllib.parse.quote(query, safe=_QUERY_SAFE)
+
+
 #: Extra headers for requests sent in the current context: the tracing attempt span's traceparent.
 OUTBOUND_HEADERS: ContextVar[Mapping[str, str] | None] = ContextVar("switchman_outbound_headers", default=None)
 
@@ -102,10 +112,15 @@ class UpstreamPool:
         self, base_url: str, headers: Mapping[str, str], *, max_connections: int = MAX_CONNECTIONS,
         keepalive_expiry: float = KEEPALIVE_EXPIRY, ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        url = URL(base_url)
+        # A query (Azure's `?api-version=`) goes after each request's path, as written (escapes kept as they are, so
+        # the scrubber knows the form an upstream may echo); only what a request line cannot carry is escaped.
+        base, _, query = base_url.partition("#")[0].partition("?")
+        query = escape_query(query)
+        url = URL(base)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self._prefix = str(url).rstrip("/")
+        self._query = f"?{query}" if query else ""
         self._headers = {"accept-encoding": "identity", **headers}
         self._ssl: ssl.SSLContext | bool = (ssl_context or _ssl_context()) if url.scheme == "https" else True
         self._max_connections = max_connections
@@ -118,7 +133,7 @@ class UpstreamPool:
         """A request to `path`, relative to the base URL's path."""
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = URL(self._prefix + path, encoded=True)
+            url = self._urls[path] = URL(self._prefix + path + self._query, encoded=True)
         return UpstreamRequest(method, url, body)
 
     def _open(self) -> aiohttp.ClientSession:

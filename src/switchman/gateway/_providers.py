@@ -8,6 +8,9 @@ everything resolved once at startup; a model has one deployment or several.
 
 from __future__ import annotations
 
+import base64
+import re
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -19,11 +22,14 @@ from .._exceptions import ConfigError, UpstreamError
 from ..state import RateLimit
 from ._anthropic import AnthropicAdapter
 from ._defaults import KNOWN_PROVIDERS
-from ._http import UpstreamPool, UpstreamRequest
+from ._http import UpstreamPool, UpstreamRequest, escape_query
 from ._openai import OpenAIAdapter
 from ._wire import Usage
 
-__all__ = ["Deployment", "Provider", "StreamTranslator", "WireAdapter", "build_deployments"]
+__all__ = ["Deployment", "Provider", "StreamTranslator", "WireAdapter", "build_deployments", "url_credentials"]
+
+#: Query parameters that carry a credential (Azure's `api-key`, a SAS `sig`, Functions' `code`, ...).
+_SECRET_QUERY = re.compile(r"key|token|secret|sig|pass|pwd|auth|cred|code", re.IGNORECASE)
 
 class StreamTranslator(Protocol):
     """Turns upstream stream events into client-bound OpenAI SSE bytes."""
@@ -67,13 +73,17 @@ class Provider:
         self.adapter: WireAdapter = ADAPTERS[config.kind]()
         self.has_key = bool(key)
         headers = {"content-type": "application/json", **self.adapter.auth_headers(key)}
+        if "authorization" in headers and urllib.parse.urlsplit(self.base_url).username is not None:
+            # aiohttp refuses to send both: every call would fail as an opaque "invalid upstream response".
+            raise ConfigError(f"providers.{name}: base_url {_shown(self.base_url)!r} has a user and password and "
+                              f"{config.api_key_env} a key, and both would be the Authorization header; keep one")
         try:
             self.pool = UpstreamPool(self.base_url, headers)
-        except ValueError as exc:
-            raise ConfigError(f"providers.{name}.base_url: {exc}") from None
+        except ValueError:
+            raise ConfigError(f"providers.{name}.base_url: not an http(s) URL: {_shown(self.base_url)!r}") from None
 
-    def __repr__(self) -> str:  # never the key
-        return f"Provider({self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
+    def __repr__(self) -> str:  # never the key, nor credentials written into the URL
+        return f"Provider({self.name!r}, kind={self.kind!r}, base_url={_shown(self.base_url)!r})"
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
@@ -168,3 +178,38 @@ def provider_keys(config: Config, env: Mapping[str, str]) -> Iterator[str]:
         value = env.get(name)
         if value:
             yield value
+    # Only the providers' URLs: their credentials go upstream, where an answer may echo them. The ledger's and
+    # Redis's passwords never leave switchman (its messages show those URLs through display_url), so they can
+    # reach client-facing text only when the client wrote them itself; scrubbing them there would make every
+    # error an oracle that tells a client whether its guess at a (often weak) password was right.
+    for url in (p.base_url for p in config.providers.values()):
+        if url:
+            yield from url_credentials(url)
+
+
+def url_credentials(url: str) -> Iterator[str]:
+    """The secrets written into a URL: its password (also as the Basic credential a client sends for it)
+    and the values of query parameters that name a key, token or signature."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        user, password = parts.username, parts.password
+    except ValueError:  # a malformed port: the user part is still the text before the last '@'
+        user, password = None, None
+    if password:
+        yield password
+        yield urllib.parse.unquote(password)
+        plain = f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password)}"
+        yield base64.b64encode(plain.encode()).decode()
+    for item in parts.query.split("&"):
+        name, _, raw = item.partition("=")
+        if raw and _SECRET_QUERY.search(urllib.parse.unquote_plus(name)):
+            # As written (the pool sends the query verbatim, so an upstream echoing its URL shows this form),
+            # decoded both ways ('+' is a space in a form, a plus in a path) and re-encoded.
+            value = urllib.parse.unquote_plus(raw)
+            yield from (raw, escape_query(raw), value, urllib.parse.unquote(raw), urllib.parse.quote(value, safe=""))
+
+
+def _shown(url: str) -> str:
+    """A URL as messages show it: no user or password, and no query (where Azure-style keys go)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))

@@ -4,9 +4,11 @@ The new file is validated and everything it needs is built — models priced, pr
 configuration, router files and embedders loaded — before anything changes; then the gateway's
 dispatcher is swapped in one assignment, so each request sees the old configuration or the new,
 never a mix. A file that fails leaves the running configuration in place, and the log says why.
-Ledger, keys, metrics, health and sessions carry over; the listening address, the ledger URL, the
-body limit and the master key variable are read once at start (a change to them is logged as
-needing a restart).
+Ledger, keys, metrics, health and sessions carry over; what is built once at start (the listening
+address, the ledger and Redis URLs, the body and connection limits, the master key variable,
+authentication, /metrics access, the circuit breaker and live latency of the carried-over health
+board, the key refresh interval, the dashboard) keeps its old value, and a change to it is logged
+as needing a restart.
 
 With `serve --workers N`, uvicorn's supervisor owns SIGHUP: it starts fresh workers, which read the
 file, and retires the old ones only once a fresh one is serving, so a file that fails keeps the old
@@ -34,8 +36,14 @@ __all__ = ["ConfigReloader"]
 
 logger = logging.getLogger("switchman.gateway")
 
-#: Settings a running server cannot change: they are read when it starts.
-_AT_START = ("host", "port", "ledger_url", "max_body_bytes", "master_key_env")
+#: `server.*` settings a running server cannot change: they are read when it starts (the authentication
+#: middleware, the connection guard, the health board and the key ring are built once).
+_AT_START = ("host", "port", "ledger_url", "max_body_bytes", "master_key_env", "auth", "metrics_access",
+             "redis_url", "redis", "key_refresh_s", "circuit_breaker", "live_latency")
+
+#: `server.limits.*` each request reads from the configuration it is served by: a reload applies them at once
+#: (the others are the connection guard's and the authentication layer's, built at start).
+_LIMITS_PER_REQUEST = frozenset({"max_prompt_chars", "max_json_depth"})
 
 
 def _same(config: Config) -> Config:
@@ -54,7 +62,7 @@ class ConfigReloader:
 
     def _build(self) -> Dispatcher:
         """Validate the file and build its dispatcher (blocking: loads router files and embedders)."""
-        config = self.adjust(load_config(self.path))
+        config = self.gateway.pinned(self.adjust(load_config(self.path)))
         decider = Decider(config, base_dir=self.path.parent)
         decider.warm_up()
         return self.gateway.replacement(decider)
@@ -66,16 +74,20 @@ class ConfigReloader:
         except (SwitchmanError, OSError) as exc:
             logger.error("configuration reload failed, still serving the previous configuration: %s", exc)
             return False
-        old = self.gateway.config.server
-        needs_restart = [name for name in _AT_START if getattr(old, name) != getattr(dispatcher.decider.config.server,
-                                                                                      name)]
+        old, new = self.gateway.config, dispatcher.decider.config
+        needs_restart = [f"server.{name}" for name in _AT_START
+                         if getattr(old.server, name) != getattr(new.server, name)]
+        needs_restart += [f"server.limits.{name}" for name in type(old.server.limits).model_fields
+                          if name not in _LIMITS_PER_REQUEST
+                          and getattr(old.server.limits, name) != getattr(new.server.limits, name)]
+        if old.dashboard != new.dashboard:
+            needs_restart.append("dashboard")
         self.gateway.swap(dispatcher)
         config = self.gateway.config
         logger.info("configuration reloaded from %s: %d models, %d routes", self.path, len(config.models),
                     len(config.routes))
         if needs_restart:
-            logger.warning("server.%s changed in %s: takes effect at the next restart", ", server.".join(needs_restart),
-                           self.path)
+            logger.warning("%s changed in %s: takes effect at the next restart", ", ".join(needs_restart), self.path)
         return True
 
     def _on_signal(self) -> None:

@@ -33,7 +33,7 @@ from .._config import CacheConfig, Config
 from .._exceptions import UpstreamError
 from ..routing import Decision
 from ..state import Admission, CacheBackend, MemoryCache, RedisCache
-from ._exchange import Exchange
+from ._exchange import CUT_BY_SERVER, Exchange
 from ._sessions import TRUNCATED
 from ._wire import Usage
 
@@ -218,11 +218,13 @@ class ReplayStream:
             if i == 0:
                 self._exchange.first_token_at = self._dispatcher.clock()
 
-    async def aclose(self, *, disconnected: bool = False) -> None:
-        """Write the ledger record (idempotent)."""
+    async def aclose(self, *, disconnected: bool = False, cut: bool = False) -> None:
+        """Write the ledger record (idempotent); `cut`: the server cancelled the replay (see ChatStream.aclose)."""
         if self._closed:
             return
         self._closed = True
         if disconnected:
             self._exchange.status = "client_disconnected"
+        elif cut:
+            self._exchange.status, self._exchange.error = "error", CUT_BY_SERVER
         self._dispatcher.finish(self._exchange)

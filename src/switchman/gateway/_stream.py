@@ -23,7 +23,7 @@ from ..routing import Decision
 from ._deadline import Deadline
 from ._errors import error_payload
 from ..state import Admission, HealthStore
-from ._exchange import Exchange
+from ._exchange import CUT_BY_SERVER, Exchange
 from ._http import UpstreamResponse
 from ._providers import Deployment, StreamTranslator
 from ._sessions import TRUNCATED
@@ -343,11 +343,14 @@ class ChatStream:
 
         return keep
 
-    async def aclose(self, *, disconnected: bool = False) -> None:
-        """Release the upstream and write the ledger record (idempotent); keep a complete answer in the cache."""
-        await self._close(disconnected=disconnected)
+    async def aclose(self, *, disconnected: bool = False, cut: bool = False) -> None:
+        """Release the upstream and write the ledger record (idempotent); keep a complete answer in the cache.
 
-    async def _close(self, *, disconnected: bool = False) -> int | asyncio.Task[int]:
+        `disconnected`: the client left; `cut`: the server cancelled the relay (a shutdown whose grace ran out).
+        """
+        await self._close(disconnected=disconnected, cut=cut)
+
+    async def _close(self, *, disconnected: bool = False, cut: bool = False) -> int | asyncio.Task[int]:
         if self._closed:
             return self._ticket
         self._closed = True
@@ -367,6 +370,8 @@ class ChatStream:
         elif self._stopped is not None:  # the budget's doing, not the upstream's
             exchange.fail(self._stopped, dispatcher.scrub)
             exchange.status = "stream_error"
+        elif cut and not disconnected and not self._ended:
+            exchange.status, exchange.error = "error", CUT_BY_SERVER
         elif disconnected or not self._ended:
             exchange.status = "client_disconnected"
         else:
@@ -419,7 +424,7 @@ class RelayedStream(Protocol):
         """Send every event."""
         ...
 
-    async def aclose(self, *, disconnected: bool = False) -> None:
+    async def aclose(self, *, disconnected: bool = False, cut: bool = False) -> None:
         """Release what it holds and write its ledger record."""
         ...
 
@@ -450,7 +455,7 @@ class RelayResponse(Response):
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        done = disconnected = False
+        done = disconnected = cut = False
         translator = self.translator
 
         async def translated(chunk: bytes) -> None:
@@ -495,9 +500,10 @@ class RelayResponse(Response):
         except asyncio.CancelledError:
             # The watcher's cancellation (the client left) ends the relay; any other (the server's) goes on.
             if not disconnected or relaying.uncancel() > 0:
+                cut = not disconnected  # the server's own cancellation (a shutdown's grace ran out)
                 raise
         except OSError:
             disconnected = True
         finally:
             watcher.cancel()  # before any await below: a client leaving now no longer cancels this task
-            await self.stream.aclose(disconnected=disconnected and not done)
+            await self.stream.aclose(disconnected=disconnected and not done, cut=cut and not done)

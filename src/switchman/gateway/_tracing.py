@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -123,7 +123,7 @@ class Tracing:
         tracing = Tracing.from_environment(os.environ)          # or Tracing(provider) in tests
         span = tracing.start(body, context)
         with tracing.decision(span) as decide: ...; tracing.decided(decide, decision)
-        with tracing.attempt(span, deployment): ...            # traceparent goes upstream
+        with tracing.attempt(span, deployment, n, scrub): ...  # traceparent goes upstream
         tracing.finish(span, record)
     """
 
@@ -243,14 +243,15 @@ class Tracing:
 
     # -- children ------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _child(self, parent: Any, name: str, kind: Any, attributes: dict[str, Any]) -> Iterator[Any]:
+    def _child(self, parent: Any, name: str, kind: Any, attributes: dict[str, Any],
+               scrub: Callable[[str], str] = str) -> Iterator[Any]:
         ctx = self._trace.set_span_in_context(parent)
         span = self._tracer.start_span(name, context=ctx, kind=kind, attributes=attributes)
         try:
             yield span
         except BaseException as exc:
             span.set_attribute("error.type", type(exc).__name__)
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(exc)[:200]))
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, scrub(str(exc))[:200]))
             raise
         finally:
             span.end()
@@ -271,7 +272,7 @@ class Tracing:
                                  "switchman.excluded.count": len(decision.excluded)})
 
     @contextlib.contextmanager
-    def _attempt(self, parent: Any, deployment: Deployment, number: int) -> Iterator[Any]:
+    def _attempt(self, parent: Any, deployment: Deployment, number: int, scrub: Callable[[str], str]) -> Iterator[Any]:
         provider = deployment.provider
         host = urllib.parse.urlsplit(provider.base_url)
         attributes: dict[str, Any] = {
@@ -284,7 +285,7 @@ class Tracing:
             attributes["server.address"] = host.hostname
             attributes["server.port"] = host.port or (443 if host.scheme == "https" else 80)
         with self._child(parent, f"chat {deployment.wire_name}", self._trace.SpanKind.CLIENT,
-                         attributes) as span:
+                         attributes, scrub) as span:
             carrier: dict[str, str] = {}
             self._propagator.inject(carrier, context=self._trace.set_span_in_context(span))
             token = OUTBOUND_HEADERS.set(carrier)
@@ -294,8 +295,13 @@ class Tracing:
                 OUTBOUND_HEADERS.reset(token)
             span.set_attribute("gen_ai.response.model", deployment.wire_name)
 
-    def attempt(self, parent: Any, deployment: Deployment, number: int) -> contextlib.AbstractContextManager[Any]:
-        """A child span around one upstream call; its traceparent goes out with the request."""
+    def attempt(self, parent: Any, deployment: Deployment, number: int,
+                scrub: Callable[[str], str]) -> contextlib.AbstractContextManager[Any]:
+        """A child span around one upstream call; its traceparent goes out with the request.
+
+        `scrub` cleans a failure's message before it becomes the span's status: an upstream's error
+        may quote the key it refused, and spans leave for a collector.
+        """
         if parent is None:
             return _NULL
-        return self._attempt(parent, deployment, number)
+        return self._attempt(parent, deployment, number, scrub)

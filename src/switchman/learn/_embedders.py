@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -93,6 +94,11 @@ class OpenAIEmbedder:
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        # The path goes before the base URL's query (Azure's ?api-version=), and messages show neither the query
+        # nor a user:password (where credentials are written).
+        self._url = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/embeddings"))
+        self._shown = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment=""))
         self.model = model
         self._api_key = api_key
         self.name = f"openai:{self.base_url}#{model}"
@@ -121,10 +127,10 @@ class OpenAIEmbedder:
         headers = {}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        where = f"embeddings endpoint {self.base_url} ({self.model})"
+        where = f"embeddings endpoint {self._shown} ({self.model})"
         try:
             resp = self._client.post(
-                f"{self.base_url}/embeddings", json={"model": self.model, "input": batch}, headers=headers
+                self._url, json={"model": self.model, "input": batch}, headers=headers
             )
         except httpx.TimeoutException as e:
             raise UpstreamTimeout(f"{where} timed out: {e}", model=self.model) from e

@@ -217,6 +217,10 @@ def resolve_url(url: str | None, *, environ: Mapping[str, str] | None = None) ->
     return env.ledger_url or f"sqlite:///{default_sqlite_path(env)}"
 
 
+#: Query parameter names holding this are secrets (`password`, `sslpassword`).
+_SECRET_PARAM = "password"
+
+
 def _driver_url(url: str) -> URL:
     parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
     if parsed.drivername == "postgresql":
@@ -227,8 +231,11 @@ def _driver_url(url: str) -> URL:
 
 
 def display_url(url: str) -> str:
-    """The URL with any password masked, for messages and logs."""
-    return _driver_url(url).render_as_string(hide_password=True)
+    """The URL with any password masked, for messages and logs: `user:***@`, and without the query
+    parameters that carry one (libpq reads `?password=` and `?sslpassword=` too)."""
+    parsed = _driver_url(url)
+    hidden = [name for name in parsed.query if _SECRET_PARAM in name.lower()]
+    return parsed.difference_update_query(hidden).render_as_string(hide_password=True)
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -103,6 +103,7 @@ class Ledger:
         self._settled = 0  # rows written (or refused as invalid): tickets up to this are done
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._dropped = 0
+        self._dropping = False  # records are being dropped now (logged once per streak, until the queue drains)
         self._discarded = 0
         self._write_errors = 0
         self._outage_logged = False
@@ -230,7 +231,7 @@ class Ledger:
     def _drop(self) -> None:
         with self._lock:
             self._dropped += 1
-            first = self._dropped == 1
+            first, self._dropping = not self._dropping, True
         if first and self._closed:
             logger.error("ledger closed: dropping records that arrive after close()")
         elif first:
@@ -280,6 +281,9 @@ class Ledger:
                 if not self._pending:
                     self._settled = self._taken
                     self._release()
+                    if self._dropping and not self._closed:
+                        self._dropping = False
+                        logger.warning("ledger queue drained: keeping records again (%d dropped so far)", self._dropped)
                     return True
                 if not self._write_batch(self._pending):
                     return False
