@@ -104,13 +104,28 @@ class MessagesBody(_Open):
 _UNSUPPORTED_FIELDS = {"mcp_servers": "MCP servers", "container": "containers"}
 
 
+def _image_source(source: Any, where: str) -> Mapping[str, Any]:
+    """An image block's source, its strings checked (a client's mistake is a 400 naming it, not a 500)."""
+    if not isinstance(source, Mapping):
+        raise InvalidRequestError(f"{where} must be an object (type base64 with data, or url)", param=where,
+                                  code="invalid_value")
+    for name in ("media_type", "data", "url"):
+        if source.get(name) is not None and not isinstance(source[name], str):
+            raise InvalidRequestError(f"{where}.{name} must be a string", param=f"{where}.{name}",
+                                      code="invalid_value")
+    return source
+
+
 def _part(block: Mapping[str, Any], where: str) -> dict[str, Any] | None:
     """A text or image block as a chat content part (None for blocks dropped on purpose)."""
     kind = block.get("type")
     if kind == "text":
-        part: dict[str, Any] = {"type": "text", "text": str(block.get("text") or "")}
+        text = block.get("text")
+        if text is not None and not isinstance(text, str):
+            raise InvalidRequestError(f"{where}.text must be a string", param=f"{where}.text", code="invalid_value")
+        part: dict[str, Any] = {"type": "text", "text": text or ""}
     elif kind == "image":
-        source = block.get("source") or {}
+        source = _image_source(block.get("source"), f"{where}.source")
         if source.get("type") == "base64":
             url = f"data:{source.get('media_type') or 'image/png'};base64,{source.get('data') or ''}"
         elif source.get("type") == "url":
