@@ -48,3 +48,14 @@ def test_malformed_blocks_are_400s_with_a_ledger_row(http: httpx.Client, body: d
     assert_anthropic_400(response, words)
     assert ledger_record(response.headers["x-switchman-request-id"]).status == "bad_request"
     assert_anthropic_400(http.post("/v1/messages/count_tokens", json=body), words)
+
+
+@pytest.mark.parametrize("kind", [[1], {"a": 1}, 5, None])
+def test_a_responses_item_type_that_is_not_a_string_is_a_400(http: httpx.Client, kind: Any,
+                                                            ledger_record: Callable[[str], LedgerRecord]) -> None:
+    response = http.post("/v1/responses", json={"model": "auto", "input": [{"type": kind, "content": "x"}]})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["param"] == "input.0.type" and error["code"] == "invalid_value", error
+    assert ledger_record(response.headers["x-switchman-request-id"]).status == "bad_request"

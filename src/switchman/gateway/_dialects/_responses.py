@@ -86,6 +86,8 @@ def _messages(items: Any) -> list[dict[str, Any]]:
         if not isinstance(item, Mapping):
             raise InvalidRequestError(f"{where} must be an object", param=where, code="invalid_value")
         kind = item.get("type", "message")
+        if not isinstance(kind, str):  # a list or an object is no item type (and cannot be looked up in a set)
+            raise InvalidRequestError(f"{where}.type must be a string", param=f"{where}.type", code="invalid_value")
         if kind == "message":
             messages.append(_message(item, where))
         elif kind == "function_call":
