@@ -44,7 +44,8 @@ class LogQuery:
         window = params.get("window") or "all"
         values["window"] = window if window in LOG_WINDOWS else "all"
         before = params.get("before") or ""
-        values["before"] = int(before) if before.isdigit() and len(before) < 19 else None
+        # ASCII digits only: str.isdigit() is also true of '²', which int() refuses.
+        values["before"] = int(before) if before.isascii() and before.isdigit() and len(before) < 19 else None
         return cls(**values)
 
     def params(self, **changes: Any) -> dict[str, str]:
