@@ -11,8 +11,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from starlette.testclient import TestClient
 
+from switchman.ledger import LedgerRecord
+from switchman.testing import FakeUpstream
 
-from .conftest import MASTER_KEY, Site
+from .conftest import MASTER_KEY, Site, make_site
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -51,3 +53,14 @@ def test_a_before_that_is_not_ascii_digits_is_ignored(site: Site, before: str) -
         page = client.get("/ui/requests", params={"before": before})
         assert page.status_code == 200, page.text[:300]
         assert 'data-request-id="' in page.text  # the newest page, as without `before`
+
+
+def test_nul_in_ids_is_a_404_on_postgres(upstream: FakeUpstream, pg_url: str,
+                                         filled_ledger: tuple[str, list[LedgerRecord]]) -> None:
+    site = make_site(upstream, pg_url, filled_ledger[1])
+    for client, token in _admin(site):
+        assert client.get("/ui/requests/x%00y").status_code == 404
+        assert client.get("/ui/requests/x%1By").status_code == 404
+        revoked = client.post("/ui/keys/x%00y/revoke", data={"csrf": token})
+        assert revoked.status_code == 404 and "no active key" in revoked.text
+        assert client.get("/ui/requests", params={"agent": "a\x00b"}).status_code == 200
