@@ -30,6 +30,8 @@ __all__ = [
     "Usage",
     "classify_error",
     "estimate_output_tokens",
+    "reported_usage",
+    "token_count",
     "retry_after_seconds",
     "sse_batches",
     "sse_data",
@@ -58,6 +60,33 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
+
+
+#: More tokens than one answer of any model holds: a count beyond it (or below 0) is no usage but an upstream's
+#: mistake, which would cost a negative amount (a budget credit) or a row the ledger refuses (a lost record).
+MAX_REPORTED_TOKENS = 2**31
+
+
+def token_count(value: object) -> int | None:
+    """A token count an upstream reported (absent: 0); None when it is not a plausible one."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        count = int(value)
+    except (ValueError, OverflowError):  # "x", a float too large for an int
+        return None
+    return count if 0 <= count <= MAX_REPORTED_TOKENS else None
+
+
+def reported_usage(input_tokens: object, output_tokens: object, cached_input_tokens: object = 0) -> Usage | None:
+    """Usage from the counts an upstream reported (absent ones are 0); None, for the gateway to estimate, when
+    one is not a plausible token count (negative, huge, not a number)."""
+    tin, tout, cached = token_count(input_tokens), token_count(output_tokens), token_count(cached_input_tokens)
+    if tin is None or tout is None or cached is None:
+        return None
+    return Usage(tin, tout, min(cached, tin))
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:

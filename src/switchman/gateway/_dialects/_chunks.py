@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from .._wire import Usage, sse_data
+from .._wire import Usage, reported_usage, sse_data
 
 __all__ = ["ChunkTranslator", "usage_from"]
 
@@ -21,8 +21,8 @@ def usage_from(data: Any) -> Usage | None:
     if not isinstance(data, dict):
         return None
     details = data.get("prompt_tokens_details")
-    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0), cached)
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    return reported_usage(data.get("prompt_tokens"), data.get("completion_tokens"), cached)
 
 
 class ChunkTranslator:

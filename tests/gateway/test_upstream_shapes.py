@@ -1,0 +1,112 @@
+"""An upstream that answers in the wrong shape: the client still gets a well-formed answer or error in its own
+API's format, and the request its one ledger row (never a 500, a cut connection or a lost record)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from switchman._config import parse_config
+from switchman.gateway import Gateway, build_app
+from switchman.ledger import LedgerRecord
+from switchman.testing import FakeUpstream
+
+from .conftest import ENV, ServerThread, config_data
+from .raw_upstream import RawUpstream, sse
+
+ASK = [{"role": "user", "content": "hello"}]
+_LOCK = threading.Lock()  # one script on the raw upstream at a time
+
+
+class Site:
+    def __init__(self, gateway: Gateway, http: httpx.Client, raw: RawUpstream) -> None:
+        self.gateway, self.http, self.raw = gateway, http, raw
+
+    def record(self, request_id: str) -> LedgerRecord:
+        assert self.gateway.ledger is not None
+        self.gateway.ledger.flush_sync(timeout=5)
+        found = [r for r in self.gateway.ledger.records() if r.request_id == request_id]
+        assert len(found) == 1, f"{len(found)} ledger rows for {request_id}"
+        return found[0]
+
+
+@pytest.fixture(scope="module")
+def site(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    data = config_data(upstream, f"sqlite:///{tmp_path_factory.mktemp('shapes') / 'ledger.sqlite3'}")
+    with RawUpstream() as raw:
+        data["providers"]["raw-openai"] = {"kind": "openai", "base_url": raw.url, "api_key_env": "FAKE_OPENAI_KEY"}
+        data["providers"]["raw-anthropic"] = {"kind": "anthropic", "base_url": raw.url,
+                                              "api_key_env": "FAKE_ANTHROPIC_KEY"}
+        caps = ["tools", "json", "vision"]
+        data["models"]["rawo"] = {"provider": "raw-openai", "input_price": 1.0, "output_price": 2.0, "capabilities": caps}
+        data["models"]["rawa"] = {"provider": "raw-anthropic", "input_price": 1.0, "output_price": 2.0,
+                                  "capabilities": caps}
+        data["server"]["retries"] = {"attempts": 0}
+        gateway = Gateway.from_config(parse_config(data), env=ENV)
+        with ServerThread(build_app(gateway), gateway.config.server.limits) as url, \
+                httpx.Client(base_url=url, timeout=10) as http:
+            yield Site(gateway, http, raw)
+
+
+def _chunk(**fields: Any) -> dict[str, Any]:
+    return {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", **fields}
+
+
+def _text(text: str) -> dict[str, Any]:
+    return _chunk(choices=[{"index": 0, "delta": {"content": text}, "finish_reason": None}])
+
+
+def _openai_answer(usage: Any) -> dict[str, Any]:
+    return {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "usage": usage,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "four words of answer"},
+                         "finish_reason": "stop"}]}
+
+
+def _anthropic_answer(usage: Any) -> dict[str, Any]:
+    return {"id": "m", "type": "message", "role": "assistant", "model": "m", "usage": usage, "stop_reason": "end_turn",
+            "content": [{"type": "text", "text": "four words of answer"}]}
+
+
+def _anthropic_stream(usage: Any) -> list[bytes]:
+    events = [("message_start", {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3}}}),
+              ("content_block_start", {"type": "content_block_start", "index": 0,
+                                       "content_block": {"type": "text", "text": ""}}),
+              ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                       "delta": {"type": "text_delta", "text": "four words of answer"}}),
+              ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": usage}),
+              ("message_stop", {"type": "message_stop"})]
+    return [f"event: {name}\n".encode() + piece for name, data in events for piece in sse(data)]
+
+
+BAD_USAGE = {
+    "negative": ({"prompt_tokens": -5, "completion_tokens": -1_000_000_000}, {"input_tokens": -5, "output_tokens": -9}),
+    "huge": ({"prompt_tokens": 10**19, "completion_tokens": 1}, {"input_tokens": 3, "output_tokens": 10**19}),
+    "not_a_number": ({"prompt_tokens": "many", "completion_tokens": 2}, {"input_tokens": 3, "output_tokens": "x"}),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_USAGE))
+@pytest.mark.parametrize("model", ["rawo", "rawa"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_implausible_usage_is_estimated_and_recorded(site: Site, bad: str, model: str, stream: bool) -> None:
+    openai_usage, anthropic_usage = BAD_USAGE[bad]
+    with _LOCK:
+        if model == "rawo" and stream:
+            site.raw.answer(sse(_text("four words of answer"), _chunk(choices=[], usage=openai_usage), b"[DONE]"),
+                            stream=True)
+        elif model == "rawo":
+            site.raw.answer(_openai_answer(openai_usage))
+        elif stream:
+            site.raw.answer(_anthropic_stream(anthropic_usage), stream=True)
+        else:
+            site.raw.answer(_anthropic_answer(anthropic_usage))
+        response = site.http.post("/v1/chat/completions", json={"model": model, "messages": ASK, "stream": stream})
+    assert response.status_code == 200, response.text
+    assert "four words" in response.text
+    record = site.record(response.headers["x-switchman-request-id"])
+    assert record.status == "ok" and record.tokens_estimated
+    assert 0 < record.input_tokens < 1000 and 0 <= record.output_tokens < 1000 and record.cost_usd >= 0
