@@ -110,3 +110,14 @@ def test_implausible_usage_is_estimated_and_recorded(site: Site, bad: str, model
     record = site.record(response.headers["x-switchman-request-id"])
     assert record.status == "ok" and record.tokens_estimated
     assert 0 < record.input_tokens < 1000 and 0 <= record.output_tokens < 1000 and record.cost_usd >= 0
+
+
+@pytest.mark.parametrize("choices", ["a string", ["a string"], [{"message": "a string"}], [{"message": None}], [5]])
+def test_an_answer_with_choices_of_the_wrong_shape_is_relayed_and_recorded(site: Site, choices: Any) -> None:
+    with _LOCK:
+        site.raw.answer({"id": "c", "object": "chat.completion", "choices": choices})
+        response = site.http.post("/v1/chat/completions", json={"model": "rawo", "messages": ASK})
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"] == choices  # passed through as the upstream sent it
+    record = site.record(response.headers["x-switchman-request-id"])
+    assert record.status == "ok" and record.tokens_estimated and record.output_tokens == 0

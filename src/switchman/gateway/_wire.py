@@ -177,5 +177,10 @@ def sse_data(event: bytes) -> bytes | None:
 def estimate_output_tokens(content: bytes) -> int:
     """Output tokens of a chat.completion body whose upstream gave no usage (marked as estimated)."""
     data = orjson.loads(content)
-    texts = [str((c.get("message") or {}).get("content") or "") for c in data.get("choices") or ()]
-    return sum(count_tokens(t) for t in texts)
+    choices = data.get("choices") if isinstance(data, dict) else None
+    total = 0
+    for choice in choices if isinstance(choices, list) else ():  # the upstream's body, of whatever shape it sent
+        message = choice.get("message") if isinstance(choice, dict) else None
+        text = message.get("content") if isinstance(message, dict) else None
+        total += count_tokens(str(text or ""))
+    return total
