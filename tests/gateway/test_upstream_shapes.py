@@ -121,3 +121,84 @@ def test_an_answer_with_choices_of_the_wrong_shape_is_relayed_and_recorded(site:
     assert response.json()["choices"] == choices  # passed through as the upstream sent it
     record = site.record(response.headers["x-switchman-request-id"])
     assert record.status == "ok" and record.tokens_estimated and record.output_tokens == 0
+
+
+def _call(**fields: Any) -> dict[str, Any]:
+    return _chunk(choices=[{"index": 0, "delta": {"tool_calls": [fields]}, "finish_reason": None}])
+
+
+#: Streams of an OpenAI-compatible upstream with chunks of the wrong shape, each after some good text.
+ODD_STREAMS = {
+    "choices_a_string": [_chunk(choices="x")],
+    "choice_a_string": [_chunk(choices=["x"])],
+    "delta_a_list": [_chunk(choices=[{"index": 0, "delta": [1]}])],
+    "content_a_number": [_chunk(choices=[{"index": 0, "delta": {"content": 5}}])],
+    "tool_calls_a_string": [_chunk(choices=[{"index": 0, "delta": {"tool_calls": "x"}}])],
+    "tool_call_a_number": [_chunk(choices=[{"index": 0, "delta": {"tool_calls": [5]}}])],
+    "tool_call_index_a_string": [_call(index="a", id="t", function={"name": "f", "arguments": "{}"})],
+    "tool_call_index_huge": [_call(index=10**15, id="t", function={"name": "f", "arguments": "{}"})],
+    "function_a_string": [_call(index=0, function="x")],
+    "arguments_a_number": [_call(index=0, id="t", function={"name": ["f"], "arguments": 7})],
+    "finish_an_object": [_chunk(choices=[{"index": 0, "delta": {}, "finish_reason": {"a": 1}}])],
+    "usage_a_string": [_chunk(choices=[], usage="x")],
+    "usage_too_large": [_chunk(choices=[], usage={"prompt_tokens": 10**19, "completion_tokens": 1})],
+}
+
+
+@pytest.mark.parametrize("odd", list(ODD_STREAMS))
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+def test_a_dialect_stream_with_chunks_of_the_wrong_shape_ends_properly(site: Site, odd: str, path: str) -> None:
+    body: dict[str, Any] = {"model": "rawo", "stream": True}
+    body.update({"max_tokens": 50, "messages": ASK} if path == "/v1/messages" else {"input": "hello"})
+    with _LOCK:
+        site.raw.answer(sse(_text("good text"), *ODD_STREAMS[odd], _text(" and more"), b"[DONE]"), stream=True)
+        with site.http.stream("POST", path, json=body) as response:
+            text = response.read().decode()
+    assert response.status_code == 200
+    events = [line.removeprefix("event: ") for line in text.splitlines() if line.startswith("event: ")]
+    assert events[-1] == ("message_stop" if path == "/v1/messages" else "response.completed"), text
+    assert "good text" in text and " and more" in text
+    assert site.record(response.headers["x-switchman-request-id"]).status == "ok"
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+@pytest.mark.parametrize("event", [b"[1, 2]", b'"a string"', b"null", b"{not json"])
+def test_a_dialect_stream_event_that_is_not_an_object_fails_the_stream_cleanly(site: Site, path: str,
+                                                                              event: bytes) -> None:
+    body: dict[str, Any] = {"model": "rawo", "stream": True}
+    body.update({"max_tokens": 50, "messages": ASK} if path == "/v1/messages" else {"input": "hello"})
+    with _LOCK:
+        site.raw.answer(sse(_text("good text"), event, _text(" and more"), b"[DONE]"), stream=True)
+        with site.http.stream("POST", path, json=body) as response:
+            text = response.read().decode()
+    events = [line.removeprefix("event: ") for line in text.splitlines() if line.startswith("event: ")]
+    assert events[-1] == ("error" if path == "/v1/messages" else "response.failed"), text
+    assert "not a JSON object" in text
+    assert site.record(response.headers["x-switchman-request-id"]).status == "stream_error"
+
+
+ODD_ANSWERS = {
+    "choices_a_string": "x",
+    "message_a_string": [{"message": "x"}],
+    "content_a_number": [{"message": {"content": 5}}],
+    "tool_calls_a_string": [{"message": {"content": "hi", "tool_calls": "x"}}],
+    "tool_call_a_number": [{"message": {"content": "hi", "tool_calls": [5]}}],
+    "function_a_string": [{"message": {"content": "hi", "tool_calls": [{"id": "t", "function": "x"}]}}],
+    "arguments_a_number": [{"message": {"tool_calls": [{"id": "t", "function": {"name": "f", "arguments": 7}}]}}],
+    "finish_an_object": [{"message": {"content": "hi"}, "finish_reason": {"a": 1}}],
+}
+
+
+@pytest.mark.parametrize("odd", list(ODD_ANSWERS))
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+def test_a_dialect_answer_of_the_wrong_shape_is_translated_not_a_500(site: Site, odd: str, path: str) -> None:
+    body: dict[str, Any] = {"model": "rawo"}
+    body.update({"max_tokens": 50, "messages": ASK} if path == "/v1/messages" else {"input": "hello"})
+    with _LOCK:
+        site.raw.answer({"id": "c", "object": "chat.completion", "choices": ODD_ANSWERS[odd],
+                         "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+        response = site.http.post(path, json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["type" if path == "/v1/messages" else "object"] == ("message" if path == "/v1/messages" else "response")
+    assert site.record(response.headers["x-switchman-request-id"]).status == "ok"

@@ -28,7 +28,7 @@ from .._anthropic_stream import FINISH_REASONS
 from .._context import OWN_METADATA_KEYS
 from .._schema import check_body, describe_invalid
 from .._wire import TRANSLATED, Usage
-from ._chunks import usage_from
+from ._chunks import first_answer, usage_from
 
 __all__ = [
     "STOP_REASONS",
@@ -333,21 +333,13 @@ def stop_reason(finish: str | None, stop_sequence: str | None) -> tuple[str, str
 
 def anthropic_message(completion: Mapping[str, Any], *, message_id: str, model: str) -> dict[str, Any]:
     """The Messages API response for a chat.completion."""
-    choices = completion.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], Mapping) else {}
-    message = choice.get("message") or {}
+    found = first_answer(completion)
     content: list[dict[str, Any]] = []
-    text = message.get("content")
-    if isinstance(text, list):
-        text = "".join(str(p.get("text") or "") for p in text if isinstance(p, Mapping))
-    if text:
-        content.append({"type": "text", "text": str(text)})
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
-        content.append({"type": "tool_use", "id": str(call.get("id") or ""), "name": str(function.get("name") or ""),
-                        "input": tool_input(function.get("arguments"))})
-    stop = choice.get("stop_reason")
-    reason, sequence = stop_reason(choice.get("finish_reason"), stop if isinstance(stop, str) else None)
+    if found.text:
+        content.append({"type": "text", "text": found.text})
+    for call_id, name, arguments in found.calls:
+        content.append({"type": "tool_use", "id": call_id, "name": name, "input": tool_input(arguments)})
+    reason, sequence = stop_reason(found.finish, found.stop)
     if content and content[-1]["type"] == "tool_use":
         reason = "tool_use"
     return {

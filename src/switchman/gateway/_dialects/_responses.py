@@ -18,7 +18,7 @@ from ..._exceptions import InvalidRequestError
 from .._context import OWN_METADATA_KEYS
 from .._schema import check_body
 from .._wire import Usage
-from ._chunks import usage_from
+from ._chunks import first_answer, usage_from
 
 __all__ = ["answer", "chat_from_responses", "response_object", "response_usage", "status_for"]
 
@@ -236,21 +236,16 @@ def response_object(
 
 def output_items(completion: Mapping[str, Any], response_id: str) -> tuple[list[dict[str, Any]], str | None]:
     """The output items of a chat.completion (a message, then function calls) and its finish reason."""
-    choices = completion.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], Mapping) else {}
-    message = choice.get("message") or {}
+    found = first_answer(completion)
     items: list[dict[str, Any]] = []
-    text = message.get("content")
-    if text:
-        part = {"type": "output_text", "text": str(text), "annotations": [], "logprobs": []}
+    if found.text:
+        part = {"type": "output_text", "text": found.text, "annotations": [], "logprobs": []}
         items.append({"type": "message", "id": f"msg_{response_id}", "status": "completed", "role": "assistant",
                       "content": [part]})
-    for i, call in enumerate(message.get("tool_calls") or ()):
-        function = call.get("function") or {}
-        items.append({"type": "function_call", "id": f"fc_{response_id}_{i}", "call_id": str(call.get("id") or ""),
-                      "name": str(function.get("name") or ""), "arguments": str(function.get("arguments") or ""),
-                      "status": "completed"})
-    return items, choice.get("finish_reason")
+    for i, (call_id, name, arguments) in enumerate(found.calls):
+        items.append({"type": "function_call", "id": f"fc_{response_id}_{i}", "call_id": call_id, "name": name,
+                      "arguments": arguments, "status": "completed"})
+    return items, found.finish
 
 
 def answer(data: Mapping[str, Any], completion: Mapping[str, Any], *, response_id: str, model: str) -> dict[str, Any]:
