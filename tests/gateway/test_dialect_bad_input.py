@@ -59,3 +59,13 @@ def test_a_responses_item_type_that_is_not_a_string_is_a_400(http: httpx.Client,
     assert set(error) == {"message", "type", "param", "code"}
     assert error["param"] == "input.0.type" and error["code"] == "invalid_value", error
     assert ledger_record(response.headers["x-switchman-request-id"]).status == "bad_request"
+
+
+@pytest.mark.parametrize(("field", "value"), [("stream", "no"), ("stream", 1), ("store", "false"),
+                                              ("parallel_tool_calls", "no"), ("metadata", [1]), ("metadata", "x")])
+def test_responses_flags_of_the_wrong_type_are_400s(http: httpx.Client, field: str, value: Any) -> None:
+    response = http.post("/v1/responses", json={"model": "auto", "input": "hello", field: value})
+    assert response.status_code == 400, response.text[:300]
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["param"] == field and error["code"] == "invalid_value", error

@@ -31,6 +31,10 @@ _STATEFUL = {
     "prompt": "stored prompt templates are not supported; send `instructions` and `input`",
 }
 _IGNORED_ITEMS = {"reasoning"}
+#: Fields read for their truth or echoed back: of another type they are a 400, as the chat schema makes them (a
+#: `stream: "no"` would otherwise answer a stream to a client that reads JSON).
+_TYPED = (("stream", bool, "a boolean"), ("store", bool, "a boolean"), ("parallel_tool_calls", bool, "a boolean"),
+          ("metadata", dict, "an object"))
 
 
 def _unsupported(message: str, param: str) -> InvalidRequestError:
@@ -168,6 +172,9 @@ def chat_from_responses(data: dict[str, Any]) -> dict[str, Any]:
     for name, advice in _STATEFUL.items():
         if data.get(name):
             raise _unsupported(f"{name} is not supported: {advice}", name)
+    for name, kind, what in _TYPED:
+        if data.get(name) is not None and not isinstance(data[name], kind):
+            raise InvalidRequestError(f"{name} must be {what}", param=name, code="invalid_value")
     if "input" not in data:
         raise InvalidRequestError("missing required parameter: 'input'", param="input",
                                   code="missing_required_parameter")
