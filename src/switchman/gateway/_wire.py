@@ -64,7 +64,8 @@ class Usage:
 
 #: More tokens than one answer of any model holds: a count beyond it (or below 0) is no usage but an upstream's
 #: mistake, which would cost a negative amount (a budget credit) or a row the ledger refuses (a lost record).
-MAX_REPORTED_TOKENS = 2**31
+#: It is the largest a PostgreSQL INTEGER (the ledger's token columns) holds: 2**31 itself is refused.
+MAX_REPORTED_TOKENS = 2**31 - 1
 
 
 def token_count(value: object) -> int | None:
