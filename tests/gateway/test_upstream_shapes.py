@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from switchman._config import parse_config
@@ -202,3 +203,24 @@ def test_a_dialect_answer_of_the_wrong_shape_is_translated_not_a_500(site: Site,
     data = response.json()
     assert data["type" if path == "/v1/messages" else "object"] == ("message" if path == "/v1/messages" else "response")
     assert site.record(response.headers["x-switchman-request-id"]).status == "ok"
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+def test_streamed_tool_arguments_sent_as_an_object_reach_the_client_as_its_json(site: Site, path: str) -> None:
+    # As in a non-streamed answer (`first_answer`): an upstream that sends the arguments as the object itself,
+    # not the JSON text of it, still has its call's arguments relayed (before: dropped, the call made with none).
+    body: dict[str, Any] = {"model": "rawo", "stream": True}
+    body.update({"max_tokens": 50, "messages": ASK} if path == "/v1/messages" else {"input": "hello"})
+    with _LOCK:
+        site.raw.answer(sse(_call(index=0, id="t1", function={"name": "weather", "arguments": {"city": "Paris"}}),
+                            _chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]), b"[DONE]"),
+                        stream=True)
+        with site.http.stream("POST", path, json=body) as response:
+            text = response.read().decode()
+    events = [orjson.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    if path == "/v1/messages":
+        arguments = "".join(e["delta"]["partial_json"] for e in events if e["type"] == "content_block_delta")
+    else:
+        done = next(e for e in events if e["type"] == "response.completed")
+        arguments = next(i["arguments"] for i in done["response"]["output"] if i["type"] == "function_call")
+    assert orjson.loads(arguments) == {"city": "Paris"}, text

@@ -42,6 +42,7 @@ class Answer:
 
 
 def _arguments(raw: Any) -> str:
+    """A tool call's JSON arguments: the text an upstream sent, or the JSON of the object it sent instead."""
     if isinstance(raw, str):
         return raw
     return orjson.dumps(raw).decode() if isinstance(raw, Mapping | list) else ""
@@ -144,8 +145,11 @@ class ChunkTranslator:
         if call.get("id") or name:
             out += self.on_tool_start(index, str(call.get("id") or f"call_{index}"),
                                       name if isinstance(name, str) else "")
-        if isinstance(arguments, str) and arguments:
-            out += self.on_tool_arguments(index, arguments)
+        if isinstance(arguments, str):
+            if arguments:
+                out += self.on_tool_arguments(index, arguments)
+        elif arguments_json := _arguments(arguments):  # the object itself, as `first_answer` reads it
+            out += self.on_tool_arguments(index, arguments_json)
         return out
 
     # -- what a dialect emits ------------------------------------------------------------------
