@@ -224,3 +224,16 @@ def test_streamed_tool_arguments_sent_as_an_object_reach_the_client_as_its_json(
         done = next(e for e in events if e["type"] == "response.completed")
         arguments = next(i["arguments"] for i in done["response"]["output"] if i["type"] == "function_call")
     assert orjson.loads(arguments) == {"city": "Paris"}, text
+
+
+def test_an_anthropic_stream_whose_closing_usage_has_null_input_counts_keeps_the_opening_ones(site: Site) -> None:
+    # Anthropic's message_delta usage may carry input_tokens and the cache counts as null (its SDK types them
+    # Optional): not reported there, so the message_start counts stand (before: the input was recorded as 0 tokens).
+    usage = {"input_tokens": None, "cache_read_input_tokens": None, "cache_creation_input_tokens": None,
+             "output_tokens": 7}
+    with _LOCK:
+        site.raw.answer(_anthropic_stream(usage), stream=True)
+        response = site.http.post("/v1/chat/completions", json={"model": "rawa", "messages": ASK, "stream": True})
+    assert response.status_code == 200, response.text
+    record = site.record(response.headers["x-switchman-request-id"])
+    assert (record.input_tokens, record.output_tokens, record.tokens_estimated) == (3, 7, False)

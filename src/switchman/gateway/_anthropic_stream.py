@@ -115,7 +115,8 @@ class AnthropicStream:
         return []
 
     def _count(self, usage: dict[str, Any]) -> None:
-        if "input_tokens" in usage:
+        # message_delta may send input_tokens as null (not reported there): message_start's counts stand.
+        if usage.get("input_tokens") is not None:
             fresh, read = token_count(usage.get("input_tokens")), token_count(usage.get("cache_read_input_tokens"))
             written = token_count(usage.get("cache_creation_input_tokens"))
             if fresh is None or read is None or written is None:
