@@ -19,7 +19,10 @@ from switchman import (
 from switchman.gateway._anthropic import AnthropicAdapter
 from switchman.gateway._openai import OpenAIAdapter, OpenAIStream
 from switchman.gateway._wire import (
+    MAX_REPORTED_TOKENS,
+    Usage,
     classify_error,
+    reported_usage,
     retry_after_seconds,
     sse_batches,
     sse_data,
@@ -181,3 +184,19 @@ def test_openai_stream_notes_length_and_usage_in_either_spelling(spaced: bool) -
     assert stream.feed(b"event: x\ndata: " + usage) == []  # multi-line event: sse_data's own path; dropped
     assert stream.usage is not None and (stream.usage.input_tokens, stream.usage.output_tokens) == (3, 2)
     assert stream.chunks == 3
+
+
+@pytest.mark.parametrize(("counts", "usage"), [
+    ((10, 5, 3), Usage(10, 5, 3)),
+    ((10, 5, 30), Usage(10, 5, 10)),  # more cached than sent: all of it
+    ((MAX_REPORTED_TOKENS, MAX_REPORTED_TOKENS, 0), Usage(MAX_REPORTED_TOKENS, MAX_REPORTED_TOKENS, 0)),
+    ((12.0, "7", None), Usage(12, 7, 0)),  # a float, a numeric string, an absent count
+    ((MAX_REPORTED_TOKENS + 1, 5, 0), None),
+    ((10, -1, 0), None),
+    ((10, 5, -1), None),
+    ((True, 5, 0), None),  # a boolean is no count, though Python's bool is an int
+    ((10, "many", 0), None),
+    ((10, [5], 0), None),
+])
+def test_reported_usage_believes_plausible_counts_only(counts: tuple[Any, Any, Any], usage: Usage | None) -> None:
+    assert reported_usage(*counts) == usage

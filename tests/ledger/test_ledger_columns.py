@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from switchman.gateway._wire import MAX_REPORTED_TOKENS, token_count
 from switchman.ledger import Ledger, LedgerRecord
 
 
@@ -100,3 +101,17 @@ def test_missing_values_are_stored_as_null_and_flags_as_booleans(
         ("a", "s", "k", "boom", 3, 1.5)
     assert (full.tokens_estimated, full.escalated, full.scores, full.excluded) == \
         (True, True, (("m", 0.5, None),), (("x", "price"),))
+
+
+def test_the_largest_token_count_the_gateway_believes_is_one_the_ledger_keeps(
+    db_url: str, open_ledger: Callable[..., Ledger]
+) -> None:
+    # A count the gateway takes from an upstream is written as it is: past what the columns hold (a PostgreSQL
+    # INTEGER), the ledger refuses the row and the request has no record. One more is estimated instead.
+    ledger = open_ledger(db_url)
+    ledger.record(LedgerRecord(request_id="big", model="m", input_tokens=MAX_REPORTED_TOKENS,
+                               output_tokens=MAX_REPORTED_TOKENS))
+    ledger.flush_sync()
+    kept = ledger.find("big")
+    assert kept is not None and (kept.input_tokens, kept.output_tokens) == (MAX_REPORTED_TOKENS,) * 2
+    assert token_count(MAX_REPORTED_TOKENS) == MAX_REPORTED_TOKENS and token_count(MAX_REPORTED_TOKENS + 1) is None

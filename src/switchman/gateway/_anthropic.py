@@ -19,7 +19,7 @@ import orjson
 from .._exceptions import UpstreamBadRequestError, UpstreamError, UpstreamServerError
 from ._anthropic_stream import FINISH_REASONS, AnthropicStream
 from ._transport import MappedErrors
-from ._wire import Usage, classify_error, retry_after_seconds
+from ._wire import Usage, classify_error, reported_usage, retry_after_seconds, token_count
 
 __all__ = ["AnthropicAdapter", "from_anthropic", "to_anthropic", "tool_input"]
 
@@ -167,10 +167,13 @@ def to_anthropic(body: Mapping[str, Any], wire_model: str, *, stream: bool) -> d
     return out
 
 
-def _usage(data: Mapping[str, Any]) -> Usage:
-    cached = int(data.get("cache_read_input_tokens") or 0)
-    created = int(data.get("cache_creation_input_tokens") or 0)
-    return Usage(int(data.get("input_tokens") or 0) + cached + created, int(data.get("output_tokens") or 0), cached)
+def _usage(data: Mapping[str, Any]) -> Usage | None:
+    """Usage from Anthropic's usage object (its input_tokens exclude cache reads and writes; ours include them)."""
+    fresh, read = token_count(data.get("input_tokens")), token_count(data.get("cache_read_input_tokens"))
+    written = token_count(data.get("cache_creation_input_tokens"))
+    if fresh is None or read is None or written is None:
+        return None
+    return reported_usage(fresh + read + written, data.get("output_tokens"), read)
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
@@ -180,7 +183,7 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
             "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens}}
 
 
-def from_anthropic(data: Mapping[str, Any], model: str) -> tuple[dict[str, Any], Usage]:
+def from_anthropic(data: Mapping[str, Any], model: str) -> tuple[dict[str, Any], Usage | None]:
     """The OpenAI chat.completion for a Messages API response, and its usage."""
     content = data.get("content") or []
     text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
@@ -192,7 +195,8 @@ def from_anthropic(data: Mapping[str, Any], model: str) -> tuple[dict[str, Any],
     message: dict[str, Any] = {"role": "assistant", "content": (text or None) if calls else text}
     if calls:
         message["tool_calls"] = calls
-    usage = _usage(data.get("usage") or {})
+    usage_data = data.get("usage") or {}
+    usage = _usage(usage_data) if isinstance(usage_data, Mapping) else None  # None: the gateway estimates it
     completion = {
         "id": data.get("id", "msg"),
         "object": "chat.completion",
@@ -202,7 +206,7 @@ def from_anthropic(data: Mapping[str, Any], model: str) -> tuple[dict[str, Any],
                      "finish_reason": FINISH_REASONS.get(str(data.get("stop_reason")), "stop"),
                      # The stop string that ended the answer, where vLLM reports it (None otherwise).
                      "stop_reason": data.get("stop_sequence") if data.get("stop_reason") == "stop_sequence" else None}],
-        "usage": usage_dict(usage),
+        "usage": usage_dict(usage or Usage()),
     }
     return completion, usage
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from ._wire import Usage, classify_error, sse_data
+from ._wire import Usage, classify_error, reported_usage, sse_data, token_count
 
 __all__ = ["FINISH_REASONS", "AnthropicStream"]
 
@@ -23,6 +23,7 @@ class AnthropicStream:
     """Translates one stream; keeps usage, tool-call indexes and whether the message ended."""
 
     __slots__ = (
+        "_bad",
         "_cached",
         "_created",
         "_id",
@@ -45,6 +46,7 @@ class AnthropicStream:
         self._id = "msg"
         self._tools: dict[int, int] = {}
         self._input = self._output = self._cached = 0
+        self._bad = False  # the upstream reported a count no answer has
         self.usage: Usage | None = None
         self.finished = False
         self.chunks = 0
@@ -113,13 +115,20 @@ class AnthropicStream:
         return []
 
     def _count(self, usage: dict[str, Any]) -> None:
-        if "input_tokens" in usage:
-            self._cached = int(usage.get("cache_read_input_tokens") or 0)
-            self._input = (int(usage.get("input_tokens") or 0) + self._cached
-                           + int(usage.get("cache_creation_input_tokens") or 0))
+        # message_delta may send input_tokens as null (not reported there): message_start's counts stand.
+        if usage.get("input_tokens") is not None:
+            fresh, read = token_count(usage.get("input_tokens")), token_count(usage.get("cache_read_input_tokens"))
+            written = token_count(usage.get("cache_creation_input_tokens"))
+            if fresh is None or read is None or written is None:
+                self._bad = True
+            else:
+                self._input, self._cached = fresh + read + written, read
         if "output_tokens" in usage:
-            self._output = int(usage.get("output_tokens") or 0)
-        self.usage = Usage(self._input, self._output, self._cached)
+            output = token_count(usage.get("output_tokens"))
+            self._bad = self._bad or output is None
+            self._output = output or 0
+        # A count no answer has makes the stream's usage unknown: the gateway estimates it.
+        self.usage = None if self._bad else reported_usage(self._input, self._output, self._cached)
 
     def _stop(self) -> list[bytes]:
         self.finished = True

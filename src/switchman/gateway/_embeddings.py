@@ -21,7 +21,7 @@ from ..routing import Decision, RouteRequest
 from ._context import RequestContext
 from ._dispatcher import Completion, Dispatcher
 from ._providers import Deployment
-from ._wire import Usage
+from ._wire import Usage, reported_usage
 
 __all__ = ["check_embeddings", "embed"]
 
@@ -93,7 +93,7 @@ async def _call(dispatcher: Dispatcher, deployment: Deployment, body: Mapping[st
     usage = data.get("usage")
     if not isinstance(usage, dict):
         return content, None
-    return content, Usage(int(usage.get("prompt_tokens") or usage.get("total_tokens") or 0), 0)
+    return content, reported_usage(usage.get("prompt_tokens") or usage.get("total_tokens"), 0)
 
 
 async def embed(dispatcher: Dispatcher, body: Mapping[str, Any], context: RequestContext) -> Completion:

@@ -49,8 +49,10 @@ def parse_feedback(body: Any) -> tuple[str, float, str | None]:
     if not isinstance(body, dict):
         raise InvalidRequestError("the body must be a JSON object", code="invalid_type")
     request_id = body.get("request_id")
-    if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > _MAX_ID:
-        raise _bad(f"request_id must be a non-empty string of at most {_MAX_ID} characters", "request_id")
+    # Printable: no request id holds a control character, and a NUL is one PostgreSQL refuses to compare (a 503).
+    if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > _MAX_ID \
+            or not request_id.isprintable():
+        raise _bad(f"request_id must be a non-empty printable string of at most {_MAX_ID} characters", "request_id")
     score, thumbs = body.get("score"), body.get("thumbs")
     if (score is None) == (thumbs is None):
         raise _bad("give exactly one of score (a number in [0, 1]) or thumbs ('up' or 'down')", "score")
@@ -64,8 +66,8 @@ def parse_feedback(body: Any) -> tuple[str, float, str | None]:
             raise _bad("score must be a number in [0, 1]", "score")
         value = float(score)
     comment = body.get("comment")
-    if comment is not None and (not isinstance(comment, str) or len(comment) > _MAX_COMMENT):
-        raise _bad(f"comment must be a string of at most {_MAX_COMMENT} characters", "comment")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > _MAX_COMMENT or "\x00" in comment):
+        raise _bad(f"comment must be a string of at most {_MAX_COMMENT} characters, without NUL", "comment")
     return request_id.strip(), value, comment
 
 

@@ -14,7 +14,7 @@ import orjson
 
 from .._exceptions import UpstreamError, UpstreamServerError
 from ._transport import MappedErrors
-from ._wire import TRANSLATED, Usage, classify_error, retry_after_seconds, sse_data
+from ._wire import TRANSLATED, Usage, classify_error, reported_usage, retry_after_seconds, sse_data
 
 __all__ = ["OpenAIAdapter", "OpenAIStream"]
 
@@ -26,11 +26,8 @@ def _usage(data: Mapping[str, Any] | None) -> Usage | None:
     if type(data) is not dict and not isinstance(data, Mapping):
         return None
     details = data.get("prompt_tokens_details") or {}
-    return Usage(
-        int(data.get("prompt_tokens") or 0),
-        int(data.get("completion_tokens") or 0),
-        int(details.get("cached_tokens") or 0) if type(details) is dict or isinstance(details, Mapping) else 0,
-    )
+    cached = details.get("cached_tokens") if type(details) is dict or isinstance(details, Mapping) else 0
+    return reported_usage(data.get("prompt_tokens"), data.get("completion_tokens"), cached)
 
 
 def _has_text(data: bytes) -> bool:

@@ -30,6 +30,8 @@ __all__ = [
     "Usage",
     "classify_error",
     "estimate_output_tokens",
+    "reported_usage",
+    "token_count",
     "retry_after_seconds",
     "sse_batches",
     "sse_data",
@@ -58,6 +60,38 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
+
+
+#: More tokens than one answer of any model holds: a count beyond it (or below 0) is no usage but an upstream's
+#: mistake, which would cost a negative amount (a budget credit) or a row the ledger refuses (a lost record).
+#: It is the largest a PostgreSQL INTEGER (the ledger's token columns) holds: 2**31 itself is refused.
+MAX_REPORTED_TOKENS = 2**31 - 1
+
+
+def token_count(value: object) -> int | None:
+    """A token count an upstream reported (absent: 0); None when it is not a plausible one."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        count = int(value)
+    except (ValueError, OverflowError):  # "x", a float too large for an int
+        return None
+    return count if 0 <= count <= MAX_REPORTED_TOKENS else None
+
+
+def reported_usage(input_tokens: object, output_tokens: object, cached_input_tokens: object = 0) -> Usage | None:
+    """Usage from the counts an upstream reported (absent ones are 0); None, for the gateway to estimate, when
+    one is not a plausible token count (negative, huge, not a number)."""
+    if type(input_tokens) is int and type(output_tokens) is int and type(cached_input_tokens) is int \
+            and 0 <= input_tokens <= MAX_REPORTED_TOKENS and 0 <= output_tokens <= MAX_REPORTED_TOKENS \
+            and 0 <= cached_input_tokens:  # every answer's usage: checked without a call per count
+        return Usage(input_tokens, output_tokens, min(cached_input_tokens, input_tokens))
+    tin, tout, cached = token_count(input_tokens), token_count(output_tokens), token_count(cached_input_tokens)
+    if tin is None or tout is None or cached is None:
+        return None
+    return Usage(tin, tout, min(cached, tin))
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -148,5 +182,10 @@ def sse_data(event: bytes) -> bytes | None:
 def estimate_output_tokens(content: bytes) -> int:
     """Output tokens of a chat.completion body whose upstream gave no usage (marked as estimated)."""
     data = orjson.loads(content)
-    texts = [str((c.get("message") or {}).get("content") or "") for c in data.get("choices") or ()]
-    return sum(count_tokens(t) for t in texts)
+    choices = data.get("choices") if isinstance(data, dict) else None
+    total = 0
+    for choice in choices if isinstance(choices, list) else ():  # the upstream's body, of whatever shape it sent
+        message = choice.get("message") if isinstance(choice, dict) else None
+        text = message.get("content") if isinstance(message, dict) else None
+        total += count_tokens(str(text or ""))
+    return total

@@ -164,7 +164,7 @@ def create_tables(engine: Engine) -> None:
     "database is locked" without waiting out its busy timeout (a transaction that read the schema
     and then writes, while another connection wrote first): that too is tried again, after a pause.
     """
-    for attempt in range(_CREATE_ATTEMPTS):
+    for attempt in range(CREATE_ATTEMPTS):
         try:
             with engine.begin() as conn:
                 for table in METADATA.sorted_tables:
@@ -175,14 +175,14 @@ def create_tables(engine: Engine) -> None:
             return
         except (IntegrityError, ProgrammingError, OperationalError) as exc:
             locked = isinstance(exc, OperationalError) and "database is locked" in str(exc)
-            if attempt == _CREATE_ATTEMPTS - 1 or (isinstance(exc, OperationalError) and not locked):
+            if attempt == CREATE_ATTEMPTS - 1 or (isinstance(exc, OperationalError) and not locked):
                 raise
             if locked:
                 time.sleep(0.05 * 2**attempt)
 
 
 #: Attempts of `create_tables` against a lost race (Postgres's catalog, SQLite's lock).
-_CREATE_ATTEMPTS = 5
+CREATE_ATTEMPTS = 5
 
 
 def _add_missing_columns(conn: Connection) -> None:

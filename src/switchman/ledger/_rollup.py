@@ -28,9 +28,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Connection, Dialect, Engine, Float, Index, Integer, MetaData, Table, Text, inspect
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from ._db import REQUESTS
+from ._db import CREATE_ATTEMPTS, REQUESTS
 from ._record import LedgerRecord
 from ._rows import decode
 
@@ -371,8 +372,20 @@ def ensure_rollup(engine: Engine, *, chunk: int = 20_000) -> None:
 
     Creation and backfill are one transaction (SQLite: BEGIN IMMEDIATE, which also makes a second
     process wait), so rows written meanwhile by another process are counted once: either in the
-    backfill or by their own writer after the tables exist.
+    backfill or by their own writer after the tables exist. On Postgres two makers can both find no
+    table and one loses the race on the catalog (a duplicate type): as in `create_tables`, it tries
+    again and finds the tables made (before, the reader that lost, a feedback or a dashboard page, failed).
     """
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            _ensure_rollup(engine, chunk)
+            return
+        except (IntegrityError, ProgrammingError):
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise
+
+
+def _ensure_rollup(engine: Engine, chunk: int) -> None:
     if ROLLUP.name in inspect(engine).get_table_names(schema=ROLLUP.schema):
         with engine.begin() as conn:  # indexes added since the tables were made
             _create_indexes(conn)

@@ -44,7 +44,8 @@ class LogQuery:
         window = params.get("window") or "all"
         values["window"] = window if window in LOG_WINDOWS else "all"
         before = params.get("before") or ""
-        values["before"] = int(before) if before.isdigit() and len(before) < 19 else None
+        # ASCII digits only: str.isdigit() is also true of '²', which int() refuses.
+        values["before"] = int(before) if before.isascii() and before.isdigit() and len(before) < 19 else None
         return cls(**values)
 
     def params(self, **changes: Any) -> dict[str, str]:
@@ -95,7 +96,7 @@ def _candidates(record: LedgerRecord) -> list[dict[str, Any]]:
 
 def request_context(src: Sources, request_id: str) -> dict[str, Any] | None:
     """One request's record with its decision, fallbacks, feedback and shadow choice; None if unknown."""
-    if src.ledger is None or len(request_id) > 64:
+    if src.ledger is None or len(request_id) > 64 or not request_id.isprintable():  # PostgreSQL refuses a NUL
         return None
     record = src.ledger.find(request_id)
     if record is None:

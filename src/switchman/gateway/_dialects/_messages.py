@@ -28,7 +28,7 @@ from .._anthropic_stream import FINISH_REASONS
 from .._context import OWN_METADATA_KEYS
 from .._schema import check_body, describe_invalid
 from .._wire import TRANSLATED, Usage
-from ._chunks import usage_from
+from ._chunks import first_answer, usage_from
 
 __all__ = [
     "STOP_REASONS",
@@ -104,13 +104,28 @@ class MessagesBody(_Open):
 _UNSUPPORTED_FIELDS = {"mcp_servers": "MCP servers", "container": "containers"}
 
 
+def _image_source(source: Any, where: str) -> Mapping[str, Any]:
+    """An image block's source, its strings checked (a client's mistake is a 400 naming it, not a 500)."""
+    if not isinstance(source, Mapping):
+        raise InvalidRequestError(f"{where} must be an object (type base64 with data, or url)", param=where,
+                                  code="invalid_value")
+    for name in ("media_type", "data", "url"):
+        if source.get(name) is not None and not isinstance(source[name], str):
+            raise InvalidRequestError(f"{where}.{name} must be a string", param=f"{where}.{name}",
+                                      code="invalid_value")
+    return source
+
+
 def _part(block: Mapping[str, Any], where: str) -> dict[str, Any] | None:
     """A text or image block as a chat content part (None for blocks dropped on purpose)."""
     kind = block.get("type")
     if kind == "text":
-        part: dict[str, Any] = {"type": "text", "text": str(block.get("text") or "")}
+        text = block.get("text")
+        if text is not None and not isinstance(text, str):
+            raise InvalidRequestError(f"{where}.text must be a string", param=f"{where}.text", code="invalid_value")
+        part: dict[str, Any] = {"type": "text", "text": text or ""}
     elif kind == "image":
-        source = block.get("source") or {}
+        source = _image_source(block.get("source"), f"{where}.source")
         if source.get("type") == "base64":
             url = f"data:{source.get('media_type') or 'image/png'};base64,{source.get('data') or ''}"
         elif source.get("type") == "url":
@@ -318,21 +333,13 @@ def stop_reason(finish: str | None, stop_sequence: str | None) -> tuple[str, str
 
 def anthropic_message(completion: Mapping[str, Any], *, message_id: str, model: str) -> dict[str, Any]:
     """The Messages API response for a chat.completion."""
-    choices = completion.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], Mapping) else {}
-    message = choice.get("message") or {}
+    found = first_answer(completion)
     content: list[dict[str, Any]] = []
-    text = message.get("content")
-    if isinstance(text, list):
-        text = "".join(str(p.get("text") or "") for p in text if isinstance(p, Mapping))
-    if text:
-        content.append({"type": "text", "text": str(text)})
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
-        content.append({"type": "tool_use", "id": str(call.get("id") or ""), "name": str(function.get("name") or ""),
-                        "input": tool_input(function.get("arguments"))})
-    stop = choice.get("stop_reason")
-    reason, sequence = stop_reason(choice.get("finish_reason"), stop if isinstance(stop, str) else None)
+    if found.text:
+        content.append({"type": "text", "text": found.text})
+    for call_id, name, arguments in found.calls:
+        content.append({"type": "tool_use", "id": call_id, "name": name, "input": tool_input(arguments)})
+    reason, sequence = stop_reason(found.finish, found.stop)
     if content and content[-1]["type"] == "tool_use":
         reason = "tool_use"
     return {

@@ -34,7 +34,7 @@ class MessagesStream(ChunkTranslator):
     """Translates one stream for an Anthropic client."""
 
     def __init__(self, *, message_id: str, model: str, input_tokens: int) -> None:
-        super().__init__()
+        super().__init__(model)
         self._id = message_id
         self._model = model
         self._input_tokens = input_tokens  # switchman's count, until the upstream's arrives at the end

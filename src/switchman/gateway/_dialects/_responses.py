@@ -18,7 +18,7 @@ from ..._exceptions import InvalidRequestError
 from .._context import OWN_METADATA_KEYS
 from .._schema import check_body
 from .._wire import Usage
-from ._chunks import usage_from
+from ._chunks import first_answer, usage_from
 
 __all__ = ["answer", "chat_from_responses", "response_object", "response_usage", "status_for"]
 
@@ -31,6 +31,10 @@ _STATEFUL = {
     "prompt": "stored prompt templates are not supported; send `instructions` and `input`",
 }
 _IGNORED_ITEMS = {"reasoning"}
+#: Fields read for their truth or echoed back: of another type they are a 400, as the chat schema makes them (a
+#: `stream: "no"` would otherwise answer a stream to a client that reads JSON).
+_TYPED = (("stream", bool, "a boolean"), ("store", bool, "a boolean"), ("parallel_tool_calls", bool, "a boolean"),
+          ("metadata", dict, "an object"))
 
 
 def _unsupported(message: str, param: str) -> InvalidRequestError:
@@ -86,6 +90,8 @@ def _messages(items: Any) -> list[dict[str, Any]]:
         if not isinstance(item, Mapping):
             raise InvalidRequestError(f"{where} must be an object", param=where, code="invalid_value")
         kind = item.get("type", "message")
+        if not isinstance(kind, str):  # a list or an object is no item type (and cannot be looked up in a set)
+            raise InvalidRequestError(f"{where}.type must be a string", param=f"{where}.type", code="invalid_value")
         if kind == "message":
             messages.append(_message(item, where))
         elif kind == "function_call":
@@ -166,6 +172,9 @@ def chat_from_responses(data: dict[str, Any]) -> dict[str, Any]:
     for name, advice in _STATEFUL.items():
         if data.get(name):
             raise _unsupported(f"{name} is not supported: {advice}", name)
+    for name, kind, what in _TYPED:
+        if data.get(name) is not None and not isinstance(data[name], kind):
+            raise InvalidRequestError(f"{name} must be {what}", param=name, code="invalid_value")
     if "input" not in data:
         raise InvalidRequestError("missing required parameter: 'input'", param="input",
                                   code="missing_required_parameter")
@@ -234,21 +243,16 @@ def response_object(
 
 def output_items(completion: Mapping[str, Any], response_id: str) -> tuple[list[dict[str, Any]], str | None]:
     """The output items of a chat.completion (a message, then function calls) and its finish reason."""
-    choices = completion.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], Mapping) else {}
-    message = choice.get("message") or {}
+    found = first_answer(completion)
     items: list[dict[str, Any]] = []
-    text = message.get("content")
-    if text:
-        part = {"type": "output_text", "text": str(text), "annotations": [], "logprobs": []}
+    if found.text:
+        part = {"type": "output_text", "text": found.text, "annotations": [], "logprobs": []}
         items.append({"type": "message", "id": f"msg_{response_id}", "status": "completed", "role": "assistant",
                       "content": [part]})
-    for i, call in enumerate(message.get("tool_calls") or ()):
-        function = call.get("function") or {}
-        items.append({"type": "function_call", "id": f"fc_{response_id}_{i}", "call_id": str(call.get("id") or ""),
-                      "name": str(function.get("name") or ""), "arguments": str(function.get("arguments") or ""),
-                      "status": "completed"})
-    return items, choice.get("finish_reason")
+    for i, (call_id, name, arguments) in enumerate(found.calls):
+        items.append({"type": "function_call", "id": f"fc_{response_id}_{i}", "call_id": call_id, "name": name,
+                      "arguments": arguments, "status": "completed"})
+    return items, found.finish
 
 
 def answer(data: Mapping[str, Any], completion: Mapping[str, Any], *, response_id: str, model: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ class ResponsesStream(ChunkTranslator):
     """Translates one stream for a Responses API client."""
 
     def __init__(self, data: Mapping[str, Any], *, response_id: str, model: str) -> None:
-        super().__init__()
+        super().__init__(model)
         self._data = data
         self._id = response_id
         self._model = model

@@ -1,0 +1,71 @@
+"""Hostile bodies on the other APIs (/v1/messages, /v1/messages/count_tokens, /v1/responses): a 400 in the API's
+own error envelope naming the field, and the ledger row of the refused request; never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from switchman.ledger import LedgerRecord
+
+USER = [{"role": "user", "content": "hello"}]
+
+
+def _messages(content: Any) -> dict[str, Any]:
+    return {"model": "auto", "max_tokens": 20, "messages": [{"role": "user", "content": content}]}
+
+
+def assert_anthropic_400(response: httpx.Response, words: str) -> None:
+    assert response.status_code == 400, response.text
+    data = response.json()
+    assert data["type"] == "error" and data["error"]["type"] == "invalid_request_error", data
+    assert words in data["error"]["message"], data
+    assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (_messages([{"type": "image", "source": "https://example.test/cat.png"}]), "messages.0.content.0.source"),
+        (_messages([{"type": "image", "source": [1]}]), "messages.0.content.0.source"),
+        (_messages([{"type": "image", "source": None}]), "messages.0.content.0.source"),
+        (_messages([{"type": "image", "source": {"type": "base64", "data": {"a": 1}}}]),
+         "messages.0.content.0.source.data"),
+        (_messages([{"type": "image", "source": {"type": "url", "url": ["x"]}}]), "messages.0.content.0.source.url"),
+        (_messages([{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": 5}]}]),
+         "messages.0.content.0.content.0.source"),
+        ({**_messages("hi"), "system": [{"type": "image", "source": "x"}]}, "system.0.source"),
+        (_messages([{"type": "text", "text": {"nested": "object"}}]), "messages.0.content.0.text"),
+        (_messages([{"type": "text", "text": 5}]), "messages.0.content.0.text"),
+    ],
+)
+def test_malformed_blocks_are_400s_with_a_ledger_row(http: httpx.Client, body: dict[str, Any], words: str,
+                                                     ledger_record: Callable[[str], LedgerRecord]) -> None:
+    response = http.post("/v1/messages", json=body)
+    assert_anthropic_400(response, words)
+    assert ledger_record(response.headers["x-switchman-request-id"]).status == "bad_request"
+    assert_anthropic_400(http.post("/v1/messages/count_tokens", json=body), words)
+
+
+@pytest.mark.parametrize("kind", [[1], {"a": 1}, 5, None])
+def test_a_responses_item_type_that_is_not_a_string_is_a_400(http: httpx.Client, kind: Any,
+                                                            ledger_record: Callable[[str], LedgerRecord]) -> None:
+    response = http.post("/v1/responses", json={"model": "auto", "input": [{"type": kind, "content": "x"}]})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["param"] == "input.0.type" and error["code"] == "invalid_value", error
+    assert ledger_record(response.headers["x-switchman-request-id"]).status == "bad_request"
+
+
+@pytest.mark.parametrize(("field", "value"), [("stream", "no"), ("stream", 1), ("store", "false"),
+                                              ("parallel_tool_calls", "no"), ("metadata", [1]), ("metadata", "x")])
+def test_responses_flags_of_the_wrong_type_are_400s(http: httpx.Client, field: str, value: Any) -> None:
+    response = http.post("/v1/responses", json={"model": "auto", "input": "hello", field: value})
+    assert response.status_code == 400, response.text[:300]
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["param"] == field and error["code"] == "invalid_value", error
