@@ -1,0 +1,64 @@
+"""The response cache at its edges: what must never be kept, and what a replay must be.
+
+A real gateway on loopback in front of the fake upstream, its cache in memory; each test starts its own
+gateway (some need other server settings) and reads the replay as the client would.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from switchman._config import parse_config
+from switchman.gateway import Gateway, build_app
+from switchman.ledger import KeyStore
+from switchman.testing import FakeUpstream
+
+from .conftest import ENV, MASTER_KEY, ServerThread, config_data
+
+
+@contextmanager
+def gateway(upstream: FakeUpstream, tmp_path: Path, **server: Any) -> Iterator[httpx.Client]:
+    """A gateway with an in-memory response cache (and these `server` settings), and a client with a virtual key."""
+    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
+    data = config_data(upstream, url)
+    data["cache"] = {"enabled": True}
+    data["server"].update(server)
+    store = KeyStore(url)
+    key = store.create("one")[1]
+    store.close()
+    upstream.clear()
+    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+    with ServerThread(build_app(built)) as base, httpx.Client(
+            base_url=base, timeout=30, headers={"authorization": f"Bearer {key}"}) as client:
+        yield client
+
+
+def ask(client: httpx.Client, text: str, **fields: Any) -> httpx.Response:
+    body = {"model": "auto", "temperature": 0, "messages": [{"role": "user", "content": text}], **fields}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def events(response: httpx.Response) -> list[bytes]:
+    """The data of each SSE event of a streamed answer."""
+    return [e.removeprefix(b"data: ") for e in response.content.split(b"\n\n") if e]
+
+
+def test_a_replayed_stream_ends_as_the_original_did_with_sync_durability(
+        upstream: FakeUpstream, tmp_path: Path) -> None:
+    """With `durability: sync` the stream's last piece is held until the row is committed: it is still kept."""
+    with gateway(upstream, tmp_path, durability="sync") as client:
+        first = ask(client, "sync stream", stream=True)
+        second = ask(client, "sync stream", stream=True)
+    assert (first.headers["x-switchman-cache"], second.headers["x-switchman-cache"]) == ("miss", "hit")
+    assert events(first)[-1] == b"[DONE]" and second.content == first.content
+    assert len(upstream.requests) == 1
+
