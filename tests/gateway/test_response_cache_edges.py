@@ -62,3 +62,15 @@ def test_a_replayed_stream_ends_as_the_original_did_with_sync_durability(
     assert events(first)[-1] == b"[DONE]" and second.content == first.content
     assert len(upstream.requests) == 1
 
+
+def test_a_stream_the_upstream_ended_early_is_not_kept(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """An upstream that ends its stream cleanly mid-answer (no finish reason, no [DONE]): not replayed for an hour."""
+    with gateway(upstream, tmp_path) as client:
+        upstream.inject("end_mid_stream", after_events=3)
+        cut = ask(client, "cut short", stream=True)
+        again = ask(client, "cut short", stream=True)
+    finishes = [orjson.loads(e)["choices"][0]["finish_reason"] for e in events(cut)[:-1]]
+    assert finishes == [None] * 3  # the fault as meant: three events, none ends the answer
+    assert (cut.headers["x-switchman-cache"], again.headers["x-switchman-cache"]) == ("miss", "miss")
+    assert len(upstream.requests) == 2
+    assert orjson.loads(events(again)[-2])["choices"][0]["finish_reason"] == "stop"

@@ -388,7 +388,9 @@ class ChatStream:
         self._ticket = dispatcher.finish(exchange, answer=answer)
         if exchange.request is not None and exchange.request.session is not None:  # (else nothing to wait for)
             await dispatcher.settled(exchange)
-        if self._kept is not None and dispatcher.cache is not None:
+        # Kept only when the upstream ended the answer itself ([DONE] / message_stop): a stream it merely
+        # stopped sending (a proxy's idle cut) is closed for the client, but is no answer to replay.
+        if self._kept is not None and dispatcher.cache is not None and translator.finished:
             held = self._holder.held if self._holder is not None else b""
             await dispatcher.cache.store(exchange, b"".join(self._kept) + held, answer)
         return self._ticket
