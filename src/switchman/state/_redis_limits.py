@@ -50,6 +50,24 @@ if wait == 0 then return {1, '0', tostring(requests), tostring(toks)} end
 return {0, tostring(wait), tostring(requests), tostring(toks)}
 """
 
+# KEYS[1] the key's hash; ARGV: rpm (0: none), tpm (0: none), tokens. Gives back one request and the tokens,
+# up to full buckets (a bucket already gone is full).
+_REFUND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function give(field, capacity, amount)
+  local kept = redis.call('HMGET', KEYS[1], field, field .. '_at')
+  if not kept[1] then return end
+  local level = math.min(capacity, tonumber(kept[1]) + (now - tonumber(kept[2])) * capacity / 60)
+  redis.call('HSET', KEYS[1], field, tostring(math.min(capacity, level + amount)), field .. '_at', tostring(now))
+end
+if rpm > 0 then give('r', rpm, 1) end
+if tpm > 0 then give('t', tpm, tokens) end
+return 1
+"""
+
 
 class RedisRateLimiter:
     """Token buckets in Redis, one Lua script per admission; this process's buckets while Redis is down."""
@@ -78,6 +96,16 @@ class RedisRateLimiter:
             limit_tokens=limit.tpm, remaining_tokens=_remaining(token_level),
             reset_tokens_s=_to_full(token_level, limit.tpm),
         )
+
+    async def refund(self, key: str, limit: RateLimit, tokens: int) -> None:
+        """Give back one request and `tokens` to the key's shared buckets (this process's while Redis is down)."""
+        if not limit:
+            return
+        try:
+            await self.link.eval(
+                _REFUND, [self.link.key(f"ratelimit:{key}")], [limit.rpm or 0, limit.tpm or 0, max(tokens, 0)])
+        except RedisUnavailable:
+            await self.fallback.refund(key, limit, tokens)
 
     def usage(self, key: str, limit: RateLimit) -> float:
         """The fuller bucket's used share, 0..1, at this replica's last admission (the local one while down)."""

@@ -1,0 +1,59 @@
+"""Callers' rate limits behind a real gateway: a request refused by one limit takes nothing from another.
+
+The in-process limiter, and the machine's Redis under a key prefix of its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from switchman._config import parse_config
+from switchman.gateway import Gateway, build_app
+from switchman.ledger import KeyStore
+from switchman.testing import FakeUpstream, forget_prefix, unique_prefix
+
+from .conftest import ENV, MASTER_KEY, ServerThread, config_data
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def redis_server(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """Server settings: none (buckets in the process), or Redis under a fresh prefix."""
+    if request.param == "memory":
+        yield {}
+        return
+    prefix = unique_prefix()
+    yield {"redis_url": SHARED_REDIS, "redis": {"key_prefix": prefix, "timeout_s": 1.0}}
+    forget_prefix(SHARED_REDIS, prefix)
+
+
+def test_a_request_an_agent_limit_refuses_takes_nothing_from_its_key_s(
+        upstream: FakeUpstream, tmp_path: Path, redis_server: dict[str, Any]) -> None:
+    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
+    data = config_data(upstream, url)
+    data["server"].update({"key_limits": {"rpm": 3}, **redis_server})
+    data["agents"]["metered"] = {"rpm": 1}
+    store = KeyStore(url)
+    key = store.create("one")[1]
+    store.close()
+    upstream.clear()
+    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+    body = {"model": "auto", "messages": [{"role": "user", "content": "limits"}]}
+    with ServerThread(build_app(built)) as base, httpx.Client(
+            base_url=base, timeout=30, headers={"authorization": f"Bearer {key}"}) as client:
+        agent = {"x-switchman-agent": "metered"}
+        first = client.post("/v1/chat/completions", json=body, headers=agent)
+        refused = client.post("/v1/chat/completions", json=body, headers=agent)
+        plain = client.post("/v1/chat/completions", json=body)
+    assert (first.status_code, refused.status_code, plain.status_code) == (200, 429, 200)
+    assert refused.headers["x-ratelimit-limit-requests"] == "1"  # the agent's limit refused it
+    # The key's 3 a minute: the first request took one, the refused one none.
+    assert plain.headers["x-ratelimit-limit-requests"] == "3"
+    assert plain.headers["x-ratelimit-remaining-requests"] == "1"
