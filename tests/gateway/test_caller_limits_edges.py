@@ -57,3 +57,25 @@ def test_a_request_an_agent_limit_refuses_takes_nothing_from_its_key_s(
     # The key's 3 a minute: the first request took one, the refused one none.
     assert plain.headers["x-ratelimit-limit-requests"] == "3"
     assert plain.headers["x-ratelimit-remaining-requests"] == "1"
+
+
+def test_a_long_wait_is_a_plain_number_of_seconds_never_shorter(
+        upstream: FakeUpstream, tmp_path: Path, redis_server: dict[str, Any]) -> None:
+    """A request far over an agent's tpm leaves its bucket in debt for an hour: retry-after says so, as digits."""
+    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
+    data = config_data(upstream, url)
+    data["server"].update(redis_server)
+    data["agents"]["metered"] = {"tpm": 100}
+    upstream.clear()
+    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+    body = {"model": "auto", "max_tokens": 6000, "messages": [{"role": "user", "content": "debt"}]}
+    with ServerThread(build_app(built)) as base, httpx.Client(
+            base_url=base, timeout=30, headers={"authorization": f"Bearer {MASTER_KEY}",
+                                                "x-switchman-agent": "metered"}) as client:
+        first = client.post("/v1/chat/completions", json=body)
+        refused = client.post("/v1/chat/completions", json=body)
+    assert (first.status_code, refused.status_code) == (200, 429)
+    retry_after = refused.headers["retry-after"]
+    assert retry_after.replace(".", "", 1).isdigit(), retry_after  # no "3.66e+03"
+    # (100 tokens wanted + ~6000 owed) at 100 a minute: about an hour, and never a moment less.
+    assert 3600 <= float(retry_after) <= 3700
