@@ -79,3 +79,31 @@ def test_a_long_wait_is_a_plain_number_of_seconds_never_shorter(
     assert retry_after.replace(".", "", 1).isdigit(), retry_after  # no "3.66e+03"
     # (100 tokens wanted + ~6000 owed) at 100 a minute: about an hour, and never a moment less.
     assert 3600 <= float(retry_after) <= 3700
+
+
+def test_a_bucket_in_debt_on_redis_outlives_its_debt(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """Redis forgets a bucket left alone (it is full again): never before it is, or a debt would be forgiven."""
+    import redis
+
+    prefix = unique_prefix()
+    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
+    data = config_data(upstream, url)
+    data["server"].update({"redis_url": SHARED_REDIS, "redis": {"key_prefix": prefix, "timeout_s": 1.0}})
+    data["agents"]["metered"] = {"rpm": 10, "tpm": 100}
+    upstream.clear()
+    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+    body = {"model": "auto", "max_tokens": 6000, "messages": [{"role": "user", "content": "debt"}]}
+    server = redis.Redis.from_url(SHARED_REDIS)
+    try:
+        with ServerThread(build_app(built)) as base, httpx.Client(
+                base_url=base, timeout=30, headers={"authorization": f"Bearer {MASTER_KEY}",
+                                                    "x-switchman-agent": "metered"}) as client:
+            first = client.post("/v1/chat/completions", json=body)
+        assert first.status_code == 200
+        full_in = first.headers["x-ratelimit-reset-tokens"]  # e.g. "61m0s"
+        minutes = int(full_in.partition("m")[0])
+        [bucket] = [k for k in server.scan_iter(prefix + "*") if b"ratelimit" in k]
+        assert server.ttl(bucket) >= minutes * 60
+    finally:
+        server.close()
+        forget_prefix(SHARED_REDIS, prefix)

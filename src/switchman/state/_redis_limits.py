@@ -6,8 +6,9 @@
 The arithmetic is `LocalRateLimiter`'s (two token buckets refilled continuously, a request takes
 one request and its tokens from both or from neither), run as one Lua script per admission on the
 key's hash `<prefix>{ratelimit:<key>}` with Redis's own clock, so replicas on different machines
-share one time. A bucket left alone for two minutes is full again and expires. While Redis is down
-each replica admits against its own `LocalRateLimiter` (a limit then holds per replica).
+share one time. A bucket is kept until a minute after it is full again (two minutes at least),
+then expires: the debt a request larger than the minute's tokens leaves is not forgiven early.
+While Redis is down each replica admits against its own `LocalRateLimiter` (a limit then holds per replica).
 `usage` answers from the last admission this replica saw (it may lag behind the other replicas').
 """
 
@@ -45,7 +46,11 @@ if wait == 0 then
 end
 if rpm > 0 then redis.call('HSET', KEYS[1], 'r', tostring(requests), 'r_at', tostring(now)) end
 if tpm > 0 then redis.call('HSET', KEYS[1], 't', tostring(toks), 't_at', tostring(now)) end
-redis.call('EXPIRE', KEYS[1], 120)
+-- Kept until both buckets are full again (two minutes at least): a bucket in debt keeps its debt.
+local full = 60
+if rpm > 0 then full = math.max(full, (rpm - requests) * 60 / rpm) end
+if tpm > 0 then full = math.max(full, (tpm - toks) * 60 / tpm) end
+redis.call('EXPIRE', KEYS[1], math.ceil(full) + 60)
 if wait == 0 then return {1, '0', tostring(requests), tostring(toks)} end
 return {0, tostring(wait), tostring(requests), tostring(toks)}
 """
