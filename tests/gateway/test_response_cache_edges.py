@@ -74,3 +74,32 @@ def test_a_stream_the_upstream_ended_early_is_not_kept(upstream: FakeUpstream, t
     assert (cut.headers["x-switchman-cache"], again.headers["x-switchman-cache"]) == ("miss", "miss")
     assert len(upstream.requests) == 2
     assert orjson.loads(events(again)[-2])["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_hit_costs_nothing_so_no_budget_refuses_it(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """An agent whose budget is spent is refused a paid answer, not a cached one: the hit reserves nothing."""
+    with gateway(upstream, tmp_path) as client:
+        ask(client, "budget hit")
+        body = {"model": "auto", "temperature": 0, "messages": [{"role": "user", "content": "budget hit"}]}
+        broke = {"x-switchman-agent": "broke"}
+        hit = client.post("/v1/chat/completions", json=body, headers=broke)
+        assert hit.status_code == 200, hit.text
+        assert hit.headers["x-switchman-cache"] == "hit" and float(hit.headers["x-switchman-cost-usd"]) == 0
+        paid = client.post("/v1/chat/completions", json={**body, "temperature": 0.5}, headers=broke)
+        assert paid.status_code == 429 and paid.json()["error"]["code"] == "budget_exceeded"
+    assert len(upstream.requests) == 1
+
+
+def test_an_answer_a_budget_downgraded_is_kept_as_the_model_s_that_gave_it(
+        upstream: FakeUpstream, tmp_path: Path) -> None:
+    """thrifty's budget downgrades mid to cheap: cheap's answer is no answer to a request for mid."""
+    with gateway(upstream, tmp_path) as client:
+        body = {"model": "mid", "temperature": 0, "messages": [{"role": "user", "content": "downgraded"}]}
+        down = client.post("/v1/chat/completions", json=body, headers={"x-switchman-agent": "thrifty"})
+        assert (down.headers["x-switchman-model"], down.headers["x-switchman-cache"]) == ("cheap", "miss")
+        mid = client.post("/v1/chat/completions", json=body)
+        assert (mid.headers["x-switchman-model"], mid.headers["x-switchman-cache"]) == ("mid", "miss")
+        cheap = client.post("/v1/chat/completions", json={**body, "model": "cheap"})
+        assert (cheap.headers["x-switchman-model"], cheap.headers["x-switchman-cache"]) == ("cheap", "hit")
+        again = client.post("/v1/chat/completions", json=body, headers={"x-switchman-agent": "thrifty"})
+        assert again.headers["x-switchman-cache"] == "hit"

@@ -17,7 +17,9 @@ changing its answer.
 
 A streamed answer is kept as the SSE bytes the client was sent and replayed as such; a
 non-streamed one as its JSON body. Only complete, successful, non-empty answers are kept; a hit
-costs $0 in the ledger (`cache = "hit"`) and never touches a provider, a deployment or a rate limit.
+costs $0 in the ledger (`cache = "hit"`), reserves no budget (it is looked up before the reservation, so a
+spent budget does not refuse it), and never touches a provider or a deployment's rate limit (a caller's
+rpm/tpm still counts it, as a request to the gateway).
 """
 
 from __future__ import annotations
