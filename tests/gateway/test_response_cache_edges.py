@@ -103,3 +103,14 @@ def test_an_answer_a_budget_downgraded_is_kept_as_the_model_s_that_gave_it(
         assert (cheap.headers["x-switchman-model"], cheap.headers["x-switchman-cache"]) == ("cheap", "hit")
         again = client.post("/v1/chat/completions", json=body, headers={"x-switchman-agent": "thrifty"})
         assert again.headers["x-switchman-cache"] == "hit"
+
+
+def test_a_fallback_s_answer_is_not_kept_as_the_chosen_model_s(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """cheap fails and mid answers: once cheap is back, the same request is cheap's to answer, not mid's replayed."""
+    with gateway(upstream, tmp_path, circuit_breaker={"failures": 100, "cooldown_s": 30.0}) as client:
+        upstream.inject("server_error", model="cheap", times=None)
+        fallback = ask(client, "fall back")
+        upstream.clear()
+        again = ask(client, "fall back")
+    assert fallback.headers["x-switchman-model"] == "mid"
+    assert (again.headers["x-switchman-model"], again.headers["x-switchman-cache"]) == ("cheap", "miss")

@@ -133,9 +133,14 @@ class ResponseCache:
         """Keep the answer to a request that missed, if it succeeded, is not empty and not too large.
 
         `signal` is the answer's escalation signal (`answer_signal`); an answer cut at a length limit is kept.
+        A fallback's answer (the model the key was made for failed) is not: kept, it would stand in for that
+        model's answer for the whole TTL once the model is back. (A cascade's decision ends on the rung that
+        answered, so its answer is kept.)
         """
-        key, usage = exchange.cache_key, exchange.usage
+        key, usage, decision = exchange.cache_key, exchange.usage, exchange.decision
         if key is None or exchange.model is None or usage is None or exchange.status != "ok":
+            return
+        if decision is not None and exchange.model != decision.model:
             return
         if signal is not None and signal != TRUNCATED:
             return
