@@ -114,3 +114,12 @@ def test_a_fallback_s_answer_is_not_kept_as_the_chosen_model_s(upstream: FakeUps
         again = ask(client, "fall back")
     assert fallback.headers["x-switchman-model"] == "mid"
     assert (again.headers["x-switchman-model"], again.headers["x-switchman-cache"]) == ("cheap", "miss")
+
+
+def test_a_number_spelled_as_a_float_is_the_same_request(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """temperature 0.0 is temperature 0 (as JavaScript and many SDKs write it): the same answer, one entry."""
+    with gateway(upstream, tmp_path) as client:
+        first = ask(client, "spelled", top_p=1)
+        second = ask(client, "spelled", top_p=1.0, temperature=0.0)
+        other = ask(client, "spelled", top_p=0.5)
+    assert [r.headers["x-switchman-cache"] for r in (first, second, other)] == ["miss", "hit", "miss"]

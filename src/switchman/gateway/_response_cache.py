@@ -10,7 +10,8 @@ deterministic answer (`temperature: 0`) or the caller opts in (`X-Switchman-Cach
 
 The key is a SHA-256 of the normalised request: the model the decision chose, every body field
 that can change the answer (messages, tools, tool_choice, response_format, temperature, top_p,
-seed, max_tokens, stop, penalties, logprobs, n, ...) with JSON key order ignored, whether it
+seed, max_tokens, stop, penalties, logprobs, n, ...) with JSON key order ignored (and a top-level
+whole number written as a float, `0.0`, read as the integer), whether it
 streams and whether the stream carries usage; prefixed by the virtual key's id unless
 `shared_across_keys`. `user`, `metadata` and `store` are left out: they label a request without
 changing its answer.
@@ -78,8 +79,15 @@ def cache_key(body: Mapping[str, Any], model: str, scope: str, *, stream: bool) 
     """The entry's key: `<scope>:<sha256 of the normalised request on this model>`."""
     usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
     normal = {"model": model, "stream": stream, "usage": usage,
-              "body": {k: v for k, v in body.items() if k not in _IGNORED}}
+              "body": {k: _whole(v) for k, v in body.items() if k not in _IGNORED}}
     return f"{scope}:{hashlib.sha256(orjson.dumps(normal, option=orjson.OPT_SORT_KEYS)).hexdigest()}"
+
+
+def _whole(value: Any) -> Any:
+    """A top-level float that is a whole number as an int: `temperature: 0.0` is `temperature: 0` to a model."""
+    if type(value) is float and value.is_integer() and abs(value) < 2.0**53:
+        return int(value)
+    return value
 
 
 class ResponseCache:
