@@ -107,3 +107,27 @@ def test_a_bucket_in_debt_on_redis_outlives_its_debt(upstream: FakeUpstream, tmp
     finally:
         server.close()
         forget_prefix(SHARED_REDIS, prefix)
+
+
+def test_retry_after_is_whole_seconds_rounded_up_and_the_precise_wait_in_ms(
+        upstream: FakeUpstream, tmp_path: Path, redis_server: dict[str, Any]) -> None:
+    """RFC 9110's delay-seconds is digits only (urllib3's Retry raises on "0.99"); retry-after-ms keeps the rest."""
+    from urllib3.util.retry import Retry
+
+    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
+    data = config_data(upstream, url)
+    data["server"].update(redis_server)
+    data["agents"]["metered"] = {"rpm": 1}  # the second request waits a little less than a minute
+    upstream.clear()
+    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+    body = {"model": "auto", "messages": [{"role": "user", "content": "soon"}]}
+    with ServerThread(build_app(built)) as base, httpx.Client(
+            base_url=base, timeout=30, headers={"authorization": f"Bearer {MASTER_KEY}",
+                                                "x-switchman-agent": "metered"}) as client:
+        first = client.post("/v1/chat/completions", json=body)
+        refused = client.post("/v1/chat/completions", json=body)
+    assert (first.status_code, refused.status_code) == (200, 429)
+    seconds = refused.headers["retry-after"]
+    assert Retry().parse_retry_after(seconds) == 60  # a real client reads it (and waits no less than asked)
+    millis = int(refused.headers["retry-after-ms"])
+    assert 55_000 < millis <= 60_000 and int(seconds) == -(-millis // 1000)
