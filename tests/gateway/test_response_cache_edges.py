@@ -6,6 +6,7 @@ gateway (some need other server settings) and reads the replay as the client wou
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,3 +124,31 @@ def test_a_number_spelled_as_a_float_is_the_same_request(upstream: FakeUpstream,
         second = ask(client, "spelled", top_p=1.0, temperature=0.0)
         other = ask(client, "spelled", top_p=0.5)
     assert [r.headers["x-switchman-cache"] for r in (first, second, other)] == ["miss", "hit", "miss"]
+
+
+def test_a_hit_a_rate_limit_refuses_is_recorded_as_no_answer(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """The cache is looked up before the caller's rpm: a 429 found an entry, but gave none, so its row has no
+    hit and no tokens (they would count in the ledger's usage as if answered)."""
+    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
+    data = config_data(upstream, url)
+    data["cache"] = {"enabled": True}
+    data["agents"]["metered"] = {"rpm": 1}
+    upstream.clear()
+    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+    body = {"model": "auto", "temperature": 0, "messages": [{"role": "user", "content": "limited hit"}]}
+    with ServerThread(build_app(built)) as base, httpx.Client(
+            base_url=base, timeout=30, headers={"authorization": f"Bearer {MASTER_KEY}"}) as client:
+        metered = {"x-switchman-agent": "metered"}
+        answers = [client.post("/v1/chat/completions", json=body, headers=h) for h in ({}, metered, metered)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[1].headers["x-switchman-cache"] == "hit"
+    assert built.ledger is not None
+    request_id = answers[2].headers["x-switchman-request-id"]
+    for _ in range(100):
+        built.ledger.flush_sync(timeout=5)
+        refused = built.ledger.find(request_id)
+        if refused is not None:
+            break
+        time.sleep(0.02)
+    assert refused is not None and refused.status == "rejected_rate_limit"
+    assert (refused.cache, refused.input_tokens, refused.output_tokens) == (None, 0, 0)

@@ -292,7 +292,11 @@ class Dispatcher:
         is admitted and not reserved."""
         if lookup is not None and await lookup(exchange):
             if self.callers:
-                exchange.admission = await self.callers.admit(exchange.context, _admitted_tokens(request))
+                try:
+                    exchange.admission = await self.callers.admit(exchange.context, _admitted_tokens(request))
+                except BaseException:  # refused (or cancelled): no answer given, the row has no hit and no tokens
+                    exchange.cache, exchange.model, exchange.usage = None, None, None
+                    raise
             return
         if not self.callers:
             exchange.decision = await self._reserve(exchange, request, decision)
