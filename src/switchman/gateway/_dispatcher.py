@@ -547,7 +547,9 @@ class Dispatcher:
         """Answer a non-stream request (raises a SwitchmanError when nothing could, after recording it)."""
         found: list[CachedAnswer] = []
         exchange = await self._abegin(body, context, self._lookup(body, found, stream=False))
-        hit = found[0] if found else await self._cached(exchange, body, stream=False)
+        hit = found[0] if found else None
+        if hit is None and self.cache is not None:  # (no coroutine per request with the cache off)
+            hit = await self._cached(exchange, body, stream=False)
         if hit is not None:
             self.finish(exchange, content=hit.content)
             assert exchange.decision is not None
@@ -582,7 +584,9 @@ class Dispatcher:
         """Open a stream, falling back until one upstream has sent its first event (or replay a cached one)."""
         found: list[CachedAnswer] = []
         exchange = await self._abegin(body, context, self._lookup(body, found, stream=True))
-        hit = found[0] if found else await self._cached(exchange, body, stream=True)
+        hit = found[0] if found else None
+        if hit is None and self.cache is not None:
+            hit = await self._cached(exchange, body, stream=True)
         if hit is not None:
             return ReplayStream(self, exchange, hit)
         if exchange.decision is not None and cascade_strategy(self, exchange.decision) is not None:
