@@ -7,7 +7,8 @@
 Limits come from `server.key_limits` (each virtual key its own buckets; the master key has none) and
 each agent's `rpm`/`tpm`. The buckets live in the gateway's `RateLimiter`: in the process, or in
 Redis (`server.redis_url`) so a limit holds across replicas. A request under both a key's and an
-agent's limit takes from both; the answer's `x-ratelimit-*` headers describe the tighter.
+agent's limit takes from both, and one refused by either takes from neither; the answer's
+`x-ratelimit-*` headers describe the tighter.
 """
 
 from __future__ import annotations
@@ -46,13 +47,17 @@ class CallerLimits:
     async def admit(self, context: RequestContext, tokens: int) -> Admission | None:
         """The tightest admission among the limits that apply (None: none applies); raises CallerLimitError."""
         tightest: Admission | None = None
+        taken: list[tuple[str, RateLimit]] = []
         for key, limit in self._applying(context):
             admission = await self.limiter.admit(key, limit, tokens)
             if not admission.admitted:
+                for earlier, earlier_limit in taken:  # a refused request takes from no limit
+                    await self.limiter.refund(earlier, earlier_limit, tokens)
                 scope = key.partition(":")[0]
                 raise CallerLimitError(
                     f"this {scope}'s rate limit ({_describe(limit)}) is used up; retry in "
                     f"{admission.retry_after_s:.2f}s", retry_after=admission.retry_after_s, limits=admission.limits())
+            taken.append((key, limit))
             if tightest is None or _left(admission) < _left(tightest):
                 tightest = admission
         return tightest

@@ -251,9 +251,12 @@ class Dispatcher:
     async def _begin(
         self, body: Mapping[str, Any], context: RequestContext,
         decide: Callable[[], tuple[RouteRequest, Decision]] | None = None, *, pull: bool = False,
+        lookup: Callable[[Exchange], Awaitable[bool]] | None = None,
     ) -> Exchange:
         """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure.
-        With `pull`, the session's shared state is read in the same round trip as the admission and reservation."""
+        With `pull`, the session's shared state is read in the same round trip as the admission and reservation.
+        `lookup` (the response cache's, true on a hit) runs before the reservation: a hit costs $0, so it reserves
+        nothing and no budget refuses it (on the session-pulling path the caller looks up after `_begin`)."""
         exchange = Exchange(context, self.clock())
         exchange.choices = int(body.get("n") or 1)
         exchange.span = self.tracing.start(body, context)
@@ -264,7 +267,9 @@ class Dispatcher:
                 else:
                     exchange.request, decision = decide() if decide is not None else self.decide(body, context)
                     exchange.decision = decision
-                    await self._admit_and_reserve(exchange, exchange.request, decision)
+                    await self._admit_and_reserve(exchange, exchange.request, decision, lookup)
+                    if lookup is not None and exchange.cache == "miss" and exchange.decision.model != decision.model:
+                        await lookup(exchange)  # a budget's downgrade: the answer is the other model's, its entry
                 self.tracing.decided(deciding, exchange.decision)
         except SwitchmanError as exc:
             if isinstance(exc, BudgetExceededError) and self.metrics is not None:
@@ -276,11 +281,23 @@ class Dispatcher:
             raise
         return exchange
 
-    async def _admit_and_reserve(self, exchange: Exchange, request: RouteRequest, decision: Decision) -> None:
+    async def _admit_and_reserve(
+        self, exchange: Exchange, request: RouteRequest, decision: Decision,
+        lookup: Callable[[Exchange], Awaitable[bool]] | None = None,
+    ) -> None:
         """The caller's rate limits, then the budget reservation. On Redis the two are started side by side, so
         their scripts share one round trip (the link batches calls of one event-loop turn); the outcome is the
         same as one after the other: a rate limit used up is the error (429) even when the budget refused too,
-        and a reservation taken meanwhile is released when the exchange finishes."""
+        and a reservation taken meanwhile is released when the exchange finishes. A response cache hit (`lookup`)
+        is admitted and not reserved."""
+        if lookup is not None and await lookup(exchange):
+            if self.callers:
+                try:
+                    exchange.admission = await self.callers.admit(exchange.context, _admitted_tokens(request))
+                except BaseException:  # refused (or cancelled): no answer given, the row has no hit and no tokens
+                    exchange.cache, exchange.model, exchange.usage = None, None, None
+                    raise
+            return
         if not self.callers:
             exchange.decision = await self._reserve(exchange, request, decision)
             return
@@ -373,11 +390,14 @@ class Dispatcher:
         exchange.session_unread = not pulling.done() or pulling.cancelled()  # Redis down: the local copy decides
         self.sessions.drop_pull(pulling)  # the session's next turn reads it again
 
-    async def _abegin(self, body: Mapping[str, Any], context: RequestContext) -> Exchange:
+    async def _abegin(
+        self, body: Mapping[str, Any], context: RequestContext,
+        lookup: Callable[[Exchange], Awaitable[bool]] | None = None,
+    ) -> Exchange:
         """`_begin` for a chat body, a long prompt decided in a worker thread (see `adecide`)."""
         session = scoped_session(context.key_id, context.session)
         if prompt_chars(body) <= OFFLOAD_CHARS:
-            return await self._begin(body, context, pull=self.sessions.shares(session))
+            return await self._begin(body, context, pull=self.sessions.shares(session), lookup=lookup)
         await self.sessions.pull(session)  # shared by every replica
         try:
             request, decision = await self.adecide(body, context)
@@ -388,7 +408,7 @@ class Dispatcher:
                 raise error
 
             return await self._begin(body, context, decide=refuse)
-        return await self._begin(body, context, decide=lambda: (request, decision))
+        return await self._begin(body, context, decide=lambda: (request, decision), lookup=lookup)
 
     # -- sending -------------------------------------------------------------------------------
     async def _attempts(
@@ -497,9 +517,25 @@ class Dispatcher:
         """
         return await self._attempts(exchange, lambda d: self._call(d, body))
 
+    def _lookup(
+        self, body: Mapping[str, Any], found: list[CachedAnswer], *, stream: bool
+    ) -> Callable[[Exchange], Awaitable[bool]] | None:
+        """`_begin`'s look-up in the response cache: true on a hit, which it appends to `found`."""
+        cache = self.cache
+        if cache is None:
+            return None
+
+        async def lookup(exchange: Exchange) -> bool:
+            hit = await cache.lookup(exchange, body, stream=stream)
+            if hit is not None:
+                found.append(hit)
+            return hit is not None
+
+        return lookup
+
     async def _cached(self, exchange: Exchange, body: Mapping[str, Any], *, stream: bool) -> CachedAnswer | None:
-        """The response cache's answer for a cacheable request (a failure here still writes the request's row)."""
-        if self.cache is None:
+        """The response cache's answer for a request `_begin` did not look up (a failure still writes its row)."""
+        if self.cache is None or exchange.cache is not None:
             return None
         try:
             return await self.cache.lookup(exchange, body, stream=stream)
@@ -509,8 +545,11 @@ class Dispatcher:
 
     async def complete(self, body: Mapping[str, Any], context: RequestContext) -> Completion:
         """Answer a non-stream request (raises a SwitchmanError when nothing could, after recording it)."""
-        exchange = await self._abegin(body, context)
-        hit = await self._cached(exchange, body, stream=False) if self.cache is not None else None
+        found: list[CachedAnswer] = []
+        exchange = await self._abegin(body, context, self._lookup(body, found, stream=False))
+        hit = found[0] if found else None
+        if hit is None and self.cache is not None:  # (no coroutine per request with the cache off)
+            hit = await self._cached(exchange, body, stream=False)
         if hit is not None:
             self.finish(exchange, content=hit.content)
             assert exchange.decision is not None
@@ -543,8 +582,11 @@ class Dispatcher:
 
     async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream | ReplayStream:
         """Open a stream, falling back until one upstream has sent its first event (or replay a cached one)."""
-        exchange = await self._abegin(body, context)
-        hit = await self._cached(exchange, body, stream=True)
+        found: list[CachedAnswer] = []
+        exchange = await self._abegin(body, context, self._lookup(body, found, stream=True))
+        hit = found[0] if found else None
+        if hit is None and self.cache is not None:
+            hit = await self._cached(exchange, body, stream=True)
         if hit is not None:
             return ReplayStream(self, exchange, hit)
         if exchange.decision is not None and cascade_strategy(self, exchange.decision) is not None:

@@ -9,6 +9,7 @@ openai and anthropic clients honour it instead of retrying a 429 that waiting wi
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 
@@ -130,6 +131,13 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{rest}s"
 
 
+def retry_after_headers(seconds: float) -> dict[str, str]:
+    """A wait as `retry-after` (RFC 9110 delay-seconds: whole seconds, rounded up, never sooner; a fraction
+    makes urllib3's Retry raise) and `retry-after-ms` (the precise wait, read first by the openai SDK)."""
+    millis = math.ceil(max(seconds, 0.0) * 1000.0)
+    return {"retry-after": str(-(-millis // 1000)), "retry-after-ms": str(millis)}
+
+
 def rate_limit_headers(limits: Mapping[str, float | None]) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers from limit-/remaining-/reset- values (resets in seconds)."""
     headers: dict[str, str] = {}
@@ -147,11 +155,11 @@ def error_response(
     status, payload = error_payload(exc, scrub)
     headers = dict(headers or {})
     if isinstance(exc, UpstreamError) and status == 429 and exc.retry_after is not None:
-        headers["retry-after"] = f"{max(exc.retry_after, 0.0):.3g}"
+        headers.update(retry_after_headers(exc.retry_after))
     if isinstance(exc, DeploymentLimitError | CallerLimitError):
         headers.update(rate_limit_headers(exc.limits))
     if isinstance(exc, CallerLimitError):
-        headers["retry-after"] = f"{max(exc.retry_after, 0.0):.3g}"
+        headers.update(retry_after_headers(exc.retry_after))
     if isinstance(exc, BudgetExceededError):
         headers["x-should-retry"] = "false"
     body = anthropic_error_payload(status, payload) if dialect == "anthropic" else payload

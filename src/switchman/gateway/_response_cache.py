@@ -10,14 +10,17 @@ deterministic answer (`temperature: 0`) or the caller opts in (`X-Switchman-Cach
 
 The key is a SHA-256 of the normalised request: the model the decision chose, every body field
 that can change the answer (messages, tools, tool_choice, response_format, temperature, top_p,
-seed, max_tokens, stop, penalties, logprobs, n, ...) with JSON key order ignored, whether it
+seed, max_tokens, stop, penalties, logprobs, n, ...) with JSON key order ignored (and a top-level
+whole number written as a float, `0.0`, read as the integer), whether it
 streams and whether the stream carries usage; prefixed by the virtual key's id unless
 `shared_across_keys`. `user`, `metadata` and `store` are left out: they label a request without
 changing its answer.
 
 A streamed answer is kept as the SSE bytes the client was sent and replayed as such; a
 non-streamed one as its JSON body. Only complete, successful, non-empty answers are kept; a hit
-costs $0 in the ledger (`cache = "hit"`) and never touches a provider, a deployment or a rate limit.
+costs $0 in the ledger (`cache = "hit"`), reserves no budget (it is looked up before the reservation, so a
+spent budget does not refuse it), and never touches a provider or a deployment's rate limit (a caller's
+rpm/tpm still counts it, as a request to the gateway).
 """
 
 from __future__ import annotations
@@ -76,8 +79,15 @@ def cache_key(body: Mapping[str, Any], model: str, scope: str, *, stream: bool) 
     """The entry's key: `<scope>:<sha256 of the normalised request on this model>`."""
     usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
     normal = {"model": model, "stream": stream, "usage": usage,
-              "body": {k: v for k, v in body.items() if k not in _IGNORED}}
+              "body": {k: _whole(v) for k, v in body.items() if k not in _IGNORED}}
     return f"{scope}:{hashlib.sha256(orjson.dumps(normal, option=orjson.OPT_SORT_KEYS)).hexdigest()}"
+
+
+def _whole(value: Any) -> Any:
+    """A top-level float that is a whole number as an int: `temperature: 0.0` is `temperature: 0` to a model."""
+    if type(value) is float and value.is_integer() and abs(value) < 2.0**53:
+        return int(value)
+    return value
 
 
 class ResponseCache:
@@ -131,9 +141,14 @@ class ResponseCache:
         """Keep the answer to a request that missed, if it succeeded, is not empty and not too large.
 
         `signal` is the answer's escalation signal (`answer_signal`); an answer cut at a length limit is kept.
+        A fallback's answer (the model the key was made for failed) is not: kept, it would stand in for that
+        model's answer for the whole TTL once the model is back. (A cascade's decision ends on the rung that
+        answered, so its answer is kept.)
         """
-        key, usage = exchange.cache_key, exchange.usage
+        key, usage, decision = exchange.cache_key, exchange.usage, exchange.decision
         if key is None or exchange.model is None or usage is None or exchange.status != "ok":
+            return
+        if decision is not None and exchange.model != decision.model:
             return
         if signal is not None and signal != TRUNCATED:
             return

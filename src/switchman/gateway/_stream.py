@@ -126,6 +126,8 @@ class ChatStream:
         # What the client was sent, kept for the response cache when the request missed it.
         self._kept: list[bytes] | None = [] if exchange.cache == "miss" else None
         self._kept_bytes = 0
+        # With `hold_last`, what holds the last piece (sent after the record is committed, kept all the same).
+        self._holder: _HoldLast | None = None
 
     @property
     def model(self) -> str:
@@ -202,7 +204,7 @@ class ChatStream:
         if self._kept is not None:
             send = self._keeping(send)
         if hold_last:
-            send = _HoldLast(send)
+            send = self._holder = _HoldLast(send)
         opened, clock = self._opened, self._dispatcher.clock
         deployment = opened.deployment
         translator, events, name = opened.translator, opened.events, deployment.name
@@ -386,8 +388,11 @@ class ChatStream:
         self._ticket = dispatcher.finish(exchange, answer=answer)
         if exchange.request is not None and exchange.request.session is not None:  # (else nothing to wait for)
             await dispatcher.settled(exchange)
-        if self._kept is not None and dispatcher.cache is not None:
-            await dispatcher.cache.store(exchange, b"".join(self._kept), answer)
+        # Kept only when the upstream ended the answer itself ([DONE] / message_stop): a stream it merely
+        # stopped sending (a proxy's idle cut) is closed for the client, but is no answer to replay.
+        if self._kept is not None and dispatcher.cache is not None and translator.finished:
+            held = self._holder.held if self._holder is not None else b""
+            await dispatcher.cache.store(exchange, b"".join(self._kept) + held, answer)
         return self._ticket
 
 

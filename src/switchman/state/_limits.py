@@ -67,6 +67,10 @@ class RateLimiter(Protocol):
         """Take one request and `tokens` from the key's buckets if both have room, else nothing."""
         ...
 
+    async def refund(self, key: str, limit: RateLimit, tokens: int) -> None:
+        """Give back what an admission took (a request another limit then refused), up to full buckets."""
+        ...
+
     def usage(self, key: str, limit: RateLimit) -> float:
         """The fuller of the key's two buckets' used share, 0..1 (may lag behind for a shared backend)."""
         ...
@@ -119,6 +123,14 @@ class LocalRateLimiter:
             limit_tokens=limit.tpm, remaining_tokens=_remaining(token_bucket),
             reset_tokens_s=_to_full(token_bucket, limit.tpm),
         )
+
+    async def refund(self, key: str, limit: RateLimit, tokens: int) -> None:
+        """Give back one request and `tokens`, up to full buckets."""
+        now = self._clock()
+        for kind, capacity, amount in (("requests", limit.rpm, 1), ("tokens", limit.tpm, tokens)):
+            if capacity is not None and (key, kind) in self._buckets:
+                bucket = self._level(key, kind, capacity, now)
+                bucket.level = min(float(capacity), bucket.level + amount)
 
     def usage(self, key: str, limit: RateLimit) -> float:
         """The fuller bucket's used share, 0..1."""

@@ -6,8 +6,9 @@
 The arithmetic is `LocalRateLimiter`'s (two token buckets refilled continuously, a request takes
 one request and its tokens from both or from neither), run as one Lua script per admission on the
 key's hash `<prefix>{ratelimit:<key>}` with Redis's own clock, so replicas on different machines
-share one time. A bucket left alone for two minutes is full again and expires. While Redis is down
-each replica admits against its own `LocalRateLimiter` (a limit then holds per replica).
+share one time. A bucket is kept until a minute after it is full again (two minutes at least),
+then expires: the debt a request larger than the minute's tokens leaves is not forgiven early.
+While Redis is down each replica admits against its own `LocalRateLimiter` (a limit then holds per replica).
 `usage` answers from the last admission this replica saw (it may lag behind the other replicas').
 """
 
@@ -45,9 +46,31 @@ if wait == 0 then
 end
 if rpm > 0 then redis.call('HSET', KEYS[1], 'r', tostring(requests), 'r_at', tostring(now)) end
 if tpm > 0 then redis.call('HSET', KEYS[1], 't', tostring(toks), 't_at', tostring(now)) end
-redis.call('EXPIRE', KEYS[1], 120)
+-- Kept until both buckets are full again (two minutes at least): a bucket in debt keeps its debt.
+local full = 60
+if rpm > 0 then full = math.max(full, (rpm - requests) * 60 / rpm) end
+if tpm > 0 then full = math.max(full, (tpm - toks) * 60 / tpm) end
+redis.call('EXPIRE', KEYS[1], math.ceil(full) + 60)
 if wait == 0 then return {1, '0', tostring(requests), tostring(toks)} end
 return {0, tostring(wait), tostring(requests), tostring(toks)}
+"""
+
+# KEYS[1] the key's hash; ARGV: rpm (0: none), tpm (0: none), tokens. Gives back one request and the tokens,
+# up to full buckets (a bucket already gone is full).
+_REFUND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function give(field, capacity, amount)
+  local kept = redis.call('HMGET', KEYS[1], field, field .. '_at')
+  if not kept[1] then return end
+  local level = math.min(capacity, tonumber(kept[1]) + (now - tonumber(kept[2])) * capacity / 60)
+  redis.call('HSET', KEYS[1], field, tostring(math.min(capacity, level + amount)), field .. '_at', tostring(now))
+end
+if rpm > 0 then give('r', rpm, 1) end
+if tpm > 0 then give('t', tpm, tokens) end
+return 1
 """
 
 
@@ -78,6 +101,16 @@ class RedisRateLimiter:
             limit_tokens=limit.tpm, remaining_tokens=_remaining(token_level),
             reset_tokens_s=_to_full(token_level, limit.tpm),
         )
+
+    async def refund(self, key: str, limit: RateLimit, tokens: int) -> None:
+        """Give back one request and `tokens` to the key's shared buckets (this process's while Redis is down)."""
+        if not limit:
+            return
+        try:
+            await self.link.eval(
+                _REFUND, [self.link.key(f"ratelimit:{key}")], [limit.rpm or 0, limit.tpm or 0, max(tokens, 0)])
+        except RedisUnavailable:
+            await self.fallback.refund(key, limit, tokens)
 
     def usage(self, key: str, limit: RateLimit) -> float:
         """The fuller bucket's used share, 0..1, at this replica's last admission (the local one while down)."""

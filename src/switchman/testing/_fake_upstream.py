@@ -41,6 +41,7 @@ __all__ = ["Fault", "FaultKind", "FakeUpstream", "RecordedRequest"]
 FaultKind = Literal[
     "rate_limit", "server_error", "overloaded", "timeout", "latency", "reset", "drop_mid_stream", "slow_stream",
     "context_length", "content_policy", "bad_request", "auth_error", "truncated", "malformed_event",
+    "end_mid_stream",
 ]
 
 #: The event a "malformed_event" fault sends: cut off mid-JSON, where the gateway parses it (a usage chunk for
@@ -65,6 +66,8 @@ class Fault:
     (finish_reason length / stop_reason max_tokens) whatever max_tokens the request set.
     "malformed_event" streams `after_events` events, then the next one and an event cut off mid-JSON in one
     write (a client reads them together), then ends the stream (a non-stream request is answered normally).
+    "end_mid_stream" streams `after_events` events, then ends the response cleanly, without a finish reason or
+    [DONE] (as a proxy that gives up on an idle stream may); a non-stream request is answered normally.
     """
 
     kind: FaultKind
@@ -311,6 +314,9 @@ class FakeUpstream:
             at = min(fault.after_events, len(planned) - 1)
             sent = [*planned[:at], planned[at] + _MALFORMED_EVENT[anthropic]]  # the last two in one chunk
             return await self._stream(writer, iter(sent), drop_after=None, delay=self.chunk_delay)
+        if fault.kind == "end_mid_stream" and body.get("stream"):
+            planned = list((anthropic_stream if anthropic else openai_stream)(body, raw_len, self._reply(body)))
+            return await self._stream(writer, iter(planned[:fault.after_events]), drop_after=None, delay=self.chunk_delay)
         if fault.kind == "slow_stream":
             events = (anthropic_stream if anthropic else openai_stream)(body, raw_len, None)
             return await self._stream(writer, events, drop_after=None, delay=fault.seconds)
