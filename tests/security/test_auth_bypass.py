@@ -157,6 +157,19 @@ def test_a_flood_of_invalid_keys_is_throttled_per_address_and_costs_few_database
             assert chat(http, secret).status_code == 200
 
 
+def test_a_failed_authentication_wait_is_rounded_up(upstream: FakeUpstream, ledger_url: str) -> None:
+    # One failure a burst, 0.4 a second: the next try may come 2.5 s later, so "retry-after: 2" is too soon.
+    create_key(ledger_url)
+    limits = {"failed_auth_burst": 1, "failed_auth_per_s": 0.4}
+    with running_gateway(data(upstream, ledger_url, key_refresh_s=3600, limits=limits)) as (_, server):
+        with httpx.Client(base_url=server.url) as http:
+            answers = [chat(http, "sk-sw-" + secrets.token_urlsafe(32)) for _ in range(2)]
+    assert [r.status_code for r in answers] == [401, 429]
+    assert answers[1].headers["retry-after"] == "3"
+    assert 2000 < int(answers[1].headers["retry-after-ms"]) <= 2500
+    assert "retry in 3 s" in answers[1].json()["error"]["message"]
+
+
 def test_a_repeated_invalid_key_is_looked_up_once(upstream: FakeUpstream, ledger_url: str) -> None:
     create_key(ledger_url)
     with running_gateway(data(upstream, ledger_url, key_refresh_s=3600)) as (gateway, server), \

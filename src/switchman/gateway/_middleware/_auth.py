@@ -23,7 +23,7 @@ from starlette.types import Scope
 
 from ..._exceptions import InvalidRequestError
 from ...ledger import KeyInfo
-from .._errors import dialect_for_path, error_response
+from .._errors import dialect_for_path, error_response, retry_after_headers
 from .._keyring import Keyring
 from .._limiter import AddressLimiter
 
@@ -100,10 +100,11 @@ class Authenticator:
         address = client[0] if client else "unknown"
         if self.limiter is not None and not self.limiter.allowed(address):
             wait = self.limiter.retry_after(address)
-            error = InvalidRequestError(f"too many failed authentications from this address; retry in {wait:.0f} s",
-                                        status=429, code="too_many_failed_authentications", kind="rate_limit_error")
-            return error_response(error, headers={"retry-after": f"{max(wait, 1.0):.0f}"},
-                                  dialect=dialect_for_path(scope["path"]))
+            headers = retry_after_headers(max(wait, 1.0))
+            error = InvalidRequestError(
+                f"too many failed authentications from this address; retry in {headers['retry-after']} s",
+                status=429, code="too_many_failed_authentications", kind="rate_limit_error")
+            return error_response(error, headers=headers, dialect=dialect_for_path(scope["path"]))
         found = await self._identify(secret) if secret else None
         if found is not None:
             state["key_id"], state["key"] = found
