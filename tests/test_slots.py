@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pickle
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,3 +239,24 @@ def test_no_twin_for_a_base_with_slots() -> None:
     fast = slot_init(Sub)
     assert "_twin" not in fast.__init__.__globals__
     assert fast(9).x == 9 and fast().e == 5
+
+
+def test_a_layout_cpython_will_not_swap_is_filled_slot_by_slot() -> None:
+    """`weakref_slot=True`: on 3.11 `__class__` assignment to the twin is refused ("layout differs"), which
+    used to raise TypeError on every construction; the twin is now tried once, at decoration."""
+
+    @dataclass(frozen=True, slots=True, weakref_slot=True)
+    class Watched:
+        a: int
+        b: int = 1
+        c: int = 2
+        d: int = 3
+        e: int = 4
+        f: list[int] = field(default_factory=list)
+
+    fast = slot_init(Watched)
+    made = fast(7, f=[1])
+    assert type(made) is fast
+    assert (made.a, made.b, made.e, made.f) == (7, 1, 4, [1])
+    assert weakref.ref(made)() is made
+    assert made == dataclasses.replace(made, b=1) != dataclasses.replace(made, b=2)

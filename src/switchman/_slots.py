@@ -97,9 +97,16 @@ def slot_init(cls: type[T]) -> type[T]:
 
 def _twin(cls: type) -> type | None:
     """A class whose instances have `cls`'s layout (so an instance may change between the two) and plain slot
-    stores; None when `cls` has a base other than object (its slots, its `__setattr__`, are the base's).
+    stores; None when `cls` has a base other than object (its slots, its `__setattr__`, are the base's), or
+    when CPython refuses the swap (3.11: `weakref_slot=True` puts `__weakref__` after the fields, and its
+    layout check then says the layouts differ), tried here once rather than failing every construction.
     (A field's name is never mangled here: such a field has no slot under its name, refused above.)"""
     if cls.__bases__ != (object,):
         return None
-    return type(f"_{cls.__name__}Slots", (object,), {"__slots__": cls.__dict__["__slots__"],
+    twin = type(f"_{cls.__name__}Slots", (object,), {"__slots__": cls.__dict__["__slots__"],
                                                       "__module__": cls.__module__})
+    try:
+        object.__setattr__(object.__new__(cls), "__class__", twin)
+    except TypeError:
+        return None
+    return twin
