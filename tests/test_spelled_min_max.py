@@ -111,3 +111,20 @@ class _ReferenceBoard(HealthBoard):
             return min(a, b)
         c = recent[0][1]
         return max(min(a, b), min(max(a, b), c))
+
+
+def test_health_median_of_every_triple() -> None:
+    """`_typical` on every ordered pair and triple, NaN and -0.0 included. (The board test above cannot see a
+    median's NaN or zero's sign: its smoothed mark stays NaN once a NaN is folded in, and -0.0 == 0.0.)"""
+    values = [-0.0, 0.0, 1.0, 5.0, math.inf, -math.inf, math.nan]
+    for x0 in values:
+        for x1 in values:
+            board = HealthBoard(clock=lambda: 0.0)
+            board._typical("k", x0, 0.0)
+            assert _same(board._typical("k", x1, 0.001), min(x0, x1)), (x0, x1)
+            for x2 in values:
+                board = HealthBoard(clock=lambda: 0.0)
+                board._typical("k", x0, 0.0)
+                board._typical("k", x1, 0.001)
+                expected = max(min(x1, x2), min(max(x1, x2), x0))
+                assert _same(board._typical("k", x2, 0.002), expected), (x0, x1, x2)
