@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pickle
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,7 +143,7 @@ def test_refuses_what_it_does_not_reproduce() -> None:
 def test_a_field_named_as_the_init_s_own_names_is_refused() -> None:
     """Such a field, a parameter of the generated `__init__`, would shadow its helper (e.g. `_FACTORY`: the
     factory never runs and the sentinel is stored) or not compile (`self`)."""
-    for name in ("self", "_FACTORY", "_set1", "_make0", "_default2"):
+    for name in ("self", "_FACTORY", "_set1", "_make0", "_default2", "_cls", "_twin", "_object_setattr"):
         cls = dataclasses.make_dataclass("Odd", [("a", int), (name, list, field(default_factory=list))],
                                          frozen=True, slots=True)
         with pytest.raises(TypeError, match="slot_init uses this name"):
@@ -177,3 +178,85 @@ def test_a_subclass_of_a_slotted_dataclass_gets_its_base_fields() -> None:
         return OnOpen
 
     assert _outcome(slot_init(on_open()), (3,), {"y": 4}) == _outcome(on_open(), (3,), {"y": 4}) == {"x": 3, "y": 4}
+
+
+def test_filled_through_a_twin_the_instance_is_of_its_class_again() -> None:
+    """Six fields or more: the instance is filled as an instance of a twin class and given its class back."""
+    _, fast = _pair()
+    assert "_twin" in fast.__init__.__globals__
+    made = fast(1, "a", must=2)
+    assert type(made) is fast and made.__class__ is fast
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.need = 3
+    assert [c.__name__ for c in DECORATED if "_twin" in c.__init__.__globals__] == [
+        "LedgerRecord", "RequestContext", "RouteRequest", "Decision", "Completion"]
+
+
+def test_a_raising_default_factory_leaves_the_instance_of_its_class() -> None:
+    def boom() -> int:
+        raise ValueError("factory")
+
+    fields_ = [(f"f{i}", int, field(default=i)) for i in range(6)] + [("late", int, field(default_factory=boom))]
+    cls = slot_init(dataclasses.make_dataclass("Boom", fields_, frozen=True, slots=True))
+    made = cls(late=1)
+    with pytest.raises(ValueError, match="factory"):
+        cls.__init__(made)  # filled again in place: the factory raises half way
+    assert type(made) is cls
+    assert made.f0 == 0 and made.late == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.f0 = 1
+
+
+def test_instances_of_a_subclass_are_filled_as_before() -> None:
+    """A plain subclass (with a `__dict__`, another layout) uses the inherited `__init__`: slot by slot."""
+    plain, fast = _pair()
+
+    class Loose(fast):  # type: ignore[valid-type,misc]
+        pass
+
+    made = Loose(1, "a", must=2)
+    assert type(made) is Loose and hasattr(made, "__dict__")
+    values = {f.name: getattr(made, f.name) for f in dataclasses.fields(made)}
+    want = _outcome(plain, (1, "a"), {"must": 2})
+    assert isinstance(want, dict)
+    values.pop("counted"), want.pop("counted")
+    assert values == want
+
+
+def test_no_twin_for_a_base_with_slots() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        x: int = 0
+
+    @dataclass(frozen=True, slots=True)
+    class Sub(Base):
+        a: int = 1
+        b: int = 2
+        c: int = 3
+        d: int = 4
+        e: int = 5
+
+    fast = slot_init(Sub)
+    assert "_twin" not in fast.__init__.__globals__
+    assert fast(9).x == 9 and fast().e == 5
+
+
+def test_a_layout_cpython_will_not_swap_is_filled_slot_by_slot() -> None:
+    """`weakref_slot=True`: on 3.11 `__class__` assignment to the twin is refused ("layout differs"), which
+    used to raise TypeError on every construction; the twin is now tried once, at decoration."""
+
+    @dataclass(frozen=True, slots=True, weakref_slot=True)
+    class Watched:
+        a: int
+        b: int = 1
+        c: int = 2
+        d: int = 3
+        e: int = 4
+        f: list[int] = field(default_factory=list)
+
+    fast = slot_init(Watched)
+    made = fast(7, f=[1])
+    assert type(made) is fast
+    assert (made.a, made.b, made.e, made.f) == (7, 1, 4, [1])
+    assert weakref.ref(made)() is made
+    assert made == dataclasses.replace(made, b=1) != dataclasses.replace(made, b=2)

@@ -85,7 +85,8 @@ class Exchange:
     def input_bound(self) -> int:
         """Input tokens a budget reserves: the request's count, or a quarter of its bytes when that is more."""
         counted = self.request.input_tokens if self.request is not None else 0
-        return max(counted, self.context.body_bytes // 4)
+        quarter = self.context.body_bytes // 4
+        return quarter if quarter > counted else counted  # max(counted, quarter), without the builtin's parsing
 
     def fail(self, error: BaseException, scrub: Scrubber) -> None:
         """Note the error that ended the request."""
@@ -113,7 +114,12 @@ class Exchange:
         u = self.usage
         if baseline is not None:
             return specs[baseline].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens)
-        return max(specs[m].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens) for m in candidates)
+        dearest: float | None = None  # max(... for m in candidates): the first of the largest, no generator
+        for m in candidates:
+            cost = specs[m].cost(u.input_tokens, u.output_tokens, u.cached_input_tokens)
+            if dearest is None or cost > dearest:
+                dearest = cost
+        return dearest
 
     def record(
         self, specs: Mapping[str, ModelSpec], route_candidates: tuple[str, ...], now: float,

@@ -130,6 +130,11 @@ def worst_case_cost(
     bound (the gateway's: a quarter of the request's bytes when that is more). What a budget
     reserves, so concurrent requests cannot together pass a limit that only some of them fit.
     """
-    limits = [t for t in (request.max_tokens, spec.max_output_tokens) if t is not None]
-    out = min(limits) if limits else RESERVE_OUTPUT_TOKENS
-    return spec.cost(request.input_tokens if input_tokens is None else input_tokens, out * max(choices, 1))
+    # min(the limits given) and max(choices, 1), spelled out: the builtins parse their arguments (per request)
+    out, cap = request.max_tokens, spec.max_output_tokens
+    if out is None:
+        out = RESERVE_OUTPUT_TOKENS if cap is None else cap
+    elif cap is not None and cap < out:
+        out = cap
+    return spec.cost(request.input_tokens if input_tokens is None else input_tokens,
+                     out * (1 if 1 > choices else choices))

@@ -164,7 +164,8 @@ class HealthBoard:
         previous_at = self._measured_at.get(key)
         weight = 1.0
         if previous_at is not None:
-            fade = 0.5 ** (max(now - previous_at, 0.0) / self.latency.half_life_s)
+            age = now - previous_at
+            fade = 0.5 ** ((0.0 if 0.0 > age else age) / self.latency.half_life_s)  # max(age, 0.0), no builtin
             weight = 1.0 - (1.0 - self.latency.smoothing) * fade
         self._measured_at[key] = now
         typical = self._typical(key, ttft_ms, now)
@@ -186,11 +187,15 @@ class HealthBoard:
         recent.append((now, ttft_ms))
         if len(recent) == 1:
             return ttft_ms
+        # min and max of two spelled out (`min(a, b)` is `b if b < a else a`): the builtins parse their arguments
         a, b = recent[-2][1], ttft_ms
+        low = b if b < a else a
         if len(recent) == 2:
-            return min(a, b)
+            return low
         c = recent[0][1]
-        return max(min(a, b), min(max(a, b), c))
+        high = b if b > a else a
+        middle = c if c < high else high
+        return middle if middle > low else low  # max(min(a, b), min(max(a, b), c))
 
     def live_ttft(self, key: str) -> float | None:
         """The TTFT mark decisions should use: None when unmeasured, or stale and due a re-probe."""
