@@ -39,6 +39,15 @@ def test_random_texts_match_the_full_translation() -> None:
         assert type(header_value(text)) is str
 
 
+def test_no_control_character_reaches_a_header() -> None:
+    # A reason can carry a name a client wrote (an agent from the body's metadata): NUL, ESC or DEL in it went
+    # into the response header as they were, which the server does not check and clients refuse.
+    for text in ("agent a\x00b is pinned", "\x1b[31mred", "del\x7f", "é\x00\x0b", "\x01" * 400):
+        out = header_value(text)
+        assert out.isascii() and out.isprintable() and len(out) <= 300, repr(out)
+    assert header_value("agent a\x00b\x7fc") == "agent a b c"
+
+
 def test_route_reasons_as_the_router_writes_them() -> None:
     for reason in ("cheapest of 2 candidates: small at $0.000012", "agent a rule 0", "budget downgrade from large",
                    "line\nbreak\r\tand tab", "quality 0.91 ≥ 0.9 → small", "model requested by name"):

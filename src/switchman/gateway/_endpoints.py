@@ -32,18 +32,19 @@ OFFLOAD_BYTES = 64 * 1024
 #: Symbols route reasons use, spelled in ASCII (an HTTP header is Latin-1 at best; clients show "?").
 _ASCII = str.maketrans({"→": "->", "←": "<-", "≤": "<=", "≥": ">=", "≠": "!=", "≈": "~", "×": "x", "−": "-",
                         "–": "-", "—": "-", "…": "...", "‘": "'", "’": "'", "“": '"', "”": '"', "·": "*",
-                        "λ": "lambda", "Δ": "delta", "\n": " ", "\r": " ", "\t": " "})
+                        "λ": "lambda", "Δ": "delta", **{chr(c): " " for c in (*range(32), 127)}})
 
 
-#: The only ASCII characters `_ASCII` maps (every other key is beyond ASCII).
-_ASCII_CONTROLS = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
+#: The only ASCII characters `_ASCII` maps: the controls (line breaks, tabs, NUL, ESC, DEL...), each to a space
+#: (the HTTP server does not check the headers it sends, and reasons carry names a client wrote).
+_ASCII_CONTROLS = str.maketrans({chr(c): " " for c in (*range(32), 127)})
 
 
 def header_value(text: str) -> str:
     """Text safe for an HTTP header: ASCII spelled out (≤ → <=, é → e, else \\uXXXX), one line, bounded."""
-    if text.isascii():  # the usual reason and deployment: only line breaks and tabs to map (str.translate with
-        # a dict looks every character up, ~3 µs for a route reason), and encoding changes nothing
-        if "\n" in text or "\r" in text or "\t" in text:
+    if text.isascii():  # the usual reason and deployment: only controls to map (str.translate with a dict
+        # looks every character up, ~3 µs for a route reason), and encoding changes nothing
+        if not text.isprintable():  # in ASCII, exactly the controls (C0 and DEL)
             text = text.translate(_ASCII_CONTROLS)
         return text[:300]
     text = text.translate(_ASCII)
