@@ -618,6 +618,8 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: configuration file not found") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:  # a directory, no permission, ...: one line, not a traceback
+        raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror or exc})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -202,8 +202,16 @@ def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Pa
         "# (`switchman models` lists them; a model without one needs `score: N`), calibrated to 95% of the best\n"
         "# candidate's quality. `switchman route \"...\"` shows a decision and why.\n"
     )
-    path.write_text(header + yaml.dump(data, Dumper=_PlainDumper, sort_keys=False), encoding="utf-8")
+    _write(path, header + yaml.dump(data, Dumper=_PlainDumper, sort_keys=False))
     return path
+
+
+def _write(path: Path, text: str) -> None:
+    """Write the configuration file; a missing folder or a directory in the way is one error line."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the configuration file ({exc.strerror or exc})") from None
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -225,6 +233,10 @@ def import_litellm_command(source: Path, path: Path = Path("switchman.yaml"), fo
         data = yaml.safe_load(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{source}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:  # a directory, no permission, ...
+        raise ConfigError(f"{source}: cannot read the file ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("model_list"), list):
@@ -238,5 +250,5 @@ def import_litellm_command(source: Path, path: Path = Path("switchman.yaml"), fo
         dumped = yaml.dump({"models": result.unpriced}, Dumper=_PlainDumper, sort_keys=False).splitlines()
         header += "# Left out until priced (add input_price and output_price, then move under models):\n" + \
             _comment(dumped)
-    path.write_text(header + yaml.dump(result.config, Dumper=_PlainDumper, sort_keys=False), encoding="utf-8")
+    _write(path, header + yaml.dump(result.config, Dumper=_PlainDumper, sort_keys=False))
     return result

@@ -1,0 +1,38 @@
+"""The command line misused as a new user would: each mistake is one `error:` line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from switchman.cli import app
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result.exit_code, result.output
+
+
+def test_a_directory_given_as_the_configuration_is_one_error_line(tmp_path: Path) -> None:
+    code, out = _run("models", "--config", str(tmp_path))
+    assert code == 2
+    assert "cannot read the configuration file" in out and "Is a directory" in out
+
+
+def test_init_into_a_missing_folder_or_over_a_directory_is_one_error_line(tmp_path: Path) -> None:
+    code, out = _run("init", str(tmp_path / "no-such-folder" / "switchman.yaml"))
+    assert code == 2 and "cannot write the configuration file" in out
+    code, out = _run("init", str(tmp_path), "--force")
+    assert code == 2 and "cannot write the configuration file" in out
+
+
+def test_init_from_a_litellm_file_that_is_a_directory_or_binary_is_one_error_line(tmp_path: Path) -> None:
+    code, out = _run("init", "--from-litellm", str(tmp_path), str(tmp_path / "out.yaml"))
+    assert code == 2 and "cannot read the file" in out
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(b"\x00\xff\xfe model_list: []")
+    code, out = _run("init", "--from-litellm", str(binary), str(tmp_path / "out.yaml"))
+    assert code == 2 and "not UTF-8 text" in out
+    assert not (tmp_path / "out.yaml").exists()
