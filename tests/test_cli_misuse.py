@@ -36,3 +36,36 @@ def test_init_from_a_litellm_file_that_is_a_directory_or_binary_is_one_error_lin
     code, out = _run("init", "--from-litellm", str(binary), str(tmp_path / "out.yaml"))
     assert code == 2 and "not UTF-8 text" in out
     assert not (tmp_path / "out.yaml").exists()
+
+
+def _bundled_router() -> str:
+    from importlib import resources
+
+    return str(resources.files("switchman.learn").joinpath("data/router.safetensors"))
+
+
+def test_an_unparseable_ledger_url_is_one_error_line(tmp_path: Path) -> None:
+    code, out = _run("spend", "--ledger", "garbage")
+    assert code == 1 and "cannot parse the ledger URL" in out
+    code, out = _run("replay", "--router", _bundled_router(), "--ledger", "garbage")
+    assert code == 2 and "cannot parse the ledger URL" in out
+
+
+def test_a_ledger_that_cannot_be_read_is_one_error_line_for_replay_and_train(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "ledger.db"
+    not_a_db.write_bytes(b"\x00\xff" * 512)
+    url = f"sqlite:///{not_a_db}"
+    code, out = _run("replay", "--router", _bundled_router(), "--ledger", url)
+    assert code == 2 and "cannot read the ledger at" in out and "not a database" in out
+    code, out = _run("train", "--from-ledger", url, "--out", str(tmp_path / "r.safetensors"))
+    assert code == 2 and "cannot read the ledger at" in out and "not a database" in out
+
+
+def test_since_too_far_back_is_one_error_line(tmp_path: Path) -> None:
+    code, out = _run("spend", "--since", "99999999d", "--ledger", f"sqlite:///{tmp_path / 'l.db'}")
+    assert code == 1 and "cannot read --since '99999999d'" in out
+
+
+def test_what_the_user_typed_is_not_read_as_markup_in_a_ledger_error(tmp_path: Path) -> None:
+    code, out = _run("spend", "--by", "[/red]", "--ledger", f"sqlite:///{tmp_path / 'l.db'}")
+    assert code == 1 and "cannot group spend by '[/red]'" in out

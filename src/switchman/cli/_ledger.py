@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -33,12 +34,16 @@ def _errors(console: Console | None, url: str) -> Iterator[None]:
     try:
         yield
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(1) from None
+        _fail(console, str(exc))
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        console.print(f"[red]error:[/red] cannot read the ledger at {display_url(url)}: {reason}")
-        raise SystemExit(1) from None
+        _fail(console, f"cannot read the ledger at {display_url(url)}: {reason}")
+
+
+def _fail(console: Console, message: str) -> NoReturn:
+    """One line (never wrapped, never read as markup: it quotes what the user typed) and exit status 1."""
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    raise SystemExit(1)
 
 
 def _usd(value: float) -> str:

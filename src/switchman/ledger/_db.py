@@ -34,7 +34,7 @@ from sqlalchemy import (
     make_url,
 )
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .._environ import LEDGER_URL_ENV, Environment
@@ -222,7 +222,10 @@ _SECRET_PARAM = "password"
 
 
 def _driver_url(url: str) -> URL:
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    try:
+        parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    except ArgumentError:  # not shown: an unparseable URL's password cannot be found to be masked
+        raise ValueError("cannot parse the ledger URL: use sqlite:///path or postgresql://user@host/db") from None
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     elif parsed.drivername == "sqlite":
