@@ -69,3 +69,11 @@ def test_since_too_far_back_is_one_error_line(tmp_path: Path) -> None:
 def test_what_the_user_typed_is_not_read_as_markup_in_a_ledger_error(tmp_path: Path) -> None:
     code, out = _run("spend", "--by", "[/red]", "--ledger", f"sqlite:///{tmp_path / 'l.db'}")
     assert code == 1 and "cannot group spend by '[/red]'" in out
+
+
+def test_keys_update_with_a_bad_configuration_is_one_error_line(tmp_path: Path) -> None:
+    config = tmp_path / "switchman.yaml"
+    config.write_text("surprise: 1\n")
+    code, out = _run("keys", "update", "key-x", "--budget", "3", "--config", str(config))
+    assert code == 2 and "unknown key 'surprise'" in out
+

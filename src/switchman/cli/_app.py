@@ -334,6 +334,7 @@ def keys_create(
 
 
 @keys_app.command("update")
+@fails_cleanly
 def keys_update(
     key_id: Annotated[str, typer.Argument(help="the key's id, from `switchman keys list`")],
     budget: Annotated[float | None, typer.Option(help="new USD limit per period")] = None,
