@@ -77,3 +77,16 @@ def test_keys_update_with_a_bad_configuration_is_one_error_line(tmp_path: Path) 
     code, out = _run("keys", "update", "key-x", "--budget", "3", "--config", str(config))
     assert code == 2 and "unknown key 'surprise'" in out
 
+
+def test_a_nan_or_infinite_key_budget_is_refused_not_stored_as_no_budget(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'l.db'}"
+    for budget in ("nan", "inf"):
+        code, out = _run("keys", "create", "bob", "--budget", budget, "--ledger", ledger)
+        assert code == 1 and "finite amount more than $0" in out and "sk-" not in out
+    code, out = _run("keys", "create", "bob", "--budget", "5", "--ledger", ledger)
+    assert code == 0
+    key_id = out.split("Created key ")[1].split()[0]
+    code, out = _run("keys", "update", key_id, "--budget", "nan", "--ledger", ledger)
+    assert code == 1 and "finite amount more than $0" in out
+    code, out = _run("keys", "list", "--ledger", ledger)
+    assert "$5.0000/day" in out
