@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from typer.testing import CliRunner
 
 from switchman.cli import app
@@ -90,3 +92,10 @@ def test_a_nan_or_infinite_key_budget_is_refused_not_stored_as_no_budget(tmp_pat
     assert code == 1 and "finite amount more than $0" in out
     code, out = _run("keys", "list", "--ledger", ledger)
     assert "$5.0000/day" in out
+
+
+def test_serve_with_a_port_out_of_range_is_a_usage_error_not_a_traceback() -> None:
+    for port in ("-1", "99999"):
+        code, out = _run("serve", "--port", port)
+        assert code == 2 and "Invalid value for '--port'" in out
+

@@ -243,7 +243,7 @@ def replay(
 def serve(
     config: Annotated[Path | None, typer.Option(help="configuration file (default: embedded defaults)")] = None,
     host: Annotated[str | None, typer.Option(help="address to listen on (default: server.host)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default: server.port)")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="port (default: server.port)")] = None,
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
                                              help="one line per request on stdout")] = True,
