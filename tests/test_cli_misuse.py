@@ -99,3 +99,14 @@ def test_serve_with_a_port_out_of_range_is_a_usage_error_not_a_traceback() -> No
         code, out = _run("serve", "--port", port)
         assert code == 2 and "Invalid value for '--port'" in out
 
+
+def test_serve_with_a_redis_url_of_another_scheme_stops_before_starting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHMAN_REDIS_URL", "redis://127.0.0.1:1/0")  # serve exports --redis-url: undone after
+    code, out = _run("serve", "--redis-url", "nope://user:hunter2@10.0.0.5", "--port", "0")
+    assert code == 2 and "--redis-url: a Redis URL starts with one of redis://" in out and "'nope'" in out
+    assert "hunter2" not in out
+    config = tmp_path / "switchman.yaml"
+    config.write_text("server: {redis_url: 'localhost:6379'}\n")
+    code, out = _run("serve", "--config", str(config), "--port", "0")
+    assert code == 2 and "server.redis_url: a Redis URL starts with one of" in out

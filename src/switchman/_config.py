@@ -157,6 +157,22 @@ class RedisOptions(_Strict):
     key_prefix: str = Field(default="sm:", description="prefix of every key switchman writes")
 
 
+#: The URL schemes the Redis clients take (redis-py's three and the Cluster spellings).
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+
+def check_redis_url(url: str | None) -> str | None:
+    """The URL, or ValueError naming only its scheme (not the password): caught here, not as a startup traceback."""
+    if url is None:
+        return None
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in REDIS_SCHEMES:
+        scheme = scheme if sep else "(none)"
+        raise ValueError(f"a Redis URL starts with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}, "
+                         f"not {scheme!r}")
+    return url
+
+
 class ServerConfig(_Strict):
     """Gateway settings (`switchman serve`)."""
 
@@ -185,6 +201,11 @@ class ServerConfig(_Strict):
                                   "budgets, rate limits and key revocations shared "
                                   "by every replica; unset: each process keeps its own")
     redis: RedisOptions = Field(default_factory=RedisOptions)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        return check_redis_url(url)
     key_limits: CallerLimits = Field(
         default_factory=CallerLimits, description="requests/tokens per minute each virtual key may send")
 
@@ -431,6 +452,11 @@ class CacheConfig(_Strict):
     redis_url: str | None = None
     key_prefix: str = "switchman:cache:"
     timeout_s: float = Field(default=0.1, gt=0, description="a Redis call slower than this counts as a miss")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        return check_redis_url(url)
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> CacheConfig:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
-from .._config import Config, load_config, parse_config
+from .._config import Config, check_redis_url, load_config, parse_config
 from .._environ import (
     Environment,
     export_bind_host,
@@ -134,6 +134,10 @@ def serve_command(
         export_redis_url(redis_url)
     env = Environment.read()
     settings, base_dir = _load(config, env)
+    try:
+        check_redis_url(env.redis_url)  # --redis-url or $SWITCHMAN_REDIS_URL: one line now, not at startup
+    except ValueError as exc:
+        raise ConfigError(f"--redis-url: {exc}") from None
     pinned = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
     host = host or settings.server.host
     port = settings.server.port if port is None else port
