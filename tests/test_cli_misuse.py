@@ -110,3 +110,14 @@ def test_serve_with_a_redis_url_of_another_scheme_stops_before_starting(
     config.write_text("server: {redis_url: 'localhost:6379'}\n")
     code, out = _run("serve", "--config", str(config), "--port", "0")
     assert code == 2 and "server.redis_url: a Redis URL starts with one of" in out
+
+
+def test_route_with_a_prompt_that_is_not_utf8_is_one_error_line(tmp_path: Path) -> None:
+    config = tmp_path / "switchman.yaml"
+    config.write_text("models: {gpt-4o-mini: {provider: p}, claude-sonnet-4-5: {provider: p}}\n"
+                      "routes: {default: {candidates: [gpt-4o-mini, claude-sonnet-4-5], strategy: learned}}\n")
+    prompt = b"ab\xff\xfe hello".decode("utf-8", "surrogateescape")  # what Python makes of such bytes in argv
+    code, out = _run("route", prompt, "--config", str(config))
+    assert code == 2 and "the prompt is not UTF-8 text (byte 0xff at character 2)" in out
+    code, out = _run("route", "héllo wörld", "--config", str(config))
+    assert code == 0 and "why: learned" in out

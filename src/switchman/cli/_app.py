@@ -83,6 +83,13 @@ def models(config: Annotated[Path | None, typer.Option(help="configuration file"
                   "configuration (`score`) or the public score table", style="dim", markup=False, highlight=False)
 
 
+def _check_utf8(what: str, text: str) -> None:
+    """Bytes that are not UTF-8 reach argv as lone surrogates, which the prompt embedder's tokenizer refuses."""
+    for i, char in enumerate(text):
+        if "\udc80" <= char <= "\udcff":
+            raise ConfigError(f"{what} is not UTF-8 text (byte 0x{ord(char) - 0xDC00:02x} at character {i})")
+
+
 def _decider(config: Path | None) -> Decider:
     from .._decider import Decider
 
@@ -107,6 +114,7 @@ def route(
     """Show the decision for one prompt (no provider call): every candidate's predicted quality and cost, and why."""
     import json
 
+    _check_utf8("the prompt", prompt)
     decision = _decider(config).route(prompt, model=model, agent=agent, tags=_split_models(tags), task=task)
     if json_out:
         console.print_json(json.dumps(decision.to_dict()))
