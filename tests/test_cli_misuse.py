@@ -121,3 +121,12 @@ def test_route_with_a_prompt_that_is_not_utf8_is_one_error_line(tmp_path: Path) 
     assert code == 2 and "the prompt is not UTF-8 text (byte 0xff at character 2)" in out
     code, out = _run("route", "héllo wörld", "--config", str(config))
     assert code == 0 and "why: learned" in out
+
+
+def test_a_dataset_whose_header_is_not_utf8_is_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "prompts.csv").write_bytes(b"prompt_id,prompt\xff\n1,hi\n")
+    (tmp_path / "outcomes.csv").write_bytes(b"prompt_id,model,quality,input_tokens,output_tokens\n1,m,0.5,1,1\n")
+    code, out = _run("eval", "--data", str(tmp_path), "--strategy", "cheapest")
+    assert code == 2 and "prompts.csv, header row: bytes that are not UTF-8" in out
+    code, out = _run("train", "--data", str(tmp_path), "--out", str(tmp_path / "r.safetensors"))
+    assert code == 2 and "prompts.csv, header row: bytes that are not UTF-8" in out
