@@ -130,3 +130,27 @@ def test_a_dataset_whose_header_is_not_utf8_is_one_error_line(tmp_path: Path) ->
     assert code == 2 and "prompts.csv, header row: bytes that are not UTF-8" in out
     code, out = _run("train", "--data", str(tmp_path), "--out", str(tmp_path / "r.safetensors"))
     assert code == 2 and "prompts.csv, header row: bytes that are not UTF-8" in out
+
+
+def _tiny_data(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "prompts.csv").write_text("prompt_id,prompt,split\n" + "".join(
+        f"{i},question {i} about {'code' if i % 2 else 'poems'},{'train' if i < 30 else 'test'}\n" for i in range(40)))
+    (folder / "outcomes.csv").write_text("prompt_id,model,quality,input_tokens,output_tokens\n" + "".join(
+        f"{i},{m},{(i * 7 + len(m)) % 10 / 10},10,20\n" for i in range(40) for m in ("gpt-4o-mini", "claude-sonnet-4-5")))
+    return folder
+
+
+def test_an_output_path_that_cannot_be_a_file_is_refused_before_the_work(tmp_path: Path) -> None:
+    data = _tiny_data(tmp_path / "data")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    code, out = _run("train", "--data", str(data), "--out", str(tmp_path))
+    assert code == 2 and f"--out {tmp_path}: is a directory" in out and "calibration" not in out
+    code, out = _run("eval", "--data", str(data), "--strategy", "cheapest", "--json", str(tmp_path))
+    assert code == 2 and f"--json {tmp_path}: is a directory" in out
+    code, out = _run("eval", "--data", str(data), "--strategy", "cheapest", "--decisions", str(a_file / "d.csv"))
+    assert code == 2 and f"{a_file} is not a folder" in out
+    code, out = _run("replay", "--router", _bundled_router(), "--data", str(data), "--json", str(tmp_path))
+    assert code == 2 and f"--json {tmp_path}: is a directory" in out
+
