@@ -154,3 +154,9 @@ def test_an_output_path_that_cannot_be_a_file_is_refused_before_the_work(tmp_pat
     code, out = _run("replay", "--router", _bundled_router(), "--data", str(data), "--json", str(tmp_path))
     assert code == 2 and f"--json {tmp_path}: is a directory" in out
 
+
+def test_fewer_than_two_folds_is_a_usage_error() -> None:
+    code, out = _run("eval", "--data", "x", "--strategy", "cheapest", "--cv", "1")
+    assert code == 2 and "Invalid value for '--cv'" in out
+    code, out = _run("train", "--data", "x", "--out", "r.safetensors", "--folds", "0")
+    assert code == 2 and "Invalid value for '--folds'" in out

@@ -154,7 +154,7 @@ def train(
         DEFAULT_SETTINGS.use_task),
     focus: Annotated[str, typer.Option(help="full | last_block")] = DEFAULT_SETTINGS.focus,
     rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = DEFAULT_SETTINGS.rule,
-    folds: int = DEFAULT_SETTINGS.folds,
+    folds: Annotated[int, typer.Option(min=2, help="calibration folds")] = DEFAULT_SETTINGS.folds,
     seed: int = DEFAULT_SETTINGS.seed,
     param: ParamOpt = None,
     from_ledger: Annotated[str | None, typer.Option(
@@ -185,7 +185,7 @@ def eval_(
     strategy: Annotated[list[str] | None, typer.Option(
         "--strategy", help="learned | cascade | cheapest | random | fixed:MODEL (repeatable)")] = None,
     split: Annotated[str | None, typer.Option(help="evaluate on this split (default: test; with --cv: all)")] = None,
-    cv: Annotated[int | None, typer.Option("--cv", help="K-fold cross-validation within the data")] = None,
+    cv: Annotated[int | None, typer.Option("--cv", min=2, help="K-fold cross-validation within the data")] = None,
     task: str | None = None,
     models: ModelsOpt = None,
     alias: AliasOpt = None,
