@@ -160,3 +160,9 @@ def test_fewer_than_two_folds_is_a_usage_error() -> None:
     assert code == 2 and "Invalid value for '--cv'" in out
     code, out = _run("train", "--data", "x", "--out", "r.safetensors", "--folds", "0")
     assert code == 2 and "Invalid value for '--folds'" in out
+
+
+def test_eval_with_a_reference_model_not_in_the_data_is_one_error_line(tmp_path: Path) -> None:
+    data = _tiny_data(tmp_path / "data")
+    code, out = _run("eval", "--data", str(data), "--strategy", "cheapest", "--reference", "nope")
+    assert code == 2 and "--reference: model 'nope' is not in the evaluated data" in out
