@@ -166,3 +166,24 @@ def test_eval_with_a_reference_model_not_in_the_data_is_one_error_line(tmp_path:
     data = _tiny_data(tmp_path / "data")
     code, out = _run("eval", "--data", str(data), "--strategy", "cheapest", "--reference", "nope")
     assert code == 2 and "--reference: model 'nope' is not in the evaluated data" in out
+
+
+def test_key_names_and_agents_that_look_like_markup_are_shown_as_typed(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'l.db'}"
+    code, out = _run("keys", "create", "[/red]", "--agent", "[bold]x", "--ledger", ledger)
+    assert code == 0 and "([/red])" in out and "acting as [bold]x" in out and "sk-sw-" in out  # the secret is shown
+    code, out = _run("keys", "list", "--ledger", ledger)
+    assert code == 0 and "[/red]" in out and "[bold]x" in out
+
+
+def test_spend_by_an_agent_named_like_markup_is_shown_as_typed(tmp_path: Path) -> None:
+    import time
+
+    from switchman.ledger import Ledger, LedgerRecord
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    ledger = Ledger(url)
+    ledger.record(LedgerRecord(time=time.time() - 60, model="small", agent="[/oops]", cost_usd=0.01))
+    ledger.close_sync()
+    code, out = _run("spend", "--by", "agent", "--ledger", url)
+    assert code == 0 and "[/oops]" in out
