@@ -187,3 +187,13 @@ def test_spend_by_an_agent_named_like_markup_is_shown_as_typed(tmp_path: Path) -
     ledger.close_sync()
     code, out = _run("spend", "--by", "agent", "--ledger", url)
     assert code == 0 and "[/oops]" in out
+
+
+def test_model_names_that_look_like_markup_are_shown_as_typed_in_tables(tmp_path: Path) -> None:
+    config = tmp_path / "switchman.yaml"
+    config.write_text('models: {"[/x]": {provider: p, input_price: 1, output_price: 2}}\n'
+                      'routes: {default: {candidates: ["[/x]"], strategy: cheapest}}\n')
+    code, out = _run("route", "hi", "--config", str(config))
+    assert code == 0 and "route default (cheapest): [/x]" in out and "→   [/x]" in out
+    code, out = _run("models", "--config", str(config))
+    assert code == 0 and "[/x]" in out
