@@ -381,13 +381,17 @@ def keys_revoke(
                             "$SWITCHMAN_REDIS_URL)")] = None,
 ) -> None:
     """Revoke a key (a running gateway stops accepting it within 5 s; at once with Redis)."""
-    from .._config import load_config
+    from .._config import check_redis_url, load_config
     from .._environ import Environment
     from ._ledger import keys_revoke as revoke
 
     server = load_config(config).server if config is not None else None
     redis_url = redis_url or Environment.read().redis_url or (server.redis_url if server is not None else None)
     prefix = server.redis.key_prefix if server is not None else "sm:"
+    try:
+        check_redis_url(redis_url)  # before revoking: not a traceback after the key is already gone
+    except ValueError as exc:
+        raise ConfigError(f"--redis-url: {exc}") from None
     revoke(key_id, ledger_url=_ledger_url(config, ledger), redis_url=redis_url, redis_prefix=prefix)
 
 
