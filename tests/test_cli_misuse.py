@@ -207,3 +207,10 @@ def test_keys_revoke_with_a_redis_url_of_another_scheme_fails_before_revoking(tm
     assert code == 2 and "--redis-url: a Redis URL starts with one of" in out and "hunter2" not in out
     code, out = _run("keys", "list", "--ledger", ledger)
     assert "active" in out  # not revoked by the command that failed
+
+
+def test_serve_with_a_ledger_url_it_cannot_use_is_one_error_line(tmp_path: Path) -> None:
+    config = tmp_path / "switchman.yaml"
+    config.write_text("server: {ledger_url: 'mysql://user:hunter2@db/x'}\n")
+    code, out = _run("serve", "--config", str(config), "--port", "0")
+    assert code == 2 and "the ledger: unsupported ledger URL 'mysql://user:***@db/x'" in out and "hunter2" not in out

@@ -91,7 +91,10 @@ def _has_keys(settings: Config) -> bool:
     """Whether authentication was ever switched on in the keys database (a key was created there once)."""
     from ..ledger import KeyStore
 
-    keys = KeyStore(settings.server.ledger_url)
+    try:
+        keys = KeyStore(settings.server.ledger_url)
+    except ValueError as exc:  # an unparseable or unsupported URL (server.ledger_url, $SWITCHMAN_LEDGER_URL)
+        raise ConfigError(f"the ledger: {exc}") from None
     try:
         return keys.auth_enabled()
     except SQLAlchemyError:  # the ledger is unreachable: we cannot tell, so only loopback is safe
