@@ -18,6 +18,7 @@ Errors name the file, the key path and what is wrong.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -159,18 +160,21 @@ class RedisOptions(_Strict):
 
 #: The URL schemes the Redis clients take (redis-py's three and the Cluster spellings).
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def check_redis_url(url: str | None) -> str | None:
-    """The URL, or ValueError naming only its scheme (not the password): caught here, not as a startup traceback."""
-    if url is None:
-        return None
-    scheme, sep, _ = url.partition("://")
-    if not sep or scheme.lower() not in REDIS_SCHEMES:
-        scheme = scheme if sep else "(none)"
-        raise ValueError(f"a Redis URL starts with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}, "
-                         f"not {scheme!r}")
-    return url
+    """The URL, or ValueError naming only its scheme (not the password): caught here, not as a startup traceback.
+    Empty stays allowed: it means no Redis, as unset does."""
+    if not url:
+        return url
+    match = _SCHEME.match(url)
+    scheme = match.group(1) if match else None
+    # redis-py checks its own schemes case-sensitively (`url.startswith("redis://")`); the Cluster ones are ours.
+    if scheme in REDIS_SCHEMES[:3] or (scheme is not None and scheme.lower() in REDIS_SCHEMES[3:]):
+        return url
+    shown = "a URL without a scheme" if scheme is None else repr(scheme)
+    raise ValueError(f"a Redis URL starts with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}, not {shown}")
 
 
 class ServerConfig(_Strict):
@@ -201,13 +205,13 @@ class ServerConfig(_Strict):
                                   "budgets, rate limits and key revocations shared "
                                   "by every replica; unset: each process keeps its own")
     redis: RedisOptions = Field(default_factory=RedisOptions)
+    key_limits: CallerLimits = Field(
+        default_factory=CallerLimits, description="requests/tokens per minute each virtual key may send")
 
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, url: str | None) -> str | None:
         return check_redis_url(url)
-    key_limits: CallerLimits = Field(
-        default_factory=CallerLimits, description="requests/tokens per minute each virtual key may send")
 
 
 class BudgetConfig(_Strict):
