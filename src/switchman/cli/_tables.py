@@ -52,8 +52,9 @@ def _table(
     """The table of the `keep` columns at these widths (Rich's own squeezing would cut numbers)."""
     # No vertical rules: spaces between columns leave the width to the values.
     # Values and the title are plain Text: model names come from configurations and clients, never markup.
-    table = Table(title=None if title is None else Text(title), title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False)
+    # A Text title keeps the theme's `table.title` style only if given it: Rich styles str titles alone.
+    table = Table(title=None if title is None else Text(title, style="table.title"), title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     for i, width in zip(keep, widths, strict=True):
         table.add_column(fields[i].header, justify="right" if fields[i].numeric else "left", width=width,
                          overflow="fold")
