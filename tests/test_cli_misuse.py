@@ -214,3 +214,25 @@ def test_serve_with_a_ledger_url_it_cannot_use_is_one_error_line(tmp_path: Path)
     config.write_text("server: {ledger_url: 'mysql://user:hunter2@db/x'}\n")
     code, out = _run("serve", "--config", str(config), "--port", "0")
     assert code == 2 and "the ledger: unsupported ledger URL 'mysql://user:***@db/x'" in out and "hunter2" not in out
+
+
+def test_a_ledger_url_sqlalchemy_refuses_or_a_folder_it_cannot_make_is_one_error_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for url, message in (("sqlite://u:hunter2@/x", "invalid ledger URL 'sqlite+pysqlite://u:***@/x'"),
+                         ("postgresql://u:hunter2@h:abc/db", "cannot parse the ledger URL"),
+                         (f"sqlite:///{a_file}/l.db", f"cannot create the ledger's folder {a_file}")):
+        code, out = _run("replay", "--router", _bundled_router(), "--ledger", url)
+        assert code == 2 and message in out and "hunter2" not in out
+        code, out = _run("keys", "list", "--ledger", url)
+        assert code == 1 and message in out and "hunter2" not in out
+
+
+def test_train_out_and_replay_json_create_missing_folders(tmp_path: Path) -> None:
+    data = _tiny_data(tmp_path / "data")
+    out = tmp_path / "new" / "deeper" / "r.safetensors"
+    code, _ = _run("train", "--data", str(data), "--out", str(out))
+    assert code == 0 and out.is_file()
+    report = tmp_path / "other" / "replay.json"
+    code, _ = _run("replay", "--router", str(out), "--data", str(data), "--json", str(report))
+    assert code == 0 and report.is_file()
