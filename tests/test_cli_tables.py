@@ -57,3 +57,9 @@ def test_too_narrow_for_a_table_gives_one_block_per_record() -> None:
     assert lines[0] == "models" and "meta-llama/Llama-3.3-70B-Instruct-Turbo" in lines
     assert "  cached $/1M 0.075" in text  # nothing is left out of a block
     assert "┃" not in text and "─" not in text
+
+
+def test_the_title_keeps_the_theme_style_while_shown_as_typed() -> None:
+    out = io.StringIO()
+    print_table(Console(file=out, width=120, force_terminal=True, color_system="standard"), "route [/x]", FIELDS, ROWS)
+    assert "\x1b[3mroute [/x]" in out.getvalue()  # italic, as Rich draws a str title

@@ -242,3 +242,18 @@ def test_default_route_name_falls_back_to_the_first_route() -> None:
 def test_default_route_must_exist() -> None:
     with pytest.raises(ConfigError, match="default_route: unknown route 'nope'"):
         parse_config({"models": MODELS, "routes": routes("a"), "default_route": "nope"})
+
+
+def test_a_redis_url_is_checked_by_its_scheme_alone_and_empty_still_means_no_redis() -> None:
+    for url in ("redis://h:6379/0", "rediss://u:p@h:6380/1", "unix:///run/redis.sock",
+                "redis+cluster://h:7000", "rediss+cluster://:pw@h:7000"):
+        assert parse_config({"server": {"redis_url": url}}).server.redis_url == url
+    # "" is how a templated file leaves Redis off (the link and the cache read it as unset), as before
+    assert parse_config({"server": {"redis_url": ""}, "cache": {"redis_url": ""}}).server.redis_url == ""
+    # redis-py's own check is case-sensitive: REDIS:// passed here only to fail at startup
+    with pytest.raises(ConfigError, match="not 'REDIS'"):
+        parse_config({"server": {"redis_url": "REDIS://h:6379/0"}})
+    # a "://" later in the URL is not its scheme: the password before it is never quoted
+    with pytest.raises(ConfigError, match="not a URL without a scheme") as caught:
+        parse_config({"cache": {"redis_url": "rediss:/:hunter2@h:6379/0?x=a://b"}})
+    assert "hunter2" not in str(caught.value)

@@ -18,6 +18,7 @@ Errors name the file, the key path and what is wrong.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,6 +158,25 @@ class RedisOptions(_Strict):
     key_prefix: str = Field(default="sm:", description="prefix of every key switchman writes")
 
 
+#: The URL schemes the Redis clients take (redis-py's three and the Cluster spellings).
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def check_redis_url(url: str | None) -> str | None:
+    """The URL, or ValueError naming only its scheme (not the password): caught here, not as a startup traceback.
+    Empty stays allowed: it means no Redis, as unset does."""
+    if not url:
+        return url
+    match = _SCHEME.match(url)
+    scheme = match.group(1) if match else None
+    # redis-py checks its own schemes case-sensitively (`url.startswith("redis://")`); the Cluster ones are ours.
+    if scheme in REDIS_SCHEMES[:3] or (scheme is not None and scheme.lower() in REDIS_SCHEMES[3:]):
+        return url
+    shown = "a URL without a scheme" if scheme is None else repr(scheme)
+    raise ValueError(f"a Redis URL starts with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}, not {shown}")
+
+
 class ServerConfig(_Strict):
     """Gateway settings (`switchman serve`)."""
 
@@ -187,6 +207,11 @@ class ServerConfig(_Strict):
     redis: RedisOptions = Field(default_factory=RedisOptions)
     key_limits: CallerLimits = Field(
         default_factory=CallerLimits, description="requests/tokens per minute each virtual key may send")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        return check_redis_url(url)
 
 
 class BudgetConfig(_Strict):
@@ -432,6 +457,11 @@ class CacheConfig(_Strict):
     key_prefix: str = "switchman:cache:"
     timeout_s: float = Field(default=0.1, gt=0, description="a Redis call slower than this counts as a miss")
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        return check_redis_url(url)
+
     @model_validator(mode="after")
     def _redis_needs_url(self) -> CacheConfig:
         if self.backend == "redis" and not self.redis_url:
@@ -618,6 +648,8 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: configuration file not found") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:  # a directory, no permission, ...: one line, not a traceback
+        raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror or exc})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -83,6 +83,13 @@ def models(config: Annotated[Path | None, typer.Option(help="configuration file"
                   "configuration (`score`) or the public score table", style="dim", markup=False, highlight=False)
 
 
+def _check_utf8(what: str, text: str) -> None:
+    """Bytes that are not UTF-8 reach argv as lone surrogates, which the prompt embedder's tokenizer refuses."""
+    for i, char in enumerate(text):
+        if "\udc80" <= char <= "\udcff":
+            raise ConfigError(f"{what} is not UTF-8 text (byte 0x{ord(char) - 0xDC00:02x} at character {i})")
+
+
 def _decider(config: Path | None) -> Decider:
     from .._decider import Decider
 
@@ -107,6 +114,7 @@ def route(
     """Show the decision for one prompt (no provider call): every candidate's predicted quality and cost, and why."""
     import json
 
+    _check_utf8("the prompt", prompt)
     decision = _decider(config).route(prompt, model=model, agent=agent, tags=_split_models(tags), task=task)
     if json_out:
         console.print_json(json.dumps(decision.to_dict()))
@@ -146,7 +154,7 @@ def train(
         DEFAULT_SETTINGS.use_task),
     focus: Annotated[str, typer.Option(help="full | last_block")] = DEFAULT_SETTINGS.focus,
     rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = DEFAULT_SETTINGS.rule,
-    folds: int = DEFAULT_SETTINGS.folds,
+    folds: Annotated[int, typer.Option(min=2, help="calibration folds")] = DEFAULT_SETTINGS.folds,
     seed: int = DEFAULT_SETTINGS.seed,
     param: ParamOpt = None,
     from_ledger: Annotated[str | None, typer.Option(
@@ -177,7 +185,7 @@ def eval_(
     strategy: Annotated[list[str] | None, typer.Option(
         "--strategy", help="learned | cascade | cheapest | random | fixed:MODEL (repeatable)")] = None,
     split: Annotated[str | None, typer.Option(help="evaluate on this split (default: test; with --cv: all)")] = None,
-    cv: Annotated[int | None, typer.Option("--cv", help="K-fold cross-validation within the data")] = None,
+    cv: Annotated[int | None, typer.Option("--cv", min=2, help="K-fold cross-validation within the data")] = None,
     task: str | None = None,
     models: ModelsOpt = None,
     alias: AliasOpt = None,
@@ -243,7 +251,7 @@ def replay(
 def serve(
     config: Annotated[Path | None, typer.Option(help="configuration file (default: embedded defaults)")] = None,
     host: Annotated[str | None, typer.Option(help="address to listen on (default: server.host)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default: server.port)")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="port (default: server.port)")] = None,
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
                                              help="one line per request on stdout")] = True,
@@ -334,6 +342,7 @@ def keys_create(
 
 
 @keys_app.command("update")
+@fails_cleanly
 def keys_update(
     key_id: Annotated[str, typer.Argument(help="the key's id, from `switchman keys list`")],
     budget: Annotated[float | None, typer.Option(help="new USD limit per period")] = None,
@@ -372,13 +381,17 @@ def keys_revoke(
                             "$SWITCHMAN_REDIS_URL)")] = None,
 ) -> None:
     """Revoke a key (a running gateway stops accepting it within 5 s; at once with Redis)."""
-    from .._config import load_config
+    from .._config import check_redis_url, load_config
     from .._environ import Environment
     from ._ledger import keys_revoke as revoke
 
     server = load_config(config).server if config is not None else None
     redis_url = redis_url or Environment.read().redis_url or (server.redis_url if server is not None else None)
     prefix = server.redis.key_prefix if server is not None else "sm:"
+    try:
+        check_redis_url(redis_url)  # before revoking: not a traceback after the key is already gone
+    except ValueError as exc:
+        raise ConfigError(f"--redis-url: {exc}") from None
     revoke(key_id, ledger_url=_ledger_url(config, ledger), redis_url=redis_url, redis_prefix=prefix)
 
 

@@ -22,6 +22,7 @@ from ..evaluate import (
     load_data,
     plot_report,
 )
+from ._outputs import check_outputs
 from ._progress import ProgressBars
 from ._tables import Field, print_table
 
@@ -40,6 +41,7 @@ def eval_command(
     console: Console | None = None,
 ) -> EvalReport:
     """Evaluate the plan's routers and strategies against baselines; print a table, write JSON and a plot."""
+    check_outputs(json=json_path, plot=plot_path, decisions=decisions_path)
     console = console or Console()
     with console.status("loading data"):
         everything = load_data(data, task=task, models=models, aliases=dict(plan.aliases))

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -33,12 +34,16 @@ def _errors(console: Console | None, url: str) -> Iterator[None]:
     try:
         yield
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(1) from None
+        _fail(console, str(exc))
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        console.print(f"[red]error:[/red] cannot read the ledger at {display_url(url)}: {reason}")
-        raise SystemExit(1) from None
+        _fail(console, f"cannot read the ledger at {display_url(url)}: {reason}")
+
+
+def _fail(console: Console, message: str) -> NoReturn:
+    """One line (never wrapped, never read as markup: it quotes what the user typed) and exit status 1."""
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    raise SystemExit(1)
 
 
 def _usd(value: float) -> str:
@@ -58,7 +63,7 @@ def spend_table(rows: list[SpendRow], *, by: str, since_text: str) -> Table:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            row.group if row.group is not None else "(none)",
+            escape(row.group) if row.group is not None else "(none)",  # a client-chosen agent or model name
             f"{row.requests:,}",
             f"{row.input_tokens:,}",
             f"{row.output_tokens:,}",
@@ -135,7 +140,8 @@ def keys_create(
             store.close()
     console = console or Console()
     budget = "" if info.budget_usd is None else f" with a budget of {_usd(info.budget_usd)} per {info.budget_period}"
-    console.print(f"Created key [bold]{info.id}[/bold] ({info.name}){budget}, acting as {_agents_text(info)}.")
+    console.print(f"Created key [bold]{escape(info.id)}[/bold] ({escape(info.name)}){budget}, "
+                  f"acting as {escape(_agents_text(info))}.")
     console.print(secret, soft_wrap=True, highlight=False, markup=False)
     console.print("[yellow]Store this secret now: it is not kept and cannot be shown again.[/yellow]")
 
@@ -174,7 +180,8 @@ def keys_update(
             store.close()
     console = console or Console()
     budget = "no budget" if info.budget_usd is None else f"{_usd(info.budget_usd)} per {info.budget_period}"
-    console.print(f"Updated key [bold]{info.id}[/bold] ({info.name}): {budget}, acting as {_agents_text(info)}.")
+    console.print(f"Updated key [bold]{escape(info.id)}[/bold] ({escape(info.name)}): {budget}, "
+                  f"acting as {escape(_agents_text(info))}.")
 
 
 def keys_list(*, ledger_url: str | None = None, console: Console | None = None) -> None:
@@ -192,14 +199,14 @@ def keys_list(*, ledger_url: str | None = None, console: Console | None = None) 
     for column in ("Name", "Key", "Created (UTC)", "Status", "Budget", "Agents"):
         table.add_column(column)
     for info in keys:
-        table.add_row(
-            info.id,
-            info.name,
-            info.prefix,
+        table.add_row(  # names and agents are the user's text: shown as typed, never read as markup
+            escape(info.id),
+            escape(info.name),
+            escape(info.prefix),
             info.created.strftime("%Y-%m-%d %H:%M"),
             "[red]revoked[/red]" if info.revoked else "[green]active[/green]",
             "—" if info.budget_usd is None else f"{_usd(info.budget_usd)}/{info.budget_period}",
-            _agents_text(info),
+            escape(_agents_text(info)),
         )
     console.print(table)
 
@@ -227,7 +234,7 @@ def keys_revoke(
         from ..state import publish_revocation
 
         if publish_revocation(redis_url, redis_prefix, key_id):
-            console.print(f"Revoked key [bold]{key_id}[/bold] (broadcast: every gateway replica refuses it now).")
+            console.print(f"Revoked key [bold]{escape(key_id)}[/bold] (broadcast: every gateway replica refuses it now).")
             return
         console.print("[yellow]could not reach Redis to broadcast the revocation[/yellow]")
-    console.print(f"Revoked key [bold]{key_id}[/bold] (a running gateway stops accepting it within 5 s).")
+    console.print(f"Revoked key [bold]{escape(key_id)}[/bold] (a running gateway stops accepting it within 5 s).")

@@ -19,6 +19,7 @@ from .._config import load_config
 from .._exceptions import ConfigError
 from ..evaluate import ledger_records, load_data, replay_data, replay_ledger
 from ..learn import TrainedRouter
+from ._outputs import check_outputs
 from ._progress import ProgressBars
 from ._tables import Field, print_table
 
@@ -76,6 +77,7 @@ def replay_command(
 
     `config` gives its routes' aliases and its models' prices; `aliases` (trained → configured) adds to them.
     """
+    check_outputs(json=json_path)
     console = console or Console()
     if (ledger is None) == (not data):
         raise ConfigError("give exactly one of --ledger URL or --data DIR")
@@ -103,5 +105,6 @@ def replay_command(
         report["warnings"] = [warning]
     _print(report, console)
     if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2))
     return report

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
-from .._config import Config, load_config, parse_config
+from .._config import Config, check_redis_url, load_config, parse_config
 from .._environ import (
     Environment,
     export_bind_host,
@@ -91,7 +91,10 @@ def _has_keys(settings: Config) -> bool:
     """Whether authentication was ever switched on in the keys database (a key was created there once)."""
     from ..ledger import KeyStore
 
-    keys = KeyStore(settings.server.ledger_url)
+    try:
+        keys = KeyStore(settings.server.ledger_url)
+    except ValueError as exc:  # an unparseable or unsupported URL (server.ledger_url, $SWITCHMAN_LEDGER_URL)
+        raise ConfigError(f"the ledger: {exc}") from None
     try:
         return keys.auth_enabled()
     except SQLAlchemyError:  # the ledger is unreachable: we cannot tell, so only loopback is safe
@@ -134,6 +137,10 @@ def serve_command(
         export_redis_url(redis_url)
     env = Environment.read()
     settings, base_dir = _load(config, env)
+    try:
+        check_redis_url(env.redis_url)  # --redis-url or $SWITCHMAN_REDIS_URL: one line now, not at startup
+    except ValueError as exc:
+        raise ConfigError(f"--redis-url: {exc}") from None
     pinned = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
     host = host or settings.server.host
     port = settings.server.port if port is None else port
@@ -202,8 +209,16 @@ def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Pa
         "# (`switchman models` lists them; a model without one needs `score: N`), calibrated to 95% of the best\n"
         "# candidate's quality. `switchman route \"...\"` shows a decision and why.\n"
     )
-    path.write_text(header + yaml.dump(data, Dumper=_PlainDumper, sort_keys=False), encoding="utf-8")
+    _write(path, header + yaml.dump(data, Dumper=_PlainDumper, sort_keys=False))
     return path
+
+
+def _write(path: Path, text: str) -> None:
+    """Write the configuration file; a missing folder or a directory in the way is one error line."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the configuration file ({exc.strerror or exc})") from None
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -225,6 +240,10 @@ def import_litellm_command(source: Path, path: Path = Path("switchman.yaml"), fo
         data = yaml.safe_load(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{source}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:  # a directory, no permission, ...
+        raise ConfigError(f"{source}: cannot read the file ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("model_list"), list):
@@ -238,5 +257,5 @@ def import_litellm_command(source: Path, path: Path = Path("switchman.yaml"), fo
         dumped = yaml.dump({"models": result.unpriced}, Dumper=_PlainDumper, sort_keys=False).splitlines()
         header += "# Left out until priced (add input_price and output_price, then move under models):\n" + \
             _comment(dumped)
-    path.write_text(header + yaml.dump(result.config, Dumper=_PlainDumper, sort_keys=False), encoding="utf-8")
+    _write(path, header + yaml.dump(result.config, Dumper=_PlainDumper, sort_keys=False))
     return result

@@ -16,6 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["Field", "print_table"]
 
@@ -50,12 +51,15 @@ def _table(
 ) -> Table:
     """The table of the `keep` columns at these widths (Rich's own squeezing would cut numbers)."""
     # No vertical rules: spaces between columns leave the width to the values.
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    # Values and the title are plain Text: model names come from configurations and clients, never markup.
+    # A Text title keeps the theme's `table.title` style only if given it: Rich styles str titles alone.
+    table = Table(title=None if title is None else Text(title, style="table.title"), title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     for i, width in zip(keep, widths, strict=True):
         table.add_column(fields[i].header, justify="right" if fields[i].numeric else "left", width=width,
                          overflow="fold")
     for n, row in enumerate(rows):
-        table.add_row(*(row[i] for i in keep), end_section=n in sections)
+        table.add_row(*(Text(row[i]) for i in keep), end_section=n in sections)
     return table
 
 

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from ..evaluate import ledger_outcomes, load_data
 from ..learn import DEFAULT_SETTINGS, TrainedRouter, TrainSettings, bundled_router, train_router
+from ._outputs import check_outputs
 from ._progress import ProgressBars
 
 __all__ = ["train_command"]
@@ -36,6 +37,7 @@ def train_command(
     logged models' abilities and the clusters' evidence are fitted, so a few hundred labelled
     requests are enough (with `--algorithm ability`, the default).
     """
+    check_outputs(out=out)
     console = console or Console()
     prior = None
     with console.status("loading data"):
@@ -52,6 +54,7 @@ def train_command(
         source = [table.source] if from_ledger is not None else [str(d) for d in data]
         trained = train_router(table, settings, source=source, split=None if from_ledger is not None else split,
                                prior=prior, progress=progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
     trained.save(out)
     _print_summary(trained, out, settings, console)
     return trained

@@ -430,6 +430,8 @@ def _read_csv(file: Path) -> pd.DataFrame:
         raise DatasetError(f"{file}: file is empty (no header row)") from exc
     except pd.errors.ParserError as exc:
         raise DatasetError(f"{file}: not a valid CSV file: {exc}") from exc
+    except UnicodeEncodeError as exc:  # undecodable bytes in the header: pandas cannot make column names of them
+        raise DatasetError(f"{file}, header row: bytes that are not UTF-8; save the file as UTF-8") from exc
     except (OSError, EOFError) as exc:  # e.g. a truncated or non-gzip .gz file
         raise DatasetError(f"{file}: cannot read: {exc}") from exc
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from .._exceptions import ConfigError, DatasetError
 from ..ledger import Ledger, LedgerRecord, display_url, parse_since
@@ -81,9 +82,15 @@ def ledger_records(url: str | None, since: str | None) -> tuple[list[LedgerRecor
         start = parse_since(since) if since else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    ledger = Ledger.from_url(url)
+    try:
+        ledger = Ledger.from_url(url)
+    except ValueError as exc:  # an unparseable or unsupported URL
+        raise ConfigError(str(exc)) from None
     try:
         return ledger.records(since=start), ledger.feedback_scores(), display_url(ledger.url)
+    except SQLAlchemyError as exc:  # unreachable, not a database, ...: one line naming it (password masked)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise ConfigError(f"cannot read the ledger at {display_url(ledger.url)}: {reason}") from None
     finally:
         ledger.close_sync()
 

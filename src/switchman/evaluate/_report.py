@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._exceptions import ConfigError
 from ..learn import TrainingRecord, knob_grid, sweep
 from ..routing import SelectionRule
 from ._cascade_sim import CascadeParams
@@ -326,7 +327,7 @@ def reference_points(table: OutcomeTable, *, best_model: str | None = None,
     points = single_model_points(table.quality, table.cost_usd, table.models)
     best = best_model if best_model is not None else max(points, key=lambda m: (points[m][1], -points[m][0]))
     if best not in points:
-        raise ValueError(f"reference model {best!r} is not in the evaluated data {list(table.models)}")
+        raise ConfigError(f"--reference: model {best!r} is not in the evaluated data {list(table.models)}")
     priciest = max(points, key=lambda m: points[m][0])
     return References(
         best_model=str(best), best_quality=points[best][1], best_cost=points[best][0],

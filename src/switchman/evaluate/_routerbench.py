@@ -108,6 +108,8 @@ def _read_native(path: Path) -> pd.DataFrame:
         raise DatasetError(f"{path}: file is empty") from exc
     except pd.errors.ParserError as exc:
         raise DatasetError(f"{path}: not a valid CSV file: {exc}") from exc
+    except UnicodeEncodeError as exc:  # undecodable bytes in the header: pandas cannot make column names of them
+        raise DatasetError(f"{path}, header row: bytes that are not UTF-8; save the file as UTF-8") from exc
     if frame.empty:
         raise DatasetError(f"{path}: no data rows")
     for column in frame.columns:

@@ -34,7 +34,7 @@ from sqlalchemy import (
     make_url,
 )
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .._environ import LEDGER_URL_ENV, Environment
@@ -222,7 +222,10 @@ _SECRET_PARAM = "password"
 
 
 def _driver_url(url: str) -> URL:
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    try:
+        parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    except (ArgumentError, ValueError):  # not shown: an unparseable URL's password cannot be found to be masked
+        raise ValueError("cannot parse the ledger URL: use sqlite:///path or postgresql://user@host/db") from None
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     elif parsed.drivername == "sqlite":
@@ -264,13 +267,24 @@ def _postgres_connect_args(url: URL) -> dict[str, Any]:
 
 def create_ledger_engine(url: str) -> Engine:
     """A SQLAlchemy engine for a ledger URL; creates the SQLite file's folder. Does not connect."""
+    try:
+        return _create_engine(url)
+    except ArgumentError:  # e.g. sqlite://user@/x (SQLite takes no user, host or port)
+        raise ValueError(f"invalid ledger URL {display_url(url)!r}: use sqlite:///path or postgresql://...") from None
+
+
+def _create_engine(url: str) -> Engine:
     parsed = _driver_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database or ""
         if not database or database == ":memory:" or parsed.query.get("mode") == "memory":
             raise ValueError("the ledger needs a SQLite file, not an in-memory database: use sqlite:///path")
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission: one line, not a traceback
+            raise ValueError(f"cannot create the ledger's folder {folder}: {exc.strerror or exc}") from None
         # LIFO: the writer gets back the connection it used last, whose page cache is still valid; FIFO handed it
         # the other one once a dashboard read had overlapped a write, and SQLite re-read every page it touched.
         engine = create_engine(

@@ -27,6 +27,7 @@ import builtins
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -170,6 +171,13 @@ class KeySet:
         return sum(len(entries) for entries in self.by_lookup.values())
 
 
+def _check_budget(budget_usd: float | None) -> None:
+    """A budget is a finite amount above $0: NaN was stored as NULL, which is no budget at all."""
+    if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd > 0):
+        raise ValueError(f"a key's budget must be a finite amount more than $0, not {budget_usd!r} "
+                         "(leave the budget out for none)")
+
+
 class KeyStore:
     """Create, change, list, revoke and verify virtual keys in the ledger database.
 
@@ -200,8 +208,7 @@ class KeyStore:
         """A new key and its secret (shown once, never stored); switches authentication on for good."""
         if not name.strip():
             raise ValueError("a key needs a non-empty name")
-        if budget_usd is not None and budget_usd <= 0:
-            raise ValueError("a key's budget must be more than $0")
+        _check_budget(budget_usd)
         if budget_period not in ("day", "month"):
             raise ValueError(f"unknown budget period {budget_period!r}: use 'day' or 'month'")
         _check_binding(agents, default_agent)
@@ -249,8 +256,7 @@ class KeyStore:
             raise ValueError(f"no active key with id {key_id!r}")
         values: dict[str, Any] = {}
         if not isinstance(budget_usd, _Unchanged):
-            if budget_usd is not None and budget_usd <= 0:
-                raise ValueError("a key's budget must be more than $0")
+            _check_budget(budget_usd)
             values["budget_usd"] = budget_usd
         if not isinstance(budget_period, _Unchanged):
             if budget_period not in ("day", "month"):

@@ -34,7 +34,10 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     match = _RELATIVE.match(text)
     if match:
         amount, unit = float(match.group(1)), match.group(2).lower()
-        return now - timedelta(seconds=amount * _UNIT_SECONDS[unit])
+        try:
+            return now - timedelta(seconds=amount * _UNIT_SECONDS[unit])
+        except OverflowError:  # 99999999d: before the year 1
+            raise ValueError(f"cannot read --since {text!r}: it reaches back before the year 1") from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:

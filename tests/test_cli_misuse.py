@@ -1,0 +1,238 @@
+"""The command line misused as a new user would: each mistake is one `error:` line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from typer.testing import CliRunner
+
+from switchman.cli import app
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result.exit_code, result.output
+
+
+def test_a_directory_given_as_the_configuration_is_one_error_line(tmp_path: Path) -> None:
+    code, out = _run("models", "--config", str(tmp_path))
+    assert code == 2
+    assert "cannot read the configuration file" in out and "Is a directory" in out
+
+
+def test_init_into_a_missing_folder_or_over_a_directory_is_one_error_line(tmp_path: Path) -> None:
+    code, out = _run("init", str(tmp_path / "no-such-folder" / "switchman.yaml"))
+    assert code == 2 and "cannot write the configuration file" in out
+    code, out = _run("init", str(tmp_path), "--force")
+    assert code == 2 and "cannot write the configuration file" in out
+
+
+def test_init_from_a_litellm_file_that_is_a_directory_or_binary_is_one_error_line(tmp_path: Path) -> None:
+    code, out = _run("init", "--from-litellm", str(tmp_path), str(tmp_path / "out.yaml"))
+    assert code == 2 and "cannot read the file" in out
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(b"\x00\xff\xfe model_list: []")
+    code, out = _run("init", "--from-litellm", str(binary), str(tmp_path / "out.yaml"))
+    assert code == 2 and "not UTF-8 text" in out
+    assert not (tmp_path / "out.yaml").exists()
+
+
+def _bundled_router() -> str:
+    from importlib import resources
+
+    return str(resources.files("switchman.learn").joinpath("data/router.safetensors"))
+
+
+def test_an_unparseable_ledger_url_is_one_error_line(tmp_path: Path) -> None:
+    code, out = _run("spend", "--ledger", "garbage")
+    assert code == 1 and "cannot parse the ledger URL" in out
+    code, out = _run("replay", "--router", _bundled_router(), "--ledger", "garbage")
+    assert code == 2 and "cannot parse the ledger URL" in out
+
+
+def test_a_ledger_that_cannot_be_read_is_one_error_line_for_replay_and_train(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "ledger.db"
+    not_a_db.write_bytes(b"\x00\xff" * 512)
+    url = f"sqlite:///{not_a_db}"
+    code, out = _run("replay", "--router", _bundled_router(), "--ledger", url)
+    assert code == 2 and "cannot read the ledger at" in out and "not a database" in out
+    code, out = _run("train", "--from-ledger", url, "--out", str(tmp_path / "r.safetensors"))
+    assert code == 2 and "cannot read the ledger at" in out and "not a database" in out
+
+
+def test_since_too_far_back_is_one_error_line(tmp_path: Path) -> None:
+    code, out = _run("spend", "--since", "99999999d", "--ledger", f"sqlite:///{tmp_path / 'l.db'}")
+    assert code == 1 and "cannot read --since '99999999d'" in out
+
+
+def test_what_the_user_typed_is_not_read_as_markup_in_a_ledger_error(tmp_path: Path) -> None:
+    code, out = _run("spend", "--by", "[/red]", "--ledger", f"sqlite:///{tmp_path / 'l.db'}")
+    assert code == 1 and "cannot group spend by '[/red]'" in out
+
+
+def test_keys_update_with_a_bad_configuration_is_one_error_line(tmp_path: Path) -> None:
+    config = tmp_path / "switchman.yaml"
+    config.write_text("surprise: 1\n")
+    code, out = _run("keys", "update", "key-x", "--budget", "3", "--config", str(config))
+    assert code == 2 and "unknown key 'surprise'" in out
+
+
+def test_a_nan_or_infinite_key_budget_is_refused_not_stored_as_no_budget(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'l.db'}"
+    for budget in ("nan", "inf"):
+        code, out = _run("keys", "create", "bob", "--budget", budget, "--ledger", ledger)
+        assert code == 1 and "finite amount more than $0" in out and "sk-" not in out
+    code, out = _run("keys", "create", "bob", "--budget", "5", "--ledger", ledger)
+    assert code == 0
+    key_id = out.split("Created key ")[1].split()[0]
+    code, out = _run("keys", "update", key_id, "--budget", "nan", "--ledger", ledger)
+    assert code == 1 and "finite amount more than $0" in out
+    code, out = _run("keys", "list", "--ledger", ledger)
+    assert "$5.0000/day" in out
+
+
+def test_serve_with_a_port_out_of_range_is_a_usage_error_not_a_traceback() -> None:
+    for port in ("-1", "99999"):
+        code, out = _run("serve", "--port", port)
+        assert code == 2 and "Invalid value for '--port'" in out
+
+
+def test_serve_with_a_redis_url_of_another_scheme_stops_before_starting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHMAN_REDIS_URL", "redis://127.0.0.1:1/0")  # serve exports --redis-url: undone after
+    code, out = _run("serve", "--redis-url", "nope://user:hunter2@10.0.0.5", "--port", "0")
+    assert code == 2 and "--redis-url: a Redis URL starts with one of redis://" in out and "'nope'" in out
+    assert "hunter2" not in out
+    config = tmp_path / "switchman.yaml"
+    config.write_text("server: {redis_url: 'localhost:6379'}\n")
+    code, out = _run("serve", "--config", str(config), "--port", "0")
+    assert code == 2 and "server.redis_url: a Redis URL starts with one of" in out
+
+
+def test_route_with_a_prompt_that_is_not_utf8_is_one_error_line(tmp_path: Path) -> None:
+    config = tmp_path / "switchman.yaml"
+    config.write_text("models: {gpt-4o-mini: {provider: p}, claude-sonnet-4-5: {provider: p}}\n"
+                      "routes: {default: {candidates: [gpt-4o-mini, claude-sonnet-4-5], strategy: learned}}\n")
+    prompt = b"ab\xff\xfe hello".decode("utf-8", "surrogateescape")  # what Python makes of such bytes in argv
+    code, out = _run("route", prompt, "--config", str(config))
+    assert code == 2 and "the prompt is not UTF-8 text (byte 0xff at character 2)" in out
+    code, out = _run("route", "héllo wörld", "--config", str(config))
+    assert code == 0 and "why: learned" in out
+
+
+def test_a_dataset_whose_header_is_not_utf8_is_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "prompts.csv").write_bytes(b"prompt_id,prompt\xff\n1,hi\n")
+    (tmp_path / "outcomes.csv").write_bytes(b"prompt_id,model,quality,input_tokens,output_tokens\n1,m,0.5,1,1\n")
+    code, out = _run("eval", "--data", str(tmp_path), "--strategy", "cheapest")
+    assert code == 2 and "prompts.csv, header row: bytes that are not UTF-8" in out
+    code, out = _run("train", "--data", str(tmp_path), "--out", str(tmp_path / "r.safetensors"))
+    assert code == 2 and "prompts.csv, header row: bytes that are not UTF-8" in out
+
+
+def _tiny_data(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "prompts.csv").write_text("prompt_id,prompt,split\n" + "".join(
+        f"{i},question {i} about {'code' if i % 2 else 'poems'},{'train' if i < 30 else 'test'}\n" for i in range(40)))
+    (folder / "outcomes.csv").write_text("prompt_id,model,quality,input_tokens,output_tokens\n" + "".join(
+        f"{i},{m},{(i * 7 + len(m)) % 10 / 10},10,20\n" for i in range(40) for m in ("gpt-4o-mini", "claude-sonnet-4-5")))
+    return folder
+
+
+def test_an_output_path_that_cannot_be_a_file_is_refused_before_the_work(tmp_path: Path) -> None:
+    data = _tiny_data(tmp_path / "data")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    code, out = _run("train", "--data", str(data), "--out", str(tmp_path))
+    assert code == 2 and f"--out {tmp_path}: is a directory" in out and "calibration" not in out
+    code, out = _run("eval", "--data", str(data), "--strategy", "cheapest", "--json", str(tmp_path))
+    assert code == 2 and f"--json {tmp_path}: is a directory" in out
+    code, out = _run("eval", "--data", str(data), "--strategy", "cheapest", "--decisions", str(a_file / "d.csv"))
+    assert code == 2 and f"{a_file} is not a folder" in out
+    code, out = _run("replay", "--router", _bundled_router(), "--data", str(data), "--json", str(tmp_path))
+    assert code == 2 and f"--json {tmp_path}: is a directory" in out
+
+
+def test_fewer_than_two_folds_is_a_usage_error() -> None:
+    code, out = _run("eval", "--data", "x", "--strategy", "cheapest", "--cv", "1")
+    assert code == 2 and "Invalid value for '--cv'" in out
+    code, out = _run("train", "--data", "x", "--out", "r.safetensors", "--folds", "0")
+    assert code == 2 and "Invalid value for '--folds'" in out
+
+
+def test_eval_with_a_reference_model_not_in_the_data_is_one_error_line(tmp_path: Path) -> None:
+    data = _tiny_data(tmp_path / "data")
+    code, out = _run("eval", "--data", str(data), "--strategy", "cheapest", "--reference", "nope")
+    assert code == 2 and "--reference: model 'nope' is not in the evaluated data" in out
+
+
+def test_key_names_and_agents_that_look_like_markup_are_shown_as_typed(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'l.db'}"
+    code, out = _run("keys", "create", "[/red]", "--agent", "[bold]x", "--ledger", ledger)
+    assert code == 0 and "([/red])" in out and "acting as [bold]x" in out and "sk-sw-" in out  # the secret is shown
+    code, out = _run("keys", "list", "--ledger", ledger)
+    assert code == 0 and "[/red]" in out and "[bold]x" in out
+
+
+def test_spend_by_an_agent_named_like_markup_is_shown_as_typed(tmp_path: Path) -> None:
+    import time
+
+    from switchman.ledger import Ledger, LedgerRecord
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    ledger = Ledger(url)
+    ledger.record(LedgerRecord(time=time.time() - 60, model="small", agent="[/oops]", cost_usd=0.01))
+    ledger.close_sync()
+    code, out = _run("spend", "--by", "agent", "--ledger", url)
+    assert code == 0 and "[/oops]" in out
+
+
+def test_model_names_that_look_like_markup_are_shown_as_typed_in_tables(tmp_path: Path) -> None:
+    config = tmp_path / "switchman.yaml"
+    config.write_text('models: {"[/x]": {provider: p, input_price: 1, output_price: 2}}\n'
+                      'routes: {default: {candidates: ["[/x]"], strategy: cheapest}}\n')
+    code, out = _run("route", "hi", "--config", str(config))
+    assert code == 0 and "route default (cheapest): [/x]" in out and "→   [/x]" in out
+    code, out = _run("models", "--config", str(config))
+    assert code == 0 and "[/x]" in out
+
+
+def test_keys_revoke_with_a_redis_url_of_another_scheme_fails_before_revoking(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'l.db'}"
+    code, out = _run("keys", "create", "bob", "--ledger", ledger)
+    key_id = out.split("Created key ")[1].split()[0]
+    code, out = _run("keys", "revoke", key_id, "--ledger", ledger, "--redis-url", "nope://u:hunter2@x")
+    assert code == 2 and "--redis-url: a Redis URL starts with one of" in out and "hunter2" not in out
+    code, out = _run("keys", "list", "--ledger", ledger)
+    assert "active" in out  # not revoked by the command that failed
+
+
+def test_serve_with_a_ledger_url_it_cannot_use_is_one_error_line(tmp_path: Path) -> None:
+    config = tmp_path / "switchman.yaml"
+    config.write_text("server: {ledger_url: 'mysql://user:hunter2@db/x'}\n")
+    code, out = _run("serve", "--config", str(config), "--port", "0")
+    assert code == 2 and "the ledger: unsupported ledger URL 'mysql://user:***@db/x'" in out and "hunter2" not in out
+
+
+def test_a_ledger_url_sqlalchemy_refuses_or_a_folder_it_cannot_make_is_one_error_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for url, message in (("sqlite://u:hunter2@/x", "invalid ledger URL 'sqlite+pysqlite://u:***@/x'"),
+                         ("postgresql://u:hunter2@h:abc/db", "cannot parse the ledger URL"),
+                         (f"sqlite:///{a_file}/l.db", f"cannot create the ledger's folder {a_file}")):
+        code, out = _run("replay", "--router", _bundled_router(), "--ledger", url)
+        assert code == 2 and message in out and "hunter2" not in out
+        code, out = _run("keys", "list", "--ledger", url)
+        assert code == 1 and message in out and "hunter2" not in out
+
+
+def test_train_out_and_replay_json_create_missing_folders(tmp_path: Path) -> None:
+    data = _tiny_data(tmp_path / "data")
+    out = tmp_path / "new" / "deeper" / "r.safetensors"
+    code, _ = _run("train", "--data", str(data), "--out", str(out))
+    assert code == 0 and out.is_file()
+    report = tmp_path / "other" / "replay.json"
+    code, _ = _run("replay", "--router", str(out), "--data", str(data), "--json", str(report))
+    assert code == 0 and report.is_file()
