@@ -191,6 +191,10 @@ def test_openai_stream_notes_length_and_usage_in_either_spelling(spaced: bool) -
     ((10, 5, 30), Usage(10, 5, 10)),  # more cached than sent: all of it
     ((MAX_REPORTED_TOKENS, MAX_REPORTED_TOKENS, 0), Usage(MAX_REPORTED_TOKENS, MAX_REPORTED_TOKENS, 0)),
     ((12.0, "7", None), Usage(12, 7, 0)),  # a float, a numeric string, an absent count
+    ((10, 5, None), Usage(10, 5, 0)),  # no cached count: the usual answer
+    ((10, 5, 10), Usage(10, 5, 10)),
+    ((None, 5, None), Usage(0, 5, 0)),
+    ((10, 5, True), None),
     ((MAX_REPORTED_TOKENS + 1, 5, 0), None),
     ((10, -1, 0), None),
     ((10, 5, -1), None),

@@ -84,10 +84,13 @@ def token_count(value: object) -> int | None:
 def reported_usage(input_tokens: object, output_tokens: object, cached_input_tokens: object = 0) -> Usage | None:
     """Usage from the counts an upstream reported (absent ones are 0); None, for the gateway to estimate, when
     one is not a plausible token count (negative, huge, not a number)."""
+    if cached_input_tokens is None:  # absent, as in most answers (token_count reads it as 0 too)
+        cached_input_tokens = 0
     if type(input_tokens) is int and type(output_tokens) is int and type(cached_input_tokens) is int \
             and 0 <= input_tokens <= MAX_REPORTED_TOKENS and 0 <= output_tokens <= MAX_REPORTED_TOKENS \
             and 0 <= cached_input_tokens:  # every answer's usage: checked without a call per count
-        return Usage(input_tokens, output_tokens, min(cached_input_tokens, input_tokens))
+        return Usage(input_tokens, output_tokens,
+                     cached_input_tokens if cached_input_tokens <= input_tokens else input_tokens)
     tin, tout, cached = token_count(input_tokens), token_count(output_tokens), token_count(cached_input_tokens)
     if tin is None or tout is None or cached is None:
         return None
