@@ -8,10 +8,11 @@ half the cost). Nothing else changes: `__setattr__` still raises FrozenInstanceE
 `__hash__`, `__repr__`, `dataclasses.replace` and pickling are dataclasses' own.
 
 A slot descriptor's `__set__` is itself a call through a method wrapper (an argument tuple made and
-unpacked, ~400 instructions a field). So an instance of the class itself (not of a subclass) is
-filled (when it has 6 fields or more) as an instance of a twin class with the same slots and no `__setattr__` of its own, where
-`self.name = value` is a plain slot store, and is given its class back before `__init__` returns
-(also when a default factory raises): ~30 instructions a field, plus ~1,000 for the two class changes.
+unpacked, ~400 instructions a field). So an instance of the class itself (not of a subclass) with 6
+fields or more is filled as an instance of a twin class with the same slots and no `__setattr__` of
+its own, where `self.name = value` is a plain slot store, and is given its class back before
+`__init__` returns (also when a default factory raises): ~30 instructions a field, plus ~1,000 for
+the two class changes.
 """
 
 from __future__ import annotations
