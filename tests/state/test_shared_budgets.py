@@ -40,12 +40,38 @@ async def _link(url: str, prefix: str = "sm:", **options: Any) -> RedisLink:
     return link
 
 
+def _counter_key(link: RedisLink, budget: BudgetConfig) -> str:
+    """The Redis hash of `budget`'s current period."""
+    start, _ = period_bounds(time.time(), budget.period)
+    return link.key(f"budget:{budget.scope}:{budget.name}", budget.period, str(int(start)))
+
+
 async def _counter(link: RedisLink, budget: BudgetConfig) -> tuple[float, float]:
     """(spent, reserved) of `budget`'s current period, as Redis holds them."""
-    start, _ = period_bounds(time.time(), budget.period)
-    key = link.key(f"budget:{budget.scope}:{budget.name}", budget.period, str(int(start)))
+    key = _counter_key(link, budget)
     found = await link.run(lambda r: r.hgetall(key))
     return float(found.get(b"spent", 0.0)), float(found.get(b"reserved", 0.0))
+
+
+async def _await_counter(link: RedisLink, budget: BudgetConfig, expected: tuple[Any, Any]) -> None:
+    """Wait (up to 5 s) for the rebuild a malformed counter starts to write `expected`; the caller asserts it."""
+    for _ in range(100):
+        with contextlib.suppress(ValueError):  # still malformed
+            if await _counter(link, budget) == expected:
+                return
+        await anyio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _raw_redis() -> Iterator[Any]:
+    """A plain client, to write what switchman never would (a malformed counter, a non-UTF-8 marker)."""
+    import redis
+
+    raw = redis.Redis.from_url(URL)
+    try:
+        yield raw
+    finally:
+        raw.close()
 
 
 def test_a_reservation_nobody_settles_stops_counting_at_its_deadline(prefix: str) -> None:
@@ -413,18 +439,12 @@ def test_a_malformed_counter_in_redis_is_repaired_by_the_resync_and_the_link_com
                                                                                    field: str) -> None:
     """A counter field no number (another writer, a version skew): before, the rebuild's script failed on it at
     every resync, so the link stayed down for good (every replica on local state, with no line saying why)."""
-    import redis
-
     async def main() -> None:
         link = RedisLink(URL, prefix=prefix, timeout_s=2.0, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         link.on_resync(budgets.rebuild)  # as the gateway does
-        start, _ = period_bounds(time.time(), AGENT.period)
-        raw = redis.Redis.from_url(URL)
-        try:
-            raw.hset(link.key(f"budget:{AGENT.scope}:{AGENT.name}", AGENT.period, str(int(start))), field, "abc")
-        finally:
-            raw.close()
+        with _raw_redis() as raw:
+            raw.hset(_counter_key(link, AGENT), field, "abc")
         await link.start()
         try:
             assert link.up
@@ -441,17 +461,12 @@ def test_a_malformed_counter_in_redis_is_repaired_by_the_resync_and_the_link_com
 
 def test_an_epoch_marker_no_utf8_does_not_keep_the_link_down(prefix: str) -> None:
     """Before, its UnicodeDecodeError failed the budget rebuild at every resync: the link stayed down for good."""
-    import redis
-
     async def main() -> None:
         link = RedisLink(URL, prefix=prefix, timeout_s=2.0, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         link.on_resync(budgets.rebuild)  # as the gateway does
-        raw = redis.Redis.from_url(URL)
-        try:
+        with _raw_redis() as raw:
             raw.set(link.key("budgets", "epoch"), b"\xff\xfe")
-        finally:
-            raw.close()
         await link.start()
         try:
             assert link.up
@@ -465,26 +480,16 @@ def test_an_epoch_marker_no_utf8_does_not_keep_the_link_down(prefix: str) -> Non
 def test_a_malformed_spend_while_up_does_not_fail_every_settle(prefix: str, value: str) -> None:
     """Before, the scripts failed on it (reserve: arithmetic on nil; settle: HINCRBYFLOAT) at every request of the
     budget: each fell back to the local check and no spend reached Redis until the next resync."""
-    import redis
-
     async def main() -> None:
         link = await _link(URL, prefix)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
-        start, _ = period_bounds(time.time(), AGENT.period)
-        raw = redis.Redis.from_url(URL)
-        try:
-            raw.hset(link.key(f"budget:{AGENT.scope}:{AGENT.name}", AGENT.period, str(int(start))), "spent", value)
-        finally:
-            raw.close()
+        with _raw_redis() as raw:
+            raw.hset(_counter_key(link, AGENT), "spent", value)
         try:
             first = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
             assert not isinstance(first, SharedReservation)  # unknown, not $0: the local check (no ledger here)
             first.settle(0.0)
-            for _ in range(100):  # the rebuild it started repairs the counter
-                with contextlib.suppress(ValueError):
-                    if await _counter(link, AGENT) == (0.0, 0.0):
-                        break
-                await anyio.sleep(0.05)
+            await _await_counter(link, AGENT, (0.0, 0.0))  # the rebuild it started repairs the counter
             for _ in range(2):
                 held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
                 assert held.held
@@ -502,8 +507,6 @@ def test_a_malformed_spend_while_up_never_lets_a_budget_spent_in_the_ledger_thro
                                                                                      value: str) -> None:
     """A spend in Redis no finite number is unknown, not $0: a reserve must not count from $0 against it (that
     would hand the whole budget out again); the counter is rebuilt from the ledger (the resync)."""
-    import redis
-
     ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
     ledger.record(LedgerRecord(request_id="r1", agent="a", model="m", prompt="x", cost_usd=0.8))
     ledger.flush_sync(timeout=10)
@@ -516,19 +519,11 @@ def test_a_malformed_spend_while_up_never_lets_a_budget_spent_in_the_ledger_thro
         try:
             assert link.up
             assert await _counter(link, AGENT) == (pytest.approx(0.8), 0.0)
-            start, _ = period_bounds(time.time(), AGENT.period)
-            raw = redis.Redis.from_url(URL)
-            try:
-                raw.hset(link.key(f"budget:{AGENT.scope}:{AGENT.name}", AGENT.period, str(int(start))), "spent", value)
-            finally:
-                raw.close()
+            with _raw_redis() as raw:
+                raw.hset(_counter_key(link, AGENT), "spent", value)
             with pytest.raises(Exception, match="budget"):
                 await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
-            for _ in range(100):  # a rebuild repairs it from the ledger
-                with contextlib.suppress(ValueError):
-                    if await _counter(link, AGENT) == (pytest.approx(0.8), 0.0):
-                        break
-                await anyio.sleep(0.05)
+            await _await_counter(link, AGENT, (pytest.approx(0.8), 0.0))  # a rebuild repairs it from the ledger
             assert link.up
             assert await _counter(link, AGENT) == (pytest.approx(0.8), 0.0)
             with pytest.raises(Exception, match="budget"):
@@ -548,8 +543,6 @@ def test_a_malformed_spend_while_up_never_lets_a_budget_spent_in_the_ledger_thro
 def test_a_malformed_spend_is_not_restarted_at_zero_while_the_ledger_cannot_be_read(tmp_path: Any,
                                                                                    prefix: str) -> None:
     """The rebuild it starts cannot read the ledger: the counter stays unknown (requests on the local check)."""
-    import redis
-
     ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
     ledger.record(LedgerRecord(request_id="r1", agent="a", model="m", prompt="x", cost_usd=0.8))
     ledger.flush_sync(timeout=10)
@@ -560,18 +553,16 @@ def test_a_malformed_spend_is_not_restarted_at_zero_while_the_ledger_cannot_be_r
         budgets = SharedBudgets(manager, link)
         await budgets.rebuild()
         manager.ledger_spend = lambda: None  # type: ignore[method-assign]  # the ledger unreadable from now on
-        start, _ = period_bounds(time.time(), AGENT.period)
-        key = link.key(f"budget:{AGENT.scope}:{AGENT.name}", AGENT.period, str(int(start)))
-        raw = redis.Redis.from_url(URL)
+        key = _counter_key(link, AGENT)
         try:
-            raw.hset(key, "spent", "abc")
-            for _ in range(3):
-                with pytest.raises(Exception, match="budget"):
-                    await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
-                await anyio.sleep(0.1)
-            assert raw.hget(key, "spent") == b"abc"
+            with _raw_redis() as raw:
+                raw.hset(key, "spent", "abc")
+                for _ in range(3):
+                    with pytest.raises(Exception, match="budget"):
+                        await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
+                    await anyio.sleep(0.1)
+                assert raw.hget(key, "spent") == b"abc"
         finally:
-            raw.close()
             await link.aclose()
 
     anyio.run(main)
