@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from switchman.gateway._keyring import Keyring
 from switchman.ledger import KeyStore
+
+
+def _run_loop(loop: Coroutine[Any, Any, Any], enough: Callable[[], bool]) -> bool:
+    """Run a background loop until `enough()` (3 s at most), then cancel it: whether it was still running."""
+    async def main() -> bool:
+        task = asyncio.get_running_loop().create_task(loop)
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if enough() or task.done():
+                break
+        running = not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return running
+
+    return asyncio.run(main())
 
 
 @pytest.mark.parametrize("change", ["budget_period = 'week'", "budget_usd = -1", "created = 1e300"])
@@ -57,22 +76,11 @@ def test_the_key_refresh_loop_outlives_a_listener_that_raises(tmp_path: Path) ->
 
     keyring.on_change(listener)
 
-    async def main() -> None:
-        task = asyncio.get_running_loop().create_task(keyring.run())
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if len(calls) >= 3 or task.done():
-                break
-        assert not task.done()
-        assert len(calls) >= 3
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
     try:
-        asyncio.run(main())
+        assert _run_loop(keyring.run(), lambda: len(calls) >= 3)
     finally:
         keyring.close()
+    assert len(calls) >= 3
 
 
 class _FlakyBudgets:
@@ -101,20 +109,10 @@ def test_the_budget_refresh_loop_outlives_a_failed_refresh(caplog: pytest.LogCap
     budgets = _FlakyBudgets()
     gateway = SimpleNamespace(budgets=budgets)
 
-    async def main() -> None:
-        task = asyncio.get_running_loop().create_task(Gateway.refresh_budgets(gateway, every_s=0.01))  # type: ignore[arg-type]
-        for _ in range(300):
-            await asyncio.sleep(0.01)
-            if budgets.refreshes >= 3 or task.done():
-                break
-        assert not task.done()
-        assert budgets.refreshes >= 3
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
     with caplog.at_level(logging.ERROR, logger="switchman.gateway"):
-        asyncio.run(main())
+        assert _run_loop(Gateway.refresh_budgets(gateway, every_s=0.01),  # type: ignore[arg-type]
+                         lambda: budgets.refreshes >= 3)
+    assert budgets.refreshes >= 3
     assert any("budget refresh" in r.getMessage() for r in caplog.records)
 
 
@@ -137,18 +135,9 @@ def test_a_persistent_budget_refresh_failure_is_logged_once_and_its_end_too(capl
     budgets = _BrokenBudgets()
     gateway = SimpleNamespace(budgets=budgets)
 
-    async def main() -> None:
-        task = asyncio.get_running_loop().create_task(Gateway.refresh_budgets(gateway, every_s=0.01))  # type: ignore[arg-type]
-        for _ in range(300):
-            await asyncio.sleep(0.01)
-            if budgets.refreshes >= 7 or task.done():
-                break
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
     with caplog.at_level(logging.INFO, logger="switchman.gateway"):
-        asyncio.run(main())
+        assert _run_loop(Gateway.refresh_budgets(gateway, every_s=0.01),  # type: ignore[arg-type]
+                         lambda: budgets.refreshes >= 7)
     assert budgets.refreshes >= 7
     failed = [r for r in caplog.records if "budget refresh" in r.getMessage() and "failed" in r.getMessage()]
     assert len(failed) == 1
@@ -169,19 +158,9 @@ def test_a_persistent_key_refresh_failure_is_logged_once_per_streak(tmp_path: Pa
 
     keyring.on_change(listener)
 
-    async def main() -> None:
-        task = asyncio.get_running_loop().create_task(keyring.run())
-        for _ in range(300):
-            await asyncio.sleep(0.01)
-            if len(calls) >= 7 or task.done():
-                break
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
     try:
         with caplog.at_level(logging.INFO, logger="switchman.gateway"):
-            asyncio.run(main())
+            assert _run_loop(keyring.run(), lambda: len(calls) >= 7)
     finally:
         keyring.close()
     assert len(calls) >= 7
