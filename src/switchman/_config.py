@@ -159,7 +159,10 @@ class RedisOptions(_Strict):
 
 
 #: The URL schemes the Redis clients take (redis-py's three and the Cluster spellings).
-REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+#: redis-py's own URL schemes (it checks them case-sensitively: `url.startswith("redis://")`).
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: Ours, for Redis Cluster (any case), each with the scheme its nodes are reached by.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -170,11 +173,11 @@ def check_redis_url(url: str | None) -> str | None:
         return url
     match = _SCHEME.match(url)
     scheme = match.group(1) if match else None
-    # redis-py checks its own schemes case-sensitively (`url.startswith("redis://")`); the Cluster ones are ours.
-    if scheme in REDIS_SCHEMES[:3] or (scheme is not None and scheme.lower() in REDIS_SCHEMES[3:]):
+    if scheme in REDIS_SCHEMES or (scheme is not None and scheme.lower() in CLUSTER_SCHEMES):
         return url
     shown = "a URL without a scheme" if scheme is None else repr(scheme)
-    raise ValueError(f"a Redis URL starts with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}, not {shown}")
+    known = ", ".join(f"{s}://" for s in (*REDIS_SCHEMES, *CLUSTER_SCHEMES))
+    raise ValueError(f"a Redis URL starts with one of {known}, not {shown}")
 
 
 class ServerConfig(_Strict):

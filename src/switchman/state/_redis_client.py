@@ -17,9 +17,9 @@ import random
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["any_node_url", "async_client", "failures", "is_cluster", "node_url", "plain_url", "sync_client"]
+from .._config import CLUSTER_SCHEMES
 
-CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+__all__ = ["any_node_url", "async_client", "failures", "is_cluster", "node_url", "plain_url", "sync_client"]
 
 
 def is_cluster(url: str) -> bool:
