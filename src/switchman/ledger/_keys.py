@@ -290,6 +290,8 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> bool:
         """Revoke a key (the gateway stops accepting it at its next key refresh); False if no active key has that id."""
+        if "\x00" in key_id:
+            return False  # no id holds a NUL, and PostgreSQL refuses to compare one (a DataError)
         self._ensure_schema()
         now = time.time()
         with self._engine.begin() as conn:

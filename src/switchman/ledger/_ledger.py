@@ -416,6 +416,8 @@ class Ledger:
 
     def find(self, request_id: str, *, key_id: str | None = None) -> LedgerRecord | None:
         """The written record of one request (of one key's requests, given `key_id`), None when there is none (yet)."""
+        if "\x00" in request_id or (key_id is not None and "\x00" in key_id):
+            return None  # no id holds a NUL, and PostgreSQL refuses to compare one (a DataError)
         self._ensure_schema()
         query = select(REQUESTS).where(REQUESTS.c.request_id == request_id)
         if key_id is not None:

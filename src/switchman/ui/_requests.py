@@ -96,7 +96,7 @@ def _candidates(record: LedgerRecord) -> list[dict[str, Any]]:
 
 def request_context(src: Sources, request_id: str) -> dict[str, Any] | None:
     """One request's record with its decision, fallbacks, feedback and shadow choice; None if unknown."""
-    if src.ledger is None or len(request_id) > 64 or not request_id.isprintable():  # PostgreSQL refuses a NUL
+    if src.ledger is None or len(request_id) > 64:
         return None
     record = src.ledger.find(request_id)
     if record is None:
