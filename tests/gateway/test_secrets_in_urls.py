@@ -92,11 +92,13 @@ def test_credentials_in_urls_never_leave_the_gateway(echo: str, tmp_path: Path,
         assert secret not in "\n".join(seen)
 
 
-def test_a_bad_base_url_is_named_without_its_password(tmp_path: Path) -> None:
+@pytest.mark.parametrize("base_url", [f"ftp://proxyuser:{URL_PASSWORD}@127.0.0.1:9/v1",
+                                      f"http://proxyuser:{URL_PASSWORD}@[::1/v1"])  # an unclosed IPv6 bracket
+def test_an_unusable_base_url_is_a_config_error_without_its_password(tmp_path: Path, base_url: str) -> None:
     data = _data("127.0.0.1:9", tmp_path)
-    data["providers"]["basic"]["base_url"] = f"ftp://proxyuser:{URL_PASSWORD}@127.0.0.1:9/v1"  # type: ignore[index]
+    data["providers"]["basic"]["base_url"] = base_url  # type: ignore[index]
     with pytest.raises(ConfigError, match="providers.basic.base_url") as caught:
-        Gateway.from_config(parse_config(data), env={})
+        Gateway.from_config(parse_config(data), env={"OPENAI_API_KEY": "sk-test-0123456789"})
     assert URL_PASSWORD not in str(caught.value)
 
 

@@ -73,14 +73,14 @@ class Provider:
         self.adapter: WireAdapter = ADAPTERS[config.kind]()
         self.has_key = bool(key)
         headers = {"content-type": "application/json", **self.adapter.auth_headers(key)}
-        if "authorization" in headers and urllib.parse.urlsplit(self.base_url).username is not None:
-            # aiohttp refuses to send both: every call would fail as an opaque "invalid upstream response".
-            raise ConfigError(f"providers.{name}: base_url {_shown(self.base_url)!r} has a user and password and "
-                              f"{config.api_key_env} a key, and both would be the Authorization header; keep one")
         try:
             self.pool = UpstreamPool(self.base_url, headers)
         except ValueError:
             raise ConfigError(f"providers.{name}.base_url: not an http(s) URL: {_shown(self.base_url)!r}") from None
+        if "authorization" in headers and urllib.parse.urlsplit(self.base_url).username is not None:
+            # aiohttp refuses to send both: every call would fail as an opaque "invalid upstream response".
+            raise ConfigError(f"providers.{name}: base_url {_shown(self.base_url)!r} has a user and password and "
+                              f"{config.api_key_env} a key, and both would be the Authorization header; keep one")
 
     def __repr__(self) -> str:  # never the key, nor credentials written into the URL
         return f"Provider({self.name!r}, kind={self.kind!r}, base_url={_shown(self.base_url)!r})"
@@ -190,11 +190,11 @@ def provider_keys(config: Config, env: Mapping[str, str]) -> Iterator[str]:
 def url_credentials(url: str) -> Iterator[str]:
     """The secrets written into a URL: its password (also as the Basic credential a client sends for it)
     and the values of query parameters that name a key, token or signature."""
-    parts = urllib.parse.urlsplit(url)
     try:
+        parts = urllib.parse.urlsplit(url)
         user, password = parts.username, parts.password
-    except ValueError:  # a malformed port: the user part is still the text before the last '@'
-        user, password = None, None
+    except ValueError:  # e.g. an unclosed IPv6 bracket: no URL, refused when its provider is built
+        return
     if password:
         yield password
         yield urllib.parse.unquote(password)
@@ -211,5 +211,8 @@ def url_credentials(url: str) -> Iterator[str]:
 
 def _shown(url: str) -> str:
     """A URL as messages show it: no user or password, and no query (where Azure-style keys go)."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # unparseable: nothing of it is shown, it may hold a password
+        return "<not a URL>"
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
