@@ -152,3 +152,24 @@ def test_a_hit_a_rate_limit_refuses_is_recorded_as_no_answer(upstream: FakeUpstr
         time.sleep(0.02)
     assert refused is not None and refused.status == "rejected_rate_limit"
     assert (refused.cache, refused.input_tokens, refused.output_tokens) == (None, 0, 0)
+
+
+def test_a_request_not_to_be_cached_is_looked_up_once(upstream: FakeUpstream, tmp_path: Path,
+                                                      monkeypatch: Any) -> None:
+    """Most requests (temperature above 0, no opt-in) are not cached: before, each was looked up twice."""
+    from switchman.gateway._response_cache import ResponseCache
+
+    keyed: list[bool] = []
+    original = ResponseCache._key
+
+    def counted(self: ResponseCache, *args: Any, **kwargs: Any) -> Any:
+        key = original(self, *args, **kwargs)
+        keyed.append(key is None)
+        return key
+
+    monkeypatch.setattr(ResponseCache, "_key", counted)
+    with gateway(upstream, tmp_path) as client:
+        for stream in (False, True):
+            response = ask(client, "warm and varied", temperature=0.7, stream=stream)
+            assert response.headers.get("x-switchman-cache") is None
+    assert keyed == [True, True]  # one look-up a request, each finding it not to be cached

@@ -518,17 +518,17 @@ class Dispatcher:
         return await self._attempts(exchange, lambda d: self._call(d, body))
 
     def _lookup(
-        self, body: Mapping[str, Any], found: list[CachedAnswer], *, stream: bool
+        self, body: Mapping[str, Any], found: list[CachedAnswer | None], *, stream: bool
     ) -> Callable[[Exchange], Awaitable[bool]] | None:
-        """`_begin`'s look-up in the response cache: true on a hit, which it appends to `found`."""
+        """`_begin`'s look-up in the response cache: true on a hit. It appends what it found (None on a miss or
+        for a request not to be cached) to `found`, so the caller knows it ran and does not look up again."""
         cache = self.cache
         if cache is None:
             return None
 
         async def lookup(exchange: Exchange) -> bool:
             hit = await cache.lookup(exchange, body, stream=stream)
-            if hit is not None:
-                found.append(hit)
+            found.append(hit)
             return hit is not None
 
         return lookup
@@ -545,10 +545,10 @@ class Dispatcher:
 
     async def complete(self, body: Mapping[str, Any], context: RequestContext) -> Completion:
         """Answer a non-stream request (raises a SwitchmanError when nothing could, after recording it)."""
-        found: list[CachedAnswer] = []
+        found: list[CachedAnswer | None] = []
         exchange = await self._abegin(body, context, self._lookup(body, found, stream=False))
-        hit = found[0] if found else None
-        if hit is None and self.cache is not None:  # (no coroutine per request with the cache off)
+        hit = found[-1] if found else None  # the last look-up's: after a budget's downgrade, the new model's
+        if not found and self.cache is not None:  # not looked up yet (the session-pulling path)  # (no coroutine per request with the cache off)
             hit = await self._cached(exchange, body, stream=False)
         if hit is not None:
             self.finish(exchange, content=hit.content)
@@ -582,10 +582,10 @@ class Dispatcher:
 
     async def open_stream(self, body: Mapping[str, Any], context: RequestContext) -> ChatStream | ReplayStream:
         """Open a stream, falling back until one upstream has sent its first event (or replay a cached one)."""
-        found: list[CachedAnswer] = []
+        found: list[CachedAnswer | None] = []
         exchange = await self._abegin(body, context, self._lookup(body, found, stream=True))
-        hit = found[0] if found else None
-        if hit is None and self.cache is not None:
+        hit = found[-1] if found else None  # the last look-up's: after a budget's downgrade, the new model's
+        if not found and self.cache is not None:  # not looked up yet (the session-pulling path)
             hit = await self._cached(exchange, body, stream=True)
         if hit is not None:
             return ReplayStream(self, exchange, hit)
