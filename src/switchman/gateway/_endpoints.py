@@ -29,15 +29,14 @@ _JSON = "application/json"
 OFFLOAD_BYTES = 64 * 1024
 
 
-#: Symbols route reasons use, spelled in ASCII (an HTTP header is Latin-1 at best; clients show "?").
-_ASCII = str.maketrans({"→": "->", "←": "<-", "≤": "<=", "≥": ">=", "≠": "!=", "≈": "~", "×": "x", "−": "-",
-                        "–": "-", "—": "-", "…": "...", "‘": "'", "’": "'", "“": '"', "”": '"', "·": "*",
-                        "λ": "lambda", "Δ": "delta", **{chr(c): " " for c in (*range(32), 127)}})
-
-
 #: The only ASCII characters `_ASCII` maps: the controls (line breaks, tabs, NUL, ESC, DEL...), each to a space
 #: (the HTTP server does not check the headers it sends, and reasons carry names a client wrote).
 _ASCII_CONTROLS = str.maketrans({chr(c): " " for c in (*range(32), 127)})
+
+#: Symbols route reasons use, spelled in ASCII (an HTTP header is Latin-1 at best; clients show "?").
+_ASCII = str.maketrans({"→": "->", "←": "<-", "≤": "<=", "≥": ">=", "≠": "!=", "≈": "~", "×": "x", "−": "-",
+                        "–": "-", "—": "-", "…": "...", "‘": "'", "’": "'", "“": '"', "”": '"', "·": "*",
+                        "λ": "lambda", "Δ": "delta", **_ASCII_CONTROLS})
 
 
 def header_value(text: str) -> str:
