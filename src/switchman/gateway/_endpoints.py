@@ -36,7 +36,7 @@ _ASCII_CONTROLS = str.maketrans({chr(c): " " for c in (*range(32), 127)})
 #: Symbols route reasons use, spelled in ASCII (an HTTP header is Latin-1 at best; clients show "?").
 _ASCII = str.maketrans({"→": "->", "←": "<-", "≤": "<=", "≥": ">=", "≠": "!=", "≈": "~", "×": "x", "−": "-",
                         "–": "-", "—": "-", "…": "...", "‘": "'", "’": "'", "“": '"', "”": '"', "·": "*",
-                        "λ": "lambda", "Δ": "delta", **_ASCII_CONTROLS})
+                        "λ": "lambda", "Δ": "delta"}) | _ASCII_CONTROLS
 
 
 def header_value(text: str) -> str:
