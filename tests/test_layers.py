@@ -40,7 +40,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("_decider",),
     ("learn",),
     ("routing",),
-    ("__version__", "_catalog", "_config", "_config_hints", "_environ", "_exceptions", "_limits", "_slots",
+    ("__version__", "_catalog", "_config", "_config_hints", "_config_server", "_environ", "_exceptions", "_limits", "_slots",
      "_streaks", "_threads", "_tokens"),
 )
 GROUND = LAYERS[-1]

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._catalog import ModelSpec
-from .._config import Config, DeploymentConfig, ModelConfig, ProviderConfig, Timeouts
+from .._config import Config, DeploymentConfig, ModelConfig, ProviderConfig
+from .._config_server import Timeouts
 from .._exceptions import ConfigError, UpstreamError
 from ..state import RateLimit
 from ._anthropic import AnthropicAdapter
