@@ -41,7 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("learn",),
     ("routing",),
     ("__version__", "_catalog", "_config", "_config_hints", "_config_server", "_environ", "_exceptions", "_limits", "_slots",
-     "_streaks", "_threads", "_tokens"),
+     "_streaks", "_threads", "_tokens", "_urls"),
 )
 GROUND = LAYERS[-1]
 LEVEL = {unit: row for row, units in enumerate(LAYERS) for unit in units}

@@ -235,7 +235,10 @@ def _driver_url(url: str) -> URL:
 
 def display_url(url: str) -> str:
     """The URL with any password masked, for messages and logs: `user:***@`, and without the query
-    parameters that carry one (libpq reads `?password=` and `?sslpassword=` too)."""
+    parameters that carry one (libpq reads `?password=` and `?sslpassword=` too).
+
+    Not `shown_url` (providers' and embedders' URLs): a database's user and its other options (`?sslmode=`) say
+    which database and how it was reached, which a connection error needs, and they are no secret."""
     parsed = _driver_url(url)
     hidden = [name for name in parsed.query if _SECRET_PARAM in name.lower()]
     return parsed.difference_update_query(hidden).render_as_string(hide_password=True)
