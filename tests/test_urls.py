@@ -16,6 +16,13 @@ from switchman._urls import shown_url
     ("https://generativelanguage.googleapis.com/v1beta?key=s3cret#frag", "https://generativelanguage.googleapis.com/v1beta"),
     ("http://user:s3cret@[::1]:8080/v1", "http://[::1]:8080/v1"),
     ("http://[::1:8080/v1?key=s3cret", "<not a URL>"),
+    # A password with `/`, `?` or `#` unescaped ends the host early: read naively, `user:pa` is the host.
+    ("http://proxyuser:hun/s3cret@127.0.0.1:9/v1", "<not a URL>"),
+    ("http://proxyuser:hun?s3cret@127.0.0.1:9/v1", "<not a URL>"),
+    ("http://proxyuser:hun#s3cret@127.0.0.1:9/v1", "<not a URL>"),
+    ("http://proxy.example.com/a/b@s3cret/v1", "<not a URL>"),
+    ("http://proxy.example.com/v1;key=s3cret", "<not a URL>"),
+    ("user:s3cret@proxy.example.com/v1", "<not a URL>"),
 ])
 def test_a_url_is_shown_without_its_credentials(url: str, shown: str) -> None:
     assert shown_url(url) == shown

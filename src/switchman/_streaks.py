@@ -48,7 +48,7 @@ class FailureStreak:
     def succeeded(self) -> None:
         """A try went through: the end of a streak is logged when a recovery message was given."""
         if self.failing and self._recovered is not None:
-            self._logger.warning(self._recovered)
+            self._logger.warning("%s", self._recovered)
         self.failing = False
 
 

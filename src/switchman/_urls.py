@@ -19,6 +19,11 @@ def shown_url(url: str) -> str:
     """Scheme, host (and port) and path: no user, password, query or fragment; '<not a URL>' when unreadable."""
     try:
         parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number: `user:pa/ss@host` read as host `user`)
     except ValueError:  # e.g. an unclosed IPv6 bracket: nothing of it is shown, it may hold a password
+        return "<not a URL>"
+    if "@" in parts.path or ";" in parts.path or (not parts.scheme and "@" in url):
+        # A password holding `/`, `?` or `#` unescaped ends the host early and leaves `user:pa` + `ss@host` in the
+        # path; `;key=...` path parameters carry secrets too; without a scheme the whole URL is the path.
         return "<not a URL>"
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))

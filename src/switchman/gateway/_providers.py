@@ -19,8 +19,8 @@ from typing import Any, Protocol
 from .._catalog import ModelSpec
 from .._config import Config, DeploymentConfig, ModelConfig, ProviderConfig
 from .._config_server import Timeouts
-from .._urls import shown_url
 from .._exceptions import ConfigError, UpstreamError
+from .._urls import shown_url
 from ..state import RateLimit
 from ._anthropic import AnthropicAdapter
 from ._defaults import KNOWN_PROVIDERS
@@ -209,4 +209,3 @@ def url_credentials(url: str) -> Iterator[str]:
             # decoded both ways ('+' is a space in a form, a plus in a path) and re-encoded.
             value = urllib.parse.unquote_plus(raw)
             yield from (raw, escape_query(raw), value, urllib.parse.unquote(raw), urllib.parse.quote(value, safe=""))
-

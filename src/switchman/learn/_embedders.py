@@ -164,7 +164,7 @@ class OpenAIEmbedder:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
         out = np.concatenate(parts)
         if self._dim is not None and out.shape[1] != self._dim:
-            raise UpstreamError(f"{self.name} changed dimension {self._dim} -> {out.shape[1]}", model=self.model)
+            raise UpstreamError(f"embeddings endpoint {self._shown} ({self.model}) changed dimension {self._dim} -> {out.shape[1]}", model=self.model)
         self._dim = out.shape[1]
         return l2_normalise(out)
 

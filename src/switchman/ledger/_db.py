@@ -245,11 +245,10 @@ def display_url(url: str) -> str:
     return parsed.difference_update_query(hidden).render_as_string(hide_password=True)
 
 
-
 def unreadable(url: str, exc: BaseException) -> str:
     """The one line a command shows for a ledger it cannot read (unreachable, not a database, ...): where (password
     masked) and the driver's first line of why."""
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
     return f"cannot read the ledger at {display_url(url)}: {reason}"
 
 

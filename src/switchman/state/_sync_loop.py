@@ -18,10 +18,11 @@ async def sync_every(sync: Callable[[], Awaitable[None]], interval_s: float, sto
     """Run `sync` every `interval_s` until `stopping` is set (woken at once by it, never cancelled mid-call).
 
     An unexpected error is logged and the loop goes on: a replica must not silently stop sharing. A streak of
-    failures is logged once, at its start (with the traceback), and its end as one line (see FailureStreak).
+    failures is logged once, at its start (with the traceback), and its end as one line (see FailureStreak); a
+    different error that starts during a streak is not logged again until the streak ends.
     """
     named = what.replace("%", "%%")
-    streak = FailureStreak(logger, f"redis {named} sync failed; trying again in %.2f s", f"redis {named} sync works again")
+    streak = FailureStreak(logger, f"redis {named} sync failed; trying again in %.2f s", f"redis {what} sync works again")
     while True:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(interval_s):
