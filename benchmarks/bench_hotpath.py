@@ -72,6 +72,7 @@ RULES: tuple[tuple[str, str, frozenset[str] | None], ...] = (
     ("finishing and metrics", "gateway/_exchange.py", None),
     ("finishing and metrics", "gateway/_sessions.py", None),
     ("decision", "_dispatcher.py", DECIDING),
+    ("decision", "gateway/_admission.py", DECIDING),
     ("decision", "switchman/_decider.py", None),
     ("decision", "switchman/_tokens.py", None),
     ("decision", "switchman/routing/", None),

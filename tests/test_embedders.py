@@ -20,6 +20,7 @@ from switchman._exceptions import (
     EmbedderUnavailableError,
     UnknownEmbedderError,
     UpstreamBadRequestError,
+    UpstreamError,
     UpstreamServerError,
 )
 from switchman.learn import Embedder, available_embedders, get_embedder
@@ -338,6 +339,21 @@ def test_openai_endpoint_path_goes_before_the_query_and_errors_hide_it(
     assert handler.requests[0]["path"] == "/v1/embeddings?api-version=2024-06-01&api-key=azq-secret-0123"
     assert "azq-secret-0123" not in str(caught.value) and base in str(caught.value)
 
+
+
+def test_openai_endpoint_dimension_change_is_reported_without_the_key_in_the_url(
+    fake_server: tuple[str, type[_FakeEmbeddings]],
+) -> None:
+    base, handler = fake_server
+    emb = OpenAIEmbedder(base + "?api-key=azq-secret-0123", "m")
+    try:
+        emb.embed(["hi"])
+        emb._dim = 4  # as if the endpoint had answered 4-dimensional vectors before
+        with pytest.raises(UpstreamError, match="changed dimension 4 -> 3") as caught:
+            emb.embed(["hi"])
+    finally:
+        emb.close()
+    assert "azq-secret-0123" not in str(caught.value) and base in str(caught.value)
 
 # Text whose word boundaries are irregular: runs of spaces, leading and trailing spaces, the boundary
 # character itself, tabs and newlines, non-Latin scripts, characters only byte fallback covers.

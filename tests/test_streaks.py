@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from switchman._streaks import FailureStreak
+from switchman._streaks import FailureStreak, OnceLog
 
 
 def _try(streak: FailureStreak, ok: bool) -> None:
@@ -42,3 +42,15 @@ def test_without_a_recovery_message_only_failures_are_logged(caplog: pytest.LogC
             _try(streak, ok)
     assert [r.getMessage() for r in caplog.records] == ["job failed; again every 5 s"] * 2
     assert streak.failing
+
+
+def test_a_value_is_logged_the_first_time_only() -> None:
+    once = OnceLog()
+    assert [once.first(v) for v in ("a", "b", "a", None, "b", None)] == [True, True, False, True, False, False]
+
+
+def test_distinct_values_past_the_limit_are_not_logged_nor_kept() -> None:
+    """A stream of bad values that never repeat (another writer's, a hostile one): memory and log stay bounded."""
+    once = OnceLog(limit=3)
+    assert [once.first(n) for n in range(10_000)] == [True] * 3 + [False] * 9_997
+    assert once.first(0) is False and len(once._seen) == 3

@@ -1,4 +1,5 @@
-"""Logging a repeating job's failures once per streak, not once per try.
+"""Logging what repeats without flooding the log: a repeating job's failures once per streak, not once per try;
+a bad value once, not at every read of it.
 
     streak = FailureStreak(logger, "budget refresh failed; trying again every %g s", "budget refresh works again")
     try: refresh()
@@ -8,13 +9,23 @@
 A background loop that retries every few seconds must survive a failure and say so, but a traceback per try
 would bury the log: the first failure of a streak is logged with its traceback, the recovery (when a message
 is given) as one line.
+
+    malformed = OnceLog()
+    if malformed.first(row_id): logger.warning("row %s left out: malformed", row_id)
+
+A value read again and again (a malformed row, a counter another writer broke) is logged the first time only.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable
 
-__all__ = ["FailureStreak"]
+__all__ = ["FailureStreak", "OnceLog"]
+
+#: Distinct values a OnceLog remembers (then it logs no new one): bounds its memory, and the log, under a stream
+#: of distinct bad values (another writer's, or a hostile one).
+ONCE_LIMIT = 1024
 
 
 class FailureStreak:
@@ -37,5 +48,26 @@ class FailureStreak:
     def succeeded(self) -> None:
         """A try went through: the end of a streak is logged when a recovery message was given."""
         if self.failing and self._recovered is not None:
-            self._logger.warning(self._recovered)
+            self._logger.warning("%s", self._recovered)
         self.failing = False
+
+
+class OnceLog:
+    """The values already logged, so each is logged once: at most `limit` of them, after which no new one is.
+
+    Stopping (rather than forgetting the oldest) keeps both memory and the log bounded when the bad values never
+    repeat; by then the log holds `limit` examples of the problem.
+    """
+
+    __slots__ = ("_seen", "limit")
+
+    def __init__(self, limit: int = ONCE_LIMIT) -> None:
+        self._seen: set[Hashable] = set()
+        self.limit = limit
+
+    def first(self, value: Hashable) -> bool:
+        """Whether to log `value` now: true the first time it is seen, while fewer than `limit` are held."""
+        if value in self._seen or len(self._seen) >= self.limit:
+            return False
+        self._seen.add(value)
+        return True

@@ -142,6 +142,26 @@ def test_stream_translation() -> None:
     assert stream.usage is not None and stream.usage.output_tokens == 7
 
 
+@pytest.mark.parametrize(("counts", "expected"), [
+    ({"input_tokens": 10, "cache_read_input_tokens": 5, "cache_creation_input_tokens": 3}, (18, 7, 5)),
+    ({"input_tokens": 10}, (10, 7, 0)),
+    ({"input_tokens": 10, "cache_creation_input_tokens": -1}, None),  # no plausible count: the gateway estimates
+])
+def test_an_answer_and_a_stream_count_the_prompt_alike(
+        counts: dict[str, int], expected: tuple[int, int, int] | None) -> None:
+    """Anthropic's input_tokens leave out cache reads and writes; the prompt's tokens include both, streamed or not."""
+    message = {"content": [{"type": "text", "text": "x"}], "stop_reason": "end_turn",
+               "usage": {**counts, "output_tokens": 7}}
+    _, answered = from_anthropic(message, "claude")
+    stream = AnthropicStream("claude", include_usage=False)
+    for event in ({"type": "message_start", "message": {"id": "m", "usage": {**counts, "output_tokens": 1}}},
+                  {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}}):
+        stream.feed(_event(event))
+    for usage in (answered, stream.usage):
+        got = None if usage is None else (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+        assert got == expected
+
+
 def test_stream_notes_empty_and_truncated_answers() -> None:
     start = {"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3, "output_tokens": 0}}}
     block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}

@@ -9,7 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from switchman._config import CircuitBreaker, parse_config
+from switchman._config import parse_config
+from switchman._config_server import CircuitBreaker
 from switchman._exceptions import DeploymentLimitError
 from switchman.gateway import Balancer, Lease
 from switchman.gateway._providers import build_deployments

@@ -19,7 +19,8 @@ import anyio
 import httpx
 import pytest
 
-from switchman._config import CircuitBreaker, parse_config
+from switchman._config import parse_config
+from switchman._config_server import CircuitBreaker
 from switchman.gateway import Gateway, build_app
 from switchman.ledger import LedgerRecord
 from switchman.state import HealthBoard, LocalRateLimiter

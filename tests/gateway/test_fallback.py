@@ -15,7 +15,7 @@ from switchman import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from switchman._config import Retries
+from switchman._config_server import Retries
 from switchman.gateway._fallback import (
     FallbackChain,
     fallback_reason,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
+import pytest
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway, build_app
@@ -110,3 +114,36 @@ def test_a_shadow_decision_that_raises_costs_nothing_but_the_shadow(upstream: Fa
     for request_id in (first, second):
         record = _record(gateway, request_id)
         assert record.model == "cheap" and record.shadow_model is None
+
+
+def test_a_failing_shadow_decision_keeps_the_record_and_is_logged_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A bad shadow file is one warning line (no traceback); any other failure (a bug) is logged with its traceback;
+    either way the record is queued, and only the first failure of a recorder is logged."""
+    from switchman import ConfigError
+    from switchman.gateway import _shadow
+
+    failures: list[Exception] = [ConfigError("shadow.safetensors: not found"), RuntimeError("a bug")]
+
+    def fails(*_: object) -> object:
+        raise failures[0]
+
+    monkeypatch.setattr(_shadow, "shadow_fields", fails)
+    queued: list[object] = []
+    ledger = SimpleNamespace(record=lambda record: queued.append(record) or len(queued))
+    decider = SimpleNamespace(config=SimpleNamespace(server=SimpleNamespace(store_prompts=False), routes={}))
+    decision = SimpleNamespace(route="shadowed")
+    logged = []
+    for failure in list(failures):
+        failures[0] = failure
+        recorder = _shadow.Recorder(decider)  # type: ignore[arg-type]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="switchman.gateway"):
+            for _ in range(2):
+                asyncio.run(recorder._shadow_then_record(ledger, "row", None, decision))  # type: ignore[arg-type]
+        logged.append([(r.levelno, r.getMessage(), r.exc_info is not None) for r in caplog.records])
+    assert queued == ["row"] * 4
+    assert logged == [
+        [(logging.WARNING, "shadow router for route shadowed failed: shadow.safetensors: not found", False)],
+        [(logging.ERROR, "shadow router for route shadowed failed; recording without its decision", True)],
+    ]

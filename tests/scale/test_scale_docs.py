@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from switchman._config import ServerConfig, parse_config
+from switchman._config import parse_config
+from switchman._config_server import ServerConfig
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "scale-out.md"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchman._config import CircuitBreaker, LiveLatency
+from switchman._config_server import CircuitBreaker, LiveLatency
 from switchman.state import HealthBoard
 
 from .conftest import Clock

@@ -381,7 +381,8 @@ def keys_revoke(
                             "$SWITCHMAN_REDIS_URL)")] = None,
 ) -> None:
     """Revoke a key (a running gateway stops accepting it within 5 s; at once with Redis)."""
-    from .._config import check_redis_url, load_config
+    from .._config import load_config
+    from .._config_server import check_redis_url
     from .._environ import Environment
     from ._ledger import keys_revoke as revoke
 

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..ledger import KeyInfo, KeyStore, Ledger, Period, SpendBy, SpendRow, display_url, parse_since, resolve_url
+from ..ledger import KeyInfo, KeyStore, Ledger, Period, SpendBy, SpendRow, parse_since, resolve_url, unreadable
 
 __all__ = ["keys_create", "keys_list", "keys_revoke", "keys_update", "spend_command"]
 
@@ -36,8 +36,7 @@ def _errors(console: Console | None, url: str) -> Iterator[None]:
     except ValueError as exc:
         _fail(console, str(exc))
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        _fail(console, f"cannot read the ledger at {display_url(url)}: {reason}")
+        _fail(console, unreadable(url, exc))
 
 
 def _fail(console: Console, message: str) -> NoReturn:

@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
-from .._config import Config, check_redis_url, load_config, parse_config
+from .._config import Config, load_config, parse_config
+from .._config_server import check_redis_url
 from .._environ import (
     Environment,
     export_bind_host,

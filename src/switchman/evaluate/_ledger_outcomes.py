@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._exceptions import ConfigError, DatasetError
-from ..ledger import Ledger, LedgerRecord, display_url, parse_since
+from ..ledger import Ledger, LedgerRecord, display_url, parse_since, unreadable
 from ._datasets import OutcomeTable
 
 __all__ = ["NO_PROMPTS_HINT", "ledger_outcomes", "ledger_records", "outcomes_from_ledger"]
@@ -89,8 +89,7 @@ def ledger_records(url: str | None, since: str | None) -> tuple[list[LedgerRecor
     try:
         return ledger.records(since=start), ledger.feedback_scores(), display_url(ledger.url)
     except SQLAlchemyError as exc:  # unreachable, not a database, ...: one line naming it (password masked)
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise ConfigError(f"cannot read the ledger at {display_url(ledger.url)}: {reason}") from None
+        raise ConfigError(unreadable(ledger.url, exc)) from None
     finally:
         ledger.close_sync()
 

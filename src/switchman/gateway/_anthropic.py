@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from .._exceptions import UpstreamBadRequestError, UpstreamError, UpstreamServerError
-from ._anthropic_stream import FINISH_REASONS, AnthropicStream
+from ._anthropic_stream import FINISH_REASONS, AnthropicStream, prompt_tokens
 from ._transport import MappedErrors
-from ._wire import Usage, classify_error, reported_usage, retry_after_seconds, token_count
+from ._wire import Usage, classify_error, reported_usage, retry_after_seconds
 
 __all__ = ["AnthropicAdapter", "from_anthropic", "to_anthropic", "tool_input"]
 
@@ -169,11 +169,10 @@ def to_anthropic(body: Mapping[str, Any], wire_model: str, *, stream: bool) -> d
 
 def _usage(data: Mapping[str, Any]) -> Usage | None:
     """Usage from Anthropic's usage object (its input_tokens exclude cache reads and writes; ours include them)."""
-    fresh, read = token_count(data.get("input_tokens")), token_count(data.get("cache_read_input_tokens"))
-    written = token_count(data.get("cache_creation_input_tokens"))
-    if fresh is None or read is None or written is None:
+    counted = prompt_tokens(data)
+    if counted is None:
         return None
-    return reported_usage(fresh + read + written, data.get("output_tokens"), read)
+    return reported_usage(counted[0], data.get("output_tokens"), counted[1])
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from ._wire import Usage, classify_error, reported_usage, sse_data, token_count
 
-__all__ = ["FINISH_REASONS", "AnthropicStream"]
+__all__ = ["FINISH_REASONS", "AnthropicStream", "prompt_tokens"]
 
 #: Anthropic stop_reason → OpenAI finish_reason.
 FINISH_REASONS = {
@@ -17,6 +18,16 @@ FINISH_REASONS = {
     "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter",
 }
 _DONE = b"data: [DONE]\n\n"
+
+
+def prompt_tokens(usage: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The prompt's tokens as ours count them, and the cache reads among them, from Anthropic's usage object (its
+    input_tokens exclude cache reads and writes); None when a count is not a plausible one."""
+    fresh, read = token_count(usage.get("input_tokens")), token_count(usage.get("cache_read_input_tokens"))
+    written = token_count(usage.get("cache_creation_input_tokens"))
+    if fresh is None or read is None or written is None:
+        return None
+    return fresh + read + written, read
 
 
 class AnthropicStream:
@@ -117,12 +128,11 @@ class AnthropicStream:
     def _count(self, usage: dict[str, Any]) -> None:
         # message_delta may send input_tokens as null (not reported there): message_start's counts stand.
         if usage.get("input_tokens") is not None:
-            fresh, read = token_count(usage.get("input_tokens")), token_count(usage.get("cache_read_input_tokens"))
-            written = token_count(usage.get("cache_creation_input_tokens"))
-            if fresh is None or read is None or written is None:
+            counted = prompt_tokens(usage)
+            if counted is None:
                 self._bad = True
             else:
-                self._input, self._cached = fresh + read + written, read
+                self._input, self._cached = counted
         if "output_tokens" in usage:
             output = token_count(usage.get("output_tokens"))
             self._bad = self._bad or output is None

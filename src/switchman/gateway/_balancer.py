@@ -27,12 +27,12 @@ fastest healthy deployment's (unmeasured while any healthy one is unmeasured or 
 from __future__ import annotations
 
 import random
-import urllib.parse
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from .._config import BalancePolicy
 from .._exceptions import DeploymentLimitError
+from .._urls import shown_url
 from ..state import Admission, CircuitState, HealthStore, LocalRateLimiter, RateLimiter
 from ._providers import Deployment
 
@@ -74,12 +74,6 @@ class Lease:
         if self._held:
             self._held = False
             self._balancer._in_flight[self.deployment.id] -= 1
-
-
-def _endpoint(base_url: str) -> str:
-    parts = urllib.parse.urlsplit(base_url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 class Balancer:
@@ -206,7 +200,7 @@ class Balancer:
         health = self.health
         return [
             DeploymentStatus(
-                model=model, id=d.id, provider=d.provider.name, endpoint=_endpoint(d.provider.base_url),
+                model=model, id=d.id, provider=d.provider.name, endpoint=shown_url(d.provider.base_url),
                 upstream_model=d.wire_name, weight=d.weight, policy=self.policies.get(model, "weighted"),
                 state=health.state(d.id), ttft_ms=health.ttft_ms.get(d.id), tokens_per_s=health.tokens_per_s.get(d.id),
                 in_flight=self._in_flight[d.id], rpm=d.limit.rpm, tpm=d.limit.tpm,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .._catalog import ModelSpec
-from .._config import Retries
+from .._config_server import Retries
 from .._exceptions import (
     ContentPolicyViolationError,
     ContextWindowExceededError,

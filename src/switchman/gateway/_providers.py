@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .._catalog import ModelSpec
-from .._config import Config, DeploymentConfig, ModelConfig, ProviderConfig, Timeouts
+from .._config import Config, DeploymentConfig, ModelConfig, ProviderConfig
+from .._config_server import Timeouts
 from .._exceptions import ConfigError, UpstreamError
+from .._urls import shown_url
 from ..state import RateLimit
 from ._anthropic import AnthropicAdapter
 from ._defaults import KNOWN_PROVIDERS
@@ -76,14 +78,14 @@ class Provider:
         try:
             self.pool = UpstreamPool(self.base_url, headers)
         except ValueError:
-            raise ConfigError(f"providers.{name}.base_url: not an http(s) URL: {_shown(self.base_url)!r}") from None
+            raise ConfigError(f"providers.{name}.base_url: not an http(s) URL: {shown_url(self.base_url)!r}") from None
         if "authorization" in headers and urllib.parse.urlsplit(self.base_url).username is not None:
             # aiohttp refuses to send both: every call would fail as an opaque "invalid upstream response".
-            raise ConfigError(f"providers.{name}: base_url {_shown(self.base_url)!r} has a user and password and "
+            raise ConfigError(f"providers.{name}: base_url {shown_url(self.base_url)!r} has a user and password and "
                               f"{config.api_key_env} a key, and both would be the Authorization header; keep one")
 
     def __repr__(self) -> str:  # never the key, nor credentials written into the URL
-        return f"Provider({self.name!r}, kind={self.kind!r}, base_url={_shown(self.base_url)!r})"
+        return f"Provider({self.name!r}, kind={self.kind!r}, base_url={shown_url(self.base_url)!r})"
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
@@ -207,12 +209,3 @@ def url_credentials(url: str) -> Iterator[str]:
             # decoded both ways ('+' is a space in a form, a plus in a path) and re-encoded.
             value = urllib.parse.unquote_plus(raw)
             yield from (raw, escape_query(raw), value, urllib.parse.unquote(raw), urllib.parse.quote(value, safe=""))
-
-
-def _shown(url: str) -> str:
-    """A URL as messages show it: no user or password, and no query (where Azure-style keys go)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:  # unparseable: nothing of it is shown, it may hold a password
-        return "<not a URL>"
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))

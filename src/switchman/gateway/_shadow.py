@@ -82,14 +82,14 @@ class Recorder:
                                   decision: Decision) -> int:
         try:
             record = await anyio.to_thread.run_sync(shadow_fields, self.decider, record, request, decision)
-        except SwitchmanError as exc:  # a missing or bad shadow file must not cost the record
+        except Exception as exc:  # noqa: BLE001 (logged once) a bad shadow file, its embedder, a bug: keep the record
             if not self._warned:
-                logger.warning("shadow router for route %s failed: %s", decision.route, exc)
                 self._warned = True
-        except Exception:  # nor any other failure of the shadow decision (its embedder, a bug)
-            if not self._warned:
-                logger.exception("shadow router for route %s failed; recording without its decision", decision.route)
-                self._warned = True
+                if isinstance(exc, SwitchmanError):  # its message says what is wrong: no traceback
+                    logger.warning("shadow router for route %s failed: %s", decision.route, exc)
+                else:
+                    logger.exception("shadow router for route %s failed; recording without its decision",
+                                     decision.route)
         return ledger.record(record)
 
     async def drain(self) -> None:

@@ -33,6 +33,7 @@ from .._exceptions import (
     UpstreamTimeout,
 )
 from .._environ import Environment
+from .._urls import shown_url
 from ._embedding import Embedder, as_text_list, clip_chars, l2_normalise
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class OpenAIEmbedder:
         # The path goes before the base URL's query (Azure's ?api-version=), and messages show neither the query
         # nor a user:password (where credentials are written).
         self._url = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/embeddings"))
-        self._shown = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment=""))
+        self._shown = shown_url(self.base_url)
         self.model = model
         self._api_key = api_key
         self.name = f"openai:{self.base_url}#{model}"
@@ -163,7 +164,7 @@ class OpenAIEmbedder:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
         out = np.concatenate(parts)
         if self._dim is not None and out.shape[1] != self._dim:
-            raise UpstreamError(f"{self.name} changed dimension {self._dim} -> {out.shape[1]}", model=self.model)
+            raise UpstreamError(f"embeddings endpoint {self._shown} ({self.model}) changed dimension {self._dim} -> {out.shape[1]}", model=self.model)
         self._dim = out.shape[1]
         return l2_normalise(out)
 

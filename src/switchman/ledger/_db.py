@@ -52,6 +52,7 @@ __all__ = [
     "default_sqlite_path",
     "display_url",
     "resolve_url",
+    "unreadable",
 ]
 
 SQLITE_BUSY_TIMEOUT_S = 2.0
@@ -235,10 +236,20 @@ def _driver_url(url: str) -> URL:
 
 def display_url(url: str) -> str:
     """The URL with any password masked, for messages and logs: `user:***@`, and without the query
-    parameters that carry one (libpq reads `?password=` and `?sslpassword=` too)."""
+    parameters that carry one (libpq reads `?password=` and `?sslpassword=` too).
+
+    Not `shown_url` (providers' and embedders' URLs): a database's user and its other options (`?sslmode=`) say
+    which database and how it was reached, which a connection error needs, and they are no secret."""
     parsed = _driver_url(url)
     hidden = [name for name in parsed.query if _SECRET_PARAM in name.lower()]
     return parsed.difference_update_query(hidden).render_as_string(hide_password=True)
+
+
+def unreadable(url: str, exc: BaseException) -> str:
+    """The one line a command shows for a ledger it cannot read (unreachable, not a database, ...): where (password
+    masked) and the driver's first line of why."""
+    reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"cannot read the ledger at {display_url(url)}: {reason}"
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

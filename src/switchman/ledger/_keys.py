@@ -39,13 +39,15 @@ from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .._config import BudgetConfig
+from .._streaks import OnceLog
 from ._db import KEYS, SETTINGS, create_ledger_engine, create_tables, resolve_url
 from ._period import Period
 
 __all__ = ["KEY_PREFIX", "UNCHANGED", "KeyInfo", "KeySet", "KeyStore", "lookup_of"]
 
 logger = logging.getLogger("switchman.ledger")
-_logged_bad: set[Any] = set()  # ids of the malformed key rows logged already
+#: The ids of the malformed key rows logged already (KeySets are rebuilt at every key refresh: the process remembers).
+_MALFORMED = OnceLog()
 
 
 KEY_PREFIX = "sk-sw-"
@@ -138,8 +140,7 @@ class KeySet:
                 info = _info(row)
                 info.budget  # noqa: B018 (validated here: the gateway reads it at each key refresh)
             except (ValueError, TypeError, OverflowError, OSError) as exc:
-                if row.get("id") not in _logged_bad:
-                    _logged_bad.add(row.get("id"))
+                if _MALFORMED.first(row.get("id")):
                     logger.warning("virtual key %s left out: malformed row in the keys table (%s)", row.get("id"), exc)
                 continue
             grouped.setdefault(row["lookup"], []).append((row["salt"], row["hash"], info))

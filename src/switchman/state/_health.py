@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from .._config import CircuitBreaker, LiveLatency
+from .._config_server import CircuitBreaker, LiveLatency
 
 __all__ = ["CircuitState", "HealthBoard", "HealthStore"]
 

@@ -7,6 +7,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from .._streaks import FailureStreak
+
 __all__ = ["SyncLoop", "sync_every"]
 
 logger = logging.getLogger("switchman.state")
@@ -15,8 +17,12 @@ logger = logging.getLogger("switchman.state")
 async def sync_every(sync: Callable[[], Awaitable[None]], interval_s: float, stopping: asyncio.Event, what: str) -> None:
     """Run `sync` every `interval_s` until `stopping` is set (woken at once by it, never cancelled mid-call).
 
-    An unexpected error is logged and the loop goes on: a replica must not silently stop sharing.
+    An unexpected error is logged and the loop goes on: a replica must not silently stop sharing. A streak of
+    failures is logged once, at its start (with the traceback), and its end as one line (see FailureStreak); a
+    different error that starts during a streak is not logged again until the streak ends.
     """
+    named = what.replace("%", "%%")
+    streak = FailureStreak(logger, f"redis {named} sync failed; trying again in %.2f s", f"redis {what} sync works again")
     while True:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(interval_s):
@@ -25,8 +31,10 @@ async def sync_every(sync: Callable[[], Awaitable[None]], interval_s: float, sto
             return
         try:
             await sync()
-        except Exception:
-            logger.exception("redis %s sync failed; trying again in %.2f s", what, interval_s)
+        except Exception:  # noqa: BLE001 (logged by the streak) a replica must not silently stop sharing
+            streak.failed(interval_s)
+        else:
+            streak.succeeded()
 
 
 class SyncLoop:

@@ -8,7 +8,6 @@ TTFT are read from the health board per deployment id.
 from __future__ import annotations
 
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from .._catalog import ModelSpec
 from .._config import Config
+from .._urls import shown_url
 from ..gateway import Gateway
 from ..state import HealthStore
 from ..ledger import Budgets, KeyStore, Ledger
@@ -60,15 +60,6 @@ class DeploymentView:
     weight: float
 
 
-def _endpoint(base_url: str) -> str:
-    """Scheme, host and path of a provider's URL, without any credentials in it."""
-    parts = urllib.parse.urlsplit(base_url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
-
-
 @dataclass(slots=True)
 class Sources:
     """Everything the pages read; built once from the gateway (see `from_gateway`)."""
@@ -102,7 +93,7 @@ class Sources:
             for deployment in items:
                 provider = deployment.provider
                 result.setdefault(model, []).append(DeploymentView(
-                    id=deployment.id, model=model, provider=provider.name, endpoint=_endpoint(provider.base_url),
+                    id=deployment.id, model=model, provider=provider.name, endpoint=shown_url(provider.base_url),
                     upstream_model=deployment.wire_name, state=board.state(deployment.id),
                     live_ttft_ms=board.ttft_ms.get(deployment.id), weight=deployment.weight,
                 ))

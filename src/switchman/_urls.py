@@ -1,0 +1,29 @@
+"""A URL as switchman shows it in messages, logs, /health and the dashboard: never with the credentials in it.
+
+    shown_url("https://user:pw@api.example.com/v1?api-key=k")  # 'https://api.example.com/v1'
+
+Credentials go in a URL's user and password (also sent as a Basic credential) and in its query (Azure-style
+`?api-key=`, Google's `?key=`, signatures); the fragment is dropped too. The ledger's URLs are shown by
+`ledger.display_url` instead: it keeps the user and the database's own options (`?sslmode=`), which a message
+about a database needs, and masks only what names a password.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+__all__ = ["shown_url"]
+
+
+def shown_url(url: str) -> str:
+    """Scheme, host (and port) and path: no user, password, query or fragment; '<not a URL>' when unreadable."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number: `user:pa/ss@host` read as host `user`)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: nothing of it is shown, it may hold a password
+        return "<not a URL>"
+    if "@" in parts.path or ";" in parts.path or (not parts.scheme and "@" in url):
+        # A password holding `/`, `?` or `#` unescaped ends the host early and leaves `user:pa` + `ss@host` in the
+        # path; `;key=...` path parameters carry secrets too; without a scheme the whole URL is the path.
+        return "<not a URL>"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
