@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,30 @@ def test_train_out_and_replay_json_create_missing_folders(tmp_path: Path) -> Non
     report = tmp_path / "other" / "replay.json"
     code, _ = _run("replay", "--router", str(out), "--data", str(data), "--json", str(report))
     assert code == 0 and report.is_file()
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(tmp_path: Path) -> None:
+    data = _tiny_data(tmp_path / "data")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    read_only = tmp_path / "read-only.json"
+    read_only.write_text("{}")
+    read_only.chmod(0o400)
+    try:
+        # Root writes through permission bits: /proc refuses new files to everyone.
+        folder = Path("/proc") if os.geteuid() == 0 else locked
+        code, out = _run("train", "--data", str(data), "--out", str(folder / "r.safetensors"))
+        assert code == 2 and f"--out {folder / 'r.safetensors'}: cannot write there" in out
+        assert "calibration" not in out
+        code, out = _run("eval", "--data", str(data), "--strategy", "cheapest", "--json",
+                         str(folder / "deeper" / "e.json"))
+        assert code == 2 and "cannot write there" in out
+        if os.geteuid() != 0:
+            code, out = _run("replay", "--router", _bundled_router(), "--data", str(data), "--json", str(read_only))
+            assert code == 2 and f"--json {read_only}: cannot write there" in out
+        code, out = _run("eval", "--data", str(data), "--strategy", "cheapest", "--json", str(tmp_path / "ok.json"))
+        assert code == 0 and (tmp_path / "ok.json").exists()
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".switchman-probe-")]
+    finally:
+        locked.chmod(0o700)
