@@ -200,7 +200,8 @@ class Dispatcher(Admitter):
         """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure.
         With `pull`, the session's shared state is read in the same round trip as the admission and reservation.
         `lookup` (the response cache's, true on a hit) runs before the reservation: a hit costs $0, so it reserves
-        nothing and no budget refuses it (on the session-pulling path the caller looks up after `_begin`)."""
+        nothing and no budget refuses it (on the session-pulling path the caller looks up after `_begin`, and `_begin`
+        itself when a budget refused the turn)."""
         exchange = Exchange(context, self.clock())
         exchange.choices = int(body.get("n") or 1)
         exchange.span = self.tracing.start(body, context)
@@ -216,6 +217,9 @@ class Dispatcher(Admitter):
                         await lookup(exchange)  # a budget's downgrade: the answer is the other model's, its entry
                 self.tracing.decided(deciding, exchange.decision)
         except SwitchmanError as exc:
+            if pull and lookup is not None and isinstance(exc, BudgetExceededError) and exchange.decision is not None \
+                    and await self._hit_despite(exchange, lookup):
+                return exchange  # a session's turn looks up after its reservation: a hit still costs $0
             if isinstance(exc, BudgetExceededError) and self.metrics is not None:
                 self.metrics.observe_budget_rejection(exc.scope if isinstance(exc, BudgetLimitError) else "unknown")
             self.finish(exchange, exc)
@@ -224,6 +228,17 @@ class Dispatcher(Admitter):
             self.finish(exchange, exc)
             raise
         return exchange
+
+    async def _hit_despite(self, exchange: Exchange, lookup: Callable[[Exchange], Awaitable[bool]]) -> bool:
+        """A budget refused a turn of a session shared through Redis, whose look-up waits for the reservation's round
+        trip: true when the response cache answers it after all (it then holds no reservation, as a hit anywhere)."""
+        try:
+            hit = await lookup(exchange)
+        except BaseException as exc:  # cancelled while looking up: still one ledger row
+            self.finish(exchange, exc)
+            raise
+        assert not hit or exchange.reservation is None  # refused: nothing held (a moved turn released its guess's)
+        return hit
 
     async def _abegin(
         self, body: Mapping[str, Any], context: RequestContext,
