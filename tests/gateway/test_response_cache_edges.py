@@ -93,7 +93,6 @@ def test_a_hit_costs_nothing_so_no_budget_refuses_it(upstream: FakeUpstream, tmp
     assert len(upstream.requests) == 1
 
 
-
 def test_a_hit_on_a_session_shared_through_redis_is_not_refused_by_a_spent_budget(
         upstream: FakeUpstream, tmp_path: Path) -> None:
     """A session shared through Redis reads its state in the reservation's round trip, so its cache look-up comes
@@ -115,6 +114,7 @@ def test_a_hit_on_a_session_shared_through_redis_is_not_refused_by_a_spent_budge
     finally:
         forget_prefix(SHARED_REDIS, prefix)
     assert len(upstream.requests) == 1
+
 
 def test_an_answer_a_budget_downgraded_is_kept_as_the_model_s_that_gave_it(
         upstream: FakeUpstream, tmp_path: Path) -> None:

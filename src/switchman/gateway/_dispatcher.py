@@ -208,7 +208,13 @@ class Dispatcher(Admitter):
         try:
             with self.tracing.decision(exchange.span) as deciding:
                 if pull:
-                    exchange.decision = await self._decide_pulled(exchange, body, context)
+                    try:
+                        exchange.decision = await self._decide_pulled(exchange, body, context)
+                    except BudgetExceededError:
+                        # The turn's look-up waits for the reservation's round trip: a hit still costs $0.
+                        if lookup is None or exchange.decision is None or not await lookup(exchange):
+                            raise
+                        assert exchange.reservation is None  # refused: nothing held (a moved turn released its guess's)
                 else:
                     exchange.request, decision = decide() if decide is not None else self.decide(body, context)
                     exchange.decision = decision
@@ -217,9 +223,6 @@ class Dispatcher(Admitter):
                         await lookup(exchange)  # a budget's downgrade: the answer is the other model's, its entry
                 self.tracing.decided(deciding, exchange.decision)
         except SwitchmanError as exc:
-            if pull and lookup is not None and isinstance(exc, BudgetExceededError) and exchange.decision is not None \
-                    and await self._hit_despite(exchange, lookup):
-                return exchange  # a session's turn looks up after its reservation: a hit still costs $0
             if isinstance(exc, BudgetExceededError) and self.metrics is not None:
                 self.metrics.observe_budget_rejection(exc.scope if isinstance(exc, BudgetLimitError) else "unknown")
             self.finish(exchange, exc)
@@ -228,17 +231,6 @@ class Dispatcher(Admitter):
             self.finish(exchange, exc)
             raise
         return exchange
-
-    async def _hit_despite(self, exchange: Exchange, lookup: Callable[[Exchange], Awaitable[bool]]) -> bool:
-        """A budget refused a turn of a session shared through Redis, whose look-up waits for the reservation's round
-        trip: true when the response cache answers it after all (it then holds no reservation, as a hit anywhere)."""
-        try:
-            hit = await lookup(exchange)
-        except BaseException as exc:  # cancelled while looking up: still one ledger row
-            self.finish(exchange, exc)
-            raise
-        assert not hit or exchange.reservation is None  # refused: nothing held (a moved turn released its guess's)
-        return hit
 
     async def _abegin(
         self, body: Mapping[str, Any], context: RequestContext,
