@@ -19,9 +19,11 @@ import orjson
 from switchman._config import parse_config
 from switchman.gateway import Gateway, build_app
 from switchman.ledger import KeyStore
-from switchman.testing import FakeUpstream
+from switchman.testing import FakeUpstream, forget_prefix, unique_prefix
 
 from .conftest import ENV, MASTER_KEY, ServerThread, config_data
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
 
 @contextmanager
@@ -88,6 +90,29 @@ def test_a_hit_costs_nothing_so_no_budget_refuses_it(upstream: FakeUpstream, tmp
         assert hit.headers["x-switchman-cache"] == "hit" and float(hit.headers["x-switchman-cost-usd"]) == 0
         paid = client.post("/v1/chat/completions", json={**body, "temperature": 0.5}, headers=broke)
         assert paid.status_code == 429 and paid.json()["error"]["code"] == "budget_exceeded"
+    assert len(upstream.requests) == 1
+
+
+def test_a_hit_on_a_session_shared_through_redis_is_not_refused_by_a_spent_budget(
+        upstream: FakeUpstream, tmp_path: Path) -> None:
+    """A session shared through Redis reads its state in the reservation's round trip, so its cache look-up comes
+    after the budget's answer: a spent budget's refusal must still give way to a hit, as on every other path."""
+    prefix = unique_prefix()
+    try:
+        with gateway(upstream, tmp_path, redis_url=SHARED_REDIS,
+                     redis={"key_prefix": prefix, "timeout_s": 1.0}) as client:
+            ask(client, "session budget hit")
+            body = {"model": "auto", "temperature": 0, "messages": [{"role": "user", "content": "session budget hit"}]}
+            broke = {"x-switchman-agent": "broke", "x-switchman-session": "s-1"}
+            hit = client.post("/v1/chat/completions", json=body, headers=broke)
+            assert hit.status_code == 200, hit.text
+            assert hit.headers["x-switchman-cache"] == "hit" and float(hit.headers["x-switchman-cost-usd"]) == 0
+            paid = client.post("/v1/chat/completions", json={**body, "temperature": 0.5}, headers=broke)
+            assert paid.status_code == 429 and paid.json()["error"]["code"] == "budget_exceeded"
+            streamed = client.post("/v1/chat/completions", json={**body, "stream": True}, headers=broke)
+            assert streamed.status_code == 429  # a stream of it was never kept: a paid answer, refused
+    finally:
+        forget_prefix(SHARED_REDIS, prefix)
     assert len(upstream.requests) == 1
 
 

@@ -200,14 +200,21 @@ class Dispatcher(Admitter):
         """Decide (with `decide`, when the body is not a chat body) and reserve budget; recorded on failure.
         With `pull`, the session's shared state is read in the same round trip as the admission and reservation.
         `lookup` (the response cache's, true on a hit) runs before the reservation: a hit costs $0, so it reserves
-        nothing and no budget refuses it (on the session-pulling path the caller looks up after `_begin`)."""
+        nothing and no budget refuses it (on the session-pulling path the caller looks up after `_begin`, and `_begin`
+        itself when a budget refused the turn)."""
         exchange = Exchange(context, self.clock())
         exchange.choices = int(body.get("n") or 1)
         exchange.span = self.tracing.start(body, context)
         try:
             with self.tracing.decision(exchange.span) as deciding:
                 if pull:
-                    exchange.decision = await self._decide_pulled(exchange, body, context)
+                    try:
+                        exchange.decision = await self._decide_pulled(exchange, body, context)
+                    except BudgetExceededError:
+                        # The turn's look-up waits for the reservation's round trip: a hit still costs $0.
+                        if lookup is None or exchange.decision is None or not await lookup(exchange):
+                            raise
+                        assert exchange.reservation is None  # refused: nothing held (a moved turn released its guess's)
                 else:
                     exchange.request, decision = decide() if decide is not None else self.decide(body, context)
                     exchange.decision = decision
