@@ -33,7 +33,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ._db import CREATE_ATTEMPTS, REQUESTS
 from ._record import LedgerRecord
-from ._rows import decode
+from ._rows import decode, executemany
 
 __all__ = [
     "ALL_MODELS",
@@ -326,7 +326,7 @@ def _upsert(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(sql, tuple(list(column) for column in zip(*rows, strict=True)))
     else:
-        conn.exec_driver_sql(sql, rows)
+        executemany(conn, sql, rows)
 
 
 def _upserts(dialect: Dialect) -> tuple[str, str, str]:
