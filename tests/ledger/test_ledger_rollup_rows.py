@@ -204,3 +204,76 @@ def test_backfill_leaves_out_stored_rows_fact_refuses(open_ledger: Callable[...,
     assert reopened.stats.written == 1
     totals = reopened.views.totals(since=0.0)[0]
     assert (totals.requests, totals.input_tokens) == (2, 12)
+
+
+def _reference_add(batch: RollupBatch, item: tuple[Any, ...]) -> None:
+    """`RollupBatch.add` as first written: one method call per record, `bucket_of`, `min` and `max`."""
+    (moment, route, agent, model, key_id, status, tin, tout, cost, baseline, latency, ttft, fallbacks,
+     escalated, quality, shadow, shadow_cost, shadow_quality, session) = item
+    hour = int(moment // HOUR) * HOUR
+    key = (hour, route, agent, model, key_id, status)
+    sums = batch.groups.get(key)
+    if sums is None:
+        sums = batch.groups[key] = [0.0] * len(MEASURES)
+        sums[1] = float(status in ("error", "stream_error"))
+        sums[2] = float(status in ("rejected_budget", "bad_request", "rejected_rate_limit"))
+    sums[0] += 1
+    sums[3] += tin
+    sums[4] += tout
+    sums[5] += cost
+    sums[6] += baseline
+    sums[7] += latency
+    if ttft is not None:
+        sums[8] += ttft
+        sums[9] += 1
+    if fallbacks:
+        sums[10] += fallbacks
+    if escalated:
+        sums[11] += escalated
+    if quality is not None:
+        sums[12] += 1
+        sums[13] += quality
+    if shadow:
+        sums[14] += 1
+        sums[15] += shadow_cost
+        if shadow_quality is not None:
+            sums[16] += 1
+            sums[17] += shadow_quality
+        sums[18] += cost
+        if quality is not None:
+            sums[19] += 1
+            sums[20] += quality
+    if status == "ok" and model:
+        lat_key = (model, hour, bucket_of(latency))
+        batch.latency[lat_key] = batch.latency.get(lat_key, 0) + 1
+    if session is not None:
+        state = batch.sessions.get(session)
+        if state is None:
+            batch.sessions[session] = [agent, moment, moment, 1, escalated]
+        else:
+            if agent:
+                state[0] = agent
+            state[1] = min(state[1], moment)
+            state[2] = max(state[2], moment)
+            state[3] += 1
+            state[4] += escalated
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_add_all_counts_as_the_reference_add(seed: int) -> None:
+    """The writer's one-loop `add_all` (and `add`, `RollupBatch(facts)`) give the reference's sums, bit for bit,
+    in the same order: latencies at and around the bucket edges, infinity, NaN and -0.0 included."""
+    rng = random.Random(seed)
+    latencies = [0.0, -0.0, 0.5, 1.0, 1.0000001, 2.0 ** 0.25, 2.0 ** 30, 2.0 ** 30 - 1e-6, 2.0 ** 31, math.inf, math.nan]
+    records = [replace(rec, latency_ms=rng.choice(latencies)) if rng.random() < 0.3 else rec
+               for rec in _records(rng, rng.choice([1, 2, 5, 40, 300]))]
+    facts = [fact(rec) for rec in records]
+    expected = RollupBatch()
+    for item in facts:
+        _reference_add(expected, item)
+    one_by_one = RollupBatch()
+    for item in facts:
+        one_by_one.add(item)
+    for got in (RollupBatch(facts), RollupBatch(iter(facts)), one_by_one):
+        for name in ("groups", "latency", "sessions"):
+            assert repr(list(getattr(got, name).items())) == repr(list(getattr(expected, name).items())), name

@@ -314,7 +314,7 @@ class Ledger:
         try:
             for row, item in batch:
                 try:
-                    self._insert([row], RollupBatch((item,)).write)
+                    self._insert([row], RollupBatch((item,)).write, wrapped=True)
                 except self._insert.errors as exc:
                     if not self._insert.is_bad_row(exc):
                         return self._failed(exc)
