@@ -126,3 +126,26 @@ def test_a_ledger_made_before_keeps_its_full_indexes(db_url: str, open_ledger: C
         else:
             defs = conn.execute(text("SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")).scalars()
         assert not [d for d in defs if "IS NOT NULL" in d]
+
+
+@pytest.mark.parametrize("by", ["agent", "model", "key"])
+def test_spend_over_a_window_reads_the_time_index(db_url: str, open_ledger: Callable[..., Ledger], by: str) -> None:
+    """`GROUP BY agent` counts the rows without one too, so a partial index cannot feed it: spend over a window (budgets,
+    `switchman spend`'s 7 days) reads the time index instead. Whole-history spend scans the table (on a 20k-row SQLite
+    ledger ~9 ms against ~5 ms through the full (agent, id) index before); a window is far faster (0.05 ms for 100 s
+    against ~2 ms)."""
+    ledger = _filled(db_url, open_ledger)
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if "GROUP BY" in statement.upper():
+            seen.append((statement, parameters))
+
+    event.listen(ledger._engine, "before_cursor_execute", capture)
+    try:
+        rows = ledger.query_spend(by, since=time.time() - 2700)  # type: ignore[arg-type]
+    finally:
+        event.remove(ledger._engine, "before_cursor_execute", capture)
+    assert 500 < sum(r.requests for r in rows) < 700  # the window's rows: one a second, the last ~600 of them
+    assert len(seen) == 1
+    assert "ix_switchman_requests_time" in _plan(ledger, *seen[0])

@@ -239,6 +239,46 @@ def test_invalid_row_is_discarded_and_the_rest_written(open_ledger: Callable[...
     assert [r.request_id for r in open_ledger(db_url).records()] == [r.request_id for r in good]
 
 
+
+@pytest.mark.parametrize("bad", [
+    LedgerRecord(request_id="surrogate", agent="bad\ud800"),  # no UTF-8 for it: the driver's UnicodeEncodeError
+    LedgerRecord(request_id="huge", cluster=2**64),  # past a 64-bit integer: the driver's OverflowError
+], ids=["lone-surrogate", "int-overflow"])
+def test_a_value_the_driver_cannot_bind_is_discarded_and_the_writer_lives_on(
+        open_ledger: Callable[..., Ledger], db_url: str, bad: LedgerRecord) -> None:
+    """`record` never raises, so an SDK caller's odd value reaches the writer: one bad row, not a dead writer."""
+    good = make_records(12)
+    ledger = open_ledger(db_url)
+    for rec in good[:4] + [bad] + good[4:8]:
+        ledger.record(rec)
+    assert ledger.flush_sync(10)
+    for rec in good[8:]:  # accepted after the bad row: written too
+        ledger.record(rec)
+    ledger.close_sync(10)
+    assert (ledger.stats.discarded, ledger.stats.written) == (1, 12)
+    assert [r.request_id for r in open_ledger(db_url).records()] == [r.request_id for r in good]
+
+
+def test_a_row_its_rollup_refuses_is_rolled_back_and_the_refusal_logged_in_one_line(
+        open_ledger: Callable[..., Ledger], db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A NaN shadow cost passes the insert and fails the rollup's NOT NULL sum: the batch's rows are rolled back with
+    it, retried one by one, and only that row is left out, with a log line that formats."""
+    good = make_records(6)
+    bad = LedgerRecord(request_id="nan-shadow", shadow_model="small", shadow_cost_usd=math.nan)
+    ledger = open_ledger(db_url)
+    with caplog.at_level("ERROR", logger="switchman.ledger"):
+        for rec in good[:3] + [bad] + good[3:]:
+            ledger.record(rec)
+        ledger.close_sync(10)
+    written = [r.request_id for r in open_ledger(db_url).records()]
+    assert ledger.stats.discarded + len(written) == 7 and set(written) >= {r.request_id for r in good}
+    refusals = [r.getMessage() for r in caplog.records if "refused record" in r.msg]
+    assert len(refusals) == ledger.stats.discarded and all("nan-shadow" in m for m in refusals)
+    with open_ledger(db_url)._engine.connect() as conn:
+        total = conn.execute(text("SELECT sum(requests) FROM switchman_rollup WHERE slice = 'all' AND grain = 3600")
+                             ).scalar()
+    assert total == len(written)  # rows and their rollups were committed together
+
 def test_postgres_refuses_nul_bytes_without_blocking_the_queue(open_ledger: Callable[..., Ledger], pg_url: str) -> None:
     ledger = open_ledger(pg_url)
     ledger.record(LedgerRecord(request_id="nul", agent="a\x00b"))

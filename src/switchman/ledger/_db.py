@@ -124,6 +124,7 @@ def _filter_index(name: str) -> Index:
 
 for _name in FILTER_COLUMNS:
     _filter_index(_name)  # an Index of a table's columns joins the table
+del _name
 
 FEEDBACK = Table(
     "switchman_feedback",

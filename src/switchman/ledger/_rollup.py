@@ -432,16 +432,14 @@ def _backfill(conn: Connection, chunk: int) -> None:
         ).all()
         if not rows:
             break
-        batch = RollupBatch()
+        facts = []
         for row in rows:
             try:
-                item = fact(decode(row))
+                facts.append(fact(decode(row)))
             except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # as the writer refuses it
                 skipped += 1
                 logger.error("ledger rollups leave out row %s: %s", row.id, exc)
-            else:
-                batch.add(item)
-        batch.write(conn)
+        RollupBatch(facts).write(conn)
         last_id, total = rows[-1].id, total + len(rows)
     if total:
         logger.info("ledger rollups built from %d existing rows (%d left out as invalid)", total - skipped, skipped)

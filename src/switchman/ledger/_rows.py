@@ -155,6 +155,10 @@ def executemany(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> 
         cursor.close()
 
 
+#: What the driver raises for a value it cannot bind, before the database sees it: the row is bad, not the database
+#: away (`Ledger.record` never raises, so an SDK caller's lone surrogate or huge int gets this far).
+_UNBINDABLE: tuple[type[Exception], ...] = (UnicodeError, OverflowError)
+
 class BulkInsert:
     """Inserts encoded rows in one transaction: `executemany` on SQLite, `COPY` on Postgres."""
 
@@ -173,8 +177,9 @@ class BulkInsert:
 
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
-        """What a failed insert can raise: SQLAlchemy's errors, the driver's own (COPY), OSError."""
-        return (SQLAlchemyError, self._dbapi.Error, OSError)
+        """What a failed insert can raise: SQLAlchemy's errors, the driver's own (COPY), OSError, and a value the
+        driver cannot bind (a lone surrogate: UnicodeEncodeError; an int past 64 bits: OverflowError)."""
+        return (SQLAlchemyError, self._dbapi.Error, OSError, *_UNBINDABLE)
 
     def __call__(self, rows: Sequence[tuple[Any, ...]], then: Callable[[Connection], None] | None = None, *,
                  wrapped: bool = False) -> None:
@@ -182,7 +187,8 @@ class BulkInsert:
 
         On SQLite the rows go straight to the driver's cursor (SQLAlchemy's statement execution costs ~55k
         instructions a call, ~1.4k a gateway row); `wrapped` sends them through SQLAlchemy instead, whose error
-        carries the row's values (the one-by-one retry logs them)."""
+        carries the row's values (the one-by-one retry logs them when the insert refused the row; a refusal by the
+        rollups, which still go to the cursor, names the constraint only)."""
         with self._engine.begin() as conn:
             if self._copy:
                 raw: Any = conn.connection.dbapi_connection  # a psycopg Connection
@@ -198,6 +204,8 @@ class BulkInsert:
 
     def is_bad_row(self, exc: BaseException) -> bool:
         """The database (or driver) refused a row's values, as opposed to being unavailable."""
+        if isinstance(exc, _UNBINDABLE):
+            return True
         if isinstance(exc, DataError | IntegrityError | self._dbapi.DataError | self._dbapi.IntegrityError):
             return True
         return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
