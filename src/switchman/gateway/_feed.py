@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
@@ -63,9 +64,11 @@ class StreamFeed:
     Made on the loop thread once the upstream has sent its first event (fallbacks are over by then).
     """
 
-    def __init__(self, stream: FeedSource, portal: BlockingPortal) -> None:
+    def __init__(self, stream: FeedSource, portal: BlockingPortal, *,
+                 scrub: Callable[[str], str] | None = None) -> None:
         self._stream = stream
         self._portal = portal
+        self._scrub = scrub  # for `error`'s message: an upstream may echo the key it was sent
         self._send: MemoryObjectSendStream[bytes]
         self._receive: MemoryObjectReceiveStream[bytes]
         self._send, self._receive = anyio.create_memory_object_stream[bytes](_BUFFERED_PIECES)
@@ -90,8 +93,11 @@ class StreamFeed:
 
     @property
     def error(self) -> UpstreamError | None:
-        """The upstream failure that ended the stream early, if one did."""
-        return self._stream.error
+        """The upstream failure that ended the stream early, if one did (its message scrubbed of secrets)."""
+        error = self._stream.error
+        if error is not None and self._scrub is not None and error.args and isinstance(error.args[0], str):
+            error.args = (self._scrub(error.args[0]), *error.args[1:])
+        return error
 
     @property
     def usage(self) -> Usage | None:

@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._config import Config
+from .._exceptions import SwitchmanError
 from .._environ import Environment
 from ..ledger import BudgetManager, Ledger
 from ..local import LocalModelServer, managed_server, with_local_url
 from ._context import RequestContext
 from ._dispatcher import Completion, Dispatcher
+from ._errors import Scrubber
 from ._feed import StreamFeed
 from ._middleware import new_request_id
 from ._schema import check_body
@@ -77,7 +79,7 @@ class _Runtime:
 
     async def open_stream(self, body: dict[str, Any], context: RequestContext) -> StreamFeed:
         """Open the upstream stream (fallbacks happen here) and start relaying it."""
-        feed = StreamFeed(await self.dispatcher.open_stream(body, context), self.portal)
+        feed = StreamFeed(await self.dispatcher.open_stream(body, context), self.portal, scrub=self.dispatcher.scrub)
         task = asyncio.get_running_loop().create_task(feed.run())
         self._feeds[feed] = task
         task.add_done_callback(lambda _: self._feeds.pop(feed, None))
@@ -137,6 +139,14 @@ def _close_runtime(runtime: _Runtime) -> None:
         logger.error("switchman: could not close the in-process client cleanly: %s", exc)
 
 
+def scrubbed(exc: SwitchmanError, scrub: Scrubber) -> SwitchmanError:
+    """`exc` with its message scrubbed in place: an upstream may echo the key it was sent (as a 401 does), and the
+    caller's traceback, log or error tracker must not get it (the gateway scrubs its HTTP answers the same way)."""
+    if exc.args and isinstance(exc.args[0], str):
+        exc.args = (scrub(exc.args[0]), *exc.args[1:])
+    return exc
+
+
 class InProcessClient:
     """Sends chat requests through a Dispatcher on a background event loop."""
 
@@ -171,27 +181,39 @@ class InProcessClient:
     def chat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
         """The answer to these messages (blocks until it arrives)."""
         body, context = self._request(messages, **options)
-        completion: Completion = self._portal.call(self.dispatcher.complete, body, context)
+        try:
+            completion: Completion = self._portal.call(self.dispatcher.complete, body, context)
+        except SwitchmanError as exc:
+            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return completion
 
     def stream(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> StreamFeed:
         """The answer's stream, opened (blocks until the first chunk has arrived)."""
         body, context = self._request(messages, stream=True, **options)
-        feed: StreamFeed = self._portal.call(self._runtime.open_stream, body, context)
+        try:
+            feed: StreamFeed = self._portal.call(self._runtime.open_stream, body, context)
+        except SwitchmanError as exc:
+            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return feed
 
     async def achat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
         """`chat` awaited from the caller's event loop."""
         body, context = self._request(messages, **options)
         future = self._portal.start_task_soon(self.dispatcher.complete, body, context)
-        completion: Completion = await asyncio.wrap_future(future)
+        try:
+            completion: Completion = await asyncio.wrap_future(future)
+        except SwitchmanError as exc:
+            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return completion
 
     async def astream(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> StreamFeed:
         """`stream` awaited from the caller's event loop."""
         body, context = self._request(messages, stream=True, **options)
-        feed: StreamFeed = await asyncio.wrap_future(self._portal.start_task_soon(self._runtime.open_stream, body,
-                                                                                  context))
+        try:
+            feed: StreamFeed = await asyncio.wrap_future(self._portal.start_task_soon(self._runtime.open_stream, body,
+                                                                                      context))
+        except SwitchmanError as exc:
+            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return feed
 
     def close(self) -> None:
