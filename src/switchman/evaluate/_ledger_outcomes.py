@@ -27,7 +27,8 @@ NO_PROMPTS_HINT = (
 
 
 def outcomes_from_ledger(
-    records: Iterable[LedgerRecord], scores: Mapping[str, float], *, source: str = "ledger", min_per_model: int = 2
+    records: Iterable[LedgerRecord], scores: Mapping[str, float], *, source: str = "ledger", min_per_model: int = 2,
+    owners: Mapping[str, str | None] | None = None,
 ) -> OutcomeTable:
     """The outcome table of answered requests that have a stored prompt and a feedback score.
 
@@ -43,6 +44,8 @@ def outcomes_from_ledger(
         if rec.request_id not in scores:
             without_feedback += 1
             continue
+        if owners is not None and rec.request_id in owners and owners[rec.request_id] != rec.key_id:
+            continue  # another key's request with the same id: the score is not for it
         if not rec.prompt:
             without_prompt += 1
             continue
@@ -78,6 +81,14 @@ def outcomes_from_ledger(
 
 def ledger_records(url: str | None, since: str | None) -> tuple[list[LedgerRecord], dict[str, float], str]:
     """Records from `since` on (e.g. 7d), the latest feedback score per request, and the URL to show."""
+    records, scores, _, shown = _ledger_rows(url, since)
+    return records, scores, shown
+
+
+def _ledger_rows(
+    url: str | None, since: str | None,
+) -> tuple[list[LedgerRecord], dict[str, float], dict[str, str | None], str]:
+    """`ledger_records`, with the key of the request each score is for (`Ledger.feedback_owners`)."""
     try:
         start = parse_since(since) if since else None
     except ValueError as exc:
@@ -87,7 +98,7 @@ def ledger_records(url: str | None, since: str | None) -> tuple[list[LedgerRecor
     except ValueError as exc:  # an unparseable or unsupported URL
         raise ConfigError(str(exc)) from None
     try:
-        return ledger.records(since=start), ledger.feedback_scores(), display_url(ledger.url)
+        return ledger.records(since=start), ledger.feedback_scores(), ledger.feedback_owners(), display_url(ledger.url)
     except SQLAlchemyError as exc:  # unreachable, not a database, ...: one line naming it (password masked)
         raise ConfigError(unreadable(ledger.url, exc)) from None
     finally:
@@ -96,5 +107,5 @@ def ledger_records(url: str | None, since: str | None) -> tuple[list[LedgerRecor
 
 def ledger_outcomes(url: str | None, since: str | None) -> OutcomeTable:
     """The outcome table of logged requests with a stored prompt and feedback."""
-    records, scores, shown = ledger_records(url, since)
-    return outcomes_from_ledger(records, scores, source=shown)
+    records, scores, owners, shown = _ledger_rows(url, since)
+    return outcomes_from_ledger(records, scores, source=shown, owners=owners)

@@ -87,7 +87,7 @@ def store_feedback(ledger: Ledger, request_id: str, score: float, comment: str |
         if record is None:
             raise InvalidRequestError(f"no request with id {request_id!r} in the ledger", status=404,
                                       param="request_id", code="request_not_found")
-        ledger.add_feedback(request_id, score, comment)
+        ledger.add_feedback(request_id, score, comment, scored=record)  # this key's request, not another's
     except (SQLAlchemyError, OSError) as exc:
         raise LedgerUnavailableError(f"the ledger is unavailable ({type(exc).__name__}); try again") from None
     return record

@@ -125,6 +125,8 @@ FEEDBACK = Table(
     Column("route", Text),
     Column("model", Text),
     Column("agent", Text),
+    # The key of the request scored: two keys may have chosen the same request id (X-Request-Id).
+    Column("key_id", String(32)),
     Index("ix_switchman_feedback_request_id", "request_id"),
     Index("ix_switchman_feedback_time", "time"),
 )
@@ -197,8 +199,8 @@ def _add_missing_columns(conn: Connection) -> None:
                 kind = column.type.compile(dialect=conn.dialect)
                 conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
                 added.append(column.name)
-        if table is FEEDBACK and "route" in added:  # feedback given before: copy its request's names
-            for name in ("route", "model", "agent"):
+        if table is FEEDBACK and added:  # feedback given before: copy its request's names (and key)
+            for name in [n for n in ("route", "model", "agent", "key_id") if n in added]:
                 conn.exec_driver_sql(
                     f"UPDATE {FEEDBACK.name} SET {name} = (SELECT r.{name} FROM {REQUESTS.name} r "
                     f"WHERE r.request_id = {FEEDBACK.name}.request_id ORDER BY r.id DESC LIMIT 1)"

@@ -436,16 +436,37 @@ class Ledger:
         with self._engine.connect() as conn:
             return {str(rid): float(score) for rid, score in conn.execute(query)}
 
-    def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
-        """Store a quality score (and optional comment) for an earlier request."""
+    def add_feedback(self, request_id: str, score: float, comment: str | None = None, *,
+                     scored: LedgerRecord | None = None) -> None:
+        """Store a quality score (and optional comment) for an earlier request.
+
+        `scored`: the request it scores (as `find` gave it, for one key); without it, the latest with that id.
+        Its route, model, agent and key are copied to the feedback row.
+        """
         self._ensure_schema()
-        names = select(REQUESTS.c.route, REQUESTS.c.model, REQUESTS.c.agent).where(
-            REQUESTS.c.request_id == request_id).order_by(REQUESTS.c.id.desc()).limit(1)
         with self._engine.begin() as conn:
-            found = conn.execute(names).first()
-            route, model, agent = found if found is not None else (None, None, None)
+            if scored is not None:
+                route, model, agent, key_id = scored.route, scored.model, scored.agent, scored.key_id
+            else:
+                names = select(REQUESTS.c.route, REQUESTS.c.model, REQUESTS.c.agent, REQUESTS.c.key_id).where(
+                    REQUESTS.c.request_id == request_id).order_by(REQUESTS.c.id.desc()).limit(1)
+                found = conn.execute(names).first()
+                route, model, agent, key_id = found if found is not None else (None, None, None, None)
             conn.execute(FEEDBACK.insert(), [{"time": time.time(), "request_id": request_id, "score": score,
-                                              "comment": comment, "route": route, "model": model, "agent": agent}])
+                                              "comment": comment, "route": route, "model": model, "agent": agent,
+                                              "key_id": key_id}])
+
+    def feedback_owners(self, *, since: datetime | float | None = None) -> dict[str, str | None]:
+        """The key (None: no key) of the request each request id's latest feedback scored (see `feedback_scores`).
+
+        Two keys may have chosen the same request id: a score belongs to the request of this key only.
+        """
+        self._ensure_schema()
+        query = select(FEEDBACK.c.request_id, FEEDBACK.c.key_id).order_by(FEEDBACK.c.id)
+        if since is not None:
+            query = query.where(FEEDBACK.c.time >= _epoch(since))
+        with self._engine.connect() as conn:
+            return {str(rid): key for rid, key in conn.execute(query)}
 
     def feedback(self, request_id: str) -> list[tuple[float, str | None]]:
         """The (score, comment) pairs stored for a request, oldest first."""
