@@ -4,6 +4,7 @@ set of budgets (not one per thread that happened to call first)."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,34 @@ def test_threads_racing_to_the_first_chat_share_one_client(upstream: FakeUpstrea
         router.close()
         for client in made:
             client.close()  # type: ignore[attr-defined]
+
+
+def test_close_waits_for_a_chat_in_flight_on_another_thread_and_records_it(
+        upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from switchman.ledger import Ledger
+
+    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    upstream.clear()
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    router = Router.from_dict(config_data(upstream, url))
+    router.chat("warm up", model="mid")  # the client is running
+    upstream.inject("latency", model="cheap", times=None, seconds=1.0)
+    replies: list[Any] = []
+    caller = threading.Thread(target=lambda: replies.append(router.chat("slow", model="cheap")))
+    try:
+        caller.start()
+        deadline = time.monotonic() + 10
+        while not upstream.requests_for("cheap") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        router.close()  # while the answer is on its way
+        caller.join(30)
+    finally:
+        upstream.clear()
+    assert len(replies) == 1 and replies[0]["choices"][0]["message"]["content"] == "Hello from cheap."
+    ledger = Ledger(url)
+    recorded = ledger.find(replies[0].request_id)
+    ledger.close_sync()
+    assert recorded is not None and recorded.model == "cheap"  # the answered request has its row
+    assert "dropping records" not in caplog.text

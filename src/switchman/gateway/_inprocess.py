@@ -67,6 +67,7 @@ class _Runtime:
                 self.local.stop()
             raise
         self._feeds: dict[StreamFeed, asyncio.Task[None]] = {}
+        self._calls: set[asyncio.Task[Any]] = set()  # non-stream requests under way (from any thread)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -85,13 +86,26 @@ class _Runtime:
         task.add_done_callback(lambda _: self._feeds.pop(feed, None))
         return feed
 
+    async def complete(self, body: dict[str, Any], context: RequestContext) -> Completion:
+        """`Dispatcher.complete`, counted as under way until it ends, so `close` lets it finish and record."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
+        try:
+            return await self.dispatcher.complete(body, context)
+        finally:
+            self._calls.discard(task)
+
     async def _aclose(self) -> None:
+        while self._calls:  # answers on their way (another thread's chat): let them land, each with its row
+            await asyncio.wait(list(self._calls))
         for feed in list(self._feeds):  # streams still open: end them, recording each
             await feed.stop()
         await self.dispatcher.aclose()
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop open streams, close connections, write the ledger, stop the loop and the local model (once)."""
+        """Let requests in flight finish, stop open streams, close connections, write the ledger, stop the loop and
+        the local model (once)."""
         with self._lock:
             if self._closed:
                 return
@@ -182,7 +196,7 @@ class InProcessClient:
         """The answer to these messages (blocks until it arrives)."""
         body, context = self._request(messages, **options)
         try:
-            completion: Completion = self._portal.call(self.dispatcher.complete, body, context)
+            completion: Completion = self._portal.call(self._runtime.complete, body, context)
         except SwitchmanError as exc:
             raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return completion
@@ -199,7 +213,7 @@ class InProcessClient:
     async def achat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
         """`chat` awaited from the caller's event loop."""
         body, context = self._request(messages, **options)
-        future = self._portal.start_task_soon(self.dispatcher.complete, body, context)
+        future = self._portal.start_task_soon(self._runtime.complete, body, context)
         try:
             completion: Completion = await asyncio.wrap_future(future)
         except SwitchmanError as exc:
