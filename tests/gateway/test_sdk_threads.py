@@ -82,3 +82,29 @@ def test_close_waits_for_a_chat_in_flight_on_another_thread_and_records_it(
     ledger.close_sync()
     assert recorded is not None and recorded.model == "cheap"  # the answered request has its row
     assert "dropping records" not in caplog.text
+
+
+def test_a_stream_closed_after_its_router_closes_is_a_no_op(upstream: FakeUpstream, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    upstream.clear()
+    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+    with router.chat("hello", model="cheap", stream=True) as stream:
+        next(stream)
+        router.close()  # ends the stream (and records it) with the client
+        stream.close()  # "safe to repeat": nothing left to stop
+    # (leaving the with block closed it once more)
+
+
+@pytest.mark.anyio
+async def test_an_async_stream_closed_after_its_router_closes_is_a_no_op(
+        upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    upstream.clear()
+    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+    async with await router.achat("hello", model="cheap", stream=True) as stream:
+        await stream.__anext__()
+        await router.aclose()
+        await stream.aclose()

@@ -9,7 +9,6 @@ as the client's disconnect, as the gateway does when an HTTP client goes away.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -119,17 +118,27 @@ class StreamFeed:
         return await asyncio.wrap_future(self._portal.start_task_soon(self._next))
 
     def close(self) -> None:
-        """Stop relaying and wait until the request is recorded."""
-        self._portal.call(self.stop)
+        """Stop relaying and wait until the request is recorded (nothing to do once the client has closed)."""
+        try:
+            self._portal.call(self.stop)
+        except RuntimeError:  # the client's loop has stopped: it ended and recorded the stream
+            self._receive.close()  # (what it relayed and no one read; nothing runs on that loop any more)
 
     async def aclose(self) -> None:
         """`close` awaited from another event loop."""
-        await asyncio.wrap_future(self._portal.start_task_soon(self.stop))
+        try:
+            future = self._portal.start_task_soon(self.stop)
+        except RuntimeError:  # the client's loop has stopped: it ended and recorded the stream
+            self._receive.close()
+            return
+        await asyncio.wrap_future(future)
 
     def abandon(self) -> None:
         """Stop relaying without waiting (a feed dropped unread; may run at garbage collection)."""
-        with contextlib.suppress(RuntimeError):  # the client's loop has stopped: the stream ended with it
+        try:
             self._portal.start_task_soon(self.stop)
+        except RuntimeError:  # the client's loop has stopped: the stream ended with it
+            self._receive.close()
 
     # -- on the loop ------------------------------------------------------------------------------
     async def run(self) -> None:
