@@ -23,6 +23,7 @@ from starlette.responses import Response
 from .._exceptions import InvalidRequestError, LedgerUnavailableError
 from ..ledger import Ledger, LedgerRecord
 from ._context import scoped_session
+from ._ledger_threads import ledger_limiter
 from ._middleware import MASTER_KEY_ID
 
 if TYPE_CHECKING:
@@ -147,7 +148,8 @@ class FeedbackEndpoint:
         try:
             with anyio.fail_after(FEEDBACK_TIMEOUT_S):
                 record = await anyio.to_thread.run_sync(
-                    lambda: store_feedback(ledger, request_id, score, comment, key_id=scope), abandon_on_cancel=True)
+                    lambda: store_feedback(ledger, request_id, score, comment, key_id=scope), abandon_on_cancel=True,
+                    limiter=ledger_limiter())  # not the chat path's threads: a hung database holds this one
         except TimeoutError:
             raise LedgerUnavailableError(f"the ledger did not answer within {FEEDBACK_TIMEOUT_S:g} s; try again") from None
         sessions = self.gateway.dispatcher.sessions

@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..gateway import Gateway
+from ..gateway import Gateway, ledger_limiter
 from ._access import Access, LoginThrottle, Session
 from ._format import FILTERS
 from ._guard import LOGIN_COOKIE, SESSION_COOKIE, DashboardGuard, form_fields
@@ -225,7 +225,7 @@ async def _off_loop(work: Callable[[], _T]) -> _T:
     """
     try:
         with anyio.fail_after(PAGE_TIMEOUT_S):
-            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=ledger_limiter())
     except TimeoutError:
         message = f"the ledger did not answer within {PAGE_TIMEOUT_S:g} s"
     except (SQLAlchemyError, OSError) as exc:
