@@ -49,8 +49,8 @@ def check_bind(host: str, *, auth: str = "auto", has_keys: bool, master_key: boo
                           "spend your provider credits; remove `auth: off` or listen on 127.0.0.1")
     if auth == "auto" and not has_keys and not master_key and keys_unread is not None:
         raise ConfigError(
-            f"refusing to listen on {host}: the ledger's virtual keys could not be read ({keys_unread}), so "
-            "whether a key protects the port is unknown and no master key is set; fix the ledger "
+            f"refusing to listen on {host}: {keys_unread}, so whether a virtual key protects the port is unknown "
+            "and no master key is set; fix the ledger "
             "(server.ledger_url), set the master key variable, or listen on 127.0.0.1"
         )
     if auth == "auto" and not has_keys and not master_key:
@@ -99,7 +99,7 @@ def app_from_environment():  # type: ignore[no-untyped-def]
 def _has_keys(settings: Config) -> tuple[bool, str | None]:
     """Whether authentication was ever switched on in the keys database (a key was created there once), and
     why that could not be asked (None when it was)."""
-    from ..ledger import KeyStore, display_url
+    from ..ledger import KeyStore, unreadable
 
     try:
         keys = KeyStore(settings.server.ledger_url)
@@ -108,9 +108,7 @@ def _has_keys(settings: Config) -> tuple[bool, str | None]:
     try:
         return keys.auth_enabled(), None
     except SQLAlchemyError as exc:  # the ledger is unreachable: we cannot tell, so only loopback is safe
-        cause = getattr(exc, "orig", None) or exc
-        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        return False, f"{display_url(keys.url)}: {reason}"
+        return False, unreadable(keys.url, exc)
     finally:
         keys.close()
 
