@@ -53,8 +53,7 @@ def test_a_key_scores_its_own_request_not_anothers_with_the_same_id(upstream: Fa
                                                                            ("job-2", "cheap", mine.id)]
     gateway.ledger.close_sync()
     ledger = Ledger(url)
-    table = outcomes_from_ledger(ledger.records(), ledger.feedback_scores(), owners=ledger.feedback_owners(),
-                                 min_per_model=1)
+    table = outcomes_from_ledger(ledger.records(), ledger.feedback_by_key(), min_per_model=1)
     ledger.close_sync()
     # Training pairs my score with my prompt, never with theirs.
     assert sorted(table.prompts) == ["my first question", "my second question"]
@@ -75,5 +74,23 @@ def test_feedback_given_before_the_key_column_gets_its_request_s_key(tmp_path: P
     with sqlite3.connect(path) as conn:  # as an earlier switchman left it
         conn.execute("ALTER TABLE switchman_feedback DROP COLUMN key_id")
     ledger = Ledger(f"sqlite:///{path}")
-    assert ledger.feedback_owners() == {"r1": "key-0000aaaa"}
+    assert ledger.feedback_by_key() == {("r1", "key-0000aaaa"): 0.5}
     ledger.close_sync()
+
+
+def test_two_keys_scoring_their_own_request_with_the_same_id_each_train_with_their_own_score(tmp_path: Path) -> None:
+    from switchman.evaluate import ledger_outcomes
+    from switchman.ledger import LedgerRecord
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    ledger = Ledger(url)
+    for key, model, prompt in (("key-A", "m", "a's question"), ("key-B", "m", "b's question")):
+        ledger.record(LedgerRecord(request_id="job-1", model=model, key_id=key, prompt=prompt))
+    ledger.flush_sync()
+    for key, score in (("key-A", 0.25), ("key-B", 1.0)):  # B scores its own job-1 after A scored A's
+        ledger.add_feedback("job-1", score, scored=ledger.find("job-1", key_id=key))
+    assert ledger.feedback_by_key() == {("job-1", "key-A"): 0.25, ("job-1", "key-B"): 1.0}
+    ledger.close_sync()
+    table = ledger_outcomes(url, None)
+    labels = dict(zip(table.prompts, table.quality[:, 0].tolist(), strict=True))
+    assert labels == {"a's question": 0.25, "b's question": 1.0}

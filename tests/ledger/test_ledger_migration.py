@@ -39,7 +39,7 @@ def test_a_key_longer_than_32_characters_is_copied_to_earlier_feedback(pg_url: s
     _make_old(pg_url)
     ledger = Ledger(pg_url)
     try:
-        assert ledger.feedback_owners() == {"r1": LONG_KEY, "r2": "short"}
+        assert ledger.feedback_by_key() == {("r1", LONG_KEY): 0.5, ("r2", "short"): 0.5}
     finally:
         ledger.close_sync()
 
@@ -57,12 +57,12 @@ def test_a_start_interrupted_after_adding_the_key_column_is_finished_by_the_next
     monkeypatch.setattr(Connection, "exec_driver_sql", fail_the_back_fill)
     first = Ledger(db_url)
     with pytest.raises(SQLAlchemyError):
-        first.feedback_owners()
+        first.feedback_by_key()
     first.close_sync()
     monkeypatch.setattr(Connection, "exec_driver_sql", real)
     second = Ledger(db_url)
     try:
-        assert second.feedback_owners() == {"r1": LONG_KEY, "r2": "short"}
+        assert second.feedback_by_key() == {("r1", LONG_KEY): 0.5, ("r2", "short"): 0.5}
     finally:
         second.close_sync()
 
@@ -77,7 +77,7 @@ def test_replicas_starting_together_on_an_older_ledger_all_succeed(db_url: str) 
         def run() -> None:
             start.wait()
             try:
-                ledger.feedback_owners()
+                ledger.feedback_by_key()
             except SQLAlchemyError as exc:  # collected for the assertion below
                 failures.append(exc)
         return run
@@ -94,6 +94,6 @@ def test_replicas_starting_together_on_an_older_ledger_all_succeed(db_url: str) 
     assert not failures, [f"{type(e).__name__}: {str(e)[:200]}" for e in failures]
     check = Ledger(db_url)
     try:
-        assert check.feedback_owners() == {"r1": LONG_KEY, "r2": "short"}
+        assert check.feedback_by_key() == {("r1", LONG_KEY): 0.5, ("r2", "short"): 0.5}
     finally:
         check.close_sync()

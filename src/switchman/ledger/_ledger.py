@@ -456,17 +456,18 @@ class Ledger:
                                               "comment": comment, "route": route, "model": model, "agent": agent,
                                               "key_id": key_id}])
 
-    def feedback_owners(self, *, since: datetime | float | None = None) -> dict[str, str | None]:
-        """The key (None: no key) of the request each request id's latest feedback scored (see `feedback_scores`).
+    def feedback_by_key(self, *, since: datetime | float | None = None) -> dict[tuple[str, str | None], float]:
+        """The latest score per scored request, keyed by (request id, key id; None: no key), in one query.
 
-        Two keys may have chosen the same request id: a score belongs to the request of this key only.
+        Two keys may have chosen the same request id (X-Request-Id): each key's score belongs to its own request,
+        and one key scoring its request does not revise the other's score.
         """
         self._ensure_schema()
-        query = select(FEEDBACK.c.request_id, FEEDBACK.c.key_id).order_by(FEEDBACK.c.id)
+        query = select(FEEDBACK.c.request_id, FEEDBACK.c.key_id, FEEDBACK.c.score).order_by(FEEDBACK.c.id)
         if since is not None:
             query = query.where(FEEDBACK.c.time >= _epoch(since))
         with self._engine.connect() as conn:
-            return {str(rid): key for rid, key in conn.execute(query)}
+            return {(str(rid), key): float(score) for rid, key, score in conn.execute(query)}
 
     def feedback(self, request_id: str) -> list[tuple[float, str | None]]:
         """The (score, comment) pairs stored for a request, oldest first."""
