@@ -18,7 +18,28 @@ ODD_KEY = "gq-odd-provider-key-7e7e7e7e7e7e7e"
 
 
 def _text(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc)) + repr(exc.args)
+    return "".join(traceback.format_exception(exc)) + repr(exc.args) + _frame_locals(exc)
+
+
+def _frame_locals(exc: BaseException) -> str:
+    """The reprs of every local of every frame in the tracebacks of `exc`, its causes and contexts: what an error
+    tracker capturing locals (Sentry's default) would send."""
+    seen: set[int] = set()
+    chain: list[BaseException | None] = [exc]
+    found = []
+    while chain:
+        error = chain.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        chain += [error.__cause__, error.__context__]
+        for frame, _ in traceback.walk_tb(error.__traceback__):
+            for name, value in frame.f_locals.items():
+                try:
+                    found.append(f"{frame.f_code.co_name}.{name}={value!r}")
+                except Exception:  # noqa: BLE001 - a repr that fails holds nothing to find
+                    continue
+    return "\n".join(found)
 
 
 @pytest.fixture

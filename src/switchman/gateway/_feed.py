@@ -9,7 +9,8 @@ as the client's disconnect, as the gateway does when an HTTP client goes away.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import anyio
@@ -17,8 +18,9 @@ import orjson
 from anyio.from_thread import BlockingPortal
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._exceptions import UpstreamError
+from .._exceptions import RouterClosedError, UpstreamError
 from ..routing import Decision
+from ._errors import scrubbed
 from ._stream import RelayedStream
 from ._wire import Usage
 
@@ -55,6 +57,17 @@ class FeedSource(RelayedStream, Protocol):
     def usage(self) -> Usage | None: ...
     @property
     def cost_usd(self) -> float | None: ...
+
+
+@contextmanager
+def portal_running() -> Iterator[None]:
+    """anyio's RuntimeError for a call on a stopped portal as what it means to the caller: the Router was closed."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if isinstance(exc, RouterClosedError) or "portal is not running" not in str(exc):
+            raise
+        raise RouterClosedError("the router was closed during this call (a new call starts it again)") from None
 
 
 class StreamFeed:
@@ -94,9 +107,7 @@ class StreamFeed:
     def error(self) -> UpstreamError | None:
         """The upstream failure that ended the stream early, if one did (its message scrubbed of secrets)."""
         error = self._stream.error
-        if error is not None and self._scrub is not None and error.args and isinstance(error.args[0], str):
-            error.args = (self._scrub(error.args[0]), *error.args[1:])
-        return error
+        return error if error is None or self._scrub is None else scrubbed(error, self._scrub)
 
     @property
     def usage(self) -> Usage | None:
@@ -110,12 +121,15 @@ class StreamFeed:
 
     def next_chunks(self) -> list[dict[str, Any]] | None:
         """The next chunks (blocking; maybe none yet), or None once the stream has ended and been recorded."""
-        chunks: list[dict[str, Any]] | None = self._portal.call(self._next)
+        with portal_running():
+            chunks: list[dict[str, Any]] | None = self._portal.call(self._next)
         return chunks
 
     async def anext_chunks(self) -> list[dict[str, Any]] | None:
         """`next_chunks` awaited from another event loop."""
-        return await asyncio.wrap_future(self._portal.start_task_soon(self._next))
+        with portal_running():
+            future = self._portal.start_task_soon(self._next)
+        return await asyncio.wrap_future(future)
 
     def close(self) -> None:
         """Stop relaying and wait until the request is recorded (nothing to do once the client has closed)."""

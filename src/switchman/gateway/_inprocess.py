@@ -19,21 +19,21 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._config import Config
-from .._exceptions import SwitchmanError
+from .._exceptions import RouterClosedError, SwitchmanError
 from .._environ import Environment
 from ..ledger import BudgetManager, Ledger
 from ..local import LocalModelServer, managed_server, with_local_url
 from ._context import RequestContext
 from ._dispatcher import Completion, Dispatcher
-from ._errors import Scrubber
-from ._feed import StreamFeed
+from ._errors import scrubbed
+from ._feed import StreamFeed, portal_running
 from ._middleware import new_request_id
 from ._schema import check_body
 
@@ -79,20 +79,31 @@ class _Runtime:
                                        budgets=BudgetManager(config.budgets, ledger))
 
     async def open_stream(self, body: dict[str, Any], context: RequestContext) -> StreamFeed:
-        """Open the upstream stream (fallbacks happen here) and start relaying it."""
-        feed = StreamFeed(await self.dispatcher.open_stream(body, context), self.portal, scrub=self.dispatcher.scrub)
-        task = asyncio.get_running_loop().create_task(feed.run())
-        self._feeds[feed] = task
-        task.add_done_callback(lambda _: self._feeds.pop(feed, None))
+        """Open the upstream stream (fallbacks happen here) and start relaying it; counted as under way while it
+        opens, so `close` waits for it and then stops it, recorded, instead of stopping the loop under it."""
+        with self._under_way():
+            feed = StreamFeed(await self.dispatcher.open_stream(body, context), self.portal,
+                              scrub=self.dispatcher.scrub)
+            task = asyncio.get_running_loop().create_task(feed.run())
+            self._feeds[feed] = task
+            task.add_done_callback(lambda _: self._feeds.pop(feed, None))
         return feed
 
     async def complete(self, body: dict[str, Any], context: RequestContext) -> Completion:
         """`Dispatcher.complete`, counted as under way until it ends, so `close` lets it finish and record."""
+        with self._under_way():
+            return await self.dispatcher.complete(body, context)
+
+    @contextmanager
+    def _under_way(self) -> Iterator[None]:
+        """This task as a call `close` waits for; refused once `close` has begun (nothing would record it)."""
+        if self._closed:
+            raise RouterClosedError("the router was closed during this call (a new call starts it again)")
         task = asyncio.current_task()
         assert task is not None
         self._calls.add(task)
         try:
-            return await self.dispatcher.complete(body, context)
+            yield
         finally:
             self._calls.discard(task)
 
@@ -153,14 +164,6 @@ def _close_runtime(runtime: _Runtime) -> None:
         logger.error("switchman: could not close the in-process client cleanly: %s", exc)
 
 
-def scrubbed(exc: SwitchmanError, scrub: Scrubber) -> SwitchmanError:
-    """`exc` with its message scrubbed in place: an upstream may echo the key it was sent (as a 401 does), and the
-    caller's traceback, log or error tracker must not get it (the gateway scrubs its HTTP answers the same way)."""
-    if exc.args and isinstance(exc.args[0], str):
-        exc.args = (scrub(exc.args[0]), *exc.args[1:])
-    return exc
-
-
 class InProcessClient:
     """Sends chat requests through a Dispatcher on a background event loop."""
 
@@ -196,7 +199,8 @@ class InProcessClient:
         """The answer to these messages (blocks until it arrives)."""
         body, context = self._request(messages, **options)
         try:
-            completion: Completion = self._portal.call(self._runtime.complete, body, context)
+            with portal_running():
+                completion: Completion = self._portal.call(self._runtime.complete, body, context)
         except SwitchmanError as exc:
             raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return completion
@@ -205,7 +209,8 @@ class InProcessClient:
         """The answer's stream, opened (blocks until the first chunk has arrived)."""
         body, context = self._request(messages, stream=True, **options)
         try:
-            feed: StreamFeed = self._portal.call(self._runtime.open_stream, body, context)
+            with portal_running():
+                feed: StreamFeed = self._portal.call(self._runtime.open_stream, body, context)
         except SwitchmanError as exc:
             raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return feed
@@ -213,7 +218,8 @@ class InProcessClient:
     async def achat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
         """`chat` awaited from the caller's event loop."""
         body, context = self._request(messages, **options)
-        future = self._portal.start_task_soon(self._runtime.complete, body, context)
+        with portal_running():
+            future = self._portal.start_task_soon(self._runtime.complete, body, context)
         try:
             completion: Completion = await asyncio.wrap_future(future)
         except SwitchmanError as exc:
@@ -223,9 +229,10 @@ class InProcessClient:
     async def astream(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> StreamFeed:
         """`stream` awaited from the caller's event loop."""
         body, context = self._request(messages, stream=True, **options)
+        with portal_running():
+            future = self._portal.start_task_soon(self._runtime.open_stream, body, context)
         try:
-            feed: StreamFeed = await asyncio.wrap_future(self._portal.start_task_soon(self._runtime.open_stream, body,
-                                                                                      context))
+            feed: StreamFeed = await asyncio.wrap_future(future)
         except SwitchmanError as exc:
             raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return feed
