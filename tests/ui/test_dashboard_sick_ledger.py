@@ -140,3 +140,40 @@ def test_pages_over_a_ledger_that_refuses_answer_503_not_500(upstream: FakeUpstr
     finally:
         assert site.gateway.ledger is not None
         site.gateway.ledger.close_sync(timeout=0.5)
+
+
+def _ledger_worker_threads() -> int:
+    return sum(thread.name == "AnyIO worker thread" for thread in threading.enumerate())
+
+
+def test_page_loads_on_a_stalled_ledger_block_a_bounded_number_of_threads_and_log_once(
+        upstream: FakeUpstream, pg_schema: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import concurrent.futures
+
+    from switchman.gateway._ledger_threads import LEDGER_THREADS
+
+    monkeypatch.setattr(_app, "PAGE_TIMEOUT_S", 0.5)
+    proxy = StallingProxy(PG)
+    url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{pg_schema}"
+    site = make_site(upstream, url, [], master=False, viewer=False)
+    try:
+        with ServerThread(site.app) as base, httpx.Client(base_url=base, timeout=30) as http, \
+                concurrent.futures.ThreadPoolExecutor(32) as pool:
+            assert http.get("/ui/").status_code == 200
+            proxy.stall()
+            peak, codes = 0, set()
+            started = time.monotonic()
+            while time.monotonic() - started < 4:  # each round's timeouts would start 8 more blocked threads
+                loads = [pool.submit(lambda: httpx.get(base + "/ui/requests", timeout=30).status_code)
+                         for _ in range(32)]
+                codes |= {load.result() for load in loads}
+                peak = max(peak, _ledger_worker_threads())
+            assert codes == {503}
+            assert peak <= LEDGER_THREADS + 2, peak  # (+ the idle ones that served the first page)
+    finally:
+        assert site.gateway.ledger is not None
+        site.gateway.ledger.close_sync(timeout=0.5)
+        proxy.close()
+    warnings = [r for r in caplog.records if r.name == "switchman.ui" and "ledger" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]

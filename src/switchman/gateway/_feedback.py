@@ -23,7 +23,7 @@ from starlette.responses import Response
 from .._exceptions import InvalidRequestError, LedgerUnavailableError
 from ..ledger import Ledger, LedgerRecord
 from ._context import scoped_session
-from ._ledger_threads import ledger_limiter
+from ._ledger_threads import run_in_ledger_thread
 from ._middleware import MASTER_KEY_ID
 
 if TYPE_CHECKING:
@@ -147,9 +147,8 @@ class FeedbackEndpoint:
         scope = None if key_id in (None, MASTER_KEY_ID) else key_id  # the master key sees every request
         try:
             with anyio.fail_after(FEEDBACK_TIMEOUT_S):
-                record = await anyio.to_thread.run_sync(
-                    lambda: store_feedback(ledger, request_id, score, comment, key_id=scope), abandon_on_cancel=True,
-                    limiter=ledger_limiter())  # not the chat path's threads: a hung database holds this one
+                record = await run_in_ledger_thread(  # not the chat path's threads: a hung database holds this one
+                    lambda: store_feedback(ledger, request_id, score, comment, key_id=scope))
         except TimeoutError:
             raise LedgerUnavailableError(f"the ledger did not answer within {FEEDBACK_TIMEOUT_S:g} s; try again") from None
         sessions = self.gateway.dispatcher.sessions

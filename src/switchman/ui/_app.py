@@ -26,7 +26,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..gateway import Gateway, ledger_limiter
+from .._streaks import FailureStreak
+from ..gateway import Gateway, run_in_ledger_thread
 from ._access import Access, LoginThrottle, Session
 from ._format import FILTERS
 from ._guard import LOGIN_COOKIE, SESSION_COOKIE, DashboardGuard, form_fields
@@ -70,6 +71,9 @@ class Dashboard:
         self.env = Environment(loader=PackageLoader("switchman.ui", "templates"), autoescape=select_autoescape(),
                                trim_blocks=True, lstrip_blocks=True)
         self.env.filters.update(FILTERS)
+        #: Logs the first page that finds the ledger down and its recovery, not every page in between (a hang).
+        self.ledger_streak = FailureStreak(logger, "dashboard: %s", "dashboard: the ledger answers again",
+                                           traceback=False)
 
     # -- rendering ---------------------------------------------------------------------------------
     def _common(self, request: Request, page: str) -> dict[str, Any]:
@@ -88,7 +92,7 @@ class Dashboard:
             return self.env.get_template(template).render(**self._common(request, page), **context, **extra), status
 
         try:
-            html, code = await _off_loop(render)
+            html, code = await _off_loop(self.ledger_streak, render)
         except LedgerDown as exc:
             return self._unavailable(request, page, str(exc))
         return HTMLResponse(html, status_code=code)
@@ -144,7 +148,7 @@ class Dashboard:
             return await self._page(request, "keys.html", lambda: keys_context(self.src), status=400, form=form,
                                     problem=form.problem or "no key store")
         try:
-            info, secret = await _off_loop(lambda: create_key(self.src, form))
+            info, secret = await _off_loop(self.ledger_streak, lambda: create_key(self.src, form))
         except LedgerDown as exc:
             return self._unavailable(request, "keys", f"{exc}: the key may or may not have been created")
         return await self._page(request, "keys.html", lambda: keys_context(self.src), created=info, secret=secret)
@@ -155,7 +159,7 @@ class Dashboard:
             return HTMLResponse("revoking keys needs the master key's login", status_code=403)
         key_id = request.path_params["key_id"]
         try:
-            revoked = await _off_loop(lambda: revoke_key(self.src, key_id))
+            revoked = await _off_loop(self.ledger_streak, lambda: revoke_key(self.src, key_id))
         except LedgerDown as exc:
             return self._unavailable(request, "keys", f"{exc}: the key may or may not have been revoked")
         if not revoked:
@@ -218,19 +222,24 @@ class LedgerDown(Exception):
     """The ledger database raised or did not answer within PAGE_TIMEOUT_S (the message says which)."""
 
 
-async def _off_loop(work: Callable[[], _T]) -> _T:
+async def _off_loop(streak: FailureStreak, work: Callable[[], _T]) -> _T:
     """`work()` (blocking database reads) in a worker thread, bounded by PAGE_TIMEOUT_S.
 
-    A thread stuck on a hung connection is left behind (nothing can interrupt libpq's read); the page is answered.
+    A thread stuck on a hung connection is left behind (nothing can interrupt libpq's read), holding one of the
+    ledger's few threads until it ends; the page is answered. A failure is logged once per streak (`streak`).
     """
     try:
         with anyio.fail_after(PAGE_TIMEOUT_S):
-            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=ledger_limiter())
+            result = await run_in_ledger_thread(work)
     except TimeoutError:
         message = f"the ledger did not answer within {PAGE_TIMEOUT_S:g} s"
+        streak.failed(message)
     except (SQLAlchemyError, OSError) as exc:
         message = f"the ledger is unavailable ({type(exc).__name__})"
-    logger.warning("dashboard: %s", message)
+        streak.failed(message)
+    else:
+        streak.succeeded()
+        return result
     raise LedgerDown(message)
 
 
