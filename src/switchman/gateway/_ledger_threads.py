@@ -47,6 +47,10 @@ def ledger_limiter() -> anyio.CapacityLimiter:
     return _per_loop(_limiters, LEDGER_THREADS)
 
 
+class _Dropped(Exception):
+    """A call whose caller stopped waiting before a thread took it up: not run."""
+
+
 class _Token:
     """One call's token: given back once, by the thread when its work ends, or by the caller if it never ran."""
 
@@ -96,7 +100,7 @@ async def run_in_ledger_thread(work: Callable[[], _T]) -> _T:
 
     def run() -> _T:
         if not token.start():
-            raise anyio.get_cancelled_exc_class()()  # the caller left before this thread got to it
+            raise _Dropped  # the caller left before this thread got to it (and gave the token back)
         try:
             return work()
         finally:
