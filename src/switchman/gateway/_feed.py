@@ -85,6 +85,7 @@ class StreamFeed:
         self._receive: MemoryObjectReceiveStream[bytes]
         self._send, self._receive = anyio.create_memory_object_stream[bytes](_BUFFERED_PIECES)
         self._scope = anyio.CancelScope()
+        self._cut = False  # ended by the Router's close, not by its upstream or its reader
         self._recorded = anyio.Event()
 
     # -- what the reader sees ---------------------------------------------------------------------
@@ -170,6 +171,11 @@ class StreamFeed:
                 self._send.close()
                 self._recorded.set()
 
+    async def cut(self) -> None:
+        """`stop` for the Router's close: the reader's next read raises RouterClosedError, not a quiet end."""
+        self._cut = True
+        await self.stop()
+
     async def stop(self) -> None:
         """End the relay (the reader left) and wait until the request is recorded."""
         self._scope.cancel()
@@ -182,4 +188,6 @@ class StreamFeed:
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             self._receive.close()
             await self._recorded.wait()
+            if self._cut:
+                raise RouterClosedError("the router was closed while this stream was read (its row is written)") from None
             return None

@@ -111,7 +111,7 @@ class _Runtime:
         while self._calls:  # answers on their way (another thread's chat): let them land, each with its row
             await asyncio.wait(list(self._calls))
         for feed in list(self._feeds):  # streams still open: end them, recording each
-            await feed.stop()
+            await feed.cut()
         await self.dispatcher.aclose()
 
     def close(self, timeout: float | None = None) -> None:
