@@ -97,3 +97,18 @@ def test_replicas_starting_together_on_an_older_ledger_all_succeed(db_url: str) 
         assert check.feedback_by_key() == {("r1", LONG_KEY): 0.5, ("r2", "short"): 0.5}
     finally:
         check.close_sync()
+
+
+def test_a_current_ledger_opens_without_a_write_so_a_read_only_one_opens_too(tmp_path: Any) -> None:
+    """Only a ledger that needs a change takes the schema lock (SQLite's BEGIN IMMEDIATE writes): `switchman spend` or a
+    dashboard over a read-only copy of the file still reads it."""
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger(f"sqlite:///{path}")
+    ledger.record(LedgerRecord(request_id="r1", model="m"))
+    ledger.close_sync()
+    read_only = Ledger(f"sqlite:///file:{path}?mode=ro&uri=true")
+    try:
+        assert [r.request_id for r in read_only.records()] == ["r1"]
+        assert read_only.count() == 1
+    finally:
+        read_only.close_sync()

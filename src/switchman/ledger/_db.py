@@ -170,6 +170,9 @@ def create_tables(engine: Engine) -> None:
     for attempt in range(CREATE_ATTEMPTS):
         try:
             with engine.connect() as conn:
+                if _up_to_date(conn):  # the common start: no lock, no write (a read-only ledger opens too)
+                    conn.rollback()
+                    return
                 _lock_schema(conn)
                 for table in METADATA.sorted_tables:
                     conn.execute(CreateTable(table, if_not_exists=True))
@@ -191,6 +194,20 @@ CREATE_ATTEMPTS = 5
 
 #: The first key of the Postgres advisory lock that serialises `create_tables` (the second: the schema's name).
 _SCHEMA_LOCK = 0x5357_4D4E
+
+
+def _up_to_date(conn: Connection) -> bool:
+    """Every table, column and index of this version is there already (read from the catalog, nothing written)."""
+    found = inspect(conn)
+    names = set(found.get_table_names())
+    for table in METADATA.sorted_tables:
+        if table.name not in names:
+            return False
+        if not {c.name for c in table.columns} <= {c["name"] for c in found.get_columns(table.name)}:
+            return False
+        if not {str(ix.name) for ix in table.indexes} <= {str(ix["name"]) for ix in found.get_indexes(table.name)}:
+            return False
+    return True
 
 
 def _lock_schema(conn: Connection) -> None:
