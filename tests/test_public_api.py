@@ -42,7 +42,7 @@ TOP_LEVEL = [
     "ArtifactError", "AsyncReplyStream", "BudgetExceededError", "BudgetLimitError", "CallerLimitError", "ConfigError",
     "ContentPolicyViolationError", "ContextWindowExceededError", "DatasetError", "Decision", "DeploymentLimitError",
     "EmbedderUnavailableError", "InvalidRequestError", "LedgerUnavailableError", "LocalModelError", "ModelSpec",
-    "NoCapableModelError", "PolicyDeniedError", "RateLimitError", "Reply", "ReplyStream", "RouteRequest", "Router", "RoutingError",
+    "NoCapableModelError", "PolicyDeniedError", "RateLimitError", "Reply", "ReplyStream", "RouteRequest", "Router", "RouterClosedError", "RoutingError",
     "SwitchmanError", "UnknownEmbedderError", "UnknownModelError", "UpstreamBadRequestError", "UpstreamConnectionError",
     "UpstreamError", "UpstreamServerError", "UpstreamTimeout", "__version__",
 ]

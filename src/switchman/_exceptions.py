@@ -16,6 +16,7 @@
     ├── LedgerUnavailableError       the ledger cannot be reached now; try again
     ├── CallerLimitError             the key's or agent's own rpm/tpm is used up: retry after `retry_after`
     ├── LocalModelError              install the local model (`switchman local install`) or free its port
+    ├── RouterClosedError            the Router was closed during the call: call again (also a RuntimeError)
     └── UpstreamError                the provider failed; a fallback may succeed
         ├── RateLimitError           retry later (429)
         │   └── DeploymentLimitError every deployment is at its own rpm/tpm limit; carries x-ratelimit-* values
@@ -50,6 +51,7 @@ __all__ = [
     "NoCapableModelError",
     "PolicyDeniedError",
     "RateLimitError",
+    "RouterClosedError",
     "RoutingError",
     "SwitchmanError",
     "UnknownEmbedderError",
@@ -179,6 +181,11 @@ class LedgerUnavailableError(SwitchmanError):
 
 class LocalModelError(SwitchmanError):
     """The local model server (switchman[local]) is not installed or could not start."""
+
+
+class RouterClosedError(SwitchmanError, RuntimeError):
+    """The Router was closed while this call started or this stream was read; the row of a request already under
+    way is written. A new call starts the Router again."""
 
 
 class UpstreamError(SwitchmanError):

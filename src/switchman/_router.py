@@ -14,6 +14,7 @@ keeps a process alive: one not closed is closed as the interpreter exits, its le
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -172,6 +173,8 @@ class Router(Decider):
     def __init__(self, config: Config, *, base_dir: str | Path = ".", seed: int | None = None) -> None:
         super().__init__(config, base_dir=base_dir, seed=seed)
         self._inprocess: InProcessClient | None = None  # started by the first chat()/achat()
+        # Threads racing to the first chat() must start one client (one loop, ledger writer and set of budgets).
+        self._inprocess_lock = threading.Lock()
 
     @overload
     def chat(self, messages: Messages, *, stream: Literal[False] = False, **options: Any) -> Reply: ...
@@ -218,7 +221,8 @@ class Router(Decider):
 
         `route` works after it; a later `chat` starts a fresh client.
         """
-        client, self._inprocess = self._inprocess, None
+        with self._inprocess_lock:
+            client, self._inprocess = self._inprocess, None
         if client is not None:
             client.close()
 
@@ -241,8 +245,12 @@ class Router(Decider):
         await asyncio.to_thread(self.close)
 
     def _client(self) -> InProcessClient:
-        if self._inprocess is None:
-            from .gateway import InProcessClient
+        client = self._inprocess
+        if client is not None:
+            return client
+        with self._inprocess_lock:
+            if self._inprocess is None:
+                from .gateway import InProcessClient
 
-            self._inprocess = InProcessClient(self)
-        return self._inprocess
+                self._inprocess = InProcessClient(self)
+            return self._inprocess

@@ -31,18 +31,23 @@ ONCE_LIMIT = 1024
 class FailureStreak:
     """Whether a repeating job is failing now; logs the start (with the traceback) and the end of each streak."""
 
-    __slots__ = ("_failed", "_logger", "_recovered", "failing")
+    __slots__ = ("_failed", "_logger", "_recovered", "_traceback", "failing")
 
-    def __init__(self, logger: logging.Logger, failed: str, recovered: str | None = None) -> None:
+    def __init__(self, logger: logging.Logger, failed: str, recovered: str | None = None, *,
+                 traceback: bool = True) -> None:
         self._logger = logger
         self._failed = failed
         self._recovered = recovered
+        self._traceback = traceback  # False: the start is one warning line (the message says all there is)
         self.failing = False
 
     def failed(self, *args: object) -> None:
         """Call from the `except` block of a failed try: logged (with the traceback) when it starts a streak."""
         if not self.failing:
-            self._logger.exception(self._failed, *args)
+            if self._traceback:
+                self._logger.exception(self._failed, *args)
+            else:
+                self._logger.warning(self._failed, *args)
         self.failing = True
 
     def succeeded(self) -> None:

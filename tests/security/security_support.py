@@ -177,6 +177,7 @@ class HangingServer:
         self.port = self._server.getsockname()[1]
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._closed = False
         self.accepted = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -188,6 +189,8 @@ class HangingServer:
         self._cut()
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         self._server.close()
         self._cut()
 
@@ -209,7 +212,12 @@ class HangingServer:
                 return
             self.accepted += 1
             with self._lock:
-                self._sockets.append(client)
+                closing = self._closed
+                if not closing:
+                    self._sockets.append(client)
+            if closing:  # accepted as close() ran: it would be left open (a ResourceWarning in a later test)
+                client.close()
+                return
             if self.hanging or self.target is None:
                 threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
                 continue

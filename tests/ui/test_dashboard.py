@@ -300,3 +300,20 @@ def test_the_models_page_shows_each_deployment_and_its_circuit(upstream: FakeUps
     model_row = row[:row.index("</tr>")]
     assert "state-degraded" in model_row  # one deployment open, one closed
     assert "Models and deployments" in page
+
+
+def test_the_request_page_shows_the_feedback_of_its_own_key_only(upstream: FakeUpstream, tmp_path: Path) -> None:
+    from switchman.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    ledger = Ledger(url)
+    ledger.record(LedgerRecord(request_id="job-1", model="cheap-model", key_id="key-A"))
+    ledger.record(LedgerRecord(request_id="job-1", model="cheap-model", key_id="key-B"))  # the newer: the page's
+    ledger.flush_sync()
+    for key, comment in (("key-A", "a-said-this"), ("key-B", "b-said-this")):
+        ledger.add_feedback("job-1", 0.5, comment, scored=ledger.find("job-1", key_id=key))
+    ledger.close_sync()
+    with TestClient(make_site(upstream, url, []).app) as client:
+        login(client, MASTER_KEY)
+        page = client.get("/ui/requests/job-1")
+    assert page.status_code == 200 and "b-said-this" in page.text and "a-said-this" not in page.text

@@ -35,16 +35,24 @@ __all__ = ["app_from_environment", "check_bind", "import_litellm_command", "init
 _WORKER_READY_S = 60
 
 
-def check_bind(host: str, *, auth: str = "auto", has_keys: bool, master_key: bool) -> None:
+def check_bind(host: str, *, auth: str = "auto", has_keys: bool, master_key: bool,
+               keys_unread: str | None = None) -> None:
     """Refuse to listen beyond loopback while nothing authenticates requests.
 
-    `has_keys`: authentication was switched on in the keys database (a key was created there once).
+    `has_keys`: authentication was switched on in the keys database (a key was created there once);
+    `keys_unread`: why that could not be asked (the ledger is unreachable), so it is unknown.
     """
     if is_loopback(host):
         return
     if auth == "off":
         raise ConfigError(f"refusing to listen on {host} with server.auth: off: anyone who can reach the port could "
                           "spend your provider credits; remove `auth: off` or listen on 127.0.0.1")
+    if auth == "auto" and not has_keys and not master_key and keys_unread is not None:
+        raise ConfigError(
+            f"refusing to listen on {host}: {keys_unread}, so whether a virtual key protects the port is unknown "
+            "and no master key is set; fix the ledger "
+            "(server.ledger_url), set the master key variable, or listen on 127.0.0.1"
+        )
     if auth == "auto" and not has_keys and not master_key:
         raise ConfigError(
             f"refusing to listen on {host}: no virtual keys and no master key are configured, so anyone who "
@@ -88,18 +96,19 @@ def app_from_environment():  # type: ignore[no-untyped-def]
     return serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader, settle_heap=True)
 
 
-def _has_keys(settings: Config) -> bool:
-    """Whether authentication was ever switched on in the keys database (a key was created there once)."""
-    from ..ledger import KeyStore
+def _has_keys(settings: Config) -> tuple[bool, str | None]:
+    """Whether authentication was ever switched on in the keys database (a key was created there once), and
+    why that could not be asked (None when it was)."""
+    from ..ledger import KeyStore, unreadable
 
     try:
         keys = KeyStore(settings.server.ledger_url)
     except ValueError as exc:  # an unparseable or unsupported URL (server.ledger_url, $SWITCHMAN_LEDGER_URL)
         raise ConfigError(f"the ledger: {exc}") from None
     try:
-        return keys.auth_enabled()
-    except SQLAlchemyError:  # the ledger is unreachable: we cannot tell, so only loopback is safe
-        return False
+        return keys.auth_enabled(), None
+    except SQLAlchemyError as exc:  # the ledger is unreachable: we cannot tell, so only loopback is safe
+        return False, unreadable(keys.url, exc)
     finally:
         keys.close()
 
@@ -145,7 +154,8 @@ def serve_command(
     pinned = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
     host = host or settings.server.host
     port = settings.server.port if port is None else port
-    check_bind(host, auth=settings.server.auth, has_keys=_has_keys(settings),
+    has_keys, keys_unread = _has_keys(settings)
+    check_bind(host, auth=settings.server.auth, has_keys=has_keys, keys_unread=keys_unread,
                master_key=bool(env.get(settings.server.master_key_env)))
     check_port_free(host, port)
     check_router_files(settings, base_dir)

@@ -18,6 +18,7 @@ from ._errors import Scrubber
 from ._feedback import submit_feedback
 from ._gateway import Gateway
 from ._inprocess import InProcessClient
+from ._ledger_threads import ledger_limiter, run_in_ledger_thread
 from ._middleware import ACCESS_LOGGER, AccessLineFormatter, AccessLineHandler
 from ._providers import Deployment, Provider
 from ._reload import ConfigReloader
@@ -53,8 +54,10 @@ __all__ = [
     "default_config_data",
     "guarded_protocol",
     "is_loopback",
+    "ledger_limiter",
     "local_models",
     "raise_fd_limit",
+    "run_in_ledger_thread",
     "server_config",
     "submit_feedback",
 ]

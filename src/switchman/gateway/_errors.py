@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 import orjson
 from starlette.responses import Response
@@ -39,6 +40,7 @@ from .._exceptions import (
 
 __all__ = [
     "Scrubber",
+    "scrubbed",
     "anthropic_error_payload",
     "dialect_for_path",
     "error_payload",
@@ -164,3 +166,26 @@ def error_response(
         headers["x-should-retry"] = "false"
     body = anthropic_error_payload(status, payload) if dialect == "anthropic" else payload
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def scrubbed(exc: _E, scrub: Callable[[str], str]) -> _E:
+    """`exc`, its causes and contexts with their messages scrubbed and their tracebacks dropped, in place.
+
+    An upstream may echo the key it was sent (as a 401 does): the caller's traceback, log or error tracker must not
+    get it, neither in a message nor in a frame's locals (the request's headers, the upstream's answer) that a
+    tracker capturing locals would send. The gateway scrubs its HTTP answers the same way.
+    """
+    seen: set[int] = set()
+    chain: list[BaseException | None] = [exc]
+    while chain:
+        error = chain.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if error.args and isinstance(error.args[0], str):
+            error.args = (scrub(error.args[0]), *error.args[1:])
+        error.__traceback__ = None
+        chain += [error.__cause__, error.__context__]
+    return exc

@@ -9,7 +9,8 @@ as the client's disconnect, as the gateway does when an HTTP client goes away.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import anyio
@@ -17,8 +18,9 @@ import orjson
 from anyio.from_thread import BlockingPortal
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._exceptions import UpstreamError
+from .._exceptions import RouterClosedError, UpstreamError
 from ..routing import Decision
+from ._errors import scrubbed
 from ._stream import RelayedStream
 from ._wire import Usage
 
@@ -57,19 +59,33 @@ class FeedSource(RelayedStream, Protocol):
     def cost_usd(self) -> float | None: ...
 
 
+@contextmanager
+def portal_running() -> Iterator[None]:
+    """anyio's RuntimeError for a call on a stopped portal as what it means to the caller: the Router was closed."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if isinstance(exc, RouterClosedError) or "portal is not running" not in str(exc):
+            raise
+        raise RouterClosedError("the router was closed during this call (a new call starts it again)") from None
+
+
 class StreamFeed:
     """One opened chat stream: relayed on the client's loop (`run`), read from any thread.
 
     Made on the loop thread once the upstream has sent its first event (fallbacks are over by then).
     """
 
-    def __init__(self, stream: FeedSource, portal: BlockingPortal) -> None:
+    def __init__(self, stream: FeedSource, portal: BlockingPortal, *,
+                 scrub: Callable[[str], str] | None = None) -> None:
         self._stream = stream
         self._portal = portal
+        self._scrub = scrub  # for `error`'s message: an upstream may echo the key it was sent
         self._send: MemoryObjectSendStream[bytes]
         self._receive: MemoryObjectReceiveStream[bytes]
         self._send, self._receive = anyio.create_memory_object_stream[bytes](_BUFFERED_PIECES)
         self._scope = anyio.CancelScope()
+        self._cut = False  # ended by the Router's close, not by its upstream or its reader
         self._recorded = anyio.Event()
 
     # -- what the reader sees ---------------------------------------------------------------------
@@ -90,8 +106,9 @@ class StreamFeed:
 
     @property
     def error(self) -> UpstreamError | None:
-        """The upstream failure that ended the stream early, if one did."""
-        return self._stream.error
+        """The upstream failure that ended the stream early, if one did (its message scrubbed of secrets)."""
+        error = self._stream.error
+        return error if error is None or self._scrub is None else scrubbed(error, self._scrub)
 
     @property
     def usage(self) -> Usage | None:
@@ -105,25 +122,38 @@ class StreamFeed:
 
     def next_chunks(self) -> list[dict[str, Any]] | None:
         """The next chunks (blocking; maybe none yet), or None once the stream has ended and been recorded."""
-        chunks: list[dict[str, Any]] | None = self._portal.call(self._next)
+        with portal_running():
+            chunks: list[dict[str, Any]] | None = self._portal.call(self._next)
         return chunks
 
     async def anext_chunks(self) -> list[dict[str, Any]] | None:
         """`next_chunks` awaited from another event loop."""
-        return await asyncio.wrap_future(self._portal.start_task_soon(self._next))
+        with portal_running():
+            future = self._portal.start_task_soon(self._next)
+        return await asyncio.wrap_future(future)
 
     def close(self) -> None:
-        """Stop relaying and wait until the request is recorded."""
-        self._portal.call(self.stop)
+        """Stop relaying and wait until the request is recorded (nothing to do once the client has closed)."""
+        try:
+            self._portal.call(self.stop)
+        except RuntimeError:  # the client's loop has stopped: it ended and recorded the stream
+            self._receive.close()  # (what it relayed and no one read; nothing runs on that loop any more)
 
     async def aclose(self) -> None:
         """`close` awaited from another event loop."""
-        await asyncio.wrap_future(self._portal.start_task_soon(self.stop))
+        try:
+            future = self._portal.start_task_soon(self.stop)
+        except RuntimeError:  # the client's loop has stopped: it ended and recorded the stream
+            self._receive.close()
+            return
+        await asyncio.wrap_future(future)
 
     def abandon(self) -> None:
         """Stop relaying without waiting (a feed dropped unread; may run at garbage collection)."""
-        with contextlib.suppress(RuntimeError):  # the client's loop has stopped: the stream ended with it
+        try:
             self._portal.start_task_soon(self.stop)
+        except RuntimeError:  # the client's loop has stopped: the stream ended with it
+            self._receive.close()
 
     # -- on the loop ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -141,6 +171,11 @@ class StreamFeed:
                 self._send.close()
                 self._recorded.set()
 
+    async def cut(self) -> None:
+        """`stop` for the Router's close: the reader's next read raises RouterClosedError, not a quiet end."""
+        self._cut = True
+        await self.stop()
+
     async def stop(self) -> None:
         """End the relay (the reader left) and wait until the request is recorded."""
         self._scope.cancel()
@@ -153,4 +188,6 @@ class StreamFeed:
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             self._receive.close()
             await self._recorded.wait()
+            if self._cut:
+                raise RouterClosedError("the router was closed while this stream was read (its row is written)") from None
             return None

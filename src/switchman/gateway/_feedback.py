@@ -23,6 +23,7 @@ from starlette.responses import Response
 from .._exceptions import InvalidRequestError, LedgerUnavailableError
 from ..ledger import Ledger, LedgerRecord
 from ._context import scoped_session
+from ._ledger_threads import run_in_ledger_thread
 from ._middleware import MASTER_KEY_ID
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def store_feedback(ledger: Ledger, request_id: str, score: float, comment: str |
         if record is None:
             raise InvalidRequestError(f"no request with id {request_id!r} in the ledger", status=404,
                                       param="request_id", code="request_not_found")
-        ledger.add_feedback(request_id, score, comment)
+        ledger.add_feedback(request_id, score, comment, scored=record)  # this key's request, not another's
     except (SQLAlchemyError, OSError) as exc:
         raise LedgerUnavailableError(f"the ledger is unavailable ({type(exc).__name__}); try again") from None
     return record
@@ -146,8 +147,8 @@ class FeedbackEndpoint:
         scope = None if key_id in (None, MASTER_KEY_ID) else key_id  # the master key sees every request
         try:
             with anyio.fail_after(FEEDBACK_TIMEOUT_S):
-                record = await anyio.to_thread.run_sync(
-                    lambda: store_feedback(ledger, request_id, score, comment, key_id=scope), abandon_on_cancel=True)
+                record = await run_in_ledger_thread(  # not the chat path's threads: a hung database holds this one
+                    lambda: store_feedback(ledger, request_id, score, comment, key_id=scope))
         except TimeoutError:
             raise LedgerUnavailableError(f"the ledger did not answer within {FEEDBACK_TIMEOUT_S:g} s; try again") from None
         sessions = self.gateway.dispatcher.sessions

@@ -19,19 +19,21 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._config import Config
+from .._exceptions import RouterClosedError, SwitchmanError
 from .._environ import Environment
 from ..ledger import BudgetManager, Ledger
 from ..local import LocalModelServer, managed_server, with_local_url
 from ._context import RequestContext
 from ._dispatcher import Completion, Dispatcher
-from ._feed import StreamFeed
+from ._errors import scrubbed
+from ._feed import StreamFeed, portal_running
 from ._middleware import new_request_id
 from ._schema import check_body
 
@@ -65,6 +67,7 @@ class _Runtime:
                 self.local.stop()
             raise
         self._feeds: dict[StreamFeed, asyncio.Task[None]] = {}
+        self._calls: set[asyncio.Task[Any]] = set()  # non-stream requests under way (from any thread)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -76,20 +79,44 @@ class _Runtime:
                                        budgets=BudgetManager(config.budgets, ledger))
 
     async def open_stream(self, body: dict[str, Any], context: RequestContext) -> StreamFeed:
-        """Open the upstream stream (fallbacks happen here) and start relaying it."""
-        feed = StreamFeed(await self.dispatcher.open_stream(body, context), self.portal)
-        task = asyncio.get_running_loop().create_task(feed.run())
-        self._feeds[feed] = task
-        task.add_done_callback(lambda _: self._feeds.pop(feed, None))
+        """Open the upstream stream (fallbacks happen here) and start relaying it; counted as under way while it
+        opens, so `close` waits for it and then stops it, recorded, instead of stopping the loop under it."""
+        with self._under_way():
+            feed = StreamFeed(await self.dispatcher.open_stream(body, context), self.portal,
+                              scrub=self.dispatcher.scrub)
+            task = asyncio.get_running_loop().create_task(feed.run())
+            self._feeds[feed] = task
+            task.add_done_callback(lambda _: self._feeds.pop(feed, None))
         return feed
 
+    async def complete(self, body: dict[str, Any], context: RequestContext) -> Completion:
+        """`Dispatcher.complete`, counted as under way until it ends, so `close` lets it finish and record."""
+        with self._under_way():
+            return await self.dispatcher.complete(body, context)
+
+    @contextmanager
+    def _under_way(self) -> Iterator[None]:
+        """This task as a call `close` waits for; refused once `close` has begun (nothing would record it)."""
+        if self._closed:
+            raise RouterClosedError("the router was closed during this call (a new call starts it again)")
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
+        try:
+            yield
+        finally:
+            self._calls.discard(task)
+
     async def _aclose(self) -> None:
+        while self._calls:  # answers on their way (another thread's chat): let them land, each with its row
+            await asyncio.wait(list(self._calls))
         for feed in list(self._feeds):  # streams still open: end them, recording each
-            await feed.stop()
+            await feed.cut()
         await self.dispatcher.aclose()
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop open streams, close connections, write the ledger, stop the loop and the local model (once)."""
+        """Let requests in flight finish, stop open streams, close connections, write the ledger, stop the loop and
+        the local model (once)."""
         with self._lock:
             if self._closed:
                 return
@@ -171,27 +198,43 @@ class InProcessClient:
     def chat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
         """The answer to these messages (blocks until it arrives)."""
         body, context = self._request(messages, **options)
-        completion: Completion = self._portal.call(self.dispatcher.complete, body, context)
+        try:
+            with portal_running():
+                completion: Completion = self._portal.call(self._runtime.complete, body, context)
+        except SwitchmanError as exc:
+            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return completion
 
     def stream(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> StreamFeed:
         """The answer's stream, opened (blocks until the first chunk has arrived)."""
         body, context = self._request(messages, stream=True, **options)
-        feed: StreamFeed = self._portal.call(self._runtime.open_stream, body, context)
+        try:
+            with portal_running():
+                feed: StreamFeed = self._portal.call(self._runtime.open_stream, body, context)
+        except SwitchmanError as exc:
+            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return feed
 
     async def achat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
         """`chat` awaited from the caller's event loop."""
         body, context = self._request(messages, **options)
-        future = self._portal.start_task_soon(self.dispatcher.complete, body, context)
-        completion: Completion = await asyncio.wrap_future(future)
+        with portal_running():
+            future = self._portal.start_task_soon(self._runtime.complete, body, context)
+        try:
+            completion: Completion = await asyncio.wrap_future(future)
+        except SwitchmanError as exc:
+            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return completion
 
     async def astream(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> StreamFeed:
         """`stream` awaited from the caller's event loop."""
         body, context = self._request(messages, stream=True, **options)
-        feed: StreamFeed = await asyncio.wrap_future(self._portal.start_task_soon(self._runtime.open_stream, body,
-                                                                                  context))
+        with portal_running():
+            future = self._portal.start_task_soon(self._runtime.open_stream, body, context)
+        try:
+            feed: StreamFeed = await asyncio.wrap_future(future)
+        except SwitchmanError as exc:
+            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return feed
 
     def close(self) -> None:

@@ -138,6 +138,8 @@ FEEDBACK = Table(
     Column("route", Text),
     Column("model", Text),
     Column("agent", Text),
+    # The key of the request scored: two keys may have chosen the same request id (X-Request-Id).
+    Column("key_id", String(64)),  # as wide as the requests' (a 33-64 character id broke every start on Postgres)
     Index("ix_switchman_feedback_request_id", "request_id"),
     Index("ix_switchman_feedback_time", "time"),
 )
@@ -180,12 +182,17 @@ def create_tables(engine: Engine) -> None:
     """
     for attempt in range(CREATE_ATTEMPTS):
         try:
-            with engine.begin() as conn:
+            with engine.connect() as conn:
+                if _up_to_date(conn):  # the common start: no lock, no write (a read-only ledger opens too)
+                    conn.rollback()
+                    return
+                _lock_schema(conn)
                 for table in METADATA.sorted_tables:
                     conn.execute(CreateTable(table, if_not_exists=True))
                     for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
                         conn.execute(CreateIndex(index, if_not_exists=True))
                 _add_missing_columns(conn)
+                conn.commit()
             return
         except (IntegrityError, ProgrammingError, OperationalError) as exc:
             locked = isinstance(exc, OperationalError) and "database is locked" in str(exc)
@@ -197,6 +204,38 @@ def create_tables(engine: Engine) -> None:
 
 #: Attempts of `create_tables` against a lost race (Postgres's catalog, SQLite's lock).
 CREATE_ATTEMPTS = 5
+
+#: The first key of the Postgres advisory lock that serialises `create_tables` (the second: the schema's name).
+_SCHEMA_LOCK = 0x5357_4D4E
+
+
+def _up_to_date(conn: Connection) -> bool:
+    """Every table, column and index of this version is there already (read from the catalog, nothing written)."""
+    found = inspect(conn)
+    names = set(found.get_table_names())
+    for table in METADATA.sorted_tables:
+        if table.name not in names:
+            return False
+        if not {c.name for c in table.columns} <= {c["name"] for c in found.get_columns(table.name)}:
+            return False
+        if not {str(ix.name) for ix in table.indexes} <= {str(ix["name"]) for ix in found.get_indexes(table.name)}:
+            return False
+    return True
+
+
+def _lock_schema(conn: Connection) -> None:
+    """Make the schema changes one transaction that one process runs at a time.
+
+    Postgres: an advisory lock held to the transaction's end, so replicas starting together on an older ledger do
+    not deadlock (each's CREATE INDEX IF NOT EXISTS holding a lock the other's ALTER TABLE waits for). SQLite:
+    BEGIN IMMEDIATE, since pysqlite runs DDL outside any transaction of its own, committing an ALTER TABLE at once:
+    an interrupted back-fill then left the added column empty for good, and a second process added it again
+    ("duplicate column name").
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK}, hashtext(current_schema()))")
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _add_missing_columns(conn: Connection) -> None:
@@ -210,8 +249,8 @@ def _add_missing_columns(conn: Connection) -> None:
                 kind = column.type.compile(dialect=conn.dialect)
                 conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
                 added.append(column.name)
-        if table is FEEDBACK and "route" in added:  # feedback given before: copy its request's names
-            for name in ("route", "model", "agent"):
+        if table is FEEDBACK and added:  # feedback given before: copy its request's names (and key)
+            for name in [n for n in ("route", "model", "agent", "key_id") if n in added]:
                 conn.exec_driver_sql(
                     f"UPDATE {FEEDBACK.name} SET {name} = (SELECT r.{name} FROM {REQUESTS.name} r "
                     f"WHERE r.request_id = {FEEDBACK.name}.request_id ORDER BY r.id DESC LIMIT 1)"

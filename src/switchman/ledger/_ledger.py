@@ -436,16 +436,38 @@ class Ledger:
         with self._engine.connect() as conn:
             return {str(rid): float(score) for rid, score in conn.execute(query)}
 
-    def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
-        """Store a quality score (and optional comment) for an earlier request."""
+    def add_feedback(self, request_id: str, score: float, comment: str | None = None, *,
+                     scored: LedgerRecord | None = None) -> None:
+        """Store a quality score (and optional comment) for an earlier request.
+
+        `scored`: the request it scores (as `find` gave it, for one key); without it, the latest with that id.
+        Its route, model, agent and key are copied to the feedback row.
+        """
         self._ensure_schema()
-        names = select(REQUESTS.c.route, REQUESTS.c.model, REQUESTS.c.agent).where(
-            REQUESTS.c.request_id == request_id).order_by(REQUESTS.c.id.desc()).limit(1)
         with self._engine.begin() as conn:
-            found = conn.execute(names).first()
-            route, model, agent = found if found is not None else (None, None, None)
+            if scored is not None:
+                route, model, agent, key_id = scored.route, scored.model, scored.agent, scored.key_id
+            else:
+                names = select(REQUESTS.c.route, REQUESTS.c.model, REQUESTS.c.agent, REQUESTS.c.key_id).where(
+                    REQUESTS.c.request_id == request_id).order_by(REQUESTS.c.id.desc()).limit(1)
+                found = conn.execute(names).first()
+                route, model, agent, key_id = found if found is not None else (None, None, None, None)
             conn.execute(FEEDBACK.insert(), [{"time": time.time(), "request_id": request_id, "score": score,
-                                              "comment": comment, "route": route, "model": model, "agent": agent}])
+                                              "comment": comment, "route": route, "model": model, "agent": agent,
+                                              "key_id": key_id}])
+
+    def feedback_by_key(self, *, since: datetime | float | None = None) -> dict[tuple[str, str | None], float]:
+        """The latest score per scored request, keyed by (request id, key id; None: no key), in one query.
+
+        Two keys may have chosen the same request id (X-Request-Id): each key's score belongs to its own request,
+        and one key scoring its request does not revise the other's score.
+        """
+        self._ensure_schema()
+        query = select(FEEDBACK.c.request_id, FEEDBACK.c.key_id, FEEDBACK.c.score).order_by(FEEDBACK.c.id)
+        if since is not None:
+            query = query.where(FEEDBACK.c.time >= _epoch(since))
+        with self._engine.connect() as conn:
+            return {(str(rid), key): float(score) for rid, key, score in conn.execute(query)}
 
     def feedback(self, request_id: str) -> list[tuple[float, str | None]]:
         """The (score, comment) pairs stored for a request, oldest first."""

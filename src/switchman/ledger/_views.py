@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, and_, case, func, literal, or_, select
@@ -429,10 +430,14 @@ class LedgerViews:
             return RequestPage(page, top, complete=False)
         return RequestPage(page, None)
 
-    def feedback_for(self, request_id: str) -> list[tuple[float, float, str | None]]:
-        """(time, score, comment) of every feedback on a request, oldest first."""
+    def feedback_for(self, request_id: str, key_id: str | None | EllipsisType = ...,
+                     ) -> list[tuple[float, float, str | None]]:
+        """(time, score, comment) of every feedback on a request, oldest first; given `key_id` (None: no key), only
+        that key's request's (two keys may have chosen the same request id)."""
         self._ensure_schema()
         f = FEEDBACK.c
         query = select(f.time, f.score, f.comment).where(f.request_id == request_id).order_by(f.id)
+        if not isinstance(key_id, EllipsisType):
+            query = query.where(f.key_id.is_(None) if key_id is None else f.key_id == key_id)
         with self._engine.connect() as conn:
             return [(float(t), float(s), c) for t, s, c in conn.execute(query)]

@@ -11,12 +11,14 @@ the budgets and the health board already hold.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -24,7 +26,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..gateway import Gateway
+from .._streaks import FailureStreak
+from ..gateway import Gateway, run_in_ledger_thread
 from ._access import Access, LoginThrottle, Session
 from ._format import FILTERS
 from ._guard import LOGIN_COOKIE, SESSION_COOKIE, DashboardGuard, form_fields
@@ -34,7 +37,14 @@ from ._requests import LogQuery, log_context, request_context
 from ._routers import routers_context
 from ._sources import WINDOWS, Sources, window_named
 
-__all__ = ["Dashboard", "build_dashboard", "is_loopback"]
+__all__ = ["PAGE_TIMEOUT_S", "Dashboard", "build_dashboard", "is_loopback"]
+
+logger = logging.getLogger("switchman.ui")
+_T = TypeVar("_T")
+
+#: Seconds a page waits on the ledger database before answering 503. libpq has no read timeout: a database
+#: that hangs on an open connection (the pool's ping included) would otherwise hold the page for ever.
+PAGE_TIMEOUT_S = 20.0
 
 _STATIC = Path(__file__).parent / "static"
 _NAV = (("overview", "/", "Overview"), ("agents", "/agents", "Agents"), ("models", "/models", "Models"),
@@ -61,6 +71,9 @@ class Dashboard:
         self.env = Environment(loader=PackageLoader("switchman.ui", "templates"), autoescape=select_autoescape(),
                                trim_blocks=True, lstrip_blocks=True)
         self.env.filters.update(FILTERS)
+        #: Logs the first page that finds the ledger down and its recovery, not every page in between (a hang).
+        self.ledger_streak = FailureStreak(logger, "dashboard: %s", "dashboard: the ledger answers again",
+                                           traceback=False)
 
     # -- rendering ---------------------------------------------------------------------------------
     def _common(self, request: Request, page: str) -> dict[str, Any]:
@@ -78,8 +91,16 @@ class Dashboard:
                 return self.env.get_template("missing.html").render(**self._common(request, page), **extra), 404
             return self.env.get_template(template).render(**self._common(request, page), **context, **extra), status
 
-        html, code = await anyio.to_thread.run_sync(render)
+        try:
+            html, code = await _off_loop(self.ledger_streak, render)
+        except LedgerDown as exc:
+            return self._unavailable(request, page, str(exc))
         return HTMLResponse(html, status_code=code)
+
+    def _unavailable(self, request: Request, page: str, problem: str) -> Response:
+        """503: the ledger database failed or did not answer (rendered without touching it)."""
+        html = self.env.get_template("unavailable.html").render(**self._common(request, page), problem=problem)
+        return HTMLResponse(html, status_code=503)
 
     # -- pages -------------------------------------------------------------------------------------
     async def overview(self, request: Request) -> Response:
@@ -126,7 +147,10 @@ class Dashboard:
         if form.problem is not None or self.src.keys is None:
             return await self._page(request, "keys.html", lambda: keys_context(self.src), status=400, form=form,
                                     problem=form.problem or "no key store")
-        info, secret = await anyio.to_thread.run_sync(create_key, self.src, form)
+        try:
+            info, secret = await _off_loop(self.ledger_streak, lambda: create_key(self.src, form))
+        except LedgerDown as exc:
+            return self._unavailable(request, "keys", f"{exc}: the key may or may not have been created")
         return await self._page(request, "keys.html", lambda: keys_context(self.src), created=info, secret=secret)
 
     async def revoke(self, request: Request) -> Response:
@@ -134,7 +158,11 @@ class Dashboard:
         if not self._admin(request):
             return HTMLResponse("revoking keys needs the master key's login", status_code=403)
         key_id = request.path_params["key_id"]
-        if not await anyio.to_thread.run_sync(revoke_key, self.src, key_id):
+        try:
+            revoked = await _off_loop(self.ledger_streak, lambda: revoke_key(self.src, key_id))
+        except LedgerDown as exc:
+            return self._unavailable(request, "keys", f"{exc}: the key may or may not have been revoked")
+        if not revoked:
             return await self._page(request, "keys.html", lambda: keys_context(self.src), status=404,
                                     problem=f"no active key {key_id!r}")
         return RedirectResponse(f"{request.scope.get('root_path', '')}/keys?revoked={key_id}", status_code=303)
@@ -188,6 +216,31 @@ class Dashboard:
         response = RedirectResponse(f"{root}/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=root or "/")
         return response
+
+
+class LedgerDown(Exception):
+    """The ledger database raised or did not answer within PAGE_TIMEOUT_S (the message says which)."""
+
+
+async def _off_loop(streak: FailureStreak, work: Callable[[], _T]) -> _T:
+    """`work()` (blocking database reads) in a worker thread, bounded by PAGE_TIMEOUT_S.
+
+    A thread stuck on a hung connection is left behind (nothing can interrupt libpq's read), holding one of the
+    ledger's few threads until it ends; the page is answered. A failure is logged once per streak (`streak`).
+    """
+    try:
+        with anyio.fail_after(PAGE_TIMEOUT_S):
+            result = await run_in_ledger_thread(work)
+    except TimeoutError:
+        message = f"the ledger did not answer within {PAGE_TIMEOUT_S:g} s"
+        streak.failed(message)
+    except (SQLAlchemyError, OSError) as exc:
+        message = f"the ledger is unavailable ({type(exc).__name__})"
+        streak.failed(message)
+    else:
+        streak.succeeded()
+        return result
+    raise LedgerDown(message)
 
 
 def _safe_next(request: Request, root: str, given: str | None = None) -> str:

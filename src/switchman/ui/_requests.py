@@ -110,7 +110,7 @@ def request_context(src: Sources, request_id: str) -> dict[str, Any] | None:
         "record": record,
         "candidates": _candidates(record),
         "attempts": attempts,
-        "feedback": src.ledger.views.feedback_for(request_id),
+        "feedback": src.ledger.views.feedback_for(request_id, record.key_id),  # this request's, not another key's
         "route_config": route,
         "router_file": route.router if route is not None else None,
         "saving_usd": saving,

@@ -1,0 +1,54 @@
+"""`Router.close()` while another thread opens a stream: close waits for it to open, then ends it with its ledger row
+written; a reader cut off gets RouterClosedError, not anyio's 'This portal is not running'."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from switchman import Router, RouterClosedError
+from switchman.ledger import Ledger
+from switchman.testing import FakeUpstream
+
+from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
+
+
+def test_close_while_a_stream_is_being_opened_records_it(upstream: FakeUpstream, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    upstream.clear()
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    router = Router.from_dict(config_data(upstream, url))
+    router.chat("warm up", model="mid")
+    upstream.inject("latency", model="cheap", times=None, seconds=1.0)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            list(router.chat("slow", model="cheap", stream=True))
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - what the reader got is the assertion
+            outcome.append(exc)
+
+    thread = threading.Thread(target=read)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not upstream.requests_for("cheap") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        router.close()
+        thread.join(30)
+    finally:
+        upstream.clear()
+    assert len(outcome) == 1 and isinstance(outcome[0], RouterClosedError), outcome  # not an empty stream
+    router.chat("after", model="mid")  # a new call starts the router again
+    router.close()
+    ledger = Ledger(url)
+    rows = ledger.records()
+    ledger.close_sync()
+    assert [r.model for r in rows] == ["mid", "cheap", "mid"] and "dropping records" not in caplog.text

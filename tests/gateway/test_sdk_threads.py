@@ -1,0 +1,110 @@
+"""A Router shared by threads from its first call on: one in-process client, one loop, one ledger writer, one
+set of budgets (not one per thread that happened to call first)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import switchman.gateway
+from switchman import Router
+from switchman.testing import FakeUpstream
+
+from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
+
+
+def test_threads_racing_to_the_first_chat_share_one_client(upstream: FakeUpstream, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    made: list[object] = []
+    real = switchman.gateway.InProcessClient
+
+    class Counted(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(switchman.gateway, "InProcessClient", Counted)
+    upstream.clear()
+    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+    barrier = threading.Barrier(8)
+    answers: list[str] = []
+
+    def call() -> None:
+        barrier.wait()
+        answers.append(router.chat("hello", model="cheap")["model"])
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert answers == ["cheap"] * 8
+        assert len(made) == 1  # not one client (loop thread, pool, ledger writer, budgets) per racing thread
+    finally:
+        router.close()
+        for client in made:
+            client.close()  # type: ignore[attr-defined]
+
+
+def test_close_waits_for_a_chat_in_flight_on_another_thread_and_records_it(
+        upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from switchman.ledger import Ledger
+
+    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    upstream.clear()
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    router = Router.from_dict(config_data(upstream, url))
+    router.chat("warm up", model="mid")  # the client is running
+    upstream.inject("latency", model="cheap", times=None, seconds=1.0)
+    replies: list[Any] = []
+    caller = threading.Thread(target=lambda: replies.append(router.chat("slow", model="cheap")))
+    try:
+        caller.start()
+        deadline = time.monotonic() + 10
+        while not upstream.requests_for("cheap") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        router.close()  # while the answer is on its way
+        caller.join(30)
+    finally:
+        upstream.clear()
+    assert len(replies) == 1 and replies[0]["choices"][0]["message"]["content"] == "Hello from cheap."
+    ledger = Ledger(url)
+    recorded = ledger.find(replies[0].request_id)
+    ledger.close_sync()
+    assert recorded is not None and recorded.model == "cheap"  # the answered request has its row
+    assert "dropping records" not in caplog.text
+
+
+def test_a_stream_closed_after_its_router_closes_is_a_no_op(upstream: FakeUpstream, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    upstream.clear()
+    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+    with router.chat("hello", model="cheap", stream=True) as stream:
+        next(stream)
+        router.close()  # ends the stream (and records it) with the client
+        stream.close()  # "safe to repeat": nothing left to stop
+    # (leaving the with block closed it once more)
+
+
+@pytest.mark.anyio
+async def test_an_async_stream_closed_after_its_router_closes_is_a_no_op(
+        upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    upstream.clear()
+    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+    async with await router.achat("hello", model="cheap", stream=True) as stream:
+        await stream.__anext__()
+        await router.aclose()
+        await stream.aclose()
