@@ -30,12 +30,12 @@ from .conftest import Clock
 
 #: Every Lua script the shared backends run, by name.
 SCRIPTS = {
-    "budgets.reserve": "switchman.state._budgets:_RESERVE",
-    "budgets.settle": "switchman.state._budgets:_SETTLE_MANY",
-    "budgets.replay": "switchman.state._budgets:_SETTLE",
-    "budgets.rebuild": "switchman.state._budgets:_REBUILD",
-    "budgets.replay_keeping": "switchman.state._budgets:_SETTLE_KEEPING",
-    "budgets.rebuild_keeping": "switchman.state._budgets:_REBUILD_KEEPING",
+    "budgets.reserve": "switchman.state._redis_budget_lua:RESERVE",
+    "budgets.settle": "switchman.state._redis_budget_lua:SETTLE_MANY",
+    "budgets.replay": "switchman.state._redis_budget_lua:SETTLE",
+    "budgets.rebuild": "switchman.state._redis_budget_lua:REBUILD",
+    "budgets.replay_keeping": "switchman.state._redis_budget_lua:SETTLE_KEEPING",
+    "budgets.rebuild_keeping": "switchman.state._redis_budget_lua:REBUILD_KEEPING",
     "sessions.put": "switchman.state._sessions:_PUT",
     "sessions.mark": "switchman.state._sessions:_MARK",
     "limits.admit": "switchman.state._redis_limits:_ADMIT",

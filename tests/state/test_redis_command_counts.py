@@ -1,0 +1,70 @@
+"""What the shared backends' scripts cost inside Redis, counted by `INFO commandstats` on a redis-server of the
+test's own (the counts are exact, whatever the machine's load): a script that reads a field twice, or once per
+field where one command would do, is caught here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from switchman._config import BudgetConfig
+from switchman.ledger import BudgetManager
+from switchman.state import RedisLink, SharedBudgets
+from switchman.testing import RedisServer
+
+AGENT = BudgetConfig(scope="agent", name="a", usd=1.0)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as own:
+        yield own
+
+
+def _stats(server: RedisServer) -> dict[str, int]:
+    """Calls per command since the last reset (`hget`, `evalsha`, ...)."""
+    import redis
+
+    raw = redis.Redis(port=server.port)
+    try:
+        found: Any = raw.info("commandstats")
+    finally:
+        raw.close()
+    return {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in found.items()}
+
+
+def _reset(server: RedisServer) -> None:
+    import redis
+
+    raw = redis.Redis(port=server.port)
+    try:
+        raw.config_resetstat()
+    finally:
+        raw.close()
+
+
+async def _link(server: RedisServer) -> RedisLink:
+    link = RedisLink(server.url, prefix="counts:", timeout_s=2.0, ping_s=60.0)
+    await link.start()
+    assert link.up
+    return link
+
+
+def test_a_reserve_reads_spent_once(server: RedisServer) -> None:
+    """The reserve script reads the counter hash's `spent` once (it read it twice: 4 HGETs a reserve, now 3 —
+    `spent`, `reserved`, the reservation's held amount)."""
+    async def main() -> None:
+        link = await _link(server)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.01)  # script loaded
+        _reset(server)
+        for _ in range(10):
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.01)
+        stats = _stats(server)
+        assert stats["hget"] == 30, stats
+        await link.aclose()
+
+    anyio.run(main)
