@@ -68,3 +68,33 @@ def test_a_reserve_reads_spent_once(server: RedisServer) -> None:
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_an_online_push_costs_one_command_a_field(server: RedisServer, math_greeting_router: Any) -> None:
+    """A push adds each field with one HINCRBYFLOAT and reads none beforehand (it read each with an HGET first:
+    2 commands a field, now 1), in one script call."""
+    from switchman._config import OnlineOptions
+    from switchman.learn import LearnedStrategy, OnlineStrategy, get_embedder
+    from switchman.state import RedisOnlineCounts
+
+    options = OnlineOptions(enabled=True, exploration=0.05, clusters=2, prior_strength=2.0)
+    strategy = OnlineStrategy(LearnedStrategy(math_greeting_router, get_embedder(math_greeting_router.embedder)),
+                              options)
+    models = math_greeting_router.model_names
+
+    async def main() -> None:
+        link = await _link(server)
+        shared = RedisOnlineCounts(link, "r", strategy)
+        await shared.sync()  # script loaded
+        _reset(server)
+        for cluster in (0, 1):
+            for model in models:
+                assert strategy.observe(cluster, model, 1.0)
+        await shared.sync()
+        fields = 2 * 2 * len(models)  # a and b, per cluster and model
+        stats = _stats(server)
+        assert stats.get("hget", 0) == 0 and stats["hincrbyfloat"] == fields, stats
+        assert stats.get("evalsha", 0) + stats.get("eval", 0) == 1, stats
+        await link.aclose()
+
+    anyio.run(main)
