@@ -32,10 +32,7 @@ from .conftest import Clock
 SCRIPTS = {
     "budgets.reserve": "switchman.state._redis_budget_lua:RESERVE",
     "budgets.settle": "switchman.state._redis_budget_lua:SETTLE_MANY",
-    "budgets.replay": "switchman.state._redis_budget_lua:SETTLE",
     "budgets.rebuild": "switchman.state._redis_budget_lua:REBUILD",
-    "budgets.replay_keeping": "switchman.state._redis_budget_lua:SETTLE_KEEPING",
-    "budgets.rebuild_keeping": "switchman.state._redis_budget_lua:REBUILD_KEEPING",
     "sessions.put": "switchman.state._sessions:_PUT",
     "sessions.mark": "switchman.state._sessions:_MARK",
     "limits.admit": "switchman.state._redis_limits:_ADMIT",
@@ -162,8 +159,7 @@ def test_backends_pass_on_the_cluster_with_one_slot_per_script(
     seen = _one_slot_each(calls)
     # health.record runs inside a pipeline (one key each); the rebuilds and replays only at a resync; online.push
     # in the online-count tests
-    assert seen == set(SCRIPTS) - {"health.record", "budgets.rebuild", "budgets.replay", "online.push",
-                                 "budgets.rebuild_keeping", "budgets.replay_keeping"}, seen
+    assert seen == set(SCRIPTS) - {"health.record", "budgets.rebuild", "online.push"}, seen
 
 
 def test_a_budget_rebuild_after_a_resync_touches_one_slot_a_budget(cluster: RedisClusterServer, calls: Calls) -> None:

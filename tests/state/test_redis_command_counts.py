@@ -4,6 +4,7 @@ field where one command would do, is caught here."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,8 +12,8 @@ import anyio
 import pytest
 
 from switchman._config import BudgetConfig
-from switchman.ledger import BudgetManager
-from switchman.state import RedisLink, SharedBudgets
+from switchman.ledger import BudgetManager, period_bounds
+from switchman.state import RedisLink, SharedBudgets, SharedReservation
 from switchman.testing import RedisServer
 
 AGENT = BudgetConfig(scope="agent", name="a", usd=1.0)
@@ -98,3 +99,35 @@ def test_an_online_push_costs_one_command_a_field(server: RedisServer, math_gree
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_budgets_run_three_scripts_whatever_a_spend_no_number_calls_for(server: RedisServer) -> None:
+    """Reserve, settle (batched, and the rebuild's replay of a settle Redis missed) and rebuild are three scripts;
+    what a spend that is no number calls for is an argument, not a script of its own (there were six: the replay
+    and the two 'keep it while the ledger cannot be read' cases had theirs)."""
+    import redis
+
+    async def main() -> None:
+        raw = redis.Redis(port=server.port)
+        raw.script_flush()
+        link = await _link(server)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        reservation = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.01)
+        reservation.settle(0.01)
+        await budgets.drain()
+        missed = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.01)
+        assert isinstance(missed, SharedReservation)
+        budgets._unsent.append((_counter_key(budgets, AGENT), missed.id, 0.02, time.monotonic(), None))  # noqa: SLF001
+        await budgets.rebuild()  # replays it, then raises the counters to the ledger's (none here)
+        assert budgets._unsent == []  # noqa: SLF001
+        assert raw.hget(_counter_key(budgets, AGENT), "spent") == b"0.03"
+        assert raw.info("memory")["number_of_cached_scripts"] == 3
+        raw.close()
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def _counter_key(budgets: SharedBudgets, budget: BudgetConfig) -> str:
+    start, _ = period_bounds(time.time(), budget.period)
+    return budgets._key(budget, start)  # noqa: SLF001

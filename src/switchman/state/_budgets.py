@@ -50,7 +50,7 @@ import anyio.to_thread
 from .._config import BudgetConfig
 from .._exceptions import BudgetLimitError
 from ..ledger import BudgetManager, Period, Reservation, period_bounds
-from ._redis_budget_lua import REBUILD, REBUILD_KEEPING, RESERVE, SETTLE, SETTLE_KEEPING, SETTLE_MANY, UNKNOWN
+from ._redis_budget_lua import FAIL, KEEP, REBUILD, REPAIR, RESERVE, SETTLE_MANY, UNKNOWN
 from ._redis_link import RedisLink, RedisUnavailable
 
 __all__ = ["SharedBudgets"]
@@ -341,7 +341,7 @@ class SharedBudgets:
         for key in missed:
             batch.setdefault(key, (_REPLAY_TTL_S, []))
         for key, (ttl, entries) in batch.items():
-            args: list[str | int | float] = [ttl, keep_ms]
+            args: list[str | int | float] = [FAIL, ttl, keep_ms]
             for rid, actual in entries:
                 args += [rid, actual]
             for _, rid, actual, _, _ in missed.get(key, []):
@@ -434,14 +434,14 @@ class SharedBudgets:
             raise RedisUnavailable("ledger unreadable for the budget rebuild")
         self._ledger_unread = False
         epoch = found.decode("utf-8", "replace") if found is not None else uuid.uuid4().hex
-        known = totals is not None or not self.local.has_ledger  # (else a spend no number stays unknown: see SETTLE)
+        known = totals is not None or not self.local.has_ledger  # (else a spend no number stays unknown: KEEP)
         await self._replay(epoch, known)
         now = self._clock()
         for budget in self.local.budgets():
             start, end = period_bounds(now, budget.period)
             spend = (totals or {}).get((budget.scope, budget.period), {}).get(budget.name, 0.0)
-            await self.link.eval(REBUILD if known else REBUILD_KEEPING, _keys(self._key(budget, start)),
-                                 [spend, self._ttl(end)])
+            await self.link.eval(REBUILD, _keys(self._key(budget, start)),
+                                 [REPAIR if known else KEEP, spend, self._ttl(end)])
         if lost:  # another replica may have made the new epoch meanwhile: keep the first
             await self.link.run(lambda r: r.set(marker, epoch.encode(), nx=True))
             found = await self.link.run(lambda r: r.get(marker))
@@ -459,8 +459,8 @@ class SharedBudgets:
         while self._unsent:
             key, rid, actual, when, then = self._unsent[0]
             if when >= oldest and (then == epoch or not self.local.has_ledger):
-                await self.link.eval(SETTLE if known else SETTLE_KEEPING, _keys(key),
-                                     [rid, actual, _REPLAY_TTL_S, int(DONE_KEEP_S * 1000)])
+                await self.link.eval(SETTLE_MANY, _keys(key),
+                                     [REPAIR if known else KEEP, _REPLAY_TTL_S, int(DONE_KEEP_S * 1000), rid, actual])
             self._unsent.pop(0)
 
     def _spend_unknown(self, key: str) -> None:

@@ -6,16 +6,23 @@ for a budget, and every one of them touches only the four keys of one budget per
     KEYS[1] the counter hash (`spent`, `reserved`), KEYS[2] the held amounts (hash: reservation id -> amount),
     KEYS[3] their deadlines (zset, Redis time in ms), KEYS[4] the ids settled lately (zset).
 
-Every script reads `spent` once, in `_SPENT_UNKNOWN` (a `spent` that is no finite number — another writer — is
-unknown, not $0: the reserve and the batched settle fail on it, the rebuild and the replayed settle before it drop
-it), then drops the reservations past their deadline (`_SWEEP_TAIL`) before doing its own work.
+Every script reads `spent` once, in `_SPENT_UNKNOWN`, then drops the reservations past their deadline (`_SWEEP_TAIL`)
+before doing its own work. A `spent` that is no finite number (another writer) is unknown, not $0; what a script does
+with it is its first ARGV for the settle and the rebuild (`_ON_UNKNOWN`), one script each rather than one a case:
+
+    'fail'    reply UNKNOWN (-1): the batched settle; the caller takes the link down and rebuilds from the ledger
+    'repair'  drop it (the rebuild right after raises it to the ledger's spend): the rebuild and its replay
+    'keep'    fail the script: the same while the ledger cannot be read (the counter stays unknown, never $0)
+
+The reserve always fails on it (its reply {-1, '0', '0'}).
 """
 
 from __future__ import annotations
 
-__all__ = [
-    "REBUILD", "REBUILD_KEEPING", "RESERVE", "SETTLE", "SETTLE_KEEPING", "SETTLE_MANY", "UNKNOWN",
-]
+__all__ = ["FAIL", "KEEP", "REBUILD", "REPAIR", "RESERVE", "SETTLE_MANY", "UNKNOWN"]
+
+#: The settle's and the rebuild's first ARGV: what they do with a spend that is no number (see above).
+FAIL, REPAIR, KEEP = "fail", "repair", "keep"
 
 # Sets `spent` (the one read of it); `%s` is what a script does with a spend that is no finite number.
 _SPENT_UNKNOWN = """
@@ -48,9 +55,15 @@ local function expire_all(ttl)
   for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
 end
 """
-_REFUSED = "return redis.error_reply('budget spend in Redis is no number: the ledger is needed to rebuild it')"
-_SWEEP_REPAIRING = _SPENT_UNKNOWN % "redis.call('HDEL', KEYS[1], 'spent')\n  spent = 0" + _SWEEP_TAIL
-#: The reserve's and the batched settle's reply to a spend no number (`_SPENT_UNKNOWN`).
+_ON_UNKNOWN = """if ARGV[1] == 'repair' then
+    redis.call('HDEL', KEYS[1], 'spent')
+    spent = 0
+  elseif ARGV[1] == 'keep' then
+    return redis.error_reply('budget spend in Redis is no number: the ledger is needed to rebuild it')
+  else
+    return -1
+  end"""
+#: The reserve's reply to a spend no number (`_SPENT_UNKNOWN`), and the settle's under FAIL.
 UNKNOWN = -1
 
 #: ARGV: limit, amount (negative: give back), ttl_s, check (1) or not (0), reservation id, hold_ms.
@@ -80,31 +93,12 @@ expire_all(ARGV[3])
 return {1, tostring(spent), tostring(reserved)}
 """
 
-# ARGV: reservation id, actual cost, ttl_s, done_keep_ms. Removes the reservation and counts the cost, once per id.
-# (Used by the rebuild's replay only, right before the rebuild: it drops a `spent` no number, see `_SPENT_UNKNOWN`.)
-_SETTLE_BODY = """
-local id = ARGV[1]
-if redis.call('ZSCORE', KEYS[4], id) then
-  redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
-  return 0
-end
-local held = tonumber(redis.call('HGET', KEYS[2], id) or '0')
-redis.call('HDEL', KEYS[2], id)
-redis.call('ZREM', KEYS[3], id)
-reserved = settled_reserved(reserved - held)
-redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
-if tonumber(ARGV[2]) > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', ARGV[2]) end
-redis.call('ZADD', KEYS[4], now, id)
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[4]))
-expire_all(ARGV[3])
-return 1
-"""
-
-#: ARGV: ttl_s, done_keep_ms, then reservation id, actual cost pairs. `SETTLE` for a batch of reservations: one
-#: script per budget per flush, whatever the request rate. Returns how many ids were settled (not done already).
-SETTLE_MANY = _SPENT_UNKNOWN % "return -1" + _SWEEP_TAIL + """
+#: ARGV: on unknown (FAIL, REPAIR, KEEP), ttl_s, done_keep_ms, then reservation id, actual cost pairs. Removes each
+#: reservation and counts its cost, once per id: one script per budget per flush, whatever the request rate (and
+#: for the rebuild's replay of a settle Redis missed). Returns how many ids were settled (not done already).
+SETTLE_MANY = _SPENT_UNKNOWN % _ON_UNKNOWN + _SWEEP_TAIL + """
 local settled, cost = 0, 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local id = ARGV[i]
   if not redis.call('ZSCORE', KEYS[4], id) then
     reserved = reserved - (tonumber(redis.call('HGET', KEYS[2], id) or '0') or 0)
@@ -118,20 +112,16 @@ end
 reserved = settled_reserved(reserved)
 redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
 if cost > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', tostring(cost)) end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[2]))
-expire_all(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[3]))
+expire_all(ARGV[2])
 return settled
 """
 
-# ARGV: the ledger's spend, ttl_s. Raises `spent` to the ledger's; reservations are left as they are.
-_REBUILD_BODY = """
-if tonumber(ARGV[1]) > spent then redis.call('HSET', KEYS[1], 'spent', ARGV[1]) end
+#: ARGV: on unknown (REPAIR, KEEP), the ledger's spend, ttl_s. Raises `spent` to the ledger's; reservations are
+#: left as they are.
+REBUILD = _SPENT_UNKNOWN % _ON_UNKNOWN + _SWEEP_TAIL + """
+if tonumber(ARGV[2]) > spent then redis.call('HSET', KEYS[1], 'spent', ARGV[2]) end
 redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
-expire_all(ARGV[2])
+expire_all(ARGV[3])
 return 1
 """
-SETTLE = _SWEEP_REPAIRING + _SETTLE_BODY
-REBUILD = _SWEEP_REPAIRING + _REBUILD_BODY
-# The same while the ledger cannot be read: a spend no number fails them (its counter stays unknown, not $0).
-SETTLE_KEEPING = _SPENT_UNKNOWN % _REFUSED + _SWEEP_TAIL + _SETTLE_BODY
-REBUILD_KEEPING = _SPENT_UNKNOWN % _REFUSED + _SWEEP_TAIL + _REBUILD_BODY
