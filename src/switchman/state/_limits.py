@@ -11,6 +11,11 @@ tokens (what the provider counts when it admits a request: the prompt plus `max_
 both buckets at once, or from neither. The `Admission` carries what OpenAI's `x-ratelimit-*`
 headers say: limit, remaining and time to a full bucket, for requests and for tokens.
 
+A request under several limits (a key's and an agent's) is admitted by `admit_all`: every bucket
+is checked first and taken from only when all have room, with no await in between, so a request
+one limit refuses never holds another's capacity, not even for a moment (an admit-then-refund
+would: concurrent requests then see 429s no limit called for).
+
 `RateLimiter` is the interface. `LocalRateLimiter` keeps the buckets in the process; a shared
 backend (Redis: the same arithmetic in one Lua script per admission) makes a limit hold across
 replicas. `admit` is a coroutine for that reason.
@@ -19,7 +24,7 @@ replicas. `admit` is a coroutine for that reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,6 +72,11 @@ class RateLimiter(Protocol):
         """Take one request and `tokens` from the key's buckets if both have room, else nothing."""
         ...
 
+    async def admit_all(self, limits: Sequence[tuple[str, RateLimit]], tokens: int) -> list[Admission]:
+        """`admit` under every (key, limit) at once (keys distinct): taken from all, or from none. One admission
+        per key, in order; when one refuses none is `admitted`, and those that refused have a `retry_after_s`."""
+        ...
+
     async def refund(self, key: str, limit: RateLimit, tokens: int) -> None:
         """Give back what an admission took (a request another limit then refused), up to full buckets."""
         ...
@@ -100,7 +110,35 @@ class LocalRateLimiter:
 
     async def admit(self, key: str, limit: RateLimit, tokens: int) -> Admission:
         """Take one request and `tokens` if both buckets have room."""
+        return self.take_all(((key, limit),), tokens)[0]
+
+    async def admit_all(self, limits: Sequence[tuple[str, RateLimit]], tokens: int) -> list[Admission]:
+        """Take one request and `tokens` from every key's buckets if all have room, else from none."""
+        return self.take_all(limits, tokens)
+
+    def take_all(self, limits: Sequence[tuple[str, RateLimit]], tokens: int) -> list[Admission]:
+        """`admit_all` without a coroutine: checked, then taken, in one step (nothing can run in between)."""
         now = self._clock()
+        checked = [(limit, *self._check(key, limit, tokens, now)) for key, limit in limits]
+        admitted = all(wait == 0.0 for _, _, _, wait in checked)
+        admissions = []
+        for limit, requests, token_bucket, wait in checked:
+            if admitted:
+                if requests is not None:
+                    requests.level -= 1.0
+                if token_bucket is not None:
+                    token_bucket.level -= tokens
+            admissions.append(Admission(
+                admitted=admitted, retry_after_s=wait,
+                limit_requests=limit.rpm, remaining_requests=_remaining(requests),
+                reset_requests_s=_to_full(requests, limit.rpm),
+                limit_tokens=limit.tpm, remaining_tokens=_remaining(token_bucket),
+                reset_tokens_s=_to_full(token_bucket, limit.tpm),
+            ))
+        return admissions
+
+    def _check(self, key: str, limit: RateLimit, tokens: int, now: float) -> tuple[_Bucket | None, _Bucket | None, float]:
+        """The key's buckets, refilled to `now`, and how long until the request fits them (0: it fits now)."""
         requests = self._level(key, "requests", limit.rpm, now) if limit.rpm is not None else None
         token_bucket = self._level(key, "tokens", limit.tpm, now) if limit.tpm is not None else None
         wait = 0.0
@@ -110,19 +148,7 @@ class LocalRateLimiter:
         need = min(tokens, limit.tpm) if limit.tpm is not None else 0
         if token_bucket is not None and limit.tpm is not None and token_bucket.level < need:
             wait = max(wait, (need - token_bucket.level) * 60.0 / limit.tpm)
-        admitted = wait == 0.0
-        if admitted:
-            if requests is not None:
-                requests.level -= 1.0
-            if token_bucket is not None:
-                token_bucket.level -= tokens
-        return Admission(
-            admitted=admitted, retry_after_s=wait,
-            limit_requests=limit.rpm, remaining_requests=_remaining(requests),
-            reset_requests_s=_to_full(requests, limit.rpm),
-            limit_tokens=limit.tpm, remaining_tokens=_remaining(token_bucket),
-            reset_tokens_s=_to_full(token_bucket, limit.tpm),
-        )
+        return requests, token_bucket, wait
 
     async def refund(self, key: str, limit: RateLimit, tokens: int) -> None:
         """Give back one request and `tokens`, up to full buckets."""
