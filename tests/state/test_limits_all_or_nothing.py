@@ -95,3 +95,36 @@ def test_redis_down_admits_all_or_nothing_in_the_process(prefix: str) -> None:
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_a_refund_goes_back_where_the_admission_was_taken(prefix: str) -> None:
+    """Taken in Redis and refunded while Redis is away: nothing goes into this process's buckets (before, the
+    refund fell back to them: they ended up a request fuller than any request left them). Taken in the process
+    while Redis was away and refunded once it is back: the process's buckets get it, not Redis's."""
+    from switchman.state import RedisUnavailable
+
+    limit = RateLimit(rpm=2)
+
+    async def main() -> None:
+        link, limiter, _ = await _redis(prefix)
+        real = link.eval
+
+        async def away(*_: object) -> Any:
+            raise RedisUnavailable("down")
+
+        link.eval = away  # type: ignore[method-assign]
+        local = await limiter.admit("key:k", limit, 0)  # Redis away: taken in the process (1 left there)
+        assert local.admitted and local.held_in == "local"
+        link.eval = real  # type: ignore[method-assign]
+        shared = await limiter.admit("key:k", limit, 0)  # Redis back: taken in Redis (1 left there)
+        assert shared.admitted and shared.held_in == "redis" and shared.remaining_requests == 1
+        await limiter.refund("key:k", limit, 0, taken=local)  # to the process's buckets, not Redis's
+        assert (await limiter.admit("key:k", limit, 0)).remaining_requests == 0  # Redis's: 1 - 1, nothing added
+        link.eval = away  # type: ignore[method-assign]
+        assert (await limiter.admit("key:k", limit, 0)).remaining_requests == 1  # the process's: 2 - 1 + 1 - 1
+        await limiter.refund("key:k", limit, 0, taken=shared)  # Redis away: dropped, not given to the process
+        assert (await limiter.admit("key:k", limit, 0)).remaining_requests == 0  # (it was 1 before: 2 again)
+        link.eval = real  # type: ignore[method-assign]
+        await link.aclose()
+
+    anyio.run(main)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = ["Admission", "LocalRateLimiter", "RateLimit", "RateLimiter"]
@@ -54,6 +54,9 @@ class Admission:
     limit_tokens: int | None = None
     remaining_tokens: int | None = None
     reset_tokens_s: float = 0.0
+    #: Where it was taken ("local": this process's buckets, "redis": the shared ones): a refund goes back there,
+    #: also after the limiter moved to the other since (Redis went away or came back).
+    held_in: str = field(default="local", compare=False)
 
     def limits(self) -> dict[str, float | None]:
         """OpenAI's x-ratelimit-* values by header suffix (`limit-requests`, ..., resets in seconds)."""
@@ -77,8 +80,9 @@ class RateLimiter(Protocol):
         per key, in order; when one refuses none is `admitted`, and those that refused have a `retry_after_s`."""
         ...
 
-    async def refund(self, key: str, limit: RateLimit, tokens: int) -> None:
-        """Give back what an admission took (a request another limit then refused), up to full buckets."""
+    async def refund(self, key: str, limit: RateLimit, tokens: int, *, taken: Admission) -> None:
+        """Give back what admission `taken` took (a request another limit then refused), up to full buckets, to
+        the buckets it was taken from (`taken.held_in`)."""
         ...
 
     def usage(self, key: str, limit: RateLimit) -> float:
@@ -150,8 +154,10 @@ class LocalRateLimiter:
             wait = max(wait, (need - token_bucket.level) * 60.0 / limit.tpm)
         return requests, token_bucket, wait
 
-    async def refund(self, key: str, limit: RateLimit, tokens: int) -> None:
-        """Give back one request and `tokens`, up to full buckets."""
+    async def refund(self, key: str, limit: RateLimit, tokens: int, *, taken: Admission | None = None) -> None:
+        """Give back one request and `tokens`, up to full buckets (nothing for an admission that took nothing)."""
+        if taken is not None and not taken.admitted:
+            return
         now = self._clock()
         for kind, capacity, amount in (("requests", limit.rpm, 1), ("tokens", limit.tpm, tokens)):
             if capacity is not None and (key, kind) in self._buckets:

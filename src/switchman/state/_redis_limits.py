@@ -171,17 +171,22 @@ class RedisRateLimiter:
             limit_requests=limit.rpm, remaining_requests=_remaining(request_level),
             reset_requests_s=_to_full(request_level, limit.rpm),
             limit_tokens=limit.tpm, remaining_tokens=_remaining(token_level),
-            reset_tokens_s=_to_full(token_level, limit.tpm),
+            reset_tokens_s=_to_full(token_level, limit.tpm), held_in="redis",
         )
 
-    async def refund(self, key: str, limit: RateLimit, tokens: int) -> None:
-        """Give back one request and `tokens` to the key's shared buckets (this process's while Redis is down)."""
-        if not limit:
+    async def refund(self, key: str, limit: RateLimit, tokens: int, *, taken: Admission) -> None:
+        """Give back one request and `tokens` where `taken` took them: the shared buckets, or this process's (an
+        admission while Redis was down), whichever is in use now. Taken in Redis and Redis away now, nothing is
+        given back: this process's buckets never lent it (they would end up fuller than any request left them)."""
+        if not limit or not taken.admitted:
+            return
+        if taken.held_in != "redis":
+            await self.fallback.refund(key, limit, tokens, taken=taken)
             return
         try:
             await self.link.eval(_REFUND, [self._key(key)], [limit.rpm or 0, limit.tpm or 0, max(tokens, 0)])
         except RedisUnavailable:
-            await self.fallback.refund(key, limit, tokens)
+            pass
 
     def usage(self, key: str, limit: RateLimit) -> float:
         """The fuller bucket's used share, 0..1, at this replica's last admission (the local one while down)."""
