@@ -567,3 +567,35 @@ def test_a_malformed_spend_is_not_restarted_at_zero_while_the_ledger_cannot_be_r
 
     anyio.run(main)
     ledger.close_sync()
+
+
+def test_a_reservation_is_settled_by_the_backend_that_took_it_across_an_outage(prefix: str) -> None:
+    """Taken in Redis, released while Redis is away: this process's counters are untouched and Redis gets it once
+    back; taken in the process while Redis was away, released once it is back: the process's counters get it, not
+    Redis's (the reservation object is the token: a `SharedReservation` settles in Redis, a local one locally)."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        local = BudgetManager([AGENT])
+        budgets = SharedBudgets(local, link)
+        shared = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+        assert isinstance(shared, SharedReservation)
+        real = link.eval
+
+        async def away(*_: object) -> Any:
+            raise RedisUnavailable("down")
+
+        link.eval = away  # type: ignore[method-assign]
+        taken_locally = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
+        assert not isinstance(taken_locally, SharedReservation)
+        shared.release()
+        await budgets.drain()  # missed: kept for the next flush
+        assert [(spent, reserved) for _, spent, reserved in local.usage()] == [(0.0, pytest.approx(0.2))]
+        link.eval = real  # type: ignore[method-assign]
+        taken_locally.release()
+        assert [(spent, reserved) for _, spent, reserved in local.usage()] == [(0.0, 0.0)]
+        assert await _counter(link, AGENT) == (0.0, pytest.approx(0.3))  # the local release did not touch Redis
+        await budgets.flush()  # the missed release goes with the next flush
+        assert await _counter(link, AGENT) == (0.0, 0.0)
+        await link.aclose()
+
+    anyio.run(main)
