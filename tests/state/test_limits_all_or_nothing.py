@@ -128,3 +128,31 @@ def test_a_refund_goes_back_where_the_admission_was_taken(prefix: str) -> None:
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_per_slot_redis_lost_after_the_first_slot_gives_it_back_and_admits_in_the_process(prefix: str) -> None:
+    """The first slot's script ran, the second's failed: the first slot's take goes back to Redis, and the request
+    is admitted against this process's buckets, all of them or none."""
+    from switchman.state import RedisUnavailable
+
+    async def main() -> None:
+        link, limiter, scripts = await _redis(prefix)
+        limiter.per_slot = True
+        counted = link.eval
+
+        async def second_fails(source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+            if len(scripts) == 1:
+                scripts.append(list(keys))
+                raise RedisUnavailable("lost")
+            return await counted(source, keys, args)
+
+        link.eval = second_fails  # type: ignore[method-assign]
+        admitted = await limiter.admit_all([KEY, AGENT], 100)
+        assert all(a.admitted and a.held_in == "local" for a in admitted)
+        assert len(scripts) == 3 and scripts[2] == scripts[0]  # key, agent (lost), the key's give-back
+        link.eval = counted  # type: ignore[method-assign]
+        after = await limiter.admit(*KEY, 100)
+        assert (after.held_in, after.remaining_requests, after.remaining_tokens) == ("redis", 4, 900)
+        await link.aclose()
+
+    anyio.run(main)

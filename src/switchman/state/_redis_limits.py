@@ -161,10 +161,11 @@ class RedisRateLimiter:
                 pass
 
     def _admission(
-        self, key: str, limit: RateLimit, admitted: bool, wait: float, requests: object, toks: object,
+        self, key: str, limit: RateLimit, admitted: bool, wait: float, requests: bytes | str, toks: bytes | str,
     ) -> Admission:
-        request_level = float(requests) if limit.rpm is not None else None  # type: ignore[arg-type]
-        token_level = float(toks) if limit.tpm is not None else None  # type: ignore[arg-type]
+        """One key's admission from the script's reply (its levels after it; -1 for a bucket not kept)."""
+        request_level = float(requests) if limit.rpm is not None else None
+        token_level = float(toks) if limit.tpm is not None else None
         self._used[key] = max(_used(request_level, limit.rpm), _used(token_level, limit.tpm))
         return Admission(
             admitted=admitted, retry_after_s=wait,
