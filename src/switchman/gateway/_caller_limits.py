@@ -53,7 +53,7 @@ class CallerLimits:
         if not applying:
             return None
         admissions = await self.limiter.admit_all(applying, tokens)
-        if not all(admission.admitted for admission in admissions):
+        if not admissions[0].admitted:  # (all admitted or none)
             # The first limit that has no room (in order: the key's, then the agent's) is the one reported.
             (key, limit), admission = next(
                 ((each, admission) for each, admission in zip(applying, admissions, strict=True)

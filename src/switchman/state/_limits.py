@@ -113,8 +113,11 @@ class LocalRateLimiter:
         return bucket
 
     async def admit(self, key: str, limit: RateLimit, tokens: int) -> Admission:
-        """Take one request and `tokens` if both buckets have room."""
-        return self.take_all(((key, limit),), tokens)[0]
+        """Take one request and `tokens` if both buckets have room (a deployment's: on every request's path)."""
+        requests, token_bucket, wait = self._check(key, limit, tokens, self._clock())
+        if wait == 0.0:
+            _take(requests, token_bucket, tokens)
+        return _admission(limit, requests, token_bucket, wait, admitted=wait == 0.0)
 
     async def admit_all(self, limits: Sequence[tuple[str, RateLimit]], tokens: int) -> list[Admission]:
         """Take one request and `tokens` from every key's buckets if all have room, else from none."""
@@ -122,23 +125,18 @@ class LocalRateLimiter:
 
     def take_all(self, limits: Sequence[tuple[str, RateLimit]], tokens: int) -> list[Admission]:
         """`admit_all` without a coroutine: checked, then taken, in one step (nothing can run in between)."""
-        now = self._clock()
-        checked = [(limit, *self._check(key, limit, tokens, now)) for key, limit in limits]
-        admitted = all(wait == 0.0 for _, _, _, wait in checked)
+        now, admitted = self._clock(), True
+        checked = []
+        for key, limit in limits:  # (plain loops: a comprehension is a frame of its own on this per-request path)
+            found = self._check(key, limit, tokens, now)
+            checked.append(found)
+            if found[2]:
+                admitted = False
         admissions = []
-        for limit, requests, token_bucket, wait in checked:
+        for (_, limit), (requests, token_bucket, wait) in zip(limits, checked, strict=True):
             if admitted:
-                if requests is not None:
-                    requests.level -= 1.0
-                if token_bucket is not None:
-                    token_bucket.level -= tokens
-            admissions.append(Admission(
-                admitted=admitted, retry_after_s=wait,
-                limit_requests=limit.rpm, remaining_requests=_remaining(requests),
-                reset_requests_s=_to_full(requests, limit.rpm),
-                limit_tokens=limit.tpm, remaining_tokens=_remaining(token_bucket),
-                reset_tokens_s=_to_full(token_bucket, limit.tpm),
-            ))
+                _take(requests, token_bucket, tokens)
+            admissions.append(_admission(limit, requests, token_bucket, wait, admitted=admitted))
         return admissions
 
     def _check(self, key: str, limit: RateLimit, tokens: int, now: float) -> tuple[_Bucket | None, _Bucket | None, float]:
@@ -171,6 +169,25 @@ class LocalRateLimiter:
             if capacity is not None and (key, kind) in self._buckets:
                 used = max(used, 1.0 - self._level(key, kind, capacity, now).level / capacity)
         return used
+
+
+def _take(requests: _Bucket | None, token_bucket: _Bucket | None, tokens: int) -> None:
+    if requests is not None:
+        requests.level -= 1.0
+    if token_bucket is not None:
+        token_bucket.level -= tokens
+
+
+def _admission(
+    limit: RateLimit, requests: _Bucket | None, token_bucket: _Bucket | None, wait: float, *, admitted: bool,
+) -> Admission:
+    return Admission(
+        admitted=admitted, retry_after_s=wait,
+        limit_requests=limit.rpm, remaining_requests=_remaining(requests),
+        reset_requests_s=_to_full(requests, limit.rpm),
+        limit_tokens=limit.tpm, remaining_tokens=_remaining(token_bucket),
+        reset_tokens_s=_to_full(token_bucket, limit.tpm),
+    )
 
 
 def _remaining(bucket: _Bucket | None) -> int | None:
