@@ -97,62 +97,60 @@ def test_redis_down_admits_all_or_nothing_in_the_process(prefix: str) -> None:
     anyio.run(main)
 
 
-def test_a_refund_goes_back_where_the_admission_was_taken(prefix: str) -> None:
-    """Taken in Redis and refunded while Redis is away: nothing goes into this process's buckets (before, the
-    refund fell back to them: they ended up a request fuller than any request left them). Taken in the process
-    while Redis was away and refunded once it is back: the process's buckets get it, not Redis's."""
-    from switchman.state import RedisUnavailable
+def test_per_slot_redis_lost_after_the_first_slot_admits_in_the_process_and_gives_the_take_back_when_it_is_back(
+        prefix: str) -> None:
+    """The first slot's script ran; the second's call times out with nothing answering and takes the link down
+    (the link's own path, not a faked error): the request is admitted against this process's buckets, all of them
+    or none, and the first slot's take goes back to Redis when the link comes back up (before, its give-back was
+    dropped: the link was down, and the key's bucket stayed a request short)."""
+    import redis
 
-    limit = RateLimit(rpm=2)
+    from switchman.testing import RedisServer
 
     async def main() -> None:
-        link, limiter, _ = await _redis(prefix)
-        real = link.eval
+        with RedisServer() as server:
+            raw = redis.Redis.from_url(server.url)
+            link = RedisLink(server.url, prefix=prefix, timeout_s=0.2, stall_s=0.0)
+            assert await link.check()
+            limiter = RedisRateLimiter(link)
+            limiter.per_slot = True
+            real, sent = link.eval, []
 
-        async def away(*_: object) -> Any:
-            raise RedisUnavailable("down")
+            async def paused_before_the_second(source: str, keys: Sequence[str], args: Sequence[str | int | float],
+                                               ) -> Any:
+                sent.append(list(keys))
+                if len(sent) == 2:
+                    raw.execute_command("CLIENT", "PAUSE", 600, "ALL")  # no reply within timeout_s: link down
+                return await real(source, keys, args)
 
-        link.eval = away  # type: ignore[method-assign]
-        local = await limiter.admit("key:k", limit, 0)  # Redis away: taken in the process (1 left there)
-        assert local.admitted and local.held_in == "local"
-        link.eval = real  # type: ignore[method-assign]
-        shared = await limiter.admit("key:k", limit, 0)  # Redis back: taken in Redis (1 left there)
-        assert shared.admitted and shared.held_in == "redis" and shared.remaining_requests == 1
-        await limiter.refund("key:k", limit, 0, taken=local)  # to the process's buckets, not Redis's
-        assert (await limiter.admit("key:k", limit, 0)).remaining_requests == 0  # Redis's: 1 - 1, nothing added
-        link.eval = away  # type: ignore[method-assign]
-        assert (await limiter.admit("key:k", limit, 0)).remaining_requests == 1  # the process's: 2 - 1 + 1 - 1
-        await limiter.refund("key:k", limit, 0, taken=shared)  # Redis away: dropped, not given to the process
-        assert (await limiter.admit("key:k", limit, 0)).remaining_requests == 0  # (it was 1 before: 2 again)
-        link.eval = real  # type: ignore[method-assign]
-        await link.aclose()
+            link.eval = paused_before_the_second  # type: ignore[method-assign]
+            admitted = await limiter.admit_all([KEY, AGENT], 100)
+            assert all(a.admitted for a in admitted) and not link.up
+            assert (await limiter.admit(*KEY, 100)).remaining_requests == 3  # in the process: 5 - 1 (all) - 1
+            with anyio.fail_after(10):
+                while not await link.check():
+                    await anyio.sleep(0.05)
+            assert sent[1:2] == [[link.key("ratelimit:agent:a")]]  # the second slot's script was the one lost
+            after = await limiter.admit(*KEY, 100)
+            assert (after.remaining_requests, after.remaining_tokens) == (4, 900)  # 5 - 1 + 1 - 1: nothing leaked
+            await link.aclose()
+            raw.close()
 
     anyio.run(main)
 
 
-def test_per_slot_redis_lost_after_the_first_slot_gives_it_back_and_admits_in_the_process(prefix: str) -> None:
-    """The first slot's script ran, the second's failed: the first slot's take goes back to Redis, and the request
-    is admitted against this process's buckets, all of them or none."""
-    from switchman.state import RedisUnavailable
+def test_a_key_given_twice_is_checked_and_taken_once(clock: Clock, prefix: str) -> None:
+    """Before, both places were checked against the same buckets (one request's room) and both took: two requests
+    gone, a bucket with room for one left in debt."""
+    limit = RateLimit(rpm=2, tpm=1000)
 
     async def main() -> None:
-        link, limiter, scripts = await _redis(prefix)
-        limiter.per_slot = True
-        counted = link.eval
-
-        async def second_fails(source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
-            if len(scripts) == 1:
-                scripts.append(list(keys))
-                raise RedisUnavailable("lost")
-            return await counted(source, keys, args)
-
-        link.eval = second_fails  # type: ignore[method-assign]
-        admitted = await limiter.admit_all([KEY, AGENT], 100)
-        assert all(a.admitted and a.held_in == "local" for a in admitted)
-        assert len(scripts) == 3 and scripts[2] == scripts[0]  # key, agent (lost), the key's give-back
-        link.eval = counted  # type: ignore[method-assign]
-        after = await limiter.admit(*KEY, 100)
-        assert (after.held_in, after.remaining_requests, after.remaining_tokens) == ("redis", 4, 900)
+        link, shared, _ = await _redis(prefix)
+        for limiter in (LocalRateLimiter(clock=clock), shared):
+            twice = await limiter.admit_all([("key:k", limit), ("key:k", limit)], 100)
+            assert [a.admitted for a in twice] == [True, True] and twice[0] == twice[1]
+            assert (twice[0].remaining_requests, twice[0].remaining_tokens) == (1, 900)
+            assert (await limiter.admit("key:k", limit, 100)).remaining_requests == 0
         await link.aclose()
 
     anyio.run(main)

@@ -73,6 +73,9 @@ end
 return reply
 """
 
+#: Give-backs kept while Redis is down at most (more: dropped, those buckets refill on their own: stricter).
+_UNSENT_MAX = 10_000
+
 # KEYS[1] the key's hash; ARGV: rpm (0: none), tpm (0: none), tokens. Gives back one request and the tokens,
 # up to full buckets (a bucket already gone is full).
 _REFUND = """
@@ -101,26 +104,42 @@ class RedisRateLimiter:
         self._used: dict[str, float] = {}  # the fuller bucket's used share at this replica's last admission
         #: One script per Cluster slot (the keys of one script must share one); on a single Redis, one for all.
         self.per_slot = link.cluster
+        #: Give-backs Redis was down for (never sent): sent when it is back, before requests reach it again.
+        self._unsent: list[tuple[str, list[int]]] = []
+        link.on_resync(self._resend)
 
     def _key(self, key: str) -> str:
         return self.link.key(f"ratelimit:{key}")
 
     async def admit(self, key: str, limit: RateLimit, tokens: int) -> Admission:
-        """Take one request and `tokens` from the key's shared buckets if both have room, else nothing."""
-        return (await self.admit_all(((key, limit),), tokens))[0]
+        """Take one request and `tokens` from the key's shared buckets if both have room, else nothing (a
+        deployment's, on every request's path: one script over one key, without `admit_all`'s grouping)."""
+        if not limit:
+            return Admission(admitted=True)
+        tokens = max(tokens, 0)
+        try:
+            reply = await self.link.eval(_ADMIT, [self._key(key)], [tokens, limit.rpm or 0, limit.tpm or 0])
+        except RedisUnavailable:
+            return await self.fallback.admit(key, limit, tokens)
+        return self._admission(key, limit, bool(int(reply[0])), float(reply[1]), reply[2], reply[3])
 
     async def admit_all(self, limits: Sequence[tuple[str, RateLimit]], tokens: int) -> list[Admission]:
         """Take one request and `tokens` from every key's shared buckets if all have room, else from none.
 
         On a single Redis that is one script over every key: atomic. On a Cluster the keys of different entities
         hash to different slots, and one script reaches one slot, so it is one script per slot, in order: each is
-        atomic, and one refusing gives back what the slots before it took (in Redis, never into this process's
-        buckets; a give-back Redis misses leaves those buckets short until they refill — stricter, not looser)."""
+        atomic, and one refusing (or Redis lost) gives back what the slots before it took, in Redis, never into
+        this process's buckets. A give-back the link is down for is sent when Redis is back (on resync, before
+        requests reach it; a bucket already full takes nothing); one that fails on its way is dropped: those
+        buckets stay short until they refill (stricter, not looser). A key given twice is taken once."""
         tokens = max(tokens, 0)
-        live = [i for i, (_, limit) in enumerate(limits) if limit]
+        first: dict[str, int] = {}  # each key's first place (with a limit): a key given twice is taken once
+        for i, (key, limit) in enumerate(limits):
+            if limit and key not in first:
+                first[key] = i
         found: dict[int, Admission] = {}
         taken: list[int] = []
-        for group in self._groups(live, limits):
+        for group in self._groups(list(first.values()), limits):
             try:
                 reply = await self.link.eval(
                     _ADMIT, [self._key(limits[i][0]) for i in group],
@@ -135,10 +154,10 @@ class RedisRateLimiter:
                 found[i] = self._admission(key, limit, admitted, float(wait), requests, toks)
             if not admitted:
                 await self._give_back(taken, limits, tokens)
-                return [replace(found[i], admitted=False) if i in found else Admission(admitted=False)
-                        for i in range(len(limits))]
+                return [replace(found[j], admitted=False) if (j := first.get(key, i)) in found
+                        else Admission(admitted=False) for i, (key, _) in enumerate(limits)]
             taken += group
-        return [found.get(i) or Admission(admitted=True) for i in range(len(limits))]
+        return [found.get(first.get(key, i)) or Admission(admitted=True) for i, (key, _) in enumerate(limits)]
 
     def _groups(self, live: list[int], limits: Sequence[tuple[str, RateLimit]]) -> list[list[int]]:
         """The keys (by index) each script takes: all in one, or one script per Cluster slot (in order)."""
@@ -152,13 +171,25 @@ class RedisRateLimiter:
         return list(slots.values())
 
     async def _give_back(self, taken: list[int], limits: Sequence[tuple[str, RateLimit]], tokens: int) -> None:
-        """What the slots before a refusal took, back to Redis (where it was taken: a miss is dropped)."""
+        """What the slots before a refusal took, back to Redis (where it was taken). The link down: never sent,
+        kept for the resync. A call that fails on its way may have run: dropped (never given back twice)."""
         for i in taken:
             key, limit = limits[i]
+            give = (self._key(key), [limit.rpm or 0, limit.tpm or 0, tokens])
+            if not self.link.up:
+                if len(self._unsent) < _UNSENT_MAX:
+                    self._unsent.append(give)
+                continue
             try:
-                await self.link.eval(_REFUND, [self._key(key)], [limit.rpm or 0, limit.tpm or 0, tokens])
+                await self.link.eval(_REFUND, [give[0]], give[1])
             except RedisUnavailable:
                 pass
+
+    async def _resend(self) -> None:
+        """The give-backs Redis was down for, sent as the link comes back up (a resync callback)."""
+        while self._unsent:
+            key, args = self._unsent.pop(0)
+            await self.link.eval(_REFUND, [key], args)  # failing: the resync fails and runs again (this one dropped)
 
     def _admission(
         self, key: str, limit: RateLimit, admitted: bool, wait: float, requests: bytes | str, toks: bytes | str,
@@ -172,22 +203,8 @@ class RedisRateLimiter:
             limit_requests=limit.rpm, remaining_requests=_remaining(request_level),
             reset_requests_s=_to_full(request_level, limit.rpm),
             limit_tokens=limit.tpm, remaining_tokens=_remaining(token_level),
-            reset_tokens_s=_to_full(token_level, limit.tpm), held_in="redis",
+            reset_tokens_s=_to_full(token_level, limit.tpm),
         )
-
-    async def refund(self, key: str, limit: RateLimit, tokens: int, *, taken: Admission) -> None:
-        """Give back one request and `tokens` where `taken` took them: the shared buckets, or this process's (an
-        admission while Redis was down), whichever is in use now. Taken in Redis and Redis away now, nothing is
-        given back: this process's buckets never lent it (they would end up fuller than any request left them)."""
-        if not limit or not taken.admitted:
-            return
-        if taken.held_in != "redis":
-            await self.fallback.refund(key, limit, tokens, taken=taken)
-            return
-        try:
-            await self.link.eval(_REFUND, [self._key(key)], [limit.rpm or 0, limit.tpm or 0, max(tokens, 0)])
-        except RedisUnavailable:
-            pass
 
     def usage(self, key: str, limit: RateLimit) -> float:
         """The fuller bucket's used share, 0..1, at this replica's last admission (the local one while down)."""
