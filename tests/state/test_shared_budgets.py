@@ -599,3 +599,29 @@ def test_a_reservation_is_settled_by_the_backend_that_took_it_across_an_outage(p
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_a_settle_counts_its_cost_in_full_and_a_replay_of_settled_ids_leaves_the_ttls(prefix: str) -> None:
+    """The settle script added Lua's tostring of the cost (14 digits: 0.12345678901235 for 0.123456789012345678),
+    and the replay of an id settled already renewed the period's keys to the replay's TTL (32 days). Now the cost
+    goes in with 17 digits, and a replay that settles nothing leaves the TTLs (the batched settle renews them, as
+    before)."""
+    from switchman.state._budgets import _keys
+    from switchman.state._redis_budget_lua import FAIL, REPAIR, SETTLE_MANY
+
+    keys = _keys(f"{prefix}{{budget:agent:t}}")
+    cost = 0.123456789012345678
+    with _raw_redis() as raw:
+        settle = raw.register_script(SETTLE_MANY)
+        assert settle(keys=keys, args=[REPAIR, 86_400 * 32, 3_600_000, "r1", cost]) == 1
+        assert float(raw.hget(keys[0], "spent")) == cost
+        kept = [key for key in keys if raw.exists(key)]
+        for key in kept:
+            raw.expire(key, 50)
+        assert settle(keys=keys, args=[REPAIR, 86_400 * 32, 3_600_000, "r1", cost]) == 0  # settled already
+        assert all(0 < raw.ttl(key) <= 50 for key in kept)
+        assert float(raw.hget(keys[0], "spent")) == cost
+        assert settle(keys=keys, args=[FAIL, 3600, 3_600_000, "r1", cost]) == 0  # the batched settle renews them
+        assert all(raw.ttl(key) > 50 for key in kept)
+        assert settle(keys=keys, args=[FAIL, 3600, 3_600_000, "r2", cost, "r3", cost]) == 2
+        assert float(raw.hget(keys[0], "spent")) == cost + (cost + cost)

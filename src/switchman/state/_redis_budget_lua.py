@@ -95,7 +95,10 @@ return {1, tostring(spent), tostring(reserved)}
 
 #: ARGV: on unknown (FAIL, REPAIR, KEEP), ttl_s, done_keep_ms, then reservation id, actual cost pairs. Removes each
 #: reservation and counts its cost, once per id: one script per budget per flush, whatever the request rate (and
-#: for the rebuild's replay of a settle Redis missed). Returns how many ids were settled (not done already).
+#: for the rebuild's replay of a settle Redis missed). Returns how many ids were settled (not done already). The
+#: cost is added with 17 significant digits (a double exactly; Lua's tostring keeps 14). The replay (REPAIR, KEEP)
+#: of ids all settled already leaves the keys' TTLs as they were (its TTL is the longest: it would keep a period's
+#: keys a month); the batched settle (FAIL) renews them on every flush.
 SETTLE_MANY = _SPENT_UNKNOWN % _ON_UNKNOWN + _SWEEP_TAIL + """
 local settled, cost = 0, 0
 for i = 4, #ARGV, 2 do
@@ -111,9 +114,9 @@ for i = 4, #ARGV, 2 do
 end
 reserved = settled_reserved(reserved)
 redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
-if cost > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', tostring(cost)) end
+if cost > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', string.format('%.17g', cost)) end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[3]))
-expire_all(ARGV[2])
+if settled > 0 or ARGV[1] == 'fail' then expire_all(ARGV[2]) end
 return settled
 """
 
