@@ -30,15 +30,13 @@ from .conftest import Clock
 
 #: Every Lua script the shared backends run, by name.
 SCRIPTS = {
-    "budgets.reserve": "switchman.state._budgets:_RESERVE",
-    "budgets.settle": "switchman.state._budgets:_SETTLE_MANY",
-    "budgets.replay": "switchman.state._budgets:_SETTLE",
-    "budgets.rebuild": "switchman.state._budgets:_REBUILD",
-    "budgets.replay_keeping": "switchman.state._budgets:_SETTLE_KEEPING",
-    "budgets.rebuild_keeping": "switchman.state._budgets:_REBUILD_KEEPING",
+    "budgets.reserve": "switchman.state._redis_budget_lua:RESERVE",
+    "budgets.settle": "switchman.state._redis_budget_lua:SETTLE_MANY",
+    "budgets.rebuild": "switchman.state._redis_budget_lua:REBUILD",
     "sessions.put": "switchman.state._sessions:_PUT",
     "sessions.mark": "switchman.state._sessions:_MARK",
     "limits.admit": "switchman.state._redis_limits:_ADMIT",
+    "limits.refund": "switchman.state._redis_limits:_REFUND",
     "health.record": "switchman.state._redis_health:_RECORD",
     "online.push": "switchman.state._redis_online:_PUSH",
 }
@@ -108,7 +106,7 @@ def test_every_script_reaches_keys_only_through_its_keys_argument() -> None:
     """A key built inside a script would escape the slot check the Cluster makes on KEYS: none is."""
     for name, where in SCRIPTS.items():
         source = _script(where)
-        targets = re.findall(r"redis\.call\(\s*'(\w+)'\s*(?:,\s*([^,)]+))?", source)
+        targets = re.findall(r"redis\.p?call\(\s*'(\w+)'\s*(?:,\s*([^,)]+))?", source)
         assert targets, name
         for command, first in targets:
             if command.upper() == "TIME":
@@ -161,9 +159,8 @@ def test_backends_pass_on_the_cluster_with_one_slot_per_script(
     assert calls.failed == 0
     seen = _one_slot_each(calls)
     # health.record runs inside a pipeline (one key each); the rebuilds and replays only at a resync; online.push
-    # in the online-count tests
-    assert seen == set(SCRIPTS) - {"health.record", "budgets.rebuild", "budgets.replay", "online.push",
-                                 "budgets.rebuild_keeping", "budgets.replay_keeping"}, seen
+    # in the online-count tests; limits.refund only when a later slot refuses
+    assert seen == set(SCRIPTS) - {"health.record", "budgets.rebuild", "online.push", "limits.refund"}, seen
 
 
 def test_a_budget_rebuild_after_a_resync_touches_one_slot_a_budget(cluster: RedisClusterServer, calls: Calls) -> None:
@@ -379,3 +376,30 @@ def test_a_primary_killed_right_after_start_fails_over() -> None:
             time.sleep(0.1)
         assert server.node_for("{victim}") != victim  # its replica was promoted
         server.wait_serving(seconds=30)
+
+
+def test_limits_of_two_slots_are_admitted_per_slot_and_a_refusal_gives_back(cluster: RedisClusterServer,
+                                                                            calls: Calls) -> None:
+    """A key's and an agent's buckets hash to two slots: one script each (never a cross-slot script), and the key's
+    take is given back when the agent's refuses."""
+    from switchman.state import RateLimit, RedisRateLimiter
+
+    prefix = unique_prefix()
+    key, agent = ("key:k", RateLimit(rpm=5)), ("agent:a", RateLimit(rpm=1))
+
+    async def main() -> None:
+        link = RedisLink(cluster.url, prefix=prefix, timeout_s=2.0)
+        await link.check()
+        limiter = RedisRateLimiter(link)
+        assert limiter.per_slot
+        assert all(a.admitted for a in await limiter.admit_all([key, agent], 10))
+        assert not any(a.admitted for a in await limiter.admit_all([key, agent], 10))
+        assert (await limiter.admit(*key, 10)).remaining_requests == 3  # the refused request took nothing
+        await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(cluster.url, prefix)
+    assert calls.failed == 0
+    assert "limits.admit" in _one_slot_each(calls)

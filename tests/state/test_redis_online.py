@@ -290,3 +290,41 @@ def test_a_malformed_shared_field_name_is_skipped_and_the_others_still_sync(
         anyio.run(main)
     finally:
         forget_prefix(SHARED_URL, prefix)
+
+
+def test_a_push_redis_refuses_for_memory_keeps_the_learned_counts_and_is_sent_again(
+        math_greeting_router: TrainedRouter) -> None:
+    """Under maxmemory (noeviction) Redis refuses the push's first write. Before, the script took any refusal for
+    a malformed count: it deleted the field and wrote the push's amount alone ({a: 10} + 1 -> {a: 1}), a
+    learned count lost. Now the push fails whole and is sent again, counted once, when Redis has room."""
+    import redis
+
+    prefix = unique_prefix()
+    a = online(math_greeting_router)
+    models = math_greeting_router.model_names
+    alpha_field, beta_field = f"a:0:{models[0]}", f"b:0:{models[0]}"
+
+    async def main() -> None:
+        with RedisServer() as server:
+            raw = redis.Redis.from_url(server.url)
+            try:
+                (link,) = await linked(server.url, prefix, count=1)
+                (shared,) = counts_of([link], (a,))
+                raw.hset(shared.key, mapping={alpha_field: "10", beta_field: "20"})
+                raw.set("filler", "x" * 2_000_000)
+                raw.config_set("maxmemory-policy", "noeviction")
+                raw.config_set("maxmemory", int(raw.info("memory")["used_memory"]) - 1000)
+                assert a.observe(0, models[0], 1.0)
+                await shared.sync()  # refused: the batch stays unsent
+                assert raw.hgetall(shared.key) == {alpha_field.encode(): b"10", beta_field.encode(): b"20"}
+                raw.config_set("maxmemory", 0)
+                await shared.sync()
+                await shared.sync()  # nothing sent twice
+                kept = {k.decode(): float(v) for k, v in raw.hgetall(shared.key).items()}
+                assert kept == {alpha_field: 11.0, beta_field: 20.0}
+                await shared.aclose()
+                await link.aclose()
+            finally:
+                raw.close()
+
+    anyio.run(main)

@@ -567,3 +567,61 @@ def test_a_malformed_spend_is_not_restarted_at_zero_while_the_ledger_cannot_be_r
 
     anyio.run(main)
     ledger.close_sync()
+
+
+def test_a_reservation_is_settled_by_the_backend_that_took_it_across_an_outage(prefix: str) -> None:
+    """Taken in Redis, released while Redis is away: this process's counters are untouched and Redis gets it once
+    back; taken in the process while Redis was away, released once it is back: the process's counters get it, not
+    Redis's (the reservation object is the token: a `SharedReservation` settles in Redis, a local one locally)."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        local = BudgetManager([AGENT])
+        budgets = SharedBudgets(local, link)
+        shared = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+        assert isinstance(shared, SharedReservation)
+        real = link.eval
+
+        async def away(*_: object) -> Any:
+            raise RedisUnavailable("down")
+
+        link.eval = away  # type: ignore[method-assign]
+        taken_locally = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
+        assert not isinstance(taken_locally, SharedReservation)
+        shared.release()
+        await budgets.drain()  # missed: kept for the next flush
+        assert [(spent, reserved) for _, spent, reserved in local.usage()] == [(0.0, pytest.approx(0.2))]
+        link.eval = real  # type: ignore[method-assign]
+        taken_locally.release()
+        assert [(spent, reserved) for _, spent, reserved in local.usage()] == [(0.0, 0.0)]
+        assert await _counter(link, AGENT) == (0.0, pytest.approx(0.3))  # the local release did not touch Redis
+        await budgets.flush()  # the missed release goes with the next flush
+        assert await _counter(link, AGENT) == (0.0, 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_settle_counts_its_cost_in_full_and_a_replay_of_settled_ids_leaves_the_ttls(prefix: str) -> None:
+    """The settle script added Lua's tostring of the cost (14 digits: 0.12345678901235 for 0.123456789012345678),
+    and the replay of an id settled already renewed the period's keys to the replay's TTL (32 days). Now the cost
+    goes in with 17 digits, and a replay that settles nothing leaves the TTLs (the batched settle renews them, as
+    before)."""
+    from switchman.state._budgets import _keys
+    from switchman.state._redis_budget_lua import FAIL, REPAIR, SETTLE_MANY
+
+    keys = _keys(f"{prefix}{{budget:agent:t}}")
+    cost = 0.123456789012345678
+    with _raw_redis() as raw:
+        settle = raw.register_script(SETTLE_MANY)
+        assert settle(keys=keys, args=[REPAIR, 86_400 * 32, 3_600_000, "r1", cost]) == 1
+        assert float(raw.hget(keys[0], "spent")) == cost
+        kept = [key for key in keys if raw.exists(key)]
+        for key in kept:
+            raw.expire(key, 50)
+        assert settle(keys=keys, args=[REPAIR, 86_400 * 32, 3_600_000, "r1", cost]) == 0  # settled already
+        assert all(0 < raw.ttl(key) <= 50 for key in kept)
+        assert float(raw.hget(keys[0], "spent")) == cost
+        assert settle(keys=keys, args=[FAIL, 3600, 3_600_000, "r1", cost]) == 0  # the batched settle renews them
+        assert all(raw.ttl(key) > 50 for key in kept)
+        assert settle(keys=keys, args=[FAIL, 3600, 3_600_000, "r2", cost, "r3", cost]) == 2
+        assert float(raw.hget(keys[0], "spent")) == cost + (cost + cost)

@@ -7,8 +7,8 @@
 Limits come from `server.key_limits` (each virtual key its own buckets; the master key has none) and
 each agent's `rpm`/`tpm`. The buckets live in the gateway's `RateLimiter`: in the process, or in
 Redis (`server.redis_url`) so a limit holds across replicas. A request under both a key's and an
-agent's limit takes from both, and one refused by either takes from neither; the answer's
-`x-ratelimit-*` headers describe the tighter.
+agent's limit takes from both, and one refused by either takes from neither (both checked, then both
+taken, in one step: one Redis script); the answer's `x-ratelimit-*` headers describe the tighter.
 """
 
 from __future__ import annotations
@@ -45,22 +45,25 @@ class CallerLimits:
         return applying
 
     async def admit(self, context: RequestContext, tokens: int) -> Admission | None:
-        """The tightest admission among the limits that apply (None: none applies); raises CallerLimitError."""
-        tightest: Admission | None = None
-        taken: list[tuple[str, RateLimit]] = []
-        for key, limit in self._applying(context):
-            admission = await self.limiter.admit(key, limit, tokens)
-            if not admission.admitted:
-                for earlier, earlier_limit in taken:  # a refused request takes from no limit
-                    await self.limiter.refund(earlier, earlier_limit, tokens)
-                scope = key.partition(":")[0]
-                raise CallerLimitError(
-                    f"this {scope}'s rate limit ({_describe(limit)}) is used up; retry in "
-                    f"{admission.retry_after_s:.2f}s", retry_after=admission.retry_after_s, limits=admission.limits())
-            taken.append((key, limit))
-            if tightest is None or _left(admission) < _left(tightest):
-                tightest = admission
-        return tightest
+        """The tightest admission among the limits that apply (None: none applies); raises CallerLimitError.
+
+        All of them at once (`admit_all`): a request one limit refuses takes nothing from the others, not even
+        for the moment an admit-then-refund would hold it (concurrent requests would see 429s meanwhile)."""
+        applying = self._applying(context)
+        if not applying:
+            return None
+        admissions = await self.limiter.admit_all(applying, tokens)
+        if not admissions[0].admitted:  # (all admitted or none)
+            # The first limit that has no room (in order: the key's, then the agent's) is the one reported.
+            (key, limit), admission = next(
+                ((each, admission) for each, admission in zip(applying, admissions, strict=True)
+                 if admission.retry_after_s > 0),
+                (applying[0], admissions[0]))
+            scope = key.partition(":")[0]
+            raise CallerLimitError(
+                f"this {scope}'s rate limit ({_describe(limit)}) is used up; retry in "
+                f"{admission.retry_after_s:.2f}s", retry_after=admission.retry_after_s, limits=admission.limits())
+        return min(admissions, key=_left)  # the first of the tightest, as before
 
 
 def rate_headers(admission: Admission | None) -> dict[str, str]:

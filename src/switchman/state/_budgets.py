@@ -30,6 +30,8 @@ before that are not replayed (the ledger the counters restart from has them, and
 with another replica's rebuild). When the ledger cannot be read and Redis lost its data (the marker key is gone) the
 counters would start from $0, so the rebuild fails instead: the replica stays on the local check
 (`BudgetManager`, the ledger-based fallback that also decides while Redis is down) and the link tries again.
+
+The Lua scripts themselves are in `_redis_budget_lua`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import anyio.to_thread
 from .._config import BudgetConfig
 from .._exceptions import BudgetLimitError
 from ..ledger import BudgetManager, Period, Reservation, period_bounds
+from ._redis_budget_lua import FAIL, KEEP, REBUILD, REPAIR, RESERVE, SETTLE_MANY, UNKNOWN
 from ._redis_link import RedisLink, RedisUnavailable
 
 __all__ = ["SharedBudgets"]
@@ -87,129 +90,6 @@ class _ReservationIds:
 _IDS = _ReservationIds()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_IDS.renew)
-
-# Every script's KEYS: the counter hash, the held amounts (hash), their deadlines (zset), the done ids (zset).
-# It drops reservations past their deadline first and returns `reserved` after that. A `spent` that is no finite
-# number (another writer) is unknown, not $0: the reserve and the batched settle fail on it (the link goes down,
-# requests keep to the local check, and the resync's rebuild writes the ledger's spend over it); the rebuild and
-# the replayed settle before it drop it (the rebuild raises it to the ledger's right after).
-_SPENT_UNKNOWN = """
-local stored = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
-if stored == nil or stored ~= stored or stored == math.huge or stored == -math.huge then
-  %s
-end
-"""
-_SWEEP_TAIL = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-if reserved == nil or reserved ~= reserved or reserved == math.huge or reserved == -math.huge then
-  reserved = 0  -- no number (another writer): what the holds add up to
-  for _, held in ipairs(redis.call('HVALS', KEYS[2])) do reserved = reserved + (tonumber(held) or 0) end
-end
-local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 256)
-for _, id in ipairs(gone) do
-  reserved = reserved - (tonumber(redis.call('HGET', KEYS[2], id) or '0') or 0)
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
-end
-local function settled_reserved(value)  -- nothing held: exactly 0 (no float dust), never below
-  if value < 0 or redis.call('ZCARD', KEYS[3]) == 0 then return 0 end
-  return value
-end
-reserved = settled_reserved(reserved)
-local function expire_all(ttl)
-  for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
-end
-"""
-_REFUSED = "return redis.error_reply('budget spend in Redis is no number: the ledger is needed to rebuild it')"
-_SWEEP_REPAIRING = _SPENT_UNKNOWN % "redis.call('HDEL', KEYS[1], 'spent')" + _SWEEP_TAIL
-_UNKNOWN = -1  # the reserve's and the batched settle's reply to a spend no number (`_SPENT_UNKNOWN`)
-
-# ARGV: limit, amount (negative: give back), ttl_s, check (1) or not (0), reservation id, hold_ms.
-# Adds `amount` to the reservation when spent + reserved + amount fits the limit; returns {ok, spent, reserved}.
-_RESERVE = _SPENT_UNKNOWN % "return {-1, '0', '0'}" + _SWEEP_TAIL + """
-local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
-local amount, id = tonumber(ARGV[2]), ARGV[5]
-if redis.call('ZSCORE', KEYS[4], id) then  -- settled already (a late call): hold nothing
-  return {1, tostring(spent), tostring(reserved)}
-end
-if ARGV[4] == '1' and amount > 0 and spent + reserved + amount > tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
-  return {0, tostring(spent), tostring(reserved)}
-end
-local held = tonumber(redis.call('HGET', KEYS[2], id) or '0')
-local now_held = held + amount
-if now_held <= 0 then
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
-  now_held = 0
-else
-  redis.call('HSET', KEYS[2], id, tostring(now_held))
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), id)
-end
-reserved = settled_reserved(reserved + now_held - held)
-redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
-expire_all(ARGV[3])
-return {1, tostring(spent), tostring(reserved)}
-"""
-
-# ARGV: reservation id, actual cost, ttl_s, done_keep_ms. Removes the reservation and counts the cost, once per id.
-# (Used by the rebuild's replay only, right before the rebuild: it drops a `spent` no number, see `_SPENT_UNKNOWN`.)
-_SETTLE_BODY = """
-local id = ARGV[1]
-if redis.call('ZSCORE', KEYS[4], id) then
-  redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
-  return 0
-end
-local held = tonumber(redis.call('HGET', KEYS[2], id) or '0')
-redis.call('HDEL', KEYS[2], id)
-redis.call('ZREM', KEYS[3], id)
-reserved = settled_reserved(reserved - held)
-redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
-if tonumber(ARGV[2]) > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', ARGV[2]) end
-redis.call('ZADD', KEYS[4], now, id)
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[4]))
-expire_all(ARGV[3])
-return 1
-"""
-
-# ARGV: ttl_s, done_keep_ms, then reservation id, actual cost pairs. `_SETTLE` for a batch of reservations: one
-# script per budget per flush, whatever the request rate. Returns how many ids were settled (not done already).
-_SETTLE_MANY = _SPENT_UNKNOWN % "return -1" + _SWEEP_TAIL + """
-local settled, cost = 0, 0
-for i = 3, #ARGV, 2 do
-  local id = ARGV[i]
-  if not redis.call('ZSCORE', KEYS[4], id) then
-    reserved = reserved - (tonumber(redis.call('HGET', KEYS[2], id) or '0') or 0)
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('ZADD', KEYS[4], now, id)
-    cost = cost + math.max(tonumber(ARGV[i + 1]), 0)
-    settled = settled + 1
-  end
-end
-reserved = settled_reserved(reserved)
-redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
-if cost > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', tostring(cost)) end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[2]))
-expire_all(ARGV[1])
-return settled
-"""
-
-# ARGV: the ledger's spend, ttl_s. Raises `spent` to the ledger's; reservations are left as they are.
-_REBUILD_BODY = """
-local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
-if spent == nil or tonumber(ARGV[1]) > spent then redis.call('HSET', KEYS[1], 'spent', ARGV[1]) end  -- (malformed: the ledger's)
-redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
-expire_all(ARGV[2])
-return 1
-"""
-_SETTLE = _SWEEP_REPAIRING + _SETTLE_BODY
-_REBUILD = _SWEEP_REPAIRING + _REBUILD_BODY
-# The same while the ledger cannot be read: a spend no number fails them (its counter stays unknown, not $0).
-_SETTLE_KEEPING = _SPENT_UNKNOWN % _REFUSED + _SWEEP_TAIL + _SETTLE_BODY
-_REBUILD_KEEPING = _SPENT_UNKNOWN % _REFUSED + _SWEEP_TAIL + _REBUILD_BODY
 
 _Hold = tuple[str, BudgetConfig, float]  # the counter key, the budget, the period's end
 #: The TTL of a counter a missed settle is written to (its period's end is not kept with it).
@@ -374,10 +254,10 @@ class SharedBudgets:
                 key, budget, end = hold
                 exempt = budget.on_exceed == "downgrade" and model is not None and model == budget.downgrade_to
                 ok, spent, reserved = await self.link.eval(
-                    _RESERVE, _keys(key),
+                    RESERVE, _keys(key),
                     [budget.usd + _EPSILON_USD, amount, self._ttl(end), 0 if exempt else 1, rid,
                      int(self.hold_s * 1000)])
-                if int(ok) == _UNKNOWN:  # given back below, like any failure: the local check decides
+                if int(ok) == UNKNOWN:  # given back below, like any failure: the local check decides
                     self._spend_unknown(key)
                     raise RedisUnavailable(f"budget spend in Redis unknown: {key}")
                 if not int(ok):
@@ -399,7 +279,7 @@ class SharedBudgets:
 
     async def _shrink(self, key: str, budget: BudgetConfig, end: float, rid: str, amount: float) -> None:
         try:  # failing, the growth stays held until the reservation settles (or its deadline)
-            await self.link.eval(_RESERVE, _keys(key), [budget.usd, -amount, self._ttl(end), 0, rid,
+            await self.link.eval(RESERVE, _keys(key), [budget.usd, -amount, self._ttl(end), 0, rid,
                                                         int(self.hold_s * 1000)])
         except RedisUnavailable:
             pass
@@ -461,13 +341,13 @@ class SharedBudgets:
         for key in missed:
             batch.setdefault(key, (_REPLAY_TTL_S, []))
         for key, (ttl, entries) in batch.items():
-            args: list[str | int | float] = [ttl, keep_ms]
+            args: list[str | int | float] = [FAIL, ttl, keep_ms]
             for rid, actual in entries:
                 args += [rid, actual]
             for _, rid, actual, _, _ in missed.get(key, []):
                 args += [rid, actual]
             try:
-                if await self.link.eval(_SETTLE_MANY, _keys(key), args) == _UNKNOWN:
+                if await self.link.eval(SETTLE_MANY, _keys(key), args) == UNKNOWN:
                     self._spend_unknown(key)
                     raise RedisUnavailable(f"budget spend in Redis unknown: {key}")
             except Exception as exc:  # RedisUnavailable; or a bug: kept for the replay, the other keys still go
@@ -554,14 +434,14 @@ class SharedBudgets:
             raise RedisUnavailable("ledger unreadable for the budget rebuild")
         self._ledger_unread = False
         epoch = found.decode("utf-8", "replace") if found is not None else uuid.uuid4().hex
-        known = totals is not None or not self.local.has_ledger  # (else a spend no number stays unknown: see _SETTLE)
+        known = totals is not None or not self.local.has_ledger  # (else a spend no number stays unknown: KEEP)
         await self._replay(epoch, known)
         now = self._clock()
         for budget in self.local.budgets():
             start, end = period_bounds(now, budget.period)
             spend = (totals or {}).get((budget.scope, budget.period), {}).get(budget.name, 0.0)
-            await self.link.eval(_REBUILD if known else _REBUILD_KEEPING, _keys(self._key(budget, start)),
-                                 [spend, self._ttl(end)])
+            await self.link.eval(REBUILD, _keys(self._key(budget, start)),
+                                 [REPAIR if known else KEEP, spend, self._ttl(end)])
         if lost:  # another replica may have made the new epoch meanwhile: keep the first
             await self.link.run(lambda r: r.set(marker, epoch.encode(), nx=True))
             found = await self.link.run(lambda r: r.get(marker))
@@ -579,8 +459,8 @@ class SharedBudgets:
         while self._unsent:
             key, rid, actual, when, then = self._unsent[0]
             if when >= oldest and (then == epoch or not self.local.has_ledger):
-                await self.link.eval(_SETTLE if known else _SETTLE_KEEPING, _keys(key),
-                                     [rid, actual, _REPLAY_TTL_S, int(DONE_KEEP_S * 1000)])
+                await self.link.eval(SETTLE_MANY, _keys(key),
+                                     [REPAIR if known else KEEP, _REPLAY_TTL_S, int(DONE_KEEP_S * 1000), rid, actual])
             self._unsent.pop(0)
 
     def _spend_unknown(self, key: str) -> None:

@@ -40,16 +40,25 @@ _TTL_S = 90 * 86_400  # counts nobody has added to for 90 days are forgotten
 _DONE_KEEP_MS = 3_600_000
 
 #: KEYS[1] the counts hash, KEYS[2] the push ids done (zset, score: Redis time ms). ARGV: push id, ttl s,
-#: keep ms, then field, amount pairs. Adds the amounts once per push id; returns the whole hash.
+#: keep ms, then field, amount pairs. Adds the amounts once per push id; returns the whole hash. One command per
+#: field: a count HINCRBYFLOAT refuses as no number, or makes no finite double of (another writer's), is dropped
+#: and the amount added to 0, so the push never fails halfway — caught from the command's own reply instead of
+#: read beforehand (an HGET a field more). Any other refusal (OOM under maxmemory: it refuses the first write,
+#: so nothing is half-applied) fails the script: the push is sent again, and no learned count is lost.
 _PUSH = """
 if #ARGV > 3 and not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-  for i = 4, #ARGV, 2 do  -- a count no finite number (another writer) would fail HINCRBYFLOAT halfway: dropped
-    local held = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
-    if held == nil or held ~= held or held == math.huge or held == -math.huge then
+  for i = 4, #ARGV, 2 do
+    local added = redis.pcall('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+    local sum = type(added) == 'string' and tonumber(added)  -- (a refusal is a table; 1e400 passes as inf)
+    if not sum or sum ~= sum or sum == math.huge or sum == -math.huge then
+      if type(added) == 'table' and not (string.find(added.err, 'hash value is not a float', 1, true)
+          or string.find(added.err, 'NaN or Infinity', 1, true)) then
+        return added
+      end
       redis.call('HDEL', KEYS[1], ARGV[i])
+      redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
     end
   end
-  for i = 4, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZADD', KEYS[2], now, ARGV[1])
