@@ -28,8 +28,15 @@ async def test_a_thread_blocked_past_its_callers_timeout_keeps_its_token_until_i
 
 
 @pytest.mark.anyio
-async def test_a_call_cancelled_before_its_thread_starts_gives_its_token_back() -> None:
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        await run_in_ledger_thread(lambda: None)
+async def test_a_call_cancelled_before_its_thread_starts_gives_its_token_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token is taken, then the caller leaves while no thread has picked the work up: `drop` gives it back."""
+    ran: list[bool] = []
+
+    async def never_started(*args: object, **kwargs: object) -> None:
+        await anyio.sleep_forever()  # every worker thread busy: the work waits for one
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", never_started)
+    with anyio.move_on_after(0.05):
+        await run_in_ledger_thread(lambda: ran.append(True))
     assert ledger_limiter().borrowed_tokens == 0
+    assert ran == []

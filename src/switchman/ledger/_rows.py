@@ -157,7 +157,7 @@ def executemany(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> 
 
 #: What the driver raises for a value it cannot bind, before the database sees it: the row is bad, not the database
 #: away (`Ledger.record` never raises, so an SDK caller's lone surrogate or huge int gets this far).
-_UNBINDABLE: tuple[type[Exception], ...] = (UnicodeError, OverflowError)
+_UNBINDABLE: tuple[type[Exception], ...] = (UnicodeEncodeError, OverflowError)
 
 class BulkInsert:
     """Inserts encoded rows in one transaction: `executemany` on SQLite, `COPY` on Postgres."""
