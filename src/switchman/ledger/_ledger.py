@@ -10,7 +10,10 @@ SDK and plain scripts. Nothing is written before `start()` (or `flush()`/`close(
 When the database is down, locked or missing its table, the batch stays in memory and is retried
 with backoff (the table is recreated if it went away); the queue holds up to `max_queued` rows, and
 rows beyond that are counted in `stats.dropped` and logged. `close()` writes everything queued
-before it returns (or gives up after `timeout` seconds, logging how many rows were not written).
+before it returns, or gives up after `close_timeout` seconds (10): the rows still in memory then go to a
+file in `spill_dir` (`_spill`: one JSON line per row, fsynced), and the next ledger started with that
+`spill_dir` writes them from its writer thread (a row already in the database is not inserted twice) and
+deletes the file. Without a `spill_dir`, or when the directory cannot be used, they are logged as lost.
 
 Durability: a row is in memory for at most `flush_interval` plus one write before it is committed,
 so a process killed with SIGKILL loses the rows of the requests answered in that window (SIGTERM
@@ -22,11 +25,14 @@ once, and every row waiting then goes in the same transaction).
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -36,9 +42,10 @@ from ._db import FEEDBACK, REQUESTS, create_ledger_engine, create_tables, displa
 from ._record import LedgerRecord, LedgerStats, SpendBy, SpendRow
 from ._rollup import Fact, RollupBatch, ensure_rollup, fact
 from ._rows import BulkInsert, as_logged, decode, encode
+from ._spill import Claim, SpillDir, spilled
 from ._views import LedgerViews
 
-__all__ = ["Ledger"]
+__all__ = ["CONFIGURED", "Ledger"]
 
 logger = logging.getLogger("switchman.ledger")
 
@@ -48,6 +55,16 @@ _GROUP_COLUMNS = {
     "key": REQUESTS.c.key_id,
     "route": REQUESTS.c.route,
 }
+
+
+class _Configured(enum.Enum):
+    CONFIGURED = "configured"
+
+
+#: `close(timeout=CONFIGURED)`: the ledger's own `close_timeout`.
+CONFIGURED = _Configured.CONFIGURED
+#: The most spilled rows a replay looks up and inserts at once (SQLite's bound parameters are limited).
+_REPLAY_CHUNK = 500
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -68,6 +85,9 @@ class Ledger:
     ledger.start_sync()            # or: await ledger.start()
     ledger.record(LedgerRecord(model="gpt-4o-mini", cost_usd=0.0004))
     ledger.close_sync()            # or: await ledger.close(); writes everything queued
+
+    `close_timeout`: how long a close waits for an unreachable database; `spill_dir`: where the rows it could
+    not write then go (and are replayed from at start); None: nowhere (logged as lost).
     """
 
     def __init__(
@@ -78,8 +98,19 @@ class Ledger:
         flush_interval: float = 0.05,
         max_queued: int = 100_000,
         max_retry_interval: float = 2.0,
+        close_timeout: float = 10.0,
+        spill_dir: str | Path | None = None,
     ) -> None:
+        if not (isinstance(close_timeout, int | float) and math.isfinite(close_timeout) and close_timeout >= 0):
+            raise ValueError(f"the ledger's close timeout must be a finite number of seconds >= 0, not {close_timeout!r}")
         self.url = url
+        self._close_timeout = float(close_timeout)
+        #: Resolved lazily: nothing is touched until a close spills or the writer replays.
+        self._spill = None if spill_dir is None else SpillDir(Path(spill_dir).expanduser())
+        self._replay_due = self._spill is not None  # spilled files may wait: the writer looks once it runs
+        self._replaying: Claim | None = None
+        self._take = threading.Lock()  # the writer takes rows off the queue, or close takes what is left: not both
+        self._spilled = 0
         self._engine: Engine = create_ledger_engine(url)
         self._insert = BulkInsert(self._engine)
         self._batch_size = batch_size
@@ -149,12 +180,15 @@ class Ledger:
         """Wait until every record queued so far is written; False if `timeout` passed first."""
         return await asyncio.to_thread(self.flush_sync, timeout)
 
-    def close_sync(self, timeout: float | None = 30.0) -> None:
+    def close_sync(self, timeout: float | None | _Configured = CONFIGURED) -> None:
         """Write everything queued, stop the writer and release connections.
 
-        If the database stays unreachable for `timeout` seconds, the rows still in memory are
-        logged as lost and the ledger closes anyway (None waits for as long as it takes).
+        If the database stays unreachable for `timeout` seconds (default: the ledger's `close_timeout`), the rows
+        still in memory are spilled to `spill_dir` (or logged as lost) and the ledger closes anyway (None waits
+        for as long as it takes).
         """
+        if timeout is CONFIGURED:
+            timeout = self._close_timeout
         with self._lock:
             self._closing = True
             thread = self._thread
@@ -169,28 +203,65 @@ class Ledger:
                 self._abandon = True
                 self._wake.set()
                 thread.join(1.0)
-        self._closed = True
-        lost = len(self._queue) + len(self._pending)
-        if lost:
-            logger.error("ledger %s unreachable at shutdown: %d rows not written", display_url(self.url), lost)
+        with self._lock:
+            self._closed = True
+        self._spill_left()
         self._engine.dispose()
 
-    async def close(self, timeout: float | None = 30.0) -> None:
+    async def close(self, timeout: float | None | _Configured = CONFIGURED) -> None:
         """Write everything queued, stop the writer and release connections."""
         await asyncio.to_thread(self.close_sync, timeout)
+
+    def _spill_left(self) -> None:
+        """The rows the writer did not commit, to a spill file (or logged as lost).
+
+        Taken under `_take`: once `_abandon` is set the writer takes no more rows off the queue. Its batch in
+        flight is spilled too: a write that still commits after this makes the replay find those rows present.
+        """
+        with self._take:
+            pending = [row for row, _ in self._pending]
+            queued = list(self._queue)
+        if not pending and not queued:
+            return
+        rows = [spilled(row) for row in pending]
+        for rec in queued:
+            try:
+                rows.append(spilled(encode(rec)))
+            except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+                self._discard(getattr(rec, "request_id", "?"), exc)
+        where = display_url(self.url)
+        if self._spill is None or not rows:
+            if rows:
+                logger.error("ledger %s unreachable at shutdown: %d rows not written", where, len(rows))
+            return
+        try:
+            path = self._spill.write(rows)
+        except OSError as exc:
+            logger.error("ledger %s unreachable at shutdown and its spill directory %s unusable (%s): %d rows not "
+                         "written", where, self._spill.path, exc.strerror or exc, len(rows))
+            return
+        self._spilled += len(rows)
+        logger.warning("ledger %s unreachable at shutdown: %d rows spilled to %s (written at the next start)",
+                       where, len(rows), path)
 
     # -- the hot path ----------------------------------------------------------------------------
 
     def record(self, rec: LedgerRecord) -> int:
         """Queue one record for writing; never blocks, never raises. Returns its ticket (0: dropped)."""
         queue = self._queue
-        if len(queue) >= self._max_queued or self._closed:
+        if len(queue) >= self._max_queued:
             self._drop()
             return 0
         with self._lock:
-            queue.append(rec)
-            self._appended += 1
-            ticket = self._appended
+            if self._closed:  # checked under the lock close sets it with: no row lands after close took the rest
+                ticket = 0
+            else:
+                queue.append(rec)
+                self._appended += 1
+                ticket = self._appended
+        if not ticket:
+            self._drop()
+            return 0
         if len(queue) >= self._batch_size:
             self._wake.set()
         return ticket
@@ -246,6 +317,7 @@ class Ledger:
             dropped=self._dropped,
             discarded=self._discarded,
             write_errors=self._write_errors,
+            spilled=self._spilled,
         )
 
     # -- the writer thread -----------------------------------------------------------------------
@@ -256,11 +328,16 @@ class Ledger:
             self._wake.wait(delay)
             self._wake.clear()
             ok = self._drain()
+            if ok and self._replay_due and not self._closing:
+                ok = self._replay_step()
+                if ok and self._replay_due:
+                    self._wake.set()  # more spilled rows: go on at once (live rows first, each turn)
             if ok:
                 delay = self._flush_interval
             else:
                 delay = min(max(delay * 2, self._flush_interval), self._max_retry_interval)
             if self._abandon or (self._closing and ok and not self._queue):
+                self._give_back()
                 return
 
     def _drain(self) -> bool:
@@ -271,13 +348,16 @@ class Ledger:
             while True:
                 if not self._pending:
                     queue, pending, null = self._queue, self._pending, self._insert.null
-                    while queue and len(pending) < self._batch_size:
-                        rec = queue.popleft()
-                        self._taken += 1
-                        try:
-                            pending.append((encode(rec, null), fact(rec)))
-                        except (AttributeError, TypeError, ValueError, OverflowError) as exc:
-                            self._discard(getattr(rec, "request_id", "?"), exc)
+                    with self._take:
+                        if self._abandon:  # close spilled what is queued: writing it too would duplicate it
+                            return False
+                        while queue and len(pending) < self._batch_size:
+                            rec = queue.popleft()
+                            self._taken += 1
+                            try:
+                                pending.append((encode(rec, null), fact(rec)))
+                            except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+                                self._discard(getattr(rec, "request_id", "?"), exc)
                 if not self._pending:
                     self._settled = self._taken
                     self._release()
@@ -285,7 +365,7 @@ class Ledger:
                         self._dropping = False
                         logger.warning("ledger queue drained: keeping records again (%d dropped so far)", self._dropped)
                     return True
-                if not self._write_batch(self._pending):
+                if self._abandon or not self._write_batch(self._pending):
                     return False
                 self._pending.clear()
                 self._settled = self._taken
@@ -328,6 +408,80 @@ class Ledger:
             del batch[:done]  # never write a row twice when the retry comes
         self._recovered()
         return True
+
+    # -- replaying spilled rows ------------------------------------------------------------------
+
+    def _replay_step(self) -> bool:
+        """Insert the next chunk of spilled rows (claiming a file first); False when the database failed.
+
+        An unusable spill directory is logged once and the replay given up: the writer lives on."""
+        assert self._spill is not None
+        claim = self._replaying
+        if claim is None:
+            try:
+                claim = self._spill.claim()
+            except OSError as exc:
+                logger.error("ledger spill directory %s unusable (%s): spilled rows not replayed",
+                             self._spill.path, exc.strerror or exc)
+                claim = None
+            if claim is None:
+                self._replay_due = False
+                return True
+            self._replaying = claim
+        chunk = claim.records[claim.position:claim.position + min(self._batch_size, _REPLAY_CHUNK)]
+        if chunk:
+            if not self._insert_new(chunk, claim):
+                return False
+            claim.position += len(chunk)
+            return True
+        self._replaying = None
+        try:
+            claim.finish()
+        except OSError as exc:
+            logger.error("ledger spill file %s replayed but not deleted (%s): the next start skips its rows again",
+                         claim.claimed, exc.strerror or exc)
+        logger.warning("ledger replayed %d rows spilled at an earlier shutdown (%s; %d were in the ledger already, "
+                       "%d unreadable lines skipped)", len(claim.records) - claim.present, claim.name,
+                       claim.present, claim.skipped)
+        return True
+
+    def _insert_new(self, chunk: list[LedgerRecord], claim: Claim) -> bool:
+        """Insert the rows of `chunk` the database does not hold yet (same request id and time); False when it
+        failed (the chunk is looked up again at the retry, so a row committed meanwhile is not inserted twice)."""
+        try:
+            self._ensure_schema()
+            present = self._present(chunk)
+        except self._insert.errors as exc:
+            return self._failed(exc)
+        batch: list[tuple[tuple[Any, ...], Fact]] = []
+        for rec in chunk:
+            if present[rec.request_id, rec.time] > 0:
+                present[rec.request_id, rec.time] -= 1
+                claim.present += 1
+                continue
+            try:
+                batch.append((encode(rec, self._insert.null), fact(rec)))
+            except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+                self._discard(rec.request_id, exc)
+        return not batch or self._write_batch(batch)
+
+    def _present(self, chunk: list[LedgerRecord]) -> Counter[tuple[str, float]]:
+        """How many rows of each (request id, time) of `chunk` the database holds."""
+        ids = sorted({rec.request_id for rec in chunk})
+        query = select(REQUESTS.c.request_id, REQUESTS.c.time).where(REQUESTS.c.request_id.in_(ids))
+        with self._engine.connect() as conn:
+            return Counter((str(rid), float(moment)) for rid, moment in conn.execute(query))
+
+    def _give_back(self) -> None:
+        """The writer stops mid-replay: the claimed file goes back to be replayed at the next start."""
+        claim, self._replaying = self._replaying, None
+        if claim is None:
+            return
+        try:
+            claim.release()
+        except OSError as exc:
+            logger.error("ledger spill file %s not given back (%s): a later start takes it once this process ends",
+                         claim.claimed, exc.strerror or exc)
 
     def _discard(self, request_id: object, exc: BaseException) -> None:
         self._discarded += 1
