@@ -82,6 +82,19 @@ def _math_greeting_table(pairs: int = 30, seed: int = 0) -> OutcomeTable:
 
 
 @pytest.fixture(scope="session")
+def _state_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("xdg-state")
+
+
+@pytest.fixture(autouse=True)
+def private_state_home(monkeypatch: pytest.MonkeyPatch, _state_home: Path) -> Path:
+    """XDG_STATE_HOME in a temporary folder: a gateway that spills its ledger at shutdown (a test's database
+    taken away) never writes to the user's ~/.local/state, nor replays from it."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(_state_home))
+    return _state_home
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (RouterBench and AlpacaEval 2 outcome tables), or skip."""
     if not (DATA_DIR / "routerbench" / "outcomes.csv.gz").is_file():

@@ -105,14 +105,14 @@ class Ledger:
             raise ValueError(f"the ledger's close timeout must be a finite number of seconds >= 0, not {close_timeout!r}")
         self.url = url
         self._close_timeout = float(close_timeout)
+        self._engine: Engine = create_ledger_engine(url)
+        self._insert = BulkInsert(self._engine)
         #: Resolved lazily: nothing is touched until a close spills or the writer replays.
-        self._spill = None if spill_dir is None else SpillDir(Path(spill_dir).expanduser())
+        self._spill = None if spill_dir is None else SpillDir(Path(spill_dir).expanduser(), url)
         self._replay_due = self._spill is not None  # spilled files may wait: the writer looks once it runs
         self._replaying: Claim | None = None
         self._take = threading.Lock()  # the writer takes rows off the queue, or close takes what is left: not both
         self._spilled = 0
-        self._engine: Engine = create_ledger_engine(url)
-        self._insert = BulkInsert(self._engine)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_queued = max_queued

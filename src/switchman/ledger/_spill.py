@@ -1,16 +1,19 @@
 """Rows the ledger could not write before shutdown, kept in local files until a later start writes them.
 
-    spill = SpillDir(Path("~/.local/state/switchman/ledger-spill").expanduser())
+    spill = SpillDir(resolve_spill_dir(None), ledger_url)
     spill.write([row, ...])        # at close, the database away: one fsynced JSONL file
     claim = spill.claim()          # at the next start: the oldest file, renamed so no one else takes it
     claim.records, claim.finish()  # insert them (idempotently), then delete the file
 
 A file's life, each step an atomic rename inside the directory:
 
-    spill-<ns>-<token>.jsonl.writing-<pid>      being written (renamed once written and fsynced)
-    spill-<ns>-<token>.jsonl                    ready to replay
-    spill-<ns>-<token>.jsonl.replaying-<pid>    claimed by the process replaying it; deleted when done,
-                                                renamed back when the replay stops early (a close)
+    spill-<db>-<ns>-<token>.jsonl.writing-<pid>     being written (renamed once written and fsynced)
+    spill-<db>-<ns>-<token>.jsonl                   ready to replay
+    spill-<db>-<ns>-<token>.jsonl.replaying-<pid>   claimed by the process replaying it; deleted when done,
+                                                    renamed back when the replay stops early (a close)
+
+`<db>` names the ledger (a hash of its URL, password left out): a ledger replays only its own database's
+rows, so gateways of several databases can share the default directory.
 
 A `.writing-` or `.replaying-` file whose process no longer runs is claimed at the next start (a crash). A
 claim is a rename, not a lock: nothing is held while the rows go to the database, so a close is never
@@ -26,6 +29,7 @@ file of this user is left alone (logged). Rows hold what the database row holds 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -39,21 +43,35 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from .._environ import Environment
+from ._db import display_url
 from ._record import LedgerRecord
 from ._rows import FIELDS, as_logged, decode
 
-__all__ = ["Claim", "SpillDir", "UnsafeSpillDir", "record_of", "spilled"]
+__all__ = ["Claim", "SpillDir", "UnsafeSpillDir", "default_spill_dir", "record_of", "resolve_spill_dir", "spilled"]
 
 logger = logging.getLogger("switchman.ledger")
 
 _JSON_FIELDS = ("candidates", "fallback_chain", "tags", "scores", "excluded")
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(LedgerRecord) if f.default is not MISSING}
-_NAME = re.compile(r"(spill-\d+-[0-9a-f]+\.jsonl)(?:\.(writing|replaying)-(\d+))?")
+_NAME = re.compile(r"(spill-([0-9a-f]{16})-\d+-[0-9a-f]+\.jsonl)(?:\.(writing|replaying)-(\d+))?")
 _SUPPORTED = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
 
 
 class UnsafeSpillDir(OSError):
     """The spill directory (or a file in it) is not this user's alone: not used."""
+
+
+def default_spill_dir(environ: Mapping[str, str]) -> Path:
+    """The per-user spill directory: $XDG_STATE_HOME/switchman/ledger-spill (~/.local/state/switchman/...)."""
+    return Environment(environ).state_home / "switchman" / "ledger-spill"
+
+
+def resolve_spill_dir(spill_dir: str | Path | None, *, environ: Mapping[str, str] | None = None) -> Path:
+    """`spill_dir` (a leading ~ expanded), else the per-user default. Nothing is created or checked here."""
+    if spill_dir:
+        return Path(spill_dir).expanduser()
+    return default_spill_dir(Environment.read() if environ is None else Environment(environ))
 
 
 def spilled(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -122,8 +140,9 @@ class SpillDir:
     """The directory of spill files; nothing is touched until a write or a claim (an unusable directory then
     raises OSError, which the ledger logs)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ledger_url: str) -> None:
         self.path = path
+        self.tag = hashlib.sha256(display_url(ledger_url).encode()).hexdigest()[:16]
         self._refused: set[str] = set()  # files already logged as unsafe, not logged again
 
     def __repr__(self) -> str:
@@ -149,7 +168,7 @@ class SpillDir:
 
     def write(self, rows: Iterable[Mapping[str, Any]]) -> Path:
         """Write `rows` (`spilled` objects) to a new file, fsynced, and make it ready; its path."""
-        stem = f"spill-{time.time_ns()}-{secrets.token_hex(4)}.jsonl"
+        stem = f"spill-{self.tag}-{time.time_ns()}-{secrets.token_hex(4)}.jsonl"
         partial = f"{stem}.writing-{os.getpid()}"
         data = b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows)
         with self.opened(create=True) as dirfd:
@@ -178,8 +197,8 @@ class SpillDir:
                 match = _NAME.fullmatch(name)
                 if match is None or name in self._refused:
                     continue
-                ready, state, pid = match.groups()
-                if state is not None and _alive(int(pid)):
+                ready, tag, state, pid = match.groups()
+                if tag != self.tag or (state is not None and _alive(int(pid))):
                     continue
                 claim = self._take(dirfd, name, ready)
                 if claim is not None:
