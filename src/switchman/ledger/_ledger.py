@@ -17,9 +17,10 @@ deletes the file. Without a `spill_dir`, or when the directory cannot be used, t
 
 Durability: a row is in memory for at most `flush_interval` plus one write before it is committed,
 so a process killed with SIGKILL loses the rows of the requests answered in that window (SIGTERM
-loses none: shutdown flushes). Who needs no window at all waits for the row: `record` returns a
-ticket and `await committed(ticket)` returns once that row is committed (the writer is woken at
-once, and every row waiting then goes in the same transaction).
+loses none: shutdown flushes, or spills what the database would not take); killed while the
+database is away, it loses every row still in memory. Who needs no window at all waits for the
+row: `record` returns a ticket and `await committed(ticket)` returns once that row is committed (the
+writer is woken at once, and every row waiting then goes in the same transaction).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class Ledger:
         self._replaying: Claim | None = None
         self._take = threading.Lock()  # the writer takes rows off the queue, or close takes what is left: not both
         self._spilled = 0
+        self._left_taken = False
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_queued = max_queued
@@ -219,6 +221,9 @@ class Ledger:
         flight is spilled too: a write that still commits after this makes the replay find those rows present.
         """
         with self._take:
+            if self._left_taken:  # a second close: spilled (or logged) by the first
+                return
+            self._left_taken = True
             pending = [row for row, _ in self._pending]
             queued = list(self._queue)
         if not pending and not queued:
