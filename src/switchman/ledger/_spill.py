@@ -158,7 +158,12 @@ class SpillDir:
                 self.path.mkdir(mode=0o700)
             except FileExistsError:
                 pass
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:  # O_NOFOLLOW meeting a symlink: ELOOP, or ENOTDIR with O_DIRECTORY (Linux)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(self.path):
+                raise UnsafeSpillDir(exc.errno, "a symlink, not a directory of its own", str(self.path)) from None
+            raise
         try:
             _check_owned(os.fstat(fd), str(self.path), directory=True)
         except BaseException:
