@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -315,7 +316,9 @@ def _as_another_user(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run `work` in a forked child that cannot reach the folders made 000 (as root: the child becomes nobody, for
     whom a root-owned 0700 folder raises PermissionError as it does for any user); its result as JSON."""
     read, write = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():  # Python 3.12+ warns of forking a process with threads: the child starts its own
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: report and leave without running the parent's cleanup
         os.close(read)
         code = 1
