@@ -202,13 +202,15 @@ def test_a_truncated_last_line_is_skipped_and_the_rest_replayed(
                           text=True, check=True)
     crashed = spill_dir / f"{name}.writing-{int(dead.stdout)}"
     (spill_dir / name).rename(crashed)
-    with crashed.open("a") as file:
-        file.write('{"time": 1700000099.0, "request_id": "half')
+    lines = crashed.read_bytes().splitlines(keepends=True)
+    lines[2:2] = [b"[" * 100_000 + b"\n", b"\xff\xfe\n", b'{"time": 1, "request_id": "x", "scores": 5}\n', b"{}\n"]
+    crashed.write_bytes(b"".join(lines) + b'{"time": 1700000099.0, "request_id": "half')  # the crash: half a line
     with caplog.at_level(logging.WARNING, logger=LOG):
         after = replay(open_ledger, sqlite_url, spill_dir)
     assert after.records() == records and files(spill_dir) == []
-    assert "line 7 skipped: not a ledger row" in caplog.text
-    assert "1 unreadable lines skipped" in caplog.text
+    for number in (3, 4, 5, 6, 11):  # too deep, not UTF-8, a field of the wrong shape, no id, truncated
+        assert f"line {number} skipped: not a ledger row" in caplog.text
+    assert "5 unreadable lines skipped" in caplog.text
 
 
 def test_a_close_during_a_replay_returns_and_gives_the_file_back(

@@ -103,7 +103,8 @@ class Ledger:
         spill_dir: str | Path | None = None,
     ) -> None:
         if not (isinstance(close_timeout, int | float) and math.isfinite(close_timeout) and close_timeout >= 0):
-            raise ValueError(f"the ledger's close timeout must be a finite number of seconds >= 0, not {close_timeout!r}")
+            raise ValueError(
+                f"the ledger's close timeout must be a finite number of seconds >= 0, not {close_timeout!r}")
         self.url = url
         self._close_timeout = float(close_timeout)
         self._engine: Engine = create_ledger_engine(url)
@@ -428,6 +429,9 @@ class Ledger:
             except OSError as exc:
                 logger.error("ledger spill directory %s unusable (%s): spilled rows not replayed",
                              self._spill.path, exc.strerror or exc)
+                claim = None
+            except Exception:  # noqa: BLE001 (logged) a file no one foresaw must not end the writer of live rows
+                logger.exception("ledger spill directory %s: spilled rows not replayed", self._spill.path)
                 claim = None
             if claim is None:
                 self._replay_due = False

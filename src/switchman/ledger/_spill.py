@@ -262,7 +262,7 @@ def _parse(data: bytes, name: str) -> tuple[list[LedgerRecord], int]:
             continue
         try:
             records.append(record_of(json.loads(line)))
-        except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
             skipped += 1
             logger.error("ledger spill file %s line %d skipped: not a ledger row (%s)", name, number,
                          type(exc).__name__)
