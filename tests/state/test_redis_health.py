@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from switchman._config import CircuitBreaker, LiveLatency
+from switchman._config_server import CircuitBreaker, LiveLatency
 from switchman.state import HealthBoard, HealthStore, RedisHealth, RedisLink
 from switchman.testing import RedisServer, forget_prefix, unique_prefix
 

@@ -10,7 +10,7 @@ import anyio
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from switchman._config import ServerConfig
+from switchman._config_server import ServerConfig
 from switchman.state import RedisLink, RedisUnavailable
 from switchman.testing import RedisServer
 

@@ -17,7 +17,7 @@ import random
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .._config import CLUSTER_SCHEMES
+from .._config_server import CLUSTER_SCHEMES
 
 __all__ = ["any_node_url", "async_client", "failures", "is_cluster", "node_url", "plain_url", "sync_client"]
 

@@ -72,7 +72,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from .._config import ServerConfig
+from .._config_server import ServerConfig
 from .._exceptions import ConfigError
 from ._redis_cache import redacted_url
 from ._redis_client import async_client, failures, is_cluster
