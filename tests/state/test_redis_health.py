@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from switchman._config_server import CircuitBreaker, LiveLatency
+from switchman._streaks import ONCE_LIMIT
 from switchman.state import HealthBoard, HealthStore, RedisHealth, RedisLink
 from switchman.testing import RedisServer, forget_prefix, unique_prefix
 
@@ -193,6 +194,36 @@ def test_one_malformed_shared_value_is_skipped_and_the_other_keys_still_sync(
             assert b.state("bad@x") == "closed"
             logged = [r for r in caplog.records if "malformed shared state for bad@x" in r.getMessage()]
             assert len(logged) == 1  # once, not at every sync
+
+    run(main)
+
+
+def test_ever_new_malformed_keys_are_logged_a_bounded_number_of_times(clock: Clock,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A writer that keeps adding malformed keys (a bug, a hostile peer): before, each was logged and remembered for
+    the process's life (memory without bound); now the first ONCE_LIMIT are (`OnceLog`), and the pull goes on."""
+    import redis
+
+    async def main(prefix: str) -> None:
+        async with replicas(SHARED_URL, prefix, clock) as (a, b):
+            for _ in range(3):
+                a.record("good@x", ok=False)
+            await a.sync()
+            raw = redis.Redis.from_url(SHARED_URL)
+            try:
+                pipe = raw.pipeline(transaction=False)
+                for i in range(ONCE_LIMIT + 20):
+                    pipe.sadd(a.link.key("health", "keys"), f"bad{i}@x")
+                    pipe.hset(a._circuit_key(f"bad{i}@x"), "open_until", "garbage")
+                pipe.execute()
+            finally:
+                raw.close()
+            with caplog.at_level(logging.WARNING, logger="switchman.state"):
+                await b.sync()
+                await b.sync()
+            logged = [r for r in caplog.records if "malformed shared state for" in r.getMessage()]
+            assert len(logged) == ONCE_LIMIT
+            assert b.state("good@x") == "open"
 
     run(main)
 

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from switchman._config_server import ServerConfig
+from switchman._streaks import ONCE_LIMIT
 from switchman.state import RedisLink, RedisUnavailable
 from switchman.testing import RedisServer
 
@@ -316,6 +317,26 @@ def test_a_script_redis_refuses_is_logged_once(caplog: pytest.LogCaptureFixture,
     anyio.run(main)
     lines = [r.getMessage() for r in caplog.records if "redis refused script" in r.getMessage()]
     assert len(lines) == 1 and "Unknown Redis command called from script" in lines[0], lines
+
+
+def test_ever_new_refused_scripts_are_logged_a_bounded_number_of_times(caplog: pytest.LogCaptureFixture) -> None:
+    """Before, each refused script was remembered for the link's life; now the first ONCE_LIMIT are (`OnceLog`), and
+    every refusal is still counted."""
+    caplog.set_level(logging.WARNING, "switchman.state")
+    count = ONCE_LIMIT + 20
+    with RedisServer() as server:  # its own: the scripts stay out of the shared Redis's script cache
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=2.0)
+            await link.start()
+            for start in range(0, count, 100):
+                calls = [link.eval(f"return redis.call('NOPE{i}')", [], []) for i in range(start, min(start + 100, count))]
+                replies = await asyncio.gather(*calls, return_exceptions=True)
+                assert all(isinstance(reply, RedisUnavailable) for reply in replies)
+            assert link.up and link.errors == count
+            await link.aclose()
+
+        anyio.run(main)
+    assert len([r for r in caplog.records if "redis refused script" in r.getMessage()]) == ONCE_LIMIT
 
 
 def test_a_cluster_link_is_down_while_any_primary_is_lost() -> None:

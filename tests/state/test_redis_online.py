@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from switchman._config import OnlineOptions
+from switchman._streaks import ONCE_LIMIT
 from switchman.learn import LearnedStrategy, OnlineStrategy, TrainedRouter, get_embedder
 from switchman.state import RedisLink, RedisOnlineCounts, RedisUnavailable
 from switchman.testing import RedisServer, forget_prefix, unique_prefix
@@ -206,6 +207,46 @@ def test_one_malformed_shared_count_is_skipped_and_the_others_still_sync(
         assert alpha[0, 0] == prior[0][0, 0] + 4
         assert alpha[1, 0] == prior[0][1, 0]  # the malformed count left out
         assert len([r for r in caplog.records if "malformed count" in r.getMessage()]) == 1
+        for replica in shared:
+            await replica.aclose()
+        for link in links:
+            await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(SHARED_URL, prefix)
+
+
+def test_ever_new_malformed_counts_are_logged_a_bounded_number_of_times(
+        math_greeting_router: TrainedRouter, caplog: pytest.LogCaptureFixture) -> None:
+    """Fields that name the same cell in ever new spellings (`a:01:m`, `a:001:m`, ...), each with a malformed count:
+    before, each was logged and remembered for the process's life; now the first ONCE_LIMIT are (`OnceLog`)."""
+    import redis
+
+    prefix = unique_prefix()
+    a, b = online(math_greeting_router), online(math_greeting_router)
+    prior = b.counts.snapshot()
+    models = math_greeting_router.model_names
+
+    async def main() -> None:
+        links = await linked(SHARED_URL, prefix)
+        shared = counts_of(links, (a, b))
+        raw = redis.Redis.from_url(SHARED_URL)
+        try:
+            raw.hset(shared[0].key, mapping={f"a:{'0' * i}1:{models[0]}": "garbage" for i in range(ONCE_LIMIT + 20)})
+        finally:
+            raw.close()
+        for _ in range(4):
+            assert a.observe(0, models[0], 1.0)
+        await shared[0].sync()
+        caplog.clear()  # the pushing replica logged them too
+        with caplog.at_level(logging.WARNING, logger="switchman.state"):
+            await shared[1].sync()
+            await shared[1].sync()
+        alpha, _ = b.counts.snapshot()
+        assert alpha[0, 0] == prior[0][0, 0] + 4
+        assert len([r for r in caplog.records if "malformed count" in r.getMessage()]) == ONCE_LIMIT
         for replica in shared:
             await replica.aclose()
         for link in links:
