@@ -210,6 +210,18 @@ def test_keys_revoke_with_a_redis_url_of_another_scheme_fails_before_revoking(tm
     assert "active" in out  # not revoked by the command that failed
 
 
+def test_keys_revoke_with_a_redis_url_whose_password_is_not_escaped_fails_before_revoking(tmp_path: Path) -> None:
+    """Before, the URL passed and redis-py's ValueError (the password read as the port) came out as a traceback
+    quoting it, after the key was revoked."""
+    ledger = f"sqlite:///{tmp_path / 'l.db'}"
+    code, out = _run("keys", "create", "bob", "--ledger", ledger)
+    key_id = out.split("Created key ")[1].split()[0]
+    code, out = _run("keys", "revoke", key_id, "--ledger", ledger, "--redis-url", "redis://:s3c/ret@127.0.0.1:1/0")
+    assert code == 2 and "--redis-url: cannot read the Redis URL" in out and "s3c" not in out
+    code, out = _run("keys", "list", "--ledger", ledger)
+    assert "active" in out
+
+
 def test_serve_with_a_ledger_url_it_cannot_use_is_one_error_line(tmp_path: Path) -> None:
     config = tmp_path / "switchman.yaml"
     config.write_text("server: {ledger_url: 'mysql://user:hunter2@db/x'}\n")

@@ -75,8 +75,7 @@ from prometheus_client.registry import Collector
 from .._config_server import ServerConfig
 from .._exceptions import ConfigError
 from .._streaks import OnceLog
-from ._redis_cache import redacted_url
-from ._redis_client import async_client, failures, is_cluster
+from ._redis_client import async_client, failures, is_cluster, shown_redis_url
 from ._redis_wire import (
     Pipe,
     Queued,
@@ -110,7 +109,7 @@ class RedisLink:
             raise ConfigError("server.redis_url needs the redis client: pip install 'switchman[redis]'") from None
         check_internals()
         self.url = url
-        self.display_url = redacted_url(url)
+        self.display_url = shown_redis_url(url)
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.ping_s = ping_s
