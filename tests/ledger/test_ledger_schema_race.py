@@ -8,43 +8,31 @@ import threading
 import time
 
 import pytest
-from ledger_support import pg_url_for, wait_until
+from ledger_support import at_once, pg_url_for, wait_until
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from switchman.ledger import Ledger, LedgerRecord
 from switchman.ledger._db import _SCHEMA_LOCK, create_tables
 
+ROLLUP_TABLES = {"switchman_rollup", "switchman_latency", "switchman_sessions"}
+
 
 def test_ledgers_making_a_fresh_schema_at_once_all_succeed(pg_admin: tuple[Engine, str]) -> None:
     engine, user = pg_admin
-    failures: list[BaseException] = []
+    failures: list[str] = []
     for _ in range(4):
         schema = f"sw_race_{secrets.token_hex(6)}"
         with engine.begin() as conn:
             conn.execute(text(f"create schema {schema}"))
-        ledgers = [Ledger(pg_url_for(user, schema)) for _ in range(6)]
-        start = threading.Barrier(len(ledgers))
-
-        def read(ledger: Ledger, start: threading.Barrier = start) -> None:
-            start.wait()
-            try:
-                ledger.count()
-            except SQLAlchemyError as exc:  # collected for the assertion below
-                failures.append(exc)
-
-        threads = [threading.Thread(target=read, args=(ledger,)) for ledger in ledgers]
         try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(30)
+            _, failed = at_once([Ledger(pg_url_for(user, schema)) for _ in range(6)], Ledger.count)
+            failures += failed
+            assert ROLLUP_TABLES <= _tables(engine, schema)
         finally:
-            for ledger in ledgers:
-                ledger.close_sync()
             with engine.begin() as conn:
                 conn.execute(text(f"drop schema {schema} cascade"))
-    assert not failures, [f"{type(e).__name__}: {str(e)[:200]}" for e in failures]
+    assert not failures, failures
 
 
 
@@ -95,7 +83,7 @@ def test_the_rollup_tables_are_made_under_the_schema_lock(pg_admin: tuple[Engine
         thread.join(30)
         ledger.close_sync()
     assert done.is_set() and not failures
-    assert {"switchman_rollup", "switchman_latency", "switchman_sessions"} <= _tables(engine, pg_schema)
+    assert ROLLUP_TABLES <= _tables(engine, pg_schema)
 
 
 def test_ledgers_starting_together_on_rows_without_rollups_all_succeed_and_count_each_row_once(
@@ -109,32 +97,13 @@ def test_ledgers_starting_together_on_rows_without_rollups_all_succeed_and_count
     assert first.flush_sync(30)
     first.close_sync()
     with engine.begin() as conn:
-        for name in ("switchman_rollup", "switchman_latency", "switchman_sessions"):
+        for name in ROLLUP_TABLES:
             conn.execute(text(f"drop table {pg_schema}.{name}"))
-    ledgers = [Ledger(pg_url) for _ in range(4)]
-    start = threading.Barrier(len(ledgers))
-    failures: list[BaseException] = []
-    requests: list[int] = []
-
-    def read(ledger: Ledger) -> None:
-        start.wait()
-        try:
-            requests.append(ledger.views.totals(since=0.0)[0].requests)
-        except SQLAlchemyError as exc:  # collected for the assertion below
-            failures.append(exc)
-
-    threads = [threading.Thread(target=read, args=(ledger,)) for ledger in ledgers]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-    finally:
-        for ledger in ledgers:
-            ledger.close_sync()
-    assert not failures, [f"{type(e).__name__}: {str(e)[:200]}" for e in failures]
-    assert requests == [50] * len(ledgers)
-    assert {"switchman_rollup", "switchman_latency", "switchman_sessions"} <= _tables(engine, pg_schema)
+    requests, failures = at_once([Ledger(pg_url) for _ in range(4)],
+                                 lambda ledger: ledger.views.totals(since=0.0)[0].requests)
+    assert not failures, failures
+    assert requests == [50] * 4
+    assert ROLLUP_TABLES <= _tables(engine, pg_schema)
 
 
 def test_a_race_lost_again_and_again_is_tried_a_bounded_number_of_times_with_growing_pauses(

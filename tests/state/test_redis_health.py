@@ -165,43 +165,14 @@ def test_a_sync_that_fails_unexpectedly_does_not_end_the_loop(clock: Clock, capl
     assert "redis health sync failed" in caplog.text
 
 
-@pytest.mark.parametrize(("field", "value"), [("open_until", "garbage"), ("open_until", "nan"), ("ttft", "fast"),
-                                              ("at", "inf")])
+@pytest.mark.parametrize(("field", "value", "keys"), [("open_until", "garbage", 1), ("open_until", "nan", 1),
+                                                      ("ttft", "fast", 1), ("at", "inf", 1),
+                                                      ("open_until", "garbage", ONCE_LIMIT + 20)])
 def test_one_malformed_shared_value_is_skipped_and_the_other_keys_still_sync(
-        clock: Clock, field: str, value: str, caplog: pytest.LogCaptureFixture) -> None:
+        clock: Clock, field: str, value: str, keys: int, caplog: pytest.LogCaptureFixture) -> None:
     """A value no number (another writer, a version skew) under one key: before, its ValueError ended every pull
-    (and the replica's start) before the keys after it, for as long as it stayed in Redis."""
-    import redis
-
-    async def main(prefix: str) -> None:
-        async with replicas(SHARED_URL, prefix, clock) as (a, b):
-            for _ in range(3):
-                a.record("good@x", ok=False)
-            await a.sync()
-            raw = redis.Redis.from_url(SHARED_URL)
-            try:
-                raw.sadd(a.link.key("health", "keys"), "bad@x")  # sorted first: pulled before good@x
-                if field == "open_until":
-                    raw.hset(a._circuit_key("bad@x"), "open_until", value)
-                else:
-                    raw.hset(a._mark_key("bad@x"), mapping={"ttft": 100.0, "at": 1_700_000_000.0, field: value})
-            finally:
-                raw.close()
-            with caplog.at_level(logging.WARNING, logger="switchman.state"):
-                await b.sync()
-                await b.sync()
-            assert b.state("good@x") == "open"
-            assert b.state("bad@x") == "closed"
-            logged = [r for r in caplog.records if "malformed shared state for bad@x" in r.getMessage()]
-            assert len(logged) == 1  # once, not at every sync
-
-    run(main)
-
-
-def test_ever_new_malformed_keys_are_logged_a_bounded_number_of_times(clock: Clock,
-                                                                       caplog: pytest.LogCaptureFixture) -> None:
-    """A writer that keeps adding malformed keys (a bug, a hostile peer): before, each was logged and remembered for
-    the process's life (memory without bound); now the first ONCE_LIMIT are (`OnceLog`), and the pull goes on."""
+    (and the replica's start) before the keys after it, for as long as it stayed in Redis. Logged once; and when a
+    writer keeps adding such keys, the first ONCE_LIMIT only (`OnceLog`: before, every one was logged and kept)."""
     import redis
 
     async def main(prefix: str) -> None:
@@ -212,18 +183,22 @@ def test_ever_new_malformed_keys_are_logged_a_bounded_number_of_times(clock: Clo
             raw = redis.Redis.from_url(SHARED_URL)
             try:
                 pipe = raw.pipeline(transaction=False)
-                for i in range(ONCE_LIMIT + 20):
-                    pipe.sadd(a.link.key("health", "keys"), f"bad{i}@x")
-                    pipe.hset(a._circuit_key(f"bad{i}@x"), "open_until", "garbage")
+                for bad in ("bad@x", *(f"bad{i}@x" for i in range(1, keys))):  # sorted first: pulled before good@x
+                    pipe.sadd(a.link.key("health", "keys"), bad)
+                    if field == "open_until":
+                        pipe.hset(a._circuit_key(bad), "open_until", value)
+                    else:
+                        pipe.hset(a._mark_key(bad), mapping={"ttft": 100.0, "at": 1_700_000_000.0, field: value})
                 pipe.execute()
             finally:
                 raw.close()
             with caplog.at_level(logging.WARNING, logger="switchman.state"):
                 await b.sync()
                 await b.sync()
-            logged = [r for r in caplog.records if "malformed shared state for" in r.getMessage()]
-            assert len(logged) == ONCE_LIMIT
             assert b.state("good@x") == "open"
+            assert b.state("bad@x") == "closed"
+            logged = [r.getMessage() for r in caplog.records if "malformed shared state for bad" in r.getMessage()]
+            assert len(logged) == min(keys, ONCE_LIMIT)  # once, not at every sync
 
     run(main)
 
