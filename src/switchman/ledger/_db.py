@@ -53,8 +53,8 @@ __all__ = [
     "display_url",
     "migrate",
     "resolve_url",
-    "up_to_date",
     "unreadable",
+    "up_to_date",
 ]
 
 SQLITE_BUSY_TIMEOUT_S = 2.0
@@ -180,6 +180,7 @@ def create_tables(engine: Engine) -> None:
 
 
 def _create_tables(conn: Connection) -> None:
+    """The ledger's own tables' change (under the lock): IF NOT EXISTS, so what another process made is kept."""
     for table in METADATA.sorted_tables:
         conn.execute(CreateTable(table, if_not_exists=True))
         for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
