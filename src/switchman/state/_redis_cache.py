@@ -93,4 +93,3 @@ class RedisCache:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
-
