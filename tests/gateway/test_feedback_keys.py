@@ -94,22 +94,3 @@ def test_two_keys_scoring_their_own_request_with_the_same_id_each_train_with_the
     table = ledger_outcomes(url, None)
     labels = dict(zip(table.prompts, table.quality[:, 0].tolist(), strict=True))
     assert labels == {"a's question": 0.25, "b's question": 1.0}
-
-
-def test_the_ledger_records_replay_reads_give_each_key_its_own_score(tmp_path: Path) -> None:
-    """`ledger_records` (what `switchman replay --ledger` reads): before, its scores were keyed by request id alone,
-    so two keys' job-1 shared one score, the later key's; now per (request id, key id), as training reads them."""
-    from switchman.evaluate import ledger_records
-    from switchman.ledger import LedgerRecord
-
-    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    ledger = Ledger(url)
-    for key in ("key-A", "key-B"):
-        ledger.record(LedgerRecord(request_id="job-1", model="m", key_id=key, prompt=f"{key}'s question"))
-    ledger.flush_sync()
-    for key, score in (("key-A", 0.25), ("key-B", 1.0)):
-        ledger.add_feedback("job-1", score, scored=ledger.find("job-1", key_id=key))
-    ledger.close_sync()
-    records, scores, _ = ledger_records(url, None)
-    assert sorted((r.request_id, r.key_id) for r in records) == [("job-1", "key-A"), ("job-1", "key-B")]
-    assert scores == {("job-1", "key-A"): 0.25, ("job-1", "key-B"): 1.0}

@@ -9,8 +9,8 @@ structure across models, so a model with few labels still gets sane predictions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar, cast
 
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,6 +20,8 @@ from ..ledger import Ledger, LedgerRecord, display_url, parse_since, unreadable
 from ._datasets import OutcomeTable
 
 __all__ = ["NO_PROMPTS_HINT", "ledger_outcomes", "ledger_records", "outcomes_from_ledger"]
+
+_Scores = TypeVar("_Scores", dict[str, float], dict[tuple[str, str | None], float])
 
 NO_PROMPTS_HINT = (
     "the gateway keeps prompts only when the configuration sets `server: {store_prompts: true}` "
@@ -93,12 +95,13 @@ def _prompt_ids(rows: list[LedgerRecord]) -> tuple[str, ...]:
                  for rec in rows)
 
 
-def ledger_records(url: str | None, since: str | None,
-                   ) -> tuple[list[LedgerRecord], dict[tuple[str, str | None], float], str]:
-    """Records from `since` on (e.g. 7d), the latest feedback score per (request id, key id), and the URL to show.
+def ledger_records(url: str | None, since: str | None) -> tuple[list[LedgerRecord], dict[str, float], str]:
+    """Records from `since` on (e.g. 7d), the latest feedback score per request id, and the URL to show."""
+    return _ledger_rows(url, since, lambda ledger: ledger.feedback_scores())
 
-    Per key, not per request id alone: a request id is the client's X-Request-Id when it sends one, so two keys'
-    requests can share it, and each key's score belongs to its own request (`Ledger.feedback_by_key`)."""
+
+def _ledger_rows(url: str | None, since: str | None, read_scores: Callable[[Ledger], _Scores],
+                 ) -> tuple[list[LedgerRecord], _Scores, str]:
     try:
         start = parse_since(since) if since else None
     except ValueError as exc:
@@ -108,7 +111,7 @@ def ledger_records(url: str | None, since: str | None,
     except ValueError as exc:  # an unparseable or unsupported URL
         raise ConfigError(str(exc)) from None
     try:
-        return ledger.records(since=start), ledger.feedback_by_key(), display_url(ledger.url)
+        return ledger.records(since=start), read_scores(ledger), display_url(ledger.url)
     except SQLAlchemyError as exc:  # unreachable, not a database, ...: one line naming it (password masked)
         raise ConfigError(unreadable(ledger.url, exc)) from None
     finally:
@@ -117,5 +120,5 @@ def ledger_records(url: str | None, since: str | None,
 
 def ledger_outcomes(url: str | None, since: str | None) -> OutcomeTable:
     """The outcome table of logged requests with a stored prompt and feedback (each key's score for its request)."""
-    records, scores, shown = ledger_records(url, since)
+    records, scores, shown = _ledger_rows(url, since, lambda ledger: ledger.feedback_by_key())
     return outcomes_from_ledger(records, scores, source=shown)

@@ -428,10 +428,7 @@ class Ledger:
         return None if row is None else decode(row)
 
     def feedback_scores(self, *, since: datetime | float | None = None) -> dict[str, float]:
-        """The latest score per request id that has feedback (a later score revises an earlier one).
-
-        Keyed by request id alone: two keys' requests can share one (the client's X-Request-Id), and then the later
-        score stands for both. Replay and training read `feedback_by_key` instead."""
+        """The latest score per request that has feedback (a later score revises an earlier one)."""
         self._ensure_schema()
         query = select(FEEDBACK.c.request_id, FEEDBACK.c.score).order_by(FEEDBACK.c.id)
         if since is not None:
