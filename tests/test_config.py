@@ -246,6 +246,7 @@ def test_default_route_must_exist() -> None:
 
 def test_a_redis_url_is_checked_by_its_scheme_and_empty_still_means_no_redis() -> None:
     for url in ("redis://h:6379/0", "rediss://u:p@h:6380/1", "unix:///run/redis.sock",
+                "unix:///run/r@1.sock", "unix:///run/redis;x.sock",  # a socket's file name, no password in it
                 "redis+cluster://h:7000", "rediss+cluster://:pw@h:7000"):
         assert parse_config({"server": {"redis_url": url}}).server.redis_url == url
     # "" is how a templated file leaves Redis off (the link and the cache read it as unset), as before

@@ -25,7 +25,8 @@ def shown_url(url: str) -> str:
         parts.port  # noqa: B018 (raises on a port that is not a number: `user:pa/ss@host` read as host `user`)
     except ValueError:  # e.g. an unclosed IPv6 bracket: nothing of it is shown, it may hold a password
         return NOT_A_URL
-    if "@" in parts.path or ";" in parts.path or (not parts.scheme and "@" in url):
+    socket_path = parts.scheme == "unix" and not parts.netloc  # unix:///run/r@1.sock: a file's name, no password
+    if not socket_path and ("@" in parts.path or ";" in parts.path or (not parts.scheme and "@" in url)):
         # A password holding `/`, `?` or `#` unescaped ends the host early and leaves `user:pa` + `ss@host` in the
         # path; `;key=...` path parameters carry secrets too; without a scheme the whole URL is the path.
         return NOT_A_URL

@@ -35,8 +35,6 @@ def test_ledgers_making_a_fresh_schema_at_once_all_succeed(pg_admin: tuple[Engin
     assert not failures, failures
 
 
-
-
 def _tables(engine: Engine, schema: str) -> set[str]:
     with engine.connect() as conn:
         return set(conn.execute(text("select tablename from pg_tables where schemaname = :s"), {"s": schema}).scalars())
