@@ -6,9 +6,12 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
+import httpx
 import pytest
 
-from switchman import Router, UpstreamError
+from switchman import Router, UpstreamConnectionError, UpstreamError
+from switchman.gateway import Scrubber
+from switchman.gateway._errors import scrubbed
 from switchman.testing import FakeUpstream
 
 from .conftest import ANTHROPIC_KEY, OPENAI_KEY, WRONG_KEY, config_data
@@ -109,3 +112,110 @@ def test_a_mid_stream_error_echoing_the_key_is_scrubbed(tmp_path: Path, monkeypa
             assert "revoked" in str(caught.value) and ODD_KEY not in _text(caught.value)
         finally:
             router.close()
+
+
+def _everything(exc: BaseException) -> str:
+    """What a caller can read of `exc` without a debugger: its text, repr and formatted chain, and the repr and
+    state (`vars`) of every exception it reaches: causes, contexts, group members, notes."""
+    seen: set[int] = set()
+    chain: list[BaseException | None] = [exc]
+    found = ["".join(traceback.format_exception(exc)), _frame_locals(exc)]
+    while chain:
+        error = chain.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        found += [str(error), repr(error), repr(error.args), repr(getattr(error, "__dict__", {}))]
+        chain += [error.__cause__, error.__context__, *getattr(error, "exceptions", ())]
+    return "\n".join(found)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_library_error_holding_the_request_gives_no_key(router: Router, upstream: FakeUpstream,
+                                                                stream: bool) -> None:
+    """aiohttp's error for an answer it cannot parse keeps the request it sent, key header included: the caller
+    gets its type and message, not its headers, in any chained exception, note or attribute."""
+    upstream.inject("bad_head", model="cheap", times=None)
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            if stream:
+                list(router.chat("hello", model="cheap", stream=True))
+            else:
+                router.chat("hello", model="cheap")
+        causes = []
+        error: BaseException | None = caught.value
+        while error is not None:
+            causes.append(type(error).__name__)
+            error = error.__cause__ or error.__context__
+        assert "ClientResponseError" in causes, causes  # the fault reached the client library as meant
+        text = _everything(caught.value)
+        assert OPENAI_KEY not in text and "[redacted]" in text, text
+        assert upstream.requests_for("cheap")[0].headers["authorization"] == f"Bearer {OPENAI_KEY}"  # the key was sent
+    finally:
+        upstream.clear()
+        router.close()
+
+
+def test_scrubbed_reaches_every_exception_a_caller_can_read(upstream: FakeUpstream) -> None:
+    """httpx's error keeps the request it sent (`.request`, Authorization header included); a key can also sit in a
+    note, a context, an exception-group member or an exception held in an attribute. None of them keeps it."""
+    upstream.inject("reset", times=1)
+    try:
+        with httpx.Client() as http:
+            http.post(upstream.openai_base_url + "/chat/completions", json={"model": "cheap"},
+                      headers={"authorization": f"Bearer {OPENAI_KEY}", "x-api-key": ODD_KEY})
+    except httpx.HTTPError as exc:
+        library_error = exc
+    else:
+        pytest.fail("the reset did not reach httpx")
+    finally:
+        upstream.clear()
+    assert ODD_KEY in repr(library_error.request.headers)  # what the test is about (httpx shows Authorization
+    assert library_error.request.headers["authorization"] == f"Bearer {OPENAI_KEY}"  # as [secure] in a repr)
+    library_error.add_note(f"while sending with {ODD_KEY}")
+    try:
+        try:
+            raise ValueError(f"first attempt used {ODD_KEY}")
+        except ValueError:
+            raise UpstreamConnectionError("cheap: upstream connection failed", model="cheap") from library_error
+    except UpstreamConnectionError as exc:
+        ours = exc
+    held = KeyError(ODD_KEY)
+    library_error.held = held  # type: ignore[attr-defined]
+    group = ExceptionGroup("attempts", [ours, RuntimeError(f"second {ODD_KEY}")])
+    assert scrubbed(group, Scrubber([ODD_KEY])) is group
+    text = _everything(group) + repr(library_error.request) + repr(held)
+    assert ODD_KEY not in text and OPENAI_KEY not in text and "[redacted]" in text, text
+    assert ours.__cause__ is library_error and isinstance(ours.__context__, ValueError)  # the chain keeps its types
+    assert ours.model == "cheap" and library_error.__traceback__ is None and ours.__traceback__ is None
+
+
+@pytest.mark.anyio
+async def test_the_caught_error_carries_only_the_callers_frames(router: Router, upstream: FakeUpstream) -> None:
+    """The scrub blocks at the SDK's boundary are plain try/except: a context manager there would hand the error
+    back with the loop thread's traceback re-attached (contextlib restores it), whose frames' locals hold the
+    request's headers. What the caller catches has its own frames and the SDK's boundary, nothing from the loop."""
+    upstream.inject("bad_head", model="cheap", times=None)
+    try:
+        caught: list[BaseException] = []
+        for call in ("chat", "stream", "achat", "astream"):
+            try:
+                if call == "chat":
+                    router.chat("hello", model="cheap")
+                elif call == "stream":
+                    list(router.chat("hello", model="cheap", stream=True))
+                elif call == "achat":
+                    await router.achat("hello", model="cheap")
+                else:
+                    async for _ in await router.achat("hello", model="cheap", stream=True):
+                        pass
+            except UpstreamError as exc:
+                caught.append(exc)
+        assert len(caught) == 4
+        for exc in caught:
+            files = {Path(frame.f_code.co_filename).name for frame, _ in traceback.walk_tb(exc.__traceback__)}
+            assert files <= {Path(__file__).name, "_router.py", "_inprocess.py"}, files
+            assert exc.__cause__ is not None and exc.__cause__.__traceback__ is None
+    finally:
+        upstream.clear()
+        await router.aclose()
