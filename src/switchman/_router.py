@@ -216,15 +216,17 @@ class Router(Decider):
         dispatcher = self._inprocess.dispatcher if self._inprocess is not None else None
         submit_feedback(self, dispatcher, request_id, score, comment)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """End open streams, close connections, write the ledger, stop the local model (safe to repeat).
 
-        `route` works after it; a later `chat` starts a fresh client.
+        Calls under way are let finish first; after `timeout` seconds (None: no limit) those still running are
+        cancelled, their callers (and readers of their streams) get RouterClosedError, and close raises
+        TimeoutError. `route` works after it; a later `chat` starts a fresh client.
         """
         with self._inprocess_lock:
             client, self._inprocess = self._inprocess, None
         if client is not None:
-            client.close()
+            client.close(timeout)
 
     def __enter__(self) -> Self:
         return self
@@ -240,9 +242,9 @@ class Router(Decider):
                         tb: TracebackType | None) -> None:
         await self.aclose()
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout: float | None = None) -> None:
         """`close` for async code (waits in a worker thread, not on the caller's loop)."""
-        await asyncio.to_thread(self.close)
+        await asyncio.to_thread(self.close, timeout)
 
     def _client(self) -> InProcessClient:
         client = self._inprocess

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._config import Config
@@ -46,6 +47,10 @@ logger = logging.getLogger("switchman.sdk")
 
 #: Seconds `close()` waits for in-flight work and the ledger when the interpreter exits.
 EXIT_TIMEOUT_S = 10.0
+#: Seconds the connection pools get to close when `close(timeout)` stops the loop under a stuck close.
+POOLS_CLOSE_S = 5.0
+#: What a caller whose call `close(timeout)` cancelled gets (a RouterClosedError, never a bare cancellation).
+_CANCELLED = "the router was closed while this call ran: close() stopped waiting for it after its timeout"
 
 
 class _Runtime:
@@ -70,6 +75,7 @@ class _Runtime:
         self._calls: set[asyncio.Task[Any]] = set()  # non-stream requests under way (from any thread)
         self._lock = threading.Lock()
         self._closed = False
+        self._cancelling = False  # close() gave up waiting: what is cancelled now was cancelled by it
 
     @staticmethod
     async def _build(decider: Decider, config: Config, env: Environment) -> Dispatcher:
@@ -104,27 +110,50 @@ class _Runtime:
         self._calls.add(task)
         try:
             yield
+        except anyio.get_cancelled_exc_class():
+            if not self._cancelling:
+                raise
+            raise RouterClosedError(_CANCELLED) from None
         finally:
             self._calls.discard(task)
 
     async def _aclose(self) -> None:
-        while self._calls:  # answers on their way (another thread's chat): let them land, each with its row
-            await asyncio.wait(list(self._calls))
-        for feed in list(self._feeds):  # streams still open: end them, recording each
-            await feed.cut()
-        await self.dispatcher.aclose()
+        try:
+            while self._calls:  # answers on their way (another thread's chat): let them land, each with its row
+                await asyncio.wait(list(self._calls))
+            for feed in list(self._feeds):  # streams still open: end them, recording each
+                await feed.cut()
+        finally:  # also when `close` stops the loop under a stuck close: the connection pools still close
+            with anyio.move_on_after(POOLS_CLOSE_S, shield=True):
+                await self.dispatcher.aclose()
+
+    def _give_up(self) -> None:
+        """`close` waited long enough: cancel the calls still running (each caller gets RouterClosedError), so the
+        rest of `_aclose` runs; a stream's reader the loop's stop cancels gets RouterClosedError too."""
+        self._cancelling = True
+        for feed in self._feeds:
+            feed.mark_cut()
+        for task in self._calls:
+            task.cancel()
 
     def close(self, timeout: float | None = None) -> None:
         """Let requests in flight finish, stop open streams, close connections, write the ledger, stop the loop and
-        the local model (once)."""
+        the local model (once). Calls still running after `timeout` seconds are cancelled (their callers get
+        RouterClosedError) and the rest of the close gets `timeout` more before the loop is stopped under it;
+        either way TimeoutError is raised."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         try:
-            self.portal.start_task_soon(self._aclose).result(timeout)
-        except TimeoutError:  # stuck: cancel what still runs, so stopping the loop cannot wait on it
-            self.portal.call(self.portal.stop, True)
+            closing = self.portal.start_task_soon(self._aclose)
+            closing.result(timeout)
+        except TimeoutError:
+            self.portal.call(self._give_up)
+            try:
+                closing.result(timeout)  # streams cut with their rows written, connections closed
+            except TimeoutError:  # stuck past its calls: cancel everything, so stopping the loop cannot wait on it
+                self.portal.call(self.portal.stop, True)
             raise
         finally:
             if self.dispatcher.ledger is not None:
@@ -237,10 +266,11 @@ class InProcessClient:
             raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return feed
 
-    def close(self) -> None:
-        """End open streams, close connections, flush the ledger and stop the loop thread (idempotent)."""
+    def close(self, timeout: float | None = None) -> None:
+        """End open streams, close connections, flush the ledger and stop the loop thread (idempotent);
+        `timeout` as `_Runtime.close`."""
         self._finalizer.atexit = False
         with _hook_lock:
             _unclosed.discard(self._finalizer)
         if self._finalizer.detach() is not None:
-            self._runtime.close()
+            self._runtime.close(timeout)
