@@ -222,9 +222,16 @@ class Router(Decider):
         Calls under way are let finish first; after `timeout` seconds (None: no limit) those still running are
         cancelled, their callers (and readers of their streams) get RouterClosedError, and close raises
         TimeoutError. `route` works after it; a later `chat` starts a fresh client.
+
+        On the router's own event-loop thread (code the router runs there) it raises RuntimeError at once and
+        closes nothing: waiting there for that loop would wait for ever. anyio's blocking portal refuses a blocking
+        call from its loop's thread the same way; close from another thread instead.
         """
         with self._inprocess_lock:
-            client, self._inprocess = self._inprocess, None
+            client = self._inprocess
+            if client is not None:
+                client.check_thread()
+            self._inprocess = None
         if client is not None:
             client.close(timeout)
 
@@ -243,7 +250,10 @@ class Router(Decider):
         await self.aclose()
 
     async def aclose(self, timeout: float | None = None) -> None:
-        """`close` for async code (waits in a worker thread, not on the caller's loop)."""
+        """`close` for async code (waits in a worker thread, not on the caller's loop; refused on the router's)."""
+        client = self._inprocess
+        if client is not None:
+            client.check_thread()
         await asyncio.to_thread(self.close, timeout)
 
     def _client(self) -> InProcessClient:

@@ -49,6 +49,10 @@ logger = logging.getLogger("switchman.sdk")
 EXIT_TIMEOUT_S = 10.0
 #: Seconds the connection pools get to close when `close(timeout)` stops the loop under a stuck close.
 POOLS_CLOSE_S = 5.0
+#: Why `close` refuses to run on the client's own loop thread: it waits for work on that loop, which cannot run
+#: while its thread waits (anyio's portal refuses a blocking call from its loop's thread the same way).
+_ON_LOOP = ("Router.close() was called on the router's own event-loop thread (from code the router runs there), "
+            "where waiting for its calls would wait for ever: close it from another thread")
 #: What a caller whose call `close(timeout)` cancelled gets (a RouterClosedError, never a bare cancellation).
 _CANCELLED = "the router was closed while this call ran: close() stopped waiting for it after its timeout"
 
@@ -66,6 +70,7 @@ class _Runtime:
         try:
             self.portal = self._portal_cm.__enter__()
             self.dispatcher: Dispatcher = self.portal.call(self._build, decider, config, env)
+            self.loop_thread: int = self.portal.call(threading.get_ident)
         except BaseException:
             self._portal_cm.__exit__(None, None, None)
             if self.local is not None:
@@ -135,6 +140,11 @@ class _Runtime:
             feed.mark_cut()
         for task in self._calls:
             task.cancel()
+
+    def check_thread(self) -> None:
+        """Refuse to wait for the loop on the loop's own thread (RuntimeError): it would wait for ever."""
+        if threading.get_ident() == self.loop_thread:
+            raise RuntimeError(_ON_LOOP)
 
     def close(self, timeout: float | None = None) -> None:
         """Let requests in flight finish, stop open streams, close connections, write the ledger, stop the loop and
@@ -266,9 +276,14 @@ class InProcessClient:
             raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return feed
 
+    def check_thread(self) -> None:
+        """RuntimeError on the client's own loop thread, where `close` would wait for ever."""
+        self._runtime.check_thread()
+
     def close(self, timeout: float | None = None) -> None:
         """End open streams, close connections, flush the ledger and stop the loop thread (idempotent);
         `timeout` as `_Runtime.close`."""
+        self._runtime.check_thread()
         self._finalizer.atexit = False
         with _hook_lock:
             _unclosed.discard(self._finalizer)

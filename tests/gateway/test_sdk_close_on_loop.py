@@ -1,0 +1,55 @@
+"""`Router.close()` called on the router's own event-loop thread (code the router runs there) must not wait for that
+loop, which cannot run while its thread waits: close refuses at once with RuntimeError, closing nothing, as anyio's
+portal refuses a blocking call from its loop's thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from switchman import Router
+from switchman.testing import FakeUpstream
+
+from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
+
+
+@pytest.fixture
+def router(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Router]:
+    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    upstream.clear()
+    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+    router.chat("warm up", model="mid")
+    yield router
+    router.close()
+
+
+def _guarded(work: Callable[[], object]) -> list[BaseException | None]:
+    """Run `work` in a thread that the test waits for only so long: a deadlock fails the test, not the run."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            work()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - what the call raised is the assertion
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), "deadlocked"
+    return outcome
+
+
+@pytest.mark.parametrize("closing", ["close", "aclose"])
+def test_close_on_the_routers_own_loop_refuses_instead_of_deadlocking(router: Router, closing: str) -> None:
+    portal = router._inprocess._portal  # type: ignore[union-attr]  # run code on the router's loop, as it would
+    outcome = _guarded(lambda: portal.call(getattr(router, closing)))
+    assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError), outcome
+    assert "event-loop thread" in str(outcome[0]) and "another thread" in str(outcome[0])
+    assert router.chat("still open", model="mid").model == "mid"  # nothing was closed half-way
+
