@@ -5,26 +5,11 @@ portal refuses a blocking call from its loop's thread."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from switchman import Router
-from switchman.testing import FakeUpstream
-
-from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
-
-
-@pytest.fixture
-def router(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Router]:
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
-    upstream.clear()
-    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
-    router.chat("warm up", model="mid")
-    yield router
-    router.close()
 
 
 def _guarded(work: Callable[[], object]) -> list[BaseException | None]:
@@ -46,7 +31,9 @@ def _guarded(work: Callable[[], object]) -> list[BaseException | None]:
 
 
 @pytest.mark.parametrize("closing", ["close", "aclose"])
-def test_close_on_the_routers_own_loop_refuses_instead_of_deadlocking(router: Router, closing: str) -> None:
+def test_close_on_the_routers_own_loop_refuses_instead_of_deadlocking(sdk_router: Router, closing: str) -> None:
+    router = sdk_router
+    router.chat("warm up", model="mid")
     portal = router._inprocess._portal  # type: ignore[union-attr]  # run code on the router's loop, as it would
     outcome = _guarded(lambda: portal.call(getattr(router, closing)))
     assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError), outcome

@@ -8,7 +8,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import anyio
 import pytest
@@ -16,19 +15,17 @@ import pytest
 from switchman import Router, RouterClosedError
 from switchman.testing import FakeUpstream
 
-from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
 
-
-def _started(router: Router, started: threading.Event) -> dict[str, Callable[[], object]]:
-    """The four ways to be waiting on the router: each sets `started` once it waits on the upstream."""
+def _calls(router: Router, reading: list[str]) -> dict[str, Callable[[], object]]:
+    """The four ways to be waiting on the router; a stream's reader notes in `reading` that it has its first event."""
 
     def read(stream: object) -> None:
         for _ in stream:  # type: ignore[attr-defined]
-            started.set()
+            reading.append("stream")
 
     async def aread() -> None:
         async for _ in await router.achat("slow", model="big", stream=True):
-            started.set()
+            reading.append("astream")
 
     return {
         "chat": lambda: router.chat("slow", model="cheap"),
@@ -38,18 +35,14 @@ def _started(router: Router, started: threading.Event) -> dict[str, Callable[[],
     }
 
 
-def test_callers_cut_off_by_close_timeout_get_router_closed_error(upstream: FakeUpstream, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
-    upstream.clear()
-    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+def test_callers_cut_off_by_close_timeout_get_router_closed_error(sdk_router: Router, upstream: FakeUpstream) -> None:
+    router = sdk_router
     router.chat("warm up", model="mid")
     upstream.inject("latency", model="cheap", times=None, seconds=4.0)  # answers well after the close gave up
     upstream.inject("slow_stream", model="big", times=None, seconds=4.0)  # one event, then a long pause
     outcomes: dict[str, BaseException | None] = {}
-    threads, events = [], []
-    for name, call in _started(router, started := threading.Event()).items():
+    threads, reading = [], []
+    for name, call in _calls(router, reading).items():
 
         def run(name: str = name, call: Callable[[], object] = call) -> None:
             try:
@@ -59,13 +52,12 @@ def test_callers_cut_off_by_close_timeout_get_router_closed_error(upstream: Fake
                 outcomes[name] = exc
 
         threads.append(threading.Thread(target=run, daemon=True))
-        events.append(started)
     try:
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 10
-        while (len(upstream.requests_for("cheap")) < 2 or len(upstream.requests_for("big")) < 2
-               or not started.is_set()) and time.monotonic() < deadline:
+        while (len(upstream.requests_for("cheap")) < 2 or not {"stream", "astream"} <= set(reading)) \
+                and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.2)  # both readers past their first event, waiting for the next
         with pytest.raises(TimeoutError):
@@ -83,7 +75,7 @@ def test_callers_cut_off_by_close_timeout_get_router_closed_error(upstream: Fake
 
 
 def test_a_reader_cut_off_when_close_stops_the_loop_gets_router_closed_error(
-        upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        sdk_router: Router, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past its calls the close can still be stuck (here: ending a stream whose record never finishes, as with a
     sick ledger); it then stops the loop under it, and the stream's reader gets RouterClosedError too."""
     from switchman.gateway._feed import StreamFeed
@@ -91,11 +83,8 @@ def test_a_reader_cut_off_when_close_stops_the_loop_gets_router_closed_error(
     async def stuck(self: StreamFeed) -> None:
         await anyio.sleep_forever()
 
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
     monkeypatch.setattr(StreamFeed, "cut", stuck)
-    upstream.clear()
-    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+    router = sdk_router
     upstream.inject("slow_stream", model="big", times=None, seconds=4.0)
     reading = threading.Event()
     outcome: list[BaseException | None] = []
