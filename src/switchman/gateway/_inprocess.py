@@ -128,9 +128,11 @@ class _Runtime:
                 await asyncio.wait(list(self._calls))
             for feed in list(self._feeds):  # streams still open: end them, recording each
                 await feed.cut()
-        finally:  # also when `close` stops the loop under a stuck close: the connection pools still close
+        except anyio.get_cancelled_exc_class():  # `close` stopped the loop under it: the pools still close
             with anyio.move_on_after(POOLS_CLOSE_S, shield=True):
                 await self.dispatcher.aclose()
+            raise
+        await self.dispatcher.aclose()
 
     def _give_up(self) -> None:
         """`close` waited long enough: cancel the calls still running (each caller gets RouterClosedError), so the
