@@ -416,3 +416,49 @@ def test_openai_endpoint_errors_carry_no_key(fault: str) -> None:
         assert upstream.requests[0].headers["authorization"] == f"Bearer {EMBEDDINGS_KEY}"  # the key was sent
     assert EMBEDDINGS_KEY not in exception_text(caught.value), exception_text(caught.value)
     assert ("401" in str(caught.value)) == (fault == "auth_error")
+
+
+class _BrokenEmbeddings(BaseHTTPRequestHandler):
+    """An endpoint whose answers go wrong in ways that put the key (its Authorization header) in harm's way."""
+
+    mode = ""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        self.rfile.read(int(self.headers["Content-Length"]))
+        sent = self.headers["Authorization"]
+        if self.mode == "undecodable":  # httpx's DecodingError keeps the request, header and all
+            raw, status, extra = b"not gzip at all", 200, ("Content-Encoding", "gzip")
+        elif self.mode == "echo_late":  # the key past the 300 characters kept: cut in half before redacting
+            raw, status, extra = json.dumps({"error": {"message": "x" * 250 + " key " + sent}}).encode(), 401, None
+        else:  # not JSON, the key in the body: a JSONDecodeError keeps the whole body (its .doc)
+            raw, status, extra = f"<html>proxy error for {sent}</html>".encode(), 200, None
+        self.send_response(status)
+        if extra is not None:
+            self.send_header(*extra)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["undecodable", "echo_late", "malformed"])
+def test_openai_endpoint_broken_answers_carry_no_key(mode: str) -> None:
+    """A body httpx cannot decode, a refusal echoing the key late in a long message, a body that is not JSON: the
+    caller gets an UpstreamError holding the key nowhere (nor a piece of it long enough to read)."""
+    handler = type("Handler", (_BrokenEmbeddings,), {"mode": mode})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    emb = OpenAIEmbedder(f"http://127.0.0.1:{server.server_address[1]}/v1", "e", api_key=EMBEDDINGS_KEY, timeout=2)
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            emb.embed(["hi"])
+    finally:
+        emb.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    text = exception_text(caught.value)
+    assert EMBEDDINGS_KEY[:12] not in text, text

@@ -141,10 +141,12 @@ class OpenAIEmbedder:
             failure = UpstreamTimeout(f"{where} timed out: {e}", model=self.model)
         except httpx.TransportError as e:
             failure = UpstreamConnectionError(f"{where} unreachable: {e}", model=self.model)
+        except httpx.HTTPError as e:  # a body it cannot decode, a redirect loop, ...: it too holds the request
+            failure = UpstreamError(f"{where} failed: {type(e).__name__}: {self._unkeyed(str(e))}", model=self.model)
         if failure is not None:  # raised outside the except: httpx's error (and its frames) hold the key header
             raise failure
         if resp.status_code >= 400:
-            msg = f"{where} answered {resp.status_code}: {self._unkeyed(resp.text[:300])}"
+            msg = f"{where} answered {resp.status_code}: {self._unkeyed(resp.text)[:300]}"
             cls: type[UpstreamError] = (
                 RateLimitError
                 if resp.status_code == 429
@@ -156,8 +158,11 @@ class OpenAIEmbedder:
         try:
             data = sorted(resp.json()["data"], key=lambda d: d["index"])
             vecs = np.asarray([d["embedding"] for d in data], dtype=np.float32)
-        except (KeyError, TypeError, ValueError) as e:
-            raise UpstreamError(f"{where} sent a malformed response: {e}", model=self.model) from e
+        except (KeyError, TypeError, ValueError) as e:  # raised outside: a JSONDecodeError holds the whole body
+            failure = UpstreamError(f"{where} sent a malformed response: {self._unkeyed(str(e))[:300]}",
+                                    model=self.model)
+        if failure is not None:
+            raise failure
         if vecs.ndim != 2 or len(vecs) != len(batch):
             raise UpstreamError(f"{where} returned {vecs.shape} vectors for {len(batch)} inputs", model=self.model)
         return vecs
