@@ -3,7 +3,9 @@ their 401s) is scrubbed from the exception the caller sees, as the gateway scrub
 
 from __future__ import annotations
 
+import sys
 import traceback
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -178,3 +180,62 @@ async def test_the_caught_error_carries_only_the_callers_frames(router: Router, 
     finally:
         upstream.clear()
         await router.aclose()
+
+
+class _ArgsProperty(Exception):
+    """An exception whose args are a read-only property: assigning them raises."""
+
+    @property  # type: ignore[override]
+    def args(self) -> tuple[str, ...]:
+        return (f"computed from {ODD_KEY}",)
+
+
+class _UnreadableMapping(Mapping[str, str]):
+    """A mapping argument whose iteration raises."""
+
+    def __getitem__(self, key: str) -> str:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError(f"cannot iterate {ODD_KEY}")
+
+    def __len__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize("link", ["cause", "context", "group_member"])
+@pytest.mark.parametrize("broken", ["args_property", "unreadable_mapping", "group_message"])
+def test_an_exception_scrubbed_cannot_clean_is_cut_off_not_raised(link: str, broken: str) -> None:
+    """An exception in the chain that cannot be cleaned (read-only args, an argument that raises when read, an
+    exception group's message holding the key) is cut from the chain: scrubbed returns the real error, keeping
+    its message, and the key is nowhere."""
+    bad: BaseException = {"args_property": lambda: _ArgsProperty(),
+                          "unreadable_mapping": lambda: ValueError(_UnreadableMapping()),
+                          "group_message": lambda: ExceptionGroup(f"with {ODD_KEY}", [ValueError("x")])}[broken]()
+    ours = UpstreamError("cheap: upstream failed", model="cheap")
+    holder = ExceptionGroup("attempts", [bad]) if link == "group_member" else bad
+    if link == "context":
+        ours.__context__ = holder
+    else:
+        ours.__cause__ = holder
+    assert scrubbed(ours, Scrubber([ODD_KEY])) is ours
+    assert str(ours) == "cheap: upstream failed" and ours.model == "cheap"
+    assert ODD_KEY not in exception_text(ours), exception_text(ours)
+
+
+def test_scrubbed_cleans_an_os_errors_file_names() -> None:
+    """OSError keeps the paths it names outside its args (`filename`, `filename2`)."""
+    ours = UpstreamError("cheap: upstream failed", model="cheap")
+    ours.__cause__ = OSError(2, "No such file", f"/tmp/{ODD_KEY}", f"/tmp/{ODD_KEY}.2")
+    scrubbed(ours, Scrubber([ODD_KEY]))
+    assert ODD_KEY not in exception_text(ours) and "[redacted]" in exception_text(ours)
+
+
+def test_exception_text_reads_a_long_chain() -> None:
+    """A chain longer than the recursion limit (retries each raising from the last) is read whole."""
+    error: BaseException = ValueError(f"first {ODD_KEY}")
+    for i in range(3 * sys.getrecursionlimit()):
+        newer = ValueError(f"retry {i}")
+        newer.__context__ = error
+        error = newer
+    assert ODD_KEY in exception_text(error)

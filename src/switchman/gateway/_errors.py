@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import TypeVar
 
 import orjson
@@ -185,31 +186,63 @@ def scrubbed(exc: _E, scrub: Callable[[str], str]) -> _E:
     attribute. So for `exc`, its causes and contexts, exception-group members and exceptions held in attributes:
     messages and notes are scrubbed, tracebacks dropped, and a foreign exception's state is rebuilt from scrubbed
     text (credential headers redacted by name), keeping its type. The gateway scrubs its HTTP answers the same way.
+    An exception that cannot be cleaned (read-only args, an argument that raises when read, a group's message
+    holding a secret) is cut from the chain, never shown and never raised in place of `exc`.
     """
     seen: set[int] = set()
-    queue: list[BaseException | None] = [exc]
+    # Each exception with how to cut it off: its link from the one that reached it (a cause, a context), or for an
+    # exception-group member or an attribute, the exception holding it (a group's members cannot be dropped).
+    queue: list[tuple[BaseException | None, Callable[[], None]]] = [(exc, partial(_gut, exc))]
     while queue:
-        error = queue.pop()
+        error, cut = queue.pop()
         if error is None or id(error) in seen:
             continue
         seen.add(id(error))
-        error.__traceback__ = None
-        found: list[BaseException] = []
-        if isinstance(error, SwitchmanError):  # ours: typed values, only its message can hold an echoed key
-            if error.args and isinstance(error.args[0], str):
-                error.args = (scrub(error.args[0]), *error.args[1:])
-        elif not isinstance(error, BaseExceptionGroup):  # a group's args are its message and members
-            error.args = tuple(_clean(arg, scrub, found) for arg in error.args)
-            for name, value in list(getattr(error, "__dict__", {}).items()):
-                if name != "__notes__":
-                    error.__dict__[name] = _clean(value, scrub, found)
-        notes = getattr(error, "__notes__", None)
-        if isinstance(notes, list):
-            error.__notes__ = [scrub(str(note)) for note in notes]
-        if isinstance(error, BaseExceptionGroup):
-            found += error.exceptions
-        queue += [error.__cause__, error.__context__, *found]
+        try:
+            found = _scrub_one(error, scrub)
+        except Exception:  # noqa: BLE001 - one that cannot be cleaned is cut off, never shown, never raised instead
+            cut()
+            continue
+        queue += [(error.__cause__, partial(setattr, error, "__cause__", None)),
+                  (error.__context__, partial(setattr, error, "__context__", None)),
+                  *((member, cut) for member in found)]
     return exc
+
+
+def _scrub_one(error: BaseException, scrub: Callable[[str], str]) -> list[BaseException]:
+    """`scrubbed` for one exception (raises if it cannot be cleaned): the exceptions it holds, to clean next."""
+    error.__traceback__ = None
+    found: list[BaseException] = []
+    if isinstance(error, SwitchmanError):  # ours: typed values, only its message can hold an echoed key
+        if error.args and isinstance(error.args[0], str):
+            error.args = (scrub(error.args[0]), *error.args[1:])
+    elif isinstance(error, BaseExceptionGroup):  # its args are its message and members; the message is read-only
+        if scrub(error.message) != error.message:
+            raise ValueError("an exception group's message holds a secret")
+    else:
+        error.args = tuple(_clean(arg, scrub, found) for arg in error.args)
+        for name, value in list(getattr(error, "__dict__", {}).items()):
+            if name != "__notes__":
+                error.__dict__[name] = _clean(value, scrub, found)
+        if isinstance(error, OSError):  # the paths it names are not in its args
+            error.filename = _clean(error.filename, scrub, found)
+            error.filename2 = _clean(error.filename2, scrub, found)
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        error.__notes__ = [scrub(str(note)) for note in notes]
+    if isinstance(error, BaseExceptionGroup):
+        found += error.exceptions
+    return found
+
+
+def _gut(error: BaseException) -> None:
+    """The error the caller gets could not be cleaned (or holds one that cannot): keep its type, drop the rest."""
+    error.__traceback__ = error.__cause__ = error.__context__ = None
+    for drop in (lambda: setattr(error, "args", ()), getattr(error, "__dict__", {}).clear):
+        try:
+            drop()
+        except Exception:  # noqa: BLE001,S110 - read-only: nothing more can be dropped
+            pass
 
 
 def _clean(value: object, scrub: Callable[[str], str], found: list[BaseException], depth: int = 0) -> object:
