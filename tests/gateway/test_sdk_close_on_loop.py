@@ -40,3 +40,24 @@ def test_close_on_the_routers_own_loop_refuses_instead_of_deadlocking(sdk_router
     assert "event-loop thread" in str(outcome[0]) and "another thread" in str(outcome[0])
     assert router.chat("still open", model="mid").model == "mid"  # nothing was closed half-way
 
+
+
+def test_a_closed_client_closes_again_from_a_thread_with_the_dead_loop_threads_ident(
+        sdk_router: Router, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux gives a dead thread's ident to new threads: a second close from a thread that got the closed loop
+    thread's ident is a no-op, not a RuntimeError saying it runs on the router's loop."""
+    router = sdk_router
+    router.chat("warm up", model="mid")
+    client = router._inprocess
+    assert client is not None
+    loop_ident = client._portal.call(threading.get_ident)
+    client.close()
+
+    def close_again() -> None:
+        monkeypatch.setattr(threading, "get_ident", lambda: loop_ident)  # as if this thread got the ident
+        try:
+            client.close()
+        finally:
+            monkeypatch.undo()
+
+    assert _guarded(close_again) == [None]
