@@ -239,3 +239,17 @@ def test_exception_text_reads_a_long_chain() -> None:
         newer.__context__ = error
         error = newer
     assert ODD_KEY in exception_text(error)
+
+
+def test_scrubbed_cleans_an_exception_groups_attributes() -> None:
+    """An exception group (a subclass may carry more) keeps its attributes outside its args: they are cleaned."""
+
+    class Attempts(ExceptionGroup):  # type: ignore[type-arg]
+        pass
+
+    group = Attempts("attempts", [ValueError("x")])
+    group.headers = {"authorization": f"Bearer {ODD_KEY}"}  # type: ignore[attr-defined]
+    ours = UpstreamError("cheap: upstream failed", model="cheap")
+    ours.__cause__ = group
+    scrubbed(ours, Scrubber([ODD_KEY]))
+    assert ours.__cause__ is group and ODD_KEY not in exception_text(ours), exception_text(ours)

@@ -216,11 +216,12 @@ def _scrub_one(error: BaseException, scrub: Callable[[str], str]) -> list[BaseEx
     if isinstance(error, SwitchmanError):  # ours: typed values, only its message can hold an echoed key
         if error.args and isinstance(error.args[0], str):
             error.args = (scrub(error.args[0]), *error.args[1:])
-    elif isinstance(error, BaseExceptionGroup):  # its args are its message and members; the message is read-only
-        if scrub(error.message) != error.message:
-            raise ValueError("an exception group's message holds a secret")
     else:
-        error.args = tuple(_clean(arg, scrub, found) for arg in error.args)
+        if isinstance(error, BaseExceptionGroup):  # its args are its message and members; the message is read-only
+            if scrub(error.message) != error.message:
+                raise ValueError("an exception group's message holds a secret")
+        else:
+            error.args = tuple(_clean(arg, scrub, found) for arg in error.args)
         for name, value in list(getattr(error, "__dict__", {}).items()):
             if name != "__notes__":
                 error.__dict__[name] = _clean(value, scrub, found)
