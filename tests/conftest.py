@@ -81,17 +81,14 @@ def _math_greeting_table(pairs: int = 30, seed: int = 0) -> OutcomeTable:
     )
 
 
-@pytest.fixture(scope="session")
-def _state_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("xdg-state")
-
-
 @pytest.fixture(autouse=True)
-def private_state_home(monkeypatch: pytest.MonkeyPatch, _state_home: Path) -> Path:
-    """XDG_STATE_HOME in a temporary folder: a gateway that spills its ledger at shutdown (a test's database
-    taken away) never writes to the user's ~/.local/state, nor replays from it."""
-    monkeypatch.setenv("XDG_STATE_HOME", str(_state_home))
-    return _state_home
+def private_state_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """XDG_STATE_HOME in a temporary folder of each test's own: an SDK router that spills its ledger at shutdown
+    (a test's database taken away) never writes to the user's ~/.local/state, nor replays another test's rows.
+    (A gateway reads the `env` it is given, not this.)"""
+    state = tmp_path_factory.mktemp("xdg-state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state
 
 
 @pytest.fixture(scope="session")

@@ -52,13 +52,25 @@ def test_a_gateway_stopped_with_its_ledger_locked_spills_and_the_next_start_writ
     assert not any(spill.iterdir())
 
 
-def test_the_spill_dir_defaults_to_the_users_state_dir(
-        upstream: FakeUpstream, tmp_path: Path, private_state_home: Path) -> None:
-    gateway = Gateway.from_config(parse_config(config_data(upstream, f"sqlite:///{tmp_path / 'l.sqlite3'}")), env=ENV)
+def test_the_spill_dir_defaults_to_the_state_dir_of_the_environment_given(
+        upstream: FakeUpstream, tmp_path: Path) -> None:
+    env = ENV | {"XDG_STATE_HOME": str(tmp_path / "state")}  # not the process's (the autouse fixture's)
+    gateway = Gateway.from_config(parse_config(config_data(upstream, f"sqlite:///{tmp_path / 'l.sqlite3'}")), env=env)
     assert gateway.ledger is not None and gateway.ledger._spill is not None
-    assert gateway.ledger._spill.path == private_state_home / "switchman" / "ledger-spill"
+    assert gateway.ledger._spill.path == tmp_path / "state" / "switchman" / "ledger-spill"
     assert gateway.ledger._close_timeout == 10.0
     assert not gateway.ledger._spill.path.exists()  # made when a close first needs it
+
+
+def test_a_gateway_with_no_home_starts_without_a_spill_dir(
+        upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No $HOME and no passwd entry (a container's arbitrary uid): Path.home() raises; the gateway still starts."""
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    gateway = Gateway.from_config(parse_config(config_data(upstream, f"sqlite:///{tmp_path / 'l.sqlite3'}")), env=ENV)
+    assert gateway.ledger is not None and gateway.ledger._spill is None
 
 
 @pytest.mark.parametrize(("value", "why"), [

@@ -118,7 +118,7 @@ class Gateway:
         decider = Decider(config, base_dir=base_dir)
         redis = RedisLink.from_config(config.server)
         ledger = Ledger.from_url(config.server.ledger_url, close_timeout=config.server.ledger_close_timeout_s,
-                                 spill_dir=resolve_spill_dir(config.server.ledger_spill_dir))
+                                 spill_dir=resolve_spill_dir(config.server.ledger_spill_dir, environ=env))
         keys = KeyStore(config.server.ledger_url)
         budgets = _shared(BudgetManager(config.budgets, ledger), redis)  # key budgets join at the first key refresh
         metrics = Metrics(ledger=ledger, multiprocess_dir=env.metrics_dir)

@@ -90,7 +90,7 @@ class _Runtime:
     @staticmethod
     async def _build(decider: Decider, config: Config, env: Environment) -> Dispatcher:
         ledger = Ledger.from_url(config.server.ledger_url, close_timeout=config.server.ledger_close_timeout_s,
-                                 spill_dir=resolve_spill_dir(config.server.ledger_spill_dir))
+                                 spill_dir=resolve_spill_dir(config.server.ledger_spill_dir, environ=env))
         await ledger.start()
         return Dispatcher.from_decider(decider, env, config=config, ledger=ledger,
                                        budgets=BudgetManager(config.budgets, ledger))

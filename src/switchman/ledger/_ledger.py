@@ -32,6 +32,7 @@ import math
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from ._db import FEEDBACK, REQUESTS, create_ledger_engine, create_tables, displa
 from ._record import LedgerRecord, LedgerStats, SpendBy, SpendRow
 from ._rollup import Fact, RollupBatch, ensure_rollup, fact
 from ._rows import BulkInsert, as_logged, decode, encode
-from ._spill import Claim, SpillDir, spilled
+from ._spill import Claim, SpillDir, Written, resolve_spill_dir, spilled
 from ._views import LedgerViews
 
 __all__ = ["CONFIGURED", "Ledger"]
@@ -66,6 +67,11 @@ class _Configured(enum.Enum):
 CONFIGURED = _Configured.CONFIGURED
 #: The most spilled rows a replay looks up and inserts at once (SQLite's bound parameters are limited).
 _REPLAY_CHUNK = 500
+
+
+def _release_after(writer: threading.Thread, written: Written) -> None:
+    writer.join()
+    written.release()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -110,11 +116,13 @@ class Ledger:
         self._engine: Engine = create_ledger_engine(url)
         self._insert = BulkInsert(self._engine)
         #: Resolved lazily: nothing is touched until a close spills or the writer replays.
-        self._spill = None if spill_dir is None else SpillDir(Path(spill_dir).expanduser(), url)
+        folder = resolve_spill_dir(spill_dir) if spill_dir else None  # None: no home to expand ~ in (warned)
+        self._spill = None if folder is None else SpillDir(folder, url)
         self._replay_due = self._spill is not None  # spilled files may wait: the writer looks once it runs
         self._replaying: Claim | None = None
         self._take = threading.Lock()  # the writer takes rows off the queue, or close takes what is left: not both
         self._spilled = 0
+        self._replayed = 0  # spilled rows written at start (counted in `written` too)
         self._left_taken = False
         self._batch_size = batch_size
         self._flush_interval = flush_interval
@@ -208,47 +216,66 @@ class Ledger:
                 thread.join(1.0)
         with self._lock:
             self._closed = True
-        self._spill_left()
-        self._engine.dispose()
+        try:
+            self._spill_left(thread if thread is not None and thread.is_alive() else None)
+        except Exception:  # noqa: BLE001 (logged) a close never raises: what follows must still run
+            logger.exception("ledger %s: the rows left at shutdown could not be spilled", display_url(self.url))
+        finally:
+            self._engine.dispose()
 
     async def close(self, timeout: float | None | _Configured = CONFIGURED) -> None:
         """Write everything queued, stop the writer and release connections."""
         await asyncio.to_thread(self.close_sync, timeout)
 
-    def _spill_left(self) -> None:
+    def _spill_left(self, writer: threading.Thread | None) -> None:
         """The rows the writer did not commit, to a spill file (or logged as lost).
 
         Taken under `_take`: once `_abandon` is set the writer takes no more rows off the queue. Its batch in
-        flight is spilled too: a write that still commits after this makes the replay find those rows present.
+        flight is spilled too: a write that still commits after this makes the replay find those rows present;
+        the file stays locked while that abandoned `writer` runs, so no ledger replays it before (which would
+        write those rows twice).
         """
         with self._take:
             if self._left_taken:  # a second close: spilled (or logged) by the first
                 return
             self._left_taken = True
-            pending = [row for row, _ in self._pending]
+            pending = list(self._pending)  # one step: the writer may shrink it (outside _take) as we copy
             queued = list(self._queue)
         if not pending and not queued:
             return
-        rows = [spilled(row) for row in pending]
-        for rec in queued:
-            try:
-                rows.append(spilled(encode(rec)))
-            except (AttributeError, TypeError, ValueError, OverflowError) as exc:
-                self._discard(getattr(rec, "request_id", "?"), exc)
-        where = display_url(self.url)
-        if self._spill is None or not rows:
-            if rows:
-                logger.error("ledger %s unreachable at shutdown: %d rows not written", where, len(rows))
+        where, left = display_url(self.url), len(pending) + len(queued)
+        if self._spill is None:
+            logger.error("ledger %s unreachable at shutdown: %d rows not written", where, left)
             return
         try:
-            path = self._spill.write(rows)
+            written = self._spill.write(self._spill_rows(pending, queued))
         except OSError as exc:
             logger.error("ledger %s unreachable at shutdown and its spill directory %s unusable (%s): %d rows not "
-                         "written", where, self._spill.path, exc.strerror or exc, len(rows))
+                         "written", where, self._spill.path, exc.strerror or exc, left)
             return
-        self._spilled += len(rows)
+        self._spilled += written.rows
+        self._discarded += written.refused
+        if writer is None:
+            written.release()
+        else:  # released when the abandoned writer ends (its last batch committed or failed), or with the process
+            threading.Thread(target=_release_after, args=(writer, written), name="switchman-ledger-spill-hold",
+                             daemon=True).start()
         logger.warning("ledger %s unreachable at shutdown: %d rows spilled to %s (written at the next start)",
-                       where, len(rows), path)
+                       where, written.rows, written.path)
+
+    def _spill_rows(self, pending: list[tuple[tuple[Any, ...], Fact]],
+                    queued: list[LedgerRecord]) -> Iterator[dict[str, Any]]:
+        """The rows left, one by one as they are written out; one that cannot be encoded is logged and left out."""
+        for row, _ in pending:
+            try:
+                yield spilled(row)
+            except Exception as exc:  # noqa: BLE001 (logged) one odd row must not lose the others
+                self._discard(row[1], exc)
+        for rec in queued:
+            try:
+                yield spilled(encode(rec))
+            except Exception as exc:  # noqa: BLE001 (logged) as above
+                self._discard(getattr(rec, "request_id", "?"), exc)
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -324,6 +351,7 @@ class Ledger:
             discarded=self._discarded,
             write_errors=self._write_errors,
             spilled=self._spilled,
+            replayed=self._replayed,
         )
 
     # -- the writer thread -----------------------------------------------------------------------
@@ -418,30 +446,32 @@ class Ledger:
     # -- replaying spilled rows ------------------------------------------------------------------
 
     def _replay_step(self) -> bool:
-        """Insert the next chunk of spilled rows (claiming a file first); False when the database failed.
+        """Insert the next chunk of spilled rows (claiming a file first, reading it a chunk at a time); False
+        when the database failed (the chunk is kept for the retry).
 
-        An unusable spill directory is logged once and the replay given up: the writer lives on."""
+        An unusable spill directory or unreadable file is logged and the replay given up: the writer lives on."""
         assert self._spill is not None
         claim = self._replaying
-        if claim is None:
-            try:
-                claim = self._spill.claim()
-            except OSError as exc:
-                logger.error("ledger spill directory %s unusable (%s): spilled rows not replayed",
-                             self._spill.path, exc.strerror or exc)
-                claim = None
-            except Exception:  # noqa: BLE001 (logged) a file no one foresaw must not end the writer of live rows
-                logger.exception("ledger spill directory %s: spilled rows not replayed", self._spill.path)
-                claim = None
+        try:
             if claim is None:
-                self._replay_due = False
-                return True
-            self._replaying = claim
-        chunk = claim.records[claim.position:claim.position + min(self._batch_size, _REPLAY_CHUNK)]
-        if chunk:
-            if not self._insert_new(chunk, claim):
+                claim = self._spill.claim()
+                if claim is None:
+                    self._replay_due = False
+                    return True
+                self._replaying = claim
+            if not claim.chunk:
+                claim.chunk = claim.read(min(self._batch_size, _REPLAY_CHUNK))
+        except OSError as exc:
+            logger.error("ledger spill directory %s unusable (%s): spilled rows not replayed", self._spill.path,
+                         exc.strerror or exc)
+            return self._stop_replay()
+        except Exception:  # noqa: BLE001 (logged) a file no one foresaw must not end the writer of live rows
+            logger.exception("ledger spill directory %s: spilled rows not replayed", self._spill.path)
+            return self._stop_replay()
+        if claim.chunk:
+            if not self._insert_new(claim.chunk, claim):
                 return False
-            claim.position += len(chunk)
+            claim.chunk = []
             return True
         self._replaying = None
         try:
@@ -449,35 +479,59 @@ class Ledger:
         except OSError as exc:
             logger.error("ledger spill file %s replayed but not deleted (%s): the next start skips its rows again",
                          claim.claimed, exc.strerror or exc)
-        logger.warning("ledger replayed %d rows spilled at an earlier shutdown (%s; %d were in the ledger already, "
-                       "%d unreadable lines skipped)", len(claim.records) - claim.present, claim.name,
-                       claim.present, claim.skipped)
+        logger.warning("ledger replayed %s (rows spilled at an earlier shutdown): %d written, %d in the ledger "
+                       "already, %d refused by the database, %d unreadable lines skipped", claim.name,
+                       claim.inserted, claim.present, claim.discarded, claim.skipped)
+        return True
+
+    def _stop_replay(self) -> bool:
+        self._replay_due = False
+        self._give_back()
         return True
 
     def _insert_new(self, chunk: list[LedgerRecord], claim: Claim) -> bool:
-        """Insert the rows of `chunk` the database does not hold yet (same request id and time); False when it
-        failed (the chunk is looked up again at the retry, so a row committed meanwhile is not inserted twice)."""
+        """Insert the rows of `chunk` the database does not hold yet; False when it failed (the chunk is looked
+        up again at the retry, so a row committed meanwhile is not inserted twice).
+
+        A row is skipped only while the database holds more rows of its (request id, time) than this file's
+        rows of that key met so far (`claim.seen`): twins are each written once, across chunks too."""
         try:
             self._ensure_schema()
             present = self._present(chunk)
         except self._insert.errors as exc:
             return self._failed(exc)
+        seen = Counter(claim.seen)
         batch: list[tuple[tuple[Any, ...], Fact]] = []
+        found = refused = 0
         for rec in chunk:
-            if present[rec.request_id, rec.time] > 0:
-                present[rec.request_id, rec.time] -= 1
-                claim.present += 1
+            key = (rec.request_id, rec.time)
+            skip = present[key] > seen[key]
+            seen[key] += 1
+            if skip:
+                found += 1
                 continue
             try:
                 batch.append((encode(rec, self._insert.null), fact(rec)))
             except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+                refused += 1
                 self._discard(rec.request_id, exc)
-        return not batch or self._write_batch(batch)
+        written, discarded = self._written, self._discarded
+        if batch and not self._write_batch(batch):
+            return False
+        claim.seen = seen
+        claim.present += found
+        claim.inserted += self._written - written
+        claim.discarded += refused + self._discarded - discarded
+        self._replayed += self._written - written
+        return True
 
     def _present(self, chunk: list[LedgerRecord]) -> Counter[tuple[str, float]]:
-        """How many rows of each (request id, time) of `chunk` the database holds."""
+        """How many rows of each (request id, time) of `chunk` the database holds (looked up by request id and
+        the chunk's time span: a client's ids repeat)."""
         ids = sorted({rec.request_id for rec in chunk})
-        query = select(REQUESTS.c.request_id, REQUESTS.c.time).where(REQUESTS.c.request_id.in_(ids))
+        times = [rec.time for rec in chunk]
+        query = select(REQUESTS.c.request_id, REQUESTS.c.time).where(
+            REQUESTS.c.request_id.in_(ids), REQUESTS.c.time.between(min(times), max(times)))
         with self._engine.connect() as conn:
             return Counter((str(rid), float(moment)) for rid, moment in conn.execute(query))
 

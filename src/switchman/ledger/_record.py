@@ -129,7 +129,8 @@ class LedgerStats:
 
     `dropped` counts records refused because the in-memory queue was full (or the ledger closed);
     `discarded` counts records the database refused as invalid (written one by one, logged); `spilled` the
-    rows a close could not write and put in a spill file (written at the next start).
+    rows a close could not write and put in a spill file (written at the next start); `replayed` the spilled
+    rows this ledger wrote at its start (counted in `written` too).
     """
 
     queued: int
@@ -138,3 +139,4 @@ class LedgerStats:
     discarded: int
     write_errors: int
     spilled: int = 0
+    replayed: int = 0
