@@ -217,8 +217,8 @@ def test_a_close_during_a_replay_returns_and_gives_the_file_back(
         open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, spill_dir: Path,
         fast_busy: None) -> None:
     """A close is never kept waiting by a replay (its file lock is only tried): a close while it retries against
-    a locked database ends it; the file goes back
-    to its ready name and the next start replays it. A file claimed by a process that died is taken over."""
+    a locked database ends it; the file goes back to its ready name and the next start replays it. A file
+    claimed by a process that died is taken over."""
     records = make_records(30)
     spill_unreachable(open_ledger, sqlite_url, sqlite_path, spill_dir, records)
     [ready] = files(spill_dir)

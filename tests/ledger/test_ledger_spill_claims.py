@@ -227,3 +227,20 @@ def test_no_home_gives_no_spill_dir_not_a_failed_start(monkeypatch: pytest.Monke
         assert resolve_spill_dir(None, environ={}) is None
     assert "no ledger spill directory" in caplog.text
     assert resolve_spill_dir(None, environ={"XDG_STATE_HOME": "/x"}) == Path("/x/switchman/ledger-spill")
+
+
+def test_without_posix_opens_only_a_close_with_rows_to_spill_logs(
+        open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, spill_dir: Path, fast_busy: None,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Where O_NOFOLLOW/dir_fd are missing (Windows) every start logged an ERROR; now only a close that has rows
+    it cannot spill says so."""
+    from switchman.ledger import _spill
+
+    monkeypatch.setattr(_spill, "SUPPORTED", False)
+    with caplog.at_level(logging.INFO, logger=LOG):
+        assert replay(open_ledger, sqlite_url, spill_dir).count() == 0
+    assert caplog.records == []
+    with caplog.at_level(logging.ERROR, logger=LOG):
+        spill_unreachable(open_ledger, sqlite_url, sqlite_path, spill_dir, make_records(2))
+    assert "need O_NOFOLLOW and dir_fd" in caplog.text and "2 rows not written" in caplog.text
+    assert not spill_dir.exists()
