@@ -27,20 +27,9 @@ from sqlalchemy.engine import Engine
 from test_ledger_writer import make_records
 
 from switchman.ledger import Ledger, LedgerRecord, _db
-from switchman.ledger._spill import SpillDir
+from switchman.ledger._spill import Claim, SpillDir
 
 LOG = "switchman.ledger"
-
-
-@pytest.fixture
-def spill_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "spill"
-
-
-@pytest.fixture
-def fast_busy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A locked SQLite file fails a write in 50 ms instead of 2 s."""
-    monkeypatch.setattr(_db, "SQLITE_BUSY_TIMEOUT_S", 0.05)
 
 
 @contextmanager
@@ -121,7 +110,9 @@ def test_a_batch_the_abandoned_writer_commits_after_the_spill_is_neither_continu
         open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, spill_dir: Path,
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The writer is stuck in an insert when close gives up: its batch is spilled with the rest, then commits; it
-    must write nothing more (the rest is spilled), and the replay must not insert that batch again."""
+    must write nothing more (the rest is spilled), and the replay must not insert that batch again. Until that
+    writer ends the file stays locked: a ledger opened again in this process (the SDK's next router) must not
+    replay the batch it may yet commit (both would)."""
     monkeypatch.setattr(_db, "SQLITE_BUSY_TIMEOUT_S", 60.0)  # the stuck insert outlives the close
     records = make_records(12)
     ledger = open_ledger(sqlite_url, spill_dir=spill_dir, close_timeout=0, batch_size=5)
@@ -136,8 +127,15 @@ def test_a_batch_the_abandoned_writer_commits_after_the_spill_is_neither_continu
         ledger.close_sync()
         assert writer.is_alive()  # still waiting on the lock
         assert len(spill_lines(spill_dir)) == 12
+        assert SpillDir(spill_dir, sqlite_url).claim() is None  # held while the writer may commit
     writer.join(60)  # the lock is gone: its batch commits
     assert not writer.is_alive()
+    claims: list[Claim | None] = []
+    wait_until(lambda: claims.append(SpillDir(spill_dir, sqlite_url).claim()) or claims[-1] is not None,
+               what="the file let go once the writer ended")
+    claim = claims[-1]
+    assert claim is not None
+    claim.release()
     assert ledger.count() == 5  # that batch, and nothing of what was spilled behind it
 
     with caplog.at_level(logging.WARNING, logger=LOG):
@@ -352,32 +350,30 @@ def visible() -> Iterator[Path]:
     shutil.rmtree(folder)
 
 
+def _made(parent: Path, name: str, mode: int) -> Path:
+    folder = parent / name
+    folder.mkdir()
+    folder.chmod(mode)
+    return folder
+
+
 @pytest.fixture
 def blocked(visible: Path) -> Path:
     """A folder no one but root may enter (mode 000): a spill dir under it raises PermissionError (os.stat,
     mkdir, open)."""
-    folder = visible / "blocked"
-    folder.mkdir()
-    folder.chmod(0o000)
-    return folder
+    return _made(visible, "blocked", 0o000)
 
 
 @pytest.fixture
 def open_to_all(visible: Path) -> Path:
     """A folder the child may write its SQLite ledger in."""
-    folder = visible / "open"
-    folder.mkdir()
-    folder.chmod(0o777)
-    return folder
+    return _made(visible, "open", 0o777)
 
 
 @pytest.fixture
 def read_only(visible: Path) -> Path:
     """A folder the child cannot create its SQLite ledger in: the database is unreachable for it."""
-    folder = visible / "read-only"
-    folder.mkdir()
-    folder.chmod(0o555)
-    return folder
+    return _made(visible, "read-only", 0o555)
 
 
 def test_an_unsearchable_spill_dir_at_start_leaves_the_writer_writing(blocked: Path, open_to_all: Path) -> None:

@@ -12,24 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from ledger_support import wait_until
-from test_ledger_spill import files, locked, replay, spill_lines, spill_unreachable
+from test_ledger_spill import files, replay, spill_lines, spill_unreachable
 from test_ledger_writer import make_records
 
-from switchman.ledger import Ledger, LedgerRecord, _db
+from switchman.ledger import Ledger, LedgerRecord
 from switchman.ledger._spill import SpillDir, resolve_spill_dir
 
 LOG = "switchman.ledger"
-
-
-@pytest.fixture
-def spill_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "spill"
-
-
-@pytest.fixture
-def fast_busy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_db, "SQLITE_BUSY_TIMEOUT_S", 0.05)
 
 
 def test_a_lone_surrogate_loses_only_its_own_row(
@@ -121,33 +110,6 @@ def test_a_claim_goes_by_the_files_lock_not_its_pid(
         assert other.stdin is not None
         other.stdin.close()
     assert replay(open_ledger, sqlite_url, spill_dir).count() == 6
-
-
-def test_a_file_an_abandoned_writer_may_still_commit_is_not_claimed_until_it_ends(
-        open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, spill_dir: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A ledger opened again in the same process (the SDK's next router) must not replay the batch the old
-    writer is still inserting: both would commit it."""
-    monkeypatch.setattr(_db, "SQLITE_BUSY_TIMEOUT_S", 60.0)
-    ledger = open_ledger(sqlite_url, spill_dir=spill_dir, close_timeout=0, batch_size=5)
-    ledger.count()
-    with locked(sqlite_path):
-        for rec in make_records(8):
-            ledger.record(rec)
-        ledger.start_sync()
-        wait_until(lambda: bool(ledger._pending), what="the writer's first batch")
-        writer = ledger._thread
-        assert writer is not None
-        ledger.close_sync()
-        assert writer.is_alive()
-        assert SpillDir(spill_dir, sqlite_url).claim() is None
-    writer.join(60)
-    wait_until(lambda: not any(t.name == "switchman-ledger-spill-hold" and t.is_alive()
-                               for t in __import__("threading").enumerate()), what="the hold released")
-    claim = SpillDir(spill_dir, sqlite_url).claim()
-    assert claim is not None
-    claim.release()
-    assert replay(open_ledger, sqlite_url, spill_dir).count() == 8
 
 
 def test_relative_sqlite_urls_of_different_directories_are_different_ledgers(
