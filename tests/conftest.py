@@ -81,6 +81,16 @@ def _math_greeting_table(pairs: int = 30, seed: int = 0) -> OutcomeTable:
     )
 
 
+@pytest.fixture(autouse=True)
+def private_state_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """XDG_STATE_HOME in a temporary folder of each test's own: an SDK router that spills its ledger at shutdown
+    (a test's database taken away) never writes to the user's ~/.local/state, nor replays another test's rows.
+    (A gateway reads the `env` it is given, not this.)"""
+    state = tmp_path_factory.mktemp("xdg-state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (RouterBench and AlpacaEval 2 outcome tables), or skip."""

@@ -148,6 +148,12 @@ class ServerConfig(Strict):
     max_body_bytes: int = Field(default=4_000_000, gt=0)
     master_key_env: str = "SWITCHMAN_MASTER_KEY"
     ledger_url: str | None = Field(default=None, description="sqlite:///path or postgresql://...; default: user data dir")
+    ledger_close_timeout_s: float = Field(
+        default=10.0, ge=0, allow_inf_nan=False,
+        description="how long shutdown waits for an unreachable ledger before spilling its queued rows to a file")
+    ledger_spill_dir: str | None = Field(
+        default=None, description="where those rows wait for the next start to write them; "
+                                  "default: $XDG_STATE_HOME/switchman/ledger-spill (~/.local/state/...)")
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)

@@ -87,6 +87,11 @@ class Environment(Mapping[str, str]):
         return Path(self._values.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
 
     @property
+    def state_home(self) -> Path:
+        """$XDG_STATE_HOME, else ~/.local/state (what outlives a process but is no user data: the ledger's spill)."""
+        return Path(self._values.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+
+    @property
     def cache_dir(self) -> Path:
         """$SWITCHMAN_CACHE_DIR, else ~/.cache/switchman."""
         return Path(self._values.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "switchman")

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from switchman.ledger import Ledger
+from switchman.ledger import Ledger, _db
 
 
 def _pg_admin() -> tuple[Engine, str] | str:
@@ -100,3 +100,15 @@ def open_ledger() -> Iterator[Callable[..., Ledger]]:
     yield make
     for ledger in made:
         ledger.close_sync(timeout=1.0)
+
+
+@pytest.fixture
+def spill_dir(tmp_path: Path) -> Path:
+    """Where the spill tests' ledgers spill (created by the first close that needs it)."""
+    return tmp_path / "state" / "spill"
+
+
+@pytest.fixture
+def fast_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A locked SQLite file fails a write in 50 ms instead of 2 s."""
+    monkeypatch.setattr(_db, "SQLITE_BUSY_TIMEOUT_S", 0.05)

@@ -20,7 +20,7 @@ from .._config import Config
 from .._decider import Decider
 from .._environ import Environment
 from .._streaks import FailureStreak
-from ..ledger import BudgetManager, Budgets, KeySet, KeyStore, Ledger, Metrics
+from ..ledger import BudgetManager, Budgets, KeySet, KeyStore, Ledger, Metrics, resolve_spill_dir
 from ..state import (
     HealthBoard,
     RedisHealth,
@@ -117,7 +117,8 @@ class Gateway:
         config = _pinned(config, env)
         decider = Decider(config, base_dir=base_dir)
         redis = RedisLink.from_config(config.server)
-        ledger = Ledger.from_url(config.server.ledger_url)
+        ledger = Ledger.from_url(config.server.ledger_url, close_timeout=config.server.ledger_close_timeout_s,
+                                 spill_dir=resolve_spill_dir(config.server.ledger_spill_dir, environ=env))
         keys = KeyStore(config.server.ledger_url)
         budgets = _shared(BudgetManager(config.budgets, ledger), redis)  # key budgets join at the first key refresh
         metrics = Metrics(ledger=ledger, multiprocess_dir=env.metrics_dir)

@@ -30,7 +30,7 @@ from anyio.from_thread import BlockingPortal
 from .._config import Config
 from .._exceptions import RouterClosedError, SwitchmanError
 from .._environ import Environment
-from ..ledger import BudgetManager, Ledger
+from ..ledger import BudgetManager, Ledger, resolve_spill_dir
 from ..local import LocalModelServer, managed_server, with_local_url
 from ._context import RequestContext
 from ._dispatcher import Completion, Dispatcher
@@ -89,7 +89,8 @@ class _Runtime:
 
     @staticmethod
     async def _build(decider: Decider, config: Config, env: Environment) -> Dispatcher:
-        ledger = Ledger.from_url(config.server.ledger_url)
+        ledger = Ledger.from_url(config.server.ledger_url, close_timeout=config.server.ledger_close_timeout_s,
+                                 spill_dir=resolve_spill_dir(config.server.ledger_spill_dir, environ=env))
         await ledger.start()
         return Dispatcher.from_decider(decider, env, config=config, ledger=ledger,
                                        budgets=BudgetManager(config.budgets, ledger))
@@ -206,7 +207,10 @@ class _Runtime:
             # The loop first: a stream relay cancelled as it stops writes its row, then the ledger writes them all.
             self._stop_loop(cancel=timed_out, wait=None if timeout is None else LOOP_STOP_S)
             if self.dispatcher.ledger is not None:
-                self.dispatcher.ledger.close_sync(30.0 if timeout is None else max(timeout, REST_MIN_S))
+                if timeout is None:  # the ledger's own: server.ledger_close_timeout_s
+                    self.dispatcher.ledger.close_sync()
+                else:
+                    self.dispatcher.ledger.close_sync(max(timeout, REST_MIN_S))
             if self.local is not None:
                 self.local.stop()
 

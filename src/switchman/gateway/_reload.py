@@ -38,8 +38,9 @@ logger = logging.getLogger("switchman.gateway")
 
 #: `server.*` settings a running server cannot change: they are read when it starts (the authentication
 #: middleware, the connection guard, the health board and the key ring are built once).
-_AT_START = ("host", "port", "ledger_url", "max_body_bytes", "master_key_env", "auth", "metrics_access",
-             "redis_url", "redis", "key_refresh_s", "circuit_breaker", "live_latency")
+_AT_START = ("host", "port", "ledger_url", "ledger_close_timeout_s", "ledger_spill_dir", "max_body_bytes",
+             "master_key_env", "auth", "metrics_access", "redis_url", "redis", "key_refresh_s", "circuit_breaker",
+             "live_latency")
 
 #: `server.limits.*` each request reads from the configuration it is served by: a reload applies them at once
 #: (the others are the connection guard's and the authentication layer's, built at start).

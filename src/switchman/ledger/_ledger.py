@@ -10,23 +10,31 @@ SDK and plain scripts. Nothing is written before `start()` (or `flush()`/`close(
 When the database is down, locked or missing its table, the batch stays in memory and is retried
 with backoff (the table is recreated if it went away); the queue holds up to `max_queued` rows, and
 rows beyond that are counted in `stats.dropped` and logged. `close()` writes everything queued
-before it returns (or gives up after `timeout` seconds, logging how many rows were not written).
+before it returns, or gives up after `close_timeout` seconds (10): the rows still in memory then go to a
+file in `spill_dir` (`_spill`: one JSON line per row, fsynced), and the next ledger started with that
+`spill_dir` writes them from its writer thread (a row already in the database is not inserted twice) and
+deletes the file. Without a `spill_dir`, or when the directory cannot be used, they are logged as lost.
 
 Durability: a row is in memory for at most `flush_interval` plus one write before it is committed,
 so a process killed with SIGKILL loses the rows of the requests answered in that window (SIGTERM
-loses none: shutdown flushes). Who needs no window at all waits for the row: `record` returns a
-ticket and `await committed(ticket)` returns once that row is committed (the writer is woken at
-once, and every row waiting then goes in the same transaction).
+loses none: shutdown flushes, or spills what the database would not take); killed while the
+database is away, it loses every row still in memory. Who needs no window at all waits for the
+row: `record` returns a ticket and `await committed(ticket)` returns once that row is committed (the
+writer is woken at once, and every row waiting then goes in the same transaction).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -36,9 +44,10 @@ from ._db import FEEDBACK, REQUESTS, create_ledger_engine, create_tables, displa
 from ._record import LedgerRecord, LedgerStats, SpendBy, SpendRow
 from ._rollup import Fact, RollupBatch, ensure_rollup, fact
 from ._rows import BulkInsert, as_logged, decode, encode
+from ._spill import Claim, SpillDir, Written, resolve_spill_dir, spilled
 from ._views import LedgerViews
 
-__all__ = ["Ledger"]
+__all__ = ["CONFIGURED", "Ledger"]
 
 logger = logging.getLogger("switchman.ledger")
 
@@ -48,6 +57,21 @@ _GROUP_COLUMNS = {
     "key": REQUESTS.c.key_id,
     "route": REQUESTS.c.route,
 }
+
+
+class _Configured(enum.Enum):
+    CONFIGURED = "configured"
+
+
+#: `close(timeout=CONFIGURED)`: the ledger's own `close_timeout`.
+CONFIGURED = _Configured.CONFIGURED
+#: The most spilled rows a replay looks up and inserts at once (SQLite's bound parameters are limited).
+_REPLAY_CHUNK = 500
+
+
+def _release_after(writer: threading.Thread, written: Written) -> None:
+    writer.join()
+    written.release()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -68,6 +92,9 @@ class Ledger:
     ledger.start_sync()            # or: await ledger.start()
     ledger.record(LedgerRecord(model="gpt-4o-mini", cost_usd=0.0004))
     ledger.close_sync()            # or: await ledger.close(); writes everything queued
+
+    `close_timeout`: how long a close waits for an unreachable database; `spill_dir`: where the rows it could
+    not write then go (and are replayed from at start); None: nowhere (logged as lost).
     """
 
     def __init__(
@@ -78,10 +105,25 @@ class Ledger:
         flush_interval: float = 0.05,
         max_queued: int = 100_000,
         max_retry_interval: float = 2.0,
+        close_timeout: float = 10.0,
+        spill_dir: str | Path | None = None,
     ) -> None:
+        if not (isinstance(close_timeout, int | float) and math.isfinite(close_timeout) and close_timeout >= 0):
+            raise ValueError(
+                f"the ledger's close timeout must be a finite number of seconds >= 0, not {close_timeout!r}")
         self.url = url
+        self._close_timeout = float(close_timeout)
         self._engine: Engine = create_ledger_engine(url)
         self._insert = BulkInsert(self._engine)
+        #: Resolved lazily: nothing is touched until a close spills or the writer replays.
+        folder = resolve_spill_dir(spill_dir) if spill_dir else None  # None: no home to expand ~ in (warned)
+        self._spill = None if folder is None else SpillDir(folder, url)
+        self._replay_due = self._spill is not None  # spilled files may wait: the writer looks once it runs
+        self._replaying: Claim | None = None
+        self._take = threading.Lock()  # the writer takes rows off the queue, or close takes what is left: not both
+        self._spilled = 0
+        self._replayed = 0  # spilled rows written at start (counted in `written` too)
+        self._left_taken = False
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_queued = max_queued
@@ -149,12 +191,15 @@ class Ledger:
         """Wait until every record queued so far is written; False if `timeout` passed first."""
         return await asyncio.to_thread(self.flush_sync, timeout)
 
-    def close_sync(self, timeout: float | None = 30.0) -> None:
+    def close_sync(self, timeout: float | None | _Configured = CONFIGURED) -> None:
         """Write everything queued, stop the writer and release connections.
 
-        If the database stays unreachable for `timeout` seconds, the rows still in memory are
-        logged as lost and the ledger closes anyway (None waits for as long as it takes).
+        If the database stays unreachable for `timeout` seconds (default: the ledger's `close_timeout`), the rows
+        still in memory are spilled to `spill_dir` (or logged as lost) and the ledger closes anyway (None waits
+        for as long as it takes).
         """
+        if timeout is CONFIGURED:
+            timeout = self._close_timeout
         with self._lock:
             self._closing = True
             thread = self._thread
@@ -169,28 +214,87 @@ class Ledger:
                 self._abandon = True
                 self._wake.set()
                 thread.join(1.0)
-        self._closed = True
-        lost = len(self._queue) + len(self._pending)
-        if lost:
-            logger.error("ledger %s unreachable at shutdown: %d rows not written", display_url(self.url), lost)
-        self._engine.dispose()
+        with self._lock:
+            self._closed = True
+        try:
+            self._spill_left(thread if thread is not None and thread.is_alive() else None)
+        except Exception:  # noqa: BLE001 (logged) a close never raises: what follows must still run
+            logger.exception("ledger %s: the rows left at shutdown could not be spilled", display_url(self.url))
+        finally:
+            self._engine.dispose()
 
-    async def close(self, timeout: float | None = 30.0) -> None:
+    async def close(self, timeout: float | None | _Configured = CONFIGURED) -> None:
         """Write everything queued, stop the writer and release connections."""
         await asyncio.to_thread(self.close_sync, timeout)
+
+    def _spill_left(self, writer: threading.Thread | None) -> None:
+        """The rows the writer did not commit, to a spill file (or logged as lost).
+
+        Taken under `_take`: once `_abandon` is set the writer takes no more rows off the queue. Its batch in
+        flight is spilled too: a write that still commits after this makes the replay find those rows present;
+        the file stays locked while that abandoned `writer` runs, so no ledger replays it before (which would
+        write those rows twice).
+        """
+        with self._take:
+            if self._left_taken:  # a second close: spilled (or logged) by the first
+                return
+            self._left_taken = True
+            pending = list(self._pending)  # one step: the writer may shrink it (outside _take) as we copy
+            queued = list(self._queue)
+        if not pending and not queued:
+            return
+        where, left = display_url(self.url), len(pending) + len(queued)
+        if self._spill is None:
+            logger.error("ledger %s unreachable at shutdown: %d rows not written", where, left)
+            return
+        try:
+            written = self._spill.write(self._spill_rows(pending, queued))
+        except OSError as exc:
+            logger.error("ledger %s unreachable at shutdown and its spill directory %s unusable (%s): %d rows not "
+                         "written", where, self._spill.path, exc.strerror or exc, left)
+            return
+        self._spilled += written.rows
+        self._discarded += written.refused
+        if writer is None:
+            written.release()
+        else:  # released when the abandoned writer ends (its last batch committed or failed), or with the process
+            threading.Thread(target=_release_after, args=(writer, written), name="switchman-ledger-spill-hold",
+                             daemon=True).start()
+        logger.warning("ledger %s unreachable at shutdown: %d rows spilled to %s (written at the next start)",
+                       where, written.rows, written.path)
+
+    def _spill_rows(self, pending: list[tuple[tuple[Any, ...], Fact]],
+                    queued: list[LedgerRecord]) -> Iterator[dict[str, Any]]:
+        """The rows left, one by one as they are written out; one that cannot be encoded is logged and left out."""
+        for row, _ in pending:
+            try:
+                yield spilled(row)
+            except Exception as exc:  # noqa: BLE001 (logged) one odd row must not lose the others
+                self._discard(row[1], exc)
+        for rec in queued:
+            try:
+                yield spilled(encode(rec))
+            except Exception as exc:  # noqa: BLE001 (logged) as above
+                self._discard(getattr(rec, "request_id", "?"), exc)
 
     # -- the hot path ----------------------------------------------------------------------------
 
     def record(self, rec: LedgerRecord) -> int:
         """Queue one record for writing; never blocks, never raises. Returns its ticket (0: dropped)."""
         queue = self._queue
-        if len(queue) >= self._max_queued or self._closed:
+        if len(queue) >= self._max_queued:
             self._drop()
             return 0
         with self._lock:
-            queue.append(rec)
-            self._appended += 1
-            ticket = self._appended
+            if self._closed:  # checked under the lock close sets it with: no row lands after close took the rest
+                ticket = 0
+            else:
+                queue.append(rec)
+                self._appended += 1
+                ticket = self._appended
+        if not ticket:
+            self._drop()
+            return 0
         if len(queue) >= self._batch_size:
             self._wake.set()
         return ticket
@@ -246,6 +350,8 @@ class Ledger:
             dropped=self._dropped,
             discarded=self._discarded,
             write_errors=self._write_errors,
+            spilled=self._spilled,
+            replayed=self._replayed,
         )
 
     # -- the writer thread -----------------------------------------------------------------------
@@ -256,11 +362,16 @@ class Ledger:
             self._wake.wait(delay)
             self._wake.clear()
             ok = self._drain()
+            if ok and self._replay_due and not self._closing:
+                ok = self._replay_step()
+                if ok and self._replay_due:
+                    self._wake.set()  # more spilled rows: go on at once (live rows first, each turn)
             if ok:
                 delay = self._flush_interval
             else:
                 delay = min(max(delay * 2, self._flush_interval), self._max_retry_interval)
             if self._abandon or (self._closing and ok and not self._queue):
+                self._give_back()
                 return
 
     def _drain(self) -> bool:
@@ -271,13 +382,16 @@ class Ledger:
             while True:
                 if not self._pending:
                     queue, pending, null = self._queue, self._pending, self._insert.null
-                    while queue and len(pending) < self._batch_size:
-                        rec = queue.popleft()
-                        self._taken += 1
-                        try:
-                            pending.append((encode(rec, null), fact(rec)))
-                        except (AttributeError, TypeError, ValueError, OverflowError) as exc:
-                            self._discard(getattr(rec, "request_id", "?"), exc)
+                    with self._take:
+                        if self._abandon:  # close spilled what is queued: writing it too would duplicate it
+                            return False
+                        while queue and len(pending) < self._batch_size:
+                            rec = queue.popleft()
+                            self._taken += 1
+                            try:
+                                pending.append((encode(rec, null), fact(rec)))
+                            except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+                                self._discard(getattr(rec, "request_id", "?"), exc)
                 if not self._pending:
                     self._settled = self._taken
                     self._release()
@@ -285,7 +399,7 @@ class Ledger:
                         self._dropping = False
                         logger.warning("ledger queue drained: keeping records again (%d dropped so far)", self._dropped)
                     return True
-                if not self._write_batch(self._pending):
+                if self._abandon or not self._write_batch(self._pending):
                     return False
                 self._pending.clear()
                 self._settled = self._taken
@@ -328,6 +442,109 @@ class Ledger:
             del batch[:done]  # never write a row twice when the retry comes
         self._recovered()
         return True
+
+    # -- replaying spilled rows ------------------------------------------------------------------
+
+    def _replay_step(self) -> bool:
+        """Insert the next chunk of spilled rows (claiming a file first, reading it a chunk at a time); False
+        when the database failed (the chunk is kept for the retry).
+
+        An unusable spill directory or unreadable file is logged and the replay given up: the writer lives on."""
+        assert self._spill is not None
+        claim = self._replaying
+        try:
+            if claim is None:
+                claim = self._spill.claim()
+                if claim is None:
+                    self._replay_due = False
+                    return True
+                self._replaying = claim
+            if not claim.chunk:
+                claim.chunk = claim.read(min(self._batch_size, _REPLAY_CHUNK))
+        except OSError as exc:
+            logger.error("ledger spill directory %s unusable (%s): spilled rows not replayed", self._spill.path,
+                         exc.strerror or exc)
+            return self._stop_replay()
+        except Exception:  # noqa: BLE001 (logged) a file no one foresaw must not end the writer of live rows
+            logger.exception("ledger spill directory %s: spilled rows not replayed", self._spill.path)
+            return self._stop_replay()
+        if claim.chunk:
+            if not self._insert_new(claim.chunk, claim):
+                return False
+            claim.chunk = []
+            return True
+        self._replaying = None
+        try:
+            claim.finish()
+        except OSError as exc:
+            logger.error("ledger spill file %s replayed but not deleted (%s): the next start skips its rows again",
+                         claim.claimed, exc.strerror or exc)
+        logger.warning("ledger replayed %s (rows spilled at an earlier shutdown): %d written, %d in the ledger "
+                       "already, %d refused by the database, %d unreadable lines skipped", claim.name,
+                       claim.inserted, claim.present, claim.discarded, claim.skipped)
+        return True
+
+    def _stop_replay(self) -> bool:
+        self._replay_due = False
+        self._give_back()
+        return True
+
+    def _insert_new(self, chunk: list[LedgerRecord], claim: Claim) -> bool:
+        """Insert the rows of `chunk` the database does not hold yet; False when it failed (the chunk is looked
+        up again at the retry, so a row committed meanwhile is not inserted twice).
+
+        A row is skipped only while the database holds more rows of its (request id, time) than this file's
+        rows of that key met so far (`claim.seen`): twins are each written once, across chunks too."""
+        try:
+            self._ensure_schema()
+            present = self._present(chunk)
+        except self._insert.errors as exc:
+            return self._failed(exc)
+        seen = Counter(claim.seen)
+        batch: list[tuple[tuple[Any, ...], Fact]] = []
+        found = refused = 0
+        for rec in chunk:
+            key = (rec.request_id, rec.time)
+            skip = present[key] > seen[key]
+            seen[key] += 1
+            if skip:
+                found += 1
+                continue
+            try:
+                batch.append((encode(rec, self._insert.null), fact(rec)))
+            except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+                refused += 1
+                self._discard(rec.request_id, exc)
+        written, discarded = self._written, self._discarded
+        if batch and not self._write_batch(batch):
+            return False
+        claim.seen = seen
+        claim.present += found
+        claim.inserted += self._written - written
+        claim.discarded += refused + self._discarded - discarded
+        self._replayed += self._written - written
+        return True
+
+    def _present(self, chunk: list[LedgerRecord]) -> Counter[tuple[str, float]]:
+        """How many rows of each (request id, time) of `chunk` the database holds (looked up by request id and
+        the chunk's time span: a client's ids repeat)."""
+        ids = sorted({rec.request_id for rec in chunk})
+        times = [rec.time for rec in chunk]
+        query = select(REQUESTS.c.request_id, REQUESTS.c.time).where(
+            REQUESTS.c.request_id.in_(ids), REQUESTS.c.time.between(min(times), max(times)))
+        with self._engine.connect() as conn:
+            return Counter((str(rid), float(moment)) for rid, moment in conn.execute(query))
+
+    def _give_back(self) -> None:
+        """The writer stops mid-replay: the claimed file goes back to be replayed at the next start."""
+        claim, self._replaying = self._replaying, None
+        if claim is None:
+            return
+        try:
+            claim.release()
+        except OSError as exc:
+            logger.error("ledger spill file %s not given back (%s): a later start takes it once this process ends",
+                         claim.claimed, exc.strerror or exc)
 
     def _discard(self, request_id: object, exc: BaseException) -> None:
         self._discarded += 1

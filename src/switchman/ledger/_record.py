@@ -128,7 +128,9 @@ class LedgerStats:
     """Counters of the ledger's writer, for metrics and tests.
 
     `dropped` counts records refused because the in-memory queue was full (or the ledger closed);
-    `discarded` counts records the database refused as invalid (written one by one, logged).
+    `discarded` counts records the database refused as invalid (written one by one, logged); `spilled` the
+    rows a close could not write and put in a spill file (written at the next start); `replayed` the spilled
+    rows this ledger wrote at its start (counted in `written` too).
     """
 
     queued: int
@@ -136,3 +138,5 @@ class LedgerStats:
     dropped: int
     discarded: int
     write_errors: int
+    spilled: int = 0
+    replayed: int = 0
