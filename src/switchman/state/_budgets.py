@@ -12,8 +12,10 @@ Each budget's current period has four keys under one hash tag, `<prefix>{budget:
 time) and `...:done` (ids settled lately). One Lua script checks `spent + reserved + estimate <= limit` and
 adds the estimate to the reservation in one step, so concurrent requests on any replica cannot all pass a
 check only one of them fits: the most a budget is overspent by is what answers cost beyond their reserved
-worst case. A request under several budgets (agent, key, route) reserves in each in turn (each budget on its
-own Cluster slot) and gives back what it took if a later one refuses or the request is cancelled meanwhile.
+worst case. A request under several budgets (agent, key, route; several periods each) is held in all of them or
+in none by one script over all their keys, one round trip: no replica ever sees a part of it held. On a Cluster
+each budget is a slot of its own, so it is one script per slot in turn, what the earlier ones took given back
+when a later one refuses or the request is cancelled meanwhile (as the rate limits' `admit_all`).
 
 Every reservation has an id and a deadline (`hold_s` after it was taken or last grown): each script first
 drops the reservations past their deadline, so a reservation nobody settles (a replica killed mid-request, a
@@ -193,6 +195,8 @@ class SharedBudgets:
         self._repair_after = 0.0  # (monotonic) no such rebuild tried again before then
         self._unknown_logged = OnceLog()  # counters whose spend no number was logged (bounded: another writer's)
         self._periods: dict[str, tuple[float, float]] = {}  # each period's current (start, end)
+        #: One script per Cluster slot (the keys of one script must share one); on a single Redis, one for all.
+        self.per_slot = link.cluster
 
     def _key(self, budget: BudgetConfig, start: float) -> str:
         return self.link.key(f"budget:{budget.scope}:{budget.name}", budget.period, str(int(start)))
@@ -231,7 +235,7 @@ class SharedBudgets:
             start, end = self._bounds(now, budget.period)
             holds.append((self._key(budget, start), budget, end))
         try:
-            refused = await self._hold_each(holds, rid, estimate, model, first=True)
+            refused = await self._hold_all(holds, rid, estimate, model, first=True)
         except RedisUnavailable:
             return self.reserve(agent=agent, key_id=key_id, route=route, estimated_usd=estimated_usd, model=model)
         if refused is None:
@@ -241,47 +245,68 @@ class SharedBudgets:
             return Reservation(None, (), estimated_usd, downgrade_to=budget.downgrade_to)
         raise BudgetLimitError(budget, spent_usd=spent, reserved_usd=reserved, estimated_usd=estimate, resets_at=end)
 
-    async def _hold_each(
+    def _groups(self, holds: Sequence[_Hold]) -> list[list[_Hold]]:
+        """The budgets each script holds in: all in one, or one script per Cluster slot (in order)."""
+        if not self.per_slot:
+            return [list(holds)]
+        from redis.crc import key_slot
+
+        slots: dict[int, list[_Hold]] = {}
+        for hold in holds:
+            slots.setdefault(key_slot(hold[0].encode()), []).append(hold)
+        return list(slots.values())
+
+    async def _hold(self, group: Sequence[_Hold], rid: str, amount: float, model: str | None) -> list[Any]:
+        """One RESERVE over `group`'s budgets: `amount` added to reservation `rid` in all of them, or in none."""
+        keys: list[str] = []
+        args: list[str | int | float] = [amount, rid, int(self.hold_s * 1000)]
+        for key, budget, end in group:
+            exempt = budget.on_exceed == "downgrade" and model is not None and model == budget.downgrade_to
+            keys += _keys(key)
+            args += [budget.usd + _EPSILON_USD, self._ttl(end), 0 if exempt else 1]
+        reply: list[Any] = await self.link.eval(RESERVE, keys, args)
+        return reply
+
+    async def _hold_all(
         self, holds: Sequence[_Hold], rid: str, amount: float, model: str | None, *, first: bool,
     ) -> tuple[_Hold, float, float] | None:
-        """Add `amount` to reservation `rid` in each budget; on a refusal give back what was taken and say which.
+        """Add `amount` to reservation `rid` in every budget, or in none; on a refusal say which budget refused.
 
-        On any failure (Redis, a timeout after Redis ran the script, a cancellation) what may have been taken is
-        given back too: the whole reservation when it is new, the growth otherwise (the rest is settled later).
+        On a single Redis that is one script over every budget's keys: checked and held in one step, so no other
+        replica sees a part of it held. On a Cluster each budget's keys hash to a slot of their own, and one script
+        reaches one slot: one script per slot, in order, each all-or-nothing, and what the slots before a refusal
+        took is given back (as `RedisRateLimiter.admit_all` does). On any failure (Redis, a timeout after Redis ran
+        the script, a cancellation) what may have been taken is given back too: the whole reservation when it is
+        new, the growth the slots before took otherwise (the rest is settled later).
         """
-        taken: list[_Hold] = []
+        taken: list[list[_Hold]] = []
         try:
-            for hold in holds:
-                key, budget, end = hold
-                exempt = budget.on_exceed == "downgrade" and model is not None and model == budget.downgrade_to
-                ok, spent, reserved = await self.link.eval(
-                    RESERVE, _keys(key),
-                    [budget.usd + _EPSILON_USD, amount, self._ttl(end), 0 if exempt else 1, rid,
-                     int(self.hold_s * 1000)])
+            for group in self._groups(holds):
+                ok, index, spent, reserved = await self._hold(group, rid, amount, model)
                 if int(ok) == UNKNOWN:  # given back below, like any failure: the local check decides
+                    key = group[int(index) - 1][0]
                     self._spend_unknown(key)
                     raise RedisUnavailable(f"budget spend in Redis unknown: {key}")
                 if not int(ok):
                     self._give_back(taken, rid, amount, first=first)
-                    return hold, float(spent), float(reserved)
-                taken.append(hold)
+                    return group[int(index) - 1], float(spent), float(reserved)
+                taken.append(group)
         except BaseException:
             # The call that failed may have run in Redis: a new reservation is released everywhere it may be.
-            self._give_back(list(holds) if first else taken, rid, amount, first=first)
+            self._give_back([list(holds)] if first else taken, rid, amount, first=first)
             raise
         return None
 
-    def _give_back(self, holds: Sequence[_Hold], rid: str, amount: float, *, first: bool) -> None:
+    def _give_back(self, groups: Sequence[Sequence[_Hold]], rid: str, amount: float, *, first: bool) -> None:
         if first:
-            self.settle(holds, rid, 0.0)
+            self.settle([hold for group in groups for hold in group], rid, 0.0)
         else:
-            for key, budget, end in holds:
-                self._background(self._shrink(key, budget, end, rid, amount))
+            for group in groups:
+                self._background(self._shrink(group, rid, amount))
 
-    async def _shrink(self, key: str, budget: BudgetConfig, end: float, rid: str, amount: float) -> None:
+    async def _shrink(self, group: Sequence[_Hold], rid: str, amount: float) -> None:
         try:  # failing, the growth stays held until the reservation settles (or its deadline)
-            await self.link.eval(RESERVE, _keys(key), [budget.usd, -amount, self._ttl(end), 0, rid,
-                                                        int(self.hold_s * 1000)])
+            await self._hold(group, rid, -amount, None)
         except RedisUnavailable:
             pass
 
@@ -290,7 +315,7 @@ class SharedBudgets:
         decides whether the whole `estimate` still fits (its counters come from the ledger)."""
         if self.link.up:
             try:
-                return await self._hold_each(holds, rid, amount, model, first=False) is None
+                return await self._hold_all(holds, rid, amount, model, first=False) is None
             except RedisUnavailable:
                 pass
         usage = {id(budget): (spent, reserved) for budget, spent, reserved in self.local.usage()}
