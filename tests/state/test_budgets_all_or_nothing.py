@@ -204,3 +204,22 @@ def test_per_slot_a_later_slot_refusing_gives_back_what_the_earlier_took(prefix:
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_a_refusal_writes_what_the_sweep_dropped_in_the_budgets_before_it(prefix: str) -> None:
+    """A reservation past its deadline in the agent's budget is dropped by the next script, even one the key's
+    budget refuses: the agent's counter no longer counts it (and the refused request holds nothing)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        dead = SharedBudgets(BudgetManager([AGENT]), link, hold_s=0.2)
+        await dead.areserve(agent="a", key_id=None, route=None, estimated_usd=0.7)  # never settled
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        await anyio.sleep(0.3)
+        with pytest.raises(BudgetLimitError, match="key budget 'k'"):
+            await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.6)
+        assert await _in_redis(link, AGENT) == (0.0, 0.0, {})
+        assert await _in_redis(link, KEY) == (0.0, 0.0, {})
+        assert await link.run(lambda r: r.exists(_key(link, KEY))) == 0  # no key made for a refusal
+        await link.aclose()
+
+    anyio.run(main)

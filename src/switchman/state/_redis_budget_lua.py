@@ -42,8 +42,9 @@ local function settled_reserved(b, value)  -- nothing held: exactly 0 (no float 
   if value < 0 or redis.call('ZCARD', KEYS[b + 3]) == 0 then return 0 end
   return value
 end
-local function swept(b)
-  local reserved = tonumber(redis.call('HGET', KEYS[b + 1], 'reserved') or '0')
+local function swept(b)  -- also what the counter held before (a refusal writes `reserved` only when it moved)
+  local stored = tonumber(redis.call('HGET', KEYS[b + 1], 'reserved') or '0')
+  local reserved = stored
   if not finite(reserved) then
     reserved = 0  -- no number (another writer): what the holds add up to
     for _, held in ipairs(redis.call('HVALS', KEYS[b + 2])) do reserved = reserved + (tonumber(held) or 0) end
@@ -54,7 +55,7 @@ local function swept(b)
     redis.call('HDEL', KEYS[b + 2], id)
     redis.call('ZREM', KEYS[b + 3], id)
   end
-  return settled_reserved(b, reserved)
+  return settled_reserved(b, reserved), stored
 end
 local function expire_all(b, ttl)
   for i = 1, 4 do redis.call('EXPIRE', KEYS[b + i], ttl) end
@@ -83,27 +84,34 @@ UNKNOWN = -1
 #: check (1) or not (0). Adds `amount` to the reservation in every budget when spent + reserved + amount fits each
 #: limit checked, else in none. Returns {1, 0, '0', '0'}, or {0, i, spent, reserved} of the first budget i that
 #: refused ({-1, i, '0', '0'}: its spend is unknown). A budget the id was settled in already (a late call) holds
-#: nothing and refuses nothing.
+#: nothing and refuses nothing. The budgets after a refusal are not swept (nor written: nothing was held).
 RESERVE = _FUNCTIONS + """
 local amount, id, hold_ms = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local n = #KEYS / 4
-local spent, reserved, done, refused = {}, {}, {}, 0
+local spent, reserved, stored, done, refused = {}, {}, {}, {}, 0
 for i = 1, n do
   spent[i] = spent_of(4 * (i - 1))
   if spent[i] == nil then return {-1, i, '0', '0'} end
 end
 for i = 1, n do
   local b = 4 * (i - 1)
-  reserved[i] = swept(b)
+  reserved[i], stored[i] = swept(b)
   done[i] = redis.call('ZSCORE', KEYS[b + 4], id)
-  if refused == 0 and not done[i] and ARGV[3 * i + 3] == '1' and amount > 0
+  if not done[i] and ARGV[3 * i + 3] == '1' and amount > 0
       and spent[i] + reserved[i] + amount > tonumber(ARGV[3 * i + 1]) then
     refused = i
+    break
   end
+end
+if refused > 0 then
+  for i = 1, refused do  -- what the sweep dropped (no key made, none kept longer)
+    if reserved[i] ~= stored[i] then redis.call('HSET', KEYS[4 * i - 3], 'reserved', tostring(reserved[i])) end
+  end
+  return {0, refused, tostring(spent[refused]), tostring(reserved[refused])}
 end
 for i = 1, n do
   local b = 4 * (i - 1)
-  if refused == 0 and not done[i] then
+  if not done[i] then
     local held = tonumber(redis.call('HGET', KEYS[b + 2], id) or '0')
     local now_held = held + amount
     if now_held <= 0 then
@@ -119,7 +127,6 @@ for i = 1, n do
   redis.call('HSET', KEYS[b + 1], 'reserved', tostring(reserved[i]))
   expire_all(b, ARGV[3 * i + 2])
 end
-if refused > 0 then return {0, refused, tostring(spent[refused]), tostring(reserved[refused])} end
 return {1, 0, '0', '0'}
 """
 

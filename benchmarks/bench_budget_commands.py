@@ -1,0 +1,89 @@
+"""Redis scripts and commands per request for shared budgets, under 2 and 3 budget scopes (agent, key, route).
+
+Counted with `INFO commandstats` on a redis-server of the run's own (as tests/state/test_redis_command_counts.py
+does): exact counts, whatever the machine's load. Commands include those a script runs inside Redis; a script call
+is one round trip. Run it against another revision's code to compare:
+
+    python benchmarks/bench_budget_commands.py                                # this tree (PYTHONPATH=src)
+    git archive main src | tar -x -C /tmp/base && PYTHONPATH=/tmp/base/src python benchmarks/bench_budget_commands.py
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import anyio
+import redis
+
+from switchman._config import BudgetConfig
+from switchman._exceptions import BudgetLimitError
+from switchman.ledger import BudgetManager
+from switchman.state import RedisLink, SharedBudgets
+from switchman.testing import RedisServer
+
+
+def _stats(raw: redis.Redis) -> dict[str, int]:
+    found: Any = raw.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in found.items()}
+
+
+def _per_request(raw: redis.Redis, requests: int) -> tuple[float, float]:
+    """(scripts, commands) per request since the last reset (the reset itself not counted)."""
+    stats = _stats(raw)
+    stats.pop("config|resetstat", None)
+    scripts = stats.get("evalsha", 0) + stats.get("eval", 0)
+    return scripts / requests, sum(stats.values()) / requests
+
+
+async def _measure(url: str, raw: redis.Redis, scopes: int, requests: int) -> dict[str, tuple[float, float]]:
+    defined = [BudgetConfig(scope="agent", name="s", usd=1e9), BudgetConfig(scope="key", name="s", usd=1e9),
+               BudgetConfig(scope="route", name="s", usd=1e9)][:scopes]
+    names: dict[str, Any] = {"agent": "s", "key_id": "s", "route": "s" if scopes == 3 else None}
+    link = RedisLink(url, prefix=f"bench{scopes}:", timeout_s=2.0)
+    await link.check()
+    budgets = SharedBudgets(BudgetManager(defined), link)
+    (await budgets.areserve(**names, estimated_usd=0.0)).release()  # scripts loaded
+    await budgets.drain()
+    found = {}
+    raw.config_resetstat()
+    held = [await budgets.areserve(**names, estimated_usd=0.01) for _ in range(requests)]
+    found["reserve, held"] = _per_request(raw, requests)
+    raw.config_resetstat()
+    for reservation in held:  # one at a time, each settle its own batch: the most a settle costs
+        reservation.settle(0.005)
+        await budgets.drain()
+    found["settle (one batch a request)"] = _per_request(raw, requests)
+    for which, what in ((0, "reserve, first budget refuses"),
+                        (scopes - 1, "reserve, last budget refuses (give-back included)")):
+        budgets.local = BudgetManager([budget if i != which else BudgetConfig(scope=budget.scope, name="s", usd=1e-6)
+                                       for i, budget in enumerate(defined)])
+        raw.config_resetstat()
+        for _ in range(requests):
+            try:
+                await budgets.areserve(**names, estimated_usd=0.01)
+            except BudgetLimitError:
+                pass
+        await budgets.drain()
+        found[what] = _per_request(raw, requests)
+    await link.aclose()
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=100)
+    options = parser.parse_args()
+    with RedisServer() as server:
+        raw = redis.Redis(port=server.port)
+        print("| budgets | request | scripts (round trips) / request | Redis commands / request |")
+        print("|---|---|---:|---:|")
+        for scopes in (2, 3):
+            found = anyio.run(_measure, server.url, raw, scopes, options.requests)
+            for what, (scripts, commands) in found.items():
+                print(f"| {scopes} | {what} | {scripts:.2f} | {commands:.1f} |")
+        raw.close()
+
+
+if __name__ == "__main__":
+    main()
