@@ -11,6 +11,7 @@ is one round trip. Run it against another revision's code to compare:
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 import anyio
@@ -21,6 +22,10 @@ from switchman._exceptions import BudgetLimitError
 from switchman.ledger import BudgetManager
 from switchman.state import RedisLink, SharedBudgets
 from switchman.testing import RedisServer
+
+
+#: Wall time per held reserve, in µs, by number of budgets (one at a time: round trips, load-dependent).
+wall_us: dict[int, float] = {}
 
 
 def _stats(raw: redis.Redis) -> dict[str, int]:
@@ -47,7 +52,9 @@ async def _measure(url: str, raw: redis.Redis, scopes: int, requests: int) -> di
     await budgets.drain()
     found = {}
     raw.config_resetstat()
+    started = time.perf_counter()
     held = [await budgets.areserve(**names, estimated_usd=0.01) for _ in range(requests)]
+    wall_us[scopes] = (time.perf_counter() - started) / requests * 1e6
     found["reserve, held"] = _per_request(raw, requests)
     raw.config_resetstat()
     for reservation in held:  # one at a time, each settle its own batch: the most a settle costs
@@ -72,7 +79,7 @@ async def _measure(url: str, raw: redis.Redis, scopes: int, requests: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=1000)
     options = parser.parse_args()
     with RedisServer() as server:
         raw = redis.Redis(port=server.port)
@@ -82,6 +89,8 @@ def main() -> None:
             found = anyio.run(_measure, server.url, raw, scopes, options.requests)
             for what, (scripts, commands) in found.items():
                 print(f"| {scopes} | {what} | {scripts:.2f} | {commands:.1f} |")
+        print("\nwall time per held reserve, one at a time (load-dependent): "
+              + ", ".join(f"{scopes} budgets {us:.0f} µs" for scopes, us in wall_us.items()))
         raw.close()
 
 
