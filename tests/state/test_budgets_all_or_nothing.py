@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
-from typing import Any
 
 import anyio
 import pytest
@@ -18,27 +16,11 @@ from switchman._exceptions import BudgetLimitError
 from switchman.ledger import BudgetManager, period_bounds
 from switchman.state import RedisLink, SharedBudgets, SharedReservation
 
-from .conftest import SHARED_REDIS_URL
+from .conftest import counting_link as _link
 
 AGENT = BudgetConfig(scope="agent", name="a", usd=1.0)
 KEY = BudgetConfig(scope="key", name="k", usd=0.5)
 ROUTE = BudgetConfig(scope="route", name="r", usd=2.0)
-
-
-async def _link(prefix: str) -> tuple[RedisLink, list[list[str]]]:
-    """A link on the shared Redis, and the keys of every script it runs."""
-    link = RedisLink(SHARED_REDIS_URL, prefix=prefix, timeout_s=2.0)
-    await link.check()
-    assert link.up
-    scripts: list[list[str]] = []
-    real = link.eval
-
-    async def counted(source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
-        scripts.append(list(keys))
-        return await real(source, keys, args)
-
-    link.eval = counted  # type: ignore[method-assign]
-    return link, scripts
 
 
 def _key(link: RedisLink, budget: BudgetConfig) -> str:
