@@ -6,12 +6,23 @@ is one round trip. Run it against another revision's code to compare:
 
     python benchmarks/bench_budget_commands.py                                # this tree (PYTHONPATH=src)
     git archive main src | tar -x -C /tmp/base && PYTHONPATH=/tmp/base/src python benchmarks/bench_budget_commands.py
+    python benchmarks/bench_budget_commands.py --callgrind   # + this process's instructions per reserve and release
+
+`--callgrind` runs `--child N SCOPES URL` (N reserves, each released, one at a time) under valgrind for 200 and
+1,200 requests and reports the difference per request: switchman's own work and the event loop's socket calls
+for its round trips, whatever the load (Redis's own work is in the other process, not counted).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -77,10 +88,39 @@ async def _measure(url: str, raw: redis.Redis, scopes: int, requests: int) -> di
     return found
 
 
+async def _child(requests: int, scopes: int, url: str) -> None:
+    defined = [BudgetConfig(scope="agent", name="s", usd=1e9), BudgetConfig(scope="key", name="s", usd=1e9),
+               BudgetConfig(scope="route", name="s", usd=1e9)][:scopes]
+    names: dict[str, Any] = {"agent": "s", "key_id": "s", "route": "s" if scopes == 3 else None}
+    link = RedisLink(url, prefix=f"callgrind{scopes}:", timeout_s=5.0)
+    await link.check()
+    budgets = SharedBudgets(BudgetManager(defined), link)
+    for _ in range(requests):
+        (await budgets.areserve(**names, estimated_usd=0.01)).release()
+    await budgets.drain()
+    await link.aclose()
+
+
+def _instructions(requests: int, scopes: int, url: str) -> int:
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg", sys.executable, __file__,
+             "--child", str(requests), str(scopes), url],
+            check=True, capture_output=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+        found = re.search(r"^(?:summary|totals): (\d+)", Path(out, "cg").read_text(), re.M)
+        assert found is not None
+        return int(found.group(1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--child", nargs=3, metavar=("N", "SCOPES", "URL"))
     options = parser.parse_args()
+    if options.child:
+        anyio.run(_child, int(options.child[0]), int(options.child[1]), options.child[2])
+        return
     with RedisServer() as server:
         raw = redis.Redis(port=server.port)
         print("| budgets | request | scripts (round trips) / request | Redis commands / request |")
@@ -91,6 +131,10 @@ def main() -> None:
                 print(f"| {scopes} | {what} | {scripts:.2f} | {commands:.1f} |")
         print("\nwall time per held reserve, one at a time (load-dependent): "
               + ", ".join(f"{scopes} budgets {us:.0f} µs" for scopes, us in wall_us.items()))
+        if options.callgrind:
+            for scopes in (2, 3):
+                few, many = (_instructions(n, scopes, server.url) for n in (200, 1200))
+                print(f"callgrind, {scopes} budgets: {(many - few) / 1000:,.0f} instructions per reserve and release")
         raw.close()
 
 

@@ -205,3 +205,22 @@ def test_a_refusal_writes_what_the_sweep_dropped_in_the_budgets_before_it(prefix
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_a_later_budget_whose_spend_is_no_number_sends_the_request_to_the_local_check_holding_nothing(
+        prefix: str) -> None:
+    """The key's `spent` in Redis is no number (another writer): the request is decided by the local check, and the
+    agent's budget in Redis holds nothing of it, read right away (before, the agent's hold was given back only with
+    the next settle batch)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        await link.run(lambda r: r.hset(_key(link, KEY), "spent", "abc"))
+        local = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        assert local.held and not isinstance(local, SharedReservation)
+        assert await _in_redis(link, AGENT) == (0.0, 0.0, {})
+        local.release()
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
