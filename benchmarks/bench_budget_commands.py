@@ -52,10 +52,15 @@ def _per_request(raw: redis.Redis, requests: int) -> tuple[float, float]:
     return scripts / requests, sum(stats.values()) / requests
 
 
-async def _measure(url: str, raw: redis.Redis, scopes: int, requests: int) -> dict[str, tuple[float, float]]:
+def _scopes(scopes: int) -> tuple[list[BudgetConfig], dict[str, Any]]:
+    """The first `scopes` of an agent's, a key's and a route's budget (never refusing), and a request's names."""
     defined = [BudgetConfig(scope="agent", name="s", usd=1e9), BudgetConfig(scope="key", name="s", usd=1e9),
                BudgetConfig(scope="route", name="s", usd=1e9)][:scopes]
-    names: dict[str, Any] = {"agent": "s", "key_id": "s", "route": "s" if scopes == 3 else None}
+    return defined, {"agent": "s", "key_id": "s", "route": "s" if scopes == 3 else None}
+
+
+async def _measure(url: str, raw: redis.Redis, scopes: int, requests: int) -> dict[str, tuple[float, float]]:
+    defined, names = _scopes(scopes)
     link = RedisLink(url, prefix=f"bench{scopes}:", timeout_s=2.0)
     await link.check()
     budgets = SharedBudgets(BudgetManager(defined), link)
@@ -89,9 +94,7 @@ async def _measure(url: str, raw: redis.Redis, scopes: int, requests: int) -> di
 
 
 async def _child(requests: int, scopes: int, url: str) -> None:
-    defined = [BudgetConfig(scope="agent", name="s", usd=1e9), BudgetConfig(scope="key", name="s", usd=1e9),
-               BudgetConfig(scope="route", name="s", usd=1e9)][:scopes]
-    names: dict[str, Any] = {"agent": "s", "key_id": "s", "route": "s" if scopes == 3 else None}
+    defined, names = _scopes(scopes)
     link = RedisLink(url, prefix=f"callgrind{scopes}:", timeout_s=5.0)
     await link.check()
     budgets = SharedBudgets(BudgetManager(defined), link)
