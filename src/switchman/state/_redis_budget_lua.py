@@ -7,8 +7,8 @@ reserve those of every budget a request is under (4 keys a budget, in order; on 
     KEYS[b+1] the counter hash (`spent`, `reserved`), KEYS[b+2] the held amounts (hash: reservation id -> amount),
     KEYS[b+3] their deadlines (zset, Redis time in ms), KEYS[b+4] the ids settled lately (zset); b = 4 * (i - 1).
 
-Every script reads each `spent` once (`spent_of`), then drops the reservations past their deadline (`swept`) before
-doing its own work. A `spent` that is no finite number (another writer) is unknown, not $0; what a script does
+Every script reads each `spent` once (`spent_of`), then drops the reservations past their deadline (`swept`; the
+reserve in the budgets up to the first that refuses) before doing its own work. A `spent` that is no finite number (another writer) is unknown, not $0; what a script does
 with it is its first ARGV for the settle and the rebuild (`_ON_UNKNOWN`), one script each rather than one a case:
 
     'fail'    reply UNKNOWN (-1): the batched settle; the caller takes the link down and rebuilds from the ledger
