@@ -41,8 +41,11 @@ def prefix() -> Iterator[str]:
     forget_prefix(SHARED_REDIS_URL, prefix)
 
 
-async def counting_link(prefix: str) -> tuple[RedisLink, list[list[str]]]:
-    """A link on the shared Redis under `prefix`, and the keys of every script it runs, in order."""
+async def counting_link(
+    prefix: str, sources: list[str] | None = None,
+) -> tuple[RedisLink, list[list[str]]]:
+    """A link on the shared Redis under `prefix`, and the keys of every script it runs, in order (their sources
+    appended to `sources` when given)."""
     link = RedisLink(SHARED_REDIS_URL, prefix=prefix, timeout_s=2.0)
     await link.check()
     assert link.up
@@ -51,6 +54,8 @@ async def counting_link(prefix: str) -> tuple[RedisLink, list[list[str]]]:
 
     async def counted(source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         scripts.append(list(keys))
+        if sources is not None:
+            sources.append(source)
         return await real(source, keys, args)
 
     link.eval = counted  # type: ignore[method-assign]

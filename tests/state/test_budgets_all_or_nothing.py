@@ -13,7 +13,7 @@ import pytest
 
 from switchman._config import BudgetConfig
 from switchman._exceptions import BudgetLimitError
-from switchman.ledger import BudgetManager, period_bounds
+from switchman.ledger import BudgetManager, Reservation, period_bounds
 from switchman.state import RedisLink, SharedBudgets, SharedReservation
 
 from .conftest import counting_link as _link
@@ -220,6 +220,154 @@ def test_a_later_budget_whose_spend_is_no_number_sends_the_request_to_the_local_
         assert local.held and not isinstance(local, SharedReservation)
         assert await _in_redis(link, AGENT) == (0.0, 0.0, {})
         local.release()
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_two_budgets_on_one_counter_hold_once_and_each_checks_its_own_limit(prefix: str) -> None:
+    """A downgrade and a reject budget of one agent and period share one counter in Redis: a request is held in it
+    once (before, the second budget re-read the first's hold and wrote it doubled, with a stale `reserved`: releasing
+    one request then dropped the other's hold too). Each budget still checks its own limit, as the local check does."""
+    down = BudgetConfig(scope="agent", name="coder", usd=1.0, on_exceed="downgrade", downgrade_to="mini")
+    reject = BudgetConfig(scope="agent", name="coder", usd=1.5)
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([down, reject]), link)
+        first = await budgets.areserve(agent="coder", key_id=None, route=None, estimated_usd=0.3, model="big")
+        second = await budgets.areserve(agent="coder", key_id=None, route=None, estimated_usd=0.3, model="big")
+        assert isinstance(first, SharedReservation) and isinstance(second, SharedReservation)
+        first.release()
+        await budgets.drain()
+        spent, reserved, holds = await _in_redis(link, down)
+        assert (spent, reserved, holds) == (0.0, pytest.approx(0.3), {second.id.encode(): b"0.3"})
+        for estimate, model in ((0.8, "big"), (0.8, "mini"), (1.3, "mini"), (1.3, "big")):
+            local = BudgetManager([down, reject])
+            local.reserve(agent="coder", key_id=None, route=None, estimated_usd=0.3, model="big")
+            expected: object
+            try:
+                expected = local.reserve(agent="coder", key_id=None, route=None, estimated_usd=estimate,
+                                         model=model).downgrade_to
+            except BudgetLimitError as error:
+                expected = error.limit_usd
+            try:
+                got = await budgets.areserve(agent="coder", key_id=None, route=None, estimated_usd=estimate,
+                                             model=model)
+            except BudgetLimitError as error:
+                assert error.limit_usd == expected == 1.5, (estimate, model)
+            else:
+                assert got.downgrade_to == expected, (estimate, model)
+                got.release()
+            await budgets.drain()
+            assert (await _in_redis(link, down))[:2] == (0.0, pytest.approx(0.3)), (estimate, model)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_later_budget_whose_held_amounts_are_no_hash_leaves_no_hold_in_redis(prefix: str) -> None:
+    """Another writer made the key's `:held` a string: the script fails (the request goes to the local check) before
+    it writes anything, so the agent's budget holds nothing of it in Redis, read right after the failed call (before,
+    the agent's hold was written before the key's held amount was read, and stayed visible to the other replicas
+    until the give-back's batch was written)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        await link.run(lambda r: r.set(f"{_key(link, KEY)}:held", "garbage"))
+        local = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        assert local.held and not isinstance(local, SharedReservation)
+        reader = RedisLink("redis://127.0.0.1:6379/0", prefix=prefix, timeout_s=2.0)
+        await reader.check()
+        assert await _in_redis(reader, AGENT) == (0.0, 0.0, {})
+        local.release()
+        await budgets.drain()
+        await reader.aclose()
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_spend_no_number_sends_no_give_back_for_the_script_that_wrote_nothing(prefix: str) -> None:
+    """A reserve answered UNKNOWN wrote nothing: no settle is queued for it (before, a give-back went to every
+    budget, and its settles were written, or kept for the replay, for a request never held)."""
+    from switchman.state._redis_budget_lua import RESERVE, SETTLE_MANY
+
+    async def main() -> None:
+        sources: list[str] = []
+        link, _ = await _link(prefix, sources)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        await link.run(lambda r: r.hset(_key(link, KEY), "spent", "abc"))
+        local = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        assert local.held and not isinstance(local, SharedReservation)
+        local.release()
+        await budgets.drain()
+        assert sources[0] == RESERVE and SETTLE_MANY not in sources
+        assert not budgets._unsent
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_refusal_in_redis_is_the_local_checks_answer(prefix: str) -> None:
+    """Redis decides as the local check for the same budgets: a downgrade budget over its limit is preferred to a
+    reject budget over its limit checked before it (before, Redis refused at the first: the answer depended on
+    whether Redis was up)."""
+    reject = BudgetConfig(scope="agent", name="a", usd=0.5)
+    down = BudgetConfig(scope="key", name="k", usd=0.5, on_exceed="downgrade", downgrade_to="mini")
+
+    def answer(reservation: Reservation) -> str | None:
+        return reservation.downgrade_to or ("held" if reservation.held else None)
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([reject, down]), link)
+        local = BudgetManager([reject, down])
+        for estimate in (0.6, 0.2):
+            here = local.reserve(agent="a", key_id="k", route=None, estimated_usd=estimate, model="big")
+            there = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=estimate, model="big")
+            assert answer(here) == answer(there) == ("mini" if estimate > 0.5 else "held"), estimate
+        assert (await _in_redis(link, reject))[:2] == (0.0, pytest.approx(0.2))
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_zero_estimate_on_a_budget_spent_past_its_limit_is_refused_as_by_the_local_check(prefix: str) -> None:
+    """A $0 estimate on a budget spent past its limit: the local check refuses it, and so does Redis (before, Redis
+    let any $0 estimate through, so the answer depended on whether Redis was up)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        local = BudgetManager([AGENT])
+        local.reserve(agent="a", key_id=None, route=None, estimated_usd=0.4).settle(1.2)
+        (await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)).settle(1.2)
+        await budgets.drain()
+        with pytest.raises(BudgetLimitError) as local_refusal:
+            local.reserve(agent="a", key_id=None, route=None, estimated_usd=0.0)
+        with pytest.raises(BudgetLimitError) as refusal:
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.0)
+        assert (refusal.value.scope, refusal.value.spent_usd) == (local_refusal.value.scope, pytest.approx(1.2))
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_growth_of_a_reservation_past_its_deadline_holds_the_growth_alone(prefix: str) -> None:
+    """A reservation past its deadline is dropped by the script that grows it: what it holds afterwards is the
+    growth alone, in its held amount as in the counter (a guard: the held amounts are now read before the sweep
+    drops anything)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link, hold_s=0.2)
+        held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        assert isinstance(held, SharedReservation)
+        await anyio.sleep(0.3)
+        assert await held.aresize(0.5)
+        for budget in (AGENT, KEY):
+            assert await _in_redis(link, budget) == (0.0, pytest.approx(0.2), {held.id.encode(): b"0.2"}), budget
+        held.release()
         await budgets.drain()
         await link.aclose()
 

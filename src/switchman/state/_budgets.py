@@ -261,9 +261,10 @@ class SharedBudgets:
         keys: list[str] = []
         args: list[str | int | float] = [amount, rid, int(self.hold_s * 1000)]
         for key, budget, end in group:
+            downgrades = budget.on_exceed == "downgrade" and budget.downgrade_to is not None
             exempt = budget.on_exceed == "downgrade" and model is not None and model == budget.downgrade_to
             keys += _keys(key)
-            args += [budget.usd + _EPSILON_USD, self._ttl(end), 0 if exempt else 1]
+            args += [budget.usd + _EPSILON_USD, self._ttl(end), 0 if exempt else 2 if downgrades else 1]
         reply: list[Any] = await self.link.eval(RESERVE, keys, args)
         return reply
 
@@ -280,13 +281,13 @@ class SharedBudgets:
         new, the growth the slots before took otherwise (the rest is settled later).
         """
         taken: list[list[_Hold]] = []
+        unknown: str | None = None
         try:
             for group in self._groups(holds):
                 ok, index, spent, reserved = await self._hold(group, rid, amount, model)
-                if int(ok) == UNKNOWN:  # given back below, like any failure: the local check decides
-                    key = group[int(index) - 1][0]
-                    self._spend_unknown(key)
-                    raise RedisUnavailable(f"budget spend in Redis unknown: {key}")
+                if int(ok) == UNKNOWN:  # this script wrote nothing: only the slots before give back (below)
+                    unknown = group[int(index) - 1][0]
+                    break
                 if not int(ok):
                     self._give_back(taken, rid, amount, first=first)
                     return group[int(index) - 1], float(spent), float(reserved)
@@ -295,6 +296,11 @@ class SharedBudgets:
             # The call that failed may have run in Redis: a new reservation is released everywhere it may be.
             self._give_back([list(holds)] if first else taken, rid, amount, first=first)
             raise
+        if unknown is not None:  # the local check decides
+            if taken:
+                self._give_back(taken, rid, amount, first=first)
+            self._spend_unknown(unknown)
+            raise RedisUnavailable(f"budget spend in Redis unknown: {unknown}")
         return None
 
     def _give_back(self, groups: Sequence[Sequence[_Hold]], rid: str, amount: float, *, first: bool) -> None:

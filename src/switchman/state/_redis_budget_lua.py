@@ -38,12 +38,12 @@ local function spent_of(b)
   if finite(spent) then return spent end
   return nil
 end
-local function settled_reserved(b, value)  -- nothing held: exactly 0 (no float dust), never below
-  if value < 0 or redis.call('ZCARD', KEYS[b + 3]) == 0 then return 0 end
+local function settled_reserved(b, value, leaving)  -- nothing held: exactly 0 (no float dust), never below
+  if value < 0 or redis.call('ZCARD', KEYS[b + 3]) <= (leaving or 0) then return 0 end
   return value
 end
-local function swept(b)  -- also what the counter held before (a refusal writes `reserved` only when it moved)
-  local stored = tonumber(redis.call('HGET', KEYS[b + 1], 'reserved') or '0')
+local function sweep_of(b)  -- reads only: what the counter holds once the reservations past their deadline
+  local stored = tonumber(redis.call('HGET', KEYS[b + 1], 'reserved') or '0')  -- (and what it held before)
   local reserved = stored
   if not finite(reserved) then
     reserved = 0  -- no number (another writer): what the holds add up to
@@ -52,10 +52,19 @@ local function swept(b)  -- also what the counter held before (a refusal writes 
   local gone = redis.call('ZRANGEBYSCORE', KEYS[b + 3], '-inf', now, 'LIMIT', 0, 256)
   for _, id in ipairs(gone) do
     reserved = reserved - (tonumber(redis.call('HGET', KEYS[b + 2], id) or '0') or 0)
+  end
+  return settled_reserved(b, reserved, #gone), stored, gone
+end
+local function drop(b, gone)  -- the reservations `sweep_of` found past their deadline
+  for _, id in ipairs(gone) do
     redis.call('HDEL', KEYS[b + 2], id)
     redis.call('ZREM', KEYS[b + 3], id)
   end
-  return settled_reserved(b, reserved), stored
+end
+local function swept(b)  -- also what the counter held before (a refusal writes `reserved` only when it moved)
+  local reserved, stored, gone = sweep_of(b)
+  drop(b, gone)
+  return reserved, stored
 end
 local function expire_all(b, ttl)
   for i = 1, 4 do redis.call('EXPIRE', KEYS[b + i], ttl) end
@@ -81,51 +90,75 @@ _ON_UNKNOWN = """if ARGV[1] == 'repair' then
 UNKNOWN = -1
 
 #: KEYS: 4 a budget; ARGV: amount (negative: give back), reservation id, hold_ms, then per budget: limit, ttl_s,
-#: check (1) or not (0). Adds `amount` to the reservation in every budget when spent + reserved + amount fits each
-#: limit checked, else in none. Returns {1, 0, '0', '0'}, or {0, i, spent, reserved} of the first budget i that
-#: refused ({-1, i, '0', '0'}: its spend is unknown). A budget the id was settled in already (a late call) holds
-#: nothing and refuses nothing. The budgets after a refusal are not swept (nor written: nothing was held).
+#: check: 0 (not checked), 1 (refuses), 2 (downgrades). Adds `amount` to the reservation in every budget when
+#: spent + reserved + amount fits each limit checked, else in none. Returns {1, 0, '0', '0'}, or {0, i, spent,
+#: reserved} of the budget i that decides a refusal: as the local check (`BudgetManager.reserve`), the first over
+#: its limit that downgrades, else the first over its limit ({-1, i, '0', '0'}: budget i's spend is unknown). A
+#: give-back is never refused; a budget the id was settled in already (a late call) holds nothing and refuses
+#: nothing. A budget whose counter an earlier one has already (two budgets of one scope, name and period) is checked
+#: against its own limit, on that counter, but holds once. Everything that reads (and so can fail on a key another
+#: writer made of another type) runs before the first write: a failing script has written nothing.
 RESERVE = _FUNCTIONS + """
 local amount, id, hold_ms = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local n = #KEYS / 4
-local spent, reserved, stored, done, refused = {}, {}, {}, {}, 0
-for i = 1, n do
-  spent[i] = spent_of(4 * (i - 1))
-  if spent[i] == nil then return {-1, i, '0', '0'} end
-end
+local first, spent, reserved, stored, gone, done, held = {}, {}, {}, {}, {}, {}, {}
+local index = {}
 for i = 1, n do
   local b = 4 * (i - 1)
-  reserved[i], stored[i] = swept(b)
-  done[i] = redis.call('ZSCORE', KEYS[b + 4], id)
-  if not done[i] and ARGV[3 * i + 3] == '1' and amount > 0
-      and spent[i] + reserved[i] + amount > tonumber(ARGV[3 * i + 1]) then
-    refused = i
-    break
+  first[i] = index[KEYS[b + 1]] or i
+  index[KEYS[b + 1]] = first[i]
+  if first[i] == i then
+    spent[i] = spent_of(b)
+    if spent[i] == nil then return {-1, i, '0', '0'} end
+  end
+end
+local refused, downgrade = 0, 0
+for i = 1, n do
+  local b, f = 4 * (i - 1), first[i]
+  if f == i then
+    reserved[i], stored[i], gone[i] = sweep_of(b)
+    done[i] = redis.call('ZSCORE', KEYS[b + 4], id)
+    held[i] = tonumber(redis.call('HGET', KEYS[b + 2], id) or '0')
+    for _, past in ipairs(gone[i]) do
+      if past == id then held[i] = 0 end  -- its own reservation past its deadline: dropped with the rest
+    end
+  end
+  local check = ARGV[3 * i + 3]
+  if not done[f] and check ~= '0' and amount >= 0 and downgrade == 0
+      and spent[f] + reserved[f] + amount > tonumber(ARGV[3 * i + 1]) then
+    if refused == 0 then refused = i end
+    if check == '2' then downgrade = i end
   end
 end
 if refused > 0 then
-  for i = 1, refused do  -- what the sweep dropped (no key made, none kept longer)
-    if reserved[i] ~= stored[i] then redis.call('HSET', KEYS[4 * i - 3], 'reserved', tostring(reserved[i])) end
+  if downgrade > 0 then refused = downgrade end
+  for i = 1, n do  -- what the sweep dropped (no key made, none kept longer)
+    if first[i] == i then
+      drop(4 * (i - 1), gone[i])
+      if reserved[i] ~= stored[i] then redis.call('HSET', KEYS[4 * i - 3], 'reserved', tostring(reserved[i])) end
+    end
   end
-  return {0, refused, tostring(spent[refused]), tostring(reserved[refused])}
+  return {0, refused, tostring(spent[first[refused]]), tostring(reserved[first[refused]])}
 end
 for i = 1, n do
   local b = 4 * (i - 1)
-  if not done[i] then
-    local held = tonumber(redis.call('HGET', KEYS[b + 2], id) or '0')
-    local now_held = held + amount
-    if now_held <= 0 then
-      redis.call('HDEL', KEYS[b + 2], id)
-      redis.call('ZREM', KEYS[b + 3], id)
-      now_held = 0
-    else
-      redis.call('HSET', KEYS[b + 2], id, tostring(now_held))
-      redis.call('ZADD', KEYS[b + 3], now + hold_ms, id)
+  if first[i] == i then
+    drop(b, gone[i])
+    if not done[i] then
+      local now_held = held[i] + amount
+      if now_held <= 0 then
+        redis.call('HDEL', KEYS[b + 2], id)
+        redis.call('ZREM', KEYS[b + 3], id)
+        now_held = 0
+      else
+        redis.call('HSET', KEYS[b + 2], id, tostring(now_held))
+        redis.call('ZADD', KEYS[b + 3], now + hold_ms, id)
+      end
+      reserved[i] = settled_reserved(b, reserved[i] + now_held - held[i])
     end
-    reserved[i] = settled_reserved(b, reserved[i] + now_held - held)
+    redis.call('HSET', KEYS[b + 1], 'reserved', tostring(reserved[i]))
+    expire_all(b, ARGV[3 * i + 2])
   end
-  redis.call('HSET', KEYS[b + 1], 'reserved', tostring(reserved[i]))
-  expire_all(b, ARGV[3 * i + 2])
 end
 return {1, 0, '0', '0'}
 """
