@@ -310,10 +310,11 @@ def test_a_spend_no_number_sends_no_give_back_for_the_script_that_wrote_nothing(
     anyio.run(main)
 
 
-def test_a_refusal_in_redis_is_the_local_checks_answer(prefix: str) -> None:
+@pytest.mark.parametrize("per_slot", [False, True])
+def test_a_refusal_in_redis_is_the_local_checks_answer(prefix: str, per_slot: bool) -> None:
     """Redis decides as the local check for the same budgets: a downgrade budget over its limit is preferred to a
     reject budget over its limit checked before it (before, Redis refused at the first: the answer depended on
-    whether Redis was up)."""
+    whether Redis was up). On a Cluster (one script a slot) too: the later slot is checked, nothing held in it."""
     reject = BudgetConfig(scope="agent", name="a", usd=0.5)
     down = BudgetConfig(scope="key", name="k", usd=0.5, on_exceed="downgrade", downgrade_to="mini")
 
@@ -323,12 +324,15 @@ def test_a_refusal_in_redis_is_the_local_checks_answer(prefix: str) -> None:
     async def main() -> None:
         link, _ = await _link(prefix)
         budgets = SharedBudgets(BudgetManager([reject, down]), link)
+        budgets.per_slot = per_slot
         local = BudgetManager([reject, down])
         for estimate in (0.6, 0.2):
             here = local.reserve(agent="a", key_id="k", route=None, estimated_usd=estimate, model="big")
             there = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=estimate, model="big")
             assert answer(here) == answer(there) == ("mini" if estimate > 0.5 else "held"), estimate
-        assert (await _in_redis(link, reject))[:2] == (0.0, pytest.approx(0.2))
+        await budgets.drain()
+        for budget in (reject, down):
+            assert (await _in_redis(link, budget))[:2] == (0.0, pytest.approx(0.2)), budget.scope
         await link.aclose()
 
     anyio.run(main)

@@ -256,15 +256,17 @@ class SharedBudgets:
             slots.setdefault(key_slot(hold[0].encode()), []).append(hold)
         return list(slots.values())
 
-    async def _hold(self, group: Sequence[_Hold], rid: str, amount: float, model: str | None) -> list[Any]:
-        """One RESERVE over `group`'s budgets: `amount` added to reservation `rid` in all of them, or in none."""
+    async def _hold(
+        self, group: Sequence[_Hold], rid: str, amount: float, model: str | None, *, hold: bool = True,
+    ) -> list[Any]:
+        """One RESERVE over `group`'s budgets: `amount` added to reservation `rid` in all of them, or in none (with
+        `hold` False only checked: which budget would refuse)."""
         keys: list[str] = []
-        args: list[str | int | float] = [amount, rid, int(self.hold_s * 1000)]
+        args: list[str | int | float] = [amount, rid, int(self.hold_s * 1000), 1 if hold else 0]
         for key, budget, end in group:
-            downgrades = budget.on_exceed == "downgrade" and budget.downgrade_to is not None
             exempt = budget.on_exceed == "downgrade" and model is not None and model == budget.downgrade_to
             keys += _keys(key)
-            args += [budget.usd + _EPSILON_USD, self._ttl(end), 0 if exempt else 2 if downgrades else 1]
+            args += [budget.usd + _EPSILON_USD, self._ttl(end), 0 if exempt else 2 if self._downgrades(budget, model) else 1]
         reply: list[Any] = await self.link.eval(RESERVE, keys, args)
         return reply
 
@@ -282,15 +284,17 @@ class SharedBudgets:
         """
         taken: list[list[_Hold]] = []
         unknown: str | None = None
+        groups = self._groups(holds)
         try:
-            for group in self._groups(holds):
+            for group in groups:
                 ok, index, spent, reserved = await self._hold(group, rid, amount, model)
                 if int(ok) == UNKNOWN:  # this script wrote nothing: only the slots before give back (below)
                     unknown = group[int(index) - 1][0]
                     break
                 if not int(ok):
                     self._give_back(taken, rid, amount, first=first)
-                    return group[int(index) - 1], float(spent), float(reserved)
+                    refused = group[int(index) - 1], float(spent), float(reserved)
+                    return await self._decider(holds, groups[len(taken) + 1:], refused, rid, amount, model, first)
                 taken.append(group)
         except BaseException:
             # The call that failed may have run in Redis: a new reservation is released everywhere it may be.
@@ -302,6 +306,37 @@ class SharedBudgets:
             self._spend_unknown(unknown)
             raise RedisUnavailable(f"budget spend in Redis unknown: {unknown}")
         return None
+
+    async def _decider(
+        self, holds: Sequence[_Hold], later: Sequence[Sequence[_Hold]], refused: tuple[_Hold, float, float],
+        rid: str, amount: float, model: str | None, first: bool,
+    ) -> tuple[_Hold, float, float]:
+        """The budget that decides a refusal, as the local check picks it: the first over its limit (in the order the
+        budgets apply) that downgrades, else the first over its limit. One script sees its own slot's: on a Cluster,
+        a refusal by a budget that does not downgrade is checked (nothing held) in the later slots' downgrade
+        budgets too. Best effort: the refusal stands if Redis fails meanwhile."""
+        if not first or not later or self._downgrades(refused[0][1], model):
+            return refused
+        order = {hold[0]: n for n, hold in reversed(list(enumerate(holds)))}
+        best: tuple[_Hold, float, float] | None = None
+        for group in later:
+            if not any(self._downgrades(budget, model) for _, budget, _ in group):
+                continue
+            try:
+                ok, index, spent, reserved = await self._hold(group, rid, amount, model, hold=False)
+            except RedisUnavailable:
+                break
+            if int(ok) == 0 and self._downgrades(group[int(index) - 1][1], model):
+                found = group[int(index) - 1], float(spent), float(reserved)
+                if best is None or order[found[0][0]] < order[best[0][0]]:
+                    best = found
+        return best or refused
+
+    @staticmethod
+    def _downgrades(budget: BudgetConfig, model: str | None) -> bool:
+        """Over its limit, `budget` downgrades the request (rather than refusing it or not being checked)."""
+        return (budget.on_exceed == "downgrade" and budget.downgrade_to is not None
+                and (model is None or model != budget.downgrade_to))
 
     def _give_back(self, groups: Sequence[Sequence[_Hold]], rid: str, amount: float, *, first: bool) -> None:
         if first:

@@ -89,9 +89,10 @@ _ON_UNKNOWN = """if ARGV[1] == 'repair' then
 #: The reserve's first reply to a spend no number, and the settle's under FAIL.
 UNKNOWN = -1
 
-#: KEYS: 4 a budget; ARGV: amount (negative: give back), reservation id, hold_ms, then per budget: limit, ttl_s,
-#: check: 0 (not checked), 1 (refuses), 2 (downgrades). Adds `amount` to the reservation in every budget when
-#: spent + reserved + amount fits each limit checked, else in none. Returns {1, 0, '0', '0'}, or {0, i, spent,
+#: KEYS: 4 a budget; ARGV: amount (negative: give back), reservation id, hold_ms, hold (1) or check only (0: a
+#: Cluster's later slots after a refusal), then per budget: limit, ttl_s, check: 0 (not checked), 1 (refuses), 2
+#: (downgrades). Adds `amount` to the reservation in every budget when spent + reserved + amount fits each limit
+#: checked, else in none. Returns {1, 0, '0', '0'}, or {0, i, spent,
 #: reserved} of the budget i that decides a refusal: as the local check (`BudgetManager.reserve`), the first over
 #: its limit that downgrades, else the first over its limit ({-1, i, '0', '0'}: budget i's spend is unknown). A
 #: give-back is never refused; a budget the id was settled in already (a late call) holds nothing and refuses
@@ -99,7 +100,7 @@ UNKNOWN = -1
 #: against its own limit, on that counter, but holds once. Everything that reads (and so can fail on a key another
 #: writer made of another type) runs before the first write: a failing script has written nothing.
 RESERVE = _FUNCTIONS + """
-local amount, id, hold_ms = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local amount, id, hold_ms, hold = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local n = #KEYS / 4
 local first, spent, reserved, stored, gone, done, held = {}, {}, {}, {}, {}, {}, {}
 local index = {}
@@ -123,14 +124,14 @@ for i = 1, n do
       if past == id then held[i] = 0 end  -- its own reservation past its deadline: dropped with the rest
     end
   end
-  local check = ARGV[3 * i + 3]
+  local check = ARGV[3 * i + 4]
   if not done[f] and check ~= '0' and amount >= 0 and downgrade == 0
-      and spent[f] + reserved[f] + amount > tonumber(ARGV[3 * i + 1]) then
+      and spent[f] + reserved[f] + amount > tonumber(ARGV[3 * i + 2]) then
     if refused == 0 then refused = i end
     if check == '2' then downgrade = i end
   end
 end
-if refused > 0 then
+if refused > 0 or not hold then
   if downgrade > 0 then refused = downgrade end
   for i = 1, n do  -- what the sweep dropped (no key made, none kept longer)
     if first[i] == i then
@@ -138,6 +139,7 @@ if refused > 0 then
       if reserved[i] ~= stored[i] then redis.call('HSET', KEYS[4 * i - 3], 'reserved', tostring(reserved[i])) end
     end
   end
+  if refused == 0 then return {1, 0, '0', '0'} end
   return {0, refused, tostring(spent[first[refused]]), tostring(reserved[first[refused]])}
 end
 for i = 1, n do
@@ -157,7 +159,7 @@ for i = 1, n do
       reserved[i] = settled_reserved(b, reserved[i] + now_held - held[i])
     end
     redis.call('HSET', KEYS[b + 1], 'reserved', tostring(reserved[i]))
-    expire_all(b, ARGV[3 * i + 2])
+    expire_all(b, ARGV[3 * i + 3])
   end
 end
 return {1, 0, '0', '0'}
