@@ -226,16 +226,18 @@ def test_a_later_budget_whose_spend_is_no_number_sends_the_request_to_the_local_
     anyio.run(main)
 
 
-def test_two_budgets_on_one_counter_hold_once_and_each_checks_its_own_limit(prefix: str) -> None:
+@pytest.mark.parametrize("down_first", [True, False])
+def test_two_budgets_on_one_counter_hold_once_and_each_checks_its_own_limit(prefix: str, down_first: bool) -> None:
     """A downgrade and a reject budget of one agent and period share one counter in Redis: a request is held in it
     once (before, the second budget re-read the first's hold and wrote it doubled, with a stale `reserved`: releasing
     one request then dropped the other's hold too). Each budget still checks its own limit, as the local check does."""
     down = BudgetConfig(scope="agent", name="coder", usd=1.0, on_exceed="downgrade", downgrade_to="mini")
     reject = BudgetConfig(scope="agent", name="coder", usd=1.5)
+    both = [down, reject] if down_first else [reject, down]
 
     async def main() -> None:
         link, _ = await _link(prefix)
-        budgets = SharedBudgets(BudgetManager([down, reject]), link)
+        budgets = SharedBudgets(BudgetManager(both), link)
         first = await budgets.areserve(agent="coder", key_id=None, route=None, estimated_usd=0.3, model="big")
         second = await budgets.areserve(agent="coder", key_id=None, route=None, estimated_usd=0.3, model="big")
         assert isinstance(first, SharedReservation) and isinstance(second, SharedReservation)
@@ -244,7 +246,7 @@ def test_two_budgets_on_one_counter_hold_once_and_each_checks_its_own_limit(pref
         spent, reserved, holds = await _in_redis(link, down)
         assert (spent, reserved, holds) == (0.0, pytest.approx(0.3), {second.id.encode(): b"0.3"})
         for estimate, model in ((0.8, "big"), (0.8, "mini"), (1.3, "mini"), (1.3, "big")):
-            local = BudgetManager([down, reject])
+            local = BudgetManager(both)
             local.reserve(agent="coder", key_id=None, route=None, estimated_usd=0.3, model="big")
             expected: object
             try:

@@ -15,7 +15,11 @@ check only one of them fits: the most a budget is overspent by is what answers c
 worst case. A request under several budgets (agent, key, route; several periods each) is held in all of them or
 in none by one script over all their keys, one round trip: no replica ever sees a part of it held. On a Cluster
 each budget is a slot of its own, so it is one script per slot in turn, what the earlier ones took given back
-when a later one refuses or the request is cancelled meanwhile (as the rate limits' `admit_all`).
+when a later one refuses or the request is cancelled meanwhile (as the rate limits' `admit_all`). A refusal is
+decided as by the local check, whether Redis is up or not: a downgrade budget over its limit wins over a reject
+budget checked before it (on a Cluster the later slots are checked, holding nothing), and a $0 estimate on a budget
+spent past its limit is refused. Two budgets of one scope, name and period share their counter: held once, each
+checked against its own limit.
 
 Every reservation has an id and a deadline (`hold_s` after it was taken or last grown): each script first
 drops the reservations past their deadline, so a reservation nobody settles (a replica killed mid-request, a

@@ -8,8 +8,9 @@ reserve those of every budget a request is under (4 keys a budget, in order; on 
     KEYS[b+3] their deadlines (zset, Redis time in ms), KEYS[b+4] the ids settled lately (zset); b = 4 * (i - 1).
 
 Every script reads each `spent` once (`spent_of`), then drops the reservations past their deadline (`swept`; the
-reserve in the budgets up to the first that refuses) before doing its own work. A `spent` that is no finite number (another writer) is unknown, not $0; what a script does
-with it is its first ARGV for the settle and the rebuild (`_ON_UNKNOWN`), one script each rather than one a case:
+reserve reads every budget's first, `sweep_of`, and writes only once nothing it reads can fail) before doing its
+own work. A `spent` that is no finite number (another writer) is unknown, not $0; what a script does with it is its
+first ARGV for the settle and the rebuild (`_ON_UNKNOWN`), one script each rather than one a case:
 
     'fail'    reply UNKNOWN (-1): the batched settle; the caller takes the link down and rebuilds from the ledger
     'repair'  drop it (the rebuild right after raises it to the ledger's spend): the rebuild and its replay
@@ -113,34 +114,42 @@ for i = 1, n do
     if spent[i] == nil then return {-1, i, '0', '0'} end
   end
 end
+local function read(i)  -- budget i's reservations (swept, not yet written) and whether the id was settled there
+  local b = 4 * (i - 1)
+  reserved[i], stored[i], gone[i] = sweep_of(b)
+  done[i] = redis.call('ZSCORE', KEYS[b + 4], id)
+end
 local refused, downgrade = 0, 0
-for i = 1, n do
-  local b, f = 4 * (i - 1), first[i]
-  if f == i then
-    reserved[i], stored[i], gone[i] = sweep_of(b)
-    done[i] = redis.call('ZSCORE', KEYS[b + 4], id)
-    held[i] = tonumber(redis.call('HGET', KEYS[b + 2], id) or '0')
-    for _, past in ipairs(gone[i]) do
-      if past == id then held[i] = 0 end  -- its own reservation past its deadline: dropped with the rest
+for i = 1, n do  -- after a refusal only a downgrade budget can change the answer; after one, none
+  local f, check = first[i], ARGV[3 * i + 4]
+  if downgrade > 0 then break end
+  if refused == 0 or check == '2' then
+    if reserved[f] == nil then read(f) end
+    if not done[f] and check ~= '0' and amount >= 0
+        and spent[f] + reserved[f] + amount > tonumber(ARGV[3 * i + 2]) then
+      if refused == 0 then refused = i end
+      if check == '2' then downgrade = i end
     end
-  end
-  local check = ARGV[3 * i + 4]
-  if not done[f] and check ~= '0' and amount >= 0 and downgrade == 0
-      and spent[f] + reserved[f] + amount > tonumber(ARGV[3 * i + 2]) then
-    if refused == 0 then refused = i end
-    if check == '2' then downgrade = i end
   end
 end
 if refused > 0 or not hold then
   if downgrade > 0 then refused = downgrade end
   for i = 1, n do  -- what the sweep dropped (no key made, none kept longer)
-    if first[i] == i then
+    if reserved[i] ~= nil then
       drop(4 * (i - 1), gone[i])
       if reserved[i] ~= stored[i] then redis.call('HSET', KEYS[4 * i - 3], 'reserved', tostring(reserved[i])) end
     end
   end
   if refused == 0 then return {1, 0, '0', '0'} end
   return {0, refused, tostring(spent[first[refused]]), tostring(reserved[first[refused]])}
+end
+for i = 1, n do  -- still reads only: every held amount (each budget was read above)
+  if first[i] == i and not done[i] then
+    held[i] = tonumber(redis.call('HGET', KEYS[4 * i - 2], id) or '0')
+    for _, past in ipairs(gone[i]) do
+      if past == id then held[i] = 0 end  -- its own reservation past its deadline: dropped with the rest
+    end
+  end
 end
 for i = 1, n do
   local b = 4 * (i - 1)
