@@ -270,7 +270,8 @@ class SharedBudgets:
         for key, budget, end in group:
             exempt = budget.on_exceed == "downgrade" and model is not None and model == budget.downgrade_to
             keys += _keys(key)
-            args += [budget.usd + _EPSILON_USD, self._ttl(end), 0 if exempt else 2 if self._downgrades(budget, model) else 1]
+            check = 0 if exempt else 2 if self._downgrades(budget, model) else 1
+            args += [budget.usd + _EPSILON_USD, self._ttl(end), check]
         reply: list[Any] = await self.link.eval(RESERVE, keys, args)
         return reply
 

@@ -93,9 +93,10 @@ UNKNOWN = -1
 #: KEYS: 4 a budget; ARGV: amount (negative: give back), reservation id, hold_ms, hold (1) or check only (0: a
 #: Cluster's later slots after a refusal), then per budget: limit, ttl_s, check: 0 (not checked), 1 (refuses), 2
 #: (downgrades). Adds `amount` to the reservation in every budget when spent + reserved + amount fits each limit
-#: checked, else in none. Returns {1, 0, '0', '0'}, or {0, i, spent,
-#: reserved} of the budget i that decides a refusal: as the local check (`BudgetManager.reserve`), the first over
-#: its limit that downgrades, else the first over its limit ({-1, i, '0', '0'}: budget i's spend is unknown). A
+#: checked, else in none. Returns {1, 0, '0', '0'}, or {0, i, spent, reserved} of the budget i that decides a
+#: refusal: as the local check (`BudgetManager.reserve`), the first over its limit that downgrades, else the first
+#: over its limit; after a refusal only the downgrade budgets are read on ({-1, i, '0', '0'}: budget i's spend is
+#: unknown, nothing written). A
 #: give-back is never refused; a budget the id was settled in already (a late call) holds nothing and refuses
 #: nothing. A budget whose counter an earlier one has already (two budgets of one scope, name and period) is checked
 #: against its own limit, on that counter, but holds once. Everything that reads (and so can fail on a key another
