@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
+from switchman.state import RedisLink
 from switchman.testing import forget_prefix, unique_prefix
 
 SHARED_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -37,3 +39,24 @@ def prefix() -> Iterator[str]:
     prefix = unique_prefix()
     yield prefix
     forget_prefix(SHARED_REDIS_URL, prefix)
+
+
+async def counting_link(
+    prefix: str, sources: list[str] | None = None,
+) -> tuple[RedisLink, list[list[str]]]:
+    """A link on the shared Redis under `prefix`, and the keys of every script it runs, in order (their sources
+    appended to `sources` when given)."""
+    link = RedisLink(SHARED_REDIS_URL, prefix=prefix, timeout_s=2.0)
+    await link.check()
+    assert link.up
+    scripts: list[list[str]] = []
+    real = link.eval
+
+    async def counted(source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        scripts.append(list(keys))
+        if sources is not None:
+            sources.append(source)
+        return await real(source, keys, args)
+
+    link.eval = counted  # type: ignore[method-assign]
+    return link, scripts

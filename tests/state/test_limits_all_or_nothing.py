@@ -12,7 +12,7 @@ import pytest
 
 from switchman.state import LocalRateLimiter, RateLimit, RedisLink, RedisRateLimiter
 
-from .conftest import SHARED_REDIS_URL, Clock
+from .conftest import Clock, counting_link
 
 KEY, AGENT = ("key:k", RateLimit(rpm=5, tpm=1000)), ("agent:a", RateLimit(rpm=1))
 
@@ -33,17 +33,7 @@ def test_in_the_process_a_refusal_takes_from_no_bucket(clock: Clock) -> None:
 
 
 async def _redis(prefix: str) -> tuple[RedisLink, RedisRateLimiter, list[list[str]]]:
-    link = RedisLink(SHARED_REDIS_URL, prefix=prefix, timeout_s=2.0)
-    await link.check()
-    assert link.up
-    scripts: list[list[str]] = []
-    real = link.eval
-
-    async def counted(source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
-        scripts.append(list(keys))
-        return await real(source, keys, args)
-
-    link.eval = counted  # type: ignore[method-assign]
+    link, scripts = await counting_link(prefix)
     return link, RedisRateLimiter(link), scripts
 
 

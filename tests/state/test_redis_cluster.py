@@ -103,7 +103,8 @@ def _one_slot_each(calls: Calls) -> set[str]:
 
 
 def test_every_script_reaches_keys_only_through_its_keys_argument() -> None:
-    """A key built inside a script would escape the slot check the Cluster makes on KEYS: none is."""
+    """A key built inside a script would escape the slot check the Cluster makes on KEYS: none is (an index worked
+    out in the script, as the budget reserve's `KEYS[b + 1]` over several budgets, still names a key of KEYS)."""
     for name, where in SCRIPTS.items():
         source = _script(where)
         targets = re.findall(r"redis\.p?call\(\s*'(\w+)'\s*(?:,\s*([^,)]+))?", source)
@@ -111,7 +112,7 @@ def test_every_script_reaches_keys_only_through_its_keys_argument() -> None:
         for command, first in targets:
             if command.upper() == "TIME":
                 continue
-            assert re.fullmatch(r"KEYS\[\w+\]", first.strip()), (name, command, first)
+            assert re.fullmatch(r"KEYS\[[\w +*()-]+\]", first.strip()), (name, command, first)  # KEYS[b + 1]
 
 
 def test_the_url_scheme_picks_the_cluster_client(cluster: RedisClusterServer) -> None:
@@ -378,28 +379,68 @@ def test_a_primary_killed_right_after_start_fails_over() -> None:
         server.wait_serving(seconds=30)
 
 
-def test_limits_of_two_slots_are_admitted_per_slot_and_a_refusal_gives_back(cluster: RedisClusterServer,
-                                                                            calls: Calls) -> None:
-    """A key's and an agent's buckets hash to two slots: one script each (never a cross-slot script), and the key's
-    take is given back when the agent's refuses."""
-    from switchman.state import RateLimit, RedisRateLimiter
-
+def _scripts_on_a_prefix(cluster: RedisClusterServer, calls: Calls,
+                         body: Callable[[RedisLink], Awaitable[None]]) -> set[str]:
+    """`body` run with a link on a prefix of its own on the Cluster: no call failed; the scripts it ran (each with
+    its keys in one slot)."""
     prefix = unique_prefix()
-    key, agent = ("key:k", RateLimit(rpm=5)), ("agent:a", RateLimit(rpm=1))
 
     async def main() -> None:
         link = RedisLink(cluster.url, prefix=prefix, timeout_s=2.0)
         await link.check()
-        limiter = RedisRateLimiter(link)
-        assert limiter.per_slot
-        assert all(a.admitted for a in await limiter.admit_all([key, agent], 10))
-        assert not any(a.admitted for a in await limiter.admit_all([key, agent], 10))
-        assert (await limiter.admit(*key, 10)).remaining_requests == 3  # the refused request took nothing
-        await link.aclose()
+        try:
+            await body(link)
+        finally:
+            await link.aclose()
 
     try:
         anyio.run(main)
     finally:
         forget_prefix(cluster.url, prefix)
     assert calls.failed == 0
-    assert "limits.admit" in _one_slot_each(calls)
+    return _one_slot_each(calls)
+
+
+def test_limits_of_two_slots_are_admitted_per_slot_and_a_refusal_gives_back(cluster: RedisClusterServer,
+                                                                            calls: Calls) -> None:
+    """A key's and an agent's buckets hash to two slots: one script each (never a cross-slot script), and the key's
+    take is given back when the agent's refuses."""
+    from switchman.state import RateLimit, RedisRateLimiter
+
+    key, agent = ("key:k", RateLimit(rpm=5)), ("agent:a", RateLimit(rpm=1))
+
+    async def body(link: RedisLink) -> None:
+        limiter = RedisRateLimiter(link)
+        assert limiter.per_slot
+        assert all(a.admitted for a in await limiter.admit_all([key, agent], 10))
+        assert not any(a.admitted for a in await limiter.admit_all([key, agent], 10))
+        assert (await limiter.admit(*key, 10)).remaining_requests == 3  # the refused request took nothing
+
+    assert "limits.admit" in _scripts_on_a_prefix(cluster, calls, body)
+
+
+def test_budgets_of_two_slots_are_held_per_slot_and_a_refusal_gives_back(cluster: RedisClusterServer,
+                                                                        calls: Calls) -> None:
+    """An agent's and a key's budget hash to two slots: one reserve script each (never a cross-slot script), and
+    the agent's hold is given back when the key's budget refuses."""
+    from switchman._config import BudgetConfig
+    from switchman._exceptions import BudgetLimitError
+    from switchman.ledger import BudgetManager
+    from switchman.state import SharedBudgets
+
+    agent, key = BudgetConfig(scope="agent", name="a", usd=1.0), BudgetConfig(scope="key", name="k", usd=0.5)
+
+    async def body(link: RedisLink) -> None:
+        budgets = SharedBudgets(BudgetManager([agent, key]), link)
+        assert budgets.per_slot
+        held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.4)
+        with pytest.raises(BudgetLimitError, match="key budget 'k' exceeded"):
+            await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        await budgets.drain()
+        alone = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.6)  # 0.4 + 0.6 fits $1
+        assert alone.held
+        held.settle(0.1)
+        alone.release()
+        await budgets.drain()
+
+    assert {"budgets.reserve", "budgets.settle"} <= _scripts_on_a_prefix(cluster, calls, body)

@@ -131,3 +131,34 @@ def test_budgets_run_three_scripts_whatever_a_spend_no_number_calls_for(server: 
 def _counter_key(budgets: SharedBudgets, budget: BudgetConfig) -> str:
     start, _ = period_bounds(time.time(), budget.period)
     return budgets._key(budget, start)  # noqa: SLF001
+
+
+@pytest.mark.parametrize("scopes", [2, 3])
+def test_a_reserve_under_several_budgets_is_one_script(server: RedisServer, scopes: int) -> None:
+    """Held or refused, a request under two or three budgets (agent, key, route) is one script on one Redis (it was
+    one a budget, and a refusal's give-back one more a budget in the next settle batch) and reads each budget's
+    `spent` once."""
+    defined = [BudgetConfig(scope="agent", name="s", usd=1.0), BudgetConfig(scope="key", name="s", usd=1.0),
+               BudgetConfig(scope="route", name="s", usd=1.0)][:scopes]
+    names: dict[str, Any] = {"agent": "s", "key_id": "s", "route": "s" if scopes == 3 else None}
+
+    async def main() -> None:
+        link = await _link(server)
+        budgets = SharedBudgets(BudgetManager(defined), link)
+        await budgets.areserve(**names, estimated_usd=0.0)  # script loaded
+        _reset(server)
+        for _ in range(10):
+            await budgets.areserve(**names, estimated_usd=0.01)
+        await budgets.drain()
+        held = _stats(server)
+        assert held.get("evalsha", 0) + held.get("eval", 0) == 10 and held["hget"] == 30 * scopes, held
+        _reset(server)
+        for _ in range(10):
+            with pytest.raises(Exception, match="budget"):
+                await budgets.areserve(**names, estimated_usd=2.0)
+        await budgets.drain()
+        refused = _stats(server)
+        assert refused.get("evalsha", 0) + refused.get("eval", 0) == 10, refused
+        await link.aclose()
+
+    anyio.run(main)

@@ -146,10 +146,12 @@ class _Gate:
 
 
 def test_a_request_cancelled_between_two_budgets_gives_back_what_it_took(prefix: str) -> None:
-    """The client leaves while the second budget's check is in flight: the first budget's hold goes back."""
+    """As on a Cluster (one script a budget's slot): the client leaves while the second budget's check is in
+    flight, and the first budget's hold goes back."""
     async def main() -> None:
         link = await _link(URL, prefix)
         budgets = SharedBudgets(BudgetManager([AGENT, ROUTE]), link)
+        budgets.per_slot = True
         gate = _Gate(link, nth=2)
         task = asyncio.create_task(budgets.areserve(agent="a", key_id=None, route="r", estimated_usd=0.6))
         await gate.waiting.wait()
@@ -165,12 +167,15 @@ def test_a_request_cancelled_between_two_budgets_gives_back_what_it_took(prefix:
     anyio.run(main)
 
 
-def test_a_timeout_after_redis_ran_the_script_leaves_nothing_held(prefix: str) -> None:
-    """The third budget's reserve ran in Redis but the call timed out: the request goes local, Redis holds nothing."""
+@pytest.mark.parametrize(("per_slot", "nth"), [(False, 1), (True, 3)], ids=["one-redis", "per-slot"])
+def test_a_timeout_after_redis_ran_the_script_leaves_nothing_held(prefix: str, per_slot: bool, nth: int) -> None:
+    """The reserve ran in Redis (on one Redis the one script over all three budgets; per slot the third budget's)
+    but the call timed out: the request goes local, Redis holds nothing."""
     async def main() -> None:
         link = await _link(URL, prefix)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY, ROUTE]), link)
-        _Gate(link, nth=3, fail_after_run=True)
+        budgets.per_slot = per_slot
+        _Gate(link, nth=nth, fail_after_run=True)
         local = await budgets.areserve(agent="a", key_id="k", route="r", estimated_usd=0.6)
         assert local.held and not isinstance(local, SharedReservation)  # the local check took it
         await budgets.drain()

@@ -12,8 +12,14 @@ Each budget's current period has four keys under one hash tag, `<prefix>{budget:
 time) and `...:done` (ids settled lately). One Lua script checks `spent + reserved + estimate <= limit` and
 adds the estimate to the reservation in one step, so concurrent requests on any replica cannot all pass a
 check only one of them fits: the most a budget is overspent by is what answers cost beyond their reserved
-worst case. A request under several budgets (agent, key, route) reserves in each in turn (each budget on its
-own Cluster slot) and gives back what it took if a later one refuses or the request is cancelled meanwhile.
+worst case. A request under several budgets (agent, key, route; several periods each) is held in all of them or
+in none by one script over all their keys, one round trip: no replica ever sees a part of it held. On a Cluster
+each budget is a slot of its own, so it is one script per slot in turn, what the earlier ones took given back
+when a later one refuses or the request is cancelled meanwhile (as the rate limits' `admit_all`). A refusal is
+decided as by the local check, whether Redis is up or not: a downgrade budget over its limit wins over a reject
+budget checked before it (on a Cluster the later slots are checked, holding nothing), and a $0 estimate on a budget
+spent past its limit is refused. Two budgets of one scope, name and period share their counter: held once, each
+checked against its own limit.
 
 Every reservation has an id and a deadline (`hold_s` after it was taken or last grown): each script first
 drops the reservations past their deadline, so a reservation nobody settles (a replica killed mid-request, a
@@ -193,6 +199,8 @@ class SharedBudgets:
         self._repair_after = 0.0  # (monotonic) no such rebuild tried again before then
         self._unknown_logged = OnceLog()  # counters whose spend no number was logged (bounded: another writer's)
         self._periods: dict[str, tuple[float, float]] = {}  # each period's current (start, end)
+        #: One script per Cluster slot (the keys of one script must share one); on a single Redis, one for all.
+        self.per_slot = link.cluster
 
     def _key(self, budget: BudgetConfig, start: float) -> str:
         return self.link.key(f"budget:{budget.scope}:{budget.name}", budget.period, str(int(start)))
@@ -231,7 +239,7 @@ class SharedBudgets:
             start, end = self._bounds(now, budget.period)
             holds.append((self._key(budget, start), budget, end))
         try:
-            refused = await self._hold_each(holds, rid, estimate, model, first=True)
+            refused = await self._hold_all(holds, rid, estimate, model, first=True)
         except RedisUnavailable:
             return self.reserve(agent=agent, key_id=key_id, route=route, estimated_usd=estimated_usd, model=model)
         if refused is None:
@@ -241,47 +249,110 @@ class SharedBudgets:
             return Reservation(None, (), estimated_usd, downgrade_to=budget.downgrade_to)
         raise BudgetLimitError(budget, spent_usd=spent, reserved_usd=reserved, estimated_usd=estimate, resets_at=end)
 
-    async def _hold_each(
+    def _groups(self, holds: Sequence[_Hold]) -> list[list[_Hold]]:
+        """The budgets each script holds in: all in one, or one script per Cluster slot (in order)."""
+        if not self.per_slot:
+            return [list(holds)]
+        from redis.crc import key_slot
+
+        slots: dict[int, list[_Hold]] = {}
+        for hold in holds:
+            slots.setdefault(key_slot(hold[0].encode()), []).append(hold)
+        return list(slots.values())
+
+    async def _hold(
+        self, group: Sequence[_Hold], rid: str, amount: float, model: str | None, *, hold: bool = True,
+    ) -> list[Any]:
+        """One RESERVE over `group`'s budgets: `amount` added to reservation `rid` in all of them, or in none (with
+        `hold` False only checked: which budget would refuse)."""
+        keys: list[str] = []
+        args: list[str | int | float] = [amount, rid, int(self.hold_s * 1000), 1 if hold else 0]
+        for key, budget, end in group:
+            exempt = budget.on_exceed == "downgrade" and model is not None and model == budget.downgrade_to
+            keys += _keys(key)
+            check = 0 if exempt else 2 if self._downgrades(budget, model) else 1
+            args += [budget.usd + _EPSILON_USD, self._ttl(end), check]
+        reply: list[Any] = await self.link.eval(RESERVE, keys, args)
+        return reply
+
+    async def _hold_all(
         self, holds: Sequence[_Hold], rid: str, amount: float, model: str | None, *, first: bool,
     ) -> tuple[_Hold, float, float] | None:
-        """Add `amount` to reservation `rid` in each budget; on a refusal give back what was taken and say which.
+        """Add `amount` to reservation `rid` in every budget, or in none; on a refusal say which budget refused.
 
-        On any failure (Redis, a timeout after Redis ran the script, a cancellation) what may have been taken is
-        given back too: the whole reservation when it is new, the growth otherwise (the rest is settled later).
+        On a single Redis that is one script over every budget's keys: checked and held in one step, so no other
+        replica sees a part of it held. On a Cluster each budget's keys hash to a slot of their own, and one script
+        reaches one slot: one script per slot, in order, each all-or-nothing, and what the slots before a refusal
+        took is given back (as `RedisRateLimiter.admit_all` does). On any failure (Redis, a timeout after Redis ran
+        the script, a cancellation) what may have been taken is given back too: the whole reservation when it is
+        new, the growth the slots before took otherwise (the rest is settled later).
         """
-        taken: list[_Hold] = []
+        taken: list[list[_Hold]] = []
+        unknown: str | None = None
+        groups = self._groups(holds)
         try:
-            for hold in holds:
-                key, budget, end = hold
-                exempt = budget.on_exceed == "downgrade" and model is not None and model == budget.downgrade_to
-                ok, spent, reserved = await self.link.eval(
-                    RESERVE, _keys(key),
-                    [budget.usd + _EPSILON_USD, amount, self._ttl(end), 0 if exempt else 1, rid,
-                     int(self.hold_s * 1000)])
-                if int(ok) == UNKNOWN:  # given back below, like any failure: the local check decides
-                    self._spend_unknown(key)
-                    raise RedisUnavailable(f"budget spend in Redis unknown: {key}")
+            for group in groups:
+                ok, index, spent, reserved = await self._hold(group, rid, amount, model)
+                if int(ok) == UNKNOWN:  # this script wrote nothing: only the slots before give back (below)
+                    unknown = group[int(index) - 1][0]
+                    break
                 if not int(ok):
                     self._give_back(taken, rid, amount, first=first)
-                    return hold, float(spent), float(reserved)
-                taken.append(hold)
+                    refused = group[int(index) - 1], float(spent), float(reserved)
+                    return await self._decider(holds, groups[len(taken) + 1:], refused, rid, amount, model, first)
+                taken.append(group)
         except BaseException:
             # The call that failed may have run in Redis: a new reservation is released everywhere it may be.
-            self._give_back(list(holds) if first else taken, rid, amount, first=first)
+            self._give_back([list(holds)] if first else taken, rid, amount, first=first)
             raise
+        if unknown is not None:  # the local check decides
+            if taken:
+                self._give_back(taken, rid, amount, first=first)
+            self._spend_unknown(unknown)
+            raise RedisUnavailable(f"budget spend in Redis unknown: {unknown}")
         return None
 
-    def _give_back(self, holds: Sequence[_Hold], rid: str, amount: float, *, first: bool) -> None:
-        if first:
-            self.settle(holds, rid, 0.0)
-        else:
-            for key, budget, end in holds:
-                self._background(self._shrink(key, budget, end, rid, amount))
+    async def _decider(
+        self, holds: Sequence[_Hold], later: Sequence[Sequence[_Hold]], refused: tuple[_Hold, float, float],
+        rid: str, amount: float, model: str | None, first: bool,
+    ) -> tuple[_Hold, float, float]:
+        """The budget that decides a refusal, as the local check picks it: the first over its limit (in the order the
+        budgets apply) that downgrades, else the first over its limit. One script sees its own slot's: on a Cluster,
+        a refusal by a budget that does not downgrade is checked (nothing held) in the later slots' downgrade
+        budgets too. Best effort: the refusal stands if Redis fails meanwhile."""
+        if not first or not later or self._downgrades(refused[0][1], model):
+            return refused
+        order = {hold[0]: n for n, hold in reversed(list(enumerate(holds)))}
+        best: tuple[_Hold, float, float] | None = None
+        for group in later:
+            if not any(self._downgrades(budget, model) for _, budget, _ in group):
+                continue
+            try:
+                ok, index, spent, reserved = await self._hold(group, rid, amount, model, hold=False)
+            except RedisUnavailable:
+                break
+            if int(ok) == 0 and self._downgrades(group[int(index) - 1][1], model):
+                found = group[int(index) - 1], float(spent), float(reserved)
+                if best is None or order[found[0][0]] < order[best[0][0]]:
+                    best = found
+        return best or refused
 
-    async def _shrink(self, key: str, budget: BudgetConfig, end: float, rid: str, amount: float) -> None:
+    @staticmethod
+    def _downgrades(budget: BudgetConfig, model: str | None) -> bool:
+        """Over its limit, `budget` downgrades the request (rather than refusing it or not being checked)."""
+        return (budget.on_exceed == "downgrade" and budget.downgrade_to is not None
+                and (model is None or model != budget.downgrade_to))
+
+    def _give_back(self, groups: Sequence[Sequence[_Hold]], rid: str, amount: float, *, first: bool) -> None:
+        if first:
+            self.settle([hold for group in groups for hold in group], rid, 0.0)
+        else:
+            for group in groups:
+                self._background(self._shrink(group, rid, amount))
+
+    async def _shrink(self, group: Sequence[_Hold], rid: str, amount: float) -> None:
         try:  # failing, the growth stays held until the reservation settles (or its deadline)
-            await self.link.eval(RESERVE, _keys(key), [budget.usd, -amount, self._ttl(end), 0, rid,
-                                                        int(self.hold_s * 1000)])
+            await self._hold(group, rid, -amount, None)
         except RedisUnavailable:
             pass
 
@@ -290,7 +361,7 @@ class SharedBudgets:
         decides whether the whole `estimate` still fits (its counters come from the ledger)."""
         if self.link.up:
             try:
-                return await self._hold_each(holds, rid, amount, model, first=False) is None
+                return await self._hold_all(holds, rid, amount, model, first=False) is None
             except RedisUnavailable:
                 pass
         usage = {id(budget): (spent, reserved) for budget, spent, reserved in self.local.usage()}

@@ -1,0 +1,380 @@
+"""Shared budgets: a request under several budgets is held in all of them or in none — on a single Redis in one
+script over every budget's keys (no replica sees a part of it held), on a Cluster in one script per slot with what
+earlier slots took given back when a later one refuses. Read back from Redis, not from the process."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import anyio
+import pytest
+
+from switchman._config import BudgetConfig
+from switchman._exceptions import BudgetLimitError
+from switchman.ledger import BudgetManager, Reservation, period_bounds
+from switchman.state import RedisLink, SharedBudgets, SharedReservation
+
+from .conftest import counting_link as _link
+
+AGENT = BudgetConfig(scope="agent", name="a", usd=1.0)
+KEY = BudgetConfig(scope="key", name="k", usd=0.5)
+ROUTE = BudgetConfig(scope="route", name="r", usd=2.0)
+
+
+def _key(link: RedisLink, budget: BudgetConfig) -> str:
+    start, _ = period_bounds(time.time(), budget.period)
+    return link.key(f"budget:{budget.scope}:{budget.name}", budget.period, str(int(start)))
+
+
+async def _in_redis(link: RedisLink, budget: BudgetConfig) -> tuple[float, float, dict[bytes, bytes]]:
+    """(spent, reserved, held amounts by reservation id) of `budget`'s current period, read from Redis."""
+    key = _key(link, budget)
+    counter = await link.run(lambda r: r.hgetall(key))
+    held = await link.run(lambda r: r.hgetall(f"{key}:held"))
+    return float(counter.get(b"spent", 0.0)), float(counter.get(b"reserved", 0.0)), held
+
+
+def test_a_later_budget_refusing_leaves_the_earlier_one_as_it_was_in_redis(prefix: str) -> None:
+    """The key's budget refuses: the agent's (checked before it) holds exactly what it held, read from Redis right
+    after the refusal (before, the agent's budget held the refused request's estimate until the give-back's
+    batch was written). One script a reservation, whether it is held or refused."""
+    async def main() -> None:
+        link, scripts = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.4)
+        assert isinstance(held, SharedReservation)
+        with pytest.raises(BudgetLimitError, match=r"key budget 'k' exceeded: limit \$0\.5000") as refused:
+            await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        assert (refused.value.scope, refused.value.spent_usd, refused.value.reserved_usd) == ("key", 0.0, 0.4)
+        for budget in (AGENT, KEY):
+            spent, reserved, holds = await _in_redis(link, budget)
+            assert (spent, reserved) == (0.0, pytest.approx(0.4)), budget.scope
+            assert list(holds) == [held.id.encode()], budget.scope
+        assert [len(found) for found in scripts] == [8, 8]  # both budgets' four keys in one script; no give-back
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_request_one_budget_refuses_never_holds_another_that_others_share(prefix: str) -> None:
+    """Many tasks on two replicas at once: those under the agent's and a spent key's budget are all refused by the
+    key; those under the agent's budget alone fit it exactly, and all of them are held (before, the refused ones
+    held the agent's budget between their two scripts, and agent-only requests were refused for a budget they
+    fitted). No budget holds more than its limit at any point read."""
+    spent_key = BudgetConfig(scope="key", name="k", usd=0.01)
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        replicas = [SharedBudgets(BudgetManager([AGENT, spent_key]), link) for _ in range(2)]
+
+        async def request(n: int) -> bool:
+            budgets = replicas[n % 2]
+            try:
+                await budgets.areserve(agent="a", key_id="k" if n % 4 < 2 else None, route=None, estimated_usd=0.05)
+            except BudgetLimitError as refused:
+                assert refused.scope == "key"
+                return False
+            return True
+
+        results = await asyncio.gather(*(request(n) for n in range(40)))
+        assert [n for n, held in enumerate(results) if held] == [n for n in range(40) if n % 4 >= 2]
+        assert (await _in_redis(link, AGENT))[:2] == (0.0, pytest.approx(1.0))
+        assert (await _in_redis(link, spent_key))[:2] == (0.0, 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_concurrent_requests_never_overspend_any_budget(prefix: str) -> None:
+    """Many tasks on two replicas, under two and three budgets (an agent's, one of two keys', a route's for half),
+    each settling at most its estimate: every budget ends spent within its limit, nothing left held."""
+    second_key = BudgetConfig(scope="key", name="k2", usd=0.8)
+    route = BudgetConfig(scope="route", name="r", usd=0.3)
+    every = (AGENT, KEY, second_key, route)
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        replicas = [SharedBudgets(BudgetManager(list(every)), link) for _ in range(2)]
+        rng = random.Random(8)
+        refused: list[str] = []
+
+        async def request(n: int) -> None:
+            budgets = replicas[n % 2]
+            estimate = rng.uniform(0.01, 0.04)
+            try:
+                held = await budgets.areserve(agent="a", key_id="k" if n % 3 else "k2",
+                                              route="r" if n % 2 else None, estimated_usd=estimate)
+            except BudgetLimitError as error:
+                refused.append(error.scope)
+                return
+            await asyncio.sleep(0)
+            held.settle(estimate * rng.choice((0.5, 1.0)))
+
+        await asyncio.gather(*(request(n) for n in range(150)))
+        for budgets in replicas:
+            await budgets.drain()
+        for budget in every:
+            spent, reserved, holds = await _in_redis(link, budget)
+            assert spent <= budget.usd + 1e-9 and (reserved, holds) == (0.0, {}), budget.name
+        assert len(refused) > 10
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_settle_counts_in_each_budget_and_a_refused_growth_changes_none(prefix: str) -> None:
+    """A growth is one script too: the key's budget refusing it leaves the agent's and the route's holds as they
+    were, also for a request made meanwhile (before, the agent's budget held the growth until the key's script
+    refused it, and a request under the agent's budget alone was refused for a budget it fitted). A settle counts
+    in each budget."""
+    async def main() -> None:
+        link, scripts = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY, ROUTE]), link)
+        held = await budgets.areserve(agent="a", key_id="k", route="r", estimated_usd=0.3)
+        assert isinstance(held, SharedReservation)
+        assert await held.aresize(0.4)
+        grown, alongside = await asyncio.gather(  # the agent's $1 fits 0.4 + 0.5, not the refused growth's 0.6 + 0.5
+            held.aresize(0.6), budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5))
+        assert not grown  # the key's $0.5 cannot take it
+        assert isinstance(alongside, SharedReservation)
+        alongside.release()
+        await budgets.drain()
+        for budget in (AGENT, KEY, ROUTE):
+            assert (await _in_redis(link, budget))[:2] == (0.0, pytest.approx(0.4)), budget.scope
+        assert len(scripts) == 5  # reserve, growth, refused growth, the one alongside, its release
+        held.settle(0.35)
+        await budgets.drain()
+        for budget in (AGENT, KEY, ROUTE):
+            assert (await _in_redis(link, budget)) == (pytest.approx(0.35), 0.0, {}), budget.scope
+        other = await budgets.areserve(agent="a", key_id=None, route="r", estimated_usd=0.6)
+        other.release()
+        await budgets.drain()
+        assert (await _in_redis(link, AGENT)) == (pytest.approx(0.35), 0.0, {})
+        assert (await _in_redis(link, KEY))[:2] == (pytest.approx(0.35), 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_per_slot_a_later_slot_refusing_gives_back_what_the_earlier_took(prefix: str) -> None:
+    """As on a Cluster (each budget's keys hash to a slot of their own): one script a slot, in order, and the earlier
+    slot's hold given back when the later refuses; a refused growth gives back the earlier slot's growth."""
+    from redis.crc import key_slot
+
+    async def main() -> None:
+        link, scripts = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        budgets.per_slot = True
+        keys = [_key(link, budget) for budget in (AGENT, KEY)]
+        assert len({key_slot(key.encode()) for key in keys}) == 2
+        held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.4)
+        assert isinstance(held, SharedReservation)
+        assert [found[0] for found in scripts] == keys and all(len(found) == 4 for found in scripts)
+        with pytest.raises(BudgetLimitError, match="key budget 'k' exceeded"):
+            await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        assert not await held.aresize(0.6)
+        await budgets.drain()
+        for budget in (AGENT, KEY):
+            spent, reserved, holds = await _in_redis(link, budget)
+            assert (spent, reserved, list(holds)) == (0.0, pytest.approx(0.4), [held.id.encode()]), budget.scope
+        held.settle(0.1)
+        await budgets.drain()
+        for budget in (AGENT, KEY):
+            assert await _in_redis(link, budget) == (pytest.approx(0.1), 0.0, {}), budget.scope
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_refusal_writes_what_the_sweep_dropped_in_the_budgets_before_it(prefix: str) -> None:
+    """A reservation past its deadline in the agent's budget is dropped by the next script, even one the key's
+    budget refuses: the agent's counter no longer counts it (and the refused request holds nothing)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        dead = SharedBudgets(BudgetManager([AGENT]), link, hold_s=0.2)
+        await dead.areserve(agent="a", key_id=None, route=None, estimated_usd=0.7)  # never settled
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        await anyio.sleep(0.3)
+        with pytest.raises(BudgetLimitError, match="key budget 'k'"):
+            await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.6)
+        assert await _in_redis(link, AGENT) == (0.0, 0.0, {})
+        assert await _in_redis(link, KEY) == (0.0, 0.0, {})
+        assert await link.run(lambda r: r.exists(_key(link, KEY))) == 0  # no key made for a refusal
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_later_budget_whose_spend_is_no_number_sends_the_request_to_the_local_check_holding_nothing(
+        prefix: str) -> None:
+    """The key's `spent` in Redis is no number (another writer): the request is decided by the local check, and the
+    agent's budget in Redis holds nothing of it, read right away (before, the agent's hold was given back only with
+    the next settle batch)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        await link.run(lambda r: r.hset(_key(link, KEY), "spent", "abc"))
+        local = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        assert local.held and not isinstance(local, SharedReservation)
+        assert await _in_redis(link, AGENT) == (0.0, 0.0, {})
+        local.release()
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("down_first", [True, False])
+def test_two_budgets_on_one_counter_hold_once_and_each_checks_its_own_limit(prefix: str, down_first: bool) -> None:
+    """A downgrade and a reject budget of one agent and period share one counter in Redis: a request is held in it
+    once (before, the second budget re-read the first's hold and wrote it doubled, with a stale `reserved`: releasing
+    one request then dropped the other's hold too). Each budget still checks its own limit, as the local check does."""
+    down = BudgetConfig(scope="agent", name="coder", usd=1.0, on_exceed="downgrade", downgrade_to="mini")
+    reject = BudgetConfig(scope="agent", name="coder", usd=1.5)
+    both = [down, reject] if down_first else [reject, down]
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager(both), link)
+        first = await budgets.areserve(agent="coder", key_id=None, route=None, estimated_usd=0.3, model="big")
+        second = await budgets.areserve(agent="coder", key_id=None, route=None, estimated_usd=0.3, model="big")
+        assert isinstance(first, SharedReservation) and isinstance(second, SharedReservation)
+        first.release()
+        await budgets.drain()
+        spent, reserved, holds = await _in_redis(link, down)
+        assert (spent, reserved, holds) == (0.0, pytest.approx(0.3), {second.id.encode(): b"0.3"})
+        for estimate, model in ((0.8, "big"), (0.8, "mini"), (1.3, "mini"), (1.3, "big")):
+            local = BudgetManager(both)
+            local.reserve(agent="coder", key_id=None, route=None, estimated_usd=0.3, model="big")
+            expected: object
+            try:
+                expected = local.reserve(agent="coder", key_id=None, route=None, estimated_usd=estimate,
+                                         model=model).downgrade_to
+            except BudgetLimitError as error:
+                expected = error.limit_usd
+            try:
+                got = await budgets.areserve(agent="coder", key_id=None, route=None, estimated_usd=estimate,
+                                             model=model)
+            except BudgetLimitError as error:
+                assert error.limit_usd == expected == 1.5, (estimate, model)
+            else:
+                assert got.downgrade_to == expected, (estimate, model)
+                got.release()
+            await budgets.drain()
+            assert (await _in_redis(link, down))[:2] == (0.0, pytest.approx(0.3)), (estimate, model)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_later_budget_whose_held_amounts_are_no_hash_leaves_no_hold_in_redis(prefix: str) -> None:
+    """Another writer made the key's `:held` a string: the script fails (the request goes to the local check) before
+    it writes anything, so the agent's budget holds nothing of it in Redis, read right after the failed call (before,
+    the agent's hold was written before the key's held amount was read, and stayed visible to the other replicas
+    until the give-back's batch was written)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        await link.run(lambda r: r.set(f"{_key(link, KEY)}:held", "garbage"))
+        local = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        assert local.held and not isinstance(local, SharedReservation)
+        reader = RedisLink("redis://127.0.0.1:6379/0", prefix=prefix, timeout_s=2.0)
+        await reader.check()
+        assert await _in_redis(reader, AGENT) == (0.0, 0.0, {})
+        local.release()
+        await budgets.drain()
+        await reader.aclose()
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_spend_no_number_sends_no_give_back_for_the_script_that_wrote_nothing(prefix: str) -> None:
+    """A reserve answered UNKNOWN wrote nothing: no settle is queued for it (before, a give-back went to every
+    budget, and its settles were written, or kept for the replay, for a request never held)."""
+    from switchman.state._redis_budget_lua import RESERVE, SETTLE_MANY
+
+    async def main() -> None:
+        sources: list[str] = []
+        link, _ = await _link(prefix, sources)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        await link.run(lambda r: r.hset(_key(link, KEY), "spent", "abc"))
+        local = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        assert local.held and not isinstance(local, SharedReservation)
+        local.release()
+        await budgets.drain()
+        assert sources[0] == RESERVE and SETTLE_MANY not in sources
+        assert not budgets._unsent
+        await link.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("per_slot", [False, True])
+def test_a_refusal_in_redis_is_the_local_checks_answer(prefix: str, per_slot: bool) -> None:
+    """Redis decides as the local check for the same budgets: a downgrade budget over its limit is preferred to a
+    reject budget over its limit checked before it (before, Redis refused at the first: the answer depended on
+    whether Redis was up). On a Cluster (one script a slot) too: the later slot is checked, nothing held in it."""
+    reject = BudgetConfig(scope="agent", name="a", usd=0.5)
+    down = BudgetConfig(scope="key", name="k", usd=0.5, on_exceed="downgrade", downgrade_to="mini")
+
+    def answer(reservation: Reservation) -> str | None:
+        return reservation.downgrade_to or ("held" if reservation.held else None)
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([reject, down]), link)
+        budgets.per_slot = per_slot
+        local = BudgetManager([reject, down])
+        for estimate in (0.6, 0.2):
+            here = local.reserve(agent="a", key_id="k", route=None, estimated_usd=estimate, model="big")
+            there = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=estimate, model="big")
+            assert answer(here) == answer(there) == ("mini" if estimate > 0.5 else "held"), estimate
+        await budgets.drain()
+        for budget in (reject, down):
+            assert (await _in_redis(link, budget))[:2] == (0.0, pytest.approx(0.2)), budget.scope
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_zero_estimate_on_a_budget_spent_past_its_limit_is_refused_as_by_the_local_check(prefix: str) -> None:
+    """A $0 estimate on a budget spent past its limit: the local check refuses it, and so does Redis (before, Redis
+    let any $0 estimate through, so the answer depended on whether Redis was up)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        local = BudgetManager([AGENT])
+        local.reserve(agent="a", key_id=None, route=None, estimated_usd=0.4).settle(1.2)
+        (await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)).settle(1.2)
+        await budgets.drain()
+        with pytest.raises(BudgetLimitError) as local_refusal:
+            local.reserve(agent="a", key_id=None, route=None, estimated_usd=0.0)
+        with pytest.raises(BudgetLimitError) as refusal:
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.0)
+        assert (refusal.value.scope, refusal.value.spent_usd) == (local_refusal.value.scope, pytest.approx(1.2))
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_growth_of_a_reservation_past_its_deadline_holds_the_growth_alone(prefix: str) -> None:
+    """A reservation past its deadline is dropped by the script that grows it: what it holds afterwards is the
+    growth alone, in its held amount as in the counter (a guard: the held amounts are now read before the sweep
+    drops anything)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link, hold_s=0.2)
+        held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        assert isinstance(held, SharedReservation)
+        await anyio.sleep(0.3)
+        assert await held.aresize(0.5)
+        for budget in (AGENT, KEY):
+            assert await _in_redis(link, budget) == (0.0, pytest.approx(0.2), {held.id.encode(): b"0.2"}), budget
+        held.release()
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
