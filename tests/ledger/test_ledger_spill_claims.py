@@ -174,7 +174,7 @@ def test_the_replay_looks_up_only_its_chunks_time_span(
     for n in range(50):
         ledger.record(LedgerRecord(request_id="same", time=1000.0 + n))
     ledger.flush_sync()
-    found = ledger._present([LedgerRecord(request_id="same", time=1010.0), LedgerRecord(request_id="same",
+    found = ledger._replayer._present([LedgerRecord(request_id="same", time=1010.0), LedgerRecord(request_id="same",
                                                                                       time=1012.0)])
     assert sum(found.values()) == 3
 
