@@ -36,6 +36,19 @@ def test_a_lone_surrogate_loses_only_its_own_row(
     assert after.stats.discarded == 1 and after.stats.replayed == 5
 
 
+def test_a_request_id_the_database_cannot_look_up_loses_only_its_own_row(
+        open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, spill_dir: Path,
+        fast_busy: None) -> None:
+    """A lone surrogate in a request id: the replay's look-up of the chunk failed at every retry (taken for an
+    outage), so the file was never finished and the chunk's good rows never written."""
+    good = make_records(4)
+    spill_unreachable(open_ledger, sqlite_url, sqlite_path, spill_dir,
+                      [*good[:2], LedgerRecord(request_id="x\ud800"), *good[2:]])
+    after = replay(open_ledger, sqlite_url, spill_dir, max_retry_interval=0.05)
+    assert after.records() == good and files(spill_dir) == []
+    assert (after.stats.replayed, after.stats.discarded, after.stats.write_errors) == (4, 1, 0)
+
+
 def test_a_row_that_cannot_be_serialized_is_left_out_and_close_still_releases(
         open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, spill_dir: Path,
         fast_busy: None, monkeypatch: pytest.MonkeyPatch) -> None:

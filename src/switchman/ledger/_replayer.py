@@ -169,7 +169,12 @@ class Replayer:
         insert = ledger._insert
         try:
             ledger._ensure_schema()
-            present = self._present(chunk)
+            try:
+                present = self._present(chunk)
+            except insert.errors as exc:
+                if not insert.is_bad_row(exc):
+                    raise
+                present = self._present_alone(chunk, claim)
         except insert.errors as exc:
             return ledger._failed(exc)
         seen = Counter(claim.seen)
@@ -196,6 +201,26 @@ class Replayer:
         claim.discarded += refused + ledger._discarded - discarded
         self.replayed += ledger._written - written
         return True
+
+    def _present_alone(self, chunk: list[LedgerRecord], claim: Claim) -> Counter[tuple[str, float]]:
+        """`_present` key by key, for a chunk whose look-up the driver or database refused a value of (a lone
+        surrogate in a request id): a row whose own look-up is refused cannot be inserted either, so it is
+        discarded and taken out of the chunk (a retry neither counts it again nor mistakes it for an outage)."""
+        insert, present = self._ledger._insert, Counter[tuple[str, float]]()
+        refused: dict[tuple[str, float], BaseException] = {}
+        for key, rec in {(rec.request_id, rec.time): rec for rec in chunk}.items():
+            try:
+                present.update(self._present([rec]))
+            except insert.errors as exc:
+                if not insert.is_bad_row(exc):
+                    raise
+                refused[key] = exc
+        for rec in chunk:
+            if (rec.request_id, rec.time) in refused:
+                claim.discarded += 1
+                self._ledger._discard(rec.request_id, refused[rec.request_id, rec.time])
+        chunk[:] = [rec for rec in chunk if (rec.request_id, rec.time) not in refused]
+        return present
 
     def _present(self, chunk: list[LedgerRecord]) -> Counter[tuple[str, float]]:
         """How many rows of each (request id, time) of `chunk` the database holds (looked up by request id and
