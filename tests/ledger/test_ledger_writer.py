@@ -130,6 +130,34 @@ def test_async_lifecycle_from_an_event_loop(open_ledger: Callable[..., Ledger], 
     assert open_ledger(sqlite_url).count() == 300
 
 
+def test_a_commit_wait_cancelled_on_a_loop_since_closed_does_not_end_the_writer(
+    open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled `committed` leaves its waiter; waking it on its closed loop raised in the writer thread, which
+    died: no row recorded after that was written."""
+    monkeypatch.setattr(_db, "SQLITE_BUSY_TIMEOUT_S", 0.05)
+    ledger = open_ledger(sqlite_url, max_retry_interval=0.05)
+    ledger.count()
+    first, later = make_records(2)
+
+    async def cancelled_wait() -> None:
+        waiting = asyncio.create_task(ledger.committed(ledger.record(first)))
+        await asyncio.sleep(0)  # registered, and the writer started
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    lock = sqlite3.connect(sqlite_path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # the row stays uncommitted until its loop is closed
+    asyncio.run(cancelled_wait())
+    lock.execute("COMMIT")
+    lock.close()
+    wait_until(lambda: ledger.stats.written == 1, what="the first row")
+    ledger.record(later)
+    assert ledger.flush_sync(timeout=30)
+    assert ledger.records() == [first, later]
+
+
 def test_sqlite_locked_file_then_released(
     open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

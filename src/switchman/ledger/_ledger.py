@@ -282,7 +282,10 @@ class Ledger:
                 return
             self._waiters = [w for w in self._waiters if w[0] > settled]
         for _, loop, future in done:
-            loop.call_soon_threadsafe(_resolve, future)
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # its loop is closed (a wait cancelled, then its asyncio.run ended): none to wake
+                pass
 
     def _drop(self) -> None:
         with self._lock:
