@@ -100,6 +100,27 @@ def test_close_writes_records_queued_just_before(open_ledger: Callable[..., Ledg
     reader.close_sync()
 
 
+def test_a_row_recorded_while_the_writer_stops_at_close_is_written(
+        open_ledger: Callable[..., Ledger], sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row accepted after the writer's last look at the queue, before close refused new ones, was logged as
+    lost ("unreachable at shutdown"; spilled, given a spill_dir) with the database there all along."""
+    ledger = open_ledger(sqlite_url)
+    first, late = make_records(2)
+    ledger.record(first)
+    ledger.start_sync()
+    assert ledger._thread is not None
+    join, arriving = ledger._thread.join, [late]
+
+    def join_then_record(timeout: float | None = None) -> None:
+        join(timeout)  # the writer has stopped
+        if arriving:  # (the fixture's second close joins too)
+            assert ledger.record(arriving.pop())  # and close still takes rows
+
+    monkeypatch.setattr(ledger._thread, "join", join_then_record)
+    ledger.close_sync()
+    assert ledger.records() == [first, late] and ledger.stats.queued == 0
+
+
 def test_close_without_start_still_writes(open_ledger: Callable[..., Ledger], sqlite_url: str) -> None:
     ledger = open_ledger(sqlite_url)
     for rec in make_records(5):

@@ -206,6 +206,8 @@ class Ledger:
         with self._lock:
             self._closed = True
         try:
+            if not self._abandon and (thread is None or not thread.is_alive()):
+                self._drain()  # rows recorded as the writer stopped (before `_closed`): written, not spilled
             self._spill_left(thread if thread is not None and thread.is_alive() else None)
         except Exception:  # noqa: BLE001 (logged) a close never raises: what follows must still run
             logger.exception("ledger %s: the rows left at shutdown could not be spilled", display_url(self.url))
