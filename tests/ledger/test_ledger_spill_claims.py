@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -190,6 +192,19 @@ def test_the_replay_looks_up_only_its_chunks_time_span(
     found = ledger._replayer._present([LedgerRecord(request_id="same", time=1010.0), LedgerRecord(request_id="same",
                                                                                       time=1012.0)])
     assert sum(found.values()) == 3
+
+
+def test_a_time_that_is_no_number_does_not_hide_rows_already_written(
+        open_ledger: Callable[..., Ledger], sqlite_url: str) -> None:
+    """A NaN time (an SDK caller's, spilled as JSON NaN) first in a chunk made the look-up's time span NaN: it
+    found nothing, and the chunk's rows an abandoned writer had committed were written again."""
+    ledger = open_ledger(sqlite_url)
+    written = make_records(2)
+    for rec in written:
+        ledger.record(rec)
+    assert ledger.flush_sync()
+    found = ledger._replayer._present([LedgerRecord(request_id="odd", time=math.nan), *written])
+    assert found == Counter((rec.request_id, rec.time) for rec in written)
 
 
 def test_no_home_gives_no_spill_dir_not_a_failed_start(monkeypatch: pytest.MonkeyPatch,

@@ -10,6 +10,7 @@ queue and its writer, and this is what a restart owes it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -226,7 +227,9 @@ class Replayer:
         """How many rows of each (request id, time) of `chunk` the database holds (looked up by request id and
         the chunk's time span: a client's ids repeat)."""
         ids = sorted({rec.request_id for rec in chunk})
-        times = [rec.time for rec in chunk]
+        times = [rec.time for rec in chunk if -math.inf < rec.time < math.inf]  # a NaN would make the span NULL
+        if not times:  # (a row of no finite time is in no database: `fact` refuses it)
+            return Counter()
         query = select(REQUESTS.c.request_id, REQUESTS.c.time).where(
             REQUESTS.c.request_id.in_(ids), REQUESTS.c.time.between(min(times), max(times)))
         with self._ledger._engine.connect() as conn:
