@@ -56,10 +56,10 @@ def test_the_spill_dir_defaults_to_the_state_dir_of_the_environment_given(
         upstream: FakeUpstream, tmp_path: Path) -> None:
     env = ENV | {"XDG_STATE_HOME": str(tmp_path / "state")}  # not the process's (the autouse fixture's)
     gateway = Gateway.from_config(parse_config(config_data(upstream, f"sqlite:///{tmp_path / 'l.sqlite3'}")), env=env)
-    assert gateway.ledger is not None and gateway.ledger._spill is not None
-    assert gateway.ledger._spill.path == tmp_path / "state" / "switchman" / "ledger-spill"
+    assert gateway.ledger is not None and gateway.ledger._replayer.spill is not None
+    assert gateway.ledger._replayer.spill.path == tmp_path / "state" / "switchman" / "ledger-spill"
     assert gateway.ledger._close_timeout == 10.0
-    assert not gateway.ledger._spill.path.exists()  # made when a close first needs it
+    assert not gateway.ledger._replayer.spill.path.exists()  # made when a close first needs it
 
 
 def test_a_gateway_with_no_home_starts_without_a_spill_dir(
@@ -70,7 +70,7 @@ def test_a_gateway_with_no_home_starts_without_a_spill_dir(
 
     monkeypatch.setattr(Path, "home", staticmethod(no_home))
     gateway = Gateway.from_config(parse_config(config_data(upstream, f"sqlite:///{tmp_path / 'l.sqlite3'}")), env=ENV)
-    assert gateway.ledger is not None and gateway.ledger._spill is None
+    assert gateway.ledger is not None and gateway.ledger._replayer.spill is None
 
 
 @pytest.mark.parametrize(("value", "why"), [
@@ -94,7 +94,7 @@ def test_the_sdks_in_process_gateway_takes_the_same_settings(upstream: FakeUpstr
     try:
         router.chat("hello", model="cheap")
         ledger = router._client().dispatcher.ledger
-        assert ledger is not None and ledger._spill is not None
-        assert (ledger._close_timeout, ledger._spill.path) == (0.0, tmp_path / "spill")
+        assert ledger is not None and ledger._replayer.spill is not None
+        assert (ledger._close_timeout, ledger._replayer.spill.path) == (0.0, tmp_path / "spill")
     finally:
         router.close()

@@ -71,7 +71,7 @@ def replay(open_ledger: Callable[..., Ledger], url: str, folder: Path, **options
     """A ledger started on `url` with `folder`, closed once the writer has replayed what it could."""
     ledger = open_ledger(url, spill_dir=folder, **options)
     ledger.start_sync()
-    wait_until(lambda: not ledger._replay_due, what="the replay")
+    wait_until(lambda: not ledger._replayer.due, what="the replay")
     ledger.close_sync()
     return ledger
 

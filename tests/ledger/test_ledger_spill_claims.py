@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +36,19 @@ def test_a_lone_surrogate_loses_only_its_own_row(
     after = replay(open_ledger, sqlite_url, spill_dir)
     assert after.records() == good and files(spill_dir) == []
     assert after.stats.discarded == 1 and after.stats.replayed == 5
+
+
+def test_a_request_id_the_database_cannot_look_up_loses_only_its_own_row(
+        open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, spill_dir: Path,
+        fast_busy: None) -> None:
+    """A lone surrogate in a request id: the replay's look-up of the chunk failed at every retry (taken for an
+    outage), so the file was never finished and the chunk's good rows never written."""
+    good = make_records(4)
+    spill_unreachable(open_ledger, sqlite_url, sqlite_path, spill_dir,
+                      [*good[:2], LedgerRecord(request_id="x\ud800"), *good[2:]])
+    after = replay(open_ledger, sqlite_url, spill_dir, max_retry_interval=0.05)
+    assert after.records() == good and files(spill_dir) == []
+    assert (after.stats.replayed, after.stats.discarded, after.stats.write_errors) == (4, 1, 0)
 
 
 def test_a_row_that_cannot_be_serialized_is_left_out_and_close_still_releases(
@@ -174,9 +189,22 @@ def test_the_replay_looks_up_only_its_chunks_time_span(
     for n in range(50):
         ledger.record(LedgerRecord(request_id="same", time=1000.0 + n))
     ledger.flush_sync()
-    found = ledger._present([LedgerRecord(request_id="same", time=1010.0), LedgerRecord(request_id="same",
+    found = ledger._replayer._present([LedgerRecord(request_id="same", time=1010.0), LedgerRecord(request_id="same",
                                                                                       time=1012.0)])
     assert sum(found.values()) == 3
+
+
+def test_a_time_that_is_no_number_does_not_hide_rows_already_written(
+        open_ledger: Callable[..., Ledger], sqlite_url: str) -> None:
+    """A NaN time (an SDK caller's, spilled as JSON NaN) first in a chunk made the look-up's time span NaN: it
+    found nothing, and the chunk's rows an abandoned writer had committed were written again."""
+    ledger = open_ledger(sqlite_url)
+    written = make_records(2)
+    for rec in written:
+        ledger.record(rec)
+    assert ledger.flush_sync()
+    found = ledger._replayer._present([LedgerRecord(request_id="odd", time=math.nan), *written])
+    assert found == Counter((rec.request_id, rec.time) for rec in written)
 
 
 def test_no_home_gives_no_spill_dir_not_a_failed_start(monkeypatch: pytest.MonkeyPatch,

@@ -100,6 +100,27 @@ def test_close_writes_records_queued_just_before(open_ledger: Callable[..., Ledg
     reader.close_sync()
 
 
+def test_a_row_recorded_while_the_writer_stops_at_close_is_written(
+        open_ledger: Callable[..., Ledger], sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row accepted after the writer's last look at the queue, before close refused new ones, was logged as
+    lost ("unreachable at shutdown"; spilled, given a spill_dir) with the database there all along."""
+    ledger = open_ledger(sqlite_url)
+    first, late = make_records(2)
+    ledger.record(first)
+    ledger.start_sync()
+    assert ledger._thread is not None
+    join, arriving = ledger._thread.join, [late]
+
+    def join_then_record(timeout: float | None = None) -> None:
+        join(timeout)  # the writer has stopped
+        if arriving:  # (the fixture's second close joins too)
+            assert ledger.record(arriving.pop())  # and close still takes rows
+
+    monkeypatch.setattr(ledger._thread, "join", join_then_record)
+    ledger.close_sync()
+    assert ledger.records() == [first, late] and ledger.stats.queued == 0
+
+
 def test_close_without_start_still_writes(open_ledger: Callable[..., Ledger], sqlite_url: str) -> None:
     ledger = open_ledger(sqlite_url)
     for rec in make_records(5):
@@ -128,6 +149,34 @@ def test_async_lifecycle_from_an_event_loop(open_ledger: Callable[..., Ledger], 
 
     assert asyncio.run(main()) == 300
     assert open_ledger(sqlite_url).count() == 300
+
+
+def test_a_commit_wait_cancelled_on_a_loop_since_closed_does_not_end_the_writer(
+    open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled `committed` leaves its waiter; waking it on its closed loop raised in the writer thread, which
+    died: no row recorded after that was written."""
+    monkeypatch.setattr(_db, "SQLITE_BUSY_TIMEOUT_S", 0.05)
+    ledger = open_ledger(sqlite_url, max_retry_interval=0.05)
+    ledger.count()
+    first, later = make_records(2)
+
+    async def cancelled_wait() -> None:
+        waiting = asyncio.create_task(ledger.committed(ledger.record(first)))
+        await asyncio.sleep(0)  # registered, and the writer started
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    lock = sqlite3.connect(sqlite_path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # the row stays uncommitted until its loop is closed
+    asyncio.run(cancelled_wait())
+    lock.execute("COMMIT")
+    lock.close()
+    wait_until(lambda: ledger.stats.written == 1, what="the first row")
+    ledger.record(later)
+    assert ledger.flush_sync(timeout=30)
+    assert ledger.records() == [first, later]
 
 
 def test_sqlite_locked_file_then_released(

@@ -31,8 +31,7 @@ import logging
 import math
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Iterator
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,9 @@ from sqlalchemy.exc import StatementError
 from ._db import FEEDBACK, REQUESTS, create_ledger_engine, create_tables, display_url, resolve_url
 from ._record import LedgerRecord, LedgerStats, SpendBy, SpendRow
 from ._rollup import Fact, RollupBatch, ensure_rollup, fact
+from ._replayer import Replayer
 from ._rows import BulkInsert, as_logged, decode, encode
-from ._spill import Claim, SpillDir, Written, resolve_spill_dir, spilled
+from ._spill import SpillDir, resolve_spill_dir
 from ._views import LedgerViews
 
 __all__ = ["CONFIGURED", "Ledger"]
@@ -65,13 +65,6 @@ class _Configured(enum.Enum):
 
 #: `close(timeout=CONFIGURED)`: the ledger's own `close_timeout`.
 CONFIGURED = _Configured.CONFIGURED
-#: The most spilled rows a replay looks up and inserts at once (SQLite's bound parameters are limited).
-_REPLAY_CHUNK = 500
-
-
-def _release_after(writer: threading.Thread, written: Written) -> None:
-    writer.join()
-    written.release()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -117,12 +110,8 @@ class Ledger:
         self._insert = BulkInsert(self._engine)
         #: Resolved lazily: nothing is touched until a close spills or the writer replays.
         folder = resolve_spill_dir(spill_dir) if spill_dir else None  # None: no home to expand ~ in (warned)
-        self._spill = None if folder is None else SpillDir(folder, url)
-        self._replay_due = self._spill is not None  # spilled files may wait: the writer looks once it runs
-        self._replaying: Claim | None = None
+        self._replayer = Replayer(self, None if folder is None else SpillDir(folder, url))
         self._take = threading.Lock()  # the writer takes rows off the queue, or close takes what is left: not both
-        self._spilled = 0
-        self._replayed = 0  # spilled rows written at start (counted in `written` too)
         self._left_taken = False
         self._batch_size = batch_size
         self._flush_interval = flush_interval
@@ -217,6 +206,8 @@ class Ledger:
         with self._lock:
             self._closed = True
         try:
+            if not self._abandon and (thread is None or not thread.is_alive()):
+                self._drain()  # rows recorded as the writer stopped (before `_closed`): written, not spilled
             self._spill_left(thread if thread is not None and thread.is_alive() else None)
         except Exception:  # noqa: BLE001 (logged) a close never raises: what follows must still run
             logger.exception("ledger %s: the rows left at shutdown could not be spilled", display_url(self.url))
@@ -228,12 +219,9 @@ class Ledger:
         await asyncio.to_thread(self.close_sync, timeout)
 
     def _spill_left(self, writer: threading.Thread | None) -> None:
-        """The rows the writer did not commit, to a spill file (or logged as lost).
+        """The rows the writer did not commit, to a spill file (or logged as lost): `Replayer.spill_left`.
 
-        Taken under `_take`: once `_abandon` is set the writer takes no more rows off the queue. Its batch in
-        flight is spilled too: a write that still commits after this makes the replay find those rows present;
-        the file stays locked while that abandoned `writer` runs, so no ledger replays it before (which would
-        write those rows twice).
+        Taken under `_take`: once `_abandon` is set the writer takes no more rows off the queue.
         """
         with self._take:
             if self._left_taken:  # a second close: spilled (or logged) by the first
@@ -241,41 +229,7 @@ class Ledger:
             self._left_taken = True
             pending = list(self._pending)  # one step: the writer may shrink it (outside _take) as we copy
             queued = list(self._queue)
-        if not pending and not queued:
-            return
-        where, left = display_url(self.url), len(pending) + len(queued)
-        if self._spill is None:
-            logger.error("ledger %s unreachable at shutdown: %d rows not written", where, left)
-            return
-        try:
-            written = self._spill.write(self._spill_rows(pending, queued))
-        except OSError as exc:
-            logger.error("ledger %s unreachable at shutdown and its spill directory %s unusable (%s): %d rows not "
-                         "written", where, self._spill.path, exc.strerror or exc, left)
-            return
-        self._spilled += written.rows
-        self._discarded += written.refused
-        if writer is None:
-            written.release()
-        else:  # released when the abandoned writer ends (its last batch committed or failed), or with the process
-            threading.Thread(target=_release_after, args=(writer, written), name="switchman-ledger-spill-hold",
-                             daemon=True).start()
-        logger.warning("ledger %s unreachable at shutdown: %d rows spilled to %s (written at the next start)",
-                       where, written.rows, written.path)
-
-    def _spill_rows(self, pending: list[tuple[tuple[Any, ...], Fact]],
-                    queued: list[LedgerRecord]) -> Iterator[dict[str, Any]]:
-        """The rows left, one by one as they are written out; one that cannot be encoded is logged and left out."""
-        for row, _ in pending:
-            try:
-                yield spilled(row)
-            except Exception as exc:  # noqa: BLE001 (logged) one odd row must not lose the others
-                self._discard(row[1], exc)
-        for rec in queued:
-            try:
-                yield spilled(encode(rec))
-            except Exception as exc:  # noqa: BLE001 (logged) as above
-                self._discard(getattr(rec, "request_id", "?"), exc)
+        self._replayer.spill_left(pending, queued, writer)
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -330,7 +284,10 @@ class Ledger:
                 return
             self._waiters = [w for w in self._waiters if w[0] > settled]
         for _, loop, future in done:
-            loop.call_soon_threadsafe(_resolve, future)
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # its loop is closed (a wait cancelled, then its asyncio.run ended): none to wake
+                pass
 
     def _drop(self) -> None:
         with self._lock:
@@ -350,28 +307,28 @@ class Ledger:
             dropped=self._dropped,
             discarded=self._discarded,
             write_errors=self._write_errors,
-            spilled=self._spilled,
-            replayed=self._replayed,
+            spilled=self._replayer.spilled,
+            replayed=self._replayer.replayed,
         )
 
     # -- the writer thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        delay = self._flush_interval
+        delay, replayer = self._flush_interval, self._replayer
         while True:
             self._wake.wait(delay)
             self._wake.clear()
             ok = self._drain()
-            if ok and self._replay_due and not self._closing:
-                ok = self._replay_step()
-                if ok and self._replay_due:
+            if ok and replayer.due and not self._closing:
+                ok = replayer.step()
+                if ok and replayer.due:
                     self._wake.set()  # more spilled rows: go on at once (live rows first, each turn)
             if ok:
                 delay = self._flush_interval
             else:
                 delay = min(max(delay * 2, self._flush_interval), self._max_retry_interval)
             if self._abandon or (self._closing and ok and not self._queue):
-                self._give_back()
+                replayer.give_back()
                 return
 
     def _drain(self) -> bool:
@@ -442,109 +399,6 @@ class Ledger:
             del batch[:done]  # never write a row twice when the retry comes
         self._recovered()
         return True
-
-    # -- replaying spilled rows ------------------------------------------------------------------
-
-    def _replay_step(self) -> bool:
-        """Insert the next chunk of spilled rows (claiming a file first, reading it a chunk at a time); False
-        when the database failed (the chunk is kept for the retry).
-
-        An unusable spill directory or unreadable file is logged and the replay given up: the writer lives on."""
-        assert self._spill is not None
-        claim = self._replaying
-        try:
-            if claim is None:
-                claim = self._spill.claim()
-                if claim is None:
-                    self._replay_due = False
-                    return True
-                self._replaying = claim
-            if not claim.chunk:
-                claim.chunk = claim.read(min(self._batch_size, _REPLAY_CHUNK))
-        except OSError as exc:
-            logger.error("ledger spill directory %s unusable (%s): spilled rows not replayed", self._spill.path,
-                         exc.strerror or exc)
-            return self._stop_replay()
-        except Exception:  # noqa: BLE001 (logged) a file no one foresaw must not end the writer of live rows
-            logger.exception("ledger spill directory %s: spilled rows not replayed", self._spill.path)
-            return self._stop_replay()
-        if claim.chunk:
-            if not self._insert_new(claim.chunk, claim):
-                return False
-            claim.chunk = []
-            return True
-        self._replaying = None
-        try:
-            claim.finish()
-        except OSError as exc:
-            logger.error("ledger spill file %s replayed but not deleted (%s): the next start skips its rows again",
-                         claim.claimed, exc.strerror or exc)
-        logger.warning("ledger replayed %s (rows spilled at an earlier shutdown): %d written, %d in the ledger "
-                       "already, %d refused by the database, %d unreadable lines skipped", claim.name,
-                       claim.inserted, claim.present, claim.discarded, claim.skipped)
-        return True
-
-    def _stop_replay(self) -> bool:
-        self._replay_due = False
-        self._give_back()
-        return True
-
-    def _insert_new(self, chunk: list[LedgerRecord], claim: Claim) -> bool:
-        """Insert the rows of `chunk` the database does not hold yet; False when it failed (the chunk is looked
-        up again at the retry, so a row committed meanwhile is not inserted twice).
-
-        A row is skipped only while the database holds more rows of its (request id, time) than this file's
-        rows of that key met so far (`claim.seen`): twins are each written once, across chunks too."""
-        try:
-            self._ensure_schema()
-            present = self._present(chunk)
-        except self._insert.errors as exc:
-            return self._failed(exc)
-        seen = Counter(claim.seen)
-        batch: list[tuple[tuple[Any, ...], Fact]] = []
-        found = refused = 0
-        for rec in chunk:
-            key = (rec.request_id, rec.time)
-            skip = present[key] > seen[key]
-            seen[key] += 1
-            if skip:
-                found += 1
-                continue
-            try:
-                batch.append((encode(rec, self._insert.null), fact(rec)))
-            except (AttributeError, TypeError, ValueError, OverflowError) as exc:
-                refused += 1
-                self._discard(rec.request_id, exc)
-        written, discarded = self._written, self._discarded
-        if batch and not self._write_batch(batch):
-            return False
-        claim.seen = seen
-        claim.present += found
-        claim.inserted += self._written - written
-        claim.discarded += refused + self._discarded - discarded
-        self._replayed += self._written - written
-        return True
-
-    def _present(self, chunk: list[LedgerRecord]) -> Counter[tuple[str, float]]:
-        """How many rows of each (request id, time) of `chunk` the database holds (looked up by request id and
-        the chunk's time span: a client's ids repeat)."""
-        ids = sorted({rec.request_id for rec in chunk})
-        times = [rec.time for rec in chunk]
-        query = select(REQUESTS.c.request_id, REQUESTS.c.time).where(
-            REQUESTS.c.request_id.in_(ids), REQUESTS.c.time.between(min(times), max(times)))
-        with self._engine.connect() as conn:
-            return Counter((str(rid), float(moment)) for rid, moment in conn.execute(query))
-
-    def _give_back(self) -> None:
-        """The writer stops mid-replay: the claimed file goes back to be replayed at the next start."""
-        claim, self._replaying = self._replaying, None
-        if claim is None:
-            return
-        try:
-            claim.release()
-        except OSError as exc:
-            logger.error("ledger spill file %s not given back (%s): a later start takes it once this process ends",
-                         claim.claimed, exc.strerror or exc)
 
     def _discard(self, request_id: object, exc: BaseException) -> None:
         self._discarded += 1
