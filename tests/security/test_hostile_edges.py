@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from security_support import ServerThread, config_data, running_gateway
+from security_support import RawResponse, ServerThread, connect, config_data, read_response, running_gateway
 
 from switchman.testing import FakeUpstream
 
@@ -18,7 +18,8 @@ from switchman.testing import FakeUpstream
 def tight(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThread, httpx.Client]]:
     """A gateway with small prompt and nesting limits."""
     url = f"sqlite:///{tmp_path_factory.mktemp('edges') / 'ledger.sqlite3'}"
-    data = config_data(upstream, url, limits={"max_prompt_chars": 1000, "max_json_depth": 8})
+    data = config_data(upstream, url, limits={"max_prompt_chars": 1000, "max_json_depth": 8, "max_header_bytes": 2048,
+                                              "body_timeout_s": 0.5})
     with running_gateway(data) as (_, server), httpx.Client(base_url=server.url, timeout=30) as client:
         yield server, client
 
@@ -49,3 +50,59 @@ def test_count_tokens_keeps_the_servers_prompt_and_nesting_limits(tight: tuple[S
     assert "deeper than 8 levels" in _anthropic_error(too_deep, 400, "invalid_request_error")
     body["metadata"] = _deep(6)
     assert http.post(path, json=body).status_code == 200
+
+
+def _raw(server: ServerThread, *pieces: bytes) -> RawResponse:
+    """The answer to bytes sent as they are, piece by piece, on a fresh connection."""
+    sock = connect(server.port)
+    try:
+        for piece in pieces:
+            sock.sendall(piece)
+        return read_response(sock)
+    finally:
+        sock.close()
+
+
+def _head(path: str, *lines: bytes) -> bytes:
+    return b"\r\n".join([f"POST {path} HTTP/1.1".encode(), b"host: test", b"content-type: application/json",
+                          *lines]) + b"\r\n\r\n"
+
+
+#: Requests the HTTP server refuses before the app sees them: (name, the bytes in pieces, status, Anthropic type).
+_BELOW_THE_APP = {
+    "a control character in a header": ([b"x-switchman-agent: a\x01b", b"content-length: 2"], [b"{}"], 400,
+                                        "invalid_request_error"),
+    "Transfer-Encoding with Content-Length": ([b"transfer-encoding: chunked", b"content-length: 2"], [b"{}"], 400,
+                                              "invalid_request_error"),
+    "a bad chunk size": ([b"transfer-encoding: chunked"], [b"zz\r\n"], 400, "invalid_request_error"),
+    "a head over the cap in one piece": ([b"x-pad: " + b"p" * 3000, b"content-length: 2"], [b"{}"], 431,
+                                         "request_too_large"),
+    "a body that stops halfway": ([b"content-length: 100"], [b'{"model"'], 408, "invalid_request_error"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BELOW_THE_APP))
+def test_refusals_below_the_app_speak_each_apis_envelope(tight: tuple[ServerThread, httpx.Client], case: str) -> None:
+    server, _ = tight
+    lines, body, status, kind = _BELOW_THE_APP[case]
+    for path in ("/v1/messages", "/v1/messages/count_tokens", "/v1/chat/completions", "/v1/responses"):
+        response = _raw(server, _head(path, *lines), *body)
+        assert response.status == status and response.closed, (path, response)
+        data = response.json()
+        if path.startswith("/v1/messages"):
+            assert data["type"] == "error" and data["error"]["type"] == kind and data["error"]["message"], data
+        else:
+            assert set(data["error"]) == {"message", "type", "param", "code"}, data
+
+
+def test_a_head_over_the_cap_sent_in_pieces_is_refused_in_its_apis_envelope(
+        tight: tuple[ServerThread, httpx.Client]) -> None:
+    server, _ = tight
+    sock = connect(server.port)
+    try:
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: test\r\n")
+        sock.sendall(b"x-pad: " + b"p" * 3000 + b"\r\n\r\n")
+        response = read_response(sock)
+    finally:
+        sock.close()
+    assert response.status == 431 and response.json()["error"]["type"] == "request_too_large", response

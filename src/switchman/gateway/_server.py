@@ -41,7 +41,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .._config import ServerLimits
 from .._exceptions import InvalidRequestError
-from ._errors import error_payload
+from ._errors import anthropic_error_payload, dialect_for_path, error_payload
 
 __all__ = ["GuardedHttpProtocol", "guarded_protocol", "is_loopback", "raise_fd_limit", "server_config"]
 
@@ -64,9 +64,12 @@ def is_loopback(host: str) -> bool:
 
 
 def _error_bytes(status: int, code: str, message: str, *, kind: str = "invalid_request_error",
-                 extra: bytes = b"") -> bytes:
-    """A complete HTTP/1.1 error response in the OpenAI envelope, closing the connection."""
+                 extra: bytes = b"", path: bytes = b"") -> bytes:
+    """A complete HTTP/1.1 error response, closing the connection, in the envelope of the API at `path`
+    (Anthropic's for /v1/messages, as the app answers there; OpenAI's otherwise or when the path is unknown)."""
     _, payload = error_payload(InvalidRequestError(message, status=status, code=code, kind=kind))
+    if dialect_for_path(path.decode("latin-1")) == "anthropic":
+        payload = anthropic_error_payload(status, payload)
     body = orjson.dumps(payload)
     return b"".join((STATUS_LINE[status], b"content-type: application/json\r\ncontent-length: ",
                      str(len(body)).encode(), b"\r\nconnection: close\r\n", extra, b"\r\n", body))
@@ -145,6 +148,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reading_head = True
+        self._in_message = False  # between a request's first byte and its body's end (`self.url` is its target)
         self._head_bytes = 0
         self._deadline: TimerHandle | None = None
         self._write_deadline: TimerHandle | None = None
@@ -194,8 +198,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _refuse(self, status: int, code: str, message: str, *, kind: str = "invalid_request_error",
-                extra: bytes = b"", linger: bool = True) -> None:
+                extra: bytes = b"", linger: bool = True, head: bytes = b"") -> None:
         """Answer an error and end the connection without reading the request any further.
+
+        The error is in the envelope of the API the request was for, as far as its target is known (the parser's,
+        or the request line at the start of `head`, bytes not yet given to the parser).
 
         With `linger`, the write side is closed first and what the client still sends is read and
         dropped for a moment, so the client reads the answer rather than a reset. A connection over
@@ -208,13 +215,21 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._disconnect_unfinished():
             self.transport.close()  # an answer is on the wire: an error written now would land inside it
             return
-        self.transport.write(_error_bytes(status, code, message, kind=kind, extra=extra))
+        self.transport.write(_error_bytes(status, code, message, kind=kind, extra=extra,
+                                          path=self._target(head)))
         if not linger:
             self.transport.close()
             return
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self._arm(_LINGER_S, self.transport.close)
+
+    def _target(self, head: bytes) -> bytes:
+        """The request target of the request being read (b"" when unknown): the parser's, else `head`'s first line."""
+        if self._in_message and self.url:
+            return bytes(self.url)
+        parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+        return parts[1] if len(parts) > 1 else b""
 
     def _disconnect_unfinished(self) -> bool:
         """Mark every unfinished answer of this connection disconnected; whether one had begun on the wire.
@@ -241,6 +256,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- reading ---------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_message = True
         if self._deadline is None:
             # A head that follows, in the same read, a request completed just before: `data_received`
             # armed the deadline before that request, and its completion disarmed it.
@@ -258,7 +274,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 end = data.find(_HEAD_END)  # only the part up to the head's end counts
                 if end < 0 or self._head_bytes + end + len(_HEAD_END) > self.limits.max_header_bytes:
                     self._refuse(431, "request_header_too_large",
-                                 f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
+                                 f"the request line and headers exceed {self.limits.max_header_bytes} bytes",
+                                 head=data if self._head_bytes == 0 else b"")
                     return
             self._head_bytes = seen
         try:
@@ -294,6 +311,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         self._reading_head = True
+        self._in_message = False
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
