@@ -4,10 +4,12 @@ refused by name instead of read as broken JSON."""
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from security_support import RawResponse, ServerThread, connect, config_data, read_response, running_gateway
 
@@ -106,3 +108,27 @@ def test_a_head_over_the_cap_sent_in_pieces_is_refused_in_its_apis_envelope(
     finally:
         sock.close()
     assert response.status == 431 and response.json()["error"]["type"] == "request_too_large", response
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "x-gzip, identity"])
+def test_a_compressed_body_is_a_415_naming_the_encoding(tight: tuple[ServerThread, httpx.Client], encoding: str) -> None:
+    """Nothing decompresses a body (so no gzip bomb either): a compressed one is refused by name, not read as JSON
+    that is not UTF-8."""
+    _, http = tight
+    body = {"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    packed = gzip.compress(orjson.dumps(body))
+    headers = {"content-encoding": encoding, "content-type": "application/json"}
+    chat = http.post("/v1/chat/completions", content=packed, headers=headers)
+    assert chat.status_code == 415, chat.text
+    error = chat.json()["error"]
+    assert error["code"] == "unsupported_content_encoding" and encoding.split(",")[0] in error["message"], error
+    messages = http.post("/v1/messages", content=packed, headers=headers)
+    assert "uncompressed" in _anthropic_error(messages, 415, "invalid_request_error")
+
+
+def test_identity_is_no_encoding(tight: tuple[ServerThread, httpx.Client]) -> None:
+    _, http = tight
+    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    for encoding in ("identity", "IDENTITY", ""):
+        response = http.post("/v1/chat/completions", content=body, headers={"content-encoding": encoding})
+        assert response.status_code == 200, (encoding, response.text)
