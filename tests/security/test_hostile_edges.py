@@ -4,6 +4,7 @@ refused by name instead of read as broken JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from collections.abc import Iterator
 from typing import Any
@@ -132,3 +133,70 @@ def test_identity_is_no_encoding(tight: tuple[ServerThread, httpx.Client]) -> No
     for encoding in ("identity", "IDENTITY", ""):
         response = http.post("/v1/chat/completions", content=body, headers={"content-encoding": encoding})
         assert response.status_code == 200, (encoding, response.text)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+#: Bodies of many small pieces: little text (under the dispatcher's 32k characters), megabytes of structure.
+_MANY_PIECES = {
+    "/v1/chat/completions": {"model": "auto", "messages": [{"role": "user", "content": ""}] * 5_000},
+    "/v1/route": {"model": "auto", "messages": [{"role": "user", "content": [{"type": "text", "text": ""}] * 5_000}]},
+    "/v1/messages": {"model": "auto", "max_tokens": 5,
+                     "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 3_000},
+    "/v1/messages/count_tokens": {"model": "auto", "messages": [{"role": "user", "content": "a"}],
+                                  "tools": [{"name": "f", "input_schema": {"type": "object"}}] * 2_000},
+    "/v1/responses": {"model": "auto", "input": [{"role": "user", "content": "a"}] * 5_000},
+}
+
+
+@pytest.mark.parametrize("path", list(_MANY_PIECES))
+def test_a_large_body_of_little_text_is_decided_off_the_event_loop(
+        upstream: FakeUpstream, ledger_url: str, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """Counting grows with the messages, parts and tools, not only the text: 130,000 empty messages held the event
+    loop (and every other request) for ~0.6 s when only prompts over 32k characters were decided in a thread."""
+    body = orjson.dumps(_MANY_PIECES[path])
+    assert len(body) > 64 * 1024
+    with running_gateway(config_data(upstream, ledger_url)) as (gateway, server), \
+            httpx.Client(base_url=server.url, timeout=30) as http:
+        decider = gateway.decider
+        counted_on_loop: list[bool] = []
+        request = decider.request
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            counted_on_loop.append(_on_event_loop())
+            return request(*args, **kwargs)
+
+        monkeypatch.setattr(decider, "request", watched)
+        response = http.post(path, content=body)
+        assert response.status_code == 200, response.text
+        assert counted_on_loop == [False]
+
+
+def test_many_embedding_inputs_are_counted_off_the_event_loop(
+        upstream: FakeUpstream, ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from switchman.gateway import _embeddings
+
+    counted_on_loop: list[bool] = []
+    count = _embeddings.count_tokens_for_routing
+
+    def watched(text: str) -> int:
+        counted_on_loop.append(_on_event_loop())
+        return count(text)
+
+    monkeypatch.setattr(_embeddings, "count_tokens_for_routing", watched)
+    with running_gateway(config_data(upstream, ledger_url)) as (_, server), \
+            httpx.Client(base_url=server.url, timeout=30) as http:
+        small = http.post("/v1/embeddings", json={"model": "cheap", "input": ["a", "b"]})
+        assert small.status_code == 200 and counted_on_loop == [True, True]  # a small body: no thread hop
+        counted_on_loop.clear()
+        large = http.post("/v1/embeddings", json={"model": "cheap", "input": ["a"] * 20_000})
+        assert large.status_code == 200, large.text
+        assert len(counted_on_loop) == 20_000 and not any(counted_on_loop)
+        unknown = http.post("/v1/embeddings", json={"model": "nope", "input": ["a"] * 20_000})
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"

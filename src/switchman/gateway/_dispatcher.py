@@ -60,6 +60,14 @@ DURABLE_WAIT_S = 5.0
 #: Requests with more prompt text than this (characters) are decided in a worker thread: token
 #: counting, code detection and embedding grow with the prompt and must not hold the event loop.
 OFFLOAD_CHARS = 32_768
+#: ... and so are request bodies larger than this (bytes), whatever their text: counting grows with the
+#: messages, parts and tools too (130,000 empty messages held the event loop for ~0.6 s).
+OFFLOAD_BYTES = 64 * 1024
+
+
+def _offloaded(body: Mapping[str, Any], context: RequestContext) -> bool:
+    """Whether deciding `body` is work for a worker thread (a large body, or a long prompt)."""
+    return context.body_bytes > OFFLOAD_BYTES or prompt_chars(body) > OFFLOAD_CHARS
 
 
 @slot_init
@@ -184,8 +192,8 @@ class Dispatcher(Admitter):
         return request, self._steered(request, decision, context, started)
 
     async def adecide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
-        """`decide`, with a long prompt's share of the work done in a worker thread, off the event loop."""
-        if prompt_chars(body) <= OFFLOAD_CHARS:
+        """`decide`, with a large request's share of the work done in a worker thread, off the event loop."""
+        if not _offloaded(body, context):
             return self.decide(body, context)
         started = self.clock()
         request, decision = await anyio.to_thread.run_sync(
@@ -236,9 +244,9 @@ class Dispatcher(Admitter):
         self, body: Mapping[str, Any], context: RequestContext,
         lookup: Callable[[Exchange], Awaitable[bool]] | None = None,
     ) -> Exchange:
-        """`_begin` for a chat body, a long prompt decided in a worker thread (see `adecide`)."""
+        """`_begin` for a chat body, a large one decided in a worker thread (see `adecide`)."""
         session = scoped_session(context.key_id, context.session)
-        if prompt_chars(body) <= OFFLOAD_CHARS:
+        if not _offloaded(body, context):
             return await self._begin(body, context, pull=self.sessions.shares(session), lookup=lookup)
         await self.sessions.pull(session)  # shared by every replica
         try:

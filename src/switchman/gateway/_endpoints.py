@@ -16,7 +16,7 @@ from .._exceptions import InvalidRequestError
 from ._caller_limits import rate_headers
 from ._context import RequestContext, bind_agent, context_from, context_headers
 from ._direct import read_body
-from ._dispatcher import Completion, Dispatcher
+from ._dispatcher import OFFLOAD_BYTES, Completion, Dispatcher
 from ._gateway import Gateway
 from ._middleware import MASTER_KEY_ID
 from ._schema import check_body, check_prompt_size, read_json
@@ -25,8 +25,6 @@ from ._stream import RelayResponse
 __all__ = ["Endpoints", "completion_response", "header_value", "parse_request", "read_request", "route_headers"]
 
 _JSON = "application/json"
-#: Bodies larger than this are parsed and validated in a worker thread, off the event loop.
-OFFLOAD_BYTES = 64 * 1024
 
 
 #: The only ASCII characters `_ASCII` maps: the controls (line breaks, tabs, NUL, ESC, DEL...), each to a space

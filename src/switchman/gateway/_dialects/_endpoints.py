@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .._embeddings import check_embeddings, embed
-from .._endpoints import OFFLOAD_BYTES, read_request, route_headers
-from .._dispatcher import Dispatcher
+from .._endpoints import read_request, route_headers
+from .._dispatcher import OFFLOAD_BYTES, Dispatcher
 from .._gateway import Gateway
 from .._schema import check_prompt_size, read_json
 from .._dispatcher import Completion
@@ -73,14 +73,13 @@ class DialectEndpoints:
         limits = self.gateway.config.server.limits
         raw = await request.body()
 
-        def parse() -> dict[str, Any]:  # held to the server's limits, as every other body is
+        def count() -> int:  # the body held to the server's limits, as every other body is
             body = chat_from_messages(read_json(raw, limits.max_json_depth), count_only=True)
             check_prompt_size(body, limits.max_prompt_chars)
-            return body
+            return self.gateway.decider.request(body["messages"], tools=body.get("tools")).input_tokens
 
-        body = await anyio.to_thread.run_sync(parse) if len(raw) > OFFLOAD_BYTES else parse()
-        routed = self.gateway.decider.request(body["messages"], tools=body.get("tools"))
-        return Response(orjson.dumps({"input_tokens": routed.input_tokens}), media_type=_JSON)
+        tokens = await anyio.to_thread.run_sync(count) if len(raw) > OFFLOAD_BYTES else count()
+        return Response(orjson.dumps({"input_tokens": tokens}), media_type=_JSON)
 
     async def responses(self, request: Request) -> Response:
         """POST /v1/responses."""
