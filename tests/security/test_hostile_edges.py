@@ -200,3 +200,28 @@ def test_many_embedding_inputs_are_counted_off_the_event_loop(
         assert len(counted_on_loop) == 20_000 and not any(counted_on_loop)
         unknown = http.post("/v1/embeddings", json={"model": "nope", "input": ["a"] * 20_000})
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_the_request_after_a_refused_compressed_body_is_answered(tight: tuple[ServerThread, httpx.Client],
+                                                                 framing: str) -> None:
+    """The refused body is read past, not taken for the next request on the connection."""
+    server, _ = tight
+    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    packed = gzip.compress(body)
+    if framing == "chunked":
+        first = _head("/v1/chat/completions", b"content-encoding: gzip", b"transfer-encoding: chunked") \
+            + f"{len(packed):x}\r\n".encode() + packed + b"\r\n0\r\n\r\n"
+    else:
+        first = _head("/v1/chat/completions", b"content-encoding: gzip",
+                      f"content-length: {len(packed)}".encode()) + packed
+    second = _head("/v1/chat/completions", f"content-length: {len(body)}".encode()) + body
+    sock = connect(server.port)
+    try:
+        sock.sendall(first + second)
+        refused = read_response(sock)
+        assert refused.status == 415 and not refused.closed, refused
+        answered = read_response(sock)
+    finally:
+        sock.close()
+    assert answered.status == 200 and answered.json()["object"] == "chat.completion", answered
