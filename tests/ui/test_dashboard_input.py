@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from starlette.testclient import TestClient
 
-from switchman.ledger import LedgerRecord
+from switchman.ledger import Ledger, LedgerRecord
 from switchman.testing import FakeUpstream
 
 from .conftest import MASTER_KEY, Site, make_site
@@ -64,3 +64,20 @@ def test_nul_in_ids_is_a_404_on_postgres(upstream: FakeUpstream, pg_url: str,
         revoked = client.post("/ui/keys/x%00y/revoke", data={"csrf": token})
         assert revoked.status_code == 404 and "no active key" in revoked.text
         assert client.get("/ui/requests", params={"agent": "a\x00b"}).status_code == 200
+
+
+@pytest.mark.parametrize("field", ["agent", "key", "route", "model", "session"])
+def test_a_nul_in_a_log_filter_finds_nothing_on_a_filled_postgres_ledger(
+        upstream: FakeUpstream, pg_url: str, filled_ledger: tuple[str, list[LedgerRecord]], field: str) -> None:
+    """Not a 503 'ledger unavailable' (and a false alarm in the log): PostgreSQL refuses to compare a NUL, no row
+    holds one. (The test above reads an empty ledger, where the search ends before its query.)"""
+    ledger = Ledger(pg_url, max_queued=210)
+    for record in filled_ledger[1][:200]:
+        ledger.record(record)
+    ledger.close_sync(timeout=None)
+    site = make_site(upstream, pg_url, filled_ledger[1])
+    for client, _ in _admin(site):
+        page = client.get("/ui/requests", params={field: "a\x00b"})
+        assert page.status_code == 200, page.text[:300]
+        assert 'data-request-id="' not in page.text
+        assert 'data-request-id="' in client.get("/ui/requests").text
