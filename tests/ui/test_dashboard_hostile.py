@@ -75,3 +75,27 @@ def test_forms_with_any_fields_and_headers_never_get_a_500(admin: tuple[TestClie
     response = client.post(target, data={"csrf": token, **form}, headers=[(k.encode(), v) for k, v in headers.items()],
                            follow_redirects=False)
     assert response.status_code < 500, response.text[:300]
+
+
+def test_login_attempts_from_many_addresses_keep_the_throttle_bounded(site: Site) -> None:
+    """Every login POST asks the throttle; asking must not remember an address that never failed (one entry per
+    address, without the bound that failures keep, grew with every address a client could send from)."""
+    mounted = next(r.app for r in site.app.routes if getattr(r, "path", "") == "/ui")  # the dashboard's app
+    throttle = mounted.state.dashboard.throttle
+    assert throttle.max_clients == 10_000
+    for i in range(20_000):
+        assert not throttle.blocked(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
+    assert len(throttle._seen) == 0
+    for i in range(throttle.max_clients + 50):
+        throttle.failed(f"10.1.{i >> 8}.{i & 255}")
+    assert len(throttle._seen) == throttle.max_clients
+    for client in ("198.51.100.7", "198.51.100.8"):
+        for _ in range(throttle.failures):
+            throttle.failed(client)
+        assert throttle.blocked(client)
+    with TestClient(site.app, client=("198.51.100.7", 5000)) as browser:  # the blocked address, over HTTP
+        form = browser.get("/ui/login")
+        token = _CSRF.search(form.text)
+        assert token
+        refused = browser.post("/ui/login", data={"key": MASTER_KEY, "csrf": token.group(1)})
+        assert refused.status_code == 429
