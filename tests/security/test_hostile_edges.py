@@ -225,3 +225,19 @@ def test_the_request_after_a_refused_compressed_body_is_answered(tight: tuple[Se
     finally:
         sock.close()
     assert answered.status == 200 and answered.json()["object"] == "chat.completion", answered
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_duplicate_keys_are_read_once_the_same_way_for_checking_and_forwarding(
+        tight: tuple[ServerThread, httpx.Client], upstream: FakeUpstream, path: str) -> None:
+    """The last of a repeated key wins, and what was checked is what the upstream gets: no value can pass the
+    checks under one reading and reach the provider under another."""
+    _, http = tight
+    raw = (b'{"model": "nope", "max_tokens": -1, "messages": [{"role": "user", "content": "hi"}], '
+           b'"model": "auto", "max_tokens": 7, "stream": true, "stream": false}')
+    response = http.post(path, content=raw)
+    assert response.status_code == 200 and "text/event-stream" not in response.headers["content-type"], response.text
+    forwarded = upstream.requests[-1].body
+    assert forwarded["max_tokens"] == 7 and not forwarded.get("stream"), forwarded
+    refused = http.post(path, content=raw.replace(b'"max_tokens": 7', b'"max_tokens": -7'))
+    assert refused.status_code == 400 and "max_tokens" in refused.text, refused.text
