@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gateway import BODY, KEY, free_port
 from bench_litellm import wait_ready
 
-from switchman._config import ServerLimits
+from switchman._limits import ServerLimits
 from switchman.gateway._http import UpstreamPool
 from switchman.gateway._server import server_config
 

@@ -244,8 +244,9 @@ def test_default_route_must_exist() -> None:
         parse_config({"models": MODELS, "routes": routes("a"), "default_route": "nope"})
 
 
-def test_a_redis_url_is_checked_by_its_scheme_alone_and_empty_still_means_no_redis() -> None:
+def test_a_redis_url_is_checked_by_its_scheme_and_empty_still_means_no_redis() -> None:
     for url in ("redis://h:6379/0", "rediss://u:p@h:6380/1", "unix:///run/redis.sock",
+                "unix:///run/r@1.sock", "unix:///run/redis;x.sock",  # a socket's file name, no password in it
                 "redis+cluster://h:7000", "rediss+cluster://:pw@h:7000"):
         assert parse_config({"server": {"redis_url": url}}).server.redis_url == url
     # "" is how a templated file leaves Redis off (the link and the cache read it as unset), as before
@@ -257,3 +258,17 @@ def test_a_redis_url_is_checked_by_its_scheme_alone_and_empty_still_means_no_red
     with pytest.raises(ConfigError, match="not a URL without a scheme") as caught:
         parse_config({"cache": {"redis_url": "rediss:/:hunter2@h:6379/0?x=a://b"}})
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["redis://:s3c/ret@127.0.0.1:1/0", "redis://u:s3c?ret@h:6379/0",
+                                 "rediss://:s3c#ret@h:6380/1", "redis://:s3cret@[::1:6379/0",
+                                 "redis+cluster://:s3c/ret@h:7000"])
+def test_a_redis_url_no_message_could_show_safely_is_refused_without_quoting_it(url: str) -> None:
+    """A password with `/`, `?` or `#` unescaped ends the host early: before, such a URL was taken, its shown form
+    (or redis-py's error at startup, the password read as the port) quoted the password."""
+    for section in ({"server": {"redis_url": url}}, {"cache": {"redis_url": url}}):
+        with pytest.raises(ConfigError, match="percent-escape") as caught:
+            parse_config(section)
+        assert "s3c" not in str(caught.value)
+    escaped = "redis://:s3c%2Fret@127.0.0.1:1/0"  # as the message says: taken
+    assert parse_config({"server": {"redis_url": escaped}}).server.redis_url == escaped

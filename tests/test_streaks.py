@@ -49,8 +49,12 @@ def test_a_value_is_logged_the_first_time_only() -> None:
     assert [once.first(v) for v in ("a", "b", "a", None, "b", None)] == [True, True, False, True, False, False]
 
 
-def test_distinct_values_past_the_limit_are_not_logged_nor_kept() -> None:
-    """A stream of bad values that never repeat (another writer's, a hostile one): memory and log stay bounded."""
+def test_distinct_values_past_the_limit_are_not_logged_nor_kept(caplog: pytest.LogCaptureFixture) -> None:
+    """A stream of bad values that never repeat (another writer's, a hostile one): memory and log stay bounded,
+    and the log says once that further new values go unlogged."""
     once = OnceLog(limit=3)
-    assert [once.first(n) for n in range(10_000)] == [True] * 3 + [False] * 9_997
+    with caplog.at_level(logging.WARNING, logger="switchman._streaks"):
+        assert [once.first(n) for n in range(10_000)] == [True] * 3 + [False] * 9_997
     assert once.first(0) is False and len(once._seen) == 3
+    said = [r.getMessage() for r in caplog.records if r.name == "switchman._streaks"]
+    assert len(said) == 1 and "further new ones are not logged" in said[0] and "first unlogged: 3" in said[0]

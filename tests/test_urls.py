@@ -23,6 +23,11 @@ from switchman._urls import shown_url
     ("http://proxy.example.com/a/b@s3cret/v1", "<not a URL>"),
     ("http://proxy.example.com/v1;key=s3cret", "<not a URL>"),
     ("user:s3cret@proxy.example.com/v1", "<not a URL>"),
+    ("unix:///run/redis.sock?db=0&password=s3cret", "unix:///run/redis.sock"),  # no host: its `//` kept
+    ("unix:///run/r@1;x.sock?password=s3cret", "unix:///run/r@1;x.sock"),  # no host: `@` and `;` name the file
+    ("unix://:pa/s3cret@/run/redis.sock", "<not a URL>"),  # a host (the password's start): `@` in the path is not
+    ("redis://:s3c%2Fret@127.0.0.1:1/0", "redis://127.0.0.1:1/0"),
+    ("redis://:s3c/ret@127.0.0.1:1/0", "<not a URL>"),
 ])
 def test_a_url_is_shown_without_its_credentials(url: str, shown: str) -> None:
     assert shown_url(url) == shown

@@ -26,47 +26,27 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from ._catalog import Capability, ModelSpec, lookup_catalog_price
 from ._config_hints import did_you_mean, format_validation_error
-from ._config_server import (
-    CLUSTER_SCHEMES,
-    CallerLimits,
-    CircuitBreaker,
-    LiveLatency,
-    RedisOptions,
-    Retries,
-    ServerConfig,
-    Timeouts,
-    check_redis_url,
-)
+from ._config_server import ServerConfig, Timeouts, check_redis_url
 from ._config_server import Strict as _Strict
 from ._exceptions import ConfigError
-from ._limits import ServerLimits
 
-__all__ = [  # the server section's names too (from _config_server): Redis modules and their tests import them here
-    "CLUSTER_SCHEMES",
+__all__ = [  # not the server section's names: import those from _config_server (ServerLimits from _limits)
     "AgentConfig",
     "BalancePolicy",
     "BudgetConfig",
-    "CallerLimits",
     "CacheConfig",
     "CascadeOptions",
-    "CircuitBreaker",
     "Config",
     "DeploymentConfig",
-    "LiveLatency",
     "DashboardConfig",
     "ModelConfig",
     "OnlineOptions",
     "ProviderConfig",
-    "RedisOptions",
-    "Retries",
     "RouteConfig",
     "RuleConfig",
     "RuleMatch",
-    "ServerConfig",
-    "ServerLimits",
     "SessionConfig",
     "StrategyName",
-    "Timeouts",
     "load_config",
     "parse_config",
 ]
@@ -528,4 +508,3 @@ def load_config(path: str | Path) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     return parse_config(data, source=str(path))
-

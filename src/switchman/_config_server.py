@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ._limits import ServerLimits
+from ._urls import NOT_A_URL, shown_url
 
 __all__ = [
     "CLUSTER_SCHEMES",
@@ -121,16 +122,22 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 def check_redis_url(url: str | None) -> str | None:
     """The URL, or ValueError naming only its scheme (not the password): caught here, not as a startup traceback.
-    Empty stays allowed: it means no Redis, as unset does."""
+    Empty stays allowed: it means no Redis, as unset does.
+
+    A URL that `shown_url` cannot show is refused too: a password holding `/`, `?` or `#` unescaped ends the host
+    early, and redis-py's error then quotes part of the password as the port (and every message would show it)."""
     if not url:
         return url
     match = _SCHEME.match(url)
     scheme = match.group(1) if match else None
-    if scheme in REDIS_SCHEMES or (scheme is not None and scheme.lower() in CLUSTER_SCHEMES):
-        return url
-    shown = "a URL without a scheme" if scheme is None else repr(scheme)
-    known = ", ".join(f"{s}://" for s in (*REDIS_SCHEMES, *CLUSTER_SCHEMES))
-    raise ValueError(f"a Redis URL starts with one of {known}, not {shown}")
+    if not (scheme in REDIS_SCHEMES or (scheme is not None and scheme.lower() in CLUSTER_SCHEMES)):
+        shown = "a URL without a scheme" if scheme is None else repr(scheme)
+        known = ", ".join(f"{s}://" for s in (*REDIS_SCHEMES, *CLUSTER_SCHEMES))
+        raise ValueError(f"a Redis URL starts with one of {known}, not {shown}")
+    if shown_url(url) == NOT_A_URL:
+        raise ValueError("cannot read the Redis URL (not shown: it may hold a password): percent-escape any '/', "
+                         "'?' or '#' in its user or password (%2F, %3F, %23); its port is a number")
+    return url
 
 
 class ServerConfig(Strict):

@@ -26,6 +26,7 @@ __all__ = ["FailureStreak", "OnceLog"]
 #: Distinct values a OnceLog remembers (then it logs no new one): bounds its memory, and the log, under a stream
 #: of distinct bad values (another writer's, or a hostile one).
 ONCE_LIMIT = 1024
+_logger = logging.getLogger(__name__)
 
 
 class FailureStreak:
@@ -64,15 +65,24 @@ class OnceLog:
     repeat; by then the log holds `limit` examples of the problem.
     """
 
-    __slots__ = ("_seen", "limit")
+    __slots__ = ("_seen", "full", "limit")
 
     def __init__(self, limit: int = ONCE_LIMIT) -> None:
         self._seen: set[Hashable] = set()
         self.limit = limit
+        self.full = False
 
     def first(self, value: Hashable) -> bool:
-        """Whether to log `value` now: true the first time it is seen, while fewer than `limit` are held."""
-        if value in self._seen or len(self._seen) >= self.limit:
+        """Whether to log `value` now: true the first time it is seen, while fewer than `limit` are held.
+
+        The first value refused for the limit is logged here, once, so a reader knows later ones go unlogged."""
+        if value in self._seen:
+            return False
+        if len(self._seen) >= self.limit:
+            if not self.full:
+                self.full = True
+                _logger.warning("%d distinct values were logged once each; further new ones are not logged (first "
+                                "unlogged: %.200r)", self.limit, value)
             return False
         self._seen.add(value)
         return True

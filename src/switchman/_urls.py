@@ -12,18 +12,25 @@ from __future__ import annotations
 
 import urllib.parse
 
-__all__ = ["shown_url"]
+__all__ = ["NOT_A_URL", "shown_url"]
+
+#: What `shown_url` shows of a URL it cannot read safely (it may hold a password where a host is expected).
+NOT_A_URL = "<not a URL>"
 
 
 def shown_url(url: str) -> str:
-    """Scheme, host (and port) and path: no user, password, query or fragment; '<not a URL>' when unreadable."""
+    """Scheme, host (and port) and path: no user, password, query or fragment; NOT_A_URL when unreadable."""
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 (raises on a port that is not a number: `user:pa/ss@host` read as host `user`)
     except ValueError:  # e.g. an unclosed IPv6 bracket: nothing of it is shown, it may hold a password
-        return "<not a URL>"
-    if "@" in parts.path or ";" in parts.path or (not parts.scheme and "@" in url):
+        return NOT_A_URL
+    socket_path = parts.scheme == "unix" and not parts.netloc  # unix:///run/r@1.sock: a file's name, no password
+    if not socket_path and ("@" in parts.path or ";" in parts.path or (not parts.scheme and "@" in url)):
         # A password holding `/`, `?` or `#` unescaped ends the host early and leaves `user:pa` + `ss@host` in the
         # path; `;key=...` path parameters carry secrets too; without a scheme the whole URL is the path.
-        return "<not a URL>"
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+        return NOT_A_URL
+    host = parts.netloc.rpartition("@")[2]
+    if not host and parts.scheme and url[len(parts.scheme) + 1:].startswith("//"):
+        return f"{parts.scheme}://{parts.path}"  # unix:///run/redis.sock: urlunsplit drops an empty host's `//`
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -17,8 +17,9 @@ import openai
 import pytest
 import uvicorn
 
-from switchman._config import Config, ServerLimits, parse_config
+from switchman._config import Config, parse_config
 from switchman._config_server import CircuitBreaker
+from switchman._limits import ServerLimits
 from switchman.gateway import Gateway, HealthBoard, build_app, server_config
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream

@@ -8,7 +8,7 @@ from typing import Any
 import uvicorn
 from uvicorn.server import ServerState
 
-from switchman._config import ServerLimits
+from switchman._limits import ServerLimits
 from switchman.gateway import guarded_protocol
 
 REQUEST = b"GET /x HTTP/1.1\r\nhost: test\r\n\r\n"

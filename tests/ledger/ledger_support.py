@@ -1,13 +1,20 @@
-"""Helpers for the ledger tests: polling, Postgres URLs, a TCP proxy that can take a database down."""
+"""Helpers for the ledger tests: polling, Postgres URLs, ledgers started together, a TCP proxy that can take a
+database down."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import pytest
+from sqlalchemy.exc import SQLAlchemyError
+
+from switchman.ledger import Ledger
+
+T = TypeVar("T")
 
 PG_HOST, PG_PORT, PG_DB = "127.0.0.1", 5432, "test"
 
@@ -19,6 +26,32 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float = 15.0, what: st
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def at_once(ledgers: Sequence[Ledger], read: Callable[[Ledger], T]) -> tuple[list[T], list[str]]:
+    """`read(ledger)` on every ledger at once (a thread each, released together, as replicas starting together),
+    then every ledger closed: what the reads returned, and the database errors they raised, one line each."""
+    start = threading.Barrier(len(ledgers))
+    results: list[T] = []
+    failures: list[str] = []
+
+    def run(ledger: Ledger) -> None:
+        start.wait()
+        try:
+            results.append(read(ledger))
+        except SQLAlchemyError as exc:  # collected for the caller's assertion
+            failures.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    threads = [threading.Thread(target=run, args=(ledger,)) for ledger in ledgers]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for ledger in ledgers:
+            ledger.close_sync()
+    return results, failures
 
 
 def pg_url_for(user: str, schema: str, *, port: int = PG_PORT) -> str:

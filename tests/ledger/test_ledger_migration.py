@@ -3,12 +3,11 @@ its length, a start interrupted half-way is finished by the next, and replicas s
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from ledger_support import at_once
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -69,29 +68,8 @@ def test_a_start_interrupted_after_adding_the_key_column_is_finished_by_the_next
 
 def test_replicas_starting_together_on_an_older_ledger_all_succeed(db_url: str) -> None:
     _make_old(db_url)
-    ledgers = [Ledger(db_url) for _ in range(4)]
-    start = threading.Barrier(len(ledgers))
-    failures: list[BaseException] = []
-
-    def begin(ledger: Ledger) -> Callable[[], None]:
-        def run() -> None:
-            start.wait()
-            try:
-                ledger.feedback_by_key()
-            except SQLAlchemyError as exc:  # collected for the assertion below
-                failures.append(exc)
-        return run
-
-    threads = [threading.Thread(target=begin(ledger)) for ledger in ledgers]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-    finally:
-        for ledger in ledgers:
-            ledger.close_sync()
-    assert not failures, [f"{type(e).__name__}: {str(e)[:200]}" for e in failures]
+    _, failures = at_once([Ledger(db_url) for _ in range(4)], Ledger.feedback_by_key)
+    assert not failures, failures
     check = Ledger(db_url)
     try:
         assert check.feedback_by_key() == {("r1", LONG_KEY): 0.5, ("r2", "short"): 0.5}

@@ -19,7 +19,8 @@ import orjson
 import uvicorn
 import yaml
 
-from switchman._config import ServerLimits, parse_config
+from switchman._config import parse_config
+from switchman._limits import ServerLimits
 from switchman.gateway import Gateway, build_app, server_config
 from switchman.testing import FakeUpstream
 

@@ -28,7 +28,7 @@ from security_support import (
     wait_until,
 )
 
-from switchman._config import ServerLimits
+from switchman._limits import ServerLimits
 from switchman.testing import FakeUpstream
 
 STREAM_PIECES = 8

@@ -10,7 +10,8 @@ import anyio
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from switchman._config import ServerConfig
+from switchman._config_server import ServerConfig
+from switchman._streaks import ONCE_LIMIT
 from switchman.state import RedisLink, RedisUnavailable
 from switchman.testing import RedisServer
 
@@ -170,9 +171,52 @@ def test_the_watcher_survives_a_failing_resync(caplog: pytest.LogCaptureFixture)
     ("redis://h:6379/0?password=hunter2&socket_timeout=1", "redis://h:6379/0"),
     ("unix:///run/redis.sock?db=0&password=hunter2", "unix:///run/redis.sock"),
     ("redis://h/0#hunter2", "redis://h/0"),
+    ("redis://:hun%2Fter2@h:6379/0", "redis://h:6379/0"),
 ])
 def test_the_shown_url_never_carries_a_password(url: str, shown: str) -> None:
     assert RedisLink(url).display_url == shown
+
+
+@pytest.mark.parametrize("url", ["redis://:s3c/ret@127.0.0.1:1/0", "redis://:s3c?ret@127.0.0.1:1/0",
+                                 "redis://:s3cret@[::1:1/0"])
+def test_a_url_no_message_could_show_is_refused_at_once_without_the_password(url: str) -> None:
+    """Before, the link showed `redis://:s3c/ret@127.0.0.1:1/0` whole as its URL, and its start failed on
+    redis-py's ValueError quoting the password as the port."""
+    from switchman import ConfigError
+    from switchman.state import RedisCache
+
+    for make in (RedisLink, RedisCache):
+        with pytest.raises(ConfigError, match="percent-escape") as caught:
+            make(url)
+        assert "s3c" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["redis://:s3cret@127.0.0.1:1/0", "redis://user:s3cret@127.0.0.1:1/0",
+                                 "redis://127.0.0.1:1/0?password=s3cret", "redis://:s3c%2Fret@127.0.0.1:1/0",
+                                 "redis+cluster://:s3cret@127.0.0.1:1"])
+def test_an_unreachable_redis_is_named_without_its_password(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The link's and the cache's error path (nothing listens on port 1): every line and error names the URL as
+    `shown_url` shows it."""
+    from switchman.state import RedisCache
+
+    caplog.set_level(logging.DEBUG)
+
+    async def main() -> list[str]:
+        link = RedisLink(url, timeout_s=0.5, ping_s=0.05)
+        await link.start()
+        with pytest.raises(RedisUnavailable) as caught:
+            await link.run(lambda r: r.ping())
+        await link.aclose()
+        cache = RedisCache(url, timeout_s=0.5)
+        assert await cache.get("k") is None and cache.failures == 1
+        await cache.aclose()
+        return [str(caught.value), link.display_url, cache.display_url]
+
+    shown = anyio.run(main)
+    assert shown[0] == shown[1] == shown[2] == url.split("://")[0] + "://127.0.0.1:1" + ("/0" if "/0" in url else "")
+    assert any(shown[0] in r.getMessage() for r in caplog.records if "redis unavailable at" in r.getMessage())
+    assert any(shown[0] in r.getMessage() for r in caplog.records if "response cache: Redis at" in r.getMessage())
+    assert "s3c" not in caplog.text
 
 
 @pytest.fixture
@@ -316,6 +360,26 @@ def test_a_script_redis_refuses_is_logged_once(caplog: pytest.LogCaptureFixture,
     anyio.run(main)
     lines = [r.getMessage() for r in caplog.records if "redis refused script" in r.getMessage()]
     assert len(lines) == 1 and "Unknown Redis command called from script" in lines[0], lines
+
+
+def test_ever_new_refused_scripts_are_logged_a_bounded_number_of_times(caplog: pytest.LogCaptureFixture) -> None:
+    """Before, each refused script was remembered for the link's life; now the first ONCE_LIMIT are (`OnceLog`), and
+    every refusal is still counted."""
+    caplog.set_level(logging.WARNING, "switchman.state")
+    count = ONCE_LIMIT + 20
+    with RedisServer() as server:  # its own: the scripts stay out of the shared Redis's script cache
+        async def main() -> None:
+            link = RedisLink(server.url, timeout_s=2.0)
+            await link.start()
+            for start in range(0, count, 100):
+                calls = [link.eval(f"return redis.call('NOPE{i}')", [], []) for i in range(start, min(start + 100, count))]
+                replies = await asyncio.gather(*calls, return_exceptions=True)
+                assert all(isinstance(reply, RedisUnavailable) for reply in replies)
+            assert link.up and link.errors == count
+            await link.aclose()
+
+        anyio.run(main)
+    assert len([r for r in caplog.records if "redis refused script" in r.getMessage()]) == ONCE_LIMIT
 
 
 def test_a_cluster_link_is_down_while_any_primary_is_lost() -> None:

@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from switchman._config import BudgetConfig
+from switchman._streaks import ONCE_LIMIT
 from switchman.ledger import BudgetManager, Ledger, LedgerRecord, period_bounds
 from switchman.state import RedisLink, RedisUnavailable, SharedBudgets, SharedReservation
 from switchman.testing import RedisServer, forget_prefix, unique_prefix
@@ -474,6 +475,18 @@ def test_an_epoch_marker_no_utf8_does_not_keep_the_link_down(prefix: str) -> Non
             await link.aclose()
 
     anyio.run(main)
+
+
+def test_ever_new_counters_with_a_malformed_spend_are_logged_a_bounded_number_of_times(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A new counter each period (and per key) another writer breaks: before, each was logged and remembered for
+    the process's life; now the first ONCE_LIMIT are (`OnceLog`)."""
+    budgets = SharedBudgets(BudgetManager([KEY]), RedisLink(URL))
+    with caplog.at_level("WARNING", logger="switchman.state"):
+        for i in range(ONCE_LIMIT + 20):
+            budgets._repair_after = 0.0  # its once-a-second pause passed (no event loop: no rebuild starts)
+            budgets._spend_unknown(f"sm:budget:key:k{i}:day:0")
+    assert len([r for r in caplog.records if "holds a spend that is no number" in r.getMessage()]) == ONCE_LIMIT
 
 
 @pytest.mark.parametrize("value", ["abc", "1e400"])

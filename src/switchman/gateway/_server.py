@@ -39,8 +39,8 @@ import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
-from .._config import ServerLimits
 from .._exceptions import InvalidRequestError
+from .._limits import ServerLimits
 from ._errors import anthropic_error_payload, dialect_for_path, error_payload
 
 __all__ = ["GuardedHttpProtocol", "guarded_protocol", "is_loopback", "raise_fd_limit", "server_config"]

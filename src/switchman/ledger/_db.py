@@ -12,7 +12,7 @@ URLs: ``sqlite:///relative/path``, ``sqlite:////absolute/path`` (WAL mode, busy 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,10 @@ __all__ = [
     "create_tables",
     "default_sqlite_path",
     "display_url",
+    "migrate",
     "resolve_url",
     "unreadable",
+    "up_to_date",
 ]
 
 SQLITE_BUSY_TIMEOUT_S = 2.0
@@ -173,47 +175,61 @@ SETTINGS = Table(
 
 
 def create_tables(engine: Engine) -> None:
-    """Create the ledger's tables and indexes where missing.
+    """Create the ledger's tables and indexes where missing, and add the columns a newer version has (`migrate`)."""
+    migrate(engine, lambda conn: up_to_date(conn, METADATA), _create_tables)
 
-    IF NOT EXISTS lets workers that start together create them at once; Postgres can still report a
-    lost race on its catalog (a duplicate type), which a second attempt gets past. SQLite can report
-    "database is locked" without waiting out its busy timeout (a transaction that read the schema
-    and then writes, while another connection wrote first): that too is tried again, after a pause.
+
+def _create_tables(conn: Connection) -> None:
+    """The ledger's own tables' change (under the lock): IF NOT EXISTS, so what another process made is kept."""
+    for table in METADATA.sorted_tables:
+        conn.execute(CreateTable(table, if_not_exists=True))
+        for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+            conn.execute(CreateIndex(index, if_not_exists=True))
+    _add_missing_columns(conn)
+
+
+def migrate(engine: Engine, done: Callable[[Connection], bool], change: Callable[[Connection], None]) -> None:
+    """Run `change` unless `done` already holds: one transaction under the schema lock (`_lock_schema`), so one
+    process changes the schema at a time, and tried again after a lost race with a growing pause.
+
+    `done` is read first without the lock: the common start takes no lock and writes nothing (a read-only ledger
+    opens too). `change` runs once the lock is held, so a process that held it before may have made it all: it
+    must be idempotent (IF NOT EXISTS, or look again). What is tried again: Postgres's lost race on its catalog (a
+    duplicate type), which a process without the lock (an older version) can still cause, and SQLite's "database
+    is locked" reported without waiting out the busy timeout (a transaction that read the schema and then writes,
+    while another connection wrote first); CREATE_ATTEMPTS tries, paused 0.05, 0.1, 0.2, 0.4 s apart.
     """
     for attempt in range(CREATE_ATTEMPTS):
         try:
             with engine.connect() as conn:
-                if _up_to_date(conn):  # the common start: no lock, no write (a read-only ledger opens too)
+                if done(conn):
                     conn.rollback()
                     return
                 _lock_schema(conn)
-                for table in METADATA.sorted_tables:
-                    conn.execute(CreateTable(table, if_not_exists=True))
-                    for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
-                        conn.execute(CreateIndex(index, if_not_exists=True))
-                _add_missing_columns(conn)
+                change(conn)
                 conn.commit()
             return
         except (IntegrityError, ProgrammingError, OperationalError) as exc:
             locked = isinstance(exc, OperationalError) and "database is locked" in str(exc)
             if attempt == CREATE_ATTEMPTS - 1 or (isinstance(exc, OperationalError) and not locked):
                 raise
-            if locked:
-                time.sleep(0.05 * 2**attempt)
+            time.sleep(_RETRY_PAUSE_S * 2**attempt)  # a tight loop would lose to the same holder again
 
 
-#: Attempts of `create_tables` against a lost race (Postgres's catalog, SQLite's lock).
+#: Attempts of `migrate` against a lost race (Postgres's catalog, SQLite's lock).
 CREATE_ATTEMPTS = 5
+#: The pause before `migrate`'s second attempt, doubled before each later one.
+_RETRY_PAUSE_S = 0.05
 
-#: The first key of the Postgres advisory lock that serialises `create_tables` (the second: the schema's name).
+#: The first key of the Postgres advisory lock that serialises `migrate` (the second: the schema's name).
 _SCHEMA_LOCK = 0x5357_4D4E
 
 
-def _up_to_date(conn: Connection) -> bool:
-    """Every table, column and index of this version is there already (read from the catalog, nothing written)."""
+def up_to_date(conn: Connection, metadata: MetaData) -> bool:
+    """Every table, column and index of `metadata` is there already (read from the catalog, nothing written)."""
     found = inspect(conn)
     names = set(found.get_table_names())
-    for table in METADATA.sorted_tables:
+    for table in metadata.sorted_tables:
         if table.name not in names:
             return False
         if not {c.name for c in table.columns} <= {c["name"] for c in found.get_columns(table.name)}:

@@ -28,10 +28,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Connection, Dialect, Engine, Float, Index, Integer, MetaData, Table, Text, inspect
-from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from ._db import CREATE_ATTEMPTS, REQUESTS
+from ._db import REQUESTS, migrate, up_to_date
 from ._record import LedgerRecord
 from ._rows import decode, executemany
 
@@ -385,37 +384,25 @@ def _upserts(dialect: Dialect) -> tuple[str, str, str]:
 
 
 def ensure_rollup(engine: Engine, *, chunk: int = 20_000) -> None:
-    """Create the rollup tables where missing, filled from the rows already in the ledger.
+    """Create the rollup tables (and indexes) where missing, filled from the rows already in the ledger.
 
-    Creation and backfill are one transaction (SQLite: BEGIN IMMEDIATE, which also makes a second
-    process wait), so rows written meanwhile by another process are counted once: either in the
-    backfill or by their own writer after the tables exist. On Postgres two makers can both find no
-    table and one loses the race on the catalog (a duplicate type): as in `create_tables`, it tries
-    again and finds the tables made (before, the reader that lost, a feedback or a dashboard page, failed).
+    A schema change like the ledger's own tables (`migrate`): one transaction under the schema lock (Postgres's
+    advisory lock, SQLite's BEGIN IMMEDIATE), tried again with a growing pause after a lost race. Creation and
+    backfill being one transaction, rows written meanwhile by another process are counted once: in the backfill,
+    or by their own writer after the tables exist. (Before, the lock was not taken: makers on Postgres raced on the
+    catalog and tried again at once, and a replica's rollups could be made while another changed the schema.)
     """
-    for attempt in range(CREATE_ATTEMPTS):
-        try:
-            _ensure_rollup(engine, chunk)
-            return
-        except (IntegrityError, ProgrammingError):
-            if attempt == CREATE_ATTEMPTS - 1:
-                raise
+    migrate(engine, lambda conn: up_to_date(conn, ROLLUP_METADATA), lambda conn: _make_rollup(conn, chunk))
 
 
-def _ensure_rollup(engine: Engine, chunk: int) -> None:
-    if ROLLUP.name in inspect(engine).get_table_names(schema=ROLLUP.schema):
-        with engine.begin() as conn:  # indexes added since the tables were made
-            _create_indexes(conn)
+def _make_rollup(conn: Connection, chunk: int) -> None:
+    if inspect(conn).has_table(ROLLUP.name, schema=ROLLUP.schema):  # made before (or while we waited for the lock)
+        _create_indexes(conn)  # indexes added since the tables were made
         return
-    with engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        if inspect(conn).has_table(ROLLUP.name, schema=ROLLUP.schema):
-            return  # another process made them while we waited
-        for table in ROLLUP_METADATA.sorted_tables:
-            conn.execute(CreateTable(table, if_not_exists=True))
-        _create_indexes(conn)
-        _backfill(conn, chunk)
+    for table in ROLLUP_METADATA.sorted_tables:
+        conn.execute(CreateTable(table, if_not_exists=True))
+    _create_indexes(conn)
+    _backfill(conn, chunk)
 
 
 def _create_indexes(conn: Connection) -> None:

@@ -159,6 +159,7 @@ def executemany(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> 
 #: away (`Ledger.record` never raises, so an SDK caller's lone surrogate or huge int gets this far).
 _UNBINDABLE: tuple[type[Exception], ...] = (UnicodeEncodeError, OverflowError)
 
+
 class BulkInsert:
     """Inserts encoded rows in one transaction: `executemany` on SQLite, `COPY` on Postgres."""
 

@@ -49,6 +49,7 @@ import anyio.to_thread
 
 from .._config import BudgetConfig
 from .._exceptions import BudgetLimitError
+from .._streaks import OnceLog
 from ..ledger import BudgetManager, Period, Reservation, period_bounds
 from ._redis_budget_lua import FAIL, KEEP, REBUILD, REPAIR, RESERVE, SETTLE_MANY, UNKNOWN
 from ._redis_link import RedisLink, RedisUnavailable
@@ -190,7 +191,7 @@ class SharedBudgets:
         self._ledger_unread = False  # logged once while the ledger cannot be read for a rebuild
         self._repairing = False  # a rebuild for a spend in Redis that is no number is on its way
         self._repair_after = 0.0  # (monotonic) no such rebuild tried again before then
-        self._unknown_logged: set[str] = set()  # counters whose spend no number was logged
+        self._unknown_logged = OnceLog()  # counters whose spend no number was logged (bounded: another writer's)
         self._periods: dict[str, tuple[float, float]] = {}  # each period's current (start, end)
 
     def _key(self, budget: BudgetConfig, start: float) -> str:
@@ -470,8 +471,7 @@ class SharedBudgets:
         if self._repairing or now < self._repair_after:
             return
         self._repair_after = now + 1.0  # one try a second at most (the ledger may be unreadable: it stays unknown)
-        if key not in self._unknown_logged:
-            self._unknown_logged.add(key)
+        if self._unknown_logged.first(key):
             logger.warning("budget counter %s in Redis holds a spend that is no number; rebuilding the counters from "
                            "the ledger (its requests keep to the local check meanwhile)", key)
         self._repairing = True

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from .._exceptions import ConfigError
-from ._redis_client import async_client, failures
+from ._redis_client import async_client, failures, shown_redis_url
 
 __all__ = ["RedisCache"]
 
@@ -41,6 +41,7 @@ class RedisCache:
         except ImportError:
             raise ConfigError("cache backend 'redis' needs the redis client: pip install 'switchman[redis]'") from None
         self.url = url
+        self.display_url = shown_redis_url(url)  # what its log lines show: never the password
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.pause_s = pause_s
@@ -70,11 +71,11 @@ class RedisCache:
             self.failures += 1
             if self._paused_until == 0.0:
                 logger.warning("response cache: Redis at %s unavailable (%s); serving without it",
-                               redacted_url(self.url), type(exc).__name__)
+                               self.display_url, type(exc).__name__)
             self._paused_until = self._clock() + self.pause_s
             return None
         if self._paused_until:
-            logger.warning("response cache: Redis at %s is back", redacted_url(self.url))
+            logger.warning("response cache: Redis at %s is back", self.display_url)
             self._paused_until = 0.0
         return result
 
@@ -92,11 +93,3 @@ class RedisCache:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
-
-
-def redacted_url(url: str) -> str:
-    """The URL without its user, password, query and fragment (redis-py reads `?password=...` too)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}" if parts.scheme else "<redis url>"

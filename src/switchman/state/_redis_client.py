@@ -17,9 +17,22 @@ import random
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .._config import CLUSTER_SCHEMES
+from .._config_server import CLUSTER_SCHEMES, check_redis_url
+from .._exceptions import ConfigError
+from .._urls import shown_url
 
-__all__ = ["any_node_url", "async_client", "failures", "is_cluster", "node_url", "plain_url", "sync_client"]
+__all__ = ["any_node_url", "async_client", "failures", "is_cluster", "node_url", "plain_url", "shown_redis_url",
+           "sync_client"]
+
+
+def shown_redis_url(url: str) -> str:
+    """The URL as messages and logs show it (`shown_url`: no password); ConfigError for one that redis-py would
+    misread and quote part of the password from (`check_redis_url`), before any client is made of it."""
+    try:
+        check_redis_url(url)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return shown_url(url)
 
 
 def is_cluster(url: str) -> bool:

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._streaks import OnceLog
 from ._health import CircuitState, HealthBoard
 from ._redis_link import RedisLink, RedisUnavailable
 from ._sync_loop import SyncLoop
@@ -97,7 +98,7 @@ class RedisHealth:
         self._events: list[_Event] = []
         self._marks: set[str] = set()  # keys whose latency mark changed here since the last push
         self._loop = SyncLoop(self.sync, sync_s, "health")
-        self._malformed: set[str] = set()  # keys whose malformed shared state was logged
+        self._malformed = OnceLog()  # keys whose malformed shared state was logged (bounded: another writer's)
         link.on_resync(self._resync)
 
     # -- HealthStore: the local board answers -------------------------------------------------
@@ -197,8 +198,7 @@ class RedisHealth:
                 mark = None if ttft is None or at is None else (
                     _finite(ttft), None if rate is None else _finite(rate), now - _finite(at))
             except ValueError:
-                if key not in self._malformed:
-                    self._malformed.add(key)
+                if self._malformed.first(key):
                     logger.warning("redis health: malformed shared state for %s (open_until=%r ttft=%r rate=%r "
                                    "at=%r); skipped", key, open_until, ttft, rate, at)
                 continue

@@ -72,10 +72,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from .._config import ServerConfig
+from .._config_server import ServerConfig
 from .._exceptions import ConfigError
-from ._redis_cache import redacted_url
-from ._redis_client import async_client, failures, is_cluster
+from .._streaks import OnceLog
+from ._redis_client import async_client, failures, is_cluster, shown_redis_url
 from ._redis_wire import (
     Pipe,
     Queued,
@@ -109,7 +109,7 @@ class RedisLink:
             raise ConfigError("server.redis_url needs the redis client: pip install 'switchman[redis]'") from None
         check_internals()
         self.url = url
-        self.display_url = redacted_url(url)
+        self.display_url = shown_redis_url(url)
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.ping_s = ping_s
@@ -136,7 +136,7 @@ class RedisLink:
         self._stopping: asyncio.Event | None = None
         self._started = False
         self._closed = False  # after aclose: calls fail instead of opening a client nobody closes
-        self._refused: set[str] = set()  # scripts (or commands) whose error reply was logged: once each
+        self._refused = OnceLog()  # scripts (or commands) whose error reply was logged: once each
         #: The markers the resync wrote (key -> token): the watcher's ping reads them; one gone = Redis lost its data.
         self._markers: dict[str, str] = {}
         self._lost = False  # the watcher found the markers gone: the resync that follows is not announced again
@@ -326,8 +326,7 @@ class RedisLink:
         """One warning line the first time Redis refuses a script (a bug in it) or a command: then counted only."""
         args, source, _ = call
         what = f"script {self._shas.get(source, '?')[:12]}" if source is not None else f"command {args[0]!s}"
-        if what not in self._refused:
-            self._refused.add(what)
+        if self._refused.first(what):
             text = str(error).splitlines()[0] if str(error) else type(error).__name__
             logger.warning("redis refused %s: %s (logged once; counted in switchman_redis_errors_total)", what, text)
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._streaks import OnceLog
 from ._redis_link import RedisLink, RedisUnavailable
 from ._sync_loop import SyncLoop
 
@@ -93,7 +94,7 @@ class RedisOnlineCounts:
         self._unsent: tuple[str, dict[str, float]] | None = None  # a push (id, fields) Redis may not have taken
         self._lock = threading.Lock()  # feedback may arrive from a worker thread (the SDK's submit)
         self._loop = SyncLoop(self.sync, sync_s, "online counts")
-        self._malformed: set[str] = set()  # fields whose malformed count was logged
+        self._malformed = OnceLog()  # fields whose malformed count was logged (bounded: another writer's)
         self.counts.on_observe(self._observed)
 
     def _observed(self, cluster: int, column: int, score: float) -> None:
@@ -140,8 +141,7 @@ class RedisOnlineCounts:
                 except ValueError:
                     amount = math.nan
                 if not math.isfinite(amount):  # one malformed count must not keep every other one from the sync
-                    if field not in self._malformed:
-                        self._malformed.add(field)
+                    if self._malformed.first(field):
                         logger.warning("redis online counts %s: malformed count %s=%r; skipped", self.key, field,
                                        raw_value)
                     continue
