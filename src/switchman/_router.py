@@ -216,15 +216,30 @@ class Router(Decider):
         dispatcher = self._inprocess.dispatcher if self._inprocess is not None else None
         submit_feedback(self, dispatcher, request_id, score, comment)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """End open streams, close connections, write the ledger, stop the local model (safe to repeat).
 
-        `route` works after it; a later `chat` starts a fresh client.
+        Calls under way are let finish first; after `timeout` seconds (None: no limit) those still running are
+        cancelled, their callers (and readers of their streams) get RouterClosedError — a call already recorded as
+        a success still gets its answer — and close raises TimeoutError. An idle router closes whatever the
+        timeout (`close(0)` too). The timeout bounds the waits, not the whole close: at worst `timeout` for the
+        calls, max(timeout, 1 s) for ending streams and closing connections, 1 s for the loop thread (a daemon
+        left to end on its own, so a hung DNS look-up cannot hold close), then the ledger's flush (as long + 1 s)
+        and the local model server's stop. `route` works after it; a later `chat` starts a fresh client.
+
+        On the router's own event-loop thread (code the router runs there) it raises RuntimeError at once and
+        closes nothing: waiting there for that loop would wait for ever. anyio's blocking portal refuses a blocking
+        call from its loop's thread the same way; close from another thread instead. Closing from the router's
+        worker threads (code it runs in a thread with `to_thread`) is not supported either: the close waits
+        for the calls that wait for that code.
         """
         with self._inprocess_lock:
-            client, self._inprocess = self._inprocess, None
+            client = self._inprocess
+            if client is not None:
+                client.check_thread()
+            self._inprocess = None
         if client is not None:
-            client.close()
+            client.close(timeout)
 
     def __enter__(self) -> Self:
         return self
@@ -240,9 +255,12 @@ class Router(Decider):
                         tb: TracebackType | None) -> None:
         await self.aclose()
 
-    async def aclose(self) -> None:
-        """`close` for async code (waits in a worker thread, not on the caller's loop)."""
-        await asyncio.to_thread(self.close)
+    async def aclose(self, timeout: float | None = None) -> None:
+        """`close` for async code (waits in a worker thread, not on the caller's loop; refused on the router's)."""
+        client = self._inprocess
+        if client is not None:
+            client.check_thread()
+        await asyncio.to_thread(self.close, timeout)
 
     def _client(self) -> InProcessClient:
         client = self._inprocess

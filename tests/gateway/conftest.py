@@ -17,6 +17,7 @@ import openai
 import pytest
 import uvicorn
 
+from switchman import Router
 from switchman._config import Config, parse_config
 from switchman._config_server import CircuitBreaker
 from switchman._limits import ServerLimits
@@ -140,6 +141,17 @@ def gateway(config: Config) -> Gateway:
 def server(gateway: Gateway) -> Iterator[str]:
     with ServerThread(build_app(gateway), gateway.config.server.limits) as url:
         yield url
+
+
+@pytest.fixture
+def sdk_router(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Router]:
+    """The SDK's Router on the shared configuration (its own ledger), closed at the end (safe to repeat)."""
+    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    upstream.clear()
+    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+    yield router
+    router.close()
 
 
 @pytest.fixture

@@ -47,6 +47,10 @@ def test_no_key_anywhere(server: str, gateway: Gateway, upstream: FakeUpstream, 
         upstream.inject("drop_mid_stream", model="cheap", times=1)
         call("cheap", stream=True)
         call("auto")
+        for stream in (False, True):  # aiohttp's error for an unparsable answer holds the request, key header and all
+            upstream.inject("bad_head", model="cheap", times=3)
+            broken = call("cheap", stream=stream)
+            assert broken.status_code == 502 and "ClientResponseError" in broken.text, broken.text
         for path in ("/metrics", "/health", "/v1/models"):
             seen.append(http.get(path).text)
     records = [ledger_record(i) for i in ids]

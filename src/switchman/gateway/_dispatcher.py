@@ -421,12 +421,15 @@ class Dispatcher(Admitter):
         assert exchange.decision is not None and exchange.model is not None
         cost = exchange.cost(self.decider.models)
         ticket = self.finish(exchange, content=content)
-        if exchange.request is not None and exchange.request.session is not None:  # (else nothing to wait for)
-            await self.settled(exchange)
-        if self.durable:
-            await self.committed(ticket)
-        if exchange.cache == "miss" and self.cache is not None:
-            await self.cache.store(exchange, content, answer_signal(content))
+        try:
+            if exchange.request is not None and exchange.request.session is not None:  # (else nothing to wait for)
+                await self.settled(exchange)
+            if self.durable:
+                await self.committed(ticket)
+            if exchange.cache == "miss" and self.cache is not None:
+                await self.cache.store(exchange, content, answer_signal(content))
+        except asyncio.CancelledError:  # recorded as a success: the answer is the caller's (a closing SDK Router
+            pass  # cancels calls it stopped waiting for; it must not report this one as failed)
         return Completion(content, exchange.model, exchange.decision, cost, context.request_id,
                           deployment=exchange.deployment, cache=exchange.cache, limits=exchange.admission)
 

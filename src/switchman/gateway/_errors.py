@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import TypeVar
 
 import orjson
@@ -170,23 +171,104 @@ def error_response(
 
 _E = TypeVar("_E", bound=BaseException)
 
+#: Header names whose values are credentials, redacted by name wherever a foreign exception holds headers.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key"})
+#: Values kept as they are in a foreign exception's state; anything else is rebuilt (containers) or replaced by
+#: its scrubbed text (a request, a response, a URL).
+_PLAIN = (int, float, bool, type(None))
+
 
 def scrubbed(exc: _E, scrub: Callable[[str], str]) -> _E:
-    """`exc`, its causes and contexts with their messages scrubbed and their tracebacks dropped, in place.
+    """`exc` and every exception it reaches, scrubbed of secrets and stripped of tracebacks, in place.
 
-    An upstream may echo the key it was sent (as a 401 does): the caller's traceback, log or error tracker must not
-    get it, neither in a message nor in a frame's locals (the request's headers, the upstream's answer) that a
-    tracker capturing locals would send. The gateway scrubs its HTTP answers the same way.
+    An upstream may echo the key it was sent (as a 401 does), and a client library's exception keeps the request
+    it sent, headers and all (aiohttp's `request_info`, httpx's `request`): the caller's traceback, log or error
+    tracker must get neither, in a message, a note, a frame's locals (a tracker capturing locals sends them) or an
+    attribute. So for `exc`, its causes and contexts, exception-group members and exceptions held in attributes:
+    messages and notes are scrubbed, tracebacks dropped, and a foreign exception's state is rebuilt from scrubbed
+    text (credential headers redacted by name), keeping its type. The gateway scrubs its HTTP answers the same way.
+    An exception that cannot be cleaned (read-only args, an argument that raises when read, a group's message
+    holding a secret) is cut from the chain, never shown and never raised in place of `exc`.
     """
     seen: set[int] = set()
-    chain: list[BaseException | None] = [exc]
-    while chain:
-        error = chain.pop()
+    # Each exception with how to cut it off: its link from the one that reached it (a cause, a context), or for an
+    # exception-group member or an attribute, the exception holding it (a group's members cannot be dropped).
+    queue: list[tuple[BaseException | None, Callable[[], None]]] = [(exc, partial(_gut, exc))]
+    while queue:
+        error, cut = queue.pop()
         if error is None or id(error) in seen:
             continue
         seen.add(id(error))
+        try:
+            found = _scrub_one(error, scrub)
+        except Exception:  # noqa: BLE001 - one that cannot be cleaned is cut off, never shown, never raised instead
+            cut()
+            continue
+        queue += [(error.__cause__, partial(setattr, error, "__cause__", None)),
+                  (error.__context__, partial(setattr, error, "__context__", None)),
+                  *((member, cut) for member in found)]
+    return exc
+
+
+def _scrub_one(error: BaseException, scrub: Callable[[str], str]) -> list[BaseException]:
+    """`scrubbed` for one exception (raises if it cannot be cleaned): the exceptions it holds, to clean next."""
+    error.__traceback__ = None
+    found: list[BaseException] = []
+    if isinstance(error, SwitchmanError):  # ours: typed values, only its message can hold an echoed key
         if error.args and isinstance(error.args[0], str):
             error.args = (scrub(error.args[0]), *error.args[1:])
-        error.__traceback__ = None
-        chain += [error.__cause__, error.__context__]
-    return exc
+    else:
+        if isinstance(error, BaseExceptionGroup):  # its args are its message and members; the message is read-only
+            if scrub(error.message) != error.message:
+                raise ValueError("an exception group's message holds a secret")
+        else:
+            error.args = tuple(_clean(arg, scrub, found) for arg in error.args)
+        for name, value in list(getattr(error, "__dict__", {}).items()):
+            if name != "__notes__":
+                error.__dict__[name] = _clean(value, scrub, found)
+        if isinstance(error, OSError):  # the paths it names are not in its args
+            error.filename = _clean(error.filename, scrub, found)
+            error.filename2 = _clean(error.filename2, scrub, found)
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        error.__notes__ = [scrub(str(note)) for note in notes]
+    if isinstance(error, BaseExceptionGroup):
+        found += error.exceptions
+    return found
+
+
+def _gut(error: BaseException) -> None:
+    """The error the caller gets could not be cleaned (or holds one that cannot): keep its type, drop the rest."""
+    error.__traceback__ = error.__cause__ = error.__context__ = None
+    for drop in (lambda: setattr(error, "args", ()), getattr(error, "__dict__", {}).clear):
+        try:
+            drop()
+        except Exception:  # noqa: BLE001,S110 - read-only: nothing more can be dropped
+            pass
+
+
+def _clean(value: object, scrub: Callable[[str], str], found: list[BaseException], depth: int = 0) -> object:
+    """A foreign exception's attribute or argument without secrets: text scrubbed, containers rebuilt (a named
+    tuple as itself), credential headers redacted by name, any other object as its scrubbed text."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, BaseException):
+        found.append(value)
+        return value
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, bytes | bytearray):
+        return scrub(bytes(value).decode("utf-8", "replace")).encode()
+    if depth < 4 and isinstance(value, Mapping):
+        return {k: "[redacted]" if str(k).lower() in _CREDENTIAL_HEADERS else _clean(v, scrub, found, depth + 1)
+                for k, v in value.items()}
+    if depth < 4 and isinstance(value, tuple | list):
+        items = [_clean(v, scrub, found, depth + 1) for v in value]
+        make = getattr(value, "_make", None)  # a named tuple (aiohttp's RequestInfo): its fields stay readable
+        return make(items) if make is not None else tuple(items) if isinstance(value, tuple) else items
+    try:
+        if hasattr(value, "headers") and hasattr(value, "url"):  # a request or a response: where it went
+            return scrub(f"{type(value).__name__}({value.url!s})")
+        return scrub(str(value))
+    except Exception:  # noqa: BLE001 - an object that cannot print holds nothing the caller can read
+        return f"<{type(value).__name__}>"

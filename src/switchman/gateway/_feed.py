@@ -176,6 +176,10 @@ class StreamFeed:
         self._cut = True
         await self.stop()
 
+    def mark_cut(self) -> None:
+        """The Router's close is cancelling everything: a read it cancels raises RouterClosedError."""
+        self._cut = True
+
     async def stop(self) -> None:
         """End the relay (the reader left) and wait until the request is recorded."""
         self._scope.cancel()
@@ -183,6 +187,15 @@ class StreamFeed:
         await self._recorded.wait()
 
     async def _next(self) -> list[dict[str, Any]] | None:
+        try:
+            return await self._read()
+        except anyio.get_cancelled_exc_class():
+            if not self._cut:
+                raise
+            raise RouterClosedError("the router was closed while this stream was read: close() stopped waiting "
+                                    "for it after its timeout") from None
+
+    async def _read(self) -> list[dict[str, Any]] | None:
         try:
             return _chunks(await self._receive.receive())
         except (anyio.EndOfStream, anyio.ClosedResourceError):

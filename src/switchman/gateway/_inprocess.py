@@ -20,10 +20,12 @@ import logging
 import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+import anyio
+from anyio.from_thread import BlockingPortal
 
 from .._config import Config
 from .._exceptions import RouterClosedError, SwitchmanError
@@ -46,6 +48,20 @@ logger = logging.getLogger("switchman.sdk")
 
 #: Seconds `close()` waits for in-flight work and the ledger when the interpreter exits.
 EXIT_TIMEOUT_S = 10.0
+#: Seconds the connection pools get to close when `close(timeout)` stops the loop under a stuck close.
+POOLS_CLOSE_S = 5.0
+#: The least time the rest of a `close(timeout)` (streams cut, pools closed; then the ledger's flush) gets once its
+#: calls have ended, so `close(0)` on an idle router closes it, rows written, instead of raising TimeoutError.
+REST_MIN_S = 1.0
+#: Seconds a `close(timeout)` waits for the loop thread to end: the loop's teardown waits for its
+#: default executor, where a hung `getaddrinfo` can sit for long; the thread is a daemon and ends on its own.
+LOOP_STOP_S = 1.0
+#: Why `close` refuses to run on the client's own loop thread: it waits for work on that loop, which cannot run
+#: while its thread waits (anyio's portal refuses a blocking call from its loop's thread the same way).
+_ON_LOOP = ("Router.close() was called on the router's own event-loop thread (from code the router runs there), "
+            "where waiting for its calls would wait for ever: close it from another thread")
+#: What a caller whose call `close(timeout)` cancelled gets (a RouterClosedError, never a bare cancellation).
+_CANCELLED = "the router was closed while this call ran: close() stopped waiting for it after its timeout"
 
 
 class _Runtime:
@@ -57,12 +73,11 @@ class _Runtime:
         if self.local is not None:
             self.local.start()  # raises LocalModelError saying how to install what is missing
             config = with_local_url(config, self.local.base_url)
-        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal(name="switchman-sdk-loop")
+        self.portal, self.loop_thread = _start_loop()
         try:
-            self.portal = self._portal_cm.__enter__()
             self.dispatcher: Dispatcher = self.portal.call(self._build, decider, config, env)
         except BaseException:
-            self._portal_cm.__exit__(None, None, None)
+            self._stop_loop(cancel=True, wait=None)
             if self.local is not None:
                 self.local.stop()
             raise
@@ -70,6 +85,7 @@ class _Runtime:
         self._calls: set[asyncio.Task[Any]] = set()  # non-stream requests under way (from any thread)
         self._lock = threading.Lock()
         self._closed = False
+        self._cancelling = False  # close() gave up waiting: what is cancelled now was cancelled by it
 
     @staticmethod
     async def _build(decider: Decider, config: Config, env: Environment) -> Dispatcher:
@@ -104,34 +120,116 @@ class _Runtime:
         self._calls.add(task)
         try:
             yield
+        except anyio.get_cancelled_exc_class():
+            if not self._cancelling:
+                raise
+            raise RouterClosedError(_CANCELLED) from None
         finally:
             self._calls.discard(task)
 
-    async def _aclose(self) -> None:
-        while self._calls:  # answers on their way (another thread's chat): let them land, each with its row
-            await asyncio.wait(list(self._calls))
-        for feed in list(self._feeds):  # streams still open: end them, recording each
-            await feed.cut()
+    async def _aclose(self, timeout: float | None) -> None:
+        """Wait (at most `timeout` seconds, then `_give_up`) for the calls under way, end the streams still open, then
+        close the pools; all in one task, so a stream just opened is cut at once, not left to run on."""
+        try:
+            with anyio.move_on_after(timeout):
+                while self._calls:  # answers on their way (another thread's chat): let them land, each with its row
+                    await asyncio.wait(list(self._calls))
+            if self._calls:
+                self._give_up()
+            while self._calls:  # calls `_give_up` cancelled: let them end, each with its row
+                await asyncio.wait(list(self._calls))
+            for feed in list(self._feeds):  # streams still open: end them, recording each
+                await feed.cut()
+        except anyio.get_cancelled_exc_class():  # `close` stopped the loop under it: rows first, then the pools
+            with anyio.move_on_after(POOLS_CLOSE_S, shield=True):
+                relays = list(self._feeds.values())
+                for task in relays:  # a relay writes its stream's row as it ends
+                    task.cancel()
+                if relays:
+                    await asyncio.wait(relays)
+                await self.dispatcher.aclose()
+            raise
         await self.dispatcher.aclose()
+
+    def _give_up(self) -> None:
+        """`close` waited long enough: cancel the calls still running (each caller gets RouterClosedError), so the
+        rest of `_aclose` runs; a stream's reader the loop's stop cancels gets RouterClosedError too."""
+        self._cancelling = True
+        for feed in self._feeds:
+            feed.mark_cut()
+        for task in self._calls:
+            task.cancel()
+
+    def check_thread(self) -> None:
+        """Refuse to wait for the loop on the loop's own thread (RuntimeError): it would wait for ever. The Thread
+        object, not its ident, is compared: Linux gives a dead thread's ident to new threads."""
+        if not self._closed and threading.current_thread() is self.loop_thread:
+            raise RuntimeError(_ON_LOOP)
+
+    def _stop_loop(self, *, cancel: bool, wait: float | None) -> None:
+        """Stop the loop (cancelling what still runs on it if `cancel`) and wait up to `wait` seconds for its thread."""
+        try:
+            self.portal.call(self.portal.stop, cancel)
+        except RuntimeError:  # already stopped
+            pass
+        self.loop_thread.join(wait)
 
     def close(self, timeout: float | None = None) -> None:
         """Let requests in flight finish, stop open streams, close connections, write the ledger, stop the loop and
-        the local model (once)."""
+        the local model (once).
+
+        `timeout` (None: no limit) bounds the wait for calls under way; those still running then are cancelled
+        (their callers get RouterClosedError, a call already recorded as a success still gets its answer) and
+        TimeoutError is raised. An idle router closes whatever the timeout, `close(0)` included. Worst case with
+        a timeout T: T for the calls, max(T, REST_MIN_S) for the rest (streams cut, pools closed) before the loop
+        is stopped under it, LOOP_STOP_S for the loop thread (a daemon left to end on its own: its teardown can
+        wait on a hung DNS look-up), then the ledger's flush, max(T, REST_MIN_S) plus 1 s, and the local model
+        server's stop.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        timed_out = False
         try:
-            self.portal.start_task_soon(self._aclose).result(timeout)
-        except TimeoutError:  # stuck: cancel what still runs, so stopping the loop cannot wait on it
-            self.portal.call(self.portal.stop, True)
-            raise
+            closing = self.portal.start_task_soon(self._aclose, timeout)
+            try:  # calls landed or cancelled, streams cut with their rows written, connections closed
+                closing.result(None if timeout is None else timeout + max(timeout, REST_MIN_S))
+            except TimeoutError:  # stuck past its calls: the loop is stopped under it, cancelling everything
+                if not self._cancelling:
+                    self.portal.call(self._give_up)  # (a stream's reader it cancels gets RouterClosedError)
+            timed_out = self._cancelling
+            if timed_out:
+                raise TimeoutError(f"close() gave up after its timeout ({timeout} s): calls still running were "
+                                   "cancelled")
         finally:
+            # The loop first: a stream relay cancelled as it stops writes its row, then the ledger writes them all.
+            self._stop_loop(cancel=timed_out, wait=None if timeout is None else LOOP_STOP_S)
             if self.dispatcher.ledger is not None:
-                self.dispatcher.ledger.close_sync(30.0 if timeout is None else timeout)
-            self._portal_cm.__exit__(None, None, None)
+                self.dispatcher.ledger.close_sync(30.0 if timeout is None else max(timeout, REST_MIN_S))
             if self.local is not None:
                 self.local.stop()
+
+
+def _start_loop() -> tuple[BlockingPortal, threading.Thread]:
+    """anyio's `start_blocking_portal`, keeping its Thread (to tell it apart, and to join it with a bound)."""
+    started: Future[BlockingPortal] = Future()
+
+    async def run_portal() -> None:
+        async with BlockingPortal() as portal:
+            started.set_result(portal)
+            await portal.sleep_until_stopped()
+
+    def run() -> None:
+        try:
+            anyio.run(run_portal)
+        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+            if not started.done():
+                started.set_exception(exc)
+
+    thread = threading.Thread(target=run, name="switchman-sdk-loop", daemon=True)
+    thread.start()
+    return started.result(), thread
 
 
 # Clients still open, closed as the interpreter exits. threading's exit hooks run before Python joins
@@ -237,10 +335,16 @@ class InProcessClient:
             raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
         return feed
 
-    def close(self) -> None:
-        """End open streams, close connections, flush the ledger and stop the loop thread (idempotent)."""
+    def check_thread(self) -> None:
+        """RuntimeError on the client's own loop thread, where `close` would wait for ever."""
+        self._runtime.check_thread()
+
+    def close(self, timeout: float | None = None) -> None:
+        """End open streams, close connections, flush the ledger and stop the loop thread (idempotent, from any
+        thread but the loop's; from the router's worker threads it is not supported); `timeout` as `_Runtime.close`."""
+        self._runtime.check_thread()
         self._finalizer.atexit = False
         with _hook_lock:
             _unclosed.discard(self._finalizer)
         if self._finalizer.detach() is not None:
-            self._runtime.close()
+            self._runtime.close(timeout)

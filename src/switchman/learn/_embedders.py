@@ -120,25 +120,33 @@ class OpenAIEmbedder:
             self._client.close()
             self._client = None
 
-    def _post(self, batch: list[str]) -> np.ndarray:
+    def _pool(self) -> httpx.Client:
+        """The connection pool, which carries the key: never a local of `_post`, whose frame a traceback shows."""
         import httpx
 
         if self._client is None:
-            self._client = httpx.Client(timeout=self._timeout)
-        headers = {}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+            auth = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            self._client = httpx.Client(timeout=self._timeout, headers=auth)
+        return self._client
+
+    def _post(self, batch: list[str]) -> np.ndarray:
+        import httpx
+
+        pool = self._pool()
         where = f"embeddings endpoint {self._shown} ({self.model})"
+        failure: UpstreamError | None = None
         try:
-            resp = self._client.post(
-                self._url, json={"model": self.model, "input": batch}, headers=headers
-            )
+            resp = pool.post(self._url, json={"model": self.model, "input": batch})
         except httpx.TimeoutException as e:
-            raise UpstreamTimeout(f"{where} timed out: {e}", model=self.model) from e
+            failure = UpstreamTimeout(f"{where} timed out: {e}", model=self.model)
         except httpx.TransportError as e:
-            raise UpstreamConnectionError(f"{where} unreachable: {e}", model=self.model) from e
+            failure = UpstreamConnectionError(f"{where} unreachable: {e}", model=self.model)
+        except httpx.HTTPError as e:  # a body it cannot decode, a redirect loop, ...: it too holds the request
+            failure = UpstreamError(f"{where} failed: {type(e).__name__}: {self._unkeyed(str(e))}", model=self.model)
+        if failure is not None:  # raised outside the except: httpx's error (and its frames) hold the key header
+            raise failure
         if resp.status_code >= 400:
-            msg = f"{where} answered {resp.status_code}: {resp.text[:300]}"
+            msg = f"{where} answered {resp.status_code}: {self._unkeyed(resp.text)[:300]}"
             cls: type[UpstreamError] = (
                 RateLimitError
                 if resp.status_code == 429
@@ -150,11 +158,18 @@ class OpenAIEmbedder:
         try:
             data = sorted(resp.json()["data"], key=lambda d: d["index"])
             vecs = np.asarray([d["embedding"] for d in data], dtype=np.float32)
-        except (KeyError, TypeError, ValueError) as e:
-            raise UpstreamError(f"{where} sent a malformed response: {e}", model=self.model) from e
+        except (KeyError, TypeError, ValueError) as e:  # raised outside: a JSONDecodeError holds the whole body
+            failure = UpstreamError(f"{where} sent a malformed response: {self._unkeyed(str(e))[:300]}",
+                                    model=self.model)
+        if failure is not None:
+            raise failure
         if vecs.ndim != 2 or len(vecs) != len(batch):
             raise UpstreamError(f"{where} returned {vecs.shape} vectors for {len(batch)} inputs", model=self.model)
         return vecs
+
+    def _unkeyed(self, text: str) -> str:
+        """`text` without the key (an endpoint refusing it may echo it, as OpenAI's 401 does)."""
+        return text.replace(self._api_key, "[redacted]") if self._api_key else text
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed in batches of 64 and re-normalise (not every compatible server normalises)."""

@@ -41,7 +41,7 @@ __all__ = ["Fault", "FaultKind", "FakeUpstream", "RecordedRequest"]
 FaultKind = Literal[
     "rate_limit", "server_error", "overloaded", "timeout", "latency", "reset", "drop_mid_stream", "slow_stream",
     "context_length", "content_policy", "bad_request", "auth_error", "truncated", "malformed_event",
-    "end_mid_stream",
+    "end_mid_stream", "bad_head",
 ]
 
 #: The event a "malformed_event" fault sends: cut off mid-JSON, where the gateway parses it (a usage chunk for
@@ -68,6 +68,8 @@ class Fault:
     write (a client reads them together), then ends the stream (a non-stream request is answered normally).
     "end_mid_stream" streams `after_events` events, then ends the response cleanly, without a finish reason or
     [DONE] (as a proxy that gives up on an idle stream may); a non-stream request is answered normally.
+    "bad_head" answers with a head HTTP cannot parse (a header line without a colon), as a broken proxy might,
+    and closes the connection: the client library's error then holds the request it sent, headers and all.
     """
 
     kind: FaultKind
@@ -302,6 +304,11 @@ class FakeUpstream:
         writer: asyncio.StreamWriter,
     ) -> bool | None:
         if fault.kind == "reset":
+            writer.transport.abort()
+            return False
+        if fault.kind == "bad_head":
+            writer.write(b"HTTP/1.1 200 OK\r\nthis is not a header\r\ncontent-length: 2\r\n\r\n{}")
+            await writer.drain()
             writer.transport.abort()
             return False
         if fault.kind in ("timeout", "latency"):
