@@ -37,6 +37,7 @@ from ._context import RequestContext, scoped_session
 from ._deadline import Deadline
 from ._errors import Scrubber
 from ._exchange import Exchange
+from ._offload import OFFLOAD_BYTES, run_offloaded
 from ._fallback import FallbackChain, fallback_reason, is_provider_failure, is_retryable, retry_delay
 from ._providers import Deployment, Provider, build_deployments, provider_keys
 from ._response_cache import CachedAnswer, ReplayStream, ResponseCache
@@ -60,9 +61,7 @@ DURABLE_WAIT_S = 5.0
 #: Requests with more prompt text than this (characters) are decided in a worker thread: token
 #: counting, code detection and embedding grow with the prompt and must not hold the event loop.
 OFFLOAD_CHARS = 32_768
-#: ... and so are request bodies larger than this (bytes), whatever their text: counting grows with the
-#: messages, parts and tools too (130,000 empty messages held the event loop for ~0.6 s).
-OFFLOAD_BYTES = 64 * 1024
+#: ... and so are request bodies larger than `OFFLOAD_BYTES`, whatever their text (`_offload`).
 
 
 def _offloaded(body: Mapping[str, Any], context: RequestContext) -> bool:
@@ -196,7 +195,7 @@ class Dispatcher(Admitter):
         if not _offloaded(body, context):
             return self.decide(body, context)
         started = self.clock()
-        request, decision = await anyio.to_thread.run_sync(
+        request, decision = await run_offloaded(
             self._decide_core, body, context, self.balancer.unhealthy_models(), dict(self.balancer.live_ttft()))
         return request, self._steered(request, decision, context, started)
 
@@ -251,13 +250,16 @@ class Dispatcher(Admitter):
         await self.sessions.pull(session)  # shared by every replica
         try:
             request, decision = await self.adecide(body, context)
-        except SwitchmanError as exc:
+        except Exception as exc:  # noqa: BLE001 -- a refusal, or a bug: `_begin` raises it again and records it
             error = exc
 
             def refuse() -> tuple[RouteRequest, Decision]:
                 raise error
 
             return await self._begin(body, context, decide=refuse)
+        except BaseException as exc:  # cancelled while a thread decided: still the request's one ledger row
+            self.reject(context, exc)
+            raise
         return await self._begin(body, context, decide=lambda: (request, decision), lookup=lookup)
 
     # -- sending -------------------------------------------------------------------------------

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio.to_thread
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .._embeddings import check_embeddings, embed
 from .._endpoints import read_request, route_headers
-from .._dispatcher import OFFLOAD_BYTES, Dispatcher
+from .._dispatcher import Dispatcher
+from .._offload import OFFLOAD_BYTES, run_offloaded
 from .._gateway import Gateway
 from .._schema import check_prompt_size, read_json
 from .._dispatcher import Completion
@@ -78,7 +78,7 @@ class DialectEndpoints:
             check_prompt_size(body, limits.max_prompt_chars)
             return self.gateway.decider.request(body["messages"], tools=body.get("tools")).input_tokens
 
-        tokens = await anyio.to_thread.run_sync(count) if len(raw) > OFFLOAD_BYTES else count()
+        tokens = await run_offloaded(count) if len(raw) > OFFLOAD_BYTES else count()
         return Response(orjson.dumps({"input_tokens": tokens}), media_type=_JSON)
 
     async def responses(self, request: Request) -> Response:

@@ -28,10 +28,16 @@ class BodyLimit:
 
     @staticmethod
     def check_encoding(encoding: bytes) -> InvalidRequestError | None:
-        """The 415 for a body in a Content-Encoding (nothing decompresses it: no gzip bomb either), else None."""
-        if encoding.strip().lower() in (b"", b"identity"):
+        """The 415 for a body in a Content-Encoding (nothing decompresses it: no gzip bomb either), else None.
+
+        `encoding` is every Content-Encoding line joined with commas; the refusal names the first coding that is
+        not `identity` (empty list items are allowed)."""
+        for token in encoding.split(b","):
+            if token.strip().lower() not in (b"", b"identity"):
+                break
+        else:
             return None
-        shown = encoding[:40].decode("latin-1")
+        shown = token.strip()[:40].decode("latin-1")
         return InvalidRequestError(f"Content-Encoding {shown!r} is not supported: send the request body uncompressed",
                                    status=415, code="unsupported_content_encoding")
 

@@ -9,8 +9,9 @@ Behaviour is that of the four layers stacked outermost first:
 - request id: `scope["state"]["request_id"]`, echoed as `x-switchman-request-id` on every answer,
   refusals from the limits and authentication below included;
 - body size limit: 413 on a Content-Length over the limit (400 when it is not a number), or while a
-  body without one arrives; 415 for a body in a Content-Encoding (nothing is decompressed: a gzip
-  body would otherwise be refused as JSON that is not UTF-8);
+  body without one arrives; 415 for a body in a Content-Encoding other than `identity` (nothing is
+  decompressed: a gzip body would otherwise be refused as JSON that is not UTF-8), a request without a
+  body whatever its Content-Encoding passing;
 - authentication (not below `open_prefixes`, the mounted apps that authenticate their own requests).
 """
 
@@ -32,6 +33,13 @@ __all__ = ["GatewayMiddleware"]
 _MODEL_HEADER = b"x-switchman-model"
 
 
+def _has_body(scope: Scope, declared: bytes | None) -> bool:
+    """Whether the request has a body (a Content-Length over 0, or chunked): a bodyless one's encoding is moot."""
+    if declared is not None:
+        return int(declared) > 0
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
+
+
 class GatewayMiddleware:
     """Access log, request id, body size limit and authentication as one pure-ASGI layer."""
 
@@ -47,7 +55,7 @@ class GatewayMiddleware:
         logging_on = access_logger.isEnabledFor(logging.INFO)
         started = time.perf_counter() if logging_on else 0.0
         request_id = declared = authorization = api_key = encoding = None
-        for name, value in scope["headers"]:  # one pass; the first of each header counts
+        for name, value in scope["headers"]:  # one pass; the first of each header counts (Content-Encoding: all)
             if name == b"content-length":
                 if declared is None:
                     declared = value
@@ -59,8 +67,8 @@ class GatewayMiddleware:
                     api_key = value
             elif name in INBOUND_ID_HEADERS and request_id is None and sane_request_id(value):
                 request_id = value.decode()
-            elif name == b"content-encoding":
-                encoding = value
+            elif name == b"content-encoding":  # every line counts: a list may be split over several
+                encoding = value if encoding is None else encoding + b"," + value
         if request_id is None:
             request_id = new_request_id()
         state = scope.get("state")
@@ -96,7 +104,7 @@ class GatewayMiddleware:
         """The limits and authentication, then the app (or the refusal)."""
         if declared is not None or encoding is not None:
             error = self.body_limit.check_declared(declared) if declared is not None else None
-            if error is None and encoding is not None:
+            if error is None and encoding is not None and _has_body(scope, declared):
                 error = self.body_limit.check_encoding(encoding)
             if error is not None:
                 await error_response(error, dialect=dialect_for_path(scope["path"]))(scope, receive, send)
