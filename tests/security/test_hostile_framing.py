@@ -182,12 +182,18 @@ def test_large_bodies_are_decided_in_their_own_few_threads(upstream: FakeUpstrea
         for thread in posts:
             thread.start()
         try:
-            waiting = burst - _offload.OFFLOAD_THREADS
-            _wait_for(lambda: any(limiter.statistics().tasks_waiting == waiting
-                                  for limiter in list(_offload._limiters.values())),
-                      "the requests beyond the offload limiter's tokens wait for one")
+            tokens = _offload.OFFLOAD_THREADS
+
+            def bounded() -> bool:  # `tokens` decisions held in their threads, the others waiting for a token
+                with lock:
+                    if inside[0] != tokens:
+                        return False
+                return any(limiter.statistics().tasks_waiting == burst - tokens and limiter.borrowed_tokens == tokens
+                           for limiter in list(_offload._limiters.values()))
+
+            _wait_for(bounded, "two decisions held in the offload threads, the others waiting for a token")
             with lock:
-                assert inside[0] == _offload.OFFLOAD_THREADS
+                assert inside[0] == tokens  # (the waiting ones cannot start before `release`)
         finally:
             release.set()
             for thread in posts:
