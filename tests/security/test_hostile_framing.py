@@ -130,6 +130,26 @@ def test_a_big_head_after_a_body_in_the_same_read_is_refused(tight: tuple[Gatewa
     assert [status for status, _ in answers] == [200, 431], answers
 
 
+def test_a_pipelined_head_over_the_cap_across_reads_is_refused(tight: tuple[Gateway, ServerThread]) -> None:
+    """A head begun behind another request in one read and ended in the next: both parts count, though each is
+    under the cap."""
+    _, server = tight
+    pads = [f"x-pad-{i}: {'p' * 40}".encode() for i in range(60)]  # some 3 KB: two parts of some 1.5 KB
+    small = _head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    big = _head("/v1/chat/completions", *pads, f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    middle = big.index(b"x-pad-30:")
+    sock = connect(server.port)
+    try:
+        sock.sendall(small + big[:middle])
+        first = read_response(sock)
+        sock.sendall(big[middle:])
+        second = read_response(sock)
+    finally:
+        sock.close()
+    assert first.status == 200 and not first.closed, first
+    assert second.status == 431 and second.closed, second
+
+
 @pytest.mark.parametrize("target", ["/v1/%6Dessages", "http://test/v1/messages"])
 def test_refusals_below_the_app_decode_the_target_as_the_app_does(tight: tuple[Gateway, ServerThread],
                                                                   target: str) -> None:
