@@ -237,4 +237,23 @@ def test_an_embeddings_decision_that_fails_in_its_thread_keeps_its_ledger_row(
         assert gateway.ledger is not None
         gateway.ledger.flush_sync(timeout=5)
         rows = [r for r in gateway.ledger.records() if r.request_id == "emb-broken-1"]
-        assert len(rows) == 1 and rows[0].status != "ok", rows
+        assert len(rows) == 1 and rows[0].status == "error" and rows[0].error == "a bug in deciding", rows
+
+
+def test_a_large_chat_decision_that_fails_in_its_thread_keeps_its_ledger_row(
+        upstream: FakeUpstream, ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": ""}] * 5_000})
+    assert len(body) > _offload.OFFLOAD_BYTES
+    with running_gateway(config_data(upstream, ledger_url)) as (gateway, server), \
+            httpx.Client(base_url=server.url, timeout=30) as http:
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug in deciding")
+
+        monkeypatch.setattr(gateway.decider, "request", broken)
+        response = http.post("/v1/chat/completions", content=body, headers={"x-request-id": "chat-broken-1"})
+        assert response.status_code == 500, response.text
+        assert gateway.ledger is not None
+        gateway.ledger.flush_sync(timeout=5)
+        rows = [r for r in gateway.ledger.records() if r.request_id == "chat-broken-1"]
+        assert len(rows) == 1 and rows[0].status == "error" and rows[0].error == "a bug in deciding", rows
