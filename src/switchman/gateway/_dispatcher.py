@@ -37,8 +37,8 @@ from ._context import RequestContext, scoped_session
 from ._deadline import Deadline
 from ._errors import Scrubber
 from ._exchange import Exchange
-from ._offload import OFFLOAD_BYTES, run_offloaded
 from ._fallback import FallbackChain, fallback_reason, is_provider_failure, is_retryable, retry_delay
+from ._offload import OFFLOAD_BYTES, run_offloaded
 from ._providers import Deployment, Provider, build_deployments, provider_keys
 from ._response_cache import CachedAnswer, ReplayStream, ResponseCache
 from ._schema import prompt_chars
