@@ -38,6 +38,7 @@ from ._deadline import Deadline
 from ._errors import Scrubber
 from ._exchange import Exchange
 from ._fallback import FallbackChain, fallback_reason, is_provider_failure, is_retryable, retry_delay
+from ._offload import OFFLOAD_BYTES, run_offloaded
 from ._providers import Deployment, Provider, build_deployments, provider_keys
 from ._response_cache import CachedAnswer, ReplayStream, ResponseCache
 from ._schema import prompt_chars
@@ -60,6 +61,12 @@ DURABLE_WAIT_S = 5.0
 #: Requests with more prompt text than this (characters) are decided in a worker thread: token
 #: counting, code detection and embedding grow with the prompt and must not hold the event loop.
 OFFLOAD_CHARS = 32_768
+#: ... and so are request bodies larger than `OFFLOAD_BYTES`, whatever their text (`_offload`).
+
+
+def _offloaded(body: Mapping[str, Any], context: RequestContext) -> bool:
+    """Whether deciding `body` is work for a worker thread (a large body, or a long prompt)."""
+    return context.body_bytes > OFFLOAD_BYTES or prompt_chars(body) > OFFLOAD_CHARS
 
 
 @slot_init
@@ -184,11 +191,11 @@ class Dispatcher(Admitter):
         return request, self._steered(request, decision, context, started)
 
     async def adecide(self, body: Mapping[str, Any], context: RequestContext) -> tuple[RouteRequest, Decision]:
-        """`decide`, with a long prompt's share of the work done in a worker thread, off the event loop."""
-        if prompt_chars(body) <= OFFLOAD_CHARS:
+        """`decide`, with a large request's share of the work done in a worker thread, off the event loop."""
+        if not _offloaded(body, context):
             return self.decide(body, context)
         started = self.clock()
-        request, decision = await anyio.to_thread.run_sync(
+        request, decision = await run_offloaded(
             self._decide_core, body, context, self.balancer.unhealthy_models(), dict(self.balancer.live_ttft()))
         return request, self._steered(request, decision, context, started)
 
@@ -236,20 +243,23 @@ class Dispatcher(Admitter):
         self, body: Mapping[str, Any], context: RequestContext,
         lookup: Callable[[Exchange], Awaitable[bool]] | None = None,
     ) -> Exchange:
-        """`_begin` for a chat body, a long prompt decided in a worker thread (see `adecide`)."""
+        """`_begin` for a chat body, a large one decided in a worker thread (see `adecide`)."""
         session = scoped_session(context.key_id, context.session)
-        if prompt_chars(body) <= OFFLOAD_CHARS:
+        if not _offloaded(body, context):
             return await self._begin(body, context, pull=self.sessions.shares(session), lookup=lookup)
         await self.sessions.pull(session)  # shared by every replica
         try:
             request, decision = await self.adecide(body, context)
-        except SwitchmanError as exc:
+        except Exception as exc:  # noqa: BLE001 -- a refusal, or a bug: `_begin` raises it again and records it
             error = exc
 
             def refuse() -> tuple[RouteRequest, Decision]:
                 raise error
 
             return await self._begin(body, context, decide=refuse)
+        except BaseException as exc:  # cancelled while a thread decided: still the request's one ledger row
+            self.reject(context, exc)
+            raise
         return await self._begin(body, context, decide=lambda: (request, decision), lookup=lookup)
 
     # -- sending -------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import anyio.to_thread
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,6 +16,7 @@ from ._caller_limits import rate_headers
 from ._context import RequestContext, bind_agent, context_from, context_headers
 from ._direct import read_body
 from ._dispatcher import Completion, Dispatcher
+from ._offload import OFFLOAD_BYTES, run_offloaded
 from ._gateway import Gateway
 from ._middleware import MASTER_KEY_ID
 from ._schema import check_body, check_prompt_size, read_json
@@ -25,8 +25,6 @@ from ._stream import RelayResponse
 __all__ = ["Endpoints", "completion_response", "header_value", "parse_request", "read_request", "route_headers"]
 
 _JSON = "application/json"
-#: Bodies larger than this are parsed and validated in a worker thread, off the event loop.
-OFFLOAD_BYTES = 64 * 1024
 
 
 #: The only ASCII characters `_ASCII` maps: the controls (line breaks, tabs, NUL, ESC, DEL...), each to a space
@@ -123,7 +121,7 @@ async def parse_request(
     limits = dispatcher.decider.config.server.limits
     try:
         if len(raw) > OFFLOAD_BYTES:
-            body = await anyio.to_thread.run_sync(lambda: parse(read_json(raw, limits.max_json_depth)))
+            body = await run_offloaded(lambda: parse(read_json(raw, limits.max_json_depth)))
         else:
             body = parse(read_json(raw, limits.max_json_depth))
         check_prompt_size(body, limits.max_prompt_chars)

@@ -107,7 +107,8 @@ def error_payload(exc: BaseException, scrub: Scrubber | None = None) -> tuple[in
 
 #: HTTP status → Anthropic's error type (https://docs.anthropic.com/en/api/errors).
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                    404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
+                    404: "not_found_error", 405: "invalid_request_error", 408: "invalid_request_error",
+                    413: "request_too_large", 415: "invalid_request_error", 431: "request_too_large",
                     429: "rate_limit_error", 529: "overloaded_error"}
 
 

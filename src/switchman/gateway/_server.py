@@ -5,7 +5,8 @@ size and no bound on connections that never send a complete request, so a few cl
 half-sent requests could take every file descriptor. `GuardedHttpProtocol` is that protocol with:
 
 - a connection cap: beyond `max_connections` a new connection gets a JSON 503 and is closed;
-- a head cap: a request line + headers over `max_header_bytes` gets a 431;
+- a head cap: a request line + headers over `max_header_bytes` gets a 431 (each request's: one pipelined
+  behind another in the same read is counted from what the parser read of it);
 - a head deadline: a request whose head is not complete `header_timeout_s` after its first byte
   (or after the connection opened) gets a 408;
 - a body deadline: a body not complete `body_timeout_s` after its head gets a 408 (or the
@@ -15,7 +16,9 @@ half-sent requests could take every file descriptor. `GuardedHttpProtocol` is th
   send buffer is full is disconnected (the app then sees `http.disconnect`);
 - keep-alive bounds: idle for `keepalive_timeout_s`, or `keepalive_max_requests` requests, then close;
 - malformed requests (bad Content-Length, Content-Length with Transfer-Encoding, unknown methods)
-  answered with the OpenAI error envelope instead of uvicorn's plain text.
+  answered with the OpenAI error envelope instead of uvicorn's plain text;
+- an answer given before a request's body was asked for while the client waits for `100 Continue` closes the
+  connection: the client may then send the body or not, so the next bytes could be either (a desync).
 
 And one saving: fewer, larger writes. A response's head goes out with the first piece of its body
 (one send system call and one wake-up of the client instead of two), and a stream's pieces written
@@ -31,6 +34,7 @@ import asyncio
 import ipaddress
 import logging
 import resource
+import urllib.parse
 from asyncio.events import TimerHandle
 from typing import Any, ClassVar
 
@@ -41,7 +45,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .._exceptions import InvalidRequestError
 from .._limits import ServerLimits
-from ._errors import error_payload
+from ._errors import anthropic_error_payload, dialect_for_path, error_payload
 
 __all__ = ["GuardedHttpProtocol", "guarded_protocol", "is_loopback", "raise_fd_limit", "server_config"]
 
@@ -64,12 +68,39 @@ def is_loopback(host: str) -> bool:
 
 
 def _error_bytes(status: int, code: str, message: str, *, kind: str = "invalid_request_error",
-                 extra: bytes = b"") -> bytes:
-    """A complete HTTP/1.1 error response in the OpenAI envelope, closing the connection."""
+                 extra: bytes = b"", path: str = "") -> bytes:
+    """A complete HTTP/1.1 error response, closing the connection, in the envelope of the API at `path`
+    (Anthropic's for /v1/messages, as the app answers there; OpenAI's otherwise or when the path is unknown)."""
     _, payload = error_payload(InvalidRequestError(message, status=status, code=code, kind=kind))
+    if dialect_for_path(path) == "anthropic":
+        payload = anthropic_error_payload(status, payload)
     body = orjson.dumps(payload)
     return b"".join((STATUS_LINE[status], b"content-type: application/json\r\ncontent-length: ",
                      str(len(body)).encode(), b"\r\nconnection: close\r\n", extra, b"\r\n", body))
+
+
+def _path_of(target: bytes) -> str:
+    """The path of a request target as uvicorn decodes it for the app (percent-decoded, an absolute form's
+    path only), so a refusal below the app picks the envelope the app would; "" when it cannot be read."""
+    try:
+        path = httptools.parse_url(target).path
+    except httptools.HttpParserInvalidURLError:
+        return ""
+    return urllib.parse.unquote(path.decode("latin-1")) if path else ""
+
+
+def _close_if_answered_unasked(cycle: RequestResponseCycle) -> None:
+    """Make an answer that starts before the request's body was asked for (no `100 Continue` sent) close the
+    connection. The client waiting for `100 Continue` may skip the body or send it: kept alive, the server would
+    take the next request's first bytes for the body (or the body for a request), so the two would disagree."""
+    send = cycle.send
+
+    async def send_closing(message: Any) -> None:
+        if not cycle.response_started and cycle.waiting_for_100_continue and cycle.more_body:
+            cycle.keep_alive = False  # uvicorn then adds `connection: close` and closes after the answer
+        await send(message)
+
+    cycle.send = send_closing  # type: ignore[method-assign]
 
 
 class _CoalescedWrites:
@@ -134,6 +165,20 @@ class _CoalescedWrites:
         return self._transport.is_closing()
 
 
+class _Refusal:
+    """An ASGI app answering one error (in the envelope of the API at `path`) and closing the connection."""
+
+    def __init__(self, status: int, code: str, message: str, path: str) -> None:
+        _, _, self._body = _error_bytes(status, code, message, path=path).partition(b"\r\n\r\n")
+        self._status = status
+        self._headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self._body)).encode()),
+                         (b"connection", b"close")]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self._status, "headers": self._headers})
+        await send({"type": "http.response.body", "body": self._body})
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with deadlines, size caps and a connection cap (see module doc)."""
 
@@ -145,7 +190,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reading_head = True
+        self._in_message = False  # between a request's first byte and its body's end (`self.url` is its target)
         self._head_bytes = 0
+        self._mid_read = False  # the request being read began in a read after another request ended in it
         self._deadline: TimerHandle | None = None
         self._write_deadline: TimerHandle | None = None
         self._served = 0
@@ -194,8 +241,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _refuse(self, status: int, code: str, message: str, *, kind: str = "invalid_request_error",
-                extra: bytes = b"", linger: bool = True) -> None:
+                extra: bytes = b"", linger: bool = True, head: bytes = b"") -> None:
         """Answer an error and end the connection without reading the request any further.
+
+        The error is in the envelope of the API the request was for, as far as its target is known (the parser's,
+        or the request line at the start of `head`, bytes not yet given to the parser).
 
         With `linger`, the write side is closed first and what the client still sends is read and
         dropped for a moment, so the client reads the answer rather than a reset. A connection over
@@ -208,13 +258,21 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._disconnect_unfinished():
             self.transport.close()  # an answer is on the wire: an error written now would land inside it
             return
-        self.transport.write(_error_bytes(status, code, message, kind=kind, extra=extra))
+        self.transport.write(_error_bytes(status, code, message, kind=kind, extra=extra,
+                                          path=self._target(head)))
         if not linger:
             self.transport.close()
             return
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self._arm(_LINGER_S, self.transport.close)
+
+    def _target(self, head: bytes) -> str:
+        """The path of the request being read ("" when unknown), from the parser's target, else `head`'s first line."""
+        if self._in_message and self.url:
+            return _path_of(bytes(self.url))
+        parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+        return _path_of(parts[1]) if len(parts) > 1 else ""
 
     def _disconnect_unfinished(self) -> bool:
         """Mark every unfinished answer of this connection disconnected; whether one had begun on the wire.
@@ -241,6 +299,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- reading ---------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_message = True
+        # `data_received` counted the read this head began in from its start, unless a request ended in that read
+        # before it (its head's end reset the count): then the parser's pieces are what counts (`_parsed_head_bytes`).
+        self._mid_read = self._head_bytes == 0
         if self._deadline is None:
             # A head that follows, in the same read, a request completed just before: `data_received`
             # armed the deadline before that request, and its completion disarmed it.
@@ -253,12 +315,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._reading_head:
             if self._deadline is None:
                 self._arm(self.limits.header_timeout_s, self._head_too_slow)
+            if self._mid_read:  # a head begun after another request in the last read: what of it was read counts
+                self._mid_read = False
+                if self._in_message:
+                    self._head_bytes = self._parsed_head_bytes()
             seen = self._head_bytes + len(data)
             if seen > self.limits.max_header_bytes:
                 end = data.find(_HEAD_END)  # only the part up to the head's end counts
                 if end < 0 or self._head_bytes + end + len(_HEAD_END) > self.limits.max_header_bytes:
                     self._refuse(431, "request_header_too_large",
-                                 f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
+                                 f"the request line and headers exceed {self.limits.max_header_bytes} bytes",
+                                 head=data if self._head_bytes == 0 else b"")
                     return
             self._head_bytes = seen
         try:
@@ -271,11 +338,28 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             self._refuse(400, "invalid_http_request", f"malformed HTTP request: {exc}")
 
+    def _parsed_head_bytes(self) -> int:
+        """The size of the head being parsed, from its pieces (the request line's fixed parts estimated)."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) + 20
+
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._head_bytes = 0
-        super().on_headers_complete()  # what it raises (e.g. a path it cannot decode) surfaces as a parser error
+        if self._mid_read and self._parsed_head_bytes() > self.limits.max_header_bytes:
+            # Pipelined behind another request in one read (`data_received` saw only the first head): answered
+            # with the 431 in its turn, after the answers before it, and the connection closed.
+            app, self.app = self.app, _Refusal(431, "request_header_too_large",
+                                               f"the request line and headers exceed {self.limits.max_header_bytes} "
+                                               "bytes", _path_of(bytes(self.url)))
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+        else:
+            super().on_headers_complete()  # what it raises (e.g. a path it cannot decode) surfaces as a parser error
         if self.cycle is not None:
+            if self.cycle.waiting_for_100_continue:
+                _close_if_answered_unasked(self.cycle)
             writer = _CoalescedWrites(self.transport, self.cycle, self.loop)
             self._writers = [w for w in self._writers if w.holding or not w.done] + [writer]
             self.cycle.transport = writer  # type: ignore[assignment]
@@ -294,6 +378,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         self._reading_head = True
+        self._in_message = False
         super().on_message_complete()
 
     def on_response_complete(self) -> None:

@@ -399,6 +399,8 @@ class LedgerViews:
         for name in ("agent", "key_id", "route", "model", "status", "session"):
             value = getattr(where, name)
             if value is not None:
+                if "\x00" in value:  # no row holds a NUL, and PostgreSQL refuses to compare one (a DataError)
+                    return RequestPage((), None)
                 query = query.where(r[name] == value)
         if where.since is not None:
             query = query.where(r.time >= where.since)

@@ -279,6 +279,12 @@ class FakeUpstream:
             if handled is not None:
                 return handled
         if embeddings:
+            dimensions = body.get("dimensions")
+            if dimensions is not None and (type(dimensions) is not int or not 1 <= dimensions <= 4096):
+                # What OpenAI answers (a test double that crashed here looked like a dropped connection: a 502)
+                return await self._send(writer, 400, b'{"error": {"message": "dimensions must be an integer in '
+                                                      b'[1, 4096]", "type": "invalid_request_error", '
+                                                      b'"param": "dimensions", "code": "invalid_value"}}')
             return await self._send(writer, 200, openai_embeddings(body))
         text = self._reply(body)
         truncated = fault is not None and fault.kind == "truncated"

@@ -134,6 +134,8 @@ class LoginThrottle:
 
     def blocked(self, client: str, now: float | None = None) -> bool:
         """Whether this client has used up its attempts."""
+        if client not in self._seen:  # only `failed` adds a client (it holds the `max_clients` bound)
+            return False
         now = time.monotonic() if now is None else now
         return len(self._recent(client, now)) >= self.failures
 

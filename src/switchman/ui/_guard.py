@@ -62,7 +62,13 @@ def _same_origin(headers: Headers) -> bool:
     if headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
         return False
     origin = headers.get("origin")
-    return origin is None or urllib.parse.urlsplit(origin).netloc == headers.get("host", "")
+    if origin is None:
+        return True
+    try:
+        netloc = urllib.parse.urlsplit(origin).netloc
+    except ValueError:  # not a URL (e.g. an unclosed IPv6 bracket): no browser sends it, so not this site
+        return False
+    return netloc == headers.get("host", "")
 
 
 class DashboardGuard:

@@ -21,8 +21,9 @@ from starlette.responses import Response
 from .._embeddings import check_embeddings, embed
 from .._endpoints import read_request, route_headers
 from .._dispatcher import Dispatcher
+from .._offload import OFFLOAD_BYTES, run_offloaded
 from .._gateway import Gateway
-from .._schema import read_json
+from .._schema import check_prompt_size, read_json
 from .._dispatcher import Completion
 from .._stream import RelayResponse
 from ._messages import anthropic_message, chat_from_messages, message_id
@@ -69,9 +70,16 @@ class DialectEndpoints:
 
     async def count_tokens(self, request: Request) -> Response:
         """POST /v1/messages/count_tokens: the input tokens switchman counts for this request (no model call)."""
-        body = chat_from_messages(read_json(await request.body()), count_only=True)
-        routed = self.gateway.decider.request(body["messages"], tools=body.get("tools"))
-        return Response(orjson.dumps({"input_tokens": routed.input_tokens}), media_type=_JSON)
+        limits = self.gateway.config.server.limits
+        raw = await request.body()
+
+        def count() -> int:  # the body held to the server's limits, as every other body is
+            body = chat_from_messages(read_json(raw, limits.max_json_depth), count_only=True)
+            check_prompt_size(body, limits.max_prompt_chars)
+            return self.gateway.decider.request(body["messages"], tools=body.get("tools")).input_tokens
+
+        tokens = await run_offloaded(count) if len(raw) > OFFLOAD_BYTES else count()
+        return Response(orjson.dumps({"input_tokens": tokens}), media_type=_JSON)
 
     async def responses(self, request: Request) -> Response:
         """POST /v1/responses."""

@@ -1,4 +1,4 @@
-"""Refuse request bodies over the configured size with 413, before or while they arrive."""
+"""Refuse request bodies over the configured size with 413, before or while they arrive; compressed ones with 415."""
 
 from __future__ import annotations
 
@@ -25,6 +25,21 @@ class BodyLimit:
         if not declared.isdigit():
             return InvalidRequestError("the Content-Length header is not a number", code="invalid_header")
         return self.too_large() if int(declared) > self.limit else None
+
+    @staticmethod
+    def check_encoding(encoding: bytes) -> InvalidRequestError | None:
+        """The 415 for a body in a Content-Encoding (nothing decompresses it: no gzip bomb either), else None.
+
+        `encoding` is every Content-Encoding line joined with commas; the refusal names the first coding that is
+        not `identity` (empty list items are allowed)."""
+        for token in encoding.split(b","):
+            if token.strip().lower() not in (b"", b"identity"):
+                break
+        else:
+            return None
+        shown = token.strip()[:40].decode("latin-1")
+        return InvalidRequestError(f"Content-Encoding {shown!r} is not supported: send the request body uncompressed",
+                                   status=415, code="unsupported_content_encoding")
 
     def counting(self, receive: Receive) -> Receive:
         """`receive` for a body of unknown length: raises the 413 error once more than the limit arrived."""

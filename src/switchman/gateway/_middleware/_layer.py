@@ -9,7 +9,9 @@ Behaviour is that of the four layers stacked outermost first:
 - request id: `scope["state"]["request_id"]`, echoed as `x-switchman-request-id` on every answer,
   refusals from the limits and authentication below included;
 - body size limit: 413 on a Content-Length over the limit (400 when it is not a number), or while a
-  body without one arrives;
+  body without one arrives; 415 for a body in a Content-Encoding other than `identity` (nothing is
+  decompressed: a gzip body would otherwise be refused as JSON that is not UTF-8), a request without a
+  body whatever its Content-Encoding passing;
 - authentication (not below `open_prefixes`, the mounted apps that authenticate their own requests).
 """
 
@@ -31,6 +33,13 @@ __all__ = ["GatewayMiddleware"]
 _MODEL_HEADER = b"x-switchman-model"
 
 
+def _has_body(scope: Scope, declared: bytes | None) -> bool:
+    """Whether the request has a body (a Content-Length over 0, or chunked): a bodyless one's encoding is moot."""
+    if declared is not None:
+        return int(declared) > 0
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
+
+
 class GatewayMiddleware:
     """Access log, request id, body size limit and authentication as one pure-ASGI layer."""
 
@@ -45,8 +54,8 @@ class GatewayMiddleware:
             return
         logging_on = access_logger.isEnabledFor(logging.INFO)
         started = time.perf_counter() if logging_on else 0.0
-        request_id = declared = authorization = api_key = None
-        for name, value in scope["headers"]:  # one pass; the first of each header counts
+        request_id = declared = authorization = api_key = encoding = None
+        for name, value in scope["headers"]:  # one pass; the first of each header counts (Content-Encoding: all)
             if name == b"content-length":
                 if declared is None:
                     declared = value
@@ -58,6 +67,8 @@ class GatewayMiddleware:
                     api_key = value
             elif name in INBOUND_ID_HEADERS and request_id is None and sane_request_id(value):
                 request_id = value.decode()
+            elif name == b"content-encoding":  # every line counts: a list may be split over several
+                encoding = value if encoding is None else encoding + b"," + value
         if request_id is None:
             request_id = new_request_id()
         state = scope.get("state")
@@ -81,21 +92,24 @@ class GatewayMiddleware:
             await send(message)
 
         try:
-            await self._admit(scope, receive, send_with_id, state, declared, authorization, api_key)
+            await self._admit(scope, receive, send_with_id, state, declared, authorization, api_key, encoding)
         finally:
             if logging_on:
                 log_access(scope["method"], scope["path"], status, model, (time.perf_counter() - started) * 1000.0,
                            request_id)
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send, state: dict[str, object],
-                     declared: bytes | None, authorization: bytes | None, api_key: bytes | None) -> None:
+                     declared: bytes | None, authorization: bytes | None, api_key: bytes | None,
+                     encoding: bytes | None = None) -> None:
         """The limits and authentication, then the app (or the refusal)."""
-        if declared is not None:
-            error = self.body_limit.check_declared(declared)
+        if declared is not None or encoding is not None:
+            error = self.body_limit.check_declared(declared) if declared is not None else None
+            if error is None and encoding is not None and _has_body(scope, declared):
+                error = self.body_limit.check_encoding(encoding)
             if error is not None:
                 await error_response(error, dialect=dialect_for_path(scope["path"]))(scope, receive, send)
                 return
-        else:
+        if declared is None:
             receive = self.body_limit.counting(receive)
         if not self.auth.own_auth(scope["path"]):
             secret, problem = presented_key(authorization, api_key)
