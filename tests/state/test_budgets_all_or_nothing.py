@@ -378,3 +378,70 @@ def test_a_growth_of_a_reservation_past_its_deadline_holds_the_growth_alone(pref
         await link.aclose()
 
     anyio.run(main)
+
+
+def _route_sharing_a_slot_with(key: str) -> str:
+    """A route name whose budget's keys hash to the slot of `key`'s (the hash tag alone decides the slot)."""
+    from redis.crc import key_slot
+
+    target = key_slot(key.encode())
+    return next(f"r{n}" for n in range(10**6) if key_slot(f"{{budget:route:r{n}}}".encode()) == target)
+
+
+@pytest.mark.parametrize("on_exceed", ["reject", "downgrade"])
+def test_per_slot_budgets_not_adjacent_in_one_slot_keep_the_order_the_local_check_decides_in(
+        prefix: str, on_exceed: str) -> None:
+    """Agent and route budgets on one Cluster slot, the key's between them on another: the key's budget, before the
+    route's in the order budgets apply, decides the refusal (or downgrade) as the local check does (before, the
+    agent's and route's were one script, run before the key's: the route's decided)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        agent = BudgetConfig(scope="agent", name="a", usd=1.0)
+        route = _route_sharing_a_slot_with(_key(link, agent))
+        extra: dict[str, str] = {}
+        defs = [agent]
+        for scope, name, to in (("key", "k", "cheap"), ("route", route, "cheaper")):
+            if on_exceed == "downgrade":
+                extra = {"on_exceed": "downgrade", "downgrade_to": to}
+            defs.append(BudgetConfig(scope=scope, name=name, usd=0.1, **extra))  # type: ignore[arg-type]
+        budgets = SharedBudgets(BudgetManager(defs), link)
+        budgets.per_slot = True
+        local = BudgetManager(defs)
+
+        async def decide(manager: BudgetManager | SharedBudgets) -> str:
+            try:
+                found = await manager.areserve(agent="a", key_id="k", route=route, estimated_usd=0.5, model="big")
+            except BudgetLimitError as refused:
+                return f"refused by {refused.scope}"
+            return f"downgrade to {found.downgrade_to}"
+
+        expected = "downgrade to cheap" if on_exceed == "downgrade" else "refused by key"
+        assert await decide(local) == await decide(budgets) == expected
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_per_slot_a_refusal_gives_the_earlier_slots_hold_back_before_the_downgraded_retry(prefix: str) -> None:
+    """The key's budget (a later slot) downgrades a request the agent's fits: the gateway retries at once with the
+    downgrade model, and the agent's budget no longer holds the first estimate — the retry is held, as by the local
+    check and on a single Redis (before, the give-back waited for the next settle batch and the retry was refused)."""
+    agent = BudgetConfig(scope="agent", name="a", usd=1.0)
+    key = BudgetConfig(scope="key", name="k", usd=0.1, on_exceed="downgrade", downgrade_to="cheap")
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([agent, key]), link)
+        budgets.per_slot = True
+        first = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.8, model="big")
+        assert first.downgrade_to == "cheap" and not first.held
+        assert await _in_redis(link, agent) == (0.0, 0.0, {})  # read right away: nothing held for it
+        retry = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3, model="cheap")
+        assert isinstance(retry, SharedReservation)
+        retry.release()
+        await budgets.drain()
+        assert await _in_redis(link, agent) == (0.0, 0.0, {})
+        await link.aclose()
+
+    anyio.run(main)

@@ -255,10 +255,15 @@ class SharedBudgets:
             return [list(holds)]
         from redis.crc import key_slot
 
-        slots: dict[int, list[_Hold]] = {}
-        for hold in holds:
-            slots.setdefault(key_slot(hold[0].encode()), []).append(hold)
-        return list(slots.values())
+        groups: list[list[_Hold]] = []
+        last = -1
+        for hold in holds:  # runs of one slot, in order: a script's first over its limit is the first overall
+            slot = key_slot(hold[0].encode())
+            if slot != last:
+                groups.append([])
+                last = slot
+            groups[-1].append(hold)
+        return groups
 
     async def _hold(
         self, group: Sequence[_Hold], rid: str, amount: float, model: str | None, *, hold: bool = True,
@@ -297,6 +302,9 @@ class SharedBudgets:
                     unknown = group[int(index) - 1][0]
                     break
                 if not int(ok):
+                    if first and taken:  # given back now: the caller's next reserve (a downgrade) must not see it
+                        await asyncio.gather(*(self._hold(g, rid, -amount, None) for g in taken),
+                                             return_exceptions=True)
                     self._give_back(taken, rid, amount, first=first)
                     refused = group[int(index) - 1], float(spent), float(reserved)
                     return await self._decider(holds, groups[len(taken) + 1:], refused, rid, amount, model, first)
