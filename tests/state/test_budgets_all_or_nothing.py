@@ -445,3 +445,27 @@ def test_per_slot_a_refusal_gives_the_earlier_slots_hold_back_before_the_downgra
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_large_amounts_are_stored_exactly_and_decide_as_the_local_check(prefix: str) -> None:
+    """Past $100k, 14 significant digits (Lua's tostring) lose more than the 1e-9 slack: held amounts and `reserved`
+    are stored with 17 (a double exactly), so a request that fits exactly is held as by the local check (before,
+    the stored hold rounded up by 4e-9 and Redis refused it)."""
+    big = BudgetConfig(scope="agent", name="p", usd=200000.0)
+    first, second = 123456.789012346, 200000.0 - 123456.789012346  # (tostring: 123456.78901235)
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([big]), link)
+        local = BudgetManager([big])
+        held = [await manager.areserve(agent="p", key_id=None, route=None, estimated_usd=first)
+                for manager in (local, budgets)]
+        assert isinstance(held[1], SharedReservation)
+        _, reserved, holds = await _in_redis(link, big)
+        assert (reserved, {rid: float(amount) for rid, amount in holds.items()}) == (first, {held[1].id.encode(): first})
+        for manager in (local, budgets):
+            assert (await manager.areserve(agent="p", key_id=None, route=None, estimated_usd=second)).held
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
