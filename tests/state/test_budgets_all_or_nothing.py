@@ -5,6 +5,7 @@ earlier slots took given back when a later one refuses. Read back from Redis, no
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 
@@ -469,3 +470,62 @@ def test_large_amounts_are_stored_exactly_and_decide_as_the_local_check(prefix: 
         await link.aclose()
 
     anyio.run(main)
+
+
+@pytest.mark.parametrize("estimate", [math.nan, math.inf])
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_non_finite_estimate_is_refused_and_leaves_the_budget_enforced(prefix: str, estimate: float,
+                                                                         shared: bool) -> None:
+    """A NaN or infinite estimate (a price no number) is refused, holds nothing, and the budget still refuses what
+    does not fit (before, a NaN was held: `reserved` became NaN and every later check passed, locally and in
+    Redis). A growth to it is refused too."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets: BudgetManager | SharedBudgets = BudgetManager([AGENT])
+        if shared:
+            budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        with pytest.raises(BudgetLimitError):
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=estimate)
+        held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)
+        assert held.held and not await held.aresize(estimate) and not held.resize(estimate)
+        with pytest.raises(BudgetLimitError):
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=5.0)
+        assert [reserved for _, _, reserved in BudgetManager.usage(budgets.local if shared else budgets)] == (
+            [0.0] if shared else [pytest.approx(0.4)])
+        if shared:
+            assert (await _in_redis(link, AGENT))[:2] == (0.0, pytest.approx(0.4))
+        held.release()
+        await getattr(budgets, "drain", anyio.sleep)(0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("amount", ["nan", "inf", "-nan"])
+def test_the_reserve_script_refuses_an_amount_no_finite_number_and_writes_nothing(prefix: str, amount: str) -> None:
+    """The script's own guard (another caller, an old replica): a NaN or infinite amount is refused, nothing held
+    (before, `amount >= 0` was false for NaN and the NaN was held)."""
+    from switchman.state._budgets import _keys
+    from switchman.state._redis_budget_lua import RESERVE
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        key = _key(link, AGENT)
+        ok, index, _, _ = await link.eval(RESERVE, _keys(key), [amount, "r1", 60_000, 1, 1.0, 3600, 1])
+        assert (int(ok), int(index)) == (0, 1)
+        assert await link.run(lambda r: r.exists(*_keys(key))) == 0
+        await link.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("field", ["input_price", "output_price", "cached_input_price"])
+def test_a_price_no_finite_number_is_a_config_error(field: str) -> None:
+    """`.inf` passed `ge=0`: every estimate of the model was infinite (refused by every budget, or before, a NaN
+    from inf * 0 tokens let it through)."""
+    from switchman._config import parse_config
+    from switchman._exceptions import ConfigError
+
+    model = {"provider": "openai", "input_price": 1.0, "output_price": 2.0, field: math.inf}
+    with pytest.raises(ConfigError, match=field):
+        parse_config({"models": {"m": model}})

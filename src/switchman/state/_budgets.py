@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import os
 import time
 import uuid
@@ -146,9 +147,9 @@ class SharedReservation(Reservation):
 
     def resize(self, estimated_usd: float, *, model: str | None = None) -> bool:
         """Synchronously only a decrease can be held (a growth needs Redis: use `aresize`)."""
-        if self._done or estimated_usd > self.estimated_usd:
-            return self._done
-        return True  # the smaller estimate is given back when the reservation is settled
+        if self._done:
+            return True
+        return max(estimated_usd, 0.0) <= self.estimated_usd  # (False for a NaN too)  # the smaller estimate is given back when the reservation is settled
 
     async def aresize(self, estimated_usd: float, *, model: str | None = None) -> bool:
         """Hold `estimated_usd` instead, checked in Redis (by the local check while Redis is down); False and
@@ -157,6 +158,8 @@ class SharedReservation(Reservation):
             return True
         model = model or self._model
         estimate = max(estimated_usd, 0.0)
+        if not math.isfinite(estimate):  # held, a NaN would disable the budget
+            return False
         delta = estimate - self.estimated_usd
         if delta <= 0:
             return True
@@ -231,7 +234,7 @@ class SharedBudgets:
         budgets = self.local.applying(agent=agent, key_id=key_id, route=route)
         if not budgets:
             return Reservation(None, (), estimated_usd)
-        if not self.link.up:
+        if not self.link.up or not math.isfinite(estimated_usd):  # the local check refuses a NaN, holding nothing
             return self.reserve(agent=agent, key_id=key_id, route=route, estimated_usd=estimated_usd, model=model)
         now, estimate, rid = self._clock(), max(estimated_usd, 0.0), _IDS.next()
         holds: list[_Hold] = []

@@ -110,6 +110,7 @@ UNKNOWN = -1
 #: writer made of another type) runs before the first write: a failing script has written nothing.
 RESERVE = _FUNCTIONS + """
 local amount, id, hold_ms, hold = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+if not finite(amount) then return {0, 1, '0', '0'} end  -- held, a NaN would disable the budget: refused
 local n = #KEYS / 4
 local first, spent, reserved, stored, gone, done, held = {}, {}, {}, {}, {}, {}, {}
 local index = {}
@@ -197,7 +198,8 @@ for i = 4, #ARGV, 2 do
     redis.call('HDEL', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
     redis.call('ZADD', KEYS[4], now, id)
-    cost = cost + math.max(tonumber(ARGV[i + 1]), 0)
+    local actual = tonumber(ARGV[i + 1])
+    if finite(actual) and actual > 0 then cost = cost + actual end  -- a NaN would lose the batch's other costs
     settled = settled + 1
   end
 end
