@@ -529,3 +529,42 @@ def test_a_price_no_finite_number_is_a_config_error(field: str) -> None:
     model = {"provider": "openai", "input_price": 1.0, "output_price": 2.0, field: math.inf}
     with pytest.raises(ConfigError, match=field):
         parse_config({"models": {"m": model}})
+
+
+def test_a_script_error_sends_no_give_back_for_the_script_that_wrote_nothing(prefix: str) -> None:
+    """The key's `:held` is no hash (another writer): the reserve fails with an error reply before its first write,
+    so no give-back is queued (before, a settle went to every budget, failed on the broken key and was kept for
+    the replay, retried for DONE_KEEP_S)."""
+    from switchman.state._redis_budget_lua import RESERVE, SETTLE_MANY
+
+    async def main() -> None:
+        sources: list[str] = []
+        link, _ = await _link(prefix, sources)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        await link.run(lambda r: r.set(f"{_key(link, KEY)}:held", "garbage"))
+        local = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        assert local.held and not isinstance(local, SharedReservation)
+        local.release()
+        await budgets.drain()
+        assert sources[0] == RESERVE and SETTLE_MANY not in sources
+        assert not budgets._unsent
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_settle_cost_no_finite_number_loses_none_of_its_batchs_other_costs(prefix: str) -> None:
+    """One batch settles two reservations, one with a NaN cost: the other's cost is counted (before, the batch's sum
+    became NaN and nothing was added)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        one = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+        two = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+        one.settle(0.2)
+        two.settle(math.nan)
+        await budgets.drain()
+        assert await _in_redis(link, AGENT) == (pytest.approx(0.2), 0.0, {})
+        await link.aclose()
+
+    anyio.run(main)

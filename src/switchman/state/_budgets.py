@@ -59,7 +59,7 @@ from .._exceptions import BudgetLimitError
 from .._streaks import OnceLog
 from ..ledger import BudgetManager, Period, Reservation, period_bounds
 from ._redis_budget_lua import FAIL, KEEP, REBUILD, REPAIR, RESERVE, SETTLE_MANY, UNKNOWN
-from ._redis_link import RedisLink, RedisUnavailable
+from ._redis_link import RedisLink, RedisRefused, RedisUnavailable
 
 __all__ = ["SharedBudgets"]
 
@@ -312,6 +312,10 @@ class SharedBudgets:
                     refused = group[int(index) - 1], float(spent), float(reserved)
                     return await self._decider(holds, groups[len(taken) + 1:], refused, rid, amount, model, first)
                 taken.append(group)
+        except RedisRefused:  # an error reply: the script failed before its first write (only the slots before took)
+            if taken:
+                self._give_back(taken, rid, amount, first=first)
+            raise
         except BaseException:
             # The call that failed may have run in Redis: a new reservation is released everywhere it may be.
             self._give_back([list(holds)] if first else taken, rid, amount, first=first)
