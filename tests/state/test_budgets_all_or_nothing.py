@@ -495,7 +495,8 @@ def test_a_non_finite_estimate_is_refused_and_leaves_the_budget_enforced(prefix:
         if shared:
             assert (await _in_redis(link, AGENT))[:2] == (0.0, pytest.approx(0.4))
         held.release()
-        await getattr(budgets, "drain", anyio.sleep)(0)
+        if isinstance(budgets, SharedBudgets):
+            await budgets.drain()
         await link.aclose()
 
     anyio.run(main)
@@ -561,10 +562,30 @@ def test_a_settle_cost_no_finite_number_loses_none_of_its_batchs_other_costs(pre
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         one = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
         two = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+        assert isinstance(two, SharedReservation)
         one.settle(0.2)
-        two.settle(math.nan)
+        budgets.settle(two._holds, two.id, math.nan)  # (the script's own guard: a reservation counts its estimate)
         await budgets.drain()
         assert await _in_redis(link, AGENT) == (pytest.approx(0.2), 0.0, {})
+        await link.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_an_actual_cost_no_finite_number_counts_the_estimate(prefix: str, shared: bool) -> None:
+    """A settle whose cost is NaN counts the reservation's estimate: the budget stays enforced (before, the local
+    spend became NaN and every later check passed; Redis counted $0)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets: BudgetManager | SharedBudgets = SharedBudgets(BudgetManager([AGENT]), link) if shared else (
+            BudgetManager([AGENT]))
+        (await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)).settle(math.nan)
+        if isinstance(budgets, SharedBudgets):
+            await budgets.drain()
+        with pytest.raises(BudgetLimitError) as refused:
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.7)
+        assert refused.value.spent_usd == pytest.approx(0.4)
         await link.aclose()
 
     anyio.run(main)

@@ -111,8 +111,9 @@ class Reservation:
 
     def settle(self, actual_usd: float) -> None:
         """Replace the estimate with the actual cost (idempotent: a second call does nothing)."""
-        if self._manager is not None and not self._done:
-            self._manager._finish(self, actual_usd)
+        if self._manager is not None and not self._done:  # a cost no number counts the estimate (a NaN spend
+            actual = actual_usd if math.isfinite(actual_usd) else self.estimated_usd  # would pass every check)
+            self._manager._finish(self, actual)
 
     def release(self) -> None:
         """Drop the reservation without charging anything (the call failed before any cost)."""

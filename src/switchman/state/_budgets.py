@@ -172,7 +172,8 @@ class SharedReservation(Reservation):
         """Replace what Redis holds for this reservation with the actual cost (idempotent, here and in Redis)."""
         if not self._done:
             self._done = True
-            self._shared.settle(self._holds, self.id, max(actual_usd, 0.0))
+            actual = actual_usd if math.isfinite(actual_usd) else self.estimated_usd  # a cost no number: the estimate
+            self._shared.settle(self._holds, self.id, max(actual, 0.0))
 
     def release(self) -> None:
         """Drop the reservation without charging anything."""
