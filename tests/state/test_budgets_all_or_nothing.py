@@ -5,6 +5,7 @@ earlier slots took given back when a later one refuses. Read back from Redis, no
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 
@@ -375,6 +376,216 @@ def test_a_growth_of_a_reservation_past_its_deadline_holds_the_growth_alone(pref
             assert await _in_redis(link, budget) == (0.0, pytest.approx(0.2), {held.id.encode(): b"0.2"}), budget
         held.release()
         await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def _route_sharing_a_slot_with(key: str) -> str:
+    """A route name whose budget's keys hash to the slot of `key`'s (the hash tag alone decides the slot)."""
+    from redis.crc import key_slot
+
+    target = key_slot(key.encode())
+    return next(f"r{n}" for n in range(10**6) if key_slot(f"{{budget:route:r{n}}}".encode()) == target)
+
+
+@pytest.mark.parametrize("on_exceed", ["reject", "downgrade"])
+def test_per_slot_budgets_not_adjacent_in_one_slot_keep_the_order_the_local_check_decides_in(
+        prefix: str, on_exceed: str) -> None:
+    """Agent and route budgets on one Cluster slot, the key's between them on another: the key's budget, before the
+    route's in the order budgets apply, decides the refusal (or downgrade) as the local check does (before, the
+    agent's and route's were one script, run before the key's: the route's decided)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        agent = BudgetConfig(scope="agent", name="a", usd=1.0)
+        route = _route_sharing_a_slot_with(_key(link, agent))
+        extra: dict[str, str] = {}
+        defs = [agent]
+        for scope, name, to in (("key", "k", "cheap"), ("route", route, "cheaper")):
+            if on_exceed == "downgrade":
+                extra = {"on_exceed": "downgrade", "downgrade_to": to}
+            defs.append(BudgetConfig(scope=scope, name=name, usd=0.1, **extra))  # type: ignore[arg-type]
+        budgets = SharedBudgets(BudgetManager(defs), link)
+        budgets.per_slot = True
+        local = BudgetManager(defs)
+
+        async def decide(manager: BudgetManager | SharedBudgets) -> str:
+            try:
+                found = await manager.areserve(agent="a", key_id="k", route=route, estimated_usd=0.5, model="big")
+            except BudgetLimitError as refused:
+                return f"refused by {refused.scope}"
+            return f"downgrade to {found.downgrade_to}"
+
+        expected = "downgrade to cheap" if on_exceed == "downgrade" else "refused by key"
+        assert await decide(local) == await decide(budgets) == expected
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_per_slot_a_refusal_gives_the_earlier_slots_hold_back_before_the_downgraded_retry(prefix: str) -> None:
+    """The key's budget (a later slot) downgrades a request the agent's fits: the gateway retries at once with the
+    downgrade model, and the agent's budget no longer holds the first estimate — the retry is held, as by the local
+    check and on a single Redis (before, the give-back waited for the next settle batch and the retry was refused)."""
+    agent = BudgetConfig(scope="agent", name="a", usd=1.0)
+    key = BudgetConfig(scope="key", name="k", usd=0.1, on_exceed="downgrade", downgrade_to="cheap")
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([agent, key]), link)
+        budgets.per_slot = True
+        first = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.8, model="big")
+        assert first.downgrade_to == "cheap" and not first.held
+        assert await _in_redis(link, agent) == (0.0, 0.0, {})  # read right away: nothing held for it
+        retry = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3, model="cheap")
+        assert isinstance(retry, SharedReservation)
+        retry.release()
+        await budgets.drain()
+        assert await _in_redis(link, agent) == (0.0, 0.0, {})
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_large_amounts_are_stored_exactly_and_decide_as_the_local_check(prefix: str) -> None:
+    """Past $100k, 14 significant digits (Lua's tostring) lose more than the 1e-9 slack: held amounts and `reserved`
+    are stored with 17 (a double exactly), so a request that fits exactly is held as by the local check (before,
+    the stored hold rounded up by 4e-9 and Redis refused it)."""
+    big = BudgetConfig(scope="agent", name="p", usd=200000.0)
+    first, second = 123456.789012346, 200000.0 - 123456.789012346  # (tostring: 123456.78901235)
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([big]), link)
+        local = BudgetManager([big])
+        held = [await manager.areserve(agent="p", key_id=None, route=None, estimated_usd=first)
+                for manager in (local, budgets)]
+        assert isinstance(held[1], SharedReservation)
+        _, reserved, holds = await _in_redis(link, big)
+        assert (reserved, {rid: float(amount) for rid, amount in holds.items()}) == (first, {held[1].id.encode(): first})
+        for manager in (local, budgets):
+            assert (await manager.areserve(agent="p", key_id=None, route=None, estimated_usd=second)).held
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("estimate", [math.nan, math.inf])
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_non_finite_estimate_is_refused_and_leaves_the_budget_enforced(prefix: str, estimate: float,
+                                                                         shared: bool) -> None:
+    """A NaN or infinite estimate (a price no number) is refused, holds nothing, and the budget still refuses what
+    does not fit (before, a NaN was held: `reserved` became NaN and every later check passed, locally and in
+    Redis). A growth to it is refused too."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets: BudgetManager | SharedBudgets = BudgetManager([AGENT])
+        if shared:
+            budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        with pytest.raises(BudgetLimitError):
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=estimate)
+        held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)
+        assert held.held and not await held.aresize(estimate) and not held.resize(estimate)
+        with pytest.raises(BudgetLimitError):
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=5.0)
+        assert [reserved for _, _, reserved in BudgetManager.usage(budgets.local if shared else budgets)] == (
+            [0.0] if shared else [pytest.approx(0.4)])
+        if shared:
+            assert (await _in_redis(link, AGENT))[:2] == (0.0, pytest.approx(0.4))
+        held.release()
+        if isinstance(budgets, SharedBudgets):
+            await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("amount", ["nan", "inf", "-nan"])
+def test_the_reserve_script_refuses_an_amount_no_finite_number_and_writes_nothing(prefix: str, amount: str) -> None:
+    """The script's own guard (another caller, an old replica): a NaN or infinite amount is refused, nothing held
+    (before, `amount >= 0` was false for NaN and the NaN was held)."""
+    from switchman.state._budgets import _keys
+    from switchman.state._redis_budget_lua import RESERVE
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        key = _key(link, AGENT)
+        ok, index, _, _ = await link.eval(RESERVE, _keys(key), [amount, "r1", 60_000, 1, 1.0, 3600, 1])
+        assert (int(ok), int(index)) == (0, 1)
+        assert await link.run(lambda r: r.exists(*_keys(key))) == 0
+        await link.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("field", ["input_price", "output_price", "cached_input_price"])
+def test_a_price_no_finite_number_is_a_config_error(field: str) -> None:
+    """`.inf` passed `ge=0`: every estimate of the model was infinite (refused by every budget, or before, a NaN
+    from inf * 0 tokens let it through)."""
+    from switchman._config import parse_config
+    from switchman._exceptions import ConfigError
+
+    model = {"provider": "openai", "input_price": 1.0, "output_price": 2.0, field: math.inf}
+    with pytest.raises(ConfigError, match=field):
+        parse_config({"models": {"m": model}})
+
+
+def test_a_script_error_sends_no_give_back_for_the_script_that_wrote_nothing(prefix: str) -> None:
+    """The key's `:held` is no hash (another writer): the reserve fails with an error reply before its first write,
+    so no give-back is queued (before, a settle went to every budget, failed on the broken key and was kept for
+    the replay, retried for DONE_KEEP_S)."""
+    from switchman.state._redis_budget_lua import RESERVE, SETTLE_MANY
+
+    async def main() -> None:
+        sources: list[str] = []
+        link, _ = await _link(prefix, sources)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        await link.run(lambda r: r.set(f"{_key(link, KEY)}:held", "garbage"))
+        local = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+        assert local.held and not isinstance(local, SharedReservation)
+        local.release()
+        await budgets.drain()
+        assert sources[0] == RESERVE and SETTLE_MANY not in sources
+        assert not budgets._unsent
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_settle_cost_no_finite_number_loses_none_of_its_batchs_other_costs(prefix: str) -> None:
+    """One batch settles two reservations, one with a NaN cost: the other's cost is counted (before, the batch's sum
+    became NaN and nothing was added)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        one = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+        two = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
+        assert isinstance(two, SharedReservation)
+        one.settle(0.2)
+        budgets.settle(two._holds, two.id, math.nan)  # (the script's own guard: a reservation counts its estimate)
+        await budgets.drain()
+        assert await _in_redis(link, AGENT) == (pytest.approx(0.2), 0.0, {})
+        await link.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_an_actual_cost_no_finite_number_counts_the_estimate(prefix: str, shared: bool) -> None:
+    """A settle whose cost is NaN counts the reservation's estimate: the budget stays enforced (before, the local
+    spend became NaN and every later check passed; Redis counted $0)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets: BudgetManager | SharedBudgets = SharedBudgets(BudgetManager([AGENT]), link) if shared else (
+            BudgetManager([AGENT]))
+        (await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)).settle(math.nan)
+        if isinstance(budgets, SharedBudgets):
+            await budgets.drain()
+        with pytest.raises(BudgetLimitError) as refused:
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.7)
+        assert refused.value.spent_usd == pytest.approx(0.4)
         await link.aclose()
 
     anyio.run(main)

@@ -29,6 +29,7 @@ the gateway calls the coroutines `areserve` and `Reservation.aresize` for that r
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -94,7 +95,10 @@ class Reservation:
         changed, when a budget cannot take the increase. Always True when no budget holds the reservation."""
         if self._manager is None or self._done:
             return True
-        return self._manager._resize(self, max(estimated_usd, 0.0), model or self._model)
+        estimate = max(estimated_usd, 0.0)
+        if not math.isfinite(estimate):  # held, a NaN would disable the budget
+            return False
+        return self._manager._resize(self, estimate, model or self._model)
 
     async def aresize(self, estimated_usd: float, *, model: str | None = None) -> bool:
         """`resize`, as a coroutine (a shared store checks the increase in Redis)."""
@@ -107,8 +111,9 @@ class Reservation:
 
     def settle(self, actual_usd: float) -> None:
         """Replace the estimate with the actual cost (idempotent: a second call does nothing)."""
-        if self._manager is not None and not self._done:
-            self._manager._finish(self, actual_usd)
+        if self._manager is not None and not self._done:  # a cost no number counts the estimate (a NaN spend
+            actual = actual_usd if math.isfinite(actual_usd) else self.estimated_usd  # would pass every check)
+            self._manager._finish(self, actual)
 
     def release(self) -> None:
         """Drop the reservation without charging anything (the call failed before any cost)."""
@@ -281,6 +286,12 @@ class BudgetManager:
         estimate = max(estimated_usd, 0.0)
         with self._lock:
             now = self._clock()
+            if not math.isfinite(estimate):  # refused (not downgraded): held, a NaN would disable the budget
+                first_state = states[0]
+                first_state.roll(now)
+                raise BudgetLimitError(first_state.budget, spent_usd=first_state.spent,
+                                       reserved_usd=first_state.reserved, estimated_usd=estimate,
+                                       resets_at=first_state.end)
             over: list[_BudgetState] = []
             for state in states:
                 state.roll(now)

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import os
 import time
 import uuid
@@ -58,7 +59,7 @@ from .._exceptions import BudgetLimitError
 from .._streaks import OnceLog
 from ..ledger import BudgetManager, Period, Reservation, period_bounds
 from ._redis_budget_lua import FAIL, KEEP, REBUILD, REPAIR, RESERVE, SETTLE_MANY, UNKNOWN
-from ._redis_link import RedisLink, RedisUnavailable
+from ._redis_link import RedisLink, RedisRefused, RedisUnavailable
 
 __all__ = ["SharedBudgets"]
 
@@ -146,9 +147,9 @@ class SharedReservation(Reservation):
 
     def resize(self, estimated_usd: float, *, model: str | None = None) -> bool:
         """Synchronously only a decrease can be held (a growth needs Redis: use `aresize`)."""
-        if self._done or estimated_usd > self.estimated_usd:
-            return self._done
-        return True  # the smaller estimate is given back when the reservation is settled
+        if self._done:
+            return True
+        return max(estimated_usd, 0.0) <= self.estimated_usd  # (False for a NaN too)  # the smaller estimate is given back when the reservation is settled
 
     async def aresize(self, estimated_usd: float, *, model: str | None = None) -> bool:
         """Hold `estimated_usd` instead, checked in Redis (by the local check while Redis is down); False and
@@ -157,6 +158,8 @@ class SharedReservation(Reservation):
             return True
         model = model or self._model
         estimate = max(estimated_usd, 0.0)
+        if not math.isfinite(estimate):  # held, a NaN would disable the budget
+            return False
         delta = estimate - self.estimated_usd
         if delta <= 0:
             return True
@@ -169,7 +172,8 @@ class SharedReservation(Reservation):
         """Replace what Redis holds for this reservation with the actual cost (idempotent, here and in Redis)."""
         if not self._done:
             self._done = True
-            self._shared.settle(self._holds, self.id, max(actual_usd, 0.0))
+            actual = actual_usd if math.isfinite(actual_usd) else self.estimated_usd  # a cost no number: the estimate
+            self._shared.settle(self._holds, self.id, max(actual, 0.0))
 
     def release(self) -> None:
         """Drop the reservation without charging anything."""
@@ -231,7 +235,7 @@ class SharedBudgets:
         budgets = self.local.applying(agent=agent, key_id=key_id, route=route)
         if not budgets:
             return Reservation(None, (), estimated_usd)
-        if not self.link.up:
+        if not self.link.up or not math.isfinite(estimated_usd):  # the local check refuses a NaN, holding nothing
             return self.reserve(agent=agent, key_id=key_id, route=route, estimated_usd=estimated_usd, model=model)
         now, estimate, rid = self._clock(), max(estimated_usd, 0.0), _IDS.next()
         holds: list[_Hold] = []
@@ -255,10 +259,15 @@ class SharedBudgets:
             return [list(holds)]
         from redis.crc import key_slot
 
-        slots: dict[int, list[_Hold]] = {}
-        for hold in holds:
-            slots.setdefault(key_slot(hold[0].encode()), []).append(hold)
-        return list(slots.values())
+        groups: list[list[_Hold]] = []
+        last = -1
+        for hold in holds:  # runs of one slot, in order: a script's first over its limit is the first overall
+            slot = key_slot(hold[0].encode())
+            if slot != last:
+                groups.append([])
+                last = slot
+            groups[-1].append(hold)
+        return groups
 
     async def _hold(
         self, group: Sequence[_Hold], rid: str, amount: float, model: str | None, *, hold: bool = True,
@@ -297,10 +306,17 @@ class SharedBudgets:
                     unknown = group[int(index) - 1][0]
                     break
                 if not int(ok):
+                    if first and taken:  # given back now: the caller's next reserve (a downgrade) must not see it
+                        await asyncio.gather(*(self._hold(g, rid, -amount, None) for g in taken),
+                                             return_exceptions=True)
                     self._give_back(taken, rid, amount, first=first)
                     refused = group[int(index) - 1], float(spent), float(reserved)
                     return await self._decider(holds, groups[len(taken) + 1:], refused, rid, amount, model, first)
                 taken.append(group)
+        except RedisRefused:  # an error reply: the script failed before its first write (only the slots before took)
+            if taken:
+                self._give_back(taken, rid, amount, first=first)
+            raise
         except BaseException:
             # The call that failed may have run in Redis: a new reservation is released everywhere it may be.
             self._give_back([list(holds)] if first else taken, rid, amount, first=first)

@@ -34,6 +34,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function finite(x)
   return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge
 end
+local function num(x)  -- a double as text exactly (tostring keeps 14 digits): the shortest of 15..17 digits
+  for digits = 15, 16 do
+    local s = string.format('%.' .. digits .. 'g', x)
+    if tonumber(s) == x then return s end
+  end
+  return string.format('%.17g', x)
+end
 local function spent_of(b)
   local spent = tonumber(redis.call('HGET', KEYS[b + 1], 'spent') or '0')
   if finite(spent) then return spent end
@@ -71,8 +78,8 @@ local function expire_all(b, ttl)
   for i = 1, 4 do redis.call('EXPIRE', KEYS[b + i], ttl) end
 end
 """
-# The settle's and the rebuild's start: one budget's `spent` and `reserved`, `%s` what a spend no number calls for.
-_ONE_BUDGET = _FUNCTIONS + """
+# The settle's and the rebuild's start (after _FUNCTIONS): one budget's `spent` and `reserved`, `%s` what a spend no number calls for.
+_ONE_BUDGET = """
 local spent = spent_of(0)
 if spent == nil then
   %s
@@ -103,6 +110,7 @@ UNKNOWN = -1
 #: writer made of another type) runs before the first write: a failing script has written nothing.
 RESERVE = _FUNCTIONS + """
 local amount, id, hold_ms, hold = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+if not finite(amount) then return {0, 1, '0', '0'} end  -- held, a NaN would disable the budget: refused
 local n = #KEYS / 4
 local first, spent, reserved, stored, gone, done, held = {}, {}, {}, {}, {}, {}, {}
 local index = {}
@@ -138,11 +146,11 @@ if refused > 0 or not hold then
   for i = 1, n do  -- what the sweep dropped (no key made, none kept longer)
     if reserved[i] ~= nil then
       drop(4 * (i - 1), gone[i])
-      if reserved[i] ~= stored[i] then redis.call('HSET', KEYS[4 * i - 3], 'reserved', tostring(reserved[i])) end
+      if reserved[i] ~= stored[i] then redis.call('HSET', KEYS[4 * i - 3], 'reserved', num(reserved[i])) end
     end
   end
   if refused == 0 then return {1, 0, '0', '0'} end
-  return {0, refused, tostring(spent[first[refused]]), tostring(reserved[first[refused]])}
+  return {0, refused, num(spent[first[refused]]), num(reserved[first[refused]])}
 end
 for i = 1, n do  -- still reads only: every held amount (each budget was read above)
   if first[i] == i and not done[i] then
@@ -163,12 +171,12 @@ for i = 1, n do
         redis.call('ZREM', KEYS[b + 3], id)
         now_held = 0
       else
-        redis.call('HSET', KEYS[b + 2], id, tostring(now_held))
+        redis.call('HSET', KEYS[b + 2], id, num(now_held))
         redis.call('ZADD', KEYS[b + 3], now + hold_ms, id)
       end
       reserved[i] = settled_reserved(b, reserved[i] + now_held - held[i])
     end
-    redis.call('HSET', KEYS[b + 1], 'reserved', tostring(reserved[i]))
+    redis.call('HSET', KEYS[b + 1], 'reserved', num(reserved[i]))
     expire_all(b, ARGV[3 * i + 3])
   end
 end
@@ -181,7 +189,7 @@ return {1, 0, '0', '0'}
 #: cost is added with 17 significant digits (a double exactly; Lua's tostring keeps 14). The replay (REPAIR, KEEP)
 #: of ids all settled already leaves the keys' TTLs as they were (its TTL is the longest: it would keep a period's
 #: keys a month); the batched settle (FAIL) renews them on every flush.
-SETTLE_MANY = _ONE_BUDGET % _ON_UNKNOWN + """
+SETTLE_MANY = _FUNCTIONS + _ONE_BUDGET % _ON_UNKNOWN + """
 local settled, cost = 0, 0
 for i = 4, #ARGV, 2 do
   local id = ARGV[i]
@@ -190,12 +198,13 @@ for i = 4, #ARGV, 2 do
     redis.call('HDEL', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
     redis.call('ZADD', KEYS[4], now, id)
-    cost = cost + math.max(tonumber(ARGV[i + 1]), 0)
+    local actual = tonumber(ARGV[i + 1])
+    if finite(actual) and actual > 0 then cost = cost + actual end  -- a NaN would lose the batch's other costs
     settled = settled + 1
   end
 end
 reserved = settled_reserved(0, reserved)
-redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
+redis.call('HSET', KEYS[1], 'reserved', num(reserved))
 if cost > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', string.format('%.17g', cost)) end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[3]))
 if settled > 0 or ARGV[1] == 'fail' then expire_all(0, ARGV[2]) end
@@ -204,9 +213,9 @@ return settled
 
 #: ARGV: on unknown (REPAIR, KEEP), the ledger's spend, ttl_s. Raises `spent` to the ledger's; reservations are
 #: left as they are.
-REBUILD = _ONE_BUDGET % _ON_UNKNOWN + """
+REBUILD = _FUNCTIONS + _ONE_BUDGET % _ON_UNKNOWN + """
 if tonumber(ARGV[2]) > spent then redis.call('HSET', KEYS[1], 'spent', ARGV[2]) end
-redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
+redis.call('HSET', KEYS[1], 'reserved', num(reserved))
 expire_all(0, ARGV[3])
 return 1
 """

@@ -79,6 +79,7 @@ from ._redis_client import async_client, failures, is_cluster, shown_redis_url
 from ._redis_wire import (
     Pipe,
     Queued,
+    RedisRefused,
     RedisUnavailable,
     Trip,
     check_internals,
@@ -86,7 +87,7 @@ from ._redis_wire import (
     reason,
 )
 
-__all__ = ["RedisLink", "RedisUnavailable"]
+__all__ = ["RedisLink", "RedisRefused", "RedisUnavailable"]
 
 logger = logging.getLogger("switchman.state")
 
@@ -351,6 +352,10 @@ class RedisLink:
                 self.errors += 1  # this call fails; the link stays up unless nothing answers for stall_s
             else:
                 self._down(exc)
+            from redis.exceptions import ResponseError
+
+            if isinstance(exc, ResponseError):  # an error reply (a Cluster's script): it ran, up to its error
+                raise RedisRefused(self.display_url) from None
             raise RedisUnavailable(self.display_url) from None
         self._answered = time.monotonic()
         return result

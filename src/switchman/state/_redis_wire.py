@@ -22,7 +22,7 @@ from ._redis_client import failures
 if TYPE_CHECKING:
     from ._redis_link import RedisLink
 
-__all__ = ["Pipe", "Queued", "RedisUnavailable", "Trip", "check_internals", "missing_internals",
+__all__ = ["Pipe", "Queued", "RedisRefused", "RedisUnavailable", "Trip", "check_internals", "missing_internals",
            "no_maint_notifications", "pack", "reason"]
 
 #: A call waiting for its turn's round trip: the command, the script source of an EVALSHA, the caller's future.
@@ -31,6 +31,10 @@ Queued = tuple[tuple[Any, ...], str | None, "asyncio.Future[Any]"]
 
 class RedisUnavailable(Exception):  # noqa: N818  (a state, not a bug: callers fall back to local state)
     """Redis did not answer in time, failed, or the link is down: use this process's own state."""
+
+
+class RedisRefused(RedisUnavailable):
+    """Redis answered the call with an error reply: it ran (a script up to its error), unlike a timeout's unknown."""
 
 
 def no_maint_notifications(cluster: bool) -> dict[str, Any]:
@@ -185,7 +189,7 @@ class Trip:
             self.link.errors += 1  # a command Redis refused
             self.link._log_refused(call, reply)  # noqa: SLF001
             if not future.done():  # else its caller was cancelled
-                future.set_exception(RedisUnavailable(str(reply)))
+                future.set_exception(RedisRefused(str(reply)))
         elif not future.done():
             future.set_result(reply)
 
