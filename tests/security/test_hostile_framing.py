@@ -257,3 +257,33 @@ def test_a_large_chat_decision_that_fails_in_its_thread_keeps_its_ledger_row(
         gateway.ledger.flush_sync(timeout=5)
         rows = [r for r in gateway.ledger.records() if r.request_id == "chat-broken-1"]
         assert len(rows) == 1 and rows[0].status == "error" and rows[0].error == "a bug in deciding", rows
+
+
+def _get_of(size: int, sep: bytes) -> bytes:
+    """A GET /health head of exactly `size` bytes, its headers written `name<sep>value`."""
+    base = b"GET /health HTTP/1.1\r\nhost" + sep + b"test\r\nx-pad" + sep + b"\r\n\r\n"
+    head = base.replace(b"x-pad" + sep, b"x-pad" + sep + b"p" * (size - len(base)))
+    assert len(head) == size
+    return head
+
+
+@pytest.mark.parametrize(("sep", "under", "statuses"), [
+    (b": ", 0, [200] * 4), (b": ", 1, [200] * 4), (b":", 0, [200] * 4), (b":", 1, [200] * 4),
+    (b":", -1, [200, 431]),  # written the least the parser takes, the estimate is exact
+])
+def test_pipelined_heads_at_the_cap_are_counted_exactly(tight: tuple[Gateway, ServerThread], sep: bytes,
+                                                        under: int, statuses: list[int]) -> None:
+    """Heads of the cap's size (or a byte under it) pipelined in one read are all served; a byte over is a 431.
+    The pipelined ones are measured from the parser's pieces: that estimate must not exceed the bytes sent (it
+    leaves out the optional spaces around values)."""
+    _, server = tight
+    head = _get_of(2048 - under, sep)
+    last = _get_of(2048 - under, sep).replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\nconnection: close\r\n", 1)
+    last = last.replace(b"p" * len(b"connection: close\r\n"), b"", 1)
+    sock = connect(server.port)
+    try:
+        sock.sendall(_get_of(2048, sep) + head * 2 + last)
+        answers = _answers_until_closed(sock)
+    finally:
+        sock.close()
+    assert [status for status, _ in answers] == statuses, answers

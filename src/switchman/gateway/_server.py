@@ -339,8 +339,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(400, "invalid_http_request", f"malformed HTTP request: {exc}")
 
     def _parsed_head_bytes(self) -> int:
-        """The size of the head being parsed, from its pieces (the request line's fixed parts estimated)."""
-        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) + 20
+        """The size of the head being parsed, from its pieces: a lower bound (never a false 431).
+
+        The least the parser accepts around them: `METHOD SP target SP HTTP/1.1 CRLF`, `name:value CRLF` per header
+        (whitespace around a value is not in it) and the final CRLF.
+        """
+        fixed = len(self.parser.get_method() or b"") + 14
+        return len(self.url) + sum(len(name) + len(value) + 3 for name, value in self.headers) + fixed
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
