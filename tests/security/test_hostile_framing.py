@@ -287,3 +287,20 @@ def test_pipelined_heads_at_the_cap_are_counted_exactly(tight: tuple[Gateway, Se
     finally:
         sock.close()
     assert [status for status, _ in answers] == statuses, answers
+
+
+def test_a_header_line_in_progress_at_the_end_of_a_read_counts(tight: tuple[Gateway, ServerThread]) -> None:
+    """A pipelined head whose read ends inside a 100 KB header line: the parser reports that line only when the next
+    begins, in the next read; the bytes of the head that read held count all the same."""
+    _, server = tight
+    small = _head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    sock = connect(server.port)
+    try:
+        sock.sendall(small + b"GET /health HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 100_000)
+        first = read_response(sock)
+        sock.sendall(b"\r\nx-end: 1\r\n\r\n")
+        second = read_response(sock)
+    finally:
+        sock.close()
+    assert first.status == 200 and not first.closed, first
+    assert second.status == 431 and second.closed, second

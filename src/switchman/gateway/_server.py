@@ -315,10 +315,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._reading_head:
             if self._deadline is None:
                 self._arm(self.limits.header_timeout_s, self._head_too_slow)
-            if self._mid_read:  # a head begun after another request in the last read: what of it was read counts
-                self._mid_read = False
-                if self._in_message:
-                    self._head_bytes = self._parsed_head_bytes()
             seen = self._head_bytes + len(data)
             if seen > self.limits.max_header_bytes:
                 end = data.find(_HEAD_END)  # only the part up to the head's end counts
@@ -337,6 +333,22 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(400, "invalid_http_request", "malformed HTTP request: the request target cannot be read")
         except httptools.HttpParserError as exc:
             self._refuse(400, "invalid_http_request", f"malformed HTTP request: {exc}")
+        else:
+            if self._mid_read and self._reading_head and self._in_message:
+                # The read ended inside a head begun after another request in it: what of it this read holds counts
+                # (its pieces would miss the header line in progress, reported only when the next one begins).
+                self._mid_read = False
+                self._head_bytes = len(data) - self._head_start(data)
+
+    def _head_start(self, data: bytes) -> int:
+        """Where in `data` the head being read began, or an earlier offset (counting more, never less).
+
+        The head has no blank line yet, so it began after the last one in `data`; its first bytes are its method and
+        target as parsed. The first such bytes after that blank line are its start (or earlier bytes of a body)."""
+        blank = data.rfind(_HEAD_END)
+        low = 0 if blank < 0 else blank + len(_HEAD_END)
+        start = data.find(b"%s %s" % (self.parser.get_method() or b"", bytes(self.url)), low)
+        return low if start < 0 else start
 
     def _parsed_head_bytes(self) -> int:
         """The size of the head being parsed, from its pieces: a lower bound (never a false 431).
