@@ -304,3 +304,22 @@ def test_a_header_line_in_progress_at_the_end_of_a_read_counts(tight: tuple[Gate
         sock.close()
     assert first.status == 200 and not first.closed, first
     assert second.status == 431 and second.closed, second
+
+
+@pytest.mark.parametrize("split", [-1, -2, -3])
+def test_a_head_whose_end_spans_two_reads_is_not_refused_for_its_body(tight: tuple[Gateway, ServerThread],
+                                                                       split: int) -> None:
+    """The blank line ending a head, split across two reads, the second bringing a 5 KB body: the head is under the
+    cap, the body does not count."""
+    _, server = tight
+    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "p" * 5000}]})
+    head = _head("/v1/chat/completions", f"content-length: {len(body)}".encode())
+    sock = connect(server.port)
+    try:
+        sock.sendall(head[:split])
+        time.sleep(0.2)  # two reads (what is asserted does not depend on it: a single read is served too)
+        sock.sendall(head[split:] + body)
+        response = read_response(sock)
+    finally:
+        sock.close()
+    assert response.status == 200, response

@@ -192,6 +192,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._in_message = False  # between a request's first byte and its body's end (`self.url` is its target)
         self._head_bytes = 0
+        self._head_tail = b""  # the last bytes of the head's previous read (its end, `\r\n\r\n`, may span two)
         self._mid_read = False  # the request being read began in a read after another request ended in it
         self._deadline: TimerHandle | None = None
         self._write_deadline: TimerHandle | None = None
@@ -316,14 +317,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             if self._deadline is None:
                 self._arm(self.limits.header_timeout_s, self._head_too_slow)
             seen = self._head_bytes + len(data)
-            if seen > self.limits.max_header_bytes:
-                end = data.find(_HEAD_END)  # only the part up to the head's end counts
-                if end < 0 or self._head_bytes + end + len(_HEAD_END) > self.limits.max_header_bytes:
-                    self._refuse(431, "request_header_too_large",
-                                 f"the request line and headers exceed {self.limits.max_header_bytes} bytes",
-                                 head=data if self._head_bytes == 0 else b"")
-                    return
+            if seen > self.limits.max_header_bytes and self._over_cap(data):
+                self._refuse(431, "request_header_too_large",
+                             f"the request line and headers exceed {self.limits.max_header_bytes} bytes",
+                             head=data if self._head_bytes == 0 else b"")
+                return
             self._head_bytes = seen
+            self._head_tail = data[-3:]
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -339,6 +339,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 # (its pieces would miss the header line in progress, reported only when the next one begins).
                 self._mid_read = False
                 self._head_bytes = len(data) - self._head_start(data)
+                self._head_tail = data[-3:]
+
+    def _over_cap(self, data: bytes) -> bool:
+        """Whether the head being read, with `data`, exceeds the cap: only the part up to the head's end counts
+        (a body may follow in the read), and that end may have begun in the head's previous read."""
+        tail = self._head_tail if self._head_bytes else b""
+        end = (tail + data).find(_HEAD_END) if tail else data.find(_HEAD_END)
+        return end < 0 or self._head_bytes + end - len(tail) + len(_HEAD_END) > self.limits.max_header_bytes
 
     def _head_start(self, data: bytes) -> int:
         """Where in `data` the head being read began, or an earlier offset (counting more, never less).
