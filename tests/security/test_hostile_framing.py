@@ -323,3 +323,32 @@ def test_a_head_whose_end_spans_two_reads_is_not_refused_for_its_body(tight: tup
     finally:
         sock.close()
     assert response.status == 200, response
+
+
+def _chunked_with_trailer(trailer: bytes) -> bytes:
+    return (_head("/v1/chat/completions", b"transfer-encoding: chunked") + b"%x\r\n" % len(_CHAT) + _CHAT
+            + b"\r\n0\r\n" + trailer + b"\r\n\r\n")
+
+
+def test_a_chunked_body_s_trailers_are_not_request_headers(tight: tuple[Gateway, ServerThread]) -> None:
+    """A trailer naming a switchman header (here with a value the gateway refuses as a header) changes nothing."""
+    _, server = tight
+    sock = connect(server.port)
+    try:
+        sock.sendall(_chunked_with_trailer(b"x-switchman-escalate: maybe"))
+        response = read_response(sock)
+    finally:
+        sock.close()
+    assert response.status == 200, response
+
+
+def test_trailers_over_the_head_cap_are_refused(tight: tuple[Gateway, ServerThread]) -> None:
+    """Trailers are header lines: together they count against the head cap."""
+    _, server = tight
+    sock = connect(server.port)
+    try:
+        sock.sendall(_chunked_with_trailer(b"x-t: " + b"a" * 100_000))
+        response = read_response(sock)
+    finally:
+        sock.close()
+    assert response.status == 431 and response.closed, response

@@ -382,6 +382,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self.app = app
         else:
             super().on_headers_complete()  # what it raises (e.g. a path it cannot decode) surfaces as a parser error
+        self.headers = []  # the request's are in its scope: trailers, parsed as headers later, land here, not there
         if self.cycle is not None:
             if self.cycle.waiting_for_100_continue:
                 _close_if_answered_unasked(self.cycle)
@@ -404,7 +405,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._disarm()
         self._reading_head = True
         self._in_message = False
+        if self.headers and self._trailers_over_cap():
+            raise httptools.HttpParserError("trailers over the cap")  # refused: the parser reads no further
         super().on_message_complete()
+
+    def _trailers_over_cap(self) -> bool:
+        """Whether a chunked body's trailers exceed the head cap (then refused with a 431). They are dropped: uvicorn
+        would add them to the request's headers after the app read those."""
+        size = sum(len(name) + len(value) + 3 for name, value in self.headers)
+        if size <= self.limits.max_header_bytes:
+            return False
+        self._refuse(431, "request_header_too_large",
+                     f"the chunked body's trailers exceed {self.limits.max_header_bytes} bytes")
+        return True
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
