@@ -352,3 +352,29 @@ def test_trailers_over_the_head_cap_are_refused(tight: tuple[Gateway, ServerThre
     finally:
         sock.close()
     assert response.status == 431 and response.closed, response
+
+
+def test_an_answer_before_100_continue_lets_the_client_finish_sending(tight: tuple[Gateway, ServerThread]) -> None:
+    """A client that sends its body without waiting for `100 Continue`, while the early answer closes the connection:
+    the close lingers (reading and dropping the body), so the client's sending ends without a reset."""
+    _, server = tight
+    body = b"x" * 16_000_000  # more than the socket buffers hold: the server must read it
+    sock = connect(server.port)
+    errors: list[BaseException] = []
+
+    def send_body() -> None:
+        try:
+            sock.sendall(body)
+        except OSError as exc:
+            errors.append(exc)
+
+    try:
+        sock.sendall(_head("/v1/chat/completions", b"expect: 100-continue", f"content-length: {len(body)}".encode()))
+        sender = threading.Thread(target=send_body)
+        sender.start()
+        sender.join(20)
+        response = read_response(sock)
+    finally:
+        sock.close()
+    assert not errors, errors
+    assert response.status == 413 and response.closed, response  # over the body cap: answered at once

@@ -6,7 +6,7 @@ half-sent requests could take every file descriptor. `GuardedHttpProtocol` is th
 
 - a connection cap: beyond `max_connections` a new connection gets a JSON 503 and is closed;
 - a head cap: a request line + headers over `max_header_bytes` gets a 431 (each request's: one pipelined
-  behind another in the same read is counted from what the parser read of it);
+  behind another in the same read is counted from what the parser read of it, never more than was sent);
 - a head deadline: a request whose head is not complete `header_timeout_s` after its first byte
   (or after the connection opened) gets a 408;
 - a body deadline: a body not complete `body_timeout_s` after its head gets a 408 (or the
@@ -18,7 +18,10 @@ half-sent requests could take every file descriptor. `GuardedHttpProtocol` is th
 - malformed requests (bad Content-Length, Content-Length with Transfer-Encoding, unknown methods)
   answered with the OpenAI error envelope instead of uvicorn's plain text;
 - an answer given before a request's body was asked for while the client waits for `100 Continue` closes the
-  connection: the client may then send the body or not, so the next bytes could be either (a desync).
+  connection: the client may then send the body or not, so the next bytes could be either (a desync). The close
+  lingers (what the client still sends is read and dropped for a moment), so a client sending its body is not reset;
+- a chunked body's trailers are not added to the request's headers (uvicorn would, after the app read them) and
+  count against the head cap.
 
 And one saving: fewer, larger writes. A response's head goes out with the first piece of its body
 (one send system call and one wake-up of the client instead of two), and a stream's pieces written
@@ -36,6 +39,7 @@ import logging
 import resource
 import urllib.parse
 from asyncio.events import TimerHandle
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httptools
@@ -89,15 +93,18 @@ def _path_of(target: bytes) -> str:
     return urllib.parse.unquote(path.decode("latin-1")) if path else ""
 
 
-def _close_if_answered_unasked(cycle: RequestResponseCycle) -> None:
+def _close_if_answered_unasked(cycle: RequestResponseCycle, writer: _CoalescedWrites, linger: Callable[[], None]
+                               ) -> None:
     """Make an answer that starts before the request's body was asked for (no `100 Continue` sent) close the
     connection. The client waiting for `100 Continue` may skip the body or send it: kept alive, the server would
-    take the next request's first bytes for the body (or the body for a request), so the two would disagree."""
+    take the next request's first bytes for the body (or the body for a request), so the two would disagree.
+    The close lingers (`linger`): a client sending its body would otherwise get a reset, and may lose the answer."""
     send = cycle.send
 
     async def send_closing(message: Any) -> None:
         if not cycle.response_started and cycle.waiting_for_100_continue and cycle.more_body:
             cycle.keep_alive = False  # uvicorn then adds `connection: close` and closes after the answer
+            writer.on_close = linger
         await send(message)
 
     cycle.send = send_closing  # type: ignore[method-assign]
@@ -113,7 +120,7 @@ class _CoalescedWrites:
     Whatever is held goes out at the next turn at the latest, or before the connection is closed.
     """
 
-    __slots__ = ("_cycle", "_loop", "_pending", "_started", "_transport")
+    __slots__ = ("_cycle", "_loop", "_pending", "_started", "_transport", "on_close")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle, loop: asyncio.AbstractEventLoop
                  ) -> None:
@@ -122,6 +129,7 @@ class _CoalescedWrites:
         self._loop = loop
         self._pending: list[bytes] | None = None
         self._started = False
+        self.on_close: Callable[[], None] | None = None  # how uvicorn's close ends the connection, if not at once
 
     def write(self, data: bytes) -> None:
         pending = self._pending
@@ -159,7 +167,10 @@ class _CoalescedWrites:
 
     def close(self) -> None:
         self.flush()
-        self._transport.close()
+        if self.on_close is not None:
+            self.on_close()
+        else:
+            self._transport.close()
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
@@ -263,6 +274,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                                           path=self._target(head)))
         if not linger:
             self.transport.close()
+            return
+        self._linger()
+
+    def _linger(self) -> None:
+        """End the connection after what was written: the write side first, then, after reading and dropping what
+        the client still sends for a moment (a close with unread bytes would reset it), the rest."""
+        self._refused = True  # `data_received` drops what comes
+        if self.transport.is_closing():
             return
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -384,9 +403,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             super().on_headers_complete()  # what it raises (e.g. a path it cannot decode) surfaces as a parser error
         self.headers = []  # the request's are in its scope: trailers, parsed as headers later, land here, not there
         if self.cycle is not None:
-            if self.cycle.waiting_for_100_continue:
-                _close_if_answered_unasked(self.cycle)
             writer = _CoalescedWrites(self.transport, self.cycle, self.loop)
+            if self.cycle.waiting_for_100_continue:
+                _close_if_answered_unasked(self.cycle, writer, self._linger)
             self._writers = [w for w in self._writers if w.holding or not w.done] + [writer]
             self.cycle.transport = writer  # type: ignore[assignment]
         self._served += 1
