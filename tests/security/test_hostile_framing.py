@@ -257,3 +257,124 @@ def test_a_large_chat_decision_that_fails_in_its_thread_keeps_its_ledger_row(
         gateway.ledger.flush_sync(timeout=5)
         rows = [r for r in gateway.ledger.records() if r.request_id == "chat-broken-1"]
         assert len(rows) == 1 and rows[0].status == "error" and rows[0].error == "a bug in deciding", rows
+
+
+def _get_of(size: int, sep: bytes) -> bytes:
+    """A GET /health head of exactly `size` bytes, its headers written `name<sep>value`."""
+    base = b"GET /health HTTP/1.1\r\nhost" + sep + b"test\r\nx-pad" + sep + b"\r\n\r\n"
+    head = base.replace(b"x-pad" + sep, b"x-pad" + sep + b"p" * (size - len(base)))
+    assert len(head) == size
+    return head
+
+
+@pytest.mark.parametrize(("sep", "under", "statuses"), [
+    (b": ", 0, [200] * 4), (b": ", 1, [200] * 4), (b":", 0, [200] * 4), (b":", 1, [200] * 4),
+    (b":", -1, [200, 431]),  # written the least the parser takes, the estimate is exact
+])
+def test_pipelined_heads_at_the_cap_are_counted_exactly(tight: tuple[Gateway, ServerThread], sep: bytes,
+                                                        under: int, statuses: list[int]) -> None:
+    """Heads of the cap's size (or a byte under it) pipelined in one read are all served; a byte over is a 431.
+    The pipelined ones are measured from the parser's pieces: that estimate must not exceed the bytes sent (it
+    leaves out the optional spaces around values)."""
+    _, server = tight
+    head = _get_of(2048 - under, sep)
+    last = _get_of(2048 - under, sep).replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\nconnection: close\r\n", 1)
+    last = last.replace(b"p" * len(b"connection: close\r\n"), b"", 1)
+    sock = connect(server.port)
+    try:
+        sock.sendall(_get_of(2048, sep) + head * 2 + last)
+        answers = _answers_until_closed(sock)
+    finally:
+        sock.close()
+    assert [status for status, _ in answers] == statuses, answers
+
+
+def test_a_header_line_in_progress_at_the_end_of_a_read_counts(tight: tuple[Gateway, ServerThread]) -> None:
+    """A pipelined head whose read ends inside a 100 KB header line: the parser reports that line only when the next
+    begins, in the next read; the bytes of the head that read held count all the same."""
+    _, server = tight
+    small = _head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    sock = connect(server.port)
+    try:
+        sock.sendall(small + b"GET /health HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 100_000)
+        first = read_response(sock)
+        sock.sendall(b"\r\nx-end: 1\r\n\r\n")
+        second = read_response(sock)
+    finally:
+        sock.close()
+    assert first.status == 200 and not first.closed, first
+    assert second.status == 431 and second.closed, second
+
+
+@pytest.mark.parametrize("split", [-1, -2, -3])
+def test_a_head_whose_end_spans_two_reads_is_not_refused_for_its_body(tight: tuple[Gateway, ServerThread],
+                                                                       split: int) -> None:
+    """The blank line ending a head, split across two reads, the second bringing a 5 KB body: the head is under the
+    cap, the body does not count."""
+    _, server = tight
+    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "p" * 5000}]})
+    head = _head("/v1/chat/completions", f"content-length: {len(body)}".encode())
+    sock = connect(server.port)
+    try:
+        sock.sendall(head[:split])
+        time.sleep(0.2)  # two reads (what is asserted does not depend on it: a single read is served too)
+        sock.sendall(head[split:] + body)
+        response = read_response(sock)
+    finally:
+        sock.close()
+    assert response.status == 200, response
+
+
+def _chunked_with_trailer(trailer: bytes) -> bytes:
+    return (_head("/v1/chat/completions", b"transfer-encoding: chunked") + b"%x\r\n" % len(_CHAT) + _CHAT
+            + b"\r\n0\r\n" + trailer + b"\r\n\r\n")
+
+
+def test_a_chunked_body_s_trailers_are_not_request_headers(tight: tuple[Gateway, ServerThread]) -> None:
+    """A trailer naming a switchman header (here with a value the gateway refuses as a header) changes nothing."""
+    _, server = tight
+    sock = connect(server.port)
+    try:
+        sock.sendall(_chunked_with_trailer(b"x-switchman-escalate: maybe"))
+        response = read_response(sock)
+    finally:
+        sock.close()
+    assert response.status == 200, response
+
+
+def test_trailers_over_the_head_cap_are_refused(tight: tuple[Gateway, ServerThread]) -> None:
+    """Trailers are header lines: together they count against the head cap."""
+    _, server = tight
+    sock = connect(server.port)
+    try:
+        sock.sendall(_chunked_with_trailer(b"x-t: " + b"a" * 100_000))
+        response = read_response(sock)
+    finally:
+        sock.close()
+    assert response.status == 431 and response.closed, response
+
+
+def test_an_answer_before_100_continue_lets_the_client_finish_sending(tight: tuple[Gateway, ServerThread]) -> None:
+    """A client that sends its body without waiting for `100 Continue`, while the early answer closes the connection:
+    the close lingers (reading and dropping the body), so the client's sending ends without a reset."""
+    _, server = tight
+    body = b"x" * 16_000_000  # more than the socket buffers hold: the server must read it
+    sock = connect(server.port)
+    errors: list[BaseException] = []
+
+    def send_body() -> None:
+        try:
+            sock.sendall(body)
+        except OSError as exc:
+            errors.append(exc)
+
+    try:
+        sock.sendall(_head("/v1/chat/completions", b"expect: 100-continue", f"content-length: {len(body)}".encode()))
+        sender = threading.Thread(target=send_body)
+        sender.start()
+        sender.join(20)
+        response = read_response(sock)
+    finally:
+        sock.close()
+    assert not errors, errors
+    assert response.status == 413 and response.closed, response  # over the body cap: answered at once

@@ -6,7 +6,7 @@ half-sent requests could take every file descriptor. `GuardedHttpProtocol` is th
 
 - a connection cap: beyond `max_connections` a new connection gets a JSON 503 and is closed;
 - a head cap: a request line + headers over `max_header_bytes` gets a 431 (each request's: one pipelined
-  behind another in the same read is counted from what the parser read of it);
+  behind another in the same read is counted from what the parser read of it, never more than was sent);
 - a head deadline: a request whose head is not complete `header_timeout_s` after its first byte
   (or after the connection opened) gets a 408;
 - a body deadline: a body not complete `body_timeout_s` after its head gets a 408 (or the
@@ -18,7 +18,10 @@ half-sent requests could take every file descriptor. `GuardedHttpProtocol` is th
 - malformed requests (bad Content-Length, Content-Length with Transfer-Encoding, unknown methods)
   answered with the OpenAI error envelope instead of uvicorn's plain text;
 - an answer given before a request's body was asked for while the client waits for `100 Continue` closes the
-  connection: the client may then send the body or not, so the next bytes could be either (a desync).
+  connection: the client may then send the body or not, so the next bytes could be either (a desync). The close
+  lingers (what the client still sends is read and dropped for a moment), so a client sending its body is not reset;
+- a chunked body's trailers are not added to the request's headers (uvicorn would, after the app read them) and
+  count against the head cap.
 
 And one saving: fewer, larger writes. A response's head goes out with the first piece of its body
 (one send system call and one wake-up of the client instead of two), and a stream's pieces written
@@ -36,6 +39,7 @@ import logging
 import resource
 import urllib.parse
 from asyncio.events import TimerHandle
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httptools
@@ -89,15 +93,18 @@ def _path_of(target: bytes) -> str:
     return urllib.parse.unquote(path.decode("latin-1")) if path else ""
 
 
-def _close_if_answered_unasked(cycle: RequestResponseCycle) -> None:
+def _close_if_answered_unasked(cycle: RequestResponseCycle, writer: _CoalescedWrites, linger: Callable[[], None]
+                               ) -> None:
     """Make an answer that starts before the request's body was asked for (no `100 Continue` sent) close the
     connection. The client waiting for `100 Continue` may skip the body or send it: kept alive, the server would
-    take the next request's first bytes for the body (or the body for a request), so the two would disagree."""
+    take the next request's first bytes for the body (or the body for a request), so the two would disagree.
+    The close lingers (`linger`): a client sending its body would otherwise get a reset, and may lose the answer."""
     send = cycle.send
 
     async def send_closing(message: Any) -> None:
         if not cycle.response_started and cycle.waiting_for_100_continue and cycle.more_body:
             cycle.keep_alive = False  # uvicorn then adds `connection: close` and closes after the answer
+            writer.on_close = linger
         await send(message)
 
     cycle.send = send_closing  # type: ignore[method-assign]
@@ -113,7 +120,7 @@ class _CoalescedWrites:
     Whatever is held goes out at the next turn at the latest, or before the connection is closed.
     """
 
-    __slots__ = ("_cycle", "_loop", "_pending", "_started", "_transport")
+    __slots__ = ("_cycle", "_loop", "_pending", "_started", "_transport", "on_close")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle, loop: asyncio.AbstractEventLoop
                  ) -> None:
@@ -122,6 +129,7 @@ class _CoalescedWrites:
         self._loop = loop
         self._pending: list[bytes] | None = None
         self._started = False
+        self.on_close: Callable[[], None] | None = None  # how uvicorn's close ends the connection, if not at once
 
     def write(self, data: bytes) -> None:
         pending = self._pending
@@ -159,7 +167,10 @@ class _CoalescedWrites:
 
     def close(self) -> None:
         self.flush()
-        self._transport.close()
+        if self.on_close is not None:
+            self.on_close()
+        else:
+            self._transport.close()
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
@@ -192,6 +203,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._in_message = False  # between a request's first byte and its body's end (`self.url` is its target)
         self._head_bytes = 0
+        self._head_tail = b""  # the last bytes of the head's previous read (its end, `\r\n\r\n`, may span two)
         self._mid_read = False  # the request being read began in a read after another request ended in it
         self._deadline: TimerHandle | None = None
         self._write_deadline: TimerHandle | None = None
@@ -263,6 +275,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if not linger:
             self.transport.close()
             return
+        self._linger()
+
+    def _linger(self) -> None:
+        """End the connection after what was written: the write side first, then, after reading and dropping what
+        the client still sends for a moment (a close with unread bytes would reset it), the rest."""
+        self._refused = True  # `data_received` drops what comes
+        if self.transport.is_closing():
+            return
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self._arm(_LINGER_S, self.transport.close)
@@ -315,19 +335,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._reading_head:
             if self._deadline is None:
                 self._arm(self.limits.header_timeout_s, self._head_too_slow)
-            if self._mid_read:  # a head begun after another request in the last read: what of it was read counts
-                self._mid_read = False
-                if self._in_message:
-                    self._head_bytes = self._parsed_head_bytes()
             seen = self._head_bytes + len(data)
-            if seen > self.limits.max_header_bytes:
-                end = data.find(_HEAD_END)  # only the part up to the head's end counts
-                if end < 0 or self._head_bytes + end + len(_HEAD_END) > self.limits.max_header_bytes:
-                    self._refuse(431, "request_header_too_large",
-                                 f"the request line and headers exceed {self.limits.max_header_bytes} bytes",
-                                 head=data if self._head_bytes == 0 else b"")
-                    return
+            if seen > self.limits.max_header_bytes and self._over_cap(data):
+                self._refuse(431, "request_header_too_large",
+                             f"the request line and headers exceed {self.limits.max_header_bytes} bytes",
+                             head=data if self._head_bytes == 0 else b"")
+                return
             self._head_bytes = seen
+            self._head_tail = data[-3:]
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -337,10 +352,39 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(400, "invalid_http_request", "malformed HTTP request: the request target cannot be read")
         except httptools.HttpParserError as exc:
             self._refuse(400, "invalid_http_request", f"malformed HTTP request: {exc}")
+        else:
+            if self._mid_read and self._reading_head and self._in_message:
+                # The read ended inside a head begun after another request in it: what of it this read holds counts
+                # (its pieces would miss the header line in progress, reported only when the next one begins).
+                self._mid_read = False
+                self._head_bytes = len(data) - self._head_start(data)
+                self._head_tail = data[-3:]
+
+    def _over_cap(self, data: bytes) -> bool:
+        """Whether the head being read, with `data`, exceeds the cap: only the part up to the head's end counts
+        (a body may follow in the read), and that end may have begun in the head's previous read."""
+        tail = self._head_tail if self._head_bytes else b""
+        end = (tail + data).find(_HEAD_END) if tail else data.find(_HEAD_END)
+        return end < 0 or self._head_bytes + end - len(tail) + len(_HEAD_END) > self.limits.max_header_bytes
+
+    def _head_start(self, data: bytes) -> int:
+        """Where in `data` the head being read began, or an earlier offset (counting more, never less).
+
+        The head has no blank line yet, so it began after the last one in `data`; its first bytes are its method and
+        target as parsed. The first such bytes after that blank line are its start (or earlier bytes of a body)."""
+        blank = data.rfind(_HEAD_END)
+        low = 0 if blank < 0 else blank + len(_HEAD_END)
+        start = data.find(b"%s %s" % (self.parser.get_method() or b"", bytes(self.url)), low)
+        return low if start < 0 else start
 
     def _parsed_head_bytes(self) -> int:
-        """The size of the head being parsed, from its pieces (the request line's fixed parts estimated)."""
-        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) + 20
+        """The size of the head being parsed, from its pieces: a lower bound (never a false 431).
+
+        The least the parser accepts around them: `METHOD SP target SP HTTP/1.1 CRLF`, `name:value CRLF` per header
+        (whitespace around a value is not in it) and the final CRLF.
+        """
+        fixed = len(self.parser.get_method() or b"") + 14
+        return len(self.url) + sum(len(name) + len(value) + 3 for name, value in self.headers) + fixed
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
@@ -357,10 +401,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self.app = app
         else:
             super().on_headers_complete()  # what it raises (e.g. a path it cannot decode) surfaces as a parser error
+        self.headers = []  # the request's are in its scope: trailers, parsed as headers later, land here, not there
         if self.cycle is not None:
-            if self.cycle.waiting_for_100_continue:
-                _close_if_answered_unasked(self.cycle)
             writer = _CoalescedWrites(self.transport, self.cycle, self.loop)
+            if self.cycle.waiting_for_100_continue:
+                _close_if_answered_unasked(self.cycle, writer, self._linger)
             self._writers = [w for w in self._writers if w.holding or not w.done] + [writer]
             self.cycle.transport = writer  # type: ignore[assignment]
         self._served += 1
@@ -379,7 +424,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._disarm()
         self._reading_head = True
         self._in_message = False
+        if self.headers and self._trailers_over_cap():
+            raise httptools.HttpParserError("trailers over the cap")  # refused: the parser reads no further
         super().on_message_complete()
+
+    def _trailers_over_cap(self) -> bool:
+        """Whether a chunked body's trailers exceed the head cap (then refused with a 431). They are dropped: uvicorn
+        would add them to the request's headers after the app read those."""
+        size = sum(len(name) + len(value) + 3 for name, value in self.headers)
+        if size <= self.limits.max_header_bytes:
+            return False
+        self._refuse(431, "request_header_too_large",
+                     f"the chunked body's trailers exceed {self.limits.max_header_bytes} bytes")
+        return True
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
