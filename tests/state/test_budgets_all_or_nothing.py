@@ -589,3 +589,27 @@ def test_an_actual_cost_no_finite_number_counts_the_estimate(prefix: str, shared
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_a_move_to_the_downgrade_model_that_holds_no_more_is_remembered_as_by_the_local_check(prefix: str) -> None:
+    """A reservation moved to a budget's downgrade model at the same estimate, then grown without naming a model:
+    the growth is for that model, which the budget lets through, in Redis as in the local check (before, the shared
+    reservation forgot a move that held no more, and Redis refused the growth the local check held)."""
+    down = BudgetConfig(scope="agent", name="a", usd=0.25, on_exceed="downgrade", downgrade_to="cheap")
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([down]), link)
+        local = BudgetManager([down])
+        answers = []
+        for reservation in (local.reserve(agent="a", key_id=None, route=None, estimated_usd=0.2, model="big"),
+                            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2,
+                                                   model="big")):
+            assert await reservation.aresize(0.2, model="cheap")
+            answers.append(await reservation.aresize(0.3))
+            reservation.release()
+        assert answers == [True, True]
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)

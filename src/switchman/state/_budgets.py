@@ -161,7 +161,8 @@ class SharedReservation(Reservation):
         if not math.isfinite(estimate):  # held, a NaN would disable the budget
             return False
         delta = estimate - self.estimated_usd
-        if delta <= 0:
+        if delta <= 0:  # holds no more (Redis keeps the larger hold): the model it moved to is remembered, as the
+            self._model = model  # local check does, so a later growth is checked for that model
             return True
         if not await self._shared.grow(self._holds, self.id, delta, estimate, model):
             return False
