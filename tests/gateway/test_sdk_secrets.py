@@ -231,6 +231,17 @@ def test_scrubbed_cleans_an_os_errors_file_names() -> None:
     assert ODD_KEY not in exception_text(ours) and "[redacted]" in exception_text(ours)
 
 
+def test_scrubbed_drops_a_held_requests_query_a_key_the_scrubber_does_not_know_may_be_in() -> None:
+    """A request held by a foreign exception is shown by where it went, without its URL's query: an Azure-style
+    `?api-key=` the scrubber was not told of (an embedder's, a proxy's) stays out."""
+    ours = UpstreamError("cheap: upstream failed", model="cheap")
+    request = httpx.Request("POST", "https://x.openai.azure.com/openai/deployments/d/chat?api-key=unlisted-s3cret")
+    ours.__cause__ = httpx.ConnectError("connection refused", request=request)
+    scrubbed(ours, Scrubber([ODD_KEY]))
+    text = exception_text(ours)
+    assert "unlisted-s3cret" not in text and "x.openai.azure.com/openai/deployments/d/chat" in text
+
+
 def test_exception_text_reads_a_long_chain() -> None:
     """A chain longer than the recursion limit (retries each raising from the last) is read whole."""
     error: BaseException = ValueError(f"first {ODD_KEY}")

@@ -18,6 +18,7 @@ from typing import TypeVar
 import orjson
 from starlette.responses import Response
 
+from .._urls import shown_url
 from .._exceptions import (
     BudgetExceededError,
     CallerLimitError,
@@ -268,7 +269,7 @@ def _clean(value: object, scrub: Callable[[str], str], found: list[BaseException
         return make(items) if make is not None else tuple(items) if isinstance(value, tuple) else items
     try:
         if hasattr(value, "headers") and hasattr(value, "url"):  # a request or a response: where it went
-            return scrub(f"{type(value).__name__}({value.url!s})")
+            return scrub(f"{type(value).__name__}({shown_url(str(value.url))})")  # no query: `?api-key=` there
         return scrub(str(value))
     except Exception:  # noqa: BLE001 - an object that cannot print holds nothing the caller can read
         return f"<{type(value).__name__}>"
