@@ -29,6 +29,21 @@ def tight(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
         yield running
 
 
+def _answer(server: ServerThread, data: bytes) -> Any:
+    """The first answer to `data` sent on a new raw connection."""
+    sock = connect(server.port)
+    try:
+        sock.sendall(data)
+        return read_response(sock)
+    finally:
+        sock.close()
+
+
+def _chat_with(*lines: bytes) -> bytes:
+    """A small chat request with these header lines."""
+    return _head("/v1/chat/completions", *lines, f"content-length: {len(_CHAT)}".encode()) + _CHAT
+
+
 @pytest.mark.parametrize("request_head", [
     _head("/v1/chat/completions", b"expect: 100-continue", b"content-length: 50", b"content-encoding: gzip"),
     _head("/v1/nope", b"expect: 100-continue", b"content-length: 50"),
@@ -37,13 +52,7 @@ def test_an_answer_before_100_continue_closes_the_connection(tight: tuple[Gatewa
                                                              request_head: bytes) -> None:
     """The client never got `100 Continue`, so it may skip the body: kept alive, the next request's first 50 bytes
     would be read as this one's body (a desync)."""
-    _, server = tight
-    sock = connect(server.port)
-    try:
-        sock.sendall(request_head)
-        response = read_response(sock)
-    finally:
-        sock.close()
+    response = _answer(tight[1], request_head)
     assert response.status in (404, 415), response
     assert response.headers.get("connection") == "close" and response.closed, response
 
@@ -69,13 +78,7 @@ def test_an_early_answer_to_a_body_sent_without_waiting_keeps_the_connection(
 ])
 def test_every_content_encoding_line_counts(tight: tuple[Gateway, ServerThread], lines: list[bytes],
                                             named: str) -> None:
-    _, server = tight
-    sock = connect(server.port)
-    try:
-        sock.sendall(_head("/v1/chat/completions", *lines, f"content-length: {len(_CHAT)}".encode()) + _CHAT)
-        response = read_response(sock)
-    finally:
-        sock.close()
+    response = _answer(tight[1], _chat_with(*lines))
     assert response.status == 415, response
     assert f"'{named}'" in response.json()["error"]["message"], response
 
@@ -83,13 +86,7 @@ def test_every_content_encoding_line_counts(tight: tuple[Gateway, ServerThread],
 @pytest.mark.parametrize("lines", [[b"content-encoding: identity, identity"],
                                    [b"content-encoding: identity", b"content-encoding: IDENTITY"]])
 def test_identity_listed_twice_is_no_encoding(tight: tuple[Gateway, ServerThread], lines: list[bytes]) -> None:
-    _, server = tight
-    sock = connect(server.port)
-    try:
-        sock.sendall(_head("/v1/chat/completions", *lines, f"content-length: {len(_CHAT)}".encode()) + _CHAT)
-        response = read_response(sock)
-    finally:
-        sock.close()
+    response = _answer(tight[1], _chat_with(*lines))
     assert response.status == 200, response
 
 

@@ -292,16 +292,22 @@ def test_a_later_budget_whose_held_amounts_are_no_hash_leaves_no_hold_in_redis(p
     anyio.run(main)
 
 
-def test_a_spend_no_number_sends_no_give_back_for_the_script_that_wrote_nothing(prefix: str) -> None:
-    """A reserve answered UNKNOWN wrote nothing: no settle is queued for it (before, a give-back went to every
-    budget, and its settles were written, or kept for the replay, for a request never held)."""
+@pytest.mark.parametrize("broken", ["spent", "held"])
+def test_a_reserve_that_wrote_nothing_sends_no_give_back(prefix: str, broken: str) -> None:
+    """A reserve that wrote nothing queues no settle for it (before, a give-back went to every budget, and its
+    settles were written, or kept for the replay and retried for DONE_KEEP_S, for a request never held): the key's
+    spend is no number (answered UNKNOWN), or its `:held` is no hash (another writer's: an error reply before the
+    script's first write)."""
     from switchman.state._redis_budget_lua import RESERVE, SETTLE_MANY
 
     async def main() -> None:
         sources: list[str] = []
         link, _ = await _link(prefix, sources)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
-        await link.run(lambda r: r.hset(_key(link, KEY), "spent", "abc"))
+        if broken == "spent":
+            await link.run(lambda r: r.hset(_key(link, KEY), "spent", "abc"))
+        else:
+            await link.run(lambda r: r.set(f"{_key(link, KEY)}:held", "garbage"))
         local = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
         assert local.held and not isinstance(local, SharedReservation)
         local.release()
@@ -530,28 +536,6 @@ def test_a_price_no_finite_number_is_a_config_error(field: str) -> None:
     model = {"provider": "openai", "input_price": 1.0, "output_price": 2.0, field: math.inf}
     with pytest.raises(ConfigError, match=field):
         parse_config({"models": {"m": model}})
-
-
-def test_a_script_error_sends_no_give_back_for_the_script_that_wrote_nothing(prefix: str) -> None:
-    """The key's `:held` is no hash (another writer): the reserve fails with an error reply before its first write,
-    so no give-back is queued (before, a settle went to every budget, failed on the broken key and was kept for
-    the replay, retried for DONE_KEEP_S)."""
-    from switchman.state._redis_budget_lua import RESERVE, SETTLE_MANY
-
-    async def main() -> None:
-        sources: list[str] = []
-        link, _ = await _link(prefix, sources)
-        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
-        await link.run(lambda r: r.set(f"{_key(link, KEY)}:held", "garbage"))
-        local = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
-        assert local.held and not isinstance(local, SharedReservation)
-        local.release()
-        await budgets.drain()
-        assert sources[0] == RESERVE and SETTLE_MANY not in sources
-        assert not budgets._unsent
-        await link.aclose()
-
-    anyio.run(main)
 
 
 def test_a_settle_cost_no_finite_number_loses_none_of_its_batchs_other_costs(prefix: str) -> None:
