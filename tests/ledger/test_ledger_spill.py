@@ -24,9 +24,10 @@ import pytest
 from ledger_support import TcpProxy, pg_url_for, wait_until
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from test_ledger_prometheus import samples, value
 from test_ledger_writer import make_records
 
-from switchman.ledger import Ledger, LedgerRecord, _db
+from switchman.ledger import Ledger, LedgerRecord, Metrics, _db
 from switchman.ledger._spill import Claim, SpillDir
 
 LOG = "switchman.ledger"
@@ -101,6 +102,9 @@ def test_rows_spilled_at_close_are_replayed_exactly_once_at_the_next_start(
     second = replay(open_ledger, sqlite_url, spill_dir)
     assert files(spill_dir) == []
     assert second.records() == records  # every field as recorded, request id and time included
+    exposed = [samples(Metrics(ledger=ledger)) for ledger in (first, second)]  # an operator sees both in /metrics
+    assert [value(found, "switchman_ledger_spilled_rows_total") for found in exposed] == [25, 0]
+    assert [value(found, "switchman_ledger_replayed_rows_total") for found in exposed] == [0, 25]
     assert rollup_requests(second) == 25  # the rollups got them too, in the same transactions
     replay(open_ledger, sqlite_url, spill_dir)  # a third start finds nothing to replay
     assert second.count() == 25

@@ -13,7 +13,7 @@ and budget scopes; never a key, key id, key name, secret or prompt text)::
     switchman_cache_requests_total{result}           hit or miss, cacheable requests only
     switchman_deployment_requests_total{deployment,status}   requests a deployment answered or failed last
     switchman_decision_seconds                       histogram, policy + strategy
-    switchman_ledger_queued_rows, switchman_ledger_{written,dropped,discarded}_rows_total,
+    switchman_ledger_queued_rows, switchman_ledger_{written,dropped,discarded,spilled,replayed}_rows_total,
     switchman_ledger_write_errors_total              when a Ledger is attached
 
 One process keeps its series in memory. Several worker processes (`switchman serve --workers N`)
@@ -62,6 +62,8 @@ class _LedgerCollector(Collector):
             ("written_rows", stats.written, "Ledger rows written"),
             ("dropped_rows", stats.dropped, "Ledger rows dropped because the in-memory queue was full"),
             ("discarded_rows", stats.discarded, "Ledger rows the database refused as invalid"),
+            ("spilled_rows", stats.spilled, "Ledger rows a close could not write, put in a spill file"),
+            ("replayed_rows", stats.replayed, "Ledger rows written from an earlier close's spill file"),
             ("write_errors", stats.write_errors, "Failed ledger writes (retried)"),
         ):
             yield CounterMetricFamily(f"switchman_ledger_{name}", doc, value=value)
