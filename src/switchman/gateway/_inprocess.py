@@ -19,10 +19,10 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["InProcessClient"]
 
 logger = logging.getLogger("switchman.sdk")
+
+_T = TypeVar("_T")
 
 #: Seconds `close()` waits for in-flight work and the ledger when the interpreter exits.
 EXIT_TIMEOUT_S = 10.0
@@ -299,45 +301,39 @@ class InProcessClient:
 
     def chat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
         """The answer to these messages (blocks until it arrives)."""
-        body, context = self._request(messages, **options)
-        try:
-            with portal_running():
-                completion: Completion = self._portal.call(self._runtime.complete, body, context)
-        except SwitchmanError as exc:
-            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
-        return completion
+        return self._called(self._runtime.complete, *self._request(messages, **options))
 
     def stream(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> StreamFeed:
         """The answer's stream, opened (blocks until the first chunk has arrived)."""
-        body, context = self._request(messages, stream=True, **options)
-        try:
-            with portal_running():
-                feed: StreamFeed = self._portal.call(self._runtime.open_stream, body, context)
-        except SwitchmanError as exc:
-            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
-        return feed
+        return self._called(self._runtime.open_stream, *self._request(messages, stream=True, **options))
 
     async def achat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
         """`chat` awaited from the caller's event loop."""
-        body, context = self._request(messages, **options)
-        with portal_running():
-            future = self._portal.start_task_soon(self._runtime.complete, body, context)
-        try:
-            completion: Completion = await asyncio.wrap_future(future)
-        except SwitchmanError as exc:
-            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
-        return completion
+        return await self._awaited(self._runtime.complete, *self._request(messages, **options))
 
     async def astream(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> StreamFeed:
         """`stream` awaited from the caller's event loop."""
-        body, context = self._request(messages, stream=True, **options)
-        with portal_running():
-            future = self._portal.start_task_soon(self._runtime.open_stream, body, context)
+        return await self._awaited(self._runtime.open_stream, *self._request(messages, stream=True, **options))
+
+    # Both scrub in a plain try/except: a contextmanager would re-attach the loop thread's traceback on the way out.
+    def _called(self, work: Callable[[dict[str, Any], RequestContext], Awaitable[_T]], body: dict[str, Any],
+                context: RequestContext) -> _T:
+        """`work` run on the client's loop and waited for here; a SwitchmanError scrubbed (no key, no loop frames)."""
         try:
-            feed: StreamFeed = await asyncio.wrap_future(future)
+            with portal_running():
+                return self._portal.call(work, body, context)
         except SwitchmanError as exc:
             raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
-        return feed
+
+    async def _awaited(self, work: Callable[[dict[str, Any], RequestContext], Awaitable[_T]], body: dict[str, Any],
+                       context: RequestContext) -> _T:
+        """`_called`, awaited from the caller's own event loop."""
+        with portal_running():
+            future = self._portal.start_task_soon(work, body, context)
+        try:
+            return await asyncio.wrap_future(future)
+        except SwitchmanError as exc:
+            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
 
     def check_thread(self) -> None:
         """RuntimeError on the client's own loop thread, where `close` would wait for ever."""
