@@ -100,8 +100,9 @@ class _Stream:
             self._pending.extend(chunks)
             return
         self._finish()
-        if self._feed.error is not None:
-            raise self._feed.error
+        error = self._feed.error  # (scrubbed at each read: read once)
+        if error is not None:
+            raise error
 
     def _finish(self) -> bool:
         """Mark the stream ended; True if it was still open."""

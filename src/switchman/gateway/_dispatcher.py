@@ -194,6 +194,11 @@ class Dispatcher(Admitter):
         """`decide`, with a large request's share of the work done in a worker thread, off the event loop."""
         if not _offloaded(body, context):
             return self.decide(body, context)
+        return await self._adecide_offloaded(body, context)
+
+    async def _adecide_offloaded(self, body: Mapping[str, Any], context: RequestContext
+                                 ) -> tuple[RouteRequest, Decision]:
+        """`decide` in a large-request worker thread (the caller found the request large)."""
         started = self.clock()
         request, decision = await run_offloaded(
             self._decide_core, body, context, self.balancer.unhealthy_models(), dict(self.balancer.live_ttft()))
@@ -249,7 +254,7 @@ class Dispatcher(Admitter):
             return await self._begin(body, context, pull=self.sessions.shares(session), lookup=lookup)
         await self.sessions.pull(session)  # shared by every replica
         try:
-            request, decision = await self.adecide(body, context)
+            request, decision = await self._adecide_offloaded(body, context)
         except Exception as exc:  # noqa: BLE001 -- a refusal, or a bug: `_begin` raises it again and records it
             error = exc
 

@@ -173,7 +173,7 @@ class StreamFeed:
 
     async def cut(self) -> None:
         """`stop` for the Router's close: the reader's next read raises RouterClosedError, not a quiet end."""
-        self._cut = True
+        self.mark_cut()
         await self.stop()
 
     def mark_cut(self) -> None:

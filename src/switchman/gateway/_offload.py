@@ -19,7 +19,7 @@ import anyio.to_thread
 
 from ._ledger_threads import _per_loop
 
-__all__ = ["OFFLOAD_BYTES", "OFFLOAD_THREADS", "offload_limiter", "run_offloaded"]
+__all__ = ["OFFLOAD_BYTES", "OFFLOAD_THREADS", "run_offloaded"]
 
 #: Request bodies larger than this (bytes) are parsed and decided in a worker thread, whatever their text:
 #: counting grows with the messages, parts and tools too (130,000 empty messages held the event loop for ~0.6 s).
@@ -33,11 +33,11 @@ _Args = TypeVarTuple("_Args")
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
 
 
-def offload_limiter() -> anyio.CapacityLimiter:
+def _offload_limiter() -> anyio.CapacityLimiter:
     """This event loop's limiter for the large-request threads (one per loop: a limiter is bound to one)."""
     return _per_loop(_limiters, OFFLOAD_THREADS)
 
 
 async def run_offloaded(work: Callable[[Unpack[_Args]], _T], *args: *_Args) -> _T:
     """`work(*args)` in one of the large-request threads (see the module's doc)."""
-    return await anyio.to_thread.run_sync(work, *args, limiter=offload_limiter())
+    return await anyio.to_thread.run_sync(work, *args, limiter=_offload_limiter())

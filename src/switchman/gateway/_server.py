@@ -384,7 +384,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         (whitespace around a value is not in it) and the final CRLF.
         """
         fixed = len(self.parser.get_method() or b"") + 14
-        return len(self.url) + sum(len(name) + len(value) + 3 for name, value in self.headers) + fixed
+        return len(self.url) + self._header_lines_bytes() + fixed
+
+    def _header_lines_bytes(self) -> int:
+        """The least the parsed header lines (or trailers) took on the wire: `name:value CRLF` each."""
+        return sum(len(name) + len(value) + 3 for name, value in self.headers)
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
@@ -431,8 +435,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _trailers_over_cap(self) -> bool:
         """Whether a chunked body's trailers exceed the head cap (then refused with a 431). They are dropped: uvicorn
         would add them to the request's headers after the app read those."""
-        size = sum(len(name) + len(value) + 3 for name, value in self.headers)
-        if size <= self.limits.max_header_bytes:
+        if self._header_lines_bytes() <= self.limits.max_header_bytes:
             return False
         self._refuse(431, "request_header_too_large",
                      f"the chunked body's trailers exceed {self.limits.max_header_bytes} bytes")

@@ -14,7 +14,7 @@ from ._keys import KEY_PREFIX, UNCHANGED, KeyInfo, KeySet, KeyStore, lookup_of
 from ._ledger import Ledger
 from ._period import Period, parse_since, period_bounds
 from ._prometheus import Metrics
-from ._spill import default_spill_dir, resolve_spill_dir
+from ._spill import resolve_spill_dir
 from ._record import RECORD_STATUSES, CandidateEstimate, LedgerRecord, LedgerStats, RecordStatus, SpendBy, SpendRow
 from ._views import (
     ERROR_STATUSES,
@@ -59,7 +59,6 @@ __all__ = [
     "TimelinePoint",
     "Totals",
     "UNCHANGED",
-    "default_spill_dir",
     "display_url",
     "lookup_of",
     "parse_since",

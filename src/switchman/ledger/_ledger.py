@@ -108,7 +108,7 @@ class Ledger:
         self._close_timeout = float(close_timeout)
         self._engine: Engine = create_ledger_engine(url)
         self._insert = BulkInsert(self._engine)
-        #: Resolved lazily: nothing is touched until a close spills or the writer replays.
+        #: The folder is named now; nothing in it is touched until a close spills or the writer replays.
         folder = resolve_spill_dir(spill_dir) if spill_dir else None  # None: no home to expand ~ in (warned)
         self._replayer = Replayer(self, None if folder is None else SpillDir(folder, url))
         self._take = threading.Lock()  # the writer takes rows off the queue, or close takes what is left: not both

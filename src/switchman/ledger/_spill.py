@@ -54,6 +54,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from .._environ import Environment
+from .._streaks import OnceLog
 from ._db import display_url
 from ._record import LedgerRecord
 from ._rows import FIELDS, as_logged, decode
@@ -227,7 +228,7 @@ class SpillDir:
         self.path = path
         self.tag = ledger_tag(ledger_url)
         self._refused: set[str] = set()  # files already logged as unsafe, not logged again
-        self._held: set[str] = set()  # files already logged as held by a live process
+        self._held = OnceLog()  # files already logged as held by a live process
         self._surveyed = False
 
     def __repr__(self) -> str:
@@ -338,8 +339,7 @@ class SpillDir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # tried, never waited for
             except BlockingIOError:
-                if name not in self._held:
-                    self._held.add(name)
+                if self._held.first(name):
                     logger.warning("ledger spill file %s skipped: held by a live process (being written or "
                                    "replayed); a later start takes it if it is left", self.path / name)
                 return None

@@ -308,8 +308,7 @@ class SharedBudgets:
                     break
                 if not int(ok):
                     if first and taken:  # given back now: the caller's next reserve (a downgrade) must not see it
-                        await asyncio.gather(*(self._hold(g, rid, -amount, None) for g in taken),
-                                             return_exceptions=True)
+                        await asyncio.gather(*(self._shrink(g, rid, amount) for g in taken), return_exceptions=True)
                     self._give_back(taken, rid, amount, first=first)
                     refused = group[int(index) - 1], float(spent), float(reserved)
                     return await self._decider(holds, groups[len(taken) + 1:], refused, rid, amount, model, first)

@@ -100,7 +100,7 @@ class GatewayMiddleware:
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send, state: dict[str, object],
                      declared: bytes | None, authorization: bytes | None, api_key: bytes | None,
-                     encoding: bytes | None = None) -> None:
+                     encoding: bytes | None) -> None:
         """The limits and authentication, then the app (or the refusal)."""
         if declared is not None or encoding is not None:
             error = self.body_limit.check_declared(declared) if declared is not None else None
