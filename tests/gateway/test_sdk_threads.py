@@ -12,6 +12,7 @@ import pytest
 
 import switchman.gateway
 from switchman import Router
+from switchman.ledger import Ledger
 from switchman.testing import FakeUpstream
 
 from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
@@ -94,7 +95,8 @@ def test_a_stream_closed_after_its_router_closes_is_a_no_op(upstream: FakeUpstre
         next(stream)
         router.close()  # ends the stream (and records it) with the client
         stream.close()  # "safe to repeat": nothing left to stop
-    # (leaving the with block closed it once more)
+    # (leaving the with block closed it once more): still the stream's one row
+    assert _models_recorded(tmp_path) == ["cheap"]
 
 
 @pytest.mark.anyio
@@ -108,3 +110,13 @@ async def test_an_async_stream_closed_after_its_router_closes_is_a_no_op(
         await stream.__anext__()
         await router.aclose()
         await stream.aclose()
+    assert _models_recorded(tmp_path) == ["cheap"]  # the repeated closes wrote no second row
+
+
+def _models_recorded(tmp_path: Path) -> list[str | None]:
+    """The model of every row in the test's ledger."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    try:
+        return [record.model for record in ledger.records()]
+    finally:
+        ledger.close_sync()

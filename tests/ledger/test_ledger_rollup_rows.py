@@ -277,3 +277,24 @@ def test_add_all_counts_as_the_reference_add(seed: int) -> None:
     for got in (RollupBatch(facts), RollupBatch(iter(facts)), one_by_one):
         for name in ("groups", "latency", "sessions"):
             assert repr(list(getattr(got, name).items())) == repr(list(getattr(expected, name).items())), name
+
+
+def test_a_hand_counted_batch() -> None:
+    """Literal sums, not a reference copy of the arithmetic: two ok requests of one hour and group add up, an error
+    is its own group flagged as errors, a refusal as refused, and a TTFT counts only where there was one."""
+    at = 7 * HOUR + 60.0
+    records = [LedgerRecord(time=at, route="r", model="m", status="ok", input_tokens=3, output_tokens=5,
+                            cost_usd=0.25, latency_ms=10.0, ttft_ms=4.0),
+               LedgerRecord(time=at + 1, route="r", model="m", status="ok", input_tokens=4, output_tokens=1,
+                            cost_usd=0.5, latency_ms=30.0),
+               LedgerRecord(time=at + 2, route="r", model="m", status="error", input_tokens=2, latency_ms=7.0),
+               LedgerRecord(time=at + 3, route="r", model=None, status="rejected_budget", latency_ms=1.0)]
+    batch = RollupBatch([fact(record) for record in records])
+    by_status = {key[5]: sums[:10] for key, sums in batch.groups.items()}
+    assert by_status == {
+        "ok": [2, 0, 0, 7, 6, 0.75, 0.75, 40.0, 4.0, 1],  # no baseline given: the cost itself (no saving)
+        "error": [1, 1, 0, 2, 0, 0, 0, 7.0, 0, 0],
+        "rejected_budget": [1, 0, 1, 0, 0, 0, 0, 1.0, 0, 0],
+    }
+    assert all(key[0] == 7 * HOUR for key in batch.groups)
+    assert sum(batch.latency.values()) == 2  # only the ok requests with a model have a latency bucket

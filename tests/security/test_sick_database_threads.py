@@ -42,6 +42,7 @@ def test_feedback_on_a_hung_database_does_not_starve_the_chat_path(upstream: Fak
                 thread.start()
             time.sleep(0.5)  # every feedback is waiting on the database
             assert big_chat() < 2.0  # not held until the feedback's 5 s timeout frees a thread
+            assert statuses == []  # the feedbacks were still held by the database meanwhile
             for thread in flood:
                 thread.join(60)
             assert set(statuses) == {503}
