@@ -110,6 +110,7 @@ def test_a_big_head_pipelined_behind_a_small_request_is_refused(tight: tuple[Gat
     finally:
         sock.close()
     assert [status for status, _ in answers] == [200, 431], answers
+    assert orjson.loads(answers[1][1])["error"]["code"] == "request_header_too_large", answers  # OpenAI's envelope
 
 
 def test_a_big_head_after_a_body_in_the_same_read_is_refused(tight: tuple[Gateway, ServerThread]) -> None:
@@ -375,3 +376,18 @@ def test_an_answer_before_100_continue_lets_the_client_finish_sending(tight: tup
         sock.close()
     assert not errors, errors
     assert response.status == 413 and response.closed, response  # over the body cap: answered at once
+
+
+def test_a_big_messages_head_pipelined_behind_a_small_request_is_refused_in_anthropics_envelope(
+        tight: tuple[Gateway, ServerThread]) -> None:
+    small = _chat_with()
+    big = _head("/v1/messages", b"x-pad: " + b"p" * 100_000, f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    sock = connect(tight[1].port)
+    try:
+        sock.sendall(small + big)
+        answers = _answers_until_closed(sock)
+    finally:
+        sock.close()
+    assert [status for status, _ in answers] == [200, 431], answers
+    refused = orjson.loads(answers[1][1])
+    assert refused["type"] == "error" and refused["error"]["type"] == "request_too_large", refused

@@ -170,6 +170,7 @@ def error_response(
     body = anthropic_error_payload(status, payload) if dialect == "anthropic" else payload
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
+
 _E = TypeVar("_E", bound=BaseException)
 
 #: Header names whose values are credentials, redacted by name wherever a foreign exception holds headers.

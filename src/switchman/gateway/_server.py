@@ -49,7 +49,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .._exceptions import InvalidRequestError
 from .._limits import ServerLimits
-from ._errors import anthropic_error_payload, dialect_for_path, error_payload
+from ._errors import anthropic_error_payload, dialect_for_path, error_payload, error_response
 
 __all__ = ["GuardedHttpProtocol", "guarded_protocol", "is_loopback", "raise_fd_limit", "server_config"]
 
@@ -174,20 +174,6 @@ class _CoalescedWrites:
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
-
-
-class _Refusal:
-    """An ASGI app answering one error (in the envelope of the API at `path`) and closing the connection."""
-
-    def __init__(self, status: int, code: str, message: str, path: str) -> None:
-        _, _, self._body = _error_bytes(status, code, message, path=path).partition(b"\r\n\r\n")
-        self._status = status
-        self._headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self._body)).encode()),
-                         (b"connection", b"close")]
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": self._status, "headers": self._headers})
-        await send({"type": "http.response.body", "body": self._body})
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -396,9 +382,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._mid_read and self._parsed_head_bytes() > self.limits.max_header_bytes:
             # Pipelined behind another request in one read (`data_received` saw only the first head): answered
             # with the 431 in its turn, after the answers before it, and the connection closed.
-            app, self.app = self.app, _Refusal(431, "request_header_too_large",
-                                               f"the request line and headers exceed {self.limits.max_header_bytes} "
-                                               "bytes", _path_of(bytes(self.url)))
+            refusal = InvalidRequestError(f"the request line and headers exceed {self.limits.max_header_bytes} bytes",
+                                          status=431, code="request_header_too_large")
+            app, self.app = self.app, error_response(refusal, headers={"connection": "close"},
+                                                     dialect=dialect_for_path(_path_of(bytes(self.url))))
             try:
                 super().on_headers_complete()
             finally:
