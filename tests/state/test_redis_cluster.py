@@ -76,9 +76,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
         seen.evals.append((source, list(keys)))
         return eval_soon(self, source, keys, args)
 
-    async def counting_run(self: RedisLink, action: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def counting_run(self: RedisLink, action: Callable[[Any], Awaitable[Any]], **options: Any) -> Any:
         try:
-            return await run(self, action)
+            return await run(self, action, **options)
         except RedisUnavailable:
             seen.failed += 1
             raise

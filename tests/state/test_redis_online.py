@@ -298,7 +298,8 @@ def test_a_push_redis_refuses_for_memory_keeps_the_learned_counts_and_is_sent_ag
         math_greeting_router: TrainedRouter) -> None:
     """Under maxmemory (noeviction) Redis refuses the push's first write. Before, the script took any refusal for
     a malformed count: it deleted the field and wrote the push's amount alone ({a: 10} + 1 -> {a: 1}), a
-    learned count lost. Now the push fails whole and is sent again, counted once, when Redis has room."""
+    learned count lost. Now the push fails whole (the link down: OOM refuses every write) and is sent again, counted
+    once, when Redis has room and the link is back."""
     import redis
 
     prefix = unique_prefix()
@@ -319,7 +320,9 @@ def test_a_push_redis_refuses_for_memory_keeps_the_learned_counts_and_is_sent_ag
                 assert a.observe(0, models[0], 1.0)
                 await shared.sync()  # refused: the batch stays unsent
                 assert raw.hgetall(shared.key) == {alpha_field.encode(): b"10", beta_field.encode(): b"20"}
+                assert not link.up  # OOM is the server's condition: the link goes down until Redis can write
                 raw.config_set("maxmemory", 0)
+                assert await link.check()  # (the watcher's check)
                 await shared.sync()
                 await shared.sync()  # nothing sent twice
                 kept = {k.decode(): float(v) for k, v in raw.hgetall(shared.key).items()}

@@ -1,0 +1,40 @@
+"""Which of Redis's error replies mean it cannot serve now, and which refuse only the call they answer.
+
+redis-py raises ResponseError (or a subclass) for both. A call's own error — a script's bug or an argument it
+refused (`ERR user_script:...`), WRONGTYPE, NOPERM, CROSSSLOT — fails that call only: the link stays up, or one bad
+call would send every request to local state until the next ping. A condition of the server fails every call alike
+until it ends, so the link goes down (local state) and the watcher brings it back once the resync can write again:
+
+    OOM          maxmemory reached (writes refused; a script's first write too)
+    BUSY         a script past busy-reply-threshold (every command refused)
+    READONLY     a replica, after a failover (writes refused)
+    MASTERDOWN   a replica lost its primary (replica-serve-stale-data no)
+    CLUSTERDOWN  a Cluster slot not served
+    MISCONF      a failed RDB save (stop-writes-on-bgsave-error: writes refused)
+    NOREPLICAS   min-replicas-to-write unmet (writes refused)
+
+-LOADING and -NOAUTH come out of redis-py as ConnectionError subclasses already (down either way); NOSCRIPT is
+neither (the script is loaded and the call sent again).
+"""
+
+from __future__ import annotations
+
+import functools
+
+__all__ = ["unusable"]
+
+#: The codes redis-py leaves to a plain ResponseError, its text starting with them (the others have classes).
+_UNUSABLE_CODES = ("BUSY ", "MISCONF ", "NOREPLICAS ")
+
+
+@functools.cache
+def _unusable_classes() -> tuple[type[Exception], ...]:
+    """redis-py's classes for OOM, READONLY, CLUSTERDOWN and MASTERDOWN (a ClusterDownError), imported once."""
+    from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError
+
+    return (OutOfMemoryError, ReadOnlyError, ClusterDownError)
+
+
+def unusable(reply: BaseException) -> bool:
+    """Whether an error reply is a condition of the server (the link goes down), not the refusal of one call."""
+    return isinstance(reply, _unusable_classes()) or str(reply).startswith(_UNUSABLE_CODES)

@@ -1,0 +1,228 @@
+"""Error replies, on a single Redis and on a Cluster alike (`_redis_replies`): a call's own error (a script's bug, a
+refused argument) fails that call and the link stays up; a condition of the server (OOM, BUSY, READONLY...) takes
+the link down until the resync can write again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+
+from switchman.state import RedisLink, RedisUnavailable
+from switchman.state._redis_wire import RedisRefused  # noqa: PLC2701
+from switchman.testing import RedisClusterServer, RedisServer, forget_prefix, unique_prefix
+
+from .test_redis_link_faults import fake_redis, handshake_then
+
+SHARED_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class Nodes:
+    """A Redis to point a link at, and the ports of its nodes (to set them up behind the link's back)."""
+
+    url: str
+    ports: list[int]
+    port_for: Callable[[str], int]  # the port of the node that serves a key
+
+    def config(self, name: str, value: str) -> None:
+        import redis
+
+        for port in self.ports:
+            with redis.Redis(port=port, socket_timeout=2) as node:
+                node.config_set(name, value)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterServer]:
+    with RedisClusterServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["single", "cluster"])
+def own(request: pytest.FixtureRequest) -> Iterator[Nodes]:
+    """A Redis of the test's own (its settings changed freely): a redis-server, or the module's Cluster."""
+    if request.param == "cluster":
+        server: RedisClusterServer = request.getfixturevalue("cluster")
+        yield Nodes(server.url, server.ports, lambda key: server.ports[server.node_for(key)])
+        return
+    with RedisServer() as single:
+        yield Nodes(single.url, [single.port], lambda _: single.port)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def shared(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The shared Redis at 127.0.0.1:6379, or the module's Cluster."""
+    yield request.getfixturevalue("cluster").url if request.param == "cluster" else SHARED_URL
+
+
+def test_a_call_redis_refuses_fails_alone_and_the_link_stays_up(shared: str) -> None:
+    """A script's own error (error_reply, a redis.call it makes refused) and a command's refused argument fail their
+    call with Redis's message; the link stays up and the next call goes to Redis. Before, on a Cluster, the first
+    took the link down: every request on local state until the next ping."""
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(shared, prefix=prefix, timeout_s=2.0, ping_s=60.0)
+        await link.start()
+        key = link.key("t", "word")
+        try:
+            await link.command("SET", key, "word")
+            with pytest.raises(RedisRefused, match="boom"):
+                await link.eval("return redis.error_reply('boom')", [key], [])
+            with pytest.raises(RedisRefused, match="not an integer"):
+                await link.eval("return redis.call('INCR', KEYS[1])", [key], [])
+            with pytest.raises(RedisRefused, match="not an integer"):
+                await link.command("INCR", key)
+            assert link.up and link.errors == 3
+            assert await link.eval("return redis.call('GET', KEYS[1])", [key], []) == b"word"
+        finally:
+            await link.aclose()
+
+    try:
+        anyio.run(main)
+    finally:
+        forget_prefix(shared, prefix)
+
+
+def test_a_redis_out_of_memory_takes_the_link_down_until_it_can_write(own: Nodes) -> None:
+    """maxmemory reached: a script's write is refused (OOM) and so would every request's be: the link goes down (local
+    state), stays down while the resync cannot write, and comes back once Redis can. Before, on a single Redis, it
+    stayed up and every request paid a refused round trip."""
+
+    async def main() -> None:
+        link = RedisLink(own.url, timeout_s=2.0, ping_s=60.0)
+        await link.start()
+        key = link.key("t", "k")
+        try:
+            own.config("maxmemory", "1")
+            with pytest.raises(RedisRefused, match="maxmemory"):
+                await link.eval("return redis.call('SET', KEYS[1], '1')", [key], [])
+            assert not link.up
+            with pytest.raises(RedisUnavailable):  # at once, without a round trip
+                await link.command("GET", key)
+            assert not await link.check()  # Redis answers the ping, but the resync's marker write is refused
+            own.config("maxmemory", "0")
+            assert await link.check()
+            assert await link.eval("return redis.call('SET', KEYS[1], '1')", [key], []) == b"OK"
+        finally:
+            own.config("maxmemory", "0")
+            await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_redis_busy_running_a_script_takes_the_link_down_until_it_is_killed(own: Nodes) -> None:
+    """A script past busy-reply-threshold (another client's): the node answers BUSY to every command, so the link goes
+    down (local state), the watcher's ping sees BUSY too, and the link comes back once the script is killed. Before,
+    on a single Redis, it stayed up."""
+    prefix = unique_prefix()
+
+    async def main() -> None:
+        link = RedisLink(own.url, prefix=prefix, timeout_s=2.0, ping_s=60.0)
+        await link.start()
+        key = link.key("t", "k")
+        try:
+            with _busy(own.port_for(key)):
+                with pytest.raises(RedisRefused, match="BUSY"):
+                    await link.eval("return redis.call('GET', KEYS[1])", [key], [])
+                assert not link.up
+                assert not await link.check()
+            assert await link.check()
+            assert await link.eval("return redis.call('GET', KEYS[1])", [key], []) is None
+        finally:
+            await link.aclose()
+
+    anyio.run(main)
+
+
+@contextlib.contextmanager
+def _busy(port: int) -> Iterator[None]:
+    """The node at `port` runs a script that never ends (BUSY to every other command past 10 ms) until SCRIPT KILL."""
+    import redis
+
+    with redis.Redis(port=port, socket_timeout=5) as admin:
+        threshold = admin.config_get("busy-reply-threshold")["busy-reply-threshold"]
+        admin.config_set("busy-reply-threshold", "10")
+        runner = threading.Thread(target=_run_forever, args=(port,))
+        runner.start()
+        try:
+            _wait_busy(admin)
+            yield
+        finally:
+            with contextlib.suppress(redis.ResponseError):  # ended already
+                admin.script_kill()
+            runner.join(10)
+            admin.config_set("busy-reply-threshold", threshold)
+
+
+def _run_forever(port: int) -> None:
+    import redis
+
+    with redis.Redis(port=port, socket_timeout=30) as client, contextlib.suppress(redis.ResponseError):
+        client.eval("while true do end", 0)  # killed: an error reply
+
+
+def _wait_busy(admin: Any) -> None:
+    """Until the node answers BUSY (the script started and passed the threshold): polled, bounded."""
+    import redis
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            admin.ping()
+        except redis.ResponseError as exc:
+            if str(exc).startswith("BUSY"):
+                return
+            raise
+        assert time.monotonic() < deadline, "the script never made the node busy"
+        time.sleep(0.01)
+
+
+#: Error replies of a server condition: the link goes down (the fake server below answers every call with one).
+UNUSABLE = [
+    b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+    b"-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n",
+    b"-READONLY You can't write against a read only replica.\r\n",
+    b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
+    b"-CLUSTERDOWN The cluster is down\r\n",
+    b"-MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.\r\n",
+    b"-NOREPLICAS Not enough good replicas to write.\r\n",
+]
+#: Error replies that refuse the one call: the link stays up.
+REFUSALS = [
+    b"-ERR user_script:1: Script attempted to access nonexistent global variable 'x' script: 1f0e, on @user_script:1.\r\n",
+    b"-ERR value is not an integer or out of range\r\n",
+    b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+    b"-NOPERM this user has no permissions to run the 'eval' command\r\n",
+    b"-BUSYKEY Target key name already exists.\r\n",
+    b"-budget refused\r\n",  # a script's error_reply of its own
+]
+
+
+@pytest.mark.parametrize(("error", "down"), [(e, True) for e in UNUSABLE] + [(e, False) for e in REFUSALS])
+def test_each_error_reply_is_a_refusal_or_a_condition_of_the_server(error: bytes, down: bool) -> None:
+    """Every code, on a server that answers each call with it: the caller gets RedisRefused with Redis's message either
+    way; the link goes down for a server condition only. Before, a single Redis's link stayed up for all of them."""
+    async def main() -> None:
+        async with fake_redis(handshake_then(lambda _: error)) as url:
+            link = RedisLink(url, timeout_s=0.5, ping_s=60.0)
+            try:
+                await link.start()
+                assert link.up
+                with anyio.fail_after(2):
+                    outcomes = await asyncio.gather(link.eval("return 1", ["k"], []), return_exceptions=True)
+                assert isinstance(outcomes[0], RedisRefused), outcomes
+                assert error[1:-2].decode().split(" ", 1)[1] in str(outcomes[0])
+                assert link.up is not down and link.errors == 1
+            finally:
+                await link.aclose()
+
+    anyio.run(main)
