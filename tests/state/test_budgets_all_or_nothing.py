@@ -597,3 +597,41 @@ def test_a_move_to_the_downgrade_model_that_holds_no_more_is_remembered_as_by_th
         await link.aclose()
 
     anyio.run(main)
+
+
+@pytest.mark.parametrize("per_slot", [False, True], ids=["one-script", "per-slot"])
+def test_a_shrunk_reservation_holds_only_its_new_estimate_in_redis(prefix: str, per_slot: bool) -> None:
+    """A reservation resized down (`aresize`, at once; `resize`, written in the background) holds its new estimate
+    in Redis, in every budget (one script a slot as on a Cluster), so another request fits the room it gave back.
+    Before, Redis kept the larger hold until the settle: the key's budget refused a request that fitted."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        budgets.per_slot = per_slot
+
+        async def holds(amount: float) -> None:
+            for budget in (AGENT, KEY):
+                spent, reserved, held_ids = await _in_redis(link, budget)
+                assert (spent, reserved) == (0.0, pytest.approx(amount)), budget.scope
+                assert {rid: float(value) for rid, value in held_ids.items()} == {
+                    held.id.encode(): pytest.approx(amount)}, budget.scope
+
+        held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.45)
+        assert isinstance(held, SharedReservation)
+        assert await held.aresize(0.3, model="cheap")
+        assert held.estimated_usd == 0.3
+        await holds(0.3)
+        assert held.resize(0.1)
+        assert held.estimated_usd == 0.1
+        await budgets.drain()
+        await holds(0.1)
+        other = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.4)  # 0.1 + 0.4: the key's $0.5
+        assert isinstance(other, SharedReservation)
+        held.settle(0.05)
+        other.release()
+        await budgets.drain()
+        for budget in (AGENT, KEY):
+            assert await _in_redis(link, budget) == (pytest.approx(0.05), 0.0, {}), budget.scope
+        await link.aclose()
+
+    anyio.run(main)

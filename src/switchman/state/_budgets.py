@@ -21,7 +21,7 @@ budget checked before it (on a Cluster the later slots are checked, holding noth
 spent past its limit is refused. Two budgets of one scope, name and period share their counter: held once, each
 checked against its own limit.
 
-Every reservation has an id and a deadline (`hold_s` after it was taken or last grown): each script first
+Every reservation has an id and a deadline (`hold_s` after it was taken or last resized): each script first
 drops the reservations past their deadline, so a reservation nobody settles (a replica killed mid-request, a
 settle lost at a timeout) stops counting after `hold_s` instead of for the whole period. Settling is
 idempotent per id: it removes the reservation, adds the actual cost and records the id as done, so a settle
@@ -146,14 +146,21 @@ class SharedReservation(Reservation):
         return tuple(budget for _, budget, _ in self._holds)
 
     def resize(self, estimated_usd: float, *, model: str | None = None) -> bool:
-        """Synchronously only a decrease can be held (a growth needs Redis: use `aresize`)."""
+        """Synchronously only a decrease can be held (a growth needs Redis: use `aresize`); what it gives back is
+        given back in Redis in the background."""
         if self._done:
             return True
-        return max(estimated_usd, 0.0) <= self.estimated_usd  # (False for a NaN too)  # the smaller estimate is given back when the reservation is settled
+        estimate = max(estimated_usd, 0.0)
+        if not estimate <= self.estimated_usd:  # a growth (or a NaN)
+            return False
+        shrink = self._shrink_to(estimate, model or self._model)
+        if shrink is not None:
+            self._shared.shrink_soon(shrink)
+        return True
 
     async def aresize(self, estimated_usd: float, *, model: str | None = None) -> bool:
         """Hold `estimated_usd` instead, checked in Redis (by the local check while Redis is down); False and
-        nothing changed when a budget cannot take it."""
+        nothing changed when a budget cannot take it. A decrease is given back in Redis before it returns."""
         if self._done:
             return True
         model = model or self._model
@@ -161,13 +168,23 @@ class SharedReservation(Reservation):
         if not math.isfinite(estimate):  # held, a NaN would disable the budget
             return False
         delta = estimate - self.estimated_usd
-        if delta <= 0:  # holds no more (Redis keeps the larger hold): the model it moved to is remembered, as the
-            self._model = model  # local check does, so a later growth is checked for that model
+        if delta <= 0:
+            shrink = self._shrink_to(estimate, model)
+            if shrink is not None:
+                await shrink
             return True
         if not await self._shared.grow(self._holds, self.id, delta, estimate, model):
             return False
         self.estimated_usd, self._model = estimate, model
         return True
+
+    def _shrink_to(self, estimate: float, model: str | None) -> Coroutine[Any, Any, None] | None:
+        """Hold `estimate` (no more than now) for `model` here at once; the give-back in Redis to run (None when
+        there is none), so Redis holds what the reservation estimates: a larger hold kept there until the settle
+        would refuse other requests the room it gave back. (The give-back moves the hold's deadline, as a growth.)"""
+        given = self.estimated_usd - estimate
+        self.estimated_usd, self._model = estimate, model  # as the local check: a later growth is for this model
+        return self._shared.shrink(self._holds, self.id, given) if given > 0 else None
 
     def settle(self, actual_usd: float) -> None:
         """Replace what Redis holds for this reservation with the actual cost (idempotent, here and in Redis)."""
@@ -308,7 +325,7 @@ class SharedBudgets:
                     break
                 if not int(ok):
                     if first and taken:  # given back now: the caller's next reserve (a downgrade) must not see it
-                        await asyncio.gather(*(self._shrink(g, rid, amount) for g in taken), return_exceptions=True)
+                        await self._shrink_all(taken, rid, amount)
                     self._give_back(taken, rid, amount, first=first)
                     refused = group[int(index) - 1], float(spent), float(reserved)
                     return await self._decider(holds, groups[len(taken) + 1:], refused, rid, amount, model, first)
@@ -365,6 +382,18 @@ class SharedBudgets:
         else:
             for group in groups:
                 self._background(self._shrink(group, rid, amount))
+
+    async def shrink(self, holds: Sequence[_Hold], rid: str, amount: float) -> None:
+        """Give `amount` of reservation `rid` back in every budget: one script a slot, side by side; one that fails
+        leaves the larger hold (stricter, never looser) until the settle or its deadline."""
+        await self._shrink_all(self._groups(holds), rid, amount)
+
+    def shrink_soon(self, shrink: Coroutine[Any, Any, None]) -> None:
+        """Run a `shrink` in the background (a synchronous resize; `drain` waits for it)."""
+        self._background(shrink)
+
+    async def _shrink_all(self, groups: Sequence[Sequence[_Hold]], rid: str, amount: float) -> None:
+        await asyncio.gather(*(self._shrink(group, rid, amount) for group in groups), return_exceptions=True)
 
     async def _shrink(self, group: Sequence[_Hold], rid: str, amount: float) -> None:
         try:  # failing, the growth stays held until the reservation settles (or its deadline)
