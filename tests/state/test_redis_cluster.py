@@ -189,7 +189,11 @@ def test_a_budget_rebuild_after_a_resync_touches_one_slot_a_budget(cluster: Redi
 def test_online_counts_are_shared_on_the_cluster(cluster: RedisClusterServer, monkeypatch: pytest.MonkeyPatch,
                                                  math_greeting_router: TrainedRouter) -> None:
     monkeypatch.setattr(test_redis_online, "SHARED_URL", cluster.url)
-    test_redis_online.test_feedback_on_one_replica_reaches_the_others(math_greeting_router)
+    prefix = unique_prefix()
+    try:
+        test_redis_online.test_feedback_on_one_replica_reaches_the_others(math_greeting_router, prefix)
+    finally:
+        forget_prefix(cluster.url, prefix)
 
 
 def test_a_pipeline_spans_the_primaries_and_entities_spread_over_them(cluster: RedisClusterServer) -> None:
