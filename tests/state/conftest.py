@@ -3,10 +3,12 @@ and hold deadlines read and moved there."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import anyio
 import pytest
 
 from switchman._config import BudgetConfig
@@ -64,6 +66,21 @@ async def counting_link(
 
     link.eval = counted  # type: ignore[method-assign]
     return link, scripts
+
+
+async def kill_idle_connection(link: RedisLink) -> int:
+    """Redis closes the link's own connection while it is idle (CLIENT KILL, as its `timeout` setting would), and the
+    event loop has seen the close (the connection no longer usable); its client id."""
+    own = int(await link.command("CLIENT", "ID"))
+    with anyio.fail_after(2):
+        while not link._idle:  # noqa: SLF001  (back once its round trip is done)
+            await asyncio.sleep(0)
+    pipe = link._idle[0]  # noqa: SLF001
+    assert await link.run(lambda r: r.client_kill_filter(_id=own)) == 1
+    with anyio.fail_after(2):
+        while pipe.usable:
+            await asyncio.sleep(0.01)
+    return own
 
 
 def budget_key(link: RedisLink, budget: BudgetConfig, now: float | None = None) -> str:

@@ -17,9 +17,9 @@ import pytest
 
 from switchman.state import RedisLink, RedisUnavailable
 from switchman.state._redis_wire import RedisRefused  # noqa: PLC2701
-from switchman.testing import RedisClusterServer, RedisServer, forget_prefix, unique_prefix
+from switchman.testing import RedisClusterServer, RedisServer
 
-from .test_redis_link_faults import fake_redis, handshake_then
+from .test_redis_link_faults import fake_link, handshake_then
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
 
@@ -59,16 +59,15 @@ def own(request: pytest.FixtureRequest) -> Iterator[Nodes]:
 
 @pytest.fixture(params=["single", "cluster"])
 def shared(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The shared Redis at 127.0.0.1:6379, or the module's Cluster."""
+    """The shared Redis at 127.0.0.1:6379 (keys under the test's `prefix`, deleted afterwards), or the module's
+    Cluster (gone with it)."""
     yield request.getfixturevalue("cluster").url if request.param == "cluster" else SHARED_URL
 
 
-def test_a_call_redis_refuses_fails_alone_and_the_link_stays_up(shared: str) -> None:
+def test_a_call_redis_refuses_fails_alone_and_the_link_stays_up(shared: str, prefix: str) -> None:
     """A script's own error (error_reply, a redis.call it makes refused) and a command's refused argument fail their
     call with Redis's message; the link stays up and the next call goes to Redis. Before, on a Cluster, the first
     took the link down: every request on local state until the next ping."""
-    prefix = unique_prefix()
-
     async def main() -> None:
         link = RedisLink(shared, prefix=prefix, timeout_s=2.0, ping_s=60.0)
         await link.start()
@@ -86,10 +85,7 @@ def test_a_call_redis_refuses_fails_alone_and_the_link_stays_up(shared: str) -> 
         finally:
             await link.aclose()
 
-    try:
-        anyio.run(main)
-    finally:
-        forget_prefix(shared, prefix)
+    anyio.run(main)
 
 
 def test_a_redis_out_of_memory_takes_the_link_down_until_it_can_write(own: Nodes) -> None:
@@ -100,13 +96,13 @@ def test_a_redis_out_of_memory_takes_the_link_down_until_it_can_write(own: Nodes
     async def main() -> None:
         link = RedisLink(own.url, timeout_s=2.0, ping_s=60.0)
         await link.start()
-        key = link.key("t", "k")
+        key = link.key("oom", "k")
         try:
             own.config("maxmemory", "1")
             with pytest.raises(RedisRefused, match="maxmemory"):
                 await link.eval("return redis.call('SET', KEYS[1], '1')", [key], [])
             assert not link.up
-            with pytest.raises(RedisUnavailable):  # at once, without a round trip
+            with pytest.raises(RedisUnavailable):  # down: at once
                 await link.command("GET", key)
             assert not await link.check()  # Redis answers the ping, but the resync's marker write is refused
             own.config("maxmemory", "0")
@@ -123,12 +119,10 @@ def test_a_redis_busy_running_a_script_takes_the_link_down_until_it_is_killed(ow
     """A script past busy-reply-threshold (another client's): the node answers BUSY to every command, so the link goes
     down (local state), the watcher's ping sees BUSY too, and the link comes back once the script is killed. Before,
     on a single Redis, it stayed up."""
-    prefix = unique_prefix()
-
     async def main() -> None:
-        link = RedisLink(own.url, prefix=prefix, timeout_s=2.0, ping_s=60.0)
+        link = RedisLink(own.url, timeout_s=2.0, ping_s=60.0)
         await link.start()
-        key = link.key("t", "k")
+        key = link.key("busy", "k")
         try:
             with _busy(own.port_for(key)):
                 with pytest.raises(RedisRefused, match="BUSY"):
@@ -207,22 +201,32 @@ REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize(("error", "down"), [(e, True) for e in UNUSABLE] + [(e, False) for e in REFUSALS])
-def test_each_error_reply_is_a_refusal_or_a_condition_of_the_server(error: bytes, down: bool) -> None:
-    """Every code, on a server that answers each call with it: the caller gets RedisRefused with Redis's message either
-    way; the link goes down for a server condition only. Before, a single Redis's link stayed up for all of them."""
+#: Error replies redis-py maps to ConnectionError subclasses (BusyLoadingError, AuthenticationError), not to
+#: ResponseError: the round trip fails (RedisUnavailable, not RedisRefused) and the link goes down.
+CONNECTION_ERRORS = [
+    b"-LOADING Redis is loading the dataset in memory\r\n",  # a restarted Redis, or a replica in a full sync
+    b"-NOAUTH Authentication required.\r\n",
+]
+
+
+@pytest.mark.parametrize(("error", "refused", "down"), [
+    *[(e, True, True) for e in UNUSABLE], *[(e, True, False) for e in REFUSALS],
+    *[(e, False, True) for e in CONNECTION_ERRORS]], ids=lambda v: v[1:].split()[0].decode() if isinstance(v, bytes) else None)
+def test_each_error_reply_is_a_refusal_or_a_condition_of_the_server(error: bytes, refused: bool, down: bool) -> None:
+    """Every code, on a server that answers each call (a command, a script) with it: the callers get RedisRefused
+    with Redis's message, and the link goes down for a server condition only (before, a single Redis's link stayed
+    up for all of them). -LOADING / -NOAUTH fail the round trip: RedisUnavailable and the link down, never the
+    exception object as the reply (a rate limit's `admitted, wait, ... = await link.eval(...)` would raise a 500)."""
     async def main() -> None:
-        async with fake_redis(handshake_then(lambda _: error)) as url:
-            link = RedisLink(url, timeout_s=0.5, ping_s=60.0)
-            try:
-                await link.start()
-                assert link.up
-                with anyio.fail_after(2):
-                    outcomes = await asyncio.gather(link.eval("return 1", ["k"], []), return_exceptions=True)
-                assert isinstance(outcomes[0], RedisRefused), outcomes
-                assert error[1:-2].decode().split(" ", 1)[1] in str(outcomes[0])
-                assert link.up is not down and link.errors == 1
-            finally:
-                await link.aclose()
+        async with fake_link(handshake_then(lambda _: error), timeout_s=0.5, ping_s=60.0) as link:
+            assert link.up
+            with anyio.fail_after(2):
+                outcomes = await asyncio.gather(link.command("GET", "k"), link.eval("return 1", ["k"], []),
+                                                return_exceptions=True)
+            assert all(isinstance(outcome, RedisUnavailable) for outcome in outcomes), outcomes
+            assert all(isinstance(outcome, RedisRefused) is refused for outcome in outcomes), outcomes
+            if refused:
+                assert all(error[1:-2].decode().split(" ", 1)[1] in str(outcome) for outcome in outcomes)
+            assert link.up is not down and link.errors == (2 if refused else 1)
 
     anyio.run(main)
