@@ -230,3 +230,15 @@ def test_each_error_reply_is_a_refusal_or_a_condition_of_the_server(error: bytes
             assert link.up is not down and link.errors == (2 if refused else 1)
 
     anyio.run(main)
+
+
+@pytest.mark.parametrize("error", UNUSABLE, ids=lambda v: v[1:].split()[0].decode())
+def test_each_server_condition_is_unusable_as_a_plain_response_error(error: bytes) -> None:
+    """As redis-py 5.x raises them (no class for MASTERDOWN or CLUSTERDOWN before 6.x): a plain ResponseError whose
+    text starts with the code, whatever redis-py is installed. Before, MASTERDOWN and CLUSTERDOWN matched none of the
+    codes checked by text, and a single Redis's link stayed up."""
+    from redis.exceptions import ResponseError
+
+    from switchman.state._redis_replies import unusable  # noqa: PLC2701
+
+    assert unusable(ResponseError(error[1:-2].decode()))

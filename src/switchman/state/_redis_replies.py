@@ -23,13 +23,15 @@ import functools
 
 __all__ = ["unusable"]
 
-#: The codes redis-py leaves to a plain ResponseError, its text starting with them (the others have classes).
-_UNUSABLE_CODES = ("BUSY ", "MISCONF ", "NOREPLICAS ")
+#: Every code, as the text of a plain ResponseError starts with it: redis-py has no class for BUSY, MISCONF and
+#: NOREPLICAS, and which others have one depends on its version (MASTERDOWN and CLUSTERDOWN none before 6.x).
+_UNUSABLE_CODES = ("OOM ", "BUSY ", "READONLY ", "MASTERDOWN ", "CLUSTERDOWN ", "MISCONF ", "NOREPLICAS ")
 
 
 @functools.cache
 def _unusable_classes() -> tuple[type[Exception], ...]:
-    """redis-py's classes for OOM, READONLY, CLUSTERDOWN and MASTERDOWN (a ClusterDownError), imported once."""
+    """redis-py's classes for OOM, READONLY, CLUSTERDOWN and MASTERDOWN (a ClusterDownError, from 6.x on; its message
+    without the code), imported once."""
     from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError
 
     return (OutOfMemoryError, ReadOnlyError, ClusterDownError)
