@@ -242,3 +242,29 @@ def test_each_server_condition_is_unusable_as_a_plain_response_error(error: byte
     from switchman.state._redis_replies import unusable  # noqa: PLC2701
 
     assert unusable(ResponseError(error[1:-2].decode()))
+
+
+def _parses_status_codes() -> bool:
+    from redis.exceptions import ResponseError
+
+    return hasattr(ResponseError("x"), "status_code")
+
+
+@pytest.mark.skipif(not _parses_status_codes(), reason="this redis-py keeps no parsed status code (the text is all)")
+def test_a_scripts_own_error_naming_a_server_condition_fails_alone(shared: str, prefix: str) -> None:
+    """A script's `error_reply('ERR BUSY ...')`: redis-py strips ERR, leaving the text of a real -BUSY, but keeps the
+    code it parsed (ERR): a refusal of the one call, the link stays up. Before, it was taken for BUSY: link down."""
+    async def main() -> None:
+        link = RedisLink(shared, prefix=prefix, timeout_s=2.0, ping_s=60.0)
+        await link.start()
+        key = link.key("t", "own")
+        try:
+            for code in ("BUSY", "OOM", "MISCONF"):
+                with pytest.raises(RedisRefused, match=f"{code} not the server"):
+                    await link.eval(f"return redis.error_reply('ERR {code} not the server')", [key], [])
+                assert link.up, code
+            assert link.errors == 3
+        finally:
+            await link.aclose()
+
+    anyio.run(main)

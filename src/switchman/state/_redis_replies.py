@@ -38,5 +38,12 @@ def _unusable_classes() -> tuple[type[Exception], ...]:
 
 
 def unusable(reply: BaseException) -> bool:
-    """Whether an error reply is a condition of the server (the link goes down), not the refusal of one call."""
-    return isinstance(reply, _unusable_classes()) or str(reply).startswith(_UNUSABLE_CODES)
+    """Whether an error reply is a condition of the server (the link goes down), not the refusal of one call.
+
+    A code redis-py parsed (its `status_code`, where its version keeps one) is the reply's own: a script's `error_reply('ERR BUSY
+    ...')` — ERR, its text `BUSY ...` once redis-py strips the code — refuses that call only. Without one (a code
+    redis-py does not know, or an older redis-py) the text starts with the code, and such an ERR cannot be told apart.
+    """
+    if isinstance(reply, _unusable_classes()):
+        return True
+    return getattr(reply, "status_code", None) is None and str(reply).startswith(_UNUSABLE_CODES)
