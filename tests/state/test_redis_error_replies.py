@@ -268,3 +268,36 @@ def test_a_scripts_own_error_naming_a_server_condition_fails_alone(shared: str, 
             await link.aclose()
 
     anyio.run(main)
+
+
+_SCRIPT = "ERR Error running script (call to f_8ea2a0ee5d34f2cf0e9d0e8b1c9e8f7a6b5c4d3e): "
+#: Redis <= 6.2 wraps an error a script's redis.call met in ERR (`luaPushError` adds the `@user_script: N:` with a
+#: space, the error handler the one without), keeping the server condition's code after a dash.
+WRAPPED_UNUSABLE = [
+    _SCRIPT + "@user_script:1: @user_script: 1: -OOM command not allowed when used memory > 'maxmemory'. ",
+    _SCRIPT + "@user_script:3: -READONLY You can't write against a read only replica. ",
+    _SCRIPT + "@user_script:1: @user_script: 1: -MISCONF Redis is configured to save RDB snapshots, but it's "
+              "currently unable to persist to disk. ",
+    _SCRIPT + "@user_script:2: @user_script: 2: -NOREPLICAS Not enough good replicas to write. ",
+]
+WRAPPED_REFUSALS = [
+    _SCRIPT + "@user_script:1: WRONGTYPE Operation against a key holding the wrong kind of value ",
+    _SCRIPT + "@user_script:1: user_script:1: Script attempted to access nonexistent global variable 'x' ",
+    _SCRIPT + "@user_script:1: @user_script: 1: Wrong number of args calling Redis command From Lua script ",
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [*[(t, True) for t in WRAPPED_UNUSABLE],
+                                                *[(t, False) for t in WRAPPED_REFUSALS]])
+def test_a_server_condition_a_redis_6_script_met_is_unusable(text: str, expected: bool) -> None:
+    """Redis <= 6.2: an OOM (READONLY, MISCONF, NOREPLICAS) inside a script comes as ERR `Error running script ...
+    @user_script:N: -OOM ...`: a condition of the server (the link down), as redis-py of any version parses it or as a
+    plain ResponseError of the text after ERR; a script's own error so wrapped is still a refusal. Before, every one
+    of them counted as a refusal of the one call, and a Redis 6 out of memory left the link up."""
+    from redis._parsers.base import BaseParser
+    from redis.exceptions import ResponseError
+
+    from switchman.state._redis_replies import unusable  # noqa: PLC2701
+
+    assert unusable(BaseParser.parse_error(text)) is expected
+    assert unusable(ResponseError(text.removeprefix("ERR "))) is expected
