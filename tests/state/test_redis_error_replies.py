@@ -301,3 +301,21 @@ def test_a_server_condition_a_redis_6_script_met_is_unusable(text: str, expected
 
     assert unusable(BaseParser.parse_error(text)) is expected
     assert unusable(ResponseError(text.removeprefix("ERR "))) is expected
+
+
+def test_a_refusal_is_an_answer_and_keeps_a_timeout_after_it_slow_not_down(shared: str, prefix: str) -> None:
+    """Redis answered the refused call: the link's last answer is now, so a timeout soon after is a slow call (the link
+    stays up), not Redis gone. Before, on a Cluster, a refusal left the last answer where it was."""
+    async def main() -> None:
+        link = RedisLink(shared, prefix=prefix, timeout_s=2.0, ping_s=60.0)
+        await link.start()
+        try:
+            link._answered = 0.0  # noqa: SLF001  (nothing answered for long)
+            assert not link._slow(TimeoutError())  # noqa: SLF001
+            with pytest.raises(RedisRefused, match="boom"):
+                await link.eval("return redis.error_reply('boom')", [link.key("t", "k")], [])
+            assert link._slow(TimeoutError())  # noqa: SLF001
+        finally:
+            await link.aclose()
+
+    anyio.run(main)

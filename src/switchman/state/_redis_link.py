@@ -370,6 +370,7 @@ class RedisLink:
             from redis.exceptions import ResponseError
 
             if isinstance(exc, ResponseError):  # an error reply (a Cluster's script): it ran, up to its error
+                self._answered = time.monotonic()  # an answer (as a single Redis's round trip counts it)
                 self._refused_reply(what, exc)
                 raise RedisRefused(reason(exc)) from None
             if self._slow(exc):
