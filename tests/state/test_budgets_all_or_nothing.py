@@ -635,3 +635,27 @@ def test_a_shrunk_reservation_holds_only_its_new_estimate_in_redis(prefix: str, 
         await link.aclose()
 
     anyio.run(main)
+
+
+@pytest.mark.parametrize("per_slot", [False, True], ids=["one-script", "per-slot"])
+def test_a_growth_right_after_a_synchronous_shrink_is_checked_against_the_smaller_hold(prefix: str,
+                                                                                      per_slot: bool) -> None:
+    """`resize` down gives back in the background; an `aresize` growth right after waits for that give-back, so it is
+    checked against the smaller hold (0.1 + 0.3 fits the key's $0.5), as by the local check. A second `resize` gives
+    back after the first. Before, the growth reached Redis first and was refused against the old 0.45."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        budgets.per_slot = per_slot
+        local = BudgetManager([AGENT, KEY])
+        for manager in (local, budgets):
+            held = await manager.areserve(agent="a", key_id="k", route=None, estimated_usd=0.45)
+            assert held.resize(0.2) and held.resize(0.1)
+            assert await held.aresize(0.4), type(manager).__name__
+            held.release()
+        await budgets.drain()
+        for budget in (AGENT, KEY):
+            assert await _in_redis(link, budget) == (0.0, 0.0, {}), budget.scope
+        await link.aclose()
+
+    anyio.run(main)

@@ -126,10 +126,17 @@ def _keys(key: str) -> list[str]:
     return [key, f"{key}:held", f"{key}:deadlines", f"{key}:done"]
 
 
+async def _after(before: asyncio.Task[None] | None, work: Coroutine[Any, Any, None]) -> None:
+    """`work` once `before` is over (a resize's give-back after the one before it: the last is the one to wait for)."""
+    if before is not None:
+        await asyncio.wait([before])
+    await work
+
+
 class SharedReservation(Reservation):
     """An estimate held in Redis against budgets under one id; settled or released in the background."""
 
-    __slots__ = ("_holds", "_shared", "id")
+    __slots__ = ("_giving", "_holds", "_shared", "id")
 
     def __init__(
         self, shared: SharedBudgets, holds: Sequence[_Hold], estimated_usd: float, model: str | None, rid: str,
@@ -138,6 +145,8 @@ class SharedReservation(Reservation):
         self._shared = shared
         self._holds = tuple(holds)
         self._done = False
+        #: The give-back of the last `resize` still on its way (a later one, and `aresize`, wait for it).
+        self._giving: asyncio.Task[None] | None = None
         self.id = rid
 
     @property
@@ -155,8 +164,15 @@ class SharedReservation(Reservation):
             return False
         shrink = self._shrink_to(estimate, model or self._model)
         if shrink is not None:
-            self._shared.shrink_soon(shrink)
+            self._giving = self._shared.shrink_soon(_after(self._giving, shrink))
         return True
+
+    async def _given(self) -> None:
+        """Wait for the give-back of a `resize` on its way: a growth sent before it would be checked in Redis against
+        the larger hold, and refused what the local check holds."""
+        if self._giving is not None:
+            await asyncio.wait([self._giving])
+            self._giving = None
 
     async def aresize(self, estimated_usd: float, *, model: str | None = None) -> bool:
         """Hold `estimated_usd` instead, checked in Redis (by the local check while Redis is down); False and
@@ -167,6 +183,7 @@ class SharedReservation(Reservation):
         estimate = max(estimated_usd, 0.0)
         if not math.isfinite(estimate):  # held, a NaN would disable the budget
             return False
+        await self._given()
         delta = estimate - self.estimated_usd
         if delta <= 0:
             shrink = self._shrink_to(estimate, model)
@@ -388,9 +405,10 @@ class SharedBudgets:
         leaves the larger hold (stricter, never looser) until the settle or its deadline."""
         await self._shrink_all(self._groups(holds), rid, amount)
 
-    def shrink_soon(self, shrink: Coroutine[Any, Any, None]) -> None:
-        """Run a `shrink` in the background (a synchronous resize; `drain` waits for it)."""
-        self._background(shrink)
+    def shrink_soon(self, shrink: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run a `shrink` in the background (a synchronous resize; `drain` waits for it): its task (None without an
+        event loop: nothing given back, the larger hold stays until the settle)."""
+        return self._background(shrink)
 
     async def _shrink_all(self, groups: Sequence[Sequence[_Hold]], rid: str, amount: float) -> None:
         await asyncio.gather(*(self._shrink(group, rid, amount) for group in groups), return_exceptions=True)
