@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from switchman._config import BudgetConfig
+from switchman._exceptions import BudgetLimitError
 from switchman._streaks import ONCE_LIMIT
 from switchman.ledger import BudgetManager, Ledger, LedgerRecord
 from switchman.state import RedisLink, RedisUnavailable, SharedBudgets, SharedReservation
@@ -642,3 +643,64 @@ def test_a_settle_counts_its_cost_in_full_and_a_replay_of_settled_ids_leaves_the
         assert all(raw.ttl(key) > 50 for key in kept)
         assert settle(keys=keys, args=[FAIL, 3600, 3_600_000, "r2", cost, "r3", cost]) == 2
         assert float(raw.hget(keys[0], "spent")) == cost + (cost + cost)
+
+
+def test_a_shrink_after_a_growth_redis_never_held_gives_back_only_what_redis_holds(prefix: str) -> None:
+    """A growth Redis could not take (its call failed: the local check let it through) is not in Redis: shrinking
+    from it gives back only what Redis holds beyond the new estimate — here nothing, so Redis keeps the 0.2 it held
+    and another request that would take the budget past its $0.5 is refused. Before, the shrink gave back 0.1 of a
+    growth Redis never held: Redis held 0.1, and a reserve of 0.4 put $0.7 against the $0.5."""
+    half = BudgetConfig(scope="agent", name="a", usd=0.5)
+
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([half]), link)
+        held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
+        assert isinstance(held, SharedReservation)
+        gate = _Gate(link, nth=1, fail=True)  # the growth's call fails before Redis runs it
+        assert await held.aresize(0.4)  # the local check lets it through
+        assert gate.calls == 1
+        assert await held.aresize(0.3)
+        assert await _counter(link, half) == (0.0, pytest.approx(0.2))
+        with pytest.raises(BudgetLimitError):
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)
+        assert await held.aresize(0.1)  # what Redis holds beyond the estimate goes back
+        assert await _counter(link, half) == (0.0, pytest.approx(0.1))
+        held.release()
+        await budgets.drain()
+        assert await _counter(link, half) == (0.0, 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_per_slot_a_shrink_after_a_growth_one_slot_timed_out_gives_back_only_what_redis_is_known_to_hold(
+    prefix: str,
+) -> None:
+    """As on a Cluster: a growth ran in the key's slot but timed out, so the agent's slot's growth went back and the
+    local check let the growth through. Redis is known to hold the first estimate only (the key's slot may hold the
+    growth too: stricter): a shrink to above it gives nothing back, in either slot. Before, it gave back the part of
+    the growth the agent's slot no longer held, and another request took that room."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        budgets.per_slot = True
+        held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.2)
+        assert isinstance(held, SharedReservation)
+        _Gate(link, nth=2, fail_after_run=True)  # the key's slot ran the growth, then the call timed out
+        assert await held.aresize(0.4)
+        await budgets.drain()
+        assert (await _counter(link, AGENT), await _counter(link, KEY)) == (
+            (0.0, pytest.approx(0.2)), (0.0, pytest.approx(0.4)))
+        assert await held.aresize(0.3)
+        assert (await _counter(link, AGENT), await _counter(link, KEY)) == (
+            (0.0, pytest.approx(0.2)), (0.0, pytest.approx(0.4)))
+        with pytest.raises(BudgetLimitError):  # 0.2 + 0.85 past the agent's $1
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.85)
+        held.release()
+        await budgets.drain()
+        for budget in (AGENT, KEY):
+            assert await _counter(link, budget) == (0.0, 0.0), budget.scope
+        await link.aclose()
+
+    anyio.run(main)

@@ -136,7 +136,7 @@ async def _after(before: asyncio.Task[None] | None, work: Coroutine[Any, Any, No
 class SharedReservation(Reservation):
     """An estimate held in Redis against budgets under one id; settled or released in the background."""
 
-    __slots__ = ("_giving", "_holds", "_shared", "id")
+    __slots__ = ("_giving", "_holds", "_in_redis", "_shared", "id")
 
     def __init__(
         self, shared: SharedBudgets, holds: Sequence[_Hold], estimated_usd: float, model: str | None, rid: str,
@@ -145,6 +145,9 @@ class SharedReservation(Reservation):
         self._shared = shared
         self._holds = tuple(holds)
         self._done = False
+        #: What Redis is known to hold for it (less than the estimate after a growth only the local check let
+        #: through): a shrink gives back no more than this beyond the new estimate.
+        self._in_redis = estimated_usd
         #: The give-back of the last `resize` still on its way (a later one, and `aresize`, wait for it).
         self._giving: asyncio.Task[None] | None = None
         self.id = rid
@@ -190,17 +193,22 @@ class SharedReservation(Reservation):
             if shrink is not None:
                 await shrink
             return True
-        if not await self._shared.grow(self._holds, self.id, delta, estimate, model):
+        grown = await self._shared.grow(self._holds, self.id, delta, estimate, model)
+        if grown is None:
             return False
         self.estimated_usd, self._model = estimate, model
+        self._in_redis += grown
         return True
 
     def _shrink_to(self, estimate: float, model: str | None) -> Coroutine[Any, Any, None] | None:
         """Hold `estimate` (no more than now) for `model` here at once; the give-back in Redis to run (None when
         there is none), so Redis holds what the reservation estimates: a larger hold kept there until the settle
-        would refuse other requests the room it gave back. (The give-back moves the hold's deadline, as a growth.)"""
-        given = self.estimated_usd - estimate
+        would refuse other requests the room it gave back. (The give-back moves the hold's deadline, as a growth.)
+        Only what Redis is known to hold beyond `estimate` goes back: a growth it never held (let through by the local
+        check) given back would leave it holding less than the estimate, and other requests would take that room."""
+        given = max(0.0, min(self.estimated_usd - estimate, self._in_redis - estimate))
         self.estimated_usd, self._model = estimate, model  # as the local check: a later growth is for this model
+        self._in_redis -= given  # (lowered even when the give-back fails: Redis then holds more, stricter)
         return self._shared.shrink(self._holds, self.id, given) if given > 0 else None
 
     def settle(self, actual_usd: float) -> None:
@@ -419,12 +427,16 @@ class SharedBudgets:
         except RedisUnavailable:
             pass
 
-    async def grow(self, holds: Sequence[_Hold], rid: str, amount: float, estimate: float, model: str | None) -> bool:
+    async def grow(
+        self, holds: Sequence[_Hold], rid: str, amount: float, estimate: float, model: str | None,
+    ) -> float | None:
         """Grow reservation `rid` by `amount` in every budget, or in none; while Redis is down the local check
-        decides whether the whole `estimate` still fits (its counters come from the ledger)."""
+        decides whether the whole `estimate` still fits (its counters come from the ledger). None when refused, else
+        what Redis now holds more: `amount`, or 0.0 when the local check let it through (a slot's growth that may
+        have run before its call failed is not counted: Redis holds more than known, stricter)."""
         if self.link.up:
             try:
-                return await self._hold_all(holds, rid, amount, model, first=False) is None
+                return amount if await self._hold_all(holds, rid, amount, model, first=False) is None else None
             except RedisUnavailable:
                 pass
         usage = {id(budget): (spent, reserved) for budget, spent, reserved in self.local.usage()}
@@ -433,8 +445,8 @@ class SharedBudgets:
                 continue
             spent, reserved = usage.get(id(budget), (0.0, 0.0))
             if spent + reserved + estimate > budget.usd + _EPSILON_USD:
-                return False
-        return True
+                return None
+        return 0.0
 
     def settle(self, holds: Sequence[_Hold], rid: str, actual: float) -> None:
         """Drop reservation `rid` and count `actual` in each budget, in the background (once per id): settles are
