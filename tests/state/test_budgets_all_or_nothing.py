@@ -659,3 +659,30 @@ def test_a_growth_right_after_a_synchronous_shrink_is_checked_against_the_smalle
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_a_give_back_failing_for_a_bug_is_logged(prefix: str, caplog: pytest.LogCaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A give-back that fails for another reason than Redis (a bug) is logged with its traceback, as a flush's is; the
+    resize still holds its new estimate here. Before, the gather dropped the exception without a word."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)
+        assert isinstance(held, SharedReservation)
+
+        async def broken(*_: object, **__: object) -> None:
+            raise RuntimeError("a bug in the give-back")
+
+        monkeypatch.setattr(budgets, "_hold", broken)
+        with caplog.at_level("ERROR", logger="switchman.state"):
+            assert await held.aresize(0.1)
+        assert held.estimated_usd == 0.1
+        records = [r for r in caplog.records if r.exc_info and "a bug in the give-back" in str(r.exc_info[1])]
+        assert len(records) == 1 and held.id in records[0].getMessage()
+        monkeypatch.undo()
+        held.release()
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)

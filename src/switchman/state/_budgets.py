@@ -422,10 +422,12 @@ class SharedBudgets:
         await asyncio.gather(*(self._shrink(group, rid, amount) for group in groups), return_exceptions=True)
 
     async def _shrink(self, group: Sequence[_Hold], rid: str, amount: float) -> None:
-        try:  # failing, the growth stays held until the reservation settles (or its deadline)
+        try:  # failing, the larger hold stays until the reservation settles (or its deadline): stricter
             await self._hold(group, rid, -amount, None)
         except RedisUnavailable:
             pass
+        except Exception:  # a bug: not lost in a gather or a background task
+            logger.exception("budget give-back of %s for reservation %s not written; held until its settle", amount, rid)
 
     async def grow(
         self, holds: Sequence[_Hold], rid: str, amount: float, estimate: float, model: str | None,
