@@ -134,7 +134,8 @@ async def _after(before: asyncio.Task[None] | None, work: Coroutine[Any, Any, No
 
 
 class SharedReservation(Reservation):
-    """An estimate held in Redis against budgets under one id; settled or released in the background."""
+    """An estimate held in Redis against budgets under one id; settled or released in the background. Not resized by
+    two tasks at once (as every `Reservation`): each resize in flight gives back or adds from the estimate it read."""
 
     __slots__ = ("_giving", "_holds", "_in_redis", "_shared", "id")
 
