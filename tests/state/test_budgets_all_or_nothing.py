@@ -686,3 +686,27 @@ def test_a_give_back_failing_for_a_bug_is_logged(prefix: str, caplog: pytest.Log
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_per_slot_a_growth_right_after_a_refused_one_is_checked_without_its_given_back_part(prefix: str) -> None:
+    """As on a Cluster: a growth the key's slot refuses gives the agent's slot's part back before it returns, so a
+    smaller growth right after fits the agent's $0.7 (0.3 + 0.2), as by the local check. Before, that give-back went
+    in the background and the next growth reached the agent's slot first: 0.6 + 0.2, refused."""
+    agent = BudgetConfig(scope="agent", name="a", usd=0.7)
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([agent, KEY]), link)
+        budgets.per_slot = True
+        local = BudgetManager([agent, KEY])
+        for manager in (local, budgets):
+            held = await manager.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
+            assert not await held.aresize(0.6)  # the key's $0.5
+            assert await held.aresize(0.5), type(manager).__name__
+            held.release()
+        await budgets.drain()
+        for budget in (agent, KEY):
+            assert await _in_redis(link, budget) == (0.0, 0.0, {}), budget.scope
+        await link.aclose()
+
+    anyio.run(main)

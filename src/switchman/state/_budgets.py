@@ -350,9 +350,10 @@ class SharedBudgets:
                     unknown = group[int(index) - 1][0]
                     break
                 if not int(ok):
-                    if first and taken:  # given back now: the caller's next reserve (a downgrade) must not see it
+                    if taken:  # given back now: the caller's next reserve (a downgrade) or growth must not see it
                         await self._shrink_all(taken, rid, amount)
-                    self._give_back(taken, rid, amount, first=first)
+                    if first:
+                        self._give_back(taken, rid, amount, first=True)
                     refused = group[int(index) - 1], float(spent), float(reserved)
                     return await self._decider(holds, groups[len(taken) + 1:], refused, rid, amount, model, first)
                 taken.append(group)
