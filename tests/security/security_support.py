@@ -136,9 +136,10 @@ def connect(port: int, *, source: str = "127.0.0.1", rcvbuf: int | None = None) 
     return sock
 
 
-def request_bytes(method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None) -> bytes:
+def request_bytes(method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None, *,
+                  host: str = "test") -> bytes:
     payload = b"" if body is None else body if isinstance(body, bytes) else orjson.dumps(body)
-    head = [f"{method} {path} HTTP/1.1", "host: test", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    head = [f"{method} {path} HTTP/1.1", f"host: {host}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
     if body is not None:
         head += ["content-type: application/json", f"content-length: {len(payload)}"]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + payload

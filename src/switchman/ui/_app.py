@@ -27,7 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .._streaks import FailureStreak
-from ..gateway import Gateway, run_in_ledger_thread
+from ..gateway import Gateway, relative_slash_redirects, run_in_ledger_thread
 from ._access import Access, LoginThrottle, Session
 from ._format import FILTERS
 from ._guard import LOGIN_COOKIE, SESSION_COOKIE, DashboardGuard, form_fields
@@ -277,5 +277,6 @@ def build_dashboard(gateway: Gateway, *, bind_host: str = "127.0.0.1", base_dir:
         Mount("/static", StaticFiles(directory=_STATIC), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(DashboardGuard, access=access)])
+    relative_slash_redirects(app.router)
     app.state.dashboard = board
     return app

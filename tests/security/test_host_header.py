@@ -1,0 +1,51 @@
+"""A hostile Host header never turns the gateway's or the dashboard's trailing-slash redirect into a redirect to
+another host: the Location is a path (Starlette's own built it from the Host header)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from security_support import ServerThread, config_data, connect, read_response, request_bytes
+
+from switchman._config import parse_config
+from switchman.gateway import Gateway
+from switchman.testing import FakeUpstream
+from switchman.ui import serving_app
+
+HOSTILE = "evil.example"
+
+
+@pytest.fixture
+def server(upstream: FakeUpstream, ledger_url: str) -> Iterator[ServerThread]:
+    """The gateway with the dashboard, no keys, on loopback: API and dashboard pages served without logging in."""
+    config = parse_config(config_data(upstream, ledger_url))
+    gateway = Gateway.from_config(config, env={"FAKE_KEY": "unused"})
+    with ServerThread(serving_app(gateway, bind_host="127.0.0.1"), config.server.limits) as running:
+        yield running
+
+
+def _get(server: ServerThread, path: str, host: str = HOSTILE) -> tuple[int, str | None]:
+    with connect(server.port) as sock:
+        sock.sendall(request_bytes("GET", path, headers={"connection": "close"}, host=host))
+        response = read_response(sock)
+    return response.status, response.headers.get("location")
+
+
+@pytest.mark.parametrize(("path", "location"), [
+    ("/ui", "/ui/"),
+    ("/ui/agents/", "/ui/agents"),
+    ("/ui/requests/?window=7d", "/ui/requests?window=7d"),
+    ("/v1/models/", "/v1/models"),
+    ("/health/", "/health"),
+])
+def test_a_trailing_slash_redirect_is_a_path_whatever_the_host_header(server: ServerThread, path: str,
+                                                                       location: str) -> None:
+    status, given = _get(server, path)
+    assert (status, given) == (307, location)
+
+
+@pytest.mark.parametrize("path", ["//evil.example", "//evil.example/", "/\\evil.example/", "//ui"])
+def test_a_path_that_would_redirect_to_another_host_is_not_found(server: ServerThread, path: str) -> None:
+    status, given = _get(server, path, host="127.0.0.1")
+    assert status == 404 and given is None
