@@ -4,6 +4,7 @@ query strings, headers (cookies, Origin, CSRF token) and forms on every page, an
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -78,24 +79,26 @@ def test_forms_with_any_fields_and_headers_never_get_a_500(admin: tuple[TestClie
 
 
 def test_login_attempts_from_many_addresses_keep_the_throttle_bounded(site: Site) -> None:
-    """Every login POST asks the throttle; asking must not remember an address that never failed (one entry per
+    """Every login POST asks the throttle; asking must not remember a browser that never failed (one entry per
     address, without the bound that failures keep, grew with every address a client could send from)."""
     mounted = next(r.app for r in site.app.routes if getattr(r, "path", "") == "/ui")  # the dashboard's app
     throttle = mounted.state.dashboard.throttle
     assert throttle.max_clients == 10_000
     for i in range(20_000):
-        assert not throttle.blocked(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
+        assert not throttle.blocked(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", "form")
     assert len(throttle._seen) == 0
+    long_ago = time.monotonic() - 2 * throttle.window_s  # out of the window: the ceiling over everyone is not hit
     for i in range(throttle.max_clients + 50):
-        throttle.failed(f"10.1.{i >> 8}.{i & 255}")
+        throttle.failed(f"10.1.{i >> 8}.{i & 255}", "form", now=long_ago)
     assert len(throttle._seen) == throttle.max_clients
-    for client in ("198.51.100.7", "198.51.100.8"):
-        for _ in range(throttle.failures):
-            throttle.failed(client)
-        assert throttle.blocked(client)
-    with TestClient(site.app, client=("198.51.100.7", 5000)) as browser:  # the blocked address, over HTTP
+    assert len(throttle._everyone) == throttle.ceiling
+    with TestClient(site.app, client=("198.51.100.7", 5000)) as browser:  # a blocked browser, over HTTP
         form = browser.get("/ui/login")
         token = _CSRF.search(form.text)
         assert token
+        for client in ("198.51.100.7", "198.51.100.8"):
+            for _ in range(throttle.failures):
+                throttle.failed(client, token.group(1))
+            assert throttle.blocked(client, token.group(1))
         refused = browser.post("/ui/login", data={"key": MASTER_KEY, "csrf": token.group(1)})
         assert refused.status_code == 429

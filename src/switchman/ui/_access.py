@@ -20,14 +20,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-__all__ = ["Access", "LoginThrottle", "Mode", "Role", "Session"]
+__all__ = ["Access", "Mode", "Role", "Session"]
 
 Role = Literal["admin", "viewer"]
 Mode = Literal["login", "open", "closed"]
@@ -96,8 +94,19 @@ class Access:
         role: Role = "admin" if data["r"] == "admin" else "viewer"
         return Session(role, data["c"])
 
-    def login_token(self) -> tuple[str, str]:
-        """(cookie value, form token) for the login form: the POST must bring both back, matching."""
+    def login_token(self, cookie: str | None = None) -> tuple[str, str]:
+        """(cookie value, form token) for the login form: the POST must bring both back, matching.
+
+        A browser's `cookie` younger than half its life is kept (its token names the browser to the login throttle,
+        so a form re-rendered after a wrong key must not make it a new one); otherwise a new one.
+        """
+        if cookie:
+            try:
+                kept = self._logins.loads(cookie, max_age=_LOGIN_FORM_TTL_S // 2)
+            except BadSignature:
+                kept = None
+            if isinstance(kept, str):
+                return cookie, kept
         token = secrets.token_urlsafe(24)
         return self._logins.dumps(token), token
 
@@ -115,33 +124,3 @@ class Access:
 def check_csrf(session: Session, token: str | None) -> bool:
     """Whether a mutation carries its session's CSRF token."""
     return bool(token) and hmac.compare_digest(session.csrf.encode(), (token or "").encode())
-
-
-class LoginThrottle:
-    """At most `failures` wrong keys per client address in `window_s`; later attempts wait it out."""
-
-    def __init__(self, failures: int = 10, window_s: float = 300.0, *, max_clients: int = 10_000) -> None:
-        self.failures = failures
-        self.window_s = window_s
-        self.max_clients = max_clients
-        self._seen: dict[str, deque[float]] = {}
-
-    def _recent(self, client: str, now: float) -> deque[float]:
-        times = self._seen.setdefault(client, deque())
-        while times and now - times[0] > self.window_s:
-            times.popleft()
-        return times
-
-    def blocked(self, client: str, now: float | None = None) -> bool:
-        """Whether this client has used up its attempts."""
-        if client not in self._seen:  # only `failed` adds a client (it holds the `max_clients` bound)
-            return False
-        now = time.monotonic() if now is None else now
-        return len(self._recent(client, now)) >= self.failures
-
-    def failed(self, client: str, now: float | None = None) -> None:
-        """Note a wrong key."""
-        now = time.monotonic() if now is None else now
-        if len(self._seen) >= self.max_clients and client not in self._seen:
-            self._seen.pop(next(iter(self._seen)))
-        self._recent(client, now).append(now)

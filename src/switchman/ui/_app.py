@@ -28,14 +28,15 @@ from starlette.staticfiles import StaticFiles
 
 from .._streaks import FailureStreak
 from ..gateway import Gateway, relative_slash_redirects, run_in_ledger_thread
-from ._access import Access, LoginThrottle, Session
+from ._access import Access, Session
 from ._format import FILTERS
-from ._guard import LOGIN_COOKIE, SESSION_COOKIE, DashboardGuard, form_fields
+from ._guard import LOGIN_COOKIE, LOGIN_FORM_STATE, SESSION_COOKIE, DashboardGuard, form_fields
 from ._keys import KeyForm, create_key, keys_context, revoke_key
 from ._overview import agents_context, models_context, overview_context
 from ._requests import LogQuery, log_context, request_context
 from ._routers import routers_context
 from ._sources import WINDOWS, Sources, window_named
+from ._throttle import LoginThrottle
 
 __all__ = ["PAGE_TIMEOUT_S", "Dashboard", "build_dashboard", "is_loopback"]
 
@@ -174,7 +175,7 @@ class Dashboard:
 
     # -- logging in and out ------------------------------------------------------------------------
     def _login_page(self, request: Request, *, problem: str | None = None, status: int = 200) -> Response:
-        cookie, token = self.access.login_token()
+        cookie, token = self.access.login_token(request.cookies.get(LOGIN_COOKIE))
         root = request.scope.get("root_path", "")
         html = self.env.get_template("login.html").render(
             **self._common(request, "login"), token=token, problem=problem, next=_safe_next(request, root))
@@ -192,15 +193,16 @@ class Dashboard:
     async def login(self, request: Request) -> Response:
         """POST /login — the master key (admin) or the dashboard key (read-only) → a session cookie."""
         root = request.scope.get("root_path", "")
-        client = request.client.host if request.client else "?"
+        address = request.client.host if request.client else "?"
         if self.access.mode != "login":
             return RedirectResponse(f"{root}/", status_code=303)
-        if self.throttle.blocked(client):
+        browser = str(request.scope.get("state", {}).get(LOGIN_FORM_STATE, ""))  # the form's token, checked
+        if self.throttle.blocked(address, browser):
             return self._login_page(request, problem="too many wrong keys: wait a few minutes", status=429)
         fields = form_fields(await request.body())
         role = self.access.role_of(fields.get("key", ""))
         if role is None:
-            self.throttle.failed(client)
+            self.throttle.failed(address, browser)
             return self._login_page(request, problem="that key is not the master key or the dashboard key",
                                     status=401)
         cookie, _ = self.access.issue(role)
