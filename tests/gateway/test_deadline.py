@@ -101,17 +101,23 @@ class _SlowPool:
         await self.real.aclose()
 
 
-def test_an_answer_past_the_models_total_time_is_an_upstream_timeout() -> None:
+def _slow_dispatcher(pool: type[_SlowPool], *, first_byte: float, total: float) -> Dispatcher:
+    """A dispatcher whose one model ("slow") has these deadlines and whose every provider sends through `pool`."""
     router = Router.from_dict({
         "providers": {"fake": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "FAKE_OPENAI_KEY"}},
         "models": {"slow": {"provider": "fake", "input_price": 0.1, "output_price": 0.2,
-                            "timeouts": {"connect": 1.0, "first_byte": 1.0, "total": 0.05}}},
+                            "timeouts": {"connect": 1.0, "first_byte": first_byte, "total": total}}},
         "server": {"retries": {"attempts": 0}},
     })
     dispatcher = Dispatcher.from_decider(router, env=ENV)
     for deployments in dispatcher.deployments.values():
         for deployment in deployments:
-            deployment.provider.pool = _SlowPool(deployment.provider.pool)  # type: ignore[assignment]
+            deployment.provider.pool = pool(deployment.provider.pool)  # type: ignore[assignment]
+    return dispatcher
+
+
+def test_an_answer_past_the_models_total_time_is_an_upstream_timeout() -> None:
+    dispatcher = _slow_dispatcher(_SlowPool, first_byte=1.0, total=0.05)
 
     async def go() -> None:
         try:
@@ -135,16 +141,7 @@ class _SilentPool(_SlowPool):
 
 
 def test_a_stream_silent_past_its_first_byte_time_is_an_upstream_timeout() -> None:
-    router = Router.from_dict({
-        "providers": {"fake": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "FAKE_OPENAI_KEY"}},
-        "models": {"slow": {"provider": "fake", "input_price": 0.1, "output_price": 0.2,
-                            "timeouts": {"connect": 1.0, "first_byte": 0.05, "total": 5.0}}},
-        "server": {"retries": {"attempts": 0}},
-    })
-    dispatcher = Dispatcher.from_decider(router, env=ENV)
-    for deployments in dispatcher.deployments.values():
-        for deployment in deployments:
-            deployment.provider.pool = _SilentPool(deployment.provider.pool)  # type: ignore[assignment]
+    dispatcher = _slow_dispatcher(_SilentPool, first_byte=0.05, total=5.0)
 
     async def go() -> None:
         try:
