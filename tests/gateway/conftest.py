@@ -6,7 +6,6 @@ the back-off delays instead of waiting them out.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,13 +14,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
+from server_support import ServerThread
 
 from switchman import Router
 from switchman._config import Config, parse_config
 from switchman._config_server import CircuitBreaker
-from switchman._limits import ServerLimits
-from switchman.gateway import Gateway, HealthBoard, build_app, server_config
+from switchman.gateway import Gateway, HealthBoard, build_app
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
@@ -91,29 +89,6 @@ def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
         },
     }
 
-
-class ServerThread:
-    """uvicorn (with the gateway's guarded protocol and these limits) running an app in a thread on an
-    ephemeral loopback port."""
-
-    def __init__(self, app: Any, limits: ServerLimits | None = None) -> None:
-        self.server = uvicorn.Server(server_config(app, limits or ServerLimits(), host="127.0.0.1", port=0,
-                                                   log_config=None, log_level="info"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 @pytest.fixture(scope="session")

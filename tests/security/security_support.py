@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 import orjson
-import uvicorn
 import yaml
+from server_support import LoopbackServer
 
 from switchman._config import parse_config
 from switchman._limits import ServerLimits
-from switchman.gateway import Gateway, build_app, server_config
+from switchman.gateway import Gateway, build_app
 from switchman.testing import FakeUpstream
 
 UPSTREAM_KEY = "sk-upstream-security-0123456789abcdef"
@@ -49,32 +49,11 @@ def config_data(upstream: FakeUpstream, ledger_url: str, **server: Any) -> dict[
     }
 
 
-class ServerThread:
-    """uvicorn with the gateway's guarded protocol, in a thread on an ephemeral loopback port."""
+class ServerThread(LoopbackServer):
+    """uvicorn with the gateway's guarded protocol and `limits`, in a thread on an ephemeral loopback port."""
 
     def __init__(self, app: Any, limits: ServerLimits) -> None:
-        config = server_config(app, limits, host="127.0.0.1", port=0, log_config=None, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.port = 0
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.01)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(app, limits, log_level="warning")
 
 
 @contextmanager

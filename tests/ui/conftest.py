@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+import server_support
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway
@@ -96,24 +95,8 @@ def site(upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]], 
     return make_site(upstream, f"sqlite:///{copy}", filled_ledger[1])
 
 
-class ServerThread:
-    """uvicorn serving an app in a thread on an ephemeral loopback port."""
+class ServerThread(server_support.ServerThread):
+    """uvicorn's own protocol serving an app in a thread on an ephemeral loopback port; `with` gives its URL."""
 
     def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
-                                                    log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+        super().__init__(app, plain=True, log_level="warning")
