@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from security_support import PG_HOST, PG_PORT, UPSTREAM_KEY
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
+from pg_support import fresh_schema, schema_url
+from security_support import UPSTREAM_KEY
 
 from switchman.testing import FakeUpstream
 
@@ -35,16 +33,5 @@ def ledger_url(tmp_path: Path) -> str:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh Postgres schema on the machine's server (127.0.0.1:5432/test), dropped afterwards."""
-    admin = create_engine(f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/test",
-                          connect_args={"connect_timeout": 3})
-    schema = f"sw_sec_{secrets.token_hex(6)}"
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"create schema {schema}"))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"Postgres at {PG_HOST}:{PG_PORT}/test is unreachable ({str(exc.orig).strip().splitlines()[0]})")
-    yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f"drop schema {schema} cascade"))
-    admin.dispose()
+    with fresh_schema("sw_sec") as schema:
+        yield schema_url(schema)

@@ -28,7 +28,6 @@ UPSTREAM_KEY = "sk-upstream-security-0123456789abcdef"
 MASTER_KEY = "sk-master-security-0f0f0f0f0f0f0f0f"
 ENV = {"FAKE_KEY": UPSTREAM_KEY}
 ASK = [{"role": "user", "content": "hello"}]
-PG_HOST, PG_PORT = "127.0.0.1", 5432
 
 
 def config_data(upstream: FakeUpstream, ledger_url: str, **server: Any) -> dict[str, Any]:

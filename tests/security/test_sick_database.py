@@ -8,12 +8,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from pg_support import PG_HOST, PG_PORT
 from security_support import (
     ASK,
     ENV,
     MASTER_KEY,
-    PG_HOST,
-    PG_PORT,
     HangingServer,
     config_data,
     running_gateway,

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-import secrets
 import urllib.parse
 from collections.abc import Iterator
 
 import pytest
+from pg_support import fresh_schema, schema_url
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 from starlette.testclient import TestClient
 
 from switchman.ledger import Ledger, LedgerRecord
@@ -25,18 +23,8 @@ _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh schema on the machine's PostgreSQL (127.0.0.1:5432/test), dropped afterwards."""
-    admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test", connect_args={"connect_timeout": 3})
-    schema = f"sw_ui_{secrets.token_hex(6)}"
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"create schema {schema}"))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL is unreachable ({str(exc.orig).strip().splitlines()[0]})")
-    yield f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f"drop schema {schema} cascade"))
-    admin.dispose()
+    with fresh_schema("sw_ui") as schema:
+        yield schema_url(schema)
 
 
 def _admin(site: Site) -> Iterator[tuple[TestClient, str]]:

@@ -12,15 +12,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
+from pg_support import PG_HOST, PG_PORT, fresh_schema, schema_url
 
 from switchman.testing import FakeUpstream
 from switchman.ui import _app
 
 from .conftest import ServerThread, make_site
 
-PG = ("127.0.0.1", 5432)
+PG = (PG_HOST, PG_PORT)
 
 
 class StallingProxy:
@@ -85,18 +84,8 @@ class StallingProxy:
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
-    admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test", connect_args={"connect_timeout": 3})
-    schema = f"sw_sick_{int(time.time() * 1000) % 10**9}"
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"create schema {schema}"))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL is unreachable ({str(exc.orig).strip().splitlines()[0]})")
-    yield schema
-    with admin.begin() as conn:
-        conn.execute(text(f"drop schema {schema} cascade"))
-    admin.dispose()
+    with fresh_schema("sw_sick") as schema:
+        yield schema
 
 
 @pytest.fixture
@@ -107,7 +96,7 @@ def quick_pages(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_pages_over_a_ledger_that_stalls_mid_run_answer_503_in_bounded_time(
         upstream: FakeUpstream, pg_schema: str, quick_pages: None) -> None:
     proxy = StallingProxy(PG)
-    url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{pg_schema}"
+    url = schema_url(pg_schema, port=proxy.port)
     site = make_site(upstream, url, [], master=False, viewer=False)  # open (read-only) on loopback
     try:
         with ServerThread(site.app) as base, httpx.Client(base_url=base, timeout=30) as http:
@@ -155,7 +144,7 @@ def test_page_loads_on_a_stalled_ledger_block_a_bounded_number_of_threads_and_lo
 
     monkeypatch.setattr(_app, "PAGE_TIMEOUT_S", 0.5)
     proxy = StallingProxy(PG)
-    url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{pg_schema}"
+    url = schema_url(pg_schema, port=proxy.port)
     site = make_site(upstream, url, [], master=False, viewer=False)
     try:
         with ServerThread(site.app) as base, httpx.Client(base_url=base, timeout=30) as http, \
