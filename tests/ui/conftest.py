@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 import server_support
 
 from switchman._config import parse_config
@@ -21,6 +24,7 @@ MASTER_KEY = "sk-master-ui-test-0123456789abcdef"
 VIEWER_KEY = "sk-dashboard-ui-test-fedcba987654"
 UPSTREAM_KEY = "sk-upstream-ui-test-55aa55aa55aa"
 TRAFFIC = 3000
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
@@ -100,3 +104,19 @@ class ServerThread(server_support.ServerThread):
 
     def __init__(self, app: Any) -> None:
         super().__init__(app, plain=True, log_level="warning")
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a page's forms carry (the login form's, or a session's)."""
+    match = _CSRF.search(html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+@contextmanager
+def admin_session(site: Site) -> Iterator[tuple[TestClient, str]]:
+    """A logged-in admin on `site` (500s answered, not raised) and its CSRF token."""
+    with TestClient(site.app, raise_server_exceptions=False) as client:
+        form = client.get("/ui/login", params={"next": "/ui/"})
+        client.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text), "next": "/ui/"})
+        yield client, csrf_of(client.get("/ui/keys").text)

@@ -3,7 +3,6 @@ query strings, headers (cookies, Origin, CSRF token) and forms on every page, an
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 
@@ -12,9 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from .conftest import MASTER_KEY, Site
+from .conftest import MASTER_KEY, Site, admin_session, csrf_of
 
-_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 PAGES = ["/ui/", "/ui/agents", "/ui/models", "/ui/routers", "/ui/requests", "/ui/keys", "/ui/login", "/ui/requests/x",
@@ -33,14 +31,8 @@ TEXT = st.text(max_size=30)
 @pytest.fixture
 def admin(site: Site) -> Iterator[tuple[TestClient, str]]:
     """A logged-in admin session (500s answered, not raised) and its CSRF token."""
-    with TestClient(site.app, raise_server_exceptions=False) as client:
-        form = client.get("/ui/login", params={"next": "/ui/"})
-        match = _CSRF.search(form.text)
-        assert match
-        client.post("/ui/login", data={"key": MASTER_KEY, "csrf": match.group(1), "next": "/ui/"})
-        keys = _CSRF.search(client.get("/ui/keys").text)
-        assert keys
-        yield client, keys.group(1)
+    with admin_session(site) as session:
+        yield session
 
 
 @pytest.mark.parametrize("origin", ["http://[::1", "http://[", "https://]x["])
@@ -94,11 +86,10 @@ def test_login_attempts_from_many_addresses_keep_the_throttle_bounded(site: Site
     assert len(throttle._everyone) == throttle.ceiling
     with TestClient(site.app, client=("198.51.100.7", 5000)) as browser:  # a blocked browser, over HTTP
         form = browser.get("/ui/login")
-        token = _CSRF.search(form.text)
-        assert token
+        token = csrf_of(form.text)
         for client in ("198.51.100.7", "198.51.100.8"):
             for _ in range(throttle.failures):
-                throttle.failed(client, token.group(1))
-            assert throttle.blocked(client, token.group(1))
-        refused = browser.post("/ui/login", data={"key": MASTER_KEY, "csrf": token.group(1)})
+                throttle.failed(client, token)
+            assert throttle.blocked(client, token)
+        refused = browser.post("/ui/login", data={"key": MASTER_KEY, "csrf": token})
         assert refused.status_code == 429

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from collections.abc import Iterator
 
@@ -15,9 +14,8 @@ from starlette.testclient import TestClient
 from switchman.ledger import Ledger, LedgerRecord
 from switchman.testing import FakeUpstream
 
-from .conftest import MASTER_KEY, Site, make_site
+from .conftest import Site, admin_session, make_site
 
-_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -27,20 +25,9 @@ def pg_url() -> Iterator[str]:
         yield schema_url(schema)
 
 
-def _admin(site: Site) -> Iterator[tuple[TestClient, str]]:
-    with TestClient(site.app, raise_server_exceptions=False) as client:
-        form = client.get("/ui/login", params={"next": "/ui/"})
-        match = _CSRF.search(form.text)
-        assert match
-        client.post("/ui/login", data={"key": MASTER_KEY, "csrf": match.group(1), "next": "/ui/"})
-        keys = _CSRF.search(client.get("/ui/keys").text)
-        assert keys
-        yield client, keys.group(1)
-
-
 @pytest.mark.parametrize("before", ["²", "¹²³", "٣", "-1", "1e3", " 12", "9" * 40])
 def test_a_before_that_is_not_ascii_digits_is_ignored(site: Site, before: str) -> None:
-    for client, _ in _admin(site):
+    with admin_session(site) as (client, _):
         page = client.get("/ui/requests", params={"before": before})
         assert page.status_code == 200, page.text[:300]
         assert 'data-request-id="' in page.text  # the newest page, as without `before`
@@ -49,7 +36,7 @@ def test_a_before_that_is_not_ascii_digits_is_ignored(site: Site, before: str) -
 def test_nul_in_ids_is_a_404_on_postgres(upstream: FakeUpstream, pg_url: str,
                                          filled_ledger: tuple[str, list[LedgerRecord]]) -> None:
     site = make_site(upstream, pg_url, filled_ledger[1])
-    for client, token in _admin(site):
+    with admin_session(site) as (client, token):
         assert client.get("/ui/requests/x%00y").status_code == 404
         assert client.get("/ui/requests/x%1By").status_code == 404
         revoked = client.post("/ui/keys/x%00y/revoke", data={"csrf": token})
@@ -67,7 +54,7 @@ def test_a_nul_in_a_log_filter_finds_nothing_on_a_filled_postgres_ledger(
         ledger.record(record)
     ledger.close_sync(timeout=None)
     site = make_site(upstream, pg_url, filled_ledger[1])
-    for client, _ in _admin(site):
+    with admin_session(site) as (client, _):
         page = client.get("/ui/requests", params={field: "a\x00b"})
         assert page.status_code == 200, page.text[:300]
         assert 'data-request-id="' not in page.text
@@ -83,7 +70,8 @@ def filled_pg_site(upstream: FakeUpstream, pg_url: str, filled_ledger: tuple[str
     for record in filled_ledger[1][:200]:
         ledger.record(record)
     ledger.close_sync(timeout=None)
-    yield from _admin(make_site(upstream, pg_url, filled_ledger[1]))
+    with admin_session(make_site(upstream, pg_url, filled_ledger[1])) as session:
+        yield session
 
 
 _FILTERS = ["agent", "key", "route", "model", "status", "session", "window", "before"]

@@ -3,22 +3,15 @@ person behind the same address (a reverse proxy, a NAT) for one attacker's guess
 
 from __future__ import annotations
 
-import re
-
 from starlette.testclient import TestClient
 
 from switchman.ui._throttle import LoginThrottle
 
-from .conftest import MASTER_KEY, Site
-
-_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
+from .conftest import MASTER_KEY, Site, csrf_of
 
 def _attempt(browser: TestClient, key: str) -> int:
     form = browser.get("/ui/login")
-    match = _CSRF.search(form.text)
-    assert match
-    return browser.post("/ui/login", data={"key": key, "csrf": match.group(1)}, follow_redirects=False).status_code
+    return browser.post("/ui/login", data={"key": key, "csrf": csrf_of(form.text)}, follow_redirects=False).status_code
 
 
 def test_a_second_browser_behind_a_throttled_address_still_logs_in(site: Site) -> None:
