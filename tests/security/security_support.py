@@ -122,6 +122,45 @@ def request_bytes(method: str, path: str, body: Any = None, headers: Mapping[str
     return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
 
 
+def post_head(path: str, *lines: bytes) -> bytes:
+    """A POST's head (JSON body, host "test") with these header lines; the body is the caller's to append."""
+    return b"\r\n".join([f"POST {path} HTTP/1.1".encode(), b"host: test", b"content-type: application/json",
+                          *lines]) + b"\r\n\r\n"
+
+
+def answer_to(port: int, *pieces: bytes) -> RawResponse:
+    """The first answer to bytes sent as they are, piece by piece, on a fresh connection."""
+    with connect(port) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+        return read_response(sock)
+
+
+def answers_to(port: int, *pieces: bytes) -> list[tuple[int, bytes]]:
+    """Every (status, body) the server wrote to bytes sent piece by piece on a fresh connection, until it closed."""
+    with connect(port) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+        return _answers_until_closed(sock)
+
+
+def _answers_until_closed(sock: socket.socket) -> list[tuple[int, bytes]]:
+    """Every (status, body) the server wrote before closing: Content-Length answers, back to back."""
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:])
+                      if k.strip().lower() == "content-length")
+        answers.append((int(lines[0].split(" ")[1]), rest[:length]))
+        data = rest[length:]
+    return answers
+
+
 def assert_openai_error(response: RawResponse, status: int, code: str) -> dict[str, Any]:
     """The response is `status` with the OpenAI error envelope and this code."""
     assert response.status == status, (response.status, response.body)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from security_support import ServerThread, config_data, connect, read_response, request_bytes
+from security_support import ServerThread, answer_to, config_data, request_bytes
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway
@@ -26,9 +26,7 @@ def server(upstream: FakeUpstream, ledger_url: str) -> Iterator[ServerThread]:
 
 
 def _get(server: ServerThread, path: str, host: str = HOSTILE) -> tuple[int, str | None]:
-    with connect(server.port) as sock:
-        sock.sendall(request_bytes("GET", path, headers={"connection": "close"}, host=host))
-        response = read_response(sock)
+    response = answer_to(server.port, request_bytes("GET", path, headers={"connection": "close"}, host=host))
     return response.status, response.headers.get("location")
 
 
