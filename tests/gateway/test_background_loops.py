@@ -61,9 +61,8 @@ def test_a_malformed_key_row_is_left_out_and_the_other_keys_still_read(
         keyring.close()
 
 
-def test_the_key_refresh_loop_outlives_a_listener_that_raises(tmp_path: Path) -> None:
-    """Before, one raising listener (e.g. key budgets a reload could not take) ended `Keyring.run` for good, and
-    the lifespan's `await task` at shutdown re-raised it before the ledger was flushed."""
+def _keyring_with_a_buggy_listener(tmp_path: Path, *, failures: int) -> tuple[Keyring, list[int]]:
+    """A keyring over one key, refreshed every 10 ms, whose listener raises on its first `failures` calls (counted)."""
     store = KeyStore(f"sqlite:///{tmp_path / 'keys.sqlite3'}")
     store.create("k")
     keyring = Keyring(store, refresh_s=0.01)
@@ -71,10 +70,17 @@ def test_the_key_refresh_loop_outlives_a_listener_that_raises(tmp_path: Path) ->
 
     def listener(_: object) -> None:
         calls.append(1)
-        if len(calls) == 1:
+        if len(calls) <= failures:
             raise RuntimeError("a listener's bug")
 
     keyring.on_change(listener)
+    return keyring, calls
+
+
+def test_the_key_refresh_loop_outlives_a_listener_that_raises(tmp_path: Path) -> None:
+    """Before, one raising listener (e.g. key budgets a reload could not take) ended `Keyring.run` for good, and
+    the lifespan's `await task` at shutdown re-raised it before the ledger was flushed."""
+    keyring, calls = _keyring_with_a_buggy_listener(tmp_path, failures=1)
 
     try:
         assert _run_loop(keyring.run(), lambda: len(calls) >= 3)
@@ -146,17 +152,7 @@ def test_a_persistent_budget_refresh_failure_is_logged_once_and_its_end_too(capl
 
 def test_a_persistent_key_refresh_failure_is_logged_once_per_streak(tmp_path: Path,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
-    store = KeyStore(f"sqlite:///{tmp_path / 'keys.sqlite3'}")
-    store.create("k")
-    keyring = Keyring(store, refresh_s=0.01)
-    calls: list[int] = []
-
-    def listener(_: object) -> None:
-        calls.append(1)
-        if len(calls) <= 5:
-            raise RuntimeError("a listener's bug")
-
-    keyring.on_change(listener)
+    keyring, calls = _keyring_with_a_buggy_listener(tmp_path, failures=5)
 
     try:
         with caplog.at_level(logging.INFO, logger="switchman.gateway"):
