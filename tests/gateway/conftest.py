@@ -189,6 +189,18 @@ def clean_slate(request: pytest.FixtureRequest, sleeps: list[float], clock: Cloc
     upstream.clear()
 
 
+def ledger_row(gateway: Gateway, request_id: str) -> LedgerRecord:
+    """The request's ledger row (a stream's is written just after its last byte: waited for, 2 s at most)."""
+    assert gateway.ledger is not None
+    for _ in range(100):
+        gateway.ledger.flush_sync(timeout=5)
+        found = gateway.ledger.find(request_id)
+        if found is not None:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"no ledger row for {request_id}")
+
+
 @pytest.fixture
 def ledger_record(gateway: Gateway) -> Callable[[str], LedgerRecord]:
     """The ledger record of a request id (flushes the writer first)."""

@@ -28,10 +28,9 @@ from switchman._config import parse_config
 from switchman._exceptions import ConfigError
 from switchman.gateway import ConfigReloader, Gateway, build_app
 from switchman.gateway._tracing import Tracing
-from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
-from .conftest import ASK, ENV, OPENAI_KEY, WRONG_KEY, ServerThread, config_data
+from .conftest import ASK, ENV, OPENAI_KEY, WRONG_KEY, ServerThread, config_data, ledger_row
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
@@ -58,14 +57,6 @@ def traced(upstream: FakeUpstream, tmp_path: Path) -> Iterator[tuple[str, Gatewa
     upstream.clear()
 
 
-def _record(gateway: Gateway, request_id: str) -> LedgerRecord:
-    assert gateway.ledger is not None
-    gateway.ledger.flush_sync(timeout=5)
-    found = gateway.ledger.find(request_id)
-    assert found is not None
-    return found
-
-
 def _by_name(spans: tuple[ReadableSpan, ...], prefix: str) -> list[ReadableSpan]:
     return [s for s in spans if s.name.startswith(prefix)]
 
@@ -78,7 +69,7 @@ def test_request_span_follows_the_genai_conventions(traced: tuple[str, Gateway, 
         model="auto", messages=ASK, max_tokens=30, temperature=0.2,
         extra_headers={"traceparent": TRACEPARENT, "x-switchman-agent": "triage", "x-switchman-session": "s-1"})
     request_id = raw.headers["x-switchman-request-id"]
-    record = _record(gateway, request_id)
+    record = ledger_row(gateway, request_id)
     spans = exporter.get_finished_spans()
     (root,) = [s for s in spans if s.kind == SpanKind.SERVER]
     assert root.name == "chat auto"
