@@ -118,13 +118,24 @@ def server(gateway: Gateway) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def sdk_router(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Router]:
-    """The SDK's Router on the shared configuration (its own ledger), closed at the end (safe to repeat)."""
+def sdk_ledger_url(tmp_path: Path) -> str:
+    """The ledger of an SDK test's Router (`sdk_config`)."""
+    return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+
+
+def sdk_config(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The shared configuration for an SDK Router of its own (ledger at `sdk_ledger_url`), the upstream's keys in
+    the environment, the fake upstream's faults and requests cleared."""
     monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
     monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
     upstream.clear()
-    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+    return config_data(upstream, sdk_ledger_url(tmp_path))
+
+
+@pytest.fixture
+def sdk_router(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Router]:
+    """The SDK's Router on the shared configuration (its own ledger), closed at the end (safe to repeat)."""
+    router = Router.from_dict(sdk_config(upstream, tmp_path, monkeypatch))
     yield router
     router.close()
 

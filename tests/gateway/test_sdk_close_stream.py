@@ -13,17 +13,12 @@ from switchman import Router, RouterClosedError
 from switchman.ledger import Ledger
 from switchman.testing import FakeUpstream
 
-from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
+from .conftest import sdk_ledger_url
 
 
-def test_close_while_a_stream_is_being_opened_records_it(upstream: FakeUpstream, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch,
+def test_close_while_a_stream_is_being_opened_records_it(upstream: FakeUpstream, tmp_path: Path, sdk_router: Router,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
-    upstream.clear()
-    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    router = Router.from_dict(config_data(upstream, url))
+    router, url = sdk_router, sdk_ledger_url(tmp_path)
     router.chat("warm up", model="mid")
     upstream.inject("latency", model="cheap", times=None, seconds=1.0)
     outcome: list[BaseException | None] = []

@@ -160,11 +160,9 @@ def test_a_call_recorded_as_a_success_keeps_its_answer_when_close_gives_up(
     up to 5 s). A close that gives up on it then must not tell its caller the call failed: it gets its answer."""
     from switchman.gateway._dispatcher import Dispatcher
 
-    from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
+    from .conftest import sdk_config
 
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
-    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    data = sdk_config(upstream, tmp_path, monkeypatch)
     data["server"]["durability"] = "sync"
     router = Router.from_dict(data)
     committing, released = threading.Event(), threading.Event()
@@ -205,11 +203,9 @@ def test_close_timeout_does_not_wait_for_a_hung_name_lookup(
     waiting for the look-up; the loop thread, a daemon, ends once it does."""
     import socket
 
-    from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
+    from .conftest import sdk_config
 
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
-    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    data = sdk_config(upstream, tmp_path, monkeypatch)
     for provider in data["providers"].values():
         provider["base_url"] = provider["base_url"].replace("127.0.0.1", "localhost")
     router = Router.from_dict(data)
