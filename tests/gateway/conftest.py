@@ -6,6 +6,7 @@ the back-off delays instead of waiting them out.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,6 +117,22 @@ def gateway(config: Config) -> Gateway:
 def server(gateway: Gateway) -> Iterator[str]:
     with ServerThread(build_app(gateway), gateway.config.server.limits) as url:
         yield url
+
+
+class CallThread(threading.Thread):
+    """`call` in a daemon thread; once it ends, `outcome` holds what it raised, or None when it returned."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self._call = call
+        self.outcome: list[BaseException | None] = []
+
+    def run(self) -> None:
+        try:
+            self._call()
+            self.outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - what the call raised is the test's assertion
+            self.outcome.append(exc)
 
 
 def sdk_ledger_url(tmp_path: Path) -> str:

@@ -3,7 +3,6 @@ written; a reader cut off gets RouterClosedError, not anyio's 'This portal is no
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from switchman import Router, RouterClosedError
 from switchman.ledger import Ledger
 from switchman.testing import FakeUpstream
 
-from .conftest import sdk_ledger_url
+from .conftest import CallThread, sdk_ledger_url
 
 
 def test_close_while_a_stream_is_being_opened_records_it(upstream: FakeUpstream, tmp_path: Path, sdk_router: Router,
@@ -21,16 +20,8 @@ def test_close_while_a_stream_is_being_opened_records_it(upstream: FakeUpstream,
     router, url = sdk_router, sdk_ledger_url(tmp_path)
     router.chat("warm up", model="mid")
     upstream.inject("latency", model="cheap", times=None, seconds=1.0)
-    outcome: list[BaseException | None] = []
-
-    def read() -> None:
-        try:
-            list(router.chat("slow", model="cheap", stream=True))
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - what the reader got is the assertion
-            outcome.append(exc)
-
-    thread = threading.Thread(target=read)
+    thread = CallThread(lambda: list(router.chat("slow", model="cheap", stream=True)))
+    outcome = thread.outcome
     try:
         thread.start()
         deadline = time.monotonic() + 10
