@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pg_support import fresh_schema, schema_url
-from security_support import UPSTREAM_KEY
+from security_support import UPSTREAM_KEY, config_data, running_gateway
 
 from switchman.testing import FakeUpstream
 
@@ -23,6 +24,15 @@ def clean_upstream(upstream: FakeUpstream) -> Iterator[None]:
     upstream.clear()
     yield
     upstream.clear()
+
+
+@pytest.fixture(scope="module")
+def http(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A client of a gateway on the suite's configuration (a ledger of its own), shared by one module's tests."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'ledger.sqlite3'}"
+    with running_gateway(config_data(upstream, url)) as (_, server), \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
 
 
 @pytest.fixture
