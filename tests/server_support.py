@@ -4,12 +4,16 @@ hostile-client and local-model tests run (importable from every test folder: tes
     with ServerThread(build_app(gateway)) as url: ...           # the gateway's guarded protocol, its default limits
     with ServerThread(app, plain=True) as url: ...              # uvicorn's own protocol
     with LoopbackServer(app, limits) as server: server.port     # the same, handing over the server itself
+    with serving_handler(Handler) as port: ...                  # a stdlib http.server handler instead of an app
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import uvicorn
@@ -17,7 +21,7 @@ import uvicorn
 from switchman._limits import ServerLimits
 from switchman.gateway import server_config
 
-__all__ = ["LoopbackServer", "ServerThread"]
+__all__ = ["LoopbackServer", "ServerThread", "serving_handler"]
 
 
 class _Served:
@@ -70,3 +74,17 @@ class LoopbackServer(_Served):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def serving_handler(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A threading http.server with this handler on an ephemeral loopback port (yields the port); stopped after."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

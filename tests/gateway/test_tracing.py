@@ -6,10 +6,9 @@ plain HTTP server that decodes the protobuf body with opentelemetry-proto.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import anyio
 import httpx
 import openai
 import pytest
+from server_support import serving_handler
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -230,12 +230,8 @@ class _Receiver(BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver() -> Iterator[str]:
     _Receiver.exports, _Receiver.paths, _Receiver.headers_seen = [], [], []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving_handler(_Receiver) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_spans_reach_an_otlp_http_collector(upstream: FakeUpstream, tmp_path: Path, receiver: str) -> None:
