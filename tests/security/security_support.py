@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -13,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import yaml
+from serve_support import serving
 from server_support import LoopbackServer
 
 from switchman._config import parse_config
@@ -180,41 +178,11 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float = 10.0, what: st
         time.sleep(0.02)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def serve_process(data: Mapping[str, Any], folder: Path, env: Mapping[str, str] = ENV) -> Iterator[
         tuple[subprocess.Popen[bytes], str]]:
     """`switchman serve` in a process of its own (nothing else shares its interpreter), with this configuration."""
     config = folder / "switchman.yaml"
     config.write_text(yaml.safe_dump(dict(data)))
-    port = free_port()
-    with (folder / "serve.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
-             "--port", str(port)], env={**os.environ, **env}, stdout=log, stderr=log)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(base + "/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("switchman serve did not start: " + (folder / "serve.log").read_text())
-                time.sleep(0.1)
-            yield process, base
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(10)
+    with serving(folder, config, env=env) as served:
+        yield served.process, served.base
