@@ -47,3 +47,14 @@ def test_a_trailing_slash_redirect_is_a_path_whatever_the_host_header(server: Se
 def test_a_path_that_would_redirect_to_another_host_is_not_found(server: ServerThread, path: str) -> None:
     status, given = _get(server, path, host="127.0.0.1")
     assert status == 404 and given is None
+
+
+@pytest.mark.parametrize(("breaking", "location"), [
+    ("%0d", "/ui/requests/a%0Dset-cookie:%20x=1"),  # a route matches the twin: redirected, the CR kept encoded
+    ("%0a", None), ("%0d%0a", None),  # no route matches a path with a line feed: not found
+])
+def test_a_redirect_cannot_carry_a_header_line(server: ServerThread, breaking: str, location: str | None) -> None:
+    response = answer_to(server.port, request_bytes("GET", f"/ui/requests/a{breaking}set-cookie:%20x=1/",
+                                                    headers={"connection": "close"}))
+    assert "set-cookie" not in response.headers, response.headers
+    assert response.headers.get("location") == location
