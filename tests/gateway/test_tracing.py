@@ -57,6 +57,13 @@ def traced(upstream: FakeUpstream, tmp_path: Path) -> Iterator[tuple[str, Gatewa
     upstream.clear()
 
 
+def _chat(url: str, model: str = "auto", headers: dict[str, str] | None = None,
+          messages: list[dict[str, str]] = ASK) -> httpx.Response:
+    """A chat request (one message unless told) to the gateway at `url`."""
+    return httpx.post(url + "/v1/chat/completions", json={"model": model, "messages": messages}, headers=headers,
+                      timeout=30)
+
+
 def _by_name(spans: tuple[ReadableSpan, ...], prefix: str) -> list[ReadableSpan]:
     return [s for s in spans if s.name.startswith(prefix)]
 
@@ -112,7 +119,7 @@ def test_each_retry_is_a_span_and_failures_are_marked(traced: tuple[str, Gateway
                                                       upstream: FakeUpstream) -> None:
     url, gateway, exporter = traced
     upstream.inject("server_error", model="cheap", times=1)
-    response = httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": ASK}, timeout=30)
+    response = _chat(url)
     assert response.status_code == 200
     spans = exporter.get_finished_spans()
     attempts = sorted((s for s in spans if s.kind == SpanKind.CLIENT), key=lambda s: s.start_time or 0)
@@ -131,7 +138,7 @@ def test_each_retry_is_a_span_and_failures_are_marked(traced: tuple[str, Gateway
 def test_a_failed_attempt_span_names_no_key(traced: tuple[str, Gateway, InMemorySpanExporter]) -> None:
     url, _, exporter = traced
     # The upstream refuses the key and echoes it in its error, as OpenAI's 401 does.
-    response = httpx.post(url + "/v1/chat/completions", json={"model": "locked", "messages": ASK}, timeout=30)
+    response = _chat(url, "locked")
     assert response.status_code == 502
     spans = exporter.get_finished_spans()
     (attempt,) = [s for s in spans if s.kind == SpanKind.CLIENT]
@@ -146,7 +153,7 @@ def test_a_failed_request_span_is_an_error(traced: tuple[str, Gateway, InMemoryS
                                            upstream: FakeUpstream) -> None:
     url, _, exporter = traced
     upstream.inject("bad_request", model="cheap", times=1)
-    response = httpx.post(url + "/v1/chat/completions", json={"model": "auto:strict", "messages": ASK}, timeout=30)
+    response = _chat(url, "auto:strict")
     assert response.status_code == 400
     (root,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert root.status.status_code == StatusCode.ERROR
@@ -177,8 +184,7 @@ def test_prompt_text_only_when_store_prompts_allows(upstream: FakeUpstream, tmp_
     gateway = _gateway(upstream, tmp_path, store_prompts=True)
     gateway.dispatcher.tracing = Tracing(provider, record_prompts=True)
     with ServerThread(build_app(gateway)) as url:
-        httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": [
-            {"role": "user", "content": "what is the capital of Peru?"}]}, timeout=30).raise_for_status()
+        _chat(url, messages=[{"role": "user", "content": "what is the capital of Peru?"}]).raise_for_status()
     (root,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert "capital of Peru" in str((root.attributes or {})["gen_ai.input.messages"])
 
@@ -198,8 +204,7 @@ def test_store_prompts_turned_off_by_a_reload_stops_prompts_in_spans(upstream: F
     path.write_text(yaml.safe_dump(data))
     assert anyio.run(ConfigReloader(gateway, path).reload) is True
     with ServerThread(build_app(gateway)) as url:
-        httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": [
-            {"role": "user", "content": "what is the capital of Peru?"}]}, timeout=30).raise_for_status()
+        _chat(url, messages=[{"role": "user", "content": "what is the capital of Peru?"}]).raise_for_status()
     (root,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert "gen_ai.input.messages" not in (root.attributes or {})
 
@@ -240,8 +245,7 @@ def test_spans_reach_an_otlp_http_collector(upstream: FakeUpstream, tmp_path: Pa
     gateway = _gateway(upstream, tmp_path, env=env)
     assert gateway.dispatcher.tracing.enabled
     with ServerThread(build_app(gateway)) as url:  # leaving it shuts the gateway down, which flushes the spans
-        response = httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": ASK},
-                              headers={"traceparent": TRACEPARENT}, timeout=30)
+        response = _chat(url, headers={"traceparent": TRACEPARENT})
         assert response.status_code == 200
     assert _Receiver.paths and set(_Receiver.paths) == {"/v1/traces"}
     assert all(h.get("content-type") == "application/x-protobuf" for h in _Receiver.headers_seen)
@@ -297,8 +301,7 @@ def test_sampled_out_requests_make_no_spans(upstream: FakeUpstream, tmp_path: Pa
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "OTEL_TRACES_SAMPLER": "always_off"}
     gateway = _gateway(upstream, tmp_path, env=env)
     with ServerThread(build_app(gateway)) as url:
-        assert httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": ASK},
-                          timeout=30).status_code == 200
+        assert _chat(url).status_code == 200
     assert _Receiver.exports == []
 
 
@@ -323,8 +326,7 @@ def test_spans_reach_an_otlp_grpc_collector(upstream: FakeUpstream, tmp_path: Pa
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
         gateway = _gateway(upstream, tmp_path, env=env)
         with ServerThread(build_app(gateway)) as url:
-            assert httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": ASK},
-                              timeout=30).status_code == 200
+            assert _chat(url).status_code == 200
     finally:
         server.stop(grace=None)
     names = sorted(s.name for export in received for rs in export.resource_spans for ss in rs.scope_spans
