@@ -71,25 +71,24 @@ def test_forms_with_any_fields_and_headers_never_get_a_500(admin: tuple[TestClie
 
 
 def test_login_attempts_from_many_addresses_keep_the_throttle_bounded(site: Site) -> None:
-    """Every login POST asks the throttle; asking must not remember a browser that never failed (one entry per
+    """Every login POST asks the throttle; asking must not remember an address that never failed (one entry per
     address, without the bound that failures keep, grew with every address a client could send from)."""
     mounted = next(r.app for r in site.app.routes if getattr(r, "path", "") == "/ui")  # the dashboard's app
     throttle = mounted.state.dashboard.throttle
     assert throttle.max_clients == 10_000
     for i in range(20_000):
-        assert not throttle.blocked(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", "form")
-    assert len(throttle._seen) == 0
-    long_ago = time.monotonic() - 2 * throttle.window_s  # out of the window: the ceiling over everyone is not hit
+        assert not throttle.blocked(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", None)
+    assert len(throttle._addresses) == 0
+    long_ago = time.monotonic() - 2 * throttle.window_s  # out of the window: the ceiling over newcomers is not hit
     for i in range(throttle.max_clients + 50):
-        throttle.failed(f"10.1.{i >> 8}.{i & 255}", "form", now=long_ago)
-    assert len(throttle._seen) == throttle.max_clients
-    assert len(throttle._everyone) == throttle.ceiling
-    with TestClient(site.app, client=("198.51.100.7", 5000)) as browser:  # a blocked browser, over HTTP
+        throttle.failed(f"10.1.{i >> 8}.{i & 255}", None, now=long_ago)
+    assert len(throttle._addresses) == throttle.max_clients
+    assert len(throttle._newcomers) == throttle.ceiling
+    for client in ("198.51.100.7", "198.51.100.8"):
+        for _ in range(throttle.failures):
+            throttle.failed(client, None)
+        assert throttle.blocked(client, None)
+    with TestClient(site.app, client=("198.51.100.7", 5000)) as browser:  # the blocked address, over HTTP
         form = browser.get("/ui/login")
-        token = csrf_of(form.text)
-        for client in ("198.51.100.7", "198.51.100.8"):
-            for _ in range(throttle.failures):
-                throttle.failed(client, token)
-            assert throttle.blocked(client, token)
-        refused = browser.post("/ui/login", data={"key": MASTER_KEY, "csrf": token})
+        refused = browser.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text)})
         assert refused.status_code == 429

@@ -4,6 +4,7 @@
     access.role_of(typed_key)            # "admin" (master key), "viewer" (dashboard key) or None
     cookie = access.issue("admin")       # signed, expiring; holds the role and the CSRF token
     session = access.read(cookie)        # Session, or None when forged, expired or from an old key
+    device = access.device_of(cookie)    # a known device's id (login throttle), or None likewise
 
 Three modes: `login` when a master or dashboard key is configured; `open` (read-only, no login)
 when neither is and the server listens on loopback only; `closed` otherwise: nothing of the
@@ -25,13 +26,16 @@ from typing import Literal
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-__all__ = ["Access", "Mode", "Role", "Session"]
+__all__ = ["DEVICE_TTL_S", "Access", "Mode", "Role", "Session"]
 
 Role = Literal["admin", "viewer"]
 Mode = Literal["login", "open", "closed"]
 _SESSION_SALT = "switchman-ui-session"
 _LOGIN_SALT = "switchman-ui-login"
+_DEVICE_SALT = "switchman-ui-device"
 _LOGIN_FORM_TTL_S = 3600
+#: How long a browser that logged in stays a known device to the login throttle (see `_throttle`).
+DEVICE_TTL_S = 30 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,7 @@ class Access:
         secret = hmac.new(material, b"switchman dashboard session v1", hashlib.sha256).hexdigest()
         self._sessions = URLSafeTimedSerializer(secret, salt=_SESSION_SALT)
         self._logins = URLSafeTimedSerializer(secret, salt=_LOGIN_SALT)
+        self._devices = URLSafeTimedSerializer(secret, salt=_DEVICE_SALT)
         #: In open mode every visitor browses read-only under this session (no cookie needed).
         self.open_session = Session("viewer", secrets.token_urlsafe(24)) if self.mode == "open" else None
 
@@ -94,21 +99,24 @@ class Access:
         role: Role = "admin" if data["r"] == "admin" else "viewer"
         return Session(role, data["c"])
 
-    def login_token(self, cookie: str | None = None) -> tuple[str, str]:
-        """(cookie value, form token) for the login form: the POST must bring both back, matching.
-
-        A browser's `cookie` younger than half its life is kept (its token names the browser to the login throttle,
-        so a form re-rendered after a wrong key must not make it a new one); otherwise a new one.
-        """
-        if cookie:
-            try:
-                kept = self._logins.loads(cookie, max_age=_LOGIN_FORM_TTL_S // 2)
-            except BadSignature:
-                kept = None
-            if isinstance(kept, str):
-                return cookie, kept
+    def login_token(self) -> tuple[str, str]:
+        """(cookie value, form token) for the login form: the POST must bring both back, matching."""
         token = secrets.token_urlsafe(24)
         return self._logins.dumps(token), token
+
+    def device_cookie(self, device: str | None = None) -> str:
+        """A signed device cookie value for a browser that just logged in (`device`: the id it already had)."""
+        return self._devices.dumps(device or secrets.token_urlsafe(18))
+
+    def device_of(self, cookie: str | None) -> str | None:
+        """The device id in a cookie, or None when absent, forged, older than DEVICE_TTL_S or from another key."""
+        if not cookie or self.mode != "login":
+            return None
+        try:
+            device = self._devices.loads(cookie, max_age=DEVICE_TTL_S)
+        except BadSignature:  # also SignatureExpired
+            return None
+        return device if isinstance(device, str) and device else None
 
     def check_login_token(self, cookie: str | None, form_token: str | None) -> bool:
         """Whether a login POST carries the token its form was given (double-submit, signed)."""

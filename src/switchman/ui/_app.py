@@ -28,9 +28,9 @@ from starlette.staticfiles import StaticFiles
 
 from .._streaks import FailureStreak
 from ..gateway import Gateway, relative_slash_redirects, run_in_ledger_thread
-from ._access import Access, Session
+from ._access import DEVICE_TTL_S, Access, Session
 from ._format import FILTERS
-from ._guard import LOGIN_COOKIE, LOGIN_FORM_STATE, SESSION_COOKIE, DashboardGuard, form_fields
+from ._guard import DEVICE_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, DashboardGuard, form_fields
 from ._keys import KeyForm, create_key, keys_context, revoke_key
 from ._overview import agents_context, models_context, overview_context
 from ._requests import LogQuery, log_context, request_context
@@ -175,13 +175,12 @@ class Dashboard:
 
     # -- logging in and out ------------------------------------------------------------------------
     def _login_page(self, request: Request, *, problem: str | None = None, status: int = 200) -> Response:
-        cookie, token = self.access.login_token(request.cookies.get(LOGIN_COOKIE))
+        cookie, token = self.access.login_token()
         root = request.scope.get("root_path", "")
         html = self.env.get_template("login.html").render(
             **self._common(request, "login"), token=token, problem=problem, next=_safe_next(request, root))
         response = HTMLResponse(html, status_code=status)
-        response.set_cookie(LOGIN_COOKIE, cookie, max_age=3600, path=root or "/", httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+        _set_cookie(request, response, LOGIN_COOKIE, cookie, 3600)
         return response
 
     async def login_form(self, request: Request) -> Response:
@@ -196,19 +195,19 @@ class Dashboard:
         address = request.client.host if request.client else "?"
         if self.access.mode != "login":
             return RedirectResponse(f"{root}/", status_code=303)
-        browser = str(request.scope.get("state", {}).get(LOGIN_FORM_STATE, ""))  # the form's token, checked
-        if self.throttle.blocked(address, browser):
+        device = self.access.device_of(request.cookies.get(DEVICE_COOKIE))  # None: forged, expired, another key
+        if self.throttle.blocked(address, device):
             return self._login_page(request, problem="too many wrong keys: wait a few minutes", status=429)
         fields = form_fields(await request.body())
         role = self.access.role_of(fields.get("key", ""))
         if role is None:
-            self.throttle.failed(address, browser)
+            self.throttle.failed(address, device)
             return self._login_page(request, problem="that key is not the master key or the dashboard key",
                                     status=401)
         cookie, _ = self.access.issue(role)
         response = RedirectResponse(_safe_next(request, root, fields.get("next")), status_code=303)
-        response.set_cookie(SESSION_COOKIE, cookie, max_age=int(self.access.ttl_s), path=root or "/", httponly=True,
-                            samesite="strict", secure=request.url.scheme == "https")
+        _set_cookie(request, response, SESSION_COOKIE, cookie, int(self.access.ttl_s))
+        _set_cookie(request, response, DEVICE_COOKIE, self.access.device_cookie(device), DEVICE_TTL_S)
         response.delete_cookie(LOGIN_COOKIE, path=root or "/")
         return response
 
@@ -243,6 +242,12 @@ async def _off_loop(streak: FailureStreak, work: Callable[[], _T]) -> _T:
         streak.succeeded()
         return result
     raise LedgerDown(message)
+
+
+def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
+    """A dashboard cookie: HttpOnly, SameSite=Strict, for the dashboard's path, Secure when the request is https."""
+    response.set_cookie(name, value, max_age=max_age, path=request.scope.get("root_path", "") or "/", httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")
 
 
 def _safe_next(request: Request, root: str, given: str | None = None) -> str:

@@ -20,13 +20,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._access import Access, check_csrf
 
-__all__ = ["CSRF_FIELD", "CSRF_HEADER", "LOGIN_COOKIE", "LOGIN_FORM_STATE", "MAX_FORM_BYTES", "SESSION_COOKIE",
+__all__ = ["CSRF_FIELD", "CSRF_HEADER", "DEVICE_COOKIE", "LOGIN_COOKIE", "MAX_FORM_BYTES", "SESSION_COOKIE",
            "DashboardGuard", "form_fields"]
 
 SESSION_COOKIE = "switchman_session"
-#: Where a login POST's checked form token is left for the handler (`scope["state"]`): the login throttle's browser.
-LOGIN_FORM_STATE = "ui_login_form"
 LOGIN_COOKIE = "switchman_login"
+#: Set on a successful login: the browser is a known device to the login throttle (see `_throttle`).
+DEVICE_COOKIE = "switchman_device"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 MAX_FORM_BYTES = 64_000
@@ -109,7 +109,6 @@ class DashboardGuard:
                     await _refused("the login form expired or did not come from this page: reload it")(
                         scope, receive, send)
                     return
-                scope.setdefault("state", {})[LOGIN_FORM_STATE] = token  # checked: ours, names the browser
             await self.app(scope, receive, send)
             return
         session = self.access.read(_cookie(headers, SESSION_COOKIE))
