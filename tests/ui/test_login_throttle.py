@@ -38,9 +38,9 @@ def _attempt(base: str, key: str, address: str, device: str | None = None) -> ht
         return http.post("/ui/login", data={"key": key, "csrf": csrf_of(form.text)})
 
 
-def _device(base: str, key: str = MASTER_KEY) -> str:
-    """A device cookie from a successful login (at an address of its own)."""
-    response = _attempt(base, key, "192.0.2.200")
+def _device(base: str) -> str:
+    """A device cookie from a successful admin login (at an address of its own)."""
+    response = _attempt(base, MASTER_KEY, "192.0.2.200")
     assert response.status_code == 303
     cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith(f"{DEVICE_COOKIE}="))
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=2592000" in cookie
@@ -79,13 +79,20 @@ def test_a_tampered_device_cookie_counts_as_none(base: str) -> None:
 
 def test_a_device_cookie_made_under_another_secret_counts_as_none(
         base: str, upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]]) -> None:
-    other = make_site(upstream, filled_ledger[0], filled_ledger[1], master=False)  # another key: another secret
+    other = make_site(upstream, filled_ledger[0], filled_ledger[1], viewer=False)  # other keys: another secret
     with ServerThread(other.app) as elsewhere:
-        foreign = _device(elsewhere, VIEWER_KEY)
-    assert Access(master_key=None, dashboard_key=VIEWER_KEY, loopback=True, ttl_s=60).device_of(foreign)
+        foreign = _device(elsewhere)
+    assert Access(master_key=MASTER_KEY, dashboard_key=None, loopback=True, ttl_s=60).device_of(foreign)
     for _ in range(10):
         _attempt(base, "sk-guess", PROXY)
     assert _attempt(base, MASTER_KEY, PROXY, device=foreign).status_code == 429
+
+
+def test_only_the_master_key_makes_a_known_device(base: str) -> None:
+    """The read-only key's holders could otherwise mint device cookies, each with its own tries at the master key."""
+    viewer = _attempt(base, VIEWER_KEY, "192.0.2.201")
+    assert viewer.status_code == 303 and "switchman_session" in viewer.cookies
+    assert DEVICE_COOKIE not in viewer.cookies
 
 
 def test_a_known_device_has_its_own_ten_tries() -> None:

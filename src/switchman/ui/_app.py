@@ -207,7 +207,8 @@ class Dashboard:
         cookie, _ = self.access.issue(role)
         response = RedirectResponse(_safe_next(request, root, fields.get("next")), status_code=303)
         _set_cookie(request, response, SESSION_COOKIE, cookie, int(self.access.ttl_s))
-        _set_cookie(request, response, DEVICE_COOKIE, self.access.device_cookie(device), DEVICE_TTL_S)
+        if role == "admin":  # not the read-only key: its holders could mint devices to guess the master key freely
+            _set_cookie(request, response, DEVICE_COOKIE, self.access.device_cookie(device), DEVICE_TTL_S)
         response.delete_cookie(LOGIN_COOKIE, path=root or "/")
         return response
 
