@@ -4,12 +4,17 @@ another host: the Location is a path (Starlette's own built it from the Host hea
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import anyio
 import pytest
 from security_support import ServerThread, answer_to, config_data, request_bytes
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, Router
+from starlette.types import Message
 
 from switchman._config import parse_config
-from switchman.gateway import Gateway
+from switchman.gateway import Gateway, relative_slash_redirects
 from switchman.testing import FakeUpstream
 from switchman.ui import serving_app
 
@@ -50,7 +55,7 @@ def test_a_path_that_would_redirect_to_another_host_is_not_found(server: ServerT
 
 
 @pytest.mark.parametrize(("breaking", "location"), [
-    ("%0d", "/ui/requests/a%0Dset-cookie:%20x=1"),  # a route matches the twin: redirected, the CR kept encoded
+    ("%0d", "/ui/requests/a%0dset-cookie:%20x=1"),  # a route matches the twin: redirected, the CR kept encoded
     ("%0a", None), ("%0d%0a", None),  # no route matches a path with a line feed: not found
 ])
 def test_a_redirect_cannot_carry_a_header_line(server: ServerThread, breaking: str, location: str | None) -> None:
@@ -58,3 +63,48 @@ def test_a_redirect_cannot_carry_a_header_line(server: ServerThread, breaking: s
                                                     headers={"connection": "close"}))
     assert "set-cookie" not in response.headers, response.headers
     assert response.headers.get("location") == location
+
+
+@pytest.mark.parametrize(("path", "location"), [
+    ("/ui/requests/a%3Fb/", "/ui/requests/a%3Fb"),  # not "/ui/requests/a?b": a query
+    ("/ui/requests/a%23b/", "/ui/requests/a%23b"),  # not "/ui/requests/a#b": a fragment
+    ("/ui/requests/a%25%3f/", "/ui/requests/a%25%3f"),
+    ("/ui/requests/a%2F", "/ui/requests/a"),  # the slash was encoded: the decoded twin, quoted (no loop)
+    ("/ui/requests/%61b/?x=%3F", "/ui/requests/%61b?x=%3F"),
+])
+def test_a_redirect_keeps_the_clients_encoding(server: ServerThread, path: str, location: str) -> None:
+    assert _get(server, path, host="127.0.0.1") == (307, location)
+
+
+def _answer(router: Router, path: str, raw_path: bytes | None = None) -> tuple[int, str | None]:
+    """The status and Location `router` answers a GET of `path` with (`raw_path`: as the client sent it, if given)."""
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": path, "root_path": "", "query_string": b"",
+                             "headers": [], "scheme": "http", "server": ("127.0.0.1", 80), "http_version": "1.1"}
+    if raw_path is not None:
+        scope["raw_path"] = raw_path
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    anyio.run(router, scope, receive, send)
+    location = dict(sent[0]["headers"]).get(b"location")
+    return sent[0]["status"], location.decode() if location is not None else None
+
+
+def _router() -> Router:
+    ok = PlainTextResponse("ok")  # an ASGI app
+    router = Router([Route("/{name:path}.json", ok), Route("/items/{name}", ok)])
+    relative_slash_redirects(router)
+    return router
+
+
+@pytest.mark.parametrize(("path", "location"), [
+    ("/items/a?b/", "/items/a%3Fb"), ("/items/a#b/", "/items/a%23b"), ("/items/a\\b/", "/items/a%5Cb"),
+    ("/items/a%b/", "/items/a%25b"),
+])
+def test_without_a_raw_path_the_decoded_twin_is_quoted(path: str, location: str) -> None:
+    assert _answer(_router(), path) == (307, location)

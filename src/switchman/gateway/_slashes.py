@@ -9,6 +9,8 @@ stays on whatever host it asked.
 
 from __future__ import annotations
 
+import urllib.parse
+
 from starlette.responses import RedirectResponse
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,7 +34,7 @@ def relative_slash_redirects(router: Router) -> None:
 
 
 def _slash_twin(router: Router, scope: Scope) -> str | None:
-    """The path (and query) with its trailing slash added or removed, when a route serves that; else None."""
+    """The Location (path and query) with the trailing slash added or removed, when a route serves that; else None."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     if scope["type"] != "http" or (path[len(root):] if path.startswith(root) else path) in ("", "/"):
@@ -44,5 +46,18 @@ def _slash_twin(router: Router, scope: Scope) -> str | None:
     twin_scope = {**scope, "path": twin}
     if not any(route.matches(twin_scope)[0] is not Match.NONE for route in router.routes):
         return None
+    location = _encoded(scope.get("raw_path"), twin)  # decodes to `twin`, so it starts as `twin` does: not "//"
     query = scope.get("query_string", b"").decode("latin-1")
-    return f"{twin}?{query}" if query else twin
+    return f"{location}?{query}" if query else location
+
+
+def _encoded(raw_path: bytes | None, twin: str) -> str:
+    """`twin` as the client encoded it: its raw path with the slash added or removed on the bytes (a decoded `?`,
+    `#` or `%` would start a query, a fragment or an escape). Without a raw path that decodes to `twin` (none given,
+    or the slash was itself encoded, `%2F`), the decoded twin quoted."""
+    if raw_path is not None and raw_path.isascii():
+        raw = raw_path.decode("ascii")
+        candidate = raw + "/" if twin.endswith("/") else raw.rstrip("/")
+        if urllib.parse.unquote(candidate) == twin:
+            return candidate
+    return urllib.parse.quote(twin, safe="/:@!$&'()*+,;=~")
