@@ -3,6 +3,7 @@ another host: the Location is a path (Starlette's own built it from the Host hea
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import anyio
 import pytest
 from security_support import ServerThread, answer_to, config_data, request_bytes
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route, Router
+from starlette.routing import Mount, Route, Router
 from starlette.types import Message
 
 from switchman._config import parse_config
@@ -79,9 +80,9 @@ def test_a_redirect_keeps_the_clients_encoding(server: ServerThread, path: str, 
     assert _get(server, path, host="127.0.0.1") == (307, location)
 
 
-def _answer(router: Router, path: str, raw_path: bytes | None = None) -> tuple[int, str | None]:
+def _answer(router: Router, path: str, raw_path: bytes | None = None, root_path: str = "") -> tuple[int, str | None]:
     """The status and Location `router` answers a GET of `path` with (`raw_path`: as the client sent it, if given)."""
-    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": path, "root_path": "", "query_string": b"",
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": path, "root_path": root_path, "query_string": b"",
                              "headers": [], "scheme": "http", "server": ("127.0.0.1", 80), "http_version": "1.1"}
     if raw_path is not None:
         scope["raw_path"] = raw_path
@@ -121,3 +122,11 @@ def test_a_twin_that_names_another_host_is_not_redirected_to(path: str) -> None:
 ])
 def test_without_a_raw_path_the_decoded_twin_is_quoted(path: str, location: str) -> None:
     assert _answer(_router(), path) == (307, location)
+
+
+@pytest.mark.parametrize(("raw", "location"), [("/llm/ui", "/llm/ui/"), ("/llm/ui/items/a%3Fb/", "/llm/ui/items/a%3Fb")])
+def test_behind_a_root_path_the_location_includes_it(raw: str, location: str) -> None:
+    """uvicorn's --root-path (a proxy that strips a prefix) puts the prefix in path and raw_path: kept in Location."""
+    app = Router([Mount("/ui", _router())])
+    relative_slash_redirects(app)
+    assert _answer(app, urllib.parse.unquote(raw), raw_path=raw.encode(), root_path="/llm") == (307, location)
