@@ -57,7 +57,6 @@ def local_server() -> Iterator[LocalModelServer]:
         yield server
 
 
-
 @needs_model
 def test_local_server_answers_the_openai_client_and_stops_cleanly(local_server: LocalModelServer) -> None:
     assert local_server.base_url.startswith("http://127.0.0.1:")

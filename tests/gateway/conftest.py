@@ -91,7 +91,6 @@ def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
     }
 
 
-
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream(api_keys={OPENAI_KEY, ANTHROPIC_KEY}) as fake:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-import server_support
 
+import server_support
 from switchman._config import parse_config
 from switchman.gateway import Gateway
 from switchman.ledger import Ledger, LedgerRecord

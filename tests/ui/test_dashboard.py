@@ -16,6 +16,7 @@ from switchman.ui._format import usd
 
 from .conftest import MASTER_KEY, VIEWER_KEY, Site, csrf_of, make_site
 
+
 def login(client: TestClient, key: str, next_path: str = "/ui/") -> None:
     form = client.get("/ui/login", params={"next": next_path})
     assert form.status_code == 200

@@ -6,16 +6,15 @@ import urllib.parse
 from collections.abc import Iterator
 
 import pytest
-from pg_support import fresh_schema, schema_url
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from pg_support import fresh_schema, schema_url
 from switchman.ledger import Ledger, LedgerRecord
 from switchman.testing import FakeUpstream
 
 from .conftest import Site, admin_session, make_site
-
 
 
 @pytest.fixture
@@ -59,7 +58,6 @@ def test_a_nul_in_a_log_filter_finds_nothing_on_a_filled_postgres_ledger(
         assert page.status_code == 200, page.text[:300]
         assert 'data-request-id="' not in page.text
         assert 'data-request-id="' in client.get("/ui/requests").text
-
 
 
 @pytest.fixture
