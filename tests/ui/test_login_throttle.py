@@ -1,5 +1,5 @@
 """The login throttle over real HTTP, against attackers who drop every cookie (a fresh login form each guess):
-per address, per known device (a browser that logged in before), and a ceiling over newcomers. Addresses come
+per address, per known device (a browser that logged in with the master key before), and a ceiling over newcomers. Addresses come
 from X-Forwarded-For, which uvicorn believes from loopback (its default FORWARDED_ALLOW_IPS)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway
@@ -135,3 +136,13 @@ def test_a_short_master_or_dashboard_key_is_warned_about_once_at_start(
         for line in lines:
             assert [n for n in ("MASTER", "DASHBOARD") if f"SWITCHMAN_{n}_KEY" in line] == short
             assert master not in line and viewer not in line
+
+
+def test_the_device_cookie_is_secure_over_https(site: Site) -> None:
+    with TestClient(site.app, base_url="https://testserver") as https:
+        form = https.get("/ui/login")
+        response = https.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text)},
+                              follow_redirects=False)
+    assert response.status_code == 303
+    cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith(f"{DEVICE_COOKIE}="))
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie

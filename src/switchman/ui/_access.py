@@ -34,7 +34,7 @@ _SESSION_SALT = "switchman-ui-session"
 _LOGIN_SALT = "switchman-ui-login"
 _DEVICE_SALT = "switchman-ui-device"
 _LOGIN_FORM_TTL_S = 3600
-#: How long a browser that logged in stays a known device to the login throttle (see `_throttle`).
+#: How long a browser that logged in with the master key stays a known device to the login throttle (see `_throttle`).
 DEVICE_TTL_S = 30 * 86400
 
 

@@ -25,7 +25,7 @@ __all__ = ["CSRF_FIELD", "CSRF_HEADER", "DEVICE_COOKIE", "LOGIN_COOKIE", "MAX_FO
 
 SESSION_COOKIE = "switchman_session"
 LOGIN_COOKIE = "switchman_login"
-#: Set on a successful login: the browser is a known device to the login throttle (see `_throttle`).
+#: Set on a master-key login: the browser is a known device to the login throttle (see `_throttle`).
 DEVICE_COOKIE = "switchman_device"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"

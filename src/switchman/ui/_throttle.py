@@ -5,8 +5,9 @@ form's token, a fresh cookie) is no identity: an attacker who drops cookies gets
 the tiers are keyed on what a guesser cannot reset for free:
 
 - an address: `failures` wrong keys in `window_s` per client address, then 429 from that address;
-- a known device: a browser that logged in before carries a signed device cookie (`Access.device_cookie`, only
-  issued after a right key). Its logins count in that device's own bucket (`failures` in `window_s`) and are
+- a known device: a browser that logged in with the master key before carries a signed device cookie
+  (`Access.device_cookie`; not for the read-only key, whose holders could mint devices to guess the master key
+  with). Its logins count in that device's own bucket (`failures` in `window_s`) and are
   exempt from the address limit and the ceiling: the admins who used this browser before still log in during a
   flood, or behind a reverse proxy whose one address an attacker exhausted;
 - newcomers (no valid device cookie): `ceiling` wrong keys in `window_s` from all addresses together, then every
