@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +27,20 @@ def setup(upstream: FakeUpstream, tmp_path: Path) -> tuple[dict[str, Any], Path,
     return data, path, Gateway.from_config(parse_config(data), base_dir=tmp_path, env=ENV)
 
 
+@contextmanager
+def _reloading(gateway: Gateway, path: Path) -> Iterator[tuple[ConfigReloader, httpx.Client]]:
+    """The gateway served on loopback with a reloader of the configuration file at `path`, and a client of it."""
+    reloader = ConfigReloader(gateway, path)
+    with ServerThread(build_app(gateway, reloader=reloader)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        yield reloader, http
+
+
 def test_reload_swaps_the_configuration_and_keeps_the_state(
     setup: tuple[dict[str, Any], Path, Gateway], caplog: pytest.LogCaptureFixture
 ) -> None:
     data, path, gateway = setup
-    reloader = ConfigReloader(gateway, path)
-    app = build_app(gateway, reloader=reloader)
     old = gateway.dispatcher
-    with ServerThread(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with _reloading(gateway, path) as (reloader, http):
         assert "auto:fresh" not in {m["id"] for m in http.get("/v1/models").json()["data"]}
         data["routes"]["fresh"] = {"candidates": ["big"]}
         data["server"]["max_body_bytes"] = 1000
@@ -70,9 +78,7 @@ def test_settings_read_at_start_are_named_when_a_reload_changes_them(
     setup: tuple[dict[str, Any], Path, Gateway], caplog: pytest.LogCaptureFixture
 ) -> None:
     data, path, gateway = setup
-    reloader = ConfigReloader(gateway, path)
-    app = build_app(gateway, reloader=reloader)
-    with ServerThread(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with _reloading(gateway, path) as (reloader, http):
         assert http.post("/v1/chat/completions", json={"model": "auto", "messages": ASK}).status_code == 200
         data["server"].update(auth="required", metrics_access="open", circuit_breaker={"failures": 1, "cooldown_s": 5})
         path.write_text(yaml.safe_dump(data))
@@ -117,8 +123,7 @@ def test_metrics_access_changed_by_a_reload_holds_until_the_restart(upstream: Fa
         store.close()
     master = "sk-master-0123456789abcdef"
     gateway = Gateway.from_config(parse_config(data), base_dir=tmp_path, env={**ENV, "SWITCHMAN_MASTER_KEY": master})
-    reloader = ConfigReloader(gateway, path)
-    with ServerThread(build_app(gateway, reloader=reloader)) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with _reloading(gateway, path) as (reloader, http):
         key = {"authorization": f"Bearer {secret}"}
         assert http.get("/metrics", headers=key).status_code == 403
         data["server"]["metrics_access"] = "keys"
@@ -132,8 +137,7 @@ def test_request_limits_apply_at_reload_and_connection_limits_are_named(
     setup: tuple[dict[str, Any], Path, Gateway], caplog: pytest.LogCaptureFixture
 ) -> None:
     data, path, gateway = setup
-    reloader = ConfigReloader(gateway, path)
-    with ServerThread(build_app(gateway, reloader=reloader)) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with _reloading(gateway, path) as (reloader, http):
         data["server"]["limits"] = {"max_prompt_chars": 10}
         path.write_text(yaml.safe_dump(data))
         with caplog.at_level(logging.INFO, logger="switchman.gateway"):

@@ -23,6 +23,7 @@ from ._middleware import ACCESS_LOGGER, AccessLineFormatter, AccessLineHandler
 from ._providers import Deployment, Provider
 from ._reload import ConfigReloader
 from ._feed import StreamFeed
+from ._slashes import relative_slash_redirects
 from ._server import GuardedHttpProtocol, guarded_protocol, is_loopback, raise_fd_limit, server_config
 from ._stream import ChatStream
 from ..state import HealthBoard
@@ -57,6 +58,7 @@ __all__ = [
     "ledger_limiter",
     "local_models",
     "raise_fd_limit",
+    "relative_slash_redirects",
     "run_in_ledger_thread",
     "server_config",
     "submit_feedback",
