@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
@@ -27,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .._streaks import FailureStreak
-from ..gateway import Gateway, run_in_ledger_thread
+from ..gateway import Gateway, LedgerTimeout, ledger_call
 from ._access import Access, LoginThrottle, Session
 from ._format import FILTERS
 from ._guard import LOGIN_COOKIE, SESSION_COOKIE, DashboardGuard, form_fields
@@ -229,10 +228,9 @@ async def _off_loop(streak: FailureStreak, work: Callable[[], _T]) -> _T:
     ledger's few threads until it ends; the page is answered. A failure is logged once per streak (`streak`).
     """
     try:
-        with anyio.fail_after(PAGE_TIMEOUT_S):
-            result = await run_in_ledger_thread(work)
-    except TimeoutError:
-        message = f"the ledger did not answer within {PAGE_TIMEOUT_S:g} s"
+        result = await ledger_call(work, PAGE_TIMEOUT_S)
+    except LedgerTimeout as exc:
+        message = str(exc)
         streak.failed(message)
     except (SQLAlchemyError, OSError) as exc:
         message = f"the ledger is unavailable ({type(exc).__name__})"
