@@ -50,6 +50,22 @@ def test_malformed_blocks_are_400s_with_a_ledger_row(http: httpx.Client, body: d
     assert_anthropic_400(http.post("/v1/messages/count_tokens", json=body), words)
 
 
+@pytest.mark.parametrize(
+    ("headers", "body", "words"),
+    [
+        ({"X-Switchman-Escalate": "maybe"}, {}, "X-Switchman-Escalate must be"),
+        ({"X-Switchman-Cache": "sometimes"}, {}, "X-Switchman-Cache must be on or off"),
+        ({}, {"metadata": {"tags": 5}}, "metadata.tags must be"),
+    ],
+)
+def test_count_tokens_refuses_what_messages_refuses(http: httpx.Client, headers: dict[str, str],
+                                                   body: dict[str, Any], words: str) -> None:
+    """count_tokens reads its request as /v1/messages does: a bad switchman header or metadata is the same 400."""
+    sent = {**_messages("hi"), **body}
+    assert_anthropic_400(http.post("/v1/messages", json=sent, headers=headers), words)
+    assert_anthropic_400(http.post("/v1/messages/count_tokens", json=sent, headers=headers), words)
+
+
 @pytest.mark.parametrize("kind", [[1], {"a": 1}, 5, None])
 def test_a_responses_item_type_that_is_not_a_string_is_a_400(http: httpx.Client, kind: Any,
                                                             ledger_record: Callable[[str], LedgerRecord]) -> None:
