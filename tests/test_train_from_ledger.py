@@ -85,6 +85,18 @@ def test_feedback_decides_where_the_cheap_model_is_used(tmp_path: Path) -> None:
         assert _route(math_cheap, prompt) == "cheap-model"
 
 
+def _by_key(scores: dict[str, float]) -> dict[tuple[str, str | None], float]:
+    """Scores as `Ledger.feedback_by_key` gives them, for requests made without a key."""
+    return {(request_id, None): score for request_id, score in scores.items()}
+
+
+def test_scores_by_request_id_alone_are_refused_saying_which_shape_to_give() -> None:
+    records = [LedgerRecord(request_id="a", model="m1", prompt="x"), LedgerRecord(request_id="b", model="m1",
+                                                                                   prompt="y")]
+    with pytest.raises(TypeError, match=r"keyed by \(request id, key id\).*'a'"):
+        outcomes_from_ledger(records, {"a": 1.0, "b": 1.0}, min_per_model=1)  # type: ignore[dict-item]
+
+
 def test_the_table_has_one_outcome_per_request() -> None:
     records = [
         LedgerRecord(request_id="a", model="m1", prompt="x", input_tokens=3, output_tokens=4, cost_usd=0.5),
@@ -92,7 +104,7 @@ def test_the_table_has_one_outcome_per_request() -> None:
         LedgerRecord(request_id="c", model="m2", prompt="z"),  # one label only: m2 is left out
         LedgerRecord(request_id="d", model="m1", prompt="w", status="error"),
     ]
-    table = outcomes_from_ledger(records, {"a": 0.9, "b": 1.5, "c": 1.0, "d": 1.0})
+    table = outcomes_from_ledger(records, _by_key({"a": 0.9, "b": 1.5, "c": 1.0, "d": 1.0}))
     assert table.models == ("m1",) and table.prompt_ids == ("a", "b")
     assert table.quality[:, 0].tolist() == [0.9, 1.0]  # clipped to [0, 1]
     assert table.cost_usd[:, 0].tolist() == [0.5, 0.7]
@@ -102,7 +114,7 @@ def test_the_table_has_one_outcome_per_request() -> None:
 def test_no_prompts_means_an_error_that_names_the_setting() -> None:
     records = [LedgerRecord(request_id="a", model="m1")]
     with pytest.raises(DatasetError, match="store_prompts: true"):
-        outcomes_from_ledger(records, {"a": 1.0})
+        outcomes_from_ledger(records, _by_key({"a": 1.0}))
 
 
 def test_a_cascaded_requests_cost_is_not_taken_as_the_serving_models_price() -> None:
@@ -114,7 +126,7 @@ def test_a_cascaded_requests_cost_is_not_taken_as_the_serving_models_price() -> 
         LedgerRecord(request_id="c", model="m1", prompt="z", input_tokens=2, output_tokens=2, cost_usd=0.2,
                      strategy="cascade", fallback_chain=("m1",)),  # accepted on the first rung: its own price
     ]
-    table = outcomes_from_ledger(records, {"a": 1.0, "b": 1.0, "c": 1.0})
+    table = outcomes_from_ledger(records, _by_key({"a": 1.0, "b": 1.0, "c": 1.0}))
     cost = table.cost_usd[:, 0]
     assert cost[0] == 0.5 and np.isnan(cost[1]) and cost[2] == 0.2
     assert table.quality[:, 0].tolist() == [1.0, 1.0, 1.0]  # the outcome itself still counts

@@ -10,7 +10,7 @@ structure across models, so a model with few labels still gets sane predictions.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,7 +21,7 @@ from ._datasets import OutcomeTable
 
 __all__ = ["NO_PROMPTS_HINT", "ledger_outcomes", "ledger_records", "outcomes_from_ledger"]
 
-_Scores = TypeVar("_Scores", dict[str, float], dict[tuple[str, str | None], float])
+_Scores = TypeVar("_Scores")
 
 NO_PROMPTS_HINT = (
     "the gateway keeps prompts only when the configuration sets `server: {store_prompts: true}` "
@@ -30,26 +30,29 @@ NO_PROMPTS_HINT = (
 
 
 def outcomes_from_ledger(
-    records: Iterable[LedgerRecord], scores: Mapping[str, float] | Mapping[tuple[str, str | None], float], *,
+    records: Iterable[LedgerRecord], scores: Mapping[tuple[str, str | None], float], *,
     source: str = "ledger", min_per_model: int = 2,
 ) -> OutcomeTable:
     """The outcome table of answered requests that have a stored prompt and a feedback score.
 
-    `scores`: by request id, or by (request id, key id) as `Ledger.feedback_by_key` gives them, so that two keys'
-    requests with the same id each get their own key's score (and a row each).
+    `scores`: by (request id, key id), as `Ledger.feedback_by_key` gives them, so that two keys' requests with the
+    same id each get their own key's score (and a row each). A score keyed by request id alone is refused (a
+    TypeError): it cannot say which key's request it scores.
     Models with fewer than `min_per_model` labelled requests are left out (their prices cannot be
     learned from so few rows); an error says what was missing when nothing is left.
     """
-    keyed = any(isinstance(name, tuple) for name in scores)
-    lookup = cast(Mapping[object, float], scores)
+    unkeyed = next((name for name in scores if not isinstance(name, tuple)), None)
+    if unkeyed is not None:
+        raise TypeError(f"scores are keyed by (request id, key id) as Ledger.feedback_by_key gives them, "
+                         f"not by request id alone ({unkeyed!r})")
     rows: list[tuple[LedgerRecord, float]] = []
     seen: set[tuple[str, str | None]] = set()
     without_prompt = without_feedback = 0
     for rec in records:
-        name = (rec.request_id, rec.key_id if keyed else None)
+        name = (rec.request_id, rec.key_id)
         if rec.status != "ok" or rec.model is None or name in seen:
             continue
-        score = lookup.get(name if keyed else rec.request_id)
+        score = scores.get(name)
         if score is None:
             without_feedback += 1
             continue
@@ -95,13 +98,15 @@ def _prompt_ids(rows: list[LedgerRecord]) -> tuple[str, ...]:
                  for rec in rows)
 
 
-def ledger_records(url: str | None, since: str | None) -> tuple[list[LedgerRecord], dict[str, float], str]:
-    """Records from `since` on (e.g. 7d), the latest feedback score per request id, and the URL to show."""
-    return _ledger_rows(url, since, lambda ledger: ledger.feedback_scores())
+def ledger_records(url: str | None, since: str | None) -> tuple[list[LedgerRecord], str]:
+    """Records from `since` on (e.g. 7d) and the URL to show (password masked)."""
+    records, _, shown = _ledger_rows(url, since, lambda ledger: None)
+    return records, shown
 
 
 def _ledger_rows(url: str | None, since: str | None, read_scores: Callable[[Ledger], _Scores],
                  ) -> tuple[list[LedgerRecord], _Scores, str]:
+    """The records from `since` on, what `read_scores` reads in the same session, and the URL to show."""
     try:
         start = parse_since(since) if since else None
     except ValueError as exc:
