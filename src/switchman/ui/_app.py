@@ -10,7 +10,6 @@ the budgets and the health board already hold.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .._hosts import is_loopback
 from .._streaks import FailureStreak
 from ..gateway import Gateway, LedgerTimeout, ledger_call
 from ._access import Access, LoginThrottle, Session
@@ -48,16 +48,6 @@ PAGE_TIMEOUT_S = 20.0
 _STATIC = Path(__file__).parent / "static"
 _NAV = (("overview", "/", "Overview"), ("agents", "/agents", "Agents"), ("models", "/models", "Models"),
         ("requests", "/requests", "Requests"), ("routers", "/routers", "Routers"), ("keys", "/keys", "Keys & budgets"))
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a bind address only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class Dashboard:
