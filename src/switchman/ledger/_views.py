@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, Table, and_, case, func, literal, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from ._db import FEEDBACK, REQUESTS
-from ._record import LedgerRecord
+from ._record import LedgerRecord, Saving
 from ._rollup import (
     ALL_MODELS,
     COUNT_MEASURES,
@@ -71,28 +71,8 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
-class _Saving:
-    """What routing saved against each request's baseline model (its route's dearest, or configured): the same
-    two numbers for a window's totals and for a timeline's step."""
-
-    __slots__ = ()
-    cost_usd: float
-    baseline_cost_usd: float
-
-    @property
-    def saving_usd(self) -> float:
-        """The cost the baseline would have had, less what routing paid."""
-        return self.baseline_cost_usd - self.cost_usd
-
-    @property
-    def saving_pct(self) -> float | None:
-        """The saving as a percentage of the baseline cost; None when that is zero."""
-        ratio = _ratio(self.saving_usd, self.baseline_cost_usd)
-        return None if ratio is None else 100.0 * ratio
-
-
 @dataclass(frozen=True, slots=True)
-class Totals(_Saving):
+class Totals(Saving):
     """Sums over a window, for everything or for one group (`group` maps dimension → value or None)."""
 
     group: Mapping[str, str | None] = field(default_factory=dict)
@@ -150,7 +130,7 @@ class Totals(_Saving):
 
 
 @dataclass(frozen=True, slots=True)
-class TimelinePoint(_Saving):
+class TimelinePoint(Saving):
     """Sums over one step of a timeline, starting at `start` (epoch seconds)."""
 
     start: float
