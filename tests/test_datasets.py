@@ -400,6 +400,19 @@ def test_native_reader_names_bad_cells(tmp_path: Path) -> None:
         load_outcomes(tmp_path)
 
 
+def test_native_reader_names_a_truncated_gzip_file(tmp_path: Path) -> None:
+    """A .csv.gz cut short (a partial download) is a DatasetError naming the file, as for an outcome CSV."""
+    from switchman.evaluate._routerbench import read_routerbench
+
+    rows = "".join(f"s{i},\"['Q {i} {'x' * 40}']\",quiz,1,0,1,\"['A']\",\"['B']\",\"['C']\",0.1,0.2,0.3\n"
+                   for i in range(2000))
+    write_native(tmp_path, rows, rows)
+    whole = (tmp_path / "quiz_test.csv.gz").read_bytes()
+    (tmp_path / "quiz_test.csv.gz").write_bytes(whole[: len(whole) // 2])  # the header still reads
+    with pytest.raises(DatasetError, match=r"quiz_test\.csv\.gz: cannot read"):
+        read_routerbench([tmp_path / "quiz_test.csv.gz"])
+
+
 # --- token counts ----------------------------------------------------------------------------
 
 
