@@ -3,13 +3,18 @@ both refuse a bad file with the same DatasetError naming it (never a parser's or
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pandas as pd
 
 from .._exceptions import DatasetError
 
-__all__ = ["read_csv_cells"]
+__all__ = ["UNREADABLE", "read_csv_cells"]
+
+#: What reading a (gzipped) file raises when its bytes cannot be read: the OS's errors and gzip's bad header
+#: (BadGzipFile is an OSError), a file cut short (EOFError), and deflate data damaged in the middle (zlib.error).
+UNREADABLE = (OSError, EOFError, zlib.error)
 
 
 def read_csv_cells(file: Path) -> pd.DataFrame:
@@ -25,5 +30,5 @@ def read_csv_cells(file: Path) -> pd.DataFrame:
         raise DatasetError(f"{file}: not a valid CSV file: {exc}") from exc
     except UnicodeEncodeError as exc:  # undecodable bytes in the header: pandas cannot make column names of them
         raise DatasetError(f"{file}, header row: bytes that are not UTF-8; save the file as UTF-8") from exc
-    except (OSError, EOFError) as exc:  # e.g. a truncated or non-gzip .gz file
+    except UNREADABLE as exc:  # e.g. a truncated, damaged or non-gzip .gz file
         raise DatasetError(f"{file}: cannot read: {exc}") from exc

@@ -22,7 +22,7 @@ import pandas as pd
 
 from switchman._exceptions import DatasetError
 
-from ._csv import read_csv_cells
+from ._csv import UNREADABLE, read_csv_cells
 from ._routerbench import read_routerbench, routerbench_files
 
 __all__ = ["OutcomeTable", "PriceLookup", "concat_tables", "load_outcomes"]
@@ -424,7 +424,7 @@ def _read_frame(file: Path) -> pd.DataFrame:
 def _read_jsonl(file: Path) -> pd.DataFrame:
     try:
         raw = gzip.decompress(file.read_bytes()) if file.name.endswith(".gz") else file.read_bytes()
-    except (OSError, EOFError) as exc:
+    except UNREADABLE as exc:
         raise DatasetError(f"{file}: cannot read: {exc}") from exc
     try:
         text = raw.decode("utf-8-sig")

@@ -32,7 +32,7 @@ import pandas as pd
 from switchman._exceptions import DatasetError
 from switchman._tokens import count_tokens
 
-from ._csv import read_csv_cells
+from ._csv import UNREADABLE, read_csv_cells
 
 __all__ = ["is_routerbench_file", "read_routerbench", "routerbench_files"]
 
@@ -48,7 +48,7 @@ def is_routerbench_file(path: Path) -> bool:
     """True when the CSV header has RouterBench's key columns and at least one cost column."""
     try:
         header = pd.read_csv(path, nrows=0, encoding="utf-8-sig", encoding_errors="replace")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, EOFError):
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, *UNREADABLE):
         return False
     columns = set(header.columns)
     return set(_KEYS) <= columns and any(str(c).endswith(_COST) for c in columns)
