@@ -15,7 +15,7 @@ from switchman import ModelSpec, RouteRequest
 from switchman._exceptions import DatasetError
 from switchman.cli._train import train_command
 from switchman._tokens import count_tokens
-from switchman.evaluate._ledger_outcomes import outcomes_from_ledger
+from switchman.evaluate import ledger_records, outcomes_from_ledger
 from switchman.learn import get_embedder, train_settings
 from switchman.learn._artifact import TrainedRouter
 from switchman.learn._strategy import LearnedStrategy
@@ -90,11 +90,34 @@ def _by_key(scores: dict[str, float]) -> dict[tuple[str, str | None], float]:
     return {(request_id, None): score for request_id, score in scores.items()}
 
 
-def test_scores_by_request_id_alone_are_refused_saying_which_shape_to_give() -> None:
+def test_scores_by_request_id_alone_make_the_table_keyed_scores_make() -> None:
+    """Both documented shapes: by request id (`Ledger.feedback_scores`) and by (request id, key id)."""
     records = [LedgerRecord(request_id="a", model="m1", prompt="x"), LedgerRecord(request_id="b", model="m1",
-                                                                                   prompt="y")]
-    with pytest.raises(TypeError, match=r"keyed by \(request id, key id\).*'a'"):
-        outcomes_from_ledger(records, {"a": 1.0, "b": 1.0}, min_per_model=1)  # type: ignore[dict-item]
+                                                                                   prompt="y", key_id="k")]
+    by_id = outcomes_from_ledger(records, {"a": 1.0, "b": 0.5}, min_per_model=1)
+    keyed = outcomes_from_ledger(records, {("a", None): 1.0, ("b", "k"): 0.5}, min_per_model=1)
+    assert by_id.prompt_ids == keyed.prompt_ids == ("a", "b")
+    assert by_id.quality.tolist() == keyed.quality.tolist() == [[1.0], [0.5]]
+
+
+def test_a_score_by_request_id_alone_scores_each_keys_request_with_that_id() -> None:
+    records = [LedgerRecord(request_id="job", model="m1", prompt="x", key_id="A"),
+               LedgerRecord(request_id="job", model="m1", prompt="y", key_id="B")]
+    table = outcomes_from_ledger(records, {"job": 0.25}, min_per_model=1)
+    assert table.prompt_ids == ("job@A", "job@B") and table.quality.tolist() == [[0.25], [0.25]]
+
+
+def test_ledger_records_gives_the_records_the_scores_by_request_id_and_the_url(tmp_path: Path) -> None:
+    """`switchman.evaluate.ledger_records` keeps its three values; feedback=False leaves the scores unread."""
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    ledger = Ledger(url)
+    ledger.record(LedgerRecord(time=time.time(), request_id="r1", model="m1", prompt="x"))
+    ledger.flush_sync()
+    ledger.add_feedback("r1", 0.75)
+    ledger.close_sync()
+    records, scores, shown = ledger_records(url, "1d")
+    assert [rec.request_id for rec in records] == ["r1"] and scores == {"r1": 0.75} and shown.endswith("ledger.sqlite3")
+    assert ledger_records(url, "1d", feedback=False)[1] == {}
 
 
 def test_the_table_has_one_outcome_per_request() -> None:
