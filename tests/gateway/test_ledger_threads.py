@@ -63,3 +63,21 @@ async def test_ledger_calls_own_timeout_error_is_not_taken_for_the_callers() -> 
     with pytest.raises(TimeoutError, match="socket read") as raised:
         await ledger_call(times_out, 5.0)
     assert not isinstance(raised.value, LedgerTimeout)
+
+
+@pytest.mark.anyio
+async def test_a_ledger_timeout_nobody_caught_is_a_503_ledger_unavailable() -> None:
+    """LedgerTimeout is a LedgerUnavailableError: a handler that forgets to catch it still answers 503, not 500."""
+    from switchman import LedgerUnavailableError
+    from switchman.gateway._errors import error_payload
+
+    release = threading.Event()
+    try:
+        with pytest.raises(LedgerTimeout) as raised:
+            await ledger_call(release.wait, 0.01)
+    finally:
+        release.set()
+    assert isinstance(raised.value, LedgerUnavailableError)
+    status, payload = error_payload(raised.value)
+    assert status == 503 and payload["error"] == {"message": "the ledger did not answer within 0.01 s",
+                                                  "type": "api_error", "param": None, "code": "ledger_unavailable"}

@@ -23,6 +23,8 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
+from .._exceptions import LedgerUnavailableError
+
 __all__ = ["LEDGER_THREADS", "LedgerTimeout", "ledger_call", "ledger_limiter", "run_in_ledger_thread"]
 
 #: Ledger calls at once per event loop; more wait for a token (within their own timeout), never for the chat path's.
@@ -114,8 +116,9 @@ async def run_in_ledger_thread(work: Callable[[], _T]) -> _T:
         token.drop()
 
 
-class LedgerTimeout(Exception):
-    """A ledger call that did not answer within its caller's timeout (the message says how long it waited)."""
+class LedgerTimeout(LedgerUnavailableError):
+    """A ledger call that did not answer within its caller's timeout (the message says how long it waited); a
+    handler that does not catch it answers 503 ledger_unavailable."""
 
 
 async def ledger_call(work: Callable[[], _T], timeout_s: float) -> _T:
@@ -124,7 +127,6 @@ async def ledger_call(work: Callable[[], _T], timeout_s: float) -> _T:
     Raises LedgerTimeout when the time ran out (the thread, if blocked, is left holding its token); an error of
     `work` itself, a TimeoutError of its own included, is raised as it is.
     """
-    with anyio.move_on_after(timeout_s) as waited:
+    with anyio.move_on_after(timeout_s):
         return await run_in_ledger_thread(work)
-    assert waited.cancelled_caught
     raise LedgerTimeout(f"the ledger did not answer within {timeout_s:g} s")
