@@ -77,8 +77,9 @@ class DialectEndpoints:
 
         Read as /v1/messages reads its body (same limits, same errors; no ledger row: no model is called).
         """
-        body, context = await read_request(self.dispatcher, request, _count_only, api="messages", record=False)
-        decider = self.dispatcher.decider
+        dispatcher = self.dispatcher  # once: a reload while the body is read must not count with the next decider
+        body, context = await read_request(dispatcher, request, _count_only, api="messages", record=False)
+        decider = dispatcher.decider
 
         def count() -> int:
             return decider.request(body["messages"], tools=body.get("tools")).input_tokens
