@@ -141,7 +141,6 @@ def classify_error(
     return UpstreamBadRequestError(detail, model=model)
 
 
-
 def error_answer(status: int, content: bytes, headers: Mapping[str, str], model: str,
                  code_of: Callable[[Mapping[str, object]], str]) -> UpstreamError:
     """The switchman error for an upstream's HTTP error answer: the message of the body's `error` object (else the
@@ -156,6 +155,7 @@ def error_answer(status: int, content: bytes, headers: Mapping[str, str], model:
         message = str(error.get("message") or message)
         code = code_of(error)
     return classify_error(status, message, code, model=model, retry_after=retry_after_seconds(headers))
+
 
 async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     """Split a byte stream into server-sent events (without their blank-line terminator)."""
