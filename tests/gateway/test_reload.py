@@ -152,3 +152,26 @@ def test_request_limits_apply_at_reload_and_connection_limits_are_named(
             assert _run(reloader) is True
     (line,) = [r.getMessage() for r in caplog.records if "next restart" in r.getMessage()]
     assert line.startswith("server.limits.max_connections changed")
+
+
+@pytest.mark.anyio
+async def test_count_tokens_counts_with_the_dispatcher_that_read_its_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload while the body is read: the count is the decider's whose limits held the body, not the next one's."""
+    from types import SimpleNamespace
+
+    from switchman.gateway._dialects import _endpoints
+
+    def dispatcher(tokens: int) -> SimpleNamespace:
+        return SimpleNamespace(decider=SimpleNamespace(request=lambda messages, tools=None: SimpleNamespace(
+            input_tokens=tokens)))
+
+    gateway = SimpleNamespace(dispatcher=dispatcher(1))
+
+    async def read_request(reading: SimpleNamespace, request: object, *args: object, **kwargs: object,
+                           ) -> tuple[dict[str, Any], SimpleNamespace]:
+        gateway.dispatcher = dispatcher(2)  # the reload lands while the body is read
+        return {"messages": ASK}, SimpleNamespace(body_bytes=10)
+
+    monkeypatch.setattr(_endpoints, "read_request", read_request)
+    response = await _endpoints.DialectEndpoints(gateway).count_tokens(None)  # type: ignore[arg-type]
+    assert response.body == b'{"input_tokens":1}'

@@ -10,13 +10,11 @@ the budgets and the health board already hold.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
@@ -26,8 +24,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .._hosts import is_loopback
 from .._streaks import FailureStreak
-from ..gateway import Gateway, relative_slash_redirects, run_in_ledger_thread
+from ..gateway import Gateway, LedgerTimeout, ledger_call, relative_slash_redirects
 from ._access import DEVICE_TTL_S, Access, Session
 from ._format import FILTERS
 from ._guard import DEVICE_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, DashboardGuard, form_fields
@@ -50,16 +49,6 @@ PAGE_TIMEOUT_S = 20.0
 _STATIC = Path(__file__).parent / "static"
 _NAV = (("overview", "/", "Overview"), ("agents", "/agents", "Agents"), ("models", "/models", "Models"),
         ("requests", "/requests", "Requests"), ("routers", "/routers", "Routers"), ("keys", "/keys", "Keys & budgets"))
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a bind address only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class Dashboard:
@@ -231,10 +220,9 @@ async def _off_loop(streak: FailureStreak, work: Callable[[], _T]) -> _T:
     ledger's few threads until it ends; the page is answered. A failure is logged once per streak (`streak`).
     """
     try:
-        with anyio.fail_after(PAGE_TIMEOUT_S):
-            result = await run_in_ledger_thread(work)
-    except TimeoutError:
-        message = f"the ledger did not answer within {PAGE_TIMEOUT_S:g} s"
+        result = await ledger_call(work, PAGE_TIMEOUT_S)
+    except LedgerTimeout as exc:
+        message = str(exc)
         streak.failed(message)
     except (SQLAlchemyError, OSError) as exc:
         message = f"the ledger is unavailable ({type(exc).__name__})"

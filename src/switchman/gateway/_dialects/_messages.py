@@ -26,8 +26,9 @@ from ..._exceptions import InvalidRequestError
 from .._anthropic import tool_input
 from .._anthropic_stream import FINISH_REASONS
 from .._context import OWN_METADATA_KEYS
-from .._schema import check_body, describe_invalid
+from .._schema import describe_invalid
 from .._wire import TRANSLATED, Usage
+from ._chat_body import finished_chat
 from ._chunks import first_answer, usage_from
 
 __all__ = [
@@ -304,13 +305,7 @@ def chat_from_messages(data: dict[str, Any], *, count_only: bool = False) -> dic
     metadata = data.get("metadata") or {}
     if isinstance(metadata.get("user_id"), str):
         chat["user"] = metadata["user_id"][:256]
-    own = _own_metadata(metadata)
-    if own:
-        chat["metadata"] = own
-    if data.get("stream"):
-        chat["stream"] = True
-        chat["stream_options"] = {"include_usage": True}
-    return check_body(chat)
+    return finished_chat(chat, _own_metadata(metadata), stream=bool(data.get("stream")))
 
 
 def anthropic_usage(usage: Usage | None) -> dict[str, int]:
