@@ -23,7 +23,7 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from .._exceptions import LedgerUnavailableError
+from .._exceptions import LedgerTimeout
 
 __all__ = ["LEDGER_THREADS", "LedgerTimeout", "ledger_call", "ledger_limiter", "run_in_ledger_thread"]
 
@@ -114,11 +114,6 @@ async def run_in_ledger_thread(work: Callable[[], _T]) -> _T:
         return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=_per_loop(_passes, 1024))
     finally:
         token.drop()
-
-
-class LedgerTimeout(LedgerUnavailableError):
-    """A ledger call that did not answer within its caller's timeout (the message says how long it waited); a
-    handler that does not catch it answers 503 ledger_unavailable."""
 
 
 async def ledger_call(work: Callable[[], _T], timeout_s: float) -> _T:
