@@ -157,10 +157,13 @@ class Dashboard:
                                     problem=f"no active key {key_id!r}")
         return RedirectResponse(f"{request.scope.get('root_path', '')}/keys?revoked={key_id}", status_code=303)
 
-    @staticmethod
-    def _admin(request: Request) -> bool:
+    def _admin(self, request: Request) -> bool:
+        """Whether this request may change keys: an admin session, and a master key to have signed it.
+
+        `Access.read` already refuses admin sessions without a master key; this is the second lock on every mutation.
+        """
         session: Session | None = request.scope.get("state", {}).get("ui_session")
-        return session is not None and session.admin
+        return self.access.has_master and session is not None and session.admin
 
     # -- logging in and out ------------------------------------------------------------------------
     def _login_page(self, request: Request, *, problem: str | None = None, status: int = 200) -> Response:
