@@ -146,3 +146,31 @@ def test_the_device_cookie_is_secure_over_https(site: Site) -> None:
     assert response.status_code == 303
     cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith(f"{DEVICE_COOKIE}="))
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+
+
+def test_a_sustained_flood_warns_about_once_per_window_and_says_when_it_clears(caplog: pytest.LogCaptureFixture) -> None:
+    """Each slot that frees is refilled at once under a flood: one WARNING per refill was ~ceiling per window."""
+    throttle = LoginThrottle(failures=3, window_s=60.0, ceiling=5)
+    warned: list[float] = []
+
+    def flood(start: int, seconds: int) -> None:
+        for second in range(start, start + seconds):
+            for attempt in range(3):  # three guessers each second, each from an address of its own
+                now = second + attempt / 10
+                caplog.clear()
+                if not throttle.blocked(f"10.{second}.0.{attempt}", None, now=now):
+                    throttle.failed(f"10.{second}.0.{attempt}", None, now=now)
+                warned.extend(now for r in caplog.records if r.levelno == logging.WARNING)
+
+    with caplog.at_level(logging.INFO, logger="switchman.ui"):
+        flood(0, 300)  # five windows
+        assert len(warned) == 5, warned
+        assert all(later - earlier >= 60.0 for earlier, later in zip(warned, warned[1:], strict=False))
+        caplog.clear()
+        assert not throttle.blocked("10.9.9.9", None, now=400.0)  # quiet for more than a window: cleared
+        assert [r.levelno for r in caplog.records] == [logging.INFO]
+        assert not throttle.blocked("10.9.9.9", None, now=401.0)
+        assert [r.levelno for r in caplog.records] == [logging.INFO]  # said once
+        warned.clear()
+        flood(500, 2)  # a new flood warns at once
+        assert len(warned) == 1
