@@ -9,13 +9,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from itsdangerous import TimestampSigner
 from starlette.testclient import TestClient
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
-from switchman.ui._access import Access
+from switchman.ui._access import DEVICE_TTL_S, Access
 from switchman.ui._guard import DEVICE_COOKIE
 from switchman.ui._throttle import LoginThrottle
 
@@ -97,7 +98,7 @@ def test_only_the_master_key_makes_a_known_device(base: str) -> None:
 
 
 def test_a_known_device_has_its_own_ten_tries() -> None:
-    throttle = LoginThrottle(failures=3, window_s=60.0, ceiling=5)
+    throttle = LoginThrottle(failures=3, window_s=60.0, ceiling=3)  # the device's failures alone would fill the ceiling
     for _ in range(3):
         throttle.failed("10.0.0.1", "device-a", now=0.0)
     assert throttle.blocked("10.0.0.1", "device-a", now=1.0)
@@ -174,3 +175,17 @@ def test_a_sustained_flood_warns_about_once_per_window_and_says_when_it_clears(c
         warned.clear()
         flood(500, 2)  # a new flood warns at once
         assert len(warned) == 1
+
+
+def test_a_device_cookie_older_than_its_ttl_is_refused_by_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The browser drops it after Max-Age, but a kept copy must not stay a known device (with its own tries)."""
+    access = Access(master_key=MASTER_KEY, dashboard_key=VIEWER_KEY, loopback=True, ttl_s=60)
+    real = TimestampSigner.get_timestamp
+
+    def minted(age_s: int) -> str:
+        with monkeypatch.context() as patch:
+            patch.setattr(TimestampSigner, "get_timestamp", lambda self: real(self) - age_s)
+            return access.device_cookie()
+
+    assert access.device_of(minted(DEVICE_TTL_S - 60)) is not None
+    assert access.device_of(minted(DEVICE_TTL_S + 60)) is None
