@@ -189,3 +189,36 @@ def test_a_device_cookie_older_than_its_ttl_is_refused_by_the_server(monkeypatch
 
     assert access.device_of(minted(DEVICE_TTL_S - 60)) is not None
     assert access.device_of(minted(DEVICE_TTL_S + 60)) is None
+
+
+def test_a_429_says_when_to_come_back(site: Site) -> None:
+    """Retry-After: whole seconds until the failure that filled the bucket leaves the window (clock injected)."""
+    mounted = next(r.app for r in site.app.routes if getattr(r, "path", "") == "/ui")  # the dashboard's app
+    now = [1000.0]
+    mounted.state.dashboard.throttle = LoginThrottle(failures=2, window_s=300.0, ceiling=100, clock=lambda: now[0])
+    with ServerThread(site.app) as base:
+        for at in (1000.0, 1010.0):
+            now[0] = at
+            assert _attempt(base, "sk-guess", PROXY).status_code == 401
+        now[0] = 1100.5
+        blocked = _attempt(base, MASTER_KEY, PROXY)
+        assert blocked.status_code == 429 and blocked.headers["retry-after"] == "200"  # 1000 + 300 - 1100.5, rounded up
+        now[0] = 1300.0  # the first failure is exactly 300 s old: still in the window
+        assert _attempt(base, MASTER_KEY, PROXY).headers["retry-after"] == "1"
+        now[0] = 1300.5
+        assert _attempt(base, MASTER_KEY, PROXY).status_code == 303
+        assert "retry-after" not in _attempt(base, "sk-guess", "192.0.2.9").headers
+
+
+def test_retry_after_waits_for_every_full_bucket() -> None:
+    throttle = LoginThrottle(failures=2, window_s=60.0, ceiling=3)
+    assert throttle.retry_after("10.0.0.1", None, now=0.0) == 0
+    throttle.failed("10.0.0.1", None, now=0.0)
+    throttle.failed("10.0.0.1", None, now=10.0)  # the address is full until 0.0 leaves
+    assert throttle.retry_after("10.0.0.1", None, now=20.0) == 41
+    throttle.failed("10.0.0.2", None, now=30.0)  # the ceiling is full until 0.0 leaves too
+    assert throttle.retry_after("10.0.0.3", None, now=30.0) == 31
+    for at in (40.0, 41.0):
+        throttle.failed("10.0.0.9", "device", now=at)
+    assert throttle.retry_after("10.0.0.1", "device", now=50.0) == 51  # the device's own bucket only
+    assert throttle.retry_after("10.0.0.1", None, now=61.0) == 0
