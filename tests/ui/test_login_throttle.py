@@ -9,13 +9,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from itsdangerous import TimestampSigner
 from starlette.testclient import TestClient
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
-from switchman.ui._access import Access
+from switchman.ui._access import DEVICE_TTL_S, Access
 from switchman.ui._guard import DEVICE_COOKIE
 from switchman.ui._throttle import LoginThrottle
 
@@ -97,7 +98,7 @@ def test_only_the_master_key_makes_a_known_device(base: str) -> None:
 
 
 def test_a_known_device_has_its_own_ten_tries() -> None:
-    throttle = LoginThrottle(failures=3, window_s=60.0, ceiling=5)
+    throttle = LoginThrottle(failures=3, window_s=60.0, ceiling=3)  # the device's failures alone would fill the ceiling
     for _ in range(3):
         throttle.failed("10.0.0.1", "device-a", now=0.0)
     assert throttle.blocked("10.0.0.1", "device-a", now=1.0)
@@ -146,3 +147,78 @@ def test_the_device_cookie_is_secure_over_https(site: Site) -> None:
     assert response.status_code == 303
     cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith(f"{DEVICE_COOKIE}="))
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+
+
+def test_a_sustained_flood_warns_about_once_per_window_and_says_when_it_clears(caplog: pytest.LogCaptureFixture) -> None:
+    """Each slot that frees is refilled at once under a flood: one WARNING per refill was ~ceiling per window."""
+    throttle = LoginThrottle(failures=3, window_s=60.0, ceiling=5)
+    warned: list[float] = []
+
+    def flood(start: int, seconds: int) -> None:
+        for second in range(start, start + seconds):
+            for attempt in range(3):  # three guessers each second, each from an address of its own
+                now = second + attempt / 10
+                caplog.clear()
+                if not throttle.blocked(f"10.{second}.0.{attempt}", None, now=now):
+                    throttle.failed(f"10.{second}.0.{attempt}", None, now=now)
+                warned.extend(now for r in caplog.records if r.levelno == logging.WARNING)
+
+    with caplog.at_level(logging.INFO, logger="switchman.ui"):
+        flood(0, 300)  # five windows
+        assert len(warned) == 5, warned
+        assert all(later - earlier >= 60.0 for earlier, later in zip(warned, warned[1:], strict=False))
+        caplog.clear()
+        assert not throttle.blocked("10.9.9.9", None, now=400.0)  # quiet for more than a window: cleared
+        assert [r.levelno for r in caplog.records] == [logging.INFO]
+        assert not throttle.blocked("10.9.9.9", None, now=401.0)
+        assert [r.levelno for r in caplog.records] == [logging.INFO]  # said once
+        warned.clear()
+        flood(500, 2)  # a new flood warns at once
+        assert len(warned) == 1
+
+
+def test_a_device_cookie_older_than_its_ttl_is_refused_by_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The browser drops it after Max-Age, but a kept copy must not stay a known device (with its own tries)."""
+    access = Access(master_key=MASTER_KEY, dashboard_key=VIEWER_KEY, loopback=True, ttl_s=60)
+    real = TimestampSigner.get_timestamp
+
+    def minted(age_s: int) -> str:
+        with monkeypatch.context() as patch:
+            patch.setattr(TimestampSigner, "get_timestamp", lambda self: real(self) - age_s)
+            return access.device_cookie()
+
+    assert access.device_of(minted(DEVICE_TTL_S - 60)) is not None
+    assert access.device_of(minted(DEVICE_TTL_S + 60)) is None
+
+
+def test_a_429_says_when_to_come_back(site: Site) -> None:
+    """Retry-After: whole seconds until the failure that filled the bucket leaves the window (clock injected)."""
+    mounted = next(r.app for r in site.app.routes if getattr(r, "path", "") == "/ui")  # the dashboard's app
+    now = [1000.0]
+    mounted.state.dashboard.throttle = LoginThrottle(failures=2, window_s=300.0, ceiling=100, clock=lambda: now[0])
+    with ServerThread(site.app) as base:
+        for at in (1000.0, 1010.0):
+            now[0] = at
+            assert _attempt(base, "sk-guess", PROXY).status_code == 401
+        now[0] = 1100.5
+        blocked = _attempt(base, MASTER_KEY, PROXY)
+        assert blocked.status_code == 429 and blocked.headers["retry-after"] == "200"  # 1000 + 300 - 1100.5, rounded up
+        now[0] = 1300.0  # the first failure is exactly 300 s old: still in the window
+        assert _attempt(base, MASTER_KEY, PROXY).headers["retry-after"] == "1"
+        now[0] = 1300.5
+        assert _attempt(base, MASTER_KEY, PROXY).status_code == 303
+        assert "retry-after" not in _attempt(base, "sk-guess", "192.0.2.9").headers
+
+
+def test_retry_after_waits_for_every_full_bucket() -> None:
+    throttle = LoginThrottle(failures=2, window_s=60.0, ceiling=3)
+    assert throttle.retry_after("10.0.0.1", None, now=0.0) == 0
+    throttle.failed("10.0.0.1", None, now=0.0)
+    throttle.failed("10.0.0.1", None, now=10.0)  # the address is full until 0.0 leaves
+    assert throttle.retry_after("10.0.0.1", None, now=20.0) == 41
+    throttle.failed("10.0.0.2", None, now=30.0)  # the ceiling is full until 0.0 leaves too
+    assert throttle.retry_after("10.0.0.3", None, now=30.0) == 31
+    for at in (40.0, 41.0):
+        throttle.failed("10.0.0.9", "device", now=at)
+    assert throttle.retry_after("10.0.0.1", "device", now=50.0) == 51  # the device's own bucket only
+    assert throttle.retry_after("10.0.0.1", None, now=61.0) == 0

@@ -12,8 +12,12 @@ dashboard is served without a key to log in with.
 
 The signing secret is derived from the configured keys (HMAC-SHA256), so every worker of one
 server accepts the same cookies, a restart keeps people logged in, and changing a key logs
-everyone out. The master key takes part in it, so holding the read-only key is not enough to
-forge an admin cookie.
+everyone out. Each key enters it labelled with its role and length-prefixed (`_material`), so moving
+a key from master to dashboard changes the secret. The master key takes part in it, so holding the
+read-only key is not enough to forge an admin cookie. Without a master key the secret comes from the
+dashboard key alone, which every viewer holds: a viewer can then forge a session, so `read` accepts
+no admin session and `device_of` no device unless a master key is configured. (There is no shared
+random secret setting to mix in: every worker and replica must derive the same one.)
 """
 
 from __future__ import annotations
@@ -56,13 +60,15 @@ class Access:
 
     def __init__(self, *, master_key: str | None, dashboard_key: str | None, loopback: bool, ttl_s: float) -> None:
         self._keys: list[tuple[bytes, Role]] = []
+        #: Whether admin sessions and device cookies exist at all: only with a master key to sign them.
+        self.has_master = bool(master_key)
         if master_key:
             self._keys.append((master_key.encode(), "admin"))
         if dashboard_key:
             self._keys.append((dashboard_key.encode(), "viewer"))
         self.mode: Mode = "login" if self._keys else ("open" if loopback else "closed")
         self.ttl_s = ttl_s
-        material = b"\0".join(key for key, _ in self._keys) or secrets.token_bytes(32)
+        material = _material(self._keys) or secrets.token_bytes(32)
         secret = hmac.new(material, b"switchman dashboard session v1", hashlib.sha256).hexdigest()
         self._sessions = URLSafeTimedSerializer(secret, salt=_SESSION_SALT)
         self._logins = URLSafeTimedSerializer(secret, salt=_LOGIN_SALT)
@@ -96,6 +102,8 @@ class Access:
             return None
         if not isinstance(data, dict) or data.get("r") not in ("admin", "viewer") or not isinstance(data.get("c"), str):
             return None
+        if data["r"] == "admin" and not self.has_master:  # signed with the viewers' own key: anyone's forgery
+            return None
         role: Role = "admin" if data["r"] == "admin" else "viewer"
         return Session(role, data["c"])
 
@@ -110,7 +118,7 @@ class Access:
 
     def device_of(self, cookie: str | None) -> str | None:
         """The device id in a cookie, or None when absent, forged, older than DEVICE_TTL_S or from another key."""
-        if not cookie or self.mode != "login":
+        if not cookie or not self.has_master:  # only master-key logins make devices; see `read`
             return None
         try:
             device = self._devices.loads(cookie, max_age=DEVICE_TTL_S)
@@ -127,6 +135,11 @@ class Access:
         except BadSignature:
             return False
         return isinstance(expected, str) and hmac.compare_digest(expected.encode(), form_token.encode())
+
+
+def _material(keys: list[tuple[bytes, Role]]) -> bytes:
+    """The keys as signing material: each labelled with its role and length-prefixed, so no two setups collide."""
+    return b"".join(b"%s:%d:" % (role.encode(), len(key)) + key for key, role in keys)
 
 
 def check_csrf(session: Session, token: str | None) -> bool:

@@ -157,18 +157,22 @@ class Dashboard:
                                     problem=f"no active key {key_id!r}")
         return RedirectResponse(f"{request.scope.get('root_path', '')}/keys?revoked={key_id}", status_code=303)
 
-    @staticmethod
-    def _admin(request: Request) -> bool:
+    def _admin(self, request: Request) -> bool:
+        """Whether this request may change keys: an admin session, and a master key to have signed it.
+
+        `Access.read` already refuses admin sessions without a master key; this is the second lock on every mutation.
+        """
         session: Session | None = request.scope.get("state", {}).get("ui_session")
-        return session is not None and session.admin
+        return self.access.has_master and session is not None and session.admin
 
     # -- logging in and out ------------------------------------------------------------------------
-    def _login_page(self, request: Request, *, problem: str | None = None, status: int = 200) -> Response:
+    def _login_page(self, request: Request, *, problem: str | None = None, status: int = 200,
+                    headers: dict[str, str] | None = None) -> Response:
         cookie, token = self.access.login_token()
         root = request.scope.get("root_path", "")
         html = self.env.get_template("login.html").render(
             **self._common(request, "login"), token=token, problem=problem, next=_safe_next(request, root))
-        response = HTMLResponse(html, status_code=status)
+        response = HTMLResponse(html, status_code=status, headers=headers)
         _set_cookie(request, response, LOGIN_COOKIE, cookie, 3600)
         return response
 
@@ -184,10 +188,14 @@ class Dashboard:
         address = request.client.host if request.client else "?"
         if self.access.mode != "login":
             return RedirectResponse(f"{root}/", status_code=303)
-        device = self.access.device_of(request.cookies.get(DEVICE_COOKIE))  # None: forged, expired, another key
-        if self.throttle.blocked(address, device):
-            return self._login_page(request, problem="too many wrong keys: wait a few minutes", status=429)
         fields = form_fields(await request.body())
+        device = self.access.device_of(request.cookies.get(DEVICE_COOKIE))  # None: forged, expired, another key
+        # Nothing may await from asking the throttle to counting the failure: a concurrent login checked in between
+        # would pass a bucket one short of full (the body is read above for this reason).
+        wait = self.throttle.retry_after(address, device)
+        if wait:
+            return self._login_page(request, problem="too many wrong keys: wait a few minutes", status=429,
+                                    headers={"retry-after": str(wait)})
         role = self.access.role_of(fields.get("key", ""))
         if role is None:
             self.throttle.failed(address, device)

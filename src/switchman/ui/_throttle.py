@@ -12,7 +12,12 @@ the tiers are keyed on what a guesser cannot reset for free:
   flood, or behind a reverse proxy whose one address an attacker exhausted;
 - newcomers (no valid device cookie): `ceiling` wrong keys in `window_s` from all addresses together, then every
   newcomer's login waits (429) until the oldest leaves the window. This slows a guesser with many addresses;
-  a WARNING is logged when it trips (no key text).
+  a WARNING is logged when it trips (no key text), at most once per window however often a freed slot refills
+  under a sustained flood, and an INFO once a whole window passes without it filling.
+
+A 429 says when to come back (`retry_after`: whole seconds until the failure that fills the bucket leaves it).
+Nothing may await between asking (`blocked`/`retry_after`) and counting (`failed`): another login would slip in
+between, and concurrent guesses could all pass a bucket one short of full.
 
 The address is the connection's (`request.client`): uvicorn replaces it with X-Forwarded-For only when the peer
 is one it is told to trust (`FORWARDED_ALLOW_IPS`, loopback by default). Memory is bounded: at most
@@ -25,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 __all__ = ["LoginThrottle"]
 
@@ -35,6 +41,16 @@ def _prune(times: deque[float], now: float, window_s: float) -> deque[float]:
     while times and now - times[0] > window_s:
         times.popleft()
     return times
+
+
+def _wait(times: deque[float], limit: int, now: float, window_s: float) -> int:
+    """Whole seconds until fewer than `limit` of `times` (pruned) are within the window; 0 when already fewer.
+
+    A failure leaves once it is more than `window_s` old, so the answer is the first whole second after that.
+    """
+    if len(times) < limit:
+        return 0
+    return int(times[len(times) - limit] + window_s - now) + 1
 
 
 class _Buckets:
@@ -48,10 +64,10 @@ class _Buckets:
     def __len__(self) -> int:
         return len(self._times)
 
-    def count(self, name: str, now: float) -> int:
-        """Failures of `name` within the window (asking never adds a name)."""
+    def recent(self, name: str, now: float) -> deque[float]:
+        """Failure times of `name` within the window, oldest first (asking never adds a name)."""
         times = self._times.get(name)
-        return 0 if times is None else len(_prune(times, now, self.window_s))
+        return deque() if times is None else _prune(times, now, self.window_s)
 
     def add(self, name: str, now: float) -> None:
         times = self._times.get(name)
@@ -68,34 +84,58 @@ class LoginThrottle:
     """Wrong keys per address and per known device, and over every newcomer, each within `window_s`."""
 
     def __init__(self, failures: int = 10, window_s: float = 300.0, *, ceiling: int = 100,
-                 max_clients: int = 10_000) -> None:
+                 max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.failures = failures
         self.window_s = window_s
         self.ceiling = ceiling
         self.max_clients = max_clients
+        self._clock = clock
         self._addresses = _Buckets(window_s, max_clients)
         self._devices = _Buckets(window_s, max_clients)
         self._newcomers: deque[float] = deque(maxlen=ceiling)
+        self._filled_at: float | None = None  # when the ceiling last filled (None: not since it cleared)
+        self._warned_at: float | None = None  # when its WARNING was last logged
 
     def blocked(self, address: str, device: str | None, now: float | None = None) -> bool:
         """Whether this login must wait: its device's bucket when it has one, else its address's and the ceiling."""
-        now = time.monotonic() if now is None else now
+        return self.retry_after(address, device, now) > 0
+
+    def retry_after(self, address: str, device: str | None, now: float | None = None) -> int:
+        """Whole seconds this login must wait (0: it may try now), until every full bucket it counts in has room."""
+        now = self._clock() if now is None else now
         if device is not None:
-            return self._devices.count(device, now) >= self.failures
-        return (len(_prune(self._newcomers, now, self.window_s)) >= self.ceiling
-                or self._addresses.count(address, now) >= self.failures)
+            return _wait(self._devices.recent(device, now), self.failures, now, self.window_s)
+        newcomers = self._newcomers_at(now)
+        return max(_wait(newcomers, self.ceiling, now, self.window_s),
+                   _wait(self._addresses.recent(address, now), self.failures, now, self.window_s))
 
     def failed(self, address: str, device: str | None, now: float | None = None) -> None:
         """Note a wrong key (a known device's only in its own bucket)."""
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         if device is not None:
             self._devices.add(device, now)
             return
         self._addresses.add(address, now)
-        newcomers = _prune(self._newcomers, now, self.window_s)
+        newcomers = self._newcomers_at(now)
         was_open = len(newcomers) < self.ceiling
         newcomers.append(now)
-        if was_open and len(newcomers) == self.ceiling:  # once per trip, not once per later failure
-            logger.warning("dashboard: %d wrong keys in %g s from browsers that never logged in; their logins wait "
-                           "until the oldest leaves the window (known devices still log in)", self.ceiling,
-                           self.window_s)
+        if was_open and len(newcomers) == self.ceiling:
+            self._filled(now)
+
+    def _newcomers_at(self, now: float) -> deque[float]:
+        """The newcomers' failures within the window; logs (INFO) that the ceiling cleared once a window passed
+        without it filling."""
+        if self._filled_at is not None and now - self._filled_at > self.window_s:
+            self._filled_at = self._warned_at = None
+            logger.info("dashboard: the ceiling over newcomers' wrong keys has not filled for %g s: newcomers log in "
+                        "again", self.window_s)
+        return _prune(self._newcomers, now, self.window_s)
+
+    def _filled(self, now: float) -> None:
+        """The ceiling just filled: WARNING, at most once per window (a flood refills every slot that frees)."""
+        self._filled_at = now
+        if self._warned_at is not None and now - self._warned_at < self.window_s:
+            return
+        self._warned_at = now
+        logger.warning("dashboard: %d wrong keys in %g s from browsers that never logged in; their logins wait "
+                       "until the oldest leaves the window (known devices still log in)", self.ceiling, self.window_s)
