@@ -151,7 +151,8 @@ _MANY_PIECES = {
     "/v1/messages": {"model": "auto", "max_tokens": 5,
                      "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 3_000},
     "/v1/messages/count_tokens": {"model": "auto", "messages": [{"role": "user", "content": "a"}],
-                                  "tools": [{"name": "f", "input_schema": {"type": "object"}}] * 2_000},
+                                  "tools": [{"name": "f", "input_schema": {"type": "object", "properties": {
+                                      "a": {"type": "string"}}}}] * 1_000},  # (under the 1,024 max_tools)
     "/v1/responses": {"model": "auto", "input": [{"role": "user", "content": "a"}] * 5_000},
 }
 

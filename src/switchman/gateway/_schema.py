@@ -6,7 +6,7 @@ metadata), so every field a provider understands and switchman does not still re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -232,9 +232,10 @@ def check_depth(data: object, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
-def read_json(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
+def read_json(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH,
+              first: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The body as a JSON object at most `max_depth` deep; InvalidRequestError when it is empty, not JSON,
-    not an object or nested deeper."""
+    not an object or nested deeper. `first` checks the object before the depth walk (which visits every value)."""
     if not raw:
         raise InvalidRequestError("the request body is empty; send a JSON object", code="invalid_json")
     try:
@@ -243,6 +244,8 @@ def read_json(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("the request body must be a JSON object", code="invalid_json")
+    if first is not None:
+        first(data)
     # Each object or array opens with one bracket byte (strings may hold more), so a body with no more
     # brackets than `max_depth` cannot nest deeper: the walk is needed only for bodies with many.
     if raw.count(b"{") + raw.count(b"[") > max_depth:
