@@ -122,3 +122,17 @@ def test_a_refused_body_is_never_validated(http: httpx.Client, monkeypatch: pyte
         assert http.post(path, json=body(getattr(CAPS, setting) + 1)).status_code == 400
     assert validated == []
 
+
+def test_an_anthropic_body_is_validated_once(http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chat body translated from a validated Messages body is not validated again (it cost as much again)."""
+    from switchman.gateway import _schema
+
+    validated: list[object] = []
+    validate = _schema.ChatBody.model_validate
+    monkeypatch.setattr(_schema.ChatBody, "model_validate",
+                        lambda data, **kw: validated.append(data) or validate(data, **kw))
+    tools = [{"name": "f", "input_schema": {"type": "object"}}]
+    body = {"model": "auto", "max_tokens": 5, "messages": [_USER], "tools": tools}
+    assert http.post("/v1/messages", json=body).status_code == 200
+    assert validated == []
+
