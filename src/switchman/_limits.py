@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["ServerLimits"]
@@ -40,3 +42,8 @@ class ServerLimits(BaseModel):
     max_tools: int = Field(default=1024, ge=1, description="tool definitions; 400 beyond (OpenAI takes 128)")
     failed_auth_burst: int = Field(default=20, ge=1, description="failed authentications one address may make at once")
     failed_auth_per_s: float = Field(default=1.0, gt=0, description="... and then per second; 429 beyond")
+
+    @cached_property
+    def smallest_item_cap(self) -> int:
+        """The lowest of the four item caps: a body too short to hold that many items is not counted."""
+        return min(self.max_messages, self.max_content_parts, self.max_tool_calls, self.max_tools)

@@ -73,13 +73,14 @@ _COUNTERS: dict[str, Callable[[dict[str, Any]], Iterator[_Count]]] = {
 
 def check_items(data: dict[str, Any], raw: bytes, limits: ServerLimits, api: str) -> None:
     """InvalidRequestError (400) when `data`, the JSON body `raw` of an `api` request, holds more items of a kind
-    than `limits` allows. A body with fewer commas and brackets than the smallest cap cannot (every item of
-    an array but the first follows a comma), so the usual small body is never walked."""
+    than `limits` allows. The usual body is never walked: each item takes a byte of its own and is followed by
+    a comma or a bracket, so a body shorter than twice the smallest cap cannot hold too many, nor one with
+    fewer commas and brackets than that cap (every item of an array but the first follows a comma)."""
+    smallest = limits.smallest_item_cap
+    if len(raw) <= 2 * smallest or raw.count(b",") + raw.count(b"[") <= smallest:
+        return
     counter = _COUNTERS.get(api)
     if counter is None:
-        return
-    smallest = min(limits.max_messages, limits.max_content_parts, limits.max_tool_calls, limits.max_tools)
-    if raw.count(b",") + raw.count(b"[") <= smallest:
         return
     for setting, field, count in counter(data):
         cap: int = getattr(limits, setting)
