@@ -23,7 +23,7 @@ from .._endpoints import read_request, route_headers
 from .._dispatcher import Dispatcher
 from .._offload import OFFLOAD_BYTES, run_offloaded
 from .._gateway import Gateway
-from .._items import check_items
+from .._items import item_check
 from .._schema import check_prompt_size, read_json
 from .._dispatcher import Completion
 from .._stream import RelayResponse
@@ -75,7 +75,7 @@ class DialectEndpoints:
         raw = await request.body()
 
         def count() -> int:  # the body held to the server's limits, as every other body is
-            data = read_json(raw, limits.max_json_depth, lambda data: check_items(data, raw, limits, "messages"))
+            data = read_json(raw, limits.max_json_depth, item_check(raw, limits, "messages"))
             body = chat_from_messages(data, count_only=True)
             check_prompt_size(body, limits.max_prompt_chars)
             return self.gateway.decider.request(body["messages"], tools=body.get("tools")).input_tokens
