@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -398,6 +399,56 @@ def test_native_reader_names_bad_cells(tmp_path: Path) -> None:
     write_native(tmp_path, good + bad_quality, good.replace("s1", "s2"))
     with pytest.raises(DatasetError, match=r"quiz_train\.csv, row 2, column 'm3': expected a number in \[0, 1\]"):
         load_outcomes(tmp_path)
+
+
+def test_native_reader_names_a_truncated_gzip_file(tmp_path: Path) -> None:
+    """A .csv.gz cut short (a partial download) is a DatasetError naming the file, as for an outcome CSV."""
+    from switchman.evaluate._routerbench import read_routerbench
+
+    rows = "".join(f"s{i},\"['Q {i} {'x' * 40}']\",quiz,1,0,1,\"['A']\",\"['B']\",\"['C']\",0.1,0.2,0.3\n"
+                   for i in range(2000))
+    write_native(tmp_path, rows, rows)
+    whole = (tmp_path / "quiz_test.csv.gz").read_bytes()
+    (tmp_path / "quiz_test.csv.gz").write_bytes(whole[: len(whole) // 2])  # the header still reads
+    with pytest.raises(DatasetError, match=r"quiz_test\.csv\.gz: cannot read"):
+        read_routerbench([tmp_path / "quiz_test.csv.gz"])
+
+
+def damage_gzip(path: Path, keep: int) -> None:
+    """Rewrite the gzipped `path` with its deflate data damaged after the first `keep` bytes of text: a bit flip
+    in the middle, not a cut (zlib's own error, which is neither an OSError nor an EOFError)."""
+    text = gzip.decompress(path.read_bytes())
+    packer = zlib.compressobj(wbits=31)  # gzip framing
+    intact = packer.compress(text[:keep]) + packer.flush(zlib.Z_FULL_FLUSH)  # ends on a byte boundary
+    rest = packer.compress(text[keep:]) + packer.flush()
+    path.write_bytes(intact + bytes([0b110]) + rest[1:])  # the next block's type bits 11: reserved, invalid
+
+
+@pytest.mark.parametrize("fmt", ["csv.gz", "jsonl.gz"])
+def test_damaged_gzip_outcome_tables_name_the_file(tmp_path: Path, fmt: str) -> None:
+    write_dataset(tmp_path, fmt)
+    damage_gzip(tmp_path / f"outcomes.{fmt}", keep=40)
+    with pytest.raises(DatasetError, match=rf"outcomes\.{fmt.replace('.', '[.]')}: cannot read"):
+        load_outcomes(tmp_path)
+
+
+def test_native_reader_names_a_damaged_gzip_file(tmp_path: Path) -> None:
+    from switchman.evaluate._routerbench import read_routerbench
+
+    write_native(tmp_path, "", "".join(f"s{i},\"['Q {i}']\",quiz,1,0,1,\"['A']\",\"['B']\",\"['C']\",0.1,0.2,0.3\n"
+                                       for i in range(50)))
+    damage_gzip(tmp_path / "quiz_test.csv.gz", keep=len(NATIVE_HEADER) + 100)
+    with pytest.raises(DatasetError, match=r"quiz_test\.csv\.gz: cannot read"):
+        read_routerbench([tmp_path / "quiz_test.csv.gz"])
+
+
+def test_a_directory_scan_passes_over_a_gzip_file_damaged_in_its_header(tmp_path: Path) -> None:
+    """Not a RouterBench file (its header cannot be read), as a truncated one is: the scan goes on to the others."""
+    from switchman.evaluate._routerbench import routerbench_files
+
+    write_native(tmp_path, "", "s1,\"['Q']\",quiz,1,0,1,\"['A']\",\"['B']\",\"['C']\",0.1,0.2,0.3\n")
+    damage_gzip(tmp_path / "quiz_test.csv.gz", keep=10)
+    assert routerbench_files(tmp_path) == [tmp_path / "quiz_train.csv"]
 
 
 # --- token counts ----------------------------------------------------------------------------

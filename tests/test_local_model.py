@@ -11,16 +11,14 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
+from server_support import ServerThread
 
 from switchman import Router
 from switchman._config import parse_config
@@ -59,27 +57,6 @@ def local_server() -> Iterator[LocalModelServer]:
         yield server
 
 
-class _ServerThread:
-    """uvicorn running the gateway in a thread on an ephemeral loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "gateway did not start"
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/v1"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
 @needs_model
 def test_local_server_answers_the_openai_client_and_stops_cleanly(local_server: LocalModelServer) -> None:
     assert local_server.base_url.startswith("http://127.0.0.1:")
@@ -107,8 +84,8 @@ def test_gateway_routes_to_the_local_model(local_server: LocalModelServer, tmp_p
     data["routes"] = {"default": {"candidates": [LOCAL_MODEL], "strategy": "cheapest"}}
     data["server"] = {"ledger_url": f"sqlite:///{tmp_path / 'ledger.sqlite3'}"}
     gateway = Gateway.from_config(parse_config(data), env={})
-    with _ServerThread(build_app(gateway)) as base_url, \
-            openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
+    with ServerThread(build_app(gateway), plain=True) as base, \
+            openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0) as client:
         raw = client.chat.completions.with_raw_response.create(model="auto", messages=QUESTION,
                                                                max_tokens=MAX_TOKENS, temperature=0)
     reply = raw.parse()

@@ -68,6 +68,22 @@ def test_replay_totals_equal_a_hand_calculation(tmp_path: Path, math_greeting_ro
     assert json.loads(out.read_text())["router"]["share"] == report["router"]["share"]
 
 
+def test_replay_reads_no_feedback(tmp_path: Path, math_greeting_router: TrainedRouter,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replay scores the router's choices by its predictions, not by feedback: it reads none (a query for nothing)."""
+    import time
+
+    def unread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("replay read the feedback table")
+
+    router_file = math_greeting_router.save(tmp_path / "router.safetensors")
+    url = _ledger(tmp_path / "ledger.sqlite3", _traffic(time.time()))
+    monkeypatch.setattr(Ledger, "feedback_scores", unread)
+    monkeypatch.setattr(Ledger, "feedback_by_key", unread)
+    report = replay_command(router=router_file, ledger=url, since="1d", console=Console(file=io.StringIO()))
+    assert report["requests"] == 3
+
+
 def test_replay_without_stored_prompts_says_how_to_get_them(tmp_path: Path,
                                                              math_greeting_router: TrainedRouter) -> None:
     router_file = math_greeting_router.save(tmp_path / "router.safetensors")

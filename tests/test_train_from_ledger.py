@@ -15,7 +15,7 @@ from switchman import ModelSpec, RouteRequest
 from switchman._exceptions import DatasetError
 from switchman.cli._train import train_command
 from switchman._tokens import count_tokens
-from switchman.evaluate._ledger_outcomes import outcomes_from_ledger
+from switchman.evaluate import ledger_records, outcomes_from_ledger
 from switchman.learn import get_embedder, train_settings
 from switchman.learn._artifact import TrainedRouter
 from switchman.learn._strategy import LearnedStrategy
@@ -85,6 +85,41 @@ def test_feedback_decides_where_the_cheap_model_is_used(tmp_path: Path) -> None:
         assert _route(math_cheap, prompt) == "cheap-model"
 
 
+def _by_key(scores: dict[str, float]) -> dict[tuple[str, str | None], float]:
+    """Scores as `Ledger.feedback_by_key` gives them, for requests made without a key."""
+    return {(request_id, None): score for request_id, score in scores.items()}
+
+
+def test_scores_by_request_id_alone_make_the_table_keyed_scores_make() -> None:
+    """Both documented shapes: by request id (`Ledger.feedback_scores`) and by (request id, key id)."""
+    records = [LedgerRecord(request_id="a", model="m1", prompt="x"), LedgerRecord(request_id="b", model="m1",
+                                                                                   prompt="y", key_id="k")]
+    by_id = outcomes_from_ledger(records, {"a": 1.0, "b": 0.5}, min_per_model=1)
+    keyed = outcomes_from_ledger(records, {("a", None): 1.0, ("b", "k"): 0.5}, min_per_model=1)
+    assert by_id.prompt_ids == keyed.prompt_ids == ("a", "b")
+    assert by_id.quality.tolist() == keyed.quality.tolist() == [[1.0], [0.5]]
+
+
+def test_a_score_by_request_id_alone_scores_each_keys_request_with_that_id() -> None:
+    records = [LedgerRecord(request_id="job", model="m1", prompt="x", key_id="A"),
+               LedgerRecord(request_id="job", model="m1", prompt="y", key_id="B")]
+    table = outcomes_from_ledger(records, {"job": 0.25}, min_per_model=1)
+    assert table.prompt_ids == ("job@A", "job@B") and table.quality.tolist() == [[0.25], [0.25]]
+
+
+def test_ledger_records_gives_the_records_the_scores_by_request_id_and_the_url(tmp_path: Path) -> None:
+    """`switchman.evaluate.ledger_records` keeps its three values; feedback=False leaves the scores unread."""
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    ledger = Ledger(url)
+    ledger.record(LedgerRecord(time=time.time(), request_id="r1", model="m1", prompt="x"))
+    ledger.flush_sync()
+    ledger.add_feedback("r1", 0.75)
+    ledger.close_sync()
+    records, scores, shown = ledger_records(url, "1d")
+    assert [rec.request_id for rec in records] == ["r1"] and scores == {"r1": 0.75} and shown.endswith("ledger.sqlite3")
+    assert ledger_records(url, "1d", feedback=False)[1] == {}
+
+
 def test_the_table_has_one_outcome_per_request() -> None:
     records = [
         LedgerRecord(request_id="a", model="m1", prompt="x", input_tokens=3, output_tokens=4, cost_usd=0.5),
@@ -92,7 +127,7 @@ def test_the_table_has_one_outcome_per_request() -> None:
         LedgerRecord(request_id="c", model="m2", prompt="z"),  # one label only: m2 is left out
         LedgerRecord(request_id="d", model="m1", prompt="w", status="error"),
     ]
-    table = outcomes_from_ledger(records, {"a": 0.9, "b": 1.5, "c": 1.0, "d": 1.0})
+    table = outcomes_from_ledger(records, _by_key({"a": 0.9, "b": 1.5, "c": 1.0, "d": 1.0}))
     assert table.models == ("m1",) and table.prompt_ids == ("a", "b")
     assert table.quality[:, 0].tolist() == [0.9, 1.0]  # clipped to [0, 1]
     assert table.cost_usd[:, 0].tolist() == [0.5, 0.7]
@@ -102,7 +137,7 @@ def test_the_table_has_one_outcome_per_request() -> None:
 def test_no_prompts_means_an_error_that_names_the_setting() -> None:
     records = [LedgerRecord(request_id="a", model="m1")]
     with pytest.raises(DatasetError, match="store_prompts: true"):
-        outcomes_from_ledger(records, {"a": 1.0})
+        outcomes_from_ledger(records, _by_key({"a": 1.0}))
 
 
 def test_a_cascaded_requests_cost_is_not_taken_as_the_serving_models_price() -> None:
@@ -114,7 +149,7 @@ def test_a_cascaded_requests_cost_is_not_taken_as_the_serving_models_price() -> 
         LedgerRecord(request_id="c", model="m1", prompt="z", input_tokens=2, output_tokens=2, cost_usd=0.2,
                      strategy="cascade", fallback_chain=("m1",)),  # accepted on the first rung: its own price
     ]
-    table = outcomes_from_ledger(records, {"a": 1.0, "b": 1.0, "c": 1.0})
+    table = outcomes_from_ledger(records, _by_key({"a": 1.0, "b": 1.0, "c": 1.0}))
     cost = table.cost_usd[:, 0]
     assert cost[0] == 0.5 and np.isnan(cost[1]) and cost[2] == 0.2
     assert table.quality[:, 0].tolist() == [1.0, 1.0, 1.0]  # the outcome itself still counts

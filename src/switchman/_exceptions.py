@@ -14,6 +14,7 @@
     ├── BudgetExceededError          wait, raise the budget, or accept a downgrade
     │   └── BudgetLimitError         names the budget, what it has spent and when it resets
     ├── LedgerUnavailableError       the ledger cannot be reached now; try again
+    │   └── LedgerTimeout            it did not answer within the caller's timeout (the message says how long)
     ├── CallerLimitError             the key's or agent's own rpm/tpm is used up: retry after `retry_after`
     ├── LocalModelError              install the local model (`switchman local install`) or free its port
     ├── RouterClosedError            the Router was closed during the call: call again (also a RuntimeError)
@@ -46,6 +47,7 @@ __all__ = [
     "DeploymentLimitError",
     "EmbedderUnavailableError",
     "InvalidRequestError",
+    "LedgerTimeout",
     "LedgerUnavailableError",
     "LocalModelError",
     "NoCapableModelError",
@@ -177,6 +179,11 @@ class CallerLimitError(SwitchmanError):
 
 class LedgerUnavailableError(SwitchmanError):
     """The ledger cannot be reached now (a 503 at the gateway); the call may be retried."""
+
+
+class LedgerTimeout(LedgerUnavailableError):
+    """A ledger call that did not answer within its caller's timeout (the message says how long it waited); a
+    handler that does not catch it answers 503 ledger_unavailable."""
 
 
 class LocalModelError(SwitchmanError):

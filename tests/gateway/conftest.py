@@ -15,13 +15,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
+from server_support import ServerThread
 
 from switchman import Router
 from switchman._config import Config, parse_config
 from switchman._config_server import CircuitBreaker
-from switchman._limits import ServerLimits
-from switchman.gateway import Gateway, HealthBoard, build_app, server_config
+from switchman.gateway import Gateway, HealthBoard, build_app
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
@@ -92,30 +91,6 @@ def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
     }
 
 
-class ServerThread:
-    """uvicorn (with the gateway's guarded protocol and these limits) running an app in a thread on an
-    ephemeral loopback port."""
-
-    def __init__(self, app: Any, limits: ServerLimits | None = None) -> None:
-        self.server = uvicorn.Server(server_config(app, limits or ServerLimits(), host="127.0.0.1", port=0,
-                                                   log_config=None, log_level="info"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream(api_keys={OPENAI_KEY, ANTHROPIC_KEY}) as fake:
@@ -143,13 +118,40 @@ def server(gateway: Gateway) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def sdk_router(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Router]:
-    """The SDK's Router on the shared configuration (its own ledger), closed at the end (safe to repeat)."""
+class CallThread(threading.Thread):
+    """`call` in a daemon thread; once it ends, `outcome` holds what it raised, or None when it returned."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self._call = call
+        self.outcome: list[BaseException | None] = []
+
+    def run(self) -> None:
+        try:
+            self._call()
+            self.outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - what the call raised is the test's assertion
+            self.outcome.append(exc)
+
+
+def sdk_ledger_url(tmp_path: Path) -> str:
+    """The ledger of an SDK test's Router (`sdk_config`)."""
+    return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+
+
+def sdk_config(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The shared configuration for an SDK Router of its own (ledger at `sdk_ledger_url`), the upstream's keys in
+    the environment, the fake upstream's faults and requests cleared."""
     monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
     monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
     upstream.clear()
-    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+    return config_data(upstream, sdk_ledger_url(tmp_path))
+
+
+@pytest.fixture
+def sdk_router(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Router]:
+    """The SDK's Router on the shared configuration (its own ledger), closed at the end (safe to repeat)."""
+    router = Router.from_dict(sdk_config(upstream, tmp_path, monkeypatch))
     yield router
     router.close()
 
@@ -212,6 +214,18 @@ def clean_slate(request: pytest.FixtureRequest, sleeps: list[float], clock: Cloc
     yield
     dispatcher.sleep = original_sleep
     upstream.clear()
+
+
+def ledger_row(gateway: Gateway, request_id: str) -> LedgerRecord:
+    """The request's ledger row (a stream's is written just after its last byte: waited for, 2 s at most)."""
+    assert gateway.ledger is not None
+    for _ in range(100):
+        gateway.ledger.flush_sync(timeout=5)
+        found = gateway.ledger.find(request_id)
+        if found is not None:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"no ledger row for {request_id}")
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ chunk whose `choices` is a string), as a broken or hostile OpenAI-compatible ser
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler
 
 import orjson
+from server_support import serving_handler
 
 __all__ = ["RawUpstream", "sse"]
 
@@ -51,12 +52,13 @@ class RawUpstream:
                     self.end_headers()
                     self.wfile.write(body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._handler = Handler
+        self._serving = ExitStack()
+        self.port = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def answer(self, body: object, *, stream: bool = False) -> None:
         """Answer with this JSON body, or (`stream`) with these SSE pieces."""
@@ -67,9 +69,8 @@ class RawUpstream:
             self.content_type, self.body = "application/json", orjson.dumps(body)
 
     def __enter__(self) -> RawUpstream:
-        self._thread.start()
+        self.port = self._serving.enter_context(serving_handler(self._handler))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serving.close()

@@ -61,9 +61,8 @@ def test_a_malformed_key_row_is_left_out_and_the_other_keys_still_read(
         keyring.close()
 
 
-def test_the_key_refresh_loop_outlives_a_listener_that_raises(tmp_path: Path) -> None:
-    """Before, one raising listener (e.g. key budgets a reload could not take) ended `Keyring.run` for good, and
-    the lifespan's `await task` at shutdown re-raised it before the ledger was flushed."""
+def _keyring_with_a_buggy_listener(tmp_path: Path, *, failures: int) -> tuple[Keyring, list[int]]:
+    """A keyring over one key, refreshed every 10 ms, whose listener raises on its first `failures` calls (counted)."""
     store = KeyStore(f"sqlite:///{tmp_path / 'keys.sqlite3'}")
     store.create("k")
     keyring = Keyring(store, refresh_s=0.01)
@@ -71,10 +70,17 @@ def test_the_key_refresh_loop_outlives_a_listener_that_raises(tmp_path: Path) ->
 
     def listener(_: object) -> None:
         calls.append(1)
-        if len(calls) == 1:
+        if len(calls) <= failures:
             raise RuntimeError("a listener's bug")
 
     keyring.on_change(listener)
+    return keyring, calls
+
+
+def test_the_key_refresh_loop_outlives_a_listener_that_raises(tmp_path: Path) -> None:
+    """Before, one raising listener (e.g. key budgets a reload could not take) ended `Keyring.run` for good, and
+    the lifespan's `await task` at shutdown re-raised it before the ledger was flushed."""
+    keyring, calls = _keyring_with_a_buggy_listener(tmp_path, failures=1)
 
     try:
         assert _run_loop(keyring.run(), lambda: len(calls) >= 3)
@@ -99,19 +105,24 @@ class _FlakyBudgets:
         return True
 
 
-def test_the_budget_refresh_loop_outlives_a_failed_refresh(caplog: pytest.LogCaptureFixture) -> None:
-    """Before, one raising refresh ended `refresh_budgets` for good (workers stopped counting each other's spend),
-    and the lifespan's `await task` at shutdown re-raised it before the ledger was flushed."""
+def _run_budget_loop(budgets: _FlakyBudgets, *, refreshes: int) -> bool:
+    """The gateway's budget refresh loop (every 10 ms) over `budgets` until it refreshed `refreshes` times: whether
+    it was still running."""
     from types import SimpleNamespace
 
     from switchman.gateway import Gateway
 
-    budgets = _FlakyBudgets()
     gateway = SimpleNamespace(budgets=budgets)
+    return _run_loop(Gateway.refresh_budgets(gateway, every_s=0.01),  # type: ignore[arg-type]
+                     lambda: budgets.refreshes >= refreshes)
 
+
+def test_the_budget_refresh_loop_outlives_a_failed_refresh(caplog: pytest.LogCaptureFixture) -> None:
+    """Before, one raising refresh ended `refresh_budgets` for good (workers stopped counting each other's spend),
+    and the lifespan's `await task` at shutdown re-raised it before the ledger was flushed."""
+    budgets = _FlakyBudgets()
     with caplog.at_level(logging.ERROR, logger="switchman.gateway"):
-        assert _run_loop(Gateway.refresh_budgets(gateway, every_s=0.01),  # type: ignore[arg-type]
-                         lambda: budgets.refreshes >= 3)
+        assert _run_budget_loop(budgets, refreshes=3)
     assert budgets.refreshes >= 3
     assert any("budget refresh" in r.getMessage() for r in caplog.records)
 
@@ -128,16 +139,9 @@ class _BrokenBudgets(_FlakyBudgets):
 
 def test_a_persistent_budget_refresh_failure_is_logged_once_and_its_end_too(caplog: pytest.LogCaptureFixture) -> None:
     """A traceback at every tick (every 5 s) for a failure that lasts would bury the log: one per failing streak."""
-    from types import SimpleNamespace
-
-    from switchman.gateway import Gateway
-
     budgets = _BrokenBudgets()
-    gateway = SimpleNamespace(budgets=budgets)
-
     with caplog.at_level(logging.INFO, logger="switchman.gateway"):
-        assert _run_loop(Gateway.refresh_budgets(gateway, every_s=0.01),  # type: ignore[arg-type]
-                         lambda: budgets.refreshes >= 7)
+        assert _run_budget_loop(budgets, refreshes=7)
     assert budgets.refreshes >= 7
     failed = [r for r in caplog.records if "budget refresh" in r.getMessage() and "failed" in r.getMessage()]
     assert len(failed) == 1
@@ -146,17 +150,7 @@ def test_a_persistent_budget_refresh_failure_is_logged_once_and_its_end_too(capl
 
 def test_a_persistent_key_refresh_failure_is_logged_once_per_streak(tmp_path: Path,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
-    store = KeyStore(f"sqlite:///{tmp_path / 'keys.sqlite3'}")
-    store.create("k")
-    keyring = Keyring(store, refresh_s=0.01)
-    calls: list[int] = []
-
-    def listener(_: object) -> None:
-        calls.append(1)
-        if len(calls) <= 5:
-            raise RuntimeError("a listener's bug")
-
-    keyring.on_change(listener)
+    keyring, calls = _keyring_with_a_buggy_listener(tmp_path, failures=5)
 
     try:
         with caplog.at_level(logging.INFO, logger="switchman.gateway"):

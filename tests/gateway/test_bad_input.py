@@ -88,6 +88,20 @@ def test_unknown_model_and_route(http: httpx.Client, ledger_record: Callable[[st
     assert_error(http.post("/v1/route", json={"model": "auto:nope", "messages": ASK}), 404, "model_not_found")
 
 
+def test_a_large_chats_unknown_model_decided_in_a_worker_thread_is_a_404_with_its_row(
+        http: httpx.Client, ledger_record: Callable[[str], LedgerRecord]) -> None:
+    """Over OFFLOAD_BYTES the decision runs in a thread: its refusal is the same 404, recorded once."""
+    from switchman.gateway._offload import OFFLOAD_BYTES
+
+    long = [{"role": "user", "content": "word " * (OFFLOAD_BYTES // 5 + 100)}]
+    for stream in (False, True):
+        response = http.post("/v1/chat/completions", json={"model": "gpt-9", "messages": long, "stream": stream})
+        assert len(response.request.content) > OFFLOAD_BYTES
+        assert "gpt-9" in assert_error(response, 404, "model_not_found", "model")["message"]
+        record = ledger_record(response.headers["x-switchman-request-id"])
+        assert record.status == "bad_request" and "gpt-9" in (record.error or "")
+
+
 def test_no_capable_model(http: httpx.Client) -> None:
     response = http.post("/v1/chat/completions", json={"model": "auto:strict", "messages": ASK,
                                                        "max_tokens": 100_000})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,19 +60,32 @@ def test_a_request_an_agent_limit_refuses_takes_nothing_from_its_key_s(
     assert plain.headers["x-ratelimit-remaining-requests"] == "1"
 
 
-def test_a_long_wait_is_a_plain_number_of_seconds_never_shorter(
-        upstream: FakeUpstream, tmp_path: Path, redis_server: dict[str, Any]) -> None:
-    """A request far over an agent's tpm leaves its bucket in debt for an hour: retry-after says so, as digits."""
+def _metered_gateway(upstream: FakeUpstream, tmp_path: Path, server: dict[str, Any],
+                     limits: dict[str, int]) -> Gateway:
+    """A gateway (master key set, these server settings) whose agent "metered" has these limits."""
     url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
     data = config_data(upstream, url)
-    data["server"].update(redis_server)
-    data["agents"]["metered"] = {"tpm": 100}
+    data["server"].update(server)
+    data["agents"]["metered"] = limits
     upstream.clear()
-    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
-    body = {"model": "auto", "max_tokens": 6000, "messages": [{"role": "user", "content": "debt"}]}
+    return Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+
+
+@contextmanager
+def _as_metered(built: Gateway) -> Iterator[httpx.Client]:
+    """A client of `built` served on loopback, calling as the master key on behalf of agent "metered"."""
     with ServerThread(build_app(built)) as base, httpx.Client(
             base_url=base, timeout=30, headers={"authorization": f"Bearer {MASTER_KEY}",
                                                 "x-switchman-agent": "metered"}) as client:
+        yield client
+
+
+def test_a_long_wait_is_a_plain_number_of_seconds_never_shorter(
+        upstream: FakeUpstream, tmp_path: Path, redis_server: dict[str, Any]) -> None:
+    """A request far over an agent's tpm leaves its bucket in debt for an hour: retry-after says so, as digits."""
+    built = _metered_gateway(upstream, tmp_path, redis_server, {"tpm": 100})
+    body = {"model": "auto", "max_tokens": 6000, "messages": [{"role": "user", "content": "debt"}]}
+    with _as_metered(built) as client:
         first = client.post("/v1/chat/completions", json=body)
         refused = client.post("/v1/chat/completions", json=body)
     assert (first.status_code, refused.status_code) == (200, 429)
@@ -86,18 +100,13 @@ def test_a_bucket_in_debt_on_redis_outlives_its_debt(upstream: FakeUpstream, tmp
     import redis
 
     prefix = unique_prefix()
-    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
-    data = config_data(upstream, url)
-    data["server"].update({"redis_url": SHARED_REDIS, "redis": {"key_prefix": prefix, "timeout_s": 1.0}})
-    data["agents"]["metered"] = {"rpm": 10, "tpm": 100}
-    upstream.clear()
-    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+    built = _metered_gateway(upstream, tmp_path, {"redis_url": SHARED_REDIS,
+                                                  "redis": {"key_prefix": prefix, "timeout_s": 1.0}},
+                             {"rpm": 10, "tpm": 100})
     body = {"model": "auto", "max_tokens": 6000, "messages": [{"role": "user", "content": "debt"}]}
     server = redis.Redis.from_url(SHARED_REDIS)
     try:
-        with ServerThread(build_app(built)) as base, httpx.Client(
-                base_url=base, timeout=30, headers={"authorization": f"Bearer {MASTER_KEY}",
-                                                    "x-switchman-agent": "metered"}) as client:
+        with _as_metered(built) as client:
             first = client.post("/v1/chat/completions", json=body)
         assert first.status_code == 200
         full_in = first.headers["x-ratelimit-reset-tokens"]  # e.g. "61m0s"
@@ -114,16 +123,9 @@ def test_retry_after_is_whole_seconds_rounded_up_and_the_precise_wait_in_ms(
     """RFC 9110's delay-seconds is digits only (urllib3's Retry raises on "0.99"); retry-after-ms keeps the rest."""
     from urllib3.util.retry import Retry
 
-    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
-    data = config_data(upstream, url)
-    data["server"].update(redis_server)
-    data["agents"]["metered"] = {"rpm": 1}  # the second request waits a little less than a minute
-    upstream.clear()
-    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+    built = _metered_gateway(upstream, tmp_path, redis_server, {"rpm": 1})  # the second request waits < a minute
     body = {"model": "auto", "messages": [{"role": "user", "content": "soon"}]}
-    with ServerThread(build_app(built)) as base, httpx.Client(
-            base_url=base, timeout=30, headers={"authorization": f"Bearer {MASTER_KEY}",
-                                                "x-switchman-agent": "metered"}) as client:
+    with _as_metered(built) as client:
         first = client.post("/v1/chat/completions", json=body)
         refused = client.post("/v1/chat/completions", json=body)
     assert (first.status_code, refused.status_code) == (200, 429)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -101,29 +101,40 @@ class _SlowPool:
         await self.real.aclose()
 
 
-def test_an_answer_past_the_models_total_time_is_an_upstream_timeout() -> None:
+def _slow_dispatcher(pool: type[_SlowPool], *, first_byte: float, total: float) -> Dispatcher:
+    """A dispatcher whose one model ("slow") has these deadlines and whose every provider sends through `pool`."""
     router = Router.from_dict({
         "providers": {"fake": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "FAKE_OPENAI_KEY"}},
         "models": {"slow": {"provider": "fake", "input_price": 0.1, "output_price": 0.2,
-                            "timeouts": {"connect": 1.0, "first_byte": 1.0, "total": 0.05}}},
+                            "timeouts": {"connect": 1.0, "first_byte": first_byte, "total": total}}},
         "server": {"retries": {"attempts": 0}},
     })
     dispatcher = Dispatcher.from_decider(router, env=ENV)
     for deployments in dispatcher.deployments.values():
         for deployment in deployments:
-            deployment.provider.pool = _SlowPool(deployment.provider.pool)  # type: ignore[assignment]
+            deployment.provider.pool = pool(deployment.provider.pool)  # type: ignore[assignment]
+    return dispatcher
 
+
+def _raised_by(dispatcher: Dispatcher, call: Coroutine[Any, Any, object]) -> UpstreamTimeout:
+    """The UpstreamTimeout `call` (one of `dispatcher`'s) raises; the dispatcher is closed after it."""
     async def go() -> None:
         try:
-            await dispatcher.complete({"model": "slow", "messages": [{"role": "user", "content": "hi"}]},
-                                      RequestContext(request_id="r1"))
+            await call
         finally:
             await dispatcher.aclose()
 
     with pytest.raises(UpstreamTimeout) as raised:
         asyncio.run(go())
-    assert str(raised.value) == "slow: upstream timed out (TimeoutError)"
-    assert isinstance(raised.value.__cause__, TimeoutError)
+    return raised.value
+
+
+def test_an_answer_past_the_models_total_time_is_an_upstream_timeout() -> None:
+    dispatcher = _slow_dispatcher(_SlowPool, first_byte=1.0, total=0.05)
+    raised = _raised_by(dispatcher, dispatcher.complete(
+        {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}, RequestContext(request_id="r1")))
+    assert str(raised) == "slow: upstream timed out (TimeoutError)"
+    assert isinstance(raised.__cause__, TimeoutError)
 
 
 class _SilentPool(_SlowPool):
@@ -135,25 +146,8 @@ class _SilentPool(_SlowPool):
 
 
 def test_a_stream_silent_past_its_first_byte_time_is_an_upstream_timeout() -> None:
-    router = Router.from_dict({
-        "providers": {"fake": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "FAKE_OPENAI_KEY"}},
-        "models": {"slow": {"provider": "fake", "input_price": 0.1, "output_price": 0.2,
-                            "timeouts": {"connect": 1.0, "first_byte": 0.05, "total": 5.0}}},
-        "server": {"retries": {"attempts": 0}},
-    })
-    dispatcher = Dispatcher.from_decider(router, env=ENV)
-    for deployments in dispatcher.deployments.values():
-        for deployment in deployments:
-            deployment.provider.pool = _SilentPool(deployment.provider.pool)  # type: ignore[assignment]
-
-    async def go() -> None:
-        try:
-            await dispatcher.open_stream({"model": "slow", "stream": True,
-                                          "messages": [{"role": "user", "content": "hi"}]},
-                                         RequestContext(request_id="r2"))
-        finally:
-            await dispatcher.aclose()
-
-    with pytest.raises(UpstreamTimeout) as raised:
-        asyncio.run(go())
-    assert str(raised.value) == "slow: upstream timed out (TimeoutError)"
+    dispatcher = _slow_dispatcher(_SilentPool, first_byte=0.05, total=5.0)
+    raised = _raised_by(dispatcher, dispatcher.open_stream(
+        {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        RequestContext(request_id="r2")))
+    assert str(raised) == "slow: upstream timed out (TimeoutError)"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +21,10 @@ import pytest
 from switchman._config import parse_config
 from switchman._config_server import CircuitBreaker
 from switchman.gateway import Gateway, build_app
-from switchman.ledger import LedgerRecord
 from switchman.state import HealthBoard, LocalRateLimiter
 from switchman.testing import FakeUpstream
 
-from .conftest import ASK, CAPS, Clock, ServerThread
+from .conftest import ASK, CAPS, Clock, ServerThread, ledger_row
 
 KEYS = {"EAST_KEY": "sk-east-0123456789abcdef", "WEST_KEY": "sk-west-fedcba9876543210"}
 
@@ -104,18 +102,6 @@ def http(setup: Setup) -> Iterator[httpx.Client]:
 
 def chat(http: httpx.Client, model: str = "auto", **fields: Any) -> httpx.Response:
     return http.post("/v1/chat/completions", json={"model": model, "messages": ASK, **fields})
-
-
-def ledger_row(gateway: Gateway, request_id: str) -> LedgerRecord:
-    """The request's ledger row (a stream's is written just after its last byte)."""
-    assert gateway.ledger is not None
-    for _ in range(100):
-        gateway.ledger.flush_sync(timeout=5)
-        found = gateway.ledger.find(request_id)
-        if found is not None:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"no ledger row for {request_id}")
 
 
 def test_weights_3_to_1_share_2000_requests_within_5_points(setup: Setup) -> None:

@@ -4,12 +4,18 @@ own error envelope naming the field, and the ledger row of the refused request; 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from switchman.ledger import LedgerRecord
+from switchman._config import parse_config
+from switchman.gateway import Gateway, build_app
+from switchman.ledger import KeyStore, LedgerRecord
+from switchman.testing import FakeUpstream
+
+from .conftest import ENV, MASTER_KEY, ServerThread, config_data
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -48,6 +54,52 @@ def test_malformed_blocks_are_400s_with_a_ledger_row(http: httpx.Client, body: d
     assert_anthropic_400(response, words)
     assert ledger_record(response.headers["x-switchman-request-id"]).status == "bad_request"
     assert_anthropic_400(http.post("/v1/messages/count_tokens", json=body), words)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "words"),
+    [
+        ({"X-Switchman-Escalate": "maybe"}, {}, "X-Switchman-Escalate must be"),
+        ({"X-Switchman-Cache": "sometimes"}, {}, "X-Switchman-Cache must be on or off"),
+        ({}, {"metadata": {"tags": 5}}, "metadata.tags must be"),
+    ],
+)
+def test_count_tokens_refuses_what_messages_refuses(http: httpx.Client, headers: dict[str, str],
+                                                   body: dict[str, Any], words: str) -> None:
+    """count_tokens reads its request as /v1/messages does: a bad switchman header or metadata is the same 400."""
+    sent = {**_messages("hi"), **body}
+    assert_anthropic_400(http.post("/v1/messages", json=sent, headers=headers), words)
+    assert_anthropic_400(http.post("/v1/messages/count_tokens", json=sent, headers=headers), words)
+
+
+def test_count_tokens_keeps_no_row_takes_no_rpm_and_holds_the_key_to_its_agents(
+        upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No model is called: no ledger row and nothing from the key's rpm; its agent binding is /v1/messages' 403."""
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    data = config_data(upstream, url)
+    data["server"]["key_limits"] = {"rpm": 2}
+    store = KeyStore(url)
+    key = store.create("team-a-bot", agents=["team-a"])[1]
+    store.close()
+    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+    monkeypatch.setattr(built.dispatcher.callers.limiter, "_clock", lambda: 1000.0)  # no refill while we count
+    with ServerThread(build_app(built)) as base, httpx.Client(
+            base_url=base, timeout=30, headers={"authorization": f"Bearer {key}"}) as client:
+        counted = [client.post("/v1/messages/count_tokens", json=_messages("hi")) for _ in range(4)]
+        other_agent = {"x-switchman-agent": "team-b"}
+        refused = [client.post(path, json=_messages("hi"), headers=other_agent)
+                   for path in ("/v1/messages/count_tokens", "/v1/messages")]
+        sent = [client.post("/v1/messages", json=_messages("hi")) for _ in range(3)]
+    assert [r.status_code for r in counted] == [200] * 4 and counted[0].json()["input_tokens"] > 0
+    for response in refused:
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["type"] == "permission_error" and "team-b" in response.text
+    # The key's 2 a minute are both left for messages after four counts (and the refused message took none).
+    assert [r.status_code for r in sent] == [200, 200, 429], sent[-1].text
+    assert built.ledger is not None
+    built.ledger.flush_sync(timeout=5)
+    rows = sorted(r.status for r in built.ledger.records())
+    assert rows == ["bad_request", "ok", "ok", "rejected_rate_limit"]  # /v1/messages' four rows, no count's
 
 
 @pytest.mark.parametrize("kind", [[1], {"a": 1}, 5, None])

@@ -55,3 +55,19 @@ def test_embedding_errors(http: httpx.Client, upstream: FakeUpstream, sleeps: li
     assert response.status_code == 200 and len(sleeps) == 1  # retried once, like any upstream call
     record = ledger_record(response.headers["x-switchman-request-id"])
     assert record.fallback_chain == ("text-embedding-3-small",) and record.status == "ok"
+
+
+def test_a_large_bodys_refusal_decided_in_a_worker_thread_is_answered_and_recorded(
+        http: httpx.Client, ledger_record: Callable[[str], LedgerRecord]) -> None:
+    """Over OFFLOAD_BYTES the decision runs in a thread; its refusal is raised again on the loop, with one row."""
+    from switchman.gateway._offload import OFFLOAD_BYTES
+
+    texts = ["word " * 1000] * (OFFLOAD_BYTES // 5000 + 2)
+    for model, status, words in [("nope", 404, "unknown embedding model 'nope'"),
+                                 ("claude", 400, "no embeddings endpoint")]:
+        response = http.post("/v1/embeddings", json={"model": model, "input": texts})
+        assert len(response.request.content) > OFFLOAD_BYTES
+        assert response.status_code == status, response.text
+        assert words in response.json()["error"]["message"]
+        record = ledger_record(response.headers["x-switchman-request-id"])
+        assert (record.api, record.status) == ("embeddings", "bad_request")

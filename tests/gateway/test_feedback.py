@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -110,16 +111,22 @@ def test_the_sdk_stores_feedback_too(upstream: FakeUpstream, tmp_path: Path) -> 
     check.close_sync()
 
 
-def test_feedback_moves_an_online_routes_counts(upstream: FakeUpstream, tmp_path: Path,
-                                                math_greeting_router: object) -> None:
-    from switchman.learn._online import OnlineStrategy
-
-    router_file = math_greeting_router.save(tmp_path / "r.safetensors")  # type: ignore[attr-defined]
+def _online_route_data(upstream: FakeUpstream, tmp_path: Path, trained: object) -> dict[str, Any]:
+    """The configuration with one default route, "online": the trained router over cheap and big, learning online."""
+    router_file = trained.save(tmp_path / "r.safetensors")  # type: ignore[attr-defined]
     data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
     data["routes"] = {"online": {"candidates": ["cheap", "big"], "strategy": "learned", "router": str(router_file),
                                  "aliases": {"cheap-model": "cheap", "strong-model": "big"},
                                  "online": {"enabled": True, "exploration": 0.1, "clusters": 2}}}
     data["default_route"] = "online"
+    return data
+
+
+def test_feedback_moves_an_online_routes_counts(upstream: FakeUpstream, tmp_path: Path,
+                                                math_greeting_router: object) -> None:
+    from switchman.learn._online import OnlineStrategy
+
+    data = _online_route_data(upstream, tmp_path, math_greeting_router)
     gateway = Gateway.from_config(parse_config(data), env=ENV)
     with ServerThread(build_app(gateway)) as url, httpx.Client(base_url=url, timeout=30) as http:
         request_id = _chat(http)
@@ -148,12 +155,7 @@ def test_online_counts_are_shared_by_replicas_on_redis(upstream: FakeUpstream, t
     from switchman.learn import OnlineStrategy
     from switchman.testing import forget_prefix, unique_prefix
 
-    router_file = math_greeting_router.save(tmp_path / "r.safetensors")  # type: ignore[attr-defined]
-    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
-    data["routes"] = {"online": {"candidates": ["cheap", "big"], "strategy": "learned", "router": str(router_file),
-                                 "aliases": {"cheap-model": "cheap", "strong-model": "big"},
-                                 "online": {"enabled": True, "exploration": 0.1, "clusters": 2}}}
-    data["default_route"] = "online"
+    data = _online_route_data(upstream, tmp_path, math_greeting_router)
     prefix = unique_prefix()
     data["server"].update({"redis_url": "redis://127.0.0.1:6379/0", "redis": {"key_prefix": prefix, "timeout_s": 0.5}})
     gateways = [Gateway.from_config(parse_config(data), env=ENV) for _ in range(2)]

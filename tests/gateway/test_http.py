@@ -297,32 +297,30 @@ def test_an_upstream_responses_close_never_suspends() -> None:
         assert raw.closed and raw.close_calls == (0 if closed else 1)
 
 
-async def test_a_base_url_query_stays_after_the_path(raw_server: Callable[[Handler], Awaitable[str]],
-                                                     pools: Pools) -> None:
-    # Azure OpenAI: https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21
+async def _first_request_to(raw_server: Callable[[Handler], Awaitable[str]], pools: Pools, suffix: str) -> bytes:
+    """The request a pool sends to the raw server's URL + `suffix` (a base URL's path and query)."""
     requests: list[bytes] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         requests.append(await read_request(reader))
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
 
-    pool = pools(await raw_server(handler) + "/deployments/d/?api-version=2024-10-21&x=a%2Fb", {})
+    pool = pools(await raw_server(handler) + suffix, {})
     response = await send(pool, b"{}")
     await response.aclose()
-    assert requests[0].startswith(b"POST /base/deployments/d/x?api-version=2024-10-21&x=a%2Fb HTTP/1.1\r\n")
+    return requests[0]
+
+
+async def test_a_base_url_query_stays_after_the_path(raw_server: Callable[[Handler], Awaitable[str]],
+                                                     pools: Pools) -> None:
+    # Azure OpenAI: https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21
+    sent = await _first_request_to(raw_server, pools, "/deployments/d/?api-version=2024-10-21&x=a%2Fb")
+    assert sent.startswith(b"POST /base/deployments/d/x?api-version=2024-10-21&x=a%2Fb HTTP/1.1\r\n")
 
 
 async def test_a_base_url_query_is_sent_as_a_valid_request_line(raw_server: Callable[[Handler], Awaitable[str]],
                                                                pools: Pools) -> None:
     # Written by hand with a space or a non-ASCII letter, the query is percent-encoded as yarl did before it moved
     # after the path (existing escapes kept as written).
-    requests: list[bytes] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        requests.append(await read_request(reader))
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-
-    pool = pools(await raw_server(handler) + "?api-version=2024 preview&tag=café&x=a%2Fb", {})
-    response = await send(pool, b"{}")
-    await response.aclose()
-    assert requests[0].startswith(b"POST /base/x?api-version=2024%20preview&tag=caf%C3%A9&x=a%2Fb HTTP/1.1\r\n")
+    sent = await _first_request_to(raw_server, pools, "?api-version=2024 preview&tag=café&x=a%2Fb")
+    assert sent.startswith(b"POST /base/x?api-version=2024%20preview&tag=caf%C3%A9&x=a%2Fb HTTP/1.1\r\n")

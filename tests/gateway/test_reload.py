@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +27,20 @@ def setup(upstream: FakeUpstream, tmp_path: Path) -> tuple[dict[str, Any], Path,
     return data, path, Gateway.from_config(parse_config(data), base_dir=tmp_path, env=ENV)
 
 
+@contextmanager
+def _reloading(gateway: Gateway, path: Path) -> Iterator[tuple[ConfigReloader, httpx.Client]]:
+    """The gateway served on loopback with a reloader of the configuration file at `path`, and a client of it."""
+    reloader = ConfigReloader(gateway, path)
+    with ServerThread(build_app(gateway, reloader=reloader)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        yield reloader, http
+
+
 def test_reload_swaps_the_configuration_and_keeps_the_state(
     setup: tuple[dict[str, Any], Path, Gateway], caplog: pytest.LogCaptureFixture
 ) -> None:
     data, path, gateway = setup
-    reloader = ConfigReloader(gateway, path)
-    app = build_app(gateway, reloader=reloader)
     old = gateway.dispatcher
-    with ServerThread(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with _reloading(gateway, path) as (reloader, http):
         assert "auto:fresh" not in {m["id"] for m in http.get("/v1/models").json()["data"]}
         data["routes"]["fresh"] = {"candidates": ["big"]}
         data["server"]["max_body_bytes"] = 1000
@@ -70,9 +78,7 @@ def test_settings_read_at_start_are_named_when_a_reload_changes_them(
     setup: tuple[dict[str, Any], Path, Gateway], caplog: pytest.LogCaptureFixture
 ) -> None:
     data, path, gateway = setup
-    reloader = ConfigReloader(gateway, path)
-    app = build_app(gateway, reloader=reloader)
-    with ServerThread(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with _reloading(gateway, path) as (reloader, http):
         assert http.post("/v1/chat/completions", json={"model": "auto", "messages": ASK}).status_code == 200
         data["server"].update(auth="required", metrics_access="open", circuit_breaker={"failures": 1, "cooldown_s": 5})
         path.write_text(yaml.safe_dump(data))
@@ -117,8 +123,7 @@ def test_metrics_access_changed_by_a_reload_holds_until_the_restart(upstream: Fa
         store.close()
     master = "sk-master-0123456789abcdef"
     gateway = Gateway.from_config(parse_config(data), base_dir=tmp_path, env={**ENV, "SWITCHMAN_MASTER_KEY": master})
-    reloader = ConfigReloader(gateway, path)
-    with ServerThread(build_app(gateway, reloader=reloader)) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with _reloading(gateway, path) as (reloader, http):
         key = {"authorization": f"Bearer {secret}"}
         assert http.get("/metrics", headers=key).status_code == 403
         data["server"]["metrics_access"] = "keys"
@@ -132,8 +137,7 @@ def test_request_limits_apply_at_reload_and_connection_limits_are_named(
     setup: tuple[dict[str, Any], Path, Gateway], caplog: pytest.LogCaptureFixture
 ) -> None:
     data, path, gateway = setup
-    reloader = ConfigReloader(gateway, path)
-    with ServerThread(build_app(gateway, reloader=reloader)) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with _reloading(gateway, path) as (reloader, http):
         data["server"]["limits"] = {"max_prompt_chars": 10}
         path.write_text(yaml.safe_dump(data))
         with caplog.at_level(logging.INFO, logger="switchman.gateway"):
@@ -166,3 +170,26 @@ def test_item_caps_apply_at_reload(setup: tuple[dict[str, Any], Path, Gateway],
         refused = http.post("/v1/chat/completions", json=body)
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools", refused.text
     assert "next restart" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_count_tokens_counts_with_the_dispatcher_that_read_its_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload while the body is read: the count is the decider's whose limits held the body, not the next one's."""
+    from types import SimpleNamespace
+
+    from switchman.gateway._dialects import _endpoints
+
+    def dispatcher(tokens: int) -> SimpleNamespace:
+        return SimpleNamespace(decider=SimpleNamespace(request=lambda messages, tools=None: SimpleNamespace(
+            input_tokens=tokens)))
+
+    gateway = SimpleNamespace(dispatcher=dispatcher(1))
+
+    async def read_request(reading: SimpleNamespace, request: object, *args: object, **kwargs: object,
+                           ) -> tuple[dict[str, Any], SimpleNamespace]:
+        gateway.dispatcher = dispatcher(2)  # the reload lands while the body is read
+        return {"messages": ASK}, SimpleNamespace(body_bytes=10)
+
+    monkeypatch.setattr(_endpoints, "read_request", read_request)
+    response = await _endpoints.DialectEndpoints(gateway).count_tokens(None)  # type: ignore[arg-type]
+    assert response.body == b'{"input_tokens":1}'

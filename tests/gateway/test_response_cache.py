@@ -6,7 +6,6 @@ test, which uses the machine's Redis under a key prefix of its own.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,10 +18,10 @@ import pytest
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway, build_app
-from switchman.ledger import KeyStore, LedgerRecord
+from switchman.ledger import KeyStore
 from switchman.testing import FakeUpstream
 
-from .conftest import ENV, MASTER_KEY, TOOLS, ServerThread, config_data
+from .conftest import ENV, MASTER_KEY, TOOLS, ServerThread, config_data, ledger_row
 
 ZERO = {"temperature": 0}
 
@@ -70,18 +69,6 @@ def chat(http: httpx.Client, *, key: str | None = None, headers: dict[str, str] 
     return response
 
 
-def row(gateway: Gateway, response: httpx.Response) -> LedgerRecord:
-    assert gateway.ledger is not None
-    request_id = response.headers["x-switchman-request-id"]
-    for _ in range(100):
-        gateway.ledger.flush_sync(timeout=5)
-        found = gateway.ledger.find(request_id)
-        if found is not None:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"no ledger row for {request_id}")
-
-
 def test_an_identical_request_hits_and_costs_nothing(cached: Cached, http: httpx.Client,
                                                     upstream: FakeUpstream) -> None:
     first = chat(http, text="identical", **ZERO)
@@ -90,7 +77,7 @@ def test_an_identical_request_hits_and_costs_nothing(cached: Cached, http: httpx
     assert second.content == first.content and len(upstream.requests) == 1
     assert float(first.headers["x-switchman-cost-usd"]) > 0 and float(second.headers["x-switchman-cost-usd"]) == 0
     assert "x-switchman-deployment" not in second.headers
-    miss, hit = row(cached.gateway, first), row(cached.gateway, second)
+    miss, hit = (ledger_row(cached.gateway, r.headers["x-switchman-request-id"]) for r in (first, second))
     assert (miss.cache, miss.deployment, hit.cache, hit.deployment) == ("miss", "cheap", "hit", None)
     assert hit.cost_usd == 0 and hit.status == "ok" and hit.model == miss.model
     assert (hit.input_tokens, hit.output_tokens) == (miss.input_tokens, miss.output_tokens)

@@ -11,23 +11,16 @@ import pytest
 
 from switchman import Router
 
+from .conftest import CallThread
+
 
 def _guarded(work: Callable[[], object]) -> list[BaseException | None]:
     """Run `work` in a thread that the test waits for only so long: a deadlock fails the test, not the run."""
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            work()
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - what the call raised is the assertion
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
+    thread = CallThread(work)
     thread.start()
     thread.join(20)
     assert not thread.is_alive(), "deadlocked"
-    return outcome
+    return thread.outcome
 
 
 @pytest.mark.parametrize("closing", ["close", "aclose"])

@@ -3,7 +3,6 @@ written; a reader cut off gets RouterClosedError, not anyio's 'This portal is no
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -13,29 +12,16 @@ from switchman import Router, RouterClosedError
 from switchman.ledger import Ledger
 from switchman.testing import FakeUpstream
 
-from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
+from .conftest import CallThread, sdk_ledger_url
 
 
-def test_close_while_a_stream_is_being_opened_records_it(upstream: FakeUpstream, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch,
+def test_close_while_a_stream_is_being_opened_records_it(upstream: FakeUpstream, tmp_path: Path, sdk_router: Router,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
-    upstream.clear()
-    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    router = Router.from_dict(config_data(upstream, url))
+    router, url = sdk_router, sdk_ledger_url(tmp_path)
     router.chat("warm up", model="mid")
     upstream.inject("latency", model="cheap", times=None, seconds=1.0)
-    outcome: list[BaseException | None] = []
-
-    def read() -> None:
-        try:
-            list(router.chat("slow", model="cheap", stream=True))
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - what the reader got is the assertion
-            outcome.append(exc)
-
-    thread = threading.Thread(target=read)
+    thread = CallThread(lambda: list(router.chat("slow", model="cheap", stream=True)))
+    outcome = thread.outcome
     try:
         thread.start()
         deadline = time.monotonic() + 10

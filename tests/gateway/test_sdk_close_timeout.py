@@ -19,6 +19,8 @@ from switchman import Router, RouterClosedError
 from switchman.gateway._feed import StreamFeed
 from switchman.testing import FakeUpstream
 
+from .conftest import CallThread, sdk_config
+
 
 def _calls(router: Router, reading: list[str]) -> dict[str, Callable[[], object]]:
     """The four ways to be waiting on the router; a stream's reader notes in `reading` that it has its first event."""
@@ -71,18 +73,9 @@ def test_callers_cut_off_by_close_timeout_get_router_closed_error(
     router.chat("warm up", model="mid")
     upstream.inject("latency", model="cheap", times=None, seconds=4.0)  # answers well after the close gave up
     upstream.inject("slow_stream", model="big", times=None, seconds=4.0)  # one event, then a long pause
-    outcomes: dict[str, BaseException | None] = {}
-    threads, reading = [], []
-    for name, call in _calls(router, reading).items():
-
-        def run(name: str = name, call: Callable[[], object] = call) -> None:
-            try:
-                call()
-                outcomes[name] = None
-            except BaseException as exc:  # noqa: BLE001 - what each caller got is the assertion
-                outcomes[name] = exc
-
-        threads.append(threading.Thread(target=run, daemon=True))
+    reading: list[str] = []
+    callers = {name: CallThread(call) for name, call in _calls(router, reading).items()}
+    threads = list(callers.values())
     try:
         for thread in threads:
             thread.start()
@@ -96,6 +89,7 @@ def test_callers_cut_off_by_close_timeout_get_router_closed_error(
             thread.join(10)
     finally:
         upstream.clear()
+    outcomes = {name: caller.outcome[0] for name, caller in callers.items() if caller.outcome}
     assert set(outcomes) == {"chat", "achat", "stream", "astream"}, outcomes
     for name, outcome in outcomes.items():
         assert isinstance(outcome, RouterClosedError), (name, repr(outcome))
@@ -117,17 +111,13 @@ def test_a_reader_cut_off_when_close_stops_the_loop_gets_router_closed_error(
     router = sdk_router
     upstream.inject("slow_stream", model="big", times=None, seconds=4.0)
     reading = threading.Event()
-    outcome: list[BaseException | None] = []
 
     def read() -> None:
-        try:
-            for _ in router.chat("slow", model="big", stream=True):
-                reading.set()
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - what the reader got is the assertion
-            outcome.append(exc)
+        for _ in router.chat("slow", model="big", stream=True):
+            reading.set()
 
-    thread = threading.Thread(target=read, daemon=True)
+    thread = CallThread(read)
+    outcome = thread.outcome
     try:
         thread.start()
         assert reading.wait(10)
@@ -160,11 +150,7 @@ def test_a_call_recorded_as_a_success_keeps_its_answer_when_close_gives_up(
     up to 5 s). A close that gives up on it then must not tell its caller the call failed: it gets its answer."""
     from switchman.gateway._dispatcher import Dispatcher
 
-    from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
-
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
-    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    data = sdk_config(upstream, tmp_path, monkeypatch)
     data["server"]["durability"] = "sync"
     router = Router.from_dict(data)
     committing, released = threading.Event(), threading.Event()
@@ -175,15 +161,8 @@ def test_a_call_recorded_as_a_success_keeps_its_answer_when_close_gives_up(
             await anyio.sleep(0.01)
 
     monkeypatch.setattr(Dispatcher, "committed", sick_commit)
-    outcome: list[object] = []
-
-    def call() -> None:
-        try:
-            outcome.append(router.chat("hello", model="cheap"))
-        except BaseException as exc:  # noqa: BLE001 - what the caller got is the assertion
-            outcome.append(exc)
-
-    thread = threading.Thread(target=call, daemon=True)
+    thread = CallThread(lambda: router.chat("hello", model="cheap"))
+    outcome = thread.outcome
     try:
         thread.start()
         assert committing.wait(10)
@@ -205,11 +184,7 @@ def test_close_timeout_does_not_wait_for_a_hung_name_lookup(
     waiting for the look-up; the loop thread, a daemon, ends once it does."""
     import socket
 
-    from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
-
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
-    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    data = sdk_config(upstream, tmp_path, monkeypatch)
     for provider in data["providers"].values():
         provider["base_url"] = provider["base_url"].replace("127.0.0.1", "localhost")
     router = Router.from_dict(data)
@@ -223,26 +198,9 @@ def test_close_timeout_does_not_wait_for_a_hung_name_lookup(
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", hung)
-    outcome: list[BaseException | None] = []
-
-    def call() -> None:
-        try:
-            router.chat("hello", model="cheap")
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - what the caller got is the assertion
-            outcome.append(exc)
-
-    caller = threading.Thread(target=call, daemon=True)
-    closed: list[BaseException | None] = []
-
-    def close() -> None:
-        try:
-            router.close(timeout=0.2)
-            closed.append(None)
-        except BaseException as exc:  # noqa: BLE001 - what close raised is the assertion
-            closed.append(exc)
-
-    closer = threading.Thread(target=close, daemon=True)
+    caller = CallThread(lambda: router.chat("hello", model="cheap"))
+    closer = CallThread(lambda: router.close(timeout=0.2))
+    outcome, closed = caller.outcome, closer.outcome
     try:
         caller.start()
         assert resolving.wait(10)

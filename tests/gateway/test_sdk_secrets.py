@@ -16,7 +16,7 @@ from switchman.gateway import Scrubber
 from switchman.gateway._errors import scrubbed
 from switchman.testing import FakeUpstream, exception_text
 
-from .conftest import ANTHROPIC_KEY, OPENAI_KEY, WRONG_KEY, config_data
+from .conftest import OPENAI_KEY, WRONG_KEY, sdk_config
 
 #: A key not shaped like one (no sk- prefix): only the configured secrets can catch it.
 ODD_KEY = "gq-odd-provider-key-7e7e7e7e7e7e7e"
@@ -24,14 +24,11 @@ ODD_KEY = "gq-odd-provider-key-7e7e7e7e7e7e7e"
 
 @pytest.fixture
 def router(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Router:
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
     monkeypatch.setenv("FAKE_WRONG_KEY", WRONG_KEY)
     monkeypatch.setenv("FAKE_ODD_KEY", ODD_KEY)
-    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    data = sdk_config(upstream, tmp_path, monkeypatch)
     data["providers"]["odd"] = {**data["providers"]["fake-wrong-key"], "api_key_env": "FAKE_ODD_KEY"}
     data["models"]["odd"] = {"provider": "odd", "input_price": 0.01, "output_price": 0.01}
-    upstream.clear()
     return Router.from_dict(data)
 
 

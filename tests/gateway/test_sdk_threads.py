@@ -15,13 +15,11 @@ from switchman import Router
 from switchman.ledger import Ledger
 from switchman.testing import FakeUpstream
 
-from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
+from .conftest import sdk_config, sdk_ledger_url
 
 
 def test_threads_racing_to_the_first_chat_share_one_client(upstream: FakeUpstream, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
     made: list[object] = []
     real = switchman.gateway.InProcessClient
 
@@ -31,8 +29,7 @@ def test_threads_racing_to_the_first_chat_share_one_client(upstream: FakeUpstrea
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(switchman.gateway, "InProcessClient", Counted)
-    upstream.clear()
-    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+    router = Router.from_dict(sdk_config(upstream, tmp_path, monkeypatch))
     barrier = threading.Barrier(8)
     answers: list[str] = []
 
@@ -55,15 +52,10 @@ def test_threads_racing_to_the_first_chat_share_one_client(upstream: FakeUpstrea
 
 
 def test_close_waits_for_a_chat_in_flight_on_another_thread_and_records_it(
-        upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+        upstream: FakeUpstream, tmp_path: Path, sdk_router: Router, caplog: pytest.LogCaptureFixture) -> None:
     from switchman.ledger import Ledger
 
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
-    upstream.clear()
-    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    router = Router.from_dict(config_data(upstream, url))
+    router, url = sdk_router, sdk_ledger_url(tmp_path)
     router.chat("warm up", model="mid")  # the client is running
     upstream.inject("latency", model="cheap", times=None, seconds=1.0)
     replies: list[Any] = []
@@ -85,12 +77,8 @@ def test_close_waits_for_a_chat_in_flight_on_another_thread_and_records_it(
     assert "dropping records" not in caplog.text
 
 
-def test_a_stream_closed_after_its_router_closes_is_a_no_op(upstream: FakeUpstream, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
-    upstream.clear()
-    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+def test_a_stream_closed_after_its_router_closes_is_a_no_op(tmp_path: Path, sdk_router: Router) -> None:
+    router = sdk_router
     with router.chat("hello", model="cheap", stream=True) as stream:
         next(stream)
         router.close()  # ends the stream (and records it) with the client
@@ -100,12 +88,8 @@ def test_a_stream_closed_after_its_router_closes_is_a_no_op(upstream: FakeUpstre
 
 
 @pytest.mark.anyio
-async def test_an_async_stream_closed_after_its_router_closes_is_a_no_op(
-        upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
-    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
-    upstream.clear()
-    router = Router.from_dict(config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}"))
+async def test_an_async_stream_closed_after_its_router_closes_is_a_no_op(tmp_path: Path, sdk_router: Router) -> None:
+    router = sdk_router
     async with await router.achat("hello", model="cheap", stream=True) as stream:
         await stream.__anext__()
         await router.aclose()
@@ -115,7 +99,7 @@ async def test_an_async_stream_closed_after_its_router_closes_is_a_no_op(
 
 def _models_recorded(tmp_path: Path) -> list[str | None]:
     """The model of every row in the test's ledger."""
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    ledger = Ledger(sdk_ledger_url(tmp_path))
     try:
         return [record.model for record in ledger.records()]
     finally:

@@ -8,10 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,72 +18,13 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+from serve_support import free_port, serve_command, serving
 
 from switchman.testing import FakeUpstream
 
 from .conftest import ENV, config_data
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Served:
-    """A `switchman serve` process, its address and its captured output."""
-
-    def __init__(self, process: subprocess.Popen[bytes], base: str, out: Path, err: Path) -> None:
-        self.process, self.base, self._out, self._err = process, base, out, err
-
-    @property
-    def stdout(self) -> str:
-        return self._out.read_text()
-
-    @property
-    def stderr(self) -> str:
-        return self._err.read_text()
-
-    def models(self) -> set[str]:
-        return {m["id"] for m in httpx.get(self.base + "/v1/models", timeout=10).json()["data"]}
-
-    def wait_for(self, what: Callable[[], bool], seconds: float = 60.0) -> None:
-        deadline = time.monotonic() + seconds
-        while not what():
-            assert self.process.poll() is None, f"serve exited\n{self.stderr}"
-            assert time.monotonic() < deadline, f"timed out\n{self.stderr}"
-            time.sleep(0.1)
-
-
-@contextmanager
-def serving(tmp_path: Path, config: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
-    port = free_port()
-    out, err = tmp_path / "serve.out", tmp_path / "serve.err"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
-             "--port", str(port), *args], env={**os.environ, **ENV, **(env or {})}, stdout=stdout, stderr=stderr)
-    served = Served(process, f"http://127.0.0.1:{port}", out, err)
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(served.base + "/health", timeout=5).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        served.wait_for(healthy)
-        yield served
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def write(path: Path, data: dict[str, Any]) -> Path:
@@ -107,7 +45,7 @@ def with_extra_route(data: dict[str, Any]) -> dict[str, Any]:
 
 def test_one_process_logs_each_request_and_reloads_on_sighup(data: dict[str, Any], tmp_path: Path) -> None:
     config = write(tmp_path / "switchman.yaml", data)
-    with serving(tmp_path, config) as served:
+    with serving(tmp_path, config, env=ENV) as served:
         response = httpx.post(served.base + "/v1/chat/completions", timeout=30,
                               json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
         request_id = response.headers["x-switchman-request-id"]
@@ -134,7 +72,7 @@ def test_one_process_logs_each_request_and_reloads_on_sighup(data: dict[str, Any
 
 def test_workers_reload_on_sighup_and_keep_serving_on_a_bad_file(data: dict[str, Any], tmp_path: Path) -> None:
     config = write(tmp_path / "switchman.yaml", data)
-    with serving(tmp_path, config, "--workers", "2", "--no-access-log") as served:
+    with serving(tmp_path, config, "--workers", "2", "--no-access-log", env=ENV) as served:
         httpx.post(served.base + "/v1/chat/completions", timeout=30,
                    json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
         write(config, with_extra_route(data))
@@ -177,7 +115,7 @@ def test_metrics_are_whole_across_workers(data: dict[str, Any], tmp_path: Path) 
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"left by an earlier run")  # serve empties the directory
     with serving(tmp_path, config, "--workers", "2", "--no-access-log",
-                 env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}) as served:
+                 env={**ENV, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}) as served:
         sent = 0
 
         def ask(_: int) -> int:
@@ -210,9 +148,8 @@ def test_serve_refuses_a_port_in_use_naming_the_flag(data: dict[str, Any], tmp_p
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
-             "--port", str(port)], env={**os.environ, **ENV}, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(serve_command(config, port), env={**os.environ, **ENV}, capture_output=True, text=True,
+                                timeout=120)
     assert result.returncode == 2
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr and "--port" in result.stderr
     assert "Traceback" not in result.stderr
@@ -221,9 +158,8 @@ def test_serve_refuses_a_port_in_use_naming_the_flag(data: dict[str, Any], tmp_p
 def test_serve_with_a_missing_router_file_says_so_in_one_line(data: dict[str, Any], tmp_path: Path) -> None:
     data["routes"]["default"] = {"candidates": ["cheap", "mid"], "strategy": "learned", "router": "absent.safetensors"}
     config = write(tmp_path / "switchman.yaml", data)
-    result = subprocess.run(
-        [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
-         "--port", str(free_port())], env={**os.environ, **ENV}, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(serve_command(config, free_port()), env={**os.environ, **ENV}, capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "routes.default.router" in lines[0] and "absent.safetensors" in lines[0], lines

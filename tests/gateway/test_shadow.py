@@ -13,10 +13,9 @@ import pytest
 from switchman._config import parse_config
 from switchman.gateway import Gateway, build_app
 from switchman.learn._artifact import TrainedRouter
-from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
-from .conftest import ENV, ServerThread, config_data
+from .conftest import ENV, ServerThread, config_data, ledger_row
 
 MATH = "Calculate the square root of 1764 and explain each step."
 GREETING = "Hello, good evening to you!"
@@ -41,14 +40,6 @@ def _ask(http: httpx.Client, route: str, prompt: str) -> tuple[httpx.Response, s
     return response, response.headers["x-switchman-request-id"]
 
 
-def _record(gateway: Gateway, request_id: str) -> LedgerRecord:
-    assert gateway.ledger is not None
-    gateway.ledger.flush_sync(timeout=5)
-    record = gateway.ledger.find(request_id)
-    assert record is not None
-    return record
-
-
 def test_shadow_decisions_are_logged_and_change_nothing(upstream: FakeUpstream, tmp_path: Path,
                                                         math_greeting_router: TrainedRouter) -> None:
     router_file = math_greeting_router.save(tmp_path / "shadow.safetensors")
@@ -64,7 +55,7 @@ def test_shadow_decisions_are_logged_and_change_nothing(upstream: FakeUpstream, 
         assert {k: v for k, v in shadowed.json().items() if k not in strip} == \
             {k: v for k, v in plain.json().items() if k not in strip}
     # The server has stopped: every shadow decision was made and written before the ledger closed.
-    math, greeting, unshadowed = (_record(gateway, i) for i in (math_id, greeting_id, plain_id))
+    math, greeting, unshadowed = (ledger_row(gateway, i) for i in (math_id, greeting_id, plain_id))
     assert (math.model, math.shadow_model) == ("cheap", "big")  # the router would send math to the strong model
     assert (greeting.model, greeting.shadow_model) == ("cheap", "cheap")
     assert math.shadow_quality is not None and math.shadow_quality > 0.9
@@ -76,7 +67,7 @@ def test_a_missing_shadow_file_costs_nothing_but_the_shadow(upstream: FakeUpstre
     gateway = _gateway(upstream, tmp_path, tmp_path / "missing.safetensors")
     with ServerThread(build_app(gateway)) as url, httpx.Client(base_url=url, timeout=30) as http:
         _, request_id = _ask(http, "shadowed", MATH)
-    record = _record(gateway, request_id)
+    record = ledger_row(gateway, request_id)
     assert record.model == "cheap" and record.shadow_model is None
 
 
@@ -90,7 +81,7 @@ def test_streamed_answers_get_their_shadow_too(upstream: FakeUpstream, tmp_path:
             text = "".join(response.iter_text())
             request_id = response.headers["x-switchman-request-id"]
         assert text.rstrip().endswith("data: [DONE]")
-    record = _record(gateway, request_id)
+    record = ledger_row(gateway, request_id)
     assert (record.model, record.shadow_model) == ("cheap", "big")
 
 
@@ -112,7 +103,7 @@ def test_a_shadow_decision_that_raises_costs_nothing_but_the_shadow(upstream: Fa
         _, first = _ask(http, "shadowed", MATH)
         _, second = _ask(http, "shadowed", GREETING)
     for request_id in (first, second):
-        record = _record(gateway, request_id)
+        record = ledger_row(gateway, request_id)
         assert record.model == "cheap" and record.shadow_model is None
 
 

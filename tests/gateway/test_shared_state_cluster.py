@@ -31,9 +31,9 @@ def on_cluster(cluster: RedisClusterServer, monkeypatch: pytest.MonkeyPatch) -> 
     failed = [0]
     run = RedisLink.run
 
-    async def counting_run(self: RedisLink, action):  # type: ignore[no-untyped-def]
+    async def counting_run(self: RedisLink, action, **options):  # type: ignore[no-untyped-def]
         try:
-            return await run(self, action)
+            return await run(self, action, **options)
         except RedisUnavailable:
             failed[0] += 1
             raise

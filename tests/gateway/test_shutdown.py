@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -14,17 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serve_support import free_port, serving
 
 from switchman.ledger import Ledger
 from switchman.testing import FakeUpstream
 
 from .conftest import ENV
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -34,58 +26,39 @@ def test_sigterm_under_load_flushes_every_answered_request(
     upstream.clear()
     upstream.inject("timeout", model="cheap", times=None, seconds=0.05)  # every call takes 50 ms upstream
     config = tmp_config_file()
-    port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
-         "--port", str(port)],
-        env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        answered: list[str] = []
-        lock = threading.Lock()
-        stop = threading.Event()
+        with serving(tmp_path, config, env=ENV) as served:
+            process, base = served.process, served.base
+            answered: list[str] = []
+            lock = threading.Lock()
+            stop = threading.Event()
 
-        def load() -> None:
-            with httpx.Client(base_url=base, timeout=30) as client:
-                for _ in range(400):  # bounded
-                    if stop.is_set():
-                        return
-                    try:
-                        response = client.post("/v1/chat/completions",
-                                               json={"model": "auto", "messages": [{"role": "user", "content": "x"}]})
-                    except httpx.TransportError:
-                        return  # the server stopped accepting
-                    if "x-switchman-request-id" in response.headers:
-                        with lock:
-                            answered.append(response.headers["x-switchman-request-id"])
+            def load() -> None:
+                with httpx.Client(base_url=base, timeout=30) as client:
+                    for _ in range(400):  # bounded
+                        if stop.is_set():
+                            return
+                        try:
+                            response = client.post("/v1/chat/completions",
+                                                   json={"model": "auto", "messages": [{"role": "user", "content": "x"}]})
+                        except httpx.TransportError:
+                            return  # the server stopped accepting
+                        if "x-switchman-request-id" in response.headers:
+                            with lock:
+                                answered.append(response.headers["x-switchman-request-id"])
 
-        threads = [threading.Thread(target=load) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        while len(answered) < 40:
-            time.sleep(0.01)
-        process.send_signal(signal.SIGTERM)
-        # uvicorn re-raises the signal once it has shut down gracefully
-        assert process.wait(timeout=60) in (0, -signal.SIGTERM), (tmp_path / "serve.log").read_text()
-        stop.set()
-        for thread in threads:
-            thread.join(30)
+            threads = [threading.Thread(target=load) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            while len(answered) < 40:
+                time.sleep(0.01)
+            process.send_signal(signal.SIGTERM)
+            # uvicorn re-raises the signal once it has shut down gracefully
+            assert process.wait(timeout=60) in (0, -signal.SIGTERM), served.stderr
+            stop.set()
+            for thread in threads:
+                thread.join(30)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
         upstream.clear()
     ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
     try:

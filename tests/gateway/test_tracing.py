@@ -6,10 +6,9 @@ plain HTTP server that decodes the protobuf body with opentelemetry-proto.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import anyio
 import httpx
 import openai
 import pytest
+from server_support import serving_handler
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -28,10 +28,9 @@ from switchman._config import parse_config
 from switchman._exceptions import ConfigError
 from switchman.gateway import ConfigReloader, Gateway, build_app
 from switchman.gateway._tracing import Tracing
-from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
-from .conftest import ASK, ENV, OPENAI_KEY, WRONG_KEY, ServerThread, config_data
+from .conftest import ASK, ENV, OPENAI_KEY, WRONG_KEY, ServerThread, config_data, ledger_row
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
@@ -58,12 +57,11 @@ def traced(upstream: FakeUpstream, tmp_path: Path) -> Iterator[tuple[str, Gatewa
     upstream.clear()
 
 
-def _record(gateway: Gateway, request_id: str) -> LedgerRecord:
-    assert gateway.ledger is not None
-    gateway.ledger.flush_sync(timeout=5)
-    found = gateway.ledger.find(request_id)
-    assert found is not None
-    return found
+def _chat(url: str, model: str = "auto", headers: dict[str, str] | None = None,
+          messages: list[dict[str, str]] = ASK) -> httpx.Response:
+    """A chat request (one message unless told) to the gateway at `url`."""
+    return httpx.post(url + "/v1/chat/completions", json={"model": model, "messages": messages}, headers=headers,
+                      timeout=30)
 
 
 def _by_name(spans: tuple[ReadableSpan, ...], prefix: str) -> list[ReadableSpan]:
@@ -78,7 +76,7 @@ def test_request_span_follows_the_genai_conventions(traced: tuple[str, Gateway, 
         model="auto", messages=ASK, max_tokens=30, temperature=0.2,
         extra_headers={"traceparent": TRACEPARENT, "x-switchman-agent": "triage", "x-switchman-session": "s-1"})
     request_id = raw.headers["x-switchman-request-id"]
-    record = _record(gateway, request_id)
+    record = ledger_row(gateway, request_id)
     spans = exporter.get_finished_spans()
     (root,) = [s for s in spans if s.kind == SpanKind.SERVER]
     assert root.name == "chat auto"
@@ -121,7 +119,7 @@ def test_each_retry_is_a_span_and_failures_are_marked(traced: tuple[str, Gateway
                                                       upstream: FakeUpstream) -> None:
     url, gateway, exporter = traced
     upstream.inject("server_error", model="cheap", times=1)
-    response = httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": ASK}, timeout=30)
+    response = _chat(url)
     assert response.status_code == 200
     spans = exporter.get_finished_spans()
     attempts = sorted((s for s in spans if s.kind == SpanKind.CLIENT), key=lambda s: s.start_time or 0)
@@ -140,7 +138,7 @@ def test_each_retry_is_a_span_and_failures_are_marked(traced: tuple[str, Gateway
 def test_a_failed_attempt_span_names_no_key(traced: tuple[str, Gateway, InMemorySpanExporter]) -> None:
     url, _, exporter = traced
     # The upstream refuses the key and echoes it in its error, as OpenAI's 401 does.
-    response = httpx.post(url + "/v1/chat/completions", json={"model": "locked", "messages": ASK}, timeout=30)
+    response = _chat(url, "locked")
     assert response.status_code == 502
     spans = exporter.get_finished_spans()
     (attempt,) = [s for s in spans if s.kind == SpanKind.CLIENT]
@@ -155,7 +153,7 @@ def test_a_failed_request_span_is_an_error(traced: tuple[str, Gateway, InMemoryS
                                            upstream: FakeUpstream) -> None:
     url, _, exporter = traced
     upstream.inject("bad_request", model="cheap", times=1)
-    response = httpx.post(url + "/v1/chat/completions", json={"model": "auto:strict", "messages": ASK}, timeout=30)
+    response = _chat(url, "auto:strict")
     assert response.status_code == 400
     (root,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert root.status.status_code == StatusCode.ERROR
@@ -186,8 +184,7 @@ def test_prompt_text_only_when_store_prompts_allows(upstream: FakeUpstream, tmp_
     gateway = _gateway(upstream, tmp_path, store_prompts=True)
     gateway.dispatcher.tracing = Tracing(provider, record_prompts=True)
     with ServerThread(build_app(gateway)) as url:
-        httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": [
-            {"role": "user", "content": "what is the capital of Peru?"}]}, timeout=30).raise_for_status()
+        _chat(url, messages=[{"role": "user", "content": "what is the capital of Peru?"}]).raise_for_status()
     (root,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert "capital of Peru" in str((root.attributes or {})["gen_ai.input.messages"])
 
@@ -207,8 +204,7 @@ def test_store_prompts_turned_off_by_a_reload_stops_prompts_in_spans(upstream: F
     path.write_text(yaml.safe_dump(data))
     assert anyio.run(ConfigReloader(gateway, path).reload) is True
     with ServerThread(build_app(gateway)) as url:
-        httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": [
-            {"role": "user", "content": "what is the capital of Peru?"}]}, timeout=30).raise_for_status()
+        _chat(url, messages=[{"role": "user", "content": "what is the capital of Peru?"}]).raise_for_status()
     (root,) = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert "gen_ai.input.messages" not in (root.attributes or {})
 
@@ -239,12 +235,8 @@ class _Receiver(BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver() -> Iterator[str]:
     _Receiver.exports, _Receiver.paths, _Receiver.headers_seen = [], [], []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving_handler(_Receiver) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_spans_reach_an_otlp_http_collector(upstream: FakeUpstream, tmp_path: Path, receiver: str) -> None:
@@ -253,8 +245,7 @@ def test_spans_reach_an_otlp_http_collector(upstream: FakeUpstream, tmp_path: Pa
     gateway = _gateway(upstream, tmp_path, env=env)
     assert gateway.dispatcher.tracing.enabled
     with ServerThread(build_app(gateway)) as url:  # leaving it shuts the gateway down, which flushes the spans
-        response = httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": ASK},
-                              headers={"traceparent": TRACEPARENT}, timeout=30)
+        response = _chat(url, headers={"traceparent": TRACEPARENT})
         assert response.status_code == 200
     assert _Receiver.paths and set(_Receiver.paths) == {"/v1/traces"}
     assert all(h.get("content-type") == "application/x-protobuf" for h in _Receiver.headers_seen)
@@ -310,8 +301,7 @@ def test_sampled_out_requests_make_no_spans(upstream: FakeUpstream, tmp_path: Pa
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "OTEL_TRACES_SAMPLER": "always_off"}
     gateway = _gateway(upstream, tmp_path, env=env)
     with ServerThread(build_app(gateway)) as url:
-        assert httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": ASK},
-                          timeout=30).status_code == 200
+        assert _chat(url).status_code == 200
     assert _Receiver.exports == []
 
 
@@ -336,8 +326,7 @@ def test_spans_reach_an_otlp_grpc_collector(upstream: FakeUpstream, tmp_path: Pa
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
         gateway = _gateway(upstream, tmp_path, env=env)
         with ServerThread(build_app(gateway)) as url:
-            assert httpx.post(url + "/v1/chat/completions", json={"model": "auto", "messages": ASK},
-                              timeout=30).status_code == 200
+            assert _chat(url).status_code == 200
     finally:
         server.stop(grace=None)
     names = sorted(s.name for export in received for rs in export.resource_spans for ss in rs.scope_spans

@@ -22,6 +22,7 @@ from switchman.gateway._wire import (
     MAX_REPORTED_TOKENS,
     Usage,
     classify_error,
+    error_answer,
     reported_usage,
     retry_after_seconds,
     sse_batches,
@@ -113,6 +114,64 @@ def test_retry_after() -> None:
 def test_classify(status: int, message: str, code: str, cls: type[UpstreamError]) -> None:
     error = classify_error(status, message, code, model="m")
     assert type(error) is cls and error.model == "m"
+
+
+@pytest.fixture
+def classified(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, str]]:
+    """The (status, message, code) each error answer hands to classify_error."""
+    from switchman.gateway import _wire
+
+    seen: list[tuple[int, str, str]] = []
+
+    def spy(status: int, message: str, code: str, **kwargs: Any) -> UpstreamError:
+        seen.append((status, message, code))
+        return classify_error(status, message, code, **kwargs)
+
+    monkeypatch.setattr(_wire, "classify_error", spy)
+    return seen
+
+
+def test_an_openai_error_is_named_by_its_code_and_type(classified: list[tuple[int, str, str]]) -> None:
+    """Only the code says so (the message is neutral): the context window is exceeded, not a bad request."""
+    body = b'{"error":{"message":"Request rejected.","type":"invalid_request_error","code":"context_length_exceeded"}}'
+    error = OpenAIAdapter().error(400, body, {}, "gpt")
+    assert type(error) is ContextWindowExceededError and str(error) == "gpt: upstream answered 400: Request rejected."
+    assert classified == [(400, "Request rejected.", "context_length_exceeded invalid_request_error")]
+
+
+def test_an_anthropic_error_is_named_by_its_type(classified: list[tuple[int, str, str]]) -> None:
+    body = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+    error = AnthropicAdapter().error(529, body, {"retry-after": "7"}, "claude")
+    assert type(error) is UpstreamServerError and error.retry_after == 7.0 and error.model == "claude"
+    assert classified == [(529, "Overloaded", "overloaded_error")]
+
+
+def _no_code(error: object) -> str:
+    raise AssertionError(f"a code read from {error!r}, which is no error object")
+
+
+@pytest.mark.parametrize("body", [b"<html>" + b"bad gateway " * 100, b"\xff\xfe" + b"z" * 600])
+def test_an_error_body_that_is_not_json_is_its_first_500_characters(
+        body: bytes, classified: list[tuple[int, str, str]]) -> None:
+    error = error_answer(502, body, {}, "m", _no_code)
+    text = body.decode("utf-8", "replace")[:500]
+    assert type(error) is UpstreamServerError and str(error) == f"m: upstream answered 502: {text}"
+    assert classified == [(502, text, "")]
+
+
+@pytest.mark.parametrize("body", [b'{"error":"bad temperature"}', b'{"error":["bad", "temperature"]}',
+                                  b'{"error":null,"message":"bad temperature"}', b'["bad temperature"]'])
+def test_an_error_field_that_is_no_object_leaves_the_body_as_the_message_and_no_code(
+        body: bytes, classified: list[tuple[int, str, str]]) -> None:
+    error = error_answer(400, body, {}, "m", _no_code)
+    assert type(error) is UpstreamBadRequestError and str(error) == f"m: upstream answered 400: {body.decode()}"
+    assert classified == [(400, body.decode(), "")]
+
+
+def test_an_error_object_without_a_message_keeps_the_body_as_the_message() -> None:
+    body = b'{"error":{"code":7}}'
+    error = error_answer(400, body, {}, "m", lambda error: "content_filter" if error == {"code": 7} else "")
+    assert type(error) is ContentPolicyViolationError and str(error) == f"m: upstream answered 400: {body.decode()}"
 
 
 def test_openai_stream_drops_only_its_own_usage_chunk() -> None:

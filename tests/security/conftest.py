@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from security_support import PG_HOST, PG_PORT, UPSTREAM_KEY
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
+from pg_support import fresh_schema, schema_url
+from security_support import UPSTREAM_KEY, config_data, running_gateway
 
 from switchman.testing import FakeUpstream
 
@@ -27,6 +26,15 @@ def clean_upstream(upstream: FakeUpstream) -> Iterator[None]:
     upstream.clear()
 
 
+@pytest.fixture(scope="module")
+def http(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A client of a gateway on the suite's configuration (a ledger of its own), shared by one module's tests."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'ledger.sqlite3'}"
+    with running_gateway(config_data(upstream, url)) as (_, server), \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
 @pytest.fixture
 def ledger_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
@@ -35,16 +43,5 @@ def ledger_url(tmp_path: Path) -> str:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh Postgres schema on the machine's server (127.0.0.1:5432/test), dropped afterwards."""
-    admin = create_engine(f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/test",
-                          connect_args={"connect_timeout": 3})
-    schema = f"sw_sec_{secrets.token_hex(6)}"
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"create schema {schema}"))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"Postgres at {PG_HOST}:{PG_PORT}/test is unreachable ({str(exc.orig).strip().splitlines()[0]})")
-    yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f"drop schema {schema} cascade"))
-    admin.dispose()
+    with fresh_schema("sw_sec") as schema:
+        yield schema_url(schema)

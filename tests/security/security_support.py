@@ -1,12 +1,9 @@
-"""Helpers for the hostile-client tests: a gateway on loopback with chosen limits, raw HTTP, sick databases."""
+"""Helpers for the hostile-client tests: a gateway on loopback with chosen limits, raw HTTP, `switchman serve`."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -14,21 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
-import uvicorn
 import yaml
+from serve_support import serving
+from server_support import LoopbackServer
 
 from switchman._config import parse_config
 from switchman._limits import ServerLimits
-from switchman.gateway import Gateway, build_app, server_config
+from switchman.gateway import Gateway, build_app
 from switchman.testing import FakeUpstream
 
 UPSTREAM_KEY = "sk-upstream-security-0123456789abcdef"
 MASTER_KEY = "sk-master-security-0f0f0f0f0f0f0f0f"
 ENV = {"FAKE_KEY": UPSTREAM_KEY}
 ASK = [{"role": "user", "content": "hello"}]
-PG_HOST, PG_PORT = "127.0.0.1", 5432
 
 
 def config_data(upstream: FakeUpstream, ledger_url: str, **server: Any) -> dict[str, Any]:
@@ -49,32 +45,11 @@ def config_data(upstream: FakeUpstream, ledger_url: str, **server: Any) -> dict[
     }
 
 
-class ServerThread:
-    """uvicorn with the gateway's guarded protocol, in a thread on an ephemeral loopback port."""
+class ServerThread(LoopbackServer):
+    """uvicorn with the gateway's guarded protocol and `limits`, in a thread on an ephemeral loopback port."""
 
     def __init__(self, app: Any, limits: ServerLimits) -> None:
-        config = server_config(app, limits, host="127.0.0.1", port=0, log_config=None, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.port = 0
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.01)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(app, limits, log_level="warning")
 
 
 @contextmanager
@@ -136,12 +111,52 @@ def connect(port: int, *, source: str = "127.0.0.1", rcvbuf: int | None = None) 
     return sock
 
 
-def request_bytes(method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None) -> bytes:
+def request_bytes(method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None, *,
+                  host: str = "test") -> bytes:
     payload = b"" if body is None else body if isinstance(body, bytes) else orjson.dumps(body)
-    head = [f"{method} {path} HTTP/1.1", "host: test", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    head = [f"{method} {path} HTTP/1.1", f"host: {host}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
     if body is not None:
         head += ["content-type: application/json", f"content-length: {len(payload)}"]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+def post_head(path: str, *lines: bytes) -> bytes:
+    """A POST's head (JSON body, host "test") with these header lines; the body is the caller's to append."""
+    return b"\r\n".join([f"POST {path} HTTP/1.1".encode(), b"host: test", b"content-type: application/json",
+                          *lines]) + b"\r\n\r\n"
+
+
+def answer_to(port: int, *pieces: bytes) -> RawResponse:
+    """The first answer to bytes sent as they are, piece by piece, on a fresh connection."""
+    with connect(port) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+        return read_response(sock)
+
+
+def answers_to(port: int, *pieces: bytes) -> list[tuple[int, bytes]]:
+    """Every (status, body) the server wrote to bytes sent piece by piece on a fresh connection, until it closed."""
+    with connect(port) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+        return _answers_until_closed(sock)
+
+
+def _answers_until_closed(sock: socket.socket) -> list[tuple[int, bytes]]:
+    """Every (status, body) the server wrote before closing: Content-Length answers, back to back."""
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:])
+                      if k.strip().lower() == "content-length")
+        answers.append((int(lines[0].split(" ")[1]), rest[:length]))
+        data = rest[length:]
+    return answers
 
 
 def assert_openai_error(response: RawResponse, status: int, code: str) -> dict[str, Any]:
@@ -163,129 +178,11 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float = 10.0, what: st
         time.sleep(0.02)
 
 
-class HangingServer:
-    """A loopback TCP server that accepts connections and never answers: a database that hangs.
-
-    With a `target`, it forwards to it until `hang()`, after which established connections go
-    silent (what they send is swallowed) and new ones are accepted and never answered; `heal()`
-    cuts the silent connections (as a restarted database would) and forwards again.
-    """
-
-    def __init__(self, target: tuple[str, int] | None = None) -> None:
-        self.target = target
-        self.hanging = target is None
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        self.accepted = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def hang(self) -> None:
-        self.hanging = True
-
-    def heal(self) -> None:
-        self.hanging = False
-        self._cut()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-        self._server.close()
-        self._cut()
-
-    def _cut(self) -> None:
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            with self._lock:
-                closing = self._closed
-                if not closing:
-                    self._sockets.append(client)
-            if closing:  # accepted as close() ran: it would be left open (a ResourceWarning in a later test)
-                client.close()
-                return
-            if self.hanging or self.target is None:
-                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
-                continue
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._sockets.append(upstream)
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-
-    @staticmethod
-    def _swallow(sock: socket.socket) -> None:
-        try:
-            while sock.recv(65536):
-                pass
-        except OSError:
-            pass
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                if self.hanging:
-                    continue  # the database went silent: nothing passes either way
-                dst.sendall(data)
-        except OSError:
-            pass
-        for sock in (src, dst):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def serve_process(data: Mapping[str, Any], folder: Path, env: Mapping[str, str] = ENV) -> Iterator[
         tuple[subprocess.Popen[bytes], str]]:
     """`switchman serve` in a process of its own (nothing else shares its interpreter), with this configuration."""
     config = folder / "switchman.yaml"
     config.write_text(yaml.safe_dump(dict(data)))
-    port = free_port()
-    with (folder / "serve.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
-             "--port", str(port)], env={**os.environ, **env}, stdout=log, stderr=log)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(base + "/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("switchman serve did not start: " + (folder / "serve.log").read_text())
-                time.sleep(0.1)
-            yield process, base
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(10)
+    with serving(folder, config, env=env) as served:
+        yield served.process, served.base

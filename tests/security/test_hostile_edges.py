@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from security_support import RawResponse, ServerThread, connect, config_data, read_response, running_gateway
+from security_support import ServerThread, answer_to, answers_to, config_data, post_head, running_gateway
 
 from switchman.testing import FakeUpstream
 
@@ -56,22 +55,6 @@ def test_count_tokens_keeps_the_servers_prompt_and_nesting_limits(tight: tuple[S
     assert http.post(path, json=body).status_code == 200
 
 
-def _raw(server: ServerThread, *pieces: bytes) -> RawResponse:
-    """The answer to bytes sent as they are, piece by piece, on a fresh connection."""
-    sock = connect(server.port)
-    try:
-        for piece in pieces:
-            sock.sendall(piece)
-        return read_response(sock)
-    finally:
-        sock.close()
-
-
-def _head(path: str, *lines: bytes) -> bytes:
-    return b"\r\n".join([f"POST {path} HTTP/1.1".encode(), b"host: test", b"content-type: application/json",
-                          *lines]) + b"\r\n\r\n"
-
-
 #: Requests the HTTP server refuses before the app sees them: (name, the bytes in pieces, status, Anthropic type).
 _BELOW_THE_APP = {
     "a control character in a header": ([b"x-switchman-agent: a\x01b", b"content-length: 2"], [b"{}"], 400,
@@ -90,7 +73,7 @@ def test_refusals_below_the_app_speak_each_apis_envelope(tight: tuple[ServerThre
     server, _ = tight
     lines, body, status, kind = _BELOW_THE_APP[case]
     for path in ("/v1/messages", "/v1/messages/count_tokens", "/v1/chat/completions", "/v1/responses"):
-        response = _raw(server, _head(path, *lines), *body)
+        response = answer_to(server.port, post_head(path, *lines), *body)
         assert response.status == status and response.closed, (path, response)
         data = response.json()
         if path.startswith("/v1/messages"):
@@ -102,13 +85,8 @@ def test_refusals_below_the_app_speak_each_apis_envelope(tight: tuple[ServerThre
 def test_a_head_over_the_cap_sent_in_pieces_is_refused_in_its_apis_envelope(
         tight: tuple[ServerThread, httpx.Client]) -> None:
     server, _ = tight
-    sock = connect(server.port)
-    try:
-        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: test\r\n")
-        sock.sendall(b"x-pad: " + b"p" * 3000 + b"\r\n\r\n")
-        response = read_response(sock)
-    finally:
-        sock.close()
+    response = answer_to(server.port, b"POST /v1/messages HTTP/1.1\r\nhost: test\r\n",
+                         b"x-pad: " + b"p" * 3000 + b"\r\n\r\n")
     assert response.status == 431 and response.json()["error"]["type"] == "request_too_large", response
 
 
@@ -212,37 +190,15 @@ def test_the_request_after_a_refused_compressed_body_is_answered(tight: tuple[Se
     body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
     packed = gzip.compress(body)
     if framing == "chunked":
-        first = _head("/v1/chat/completions", b"content-encoding: gzip", b"transfer-encoding: chunked") \
+        first = post_head("/v1/chat/completions", b"content-encoding: gzip", b"transfer-encoding: chunked") \
             + f"{len(packed):x}\r\n".encode() + packed + b"\r\n0\r\n\r\n"
     else:
-        first = _head("/v1/chat/completions", b"content-encoding: gzip",
+        first = post_head("/v1/chat/completions", b"content-encoding: gzip",
                       f"content-length: {len(packed)}".encode()) + packed
-    second = _head("/v1/chat/completions", b"connection: close", f"content-length: {len(body)}".encode()) + body
-    sock = connect(server.port)
-    try:
-        sock.sendall(first + second)
-        answers = _answers_until_closed(sock)
-    finally:
-        sock.close()
+    second = post_head("/v1/chat/completions", b"connection: close", f"content-length: {len(body)}".encode()) + body
+    answers = answers_to(server.port, first + second)
     assert [status for status, _ in answers] == [415, 200], answers
     assert orjson.loads(answers[1][1])["object"] == "chat.completion"
-
-
-def _answers_until_closed(sock: socket.socket) -> list[tuple[int, bytes]]:
-    """Every (status, body) the server wrote before closing: Content-Length answers, back to back."""
-    sock.settimeout(10)
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    answers = []
-    while data:
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:])
-                      if k.strip().lower() == "content-length")
-        answers.append((int(lines[0].split(" ")[1]), rest[:length]))
-        data = rest[length:]
-    return answers
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])

@@ -13,8 +13,16 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from security_support import ServerThread, config_data, connect, read_response, running_gateway
-from test_hostile_edges import _answers_until_closed, _head
+from security_support import (
+    ServerThread,
+    answer_to,
+    answers_to,
+    config_data,
+    connect,
+    post_head,
+    read_response,
+    running_gateway,
+)
 
 from switchman.gateway import Gateway, _offload
 from switchman.testing import FakeUpstream
@@ -29,30 +37,20 @@ def tight(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
         yield running
 
 
-def _answer(server: ServerThread, data: bytes) -> Any:
-    """The first answer to `data` sent on a new raw connection."""
-    sock = connect(server.port)
-    try:
-        sock.sendall(data)
-        return read_response(sock)
-    finally:
-        sock.close()
-
-
 def _chat_with(*lines: bytes) -> bytes:
     """A small chat request with these header lines."""
-    return _head("/v1/chat/completions", *lines, f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    return post_head("/v1/chat/completions", *lines, f"content-length: {len(_CHAT)}".encode()) + _CHAT
 
 
 @pytest.mark.parametrize("request_head", [
-    _head("/v1/chat/completions", b"expect: 100-continue", b"content-length: 50", b"content-encoding: gzip"),
-    _head("/v1/nope", b"expect: 100-continue", b"content-length: 50"),
+    post_head("/v1/chat/completions", b"expect: 100-continue", b"content-length: 50", b"content-encoding: gzip"),
+    post_head("/v1/nope", b"expect: 100-continue", b"content-length: 50"),
 ])
 def test_an_answer_before_100_continue_closes_the_connection(tight: tuple[Gateway, ServerThread],
                                                              request_head: bytes) -> None:
     """The client never got `100 Continue`, so it may skip the body: kept alive, the next request's first 50 bytes
     would be read as this one's body (a desync)."""
-    response = _answer(tight[1], request_head)
+    response = answer_to(tight[1].port, request_head)
     assert response.status in (404, 415), response
     assert response.headers.get("connection") == "close" and response.closed, response
 
@@ -61,13 +59,8 @@ def test_an_early_answer_to_a_body_sent_without_waiting_keeps_the_connection(
         tight: tuple[Gateway, ServerThread]) -> None:
     """The whole body arrived with the head: nothing is left to disagree on, the connection stays open."""
     _, server = tight
-    sock = connect(server.port)
-    try:
-        sock.sendall(_head("/v1/chat/completions", b"expect: 100-continue", b"content-length: 4",
-                           b"content-encoding: gzip") + b"abcd")
-        response = read_response(sock)
-    finally:
-        sock.close()
+    response = answer_to(server.port, post_head("/v1/chat/completions", b"expect: 100-continue", b"content-length: 4",
+                                            b"content-encoding: gzip") + b"abcd")
     assert response.status == 415 and not response.closed, response
 
 
@@ -78,7 +71,7 @@ def test_an_early_answer_to_a_body_sent_without_waiting_keeps_the_connection(
 ])
 def test_every_content_encoding_line_counts(tight: tuple[Gateway, ServerThread], lines: list[bytes],
                                             named: str) -> None:
-    response = _answer(tight[1], _chat_with(*lines))
+    response = answer_to(tight[1].port, _chat_with(*lines))
     assert response.status == 415, response
     assert f"'{named}'" in response.json()["error"]["message"], response
 
@@ -86,7 +79,7 @@ def test_every_content_encoding_line_counts(tight: tuple[Gateway, ServerThread],
 @pytest.mark.parametrize("lines", [[b"content-encoding: identity, identity"],
                                    [b"content-encoding: identity", b"content-encoding: IDENTITY"]])
 def test_identity_listed_twice_is_no_encoding(tight: tuple[Gateway, ServerThread], lines: list[bytes]) -> None:
-    response = _answer(tight[1], _chat_with(*lines))
+    response = answer_to(tight[1].port, _chat_with(*lines))
     assert response.status == 200, response
 
 
@@ -101,14 +94,9 @@ def test_a_request_without_a_body_is_not_refused_for_its_encoding(tight: tuple[G
 def test_a_big_head_pipelined_behind_a_small_request_is_refused(tight: tuple[Gateway, ServerThread]) -> None:
     """The head cap is per request: a 100 KB head sent in the same read as a small request before it is a 431."""
     _, server = tight
-    small = _head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode()) + _CHAT
-    big = _head("/v1/chat/completions", b"x-pad: " + b"p" * 100_000, f"content-length: {len(_CHAT)}".encode()) + _CHAT
-    sock = connect(server.port)
-    try:
-        sock.sendall(small + big)
-        answers = _answers_until_closed(sock)
-    finally:
-        sock.close()
+    small = post_head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    big = post_head("/v1/chat/completions", b"x-pad: " + b"p" * 100_000, f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    answers = answers_to(server.port, small + big)
     assert [status for status, _ in answers] == [200, 431], answers
     assert orjson.loads(answers[1][1])["error"]["code"] == "request_header_too_large", answers  # OpenAI's envelope
 
@@ -116,15 +104,9 @@ def test_a_big_head_pipelined_behind_a_small_request_is_refused(tight: tuple[Gat
 def test_a_big_head_after_a_body_in_the_same_read_is_refused(tight: tuple[Gateway, ServerThread]) -> None:
     """Also when the request before it was still reading its body when the read came (no head was being counted)."""
     _, server = tight
-    small = _head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode())
-    big = _head("/v1/chat/completions", b"x-pad: " + b"p" * 100_000, f"content-length: {len(_CHAT)}".encode()) + _CHAT
-    sock = connect(server.port)
-    try:
-        sock.sendall(small)
-        sock.sendall(_CHAT + big)
-        answers = _answers_until_closed(sock)
-    finally:
-        sock.close()
+    small = post_head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode())
+    big = post_head("/v1/chat/completions", b"x-pad: " + b"p" * 100_000, f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    answers = answers_to(server.port, small, _CHAT + big)
     assert [status for status, _ in answers] == [200, 431], answers
 
 
@@ -133,8 +115,8 @@ def test_a_pipelined_head_over_the_cap_across_reads_is_refused(tight: tuple[Gate
     under the cap."""
     _, server = tight
     pads = [f"x-pad-{i}: {'p' * 40}".encode() for i in range(60)]  # some 3 KB: two parts of some 1.5 KB
-    small = _head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode()) + _CHAT
-    big = _head("/v1/chat/completions", *pads, f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    small = post_head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    big = post_head("/v1/chat/completions", *pads, f"content-length: {len(_CHAT)}".encode()) + _CHAT
     middle = big.index(b"x-pad-30:")
     sock = connect(server.port)
     try:
@@ -153,12 +135,7 @@ def test_refusals_below_the_app_decode_the_target_as_the_app_does(tight: tuple[G
                                                                   target: str) -> None:
     """The app answers these targets as /v1/messages (uvicorn decodes them): so does a refusal below it."""
     _, server = tight
-    sock = connect(server.port)
-    try:
-        sock.sendall(_head(target, b"transfer-encoding: chunked") + b"zz\r\n")
-        response = read_response(sock)
-    finally:
-        sock.close()
+    response = answer_to(server.port, post_head(target, b"transfer-encoding: chunked") + b"zz\r\n")
     assert response.status == 400, response
     data = response.json()
     assert data["type"] == "error" and data["error"]["type"] == "invalid_request_error", data
@@ -278,12 +255,7 @@ def test_pipelined_heads_at_the_cap_are_counted_exactly(tight: tuple[Gateway, Se
     head = _get_of(2048 - under, sep)
     last = _get_of(2048 - under, sep).replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r\nconnection: close\r\n", 1)
     last = last.replace(b"p" * len(b"connection: close\r\n"), b"", 1)
-    sock = connect(server.port)
-    try:
-        sock.sendall(_get_of(2048, sep) + head * 2 + last)
-        answers = _answers_until_closed(sock)
-    finally:
-        sock.close()
+    answers = answers_to(server.port, _get_of(2048, sep) + head * 2 + last)
     assert [status for status, _ in answers] == statuses, answers
 
 
@@ -291,7 +263,7 @@ def test_a_header_line_in_progress_at_the_end_of_a_read_counts(tight: tuple[Gate
     """A pipelined head whose read ends inside a 100 KB header line: the parser reports that line only when the next
     begins, in the next read; the bytes of the head that read held count all the same."""
     _, server = tight
-    small = _head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    small = post_head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode()) + _CHAT
     sock = connect(server.port)
     try:
         sock.sendall(small + b"GET /health HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 100_000)
@@ -311,7 +283,7 @@ def test_a_head_whose_end_spans_two_reads_is_not_refused_for_its_body(tight: tup
     cap, the body does not count."""
     _, server = tight
     body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "p" * 5000}]})
-    head = _head("/v1/chat/completions", f"content-length: {len(body)}".encode())
+    head = post_head("/v1/chat/completions", f"content-length: {len(body)}".encode())
     sock = connect(server.port)
     try:
         sock.sendall(head[:split])
@@ -324,31 +296,21 @@ def test_a_head_whose_end_spans_two_reads_is_not_refused_for_its_body(tight: tup
 
 
 def _chunked_with_trailer(trailer: bytes) -> bytes:
-    return (_head("/v1/chat/completions", b"transfer-encoding: chunked") + b"%x\r\n" % len(_CHAT) + _CHAT
+    return (post_head("/v1/chat/completions", b"transfer-encoding: chunked") + b"%x\r\n" % len(_CHAT) + _CHAT
             + b"\r\n0\r\n" + trailer + b"\r\n\r\n")
 
 
 def test_a_chunked_body_s_trailers_are_not_request_headers(tight: tuple[Gateway, ServerThread]) -> None:
     """A trailer naming a switchman header (here with a value the gateway refuses as a header) changes nothing."""
     _, server = tight
-    sock = connect(server.port)
-    try:
-        sock.sendall(_chunked_with_trailer(b"x-switchman-escalate: maybe"))
-        response = read_response(sock)
-    finally:
-        sock.close()
+    response = answer_to(server.port, _chunked_with_trailer(b"x-switchman-escalate: maybe"))
     assert response.status == 200, response
 
 
 def test_trailers_over_the_head_cap_are_refused(tight: tuple[Gateway, ServerThread]) -> None:
     """Trailers are header lines: together they count against the head cap."""
     _, server = tight
-    sock = connect(server.port)
-    try:
-        sock.sendall(_chunked_with_trailer(b"x-t: " + b"a" * 100_000))
-        response = read_response(sock)
-    finally:
-        sock.close()
+    response = answer_to(server.port, _chunked_with_trailer(b"x-t: " + b"a" * 100_000))
     assert response.status == 431 and response.closed, response
 
 
@@ -367,7 +329,7 @@ def test_an_answer_before_100_continue_lets_the_client_finish_sending(tight: tup
             errors.append(exc)
 
     try:
-        sock.sendall(_head("/v1/chat/completions", b"expect: 100-continue", f"content-length: {len(body)}".encode()))
+        sock.sendall(post_head("/v1/chat/completions", b"expect: 100-continue", f"content-length: {len(body)}".encode()))
         sender = threading.Thread(target=send_body)
         sender.start()
         sender.join(20)
@@ -381,13 +343,8 @@ def test_an_answer_before_100_continue_lets_the_client_finish_sending(tight: tup
 def test_a_big_messages_head_pipelined_behind_a_small_request_is_refused_in_anthropics_envelope(
         tight: tuple[Gateway, ServerThread]) -> None:
     small = _chat_with()
-    big = _head("/v1/messages", b"x-pad: " + b"p" * 100_000, f"content-length: {len(_CHAT)}".encode()) + _CHAT
-    sock = connect(tight[1].port)
-    try:
-        sock.sendall(small + big)
-        answers = _answers_until_closed(sock)
-    finally:
-        sock.close()
+    big = post_head("/v1/messages", b"x-pad: " + b"p" * 100_000, f"content-length: {len(_CHAT)}".encode()) + _CHAT
+    answers = answers_to(tight[1].port, small + big)
     assert [status for status, _ in answers] == [200, 431], answers
     refused = orjson.loads(answers[1][1])
     assert refused["type"] == "error" and refused["error"]["type"] == "request_too_large", refused

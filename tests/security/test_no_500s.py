@@ -3,7 +3,6 @@ the shapes that used to crash, and a 500 (if one ever happens) that says `Connec
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,6 @@ FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                     max_leaves=20)
-
-
-@pytest.fixture(scope="module")
-def http(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'ledger.sqlite3'}"
-    with running_gateway(config_data(upstream, url)) as (_, server), \
-            httpx.Client(base_url=server.url, timeout=30) as client:
-        yield client
 
 
 def assert_not_500(response: httpx.Response) -> None:

@@ -4,17 +4,13 @@ error envelope, and a stream that ends with the API's terminal event."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from security_support import config_data, running_gateway
 
-from switchman.testing import FakeUpstream
 
 FUZZ = settings(max_examples=100, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -88,14 +84,6 @@ RESPONSES_BODY = _fields(
                                                     schema=JSON, name=JSON))})),
     metadata=_or_any(st.dictionaries(st.sampled_from(["session", "agent", "tags", "x"]), JSON | TEXT, max_size=3)),
 )
-
-
-@pytest.fixture(scope="module")
-def http(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz-dialects') / 'ledger.sqlite3'}"
-    with running_gateway(config_data(upstream, url)) as (_, server), \
-            httpx.Client(base_url=server.url, timeout=30) as client:
-        yield client
 
 
 def _post(http: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:

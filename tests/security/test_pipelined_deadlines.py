@@ -29,6 +29,7 @@ from security_support import (
 )
 
 from switchman._limits import ServerLimits
+from switchman.gateway import Gateway
 from switchman.testing import FakeUpstream
 
 STREAM_PIECES = 8
@@ -152,6 +153,19 @@ def test_a_refusal_during_a_stream_cuts_it_without_writing_into_it(serve: Any, c
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def _recorded_statuses(gateway: Gateway, what: str) -> list[str]:
+    """The status of every row in the gateway's ledger, once there is one (`what` names it if none comes)."""
+    ledger = gateway.ledger
+    assert ledger is not None
+
+    def statuses() -> list[str]:
+        ledger.flush_sync(timeout=5)
+        return [r.status for r in ledger.records()]
+
+    wait_until(lambda: bool(statuses()), what=what)
+    return statuses()
+
+
 def test_a_gateway_stream_cut_by_a_refusal_keeps_its_ledger_row(upstream: FakeUpstream, ledger_url: str,
                                                                  caplog: Any) -> None:
     """The gateway's own stream, cut because a head over the cap was pipelined behind it: recorded as the
@@ -168,15 +182,7 @@ def test_a_gateway_stream_cut_by_a_refusal_keeps_its_ledger_row(upstream: FakeUp
         received = first + read_until_closed(sock, timeout=10)
         assert received.startswith(b"HTTP/1.1 200") and b"431" not in received, received
         assert b"[DONE]" not in received, received  # cut mid-stream
-        ledger = gateway.ledger
-        assert ledger is not None
-
-        def statuses() -> list[str]:
-            ledger.flush_sync(timeout=5)
-            return [r.status for r in ledger.records()]
-
-        wait_until(lambda: bool(statuses()), what="the cut stream's ledger row")
-        assert statuses() == ["client_disconnected"]
+        assert _recorded_statuses(gateway, "the cut stream's ledger row") == ["client_disconnected"]
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -192,15 +198,7 @@ def test_a_client_gone_with_a_request_pipelined_behind_its_stream_is_recorded_as
             sock.sendall(request_bytes("POST", "/v1/chat/completions", body) + request_bytes("GET", "/health"))
             sock.settimeout(5)
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")  # the stream has started; then the client goes
-        ledger = gateway.ledger
-        assert ledger is not None
-
-        def statuses() -> list[str]:
-            ledger.flush_sync(timeout=5)
-            return [r.status for r in ledger.records()]
-
-        wait_until(lambda: bool(statuses()), what="the stream's ledger row")
-        assert statuses() == ["client_disconnected"]
+        assert _recorded_statuses(gateway, "the stream's ledger row") == ["client_disconnected"]
 
 
 def test_a_half_head_sent_behind_a_complete_request_gets_its_head_deadline(serve: Any) -> None:

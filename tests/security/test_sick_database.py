@@ -8,13 +8,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hanging_server import HangingServer
+from pg_support import PG_HOST, PG_PORT
 from security_support import (
     ASK,
     ENV,
     MASTER_KEY,
-    PG_HOST,
-    PG_PORT,
-    HangingServer,
     config_data,
     running_gateway,
     wait_until,

@@ -7,7 +7,8 @@ import threading
 import time
 
 import httpx
-from security_support import ENV, MASTER_KEY, HangingServer, config_data, running_gateway
+from hanging_server import HangingServer
+from security_support import ENV, MASTER_KEY, config_data, running_gateway
 
 from switchman.testing import FakeUpstream
 

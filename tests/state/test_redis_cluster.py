@@ -76,9 +76,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
         seen.evals.append((source, list(keys)))
         return eval_soon(self, source, keys, args)
 
-    async def counting_run(self: RedisLink, action: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def counting_run(self: RedisLink, action: Callable[[Any], Awaitable[Any]], **options: Any) -> Any:
         try:
-            return await run(self, action)
+            return await run(self, action, **options)
         except RedisUnavailable:
             seen.failed += 1
             raise
@@ -189,7 +189,11 @@ def test_a_budget_rebuild_after_a_resync_touches_one_slot_a_budget(cluster: Redi
 def test_online_counts_are_shared_on_the_cluster(cluster: RedisClusterServer, monkeypatch: pytest.MonkeyPatch,
                                                  math_greeting_router: TrainedRouter) -> None:
     monkeypatch.setattr(test_redis_online, "SHARED_URL", cluster.url)
-    test_redis_online.test_feedback_on_one_replica_reaches_the_others(math_greeting_router)
+    prefix = unique_prefix()
+    try:
+        test_redis_online.test_feedback_on_one_replica_reaches_the_others(math_greeting_router, prefix)
+    finally:
+        forget_prefix(cluster.url, prefix)
 
 
 def test_a_pipeline_spans_the_primaries_and_entities_spread_over_them(cluster: RedisClusterServer) -> None:

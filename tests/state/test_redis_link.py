@@ -15,6 +15,8 @@ from switchman._streaks import ONCE_LIMIT
 from switchman.state import RedisLink, RedisUnavailable
 from switchman.testing import RedisServer
 
+from .conftest import kill_idle_connection
+
 SHARED_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -414,15 +416,7 @@ def test_an_idle_connection_redis_closed_is_dropped_and_the_next_call_opens_anot
     async def main() -> None:
         link = RedisLink(SHARED_URL, prefix=prefix, timeout_s=0.5)
         await link.start()
-        own = await link.command("CLIENT", "ID")  # the id of the batches' connection
-        with anyio.fail_after(2):
-            while not link._idle:  # noqa: SLF001  (back once its round trip is done)
-                await asyncio.sleep(0)
-        pipe = link._idle[0]  # noqa: SLF001
-        assert await link.run(lambda r: r.client_kill_filter(_id=own)) == 1
-        with anyio.fail_after(2):
-            while pipe.usable:
-                await asyncio.sleep(0.01)
+        own = await kill_idle_connection(link)
         assert await link.command("CLIENT", "ID") != own
         assert link.up and link.errors == 0
         await link.aclose()

@@ -22,24 +22,42 @@ from switchman._exceptions import ConfigError
 from switchman.state import RedisLink, RedisUnavailable
 from switchman.testing import RedisServer
 
+from .conftest import kill_idle_connection
+
 SHARED_URL = "redis://127.0.0.1:6379/0"
 
 #: What the fake server answers to a command (raw bytes on the wire), given its words.
 Answer = Callable[[list[bytes]], bytes]
 
 
+#: What an `Answer` returns to have the fake server reset the connection (RST, after the replies written so far).
+RESET = b"\0reset"
+
+
 @asynccontextmanager
-async def fake_redis(answer: Answer) -> AsyncIterator[str]:
-    """A server that parses each command with hiredis and writes `answer(words)` back; its URL."""
+async def fake_redis(answer: Answer, accepted: list[asyncio.StreamWriter] | None = None) -> AsyncIterator[str]:
+    """A server that parses each command with hiredis and writes `answer(words)` back (b"": nothing; `RESET`: the
+    connection reset); its URL. Each connection's writer is appended to `accepted` when given."""
+    import socket
+    import struct
+
     import hiredis
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if accepted is not None:
+            accepted.append(writer)
         parser = hiredis.Reader()
         try:
             while data := await reader.read(65536):
                 parser.feed(data)
                 while (words := parser.gets()) is not False:
-                    writer.write(answer(words))
+                    reply = answer(words)
+                    if reply is RESET:
+                        sock = writer.get_extra_info("socket")
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        writer.transport.abort()
+                        return
+                    writer.write(reply)
         finally:
             writer.close()
 
@@ -51,11 +69,29 @@ async def fake_redis(answer: Answer) -> AsyncIterator[str]:
         server.close()
 
 
+@asynccontextmanager
+async def fake_link(answer: Answer, accepted: list[asyncio.StreamWriter] | None = None,
+                    **options: Any) -> AsyncIterator[RedisLink]:
+    """A link (`options`: RedisLink's) to `fake_redis(answer, accepted)`, started, closed afterwards."""
+    async with fake_redis(answer, accepted) as url:
+        link = RedisLink(url, **options)
+        try:
+            await link.start()
+            yield link
+        finally:
+            await link.aclose()
+
+
 #: HELLO 3's reply (redis-py 8 speaks RESP3 by default): a map that says the protocol.
 HELLO_3 = b"%1\r\n$5\r\nproto\r\n:3\r\n"
 
 
 _FAKE_MARKERS: dict[bytes, bytes] = {}
+
+
+def echo(words: list[bytes]) -> bytes:
+    """ECHO's reply (any command's first argument, as a bulk string)."""
+    return b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
 
 
 def handshake_then(answer: Answer) -> Answer:
@@ -81,30 +117,6 @@ def handshake_then(answer: Answer) -> Answer:
     return reply
 
 
-@pytest.mark.parametrize("error", [
-    b"-LOADING Redis is loading the dataset in memory\r\n",  # a restarted Redis, or a replica in a full sync
-    b"-NOAUTH Authentication required.\r\n",
-])
-def test_an_error_reply_redis_py_maps_to_a_connection_error_fails_its_caller(error: bytes) -> None:
-    """-LOADING / -NOAUTH come out of hiredis as BusyLoadingError / AuthenticationError, subclasses of redis's
-    ConnectionError, not of ResponseError: the caller gets RedisUnavailable and the link goes down, never the
-    exception object as its reply (a rate limit's `admitted, wait, ... = await link.eval(...)` would raise a 500)."""
-    async def main() -> None:
-        async with fake_redis(handshake_then(lambda _: error)) as url:
-            link = RedisLink(url, timeout_s=0.5, ping_s=5.0)
-            try:
-                await link.start()
-                assert link.up
-                with anyio.fail_after(2):
-                    outcomes = await asyncio.gather(link.command("GET", "k"), link.eval("return 1", [], []),
-                                                    return_exceptions=True)
-                assert all(isinstance(outcome, RedisUnavailable) for outcome in outcomes), outcomes
-            finally:
-                await link.aclose()
-
-    anyio.run(main)
-
-
 def test_a_rate_limit_falls_back_when_redis_is_loading() -> None:
     """A rate limit admitted while Redis answers -LOADING falls back to the local limiter (no TypeError, no 500)."""
     from switchman.state._limits import RateLimit  # noqa: PLC2701
@@ -112,16 +124,11 @@ def test_a_rate_limit_falls_back_when_redis_is_loading() -> None:
 
     async def main() -> None:
         loading = b"-LOADING Redis is loading the dataset in memory\r\n"
-        async with fake_redis(handshake_then(lambda _: loading)) as url:
-            link = RedisLink(url, timeout_s=0.5, ping_s=5.0)
-            try:
-                await link.start()
-                limiter = RedisRateLimiter(link)
-                with anyio.fail_after(2):
-                    admission = await limiter.admit("key:k1", RateLimit(rpm=10), 5)
-                assert admission.admitted
-            finally:
-                await link.aclose()
+        async with fake_link(handshake_then(lambda _: loading), timeout_s=0.5, ping_s=5.0) as link:
+            limiter = RedisRateLimiter(link)
+            with anyio.fail_after(2):
+                admission = await limiter.admit("key:k1", RateLimit(rpm=10), 5)
+            assert admission.admitted
 
     anyio.run(main)
 
@@ -136,20 +143,14 @@ def test_a_resp3_push_frame_between_replies_is_not_taken_for_a_reply() -> None:
     replies. They are dropped, as redis-py's reader skips them: taken for a reply, every caller after one in the
     round trip would get its neighbour's reply."""
     def answer(words: list[bytes]) -> bytes:
-        reply = b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
-        return PUSH + reply if words[1] == b"a" else reply
+        return PUSH + echo(words) if words[1] == b"a" else echo(words)
 
     async def main() -> None:
-        async with fake_redis(handshake_then(answer)) as url:
-            link = RedisLink(url, timeout_s=0.5, ping_s=5.0)
-            try:
-                await link.start()
-                with anyio.fail_after(2):
-                    outcomes = await asyncio.gather(link.command("ECHO", "a"), link.command("ECHO", "b"),
-                                                    link.command("ECHO", "c"), return_exceptions=True)
-                assert outcomes == [b"a", b"b", b"c"], outcomes
-            finally:
-                await link.aclose()
+        async with fake_link(handshake_then(answer), timeout_s=0.5, ping_s=5.0) as link:
+            with anyio.fail_after(2):
+                outcomes = await asyncio.gather(link.command("ECHO", "a"), link.command("ECHO", "b"),
+                                                link.command("ECHO", "c"), return_exceptions=True)
+            assert outcomes == [b"a", b"b", b"c"], outcomes
 
     anyio.run(main)
 
@@ -194,15 +195,7 @@ def test_a_connection_lost_while_the_event_loop_is_busy_is_opened_again() -> Non
     async def main() -> None:
         link = RedisLink(SHARED_URL, timeout_s=0.05, ping_s=5.0)
         await link.start()
-        own = await link.command("CLIENT", "ID")
-        with anyio.fail_after(2):
-            while not link._idle:  # noqa: SLF001
-                await asyncio.sleep(0)
-        pipe = link._idle[0]  # noqa: SLF001
-        assert await link.run(lambda r: r.client_kill_filter(_id=own)) == 1
-        with anyio.fail_after(2):
-            while pipe.usable:
-                await asyncio.sleep(0.01)
+        await kill_idle_connection(link)
         stop = asyncio.Event()
 
         async def busy() -> None:  # each turn of the loop costs 20 ms of CPU
@@ -438,32 +431,11 @@ def test_a_stopped_redis_resumed_leaves_no_caller_waiting_and_leaks_nothing() ->
 def test_a_connection_reset_mid_batch_answers_what_was_read_and_fails_the_rest() -> None:
     """The server answers the first command of a round trip, then resets the connection (RST): the first caller has
     its reply, the others RedisUnavailable (not a bare ConnectionResetError), the link goes down and comes back."""
-    import socket
-    import struct
+    def answer(words: list[bytes]) -> bytes:
+        return RESET if words[:2] == [b"ECHO", b"reset"] else echo(words)
 
     async def main() -> None:
-        import hiredis
-
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            parser = hiredis.Reader()
-            try:
-                while data := await reader.read(65536):
-                    parser.feed(data)
-                    while (words := parser.gets()) is not False:
-                        if words[0] == b"ECHO" and words[1] == b"reset":
-                            sock = writer.get_extra_info("socket")
-                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                            writer.transport.abort()  # RST, after the replies written so far
-                            return
-                        writer.write(handshake_then(lambda w: b"$%d\r\n%s\r\n" % (len(w[1]), w[1]))(words))
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
-        link = RedisLink(url, timeout_s=1.0, ping_s=0.05)
-        try:
-            await link.start()
+        async with fake_link(handshake_then(answer), timeout_s=1.0, ping_s=0.05) as link:
             with anyio.fail_after(2):
                 outcomes = await asyncio.gather(link.command("ECHO", "first"), link.command("ECHO", "reset"),
                                                 link.command("ECHO", "after"), return_exceptions=True)
@@ -474,9 +446,6 @@ def test_a_connection_reset_mid_batch_answers_what_was_read_and_fails_the_rest()
                 while not link.up:
                     await asyncio.sleep(0.02)
             assert await link.command("ECHO", "again") == b"again"
-        finally:
-            await link.aclose()
-            server.close()
 
     anyio.run(main)
 
@@ -490,14 +459,11 @@ def test_no_connection_asks_for_maintenance_notifications() -> None:
 
     def record(words: list[bytes]) -> bytes:
         seen.append(b" ".join(words[:2]).upper())
-        return handshake_then(lambda w: b"$%d\r\n%s\r\n" % (len(w[1]), w[1]))(words)
+        return handshake_then(echo)(words)
 
     async def main() -> None:
-        async with fake_redis(record) as url:
-            link = RedisLink(url, timeout_s=0.5, ping_s=5.0)
-            await link.start()
+        async with fake_link(record, timeout_s=0.5, ping_s=5.0) as link:
             assert await link.command("ECHO", "x") == b"x"  # on a connection of the link's own
-            await link.aclose()
 
     anyio.run(main)
     assert seen.count(b"HELLO 3") >= 2 and b"ECHO X" in seen, seen  # the client's and the link's handshakes
@@ -509,27 +475,11 @@ def test_round_trips_timing_out_on_a_stalled_handshake_open_one_connection_not_o
     (`stall_s` long): ten round trips in a row each time out, on the one connection being opened, not on ten."""
     accepted: list[asyncio.StreamWriter] = []
     stalled = [False]
+    answered = handshake_then(echo)
 
     async def main() -> None:
-        import hiredis
-
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            accepted.append(writer)
-            parser = hiredis.Reader()
-            try:
-                while data := await reader.read(65536):
-                    parser.feed(data)
-                    while (words := parser.gets()) is not False:
-                        if not stalled[0]:
-                            writer.write(handshake_then(lambda w: b"$%d\r\n%s\r\n" % (len(w[1]), w[1]))(words))
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
-        link = RedisLink(url, timeout_s=0.05, ping_s=3600)
-        try:
-            await link.start()
+        async with fake_link(lambda words: b"" if stalled[0] else answered(words), accepted,
+                             timeout_s=0.05, ping_s=3600) as link:
             assert await link.command("ECHO", "a") == b"a"  # the link's own connection, idle now
             stalled[0] = True
             for writer in accepted:
@@ -543,8 +493,5 @@ def test_round_trips_timing_out_on_a_stalled_handshake_open_one_connection_not_o
                     await link.command("ECHO", "b")
             assert link.up  # slow, not down: the stall bound is long
             assert len(accepted) - before == 1, len(accepted) - before
-        finally:
-            await link.aclose()
-            server.close()
 
     anyio.run(main)

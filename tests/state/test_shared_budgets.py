@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -16,10 +15,13 @@ import anyio
 import pytest
 
 from switchman._config import BudgetConfig
+from switchman._exceptions import BudgetLimitError
 from switchman._streaks import ONCE_LIMIT
-from switchman.ledger import BudgetManager, Ledger, LedgerRecord, period_bounds
+from switchman.ledger import BudgetManager, Ledger, LedgerRecord
 from switchman.state import RedisLink, RedisUnavailable, SharedBudgets, SharedReservation
 from switchman.testing import RedisServer, forget_prefix, unique_prefix
+
+from .conftest import Clock, budget_key, hold_deadline, move_deadline
 
 URL = "redis://127.0.0.1:6379/0"
 AGENT = BudgetConfig(scope="agent", name="a", usd=1.0)
@@ -41,15 +43,9 @@ async def _link(url: str, prefix: str = "sm:", **options: Any) -> RedisLink:
     return link
 
 
-def _counter_key(link: RedisLink, budget: BudgetConfig) -> str:
-    """The Redis hash of `budget`'s current period."""
-    start, _ = period_bounds(time.time(), budget.period)
-    return link.key(f"budget:{budget.scope}:{budget.name}", budget.period, str(int(start)))
-
-
-async def _counter(link: RedisLink, budget: BudgetConfig) -> tuple[float, float]:
-    """(spent, reserved) of `budget`'s current period, as Redis holds them."""
-    key = _counter_key(link, budget)
+async def _counter(link: RedisLink, budget: BudgetConfig, now: float | None = None) -> tuple[float, float]:
+    """(spent, reserved) of `budget`'s period at `now` (the current one by default), as Redis holds them."""
+    key = budget_key(link, budget, now)
     found = await link.run(lambda r: r.hgetall(key))
     return float(found.get(b"spent", 0.0)), float(found.get(b"reserved", 0.0))
 
@@ -75,44 +71,48 @@ def _raw_redis() -> Iterator[Any]:
         raw.close()
 
 
-def test_a_reservation_nobody_settles_stops_counting_at_its_deadline(prefix: str) -> None:
-    """A replica killed mid-request never settles: after `hold_s` its reservation no longer blocks others."""
+def test_a_reservation_nobody_settles_stops_counting_at_its_deadline(prefix: str, clock: Clock) -> None:
+    """A replica killed mid-request never settles: past its deadline (`hold_s` on; moved into the past here) its
+    reservation no longer blocks others."""
     async def main() -> None:
         link = await _link(URL, prefix)
-        dead = SharedBudgets(BudgetManager([AGENT]), link, hold_s=0.3)
-        alive = SharedBudgets(BudgetManager([AGENT]), link, hold_s=0.3)
+        dead = SharedBudgets(BudgetManager([AGENT], clock=clock), link, clock=clock)
+        alive = SharedBudgets(BudgetManager([AGENT], clock=clock), link, clock=clock)
         held = await dead.areserve(agent="a", key_id=None, route=None, estimated_usd=0.9)
         assert held.held  # ...and never settled: the replica is gone
         with pytest.raises(Exception, match="budget"):
             await alive.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
-        await anyio.sleep(0.4)
+        await move_deadline(link, AGENT, held.id, now=clock.now)
         later = await alive.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
         assert later.held
-        assert await _counter(link, AGENT) == (0.0, pytest.approx(0.5))
+        assert await _counter(link, AGENT, clock.now) == (0.0, pytest.approx(0.5))
         later.settle(0.2)
         await alive.drain()
-        assert await _counter(link, AGENT) == (pytest.approx(0.2), 0.0)
+        assert await _counter(link, AGENT, clock.now) == (pytest.approx(0.2), 0.0)
         await link.aclose()
 
     anyio.run(main)
 
 
-def test_a_long_request_growing_keeps_its_reservation_and_its_cost_counts_past_the_deadline(prefix: str) -> None:
+def test_a_long_request_growing_keeps_its_reservation_and_its_cost_counts_past_the_deadline(
+    prefix: str, clock: Clock,
+) -> None:
     async def main() -> None:
         link = await _link(URL, prefix)
-        budgets = SharedBudgets(BudgetManager([AGENT]), link, hold_s=0.3)
+        budgets = SharedBudgets(BudgetManager([AGENT], clock=clock), link, clock=clock)
         held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
-        await anyio.sleep(0.2)
-        assert await held.aresize(0.4)  # a growth moves the deadline
-        await anyio.sleep(0.2)
-        assert await _counter(link, AGENT) == (0.0, pytest.approx(0.4))
-        await anyio.sleep(0.2)
-        assert (await _counter(link, AGENT))[1] == pytest.approx(0.4)  # swept only by the next script
+        taken = await hold_deadline(link, AGENT, held.id, clock.now)
+        await move_deadline(link, AGENT, held.id, taken - 1, clock.now)  # as if taken a moment earlier
+        assert await held.aresize(0.4)  # a growth moves the deadline: `hold_s` from now
+        assert await hold_deadline(link, AGENT, held.id, clock.now) >= taken
+        assert await _counter(link, AGENT, clock.now) == (0.0, pytest.approx(0.4))
+        await move_deadline(link, AGENT, held.id, now=clock.now)
+        assert (await _counter(link, AGENT, clock.now))[1] == pytest.approx(0.4)  # swept only by the next script
         await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.0)
-        assert await _counter(link, AGENT) == (0.0, 0.0)  # past its deadline: dropped
+        assert await _counter(link, AGENT, clock.now) == (0.0, 0.0)  # past its deadline: dropped
         held.settle(0.35)  # the answer came after all: its cost counts
         await budgets.drain()
-        assert await _counter(link, AGENT) == (pytest.approx(0.35), 0.0)
+        assert await _counter(link, AGENT, clock.now) == (pytest.approx(0.35), 0.0)
         await link.aclose()
 
     anyio.run(main)
@@ -450,7 +450,7 @@ def test_a_malformed_counter_in_redis_is_repaired_by_the_resync_and_the_link_com
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         link.on_resync(budgets.rebuild)  # as the gateway does
         with _raw_redis() as raw:
-            raw.hset(_counter_key(link, AGENT), field, "abc")
+            raw.hset(budget_key(link, AGENT), field, "abc")
         await link.start()
         try:
             assert link.up
@@ -502,7 +502,7 @@ def test_a_malformed_spend_while_up_does_not_fail_every_settle(prefix: str, valu
         link = await _link(URL, prefix)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         with _raw_redis() as raw:
-            raw.hset(_counter_key(link, AGENT), "spent", value)
+            raw.hset(budget_key(link, AGENT), "spent", value)
         try:
             first = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
             assert not isinstance(first, SharedReservation)  # unknown, not $0: the local check (no ledger here)
@@ -538,7 +538,7 @@ def test_a_malformed_spend_while_up_never_lets_a_budget_spent_in_the_ledger_thro
             assert link.up
             assert await _counter(link, AGENT) == (pytest.approx(0.8), 0.0)
             with _raw_redis() as raw:
-                raw.hset(_counter_key(link, AGENT), "spent", value)
+                raw.hset(budget_key(link, AGENT), "spent", value)
             with pytest.raises(Exception, match="budget"):
                 await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
             await _await_counter(link, AGENT, (pytest.approx(0.8), 0.0))  # a rebuild repairs it from the ledger
@@ -571,7 +571,7 @@ def test_a_malformed_spend_is_not_restarted_at_zero_while_the_ledger_cannot_be_r
         budgets = SharedBudgets(manager, link)
         await budgets.rebuild()
         manager.ledger_spend = lambda: None  # type: ignore[method-assign]  # the ledger unreadable from now on
-        key = _counter_key(link, AGENT)
+        key = budget_key(link, AGENT)
         try:
             with _raw_redis() as raw:
                 raw.hset(key, "spent", "abc")
@@ -643,3 +643,64 @@ def test_a_settle_counts_its_cost_in_full_and_a_replay_of_settled_ids_leaves_the
         assert all(raw.ttl(key) > 50 for key in kept)
         assert settle(keys=keys, args=[FAIL, 3600, 3_600_000, "r2", cost, "r3", cost]) == 2
         assert float(raw.hget(keys[0], "spent")) == cost + (cost + cost)
+
+
+def test_a_shrink_after_a_growth_redis_never_held_gives_back_only_what_redis_holds(prefix: str) -> None:
+    """A growth Redis could not take (its call failed: the local check let it through) is not in Redis: shrinking
+    from it gives back only what Redis holds beyond the new estimate — here nothing, so Redis keeps the 0.2 it held
+    and another request that would take the budget past its $0.5 is refused. Before, the shrink gave back 0.1 of a
+    growth Redis never held: Redis held 0.1, and a reserve of 0.4 put $0.7 against the $0.5."""
+    half = BudgetConfig(scope="agent", name="a", usd=0.5)
+
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([half]), link)
+        held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
+        assert isinstance(held, SharedReservation)
+        gate = _Gate(link, nth=1, fail=True)  # the growth's call fails before Redis runs it
+        assert await held.aresize(0.4)  # the local check lets it through
+        assert gate.calls == 1
+        assert await held.aresize(0.3)
+        assert await _counter(link, half) == (0.0, pytest.approx(0.2))
+        with pytest.raises(BudgetLimitError):
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)
+        assert await held.aresize(0.1)  # what Redis holds beyond the estimate goes back
+        assert await _counter(link, half) == (0.0, pytest.approx(0.1))
+        held.release()
+        await budgets.drain()
+        assert await _counter(link, half) == (0.0, 0.0)
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_per_slot_a_shrink_after_a_growth_one_slot_timed_out_gives_back_only_what_redis_is_known_to_hold(
+    prefix: str,
+) -> None:
+    """As on a Cluster: a growth ran in the key's slot but timed out, so the agent's slot's growth went back and the
+    local check let the growth through. Redis is known to hold the first estimate only (the key's slot may hold the
+    growth too: stricter): a shrink to above it gives nothing back, in either slot. Before, it gave back the part of
+    the growth the agent's slot no longer held, and another request took that room."""
+    async def main() -> None:
+        link = await _link(URL, prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        budgets.per_slot = True
+        held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.2)
+        assert isinstance(held, SharedReservation)
+        _Gate(link, nth=2, fail_after_run=True)  # the key's slot ran the growth, then the call timed out
+        assert await held.aresize(0.4)
+        await budgets.drain()
+        assert (await _counter(link, AGENT), await _counter(link, KEY)) == (
+            (0.0, pytest.approx(0.2)), (0.0, pytest.approx(0.4)))
+        assert await held.aresize(0.3)
+        assert (await _counter(link, AGENT), await _counter(link, KEY)) == (
+            (0.0, pytest.approx(0.2)), (0.0, pytest.approx(0.4)))
+        with pytest.raises(BudgetLimitError):  # 0.2 + 0.85 past the agent's $1
+            await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.85)
+        held.release()
+        await budgets.drain()
+        for budget in (AGENT, KEY):
+            assert await _counter(link, budget) == (0.0, 0.0), budget.scope
+        await link.aclose()
+
+    anyio.run(main)

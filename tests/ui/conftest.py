@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import threading
+import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from starlette.testclient import TestClient
 
+import server_support
 from switchman._config import parse_config
 from switchman.gateway import Gateway
 from switchman.ledger import Ledger, LedgerRecord
@@ -22,6 +24,7 @@ MASTER_KEY = "sk-master-ui-test-0123456789abcdef"
 VIEWER_KEY = "sk-dashboard-ui-test-fedcba987654"
 UPSTREAM_KEY = "sk-upstream-ui-test-55aa55aa55aa"
 TRAFFIC = 3000
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def config_data(upstream: FakeUpstream, ledger_url: str) -> dict[str, Any]:
@@ -96,24 +99,24 @@ def site(upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]], 
     return make_site(upstream, f"sqlite:///{copy}", filled_ledger[1])
 
 
-class ServerThread:
-    """uvicorn serving an app in a thread on an ephemeral loopback port."""
+class ServerThread(server_support.ServerThread):
+    """uvicorn's own protocol serving an app in a thread on an ephemeral loopback port; `with` gives its URL."""
 
     def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
-                                                    log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        super().__init__(app, plain=True, log_level="warning")
 
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
 
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+def csrf_of(html: str) -> str:
+    """The CSRF token a page's forms carry (the login form's, or a session's)."""
+    match = _CSRF.search(html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+@contextmanager
+def admin_session(site: Site) -> Iterator[tuple[TestClient, str]]:
+    """A logged-in admin on `site` (500s answered, not raised) and its CSRF token."""
+    with TestClient(site.app, raise_server_exceptions=False) as client:
+        form = client.get("/ui/login", params={"next": "/ui/"})
+        client.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text), "next": "/ui/"})
+        yield client, csrf_of(client.get("/ui/keys").text)

@@ -14,21 +14,13 @@ from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 from switchman.ui._format import usd
 
-from .conftest import MASTER_KEY, VIEWER_KEY, Site, make_site
-
-_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-def _csrf(html: str) -> str:
-    match = _CSRF.search(html)
-    assert match, "no CSRF token on the page"
-    return match.group(1)
+from .conftest import MASTER_KEY, VIEWER_KEY, Site, csrf_of, make_site
 
 
 def login(client: TestClient, key: str, next_path: str = "/ui/") -> None:
     form = client.get("/ui/login", params={"next": next_path})
     assert form.status_code == 200
-    response = client.post("/ui/login", data={"key": key, "csrf": _csrf(form.text), "next": next_path},
+    response = client.post("/ui/login", data={"key": key, "csrf": csrf_of(form.text), "next": next_path},
                            follow_redirects=False)
     assert response.status_code == 303, response.text
     assert response.headers["location"] == next_path
@@ -61,7 +53,7 @@ def test_without_a_session_everything_goes_to_the_login(client: TestClient) -> N
 
 def test_logging_in_sets_a_signed_httponly_cookie(client: TestClient) -> None:
     form = client.get("/ui/login")
-    response = client.post("/ui/login", data={"key": MASTER_KEY, "csrf": _csrf(form.text), "next": "/ui/models"},
+    response = client.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text), "next": "/ui/models"},
                            follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/ui/models"
     cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("switchman_session="))
@@ -73,7 +65,7 @@ def test_logging_in_sets_a_signed_httponly_cookie(client: TestClient) -> None:
 
 def test_wrong_keys_forged_cookies_and_foreign_redirects_are_refused(client: TestClient) -> None:
     form = client.get("/ui/login")
-    token = _csrf(form.text)
+    token = csrf_of(form.text)
     wrong = client.post("/ui/login", data={"key": "sk-nope", "csrf": token})
     assert wrong.status_code == 401 and "not the master key" in wrong.text
     assert client.post("/ui/login", data={"key": MASTER_KEY, "csrf": "forged"}).status_code == 403
@@ -81,7 +73,7 @@ def test_wrong_keys_forged_cookies_and_foreign_redirects_are_refused(client: Tes
     assert client.get("/ui/", follow_redirects=False).status_code == 303
     client.cookies.clear()
     form = client.get("/ui/login")
-    away = client.post("/ui/login", data={"key": MASTER_KEY, "csrf": _csrf(form.text), "next": "//evil.example/"},
+    away = client.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text), "next": "//evil.example/"},
                        follow_redirects=False)
     assert away.headers["location"] == "/ui/"
 
@@ -89,9 +81,9 @@ def test_wrong_keys_forged_cookies_and_foreign_redirects_are_refused(client: Tes
 def test_wrong_keys_are_throttled(client: TestClient) -> None:
     for _ in range(10):
         form = client.get("/ui/login")
-        assert client.post("/ui/login", data={"key": "sk-guess", "csrf": _csrf(form.text)}).status_code == 401
+        assert client.post("/ui/login", data={"key": "sk-guess", "csrf": csrf_of(form.text)}).status_code == 401
     form = client.get("/ui/login")
-    blocked = client.post("/ui/login", data={"key": MASTER_KEY, "csrf": _csrf(form.text)}, follow_redirects=False)
+    blocked = client.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text)}, follow_redirects=False)
     assert blocked.status_code == 429
 
 
@@ -113,7 +105,7 @@ def test_a_cookie_holds_across_restarts_but_not_a_key_change(
 
 def test_every_mutation_needs_the_csrf_token(admin: TestClient) -> None:
     page = admin.get("/ui/keys")
-    token = _csrf(page.text)
+    token = csrf_of(page.text)
     assert admin.post("/ui/keys", data={"name": "no-token"}).status_code == 403
     assert admin.post("/ui/keys", data={"name": "bad", "csrf": "nope"}).status_code == 403
     assert admin.post("/ui/keys", data={"name": "x", "csrf": token},
@@ -126,7 +118,7 @@ def test_every_mutation_needs_the_csrf_token(admin: TestClient) -> None:
 
 
 def test_creating_and_revoking_a_key(admin: TestClient, site: Site) -> None:
-    token = _csrf(admin.get("/ui/keys").text)
+    token = csrf_of(admin.get("/ui/keys").text)
     made = admin.post("/ui/keys", data={"name": "ci-bot", "budget_usd": "2.5", "period": "day", "csrf": token})
     assert made.status_code == 200
     secret = re.search(r'id="secret">(sk-sw-[^<]+)<', made.text)
@@ -155,7 +147,7 @@ def test_the_read_only_key_cannot_change_keys(client: TestClient) -> None:
     login(client, VIEWER_KEY)
     page = client.get("/ui/keys")
     assert page.status_code == 200 and "read-only" in page.text and 'id="create-key"' not in page.text
-    token = _csrf(page.text)  # the logout form's token
+    token = csrf_of(page.text)  # the logout form's token
     assert client.post("/ui/keys", data={"name": "x", "csrf": token}).status_code == 403
 
 

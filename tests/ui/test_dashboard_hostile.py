@@ -3,7 +3,7 @@ query strings, headers (cookies, Origin, CSRF token) and forms on every page, an
 
 from __future__ import annotations
 
-import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,9 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from .conftest import MASTER_KEY, Site
+from .conftest import MASTER_KEY, Site, admin_session, csrf_of
 
-_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 PAGES = ["/ui/", "/ui/agents", "/ui/models", "/ui/routers", "/ui/requests", "/ui/keys", "/ui/login", "/ui/requests/x",
@@ -32,14 +31,8 @@ TEXT = st.text(max_size=30)
 @pytest.fixture
 def admin(site: Site) -> Iterator[tuple[TestClient, str]]:
     """A logged-in admin session (500s answered, not raised) and its CSRF token."""
-    with TestClient(site.app, raise_server_exceptions=False) as client:
-        form = client.get("/ui/login", params={"next": "/ui/"})
-        match = _CSRF.search(form.text)
-        assert match
-        client.post("/ui/login", data={"key": MASTER_KEY, "csrf": match.group(1), "next": "/ui/"})
-        keys = _CSRF.search(client.get("/ui/keys").text)
-        assert keys
-        yield client, keys.group(1)
+    with admin_session(site) as session:
+        yield session
 
 
 @pytest.mark.parametrize("origin", ["http://[::1", "http://[", "https://]x["])
@@ -84,18 +77,18 @@ def test_login_attempts_from_many_addresses_keep_the_throttle_bounded(site: Site
     throttle = mounted.state.dashboard.throttle
     assert throttle.max_clients == 10_000
     for i in range(20_000):
-        assert not throttle.blocked(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
-    assert len(throttle._seen) == 0
+        assert not throttle.blocked(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", None)
+    assert len(throttle._addresses) == 0
+    long_ago = time.monotonic() - 2 * throttle.window_s  # out of the window: the ceiling over newcomers is not hit
     for i in range(throttle.max_clients + 50):
-        throttle.failed(f"10.1.{i >> 8}.{i & 255}")
-    assert len(throttle._seen) == throttle.max_clients
+        throttle.failed(f"10.1.{i >> 8}.{i & 255}", None, now=long_ago)
+    assert len(throttle._addresses) == throttle.max_clients
+    assert len(throttle._newcomers) == throttle.ceiling
     for client in ("198.51.100.7", "198.51.100.8"):
         for _ in range(throttle.failures):
-            throttle.failed(client)
-        assert throttle.blocked(client)
+            throttle.failed(client, None)
+        assert throttle.blocked(client, None)
     with TestClient(site.app, client=("198.51.100.7", 5000)) as browser:  # the blocked address, over HTTP
         form = browser.get("/ui/login")
-        token = _CSRF.search(form.text)
-        assert token
-        refused = browser.post("/ui/login", data={"key": MASTER_KEY, "csrf": token.group(1)})
+        refused = browser.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text)})
         assert refused.status_code == 429

@@ -2,57 +2,31 @@
 
 from __future__ import annotations
 
-import re
-import secrets
 import urllib.parse
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 from starlette.testclient import TestClient
 
+from pg_support import fresh_schema, schema_url
 from switchman.ledger import Ledger, LedgerRecord
 from switchman.testing import FakeUpstream
 
-from .conftest import MASTER_KEY, Site, make_site
-
-_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+from .conftest import Site, admin_session, make_site
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh schema on the machine's PostgreSQL (127.0.0.1:5432/test), dropped afterwards."""
-    admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test", connect_args={"connect_timeout": 3})
-    schema = f"sw_ui_{secrets.token_hex(6)}"
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"create schema {schema}"))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL is unreachable ({str(exc.orig).strip().splitlines()[0]})")
-    yield f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f"drop schema {schema} cascade"))
-    admin.dispose()
-
-
-def _admin(site: Site) -> Iterator[tuple[TestClient, str]]:
-    with TestClient(site.app, raise_server_exceptions=False) as client:
-        form = client.get("/ui/login", params={"next": "/ui/"})
-        match = _CSRF.search(form.text)
-        assert match
-        client.post("/ui/login", data={"key": MASTER_KEY, "csrf": match.group(1), "next": "/ui/"})
-        keys = _CSRF.search(client.get("/ui/keys").text)
-        assert keys
-        yield client, keys.group(1)
+    with fresh_schema("sw_ui") as schema:
+        yield schema_url(schema)
 
 
 @pytest.mark.parametrize("before", ["²", "¹²³", "٣", "-1", "1e3", " 12", "9" * 40])
 def test_a_before_that_is_not_ascii_digits_is_ignored(site: Site, before: str) -> None:
-    for client, _ in _admin(site):
+    with admin_session(site) as (client, _):
         page = client.get("/ui/requests", params={"before": before})
         assert page.status_code == 200, page.text[:300]
         assert 'data-request-id="' in page.text  # the newest page, as without `before`
@@ -61,7 +35,7 @@ def test_a_before_that_is_not_ascii_digits_is_ignored(site: Site, before: str) -
 def test_nul_in_ids_is_a_404_on_postgres(upstream: FakeUpstream, pg_url: str,
                                          filled_ledger: tuple[str, list[LedgerRecord]]) -> None:
     site = make_site(upstream, pg_url, filled_ledger[1])
-    for client, token in _admin(site):
+    with admin_session(site) as (client, token):
         assert client.get("/ui/requests/x%00y").status_code == 404
         assert client.get("/ui/requests/x%1By").status_code == 404
         revoked = client.post("/ui/keys/x%00y/revoke", data={"csrf": token})
@@ -79,12 +53,11 @@ def test_a_nul_in_a_log_filter_finds_nothing_on_a_filled_postgres_ledger(
         ledger.record(record)
     ledger.close_sync(timeout=None)
     site = make_site(upstream, pg_url, filled_ledger[1])
-    for client, _ in _admin(site):
+    with admin_session(site) as (client, _):
         page = client.get("/ui/requests", params={field: "a\x00b"})
         assert page.status_code == 200, page.text[:300]
         assert 'data-request-id="' not in page.text
         assert 'data-request-id="' in client.get("/ui/requests").text
-
 
 
 @pytest.fixture
@@ -95,7 +68,8 @@ def filled_pg_site(upstream: FakeUpstream, pg_url: str, filled_ledger: tuple[str
     for record in filled_ledger[1][:200]:
         ledger.record(record)
     ledger.close_sync(timeout=None)
-    yield from _admin(make_site(upstream, pg_url, filled_ledger[1]))
+    with admin_session(make_site(upstream, pg_url, filled_ledger[1])) as session:
+        yield session
 
 
 _FILTERS = ["agent", "key", "route", "model", "status", "session", "window", "before"]

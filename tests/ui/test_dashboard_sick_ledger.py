@@ -3,8 +3,6 @@ hangs and never 500s, and the API beside it keeps serving."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import socket
 import threading
 import time
@@ -12,91 +10,21 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
+from hanging_server import HangingServer
+from pg_support import PG_HOST, PG_PORT, fresh_schema, schema_url
 
 from switchman.testing import FakeUpstream
 from switchman.ui import _app
 
 from .conftest import ServerThread, make_site
 
-PG = ("127.0.0.1", 5432)
-
-
-class StallingProxy:
-    """A loopback TCP proxy (asyncio, in a thread) to `target` that can go silent: after `stall()` what either
-    side sends is swallowed and new connections are accepted and never answered, as a hung database behaves."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.stalled = False
-        self._writers: list[asyncio.StreamWriter] = []
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self._server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", 0))
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self.loop.run_forever()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.append(writer)
-        if self.stalled:
-            await reader.read()  # swallow until the client gives up
-            return
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers.append(up_writer)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            while data := await src.read(65536):
-                if not self.stalled:
-                    dst.write(data)
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
-
-    def stall(self) -> None:
-        self.stalled = True
-
-    async def _shutdown(self) -> None:
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        for writer in self._writers:
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        await self._server.wait_closed()
-        current = asyncio.current_task()
-        tasks = [task for task in asyncio.all_tasks() if task is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
+PG = (PG_HOST, PG_PORT)
 
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
-    admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test", connect_args={"connect_timeout": 3})
-    schema = f"sw_sick_{int(time.time() * 1000) % 10**9}"
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"create schema {schema}"))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL is unreachable ({str(exc.orig).strip().splitlines()[0]})")
-    yield schema
-    with admin.begin() as conn:
-        conn.execute(text(f"drop schema {schema} cascade"))
-    admin.dispose()
+    with fresh_schema("sw_sick") as schema:
+        yield schema
 
 
 @pytest.fixture
@@ -106,13 +34,13 @@ def quick_pages(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_pages_over_a_ledger_that_stalls_mid_run_answer_503_in_bounded_time(
         upstream: FakeUpstream, pg_schema: str, quick_pages: None) -> None:
-    proxy = StallingProxy(PG)
-    url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{pg_schema}"
+    proxy = HangingServer(target=PG)
+    url = schema_url(pg_schema, port=proxy.port)
     site = make_site(upstream, url, [], master=False, viewer=False)  # open (read-only) on loopback
     try:
         with ServerThread(site.app) as base, httpx.Client(base_url=base, timeout=30) as http:
             assert http.get("/ui/").status_code == 200  # a pooled connection now exists
-            proxy.stall()
+            proxy.hang()
             for path in ("/ui/", "/ui/keys", "/ui/requests", "/ui/agents"):
                 started = time.monotonic()
                 page = http.get(path)
@@ -154,14 +82,14 @@ def test_page_loads_on_a_stalled_ledger_block_a_bounded_number_of_threads_and_lo
     from switchman.gateway._ledger_threads import LEDGER_THREADS
 
     monkeypatch.setattr(_app, "PAGE_TIMEOUT_S", 0.5)
-    proxy = StallingProxy(PG)
-    url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{pg_schema}"
+    proxy = HangingServer(target=PG)
+    url = schema_url(pg_schema, port=proxy.port)
     site = make_site(upstream, url, [], master=False, viewer=False)
     try:
         with ServerThread(site.app) as base, httpx.Client(base_url=base, timeout=30) as http, \
                 concurrent.futures.ThreadPoolExecutor(32) as pool:
             assert http.get("/ui/").status_code == 200
-            proxy.stall()
+            proxy.hang()
             peak, codes = 0, set()
             started = time.monotonic()
             while time.monotonic() - started < 4:  # each round's timeouts would start 8 more blocked threads

@@ -11,7 +11,6 @@ secret written into the LiteLLM file is never copied: only `os.environ/NAME` ref
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 
 from .._catalog import lookup_catalog_price
+from .._hosts import is_loopback
 
 __all__ = ["Import", "from_litellm"]
 
@@ -67,16 +67,6 @@ def _env_name(value: Any) -> str | None:
     return value.removeprefix("os.environ/") if isinstance(value, str) and value.startswith("os.environ/") else None
 
 
-def _is_loopback(url: str) -> bool:
-    host = httpx.URL(url).host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _split_model(model: str) -> tuple[str, str]:
     """(LiteLLM provider prefix, upstream model name); an unprefixed name is OpenAI's or Anthropic's."""
     prefix, _, rest = model.partition("/")
@@ -117,7 +107,7 @@ class _Importer:
         entry = {"kind": kind, "base_url": base, **({"api_key_env": key_env} if key_env else {})}
         for name, existing in self.providers.items():
             if existing == entry:
-                return name, prefix in _SELF_HOSTED or _is_loopback(base)
+                return name, prefix in _SELF_HOSTED or is_loopback(httpx.URL(base).host)
         # The LiteLLM prefix names its usual endpoint; another endpoint is named by its host.
         name = prefix if base == (default_base or "").rstrip("/") or prefix in _SELF_HOSTED else httpx.URL(base).host
         taken, n = name, 1
@@ -125,7 +115,7 @@ class _Importer:
             n += 1
             name = f"{taken}-{n}"
         self.providers[name] = entry
-        return name, prefix in _SELF_HOSTED or _is_loopback(base)
+        return name, prefix in _SELF_HOSTED or is_loopback(httpx.URL(base).host)
 
     def deployment(self, entry: Mapping[str, Any], where: str) -> tuple[dict[str, Any], str, bool] | None:
         """One model_list entry → a deployment (provider, model, limits), its upstream name, and if self-hosted."""

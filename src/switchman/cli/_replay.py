@@ -93,7 +93,7 @@ def replay_command(
             result = replay_data(trained, load_data(list(data)), models, progress=progress)
             source = ", ".join(str(d) for d in data)
         else:
-            records, _, source = ledger_records(ledger or None, since)
+            records, _, source = ledger_records(ledger or None, since, feedback=False)
             result = replay_ledger(trained, records, models=models, source=source, progress=progress,
                                    prices={m: p for m, p in prices.items() if m in trained.model_names} or None)
     report = {"router_file": str(router), "source": source, **result.summary(),

@@ -22,6 +22,7 @@ import pandas as pd
 
 from switchman._exceptions import DatasetError
 
+from ._csv import UNREADABLE, read_csv_cells
 from ._routerbench import read_routerbench, routerbench_files
 
 __all__ = ["OutcomeTable", "PriceLookup", "concat_tables", "load_outcomes"]
@@ -414,32 +415,16 @@ def _read_frame(file: Path) -> pd.DataFrame:
     """The table in ``file`` with its cells as read (strings for CSV, typed for JSONL/parquet)."""
     name = file.name
     if name.endswith((".csv", ".csv.gz")):
-        return _read_csv(file)
+        return read_csv_cells(file)
     if name.endswith((".jsonl", ".jsonl.gz")):
         return _read_jsonl(file)
     return _read_parquet(file)
 
 
-def _read_csv(file: Path) -> pd.DataFrame:
-    try:
-        # Undecodable bytes become lone surrogates here, so _text can name their row and column.
-        return pd.read_csv(
-            file, dtype=object, keep_default_na=False, encoding="utf-8-sig", encoding_errors="surrogateescape"
-        )
-    except pd.errors.EmptyDataError as exc:
-        raise DatasetError(f"{file}: file is empty (no header row)") from exc
-    except pd.errors.ParserError as exc:
-        raise DatasetError(f"{file}: not a valid CSV file: {exc}") from exc
-    except UnicodeEncodeError as exc:  # undecodable bytes in the header: pandas cannot make column names of them
-        raise DatasetError(f"{file}, header row: bytes that are not UTF-8; save the file as UTF-8") from exc
-    except (OSError, EOFError) as exc:  # e.g. a truncated or non-gzip .gz file
-        raise DatasetError(f"{file}: cannot read: {exc}") from exc
-
-
 def _read_jsonl(file: Path) -> pd.DataFrame:
     try:
         raw = gzip.decompress(file.read_bytes()) if file.name.endswith(".gz") else file.read_bytes()
-    except (OSError, EOFError) as exc:
+    except UNREADABLE as exc:
         raise DatasetError(f"{file}: cannot read: {exc}") from exc
     try:
         text = raw.decode("utf-8-sig")

@@ -9,8 +9,9 @@ structure across models, so a model with few labels still gets sane predictions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar, cast
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,8 +21,6 @@ from ..ledger import Ledger, LedgerRecord, display_url, parse_since, unreadable
 from ._datasets import OutcomeTable
 
 __all__ = ["NO_PROMPTS_HINT", "ledger_outcomes", "ledger_records", "outcomes_from_ledger"]
-
-_Scores = TypeVar("_Scores", dict[str, float], dict[tuple[str, str | None], float])
 
 NO_PROMPTS_HINT = (
     "the gateway keeps prompts only when the configuration sets `server: {store_prompts: true}` "
@@ -35,21 +34,22 @@ def outcomes_from_ledger(
 ) -> OutcomeTable:
     """The outcome table of answered requests that have a stored prompt and a feedback score.
 
-    `scores`: by request id, or by (request id, key id) as `Ledger.feedback_by_key` gives them, so that two keys'
-    requests with the same id each get their own key's score (and a row each).
+    `scores`: by request id (as `Ledger.feedback_scores` gives them), or by (request id, key id) as
+    `Ledger.feedback_by_key` gives them, so that two keys' requests with the same id each get their own key's score
+    (and a row each). A score by request id alone scores every key's request with that id.
     Models with fewer than `min_per_model` labelled requests are left out (their prices cannot be
     learned from so few rows); an error says what was missing when nothing is left.
     """
-    keyed = any(isinstance(name, tuple) for name in scores)
-    lookup = cast(Mapping[object, float], scores)
+    logged = list(records)
+    by_key = _by_key(scores, logged)
     rows: list[tuple[LedgerRecord, float]] = []
     seen: set[tuple[str, str | None]] = set()
     without_prompt = without_feedback = 0
-    for rec in records:
-        name = (rec.request_id, rec.key_id if keyed else None)
+    for rec in logged:
+        name = (rec.request_id, rec.key_id)
         if rec.status != "ok" or rec.model is None or name in seen:
             continue
-        score = lookup.get(name if keyed else rec.request_id)
+        score = by_key.get(name)
         if score is None:
             without_feedback += 1
             continue
@@ -86,6 +86,17 @@ def outcomes_from_ledger(
     )
 
 
+def _by_key(scores: Mapping[str, float] | Mapping[tuple[str, str | None], float],
+            records: list[LedgerRecord]) -> Mapping[tuple[str, str | None], float]:
+    """`scores` keyed by (request id, key id): a score by request id alone goes to each key's request with that id."""
+    keyed = {name: score for name, score in scores.items() if isinstance(name, tuple)}
+    by_id = {name: score for name, score in scores.items() if not isinstance(name, tuple)}
+    for rec in records:
+        if rec.request_id in by_id:  # a keyed score for the same request, if given, wins
+            keyed.setdefault((rec.request_id, rec.key_id), by_id[rec.request_id])
+    return keyed
+
+
 def _prompt_ids(rows: list[LedgerRecord]) -> tuple[str, ...]:
     """The request ids, with the key id added to one that two keys' rows share (a table's prompt ids are unique)."""
     counts: dict[str, int] = {}
@@ -95,13 +106,27 @@ def _prompt_ids(rows: list[LedgerRecord]) -> tuple[str, ...]:
                  for rec in rows)
 
 
-def ledger_records(url: str | None, since: str | None) -> tuple[list[LedgerRecord], dict[str, float], str]:
-    """Records from `since` on (e.g. 7d), the latest feedback score per request id, and the URL to show."""
-    return _ledger_rows(url, since, lambda ledger: ledger.feedback_scores())
+def ledger_records(url: str | None, since: str | None, *, feedback: bool = True,
+                   ) -> tuple[list[LedgerRecord], dict[str, float], str]:
+    """Records from `since` on (e.g. 7d), the latest feedback score per request id, and the URL to show.
+
+    `feedback=False`: the scores are not read (left empty), for a caller that does not use them (a replay).
+    """
+    with _reading(url, since) as (ledger, start):
+        return ledger.records(since=start), ledger.feedback_scores() if feedback else {}, display_url(ledger.url)
 
 
-def _ledger_rows(url: str | None, since: str | None, read_scores: Callable[[Ledger], _Scores],
-                 ) -> tuple[list[LedgerRecord], _Scores, str]:
+def ledger_outcomes(url: str | None, since: str | None) -> OutcomeTable:
+    """The outcome table of logged requests with a stored prompt and feedback (each key's score for its request)."""
+    with _reading(url, since) as (ledger, start):
+        records, scores, shown = ledger.records(since=start), ledger.feedback_by_key(), display_url(ledger.url)
+    return outcomes_from_ledger(records, scores, source=shown)
+
+
+@contextmanager
+def _reading(url: str | None, since: str | None) -> Iterator[tuple[Ledger, datetime | None]]:
+    """The ledger at `url` (closed after) and the time `since` names; a bad URL or `since`, or a ledger that cannot
+    be read, is a ConfigError in one line naming it (password masked)."""
     try:
         start = parse_since(since) if since else None
     except ValueError as exc:
@@ -111,14 +136,8 @@ def _ledger_rows(url: str | None, since: str | None, read_scores: Callable[[Ledg
     except ValueError as exc:  # an unparseable or unsupported URL
         raise ConfigError(str(exc)) from None
     try:
-        return ledger.records(since=start), read_scores(ledger), display_url(ledger.url)
-    except SQLAlchemyError as exc:  # unreachable, not a database, ...: one line naming it (password masked)
+        yield ledger, start
+    except SQLAlchemyError as exc:  # unreachable, not a database, ...
         raise ConfigError(unreadable(ledger.url, exc)) from None
     finally:
         ledger.close_sync()
-
-
-def ledger_outcomes(url: str | None, since: str | None) -> OutcomeTable:
-    """The outcome table of logged requests with a stored prompt and feedback (each key's score for its request)."""
-    records, scores, shown = _ledger_rows(url, since, lambda ledger: ledger.feedback_by_key())
-    return outcomes_from_ledger(records, scores, source=shown)

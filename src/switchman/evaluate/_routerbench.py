@@ -32,6 +32,8 @@ import pandas as pd
 from switchman._exceptions import DatasetError
 from switchman._tokens import count_tokens
 
+from ._csv import UNREADABLE, read_csv_cells
+
 __all__ = ["is_routerbench_file", "read_routerbench", "routerbench_files"]
 
 NATIVE_SUFFIXES = (".csv", ".csv.gz")
@@ -46,7 +48,7 @@ def is_routerbench_file(path: Path) -> bool:
     """True when the CSV header has RouterBench's key columns and at least one cost column."""
     try:
         header = pd.read_csv(path, nrows=0, encoding="utf-8-sig", encoding_errors="replace")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, EOFError):
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, *UNREADABLE):
         return False
     columns = set(header.columns)
     return set(_KEYS) <= columns and any(str(c).endswith(_COST) for c in columns)
@@ -100,16 +102,7 @@ def read_routerbench(files: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _read_native(path: Path) -> pd.DataFrame:
     """The file as text cells ("" when empty), undecodable bytes kept as surrogates."""
-    try:
-        frame = pd.read_csv(
-            path, dtype=object, keep_default_na=False, encoding="utf-8-sig", encoding_errors="surrogateescape"
-        )
-    except pd.errors.EmptyDataError as exc:
-        raise DatasetError(f"{path}: file is empty") from exc
-    except pd.errors.ParserError as exc:
-        raise DatasetError(f"{path}: not a valid CSV file: {exc}") from exc
-    except UnicodeEncodeError as exc:  # undecodable bytes in the header: pandas cannot make column names of them
-        raise DatasetError(f"{path}, header row: bytes that are not UTF-8; save the file as UTF-8") from exc
+    frame = read_csv_cells(path)
     if frame.empty:
         raise DatasetError(f"{path}: no data rows")
     for column in frame.columns:

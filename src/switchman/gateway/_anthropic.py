@@ -19,7 +19,7 @@ import orjson
 from .._exceptions import UpstreamBadRequestError, UpstreamError, UpstreamServerError
 from ._anthropic_stream import FINISH_REASONS, AnthropicStream, prompt_tokens
 from ._transport import MappedErrors
-from ._wire import Usage, classify_error, reported_usage, retry_after_seconds
+from ._wire import Usage, error_answer, reported_usage
 
 __all__ = ["AnthropicAdapter", "from_anthropic", "to_anthropic", "tool_input"]
 
@@ -210,6 +210,11 @@ def from_anthropic(data: Mapping[str, Any], model: str) -> tuple[dict[str, Any],
     return completion, usage
 
 
+def _error_code(error: Mapping[str, object]) -> str:
+    """An Anthropic error's code: its type (overloaded_error, invalid_request_error, ...)."""
+    return str(error.get("type") or "")
+
+
 class AnthropicAdapter:
     """Speaks to Anthropic's /v1/messages."""
 
@@ -240,15 +245,7 @@ class AnthropicAdapter:
 
     def error(self, status: int, content: bytes, headers: Mapping[str, str], model: str) -> UpstreamError:
         """The switchman error for an HTTP error answer (529 overloaded counts as a 5xx)."""
-        message, code = content.decode("utf-8", "replace")[:500], ""
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            message = str(data["error"].get("message") or message)
-            code = str(data["error"].get("type") or "")
-        return classify_error(status, message, code, model=model, retry_after=retry_after_seconds(headers))
+        return error_answer(status, content, headers, model, _error_code)
 
     def map_errors(self, model: str) -> MappedErrors:
         """Translate transport and decoding failures into the switchman error tree."""

@@ -27,6 +27,7 @@ from ._limiter import AddressLimiter
 from ._middleware import Authenticator, GatewayMiddleware, hold_access_lines
 from ._reload import ConfigReloader
 from ._server import is_loopback
+from ._slashes import relative_slash_redirects
 
 __all__ = ["build_app", "build_middleware_stack"]
 
@@ -136,5 +137,6 @@ def build_app(
         exception_handlers={**errors, Exception: render},
         lifespan=lifespan,
     )
+    relative_slash_redirects(app.router)
     app.state.gateway = gateway
     return app

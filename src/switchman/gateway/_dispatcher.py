@@ -253,19 +253,26 @@ class Dispatcher(Admitter):
         if not _offloaded(body, context):
             return await self._begin(body, context, pull=self.sessions.shares(session), lookup=lookup)
         await self.sessions.pull(session)  # shared by every replica
+        decide = await self._decided(context, self._adecide_offloaded(body, context))
+        return await self._begin(body, context, decide=decide, lookup=lookup)
+
+    async def _decided(self, context: RequestContext, deciding: Awaitable[tuple[RouteRequest, Decision]]
+                       ) -> Callable[[], tuple[RouteRequest, Decision]]:
+        """What `_begin` decides with, for a decision made elsewhere (in a worker thread): its answer, or its error
+        raised again (a refusal, or a bug: `_begin` records it). Cancelled meanwhile: the request's one ledger row."""
         try:
-            request, decision = await self._adecide_offloaded(body, context)
+            decided = await deciding
         except Exception as exc:  # noqa: BLE001 -- a refusal, or a bug: `_begin` raises it again and records it
             error = exc
 
             def refuse() -> tuple[RouteRequest, Decision]:
                 raise error
 
-            return await self._begin(body, context, decide=refuse)
+            return refuse
         except BaseException as exc:  # cancelled while a thread decided: still the request's one ledger row
             self.reject(context, exc)
             raise
-        return await self._begin(body, context, decide=lambda: (request, decision), lookup=lookup)
+        return lambda: decided
 
     # -- sending -------------------------------------------------------------------------------
     async def _attempts(

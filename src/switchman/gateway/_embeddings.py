@@ -11,6 +11,7 @@ at the model's input price.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import orjson
@@ -97,32 +98,11 @@ async def _call(dispatcher: Dispatcher, deployment: Deployment, body: Mapping[st
     return content, reported_usage(usage.get("prompt_tokens") or usage.get("total_tokens"), 0)
 
 
-async def _decider(dispatcher: Dispatcher, body: Mapping[str, Any], context: RequestContext
-                   ) -> Callable[[], tuple[RouteRequest, Decision]]:
-    """What `_begin` decides with: for a large body, the answer of `_decide` run in a worker thread (counting the
-    tokens of many inputs must not hold the event loop), its error included (`_begin` raises it again and records
-    it); else `_decide` itself."""
-    if context.body_bytes <= OFFLOAD_BYTES:
-        return lambda: _decide(dispatcher, body, context)
-    try:
-        decided = await run_offloaded(_decide, dispatcher, body, context)
-    except Exception as exc:  # noqa: BLE001 -- a refusal, or a bug
-        error = exc
-
-        def refuse() -> tuple[RouteRequest, Decision]:
-            raise error
-
-        return refuse
-    return lambda: decided
-
-
 async def embed(dispatcher: Dispatcher, body: Mapping[str, Any], context: RequestContext) -> Completion:
     """Embed through the named model (raises a SwitchmanError when it cannot, after recording it)."""
-    try:
-        decide = await _decider(dispatcher, body, context)
-    except BaseException as exc:  # cancelled while a thread decided: still the request's one ledger row
-        dispatcher.reject(context, exc)
-        raise
+    decide: Callable[[], tuple[RouteRequest, Decision]] = partial(_decide, dispatcher, body, context)
+    if context.body_bytes > OFFLOAD_BYTES:  # counting the tokens of many inputs must not hold the event loop
+        decide = await dispatcher._decided(context, run_offloaded(decide))
     exchange = await dispatcher._begin(body, context, decide=decide)
     try:
         content, usage = await dispatcher._attempts(exchange, lambda d: _call(dispatcher, d, body))

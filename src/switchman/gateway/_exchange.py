@@ -26,7 +26,7 @@ from ._wire import Usage
 if TYPE_CHECKING:
     from ._balancer import Lease
 
-__all__ = ["CUT_BY_SERVER", "Exchange", "status_for"]
+__all__ = ["CUT_BY_SERVER", "Exchange", "ExchangeFacts", "status_for"]
 
 #: The error of a stream the server cancelled mid-answer (a shutdown whose grace ran out): not the client's doing.
 CUT_BY_SERVER = "cancelled: the server shut down before the stream ended"
@@ -165,3 +165,31 @@ class Exchange:
             excluded=decision.excluded if decision else (),
             escalated=decision is not None and decision.reason.startswith(ESCALATED_PREFIX),
         )
+
+
+class ExchangeFacts:
+    """What a stream tells about its request, read from its exchange: the same for a live stream and a cached
+    replay (the route headers, the SDK's stream object)."""
+
+    _exchange: Exchange
+
+    @property
+    def reason(self) -> str:
+        """Why the model was chosen."""
+        decision = self._exchange.decision
+        return decision.reason if decision is not None else ""
+
+    @property
+    def limits(self) -> Admission | None:
+        """The caller's tightest rpm/tpm limit after this request (for x-ratelimit-* headers)."""
+        return self._exchange.admission
+
+    @property
+    def request_id(self) -> str:
+        """switchman's id of the request (its ledger row)."""
+        return self._exchange.context.request_id
+
+    @property
+    def decision(self) -> Decision | None:
+        """The decision that chose the model (for a cache hit: the one that found the entry)."""
+        return self._exchange.decision

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
@@ -23,7 +22,7 @@ from starlette.responses import Response
 from .._exceptions import InvalidRequestError, LedgerUnavailableError
 from ..ledger import Ledger, LedgerRecord
 from ._context import scoped_session
-from ._ledger_threads import run_in_ledger_thread
+from ._ledger_threads import LedgerTimeout, ledger_call
 from ._middleware import MASTER_KEY_ID
 
 if TYPE_CHECKING:
@@ -145,12 +144,11 @@ class FeedbackEndpoint:
             raise LedgerUnavailableError("this gateway keeps no ledger")
         key_id = request.scope.get("state", {}).get("key_id")
         scope = None if key_id in (None, MASTER_KEY_ID) else key_id  # the master key sees every request
-        try:
-            with anyio.fail_after(FEEDBACK_TIMEOUT_S):
-                record = await run_in_ledger_thread(  # not the chat path's threads: a hung database holds this one
-                    lambda: store_feedback(ledger, request_id, score, comment, key_id=scope))
-        except TimeoutError:
-            raise LedgerUnavailableError(f"the ledger did not answer within {FEEDBACK_TIMEOUT_S:g} s; try again") from None
+        try:  # not the chat path's threads: a hung database holds this one
+            record = await ledger_call(lambda: store_feedback(ledger, request_id, score, comment, key_id=scope),
+                                       FEEDBACK_TIMEOUT_S)
+        except LedgerTimeout as exc:
+            raise LedgerUnavailableError(f"{exc}; try again") from None
         sessions = self.gateway.dispatcher.sessions
         notify_feedback(self.gateway.decider, sessions, record, score)
         await sessions.settled(scoped_session(record.key_id, record.session))  # shared before the answer

@@ -131,9 +131,11 @@ class Gateway:
         limiter = RedisRateLimiter(redis) if redis is not None else None  # deployments', keys' and agents' limits
         dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics,
                                              tracing=tracing, sessions=sessions, limiter=limiter, health=health)
-        return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics,
-                   master_key=env.get(config.server.master_key_env) or None,
-                   dashboard_key=env.get(config.dashboard.key_env) or None, env=env, redis=redis)
+        master_key = env.get(config.server.master_key_env) or None
+        dashboard_key = env.get(config.dashboard.key_env) or None
+        _warn_short_keys({config.server.master_key_env: master_key, config.dashboard.key_env: dashboard_key})
+        return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics, master_key=master_key,
+                   dashboard_key=dashboard_key, env=env, redis=redis)
 
     def pinned(self, config: Config) -> Config:
         """A reloaded `config` with what the environment overrides (as at start), so the reload sees no change there."""
@@ -247,6 +249,19 @@ class Gateway:
             self.keyring.close()
         if self.metrics is not None:
             self.metrics.close()  # with --workers: this worker's live gauges leave the sum
+
+
+#: A master or dashboard key shorter than this is warned about at start: the login throttle slows guessing, it
+#: does not make a short key safe (each worker, and each device that logged in, has its own allowance).
+_MIN_KEY_CHARS = 20
+
+
+def _warn_short_keys(keys: Mapping[str, str | None]) -> None:
+    """One WARNING naming the variables whose key is set but short (never the key itself)."""
+    short = [name for name, key in keys.items() if key is not None and len(key) < _MIN_KEY_CHARS]
+    if short:
+        logger.warning("%s: shorter than %d characters, easy to guess; use a long random key (e.g. `openssl rand "
+                       "-hex 24`)", ", ".join(short), _MIN_KEY_CHARS)
 
 
 def _shared(budgets: BudgetManager, redis: RedisLink | None, carry: Budgets | None = None) -> Budgets:

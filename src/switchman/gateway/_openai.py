@@ -14,7 +14,7 @@ import orjson
 
 from .._exceptions import UpstreamError, UpstreamServerError
 from ._transport import MappedErrors
-from ._wire import TRANSLATED, Usage, classify_error, reported_usage, retry_after_seconds, sse_data
+from ._wire import TRANSLATED, Usage, error_answer, reported_usage, sse_data
 
 __all__ = ["OpenAIAdapter", "OpenAIStream"]
 
@@ -102,6 +102,11 @@ def _without_cache_control(messages: list[dict[str, Any]]) -> list[dict[str, Any
     return out
 
 
+def _error_code(error: Mapping[str, object]) -> str:
+    """An OpenAI error's code and type together (either may name a context window or policy problem)."""
+    return f"{error.get('code') or ''} {error.get('type') or ''}"
+
+
 class OpenAIAdapter:
     """Speaks to any OpenAI-compatible /chat/completions endpoint."""
 
@@ -138,16 +143,7 @@ class OpenAIAdapter:
 
     def error(self, status: int, content: bytes, headers: Mapping[str, str], model: str) -> UpstreamError:
         """The switchman error for an HTTP error answer."""
-        message, code = content.decode("utf-8", "replace")[:500], ""
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            error = data["error"]
-            message = str(error.get("message") or message)
-            code = f"{error.get('code') or ''} {error.get('type') or ''}"
-        return classify_error(status, message, code, model=model, retry_after=retry_after_seconds(headers))
+        return error_answer(status, content, headers, model, _error_code)
 
     def map_errors(self, model: str) -> MappedErrors:
         """Translate transport and decoding failures into the switchman error tree."""

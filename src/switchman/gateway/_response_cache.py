@@ -34,9 +34,8 @@ import orjson
 
 from .._config import CacheConfig, Config
 from .._exceptions import UpstreamError
-from ..routing import Decision
-from ..state import Admission, CacheBackend, MemoryCache, RedisCache
-from ._exchange import CUT_BY_SERVER, Exchange
+from ..state import CacheBackend, MemoryCache, RedisCache
+from ._exchange import CUT_BY_SERVER, Exchange, ExchangeFacts
 from ._sessions import TRUNCATED
 from ._wire import Usage
 
@@ -160,7 +159,7 @@ class ResponseCache:
         await self.backend.aclose()
 
 
-class ReplayStream:
+class ReplayStream(ExchangeFacts):
     """A cached streamed answer, relayed event by event as the original was; recorded once, as a hit."""
 
     def __init__(self, dispatcher: Dispatcher, exchange: Exchange, answer: CachedAnswer) -> None:
@@ -185,30 +184,9 @@ class ReplayStream:
         return "hit"
 
     @property
-    def limits(self) -> Admission | None:
-        """The caller's tightest rpm/tpm limit after this request (for x-ratelimit-* headers)."""
-        return self._exchange.admission
-
-    @property
     def input_tokens(self) -> int:
         """The cached answer's input tokens."""
         return self._answer.usage.input_tokens
-
-    @property
-    def reason(self) -> str:
-        """Why the model was chosen (the decision that found the entry)."""
-        decision = self._exchange.decision
-        return decision.reason if decision is not None else ""
-
-    @property
-    def request_id(self) -> str:
-        """switchman's id of the request (its ledger row)."""
-        return self._exchange.context.request_id
-
-    @property
-    def decision(self) -> Decision | None:
-        """The decision that found the entry."""
-        return self._exchange.decision
 
     @property
     def error(self) -> UpstreamError | None:

@@ -34,7 +34,6 @@ in one turn of the event loop go out together (`_CoalescedWrites`).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import resource
 import urllib.parse
@@ -48,6 +47,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from .._exceptions import InvalidRequestError
+from .._hosts import is_loopback
 from .._limits import ServerLimits
 from ._errors import anthropic_error_payload, dialect_for_path, error_payload, error_response
 
@@ -59,16 +59,6 @@ logger = logging.getLogger("switchman.gateway")
 #: client reads the 503 instead of a reset), before it is closed.
 _LINGER_S = 1.0
 _HEAD_END = b"\r\n\r\n"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a listen address is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _error_bytes(status: int, code: str, message: str, *, kind: str = "invalid_request_error",

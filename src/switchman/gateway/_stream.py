@@ -19,11 +19,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .._exceptions import BudgetExceededError, UpstreamError, UpstreamServerError
-from ..routing import Decision
 from ._deadline import Deadline
 from ._errors import error_payload
-from ..state import Admission, HealthStore
-from ._exchange import CUT_BY_SERVER, Exchange
+from ..state import HealthStore
+from ._exchange import CUT_BY_SERVER, Exchange, ExchangeFacts
 from ._http import UpstreamResponse
 from ._providers import Deployment, StreamTranslator
 from ._sessions import TRUNCATED
@@ -111,7 +110,7 @@ async def open_upstream_stream(
     return OpenedStream(deployment, response, batches, translator, first, sent_at, first_at, rest)
 
 
-class ChatStream:
+class ChatStream(ExchangeFacts):
     """A stream committed to one model: relays it, then records it once."""
 
     def __init__(self, dispatcher: Dispatcher, exchange: Exchange, opened: OpenedStream) -> None:
@@ -149,27 +148,6 @@ class ChatStream:
         """Input tokens as switchman counted them (the upstream's count comes with the usage at the end)."""
         request = self._exchange.request
         return request.input_tokens if request is not None else 0
-
-    @property
-    def reason(self) -> str:
-        """Why it was chosen."""
-        decision = self._exchange.decision
-        return decision.reason if decision is not None else ""
-
-    @property
-    def limits(self) -> Admission | None:
-        """The caller's tightest rpm/tpm limit after this request (for x-ratelimit-* headers)."""
-        return self._exchange.admission
-
-    @property
-    def request_id(self) -> str:
-        """switchman's id of the request (its ledger row)."""
-        return self._exchange.context.request_id
-
-    @property
-    def decision(self) -> Decision | None:
-        """The decision that chose the model."""
-        return self._exchange.decision
 
     @property
     def error(self) -> UpstreamError | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -29,6 +29,7 @@ __all__ = [
     "TRANSLATED",
     "Usage",
     "classify_error",
+    "error_answer",
     "estimate_output_tokens",
     "reported_usage",
     "token_count",
@@ -138,6 +139,22 @@ def classify_error(
         # The provider's key, permissions or model name are wrong, or it timed out: not the client's fault.
         return UpstreamError(detail, model=model)
     return UpstreamBadRequestError(detail, model=model)
+
+
+def error_answer(status: int, content: bytes, headers: Mapping[str, str], model: str,
+                 code_of: Callable[[Mapping[str, object]], str]) -> UpstreamError:
+    """The switchman error for an upstream's HTTP error answer: the message of the body's `error` object (else the
+    body's first 500 characters), and its code as `code_of` reads it from that object (each API names it its way)."""
+    message, code = content.decode("utf-8", "replace")[:500], ""
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        error = data["error"]
+        message = str(error.get("message") or message)
+        code = code_of(error)
+    return classify_error(status, message, code, model=model, retry_after=retry_after_seconds(headers))
 
 
 async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:

@@ -66,7 +66,11 @@ class _BudgetState:
 
 
 class Reservation:
-    """An estimated cost held against budgets until `settle` (actual cost) or `release` (no cost)."""
+    """An estimated cost held against budgets until `settle` (actual cost) or `release` (no cost).
+
+    One reservation is one request's: resize it from one task at a time (await an `aresize` before the next resize).
+    Two resizes of it at once are not supported: in Redis each is computed from the estimate it started from.
+    """
 
     __slots__ = ("_done", "_manager", "_model", "_states", "downgrade_to", "estimated_usd")
 

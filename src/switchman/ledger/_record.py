@@ -15,6 +15,7 @@ __all__ = [
     "LedgerRecord",
     "LedgerStats",
     "RecordStatus",
+    "Saving",
     "SpendBy",
     "SpendRow",
 ]
@@ -99,8 +100,29 @@ class LedgerRecord:
     escalated: bool = False
 
 
+class Saving:
+    """What routing saved against each request's baseline model (its route's dearest, or configured): the same two
+    numbers for a spend report's row, a window's totals and a timeline's step."""
+
+    __slots__ = ()
+    cost_usd: float
+    baseline_cost_usd: float
+
+    @property
+    def saving_usd(self) -> float:
+        """The cost the baseline would have had, less what routing paid."""
+        return self.baseline_cost_usd - self.cost_usd
+
+    @property
+    def saving_pct(self) -> float | None:
+        """The saving as a percentage of the baseline cost; None when there is no baseline cost."""
+        if self.baseline_cost_usd <= 0:
+            return None
+        return 100.0 * self.saving_usd / self.baseline_cost_usd
+
+
 @dataclass(frozen=True, slots=True)
-class SpendRow:
+class SpendRow(Saving):
     """Spend of one group (an agent, model, key or route) over a time window."""
 
     group: str | None
@@ -109,18 +131,6 @@ class SpendRow:
     output_tokens: int
     cost_usd: float
     baseline_cost_usd: float
-
-    @property
-    def saving_usd(self) -> float:
-        """What routing saved against sending every request to its route's most expensive candidate."""
-        return self.baseline_cost_usd - self.cost_usd
-
-    @property
-    def saving_pct(self) -> float | None:
-        """The saving as a percentage of the baseline; None when the baseline is zero."""
-        if self.baseline_cost_usd <= 0:
-            return None
-        return 100.0 * self.saving_usd / self.baseline_cost_usd
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, Table, and_, case, func, literal, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from ._db import FEEDBACK, REQUESTS
-from ._record import LedgerRecord
+from ._record import LedgerRecord, Saving
 from ._rollup import (
     ALL_MODELS,
     COUNT_MEASURES,
@@ -72,7 +72,7 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Totals:
+class Totals(Saving):
     """Sums over a window, for everything or for one group (`group` maps dimension → value or None)."""
 
     group: Mapping[str, str | None] = field(default_factory=dict)
@@ -97,17 +97,6 @@ class Totals:
     shadowed_cost_usd: float = 0.0
     shadowed_quality_n: int = 0
     shadowed_quality_sum: float = 0.0
-
-    @property
-    def saving_usd(self) -> float:
-        """What routing saved against each request's baseline model (its route's dearest, or configured)."""
-        return self.baseline_cost_usd - self.cost_usd
-
-    @property
-    def saving_pct(self) -> float | None:
-        """The saving as a percentage of the baseline cost; None when that is zero."""
-        ratio = _ratio(self.saving_usd, self.baseline_cost_usd)
-        return None if ratio is None else 100.0 * ratio
 
     @property
     def error_rate(self) -> float | None:
@@ -141,7 +130,7 @@ class Totals:
 
 
 @dataclass(frozen=True, slots=True)
-class TimelinePoint:
+class TimelinePoint(Saving):
     """Sums over one step of a timeline, starting at `start` (epoch seconds)."""
 
     start: float
@@ -149,17 +138,6 @@ class TimelinePoint:
     errors: int = 0
     cost_usd: float = 0.0
     baseline_cost_usd: float = 0.0
-
-    @property
-    def saving_usd(self) -> float:
-        """The step's saving against the baseline."""
-        return self.baseline_cost_usd - self.cost_usd
-
-    @property
-    def saving_pct(self) -> float | None:
-        """The step's saving as a percentage of its baseline cost."""
-        ratio = _ratio(self.saving_usd, self.baseline_cost_usd)
-        return None if ratio is None else 100.0 * ratio
 
 
 @dataclass(frozen=True, slots=True)

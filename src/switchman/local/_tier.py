@@ -9,7 +9,6 @@ got is handed to what calls it (`with_local_url`; `serve --workers` exports it t
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 
 from .._config import Config
+from .._hosts import is_loopback
 from ._install import INSTALL_HINT, engine_available, gguf_path
 from ._server import LOCAL_CONTEXT_WINDOW, LOCAL_MODEL, LocalModelServer
 
@@ -57,15 +57,6 @@ def local_model_config(base_url: str = DEFAULT_LOCAL_BASE_URL) -> dict[str, Any]
     }
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def managed_server(config: Config) -> LocalModelServer | None:
     """The local model server `config` asks switchman to run (not started), or None when it asks for none."""
     provider = config.providers.get(LOCAL_PROVIDER)
@@ -74,7 +65,7 @@ def managed_server(config: Config) -> LocalModelServer | None:
     if not any(model.provider == LOCAL_PROVIDER for model in config.models.values()):
         return None
     url = httpx.URL(provider.base_url)
-    if not _is_loopback(url.host):
+    if not is_loopback(url.host):
         return None
     return LocalModelServer(host=url.host, port=url.port if url.port is not None else 80)
 

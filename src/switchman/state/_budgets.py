@@ -21,7 +21,7 @@ budget checked before it (on a Cluster the later slots are checked, holding noth
 spent past its limit is refused. Two budgets of one scope, name and period share their counter: held once, each
 checked against its own limit.
 
-Every reservation has an id and a deadline (`hold_s` after it was taken or last grown): each script first
+Every reservation has an id and a deadline (`hold_s` after it was taken or last resized): each script first
 drops the reservations past their deadline, so a reservation nobody settles (a replica killed mid-request, a
 settle lost at a timeout) stops counting after `hold_s` instead of for the whole period. Settling is
 idempotent per id: it removes the reservation, adds the actual cost and records the id as done, so a settle
@@ -126,10 +126,18 @@ def _keys(key: str) -> list[str]:
     return [key, f"{key}:held", f"{key}:deadlines", f"{key}:done"]
 
 
-class SharedReservation(Reservation):
-    """An estimate held in Redis against budgets under one id; settled or released in the background."""
+async def _after(before: asyncio.Task[None] | None, work: Coroutine[Any, Any, None]) -> None:
+    """`work` once `before` is over (a resize's give-back after the one before it: the last is the one to wait for)."""
+    if before is not None:
+        await asyncio.wait([before])
+    await work
 
-    __slots__ = ("_holds", "_shared", "id")
+
+class SharedReservation(Reservation):
+    """An estimate held in Redis against budgets under one id; settled or released in the background. Not resized by
+    two tasks at once (as every `Reservation`): each resize in flight gives back or adds from the estimate it read."""
+
+    __slots__ = ("_giving", "_holds", "_in_redis", "_shared", "id")
 
     def __init__(
         self, shared: SharedBudgets, holds: Sequence[_Hold], estimated_usd: float, model: str | None, rid: str,
@@ -138,6 +146,11 @@ class SharedReservation(Reservation):
         self._shared = shared
         self._holds = tuple(holds)
         self._done = False
+        #: What Redis is known to hold for it (less than the estimate after a growth only the local check let
+        #: through): a shrink gives back no more than this beyond the new estimate.
+        self._in_redis = estimated_usd
+        #: The give-back of the last `resize` still on its way (a later one, and `aresize`, wait for it).
+        self._giving: asyncio.Task[None] | None = None
         self.id = rid
 
     @property
@@ -146,28 +159,58 @@ class SharedReservation(Reservation):
         return tuple(budget for _, budget, _ in self._holds)
 
     def resize(self, estimated_usd: float, *, model: str | None = None) -> bool:
-        """Synchronously only a decrease can be held (a growth needs Redis: use `aresize`)."""
+        """Synchronously only a decrease can be held (a growth needs Redis: use `aresize`); what it gives back is
+        given back in Redis in the background."""
         if self._done:
             return True
-        return max(estimated_usd, 0.0) <= self.estimated_usd  # (False for a NaN too)  # the smaller estimate is given back when the reservation is settled
+        estimate = max(estimated_usd, 0.0)
+        if not estimate <= self.estimated_usd:  # a growth (or a NaN)
+            return False
+        shrink = self._shrink_to(estimate, model or self._model)
+        if shrink is not None:
+            self._giving = self._shared.shrink_soon(_after(self._giving, shrink))
+        return True
+
+    async def _given(self) -> None:
+        """Wait for the give-back of a `resize` on its way: a growth sent before it would be checked in Redis against
+        the larger hold, and refused what the local check holds."""
+        if self._giving is not None:
+            await asyncio.wait([self._giving])
+            self._giving = None
 
     async def aresize(self, estimated_usd: float, *, model: str | None = None) -> bool:
         """Hold `estimated_usd` instead, checked in Redis (by the local check while Redis is down); False and
-        nothing changed when a budget cannot take it."""
+        nothing changed when a budget cannot take it. A decrease is given back in Redis before it returns."""
         if self._done:
             return True
         model = model or self._model
         estimate = max(estimated_usd, 0.0)
         if not math.isfinite(estimate):  # held, a NaN would disable the budget
             return False
+        await self._given()
         delta = estimate - self.estimated_usd
-        if delta <= 0:  # holds no more (Redis keeps the larger hold): the model it moved to is remembered, as the
-            self._model = model  # local check does, so a later growth is checked for that model
+        if delta <= 0:
+            shrink = self._shrink_to(estimate, model)
+            if shrink is not None:
+                await shrink
             return True
-        if not await self._shared.grow(self._holds, self.id, delta, estimate, model):
+        grown = await self._shared.grow(self._holds, self.id, delta, estimate, model)
+        if grown is None:
             return False
         self.estimated_usd, self._model = estimate, model
+        self._in_redis += grown
         return True
+
+    def _shrink_to(self, estimate: float, model: str | None) -> Coroutine[Any, Any, None] | None:
+        """Hold `estimate` (no more than now) for `model` here at once; the give-back in Redis to run (None when
+        there is none), so Redis holds what the reservation estimates: a larger hold kept there until the settle
+        would refuse other requests the room it gave back. (The give-back moves the hold's deadline, as a growth.)
+        Only what Redis is known to hold beyond `estimate` goes back: a growth it never held (let through by the local
+        check) given back would leave it holding less than the estimate, and other requests would take that room."""
+        given = max(0.0, min(self.estimated_usd - estimate, self._in_redis - estimate))
+        self.estimated_usd, self._model = estimate, model  # as the local check: a later growth is for this model
+        self._in_redis -= given  # (lowered even when the give-back fails: Redis then holds more, stricter)
+        return self._shared.shrink(self._holds, self.id, given) if given > 0 else None
 
     def settle(self, actual_usd: float) -> None:
         """Replace what Redis holds for this reservation with the actual cost (idempotent, here and in Redis)."""
@@ -307,9 +350,10 @@ class SharedBudgets:
                     unknown = group[int(index) - 1][0]
                     break
                 if not int(ok):
-                    if first and taken:  # given back now: the caller's next reserve (a downgrade) must not see it
-                        await asyncio.gather(*(self._shrink(g, rid, amount) for g in taken), return_exceptions=True)
-                    self._give_back(taken, rid, amount, first=first)
+                    if taken:  # given back now: the caller's next reserve (a downgrade) or growth must not see it
+                        await self._shrink_all(taken, rid, amount)
+                    if first:
+                        self._give_back(taken, rid, amount, first=True)
                     refused = group[int(index) - 1], float(spent), float(reserved)
                     return await self._decider(holds, groups[len(taken) + 1:], refused, rid, amount, model, first)
                 taken.append(group)
@@ -366,18 +410,37 @@ class SharedBudgets:
             for group in groups:
                 self._background(self._shrink(group, rid, amount))
 
+    async def shrink(self, holds: Sequence[_Hold], rid: str, amount: float) -> None:
+        """Give `amount` of reservation `rid` back in every budget: one script a slot, side by side; one that fails
+        leaves the larger hold (stricter, never looser) until the settle or its deadline."""
+        await self._shrink_all(self._groups(holds), rid, amount)
+
+    def shrink_soon(self, shrink: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run a `shrink` in the background (a synchronous resize; `drain` waits for it): its task (None without an
+        event loop: nothing given back, the larger hold stays until the settle)."""
+        return self._background(shrink)
+
+    async def _shrink_all(self, groups: Sequence[Sequence[_Hold]], rid: str, amount: float) -> None:
+        await asyncio.gather(*(self._shrink(group, rid, amount) for group in groups), return_exceptions=True)
+
     async def _shrink(self, group: Sequence[_Hold], rid: str, amount: float) -> None:
-        try:  # failing, the growth stays held until the reservation settles (or its deadline)
+        try:  # failing, the larger hold stays until the reservation settles (or its deadline): stricter
             await self._hold(group, rid, -amount, None)
         except RedisUnavailable:
             pass
+        except Exception:  # a bug: not lost in a gather or a background task
+            logger.exception("budget give-back of %s for reservation %s not written; held until its settle", amount, rid)
 
-    async def grow(self, holds: Sequence[_Hold], rid: str, amount: float, estimate: float, model: str | None) -> bool:
+    async def grow(
+        self, holds: Sequence[_Hold], rid: str, amount: float, estimate: float, model: str | None,
+    ) -> float | None:
         """Grow reservation `rid` by `amount` in every budget, or in none; while Redis is down the local check
-        decides whether the whole `estimate` still fits (its counters come from the ledger)."""
+        decides whether the whole `estimate` still fits (its counters come from the ledger). None when refused, else
+        what Redis now holds more: `amount`, or 0.0 when the local check let it through (a slot's growth that may
+        have run before its call failed is not counted: Redis holds more than known, stricter)."""
         if self.link.up:
             try:
-                return await self._hold_all(holds, rid, amount, model, first=False) is None
+                return amount if await self._hold_all(holds, rid, amount, model, first=False) is None else None
             except RedisUnavailable:
                 pass
         usage = {id(budget): (spent, reserved) for budget, spent, reserved in self.local.usage()}
@@ -386,8 +449,8 @@ class SharedBudgets:
                 continue
             spent, reserved = usage.get(id(budget), (0.0, 0.0))
             if spent + reserved + estimate > budget.usd + _EPSILON_USD:
-                return False
-        return True
+                return None
+        return 0.0
 
     def settle(self, holds: Sequence[_Hold], rid: str, actual: float) -> None:
         """Drop reservation `rid` and count `actual` in each budget, in the background (once per id): settles are

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Admission", "LocalRateLimiter", "RateLimit", "RateLimiter"]
+__all__ = ["Admission", "LocalRateLimiter", "RateLimit", "RateLimiter", "admission_at"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,20 +166,30 @@ def _take(requests: _Bucket | None, token_bucket: _Bucket | None, tokens: int) -
 def _admission(
     limit: RateLimit, requests: _Bucket | None, token_bucket: _Bucket | None, wait: float, *, admitted: bool,
 ) -> Admission:
+    return admission_at(limit, admitted, wait, None if requests is None else requests.level,
+                        None if token_bucket is None else token_bucket.level)
+
+
+def admission_at(
+    limit: RateLimit, admitted: bool, wait: float, request_level: float | None, token_level: float | None,
+) -> Admission:
+    """The Admission for buckets left at these levels (None: a bucket not kept): what this process's limiter and
+    Redis's script report alike."""
     return Admission(
         admitted=admitted, retry_after_s=wait,
-        limit_requests=limit.rpm, remaining_requests=_remaining(requests),
-        reset_requests_s=_to_full(requests, limit.rpm),
-        limit_tokens=limit.tpm, remaining_tokens=_remaining(token_bucket),
-        reset_tokens_s=_to_full(token_bucket, limit.tpm),
+        limit_requests=limit.rpm, remaining_requests=_remaining(request_level),
+        reset_requests_s=_to_full(request_level, limit.rpm),
+        limit_tokens=limit.tpm, remaining_tokens=_remaining(token_level),
+        reset_tokens_s=_to_full(token_level, limit.tpm),
     )
 
 
-def _remaining(bucket: _Bucket | None) -> int | None:
-    return None if bucket is None else max(int(bucket.level), 0)
+def _remaining(level: float | None) -> int | None:
+    return None if level is None else max(int(level), 0)
 
 
-def _to_full(bucket: _Bucket | None, capacity: int | None) -> float:
-    if bucket is None or capacity is None:
+def _to_full(level: float | None, capacity: int | None) -> float:
+    """Seconds until a bucket at `level` is full again (it refills `capacity` a minute)."""
+    if level is None or not capacity:
         return 0.0
-    return max(capacity - bucket.level, 0.0) * 60.0 / capacity
+    return max(capacity - level, 0.0) * 60.0 / capacity

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ._limits import Admission, LocalRateLimiter, RateLimit
+from ._limits import Admission, LocalRateLimiter, RateLimit, admission_at
 from ._redis_link import RedisLink, RedisUnavailable
 
 __all__ = ["RedisRateLimiter"]
@@ -198,13 +198,7 @@ class RedisRateLimiter:
         request_level = float(requests) if limit.rpm is not None else None
         token_level = float(toks) if limit.tpm is not None else None
         self._used[key] = max(_used(request_level, limit.rpm), _used(token_level, limit.tpm))
-        return Admission(
-            admitted=admitted, retry_after_s=wait,
-            limit_requests=limit.rpm, remaining_requests=_remaining(request_level),
-            reset_requests_s=_to_full(request_level, limit.rpm),
-            limit_tokens=limit.tpm, remaining_tokens=_remaining(token_level),
-            reset_tokens_s=_to_full(token_level, limit.tpm),
-        )
+        return admission_at(limit, admitted, wait, request_level, token_level)
 
     def usage(self, key: str, limit: RateLimit) -> float:
         """The fuller bucket's used share, 0..1, at this replica's last admission (the local one while down)."""
@@ -217,13 +211,3 @@ def _used(level: float | None, capacity: int | None) -> float:
     if level is None or not capacity:
         return 0.0
     return min(max(1.0 - level / capacity, 0.0), 1.0)
-
-
-def _remaining(level: float | None) -> int | None:
-    return None if level is None else max(int(level), 0)
-
-
-def _to_full(level: float | None, capacity: int | None) -> float:
-    if level is None or not capacity:
-        return 0.0
-    return max(capacity - level, 0.0) * 60.0 / capacity

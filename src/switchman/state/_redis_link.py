@@ -34,6 +34,12 @@ calls fail at once without touching the network, so an outage costs a request a 
 watcher notices Redis is back, logs it, and runs the registered resync callbacks (rebuild budget counters from the
 ledger, re-read keys) before calls go to Redis again.
 
+An error reply fails its own call only (RedisRefused, Redis's message; the first of each script or command logged
+once): a script's bug or a refused argument is that call's, and the link stays up. A reply that says the server
+cannot serve — OOM, BUSY, READONLY, MASTERDOWN, CLUSTERDOWN, MISCONF, NOREPLICAS (`_redis_replies`) — fails its call
+the same way and takes the link down as an outage does; the resync then brings it back once Redis can write again.
+The same on a single Redis and on a Cluster.
+
 A Redis that loses its data while the link is up — a restart between two pings (its connections are reopened
 quietly), FLUSHALL, a failover to an empty replica — is caught by a marker: the resync writes
 `<prefix>{switchman-link}:marker` (no TTL; SET NX, so every replica of a prefix holds the same random token) and
@@ -76,6 +82,7 @@ from .._config_server import ServerConfig
 from .._exceptions import ConfigError
 from .._streaks import OnceLog
 from ._redis_client import async_client, failures, is_cluster, shown_redis_url
+from ._redis_replies import unusable
 from ._redis_wire import (
     Pipe,
     Queued,
@@ -193,7 +200,8 @@ class RedisLink:
             script = self._scripts.get(source)
             if script is None:
                 script = self._scripts[source] = self.client.register_script(source)
-            return asyncio.ensure_future(self.run(lambda _: script(keys=list(keys), args=list(args))))
+            return asyncio.ensure_future(self.run(lambda _: script(keys=list(keys), args=list(args)),
+                                                  what=f"script {script.sha[:12]}"))
         sha = self._shas.get(source)
         if sha is None:
             sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324  (Redis's script id)
@@ -213,7 +221,8 @@ class RedisLink:
         """`command`, queued now (it joins this turn's round trip) and awaited later, without a task of its own:
         the future has the reply, or RedisUnavailable. A caller that may not await it retrieves its outcome."""
         if self.cluster:
-            return asyncio.ensure_future(self.run(lambda client: client.execute_command(*args)))
+            return asyncio.ensure_future(self.run(lambda client: client.execute_command(*args),
+                                                  what=f"command {args[0]!s}"))
         return self._queued(args, None)
 
     def _queued(self, args: tuple[Any, ...], source: str | None) -> asyncio.Future[Any]:
@@ -323,39 +332,51 @@ class RedisLink:
         for pipe in idle:
             pipe.close()
 
-    def _log_refused(self, call: Queued, error: BaseException) -> None:
-        """One warning line the first time Redis refuses a script (a bug in it) or a command: then counted only."""
-        args, source, _ = call
-        what = f"script {self._shas.get(source, '?')[:12]}" if source is not None else f"command {args[0]!s}"
+    def _refused_reply(self, what: str, reply: BaseException) -> None:
+        """An error reply, on a single Redis or a Cluster alike: a condition of the server (OOM, BUSY, READONLY...:
+        `unusable`) takes the link down as an outage does; a refusal of this one call (a script's error, a bad
+        argument) fails only it, counted, with one warning line the first time for each script or command."""
+        if unusable(reply):
+            self._down(reply)
+            return
+        self.errors += 1
         if self._refused.first(what):
-            text = str(error).splitlines()[0] if str(error) else type(error).__name__
+            text = str(reply).splitlines()[0] if str(reply) else type(reply).__name__
             logger.warning("redis refused %s: %s (logged once; counted in switchman_redis_errors_total)", what, text)
+
+    def _what(self, call: Queued) -> str:
+        """A queued call as the refusal's log line names it: its script's SHA1, or its command."""
+        args, source, _ = call
+        return f"script {self._shas.get(source, '?')[:12]}" if source is not None else f"command {args[0]!s}"
 
     def on_resync(self, callback: Resync) -> None:
         """Run `callback` when the link comes up (at start and after every outage), before calls resume."""
         self._resyncs.append(callback)
 
-    async def run(self, action: Callable[[Any], Awaitable[T]]) -> T:
-        """`action(client)` within the timeout; raises RedisUnavailable (never a redis-py error) on failure."""
+    async def run(self, action: Callable[[Any], Awaitable[T]], *, what: str = "call") -> T:
+        """`action(client)` within the timeout; raises RedisUnavailable (never a redis-py error) on failure, and
+        RedisRefused for an error reply (`what` names the call in the refusal's log line)."""
         if self._closed or (not self.up and not self._resyncing.get()):
             raise RedisUnavailable(self.display_url)
-        return await self._call(action)
+        return await self._call(action, what)
 
-    async def _call(self, action: Callable[[Any], Awaitable[T]]) -> T:
+    async def _call(self, action: Callable[[Any], Awaitable[T]], what: str) -> T:
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await action(self.client)
         except _failures_or_races() as exc:
             if isinstance(exc, AttributeError) and not _raised_in_redis_py(exc):
                 raise  # our own bug: not Redis being down
+            from redis.exceptions import ResponseError
+
+            if isinstance(exc, ResponseError):  # an error reply (a Cluster's script): it ran, up to its error
+                self._answered = time.monotonic()  # an answer (as a single Redis's round trip counts it)
+                self._refused_reply(what, exc)
+                raise RedisRefused(reason(exc)) from None
             if self._slow(exc):
                 self.errors += 1  # this call fails; the link stays up unless nothing answers for stall_s
             else:
                 self._down(exc)
-            from redis.exceptions import ResponseError
-
-            if isinstance(exc, ResponseError):  # an error reply (a Cluster's script): it ran, up to its error
-                raise RedisRefused(self.display_url) from None
             raise RedisUnavailable(self.display_url) from None
         self._answered = time.monotonic()
         return result

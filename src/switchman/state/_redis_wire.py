@@ -185,11 +185,10 @@ class Trip:
             return
         call = self.batch[index]
         future = call[2]
-        if isinstance(reply, _errors().response):
-            self.link.errors += 1  # a command Redis refused
-            self.link._log_refused(call, reply)  # noqa: SLF001
+        if isinstance(reply, _errors().response):  # refused: this call's error, or the server's (the link down)
+            self.link._refused_reply(self.link._what(call), reply)  # noqa: SLF001
             if not future.done():  # else its caller was cancelled
-                future.set_exception(RedisRefused(str(reply)))
+                future.set_exception(RedisRefused(reason(reply)))
         elif not future.done():
             future.set_result(reply)
 

@@ -4,6 +4,7 @@
     access.role_of(typed_key)            # "admin" (master key), "viewer" (dashboard key) or None
     cookie = access.issue("admin")       # signed, expiring; holds the role and the CSRF token
     session = access.read(cookie)        # Session, or None when forged, expired or from an old key
+    device = access.device_of(cookie)    # a known device's id (login throttle), or None likewise
 
 Three modes: `login` when a master or dashboard key is configured; `open` (read-only, no login)
 when neither is and the server listens on loopback only; `closed` otherwise: nothing of the
@@ -20,20 +21,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-__all__ = ["Access", "LoginThrottle", "Mode", "Role", "Session"]
+__all__ = ["DEVICE_TTL_S", "Access", "Mode", "Role", "Session"]
 
 Role = Literal["admin", "viewer"]
 Mode = Literal["login", "open", "closed"]
 _SESSION_SALT = "switchman-ui-session"
 _LOGIN_SALT = "switchman-ui-login"
+_DEVICE_SALT = "switchman-ui-device"
 _LOGIN_FORM_TTL_S = 3600
+#: How long a browser that logged in with the master key stays a known device to the login throttle (see `_throttle`).
+DEVICE_TTL_S = 30 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class Access:
         secret = hmac.new(material, b"switchman dashboard session v1", hashlib.sha256).hexdigest()
         self._sessions = URLSafeTimedSerializer(secret, salt=_SESSION_SALT)
         self._logins = URLSafeTimedSerializer(secret, salt=_LOGIN_SALT)
+        self._devices = URLSafeTimedSerializer(secret, salt=_DEVICE_SALT)
         #: In open mode every visitor browses read-only under this session (no cookie needed).
         self.open_session = Session("viewer", secrets.token_urlsafe(24)) if self.mode == "open" else None
 
@@ -101,6 +104,20 @@ class Access:
         token = secrets.token_urlsafe(24)
         return self._logins.dumps(token), token
 
+    def device_cookie(self, device: str | None = None) -> str:
+        """A signed device cookie value for a browser that just logged in (`device`: the id it already had)."""
+        return self._devices.dumps(device or secrets.token_urlsafe(18))
+
+    def device_of(self, cookie: str | None) -> str | None:
+        """The device id in a cookie, or None when absent, forged, older than DEVICE_TTL_S or from another key."""
+        if not cookie or self.mode != "login":
+            return None
+        try:
+            device = self._devices.loads(cookie, max_age=DEVICE_TTL_S)
+        except BadSignature:  # also SignatureExpired
+            return None
+        return device if isinstance(device, str) and device else None
+
     def check_login_token(self, cookie: str | None, form_token: str | None) -> bool:
         """Whether a login POST carries the token its form was given (double-submit, signed)."""
         if not cookie or not form_token:
@@ -115,33 +132,3 @@ class Access:
 def check_csrf(session: Session, token: str | None) -> bool:
     """Whether a mutation carries its session's CSRF token."""
     return bool(token) and hmac.compare_digest(session.csrf.encode(), (token or "").encode())
-
-
-class LoginThrottle:
-    """At most `failures` wrong keys per client address in `window_s`; later attempts wait it out."""
-
-    def __init__(self, failures: int = 10, window_s: float = 300.0, *, max_clients: int = 10_000) -> None:
-        self.failures = failures
-        self.window_s = window_s
-        self.max_clients = max_clients
-        self._seen: dict[str, deque[float]] = {}
-
-    def _recent(self, client: str, now: float) -> deque[float]:
-        times = self._seen.setdefault(client, deque())
-        while times and now - times[0] > self.window_s:
-            times.popleft()
-        return times
-
-    def blocked(self, client: str, now: float | None = None) -> bool:
-        """Whether this client has used up its attempts."""
-        if client not in self._seen:  # only `failed` adds a client (it holds the `max_clients` bound)
-            return False
-        now = time.monotonic() if now is None else now
-        return len(self._recent(client, now)) >= self.failures
-
-    def failed(self, client: str, now: float | None = None) -> None:
-        """Note a wrong key."""
-        now = time.monotonic() if now is None else now
-        if len(self._seen) >= self.max_clients and client not in self._seen:
-            self._seen.pop(next(iter(self._seen)))
-        self._recent(client, now).append(now)

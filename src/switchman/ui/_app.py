@@ -10,13 +10,11 @@ the budgets and the health board already hold.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
@@ -26,16 +24,18 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .._hosts import is_loopback
 from .._streaks import FailureStreak
-from ..gateway import Gateway, run_in_ledger_thread
-from ._access import Access, LoginThrottle, Session
+from ..gateway import Gateway, LedgerTimeout, ledger_call, relative_slash_redirects
+from ._access import DEVICE_TTL_S, Access, Session
 from ._format import FILTERS
-from ._guard import LOGIN_COOKIE, SESSION_COOKIE, DashboardGuard, form_fields
+from ._guard import DEVICE_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, DashboardGuard, form_fields
 from ._keys import KeyForm, create_key, keys_context, revoke_key
 from ._overview import agents_context, models_context, overview_context
 from ._requests import LogQuery, log_context, request_context
 from ._routers import routers_context
 from ._sources import WINDOWS, Sources, window_named
+from ._throttle import LoginThrottle
 
 __all__ = ["PAGE_TIMEOUT_S", "Dashboard", "build_dashboard", "is_loopback"]
 
@@ -49,16 +49,6 @@ PAGE_TIMEOUT_S = 20.0
 _STATIC = Path(__file__).parent / "static"
 _NAV = (("overview", "/", "Overview"), ("agents", "/agents", "Agents"), ("models", "/models", "Models"),
         ("requests", "/requests", "Requests"), ("routers", "/routers", "Routers"), ("keys", "/keys", "Keys & budgets"))
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a bind address only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class Dashboard:
@@ -179,8 +169,7 @@ class Dashboard:
         html = self.env.get_template("login.html").render(
             **self._common(request, "login"), token=token, problem=problem, next=_safe_next(request, root))
         response = HTMLResponse(html, status_code=status)
-        response.set_cookie(LOGIN_COOKIE, cookie, max_age=3600, path=root or "/", httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+        _set_cookie(request, response, LOGIN_COOKIE, cookie, 3600)
         return response
 
     async def login_form(self, request: Request) -> Response:
@@ -192,21 +181,23 @@ class Dashboard:
     async def login(self, request: Request) -> Response:
         """POST /login — the master key (admin) or the dashboard key (read-only) → a session cookie."""
         root = request.scope.get("root_path", "")
-        client = request.client.host if request.client else "?"
+        address = request.client.host if request.client else "?"
         if self.access.mode != "login":
             return RedirectResponse(f"{root}/", status_code=303)
-        if self.throttle.blocked(client):
+        device = self.access.device_of(request.cookies.get(DEVICE_COOKIE))  # None: forged, expired, another key
+        if self.throttle.blocked(address, device):
             return self._login_page(request, problem="too many wrong keys: wait a few minutes", status=429)
         fields = form_fields(await request.body())
         role = self.access.role_of(fields.get("key", ""))
         if role is None:
-            self.throttle.failed(client)
+            self.throttle.failed(address, device)
             return self._login_page(request, problem="that key is not the master key or the dashboard key",
                                     status=401)
         cookie, _ = self.access.issue(role)
         response = RedirectResponse(_safe_next(request, root, fields.get("next")), status_code=303)
-        response.set_cookie(SESSION_COOKIE, cookie, max_age=int(self.access.ttl_s), path=root or "/", httponly=True,
-                            samesite="strict", secure=request.url.scheme == "https")
+        _set_cookie(request, response, SESSION_COOKIE, cookie, int(self.access.ttl_s))
+        if role == "admin":  # not the read-only key: its holders could mint devices to guess the master key freely
+            _set_cookie(request, response, DEVICE_COOKIE, self.access.device_cookie(device), DEVICE_TTL_S)
         response.delete_cookie(LOGIN_COOKIE, path=root or "/")
         return response
 
@@ -229,10 +220,9 @@ async def _off_loop(streak: FailureStreak, work: Callable[[], _T]) -> _T:
     ledger's few threads until it ends; the page is answered. A failure is logged once per streak (`streak`).
     """
     try:
-        with anyio.fail_after(PAGE_TIMEOUT_S):
-            result = await run_in_ledger_thread(work)
-    except TimeoutError:
-        message = f"the ledger did not answer within {PAGE_TIMEOUT_S:g} s"
+        result = await ledger_call(work, PAGE_TIMEOUT_S)
+    except LedgerTimeout as exc:
+        message = str(exc)
         streak.failed(message)
     except (SQLAlchemyError, OSError) as exc:
         message = f"the ledger is unavailable ({type(exc).__name__})"
@@ -241,6 +231,12 @@ async def _off_loop(streak: FailureStreak, work: Callable[[], _T]) -> _T:
         streak.succeeded()
         return result
     raise LedgerDown(message)
+
+
+def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
+    """A dashboard cookie: HttpOnly, SameSite=Strict, for the dashboard's path, Secure when the request is https."""
+    response.set_cookie(name, value, max_age=max_age, path=request.scope.get("root_path", "") or "/", httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")
 
 
 def _safe_next(request: Request, root: str, given: str | None = None) -> str:
@@ -277,5 +273,6 @@ def build_dashboard(gateway: Gateway, *, bind_host: str = "127.0.0.1", base_dir:
         Mount("/static", StaticFiles(directory=_STATIC), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(DashboardGuard, access=access)])
+    relative_slash_redirects(app.router)
     app.state.dashboard = board
     return app

@@ -20,11 +20,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._access import Access, check_csrf
 
-__all__ = ["CSRF_FIELD", "CSRF_HEADER", "LOGIN_COOKIE", "MAX_FORM_BYTES", "SESSION_COOKIE", "DashboardGuard",
-           "form_fields"]
+__all__ = ["CSRF_FIELD", "CSRF_HEADER", "DEVICE_COOKIE", "LOGIN_COOKIE", "MAX_FORM_BYTES", "SESSION_COOKIE",
+           "DashboardGuard", "form_fields"]
 
 SESSION_COOKIE = "switchman_session"
 LOGIN_COOKIE = "switchman_login"
+#: Set on a master-key login: the browser is a known device to the login throttle (see `_throttle`).
+DEVICE_COOKIE = "switchman_device"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 MAX_FORM_BYTES = 64_000

@@ -23,8 +23,6 @@ from .._endpoints import read_request, route_headers
 from .._dispatcher import Dispatcher
 from .._offload import OFFLOAD_BYTES, run_offloaded
 from .._gateway import Gateway
-from .._items import item_check
-from .._schema import check_prompt_size, read_json
 from .._dispatcher import Completion
 from .._stream import RelayResponse
 from ._messages import anthropic_message, chat_from_messages, message_id
@@ -35,6 +33,11 @@ from ._responses_stream import ResponsesStream
 __all__ = ["DialectEndpoints"]
 
 _JSON = "application/json"
+
+
+def _count_only(data: dict[str, Any]) -> dict[str, Any]:
+    """A count_tokens body in the dispatcher's shape (a Messages body without max_tokens)."""
+    return chat_from_messages(data, count_only=True)
 
 
 def _answer_headers(completion: Completion) -> dict[str, str]:
@@ -70,17 +73,18 @@ class DialectEndpoints:
                         headers=_answer_headers(completion))
 
     async def count_tokens(self, request: Request) -> Response:
-        """POST /v1/messages/count_tokens: the input tokens switchman counts for this request (no model call)."""
-        limits = self.gateway.config.server.limits
-        raw = await request.body()
+        """POST /v1/messages/count_tokens: the input tokens switchman counts for this request (no model call).
 
-        def count() -> int:  # the body held to the server's limits, as every other body is
-            data = read_json(raw, limits.max_json_depth, item_check(raw, limits, "messages"))
-            body = chat_from_messages(data, count_only=True)
-            check_prompt_size(body, limits.max_prompt_chars)
-            return self.gateway.decider.request(body["messages"], tools=body.get("tools")).input_tokens
+        Read as /v1/messages reads its body (same limits, same errors; no ledger row: no model is called).
+        """
+        dispatcher = self.dispatcher  # once: a reload while the body is read must not count with the next decider
+        body, context = await read_request(dispatcher, request, _count_only, api="messages", record=False)
+        decider = dispatcher.decider
 
-        tokens = await run_offloaded(count) if len(raw) > OFFLOAD_BYTES else count()
+        def count() -> int:
+            return decider.request(body["messages"], tools=body.get("tools")).input_tokens
+
+        tokens = await run_offloaded(count) if context.body_bytes > OFFLOAD_BYTES else count()
         return Response(orjson.dumps({"input_tokens": tokens}), media_type=_JSON)
 
     async def responses(self, request: Request) -> Response:

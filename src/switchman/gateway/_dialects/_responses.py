@@ -16,8 +16,8 @@ from typing import Any
 
 from ..._exceptions import InvalidRequestError
 from .._context import OWN_METADATA_KEYS
-from .._schema import check_body
 from .._wire import Usage
+from ._chat_body import finished_chat
 from ._chunks import first_answer, usage_from
 
 __all__ = ["answer", "chat_from_responses", "response_object", "response_usage", "status_for"]
@@ -193,14 +193,8 @@ def chat_from_responses(data: dict[str, Any]) -> dict[str, Any]:
     _tools(data, chat)
     _format(data, chat)
     metadata = data.get("metadata")
-    if isinstance(metadata, Mapping):
-        own = {k: metadata[k] for k in OWN_METADATA_KEYS if k in metadata}
-        if own:
-            chat["metadata"] = own
-    if data.get("stream"):
-        chat["stream"] = True
-        chat["stream_options"] = {"include_usage": True}
-    return check_body(chat)
+    own = {k: metadata[k] for k in OWN_METADATA_KEYS if k in metadata} if isinstance(metadata, Mapping) else {}
+    return finished_chat(chat, own, stream=bool(data.get("stream")))
 
 
 def response_usage(usage: Usage | None) -> dict[str, Any]:

@@ -1,0 +1,97 @@
+"""A loopback TCP server that accepts connections and never answers, or a proxy that can go silent: a database
+that hangs, for the tests of what the gateway and the dashboard do then (importable from every test folder)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+__all__ = ["HangingServer"]
+
+
+class HangingServer:
+    """A loopback TCP server that accepts connections and never answers: a database that hangs.
+
+    With a `target`, it forwards to it until `hang()`, after which established connections go
+    silent (what they send is swallowed) and new ones are accepted and never answered; `heal()`
+    cuts the silent connections (as a restarted database would) and forwards again.
+    """
+
+    def __init__(self, target: tuple[str, int] | None = None) -> None:
+        self.target = target
+        self.hanging = target is None
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hang(self) -> None:
+        self.hanging = True
+
+    def heal(self) -> None:
+        self.hanging = False
+        self._cut()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._server.close()
+        self._cut()
+
+    def _cut(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            with self._lock:
+                closing = self._closed
+                if not closing:
+                    self._sockets.append(client)
+            if closing:  # accepted as close() ran: it would be left open (a ResourceWarning in a later test)
+                client.close()
+                return
+            if self.hanging or self.target is None:
+                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._sockets.append(upstream)
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _swallow(sock: socket.socket) -> None:
+        try:
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if self.hanging:
+                    continue  # the database went silent: nothing passes either way
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -1,0 +1,148 @@
+"""The login throttle over real HTTP, against attackers who drop every cookie (a fresh login form each guess):
+per address, per known device (a browser that logged in with the master key before), and a ceiling over newcomers. Addresses come
+from X-Forwarded-For, which uvicorn believes from loopback (its default FORWARDED_ALLOW_IPS)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from switchman._config import parse_config
+from switchman.gateway import Gateway
+from switchman.ledger import LedgerRecord
+from switchman.testing import FakeUpstream
+from switchman.ui._access import Access
+from switchman.ui._guard import DEVICE_COOKIE
+from switchman.ui._throttle import LoginThrottle
+
+from .conftest import MASTER_KEY, VIEWER_KEY, ServerThread, Site, config_data, csrf_of, make_site
+
+PROXY = "203.0.113.9"  # everyone behind one reverse proxy arrives from its address
+
+
+@pytest.fixture
+def base(site: Site) -> Iterator[str]:
+    with ServerThread(site.app) as url:
+        yield url
+
+
+def _attempt(base: str, key: str, address: str, device: str | None = None) -> httpx.Response:
+    """One login from `address` by a client with no cookie but the form's (and `device`'s, when given)."""
+    with httpx.Client(base_url=base, headers={"x-forwarded-for": address}, timeout=30) as http:
+        if device is not None:
+            http.cookies.set(DEVICE_COOKIE, device)
+        form = http.get("/ui/login")
+        return http.post("/ui/login", data={"key": key, "csrf": csrf_of(form.text)})
+
+
+def _device(base: str) -> str:
+    """A device cookie from a successful admin login (at an address of its own)."""
+    response = _attempt(base, MASTER_KEY, "192.0.2.200")
+    assert response.status_code == 303
+    cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith(f"{DEVICE_COOKIE}="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=2592000" in cookie
+    return response.cookies[DEVICE_COOKIE]
+
+
+def test_a_cookieless_guesser_gets_ten_tries_per_address_and_a_known_device_still_logs_in(base: str) -> None:
+    assert [_attempt(base, "sk-guess", PROXY).status_code for _ in range(10)] == [401] * 10
+    assert _attempt(base, MASTER_KEY, PROXY).status_code == 429  # the address waits, even with the right key
+    colleague = _device(base)  # logged in from this browser before (elsewhere)
+    assert _attempt(base, MASTER_KEY, "192.0.2.1").status_code == 303  # another address is not slowed
+    assert _attempt(base, MASTER_KEY, PROXY, device=colleague).status_code == 303
+
+
+def test_after_a_flood_from_many_addresses_known_devices_log_in_and_newcomers_wait(
+        base: str, caplog: pytest.LogCaptureFixture) -> None:
+    admin = _device(base)
+    with caplog.at_level(logging.WARNING, logger="switchman.ui"):
+        answers = [_attempt(base, "sk-guess", f"198.51.100.{i}").status_code for i in range(100)]
+    assert answers == [401] * 100  # each address tried once
+    assert _attempt(base, MASTER_KEY, "192.0.2.2").status_code == 429
+    assert _attempt(base, MASTER_KEY, "192.0.2.3", device=admin).status_code == 303
+    (tripped,) = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "switchman.ui"]
+    assert "100 wrong keys" in tripped.getMessage() and "sk-guess" not in tripped.getMessage()
+
+
+def test_a_tampered_device_cookie_counts_as_none(base: str) -> None:
+    device = _device(base)
+    tampered = device[:-2] + ("AA" if not device.endswith("AA") else "BB")  # its signature no longer matches
+    for _ in range(10):
+        _attempt(base, "sk-guess", PROXY)
+    for forged in (tampered, "eyJ4Ijoi.forged.sig", ""):
+        assert _attempt(base, MASTER_KEY, PROXY, device=forged).status_code == 429
+    assert _attempt(base, MASTER_KEY, PROXY, device=device).status_code == 303
+
+
+def test_a_device_cookie_made_under_another_secret_counts_as_none(
+        base: str, upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]]) -> None:
+    other = make_site(upstream, filled_ledger[0], filled_ledger[1], viewer=False)  # other keys: another secret
+    with ServerThread(other.app) as elsewhere:
+        foreign = _device(elsewhere)
+    assert Access(master_key=MASTER_KEY, dashboard_key=None, loopback=True, ttl_s=60).device_of(foreign)
+    for _ in range(10):
+        _attempt(base, "sk-guess", PROXY)
+    assert _attempt(base, MASTER_KEY, PROXY, device=foreign).status_code == 429
+
+
+def test_only_the_master_key_makes_a_known_device(base: str) -> None:
+    """The read-only key's holders could otherwise mint device cookies, each with its own tries at the master key."""
+    viewer = _attempt(base, VIEWER_KEY, "192.0.2.201")
+    assert viewer.status_code == 303 and "switchman_session" in viewer.cookies
+    assert DEVICE_COOKIE not in viewer.cookies
+
+
+def test_a_known_device_has_its_own_ten_tries() -> None:
+    throttle = LoginThrottle(failures=3, window_s=60.0, ceiling=5)
+    for _ in range(3):
+        throttle.failed("10.0.0.1", "device-a", now=0.0)
+    assert throttle.blocked("10.0.0.1", "device-a", now=1.0)
+    assert not throttle.blocked("10.0.0.1", "device-b", now=1.0)
+    assert not throttle.blocked("10.0.0.1", None, now=1.0)  # a device's failures count neither for its address
+    assert not throttle.blocked("10.0.0.2", None, now=1.0)  # nor for the ceiling
+    assert not throttle.blocked("10.0.0.1", "device-a", now=61.0)
+
+
+def test_the_ceiling_lifts_as_its_failures_leave_the_window_and_memory_stays_bounded() -> None:
+    throttle = LoginThrottle(failures=3, window_s=60.0, ceiling=5, max_clients=4)
+    for i in range(5):
+        throttle.failed(f"10.0.0.{i}", None, now=100.0 + i)
+    assert throttle.blocked("10.0.0.99", None, now=105.0)
+    assert not throttle.blocked("10.0.0.99", "device", now=105.0)
+    assert throttle.blocked("10.0.0.99", None, now=160.0)  # the first failure (100.0) is exactly 60 s old
+    assert not throttle.blocked("10.0.0.99", None, now=160.5)
+    for i in range(50):
+        throttle.failed(f"10.0.1.{i}", None, now=300.0 + i * 61)
+        throttle.failed("10.0.2.1", f"device-{i}", now=300.0)
+    assert len(throttle._newcomers) <= 5
+    assert len(throttle._addresses) == 4 and len(throttle._devices) == 4
+
+
+def test_a_short_master_or_dashboard_key_is_warned_about_once_at_start(
+        upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]], caplog: pytest.LogCaptureFixture) -> None:
+    config = parse_config(config_data(upstream, filled_ledger[0]))
+    for master, viewer, short in ((MASTER_KEY, VIEWER_KEY, []), ("sk-short-master", VIEWER_KEY, ["MASTER"]),
+                                  ("sk-short-master", "sk-viewer-19-chars!", ["MASTER", "DASHBOARD"])):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="switchman.gateway"):
+            Gateway.from_config(config, env={"FAKE_KEY": "unused", "SWITCHMAN_MASTER_KEY": master,
+                                             "SWITCHMAN_DASHBOARD_KEY": viewer})
+        lines = [r.getMessage() for r in caplog.records if "characters" in r.getMessage()]
+        assert len(lines) == (1 if short else 0), lines
+        for line in lines:
+            assert [n for n in ("MASTER", "DASHBOARD") if f"SWITCHMAN_{n}_KEY" in line] == short
+            assert master not in line and viewer not in line
+
+
+def test_the_device_cookie_is_secure_over_https(site: Site) -> None:
+    with TestClient(site.app, base_url="https://testserver") as https:
+        form = https.get("/ui/login")
+        response = https.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text)},
+                              follow_redirects=False)
+    assert response.status_code == 303
+    cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith(f"{DEVICE_COOKIE}="))
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
