@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
-
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["ServerLimits"]
@@ -43,7 +41,8 @@ class ServerLimits(BaseModel):
     failed_auth_burst: int = Field(default=20, ge=1, description="failed authentications one address may make at once")
     failed_auth_per_s: float = Field(default=1.0, gt=0, description="... and then per second; 429 beyond")
 
-    @cached_property
+    @property
     def smallest_item_cap(self) -> int:
-        """The lowest of the four item caps: a body too short to hold that many items is not counted."""
+        """The lowest of the four item caps: a body too short to hold that many items is not counted. Computed
+        each time (four comparisons): a cached value would be copied by `model_copy(update=...)` and go stale."""
         return min(self.max_messages, self.max_content_parts, self.max_tool_calls, self.max_tools)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import orjson
 import openai
 import pytest
 from security_support import config_data, running_gateway
@@ -136,3 +137,17 @@ def test_an_anthropic_body_is_validated_once(http: httpx.Client, monkeypatch: py
     assert http.post("/v1/messages", json=body).status_code == 200
     assert validated == []
 
+
+
+def test_a_copied_configuration_counts_with_its_own_caps() -> None:
+    """`model_copy(update=...)` copies the instance's attributes: the smallest cap must not be one cached before."""
+    from switchman._exceptions import InvalidRequestError
+    from switchman.gateway._items import item_check
+    from switchman.gateway._schema import read_json
+
+    limits = ServerLimits()
+    raw = orjson.dumps({"model": "auto", "messages": [_USER], "tools": [{"type": "function", "name": "f"}] * 3})
+    assert item_check(raw, limits, "chat.completions") is None  # small: not counted under the default caps
+    tighter = limits.model_copy(update={"max_tools": 2})
+    with pytest.raises(InvalidRequestError, match=r"server\.limits\.max_tools"):
+        read_json(raw, tighter.max_json_depth, item_check(raw, tighter, "chat.completions"))
