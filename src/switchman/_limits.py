@@ -18,7 +18,9 @@ class ServerLimits(BaseModel):
     `write_timeout_s` is disconnected (its stream is closed and recorded, never blamed on the upstream).
     A body with more messages, content parts, tool calls or tools than `max_messages`, `max_content_parts`,
     `max_tool_calls` or `max_tools` gets a 400 naming the field, counted before any validation: what parsing,
-    validating and counting a body costs grows with its items, and 4 MB of tiny ones cost seconds of CPU.
+    validating and counting a body costs grows with its items, and 4 MB of tiny ones cost seconds of CPU. Each
+    item counts as what it becomes in the chat body: an Anthropic tool_use block or a Responses function_call item
+    a tool call, an Anthropic tool_result block a message.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
