@@ -1,4 +1,5 @@
-"""Caps on how many items a request body holds: messages, content parts, tool calls and tools (`server.limits`).
+"""Caps on how many items a request body holds: messages, content parts, tool calls, tools and embedding inputs
+(`server.limits`).
 
 Validating, translating and counting a body grows with its items, not only its bytes: a 4 MB chat body of
 90,000 tool definitions took 1.65 s of CPU (an Anthropic one of 130,000, 3.11 s), under the GIL, in one of the
@@ -95,8 +96,14 @@ def _responses(data: dict[str, Any]) -> Iterator[_Count]:
     yield "max_content_parts", "input.output", _INPUT_PARTS, parts + outputs
 
 
+def _embeddings(data: dict[str, Any]) -> Iterator[_Count]:
+    """/v1/embeddings: the inputs (a list of ints is one input, a token array; any other list holds inputs)."""
+    inputs = _listed(data.get("input"))
+    yield "max_embedding_inputs", "input", "inputs", 1 if inputs and type(inputs[0]) is int else len(inputs)
+
+
 _COUNTERS: dict[str, Callable[[dict[str, Any]], Iterator[_Count]]] = {
-    "chat.completions": _chat, "messages": _anthropic, "responses": _responses}
+    "chat.completions": _chat, "messages": _anthropic, "responses": _responses, "embeddings": _embeddings}
 
 
 def item_check(raw: bytes, limits: ServerLimits, api: str) -> Callable[[dict[str, Any]], None] | None:
