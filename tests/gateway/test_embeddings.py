@@ -71,3 +71,24 @@ def test_a_large_bodys_refusal_decided_in_a_worker_thread_is_answered_and_record
         assert words in response.json()["error"]["message"]
         record = ledger_record(response.headers["x-switchman-request-id"])
         assert (record.api, record.status) == ("embeddings", "bad_request")
+
+
+def test_more_embedding_inputs_than_the_cap_are_a_400_and_at_the_cap_are_served(http: httpx.Client) -> None:
+    """server.limits.max_embedding_inputs (2,048 by default, OpenAI's own limit), counted before validation."""
+    over = http.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": ["a"] * 2049})
+    assert over.status_code == 400, over.text
+    assert over.json()["error"] == {
+        "message": "Invalid 'input': more than 2048 inputs, this gateway's limit (server.limits.max_embedding_inputs)",
+        "type": "invalid_request_error", "param": "input", "code": "array_above_max_length"}
+    inputs: list[tuple[object, int]] = [(["a"] * 2048, 2048), ([[1, 2]] * 2048, 2048),
+                                        (list(range(5000)), 1)]  # the last: one token array, one input
+    for value, embedded in inputs:
+        served = http.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": value})
+        assert served.status_code == 200, served.text[:300]
+        assert len(served.json()["data"]) == embedded
+
+
+def test_the_real_openai_client_sees_too_many_embedding_inputs(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.embeddings.create(model="text-embedding-3-small", input=[[7]] * 2049)
+    assert raised.value.code == "array_above_max_length" and raised.value.param == "input"

@@ -154,6 +154,24 @@ def test_request_limits_apply_at_reload_and_connection_limits_are_named(
     assert line.startswith("server.limits.max_connections changed")
 
 
+def test_item_caps_apply_at_reload(setup: tuple[dict[str, Any], Path, Gateway],
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    """server.limits.max_tools (and the other item caps) are read per request, as max_prompt_chars is."""
+    data, path, gateway = setup
+    reloader = ConfigReloader(gateway, path)
+    tools = [{"type": "function", "function": {"name": "f"}}] * 2
+    body = {"model": "auto", "messages": ASK, "tools": tools}
+    with ServerThread(build_app(gateway, reloader=reloader)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        assert http.post("/v1/chat/completions", json=body).status_code == 200
+        data["server"]["limits"] = {"max_tools": 1}
+        path.write_text(yaml.safe_dump(data))
+        with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+            assert _run(reloader) is True
+        refused = http.post("/v1/chat/completions", json=body)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools", refused.text
+    assert "next restart" not in caplog.text
+
+
 @pytest.mark.anyio
 async def test_count_tokens_counts_with_the_dispatcher_that_read_its_body(monkeypatch: pytest.MonkeyPatch) -> None:
     """A reload while the body is read: the count is the decider's whose limits held the body, not the next one's."""

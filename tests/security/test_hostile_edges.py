@@ -129,7 +129,8 @@ _MANY_PIECES = {
     "/v1/messages": {"model": "auto", "max_tokens": 5,
                      "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 3_000},
     "/v1/messages/count_tokens": {"model": "auto", "messages": [{"role": "user", "content": "a"}],
-                                  "tools": [{"name": "f", "input_schema": {"type": "object"}}] * 2_000},
+                                  "tools": [{"name": "f", "input_schema": {"type": "object", "properties": {
+                                      "a": {"type": "string"}}}}] * 1_000},  # (under the 1,024 max_tools)
     "/v1/responses": {"model": "auto", "input": [{"role": "user", "content": "a"}] * 5_000},
 }
 
@@ -169,7 +170,8 @@ def test_many_embedding_inputs_are_counted_off_the_event_loop(
         return count(text)
 
     monkeypatch.setattr(_embeddings, "count_tokens_for_routing", watched)
-    with running_gateway(config_data(upstream, ledger_url)) as (_, server), \
+    limits = {"max_embedding_inputs": 20_000}  # above OpenAI's 2,048, the default: many tiny inputs, a large body
+    with running_gateway(config_data(upstream, ledger_url, limits=limits)) as (_, server), \
             httpx.Client(base_url=server.url, timeout=30) as http:
         small = http.post("/v1/embeddings", json={"model": "cheap", "input": ["a", "b"]})
         assert small.status_code == 200 and counted_on_loop == [True, True]  # a small body: no thread hop

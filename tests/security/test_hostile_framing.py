@@ -206,7 +206,7 @@ def test_an_embeddings_decision_that_fails_in_its_thread_keeps_its_ledger_row(
     monkeypatch.setattr(_embeddings, "_decide", broken)
     with running_gateway(config_data(upstream, ledger_url)) as (gateway, server), \
             httpx.Client(base_url=server.url, timeout=30) as http:
-        response = http.post("/v1/embeddings", json={"model": "cheap", "input": ["a"] * 20_000},
+        response = http.post("/v1/embeddings", json={"model": "cheap", "input": ["a" * 40] * 2_000},  # > 64 KiB
                              headers={"x-request-id": "emb-broken-1"})
         assert response.status_code == 500, response.text
         assert gateway.ledger is not None

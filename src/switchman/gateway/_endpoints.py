@@ -18,6 +18,7 @@ from ._direct import read_body
 from ._dispatcher import Completion, Dispatcher
 from ._offload import OFFLOAD_BYTES, run_offloaded
 from ._gateway import Gateway
+from ._items import item_check
 from ._middleware import MASTER_KEY_ID
 from ._schema import check_body, check_prompt_size, read_json
 from ._stream import RelayResponse
@@ -119,11 +120,12 @@ async def parse_request(
     """`read_request` for a body already read: `state` is the scope's, `headers` the request's (lowercase names)."""
     request_id, key_id = state.get("request_id", ""), state.get("key_id")
     limits = dispatcher.decider.config.server.limits
+    items = item_check(raw, limits, api)
     try:
         if len(raw) > OFFLOAD_BYTES:
-            body = await run_offloaded(lambda: parse(read_json(raw, limits.max_json_depth)))
+            body = await run_offloaded(lambda: parse(read_json(raw, limits.max_json_depth, items)))
         else:
-            body = parse(read_json(raw, limits.max_json_depth))
+            body = parse(read_json(raw, limits.max_json_depth, items))
         check_prompt_size(body, limits.max_prompt_chars)
         context = context_from(headers, body, request_id=request_id, key_id=key_id, api=api, body_bytes=len(raw))
         return body, bind_agent(context, state.get("key"))

@@ -44,7 +44,8 @@ _AT_START = ("host", "port", "ledger_url", "ledger_close_timeout_s", "ledger_spi
 
 #: `server.limits.*` each request reads from the configuration it is served by: a reload applies them at once
 #: (the others are the connection guard's and the authentication layer's, built at start).
-_LIMITS_PER_REQUEST = frozenset({"max_prompt_chars", "max_json_depth"})
+_LIMITS_PER_REQUEST = frozenset({"max_prompt_chars", "max_json_depth", "max_messages", "max_content_parts",
+                                  "max_tool_calls", "max_tools", "max_embedding_inputs"})
 
 
 def _same(config: Config) -> Config:

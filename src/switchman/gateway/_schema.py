@@ -6,7 +6,7 @@ metadata), so every field a provider understands and switchman does not still re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -220,21 +220,30 @@ def check_body(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+_NESTS: frozenset[type] = frozenset({dict, list})
+
+
 def check_depth(data: object, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
-    """InvalidRequestError when objects and arrays nest deeper than `max_depth` (iterative: no recursion)."""
-    stack: list[tuple[object, int]] = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
+    """InvalidRequestError when objects and arrays nest deeper than `max_depth` (iterative: no recursion).
+
+    Level by level, each level's objects and arrays gathered by one comprehension: 1.3 million empty arrays
+    (a 4 MB body) took 1.5 s walked one value (and one (value, depth) pair) at a time, 0.1 s so. `data` is
+    orjson's: its objects and arrays are exactly dicts and lists."""
+    level: list[Any] = [data] if type(data) in _NESTS else []
+    depth = 1
+    while level:
         if depth > max_depth:
             raise InvalidRequestError(f"the request body nests deeper than {max_depth} levels",
                                       code="invalid_json")
-        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        level = [child for value in level for child in (value.values() if type(value) is dict else value)
+                 if type(child) in _NESTS]
+        depth += 1
 
 
-def read_json(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
+def read_json(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH,
+              first: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The body as a JSON object at most `max_depth` deep; InvalidRequestError when it is empty, not JSON,
-    not an object or nested deeper."""
+    not an object or nested deeper. `first` checks the object before the depth walk (which visits every value)."""
     if not raw:
         raise InvalidRequestError("the request body is empty; send a JSON object", code="invalid_json")
     try:
@@ -243,6 +252,8 @@ def read_json(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("the request body must be a JSON object", code="invalid_json")
+    if first is not None:
+        first(data)
     # Each object or array opens with one bracket byte (strings may hold more), so a body with no more
     # brackets than `max_depth` cannot nest deeper: the walk is needed only for bodies with many.
     if raw.count(b"{") + raw.count(b"[") > max_depth:
