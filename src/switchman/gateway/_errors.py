@@ -13,7 +13,8 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from typing import TypeVar
+from types import MemberDescriptorType
+from typing import TypeVar, cast
 
 import orjson
 from starlette.responses import Response
@@ -181,35 +182,66 @@ _PLAIN = (int, float, bool, type(None))
 
 
 def scrubbed(exc: _E, scrub: Callable[[str], str]) -> _E:
-    """`exc` and every exception it reaches, scrubbed of secrets and stripped of tracebacks, in place.
+    """`exc` and every exception it reaches, scrubbed of secrets and stripped of tracebacks, keeping their types.
 
     An upstream may echo the key it was sent (as a 401 does), and a client library's exception keeps the request
     it sent, headers and all (aiohttp's `request_info`, httpx's `request`): the caller's traceback, log or error
     tracker must get neither, in a message, a note, a frame's locals (a tracker capturing locals sends them) or an
     attribute. So for `exc`, its causes and contexts, exception-group members and exceptions held in attributes:
-    messages and notes are scrubbed, tracebacks dropped, and a foreign exception's state is rebuilt from scrubbed
-    text (credential headers redacted by name), keeping its type. The gateway scrubs its HTTP answers the same way.
-    An exception that cannot be cleaned (read-only args, an argument that raises when read, a group's message
-    holding a secret) is cut from the chain, never shown and never raised in place of `exc`.
+    messages and notes are scrubbed, tracebacks dropped, and a foreign exception's state (args, `__dict__`,
+    `__slots__` and a built-in's own fields: OSError's file names, AttributeError's `obj`, ...) is rebuilt from
+    scrubbed text (credential headers redacted by name). The gateway scrubs its HTTP answers the same way.
+
+    In place, except an exception group whose own message holds a secret (read-only): it is replaced by a copy of
+    the same type with the message scrubbed, so the result may not be `exc` (`raise scrubbed(exc, scrub)`). An
+    exception that cannot be cleaned (read-only args, an argument that raises when read, a group's member group
+    whose message holds a secret) is cut from the chain, never shown; nothing here ever raises instead of `exc`.
     """
+    result: list[BaseException] = [exc]
+
+    def top(new: BaseException | None) -> None:
+        if new is None:
+            _gut(exc)
+        else:
+            result[0] = new
+
+    try:
+        _walk(exc, top, scrub)
+    except Exception:  # noqa: BLE001 - the walk itself failed: the caller still gets its error, emptied
+        _gut(exc)
+        return exc
+    return cast("_E", result[0])  # `exc`, or a group of its type
+
+
+def _walk(exc: BaseException, put: Callable[[BaseException | None], None], scrub: Callable[[str], str]) -> None:
+    """`scrubbed`'s walk. Each exception goes with `put`, which replaces it where it was reached from (None: cut
+    it off): its link from the one that reached it (a cause, a context), or for an exception-group member or an
+    attribute, which cannot be replaced, the cut of the exception holding it."""
     seen: set[int] = set()
-    # Each exception with how to cut it off: its link from the one that reached it (a cause, a context), or for an
-    # exception-group member or an attribute, the exception holding it (a group's members cannot be dropped).
-    queue: list[tuple[BaseException | None, Callable[[], None]]] = [(exc, partial(_gut, exc))]
+    queue: list[tuple[BaseException | None, Callable[[BaseException | None], None]]] = [(exc, put)]
     while queue:
-        error, cut = queue.pop()
+        error, put = queue.pop()
         if error is None or id(error) in seen:
             continue
         seen.add(id(error))
         try:
             found = _scrub_one(error, scrub)
+            if isinstance(error, BaseExceptionGroup) and scrub(error.message) != error.message:
+                error = _regrouped(error, scrub(error.message))
+                seen.add(id(error))
+                put(error)
         except Exception:  # noqa: BLE001 - one that cannot be cleaned is cut off, never shown, never raised instead
-            cut()
+            put(None)
             continue
-        queue += [(error.__cause__, partial(setattr, error, "__cause__", None)),
-                  (error.__context__, partial(setattr, error, "__context__", None)),
-                  *((member, cut) for member in found)]
-    return exc
+        holder = partial(_cut_holder, put)
+        queue += [(error.__cause__, partial(setattr, error, "__cause__")),
+                  (error.__context__, partial(setattr, error, "__context__")),
+                  *((member, holder) for member in found)]
+
+
+def _cut_holder(put: Callable[[BaseException | None], None], _new: BaseException | None) -> None:
+    """A group member or an exception held in an attribute cannot be replaced or cut alone: its holder is cut."""
+    put(None)
 
 
 def _scrub_one(error: BaseException, scrub: Callable[[str], str]) -> list[BaseException]:
@@ -220,17 +252,19 @@ def _scrub_one(error: BaseException, scrub: Callable[[str], str]) -> list[BaseEx
         if error.args and isinstance(error.args[0], str):
             error.args = (scrub(error.args[0]), *error.args[1:])
     else:
-        if isinstance(error, BaseExceptionGroup):  # its args are its message and members; the message is read-only
-            if scrub(error.message) != error.message:
-                raise ValueError("an exception group's message holds a secret")
-        else:
+        if not isinstance(error, BaseExceptionGroup):  # a group's args are its message and members (read-only)
             error.args = tuple(_clean(arg, scrub, found) for arg in error.args)
         for name, value in list(getattr(error, "__dict__", {}).items()):
             if name != "__notes__":
                 error.__dict__[name] = _clean(value, scrub, found)
-        if isinstance(error, OSError):  # the paths it names are not in its args
-            error.filename = _clean(error.filename, scrub, found)
-            error.filename2 = _clean(error.filename2, scrub, found)
+        for name in _fields(type(error)):  # kept outside args and __dict__
+            try:
+                value = getattr(error, name)
+            except AttributeError:  # an empty slot
+                continue
+            cleaned = _clean(value, scrub, found)
+            if cleaned is not value:
+                setattr(error, name, cleaned)  # (refused: cut off)
     notes = getattr(error, "__notes__", None)
     if isinstance(notes, list):
         error.__notes__ = [scrub(str(note)) for note in notes]
@@ -239,10 +273,34 @@ def _scrub_one(error: BaseException, scrub: Callable[[str], str]) -> list[BaseEx
     return found
 
 
+def _fields(kind: type[BaseException]) -> list[str]:
+    """The writable fields an exception keeps outside args and `__dict__`: `__slots__`, and a built-in's own
+    (OSError's `filename`, AttributeError's `obj`, UnicodeError's `object`, StopIteration's `value`, ...);
+    not BaseException's (its links) nor a group's (read-only: `_regrouped`)."""
+    return [name for cls in kind.__mro__ if cls not in (BaseException, BaseExceptionGroup, object)
+            for name, field in vars(cls).items() if isinstance(field, MemberDescriptorType)]
+
+
+def _regrouped(group: BaseExceptionGroup[BaseException], message: str) -> BaseExceptionGroup[BaseException]:
+    """`group` with another message (read-only in place): the same type, members, links, notes and attributes. Built
+    by BaseExceptionGroup's own constructor, so a subclass's constructor of another signature does not matter."""
+    new = BaseExceptionGroup.__new__(type(group), message, group.exceptions)
+    if hasattr(group, "__dict__"):
+        new.__dict__.update(vars(group))
+    for name in _fields(type(group)):
+        if hasattr(group, name):
+            setattr(new, name, getattr(group, name))
+    new.__cause__, new.__context__ = group.__cause__, group.__context__
+    new.__suppress_context__ = group.__suppress_context__
+    return new
+
+
 def _gut(error: BaseException) -> None:
     """The error the caller gets could not be cleaned (or holds one that cannot): keep its type, drop the rest."""
     error.__traceback__ = error.__cause__ = error.__context__ = None
-    for drop in (lambda: setattr(error, "args", ()), getattr(error, "__dict__", {}).clear):
+    drops = [lambda: setattr(error, "args", ()), getattr(error, "__dict__", {}).clear,
+             *(partial(setattr, error, name, None) for name in _fields(type(error)))]
+    for drop in drops:
         try:
             drop()
         except Exception:  # noqa: BLE001,S110 - read-only: nothing more can be dropped

@@ -28,14 +28,14 @@ import anyio
 from anyio.from_thread import BlockingPortal
 
 from .._config import Config
-from .._exceptions import RouterClosedError, SwitchmanError
+from .._exceptions import RouterClosedError
 from .._environ import Environment
 from ..ledger import BudgetManager, Ledger, resolve_spill_dir
 from ..local import LocalModelServer, managed_server, with_local_url
 from ._context import RequestContext
 from ._dispatcher import Completion, Dispatcher
-from ._errors import scrubbed
-from ._feed import StreamFeed, portal_running
+from ._boundary import awaited, called
+from ._feed import StreamFeed
 from ._middleware import new_request_id
 from ._schema import check_body
 
@@ -315,25 +315,15 @@ class InProcessClient:
         """`stream` awaited from the caller's event loop."""
         return await self._awaited(self._runtime.open_stream, *self._request(messages, stream=True, **options))
 
-    # Both scrub in a plain try/except: a contextmanager would re-attach the loop thread's traceback on the way out.
     def _called(self, work: Callable[[dict[str, Any], RequestContext], Awaitable[_T]], body: dict[str, Any],
                 context: RequestContext) -> _T:
-        """`work` run on the client's loop and waited for here; a SwitchmanError scrubbed (no key, no loop frames)."""
-        try:
-            with portal_running():
-                return self._portal.call(work, body, context)
-        except SwitchmanError as exc:
-            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
+        """`work` run on the client's loop and waited for here; whatever it raises scrubbed (`_boundary`)."""
+        return called(self._portal, self.dispatcher.scrub, work, body, context)
 
     async def _awaited(self, work: Callable[[dict[str, Any], RequestContext], Awaitable[_T]], body: dict[str, Any],
                        context: RequestContext) -> _T:
         """`_called`, awaited from the caller's own event loop."""
-        with portal_running():
-            future = self._portal.start_task_soon(work, body, context)
-        try:
-            return await asyncio.wrap_future(future)
-        except SwitchmanError as exc:
-            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
+        return await awaited(self._portal, self.dispatcher.scrub, work, body, context)
 
     def check_thread(self) -> None:
         """RuntimeError on the client's own loop thread, where `close` would wait for ever."""

@@ -1,0 +1,161 @@
+"""Every exception leaving the SDK is scrubbed, not only switchman's own: a client library's error (openai's, httpx's)
+escaping `Router.chat`/`achat`/their streams keeps its type (`except openai.APIError` still catches it) but not the
+key an upstream echoed into it; and the shapes `scrubbed` used to miss (an exception group's own message,
+AttributeError's `obj`/`name`, `__slots__`) are cleaned too."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+import openai
+import pytest
+
+from switchman import Router
+from switchman.gateway import Scrubber
+from switchman.gateway._errors import scrubbed
+from switchman.gateway._openai import OpenAIAdapter
+from switchman.testing import FakeUpstream, exception_text
+
+from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
+
+#: A key not shaped like one (no sk- prefix): only the configured secrets can catch it.
+ODD_KEY = "gq-odd-provider-key-7e7e7e7e7e7e7e"
+
+
+@pytest.fixture
+def router(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Router]:
+    """The shared configuration plus a provider whose key is ODD_KEY (so the router's scrubber knows it), and an
+    adapter that, after the real upstream call, makes a second real call with that key that the upstream refuses,
+    echoing the key (as providers do): the openai client's error escapes the dispatcher as it is."""
+    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    monkeypatch.setenv("FAKE_ODD_KEY", ODD_KEY)
+    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    data["providers"]["odd"] = {**data["providers"]["fake-openai"], "api_key_env": "FAKE_ODD_KEY"}
+    upstream.clear()
+
+    def refused(*_: object, **__: object) -> NoReturn:
+        upstream.inject("auth_error", model="probe", times=1)
+        with openai.OpenAI(base_url=upstream.openai_base_url, api_key=ODD_KEY, max_retries=0) as client:
+            client.chat.completions.create(model="probe", messages=[{"role": "user", "content": "x"}])
+        raise AssertionError("the upstream did not refuse the probe")
+
+    monkeypatch.setattr(OpenAIAdapter, "decode", refused)
+    monkeypatch.setattr(OpenAIAdapter, "stream", refused)
+    made = Router.from_dict(data)
+    yield made
+    upstream.clear()
+    made.close()
+
+
+def _check(error: BaseException) -> None:
+    assert isinstance(error, openai.AuthenticationError)  # the caller's `except openai.APIError` still works
+    assert error.status_code == 401
+    text = exception_text(error)
+    assert ODD_KEY not in text and OPENAI_KEY not in text, text
+    assert "Incorrect API key provided" in str(error)  # what it says, less the key
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_librarys_error_escaping_chat_is_scrubbed(router: Router, stream: bool) -> None:
+    with pytest.raises(openai.APIError) as caught:
+        if stream:
+            list(router.chat("hello", model="cheap", stream=True))
+        else:
+            router.chat("hello", model="cheap")
+    _check(caught.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_librarys_error_escaping_achat_is_scrubbed(router: Router, stream: bool) -> None:
+    with pytest.raises(openai.APIError) as caught:
+        if stream:
+            async for _ in await router.achat("hello", model="cheap", stream=True):
+                pass
+        else:
+            await router.achat("hello", model="cheap")
+    _check(caught.value)
+
+
+class _Slotted(Exception):
+    __slots__ = ("url", "unset")
+
+    def __init__(self, url: str) -> None:
+        super().__init__("slotted")
+        self.url = url
+
+
+class _Attempts(ExceptionGroup):  # type: ignore[type-arg]
+    """A group subclass whose constructor takes more than a message and members."""
+
+    def __new__(cls, message: str, errors: Any, *, where: str) -> _Attempts:
+        group = super().__new__(cls, message, errors)
+        group.where = where  # type: ignore[attr-defined]
+        return group
+
+    def __init__(self, message: str, errors: Any, *, where: str) -> None:
+        super().__init__(message, errors)
+
+    def derive(self, errors: Any) -> _Attempts:
+        return _Attempts(self.message, errors, where=self.where)  # type: ignore[attr-defined]
+
+
+def _shapes() -> Mapping[str, BaseException]:
+    attribute = AttributeError(f"no attribute {ODD_KEY}", name=ODD_KEY, obj={"api_key": ODD_KEY})
+    decode = UnicodeDecodeError("utf-8", f"x{ODD_KEY}".encode(), 0, 1, "bad byte")
+    http = httpx.HTTPStatusError(f"401 for url 'https://h/v1?api-key={ODD_KEY}'",
+                                 request=httpx.Request("GET", f"https://h/v1?api-key={ODD_KEY}"),
+                                 response=httpx.Response(401))
+    return {
+        "group_message": ExceptionGroup(f"attempts with {ODD_KEY}", [ValueError("one"), KeyError("two")]),
+        "group_subclass_message": _Attempts(f"attempts with {ODD_KEY}", [ValueError("one")], where="here"),
+        "attribute_error": attribute,
+        "name_error": NameError(f"name {ODD_KEY!r}", name=ODD_KEY),
+        "import_error": ImportError("no module", name=ODD_KEY, path=f"/x/{ODD_KEY}"),
+        "slots": _Slotted(f"https://h/v1?key={ODD_KEY}"),
+        "unicode_decode": decode,
+        "stop_iteration": StopIteration(ODD_KEY),
+        "httpx_status": http,
+    }
+
+
+@pytest.mark.parametrize("shape", list(_shapes()))
+@pytest.mark.parametrize("where", ["top", "cause", "context"])
+def test_scrubbed_cleans_each_shape(shape: str, where: str) -> None:
+    error = _shapes()[shape]
+    if where == "top":
+        clean = scrubbed(error, Scrubber([ODD_KEY]))
+        assert type(clean) is type(error)  # the same type, whatever it had to rebuild
+    else:
+        clean = RuntimeError("outer")
+        setattr(clean, f"__{where}__", error)
+        assert scrubbed(clean, Scrubber([ODD_KEY])) is clean
+        assert type(getattr(clean, f"__{where}__")) is type(error)
+    assert ODD_KEY not in exception_text(clean), exception_text(clean)
+
+
+def test_a_group_keeps_its_members_and_links_when_its_message_is_scrubbed() -> None:
+    members = [ValueError("one"), KeyError("two")]
+    group = ExceptionGroup(f"attempts with {ODD_KEY}", members)
+    cause = OSError("the cause")
+    group.__cause__ = cause
+    group.add_note("a note")
+    clean = scrubbed(group, Scrubber([ODD_KEY]))
+    assert isinstance(clean, ExceptionGroup) and list(clean.exceptions) == members
+    assert clean.message == "attempts with [redacted]" and clean.__cause__ is cause
+    assert clean.__notes__ == ["a note"]
+
+
+def test_the_scrubber_never_raises() -> None:
+    """A scrubber that itself fails leaves the exception gutted (its type kept), never raises instead."""
+
+    def broken(_: str) -> str:
+        raise RuntimeError(f"scrubber broke on {ODD_KEY}")
+
+    error = ValueError(f"with {ODD_KEY}")
+    clean = scrubbed(error, broken)
+    assert type(clean) is ValueError and ODD_KEY not in exception_text(clean)
