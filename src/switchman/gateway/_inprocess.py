@@ -7,9 +7,9 @@ model switchman runs itself (a `local` provider on loopback) gets that server st
 `serve` starts it.
 
 Nothing here keeps a process alive. The loop thread is a daemon, and a client its caller never
-closed is closed when it is garbage-collected or, at the latest, as the interpreter exits — before
-Python waits for non-daemon threads — so a script that ends (or dies of an uncaught exception)
-without `close()` still exits promptly, with its ledger rows written.
+closed is closed (on the reaper thread) when its Router is garbage-collected or, at the latest, as
+the interpreter exits — before Python waits for non-daemon threads — so a script that ends (or dies
+of an uncaught exception) without `close()` still exits promptly, with its ledger rows written.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import queue
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -238,10 +239,17 @@ def _start_loop() -> tuple[BlockingPortal, threading.Thread]:
     return started.result(), thread
 
 
-# Clients still open, closed as the interpreter exits. threading's exit hooks run before Python joins
-# non-daemon threads (anyio's worker threads are such), so the loop is still alive to close with;
-# plain `atexit` runs after that join, too late. `_register_atexit` is what concurrent.futures uses.
+# A client its caller never closed is closed when its owner (the Router) is garbage-collected, or as the interpreter
+# exits. Its finalizer only hands the runtime to the reaper thread, which closes it: a collection runs wherever an
+# allocation triggers it, on the client's own loop thread too (where closing would wait for ever), the ledger's
+# writer (which the close joins) or a caller's event loop (blocked for the close); `SimpleQueue.put` is safe
+# anywhere, inside another lock's holder too. The finalizer holds the runtime, never the owner (the dispatcher
+# holds a face of it, `Router`'s `_sharing`), so nothing here keeps the owner from being collected.
+# threading's exit hooks run before Python joins non-daemon threads (anyio's worker threads are such), so the loop
+# is still alive to close with; plain `atexit` runs after that join, too late. `_register_atexit` is what
+# concurrent.futures uses.
 _unclosed: set[weakref.finalize[..., Any]] = set()
+_handed: queue.SimpleQueue[_Runtime | threading.Event] = queue.SimpleQueue()
 _hook_lock = threading.Lock()
 _hooked = False
 
@@ -249,6 +257,7 @@ _hooked = False
 def _close_unclosed() -> None:
     for finalizer in list(_unclosed):
         finalizer()
+    drain_reaper()
 
 
 def _close_at_exit(finalizer: weakref.finalize[..., Any]) -> None:
@@ -258,25 +267,54 @@ def _close_at_exit(finalizer: weakref.finalize[..., Any]) -> None:
         if not _hooked:
             register = getattr(threading, "_register_atexit", atexit.register)
             register(_close_unclosed)
+            threading.Thread(target=_reap, name="switchman-sdk-reaper", daemon=True).start()
             _hooked = True
+
+
+def _hand_over(runtime: _Runtime) -> None:
+    """The finalizer's whole work (it may run on any thread, inside a lock's holder): queue the close."""
+    _handed.put(runtime)
+
+
+def _reap() -> None:
+    """The reaper thread: close each runtime handed over, forget the finalizers spent; set each Event (`drain`)."""
+    while True:
+        item = _handed.get()
+        if isinstance(item, threading.Event):
+            item.set()
+            continue
+        _close_runtime(item)
+        del item  # (the runtime and what it holds go now, not at the next hand-over)
+        with _hook_lock:
+            _unclosed.difference_update([finalizer for finalizer in _unclosed if not finalizer.alive])
+
+
+def drain_reaper() -> None:
+    """Wait until every close handed to the reaper so far has ended (at exit; in tests)."""
+    with _hook_lock:
+        if not _hooked:
+            return
+    done = threading.Event()
+    _handed.put(done)
+    done.wait()
 
 
 def _close_runtime(runtime: _Runtime) -> None:
     try:
         runtime.close(EXIT_TIMEOUT_S)
-    except (RuntimeError, TimeoutError) as exc:  # the loop is gone or stuck: nothing more can be written
+    except Exception as exc:  # noqa: BLE001 - the loop is gone or stuck: nothing more can be written (logged)
         logger.error("switchman: could not close the in-process client cleanly: %s", exc)
 
 
 class InProcessClient:
     """Sends chat requests through a Dispatcher on a background event loop."""
 
-    def __init__(self, decider: Decider, env: Mapping[str, str] | None = None) -> None:
-        self._decider = decider
+    def __init__(self, decider: Decider, env: Mapping[str, str] | None = None, *, owner: object = None) -> None:
+        """`owner` (default: this client): closed once it is garbage-collected; `decider` must not hold it."""
         self._runtime = _Runtime(decider, Environment.read() if env is None else Environment(env))
         self._portal = self._runtime.portal
         self.dispatcher: Dispatcher = self._runtime.dispatcher
-        self._finalizer = weakref.finalize(self, _close_runtime, self._runtime)
+        self._finalizer = weakref.finalize(self if owner is None else owner, _hand_over, self._runtime)
         self._finalizer.atexit = False  # _close_unclosed runs it, earlier than atexit would
         _close_at_exit(self._finalizer)
 
@@ -336,5 +374,5 @@ class InProcessClient:
         self._finalizer.atexit = False
         with _hook_lock:
             _unclosed.discard(self._finalizer)
-        if self._finalizer.detach() is not None:
+        if self._finalizer.detach() is not None:  # (else the reaper has it: its close is the one)
             self._runtime.close(timeout)

@@ -1,0 +1,83 @@
+"""A Router its caller drops without closing is closed once it is garbage-collected: its loop thread ends and its
+ledger rows are written then, not only at the interpreter's exit. The close runs on the SDK's reaper thread, never
+where the collection happened (the router's own loop thread, where closing would wait for ever)."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from pathlib import Path
+
+import pytest
+
+from switchman import Router
+from switchman.gateway import _inprocess
+from switchman.ledger import Ledger
+from switchman.testing import FakeUpstream
+
+from .conftest import ANTHROPIC_KEY, OPENAI_KEY, config_data
+
+
+@pytest.fixture
+def url(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("FAKE_OPENAI_KEY", OPENAI_KEY)
+    monkeypatch.setenv("FAKE_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    upstream.clear()
+    return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+
+
+def _rows(url: str) -> list[str]:
+    ledger = Ledger.from_url(url)
+    try:
+        return [rec.request_id for rec in ledger.records()]
+    finally:
+        ledger.close_sync()
+
+
+@pytest.mark.parametrize("collected_on", ["caller", "loop"])
+def test_a_dropped_router_is_closed_when_collected_with_its_rows_written(
+        upstream: FakeUpstream, url: str, collected_on: str) -> None:
+    router = Router.from_dict(config_data(upstream, url))
+    ids = [router.chat("hello", model="cheap").request_id for _ in range(3)]
+    client = router._inprocess
+    assert client is not None
+    loop, portal = client._runtime.loop_thread, client._portal
+    dropped = weakref.ref(router)
+    del router, client
+    if collected_on == "loop":  # the collection happens on the router's own loop thread
+
+        async def collect() -> None:
+            gc.collect()
+
+        portal.call(collect)
+    else:
+        gc.collect()
+    assert dropped() is None  # nothing the SDK keeps (its close at exit) holds the router alive
+    _inprocess.drain_reaper()  # the closes handed over so far have ended
+    assert not loop.is_alive()
+    assert sorted(_rows(url)) == sorted(ids)
+
+
+def test_a_closed_router_is_not_closed_again_when_collected(upstream: FakeUpstream, url: str,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    router = Router.from_dict(config_data(upstream, url))
+    request_id = router.chat("hello", model="cheap").request_id
+    router.close()
+    del router
+    gc.collect()
+    _inprocess.drain_reaper()
+    assert _rows(url) == [request_id] and "could not close" not in caplog.text
+
+
+def test_a_stream_read_after_its_router_was_dropped_keeps_it(upstream: FakeUpstream, url: str) -> None:
+    """`Router.from_dict(...).chat(..., stream=True)`: the stream holds its router; read whole, then dropped, both
+    are collected and the row written."""
+    stream = Router.from_dict(config_data(upstream, url)).chat("hello", model="cheap", stream=True)
+    gc.collect()
+    chunks = list(stream)
+    assert chunks and all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+    request_id = stream.request_id
+    del stream
+    gc.collect()
+    _inprocess.drain_reaper()
+    assert _rows(url) == [request_id]
