@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import urllib.parse
 
-__all__ = ["NOT_A_URL", "shown_url"]
+__all__ = ["NOT_A_URL", "SECRET_QUERY_NAME", "shown_url"]
 
+#: What a query parameter's name holds when its value is a credential (Azure's `api-key`, Google's `key`, a SAS `sig`,
+#: Functions' `code`, `access_token`, `password`, ...): a regular expression, matched case-insensitively.
+SECRET_QUERY_NAME = r"key|token|secret|sig|pass|pwd|auth|cred|code"
 #: What `shown_url` shows of a URL it cannot read safely (it may hold a password where a host is expected).
 NOT_A_URL = "<not a URL>"
 

@@ -159,3 +159,18 @@ def test_the_scrubber_never_raises() -> None:
     error = ValueError(f"with {ODD_KEY}")
     clean = scrubbed(error, broken)
     assert type(clean) is ValueError and ODD_KEY not in exception_text(clean)
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("Client error '401' for url 'https://x.openai.azure.com/openai/d/chat?api-version=2024-06-01&api-key=unlisted9'",
+     "api-version=2024-06-01&api-key=[redacted]'"),
+    ("GET https://maps.example/v1?key=unlisted9&q=1 failed", "?key=[redacted]&q=1 failed"),
+    ("blob https://acct.blob.example/c/b?sv=2024&sig=unlisted9%2Bx&se=1", "&sig=[redacted]&se=1"),
+    ("connect to postgresql://app:unlisted9@db/ledger refused", "postgresql://app:[redacted]@db/ledger refused"),
+])
+def test_a_credential_in_a_url_the_scrubber_was_not_told_of_is_redacted(text: str, kept: str) -> None:
+    """A foreign error's message may name a URL carrying a credential no configuration listed (an embedder's, a
+    proxy's): the credential-named query values and a URL's password go, the rest of the URL stays."""
+    error = httpx.HTTPStatusError(text, request=httpx.Request("GET", "https://h/"), response=httpx.Response(401))
+    clean = scrubbed(error, Scrubber([ODD_KEY]))
+    assert "unlisted9" not in exception_text(clean) and str(clean).endswith(kept), str(clean)

@@ -19,7 +19,7 @@ from typing import TypeVar, cast
 import orjson
 from starlette.responses import Response
 
-from .._urls import shown_url
+from .._urls import SECRET_QUERY_NAME, shown_url
 from .._exceptions import (
     BudgetExceededError,
     CallerLimitError,
@@ -72,6 +72,12 @@ _ENVELOPES: tuple[tuple[type[SwitchmanError], int, str, str | None, str | None],
 )
 
 _SECRET_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|(?:Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{6,})")
+#: A credential written into a URL in text, whoever's it is (an embedder's, a proxy's, one no configuration lists):
+#: a query value whose name says it is one, and a URL's password. Only the value goes; the URL stays readable.
+_URL_SECRETS = re.compile(
+    rf"([?&;][\w.%\-]*(?:{SECRET_QUERY_NAME})[\w.%\-]*=)[^&#\s'\"<>]+"  # ?api-key=..., &sig=...
+    r"|(\b[a-z][a-z0-9+.\-]*://[^/@\s:'\"<>]*:)[^/@\s'\"<>]+(?=@)",  # scheme://user:password@
+    re.IGNORECASE)
 
 
 class Scrubber:
@@ -84,7 +90,13 @@ class Scrubber:
     def __call__(self, text: str) -> str:
         if self._secrets is not None:
             text = self._secrets.sub("[redacted]", text)
-        return _SECRET_PATTERNS.sub("[redacted]", text)
+        text = _SECRET_PATTERNS.sub("[redacted]", text)
+        return _URL_SECRETS.sub(_kept_name, text)
+
+
+def _kept_name(match: re.Match[str]) -> str:
+    """A URL credential `_URL_SECRETS` found: its name (or the URL's start) kept, its value redacted."""
+    return f"{match.group(1) or match.group(2)}[redacted]"
 
 
 def error_payload(exc: BaseException, scrub: Scrubber | None = None) -> tuple[int, dict[str, object]]:

@@ -20,7 +20,7 @@ from .._catalog import ModelSpec
 from .._config import Config, DeploymentConfig, ModelConfig, ProviderConfig
 from .._config_server import Timeouts
 from .._exceptions import ConfigError, UpstreamError
-from .._urls import shown_url
+from .._urls import SECRET_QUERY_NAME, shown_url
 from ..state import RateLimit
 from ._anthropic import AnthropicAdapter
 from ._defaults import KNOWN_PROVIDERS
@@ -31,7 +31,7 @@ from ._wire import Usage
 __all__ = ["Deployment", "Provider", "StreamTranslator", "WireAdapter", "build_deployments", "url_credentials"]
 
 #: Query parameters that carry a credential (Azure's `api-key`, a SAS `sig`, Functions' `code`, ...).
-_SECRET_QUERY = re.compile(r"key|token|secret|sig|pass|pwd|auth|cred|code", re.IGNORECASE)
+_SECRET_QUERY = re.compile(SECRET_QUERY_NAME, re.IGNORECASE)
 
 class StreamTranslator(Protocol):
     """Turns upstream stream events into client-bound OpenAI SSE bytes."""
