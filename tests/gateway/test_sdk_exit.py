@@ -116,3 +116,25 @@ def test_an_async_script_that_never_closes_exits(config: Path, tmp_path: Path) -
     """, config, tmp_path)
     assert status == 0, stderr
     assert sorted((r.model, r.status) for r in rows(tmp_path)) == [("big", "ok"), ("cheap", "ok")]
+
+
+def test_a_forked_child_exits_without_closing_its_parents_router(config: Path, tmp_path: Path) -> None:
+    """A child forked after a call holds a copy of the router without its threads: at its exit it must neither wait
+    for them (it hung) nor write the parent's rows a second time."""
+    status, stderr = run_script("""
+        import os, time
+        router.chat("hello")
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)
+        deadline = time.monotonic() + 60  # a hang detector: the child ends at once or never
+        while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if ended[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            sys.exit(3)
+        sys.exit(0 if os.waitstatus_to_exitcode(ended[1]) == 0 else 4)
+    """, config, tmp_path)
+    assert status == 0, f"the child {'hung' if status == 3 else 'failed'}: {stderr}"
+    assert [(r.model, r.status) for r in rows(tmp_path)] == [("cheap", "ok")]

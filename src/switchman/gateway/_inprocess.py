@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import queue
 import threading
 import weakref
@@ -252,6 +253,21 @@ _unclosed: set[weakref.finalize[..., Any]] = set()
 _handed: queue.SimpleQueue[_Runtime | threading.Event] = queue.SimpleQueue()
 _hook_lock = threading.Lock()
 _hooked = False
+_reaper: threading.Thread | None = None
+
+
+def _forget_in_child() -> None:
+    """A forked child holds copies of its parent's clients but none of their threads: it neither closes them (the
+    parent does; their queued rows would be written twice) nor waits at exit for a reaper or loop it lacks."""
+    global _hook_lock, _handed, _reaper
+    for finalizer in list(_unclosed):
+        finalizer.detach()
+    _unclosed.clear()
+    _hook_lock, _handed, _reaper = threading.Lock(), queue.SimpleQueue(), None  # (held by a parent's thread?)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _close_unclosed() -> None:
@@ -261,14 +277,16 @@ def _close_unclosed() -> None:
 
 
 def _close_at_exit(finalizer: weakref.finalize[..., Any]) -> None:
-    global _hooked
+    global _hooked, _reaper
     with _hook_lock:
         _unclosed.add(finalizer)
         if not _hooked:
             register = getattr(threading, "_register_atexit", atexit.register)
             register(_close_unclosed)
-            threading.Thread(target=_reap, name="switchman-sdk-reaper", daemon=True).start()
             _hooked = True
+        if _reaper is None:
+            _reaper = threading.Thread(target=_reap, args=(_handed,), name="switchman-sdk-reaper", daemon=True)
+            _reaper.start()
 
 
 def _hand_over(runtime: _Runtime) -> None:
@@ -276,10 +294,10 @@ def _hand_over(runtime: _Runtime) -> None:
     _handed.put(runtime)
 
 
-def _reap() -> None:
+def _reap(handed: queue.SimpleQueue[_Runtime | threading.Event]) -> None:
     """The reaper thread: close each runtime handed over, forget the finalizers spent; set each Event (`drain`)."""
     while True:
-        item = _handed.get()
+        item = handed.get()
         if isinstance(item, threading.Event):
             item.set()
             continue
@@ -292,7 +310,7 @@ def _reap() -> None:
 def drain_reaper() -> None:
     """Wait until every close handed to the reaper so far has ended (at exit; in tests)."""
     with _hook_lock:
-        if not _hooked:
+        if _reaper is None or not _reaper.is_alive():  # (none started, or a forked child's: its parent's)
             return
     done = threading.Event()
     _handed.put(done)
