@@ -19,7 +19,7 @@ from typing import TypeVar, cast
 import orjson
 from starlette.responses import Response
 
-from .._urls import SECRET_QUERY_NAME, shown_url
+from .._urls import secret_query_name, shown_url
 from .._exceptions import (
     BudgetExceededError,
     CallerLimitError,
@@ -73,11 +73,12 @@ _ENVELOPES: tuple[tuple[type[SwitchmanError], int, str, str | None, str | None],
 
 _SECRET_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|(?:Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{6,})")
 #: A credential written into a URL in text, whoever's it is (an embedder's, a proxy's, one no configuration lists):
-#: a query value whose name says it is one, and a URL's password. Only the value goes; the URL stays readable.
-_URL_SECRETS = re.compile(
-    rf"([?&;][\w.%\-]*(?:{SECRET_QUERY_NAME})[\w.%\-]*=)[^&#\s'\"<>]+"  # ?api-key=..., &sig=...
-    r"|(\b[a-z][a-z0-9+.\-]*://[^/@\s:'\"<>]*:)[^/@\s'\"<>]+(?=@)",  # scheme://user:password@
-    re.IGNORECASE)
+#: a query value whose name says it is one (`secret_query_name`), and a URL's password. Only the value goes; the URL
+#: stays readable. Both run on client-echoed text on the event loop, so each is linear in the text's length: a scheme
+#: is tried only where a word starts, names and passwords are matched possessively (no backtracking).
+_QUERY_NAME = re.compile(r"[?&;]([\w.%\-]++)=")
+_QUERY_VALUE = re.compile(r"[^&#\s'\"<>]*+")
+_URL_PASSWORD = re.compile(r"(?<![\w+.\-])([a-z][a-z0-9+.\-]*+://[^/@\s:'\"<>]*+:)[^/@\s'\"<>]++(?=@)", re.IGNORECASE)
 
 
 class Scrubber:
@@ -91,12 +92,23 @@ class Scrubber:
         if self._secrets is not None:
             text = self._secrets.sub("[redacted]", text)
         text = _SECRET_PATTERNS.sub("[redacted]", text)
-        return _URL_SECRETS.sub(_kept_name, text)
+        return _without_query_secrets(_URL_PASSWORD.sub(r"\1[redacted]", text))
 
 
-def _kept_name(match: re.Match[str]) -> str:
-    """A URL credential `_URL_SECRETS` found: its name (or the URL's start) kept, its value redacted."""
-    return f"{match.group(1) or match.group(2)}[redacted]"
+def _without_query_secrets(text: str) -> str:
+    """`text` with the value of every credential-named query parameter redacted (`?api-key=[redacted]&q=1`).
+
+    A scan, not one substitution: a value not redacted is not consumed, so `?q=1?key=v` still finds `key`."""
+    parts: list[str] = []
+    done = pos = 0
+    while (found := _QUERY_NAME.search(text, pos)) is not None:
+        pos = found.end()
+        value = _QUERY_VALUE.match(text, pos)
+        assert value is not None  # (matches the empty string)
+        if value.end() > pos and secret_query_name(found.group(1)):
+            parts += [text[done:pos], "[redacted]"]
+            done = pos = value.end()
+    return "".join([*parts, text[done:]]) if parts else text
 
 
 def error_payload(exc: BaseException, scrub: Scrubber | None = None) -> tuple[int, dict[str, object]]:
