@@ -174,3 +174,23 @@ def test_a_credential_in_a_url_the_scrubber_was_not_told_of_is_redacted(text: st
     error = httpx.HTTPStatusError(text, request=httpx.Request("GET", "https://h/"), response=httpx.Response(401))
     clean = scrubbed(error, Scrubber([ODD_KEY]))
     assert "unlisted9" not in exception_text(clean) and str(clean).endswith(kept), str(clean)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("call", ["chat", "achat"])
+async def test_a_group_escaping_the_router_is_not_linked_to_its_unscrubbed_original(
+        router: Router, monkeypatch: pytest.MonkeyPatch, call: str) -> None:
+    """A group whose own message holds a key is replaced by a scrubbed copy: re-raised inside the `except` that caught
+    the original, Python linked the original (key and all) as the copy's `__context__`."""
+
+    def failed(*_: object, **__: object) -> NoReturn:
+        raise ExceptionGroup(f"attempts with {ODD_KEY}", [ValueError("one")])
+
+    monkeypatch.setattr(OpenAIAdapter, "decode", failed)
+    with pytest.raises(ExceptionGroup) as caught:
+        if call == "chat":
+            router.chat("hello", model="cheap")
+        else:
+            await router.achat("hello", model="cheap")
+    assert caught.value.message == "attempts with [redacted]"
+    assert ODD_KEY not in exception_text(caught.value), exception_text(caught.value)

@@ -43,7 +43,7 @@ def called(portal: BlockingPortal, scrub: Scrub, work: Callable[..., Awaitable[_
             return portal.call(work, *args)
     except Exception as exc:  # noqa: BLE001 - re-raised, scrubbed (cancellations and exits pass as they are)
         clean = scrubbed(exc, scrub)
-        raise clean from clean.__cause__
+    raise clean from clean.__cause__  # out of the except: inside, Python links the unscrubbed `exc` as its context
 
 
 async def awaited(portal: BlockingPortal, scrub: Scrub, work: Callable[..., Awaitable[_T]], *args: Any) -> _T:
@@ -54,4 +54,5 @@ async def awaited(portal: BlockingPortal, scrub: Scrub, work: Callable[..., Awai
         return await asyncio.wrap_future(future)
     except Exception as exc:  # noqa: BLE001 - as in `called`
         clean = scrubbed(exc, scrub)
-        raise clean from clean.__cause__
+    raise clean from clean.__cause__  # as in `called`
+
