@@ -194,3 +194,46 @@ async def test_a_group_escaping_the_router_is_not_linked_to_its_unscrubbed_origi
             await router.achat("hello", model="cheap")
     assert caught.value.message == "attempts with [redacted]"
     assert ODD_KEY not in exception_text(caught.value), exception_text(caught.value)
+
+
+class _ReadOnlyArgs(Exception):
+    """An exception whose args cannot be replaced (so it cannot be cleaned in place)."""
+
+    @property
+    def args(self) -> tuple[Any, ...]:  # type: ignore[override]
+        return BaseException.args.__get__(self)  # type: ignore[attr-defined,no-any-return]
+
+
+def _members(group: BaseException) -> list[BaseException]:
+    assert isinstance(group, BaseExceptionGroup)
+    return list(group.exceptions)
+
+
+def test_a_member_group_holding_a_key_is_replaced_by_a_scrubbed_copy() -> None:
+    kept = ValueError("kept")
+    clean = scrubbed(ExceptionGroup("outer", [ExceptionGroup(f"inner {ODD_KEY}", [kept])]), Scrubber([ODD_KEY]))
+    assert ODD_KEY not in exception_text(clean), exception_text(clean)
+    [inner] = _members(clean)
+    assert type(clean) is ExceptionGroup and clean.message == "outer"  # type: ignore[attr-defined]
+    assert type(inner) is ExceptionGroup and inner.message == "inner [redacted]" and _members(inner) == [kept]
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_member_that_cannot_be_cleaned_is_replaced_by_an_empty_one(depth: int) -> None:
+    kept = KeyError("kept")
+    group: BaseException = ExceptionGroup("outer", [_ReadOnlyArgs(f"frozen {ODD_KEY}"), kept])
+    for _ in range(depth - 1):
+        group = ExceptionGroup("wrapper", [group])
+    clean = scrubbed(group, Scrubber([ODD_KEY]))
+    assert ODD_KEY not in exception_text(clean), exception_text(clean)
+    for _ in range(depth - 1):
+        [clean] = _members(clean)
+    frozen, same = _members(clean)
+    assert type(frozen) is _ReadOnlyArgs and frozen.args == () and same is kept
+
+
+def test_a_group_whose_only_member_cannot_be_cleaned_keeps_its_type_and_an_empty_member() -> None:
+    group = _Attempts("attempts", [_ReadOnlyArgs(f"frozen {ODD_KEY}")], where=ODD_KEY)
+    clean = scrubbed(group, Scrubber([ODD_KEY]))
+    assert ODD_KEY not in exception_text(clean), exception_text(clean)
+    assert type(clean) is _Attempts and [type(member) for member in _members(clean)] == [_ReadOnlyArgs]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from types import MemberDescriptorType
 from typing import TypeVar, cast
@@ -216,31 +216,27 @@ def scrubbed(exc: _E, scrub: Callable[[str], str]) -> _E:
     `__slots__` and a built-in's own fields: OSError's file names, AttributeError's `obj`, ...) is rebuilt from
     scrubbed text (credential headers redacted by name). The gateway scrubs its HTTP answers the same way.
 
-    In place, except an exception group whose own message holds a secret (read-only): it is replaced by a copy of
-    the same type with the message scrubbed, so the result may not be `exc` (`raise scrubbed(exc, scrub)`). An
-    exception that cannot be cleaned (read-only args, an argument that raises when read, a group's member group
-    whose message holds a secret) is cut from the chain, never shown; nothing here ever raises instead of `exc`.
+    In place, except an exception group whose own message or members must change (read-only): it is replaced by a
+    copy of the same type, so the result may not be `exc` (`raise scrubbed(exc, scrub)`). An exception that cannot
+    be cleaned (read-only args, an argument that raises when read) is cut from the chain, never shown: a group's
+    member is replaced by an empty one of its type, the top one emptied; nothing here ever raises instead of `exc`.
     """
     result: list[BaseException] = [exc]
 
     def top(new: BaseException | None) -> None:
-        if new is None:
-            _gut(exc)
-        else:
-            result[0] = new
+        result[0] = _gut(exc) if new is None else new
 
     try:
         _walk(exc, top, scrub)
     except Exception:  # noqa: BLE001 - the walk itself failed: the caller still gets its error, emptied
-        _gut(exc)
-        return exc
+        return cast("_E", _gut(exc))
     return cast("_E", result[0])  # `exc`, or a group of its type
 
 
 def _walk(exc: BaseException, put: Callable[[BaseException | None], None], scrub: Callable[[str], str]) -> None:
     """`scrubbed`'s walk. Each exception goes with `put`, which replaces it where it was reached from (None: cut
-    it off): its link from the one that reached it (a cause, a context), or for an exception-group member or an
-    attribute, which cannot be replaced, the cut of the exception holding it."""
+    it off): its link from the one that reached it (a cause, a context), its place in a group (read-only: the group
+    is rebuilt), or for an exception held in an attribute, which cannot be replaced, the cut of its holder."""
     seen: set[int] = set()
     queue: list[tuple[BaseException | None, Callable[[BaseException | None], None]]] = [(exc, put)]
     while queue:
@@ -249,7 +245,7 @@ def _walk(exc: BaseException, put: Callable[[BaseException | None], None], scrub
             continue
         seen.add(id(error))
         try:
-            found = _scrub_one(error, scrub)
+            held = _scrub_one(error, scrub)
             if isinstance(error, BaseExceptionGroup) and scrub(error.message) != error.message:
                 error = _regrouped(error, scrub(error.message))
                 seen.add(id(error))
@@ -257,19 +253,46 @@ def _walk(exc: BaseException, put: Callable[[BaseException | None], None], scrub
         except Exception:  # noqa: BLE001 - one that cannot be cleaned is cut off, never shown, never raised instead
             put(None)
             continue
-        holder = partial(_cut_holder, put)
-        queue += [(error.__cause__, partial(setattr, error, "__cause__")),
-                  (error.__context__, partial(setattr, error, "__context__")),
-                  *((member, holder) for member in found)]
+        slot = _Slot(error, put)
+        queue += [(error.__cause__, partial(slot.link, "__cause__")),
+                  (error.__context__, partial(slot.link, "__context__")),
+                  *((found, slot.cut) for found in held)]
+        if isinstance(error, BaseExceptionGroup):
+            queue += [(member, partial(slot.member, index)) for index, member in enumerate(error.exceptions)]
 
 
-def _cut_holder(put: Callable[[BaseException | None], None], _new: BaseException | None) -> None:
-    """A group member or an exception held in an attribute cannot be replaced or cut alone: its holder is cut."""
-    put(None)
+class _Slot:
+    """An exception `_walk` reached and where it goes: its current version (a group is rebuilt for each change of
+    its read-only message and members, never changed in place) and the `put` that hands a new one, or a cut, on."""
+
+    def __init__(self, error: BaseException, put: Callable[[BaseException | None], None]) -> None:
+        self.error, self.put, self.cut_off = error, put, False
+
+    def link(self, name: str, new: BaseException | None) -> None:
+        """Its cause or context replaced (or dropped)."""
+        if not self.cut_off:
+            setattr(self.error, name, new)
+
+    def cut(self, _new: BaseException | None) -> None:
+        """An exception it holds in an attribute could not be cleaned: it is cut itself, once for all."""
+        if not self.cut_off:
+            self.cut_off = True
+            self.put(None)
+
+    def member(self, index: int, new: BaseException | None) -> None:
+        """Its member at `index` replaced; a member that cannot be cleaned by an empty one of its type."""
+        group = self.error
+        if self.cut_off or not isinstance(group, BaseExceptionGroup):
+            return
+        members = list(group.exceptions)
+        members[index] = _bare(members[index]) if new is None else new
+        self.error = _regrouped(group, group.message, members)
+        self.put(self.error)
 
 
 def _scrub_one(error: BaseException, scrub: Callable[[str], str]) -> list[BaseException]:
-    """`scrubbed` for one exception (raises if it cannot be cleaned): the exceptions it holds, to clean next."""
+    """`scrubbed` for one exception (raises if it cannot be cleaned): the exceptions it holds in attributes (not a
+    group's members), to clean next."""
     error.__traceback__ = None
     found: list[BaseException] = []
     if isinstance(error, SwitchmanError):  # ours: typed values, only its message can hold an echoed key
@@ -292,8 +315,6 @@ def _scrub_one(error: BaseException, scrub: Callable[[str], str]) -> list[BaseEx
     notes = getattr(error, "__notes__", None)
     if isinstance(notes, list):
         error.__notes__ = [scrub(str(note)) for note in notes]
-    if isinstance(error, BaseExceptionGroup):
-        found += error.exceptions
     return found
 
 
@@ -305,10 +326,12 @@ def _fields(kind: type[BaseException]) -> list[str]:
             for name, field in vars(cls).items() if isinstance(field, MemberDescriptorType)]
 
 
-def _regrouped(group: BaseExceptionGroup[BaseException], message: str) -> BaseExceptionGroup[BaseException]:
-    """`group` with another message (read-only in place): the same type, members, links, notes and attributes. Built
-    by BaseExceptionGroup's own constructor, so a subclass's constructor of another signature does not matter."""
-    new = BaseExceptionGroup.__new__(type(group), message, group.exceptions)
+def _regrouped(group: BaseExceptionGroup[BaseException], message: str,
+               members: Sequence[BaseException] | None = None) -> BaseExceptionGroup[BaseException]:
+    """`group` with another message or members (read-only in place): the same type, links, notes and attributes.
+    Built by BaseExceptionGroup's own constructor, so a subclass's constructor of another signature does not
+    matter."""
+    new = BaseExceptionGroup.__new__(type(group), message, group.exceptions if members is None else members)
     if hasattr(group, "__dict__"):
         new.__dict__.update(vars(group))
     for name in _fields(type(group)):
@@ -319,8 +342,11 @@ def _regrouped(group: BaseExceptionGroup[BaseException], message: str) -> BaseEx
     return new
 
 
-def _gut(error: BaseException) -> None:
-    """The error the caller gets could not be cleaned (or holds one that cannot): keep its type, drop the rest."""
+def _gut(error: BaseException) -> BaseException:
+    """The error the caller gets could not be cleaned (or holds one that cannot): keep its type, drop the rest. In
+    place, but for a group (its message and members are read-only): an empty one of its type instead."""
+    if isinstance(error, BaseExceptionGroup):
+        return _bare(error)
     error.__traceback__ = error.__cause__ = error.__context__ = None
     drops = [lambda: setattr(error, "args", ()), getattr(error, "__dict__", {}).clear,
              *(partial(setattr, error, name, None) for name in _fields(type(error)))]
@@ -329,6 +355,21 @@ def _gut(error: BaseException) -> None:
             drop()
         except Exception:  # noqa: BLE001,S110 - read-only: nothing more can be dropped
             pass
+    return error
+
+
+def _bare(error: BaseException) -> BaseException:
+    """A new, empty exception of `error`'s type (so `except*` still sorts it); a group's members likewise. A type
+    that cannot be made without arguments becomes a plain Exception (or BaseException)."""
+    if isinstance(error, BaseExceptionGroup):
+        return BaseExceptionGroup.__new__(type(error), "", [_bare(member) for member in error.exceptions])
+    try:
+        bare = type(error).__new__(type(error))
+        if isinstance(bare, type(error)) and not bare.args:
+            return bare
+    except Exception:  # noqa: BLE001,S110 - a constructor that needs its arguments: a plain stand-in below
+        pass
+    return Exception() if isinstance(error, Exception) else BaseException()
 
 
 def _clean(value: object, scrub: Callable[[str], str], found: list[BaseException], depth: int = 0) -> object:
