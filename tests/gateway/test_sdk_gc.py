@@ -5,8 +5,10 @@ where the collection happened (the router's own loop thread, where closing would
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,22 +38,41 @@ def _rows(url: str) -> list[str]:
 
 @pytest.mark.parametrize("collected_on", ["caller", "loop"])
 def test_a_dropped_router_is_closed_when_collected_with_its_rows_written(
-        upstream: FakeUpstream, url: str, collected_on: str) -> None:
+        upstream: FakeUpstream, url: str, collected_on: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    finalized_on: list[threading.Thread] = []
+    hand_over = _inprocess._hand_over
+
+    def spied(runtime: Any) -> None:
+        finalized_on.append(threading.current_thread())
+        hand_over(runtime)
+
+    monkeypatch.setattr(_inprocess, "_hand_over", spied)
     router = Router.from_dict(config_data(upstream, url))
     ids = [router.chat("hello", model="cheap").request_id for _ in range(3)]
     client = router._inprocess
     assert client is not None
     loop, portal = client._runtime.loop_thread, client._portal
     dropped = weakref.ref(router)
-    del router, client
-    if collected_on == "loop":  # the collection happens on the router's own loop thread
+    if collected_on == "loop":  # freed by the cyclic collector, run on the router's own loop thread
+        holder: list[object] = [router]
+        holder.append(holder)  # a cycle the router is not part of: its close is not the at-exit one
+        del router, client
+        gc.disable()  # (no automatic collection on this thread in between)
+        try:
+            del holder
+            assert dropped() is not None and not finalized_on
 
-        async def collect() -> None:
-            gc.collect()
+            async def collect() -> None:
+                gc.collect()
 
-        portal.call(collect)
+            portal.call(collect)
+        finally:
+            gc.enable()
+        assert finalized_on == [loop]
     else:
+        del router, client
         gc.collect()
+        assert finalized_on == [threading.current_thread()]
     assert dropped() is None  # nothing the SDK keeps (its close at exit) holds the router alive
     _inprocess.drain_reaper()  # the closes handed over so far have ended
     assert not loop.is_alive()
@@ -74,6 +95,7 @@ def test_a_stream_read_after_its_router_was_dropped_keeps_it(upstream: FakeUpstr
     are collected and the row written."""
     stream = Router.from_dict(config_data(upstream, url)).chat("hello", model="cheap", stream=True)
     gc.collect()
+    _inprocess.drain_reaper()  # a router the stream did not hold would be closed by now
     chunks = list(stream)
     assert chunks and all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
     request_id = stream.request_id
