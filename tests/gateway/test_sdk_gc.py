@@ -5,6 +5,7 @@ where the collection happened (the router's own loop thread, where closing would
 from __future__ import annotations
 
 import gc
+import queue
 import threading
 import weakref
 from pathlib import Path
@@ -103,3 +104,40 @@ def test_a_stream_read_after_its_router_was_dropped_keeps_it(upstream: FakeUpstr
     gc.collect()
     _inprocess.drain_reaper()
     assert _rows(url) == [request_id]
+
+
+class _Closing:
+    """Stands for a runtime handed to the reaper: records its close, and raises from it if told to."""
+
+    def __init__(self, raised: BaseException | None = None) -> None:
+        self.raised, self.closed = raised, False
+
+    def close(self, timeout: float) -> None:
+        self.closed = True
+        if self.raised is not None:
+            raise self.raised
+
+
+def test_a_close_raising_even_system_exit_does_not_end_the_reaper(upstream: FakeUpstream, url: str) -> None:
+    with Router.from_dict(config_data(upstream, url)) as router:
+        router.chat("hello", model="cheap")  # (the reaper runs from here on)
+    failing, after = _Closing(SystemExit(3)), _Closing()
+    _inprocess._hand_over(failing)  # type: ignore[arg-type]
+    _inprocess._hand_over(after)  # type: ignore[arg-type]
+    _inprocess.drain_reaper()
+    assert failing.closed and after.closed
+    assert _inprocess._reaper is not None and _inprocess._reaper.is_alive()
+
+
+def test_draining_a_reaper_that_died_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At exit `drain_reaper` waits for the reaper; one that died meanwhile must not make the exit wait for ever."""
+    stop = threading.Event()
+    dying = threading.Thread(target=stop.wait, daemon=True)  # a reaper that never answers, then ends
+    dying.start()
+    monkeypatch.setattr(_inprocess, "_reaper", dying)
+    monkeypatch.setattr(_inprocess, "_handed", queue.SimpleQueue())  # (read by no one)
+    drainer = threading.Thread(target=_inprocess.drain_reaper, daemon=True)
+    drainer.start()
+    stop.set()
+    drainer.join(60.0)  # (returns within a second of the reaper's end; for ever before)
+    assert not drainer.is_alive()

@@ -301,7 +301,11 @@ def _reap(handed: queue.SimpleQueue[_Runtime | threading.Event]) -> None:
         if isinstance(item, threading.Event):
             item.set()
             continue
-        _close_runtime(item)
+        try:
+            item.close(EXIT_TIMEOUT_S)
+        except BaseException as exc:  # noqa: BLE001 - the loop is gone or stuck (logged); even a SystemExit raised
+            # in one close must not end the reaper: the closes after it, and `drain_reaper`, wait on it
+            logger.error("switchman: could not close the in-process client cleanly: %r", exc)
         del item  # (the runtime and what it holds go now, not at the next hand-over)
         with _hook_lock:
             _unclosed.difference_update([finalizer for finalizer in _unclosed if not finalizer.alive])
@@ -310,18 +314,14 @@ def _reap(handed: queue.SimpleQueue[_Runtime | threading.Event]) -> None:
 def drain_reaper() -> None:
     """Wait until every close handed to the reaper so far has ended (at exit; in tests)."""
     with _hook_lock:
-        if _reaper is None or not _reaper.is_alive():  # (none started, or a forked child's: its parent's)
-            return
+        reaper = _reaper
+    if reaper is None or not reaper.is_alive():  # (none started, or a forked child's: its parent's)
+        return
     done = threading.Event()
     _handed.put(done)
-    done.wait()
-
-
-def _close_runtime(runtime: _Runtime) -> None:
-    try:
-        runtime.close(EXIT_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 - the loop is gone or stuck: nothing more can be written (logged)
-        logger.error("switchman: could not close the in-process client cleanly: %s", exc)
+    while not done.wait(1.0):  # (not for ever: a reaper that died since will never set it)
+        if not reaper.is_alive():
+            return
 
 
 class InProcessClient:
