@@ -238,6 +238,8 @@ class Router(Decider):
         """
         with self._inprocess_lock:
             client = self._inprocess
+            if client is not None and not client.ours:  # a forked child's copy: its parent closes it
+                client = None
             if client is not None:
                 client.check_thread()
             self._inprocess = None
@@ -267,10 +269,11 @@ class Router(Decider):
 
     def _client(self) -> InProcessClient:
         client = self._inprocess
-        if client is not None:
+        if client is not None and client.ours:
             return client
         with self._inprocess_lock:
-            if self._inprocess is None:
+            if self._inprocess is None or not self._inprocess.ours:  # none yet, or a forked child's copy of its
+                # parent's (without the parent's threads): the child starts its own
                 from .gateway import InProcessClient
 
                 self._inprocess = InProcessClient(_sharing(self), owner=self)

@@ -329,12 +329,19 @@ class InProcessClient:
 
     def __init__(self, decider: Decider, env: Mapping[str, str] | None = None, *, owner: object = None) -> None:
         """`owner` (default: this client): closed once it is garbage-collected; `decider` must not hold it."""
+        self._pid = os.getpid()
         self._runtime = _Runtime(decider, Environment.read() if env is None else Environment(env))
         self._portal = self._runtime.portal
         self.dispatcher: Dispatcher = self._runtime.dispatcher
         self._finalizer = weakref.finalize(self if owner is None else owner, _hand_over, self._runtime)
         self._finalizer.atexit = False  # _close_unclosed runs it, earlier than atexit would
         _close_at_exit(self._finalizer)
+
+    @property
+    def ours(self) -> bool:
+        """Whether this process made it: a forked child's copy of its parent's client has none of its threads
+        (a call on it would wait for ever) and is its parent's to close."""
+        return self._pid == os.getpid()
 
     @property
     def local_server(self) -> LocalModelServer | None:
