@@ -171,7 +171,12 @@ class AsyncReplyStream(_Stream):
 
 
 class Router(Decider):
-    """Routes requests according to a configuration, and sends them in process when asked."""
+    """Routes requests according to a configuration, and sends them in process when asked.
+
+    Close it (`close()`, `with`) when done. One dropped unclosed is closed when garbage-collected, but one
+    reachable from its own attributes (`router.me = router`, or an attribute's object holding it) only at exit:
+    its in-process client holds those attributes, and so the Router, alive until then.
+    """
 
     def __init__(self, config: Config, *, base_dir: str | Path = ".", seed: int | None = None) -> None:
         super().__init__(config, base_dir=base_dir, seed=seed)
