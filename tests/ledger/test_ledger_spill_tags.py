@@ -15,7 +15,7 @@ from test_ledger_spill import files, replay, spill_unreachable
 from test_ledger_writer import make_records
 
 from switchman.ledger import Ledger
-from switchman.ledger._db import display_url
+from switchman.ledger._db import display_url, identity_url
 from switchman.ledger._spill import SpillDir, ledger_tag
 
 BASE = "postgresql+psycopg://app@db.example:5432/ledger?application_name=sw&sslmode=require"
@@ -48,6 +48,17 @@ def test_spellings_of_one_postgres_database_share_a_tag(same: str) -> None:
 ])
 def test_different_databases_keep_different_tags(other: str) -> None:
     assert ledger_tag(other) != ledger_tag(BASE)
+
+
+def test_a_socket_directory_as_the_host_keeps_its_case() -> None:
+    """A host that is a Unix socket's directory is a path: its case counts."""
+    assert ledger_tag("postgresql://app@%2Frun%2FPG/ledger") != ledger_tag("postgresql://app@%2Frun%2Fpg/ledger")
+    assert identity_url("postgresql://app@%2Frun%2FPG/ledger") == "postgresql://app@%2Frun%2FPG:5432/ledger"
+
+
+def test_a_url_without_a_host_gets_no_port() -> None:
+    """Which port libpq uses for a socket the URL does not name is not in the URL (PGPORT)."""
+    assert identity_url("postgresql://app@/ledger?host=/run/pg") == "postgresql://app@/ledger?host=%2Frun%2Fpg"
 
 
 def test_spellings_of_one_sqlite_file_share_a_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
