@@ -8,7 +8,8 @@
 
 A Router is a `Decider` (the decision core) that can also send requests: the gateway depends on the
 Decider only, and the Router starts the gateway's in-process client on its first `chat`. It never
-keeps a process alive: one not closed is closed as the interpreter exits, its ledger rows written.
+keeps a process alive: one not closed is closed once it is garbage-collected (a stream keeps it) or
+as the interpreter exits, its ledger rows written.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ class Reply(dict[str, Any]):
 class _Stream:
     """What the sync and async streams share: the model and request id at once, usage and cost at the end."""
 
-    def __init__(self, feed: StreamFeed) -> None:
+    def __init__(self, feed: StreamFeed, router: Router) -> None:
         self._feed = feed
+        self._router = router  # a stream read after its router was dropped keeps it (else it would be closed)
         self._pending: deque[dict[str, Any]] = deque()
         self._done = False
         self._finalizer = weakref.finalize(self, feed.abandon)  # dropped unread: stop the upstream call
@@ -169,7 +171,12 @@ class AsyncReplyStream(_Stream):
 
 
 class Router(Decider):
-    """Routes requests according to a configuration, and sends them in process when asked."""
+    """Routes requests according to a configuration, and sends them in process when asked.
+
+    Close it (`close()`, `with`) when done. One dropped unclosed is closed when garbage-collected, but one
+    reachable from its own attributes (`router.me = router`, or an attribute's object holding it) only at exit:
+    its in-process client holds those attributes, and so the Router, alive until then.
+    """
 
     def __init__(self, config: Config, *, base_dir: str | Path = ".", seed: int | None = None) -> None:
         super().__init__(config, base_dir=base_dir, seed=seed)
@@ -192,7 +199,7 @@ class Router(Decider):
         model that answered) and `cost_usd`; a stream has the same, its cost once it has ended.
         """
         if stream:
-            return ReplyStream(self._client().stream(messages, **options))
+            return ReplyStream(self._client().stream(messages, **options), self)
         return Reply.of(self._client().chat(messages, **options))
 
     @overload
@@ -203,7 +210,7 @@ class Router(Decider):
     async def achat(self, messages: Messages, *, stream: bool = False, **options: Any) -> Reply | AsyncReplyStream:
         """`chat` for async code (`async for chunk in await router.achat(..., stream=True)`)."""
         if stream:
-            return AsyncReplyStream(await self._client().astream(messages, **options))
+            return AsyncReplyStream(await self._client().astream(messages, **options), self)
         return Reply.of(await self._client().achat(messages, **options))
 
     def feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
@@ -236,6 +243,8 @@ class Router(Decider):
         """
         with self._inprocess_lock:
             client = self._inprocess
+            if client is not None and not client.ours:  # a forked child's copy: its parent closes it
+                client = None
             if client is not None:
                 client.check_thread()
             self._inprocess = None
@@ -265,11 +274,22 @@ class Router(Decider):
 
     def _client(self) -> InProcessClient:
         client = self._inprocess
-        if client is not None:
+        if client is not None and client.ours:
             return client
         with self._inprocess_lock:
-            if self._inprocess is None:
+            if self._inprocess is None or not self._inprocess.ours:  # none yet, or a forked child's copy of its
+                # parent's (without the parent's threads): the child starts its own
                 from .gateway import InProcessClient
 
-                self._inprocess = InProcessClient(self)
+                self._inprocess = InProcessClient(_sharing(self), owner=self)
             return self._inprocess
+
+
+def _sharing(router: Router) -> Router:
+    """Another object of `router`'s class with the same attributes (one `__dict__`): what the in-process client's
+    dispatcher holds. Nothing the client keeps then holds the Router its caller holds, so one dropped unclosed is
+    garbage-collected and its client closed by the reaper, rows written (`_inprocess`); until then the dispatcher
+    decides with the very same state (strategies, sessions) as `route`."""
+    face = object.__new__(type(router))
+    face.__dict__ = router.__dict__
+    return face

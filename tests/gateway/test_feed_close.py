@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 from anyio.from_thread import start_blocking_portal
 
+from switchman.gateway import Scrubber
 from switchman.gateway._feed import StreamFeed
 
 
@@ -32,7 +33,7 @@ def test_a_stream_whose_close_fails_still_releases_its_reader() -> None:
     source = _Source()
     with start_blocking_portal() as portal:
         async def made() -> StreamFeed:  # (on the portal's loop, as the in-process client makes it)
-            return StreamFeed(source, portal)  # type: ignore[arg-type]
+            return StreamFeed(source, portal, scrub=Scrubber())  # type: ignore[arg-type]
 
         feed = portal.call(made)
         running = portal.start_task_soon(feed.run)

@@ -116,3 +116,53 @@ def test_an_async_script_that_never_closes_exits(config: Path, tmp_path: Path) -
     """, config, tmp_path)
     assert status == 0, stderr
     assert sorted((r.model, r.status) for r in rows(tmp_path)) == [("big", "ok"), ("cheap", "ok")]
+
+
+#: For a script that forks: `wait_child(pid)` exits the script with 3 if the child hangs, 4 if it failed.
+WAIT_CHILD = textwrap.dedent("""
+    import os, time
+
+    def wait_child(pid: int) -> None:
+        deadline = time.monotonic() + 90  # a hang detector: the child ends at once or never
+        while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if ended[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            sys.exit(3)
+        if os.waitstatus_to_exitcode(ended[1]) != 0:
+            sys.exit(4)
+""")
+
+
+def test_a_forked_child_exits_without_closing_its_parents_router(config: Path, tmp_path: Path) -> None:
+    """A child forked after a call holds a copy of the router without its threads: at its exit it must neither wait
+    for them (it hung) nor write the parent's rows a second time."""
+    status, stderr = run_script(WAIT_CHILD + textwrap.dedent("""
+        router.chat("hello")
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)
+        wait_child(pid)
+    """), config, tmp_path)
+    assert status == 0, f"the child {'hung' if status == 3 else 'failed'}: {stderr}"
+    assert [(r.model, r.status) for r in rows(tmp_path)] == [("cheap", "ok")]
+
+
+def test_a_forked_child_calls_through_its_own_client(config: Path, tmp_path: Path) -> None:
+    """A child forked after a call and calling the router itself starts its own client (the parent's has no threads
+    in it: the call waited for ever), writes its own row, closes it, and leaves the parent's alone."""
+    status, stderr = run_script(WAIT_CHILD + textwrap.dedent("""
+        import signal
+        router.chat("hello")
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(60)  # (a hang detector: the call ends at once or never)
+            router.chat("from the child", model="big")
+            router.close()
+            os._exit(0)
+        wait_child(pid)
+        router.chat("hello again")  # the parent's client still works
+    """), config, tmp_path)
+    assert status == 0, f"the child {'hung' if status == 3 else 'failed'}: {stderr}"
+    assert sorted((r.model, r.status) for r in rows(tmp_path)) == [("big", "ok"), ("cheap", "ok"), ("cheap", "ok")]

@@ -172,7 +172,7 @@ async def test_the_caught_error_carries_only_the_callers_frames(router: Router, 
         assert len(caught) == 4
         for exc in caught:
             files = {Path(frame.f_code.co_filename).name for frame, _ in traceback.walk_tb(exc.__traceback__)}
-            assert files <= {Path(__file__).name, "_router.py", "_inprocess.py"}, files
+            assert files <= {Path(__file__).name, "_router.py", "_inprocess.py", "_boundary.py", "_feed.py"}, files
             assert exc.__cause__ is not None and exc.__cause__.__traceback__ is None
     finally:
         upstream.clear()

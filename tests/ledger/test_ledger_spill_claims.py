@@ -7,13 +7,16 @@ import fcntl
 import logging
 import math
 import os
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from ledger_support import wait_until
 from test_ledger_spill import files, replay, spill_lines, spill_unreachable
 from test_ledger_writer import make_records
 
@@ -234,3 +237,36 @@ def test_without_posix_opens_only_a_close_with_rows_to_spill_logs(
         spill_unreachable(open_ledger, sqlite_url, sqlite_path, spill_dir, make_records(2))
     assert "need O_NOFOLLOW and dir_fd" in caplog.text and "2 rows not written" in caplog.text
     assert not spill_dir.exists()
+
+
+def test_rows_a_replay_wrote_one_by_one_before_an_outage_are_counted_once(
+        open_ledger: Callable[..., Ledger], sqlite_path: Path, sqlite_url: str, spill_dir: Path, fast_busy: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk the database refused a row of is written one row at a time; the database going away half-way
+    failed the chunk, and its retry found the rows written before as "in the ledger already": `replayed`
+    undercounted them, and the refused row was refused (and counted as discarded) a second time."""
+    from switchman.ledger._rows import BulkInsert
+
+    good = make_records(5)
+    spill_unreachable(open_ledger, sqlite_url, sqlite_path, spill_dir,
+                      [good[0], LedgerRecord(request_id="bad", agent="x\ud800"), *good[1:]])
+    real, calls, holder = BulkInsert.__call__, [], []
+
+    def insert(self: BulkInsert, rows: Any, then: Any = None, *, wrapped: bool = False) -> None:
+        calls.append(wrapped)
+        if calls.count(True) == 3 and not holder:  # the third row alone: the database goes away (a real lock)
+            lock = sqlite3.connect(sqlite_path, isolation_level=None, check_same_thread=False)
+            lock.execute("BEGIN EXCLUSIVE")
+            holder.append(lock)
+        real(self, rows, then, wrapped=wrapped)
+
+    monkeypatch.setattr(BulkInsert, "__call__", insert)
+    after = open_ledger(sqlite_url, spill_dir=spill_dir, max_retry_interval=0.05)
+    after.start_sync()
+    wait_until(lambda: after.stats.write_errors > 0, what="the outage in the one-by-one writes")
+    holder[0].execute("COMMIT")
+    holder[0].close()
+    wait_until(lambda: not after._replayer.due, what="the replay")
+    after.close_sync()
+    assert after.records() == good and files(spill_dir) == []
+    assert (after.stats.replayed, after.stats.discarded) == (5, 1)

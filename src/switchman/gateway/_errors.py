@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import TypeVar
+from types import MemberDescriptorType
+from typing import TypeVar, cast
 
 import orjson
 from starlette.responses import Response
 
-from .._urls import shown_url
+from .._urls import secret_query_name, shown_url
 from .._exceptions import (
     BudgetExceededError,
     CallerLimitError,
@@ -71,6 +72,13 @@ _ENVELOPES: tuple[tuple[type[SwitchmanError], int, str, str | None, str | None],
 )
 
 _SECRET_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|(?:Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{6,})")
+#: A credential written into a URL in text, whoever's it is (an embedder's, a proxy's, one no configuration lists):
+#: a query value whose name says it is one (`secret_query_name`), and a URL's password. Only the value goes; the URL
+#: stays readable. Both run on client-echoed text on the event loop, so each is linear in the text's length: a scheme
+#: is tried only where a word starts, names and passwords are matched possessively (no backtracking).
+_QUERY_NAME = re.compile(r"[?&;]([\w.%\-]++)=")
+_QUERY_VALUE = re.compile(r"[^&#\s'\"<>]*+")
+_URL_PASSWORD = re.compile(r"(?<![\w+.\-])([a-z][a-z0-9+.\-]*+://[^/@\s:'\"<>]*+:)[^/@\s'\"<>]++(?=@)", re.IGNORECASE)
 
 
 class Scrubber:
@@ -83,7 +91,24 @@ class Scrubber:
     def __call__(self, text: str) -> str:
         if self._secrets is not None:
             text = self._secrets.sub("[redacted]", text)
-        return _SECRET_PATTERNS.sub("[redacted]", text)
+        text = _SECRET_PATTERNS.sub("[redacted]", text)
+        return _without_query_secrets(_URL_PASSWORD.sub(r"\1[redacted]", text))
+
+
+def _without_query_secrets(text: str) -> str:
+    """`text` with the value of every credential-named query parameter redacted (`?api-key=[redacted]&q=1`).
+
+    A scan, not one substitution: a value not redacted is not consumed, so `?q=1?key=v` still finds `key`."""
+    parts: list[str] = []
+    done = pos = 0
+    while (found := _QUERY_NAME.search(text, pos)) is not None:
+        pos = found.end()
+        value = _QUERY_VALUE.match(text, pos)
+        assert value is not None  # (matches the empty string)
+        if value.end() > pos and secret_query_name(found.group(1)):
+            parts += [text[done:pos], "[redacted]"]
+            done = pos = value.end()
+    return "".join([*parts, text[done:]]) if parts else text
 
 
 def error_payload(exc: BaseException, scrub: Scrubber | None = None) -> tuple[int, dict[str, object]]:
@@ -181,72 +206,170 @@ _PLAIN = (int, float, bool, type(None))
 
 
 def scrubbed(exc: _E, scrub: Callable[[str], str]) -> _E:
-    """`exc` and every exception it reaches, scrubbed of secrets and stripped of tracebacks, in place.
+    """`exc` and every exception it reaches, scrubbed of secrets and stripped of tracebacks, keeping their types.
 
     An upstream may echo the key it was sent (as a 401 does), and a client library's exception keeps the request
     it sent, headers and all (aiohttp's `request_info`, httpx's `request`): the caller's traceback, log or error
     tracker must get neither, in a message, a note, a frame's locals (a tracker capturing locals sends them) or an
     attribute. So for `exc`, its causes and contexts, exception-group members and exceptions held in attributes:
-    messages and notes are scrubbed, tracebacks dropped, and a foreign exception's state is rebuilt from scrubbed
-    text (credential headers redacted by name), keeping its type. The gateway scrubs its HTTP answers the same way.
-    An exception that cannot be cleaned (read-only args, an argument that raises when read, a group's message
-    holding a secret) is cut from the chain, never shown and never raised in place of `exc`.
+    messages and notes are scrubbed, tracebacks dropped, and a foreign exception's state (args, `__dict__`,
+    `__slots__` and a built-in's own fields: OSError's file names, AttributeError's `obj`, ...) is rebuilt from
+    scrubbed text (credential headers redacted by name). The gateway scrubs its HTTP answers the same way.
+
+    In place, except an exception group whose own message or members must change (read-only): it is replaced by a
+    copy of the same type, so the result may not be `exc` (`raise scrubbed(exc, scrub)`). An exception that cannot
+    be cleaned (read-only args, an argument that raises when read) is cut from the chain, never shown: a group's
+    member is replaced by an empty one of its type, the top one emptied; nothing here ever raises instead of `exc`.
     """
+    result: list[BaseException] = [exc]
+
+    def top(new: BaseException | None) -> None:
+        result[0] = _gut(exc) if new is None else new
+
+    try:
+        _walk(exc, top, scrub)
+    except Exception:  # noqa: BLE001 - the walk itself failed: the caller still gets its error, emptied
+        return cast("_E", _gut(exc))
+    return cast("_E", result[0])  # `exc`, or a group of its type
+
+
+def _walk(exc: BaseException, put: Callable[[BaseException | None], None], scrub: Callable[[str], str]) -> None:
+    """`scrubbed`'s walk. Each exception goes with `put`, which replaces it where it was reached from (None: cut
+    it off): its link from the one that reached it (a cause, a context), its place in a group (read-only: the group
+    is rebuilt), or for an exception held in an attribute, which cannot be replaced, the cut of its holder."""
     seen: set[int] = set()
-    # Each exception with how to cut it off: its link from the one that reached it (a cause, a context), or for an
-    # exception-group member or an attribute, the exception holding it (a group's members cannot be dropped).
-    queue: list[tuple[BaseException | None, Callable[[], None]]] = [(exc, partial(_gut, exc))]
+    queue: list[tuple[BaseException | None, Callable[[BaseException | None], None]]] = [(exc, put)]
     while queue:
-        error, cut = queue.pop()
+        error, put = queue.pop()
         if error is None or id(error) in seen:
             continue
         seen.add(id(error))
         try:
-            found = _scrub_one(error, scrub)
+            held = _scrub_one(error, scrub)
+            if isinstance(error, BaseExceptionGroup) and scrub(error.message) != error.message:
+                error = _regrouped(error, scrub(error.message))
+                seen.add(id(error))
+                put(error)
         except Exception:  # noqa: BLE001 - one that cannot be cleaned is cut off, never shown, never raised instead
-            cut()
+            put(None)
             continue
-        queue += [(error.__cause__, partial(setattr, error, "__cause__", None)),
-                  (error.__context__, partial(setattr, error, "__context__", None)),
-                  *((member, cut) for member in found)]
-    return exc
+        slot = _Slot(error, put)
+        queue += [(error.__cause__, partial(slot.link, "__cause__")),
+                  (error.__context__, partial(slot.link, "__context__")),
+                  *((found, slot.cut) for found in held)]
+        if isinstance(error, BaseExceptionGroup):
+            queue += [(member, partial(slot.member, index)) for index, member in enumerate(error.exceptions)]
+
+
+class _Slot:
+    """An exception `_walk` reached and where it goes: its current version (a group is rebuilt for each change of
+    its read-only message and members, never changed in place) and the `put` that hands a new one, or a cut, on."""
+
+    def __init__(self, error: BaseException, put: Callable[[BaseException | None], None]) -> None:
+        self.error, self.put, self.cut_off = error, put, False
+
+    def link(self, name: str, new: BaseException | None) -> None:
+        """Its cause or context replaced (or dropped)."""
+        if not self.cut_off:
+            setattr(self.error, name, new)
+
+    def cut(self, _new: BaseException | None) -> None:
+        """An exception it holds in an attribute could not be cleaned: it is cut itself, once for all."""
+        if not self.cut_off:
+            self.cut_off = True
+            self.put(None)
+
+    def member(self, index: int, new: BaseException | None) -> None:
+        """Its member at `index` replaced; a member that cannot be cleaned by an empty one of its type."""
+        group = self.error
+        if self.cut_off or not isinstance(group, BaseExceptionGroup):
+            return
+        members = list(group.exceptions)
+        members[index] = _bare(members[index]) if new is None else new
+        self.error = _regrouped(group, group.message, members)
+        self.put(self.error)
 
 
 def _scrub_one(error: BaseException, scrub: Callable[[str], str]) -> list[BaseException]:
-    """`scrubbed` for one exception (raises if it cannot be cleaned): the exceptions it holds, to clean next."""
+    """`scrubbed` for one exception (raises if it cannot be cleaned): the exceptions it holds in attributes (not a
+    group's members), to clean next."""
     error.__traceback__ = None
     found: list[BaseException] = []
     if isinstance(error, SwitchmanError):  # ours: typed values, only its message can hold an echoed key
         if error.args and isinstance(error.args[0], str):
             error.args = (scrub(error.args[0]), *error.args[1:])
     else:
-        if isinstance(error, BaseExceptionGroup):  # its args are its message and members; the message is read-only
-            if scrub(error.message) != error.message:
-                raise ValueError("an exception group's message holds a secret")
-        else:
+        if not isinstance(error, BaseExceptionGroup):  # a group's args are its message and members (read-only)
             error.args = tuple(_clean(arg, scrub, found) for arg in error.args)
         for name, value in list(getattr(error, "__dict__", {}).items()):
             if name != "__notes__":
                 error.__dict__[name] = _clean(value, scrub, found)
-        if isinstance(error, OSError):  # the paths it names are not in its args
-            error.filename = _clean(error.filename, scrub, found)
-            error.filename2 = _clean(error.filename2, scrub, found)
+        for name in _fields(type(error)):  # kept outside args and __dict__
+            try:
+                value = getattr(error, name)
+            except AttributeError:  # an empty slot
+                continue
+            cleaned = _clean(value, scrub, found)
+            if cleaned is not value:
+                setattr(error, name, cleaned)  # (refused: cut off)
     notes = getattr(error, "__notes__", None)
     if isinstance(notes, list):
         error.__notes__ = [scrub(str(note)) for note in notes]
-    if isinstance(error, BaseExceptionGroup):
-        found += error.exceptions
     return found
 
 
-def _gut(error: BaseException) -> None:
-    """The error the caller gets could not be cleaned (or holds one that cannot): keep its type, drop the rest."""
+def _fields(kind: type[BaseException]) -> list[str]:
+    """The writable fields an exception keeps outside args and `__dict__`: `__slots__`, and a built-in's own
+    (OSError's `filename`, AttributeError's `obj`, UnicodeError's `object`, StopIteration's `value`, ...);
+    not BaseException's (its links) nor a group's (read-only: `_regrouped`)."""
+    return [name for cls in kind.__mro__ if cls not in (BaseException, BaseExceptionGroup, object)
+            for name, field in vars(cls).items() if isinstance(field, MemberDescriptorType)]
+
+
+def _regrouped(group: BaseExceptionGroup[BaseException], message: str,
+               members: Sequence[BaseException] | None = None) -> BaseExceptionGroup[BaseException]:
+    """`group` with another message or members (read-only in place): the same type, links, notes and attributes.
+    Built by BaseExceptionGroup's own constructor, so a subclass's constructor of another signature does not
+    matter."""
+    new = BaseExceptionGroup.__new__(type(group), message, group.exceptions if members is None else members)
+    if hasattr(group, "__dict__"):
+        new.__dict__.update(vars(group))
+    for name in _fields(type(group)):
+        if hasattr(group, name):
+            setattr(new, name, getattr(group, name))
+    new.__cause__, new.__context__ = group.__cause__, group.__context__
+    new.__suppress_context__ = group.__suppress_context__
+    return new
+
+
+def _gut(error: BaseException) -> BaseException:
+    """The error the caller gets could not be cleaned (or holds one that cannot): keep its type, drop the rest. In
+    place, but for a group (its message and members are read-only): an empty one of its type instead."""
+    if isinstance(error, BaseExceptionGroup):
+        return _bare(error)
     error.__traceback__ = error.__cause__ = error.__context__ = None
-    for drop in (lambda: setattr(error, "args", ()), getattr(error, "__dict__", {}).clear):
+    drops = [lambda: setattr(error, "args", ()), getattr(error, "__dict__", {}).clear,
+             *(partial(setattr, error, name, None) for name in _fields(type(error)))]
+    for drop in drops:
         try:
             drop()
         except Exception:  # noqa: BLE001,S110 - read-only: nothing more can be dropped
             pass
+    return error
+
+
+def _bare(error: BaseException) -> BaseException:
+    """A new, empty exception of `error`'s type (so `except*` still sorts it); a group's members likewise. A type
+    that cannot be made without arguments becomes a plain Exception (or BaseException)."""
+    if isinstance(error, BaseExceptionGroup):
+        return BaseExceptionGroup.__new__(type(error), "", [_bare(member) for member in error.exceptions])
+    try:
+        bare = type(error).__new__(type(error))
+        if isinstance(bare, type(error)) and not bare.args:
+            return bare
+    except Exception:  # noqa: BLE001,S110 - a constructor that needs its arguments: a plain stand-in below
+        pass
+    return Exception() if isinstance(error, Exception) else BaseException()
 
 
 def _clean(value: object, scrub: Callable[[str], str], found: list[BaseException], depth: int = 0) -> object:

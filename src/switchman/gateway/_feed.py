@@ -9,8 +9,7 @@ as the client's disconnect, as the gateway does when an HTTP client goes away.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
@@ -20,6 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._exceptions import RouterClosedError, UpstreamError
 from ..routing import Decision
+from ._boundary import awaited, called
 from ._errors import scrubbed
 from ._stream import RelayedStream
 from ._wire import Usage
@@ -59,28 +59,16 @@ class FeedSource(RelayedStream, Protocol):
     def cost_usd(self) -> float | None: ...
 
 
-@contextmanager
-def portal_running() -> Iterator[None]:
-    """anyio's RuntimeError for a call on a stopped portal as what it means to the caller: the Router was closed."""
-    try:
-        yield
-    except RuntimeError as exc:
-        if isinstance(exc, RouterClosedError) or "portal is not running" not in str(exc):
-            raise
-        raise RouterClosedError("the router was closed during this call (a new call starts it again)") from None
-
-
 class StreamFeed:
     """One opened chat stream: relayed on the client's loop (`run`), read from any thread.
 
     Made on the loop thread once the upstream has sent its first event (fallbacks are over by then).
     """
 
-    def __init__(self, stream: FeedSource, portal: BlockingPortal, *,
-                 scrub: Callable[[str], str] | None = None) -> None:
+    def __init__(self, stream: FeedSource, portal: BlockingPortal, *, scrub: Callable[[str], str]) -> None:
         self._stream = stream
         self._portal = portal
-        self._scrub = scrub  # for `error`'s message: an upstream may echo the key it was sent
+        self._scrub = scrub  # for what a read raises: an upstream may echo the key it was sent
         self._send: MemoryObjectSendStream[bytes]
         self._receive: MemoryObjectReceiveStream[bytes]
         self._send, self._receive = anyio.create_memory_object_stream[bytes](_BUFFERED_PIECES)
@@ -108,7 +96,7 @@ class StreamFeed:
     def error(self) -> UpstreamError | None:
         """The upstream failure that ended the stream early, if one did (its message scrubbed of secrets)."""
         error = self._stream.error
-        return error if error is None or self._scrub is None else scrubbed(error, self._scrub)
+        return error if error is None else scrubbed(error, self._scrub)
 
     @property
     def usage(self) -> Usage | None:
@@ -122,15 +110,11 @@ class StreamFeed:
 
     def next_chunks(self) -> list[dict[str, Any]] | None:
         """The next chunks (blocking; maybe none yet), or None once the stream has ended and been recorded."""
-        with portal_running():
-            chunks: list[dict[str, Any]] | None = self._portal.call(self._next)
-        return chunks
+        return called(self._portal, self._scrub, self._next)
 
     async def anext_chunks(self) -> list[dict[str, Any]] | None:
         """`next_chunks` awaited from another event loop."""
-        with portal_running():
-            future = self._portal.start_task_soon(self._next)
-        return await asyncio.wrap_future(future)
+        return await awaited(self._portal, self._scrub, self._next)
 
     def close(self) -> None:
         """Stop relaying and wait until the request is recorded (nothing to do once the client has closed)."""

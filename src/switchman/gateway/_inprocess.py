@@ -7,9 +7,9 @@ model switchman runs itself (a `local` provider on loopback) gets that server st
 `serve` starts it.
 
 Nothing here keeps a process alive. The loop thread is a daemon, and a client its caller never
-closed is closed when it is garbage-collected or, at the latest, as the interpreter exits — before
-Python waits for non-daemon threads — so a script that ends (or dies of an uncaught exception)
-without `close()` still exits promptly, with its ledger rows written.
+closed is closed (on the reaper thread) when its Router is garbage-collected or, at the latest, as
+the interpreter exits — before Python waits for non-daemon threads — so a script that ends (or dies
+of an uncaught exception) without `close()` still exits promptly, with its ledger rows written.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
+import queue
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -28,14 +30,14 @@ import anyio
 from anyio.from_thread import BlockingPortal
 
 from .._config import Config
-from .._exceptions import RouterClosedError, SwitchmanError
+from .._exceptions import RouterClosedError
 from .._environ import Environment
 from ..ledger import BudgetManager, Ledger, resolve_spill_dir
 from ..local import LocalModelServer, managed_server, with_local_url
 from ._context import RequestContext
 from ._dispatcher import Completion, Dispatcher
-from ._errors import scrubbed
-from ._feed import StreamFeed, portal_running
+from ._boundary import awaited, called
+from ._feed import StreamFeed
 from ._middleware import new_request_id
 from ._schema import check_body
 
@@ -238,47 +240,108 @@ def _start_loop() -> tuple[BlockingPortal, threading.Thread]:
     return started.result(), thread
 
 
-# Clients still open, closed as the interpreter exits. threading's exit hooks run before Python joins
-# non-daemon threads (anyio's worker threads are such), so the loop is still alive to close with;
-# plain `atexit` runs after that join, too late. `_register_atexit` is what concurrent.futures uses.
+# A client its caller never closed is closed when its owner (the Router) is garbage-collected, or as the interpreter
+# exits. Its finalizer only hands the runtime to the reaper thread, which closes it: a collection runs wherever an
+# allocation triggers it, on the client's own loop thread too (where closing would wait for ever), the ledger's
+# writer (which the close joins) or a caller's event loop (blocked for the close); `SimpleQueue.put` is safe
+# anywhere, inside another lock's holder too. The finalizer holds the runtime, never the owner (the dispatcher
+# holds a face of it, `Router`'s `_sharing`), so nothing here keeps the owner from being collected.
+# threading's exit hooks run before Python joins non-daemon threads (anyio's worker threads are such), so the loop
+# is still alive to close with; plain `atexit` runs after that join, too late. `_register_atexit` is what
+# concurrent.futures uses.
 _unclosed: set[weakref.finalize[..., Any]] = set()
+_handed: queue.SimpleQueue[_Runtime | threading.Event] = queue.SimpleQueue()
 _hook_lock = threading.Lock()
 _hooked = False
+_reaper: threading.Thread | None = None
+
+
+def _forget_in_child() -> None:
+    """A forked child holds copies of its parent's clients but none of their threads: it neither closes them (the
+    parent does; their queued rows would be written twice) nor waits at exit for a reaper or loop it lacks."""
+    global _hook_lock, _handed, _reaper
+    for finalizer in list(_unclosed):
+        finalizer.detach()
+    _unclosed.clear()
+    _hook_lock, _handed, _reaper = threading.Lock(), queue.SimpleQueue(), None  # (held by a parent's thread?)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _close_unclosed() -> None:
     for finalizer in list(_unclosed):
         finalizer()
+    drain_reaper()
 
 
 def _close_at_exit(finalizer: weakref.finalize[..., Any]) -> None:
-    global _hooked
+    global _hooked, _reaper
     with _hook_lock:
         _unclosed.add(finalizer)
         if not _hooked:
             register = getattr(threading, "_register_atexit", atexit.register)
             register(_close_unclosed)
             _hooked = True
+        if _reaper is None:
+            _reaper = threading.Thread(target=_reap, args=(_handed,), name="switchman-sdk-reaper", daemon=True)
+            _reaper.start()
 
 
-def _close_runtime(runtime: _Runtime) -> None:
-    try:
-        runtime.close(EXIT_TIMEOUT_S)
-    except (RuntimeError, TimeoutError) as exc:  # the loop is gone or stuck: nothing more can be written
-        logger.error("switchman: could not close the in-process client cleanly: %s", exc)
+def _hand_over(runtime: _Runtime) -> None:
+    """The finalizer's whole work (it may run on any thread, inside a lock's holder): queue the close."""
+    _handed.put(runtime)
+
+
+def _reap(handed: queue.SimpleQueue[_Runtime | threading.Event]) -> None:
+    """The reaper thread: close each runtime handed over, forget the finalizers spent; set each Event (`drain`)."""
+    while True:
+        item = handed.get()
+        if isinstance(item, threading.Event):
+            item.set()
+            continue
+        try:
+            item.close(EXIT_TIMEOUT_S)
+        except BaseException as exc:  # noqa: BLE001 - the loop is gone or stuck (logged); even a SystemExit raised
+            # in one close must not end the reaper: the closes after it, and `drain_reaper`, wait on it
+            logger.error("switchman: could not close the in-process client cleanly: %r", exc)
+        del item  # (the runtime and what it holds go now, not at the next hand-over)
+        with _hook_lock:
+            _unclosed.difference_update([finalizer for finalizer in _unclosed if not finalizer.alive])
+
+
+def drain_reaper() -> None:
+    """Wait until every close handed to the reaper so far has ended (at exit; in tests)."""
+    with _hook_lock:
+        reaper = _reaper
+    if reaper is None or not reaper.is_alive():  # (none started, or a forked child's: its parent's)
+        return
+    done = threading.Event()
+    _handed.put(done)
+    while not done.wait(1.0):  # (not for ever: a reaper that died since will never set it)
+        if not reaper.is_alive():
+            return
 
 
 class InProcessClient:
     """Sends chat requests through a Dispatcher on a background event loop."""
 
-    def __init__(self, decider: Decider, env: Mapping[str, str] | None = None) -> None:
-        self._decider = decider
+    def __init__(self, decider: Decider, env: Mapping[str, str] | None = None, *, owner: object = None) -> None:
+        """`owner` (default: this client): closed once it is garbage-collected; `decider` must not hold it."""
+        self._pid = os.getpid()
         self._runtime = _Runtime(decider, Environment.read() if env is None else Environment(env))
         self._portal = self._runtime.portal
         self.dispatcher: Dispatcher = self._runtime.dispatcher
-        self._finalizer = weakref.finalize(self, _close_runtime, self._runtime)
+        self._finalizer = weakref.finalize(self if owner is None else owner, _hand_over, self._runtime)
         self._finalizer.atexit = False  # _close_unclosed runs it, earlier than atexit would
         _close_at_exit(self._finalizer)
+
+    @property
+    def ours(self) -> bool:
+        """Whether this process made it: a forked child's copy of its parent's client has none of its threads
+        (a call on it would wait for ever) and is its parent's to close."""
+        return self._pid == os.getpid()
 
     @property
     def local_server(self) -> LocalModelServer | None:
@@ -315,25 +378,15 @@ class InProcessClient:
         """`stream` awaited from the caller's event loop."""
         return await self._awaited(self._runtime.open_stream, *self._request(messages, stream=True, **options))
 
-    # Both scrub in a plain try/except: a contextmanager would re-attach the loop thread's traceback on the way out.
     def _called(self, work: Callable[[dict[str, Any], RequestContext], Awaitable[_T]], body: dict[str, Any],
                 context: RequestContext) -> _T:
-        """`work` run on the client's loop and waited for here; a SwitchmanError scrubbed (no key, no loop frames)."""
-        try:
-            with portal_running():
-                return self._portal.call(work, body, context)
-        except SwitchmanError as exc:
-            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
+        """`work` run on the client's loop and waited for here; whatever it raises scrubbed (`_boundary`)."""
+        return called(self._portal, self.dispatcher.scrub, work, body, context)
 
     async def _awaited(self, work: Callable[[dict[str, Any], RequestContext], Awaitable[_T]], body: dict[str, Any],
                        context: RequestContext) -> _T:
         """`_called`, awaited from the caller's own event loop."""
-        with portal_running():
-            future = self._portal.start_task_soon(work, body, context)
-        try:
-            return await asyncio.wrap_future(future)
-        except SwitchmanError as exc:
-            raise scrubbed(exc, self.dispatcher.scrub) from exc.__cause__
+        return await awaited(self._portal, self.dispatcher.scrub, work, body, context)
 
     def check_thread(self) -> None:
         """RuntimeError on the client's own loop thread, where `close` would wait for ever."""
@@ -346,5 +399,5 @@ class InProcessClient:
         self._finalizer.atexit = False
         with _hook_lock:
             _unclosed.discard(self._finalizer)
-        if self._finalizer.detach() is not None:
+        if self._finalizer.detach() is not None:  # (else the reaper has it: its close is the one)
             self._runtime.close(timeout)

@@ -9,7 +9,6 @@ everything resolved once at startup; a model has one deployment or several.
 from __future__ import annotations
 
 import base64
-import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -20,7 +19,7 @@ from .._catalog import ModelSpec
 from .._config import Config, DeploymentConfig, ModelConfig, ProviderConfig
 from .._config_server import Timeouts
 from .._exceptions import ConfigError, UpstreamError
-from .._urls import shown_url
+from .._urls import secret_query_name, shown_url
 from ..state import RateLimit
 from ._anthropic import AnthropicAdapter
 from ._defaults import KNOWN_PROVIDERS
@@ -30,8 +29,6 @@ from ._wire import Usage
 
 __all__ = ["Deployment", "Provider", "StreamTranslator", "WireAdapter", "build_deployments", "url_credentials"]
 
-#: Query parameters that carry a credential (Azure's `api-key`, a SAS `sig`, Functions' `code`, ...).
-_SECRET_QUERY = re.compile(r"key|token|secret|sig|pass|pwd|auth|cred|code", re.IGNORECASE)
 
 class StreamTranslator(Protocol):
     """Turns upstream stream events into client-bound OpenAI SSE bytes."""
@@ -204,7 +201,7 @@ def url_credentials(url: str) -> Iterator[str]:
         yield base64.b64encode(plain.encode()).decode()
     for item in parts.query.split("&"):
         name, _, raw = item.partition("=")
-        if raw and _SECRET_QUERY.search(urllib.parse.unquote_plus(name)):
+        if raw and secret_query_name(name):
             # As written (the pool sends the query verbatim, so an upstream echoing its URL shows this form),
             # decoded both ways ('+' is a space in a form, a plus in a path) and re-encoded.
             value = urllib.parse.unquote_plus(raw)

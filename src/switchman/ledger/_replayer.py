@@ -129,10 +129,7 @@ class Replayer:
             logger.exception("ledger spill directory %s: spilled rows not replayed", self.spill.path)
             return self._stop()
         if claim.chunk:
-            if not self._insert_new(claim.chunk, claim):
-                return False
-            claim.chunk = []
-            return True
+            return self._insert_new(claim)
         self._replaying = None
         try:
             claim.finish()
@@ -160,13 +157,14 @@ class Replayer:
         self.give_back()
         return True
 
-    def _insert_new(self, chunk: list[LedgerRecord], claim: Claim) -> bool:
-        """Insert the rows of `chunk` the database does not hold yet; False when it failed (the chunk is looked
-        up again at the retry, so a row committed meanwhile is not inserted twice).
+    def _insert_new(self, claim: Claim) -> bool:
+        """Insert the rows of `claim.chunk` the database does not hold yet; False when it failed. What is settled
+        either way (found present, refused, written before a one-by-one write failed half-way) leaves the chunk and
+        is counted once; the rest is looked up again at the retry, so a row committed meanwhile is not inserted twice.
 
         A row is skipped only while the database holds more rows of its (request id, time) than this file's
         rows of that key met so far (`claim.seen`): twins are each written once, across chunks too."""
-        ledger = self._ledger
+        ledger, chunk = self._ledger, claim.chunk
         insert = ledger._insert
         try:
             ledger._ensure_schema()
@@ -178,30 +176,35 @@ class Replayer:
                 present = self._present_alone(chunk, claim)
         except insert.errors as exc:
             return ledger._failed(exc)
-        seen = Counter(claim.seen)
+        seen = claim.seen
         batch: list[tuple[tuple[Any, ...], Fact]] = []
-        found = refused = 0
+        batched: list[LedgerRecord] = []  # the records of `batch`, in its order
         for rec in chunk:
             key = (rec.request_id, rec.time)
-            skip = present[key] > seen[key]
-            seen[key] += 1
-            if skip:
-                found += 1
+            if present[key] > seen[key]:
+                seen[key] += 1
+                claim.present += 1
                 continue
             try:
                 batch.append((encode(rec, insert.null), fact(rec)))
             except (AttributeError, TypeError, ValueError, OverflowError) as exc:
-                refused += 1
+                seen[key] += 1
+                claim.discarded += 1
                 ledger._discard(rec.request_id, exc)
+                continue
+            batched.append(rec)
         written, discarded = ledger._written, ledger._discarded
-        if batch and not ledger._write_batch(batch):
-            return False
-        claim.seen = seen
-        claim.present += found
+        ok = not batch or ledger._write_batch(batch)
+        settled = len(batched) - len(batch)  # a failed one-by-one write drops the rows it settled from `batch`
+        if ok:
+            settled = len(batched)
+        for rec in batched[:settled]:
+            seen[rec.request_id, rec.time] += 1
+        claim.chunk = batched[settled:]
         claim.inserted += ledger._written - written
-        claim.discarded += refused + ledger._discarded - discarded
+        claim.discarded += ledger._discarded - discarded
         self.replayed += ledger._written - written
-        return True
+        return ok
 
     def _present_alone(self, chunk: list[LedgerRecord], claim: Claim) -> Counter[tuple[str, float]]:
         """`_present` key by key, for a chunk whose look-up the driver or database refused a value of (a lone

@@ -14,8 +14,8 @@ A file's life, each step an atomic rename inside the directory:
     spill-<db>-<ns>-<token>.jsonl.replaying-<pid>   claimed by the process replaying it, locked; deleted when
                                                     done, renamed back when the replay stops early (a close)
 
-`<db>` names the ledger (a hash of its URL, password left out; for SQLite of the database file's absolute
-path): a ledger replays only its own database's rows, so gateways of several databases can share the default
+`<db>` names the ledger (a hash of its URL spelled one way, password left out; for SQLite of the database
+file's resolved path): a ledger replays only its own database's rows, so gateways of several databases can share the default
 directory. A start that finds other ledgers' files logs how many and the oldest's age.
 
 Who writes or replays a file holds an exclusive `flock` on it for as long as it does; the kernel drops it when
@@ -55,11 +55,11 @@ from sqlalchemy.engine import make_url
 
 from .._environ import Environment
 from .._streaks import OnceLog
-from ._db import display_url
+from ._db import display_url, identity_url
 from ._record import LedgerRecord
 from ._rows import FIELDS, as_logged, decode
 
-__all__ = ["Claim", "SpillDir", "UnsafeSpillDir", "Written", "default_spill_dir", "ledger_tag", "record_of",
+__all__ = ["Claim", "SpillDir", "UnsafeSpillDir", "Written", "default_spill_dir", "ledger_tag", "ledger_tags", "record_of",
            "resolve_spill_dir", "spilled"]
 
 logger = logging.getLogger("switchman.ledger")
@@ -95,17 +95,34 @@ def resolve_spill_dir(spill_dir: str | Path | None, *, environ: Mapping[str, str
 
 
 def ledger_tag(url: str) -> str:
-    """Which database a spill file's rows belong to: a hash of its URL (no password), for SQLite of the database
-    file's absolute path (a relative `sqlite:///ledger.sqlite3` names a different file in each directory)."""
-    key = display_url(url)
+    """Which database a spill file's rows belong to: a hash of its URL spelled one way (`identity_url`: no
+    password, so a replica restarted with an equivalent URL replays its spill), for SQLite of the database file's
+    resolved path (a relative `sqlite:///ledger.sqlite3` names a different file in each directory)."""
+    sqlite = _sqlite_file(url)
+    return _digest(f"sqlite:{sqlite}" if sqlite is not None else identity_url(url))
+
+
+def ledger_tags(url: str) -> frozenset[str]:
+    """The tags of files a ledger of `url` replays: `ledger_tag`'s, and the one a version that hashed the URL as
+    written gave them (its password masked), so a spill left by such a version across an upgrade is not stranded."""
+    sqlite = _sqlite_file(url)
+    return frozenset({ledger_tag(url), _digest(f"sqlite:{sqlite}" if sqlite is not None else display_url(url))})
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file a SQLite URL names, resolved (symlinks, `..`, the working directory); None for any other
+    URL, an in-memory database or a `file:` URI."""
     try:
         parsed = make_url(url)
     except Exception:  # noqa: BLE001 (the engine refuses it first; the tag only needs to be stable)
-        parsed = None
-    database = parsed.database if parsed is not None else None
-    if parsed is not None and parsed.get_backend_name() == "sqlite" and database and database != ":memory:" \
-            and not database.startswith("file:"):
-        key = f"sqlite:{Path(database).expanduser().resolve()}"
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser().resolve()
+
+
+def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -226,7 +243,8 @@ class SpillDir:
 
     def __init__(self, path: Path, ledger_url: str) -> None:
         self.path = path
-        self.tag = ledger_tag(ledger_url)
+        self.tag = ledger_tag(ledger_url)  # what a write names its file
+        self.tags = ledger_tags(ledger_url)  # what a claim takes
         self._refused: set[str] = set()  # files already logged as unsafe, not logged again
         self._held = OnceLog()  # files already logged as held by a live process
         self._surveyed = False
@@ -303,7 +321,7 @@ class SpillDir:
                 self._survey(names)
             for name in names:
                 match = _NAME.fullmatch(name)
-                if match is None or name in self._refused or match.group(2) != self.tag:
+                if match is None or name in self._refused or match.group(2) not in self.tags:
                     continue
                 try:
                     claim = self._take(dirfd, name, match.group(1))
@@ -319,7 +337,7 @@ class SpillDir:
     def _survey(self, names: list[str]) -> None:
         """Log other ledgers' files (another database, or the same one by another URL): this ledger never
         replays them, so rows stranded there are seen."""
-        others = [match for match in map(_NAME.fullmatch, names) if match is not None and match.group(2) != self.tag]
+        others = [match for match in map(_NAME.fullmatch, names) if match is not None and match.group(2) not in self.tags]
         if others:
             oldest = min(int(match.group(3)) for match in others)
             logger.warning("ledger spill directory %s holds %d files of other ledgers (the oldest spilled %.0f s "
