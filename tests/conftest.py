@@ -83,11 +83,13 @@ def _math_greeting_table(pairs: int = 30, seed: int = 0) -> OutcomeTable:
 
 @pytest.fixture(autouse=True)
 def private_state_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """XDG_STATE_HOME in a temporary folder of each test's own: an SDK router that spills its ledger at shutdown
-    (a test's database taken away) never writes to the user's ~/.local/state, nor replays another test's rows.
-    (A gateway reads the `env` it is given, not this.)"""
+    """XDG_STATE_HOME and HOME in temporary folders of each test's own: an SDK router or gateway that spills its
+    ledger at shutdown (a test's database taken away) never writes to the user's ~/.local/state, nor replays another
+    test's rows. HOME too, because a gateway reads the `env` it is given, and one given no XDG_STATE_HOME falls back
+    on Path.home() (which follows $HOME)."""
     state = tmp_path_factory.mktemp("xdg-state")
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
     return state
 
 
