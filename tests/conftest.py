@@ -33,6 +33,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped under {STRICT_SKIPS_ENV}=1 (CI has every part this test needs): {reason}"
     return report
 
+
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """HOME and XDG_STATE_HOME in a temporary folder for the whole run, set before any module or session fixture
+    builds a gateway: one given an `env` without XDG_STATE_HOME spills its ledger under Path.home() (which follows
+    $HOME), and a module's gateway closes after each test's own folder (`private_state_home`) is put back."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        patch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
+        yield home
+
+
 CHEAP, STRONG = "cheap-model", "strong-model"
 #: (input, output) USD per 1M tokens of the synthetic models.
 SYNTHETIC_PRICES = {CHEAP: (0.1, 0.2), STRONG: (10.0, 30.0)}
@@ -83,10 +96,10 @@ def _math_greeting_table(pairs: int = 30, seed: int = 0) -> OutcomeTable:
 
 @pytest.fixture(autouse=True)
 def private_state_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """XDG_STATE_HOME and HOME in temporary folders of each test's own: an SDK router or gateway that spills its
-    ledger at shutdown (a test's database taken away) never writes to the user's ~/.local/state, nor replays another
-    test's rows. HOME too, because a gateway reads the `env` it is given, and one given no XDG_STATE_HOME falls back
-    on Path.home() (which follows $HOME)."""
+    """XDG_STATE_HOME and HOME in temporary folders of each test's own (inside `private_home`'s for the run): an SDK
+    router or gateway that spills its ledger at shutdown (a test's database taken away) never replays another test's
+    rows. HOME too, because a gateway reads the `env` it is given, and one given no XDG_STATE_HOME falls back on
+    Path.home() (which follows $HOME)."""
     state = tmp_path_factory.mktemp("xdg-state")
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
