@@ -39,13 +39,13 @@ def test_top_level_all_is_sorted_and_is_exactly_the_public_names() -> None:
 
 #: The SDK's surface, pinned: a change here is a change to the public API (and belongs in the README).
 TOP_LEVEL = [
-    "ArtifactError", "AsyncReplyStream", "BudgetExceededError", "BudgetLimitError", "CallerLimitError",
-    "ConfigError", "ContentPolicyViolationError", "ContextWindowExceededError", "DatasetError", "Decision",
-    "DeploymentLimitError", "EmbedderUnavailableError", "InvalidRequestError", "LedgerTimeout",
-    "LedgerUnavailableError", "LocalModelError", "ModelSpec", "NoCapableModelError", "PolicyDeniedError",
-    "RateLimitError", "Reply", "ReplyStream", "RouteRequest", "Router", "RouterClosedError", "RoutingError",
-    "SwitchmanError", "UnknownEmbedderError", "UnknownModelError", "UpstreamBadRequestError",
-    "UpstreamConnectionError", "UpstreamError", "UpstreamServerError", "UpstreamTimeout", "__version__",
+    "ArtifactError", "AsyncReplyStream", "BudgetExceededError", "BudgetLimitError", "CallerLimitError", "ConfigError",
+    "ContentPolicyViolationError", "ContextWindowExceededError", "DatasetError", "Decision", "DeploymentLimitError",
+    "EmbedderUnavailableError", "InvalidRequestError", "LedgerTimeoutError", "LedgerUnavailableError",
+    "LocalModelError", "ModelSpec", "NoCapableModelError", "PolicyDeniedError", "RateLimitError", "Reply",
+    "ReplyStream", "RouteRequest", "Router", "RouterClosedError", "RoutingError", "SwitchmanError",
+    "UnknownEmbedderError", "UnknownModelError", "UpstreamBadRequestError", "UpstreamConnectionError", "UpstreamError",
+    "UpstreamServerError", "UpstreamTimeout", "__version__",
 ]
 
 

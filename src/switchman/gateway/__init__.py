@@ -18,7 +18,7 @@ from ._errors import Scrubber
 from ._feedback import submit_feedback
 from ._gateway import Gateway
 from ._inprocess import InProcessClient
-from ._ledger_threads import LedgerTimeout, ledger_call, ledger_limiter, run_in_ledger_thread
+from ._ledger_threads import LedgerTimeoutError, ledger_call, ledger_limiter, run_in_ledger_thread
 from ._middleware import ACCESS_LOGGER, AccessLineFormatter, AccessLineHandler
 from ._providers import Deployment, Provider
 from ._reload import ConfigReloader
@@ -45,7 +45,7 @@ __all__ = [
     "InProcessClient",
     "KNOWN_PROVIDERS",
     "Lease",
-    "LedgerTimeout",
+    "LedgerTimeoutError",
     "Provider",
     "RequestContext",
     "Scrubber",

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from .._exceptions import InvalidRequestError, LedgerUnavailableError
 from ..ledger import Ledger, LedgerRecord
 from ._context import scoped_session
-from ._ledger_threads import LedgerTimeout, ledger_call
+from ._ledger_threads import LedgerTimeoutError, ledger_call
 from ._middleware import MASTER_KEY_ID
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ class FeedbackEndpoint:
         try:  # not the chat path's threads: a hung database holds this one
             record = await ledger_call(lambda: store_feedback(ledger, request_id, score, comment, key_id=scope),
                                        FEEDBACK_TIMEOUT_S)
-        except LedgerTimeout as exc:
+        except LedgerTimeoutError as exc:
             raise LedgerUnavailableError(f"{exc}; try again") from None
         sessions = self.gateway.dispatcher.sessions
         notify_feedback(self.gateway.decider, sessions, record, score)

@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from .._hosts import is_loopback
 from .._streaks import FailureStreak
-from ..gateway import Gateway, LedgerTimeout, ledger_call, relative_slash_redirects
+from ..gateway import Gateway, LedgerTimeoutError, ledger_call, relative_slash_redirects
 from ._access import DEVICE_TTL_S, Access, Session
 from ._format import FILTERS
 from ._guard import DEVICE_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, DashboardGuard, form_fields
@@ -229,7 +229,7 @@ async def _off_loop(streak: FailureStreak, work: Callable[[], _T]) -> _T:
     """
     try:
         result = await ledger_call(work, PAGE_TIMEOUT_S)
-    except LedgerTimeout as exc:
+    except LedgerTimeoutError as exc:
         message = str(exc)
         streak.failed(message)
     except (SQLAlchemyError, OSError) as exc:
