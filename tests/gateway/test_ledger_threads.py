@@ -8,7 +8,8 @@ import threading
 import anyio
 import pytest
 
-from switchman.gateway import LedgerTimeoutError, ledger_call, ledger_limiter, run_in_ledger_thread
+from switchman import LedgerTimeoutError
+from switchman.gateway import ledger_call, ledger_limiter, run_in_ledger_thread
 from switchman.gateway._ledger_threads import LEDGER_THREADS
 
 
