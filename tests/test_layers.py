@@ -40,8 +40,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("_decider",),
     ("learn",),
     ("routing",),
-    ("__version__", "_catalog", "_config", "_config_hints", "_config_server", "_environ", "_exceptions", "_hosts", "_limits",
-     "_slots", "_streaks", "_threads", "_tokens", "_urls"),
+    ("__version__", "_catalog", "_config", "_config_hints", "_config_server", "_environ", "_exceptions", "_hosts",
+     "_limits", "_slashes", "_slots", "_streaks", "_threads", "_tokens", "_urls"),
 )
 GROUND = LAYERS[-1]
 LEVEL = {unit: row for row, units in enumerate(LAYERS) for unit in units}

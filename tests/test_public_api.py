@@ -39,13 +39,13 @@ def test_top_level_all_is_sorted_and_is_exactly_the_public_names() -> None:
 
 #: The SDK's surface, pinned: a change here is a change to the public API (and belongs in the README).
 TOP_LEVEL = [
-    "ArtifactError", "AsyncReplyStream", "BudgetExceededError", "BudgetLimitError", "CallerLimitError",
-    "ConfigError", "ContentPolicyViolationError", "ContextWindowExceededError", "DatasetError", "Decision",
-    "DeploymentLimitError", "EmbedderUnavailableError", "InvalidRequestError", "LedgerTimeout",
-    "LedgerUnavailableError", "LocalModelError", "ModelSpec", "NoCapableModelError", "PolicyDeniedError",
-    "RateLimitError", "Reply", "ReplyStream", "RouteRequest", "Router", "RouterClosedError", "RoutingError",
-    "SwitchmanError", "UnknownEmbedderError", "UnknownModelError", "UpstreamBadRequestError",
-    "UpstreamConnectionError", "UpstreamError", "UpstreamServerError", "UpstreamTimeout", "__version__",
+    "ArtifactError", "AsyncReplyStream", "BudgetExceededError", "BudgetLimitError", "CallerLimitError", "ConfigError",
+    "ContentPolicyViolationError", "ContextWindowExceededError", "DatasetError", "Decision", "DeploymentLimitError",
+    "EmbedderUnavailableError", "InvalidRequestError", "LedgerTimeoutError", "LedgerUnavailableError",
+    "LocalModelError", "ModelSpec", "NoCapableModelError", "PolicyDeniedError", "RateLimitError", "Reply",
+    "ReplyStream", "RouteRequest", "Router", "RouterClosedError", "RoutingError", "SwitchmanError",
+    "UnknownEmbedderError", "UnknownModelError", "UpstreamBadRequestError", "UpstreamConnectionError", "UpstreamError",
+    "UpstreamServerError", "UpstreamTimeout", "__version__",
 ]
 
 
@@ -59,6 +59,23 @@ def all_modules() -> list[str]:
 
 def test_top_level_all_is_pinned() -> None:
     assert switchman.__all__ == TOP_LEVEL
+
+
+#: The gateway's surface: what it had before the dashboard borrowed plumbing from it, plus `ledger_call` (the one
+#: timeout wrapper the dashboard shares; ui may not import gateway's private modules). Errors come from the top level.
+GATEWAY = [
+    "ACCESS_LOGGER", "AccessLineFormatter", "AccessLineHandler", "Balancer", "ChatStream", "Completion", "ConfigReloader",
+    "Deployment", "DeploymentStatus", "Dispatcher", "Gateway", "GuardedHttpProtocol", "HealthBoard", "InProcessClient",
+    "KNOWN_PROVIDERS", "Lease", "Provider", "RequestContext", "Scrubber", "StreamFeed", "build_app",
+    "build_middleware_stack", "default_config", "default_config_data", "guarded_protocol", "is_loopback", "ledger_call",
+    "ledger_limiter", "local_models", "raise_fd_limit", "run_in_ledger_thread", "server_config", "submit_feedback",
+]
+
+
+def test_gateway_all_is_pinned() -> None:
+    import switchman.gateway
+
+    assert switchman.gateway.__all__ == GATEWAY
 
 
 def test_every_error_class_is_exported_from_the_top_level() -> None:

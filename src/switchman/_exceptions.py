@@ -14,7 +14,7 @@
     ├── BudgetExceededError          wait, raise the budget, or accept a downgrade
     │   └── BudgetLimitError         names the budget, what it has spent and when it resets
     ├── LedgerUnavailableError       the ledger cannot be reached now; try again
-    │   └── LedgerTimeout            it did not answer within the caller's timeout (the message says how long)
+    │   └── LedgerTimeoutError       it did not answer within the caller's timeout (the message says how long)
     ├── CallerLimitError             the key's or agent's own rpm/tpm is used up: retry after `retry_after`
     ├── LocalModelError              install the local model (`switchman local install`) or free its port
     ├── RouterClosedError            the Router was closed during the call: call again (also a RuntimeError)
@@ -47,7 +47,7 @@ __all__ = [
     "DeploymentLimitError",
     "EmbedderUnavailableError",
     "InvalidRequestError",
-    "LedgerTimeout",
+    "LedgerTimeoutError",
     "LedgerUnavailableError",
     "LocalModelError",
     "NoCapableModelError",
@@ -181,7 +181,7 @@ class LedgerUnavailableError(SwitchmanError):
     """The ledger cannot be reached now (a 503 at the gateway); the call may be retried."""
 
 
-class LedgerTimeout(LedgerUnavailableError):
+class LedgerTimeoutError(LedgerUnavailableError):
     """A ledger call that did not answer within its caller's timeout (the message says how long it waited); a
     handler that does not catch it answers 503 ledger_unavailable."""
 

@@ -41,8 +41,7 @@ class ServerLimits(BaseModel):
     max_content_parts: int = Field(default=20_000, ge=1, description="content parts over all messages; 400 beyond")
     max_tool_calls: int = Field(default=10_000, ge=1, description="tool calls over all messages; 400 beyond")
     max_tools: int = Field(default=1024, ge=1, description="tool definitions; 400 beyond (OpenAI takes 128)")
-    max_embedding_inputs: int = Field(default=2048, ge=1,
-                                      description="inputs of one /v1/embeddings request; 400 beyond (OpenAI takes 2,048)")
+    max_embedding_inputs: int = Field(default=2048, ge=1, description="inputs of one embeddings request; 400 beyond")
     failed_auth_burst: int = Field(default=20, ge=1, description="failed authentications one address may make at once")
     failed_auth_per_s: float = Field(default=1.0, gt=0, description="... and then per second; 429 beyond")
 

@@ -16,12 +16,14 @@ import urllib.parse
 __all__ = ["NOT_A_URL", "secret_query_name", "shown_url"]
 
 #: A word of a query parameter's name that says its value is a credential (Azure's `api-key`, Google's `key`, a SAS
-#: `sig`, `access_token`, `password`, `X-Amz-Signature`, `apiKey`, ...): matched against a whole word of the name, so
-#: `keyword`, `design` or `country_code` are not credentials. Functions' `code` counts only as the whole name.
+#: `sig`, `access_token`, `password`, `X-Amz-Signature`, `apiKey`, `subscriptionKey`, `key1`, ...): matched against
+#: a whole word of the name (camelCase split into words, a trailing number allowed), so `keyword`, `design` or
+#: `country_code` are not credentials. Functions' `code` counts only as the whole name.
 _SECRET_WORD = re.compile(
     r"(?:api|access|auth|client|session|refresh|private|secret|id)?"
     r"(?:keys?|tokens?|secrets?|sig|signature|pass|password|passwd|passphrase|pwd|auth|authorization"
-    r"|creds?|credentials?)")
+    r"|creds?|credentials?)[0-9]*")
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NAME_WORDS = re.compile(r"[^a-z0-9]+")
 #: What `shown_url` shows of a URL it cannot read safely (it may hold a password where a host is expected).
 NOT_A_URL = "<not a URL>"
@@ -29,7 +31,7 @@ NOT_A_URL = "<not a URL>"
 
 def secret_query_name(name: str) -> bool:
     """Whether a query parameter of this name (as written or percent-encoded) carries a credential."""
-    words = urllib.parse.unquote_plus(name).lower()
+    words = _CAMEL_HUMP.sub("_", urllib.parse.unquote_plus(name)).lower()  # `subscriptionKey`: `subscription_key`
     return words == "code" or any(_SECRET_WORD.fullmatch(word) for word in _NAME_WORDS.split(words))
 
 

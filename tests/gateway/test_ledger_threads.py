@@ -8,7 +8,8 @@ import threading
 import anyio
 import pytest
 
-from switchman.gateway import LedgerTimeout, ledger_call, ledger_limiter, run_in_ledger_thread
+from switchman import LedgerTimeoutError
+from switchman.gateway import ledger_call, ledger_limiter, run_in_ledger_thread
 from switchman.gateway._ledger_threads import LEDGER_THREADS
 
 
@@ -44,11 +45,11 @@ async def test_a_call_cancelled_before_its_thread_starts_gives_its_token_back(mo
 
 @pytest.mark.anyio
 async def test_ledger_call_answers_or_says_how_long_it_waited() -> None:
-    """The one timeout wrapper the feedback endpoint and the dashboard share: the answer, else LedgerTimeout."""
+    """The one timeout wrapper the feedback endpoint and the dashboard share: the answer, else LedgerTimeoutError."""
     assert await ledger_call(lambda: 42, 5.0) == 42
     release = threading.Event()
     try:
-        with pytest.raises(LedgerTimeout, match=r"did not answer within 0\.05 s"):
+        with pytest.raises(LedgerTimeoutError, match=r"did not answer within 0\.05 s"):
             await ledger_call(release.wait, 0.05)  # blocked until released: the time runs out, whatever the load
     finally:
         release.set()
@@ -62,18 +63,18 @@ async def test_ledger_calls_own_timeout_error_is_not_taken_for_the_callers() -> 
 
     with pytest.raises(TimeoutError, match="socket read") as raised:
         await ledger_call(times_out, 5.0)
-    assert not isinstance(raised.value, LedgerTimeout)
+    assert not isinstance(raised.value, LedgerTimeoutError)
 
 
 @pytest.mark.anyio
 async def test_a_ledger_timeout_nobody_caught_is_a_503_ledger_unavailable() -> None:
-    """LedgerTimeout is a LedgerUnavailableError: a handler that forgets to catch it still answers 503, not 500."""
+    """LedgerTimeoutError is a LedgerUnavailableError: a handler that forgets to catch it still answers 503, not 500."""
     from switchman import LedgerUnavailableError
     from switchman.gateway._errors import error_payload
 
     release = threading.Event()
     try:
-        with pytest.raises(LedgerTimeout) as raised:
+        with pytest.raises(LedgerTimeoutError) as raised:
             await ledger_call(release.wait, 0.01)
     finally:
         release.set()

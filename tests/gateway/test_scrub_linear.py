@@ -29,6 +29,7 @@ HOSTILE = {
     "colons": "x://" + ":" * 100_000,
     "user colon runs": "a://:" * 20_000,
     "words and colons": "a:" * 50_000,
+    "camelCase humps": "?" + "aB" * 50_000 + "=v",
 }
 
 

@@ -9,12 +9,13 @@ import queue
 import threading
 import weakref
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from switchman import Router
-from switchman.gateway import _inprocess
+from switchman.gateway import Scrubber, _inprocess
 from switchman.ledger import Ledger
 from switchman.testing import FakeUpstream
 
@@ -111,6 +112,7 @@ class _Closing:
 
     def __init__(self, raised: BaseException | None = None) -> None:
         self.raised, self.closed = raised, False
+        self.dispatcher = SimpleNamespace(scrub=Scrubber())  # (the reaper logs a failed close through it)
 
     def close(self, timeout: float) -> None:
         self.closed = True
@@ -141,3 +143,23 @@ def test_draining_a_reaper_that_died_returns(monkeypatch: pytest.MonkeyPatch) ->
     stop.set()
     drainer.join(60.0)  # (returns within a second of the reaper's end; for ever before)
     assert not drainer.is_alive()
+
+
+def test_a_close_that_fails_is_logged_without_the_key_it_names(upstream: FakeUpstream, url: str,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The reaper logs a failed close through the runtime's scrubber: an upstream's error may echo its key."""
+    with Router.from_dict(config_data(upstream, url)) as router:
+        router.chat("hello", model="cheap")
+        assert router._inprocess is not None
+        runtime = router._inprocess._runtime
+
+        def failing(timeout: float) -> None:
+            raise RuntimeError(f"upstream said: bad key {OPENAI_KEY}")
+
+        with monkeypatch.context() as patch, caplog.at_level("ERROR", logger=_inprocess.logger.name):
+            patch.setattr(runtime, "close", failing)
+            _inprocess._hand_over(runtime)
+            _inprocess.drain_reaper()
+        assert "could not close the in-process client" in caplog.text and "bad key" in caplog.text
+        assert OPENAI_KEY not in caplog.text

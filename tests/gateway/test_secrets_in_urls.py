@@ -149,3 +149,19 @@ def test_a_query_key_is_scrubbed_in_the_form_the_pool_sends() -> None:
     assert "sig=ab+cd%20ef%2bgh0123==" in sent
     assert Scrubber(url_credentials(base_url))(sent) == (
         "https://x.example/openai/chat/completions?api-version=1&sig=[redacted]")
+
+
+@pytest.mark.parametrize("name", ["subscriptionKey", "accessKeyId", "apiKey2", "AWSAccessKeyId", "appKey",
+                                  "masterKey", "userToken", "key1"])
+def test_a_configured_query_secret_named_in_camel_case_is_a_credential(name: str) -> None:
+    """A configured URL's secret under a camelCase or run-together name is taken out, whatever the casing."""
+    found = set(url_credentials(f"https://h.example/v1?{name}=SECRETVALUE123&x=1"))
+    assert "SECRETVALUE123" in found and "1" not in found
+
+
+@pytest.mark.parametrize("name", ["subscriptionKey", "accessKeyId", "apiKey2", "AWSAccessKeyId", "key1"])
+def test_a_query_secret_named_in_camel_case_is_scrubbed_from_text(name: str) -> None:
+    """The free-text scrub (no configuration) splits camelCase and allows a trailing number too."""
+    text = f"GET https://h.example/v1?{name}=SECRETVALUE123&keyword=a&design=b&country_code=c"
+    assert Scrubber()(text) == (
+        f"GET https://h.example/v1?{name}=[redacted]&keyword=a&design=b&country_code=c")

@@ -15,7 +15,8 @@ from starlette.routing import Mount, Route, Router
 from starlette.types import Message
 
 from switchman._config import parse_config
-from switchman.gateway import Gateway, relative_slash_redirects
+from switchman._slashes import relative_slash_redirects
+from switchman.gateway import Gateway
 from switchman.testing import FakeUpstream
 from switchman.ui import serving_app
 

@@ -186,3 +186,17 @@ def test_a_copied_configuration_counts_with_its_own_caps() -> None:
     tighter = limits.model_copy(update={"max_tools": 2})
     with pytest.raises(InvalidRequestError, match=r"server\.limits\.max_tools"):
         read_json(raw, tighter.max_json_depth, item_check(raw, tighter, "chat.completions"))
+
+
+@pytest.mark.parametrize(("path", "field", "setting", "body"), [
+    ("/v1/chat/completions", "messages", "max_messages", lambda n: {"model": "auto", "messages": [1] * n}),
+    ("/v1/chat/completions", "tools", "max_tools", lambda n: {"model": "auto", "messages": [_USER], "tools": [0] * n}),
+    ("/v1/responses", "input", "max_messages", lambda n: {"model": "auto", "input": ["a"] * n}),
+])
+def test_items_that_are_not_objects_count_too(http: httpx.Client, path: str, field: str, setting: str,
+                                              body: _Body) -> None:
+    """A list of numbers or strings where objects belong is as many items to validate: no `{` in them, so the
+    pre-check that skips counting cannot go by braces (it goes by commas and brackets)."""
+    cap = getattr(CAPS, setting)
+    message, param = _refusal(http.post(path, json=body(cap + 1)), path)
+    assert message.startswith(f"Invalid '{field}': more than {cap} ") and param == field, message

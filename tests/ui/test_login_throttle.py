@@ -101,21 +101,21 @@ def test_a_known_device_has_its_own_ten_tries() -> None:
     throttle = LoginThrottle(failures=3, window_s=60.0, ceiling=3)  # the device's failures alone would fill the ceiling
     for _ in range(3):
         throttle.failed("10.0.0.1", "device-a", now=0.0)
-    assert throttle.blocked("10.0.0.1", "device-a", now=1.0)
-    assert not throttle.blocked("10.0.0.1", "device-b", now=1.0)
-    assert not throttle.blocked("10.0.0.1", None, now=1.0)  # a device's failures count neither for its address
-    assert not throttle.blocked("10.0.0.2", None, now=1.0)  # nor for the ceiling
-    assert not throttle.blocked("10.0.0.1", "device-a", now=61.0)
+    assert throttle.retry_after("10.0.0.1", "device-a", now=1.0) > 0
+    assert throttle.retry_after("10.0.0.1", "device-b", now=1.0) == 0
+    assert throttle.retry_after("10.0.0.1", None, now=1.0) == 0  # a device's failures count neither for its address
+    assert throttle.retry_after("10.0.0.2", None, now=1.0) == 0  # nor for the ceiling
+    assert throttle.retry_after("10.0.0.1", "device-a", now=61.0) == 0
 
 
 def test_the_ceiling_lifts_as_its_failures_leave_the_window_and_memory_stays_bounded() -> None:
     throttle = LoginThrottle(failures=3, window_s=60.0, ceiling=5, max_clients=4)
     for i in range(5):
         throttle.failed(f"10.0.0.{i}", None, now=100.0 + i)
-    assert throttle.blocked("10.0.0.99", None, now=105.0)
-    assert not throttle.blocked("10.0.0.99", "device", now=105.0)
-    assert throttle.blocked("10.0.0.99", None, now=160.0)  # the first failure (100.0) is exactly 60 s old
-    assert not throttle.blocked("10.0.0.99", None, now=160.5)
+    assert throttle.retry_after("10.0.0.99", None, now=105.0) > 0
+    assert throttle.retry_after("10.0.0.99", "device", now=105.0) == 0
+    assert throttle.retry_after("10.0.0.99", None, now=160.0) > 0  # the first failure (100.0) is exactly 60 s old
+    assert throttle.retry_after("10.0.0.99", None, now=160.5) == 0
     for i in range(50):
         throttle.failed(f"10.0.1.{i}", None, now=300.0 + i * 61)
         throttle.failed("10.0.2.1", f"device-{i}", now=300.0)
@@ -159,7 +159,7 @@ def test_a_sustained_flood_warns_about_once_per_window_and_says_when_it_clears(c
             for attempt in range(3):  # three guessers each second, each from an address of its own
                 now = second + attempt / 10
                 caplog.clear()
-                if not throttle.blocked(f"10.{second}.0.{attempt}", None, now=now):
+                if throttle.retry_after(f"10.{second}.0.{attempt}", None, now=now) == 0:
                     throttle.failed(f"10.{second}.0.{attempt}", None, now=now)
                 warned.extend(now for r in caplog.records if r.levelno == logging.WARNING)
 
@@ -168,9 +168,9 @@ def test_a_sustained_flood_warns_about_once_per_window_and_says_when_it_clears(c
         assert len(warned) == 5, warned
         assert all(later - earlier >= 60.0 for earlier, later in zip(warned, warned[1:], strict=False))
         caplog.clear()
-        assert not throttle.blocked("10.9.9.9", None, now=400.0)  # quiet for more than a window: cleared
+        assert throttle.retry_after("10.9.9.9", None, now=400.0) == 0  # quiet for more than a window: cleared
         assert [r.levelno for r in caplog.records] == [logging.INFO]
-        assert not throttle.blocked("10.9.9.9", None, now=401.0)
+        assert throttle.retry_after("10.9.9.9", None, now=401.0) == 0
         assert [r.levelno for r in caplog.records] == [logging.INFO]  # said once
         warned.clear()
         flood(500, 2)  # a new flood warns at once

@@ -18,14 +18,14 @@ from ._errors import Scrubber
 from ._feedback import submit_feedback
 from ._gateway import Gateway
 from ._inprocess import InProcessClient
-from ._ledger_threads import LedgerTimeout, ledger_call, ledger_limiter, run_in_ledger_thread
+from ._ledger_threads import ledger_call, ledger_limiter, run_in_ledger_thread
 from ._middleware import ACCESS_LOGGER, AccessLineFormatter, AccessLineHandler
 from ._providers import Deployment, Provider
 from ._reload import ConfigReloader
 from ._feed import StreamFeed
-from ._slashes import relative_slash_redirects
-from ._server import GuardedHttpProtocol, guarded_protocol, is_loopback, raise_fd_limit, server_config
+from ._server import GuardedHttpProtocol, guarded_protocol, raise_fd_limit, server_config
 from ._stream import ChatStream
+from .._hosts import is_loopback
 from ..state import HealthBoard
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "InProcessClient",
     "KNOWN_PROVIDERS",
     "Lease",
-    "LedgerTimeout",
     "Provider",
     "RequestContext",
     "Scrubber",
@@ -60,7 +59,6 @@ __all__ = [
     "ledger_limiter",
     "local_models",
     "raise_fd_limit",
-    "relative_slash_redirects",
     "run_in_ledger_thread",
     "server_config",
     "submit_feedback",

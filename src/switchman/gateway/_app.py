@@ -16,6 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from .._exceptions import InvalidRequestError, SwitchmanError
+from .._hosts import is_loopback
+from .._slashes import relative_slash_redirects
 from ._dialects import DialectEndpoints
 from ._direct import DirectRoutes
 from ._endpoints import Endpoints
@@ -26,8 +28,6 @@ from ._heap import settle_heap as freeze_startup_heap
 from ._limiter import AddressLimiter
 from ._middleware import Authenticator, GatewayMiddleware, hold_access_lines
 from ._reload import ConfigReloader
-from ._server import is_loopback
-from ._slashes import relative_slash_redirects
 
 __all__ = ["build_app", "build_middleware_stack"]
 

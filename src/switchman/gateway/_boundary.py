@@ -19,14 +19,14 @@ from anyio.from_thread import BlockingPortal
 from .._exceptions import RouterClosedError
 from ._errors import scrubbed
 
-__all__ = ["awaited", "called", "portal_running"]
+__all__ = ["awaited", "called"]
 
 _T = TypeVar("_T")
 Scrub = Callable[[str], str]
 
 
 @contextmanager
-def portal_running() -> Iterator[None]:
+def _portal_running() -> Iterator[None]:
     """anyio's RuntimeError for a call on a stopped portal as what it means to the caller: the Router was closed."""
     try:
         yield
@@ -39,7 +39,7 @@ def portal_running() -> Iterator[None]:
 def called(portal: BlockingPortal, scrub: Scrub, work: Callable[..., Awaitable[_T]], *args: Any) -> _T:
     """`work(*args)` run on the portal's loop and waited for here; what it raises, scrubbed."""
     try:
-        with portal_running():
+        with _portal_running():
             return portal.call(work, *args)
     except Exception as exc:  # noqa: BLE001 - re-raised, scrubbed (cancellations and exits pass as they are)
         clean = scrubbed(exc, scrub)
@@ -48,11 +48,10 @@ def called(portal: BlockingPortal, scrub: Scrub, work: Callable[..., Awaitable[_
 
 async def awaited(portal: BlockingPortal, scrub: Scrub, work: Callable[..., Awaitable[_T]], *args: Any) -> _T:
     """`called`, awaited from the caller's own event loop."""
-    with portal_running():
+    with _portal_running():
         future = portal.start_task_soon(work, *args)
     try:
         return await asyncio.wrap_future(future)
     except Exception as exc:  # noqa: BLE001 - as in `called`
         clean = scrubbed(exc, scrub)
     raise clean from clean.__cause__  # as in `called`
-

@@ -253,10 +253,10 @@ class Dispatcher(Admitter):
         if not _offloaded(body, context):
             return await self._begin(body, context, pull=self.sessions.shares(session), lookup=lookup)
         await self.sessions.pull(session)  # shared by every replica
-        decide = await self._decided(context, self._adecide_offloaded(body, context))
+        decide = await self.decide_with(context, self._adecide_offloaded(body, context))
         return await self._begin(body, context, decide=decide, lookup=lookup)
 
-    async def _decided(self, context: RequestContext, deciding: Awaitable[tuple[RouteRequest, Decision]]
+    async def decide_with(self, context: RequestContext, deciding: Awaitable[tuple[RouteRequest, Decision]]
                        ) -> Callable[[], tuple[RouteRequest, Decision]]:
         """What `_begin` decides with, for a decision made elsewhere (in a worker thread): its answer, or its error
         raised again (a refusal, or a bug: `_begin` records it). Cancelled meanwhile: the request's one ledger row."""

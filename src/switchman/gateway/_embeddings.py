@@ -102,7 +102,7 @@ async def embed(dispatcher: Dispatcher, body: Mapping[str, Any], context: Reques
     """Embed through the named model (raises a SwitchmanError when it cannot, after recording it)."""
     decide: Callable[[], tuple[RouteRequest, Decision]] = partial(_decide, dispatcher, body, context)
     if context.body_bytes > OFFLOAD_BYTES:  # counting the tokens of many inputs must not hold the event loop
-        decide = await dispatcher._decided(context, run_offloaded(decide))
+        decide = await dispatcher.decide_with(context, run_offloaded(decide))
     exchange = await dispatcher._begin(body, context, decide=decide)
     try:
         content, usage = await dispatcher._attempts(exchange, lambda d: _call(dispatcher, d, body))

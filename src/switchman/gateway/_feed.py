@@ -68,7 +68,7 @@ class StreamFeed:
     def __init__(self, stream: FeedSource, portal: BlockingPortal, *, scrub: Callable[[str], str]) -> None:
         self._stream = stream
         self._portal = portal
-        self._scrub = scrub  # for what a read raises: an upstream may echo the key it was sent
+        self._scrub = scrub  # for what a read raises and `error`: an upstream may echo the key
         self._send: MemoryObjectSendStream[bytes]
         self._receive: MemoryObjectReceiveStream[bytes]
         self._send, self._receive = anyio.create_memory_object_stream[bytes](_BUFFERED_PIECES)

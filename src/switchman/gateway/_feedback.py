@@ -22,7 +22,7 @@ from starlette.responses import Response
 from .._exceptions import InvalidRequestError, LedgerUnavailableError
 from ..ledger import Ledger, LedgerRecord
 from ._context import scoped_session
-from ._ledger_threads import LedgerTimeout, ledger_call
+from ._ledger_threads import ledger_call
 from ._middleware import MASTER_KEY_ID
 
 if TYPE_CHECKING:
@@ -144,11 +144,10 @@ class FeedbackEndpoint:
             raise LedgerUnavailableError("this gateway keeps no ledger")
         key_id = request.scope.get("state", {}).get("key_id")
         scope = None if key_id in (None, MASTER_KEY_ID) else key_id  # the master key sees every request
-        try:  # not the chat path's threads: a hung database holds this one
-            record = await ledger_call(lambda: store_feedback(ledger, request_id, score, comment, key_id=scope),
-                                       FEEDBACK_TIMEOUT_S)
-        except LedgerTimeout as exc:
-            raise LedgerUnavailableError(f"{exc}; try again") from None
+        # Not the chat path's threads: a hung database holds this one. Its LedgerTimeoutError is a
+        # LedgerUnavailableError: a 503 ledger_unavailable saying how long it waited.
+        record = await ledger_call(lambda: store_feedback(ledger, request_id, score, comment, key_id=scope),
+                                   FEEDBACK_TIMEOUT_S)
         sessions = self.gateway.dispatcher.sessions
         notify_feedback(self.gateway.decider, sessions, record, score)
         await sessions.settled(scoped_session(record.key_id, record.session))  # shared before the answer

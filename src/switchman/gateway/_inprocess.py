@@ -304,8 +304,10 @@ def _reap(handed: queue.SimpleQueue[_Runtime | threading.Event]) -> None:
         try:
             item.close(EXIT_TIMEOUT_S)
         except BaseException as exc:  # noqa: BLE001 - the loop is gone or stuck (logged); even a SystemExit raised
-            # in one close must not end the reaper: the closes after it, and `drain_reaper`, wait on it
-            logger.error("switchman: could not close the in-process client cleanly: %r", exc)
+            # in one close must not end the reaper: the closes after it, and `drain_reaper`, wait on it. Scrubbed:
+            # what an upstream answered may echo its key
+            logger.error("switchman: could not close the in-process client cleanly: %s",
+                         item.dispatcher.scrub(repr(exc)))
         del item  # (the runtime and what it holds go now, not at the next hand-over)
         with _hook_lock:
             _unclosed.difference_update([finalizer for finalizer in _unclosed if not finalizer.alive])

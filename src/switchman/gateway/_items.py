@@ -119,7 +119,8 @@ def item_check(raw: bytes, limits: ServerLimits, api: str) -> Callable[[dict[str
 
 def _check(counts: Iterator[_Count], raw: bytes, limits: ServerLimits) -> None:
     if raw.count(b",") + raw.count(b"[") <= limits.smallest_item_cap:
-        return  # every item of an array but the first follows a comma
+        return  # every item of an array but the first follows a comma (not braces: `"messages": [1, 1, ...]`
+        # counts as many items, and validating them costs as much)
     for setting, field, what, count in counts:
         cap: int = getattr(limits, setting)
         if count > cap:

@@ -9,7 +9,7 @@ interrupt a thread blocked on a hung connection, so a token given back at the ca
 start another blocked thread (some 130 of them in a hang). Now at most `LEDGER_THREADS` block; calls beyond wait
 for a token within their own timeout and are answered 503.
 
-`ledger_call` is what a handler uses: the call bounded by its timeout, one error (`LedgerTimeout`) when it ran out.
+`ledger_call` is what a handler uses: the call bounded by its timeout, one error (`LedgerTimeoutError`) when it ran out.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from .._exceptions import LedgerTimeout
+from .._exceptions import LedgerTimeoutError
 
-__all__ = ["LEDGER_THREADS", "LedgerTimeout", "ledger_call", "ledger_limiter", "run_in_ledger_thread"]
+__all__ = ["LEDGER_THREADS", "LedgerTimeoutError", "ledger_call", "ledger_limiter", "run_in_ledger_thread"]
 
 #: Ledger calls at once per event loop; more wait for a token (within their own timeout), never for the chat path's.
 LEDGER_THREADS = 8
@@ -119,9 +119,9 @@ async def run_in_ledger_thread(work: Callable[[], _T]) -> _T:
 async def ledger_call(work: Callable[[], _T], timeout_s: float) -> _T:
     """`work()` on a ledger thread (`run_in_ledger_thread`), waited for at most `timeout_s` seconds.
 
-    Raises LedgerTimeout when the time ran out (the thread, if blocked, is left holding its token); an error of
+    Raises LedgerTimeoutError when the time ran out (the thread, if blocked, is left holding its token); an error of
     `work` itself, a TimeoutError of its own included, is raised as it is.
     """
     with anyio.move_on_after(timeout_s):
         return await run_in_ledger_thread(work)
-    raise LedgerTimeout(f"the ledger did not answer within {timeout_s:g} s")
+    raise LedgerTimeoutError(f"the ledger did not answer within {timeout_s:g} s")

@@ -9,6 +9,7 @@ everything resolved once at startup; a model has one deployment or several.
 from __future__ import annotations
 
 import base64
+import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -19,7 +20,7 @@ from .._catalog import ModelSpec
 from .._config import Config, DeploymentConfig, ModelConfig, ProviderConfig
 from .._config_server import Timeouts
 from .._exceptions import ConfigError, UpstreamError
-from .._urls import secret_query_name, shown_url
+from .._urls import shown_url
 from ..state import RateLimit
 from ._anthropic import AnthropicAdapter
 from ._defaults import KNOWN_PROVIDERS
@@ -186,6 +187,12 @@ def provider_keys(config: Config, env: Mapping[str, str]) -> Iterator[str]:
             yield from url_credentials(url)
 
 
+#: A configured URL's query parameter whose value `url_credentials` takes for a secret: any name holding one of these
+#: (`subscriptionKey`, `AWSAccessKeyId`, `keyword`): the URL is the operator's, so redacting a harmless value costs
+#: nothing, while missing a key leaks it. Text of unknown origin is held to `secret_query_name`'s whole words.
+_LOOSE_SECRET_NAME = re.compile(r"key|token|secret|sig|pass|pwd|auth|cred|code")
+
+
 def url_credentials(url: str) -> Iterator[str]:
     """The secrets written into a URL: its password (also as the Basic credential a client sends for it)
     and the values of query parameters that name a key, token or signature."""
@@ -201,7 +208,7 @@ def url_credentials(url: str) -> Iterator[str]:
         yield base64.b64encode(plain.encode()).decode()
     for item in parts.query.split("&"):
         name, _, raw = item.partition("=")
-        if raw and secret_query_name(name):
+        if raw and _LOOSE_SECRET_NAME.search(urllib.parse.unquote_plus(name).lower()):
             # As written (the pool sends the query verbatim, so an upstream echoing its URL shows this form),
             # decoded both ways ('+' is a space in a form, a plus in a path) and re-encoded.
             value = urllib.parse.unquote_plus(raw)

@@ -47,11 +47,10 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from .._exceptions import InvalidRequestError
-from .._hosts import is_loopback
 from .._limits import ServerLimits
 from ._errors import anthropic_error_payload, dialect_for_path, error_payload, error_response
 
-__all__ = ["GuardedHttpProtocol", "guarded_protocol", "is_loopback", "raise_fd_limit", "server_config"]
+__all__ = ["GuardedHttpProtocol", "guarded_protocol", "raise_fd_limit", "server_config"]
 
 logger = logging.getLogger("switchman.gateway")
 

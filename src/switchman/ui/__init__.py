@@ -13,7 +13,8 @@ packages' public names and holds no routing logic.
 """
 
 from ._access import Access, Session
-from ._app import Dashboard, build_dashboard, is_loopback
+from .._hosts import is_loopback
+from ._app import Dashboard, build_dashboard
 from ._serve import serving_app
 
 __all__ = ["Access", "Dashboard", "Session", "build_dashboard", "is_loopback", "serving_app"]

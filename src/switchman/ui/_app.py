@@ -24,9 +24,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .._exceptions import LedgerTimeoutError
 from .._hosts import is_loopback
+from .._slashes import relative_slash_redirects
 from .._streaks import FailureStreak
-from ..gateway import Gateway, LedgerTimeout, ledger_call, relative_slash_redirects
+from ..gateway import Gateway, ledger_call
 from ._access import DEVICE_TTL_S, Access, Session
 from ._format import FILTERS
 from ._guard import DEVICE_COOKIE, LOGIN_COOKIE, SESSION_COOKIE, DashboardGuard, form_fields
@@ -37,7 +39,7 @@ from ._routers import routers_context
 from ._sources import WINDOWS, Sources, window_named
 from ._throttle import LoginThrottle
 
-__all__ = ["PAGE_TIMEOUT_S", "Dashboard", "build_dashboard", "is_loopback"]
+__all__ = ["PAGE_TIMEOUT_S", "Dashboard", "build_dashboard"]
 
 logger = logging.getLogger("switchman.ui")
 _T = TypeVar("_T")
@@ -229,7 +231,7 @@ async def _off_loop(streak: FailureStreak, work: Callable[[], _T]) -> _T:
     """
     try:
         result = await ledger_call(work, PAGE_TIMEOUT_S)
-    except LedgerTimeout as exc:
+    except LedgerTimeoutError as exc:
         message = str(exc)
         streak.failed(message)
     except (SQLAlchemyError, OSError) as exc:

@@ -16,7 +16,7 @@ the tiers are keyed on what a guesser cannot reset for free:
   under a sustained flood, and an INFO once a whole window passes without it filling.
 
 A 429 says when to come back (`retry_after`: whole seconds until the failure that fills the bucket leaves it).
-Nothing may await between asking (`blocked`/`retry_after`) and counting (`failed`): another login would slip in
+Nothing may await between asking (`retry_after`) and counting (`failed`): another login would slip in
 between, and concurrent guesses could all pass a bucket one short of full.
 
 The address is the connection's (`request.client`): uvicorn replaces it with X-Forwarded-For only when the peer
@@ -95,10 +95,6 @@ class LoginThrottle:
         self._newcomers: deque[float] = deque(maxlen=ceiling)
         self._filled_at: float | None = None  # when the ceiling last filled (None: not since it cleared)
         self._warned_at: float | None = None  # when its WARNING was last logged
-
-    def blocked(self, address: str, device: str | None, now: float | None = None) -> bool:
-        """Whether this login must wait: its device's bucket when it has one, else its address's and the ceiling."""
-        return self.retry_after(address, device, now) > 0
 
     def retry_after(self, address: str, device: str | None, now: float | None = None) -> int:
         """Whole seconds this login must wait (0: it may try now), until every full bucket it counts in has room."""
