@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from typing import Any
 
 import anyio
 import pytest
@@ -707,6 +708,51 @@ def test_per_slot_a_growth_right_after_a_refused_one_is_checked_without_its_give
         await budgets.drain()
         for budget in (agent, KEY):
             assert await _in_redis(link, budget) == (0.0, 0.0, {}), budget.scope
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_per_slot_a_growth_cancelled_during_its_give_back_gives_back_once(prefix: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a Cluster: a growth two slots took and the third refused is cancelled while those two give it back (the
+    agent's written, the key's held at a gate). Each slot gives it back once: Redis holds the estimate. Before, the
+    cancellation gave both back again in the background: the agent's slot held 0.0 for a reservation of 0.3."""
+    route = BudgetConfig(scope="route", name="r", usd=0.5)
+    agent, key = (BudgetConfig(scope=scope, name=name, usd=2.0) for scope, name in (("agent", "a"), ("key", "k")))
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([agent, key, route]), link)
+        budgets.per_slot = True
+        held = await budgets.areserve(agent="a", key_id="k", route="r", estimated_usd=0.3)
+        assert isinstance(held, SharedReservation)
+        hold, gate, waiting, agent_given = budgets._hold, asyncio.Event(), asyncio.Event(), asyncio.Event()
+        key_counter = budget_key(link, key)
+
+        async def gated(group: list[Any], rid: str, amount: float, model: str | None, **kw: bool) -> list[Any]:
+            if amount < 0 and group[0][0] == key_counter:
+                waiting.set()
+                await gate.wait()
+            reply = await hold(group, rid, amount, model, **kw)
+            if amount < 0 and group[0][0] != key_counter:
+                agent_given.set()
+            return reply
+
+        monkeypatch.setattr(budgets, "_hold", gated)
+        growth = asyncio.ensure_future(held.aresize(0.6))  # the route's $0.5 refuses
+        await waiting.wait()
+        await agent_given.wait()
+        growth.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await growth
+        gate.set()
+        await budgets.drain()
+        for budget in (agent, key, route):
+            spent, reserved, _ = await _in_redis(link, budget)
+            assert (spent, reserved) == (0.0, pytest.approx(0.3)), budget.scope
+        held.release()
+        await budgets.drain()
         await link.aclose()
 
     anyio.run(main)

@@ -350,27 +350,43 @@ class SharedBudgets:
                     unknown = group[int(index) - 1][0]
                     break
                 if not int(ok):
-                    if taken:  # given back now: the caller's next reserve (a downgrade) or growth must not see it
-                        await self._shrink_all(taken, rid, amount)
+                    given, taken = taken, []  # handed over: a cancellation meanwhile must not give it back again
+                    await self._give_back_now(given, rid, amount)
                     if first:
-                        self._give_back(taken, rid, amount, first=True)
+                        self._give_back(given, rid, amount, first=True)
                     refused = group[int(index) - 1], float(spent), float(reserved)
-                    return await self._decider(holds, groups[len(taken) + 1:], refused, rid, amount, model, first)
+                    return await self._decider(holds, groups[len(given) + 1:], refused, rid, amount, model, first)
                 taken.append(group)
         except RedisRefused:  # an error reply: the script failed before its first write (only the slots before took)
-            if taken:
-                self._give_back(taken, rid, amount, first=first)
+            given, taken = taken, []
+            await self._give_back_soon(given, rid, amount, first=first)
             raise
         except BaseException:
-            # The call that failed may have run in Redis: a new reservation is released everywhere it may be.
+            # The call that failed may have run in Redis: a new reservation is released everywhere it may be. (In
+            # the background: a timeout or a cancellation is not to wait for another script.)
             self._give_back([list(holds)] if first else taken, rid, amount, first=first)
             raise
         if unknown is not None:  # the local check decides
-            if taken:
-                self._give_back(taken, rid, amount, first=first)
+            await self._give_back_soon(taken, rid, amount, first=first)
             self._spend_unknown(unknown)
             raise RedisUnavailable(f"budget spend in Redis unknown: {unknown}")
         return None
+
+    async def _give_back_now(self, groups: Sequence[Sequence[_Hold]], rid: str, amount: float) -> None:
+        """Give `amount` back in `groups` before returning: the caller's next reserve (a downgrade) or growth must not
+        be checked against it. The give-back is a task of its own (`drain` waits for it) awaited shielded: cancelled
+        meanwhile, it still runs, once — not twice (given back again by the caller's cleanup), not never."""
+        task = self._background(self._shrink_all(groups, rid, amount)) if groups else None
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _give_back_soon(self, groups: Sequence[Sequence[_Hold]], rid: str, amount: float, *, first: bool) -> None:
+        """What the slots in `groups` took given back after a failure: a new reservation is settled (in the background,
+        as every settle), a growth given back before returning (so the next growth is not checked against it)."""
+        if first:
+            self._give_back(groups, rid, amount, first=True)
+        else:
+            await self._give_back_now(groups, rid, amount)
 
     async def _decider(
         self, holds: Sequence[_Hold], later: Sequence[Sequence[_Hold]], refused: tuple[_Hold, float, float],
