@@ -5,8 +5,10 @@ earlier slots took given back when a later one refuses. Read back from Redis, no
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import random
+import warnings
 from typing import Any
 
 import anyio
@@ -756,3 +758,24 @@ def test_per_slot_a_growth_cancelled_during_its_give_back_gives_back_once(prefix
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_a_resize_without_an_event_loop_leaves_no_coroutine_never_awaited(prefix: str) -> None:
+    """`resize` down with no event loop running (a synchronous caller): nothing to give back with, so its give-back
+    is dropped — all of it. Before, only the wrapper that waits for the resize before was closed: the give-back inside
+    it was never awaited (a RuntimeWarning, an error under this suite's filterwarnings)."""
+    async def reserve() -> SharedReservation:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)
+        assert isinstance(held, SharedReservation)
+        await link.aclose()
+        return held
+
+    held = anyio.run(reserve)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert held.resize(0.1)
+        gc.collect()
+    assert held.estimated_usd == 0.1
+    assert [str(found.message) for found in caught if issubclass(found.category, RuntimeWarning)] == []

@@ -127,9 +127,14 @@ def _keys(key: str) -> list[str]:
 
 
 async def _after(before: asyncio.Task[None] | None, work: Coroutine[Any, Any, None]) -> None:
-    """`work` once `before` is over (a resize's give-back after the one before it: the last is the one to wait for)."""
-    if before is not None:
-        await asyncio.wait([before])
+    """`work` once `before` is over (a resize's give-back after the one before it: the last is the one to wait for);
+    cancelled before, `work` is closed (not left never awaited)."""
+    try:
+        if before is not None:
+            await asyncio.wait([before])
+    except BaseException:
+        work.close()
+        raise
     await work
 
 
@@ -169,6 +174,8 @@ class SharedReservation(Reservation):
         shrink = self._shrink_to(estimate, model or self._model)
         if shrink is not None:
             self._giving = self._shared.shrink_soon(_after(self._giving, shrink))
+            if self._giving is None:  # no event loop: `_after` closed before it began, `shrink` with it
+                shrink.close()
         return True
 
     async def _given(self) -> None:
