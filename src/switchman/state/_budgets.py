@@ -21,6 +21,9 @@ budget checked before it (on a Cluster the later slots are checked, holding noth
 spent past its limit is refused. Two budgets of one scope, name and period share their counter: held once, each
 checked against its own limit.
 
+A smaller `aresize` gives the difference back in Redis before it returns, a smaller `resize` at once in the
+background (an `aresize` after it waits for that give-back), so other requests fit the room it frees.
+
 Every reservation has an id and a deadline (`hold_s` after it was taken or last resized): each script first
 drops the reservations past their deadline, so a reservation nobody settles (a replica killed mid-request, a
 settle lost at a timeout) stops counting after `hold_s` instead of for the whole period. Settling is
@@ -72,7 +75,8 @@ _MAX_UNSENT = 100_000
 #: How long a settled id is remembered (a settle replayed later than this is dropped: the rebuild raises `spent`
 #: to the ledger, which has it). Redis keeps ~150 bytes per settled request and budget for this long (measured).
 DONE_KEEP_S = 600.0
-#: A reservation nobody settles or grows stops counting this long after it was taken (longer than a request).
+#: A reservation nobody settles, resizes or gives back to stops counting this long after it was taken or last resized
+#: (a growth and a give-back both move its deadline; longer than a request).
 HOLD_S = 900.0
 #: Settles are written in batches this often (one script per budget per batch).
 SETTLE_EVERY_S = 0.02
@@ -452,7 +456,8 @@ class SharedBudgets:
         except RedisUnavailable:
             pass
         except Exception:  # a bug: not lost in a gather or a background task
-            logger.exception("budget give-back of %s for reservation %s not written; held until its settle", amount, rid)
+            logger.exception("budget give-back of %s for reservation %s not written; held until its settle",
+                             amount, rid)
 
     async def grow(
         self, holds: Sequence[_Hold], rid: str, amount: float, estimate: float, model: str | None,
