@@ -779,3 +779,41 @@ def test_a_resize_without_an_event_loop_leaves_no_coroutine_never_awaited(prefix
         gc.collect()
     assert held.estimated_usd == 0.1
     assert [str(found.message) for found in caught if issubclass(found.category, RuntimeWarning)] == []
+
+
+def test_per_slot_a_growth_a_later_slot_cannot_decide_gives_back_before_it_returns(
+        prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a Cluster: the key's `spent` turns out no number (another writer) during a growth the agent's slot took;
+    the local check decides, and the agent's part is given back before `aresize` returns (so a growth right after is
+    not checked against it). Before, the give-back went to the background untracked: the growth had returned by the
+    time it reached Redis."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        budgets.per_slot = True
+        held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.2)
+        assert isinstance(held, SharedReservation)
+        await link.run(lambda r: r.hset(budget_key(link, KEY), "spent", "abc"))
+        hold, gate, waiting = budgets._hold, asyncio.Event(), asyncio.Event()
+
+        async def gated(group: list[Any], rid: str, amount: float, model: str | None, **kw: bool) -> list[Any]:
+            if amount < 0:
+                waiting.set()
+                await gate.wait()
+            return await hold(group, rid, amount, model, **kw)
+
+        monkeypatch.setattr(budgets, "_hold", gated)
+        growth = asyncio.ensure_future(held.aresize(0.4))
+        await waiting.wait()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not growth.done()
+        gate.set()
+        assert await growth  # the local check's answer
+        assert (await _in_redis(link, AGENT))[1] == pytest.approx(0.2)
+        monkeypatch.undo()
+        held.release()
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
