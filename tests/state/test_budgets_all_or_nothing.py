@@ -817,3 +817,29 @@ def test_per_slot_a_growth_a_later_slot_cannot_decide_gives_back_before_it_retur
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_a_resize_cancelled_while_waiting_for_the_one_before_leaves_no_coroutine_never_awaited(
+        prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `resize` calls down: the second's give-back waits for the first's. The loop ends (its tasks cancelled)
+    while the first is still on its way: the second's give-back, never begun, is closed. Before, it was left never
+    awaited (a RuntimeWarning, an error under this suite's filterwarnings)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)
+        assert isinstance(held, SharedReservation)
+
+        async def stuck(*_: object, **__: object) -> list[Any]:
+            await asyncio.Event().wait()  # (cancelled when the loop ends)
+            return []
+
+        monkeypatch.setattr(budgets, "_hold", stuck)
+        assert held.resize(0.3) and held.resize(0.1)
+        await link.aclose()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        anyio.run(main)
+        gc.collect()
+    assert [str(found.message) for found in caught if issubclass(found.category, RuntimeWarning)] == []
