@@ -15,6 +15,7 @@ as the interpreter exits, its ledger rows written.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import weakref
 from collections import deque
@@ -182,7 +183,9 @@ class Router(Decider):
         super().__init__(config, base_dir=base_dir, seed=seed)
         self._inprocess: InProcessClient | None = None  # started by the first chat()/achat()
         # Threads racing to the first chat() must start one client (one loop, ledger writer and set of budgets).
+        # Renewed in a forked child (`_renew_locks`): a parent's thread holding it at the fork never releases it there.
         self._inprocess_lock = threading.Lock()
+        _ROUTERS.add(self)
 
     @overload
     def chat(self, messages: Messages, *, stream: Literal[False] = False, **options: Any) -> Reply: ...
@@ -221,7 +224,10 @@ class Router(Decider):
         """
         from .gateway import submit_feedback
 
-        dispatcher = self._inprocess.dispatcher if self._inprocess is not None else None
+        client = self._inprocess
+        # Not a forked child's copy of its parent's client (its ledger's pooled connections are the parent's, and a
+        # flush would wait for a writer thread the child lacks): without a client of its own, the configured ledger.
+        dispatcher = client.dispatcher if client is not None and client.ours else None
         submit_feedback(self, dispatcher, request_id, score, comment)
 
     def close(self, timeout: float | None = None) -> None:
@@ -283,6 +289,21 @@ class Router(Decider):
 
                 self._inprocess = InProcessClient(_sharing(self), owner=self)
             return self._inprocess
+
+
+#: Every live Router, for `_renew_locks` (weakly: one dropped is garbage-collected as before).
+_ROUTERS: weakref.WeakSet[Router] = weakref.WeakSet()
+
+
+def _renew_locks() -> None:
+    """In a forked child (one thread): a new start lock for each router, as the parent's thread that may have held
+    one at the fork is not in the child, and the child's first call would wait for it for ever."""
+    for router in list(_ROUTERS):
+        router._inprocess_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks)
 
 
 def _sharing(router: Router) -> Router:

@@ -166,3 +166,62 @@ def test_a_forked_child_calls_through_its_own_client(config: Path, tmp_path: Pat
     """), config, tmp_path)
     assert status == 0, f"the child {'hung' if status == 3 else 'failed'}: {stderr}"
     assert sorted((r.model, r.status) for r in rows(tmp_path)) == [("big", "ok"), ("cheap", "ok"), ("cheap", "ok")]
+
+
+def test_a_forked_child_scores_through_its_own_ledger(config: Path, tmp_path: Path) -> None:
+    """A child forked while its parent's client runs scores a request through a ledger of its own (the configured
+    one, opened for the write), not through its copy of the parent's (pooled connections shared with the parent, a
+    flush waiting for a writer thread the child does not have), and exits at once."""
+    status, stderr = run_script(WAIT_CHILD + textwrap.dedent("""
+        import signal
+        reply = router.chat("hello")
+        router.feedback(reply.request_id, 0.5)  # (the row written before the fork)
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(60)  # (a hang detector)
+            parents = router._inprocess.dispatcher.ledger  # the copy: touched, the child fails
+            parents.find = parents.add_feedback = parents.flush_sync = lambda *_, **__: os._exit(5)
+            router.feedback(reply.request_id, 1.0, "from the child")
+            os._exit(0)
+        wait_child(pid)
+        router.close()
+    """), config, tmp_path)
+    assert status == 0, f"the child {'hung' if status == 3 else 'failed'}: {stderr}"
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    try:
+        (record,) = ledger.records()
+        assert ledger.feedback(record.request_id) == [(0.5, None), (1.0, "from the child")]
+    finally:
+        ledger.close_sync()
+
+
+def test_a_child_forked_while_another_thread_starts_the_client_calls_through_its_own(
+        config: Path, tmp_path: Path) -> None:
+    """Forked while another thread of its parent held the lock that guards the start of the in-process client, a
+    child's copy of that lock stays held for ever (the thread is not in the child): the child gets a lock of its
+    own, starts its own client and calls. Before, its first call waited for ever."""
+    status, stderr = run_script(WAIT_CHILD + textwrap.dedent("""
+        import signal, threading
+        router.chat("hello")
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with router._inprocess_lock:
+                held.set()
+                release.wait()
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(60)  # (a hang detector: the call ends at once or never)
+            router.chat("from the child", model="big")
+            router.close()
+            os._exit(0)
+        release.set()
+        thread.join()
+        wait_child(pid)
+    """), config, tmp_path)
+    assert status == 0, f"the child {'hung' if status == 3 else 'failed'}: {stderr}"
+    assert sorted((r.model, r.status) for r in rows(tmp_path)) == [("big", "ok"), ("cheap", "ok")]

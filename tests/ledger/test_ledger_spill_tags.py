@@ -26,7 +26,6 @@ BASE = "postgresql+psycopg://app@db.example:5432/ledger?application_name=sw&sslm
     "postgres://app@db.example:5432/ledger?application_name=sw&sslmode=require",  # libpq's short scheme
     "postgresql+psycopg2://app@db.example:5432/ledger?application_name=sw&sslmode=require",  # another driver
     "postgresql+psycopg://app@DB.Example:5432/ledger?application_name=sw&sslmode=require",  # host case
-    "postgresql+psycopg://app@db.example/ledger?application_name=sw&sslmode=require",  # the default port
     "postgresql+psycopg://app:s3cret@db.example:5432/ledger?application_name=sw&sslmode=require",  # a password
     "postgresql+psycopg://app@db.example:5432/ledger?sslmode=require&application_name=sw",  # query order
     "postgresql+psycopg://app@db.example:5432/ledger?application_name=sw&sslmode=require&password=x",  # ?password=
@@ -42,6 +41,7 @@ def test_spellings_of_one_postgres_database_share_a_tag(same: str) -> None:
     "postgresql+psycopg://ops@db.example:5432/ledger?application_name=sw&sslmode=require",  # user
     "postgresql+psycopg://APP@db.example:5432/ledger?application_name=sw&sslmode=require",  # user (case counts)
     "postgresql+psycopg://app@/ledger?application_name=sw&sslmode=require",  # a Unix socket, not that host
+    "postgresql+psycopg://app@db.example/ledger?application_name=sw&sslmode=require",  # no port: PGPORT's
     "postgresql+psycopg://app@db.example:5432/Ledger?application_name=sw&sslmode=require",  # database case
     "postgresql+psycopg://app@db.example:5432/ledger?options=-csearch_path%3Dother&sslmode=require",  # options
     "mysql://app@db.example:5432/ledger?application_name=sw&sslmode=require",  # another kind of database
@@ -53,12 +53,21 @@ def test_different_databases_keep_different_tags(other: str) -> None:
 def test_a_socket_directory_as_the_host_keeps_its_case() -> None:
     """A host that is a Unix socket's directory is a path: its case counts."""
     assert ledger_tag("postgresql://app@%2Frun%2FPG/ledger") != ledger_tag("postgresql://app@%2Frun%2Fpg/ledger")
-    assert identity_url("postgresql://app@%2Frun%2FPG/ledger") == "postgresql://app@%2Frun%2FPG:5432/ledger"
+    assert identity_url("postgresql://app@%2Frun%2FPG/ledger") == "postgresql://app@%2Frun%2FPG/ledger"
 
 
 def test_a_url_without_a_host_gets_no_port() -> None:
     """Which port libpq uses for a socket the URL does not name is not in the URL (PGPORT)."""
     assert identity_url("postgresql://app@/ledger?host=/run/pg") == "postgresql://app@/ledger?host=%2Frun%2Fpg"
+
+
+def test_a_url_without_a_port_gets_none_filled_in() -> None:
+    """libpq takes a port the URL leaves out from PGPORT (5432 only when unset): with PGPORT=6433,
+    `postgresql://h/db` is another database than `postgresql://h:5432/db`, and a tag they shared would replay one's
+    rows into the other's ledger (a file left under another tag is only stranded, and logged). Before, 5432 was
+    filled in for any URL with a host."""
+    assert identity_url("postgresql://app@db.example/ledger") == "postgresql://app@db.example/ledger"
+    assert ledger_tag("postgresql://app@db.example/ledger") != ledger_tag("postgresql://app@db.example:5432/ledger")
 
 
 def test_spellings_of_one_sqlite_file_share_a_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,8 +85,8 @@ def test_spellings_of_one_sqlite_file_share_a_tag(tmp_path: Path, monkeypatch: p
 def test_a_spill_is_replayed_by_an_equivalent_postgres_url(
         open_ledger: Callable[..., Ledger], pg_proxy: TcpProxy, pg_admin: tuple[Engine, str], pg_schema: str,
         spill_dir: Path) -> None:
-    """The replica spilled under one spelling of its URL and restarts with another (driver, password, default
-    port spelled out, query order): its rows are replayed, not stranded."""
+    """The replica spilled under one spelling of its URL and restarts with another (driver, password, query order):
+    its rows are replayed, not stranded."""
     user = pg_admin[1]
     spelled = f"postgresql+psycopg://{user}@127.0.0.1:{pg_proxy.port}/test?connect_timeout=5&" \
               f"options=-csearch_path%3D{pg_schema}"

@@ -5,8 +5,11 @@ earlier slots took given back when a later one refuses. Read back from Redis, no
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import random
+import warnings
+from typing import Any
 
 import anyio
 import pytest
@@ -710,3 +713,133 @@ def test_per_slot_a_growth_right_after_a_refused_one_is_checked_without_its_give
         await link.aclose()
 
     anyio.run(main)
+
+
+def test_per_slot_a_growth_cancelled_during_its_give_back_gives_back_once(prefix: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a Cluster: a growth two slots took and the third refused is cancelled while those two give it back (the
+    agent's written, the key's held at a gate). Each slot gives it back once: Redis holds the estimate. Before, the
+    cancellation gave both back again in the background: the agent's slot held 0.0 for a reservation of 0.3."""
+    route = BudgetConfig(scope="route", name="r", usd=0.5)
+    agent, key = (BudgetConfig(scope=scope, name=name, usd=2.0) for scope, name in (("agent", "a"), ("key", "k")))
+
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([agent, key, route]), link)
+        budgets.per_slot = True
+        held = await budgets.areserve(agent="a", key_id="k", route="r", estimated_usd=0.3)
+        assert isinstance(held, SharedReservation)
+        hold, gate, waiting, agent_given = budgets._hold, asyncio.Event(), asyncio.Event(), asyncio.Event()
+        key_counter = budget_key(link, key)
+
+        async def gated(group: list[Any], rid: str, amount: float, model: str | None, **kw: bool) -> list[Any]:
+            if amount < 0 and group[0][0] == key_counter:
+                waiting.set()
+                await gate.wait()
+            reply = await hold(group, rid, amount, model, **kw)
+            if amount < 0 and group[0][0] != key_counter:
+                agent_given.set()
+            return reply
+
+        monkeypatch.setattr(budgets, "_hold", gated)
+        growth = asyncio.ensure_future(held.aresize(0.6))  # the route's $0.5 refuses
+        await waiting.wait()
+        await agent_given.wait()
+        growth.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await growth
+        gate.set()
+        await budgets.drain()
+        for budget in (agent, key, route):
+            spent, reserved, _ = await _in_redis(link, budget)
+            assert (spent, reserved) == (0.0, pytest.approx(0.3)), budget.scope
+        held.release()
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_resize_without_an_event_loop_leaves_no_coroutine_never_awaited(prefix: str) -> None:
+    """`resize` down with no event loop running (a synchronous caller): nothing to give back with, so its give-back
+    is dropped — all of it. Before, only the wrapper that waits for the resize before was closed: the give-back inside
+    it was never awaited (a RuntimeWarning, an error under this suite's filterwarnings)."""
+    async def reserve() -> SharedReservation:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)
+        assert isinstance(held, SharedReservation)
+        await link.aclose()
+        return held
+
+    held = anyio.run(reserve)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert held.resize(0.1)
+        gc.collect()
+    assert held.estimated_usd == 0.1
+    assert [str(found.message) for found in caught if issubclass(found.category, RuntimeWarning)] == []
+
+
+def test_per_slot_a_growth_a_later_slot_cannot_decide_gives_back_before_it_returns(
+        prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a Cluster: the key's `spent` turns out no number (another writer) during a growth the agent's slot took;
+    the local check decides, and the agent's part is given back before `aresize` returns (so a growth right after is
+    not checked against it). Before, the give-back went to the background untracked: the growth had returned by the
+    time it reached Redis."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
+        budgets.per_slot = True
+        held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.2)
+        assert isinstance(held, SharedReservation)
+        await link.run(lambda r: r.hset(budget_key(link, KEY), "spent", "abc"))
+        hold, gate, waiting = budgets._hold, asyncio.Event(), asyncio.Event()
+
+        async def gated(group: list[Any], rid: str, amount: float, model: str | None, **kw: bool) -> list[Any]:
+            if amount < 0:
+                waiting.set()
+                await gate.wait()
+            return await hold(group, rid, amount, model, **kw)
+
+        monkeypatch.setattr(budgets, "_hold", gated)
+        growth = asyncio.ensure_future(held.aresize(0.4))
+        await waiting.wait()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not growth.done()
+        gate.set()
+        assert await growth  # the local check's answer
+        assert (await _in_redis(link, AGENT))[1] == pytest.approx(0.2)
+        monkeypatch.undo()
+        held.release()
+        await budgets.drain()
+        await link.aclose()
+
+    anyio.run(main)
+
+
+def test_a_resize_cancelled_while_waiting_for_the_one_before_leaves_no_coroutine_never_awaited(
+        prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `resize` calls down: the second's give-back waits for the first's. The loop ends (its tasks cancelled)
+    while the first is still on its way: the second's give-back, never begun, is closed. Before, it was left never
+    awaited (a RuntimeWarning, an error under this suite's filterwarnings)."""
+    async def main() -> None:
+        link, _ = await _link(prefix)
+        budgets = SharedBudgets(BudgetManager([AGENT]), link)
+        held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)
+        assert isinstance(held, SharedReservation)
+
+        async def stuck(*_: object, **__: object) -> list[Any]:
+            await asyncio.Event().wait()  # (cancelled when the loop ends)
+            return []
+
+        monkeypatch.setattr(budgets, "_hold", stuck)
+        assert held.resize(0.3) and held.resize(0.1)
+        await link.aclose()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        anyio.run(main)
+        gc.collect()
+    assert [str(found.message) for found in caught if issubclass(found.category, RuntimeWarning)] == []

@@ -289,8 +289,6 @@ def resolve_url(url: str | None, *, environ: Mapping[str, str] | None = None) ->
 
 #: Query parameter names holding this are secrets (`password`, `sslpassword`).
 _SECRET_PARAM = "password"
-#: The port a URL that names none reaches, by backend (libpq's default).
-_DEFAULT_PORTS = {"postgresql": 5432}
 
 
 def _driver_url(url: str) -> URL:
@@ -318,21 +316,21 @@ def display_url(url: str) -> str:
 
 def identity_url(url: str) -> str:
     """Which database `url` names, spelled one way (no password): the backend for the driver (psycopg or psycopg2
-    reach the same database), the host lower-cased, the default port spelled out, the query sorted without its
-    secret parameters. What still differs names another database or reaches it another way: database name,
-    user, port, a Unix socket (no host) against a host, `?options=` (a search_path is another schema).
+    reach the same database), the host lower-cased, the query sorted without its secret parameters. What still
+    differs names another database or reaches it another way: database name, user, port, a Unix socket (no host)
+    against a host, `?options=` (a search_path is another schema).
 
     A host that is a Unix socket's directory (`/run/pg`, percent-encoded `%2Frun%2Fpg`) is a path: its case counts.
-    Without a host (a socket found by `?host=` or libpq's default) no port is filled in: which one libpq uses
-    is not in the URL (PGPORT)."""
+    No port is filled in: which one libpq uses for a URL without one is not in the URL (PGPORT, 5432 only when
+    unset), so `h/db` and `h:5432/db` keep tags of their own — a file left under the other tag is stranded (and
+    logged), where one shared tag could replay rows into another database's ledger."""
     parsed = _driver_url(url)
     backend = parsed.get_backend_name()
     hidden = [name for name in parsed.query if _SECRET_PARAM in name.lower()]
     host = parsed.host
     if host and not host.upper().startswith(("/", "%2F")):
         host = host.lower()  # a DNS name or an address: case does not count
-    port = parsed.port if parsed.port is not None or not host else _DEFAULT_PORTS.get(backend)
-    shown = URL.create(backend, username=parsed.username, host=host, port=port, database=parsed.database,
+    shown = URL.create(backend, username=parsed.username, host=host, port=parsed.port, database=parsed.database,
                        query=parsed.difference_update_query(hidden).query)  # (no password)
     return shown.render_as_string(hide_password=False)  # (the query sorted by name)
 

@@ -15,8 +15,8 @@ A file's life, each step an atomic rename inside the directory:
                                                     done, renamed back when the replay stops early (a close)
 
 `<db>` names the ledger (a hash of its URL spelled one way, password left out; for SQLite of the database
-file's resolved path): a ledger replays only its own database's rows, so gateways of several databases can share the default
-directory. A start that finds other ledgers' files logs how many and the oldest's age.
+file's resolved path): a ledger replays only its own database's rows, so gateways of several databases can share the
+default directory. A start that finds other ledgers' files logs how many and the oldest's age.
 
 Who writes or replays a file holds an exclusive `flock` on it for as long as it does; the kernel drops it when
 the process dies, so a `.writing-` or `.replaying-` file nobody holds is a crash's and is claimed at the next
@@ -59,8 +59,8 @@ from ._db import display_url, identity_url
 from ._record import LedgerRecord
 from ._rows import FIELDS, as_logged, decode
 
-__all__ = ["Claim", "SpillDir", "UnsafeSpillDir", "Written", "default_spill_dir", "ledger_tag", "ledger_tags", "record_of",
-           "resolve_spill_dir", "spilled"]
+__all__ = ["Claim", "SpillDir", "UnsafeSpillDir", "Written", "default_spill_dir", "ledger_tag", "ledger_tags",
+           "record_of", "resolve_spill_dir", "spilled"]
 
 logger = logging.getLogger("switchman.ledger")
 
@@ -337,7 +337,8 @@ class SpillDir:
     def _survey(self, names: list[str]) -> None:
         """Log other ledgers' files (another database, or the same one by another URL): this ledger never
         replays them, so rows stranded there are seen."""
-        others = [match for match in map(_NAME.fullmatch, names) if match is not None and match.group(2) not in self.tags]
+        others = [match for match in map(_NAME.fullmatch, names)
+                  if match is not None and match.group(2) not in self.tags]
         if others:
             oldest = min(int(match.group(3)) for match in others)
             logger.warning("ledger spill directory %s holds %d files of other ledgers (the oldest spilled %.0f s "

@@ -21,6 +21,9 @@ budget checked before it (on a Cluster the later slots are checked, holding noth
 spent past its limit is refused. Two budgets of one scope, name and period share their counter: held once, each
 checked against its own limit.
 
+A smaller `aresize` gives the difference back in Redis before it returns, a smaller `resize` at once in the
+background (an `aresize` after it waits for that give-back), so other requests fit the room it frees.
+
 Every reservation has an id and a deadline (`hold_s` after it was taken or last resized): each script first
 drops the reservations past their deadline, so a reservation nobody settles (a replica killed mid-request, a
 settle lost at a timeout) stops counting after `hold_s` instead of for the whole period. Settling is
@@ -72,7 +75,8 @@ _MAX_UNSENT = 100_000
 #: How long a settled id is remembered (a settle replayed later than this is dropped: the rebuild raises `spent`
 #: to the ledger, which has it). Redis keeps ~150 bytes per settled request and budget for this long (measured).
 DONE_KEEP_S = 600.0
-#: A reservation nobody settles or grows stops counting this long after it was taken (longer than a request).
+#: A reservation nobody settles, resizes or gives back to stops counting this long after it was taken or last resized
+#: (a growth and a give-back both move its deadline; longer than a request).
 HOLD_S = 900.0
 #: Settles are written in batches this often (one script per budget per batch).
 SETTLE_EVERY_S = 0.02
@@ -127,9 +131,14 @@ def _keys(key: str) -> list[str]:
 
 
 async def _after(before: asyncio.Task[None] | None, work: Coroutine[Any, Any, None]) -> None:
-    """`work` once `before` is over (a resize's give-back after the one before it: the last is the one to wait for)."""
-    if before is not None:
-        await asyncio.wait([before])
+    """`work` once `before` is over (a resize's give-back after the one before it: the last is the one to wait for);
+    cancelled before, `work` is closed (not left never awaited)."""
+    try:
+        if before is not None:
+            await asyncio.wait([before])
+    except BaseException:
+        work.close()
+        raise
     await work
 
 
@@ -169,6 +178,8 @@ class SharedReservation(Reservation):
         shrink = self._shrink_to(estimate, model or self._model)
         if shrink is not None:
             self._giving = self._shared.shrink_soon(_after(self._giving, shrink))
+            if self._giving is None:  # no event loop: `_after` closed before it began, `shrink` with it
+                shrink.close()
         return True
 
     async def _given(self) -> None:
@@ -350,27 +361,43 @@ class SharedBudgets:
                     unknown = group[int(index) - 1][0]
                     break
                 if not int(ok):
-                    if taken:  # given back now: the caller's next reserve (a downgrade) or growth must not see it
-                        await self._shrink_all(taken, rid, amount)
+                    given, taken = taken, []  # handed over: a cancellation meanwhile must not give it back again
+                    await self._give_back_now(given, rid, amount)
                     if first:
-                        self._give_back(taken, rid, amount, first=True)
+                        self._give_back(given, rid, amount, first=True)
                     refused = group[int(index) - 1], float(spent), float(reserved)
-                    return await self._decider(holds, groups[len(taken) + 1:], refused, rid, amount, model, first)
+                    return await self._decider(holds, groups[len(given) + 1:], refused, rid, amount, model, first)
                 taken.append(group)
         except RedisRefused:  # an error reply: the script failed before its first write (only the slots before took)
-            if taken:
-                self._give_back(taken, rid, amount, first=first)
+            given, taken = taken, []
+            await self._give_back_soon(given, rid, amount, first=first)
             raise
         except BaseException:
-            # The call that failed may have run in Redis: a new reservation is released everywhere it may be.
+            # The call that failed may have run in Redis: a new reservation is released everywhere it may be. (In
+            # the background: a timeout or a cancellation is not to wait for another script.)
             self._give_back([list(holds)] if first else taken, rid, amount, first=first)
             raise
         if unknown is not None:  # the local check decides
-            if taken:
-                self._give_back(taken, rid, amount, first=first)
+            await self._give_back_soon(taken, rid, amount, first=first)
             self._spend_unknown(unknown)
             raise RedisUnavailable(f"budget spend in Redis unknown: {unknown}")
         return None
+
+    async def _give_back_now(self, groups: Sequence[Sequence[_Hold]], rid: str, amount: float) -> None:
+        """Give `amount` back in `groups` before returning: the caller's next reserve (a downgrade) or growth must not
+        be checked against it. The give-back is a task of its own (`drain` waits for it) awaited shielded: cancelled
+        meanwhile, it still runs, once — not twice (given back again by the caller's cleanup), not never."""
+        task = self._background(self._shrink_all(groups, rid, amount)) if groups else None
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _give_back_soon(self, groups: Sequence[Sequence[_Hold]], rid: str, amount: float, *, first: bool) -> None:
+        """What the slots in `groups` took given back after a failure: a new reservation is settled (in the background,
+        as every settle), a growth given back before returning (so the next growth is not checked against it)."""
+        if first:
+            self._give_back(groups, rid, amount, first=True)
+        else:
+            await self._give_back_now(groups, rid, amount)
 
     async def _decider(
         self, holds: Sequence[_Hold], later: Sequence[Sequence[_Hold]], refused: tuple[_Hold, float, float],
@@ -429,7 +456,8 @@ class SharedBudgets:
         except RedisUnavailable:
             pass
         except Exception:  # a bug: not lost in a gather or a background task
-            logger.exception("budget give-back of %s for reservation %s not written; held until its settle", amount, rid)
+            logger.exception("budget give-back of %s for reservation %s not written; held until its settle",
+                             amount, rid)
 
     async def grow(
         self, holds: Sequence[_Hold], rid: str, amount: float, estimate: float, model: str | None,

@@ -14,8 +14,8 @@ until it ends, so the link goes down (local state) and the watcher brings it bac
     NOREPLICAS   min-replicas-to-write unmet (writes refused)
 
 Redis 6.2 and older wrap the condition a script's redis.call met in ERR (`Error running script ...: @user_script:1:
--OOM ...`): a condition all the same. -LOADING and -NOAUTH come out of redis-py as ConnectionError subclasses already (down either way); NOSCRIPT is
-neither (the script is loaded and the call sent again).
+-OOM ...`): a condition all the same. -LOADING and -NOAUTH come out of redis-py as ConnectionError subclasses
+already (down either way); NOSCRIPT is neither (the script is loaded and the call sent again).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ def exception_text(exc: BaseException) -> str:
 
 
 def _attribute(name: str, error: object) -> str:
+    """`name=value` of one attribute, as a leak report shows it."""
     return f"{name}={getattr(error, name)!r}"
 
 
