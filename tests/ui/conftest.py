@@ -118,5 +118,9 @@ def admin_session(site: Site) -> Iterator[tuple[TestClient, str]]:
     """A logged-in admin on `site` (500s answered, not raised) and its CSRF token."""
     with TestClient(site.app, raise_server_exceptions=False) as client:
         form = client.get("/ui/login", params={"next": "/ui/"})
-        client.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text), "next": "/ui/"})
-        yield client, csrf_of(client.get("/ui/keys").text)
+        login = client.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text), "next": "/ui/"},
+                            follow_redirects=False)
+        assert login.status_code == 303 and login.headers["location"] == "/ui/", (login.status_code, login.text)
+        keys = client.get("/ui/keys", follow_redirects=False)
+        assert keys.status_code == 200, (keys.status_code, keys.headers.get("location"))  # not sent to /ui/login
+        yield client, csrf_of(keys.text)
