@@ -88,15 +88,28 @@ def make_site(upstream: FakeUpstream, ledger_url: str, records: list[LedgerRecor
 
 
 @pytest.fixture
-def site(upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]], tmp_path: Path) -> Site:
-    """A fresh gateway + dashboard (own copy of the ledger, so key changes stay in this test)."""
-    source = Path(filled_ledger[0].removeprefix("sqlite:///"))
-    copy = tmp_path / "ledger.sqlite3"
+def own_ledger(filled_ledger: tuple[str, list[LedgerRecord]], tmp_path: Path) -> str:
+    """The URL of the test's own copy of `filled_ledger`: keys it creates (or wrongly lets be created) stay in it."""
     import sqlite3
 
+    source = Path(filled_ledger[0].removeprefix("sqlite:///"))
+    copy = tmp_path / "ledger.sqlite3"
     with sqlite3.connect(source) as src, sqlite3.connect(copy) as dst:
         src.backup(dst)
-    return make_site(upstream, f"sqlite:///{copy}", filled_ledger[1])
+    return f"sqlite:///{copy}"
+
+
+@pytest.fixture
+def site(upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]], own_ledger: str) -> Site:
+    """A fresh gateway + dashboard (own copy of the ledger, so key changes stay in this test)."""
+    return make_site(upstream, own_ledger, filled_ledger[1])
+
+
+def close_gateway(gateway: Gateway) -> None:
+    """Close a gateway a test made outside a server (its ledger flushed, its key store's connections closed)."""
+    import anyio
+
+    anyio.run(gateway.aclose)
 
 
 class ServerThread(server_support.ServerThread):
