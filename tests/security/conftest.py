@@ -31,7 +31,7 @@ def http(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> It
     """A client of a gateway on the suite's configuration (a ledger of its own), shared by one module's tests."""
     url = f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'ledger.sqlite3'}"
     with running_gateway(config_data(upstream, url)) as (_, server), \
-            httpx.Client(base_url=server.url, timeout=30) as client:
+            httpx.Client(base_url=server.url, timeout=60) as client:  # bodies at the item caps are large
         yield client
 
 
