@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from pg_support import PG_PORT, schema_url
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,7 +22,6 @@ from switchman.ledger import Ledger, LedgerRecord, Metrics
 
 T = TypeVar("T")
 
-PG_HOST, PG_PORT, PG_DB = "127.0.0.1", 5432, "test"
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout: float = 15.0, what: str = "condition") -> None:
@@ -60,7 +60,7 @@ def at_once(ledgers: Sequence[Ledger], read: Callable[[Ledger], T]) -> tuple[lis
 
 
 def pg_url_for(user: str, schema: str, *, port: int = PG_PORT) -> str:
-    return f"postgresql://{user}@{PG_HOST}:{port}/{PG_DB}?options=-csearch_path%3D{schema}"
+    return schema_url(schema, port=port, user=user)
 
 
 def free_port() -> int:

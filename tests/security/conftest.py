@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pg_support import fresh_schema, schema_url
+from pg_support import pg_schema, pg_url  # noqa: F401 - the Postgres fixtures of this folder's tests
 from security_support import UPSTREAM_KEY, config_data, running_gateway
 
 from switchman.testing import FakeUpstream
@@ -38,10 +38,3 @@ def http(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> It
 @pytest.fixture
 def ledger_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh Postgres schema on the machine's server (127.0.0.1:5432/test), dropped afterwards."""
-    with fresh_schema("sw_sec") as schema:
-        yield schema_url(schema)

@@ -14,6 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import server_support
+from pg_support import pg_schema, pg_url  # noqa: F401 - the Postgres fixtures of this folder's tests
 from switchman._config import parse_config
 from switchman.gateway import Gateway
 from switchman.ledger import Ledger, LedgerRecord
