@@ -13,7 +13,8 @@ largest body each endpoint accepts at the default caps (10,000 messages holding 
     PYTHONPATH=src python benchmarks/bench_items.py --at-caps [--profile]
 
 Run from the tree to measure (`PYTHONPATH` picks the source, so the same script measures a tree before the
-caps), under `flock /work/notes/bench.lock`, recording `uptime` with the numbers.
+caps), under a lock of your own (e.g. `flock LOCKFILE python ...`) so that no other benchmark shares the CPU,
+recording `uptime` with the numbers. The ledger goes to a temporary folder, removed at the end.
 """
 
 from __future__ import annotations
@@ -109,14 +110,15 @@ def at_caps(endpoint: str) -> bytes:
     return orjson.dumps(body)
 
 
-def dispatcher() -> Dispatcher:
-    """A gateway's dispatcher with two models on an upstream nobody calls, the prompt size cap out of the way."""
+def dispatcher(folder: str) -> Dispatcher:
+    """A gateway's dispatcher with two models on an upstream nobody calls, the prompt size cap out of the way, its
+    ledger in `folder`."""
     provider = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "FAKE_KEY"}
     model = {"provider": "fake", "input_price": 1.0, "output_price": 2.0, "context_window": 10_000_000,
              "capabilities": ["tools", "json", "vision"]}
     data = {"providers": {"fake": provider}, "models": {"cheap": model, "big": {**model, "input_price": 10.0}},
             "routes": {"default": {"candidates": ["cheap", "big"], "strategy": "cheapest"}},
-            "server": {"ledger_url": f"sqlite:///{tempfile.mkdtemp(prefix='bench-items-')}/ledger.sqlite3",
+            "server": {"ledger_url": f"sqlite:///{folder}/ledger.sqlite3",
                        "limits": {"max_prompt_chars": 100_000_000}}}
     return Gateway.from_config(parse_config(data), env={"FAKE_KEY": "unused"}).dispatcher
 
@@ -150,7 +152,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per body; the least CPU is reported")
     parser.add_argument("--profile", action="store_true", help="cProfile each body once more (top 12 by own time)")
     args = parser.parse_args()
-    reading = dispatcher()
+    with tempfile.TemporaryDirectory(prefix="bench-items-") as folder:
+        _run(args, dispatcher(folder))
+
+
+def _run(args: argparse.Namespace, reading: Dispatcher) -> None:
     if args.at_caps:
         bodies = [(endpoint, "at-caps", at_caps(endpoint), 0) for endpoint in _APIS]
     else:

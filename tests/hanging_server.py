@@ -51,6 +51,12 @@ class HangingServer:
                 pass
             sock.close()
 
+    def _drop(self, client: socket.socket) -> None:
+        with self._lock:
+            if client in self._sockets:
+                self._sockets.remove(client)
+        client.close()
+
     def _accept(self) -> None:
         while True:
             try:
@@ -65,10 +71,16 @@ class HangingServer:
             if closing:  # accepted as close() ran: it would be left open (a ResourceWarning in a later test)
                 client.close()
                 return
-            if self.hanging or self.target is None:
+            if self.hanging:  # always so without a target
                 threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
                 continue
-            upstream = socket.create_connection(self.target)
+            assert self.target is not None
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:  # the target refused: so does this connection, and the server keeps accepting
+                self._drop(client)
+                continue
+            upstream.settimeout(None)
             with self._lock:
                 self._sockets.append(upstream)
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()

@@ -41,6 +41,7 @@ class _Served:
         deadline = time.monotonic() + 20
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
+                self.server.should_exit = True  # a server still starting stops once it gets there, not serves on
                 raise RuntimeError("server did not start")
             time.sleep(0.01)
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
@@ -48,6 +49,7 @@ class _Served:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(30)
+        assert not self.thread.is_alive(), "the server thread did not end within 30 s of should_exit"
 
     @property
     def url(self) -> str:

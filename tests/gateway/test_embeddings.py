@@ -8,6 +8,7 @@ import httpx
 import openai
 import pytest
 
+from switchman._limits import ServerLimits
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
@@ -75,12 +76,13 @@ def test_a_large_bodys_refusal_decided_in_a_worker_thread_is_answered_and_record
 
 def test_more_embedding_inputs_than_the_cap_are_a_400_and_at_the_cap_are_served(http: httpx.Client) -> None:
     """server.limits.max_embedding_inputs (2,048 by default, OpenAI's own limit), counted before validation."""
-    over = http.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": ["a"] * 2049})
+    cap = ServerLimits().max_embedding_inputs  # the session's gateway keeps the default
+    over = http.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": ["a"] * (cap + 1)})
     assert over.status_code == 400, over.text
     assert over.json()["error"] == {
-        "message": "Invalid 'input': more than 2048 inputs, this gateway's limit (server.limits.max_embedding_inputs)",
+        "message": f"Invalid 'input': more than {cap} inputs, this gateway's limit (server.limits.max_embedding_inputs)",
         "type": "invalid_request_error", "param": "input", "code": "array_above_max_length"}
-    inputs: list[tuple[object, int]] = [(["a"] * 2048, 2048), ([[1, 2]] * 2048, 2048),
+    inputs: list[tuple[object, int]] = [(["a"] * cap, cap), ([[1, 2]] * cap, cap),
                                         (list(range(5000)), 1)]  # the last: one token array, one input
     for value, embedded in inputs:
         served = http.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": value})

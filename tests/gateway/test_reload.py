@@ -158,10 +158,9 @@ def test_item_caps_apply_at_reload(setup: tuple[dict[str, Any], Path, Gateway],
                                    caplog: pytest.LogCaptureFixture) -> None:
     """server.limits.max_tools (and the other item caps) are read per request, as max_prompt_chars is."""
     data, path, gateway = setup
-    reloader = ConfigReloader(gateway, path)
     tools = [{"type": "function", "function": {"name": "f"}}] * 2
     body = {"model": "auto", "messages": ASK, "tools": tools}
-    with ServerThread(build_app(gateway, reloader=reloader)) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with _reloading(gateway, path) as (reloader, http):
         assert http.post("/v1/chat/completions", json=body).status_code == 200
         data["server"]["limits"] = {"max_tools": 1}
         path.write_text(yaml.safe_dump(data))

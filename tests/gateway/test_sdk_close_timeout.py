@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from switchman import Router, RouterClosedError
+from switchman import Reply, Router, RouterClosedError
 from switchman.gateway._feed import StreamFeed
 from switchman.testing import FakeUpstream
 
@@ -173,6 +173,9 @@ def test_a_call_recorded_as_a_success_keeps_its_answer_when_close_gives_up(
         released.set()
         router.close()
     assert len(outcome) == 1 and not isinstance(outcome[0], BaseException), repr(outcome)
+    reply = thread.result
+    assert isinstance(reply, Reply) and reply.model == "cheap", repr(reply)  # the answer itself, not just no error
+    assert reply["choices"][0]["message"]["content"] == "Hello from cheap.", reply
     with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
         assert db.execute("select model, status from switchman_requests").fetchall() == [("cheap", "ok")]
 

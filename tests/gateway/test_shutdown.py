@@ -50,7 +50,11 @@ def test_sigterm_under_load_flushes_every_answered_request(
             threads = [threading.Thread(target=load) for _ in range(8)]
             for thread in threads:
                 thread.start()
+            deadline = time.monotonic() + 60.0  # bounded: a server that stops answering fails here, not hangs
             while len(answered) < 40:
+                if time.monotonic() > deadline:
+                    stop.set()
+                    raise AssertionError(f"only {len(answered)} of 40 requests answered in 60 s before the SIGTERM")
                 time.sleep(0.01)
             process.send_signal(signal.SIGTERM)
             # uvicorn re-raises the signal once it has shut down gracefully

@@ -2,63 +2,24 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import PG_DB, PG_HOST, PG_PORT, TcpProxy, pg_url_for
-from sqlalchemy import create_engine, text
+from ledger_support import TcpProxy
+from pg_support import PG_HOST, PG_PORT, admin_engine, pg_schema, pg_url, pg_user  # noqa: F401 - pg_schema, pg_url: fixtures
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 
 from switchman.ledger import Ledger, _db
 
 
-def _pg_admin() -> tuple[Engine, str] | str:
-    """An engine on the test database and the user that worked, or why none did."""
-    reasons = []
-    for user in ("postgres", "root"):
-        engine = create_engine(
-            f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{PG_DB}", connect_args={"connect_timeout": 3}
-        )
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("select 1"))
-        except OperationalError as exc:
-            engine.dispose()
-            reasons.append(f"{user}: {str(exc.orig).strip().splitlines()[0]}")
-            continue
-        return engine, user
-    return "; ".join(reasons)
-
-
 @pytest.fixture(scope="session")
 def pg_admin() -> Iterator[tuple[Engine, str]]:
-    found = _pg_admin()
-    if isinstance(found, str):
-        pytest.skip(f"Postgres at {PG_HOST}:{PG_PORT}/{PG_DB} is unreachable ({found})")
-    engine, user = found
-    yield engine, user
+    """An engine on the test database and the role it connects as (`pg_support`: postgres, else root)."""
+    engine = admin_engine()
+    yield engine, pg_user()
     engine.dispose()
-
-
-@pytest.fixture
-def pg_schema(pg_admin: tuple[Engine, str]) -> Iterator[str]:
-    """A fresh schema for one test, dropped afterwards."""
-    engine, _ = pg_admin
-    schema = f"sw_test_{secrets.token_hex(6)}"
-    with engine.begin() as conn:
-        conn.execute(text(f"create schema {schema}"))
-    yield schema
-    with engine.begin() as conn:
-        conn.execute(text(f"drop schema {schema} cascade"))
-
-
-@pytest.fixture
-def pg_url(pg_admin: tuple[Engine, str], pg_schema: str) -> str:
-    return pg_url_for(pg_admin[1], pg_schema)
 
 
 @pytest.fixture

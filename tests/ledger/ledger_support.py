@@ -1,22 +1,27 @@
 """Helpers for the ledger tests: polling, Postgres URLs, ledgers started together, a TCP proxy that can take a
-database down."""
+database down, records to write, metric samples, a SQLite file locked away and rows spilled and replayed."""
 
 from __future__ import annotations
 
+import json
 import socket
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+from pg_support import PG_PORT, schema_url
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import SQLAlchemyError
 
-from switchman.ledger import Ledger
+from switchman.ledger import Ledger, LedgerRecord, Metrics
 
 T = TypeVar("T")
 
-PG_HOST, PG_PORT, PG_DB = "127.0.0.1", 5432, "test"
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout: float = 15.0, what: str = "condition") -> None:
@@ -55,7 +60,7 @@ def at_once(ledgers: Sequence[Ledger], read: Callable[[Ledger], T]) -> tuple[lis
 
 
 def pg_url_for(user: str, schema: str, *, port: int = PG_PORT) -> str:
-    return f"postgresql://{user}@{PG_HOST}:{port}/{PG_DB}?options=-csearch_path%3D{schema}"
+    return schema_url(schema, port=port, user=user)
 
 
 def free_port() -> int:
@@ -124,3 +129,83 @@ class TcpProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def make_records(n: int, **fields: Any) -> list[LedgerRecord]:
+    return [
+        LedgerRecord(
+            time=1_700_000_000.0 + i,
+            request_id=f"req-{i:06d}",
+            agent=f"agent-{i % 3}",
+            model=("small", "large")[i % 2],
+            route="default",
+            candidates=("small", "large"),
+            input_tokens=10 + i,
+            output_tokens=i % 7,
+            cost_usd=0.001 * (i % 5),
+            baseline_cost_usd=0.01,
+            latency_ms=12.5,
+            ttft_ms=3.0 if i % 2 else None,
+            tags=("a", "b") if i % 4 == 0 else (),
+            fallback_chain=("large",) if i % 10 == 0 else (),
+            **fields,
+        )
+        for i in range(n)
+    ]
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    body, _ = metrics.render()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return found[(name, frozenset(labels.items()))]
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[sqlite3.Connection]:
+    """The SQLite file held by another connection: the ledger's writes fail (it is "unreachable")."""
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        yield lock
+    finally:
+        if lock.in_transaction:
+            lock.execute("COMMIT")
+        lock.close()
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def spill_lines(folder: Path) -> list[dict[str, Any]]:
+    [name] = files(folder)
+    return [json.loads(line) for line in (folder / name).read_text().splitlines()]
+
+
+def spill_unreachable(open_ledger: Callable[..., Ledger], url: str, path: Path, folder: Path,
+                      records: list[LedgerRecord]) -> Ledger:
+    """A ledger whose database is locked throughout: its close spills `records`."""
+    ledger = open_ledger(url, spill_dir=folder, close_timeout=0.3, max_retry_interval=0.05)
+    ledger.count()  # the tables exist (a later start finds its database as it was)
+    with locked(path):
+        ledger.start_sync()
+        for rec in records:
+            ledger.record(rec)
+        ledger.close_sync()
+    return ledger
+
+
+def replay(open_ledger: Callable[..., Ledger], url: str, folder: Path, **options: Any) -> Ledger:
+    """A ledger started on `url` with `folder`, closed once the writer has replayed what it could."""
+    ledger = open_ledger(url, spill_dir=folder, **options)
+    ledger.start_sync()
+    wait_until(lambda: not ledger._replayer.due, what="the replay")
+    ledger.close_sync()
+    return ledger

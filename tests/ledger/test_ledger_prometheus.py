@@ -5,23 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from ledger_support import samples, value
 from prometheus_client import REGISTRY
-from prometheus_client.parser import text_string_to_metric_families
 
 from switchman.ledger import KeyStore, Ledger, LedgerRecord, Metrics
-
-
-def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    body, _ = metrics.render()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
-    }
-
-
-def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    return found[(name, frozenset(labels.items()))]
 
 
 def test_series_and_values() -> None:

@@ -10,71 +10,35 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import TcpProxy, pg_url_for, wait_until
+from ledger_support import (
+    TcpProxy,
+    files,
+    locked,
+    make_records,
+    pg_url_for,
+    replay,
+    samples,
+    spill_lines,
+    spill_unreachable,
+    value,
+    wait_until,
+)
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from test_ledger_prometheus import samples, value
-from test_ledger_writer import make_records
 
 from switchman.ledger import Ledger, LedgerRecord, Metrics, _db
 from switchman.ledger._spill import Claim, SpillDir
 
 LOG = "switchman.ledger"
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[sqlite3.Connection]:
-    """The SQLite file held by another connection: the ledger's writes fail (it is "unreachable")."""
-    lock = sqlite3.connect(path, isolation_level=None)
-    lock.execute("BEGIN EXCLUSIVE")
-    try:
-        yield lock
-    finally:
-        if lock.in_transaction:
-            lock.execute("COMMIT")
-        lock.close()
-
-
-def files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
-def spill_lines(folder: Path) -> list[dict[str, Any]]:
-    [name] = files(folder)
-    return [json.loads(line) for line in (folder / name).read_text().splitlines()]
-
-
-def spill_unreachable(open_ledger: Callable[..., Ledger], url: str, path: Path, folder: Path,
-                      records: list[LedgerRecord]) -> Ledger:
-    """A ledger whose database is locked throughout: its close spills `records`."""
-    ledger = open_ledger(url, spill_dir=folder, close_timeout=0.3, max_retry_interval=0.05)
-    ledger.count()  # the tables exist (a later start finds its database as it was)
-    with locked(path):
-        ledger.start_sync()
-        for rec in records:
-            ledger.record(rec)
-        ledger.close_sync()
-    return ledger
-
-
-def replay(open_ledger: Callable[..., Ledger], url: str, folder: Path, **options: Any) -> Ledger:
-    """A ledger started on `url` with `folder`, closed once the writer has replayed what it could."""
-    ledger = open_ledger(url, spill_dir=folder, **options)
-    ledger.start_sync()
-    wait_until(lambda: not ledger._replayer.due, what="the replay")
-    ledger.close_sync()
-    return ledger
 
 
 def rollup_requests(ledger: Ledger) -> int:

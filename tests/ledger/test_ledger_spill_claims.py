@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import wait_until
-from test_ledger_spill import files, replay, spill_lines, spill_unreachable
-from test_ledger_writer import make_records
+from ledger_support import files, make_records, replay, spill_lines, spill_unreachable, wait_until
 
 from switchman.ledger import Ledger, LedgerRecord
 from switchman.ledger._spill import SpillDir, resolve_spill_dir
@@ -262,10 +260,15 @@ def test_rows_a_replay_wrote_one_by_one_before_an_outage_are_counted_once(
 
     monkeypatch.setattr(BulkInsert, "__call__", insert)
     after = open_ledger(sqlite_url, spill_dir=spill_dir, max_retry_interval=0.05)
-    after.start_sync()
-    wait_until(lambda: after.stats.write_errors > 0, what="the outage in the one-by-one writes")
-    holder[0].execute("COMMIT")
-    holder[0].close()
+    try:
+        after.start_sync()
+        wait_until(lambda: after.stats.write_errors > 0, what="the outage in the one-by-one writes")
+        assert holder, "the lock was never taken"
+    finally:  # the EXCLUSIVE lock released however the wait ends: a failure here must not lock the next test out
+        for lock in holder:
+            if lock.in_transaction:
+                lock.execute("COMMIT")
+            lock.close()
     wait_until(lambda: not after._replayer.due, what="the replay")
     after.close_sync()
     assert after.records() == good and files(spill_dir) == []

@@ -11,34 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import TcpProxy, pg_url_for, wait_until
+from ledger_support import TcpProxy, make_records, pg_url_for, wait_until
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
 from switchman.ledger import Ledger, LedgerRecord, SpendRow, _db
-
-
-def make_records(n: int, **fields: Any) -> list[LedgerRecord]:
-    return [
-        LedgerRecord(
-            time=1_700_000_000.0 + i,
-            request_id=f"req-{i:06d}",
-            agent=f"agent-{i % 3}",
-            model=("small", "large")[i % 2],
-            route="default",
-            candidates=("small", "large"),
-            input_tokens=10 + i,
-            output_tokens=i % 7,
-            cost_usd=0.001 * (i % 5),
-            baseline_cost_usd=0.01,
-            latency_ms=12.5,
-            ttft_ms=3.0 if i % 2 else None,
-            tags=("a", "b") if i % 4 == 0 else (),
-            fallback_chain=("large",) if i % 10 == 0 else (),
-            **fields,
-        )
-        for i in range(n)
-    ]
 
 
 def count_commits(engine: Engine) -> list[int]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pg_support import fresh_schema, schema_url
+from pg_support import pg_schema, pg_url  # noqa: F401 - the Postgres fixtures of this folder's tests
 from security_support import UPSTREAM_KEY, config_data, running_gateway
 
 from switchman.testing import FakeUpstream
@@ -31,17 +31,10 @@ def http(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> It
     """A client of a gateway on the suite's configuration (a ledger of its own), shared by one module's tests."""
     url = f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'ledger.sqlite3'}"
     with running_gateway(config_data(upstream, url)) as (_, server), \
-            httpx.Client(base_url=server.url, timeout=30) as client:
+            httpx.Client(base_url=server.url, timeout=60) as client:  # bodies at the item caps are large
         yield client
 
 
 @pytest.fixture
 def ledger_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh Postgres schema on the machine's server (127.0.0.1:5432/test), dropped afterwards."""
-    with fresh_schema("sw_sec") as schema:
-        yield schema_url(schema)

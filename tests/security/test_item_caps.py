@@ -4,12 +4,12 @@ is served. (A 4 MB body of 130,000 Anthropic tool definitions took 3.11 s of CPU
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import orjson
 import openai
+import orjson
 import pytest
 from security_support import config_data, running_gateway
 
@@ -97,15 +97,6 @@ def _refusal(response: httpx.Response, path: str) -> tuple[str, str | None]:
     return str(error["message"]), error["param"]
 
 
-@pytest.fixture(scope="module")
-def http(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    """A gateway with the default limits."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('caps') / 'ledger.sqlite3'}"
-    with running_gateway(config_data(upstream, url)) as (_, server), \
-            httpx.Client(base_url=server.url, timeout=60) as client:
-        yield client
-
-
 def _named(message: str, field: str, cap: int, what: str, setting: str) -> None:
     assert message.startswith(f"Invalid '{field}': more than {cap} "), message
     assert what in message and message.endswith(f"this gateway's limit (server.limits.{setting})"), message
@@ -143,8 +134,8 @@ def test_the_item_caps_follow_the_configuration(upstream: FakeUpstream, ledger_u
             assert http.post(path, json=body(cap)).status_code == 200, (path, setting)
 
 
-def test_a_refused_body_is_never_validated(http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The caps are counted before pydantic sees the body: refusing costs the parse, not the validation."""
+def _validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the body models validated from here on (ChatBody, MessagesBody), one entry per call."""
     from switchman.gateway import _schema
     from switchman.gateway._dialects import _messages
 
@@ -153,25 +144,28 @@ def test_a_refused_body_is_never_validated(http: httpx.Client, monkeypatch: pyte
         validate = model.model_validate
         monkeypatch.setattr(model, "model_validate",
                             lambda data, _v=validate, _n=model.__name__, **kw: validated.append(_n) or _v(data, **kw))
+    return validated
+
+
+def test_a_refused_body_is_never_validated(http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caps are counted before pydantic sees the body: refusing costs the parse, not the validation."""
+    validated = _validations(monkeypatch)
     for shape in ("chat tools", "anthropic tools"):
         path, _, setting, _, body = _SHAPES[shape]
         assert http.post(path, json=body(getattr(CAPS, setting) + 1)).status_code == 400
     assert validated == []
+    path, _, setting, _, body = _SHAPES["chat tools"]  # the spy sees a served body: the test above is not vacuous
+    assert http.post(path, json=body(getattr(CAPS, setting))).status_code == 200
+    assert validated == ["ChatBody"]
 
 
 def test_an_anthropic_body_is_validated_once(http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """The chat body translated from a validated Messages body is not validated again (it cost as much again)."""
-    from switchman.gateway import _schema
-
-    validated: list[object] = []
-    validate = _schema.ChatBody.model_validate
-    monkeypatch.setattr(_schema.ChatBody, "model_validate",
-                        lambda data, **kw: validated.append(data) or validate(data, **kw))
+    validated = _validations(monkeypatch)
     tools = [{"name": "f", "input_schema": {"type": "object"}}]
     body = {"model": "auto", "max_tokens": 5, "messages": [_USER], "tools": tools}
     assert http.post("/v1/messages", json=body).status_code == 200
-    assert validated == []
-
+    assert validated == ["MessagesBody"]  # the Messages body once, its chat translation never
 
 
 def test_a_copied_configuration_counts_with_its_own_caps() -> None:

@@ -19,7 +19,7 @@ from switchman.state import RedisLink, RedisUnavailable
 from switchman.state._redis_wire import RedisRefused  # noqa: PLC2701
 from switchman.testing import RedisClusterServer, RedisServer
 
-from .test_redis_link_faults import fake_link, handshake_then
+from .redis_support import fake_link, handshake_then
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
 
@@ -46,15 +46,40 @@ def cluster() -> Iterator[RedisClusterServer]:
         yield server
 
 
-@pytest.fixture(params=["single", "cluster"])
-def own(request: pytest.FixtureRequest) -> Iterator[Nodes]:
-    """A Redis of the test's own (its settings changed freely): a redis-server, or the module's Cluster."""
+@pytest.fixture(scope="module")
+def patient_cluster() -> Iterator[RedisClusterServer]:
+    """A Cluster whose nodes wait 10 minutes before marking a silent node FAIL: a node kept BUSY by a script
+    answers no cluster-bus ping, and on a loaded machine the module's Cluster (node timeout 2 s) may mark it FAIL
+    (CLUSTERDOWN: no replica to promote), which would break the tests after. A Cluster of its own so that a BUSY
+    case, however slow, leaves the shared one untouched."""
+    import redis
+
+    with RedisClusterServer() as server:
+        for port in server.ports:
+            with redis.Redis(port=port, socket_timeout=2) as node:
+                node.config_set("cluster-node-timeout", "600000")
+        yield server
+
+
+def _own(request: pytest.FixtureRequest, cluster: str) -> Iterator[Nodes]:
     if request.param == "cluster":
-        server: RedisClusterServer = request.getfixturevalue("cluster")
+        server: RedisClusterServer = request.getfixturevalue(cluster)
         yield Nodes(server.url, server.ports, lambda key: server.ports[server.node_for(key)])
         return
     with RedisServer() as single:
         yield Nodes(single.url, [single.port], lambda _: single.port)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def own(request: pytest.FixtureRequest) -> Iterator[Nodes]:
+    """A Redis of the test's own (its settings changed freely): a redis-server, or the module's Cluster."""
+    yield from _own(request, "cluster")
+
+
+@pytest.fixture(params=["single", "cluster"])
+def own_patient(request: pytest.FixtureRequest) -> Iterator[Nodes]:
+    """As `own`, its Cluster the patient one (`patient_cluster`): for a node kept BUSY."""
+    yield from _own(request, "patient_cluster")
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -115,16 +140,16 @@ def test_a_redis_out_of_memory_takes_the_link_down_until_it_can_write(own: Nodes
     anyio.run(main)
 
 
-def test_a_redis_busy_running_a_script_takes_the_link_down_until_it_is_killed(own: Nodes) -> None:
+def test_a_redis_busy_running_a_script_takes_the_link_down_until_it_is_killed(own_patient: Nodes) -> None:
     """A script past busy-reply-threshold (another client's): the node answers BUSY to every command, so the link goes
     down (local state), the watcher's ping sees BUSY too, and the link comes back once the script is killed. Before,
     on a single Redis, it stayed up."""
     async def main() -> None:
-        link = RedisLink(own.url, timeout_s=2.0, ping_s=60.0)
+        link = RedisLink(own_patient.url, timeout_s=2.0, ping_s=60.0)
         await link.start()
         key = link.key("busy", "k")
         try:
-            with _busy(own.port_for(key)):
+            with _busy(own_patient.port_for(key)):
                 with pytest.raises(RedisRefused, match="BUSY"):
                     await link.eval("return redis.call('GET', KEYS[1])", [key], [])
                 assert not link.up

@@ -14,6 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import server_support
+from pg_support import pg_schema, pg_url  # noqa: F401 - the Postgres fixtures of this folder's tests
 from switchman._config import parse_config
 from switchman.gateway import Gateway
 from switchman.ledger import Ledger, LedgerRecord
@@ -88,15 +89,28 @@ def make_site(upstream: FakeUpstream, ledger_url: str, records: list[LedgerRecor
 
 
 @pytest.fixture
-def site(upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]], tmp_path: Path) -> Site:
-    """A fresh gateway + dashboard (own copy of the ledger, so key changes stay in this test)."""
-    source = Path(filled_ledger[0].removeprefix("sqlite:///"))
-    copy = tmp_path / "ledger.sqlite3"
+def own_ledger(filled_ledger: tuple[str, list[LedgerRecord]], tmp_path: Path) -> str:
+    """The URL of the test's own copy of `filled_ledger`: keys it creates (or wrongly lets be created) stay in it."""
     import sqlite3
 
+    source = Path(filled_ledger[0].removeprefix("sqlite:///"))
+    copy = tmp_path / "ledger.sqlite3"
     with sqlite3.connect(source) as src, sqlite3.connect(copy) as dst:
         src.backup(dst)
-    return make_site(upstream, f"sqlite:///{copy}", filled_ledger[1])
+    return f"sqlite:///{copy}"
+
+
+@pytest.fixture
+def site(upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]], own_ledger: str) -> Site:
+    """A fresh gateway + dashboard (own copy of the ledger, so key changes stay in this test)."""
+    return make_site(upstream, own_ledger, filled_ledger[1])
+
+
+def close_gateway(gateway: Gateway) -> None:
+    """Close a gateway a test made outside a server (its ledger flushed, its key store's connections closed)."""
+    import anyio
+
+    anyio.run(gateway.aclose)
 
 
 class ServerThread(server_support.ServerThread):
@@ -118,5 +132,9 @@ def admin_session(site: Site) -> Iterator[tuple[TestClient, str]]:
     """A logged-in admin on `site` (500s answered, not raised) and its CSRF token."""
     with TestClient(site.app, raise_server_exceptions=False) as client:
         form = client.get("/ui/login", params={"next": "/ui/"})
-        client.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text), "next": "/ui/"})
-        yield client, csrf_of(client.get("/ui/keys").text)
+        login = client.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text), "next": "/ui/"},
+                            follow_redirects=False)
+        assert login.status_code == 303 and login.headers["location"] == "/ui/", (login.status_code, login.text)
+        keys = client.get("/ui/keys", follow_redirects=False)
+        assert keys.status_code == 200, (keys.status_code, keys.headers.get("location"))  # not sent to /ui/login
+        yield client, csrf_of(keys.text)

@@ -10,18 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from pg_support import fresh_schema, schema_url
 from switchman.ledger import Ledger, LedgerRecord
 from switchman.testing import FakeUpstream
 
 from .conftest import Site, admin_session, make_site
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh schema on the machine's PostgreSQL (127.0.0.1:5432/test), dropped afterwards."""
-    with fresh_schema("sw_ui") as schema:
-        yield schema_url(schema)
 
 
 @pytest.mark.parametrize("before", ["²", "¹²³", "٣", "-1", "1e3", " 12", "9" * 40])

@@ -6,12 +6,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from hanging_server import HangingServer
-from pg_support import PG_HOST, PG_PORT, fresh_schema, schema_url
+from pg_support import PG_HOST, PG_PORT, schema_url
 
 from switchman.testing import FakeUpstream
 from switchman.ui import _app
@@ -19,12 +18,6 @@ from switchman.ui import _app
 from .conftest import ServerThread, make_site
 
 PG = (PG_HOST, PG_PORT)
-
-
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    with fresh_schema("sw_sick") as schema:
-        yield schema
 
 
 @pytest.fixture

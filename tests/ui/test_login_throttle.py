@@ -20,7 +20,7 @@ from switchman.ui._access import DEVICE_TTL_S, Access
 from switchman.ui._guard import DEVICE_COOKIE
 from switchman.ui._throttle import LoginThrottle
 
-from .conftest import MASTER_KEY, VIEWER_KEY, ServerThread, Site, config_data, csrf_of, make_site
+from .conftest import MASTER_KEY, VIEWER_KEY, ServerThread, Site, close_gateway, config_data, csrf_of, make_site
 
 PROXY = "203.0.113.9"  # everyone behind one reverse proxy arrives from its address
 
@@ -130,8 +130,9 @@ def test_a_short_master_or_dashboard_key_is_warned_about_once_at_start(
                                   ("sk-short-master", "sk-viewer-19-chars!", ["MASTER", "DASHBOARD"])):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="switchman.gateway"):
-            Gateway.from_config(config, env={"FAKE_KEY": "unused", "SWITCHMAN_MASTER_KEY": master,
-                                             "SWITCHMAN_DASHBOARD_KEY": viewer})
+            gateway = Gateway.from_config(config, env={"FAKE_KEY": "unused", "SWITCHMAN_MASTER_KEY": master,
+                                                       "SWITCHMAN_DASHBOARD_KEY": viewer})
+        close_gateway(gateway)
         lines = [r.getMessage() for r in caplog.records if "characters" in r.getMessage()]
         assert len(lines) == (1 if short else 0), lines
         for line in lines:

@@ -5,6 +5,8 @@ cookie signed while it was the master. Over real HTTP (uvicorn on loopback)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -17,11 +19,27 @@ from switchman.testing import FakeUpstream
 from switchman.ui import serving_app
 from switchman.ui._access import Access, Session
 
-from .conftest import MASTER_KEY, UPSTREAM_KEY, VIEWER_KEY, ServerThread, config_data, csrf_of, make_site
+from .conftest import (
+    MASTER_KEY,
+    UPSTREAM_KEY,
+    VIEWER_KEY,
+    ServerThread,
+    close_gateway,
+    config_data,
+    csrf_of,
+    make_site,
+)
 
 
-def _gateway(upstream: FakeUpstream, ledger_url: str, **keys: str) -> Gateway:
-    return Gateway.from_config(parse_config(config_data(upstream, ledger_url)), env={"FAKE_KEY": UPSTREAM_KEY, **keys})
+@contextmanager
+def _gateway(upstream: FakeUpstream, ledger_url: str, **keys: str) -> Iterator[Gateway]:
+    """A gateway with these keys, closed afterwards."""
+    gateway = Gateway.from_config(parse_config(config_data(upstream, ledger_url)),
+                                  env={"FAKE_KEY": UPSTREAM_KEY, **keys})
+    try:
+        yield gateway
+    finally:
+        close_gateway(gateway)
 
 
 def _as(base: str, cookie: str) -> httpx.Client:
@@ -42,8 +60,8 @@ def _refused(base: str, cookie: str, csrf: str, gateway: Gateway) -> None:
 
 
 def test_an_admin_cookie_forged_with_the_dashboard_key_is_refused(
-        upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]]) -> None:
-    site = make_site(upstream, filled_ledger[0], filled_ledger[1], master=False)  # a dashboard key only
+        upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]], own_ledger: str) -> None:
+    site = make_site(upstream, own_ledger, filled_ledger[1], master=False)  # a dashboard key only
     # What any viewer can compute: the server's own derivation from the one key they were given.
     forged, session = Access(master_key=None, dashboard_key=VIEWER_KEY, loopback=True, ttl_s=3600).issue("admin")
     with ServerThread(site.app) as base:
@@ -55,17 +73,18 @@ def test_an_admin_cookie_forged_with_the_dashboard_key_is_refused(
             assert keys.status_code == 200 and "read-only" in keys.text
 
 
-def test_an_admin_cookie_dies_when_its_master_key_becomes_the_dashboard_key(
-        upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]]) -> None:
-    before = _gateway(upstream, filled_ledger[0], SWITCHMAN_MASTER_KEY=MASTER_KEY)
-    with ServerThread(serving_app(before, bind_host="127.0.0.1")) as base, httpx.Client(base_url=base, timeout=30) as http:
+def test_an_admin_cookie_dies_when_its_master_key_becomes_the_dashboard_key(upstream: FakeUpstream,
+                                                                           own_ledger: str) -> None:
+    with _gateway(upstream, own_ledger, SWITCHMAN_MASTER_KEY=MASTER_KEY) as before, \
+            ServerThread(serving_app(before, bind_host="127.0.0.1")) as base, \
+            httpx.Client(base_url=base, timeout=30) as http:
         form = http.get("/ui/login")
         assert http.post("/ui/login", data={"key": MASTER_KEY, "csrf": csrf_of(form.text)}).status_code == 303
         cookie = http.cookies["switchman_session"]
         keys = http.get("/ui/keys")
         assert keys.status_code == 200
-    after = _gateway(upstream, filled_ledger[0], SWITCHMAN_DASHBOARD_KEY=MASTER_KEY)  # moved to read-only
-    with ServerThread(serving_app(after, bind_host="127.0.0.1")) as base:
+    with _gateway(upstream, own_ledger, SWITCHMAN_DASHBOARD_KEY=MASTER_KEY) as after, \
+            ServerThread(serving_app(after, bind_host="127.0.0.1")) as base:  # the key moved to read-only
         _refused(base, cookie, csrf_of(keys.text), after)
 
 
@@ -86,9 +105,9 @@ def test_moving_a_key_between_roles_changes_the_signing_secret() -> None:
 
 
 def test_key_changes_need_a_master_key_even_for_an_admin_session_past_the_guard(
-        upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]]) -> None:
+        upstream: FakeUpstream, filled_ledger: tuple[str, list[LedgerRecord]], own_ledger: str) -> None:
     """The second lock: create and revoke check that a master key exists, not only the session's role."""
-    site = make_site(upstream, filled_ledger[0], filled_ledger[1], master=False)
+    site = make_site(upstream, own_ledger, filled_ledger[1], master=False)
     mounted = next(r.app for r in site.app.routes if getattr(r, "path", "") == "/ui")  # the dashboard's app
     board = mounted.state.dashboard
     admin = Session("admin", "tok")
