@@ -10,9 +10,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from starlette.requests import Request
 
 from switchman._config import parse_config
+from switchman._exceptions import ConfigError
 from switchman.gateway import Gateway
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
@@ -125,3 +127,14 @@ def test_key_changes_need_a_master_key_even_for_an_admin_session_past_the_guard(
     assert call(board.create, "/keys") == 403
     assert call(board.revoke, "/keys/k1/revoke", key_id="k1") == 403
     assert site.gateway.keys is not None and [k for k in site.gateway.keys.list() if k.name == "past-the-guard"] == []
+
+
+def test_a_dashboard_key_equal_to_the_master_key_stops_the_start(upstream: FakeUpstream, own_ledger: str) -> None:
+    """Otherwise every holder of the read-only key would log in as admin; the error names both variables, never
+    the key."""
+    with pytest.raises(ConfigError) as raised, _gateway(upstream, own_ledger, SWITCHMAN_MASTER_KEY=MASTER_KEY,
+                                                        SWITCHMAN_DASHBOARD_KEY=MASTER_KEY):
+        pass
+    message = str(raised.value)
+    assert "SWITCHMAN_DASHBOARD_KEY" in message and "SWITCHMAN_MASTER_KEY" in message and "admin" in message
+    assert MASTER_KEY not in message

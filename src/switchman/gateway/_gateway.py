@@ -19,6 +19,7 @@ import anyio.to_thread
 from .._config import Config
 from .._decider import Decider
 from .._environ import Environment
+from .._exceptions import ConfigError
 from .._streaks import FailureStreak
 from ..ledger import BudgetManager, Budgets, KeySet, KeyStore, Ledger, Metrics, resolve_spill_dir
 from ..state import (
@@ -115,6 +116,9 @@ class Gateway:
         if config is None:
             config = default_config(env)
         config = _pinned(config, env)
+        master_key = env.get(config.server.master_key_env) or None
+        dashboard_key = env.get(config.dashboard.key_env) or None
+        _check_keys(config.server.master_key_env, master_key, config.dashboard.key_env, dashboard_key)
         decider = Decider(config, base_dir=base_dir)
         redis = RedisLink.from_config(config.server)
         ledger = Ledger.from_url(config.server.ledger_url, close_timeout=config.server.ledger_close_timeout_s,
@@ -131,9 +135,6 @@ class Gateway:
         limiter = RedisRateLimiter(redis) if redis is not None else None  # deployments', keys' and agents' limits
         dispatcher = Dispatcher.from_decider(decider, env, ledger=ledger, budgets=budgets, metrics=metrics,
                                              tracing=tracing, sessions=sessions, limiter=limiter, health=health)
-        master_key = env.get(config.server.master_key_env) or None
-        dashboard_key = env.get(config.dashboard.key_env) or None
-        _warn_short_keys({config.server.master_key_env: master_key, config.dashboard.key_env: dashboard_key})
         return cls(dispatcher, ledger=ledger, keys=keys, metrics=metrics, master_key=master_key,
                    dashboard_key=dashboard_key, env=env, redis=redis)
 
@@ -256,8 +257,13 @@ class Gateway:
 _MIN_KEY_CHARS = 20
 
 
-def _warn_short_keys(keys: Mapping[str, str | None]) -> None:
-    """One WARNING naming the variables whose key is set but short (never the key itself)."""
+def _check_keys(master_env: str, master: str | None, dashboard_env: str, dashboard: str | None) -> None:
+    """Refuse a dashboard (read-only) key equal to the master key: every viewer would log in as admin. Then one
+    WARNING naming the variables whose key is set but short (never the key itself)."""
+    if master is not None and master == dashboard:
+        raise ConfigError(f"{dashboard_env} is the same key as {master_env}: whoever holds the read-only dashboard "
+                          f"key would log in as admin; give {dashboard_env} a key of its own, or unset it")
+    keys = {master_env: master, dashboard_env: dashboard}
     short = [name for name, key in keys.items() if key is not None and len(key) < _MIN_KEY_CHARS]
     if short:
         logger.warning("%s: shorter than %d characters, easy to guess; use a long random key (e.g. `openssl rand "
