@@ -6,7 +6,17 @@ from __future__ import annotations
 import socket
 import threading
 
-__all__ = ["HangingServer"]
+__all__ = ["HangingServer", "cut"]
+
+
+def cut(sockets: list[socket.socket]) -> None:
+    """Shut down and close each socket, as a database that goes away does to its connections."""
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
 
 
 class HangingServer:
@@ -44,12 +54,7 @@ class HangingServer:
     def _cut(self) -> None:
         with self._lock:
             sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        cut(sockets)
 
     def _drop(self, client: socket.socket) -> None:
         with self._lock:

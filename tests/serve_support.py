@@ -16,10 +16,22 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-__all__ = ["Served", "free_port", "serve_command", "serving"]
+__all__ = ["Served", "free_port", "serve_command", "serving", "stop_process"]
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, up to 60 s for a clean shutdown, then SIGKILL (nothing when it has already exited)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def free_port() -> int:
@@ -81,10 +93,4 @@ def serving(folder: Path, config: Path, *args: str, env: Mapping[str, str]) -> I
         served.wait_for(healthy)
         yield served
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)

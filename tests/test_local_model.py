@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from serve_support import stop_process
 from server_support import ServerThread
 
 from switchman import Router
@@ -176,9 +176,4 @@ def test_two_serves_on_one_machine_each_start_their_local_model(tmp_path: Path) 
         assert all(addresses) and len({a.group(1) for a in addresses if a}) == 2  # two free ports, no clash
     finally:
         for process, _, _ in processes:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)

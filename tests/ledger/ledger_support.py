@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hanging_server import cut
 from pg_support import PG_PORT, schema_url
 from prometheus_client.parser import text_string_to_metric_families
+from serve_support import free_port
 from sqlalchemy.exc import SQLAlchemyError
 
 from switchman.ledger import Ledger, LedgerRecord, Metrics
@@ -63,12 +65,6 @@ def pg_url_for(user: str, schema: str, *, port: int = PG_PORT) -> str:
     return schema_url(schema, port=port, user=user)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class TcpProxy:
     """A loopback TCP forwarder that can be switched off and on, to take a database "down"."""
 
@@ -98,12 +94,7 @@ class TcpProxy:
             self._server = None
         with self._lock:
             conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+        cut(conns)
 
     def _accept(self, server: socket.socket) -> None:
         while True:
