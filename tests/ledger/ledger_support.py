@@ -102,7 +102,12 @@ class TcpProxy:
                 client, _ = server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target)
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:  # the target is down: this connection is closed, and the proxy keeps accepting
+                cut([client])
+                continue
+            upstream.settimeout(None)
             with self._lock:
                 self._conns += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
