@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,14 +24,9 @@ from typing import Any
 
 import httpx
 import yaml
+from serve_support import free_port
 
 ASK = [{"role": "user", "content": "hello there"}]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], *, seconds: float = 30.0, what: str = "condition") -> None:
