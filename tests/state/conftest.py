@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -16,8 +15,7 @@ from switchman.ledger import period_bounds
 from switchman.state import RedisLink
 from switchman.testing import forget_prefix, unique_prefix
 
-SHARED_REDIS_URL = "redis://127.0.0.1:6379/0"
-
+from .redis_support import SHARED_REDIS_URL
 
 class Clock:
     """Monotonic seconds, moved by the test."""
@@ -45,27 +43,6 @@ def prefix() -> Iterator[str]:
     prefix = unique_prefix()
     yield prefix
     forget_prefix(SHARED_REDIS_URL, prefix)
-
-
-async def counting_link(
-    prefix: str, sources: list[str] | None = None,
-) -> tuple[RedisLink, list[list[str]]]:
-    """A link on the shared Redis under `prefix`, and the keys of every script it runs, in order (their sources
-    appended to `sources` when given)."""
-    link = RedisLink(SHARED_REDIS_URL, prefix=prefix, timeout_s=2.0)
-    await link.check()
-    assert link.up
-    scripts: list[list[str]] = []
-    real = link.eval
-
-    async def counted(source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
-        scripts.append(list(keys))
-        if sources is not None:
-            sources.append(source)
-        return await real(source, keys, args)
-
-    link.eval = counted  # type: ignore[method-assign]
-    return link, scripts
 
 
 async def kill_idle_connection(link: RedisLink) -> int:

@@ -12,7 +12,8 @@ import pytest
 
 from switchman.state import LocalRateLimiter, RateLimit, RedisLink, RedisRateLimiter
 
-from .conftest import Clock, counting_link
+from .conftest import Clock
+from .redis_support import counting_link
 
 KEY, AGENT = ("key:k", RateLimit(rpm=5, tpm=1000)), ("agent:a", RateLimit(rpm=1))
 
