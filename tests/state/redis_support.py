@@ -1,4 +1,4 @@
-"""Redis for the state tests: a link on the machine's shared Redis that counts the scripts it runs, and a
+"""Redis for the state tests: links on the machine's shared Redis (started, or counting the scripts they run), and a
 misbehaving Redis for the link's tests: a small asyncio server where hiredis parses what the client sends (no
 hand-written protocol) and the test says what goes back; shared by the fault and error-reply tests."""
 
@@ -13,6 +13,14 @@ from switchman.state import RedisLink
 
 #: The machine's Redis, shared by every test (each under a key prefix of its own: the `prefix` fixture).
 SHARED_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def started_link(url: str, prefix: str, *, ping_s: float = 1.0) -> RedisLink:
+    """A link (2 s timeouts, a ping every `ping_s`) to the Redis at `url` under `prefix`, started and up."""
+    link = RedisLink(url, prefix=prefix, timeout_s=2.0, ping_s=ping_s)
+    await link.start()
+    assert link.up
+    return link
 
 
 async def counting_link(
