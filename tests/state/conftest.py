@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+from clock_support import Clock
 
 from switchman._config import BudgetConfig
 from switchman.ledger import period_bounds
@@ -16,16 +17,6 @@ from switchman.state import RedisLink
 from switchman.testing import forget_prefix, unique_prefix
 
 from .redis_support import SHARED_REDIS_URL
-
-class Clock:
-    """Monotonic seconds, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 @pytest.fixture
 def clock() -> Clock:

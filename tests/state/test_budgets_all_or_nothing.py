@@ -13,13 +13,14 @@ from typing import Any
 
 import anyio
 import pytest
+from clock_support import Clock
 
 from switchman._config import BudgetConfig
 from switchman._exceptions import BudgetLimitError
 from switchman.ledger import BudgetManager, Reservation
 from switchman.state import RedisLink, SharedBudgets, SharedReservation
 
-from .conftest import Clock, budget_key, move_deadline
+from .conftest import budget_key, move_deadline
 from .redis_support import counting_link
 
 AGENT = BudgetConfig(scope="agent", name="a", usd=1.0)

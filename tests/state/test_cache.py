@@ -9,10 +9,9 @@ from collections.abc import Iterator
 import anyio
 import pytest
 from serve_support import free_port
+from clock_support import Clock
 
 from switchman.state import MemoryCache, RedisCache
-
-from .conftest import Clock
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

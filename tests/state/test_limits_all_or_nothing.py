@@ -9,10 +9,10 @@ from typing import Any
 
 import anyio
 import pytest
+from clock_support import Clock
 
 from switchman.state import LocalRateLimiter, RateLimit, RedisLink, RedisRateLimiter
 
-from .conftest import Clock
 from .redis_support import counting_link
 
 KEY, AGENT = ("key:k", RateLimit(rpm=5, tpm=1000)), ("agent:a", RateLimit(rpm=1))

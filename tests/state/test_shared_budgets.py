@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from clock_support import Clock
 
 from switchman._config import BudgetConfig
 from switchman._exceptions import BudgetLimitError
@@ -21,7 +22,7 @@ from switchman.ledger import BudgetManager, Ledger, LedgerRecord
 from switchman.state import RedisLink, RedisUnavailable, SharedBudgets, SharedReservation
 from switchman.testing import RedisServer
 
-from .conftest import Clock, budget_key, hold_deadline, move_deadline
+from .conftest import budget_key, hold_deadline, move_deadline
 from .redis_support import SHARED_REDIS_URL, started_link
 
 URL = SHARED_REDIS_URL
