@@ -178,11 +178,27 @@ def spill_unreachable(open_ledger: Callable[..., Ledger], url: str, path: Path, 
     ledger = open_ledger(url, spill_dir=folder, close_timeout=0.3, max_retry_interval=0.05)
     ledger.count()  # the tables exist (a later start finds its database as it was)
     with locked(path):
-        ledger.start_sync()
-        for rec in records:
-            ledger.record(rec)
-        ledger.close_sync()
+        _record_and_close(ledger, records)
     return ledger
+
+
+def spill_through_stopped_proxy(open_ledger: Callable[..., Ledger], url: str, proxy: TcpProxy, folder: Path,
+                                records: list[LedgerRecord]) -> Ledger:
+    """A ledger on `url` (through `proxy`) whose database goes away once its tables exist: its close spills
+    `records`. The proxy is left stopped."""
+    proxy.start()
+    ledger = open_ledger(url, spill_dir=folder, close_timeout=0.3, max_retry_interval=0.05)
+    ledger.count()
+    proxy.stop()
+    _record_and_close(ledger, records)
+    return ledger
+
+
+def _record_and_close(ledger: Ledger, records: list[LedgerRecord]) -> None:
+    ledger.start_sync()
+    for rec in records:
+        ledger.record(rec)
+    ledger.close_sync()
 
 
 def replay(open_ledger: Callable[..., Ledger], url: str, folder: Path, **options: Any) -> Ledger:
