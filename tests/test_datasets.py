@@ -449,19 +449,28 @@ def test_a_directory_scan_names_a_gzip_file_damaged_in_its_header(tmp_path: Path
 
     write_native(tmp_path, "", "s1,\"['Q']\",quiz,1,0,1,\"['A']\",\"['B']\",\"['C']\",0.1,0.2,0.3\n")
     damage_gzip(tmp_path / "quiz_test.csv.gz", keep=10)
-    with pytest.raises(DatasetError, match=r"quiz_test\.csv\.gz: cannot read"):
+    hint = r"\(fix it, or move it out of the folder\)"
+    with pytest.raises(DatasetError, match=rf"quiz_test\.csv\.gz: cannot read: .*{hint}"):
         routerbench_files(tmp_path)
     with pytest.raises(DatasetError, match=r"quiz_test\.csv\.gz: cannot read"):
         load_outcomes(tmp_path)
+    plain = write_native(tmp_path / "plain", "", "")
+    (plain / "saved_as.csv.gz").write_text(NATIVE_HEADER, encoding="utf-8")  # plain text under a .gz name
+    with pytest.raises(DatasetError, match=rf"saved_as\.csv\.gz: cannot read: Not a gzipped file.*{hint}"):
+        routerbench_files(plain)
 
 
 def test_a_directory_scan_passes_over_csv_files_that_are_not_routerbench(tmp_path: Path) -> None:
-    """Other CSVs in the folder (other columns, no header at all) are not RouterBench files: passed over, no error."""
+    """Other CSVs in the folder (other columns, no header at all, an empty .csv.gz) are not RouterBench files: passed
+    over, no error."""
     from switchman.evaluate._routerbench import routerbench_files
 
     write_native(tmp_path, "", "s1,\"['Q']\",quiz,1,0,1,\"['A']\",\"['B']\",\"['C']\",0.1,0.2,0.3\n")
     (tmp_path / "notes.csv").write_text("what,when\nrun,monday\n", encoding="utf-8")
     (tmp_path / "empty.csv").write_text("", encoding="utf-8")
+    (tmp_path / "empty.csv.gz").write_bytes(b"")  # 0 bytes: gzip reads it as no text, an empty file
+    with gzip.open(tmp_path / "no_text.csv.gz", "wb"):
+        pass  # a whole gzip stream of no text
     assert routerbench_files(tmp_path) == [tmp_path / "quiz_test.csv.gz", tmp_path / "quiz_train.csv"]
 
 
