@@ -80,20 +80,21 @@ class TcpProxy:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", self.port))
         server.listen(64)
-        self._server = server
+        with self._lock:
+            self._server = server
         threading.Thread(target=self._accept, args=(server,), daemon=True).start()
 
     def stop(self) -> None:
         """Stop listening and cut every open connection."""
-        if self._server is not None:
+        with self._lock:  # from here on, the accept thread of `server` keeps no connection (see _accept)
+            server, self._server = self._server, None
+            conns, self._conns = self._conns, []
+        if server is not None:
             try:
-                self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+                server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
             except OSError:
                 pass
-            self._server.close()
-            self._server = None
-        with self._lock:
-            conns, self._conns = self._conns, []
+            server.close()
         cut(conns)
 
     def _accept(self, server: socket.socket) -> None:
@@ -109,7 +110,15 @@ class TcpProxy:
                 continue
             upstream.settimeout(None)
             with self._lock:
-                self._conns += [client, upstream]
+                # stop() ran since `server` accepted this one and has cut the open ones: kept, it would survive the
+                # outage. The stopped flag (HangingServer's `_closed`) is "`server` is no longer the live one", per
+                # start(): a plain bool that a quick restart resets would let it through.
+                stopped = self._server is not server
+                if not stopped:
+                    self._conns += [client, upstream]
+            if stopped:
+                cut([client, upstream])
+                return
             threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
             threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
 
