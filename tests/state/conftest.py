@@ -18,6 +18,7 @@ from switchman.testing import forget_prefix, unique_prefix
 
 from .redis_support import SHARED_REDIS_URL
 
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()

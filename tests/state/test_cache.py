@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
-from serve_support import free_port
 from clock_support import Clock
+from serve_support import free_port
 
 from switchman.state import MemoryCache, RedisCache
 
