@@ -1,9 +1,10 @@
 """uvicorn serving an app in a thread on an ephemeral loopback port: the one server the gateway, dashboard,
 hostile-client and local-model tests run (importable from every test folder: tests/ is on sys.path).
+Not to be confused with serve_support, which runs `switchman serve` as a process of its own.
 
     with ServerThread(build_app(gateway)) as url: ...           # the gateway's guarded protocol, its default limits
-    with ServerThread(app, plain=True) as url: ...              # uvicorn's own protocol
-    with LoopbackServer(app, limits) as server: server.port     # the same, handing over the server itself
+    with ServerThread(app, plain=True) as url: ...              # uvicorn's own protocol (the dashboard tests')
+    with LoopbackServer(app, limits) as server: server.port     # the same, handing over the server (security tests)
     with serving_handler(Handler) as port: ...                  # a stdlib http.server handler instead of an app
 """
 
