@@ -379,8 +379,8 @@ def keys_revoke(
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,
     redis_url: Annotated[str | None, typer.Option(
-        "--redis-url", help="broadcast to the gateways sharing this Redis (default: server.redis_url, "
-                            "$SWITCHMAN_REDIS_URL)")] = None,
+        "--redis-url", help="broadcast to the gateways sharing this Redis (default: $SWITCHMAN_REDIS_URL, "
+                            "else server.redis_url)")] = None,
 ) -> None:
     """Revoke a key (a running gateway stops accepting it within 5 s; at once with Redis)."""
     from .._config import load_config
