@@ -196,7 +196,8 @@ class Router(Decider):
         """Send a chat request in process: the OpenAI chat.completion, or with `stream=True` its chunks.
 
         Same decision, retries, fallbacks, budgets and ledger as `switchman serve`. Options: model,
-        agent, session, tags, task, cache (True/False: use or skip the response cache, as the
+        agent, session, tags, task, escalate (True: move the session to a stronger model now, as the
+        X-Switchman-Escalate header), cache (True/False: use or skip the response cache, as the
         X-Switchman-Cache header), and any chat-completions field (tools, temperature, ...). The
         reply is the chat.completion dict with `request_id` (for `feedback`), `model` (the configured
         model that answered) and `cost_usd`; a stream has the same, its cost once it has ended.

@@ -82,6 +82,18 @@ def test_reply_carries_request_id_model_and_cost(router: Router, tmp_path: Path)
         ledger.close_sync()
 
 
+def test_escalate_moves_the_session_up_and_is_not_sent_upstream(router: Router, upstream: FakeUpstream) -> None:
+    """`escalate=True` is the SDK's X-Switchman-Escalate: 1, not a chat-completions field for the provider."""
+    assert router.chat("Hi", session="sdk-esc").model == "cheap"
+    turns = [{"role": "user", "content": "Question 0: tell me more."}, {"role": "assistant", "content": "Answer 0."},
+             {"role": "user", "content": "Try harder."}]
+    moved = router.chat(turns, session="sdk-esc", escalate=True)
+    assert moved.model == "mid" and moved.decision.reason.startswith("session escalated cheap")
+    assert "escalate" not in upstream.requests[-1].body
+    assert router.chat([*turns, {"role": "assistant", "content": "A."}, {"role": "user", "content": "More?"}],
+                       session="sdk-esc").model == "mid"  # the session stays up
+
+
 def test_stream(router: Router, tmp_path: Path) -> None:
     stream = router.chat("hello", model="auto:claude", stream=True)
     assert stream.model == "claude" and len(stream.request_id) == 32

@@ -354,14 +354,14 @@ class InProcessClient:
     def _request(
         messages: Sequence[Mapping[str, Any]] | str, *, model: str = "auto", agent: str | None = None,
         session: str | None = None, tags: Sequence[str] = (), task: str | None = None, cache: bool | None = None,
-        stream: bool = False,
+        escalate: bool = False, stream: bool = False,
         **params: Any,
     ) -> tuple[dict[str, Any], RequestContext]:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         body = check_body({"model": model, "messages": list(messages), **params, "stream": stream})
         context = RequestContext(request_id=new_request_id(), agent=agent, session=session, tags=tuple(tags),
-                                 task=task, cache=cache)
+                                 task=task, cache=cache, escalate=bool(escalate))
         return body, context
 
     def chat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
