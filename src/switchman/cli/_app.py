@@ -60,7 +60,7 @@ def fails_cleanly(command: Callable[P, None]) -> Callable[P, None]:
 
 @app.command()
 @fails_cleanly
-def models(config: Annotated[Path | None, typer.Option(help="configuration file")] = None) -> None:
+def models(config: Annotated[Path | None, typer.Option(help="configuration file (default: embedded defaults)")] = None) -> None:
     """Print the model catalog the configuration resolves to, with each model's ability and its source."""
     from ._tables import Field, print_table
 
