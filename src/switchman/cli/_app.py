@@ -35,7 +35,8 @@ def _process_setup() -> None:
 DataOpt = Annotated[list[Path], typer.Option("--data", help="outcome data folder (repeatable)")]
 ModelsOpt = Annotated[str | None, typer.Option("--models", help="comma-separated models to keep")]
 AliasOpt = Annotated[list[str] | None, typer.Option("--alias", help="name=canonical (repeatable)")]
-ParamOpt = Annotated[list[str] | None, typer.Option("--param", help="predictor parameter, e.g. k=100 (repeatable)")]
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", help="predictor parameter, e.g. knn.k=100 (ensemble) or k=100 (--algorithm knn) (repeatable)")]
 TargetOpt = Annotated[list[str] | None, typer.Option("--target", help="quality=0.95 | cost=0.50 | share:MODEL=0.2")]
 
 
@@ -60,7 +61,9 @@ def fails_cleanly(command: Callable[P, None]) -> Callable[P, None]:
 
 @app.command()
 @fails_cleanly
-def models(config: Annotated[Path | None, typer.Option(help="configuration file (default: embedded defaults)")] = None) -> None:
+def models(
+    config: Annotated[Path | None, typer.Option(help="configuration file (default: embedded defaults)")] = None,
+) -> None:
     """Print the model catalog the configuration resolves to, with each model's ability and its source."""
     from ._tables import Field, print_table
 
