@@ -29,7 +29,7 @@ from ._decider import Decider
 
 if TYPE_CHECKING:
     from .gateway import Completion, InProcessClient, StreamFeed
-    from .routing import Decision
+    from .routing import Decision, RouteRequest
 
 __all__ = ["AsyncReplyStream", "Reply", "ReplyStream", "Router"]
 
@@ -216,6 +216,14 @@ class Router(Decider):
         if stream:
             return AsyncReplyStream(await self._client().astream(messages, **options), self)
         return Reply.of(await self._client().achat(messages, **options))
+
+    def _session_steered(self, request: RouteRequest, decision: Decision) -> Decision:
+        """`route` with a session gets the session's model, as `POST /v1/route` does: the state this Router's chats
+        left (none before the first chat, nor after `close`: a new client starts with no sessions)."""
+        client = self._inprocess
+        if request.session is None or client is None or not client.ours:
+            return decision
+        return client.steer(request, decision)
 
     def feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
         """Score an earlier request in [0, 1] (1 = good), as `POST /v1/feedback` does.
