@@ -198,8 +198,9 @@ class Router(Decider):
         Same decision, retries, fallbacks, budgets and ledger as `switchman serve`. Options: model,
         agent, session, tags, task, escalate (True: move the session to a stronger model now, as the
         X-Switchman-Escalate header), cache (True/False: use or skip the response cache, as the
-        X-Switchman-Cache header), and any chat-completions field (tools, temperature, ...). The
-        reply is the chat.completion dict with `request_id` (for `feedback`), `model` (the configured
+        X-Switchman-Cache header), and any chat-completions field (tools, temperature, ...); switchman's
+        keys in `metadata` are read and removed as the gateway does (the options win, as its headers do;
+        escalate in either escalates). The reply is the chat.completion dict with `request_id` (for `feedback`), `model` (the configured
         model that answered) and `cost_usd`; a stream has the same, its cost once it has ended.
         """
         if stream:
