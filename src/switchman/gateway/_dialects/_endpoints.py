@@ -60,14 +60,15 @@ class DialectEndpoints:
 
     async def messages(self, request: Request) -> Response:
         """POST /v1/messages."""
-        body, context = await read_request(self.dispatcher, request, chat_from_messages, api="messages")
+        dispatcher = self.dispatcher  # once: a reload while the body is read must not answer with the next one
+        body, context = await read_request(dispatcher, request, chat_from_messages, api="messages")
         msg_id = message_id(context.request_id)
         if body.get("stream"):
-            stream = await self.dispatcher.open_stream(body, context)
+            stream = await dispatcher.open_stream(body, context)
             translator = MessagesStream(message_id=msg_id, model=stream.model, input_tokens=stream.input_tokens)
             headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
             return RelayResponse(stream, headers, translator)
-        completion = await self.dispatcher.complete(body, context)
+        completion = await dispatcher.complete(body, context)
         message = anthropic_message(completion.json(), message_id=msg_id, model=completion.model)
         return Response(orjson.dumps(message), media_type=_JSON,
                         headers=_answer_headers(completion))
@@ -95,21 +96,23 @@ class DialectEndpoints:
             original.update(data)
             return chat_from_responses(data)
 
-        body, context = await read_request(self.dispatcher, request, parse, api="responses")
+        dispatcher = self.dispatcher  # once (as in `messages`)
+        body, context = await read_request(dispatcher, request, parse, api="responses")
         response_id = f"resp_{context.request_id}"
         if body.get("stream"):
-            stream = await self.dispatcher.open_stream(body, context)
+            stream = await dispatcher.open_stream(body, context)
             translator = ResponsesStream(original, response_id=response_id, model=stream.model)
             headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
             return RelayResponse(stream, headers, translator)
-        completion = await self.dispatcher.complete(body, context)
+        completion = await dispatcher.complete(body, context)
         result = answer(original, completion.json(), response_id=response_id, model=completion.model)
         return Response(orjson.dumps(result), media_type=_JSON,
                         headers=_answer_headers(completion))
 
     async def embeddings(self, request: Request) -> Response:
         """POST /v1/embeddings."""
-        body, context = await read_request(self.dispatcher, request, check_embeddings, api="embeddings")
-        completion = await embed(self.dispatcher, body, context)
+        dispatcher = self.dispatcher  # once (as in `messages`)
+        body, context = await read_request(dispatcher, request, check_embeddings, api="embeddings")
+        completion = await embed(dispatcher, body, context)
         return Response(completion.content, media_type=_JSON,
                         headers=_answer_headers(completion))
