@@ -179,15 +179,16 @@ def rate_limit_headers(limits: Mapping[str, float | None]) -> dict[str, str]:
 
 def error_response(
     exc: BaseException, scrub: Scrubber | None = None, headers: dict[str, str] | None = None, *,
-    dialect: str = "openai",
+    dialect: str = "openai", rates: Callable[[Mapping[str, float | None]], dict[str, str]] = rate_limit_headers,
 ) -> Response:
-    """The HTTP response for an exception (Retry-After for rate limits, x-should-retry: false for budgets)."""
+    """The HTTP response for an exception (Retry-After for rate limits, x-should-retry: false for budgets); `rates`
+    spells a rate limit's headers (OpenAI's x-ratelimit-* unless the API has its own)."""
     status, payload = error_payload(exc, scrub)
     headers = dict(headers or {})
     if isinstance(exc, UpstreamError) and status == 429 and exc.retry_after is not None:
         headers.update(retry_after_headers(exc.retry_after))
     if isinstance(exc, DeploymentLimitError | CallerLimitError):
-        headers.update(rate_limit_headers(exc.limits))
+        headers.update(rates(exc.limits))
     if isinstance(exc, CallerLimitError):
         headers.update(retry_after_headers(exc.retry_after))
     if isinstance(exc, BudgetExceededError):
