@@ -21,7 +21,7 @@ from .._slashes import relative_slash_redirects
 from ._dialects import DialectEndpoints, anthropic_rate_limit_headers
 from ._direct import DirectRoutes
 from ._endpoints import Endpoints
-from ._errors import dialect_for_path, error_response, rate_limit_headers
+from ._errors import dialect_for_scope, error_response, rate_limit_headers
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
 from ._heap import settle_heap as freeze_startup_heap
@@ -71,7 +71,7 @@ def build_app(
                                       if exc.status_code == 404 else "method_not_allowed")
         elif not isinstance(exc, SwitchmanError):
             logger.error("unexpected error on %s: %s", request.url.path, type(exc).__name__)
-        dialect = dialect_for_path(request.url.path)  # /v1/messages: Anthropic's envelope and rate-limit headers
+        dialect = dialect_for_scope(request.scope)  # /v1/messages: Anthropic's envelope and rate-limit headers
         rates = anthropic_rate_limit_headers if dialect == "anthropic" else rate_limit_headers
         response = error_response(exc, scrub, dialect=dialect, rates=rates)
         if unexpected:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from types import MemberDescriptorType
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 from starlette.responses import Response
@@ -46,6 +46,7 @@ __all__ = [
     "scrubbed",
     "anthropic_error_payload",
     "dialect_for_path",
+    "dialect_for_scope",
     "error_payload",
     "error_response",
     "rate_limit_headers",
@@ -146,9 +147,25 @@ def anthropic_error_payload(status: int, payload: dict[str, object]) -> dict[str
     return {"type": "error", "error": {"type": kind, "message": error["message"]}}
 
 
-def dialect_for_path(path: str) -> str:
-    """Which error envelope a path's clients expect: "anthropic" for /v1/messages, else "openai"."""
-    return "anthropic" if path.startswith(("/v1/messages", "/messages")) else "openai"
+#: The paths Anthropic's clients call (and those below them: `/v1/messages/count_tokens`).
+_ANTHROPIC_PATHS = ("/v1/messages", "/messages")
+
+
+def dialect_for_path(path: str, root_path: str = "") -> str:
+    """Which envelope (and rate-limit headers) a path's clients expect: "anthropic" for /v1/messages and the paths
+    below it, else "openai". `root_path` is the prefix the app is served under (a Starlette `Mount`, a proxy's root
+    path): stripped first, as the router does, so `/gw/v1/messages` under `/gw` is Anthropic's too."""
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path):]
+    for base in _ANTHROPIC_PATHS:
+        if path.startswith(base) and (len(path) == len(base) or path[len(base)] == "/"):  # not /v1/messagesX
+            return "anthropic"
+    return "openai"
+
+
+def dialect_for_scope(scope: Mapping[str, Any]) -> str:
+    """`dialect_for_path` of a request's ASGI scope (its path under its root path): what every renderer asks."""
+    return dialect_for_path(scope["path"], scope.get("root_path", ""))
 
 
 def _duration(seconds: float) -> str:
