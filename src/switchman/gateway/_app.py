@@ -18,10 +18,10 @@ from starlette.routing import Mount, Route
 from .._exceptions import InvalidRequestError, SwitchmanError
 from .._hosts import is_loopback
 from .._slashes import relative_slash_redirects
-from ._dialects import DialectEndpoints, anthropic_rate_limit_headers
+from ._dialects import DialectEndpoints
 from ._direct import DirectRoutes
 from ._endpoints import Endpoints
-from ._errors import dialect_for_scope, error_response, rate_limit_headers
+from ._errors import dialect_for_scope, error_response
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
 from ._heap import settle_heap as freeze_startup_heap
@@ -72,8 +72,7 @@ def build_app(
         elif not isinstance(exc, SwitchmanError):
             logger.error("unexpected error on %s: %s", request.url.path, type(exc).__name__)
         dialect = dialect_for_scope(request.scope)  # /v1/messages: Anthropic's envelope and rate-limit headers
-        rates = anthropic_rate_limit_headers if dialect == "anthropic" else rate_limit_headers
-        response = error_response(exc, scrub, dialect=dialect, rates=rates)
+        response = error_response(exc, scrub, dialect=dialect)
         if unexpected:
             # Rendered outside the request-id middleware: carry the id so the ledger row can be found. The
             # server drops the connection after a 500, so say so: the client's next request opens a new one.

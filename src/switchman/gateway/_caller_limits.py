@@ -2,7 +2,7 @@
 
     callers = CallerLimits(limiter, config)
     admission = await callers.admit(context, tokens=1_200)   # raises CallerLimitError (429) when one is used up
-    headers = rate_headers(admission)                        # x-ratelimit-* for the answer
+    headers = rate_headers(admission)                        # x-ratelimit-* for the answer (_rate_headers)
 
 Limits come from `server.key_limits` (each virtual key its own buckets; the master key has none) and
 each agent's `rpm`/`tpm`. The buckets live in the gateway's `RateLimiter`: in the process, or in
@@ -17,10 +17,9 @@ from .._config import Config
 from .._exceptions import CallerLimitError
 from ..state import Admission, RateLimit, RateLimiter
 from ._context import RequestContext
-from ._errors import rate_limit_headers
 from ._middleware import MASTER_KEY_ID
 
-__all__ = ["CallerLimits", "rate_headers"]
+__all__ = ["CallerLimits"]
 
 
 class CallerLimits:
@@ -64,11 +63,6 @@ class CallerLimits:
                 f"this {scope}'s rate limit ({_describe(limit)}) is used up; retry in "
                 f"{admission.retry_after_s:.2f}s", retry_after=admission.retry_after_s, limits=admission.limits())
         return min(admissions, key=_left)  # the first of the tightest, as before
-
-
-def rate_headers(admission: Admission | None) -> dict[str, str]:
-    """The x-ratelimit-* headers of an admitted request (none when no limit applied)."""
-    return rate_limit_headers(admission.limits()) if admission is not None else {}
 
 
 def _left(admission: Admission) -> float:

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from .._exceptions import InvalidRequestError
-from ._caller_limits import rate_headers
+from ._rate_headers import rate_headers
 from ._context import RequestContext, bind_agent, context_from, context_headers
 from ._direct import read_body
 from ._dispatcher import Completion, Dispatcher

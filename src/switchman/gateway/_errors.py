@@ -20,6 +20,7 @@ import orjson
 from starlette.responses import Response
 
 from .._urls import secret_query_name, shown_url
+from ._rate_headers import rate_limit_headers
 from .._exceptions import (
     BudgetExceededError,
     CallerLimitError,
@@ -49,7 +50,6 @@ __all__ = [
     "dialect_for_scope",
     "error_payload",
     "error_response",
-    "rate_limit_headers",
 ]
 
 
@@ -168,16 +168,6 @@ def dialect_for_scope(scope: Mapping[str, Any]) -> str:
     return dialect_for_path(scope["path"], scope.get("root_path", ""))
 
 
-def _duration(seconds: float) -> str:
-    """A reset time as OpenAI writes it: 20ms, 1.5s, 6m0s."""
-    if seconds < 1:
-        return f"{max(round(seconds * 1000), 0)}ms"
-    if seconds < 60:
-        return f"{seconds:.3g}s"
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}m{rest}s"
-
-
 def retry_after_headers(seconds: float) -> dict[str, str]:
     """A wait as `retry-after` (RFC 9110 delay-seconds: whole seconds, rounded up, never sooner; a fraction
     makes urllib3's Retry raise) and `retry-after-ms` (the precise wait, read first by the openai SDK)."""
@@ -185,27 +175,18 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
     return {"retry-after": str(-(-millis // 1000)), "retry-after-ms": str(millis)}
 
 
-def rate_limit_headers(limits: Mapping[str, float | None]) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers from limit-/remaining-/reset- values (resets in seconds)."""
-    headers: dict[str, str] = {}
-    for name, value in limits.items():
-        if value is not None:
-            headers[f"x-ratelimit-{name}"] = _duration(value) if name.startswith("reset-") else str(int(value))
-    return headers
-
-
 def error_response(
     exc: BaseException, scrub: Scrubber | None = None, headers: dict[str, str] | None = None, *,
-    dialect: str = "openai", rates: Callable[[Mapping[str, float | None]], dict[str, str]] = rate_limit_headers,
+    dialect: str = "openai",
 ) -> Response:
-    """The HTTP response for an exception (Retry-After for rate limits, x-should-retry: false for budgets); `rates`
-    spells a rate limit's headers (OpenAI's x-ratelimit-* unless the API has its own)."""
+    """The HTTP response for an exception (Retry-After for rate limits, x-should-retry: false for budgets), in
+    `dialect`'s envelope and rate-limit headers ("anthropic" for /v1/messages, else "openai")."""
     status, payload = error_payload(exc, scrub)
     headers = dict(headers or {})
     if isinstance(exc, UpstreamError) and status == 429 and exc.retry_after is not None:
         headers.update(retry_after_headers(exc.retry_after))
     if isinstance(exc, DeploymentLimitError | CallerLimitError):
-        headers.update(rates(exc.limits))
+        headers.update(rate_limit_headers(exc.limits, dialect))
     if isinstance(exc, CallerLimitError):
         headers.update(retry_after_headers(exc.retry_after))
     if isinstance(exc, BudgetExceededError):

@@ -4,7 +4,6 @@ Each dialect parses its request into the body the dispatcher already takes and t
 (and the stream) back, so a rule, a budget or a decision never depends on the API the client spoke.
 """
 
-from ._anthropic_rates import anthropic_rate_limit_headers
 from ._endpoints import DialectEndpoints
 
-__all__ = ["DialectEndpoints", "anthropic_rate_limit_headers"]
+__all__ = ["DialectEndpoints"]

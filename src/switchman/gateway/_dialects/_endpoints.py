@@ -12,23 +12,20 @@ for every API; the row records which API was spoken. Errors come back in each AP
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...state import Admission
-from .._caller_limits import rate_headers
 from .._dispatcher import Completion, Dispatcher
 from .._embeddings import check_embeddings, embed
 from .._endpoints import read_request, route_headers
 from .._gateway import Gateway
 from .._offload import OFFLOAD_BYTES, run_offloaded
+from .._rate_headers import rate_headers
 from .._response_cache import ReplayStream
 from .._stream import ChatStream, RelayResponse
-from ._anthropic_rates import anthropic_rate_headers
 from ._messages import anthropic_message, chat_from_messages, message_id
 from ._messages_stream import MessagesStream
 from ._responses import answer, chat_from_responses
@@ -44,23 +41,19 @@ def _count_only(data: dict[str, Any]) -> dict[str, Any]:
     return chat_from_messages(data, count_only=True)
 
 
-#: The caller's rate-limit headers of an answer, in one API's spelling (none when no caller limit applied).
-_RateHeaders = Callable[[Admission | None], dict[str, str]]
-
-
-def _answer_headers(completion: Completion, rates: _RateHeaders = rate_headers) -> dict[str, str]:
-    """A non-stream answer's headers: the route, the caller's rate limits (`rates` spells them), the cost."""
+def _answer_headers(completion: Completion, dialect: str = "openai") -> dict[str, str]:
+    """A non-stream answer's headers: the route, the caller's rate limits (in `dialect`'s spelling), the cost."""
     headers = route_headers(completion.model, completion.decision.reason, deployment=completion.deployment,
                             cache=completion.cache)
-    headers |= rates(completion.limits)
+    headers |= rate_headers(completion.limits, dialect)
     headers["x-switchman-cost-usd"] = f"{completion.cost_usd:.8f}"
     return headers
 
 
-def _stream_headers(stream: ChatStream | ReplayStream, rates: _RateHeaders = rate_headers) -> dict[str, str]:
-    """A stream's headers: the route and the caller's rate limits (`rates` spells them)."""
+def _stream_headers(stream: ChatStream | ReplayStream, dialect: str = "openai") -> dict[str, str]:
+    """A stream's headers: the route and the caller's rate limits (in `dialect`'s spelling)."""
     headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
-    return headers | rates(stream.limits)
+    return headers | rate_headers(stream.limits, dialect)
 
 
 class DialectEndpoints:
@@ -82,11 +75,11 @@ class DialectEndpoints:
         if body.get("stream"):
             stream = await dispatcher.open_stream(body, context)
             translator = MessagesStream(message_id=msg_id, model=stream.model, input_tokens=stream.input_tokens)
-            return RelayResponse(stream, _stream_headers(stream, anthropic_rate_headers), translator)
+            return RelayResponse(stream, _stream_headers(stream, "anthropic"), translator)
         completion = await dispatcher.complete(body, context)
         message = anthropic_message(completion.json(), message_id=msg_id, model=completion.model)
         return Response(orjson.dumps(message), media_type=_JSON,
-                        headers=_answer_headers(completion, anthropic_rate_headers))
+                        headers=_answer_headers(completion, "anthropic"))
 
     async def count_tokens(self, request: Request) -> Response:
         """POST /v1/messages/count_tokens: the input tokens switchman counts for this request (no model call).
