@@ -14,14 +14,17 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from server_support import ServerThread
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway, build_app
 from switchman.testing import FakeUpstream
 
-from .conftest import ENV, ServerThread, config_data
+from .conftest import ENV, config_data
 
 RPM, TPM = 3, 100_000  # refilled by one request every 20 s: a test's few requests see it fall by one each
+REFILL_S = 60 / RPM  # a request's share of the requests bucket: 20 s
+LATE_S = 1.5  # how late the slow upstream answers
 AGENT = {"x-switchman-agent": "metered"}
 _DURATION = re.compile(r"^(\d+ms|\d+(\.\d+)?s|\d+m\d+s)$")  # OpenAI's reset: 20ms, 1.5s, 6m0s
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
@@ -68,9 +71,12 @@ def _assert_anthropic(headers: Any, remaining: int, sent_at: float) -> None:
     assert headers["anthropic-ratelimit-requests-remaining"] == str(remaining)
     assert headers["anthropic-ratelimit-tokens-limit"] == str(TPM)
     assert 0 < int(headers["anthropic-ratelimit-tokens-remaining"]) < TPM
-    # When the bucket is full again: after the request was sent, within the minute a full bucket takes (+ rounding).
-    for kind in ("requests", "tokens"):
-        assert sent_at - 1 <= _reset_at(headers[f"anthropic-ratelimit-{kind}-reset"]) <= time.time() + 61
+    # When the requests bucket is full again: a refill for each request taken, counted from when this one was sent
+    # (the time it was admitted; the previous requests' refill began a little earlier, the header rounds up).
+    full = sent_at + (RPM - remaining) * REFILL_S
+    assert full - 1 <= _reset_at(headers["anthropic-ratelimit-requests-reset"]) <= full + 1
+    # The tokens bucket: its few hundred tokens come back within a second.
+    assert sent_at <= _reset_at(headers["anthropic-ratelimit-tokens-reset"]) <= sent_at + 2
     assert not [name for name in headers if name.startswith("x-ratelimit-")]
 
 
@@ -129,5 +135,50 @@ def test_a_messages_429_says_when_to_retry_in_anthropic_s_spelling(claude: anthr
     assert 0 < int(headers["retry-after-ms"]) <= 20_000
     assert headers["anthropic-ratelimit-requests-limit"] == str(RPM)
     assert headers["anthropic-ratelimit-requests-remaining"] == "0"
-    assert sent_at - 1 <= _reset_at(headers["anthropic-ratelimit-requests-reset"]) <= time.time() + 61
+    # Full again when the RPM requests' refills are done: sent right after the last of them.
+    full = sent_at + RPM * REFILL_S
+    assert full - 2 <= _reset_at(headers["anthropic-ratelimit-requests-reset"]) <= full + 1
     assert not [name for name in headers if name.startswith("x-ratelimit-")]
+
+
+@pytest.fixture
+def slow(upstream: FakeUpstream, metered: str) -> Iterator[str]:
+    """The metered gateway in front of an upstream that answers LATE_S late."""
+    upstream.inject("latency", times=None, seconds=LATE_S)
+    try:
+        yield metered
+    finally:
+        upstream.clear()
+
+
+def _seconds(duration: str) -> float:
+    """OpenAI's reset duration in seconds."""
+    assert _DURATION.match(duration), duration
+    if duration.endswith("ms"):
+        return int(duration[:-2]) / 1000
+    minutes, _, seconds = duration.rstrip("s").rpartition("m")
+    return int(minutes or 0) * 60 + float(seconds)
+
+
+def test_an_anthropic_reset_counts_from_when_the_request_was_admitted_not_answered(slow: str) -> None:
+    with anthropic.Anthropic(base_url=slow, api_key="unused", max_retries=0, default_headers=AGENT) as claude:
+        sent_at = time.time()
+        raw = claude.messages.with_raw_response.create(**_ask())
+        assert time.time() - sent_at >= LATE_S  # (the answer was late)
+    reset = _reset_at(raw.headers["anthropic-ratelimit-requests-reset"])
+    assert sent_at + REFILL_S - 1 <= reset <= sent_at + REFILL_S + 1, (sent_at, reset)
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_an_openai_reset_is_what_is_left_of_it_when_the_late_answer_comes(slow: str, api: str) -> None:
+    with openai.OpenAI(base_url=slow + "/v1", api_key="unused", max_retries=0, default_headers=AGENT) as client:
+        sent_at = time.time()
+        if api == "chat":
+            raw: Any = client.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": "hi"}])
+        else:
+            raw = client.responses.with_raw_response.create(model="auto", input="hi")
+        answered_in = time.time() - sent_at
+        assert answered_in >= LATE_S
+    reset = _seconds(raw.headers["x-ratelimit-reset-requests"])
+    assert REFILL_S - answered_in - 0.1 <= reset <= REFILL_S - LATE_S + 0.1, (answered_in, reset)

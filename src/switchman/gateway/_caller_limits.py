@@ -13,6 +13,9 @@ taken, in one step: one Redis script); the answer's `x-ratelimit-*` headers desc
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 from .._config import Config
 from .._exceptions import CallerLimitError
 from ..state import Admission, RateLimit, RateLimiter
@@ -62,7 +65,8 @@ class CallerLimits:
             raise CallerLimitError(
                 f"this {scope}'s rate limit ({_describe(limit)}) is used up; retry in "
                 f"{admission.retry_after_s:.2f}s", retry_after=admission.retry_after_s, limits=admission.limits())
-        return min(admissions, key=_left)  # the first of the tightest, as before
+        # The wall-clock time of the admission, which the resets count from: the headers are spelled after the answer.
+        return replace(min(admissions, key=_left), measured_at=time.time())  # the first of the tightest, as before
 
 
 def _left(admission: Admission) -> float:

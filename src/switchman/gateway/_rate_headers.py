@@ -43,26 +43,37 @@ def _rfc3339(at: float) -> str:
 
 
 def rate_limit_headers(limits: Mapping[str, float | None], dialect: str = "openai", *,
-                       now: float | None = None) -> dict[str, str]:
-    """The rate-limit headers of limit-/remaining-/reset- values (resets in seconds from `now`, the wall clock by
-    default) in `dialect`'s spelling: "anthropic" (/v1/messages) or "openai" (every other API)."""
+                       measured_at: float | None = None, now: float | None = None) -> dict[str, str]:
+    """The rate-limit headers of limit-/remaining-/reset- values in `dialect`'s spelling: "anthropic" (/v1/messages)
+    or "openai" (every other API).
+
+    The resets are seconds from `measured_at`, the wall-clock time the buckets were read (None: `now`, the wall
+    clock by default). An answer's headers are spelled after the model answered: Anthropic's reset is the time
+    `measured_at` + reset, OpenAI's duration what is left of it `now` (never below 0)."""
     headers: dict[str, str] = {}
     if dialect == "anthropic":
+        if measured_at is None:
+            measured_at = time.time() if now is None else now
         for name, value in limits.items():
             spelled = _ANTHROPIC_NAMES.get(name)
             if value is None or spelled is None:
                 continue
             if name.startswith("reset-"):
-                headers[f"anthropic-ratelimit-{spelled}"] = _rfc3339((time.time() if now is None else now) + value)
+                headers[f"anthropic-ratelimit-{spelled}"] = _rfc3339(measured_at + value)
             else:
                 headers[f"anthropic-ratelimit-{spelled}"] = str(int(value))
         return headers
+    elapsed = 0.0 if measured_at is None else max((time.time() if now is None else now) - measured_at, 0.0)
     for name, value in limits.items():
         if value is not None:
-            headers[f"x-ratelimit-{name}"] = _duration(value) if name.startswith("reset-") else str(int(value))
+            headers[f"x-ratelimit-{name}"] = (_duration(max(value - elapsed, 0.0)) if name.startswith("reset-")
+                                              else str(int(value)))
     return headers
 
 
 def rate_headers(admission: Admission | None, dialect: str = "openai") -> dict[str, str]:
-    """The rate-limit headers of an admitted request in `dialect`'s spelling (none when no caller limit applied)."""
-    return rate_limit_headers(admission.limits(), dialect) if admission is not None else {}
+    """The rate-limit headers of an admitted request in `dialect`'s spelling, its resets counted from its admission
+    (none when no caller limit applied)."""
+    if admission is None:
+        return {}
+    return rate_limit_headers(admission.limits(), dialect, measured_at=admission.measured_at)
