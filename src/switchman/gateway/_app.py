@@ -62,7 +62,6 @@ def build_app(
     """
     endpoints = Endpoints(gateway)
     dialects = DialectEndpoints(gateway)
-    scrub = gateway.dispatcher.scrub
 
     async def render(request: Request, exc: Exception) -> Response:
         unexpected = not isinstance(exc, SwitchmanError | HTTPException)  # rendered by the outermost middleware
@@ -72,7 +71,8 @@ def build_app(
         elif not isinstance(exc, SwitchmanError):
             logger.error("unexpected error on %s: %s", request.url.path, type(exc).__name__)
         dialect = dialect_for_scope(request.scope)  # /v1/messages: Anthropic's envelope and rate-limit headers
-        response = error_response(exc, scrub, dialect=dialect)
+        # The live dispatcher's scrubber: a reload's new providers' keys are secrets too (not the startup one's).
+        response = error_response(exc, gateway.dispatcher.scrub, dialect=dialect)
         if unexpected:
             # Rendered outside the request-id middleware: carry the id so the ledger row can be found. The
             # server drops the connection after a 500, so say so: the client's next request opens a new one.
