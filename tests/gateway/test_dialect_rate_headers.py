@@ -128,8 +128,9 @@ def test_a_messages_429_says_when_to_retry_in_anthropic_s_spelling(claude: anthr
     with pytest.raises(anthropic.RateLimitError) as refused:
         claude.messages.create(**_ask())
     headers = refused.value.response.headers
-    assert refused.value.body == {"type": "error", "error": {"type": "rate_limit_error",
-                                                              "message": refused.value.body["error"]["message"]}}
+    body = refused.value.body
+    assert isinstance(body, dict) and body == {"type": "error", "error": {"type": "rate_limit_error",
+                                                                           "message": body["error"]["message"]}}
     # RFC 9110 delay-seconds (what the anthropic client waits on), and the precise wait it reads first.
     assert headers["retry-after"].isdigit() and 1 <= int(headers["retry-after"]) <= 20
     assert 0 < int(headers["retry-after-ms"]) <= 20_000

@@ -9,29 +9,29 @@ by then), sends half the body, reloads, then sends the rest.
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 import h11
 import httpx
 import orjson
 import pytest
 import yaml
+from server_support import LoopbackServer
 
 from switchman._config import parse_config
 from switchman.gateway import ConfigReloader, Gateway, build_app
 from switchman.testing import FakeUpstream
 
-from .conftest import ENV, ServerThread, config_data
+from .conftest import ENV, config_data
 
 _T = TypeVar("_T")
 
 
 @contextmanager
-def _reloadable(upstream: FakeUpstream, tmp_path: Path) -> Iterator[tuple[ConfigReloader, int]]:
+def _reloadable(upstream: FakeUpstream, tmp_path: Path) -> Iterator[tuple[ConfigReloader, LoopbackServer]]:
     """A gateway on loopback whose configuration file, once reloaded, routes "auto" to `safe` (the old one: to
     `cheap`, or `big` for a long prompt), has no embedding model, and refuses any prompt over 5 characters."""
     data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
@@ -43,8 +43,8 @@ def _reloadable(upstream: FakeUpstream, tmp_path: Path) -> Iterator[tuple[Config
     path.write_text(yaml.safe_dump(data))
     upstream.clear()
     reloader = ConfigReloader(gateway, path)
-    with ServerThread(build_app(gateway, reloader=reloader)) as base:
-        yield reloader, int(base.rsplit(":", 1)[1])
+    with LoopbackServer(build_app(gateway, reloader=reloader)) as server:
+        yield reloader, server
 
 
 def _events(conn: h11.Connection, sock: socket.socket) -> Iterator[Any]:
@@ -84,10 +84,6 @@ def _reloaded_mid_body(port: int, path: str, body: dict[str, Any], reload: Calla
     return status, headers, content
 
 
-def _run(reload: Callable[[], Awaitable[_T]]) -> _T:
-    return anyio.run(reload)
-
-
 _ASK = [{"role": "user", "content": "hello there"}]  # over the next configuration's 5 characters
 
 
@@ -101,8 +97,9 @@ _ASK = [{"role": "user", "content": "hello there"}]  # over the next configurati
 ], ids=["messages", "messages-stream", "responses", "responses-stream", "embeddings", "route"])
 def test_a_reload_while_the_body_arrives_leaves_the_request_to_the_old_configuration(
         upstream: FakeUpstream, tmp_path: Path, path: str, body: dict[str, Any], model: str) -> None:
-    with _reloadable(upstream, tmp_path) as (reloader, port):
-        status, headers, content = _reloaded_mid_body(port, path, body, lambda: _run(reloader.reload))
+    with _reloadable(upstream, tmp_path) as (reloader, server):
+        # The reload runs on the server's own event loop, as SIGHUP's would.
+        status, headers, content = _reloaded_mid_body(server.port, path, body, lambda: server.call(reloader.reload))
         assert reloader.gateway.config.routes["default"].candidates == ["safe"]  # reloaded before the answer
     # Read under the old limits (the new ones refuse the prompt) and answered under the old routes and models.
     assert status == 200, content
@@ -115,9 +112,9 @@ def test_a_reload_while_a_large_chat_body_is_parsed_leaves_it_to_the_old_configu
     """/v1/chat/completions reads its body before it picks a dispatcher; a large body is then parsed in a worker
     thread, and the reload lands during that parse (on the server's own event loop)."""
     from switchman.gateway import _endpoints
+    from switchman.gateway._offload import run_offloaded as parse_offloaded
 
-    parse_offloaded = _endpoints.run_offloaded
-    with _reloadable(upstream, tmp_path) as (reloader, port):
+    with _reloadable(upstream, tmp_path) as (reloader, server):
 
         async def reload_first(work: Callable[..., _T], *args: Any) -> _T:
             assert await reloader.reload() is True
@@ -125,7 +122,7 @@ def test_a_reload_while_a_large_chat_body_is_parsed_leaves_it_to_the_old_configu
 
         monkeypatch.setattr(_endpoints, "run_offloaded", reload_first)
         long = [{"role": "user", "content": "long " * 14_000}]  # over OFFLOAD_BYTES: parsed off the loop
-        answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"model": "auto", "messages": long},
+        answer = httpx.post(f"{server.url}/v1/chat/completions", json={"model": "auto", "messages": long},
                             timeout=30)
     assert answer.status_code == 200, answer.text
     assert answer.headers["x-switchman-model"] == "big"  # the old route's (cheap and mid are too small for it)
