@@ -114,3 +114,40 @@ def test_a_stream_cut_by_the_shutdown_is_not_blamed_on_the_client(upstream: Fake
         ledger.close_sync()
     assert record is not None
     assert (record.status, record.error) == ("error", "cancelled: the server shut down before the stream ended")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_second_ctrl_c_still_closes_the_gateway(
+    tmp_config_file: Callable[..., Path], tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Ctrl-C while a stream is open waits for it; a second Ctrl-C stops waiting (uvicorn's force quit). uvicorn then
+    skipped the app's shutdown (no ledger flush or spill; the stream never recorded; tracebacks). It must still close."""
+    upstream.clear()
+    upstream.inject("slow_stream", model="cheap", times=1, seconds=1.0)  # ~6 events, one a second
+    try:
+        with serving(tmp_path, tmp_config_file(), env=ENV) as served:
+            with httpx.stream("POST", served.base + "/v1/chat/completions", timeout=30,
+                              json={"model": "cheap", "messages": [{"role": "user", "content": "x"}],
+                                    "stream": True}) as response:
+                request_id = response.headers["x-switchman-request-id"]
+                chunks = response.iter_raw()
+                next(chunks)  # the stream is under way
+                served.process.send_signal(signal.SIGINT)
+                served.wait_for(lambda: "Waiting for connections to close" in served.stderr)
+                served.process.send_signal(signal.SIGINT)
+                with pytest.raises(httpx.HTTPError):
+                    for _ in chunks:
+                        pass
+            served.process.wait(timeout=60)
+            stderr = served.stderr
+    finally:
+        upstream.clear()
+    assert "Traceback" not in stderr, stderr
+    assert "Application shutdown complete" in stderr, stderr
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    try:
+        record = ledger.find(request_id)
+    finally:
+        ledger.close_sync()
+    assert record is not None, stderr
+    assert (record.status, record.error) == ("error", "cancelled: the server shut down before the stream ended")

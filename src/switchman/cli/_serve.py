@@ -183,7 +183,7 @@ def serve_command(
                             ws="none", timeout_keep_alive=limits.keepalive_timeout_s,  # type: ignore[arg-type]
                             **options)
             return
-        from ..gateway import ConfigReloader, Gateway, server_config
+        from ..gateway import ConfigReloader, Gateway, GatewayServer, server_config
         from ..ui import serving_app
 
         adjust = _listening(local_address(env), pinned)
@@ -191,7 +191,7 @@ def serve_command(
         gateway.decider.warm_up()  # a router file or embedder that fails says so here, in one line
         reloader = ConfigReloader(gateway, config, adjust=adjust) if config is not None else None
         app = serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader, settle_heap=True)
-        uvicorn.Server(server_config(app, settings.server.limits, **options)).run()
+        GatewayServer(server_config(app, settings.server.limits, **options)).run()
 
 
 def _listening(adjust: Callable[[Config], Config], pinned: dict[str, Any]) -> Callable[[Config], Config]:
