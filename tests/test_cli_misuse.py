@@ -270,3 +270,17 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(tmp_pa
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".switchman-probe-")]
     finally:
         locked.chmod(0o700)
+
+
+def test_a_ledger_file_that_does_not_exist_is_named_not_created(tmp_path: Path) -> None:
+    """A mistyped --ledger (or a relative sqlite:/// path run from another folder) made each reading command create an
+    empty database there and report on it: 0 requests, or "turn on store_prompts", the wrong fix."""
+    missing = tmp_path / "no-such" / "ledger.sqlite3"
+    url = f"sqlite:///{missing}"
+    for args, code in ((("spend", "--ledger", url), 1), (("keys", "list", "--ledger", url), 1),
+                       (("keys", "revoke", "key-1", "--ledger", url), 1),
+                       (("replay", "--router", _bundled_router(), "--ledger", url), 2),
+                       (("train", "--from-ledger", url, "--out", str(tmp_path / "r.safetensors")), 2)):
+        got, out = _run(*args)
+        assert (got, f"no ledger at {missing}" in out, "store_prompts" in out) == (code, True, False), (args, out)
+    assert not missing.exists() and not missing.parent.exists()

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._exceptions import ConfigError, DatasetError
-from ..ledger import Ledger, LedgerRecord, display_url, parse_since, unreadable
+from ..ledger import Ledger, LedgerRecord, display_url, parse_since, require_existing, resolve_url, unreadable
 from ._datasets import OutcomeTable
 
 __all__ = ["NO_PROMPTS_HINT", "ledger_outcomes", "ledger_records", "outcomes_from_ledger"]
@@ -132,8 +132,9 @@ def _reading(url: str | None, since: str | None) -> Iterator[tuple[Ledger, datet
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     try:
+        require_existing(resolve_url(url))  # reading a missing SQLite file would create it, empty
         ledger = Ledger.from_url(url)
-    except ValueError as exc:  # an unparseable or unsupported URL
+    except ValueError as exc:  # an unparseable or unsupported URL, a SQLite file that does not exist
         raise ConfigError(str(exc)) from None
     try:
         yield ledger, start
