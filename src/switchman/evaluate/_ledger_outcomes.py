@@ -63,6 +63,11 @@ def outcomes_from_ledger(
         counts[rec.model or ""] = counts.get(rec.model or "", 0) + 1
     models = tuple(sorted(m for m, n in counts.items() if n >= min_per_model))
     rows = [(rec, score) for rec, score in rows if rec.model in models]
+    if not rows and counts:  # labelled requests there are, too few of them per model
+        have = ", ".join(f"{m or '?'} {n}" for m, n in sorted(counts.items()))
+        raise DatasetError(f"{source}: too few labelled requests to learn from: each model needs at least "
+                           f"{min_per_model} labelled requests (a stored prompt and feedback); have: {have}. "
+                           "Post feedback to /v1/feedback on more answered requests")
     if not rows:
         detail = f"{without_feedback} answered requests without feedback, {without_prompt} with feedback but no prompt"
         hint = f"; {NO_PROMPTS_HINT}" if without_prompt or not counts else ""
