@@ -284,3 +284,14 @@ def test_a_ledger_file_that_does_not_exist_is_named_not_created(tmp_path: Path) 
         got, out = _run(*args)
         assert (got, f"no ledger at {missing}" in out, "store_prompts" in out) == (code, True, False), (args, out)
     assert not missing.exists() and not missing.parent.exists()
+
+
+def test_python_dash_m_switchman_runs_the_command() -> None:
+    """`python -m switchman` failed ("No module named switchman.__main__") where the scripts folder is not on PATH."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "switchman", "--help"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "Usage: switchman" in result.stdout and "serve" in result.stdout
