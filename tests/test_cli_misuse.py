@@ -295,3 +295,10 @@ def test_python_dash_m_switchman_runs_the_command() -> None:
                             env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "Usage: switchman" in result.stdout and "serve" in result.stdout
+
+
+def test_an_unknown_eval_strategy_lists_every_strategy_the_help_offers(tmp_path: Path) -> None:
+    """The help offers `cascade` and it works; the error for a typo listed every strategy but it."""
+    code, out = _run("eval", "--data", str(_tiny_data(tmp_path / "data")), "--strategy", "cascad")
+    assert code == 2 and "unknown strategy 'cascad'" in out
+    assert all(name in out for name in ("learned", "cascade", "cheapest", "random", "fixed:MODEL")), out
