@@ -302,3 +302,11 @@ def test_an_unknown_eval_strategy_lists_every_strategy_the_help_offers(tmp_path:
     code, out = _run("eval", "--data", str(_tiny_data(tmp_path / "data")), "--strategy", "cascad")
     assert code == 2 and "unknown strategy 'cascad'" in out
     assert all(name in out for name in ("learned", "cascade", "cheapest", "random", "fixed:MODEL")), out
+
+
+def test_train_given_both_data_and_a_ledger_says_to_pick_one(tmp_path: Path) -> None:
+    """`--data` was ignored without a word when `--from-ledger` was given too: the router trained on something else."""
+    code, out = _run("train", "--data", str(_tiny_data(tmp_path / "data")), "--from-ledger",
+                     f"sqlite:///{tmp_path / 'l.db'}", "--out", str(tmp_path / "r.safetensors"))
+    assert code == 2 and "--data" in out and "--from-ledger" in out and "not both" in out, out
+    assert not (tmp_path / "r.safetensors").exists()

@@ -169,6 +169,8 @@ def train(
 
     if not data and from_ledger is None:
         raise ConfigError("give --data DIR or --from-ledger URL")
+    if data and from_ledger is not None:  # else --data was ignored without a word
+        raise ConfigError("give --data DIR or --from-ledger URL, not both")
     algorithm = algorithm or ("ability" if from_ledger is not None else DEFAULT_SETTINGS.algorithm)
     settings = train_settings(embedder=embedder, algorithm=algorithm, targets=target or [], use_task=use_task,
                               focus=focus, rule=rule, folds=folds, seed=seed, params=param or [])
