@@ -272,6 +272,20 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(tmp_pa
         locked.chmod(0o700)
 
 
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_a_parameter_the_predictor_does_not_take_fails_before_the_data_is_read(tmp_path: Path, command: str) -> None:
+    """`--param k=100` with the ensemble (it wants knn.k) is refused at once, not after minutes of embedding."""
+    empty = tmp_path / "empty-data"  # no outcome data: reading it would be the error, were it read first
+    empty.mkdir()
+    out_args = ["--out", str(tmp_path / "router.safetensors")] if command == "train" else []
+    code, out = _run(command, "--data", str(empty), *out_args, "--param", "k=100")
+    assert code != 0
+    assert "knn.NAME or mf.NAME" in out and "empty-data" not in out
+    code, out = _run(command, "--data", str(empty), *out_args, "--algorithm", "knn", "--param", "kk=3")
+    assert code != 0
+    assert "unknown knn parameter(s) ['kk']" in out
+
+
 def test_a_ledger_file_that_does_not_exist_is_named_not_created(tmp_path: Path) -> None:
     """A mistyped --ledger (or a relative sqlite:/// path run from another folder) made each reading command create an
     empty database there and report on it: 0 requests, or "turn on store_prompts", the wrong fix."""
