@@ -195,3 +195,14 @@ def test_too_few_labels_per_model_is_said_as_such_not_as_no_labelled_request() -
     message = str(info.value)
     assert "no logged request has both" not in message and "store_prompts" not in message
     assert "2 labelled requests" in message and "m1 1" in message and "m2 1" in message, message
+
+
+def test_too_few_labels_keeps_the_store_prompts_hint_when_feedback_lacks_prompts() -> None:
+    """Some requests had feedback but no stored prompt: the "too few" message must still say how to keep prompts."""
+    records = [LedgerRecord(request_id="a", model="m1", prompt="x"), LedgerRecord(request_id="b", model="m1"),
+               LedgerRecord(request_id="c", model="m1")]
+    with pytest.raises(DatasetError) as info:
+        outcomes_from_ledger(records, _by_key({"a": 1.0, "b": 0.0, "c": 1.0}))
+    message = str(info.value)
+    assert "too few labelled requests" in message and "store_prompts" in message, message
+    assert "2 with feedback had no stored prompt" in message, message

@@ -290,7 +290,7 @@ def init(
 
         models = list((yaml.safe_load(init_command(path, force=force).read_text(encoding="utf-8")) or {}).get(
             "models") or {})
-        console.print(f"wrote {path}: {len(models)} models ({', '.join(models)})" if models else
+        console.print(f"wrote {path}: {len(models)} model{'s' * (len(models) != 1)} ({', '.join(models)})" if models else
                       f"wrote {path} with no models: no provider key is set "
                       f"({', '.join(k.api_key_env for k in KNOWN_PROVIDERS.values())}) and the local model is not "
                       "installed. Set a key and run `switchman init --force`, run `switchman local install`, or add "

@@ -67,7 +67,9 @@ def outcomes_from_ledger(
         have = ", ".join(f"{m or '?'} {n}" for m, n in sorted(counts.items()))
         raise DatasetError(f"{source}: too few labelled requests to learn from: each model needs at least "
                            f"{min_per_model} labelled requests (a stored prompt and feedback); have: {have}. "
-                           "Post feedback to /v1/feedback on more answered requests")
+                           "Post feedback to /v1/feedback on more answered requests"
+                           + (f" ({without_prompt} with feedback had no stored prompt: {NO_PROMPTS_HINT})"
+                              if without_prompt else ""))
     if not rows:
         detail = f"{without_feedback} answered requests without feedback, {without_prompt} with feedback but no prompt"
         hint = f"; {NO_PROMPTS_HINT}" if without_prompt or not counts else ""
@@ -116,13 +118,15 @@ def ledger_records(url: str | None, since: str | None, *, feedback: bool = True,
     """Records from `since` on (e.g. 7d), the latest feedback score per request id, and the URL to show.
 
     `feedback=False`: the scores are not read (left empty), for a caller that does not use them (a replay).
+    A SQLite file that does not exist is a ConfigError (reading it would create it, empty), as is an unreadable ledger.
     """
     with _reading(url, since) as (ledger, start):
         return ledger.records(since=start), ledger.feedback_scores() if feedback else {}, display_url(ledger.url)
 
 
 def ledger_outcomes(url: str | None, since: str | None) -> OutcomeTable:
-    """The outcome table of logged requests with a stored prompt and feedback (each key's score for its request)."""
+    """The outcome table of logged requests with a stored prompt and feedback (each key's score for its request);
+    a SQLite file that does not exist is a ConfigError, as in `ledger_records`."""
     with _reading(url, since) as (ledger, start):
         records, scores, shown = ledger.records(since=start), ledger.feedback_by_key(), display_url(ledger.url)
     return outcomes_from_ledger(records, scores, source=shown)
