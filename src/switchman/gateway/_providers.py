@@ -160,7 +160,9 @@ def build_deployments(
             if entry.provider not in providers:
                 pconf = _provider_config(entry.provider, config)
                 key = env.get(pconf.api_key_env) if pconf.api_key_env else None
-                if pconf.api_key_env and not key:  # else the first sign is each request's 401 from the provider
+                # Else the first sign is each request's 401 from the provider; a key written into the base_url
+                # (user:password@, ?api-key=...) is one, though.
+                if pconf.api_key_env and not key and next(url_credentials(pconf.base_url), None) is None:
                     logger.warning("providers.%s: %s is not set, so its requests go out without a key (the provider "
                                    "will refuse them); export it where switchman runs", entry.provider,
                                    pconf.api_key_env)
