@@ -25,7 +25,11 @@ _CANCELLED_GRACE_S = 5.0
 
 
 class GatewayServer(uvicorn.Server):
-    """`uvicorn.Server` that, on a forced shutdown, cancels the requests still running and closes the app."""
+    """`uvicorn.Server` that, on a forced shutdown, cancels the requests still running and closes the app.
+
+    `switchman serve` with one worker (the default) runs it; with `--workers N` uvicorn's supervisor starts its own
+    `uvicorn.Server` in each worker (it takes no server class), so there a force quit is uvicorn's.
+    """
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await super().shutdown(sockets)
