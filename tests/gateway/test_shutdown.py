@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -151,3 +153,53 @@ def test_a_second_ctrl_c_still_closes_the_gateway(
         ledger.close_sync()
     assert record is not None, stderr
     assert (record.status, record.error) == ("error", "cancelled: the server shut down before the stream ended")
+
+
+async def _hangs_on_close(scope: dict[str, Any], receive: Callable[[], Any], send: Callable[..., Any]) -> None:
+    """An app whose lifespan shutdown never ends: a gateway whose close hangs (a Redis or exporter that never
+    answers)."""
+    assert scope["type"] == "lifespan"
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await asyncio.Event().wait()
+
+
+def test_a_forced_shutdown_whose_close_hangs_still_ends(caplog: pytest.LogCaptureFixture) -> None:
+    """The second Ctrl-C runs the gateway's whole close; one that hangs held the process until SIGKILL. It is
+    bounded: past `close_timeout_s` and a margin the server says so and exits."""
+    import uvicorn
+
+    from switchman.gateway import GatewayServer
+
+    server = GatewayServer(uvicorn.Config(_hangs_on_close, host="127.0.0.1", port=free_port(), log_config=None,
+                                          lifespan="on"), close_timeout_s=0.0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    with caplog.at_level("ERROR", logger="switchman.gateway"):
+        thread.start()
+        while not server.started and thread.is_alive():
+            time.sleep(0.01)
+        server.should_exit = server.force_exit = True
+        thread.join(60)
+    assert not thread.is_alive()
+    assert any("did not close" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_third_ctrl_c_exits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A third SIGINT only set force_exit again: a forced close that hung needed SIGKILL."""
+    import os
+
+    import uvicorn
+
+    from switchman.gateway import GatewayServer
+
+    exits: list[int] = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    server = GatewayServer(uvicorn.Config(_hangs_on_close))
+    server.handle_exit(signal.SIGINT, None)
+    server.handle_exit(signal.SIGINT, None)
+    assert (server.should_exit, server.force_exit, exits) == (True, True, [])
+    server.handle_exit(signal.SIGINT, None)
+    assert exits == [128 + signal.SIGINT]

@@ -194,7 +194,8 @@ def serve_command(
         app = serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader, settle_heap=True)
         # One worker only: with --workers, uvicorn's supervisor builds a plain uvicorn.Server in each worker (it
         # takes no server class), so there a second Ctrl-C skips the requests' rows and the ledger's close.
-        GatewayServer(server_config(app, settings.server.limits, **options)).run()
+        GatewayServer(server_config(app, settings.server.limits, **options),
+                      close_timeout_s=settings.server.ledger_close_timeout_s).run()
 
 
 def _listening(adjust: Callable[[Config], Config], pinned: dict[str, Any]) -> Callable[[Config], Config]:
