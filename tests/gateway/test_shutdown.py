@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import threading
@@ -203,3 +204,29 @@ def test_a_third_ctrl_c_exits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (server.should_exit, server.force_exit, exits) == (True, True, [])
     server.handle_exit(signal.SIGINT, None)
     assert exits == [128 + signal.SIGINT]
+
+
+def _record(msg: str, exc: BaseException) -> logging.LogRecord:
+    return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, msg, None, (type(exc), exc, None))
+
+
+def test_only_uvicorns_record_of_a_request_cancelled_by_the_shutdown_loses_its_traceback() -> None:
+    """The filter rewrote ANY record carrying a CancelledError into "cancelled by the shutdown", even outside one:
+    a cancellation bug would have lost its traceback."""
+    from switchman.gateway import CancelledByShutdown
+    from switchman.gateway._stopping import shutting_down
+
+    cancelled = asyncio.CancelledError()
+    outside = _record("Exception in ASGI application\n", cancelled)
+    assert CancelledByShutdown().filter(outside)
+    assert (outside.levelno, outside.exc_info is not None) == (logging.ERROR, True)
+    shutting_down.set()
+    try:
+        other, asgi = _record("something else", cancelled), _record("Exception in ASGI application\n", cancelled)
+        for record in (other, asgi):
+            assert CancelledByShutdown().filter(record)
+    finally:
+        shutting_down.clear()
+    assert (other.levelno, other.exc_info is not None) == (logging.ERROR, True)
+    assert (asgi.levelno, asgi.exc_info) == (logging.INFO, None)
+    assert "cancelled by the shutdown" in asgi.getMessage()

@@ -6,9 +6,12 @@ closed, so the ledger's queued rows were neither written nor spilled. A force qu
 connections, not the bookkeeping: here the requests still running are cancelled as when the graceful shutdown's
 time runs out (each records its row), then the lifespan shutdown closes the gateway (its ledger flush bounded by
 `server.ledger_close_timeout_s`). That close is bounded as a whole (a Redis or a tracing exporter that hangs does
-not hold the exit), and a third Ctrl-C exits at once, closing nothing. `CancelledByShutdown` turns uvicorn's traceback for
-each request a shutdown cancelled (forced, or past `timeout_graceful_shutdown`) into one line: the cancellation is
-the shutdown's doing, not an error, and the request's ledger row says so.
+not hold the exit), and a third Ctrl-C exits at once, closing nothing.
+
+`CancelledByShutdown` turns uvicorn's "Exception in ASGI application" traceback for each request a `GatewayServer`
+shutdown cancelled (forced, or past `timeout_graceful_shutdown`) into one line: the cancellation is the shutdown's
+doing, not an error (an API request's ledger row says so). Any other record, or one outside a shutdown, is left
+alone.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import logging
 import os
 import signal
 import socket
+import threading
 from types import FrameType
 
 import uvicorn
 
-__all__ = ["CancelledByShutdown", "GatewayServer"]
+__all__ = ["CancelledByShutdown", "GatewayServer", "shutting_down"]
 
 #: How long the cancelled requests get to record their rows before the gateway closes.
 _CANCELLED_GRACE_S = 5.0
@@ -30,6 +34,10 @@ _CANCELLED_GRACE_S = 5.0
 _CLOSE_MARGIN_S = 5.0
 
 logger = logging.getLogger("switchman.gateway")
+
+#: Set while this process's `GatewayServer` shuts down: a request cancelled then was cancelled by the shutdown.
+#: Module state because logging's configuration builds the filter that reads it, not the server.
+shutting_down = threading.Event()
 
 
 class GatewayServer(uvicorn.Server):
@@ -52,6 +60,13 @@ class GatewayServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        shutting_down.set()
+        try:
+            await self._shutdown(sockets)
+        finally:
+            shutting_down.clear()
+
+    async def _shutdown(self, sockets: list[socket.socket] | None) -> None:
         await super().shutdown(sockets)
         if not self.force_exit:
             return
@@ -72,12 +87,15 @@ class GatewayServer(uvicorn.Server):
 
 
 class CancelledByShutdown(logging.Filter):
-    """On uvicorn's error logger: "Exception in ASGI application" for a CancelledError becomes one INFO line."""
+    """On uvicorn's error logger: during a shutdown, "Exception in ASGI application" for a CancelledError becomes
+    one INFO line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, asyncio.CancelledError):
+        if isinstance(exc, asyncio.CancelledError) and shutting_down.is_set() \
+                and str(record.msg).startswith("Exception in ASGI application"):
             record.msg, record.args, record.exc_info, record.exc_text = (
-                "a request still running was cancelled by the shutdown (its ledger row says so)", None, None, None)
+                "a request still running was cancelled by the shutdown (an API request's ledger row says so)",
+                None, None, None)
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
