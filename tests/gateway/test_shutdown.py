@@ -126,7 +126,8 @@ def test_a_second_ctrl_c_still_closes_the_gateway(
     """Ctrl-C while a stream is open waits for it; a second Ctrl-C stops waiting (uvicorn's force quit). uvicorn then
     skipped the app's shutdown (no ledger flush or spill; the stream never recorded; tracebacks). It must still close."""
     upstream.clear()
-    upstream.inject("slow_stream", model="cheap", times=1, seconds=1.0)  # ~6 events, one a second
+    # One event, then a long pause: the second Ctrl-C lands while the stream is still open, however slow the machine.
+    upstream.inject("slow_stream", model="cheap", times=1, seconds=60.0)
     try:
         with serving(tmp_path, tmp_config_file(), env=ENV) as served:
             with httpx.stream("POST", served.base + "/v1/chat/completions", timeout=30,
@@ -150,9 +151,11 @@ def test_a_second_ctrl_c_still_closes_the_gateway(
     ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
     try:
         record = ledger.find(request_id)
+        rows = [r for r in ledger.records() if r.request_id == request_id]
     finally:
         ledger.close_sync()
     assert record is not None, stderr
+    assert len(rows) == 1, rows
     assert (record.status, record.error) == ("error", "cancelled: the server shut down before the stream ended")
 
 
