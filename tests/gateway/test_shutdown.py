@@ -233,3 +233,44 @@ def test_only_uvicorns_record_of_a_request_cancelled_by_the_shutdown_loses_its_t
     assert (other.levelno, other.exc_info is not None) == (logging.ERROR, True)
     assert (asgi.levelno, asgi.exc_info) == (logging.INFO, None)
     assert "cancelled by the shutdown" in asgi.getMessage()
+
+
+def test_a_request_the_forced_shutdown_cancels_before_answering_gets_a_503(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """A request still waiting on its provider when the shutdown was forced got uvicorn's plain-text 500
+    ("Internal Server Error"): it gets a 503 in the OpenAI error format, which clients retry."""
+    from switchman._config import parse_config
+    from switchman.gateway import Gateway, GatewayServer, build_app, server_config
+
+    from .conftest import ASK, config_data
+
+    upstream.clear()
+    upstream.inject("latency", model="cheap", times=1, seconds=60.0)  # no answer before the shutdown
+    gateway = Gateway.from_config(parse_config(config_data(upstream, f"sqlite:///{tmp_path / 'l.sqlite3'}")),
+                                  env=ENV)
+    server = GatewayServer(server_config(build_app(gateway), gateway.config.server.limits, host="127.0.0.1",
+                                         port=free_port(), log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    answers: list[httpx.Response] = []
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        client = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={"model": "cheap", "messages": ASK})))
+        client.start()
+        deadline = time.monotonic() + 30
+        while not upstream.requests_for("cheap") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.should_exit = server.force_exit = True
+        client.join(60)
+        thread.join(60)
+    finally:
+        upstream.clear()
+    assert len(answers) == 1
+    response = answers[0]
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "server_shutting_down", response.text
+    assert response.headers.get("x-switchman-request-id")
