@@ -273,4 +273,9 @@ def test_a_request_the_forced_shutdown_cancels_before_answering_gets_a_503(
     response = answers[0]
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "server_shutting_down", response.text
-    assert response.headers.get("x-switchman-request-id")
+    ledger = Ledger.from_url(f"sqlite:///{tmp_path / 'l.sqlite3'}")
+    try:
+        rows = [r for r in ledger.records() if r.request_id == response.headers["x-switchman-request-id"]]
+    finally:
+        ledger.close_sync()
+    assert [r.status for r in rows] == ["error"], rows  # the cancelled request still has its one row
