@@ -284,3 +284,43 @@ def test_a_parameter_the_predictor_does_not_take_fails_before_the_data_is_read(t
     code, out = _run(command, "--data", str(empty), *out_args, "--algorithm", "knn", "--param", "kk=3")
     assert code != 0
     assert "unknown knn parameter(s) ['kk']" in out
+
+
+def test_a_ledger_file_that_does_not_exist_is_named_not_created(tmp_path: Path) -> None:
+    """A mistyped --ledger (or a relative sqlite:/// path run from another folder) made each reading command create an
+    empty database there and report on it: 0 requests, or "turn on store_prompts", the wrong fix."""
+    missing = tmp_path / "no-such" / "ledger.sqlite3"
+    url = f"sqlite:///{missing}"
+    for args, code in ((("spend", "--ledger", url), 1), (("keys", "list", "--ledger", url), 1),
+                       (("keys", "revoke", "key-1", "--ledger", url), 1),
+                       (("replay", "--router", _bundled_router(), "--ledger", url), 2),
+                       (("train", "--from-ledger", url, "--out", str(tmp_path / "r.safetensors")), 2)):
+        got, out = _run(*args)
+        assert (got, f"no ledger at {missing}" in out, "store_prompts" in out) == (code, True, False), (args, out)
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_python_dash_m_switchman_runs_the_command() -> None:
+    """`python -m switchman` failed ("No module named switchman.__main__") where the scripts folder is not on PATH."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "switchman", "--help"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "Usage: switchman" in result.stdout and "serve" in result.stdout
+
+
+def test_an_unknown_eval_strategy_lists_every_strategy_the_help_offers(tmp_path: Path) -> None:
+    """The help offers `cascade` and it works; the error for a typo listed every strategy but it."""
+    code, out = _run("eval", "--data", str(_tiny_data(tmp_path / "data")), "--strategy", "cascad")
+    assert code == 2 and "unknown strategy 'cascad'" in out
+    assert all(name in out for name in ("learned", "cascade", "cheapest", "random", "fixed:MODEL")), out
+
+
+def test_train_given_both_data_and_a_ledger_says_to_pick_one(tmp_path: Path) -> None:
+    """`--data` was ignored without a word when `--from-ledger` was given too: the router trained on something else."""
+    code, out = _run("train", "--data", str(_tiny_data(tmp_path / "data")), "--from-ledger",
+                     f"sqlite:///{tmp_path / 'l.db'}", "--out", str(tmp_path / "r.safetensors"))
+    assert code == 2 and "--data" in out and "--from-ledger" in out and "not both" in out, out
+    assert not (tmp_path / "r.safetensors").exists()

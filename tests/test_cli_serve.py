@@ -82,3 +82,42 @@ def test_init_writes_no_yaml_anchors(tmp_path: Path, monkeypatch: pytest.MonkeyP
     data = yaml.safe_load(text)
     assert data["routes"]["default"]["candidates"] == data["routes"]["local"]["candidates"] == ["smollm2-135m"]
     assert data["providers"]["local"]["base_url"] == "http://127.0.0.1:0/v1"  # a free port when serve starts it
+
+
+def test_init_with_no_key_and_no_local_model_says_the_file_has_no_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It printed only "wrote switchman.yaml", a file with `models: {}` that serves nothing: say so, and how to fix."""
+    from typer.testing import CliRunner
+
+    from switchman.cli import app
+    from switchman.gateway import KNOWN_PROVIDERS
+
+    for known in KNOWN_PROVIDERS.values():
+        monkeypatch.delenv(known.api_key_env, raising=False)
+    monkeypatch.setattr("switchman.gateway._defaults.local_models", list)
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "switchman.yaml")], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "no models" in result.output and "OPENAI_API_KEY" in result.output, result.output
+    assert "switchman local install" in result.output, result.output
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "switchman.yaml"), "--force"], env={"COLUMNS": "400"})
+    assert "no models" not in result.output and "gpt-4o-mini" in result.output, result.output
+
+
+def test_init_with_one_model_says_one_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local-only file has one model: "1 models" read as a slip."""
+    from typer.testing import CliRunner
+
+    from switchman.cli import app
+    from switchman.gateway import KNOWN_PROVIDERS
+    from switchman.local import local_model_config
+
+    entries = local_model_config()
+    local = {"provider": "local", "provider_config": entries["providers"]["local"], "models": entries["models"]}
+    for known in KNOWN_PROVIDERS.values():
+        monkeypatch.delenv(known.api_key_env, raising=False)
+    monkeypatch.setattr("switchman.gateway._defaults.local_models", lambda: [local])
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "switchman.yaml")], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert ": 1 model (smollm2-135m)" in result.output, result.output

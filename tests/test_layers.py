@@ -29,6 +29,7 @@ ROOT = "switchman"
 
 #: Top to bottom, as DESIGN.md draws them; `sdk` is `switchman/__init__.py` with `switchman/_router.py`.
 LAYERS: tuple[tuple[str, ...], ...] = (
+    ("__main__",),
     ("cli",),
     ("sdk",),
     ("ui",),

@@ -183,3 +183,26 @@ def test_training_from_the_ledger_starts_from_the_bundled_router(tmp_path: Path)
     strategy = LearnedStrategy(TrainedRouter.load(out), get_embedder(trained.embedder))
     for prompt in UNSEEN_MATH:
         assert _route(strategy, prompt) == "strong-model"
+
+
+def test_too_few_labels_per_model_is_said_as_such_not_as_no_labelled_request() -> None:
+    """One labelled request with its prompt was reported as "no logged request has both a stored prompt and feedback"
+    (and "0 with feedback but no prompt"): the user then looked for a missing setting instead of sending more."""
+    records = [LedgerRecord(request_id="a", model="m1", prompt="x"), LedgerRecord(request_id="b", model="m2", prompt="y"),
+               LedgerRecord(request_id="c", model="m1", prompt="z")]
+    with pytest.raises(DatasetError) as info:
+        outcomes_from_ledger(records, _by_key({"a": 1.0, "b": 0.0}))
+    message = str(info.value)
+    assert "no logged request has both" not in message and "store_prompts" not in message
+    assert "2 labelled requests" in message and "m1 1" in message and "m2 1" in message, message
+
+
+def test_too_few_labels_keeps_the_store_prompts_hint_when_feedback_lacks_prompts() -> None:
+    """Some requests had feedback but no stored prompt: the "too few" message must still say how to keep prompts."""
+    records = [LedgerRecord(request_id="a", model="m1", prompt="x"), LedgerRecord(request_id="b", model="m1"),
+               LedgerRecord(request_id="c", model="m1")]
+    with pytest.raises(DatasetError) as info:
+        outcomes_from_ledger(records, _by_key({"a": 1.0, "b": 0.0, "c": 1.0}))
+    message = str(info.value)
+    assert "too few labelled requests" in message and "store_prompts" in message, message
+    assert "2 with feedback had no stored prompt" in message, message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import anthropic
@@ -65,3 +66,41 @@ def test_the_local_only_default_says_what_to_add_for_tools(tmp_path: Path) -> No
     assert "No configured model has tools" in error["message"]
     assert "OPENAI_API_KEY" in error["message"] and "ANTHROPIC_API_KEY" in error["message"]
     assert "`capabilities: [tools]`" in error["message"]
+
+
+def test_a_provider_key_variable_that_is_not_set_is_named_at_start(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Forgetting to export the key where `serve` runs gave no sign until each request failed with the upstream's
+    401 ("Incorrect API key provided"): the start says which variable is missing, for which provider."""
+    config = parse_config({
+        "providers": {"openai": {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "SWITCHMAN_TEST_UNSET_KEY"},
+                      "other": {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "SWITCHMAN_TEST_SET_KEY"}},
+        "models": {"gpt-4o": {"provider": "openai"}, "gpt-4o-mini": {"provider": "other"}},
+        "server": {"ledger_url": f"sqlite:///{tmp_path / 'ledger.sqlite3'}"},
+    })
+    with caplog.at_level("WARNING", logger="switchman.gateway"):
+        gateway = Gateway.from_config(config, env={"SWITCHMAN_TEST_SET_KEY": "sk-set"})
+    asyncio.run(gateway.aclose())
+    warned = [r.getMessage() for r in caplog.records if "SWITCHMAN_TEST_" in r.getMessage()]
+    assert len(warned) == 1 and "providers.openai" in warned[0] and "SWITCHMAN_TEST_UNSET_KEY" in warned[0], warned
+
+
+def test_no_missing_key_warning_when_the_base_url_carries_the_key(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """A key written into base_url (user:password@, or a query like ?api-key=) is a key: warning that the variable
+    is unset would send the user looking for a problem that is not there."""
+    config = parse_config({
+        "providers": {"userinfo": {"base_url": "http://u:secret@127.0.0.1:9/v1", "api_key_env": "SWITCHMAN_TEST_A"},
+                      "query": {"base_url": "http://127.0.0.1:9/v1?api-key=secret", "api_key_env": "SWITCHMAN_TEST_B"},
+                      "bare": {"base_url": "http://127.0.0.1:9/v1", "api_key_env": "SWITCHMAN_TEST_C"}},
+        "models": {"gpt-4o": {"provider": "userinfo"}, "gpt-4o-mini": {"provider": "query"},
+                   "gpt-4.1": {"provider": "bare"}},
+        "server": {"ledger_url": f"sqlite:///{tmp_path / 'ledger.sqlite3'}"},
+    })
+    with caplog.at_level("WARNING", logger="switchman.gateway"):
+        gateway = Gateway.from_config(config, env={})
+    asyncio.run(gateway.aclose())
+    warned = [r.getMessage() for r in caplog.records if "SWITCHMAN_TEST_" in r.getMessage()]
+    assert len(warned) == 1 and "providers.bare" in warned[0], warned

@@ -83,6 +83,9 @@ def test_spend_table(open_ledger: Callable[..., Ledger], sqlite_url: str) -> Non
 
 
 def test_spend_on_an_empty_ledger_and_bad_arguments(sqlite_url: str) -> None:
+    created = KeyStore(sqlite_url)  # the file, as a gateway's start makes it (a missing one is an error)
+    created.list()
+    created.close()
     out = console()
     spend_command(by="agent", since="24h", ledger_url=sqlite_url, console=out)
     assert re.search(r"Total\s+│\s+0\s+│\s+0\s+│\s+0\s+│\s+\$0\.0000\s+│\s+\$0\.0000\s+│\s+—", out.export_text())

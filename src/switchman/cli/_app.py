@@ -172,6 +172,8 @@ def train(
 
     if not data and from_ledger is None:
         raise ConfigError("give --data DIR or --from-ledger URL")
+    if data and from_ledger is not None:  # else --data was ignored without a word
+        raise ConfigError("give --data DIR or --from-ledger URL, not both")
     algorithm = algorithm or ("ability" if from_ledger is not None else DEFAULT_SETTINGS.algorithm)
     settings = train_settings(embedder=embedder, algorithm=algorithm, targets=target or [], use_task=use_task,
                               focus=focus, rule=rule, folds=folds, seed=seed, params=param or [])
@@ -282,7 +284,17 @@ def init(
     from ._serve import import_litellm_command, init_command
 
     if from_litellm is None:
-        console.print(f"wrote {init_command(path, force=force)}", markup=False, highlight=False)
+        import yaml
+
+        from ..gateway import KNOWN_PROVIDERS
+
+        models = list((yaml.safe_load(init_command(path, force=force).read_text(encoding="utf-8")) or {}).get(
+            "models") or {})
+        console.print(f"wrote {path}: {len(models)} model{'s' * (len(models) != 1)} ({', '.join(models)})" if models else
+                      f"wrote {path} with no models: no provider key is set "
+                      f"({', '.join(k.api_key_env for k in KNOWN_PROVIDERS.values())}) and the local model is not "
+                      "installed. Set a key and run `switchman init --force`, run `switchman local install`, or add "
+                      "models under 'models'", markup=False, highlight=False, soft_wrap=True)
         return
     result = import_litellm_command(from_litellm, path, force=force)
     config = result.config

@@ -20,7 +20,18 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..ledger import KeyInfo, KeyStore, Ledger, Period, SpendBy, SpendRow, parse_since, resolve_url, unreadable
+from ..ledger import (
+    KeyInfo,
+    KeyStore,
+    Ledger,
+    Period,
+    SpendBy,
+    SpendRow,
+    parse_since,
+    require_existing,
+    resolve_url,
+    unreadable,
+)
 
 __all__ = ["keys_create", "keys_list", "keys_revoke", "keys_update", "spend_command"]
 
@@ -100,6 +111,7 @@ def spend_command(
         if by not in _BY:
             raise ValueError(f"cannot group spend by {by!r}: use one of {', '.join(_BY)}")
         start = parse_since(since)
+        require_existing(url)
         ledger = Ledger(url)
         try:
             rows = ledger.query_spend(cast(SpendBy, by), since=start)
@@ -172,6 +184,7 @@ def keys_update(
         if not changes:
             raise ValueError("nothing to change: give --budget, --no-budget, --period, --agent, --any-agent or "
                              "--default-agent")
+        require_existing(url)
         store = KeyStore(url)
         try:
             info = store.update(key_id, **changes)
@@ -187,6 +200,7 @@ def keys_list(*, ledger_url: str | None = None, console: Console | None = None) 
     """Print every virtual key (never a secret)."""
     url = resolve_url(ledger_url)
     with _errors(console, url):
+        require_existing(url)
         store = KeyStore(url)
         try:
             keys = store.list()
@@ -221,6 +235,7 @@ def keys_revoke(
     """
     url = resolve_url(ledger_url)
     with _errors(console, url):
+        require_existing(url)
         store = KeyStore(url)
         try:
             revoked = store.revoke(key_id)

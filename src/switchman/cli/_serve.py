@@ -140,7 +140,8 @@ def serve_command(
     config: Path | None = None, host: str | None = None, port: int | None = None, workers: int = 1,
     access_log: bool = True, redis_url: str | None = None,
 ) -> None:
-    """Run the gateway (uvicorn) until interrupted; SIGHUP reloads `config`."""
+    """Run the gateway (uvicorn) until interrupted; SIGHUP reloads `config`. With one worker (the default), a second
+    Ctrl-C still records the running requests and closes the gateway (`GatewayServer`)."""
     import uvicorn
 
     if redis_url:  # through the environment: worker processes and reloads see it too
@@ -183,7 +184,7 @@ def serve_command(
                             ws="none", timeout_keep_alive=limits.keepalive_timeout_s,  # type: ignore[arg-type]
                             **options)
             return
-        from ..gateway import ConfigReloader, Gateway, server_config
+        from ..gateway import ConfigReloader, Gateway, GatewayServer, server_config
         from ..ui import serving_app
 
         adjust = _listening(local_address(env), pinned)
@@ -191,7 +192,10 @@ def serve_command(
         gateway.decider.warm_up()  # a router file or embedder that fails says so here, in one line
         reloader = ConfigReloader(gateway, config, adjust=adjust) if config is not None else None
         app = serving_app(gateway, bind_host=host, base_dir=base_dir, reloader=reloader, settle_heap=True)
-        uvicorn.Server(server_config(app, settings.server.limits, **options)).run()
+        # One worker only: with --workers, uvicorn's supervisor builds a plain uvicorn.Server in each worker (it
+        # takes no server class), so there a second Ctrl-C skips the requests' rows and the ledger's close.
+        GatewayServer(server_config(app, settings.server.limits, **options),
+                      close_timeout_s=settings.server.ledger_close_timeout_s).run()
 
 
 def _listening(adjust: Callable[[Config], Config], pinned: dict[str, Any]) -> Callable[[Config], Config]:

@@ -17,7 +17,7 @@ from typing import Any
 from .._config import Config
 from .._environ import Environment
 from .._exceptions import ArtifactError, ConfigError
-from ..gateway import ACCESS_LOGGER, AccessLineFormatter, AccessLineHandler
+from ..gateway import ACCESS_LOGGER, AccessLineFormatter, AccessLineHandler, CancelledByShutdown
 from ..learn import BUNDLED, TrainedRouter
 from ..local import with_local_url
 
@@ -76,6 +76,10 @@ def log_config(*, access_log: bool) -> dict[str, Any]:
                                                 "fmt": "%(levelprefix)s %(message)s", "use_colors": None}
     config["handlers"]["switchman_access"] = {"formatter": "switchman_access", "class": f"{AccessLineHandler.__module__}."
                                               f"{AccessLineHandler.__qualname__}", "stream": "ext://sys.stdout"}
+    # A request the shutdown cancelled is one line, not uvicorn's "Exception in ASGI application" traceback.
+    config.setdefault("filters", {})["cancelled_by_shutdown"] = {
+        "()": f"{CancelledByShutdown.__module__}.{CancelledByShutdown.__qualname__}"}
+    config["handlers"]["default"].setdefault("filters", []).append("cancelled_by_shutdown")
     config["loggers"]["switchman"] = {"handlers": ["switchman"], "level": "INFO", "propagate": False}
     config["loggers"][ACCESS_LOGGER] = {"handlers": ["switchman_access"], "level": "INFO" if access_log else "WARNING",
                                         "propagate": False}

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._exceptions import ConfigError, DatasetError
-from ..ledger import Ledger, LedgerRecord, display_url, parse_since, unreadable
+from ..ledger import Ledger, LedgerRecord, display_url, parse_since, require_existing, resolve_url, unreadable
 from ._datasets import OutcomeTable
 
 __all__ = ["NO_PROMPTS_HINT", "ledger_outcomes", "ledger_records", "outcomes_from_ledger"]
@@ -63,6 +63,13 @@ def outcomes_from_ledger(
         counts[rec.model or ""] = counts.get(rec.model or "", 0) + 1
     models = tuple(sorted(m for m, n in counts.items() if n >= min_per_model))
     rows = [(rec, score) for rec, score in rows if rec.model in models]
+    if not rows and counts:  # labelled requests there are, too few of them per model
+        have = ", ".join(f"{m or '?'} {n}" for m, n in sorted(counts.items()))
+        raise DatasetError(f"{source}: too few labelled requests to learn from: each model needs at least "
+                           f"{min_per_model} labelled requests (a stored prompt and feedback); have: {have}. "
+                           "Post feedback to /v1/feedback on more answered requests"
+                           + (f" ({without_prompt} with feedback had no stored prompt: {NO_PROMPTS_HINT})"
+                              if without_prompt else ""))
     if not rows:
         detail = f"{without_feedback} answered requests without feedback, {without_prompt} with feedback but no prompt"
         hint = f"; {NO_PROMPTS_HINT}" if without_prompt or not counts else ""
@@ -111,13 +118,15 @@ def ledger_records(url: str | None, since: str | None, *, feedback: bool = True,
     """Records from `since` on (e.g. 7d), the latest feedback score per request id, and the URL to show.
 
     `feedback=False`: the scores are not read (left empty), for a caller that does not use them (a replay).
+    A SQLite file that does not exist is a ConfigError (reading it would create it, empty), as is an unreadable ledger.
     """
     with _reading(url, since) as (ledger, start):
         return ledger.records(since=start), ledger.feedback_scores() if feedback else {}, display_url(ledger.url)
 
 
 def ledger_outcomes(url: str | None, since: str | None) -> OutcomeTable:
-    """The outcome table of logged requests with a stored prompt and feedback (each key's score for its request)."""
+    """The outcome table of logged requests with a stored prompt and feedback (each key's score for its request);
+    a SQLite file that does not exist is a ConfigError, as in `ledger_records`."""
     with _reading(url, since) as (ledger, start):
         records, scores, shown = ledger.records(since=start), ledger.feedback_by_key(), display_url(ledger.url)
     return outcomes_from_ledger(records, scores, source=shown)
@@ -132,8 +141,9 @@ def _reading(url: str | None, since: str | None) -> Iterator[tuple[Ledger, datet
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     try:
+        require_existing(resolve_url(url))  # reading a missing SQLite file would create it, empty
         ledger = Ledger.from_url(url)
-    except ValueError as exc:  # an unparseable or unsupported URL
+    except ValueError as exc:  # an unparseable or unsupported URL, a SQLite file that does not exist
         raise ConfigError(str(exc)) from None
     try:
         yield ledger, start

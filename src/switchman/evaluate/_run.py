@@ -124,7 +124,7 @@ def _strategy(name: str) -> Strategy:
         return RandomStrategy()
     if name.startswith("fixed:"):
         return FixedStrategy(name.removeprefix("fixed:"))
-    raise ConfigError(f"unknown strategy {name!r}; use learned, cheapest, random or fixed:MODEL")
+    raise ConfigError(f"unknown strategy {name!r}; use learned, cascade, cheapest, random or fixed:MODEL")
 
 
 def strategy_choices(name: str, table: OutcomeTable, *, seed: int = 0) -> np.ndarray:

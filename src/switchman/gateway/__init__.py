@@ -27,6 +27,7 @@ from ._middleware import ACCESS_LOGGER, AccessLineFormatter, AccessLineHandler
 from ._providers import Deployment, Provider
 from ._reload import ConfigReloader
 from ._feed import StreamFeed
+from ._stopping import CancelledByShutdown, GatewayServer
 from ._server import GuardedHttpProtocol, guarded_protocol, raise_fd_limit, server_config
 from ._stream import ChatStream
 from .._hosts import is_loopback
@@ -37,6 +38,7 @@ __all__ = [
     "AccessLineFormatter",
     "AccessLineHandler",
     "Balancer",
+    "CancelledByShutdown",
     "ChatStream",
     "Completion",
     "ConfigReloader",
@@ -44,6 +46,7 @@ __all__ = [
     "DeploymentStatus",
     "Dispatcher",
     "Gateway",
+    "GatewayServer",
     "GuardedHttpProtocol",
     "HealthBoard",
     "InProcessClient",

@@ -9,6 +9,7 @@ everything resolved once at startup; a model has one deployment or several.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -27,6 +28,8 @@ from ._defaults import KNOWN_PROVIDERS
 from ._http import UpstreamPool, UpstreamRequest, escape_query
 from ._openai import OpenAIAdapter
 from ._wire import Usage
+
+logger = logging.getLogger("switchman.gateway")
 
 __all__ = ["Deployment", "Provider", "StreamTranslator", "WireAdapter", "build_deployments", "url_credentials"]
 
@@ -157,6 +160,12 @@ def build_deployments(
             if entry.provider not in providers:
                 pconf = _provider_config(entry.provider, config)
                 key = env.get(pconf.api_key_env) if pconf.api_key_env else None
+                # Else the first sign is each request's 401 from the provider; a key written into the base_url
+                # (user:password@, ?api-key=...) is one, though.
+                if pconf.api_key_env and not key and next(url_credentials(pconf.base_url), None) is None:
+                    logger.warning("providers.%s: %s is not set, so its requests go out without a key (the provider "
+                                   "will refuse them); export it where switchman runs", entry.provider,
+                                   pconf.api_key_env)
                 providers[entry.provider] = Provider(entry.provider, pconf, key)
             timeouts: Timeouts = entry.timeouts or (model.timeouts if model else None) or config.server.timeouts
             built.append(Deployment(

@@ -9,7 +9,7 @@ SQLite (WAL) by default, Postgres by URL; writes happen off the request path in 
 """
 
 from ._budget import BudgetManager, Budgets, Reservation
-from ._db import LEDGER_URL_ENV, display_url, resolve_url, unreadable
+from ._db import LEDGER_URL_ENV, display_url, require_existing, resolve_url, unreadable
 from ._keys import KEY_PREFIX, UNCHANGED, KeyInfo, KeySet, KeyStore, lookup_of
 from ._ledger import Ledger
 from ._period import Period, parse_since, period_bounds
@@ -63,6 +63,7 @@ __all__ = [
     "lookup_of",
     "parse_since",
     "period_bounds",
+    "require_existing",
     "resolve_spill_dir",
     "resolve_url",
     "unreadable",

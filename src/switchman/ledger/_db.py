@@ -53,6 +53,7 @@ __all__ = [
     "display_url",
     "identity_url",
     "migrate",
+    "require_existing",
     "resolve_url",
     "unreadable",
     "up_to_date",
@@ -301,6 +302,21 @@ def _driver_url(url: str) -> URL:
     elif parsed.drivername == "sqlite":
         parsed = parsed.set(drivername="sqlite+pysqlite")
     return parsed
+
+
+def require_existing(url: str) -> None:
+    """Refuse a SQLite ledger file that does not exist, for the commands that only read the ledger: opening one
+    creates it, so a mistyped path (or a relative `sqlite:///` path run from another folder) was reported on as
+    an empty ledger. Other URLs, and a path whose folder cannot exist, are left to the engine to judge."""
+    parsed = _driver_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:") \
+            or parsed.username or parsed.host or parsed.port:  # SQLite takes none: the engine refuses the URL
+        return
+    path = Path(database).expanduser().absolute()
+    if not path.exists() and (path.parent.is_dir() or not path.parent.exists()):
+        raise ValueError(f"no ledger at {path}: the file does not exist (a gateway creates it when it starts); "
+                         "check --ledger or --config (a relative sqlite:/// path is taken from the working folder)")
 
 
 def display_url(url: str) -> str:

@@ -13,16 +13,22 @@ Behaviour is that of the four layers stacked outermost first:
   decompressed: a gzip body would otherwise be refused as JSON that is not UTF-8), a request without a
   body whatever its Content-Encoding passing;
 - authentication (not below `open_prefixes`, the mounted apps that authenticate their own requests).
+
+And a request the server's shutdown cancels (`GatewayServer`: forced, or past the graceful time) before its answer
+started gets a 503 `server_shutting_down` in the API's envelope, not uvicorn's plain-text 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..._exceptions import InvalidRequestError
 from .._errors import dialect_for_scope, error_response
+from .._stopping import shutting_down
 from ._access_log import access_logger, log_access
 from ._auth import Authenticator, presented_key
 from ._body_limit import BodyLimit
@@ -31,6 +37,8 @@ from ._request_id import INBOUND_ID_HEADERS, REQUEST_ID_HEADER, new_request_id, 
 __all__ = ["GatewayMiddleware"]
 
 _MODEL_HEADER = b"x-switchman-model"
+_SHUTTING_DOWN = InvalidRequestError("the gateway is shutting down and cancelled this request before answering; "
+                                     "retry it", status=503, code="server_shutting_down", kind="api_error")
 
 
 def _has_body(scope: Scope, declared: bytes | None) -> bool:
@@ -78,10 +86,12 @@ class GatewayMiddleware:
         id_header = (REQUEST_ID_HEADER, request_id.encode())
         status = 500  # until a response starts: an error that escapes becomes the server's 500
         model = "-"
+        answering = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, model
+            nonlocal status, model, answering
             if message["type"] == "http.response.start":
+                answering = True
                 headers = message.get("headers")
                 message["headers"] = [*headers, id_header] if headers else [id_header]
                 if logging_on:
@@ -93,6 +103,10 @@ class GatewayMiddleware:
 
         try:
             await self._admit(scope, receive, send_with_id, state, declared, authorization, api_key, encoding)
+        except asyncio.CancelledError:
+            if shutting_down.is_set() and not answering:  # else uvicorn answers its plain-text 500
+                await error_response(_SHUTTING_DOWN, dialect=dialect_for_scope(scope))(scope, receive, send_with_id)
+            raise  # the cancellation goes on (uvicorn then closes the connection)
         finally:
             if logging_on:
                 log_access(scope["method"], scope["path"], status, model, (time.perf_counter() - started) * 1000.0,
