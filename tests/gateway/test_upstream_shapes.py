@@ -226,6 +226,36 @@ def test_streamed_tool_arguments_sent_as_an_object_reach_the_client_as_its_json(
     assert orjson.loads(arguments) == {"city": "Paris"}, text
 
 
+@pytest.mark.parametrize(("pieces", "expected"), [
+    (['{"ci', 'ty": "Par', 'is"}'], {"city": "Paris"}),
+    (["{not ", "json"], {"arguments": "{not json"}),  # a small model's broken JSON
+    (['{"city": ', '"Par'], {}),  # cut off once its start went out: the client keeps what it read of it
+    (['{"city": "Paris"}', "}"], {"city": "Paris"}),  # a stray brace after the object: held back
+    (["[1, ", "2]"], {"value": [1, 2]}),  # JSON, but no object
+])
+def test_streamed_tool_arguments_reach_an_anthropic_client_as_the_object_a_non_streamed_answer_gives(
+        site: Site, pieces: list[str], expected: dict[str, Any]) -> None:
+    # Anthropic's SDK parses the input_json_deltas so far as JSON at each one: arguments that are not JSON made
+    # it raise mid-stream ("Unable to parse tool parameter JSON"), JSON of another kind left a list as the input.
+    import anthropic
+
+    first = _call(index=0, id="t1", function={"name": "weather", "arguments": pieces[0]})
+    rest = [_call(index=0, function={"arguments": piece}) for piece in pieces[1:]]
+    with _LOCK:
+        site.raw.answer(sse(_text("Let me look."), first, *rest,
+                            _chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]), b"[DONE]"),
+                        stream=True)
+        with anthropic.Anthropic(base_url=str(site.http.base_url), api_key="unused", max_retries=0) as client, \
+                client.messages.stream(model="rawo", max_tokens=50, messages=ASK) as stream:  # type: ignore[arg-type]
+            final = stream.get_final_message()
+            request_id = stream.response.headers["x-switchman-request-id"]
+    call = final.content[-1]
+    assert final.content[0].type == "text" and final.content[0].text == "Let me look."
+    assert call.type == "tool_use" and call.name == "weather" and call.input == expected
+    assert final.stop_reason == "tool_use"
+    assert site.record(request_id).status == "ok"
+
+
 def test_an_anthropic_stream_whose_closing_usage_has_null_input_counts_keeps_the_opening_ones(site: Site) -> None:
     # Anthropic's message_delta usage may carry input_tokens and the cache counts as null (its SDK types them
     # Optional): not reported there, so the message_start counts stand (before: the input was recorded as 0 tokens).

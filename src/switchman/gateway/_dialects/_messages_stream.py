@@ -5,7 +5,13 @@
     message_delta (stop_reason, usage), message_stop
 
 Text and each tool call become blocks in the order they arrive; an error after the stream has
-started becomes Anthropic's `error` event. The stop reason waits for the usage chunk that follows
+started becomes Anthropic's `error` event. A tool call's arguments are relayed as input_json_deltas while they
+still begin a JSON object (`JsonObjectPrefix`): Anthropic's clients parse the deltas so far as JSON at each one
+(its SDK raises on text that cannot begin an object), and an OpenAI-compatible upstream, a small local model most
+of all, may send arguments that are not JSON, or JSON that is no object. From the first piece that cannot
+continue an object the rest is held; a call none of whose arguments went out gets, as its block closes, one
+delta holding the object a non-streamed answer gives (`tool_input`: `{"arguments": <the text>}`), and one whose
+start went out keeps what its client read of it. The stop reason waits for the usage chunk that follows
 the finish chunk, so message_delta carries the real token counts.
 """
 
@@ -15,8 +21,10 @@ from typing import Any
 
 import orjson
 
+from .._anthropic import tool_input
 from .._wire import Usage
 from ._chunks import ChunkTranslator
+from ._json_prefix import JsonObjectPrefix
 from ._messages import anthropic_usage, stop_reason
 
 __all__ = ["MessagesStream"]
@@ -28,6 +36,17 @@ _ERROR_TYPES = {"rate_limit_error": "rate_limit_error", "invalid_request_error":
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class _Arguments:
+    """One tool call's arguments: whether any went out, what is held back, the check of what went out."""
+
+    __slots__ = ("check", "held", "sent")
+
+    def __init__(self) -> None:
+        self.check = JsonObjectPrefix()
+        self.held: list[str] = []
+        self.sent = False
 
 
 class MessagesStream(ChunkTranslator):
@@ -42,6 +61,7 @@ class MessagesStream(ChunkTranslator):
         self._open: tuple[str, int] | None = None  # ("text", block) or ("tool", OpenAI tool index)
         self._blocks = 0
         self._tool_blocks: dict[int, int] = {}
+        self._arguments: dict[int, _Arguments] = {}  # each tool call's arguments so far (by OpenAI tool index)
         self._finish: tuple[str, str | None] = ("end_turn", None)
 
     def _start(self) -> list[bytes]:
@@ -59,9 +79,22 @@ class MessagesStream(ChunkTranslator):
     def _close_block(self) -> list[bytes]:
         if self._open is None:
             return []
-        index = self._open[1] if self._open[0] == "text" else self._tool_blocks[self._open[1]]
+        out: list[bytes] = []
+        if self._open[0] == "text":
+            index = self._open[1]
+        else:
+            index = self._tool_blocks[self._open[1]]
+            arguments = self._arguments[self._open[1]]
+            if arguments.held and not arguments.sent:  # none went out: the object a non-streamed answer gives
+                out.append(self._input_delta(index, orjson.dumps(tool_input("".join(arguments.held))).decode()))
+                arguments.held.clear()
         self._open = None
-        return [_event("content_block_stop", {"type": "content_block_stop", "index": index})]
+        return [*out, _event("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+    @staticmethod
+    def _input_delta(block: int, partial_json: str) -> bytes:
+        return _event("content_block_delta", {"type": "content_block_delta", "index": block,
+                                              "delta": {"type": "input_json_delta", "partial_json": partial_json}})
 
     def _open_block(self, block: dict[str, Any]) -> tuple[list[bytes], int]:
         out = self._close_block()
@@ -91,6 +124,7 @@ class MessagesStream(ChunkTranslator):
             return []
         out, block = self._open_block({"type": "tool_use", "id": call_id, "name": name, "input": {}})
         self._tool_blocks[index] = block
+        self._arguments[index] = _Arguments()
         self._open = ("tool", index)
         return out
 
@@ -98,9 +132,12 @@ class MessagesStream(ChunkTranslator):
         out: list[bytes] = []
         if index not in self._tool_blocks:
             out = self.on_tool_start(index, f"call_{index}", "")
-        data = {"type": "content_block_delta", "index": self._tool_blocks[index],
-                "delta": {"type": "input_json_delta", "partial_json": delta}}
-        return [*out, _event("content_block_delta", data)]
+        arguments = self._arguments[index]
+        if arguments.held or not arguments.check.feed(delta):
+            arguments.held.append(delta)
+            return out
+        arguments.sent = True  # (to its block even once closed: an upstream that interleaves its calls)
+        return [*out, self._input_delta(self._tool_blocks[index], delta)]
 
     def on_finish(self, reason: str, stop_sequence: str | None) -> list[bytes]:
         self._finish = stop_reason(reason, stop_sequence)

@@ -1,0 +1,58 @@
+"""`JsonObjectPrefix` against the parser the anthropic SDK reads input_json_deltas with (jiter, partial mode): text
+it lets through, cut anywhere, never makes that parser raise; every JSON object, cut anywhere, is let through."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jiter
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from switchman.gateway._dialects._json_prefix import JsonObjectPrefix
+
+_SCALARS = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False) \
+    | st.text(max_size=8)
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=12)
+_OBJECTS = st.dictionaries(st.text(max_size=5), _VALUES, max_size=5)
+
+
+def _fed(pieces: list[str]) -> tuple[JsonObjectPrefix, list[bool]]:
+    check = JsonObjectPrefix()
+    return check, [check.feed(piece) for piece in pieces]
+
+
+def _cut(text: str, cuts: list[int]) -> list[str]:
+    points = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
+    return [text[a:b] for a, b in zip(points, points[1:], strict=False)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_OBJECTS, st.lists(st.integers(0, 400), max_size=6), st.booleans())
+def test_every_object_cut_anywhere_goes_through_whole(value: dict[str, Any], cuts: list[int], spaced: bool) -> None:
+    text = json.dumps(value, indent=1 if spaced else None, ensure_ascii=not spaced)
+    check, results = _fed(_cut(text, cuts))
+    assert all(results) and check.complete, text
+
+
+@settings(max_examples=600, deadline=None)
+@given(_OBJECTS, st.integers(0, 400), st.text(alphabet='{}[]",:\\ u0123456789.eE+-tfnalrsx\x00\n', max_size=6))
+def test_what_goes_through_never_makes_the_sdk_parser_raise(value: dict[str, Any], at: int, noise: str) -> None:
+    text = json.dumps(value)
+    text = text[:at] + noise + text[at:]  # the object with noise somewhere: valid or not
+    check = JsonObjectPrefix()
+    for end in range(1, len(text) + 1):
+        if not check.feed(text[end - 1]):
+            break
+        jiter.from_json(text[:end].encode(), partial_mode=True)  # raises on what Anthropic's SDK would raise on
+    if check.complete:
+        assert isinstance(json.loads(text), dict)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '"a string"', "42", '{"a": 1}}', '{"a" 1}', '{"a": tru}',
+                                  '{"a": 01}', '{"a": "\x01"}', '{"a": "\\x"}', "{,}", '{"a": 1,}', "{]", "null"])
+def test_what_cannot_begin_an_object_is_stopped(text: str) -> None:
+    assert _fed(list(text))[1][-1] is False
