@@ -121,3 +121,45 @@ def test_responses_flags_of_the_wrong_type_are_400s(http: httpx.Client, field: s
     assert response.headers["content-type"] == "application/json"
     error = response.json()["error"]
     assert error["param"] == field and error["code"] == "invalid_value", error
+
+
+_CALL = {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": '{"q": "x"}'}
+_OUTPUT = {"type": "function_call_output", "call_id": "c1", "output": "42"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/responses", {"input": [{**_CALL, "arguments": {"q": "x"}}, _OUTPUT]}, "input.0.arguments"),
+        ("/v1/responses", {"input": [_CALL, {**_OUTPUT, "output": {"r": 1}}]}, "input.1.output"),
+        ("/v1/responses", {"input": [{**_CALL, "name": ["lookup"]}, _OUTPUT]}, "input.0.name"),
+        ("/v1/responses", {"input": [{**_CALL, "call_id": 7}, _OUTPUT]}, "input.0.call_id"),
+        ("/v1/responses", {"input": [{"role": "user", "content": [{"type": "input_text", "text": {"a": 1}}]}]},
+         "input.0.content.0.text"),
+        ("/v1/messages", _messages([{"type": "tool_result", "tool_use_id": "t", "content": {"a": 1}}]),
+         "messages.0.content.0.content"),
+        ("/v1/messages", _messages([{"type": "tool_result", "tool_use_id": ["t"], "content": "42"}]),
+         "messages.0.content.0.tool_use_id"),
+        ("/v1/messages", {**_messages("hi"), "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "lookup", "input": "q=x"}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "42"}]}]},
+         "messages.1.content.0.input"),
+        ("/v1/messages", {**_messages("hi"), "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": {"x": 1}, "name": "lookup", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "42"}]}]},
+         "messages.1.content.0.id"),
+    ],
+)
+def test_a_call_or_result_field_of_another_type_is_a_400_not_its_python_repr_sent_on(
+        http: httpx.Client, upstream: FakeUpstream, path: str, body: dict[str, Any], param: str,
+        ledger_record: Callable[[str], LedgerRecord]) -> None:
+    # Before: str() of it went to the model ("{'q': 'x'}": no JSON, and no text the client sent), answered 200.
+    response = http.post(path, json={"model": "auto", **body})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["type"], error.get("param", param)) == ("invalid_request_error", param), error
+    assert param in error["message"], error
+    assert not upstream.requests  # nothing reached a model
+    assert ledger_record(response.headers["x-switchman-request-id"]).status == "bad_request"
