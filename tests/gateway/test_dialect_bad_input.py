@@ -163,3 +163,22 @@ def test_a_call_or_result_field_of_another_type_is_a_400_not_its_python_repr_sen
     assert param in error["message"], error
     assert not upstream.requests  # nothing reached a model
     assert ledger_record(response.headers["x-switchman-request-id"]).status == "bad_request"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"max_output_tokens": -1}, "max_output_tokens"),
+        ({"max_output_tokens": "20"}, "max_output_tokens"),
+        ({"tools": [{"type": "function", "name": "f", "parameters": 5}]}, "tools.0.parameters"),
+        ({"tools": [{"type": "function", "name": "f", "description": ["d"]}]}, "tools.0.description"),
+        ({"tool_choice": {"type": "function", "name": 5}}, "tool_choice.name"),
+        ({"temperature": 5}, "temperature"),
+    ],
+)
+def test_a_responses_400_names_the_field_the_client_sent(http: httpx.Client, body: dict[str, Any], param: str) -> None:
+    # Before: the chat body's field it was translated to (max_tokens, tools.0.function.parameters, ...).
+    response = http.post("/v1/responses", json={"model": "auto", "input": "hello", **body})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and f"'{param}'" in error["message"], error

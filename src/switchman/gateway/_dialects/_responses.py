@@ -10,6 +10,7 @@ says `store: false`). What needs server-side state or a hosted tool (`previous_r
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -35,6 +36,23 @@ _IGNORED_ITEMS = {"reasoning"}
 #: `stream: "no"` would otherwise answer a stream to a client that reads JSON).
 _TYPED = (("stream", bool, "a boolean"), ("store", bool, "a boolean"), ("parallel_tool_calls", bool, "a boolean"),
           ("metadata", dict, "an object"))
+
+
+#: A chat body's field (as the chat schema names it in a 400) → the Responses request's field it was built from.
+_FIELDS = ((re.compile(r"max_tokens$"), "max_output_tokens"), (re.compile(r"tools\.(\d+)\.function\."), r"tools.\1."),
+           (re.compile(r"tool_choice\.function\."), "tool_choice."), (re.compile(r"response_format\b.*"), "text.format"),
+           (re.compile(r"messages\b.*"), "input"))
+
+
+def _in_responses_terms(error: InvalidRequestError) -> InvalidRequestError:
+    """The chat schema's 400 naming the Responses field (`max_output_tokens`, not the `max_tokens` it became)."""
+    param = error.param or ""
+    for pattern, field in _FIELDS:
+        if pattern.match(param):
+            named = pattern.sub(field, param, count=1)
+            message = str(error).replace(repr(param), repr(named), 1)
+            return InvalidRequestError(message, status=error.status, param=named, code=error.code, kind=error.kind)
+    return error
 
 
 def _unsupported(message: str, param: str) -> InvalidRequestError:
@@ -207,7 +225,10 @@ def chat_from_responses(data: dict[str, Any]) -> dict[str, Any]:
     _format(data, chat)
     metadata = data.get("metadata")
     own = {k: metadata[k] for k in OWN_METADATA_KEYS if k in metadata} if isinstance(metadata, Mapping) else {}
-    return finished_chat(chat, own, stream=bool(data.get("stream")))
+    try:
+        return finished_chat(chat, own, stream=bool(data.get("stream")))
+    except InvalidRequestError as exc:
+        raise _in_responses_terms(exc) from None
 
 
 def response_usage(usage: Usage | None) -> dict[str, Any]:
