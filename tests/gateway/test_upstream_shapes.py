@@ -178,6 +178,32 @@ def test_a_dialect_stream_event_that_is_not_an_object_fails_the_stream_cleanly(s
     assert site.record(response.headers["x-switchman-request-id"]).status == "stream_error"
 
 
+@pytest.mark.parametrize("before", [0, 1])
+def test_a_stream_failing_at_its_first_piece_opens_before_its_error_for_the_sdk_clients(site: Site, before: int) -> None:
+    # The opening events (response.created; message_start) were made with the first piece, and lost when an event
+    # of it failed the stream: the openai SDK raised "Expected to have received `response.created` before `error`".
+    import anthropic
+    import openai
+
+    bad = sse(b"null")[0]
+    piece = b"".join(sse(_text("good text"))[:before]) + bad  # the failing event, after some text or not
+    with _LOCK:
+        site.raw.answer([piece, *sse(_text(" and more"), b"[DONE]")], stream=True)
+        with openai.OpenAI(base_url=f"{site.http.base_url}/v1", api_key="unused", max_retries=0) as client, \
+                client.responses.stream(model="rawo", input="hello") as stream:
+            events = [event.type for event in stream]
+        assert events[:2] == ["response.created", "response.in_progress"] and events[-2:] == ["error", "response.failed"]
+        assert ("response.output_text.delta" in events) == bool(before)  # the text before the bad event went out
+        with anthropic.Anthropic(base_url=str(site.http.base_url), api_key="unused", max_retries=0) as claude, \
+                pytest.raises(anthropic.APIStatusError, match="not a JSON object"), \
+                claude.messages.stream(model="rawo", max_tokens=50, messages=ASK) as messages:  # type: ignore[arg-type]
+            seen = []
+            for message_event in messages:
+                seen.append(message_event.type)
+    assert seen[:1] == ["message_start"]
+    assert ("text" in seen) == bool(before)
+
+
 ODD_ANSWERS = {
     "choices_a_string": "x",
     "message_a_string": [{"message": "x"}],

@@ -106,8 +106,9 @@ class MessagesStream(ChunkTranslator):
 
     def feed(self, piece: bytes) -> list[bytes]:
         """message_start first, then whatever the piece carries."""
-        out = self._start()
-        return out + super().feed(piece) if out else super().feed(piece)
+        if not self._started:
+            self.unsent[:0] = self._start()
+        return super().feed(piece)
 
     def on_text(self, text: str) -> list[bytes]:
         out: list[bytes] = []
