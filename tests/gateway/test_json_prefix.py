@@ -47,7 +47,8 @@ def test_what_goes_through_never_makes_the_sdk_parser_raise(value: dict[str, Any
     for end in range(1, len(text) + 1):
         if not check.feed(text[end - 1]):
             break
-        jiter.from_json(text[:end].encode(), partial_mode=True)  # raises on what Anthropic's SDK would raise on
+        if text[:end].strip():  # (the stream translator sends no whitespace before the object: it drops it)
+            jiter.from_json(text[:end].encode(), partial_mode=True)  # raises on what Anthropic's SDK would
     if check.complete:
         assert isinstance(json.loads(text), dict)
 

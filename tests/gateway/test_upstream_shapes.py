@@ -254,6 +254,7 @@ def test_streamed_tool_arguments_sent_as_an_object_reach_the_client_as_its_json(
 
 @pytest.mark.parametrize(("pieces", "expected"), [
     (['{"ci', 'ty": "Par', 'is"}'], {"city": "Paris"}),
+    ([" ", ' {"city": ', '"Paris"}'], {"city": "Paris"}),  # whitespace first: not sent alone
     (["{not ", "json"], {"arguments": "{not json"}),  # a small model's broken JSON
     (['{"city": ', '"Par'], {}),  # cut off once its start went out: the client keeps what it read of it
     (['{"city": "Paris"}', "}"], {"city": "Paris"}),  # a stray brace after the object: held back

@@ -19,7 +19,7 @@ __all__ = ["JsonObjectPrefix"]
 
 _PLAIN = re.compile(r'[^"\\\x00-\x1f]*')  # a string's characters up to a quote, a backslash or a control
 _NUMBER_CHARS = frozenset("0123456789+-.eE")
-_NUMBER_START = re.compile(r"-?(?:0|[1-9]\d*)?(?:\.\d*)?(?:[eE][+-]?\d*)?")  # a number cut anywhere
+_NUMBER_START = re.compile(r"-?(?:(?:0|[1-9]\d*)(?:\.\d*|(?:\.\d+)?[eE][+-]?\d*)?)?")  # a number cut anywhere
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _LITERALS = {"t": "true", "f": "false", "n": "null"}
 _HEX = frozenset("0123456789abcdefABCDEF")

@@ -134,6 +134,10 @@ class MessagesStream(ChunkTranslator):
         if index not in self._tool_blocks:
             out = self.on_tool_start(index, f"call_{index}", "")
         arguments = self._arguments[index]
+        if not arguments.sent and not arguments.held:
+            delta = delta.lstrip(" \t\r\n")  # whitespace alone is no JSON to the SDK's parser (it raises)
+            if not delta:
+                return out
         if arguments.held or not arguments.check.feed(delta):
             arguments.held.append(delta)
             return out
