@@ -1,12 +1,14 @@
 """A loopback TCP server that accepts connections and never answers, or a proxy that can go silent: a database
-that hangs, for the tests of what the gateway and the dashboard do then (importable from every test folder)."""
+that hangs, for the tests of what the gateway and the dashboard do then (importable from every test folder); its
+`pump` and `cut` also serve the ledger tests' TcpProxy."""
 
 from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 
-__all__ = ["HangingServer", "cut"]
+__all__ = ["HangingServer", "cut", "pump"]
 
 
 def cut(sockets: list[socket.socket]) -> None:
@@ -17,6 +19,22 @@ def cut(sockets: list[socket.socket]) -> None:
         except OSError:
             pass
         sock.close()
+
+
+def pump(src: socket.socket, dst: socket.socket, silent: Callable[[], bool] = lambda: False) -> None:
+    """Forward what `src` sends to `dst` (swallowed while `silent()`) until either end closes, then shut both down."""
+    try:
+        while data := src.recv(65536):
+            if silent():
+                continue  # the database went silent: nothing passes either way
+            dst.sendall(data)
+    except OSError:
+        pass
+    for sock in (src, dst):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class HangingServer:
@@ -88,8 +106,8 @@ class HangingServer:
             upstream.settimeout(None)
             with self._lock:
                 self._sockets.append(upstream)
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=pump, args=(client, upstream, self._silent), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client, self._silent), daemon=True).start()
 
     @staticmethod
     def _swallow(sock: socket.socket) -> None:
@@ -99,16 +117,5 @@ class HangingServer:
         except OSError:
             pass
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                if self.hanging:
-                    continue  # the database went silent: nothing passes either way
-                dst.sendall(data)
-        except OSError:
-            pass
-        for sock in (src, dst):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    def _silent(self) -> bool:
+        return self.hanging

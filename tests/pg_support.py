@@ -6,7 +6,7 @@ failure).
     with fresh_schema("sw_ui") as schema:
         url = schema_url(schema)                 # or schema_url(schema, port=proxy.port) through a proxy
 
-A conftest makes the fixtures its folder's: `from pg_support import pg_schema, pg_url  # noqa: F401`.
+A conftest makes the fixtures its folder's: `from pg_support import pg_admin, pg_schema, pg_url  # noqa: F401`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-__all__ = ["PG_DB", "PG_HOST", "PG_PORT", "admin_engine", "fresh_schema", "pg_schema", "pg_url", "pg_user",
+__all__ = ["PG_DB", "PG_HOST", "PG_PORT", "admin_engine", "fresh_schema", "pg_admin", "pg_schema", "pg_url", "pg_user",
            "schema_url"]
 
 PG_HOST, PG_PORT, PG_DB = "127.0.0.1", 5432, "test"
@@ -85,6 +85,14 @@ def fresh_schema(prefix: str) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f"drop schema {schema} cascade"))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[tuple[Engine, str]]:
+    """An engine on the test database and the role it connects as (postgres, else root)."""
+    engine = admin_engine()
+    yield engine, pg_user()
+    engine.dispose()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """`switchman serve` in a process of its own (nothing else shares its interpreter), as an operator runs it: for the
 tests of signals, workers, reloads and durability (importable from every test folder: tests/ is on sys.path).
+Not to be confused with server_support, which serves an app with uvicorn in a thread of the test's own process.
 
     with serving(tmp_path, config_file, "--workers", "2", env=ENV) as served:
         httpx.get(served.base + "/health"); served.wait_for(lambda: "reloaded" in served.stderr)

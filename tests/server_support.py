@@ -1,20 +1,23 @@
 """uvicorn serving an app in a thread on an ephemeral loopback port: the one server the gateway, dashboard,
 hostile-client and local-model tests run (importable from every test folder: tests/ is on sys.path).
+Not to be confused with serve_support, which runs `switchman serve` as a process of its own.
 
     with ServerThread(build_app(gateway)) as url: ...           # the gateway's guarded protocol, its default limits
-    with ServerThread(app, plain=True) as url: ...              # uvicorn's own protocol
-    with LoopbackServer(app, limits) as server: server.port     # the same, handing over the server itself
+    with ServerThread(app, plain=True) as url: ...              # uvicorn's own protocol (the dashboard tests')
+    with LoopbackServer(app, limits) as server: server.port     # the same, handing over the server (security tests)
+    server.call(reloader.reload)                                # a coroutine run on the server's own event loop
     with serving_handler(Handler) as port: ...                  # a stdlib http.server handler instead of an app
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -22,6 +25,8 @@ from switchman._limits import ServerLimits
 from switchman.gateway import server_config
 
 __all__ = ["LoopbackServer", "ServerThread", "serving_handler"]
+
+_T = TypeVar("_T")
 
 
 class _Served:
@@ -76,6 +81,11 @@ class LoopbackServer(_Served):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def call(self, make: Callable[[], Coroutine[Any, Any, _T]], timeout_s: float = 60.0) -> _T:
+        """`make()` run on the server's own event loop (as a signal handler's task would be), its result."""
+        loop = self.server.servers[0].get_loop()
+        return asyncio.run_coroutine_threadsafe(make(), loop).result(timeout_s)
 
 
 @contextmanager

@@ -270,3 +270,17 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(tmp_pa
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".switchman-probe-")]
     finally:
         locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_a_parameter_the_predictor_does_not_take_fails_before_the_data_is_read(tmp_path: Path, command: str) -> None:
+    """`--param k=100` with the ensemble (it wants knn.k) is refused at once, not after minutes of embedding."""
+    empty = tmp_path / "empty-data"  # no outcome data: reading it would be the error, were it read first
+    empty.mkdir()
+    out_args = ["--out", str(tmp_path / "router.safetensors")] if command == "train" else []
+    code, out = _run(command, "--data", str(empty), *out_args, "--param", "k=100")
+    assert code != 0
+    assert "knn.NAME or mf.NAME" in out and "empty-data" not in out
+    code, out = _run(command, "--data", str(empty), *out_args, "--algorithm", "knn", "--param", "kk=3")
+    assert code != 0
+    assert "unknown knn parameter(s) ['kk']" in out

@@ -442,13 +442,36 @@ def test_native_reader_names_a_damaged_gzip_file(tmp_path: Path) -> None:
         read_routerbench([tmp_path / "quiz_test.csv.gz"])
 
 
-def test_a_directory_scan_passes_over_a_gzip_file_damaged_in_its_header(tmp_path: Path) -> None:
-    """Not a RouterBench file (its header cannot be read), as a truncated one is: the scan goes on to the others."""
+def test_a_directory_scan_names_a_gzip_file_damaged_in_its_header(tmp_path: Path) -> None:
+    """A dataset file whose header cannot be read (damaged, cut short) is a DatasetError naming it, as for an outcome
+    CSV: before, the scan passed over it as "not RouterBench" and the folder was read without its rows."""
     from switchman.evaluate._routerbench import routerbench_files
 
     write_native(tmp_path, "", "s1,\"['Q']\",quiz,1,0,1,\"['A']\",\"['B']\",\"['C']\",0.1,0.2,0.3\n")
     damage_gzip(tmp_path / "quiz_test.csv.gz", keep=10)
-    assert routerbench_files(tmp_path) == [tmp_path / "quiz_train.csv"]
+    hint = r"\(fix it, or move it out of the folder\)"
+    with pytest.raises(DatasetError, match=rf"quiz_test\.csv\.gz: cannot read: .*{hint}"):
+        routerbench_files(tmp_path)
+    with pytest.raises(DatasetError, match=r"quiz_test\.csv\.gz: cannot read"):
+        load_outcomes(tmp_path)
+    plain = write_native(tmp_path / "plain", "", "")
+    (plain / "saved_as.csv.gz").write_text(NATIVE_HEADER, encoding="utf-8")  # plain text under a .gz name
+    with pytest.raises(DatasetError, match=rf"saved_as\.csv\.gz: cannot read: Not a gzipped file.*{hint}"):
+        routerbench_files(plain)
+
+
+def test_a_directory_scan_passes_over_csv_files_that_are_not_routerbench(tmp_path: Path) -> None:
+    """Other CSVs in the folder (other columns, no header at all, an empty .csv.gz) are not RouterBench files: passed
+    over, no error."""
+    from switchman.evaluate._routerbench import routerbench_files
+
+    write_native(tmp_path, "", "s1,\"['Q']\",quiz,1,0,1,\"['A']\",\"['B']\",\"['C']\",0.1,0.2,0.3\n")
+    (tmp_path / "notes.csv").write_text("what,when\nrun,monday\n", encoding="utf-8")
+    (tmp_path / "empty.csv").write_text("", encoding="utf-8")
+    (tmp_path / "empty.csv.gz").write_bytes(b"")  # 0 bytes: gzip reads it as no text, an empty file
+    with gzip.open(tmp_path / "no_text.csv.gz", "wb"):
+        pass  # a whole gzip stream of no text
+    assert routerbench_files(tmp_path) == [tmp_path / "quiz_test.csv.gz", tmp_path / "quiz_train.csv"]
 
 
 # --- token counts ----------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from serve_support import stop_process
+from serve_support import free_port, stop_process
 from server_support import ServerThread
 
 from switchman import Router
@@ -149,9 +148,7 @@ def test_two_serves_on_one_machine_each_start_their_local_model(tmp_path: Path) 
     processes: list[tuple[subprocess.Popen[bytes], str, Path]] = []
     try:
         for i in range(2):
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
+            port = free_port()
             log = tmp_path / f"serve{i}.err"
             with log.open("wb") as err:  # the embedded defaults: the local model only
                 process = subprocess.Popen([sys.executable, "-c", "from switchman.cli import app; app()", "serve",

@@ -3,9 +3,9 @@
 Send each LLM call to the cheapest model that still does the job::
 
     from switchman import Router
-    router = Router.from_config("switchman.yaml")
-    decision = router.route([{"role": "user", "content": "Classify: ..."}], agent="triage")
-    reply = router.chat("Classify: ...", agent="triage")     # reply.request_id, reply.model, reply.cost_usd
+    with Router.from_config("switchman.yaml") as router:        # close() writes the ledger, stops the local model
+        decision = router.route([{"role": "user", "content": "Classify: ..."}], agent="triage")
+        reply = router.chat("Classify: ...", agent="triage")     # reply.request_id, reply.model, reply.cost_usd
 """
 
 from .__version__ import __version__

@@ -245,7 +245,12 @@ class Decider:
             messages, agent=agent, session=session, tags=tags, task=task, tools=tools,
             response_format=response_format, max_tokens=max_tokens,
         )
-        return self.decide(request, model=model)
+        return self._session_steered(request, self.decide(request, model=model))
+
+    def _session_steered(self, request: RouteRequest, decision: Decision) -> Decision:
+        """The decision as the request's session moves it: unchanged here (a Decider keeps no sessions; a Router's
+        chats do)."""
+        return decision
 
     def _named(self, request: RouteRequest, model: str, agent: AgentConfig | None, route: str | None) -> Decision:
         """A model asked for by name (or an agent's pinned model), held to the agent's rules like any other.

@@ -29,7 +29,7 @@ from ._decider import Decider
 
 if TYPE_CHECKING:
     from .gateway import Completion, InProcessClient, StreamFeed
-    from .routing import Decision
+    from .routing import Decision, RouteRequest
 
 __all__ = ["AsyncReplyStream", "Reply", "ReplyStream", "Router"]
 
@@ -196,9 +196,11 @@ class Router(Decider):
         """Send a chat request in process: the OpenAI chat.completion, or with `stream=True` its chunks.
 
         Same decision, retries, fallbacks, budgets and ledger as `switchman serve`. Options: model,
-        agent, session, tags, task, cache (True/False: use or skip the response cache, as the
-        X-Switchman-Cache header), and any chat-completions field (tools, temperature, ...). The
-        reply is the chat.completion dict with `request_id` (for `feedback`), `model` (the configured
+        agent, session, tags, task, escalate (True: move the session to a stronger model now, as the
+        X-Switchman-Escalate header), cache (True/False: use or skip the response cache, as the
+        X-Switchman-Cache header), and any chat-completions field (tools, temperature, ...); switchman's
+        keys in `metadata` are read and removed as the gateway does (the options win, as its headers do;
+        escalate in either escalates). The reply is the chat.completion dict with `request_id` (for `feedback`), `model` (the configured
         model that answered) and `cost_usd`; a stream has the same, its cost once it has ended.
         """
         if stream:
@@ -215,6 +217,14 @@ class Router(Decider):
         if stream:
             return AsyncReplyStream(await self._client().astream(messages, **options), self)
         return Reply.of(await self._client().achat(messages, **options))
+
+    def _session_steered(self, request: RouteRequest, decision: Decision) -> Decision:
+        """`route` with a session gets the session's model, as `POST /v1/route` does: the state this Router's chats
+        left (none before the first chat, nor after `close`: a new client starts with no sessions)."""
+        client = self._inprocess
+        if request.session is None or client is None or not client.ours:
+            return decision
+        return client.steer(request, decision)
 
     def feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
         """Score an earlier request in [0, 1] (1 = good), as `POST /v1/feedback` does.

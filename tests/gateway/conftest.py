@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from clock_support import Clock
 from server_support import ServerThread
 
 from switchman import Router
@@ -162,16 +163,6 @@ def sdk_router(upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.Monke
 @pytest.fixture
 def base_url(server: str) -> str:
     return server + "/v1"
-
-
-class Clock:
-    """A clock tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

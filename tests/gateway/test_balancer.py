@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
+from clock_support import Clock
 
 from switchman._config import parse_config
 from switchman._config_server import CircuitBreaker
@@ -15,8 +16,6 @@ from switchman._exceptions import DeploymentLimitError
 from switchman.gateway import Balancer, Lease
 from switchman.gateway._providers import build_deployments
 from switchman.state import HealthBoard, LocalRateLimiter
-
-from .conftest import Clock
 
 
 def balancer(clock: Clock, policy: str = "weighted", **first: Any) -> Balancer:

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from clock_support import Clock
 
 from switchman._config import parse_config
 from switchman._config_server import CircuitBreaker
@@ -24,7 +25,7 @@ from switchman.gateway import Gateway, build_app
 from switchman.state import HealthBoard, LocalRateLimiter
 from switchman.testing import FakeUpstream
 
-from .conftest import ASK, CAPS, Clock, ServerThread, ledger_row
+from .conftest import ASK, CAPS, ServerThread, ledger_row
 
 KEYS = {"EAST_KEY": "sk-east-0123456789abcdef", "WEST_KEY": "sk-west-fedcba9876543210"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.responses import Response
 
-from switchman.gateway._caller_limits import rate_headers
+from switchman.gateway._rate_headers import rate_headers
 from switchman.gateway._dispatcher import Completion
 from switchman.gateway._endpoints import completion_response, header_value, route_headers
 from switchman.routing import Decision

@@ -7,13 +7,14 @@ from collections.abc import Callable
 import httpx
 import orjson
 import pytest
+from clock_support import Clock
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway, build_app
 from switchman.ledger import LedgerRecord
 from switchman.testing import FakeUpstream
 
-from .conftest import ASK, ENV, Clock, ServerThread, config_data
+from .conftest import ASK, ENV, ServerThread, config_data
 
 
 def chat(http: httpx.Client, model: str = "auto", **fields: object) -> httpx.Response:

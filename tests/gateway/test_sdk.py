@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +81,73 @@ def test_reply_carries_request_id_model_and_cost(router: Router, tmp_path: Path)
         assert ledger.feedback(reply.request_id) == [(0.25, "too short")]
     finally:
         ledger.close_sync()
+
+
+async def _chat(router: Router, how: str, messages: Any, **options: Any) -> str:
+    """The model that answered, asked for as `how` says: chat, stream, achat or astream (achat with stream=True)."""
+    if how == "chat":
+        return router.chat(messages, **options).model
+    if how == "stream":
+        with router.chat(messages, stream=True, **options) as stream:
+            list(stream)
+        return stream.model
+    if how == "achat":
+        return (await router.achat(messages, **options)).model
+    async with await router.achat(messages, stream=True, **options) as astream:
+        async for _ in astream:
+            pass
+    return astream.model
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["chat", "stream", "achat", "astream"])
+async def test_escalate_moves_the_session_up_and_is_not_sent_upstream(
+    router: Router, upstream: FakeUpstream, how: str
+) -> None:
+    """`escalate=True` is the SDK's X-Switchman-Escalate: 1, not a chat-completions field for the provider."""
+    assert await _chat(router, how, "Hi", session="sdk-esc") == "cheap"
+    turns = [{"role": "user", "content": "Question 0: tell me more."}, {"role": "assistant", "content": "Answer 0."},
+             {"role": "user", "content": "Try harder."}]
+    assert await _chat(router, how, turns, session="sdk-esc", escalate=True) == "mid"
+    assert "escalate" not in upstream.requests[-1].body
+    more = [*turns, {"role": "assistant", "content": "A."}, {"role": "user", "content": "More?"}]
+    assert await _chat(router, how, more, session="sdk-esc") == "mid"  # the session stays up
+
+
+def test_escalate_reason(router: Router) -> None:
+    router.chat("Hi", session="sdk-why")
+    moved = router.chat("Try harder.", session="sdk-why", escalate=True)
+    assert moved.model == "mid" and moved.decision.reason.startswith("session escalated cheap")
+
+
+def test_route_applies_the_session_as_v1_route_does(router: Router) -> None:
+    """`route(session=...)` gives the session's model, as POST /v1/route does, not a fresh decision."""
+    assert router.route("Hi", session="s9").model == "cheap"  # before any chat: no session state yet
+    router.chat("Hi", session="s9")
+    assert router.chat("Try harder.", session="s9", escalate=True).model == "mid"
+    decision = router.route("And now?", session="s9")
+    assert decision.model == "mid" and decision.reason.startswith("session kept")
+    assert router.route("And now?", session="other").model == "cheap"
+
+
+def test_metadata_carries_switchmans_keys_and_they_are_not_sent(router: Router, upstream: FakeUpstream) -> None:
+    """As the gateway does: switchman's own metadata keys are read and removed, the caller's others sent on."""
+    router.chat("Hi", session="s5")
+    moved = router.chat("Hi", metadata={"session": "s5", "escalate": True, "x": 1})
+    assert moved.model == "mid"
+    assert upstream.requests[-1].body["metadata"] == {"x": 1}
+    router.chat("Hi", metadata={"session": "s5", "tags": ["a"]})
+    assert "metadata" not in upstream.requests[-1].body
+    assert router.chat("Hi", session="s6", metadata={"session": "s5"}).model == "cheap"  # the argument wins
+
+
+@pytest.mark.parametrize("value", ["false", "true", 1, 0, None])
+def test_escalate_takes_a_bool_only(router: Router, upstream: FakeUpstream, value: object) -> None:
+    with pytest.raises(TypeError, match="escalate must be True or False"):
+        router.chat("Hi", session="s7", escalate=value)
+    with pytest.raises(TypeError, match="cache must be True, False or None"):
+        router.chat("Hi", cache="off")
+    assert upstream.requests == []
 
 
 def test_stream(router: Router, tmp_path: Path) -> None:

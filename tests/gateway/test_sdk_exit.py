@@ -120,7 +120,7 @@ def test_an_async_script_that_never_closes_exits(config: Path, tmp_path: Path) -
 
 #: For a script that forks: `wait_child(pid)` exits the script with 3 if the child hangs, 4 if it failed.
 WAIT_CHILD = textwrap.dedent("""
-    import os, time
+    import os, signal, time
 
     def wait_child(pid: int) -> None:
         deadline = time.monotonic() + 90  # a hang detector: the child ends at once or never
@@ -134,15 +134,30 @@ WAIT_CHILD = textwrap.dedent("""
             sys.exit(4)
 """)
 
+#: The child's part of a forking script that calls the router itself, closes it and exits.
+CHILD_CALLS = """
+    signal.alarm(60)  # (a hang detector: the call ends at once or never)
+    router.chat("from the child", model="big")
+    router.close()
+    os._exit(0)
+"""
+
+
+def forking_script(before: str, after: str, child: str = CHILD_CALLS) -> str:
+    """A script body that runs `before`, forks a child that runs `child` (which must exit), then runs `after` in the
+    parent (which waits for the child with `wait_child(pid)`)."""
+    fork = "pid = os.fork()\nif pid == 0:\n" + textwrap.indent(textwrap.dedent(child).strip("\n"), "    ") + "\n"
+    return WAIT_CHILD + textwrap.dedent(before).lstrip("\n") + fork + textwrap.dedent(after).lstrip("\n")
+
 
 def test_a_forked_child_exits_without_closing_its_parents_router(config: Path, tmp_path: Path) -> None:
     """A child forked after a call holds a copy of the router without its threads: at its exit it must neither wait
     for them (it hung) nor write the parent's rows a second time."""
-    status, stderr = run_script(WAIT_CHILD + textwrap.dedent("""
+    status, stderr = run_script(forking_script(before="""
         router.chat("hello")
-        pid = os.fork()
-        if pid == 0:
-            sys.exit(0)
+    """, child="""
+        sys.exit(0)
+    """, after="""
         wait_child(pid)
     """), config, tmp_path)
     assert status == 0, f"the child {'hung' if status == 3 else 'failed'}: {stderr}"
@@ -152,15 +167,9 @@ def test_a_forked_child_exits_without_closing_its_parents_router(config: Path, t
 def test_a_forked_child_calls_through_its_own_client(config: Path, tmp_path: Path) -> None:
     """A child forked after a call and calling the router itself starts its own client (the parent's has no threads
     in it: the call waited for ever), writes its own row, closes it, and leaves the parent's alone."""
-    status, stderr = run_script(WAIT_CHILD + textwrap.dedent("""
-        import signal
+    status, stderr = run_script(forking_script(before="""
         router.chat("hello")
-        pid = os.fork()
-        if pid == 0:
-            signal.alarm(60)  # (a hang detector: the call ends at once or never)
-            router.chat("from the child", model="big")
-            router.close()
-            os._exit(0)
+    """, after="""
         wait_child(pid)
         router.chat("hello again")  # the parent's client still works
     """), config, tmp_path)
@@ -172,17 +181,16 @@ def test_a_forked_child_scores_through_its_own_ledger(config: Path, tmp_path: Pa
     """A child forked while its parent's client runs scores a request through a ledger of its own (the configured
     one, opened for the write), not through its copy of the parent's (pooled connections shared with the parent, a
     flush waiting for a writer thread the child does not have), and exits at once."""
-    status, stderr = run_script(WAIT_CHILD + textwrap.dedent("""
-        import signal
+    status, stderr = run_script(forking_script(before="""
         reply = router.chat("hello")
         router.feedback(reply.request_id, 0.5)  # (the row written before the fork)
-        pid = os.fork()
-        if pid == 0:
-            signal.alarm(60)  # (a hang detector)
-            parents = router._inprocess.dispatcher.ledger  # the copy: touched, the child fails
-            parents.find = parents.add_feedback = parents.flush_sync = lambda *_, **__: os._exit(5)
-            router.feedback(reply.request_id, 1.0, "from the child")
-            os._exit(0)
+    """, child="""
+        signal.alarm(60)  # (a hang detector)
+        parents = router._inprocess.dispatcher.ledger  # the copy: touched, the child fails
+        parents.find = parents.add_feedback = parents.flush_sync = lambda *_, **__: os._exit(5)
+        router.feedback(reply.request_id, 1.0, "from the child")
+        os._exit(0)
+    """, after="""
         wait_child(pid)
         router.close()
     """), config, tmp_path)
@@ -200,8 +208,8 @@ def test_a_child_forked_while_another_thread_starts_the_client_calls_through_its
     """Forked while another thread of its parent held the lock that guards the start of the in-process client, a
     child's copy of that lock stays held for ever (the thread is not in the child): the child gets a lock of its
     own, starts its own client and calls. Before, its first call waited for ever."""
-    status, stderr = run_script(WAIT_CHILD + textwrap.dedent("""
-        import signal, threading
+    status, stderr = run_script(forking_script(before="""
+        import threading
         router.chat("hello")
         held, release = threading.Event(), threading.Event()
 
@@ -213,12 +221,7 @@ def test_a_child_forked_while_another_thread_starts_the_client_calls_through_its
         thread = threading.Thread(target=hold)
         thread.start()
         held.wait()
-        pid = os.fork()
-        if pid == 0:
-            signal.alarm(60)  # (a hang detector: the call ends at once or never)
-            router.chat("from the child", model="big")
-            router.close()
-            os._exit(0)
+    """, after="""
         release.set()
         thread.join()
         wait_child(pid)

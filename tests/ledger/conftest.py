@@ -8,18 +8,10 @@ from typing import Any
 
 import pytest
 from ledger_support import TcpProxy
-from pg_support import PG_HOST, PG_PORT, admin_engine, pg_schema, pg_url, pg_user  # noqa: F401 - pg_schema, pg_url: fixtures
+from pg_support import PG_HOST, PG_PORT, pg_admin, pg_schema, pg_url  # noqa: F401 - pg_admin, pg_schema, pg_url: fixtures
 from sqlalchemy.engine import Engine
 
 from switchman.ledger import Ledger, _db
-
-
-@pytest.fixture(scope="session")
-def pg_admin() -> Iterator[tuple[Engine, str]]:
-    """An engine on the test database and the role it connects as (`pg_support`: postgres, else root)."""
-    engine = admin_engine()
-    yield engine, pg_user()
-    engine.dispose()
 
 
 @pytest.fixture
@@ -41,7 +33,7 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def pg_proxy(pg_admin: tuple[Engine, str]) -> Iterator[TcpProxy]:
+def pg_proxy(pg_admin: tuple[Engine, str]) -> Iterator[TcpProxy]:  # noqa: F811 - the fixture
     """A proxy to Postgres that starts switched off (nothing listens on its port)."""
     proxy = TcpProxy((PG_HOST, PG_PORT))
     yield proxy

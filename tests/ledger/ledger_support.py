@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from hanging_server import cut
+from hanging_server import cut, pump
 from pg_support import PG_PORT, schema_url
 from prometheus_client.parser import text_string_to_metric_families
 from serve_support import free_port
@@ -80,20 +80,21 @@ class TcpProxy:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", self.port))
         server.listen(64)
-        self._server = server
+        with self._lock:
+            self._server = server
         threading.Thread(target=self._accept, args=(server,), daemon=True).start()
 
     def stop(self) -> None:
         """Stop listening and cut every open connection."""
-        if self._server is not None:
+        with self._lock:  # from here on, the accept thread of `server` keeps no connection (see _accept)
+            server, self._server = self._server, None
+            conns, self._conns = self._conns, []
+        if server is not None:
             try:
-                self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+                server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
             except OSError:
                 pass
-            self._server.close()
-            self._server = None
-        with self._lock:
-            conns, self._conns = self._conns, []
+            server.close()
         cut(conns)
 
     def _accept(self, server: socket.socket) -> None:
@@ -102,24 +103,24 @@ class TcpProxy:
                 client, _ = server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for sock in (src, dst):
             try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:  # the target is down: this connection is closed, and the proxy keeps accepting
+                cut([client])
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                # stop() ran since `server` accepted this one and has cut the open ones: kept, it would survive the
+                # outage. The stopped flag (HangingServer's `_closed`) is "`server` is no longer the live one", per
+                # start(): a plain bool that a quick restart resets would let it through.
+                stopped = self._server is not server
+                if not stopped:
+                    self._conns += [client, upstream]
+            if stopped:
+                cut([client, upstream])
+                return
+            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
 
 
 def make_records(n: int, **fields: Any) -> list[LedgerRecord]:
@@ -186,11 +187,27 @@ def spill_unreachable(open_ledger: Callable[..., Ledger], url: str, path: Path, 
     ledger = open_ledger(url, spill_dir=folder, close_timeout=0.3, max_retry_interval=0.05)
     ledger.count()  # the tables exist (a later start finds its database as it was)
     with locked(path):
-        ledger.start_sync()
-        for rec in records:
-            ledger.record(rec)
-        ledger.close_sync()
+        _record_and_close(ledger, records)
     return ledger
+
+
+def spill_through_stopped_proxy(open_ledger: Callable[..., Ledger], url: str, proxy: TcpProxy, folder: Path,
+                                records: list[LedgerRecord]) -> Ledger:
+    """A ledger on `url` (through `proxy`) whose database goes away once its tables exist: its close spills
+    `records`. The proxy is left stopped."""
+    proxy.start()
+    ledger = open_ledger(url, spill_dir=folder, close_timeout=0.3, max_retry_interval=0.05)
+    ledger.count()
+    proxy.stop()
+    _record_and_close(ledger, records)
+    return ledger
+
+
+def _record_and_close(ledger: Ledger, records: list[LedgerRecord]) -> None:
+    ledger.start_sync()
+    for rec in records:
+        ledger.record(rec)
+    ledger.close_sync()
 
 
 def replay(open_ledger: Callable[..., Ledger], url: str, folder: Path, **options: Any) -> Ledger:

@@ -28,6 +28,7 @@ from ledger_support import (
     replay,
     samples,
     spill_lines,
+    spill_through_stopped_proxy,
     spill_unreachable,
     value,
     wait_until,
@@ -129,15 +130,8 @@ def test_postgres_unreachable_at_close_then_back(
         open_ledger: Callable[..., Ledger], pg_proxy: TcpProxy, pg_admin: tuple[Engine, str], pg_schema: str,
         spill_dir: Path) -> None:
     url = pg_url_for(pg_admin[1], pg_schema, port=pg_proxy.port)
-    pg_proxy.start()
-    ledger = open_ledger(url, spill_dir=spill_dir, close_timeout=0.3, max_retry_interval=0.05)
-    ledger.count()
-    pg_proxy.stop()
     records = make_records(40, prompt="p\x01é")
-    ledger.start_sync()
-    for rec in records:
-        ledger.record(rec)
-    ledger.close_sync()
+    ledger = spill_through_stopped_proxy(open_ledger, url, pg_proxy, spill_dir, records)
     assert ledger.stats.spilled == 40 and len(spill_lines(spill_dir)) == 40
 
     pg_proxy.start()

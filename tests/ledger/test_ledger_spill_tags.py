@@ -9,10 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from ledger_support import TcpProxy
+from ledger_support import TcpProxy, files, make_records, replay, spill_through_stopped_proxy, spill_unreachable
 from sqlalchemy.engine import Engine
-from test_ledger_spill import files, replay, spill_unreachable
-from test_ledger_writer import make_records
 
 from switchman.ledger import Ledger
 from switchman.ledger._db import display_url, identity_url
@@ -92,15 +90,8 @@ def test_a_spill_is_replayed_by_an_equivalent_postgres_url(
               f"options=-csearch_path%3D{pg_schema}"
     respelled = f"postgresql://{user}:unused@127.0.0.1:{pg_proxy.port}/test?options=-csearch_path%3D{pg_schema}" \
                 "&connect_timeout=5"
-    pg_proxy.start()
-    ledger = open_ledger(spelled, spill_dir=spill_dir, close_timeout=0.3, max_retry_interval=0.05)
-    ledger.count()
-    pg_proxy.stop()
     records = make_records(7)
-    ledger.start_sync()
-    for rec in records:
-        ledger.record(rec)
-    ledger.close_sync()
+    ledger = spill_through_stopped_proxy(open_ledger, spelled, pg_proxy, spill_dir, records)
     assert ledger.stats.spilled == 7 and len(files(spill_dir)) == 1
     pg_proxy.start()
     after = replay(open_ledger, respelled, spill_dir)

@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,14 +23,9 @@ from typing import Any
 
 import httpx
 import yaml
+from serve_support import free_port, serve_command, stop_process
 
 ASK = [{"role": "user", "content": "hello there"}]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], *, seconds: float = 30.0, what: str = "condition") -> None:
@@ -53,10 +46,8 @@ class Replica:
         self.base = f"http://127.0.0.1:{self.port}"
         self._err = tmp / f"replica{index}.err"
         with self._err.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", "from switchman.cli import app; app()", "serve", "--config", str(config),
-                 "--port", str(self.port), "--no-access-log", *args],
-                env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=stderr)
+            self.process = subprocess.Popen(serve_command(config, self.port, "--no-access-log", *args),
+                                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=stderr)
 
     @property
     def stderr(self) -> str:
@@ -81,13 +72,8 @@ class Replica:
         return sum(s.value for f in text_string_to_metric_families(body) for s in f.samples if s.name == name)
 
     def stop(self) -> None:
-        if self.alive:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """SIGTERM, up to 60 s for a clean shutdown, then SIGKILL."""
+        stop_process(self.process)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush."""

@@ -3,17 +3,14 @@ fake upstream."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
+from pg_support import fresh_schema, pg_admin, schema_url  # noqa: F401 - pg_admin: a fixture
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 
 from switchman.testing import FakeUpstream, RedisServer
 
-PG = "127.0.0.1:5432/test"
 OPENAI_KEY = "sk-upstream-openai-scale-0123456789"
 ENV = {"FAKE_OPENAI_KEY": OPENAI_KEY}
 
@@ -25,33 +22,10 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture(scope="module")
-def pg_admin() -> Iterator[tuple[Engine, str]]:
-    reasons = []
-    for user in ("postgres", "root"):
-        engine = create_engine(f"postgresql+psycopg://{user}@{PG}", connect_args={"connect_timeout": 3})
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("select 1"))
-        except OperationalError as exc:
-            engine.dispose()
-            reasons.append(f"{user}: {str(exc.orig).strip().splitlines()[0]}")
-            continue
-        yield engine, user
-        engine.dispose()
-        return
-    pytest.skip(f"Postgres at {PG} is unreachable ({'; '.join(reasons)})")
-
-
-@pytest.fixture(scope="module")
-def ledger_schema(pg_admin: tuple[Engine, str]) -> Iterator[tuple[Engine, str, str]]:
+def ledger_schema(pg_admin: tuple[Engine, str]) -> Iterator[tuple[Engine, str, str]]:  # noqa: F811 - the fixture
     """(admin engine, schema, ledger URL): a schema of this module's own, dropped afterwards."""
-    engine, user = pg_admin
-    schema = f"sw_scale_{secrets.token_hex(6)}"
-    with engine.begin() as conn:
-        conn.execute(text(f"create schema {schema}"))
-    yield engine, schema, f"postgresql://{user}@{PG}?options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(text(f"drop schema {schema} cascade"))
+    with fresh_schema("sw_scale") as schema:
+        yield pg_admin[0], schema, schema_url(schema)
 
 
 @pytest.fixture(scope="module")

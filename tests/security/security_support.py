@@ -17,7 +17,6 @@ from serve_support import serving
 from server_support import LoopbackServer
 
 from switchman._config import parse_config
-from switchman._limits import ServerLimits
 from switchman.gateway import Gateway, build_app
 from switchman.testing import FakeUpstream
 
@@ -45,19 +44,12 @@ def config_data(upstream: FakeUpstream, ledger_url: str, **server: Any) -> dict[
     }
 
 
-class ServerThread(LoopbackServer):
-    """uvicorn with the gateway's guarded protocol and `limits`, in a thread on an ephemeral loopback port."""
-
-    def __init__(self, app: Any, limits: ServerLimits) -> None:
-        super().__init__(app, limits, log_level="warning")
-
-
 @contextmanager
-def running_gateway(data: Mapping[str, Any], env: Mapping[str, str] = ENV) -> Iterator[tuple[Gateway, ServerThread]]:
+def running_gateway(data: Mapping[str, Any], env: Mapping[str, str] = ENV) -> Iterator[tuple[Gateway, LoopbackServer]]:
     """A Gateway built from `data`, served on loopback with the limits the data configures."""
     config = parse_config(dict(data))
     gateway = Gateway.from_config(config, env=dict(env))
-    with ServerThread(build_app(gateway), config.server.limits) as server:
+    with LoopbackServer(build_app(gateway), config.server.limits, log_level="warning") as server:
         yield gateway, server
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import anyio
 import pytest
-from security_support import ServerThread, answer_to, config_data, request_bytes
+from security_support import answer_to, config_data, request_bytes
+from server_support import LoopbackServer
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route, Router
 from starlette.types import Message
@@ -24,15 +25,16 @@ HOSTILE = "evil.example"
 
 
 @pytest.fixture
-def server(upstream: FakeUpstream, ledger_url: str) -> Iterator[ServerThread]:
+def server(upstream: FakeUpstream, ledger_url: str) -> Iterator[LoopbackServer]:
     """The gateway with the dashboard, no keys, on loopback: API and dashboard pages served without logging in."""
     config = parse_config(config_data(upstream, ledger_url))
     gateway = Gateway.from_config(config, env={"FAKE_KEY": "unused"})
-    with ServerThread(serving_app(gateway, bind_host="127.0.0.1"), config.server.limits) as running:
+    with LoopbackServer(serving_app(gateway, bind_host="127.0.0.1"), config.server.limits,
+                        log_level="warning") as running:
         yield running
 
 
-def _get(server: ServerThread, path: str, host: str = HOSTILE) -> tuple[int, str | None]:
+def _get(server: LoopbackServer, path: str, host: str = HOSTILE) -> tuple[int, str | None]:
     response = answer_to(server.port, request_bytes("GET", path, headers={"connection": "close"}, host=host))
     return response.status, response.headers.get("location")
 
@@ -44,14 +46,14 @@ def _get(server: ServerThread, path: str, host: str = HOSTILE) -> tuple[int, str
     ("/v1/models/", "/v1/models"),
     ("/health/", "/health"),
 ])
-def test_a_trailing_slash_redirect_is_a_path_whatever_the_host_header(server: ServerThread, path: str,
+def test_a_trailing_slash_redirect_is_a_path_whatever_the_host_header(server: LoopbackServer, path: str,
                                                                        location: str) -> None:
     status, given = _get(server, path)
     assert (status, given) == (307, location)
 
 
 @pytest.mark.parametrize("path", ["//evil.example", "//evil.example/", "/\\evil.example/", "//ui"])
-def test_a_path_that_would_redirect_to_another_host_is_not_found(server: ServerThread, path: str) -> None:
+def test_a_path_that_would_redirect_to_another_host_is_not_found(server: LoopbackServer, path: str) -> None:
     status, given = _get(server, path, host="127.0.0.1")
     assert status == 404 and given is None
 
@@ -62,7 +64,7 @@ def test_a_path_that_would_redirect_to_another_host_is_not_found(server: ServerT
     ("%0a", (307, "/ui/requests/a%0a")),  # a LF at the end: Starlette's `$` matches before it, so a route does
     ("%0aset-cookie:%20x=1", (404, None)), ("%0d%0aset-cookie:%20x=1", (404, None)),  # the Mount's `.*` stops at a LF
 ])
-def test_a_redirect_cannot_carry_a_header_line(server: ServerThread, breaking: str,
+def test_a_redirect_cannot_carry_a_header_line(server: LoopbackServer, breaking: str,
                                                answer: tuple[int, str | None]) -> None:
     response = answer_to(server.port, request_bytes("GET", f"/ui/requests/a{breaking}/",
                                                     headers={"connection": "close"}))
@@ -77,7 +79,7 @@ def test_a_redirect_cannot_carry_a_header_line(server: ServerThread, breaking: s
     ("/ui/requests/a%2F", "/ui/requests/a"),  # the slash was encoded: the decoded twin, quoted (no loop)
     ("/ui/requests/%61b/?x=%3F", "/ui/requests/%61b?x=%3F"),
 ])
-def test_a_redirect_keeps_the_clients_encoding(server: ServerThread, path: str, location: str) -> None:
+def test_a_redirect_keeps_the_clients_encoding(server: LoopbackServer, path: str, location: str) -> None:
     assert _get(server, path, host="127.0.0.1") == (307, location)
 
 

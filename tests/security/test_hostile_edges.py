@@ -12,13 +12,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from security_support import ServerThread, answer_to, answers_to, config_data, post_head, running_gateway
+from security_support import answer_to, answers_to, config_data, post_head, running_gateway
+from server_support import LoopbackServer
 
 from switchman.testing import FakeUpstream
 
 
 @pytest.fixture(scope="module")
-def tight(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThread, httpx.Client]]:
+def tight(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopbackServer, httpx.Client]]:
     """A gateway with small prompt and nesting limits."""
     url = f"sqlite:///{tmp_path_factory.mktemp('edges') / 'ledger.sqlite3'}"
     data = config_data(upstream, url, limits={"max_prompt_chars": 1000, "max_json_depth": 8, "max_header_bytes": 2048,
@@ -42,7 +43,7 @@ def _deep(levels: int) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("path", ["/v1/messages/count_tokens", "/v1/messages"])
-def test_count_tokens_keeps_the_servers_prompt_and_nesting_limits(tight: tuple[ServerThread, httpx.Client],
+def test_count_tokens_keeps_the_servers_prompt_and_nesting_limits(tight: tuple[LoopbackServer, httpx.Client],
                                                                    path: str) -> None:
     _, http = tight
     turn = [{"role": "user", "content": "x" * 1001}]
@@ -69,7 +70,7 @@ _BELOW_THE_APP = {
 
 
 @pytest.mark.parametrize("case", list(_BELOW_THE_APP))
-def test_refusals_below_the_app_speak_each_apis_envelope(tight: tuple[ServerThread, httpx.Client], case: str) -> None:
+def test_refusals_below_the_app_speak_each_apis_envelope(tight: tuple[LoopbackServer, httpx.Client], case: str) -> None:
     server, _ = tight
     lines, body, status, kind = _BELOW_THE_APP[case]
     for path in ("/v1/messages", "/v1/messages/count_tokens", "/v1/chat/completions", "/v1/responses"):
@@ -83,7 +84,7 @@ def test_refusals_below_the_app_speak_each_apis_envelope(tight: tuple[ServerThre
 
 
 def test_a_head_over_the_cap_sent_in_pieces_is_refused_in_its_apis_envelope(
-        tight: tuple[ServerThread, httpx.Client]) -> None:
+        tight: tuple[LoopbackServer, httpx.Client]) -> None:
     server, _ = tight
     response = answer_to(server.port, b"POST /v1/messages HTTP/1.1\r\nhost: test\r\n",
                          b"x-pad: " + b"p" * 3000 + b"\r\n\r\n")
@@ -91,7 +92,7 @@ def test_a_head_over_the_cap_sent_in_pieces_is_refused_in_its_apis_envelope(
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "x-gzip, identity"])
-def test_a_compressed_body_is_a_415_naming_the_encoding(tight: tuple[ServerThread, httpx.Client], encoding: str) -> None:
+def test_a_compressed_body_is_a_415_naming_the_encoding(tight: tuple[LoopbackServer, httpx.Client], encoding: str) -> None:
     """Nothing decompresses a body (so no gzip bomb either): a compressed one is refused by name, not read as JSON
     that is not UTF-8."""
     _, http = tight
@@ -106,7 +107,7 @@ def test_a_compressed_body_is_a_415_naming_the_encoding(tight: tuple[ServerThrea
     assert "uncompressed" in _anthropic_error(messages, 415, "invalid_request_error")
 
 
-def test_identity_is_no_encoding(tight: tuple[ServerThread, httpx.Client]) -> None:
+def test_identity_is_no_encoding(tight: tuple[LoopbackServer, httpx.Client]) -> None:
     _, http = tight
     body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
     for encoding in ("identity", "IDENTITY", ""):
@@ -184,7 +185,7 @@ def test_many_embedding_inputs_are_counted_off_the_event_loop(
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-def test_the_request_after_a_refused_compressed_body_is_answered(tight: tuple[ServerThread, httpx.Client],
+def test_the_request_after_a_refused_compressed_body_is_answered(tight: tuple[LoopbackServer, httpx.Client],
                                                                  framing: str) -> None:
     """The refused body is read past, not taken for the next request on the connection."""
     server, _ = tight
@@ -204,7 +205,7 @@ def test_the_request_after_a_refused_compressed_body_is_answered(tight: tuple[Se
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
 def test_duplicate_keys_are_read_once_the_same_way_for_checking_and_forwarding(
-        tight: tuple[ServerThread, httpx.Client], upstream: FakeUpstream, path: str) -> None:
+        tight: tuple[LoopbackServer, httpx.Client], upstream: FakeUpstream, path: str) -> None:
     """The last of a repeated key wins, and what was checked is what the upstream gets: no value can pass the
     checks under one reading and reach the provider under another."""
     _, http = tight

@@ -14,7 +14,6 @@ import httpx
 import orjson
 import pytest
 from security_support import (
-    ServerThread,
     answer_to,
     answers_to,
     config_data,
@@ -23,6 +22,7 @@ from security_support import (
     read_response,
     running_gateway,
 )
+from server_support import LoopbackServer
 
 from switchman.gateway import Gateway, _offload
 from switchman.testing import FakeUpstream
@@ -31,7 +31,7 @@ _CHAT = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": 
 
 
 @pytest.fixture(scope="module")
-def tight(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, ServerThread]]:
+def tight(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, LoopbackServer]]:
     url = f"sqlite:///{tmp_path_factory.mktemp('framing') / 'ledger.sqlite3'}"
     with running_gateway(config_data(upstream, url, limits={"max_header_bytes": 2048})) as running:
         yield running
@@ -46,7 +46,7 @@ def _chat_with(*lines: bytes) -> bytes:
     post_head("/v1/chat/completions", b"expect: 100-continue", b"content-length: 50", b"content-encoding: gzip"),
     post_head("/v1/nope", b"expect: 100-continue", b"content-length: 50"),
 ])
-def test_an_answer_before_100_continue_closes_the_connection(tight: tuple[Gateway, ServerThread],
+def test_an_answer_before_100_continue_closes_the_connection(tight: tuple[Gateway, LoopbackServer],
                                                              request_head: bytes) -> None:
     """The client never got `100 Continue`, so it may skip the body: kept alive, the next request's first 50 bytes
     would be read as this one's body (a desync)."""
@@ -56,7 +56,7 @@ def test_an_answer_before_100_continue_closes_the_connection(tight: tuple[Gatewa
 
 
 def test_an_early_answer_to_a_body_sent_without_waiting_keeps_the_connection(
-        tight: tuple[Gateway, ServerThread]) -> None:
+        tight: tuple[Gateway, LoopbackServer]) -> None:
     """The whole body arrived with the head: nothing is left to disagree on, the connection stays open."""
     _, server = tight
     response = answer_to(server.port, post_head("/v1/chat/completions", b"expect: 100-continue", b"content-length: 4",
@@ -69,7 +69,7 @@ def test_an_early_answer_to_a_body_sent_without_waiting_keeps_the_connection(
     ([b"content-encoding: identity", b"content-encoding: br"], "br"),
     ([b"content-encoding: identity, , x-zip"], "x-zip"),
 ])
-def test_every_content_encoding_line_counts(tight: tuple[Gateway, ServerThread], lines: list[bytes],
+def test_every_content_encoding_line_counts(tight: tuple[Gateway, LoopbackServer], lines: list[bytes],
                                             named: str) -> None:
     response = answer_to(tight[1].port, _chat_with(*lines))
     assert response.status == 415, response
@@ -78,12 +78,12 @@ def test_every_content_encoding_line_counts(tight: tuple[Gateway, ServerThread],
 
 @pytest.mark.parametrize("lines", [[b"content-encoding: identity, identity"],
                                    [b"content-encoding: identity", b"content-encoding: IDENTITY"]])
-def test_identity_listed_twice_is_no_encoding(tight: tuple[Gateway, ServerThread], lines: list[bytes]) -> None:
+def test_identity_listed_twice_is_no_encoding(tight: tuple[Gateway, LoopbackServer], lines: list[bytes]) -> None:
     response = answer_to(tight[1].port, _chat_with(*lines))
     assert response.status == 200, response
 
 
-def test_a_request_without_a_body_is_not_refused_for_its_encoding(tight: tuple[Gateway, ServerThread]) -> None:
+def test_a_request_without_a_body_is_not_refused_for_its_encoding(tight: tuple[Gateway, LoopbackServer]) -> None:
     _, server = tight
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert http.get("/health", headers={"content-encoding": "gzip"}).status_code == 200
@@ -91,7 +91,7 @@ def test_a_request_without_a_body_is_not_refused_for_its_encoding(tight: tuple[G
         assert zero.status_code == 400 and zero.json()["error"]["code"] != "unsupported_content_encoding", zero.text
 
 
-def test_a_big_head_pipelined_behind_a_small_request_is_refused(tight: tuple[Gateway, ServerThread]) -> None:
+def test_a_big_head_pipelined_behind_a_small_request_is_refused(tight: tuple[Gateway, LoopbackServer]) -> None:
     """The head cap is per request: a 100 KB head sent in the same read as a small request before it is a 431."""
     _, server = tight
     small = post_head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode()) + _CHAT
@@ -101,7 +101,7 @@ def test_a_big_head_pipelined_behind_a_small_request_is_refused(tight: tuple[Gat
     assert orjson.loads(answers[1][1])["error"]["code"] == "request_header_too_large", answers  # OpenAI's envelope
 
 
-def test_a_big_head_after_a_body_in_the_same_read_is_refused(tight: tuple[Gateway, ServerThread]) -> None:
+def test_a_big_head_after_a_body_in_the_same_read_is_refused(tight: tuple[Gateway, LoopbackServer]) -> None:
     """Also when the request before it was still reading its body when the read came (no head was being counted)."""
     _, server = tight
     small = post_head("/v1/chat/completions", f"content-length: {len(_CHAT)}".encode())
@@ -110,7 +110,7 @@ def test_a_big_head_after_a_body_in_the_same_read_is_refused(tight: tuple[Gatewa
     assert [status for status, _ in answers] == [200, 431], answers
 
 
-def test_a_pipelined_head_over_the_cap_across_reads_is_refused(tight: tuple[Gateway, ServerThread]) -> None:
+def test_a_pipelined_head_over_the_cap_across_reads_is_refused(tight: tuple[Gateway, LoopbackServer]) -> None:
     """A head begun behind another request in one read and ended in the next: both parts count, though each is
     under the cap."""
     _, server = tight
@@ -131,7 +131,7 @@ def test_a_pipelined_head_over_the_cap_across_reads_is_refused(tight: tuple[Gate
 
 
 @pytest.mark.parametrize("target", ["/v1/%6Dessages", "http://test/v1/messages"])
-def test_refusals_below_the_app_decode_the_target_as_the_app_does(tight: tuple[Gateway, ServerThread],
+def test_refusals_below_the_app_decode_the_target_as_the_app_does(tight: tuple[Gateway, LoopbackServer],
                                                                   target: str) -> None:
     """The app answers these targets as /v1/messages (uvicorn decodes them): so does a refusal below it."""
     _, server = tight
@@ -246,7 +246,7 @@ def _get_of(size: int, sep: bytes) -> bytes:
     (b": ", 0, [200] * 4), (b": ", 1, [200] * 4), (b":", 0, [200] * 4), (b":", 1, [200] * 4),
     (b":", -1, [200, 431]),  # written the least the parser takes, the estimate is exact
 ])
-def test_pipelined_heads_at_the_cap_are_counted_exactly(tight: tuple[Gateway, ServerThread], sep: bytes,
+def test_pipelined_heads_at_the_cap_are_counted_exactly(tight: tuple[Gateway, LoopbackServer], sep: bytes,
                                                         under: int, statuses: list[int]) -> None:
     """Heads of the cap's size (or a byte under it) pipelined in one read are all served; a byte over is a 431.
     The pipelined ones are measured from the parser's pieces: that estimate must not exceed the bytes sent (it
@@ -259,7 +259,7 @@ def test_pipelined_heads_at_the_cap_are_counted_exactly(tight: tuple[Gateway, Se
     assert [status for status, _ in answers] == statuses, answers
 
 
-def test_a_header_line_in_progress_at_the_end_of_a_read_counts(tight: tuple[Gateway, ServerThread]) -> None:
+def test_a_header_line_in_progress_at_the_end_of_a_read_counts(tight: tuple[Gateway, LoopbackServer]) -> None:
     """A pipelined head whose read ends inside a 100 KB header line: the parser reports that line only when the next
     begins, in the next read; the bytes of the head that read held count all the same."""
     _, server = tight
@@ -277,7 +277,7 @@ def test_a_header_line_in_progress_at_the_end_of_a_read_counts(tight: tuple[Gate
 
 
 @pytest.mark.parametrize("split", [-1, -2, -3])
-def test_a_head_whose_end_spans_two_reads_is_not_refused_for_its_body(tight: tuple[Gateway, ServerThread],
+def test_a_head_whose_end_spans_two_reads_is_not_refused_for_its_body(tight: tuple[Gateway, LoopbackServer],
                                                                        split: int) -> None:
     """The blank line ending a head, split across two reads, the second bringing a 5 KB body: the head is under the
     cap, the body does not count."""
@@ -300,21 +300,21 @@ def _chunked_with_trailer(trailer: bytes) -> bytes:
             + b"\r\n0\r\n" + trailer + b"\r\n\r\n")
 
 
-def test_a_chunked_body_s_trailers_are_not_request_headers(tight: tuple[Gateway, ServerThread]) -> None:
+def test_a_chunked_body_s_trailers_are_not_request_headers(tight: tuple[Gateway, LoopbackServer]) -> None:
     """A trailer naming a switchman header (here with a value the gateway refuses as a header) changes nothing."""
     _, server = tight
     response = answer_to(server.port, _chunked_with_trailer(b"x-switchman-escalate: maybe"))
     assert response.status == 200, response
 
 
-def test_trailers_over_the_head_cap_are_refused(tight: tuple[Gateway, ServerThread]) -> None:
+def test_trailers_over_the_head_cap_are_refused(tight: tuple[Gateway, LoopbackServer]) -> None:
     """Trailers are header lines: together they count against the head cap."""
     _, server = tight
     response = answer_to(server.port, _chunked_with_trailer(b"x-t: " + b"a" * 100_000))
     assert response.status == 431 and response.closed, response
 
 
-def test_an_answer_before_100_continue_lets_the_client_finish_sending(tight: tuple[Gateway, ServerThread]) -> None:
+def test_an_answer_before_100_continue_lets_the_client_finish_sending(tight: tuple[Gateway, LoopbackServer]) -> None:
     """A client that sends its body without waiting for `100 Continue`, while the early answer closes the connection:
     the close lingers (reading and dropping the body), so the client's sending ends without a reset."""
     _, server = tight
@@ -341,7 +341,7 @@ def test_an_answer_before_100_continue_lets_the_client_finish_sending(tight: tup
 
 
 def test_a_big_messages_head_pipelined_behind_a_small_request_is_refused_in_anthropics_envelope(
-        tight: tuple[Gateway, ServerThread]) -> None:
+        tight: tuple[Gateway, LoopbackServer]) -> None:
     small = _chat_with()
     big = post_head("/v1/messages", b"x-pad: " + b"p" * 100_000, f"content-length: {len(_CHAT)}".encode()) + _CHAT
     answers = answers_to(tight[1].port, small + big)

@@ -16,7 +16,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from security_support import ServerThread, config_data, connect, running_gateway
+from security_support import config_data, connect, running_gateway
+from server_support import LoopbackServer
 
 from switchman.testing import FakeUpstream
 
@@ -79,7 +80,7 @@ EMBEDDINGS_BODY = _fields(
 
 
 @pytest.fixture(scope="module")
-def served(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThread,
+def served(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopbackServer,
                                                                                                 httpx.Client]]:
     url = f"sqlite:///{tmp_path_factory.mktemp('types') / 'ledger.sqlite3'}"
     # A circuit breaker that never opens: the fake upstream's own refusals must not turn later examples into 503s.
@@ -119,7 +120,7 @@ def _check(response: httpx.Response, *, anthropic: bool = False) -> None:
 
 @FUZZ
 @given(body=CHAT_BODY)
-def test_chat_bodies_with_any_type_anywhere_never_get_a_500(served: tuple[ServerThread, httpx.Client],
+def test_chat_bodies_with_any_type_anywhere_never_get_a_500(served: tuple[LoopbackServer, httpx.Client],
                                                             body: dict[str, Any]) -> None:
     _, http = served
     raw = _dumps(body)
@@ -131,7 +132,7 @@ def test_chat_bodies_with_any_type_anywhere_never_get_a_500(served: tuple[Server
 
 @FUZZ
 @given(body=EMBEDDINGS_BODY)
-def test_embeddings_bodies_never_get_a_500(served: tuple[ServerThread, httpx.Client], body: dict[str, Any]) -> None:
+def test_embeddings_bodies_never_get_a_500(served: tuple[LoopbackServer, httpx.Client], body: dict[str, Any]) -> None:
     _, http = served
     _check(http.post("/v1/embeddings", content=_dumps(body)))
 
@@ -160,7 +161,7 @@ REQUESTS = {
 @FUZZ
 @given(path=st.sampled_from(list(REQUESTS)), stream=st.booleans(),
        headers=st.lists(st.tuples(st.sampled_from(READ_HEADERS), HEADER_VALUE), max_size=4))
-def test_any_header_values_never_get_a_500(served: tuple[ServerThread, httpx.Client], path: str, stream: bool,
+def test_any_header_values_never_get_a_500(served: tuple[LoopbackServer, httpx.Client], path: str, stream: bool,
                                            headers: list[tuple[str, bytes]]) -> None:
     """Sent on a raw socket: bytes no client library would send (Latin-1, invalid UTF-8), repeated headers."""
     server, _ = served

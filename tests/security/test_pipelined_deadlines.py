@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from security_support import (
     ASK,
-    ServerThread,
     config_data,
     connect,
     read_response,
@@ -27,6 +26,7 @@ from security_support import (
     running_gateway,
     wait_until,
 )
+from server_support import LoopbackServer
 
 from switchman._limits import ServerLimits
 from switchman.gateway import Gateway
@@ -66,10 +66,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 @pytest.fixture
 def serve() -> Iterator[Any]:
     """serve(**limits) -> the app on loopback behind the guarded protocol with those limits."""
-    started: list[ServerThread] = []
+    started: list[LoopbackServer] = []
 
-    def start(**limits: Any) -> ServerThread:
-        server = ServerThread(app, ServerLimits(**limits))
+    def start(**limits: Any) -> LoopbackServer:
+        server = LoopbackServer(app, ServerLimits(**limits), log_level="warning")
         started.append(server.__enter__())
         return server
 
@@ -261,7 +261,7 @@ def test_clients_that_reset_around_their_deadline_cost_no_error_and_no_held_conn
 
 def test_server_shutdown_with_connections_open_leaves_no_watched_connection(serve: Any) -> None:
     """After shutdown nothing holds a connection (no timer left behind: the protocols can be collected)."""
-    server = ServerThread(app, ServerLimits(header_timeout_s=30, keepalive_timeout_s=30))
+    server = LoopbackServer(app, ServerLimits(header_timeout_s=30, keepalive_timeout_s=30), log_level="warning")
     server.__enter__()
     idle = connect(server.port)
     idle.sendall(request_bytes("GET", "/health"))

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from security_support import (
-    ServerThread,
     assert_openai_error,
     config_data,
     connect,
@@ -18,6 +17,7 @@ from security_support import (
     running_gateway,
     wait_until,
 )
+from server_support import LoopbackServer
 
 from switchman.testing import FakeUpstream
 
@@ -26,10 +26,10 @@ HEAD_START = b"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\n"
 
 @pytest.fixture
 def serve(upstream: FakeUpstream, ledger_url: str) -> Iterator[Any]:
-    """serve(**limits) -> a running gateway's ServerThread with those server.limits."""
+    """serve(**limits) -> a running gateway's LoopbackServer with those server.limits."""
     stack: list[Any] = []
 
-    def start(**limits: Any) -> ServerThread:
+    def start(**limits: Any) -> LoopbackServer:
         context = running_gateway(config_data(upstream, ledger_url, limits=limits))
         stack.append(context)
         return context.__enter__()[1]
@@ -39,7 +39,7 @@ def serve(upstream: FakeUpstream, ledger_url: str) -> Iterator[Any]:
         context.__exit__(None, None, None)
 
 
-def held_connections(server: ServerThread) -> int:
+def held_connections(server: LoopbackServer) -> int:
     return len(server.server.server_state.connections)
 
 

@@ -1,14 +1,48 @@
-"""A misbehaving Redis for the link's tests: a small asyncio server where hiredis parses what the client sends (no
+"""Redis for the state tests: links on the machine's shared Redis (started, or counting the scripts they run), and a
+misbehaving Redis for the link's tests: a small asyncio server where hiredis parses what the client sends (no
 hand-written protocol) and the test says what goes back; shared by the fault and error-reply tests."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from switchman.state import RedisLink
+
+#: The machine's Redis, shared by every test (each under a key prefix of its own: the `prefix` fixture).
+SHARED_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def started_link(url: str, prefix: str, *, ping_s: float = 1.0) -> RedisLink:
+    """A link (2 s timeouts, a ping every `ping_s`) to the Redis at `url` under `prefix`, started and up."""
+    link = RedisLink(url, prefix=prefix, timeout_s=2.0, ping_s=ping_s)
+    await link.start()
+    assert link.up
+    return link
+
+
+async def counting_link(
+    prefix: str, sources: list[str] | None = None,
+) -> tuple[RedisLink, list[list[str]]]:
+    """A link on the shared Redis under `prefix`, and the keys of every script it runs, in order (their sources
+    appended to `sources` when given)."""
+    link = RedisLink(SHARED_REDIS_URL, prefix=prefix, timeout_s=2.0)
+    await link.check()
+    assert link.up
+    scripts: list[list[str]] = []
+    real = link.eval
+
+    async def counted(source: str, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        scripts.append(list(keys))
+        if sources is not None:
+            sources.append(source)
+        return await real(source, keys, args)
+
+    link.eval = counted  # type: ignore[method-assign]
+    return link, scripts
+
 
 #: What the fake server answers to a command (raw bytes on the wire), given its words.
 Answer = Callable[[list[bytes]], bytes]

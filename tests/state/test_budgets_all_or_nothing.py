@@ -13,14 +13,15 @@ from typing import Any
 
 import anyio
 import pytest
+from clock_support import Clock
 
 from switchman._config import BudgetConfig
 from switchman._exceptions import BudgetLimitError
 from switchman.ledger import BudgetManager, Reservation
 from switchman.state import RedisLink, SharedBudgets, SharedReservation
 
-from .conftest import Clock, budget_key, move_deadline
-from .conftest import counting_link as _link
+from .conftest import budget_key, move_deadline
+from .redis_support import counting_link
 
 AGENT = BudgetConfig(scope="agent", name="a", usd=1.0)
 KEY = BudgetConfig(scope="key", name="k", usd=0.5)
@@ -43,7 +44,7 @@ def test_a_later_budget_refusing_leaves_the_earlier_one_as_it_was_in_redis(prefi
     after the refusal (before, the agent's budget held the refused request's estimate until the give-back's
     batch was written). One script a reservation, whether it is held or refused."""
     async def main() -> None:
-        link, scripts = await _link(prefix)
+        link, scripts = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
         held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.4)
         assert isinstance(held, SharedReservation)
@@ -68,7 +69,7 @@ def test_a_request_one_budget_refuses_never_holds_another_that_others_share(pref
     spent_key = BudgetConfig(scope="key", name="k", usd=0.01)
 
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         replicas = [SharedBudgets(BudgetManager([AGENT, spent_key]), link) for _ in range(2)]
 
         async def request(n: int) -> bool:
@@ -97,7 +98,7 @@ def test_concurrent_requests_never_overspend_any_budget(prefix: str) -> None:
     every = (AGENT, KEY, second_key, route)
 
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         replicas = [SharedBudgets(BudgetManager(list(every)), link) for _ in range(2)]
         rng = random.Random(8)
         refused: list[str] = []
@@ -132,7 +133,7 @@ def test_a_settle_counts_in_each_budget_and_a_refused_growth_changes_none(prefix
     refused it, and a request under the agent's budget alone was refused for a budget it fitted). A settle counts
     in each budget."""
     async def main() -> None:
-        link, scripts = await _link(prefix)
+        link, scripts = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY, ROUTE]), link)
         held = await budgets.areserve(agent="a", key_id="k", route="r", estimated_usd=0.3)
         assert isinstance(held, SharedReservation)
@@ -166,7 +167,7 @@ def test_per_slot_a_later_slot_refusing_gives_back_what_the_earlier_took(prefix:
     from redis.crc import key_slot
 
     async def main() -> None:
-        link, scripts = await _link(prefix)
+        link, scripts = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
         budgets.per_slot = True
         keys = [budget_key(link, budget) for budget in (AGENT, KEY)]
@@ -194,7 +195,7 @@ def test_a_refusal_writes_what_the_sweep_dropped_in_the_budgets_before_it(prefix
     """A reservation past its deadline in the agent's budget is dropped by the next script, even one the key's
     budget refuses: the agent's counter no longer counts it (and the refused request holds nothing)."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         dead = SharedBudgets(BudgetManager([AGENT], clock=clock), link, clock=clock)
         gone = await dead.areserve(agent="a", key_id=None, route=None, estimated_usd=0.7)  # never settled
         budgets = SharedBudgets(BudgetManager([AGENT, KEY], clock=clock), link, clock=clock)
@@ -215,7 +216,7 @@ def test_a_later_budget_whose_spend_is_no_number_sends_the_request_to_the_local_
     agent's budget in Redis holds nothing of it, read right away (before, the agent's hold was given back only with
     the next settle batch)."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
         await link.run(lambda r: r.hset(budget_key(link, KEY), "spent", "abc"))
         local = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
@@ -238,7 +239,7 @@ def test_two_budgets_on_one_counter_hold_once_and_each_checks_its_own_limit(pref
     both = [down, reject] if down_first else [reject, down]
 
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager(both), link)
         first = await budgets.areserve(agent="coder", key_id=None, route=None, estimated_usd=0.3, model="big")
         second = await budgets.areserve(agent="coder", key_id=None, route=None, estimated_usd=0.3, model="big")
@@ -277,7 +278,7 @@ def test_a_later_budget_whose_held_amounts_are_no_hash_leaves_no_hold_in_redis(p
     the agent's hold was written before the key's held amount was read, and stayed visible to the other replicas
     until the give-back's batch was written)."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
         await link.run(lambda r: r.set(f"{budget_key(link, KEY)}:held", "garbage"))
         local = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
@@ -303,7 +304,7 @@ def test_a_reserve_that_wrote_nothing_sends_no_give_back(prefix: str, broken: st
 
     async def main() -> None:
         sources: list[str] = []
-        link, _ = await _link(prefix, sources)
+        link, _ = await counting_link(prefix, sources)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
         if broken == "spent":
             await link.run(lambda r: r.hset(budget_key(link, KEY), "spent", "abc"))
@@ -332,7 +333,7 @@ def test_a_refusal_in_redis_is_the_local_checks_answer(prefix: str, per_slot: bo
         return reservation.downgrade_to or ("held" if reservation.held else None)
 
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([reject, down]), link)
         budgets.per_slot = per_slot
         local = BudgetManager([reject, down])
@@ -352,7 +353,7 @@ def test_a_zero_estimate_on_a_budget_spent_past_its_limit_is_refused_as_by_the_l
     """A $0 estimate on a budget spent past its limit: the local check refuses it, and so does Redis (before, Redis
     let any $0 estimate through, so the answer depended on whether Redis was up)."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         local = BudgetManager([AGENT])
         local.reserve(agent="a", key_id=None, route=None, estimated_usd=0.4).settle(1.2)
@@ -373,7 +374,7 @@ def test_a_growth_of_a_reservation_past_its_deadline_holds_the_growth_alone(pref
     growth alone, in its held amount as in the counter (a guard: the held amounts are now read before the sweep
     drops anything)."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY], clock=clock), link, clock=clock)
         held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.3)
         assert isinstance(held, SharedReservation)
@@ -405,7 +406,7 @@ def test_per_slot_budgets_not_adjacent_in_one_slot_keep_the_order_the_local_chec
     route's in the order budgets apply, decides the refusal (or downgrade) as the local check does (before, the
     agent's and route's were one script, run before the key's: the route's decided)."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         agent = BudgetConfig(scope="agent", name="a", usd=1.0)
         route = _route_sharing_a_slot_with(budget_key(link, agent))
         extra: dict[str, str] = {}
@@ -441,7 +442,7 @@ def test_per_slot_a_refusal_gives_the_earlier_slots_hold_back_before_the_downgra
     key = BudgetConfig(scope="key", name="k", usd=0.1, on_exceed="downgrade", downgrade_to="cheap")
 
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([agent, key]), link)
         budgets.per_slot = True
         first = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.8, model="big")
@@ -465,7 +466,7 @@ def test_large_amounts_are_stored_exactly_and_decide_as_the_local_check(prefix: 
     first, second = 123456.789012346, 200000.0 - 123456.789012346  # (tostring: 123456.78901235)
 
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([big]), link)
         local = BudgetManager([big])
         held = [await manager.areserve(agent="p", key_id=None, route=None, estimated_usd=first)
@@ -489,7 +490,7 @@ def test_a_non_finite_estimate_is_refused_and_leaves_the_budget_enforced(prefix:
     does not fit (before, a NaN was held: `reserved` became NaN and every later check passed, locally and in
     Redis). A growth to it is refused too."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets: BudgetManager | SharedBudgets = BudgetManager([AGENT])
         if shared:
             budgets = SharedBudgets(BudgetManager([AGENT]), link)
@@ -519,7 +520,7 @@ def test_the_reserve_script_refuses_an_amount_no_finite_number_and_writes_nothin
     from switchman.state._redis_budget_lua import RESERVE
 
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         key = budget_key(link, AGENT)
         ok, index, _, _ = await link.eval(RESERVE, _keys(key), [amount, "r1", 60_000, 1, 1.0, 3600, 1])
         assert (int(ok), int(index)) == (0, 1)
@@ -545,7 +546,7 @@ def test_a_settle_cost_no_finite_number_loses_none_of_its_batchs_other_costs(pre
     """One batch settles two reservations, one with a NaN cost: the other's cost is counted (before, the batch's sum
     became NaN and nothing was added)."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         one = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
         two = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
@@ -564,7 +565,7 @@ def test_an_actual_cost_no_finite_number_counts_the_estimate(prefix: str, shared
     """A settle whose cost is NaN counts the reservation's estimate: the budget stays enforced (before, the local
     spend became NaN and every later check passed; Redis counted $0)."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets: BudgetManager | SharedBudgets = SharedBudgets(BudgetManager([AGENT]), link) if shared else (
             BudgetManager([AGENT]))
         (await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)).settle(math.nan)
@@ -585,7 +586,7 @@ def test_a_move_to_the_downgrade_model_that_holds_no_more_is_remembered_as_by_th
     down = BudgetConfig(scope="agent", name="a", usd=0.25, on_exceed="downgrade", downgrade_to="cheap")
 
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([down]), link)
         local = BudgetManager([down])
         answers = []
@@ -608,7 +609,7 @@ def test_a_shrunk_reservation_holds_only_its_new_estimate_in_redis(prefix: str, 
     in Redis, in every budget (one script a slot as on a Cluster), so another request fits the room it gave back.
     Before, Redis kept the larger hold until the settle: the key's budget refused a request that fitted."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
         budgets.per_slot = per_slot
 
@@ -647,7 +648,7 @@ def test_a_growth_right_after_a_synchronous_shrink_is_checked_against_the_smalle
     checked against the smaller hold (0.1 + 0.3 fits the key's $0.5), as by the local check. A second `resize` gives
     back after the first. Before, the growth reached Redis first and was refused against the old 0.45."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
         budgets.per_slot = per_slot
         local = BudgetManager([AGENT, KEY])
@@ -669,7 +670,7 @@ def test_a_give_back_failing_for_a_bug_is_logged(prefix: str, caplog: pytest.Log
     """A give-back that fails for another reason than Redis (a bug) is logged with its traceback, as a flush's is; the
     resize still holds its new estimate here. Before, the gather dropped the exception without a word."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)
         assert isinstance(held, SharedReservation)
@@ -698,7 +699,7 @@ def test_per_slot_a_growth_right_after_a_refused_one_is_checked_without_its_give
     agent = BudgetConfig(scope="agent", name="a", usd=0.7)
 
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([agent, KEY]), link)
         budgets.per_slot = True
         local = BudgetManager([agent, KEY])
@@ -724,7 +725,7 @@ def test_per_slot_a_growth_cancelled_during_its_give_back_gives_back_once(prefix
     agent, key = (BudgetConfig(scope=scope, name=name, usd=2.0) for scope, name in (("agent", "a"), ("key", "k")))
 
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([agent, key, route]), link)
         budgets.per_slot = True
         held = await budgets.areserve(agent="a", key_id="k", route="r", estimated_usd=0.3)
@@ -765,7 +766,7 @@ def test_a_resize_without_an_event_loop_leaves_no_coroutine_never_awaited(prefix
     is dropped — all of it. Before, only the wrapper that waits for the resize before was closed: the give-back inside
     it was never awaited (a RuntimeWarning, an error under this suite's filterwarnings)."""
     async def reserve() -> SharedReservation:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)
         assert isinstance(held, SharedReservation)
@@ -788,7 +789,7 @@ def test_per_slot_a_growth_a_later_slot_cannot_decide_gives_back_before_it_retur
     not checked against it). Before, the give-back went to the background untracked: the growth had returned by the
     time it reached Redis."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
         budgets.per_slot = True
         held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.2)
@@ -825,7 +826,7 @@ def test_a_resize_cancelled_while_waiting_for_the_one_before_leaves_no_coroutine
     while the first is still on its way: the second's give-back, never begun, is closed. Before, it was left never
     awaited (a RuntimeWarning, an error under this suite's filterwarnings)."""
     async def main() -> None:
-        link, _ = await _link(prefix)
+        link, _ = await counting_link(prefix)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.4)
         assert isinstance(held, SharedReservation)

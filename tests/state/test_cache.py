@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+from clock_support import Clock
+from serve_support import free_port
 
 from switchman.state import MemoryCache, RedisCache
-
-from .conftest import Clock
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -66,7 +66,7 @@ def test_redis_stores_under_its_prefix_with_a_ttl(prefix: str) -> None:
 
 def test_redis_down_is_a_miss_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
     """A Redis that does not answer: every call is a miss, one log line, and no call waits past the pause."""
-    port = _free_port()
+    port = free_port()
     clock = Clock()
 
     async def main() -> None:
@@ -85,7 +85,7 @@ def test_redis_down_is_a_miss_not_an_error(caplog: pytest.LogCaptureFixture) -> 
 
 def test_redis_comes_back(caplog: pytest.LogCaptureFixture) -> None:
     """A Redis of this test's own, started after a miss: the cache resumes and says so."""
-    port = _free_port()
+    port = free_port()
     clock = Clock()
     server: subprocess.Popen[bytes] | None = None
 
@@ -111,11 +111,3 @@ def test_redis_comes_back(caplog: pytest.LogCaptureFixture) -> None:
             server.terminate()
             server.wait(10)
     assert any("is back" in r.message for r in caplog.records)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from clock_support import Clock
 
 from switchman._config_server import CircuitBreaker, LiveLatency
 from switchman.state import HealthBoard
-
-from .conftest import Clock
 
 
 def test_circuit_lifecycle(clock: Clock) -> None:

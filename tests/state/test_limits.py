@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from clock_support import Clock
 
 from switchman.state import Admission, LocalRateLimiter, RateLimit
-
-from .conftest import Clock
 
 
 def admit(limiter: LocalRateLimiter, limit: RateLimit, tokens: int = 0, key: str = "d") -> Admission:

@@ -9,10 +9,11 @@ from typing import Any
 
 import anyio
 import pytest
+from clock_support import Clock
 
 from switchman.state import LocalRateLimiter, RateLimit, RedisLink, RedisRateLimiter
 
-from .conftest import Clock, counting_link
+from .redis_support import counting_link
 
 KEY, AGENT = ("key:k", RateLimit(rpm=5, tpm=1000)), ("agent:a", RateLimit(rpm=1))
 

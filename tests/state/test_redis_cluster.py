@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from clock_support import Clock
 
 from switchman.learn import TrainedRouter
 from switchman.state import (
@@ -26,7 +27,6 @@ from switchman.state import (
 from switchman.testing import RedisClusterServer, forget_prefix, unique_prefix
 
 from . import test_redis_health, test_redis_online, test_shared_backends
-from .conftest import Clock
 
 #: Every Lua script the shared backends run, by name.
 SCRIPTS = {

@@ -13,8 +13,10 @@ import pytest
 
 from switchman._config import BudgetConfig
 from switchman.ledger import BudgetManager, period_bounds
-from switchman.state import RedisLink, SharedBudgets, SharedReservation
+from switchman.state import SharedBudgets, SharedReservation
 from switchman.testing import RedisServer
+
+from .redis_support import started_link
 
 AGENT = BudgetConfig(scope="agent", name="a", usd=1.0)
 
@@ -47,18 +49,11 @@ def _reset(server: RedisServer) -> None:
         raw.close()
 
 
-async def _link(server: RedisServer) -> RedisLink:
-    link = RedisLink(server.url, prefix="counts:", timeout_s=2.0, ping_s=60.0)
-    await link.start()
-    assert link.up
-    return link
-
-
 def test_a_reserve_reads_spent_once(server: RedisServer) -> None:
     """The reserve script reads the counter hash's `spent` once (it read it twice: 4 HGETs a reserve, now 3 —
     `spent`, `reserved`, the reservation's held amount)."""
     async def main() -> None:
-        link = await _link(server)
+        link = await started_link(server.url, "counts:", ping_s=60.0)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.01)  # script loaded
         _reset(server)
@@ -84,7 +79,7 @@ def test_an_online_push_costs_one_command_a_field(server: RedisServer, math_gree
     models = math_greeting_router.model_names
 
     async def main() -> None:
-        link = await _link(server)
+        link = await started_link(server.url, "counts:", ping_s=60.0)
         shared = RedisOnlineCounts(link, "r", strategy)
         await shared.sync()  # script loaded
         _reset(server)
@@ -110,7 +105,7 @@ def test_budgets_run_three_scripts_whatever_a_spend_no_number_calls_for(server: 
     async def main() -> None:
         raw = redis.Redis(port=server.port)
         raw.script_flush()
-        link = await _link(server)
+        link = await started_link(server.url, "counts:", ping_s=60.0)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         reservation = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.01)
         reservation.settle(0.01)
@@ -143,7 +138,7 @@ def test_a_reserve_under_several_budgets_is_one_script(server: RedisServer, scop
     names: dict[str, Any] = {"agent": "s", "key_id": "s", "route": "s" if scopes == 3 else None}
 
     async def main() -> None:
-        link = await _link(server)
+        link = await started_link(server.url, "counts:", ping_s=60.0)
         budgets = SharedBudgets(BudgetManager(defined), link)
         await budgets.areserve(**names, estimated_usd=0.0)  # script loaded
         _reset(server)

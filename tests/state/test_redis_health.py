@@ -9,13 +9,12 @@ from typing import Any
 
 import anyio
 import pytest
+from clock_support import Clock
 
 from switchman._config_server import CircuitBreaker, LiveLatency
 from switchman._streaks import ONCE_LIMIT
 from switchman.state import HealthBoard, HealthStore, RedisHealth, RedisLink
 from switchman.testing import RedisServer, forget_prefix, unique_prefix
-
-from .conftest import Clock
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
 

@@ -11,21 +11,16 @@ from switchman._config import BudgetConfig
 from switchman._exceptions import BudgetLimitError
 from switchman.ledger import BudgetManager
 from switchman.routing import SessionState
-from switchman.state import RateLimit, RedisLink, RedisRateLimiter, RedisSessionStore, SharedBudgets
+from switchman.state import RateLimit, RedisRateLimiter, RedisSessionStore, SharedBudgets
 
-URL = "redis://127.0.0.1:6379/0"
+from .redis_support import SHARED_REDIS_URL, started_link
 
-
-async def _link(prefix: str) -> RedisLink:
-    link = RedisLink(URL, prefix=prefix, timeout_s=2.0)
-    await link.start()
-    assert link.up
-    return link
+URL = SHARED_REDIS_URL  # test_redis_cluster runs these tests with it pointed at a Cluster
 
 
 def test_rate_limit_buckets_are_shared_and_report_what_openai_sends(prefix: str) -> None:
     async def main() -> None:
-        link = await _link(prefix)
+        link = await started_link(URL, prefix)
         one, other = RedisRateLimiter(link), RedisRateLimiter(link)  # two replicas
         limit = RateLimit(rpm=3, tpm=1_000)
         first = await one.admit("agent:a", limit, 100)
@@ -51,7 +46,7 @@ def test_budget_reserve_refuse_settle_and_rebuild(prefix: str) -> None:
                BudgetConfig(scope="route", name="r", usd=10.0, on_exceed="downgrade", downgrade_to="cheap")]
 
     async def main() -> None:
-        link = await _link(prefix)
+        link = await started_link(URL, prefix)
         one, other = SharedBudgets(BudgetManager(budgets), link), SharedBudgets(BudgetManager(budgets), link)
         held = await one.areserve(agent="a", key_id=None, route=None, estimated_usd=0.6)
         assert held.held and [b.name for b in held.budgets] == ["a"]
@@ -83,7 +78,7 @@ def test_budget_reserve_refuse_settle_and_rebuild(prefix: str) -> None:
 
 def test_session_states_are_shared_with_their_ttl(prefix: str) -> None:
     async def main() -> None:
-        link = await _link(prefix)
+        link = await started_link(URL, prefix)
         store = RedisSessionStore(link, ttl_s=0.5)
         state = SessionState(model="mid", updated_at=time.monotonic(), context_tokens=120, turns=3,
                              pending="escalation requested by the caller", last_request_id="r1")
@@ -103,7 +98,7 @@ def test_session_writes_are_ordered_by_turns_and_feedback_marks_in_one_step(pref
     """A late write with fewer turns cannot undo a newer turn (whatever the clocks say); a feedback mark sets
     `pending` inside Redis, only on the turn it was given for, and keeps the session's expiry."""
     async def main() -> None:
-        link = await _link(prefix)
+        link = await started_link(URL, prefix)
         store = RedisSessionStore(link, ttl_s=30)
         now = time.monotonic()
         newer = SessionState(model="mid", updated_at=now - 5, context_tokens=10, turns=4, last_request_id="r4")

@@ -13,34 +13,22 @@ from typing import Any
 
 import anyio
 import pytest
+from clock_support import Clock
 
 from switchman._config import BudgetConfig
 from switchman._exceptions import BudgetLimitError
 from switchman._streaks import ONCE_LIMIT
 from switchman.ledger import BudgetManager, Ledger, LedgerRecord
 from switchman.state import RedisLink, RedisUnavailable, SharedBudgets, SharedReservation
-from switchman.testing import RedisServer, forget_prefix, unique_prefix
+from switchman.testing import RedisServer
 
-from .conftest import Clock, budget_key, hold_deadline, move_deadline
+from .conftest import budget_key, hold_deadline, move_deadline
+from .redis_support import SHARED_REDIS_URL, started_link
 
-URL = "redis://127.0.0.1:6379/0"
+URL = SHARED_REDIS_URL
 AGENT = BudgetConfig(scope="agent", name="a", usd=1.0)
 ROUTE = BudgetConfig(scope="route", name="r", usd=1.0)
 KEY = BudgetConfig(scope="key", name="k", usd=1.0)
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    prefix = unique_prefix()
-    yield prefix
-    forget_prefix(URL, prefix)
-
-
-async def _link(url: str, prefix: str = "sm:", **options: Any) -> RedisLink:
-    link = RedisLink(url, prefix=prefix, timeout_s=2.0, ping_s=0.05, **options)
-    await link.start()
-    assert link.up
-    return link
 
 
 async def _counter(link: RedisLink, budget: BudgetConfig, now: float | None = None) -> tuple[float, float]:
@@ -75,7 +63,7 @@ def test_a_reservation_nobody_settles_stops_counting_at_its_deadline(prefix: str
     """A replica killed mid-request never settles: past its deadline (`hold_s` on; moved into the past here) its
     reservation no longer blocks others."""
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         dead = SharedBudgets(BudgetManager([AGENT], clock=clock), link, clock=clock)
         alive = SharedBudgets(BudgetManager([AGENT], clock=clock), link, clock=clock)
         held = await dead.areserve(agent="a", key_id=None, route=None, estimated_usd=0.9)
@@ -98,7 +86,7 @@ def test_a_long_request_growing_keeps_its_reservation_and_its_cost_counts_past_t
     prefix: str, clock: Clock,
 ) -> None:
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT], clock=clock), link, clock=clock)
         held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
         taken = await hold_deadline(link, AGENT, held.id, clock.now)
@@ -149,7 +137,7 @@ def test_a_request_cancelled_between_two_budgets_gives_back_what_it_took(prefix:
     """As on a Cluster (one script a budget's slot): the client leaves while the second budget's check is in
     flight, and the first budget's hold goes back."""
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT, ROUTE]), link)
         budgets.per_slot = True
         gate = _Gate(link, nth=2)
@@ -172,7 +160,7 @@ def test_a_timeout_after_redis_ran_the_script_leaves_nothing_held(prefix: str, p
     """The reserve ran in Redis (on one Redis the one script over all three budgets; per slot the third budget's)
     but the call timed out: the request goes local, Redis holds nothing."""
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY, ROUTE]), link)
         budgets.per_slot = per_slot
         _Gate(link, nth=nth, fail_after_run=True)
@@ -189,7 +177,7 @@ def test_a_timeout_after_redis_ran_the_script_leaves_nothing_held(prefix: str, p
 def test_a_settle_replayed_after_a_timeout_counts_once(prefix: str) -> None:
     """A settle whose call timed out after Redis ran it is written again (next flush or rebuild): it counts once."""
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         await budgets.rebuild()
         held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.5)
@@ -212,7 +200,7 @@ def test_a_settle_replayed_after_a_timeout_counts_once(prefix: str) -> None:
 def test_settles_are_written_in_one_script_per_budget_per_batch(prefix: str) -> None:
     """Twenty requests settled at once cost one settle script per budget, and each counts once."""
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT, ROUTE]), link)
         held = [await budgets.areserve(agent="a", key_id=None, route="r", estimated_usd=0.04) for _ in range(20)]
         assert await _counter(link, AGENT) == (0.0, pytest.approx(0.8))
@@ -237,7 +225,7 @@ def test_settles_are_written_in_one_script_per_budget_per_batch(prefix: str) -> 
 
 def test_a_replay_failing_partway_keeps_the_rest_and_a_reload_carries_them(prefix: str) -> None:
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         old = SharedBudgets(BudgetManager([AGENT]), link)
         await old.rebuild()  # as at start: the epoch these settles belong to
         held = [await old.areserve(agent="a", key_id=None, route=None, estimated_usd=0.1) for _ in range(3)]
@@ -270,7 +258,7 @@ def test_a_rebuild_keeps_live_reservations_and_a_growth_while_down_is_checked_lo
     """Redis back: the rebuild raises `spent` to the ledger but leaves reservations made meanwhile alone; a
     growth while Redis is down does not inflate what is given back later."""
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         other = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
         held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
@@ -378,7 +366,7 @@ def test_settles_keep_flushing_after_a_scheduled_flush_never_ran(prefix: str) ->
     """The flush scheduled for a batch is cancelled in its wait (or could not start): the next settle schedules
     another, and both settles count — the batch never stays unflushed for good."""
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         first = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.1)
         first.settle(0.1)
@@ -399,7 +387,7 @@ def test_a_settle_missed_while_the_link_stayed_up_goes_with_the_next_flush(prefi
     """A settle batch that failed (a timeout) while the link stayed up is written with the next batch, not only when
     Redis comes back after an outage: its reservation stops counting and its cost counts, once."""
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         await budgets.rebuild()
         first = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
@@ -422,7 +410,7 @@ def test_a_settle_missed_while_the_link_stayed_up_goes_with_the_next_flush(prefi
 def test_drain_waits_for_settles_made_while_it_waits(prefix: str) -> None:
     """At shutdown a request settles while drain waits on an earlier flush: drain writes that settle too."""
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         first = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
         late = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
@@ -499,7 +487,7 @@ def test_a_malformed_spend_while_up_does_not_fail_every_settle(prefix: str, valu
     """Before, the scripts failed on it (reserve: arithmetic on nil; settle: HINCRBYFLOAT) at every request of the
     budget: each fell back to the local check and no spend reached Redis until the next resync."""
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT]), link)
         with _raw_redis() as raw:
             raw.hset(budget_key(link, AGENT), "spent", value)
@@ -567,7 +555,7 @@ def test_a_malformed_spend_is_not_restarted_at_zero_while_the_ledger_cannot_be_r
     manager = BudgetManager([AGENT], ledger)
 
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(manager, link)
         await budgets.rebuild()
         manager.ledger_spend = lambda: None  # type: ignore[method-assign]  # the ledger unreadable from now on
@@ -592,7 +580,7 @@ def test_a_reservation_is_settled_by_the_backend_that_took_it_across_an_outage(p
     back; taken in the process while Redis was away, released once it is back: the process's counters get it, not
     Redis's (the reservation object is the token: a `SharedReservation` settles in Redis, a local one locally)."""
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         local = BudgetManager([AGENT])
         budgets = SharedBudgets(local, link)
         shared = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.3)
@@ -653,7 +641,7 @@ def test_a_shrink_after_a_growth_redis_never_held_gives_back_only_what_redis_hol
     half = BudgetConfig(scope="agent", name="a", usd=0.5)
 
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([half]), link)
         held = await budgets.areserve(agent="a", key_id=None, route=None, estimated_usd=0.2)
         assert isinstance(held, SharedReservation)
@@ -682,7 +670,7 @@ def test_per_slot_a_shrink_after_a_growth_one_slot_timed_out_gives_back_only_wha
     growth too: stricter): a shrink to above it gives nothing back, in either slot. Before, it gave back the part of
     the growth the agent's slot no longer held, and another request took that room."""
     async def main() -> None:
-        link = await _link(URL, prefix)
+        link = await started_link(URL, prefix, ping_s=0.05)
         budgets = SharedBudgets(BudgetManager([AGENT, KEY]), link)
         budgets.per_slot = True
         held = await budgets.areserve(agent="a", key_id="k", route=None, estimated_usd=0.2)

@@ -3,7 +3,6 @@ hangs and never 500s, and the API beside it keeps serving."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 from hanging_server import HangingServer
 from pg_support import PG_HOST, PG_PORT, schema_url
+from serve_support import free_port
 
 from switchman.testing import FakeUpstream
 from switchman.ui import _app
@@ -48,9 +48,7 @@ def test_pages_over_a_ledger_that_stalls_mid_run_answer_503_in_bounded_time(
 
 
 def test_pages_over_a_ledger_that_refuses_answer_503_not_500(upstream: FakeUpstream) -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     site = make_site(upstream, f"postgresql://postgres@127.0.0.1:{port}/test", [], master=False, viewer=False)
     try:
         with ServerThread(site.app) as base, httpx.Client(base_url=base, timeout=30) as http:

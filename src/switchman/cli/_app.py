@@ -35,7 +35,8 @@ def _process_setup() -> None:
 DataOpt = Annotated[list[Path], typer.Option("--data", help="outcome data folder (repeatable)")]
 ModelsOpt = Annotated[str | None, typer.Option("--models", help="comma-separated models to keep")]
 AliasOpt = Annotated[list[str] | None, typer.Option("--alias", help="name=canonical (repeatable)")]
-ParamOpt = Annotated[list[str] | None, typer.Option("--param", help="predictor parameter, e.g. k=100 (repeatable)")]
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", help="predictor parameter, e.g. knn.k=100 (ensemble) or k=100 (--algorithm knn) (repeatable)")]
 TargetOpt = Annotated[list[str] | None, typer.Option("--target", help="quality=0.95 | cost=0.50 | share:MODEL=0.2")]
 
 
@@ -60,7 +61,9 @@ def fails_cleanly(command: Callable[P, None]) -> Callable[P, None]:
 
 @app.command()
 @fails_cleanly
-def models(config: Annotated[Path | None, typer.Option(help="configuration file")] = None) -> None:
+def models(
+    config: Annotated[Path | None, typer.Option(help="configuration file (default: embedded defaults)")] = None,
+) -> None:
     """Print the model catalog the configuration resolves to, with each model's ability and its source."""
     from ._tables import Field, print_table
 
@@ -105,10 +108,10 @@ def _decider(config: Path | None) -> Decider:
 def route(
     prompt: Annotated[str, typer.Argument(help="the user message to route")],
     config: Annotated[Path | None, typer.Option(help="configuration file (default: embedded defaults)")] = None,
-    model: str = "auto",
-    agent: str | None = None,
-    tags: str | None = None,
-    task: str | None = None,
+    model: Annotated[str, typer.Option(help="auto, auto:<route> or a configured model")] = "auto",
+    agent: Annotated[str | None, typer.Option(help="the agent asking (as X-Switchman-Agent)")] = None,
+    tags: Annotated[str | None, typer.Option(help="comma-separated tags (as X-Switchman-Tags)")] = None,
+    task: Annotated[str | None, typer.Option(help="the task type (as X-Switchman-Task; default: detected)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the decision as JSON")] = False,
 ) -> None:
     """Show the decision for one prompt (no provider call): every candidate's predicted quality and cost, and why."""
@@ -186,15 +189,17 @@ def eval_(
         "--strategy", help="learned | cascade | cheapest | random | fixed:MODEL (repeatable)")] = None,
     split: Annotated[str | None, typer.Option(help="evaluate on this split (default: test; with --cv: all)")] = None,
     cv: Annotated[int | None, typer.Option("--cv", min=2, help="K-fold cross-validation within the data")] = None,
-    task: str | None = None,
+    task: Annotated[str | None, typer.Option(help="keep prompts of this task")] = None,
     models: ModelsOpt = None,
     alias: AliasOpt = None,
     target: TargetOpt = None,
-    algorithm: str = DEFAULT_SETTINGS.algorithm,
-    embedder: str = DEFAULT_SETTINGS.embedder,
-    use_task: Annotated[bool, typer.Option("--use-task/--no-task")] = DEFAULT_SETTINGS.use_task,
-    focus: str = DEFAULT_SETTINGS.focus,
-    rule: str = DEFAULT_SETTINGS.rule,
+    algorithm: Annotated[str, typer.Option(
+        help="ability | knn | mf | ensemble (the routers eval trains itself)")] = DEFAULT_SETTINGS.algorithm,
+    embedder: Annotated[str, typer.Option(help="prompt embedder")] = DEFAULT_SETTINGS.embedder,
+    use_task: Annotated[bool, typer.Option("--use-task/--no-task", help="task column as a feature")] = (
+        DEFAULT_SETTINGS.use_task),
+    focus: Annotated[str, typer.Option(help="full | last_block")] = DEFAULT_SETTINGS.focus,
+    rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = DEFAULT_SETTINGS.rule,
     seed: int = DEFAULT_SETTINGS.seed,
     param: ParamOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
@@ -257,7 +262,7 @@ def serve(
                                              help="one line per request on stdout")] = True,
     redis_url: Annotated[str | None, typer.Option(
         "--redis-url", help="share sessions, budgets, rate limits and key revocations on this Redis "
-                            "(default: server.redis_url)")] = None,
+                            "(default: $SWITCHMAN_REDIS_URL, else server.redis_url)")] = None,
 ) -> None:
     """Run the OpenAI-compatible gateway (SIGHUP reloads --config)."""
     from ._serve import serve_command
@@ -313,7 +318,7 @@ def spend(
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Spend from the ledger, and the saving against each route's most expensive candidate."""
+    """Spend from the ledger, and the saving against each route's baseline (its dearest candidate, or `baseline:`)."""
     from ._ledger import spend_command
 
     spend_command(by=by, since=since, ledger_url=_ledger_url(config, ledger))
@@ -377,8 +382,8 @@ def keys_revoke(
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,
     redis_url: Annotated[str | None, typer.Option(
-        "--redis-url", help="broadcast to the gateways sharing this Redis (default: server.redis_url, "
-                            "$SWITCHMAN_REDIS_URL)")] = None,
+        "--redis-url", help="broadcast to the gateways sharing this Redis (default: $SWITCHMAN_REDIS_URL, "
+                            "else server.redis_url)")] = None,
 ) -> None:
     """Revoke a key (a running gateway stops accepting it within 5 s; at once with Redis)."""
     from .._config import load_config

@@ -45,11 +45,18 @@ _NOT_UTF8 = "bytes that are not UTF-8 (unknown encoding); save the file as UTF-8
 
 
 def is_routerbench_file(path: Path) -> bool:
-    """True when the CSV header has RouterBench's key columns and at least one cost column."""
+    """True when the CSV header has RouterBench's key columns and at least one cost column.
+
+    Skipped (False), as another kind of file: one that does not parse as CSV, a CSV without those columns, and an
+    empty file (0 bytes, or a .csv.gz holding no text). Refused (DatasetError naming it): a file whose bytes cannot
+    be read, e.g. a .csv.gz that is not gzip or is damaged or cut short; passed over, its rows would be missing from
+    the data unnoticed (as `read_csv_cells` says)."""
     try:
         header = pd.read_csv(path, nrows=0, encoding="utf-8-sig", encoding_errors="replace")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, *UNREADABLE):
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
         return False
+    except UNREADABLE as exc:
+        raise DatasetError(f"{path}: cannot read: {exc} (fix it, or move it out of the folder)") from exc
     columns = set(header.columns)
     return set(_KEYS) <= columns and any(str(c).endswith(_COST) for c in columns)
 

@@ -2,6 +2,10 @@
 
     from switchman.gateway import Gateway, build_app
     app = build_app(Gateway.from_config(config))      # any ASGI server can run it
+
+`server.limits`' connection, header, body-timeout, write and keep-alive bounds live in the HTTP protocol, not the
+app: only a server built with `server_config` (what `switchman serve` runs) enforces them (the body's size
+limit is the app's own middleware, under any server).
 """
 
 from ._app import build_app, build_middleware_stack

@@ -21,7 +21,7 @@ from .._slashes import relative_slash_redirects
 from ._dialects import DialectEndpoints
 from ._direct import DirectRoutes
 from ._endpoints import Endpoints
-from ._errors import dialect_for_path, error_response
+from ._errors import dialect_for_scope, error_response
 from ._feedback import FeedbackEndpoint
 from ._gateway import Gateway
 from ._heap import settle_heap as freeze_startup_heap
@@ -62,7 +62,6 @@ def build_app(
     """
     endpoints = Endpoints(gateway)
     dialects = DialectEndpoints(gateway)
-    scrub = gateway.dispatcher.scrub
 
     async def render(request: Request, exc: Exception) -> Response:
         unexpected = not isinstance(exc, SwitchmanError | HTTPException)  # rendered by the outermost middleware
@@ -71,7 +70,9 @@ def build_app(
                                       if exc.status_code == 404 else "method_not_allowed")
         elif not isinstance(exc, SwitchmanError):
             logger.error("unexpected error on %s: %s", request.url.path, type(exc).__name__)
-        response = error_response(exc, scrub, dialect=dialect_for_path(request.url.path))
+        dialect = dialect_for_scope(request.scope)  # /v1/messages: Anthropic's envelope and rate-limit headers
+        # The live dispatcher's scrubber: a reload's new providers' keys are secrets too (not the startup one's).
+        response = error_response(exc, gateway.dispatcher.scrub, dialect=dialect)
         if unexpected:
             # Rendered outside the request-id middleware: carry the id so the ledger row can be found. The
             # server drops the connection after a 500, so say so: the client's next request opens a new one.

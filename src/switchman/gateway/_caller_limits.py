@@ -2,25 +2,27 @@
 
     callers = CallerLimits(limiter, config)
     admission = await callers.admit(context, tokens=1_200)   # raises CallerLimitError (429) when one is used up
-    headers = rate_headers(admission)                        # x-ratelimit-* for the answer
+    headers = rate_headers(admission)                        # x-ratelimit-* for the answer (_rate_headers)
 
 Limits come from `server.key_limits` (each virtual key its own buckets; the master key has none) and
 each agent's `rpm`/`tpm`. The buckets live in the gateway's `RateLimiter`: in the process, or in
 Redis (`server.redis_url`) so a limit holds across replicas. A request under both a key's and an
 agent's limit takes from both, and one refused by either takes from neither (both checked, then both
-taken, in one step: one Redis script); the answer's `x-ratelimit-*` headers describe the tighter.
+taken, in one step: one Redis script); the answer's headers describe, for requests and for tokens
+separately, the limit with the least left.
 """
 
 from __future__ import annotations
+
+import time
 
 from .._config import Config
 from .._exceptions import CallerLimitError
 from ..state import Admission, RateLimit, RateLimiter
 from ._context import RequestContext
-from ._errors import rate_limit_headers
 from ._middleware import MASTER_KEY_ID
 
-__all__ = ["CallerLimits", "rate_headers"]
+__all__ = ["CallerLimits"]
 
 
 class CallerLimits:
@@ -63,20 +65,31 @@ class CallerLimits:
             raise CallerLimitError(
                 f"this {scope}'s rate limit ({_describe(limit)}) is used up; retry in "
                 f"{admission.retry_after_s:.2f}s", retry_after=admission.retry_after_s, limits=admission.limits())
-        return min(admissions, key=_left)  # the first of the tightest, as before
+        # The wall-clock time of the admission, which the resets count from: the headers are spelled after the answer.
+        return _tightest(admissions, time.time())
 
 
-def rate_headers(admission: Admission | None) -> dict[str, str]:
-    """The x-ratelimit-* headers of an admitted request (none when no limit applied)."""
-    return rate_limit_headers(admission.limits()) if admission is not None else {}
-
-
-def _left(admission: Admission) -> float:
-    """The smaller share left of the admission's two buckets."""
-    shares = [remaining / limit for remaining, limit in (
-        (admission.remaining_requests, admission.limit_requests), (admission.remaining_tokens, admission.limit_tokens))
-        if remaining is not None and limit]
-    return min(shares, default=1.0)
+def _tightest(admissions: list[Admission], measured_at: float) -> Admission:
+    """The admission the headers describe: for requests and for tokens separately, the limit that applies with the
+    least left (its limit, remaining and reset; the first of equals). Per kind, not one whole admission: a key's rpm
+    and an agent's tpm both show, each where it binds."""
+    requests = tokens = None
+    for admission in admissions:
+        if admission.limit_requests is not None and (
+                requests is None or (admission.remaining_requests or 0) < (requests.remaining_requests or 0)):
+            requests = admission
+        if admission.limit_tokens is not None and (
+                tokens is None or (admission.remaining_tokens or 0) < (tokens.remaining_tokens or 0)):
+            tokens = admission
+    return Admission(
+        True,
+        limit_requests=None if requests is None else requests.limit_requests,
+        remaining_requests=None if requests is None else requests.remaining_requests,
+        reset_requests_s=0.0 if requests is None else requests.reset_requests_s,
+        limit_tokens=None if tokens is None else tokens.limit_tokens,
+        remaining_tokens=None if tokens is None else tokens.remaining_tokens,
+        reset_tokens_s=0.0 if tokens is None else tokens.reset_tokens_s,
+        measured_at=measured_at)
 
 
 def _describe(limit: RateLimit) -> str:

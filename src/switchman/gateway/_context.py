@@ -98,11 +98,15 @@ def _switch(value: object, where: str) -> bool | None:
 
 
 def context_from(
-    headers: Mapping[str, str], body: MutableMapping[str, Any], *, request_id: str = "", key_id: str | None = None,
+    headers: Mapping[str, Any], body: MutableMapping[str, Any], *, request_id: str = "", key_id: str | None = None,
     body_bytes: int = 0,
     api: str = "chat.completions",
 ) -> RequestContext:
-    """Read the context and strip switchman's keys from `body["metadata"]` (in place)."""
+    """Read the context and strip switchman's keys from `body["metadata"]` (in place).
+
+    `headers` are the request's (strings); the SDK passes its keyword arguments under the same names, as
+    their own values (a bool, a list of tags), so both read metadata alike.
+    """
     metadata = body.get("metadata")
     own: dict[str, Any] = {}
     if metadata is not None:

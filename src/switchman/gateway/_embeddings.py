@@ -117,4 +117,4 @@ async def embed(dispatcher: Dispatcher, body: Mapping[str, Any], context: Reques
     cost = exchange.cost(dispatcher.decider.models)
     dispatcher.finish(exchange)
     return Completion(content, exchange.model, exchange.decision, cost, context.request_id,
-                      deployment=exchange.deployment)
+                      deployment=exchange.deployment, limits=exchange.admission)

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from .._exceptions import InvalidRequestError
-from ._caller_limits import rate_headers
+from ._rate_headers import rate_headers
 from ._context import RequestContext, bind_agent, context_from, context_headers
 from ._direct import read_body
 from ._dispatcher import Completion, Dispatcher
@@ -178,17 +178,19 @@ class Endpoints:
 
     async def answer_chat(self, state: Mapping[str, Any], raw: bytes, headers: Mapping[str, str]) -> Response:
         """The answer to a chat completions request: its body `raw`, its `headers`, its scope's `state`."""
-        body, context = await parse_request(self.dispatcher, state, raw, headers)
+        dispatcher = self.dispatcher  # once: a reload while the body is parsed must not answer with the next one
+        body, context = await parse_request(dispatcher, state, raw, headers)
         if body.get("stream"):
-            stream = await self.dispatcher.open_stream(body, context)
+            stream = await dispatcher.open_stream(body, context)
             return RelayResponse(stream, route_headers(stream.model, stream.reason, deployment=stream.deployment,
                                                        cache=stream.cache) | rate_headers(stream.limits))
-        return completion_response(await self.dispatcher.complete(body, context))
+        return completion_response(await dispatcher.complete(body, context))
 
     async def route(self, request: Request) -> Response:
         """POST /v1/route: the Decision, without calling any model."""
-        body, context = await read_request(self.dispatcher, request, record=False)
-        _, decision = await self.dispatcher.adecide(body, context)
+        dispatcher = self.dispatcher  # once: the body is read under one configuration and decided under it
+        body, context = await read_request(dispatcher, request, record=False)
+        _, decision = await dispatcher.adecide(body, context)
         return Response(orjson.dumps(decision.to_dict()), media_type=_JSON,
                         headers=route_headers(decision.model, decision.reason))
 

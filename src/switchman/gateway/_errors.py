@@ -14,12 +14,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from types import MemberDescriptorType
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 from starlette.responses import Response
 
 from .._urls import secret_query_name, shown_url
+from ._rate_headers import rate_limit_headers
 from .._exceptions import (
     BudgetExceededError,
     CallerLimitError,
@@ -46,9 +47,9 @@ __all__ = [
     "scrubbed",
     "anthropic_error_payload",
     "dialect_for_path",
+    "dialect_for_scope",
     "error_payload",
     "error_response",
-    "rate_limit_headers",
 ]
 
 
@@ -146,19 +147,25 @@ def anthropic_error_payload(status: int, payload: dict[str, object]) -> dict[str
     return {"type": "error", "error": {"type": kind, "message": error["message"]}}
 
 
-def dialect_for_path(path: str) -> str:
-    """Which error envelope a path's clients expect: "anthropic" for /v1/messages, else "openai"."""
-    return "anthropic" if path.startswith(("/v1/messages", "/messages")) else "openai"
+#: The paths Anthropic's clients call (and those below them: `/v1/messages/count_tokens`).
+_ANTHROPIC_PATHS = ("/v1/messages", "/messages")
 
 
-def _duration(seconds: float) -> str:
-    """A reset time as OpenAI writes it: 20ms, 1.5s, 6m0s."""
-    if seconds < 1:
-        return f"{max(round(seconds * 1000), 0)}ms"
-    if seconds < 60:
-        return f"{seconds:.3g}s"
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}m{rest}s"
+def dialect_for_path(path: str, root_path: str = "") -> str:
+    """Which envelope (and rate-limit headers) a path's clients expect: "anthropic" for /v1/messages and the paths
+    below it, else "openai". `root_path` is the prefix the app is served under (a Starlette `Mount`, a proxy's root
+    path): stripped first, as the router does, so `/gw/v1/messages` under `/gw` is Anthropic's too."""
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path):]
+    for base in _ANTHROPIC_PATHS:
+        if path.startswith(base) and (len(path) == len(base) or path[len(base)] == "/"):  # not /v1/messagesX
+            return "anthropic"
+    return "openai"
+
+
+def dialect_for_scope(scope: Mapping[str, Any]) -> str:
+    """`dialect_for_path` of a request's ASGI scope (its path under its root path): what every renderer asks."""
+    return dialect_for_path(scope["path"], scope.get("root_path", ""))
 
 
 def retry_after_headers(seconds: float) -> dict[str, str]:
@@ -168,26 +175,18 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
     return {"retry-after": str(-(-millis // 1000)), "retry-after-ms": str(millis)}
 
 
-def rate_limit_headers(limits: Mapping[str, float | None]) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers from limit-/remaining-/reset- values (resets in seconds)."""
-    headers: dict[str, str] = {}
-    for name, value in limits.items():
-        if value is not None:
-            headers[f"x-ratelimit-{name}"] = _duration(value) if name.startswith("reset-") else str(int(value))
-    return headers
-
-
 def error_response(
     exc: BaseException, scrub: Scrubber | None = None, headers: dict[str, str] | None = None, *,
     dialect: str = "openai",
 ) -> Response:
-    """The HTTP response for an exception (Retry-After for rate limits, x-should-retry: false for budgets)."""
+    """The HTTP response for an exception (Retry-After for rate limits, x-should-retry: false for budgets), in
+    `dialect`'s envelope and rate-limit headers ("anthropic" for /v1/messages, else "openai")."""
     status, payload = error_payload(exc, scrub)
     headers = dict(headers or {})
     if isinstance(exc, UpstreamError) and status == 429 and exc.retry_after is not None:
         headers.update(retry_after_headers(exc.retry_after))
     if isinstance(exc, DeploymentLimitError | CallerLimitError):
-        headers.update(rate_limit_headers(exc.limits))
+        headers.update(rate_limit_headers(exc.limits, dialect))
     if isinstance(exc, CallerLimitError):
         headers.update(retry_after_headers(exc.retry_after))
     if isinstance(exc, BudgetExceededError):

@@ -34,7 +34,7 @@ from .._exceptions import RouterClosedError
 from .._environ import Environment
 from ..ledger import BudgetManager, Ledger, resolve_spill_dir
 from ..local import LocalModelServer, managed_server, with_local_url
-from ._context import RequestContext
+from ._context import RequestContext, context_from
 from ._dispatcher import Completion, Dispatcher
 from ._boundary import awaited, called
 from ._feed import StreamFeed
@@ -43,6 +43,7 @@ from ._schema import check_body
 
 if TYPE_CHECKING:
     from .._decider import Decider
+    from ..routing import Decision, RouteRequest
 
 __all__ = ["InProcessClient"]
 
@@ -354,15 +355,34 @@ class InProcessClient:
     def _request(
         messages: Sequence[Mapping[str, Any]] | str, *, model: str = "auto", agent: str | None = None,
         session: str | None = None, tags: Sequence[str] = (), task: str | None = None, cache: bool | None = None,
-        stream: bool = False,
+        escalate: bool = False, stream: bool = False,
         **params: Any,
     ) -> tuple[dict[str, Any], RequestContext]:
+        """The body and context, read as the gateway reads them: the keyword arguments are its `X-Switchman-*`
+        headers, so they win over switchman's keys in `metadata`, which are read and not sent upstream."""
+        if not isinstance(escalate, bool):
+            raise TypeError(f"escalate must be True or False, not {escalate!r}")
+        if cache is not None and not isinstance(cache, bool):
+            raise TypeError(f"cache must be True, False or None, not {cache!r}")
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         body = check_body({"model": model, "messages": list(messages), **params, "stream": stream})
-        context = RequestContext(request_id=new_request_id(), agent=agent, session=session, tags=tuple(tags),
-                                 task=task, cache=cache)
-        return body, context
+        given = {"x-switchman-agent": agent, "x-switchman-session": session, "x-switchman-task": task,
+                 "x-switchman-tags": list(tags) or None, "x-switchman-cache": cache,
+                 "x-switchman-escalate": escalate or None}  # (a header "0" does not undo metadata's escalate either)
+        headers = {name: value for name, value in given.items() if value is not None}
+        return body, context_from(headers, body, request_id=new_request_id())
+
+    def steer(self, request: RouteRequest, decision: Decision) -> Decision:
+        """The decision as the request's session state moves it (`Router.route`), read on the client's loop, where
+        the sessions live; unchanged once the client is closed (its sessions are gone)."""
+        steer, context = self.dispatcher.sessions.steer, RequestContext(session=request.session)
+        if threading.current_thread() is self._runtime.loop_thread:
+            return steer(request, decision, context)
+        try:
+            return self._portal.call(steer, request, decision, context)
+        except RuntimeError:  # the portal has stopped: closed under this call
+            return decision
 
     def chat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
         """The answer to these messages (blocks until it arrives)."""

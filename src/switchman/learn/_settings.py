@@ -14,7 +14,7 @@ from typing import Any, get_args
 
 from .._exceptions import ConfigError
 from ..routing import SelectionRule
-from ._predictors import ALGORITHMS
+from ._predictors import ALGORITHMS, build_predictor
 from ._calibrate import parse_target
 from ._features import Focus
 from ._train import TrainSettings
@@ -62,4 +62,6 @@ def train_settings(
         "targets": tuple(parse_target(t) for t in targets) or None,
         "params": parse_params(params) if params else None,
     }
-    return replace(base, **{key: value for key, value in given.items() if value is not None})
+    settings = replace(base, **{key: value for key, value in given.items() if value is not None})
+    build_predictor(settings.algorithm, settings.params)  # an unknown parameter fails now, not after the embedding
+    return settings

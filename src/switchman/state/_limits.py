@@ -54,6 +54,9 @@ class Admission:
     limit_tokens: int | None = None
     remaining_tokens: int | None = None
     reset_tokens_s: float = 0.0
+    #: The wall-clock time (seconds since the epoch) the buckets were read, which the resets count from (None: the
+    #: moment the headers are spelled). Headers spelled after the answer count from it, not from their own time.
+    measured_at: float | None = None
 
     def limits(self) -> dict[str, float | None]:
         """OpenAI's x-ratelimit-* values by header suffix (`limit-requests`, ..., resets in seconds)."""

@@ -62,27 +62,49 @@ class DeploymentView:
 
 @dataclass(slots=True)
 class Sources:
-    """Everything the pages read; built once from the gateway (see `from_gateway`)."""
+    """Everything the pages read, looked up through the gateway at each read (see `from_gateway`): a reload swaps
+    its configuration, models, budgets and deployments, and the pages (and a new key's budget) follow it, never
+    the retired ones."""
 
-    config: Config
-    models: Mapping[str, ModelSpec]
-    ledger: Ledger | None
-    keys: KeyStore | None
-    budgets: Budgets | None
-    health: Callable[[], HealthStore]
-    deployments: Callable[[], Mapping[str, Any]]
+    gateway: Gateway
     base_dir: Path
     clock: Callable[[], float] = time.time
 
     @classmethod
     def from_gateway(cls, gateway: Gateway, *, base_dir: str | Path = ".") -> Sources:
-        """Read through the gateway's own objects (the health board is looked up on each read)."""
-        dispatcher = gateway.dispatcher
-        return cls(
-            config=gateway.config, models=gateway.decider.models, ledger=gateway.ledger, keys=gateway.keys,
-            budgets=gateway.budgets, health=lambda: dispatcher.health, deployments=lambda: dispatcher.deployments,
-            base_dir=Path(base_dir),
-        )
+        """Read through the gateway's own objects, as they are at each read."""
+        return cls(gateway=gateway, base_dir=Path(base_dir))
+
+    @property
+    def config(self) -> Config:
+        """The configuration served now."""
+        return self.gateway.config
+
+    @property
+    def models(self) -> Mapping[str, ModelSpec]:
+        """The models of the configuration served now."""
+        return self.gateway.decider.models
+
+    @property
+    def ledger(self) -> Ledger | None:
+        return self.gateway.ledger
+
+    @property
+    def keys(self) -> KeyStore | None:
+        return self.gateway.keys
+
+    @property
+    def budgets(self) -> Budgets | None:
+        """The live dispatcher's budget manager (a reload builds a new one)."""
+        return self.gateway.dispatcher.budgets
+
+    def health(self) -> HealthStore:
+        """The live dispatcher's health board."""
+        return self.gateway.dispatcher.health
+
+    def deployments(self) -> Mapping[str, Any]:
+        """The live dispatcher's deployments by model."""
+        return self.gateway.dispatcher.deployments
 
     def deployment_views(self) -> dict[str, list[DeploymentView]]:
         """Each model's deployments with their circuit-breaker state and live TTFT (keyed by deployment id)."""

@@ -18,13 +18,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .._dispatcher import Completion, Dispatcher
 from .._embeddings import check_embeddings, embed
 from .._endpoints import read_request, route_headers
-from .._dispatcher import Dispatcher
-from .._offload import OFFLOAD_BYTES, run_offloaded
 from .._gateway import Gateway
-from .._dispatcher import Completion
-from .._stream import RelayResponse
+from .._offload import OFFLOAD_BYTES, run_offloaded
+from .._rate_headers import rate_headers
+from .._response_cache import ReplayStream
+from .._stream import ChatStream, RelayResponse
 from ._messages import anthropic_message, chat_from_messages, message_id
 from ._messages_stream import MessagesStream
 from ._responses import answer, chat_from_responses
@@ -40,11 +41,19 @@ def _count_only(data: dict[str, Any]) -> dict[str, Any]:
     return chat_from_messages(data, count_only=True)
 
 
-def _answer_headers(completion: Completion) -> dict[str, str]:
+def _answer_headers(completion: Completion, dialect: str = "openai") -> dict[str, str]:
+    """A non-stream answer's headers: the route, the caller's rate limits (in `dialect`'s spelling), the cost."""
     headers = route_headers(completion.model, completion.decision.reason, deployment=completion.deployment,
                             cache=completion.cache)
+    headers |= rate_headers(completion.limits, dialect)
     headers["x-switchman-cost-usd"] = f"{completion.cost_usd:.8f}"
     return headers
+
+
+def _stream_headers(stream: ChatStream | ReplayStream, dialect: str = "openai") -> dict[str, str]:
+    """A stream's headers: the route and the caller's rate limits (in `dialect`'s spelling)."""
+    headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
+    return headers | rate_headers(stream.limits, dialect)
 
 
 class DialectEndpoints:
@@ -60,17 +69,17 @@ class DialectEndpoints:
 
     async def messages(self, request: Request) -> Response:
         """POST /v1/messages."""
-        body, context = await read_request(self.dispatcher, request, chat_from_messages, api="messages")
+        dispatcher = self.dispatcher  # once: a reload while the body is read must not answer with the next one
+        body, context = await read_request(dispatcher, request, chat_from_messages, api="messages")
         msg_id = message_id(context.request_id)
         if body.get("stream"):
-            stream = await self.dispatcher.open_stream(body, context)
+            stream = await dispatcher.open_stream(body, context)
             translator = MessagesStream(message_id=msg_id, model=stream.model, input_tokens=stream.input_tokens)
-            headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
-            return RelayResponse(stream, headers, translator)
-        completion = await self.dispatcher.complete(body, context)
+            return RelayResponse(stream, _stream_headers(stream, "anthropic"), translator)
+        completion = await dispatcher.complete(body, context)
         message = anthropic_message(completion.json(), message_id=msg_id, model=completion.model)
         return Response(orjson.dumps(message), media_type=_JSON,
-                        headers=_answer_headers(completion))
+                        headers=_answer_headers(completion, "anthropic"))
 
     async def count_tokens(self, request: Request) -> Response:
         """POST /v1/messages/count_tokens: the input tokens switchman counts for this request (no model call).
@@ -95,21 +104,22 @@ class DialectEndpoints:
             original.update(data)
             return chat_from_responses(data)
 
-        body, context = await read_request(self.dispatcher, request, parse, api="responses")
+        dispatcher = self.dispatcher  # once (as in `messages`)
+        body, context = await read_request(dispatcher, request, parse, api="responses")
         response_id = f"resp_{context.request_id}"
         if body.get("stream"):
-            stream = await self.dispatcher.open_stream(body, context)
+            stream = await dispatcher.open_stream(body, context)
             translator = ResponsesStream(original, response_id=response_id, model=stream.model)
-            headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
-            return RelayResponse(stream, headers, translator)
-        completion = await self.dispatcher.complete(body, context)
+            return RelayResponse(stream, _stream_headers(stream), translator)
+        completion = await dispatcher.complete(body, context)
         result = answer(original, completion.json(), response_id=response_id, model=completion.model)
         return Response(orjson.dumps(result), media_type=_JSON,
                         headers=_answer_headers(completion))
 
     async def embeddings(self, request: Request) -> Response:
         """POST /v1/embeddings."""
-        body, context = await read_request(self.dispatcher, request, check_embeddings, api="embeddings")
-        completion = await embed(self.dispatcher, body, context)
+        dispatcher = self.dispatcher  # once (as in `messages`)
+        body, context = await read_request(dispatcher, request, check_embeddings, api="embeddings")
+        completion = await embed(dispatcher, body, context)
         return Response(completion.content, media_type=_JSON,
                         headers=_answer_headers(completion))

@@ -23,7 +23,7 @@ from starlette.types import Scope
 
 from ..._exceptions import InvalidRequestError
 from ...ledger import KeyInfo
-from .._errors import dialect_for_path, error_response, retry_after_headers
+from .._errors import dialect_for_scope, error_response, retry_after_headers
 from .._keyring import Keyring
 from .._limiter import AddressLimiter
 
@@ -104,11 +104,11 @@ class Authenticator:
             error = InvalidRequestError(
                 f"too many failed authentications from this address; retry in {headers['retry-after']} s",
                 status=429, code="too_many_failed_authentications", kind="rate_limit_error")
-            return error_response(error, headers=headers, dialect=dialect_for_path(scope["path"]))
+            return error_response(error, headers=headers, dialect=dialect_for_scope(scope))
         found = await self._identify(secret) if secret else None
         if found is not None:
             state["key_id"], state["key"] = found
             return None
         if self.limiter is not None:
             self.limiter.spend(address)
-        return error_response(_unauthorized(problem or "invalid API key"), dialect=dialect_for_path(scope["path"]))
+        return error_response(_unauthorized(problem or "invalid API key"), dialect=dialect_for_scope(scope))

@@ -22,7 +22,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._errors import dialect_for_path, error_response
+from .._errors import dialect_for_scope, error_response
 from ._access_log import access_logger, log_access
 from ._auth import Authenticator, presented_key
 from ._body_limit import BodyLimit
@@ -107,7 +107,7 @@ class GatewayMiddleware:
             if error is None and encoding is not None and _has_body(scope, declared):
                 error = self.body_limit.check_encoding(encoding)
             if error is not None:
-                await error_response(error, dialect=dialect_for_path(scope["path"]))(scope, receive, send)
+                await error_response(error, dialect=dialect_for_scope(scope))(scope, receive, send)
                 return
         if declared is None:
             receive = self.body_limit.counting(receive)
