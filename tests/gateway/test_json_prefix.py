@@ -4,6 +4,9 @@ it lets through, cut anywhere, never makes that parser raise; every JSON object,
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from typing import Any
 
 import jiter
@@ -54,6 +57,26 @@ def test_what_goes_through_never_makes_the_sdk_parser_raise(value: dict[str, Any
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '"a string"', "42", '{"a": 1}}', '{"a" 1}', '{"a": tru}',
-                                  '{"a": 01}', '{"a": "\x01"}', '{"a": "\\x"}', "{,}", '{"a": 1,}', "{]", "null"])
+                                  '{"a": 01}', '{"a": \u0663', '{"a": "\x01"}', '{"a": "\\x"}', "{,}", '{"a": 1,}', "{]", "null"])
 def test_what_cannot_begin_an_object_is_stopped(text: str) -> None:
     assert _fed(list(text))[1][-1] is False
+
+
+def test_a_long_number_costs_the_same_per_character() -> None:
+    """Numbers of 200,000 digits (fraction, exponent), fed a character at a time and whole, in a child allowed 20 CPU
+    seconds after its imports: linear, well under a second; matching the whole number again at each digit (as
+    before) took minutes, on the event loop. CPU seconds, not wall-clock: a loaded machine does not matter."""
+    code = textwrap.dedent("""
+        import resource, time
+        from switchman.gateway._dialects._json_prefix import JsonObjectPrefix
+        used = int(time.process_time()) + 20
+        resource.setrlimit(resource.RLIMIT_CPU, (used, used))
+        digits = "7" * 200_000
+        for text in ['{"a": 0.' + digits + '}', '{"a": -1.5e+' + digits + '}', '{"a": [1E' + digits + ']}']:
+            whole, pieces = JsonObjectPrefix(), JsonObjectPrefix()
+            assert whole.feed(text) and whole.complete
+            assert all(pieces.feed(c) for c in text) and pieces.complete
+        print("done")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout == "done\n", (done.returncode, done.stderr[-2000:])

@@ -18,9 +18,20 @@ import re
 __all__ = ["JsonObjectPrefix"]
 
 _PLAIN = re.compile(r'[^"\\\x00-\x1f]*')  # a string's characters up to a quote, a backslash or a control
-_NUMBER_CHARS = frozenset("0123456789+-.eE")
-_NUMBER_START = re.compile(r"-?(?:(?:0|[1-9]\d*)(?:\.\d*|(?:\.\d+)?[eE][+-]?\d*)?)?")  # a number cut anywhere
-_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+#: A number's grammar as states, so each character costs the same however long the number (matching the whole
+#: number again at each digit was quadratic: a model repeating digits to max_tokens stalled the event loop).
+_CLASS = {**dict.fromkeys("123456789", "1"), "0": "0", ".": ".", "e": "e", "E": "e", "+": "+", "-": "-"}
+_NEXT = {
+    ("sign", "0"): "zero", ("sign", "1"): "int",
+    ("zero", "."): "dot", ("zero", "e"): "exp",
+    ("int", "0"): "int", ("int", "1"): "int", ("int", "."): "dot", ("int", "e"): "exp",
+    ("dot", "0"): "frac", ("dot", "1"): "frac",
+    ("frac", "0"): "frac", ("frac", "1"): "frac", ("frac", "e"): "exp",
+    ("exp", "+"): "exp_sign", ("exp", "-"): "exp_sign", ("exp", "0"): "exp_digits", ("exp", "1"): "exp_digits",
+    ("exp_sign", "0"): "exp_digits", ("exp_sign", "1"): "exp_digits",
+    ("exp_digits", "0"): "exp_digits", ("exp_digits", "1"): "exp_digits",
+}
+_NUMBER_ENDS = frozenset({"zero", "int", "frac", "exp_digits"})  # the states a number may end in
 _LITERALS = {"t": "true", "f": "false", "n": "null"}
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -37,7 +48,7 @@ class JsonObjectPrefix:
         self._escape = 0  # 1 after a backslash, 2 to 5 inside a \\u escape
         self._hex = ""  # the \\u escape's digits so far
         self._low = False  # a high surrogate's escape went before: a low one's must follow
-        self._number = ""
+        self._number = ""  # the number's state (`_NEXT`), "" outside one
         self._literal = ""  # what is left of true / false / null
         self.ok = True
 
@@ -70,10 +81,11 @@ class JsonObjectPrefix:
                 self._expect = "comma"
             return True
         if self._number:
-            if c in _NUMBER_CHARS:
-                self._number += c
-                return _NUMBER_START.fullmatch(self._number) is not None
-            if _NUMBER.fullmatch(self._number) is None:
+            state = _NEXT.get((self._number, _CLASS.get(c, "")))
+            if state is not None:
+                self._number = state
+                return True
+            if self._number not in _NUMBER_ENDS:
                 return False
             self._number, self._expect = "", "comma"
         if c in " \t\r\n":
@@ -124,8 +136,8 @@ class JsonObjectPrefix:
                 self._expect, self._first = ("key" if c == "{" else "value"), True
             elif c == '"':
                 self._string = False
-            elif c == "-" or c.isdigit():
-                self._number = c
+            elif c == "-" or "0" <= c <= "9":
+                self._number = "sign" if c == "-" else "zero" if c == "0" else "int"
             elif c in _LITERALS:
                 self._literal = _LITERALS[c][1:]
             elif c == "]" and first:
