@@ -80,3 +80,23 @@ def test_a_long_number_costs_the_same_per_character() -> None:
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and done.stdout == "done\n", (done.returncode, done.stderr[-2000:])
+
+
+@pytest.mark.parametrize(("head", "tail"), [('{"a": ', "}"), ('{"a": -', ".5}"), ('{"a": [', "e3]}")])
+def test_an_integer_part_longer_than_the_sdk_parser_takes_is_stopped(head: str, tail: str) -> None:
+    """jiter raises "number out of range" past 4300 digits of an integer part: the last that goes through is the
+    4300th, and with it the text is still one the parser takes."""
+    longest = head + "9" * 4300
+    jiter.from_json(longest.encode(), partial_mode=True)
+    results = _fed(list(longest + "9" + tail))[1]
+    assert all(results[:len(longest)]) and results[len(longest)] is False
+    with pytest.raises(ValueError, match="number out of range"):
+        jiter.from_json((longest + "9").encode(), partial_mode=True)
+    assert _fed([longest + tail])[0].complete  # 4300 digits and the rest: whole
+
+
+def test_a_long_fraction_or_exponent_goes_through() -> None:
+    """Only the integer part is bounded: jiter takes a fraction and an exponent of any length."""
+    text = '{"a": 1.' + "5" * 20_000 + "e-" + "9" * 20_000 + "}"
+    jiter.from_json(text.encode(), partial_mode=True)
+    assert _fed([text])[0].complete
