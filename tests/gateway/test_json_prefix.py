@@ -100,3 +100,42 @@ def test_a_long_fraction_or_exponent_goes_through() -> None:
     text = '{"a": 1.' + "5" * 20_000 + "e-" + "9" * 20_000 + "}"
     jiter.from_json(text.encode(), partial_mode=True)
     assert _fed([text])[0].complete
+
+
+def test_nesting_deeper_than_the_sdk_parser_takes_is_stopped() -> None:
+    """jiter raises "recursion limit exceeded" on a value inside more than 200 open brackets: `{"a":` and 200 `[`
+    go through, the 201st does not, nor a value in the 200th; an empty array there, and a key, are fine."""
+    deepest = '{"a":' + "[" * 200
+    jiter.from_json(deepest.encode(), partial_mode=True)
+    for after in ["[", "1", '"', "t", "{", "-"]:
+        with pytest.raises(ValueError, match="recursion limit"):
+            jiter.from_json((deepest + after).encode(), partial_mode=True)
+        assert _fed([deepest, after])[1] == [True, False], after
+    assert _fed([deepest + "]" * 200 + "}"])[0].complete
+    assert _fed(['{"a":' * 200 + '{"key"'])[1] == [True]
+
+
+_NESTS = st.sampled_from(["[", '{"k":', "[1,", '{"k":"v","j":', "[[],", "[ "])
+_ENDS = st.sampled_from(["1", "-2.5", '"s"', "[]", "{}", "true", "[", "]", '{"x"', '{"x":', " ", "}"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_NESTS, min_size=196, max_size=206), _ENDS, st.integers(4295, 4305), st.booleans())
+def test_at_the_sdk_parsers_limits_it_goes_as_far_as_the_parser_takes(
+        nests: list[str], end: str, digits: int, number: bool) -> None:
+    """Nesting about 200 deep, or an integer part about 4300 digits long: what goes through parses with jiter, and
+    all of it goes through when jiter takes it all (the checker holds no more than it must)."""
+    text = '{"a":' + ("-" + "7" * digits + ".5}" if number else "".join(nests) + end)
+    check = JsonObjectPrefix()
+    went = 0
+    while went < len(text) and check.feed(text[went]):
+        went += 1
+    if went:
+        jiter.from_json(text[:went].encode(), partial_mode=True)  # raises if the checker let too much through
+    for cut in range(went + 1, min(went + 3, len(text)) + 1):  # and the parser refuses the next (or this piece fails)
+        try:
+            jiter.from_json(text[:cut].encode(), partial_mode=True)
+        except ValueError:
+            break
+    else:
+        assert went == len(text), text[max(0, went - 30):went + 5]

@@ -35,6 +35,10 @@ _NUMBER_ENDS = frozenset({"zero", "int", "frac", "exp_digits"})  # the states a 
 #: jiter (partial mode, the anthropic SDK's parser) raises "number out of range" on an integer part of more digits
 #: (jiter 0.19: 4300 pass, 4301 raise; a fraction or an exponent of 200,000 digits pass).
 _MAX_INTEGER_DIGITS = 4300
+#: jiter raises "recursion limit exceeded" on a value (a bracket, a string, a number, a literal) inside more open
+#: brackets than this (jiter 0.19: `{"a":` and 200 `[` pass, a 201st `[` or a value in the 200th raises); a key
+#: inside them does not count.
+_MAX_DEPTH = 200
 _LITERALS = {"t": "true", "f": "false", "n": "null"}
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -138,6 +142,8 @@ class JsonObjectPrefix:
         if expect == "value":
             if not self._stack and c != "{":
                 return False  # a tool's input is an object
+            if len(self._stack) > _MAX_DEPTH and not (c == "]" and first):
+                return False
             if c in "{[":
                 self._stack.append(c)
                 self._expect, self._first = ("key" if c == "{" else "value"), True
