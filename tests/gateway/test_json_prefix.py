@@ -42,7 +42,7 @@ def test_every_object_cut_anywhere_goes_through_whole(value: dict[str, Any], cut
 
 
 @settings(max_examples=600, deadline=None)
-@given(_OBJECTS, st.integers(0, 400), st.text(alphabet='{}[]",:\\ u0123456789.eE+-tfnalrsx\x00\n', max_size=6))
+@given(_OBJECTS, st.integers(0, 400), st.text(alphabet='{}[]",:\\ u0123456789.eE+-tfnalrsxdbc\x00\n', max_size=6))
 def test_what_goes_through_never_makes_the_sdk_parser_raise(value: dict[str, Any], at: int, noise: str) -> None:
     text = json.dumps(value)
     text = text[:at] + noise + text[at:]  # the object with noise somewhere: valid or not
@@ -57,7 +57,9 @@ def test_what_goes_through_never_makes_the_sdk_parser_raise(value: dict[str, Any
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '"a string"', "42", '{"a": 1}}', '{"a" 1}', '{"a": tru}',
-                                  '{"a": 01}', '{"a": \u0663', '{"a": "\x01"}', '{"a": "\\x"}', "{,}", '{"a": 1,}', "{]", "null"])
+                                  '{"a": 01}', '{"a": \u0663', '{"a": "\x01"}', '{"a": "\\x"}', "{,}", '{"a": 1,}',
+                                  "{]", "null",
+                                  r'{"a": "\udc00"}', r'{"a": "\ud83dx"}', r'{"a": "\ud83d\u0041"}'])
 def test_what_cannot_begin_an_object_is_stopped(text: str) -> None:
     assert _fed(list(text))[1][-1] is False
 
