@@ -17,6 +17,7 @@ the finish chunk, so message_delta carries the real token counts.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import orjson
@@ -39,13 +40,16 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 
 class _Arguments:
-    """One tool call's arguments: whether any went out, what is held back, the check of what went out."""
+    """One tool call's arguments: whether any went out, what is held back, the check of what went out.
+
+    What is held is written to one buffer, not kept as pieces: an upstream may send a character a piece, and a
+    list of those cost ~58 bytes each (until max_tokens)."""
 
     __slots__ = ("check", "held", "sent")
 
     def __init__(self) -> None:
         self.check = JsonObjectPrefix()
-        self.held: list[str] = []
+        self.held: io.StringIO | None = None  # from the first piece that cannot go on
         self.sent = False
 
 
@@ -85,9 +89,9 @@ class MessagesStream(ChunkTranslator):
         else:
             index = self._tool_blocks[self._open[1]]
             arguments = self._arguments[self._open[1]]
-            if arguments.held and not arguments.sent:  # none went out: the object a non-streamed answer gives
-                out.append(self._input_delta(index, orjson.dumps(tool_input("".join(arguments.held))).decode()))
-                arguments.held.clear()
+            if arguments.held is not None and not arguments.sent:  # none went out: a non-streamed answer's object
+                out.append(self._input_delta(index, orjson.dumps(tool_input(arguments.held.getvalue())).decode()))
+                arguments.held = io.StringIO()
         self._open = None
         return [*out, _event("content_block_stop", {"type": "content_block_stop", "index": index})]
 
@@ -134,12 +138,14 @@ class MessagesStream(ChunkTranslator):
         if index not in self._tool_blocks:
             out = self.on_tool_start(index, f"call_{index}", "")
         arguments = self._arguments[index]
-        if not arguments.sent and not arguments.held:
+        if not arguments.sent and arguments.held is None:
             delta = delta.lstrip(" \t\r\n")  # whitespace alone is no JSON to the SDK's parser (it raises)
             if not delta:
                 return out
-        if arguments.held or not arguments.check.feed(delta):
-            arguments.held.append(delta)
+        if arguments.held is None and not arguments.check.feed(delta):
+            arguments.held = io.StringIO()
+        if arguments.held is not None:
+            arguments.held.write(delta)
             return out
         arguments.sent = True  # (to its block even once closed: an upstream that interleaves its calls)
         return [*out, self._input_delta(self._tool_blocks[index], delta)]
