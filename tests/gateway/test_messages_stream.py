@@ -3,9 +3,11 @@ reads is tested end to end in test_upstream_shapes.py): what the held text costs
 
 from __future__ import annotations
 
+import logging
 import tracemalloc
 
 import orjson
+import pytest
 
 from switchman.gateway._dialects._messages_stream import MessagesStream
 
@@ -40,3 +42,29 @@ def test_held_arguments_a_character_a_piece_cost_a_few_bytes_each() -> None:
     assert kept < 8 * len(pieces), kept
     closed = b"".join(stream.on_done())
     assert "ж" * 100_001 in orjson.loads(closed.split(b"data: ")[1].split(b"\n")[0])["delta"]["partial_json"]
+
+
+@pytest.mark.parametrize("end", ["done", "error"])
+def test_arguments_dropped_after_part_went_out_are_logged_without_their_text(
+        end: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The client read `{"token": "sk-1"}`; the stray text after it is held and dropped: one INFO line says so (with
+    the count of characters, never the text), so an operator can see the client got the call's arguments cut."""
+    stream = _stream()
+    with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+        sent = stream.feed(_arguments('{"token": "sk-1"}', first=True))
+        assert b"input_json_delta" in b"".join(sent)
+        assert stream.feed(_arguments('} "sk-secret-rest"')) == []  # cannot go on: held
+        stream.feed(b"data: [DONE]\n\n" if end == "done" else b'data: {"error": {"message": "boom"}}\n\n')
+    lines = [r for r in caplog.records if r.name == "switchman.gateway"]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO, [r.getMessage() for r in lines]
+    message = lines[0].getMessage()
+    assert "msg_1" in message and "18 characters" in message and "sk-" not in message, message
+
+
+def test_arguments_held_before_any_went_out_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """None went out: the client gets them whole as {"arguments": <text>}; nothing was cut."""
+    stream = _stream()
+    with caplog.at_level(logging.INFO, logger="switchman.gateway"):
+        stream.feed(_arguments("{not json", first=True))
+        stream.feed(b"data: [DONE]\n\n")
+    assert not [r for r in caplog.records if r.name == "switchman.gateway"]

@@ -11,13 +11,15 @@ still begin a JSON object (`JsonObjectPrefix`): Anthropic's clients parse the de
 of all, may send arguments that are not JSON, or JSON that is no object. From the first piece that cannot
 continue an object the rest is held; a call none of whose arguments went out gets, as its block closes, one
 delta holding the object a non-streamed answer gives (`tool_input`: `{"arguments": <the text>}`), and one whose
-start went out keeps what its client read of it. The stop reason waits for the usage chunk that follows
+start went out keeps what its client read of it (logged at INFO as the stream ends, without the text: an operator
+can see a client got a call's arguments cut). The stop reason waits for the usage chunk that follows
 the finish chunk, so message_delta carries the real token counts.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any
 
 import orjson
@@ -29,6 +31,8 @@ from ._json_prefix import JsonObjectPrefix
 from ._messages import anthropic_usage, stop_reason
 
 __all__ = ["MessagesStream"]
+
+logger = logging.getLogger("switchman.gateway")
 
 #: OpenAI error type → Anthropic error type, for an error event in the stream.
 _ERROR_TYPES = {"rate_limit_error": "rate_limit_error", "invalid_request_error": "invalid_request_error",
@@ -154,8 +158,18 @@ class MessagesStream(ChunkTranslator):
         self._finish = stop_reason(reason, stop_sequence)
         return self._close_block()
 
+    def _log_cut_arguments(self) -> None:
+        """One line per call whose client got only the start of its arguments (the rest was held and is dropped);
+        the count of characters, never the text (arguments may hold secrets)."""
+        for index, arguments in self._arguments.items():
+            if arguments.sent and arguments.held is not None and arguments.held.tell():
+                logger.info("%s (%s): tool call %d's arguments stopped being JSON after part went out; %d characters"
+                            " held back and dropped, the client has them cut", self._id, self._model, index,
+                            arguments.held.tell())
+
     def on_done(self) -> list[bytes]:
         out = self._close_block()
+        self._log_cut_arguments()
         reason, sequence = self._finish
         usage = self.usage or Usage(self._input_tokens, 0)
         data = {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence},
@@ -163,6 +177,7 @@ class MessagesStream(ChunkTranslator):
         return [*out, _event("message_delta", data), _event("message_stop", {"type": "message_stop"})]
 
     def on_error(self, error: dict[str, Any]) -> list[bytes]:
+        self._log_cut_arguments()
         kind = _ERROR_TYPES.get(str(error.get("type")), "api_error")
         if error.get("code") == "upstream_server_error" and "overloaded" in str(error.get("message", "")).lower():
             kind = "overloaded_error"
