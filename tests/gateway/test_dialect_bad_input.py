@@ -182,3 +182,23 @@ def test_a_responses_400_names_the_field_the_client_sent(http: httpx.Client, bod
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == param and f"'{param}'" in error["message"], error
+
+
+@pytest.mark.parametrize(("chat_param", "param"), [
+    ("response_format.json_schema.schema", "text.format.schema"),
+    ("response_format.json_schema.schema.properties", "text.format.schema.properties"),
+    ("response_format.json_schema.strict", "text.format.strict"),
+    ("response_format.json_schema", "text.format"),
+    ("response_format.type", "text.format.type"),
+    ("response_format", "text.format"),
+])
+def test_a_response_format_param_names_the_flat_text_format_field(chat_param: str, param: str) -> None:
+    # text.format is flat (type, name, schema, strict); the chat body nests them in response_format.json_schema.
+    # Before: every response_format param became text.format, the field inside it lost.
+    from switchman._exceptions import InvalidRequestError
+    from switchman.gateway._dialects._responses import _in_responses_terms
+
+    named = _in_responses_terms(InvalidRequestError(f"invalid value for {chat_param!r}: x", param=chat_param,
+                                                    code="invalid_value"))
+    assert named.param == param and str(named) == f"invalid value for {param!r}: x"
+

@@ -39,9 +39,11 @@ _TYPED = (("stream", bool, "a boolean"), ("store", bool, "a boolean"), ("paralle
 
 
 #: A chat body's field (as the chat schema names it in a 400) → the Responses request's field it was built from.
+#: `text.format` is flat (type, name, schema, strict), the chat body's `response_format` nests all but its type in
+#: `json_schema`: `response_format.json_schema.schema` was `text.format.schema`.
 _FIELDS = ((re.compile(r"max_tokens$"), "max_output_tokens"), (re.compile(r"tools\.(\d+)\.function\."), r"tools.\1."),
-           (re.compile(r"tool_choice\.function\."), "tool_choice."), (re.compile(r"response_format\b.*"), "text.format"),
-           (re.compile(r"messages\b.*"), "input"))
+           (re.compile(r"tool_choice\.function\."), "tool_choice."),
+           (re.compile(r"response_format(?:\.json_schema)?\b"), "text.format"), (re.compile(r"messages\b.*"), "input"))
 
 
 def _in_responses_terms(error: InvalidRequestError) -> InvalidRequestError:
