@@ -202,3 +202,19 @@ def test_a_response_format_param_names_the_flat_text_format_field(chat_param: st
                                                     code="invalid_value"))
     assert named.param == param and str(named) == f"invalid value for {param!r}: x"
 
+
+def test_a_prompt_too_large_names_the_field_of_each_api(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """The 413 names `input` on /v1/responses (it was checked on the chat body it became: `messages`)."""
+    data = config_data(upstream, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    data["server"]["limits"] = {"max_prompt_chars": 10}
+    built = Gateway.from_config(parse_config(data), env=ENV)
+    long = "x" * 11
+    with ServerThread(build_app(built)) as base, httpx.Client(base_url=base, timeout=30) as client:
+        responses = client.post("/v1/responses", json={"model": "auto", "input": long})
+        chat = client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": long}]})
+        messages = client.post("/v1/messages", json=_messages(long))
+    assert responses.status_code == 413, responses.text
+    assert responses.json()["error"]["param"] == "input" and responses.json()["error"]["code"] == "prompt_too_large"
+    assert chat.status_code == 413 and chat.json()["error"]["param"] == "messages", chat.text
+    assert messages.status_code == 413 and "prompt" in messages.json()["error"]["message"], messages.text
+    assert not upstream.requests
