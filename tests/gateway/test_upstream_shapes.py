@@ -178,6 +178,32 @@ def test_a_dialect_stream_event_that_is_not_an_object_fails_the_stream_cleanly(s
     assert site.record(response.headers["x-switchman-request-id"]).status == "stream_error"
 
 
+@pytest.mark.parametrize("before", [0, 1])
+def test_a_stream_failing_at_its_first_piece_opens_before_its_error_for_the_sdk_clients(site: Site, before: int) -> None:
+    # The opening events (response.created; message_start) were made with the first piece, and lost when an event
+    # of it failed the stream: the openai SDK raised "Expected to have received `response.created` before `error`".
+    import anthropic
+    import openai
+
+    bad = sse(b"null")[0]
+    piece = b"".join(sse(_text("good text"))[:before]) + bad  # the failing event, after some text or not
+    with _LOCK:
+        site.raw.answer([piece, *sse(_text(" and more"), b"[DONE]")], stream=True)
+        with openai.OpenAI(base_url=f"{site.http.base_url}/v1", api_key="unused", max_retries=0) as client, \
+                client.responses.stream(model="rawo", input="hello") as stream:
+            events = [event.type for event in stream]
+        assert events[:2] == ["response.created", "response.in_progress"] and events[-2:] == ["error", "response.failed"]
+        assert ("response.output_text.delta" in events) == bool(before)  # the text before the bad event went out
+        with anthropic.Anthropic(base_url=str(site.http.base_url), api_key="unused", max_retries=0) as claude, \
+                pytest.raises(anthropic.APIStatusError, match="not a JSON object"), \
+                claude.messages.stream(model="rawo", max_tokens=50, messages=ASK) as messages:  # type: ignore[arg-type]
+            seen = []
+            for message_event in messages:
+                seen.append(message_event.type)
+    assert seen[:1] == ["message_start"]
+    assert ("text" in seen) == bool(before)
+
+
 ODD_ANSWERS = {
     "choices_a_string": "x",
     "message_a_string": [{"message": "x"}],
@@ -224,6 +250,37 @@ def test_streamed_tool_arguments_sent_as_an_object_reach_the_client_as_its_json(
         done = next(e for e in events if e["type"] == "response.completed")
         arguments = next(i["arguments"] for i in done["response"]["output"] if i["type"] == "function_call")
     assert orjson.loads(arguments) == {"city": "Paris"}, text
+
+
+@pytest.mark.parametrize(("pieces", "expected"), [
+    (['{"ci', 'ty": "Par', 'is"}'], {"city": "Paris"}),
+    ([" ", ' {"city": ', '"Paris"}'], {"city": "Paris"}),  # whitespace first: not sent alone
+    (["{not ", "json"], {"arguments": "{not json"}),  # a small model's broken JSON
+    (['{"city": ', '"Par'], {}),  # cut off once its start went out: the client keeps what it read of it
+    (['{"city": "Paris"}', "}"], {"city": "Paris"}),  # a stray brace after the object: held back
+    (["[1, ", "2]"], {"value": [1, 2]}),  # JSON, but no object
+])
+def test_streamed_tool_arguments_reach_an_anthropic_client_as_the_object_a_non_streamed_answer_gives(
+        site: Site, pieces: list[str], expected: dict[str, Any]) -> None:
+    # Anthropic's SDK parses the input_json_deltas so far as JSON at each one: arguments that are not JSON made
+    # it raise mid-stream ("Unable to parse tool parameter JSON"), JSON of another kind left a list as the input.
+    import anthropic
+
+    first = _call(index=0, id="t1", function={"name": "weather", "arguments": pieces[0]})
+    rest = [_call(index=0, function={"arguments": piece}) for piece in pieces[1:]]
+    with _LOCK:
+        site.raw.answer(sse(_text("Let me look."), first, *rest,
+                            _chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]), b"[DONE]"),
+                        stream=True)
+        with anthropic.Anthropic(base_url=str(site.http.base_url), api_key="unused", max_retries=0) as client, \
+                client.messages.stream(model="rawo", max_tokens=50, messages=ASK) as stream:  # type: ignore[arg-type]
+            final = stream.get_final_message()
+            request_id = stream.response.headers["x-switchman-request-id"]
+    call = final.content[-1]
+    assert final.content[0].type == "text" and final.content[0].text == "Let me look."
+    assert call.type == "tool_use" and call.name == "weather" and call.input == expected
+    assert final.stop_reason == "tool_use"
+    assert site.record(request_id).status == "ok"
 
 
 def test_an_anthropic_stream_whose_closing_usage_has_null_input_counts_keeps_the_opening_ones(site: Site) -> None:

@@ -126,7 +126,7 @@ async def parse_request(
             body = await run_offloaded(lambda: parse(read_json(raw, limits.max_json_depth, items)))
         else:
             body = parse(read_json(raw, limits.max_json_depth, items))
-        check_prompt_size(body, limits.max_prompt_chars)
+        check_prompt_size(body, limits.max_prompt_chars, "input" if api == "responses" else "messages")
         context = context_from(headers, body, request_id=request_id, key_id=key_id, api=api, body_bytes=len(raw))
         return body, bind_agent(context, state.get("key"))
     except InvalidRequestError as exc:

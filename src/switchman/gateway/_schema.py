@@ -273,12 +273,13 @@ def prompt_chars(body: Mapping[str, Any]) -> int:
     return total
 
 
-def check_prompt_size(body: Mapping[str, Any], max_chars: int) -> None:
-    """413 when the messages' text (string contents and text parts) is longer than `max_chars` characters."""
+def check_prompt_size(body: Mapping[str, Any], max_chars: int, param: str = "messages") -> None:
+    """413 when the messages' text (string contents and text parts) is longer than `max_chars` characters; `param`
+    names the field the client sent them in (`input` on /v1/responses: it runs on the chat body they became)."""
     total = prompt_chars(body)
     if total > max_chars:
         raise InvalidRequestError(f"the prompt is {total} characters, over this gateway's limit of {max_chars}",
-                                  status=413, param="messages", code="prompt_too_large")
+                                  status=413, param=param, code="prompt_too_large")
 
 
 def parse_body(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:

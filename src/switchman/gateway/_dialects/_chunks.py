@@ -83,10 +83,14 @@ class ChunkTranslator:
         self.model = model
         self.usage: Usage | None = None
         self.ended = False
+        # Events made but not sent: a dialect's opening ones, and what a piece gave before an event of it that
+        # failed the stream. They go out first with the next piece, the failure's error (a Responses client
+        # refuses an error before response.created; the text before a bad event is the client's too).
+        self.unsent: list[bytes] = []
 
     def feed(self, piece: bytes) -> list[bytes]:
         """Client-bound bytes for one relayed piece (one or more SSE events)."""
-        out: list[bytes] = []
+        out, self.unsent = self.unsent, []
         for event in piece.split(b"\n\n"):
             data = sse_data(event.strip()) if event.strip() else None
             if data is None or self.ended:
@@ -100,6 +104,7 @@ class ChunkTranslator:
             except orjson.JSONDecodeError:
                 chunk = None
             if not isinstance(chunk, dict):
+                self.unsent = out
                 raise UpstreamServerError(f"{self.model}: upstream sent a stream event that is not a JSON object",
                                           model=self.model)
             if "error" in chunk:

@@ -153,6 +153,15 @@ def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
+def _string(block: Mapping[str, Any], name: str, where: str) -> str | None:
+    """A block's field the chat body takes as text: a string, or None when absent or null; else a 400 naming it
+    (its Python repr, "{'a': 1}", is no text the client sent)."""
+    value = block.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequestError(f"{where}.{name} must be a string", param=f"{where}.{name}", code="invalid_value")
+    return value
+
+
 def _tool_result(block: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The tool message for a tool_result, and any images it returned (sent as a user turn after it)."""
     content = block.get("content")
@@ -169,8 +178,11 @@ def _tool_result(block: Mapping[str, Any], where: str) -> tuple[dict[str, Any], 
                 images.append(part)
         text = "\n".join(texts)
     else:
-        text = "" if content is None else str(content)
-    return {"role": "tool", "tool_call_id": str(block.get("tool_use_id") or ""), "content": text}, images
+        if content is not None and not isinstance(content, str):
+            raise InvalidRequestError(f"{where}.content must be a string or a list of content blocks",
+                                      param=f"{where}.content", code="invalid_value")
+        text = content or ""
+    return {"role": "tool", "tool_call_id": _string(block, "tool_use_id", where) or "", "content": text}, images
 
 
 def _user_turn(blocks: list[Mapping[str, Any]], where: str) -> list[dict[str, Any]]:
@@ -191,9 +203,13 @@ def _assistant_turn(blocks: list[Mapping[str, Any]], where: str) -> dict[str, An
     calls: list[dict[str, Any]] = []
     for i, block in enumerate(blocks):
         if block.get("type") == "tool_use":
-            arguments = orjson.dumps(block.get("input") or {}).decode()
-            calls.append({"id": str(block.get("id") or f"toolu_{i}"), "type": "function",
-                          "function": {"name": str(block.get("name") or ""), "arguments": arguments}})
+            given = block.get("input")
+            if given is not None and not isinstance(given, dict):  # the arguments of a call are an object
+                raise InvalidRequestError(f"{where}.{i}.input must be an object", param=f"{where}.{i}.input",
+                                          code="invalid_value")
+            arguments = orjson.dumps(given or {}).decode()
+            calls.append({"id": _string(block, "id", f"{where}.{i}") or f"toolu_{i}", "type": "function",
+                          "function": {"name": _string(block, "name", f"{where}.{i}") or "", "arguments": arguments}})
         elif (part := _part(block, f"{where}.{i}")) is not None:
             parts.append(part)
     message: dict[str, Any] = {"role": "assistant", "content": _content(parts) if parts else None}

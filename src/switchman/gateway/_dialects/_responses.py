@@ -10,6 +10,7 @@ says `store: false`). What needs server-side state or a hosted tool (`previous_r
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -37,8 +38,38 @@ _TYPED = (("stream", bool, "a boolean"), ("store", bool, "a boolean"), ("paralle
           ("metadata", dict, "an object"))
 
 
+#: A chat body's field (as the chat schema names it in a 400) → the Responses request's field it was built from.
+#: `text.format` is flat (type, name, schema, strict), the chat body's `response_format` nests all but its type in
+#: `json_schema`: `response_format.json_schema.schema` was `text.format.schema`.
+_FIELDS = ((re.compile(r"max_tokens$"), "max_output_tokens"), (re.compile(r"tools\.(\d+)\.function\."), r"tools.\1."),
+           (re.compile(r"tool_choice\.function\."), "tool_choice."),
+           (re.compile(r"response_format(?:\.json_schema)?\b"), "text.format"), (re.compile(r"messages\b.*"), "input"))
+
+
+def _in_responses_terms(error: InvalidRequestError) -> InvalidRequestError:
+    """The chat schema's 400 naming the Responses field (`max_output_tokens`, not the `max_tokens` it became)."""
+    param = error.param or ""
+    for pattern, field in _FIELDS:
+        if pattern.match(param):
+            named = pattern.sub(field, param, count=1)
+            message = str(error).replace(repr(param), repr(named), 1)
+            return InvalidRequestError(message, status=error.status, param=named, code=error.code, kind=error.kind)
+    return error
+
+
 def _unsupported(message: str, param: str) -> InvalidRequestError:
     return InvalidRequestError(message, param=param, code="unsupported_parameter")
+
+
+def _string(item: Mapping[str, Any], name: str, where: str, default: str = "") -> str:
+    """A field the chat body takes as text: a string (absent or null: `default`); else a 400 naming it (its Python
+    repr, "{'q': 1}", is no JSON and no text the client sent)."""
+    value = item.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{where}.{name} must be a string", param=f"{where}.{name}", code="invalid_value")
+    return value
 
 
 def _part(part: Any, where: str) -> dict[str, Any]:
@@ -48,9 +79,9 @@ def _part(part: Any, where: str) -> dict[str, Any]:
         raise InvalidRequestError(f"{where} must be an object", param=where, code="invalid_value")
     kind = part.get("type")
     if kind in ("input_text", "output_text", "text"):
-        return {"type": "text", "text": str(part.get("text") or "")}
+        return {"type": "text", "text": _string(part, "text", where)}
     if kind == "refusal":
-        return {"type": "text", "text": str(part.get("refusal") or "")}
+        return {"type": "text", "text": _string(part, "refusal", where)}
     if kind == "input_image" and isinstance(part.get("image_url"), str):
         image: dict[str, Any] = {"url": part["image_url"]}
         if part.get("detail") in ("low", "high"):
@@ -95,8 +126,9 @@ def _messages(items: Any) -> list[dict[str, Any]]:
         if kind == "message":
             messages.append(_message(item, where))
         elif kind == "function_call":
-            call = {"id": str(item.get("call_id") or item.get("id") or f"call_{i}"), "type": "function",
-                    "function": {"name": str(item.get("name") or ""), "arguments": str(item.get("arguments") or "")}}
+            call_id = _string(item, "call_id", where) or _string(item, "id", where) or f"call_{i}"
+            call = {"id": call_id, "type": "function",
+                    "function": {"name": _string(item, "name", where), "arguments": _string(item, "arguments", where)}}
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":  # consecutive calls: one assistant turn
                 last.setdefault("tool_calls", []).append(call)
@@ -107,9 +139,10 @@ def _messages(items: Any) -> list[dict[str, Any]]:
         elif kind == "function_call_output":
             output = item.get("output")
             if isinstance(output, list):
-                output = "".join(_part(p, f"{where}.output").get("text", "") for p in output)
-            messages.append({"role": "tool", "tool_call_id": str(item.get("call_id") or ""),
-                             "content": "" if output is None else str(output)})
+                output = "".join(_part(p, f"{where}.output.{j}").get("text", "") for j, p in enumerate(output))
+            else:
+                output = _string(item, "output", where)
+            messages.append({"role": "tool", "tool_call_id": _string(item, "call_id", where), "content": output})
         elif kind in _IGNORED_ITEMS:
             continue
         elif kind == "item_reference":
@@ -194,7 +227,10 @@ def chat_from_responses(data: dict[str, Any]) -> dict[str, Any]:
     _format(data, chat)
     metadata = data.get("metadata")
     own = {k: metadata[k] for k in OWN_METADATA_KEYS if k in metadata} if isinstance(metadata, Mapping) else {}
-    return finished_chat(chat, own, stream=bool(data.get("stream")))
+    try:
+        return finished_chat(chat, own, stream=bool(data.get("stream")))
+    except InvalidRequestError as exc:
+        raise _in_responses_terms(exc) from None
 
 
 def response_usage(usage: Usage | None) -> dict[str, Any]:

@@ -49,12 +49,12 @@ class ResponsesStream(ChunkTranslator):
 
     def feed(self, piece: bytes) -> list[bytes]:
         """response.created and response.in_progress first, then whatever the piece carries."""
-        if self._started:
-            return super().feed(piece)
-        self._started = True
-        opening = self._response("in_progress")
-        out = [self._event("response.created", response=opening), self._event("response.in_progress", response=opening)]
-        return out + super().feed(piece)
+        if not self._started:
+            self._started = True
+            opening = self._response("in_progress")
+            self.unsent[:0] = [self._event("response.created", response=opening),
+                               self._event("response.in_progress", response=opening)]
+        return super().feed(piece)
 
     def _add(self, item: dict[str, Any]) -> list[bytes]:
         out = self._close()
