@@ -86,8 +86,14 @@ class Scrubber:
     """Removes the configured secrets, and anything shaped like a key, from text."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        found = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        #: The secrets this scrubber redacts by value (those long enough to match safely).
+        self.secrets = frozenset(s for s in secrets if s and len(s) >= 4)
+        found = sorted(self.secrets, key=len, reverse=True)
         self._secrets = re.compile("|".join(re.escape(s) for s in found)) if found else None
+
+    def __or__(self, other: Scrubber) -> Scrubber:
+        """A scrubber redacting both's secrets (a gateway's, across reloads: a retired dispatcher's keys too)."""
+        return self if other.secrets <= self.secrets else Scrubber(self.secrets | other.secrets)
 
     def __call__(self, text: str) -> str:
         if self._secrets is not None:
