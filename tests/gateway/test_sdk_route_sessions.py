@@ -1,5 +1,5 @@
 """`Router.route(session=...)` reads the session state the Router's chats left on the caller's own thread: while
-other threads chat, while the client's loop is busy, after `close()`."""
+other threads chat, while the client's loop is busy, after `close()`; it reads the session id as `chat` does."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from switchman import Router
+from switchman import InvalidRequestError, Router
 from switchman.routing import Decision, RouteRequest
 
 
@@ -97,3 +97,15 @@ def test_a_runtime_error_from_the_session_steer_propagates(sdk_router: Router, m
     with pytest.raises(RuntimeError, match="a bug in the session steer"):
         sdk_router.route("And now?", session="broken")
 
+
+def test_route_reads_the_session_id_as_chat_does(sdk_router: Router) -> None:
+    _escalated(sdk_router, "s1")
+    assert sdk_router.chat("Go on.", session=" s1 ").model == "mid"  # chat strips it: the same session
+    assert sdk_router.route("Go on.", session=" s1 ").model == "mid"
+    assert sdk_router.route("Go on.", session="   ").model == "cheap"  # empty: no session
+    with pytest.raises(InvalidRequestError, match="control characters"):
+        sdk_router.route("Go on.", session="s1\nx")
+    with pytest.raises(InvalidRequestError, match="longer than 256"):
+        sdk_router.route("Go on.", session="s" * 257)
+    with pytest.raises(InvalidRequestError, match="control characters"):
+        sdk_router.chat("Go on.", session="s1\nx")  # (as chat refuses them)
