@@ -160,9 +160,11 @@ _ANTHROPIC_PATHS = ("/v1/messages", "/messages")
 def dialect_for_path(path: str, root_path: str = "") -> str:
     """Which envelope (and rate-limit headers) a path's clients expect: "anthropic" for /v1/messages and the paths
     below it, else "openai". `root_path` is the prefix the app is served under (a Starlette `Mount`, a proxy's root
-    path): stripped first, as the router does, so `/gw/v1/messages` under `/gw` is Anthropic's too."""
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path):]
+    path): stripped first, as the router does, so `/gw/v1/messages` under `/gw` (or `/gw/`) is Anthropic's too. Only
+    at a segment's end (without its trailing slash): `/` strips nothing, and `/gwx/...` is not under `/gw`."""
+    root = root_path.rstrip("/")
+    if root and path.startswith(root) and path.startswith("/", len(root)):
+        path = path[len(root):]
     for base in _ANTHROPIC_PATHS:
         if path.startswith(base) and (len(path) == len(base) or path[len(base)] == "/"):  # not /v1/messagesX
             return "anthropic"
