@@ -20,7 +20,7 @@ import orjson
 from starlette.responses import Response
 
 from .._urls import secret_query_name, shown_url
-from ._rate_headers import rate_limit_headers
+from ._rate_headers import Dialect, rate_limit_headers
 from .._exceptions import (
     BudgetExceededError,
     CallerLimitError,
@@ -157,7 +157,7 @@ def anthropic_error_payload(status: int, payload: dict[str, object]) -> dict[str
 _ANTHROPIC_PATHS = ("/v1/messages", "/messages")
 
 
-def dialect_for_path(path: str, root_path: str = "") -> str:
+def dialect_for_path(path: str, root_path: str = "") -> Dialect:
     """Which envelope (and rate-limit headers) a path's clients expect: "anthropic" for /v1/messages and the paths
     below it, else "openai". `root_path` is the prefix the app is served under (a Starlette `Mount`, a proxy's root
     path): stripped first, as the router does, so `/gw/v1/messages` under `/gw` (or `/gw/`) is Anthropic's too. Only
@@ -171,7 +171,7 @@ def dialect_for_path(path: str, root_path: str = "") -> str:
     return "openai"
 
 
-def dialect_for_scope(scope: Mapping[str, Any]) -> str:
+def dialect_for_scope(scope: Mapping[str, Any]) -> Dialect:
     """`dialect_for_path` of a request's ASGI scope (its path under its root path): what every renderer asks."""
     return dialect_for_path(scope["path"], scope.get("root_path", ""))
 
@@ -185,7 +185,7 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
 
 def error_response(
     exc: BaseException, scrub: Scrubber | None = None, headers: dict[str, str] | None = None, *,
-    dialect: str = "openai",
+    dialect: Dialect = "openai",
 ) -> Response:
     """The HTTP response for an exception (Retry-After for rate limits, x-should-retry: false for budgets), in
     `dialect`'s envelope and rate-limit headers ("anthropic" for /v1/messages, else "openai")."""

@@ -23,7 +23,7 @@ from .._embeddings import check_embeddings, embed
 from .._endpoints import read_request, route_headers
 from .._gateway import Gateway
 from .._offload import OFFLOAD_BYTES, run_offloaded
-from .._rate_headers import rate_headers
+from .._rate_headers import Dialect, rate_headers
 from .._response_cache import ReplayStream
 from .._stream import ChatStream, RelayResponse
 from ._messages import anthropic_message, chat_from_messages, message_id
@@ -41,7 +41,7 @@ def _count_only(data: dict[str, Any]) -> dict[str, Any]:
     return chat_from_messages(data, count_only=True)
 
 
-def _answer_headers(completion: Completion, dialect: str = "openai") -> dict[str, str]:
+def _answer_headers(completion: Completion, dialect: Dialect = "openai") -> dict[str, str]:
     """A non-stream answer's headers: the route, the caller's rate limits (in `dialect`'s spelling), the cost."""
     headers = route_headers(completion.model, completion.decision.reason, deployment=completion.deployment,
                             cache=completion.cache)
@@ -50,7 +50,7 @@ def _answer_headers(completion: Completion, dialect: str = "openai") -> dict[str
     return headers
 
 
-def _stream_headers(stream: ChatStream | ReplayStream, dialect: str = "openai") -> dict[str, str]:
+def _stream_headers(stream: ChatStream | ReplayStream, dialect: Dialect = "openai") -> dict[str, str]:
     """A stream's headers: the route and the caller's rate limits (in `dialect`'s spelling)."""
     headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
     return headers | rate_headers(stream.limits, dialect)
