@@ -238,7 +238,10 @@ class Decider:
         response_format: Mapping[str, Any] | None = None,
         max_tokens: int | None = None,
     ) -> Decision:
-        """Decide which model serves this request."""
+        """Decide which model serves this request.
+
+        `session` is not applied here (a Decider keeps no session state): the SDK's `Router.route` moves the decision
+        as its chats left the session, and the gateway (`POST /v1/route`, each chat) as its own sessions say."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         request = self.request(

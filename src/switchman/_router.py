@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
 from ._config import Config
+from ._context_values import clean_value
 from ._decider import Decider
 
 if TYPE_CHECKING:
@@ -217,6 +218,12 @@ class Router(Decider):
         if stream:
             return AsyncReplyStream(await self._client().astream(messages, **options), self)
         return Reply.of(await self._client().achat(messages, **options))
+
+    def route(self, messages: Messages, *, session: str | None = None, **options: Any) -> Decision:
+        """`Decider.route`, with `session` read as `chat` reads it (stripped; InvalidRequestError when over 256
+        characters or holding control characters), so route(session=" s1 ") sees the session chat(session=" s1 ")
+        moved; with a session, the model its state (this Router's chats, feedback) moves it to."""
+        return super().route(messages, session=clean_value(session, "session"), **options)
 
     def _session_steered(self, request: RouteRequest, decision: Decision) -> Decision:
         """`route` with a session gets the session's model, as `POST /v1/route` does: the state this Router's chats

@@ -90,6 +90,10 @@ def test_a_refused_key_under_a_prefix_is_told_in_anthropic_s_envelope(upstream: 
     ("/v1/messages", "", "anthropic"), ("/v1/messages/count_tokens", "", "anthropic"),
     ("/gw/v1/messages", "/gw", "anthropic"), ("/v1/messagesX", "", "openai"), ("/gw/v1/messagesX", "/gw", "openai"),
     ("/gw/v1/chat/completions", "/gw", "openai"), ("/v1/responses", "", "openai"),
+    # A root path with its trailing slash (or just "/") is the same root: only whole segments are stripped.
+    ("/v1/messages", "/", "anthropic"), ("/gw/v1/messages", "/gw/", "anthropic"),
+    ("/gw/v1/messages/count_tokens", "/gw/", "anthropic"), ("/gw/v1/chat/completions", "/gw/", "openai"),
+    ("/gwx/v1/messages", "/gw", "openai"),
 ])
 def test_the_dialect_of_a_path_under_its_root(path: str, root: str, dialect: str) -> None:
     assert dialect_for_scope({"path": path, "root_path": root}) == dialect

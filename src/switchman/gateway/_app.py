@@ -71,8 +71,9 @@ def build_app(
         elif not isinstance(exc, SwitchmanError):
             logger.error("unexpected error on %s: %s", request.url.path, type(exc).__name__)
         dialect = dialect_for_scope(request.scope)  # /v1/messages: Anthropic's envelope and rate-limit headers
-        # The live dispatcher's scrubber: a reload's new providers' keys are secrets too (not the startup one's).
-        response = error_response(exc, gateway.dispatcher.scrub, dialect=dialect)
+        # Every dispatcher's secrets: a reload's new providers' keys, and a removed provider's key (a request still
+        # running on the retired dispatcher fails with it after the reload), not only the live dispatcher's.
+        response = error_response(exc, gateway.scrub, dialect=dialect)
         if unexpected:
             # Rendered outside the request-id middleware: carry the id so the ledger row can be found. The
             # server drops the connection after a 500, so say so: the client's next request opens a new one.

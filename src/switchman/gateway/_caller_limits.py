@@ -47,7 +47,8 @@ class CallerLimits:
         return applying
 
     async def admit(self, context: RequestContext, tokens: int) -> Admission | None:
-        """The tightest admission among the limits that apply (None: none applies); raises CallerLimitError.
+        """The admission the answer's headers describe, combined per kind from the limits that apply (`_tightest`:
+        for requests and for tokens, the limit with the least left; None: none applies); raises CallerLimitError.
 
         All of them at once (`admit_all`): a request one limit refuses takes nothing from the others, not even
         for the moment an admit-then-refund would hold it (concurrent requests would see 429s meanwhile)."""

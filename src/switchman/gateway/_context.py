@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .._context_values import clean_value as _clean
 from .._exceptions import InvalidRequestError
 from .._slots import slot_init
 from ..ledger import KeyInfo
@@ -22,7 +23,6 @@ OWN_METADATA_KEYS = ("agent", "session", "tags", "task", "escalate", "cache")
 #: The request headers `context_from` reads.
 CONTEXT_HEADERS = frozenset({b"x-switchman-agent", b"x-switchman-session", b"x-switchman-tags", b"x-switchman-task",
                              b"x-switchman-escalate", b"x-switchman-cache", b"traceparent", b"tracestate"})
-_MAX_VALUE = 256
 _MAX_TAGS = 32
 
 
@@ -44,20 +44,6 @@ class RequestContext:
     #: The caller's W3C trace context (`traceparent` / `tracestate` headers), parent of the request's span.
     traceparent: str | None = None
     tracestate: str | None = None
-
-
-def _clean(value: object, where: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidRequestError(f"{where} must be a string", param=where, code="invalid_value")
-    value = value.strip()
-    if len(value) > _MAX_VALUE:
-        raise InvalidRequestError(f"{where} is longer than {_MAX_VALUE} characters", param=where,
-                                  code="invalid_value")
-    if not value.isprintable():
-        raise InvalidRequestError(f"{where} contains control characters", param=where, code="invalid_value")
-    return value or None
 
 
 def _tags(value: object, where: str) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from .._exceptions import InvalidRequestError
-from ._rate_headers import rate_headers
+from ._rate_headers import Dialect, rate_headers
 from ._context import RequestContext, bind_agent, context_from, context_headers
 from ._direct import read_body
 from ._dispatcher import Completion, Dispatcher
@@ -21,7 +21,8 @@ from ._gateway import Gateway
 from ._items import item_check
 from ._middleware import MASTER_KEY_ID
 from ._schema import check_body, check_prompt_size, read_json
-from ._stream import RelayResponse
+from ._response_cache import ReplayStream
+from ._stream import ChatStream, RelayResponse
 
 __all__ = ["Endpoints", "completion_response", "header_value", "parse_request", "read_request", "route_headers"]
 
@@ -60,6 +61,13 @@ def route_headers(model: str, reason: str, *, deployment: str | None = None, cac
     if cache is not None:
         headers["x-switchman-cache"] = cache
     return headers
+
+
+def stream_headers(stream: ChatStream | ReplayStream, dialect: Dialect = "openai") -> dict[str, str]:
+    """A stream's headers, whichever API opened it: the route and the caller's rate limits (in `dialect`'s
+    spelling)."""
+    headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
+    return headers | rate_headers(stream.limits, dialect)
 
 
 def _route_raw(model: str, reason: str, deployment: str | None, cache: str | None) -> list[tuple[bytes, bytes]]:
@@ -182,8 +190,7 @@ class Endpoints:
         body, context = await parse_request(dispatcher, state, raw, headers)
         if body.get("stream"):
             stream = await dispatcher.open_stream(body, context)
-            return RelayResponse(stream, route_headers(stream.model, stream.reason, deployment=stream.deployment,
-                                                       cache=stream.cache) | rate_headers(stream.limits))
+            return RelayResponse(stream, stream_headers(stream))
         return completion_response(await dispatcher.complete(body, context))
 
     async def route(self, request: Request) -> Response:

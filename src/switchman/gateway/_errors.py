@@ -20,7 +20,7 @@ import orjson
 from starlette.responses import Response
 
 from .._urls import secret_query_name, shown_url
-from ._rate_headers import rate_limit_headers
+from ._rate_headers import Dialect, rate_limit_headers
 from .._exceptions import (
     BudgetExceededError,
     CallerLimitError,
@@ -86,8 +86,14 @@ class Scrubber:
     """Removes the configured secrets, and anything shaped like a key, from text."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        found = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        #: The secrets this scrubber redacts by value (those long enough to match safely).
+        self.secrets = frozenset(s for s in secrets if s and len(s) >= 4)
+        found = sorted(self.secrets, key=len, reverse=True)
         self._secrets = re.compile("|".join(re.escape(s) for s in found)) if found else None
+
+    def __or__(self, other: Scrubber) -> Scrubber:
+        """A scrubber redacting both's secrets (a gateway's, across reloads: a retired dispatcher's keys too)."""
+        return self if other.secrets <= self.secrets else Scrubber(self.secrets | other.secrets)
 
     def __call__(self, text: str) -> str:
         if self._secrets is not None:
@@ -151,19 +157,21 @@ def anthropic_error_payload(status: int, payload: dict[str, object]) -> dict[str
 _ANTHROPIC_PATHS = ("/v1/messages", "/messages")
 
 
-def dialect_for_path(path: str, root_path: str = "") -> str:
+def dialect_for_path(path: str, root_path: str = "") -> Dialect:
     """Which envelope (and rate-limit headers) a path's clients expect: "anthropic" for /v1/messages and the paths
     below it, else "openai". `root_path` is the prefix the app is served under (a Starlette `Mount`, a proxy's root
-    path): stripped first, as the router does, so `/gw/v1/messages` under `/gw` is Anthropic's too."""
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path):]
+    path): stripped first, as the router does, so `/gw/v1/messages` under `/gw` (or `/gw/`) is Anthropic's too. Only
+    at a segment's end (without its trailing slash): `/` strips nothing, and `/gwx/...` is not under `/gw`."""
+    root = root_path.rstrip("/")
+    if root and path.startswith(root) and path.startswith("/", len(root)):
+        path = path[len(root):]
     for base in _ANTHROPIC_PATHS:
         if path.startswith(base) and (len(path) == len(base) or path[len(base)] == "/"):  # not /v1/messagesX
             return "anthropic"
     return "openai"
 
 
-def dialect_for_scope(scope: Mapping[str, Any]) -> str:
+def dialect_for_scope(scope: Mapping[str, Any]) -> Dialect:
     """`dialect_for_path` of a request's ASGI scope (its path under its root path): what every renderer asks."""
     return dialect_for_path(scope["path"], scope.get("root_path", ""))
 
@@ -177,7 +185,7 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
 
 def error_response(
     exc: BaseException, scrub: Scrubber | None = None, headers: dict[str, str] | None = None, *,
-    dialect: str = "openai",
+    dialect: Dialect = "openai",
 ) -> Response:
     """The HTTP response for an exception (Retry-After for rate limits, x-should-retry: false for budgets), in
     `dialect`'s envelope and rate-limit headers ("anthropic" for /v1/messages, else "openai")."""

@@ -34,6 +34,7 @@ from ..state import (
 )
 from ._defaults import default_config
 from ._dispatcher import Dispatcher
+from ._errors import Scrubber
 from ._keyring import Keyring
 from ._sessions import SessionKeeper
 from ._tracing import Tracing
@@ -70,6 +71,9 @@ class Gateway:
         self.budgets = dispatcher.budgets
         self.env: Mapping[str, str] = Environment.read() if env is None else env
         self._retired: list[Dispatcher] = []  # replaced by a reload; closed at shutdown
+        #: Every secret any dispatcher served with so far (the live one's and the retired ones'): what the error
+        #: renderer scrubs with, since a request still running on a retired dispatcher may fail after the reload.
+        self.scrub: Scrubber = dispatcher.scrub
         self._key_budgets_refresh: asyncio.Task[bool] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         if self.keyring is not None:
@@ -162,6 +166,7 @@ class Gateway:
         Requests already in flight finish on the old one, whose connections close at shutdown.
         """
         self._retired.append(self.dispatcher)
+        self.scrub |= dispatcher.scrub  # (before the swap: an error drawn then already knows the new keys)
         self.dispatcher, self.decider, self.config = dispatcher, dispatcher.decider, dispatcher.decider.config
         # The carried-over tracing follows server.store_prompts as the ledger does (spans leave for a collector).
         dispatcher.tracing.record_prompts = self.config.server.store_prompts

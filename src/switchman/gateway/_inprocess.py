@@ -374,15 +374,10 @@ class InProcessClient:
         return body, context_from(headers, body, request_id=new_request_id())
 
     def steer(self, request: RouteRequest, decision: Decision) -> Decision:
-        """The decision as the request's session state moves it (`Router.route`), read on the client's loop, where
-        the sessions live; unchanged once the client is closed (its sessions are gone)."""
-        steer, context = self.dispatcher.sessions.steer, RequestContext(session=request.session)
-        if threading.current_thread() is self._runtime.loop_thread:
-            return steer(request, decision, context)
-        try:
-            return self._portal.call(steer, request, decision, context)
-        except RuntimeError:  # the portal has stopped: closed under this call
-            return decision
+        """The decision as the request's session state moves it (`Router.route`), read on the calling thread: the
+        client's sessions are in memory (`MemorySessionStore`, thread-safe; the SDK shares none on Redis), so no hop
+        onto its loop, which may be stopping (and once closed, what its chats left is still what it knew)."""
+        return self.dispatcher.sessions.steer(request, decision, RequestContext(session=request.session))
 
     def chat(self, messages: Sequence[Mapping[str, Any]] | str, **options: Any) -> Completion:
         """The answer to these messages (blocks until it arrives)."""

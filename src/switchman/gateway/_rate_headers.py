@@ -15,10 +15,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from typing import Literal
 
 from ..state import Admission
 
-__all__ = ["rate_headers", "rate_limit_headers"]
+__all__ = ["Dialect", "rate_headers", "rate_limit_headers"]
+
+#: The API spoken, as far as its errors and rate-limit headers go: "anthropic" (/v1/messages), else "openai".
+Dialect = Literal["openai", "anthropic"]
 
 #: `Admission.limits()`'s names (OpenAI's header suffixes) → Anthropic's.
 _ANTHROPIC_NAMES = {"limit-requests": "requests-limit", "remaining-requests": "requests-remaining",
@@ -42,7 +46,7 @@ def _rfc3339(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(at)))
 
 
-def rate_limit_headers(limits: Mapping[str, float | None], dialect: str = "openai", *,
+def rate_limit_headers(limits: Mapping[str, float | None], dialect: Dialect = "openai", *,
                        measured_at: float | None = None, now: float | None = None) -> dict[str, str]:
     """The rate-limit headers of limit-/remaining-/reset- values in `dialect`'s spelling: "anthropic" (/v1/messages)
     or "openai" (every other API).
@@ -71,7 +75,7 @@ def rate_limit_headers(limits: Mapping[str, float | None], dialect: str = "opena
     return headers
 
 
-def rate_headers(admission: Admission | None, dialect: str = "openai") -> dict[str, str]:
+def rate_headers(admission: Admission | None, dialect: Dialect = "openai") -> dict[str, str]:
     """The rate-limit headers of an admitted request in `dialect`'s spelling, its resets counted from its admission
     (none when no caller limit applied)."""
     if admission is None:

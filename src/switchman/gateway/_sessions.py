@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
@@ -79,37 +80,44 @@ class SessionStore(Protocol):
 
 
 class MemorySessionStore:
-    """Session states in this process's memory, oldest evicted beyond `max_sessions`."""
+    """Session states in this process's memory, oldest evicted beyond `max_sessions`.
+
+    Safe from any thread (one lock, uncontended on the event loop): the SDK's `Router.route` and `feedback` read
+    and write it from the caller's thread while its chats update it on the client's loop."""
 
     def __init__(self, ttl_s: float, max_sessions: int = 100_000) -> None:
         self.ttl_s = ttl_s
         self.max_sessions = max_sessions
         self._states: OrderedDict[str, SessionState] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, session_id: str, now: float) -> SessionState | None:
         """The live state of a session (an expired one is dropped)."""
-        state = self._states.get(session_id)
-        if state is not None and is_expired(state, now, self.ttl_s):
-            del self._states[session_id]
-            return None
-        return state
+        with self._lock:
+            state = self._states.get(session_id)
+            if state is not None and is_expired(state, now, self.ttl_s):
+                del self._states[session_id]
+                return None
+            return state
 
     def put(self, session_id: str, state: SessionState) -> None:
         """Store a state, most recent last; evict the least recently updated beyond the cap."""
-        self._states[session_id] = state
-        self._states.move_to_end(session_id)
-        while len(self._states) > self.max_sessions:
-            self._states.popitem(last=False)
+        with self._lock:
+            self._states[session_id] = state
+            self._states.move_to_end(session_id)
+            while len(self._states) > self.max_sessions:
+                self._states.popitem(last=False)
 
     def expire(self, now: float) -> int:
         """Drop every expired session (states are kept in update order, so stop at the first live one)."""
         dropped = 0
-        while self._states:
-            session_id, state = next(iter(self._states.items()))
-            if not is_expired(state, now, self.ttl_s):
-                break
-            del self._states[session_id]
-            dropped += 1
+        with self._lock:
+            while self._states:
+                session_id, state = next(iter(self._states.items()))
+                if not is_expired(state, now, self.ttl_s):
+                    break
+                del self._states[session_id]
+                dropped += 1
         return dropped
 
     def __len__(self) -> int:

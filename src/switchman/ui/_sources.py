@@ -87,10 +87,13 @@ class Sources:
 
     @property
     def ledger(self) -> Ledger | None:
+        """The gateway's ledger (None: none configured); one for the process, a reload keeps it."""
         return self.gateway.ledger
 
     @property
     def keys(self) -> KeyStore | None:
+        """The virtual keys' database the dashboard creates and revokes keys in (None: no keys database); a reload
+        keeps it."""
         return self.gateway.keys
 
     @property

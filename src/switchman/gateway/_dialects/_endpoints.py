@@ -20,12 +20,11 @@ from starlette.responses import Response
 
 from .._dispatcher import Completion, Dispatcher
 from .._embeddings import check_embeddings, embed
-from .._endpoints import read_request, route_headers
+from .._endpoints import read_request, route_headers, stream_headers
 from .._gateway import Gateway
 from .._offload import OFFLOAD_BYTES, run_offloaded
-from .._rate_headers import rate_headers
-from .._response_cache import ReplayStream
-from .._stream import ChatStream, RelayResponse
+from .._rate_headers import Dialect, rate_headers
+from .._stream import RelayResponse
 from ._messages import anthropic_message, chat_from_messages, message_id
 from ._messages_stream import MessagesStream
 from ._responses import answer, chat_from_responses
@@ -41,19 +40,13 @@ def _count_only(data: dict[str, Any]) -> dict[str, Any]:
     return chat_from_messages(data, count_only=True)
 
 
-def _answer_headers(completion: Completion, dialect: str = "openai") -> dict[str, str]:
+def _answer_headers(completion: Completion, dialect: Dialect = "openai") -> dict[str, str]:
     """A non-stream answer's headers: the route, the caller's rate limits (in `dialect`'s spelling), the cost."""
     headers = route_headers(completion.model, completion.decision.reason, deployment=completion.deployment,
                             cache=completion.cache)
     headers |= rate_headers(completion.limits, dialect)
     headers["x-switchman-cost-usd"] = f"{completion.cost_usd:.8f}"
     return headers
-
-
-def _stream_headers(stream: ChatStream | ReplayStream, dialect: str = "openai") -> dict[str, str]:
-    """A stream's headers: the route and the caller's rate limits (in `dialect`'s spelling)."""
-    headers = route_headers(stream.model, stream.reason, deployment=stream.deployment, cache=stream.cache)
-    return headers | rate_headers(stream.limits, dialect)
 
 
 class DialectEndpoints:
@@ -75,7 +68,7 @@ class DialectEndpoints:
         if body.get("stream"):
             stream = await dispatcher.open_stream(body, context)
             translator = MessagesStream(message_id=msg_id, model=stream.model, input_tokens=stream.input_tokens)
-            return RelayResponse(stream, _stream_headers(stream, "anthropic"), translator)
+            return RelayResponse(stream, stream_headers(stream, "anthropic"), translator)
         completion = await dispatcher.complete(body, context)
         message = anthropic_message(completion.json(), message_id=msg_id, model=completion.model)
         return Response(orjson.dumps(message), media_type=_JSON,
@@ -110,7 +103,7 @@ class DialectEndpoints:
         if body.get("stream"):
             stream = await dispatcher.open_stream(body, context)
             translator = ResponsesStream(original, response_id=response_id, model=stream.model)
-            return RelayResponse(stream, _stream_headers(stream), translator)
+            return RelayResponse(stream, stream_headers(stream), translator)
         completion = await dispatcher.complete(body, context)
         result = answer(original, completion.json(), response_id=response_id, model=completion.model)
         return Response(orjson.dumps(result), media_type=_JSON,
