@@ -41,7 +41,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("_decider",),
     ("learn",),
     ("routing",),
-    ("__version__", "_catalog", "_config", "_config_hints", "_config_server", "_environ", "_exceptions", "_hosts",
+    ("__version__", "_catalog", "_config", "_config_hints", "_config_server", "_context_values", "_environ",
+     "_exceptions", "_hosts",
      "_limits", "_slashes", "_slots", "_streaks", "_threads", "_tokens", "_urls"),
 )
 GROUND = LAYERS[-1]
