@@ -5,9 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..._exceptions import InvalidRequestError
 from .._schema import check_body
 
-__all__ = ["finished_chat"]
+__all__ = ["finished_chat", "text_field"]
+
+
+def text_field(item: Mapping[str, Any], name: str, where: str) -> str:
+    """A field of the other API's body that the chat body takes as text: a string ("" when absent or null); else a
+    400 naming it (its Python repr, "{'q': 1}", is no JSON and no text the client sent)."""
+    value = item.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{where}.{name} must be a string", param=f"{where}.{name}", code="invalid_value")
+    return value
 
 
 def finished_chat(chat: dict[str, Any], own_metadata: Mapping[str, Any], *, stream: bool,

@@ -28,7 +28,7 @@ from .._anthropic_stream import FINISH_REASONS
 from .._context import OWN_METADATA_KEYS
 from .._schema import describe_invalid
 from .._wire import TRANSLATED, Usage
-from ._chat_body import finished_chat
+from ._chat_body import finished_chat, text_field
 from ._chunks import first_answer, usage_from
 
 __all__ = [
@@ -153,15 +153,6 @@ def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _string(block: Mapping[str, Any], name: str, where: str) -> str | None:
-    """A block's field the chat body takes as text: a string, or None when absent or null; else a 400 naming it
-    (its Python repr, "{'a': 1}", is no text the client sent)."""
-    value = block.get(name)
-    if value is not None and not isinstance(value, str):
-        raise InvalidRequestError(f"{where}.{name} must be a string", param=f"{where}.{name}", code="invalid_value")
-    return value
-
-
 def _tool_result(block: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The tool message for a tool_result, and any images it returned (sent as a user turn after it)."""
     content = block.get("content")
@@ -182,7 +173,7 @@ def _tool_result(block: Mapping[str, Any], where: str) -> tuple[dict[str, Any], 
             raise InvalidRequestError(f"{where}.content must be a string or a list of content blocks",
                                       param=f"{where}.content", code="invalid_value")
         text = content or ""
-    return {"role": "tool", "tool_call_id": _string(block, "tool_use_id", where) or "", "content": text}, images
+    return {"role": "tool", "tool_call_id": text_field(block, "tool_use_id", where) or "", "content": text}, images
 
 
 def _user_turn(blocks: list[Mapping[str, Any]], where: str) -> list[dict[str, Any]]:
@@ -208,8 +199,8 @@ def _assistant_turn(blocks: list[Mapping[str, Any]], where: str) -> dict[str, An
                 raise InvalidRequestError(f"{where}.{i}.input must be an object", param=f"{where}.{i}.input",
                                           code="invalid_value")
             arguments = orjson.dumps(given or {}).decode()
-            calls.append({"id": _string(block, "id", f"{where}.{i}") or f"toolu_{i}", "type": "function",
-                          "function": {"name": _string(block, "name", f"{where}.{i}") or "", "arguments": arguments}})
+            calls.append({"id": text_field(block, "id", f"{where}.{i}") or f"toolu_{i}", "type": "function",
+                          "function": {"name": text_field(block, "name", f"{where}.{i}") or "", "arguments": arguments}})
         elif (part := _part(block, f"{where}.{i}")) is not None:
             parts.append(part)
     message: dict[str, Any] = {"role": "assistant", "content": _content(parts) if parts else None}

@@ -18,7 +18,7 @@ from typing import Any
 from ..._exceptions import InvalidRequestError
 from .._context import OWN_METADATA_KEYS
 from .._wire import Usage
-from ._chat_body import finished_chat
+from ._chat_body import finished_chat, text_field
 from ._chunks import first_answer, usage_from
 
 __all__ = ["answer", "chat_from_responses", "response_object", "response_usage", "status_for"]
@@ -61,17 +61,6 @@ def _unsupported(message: str, param: str) -> InvalidRequestError:
     return InvalidRequestError(message, param=param, code="unsupported_parameter")
 
 
-def _string(item: Mapping[str, Any], name: str, where: str, default: str = "") -> str:
-    """A field the chat body takes as text: a string (absent or null: `default`); else a 400 naming it (its Python
-    repr, "{'q': 1}", is no JSON and no text the client sent)."""
-    value = item.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise InvalidRequestError(f"{where}.{name} must be a string", param=f"{where}.{name}", code="invalid_value")
-    return value
-
-
 def _part(part: Any, where: str) -> dict[str, Any]:
     if isinstance(part, str):
         return {"type": "text", "text": part}
@@ -79,9 +68,9 @@ def _part(part: Any, where: str) -> dict[str, Any]:
         raise InvalidRequestError(f"{where} must be an object", param=where, code="invalid_value")
     kind = part.get("type")
     if kind in ("input_text", "output_text", "text"):
-        return {"type": "text", "text": _string(part, "text", where)}
+        return {"type": "text", "text": text_field(part, "text", where)}
     if kind == "refusal":
-        return {"type": "text", "text": _string(part, "refusal", where)}
+        return {"type": "text", "text": text_field(part, "refusal", where)}
     if kind == "input_image" and isinstance(part.get("image_url"), str):
         image: dict[str, Any] = {"url": part["image_url"]}
         if part.get("detail") in ("low", "high"):
@@ -126,9 +115,9 @@ def _messages(items: Any) -> list[dict[str, Any]]:
         if kind == "message":
             messages.append(_message(item, where))
         elif kind == "function_call":
-            call_id = _string(item, "call_id", where) or _string(item, "id", where) or f"call_{i}"
+            call_id = text_field(item, "call_id", where) or text_field(item, "id", where) or f"call_{i}"
             call = {"id": call_id, "type": "function",
-                    "function": {"name": _string(item, "name", where), "arguments": _string(item, "arguments", where)}}
+                    "function": {"name": text_field(item, "name", where), "arguments": text_field(item, "arguments", where)}}
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":  # consecutive calls: one assistant turn
                 last.setdefault("tool_calls", []).append(call)
@@ -141,8 +130,8 @@ def _messages(items: Any) -> list[dict[str, Any]]:
             if isinstance(output, list):
                 output = "".join(_part(p, f"{where}.output.{j}").get("text", "") for j, p in enumerate(output))
             else:
-                output = _string(item, "output", where)
-            messages.append({"role": "tool", "tool_call_id": _string(item, "call_id", where), "content": output})
+                output = text_field(item, "output", where)
+            messages.append({"role": "tool", "tool_call_id": text_field(item, "call_id", where), "content": output})
         elif kind in _IGNORED_ITEMS:
             continue
         elif kind == "item_reference":
