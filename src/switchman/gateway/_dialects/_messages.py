@@ -111,9 +111,7 @@ def _image_source(source: Any, where: str) -> Mapping[str, Any]:
         raise InvalidRequestError(f"{where} must be an object (type base64 with data, or url)", param=where,
                                   code="invalid_value")
     for name in ("media_type", "data", "url"):
-        if source.get(name) is not None and not isinstance(source[name], str):
-            raise InvalidRequestError(f"{where}.{name} must be a string", param=f"{where}.{name}",
-                                      code="invalid_value")
+        text_field(source, name, where)
     return source
 
 
@@ -121,10 +119,7 @@ def _part(block: Mapping[str, Any], where: str) -> dict[str, Any] | None:
     """A text or image block as a chat content part (None for blocks dropped on purpose)."""
     kind = block.get("type")
     if kind == "text":
-        text = block.get("text")
-        if text is not None and not isinstance(text, str):
-            raise InvalidRequestError(f"{where}.text must be a string", param=f"{where}.text", code="invalid_value")
-        part: dict[str, Any] = {"type": "text", "text": text or ""}
+        part: dict[str, Any] = {"type": "text", "text": text_field(block, "text", where)}
     elif kind == "image":
         source = _image_source(block.get("source"), f"{where}.source")
         if source.get("type") == "base64":
