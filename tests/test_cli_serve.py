@@ -57,11 +57,13 @@ def test_local_model_has_its_own_route_and_serves_default_only_without_keys(monk
 def test_init_writes_a_valid_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-written-anywhere")
     monkeypatch.setattr("switchman.gateway._defaults.local_models", list)
-    path = init_command(tmp_path / "switchman.yaml")
+    path = tmp_path / "switchman.yaml"
+    written = init_command(path)
     text = path.read_text()
     assert "sk-not-written-anywhere" not in text and "OPENAI_API_KEY" in text
     config = parse_config(yaml.safe_load(text))
     assert set(config.models) >= {"gpt-4o-mini", "gpt-4o"}
+    assert written == list(config.models)  # the models init says it wrote, in the file's order
     with pytest.raises(ConfigError, match="already exists"):
         init_command(path)
     init_command(path, force=True)
@@ -76,7 +78,8 @@ def test_init_writes_no_yaml_anchors(tmp_path: Path, monkeypatch: pytest.MonkeyP
                  "OPENROUTER_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr("switchman.gateway._defaults.local_models", lambda: [local])
-    text = init_command(tmp_path / "switchman.yaml").read_text()
+    init_command(tmp_path / "switchman.yaml")
+    text = (tmp_path / "switchman.yaml").read_text()
     # The local-only defaults use one candidate list for two routes: written out twice, not as &id001/*id001.
     assert "&" not in text and "*" not in text
     data = yaml.safe_load(text)

@@ -27,7 +27,9 @@ def default_gateway(tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.
     monkeypatch.setenv("OPENAI_API_KEY", "set")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "set")
     monkeypatch.setattr("switchman.gateway._defaults.local_models", list)
-    data = yaml.safe_load(init_command(tmp_path / "switchman.yaml").read_text())
+    written = init_command(tmp_path / "switchman.yaml")
+    data = yaml.safe_load((tmp_path / "switchman.yaml").read_text())
+    assert written == list(data["models"])  # the models init says it wrote
     route = data["routes"]["default"]
     assert (route["strategy"], route["router"], route["target"]) == ("learned", "bundled", "quality=0.95")
     # Two of its models, both answered by the fake upstream: gpt-4o-mini (public score 1317, $0.15/$0.60)

@@ -284,12 +284,9 @@ def init(
     from ._serve import import_litellm_command, init_command
 
     if from_litellm is None:
-        import yaml
-
         from ..gateway import KNOWN_PROVIDERS
 
-        models = list((yaml.safe_load(init_command(path, force=force).read_text(encoding="utf-8")) or {}).get(
-            "models") or {})
+        models = init_command(path, force=force)
         console.print(f"wrote {path}: {len(models)} model{'s' * (len(models) != 1)} ({', '.join(models)})" if models else
                       f"wrote {path} with no models: no provider key is set "
                       f"({', '.join(k.api_key_env for k in KNOWN_PROVIDERS.values())}) and the local model is not "

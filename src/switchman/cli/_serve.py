@@ -211,8 +211,8 @@ def _listening(adjust: Callable[[Config], Config], pinned: dict[str, Any]) -> Ca
     return listening
 
 
-def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Path:
-    """Write the embedded default configuration for this environment to `path`."""
+def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> list[str]:
+    """Write the embedded default configuration for this environment to `path`; the models it names."""
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; pass --force to overwrite it")
     data = default_config_data(Environment.read())
@@ -225,7 +225,7 @@ def init_command(path: Path = Path("switchman.yaml"), force: bool = False) -> Pa
         "# candidate's quality. `switchman route \"...\"` shows a decision and why.\n"
     )
     _write(path, header + yaml.dump(data, Dumper=_PlainDumper, sort_keys=False))
-    return path
+    return list(data.get("models") or {})
 
 
 def _write(path: Path, text: str) -> None:
