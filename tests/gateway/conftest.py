@@ -6,10 +6,12 @@ the back-off delays instead of waiting them out.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from switchman import Router
 from switchman._config import Config, parse_config
 from switchman._config_server import CircuitBreaker
 from switchman.gateway import Gateway, HealthBoard, build_app
-from switchman.ledger import LedgerRecord
+from switchman.ledger import KeyStore, LedgerRecord
 from switchman.testing import FakeUpstream
 
 OPENAI_KEY = "sk-upstream-openai-0123456789abcdef"
@@ -208,6 +210,24 @@ def clean_slate(request: pytest.FixtureRequest, sleeps: list[float], clock: Cloc
     yield
     dispatcher.sleep = original_sleep
     upstream.clear()
+
+
+@contextlib.contextmanager
+def served_with_key(data: dict[str, Any], headers: Mapping[str, str] | None = None) -> Iterator[httpx.Client]:
+    """The gateway `data` configures (master key on), on loopback, and a client holding a new virtual key made in its
+    ledger (`data["server"]["ledger_url"]`), sending `headers` too."""
+    store = KeyStore(data["server"]["ledger_url"])
+    key = store.create("one")[1]
+    store.close()
+    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
+    with ServerThread(build_app(built)) as base, httpx.Client(
+            base_url=base, timeout=30, headers={"authorization": f"Bearer {key}", **(headers or {})}) as client:
+        yield client
+
+
+def fresh_ledger_url(tmp_path: Path) -> str:
+    """A SQLite ledger of its own under `tmp_path` (a test may start several gateways there)."""
+    return f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
 
 
 def ledger_row(gateway: Gateway, request_id: str) -> LedgerRecord:

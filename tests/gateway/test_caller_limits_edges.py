@@ -5,7 +5,6 @@ The in-process limiter, and the machine's Redis under a key prefix of its own.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +15,9 @@ import pytest
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway, build_app
-from switchman.ledger import KeyStore
 from switchman.testing import FakeUpstream, forget_prefix, unique_prefix
 
-from .conftest import ENV, MASTER_KEY, ServerThread, config_data
+from .conftest import ENV, MASTER_KEY, ServerThread, config_data, fresh_ledger_url, served_with_key
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -37,18 +35,12 @@ def redis_server(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
 
 def test_a_request_an_agent_limit_refuses_takes_nothing_from_its_key_s(
         upstream: FakeUpstream, tmp_path: Path, redis_server: dict[str, Any]) -> None:
-    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
-    data = config_data(upstream, url)
+    data = config_data(upstream, fresh_ledger_url(tmp_path))
     data["server"].update({"key_limits": {"rpm": 3}, **redis_server})
     data["agents"]["metered"] = {"rpm": 1}
-    store = KeyStore(url)
-    key = store.create("one")[1]
-    store.close()
     upstream.clear()
-    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
     body = {"model": "auto", "messages": [{"role": "user", "content": "limits"}]}
-    with ServerThread(build_app(built)) as base, httpx.Client(
-            base_url=base, timeout=30, headers={"authorization": f"Bearer {key}"}) as client:
+    with served_with_key(data) as client:
         agent = {"x-switchman-agent": "metered"}
         first = client.post("/v1/chat/completions", json=body, headers=agent)
         refused = client.post("/v1/chat/completions", json=body, headers=agent)
@@ -63,7 +55,7 @@ def test_a_request_an_agent_limit_refuses_takes_nothing_from_its_key_s(
 def _metered_gateway(upstream: FakeUpstream, tmp_path: Path, server: dict[str, Any],
                      limits: dict[str, int]) -> Gateway:
     """A gateway (master key set, these server settings) whose agent "metered" has these limits."""
-    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
+    url = fresh_ledger_url(tmp_path)
     data = config_data(upstream, url)
     data["server"].update(server)
     data["agents"]["metered"] = limits

@@ -3,20 +3,15 @@ for tokens separately, the limit with the least left (chat completions and /v1/m
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from server_support import ServerThread
 
-from switchman._config import parse_config
-from switchman.gateway import Gateway, build_app
-from switchman.ledger import KeyStore
 from switchman.testing import FakeUpstream
 
-from .conftest import ENV, MASTER_KEY, config_data
+from .conftest import config_data, fresh_ledger_url, served_with_key
 
 ASK = [{"role": "user", "content": "hi"}]
 
@@ -24,18 +19,11 @@ ASK = [{"role": "user", "content": "hi"}]
 @pytest.fixture
 def keyed(upstream: FakeUpstream, tmp_path: Path) -> Iterator[httpx.Client]:
     """A client with a virtual key (every key: 600 requests a minute) calling as agent "metered" (1000 tokens)."""
-    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
-    data = config_data(upstream, url)
+    data = config_data(upstream, fresh_ledger_url(tmp_path))
     data["server"]["key_limits"] = {"rpm": 600}
     data["agents"]["metered"] = {"tpm": 1000}
-    store = KeyStore(url)
-    key = store.create("one")[1]
-    store.close()
     upstream.clear()
-    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
-    with ServerThread(build_app(built)) as base, httpx.Client(
-            base_url=base, timeout=30, headers={"authorization": f"Bearer {key}", "x-switchman-agent": "metered"}
-    ) as client:
+    with served_with_key(data, {"x-switchman-agent": "metered"}) as client:
         yield client
 
 

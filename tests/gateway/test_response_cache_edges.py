@@ -6,7 +6,6 @@ gateway (some need other server settings) and reads the replay as the client wou
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,10 +16,9 @@ import orjson
 
 from switchman._config import parse_config
 from switchman.gateway import Gateway, build_app
-from switchman.ledger import KeyStore
 from switchman.testing import FakeUpstream, forget_prefix, unique_prefix
 
-from .conftest import ENV, MASTER_KEY, ServerThread, config_data, ledger_row
+from .conftest import ENV, MASTER_KEY, ServerThread, config_data, fresh_ledger_url, ledger_row, served_with_key
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -28,17 +26,11 @@ SHARED_REDIS = "redis://127.0.0.1:6379/0"
 @contextmanager
 def gateway(upstream: FakeUpstream, tmp_path: Path, **server: Any) -> Iterator[httpx.Client]:
     """A gateway with an in-memory response cache (and these `server` settings), and a client with a virtual key."""
-    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
-    data = config_data(upstream, url)
+    data = config_data(upstream, fresh_ledger_url(tmp_path))
     data["cache"] = {"enabled": True}
     data["server"].update(server)
-    store = KeyStore(url)
-    key = store.create("one")[1]
-    store.close()
     upstream.clear()
-    built = Gateway.from_config(parse_config(data), env={**ENV, "SWITCHMAN_MASTER_KEY": MASTER_KEY})
-    with ServerThread(build_app(built)) as base, httpx.Client(
-            base_url=base, timeout=30, headers={"authorization": f"Bearer {key}"}) as client:
+    with served_with_key(data) as client:
         yield client
 
 
@@ -153,7 +145,7 @@ def test_a_number_spelled_as_a_float_is_the_same_request(upstream: FakeUpstream,
 def test_a_hit_a_rate_limit_refuses_is_recorded_as_no_answer(upstream: FakeUpstream, tmp_path: Path) -> None:
     """The cache is looked up before the caller's rpm: a 429 found an entry, but gave none, so its row has no
     hit and no tokens (they would count in the ledger's usage as if answered)."""
-    url = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.sqlite3'}"
+    url = fresh_ledger_url(tmp_path)
     data = config_data(upstream, url)
     data["cache"] = {"enabled": True}
     data["agents"]["metered"] = {"rpm": 1}
