@@ -95,8 +95,9 @@ def test_a_stream_cut_by_the_shutdown_is_not_blamed_on_the_client(upstream: Fake
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        while not server.started:
+        while not server.started and thread.is_alive():  # (a server that failed to start ends its thread)
             time.sleep(0.01)
+        assert server.started, "the server did not start"
         port = server.servers[0].sockets[0].getsockname()[1]
         with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30,
                           json={"model": "cheap", "messages": ASK, "stream": True}) as response:
@@ -185,6 +186,7 @@ def test_a_forced_shutdown_whose_close_hangs_still_ends(caplog: pytest.LogCaptur
         thread.start()
         while not server.started and thread.is_alive():
             time.sleep(0.01)
+        assert server.started, "the server did not start"
         server.should_exit = server.force_exit = True
         thread.join(60)
     assert not thread.is_alive()
@@ -255,8 +257,9 @@ def test_a_request_the_forced_shutdown_cancels_before_answering_gets_a_503(
     thread.start()
     answers: list[httpx.Response] = []
     try:
-        while not server.started:
+        while not server.started and thread.is_alive():  # (a server that failed to start ends its thread)
             time.sleep(0.01)
+        assert server.started, "the server did not start"
         port = server.servers[0].sockets[0].getsockname()[1]
         client = threading.Thread(target=lambda: answers.append(httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={"model": "cheap", "messages": ASK})))
