@@ -10,6 +10,7 @@
     python benchmarks/bench_routing.py placement   # placing a model by score: leave-one-model-out inside train
     python benchmarks/bench_routing.py hedge       # the placement hedge's k (and offset): leave-models-out CV in train
     python benchmarks/bench_routing.py costs       # predicted vs true per-prompt cost in the route (CV inside train)
+    python benchmarks/bench_routing.py recalibrate # knob recalibrated on unlabeled prompts (other folds of the same split)
 
 Needs ../shared/data (RouterBench and AlpacaEval 2 outcome tables). Writes JSON under runs/bench_routing/.
 Every router is trained on a train split only; its knob is fixed there; the test split is measured
@@ -31,7 +32,7 @@ from rich.console import Console
 
 from switchman.cli._eval import eval_command
 from switchman.cli._train import train_command
-from switchman.evaluate import EvalPlan, EvalReport, load_data, predict_with_router
+from switchman.evaluate import EvalPlan, EvalReport, load_data, predict_with_router, reference_points
 from switchman.learn import TrainedRouter, fit_prices, prompt_draws, train_settings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -408,6 +409,226 @@ def costs(targets: tuple[float, ...] = tuple(np.round(np.arange(0.90, 0.991, 0.0
                   f"{_cost_at(curve, 0.95):.1%} |", flush=True)
 
 
+def _train_capturing(table: Any, settings: Any) -> tuple[TrainedRouter, dict[str, Any]]:
+    """Train the recipe on `table`, keeping its out-of-fold predictions (the final calibration's inputs)."""
+    from switchman.learn import _train
+
+    captured: dict[str, Any] = {}
+    calibrate_rows = _train._Calibration.result
+
+    def capture(self: Any, rows: np.ndarray, q_hat: np.ndarray, out_hat: np.ndarray, st: Any, targets: Any) -> Any:
+        if len(rows) == len(self.quality):  # the final calibration, on all of the training prompts
+            captured.update(cal=self, q_hat=q_hat, out_hat=out_hat, targets=targets)
+        return calibrate_rows(self, rows, q_hat, out_hat, st, targets)
+
+    _train._Calibration.result = capture  # type: ignore[method-assign]
+    try:
+        trained = _train.train_router(table, settings, source=[table.source], split="train")
+    finally:
+        _train._Calibration.result = calibrate_rows  # type: ignore[method-assign]
+    return trained, captured
+
+
+def _predicted_rel(q_hat: np.ndarray, c_hat: np.ndarray, rule: Any, present: np.ndarray | None = None) -> np.ndarray:
+    """(knobs × 2): predicted quality relative to the best predicted single model, and predicted cost per call,
+    for every knob of `knob_grid` — from predictions alone, no labels."""
+    from switchman.learn._calibrate import knob_grid
+    from switchman.routing import select
+
+    present = np.ones(q_hat.shape, dtype=bool) if present is None else present
+    masked = np.where(present, q_hat, -np.inf)
+    best = float(np.nanmax(np.nanmean(np.where(present, q_hat, np.nan), axis=0)))
+    rows = np.arange(len(q_hat))
+    out = []
+    for knob in knob_grid(rule):
+        chosen = select(masked, c_hat, float(knob), rule)
+        out.append((float(np.mean(q_hat[rows, chosen])) / best, float(np.mean(c_hat[rows, chosen]))))
+    return np.array(out)
+
+
+def _knob_bias(captured: dict[str, Any], rule: Any) -> np.ndarray:
+    """Per knob of `knob_grid`: predicted − true relative quality on the training prompts' out-of-fold predictions."""
+    from switchman.learn import _train
+    from switchman.learn._calibrate import knob_grid
+    from switchman.routing import select
+
+    cal, q_hat = captured["cal"], captured["q_hat"]
+    c_hat = _train.predicted_cost(cal.inputs[:, None], captured["out_hat"], cal.prices)
+    present = ~np.isnan(cal.quality)
+    predicted = _predicted_rel(q_hat, c_hat, rule, present)[:, 0]
+    masked = np.where(present, q_hat, -np.inf)
+    best = _train._best_single_model(cal.quality)[0]
+    rows = np.arange(len(q_hat))
+    true = np.array([float(np.nanmean(cal.quality[rows, select(masked, c_hat, float(k), rule)])) / best
+                     for k in knob_grid(rule)])
+    return np.asarray(predicted - true)
+
+
+def _recalibrated_knob(q_hat: np.ndarray, c_hat: np.ndarray, rule: Any, target: float, bias: np.ndarray) -> Any:
+    """The knob (a mix of two) whose predicted relative quality on these unlabeled prompts, less `bias` (per knob of
+    `knob_grid`), meets `target` at the least predicted cost."""
+    from switchman.learn._calibrate import SweepPoint, Target, calibrate, knob_grid
+
+    rel = _predicted_rel(q_hat, c_hat, rule)
+    points = [SweepPoint(float(k), float(q - b), float(c) * 1000, np.zeros(q_hat.shape[1]))
+              for k, (q, c), b in zip(knob_grid(rule), rel, bias, strict=True)]
+    return calibrate(points, [Target("quality", target)], [str(j) for j in range(q_hat.shape[1])], 1.0).knob
+
+
+def _hash_folds(prompt_ids: Any, k: int) -> np.ndarray:
+    """Fold of each prompt: a hash of its id (no labels, no order)."""
+    import hashlib
+
+    return np.array([int.from_bytes(hashlib.blake2b(str(p).encode(), digest_size=8).digest(), "little") % k
+                     for p in prompt_ids])
+
+
+SWEEP_TARGETS = tuple(np.round(np.arange(0.92, 0.981, 0.005), 3))
+RECAL_PROTOCOLS = (("fixed on train", 0), ("all of them (transductive)", 1), ("other half", 2), ("other 4 of 5 folds", 5))
+
+
+def _recal_choices(pred: Any, prompt_ids: Any, draws: np.ndarray, rule: Any, target: float,
+                   biases: dict[str, np.ndarray],
+                   protocols: tuple[tuple[str, int], ...] = RECAL_PROTOCOLS) -> dict[tuple[str, str], np.ndarray]:
+    """Chosen column per prompt for each protocol × bias correction; each prompt decided by a knob recalibrated on
+    the predictions (only) of the prompts outside its fold."""
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for protocol, k in protocols:
+        if k == 0:
+            out[protocol, "—"] = pred.chosen
+            continue
+        folds = _hash_folds(prompt_ids, k) if k > 1 else np.zeros(len(prompt_ids), dtype=int)
+        for label, bias in biases.items():
+            chosen = np.zeros(len(prompt_ids), dtype=int)
+            for f in range(k):
+                measure = folds == f
+                fit = ~measure if k > 1 else measure
+                knob = _recalibrated_knob(pred.quality[fit], pred.cost[fit], rule, target, bias)
+                chosen[measure] = knob.choose(pred.quality[measure], pred.cost[measure], rule, draws[measure])
+            out[protocol, label] = chosen
+    return out
+
+
+def _rel(quality: np.ndarray, cost: np.ndarray, chosen: np.ndarray, best: int) -> tuple[float, float]:
+    picked = np.arange(len(chosen)), chosen
+    return (float(np.nanmean(quality[picked]) / np.nanmean(quality[:, best])),
+            float(np.nanmean(cost[picked]) / np.nanmean(cost[:, best])))
+
+
+def recalibrate(folds: int = 5) -> None:
+    """The knob recalibrated on UNLABELED prompts: a deployed router sees its users' prompts, not their outcomes.
+    The knob is re-chosen so that the router's predicted quality (relative to the best predicted single model) on
+    those prompts, less the predictor's bias (predicted − true, per knob, on the training split's out-of-fold
+    predictions), meets the target. Honest protocol: the test prompts are split by a hash of their id; each part
+    is routed with the knob recalibrated on the other parts' predictions and measured with its true outcomes;
+    pooled. Bias corrections: none, the bias at the train-calibrated knob (one number), or per knob. The same
+    protocol inside each train split (outer K-fold CV) shows whether it works beyond the test split."""
+
+    settings = train_settings()
+    target = settings.targets[0].value
+    for dataset in (RB, AE):
+        # the test split, with the router of `final` (the default recipe on all of train)
+        train_table = load_data([DATA / dataset], split="train")
+        trained, captured = _train_capturing(train_table, settings)
+        test = load_data([DATA / dataset], split="test").complete()
+        assert trained.training is not None
+        test = test.subset(~trained.training.overlap(test.prompt_ids, test.prompts))
+        best = test.models.index(reference_points(train_table.complete()).best_model)
+        results = _recal_dataset(trained, captured, test, best, target, settings)
+        print(f"\n### {dataset} test split ({len(test)} prompts), knob recalibrated on unlabeled test prompts "
+              f"(load {_load()})\n\n| knob chosen on | bias correction | quality (rel. best) | cost (rel. best) | "
+              "achieved − target (pts) |\n|---|---|---:|---:|---:|")
+        for (protocol, label), (q, c) in results.items():
+            if protocol == "diagnostic":
+                print(f"| {protocol}: at the train knob, {label} | | {q:.1%} | {c:.1%} | {(q - c) * 100:+.2f} (bias) |")
+            elif protocol.startswith("held-out"):
+                print(f"| {protocol} | {label} | {q:.1%} | {c:.1%} | |")
+            else:
+                print(f"| {protocol} | {label} | {q:.1%} | {c:.1%} | {(q - target) * 100:+.2f} |", flush=True)
+        # the same protocol inside the train split: outer K-fold CV
+        pooled: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for fold in np.array_split(np.random.default_rng(12345).permutation(len(train_table)), folds):
+            rest = np.setdiff1d(np.arange(len(train_table)), fold)
+            part, held = train_table.subset(rest), train_table.subset(fold)
+            inner, inner_captured = _train_capturing(part, settings)
+            inner_best = int(np.nanargmax(np.nanmean(part.quality, axis=0)))
+            for key, value in _recal_dataset(inner, inner_captured, held, inner_best, target, settings).items():
+                pooled.setdefault(key, []).append(value)
+            print(f"{dataset} train, outer fold done (load {_load()})", flush=True)
+        print(f"\n### {dataset} train split, outer {folds}-fold CV (each outer fold: the recipe trained on the other "
+              f"four, the protocol applied to the held-out fold)\n\n| knob chosen on | bias correction | mean miss (pts) | "
+              "mean \\|miss\\| | RMS | cost (rel. best) |\n|---|---|---:|---:|---:|---:|")
+        for (protocol, label), values in pooled.items():
+            q, c = np.array(values).T
+            if protocol == "diagnostic":
+                print(f"| {protocol}: at the train knob, {label} | | {q.mean():.1%} | {c.mean():.1%} | "
+                      f"bias {(q - c).mean() * 100:+.2f} ± {(q - c).std(ddof=1) / np.sqrt(len(q)) * 100:.2f} | |")
+                continue
+            if protocol.startswith("held-out"):
+                print(f"| {protocol} | {label} | | | | {np.nanmean(c):.1%} (per fold: "
+                      f"{', '.join(f'{v:.1%}' for v in c)}) |")
+                continue
+            m = q - target
+            print(f"| {protocol} | {label} | {m.mean() * 100:+.2f} | {np.abs(m).mean() * 100:.2f} | "
+                  f"{np.sqrt((m ** 2).mean()) * 100:.2f} | {c.mean():.1%} |", flush=True)
+        (OUT / f"recalibrate-{dataset}.json").write_text(json.dumps(
+            {"test": {" / ".join(k): v for k, v in results.items()},
+             "train_cv": {" / ".join(k): v for k, v in pooled.items()}}))
+
+
+def _recal_dataset(trained: TrainedRouter, captured: dict[str, Any], table: Any, best: int, target: float,
+                   settings: Any) -> dict[tuple[str, str], tuple[float, float]]:
+    """(quality, cost) relative to column `best`, on `table`'s prompts, for each protocol × bias correction (and two
+    diagnostic rows: (predicted, true) quality at the train knob relative to the best single model, on the training
+    split's out-of-fold predictions and on `table`)."""
+    from switchman.learn import _train
+    from switchman.learn._calibrate import Target, knob_grid
+
+    per_knob = _knob_bias(captured, trained.rule)
+    at_knob = float(per_knob[int(np.argmin(np.abs(knob_grid(trained.rule) - trained.knob.value)))])
+    biases = {"none": np.zeros_like(per_knob), "at the train knob": np.full_like(per_knob, at_knob),
+              "per knob": per_knob}
+    pred = predict_with_router(trained, table, name="recal")
+    draws = prompt_draws(table.prompts)
+    choices = _recal_choices(pred, table.prompt_ids, draws, trained.rule, target, biases)
+    results = {key: _rel(table.quality, table.cost_usd, chosen, best) for key, chosen in choices.items()}
+    # diagnostic: at the train knob, predicted and true quality relative to the best single model on these prompts
+    # (the calibrator's definition), on the training split's out-of-fold predictions and on `table`
+    cal = captured["cal"]
+    c_oof = _train.predicted_cost(cal.inputs[:, None], captured["out_hat"], cal.prices)
+    present = ~np.isnan(cal.quality)
+    rows = np.arange(len(cal.quality))
+    oof_chosen = trained.knob.choose(np.where(present, captured["q_hat"], -np.inf), c_oof, trained.rule, cal.draws)
+    oof_pred = float(np.mean(captured["q_hat"][rows, oof_chosen]) / np.nanmax(
+        np.nanmean(np.where(present, captured["q_hat"], np.nan), axis=0)))
+    oof_true = float(np.nanmean(cal.quality[rows, oof_chosen]) / _train._best_single_model(cal.quality)[0])
+    picked = np.arange(len(table)), pred.chosen
+    eval_pred = float(np.mean(pred.quality[picked]) / np.max(np.mean(pred.quality, axis=0)))
+    eval_true = float(np.nanmean(table.quality[picked]) / np.nanmax(np.nanmean(table.quality, axis=0)))
+    results["diagnostic", "train out-of-fold: predicted, true"] = (oof_pred, oof_true)
+    results["diagnostic", "evaluated prompts: predicted, true"] = (eval_pred, eval_true)
+    # the target swept (the train knob re-calibrated on the training prompts' out-of-fold predictions for each, no
+    # nested correction; the recalibrated knobs on the other half), each curve's held-out cost at `target` quality
+    curves: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for aim in SWEEP_TARGETS:
+        knob = cal.result(rows, captured["q_hat"], captured["out_hat"], settings, [Target("quality", float(aim))]).knob
+        curves.setdefault(("held-out cost at target, target swept: fixed on train", "—"), []).append(
+            _rel(table.quality, table.cost_usd, knob.choose(pred.quality, pred.cost, trained.rule, draws), best))
+        for (protocol, label), chosen in _recal_choices(pred, table.prompt_ids, draws, trained.rule, float(aim), biases,
+                                                        (("other half", 2),)).items():
+            curves.setdefault((f"held-out cost at target, target swept: {protocol}", label), []).append(
+                _rel(table.quality, table.cost_usd, chosen, best))
+    for key, curve in curves.items():
+        results[key] = (target, _cost_at(curve, target))
+    return results
+
+
+def _load() -> str:
+    import os
+
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def _profiles(trained: TrainedRouter, models: tuple[str, ...]) -> list[Any]:
     from switchman.learn import ScoreTable, profiles_for
 
@@ -418,7 +639,7 @@ def _profiles(trained: TrainedRouter, models: tuple[str, ...]) -> list[Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["selection", "final", "lmo", "lodo", "bundled", "identity", "nested",
-                                             "placement", "hedge", "costs"])
+                                             "placement", "hedge", "costs", "recalibrate"])
     parser.add_argument("--algorithm", default="ensemble", help="lmo: the predictor of the routers trained")
     parser.add_argument("--triples", type=int, default=8, help="hedge: random triples of models held out")
     parser.add_argument("--folds", type=int, default=3, help="hedge: prompt folds (the inner routers train on the rest)")
@@ -436,7 +657,8 @@ def main() -> int:
         hedge(triples=args.triples, folds=args.folds)
     else:
         {"selection": selection, "final": final, "lodo": lodo, "bundled": bundled, "identity": identity,
-         "nested": nested, "placement": placement, "costs": costs}[args.what]()
+         "nested": nested, "placement": placement, "costs": costs,
+         "recalibrate": recalibrate}[args.what]()
     return 0
 
 
