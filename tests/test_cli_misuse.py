@@ -92,7 +92,7 @@ def test_a_nan_or_infinite_key_budget_is_refused_not_stored_as_no_budget(tmp_pat
     code, out = _run("keys", "update", key_id, "--budget", "nan", "--ledger", ledger)
     assert code == 1 and "finite amount more than $0" in out
     code, out = _run("keys", "list", "--ledger", ledger)
-    assert "$5.0000/day" in out
+    assert "$5.00/day" in out
 
 
 def test_serve_with_a_port_out_of_range_is_a_usage_error_not_a_traceback() -> None:

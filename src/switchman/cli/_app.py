@@ -122,13 +122,14 @@ def route(
     if json_out:
         console.print_json(json.dumps(decision.to_dict()))
         return
+    from .._money import usd
     from ._tables import Field, print_table
 
     fields = [Field("", numeric=False), Field("candidate", numeric=False), Field("predicted quality"),
               Field("predicted cost (USD)"), Field("predicted output tokens", optional=True)]
     rows = [["→" if c.model == decision.model else "", c.model,
              "—" if c.predicted_quality is None else f"{c.predicted_quality:.3f}",
-             "—" if c.predicted_cost_usd is None else f"{c.predicted_cost_usd:.6f}",
+             "—" if c.predicted_cost_usd is None else usd(c.predicted_cost_usd, symbol=False),
              "—" if c.predicted_output_tokens is None else f"{c.predicted_output_tokens:.0f}"]
             for c in decision.candidates]
     rows += [["✗", name, why, "", ""] for name, why in decision.excluded]

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from .._money import usd
 from ..ledger import (
     KeyInfo,
     KeyStore,
@@ -56,10 +57,6 @@ def _fail(console: Console, message: str) -> NoReturn:
     raise SystemExit(1)
 
 
-def _usd(value: float) -> str:
-    return f"${value:,.4f}"
-
-
 def _saving(row: SpendRow) -> str:
     pct = row.saving_pct
     return "—" if pct is None else f"{pct:.1f}%"
@@ -77,8 +74,8 @@ def spend_table(rows: list[SpendRow], *, by: str, since_text: str) -> Table:
             f"{row.requests:,}",
             f"{row.input_tokens:,}",
             f"{row.output_tokens:,}",
-            _usd(row.cost_usd),
-            _usd(row.baseline_cost_usd),
+            usd(row.cost_usd),
+            usd(row.baseline_cost_usd),
             _saving(row),
         )
     total = SpendRow(
@@ -95,8 +92,8 @@ def spend_table(rows: list[SpendRow], *, by: str, since_text: str) -> Table:
         f"{total.requests:,}",
         f"{total.input_tokens:,}",
         f"{total.output_tokens:,}",
-        _usd(total.cost_usd),
-        _usd(total.baseline_cost_usd),
+        usd(total.cost_usd),
+        usd(total.baseline_cost_usd),
         _saving(total),
     )
     return table
@@ -150,7 +147,7 @@ def keys_create(
         finally:
             store.close()
     console = console or Console()
-    budget = "" if info.budget_usd is None else f" with a budget of {_usd(info.budget_usd)} per {info.budget_period}"
+    budget = "" if info.budget_usd is None else f" with a budget of {usd(info.budget_usd)} per {info.budget_period}"
     console.print(f"Created key [bold]{escape(info.id)}[/bold] ({escape(info.name)}){budget}, "
                   f"acting as {escape(_agents_text(info))}.")
     console.print(secret, soft_wrap=True, highlight=False, markup=False)
@@ -191,7 +188,7 @@ def keys_update(
         finally:
             store.close()
     console = console or Console()
-    budget = "no budget" if info.budget_usd is None else f"{_usd(info.budget_usd)} per {info.budget_period}"
+    budget = "no budget" if info.budget_usd is None else f"{usd(info.budget_usd)} per {info.budget_period}"
     console.print(f"Updated key [bold]{escape(info.id)}[/bold] ({escape(info.name)}): {budget}, "
                   f"acting as {escape(_agents_text(info))}.")
 
@@ -218,7 +215,7 @@ def keys_list(*, ledger_url: str | None = None, console: Console | None = None) 
             escape(info.prefix),
             info.created.strftime("%Y-%m-%d %H:%M"),
             "[red]revoked[/red]" if info.revoked else "[green]active[/green]",
-            "—" if info.budget_usd is None else f"{_usd(info.budget_usd)}/{info.budget_period}",
+            "—" if info.budget_usd is None else f"{usd(info.budget_usd)}/{info.budget_period}",
             escape(_agents_text(info)),
         )
     console.print(table)

@@ -1,0 +1,37 @@
+"""How an amount of dollars reads, in every CLI table and on the dashboard.
+
+A fixed number of decimals hides what cheap and local models cost: at four places a $0.000012 call
+reads $0.0000, as if nothing were spent or saved. Below a dollar, amounts keep three significant
+digits instead (trailing zeros past the cents dropped); below a millionth they go to e-notation.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["usd"]
+
+#: Significant digits kept below a dollar.
+_DIGITS = 3
+#: Below this, e-notation ($1.2e-07) rather than a run of zeros.
+_TINY = 1e-6
+
+
+def usd(amount: float, *, symbol: bool = True) -> str:
+    """$1,234.50, $0.50, $0.0042, $0.000012, $1.2e-07, $0 (`symbol=False` drops the `$`, for a `$/…` column)."""
+    dollar = "$" if symbol else ""
+    if not math.isfinite(amount):
+        return f"{dollar}{amount}"
+    if amount == 0:
+        return f"{dollar}0"
+    sign = "-" if amount < 0 else ""
+    size = abs(amount)
+    if size >= 1:
+        return f"{sign}{dollar}{size:,.2f}"
+    if size < _TINY:
+        return f"{sign}{dollar}{size:.{_DIGITS - 1}g}"
+    places = _DIGITS - 1 - math.floor(math.log10(size))
+    text = f"{size:.{places}f}"
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0").ljust(2, "0")  # 0.0420 → 0.042, 0.500 → 0.50, 0.01000 → 0.01
+    return f"{sign}{dollar}{whole}.{fraction}"

@@ -1,0 +1,39 @@
+"""Dollar amounts read the same in every CLI table and on the dashboard, and cheap calls never read $0."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchman._money import usd
+from switchman.ui._format import usd as dashboard_usd
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [
+        (0.0, "$0"),
+        (1234.5, "$1,234.50"),
+        (2.5, "$2.50"),
+        (0.5, "$0.50"),
+        (0.0234567, "$0.0235"),
+        (0.0042, "$0.0042"),
+        (0.05, "$0.05"),
+        (0.000012, "$0.000012"),
+        (0.0099999, "$0.01"),  # rounding carries
+        (0.99999, "$1.00"),
+        (1.2e-7, "$1.2e-07"),
+        (-0.000012, "-$0.000012"),
+    ],
+)
+def test_usd(amount: float, text: str) -> None:
+    assert usd(amount) == text
+
+
+def test_usd_without_the_symbol_for_a_per_unit_column() -> None:
+    assert usd(0.000012, symbol=False) == "0.000012"
+
+
+@pytest.mark.parametrize("amount", [1.2e-7, 3e-6, 0.000012, 0.0042])
+def test_the_dashboard_shows_what_a_cheap_call_costs(amount: float) -> None:
+    text = dashboard_usd(amount)
+    assert text == usd(amount) and text.strip("$0.") != ""
