@@ -51,6 +51,18 @@ def _errors(console: Console | None, url: str) -> Iterator[None]:
         _fail(console, unreadable(url, exc))
 
 
+@contextmanager
+def _key_store(url: str, *, existing: bool = True) -> Iterator[KeyStore]:
+    """The key store at `url`, closed after; `existing`: refuse a database that is not there (only a create makes it)."""
+    if existing:
+        require_existing(url)
+    store = KeyStore(url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def _fail(console: Console, message: str) -> NoReturn:
     """One line (never wrapped, never read as markup: it quotes what the user typed) and exit status 1."""
     console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
@@ -140,12 +152,9 @@ def keys_create(
     with _errors(console, url):
         if budget_period not in ("day", "month"):
             raise ValueError(f"unknown budget period {budget_period!r}: use 'day' or 'month'")
-        store = KeyStore(url)
-        try:
+        with _key_store(url, existing=False) as store:
             info, secret = store.create(name, budget_usd=budget_usd, budget_period=cast(Period, budget_period),
                                         agents=list(agents) if agents else None, default_agent=default_agent)
-        finally:
-            store.close()
     console = console or Console()
     budget = "" if info.budget_usd is None else f" with a budget of {usd(info.budget_usd)} per {info.budget_period}"
     console.print(f"Created key [bold]{escape(info.id)}[/bold] ({escape(info.name)}){budget}, "
@@ -181,12 +190,8 @@ def keys_update(
         if not changes:
             raise ValueError("nothing to change: give --budget, --no-budget, --period, --agent, --any-agent or "
                              "--default-agent")
-        require_existing(url)
-        store = KeyStore(url)
-        try:
+        with _key_store(url) as store:
             info = store.update(key_id, **changes)
-        finally:
-            store.close()
     console = console or Console()
     budget = "no budget" if info.budget_usd is None else f"{usd(info.budget_usd)} per {info.budget_period}"
     console.print(f"Updated key [bold]{escape(info.id)}[/bold] ({escape(info.name)}): {budget}, "
@@ -197,12 +202,8 @@ def keys_list(*, ledger_url: str | None = None, console: Console | None = None) 
     """Print every virtual key (never a secret)."""
     url = resolve_url(ledger_url)
     with _errors(console, url):
-        require_existing(url)
-        store = KeyStore(url)
-        try:
+        with _key_store(url) as store:
             keys = store.list()
-        finally:
-            store.close()
     console = console or Console()
     table = Table(title="Virtual keys")
     table.add_column("Id", no_wrap=True)
@@ -232,12 +233,8 @@ def keys_revoke(
     """
     url = resolve_url(ledger_url)
     with _errors(console, url):
-        require_existing(url)
-        store = KeyStore(url)
-        try:
+        with _key_store(url) as store:
             revoked = store.revoke(key_id)
-        finally:
-            store.close()
         if not revoked:
             raise ValueError(f"no active key with id {key_id!r} (see `switchman keys list`)")
     console = console or Console()
