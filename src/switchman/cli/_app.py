@@ -38,6 +38,7 @@ AliasOpt = Annotated[list[str] | None, typer.Option("--alias", help="name=canoni
 ParamOpt = Annotated[list[str] | None, typer.Option(
     "--param", help="predictor parameter, e.g. knn.k=100 (ensemble) or k=100 (--algorithm knn) (repeatable)")]
 TargetOpt = Annotated[list[str] | None, typer.Option("--target", help="quality=0.95 | cost=0.50 | share:MODEL=0.2")]
+SeedOpt = Annotated[int, typer.Option(help="random seed (calibration folds, clustering, random baselines)")]
 
 
 def _split_models(models: str | None) -> list[str]:
@@ -159,12 +160,13 @@ def train(
     focus: Annotated[str, typer.Option(help="full | last_block")] = DEFAULT_SETTINGS.focus,
     rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = DEFAULT_SETTINGS.rule,
     folds: Annotated[int, typer.Option(min=2, help="calibration folds")] = DEFAULT_SETTINGS.folds,
-    seed: int = DEFAULT_SETTINGS.seed,
+    seed: SeedOpt = DEFAULT_SETTINGS.seed,
     param: ParamOpt = None,
     from_ledger: Annotated[str | None, typer.Option(
         "--from-ledger", help="train on logged requests with feedback at this ledger URL ('' = the default ledger); "
         "needs server.store_prompts; starts from the bundled router (its prompt-difficulty model and scale)")] = None,
-    since: Annotated[str | None, typer.Option(help="with --from-ledger: requests from 7d, 24h, ... on")] = None,
+    since: Annotated[str | None, typer.Option(help="with --from-ledger: only requests of the last 7d, 24h, ... or since an ISO date "
+                                  "(default: all)")] = None,
 ) -> None:
     """Train and calibrate a learned router on outcome data or on one's own logged traffic."""
     from ..evaluate import parse_aliases
@@ -203,7 +205,7 @@ def eval_(
         DEFAULT_SETTINGS.use_task),
     focus: Annotated[str, typer.Option(help="full | last_block")] = DEFAULT_SETTINGS.focus,
     rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = DEFAULT_SETTINGS.rule,
-    seed: int = DEFAULT_SETTINGS.seed,
+    seed: SeedOpt = DEFAULT_SETTINGS.seed,
     param: ParamOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="write the frontier plot (PNG)")] = None,
@@ -237,9 +239,11 @@ def eval_(
 @fails_cleanly
 def replay(
     router: Annotated[Path, typer.Option("--router", help="trained router file to replay")],
-    ledger: Annotated[str | None, typer.Option("--ledger", help="ledger URL of the logged traffic")] = None,
+    ledger: Annotated[str | None, typer.Option(
+        "--ledger", help="ledger URL of the logged traffic ('' = the default ledger)")] = None,
     data: Annotated[list[Path] | None, typer.Option("--data", help="outcome data folder instead")] = None,
-    since: Annotated[str, typer.Option(help="with --ledger: requests from 7d, 24h, ... on")] = "7d",
+    since: Annotated[str, typer.Option(help="with --ledger: only requests of the last 7d, 24h, ... or since an ISO "
+                                            "date")] = "7d",
     models: ModelsOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
     config: Annotated[Path | None, typer.Option(
@@ -307,8 +311,9 @@ def init(
             console.print(f"  - {line}", markup=False, highlight=False)
 
 
-LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="ledger URL (default: server.ledger_url, "
-                                                                   "$SWITCHMAN_LEDGER_URL, the user data dir)")]
+LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="ledger URL (default: --config's server.ledger_url, "
+                                                                   "else $SWITCHMAN_LEDGER_URL, else the SQLite file "
+                                                                   "in the user data dir)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="configuration file (for server.ledger_url)")]
 
 
@@ -349,7 +354,8 @@ def keys_create(
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Create a key and print its secret once (authentication then stays on until `server.auth: off`)."""
+    """Create a key and print its secret once. The first key turns authentication on for every client of the
+    gateways sharing this ledger, and it stays on (only `server.auth: off` turns it off)."""
     from ._ledger import keys_create as create
 
     create(name, budget_usd=budget, budget_period=period, agents=agent, default_agent=default_agent,
@@ -369,7 +375,8 @@ def keys_update(
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Change a key's budget or agents (a running gateway applies it within 5 s)."""
+    """Change a key's budget or agents (a running gateway applies it at its next key refresh: server.key_refresh_s,
+    5 s by default)."""
     from ._ledger import keys_update as update
 
     update(key_id, budget_usd=budget, no_budget=no_budget, budget_period=period, agents=agent, any_agent=any_agent,
@@ -395,7 +402,8 @@ def keys_revoke(
         "--redis-url", help="broadcast to the gateways sharing this Redis (default: $SWITCHMAN_REDIS_URL, "
                             "else server.redis_url)")] = None,
 ) -> None:
-    """Revoke a key (a running gateway stops accepting it within 5 s; at once with Redis)."""
+    """Revoke a key (a running gateway stops accepting it at its next key refresh, 5 s by default; at once
+    when broadcast on Redis, see --redis-url)."""
     from .._config import load_config
     from .._config_server import check_redis_url
     from .._environ import Environment

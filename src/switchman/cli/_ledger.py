@@ -245,4 +245,5 @@ def keys_revoke(
             console.print(f"Revoked key [bold]{escape(key_id)}[/bold] (broadcast: every gateway replica refuses it now).")
             return
         console.print("[yellow]could not reach Redis to broadcast the revocation[/yellow]")
-    console.print(f"Revoked key [bold]{escape(key_id)}[/bold] (a running gateway stops accepting it within 5 s).")
+    console.print(f"Revoked key [bold]{escape(key_id)}[/bold] (a running gateway stops accepting it at its next key "
+                  "refresh: server.key_refresh_s, 5 s by default).")
