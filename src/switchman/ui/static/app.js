@@ -10,10 +10,24 @@
 
   function css(name) { return getComputedStyle(root).getPropertyValue(name).trim(); }
 
+  // Dollars as switchman/_money.py writes them: cents from $1, three significant digits below, e-notation
+  // below a millionth, $0 for nothing (tests/ui/test_chart_money.py holds the two to the same text).
   function money(v) {
     if (v == null) return "—";
-    var a = Math.abs(v), places = a >= 1 || a === 0 ? 2 : (a >= 0.01 ? 4 : 6);
-    return (v < 0 ? "-$" : "$") + a.toFixed(places);
+    if (v === 0) return "$0";
+    var a = Math.abs(v), sign = v < 0 ? "-$" : "$", text;
+    if (a >= 1) {
+      text = a.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    } else if (a < 1e-6) {
+      var parts = a.toPrecision(2).split("e"), exp = parseInt(parts[1], 10);
+      text = parts[0].replace(/\.0$/, "") + "e" + (exp < 0 ? "-" : "+") + (Math.abs(exp) < 10 ? "0" : "") +
+        Math.abs(exp);
+    } else {
+      var fixed = a.toFixed(2 - Math.floor(Math.log10(a))).split(".");
+      var fraction = fixed[1].replace(/0+$/, "");
+      text = fixed[0] + "." + (fraction.length < 2 ? (fraction + "00").slice(0, 2) : fraction);
+    }
+    return sign + text;
   }
 
   function chartOptions(kind, width, data) {
