@@ -143,7 +143,8 @@ def route(
 @app.command()
 @fails_cleanly
 def train(
-    data: Annotated[list[Path] | None, typer.Option("--data", help="outcome data folder (repeatable)")] = None,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="outcome data folder (repeatable); or train on logged traffic with --from-ledger")] = None,
     *,
     out: Annotated[Path, typer.Option("--out", help="router file to write (.safetensors)")],
     split: Annotated[str | None, typer.Option(help="train on this split ('' for all rows)")] = "train",
