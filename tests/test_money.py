@@ -23,6 +23,10 @@ from switchman.ui._format import usd as dashboard_usd
         (0.99999, "$1.00"),
         (1.2e-7, "$1.2e-07"),
         (-0.000012, "-$0.000012"),
+        (1.125, "$1.13"),  # an exact binary half rounds up, as the dashboard's JavaScript rounds it
+        (0.3125, "$0.313"),
+        (2.675, "$2.67"),  # 2.67499… in binary
+        (1e30, "$1,000,000,000,000,000,019,884,624,838,656.00"),  # past Decimal's default 28 digits
     ],
 )
 def test_usd(amount: float, text: str) -> None:

@@ -3,11 +3,14 @@
 A fixed number of decimals hides what cheap and local models cost: at four places a $0.000012 call
 reads $0.0000, as if nothing were spent or saved. Below a dollar, amounts keep three significant
 digits instead (trailing zeros past the cents dropped); below a millionth they go to e-notation.
+Rounding takes the float's exact binary value and rounds halves up, as JavaScript's toFixed does, so the
+dashboard's charts (app.js money()) write the same text ($1.125 → $1.13 in both, not $1.12 here).
 """
 
 from __future__ import annotations
 
 import math
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 __all__ = ["usd"]
 
@@ -15,6 +18,9 @@ __all__ = ["usd"]
 _DIGITS = 3
 #: Below this, e-notation ($1.2e-07) rather than a run of zeros.
 _TINY = 1e-6
+#: Room for every digit of any float's whole part and its rounded decimals (the default 28 digits make
+#: `quantize` raise from $1e26 up).
+_EXACT = Context(prec=400)
 
 
 def usd(amount: float, *, symbol: bool = True) -> str:
@@ -27,11 +33,16 @@ def usd(amount: float, *, symbol: bool = True) -> str:
     sign = "-" if amount < 0 else ""
     size = abs(amount)
     if size >= 1:
-        return f"{sign}{dollar}{size:,.2f}"
+        return f"{sign}{dollar}{_rounded(size, 2):,}"
     if size < _TINY:
         return f"{sign}{dollar}{size:.{_DIGITS - 1}g}"
     places = _DIGITS - 1 - math.floor(math.log10(size))
-    text = f"{size:.{places}f}"
+    text = str(_rounded(size, places))
     whole, _, fraction = text.partition(".")
     fraction = fraction.rstrip("0").ljust(2, "0")  # 0.0420 → 0.042, 0.500 → 0.50, 0.01000 → 0.01
     return f"{sign}{dollar}{whole}.{fraction}"
+
+
+def _rounded(size: float, places: int) -> Decimal:
+    """`size` (its exact binary value) to `places` decimals, halves up: what JavaScript's toFixed does."""
+    return Decimal(size).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP, _EXACT)

@@ -15,6 +15,19 @@ from switchman._money import usd
 
 NODE = shutil.which("node")
 AMOUNTS = [0.0, 1234.5, 2.5, 0.5, 0.0234567, 0.0042, 0.05, 0.000012, 0.0099999, 0.99999, 1.2e-7, 1e-7, -0.000012]
+#: Where the two used to part: decimal halves that are not binary ones (2.675 is 2.67499…), exact binary
+#: halves (1.125, 0.3125: both must round them up), and just under a millionth (toPrecision went fixed).
+EDGES = [2.675, 1.005, 47.055, 9.96e-7, 9.9999e-7, 1.125, 0.3125]
+
+
+def _node_money(amounts: list[float]) -> list[str]:
+    """What app.js's `money` writes for each amount."""
+    assert NODE is not None
+    script = f"{_chart_money()}\nconsole.log(JSON.stringify({json.dumps(amounts)}.map(money)));"
+    out = subprocess.run([NODE, "-e", script], capture_output=True, text=True, check=True, timeout=60).stdout
+    texts = json.loads(out)
+    assert isinstance(texts, list)
+    return texts
 
 
 def _chart_money() -> str:
@@ -27,7 +40,10 @@ def _chart_money() -> str:
 
 @pytest.mark.skipif(NODE is None, reason="needs node")
 def test_the_charts_money_is_the_tables() -> None:
-    assert NODE is not None
-    script = f"{_chart_money()}\nconsole.log(JSON.stringify({json.dumps(AMOUNTS)}.map(money)));"
-    out = subprocess.run([NODE, "-e", script], capture_output=True, text=True, check=True, timeout=60).stdout
-    assert json.loads(out) == [usd(amount) for amount in AMOUNTS]
+    assert _node_money(AMOUNTS) == [usd(amount) for amount in AMOUNTS]
+
+
+@pytest.mark.skipif(NODE is None, reason="needs node")
+@pytest.mark.parametrize("amount", EDGES)
+def test_the_charts_round_as_the_tables_at_the_edges(amount: float) -> None:
+    assert _node_money([amount]) == [usd(amount)]

@@ -17,9 +17,9 @@
     if (v === 0) return "$0";
     var a = Math.abs(v), sign = v < 0 ? "-$" : "$", text;
     if (a >= 1) {
-      text = a.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+      text = a.toFixed(2).replace(/\B(?=(\d{3})+(?!\d))/g, ",");  // (toLocaleString rounds the shortest decimal, not the value)
     } else if (a < 1e-6) {
-      var parts = a.toPrecision(2).split("e"), exp = parseInt(parts[1], 10);
+      var parts = a.toExponential(1).split("e"), exp = parseInt(parts[1], 10);
       text = parts[0].replace(/\.0$/, "") + "e" + (exp < 0 ? "-" : "+") + (Math.abs(exp) < 10 ? "0" : "") +
         Math.abs(exp);
     } else {
