@@ -324,3 +324,25 @@ def test_train_given_both_data_and_a_ledger_says_to_pick_one(tmp_path: Path) -> 
                      f"sqlite:///{tmp_path / 'l.db'}", "--out", str(tmp_path / "r.safetensors"))
     assert code == 2 and "--data" in out and "--from-ledger" in out and "not both" in out, out
     assert not (tmp_path / "r.safetensors").exists()
+
+
+def _option_help(command: str, option: str) -> str:
+    """The help text of `command`'s `option`, as typer builds it (not as the terminal wraps it)."""
+    import typer.core
+    import typer.main
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    found = [p for p in group.commands[command].params if option in getattr(p, "opts", ())]
+    assert len(found) == 1, (command, option)
+    return str(getattr(found[0], "help", None) or "")
+
+
+def test_the_seed_help_says_what_it_seeds_and_where_clustering_and_mf_seeds_are_set() -> None:
+    """--seed said it seeded the clustering; it shuffles folds (and in eval draws the random baselines), while the
+    clustering and MF seeds are predictor parameters: a user varying --seed to vary the clusters changed nothing."""
+    for command in ("train", "eval"):
+        text = _option_help(command, "--seed")
+        assert "calibration" in text and "evidence.seed=N" in text and "mf.seed=N" in text, (command, text)
+    assert "random baselines" in _option_help("eval", "--seed") and "--cv" in _option_help("eval", "--seed")
+    assert "random baselines" not in _option_help("train", "--seed")

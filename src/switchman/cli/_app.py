@@ -38,7 +38,11 @@ AliasOpt = Annotated[list[str] | None, typer.Option("--alias", help="name=canoni
 ParamOpt = Annotated[list[str] | None, typer.Option(
     "--param", help="predictor parameter, e.g. knn.k=100 (ensemble) or k=100 (--algorithm knn) (repeatable)")]
 TargetOpt = Annotated[list[str] | None, typer.Option("--target", help="quality=0.95 | cost=0.50 | share:MODEL=0.2")]
-SeedOpt = Annotated[int, typer.Option(help="random seed (calibration folds, clustering, random baselines)")]
+#: Clustering and MF draw from their own seeds, so the help names where those are set.
+_OWN_SEEDS = "clustering and MF have their own: --param evidence.seed=N, mf.seed=N (seed=N with --algorithm mf)"
+TrainSeedOpt = Annotated[int, typer.Option("--seed", help=f"random seed of the calibration folds ({_OWN_SEEDS})")]
+EvalSeedOpt = Annotated[int, typer.Option("--seed", help=(
+    f"random seed of the calibration and --cv folds, the random baselines and --strategy random ({_OWN_SEEDS})"))]
 
 
 def _split_models(models: str | None) -> list[str]:
@@ -161,7 +165,7 @@ def train(
     focus: Annotated[str, typer.Option(help="full | last_block")] = DEFAULT_SETTINGS.focus,
     rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = DEFAULT_SETTINGS.rule,
     folds: Annotated[int, typer.Option(min=2, help="calibration folds")] = DEFAULT_SETTINGS.folds,
-    seed: SeedOpt = DEFAULT_SETTINGS.seed,
+    seed: TrainSeedOpt = DEFAULT_SETTINGS.seed,
     param: ParamOpt = None,
     from_ledger: Annotated[str | None, typer.Option(
         "--from-ledger", help="train on logged requests with feedback at this ledger URL ('' = the default ledger); "
@@ -206,7 +210,7 @@ def eval_(
         DEFAULT_SETTINGS.use_task),
     focus: Annotated[str, typer.Option(help="full | last_block")] = DEFAULT_SETTINGS.focus,
     rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = DEFAULT_SETTINGS.rule,
-    seed: SeedOpt = DEFAULT_SETTINGS.seed,
+    seed: EvalSeedOpt = DEFAULT_SETTINGS.seed,
     param: ParamOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="write the frontier plot (PNG)")] = None,
