@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from switchman._money import usd
@@ -27,6 +29,14 @@ from switchman.ui._format import usd as dashboard_usd
         (0.3125, "$0.313"),
         (2.675, "$2.67"),  # 2.67499… in binary
         (1e30, "$1,000,000,000,000,000,019,884,624,838,656.00"),  # past Decimal's default 28 digits
+        (-1.1e-16, "$0"),  # float noise (equal costs subtracted) is nothing, not -$1.1e-16
+        (5e-324, "$0"),
+        (9.94e-7, "$9.9e-07"),
+        (9.96e-7, "$0.000001"),  # rounds to a millionth, so reads as one does, not $1e-06
+        (-9.9999e-7, "-$0.000001"),
+        (math.inf, "$inf"),
+        (-math.inf, "-$inf"),  # the sign before the $, as for every amount
+        (math.nan, "—"),  # no amount, as the dashboard shows a missing one
     ],
 )
 def test_usd(amount: float, text: str) -> None:
@@ -35,6 +45,7 @@ def test_usd(amount: float, text: str) -> None:
 
 def test_usd_without_the_symbol_for_a_per_unit_column() -> None:
     assert usd(0.000012, symbol=False) == "0.000012"
+    assert [usd(a, symbol=False) for a in (-math.inf, math.nan, -1e-16)] == ["-inf", "—", "0"]
 
 
 @pytest.mark.parametrize("amount", [1.2e-7, 3e-6, 0.000012, 0.0042])

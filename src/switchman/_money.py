@@ -18,24 +18,36 @@ __all__ = ["usd"]
 _DIGITS = 3
 #: Below this, e-notation ($1.2e-07) rather than a run of zeros.
 _TINY = 1e-6
+#: Below this an amount is float noise (a saving of -1.1e-16 left by subtracting equal costs): $0.
+_NOISE = 1e-12
 #: Room for every digit of any float's whole part and its rounded decimals (the default 28 digits make
 #: `quantize` raise from $1e26 up).
 _EXACT = Context(prec=400)
+#: E-notation's digits, rounded as JavaScript's toExponential rounds them.
+_MANTISSA = Context(prec=_DIGITS - 1, rounding=ROUND_HALF_UP)
 
 
 def usd(amount: float, *, symbol: bool = True) -> str:
-    """$1,234.50, $0.50, $0.0042, $0.000012, $1.2e-07, $0 (`symbol=False` drops the `$`, for a `$/…` column)."""
+    """$1,234.50, $0.50, $0.0042, $0.000012, $1.2e-07, $0, -$0.50, -$inf; — for NaN, an amount there is not.
+
+    `symbol=False` drops the `$`, for a `$/…` column.
+    """
     dollar = "$" if symbol else ""
-    if not math.isfinite(amount):
-        return f"{dollar}{amount}"
-    if amount == 0:
-        return f"{dollar}0"
+    if math.isnan(amount):
+        return "—"
     sign = "-" if amount < 0 else ""
     size = abs(amount)
+    if size < _NOISE:
+        return f"{dollar}0"
+    if math.isinf(size):
+        return f"{sign}{dollar}inf"
+    if size < _TINY:
+        mantissa = _MANTISSA.create_decimal_from_float(size)
+        if mantissa < _TINY:
+            return f"{sign}{dollar}{float(mantissa):.{_DIGITS - 1}g}"
+        size = _TINY  # 9.96e-07 rounds to a millionth, so it reads as 1e-06 does: $0.000001, not $1e-06
     if size >= 1:
         return f"{sign}{dollar}{_rounded(size, 2):,}"
-    if size < _TINY:
-        return f"{sign}{dollar}{size:.{_DIGITS - 1}g}"
     places = _DIGITS - 1 - math.floor(math.log10(size))
     text = str(_rounded(size, places))
     whole, _, fraction = text.partition(".")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -18,6 +19,8 @@ AMOUNTS = [0.0, 1234.5, 2.5, 0.5, 0.0234567, 0.0042, 0.05, 0.000012, 0.0099999, 
 #: Where the two used to part: decimal halves that are not binary ones (2.675 is 2.67499…), exact binary
 #: halves (1.125, 0.3125: both must round them up), and just under a millionth (toPrecision went fixed).
 EDGES = [2.675, 1.005, 47.055, 9.96e-7, 9.9999e-7, 1.125, 0.3125]
+#: Not amounts one means to show, yet one arrives: float noise, a rounding to the next format, no amount at all.
+ODD = [-1.1e-16, 5e-324, 1e-12, 9.94e-7, 1e-6, -9.96e-7, 3e-100, math.inf, -math.inf, math.nan]
 
 
 def _node_money(amounts: list[float]) -> list[str]:
@@ -47,3 +50,8 @@ def test_the_charts_money_is_the_tables() -> None:
 @pytest.mark.parametrize("amount", EDGES)
 def test_the_charts_round_as_the_tables_at_the_edges(amount: float) -> None:
     assert _node_money([amount]) == [usd(amount)]
+
+
+@pytest.mark.skipif(NODE is None, reason="needs node")
+def test_the_charts_write_noise_infinities_and_nan_as_the_tables() -> None:
+    assert _node_money(ODD) == [usd(amount) for amount in ODD]

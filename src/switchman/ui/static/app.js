@@ -11,17 +11,20 @@
   function css(name) { return getComputedStyle(root).getPropertyValue(name).trim(); }
 
   // Dollars as switchman/_money.py writes them: cents from $1, three significant digits below, e-notation
-  // below a millionth, $0 for nothing (tests/ui/test_chart_money.py holds the two to the same text).
+  // below a millionth, $0 for nothing (or float noise), -$inf, — for no amount (null, NaN); each format chosen after
+  // rounding (tests/ui/test_chart_money.py holds the two to the same text).
   function money(v) {
-    if (v == null) return "—";
-    if (v === 0) return "$0";
+    if (v == null || Number.isNaN(v)) return "—";
     var a = Math.abs(v), sign = v < 0 ? "-$" : "$", text;
+    if (a < 1e-12) return "$0";  // float noise (a saving of -1.1e-16) is nothing
+    if (a === Infinity) return sign + "inf";
+    if (a < 1e-6) {
+      var parts = a.toExponential(1).split("e"), exp = parseInt(parts[1], 10);
+      if (exp < -6) return sign + parts[0].replace(/\.0$/, "") + "e-" + (exp > -10 ? "0" : "") + -exp;
+      a = 1e-6;  // 9.96e-7 rounds to a millionth, so it reads as 1e-6 does: $0.000001
+    }
     if (a >= 1) {
       text = a.toFixed(2).replace(/\B(?=(\d{3})+(?!\d))/g, ",");  // (toLocaleString rounds the shortest decimal, not the value)
-    } else if (a < 1e-6) {
-      var parts = a.toExponential(1).split("e"), exp = parseInt(parts[1], 10);
-      text = parts[0].replace(/\.0$/, "") + "e" + (exp < 0 ? "-" : "+") + (Math.abs(exp) < 10 ? "0" : "") +
-        Math.abs(exp);
     } else {
       var fixed = a.toFixed(2 - Math.floor(Math.log10(a))).split(".");
       var fraction = fixed[1].replace(/0+$/, "");
