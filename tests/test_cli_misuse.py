@@ -92,7 +92,7 @@ def test_a_nan_or_infinite_key_budget_is_refused_not_stored_as_no_budget(tmp_pat
     code, out = _run("keys", "update", key_id, "--budget", "nan", "--ledger", ledger)
     assert code == 1 and "finite amount more than $0" in out
     code, out = _run("keys", "list", "--ledger", ledger)
-    assert "$5.0000/day" in out
+    assert "$5.00/day" in out
 
 
 def test_serve_with_a_port_out_of_range_is_a_usage_error_not_a_traceback() -> None:
@@ -324,3 +324,25 @@ def test_train_given_both_data_and_a_ledger_says_to_pick_one(tmp_path: Path) -> 
                      f"sqlite:///{tmp_path / 'l.db'}", "--out", str(tmp_path / "r.safetensors"))
     assert code == 2 and "--data" in out and "--from-ledger" in out and "not both" in out, out
     assert not (tmp_path / "r.safetensors").exists()
+
+
+def _option_help(command: str, option: str) -> str:
+    """The help text of `command`'s `option`, as typer builds it (not as the terminal wraps it)."""
+    import typer.core
+    import typer.main
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    found = [p for p in group.commands[command].params if option in getattr(p, "opts", ())]
+    assert len(found) == 1, (command, option)
+    return str(getattr(found[0], "help", None) or "")
+
+
+def test_the_seed_help_says_what_it_seeds_and_where_clustering_and_mf_seeds_are_set() -> None:
+    """--seed said it seeded the clustering; it shuffles folds (and in eval draws the random baselines), while the
+    clustering and MF seeds are predictor parameters: a user varying --seed to vary the clusters changed nothing."""
+    for command in ("train", "eval"):
+        text = _option_help(command, "--seed")
+        assert "calibration" in text and "evidence.seed=N" in text and "mf.seed=N" in text, (command, text)
+    assert "random baselines" in _option_help("eval", "--seed") and "--cv" in _option_help("eval", "--seed")
+    assert "random baselines" not in _option_help("train", "--seed")

@@ -43,7 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("routing",),
     ("__version__", "_catalog", "_config", "_config_hints", "_config_server", "_context_values", "_environ",
      "_exceptions", "_hosts",
-     "_limits", "_slashes", "_slots", "_streaks", "_threads", "_tokens", "_urls"),
+     "_limits", "_money", "_slashes", "_slots", "_streaks", "_threads", "_tokens", "_urls"),
 )
 GROUND = LAYERS[-1]
 LEVEL = {unit: row for row, units in enumerate(LAYERS) for unit in units}

@@ -61,15 +61,16 @@ def test_top_level_all_is_pinned() -> None:
     assert switchman.__all__ == TOP_LEVEL
 
 
-#: The gateway's surface: what it had before the dashboard borrowed plumbing from it, plus `ledger_call` (the one
-#: timeout wrapper the dashboard shares; ui may not import gateway's private modules). Errors come from the top level.
+#: The gateway's surface, plus `ledger_call`: the one piece of its plumbing another unit needs (the dashboard's
+#: timeout wrapper; ui may not import gateway's private modules). The ledger threads' limiter and runner stay
+#: private: only the gateway and its tests use them. Errors come from the top level.
 GATEWAY = [
     "ACCESS_LOGGER", "AccessLineFormatter", "AccessLineHandler", "Balancer", "CancelledByShutdown", "ChatStream",
     "Completion", "ConfigReloader", "Deployment", "DeploymentStatus", "Dispatcher", "Gateway", "GatewayServer",
     "GuardedHttpProtocol", "HealthBoard", "InProcessClient",
     "KNOWN_PROVIDERS", "Lease", "Provider", "RequestContext", "Scrubber", "StreamFeed", "build_app",
     "build_middleware_stack", "default_config", "default_config_data", "guarded_protocol", "is_loopback", "ledger_call",
-    "ledger_limiter", "local_models", "raise_fd_limit", "run_in_ledger_thread", "server_config", "submit_feedback",
+    "local_models", "raise_fd_limit", "server_config", "submit_feedback",
 ]
 
 

@@ -101,8 +101,9 @@ def test_a_bucket_in_debt_on_redis_outlives_its_debt(upstream: FakeUpstream, tmp
         with _as_metered(built) as client:
             first = client.post("/v1/chat/completions", json=body)
         assert first.status_code == 200
-        full_in = first.headers["x-ratelimit-reset-tokens"]  # e.g. "61m0s"
-        minutes = int(full_in.partition("m")[0])
+        full_in = first.headers["x-ratelimit-reset-tokens"]  # e.g. "1h1m0s"
+        hours, _, rest = full_in.rpartition("h")
+        minutes = int(hours or 0) * 60 + int(rest.partition("m")[0])
         [bucket] = [k for k in server.scan_iter(prefix + "*") if b"ratelimit" in k]
         assert server.ttl(bucket) >= minutes * 60
     finally:

@@ -26,7 +26,7 @@ RPM, TPM = 3, 100_000  # refilled by one request every 20 s: a test's few reques
 REFILL_S = 60 / RPM  # a request's share of the requests bucket: 20 s
 LATE_S = 1.5  # how late the slow upstream answers
 AGENT = {"x-switchman-agent": "metered"}
-_DURATION = re.compile(r"^(\d+ms|\d+(\.\d+)?s|\d+m\d+s)$")  # OpenAI's reset: 20ms, 1.5s, 6m0s
+_DURATION = re.compile(r"^(\d+ms|\d+(\.\d+)?s|(\d+h)?\d+m\d+s)$")  # OpenAI's reset: 20ms, 1.5s, 6m0s, 1h2m3s
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
@@ -157,8 +157,9 @@ def _seconds(duration: str) -> float:
     assert _DURATION.match(duration), duration
     if duration.endswith("ms"):
         return int(duration[:-2]) / 1000
-    minutes, _, seconds = duration.rstrip("s").rpartition("m")
-    return int(minutes or 0) * 60 + float(seconds)
+    hours, _, rest = duration.rstrip("s").rpartition("h")
+    minutes, _, seconds = rest.rpartition("m")
+    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds)
 
 
 def test_an_anthropic_reset_counts_from_when_the_request_was_admitted_not_answered(slow: str) -> None:

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from switchman import LedgerTimeoutError
-from switchman.gateway import ledger_call, ledger_limiter, run_in_ledger_thread
+from switchman.gateway._ledger_threads import ledger_call, ledger_limiter, run_in_ledger_thread
 from switchman.gateway._ledger_threads import LEDGER_THREADS
 
 

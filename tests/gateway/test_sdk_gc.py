@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from switchman import Router
-from switchman.gateway import Scrubber, _inprocess
+from switchman.gateway import Scrubber, _reaper
 from switchman.ledger import Ledger
 from switchman.testing import FakeUpstream
 
@@ -42,13 +42,13 @@ def _rows(url: str) -> list[str]:
 def test_a_dropped_router_is_closed_when_collected_with_its_rows_written(
         upstream: FakeUpstream, url: str, collected_on: str, monkeypatch: pytest.MonkeyPatch) -> None:
     finalized_on: list[threading.Thread] = []
-    hand_over = _inprocess._hand_over
+    hand_over = _reaper._hand_over
 
     def spied(runtime: Any) -> None:
         finalized_on.append(threading.current_thread())
         hand_over(runtime)
 
-    monkeypatch.setattr(_inprocess, "_hand_over", spied)
+    monkeypatch.setattr(_reaper, "_hand_over", spied)
     router = Router.from_dict(config_data(upstream, url))
     ids = [router.chat("hello", model="cheap").request_id for _ in range(3)]
     client = router._inprocess
@@ -76,7 +76,7 @@ def test_a_dropped_router_is_closed_when_collected_with_its_rows_written(
         gc.collect()
         assert finalized_on == [threading.current_thread()]
     assert dropped() is None  # nothing the SDK keeps (its close at exit) holds the router alive
-    _inprocess.drain_reaper()  # the closes handed over so far have ended
+    _reaper.drain_reaper()  # the closes handed over so far have ended
     assert not loop.is_alive()
     assert sorted(_rows(url)) == sorted(ids)
 
@@ -88,7 +88,7 @@ def test_a_closed_router_is_not_closed_again_when_collected(upstream: FakeUpstre
     router.close()
     del router
     gc.collect()
-    _inprocess.drain_reaper()
+    _reaper.drain_reaper()
     assert _rows(url) == [request_id] and "could not close" not in caplog.text
 
 
@@ -97,13 +97,13 @@ def test_a_stream_read_after_its_router_was_dropped_keeps_it(upstream: FakeUpstr
     are collected and the row written."""
     stream = Router.from_dict(config_data(upstream, url)).chat("hello", model="cheap", stream=True)
     gc.collect()
-    _inprocess.drain_reaper()  # a router the stream did not hold would be closed by now
+    _reaper.drain_reaper()  # a router the stream did not hold would be closed by now
     chunks = list(stream)
     assert chunks and all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
     request_id = stream.request_id
     del stream
     gc.collect()
-    _inprocess.drain_reaper()
+    _reaper.drain_reaper()
     assert _rows(url) == [request_id]
 
 
@@ -124,11 +124,11 @@ def test_a_close_raising_even_system_exit_does_not_end_the_reaper(upstream: Fake
     with Router.from_dict(config_data(upstream, url)) as router:
         router.chat("hello", model="cheap")  # (the reaper runs from here on)
     failing, after = _Closing(SystemExit(3)), _Closing()
-    _inprocess._hand_over(failing)  # type: ignore[arg-type]
-    _inprocess._hand_over(after)  # type: ignore[arg-type]
-    _inprocess.drain_reaper()
+    _reaper._hand_over(failing)  # type: ignore[arg-type]
+    _reaper._hand_over(after)  # type: ignore[arg-type]
+    _reaper.drain_reaper()
     assert failing.closed and after.closed
-    assert _inprocess._reaper is not None and _inprocess._reaper.is_alive()
+    assert _reaper._thread is not None and _reaper._thread.is_alive()
 
 
 def test_draining_a_reaper_that_died_returns(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,9 +136,9 @@ def test_draining_a_reaper_that_died_returns(monkeypatch: pytest.MonkeyPatch) ->
     stop = threading.Event()
     dying = threading.Thread(target=stop.wait, daemon=True)  # a reaper that never answers, then ends
     dying.start()
-    monkeypatch.setattr(_inprocess, "_reaper", dying)
-    monkeypatch.setattr(_inprocess, "_handed", queue.SimpleQueue())  # (read by no one)
-    drainer = threading.Thread(target=_inprocess.drain_reaper, daemon=True)
+    monkeypatch.setattr(_reaper, "_thread", dying)
+    monkeypatch.setattr(_reaper, "_handed", queue.SimpleQueue())  # (read by no one)
+    drainer = threading.Thread(target=_reaper.drain_reaper, daemon=True)
     drainer.start()
     stop.set()
     drainer.join(60.0)  # (returns within a second of the reaper's end; for ever before)
@@ -157,9 +157,9 @@ def test_a_close_that_fails_is_logged_without_the_key_it_names(upstream: FakeUps
         def failing(timeout: float) -> None:
             raise RuntimeError(f"upstream said: bad key {OPENAI_KEY}")
 
-        with monkeypatch.context() as patch, caplog.at_level("ERROR", logger=_inprocess.logger.name):
+        with monkeypatch.context() as patch, caplog.at_level("ERROR", logger=_reaper.logger.name):
             patch.setattr(runtime, "close", failing)
-            _inprocess._hand_over(runtime)
-            _inprocess.drain_reaper()
+            _reaper._hand_over(runtime)
+            _reaper.drain_reaper()
         assert "could not close the in-process client" in caplog.text and "bad key" in caplog.text
         assert OPENAI_KEY not in caplog.text

@@ -71,15 +71,32 @@ def test_spend_table(open_ledger: Callable[..., Ledger], sqlite_url: str) -> Non
     lines = {line.split()[1]: line for line in text.splitlines() if re.match(r"^\s*\S\s+(small|large|Total)\s", line)}
     assert lines.keys() == {"small", "large", "Total"}
     assert re.search(
-        r"small\s+│\s+3\s+│\s+3,000\s+│\s+300\s+│\s+\$0\.0030\s+│\s+\$0\.0300\s+│\s+90\.0%", lines["small"]
+        r"small\s+│\s+3\s+│\s+3,000\s+│\s+300\s+│\s+\$0\.003\s+│\s+\$0\.03\s+│\s+90\.0%", lines["small"]
     )
-    assert re.search(r"large\s+│\s+1\s+│\s+1,000\s+│\s+100\s+│\s+\$0\.0200\s+│\s+\$0\.0200\s+│\s+0\.0%", lines["large"])
+    assert re.search(r"large\s+│\s+1\s+│\s+1,000\s+│\s+100\s+│\s+\$0\.02\s+│\s+\$0\.02\s+│\s+0\.0%", lines["large"])
     # total: cost 0.023 of baseline 0.05 → 54.0% saved
     assert re.search(
-        r"Total\s+│\s+4\s+│\s+4,000\s+│\s+400\s+│\s+\$0\.0230\s+│\s+\$0\.0500\s+│\s+54\.0%", lines["Total"]
+        r"Total\s+│\s+4\s+│\s+4,000\s+│\s+400\s+│\s+\$0\.023\s+│\s+\$0\.05\s+│\s+54\.0%", lines["Total"]
     )
     assert "old" not in text
     assert text.index("large") < text.index("small")  # most expensive first
+
+
+def test_spend_shows_what_cheap_calls_cost_and_save(open_ledger: Callable[..., Ledger], sqlite_url: str) -> None:
+    """A sub-cent call (a local or cheap model) reads as what it cost, not $0.0000."""
+    ledger = open_ledger(sqlite_url)
+    for _ in range(2):
+        ledger.record(LedgerRecord(time=time.time() - 60, model="tiny", input_tokens=40, output_tokens=10,
+                                   cost_usd=0.000006, baseline_cost_usd=0.00042))
+    ledger.record(LedgerRecord(time=time.time() - 60, model="local", input_tokens=40, output_tokens=10,
+                               cost_usd=0.0, baseline_cost_usd=0.00021))
+    ledger.close_sync()
+    out = console()
+    spend_command(by="model", since="7d", ledger_url=sqlite_url, console=out)
+    text = out.export_text()
+    assert re.search(r"tiny\s+│\s+2\s+│\s+80\s+│\s+20\s+│\s+\$0\.000012\s+│\s+\$0\.00084\s+│", text)
+    assert re.search(r"local\s+│\s+1\s+│\s+40\s+│\s+10\s+│\s+\$0\s+│\s+\$0\.00021\s+│\s+100\.0%", text)
+    assert re.search(r"Total\s+│\s+3\s+│\s+120\s+│\s+30\s+│\s+\$0\.000012\s+│\s+\$0\.00105\s+│", text)
 
 
 def test_spend_on_an_empty_ledger_and_bad_arguments(sqlite_url: str) -> None:
@@ -88,7 +105,7 @@ def test_spend_on_an_empty_ledger_and_bad_arguments(sqlite_url: str) -> None:
     created.close()
     out = console()
     spend_command(by="agent", since="24h", ledger_url=sqlite_url, console=out)
-    assert re.search(r"Total\s+│\s+0\s+│\s+0\s+│\s+0\s+│\s+\$0\.0000\s+│\s+\$0\.0000\s+│\s+—", out.export_text())
+    assert re.search(r"Total\s+│\s+0\s+│\s+0\s+│\s+0\s+│\s+\$0\s+│\s+\$0\s+│\s+—", out.export_text())
 
     for kwargs, message in [
         ({"by": "tenant"}, "cannot group spend by 'tenant'"),
@@ -110,20 +127,20 @@ def test_keys_commands(sqlite_url: str) -> None:
     assert secret is not None
     key_id = re.search(r"Created key (key-[0-9a-f]{8})", created)
     assert key_id is not None
-    assert "cannot be shown again" in created and "$2.5000 per day" in created
+    assert "cannot be shown again" in created and "$2.50 per day" in created
     store = KeyStore(sqlite_url)
     assert store.verify(secret.group()) is not None
 
     out = console()
     keys_list(ledger_url=sqlite_url, console=out)
     listed = out.export_text()
-    assert key_id.group(1) in listed and "ci-bot" in listed and "active" in listed and "$2.5000/day" in listed
+    assert key_id.group(1) in listed and "ci-bot" in listed and "active" in listed and "$2.50/day" in listed
     assert "any" in listed
 
     out = console()
     keys_update(key_id.group(1), budget_usd=4.0, agents=["triage", "coder"], default_agent="triage",
                 ledger_url=sqlite_url, console=out)
-    assert "$4.0000 per day, acting as triage, coder (default triage)" in out.export_text()
+    assert "$4.00 per day, acting as triage, coder (default triage)" in out.export_text()
     info = store.verify(secret.group())
     assert info is not None and info.agents == ("triage", "coder") and info.budget_usd == 4.0
     err = console()

@@ -38,6 +38,11 @@ AliasOpt = Annotated[list[str] | None, typer.Option("--alias", help="name=canoni
 ParamOpt = Annotated[list[str] | None, typer.Option(
     "--param", help="predictor parameter, e.g. knn.k=100 (ensemble) or k=100 (--algorithm knn) (repeatable)")]
 TargetOpt = Annotated[list[str] | None, typer.Option("--target", help="quality=0.95 | cost=0.50 | share:MODEL=0.2")]
+#: Clustering and MF draw from their own seeds, so the help names where those are set.
+_OWN_SEEDS = "clustering and MF have their own: --param evidence.seed=N, mf.seed=N (seed=N with --algorithm mf)"
+TrainSeedOpt = Annotated[int, typer.Option("--seed", help=f"random seed of the calibration folds ({_OWN_SEEDS})")]
+EvalSeedOpt = Annotated[int, typer.Option("--seed", help=(
+    f"random seed of the calibration and --cv folds, the random baselines and --strategy random ({_OWN_SEEDS})"))]
 
 
 def _split_models(models: str | None) -> list[str]:
@@ -122,13 +127,14 @@ def route(
     if json_out:
         console.print_json(json.dumps(decision.to_dict()))
         return
+    from .._money import usd
     from ._tables import Field, print_table
 
     fields = [Field("", numeric=False), Field("candidate", numeric=False), Field("predicted quality"),
               Field("predicted cost (USD)"), Field("predicted output tokens", optional=True)]
     rows = [["→" if c.model == decision.model else "", c.model,
              "—" if c.predicted_quality is None else f"{c.predicted_quality:.3f}",
-             "—" if c.predicted_cost_usd is None else f"{c.predicted_cost_usd:.6f}",
+             "—" if c.predicted_cost_usd is None else usd(c.predicted_cost_usd, symbol=False),
              "—" if c.predicted_output_tokens is None else f"{c.predicted_output_tokens:.0f}"]
             for c in decision.candidates]
     rows += [["✗", name, why, "", ""] for name, why in decision.excluded]
@@ -141,7 +147,8 @@ def route(
 @app.command()
 @fails_cleanly
 def train(
-    data: Annotated[list[Path] | None, typer.Option("--data", help="outcome data folder (repeatable)")] = None,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="outcome data folder (repeatable); or train on logged traffic with --from-ledger")] = None,
     *,
     out: Annotated[Path, typer.Option("--out", help="router file to write (.safetensors)")],
     split: Annotated[str | None, typer.Option(help="train on this split ('' for all rows)")] = "train",
@@ -158,12 +165,13 @@ def train(
     focus: Annotated[str, typer.Option(help="full | last_block")] = DEFAULT_SETTINGS.focus,
     rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = DEFAULT_SETTINGS.rule,
     folds: Annotated[int, typer.Option(min=2, help="calibration folds")] = DEFAULT_SETTINGS.folds,
-    seed: int = DEFAULT_SETTINGS.seed,
+    seed: TrainSeedOpt = DEFAULT_SETTINGS.seed,
     param: ParamOpt = None,
     from_ledger: Annotated[str | None, typer.Option(
         "--from-ledger", help="train on logged requests with feedback at this ledger URL ('' = the default ledger); "
         "needs server.store_prompts; starts from the bundled router (its prompt-difficulty model and scale)")] = None,
-    since: Annotated[str | None, typer.Option(help="with --from-ledger: requests from 7d, 24h, ... on")] = None,
+    since: Annotated[str | None, typer.Option(help="with --from-ledger: only requests of the last 7d, 24h, ... or since an ISO date "
+                                  "(default: all)")] = None,
 ) -> None:
     """Train and calibrate a learned router on outcome data or on one's own logged traffic."""
     from ..evaluate import parse_aliases
@@ -202,7 +210,7 @@ def eval_(
         DEFAULT_SETTINGS.use_task),
     focus: Annotated[str, typer.Option(help="full | last_block")] = DEFAULT_SETTINGS.focus,
     rule: Annotated[str, typer.Option(help="tradeoff | tolerance")] = DEFAULT_SETTINGS.rule,
-    seed: int = DEFAULT_SETTINGS.seed,
+    seed: EvalSeedOpt = DEFAULT_SETTINGS.seed,
     param: ParamOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="write the frontier plot (PNG)")] = None,
@@ -236,9 +244,11 @@ def eval_(
 @fails_cleanly
 def replay(
     router: Annotated[Path, typer.Option("--router", help="trained router file to replay")],
-    ledger: Annotated[str | None, typer.Option("--ledger", help="ledger URL of the logged traffic")] = None,
+    ledger: Annotated[str | None, typer.Option(
+        "--ledger", help="ledger URL of the logged traffic ('' = the default ledger)")] = None,
     data: Annotated[list[Path] | None, typer.Option("--data", help="outcome data folder instead")] = None,
-    since: Annotated[str, typer.Option(help="with --ledger: requests from 7d, 24h, ... on")] = "7d",
+    since: Annotated[str, typer.Option(help="with --ledger: only requests of the last 7d, 24h, ... or since an ISO "
+                                            "date")] = "7d",
     models: ModelsOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
     config: Annotated[Path | None, typer.Option(
@@ -306,8 +316,9 @@ def init(
             console.print(f"  - {line}", markup=False, highlight=False)
 
 
-LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="ledger URL (default: server.ledger_url, "
-                                                                   "$SWITCHMAN_LEDGER_URL, the user data dir)")]
+LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="ledger URL (default: --config's server.ledger_url, "
+                                                                   "else $SWITCHMAN_LEDGER_URL, else the SQLite file "
+                                                                   "in the user data dir)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="configuration file (for server.ledger_url)")]
 
 
@@ -348,7 +359,8 @@ def keys_create(
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Create a key and print its secret once (authentication then stays on until `server.auth: off`)."""
+    """Create a key and print its secret once. The first key turns authentication on for every client of the
+    gateways sharing this ledger, and it stays on (only `server.auth: off` turns it off)."""
     from ._ledger import keys_create as create
 
     create(name, budget_usd=budget, budget_period=period, agents=agent, default_agent=default_agent,
@@ -368,7 +380,8 @@ def keys_update(
     config: ConfigOpt = None,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Change a key's budget or agents (a running gateway applies it within 5 s)."""
+    """Change a key's budget or agents (a running gateway applies it at its next key refresh: server.key_refresh_s,
+    5 s by default)."""
     from ._ledger import keys_update as update
 
     update(key_id, budget_usd=budget, no_budget=no_budget, budget_period=period, agents=agent, any_agent=any_agent,
@@ -394,7 +407,8 @@ def keys_revoke(
         "--redis-url", help="broadcast to the gateways sharing this Redis (default: $SWITCHMAN_REDIS_URL, "
                             "else server.redis_url)")] = None,
 ) -> None:
-    """Revoke a key (a running gateway stops accepting it within 5 s; at once with Redis)."""
+    """Revoke a key (a running gateway stops accepting it at its next key refresh, 5 s by default; at once
+    when broadcast on Redis, see --redis-url)."""
     from .._config import load_config
     from .._config_server import check_redis_url
     from .._environ import Environment

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from .._money import usd
 from ..ledger import (
     KeyInfo,
     KeyStore,
@@ -50,14 +51,22 @@ def _errors(console: Console | None, url: str) -> Iterator[None]:
         _fail(console, unreadable(url, exc))
 
 
+@contextmanager
+def _key_store(url: str, *, existing: bool = True) -> Iterator[KeyStore]:
+    """The key store at `url`, closed after; `existing`: refuse a database that is not there (only a create makes it)."""
+    if existing:
+        require_existing(url)
+    store = KeyStore(url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def _fail(console: Console, message: str) -> NoReturn:
     """One line (never wrapped, never read as markup: it quotes what the user typed) and exit status 1."""
     console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise SystemExit(1)
-
-
-def _usd(value: float) -> str:
-    return f"${value:,.4f}"
 
 
 def _saving(row: SpendRow) -> str:
@@ -77,8 +86,8 @@ def spend_table(rows: list[SpendRow], *, by: str, since_text: str) -> Table:
             f"{row.requests:,}",
             f"{row.input_tokens:,}",
             f"{row.output_tokens:,}",
-            _usd(row.cost_usd),
-            _usd(row.baseline_cost_usd),
+            usd(row.cost_usd),
+            usd(row.baseline_cost_usd),
             _saving(row),
         )
     total = SpendRow(
@@ -95,8 +104,8 @@ def spend_table(rows: list[SpendRow], *, by: str, since_text: str) -> Table:
         f"{total.requests:,}",
         f"{total.input_tokens:,}",
         f"{total.output_tokens:,}",
-        _usd(total.cost_usd),
-        _usd(total.baseline_cost_usd),
+        usd(total.cost_usd),
+        usd(total.baseline_cost_usd),
         _saving(total),
     )
     return table
@@ -143,14 +152,11 @@ def keys_create(
     with _errors(console, url):
         if budget_period not in ("day", "month"):
             raise ValueError(f"unknown budget period {budget_period!r}: use 'day' or 'month'")
-        store = KeyStore(url)
-        try:
+        with _key_store(url, existing=False) as store:
             info, secret = store.create(name, budget_usd=budget_usd, budget_period=cast(Period, budget_period),
                                         agents=list(agents) if agents else None, default_agent=default_agent)
-        finally:
-            store.close()
     console = console or Console()
-    budget = "" if info.budget_usd is None else f" with a budget of {_usd(info.budget_usd)} per {info.budget_period}"
+    budget = "" if info.budget_usd is None else f" with a budget of {usd(info.budget_usd)} per {info.budget_period}"
     console.print(f"Created key [bold]{escape(info.id)}[/bold] ({escape(info.name)}){budget}, "
                   f"acting as {escape(_agents_text(info))}.")
     console.print(secret, soft_wrap=True, highlight=False, markup=False)
@@ -184,14 +190,10 @@ def keys_update(
         if not changes:
             raise ValueError("nothing to change: give --budget, --no-budget, --period, --agent, --any-agent or "
                              "--default-agent")
-        require_existing(url)
-        store = KeyStore(url)
-        try:
+        with _key_store(url) as store:
             info = store.update(key_id, **changes)
-        finally:
-            store.close()
     console = console or Console()
-    budget = "no budget" if info.budget_usd is None else f"{_usd(info.budget_usd)} per {info.budget_period}"
+    budget = "no budget" if info.budget_usd is None else f"{usd(info.budget_usd)} per {info.budget_period}"
     console.print(f"Updated key [bold]{escape(info.id)}[/bold] ({escape(info.name)}): {budget}, "
                   f"acting as {escape(_agents_text(info))}.")
 
@@ -200,12 +202,8 @@ def keys_list(*, ledger_url: str | None = None, console: Console | None = None) 
     """Print every virtual key (never a secret)."""
     url = resolve_url(ledger_url)
     with _errors(console, url):
-        require_existing(url)
-        store = KeyStore(url)
-        try:
+        with _key_store(url) as store:
             keys = store.list()
-        finally:
-            store.close()
     console = console or Console()
     table = Table(title="Virtual keys")
     table.add_column("Id", no_wrap=True)
@@ -218,7 +216,7 @@ def keys_list(*, ledger_url: str | None = None, console: Console | None = None) 
             escape(info.prefix),
             info.created.strftime("%Y-%m-%d %H:%M"),
             "[red]revoked[/red]" if info.revoked else "[green]active[/green]",
-            "—" if info.budget_usd is None else f"{_usd(info.budget_usd)}/{info.budget_period}",
+            "—" if info.budget_usd is None else f"{usd(info.budget_usd)}/{info.budget_period}",
             escape(_agents_text(info)),
         )
     console.print(table)
@@ -235,12 +233,8 @@ def keys_revoke(
     """
     url = resolve_url(ledger_url)
     with _errors(console, url):
-        require_existing(url)
-        store = KeyStore(url)
-        try:
+        with _key_store(url) as store:
             revoked = store.revoke(key_id)
-        finally:
-            store.close()
         if not revoked:
             raise ValueError(f"no active key with id {key_id!r} (see `switchman keys list`)")
     console = console or Console()
@@ -251,4 +245,5 @@ def keys_revoke(
             console.print(f"Revoked key [bold]{escape(key_id)}[/bold] (broadcast: every gateway replica refuses it now).")
             return
         console.print("[yellow]could not reach Redis to broadcast the revocation[/yellow]")
-    console.print(f"Revoked key [bold]{escape(key_id)}[/bold] (a running gateway stops accepting it within 5 s).")
+    console.print(f"Revoked key [bold]{escape(key_id)}[/bold] (a running gateway stops accepting it at its next key "
+                  "refresh: server.key_refresh_s, 5 s by default).")

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from .._config import load_config
 from .._exceptions import ConfigError
+from .._money import usd
 from ..evaluate import ledger_records, load_data, replay_data, replay_ledger
 from ..learn import TrainedRouter
 from ._outputs import check_outputs
@@ -37,13 +38,13 @@ def _print(report: dict[str, Any], console: Console) -> None:
             continue
         quality = entry.get("predicted_quality")
         shares = ", ".join(f"{m} {s:.1%}" for m, s in entry["share"].items())
-        rows.append(["would have run" if name == "router" else "actually ran", f"{entry['cost_usd']:.6f}",
-                     f"{entry['cost_per_1k']:.4f}", "—" if quality is None else f"{quality:.3f}", shares])
+        rows.append(["would have run" if name == "router" else "actually ran", usd(entry["cost_usd"], symbol=False),
+                     usd(entry["cost_per_1k"], symbol=False), "—" if quality is None else f"{quality:.3f}", shares])
     print_table(console, f"replay of {report['requests']} requests", _FIELDS, rows)
     for warning in report.get("warnings", ()):
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if report.get("saving_pct") is not None and not report.get("warnings"):
-        console.print(f"saving: ${report['saving_usd']:.6f} ({report['saving_pct']:.1f}%)")
+        console.print(f"saving: {usd(report['saving_usd'])} ({report['saving_pct']:.1f}%)")
     if report["router"].get("true_quality") is not None:
         console.print(f"true quality of the router's choices: {report['router']['true_quality']:.3f}")
 

@@ -22,7 +22,7 @@ from ._errors import Scrubber
 from ._feedback import submit_feedback
 from ._gateway import Gateway
 from ._inprocess import InProcessClient
-from ._ledger_threads import ledger_call, ledger_limiter, run_in_ledger_thread
+from ._ledger_threads import ledger_call  # for the dashboard (ui may not reach a private module)
 from ._middleware import ACCESS_LOGGER, AccessLineFormatter, AccessLineHandler
 from ._providers import Deployment, Provider
 from ._reload import ConfigReloader
@@ -63,10 +63,8 @@ __all__ = [
     "guarded_protocol",
     "is_loopback",
     "ledger_call",
-    "ledger_limiter",
     "local_models",
     "raise_fd_limit",
-    "run_in_ledger_thread",
     "server_config",
     "submit_feedback",
 ]

@@ -7,7 +7,7 @@ model switchman runs itself (a `local` provider on loopback) gets that server st
 `serve` starts it.
 
 Nothing here keeps a process alive. The loop thread is a daemon, and a client its caller never
-closed is closed (on the reaper thread) when its Router is garbage-collected or, at the latest, as
+closed is closed (on the reaper thread, `_reaper`) when its Router is garbage-collected or, at the latest, as
 the interpreter exits — before Python waits for non-daemon threads — so a script that ends (or dies
 of an uncaught exception) without `close()` still exits promptly, with its ledger rows written.
 """
@@ -15,12 +15,8 @@ of an uncaught exception) without `close()` still exits promptly, with its ledge
 from __future__ import annotations
 
 import asyncio
-import atexit
-import logging
 import os
-import queue
 import threading
-import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -39,6 +35,7 @@ from ._dispatcher import Completion, Dispatcher
 from ._boundary import awaited, called
 from ._feed import StreamFeed
 from ._middleware import new_request_id
+from ._reaper import close_when_collected, take_back
 from ._schema import check_body
 
 if TYPE_CHECKING:
@@ -47,12 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = ["InProcessClient"]
 
-logger = logging.getLogger("switchman.sdk")
-
 _T = TypeVar("_T")
 
-#: Seconds `close()` waits for in-flight work and the ledger when the interpreter exits.
-EXIT_TIMEOUT_S = 10.0
 #: Seconds the connection pools get to close when `close(timeout)` stops the loop under a stuck close.
 POOLS_CLOSE_S = 5.0
 #: The least time the rest of a `close(timeout)` (streams cut, pools closed; then the ledger's flush) gets once its
@@ -241,92 +234,6 @@ def _start_loop() -> tuple[BlockingPortal, threading.Thread]:
     return started.result(), thread
 
 
-# A client its caller never closed is closed when its owner (the Router) is garbage-collected, or as the interpreter
-# exits. Its finalizer only hands the runtime to the reaper thread, which closes it: a collection runs wherever an
-# allocation triggers it, on the client's own loop thread too (where closing would wait for ever), the ledger's
-# writer (which the close joins) or a caller's event loop (blocked for the close); `SimpleQueue.put` is safe
-# anywhere, inside another lock's holder too. The finalizer holds the runtime, never the owner (the dispatcher
-# holds a face of it, `Router`'s `_sharing`), so nothing here keeps the owner from being collected.
-# threading's exit hooks run before Python joins non-daemon threads (anyio's worker threads are such), so the loop
-# is still alive to close with; plain `atexit` runs after that join, too late. `_register_atexit` is what
-# concurrent.futures uses.
-_unclosed: set[weakref.finalize[..., Any]] = set()
-_handed: queue.SimpleQueue[_Runtime | threading.Event] = queue.SimpleQueue()
-_hook_lock = threading.Lock()
-_hooked = False
-_reaper: threading.Thread | None = None
-
-
-def _forget_in_child() -> None:
-    """A forked child holds copies of its parent's clients but none of their threads: it neither closes them (the
-    parent does; their queued rows would be written twice) nor waits at exit for a reaper or loop it lacks."""
-    global _hook_lock, _handed, _reaper
-    for finalizer in list(_unclosed):
-        finalizer.detach()
-    _unclosed.clear()
-    _hook_lock, _handed, _reaper = threading.Lock(), queue.SimpleQueue(), None  # (held by a parent's thread?)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_in_child)
-
-
-def _close_unclosed() -> None:
-    for finalizer in list(_unclosed):
-        finalizer()
-    drain_reaper()
-
-
-def _close_at_exit(finalizer: weakref.finalize[..., Any]) -> None:
-    global _hooked, _reaper
-    with _hook_lock:
-        _unclosed.add(finalizer)
-        if not _hooked:
-            register = getattr(threading, "_register_atexit", atexit.register)
-            register(_close_unclosed)
-            _hooked = True
-        if _reaper is None:
-            _reaper = threading.Thread(target=_reap, args=(_handed,), name="switchman-sdk-reaper", daemon=True)
-            _reaper.start()
-
-
-def _hand_over(runtime: _Runtime) -> None:
-    """The finalizer's whole work (it may run on any thread, inside a lock's holder): queue the close."""
-    _handed.put(runtime)
-
-
-def _reap(handed: queue.SimpleQueue[_Runtime | threading.Event]) -> None:
-    """The reaper thread: close each runtime handed over, forget the finalizers spent; set each Event (`drain`)."""
-    while True:
-        item = handed.get()
-        if isinstance(item, threading.Event):
-            item.set()
-            continue
-        try:
-            item.close(EXIT_TIMEOUT_S)
-        except BaseException as exc:  # noqa: BLE001 - the loop is gone or stuck (logged); even a SystemExit raised
-            # in one close must not end the reaper: the closes after it, and `drain_reaper`, wait on it. Scrubbed:
-            # what an upstream answered may echo its key
-            logger.error("switchman: could not close the in-process client cleanly: %s",
-                         item.dispatcher.scrub(repr(exc)))
-        del item  # (the runtime and what it holds go now, not at the next hand-over)
-        with _hook_lock:
-            _unclosed.difference_update([finalizer for finalizer in _unclosed if not finalizer.alive])
-
-
-def drain_reaper() -> None:
-    """Wait until every close handed to the reaper so far has ended (at exit; in tests)."""
-    with _hook_lock:
-        reaper = _reaper
-    if reaper is None or not reaper.is_alive():  # (none started, or a forked child's: its parent's)
-        return
-    done = threading.Event()
-    _handed.put(done)
-    while not done.wait(1.0):  # (not for ever: a reaper that died since will never set it)
-        if not reaper.is_alive():
-            return
-
-
 class InProcessClient:
     """Sends chat requests through a Dispatcher on a background event loop."""
 
@@ -336,9 +243,7 @@ class InProcessClient:
         self._runtime = _Runtime(decider, Environment.read() if env is None else Environment(env))
         self._portal = self._runtime.portal
         self.dispatcher: Dispatcher = self._runtime.dispatcher
-        self._finalizer = weakref.finalize(self if owner is None else owner, _hand_over, self._runtime)
-        self._finalizer.atexit = False  # _close_unclosed runs it, earlier than atexit would
-        _close_at_exit(self._finalizer)
+        self._finalizer = close_when_collected(self if owner is None else owner, self._runtime)
 
     @property
     def ours(self) -> bool:
@@ -413,8 +318,5 @@ class InProcessClient:
         """End open streams, close connections, flush the ledger and stop the loop thread (idempotent, from any
         thread but the loop's; from the router's worker threads it is not supported); `timeout` as `_Runtime.close`."""
         self._runtime.check_thread()
-        self._finalizer.atexit = False
-        with _hook_lock:
-            _unclosed.discard(self._finalizer)
-        if self._finalizer.detach() is not None:  # (else the reaper has it: its close is the one)
+        if take_back(self._finalizer):  # (else the reaper has it: its close is the one)
             self._runtime.close(timeout)

@@ -31,13 +31,18 @@ _ANTHROPIC_NAMES = {"limit-requests": "requests-limit", "remaining-requests": "r
 
 
 def _duration(seconds: float) -> str:
-    """A reset time as OpenAI writes it: 20ms, 1.5s, 6m0s."""
-    if seconds < 1:
-        return f"{max(round(seconds * 1000), 0)}ms"
-    if seconds < 60:
-        return f"{seconds:.3g}s"
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}m{rest}s"
+    """A reset time as OpenAI writes it (Go's spelling): 20ms, 1.5s, 6m0s, 1h2m3s.
+
+    The unit is picked after rounding, so 0.9996 s is 1s (not 1000ms) and 59.96 s is 1m0s (not 60s)."""
+    millis = max(round(seconds * 1000), 0)
+    if millis < 1000:
+        return f"{millis}ms"
+    short = f"{seconds:.3g}"
+    if float(short) < 60:
+        return f"{short}s"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, rest = divmod(rest, 60)
+    return f"{hours}h{minutes}m{rest}s" if hours else f"{minutes}m{rest}s"
 
 
 def _rfc3339(at: float) -> str:

@@ -5,18 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from .._money import usd as money
+
 __all__ = ["FILTERS", "count", "duration", "ms", "pct", "quality", "usd", "utc"]
 
 
-def usd(value: float | None, *, places: int | None = None) -> str:
-    """Dollars with as many decimals as a small amount needs ($12.34, $0.0042, $0.000013)."""
-    if value is None:
-        return "—"
-    sign = "-" if value < 0 else ""
-    amount = abs(value)
-    if places is None:
-        places = 2 if amount >= 1 or amount == 0 else (4 if amount >= 0.01 else 6)
-    return f"{sign}${amount:,.{places}f}"
+def usd(value: float | None) -> str:
+    """Dollars as the command line shows them ($12.34, $0.0042, $0.000013: see switchman._money)."""
+    return "—" if value is None else money(value)
 
 
 def pct(value: float | None, *, places: int = 1, ratio: bool = False) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from .._money import usd
 from ..ledger import FeedbackSummary, Totals
 from ._sources import Sources, Window
 
@@ -135,7 +136,7 @@ def eval_svg(report: dict[str, Any]) -> Markup:
                      '</title></polyline>')
         x, y = px(entry["cost_per_1k"], entry["quality"])
         parts.append(f'<circle class="calibrated" fill="{colour}" cx="{x}" cy="{y}" r="5"><title>{escape(name)} '
-                     f'calibrated: quality {entry["quality"]:.3f} at ${entry["cost_per_1k"]:.3f}/1k</title></circle>')
+                     f'calibrated: quality {entry["quality"]:.3f} at {usd(entry["cost_per_1k"])}/1k</title></circle>')
         parts.append(f'<text class="legend" fill="{colour}" x="{_W - _PAD_R - 4}" y="{_PAD_T + 14 + 14 * i}" '
                      f'text-anchor="end">{escape(name)}</text>')
     oracle = baselines.get("oracle")

@@ -10,10 +10,27 @@
 
   function css(name) { return getComputedStyle(root).getPropertyValue(name).trim(); }
 
+  // Dollars as switchman/_money.py writes them: cents from $1, three significant digits below, e-notation
+  // below a millionth, $0 for nothing (or float noise), -$inf, — for no amount (null, NaN); each format chosen after
+  // rounding (tests/ui/test_chart_money.py holds the two to the same text).
   function money(v) {
-    if (v == null) return "—";
-    var a = Math.abs(v), places = a >= 1 || a === 0 ? 2 : (a >= 0.01 ? 4 : 6);
-    return (v < 0 ? "-$" : "$") + a.toFixed(places);
+    if (v == null || Number.isNaN(v)) return "—";
+    var a = Math.abs(v), sign = v < 0 ? "-$" : "$", text;
+    if (a < 1e-12) return "$0";  // float noise (a saving of -1.1e-16) is nothing
+    if (a === Infinity) return sign + "inf";
+    if (a < 1e-6) {
+      var parts = a.toExponential(1).split("e"), exp = parseInt(parts[1], 10);
+      if (exp < -6) return sign + parts[0].replace(/\.0$/, "") + "e-" + (exp > -10 ? "0" : "") + -exp;
+      a = 1e-6;  // 9.96e-7 rounds to a millionth, so it reads as 1e-6 does: $0.000001
+    }
+    if (a >= 1) {
+      text = a.toFixed(2).replace(/\B(?=(\d{3})+(?!\d))/g, ",");  // (toLocaleString rounds the shortest decimal, not the value)
+    } else {
+      var fixed = a.toFixed(2 - Math.floor(Math.log10(a))).split(".");
+      var fraction = fixed[1].replace(/0+$/, "");
+      text = fixed[0] + "." + (fraction.length < 2 ? (fraction + "00").slice(0, 2) : fraction);
+    }
+    return sign + text;
   }
 
   function chartOptions(kind, width, data) {
